@@ -1,0 +1,1 @@
+"""neoarray master: OIDs, TIDs, partition table, cluster state, commit order."""

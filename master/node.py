@@ -1,0 +1,508 @@
+"""The master's runtime: nodes, cluster state, the commit order and invalidations.
+
+Threads: gRPC workers call into ``Master`` under ``self.lock``; calls to storage nodes
+are made outside the lock.  A monitor thread marks storages that stopped sending
+heartbeats DOWN; an unlock thread sends batched ``Unlock`` orders.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+
+from neoarray import wire
+from neoarray.errors import ClusterUnavailable, RequestRefused
+from neoarray.ids import Z64, p64, u64
+from neoarray.proto import common_pb2 as cpb
+from neoarray.proto import storage_pb2 as spb
+from neoarray.proto import storage_pb2_grpc as srpc
+
+from .core import IdAllocator, PartitionTable, READABLE
+from .state import MasterState
+
+log = logging.getLogger("neoarray.master")
+
+RECOVERING, VERIFYING, RUNNING, STOPPING = "RECOVERING", "VERIFYING", "RUNNING", "STOPPING"
+CLUSTER_PB = {RECOVERING: cpb.RECOVERING, VERIFYING: cpb.VERIFYING,
+              RUNNING: cpb.CLUSTER_RUNNING, STOPPING: cpb.STOPPING}
+NODE_PB = {"RUNNING": cpb.RUNNING, "PENDING": cpb.PENDING, "DOWN": cpb.DOWN, "UNKNOWN": cpb.UNKNOWN}
+TYPE_PB = {"STORAGE": cpb.STORAGE, "CLIENT": cpb.CLIENT, "ADMIN": cpb.ADMIN, "MASTER": cpb.MASTER}
+CELL_PB = {"U": cpb.UP_TO_DATE, "O": cpb.OUT_OF_DATE, "F": cpb.FEEDING, "C": cpb.CORRUPTED}
+
+
+@dataclass
+class Limits:
+    node_timeout_s: float = 5.0
+    rpc_timeout_s: float = 30.0
+    events_per_client_max: int = 100_000
+    transactions_per_client_max: int = 64
+    oids_per_request_max: int = 100_000
+    finished_remembered_max: int = 100_000
+    client_clock_ahead_s_max: float = 60.0
+
+
+@dataclass
+class NodeInfo:
+    node_id: int
+    type: str
+    address: str = ""
+    host: str = ""
+    state: str = "UNKNOWN"
+    since: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.monotonic)
+    read_only: bool = False
+
+    def set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state, self.since = state, time.time()
+
+
+@dataclass
+class Txn:
+    ttid: bytes
+    node: int
+    tid: bytes | None = None          # chosen at Begin for restore, else at Finish
+    oids: list = field(default_factory=list)
+    storages: list = field(default_factory=list)
+    locked: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    error: Exception | None = None
+
+
+class Master:
+    def __init__(self, path: str, cluster: str, partitions: int, replicas: int,
+                 storages_expected: int, limits: Limits | None = None):
+        self.cluster = cluster
+        self.limits = limits or Limits()
+        self.state_db = MasterState(path)
+        self.lock = threading.RLock()
+        self._load_state(partitions, replicas)
+        self.storages_expected = storages_expected
+        self.cluster_state = RECOVERING
+        self.txns: dict[bytes, Txn] = {}          # begun, not finished
+        self.commit_queue: list[Txn] = []         # finishing, in tid order
+        self.finished: dict[bytes, bytes] = {}    # ttid -> tid, bounded memory
+        self.subscribers: dict[int, queue.Queue] = {}
+        self.channels: dict[int, tuple] = {}
+        self.to_unlock: dict[int, list] = {}
+        self.pool = futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="master-out")
+        self.stopped = threading.Event()
+        self.on_stop = None
+
+    # -- durable state ----------------------------------------------------------
+    def _load_state(self, partitions: int, replicas: int) -> None:
+        st = self.state_db
+        name = st.get("cluster")
+        if name is None:
+            st.put(cluster=self.cluster, partitions=partitions, replicas=replicas, next_node_id=1)
+        elif name != self.cluster:
+            raise RequestRefused(f"this master's data belongs to cluster {name!r}, not {self.cluster!r}")
+        self.partitions = st.get("partitions")
+        doc = st.get("pt")
+        self.pt = PartitionTable.from_doc(doc) if doc else PartitionTable(self.partitions, st.get("replicas"))
+        self.nodes: dict[int, NodeInfo] = {}
+        for nid, (typ, address, host) in st.get("nodes", {}).items():
+            self.nodes[int(nid)] = NodeInfo(int(nid), typ, address, host, "DOWN" if typ == "STORAGE" else "UNKNOWN")
+        self.ids = IdAllocator(self._persist_ids, st.get("oid_reserved", 0), st.get("oid_reserved", 0),
+                               st.get("tid_reserved", Z64), st.get("tid_reserved", Z64))
+
+    def _persist_ids(self, **values) -> None:
+        self.state_db.put(**values)
+
+    def _persist_pt(self) -> None:
+        self.state_db.put(pt=self.pt.to_doc())
+
+    def _persist_nodes(self) -> None:
+        storages = {str(n.node_id): [n.type, n.address, n.host]
+                    for n in self.nodes.values() if n.type == "STORAGE"}
+        self.state_db.put(nodes=storages)
+
+    def _new_node_id(self) -> int:
+        nid = self.state_db.get("next_node_id", 1)
+        while nid in self.nodes:
+            nid += 1
+        self.state_db.put(next_node_id=nid + 1)
+        return nid
+
+    # -- views ------------------------------------------------------------------
+    def running_storages(self) -> set[int]:
+        return {n.node_id for n in self.nodes.values() if n.type == "STORAGE" and n.state == "RUNNING"}
+
+    def cluster_info(self) -> cpb.ClusterInfo:
+        with self.lock:
+            return cpb.ClusterInfo(
+                state=CLUSTER_PB[self.cluster_state], pt=self.pt_pb(),
+                nodes=[self.node_pb(n) for n in self.nodes.values()],
+                last_tid=self.ids.last_tid, last_oid=p64(self.ids.last_oid))
+
+    def pt_pb(self) -> cpb.PartitionTable:
+        return cpb.PartitionTable(ptid=self.pt.ptid, replicas=self.pt.replicas, rows=[
+            cpb.PartitionRow(cells=[cpb.Cell(node_id=n, state=CELL_PB[s]) for n, s in sorted(row.items())])
+            for row in self.pt.rows])
+
+    @staticmethod
+    def node_pb(n: NodeInfo) -> cpb.Node:
+        return cpb.Node(node_id=n.node_id, type=TYPE_PB[n.type], address=n.address,
+                        state=NODE_PB[n.state], host=n.host, state_since=n.since)
+
+    # -- nodes ------------------------------------------------------------------
+    def identify(self, req) -> int:
+        typ = {cpb.STORAGE: "STORAGE", cpb.CLIENT: "CLIENT", cpb.ADMIN: "ADMIN"}.get(req.type)
+        if typ is None:
+            raise RequestRefused(f"unknown node type {req.type}")
+        with self.lock:
+            if self.cluster_state == STOPPING:
+                raise ClusterUnavailable("cluster is stopping")
+            nid = req.node_id
+            known = self.nodes.get(nid)
+            if known is None or known.type != typ:
+                if typ == "STORAGE" and nid:
+                    raise RequestRefused(f"storage node {nid} is not known to this cluster "
+                                         f"(its data belongs elsewhere?)")
+                nid = self._new_node_id()
+                known = self.nodes[nid] = NodeInfo(nid, typ)
+            known.address, known.host, known.read_only = req.address, req.host, req.read_only
+            known.last_seen = time.monotonic()
+            if typ == "STORAGE":
+                self._storage_joined(known, req)
+            else:
+                known.set_state("RUNNING")
+        self.broadcast_cluster()
+        return nid
+
+    def _storage_joined(self, node: NodeInfo, req) -> None:
+        self.channels.pop(node.node_id, None)
+        self.ids.raise_to(u64(req.last_oid or Z64), req.last_tid or Z64)
+        in_pt = node.node_id in self.pt.nodes()
+        node.set_state("RUNNING" if in_pt or not self.pt.rows else "PENDING")
+        self._persist_nodes()
+        log.info("storage node S%d at %s is %s", node.node_id, node.address, node.state)
+        if self.cluster_state == RUNNING and in_pt:
+            self.pool.submit(self._settle_storage, node.node_id)
+        else:
+            self.pool.submit(self.try_start)
+
+    def storage_stub(self, nid: int):
+        with self.lock:
+            entry = self.channels.get(nid)
+            if entry is None:
+                channel = wire.open_channel(self.nodes[nid].address, self.cluster)
+                entry = self.channels[nid] = (channel, srpc.StorageStub(channel))
+            return entry[1]
+
+    def heartbeat(self, nid: int) -> bool:
+        with self.lock:
+            node = self.nodes.get(nid)
+            if node is None or node.state == "DOWN":
+                return False
+            node.last_seen = time.monotonic()
+            return True
+
+    def monitor(self) -> None:
+        """Mark storages silent for ``node_timeout_s`` DOWN."""
+        while not self.stopped.wait(0.5):
+            now = time.monotonic()
+            with self.lock:
+                silent = [n.node_id for n in self.nodes.values()
+                          if n.type == "STORAGE" and n.state in ("RUNNING", "PENDING")
+                          and now - n.last_seen > self.limits.node_timeout_s]
+            for nid in silent:
+                self.storage_lost(nid, "no heartbeat")
+
+    def storage_lost(self, nid: int, why: str) -> None:
+        with self.lock:
+            node = self.nodes.get(nid)
+            if node is None or node.state == "DOWN":
+                return
+            log.warning("storage node S%d lost: %s", nid, why)
+            running = self.running_storages()
+            node.set_state("DOWN")
+            if self.cluster_state == RUNNING and self.pt.node_lost(nid, running):
+                self._persist_pt()
+            if self.cluster_state == RUNNING and not self.pt.operational(self.running_storages()):
+                log.warning("partition table not operational: back to RECOVERING")
+                self.cluster_state = RECOVERING
+            self.channels.pop(nid, None)
+        self.broadcast_cluster()
+
+    # -- cluster state --------------------------------------------------------------
+    def try_start(self, force: bool = False) -> None:
+        """RECOVERING -> VERIFYING -> RUNNING when the partition table can serve."""
+        with self.lock:
+            if self.cluster_state != RECOVERING:
+                return
+            running = self.running_storages()
+            if not self.pt.rows:
+                pending = sorted(n.node_id for n in self.nodes.values()
+                                 if n.type == "STORAGE" and n.state == "PENDING")
+                ready = sorted(running | set(pending))
+                if not ready or (len(ready) < self.storages_expected and not force):
+                    return
+                self.pt = PartitionTable.create(self.partitions, self.state_db.get("replicas"), ready)
+                for nid in ready:
+                    self.nodes[nid].set_state("RUNNING")
+                self._persist_pt()
+                running = self.running_storages()
+            if not self.pt.operational(running):
+                return
+            self.cluster_state = VERIFYING
+        try:
+            self._verify(running)
+        except Exception as exc:
+            log.warning("verification failed (%s): staying in RECOVERING", exc)
+            with self.lock:
+                self.cluster_state = RECOVERING
+            return
+        with self.lock:
+            if self.cluster_state == VERIFYING:
+                self.cluster_state = RUNNING
+                log.info("cluster RUNNING (ptid %d, last tid 0x%s)", self.pt.ptid, self.ids.last_tid.hex())
+        self.broadcast_cluster()
+
+    def _verify(self, running: set[int]) -> None:
+        """Finish what storages locked, drop what they only voted, learn last ids."""
+        infos = {nid: wire.call(self.storage_stub(nid).RecoveryInfo, cpb.Empty(),
+                                self.limits.rpc_timeout_s, f"S{nid}") for nid in running}
+        decided: dict[bytes, bytes] = {}
+        for info in infos.values():
+            self.ids.raise_to(u64(info.last_oid or Z64), info.last_tid or Z64)
+            for lt in info.locked:
+                decided[lt.ttid] = lt.tid
+        for nid, info in infos.items():
+            stub = self.storage_stub(nid)
+            for ttid in info.voted_ttids:
+                if ttid in decided:
+                    wire.call(stub.Lock, spb.LockRequest(ttid=ttid, tid=decided[ttid]), self.limits.rpc_timeout_s)
+                else:
+                    wire.call(stub.AbortTransaction, spb.AbortTransactionRequest(ttid=ttid), self.limits.rpc_timeout_s)
+        for nid in infos:
+            if decided:
+                wire.call(self.storage_stub(nid).Unlock, spb.UnlockRequest(ttids=list(decided)),
+                          self.limits.rpc_timeout_s)
+        with self.lock:
+            for ttid, tid in decided.items():
+                self._remember(ttid, tid)
+            # the reservations also cover ids handed out by the previous run
+            self.ids.tid_reserved = max(self.ids.tid_reserved, self.ids.last_tid)
+
+    def _settle_storage(self, nid: int) -> None:
+        """A storage came back while RUNNING: decide what it voted meanwhile."""
+        try:
+            stub = self.storage_stub(nid)
+            info = wire.call(stub.RecoveryInfo, cpb.Empty(), self.limits.rpc_timeout_s)
+            with self.lock:
+                inflight = {t.ttid for t in self.commit_queue} | set(self.txns)
+                decisions = [(t, self.finished.get(t)) for t in info.voted_ttids if t not in inflight]
+            for ttid, tid in decisions:
+                if tid:
+                    wire.call(stub.Lock, spb.LockRequest(ttid=ttid, tid=tid), self.limits.rpc_timeout_s)
+                else:
+                    wire.call(stub.AbortTransaction, spb.AbortTransactionRequest(ttid=ttid), self.limits.rpc_timeout_s)
+            done = [lt.ttid for lt in info.locked] + [t for t, tid in decisions if tid]
+            if done:
+                wire.call(stub.Unlock, spb.UnlockRequest(ttids=done), self.limits.rpc_timeout_s)
+        except Exception as exc:
+            log.warning("could not settle S%d: %s", nid, exc)
+
+    def set_cluster_state(self, state: str) -> str:
+        if state == RUNNING:
+            self.try_start(force=True)
+        elif state == STOPPING:
+            self.stop_cluster()
+        else:
+            raise RequestRefused(f"cannot set the cluster state to {state}")
+        return self.cluster_state
+
+    def stop_cluster(self) -> None:
+        with self.lock:
+            self.cluster_state = STOPPING
+            storages = [n.node_id for n in self.nodes.values() if n.type == "STORAGE" and n.state != "DOWN"]
+        self.broadcast_cluster()
+        for nid in storages:
+            try:
+                wire.call(self.storage_stub(nid).Shutdown, cpb.Empty(), 5.0)
+            except Exception as exc:
+                log.warning("S%d did not acknowledge shutdown: %s", nid, exc)
+        if self.on_stop:
+            threading.Timer(0.2, self.on_stop).start()
+
+    # -- transactions ---------------------------------------------------------------
+    def require_running(self) -> None:
+        if self.cluster_state != RUNNING:
+            raise ClusterUnavailable(f"cluster is {self.cluster_state}, not RUNNING")
+
+    def new_oids(self, count: int) -> list[bytes]:
+        if not 0 < count <= self.limits.oids_per_request_max:
+            raise RequestRefused(f"oid count {count} out of range 1..{self.limits.oids_per_request_max}")
+        with self.lock:
+            self.require_running()
+            return self.ids.new_oids(count)
+
+    def begin(self, node: int, tid: bytes) -> bytes:
+        with self.lock:
+            self.require_running()
+            mine = sum(1 for t in self.txns.values() if t.node == node)
+            if mine >= self.limits.transactions_per_client_max:
+                raise RequestRefused(f"client C{node} has {mine} open transactions, "
+                                     f"transactions_per_client_max={self.limits.transactions_per_client_max}")
+            if tid:
+                if len(tid) != 8:
+                    raise RequestRefused("tid must be 8 bytes")
+                ttid = self.ids.take_tid(tid)
+            else:
+                ttid = self.ids.new_tid()
+            self.txns[ttid] = Txn(ttid, node, tid=tid or None)
+            return ttid
+
+    def abort(self, node: int, ttid: bytes, storages) -> None:
+        with self.lock:
+            txn = self.txns.get(ttid)
+            if txn is None or txn.node != node:
+                return
+            del self.txns[ttid]
+            targets = set(storages) | self.running_storages()
+        self._abort_on(ttid, targets)
+
+    def _abort_on(self, ttid: bytes, storages) -> None:
+        for nid in storages:
+            try:
+                wire.call(self.storage_stub(nid).AbortTransaction,
+                          spb.AbortTransactionRequest(ttid=ttid), self.limits.rpc_timeout_s)
+            except Exception as exc:
+                log.warning("abort of 0x%s on S%d failed: %s", ttid.hex(), nid, exc)
+
+    def finish(self, node: int, ttid: bytes, oids, storages, client_time: float = 0.0) -> bytes:
+        with self.lock:
+            self.require_running()
+            txn = self.txns.pop(ttid, None)
+            if txn is None or txn.node != node:
+                raise RequestRefused(f"finish of unknown transaction 0x{ttid.hex()}")
+            bad = [s for s in storages if s not in self.nodes or self.nodes[s].type != "STORAGE"]
+            if bad:
+                raise RequestRefused(f"finish names unknown storage nodes {bad}")
+            txn.oids, txn.storages = list(oids), sorted(set(storages))
+            now = time.time()
+            if now < client_time <= now + self.limits.client_clock_ahead_s_max:
+                now = client_time
+            txn.tid = txn.tid or self.ids.new_tid(self.partitions, u64(ttid) % self.partitions, now)
+            self.commit_queue.append(txn)
+        self._lock_on_storages(txn)
+        if not txn.done.wait(self.limits.rpc_timeout_s * 4):
+            raise ClusterUnavailable(f"finish of 0x{ttid.hex()} timed out")
+        if txn.error:
+            raise txn.error
+        return txn.tid
+
+    def _lock_on_storages(self, txn: Txn) -> None:
+        calls = {nid: self.pool.submit(wire.call, self.storage_stub(nid).Lock,
+                                       spb.LockRequest(ttid=txn.ttid, tid=txn.tid), self.limits.rpc_timeout_s)
+                 for nid in txn.storages}
+        failed = []
+        for nid, fut in calls.items():
+            try:
+                fut.result()
+            except Exception as exc:
+                failed.append((nid, exc))
+        for nid, exc in failed:
+            self.storage_lost(nid, f"lock failed: {exc}")
+        with self.lock:
+            locked = {nid for nid in calls} - {nid for nid, _ in failed}
+            if failed and not self._covered(txn, locked):
+                txn.error = ClusterUnavailable(
+                    f"transaction 0x{txn.ttid.hex()} could not be locked on any copy of some partition "
+                    f"({failed[0][1]}); it will complete when the nodes return")
+            txn.locked = True
+            self._publish()
+
+    def _covered(self, txn: Txn, locked: set[int]) -> bool:
+        parts = {u64(o) % self.partitions for o in txn.oids} | {u64(txn.tid) % self.partitions}
+        return all(any(n in locked for n, s in self.pt.rows[p].items() if s in READABLE) for p in parts)
+
+    def _publish(self) -> None:
+        """Acknowledge locked transactions strictly in TID order."""
+        while self.commit_queue and self.commit_queue[0].locked:
+            txn = self.commit_queue.pop(0)
+            self._remember(txn.ttid, txn.tid)
+            if txn.error is None:
+                event = self._invalidation(txn)
+                for q in list(self.subscribers.values()):
+                    self._push(q, event)
+                for nid in txn.storages:
+                    self.to_unlock.setdefault(nid, []).append(txn.ttid)
+            txn.done.set()
+
+    def _remember(self, ttid: bytes, tid: bytes) -> None:
+        self.finished[ttid] = tid
+        while len(self.finished) > self.limits.finished_remembered_max:
+            self.finished.pop(next(iter(self.finished)))
+
+    @staticmethod
+    def _invalidation(txn: Txn):
+        from neoarray.proto import master_pb2 as mpb
+        return mpb.Event(invalidation=mpb.Invalidation(tid=txn.tid, ttid=txn.ttid, oids=txn.oids))
+
+    def final_tid(self, ttid: bytes) -> bytes:
+        with self.lock:
+            return self.finished.get(ttid, b"")
+
+    def unlocker(self) -> None:
+        """Send batched Unlock orders (storages forget locked-transaction records)."""
+        while not self.stopped.wait(0.05):
+            with self.lock:
+                batches, self.to_unlock = self.to_unlock, {}
+            for nid, ttids in batches.items():
+                try:
+                    wire.call(self.storage_stub(nid).Unlock, spb.UnlockRequest(ttids=ttids), self.limits.rpc_timeout_s)
+                except Exception as exc:
+                    log.debug("unlock on S%d deferred: %s", nid, exc)
+
+    # -- subscribers ------------------------------------------------------------------
+    def subscribe(self, nid: int) -> queue.Queue:
+        q: queue.Queue = queue.Queue(self.limits.events_per_client_max)
+        with self.lock:
+            if nid not in self.nodes:
+                raise RequestRefused(f"node {nid} must identify before subscribing")
+            old = self.subscribers.pop(nid, None)
+            if old is not None:
+                self._push(old, None)
+            self.subscribers[nid] = q
+        return q
+
+    def unsubscribe(self, nid: int, q: queue.Queue) -> None:
+        with self.lock:
+            if self.subscribers.get(nid) is not q:
+                return
+            del self.subscribers[nid]
+            node = self.nodes.get(nid)
+            if node is not None and node.type != "STORAGE":
+                del self.nodes[nid]
+            orphans = [t.ttid for t in self.txns.values() if t.node == nid]
+            for ttid in orphans:
+                del self.txns[ttid]
+            storages = self.running_storages()
+        for ttid in orphans:
+            log.info("client C%d went away: aborting 0x%s", nid, ttid.hex())
+            self._abort_on(ttid, storages)
+        self.broadcast_cluster()
+
+    def _push(self, q: queue.Queue, event) -> None:
+        try:
+            q.put_nowait(event)
+        except queue.Full:
+            log.warning("a client is too slow to read its events: disconnecting it")
+            while True:
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    break
+            q.put_nowait(None)
+
+    def broadcast_cluster(self) -> None:
+        from neoarray.proto import master_pb2 as mpb
+        event = mpb.Event(cluster=self.cluster_info())
+        with self.lock:
+            for q in self.subscribers.values():
+                self._push(q, event)

@@ -1,0 +1,101 @@
+"""gRPC servicers of the master: the Master (control) and Admin (neoctl) services."""
+from __future__ import annotations
+
+import queue
+
+from neoarray.errors import RequestRefused
+from neoarray.ids import p64
+from neoarray.proto import common_pb2 as cpb
+from neoarray.proto import master_pb2 as pb
+from neoarray.proto import master_pb2_grpc as rpc
+
+from .node import CLUSTER_PB, Master
+
+_STATE_NAMES = {v: k for k, v in CLUSTER_PB.items()}
+
+
+def _tid(value: bytes, what: str = "ttid") -> bytes:
+    if len(value) != 8:
+        raise RequestRefused(f"{what} must be 8 bytes, got {len(value)}")
+    return value
+
+
+class MasterServicer(rpc.MasterServicer):
+    def __init__(self, master: Master, keepalive_s: float = 1.0):
+        self.m = master
+        self.keepalive_s = keepalive_s
+
+    def Identify(self, request, context):
+        nid = self.m.identify(request)
+        return pb.IdentifyReply(node_id=nid, num_partitions=self.m.partitions, info=self.m.cluster_info())
+
+    def Subscribe(self, request, context):
+        nid = request.node_id
+        q = self.m.subscribe(nid)
+        context.add_callback(lambda: self.m.unsubscribe(nid, q))
+        yield pb.Event(cluster=self.m.cluster_info())
+        while context.is_active() and not self.m.stopped.is_set():
+            try:
+                event = q.get(timeout=self.keepalive_s)
+            except queue.Empty:
+                continue
+            if event is None:
+                return
+            yield event
+
+    def NewOids(self, request, context):
+        return pb.NewOidsReply(oids=self.m.new_oids(request.count))
+
+    def Begin(self, request, context):
+        return pb.BeginReply(ttid=self.m.begin(request.node_id, request.tid))
+
+    def Finish(self, request, context):
+        tid = self.m.finish(request.node_id, _tid(request.ttid), list(request.oids), list(request.storage_ids),
+                           request.client_time)
+        return pb.FinishReply(tid=tid)
+
+    def Abort(self, request, context):
+        self.m.abort(request.node_id, _tid(request.ttid), list(request.storage_ids))
+        return cpb.Empty()
+
+    def FinalTid(self, request, context):
+        return pb.FinalTidReply(tid=self.m.final_tid(_tid(request.ttid)))
+
+    def LastIds(self, request, context):
+        return self._last_ids()
+
+    def _last_ids(self):
+        with self.m.lock:
+            return pb.LastIdsReply(last_oid=p64(self.m.ids.last_oid), last_tid=self.m.ids.last_tid,
+                                   ptid=self.m.pt.ptid)
+
+    def Heartbeat(self, request, context):
+        if not self.m.heartbeat(request.node_id):
+            context.abort(__import__("grpc").StatusCode.NOT_FOUND, f"node {request.node_id} must identify again")
+        return pb.HeartbeatReply(state=CLUSTER_PB[self.m.cluster_state], ptid=self.m.pt.ptid)
+
+
+class AdminServicer(rpc.AdminServicer):
+    def __init__(self, master: Master, control: MasterServicer):
+        self.m = master
+        self.control = control
+
+    def GetIds(self, request, context):
+        return self.control._last_ids()
+
+    def GetPartitionTable(self, request, context):
+        with self.m.lock:
+            return self.m.pt_pb()
+
+    def GetNodes(self, request, context):
+        with self.m.lock:
+            return pb.NodesReply(nodes=[self.m.node_pb(n) for n in self.m.nodes.values()])
+
+    def GetClusterState(self, request, context):
+        return pb.ClusterStateReply(state=CLUSTER_PB[self.m.cluster_state])
+
+    def SetClusterState(self, request, context):
+        state = _STATE_NAMES.get(request.state)
+        if state is None:
+            raise RequestRefused(f"unknown cluster state {request.state}")
+        return pb.ClusterStateReply(state=CLUSTER_PB[self.m.set_cluster_state(state)])

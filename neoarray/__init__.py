@@ -1,0 +1,68 @@
+"""neoarray: a NEO-style distributed, transactional object store for ZODB, and
+persistent numpy-like arrays far larger than memory on top of it.
+
+``neoarray.open(path)`` is the embedded default: it starts a local master and storage
+node over the directory ``path`` (or connects to ``master`` when given one) and returns
+a ``ZODB.DB``; closing the database stops the nodes it started.
+"""
+from __future__ import annotations
+
+from .client import NeoStorage
+from .errors import (ChecksumError, ClusterNameMismatch, ClusterUnavailable, NeoError,
+                     RequestRefused, StorageFull)
+
+__all__ = ["open", "NeoStorage", "LocalCluster", "NeoError", "ClusterNameMismatch",
+           "ClusterUnavailable", "ChecksumError", "RequestRefused", "StorageFull"]
+__version__ = "0.1.0"
+
+
+def open(path: str | None = None, *, master: str | None = None, cluster: str | None = None,
+         storages: int = 1, replicas: int = 0, partitions: int = 12, **storage_options):
+    """Open a ``ZODB.DB`` on a neoarray cluster.
+
+    Parameters
+    ----------
+    path : str, optional
+        Data directory of an embedded cluster, started now and stopped when the
+        database is closed.  Reopening the same directory finds the same data.
+    master, cluster : str, optional
+        Connect to a running cluster instead (both required).
+    storages, replicas, partitions : int
+        Shape of an embedded cluster created at ``path``.
+    **storage_options
+        Passed to :class:`NeoStorage` (``cache_bytes_max``, ``read_only``...).
+    """
+    import ZODB
+
+    from .cluster import LocalCluster
+
+    if master is not None:
+        if not cluster:
+            raise ValueError("neoarray.open(master=...) needs the cluster name too")
+        return ZODB.DB(NeoStorage(master, cluster, **storage_options))
+    if path is None:
+        raise ValueError("neoarray.open needs a data directory or a master address")
+    local = LocalCluster(path, storages=storages, replicas=replicas, partitions=partitions).start()
+    try:
+        storage = NeoStorage(**local.storage_kwargs(), **storage_options)
+    except BaseException:
+        local.stop()
+        raise
+    db = ZODB.DB(storage)
+    db.local_cluster = local
+    close = db.close
+
+    def close_and_stop():
+        try:
+            close()
+        finally:
+            local.stop()
+    db.close = close_and_stop
+    return db
+
+
+def __getattr__(name):
+    if name == "LocalCluster":
+        from .cluster import LocalCluster
+        return LocalCluster
+    raise AttributeError(f"module 'neoarray' has no attribute {name!r}")

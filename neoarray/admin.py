@@ -1,0 +1,47 @@
+"""A typed client of the master's Admin service (used by ``neoctl`` and ``LocalCluster``)."""
+from __future__ import annotations
+
+from . import wire
+from .ids import Z64
+from .proto import common_pb2 as cpb
+from .proto import master_pb2 as mpb
+from .proto import master_pb2_grpc as mrpc
+
+CELL_LETTERS = {cpb.UP_TO_DATE: "U", cpb.OUT_OF_DATE: "O", cpb.FEEDING: "F", cpb.CORRUPTED: "C"}
+CLUSTER_NAMES = {cpb.RECOVERING: "RECOVERING", cpb.VERIFYING: "VERIFYING",
+                 cpb.CLUSTER_RUNNING: "RUNNING", cpb.STOPPING: "STOPPING"}
+NODE_PREFIX = {cpb.STORAGE: "S", cpb.CLIENT: "C", cpb.ADMIN: "A", cpb.MASTER: "M"}
+
+
+class AdminClient:
+    def __init__(self, master: str, cluster: str, rpc_timeout_s: float = 10.0):
+        self.channel = wire.open_channel(master, cluster)
+        self.stub = mrpc.AdminStub(self.channel)
+        self.timeout = rpc_timeout_s
+
+    def _call(self, name, request=None):
+        return wire.call(getattr(self.stub, name), request or cpb.Empty(), self.timeout, name)
+
+    def ids(self) -> dict:
+        r = self._call("GetIds")
+        return {"last_oid": r.last_oid or Z64, "last_tid": r.last_tid or Z64, "last_ptid": r.ptid}
+
+    def partition_table(self) -> cpb.PartitionTable:
+        return self._call("GetPartitionTable")
+
+    def nodes(self) -> list:
+        return list(self._call("GetNodes").nodes)
+
+    def cluster_state(self) -> str:
+        return CLUSTER_NAMES[self._call("GetClusterState").state]
+
+    def set_cluster_state(self, state: str) -> str:
+        value = {v: k for k, v in CLUSTER_NAMES.items()}[state]
+        return CLUSTER_NAMES[self._call("SetClusterState", mpb.SetClusterStateRequest(state=value)).state]
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def node_name(node) -> str:
+    return f"{NODE_PREFIX.get(node.type, '?')}{node.node_id}"

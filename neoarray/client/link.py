@@ -1,0 +1,165 @@
+"""The client's link to the cluster: master connection, event stream, routing.
+
+``ClusterLink`` identifies to the master, keeps the cluster view (partition table,
+node addresses, state) current from the event stream, hands invalidations to a
+callback in TID order, and reconnects (with bounded back-off) whenever the master
+goes away; after a reconnection the ``on_reconnect`` callback runs, since events may
+have been missed.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import threading
+import time
+
+import grpc
+
+from .. import wire
+from ..errors import ClusterNameMismatch, ClusterUnavailable, NeoError
+from ..proto import common_pb2 as cpb
+from ..proto import master_pb2 as mpb
+from ..proto import master_pb2_grpc as mrpc
+from ..proto import storage_pb2_grpc as srpc
+
+log = logging.getLogger("neoarray.client")
+
+READABLE = (cpb.UP_TO_DATE, cpb.FEEDING)
+
+
+class ClusterLink:
+    def __init__(self, master: str, cluster: str, on_invalidation, on_reconnect,
+                 rpc_timeout_s: float = 30.0, connect_timeout_s: float = 30.0,
+                 read_only: bool = False, message_bytes_max: int = wire.MESSAGE_BYTES_MAX):
+        self.master_address = master
+        self.cluster = cluster
+        self.on_invalidation = on_invalidation
+        self.on_reconnect = on_reconnect
+        self.rpc_timeout_s = rpc_timeout_s
+        self.read_only = read_only
+        self.message_bytes_max = message_bytes_max
+        self.channel = wire.open_channel(master, cluster, message_bytes_max)
+        self.master = mrpc.MasterStub(self.channel)
+        self.node_id = 0
+        self.partitions = 0
+        self.info: cpb.ClusterInfo | None = None
+        self.addresses: dict[int, str] = {}
+        self.running: set[int] = set()
+        self.stubs: dict[str, srpc.StorageStub] = {}
+        self.changed = threading.Condition()
+        self.closed = threading.Event()
+        self.connected = threading.Event()
+        self.generation = 0
+        self._rr = itertools.count()
+        self._stream = None
+        self._connect(connect_timeout_s)
+        self.thread = threading.Thread(target=self._events, daemon=True, name="neoarray-events")
+        self.thread.start()
+
+    # -- connection ---------------------------------------------------------------
+    def _connect(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        delay = 0.05
+        while True:
+            try:
+                reply = wire.call(self.master.Identify, mpb.IdentifyRequest(
+                    type=cpb.CLIENT, host=socket.gethostname(), read_only=self.read_only),
+                    self.rpc_timeout_s, "identify")
+                break
+            except ClusterNameMismatch:
+                raise
+            except ClusterUnavailable:
+                if time.monotonic() > deadline:
+                    raise ClusterUnavailable(f"no master answers at {self.master_address} "
+                                             f"after {timeout_s:.0f} s") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        self.node_id = reply.node_id
+        self.partitions = reply.num_partitions
+        self._set_info(reply.info)
+        self._stream = self.master.Subscribe(mpb.SubscribeRequest(node_id=self.node_id))
+        self.connected.set()
+
+    def _events(self) -> None:
+        while not self.closed.is_set():
+            try:
+                for event in self._stream:
+                    if event.HasField("invalidation"):
+                        inv = event.invalidation
+                        self.on_invalidation(inv.tid, inv.ttid, list(inv.oids))
+                    else:
+                        self._set_info(event.cluster)
+            except grpc.RpcError as exc:
+                if self.closed.is_set():
+                    return
+                log.warning("lost the master at %s: %s", self.master_address, exc.details())
+            if self.closed.is_set():
+                return
+            self.connected.clear()
+            self._reconnect()
+
+    def _reconnect(self) -> None:
+        delay = 0.1
+        while not self.closed.is_set():
+            try:
+                self._connect(self.rpc_timeout_s)
+                self.generation += 1
+                self.on_reconnect(self.info)
+                return
+            except NeoError as exc:
+                log.warning("reconnecting to the master: %s", exc)
+                self.closed.wait(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _set_info(self, info: cpb.ClusterInfo) -> None:
+        with self.changed:
+            self.info = info
+            self.addresses = {n.node_id: n.address for n in info.nodes if n.type == cpb.STORAGE}
+            self.running = {n.node_id for n in info.nodes
+                            if n.type == cpb.STORAGE and n.state == cpb.RUNNING}
+            self.changed.notify_all()
+
+    def close(self) -> None:
+        self.closed.set()
+        if self._stream is not None:
+            self._stream.cancel()
+        self.channel.close()
+
+    # -- routing --------------------------------------------------------------------
+    def partition(self, oid: bytes) -> int:
+        return int.from_bytes(oid, "big") % self.partitions
+
+    def wait_running(self, timeout_s: float) -> None:
+        """Block until the cluster is RUNNING (or raise ``ClusterUnavailable``)."""
+        deadline = time.monotonic() + timeout_s
+        with self.changed:
+            while self.info is None or self.info.state != cpb.CLUSTER_RUNNING:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.closed.is_set():
+                    state = cpb.ClusterState.Name(self.info.state) if self.info else "unknown"
+                    raise ClusterUnavailable(f"cluster {self.cluster!r} is {state}, not RUNNING")
+                self.changed.wait(min(left, 0.5))
+
+    def readable(self, partition: int) -> list[int]:
+        """Readable cells of ``partition`` on running nodes, rotated to spread load."""
+        row = self.info.pt.rows[partition].cells if self.info and self.info.pt.rows else ()
+        nodes = [c.node_id for c in row if c.state in READABLE and c.node_id in self.running]
+        if len(nodes) > 1:
+            k = next(self._rr) % len(nodes)
+            nodes = nodes[k:] + nodes[:k]
+        return nodes
+
+    def writable(self, partition: int) -> list[int]:
+        row = self.info.pt.rows[partition].cells if self.info and self.info.pt.rows else ()
+        return [c.node_id for c in row if c.state != cpb.CORRUPTED and c.node_id in self.running]
+
+    def storage(self, node_id: int) -> srpc.StorageStub:
+        address = self.addresses.get(node_id)
+        if address is None:
+            raise ClusterUnavailable(f"storage node S{node_id} is unknown")
+        stub = self.stubs.get(address)
+        if stub is None:
+            channel = wire.open_channel(address, self.cluster, self.message_bytes_max)
+            stub = self.stubs[address] = srpc.StorageStub(channel)
+        return stub

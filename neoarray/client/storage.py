@@ -1,0 +1,791 @@
+"""``NeoStorage``: the ZODB storage of a neoarray cluster.
+
+Implements ``IStorage``, ``IStorageIteration``, ``IStorageUndoable``,
+``IStorageRestoreable``, ``IExternalGC``, ``IPrefetchStorage`` and read-current checks
+(``checkCurrentSerialInTransaction``).  ``ZODB.DB(NeoStorage(...))`` wraps it with
+ZODB's MVCC adapter.  Thread-safe: several transactions may be in two-phase commit at
+once (up to ``transactions_max``), each with its own state.
+
+Commit path: ``store`` buffers records per storage node and sends them in batches of
+``store_batch_bytes_max``; ``tpc_vote`` sends the rest and votes on every involved
+node in parallel; conflicts are resolved here with ZODB's conflict resolution and
+voted again; ``tpc_finish`` asks the master for the final TID.  Errors that ZODB may
+see only at vote (conflicts, read conflicts) are raised from ``tpc_vote``.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import xxhash
+import zope.interface
+from ZODB import POSException, interfaces
+from ZODB.BaseStorage import DataRecord, TransactionRecord
+from ZODB.ConflictResolution import ConflictResolvingStorage
+from ZODB.TimeStamp import TimeStamp
+
+from .. import wire
+from ..errors import ChecksumError, ClusterUnavailable, RequestRefused
+from ..ids import MAX_TID, Z64, p64, tid_from_time, u64
+from ..proto import master_pb2 as mpb
+from ..proto import storage_pb2 as spb
+from .cache import RevisionCache
+from .link import ClusterLink
+
+log = logging.getLogger("neoarray.client")
+
+LOAD_NOT_FOUND = (spb.NO_OBJECT, spb.NO_REVISION)
+
+
+@dataclass
+class _Txn:
+    """State of one transaction in two-phase commit."""
+    meta: object
+    ttid: bytes = b""
+    tid: bytes | None = None             # restore: the tid asked for
+    status: str = " "
+    data: dict = field(default_factory=dict)        # oid -> (serial, data or None) kept for resolution
+    serials: dict = field(default_factory=dict)     # oid -> base serial
+    checks: dict = field(default_factory=dict)      # oid -> serial (readCurrent)
+    buffers: dict = field(default_factory=dict)     # node -> [ObjectRecord]
+    buffered_bytes: int = 0
+    sent: dict = field(default_factory=dict)        # node -> set of oids sent
+    inflight: list = field(default_factory=list)    # store futures
+    resolved: set = field(default_factory=set)
+    voted: set = field(default_factory=set)         # nodes
+    restore: bool = False
+    finishing: threading.Event = field(default_factory=threading.Event)
+    reached: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@zope.interface.implementer(interfaces.IStorage, interfaces.IStorageIteration,
+                            interfaces.IStorageUndoable, interfaces.IStorageRestoreable,
+                            interfaces.IExternalGC, interfaces.IMultiCommitStorage,
+                            interfaces.IPrefetchStorage)
+class NeoStorage(ConflictResolvingStorage):
+    """A ZODB storage backed by a neoarray cluster.
+
+    Parameters
+    ----------
+    master : str
+        ``host:port`` of the master.
+    cluster : str
+        Cluster name; a master or node of another cluster refuses us.
+    name : str, optional
+        Storage name shown by ZODB (default ``neoarray://master/cluster``).
+    read_only : bool
+        Refuse every write.
+    cache_bytes_max : int
+        Budget of the client's storage cache.
+    rpc_timeout_s : float
+        Time limit of one call to a node.
+    transactions_max : int
+        Transactions of this client in two-phase commit at once.
+    """
+
+    def __init__(self, master: str, cluster: str, name: str | None = None, read_only: bool = False,
+                 cache_bytes_max: int = 64 << 20, rpc_timeout_s: float = 30.0,
+                 connect_timeout_s: float = 30.0, transactions_max: int = 16,
+                 store_batch_bytes_max: int = 4 << 20, oids_per_batch: int = 100,
+                 resolvable_bytes_max: int = 1 << 20, busy_wait_s_max: float = 60.0,
+                 conflict_rounds_max: int = 16, loads_per_batch_max: int = 1000,
+                 message_bytes_max: int = wire.MESSAGE_BYTES_MAX):
+        self._name = name or f"neoarray://{master}/{cluster}"
+        self._is_read_only = read_only
+        self.rpc_timeout_s = rpc_timeout_s
+        self.store_batch_bytes_max = store_batch_bytes_max
+        self.oids_per_batch = oids_per_batch
+        self.resolvable_bytes_max = resolvable_bytes_max
+        self.busy_wait_s_max = busy_wait_s_max
+        self.conflict_rounds_max = conflict_rounds_max
+        self.loads_per_batch_max = loads_per_batch_max
+        self._cache = RevisionCache(cache_bytes_max)
+        self._db = None
+        self._lock = threading.RLock()           # last tid, finish callbacks, loads order
+        self._oid_lock = threading.Lock()
+        self._oids: list[bytes] = []
+        self._txns: dict[int, _Txn] = {}
+        self._own: dict[bytes, _Txn] = {}         # ttid -> finishing transaction
+        self._slots = threading.BoundedSemaphore(transactions_max)
+        self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="neoarray-io")
+        self._link = ClusterLink(master, cluster, self._invalidated, self._reconnected,
+                                 rpc_timeout_s, connect_timeout_s, read_only, message_bytes_max)
+        self._link.wait_running(connect_timeout_s)
+        self._last_tid = self._link.info.last_tid or Z64
+        self._closed = False
+
+    # -- naming and sizes --------------------------------------------------------------
+    def getName(self):
+        return self._name
+
+    def sortKey(self):
+        return self._name
+
+    def __repr__(self):
+        return f"<NeoStorage {self._name}>"
+
+    def getSize(self):
+        """An estimate: the bytes this client has cached (clusters report sizes via neoctl)."""
+        return self._cache.stats()["bytes"]
+
+    def __len__(self):
+        return u64(self._link.info.last_oid or Z64) if self._link.info else 0
+
+    def isReadOnly(self):
+        return self._is_read_only
+
+    def supportsUndo(self):
+        return True
+
+    def cache_stats(self) -> dict:
+        return self._cache.stats()
+
+    @property
+    def node_id(self) -> int:
+        return self._link.node_id
+
+    # -- ZODB wiring ------------------------------------------------------------------
+    def registerDB(self, db):
+        self._db = db
+
+    def lastTransaction(self):
+        with self._lock:
+            return self._last_tid
+
+    def _invalidated(self, tid: bytes, ttid: bytes, oids: list[bytes]) -> None:
+        """Event stream thread: invalidations arrive here in TID order."""
+        own = self._own.get(ttid)
+        if own is not None:
+            own.tid = tid
+            own.reached.set()
+            own.done.wait(self.rpc_timeout_s)
+            return
+        with self._lock:
+            self._cache.invalidate(oids, tid)
+            if tid > self._last_tid:
+                self._last_tid = tid
+            if self._db is not None:
+                self._db.invalidate(tid, set(oids))
+
+    def _reconnected(self, info) -> None:
+        """Events may have been missed while the master was away: forget everything."""
+        with self._lock:
+            self._cache.clear()
+            if info.last_tid and info.last_tid > self._last_tid:
+                self._last_tid = info.last_tid
+            if self._db is not None:
+                self._db.invalidateCache()
+
+    def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        self._link.close()
+        self._pool.shutdown(wait=False)
+
+    def release(self):
+        pass
+
+    def sync(self, force=True):
+        pass
+
+    def new_oid(self):
+        self._check_writable()
+        with self._oid_lock:
+            if not self._oids:
+                self._link.wait_running(self.rpc_timeout_s)
+                reply = wire.call(self._link.master.NewOids, mpb.NewOidsRequest(count=self.oids_per_batch),
+                                  self.rpc_timeout_s, "new_oid")
+                self._oids = list(reversed(reply.oids))
+            return self._oids.pop()
+
+    def _check_writable(self):
+        if self._is_read_only:
+            raise POSException.ReadOnlyError("this neoarray storage is read-only")
+
+    # -- loads ------------------------------------------------------------------------
+    def _read(self, request: spb.LoadRequest) -> spb.LoadReply:
+        """Ask one readable cell, trying the others (and waiting for the cluster) on failure."""
+        deadline = time.monotonic() + self.rpc_timeout_s
+        errors = []
+        while True:
+            for nid in self._link.readable(self._link.partition(request.oid)):
+                try:
+                    reply = wire.call(self._link.storage(nid).Load, request, self.rpc_timeout_s, f"load from S{nid}")
+                except (ClusterUnavailable, ChecksumError) as exc:
+                    errors.append(exc)
+                    continue
+                if reply.status == spb.FOUND and xxhash.xxh3_64_intdigest(reply.data) != reply.checksum:
+                    errors.append(ChecksumError(f"oid 0x{request.oid.hex()} from S{nid} fails its checksum"))
+                    continue
+                return reply
+            if time.monotonic() > deadline:
+                raise ClusterUnavailable(f"no readable copy of oid 0x{request.oid.hex()} answered"
+                                         f"{': ' + str(errors[-1]) if errors else ''}")
+            self._link.wait_running(max(0.1, deadline - time.monotonic()))
+            time.sleep(0.05)
+
+    def loadBefore(self, oid, tid):
+        with self._lock:   # wait for a finish in progress (its callback) to complete
+            pass
+        hit = self._cache.get(oid, tid)
+        if hit is not None:
+            return hit
+        token = self._cache.start_load()
+        reply = self._read(spb.LoadRequest(oid=oid, before=tid))
+        if reply.status == spb.NO_OBJECT:
+            raise POSException.POSKeyError(oid)
+        if reply.status in LOAD_NOT_FOUND:
+            return None
+        if reply.status == spb.DELETED:
+            raise POSException.POSKeyError(oid)
+        nxt = reply.next_serial or None
+        self._cache.put(oid, reply.data, reply.serial, nxt, token)
+        return reply.data, reply.serial, nxt
+
+    def load(self, oid, version=""):
+        found = self.loadBefore(oid, MAX_TID)
+        if found is None:
+            raise POSException.POSKeyError(oid)
+        return found[:2]
+
+    def loadSerial(self, oid, serial):
+        hit = self._cache.get_serial(oid, serial)
+        if hit is not None:
+            return hit[0]
+        reply = self._read(spb.LoadRequest(oid=oid, serial=serial))
+        if reply.status != spb.FOUND:
+            raise POSException.POSKeyError(oid, serial)
+        self._cache.put(oid, reply.data, reply.serial, reply.next_serial or None)
+        return reply.data
+
+    def getTid(self, oid):
+        return self.load(oid)[1]
+
+    def prefetch(self, oids, tid):
+        """Load ``oids`` as of ``tid`` into the cache in the background, batched per node."""
+        wanted = [oid for oid in oids if self._cache.get(oid, tid) is None]
+        for batch in self._by_node(wanted):
+            self._pool.submit(self._prefetch_batch, *batch, tid)
+
+    def _by_node(self, oids):
+        groups: dict[int, list] = {}
+        for oid in oids:
+            cells = self._link.readable(self._link.partition(oid))
+            if cells:
+                groups.setdefault(cells[0], []).append(oid)
+        for nid, group in groups.items():
+            for i in range(0, len(group), self.loads_per_batch_max):
+                yield nid, group[i:i + self.loads_per_batch_max]
+
+    def _prefetch_batch(self, nid, oids, tid):
+        token = self._cache.start_load()
+        try:
+            reply = wire.call(self._link.storage(nid).LoadMany, spb.LoadManyRequest(
+                loads=[spb.LoadRequest(oid=o, before=tid) for o in oids]), self.rpc_timeout_s)
+        except Exception as exc:  # prefetch is a hint: loads will ask again
+            log.debug("prefetch from S%d failed: %s", nid, exc)
+            return
+        for r in reply.loads:
+            if r.status == spb.FOUND and xxhash.xxh3_64_intdigest(r.data) == r.checksum:
+                self._cache.put(r.oid, r.data, r.serial, r.next_serial or None, token)
+
+    def load_many(self, oids, tid) -> dict:
+        """``{oid: (data, serial, next_serial)}`` as of ``tid``, batched per node, in parallel.
+
+        Missing or deleted objects are absent from the result.
+        """
+        out, todo = {}, []
+        for oid in oids:
+            hit = self._cache.get(oid, tid)
+            if hit is None:
+                todo.append(oid)
+            else:
+                out[oid] = hit
+        jobs = [self._pool.submit(self._load_batch, nid, batch, tid) for nid, batch in self._by_node(todo)]
+        for job in jobs:
+            out.update(job.result())
+        return out
+
+    def _load_batch(self, nid, oids, tid):
+        token = self._cache.start_load()
+        reply = wire.call(self._link.storage(nid).LoadMany, spb.LoadManyRequest(
+            loads=[spb.LoadRequest(oid=o, before=tid) for o in oids]), self.rpc_timeout_s, f"load from S{nid}")
+        out = {}
+        for r in reply.loads:
+            if r.status != spb.FOUND:
+                continue
+            if xxhash.xxh3_64_intdigest(r.data) != r.checksum:
+                raise ChecksumError(f"oid 0x{r.oid.hex()} from S{nid} fails its checksum")
+            nxt = r.next_serial or None
+            self._cache.put(r.oid, r.data, r.serial, nxt, token)
+            out[r.oid] = (r.data, r.serial, nxt)
+        return out
+
+    def history(self, oid, size=1):
+        cells = self._link.readable(self._link.partition(oid))
+        if not cells:
+            raise ClusterUnavailable(f"no readable copy of oid 0x{oid.hex()}")
+        reply = wire.call(self._link.storage(cells[0]).History, spb.HistoryRequest(oid=oid, size=size),
+                          self.rpc_timeout_s, "history")
+        if not reply.revisions:
+            raise POSException.POSKeyError(oid)
+        out = []
+        for rev in reply.revisions:
+            meta = self._transaction_meta(rev.tid)
+            entry = {"tid": rev.tid, "serial": rev.tid, "time": TimeStamp(rev.tid).timeTime(),
+                     "size": rev.size, "version": ""}
+            if meta is not None:
+                entry.update(user_name=meta.user_raw, description=meta.description)
+                entry.update(_extension(meta.extension))
+            out.append(entry)
+        return out
+
+    # -- two-phase commit ---------------------------------------------------------------
+    def _txn(self, transaction) -> _Txn:
+        txn = self._txns.get(id(transaction))
+        if txn is None or txn.meta is not transaction:
+            raise POSException.StorageTransactionError(self, transaction)
+        return txn
+
+    def tpc_begin(self, transaction, tid=None, status=" "):
+        self._check_writable()
+        if id(transaction) in self._txns and self._txns[id(transaction)].meta is transaction:
+            raise POSException.StorageTransactionError("Duplicate tpc_begin calls for same transaction")
+        if not self._slots.acquire(timeout=self.rpc_timeout_s * 4):
+            raise ClusterUnavailable("too many transactions in progress in this client")
+        try:
+            self._link.wait_running(self.rpc_timeout_s)
+            reply = wire.call(self._link.master.Begin, mpb.BeginRequest(
+                node_id=self._link.node_id, tid=tid or b""), self.rpc_timeout_s, "tpc_begin")
+        except BaseException:
+            self._slots.release()
+            raise
+        txn = _Txn(transaction, ttid=reply.ttid, tid=tid, status=status, restore=tid is not None)
+        self._txns[id(transaction)] = txn
+
+    def store(self, oid, serial, data, version, transaction):
+        self._check_writable()
+        if version:
+            raise POSException.Unsupported("versions are not supported")
+        txn = self._txn(transaction)
+        self._add(txn, oid, serial or Z64, data)
+
+    def deleteObject(self, oid, oldserial, transaction):
+        self._check_writable()
+        txn = self._txn(transaction)
+        self._add(txn, oid, oldserial, None)
+
+    def restore(self, oid, serial, data, version, prev_txn, transaction):
+        self._check_writable()
+        if version:
+            raise POSException.Unsupported("versions are not supported")
+        txn = self._txn(transaction)
+        txn.restore = True
+        self._add(txn, oid, serial or Z64, data, prev_txn if data is not None else None)
+
+    def checkCurrentSerialInTransaction(self, oid, serial, transaction):
+        txn = self._txn(transaction)
+        if oid not in txn.serials:
+            txn.checks[oid] = serial
+
+    def _add(self, txn: _Txn, oid: bytes, serial: bytes, data: bytes | None, data_tid: bytes | None = None) -> None:
+        txn.serials[oid] = serial
+        txn.checks.pop(oid, None)
+        keep = data is None or len(data) <= self.resolvable_bytes_max
+        txn.data[oid] = (serial, data if keep else _TOO_BIG)
+        record = spb.ObjectRecord(oid=oid, serial=serial, data=data or b"", deleted=data is None,
+                                  checksum=0 if data is None else xxhash.xxh3_64_intdigest(data),
+                                  data_tid=data_tid or b"")
+        nodes = self._link.writable(self._link.partition(oid))
+        if not nodes:
+            raise ClusterUnavailable(f"no writable copy of the partition of oid 0x{oid.hex()}")
+        for nid in nodes:
+            txn.buffers.setdefault(nid, []).append(record)
+        txn.buffered_bytes += len(data or b"")
+        if txn.buffered_bytes >= self.store_batch_bytes_max:
+            self._flush(txn)
+
+    def _flush(self, txn: _Txn) -> None:
+        for nid, records in txn.buffers.items():
+            txn.sent.setdefault(nid, set()).update(r.oid for r in records)
+            request = spb.StoreRequest(ttid=txn.ttid, node_id=self._link.node_id, objects=records)
+            txn.inflight.append(self._pool.submit(wire.call, self._link.storage(nid).Store, request,
+                                                  self.rpc_timeout_s, f"store to S{nid}"))
+        txn.buffers, txn.buffered_bytes = {}, 0
+        if len(txn.inflight) > 32:
+            self._wait_stores(txn)
+
+    def _wait_stores(self, txn: _Txn) -> None:
+        inflight, txn.inflight = txn.inflight, []
+        for fut in inflight:
+            fut.result()
+
+    def tpc_vote(self, transaction):
+        txn = self._txn(transaction)
+        for _ in range(self.conflict_rounds_max):
+            self._flush(txn)
+            self._wait_stores(txn)
+            conflicts = self._vote_all(txn)
+            if not conflicts:
+                return list(txn.resolved)
+            for c in conflicts:
+                self._resolve(txn, c)
+        raise POSException.ConflictError(f"transaction still conflicting after "
+                                         f"{self.conflict_rounds_max} rounds of resolution")
+
+    def _vote_targets(self, txn: _Txn) -> dict[int, spb.VoteRequest]:
+        meta_nodes = set(self._link.writable(u64(txn.ttid) % self._link.partitions))
+        check_nodes: dict[int, list] = {}
+        for oid, serial in txn.checks.items():
+            for nid in self._link.readable(self._link.partition(oid))[:1] or self._link.writable(self._link.partition(oid)):
+                check_nodes.setdefault(nid, []).append(spb.ObjectCheck(oid=oid, serial=serial))
+        nodes = set(txn.sent) | meta_nodes | set(check_nodes)
+        meta = _meta_pb(txn)
+        return {nid: spb.VoteRequest(
+            ttid=txn.ttid, node_id=self._link.node_id, checks=check_nodes.get(nid, ()),
+            has_meta=nid in meta_nodes, meta=meta if nid in meta_nodes else None,
+            oids=sorted(txn.sent.get(nid, ())), restore=txn.restore) for nid in nodes}
+
+    def _vote_all(self, txn: _Txn) -> list:
+        targets = self._vote_targets(txn)
+        deadline = time.monotonic() + self.busy_wait_s_max
+        delay = 0.001
+        conflicts = []
+        while targets:
+            jobs = {nid: self._pool.submit(wire.call, self._link.storage(nid).Vote, req,
+                                           self.rpc_timeout_s, f"vote on S{nid}")
+                    for nid, req in targets.items()}
+            busy = {}
+            for nid, job in jobs.items():
+                reply = job.result()
+                if reply.status == spb.VOTED:
+                    txn.voted.add(nid)
+                elif reply.status == spb.BUSY:
+                    busy[nid] = targets[nid]
+                else:
+                    conflicts.extend(reply.conflicts)
+            if not busy:
+                break
+            if time.monotonic() > deadline:
+                raise POSException.ConflictError(
+                    f"objects stayed locked by transaction 0x{reply.busy_with.hex()} for "
+                    f"more than busy_wait_s_max={self.busy_wait_s_max} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+            targets = busy
+        unique = {}
+        for c in conflicts:
+            unique.setdefault((c.oid, c.read_conflict), c)
+        return list(unique.values())
+
+    def _resolve(self, txn: _Txn, c) -> None:
+        oid = c.oid
+        if c.read_conflict:
+            raise POSException.ReadConflictError(oid=oid, serials=(c.committed_serial, c.serial))
+        serial, data = txn.data[oid]
+        if data is _TOO_BIG or data is None:
+            raise POSException.ConflictError(oid=oid, serials=(c.committed_serial, c.serial))
+        if c.committed_serial == Z64:
+            raise POSException.ConflictError(oid=oid, serials=(c.committed_serial, c.serial))
+        resolved = self.tryToResolveConflict(oid, c.committed_serial, serial, data)
+        self._add(txn, oid, c.committed_serial, resolved)
+        txn.resolved.add(oid)
+
+    def tpc_finish(self, transaction, func=lambda tid: None):
+        txn = self._txn(transaction)
+        oids = list(txn.serials)
+        request = mpb.FinishRequest(node_id=self._link.node_id, ttid=txn.ttid, oids=oids,
+                                    storage_ids=sorted(txn.voted), client_time=time.time())
+        self._own[txn.ttid] = txn
+        try:
+            tid = self._finish(txn, request)
+            txn.reached.wait(self.rpc_timeout_s if self._link.connected.is_set() else 0)
+            with self._lock:
+                for oid, (serial, data) in txn.data.items():
+                    self._cache.invalidate((oid,), tid)
+                    if data is not None and data is not _TOO_BIG:
+                        self._cache.put(oid, data, tid, None)
+                func(tid)
+                if tid > self._last_tid:
+                    self._last_tid = tid
+            return tid
+        finally:
+            txn.done.set()
+            self._own.pop(txn.ttid, None)
+            self._end(transaction)
+
+    def _finish(self, txn: _Txn, request) -> bytes:
+        try:
+            return wire.call(self._link.master.Finish, request, self.rpc_timeout_s * 4, "tpc_finish").tid
+        except ClusterUnavailable as exc:
+            # Lost the master: ask for the final tid instead of guessing.
+            deadline = time.monotonic() + self.rpc_timeout_s
+            while time.monotonic() < deadline:
+                time.sleep(0.2)
+                try:
+                    tid = wire.call(self._link.master.FinalTid, mpb.FinalTidRequest(ttid=txn.ttid),
+                                    self.rpc_timeout_s, "final tid").tid
+                except ClusterUnavailable:
+                    continue
+                if tid:
+                    return tid
+                break
+            raise POSException.StorageError(f"tpc_finish failed and the transaction was not "
+                                            f"committed: {exc}") from exc
+
+    def tpc_abort(self, transaction):
+        txn = self._txns.get(id(transaction))
+        if txn is None or txn.meta is not transaction:
+            return
+        try:
+            for fut in txn.inflight:
+                fut.exception()
+            wire.call(self._link.master.Abort, mpb.AbortRequest(
+                node_id=self._link.node_id, ttid=txn.ttid, storage_ids=sorted(set(txn.sent) | txn.voted)),
+                self.rpc_timeout_s, "tpc_abort")
+        except Exception as exc:  # the master aborts it anyway when we go away
+            log.warning("tpc_abort of 0x%s: %s", txn.ttid.hex(), exc)
+        finally:
+            self._end(transaction)
+
+    def _end(self, transaction) -> None:
+        if self._txns.pop(id(transaction), None) is not None:
+            self._slots.release()
+
+    def tpc_transaction(self):
+        return None
+
+    # -- undo ---------------------------------------------------------------------------
+    def _transactions(self, min_tid, max_tid, limit, descending):
+        """Transaction metadata over all partitions, merged in TID order."""
+        by_node: dict[int, list] = {}
+        for p in range(self._link.partitions):
+            cells = self._link.readable(p)
+            if not cells:
+                raise ClusterUnavailable(f"no readable copy of partition {p}")
+            by_node.setdefault(cells[0], []).append(p)
+        runs = []
+        for nid, parts in by_node.items():
+            reply = wire.call(self._link.storage(nid).Transactions, spb.TransactionsRequest(
+                partitions=parts, min_tid=min_tid or b"", max_tid=max_tid or b"", limit=limit,
+                descending=descending), self.rpc_timeout_s, "transactions")
+            runs.append(list(reply.transactions))
+        merged = sorted((t for run in runs for t in run), key=lambda t: t.tid, reverse=descending)
+        return merged[:limit]
+
+    def _transaction_meta(self, tid):
+        found = self._transactions(tid, tid, 1, False)
+        return found[0] if found else None
+
+    def undoLog(self, first=0, last=-20, filter=None):
+        if last < 0:
+            last = first - last
+        out, cursor = [], None
+        while len(out) < last:
+            batch = self._transactions(None, cursor, 500, True)
+            for t in batch:
+                if t.packed:
+                    return out[first:last]
+                entry = {"id": t.tid, "time": TimeStamp(t.tid).timeTime(),
+                         "user_name": t.user_raw, "description": t.description}
+                entry.update(_extension(t.extension))
+                if filter is None or filter(entry):
+                    out.append(entry)
+            if len(batch) < 500:
+                break
+            cursor = p64(u64(batch[-1].tid) - 1)
+        return out[first:last]
+
+    def undoInfo(self, first=0, last=-20, specification=None):
+        def match(entry):
+            return all(entry.get(k) == v for k, v in (specification or {}).items())
+        return self.undoLog(first, last, match if specification else None)
+
+    def undo(self, transaction_id, transaction):
+        self._check_writable()
+        txn = self._txn(transaction)
+        meta = self._transaction_meta(transaction_id)
+        if meta is None or meta.packed:
+            raise POSException.UndoError("transaction not found or packed", None)
+        for oid in meta.oids:
+            self._add(txn, oid, *self._undo_record(txn, oid, transaction_id))
+        return None, list(meta.oids)
+
+    def _undo_record(self, txn: _Txn, oid: bytes, tid: bytes):
+        """(base serial, data, data tid) of the record that undoes ``tid`` for ``oid``."""
+        try:
+            undone = self.loadSerial(oid, tid)
+        except POSException.POSKeyError:
+            undone = None   # the undone record is a deletion
+        before = self._load_fresh(oid, tid)
+        pre_serial, pre_data, pre_data_tid = before if before else (None, None, None)
+        if oid in txn.serials:              # changed earlier in this transaction (multi-undo)
+            cur_serial, cur_data = txn.serials[oid], txn.data[oid][1]
+            current_is_undone = False
+        else:
+            current = self._load_fresh(oid, MAX_TID)
+            cur_serial, cur_data, _ = current if current else (Z64, None, None)
+            current_is_undone = cur_serial == tid
+        if current_is_undone or cur_data == undone:
+            return cur_serial, pre_data, (pre_data_tid or pre_serial) if pre_data is not None else None
+        if pre_serial is None:
+            raise POSException.UndoError("Can't undo an add transaction followed by conflicting transactions.", oid)
+        try:
+            return cur_serial, self.tryToResolveConflict(oid, cur_serial, tid, pre_data, committedData=cur_data), None
+        except POSException.ConflictError:
+            raise POSException.UndoError("Some data were modified by a later transaction", oid) from None
+
+    def _load_fresh(self, oid, before):
+        """(serial, data or None, data tid) of the newest revision before ``before``, uncached."""
+        reply = self._read(spb.LoadRequest(oid=oid, before=before))
+        if reply.status in LOAD_NOT_FOUND:
+            return None
+        return reply.serial, (reply.data if reply.status == spb.FOUND else None), reply.data_tid or None
+
+    # -- iteration --------------------------------------------------------------------
+    def iterator(self, start=None, stop=None):
+        return _Iterator(self, start, stop)
+
+    def copyTransactionsFrom(self, other, verbose=0):
+        from ZODB.BaseStorage import copy
+        copy(other, self, verbose)
+
+    def record_iternext(self, next=None):
+        raise POSException.Unsupported("record_iternext: use iterator()")
+
+    # -- pack ---------------------------------------------------------------------------
+    def pack(self, t, referencesf, gc=True):
+        self._check_writable()
+        packtid = tid_from_time(t)
+        with self._lock:
+            if packtid > self._last_tid:
+                packtid = self._last_tid
+        unreachable = self._unreachable(packtid, referencesf) if gc else set()
+        by_node: dict[int, list] = {}
+        for p in range(self._link.partitions):
+            for nid in self._link.writable(p):
+                by_node.setdefault(nid, [])
+        for oid in unreachable:
+            for nid in self._link.writable(self._link.partition(oid)):
+                by_node[nid].append(oid)
+        for nid, oids in by_node.items():
+            stub = self._link.storage(nid)
+            for i in range(0, max(len(oids), 1), 10_000):
+                wire.call(stub.Pack, spb.PackRequest(tid=packtid, gc_oids=oids[i:i + 10_000],
+                                                     prune_history=i == 0), self.rpc_timeout_s * 10, "pack")
+        self._cache.clear()
+
+    def _unreachable(self, packtid: bytes, referencesf) -> set:
+        """Oids not reachable from the root as of ``packtid``."""
+        before = p64(u64(packtid) + 1)
+        reachable, todo = set(), [Z64]
+        while todo:
+            batch, todo = todo[:self.loads_per_batch_max], todo[self.loads_per_batch_max:]
+            for oid in batch:
+                reachable.add(oid)
+            found = self.load_many(batch, before)
+            for data, _, _ in found.values():
+                for ref in referencesf(data):
+                    if ref not in reachable:
+                        reachable.add(ref)
+                        todo.append(ref)
+        return set(self._all_oids()) - reachable
+
+    def _all_oids(self):
+        for p in range(self._link.partitions):
+            cells = self._link.readable(p)
+            if not cells:
+                raise ClusterUnavailable(f"no readable copy of partition {p}")
+            after = b""
+            while True:
+                reply = wire.call(self._link.storage(cells[0]).ObjectsSince, spb.ObjectsSinceRequest(
+                    partitions=[p], after_oid=after, limit=10_000), self.rpc_timeout_s, "oids")
+                yield from reply.oids
+                if len(reply.oids) < 10_000:
+                    break
+                after = reply.oids[-1]
+
+
+class _TooBig:
+    def __repr__(self):
+        return "<data not kept: larger than resolvable_bytes_max>"
+
+
+_TOO_BIG = _TooBig()
+
+
+def _meta_pb(txn: _Txn):
+    from ..proto import common_pb2 as cpb
+    m = txn.meta
+    user = m.user if isinstance(m.user, bytes) else m.user.encode("utf-8")
+    desc = m.description if isinstance(m.description, bytes) else m.description.encode("utf-8")
+    ext = getattr(m, "extension_bytes", None)
+    if ext is None:
+        ext = pickle.dumps(getattr(m, "extension", {}) or {}, 3) if getattr(m, "extension", None) else b""
+    return cpb.TransactionMeta(user_raw=user, description=desc, extension=ext or b"",
+                               oids=sorted(txn.serials))
+
+
+def _extension(raw: bytes) -> dict:
+    if not raw:
+        return {}
+    try:
+        return dict(pickle.loads(raw))
+    except Exception:
+        return {}
+
+
+class _Iterator:
+    """Transactions in ``[start, stop]`` in TID order, fetched in pages; iterable once."""
+
+    def __init__(self, storage: NeoStorage, start, stop, page: int = 200):
+        self.storage, self.start, self.stop, self.page = storage, start, stop, page
+        self._gen = self._generate()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._gen)
+
+    def _generate(self):
+        cursor = self.start
+        stop = self.stop or self.storage.lastTransaction()
+        while True:
+            batch = self.storage._transactions(cursor, stop, self.page, False)
+            for meta in batch:
+                yield self._record(meta)
+            if len(batch) < self.page:
+                return
+            cursor = p64(u64(batch[-1].tid) + 1)
+
+    def _record(self, meta):
+        s = self.storage
+        records = []
+        for oid in meta.oids:
+            reply = s._read(spb.LoadRequest(oid=oid, serial=meta.tid))
+            if reply.status in LOAD_NOT_FOUND:
+                continue   # removed by pack
+            data = reply.data if reply.status == spb.FOUND else None
+            records.append(DataRecord(oid, meta.tid, data, reply.data_tid or None))
+        status = "p" if meta.packed else " "
+        return _TransactionRecord(meta.tid, status, meta.user_raw, meta.description,
+                                  _extension(meta.extension), records)
+
+    def close(self):
+        self._gen.close()
+
+
+class _TransactionRecord(TransactionRecord):
+    def __init__(self, tid, status, user, description, extension, records):
+        TransactionRecord.__init__(self, tid, status, user, description, extension)
+        self._records = records
+
+    def __iter__(self):
+        return iter(self._records)

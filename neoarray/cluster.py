@@ -1,0 +1,162 @@
+"""``LocalCluster``: a master and storage nodes as local processes over one directory.
+
+Layout of the directory: ``cluster.name`` (the cluster name, chosen at creation),
+``master/`` (the master's state), ``master.address`` (its ``host:port``, reused on
+restart so clients find it again), ``storage-N/`` (LMDB of storage node N) and
+``logs/`` (one log file per node).
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+from .admin import AdminClient
+from .errors import ClusterUnavailable, NeoError
+
+
+class LocalCluster:
+    def __init__(self, path: str, storages: int = 1, replicas: int = 0, partitions: int = 12,
+                 cluster: str | None = None, node_timeout_s: float = 5.0, log_level: str = "INFO"):
+        self.path = os.path.abspath(path)
+        os.makedirs(os.path.join(self.path, "logs"), exist_ok=True)
+        self.cluster = cluster or self._cluster_name()
+        self.storages = storages
+        self.replicas = replicas
+        self.partitions = partitions
+        self.node_timeout_s = node_timeout_s
+        self.log_level = log_level
+        self.master_proc: subprocess.Popen | None = None
+        self.storage_procs: dict[int, subprocess.Popen] = {}
+        self.address: str | None = None
+
+    def _cluster_name(self) -> str:
+        name_file = os.path.join(self.path, "cluster.name")
+        if os.path.exists(name_file):
+            return open(name_file).read().strip()
+        name = f"neoarray-{secrets.token_hex(4)}"
+        with open(name_file, "w") as f:
+            f.write(name)
+        return name
+
+    def _spawn(self, module: str, args: list[str], log: str) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", module, "--cluster", self.cluster, "--log-level", self.log_level,
+               "--log-file", os.path.join(self.path, "logs", log), *args]
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=open(os.path.join(self.path, "logs", log + ".err"), "ab"))
+
+    def _wait_file(self, path: str, proc: subprocess.Popen, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if os.path.exists(path):
+                return open(path).read().strip()
+            if proc.poll() is not None:
+                err = open(self._errlog(proc)).read()[-2000:] if self._errlog(proc) else ""
+                raise NeoError(f"{proc.args[2]} exited with status {proc.returncode}: {err}")
+            time.sleep(0.02)
+        raise ClusterUnavailable(f"{path} did not appear within {timeout_s} s")
+
+    def _errlog(self, proc):
+        log = proc.args[proc.args.index("--log-file") + 1]
+        return log + ".err" if os.path.exists(log + ".err") else None
+
+    # -- master -----------------------------------------------------------------------
+    def start_master(self, timeout_s: float = 30.0) -> str:
+        addr_file = os.path.join(self.path, "master.address")
+        bind = open(addr_file).read().strip() if os.path.exists(addr_file) else "127.0.0.1:0"
+        fresh = os.path.join(self.path, "master.address.new")
+        if os.path.exists(fresh):
+            os.remove(fresh)
+        self.master_proc = self._spawn("master", [
+            "--data", os.path.join(self.path, "master"), "--bind", bind, "--address-file", fresh,
+            "--partitions", str(self.partitions), "--replicas", str(self.replicas),
+            "--storages", str(self.storages), "--node-timeout-s", str(self.node_timeout_s)], "master.log")
+        self.address = self._wait_file(fresh, self.master_proc, timeout_s)
+        os.replace(fresh, addr_file)
+        return self.address
+
+    def kill_master(self, sig: int = signal.SIGKILL) -> None:
+        self._kill(self.master_proc, sig)
+
+    # -- storages ---------------------------------------------------------------------
+    def start_storage(self, index: int, timeout_s: float = 30.0) -> str:
+        addr_file = os.path.join(self.path, f"storage-{index}.address")
+        bind = open(addr_file).read().strip() if os.path.exists(addr_file) else "127.0.0.1:0"
+        fresh = addr_file + ".new"
+        if os.path.exists(fresh):
+            os.remove(fresh)
+        proc = self._spawn("storage_node", [
+            "--data", os.path.join(self.path, f"storage-{index}"), "--master", self.address,
+            "--bind", bind, "--address-file", fresh], f"storage-{index}.log")
+        self.storage_procs[index] = proc
+        address = self._wait_file(fresh, proc, timeout_s)
+        os.replace(fresh, addr_file)
+        return address
+
+    def kill_storage(self, index: int, sig: int = signal.SIGKILL) -> None:
+        self._kill(self.storage_procs.get(index), sig)
+
+    @staticmethod
+    def _kill(proc, sig) -> None:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(30)
+
+    # -- whole cluster ------------------------------------------------------------------
+    def start(self, timeout_s: float = 60.0) -> "LocalCluster":
+        self.start_master(timeout_s)
+        for i in range(self.storages):
+            self.start_storage(i, timeout_s)
+        self.wait_state("RUNNING", timeout_s)
+        return self
+
+    def admin(self) -> AdminClient:
+        return AdminClient(self.address, self.cluster)
+
+    def wait_state(self, state: str, timeout_s: float = 60.0) -> None:
+        admin = self.admin()
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                try:
+                    if admin.cluster_state() == state:
+                        return
+                except ClusterUnavailable:
+                    pass
+                if time.monotonic() > deadline:
+                    raise ClusterUnavailable(f"cluster did not reach {state} within {timeout_s} s")
+                time.sleep(0.05)
+        finally:
+            admin.close()
+
+    def storage_kwargs(self) -> dict:
+        return {"master": self.address, "cluster": self.cluster}
+
+    def open_storage(self, **kw):
+        from .client import NeoStorage
+        return NeoStorage(**self.storage_kwargs(), **kw)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop every node (SIGTERM, then SIGKILL after ``timeout_s``)."""
+        procs = [p for p in [*self.storage_procs.values(), self.master_proc] if p is not None]
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -1,0 +1,31 @@
+"""The neoarray error tree.
+
+ZODB's ``POSException`` classes are reused where ZODB semantics apply (conflicts,
+missing objects, read-only storage); what is ours derives from ``NeoError``.  Every
+class survives pickling (tests check it), so errors cross process boundaries intact.
+"""
+from ZODB import POSException
+
+
+class NeoError(Exception):
+    """Base of neoarray's own errors."""
+
+
+class ClusterNameMismatch(NeoError):
+    """A peer belongs to another cluster: the request was refused."""
+
+
+class ClusterUnavailable(NeoError, POSException.StorageError):
+    """The cluster cannot serve the request now (not RUNNING, no readable cell, no master)."""
+
+
+class ChecksumError(NeoError, POSException.StorageError):
+    """Data did not match its checksum: it was corrupted on the wire or on disk."""
+
+
+class RequestRefused(NeoError, ValueError):
+    """A request was malformed or exceeded a limit; the message names what was wrong."""
+
+
+class StorageFull(NeoError, POSException.StorageError):
+    """A storage node's disk or map is full: the transaction was aborted."""

@@ -1,0 +1,172 @@
+from neoarray.proto import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class IdentifyRequest(_message.Message):
+    __slots__ = ("type", "node_id", "address", "host", "read_only", "last_tid", "last_oid", "ptid")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    LAST_TID_FIELD_NUMBER: _ClassVar[int]
+    LAST_OID_FIELD_NUMBER: _ClassVar[int]
+    PTID_FIELD_NUMBER: _ClassVar[int]
+    type: _common_pb2.NodeType
+    node_id: int
+    address: str
+    host: str
+    read_only: bool
+    last_tid: bytes
+    last_oid: bytes
+    ptid: int
+    def __init__(self, type: _Optional[_Union[_common_pb2.NodeType, str]] = ..., node_id: _Optional[int] = ..., address: _Optional[str] = ..., host: _Optional[str] = ..., read_only: _Optional[bool] = ..., last_tid: _Optional[bytes] = ..., last_oid: _Optional[bytes] = ..., ptid: _Optional[int] = ...) -> None: ...
+
+class IdentifyReply(_message.Message):
+    __slots__ = ("node_id", "num_partitions", "info")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    num_partitions: int
+    info: _common_pb2.ClusterInfo
+    def __init__(self, node_id: _Optional[int] = ..., num_partitions: _Optional[int] = ..., info: _Optional[_Union[_common_pb2.ClusterInfo, _Mapping]] = ...) -> None: ...
+
+class SubscribeRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    def __init__(self, node_id: _Optional[int] = ...) -> None: ...
+
+class Invalidation(_message.Message):
+    __slots__ = ("tid", "ttid", "oids")
+    TID_FIELD_NUMBER: _ClassVar[int]
+    TTID_FIELD_NUMBER: _ClassVar[int]
+    OIDS_FIELD_NUMBER: _ClassVar[int]
+    tid: bytes
+    ttid: bytes
+    oids: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, tid: _Optional[bytes] = ..., ttid: _Optional[bytes] = ..., oids: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("invalidation", "cluster")
+    INVALIDATION_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    invalidation: Invalidation
+    cluster: _common_pb2.ClusterInfo
+    def __init__(self, invalidation: _Optional[_Union[Invalidation, _Mapping]] = ..., cluster: _Optional[_Union[_common_pb2.ClusterInfo, _Mapping]] = ...) -> None: ...
+
+class NewOidsRequest(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
+
+class NewOidsReply(_message.Message):
+    __slots__ = ("oids",)
+    OIDS_FIELD_NUMBER: _ClassVar[int]
+    oids: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, oids: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class BeginRequest(_message.Message):
+    __slots__ = ("node_id", "tid")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TID_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    tid: bytes
+    def __init__(self, node_id: _Optional[int] = ..., tid: _Optional[bytes] = ...) -> None: ...
+
+class BeginReply(_message.Message):
+    __slots__ = ("ttid",)
+    TTID_FIELD_NUMBER: _ClassVar[int]
+    ttid: bytes
+    def __init__(self, ttid: _Optional[bytes] = ...) -> None: ...
+
+class FinishRequest(_message.Message):
+    __slots__ = ("node_id", "ttid", "oids", "storage_ids", "client_time")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TTID_FIELD_NUMBER: _ClassVar[int]
+    OIDS_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    ttid: bytes
+    oids: _containers.RepeatedScalarFieldContainer[bytes]
+    storage_ids: _containers.RepeatedScalarFieldContainer[int]
+    client_time: float
+    def __init__(self, node_id: _Optional[int] = ..., ttid: _Optional[bytes] = ..., oids: _Optional[_Iterable[bytes]] = ..., storage_ids: _Optional[_Iterable[int]] = ..., client_time: _Optional[float] = ...) -> None: ...
+
+class FinishReply(_message.Message):
+    __slots__ = ("tid",)
+    TID_FIELD_NUMBER: _ClassVar[int]
+    tid: bytes
+    def __init__(self, tid: _Optional[bytes] = ...) -> None: ...
+
+class AbortRequest(_message.Message):
+    __slots__ = ("node_id", "ttid", "storage_ids")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TTID_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    ttid: bytes
+    storage_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, node_id: _Optional[int] = ..., ttid: _Optional[bytes] = ..., storage_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class FinalTidRequest(_message.Message):
+    __slots__ = ("ttid",)
+    TTID_FIELD_NUMBER: _ClassVar[int]
+    ttid: bytes
+    def __init__(self, ttid: _Optional[bytes] = ...) -> None: ...
+
+class FinalTidReply(_message.Message):
+    __slots__ = ("tid",)
+    TID_FIELD_NUMBER: _ClassVar[int]
+    tid: bytes
+    def __init__(self, tid: _Optional[bytes] = ...) -> None: ...
+
+class LastIdsReply(_message.Message):
+    __slots__ = ("last_oid", "last_tid", "ptid")
+    LAST_OID_FIELD_NUMBER: _ClassVar[int]
+    LAST_TID_FIELD_NUMBER: _ClassVar[int]
+    PTID_FIELD_NUMBER: _ClassVar[int]
+    last_oid: bytes
+    last_tid: bytes
+    ptid: int
+    def __init__(self, last_oid: _Optional[bytes] = ..., last_tid: _Optional[bytes] = ..., ptid: _Optional[int] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    def __init__(self, node_id: _Optional[int] = ...) -> None: ...
+
+class HeartbeatReply(_message.Message):
+    __slots__ = ("state", "ptid")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PTID_FIELD_NUMBER: _ClassVar[int]
+    state: _common_pb2.ClusterState
+    ptid: int
+    def __init__(self, state: _Optional[_Union[_common_pb2.ClusterState, str]] = ..., ptid: _Optional[int] = ...) -> None: ...
+
+class NodesReply(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.Node]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.Node, _Mapping]]] = ...) -> None: ...
+
+class ClusterStateReply(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: _common_pb2.ClusterState
+    def __init__(self, state: _Optional[_Union[_common_pb2.ClusterState, str]] = ...) -> None: ...
+
+class SetClusterStateRequest(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: _common_pb2.ClusterState
+    def __init__(self, state: _Optional[_Union[_common_pb2.ClusterState, str]] = ...) -> None: ...

@@ -1,0 +1,267 @@
+from neoarray.proto import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class LoadStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOAD_STATUS_UNSPECIFIED: _ClassVar[LoadStatus]
+    FOUND: _ClassVar[LoadStatus]
+    NO_OBJECT: _ClassVar[LoadStatus]
+    NO_REVISION: _ClassVar[LoadStatus]
+    DELETED: _ClassVar[LoadStatus]
+
+class VoteStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VOTE_STATUS_UNSPECIFIED: _ClassVar[VoteStatus]
+    VOTED: _ClassVar[VoteStatus]
+    CONFLICTS: _ClassVar[VoteStatus]
+    BUSY: _ClassVar[VoteStatus]
+LOAD_STATUS_UNSPECIFIED: LoadStatus
+FOUND: LoadStatus
+NO_OBJECT: LoadStatus
+NO_REVISION: LoadStatus
+DELETED: LoadStatus
+VOTE_STATUS_UNSPECIFIED: VoteStatus
+VOTED: VoteStatus
+CONFLICTS: VoteStatus
+BUSY: VoteStatus
+
+class LoadRequest(_message.Message):
+    __slots__ = ("oid", "before", "serial")
+    OID_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    oid: bytes
+    before: bytes
+    serial: bytes
+    def __init__(self, oid: _Optional[bytes] = ..., before: _Optional[bytes] = ..., serial: _Optional[bytes] = ...) -> None: ...
+
+class LoadReply(_message.Message):
+    __slots__ = ("status", "serial", "next_serial", "data", "checksum", "oid", "data_tid")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    NEXT_SERIAL_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    OID_FIELD_NUMBER: _ClassVar[int]
+    DATA_TID_FIELD_NUMBER: _ClassVar[int]
+    status: LoadStatus
+    serial: bytes
+    next_serial: bytes
+    data: bytes
+    checksum: int
+    oid: bytes
+    data_tid: bytes
+    def __init__(self, status: _Optional[_Union[LoadStatus, str]] = ..., serial: _Optional[bytes] = ..., next_serial: _Optional[bytes] = ..., data: _Optional[bytes] = ..., checksum: _Optional[int] = ..., oid: _Optional[bytes] = ..., data_tid: _Optional[bytes] = ...) -> None: ...
+
+class LoadManyRequest(_message.Message):
+    __slots__ = ("loads",)
+    LOADS_FIELD_NUMBER: _ClassVar[int]
+    loads: _containers.RepeatedCompositeFieldContainer[LoadRequest]
+    def __init__(self, loads: _Optional[_Iterable[_Union[LoadRequest, _Mapping]]] = ...) -> None: ...
+
+class LoadManyReply(_message.Message):
+    __slots__ = ("loads",)
+    LOADS_FIELD_NUMBER: _ClassVar[int]
+    loads: _containers.RepeatedCompositeFieldContainer[LoadReply]
+    def __init__(self, loads: _Optional[_Iterable[_Union[LoadReply, _Mapping]]] = ...) -> None: ...
+
+class ObjectRecord(_message.Message):
+    __slots__ = ("oid", "serial", "data", "checksum", "deleted", "data_tid")
+    OID_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    DATA_TID_FIELD_NUMBER: _ClassVar[int]
+    oid: bytes
+    serial: bytes
+    data: bytes
+    checksum: int
+    deleted: bool
+    data_tid: bytes
+    def __init__(self, oid: _Optional[bytes] = ..., serial: _Optional[bytes] = ..., data: _Optional[bytes] = ..., checksum: _Optional[int] = ..., deleted: _Optional[bool] = ..., data_tid: _Optional[bytes] = ...) -> None: ...
+
+class StoreRequest(_message.Message):
+    __slots__ = ("ttid", "node_id", "objects")
+    TTID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    ttid: bytes
+    node_id: int
+    objects: _containers.RepeatedCompositeFieldContainer[ObjectRecord]
+    def __init__(self, ttid: _Optional[bytes] = ..., node_id: _Optional[int] = ..., objects: _Optional[_Iterable[_Union[ObjectRecord, _Mapping]]] = ...) -> None: ...
+
+class StoreReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ObjectCheck(_message.Message):
+    __slots__ = ("oid", "serial")
+    OID_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    oid: bytes
+    serial: bytes
+    def __init__(self, oid: _Optional[bytes] = ..., serial: _Optional[bytes] = ...) -> None: ...
+
+class Conflict(_message.Message):
+    __slots__ = ("oid", "committed_serial", "serial", "read_conflict")
+    OID_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_SERIAL_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    READ_CONFLICT_FIELD_NUMBER: _ClassVar[int]
+    oid: bytes
+    committed_serial: bytes
+    serial: bytes
+    read_conflict: bool
+    def __init__(self, oid: _Optional[bytes] = ..., committed_serial: _Optional[bytes] = ..., serial: _Optional[bytes] = ..., read_conflict: _Optional[bool] = ...) -> None: ...
+
+class VoteRequest(_message.Message):
+    __slots__ = ("ttid", "node_id", "checks", "meta", "has_meta", "oids", "restore")
+    TTID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    META_FIELD_NUMBER: _ClassVar[int]
+    HAS_META_FIELD_NUMBER: _ClassVar[int]
+    OIDS_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_FIELD_NUMBER: _ClassVar[int]
+    ttid: bytes
+    node_id: int
+    checks: _containers.RepeatedCompositeFieldContainer[ObjectCheck]
+    meta: _common_pb2.TransactionMeta
+    has_meta: bool
+    oids: _containers.RepeatedScalarFieldContainer[bytes]
+    restore: bool
+    def __init__(self, ttid: _Optional[bytes] = ..., node_id: _Optional[int] = ..., checks: _Optional[_Iterable[_Union[ObjectCheck, _Mapping]]] = ..., meta: _Optional[_Union[_common_pb2.TransactionMeta, _Mapping]] = ..., has_meta: _Optional[bool] = ..., oids: _Optional[_Iterable[bytes]] = ..., restore: _Optional[bool] = ...) -> None: ...
+
+class VoteReply(_message.Message):
+    __slots__ = ("status", "conflicts", "busy_with")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CONFLICTS_FIELD_NUMBER: _ClassVar[int]
+    BUSY_WITH_FIELD_NUMBER: _ClassVar[int]
+    status: VoteStatus
+    conflicts: _containers.RepeatedCompositeFieldContainer[Conflict]
+    busy_with: bytes
+    def __init__(self, status: _Optional[_Union[VoteStatus, str]] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., busy_with: _Optional[bytes] = ...) -> None: ...
+
+class AbortTransactionRequest(_message.Message):
+    __slots__ = ("ttid",)
+    TTID_FIELD_NUMBER: _ClassVar[int]
+    ttid: bytes
+    def __init__(self, ttid: _Optional[bytes] = ...) -> None: ...
+
+class HistoryRequest(_message.Message):
+    __slots__ = ("oid", "size")
+    OID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    oid: bytes
+    size: int
+    def __init__(self, oid: _Optional[bytes] = ..., size: _Optional[int] = ...) -> None: ...
+
+class Revision(_message.Message):
+    __slots__ = ("tid", "size")
+    TID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    tid: bytes
+    size: int
+    def __init__(self, tid: _Optional[bytes] = ..., size: _Optional[int] = ...) -> None: ...
+
+class HistoryReply(_message.Message):
+    __slots__ = ("revisions",)
+    REVISIONS_FIELD_NUMBER: _ClassVar[int]
+    revisions: _containers.RepeatedCompositeFieldContainer[Revision]
+    def __init__(self, revisions: _Optional[_Iterable[_Union[Revision, _Mapping]]] = ...) -> None: ...
+
+class TransactionsRequest(_message.Message):
+    __slots__ = ("partitions", "min_tid", "max_tid", "limit", "descending")
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    MIN_TID_FIELD_NUMBER: _ClassVar[int]
+    MAX_TID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DESCENDING_FIELD_NUMBER: _ClassVar[int]
+    partitions: _containers.RepeatedScalarFieldContainer[int]
+    min_tid: bytes
+    max_tid: bytes
+    limit: int
+    descending: bool
+    def __init__(self, partitions: _Optional[_Iterable[int]] = ..., min_tid: _Optional[bytes] = ..., max_tid: _Optional[bytes] = ..., limit: _Optional[int] = ..., descending: _Optional[bool] = ...) -> None: ...
+
+class TransactionsReply(_message.Message):
+    __slots__ = ("transactions",)
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    transactions: _containers.RepeatedCompositeFieldContainer[_common_pb2.TransactionMeta]
+    def __init__(self, transactions: _Optional[_Iterable[_Union[_common_pb2.TransactionMeta, _Mapping]]] = ...) -> None: ...
+
+class ObjectsSinceRequest(_message.Message):
+    __slots__ = ("partitions", "after_oid", "limit")
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    AFTER_OID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    partitions: _containers.RepeatedScalarFieldContainer[int]
+    after_oid: bytes
+    limit: int
+    def __init__(self, partitions: _Optional[_Iterable[int]] = ..., after_oid: _Optional[bytes] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ObjectsSinceReply(_message.Message):
+    __slots__ = ("oids",)
+    OIDS_FIELD_NUMBER: _ClassVar[int]
+    oids: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, oids: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class PackRequest(_message.Message):
+    __slots__ = ("tid", "gc_oids", "prune_history")
+    TID_FIELD_NUMBER: _ClassVar[int]
+    GC_OIDS_FIELD_NUMBER: _ClassVar[int]
+    PRUNE_HISTORY_FIELD_NUMBER: _ClassVar[int]
+    tid: bytes
+    gc_oids: _containers.RepeatedScalarFieldContainer[bytes]
+    prune_history: bool
+    def __init__(self, tid: _Optional[bytes] = ..., gc_oids: _Optional[_Iterable[bytes]] = ..., prune_history: _Optional[bool] = ...) -> None: ...
+
+class PackReply(_message.Message):
+    __slots__ = ("revisions_removed",)
+    REVISIONS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    revisions_removed: int
+    def __init__(self, revisions_removed: _Optional[int] = ...) -> None: ...
+
+class LockRequest(_message.Message):
+    __slots__ = ("ttid", "tid")
+    TTID_FIELD_NUMBER: _ClassVar[int]
+    TID_FIELD_NUMBER: _ClassVar[int]
+    ttid: bytes
+    tid: bytes
+    def __init__(self, ttid: _Optional[bytes] = ..., tid: _Optional[bytes] = ...) -> None: ...
+
+class UnlockRequest(_message.Message):
+    __slots__ = ("ttids",)
+    TTIDS_FIELD_NUMBER: _ClassVar[int]
+    ttids: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, ttids: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class LockedTransaction(_message.Message):
+    __slots__ = ("ttid", "tid")
+    TTID_FIELD_NUMBER: _ClassVar[int]
+    TID_FIELD_NUMBER: _ClassVar[int]
+    ttid: bytes
+    tid: bytes
+    def __init__(self, ttid: _Optional[bytes] = ..., tid: _Optional[bytes] = ...) -> None: ...
+
+class RecoveryInfoReply(_message.Message):
+    __slots__ = ("last_tid", "last_oid", "voted_ttids", "locked", "ptid")
+    LAST_TID_FIELD_NUMBER: _ClassVar[int]
+    LAST_OID_FIELD_NUMBER: _ClassVar[int]
+    VOTED_TTIDS_FIELD_NUMBER: _ClassVar[int]
+    LOCKED_FIELD_NUMBER: _ClassVar[int]
+    PTID_FIELD_NUMBER: _ClassVar[int]
+    last_tid: bytes
+    last_oid: bytes
+    voted_ttids: _containers.RepeatedScalarFieldContainer[bytes]
+    locked: _containers.RepeatedCompositeFieldContainer[LockedTransaction]
+    ptid: int
+    def __init__(self, last_tid: _Optional[bytes] = ..., last_oid: _Optional[bytes] = ..., voted_ttids: _Optional[_Iterable[bytes]] = ..., locked: _Optional[_Iterable[_Union[LockedTransaction, _Mapping]]] = ..., ptid: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,215 @@
+"""The one boundary where gRPC meets the domain.
+
+Servers: ``make_server`` builds a gRPC server whose every method checks the cluster name
+carried in the call metadata and turns domain exceptions into gRPC status codes.
+Clients: ``Channel`` opens a channel that adds the cluster name to every call, and
+``call`` turns gRPC status codes back into domain exceptions, so no caller ever sees a
+raw ``grpc.RpcError``:
+
+=====================  ==========================================
+status                 exception
+=====================  ==========================================
+FAILED_PRECONDITION    ``ClusterNameMismatch`` (cluster name)
+UNAVAILABLE            ``ClusterUnavailable``
+DEADLINE_EXCEEDED      ``ClusterUnavailable``
+INVALID_ARGUMENT       ``RequestRefused`` (a ``ValueError``)
+RESOURCE_EXHAUSTED     ``RequestRefused``, or ``StorageFull``
+DATA_LOSS              ``ChecksumError``
+NOT_FOUND              ``POSKeyError``
+PERMISSION_DENIED      ``ReadOnlyError``
+=====================  ==========================================
+"""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent import futures
+
+import grpc
+import lmdb
+from ZODB import POSException
+
+from .errors import (ChecksumError, ClusterNameMismatch, ClusterUnavailable, NeoError,
+                     RequestRefused, StorageFull)
+
+log = logging.getLogger(__name__)
+
+CLUSTER_KEY = "neo-cluster"
+MESSAGE_BYTES_MAX = 256 * 1024 * 1024
+FULL_PREFIX = "storage full: "
+
+
+def grpc_options(message_bytes_max: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", message_bytes_max),
+        ("grpc.max_receive_message_length", message_bytes_max),
+        ("grpc.so_reuseport", 0),
+        ("grpc.enable_http_proxy", 0),
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ]
+
+
+# ---------------------------------------------------------------- server side
+
+def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, ChecksumError):
+        return grpc.StatusCode.DATA_LOSS, str(exc)
+    if isinstance(exc, StorageFull):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, FULL_PREFIX + str(exc)
+    if isinstance(exc, lmdb.MapFullError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, FULL_PREFIX + "LMDB map is full"
+    if isinstance(exc, OSError) and exc.errno == 28:
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, FULL_PREFIX + str(exc)
+    if isinstance(exc, ClusterUnavailable):
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
+    if isinstance(exc, POSException.ReadOnlyError):
+        return grpc.StatusCode.PERMISSION_DENIED, str(exc) or "read-only"
+    if isinstance(exc, (RequestRefused, ValueError, TypeError, KeyError, IndexError)):
+        return grpc.StatusCode.INVALID_ARGUMENT, f"{type(exc).__name__}: {exc}"
+    return grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+
+
+def _guard(fn, method: str, streaming: bool):
+    def unary(request, context):
+        try:
+            return fn(request, context)
+        except grpc.RpcError:
+            raise
+        except Exception as exc:  # turned into a status: the node keeps running
+            code, msg = _status_of(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                log.exception("%s failed", method)
+            context.abort(code, msg)
+
+    def stream(request, context):
+        try:
+            yield from fn(request, context)
+        except grpc.RpcError:
+            raise
+        except Exception as exc:
+            code, msg = _status_of(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                log.exception("%s failed", method)
+            context.abort(code, msg)
+
+    return stream if streaming else unary
+
+
+class _ClusterGuard(grpc.ServerInterceptor):
+    """Refuse calls from another cluster; map exceptions of every method to statuses."""
+
+    def __init__(self, cluster: str):
+        self.cluster = cluster
+
+    def intercept_service(self, continuation, details):
+        handler = continuation(details)
+        if handler is None:
+            return None
+        peer_cluster = dict(details.invocation_metadata or ()).get(CLUSTER_KEY)
+        if peer_cluster != self.cluster:
+            msg = (f"cluster name mismatch: this node serves cluster {self.cluster!r}, "
+                   f"the request was for {peer_cluster!r}")
+
+            def refuse(request, context):
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, msg)
+            if handler.unary_unary:
+                return handler._replace(unary_unary=refuse)
+            return handler._replace(unary_stream=refuse)
+        if handler.unary_unary:
+            return handler._replace(unary_unary=_guard(handler.unary_unary, details.method, False))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=_guard(handler.unary_stream, details.method, True))
+        return handler
+
+
+def make_server(cluster: str, workers_max: int = 32,
+                message_bytes_max: int = MESSAGE_BYTES_MAX) -> grpc.Server:
+    """A gRPC server guarded by the cluster name, with bounded workers and messages."""
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers_max, thread_name_prefix="rpc"),
+        interceptors=[_ClusterGuard(cluster)],
+        options=grpc_options(message_bytes_max),
+        maximum_concurrent_rpcs=workers_max * 8,
+    )
+
+
+def bind(server: grpc.Server, address: str) -> str:
+    """Bind ``host:port`` (port 0 picks a free one) and return the bound address."""
+    host, _, port = address.rpartition(":")
+    bound = server.add_insecure_port(address)
+    if not bound:
+        raise OSError(f"cannot listen on {address}")
+    return f"{host}:{bound}"
+
+
+# ---------------------------------------------------------------- client side
+
+class _AddCluster(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    def __init__(self, cluster: str):
+        self.md = ((CLUSTER_KEY, cluster),)
+
+    def _details(self, d):
+        return d._replace(metadata=tuple(d.metadata or ()) + self.md)
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._details(client_call_details), request)
+
+
+def open_channel(address: str, cluster: str,
+                 message_bytes_max: int = MESSAGE_BYTES_MAX) -> grpc.Channel:
+    """A channel to ``address`` whose every call carries the cluster name."""
+    channel = grpc.insecure_channel(address, options=grpc_options(message_bytes_max))
+    return grpc.intercept_channel(channel, _AddCluster(cluster))
+
+
+def to_exception(err: grpc.RpcError, what: str = "") -> Exception:
+    """The domain exception for a failed call."""
+    code = err.code() if hasattr(err, "code") else None
+    msg = err.details() if hasattr(err, "details") else str(err)
+    where = f"{what}: " if what else ""
+    if code == grpc.StatusCode.FAILED_PRECONDITION and "cluster name" in (msg or ""):
+        return ClusterNameMismatch(msg)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.CANCELLED):
+        return ClusterUnavailable(f"{where}{msg}")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return RequestRefused(f"{where}{msg}")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        if (msg or "").startswith(FULL_PREFIX):
+            return StorageFull(f"{where}{msg}")
+        return RequestRefused(f"{where}{msg}")
+    if code == grpc.StatusCode.DATA_LOSS:
+        return ChecksumError(f"{where}{msg}")
+    if code == grpc.StatusCode.NOT_FOUND:
+        return POSException.POSKeyError(msg)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return POSException.ReadOnlyError(msg)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return ClusterUnavailable(f"{where}{msg}")
+    return NeoError(f"{where}{code}: {msg}")
+
+
+def call(method, request, timeout_s: float, what: str = ""):
+    """Call a unary ``method``; failures come back as domain exceptions."""
+    try:
+        return method(request, timeout=timeout_s)
+    except grpc.RpcError as err:
+        raise to_exception(err, what) from None
+
+
+def retry(fn, attempts_max: int, delay_s: float, retry_on=(ClusterUnavailable,)):
+    """Call ``fn()`` up to ``attempts_max`` times, sleeping ``delay_s`` (doubling) between."""
+    for attempt in range(attempts_max):
+        try:
+            return fn()
+        except retry_on:
+            if attempt == attempts_max - 1:
+                raise
+            time.sleep(delay_s * (2 ** min(attempt, 5)))

@@ -1,0 +1,1 @@
+"""neoarray storage node: partitions of object records on LMDB, locks, conflicts."""

@@ -1,0 +1,58 @@
+"""``neoarray-storage``: run a storage node over an LMDB directory."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+
+from neoarray.errors import NeoError
+
+from .node import Limits, StorageNode
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="neoarray-storage", description=__doc__)
+    p.add_argument("--cluster", required=True, help="cluster name")
+    p.add_argument("--master", required=True, help="host:port of the master")
+    p.add_argument("--data", help="LMDB directory (default: memory, for tests)")
+    p.add_argument("--bind", default="127.0.0.1:0", help="host:port to listen on")
+    p.add_argument("--host", help="host name reported to the master (replicas go to different hosts)")
+    p.add_argument("--map-bytes-max", type=int, default=1 << 40, help="LMDB map size: the most this node holds")
+    p.add_argument("--address-file", help="write the bound address to this file once listening")
+    p.add_argument("--log-file")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    opts = parse_args(argv)
+    logging.basicConfig(filename=opts.log_file, level=opts.log_level,
+                        format="%(asctime)s %(levelname)s S %(name)s: %(message)s")
+    try:
+        node = StorageNode(opts.data, opts.cluster, opts.master, opts.bind,
+                           Limits(map_bytes_max=opts.map_bytes_max), host=opts.host)
+    except NeoError as exc:
+        print(f"neoarray-storage: {exc}", file=sys.stderr)
+        return 2
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: node.stopped.set())
+    node.start()
+    logging.getLogger("neoarray.storage").info("storage node listening on %s", node.address)
+    if opts.address_file:
+        tmp = opts.address_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(node.address)
+        os.replace(tmp, opts.address_file)
+    node.stopped.wait()
+    fatal = getattr(node, "fatal", None)
+    node.stop()
+    if fatal:
+        print(f"neoarray-storage: {fatal}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,381 @@
+"""Storage backend: object revisions, transactions and votes on an ordered KV store.
+
+On-disk layout (one LMDB environment per node, named databases; ``P`` is the
+partition as 4 bytes big-endian, oids and tids are 8 bytes big-endian, so every key
+of a partition is one contiguous range: replicating, checking and dropping a partition
+are range scans):
+
+==============  ======================  ================================================
+database        key                     value
+==============  ======================  ================================================
+``obj``         P + oid + tid           record: 1-byte flags, 8-byte xxh3_64 checksum,
+                                        [8-byte data tid], then the raw data (zero-copy
+                                        slices on load)
+``trans``       P + tid                 msgpack ``[user, description, extension,
+                                        oids, ttid, packed]``; P = tid % partitions
+``voted_obj``   ttid + oid              1-byte flags, checksum, 8-byte base serial,
+                                        [8-byte data tid], data: stores not yet locked
+``voted_txn``   ttid                    msgpack ``{"meta", "oids", "node"}``, written at
+                                        vote (the transaction is then durable)
+``locked``      ttid                    final tid: locked, not yet unlocked by the master
+``config``      name (ascii)            msgpack value: cluster, node_id, partitions, ...
+==============  ======================  ================================================
+
+Flags: bit 0 = deletion record (undone creation or external GC), no data; bit 1 = an
+8-byte data tid follows the header: the revision whose data an undo or a restore
+copied (ZODB's ``data_txn``; the data itself is still stored, so a load never chases
+pointers).  Object
+records are a fixed binary header rather than msgpack so that a load can hand out the
+payload without copying it; everything else is msgpack.  Data checksums are verified
+when stored and when loaded; a record that fails is reported, never returned.
+"""
+from __future__ import annotations
+
+import heapq
+import struct
+from dataclasses import dataclass
+
+import msgpack
+import xxhash
+
+from neoarray.errors import ChecksumError, RequestRefused
+from neoarray.ids import Z64, p64, u64
+
+DELETED = 1
+HAS_DATA_TID = 2
+_REC = struct.Struct(">BQ")          # flags, checksum
+_VOTED = struct.Struct(">BQ8s")      # flags, checksum, base serial
+_P = struct.Struct(">I")
+
+
+def checksum(data) -> int:
+    return xxhash.xxh3_64_intdigest(data)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One revision: ``next_serial`` is ``None`` when it is current."""
+    serial: bytes
+    next_serial: bytes | None
+    data: bytes | None         # None: deletion record
+    checksum: int
+    data_tid: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A store of a transaction in progress."""
+    oid: bytes
+    serial: bytes
+    data: bytes | None
+    checksum: int
+    data_tid: bytes | None = None
+
+
+@dataclass
+class TransactionInfo:
+    tid: bytes
+    user: bytes
+    description: bytes
+    extension: bytes
+    oids: list[bytes]
+    ttid: bytes
+    packed: bool = False
+
+
+class NoObject(KeyError):
+    """The oid has no revision at all on this node."""
+
+
+class NoRevision(KeyError):
+    """The oid exists but no revision matches."""
+
+
+class Backend:
+    """Record logic over a ``kv`` store (``LMDBStore`` or ``MemoryStore``).
+
+    Not thread-safe for writes by itself: the node's transaction manager serialises
+    ``store_voted``/``vote``/``lock``/``abort``; reads may run concurrently.
+    """
+
+    def __init__(self, kv, partitions: int | None = None):
+        self.kv = kv
+        self.partitions = partitions or self.get_config("partitions")
+
+    # -- config ------------------------------------------------------------------
+    def get_config(self, name: str, default=None):
+        with self.kv.read() as txn:
+            raw = txn.get("config", name.encode())
+        return default if raw is None else msgpack.unpackb(raw)
+
+    def set_config(self, **values) -> None:
+        with self.kv.write() as txn:
+            for name, value in values.items():
+                txn.put("config", name.encode(), msgpack.packb(value))
+        self.kv.sync()
+        if "partitions" in values:
+            self.partitions = values["partitions"]
+
+    def partition(self, oid_or_tid: bytes) -> int:
+        return u64(oid_or_tid) % self.partitions
+
+    def _okey(self, oid: bytes) -> bytes:
+        return _P.pack(self.partition(oid)) + oid
+
+    # -- loads -------------------------------------------------------------------
+    def load(self, oid: bytes, before: bytes | None = None, serial: bytes | None = None) -> Loaded:
+        """The revision ``serial``, or the newest with tid < ``before`` (default: newest)."""
+        prefix = self._okey(oid)
+        with self.kv.read() as txn:
+            if serial is not None:
+                return self._load_serial(txn, prefix, oid, serial)
+            stop = prefix + before if before else prefix + b"\xff" * 8
+            for key, value in txn.scan("obj", prefix, stop, reverse=True):
+                nxt = next(txn.scan("obj", key + b"\0", prefix + b"\xff" * 9), None)
+                next_serial = nxt[0][12:] if nxt and nxt[0].startswith(prefix) else None
+                return self._decode(oid, key[12:], next_serial, value)
+            if next(txn.scan("obj", prefix, prefix + b"\xff" * 9), None) is None:
+                raise NoObject(oid)
+            raise NoRevision(oid)
+
+    def _load_serial(self, txn, prefix, oid, serial):
+        value = txn.get("obj", prefix + serial)
+        if value is None:
+            if next(txn.scan("obj", prefix, prefix + b"\xff" * 9), None) is None:
+                raise NoObject(oid)
+            raise NoRevision(oid)
+        nxt = next(txn.scan("obj", prefix + serial + b"\0", prefix + b"\xff" * 9), None)
+        return self._decode(oid, serial, nxt[0][12:] if nxt else None, value)
+
+    @staticmethod
+    def _decode(oid, serial, next_serial, value) -> Loaded:
+        flags, crc = _REC.unpack_from(value)
+        start, data_tid = _REC.size, None
+        if flags & HAS_DATA_TID:
+            start, data_tid = start + 8, bytes(value[start:start + 8])
+        data = None if flags & DELETED else bytes(value[start:])
+        if data is not None and checksum(data) != crc:
+            raise ChecksumError(f"record of oid 0x{oid.hex()} at tid 0x{serial.hex()} "
+                                f"fails its checksum on this node")
+        return Loaded(serial, next_serial, data, crc, data_tid)
+
+    def last_serial(self, oid: bytes, txn=None) -> bytes | None:
+        """The tid of the newest revision of ``oid`` (deletions included), or None."""
+        prefix = self._okey(oid)
+        if txn is None:
+            with self.kv.read() as txn:
+                return self.last_serial(oid, txn)
+        for key, _ in txn.scan("obj", prefix, prefix + b"\xff" * 8, reverse=True):
+            return key[12:]
+        return None
+
+    def history(self, oid: bytes, size: int) -> list[tuple[bytes, int]]:
+        prefix = self._okey(oid)
+        out = []
+        with self.kv.read() as txn:
+            for key, value in txn.scan("obj", prefix, prefix + b"\xff" * 8, reverse=True):
+                extra = 8 if value[0] & HAS_DATA_TID else 0
+                out.append((key[12:], len(value) - _REC.size - extra))
+                if len(out) >= size:
+                    break
+        if not out:
+            raise NoObject(oid)
+        return out
+
+    # -- transactions in progress -----------------------------------------------
+    def store_voted(self, ttid: bytes, records: list[Stored]) -> None:
+        """Keep the stores of ``ttid`` (not durable until ``vote``)."""
+        with self.kv.write() as txn:
+            for r in records:
+                flags = (DELETED if r.data is None else 0) | (HAS_DATA_TID if r.data_tid else 0)
+                header = _VOTED.pack(flags, r.checksum, r.serial) + (r.data_tid or b"")
+                txn.put("voted_obj", ttid + r.oid, header + (r.data or b""))
+
+    def stored(self, ttid: bytes) -> list[Stored]:
+        out = []
+        with self.kv.read() as txn:
+            for key, value in txn.scan("voted_obj", ttid, ttid + b"\xff" * 9):
+                flags, crc, serial = _VOTED.unpack_from(value)
+                start, data_tid = _VOTED.size, None
+                if flags & HAS_DATA_TID:
+                    start, data_tid = start + 8, bytes(value[start:start + 8])
+                data = None if flags & DELETED else bytes(value[start:])
+                out.append(Stored(key[8:], serial, data, crc, data_tid))
+        return out
+
+    def vote(self, ttid: bytes, meta: TransactionInfo | None, oids: list[bytes], node: int) -> None:
+        """Make the stores of ``ttid`` durable (still invisible)."""
+        doc = {"meta": None if meta is None else _pack_meta(meta), "oids": oids, "node": node}
+        with self.kv.write() as txn:
+            txn.put("voted_txn", ttid, msgpack.packb(doc))
+        self.kv.sync()
+
+    def voted(self) -> dict[bytes, dict]:
+        with self.kv.read() as txn:
+            return {k: msgpack.unpackb(v) for k, v in txn.scan("voted_txn", b"")}
+
+    def lock(self, ttid: bytes, tid: bytes) -> list[bytes]:
+        """Commit ``ttid`` as ``tid``: records become revisions; durable on return.
+
+        Idempotent: locking again a transaction already locked does nothing.
+        Returns the oids written.
+        """
+        with self.kv.write() as txn:
+            raw = txn.get("voted_txn", ttid)
+            if raw is None:
+                if txn.get("locked", ttid) == tid:
+                    return []
+                raise RequestRefused(f"lock of unknown transaction 0x{ttid.hex()}")
+            doc = msgpack.unpackb(raw)
+            written = []
+            for key, value in list(txn.scan("voted_obj", ttid, ttid + b"\xff" * 9)):
+                oid = key[8:]
+                flags, crc, _ = _VOTED.unpack_from(value)
+                # the optional data tid and the data keep their place after the header
+                txn.put("obj", self._okey(oid) + tid, _REC.pack(flags, crc) + value[_VOTED.size:])
+                txn.delete("voted_obj", key)
+                written.append(oid)
+            if doc["meta"] is not None:
+                meta = list(doc["meta"])
+                txn.put("trans", _P.pack(self.partition(tid)) + tid, msgpack.packb(meta))
+            txn.delete("voted_txn", ttid)
+            txn.put("locked", ttid, tid)
+            self._raise_last(txn, tid, written)
+        self.kv.sync()
+        return written
+
+    def _raise_last(self, txn, tid, oids):
+        last = txn.get("config", b"last_tid")
+        if last is None or msgpack.unpackb(last) < tid:
+            txn.put("config", b"last_tid", msgpack.packb(tid))
+        if oids:
+            top = max(oids)
+            last_oid = txn.get("config", b"last_oid")
+            if last_oid is None or msgpack.unpackb(last_oid) < top:
+                txn.put("config", b"last_oid", msgpack.packb(top))
+
+    def unlock(self, ttids: list[bytes]) -> None:
+        with self.kv.write() as txn:
+            for ttid in ttids:
+                txn.delete("locked", ttid)
+
+    def locked(self) -> dict[bytes, bytes]:
+        with self.kv.read() as txn:
+            return dict(txn.scan("locked", b""))
+
+    def abort(self, ttid: bytes) -> None:
+        with self.kv.write() as txn:
+            for key, _ in list(txn.scan("voted_obj", ttid, ttid + b"\xff" * 9)):
+                txn.delete("voted_obj", key)
+            txn.delete("voted_txn", ttid)
+
+    def pending_ttids(self) -> set[bytes]:
+        """ttids with stores or votes on disk (found again after a restart)."""
+        with self.kv.read() as txn:
+            ttids = {k[:8] for k, _ in txn.scan("voted_obj", b"")}
+            ttids.update(k for k, _ in txn.scan("voted_txn", b""))
+        return ttids
+
+    # -- iteration, undo log ----------------------------------------------------
+    def transactions(self, partitions, min_tid: bytes | None, max_tid: bytes | None,
+                     limit: int, descending: bool = False) -> list[TransactionInfo]:
+        """Transaction metadata of ``partitions`` with ``min_tid <= tid <= max_tid``."""
+        runs = []
+        with self.kv.read() as txn:
+            for p in partitions:
+                pk = _P.pack(p)
+                stop = pk + p64(u64(max_tid) + 1) if max_tid and max_tid != b"\xff" * 8 else pk + b"\xff" * 9
+                run = []
+                for key, value in txn.scan("trans", pk + (min_tid or b""), stop, reverse=descending):
+                    run.append(_unpack_meta(key[4:], value))
+                    if len(run) >= limit:
+                        break
+                runs.append(run)
+        merged = heapq.merge(*runs, key=lambda t: t.tid, reverse=descending)
+        return [t for _, t in zip(range(limit), merged)]
+
+    def oids(self, partitions, after: bytes | None, limit: int) -> list[bytes]:
+        """Distinct oids held in ``partitions``, ascending, after ``after``."""
+        runs = []
+        with self.kv.read() as txn:
+            for p in partitions:
+                pk = _P.pack(p)
+                start = pk + (p64(u64(after) + 1) if after else b"")
+                run = []
+                for key, _ in txn.scan("obj", start, pk + b"\xff" * 9):
+                    oid = key[4:12]
+                    if not run or run[-1] != oid:
+                        run.append(oid)
+                        if len(run) >= limit:
+                            break
+                runs.append(run)
+        return list(heapq.merge(*runs))[:limit]
+
+    # -- pack ---------------------------------------------------------------------
+    def pack(self, tid: bytes, gc_oids, prune_history: bool) -> int:
+        """Drop what no snapshot at or after ``tid`` can see; returns revisions removed.
+
+        ``prune_history``: every object keeps its revision current at ``tid`` and
+        all later ones (a deletion current at ``tid`` goes too).  ``gc_oids``
+        (unreachable at ``tid``) lose every revision unless changed after ``tid``.
+        Transactions at or before ``tid`` are marked packed (out of the undo log).
+        """
+        removed = 0
+        with self.kv.write() as txn:
+            for oid in gc_oids:
+                prefix = self._okey(oid)
+                keys = [k for k, _ in txn.scan("obj", prefix, prefix + b"\xff" * 8)]
+                if keys and keys[-1][12:] <= tid:
+                    for k in keys:
+                        txn.delete("obj", k)
+                    removed += len(keys)
+            if prune_history:
+                removed += self._prune(txn, tid)
+                self._pack_transactions(txn, tid)
+        self.kv.sync()
+        return removed
+
+    def _prune(self, txn, tid: bytes) -> int:
+        doomed, current, prefix = [], None, None
+        for key, value in txn.scan("obj", b""):
+            if key[:12] != prefix:
+                self._prune_object(current, doomed)
+                prefix, current = key[:12], []
+            if key[12:] <= tid:
+                current.append((key, value[0] & DELETED))
+        self._prune_object(current, doomed)
+        for key in doomed:
+            txn.delete("obj", key)
+        return len(doomed)
+
+    @staticmethod
+    def _prune_object(old_revisions, doomed):
+        if not old_revisions:
+            return
+        doomed.extend(k for k, _ in old_revisions[:-1])
+        key, deleted = old_revisions[-1]
+        if deleted:
+            doomed.append(key)
+
+    def _pack_transactions(self, txn, tid):
+        # The oids of a transaction may live on other nodes: records stay listed,
+        # readers skip the revisions that are gone.
+        for key, value in list(txn.scan("trans", b"")):
+            if key[4:] <= tid:
+                meta = _unpack_meta(key[4:], value)
+                if not meta.packed:
+                    meta.packed = True
+                    txn.put("trans", key, msgpack.packb(_pack_meta(meta)))
+
+    # -- recovery ----------------------------------------------------------------
+    def last_ids(self) -> tuple[bytes, bytes]:
+        return self.get_config("last_tid", Z64), self.get_config("last_oid", Z64)
+
+
+def _pack_meta(m: TransactionInfo) -> list:
+    return [m.user, m.description, m.extension, list(m.oids), m.ttid, m.packed]
+
+
+def _unpack_meta(tid: bytes, raw: bytes) -> TransactionInfo:
+    user, desc, ext, oids, ttid, packed = msgpack.unpackb(raw)
+    return TransactionInfo(tid, user, desc, ext, oids, ttid, packed)

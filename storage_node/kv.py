@@ -1,0 +1,178 @@
+"""Ordered key-value stores under the storage backend: LMDB, and a memory reference.
+
+Contract (both implementations pass ``tests/storage_node/test_backend.py``):
+
+- ``read()`` and ``write()`` return transactions usable as context managers; a write
+  transaction commits on a clean exit and aborts on an exception.  Reads see a
+  consistent snapshot; one writer at a time.
+- ``get(db, key)`` returns ``bytes`` or ``None``; ``put``/``delete`` only on writes.
+- ``scan(db, start, stop=None, reverse=False)`` yields ``(key, value)`` for
+  ``start <= key < stop`` in key order (reverse: descending, from the last key below
+  ``stop``, down to ``start``).  Keys and values are ``bytes``.
+- ``sync()`` makes every committed write durable (fsync).
+"""
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+
+import lmdb
+
+DATABASES = ("obj", "trans", "voted_obj", "voted_txn", "locked", "config")
+
+
+class LMDBStore:
+    """One LMDB environment with the named databases of ``DATABASES``.
+
+    Commits do not fsync by themselves (``sync=False``); the backend calls ``sync()``
+    at the points where durability is promised (vote, lock), so a burst of stores
+    costs one fsync.  A killed process loses nothing: written pages are in the OS
+    page cache.
+    """
+
+    def __init__(self, path: str, map_bytes_max: int = 1 << 40):
+        os.makedirs(path, exist_ok=True)
+        self.path = path
+        self.env = lmdb.open(path, map_size=map_bytes_max, max_dbs=len(DATABASES) + 1,
+                             sync=False, metasync=False, readahead=False, max_readers=512)
+        self.dbs = {name: self.env.open_db(name.encode()) for name in DATABASES}
+
+    def read(self):
+        return _LMDBTxn(self, write=False)
+
+    def write(self):
+        return _LMDBTxn(self, write=True)
+
+    def sync(self) -> None:
+        self.env.sync(True)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class _LMDBTxn:
+    def __init__(self, store: LMDBStore, write: bool):
+        self.dbs = store.dbs
+        self.txn = store.env.begin(write=write)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.txn.commit()
+        else:
+            self.txn.abort()
+
+    def get(self, db: str, key: bytes):
+        return self.txn.get(key, db=self.dbs[db])
+
+    def put(self, db: str, key: bytes, value: bytes) -> None:
+        self.txn.put(key, value, db=self.dbs[db])
+
+    def delete(self, db: str, key: bytes) -> None:
+        self.txn.delete(key, db=self.dbs[db])
+
+    def scan(self, db: str, start: bytes, stop: bytes | None = None, reverse: bool = False):
+        cur = self.txn.cursor(db=self.dbs[db])
+        if not reverse:
+            if not cur.set_range(start):
+                return
+            for key, value in cur:
+                if stop is not None and key >= stop:
+                    return
+                yield key, value
+            return
+        positioned = cur.set_range(stop) if stop is not None else cur.last()
+        if positioned and stop is not None:
+            positioned = cur.prev()
+        elif not positioned and stop is not None:
+            positioned = cur.last()
+        while positioned:
+            key = cur.key()
+            if key < start:
+                return
+            yield key, cur.value()
+            positioned = cur.prev()
+
+
+class MemoryStore:
+    """The executable specification of the store: sorted key lists and dicts.
+
+    Transactions are serialised by one lock and writes are buffered until commit, so
+    an aborted write transaction leaves nothing behind.
+    """
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.keys = {name: [] for name in DATABASES}
+        self.values = {name: {} for name in DATABASES}
+        self.syncs = 0
+
+    def read(self):
+        return _MemoryTxn(self, write=False)
+
+    def write(self):
+        return _MemoryTxn(self, write=True)
+
+    def sync(self) -> None:
+        self.syncs += 1
+
+    def close(self) -> None:
+        pass
+
+
+class _MemoryTxn:
+    def __init__(self, store: MemoryStore, write: bool):
+        self.store = store
+        self.write = write
+        self.pending: dict[tuple[str, bytes], bytes | None] = {}
+
+    def __enter__(self):
+        self.store.lock.acquire()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                for (db, key), value in self.pending.items():
+                    self._apply(db, key, value)
+        finally:
+            self.store.lock.release()
+
+    def _apply(self, db, key, value):
+        keys, values = self.store.keys[db], self.store.values[db]
+        if value is None:
+            if key in values:
+                del values[key]
+                keys.pop(bisect.bisect_left(keys, key))
+        else:
+            if key not in values:
+                bisect.insort(keys, key)
+            values[key] = value
+
+    def get(self, db, key):
+        if (db, key) in self.pending:
+            return self.pending[(db, key)]
+        return self.store.values[db].get(key)
+
+    def put(self, db, key, value):
+        assert self.write, "put in a read transaction"
+        self.pending[(db, key)] = bytes(value)
+
+    def delete(self, db, key):
+        assert self.write, "delete in a read transaction"
+        self.pending[(db, key)] = None
+
+    def scan(self, db, start, stop=None, reverse=False):
+        keys = list(self.store.keys[db])
+        extra = [k for (d, k), v in self.pending.items() if d == db and v is not None]
+        keys = sorted(set(keys).union(extra))
+        lo = bisect.bisect_left(keys, start)
+        hi = len(keys) if stop is None else bisect.bisect_left(keys, stop)
+        picked = keys[lo:hi]
+        for key in (reversed(picked) if reverse else picked):
+            value = self.get(db, key)
+            if value is not None:
+                yield key, value

@@ -1,0 +1,170 @@
+"""Transaction manager of a storage node: per-oid write locks and conflict detection.
+
+No I/O of its own besides the backend, no gRPC: the servicer decodes requests and calls
+these methods, which makes the locking rules testable with plain calls.
+
+Rules:
+- ``store`` keeps records under the transaction's ttid; nothing is locked yet.
+- ``vote`` takes the write locks of every stored and every checked (readCurrent) oid
+  all at once, or none: if another voted transaction holds one, it answers ``BUSY``
+  and the client retries later.  Locks are never waited for while held, so two
+  transactions can never deadlock.  Under the locks it compares each base serial with
+  the newest committed revision: a mismatch is a conflict, the locks are released and
+  the client resolves and votes again.  Otherwise the vote is made durable.
+- ``lock`` (from the master, with the final tid) turns the voted records into
+  revisions durably and releases the locks; ``abort`` drops everything of the ttid.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from neoarray.errors import ChecksumError, RequestRefused
+from neoarray.ids import Z64
+
+from .backend import Backend, Stored, TransactionInfo, checksum
+
+VOTED, CONFLICTS, BUSY = "voted", "conflicts", "busy"
+
+
+@dataclass
+class Conflict:
+    oid: bytes
+    committed_serial: bytes
+    serial: bytes
+    read_conflict: bool = False
+
+
+@dataclass
+class VoteResult:
+    status: str
+    conflicts: list[Conflict] = field(default_factory=list)
+    busy_with: bytes = b""
+
+
+class TransactionManager:
+    """Locks and votes over one ``Backend``; thread-safe."""
+
+    def __init__(self, backend: Backend, transaction_bytes_max: int = 8 << 30):
+        self.backend = backend
+        self.transaction_bytes_max = transaction_bytes_max
+        self.mutex = threading.Lock()
+        self.write_mutex = threading.Lock()
+        self.locks: dict[bytes, bytes] = {}       # oid -> ttid
+        self.held: dict[bytes, set[bytes]] = {}   # ttid -> oids
+        self.owners: dict[bytes, int] = {}        # ttid -> client node id
+        self.sizes: dict[bytes, int] = {}         # ttid -> bytes stored
+        self._recover()
+
+    def _recover(self) -> None:
+        """After a restart: drop unvoted stores, take back the locks of voted ones."""
+        voted = self.backend.voted()
+        for ttid in self.backend.pending_ttids() - set(voted):
+            self.backend.abort(ttid)
+        for ttid, doc in voted.items():
+            oids = set(doc["oids"])
+            self.held[ttid] = oids
+            self.owners[ttid] = doc["node"]
+            for oid in oids:
+                self.locks[oid] = ttid
+
+    # -- client side ---------------------------------------------------------------
+    def store(self, ttid: bytes, node: int, records: list[Stored]) -> None:
+        for r in records:
+            if len(r.oid) != 8 or len(r.serial) != 8:
+                raise RequestRefused("oid and serial must be 8 bytes")
+            if r.data is not None and checksum(r.data) != r.checksum:
+                raise ChecksumError(f"store of oid 0x{r.oid.hex()} refused: data does not "
+                                    f"match its checksum (corrupted in transit)")
+        size = sum(len(r.data or b"") for r in records)
+        with self.mutex:
+            if ttid in self.held:
+                raise RequestRefused(f"transaction 0x{ttid.hex()} already voted")
+            total = self.sizes.get(ttid, 0) + size
+            if total > self.transaction_bytes_max:
+                raise RequestRefused(f"transaction 0x{ttid.hex()} exceeds "
+                                     f"transaction_bytes_max={self.transaction_bytes_max}")
+            self.sizes[ttid] = total
+            self.owners[ttid] = node
+        with self.write_mutex:
+            self.backend.store_voted(ttid, records)
+
+    def vote(self, ttid: bytes, node: int, checks: list[tuple[bytes, bytes]],
+             meta: TransactionInfo | None, expected: list[bytes], restore: bool = False) -> VoteResult:
+        stored = self.backend.stored(ttid)
+        stored_oids = {r.oid for r in stored}
+        missing = set(expected) - stored_oids
+        if missing:
+            raise RequestRefused(f"vote of 0x{ttid.hex()}: {len(missing)} stored objects "
+                                 f"missing on this node (e.g. 0x{min(missing).hex()})")
+        wanted = stored_oids | {oid for oid, _ in checks}
+        with self.mutex:
+            if ttid in self.held:
+                return VoteResult(VOTED)
+            for oid in wanted:
+                holder = self.locks.get(oid)
+                if holder is not None and holder != ttid:
+                    return VoteResult(BUSY, busy_with=holder)
+            for oid in wanted:
+                self.locks[oid] = ttid
+            self.held[ttid] = wanted
+            self.owners[ttid] = node
+        conflicts = [] if restore else self._conflicts(stored, checks)
+        if conflicts:
+            self._release(ttid)
+            return VoteResult(CONFLICTS, conflicts)
+        try:
+            with self.write_mutex:
+                self.backend.vote(ttid, meta, sorted(wanted), node)
+        except BaseException:
+            self._release(ttid)
+            raise
+        return VoteResult(VOTED)
+
+    def _conflicts(self, stored: list[Stored], checks) -> list[Conflict]:
+        out = []
+        with self.backend.kv.read() as txn:
+            for r in stored:
+                last = self.backend.last_serial(r.oid, txn) or Z64
+                if last != r.serial:
+                    out.append(Conflict(r.oid, last, r.serial))
+            for oid, serial in checks:
+                last = self.backend.last_serial(oid, txn) or Z64
+                if last != serial:
+                    out.append(Conflict(oid, last, serial, read_conflict=True))
+        return out
+
+    def _release(self, ttid: bytes) -> None:
+        with self.mutex:
+            for oid in self.held.pop(ttid, ()):
+                if self.locks.get(oid) == ttid:
+                    del self.locks[oid]
+
+    def abort(self, ttid: bytes) -> None:
+        with self.write_mutex:
+            self.backend.abort(ttid)
+        self._release(ttid)
+        with self.mutex:
+            self.sizes.pop(ttid, None)
+            self.owners.pop(ttid, None)
+
+    def abort_node(self, node: int) -> list[bytes]:
+        """Abort every unlocked transaction of a client that went away."""
+        with self.mutex:
+            ttids = [t for t, n in self.owners.items() if n == node]
+        for ttid in ttids:
+            self.abort(ttid)
+        return ttids
+
+    # -- master side ----------------------------------------------------------------
+    def lock(self, ttid: bytes, tid: bytes) -> None:
+        with self.write_mutex:
+            self.backend.lock(ttid, tid)
+        self._release(ttid)
+        with self.mutex:
+            self.sizes.pop(ttid, None)
+            self.owners.pop(ttid, None)
+
+    def unlock(self, ttids: list[bytes]) -> None:
+        with self.write_mutex:
+            self.backend.unlock(ttids)

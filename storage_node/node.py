@@ -1,0 +1,124 @@
+"""A storage node's runtime: its backend, its server, and its link to the master."""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+
+from neoarray import wire
+from neoarray.errors import ClusterUnavailable, NeoError, RequestRefused
+from neoarray.proto import common_pb2 as cpb
+from neoarray.proto import master_pb2 as mpb
+from neoarray.proto import master_pb2_grpc as mrpc
+from neoarray.proto import storage_pb2_grpc as srpc
+
+from .backend import Backend
+from .kv import LMDBStore, MemoryStore
+from .manager import TransactionManager
+from .service import StorageServicer
+
+log = logging.getLogger("neoarray.storage")
+
+
+@dataclass
+class Limits:
+    loads_per_batch_max: int = 10_000
+    objects_per_store_max: int = 100_000
+    transactions_per_batch_max: int = 10_000
+    oids_per_batch_max: int = 100_000
+    transaction_bytes_max: int = 8 << 30
+    map_bytes_max: int = 1 << 40
+    heartbeat_interval_s: float = 1.0
+    rpc_timeout_s: float = 30.0
+
+
+class StorageNode:
+    def __init__(self, path: str | None, cluster: str, master: str, bind: str = "127.0.0.1:0",
+                 limits: Limits | None = None, host: str | None = None):
+        self.limits = limits or Limits()
+        self.cluster = cluster
+        self.master_address = master
+        self.host = host or socket.gethostname()
+        kv = LMDBStore(path, self.limits.map_bytes_max) if path else MemoryStore()
+        self.backend = Backend(kv, partitions=None)
+        known = self.backend.get_config("cluster")
+        if known is not None and known != cluster:
+            raise RequestRefused(f"this storage's data belongs to cluster {known!r}, not {cluster!r}")
+        self.node_id = self.backend.get_config("node_id", 0)
+        self.ptid = self.backend.get_config("ptid", 0)
+        self.manager = TransactionManager(self.backend, self.limits.transaction_bytes_max)
+        self.server = wire.make_server(cluster)
+        srpc.add_StorageServicer_to_server(StorageServicer(self), self.server)
+        self.address = wire.bind(self.server, bind)
+        self.identified = threading.Event()
+        self.stopped = threading.Event()
+        self.cluster_state = cpb.RECOVERING
+
+    # -- checks used by the servicer ----------------------------------------------
+    def check_readable(self) -> None:
+        if not self.backend.partitions:
+            raise ClusterUnavailable("storage node not yet part of a cluster")
+
+    def check_writable(self) -> None:
+        self.check_readable()
+
+    def set_partition_table(self, pt) -> None:
+        self.ptid = pt.ptid
+        self.backend.set_config(ptid=pt.ptid)
+
+    def request_shutdown(self) -> None:
+        threading.Timer(0.1, self.stopped.set).start()
+
+    # -- master link ------------------------------------------------------------------
+    def start(self) -> None:
+        self.server.start()
+        threading.Thread(target=self._master_loop, daemon=True, name="master-link").start()
+
+    def _identify(self, stub) -> None:
+        last_tid, last_oid = self.backend.last_ids()
+        reply = wire.call(stub.Identify, mpb.IdentifyRequest(
+            type=cpb.STORAGE, node_id=self.node_id, address=self.address, host=self.host,
+            last_tid=last_tid, last_oid=last_oid, ptid=self.ptid), self.limits.rpc_timeout_s, "identify")
+        if self.backend.partitions and self.backend.partitions != reply.num_partitions:
+            raise RequestRefused(f"the master has {reply.num_partitions} partitions, "
+                                 f"this node's data {self.backend.partitions}")
+        if reply.node_id != self.node_id or not self.backend.partitions:
+            self.backend.set_config(cluster=self.cluster, node_id=reply.node_id,
+                                    partitions=reply.num_partitions)
+        self.node_id = reply.node_id
+        self.cluster_state = reply.info.state
+        log.info("identified as S%d to the master at %s", self.node_id, self.master_address)
+        self.identified.set()
+
+    def _master_loop(self) -> None:
+        """Identify, then send heartbeats; identify again whenever the master forgets us."""
+        channel = wire.open_channel(self.master_address, self.cluster)
+        stub = mrpc.MasterStub(channel)
+        identified = False
+        while not self.stopped.is_set():
+            try:
+                if not identified:
+                    self._identify(stub)
+                    identified = True
+                reply = wire.call(stub.Heartbeat, mpb.HeartbeatRequest(node_id=self.node_id),
+                                  self.limits.rpc_timeout_s)
+                self.cluster_state = reply.state
+            except RequestRefused as exc:
+                log.error("refused by the master: %s", exc)
+                self.fatal = exc
+                self.stopped.set()
+                return
+            except NeoError as exc:
+                if identified:
+                    log.warning("lost the master (%s): identifying again", exc)
+                identified = False
+            except Exception as exc:  # POSKeyError from NOT_FOUND: the master forgot us
+                log.warning("master link: %s", exc)
+                identified = False
+            self.stopped.wait(self.limits.heartbeat_interval_s)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.server.stop(grace=1.0).wait()
+        self.backend.kv.close()
