@@ -210,6 +210,11 @@ class Backend:
             txn.put("voted_txn", ttid, msgpack.packb(doc))
         self.kv.sync()
 
+    def unvote(self, ttid: bytes) -> None:
+        """Take a vote back: the stores stay, the transaction is no longer durable-voted."""
+        with self.kv.write() as txn:
+            txn.delete("voted_txn", ttid)
+
     def voted(self) -> dict[bytes, dict]:
         with self.kv.read() as txn:
             return {k: msgpack.unpackb(v) for k, v in txn.scan("voted_txn", b"")}

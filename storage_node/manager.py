@@ -11,6 +11,8 @@ Rules:
   transactions can never deadlock.  Under the locks it compares each base serial with
   the newest committed revision: a mismatch is a conflict, the locks are released and
   the client resolves and votes again.  Otherwise the vote is made durable.
+- A store after a vote (the client resolved a conflict reported by another node)
+  takes the vote back: the client votes again.
 - ``lock`` (from the master, with the final tid) turns the voted records into
   revisions durably and releases the locks; ``abort`` drops everything of the ttid.
 """
@@ -77,9 +79,11 @@ class TransactionManager:
                 raise ChecksumError(f"store of oid 0x{r.oid.hex()} refused: data does not "
                                     f"match its checksum (corrupted in transit)")
         size = sum(len(r.data or b"") for r in records)
+        if ttid in self.held:       # a store after a vote (conflict resolution) unvotes
+            with self.write_mutex:
+                self.backend.unvote(ttid)
+            self._release(ttid)
         with self.mutex:
-            if ttid in self.held:
-                raise RequestRefused(f"transaction 0x{ttid.hex()} already voted")
             total = self.sizes.get(ttid, 0) + size
             if total > self.transaction_bytes_max:
                 raise RequestRefused(f"transaction 0x{ttid.hex()} exceeds "

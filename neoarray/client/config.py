@@ -1,0 +1,64 @@
+"""Opening a NeoStorage from ZConfig and from zodburi URIs.
+
+ZConfig (``zodbconf``)::
+
+    %import neoarray
+    <zodb>
+      <neoarray>
+        master 127.0.0.1:5551
+        cluster mycluster
+        cache-size 256MB
+        read-only false
+      </neoarray>
+    </zodb>
+
+zodburi: ``neoarray://127.0.0.1:5551/mycluster?cache_bytes_max=268435456&read_only=true``;
+any other query key goes to ``ZODB.DB`` (``connection_cache_size``...), as zodburi does.
+"""
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlsplit
+
+from ZODB.config import BaseConfig
+
+from .storage import NeoStorage
+
+_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_STORAGE_KEYS = {"cache_bytes_max": int, "rpc_timeout_s": float, "connect_timeout_s": float,
+                 "transactions_max": int, "read_only": lambda v: _BOOL[v.lower()], "name": str}
+
+
+class NeoStorageConfig(BaseConfig):
+    """The datatype of the ``<neoarray>`` section."""
+
+    def open(self):
+        c = self.config
+        return NeoStorage(c.master, c.cluster, name=c.name or None, read_only=c.read_only,
+                          cache_bytes_max=c.cache_size, rpc_timeout_s=c.rpc_timeout,
+                          connect_timeout_s=c.connect_timeout)
+
+
+def parse_uri(uri: str) -> tuple[dict, dict]:
+    """``(storage kwargs, ZODB.DB kwargs)`` of a ``neoarray://host:port/cluster?...`` URI."""
+    parts = urlsplit(uri)
+    if parts.scheme != "neoarray":
+        raise ValueError(f"not a neoarray URI: {uri!r}")
+    cluster = parts.path.strip("/")
+    if not parts.netloc or not cluster:
+        raise ValueError(f"a neoarray URI needs host:port and a cluster name: {uri!r}")
+    storage_kw, db_kw = {"master": parts.netloc, "cluster": cluster}, {}
+    for key, value in parse_qsl(parts.query):
+        if key in _STORAGE_KEYS:
+            try:
+                storage_kw[key] = _STORAGE_KEYS[key](value)
+            except (KeyError, ValueError):
+                raise ValueError(f"bad value {value!r} for {key} in {uri!r}") from None
+        else:
+            db_kw[key] = value
+    return storage_kw, db_kw
+
+
+def resolve_uri(uri: str):
+    """The zodburi resolver: ``(factory, dbkw)``."""
+    storage_kw, db_kw = parse_uri(uri)
+    return (lambda: NeoStorage(**storage_kw)), db_kw

@@ -1,0 +1,95 @@
+"""The master's pure core: id allocation and partition table rules."""
+import time
+
+import pytest
+
+from master.core import OID_RESERVE, OUT_OF_DATE, UP_TO_DATE, IdAllocator, PartitionTable
+from neoarray.ids import Z64, p64, u64
+
+
+class Durable:
+    """What the master wrote to disk, and in which order relative to hand-outs."""
+
+    def __init__(self):
+        self.values = {"oid_reserved": 0, "tid_reserved": Z64}
+        self.writes = 0
+
+    def persist(self, **values):
+        self.values.update(values)
+        self.writes += 1
+
+    def restart(self):
+        v = self.values
+        return IdAllocator(self.persist, v["oid_reserved"], v["oid_reserved"], v["tid_reserved"], v["tid_reserved"])
+
+
+def test_oids_are_never_reused_across_a_crash():
+    disk = Durable()
+    ids = disk.restart()
+    before = ids.new_oids(5) + ids.new_oids(100)
+    assert [u64(o) for o in before] == list(range(1, 106))
+    assert disk.writes == 1 and disk.values["oid_reserved"] >= 105
+    after = disk.restart().new_oids(3)          # "kill -9", then restart
+    assert min(after) > max(before)
+
+
+def test_oid_reservations_are_batched():
+    disk = Durable()
+    ids = disk.restart()
+    for _ in range(OID_RESERVE // 100):
+        ids.new_oids(100)
+    assert disk.writes <= 2
+
+
+def test_tids_strictly_increase_and_survive_a_crash():
+    disk = Durable()
+    ids = disk.restart()
+    tids = [ids.new_tid() for _ in range(1000)]
+    assert tids == sorted(set(tids))
+    later = disk.restart().new_tid()
+    assert later > tids[-1]
+
+
+def test_tid_lags_behind_no_clock_going_backwards():
+    ids = Durable().restart()
+    future = ids.new_tid(now=time.time() + 3600)
+    assert ids.new_tid() > future
+
+
+def test_tid_partition_matches_its_metadata_partition():
+    ids = Durable().restart()
+    for partition in range(7):
+        assert u64(ids.new_tid(7, partition)) % 7 == partition
+
+
+def test_take_tid_refuses_the_past():
+    ids = Durable().restart()
+    last = ids.new_tid()
+    with pytest.raises(ValueError, match="not after the last tid"):
+        ids.take_tid(last)
+    assert ids.take_tid(p64(u64(last) + 10)) == p64(u64(last) + 10)
+
+
+def test_partition_table_spreads_cells_evenly():
+    pt = PartitionTable.create(12, 1, [1, 2, 3])
+    counts = {n: sum(n in row for row in pt.rows) for n in (1, 2, 3)}
+    assert all(len(row) == 2 for row in pt.rows)
+    assert set(counts.values()) == {8}
+    assert pt.operational({1, 2, 3})
+    assert pt.operational({1, 2}) and pt.operational({2, 3}) and not pt.operational({3})
+
+
+def test_losing_a_node_marks_only_redundant_cells_out_of_date():
+    pt = PartitionTable.create(4, 1, [1, 2])
+    assert pt.node_lost(2, {1, 2})
+    assert all(row[2] == OUT_OF_DATE and row[1] == UP_TO_DATE for row in pt.rows)
+    assert pt.operational({1})
+    # the last readable copy stays UP_TO_DATE: the table is then not operational
+    assert not pt.node_lost(1, {1})
+    assert all(row[1] == UP_TO_DATE for row in pt.rows)
+    assert not pt.operational(set())
+
+
+def test_partition_table_round_trips():
+    pt = PartitionTable.create(5, 2, [4, 5, 6])
+    assert PartitionTable.from_doc(pt.to_doc()) == pt

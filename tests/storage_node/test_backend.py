@@ -1,0 +1,168 @@
+"""The storage backend's contract, run on the LMDB store and on the memory reference."""
+import pytest
+
+from neoarray.errors import ChecksumError, RequestRefused
+from neoarray.ids import Z64, p64
+from storage_node.backend import Backend, NoObject, NoRevision, Stored, TransactionInfo, checksum
+from storage_node.kv import LMDBStore, MemoryStore
+
+PARTITIONS = 3
+
+
+@pytest.fixture(params=["memory", "lmdb"])
+def make_backend(request, tmp_path):
+    def make():
+        kv = MemoryStore() if request.param == "memory" else LMDBStore(str(tmp_path / "db"), 1 << 26)
+        backend = Backend(kv, partitions=PARTITIONS)
+        return backend
+    if request.param == "memory":
+        shared = make()
+        yield lambda: shared           # "reopening" memory gives the same store
+        return
+    opened = []
+
+    def reopen():
+        for b in opened:
+            b.kv.close()
+        opened.clear()
+        opened.append(make())
+        return opened[-1]
+    yield reopen
+    for b in opened:
+        b.kv.close()
+
+
+def rec(oid, data, serial=Z64, data_tid=None):
+    return Stored(p64(oid), serial, data, 0 if data is None else checksum(data), data_tid)
+
+
+def commit(backend, ttid, tid, records, meta=True):
+    backend.store_voted(p64(ttid), records)
+    info = TransactionInfo(b"", b"user", b"desc", b"", [r.oid for r in records], p64(ttid)) if meta else None
+    backend.vote(p64(ttid), info, [r.oid for r in records], node=7)
+    return backend.lock(p64(ttid), p64(tid))
+
+
+def test_load_before_and_serial(make_backend):
+    b = make_backend()
+    commit(b, 1, 10, [rec(1, b"a")])
+    commit(b, 2, 20, [rec(1, b"b", p64(10))])
+    assert b.load(p64(1)).data == b"b"
+    assert b.load(p64(1)).next_serial is None
+    old = b.load(p64(1), before=p64(20))
+    assert (old.data, old.serial, old.next_serial) == (b"a", p64(10), p64(20))
+    assert b.load(p64(1), serial=p64(10)).data == b"a"
+    with pytest.raises(NoRevision):
+        b.load(p64(1), before=p64(10))
+    with pytest.raises(NoRevision):
+        b.load(p64(1), serial=p64(15))
+    with pytest.raises(NoObject):
+        b.load(p64(2))
+
+
+def test_votes_are_invisible_until_locked(make_backend):
+    b = make_backend()
+    b.store_voted(p64(5), [rec(4, b"x")])
+    b.vote(p64(5), None, [p64(4)], node=1)
+    with pytest.raises(NoObject):
+        b.load(p64(4))
+    assert set(b.voted()) == {p64(5)}
+    b.lock(p64(5), p64(50))
+    assert b.load(p64(4)).data == b"x"
+    assert b.voted() == {}
+    assert b.locked() == {p64(5): p64(50)}
+    assert b.lock(p64(5), p64(50)) == []   # idempotent
+    b.unlock([p64(5)])
+    assert b.locked() == {}
+
+
+def test_lock_of_unknown_transaction_is_refused(make_backend):
+    with pytest.raises(RequestRefused, match="unknown transaction"):
+        make_backend().lock(p64(99), p64(100))
+
+
+def test_abort_drops_everything(make_backend):
+    b = make_backend()
+    b.store_voted(p64(5), [rec(4, b"x")])
+    b.vote(p64(5), None, [p64(4)], node=1)
+    b.abort(p64(5))
+    assert b.voted() == {} and b.stored(p64(5)) == [] and b.pending_ttids() == set()
+
+
+def test_deletion_and_data_tid_records(make_backend):
+    b = make_backend()
+    commit(b, 1, 10, [rec(1, b"a")])
+    commit(b, 2, 20, [rec(1, None, p64(10))])
+    commit(b, 3, 30, [rec(1, b"a", p64(20), data_tid=p64(10))])
+    assert b.load(p64(1), serial=p64(20)).data is None
+    loaded = b.load(p64(1))
+    assert (loaded.data, loaded.data_tid) == (b"a", p64(10))
+    assert [s for _, s in b.history(p64(1), 10)] == [1, 0, 1]
+
+
+def test_history_and_transactions(make_backend):
+    b = make_backend()
+    for i in range(1, 6):
+        commit(b, i, i * 10, [rec(i, b"v%d" % i)])
+    assert [t for t, _ in b.history(p64(3), 5)] == [p64(30)]
+    txns = b.transactions(range(PARTITIONS), None, None, 100)
+    assert [t.tid for t in txns] == [p64(i * 10) for i in range(1, 6)]
+    newest = b.transactions(range(PARTITIONS), None, p64(40), 2, descending=True)
+    assert [t.tid for t in newest] == [p64(40), p64(30)]
+    assert newest[0].user == b"user" and newest[0].oids == [p64(4)]
+    assert b.oids(range(PARTITIONS), None, 100) == [p64(i) for i in range(1, 6)]
+    assert b.oids(range(PARTITIONS), p64(3), 1) == [p64(4)]
+
+
+def test_pack_keeps_what_snapshots_after_pack_time_see(make_backend):
+    b = make_backend()
+    commit(b, 1, 10, [rec(1, b"a"), rec(2, b"x")])
+    commit(b, 2, 20, [rec(1, b"b", p64(10))])
+    commit(b, 3, 30, [rec(1, b"c", p64(20))])
+    commit(b, 4, 40, [rec(2, None, p64(10))])
+    removed = b.pack(p64(25), gc_oids=[], prune_history=True)
+    assert removed == 1                       # oid 1 at tid 10
+    assert b.load(p64(1), before=p64(30)).serial == p64(20)
+    assert b.load(p64(1)).data == b"c"
+    with pytest.raises(NoRevision):
+        b.load(p64(1), serial=p64(10))
+    b.pack(p64(45), gc_oids=[], prune_history=True)
+    with pytest.raises(NoObject):             # a deletion current at pack time goes
+        b.load(p64(2))
+    assert all(t.packed for t in b.transactions(range(PARTITIONS), None, p64(45), 100))
+
+
+def test_pack_gc_spares_objects_changed_after_pack_time(make_backend):
+    b = make_backend()
+    commit(b, 1, 10, [rec(1, b"a"), rec(2, b"b")])
+    commit(b, 2, 20, [rec(2, b"c", p64(10))])
+    b.pack(p64(15), gc_oids=[p64(1), p64(2)], prune_history=False)
+    with pytest.raises(NoObject):
+        b.load(p64(1))
+    assert b.load(p64(2)).data == b"c"
+
+
+def test_voted_transactions_survive_reopening(make_backend):
+    b = make_backend()
+    b.store_voted(p64(5), [rec(4, b"x")])
+    b.vote(p64(5), None, [p64(4)], node=3)
+    b.store_voted(p64(6), [rec(8, b"y")])            # stored, never voted
+    b = make_backend()
+    assert b.voted()[p64(5)]["node"] == 3
+    assert b.pending_ttids() == {p64(5), p64(6)}
+    b.lock(p64(5), p64(50))
+    assert b.load(p64(4)).data == b"x"
+    assert b.last_ids() == (p64(50), p64(4))
+
+
+def test_corrupt_record_is_reported_not_returned(tmp_path):
+    kv = LMDBStore(str(tmp_path / "db"), 1 << 26)
+    b = Backend(kv, partitions=PARTITIONS)
+    commit(b, 1, 10, [rec(1, b"precious data")])
+    key = (1 % PARTITIONS).to_bytes(4, "big") + p64(1) + p64(10)
+    with kv.write() as txn:
+        value = txn.get("obj", key)
+        txn.put("obj", key, value[:-1] + b"X")
+    with pytest.raises(ChecksumError, match="fails its checksum"):
+        b.load(p64(1))
+    kv.close()
