@@ -55,7 +55,7 @@ def serve(opts) -> int:
         _write_atomic(opts.address_file, address)
     done.wait()
     master.stopped.set()
-    server.stop(grace=1.0).wait()
+    server.stop(grace=0.2).wait()   # client event streams never end by themselves
     master.state_db.close()
     return 0
 

@@ -25,6 +25,8 @@ from .state import MasterState
 
 log = logging.getLogger("neoarray.master")
 
+CLIENT_TTID_LIMIT = 1 << 56   # client-made ttids (node id << 32 | counter) stay below real tids
+
 RECOVERING, VERIFYING, RUNNING, STOPPING = "RECOVERING", "VERIFYING", "RUNNING", "STOPPING"
 CLUSTER_PB = {RECOVERING: cpb.RECOVERING, VERIFYING: cpb.VERIFYING,
               RUNNING: cpb.CLUSTER_RUNNING, STOPPING: cpb.STOPPING}
@@ -54,6 +56,7 @@ class NodeInfo:
     since: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
     read_only: bool = False
+    data_path: str = ""
 
     def set_state(self, state: str) -> None:
         if state != self.state:
@@ -146,7 +149,7 @@ class Master:
     @staticmethod
     def node_pb(n: NodeInfo) -> cpb.Node:
         return cpb.Node(node_id=n.node_id, type=TYPE_PB[n.type], address=n.address,
-                        state=NODE_PB[n.state], host=n.host, state_since=n.since)
+                        state=NODE_PB[n.state], host=n.host, state_since=n.since, data_path=n.data_path)
 
     # -- nodes ------------------------------------------------------------------
     def identify(self, req) -> int:
@@ -165,6 +168,7 @@ class Master:
                 nid = self._new_node_id()
                 known = self.nodes[nid] = NodeInfo(nid, typ)
             known.address, known.host, known.read_only = req.address, req.host, req.read_only
+            known.data_path = req.data_path
             known.last_seen = time.monotonic()
             if typ == "STORAGE":
                 self._storage_joined(known, req)
@@ -357,13 +361,23 @@ class Master:
             self.txns[ttid] = Txn(ttid, node, tid=tid or None)
             return ttid
 
+    @staticmethod
+    def owner_of(ttid: bytes) -> int:
+        """The client node a client-made ttid belongs to (0 for a restore tid)."""
+        value = u64(ttid)
+        return value >> 32 if value < CLIENT_TTID_LIMIT else 0
+
     def abort(self, node: int, ttid: bytes, storages) -> None:
         with self.lock:
             txn = self.txns.get(ttid)
-            if txn is None or txn.node != node:
-                return
-            del self.txns[ttid]
-            targets = set(storages) | self.running_storages()
+            if txn is not None and txn.node == node:
+                del self.txns[ttid]
+            elif self.owner_of(ttid) != node:
+                raise RequestRefused(f"transaction 0x{ttid.hex()} is not client C{node}'s")
+            finishing = any(t.ttid == ttid for t in self.commit_queue) or ttid in self.finished
+            targets = set(storages) & set(self.nodes)
+        if finishing:
+            raise RequestRefused(f"transaction 0x{ttid.hex()} is being finished: too late to abort")
         self._abort_on(ttid, targets)
 
     def _abort_on(self, ttid: bytes, storages) -> None:
@@ -378,6 +392,8 @@ class Master:
         with self.lock:
             self.require_running()
             txn = self.txns.pop(ttid, None)
+            if txn is None and self.owner_of(ttid) == node and ttid not in self.finished:
+                txn = Txn(ttid, node)
             if txn is None or txn.node != node:
                 raise RequestRefused(f"finish of unknown transaction 0x{ttid.hex()}")
             bad = [s for s in storages if s not in self.nodes or self.nodes[s].type != "STORAGE"]
@@ -397,13 +413,16 @@ class Master:
         return txn.tid
 
     def _lock_on_storages(self, txn: Txn) -> None:
-        calls = {nid: self.pool.submit(wire.call, self.storage_stub(nid).Lock,
-                                       spb.LockRequest(ttid=txn.ttid, tid=txn.tid), self.limits.rpc_timeout_s)
-                 for nid in txn.storages}
+        request = spb.LockRequest(ttid=txn.ttid, tid=txn.tid)
+        calls = {nid: (self.storage_stub(nid).Lock.future(request, timeout=self.limits.rpc_timeout_s)
+                       if len(txn.storages) > 1 else None) for nid in txn.storages}
         failed = []
         for nid, fut in calls.items():
             try:
-                fut.result()
+                if fut is None:
+                    wire.call(self.storage_stub(nid).Lock, request, self.limits.rpc_timeout_s)
+                else:
+                    fut.result()
             except Exception as exc:
                 failed.append((nid, exc))
         for nid, exc in failed:
@@ -479,13 +498,16 @@ class Master:
             node = self.nodes.get(nid)
             if node is not None and node.type != "STORAGE":
                 del self.nodes[nid]
-            orphans = [t.ttid for t in self.txns.values() if t.node == nid]
-            for ttid in orphans:
+            for ttid in [t.ttid for t in self.txns.values() if t.node == nid]:
                 del self.txns[ttid]
+            keep = [t.ttid for t in self.commit_queue if t.node == nid]
             storages = self.running_storages()
-        for ttid in orphans:
-            log.info("client C%d went away: aborting 0x%s", nid, ttid.hex())
-            self._abort_on(ttid, storages)
+        for sid in storages:
+            try:
+                wire.call(self.storage_stub(sid).AbortNode, spb.AbortNodeRequest(node_id=nid, keep_ttids=keep),
+                          self.limits.rpc_timeout_s)
+            except Exception as exc:
+                log.warning("could not drop the transactions of C%d on S%d: %s", nid, sid, exc)
         self.broadcast_cluster()
 
     def _push(self, q: queue.Queue, event) -> None:

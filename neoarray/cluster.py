@@ -86,17 +86,22 @@ class LocalCluster:
 
     # -- storages ---------------------------------------------------------------------
     def start_storage(self, index: int, timeout_s: float = 30.0) -> str:
+        return self._wait_storage(index, self._spawn_storage(index), timeout_s)
+
+    def _spawn_storage(self, index: int) -> str:
         addr_file = os.path.join(self.path, f"storage-{index}.address")
         bind = open(addr_file).read().strip() if os.path.exists(addr_file) else "127.0.0.1:0"
         fresh = addr_file + ".new"
         if os.path.exists(fresh):
             os.remove(fresh)
-        proc = self._spawn("storage_node", [
+        self.storage_procs[index] = self._spawn("storage_node", [
             "--data", os.path.join(self.path, f"storage-{index}"), "--master", self.address,
             "--bind", bind, "--address-file", fresh], f"storage-{index}.log")
-        self.storage_procs[index] = proc
-        address = self._wait_file(fresh, proc, timeout_s)
-        os.replace(fresh, addr_file)
+        return addr_file
+
+    def _wait_storage(self, index: int, addr_file: str, timeout_s: float) -> str:
+        address = self._wait_file(addr_file + ".new", self.storage_procs[index], timeout_s)
+        os.replace(addr_file + ".new", addr_file)
         return address
 
     def kill_storage(self, index: int, sig: int = signal.SIGKILL) -> None:
@@ -111,8 +116,9 @@ class LocalCluster:
     # -- whole cluster ------------------------------------------------------------------
     def start(self, timeout_s: float = 60.0) -> "LocalCluster":
         self.start_master(timeout_s)
-        for i in range(self.storages):
-            self.start_storage(i, timeout_s)
+        spawned = {i: self._spawn_storage(i) for i in range(self.storages)}
+        for i, addr_file in spawned.items():
+            self._wait_storage(i, addr_file, timeout_s)
         self.wait_state("RUNNING", timeout_s)
         return self
 

@@ -11,6 +11,9 @@ Rules:
   transactions can never deadlock.  Under the locks it compares each base serial with
   the newest committed revision: a mismatch is a conflict, the locks are released and
   the client resolves and votes again.  Otherwise the vote is made durable.
+- ``unvote`` releases the locks of a vote and forgets it (stores stay): a client that
+  got ``BUSY`` from one node takes back its votes elsewhere before waiting, and then
+  votes node by node in node-id order, so waits always follow one global order.
 - A store after a vote (the client resolved a conflict reported by another node)
   takes the vote back: the client votes again.
 - ``lock`` (from the master, with the final tid) turns the voted records into
@@ -79,10 +82,7 @@ class TransactionManager:
                 raise ChecksumError(f"store of oid 0x{r.oid.hex()} refused: data does not "
                                     f"match its checksum (corrupted in transit)")
         size = sum(len(r.data or b"") for r in records)
-        if ttid in self.held:       # a store after a vote (conflict resolution) unvotes
-            with self.write_mutex:
-                self.backend.unvote(ttid)
-            self._release(ttid)
+        self.unvote(ttid)           # a store after a vote (conflict resolution) unvotes
         with self.mutex:
             total = self.sizes.get(ttid, 0) + size
             if total > self.transaction_bytes_max:
@@ -125,6 +125,13 @@ class TransactionManager:
             raise
         return VoteResult(VOTED)
 
+    def unvote(self, ttid: bytes) -> None:
+        """Release the locks of a voted ``ttid`` and forget its vote; stores stay."""
+        if ttid in self.held:
+            with self.write_mutex:
+                self.backend.unvote(ttid)
+            self._release(ttid)
+
     def _conflicts(self, stored: list[Stored], checks) -> list[Conflict]:
         out = []
         with self.backend.kv.read() as txn:
@@ -152,10 +159,10 @@ class TransactionManager:
             self.sizes.pop(ttid, None)
             self.owners.pop(ttid, None)
 
-    def abort_node(self, node: int) -> list[bytes]:
-        """Abort every unlocked transaction of a client that went away."""
+    def abort_node(self, node: int, keep=frozenset()) -> list[bytes]:
+        """Abort every unlocked transaction of a client that went away, but ``keep``."""
         with self.mutex:
-            ttids = [t for t, n in self.owners.items() if n == node]
+            ttids = [t for t, n in self.owners.items() if n == node and t not in keep]
         for ttid in ttids:
             self.abort(ttid)
         return ttids

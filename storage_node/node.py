@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from neoarray.proto import master_pb2_grpc as mrpc
 from neoarray.proto import storage_pb2_grpc as srpc
 
 from .backend import Backend
-from .kv import LMDBStore, MemoryStore
+from neoarray.kv import LMDBStore, MemoryStore
 from .manager import TransactionManager
 from .service import StorageServicer
 
@@ -41,6 +42,7 @@ class StorageNode:
         self.master_address = master
         self.host = host or socket.gethostname()
         kv = LMDBStore(path, self.limits.map_bytes_max) if path else MemoryStore()
+        self.data_path = os.path.abspath(path) if path else ""
         self.backend = Backend(kv, partitions=None)
         known = self.backend.get_config("cluster")
         if known is not None and known != cluster:
@@ -79,7 +81,8 @@ class StorageNode:
         last_tid, last_oid = self.backend.last_ids()
         reply = wire.call(stub.Identify, mpb.IdentifyRequest(
             type=cpb.STORAGE, node_id=self.node_id, address=self.address, host=self.host,
-            last_tid=last_tid, last_oid=last_oid, ptid=self.ptid), self.limits.rpc_timeout_s, "identify")
+            last_tid=last_tid, last_oid=last_oid, ptid=self.ptid, data_path=self.data_path),
+            self.limits.rpc_timeout_s, "identify")
         if self.backend.partitions and self.backend.partitions != reply.num_partitions:
             raise RequestRefused(f"the master has {reply.num_partitions} partitions, "
                                  f"this node's data {self.backend.partitions}")
@@ -120,5 +123,5 @@ class StorageNode:
 
     def stop(self) -> None:
         self.stopped.set()
-        self.server.stop(grace=1.0).wait()
+        self.server.stop(grace=0.5).wait()
         self.backend.kv.close()

@@ -84,21 +84,25 @@ class StorageServicer(rpc.StorageServicer):
             raise RequestRefused(f"partition {bad[0]} out of range (cluster has {n})")
 
     # -- commit path ------------------------------------------------------------------
-    def Store(self, request, context):
-        self.node.check_writable()
-        ttid = _id(request.ttid, "ttid")
-        if len(request.objects) > self.limits.objects_per_store_max:
-            raise RequestRefused(f"{len(request.objects)} objects in one store, "
+    def _store(self, ttid: bytes, node_id: int, objects) -> None:
+        if len(objects) > self.limits.objects_per_store_max:
+            raise RequestRefused(f"{len(objects)} objects in one store, "
                                  f"objects_per_store_max={self.limits.objects_per_store_max}")
         records = [Stored(_id(o.oid, "oid"), o.serial or Z64, None if o.deleted else o.data,
                           o.checksum, _id(o.data_tid, "data_tid") if o.data_tid else None)
-                   for o in request.objects]
-        self.manager.store(ttid, request.node_id, records)
+                   for o in objects]
+        self.manager.store(ttid, node_id, records)
+
+    def Store(self, request, context):
+        self.node.check_writable()
+        self._store(_id(request.ttid, "ttid"), request.node_id, request.objects)
         return pb.StoreReply()
 
     def Vote(self, request, context):
         self.node.check_writable()
         ttid = _id(request.ttid, "ttid")
+        if request.objects:
+            self._store(ttid, request.node_id, request.objects)
         meta = None
         if request.has_meta:
             m = request.meta
@@ -111,6 +115,14 @@ class StorageServicer(rpc.StorageServicer):
 
     def AbortTransaction(self, request, context):
         self.manager.abort(_id(request.ttid, "ttid"))
+        return cpb.Empty()
+
+    def Unvote(self, request, context):
+        self.manager.unvote(_id(request.ttid, "ttid"))
+        return cpb.Empty()
+
+    def AbortNode(self, request, context):
+        self.manager.abort_node(request.node_id, keep=set(request.keep_ttids))
         return cpb.Empty()
 
     def Pack(self, request, context):

@@ -52,6 +52,7 @@ class ClusterLink:
         self.connected = threading.Event()
         self.generation = 0
         self._rr = itertools.count()
+        self.on_info = None            # called with the nodes whenever the view changes
         self._stream = None
         self._connect(connect_timeout_s)
         self.thread = threading.Thread(target=self._events, daemon=True, name="neoarray-events")
@@ -119,6 +120,8 @@ class ClusterLink:
             self.running = {n.node_id for n in info.nodes
                             if n.type == cpb.STORAGE and n.state == cpb.RUNNING}
             self.changed.notify_all()
+        if self.on_info is not None:
+            self.on_info(info.nodes)
 
     def close(self) -> None:
         self.closed.set()

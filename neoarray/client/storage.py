@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import logging
 import pickle
+import random
 import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
+import grpc
 import xxhash
 import zope.interface
 from ZODB import POSException, interfaces
@@ -33,12 +36,40 @@ from ..errors import ChecksumError, ClusterUnavailable, RequestRefused
 from ..ids import MAX_TID, Z64, p64, tid_from_time, u64
 from ..proto import master_pb2 as mpb
 from ..proto import storage_pb2 as spb
+from ..records import NoObject, NoRevision, RecordReader
 from .cache import RevisionCache
 from .link import ClusterLink
+from .local import LocalReaders
 
 log = logging.getLogger("neoarray.client")
 
 LOAD_NOT_FOUND = (spb.NO_OBJECT, spb.NO_REVISION)
+
+
+class _Rec(NamedTuple):
+    """One answer to a load, from the network or from a local LMDB."""
+    status: int
+    serial: bytes = b""
+    next_serial: bytes | None = None
+    data: bytes | None = None
+    data_tid: bytes | None = None
+
+
+def _rec_of(reply: spb.LoadReply, nid: int) -> _Rec:
+    if reply.status == spb.FOUND and xxhash.xxh3_64_intdigest(reply.data) != reply.checksum:
+        raise ChecksumError(f"oid 0x{reply.oid.hex()} from S{nid} fails its checksum")
+    return _Rec(reply.status, reply.serial, reply.next_serial or None,
+                reply.data if reply.status == spb.FOUND else None, reply.data_tid or None)
+
+
+def _local_load(reader: RecordReader, request: spb.LoadRequest) -> _Rec:
+    try:
+        r = reader.load(request.oid, before=request.before or None, serial=request.serial or None)
+    except NoObject:
+        return _Rec(spb.NO_OBJECT)
+    except NoRevision:
+        return _Rec(spb.NO_REVISION)
+    return _Rec(spb.FOUND if r.data is not None else spb.DELETED, r.serial, r.next_serial, r.data, r.data_tid)
 
 
 @dataclass
@@ -86,6 +117,8 @@ class NeoStorage(ConflictResolvingStorage):
         Time limit of one call to a node.
     transactions_max : int
         Transactions of this client in two-phase commit at once.
+    local_reads : bool
+        Read the LMDB of storage nodes on this host directly instead of over gRPC.
     """
 
     def __init__(self, master: str, cluster: str, name: str | None = None, read_only: bool = False,
@@ -94,7 +127,7 @@ class NeoStorage(ConflictResolvingStorage):
                  store_batch_bytes_max: int = 4 << 20, oids_per_batch: int = 100,
                  resolvable_bytes_max: int = 1 << 20, busy_wait_s_max: float = 60.0,
                  conflict_rounds_max: int = 16, loads_per_batch_max: int = 1000,
-                 message_bytes_max: int = wire.MESSAGE_BYTES_MAX):
+                 message_bytes_max: int = wire.MESSAGE_BYTES_MAX, local_reads: bool = True):
         self._name = name or f"neoarray://{master}/{cluster}"
         self._is_read_only = read_only
         self.rpc_timeout_s = rpc_timeout_s
@@ -110,11 +143,16 @@ class NeoStorage(ConflictResolvingStorage):
         self._oid_lock = threading.Lock()
         self._oids: list[bytes] = []
         self._txns: dict[int, _Txn] = {}
+        self._ttid_counter = 0
         self._own: dict[bytes, _Txn] = {}         # ttid -> finishing transaction
         self._slots = threading.BoundedSemaphore(transactions_max)
         self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="neoarray-io")
         self._link = ClusterLink(master, cluster, self._invalidated, self._reconnected,
                                  rpc_timeout_s, connect_timeout_s, read_only, message_bytes_max)
+        self._local = LocalReaders(self._link.partitions) if local_reads else None
+        if self._local is not None:
+            self._link.on_info = self._local.update
+            self._local.update(self._link.info.nodes)
         self._link.wait_running(connect_timeout_s)
         self._last_tid = self._link.info.last_tid or Z64
         self._closed = False
@@ -186,6 +224,8 @@ class NeoStorage(ConflictResolvingStorage):
             return
         self._closed = True
         self._link.close()
+        if self._local is not None:
+            self._local.close()
         self._pool.shutdown(wait=False)
 
     def release(self):
@@ -209,21 +249,23 @@ class NeoStorage(ConflictResolvingStorage):
             raise POSException.ReadOnlyError("this neoarray storage is read-only")
 
     # -- loads ------------------------------------------------------------------------
-    def _read(self, request: spb.LoadRequest) -> spb.LoadReply:
-        """Ask one readable cell, trying the others (and waiting for the cluster) on failure."""
+    def _read(self, request: spb.LoadRequest) -> _Rec:
+        """Ask one readable cell, trying the others (and waiting for the cluster) on failure.
+
+        A cell on this host is read directly from its LMDB directory.
+        """
         deadline = time.monotonic() + self.rpc_timeout_s
         errors = []
         while True:
             for nid in self._link.readable(self._link.partition(request.oid)):
+                local = self._local.get(nid) if self._local else None
                 try:
-                    reply = wire.call(self._link.storage(nid).Load, request, self.rpc_timeout_s, f"load from S{nid}")
+                    if local is not None:
+                        return _local_load(local, request)
+                    return _rec_of(wire.call(self._link.storage(nid).Load, request,
+                                             self.rpc_timeout_s, f"load from S{nid}"), nid)
                 except (ClusterUnavailable, ChecksumError) as exc:
                     errors.append(exc)
-                    continue
-                if reply.status == spb.FOUND and xxhash.xxh3_64_intdigest(reply.data) != reply.checksum:
-                    errors.append(ChecksumError(f"oid 0x{request.oid.hex()} from S{nid} fails its checksum"))
-                    continue
-                return reply
             if time.monotonic() > deadline:
                 raise ClusterUnavailable(f"no readable copy of oid 0x{request.oid.hex()} answered"
                                          f"{': ' + str(errors[-1]) if errors else ''}")
@@ -244,9 +286,8 @@ class NeoStorage(ConflictResolvingStorage):
             return None
         if reply.status == spb.DELETED:
             raise POSException.POSKeyError(oid)
-        nxt = reply.next_serial or None
-        self._cache.put(oid, reply.data, reply.serial, nxt, token)
-        return reply.data, reply.serial, nxt
+        self._cache.put(oid, reply.data, reply.serial, reply.next_serial, token)
+        return reply.data, reply.serial, reply.next_serial
 
     def load(self, oid, version=""):
         found = self.loadBefore(oid, MAX_TID)
@@ -261,7 +302,7 @@ class NeoStorage(ConflictResolvingStorage):
         reply = self._read(spb.LoadRequest(oid=oid, serial=serial))
         if reply.status != spb.FOUND:
             raise POSException.POSKeyError(oid, serial)
-        self._cache.put(oid, reply.data, reply.serial, reply.next_serial or None)
+        self._cache.put(oid, reply.data, reply.serial, reply.next_serial)
         return reply.data
 
     def getTid(self, oid):
@@ -307,13 +348,26 @@ class NeoStorage(ConflictResolvingStorage):
                 todo.append(oid)
             else:
                 out[oid] = hit
-        jobs = [self._pool.submit(self._load_batch, nid, batch, tid) for nid, batch in self._by_node(todo)]
+        batches = list(self._by_node(todo))
+        if len(batches) == 1:
+            out.update(self._load_batch(*batches[0], tid))
+            return out
+        jobs = [self._pool.submit(self._load_batch, nid, batch, tid) for nid, batch in batches]
         for job in jobs:
             out.update(job.result())
         return out
 
     def _load_batch(self, nid, oids, tid):
         token = self._cache.start_load()
+        local = self._local.get(nid) if self._local else None
+        if local is not None:
+            out = {}
+            for oid in oids:
+                r = _local_load(local, spb.LoadRequest(oid=oid, before=tid))
+                if r.status == spb.FOUND:
+                    self._cache.put(oid, r.data, r.serial, r.next_serial, token)
+                    out[oid] = (r.data, r.serial, r.next_serial)
+            return out
         reply = wire.call(self._link.storage(nid).LoadMany, spb.LoadManyRequest(
             loads=[spb.LoadRequest(oid=o, before=tid) for o in oids]), self.rpc_timeout_s, f"load from S{nid}")
         out = {}
@@ -361,13 +415,22 @@ class NeoStorage(ConflictResolvingStorage):
             raise ClusterUnavailable("too many transactions in progress in this client")
         try:
             self._link.wait_running(self.rpc_timeout_s)
-            reply = wire.call(self._link.master.Begin, mpb.BeginRequest(
-                node_id=self._link.node_id, tid=tid or b""), self.rpc_timeout_s, "tpc_begin")
+            if tid is None:
+                ttid = self._new_ttid()
+            else:    # restore: the master must reserve the tid
+                ttid = wire.call(self._link.master.Begin, mpb.BeginRequest(
+                    node_id=self._link.node_id, tid=tid), self.rpc_timeout_s, "tpc_begin").ttid
         except BaseException:
             self._slots.release()
             raise
-        txn = _Txn(transaction, ttid=reply.ttid, tid=tid, status=status, restore=tid is not None)
+        txn = _Txn(transaction, ttid=ttid, tid=tid, status=status, restore=tid is not None)
         self._txns[id(transaction)] = txn
+
+    def _new_ttid(self) -> bytes:
+        """A temporary tid unique in the cluster: this client's node id and a counter."""
+        with self._oid_lock:
+            self._ttid_counter = (self._ttid_counter + 1) % (1 << 32)
+            return p64((self._link.node_id << 32) | self._ttid_counter)
 
     def store(self, oid, serial, data, version, transaction):
         self._check_writable()
@@ -429,7 +492,6 @@ class NeoStorage(ConflictResolvingStorage):
     def tpc_vote(self, transaction):
         txn = self._txn(transaction)
         for _ in range(self.conflict_rounds_max):
-            self._flush(txn)
             self._wait_stores(txn)
             conflicts = self._vote_all(txn)
             if not conflicts:
@@ -445,44 +507,77 @@ class NeoStorage(ConflictResolvingStorage):
         for oid, serial in txn.checks.items():
             for nid in self._link.readable(self._link.partition(oid))[:1] or self._link.writable(self._link.partition(oid)):
                 check_nodes.setdefault(nid, []).append(spb.ObjectCheck(oid=oid, serial=serial))
+        buffers, txn.buffers, txn.buffered_bytes = txn.buffers, {}, 0
+        for nid, records in buffers.items():
+            txn.sent.setdefault(nid, set()).update(r.oid for r in records)
         nodes = set(txn.sent) | meta_nodes | set(check_nodes)
         meta = _meta_pb(txn)
         return {nid: spb.VoteRequest(
             ttid=txn.ttid, node_id=self._link.node_id, checks=check_nodes.get(nid, ()),
             has_meta=nid in meta_nodes, meta=meta if nid in meta_nodes else None,
-            oids=sorted(txn.sent.get(nid, ())), restore=txn.restore) for nid in nodes}
+            oids=sorted(txn.sent.get(nid, ())), restore=txn.restore, objects=buffers.get(nid, ()))
+            for nid in nodes}
 
     def _vote_all(self, txn: _Txn) -> list:
+        """Vote on every involved node; returns the conflicts to resolve.
+
+        First in parallel.  If a node answers BUSY, the votes taken elsewhere are taken
+        back and the nodes are voted one by one in node-id order, waiting on each: a
+        transaction then only waits while holding locks of lower-numbered nodes, so no
+        two transactions can wait for each other.
+        """
         targets = self._vote_targets(txn)
-        deadline = time.monotonic() + self.busy_wait_s_max
-        delay = 0.001
-        conflicts = []
-        while targets:
-            jobs = {nid: self._pool.submit(wire.call, self._link.storage(nid).Vote, req,
-                                           self.rpc_timeout_s, f"vote on S{nid}")
-                    for nid, req in targets.items()}
-            busy = {}
-            for nid, job in jobs.items():
-                reply = job.result()
-                if reply.status == spb.VOTED:
-                    txn.voted.add(nid)
-                elif reply.status == spb.BUSY:
-                    busy[nid] = targets[nid]
-                else:
+        replies = self._call_each("Vote", targets)
+        for req in targets.values():
+            req.ClearField("objects")           # stored already
+        conflicts = [c for r in replies.values() if r.status == spb.CONFLICTS for c in r.conflicts]
+        txn.voted.update(nid for nid, r in replies.items() if r.status == spb.VOTED)
+        if any(r.status == spb.BUSY for r in replies.values()) and not conflicts:
+            taken = sorted(nid for nid, r in replies.items() if r.status == spb.VOTED)
+            if taken:
+                self._call_each("Unvote", {nid: spb.AbortTransactionRequest(ttid=txn.ttid) for nid in taken})
+                txn.voted.difference_update(taken)
+            for nid in sorted(targets):
+                reply = self._vote_waiting(nid, targets[nid])
+                if reply.status == spb.CONFLICTS:
                     conflicts.extend(reply.conflicts)
-            if not busy:
-                break
-            if time.monotonic() > deadline:
-                raise POSException.ConflictError(
-                    f"objects stayed locked by transaction 0x{reply.busy_with.hex()} for "
-                    f"more than busy_wait_s_max={self.busy_wait_s_max} s")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
-            targets = busy
+                    break
+                txn.voted.add(nid)
         unique = {}
         for c in conflicts:
             unique.setdefault((c.oid, c.read_conflict), c)
         return list(unique.values())
+
+    def _vote_waiting(self, nid: int, request):
+        """Vote on one node, waiting (bounded) while another transaction holds a lock."""
+        deadline = time.monotonic() + self.busy_wait_s_max
+        delay = 0.001
+        while True:
+            reply = self._call_each("Vote", {nid: request})[nid]
+            if reply.status != spb.BUSY:
+                return reply
+            if time.monotonic() > deadline:
+                raise POSException.ConflictError(
+                    f"objects stayed locked by transaction 0x{reply.busy_with.hex()} on S{nid} for "
+                    f"more than busy_wait_s_max={self.busy_wait_s_max} s")
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.05)
+
+    def _call_each(self, method: str, requests: dict) -> dict:
+        """Call ``method`` on each node with its request, in parallel; replies by node."""
+        if len(requests) == 1:
+            (nid, req), = requests.items()
+            return {nid: wire.call(getattr(self._link.storage(nid), method), req,
+                                   self.rpc_timeout_s, f"{method} on S{nid}")}
+        futs = {nid: getattr(self._link.storage(nid), method).future(req, timeout=self.rpc_timeout_s)
+                for nid, req in requests.items()}
+        out = {}
+        for nid, fut in futs.items():
+            try:
+                out[nid] = fut.result()
+            except grpc.RpcError as err:
+                raise wire.to_exception(err, f"{method} on S{nid}") from None
+        return out
 
     def _resolve(self, txn: _Txn, c) -> None:
         oid = c.oid
@@ -546,6 +641,8 @@ class NeoStorage(ConflictResolvingStorage):
         try:
             for fut in txn.inflight:
                 fut.exception()
+            if not (txn.sent or txn.voted or txn.restore):
+                return          # nothing reached any node
             wire.call(self._link.master.Abort, mpb.AbortRequest(
                 node_id=self._link.node_id, ttid=txn.ttid, storage_ids=sorted(set(txn.sent) | txn.voted)),
                 self.rpc_timeout_s, "tpc_abort")
@@ -646,7 +743,7 @@ class NeoStorage(ConflictResolvingStorage):
         reply = self._read(spb.LoadRequest(oid=oid, before=before))
         if reply.status in LOAD_NOT_FOUND:
             return None
-        return reply.serial, (reply.data if reply.status == spb.FOUND else None), reply.data_tid or None
+        return reply.serial, reply.data, reply.data_tid
 
     # -- iteration --------------------------------------------------------------------
     def iterator(self, start=None, stop=None):
@@ -772,8 +869,7 @@ class _Iterator:
             reply = s._read(spb.LoadRequest(oid=oid, serial=meta.tid))
             if reply.status in LOAD_NOT_FOUND:
                 continue   # removed by pack
-            data = reply.data if reply.status == spb.FOUND else None
-            records.append(DataRecord(oid, meta.tid, data, reply.data_tid or None))
+            records.append(DataRecord(oid, meta.tid, reply.data, reply.data_tid))
         status = "p" if meta.packed else " "
         return _TransactionRecord(meta.tid, status, meta.user_raw, meta.description,
                                   _extension(meta.extension), records)

@@ -66,20 +66,22 @@ class Empty(_message.Message):
     def __init__(self) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("node_id", "type", "address", "state", "host", "state_since")
+    __slots__ = ("node_id", "type", "address", "state", "host", "state_since", "data_path")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     STATE_SINCE_FIELD_NUMBER: _ClassVar[int]
+    DATA_PATH_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     type: NodeType
     address: str
     state: NodeState
     host: str
     state_since: float
-    def __init__(self, node_id: _Optional[int] = ..., type: _Optional[_Union[NodeType, str]] = ..., address: _Optional[str] = ..., state: _Optional[_Union[NodeState, str]] = ..., host: _Optional[str] = ..., state_since: _Optional[float] = ...) -> None: ...
+    data_path: str
+    def __init__(self, node_id: _Optional[int] = ..., type: _Optional[_Union[NodeType, str]] = ..., address: _Optional[str] = ..., state: _Optional[_Union[NodeState, str]] = ..., host: _Optional[str] = ..., state_since: _Optional[float] = ..., data_path: _Optional[str] = ...) -> None: ...
 
 class Cell(_message.Message):
     __slots__ = ("node_id", "state")

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class IdentifyRequest(_message.Message):
-    __slots__ = ("type", "node_id", "address", "host", "read_only", "last_tid", "last_oid", "ptid")
+    __slots__ = ("type", "node_id", "address", "host", "read_only", "last_tid", "last_oid", "ptid", "data_path")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class IdentifyRequest(_message.Message):
     LAST_TID_FIELD_NUMBER: _ClassVar[int]
     LAST_OID_FIELD_NUMBER: _ClassVar[int]
     PTID_FIELD_NUMBER: _ClassVar[int]
+    DATA_PATH_FIELD_NUMBER: _ClassVar[int]
     type: _common_pb2.NodeType
     node_id: int
     address: str
@@ -25,7 +26,8 @@ class IdentifyRequest(_message.Message):
     last_tid: bytes
     last_oid: bytes
     ptid: int
-    def __init__(self, type: _Optional[_Union[_common_pb2.NodeType, str]] = ..., node_id: _Optional[int] = ..., address: _Optional[str] = ..., host: _Optional[str] = ..., read_only: _Optional[bool] = ..., last_tid: _Optional[bytes] = ..., last_oid: _Optional[bytes] = ..., ptid: _Optional[int] = ...) -> None: ...
+    data_path: str
+    def __init__(self, type: _Optional[_Union[_common_pb2.NodeType, str]] = ..., node_id: _Optional[int] = ..., address: _Optional[str] = ..., host: _Optional[str] = ..., read_only: _Optional[bool] = ..., last_tid: _Optional[bytes] = ..., last_oid: _Optional[bytes] = ..., ptid: _Optional[int] = ..., data_path: _Optional[str] = ...) -> None: ...
 
 class IdentifyReply(_message.Message):
     __slots__ = ("node_id", "num_partitions", "info")

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from neoarray.proto import common_pb2 as neoarray_dot_proto_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cneoarray/proto/storage.proto\x12\x0bneoarray.v1\x1a\x1bneoarray/proto/common.proto\":\n\x0bLoadRequest\x12\x0b\n\x03oid\x18\x01 \x01(\x0c\x12\x0e\n\x06\x62\x65\x66ore\x18\x02 \x01(\x0c\x12\x0e\n\x06serial\x18\x03 \x01(\x0c\"\x98\x01\n\tLoadReply\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.neoarray.v1.LoadStatus\x12\x0e\n\x06serial\x18\x02 \x01(\x0c\x12\x13\n\x0bnext_serial\x18\x03 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x10\n\x08\x63hecksum\x18\x05 \x01(\x04\x12\x0b\n\x03oid\x18\x06 \x01(\x0c\x12\x10\n\x08\x64\x61ta_tid\x18\x07 \x01(\x0c\":\n\x0fLoadManyRequest\x12\'\n\x05loads\x18\x01 \x03(\x0b\x32\x18.neoarray.v1.LoadRequest\"6\n\rLoadManyReply\x12%\n\x05loads\x18\x01 \x03(\x0b\x32\x16.neoarray.v1.LoadReply\"n\n\x0cObjectRecord\x12\x0b\n\x03oid\x18\x01 \x01(\x0c\x12\x0e\n\x06serial\x18\x02 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x10\n\x08\x63hecksum\x18\x04 \x01(\x04\x12\x0f\n\x07\x64\x65leted\x18\x05 \x01(\x08\x12\x10\n\x08\x64\x61ta_tid\x18\x06 \x01(\x0c\"Y\n\x0cStoreRequest\x12\x0c\n\x04ttid\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\r\x12*\n\x07objects\x18\x03 \x03(\x0b\x32\x19.neoarray.v1.ObjectRecord\"\x0c\n\nStoreReply\"*\n\x0bObjectCheck\x12\x0b\n\x03oid\x18\x01 \x01(\x0c\x12\x0e\n\x06serial\x18\x02 \x01(\x0c\"X\n\x08\x43onflict\x12\x0b\n\x03oid\x18\x01 \x01(\x0c\x12\x18\n\x10\x63ommitted_serial\x18\x02 \x01(\x0c\x12\x0e\n\x06serial\x18\x03 \x01(\x0c\x12\x15\n\rread_conflict\x18\x04 \x01(\x08\"\xb3\x01\n\x0bVoteRequest\x12\x0c\n\x04ttid\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\r\x12(\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x18.neoarray.v1.ObjectCheck\x12*\n\x04meta\x18\x04 \x01(\x0b\x32\x1c.neoarray.v1.TransactionMeta\x12\x10\n\x08has_meta\x18\x05 \x01(\x08\x12\x0c\n\x04oids\x18\x06 \x03(\x0c\x12\x0f\n\x07restore\x18\x07 \x01(\x08\"q\n\tVoteReply\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.neoarray.v1.VoteStatus\x12(\n\tconflicts\x18\x02 \x03(\x0b\x32\x15.neoarray.v1.Conflict\x12\x11\n\tbusy_with\x18\x03 \x01(\x0c\"\'\n\x17\x41\x62ortTransactionRequest\x12\x0c\n\x04ttid\x18\x01 \x01(\x0c\"+\n\x0eHistoryRequest\x12\x0b\n\x03oid\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\r\"%\n\x08Revision\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\"8\n\x0cHistoryReply\x12(\n\trevisions\x18\x01 \x03(\x0b\x32\x15.neoarray.v1.Revision\"n\n\x13TransactionsRequest\x12\x12\n\npartitions\x18\x01 \x03(\r\x12\x0f\n\x07min_tid\x18\x02 \x01(\x0c\x12\x0f\n\x07max_tid\x18\x03 \x01(\x0c\x12\r\n\x05limit\x18\x04 \x01(\r\x12\x12\n\ndescending\x18\x05 \x01(\x08\"G\n\x11TransactionsReply\x12\x32\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x1c.neoarray.v1.TransactionMeta\"K\n\x13ObjectsSinceRequest\x12\x12\n\npartitions\x18\x01 \x03(\r\x12\x11\n\tafter_oid\x18\x02 \x01(\x0c\x12\r\n\x05limit\x18\x03 \x01(\r\"!\n\x11ObjectsSinceReply\x12\x0c\n\x04oids\x18\x01 \x03(\x0c\"B\n\x0bPackRequest\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\x12\x0f\n\x07gc_oids\x18\x02 \x03(\x0c\x12\x15\n\rprune_history\x18\x03 \x01(\x08\"&\n\tPackReply\x12\x19\n\x11revisions_removed\x18\x01 \x01(\x04\"(\n\x0bLockRequest\x12\x0c\n\x04ttid\x18\x01 \x01(\x0c\x12\x0b\n\x03tid\x18\x02 \x01(\x0c\"\x1e\n\rUnlockRequest\x12\r\n\x05ttids\x18\x01 \x03(\x0c\".\n\x11LockedTransaction\x12\x0c\n\x04ttid\x18\x01 \x01(\x0c\x12\x0b\n\x03tid\x18\x02 \x01(\x0c\"\x8a\x01\n\x11RecoveryInfoReply\x12\x10\n\x08last_tid\x18\x01 \x01(\x0c\x12\x10\n\x08last_oid\x18\x02 \x01(\x0c\x12\x13\n\x0bvoted_ttids\x18\x03 \x03(\x0c\x12.\n\x06locked\x18\x04 \x03(\x0b\x32\x1e.neoarray.v1.LockedTransaction\x12\x0c\n\x04ptid\x18\x05 \x01(\x04*a\n\nLoadStatus\x12\x1b\n\x17LOAD_STATUS_UNSPECIFIED\x10\x00\x12\t\n\x05\x46OUND\x10\x01\x12\r\n\tNO_OBJECT\x10\x02\x12\x0f\n\x0bNO_REVISION\x10\x03\x12\x0b\n\x07\x44\x45LETED\x10\x04*M\n\nVoteStatus\x12\x1b\n\x17VOTE_STATUS_UNSPECIFIED\x10\x00\x12\t\n\x05VOTED\x10\x01\x12\r\n\tCONFLICTS\x10\x02\x12\x08\n\x04\x42USY\x10\x03\x32\x9d\x07\n\x07Storage\x12\x38\n\x04Load\x12\x18.neoarray.v1.LoadRequest\x1a\x16.neoarray.v1.LoadReply\x12\x44\n\x08LoadMany\x12\x1c.neoarray.v1.LoadManyRequest\x1a\x1a.neoarray.v1.LoadManyReply\x12;\n\x05Store\x12\x19.neoarray.v1.StoreRequest\x1a\x17.neoarray.v1.StoreReply\x12\x38\n\x04Vote\x12\x18.neoarray.v1.VoteRequest\x1a\x16.neoarray.v1.VoteReply\x12L\n\x10\x41\x62ortTransaction\x12$.neoarray.v1.AbortTransactionRequest\x1a\x12.neoarray.v1.Empty\x12\x41\n\x07History\x12\x1b.neoarray.v1.HistoryRequest\x1a\x19.neoarray.v1.HistoryReply\x12P\n\x0cTransactions\x12 .neoarray.v1.TransactionsRequest\x1a\x1e.neoarray.v1.TransactionsReply\x12P\n\x0cObjectsSince\x12 .neoarray.v1.ObjectsSinceRequest\x1a\x1e.neoarray.v1.ObjectsSinceReply\x12\x38\n\x04Pack\x12\x18.neoarray.v1.PackRequest\x1a\x16.neoarray.v1.PackReply\x12\x34\n\x04Lock\x12\x18.neoarray.v1.LockRequest\x1a\x12.neoarray.v1.Empty\x12\x38\n\x06Unlock\x12\x1a.neoarray.v1.UnlockRequest\x1a\x12.neoarray.v1.Empty\x12\x42\n\x0cRecoveryInfo\x12\x12.neoarray.v1.Empty\x1a\x1e.neoarray.v1.RecoveryInfoReply\x12\x44\n\x11SetPartitionTable\x12\x1b.neoarray.v1.PartitionTable\x1a\x12.neoarray.v1.Empty\x12\x32\n\x08Shutdown\x12\x12.neoarray.v1.Empty\x1a\x12.neoarray.v1.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cneoarray/proto/storage.proto\x12\x0bneoarray.v1\x1a\x1bneoarray/proto/common.proto\":\n\x0bLoadRequest\x12\x0b\n\x03oid\x18\x01 \x01(\x0c\x12\x0e\n\x06\x62\x65\x66ore\x18\x02 \x01(\x0c\x12\x0e\n\x06serial\x18\x03 \x01(\x0c\"\x98\x01\n\tLoadReply\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.neoarray.v1.LoadStatus\x12\x0e\n\x06serial\x18\x02 \x01(\x0c\x12\x13\n\x0bnext_serial\x18\x03 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x10\n\x08\x63hecksum\x18\x05 \x01(\x04\x12\x0b\n\x03oid\x18\x06 \x01(\x0c\x12\x10\n\x08\x64\x61ta_tid\x18\x07 \x01(\x0c\":\n\x0fLoadManyRequest\x12\'\n\x05loads\x18\x01 \x03(\x0b\x32\x18.neoarray.v1.LoadRequest\"6\n\rLoadManyReply\x12%\n\x05loads\x18\x01 \x03(\x0b\x32\x16.neoarray.v1.LoadReply\"n\n\x0cObjectRecord\x12\x0b\n\x03oid\x18\x01 \x01(\x0c\x12\x0e\n\x06serial\x18\x02 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x10\n\x08\x63hecksum\x18\x04 \x01(\x04\x12\x0f\n\x07\x64\x65leted\x18\x05 \x01(\x08\x12\x10\n\x08\x64\x61ta_tid\x18\x06 \x01(\x0c\"Y\n\x0cStoreRequest\x12\x0c\n\x04ttid\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\r\x12*\n\x07objects\x18\x03 \x03(\x0b\x32\x19.neoarray.v1.ObjectRecord\"\x0c\n\nStoreReply\"*\n\x0bObjectCheck\x12\x0b\n\x03oid\x18\x01 \x01(\x0c\x12\x0e\n\x06serial\x18\x02 \x01(\x0c\"X\n\x08\x43onflict\x12\x0b\n\x03oid\x18\x01 \x01(\x0c\x12\x18\n\x10\x63ommitted_serial\x18\x02 \x01(\x0c\x12\x0e\n\x06serial\x18\x03 \x01(\x0c\x12\x15\n\rread_conflict\x18\x04 \x01(\x08\"\xdf\x01\n\x0bVoteRequest\x12\x0c\n\x04ttid\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\r\x12(\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x18.neoarray.v1.ObjectCheck\x12*\n\x04meta\x18\x04 \x01(\x0b\x32\x1c.neoarray.v1.TransactionMeta\x12\x10\n\x08has_meta\x18\x05 \x01(\x08\x12\x0c\n\x04oids\x18\x06 \x03(\x0c\x12\x0f\n\x07restore\x18\x07 \x01(\x08\x12*\n\x07objects\x18\x08 \x03(\x0b\x32\x19.neoarray.v1.ObjectRecord\"q\n\tVoteReply\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.neoarray.v1.VoteStatus\x12(\n\tconflicts\x18\x02 \x03(\x0b\x32\x15.neoarray.v1.Conflict\x12\x11\n\tbusy_with\x18\x03 \x01(\x0c\"\'\n\x17\x41\x62ortTransactionRequest\x12\x0c\n\x04ttid\x18\x01 \x01(\x0c\"7\n\x10\x41\x62ortNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x12\n\nkeep_ttids\x18\x02 \x03(\x0c\"+\n\x0eHistoryRequest\x12\x0b\n\x03oid\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\r\"%\n\x08Revision\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\"8\n\x0cHistoryReply\x12(\n\trevisions\x18\x01 \x03(\x0b\x32\x15.neoarray.v1.Revision\"n\n\x13TransactionsRequest\x12\x12\n\npartitions\x18\x01 \x03(\r\x12\x0f\n\x07min_tid\x18\x02 \x01(\x0c\x12\x0f\n\x07max_tid\x18\x03 \x01(\x0c\x12\r\n\x05limit\x18\x04 \x01(\r\x12\x12\n\ndescending\x18\x05 \x01(\x08\"G\n\x11TransactionsReply\x12\x32\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x1c.neoarray.v1.TransactionMeta\"K\n\x13ObjectsSinceRequest\x12\x12\n\npartitions\x18\x01 \x03(\r\x12\x11\n\tafter_oid\x18\x02 \x01(\x0c\x12\r\n\x05limit\x18\x03 \x01(\r\"!\n\x11ObjectsSinceReply\x12\x0c\n\x04oids\x18\x01 \x03(\x0c\"B\n\x0bPackRequest\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\x12\x0f\n\x07gc_oids\x18\x02 \x03(\x0c\x12\x15\n\rprune_history\x18\x03 \x01(\x08\"&\n\tPackReply\x12\x19\n\x11revisions_removed\x18\x01 \x01(\x04\"(\n\x0bLockRequest\x12\x0c\n\x04ttid\x18\x01 \x01(\x0c\x12\x0b\n\x03tid\x18\x02 \x01(\x0c\"\x1e\n\rUnlockRequest\x12\r\n\x05ttids\x18\x01 \x03(\x0c\".\n\x11LockedTransaction\x12\x0c\n\x04ttid\x18\x01 \x01(\x0c\x12\x0b\n\x03tid\x18\x02 \x01(\x0c\"\x8a\x01\n\x11RecoveryInfoReply\x12\x10\n\x08last_tid\x18\x01 \x01(\x0c\x12\x10\n\x08last_oid\x18\x02 \x01(\x0c\x12\x13\n\x0bvoted_ttids\x18\x03 \x03(\x0c\x12.\n\x06locked\x18\x04 \x03(\x0b\x32\x1e.neoarray.v1.LockedTransaction\x12\x0c\n\x04ptid\x18\x05 \x01(\x04*a\n\nLoadStatus\x12\x1b\n\x17LOAD_STATUS_UNSPECIFIED\x10\x00\x12\t\n\x05\x46OUND\x10\x01\x12\r\n\tNO_OBJECT\x10\x02\x12\x0f\n\x0bNO_REVISION\x10\x03\x12\x0b\n\x07\x44\x45LETED\x10\x04*M\n\nVoteStatus\x12\x1b\n\x17VOTE_STATUS_UNSPECIFIED\x10\x00\x12\t\n\x05VOTED\x10\x01\x12\r\n\tCONFLICTS\x10\x02\x12\x08\n\x04\x42USY\x10\x03\x32\xa1\x08\n\x07Storage\x12\x38\n\x04Load\x12\x18.neoarray.v1.LoadRequest\x1a\x16.neoarray.v1.LoadReply\x12\x44\n\x08LoadMany\x12\x1c.neoarray.v1.LoadManyRequest\x1a\x1a.neoarray.v1.LoadManyReply\x12;\n\x05Store\x12\x19.neoarray.v1.StoreRequest\x1a\x17.neoarray.v1.StoreReply\x12\x38\n\x04Vote\x12\x18.neoarray.v1.VoteRequest\x1a\x16.neoarray.v1.VoteReply\x12L\n\x10\x41\x62ortTransaction\x12$.neoarray.v1.AbortTransactionRequest\x1a\x12.neoarray.v1.Empty\x12\x42\n\x06Unvote\x12$.neoarray.v1.AbortTransactionRequest\x1a\x12.neoarray.v1.Empty\x12>\n\tAbortNode\x12\x1d.neoarray.v1.AbortNodeRequest\x1a\x12.neoarray.v1.Empty\x12\x41\n\x07History\x12\x1b.neoarray.v1.HistoryRequest\x1a\x19.neoarray.v1.HistoryReply\x12P\n\x0cTransactions\x12 .neoarray.v1.TransactionsRequest\x1a\x1e.neoarray.v1.TransactionsReply\x12P\n\x0cObjectsSince\x12 .neoarray.v1.ObjectsSinceRequest\x1a\x1e.neoarray.v1.ObjectsSinceReply\x12\x38\n\x04Pack\x12\x18.neoarray.v1.PackRequest\x1a\x16.neoarray.v1.PackReply\x12\x34\n\x04Lock\x12\x18.neoarray.v1.LockRequest\x1a\x12.neoarray.v1.Empty\x12\x38\n\x06Unlock\x12\x1a.neoarray.v1.UnlockRequest\x1a\x12.neoarray.v1.Empty\x12\x42\n\x0cRecoveryInfo\x12\x12.neoarray.v1.Empty\x1a\x1e.neoarray.v1.RecoveryInfoReply\x12\x44\n\x11SetPartitionTable\x12\x1b.neoarray.v1.PartitionTable\x1a\x12.neoarray.v1.Empty\x12\x32\n\x08Shutdown\x12\x12.neoarray.v1.Empty\x1a\x12.neoarray.v1.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'neoarray.proto.storage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LOADSTATUS']._serialized_start=1904
-  _globals['_LOADSTATUS']._serialized_end=2001
-  _globals['_VOTESTATUS']._serialized_start=2003
-  _globals['_VOTESTATUS']._serialized_end=2080
+  _globals['_LOADSTATUS']._serialized_start=2005
+  _globals['_LOADSTATUS']._serialized_end=2102
+  _globals['_VOTESTATUS']._serialized_start=2104
+  _globals['_VOTESTATUS']._serialized_end=2181
   _globals['_LOADREQUEST']._serialized_start=74
   _globals['_LOADREQUEST']._serialized_end=132
   _globals['_LOADREPLY']._serialized_start=135
@@ -55,37 +55,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONFLICT']._serialized_start=666
   _globals['_CONFLICT']._serialized_end=754
   _globals['_VOTEREQUEST']._serialized_start=757
-  _globals['_VOTEREQUEST']._serialized_end=936
-  _globals['_VOTEREPLY']._serialized_start=938
-  _globals['_VOTEREPLY']._serialized_end=1051
-  _globals['_ABORTTRANSACTIONREQUEST']._serialized_start=1053
-  _globals['_ABORTTRANSACTIONREQUEST']._serialized_end=1092
-  _globals['_HISTORYREQUEST']._serialized_start=1094
-  _globals['_HISTORYREQUEST']._serialized_end=1137
-  _globals['_REVISION']._serialized_start=1139
-  _globals['_REVISION']._serialized_end=1176
-  _globals['_HISTORYREPLY']._serialized_start=1178
-  _globals['_HISTORYREPLY']._serialized_end=1234
-  _globals['_TRANSACTIONSREQUEST']._serialized_start=1236
-  _globals['_TRANSACTIONSREQUEST']._serialized_end=1346
-  _globals['_TRANSACTIONSREPLY']._serialized_start=1348
-  _globals['_TRANSACTIONSREPLY']._serialized_end=1419
-  _globals['_OBJECTSSINCEREQUEST']._serialized_start=1421
-  _globals['_OBJECTSSINCEREQUEST']._serialized_end=1496
-  _globals['_OBJECTSSINCEREPLY']._serialized_start=1498
-  _globals['_OBJECTSSINCEREPLY']._serialized_end=1531
-  _globals['_PACKREQUEST']._serialized_start=1533
-  _globals['_PACKREQUEST']._serialized_end=1599
-  _globals['_PACKREPLY']._serialized_start=1601
-  _globals['_PACKREPLY']._serialized_end=1639
-  _globals['_LOCKREQUEST']._serialized_start=1641
-  _globals['_LOCKREQUEST']._serialized_end=1681
-  _globals['_UNLOCKREQUEST']._serialized_start=1683
-  _globals['_UNLOCKREQUEST']._serialized_end=1713
-  _globals['_LOCKEDTRANSACTION']._serialized_start=1715
-  _globals['_LOCKEDTRANSACTION']._serialized_end=1761
-  _globals['_RECOVERYINFOREPLY']._serialized_start=1764
-  _globals['_RECOVERYINFOREPLY']._serialized_end=1902
-  _globals['_STORAGE']._serialized_start=2083
-  _globals['_STORAGE']._serialized_end=3008
+  _globals['_VOTEREQUEST']._serialized_end=980
+  _globals['_VOTEREPLY']._serialized_start=982
+  _globals['_VOTEREPLY']._serialized_end=1095
+  _globals['_ABORTTRANSACTIONREQUEST']._serialized_start=1097
+  _globals['_ABORTTRANSACTIONREQUEST']._serialized_end=1136
+  _globals['_ABORTNODEREQUEST']._serialized_start=1138
+  _globals['_ABORTNODEREQUEST']._serialized_end=1193
+  _globals['_HISTORYREQUEST']._serialized_start=1195
+  _globals['_HISTORYREQUEST']._serialized_end=1238
+  _globals['_REVISION']._serialized_start=1240
+  _globals['_REVISION']._serialized_end=1277
+  _globals['_HISTORYREPLY']._serialized_start=1279
+  _globals['_HISTORYREPLY']._serialized_end=1335
+  _globals['_TRANSACTIONSREQUEST']._serialized_start=1337
+  _globals['_TRANSACTIONSREQUEST']._serialized_end=1447
+  _globals['_TRANSACTIONSREPLY']._serialized_start=1449
+  _globals['_TRANSACTIONSREPLY']._serialized_end=1520
+  _globals['_OBJECTSSINCEREQUEST']._serialized_start=1522
+  _globals['_OBJECTSSINCEREQUEST']._serialized_end=1597
+  _globals['_OBJECTSSINCEREPLY']._serialized_start=1599
+  _globals['_OBJECTSSINCEREPLY']._serialized_end=1632
+  _globals['_PACKREQUEST']._serialized_start=1634
+  _globals['_PACKREQUEST']._serialized_end=1700
+  _globals['_PACKREPLY']._serialized_start=1702
+  _globals['_PACKREPLY']._serialized_end=1740
+  _globals['_LOCKREQUEST']._serialized_start=1742
+  _globals['_LOCKREQUEST']._serialized_end=1782
+  _globals['_UNLOCKREQUEST']._serialized_start=1784
+  _globals['_UNLOCKREQUEST']._serialized_end=1814
+  _globals['_LOCKEDTRANSACTION']._serialized_start=1816
+  _globals['_LOCKEDTRANSACTION']._serialized_end=1862
+  _globals['_RECOVERYINFOREPLY']._serialized_start=1865
+  _globals['_RECOVERYINFOREPLY']._serialized_end=2003
+  _globals['_STORAGE']._serialized_start=2184
+  _globals['_STORAGE']._serialized_end=3241
 # @@protoc_insertion_point(module_scope)

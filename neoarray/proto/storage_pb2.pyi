@@ -123,7 +123,7 @@ class Conflict(_message.Message):
     def __init__(self, oid: _Optional[bytes] = ..., committed_serial: _Optional[bytes] = ..., serial: _Optional[bytes] = ..., read_conflict: _Optional[bool] = ...) -> None: ...
 
 class VoteRequest(_message.Message):
-    __slots__ = ("ttid", "node_id", "checks", "meta", "has_meta", "oids", "restore")
+    __slots__ = ("ttid", "node_id", "checks", "meta", "has_meta", "oids", "restore", "objects")
     TTID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CHECKS_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +131,7 @@ class VoteRequest(_message.Message):
     HAS_META_FIELD_NUMBER: _ClassVar[int]
     OIDS_FIELD_NUMBER: _ClassVar[int]
     RESTORE_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
     ttid: bytes
     node_id: int
     checks: _containers.RepeatedCompositeFieldContainer[ObjectCheck]
@@ -138,7 +139,8 @@ class VoteRequest(_message.Message):
     has_meta: bool
     oids: _containers.RepeatedScalarFieldContainer[bytes]
     restore: bool
-    def __init__(self, ttid: _Optional[bytes] = ..., node_id: _Optional[int] = ..., checks: _Optional[_Iterable[_Union[ObjectCheck, _Mapping]]] = ..., meta: _Optional[_Union[_common_pb2.TransactionMeta, _Mapping]] = ..., has_meta: _Optional[bool] = ..., oids: _Optional[_Iterable[bytes]] = ..., restore: _Optional[bool] = ...) -> None: ...
+    objects: _containers.RepeatedCompositeFieldContainer[ObjectRecord]
+    def __init__(self, ttid: _Optional[bytes] = ..., node_id: _Optional[int] = ..., checks: _Optional[_Iterable[_Union[ObjectCheck, _Mapping]]] = ..., meta: _Optional[_Union[_common_pb2.TransactionMeta, _Mapping]] = ..., has_meta: _Optional[bool] = ..., oids: _Optional[_Iterable[bytes]] = ..., restore: _Optional[bool] = ..., objects: _Optional[_Iterable[_Union[ObjectRecord, _Mapping]]] = ...) -> None: ...
 
 class VoteReply(_message.Message):
     __slots__ = ("status", "conflicts", "busy_with")
@@ -155,6 +157,14 @@ class AbortTransactionRequest(_message.Message):
     TTID_FIELD_NUMBER: _ClassVar[int]
     ttid: bytes
     def __init__(self, ttid: _Optional[bytes] = ...) -> None: ...
+
+class AbortNodeRequest(_message.Message):
+    __slots__ = ("node_id", "keep_ttids")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    KEEP_TTIDS_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    keep_ttids: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, node_id: _Optional[int] = ..., keep_ttids: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class HistoryRequest(_message.Message):
     __slots__ = ("oid", "size")

@@ -60,6 +60,16 @@ class StorageStub:
                 request_serializer=neoarray_dot_proto_dot_storage__pb2.AbortTransactionRequest.SerializeToString,
                 response_deserializer=neoarray_dot_proto_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
+        self.Unvote = channel.unary_unary(
+                '/neoarray.v1.Storage/Unvote',
+                request_serializer=neoarray_dot_proto_dot_storage__pb2.AbortTransactionRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.AbortNode = channel.unary_unary(
+                '/neoarray.v1.Storage/AbortNode',
+                request_serializer=neoarray_dot_proto_dot_storage__pb2.AbortNodeRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
         self.History = channel.unary_unary(
                 '/neoarray.v1.Storage/History',
                 request_serializer=neoarray_dot_proto_dot_storage__pb2.HistoryRequest.SerializeToString,
@@ -136,6 +146,22 @@ class StorageServicer:
 
     def AbortTransaction(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unvote(self, request, context):
+        """Take a vote back (release its locks, keep its stores): a client that found another
+        node BUSY releases everything before waiting, so that no two transactions wait
+        for each other.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortNode(self, request, context):
+        """master only: a client went away; drop its transactions but those being finished
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -221,6 +247,16 @@ def add_StorageServicer_to_server(servicer, server):
             'AbortTransaction': grpc.unary_unary_rpc_method_handler(
                     servicer.AbortTransaction,
                     request_deserializer=neoarray_dot_proto_dot_storage__pb2.AbortTransactionRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'Unvote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unvote,
+                    request_deserializer=neoarray_dot_proto_dot_storage__pb2.AbortTransactionRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'AbortNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortNode,
+                    request_deserializer=neoarray_dot_proto_dot_storage__pb2.AbortNodeRequest.FromString,
                     response_serializer=neoarray_dot_proto_dot_common__pb2.Empty.SerializeToString,
             ),
             'History': grpc.unary_unary_rpc_method_handler(
@@ -403,6 +439,60 @@ class Storage:
             target,
             '/neoarray.v1.Storage/AbortTransaction',
             neoarray_dot_proto_dot_storage__pb2.AbortTransactionRequest.SerializeToString,
+            neoarray_dot_proto_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unvote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Storage/Unvote',
+            neoarray_dot_proto_dot_storage__pb2.AbortTransactionRequest.SerializeToString,
+            neoarray_dot_proto_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Storage/AbortNode',
+            neoarray_dot_proto_dot_storage__pb2.AbortNodeRequest.SerializeToString,
             neoarray_dot_proto_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,

@@ -4,7 +4,7 @@ import pytest
 from neoarray.errors import ChecksumError, RequestRefused
 from neoarray.ids import Z64, p64
 from storage_node.backend import Backend, NoObject, NoRevision, Stored, TransactionInfo, checksum
-from storage_node.kv import LMDBStore, MemoryStore
+from neoarray.kv import LMDBStore, MemoryStore
 
 PARTITIONS = 3
 

@@ -4,7 +4,7 @@ import pytest
 from neoarray.errors import ChecksumError, RequestRefused
 from neoarray.ids import Z64, p64
 from storage_node.backend import Backend, Stored, checksum
-from storage_node.kv import MemoryStore
+from neoarray.kv import MemoryStore
 from storage_node.manager import BUSY, CONFLICTS, VOTED, TransactionManager
 
 

@@ -25,18 +25,23 @@ DATABASES = ("obj", "trans", "voted_obj", "voted_txn", "locked", "config")
 class LMDBStore:
     """One LMDB environment with the named databases of ``DATABASES``.
 
+    ``readonly``: another process (a client on the same host) reading a storage
+    node's environment; LMDB lets readers of several processes share it safely.
+
     Commits do not fsync by themselves (``sync=False``); the backend calls ``sync()``
     at the points where durability is promised (vote, lock), so a burst of stores
     costs one fsync.  A killed process loses nothing: written pages are in the OS
     page cache.
     """
 
-    def __init__(self, path: str, map_bytes_max: int = 1 << 40):
-        os.makedirs(path, exist_ok=True)
+    def __init__(self, path: str, map_bytes_max: int = 1 << 40, readonly: bool = False):
+        if not readonly:
+            os.makedirs(path, exist_ok=True)
         self.path = path
         self.env = lmdb.open(path, map_size=map_bytes_max, max_dbs=len(DATABASES) + 1,
-                             sync=False, metasync=False, readahead=False, max_readers=512)
-        self.dbs = {name: self.env.open_db(name.encode()) for name in DATABASES}
+                             sync=False, metasync=False, readahead=False, max_readers=512,
+                             readonly=readonly, create=not readonly)
+        self.dbs = {name: self.env.open_db(name.encode(), create=not readonly) for name in DATABASES}
 
     def read(self):
         return _LMDBTxn(self, write=False)

@@ -1,0 +1,97 @@
+"""Object records on disk: the format shared by storage nodes and local readers.
+
+The key layout and record format are described at the top of
+``storage_node/backend.py``.  This module holds what both the storage node and a
+client on the same host (``neoarray.client.local``) need to read records: key
+construction, record decoding with checksum verification, and the revision lookup
+of ``load``.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import xxhash
+
+from .errors import ChecksumError
+from .ids import u64
+
+DELETED = 1
+HAS_DATA_TID = 2
+_REC = struct.Struct(">BQ")          # flags, checksum
+_VOTED = struct.Struct(">BQ8s")      # flags, checksum, base serial
+_P = struct.Struct(">I")
+
+
+def checksum(data) -> int:
+    return xxhash.xxh3_64_intdigest(data)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One revision: ``next_serial`` is ``None`` when it is current."""
+    serial: bytes
+    next_serial: bytes | None
+    data: bytes | None         # None: deletion record
+    checksum: int
+    data_tid: bytes | None = None
+
+
+class NoObject(KeyError):
+    """The oid has no revision at all on this node."""
+
+
+class NoRevision(KeyError):
+    """The oid exists but no revision matches."""
+
+
+class RecordReader:
+    """Revision lookups over a KV store (see ``neoarray.kv``) of ``partitions`` partitions."""
+
+    def __init__(self, kv, partitions: int):
+        self.kv = kv
+        self.partitions = partitions
+
+    def partition(self, oid_or_tid: bytes) -> int:
+        return u64(oid_or_tid) % self.partitions
+
+    def _okey(self, oid: bytes) -> bytes:
+        return _P.pack(self.partition(oid)) + oid
+
+    # -- loads -------------------------------------------------------------------
+    def load(self, oid: bytes, before: bytes | None = None, serial: bytes | None = None) -> Loaded:
+        """The revision ``serial``, or the newest with tid < ``before`` (default: newest)."""
+        prefix = self._okey(oid)
+        with self.kv.read() as txn:
+            if serial is not None:
+                return self._load_serial(txn, prefix, oid, serial)
+            stop = prefix + before if before else prefix + b"\xff" * 8
+            for key, value in txn.scan("obj", prefix, stop, reverse=True):
+                nxt = next(txn.scan("obj", key + b"\0", prefix + b"\xff" * 9), None)
+                next_serial = nxt[0][12:] if nxt and nxt[0].startswith(prefix) else None
+                return self._decode(oid, key[12:], next_serial, value)
+            if next(txn.scan("obj", prefix, prefix + b"\xff" * 9), None) is None:
+                raise NoObject(oid)
+            raise NoRevision(oid)
+
+    def _load_serial(self, txn, prefix, oid, serial):
+        value = txn.get("obj", prefix + serial)
+        if value is None:
+            if next(txn.scan("obj", prefix, prefix + b"\xff" * 9), None) is None:
+                raise NoObject(oid)
+            raise NoRevision(oid)
+        nxt = next(txn.scan("obj", prefix + serial + b"\0", prefix + b"\xff" * 9), None)
+        return self._decode(oid, serial, nxt[0][12:] if nxt else None, value)
+
+    @staticmethod
+    def _decode(oid, serial, next_serial, value) -> Loaded:
+        flags, crc = _REC.unpack_from(value)
+        start, data_tid = _REC.size, None
+        if flags & HAS_DATA_TID:
+            start, data_tid = start + 8, bytes(value[start:start + 8])
+        data = None if flags & DELETED else bytes(value[start:])
+        if data is not None and checksum(data) != crc:
+            raise ChecksumError(f"record of oid 0x{oid.hex()} at tid 0x{serial.hex()} "
+                                f"fails its checksum on this node")
+        return Loaded(serial, next_serial, data, crc, data_tid)
+
