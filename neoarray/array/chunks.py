@@ -1,0 +1,128 @@
+"""Chunk objects and codecs.
+
+A chunk is one :class:`Chunk` persistent object per stored chunk of an array,
+so chunks spread over oids (and over partitions of a cluster storage).  Its
+pickled state is just the encoded payload: the raw bytes of the full chunk
+(``prod(chunks) * itemsize`` bytes, in the array's memory order), passed
+through the array's codec.  Parts of a chunk beyond the array's bounds always
+hold the fill value.
+
+Codecs are named by a small tuple stored with the array, ``None`` (raw bytes)
+or ``('zlib', level)``, so stored arrays do not depend on codec classes.
+"""
+
+import zlib
+
+import numpy as np
+import persistent
+
+from .errors import ArrayValueError
+
+
+class Chunk(persistent.Persistent):
+    """One stored chunk: ``payload`` holds the encoded bytes.
+
+    A chunk removed from its array gets ``payload = None`` (a tombstone), so a
+    concurrent transaction writing the same chunk conflicts on this object
+    instead of silently losing its write.
+    """
+
+    def __init__(self, payload):
+        self.payload = payload
+
+    def __getstate__(self):
+        return self.payload
+
+    def __setstate__(self, state):
+        self.payload = state
+
+    def __repr__(self):
+        size = None if self.payload is None else len(self.payload)
+        return f"<neoarray.array.Chunk oid={self._p_oid!r} payload_bytes={size}>"
+
+
+class RawCodec:
+    """Identity codec: the payload is the chunk's raw bytes."""
+
+    spec = None
+
+    def encode(self, raw):
+        """Return the payload for ``raw`` (a bytes-like object)."""
+        return bytes(raw)
+
+    def decode(self, payload):
+        """Return the raw bytes of ``payload`` (no copy)."""
+        return payload
+
+
+class ZlibCodec:
+    """zlib compression at ``level`` (0-9)."""
+
+    def __init__(self, level=6):
+        if not 0 <= level <= 9:
+            raise ArrayValueError(f"zlib level must be within 0..9, not {level}")
+        self.level = level
+        self.spec = ("zlib", level)
+
+    def encode(self, raw):
+        """Return the compressed payload of ``raw``."""
+        return zlib.compress(raw, self.level)
+
+    def decode(self, payload):
+        """Return the decompressed bytes of ``payload``."""
+        return zlib.decompress(payload)
+
+
+def codec_spec(codec, level=None):
+    """Return the stored description of a codec given by the user.
+
+    ``codec`` is ``None``, ``'zlib'``, or a spec tuple ``('zlib', level)``.
+    """
+    if codec is None:
+        return None
+    if isinstance(codec, tuple) and len(codec) == 2:
+        codec, level = codec
+    if codec == "zlib":
+        level = 6 if level is None else int(level)
+        return ZlibCodec(level).spec
+    raise ArrayValueError(f"unknown codec {codec!r} (known: None, 'zlib')")
+
+
+def codec_from_spec(spec):
+    """Return the codec object described by ``spec``."""
+    if spec is None:
+        return RawCodec()
+    name, level = spec
+    if name == "zlib":
+        return ZlibCodec(level)
+    raise ArrayValueError(f"unknown stored codec {spec!r}")
+
+
+def decode_chunk(payload, codec, dtype, chunks, order):
+    """Return a read-only array view of a chunk payload (no copy if raw)."""
+    raw = codec.decode(payload)
+    return np.frombuffer(raw, dtype=dtype).reshape(chunks, order=order)
+
+
+def encode_chunk(array, codec, order):
+    """Return the payload of a full chunk array."""
+    return codec.encode(array.tobytes(order=order))
+
+
+def new_chunk_array(fill, dtype, chunks, order):
+    """Return a writable full chunk holding the fill value."""
+    array = np.empty(chunks, dtype=dtype, order=order)
+    array[...] = fill
+    return array
+
+
+def is_all_fill(array, fill_item):
+    """Return True when every item of ``array`` has the bytes ``fill_item``.
+
+    Bytewise comparison: it is exact for every dtype, NaN fills included.
+    """
+    flat = array.reshape(-1, order="A")
+    if not flat.flags.contiguous:
+        flat = np.ascontiguousarray(flat)
+    items = flat.view(np.uint8).reshape(-1, len(fill_item))
+    return bool((items == np.frombuffer(fill_item, dtype=np.uint8)).all())

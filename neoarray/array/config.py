@@ -1,0 +1,85 @@
+"""Process-wide limits of :mod:`neoarray.array`.
+
+All limits carry their unit in their name.  Change them on the module-level
+:data:`config` object, or temporarily with :func:`configure`::
+
+    with neoarray.array.configure(fetch_bytes_max=16 << 20):
+        total = A.sum()
+"""
+
+import contextlib
+import dataclasses
+import os
+
+MIB = 1 << 20
+
+
+def available_memory_bytes():
+    """Return the physical memory currently available, in bytes.
+
+    Uses ``os.sysconf``; returns ``None`` when the platform does not say.
+    """
+    try:
+        pages = os.sysconf("SC_AVPHYS_PAGES")
+        page_bytes = os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    if pages <= 0 or page_bytes <= 0:
+        return None
+    return pages * page_bytes
+
+
+@dataclasses.dataclass
+class ArrayConfig:
+    """Limits used by every array of the process.
+
+    Attributes
+    ----------
+    memory_bytes_max : int or None
+        Largest result materialised in memory (``numpy.asarray(A)``, ``A[...]``,
+        reduction outputs).  ``None`` means 90% of the available RAM, read at
+        each check.
+    fetch_bytes_max : int
+        Largest amount of decoded chunk bytes held at once by a read, a write
+        or a reduction (one batch of chunks).
+    fetch_threads_max : int
+        Threads of the pool that loads chunk records concurrently.
+    chunk_bytes_target : int
+        Size aimed at by the default chunk shape.
+    chunk_bytes_max : int
+        Largest chunk accepted (user-given chunk shapes included).
+    """
+
+    memory_bytes_max: int | None = None
+    fetch_bytes_max: int = 64 * MIB
+    fetch_threads_max: int = 8
+    chunk_bytes_target: int = 4 * MIB
+    chunk_bytes_max: int = 256 * MIB
+
+    def memory_limit_bytes(self):
+        """Return the effective ``memory_bytes_max`` in bytes."""
+        if self.memory_bytes_max is not None:
+            return self.memory_bytes_max
+        available = available_memory_bytes()
+        if available is None:
+            return 1 << 62
+        return int(available * 0.9)
+
+
+config = ArrayConfig()
+
+
+@contextlib.contextmanager
+def configure(**limits):
+    """Temporarily change attributes of :data:`config` (not thread-local)."""
+    unknown = set(limits) - {f.name for f in dataclasses.fields(ArrayConfig)}
+    if unknown:
+        raise TypeError(f"unknown neoarray.array limits: {sorted(unknown)}")
+    saved = {name: getattr(config, name) for name in limits}
+    for name, value in limits.items():
+        setattr(config, name, value)
+    try:
+        yield config
+    finally:
+        for name, value in saved.items():
+            setattr(config, name, value)

@@ -1,0 +1,475 @@
+"""The persistent chunked array :class:`ndarray`.
+
+Persistent state (all plain Python values, so a stored array does not depend
+on numpy's pickle format)::
+
+    _shape        tuple of int
+    _dtype_descr  dtype in the .npy header format
+    _order        'C' or 'F' (memory order inside chunks)
+    _chunks       chunk shape, tuple of int
+    _fill         fill value, raw bytes of one item
+    _codec        None or ('zlib', level)
+    _tree         OOBTree: chunk grid index (tuple of int) -> Chunk
+
+Chunk grid indices are tuples, so the tree iterates chunks in C order of the
+grid whatever the array's order.  Writing a chunk whose items are all the
+fill value removes it from the tree.
+"""
+
+import math
+
+import numpy as np
+import persistent
+from BTrees.OOBTree import OOBTree
+from numpy.lib.mixins import NDArrayOperatorsMixin
+
+from . import fetch, indexing, layout, reductions, ufuncs
+from .chunks import (Chunk, codec_from_spec, codec_spec, decode_chunk, encode_chunk,
+                     is_all_fill, new_chunk_array)
+from .config import config
+from .errors import ArrayCastError, ArrayShapeError, ArrayTooLargeError, ArrayValueError
+
+
+def check_memory(nbytes, what):
+    """Raise :class:`ArrayTooLargeError` when ``nbytes`` exceeds the memory limit."""
+    limit = config.memory_limit_bytes()
+    if nbytes > limit:
+        raise ArrayTooLargeError(
+            f"{what} needs {nbytes} bytes in memory, more than memory_bytes_max "
+            f"({limit} bytes); select a smaller region or raise "
+            "neoarray.array.config.memory_bytes_max")
+
+
+_KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
+
+
+def _cast_error(source, dtype):
+    return ArrayCastError(
+        f"cannot cast values of dtype {source} to array dtype {dtype} "
+        "under the 'same_kind' rule")
+
+
+def _python_value(value, dtype):
+    """Convert Python scalars and lists, weakly typed as in numpy 2 (NEP 50).
+
+    Their kind (bool < integer < float < complex) must fit ``dtype``; an
+    out-of-range value raises numpy's ``OverflowError``.
+    """
+    source = np.asarray(value).dtype
+    rank, target = _KIND_RANK.get(source.kind), _KIND_RANK.get(dtype.kind)
+    if rank is None or target is None or rank > target:
+        raise _cast_error(source, dtype)
+    return np.asarray(value, dtype=dtype)
+
+
+def as_value(value, dtype):
+    """Return ``value`` as a numpy array castable to ``dtype`` (``same_kind``)."""
+    if isinstance(value, ndarray):
+        value = np.asarray(value)
+    if dtype.fields is not None and not isinstance(value, np.ndarray):
+        return np.asarray(value, dtype=dtype)
+    if isinstance(value, (bool, int, float, complex, list, tuple)):
+        return _python_value(value, dtype)
+    array = np.asarray(value)
+    if not np.can_cast(array.dtype, dtype, casting="same_kind"):
+        raise _cast_error(array.dtype, dtype)
+    return array
+
+
+class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
+    """A persistent, chunked, numpy-like array far larger than memory.
+
+    Parameters
+    ----------
+    shape : int or tuple of int
+        Array shape; its byte size must fit in 64 bits.
+    dtype : data-type, optional
+        Any fixed-size dtype without Python objects.  Default ``float``.
+    order : {'C', 'F'}, optional
+        Memory order of the items inside each chunk.
+    chunks : int or tuple of int, optional
+        Chunk shape.  Default: about ``config.chunk_bytes_target`` bytes.
+    fill_value : scalar, optional
+        Value of items never written.  Default 0 (all-zero bytes).
+    codec : {None, 'zlib'}, optional
+        Compression of chunk payloads.
+    codec_level : int, optional
+        Compression level of the codec (zlib: 0-9, default 6).
+
+    Notes
+    -----
+    Each stored chunk is its own persistent object, kept in a BTree keyed by
+    chunk grid index; unwritten chunks cost nothing.  Indexing returns
+    ``numpy.ndarray`` objects; assignment writes whole chunks inside the
+    current ZODB transaction.  Reads see the snapshot of the connection's
+    transaction.
+    """
+
+    __hash__ = object.__hash__
+
+    def __init__(self, shape, dtype=float, order="C", *, chunks=None, fill_value=None,
+                 codec=None, codec_level=None):
+        dtype = layout.normalize_dtype(dtype)
+        self._shape = layout.normalize_shape(shape, dtype.itemsize)
+        self._dtype_descr = layout.dtype_to_state(dtype)
+        self._order = layout.normalize_order(order)
+        self._chunks = layout.normalize_chunks(
+            chunks, self._shape, dtype.itemsize, self._order,
+            config.chunk_bytes_target, config.chunk_bytes_max)
+        self._fill = layout.fill_bytes(fill_value, dtype)
+        self._codec = codec_spec(codec, codec_level)
+        self._tree = OOBTree()
+
+    # ------------------------------------------------------------------ metadata
+
+    @property
+    def dtype(self):
+        """numpy.dtype of the items."""
+        dtype = self.__dict__.get("_v_dtype")
+        if dtype is None:
+            dtype = self._v_dtype = layout.dtype_from_state(self._dtype_descr)
+        return dtype
+
+    @property
+    def shape(self):
+        """Tuple of array dimensions."""
+        return self._shape
+
+    @property
+    def ndim(self):
+        """Number of dimensions."""
+        return len(self._shape)
+
+    @property
+    def size(self):
+        """Number of items."""
+        return math.prod(self._shape)
+
+    @property
+    def itemsize(self):
+        """Bytes per item."""
+        return self.dtype.itemsize
+
+    @property
+    def nbytes(self):
+        """Bytes of the whole array once in memory (not its storage size)."""
+        return self.size * self.itemsize
+
+    @property
+    def order(self):
+        """'C' or 'F': memory order of the items inside chunks."""
+        return self._order
+
+    @property
+    def chunks(self):
+        """Chunk shape."""
+        return self._chunks
+
+    @property
+    def fill_value(self):
+        """Value of the items never written (numpy scalar)."""
+        return np.frombuffer(self._fill, dtype=self.dtype)[0]
+
+    @property
+    def codec(self):
+        """Codec description: None or ('zlib', level)."""
+        return self._codec
+
+    def __len__(self):
+        if not self._shape:
+            raise TypeError("len() of unsized object")
+        return self._shape[0]
+
+    def __iter__(self):
+        if not self._shape:
+            raise TypeError("iteration over a 0-d array")
+        for i in range(self._shape[0]):
+            yield self[i]
+
+    def __bool__(self):
+        if self.size != 1:
+            raise ValueError(
+                "The truth value of an array with more than one element is ambiguous. "
+                "Use a.any() or a.all()")
+        return bool(self[(0,) * self.ndim])
+
+    def __repr__(self):
+        return (f"<neoarray.array.ndarray shape={self._shape} dtype={self.dtype} "
+                f"order={self._order!r} chunks={self._chunks} "
+                f"fill_value={self.fill_value!r} codec={self._codec!r}>")
+
+    def chunk_keys(self):
+        """Return an iterator over the grid indices of the stored chunks (C order)."""
+        return iter(self._tree.keys())
+
+    # ------------------------------------------------------------------ chunk I/O
+
+    @property
+    def _chunk_nbytes(self):
+        return math.prod(self._chunks) * self.itemsize
+
+    def _codec_obj(self):
+        codec = self.__dict__.get("_v_codec")
+        if codec is None:
+            codec = self._v_codec = codec_from_spec(self._codec)
+        return codec
+
+    def _fill_chunk(self):
+        return new_chunk_array(self.fill_value, self.dtype, self._chunks, self._order)
+
+    def _decode(self, payload):
+        return decode_chunk(payload, self._codec_obj(), self.dtype, self._chunks,
+                            self._order)
+
+    def _load_arrays(self, pairs):
+        """Yield ``(item, chunk array)`` for ``(item, Chunk)`` pairs, batch by batch.
+
+        Chunk arrays are read-only views of the payloads; at most
+        ``config.fetch_bytes_max`` bytes of chunks are held per batch.
+        """
+        nbytes = self._chunk_nbytes
+        for batch in fetch.iter_batches(pairs, lambda _: nbytes, config.fetch_bytes_max):
+            payloads = fetch.get_fetcher().fetch([chunk for _, chunk in batch])
+            for (item, _), payload in zip(batch, payloads):
+                yield item, self._decode(payload)
+
+    def _stored(self, projections):
+        """Yield ``(projection, Chunk)`` for the projections whose chunk is stored."""
+        tree = self._tree
+        for proj in projections:
+            chunk = tree.get(proj.key)
+            if chunk is not None:
+                yield proj, chunk
+
+    def _store_chunk(self, key, array, existing):
+        """Store a full chunk array at ``key``, or drop it if all fill."""
+        if is_all_fill(array, self._fill):
+            if existing is not None:
+                self._drop_chunk(key, existing)
+            return
+        payload = encode_chunk(array, self._codec_obj(), self._order)
+        if existing is not None:
+            existing.payload = payload
+        else:
+            self._tree[key] = Chunk(payload)
+
+    def _drop_chunk(self, key, chunk):
+        """Remove a chunk; tombstone it so concurrent writers of it conflict."""
+        del self._tree[key]
+        chunk.payload = None
+
+    def _stored_blocks(self, keys=None):
+        """Yield ``(key, in-bounds block)`` for stored chunks (all when ``keys`` is None)."""
+        tree = self._tree
+        pairs = tree.items() if keys is None else (
+            (k, tree[k]) for k in keys if k in tree)
+        for key, array in self._load_arrays(pairs):
+            extent = layout.chunk_extent(key, self._shape, self._chunks)
+            yield key, array[tuple(slice(0, e) for e in extent)]
+
+    def _chunk_blocks(self, keys):
+        """Yield the in-bounds block of each chunk in ``keys`` (fill if unstored)."""
+        stored = dict(self._stored_blocks(keys))
+        for key in keys:
+            block = stored.get(key)
+            if block is None:
+                extent = layout.chunk_extent(key, self._shape, self._chunks)
+                block = np.full(extent, self.fill_value, dtype=self.dtype)
+            yield block
+
+    def _put_block(self, key, block):
+        """Write the in-bounds ``block`` of chunk ``key`` (replaces the chunk)."""
+        array = self._fill_chunk()
+        array[tuple(slice(0, e) for e in block.shape)] = block
+        self._store_chunk(key, array, self._tree.get(key))
+
+    # ------------------------------------------------------------------ indexing
+
+    def __getitem__(self, key):
+        sel = indexing.parse_selection(key, self._shape)
+        check_memory(sel.size * self.itemsize, f"selection of shape {sel.result_shape}")
+        canon = np.empty(sel.canon_shape, dtype=self.dtype)
+        canon[...] = self.fill_value
+        projections = indexing.iter_projections(sel, self._chunks)
+        for proj, array in self._load_arrays(self._stored(projections)):
+            canon[proj.out] = indexing.read_projection(sel, array, proj)
+        result = sel.result_from_canon(canon)
+        return result[()] if sel.scalar else result
+
+    def __setitem__(self, key, value):
+        sel = indexing.parse_selection(key, self._shape)
+        canon = sel.canon_from_value(as_value(value, self.dtype))
+        if sel.size == 0:
+            return
+        nbytes = self._chunk_nbytes
+        projections = indexing.iter_projections(sel, self._chunks)
+        for batch in fetch.iter_batches(projections, lambda _: nbytes,
+                                        config.fetch_bytes_max):
+            self._write_batch(sel, canon, batch)
+
+    def _write_batch(self, sel, canon, batch):
+        """Read-modify-write the chunks of one batch of projections."""
+        existing = [self._tree.get(p.key) for p in batch]
+        partial = [(i, c) for i, (p, c) in enumerate(zip(batch, existing))
+                   if c is not None and not p.full]
+        arrays = {}
+        for i, array in self._load_arrays(partial):
+            arrays[i] = array.copy(order="K")
+        for i, proj in enumerate(batch):
+            array = arrays.pop(i, None)
+            if array is None:
+                array = self._fill_chunk()
+            indexing.write_projection(sel, array, proj, canon[proj.out])
+            self._store_chunk(proj.key, array, existing[i])
+
+    # ------------------------------------------------------------------ growth
+
+    def resize(self, shape):
+        """Change the shape in place, keeping items at the same indices.
+
+        Growing is O(1): new items read as the fill value.  Shrinking removes
+        the chunks past the new end and resets the cut-off part of boundary
+        chunks to the fill value, so growing again shows fill values.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            New shape, with the same number of dimensions.
+        """
+        new = layout.normalize_shape(shape, self.itemsize)
+        if len(new) != self.ndim:
+            raise ArrayShapeError(
+                f"cannot resize an array of shape {self._shape} to shape {new}: "
+                "the number of dimensions must stay the same")
+        if any(n < o for n, o in zip(new, self._shape)):
+            self._shrink_chunks(new)
+        self._shape = new
+
+    def _keys_past(self, new, shrunk):
+        """Stored keys of chunks reaching beyond ``new`` on a shrunk axis."""
+        tree, chunks = self._tree, self._chunks
+        if shrunk == [0]:  # keys are sorted: start at the first chunk row concerned
+            keys = tree.keys(min=(new[0] // chunks[0],))
+        else:
+            keys = tree.keys()
+        return [k for k in keys if any((k[ax] + 1) * chunks[ax] > new[ax] for ax in shrunk)]
+
+    def _shrink_chunks(self, new):
+        """Drop chunks past ``new`` and reset boundary chunk tails to fill."""
+        chunks = self._chunks
+        shrunk = [ax for ax, (n, o) in enumerate(zip(new, self._shape)) if n < o]
+        boundary = []
+        for key in self._keys_past(new, shrunk):
+            if any(key[ax] * chunks[ax] >= new[ax] for ax in shrunk):
+                self._drop_chunk(key, self._tree[key])
+            else:
+                boundary.append((key, self._tree[key]))
+        for key, array in self._load_arrays(boundary):
+            array = array.copy(order="K")
+            for ax in shrunk:
+                index = [slice(None)] * self.ndim
+                index[ax] = slice(new[ax] - key[ax] * chunks[ax], None)
+                array[tuple(index)] = self.fill_value
+            self._store_chunk(key, array, self._tree[key])
+
+    def append(self, values, axis=0):
+        """Append ``values`` along ``axis`` in place, in time O(len(values)).
+
+        Parameters
+        ----------
+        values : array_like
+            Same shape as the array except along ``axis``; an array with one
+            dimension less is appended as a single slice.
+        axis : int, optional
+            Axis along which to append.  Default 0.
+        """
+        axis = _axis_index(axis, self.ndim)
+        values = as_value(values, self.dtype)
+        if values.ndim == self.ndim - 1:
+            values = np.expand_dims(values, axis)
+        expected = self._shape[:axis] + self._shape[axis + 1:]
+        if values.ndim != self.ndim or values.shape[:axis] + values.shape[axis + 1:] != expected:
+            raise ArrayShapeError(
+                f"cannot append values of shape {values.shape} to an array of shape "
+                f"{self._shape} along axis {axis}")
+        old = self._shape[axis]
+        new_shape = list(self._shape)
+        new_shape[axis] = old + values.shape[axis]
+        self.resize(tuple(new_shape))
+        index = [slice(None)] * self.ndim
+        index[axis] = slice(old, new_shape[axis])
+        self[tuple(index)] = values
+
+    # ------------------------------------------------------------------ numpy protocols
+
+    def __array__(self, dtype=None, copy=None):
+        if copy is False:
+            raise ValueError("a neoarray.array.ndarray cannot be viewed without a copy")
+        check_memory(self.nbytes, f"array of shape {self._shape} and dtype {self.dtype}")
+        result = np.asarray(self[...])
+        return result if dtype is None else result.astype(dtype, copy=False)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return ufuncs.array_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return ufuncs.array_function(self, func, types, args, kwargs)
+
+    # ------------------------------------------------------------------ reductions
+
+    def sum(self, axis=None, dtype=None, out=None, keepdims=False):
+        """Sum of items over ``axis`` (see ``numpy.sum``)."""
+        return reductions.reduce(self, "sum", axis, keepdims, dtype=dtype, out=out)
+
+    def prod(self, axis=None, dtype=None, out=None, keepdims=False):
+        """Product of items over ``axis`` (see ``numpy.prod``)."""
+        return reductions.reduce(self, "prod", axis, keepdims, dtype=dtype, out=out)
+
+    def mean(self, axis=None, dtype=None, out=None, keepdims=False):
+        """Arithmetic mean over ``axis`` (see ``numpy.mean``)."""
+        return reductions.reduce(self, "mean", axis, keepdims, dtype=dtype, out=out)
+
+    def var(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+        """Variance over ``axis`` (see ``numpy.var``), merged with Chan's formula."""
+        return reductions.reduce(self, "var", axis, keepdims, dtype=dtype, out=out,
+                                 ddof=ddof)
+
+    def std(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+        """Standard deviation over ``axis`` (see ``numpy.std``)."""
+        return reductions.reduce(self, "std", axis, keepdims, dtype=dtype, out=out,
+                                 ddof=ddof)
+
+    def min(self, axis=None, out=None, keepdims=False):
+        """Minimum over ``axis`` (see ``numpy.min``); NaN propagates."""
+        return reductions.reduce(self, "min", axis, keepdims, out=out)
+
+    def max(self, axis=None, out=None, keepdims=False):
+        """Maximum over ``axis`` (see ``numpy.max``); NaN propagates."""
+        return reductions.reduce(self, "max", axis, keepdims, out=out)
+
+    def any(self, axis=None, out=None, keepdims=False):
+        """True where any item over ``axis`` is true (see ``numpy.any``)."""
+        return reductions.reduce(self, "any", axis, keepdims, out=out)
+
+    def all(self, axis=None, out=None, keepdims=False):
+        """True where all items over ``axis`` are true (see ``numpy.all``)."""
+        return reductions.reduce(self, "all", axis, keepdims, out=out)
+
+    def count_nonzero(self, axis=None, keepdims=False):
+        """Number of non-zero items over ``axis`` (see ``numpy.count_nonzero``)."""
+        return reductions.reduce(self, "count_nonzero", axis, keepdims)
+
+    def argmin(self, axis=None, out=None, keepdims=False):
+        """Index of the first minimum (flat C index when ``axis`` is None)."""
+        return reductions.arg_reduce(self, "argmin", axis, keepdims, out=out)
+
+    def argmax(self, axis=None, out=None, keepdims=False):
+        """Index of the first maximum (flat C index when ``axis`` is None)."""
+        return reductions.arg_reduce(self, "argmax", axis, keepdims, out=out)
+
+
+def _axis_index(axis, ndim):
+    try:
+        return np.lib.array_utils.normalize_axis_index(axis, ndim)
+    except np.exceptions.AxisError as exc:
+        raise ArrayValueError(str(exc)) from None

@@ -1,0 +1,44 @@
+"""Errors raised by :mod:`neoarray.array`.
+
+Every class derives from :class:`ArrayError` *and* from the builtin exception a
+numpy user expects (``IndexError`` for a bad index, ``ValueError`` for a bad
+shape, ``TypeError`` for a bad dtype or cast, ``MemoryError`` for a result too
+large to materialise), so ``except IndexError`` keeps working and
+``except ArrayError`` catches everything this package raises on purpose.
+
+All classes take a single message argument, so they survive pickling.
+:class:`ArrayError` derives from :class:`neoarray.errors.NeoError`, the base of
+neoarray's own errors.
+Conflicts between concurrent writers are ZODB's own
+:class:`ZODB.POSException.ConflictError`, raised by the commit.
+"""
+
+from ..errors import NeoError
+
+
+class ArrayError(NeoError):
+    """Base class of the errors raised on purpose by neoarray.array."""
+
+
+class ArrayIndexError(ArrayError, IndexError):
+    """An index is out of bounds, malformed or not supported."""
+
+
+class ArrayShapeError(ArrayError, ValueError):
+    """A shape is invalid: negative, too large, or not broadcastable."""
+
+
+class ArrayValueError(ArrayError, ValueError):
+    """An argument value is invalid (chunk shape, order, codec, axis...)."""
+
+
+class ArrayDtypeError(ArrayError, TypeError):
+    """The dtype cannot be stored (object or variable-size dtypes)."""
+
+
+class ArrayCastError(ArrayError, TypeError):
+    """A value cannot be cast to the array dtype under ``same_kind`` rules."""
+
+
+class ArrayTooLargeError(ArrayError, MemoryError):
+    """A result would exceed ``config.memory_bytes_max`` once in memory."""

@@ -1,0 +1,234 @@
+"""numpy protocols: ``__array_ufunc__`` and ``__array_function__``.
+
+Elementwise ufuncs run chunk by chunk and write a new persistent array (added
+to the connection of the first attached input, else detached) or ``out=``.
+
+* Sparse path: when every array input is a neoarray with the output's shape
+  and chunk shape (other inputs being scalars), only chunks stored in some
+  input are computed; the output's fill value is the ufunc of the fill values.
+  Work is proportional to the stored data.
+* Dense path otherwise (broadcasting, numpy array inputs): every chunk of the
+  output is computed, one batch at a time.
+
+Reductions dispatched by ``__array_function__`` (``np.sum``, ``np.mean``, ...)
+and ``ufunc.reduce`` go to :mod:`.reductions`; other numpy functions receive
+the arrays materialised with ``numpy.asarray`` (subject to
+``config.memory_bytes_max``).
+"""
+
+import inspect
+import itertools
+import math
+import numbers
+
+import numpy as np
+
+from . import core, fetch, layout, reductions
+from .config import config
+from .errors import ArrayShapeError
+
+REDUCE_UFUNCS = {np.add: "sum", np.multiply: "prod", np.minimum: "min",
+                 np.maximum: "max", np.logical_and: "all", np.logical_or: "any"}
+UFUNC_KWARGS = {"dtype", "casting"}
+
+
+def _is_scalar(x):
+    return isinstance(x, (numbers.Number, np.generic)) or (
+        isinstance(x, np.ndarray) and x.ndim == 0)
+
+
+def _shape_of(x):
+    return () if _is_scalar(x) else tuple(x.shape)
+
+
+def _probe_input(x):
+    """A one-item stand-in of ``x`` with the same dtype (Python scalars kept)."""
+    if isinstance(x, core.ndarray):
+        return np.full(1, x.fill_value, dtype=x.dtype)
+    if isinstance(x, np.ndarray) and x.ndim:
+        return np.zeros(1, dtype=x.dtype)
+    return x
+
+
+def _fill_of(ufunc, inputs, kwargs):
+    """Value of the output where every neoarray input holds its fill value."""
+    with np.errstate(all="ignore"):
+        return ufunc(*[_probe_input(x) for x in inputs], **kwargs)
+
+
+def array_ufunc(ufunc, method, inputs, kwargs):
+    """Implementation of ``ndarray.__array_ufunc__``."""
+    if method == "reduce":
+        return _ufunc_reduce(ufunc, inputs, kwargs)
+    out = kwargs.pop("out", None)
+    if isinstance(out, tuple):
+        out = out[0] if len(out) == 1 else out
+    if (method != "__call__" or ufunc.nout != 1 or set(kwargs) - UFUNC_KWARGS
+            or isinstance(out, tuple)):
+        return NotImplemented
+    if not all(_is_scalar(x) or isinstance(x, (core.ndarray, np.ndarray)) for x in inputs):
+        return NotImplemented
+    try:
+        shape = np.broadcast_shapes(*(_shape_of(x) for x in inputs))
+    except ValueError:
+        shapes = ", ".join(str(_shape_of(x)) for x in inputs)
+        raise ArrayShapeError(f"operands could not be broadcast together: {shapes}") from None
+    fill = _fill_of(ufunc, inputs, kwargs)
+    out = _prepare_out(out, inputs, shape, fill)
+    _compute(ufunc, inputs, kwargs, out, shape, fill)
+    return out
+
+
+def _prepare_out(out, inputs, shape, fill):
+    """Return the output array: ``out`` checked, or a new neoarray."""
+    if out is not None:
+        if tuple(out.shape) != shape:
+            raise ArrayShapeError(
+                f"output array of shape {tuple(out.shape)} does not match the broadcast "
+                f"shape {shape} of the inputs")
+        return out
+    neo = [x for x in inputs if isinstance(x, core.ndarray)]
+    like = next((x for x in neo if x.shape == shape), None)
+    result = core.ndarray(shape, dtype=fill.dtype, order=neo[0].order,
+                          chunks=None if like is None else like.chunks,
+                          fill_value=fill[0], codec=neo[0].codec)
+    jar = next((x._p_jar for x in neo if x._p_jar is not None), None)
+    if jar is not None:
+        jar.add(result)
+    return result
+
+
+def _sparse_ok(inputs, out, shape, fill):
+    """True when only the chunks stored in some input need computing."""
+    if not isinstance(out, core.ndarray) or out._fill != fill.astype(out.dtype).tobytes():
+        return False
+    return all(_is_scalar(x) or (isinstance(x, core.ndarray) and x.shape == shape
+                                 and x.chunks == out.chunks) for x in inputs)
+
+
+def _compute(ufunc, inputs, kwargs, out, shape, fill):
+    chunks = out.chunks if isinstance(out, core.ndarray) else _iteration_chunks(inputs, shape)
+    if _sparse_ok(inputs, out, shape, fill):
+        keys = sorted(set().union(*(set(x.chunk_keys()) for x in inputs + (out,)
+                                    if isinstance(x, core.ndarray))))
+    else:
+        grid = layout.chunk_grid(shape, chunks)
+        keys = itertools.product(*(range(g) for g in grid))
+    nbytes = math.prod(chunks) * 16 * (len(inputs) + 1)
+    for batch in fetch.iter_batches(keys, lambda _: nbytes, config.fetch_bytes_max):
+        _compute_batch(ufunc, inputs, kwargs, out, shape, chunks, batch)
+
+
+def _iteration_chunks(inputs, shape):
+    like = next((x for x in inputs if isinstance(x, core.ndarray) and x.shape == shape),
+                None)
+    if like is not None:
+        return like.chunks
+    dtype = np.result_type(*[x.dtype for x in inputs if not _is_scalar(x)])
+    return layout.default_chunks(shape, dtype.itemsize, "C", config.chunk_bytes_target)
+
+
+def _input_blocks(x, shape, chunks, batch):
+    """Yield the block of input ``x`` for each output chunk of ``batch``."""
+    if _is_scalar(x):
+        return itertools.repeat(x)
+    if isinstance(x, core.ndarray) and x.shape == shape and x.chunks == chunks:
+        return x._chunk_blocks(batch)
+    return (x[_input_region(x.shape, layout.chunk_region(k, shape, chunks))]
+            for k in batch)
+
+
+def _input_region(in_shape, region):
+    """Region of an input broadcast to the output (size-1 axes stay at 0)."""
+    region = region[len(region) - len(in_shape):]
+    return tuple(slice(0, 1) if n == 1 else r for n, r in zip(in_shape, region))
+
+
+def _compute_batch(ufunc, inputs, kwargs, out, shape, chunks, batch):
+    blocks = [_input_blocks(x, shape, chunks, batch) for x in inputs]
+    same_grid = isinstance(out, core.ndarray) and out.chunks == chunks
+    for key, args in zip(batch, zip(*blocks)):
+        region = layout.chunk_region(key, shape, chunks)
+        extent = tuple(r.stop - r.start for r in region)
+        result = np.broadcast_to(ufunc(*args, **kwargs), extent)
+        if same_grid:
+            out._put_block(key, result)
+        else:
+            out[region] = result
+
+
+def _ufunc_reduce(ufunc, inputs, kwargs):
+    name = REDUCE_UFUNCS.get(ufunc)
+    if name is None or len(inputs) != 1 or not isinstance(inputs[0], core.ndarray):
+        return NotImplemented
+    array = inputs[0]
+    axis = kwargs.pop("axis", 0)
+    keepdims = kwargs.pop("keepdims", False)
+    out = kwargs.pop("out", None)
+    if isinstance(out, tuple):
+        out = out[0]
+    extra = {"dtype": kwargs.pop("dtype")} if "dtype" in kwargs and name in (
+        "sum", "prod") else {}
+    if kwargs:
+        return NotImplemented
+    return reductions.reduce(array, name, axis, keepdims, out=out, **extra)
+
+
+# --------------------------------------------------------------------------
+# __array_function__
+
+REDUCTION_FUNCS = {
+    np.sum: "sum", np.prod: "prod", np.mean: "mean", np.var: "var", np.std: "std",
+    np.min: "min", np.amin: "min", np.max: "max", np.amax: "max", np.any: "any",
+    np.all: "all", np.count_nonzero: "count_nonzero", np.argmin: "argmin",
+    np.argmax: "argmax",
+}
+ACCEPTED = {"axis", "dtype", "out", "keepdims", "ddof", "correction"}
+
+
+def _bound_arguments(func, args, kwargs):
+    try:
+        bound = inspect.signature(func).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return None
+    params = {k: v for k, v in bound.arguments.items() if v is not np._NoValue}
+    params.pop(next(iter(inspect.signature(func).parameters)), None)
+    return params
+
+
+def _reduction(array, func, args, kwargs):
+    """Run a dispatched reduction, or return NotImplemented if unsupported."""
+    name = REDUCTION_FUNCS[func]
+    params = _bound_arguments(func, args, kwargs)
+    if params is None or set(params) - ACCEPTED:
+        return NotImplemented
+    if "correction" in params:
+        params["ddof"] = params.pop("correction")
+    axis = params.pop("axis", None)
+    keepdims = bool(params.pop("keepdims", False))
+    if name in ("argmin", "argmax"):
+        return reductions.arg_reduce(array, name, axis, keepdims, **params)
+    return reductions.reduce(array, name, axis, keepdims, **params)
+
+
+def _materialise(value):
+    if isinstance(value, core.ndarray):
+        return np.asarray(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_materialise(v) for v in value)
+    return value
+
+
+def array_function(array, func, types, args, kwargs):
+    """Implementation of ``ndarray.__array_function__``."""
+    if func in REDUCTION_FUNCS and args and args[0] is array:
+        result = _reduction(array, func, args, kwargs)
+        if result is not NotImplemented:
+            return result
+    if func is np.shape and args[0] is array:
+        return array.shape
+    if func is np.ndim and args[0] is array:
+        return array.ndim
+    if func is np.size and args[0] is array and len(args) == 1 and not kwargs:
+        return array.size
+    return func(*_materialise(args), **{k: _materialise(v) for k, v in kwargs.items()})

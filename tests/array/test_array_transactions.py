@@ -1,0 +1,151 @@
+"""Transactions: snapshot reads, abort, concurrent writers (FileStorage and all `db`)."""
+
+import threading
+
+import numpy as np
+import pytest
+from ZODB.POSException import ConflictError
+
+import neoarray.array as na
+
+from array_helpers import open_conn
+
+
+def make_array(database, name="a", shape=(100, 10), chunks=(10, 10), written=True):
+    conn, tm = open_conn(database)
+    array = na.zeros(shape, chunks=chunks)
+    if written:
+        array[...] = 1.0
+    conn.root()[name] = array
+    tm.commit()
+    conn.close()
+
+
+def test_reads_see_the_transaction_snapshot(db):
+    make_array(db)
+    reader, rtm = open_conn(db)
+    writer, wtm = open_conn(db)
+    reader.cacheMinimize()
+    a = reader.root()["a"]
+    assert a[0, 0] == 1.0  # the reader's transaction starts here
+    writer.root()["a"][...] = 2.0
+    writer.root()["a"].append(np.full((1, 10), 2.0))
+    wtm.commit()
+    assert a.shape == (100, 10)
+    np.testing.assert_array_equal(a[...], np.ones((100, 10)))  # no torn read
+    assert a.sum() == 1000.0
+    rtm.commit()  # new transaction: sees the commit
+    assert a.shape == (101, 10)
+    assert a.sum() == 2020.0
+    reader.close()
+    writer.close()
+
+
+def test_concurrent_commits_never_tear_a_read(file_db):
+    make_array(file_db, shape=(200, 20), chunks=(10, 10))
+    stop = threading.Event()
+    errors = []
+
+    def write():
+        conn, tm = open_conn(file_db)
+        value = 1.0
+        while not stop.is_set():
+            value += 1
+            conn.root()["a"][...] = value
+            tm.commit()
+        conn.close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        reader, tm = open_conn(file_db)
+        for _ in range(20):
+            tm.begin()
+            values = reader.root()["a"][...]
+            if len(np.unique(values)) != 1:
+                errors.append(np.unique(values))
+            tm.abort()
+        reader.close()
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+
+
+def test_writes_visible_only_after_commit_and_abort_discards(db):
+    make_array(db, written=False)
+    writer, wtm = open_conn(db)
+    reader, rtm = open_conn(db)
+    writer.root()["a"][5, 5] = 7.0
+    rtm.begin()
+    assert reader.root()["a"][5, 5] == 0.0
+    wtm.abort()
+    assert writer.root()["a"][5, 5] == 0.0
+    assert list(writer.root()["a"].chunk_keys()) == []
+    writer.root()["a"][5, 5] = 8.0
+    wtm.commit()
+    rtm.begin()
+    assert reader.root()["a"][5, 5] == 8.0
+    writer.close()
+    reader.close()
+
+
+@pytest.mark.parametrize("written", [True, False], ids=["existing-chunks", "new-chunks"])
+def test_writers_of_different_chunks_both_commit(file_db, written):
+    make_array(file_db, written=written)
+    c1, tm1 = open_conn(file_db)
+    c2, tm2 = open_conn(file_db)
+    c1.root()["a"][0:10, :] = 5.0     # chunk (0, 0)
+    c2.root()["a"][90:100, :] = 6.0   # chunk (9, 0)
+    tm1.commit()
+    tm2.commit()  # BTree bucket conflict resolution for new keys
+    c3, tm3 = open_conn(file_db)
+    a = c3.root()["a"]
+    base = 1.0 if written else 0.0
+    assert a[0, 0] == 5.0 and a[95, 3] == 6.0 and a[50, 0] == base
+    for conn in (c1, c2, c3):
+        conn.close()
+
+
+@pytest.mark.parametrize("written", [True, False], ids=["existing-chunk", "new-chunk"])
+def test_writers_of_the_same_chunk_conflict(file_db, written):
+    make_array(file_db, written=written)
+    c1, tm1 = open_conn(file_db)
+    c2, tm2 = open_conn(file_db)
+    c1.root()["a"][0, 0] = 5.0
+    c2.root()["a"][1, 1] = 6.0
+    tm1.commit()
+    with pytest.raises(ConflictError):
+        tm2.commit()
+    tm2.abort()
+    assert c2.root()["a"][0, 0] == 5.0
+    c1.close()
+    c2.close()
+
+
+def test_removing_a_chunk_conflicts_with_a_concurrent_write_to_it(file_db):
+    make_array(file_db)
+    c1, tm1 = open_conn(file_db)
+    c2, tm2 = open_conn(file_db)
+    c1.root()["a"][0:10, :] = 0.0  # all fill: chunk removed
+    c2.root()["a"][3, 3] = 9.0
+    tm1.commit()
+    with pytest.raises(ConflictError):
+        tm2.commit()
+    tm2.abort()
+    c1.close()
+    c2.close()
+
+
+def test_ufunc_result_is_stored_in_the_input_connection(db):
+    make_array(db)
+    conn, tm = open_conn(db)
+    a = conn.root()["a"]
+    b = a * 3
+    assert b._p_jar is conn
+    conn.root()["b"] = b
+    tm.commit()
+    other, tm2 = open_conn(db)
+    assert other.root()["b"].sum() == 3000.0
+    conn.close()
+    other.close()
