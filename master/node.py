@@ -39,11 +39,11 @@ CELL_PB = {"U": cpb.UP_TO_DATE, "O": cpb.OUT_OF_DATE, "F": cpb.FEEDING, "C": cpb
 class Limits:
     node_timeout_s: float = 5.0
     rpc_timeout_s: float = 30.0
+    lock_timeout_s: float = 600.0        # a Lock moves a whole transaction's records (GiBs for arrays)
     events_per_client_max: int = 100_000
     transactions_per_client_max: int = 64
     oids_per_request_max: int = 100_000
     finished_remembered_max: int = 100_000
-    client_clock_ahead_s_max: float = 60.0
 
 
 @dataclass
@@ -388,7 +388,7 @@ class Master:
             except Exception as exc:
                 log.warning("abort of 0x%s on S%d failed: %s", ttid.hex(), nid, exc)
 
-    def finish(self, node: int, ttid: bytes, oids, storages, client_time: float = 0.0) -> bytes:
+    def finish(self, node: int, ttid: bytes, oids, storages) -> bytes:
         with self.lock:
             self.require_running()
             txn = self.txns.pop(ttid, None)
@@ -400,13 +400,10 @@ class Master:
             if bad:
                 raise RequestRefused(f"finish names unknown storage nodes {bad}")
             txn.oids, txn.storages = list(oids), sorted(set(storages))
-            now = time.time()
-            if now < client_time <= now + self.limits.client_clock_ahead_s_max:
-                now = client_time
-            txn.tid = txn.tid or self.ids.new_tid(self.partitions, u64(ttid) % self.partitions, now)
+            txn.tid = txn.tid or self.ids.new_tid(self.partitions, u64(ttid) % self.partitions)
             self.commit_queue.append(txn)
         self._lock_on_storages(txn)
-        if not txn.done.wait(self.limits.rpc_timeout_s * 4):
+        if not txn.done.wait(self.limits.lock_timeout_s + self.limits.rpc_timeout_s):
             raise ClusterUnavailable(f"finish of 0x{ttid.hex()} timed out")
         if txn.error:
             raise txn.error
@@ -414,13 +411,13 @@ class Master:
 
     def _lock_on_storages(self, txn: Txn) -> None:
         request = spb.LockRequest(ttid=txn.ttid, tid=txn.tid)
-        calls = {nid: (self.storage_stub(nid).Lock.future(request, timeout=self.limits.rpc_timeout_s)
+        calls = {nid: (self.storage_stub(nid).Lock.future(request, timeout=self.limits.lock_timeout_s)
                        if len(txn.storages) > 1 else None) for nid in txn.storages}
         failed = []
         for nid, fut in calls.items():
             try:
                 if fut is None:
-                    wire.call(self.storage_stub(nid).Lock, request, self.limits.rpc_timeout_s)
+                    wire.call(self.storage_stub(nid).Lock, request, self.limits.lock_timeout_s)
                 else:
                     fut.result()
             except Exception as exc:

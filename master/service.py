@@ -50,8 +50,7 @@ class MasterServicer(rpc.MasterServicer):
         return pb.BeginReply(ttid=self.m.begin(request.node_id, request.tid))
 
     def Finish(self, request, context):
-        tid = self.m.finish(request.node_id, _tid(request.ttid), list(request.oids), list(request.storage_ids),
-                           request.client_time)
+        tid = self.m.finish(request.node_id, _tid(request.ttid), list(request.oids), list(request.storage_ids))
         return pb.FinishReply(tid=tid)
 
     def Abort(self, request, context):

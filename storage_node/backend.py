@@ -131,6 +131,12 @@ class Backend(RecordReader):
                 out.append(Stored(key[8:], serial, data, crc, data_tid))
         return out
 
+    def stored_serials(self, ttid: bytes) -> list[tuple[bytes, bytes]]:
+        """``(oid, base serial)`` of the stores of ``ttid``, without reading their data."""
+        with self.kv.read() as txn:
+            return [(key[8:], bytes(value[9:17]))
+                    for key, value in txn.scan("voted_obj", ttid, ttid + b"\xff" * 9)]
+
     def vote(self, ttid: bytes, meta: TransactionInfo | None, oids: list[bytes], node: int) -> None:
         """Make the stores of ``ttid`` durable (still invisible)."""
         doc = {"meta": None if meta is None else _pack_meta(meta), "oids": oids, "node": node}
@@ -161,8 +167,8 @@ class Backend(RecordReader):
                 raise RequestRefused(f"lock of unknown transaction 0x{ttid.hex()}")
             doc = msgpack.unpackb(raw)
             written = []
-            for key, value in list(txn.scan("voted_obj", ttid, ttid + b"\xff" * 9)):
-                oid = key[8:]
+            for key in [k for k, _ in txn.scan("voted_obj", ttid, ttid + b"\xff" * 9)]:
+                oid, value = key[8:], txn.get("voted_obj", key)
                 flags, crc, _ = _VOTED.unpack_from(value)
                 # the optional data tid and the data keep their place after the header
                 txn.put("obj", self._okey(oid) + tid, _REC.pack(flags, crc) + value[_VOTED.size:])
@@ -252,9 +258,16 @@ class Backend(RecordReader):
         all later ones (a deletion current at ``tid`` goes too).  ``gc_oids``
         (unreachable at ``tid``) lose every revision unless changed after ``tid``.
         Transactions at or before ``tid`` are marked packed (out of the undo log).
+        A pack to a tid earlier than the last one is refused.
         """
         removed = 0
         with self.kv.write() as txn:
+            raw = txn.get("config", b"pack_tid")
+            last = msgpack.unpackb(raw) if raw else Z64
+            if tid < last:
+                raise RequestRefused(f"pack to 0x{tid.hex()} refused: this node was already packed "
+                                     f"to the later 0x{last.hex()}, revisions a traversal needs are gone")
+            txn.put("config", b"pack_tid", msgpack.packb(tid))
             for oid in gc_oids:
                 prefix = self._okey(oid)
                 keys = [k for k, _ in txn.scan("obj", prefix, prefix + b"\xff" * 8)]

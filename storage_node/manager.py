@@ -95,8 +95,8 @@ class TransactionManager:
 
     def vote(self, ttid: bytes, node: int, checks: list[tuple[bytes, bytes]],
              meta: TransactionInfo | None, expected: list[bytes], restore: bool = False) -> VoteResult:
-        stored = self.backend.stored(ttid)
-        stored_oids = {r.oid for r in stored}
+        stored = self.backend.stored_serials(ttid)
+        stored_oids = {oid for oid, _ in stored}
         missing = set(expected) - stored_oids
         if missing:
             raise RequestRefused(f"vote of 0x{ttid.hex()}: {len(missing)} stored objects "
@@ -132,13 +132,13 @@ class TransactionManager:
                 self.backend.unvote(ttid)
             self._release(ttid)
 
-    def _conflicts(self, stored: list[Stored], checks) -> list[Conflict]:
+    def _conflicts(self, stored: list[tuple[bytes, bytes]], checks) -> list[Conflict]:
         out = []
         with self.backend.kv.read() as txn:
-            for r in stored:
-                last = self.backend.last_serial(r.oid, txn) or Z64
-                if last != r.serial:
-                    out.append(Conflict(r.oid, last, r.serial))
+            for oid, serial in stored:
+                last = self.backend.last_serial(oid, txn) or Z64
+                if last != serial:
+                    out.append(Conflict(oid, last, serial))
             for oid, serial in checks:
                 last = self.backend.last_serial(oid, txn) or Z64
                 if last != serial:

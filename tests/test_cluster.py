@@ -315,3 +315,30 @@ def test_embedded_open_and_reopen(tmp_path):
     assert conn.root()["x"] == list(range(5))
     conn.close()
     db.close()
+
+
+@pytest.mark.parametrize("how", ["neoctl", "ctrl-c"])
+def test_cluster_up_stops_cleanly(tmp_path, how):
+    path = str(tmp_path / "up")
+    proc = subprocess.Popen([sys.executable, "-m", "neoarray.cli", "cluster", "up", path,
+                             "--storages", "2", "--replicas", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert "RUNNING; master at 127.0.0.1:" in first, first + proc.stderr.read()
+        address = first.rsplit(" ", 1)[-1].strip()
+        name = open(os.path.join(path, "cluster.name")).read().strip()
+        s = neoarray.NeoStorage(address, name)
+        commit_objects(s, {s.new_oid(): 7})
+        s.close()
+        if how == "neoctl":
+            out = subprocess.run([sys.executable, "-m", "neoarray.ctl", "--dir", path, "stop"],
+                                 capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+        else:
+            proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        assert "cluster stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

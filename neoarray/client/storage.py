@@ -14,6 +14,7 @@ see only at vote (conflicts, read conflicts) are raised from ``tpc_vote``.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import pickle
 import random
@@ -44,6 +45,7 @@ from .local import LocalReaders
 log = logging.getLogger("neoarray.client")
 
 LOAD_NOT_FOUND = (spb.NO_OBJECT, spb.NO_REVISION)
+COMMIT_TIMES_MAX = 10_000
 
 
 class _Rec(NamedTuple):
@@ -119,6 +121,8 @@ class NeoStorage(ConflictResolvingStorage):
         Transactions of this client in two-phase commit at once.
     local_reads : bool
         Read the LMDB of storage nodes on this host directly instead of over gRPC.
+    finish_timeout_s : float
+        Time limit of ``tpc_finish``: storages lock whole transactions (GiBs for arrays).
     """
 
     def __init__(self, master: str, cluster: str, name: str | None = None, read_only: bool = False,
@@ -127,10 +131,12 @@ class NeoStorage(ConflictResolvingStorage):
                  store_batch_bytes_max: int = 4 << 20, oids_per_batch: int = 100,
                  resolvable_bytes_max: int = 1 << 20, busy_wait_s_max: float = 60.0,
                  conflict_rounds_max: int = 16, loads_per_batch_max: int = 1000,
-                 message_bytes_max: int = wire.MESSAGE_BYTES_MAX, local_reads: bool = True):
+                 message_bytes_max: int = wire.MESSAGE_BYTES_MAX, local_reads: bool = True,
+                 finish_timeout_s: float = 660.0):
         self._name = name or f"neoarray://{master}/{cluster}"
         self._is_read_only = read_only
         self.rpc_timeout_s = rpc_timeout_s
+        self.finish_timeout_s = finish_timeout_s
         self.store_batch_bytes_max = store_batch_bytes_max
         self.oids_per_batch = oids_per_batch
         self.resolvable_bytes_max = resolvable_bytes_max
@@ -144,6 +150,7 @@ class NeoStorage(ConflictResolvingStorage):
         self._oids: list[bytes] = []
         self._txns: dict[int, _Txn] = {}
         self._ttid_counter = 0
+        self._commit_times = collections.deque(maxlen=COMMIT_TIMES_MAX)   # (client time, tid)
         self._own: dict[bytes, _Txn] = {}         # ttid -> finishing transaction
         self._slots = threading.BoundedSemaphore(transactions_max)
         self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="neoarray-io")
@@ -596,7 +603,8 @@ class NeoStorage(ConflictResolvingStorage):
         txn = self._txn(transaction)
         oids = list(txn.serials)
         request = mpb.FinishRequest(node_id=self._link.node_id, ttid=txn.ttid, oids=oids,
-                                    storage_ids=sorted(txn.voted), client_time=time.time())
+                                    storage_ids=sorted(txn.voted))
+        started = time.time()
         self._own[txn.ttid] = txn
         try:
             tid = self._finish(txn, request)
@@ -609,6 +617,7 @@ class NeoStorage(ConflictResolvingStorage):
                 func(tid)
                 if tid > self._last_tid:
                     self._last_tid = tid
+                self._commit_times.append((started, tid))
             return tid
         finally:
             txn.done.set()
@@ -617,7 +626,7 @@ class NeoStorage(ConflictResolvingStorage):
 
     def _finish(self, txn: _Txn, request) -> bytes:
         try:
-            return wire.call(self._link.master.Finish, request, self.rpc_timeout_s * 4, "tpc_finish").tid
+            return wire.call(self._link.master.Finish, request, self.finish_timeout_s, "tpc_finish").tid
         except ClusterUnavailable as exc:
             # Lost the master: ask for the final tid instead of guessing.
             deadline = time.monotonic() + self.rpc_timeout_s
@@ -759,10 +768,7 @@ class NeoStorage(ConflictResolvingStorage):
     # -- pack ---------------------------------------------------------------------------
     def pack(self, t, referencesf, gc=True):
         self._check_writable()
-        packtid = tid_from_time(t)
-        with self._lock:
-            if packtid > self._last_tid:
-                packtid = self._last_tid
+        packtid = self._pack_tid(t)
         unreachable = self._unreachable(packtid, referencesf) if gc else set()
         by_node: dict[int, list] = {}
         for p in range(self._link.partitions):
@@ -771,12 +777,32 @@ class NeoStorage(ConflictResolvingStorage):
         for oid in unreachable:
             for nid in self._link.writable(self._link.partition(oid)):
                 by_node[nid].append(oid)
-        for nid, oids in by_node.items():
-            stub = self._link.storage(nid)
-            for i in range(0, max(len(oids), 1), 10_000):
-                wire.call(stub.Pack, spb.PackRequest(tid=packtid, gc_oids=oids[i:i + 10_000],
-                                                     prune_history=i == 0), self.rpc_timeout_s * 10, "pack")
-        self._cache.clear()
+        try:
+            for nid, oids in by_node.items():
+                stub = self._link.storage(nid)
+                for i in range(0, max(len(oids), 1), 10_000):
+                    wire.call(stub.Pack, spb.PackRequest(tid=packtid, gc_oids=oids[i:i + 10_000],
+                                                         prune_history=i == 0), self.rpc_timeout_s * 10, "pack")
+        except RequestRefused as exc:
+            raise POSException.StorageError(str(exc)) from None
+        finally:
+            self._cache.clear()
+
+    def _pack_tid(self, t: float) -> bytes:
+        """The tid to pack to for the time ``t`` of this client's clock.
+
+        The tid the master's clock gives for ``t``, but never a transaction this client
+        committed after its clock read ``t``: packing "before now" keeps what it
+        committed since, even when its clock runs ahead of the master's.
+        """
+        packtid = tid_from_time(t)
+        with self._lock:
+            packtid = min(packtid, self._last_tid)
+            for started, tid in self._commit_times:
+                if started > t:
+                    packtid = min(packtid, p64(u64(tid) - 1))
+                    break
+        return packtid
 
     def _unreachable(self, packtid: bytes, referencesf) -> set:
         """Oids not reachable from the root as of ``packtid``."""

@@ -90,18 +90,16 @@ class BeginReply(_message.Message):
     def __init__(self, ttid: _Optional[bytes] = ...) -> None: ...
 
 class FinishRequest(_message.Message):
-    __slots__ = ("node_id", "ttid", "oids", "storage_ids", "client_time")
+    __slots__ = ("node_id", "ttid", "oids", "storage_ids")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TTID_FIELD_NUMBER: _ClassVar[int]
     OIDS_FIELD_NUMBER: _ClassVar[int]
     STORAGE_IDS_FIELD_NUMBER: _ClassVar[int]
-    CLIENT_TIME_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     ttid: bytes
     oids: _containers.RepeatedScalarFieldContainer[bytes]
     storage_ids: _containers.RepeatedScalarFieldContainer[int]
-    client_time: float
-    def __init__(self, node_id: _Optional[int] = ..., ttid: _Optional[bytes] = ..., oids: _Optional[_Iterable[bytes]] = ..., storage_ids: _Optional[_Iterable[int]] = ..., client_time: _Optional[float] = ...) -> None: ...
+    def __init__(self, node_id: _Optional[int] = ..., ttid: _Optional[bytes] = ..., oids: _Optional[_Iterable[bytes]] = ..., storage_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class FinishReply(_message.Message):
     __slots__ = ("tid",)

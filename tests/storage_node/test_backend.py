@@ -166,3 +166,12 @@ def test_corrupt_record_is_reported_not_returned(tmp_path):
     with pytest.raises(ChecksumError, match="fails its checksum"):
         b.load(p64(1))
     kv.close()
+
+
+def test_pack_to_an_earlier_time_is_refused(make_backend):
+    b = make_backend()
+    commit(b, 1, 10, [rec(1, b"a")])
+    b.pack(p64(20), gc_oids=[], prune_history=True)
+    with pytest.raises(RequestRefused, match="already packed"):
+        b.pack(p64(15), gc_oids=[p64(1)], prune_history=True)
+    assert b.load(p64(1)).data == b"a"
