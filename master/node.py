@@ -85,6 +85,7 @@ class Master:
         self._load_state(partitions, replicas)
         self.storages_expected = storages_expected
         self.cluster_state = RECOVERING
+        self.last_committed = Z64                 # newest tid acknowledged (published)
         self.txns: dict[bytes, Txn] = {}          # begun, not finished
         self.commit_queue: list[Txn] = []         # finishing, in tid order
         self.finished: dict[bytes, bytes] = {}    # ttid -> tid, bounded memory
@@ -139,7 +140,7 @@ class Master:
             return cpb.ClusterInfo(
                 state=CLUSTER_PB[self.cluster_state], pt=self.pt_pb(),
                 nodes=[self.node_pb(n) for n in self.nodes.values()],
-                last_tid=self.ids.last_tid, last_oid=p64(self.ids.last_oid))
+                last_tid=self.last_committed, last_oid=p64(self.ids.last_oid))
 
     def pt_pb(self) -> cpb.PartitionTable:
         return cpb.PartitionTable(ptid=self.pt.ptid, replicas=self.pt.replicas, rows=[
@@ -263,7 +264,7 @@ class Master:
         with self.lock:
             if self.cluster_state == VERIFYING:
                 self.cluster_state = RUNNING
-                log.info("cluster RUNNING (ptid %d, last tid 0x%s)", self.pt.ptid, self.ids.last_tid.hex())
+                log.info("cluster RUNNING (ptid %d, last tid 0x%s)", self.pt.ptid, self.last_committed.hex())
         self.broadcast_cluster()
 
     def _verify(self, running: set[int]) -> None:
@@ -273,6 +274,7 @@ class Master:
         decided: dict[bytes, bytes] = {}
         for info in infos.values():
             self.ids.raise_to(u64(info.last_oid or Z64), info.last_tid or Z64)
+            self.last_committed = max(self.last_committed, info.last_tid or Z64)
             for lt in info.locked:
                 decided[lt.ttid] = lt.tid
         for nid, info in infos.items():
@@ -289,6 +291,7 @@ class Master:
         with self.lock:
             for ttid, tid in decided.items():
                 self._remember(ttid, tid)
+                self.last_committed = max(self.last_committed, tid)
             # the reservations also cover ids handed out by the previous run
             self.ids.tid_reserved = max(self.ids.tid_reserved, self.ids.last_tid)
 
@@ -443,6 +446,7 @@ class Master:
             txn = self.commit_queue.pop(0)
             self._remember(txn.ttid, txn.tid)
             if txn.error is None:
+                self.last_committed = txn.tid
                 event = self._invalidation(txn)
                 for q in list(self.subscribers.values()):
                     self._push(q, event)

@@ -65,7 +65,7 @@ class MasterServicer(rpc.MasterServicer):
 
     def _last_ids(self):
         with self.m.lock:
-            return pb.LastIdsReply(last_oid=p64(self.m.ids.last_oid), last_tid=self.m.ids.last_tid,
+            return pb.LastIdsReply(last_oid=p64(self.m.ids.last_oid), last_tid=self.m.last_committed,
                                    ptid=self.m.pt.ptid)
 
     def Heartbeat(self, request, context):

@@ -35,6 +35,7 @@ from ZODB.TimeStamp import TimeStamp
 from .. import wire
 from ..errors import ChecksumError, ClusterUnavailable, RequestRefused
 from ..ids import MAX_TID, Z64, p64, tid_from_time, u64
+from ..proto import common_pb2 as cpb
 from ..proto import master_pb2 as mpb
 from ..proto import storage_pb2 as spb
 from ..records import NoObject, NoRevision, RecordReader
@@ -146,6 +147,7 @@ class NeoStorage(ConflictResolvingStorage):
         self._cache = RevisionCache(cache_bytes_max)
         self._db = None
         self._lock = threading.RLock()           # last tid, finish callbacks, loads order
+        self._tid_changed = threading.Condition(self._lock)
         self._oid_lock = threading.Lock()
         self._oids: list[bytes] = []
         self._txns: dict[int, _Txn] = {}
@@ -216,6 +218,7 @@ class NeoStorage(ConflictResolvingStorage):
                 self._last_tid = tid
             if self._db is not None:
                 self._db.invalidate(tid, set(oids))
+            self._tid_changed.notify_all()
 
     def _reconnected(self, info) -> None:
         """Events may have been missed while the master was away: forget everything."""
@@ -223,6 +226,7 @@ class NeoStorage(ConflictResolvingStorage):
             self._cache.clear()
             if info.last_tid and info.last_tid > self._last_tid:
                 self._last_tid = info.last_tid
+            self._tid_changed.notify_all()
             if self._db is not None:
                 self._db.invalidateCache()
 
@@ -239,7 +243,24 @@ class NeoStorage(ConflictResolvingStorage):
         pass
 
     def sync(self, force=True):
-        pass
+        """Catch up with the cluster: see every transaction committed before this call.
+
+        Invalidations stream in asynchronously; ZODB calls ``sync`` when a transaction
+        begins, so one round trip to the master for its last tid, then a wait for the
+        stream to deliver up to it, makes a commit of another client that finished before
+        this transaction began visible to it (as NEO does; ZEO only hopes the stream is
+        ahead).
+        """
+        if self._closed or not self._link.connected.is_set():
+            return
+        try:
+            target = wire.call(self._link.master.LastIds, cpb.Empty(),
+                               self.rpc_timeout_s, "sync").last_tid
+        except ClusterUnavailable:
+            return          # reconnecting: the cache is dropped when the master is back
+        with self._tid_changed:
+            self._tid_changed.wait_for(lambda: self._last_tid >= target or self._closed,
+                                       timeout=self.rpc_timeout_s)
 
     def new_oid(self):
         self._check_writable()
@@ -617,6 +638,7 @@ class NeoStorage(ConflictResolvingStorage):
                 func(tid)
                 if tid > self._last_tid:
                     self._last_tid = tid
+                self._tid_changed.notify_all()
                 self._commit_times.append((started, tid))
             return tid
         finally:
