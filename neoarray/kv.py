@@ -6,6 +6,10 @@ Contract (both implementations pass ``tests/storage_node/test_backend.py``):
   transaction commits on a clean exit and aborts on an exception.  Reads see a
   consistent snapshot; one writer at a time.
 - ``get(db, key)`` returns ``bytes`` or ``None``; ``put``/``delete`` only on writes.
+- ``read(buffers=True)`` may hand out keys and values as memoryviews valid only until
+  the transaction ends (LMDB: no copy); callers copy what they keep.
+- ``next_key(db, start, stop)`` is the first key with ``start <= key < stop``, or
+  ``None``, without reading its value.
 - ``scan(db, start, stop=None, reverse=False)`` yields ``(key, value)`` for
   ``start <= key < stop`` in key order (reverse: descending, from the last key below
   ``stop``, down to ``start``).  Keys and values are ``bytes``.
@@ -39,12 +43,12 @@ class LMDBStore:
             os.makedirs(path, exist_ok=True)
         self.path = path
         self.env = lmdb.open(path, map_size=map_bytes_max, max_dbs=len(DATABASES) + 1,
-                             sync=False, metasync=False, readahead=False, max_readers=512,
+                             sync=False, metasync=False, readahead=True, max_readers=512,
                              readonly=readonly, create=not readonly)
         self.dbs = {name: self.env.open_db(name.encode(), create=not readonly) for name in DATABASES}
 
-    def read(self):
-        return _LMDBTxn(self, write=False)
+    def read(self, buffers: bool = False):
+        return _LMDBTxn(self, write=False, buffers=buffers)
 
     def write(self):
         return _LMDBTxn(self, write=True)
@@ -57,9 +61,9 @@ class LMDBStore:
 
 
 class _LMDBTxn:
-    def __init__(self, store: LMDBStore, write: bool):
+    def __init__(self, store: LMDBStore, write: bool, buffers: bool = False):
         self.dbs = store.dbs
-        self.txn = store.env.begin(write=write)
+        self.txn = store.env.begin(write=write, buffers=buffers)
 
     def __enter__(self):
         return self
@@ -79,12 +83,21 @@ class _LMDBTxn:
     def delete(self, db: str, key: bytes) -> None:
         self.txn.delete(key, db=self.dbs[db])
 
+    def next_key(self, db: str, start: bytes, stop: bytes):
+        cur = self.txn.cursor(db=self.dbs[db])
+        if cur.set_range(start):
+            key = bytes(cur.key())
+            if key < stop:
+                return key
+        return None
+
     def scan(self, db: str, start: bytes, stop: bytes | None = None, reverse: bool = False):
         cur = self.txn.cursor(db=self.dbs[db])
         if not reverse:
             if not cur.set_range(start):
                 return
             for key, value in cur:
+                key = bytes(key)        # keys are small: always bytes; values may be views
                 if stop is not None and key >= stop:
                     return
                 yield key, value
@@ -95,7 +108,7 @@ class _LMDBTxn:
         elif not positioned and stop is not None:
             positioned = cur.last()
         while positioned:
-            key = cur.key()
+            key = bytes(cur.key())
             if key < start:
                 return
             yield key, cur.value()
@@ -115,7 +128,7 @@ class MemoryStore:
         self.values = {name: {} for name in DATABASES}
         self.syncs = 0
 
-    def read(self):
+    def read(self, buffers: bool = False):
         return _MemoryTxn(self, write=False)
 
     def write(self):
@@ -169,6 +182,9 @@ class _MemoryTxn:
     def delete(self, db, key):
         assert self.write, "delete in a read transaction"
         self.pending[(db, key)] = None
+
+    def next_key(self, db, start, stop):
+        return next((k for k, _ in self.scan(db, start, stop)), None)
 
     def scan(self, db, start, stop=None, reverse=False):
         keys = list(self.store.keys[db])

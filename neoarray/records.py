@@ -60,28 +60,27 @@ class RecordReader:
 
     # -- loads -------------------------------------------------------------------
     def load(self, oid: bytes, before: bytes | None = None, serial: bytes | None = None) -> Loaded:
-        """The revision ``serial``, or the newest with tid < ``before`` (default: newest)."""
-        prefix = self._okey(oid)
-        with self.kv.read() as txn:
-            if serial is not None:
-                return self._load_serial(txn, prefix, oid, serial)
-            stop = prefix + before if before else prefix + b"\xff" * 8
-            for key, value in txn.scan("obj", prefix, stop, reverse=True):
-                nxt = next(txn.scan("obj", key + b"\0", prefix + b"\xff" * 9), None)
-                next_serial = nxt[0][12:] if nxt and nxt[0].startswith(prefix) else None
-                return self._decode(oid, key[12:], next_serial, value)
-            if next(txn.scan("obj", prefix, prefix + b"\xff" * 9), None) is None:
-                raise NoObject(oid)
-            raise NoRevision(oid)
+        """The revision ``serial``, or the newest with tid < ``before`` (default: newest).
 
-    def _load_serial(self, txn, prefix, oid, serial):
-        value = txn.get("obj", prefix + serial)
-        if value is None:
-            if next(txn.scan("obj", prefix, prefix + b"\xff" * 9), None) is None:
-                raise NoObject(oid)
-            raise NoRevision(oid)
-        nxt = next(txn.scan("obj", prefix + serial + b"\0", prefix + b"\xff" * 9), None)
-        return self._decode(oid, serial, nxt[0][12:] if nxt else None, value)
+        The record is read in place (no copy), its checksum verified there, and only
+        its data copied out: one copy per load.
+        """
+        prefix = self._okey(oid)
+        end = prefix + b"\xff" * 9
+        with self.kv.read(buffers=True) as txn:
+            if serial is not None:
+                value = txn.get("obj", prefix + serial)
+                found = serial
+            else:
+                stop = prefix + before if before else prefix + b"\xff" * 8
+                key, value = next(txn.scan("obj", prefix, stop, reverse=True), (None, None))
+                found = key[12:] if key is not None else None
+            if value is None:
+                if txn.next_key("obj", prefix, end) is None:
+                    raise NoObject(oid)
+                raise NoRevision(oid)
+            nxt = txn.next_key("obj", prefix + found + b"\0", end)
+            return self._decode(oid, found, bytes(nxt[12:]) if nxt is not None else None, value)
 
     @staticmethod
     def _decode(oid, serial, next_serial, value) -> Loaded:
@@ -89,9 +88,11 @@ class RecordReader:
         start, data_tid = _REC.size, None
         if flags & HAS_DATA_TID:
             start, data_tid = start + 8, bytes(value[start:start + 8])
-        data = None if flags & DELETED else bytes(value[start:])
-        if data is not None and checksum(data) != crc:
+        if flags & DELETED:
+            return Loaded(serial, next_serial, None, crc, data_tid)
+        view = memoryview(value)[start:]
+        if checksum(view) != crc:
             raise ChecksumError(f"record of oid 0x{oid.hex()} at tid 0x{serial.hex()} "
                                 f"fails its checksum on this node")
-        return Loaded(serial, next_serial, data, crc, data_tid)
+        return Loaded(serial, next_serial, bytes(view), crc, data_tid)
 

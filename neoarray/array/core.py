@@ -224,22 +224,42 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
     def _load_arrays(self, pairs):
         """Yield ``(item, chunk array)`` for ``(item, Chunk)`` pairs, batch by batch.
 
-        Chunk arrays are read-only views of the payloads; at most
-        ``config.fetch_bytes_max`` bytes of chunks are held per batch.
+        Chunk arrays are read-only views of the payloads.  The next batch is
+        loaded while the caller processes the current one (see
+        :func:`fetch.submit`), so batches hold half of
+        ``config.fetch_bytes_max``: at most that many bytes of chunks are held.
         """
         nbytes = self._chunk_nbytes
-        for batch in fetch.iter_batches(pairs, lambda _: nbytes, config.fetch_bytes_max):
-            payloads = fetch.get_fetcher().fetch([chunk for _, chunk in batch])
-            for (item, _), payload in zip(batch, payloads):
-                yield item, self._decode(payload)
+        pending = None
+        for batch in fetch.iter_batches(pairs, lambda _: nbytes,
+                                        max(1, config.fetch_bytes_max // 2)):
+            started = (batch, fetch.submit([chunk for _, chunk in batch]))
+            if pending is not None:
+                yield from self._decoded(*pending)
+            pending = started
+        if pending is not None:
+            yield from self._decoded(*pending)
 
-    def _stored(self, projections):
-        """Yield ``(projection, Chunk)`` for the projections whose chunk is stored."""
+    def _decoded(self, batch, payloads):
+        """Yield ``(item, chunk array)`` for one submitted batch."""
+        for (item, _), payload in zip(batch, payloads()):
+            yield item, self._decode(payload)
+
+    def _stored(self, projections, canon=None):
+        """Yield ``(projection, Chunk)`` for the projections whose chunk is stored.
+
+        With ``canon``, the output of the other projections is set to the fill
+        value (each output item is written once: no pass over the whole
+        output before the copies).
+        """
         tree = self._tree
+        fill = self.fill_value
         for proj in projections:
             chunk = tree.get(proj.key)
             if chunk is not None:
                 yield proj, chunk
+            elif canon is not None:
+                canon[proj.out] = fill
 
     def _store_chunk(self, key, array, existing):
         """Store a full chunk array at ``key``, or drop it if all fill."""
@@ -289,9 +309,8 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
         sel = indexing.parse_selection(key, self._shape)
         check_memory(sel.size * self.itemsize, f"selection of shape {sel.result_shape}")
         canon = np.empty(sel.canon_shape, dtype=self.dtype)
-        canon[...] = self.fill_value
         projections = indexing.iter_projections(sel, self._chunks)
-        for proj, array in self._load_arrays(self._stored(projections)):
+        for proj, array in self._load_arrays(self._stored(projections, canon)):
             canon[proj.out] = indexing.read_projection(sel, array, proj)
         result = sel.result_from_canon(canon)
         return result[()] if sel.scalar else result

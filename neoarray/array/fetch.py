@@ -29,21 +29,40 @@ Through ``conn._storage`` (the connection's MVCC storage instance, bound to the
 transaction's snapshot, or the savepoint store):
 
 1. ``storage.load_many(oids)`` if the storage provides it: one call returning
-   ``(record, serial)`` pairs in order (a cluster storage should provide this,
+   ``(record, serial)`` pairs in order (an IMVCCStorage may provide this,
    snapshot-consistent like ``load``);
-2. otherwise ``storage.prefetch(oids)`` when available, then ``storage.load(oid)``
+2. when ``storage`` is ZODB's ``MVCCAdapterInstance`` over a base storage with
+   ``load_many(oids, before) -> {oid: (record, serial, next_serial)}`` (like
+   :class:`neoarray.client.NeoStorage`), one such call with the snapshot's
+   ``before`` tid (``storage._start``); an oid missing from the answer is
+   loaded again with ``storage.load``, which raises what ZODB raises
+   (``ReadConflictError`` for no revision before the snapshot,
+   ``POSKeyError``);
+3. otherwise ``storage.prefetch(oids)`` when available, then ``storage.load(oid)``
    for each oid on a bounded thread pool (``config.fetch_threads_max``), so
    ``load`` must be thread-safe (ZODB's storages are; while the transaction
    has savepoints, loads go one after the other through ZODB's savepoint
    store, which is not).
 
-Records are unpickled with the connection's own reader (``conn._reader``), so
-no object state is installed in the cache.
+Decoding records without copying the payload
+--------------------------------------------
+A chunk record is two pickles: the class, then the state, which is the payload
+``bytes`` as a single ``SHORT_BINBYTES``/``BINBYTES``/``BINBYTES8`` opcode.
+:func:`payload_view` recognises exactly that shape and returns a read-only
+``memoryview`` of the record (no copy); any other shape (a tombstone, a
+bytearray payload, an unknown pickle) goes through the connection's own reader
+(``conn._reader.getState``), like ZODB, so no object state is installed in the
+cache either way.
 """
 
 import concurrent.futures
+import pickletools
+import struct
 import threading
 
+from ZODB.mvccadapter import MVCCAdapterInstance
+
+from .chunks import Chunk
 from .config import config
 
 _pool_lock = threading.Lock()
@@ -70,9 +89,38 @@ def _is_loadable_ghost(chunk):
             and hasattr(jar, "_storage") and hasattr(jar, "_reader"))
 
 
-def _load_records(jar, oids):
-    """Return the records of ``oids`` loaded through the connection's storage.
+def _snapshot_loader(storage):
+    """Return ``(base load_many, before tid)`` for an MVCC adapter instance, or None.
 
+    Applies when ``storage`` is ZODB's ``MVCCAdapterInstance`` (with a started
+    snapshot) over a base storage offering ``load_many(oids, before)``.
+    """
+    if not isinstance(storage, MVCCAdapterInstance) or storage._start is None:
+        return None
+    load_many = getattr(storage._storage, "load_many", None)
+    return None if load_many is None else (load_many, storage._start)
+
+
+def _load_snapshot(storage, load_many, before, oids):
+    """Records of ``oids`` from one ``load_many(oids, before)`` call, in order.
+
+    An oid absent from the answer has no revision visible to the snapshot (or
+    none at all): ``storage.load`` then raises what ZODB raises, or loads it
+    if it appeared meanwhile.
+    """
+    found = load_many(oids, before)
+    records = []
+    for oid in oids:
+        hit = found.get(oid)
+        records.append(storage.load(oid)[0] if hit is None else hit[0])
+    return records
+
+
+def _loader(jar):
+    """Return ``load(oids) -> records`` bound to the connection's storage now.
+
+    The storage (and the snapshot's ``before`` tid) is taken when this is
+    called, so the loader may run on another thread while the caller goes on.
     While savepoints exist, ``jar._storage`` is ZODB's savepoint store, whose
     ``load`` is not thread-safe: records are then loaded one after the other.
     """
@@ -80,7 +128,15 @@ def _load_records(jar, oids):
     sequential = getattr(jar, "_savepoint_storage", None) is not None
     load_many = getattr(storage, "load_many", None)
     if load_many is not None:
-        return [record for record, _serial in load_many(oids)]
+        return lambda oids: [record for record, _serial in load_many(oids)]
+    snapshot = None if sequential else _snapshot_loader(storage)
+    if snapshot is not None:
+        return lambda oids: _load_snapshot(storage, *snapshot, oids)
+    return lambda oids: _load_each(storage, sequential, oids)
+
+
+def _load_each(storage, sequential, oids):
+    """Records of ``oids`` loaded one ``load`` each (on the pool unless sequential)."""
     prefetch = getattr(storage, "prefetch", None)
     if prefetch is not None and len(oids) > 1:
         try:
@@ -91,6 +147,74 @@ def _load_records(jar, oids):
         return [storage.load(oid)[0] for oid in oids]
     futures = [_executor().submit(storage.load, oid) for oid in oids]
     return [f.result()[0] for f in futures]
+
+
+_CLASS_PICKLE_BYTES_MAX = 4096
+_BYTES_OPCODES = {b"C"[0]: struct.Struct("<B"), b"B"[0]: struct.Struct("<I"),
+                  b"\x8e"[0]: struct.Struct("<Q")}   # SHORT_BINBYTES, BINBYTES, BINBYTES8
+_MEMO_ARG_BYTES = {b"q"[0]: 1, b"r"[0]: 4, b"\x94"[0]: 0}  # BINPUT, LONG_BINPUT, MEMOIZE
+_STOP = b"."[0]
+_PROTO = 0x80
+_FRAME = 0x95
+
+
+def _class_pickle_end(record):
+    """Offset just past the first pickle of a ZODB record, or None."""
+    head = bytes(record[:_CLASS_PICKLE_BYTES_MAX])
+    try:
+        for opcode, _arg, pos in pickletools.genops(head):
+            if opcode.name == "STOP":
+                return pos + 1
+    except ValueError:     # truncated or not a pickle
+        return None
+    return None
+
+
+def _bytes_span(record, pos):
+    """``(start, stop)`` of the payload of a state pickle made of one bytes opcode."""
+    if record[pos] == _PROTO:
+        pos += 2
+    if record[pos] == _FRAME:
+        pos += 9
+    length = _BYTES_OPCODES.get(record[pos])
+    if length is None:
+        return None
+    start = pos + 1 + length.size
+    stop = start + length.unpack_from(record, pos + 1)[0]
+    tail = stop
+    if tail < len(record) and record[tail] in _MEMO_ARG_BYTES:
+        tail += 1 + _MEMO_ARG_BYTES[record[tail]]
+    if tail + 1 != len(record) or record[tail] != _STOP:
+        return None
+    return start, stop
+
+
+def payload_view(record):
+    """Return the payload of a chunk record as a read-only memoryview, or None.
+
+    ``record`` is a ZODB record (class pickle, then state pickle) of a
+    :class:`~neoarray.array.chunks.Chunk`.  None means the state is not one
+    bytes opcode: unpickle it the usual way.
+    """
+    pos = _class_pickle_end(record)
+    if pos is None:
+        return None
+    try:
+        span = _bytes_span(record, pos)
+    except (IndexError, struct.error):
+        return None
+    if span is None:
+        return None
+    return memoryview(record)[span[0]:span[1]].toreadonly()
+
+
+def decode_record(jar, chunk, record):
+    """Return the payload of ``chunk`` from its ``record``, without copying it if possible."""
+    if type(chunk) is Chunk:
+        view = payload_view(record)
+        if view is not None:
+            return view
+    return jar._reader.getState(record)
 
 
 def _attribute_payload(chunk):
@@ -106,10 +230,21 @@ class StorageChunkFetcher:
     """Default fetcher: parallel record loads through the connection's storage.
 
     See the module docstring for the contract and the storage methods used.
+    Besides ``fetch``, it offers ``submit(chunks)``, which starts the storage
+    loads on a background thread and returns a callable giving the payloads:
+    the array uses it to load the next batch while it processes the current
+    one.  Persistent objects are only touched by the calling thread.
     """
 
     def fetch(self, chunks):
         """Return the payloads of ``chunks``, in order."""
+        return self.submit(chunks, background=False)()
+
+    def submit(self, chunks, background=True):
+        """Start loading ``chunks``; return a callable returning their payloads.
+
+        The callable must be called from the thread that called ``submit``.
+        """
         payloads = [None] * len(chunks)
         by_jar = {}
         for i, chunk in enumerate(chunks):
@@ -117,12 +252,54 @@ class StorageChunkFetcher:
                 by_jar.setdefault(id(chunk._p_jar), []).append(i)
             else:
                 payloads[i] = _attribute_payload(chunk)
+        jobs = []
         for positions in by_jar.values():
             jar = chunks[positions[0]]._p_jar
-            records = _load_records(jar, [chunks[i]._p_oid for i in positions])
-            for i, record in zip(positions, records):
-                payloads[i] = jar._reader.getState(record)
-        return payloads
+            oids = [chunks[i]._p_oid for i in positions]
+            load = _loader(jar)
+            if background and getattr(jar, "_savepoint_storage", None) is None:
+                jobs.append((jar, positions, _readahead().submit(load, oids)))
+            else:
+                jobs.append((jar, positions, _done(load(oids))))
+
+        def result():
+            for jar, positions, job in jobs:
+                for i, record in zip(positions, job.result()):
+                    payloads[i] = decode_record(jar, chunks[i], record)
+            return payloads
+        return result
+
+
+def _done(value):
+    future = concurrent.futures.Future()
+    future.set_result(value)
+    return future
+
+
+_readahead_pool = None
+
+
+def _readahead():
+    """The single thread that loads the next batch of a read ahead of time."""
+    global _readahead_pool
+    with _pool_lock:
+        if _readahead_pool is None:
+            _readahead_pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="neoarray-readahead")
+        return _readahead_pool
+
+
+def submit(chunks):
+    """Start fetching ``chunks`` with the process's fetcher; return a result callable.
+
+    Fetchers without ``submit`` fetch synchronously here.
+    """
+    fetcher = get_fetcher()
+    start = getattr(fetcher, "submit", None)
+    if start is not None:
+        return start(chunks)
+    payloads = fetcher.fetch(chunks)
+    return lambda: payloads
 
 
 class AttributeChunkFetcher:

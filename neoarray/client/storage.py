@@ -47,6 +47,7 @@ log = logging.getLogger("neoarray.client")
 
 LOAD_NOT_FOUND = (spb.NO_OBJECT, spb.NO_REVISION)
 COMMIT_TIMES_MAX = 10_000
+EVENT_WAIT_S = 10.0      # the event stream normally follows replies within milliseconds
 
 
 class _Rec(NamedTuple):
@@ -156,6 +157,9 @@ class NeoStorage(ConflictResolvingStorage):
         self._own: dict[bytes, _Txn] = {}         # ttid -> finishing transaction
         self._slots = threading.BoundedSemaphore(transactions_max)
         self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="neoarray-io")
+        self._last_tid = Z64
+        self._closed = False
+        self._local = None
         self._link = ClusterLink(master, cluster, self._invalidated, self._reconnected,
                                  rpc_timeout_s, connect_timeout_s, read_only, message_bytes_max)
         self._local = LocalReaders(self._link.partitions) if local_reads else None
@@ -163,8 +167,8 @@ class NeoStorage(ConflictResolvingStorage):
             self._link.on_info = self._local.update
             self._local.update(self._link.info.nodes)
         self._link.wait_running(connect_timeout_s)
-        self._last_tid = self._link.info.last_tid or Z64
-        self._closed = False
+        with self._lock:
+            self._last_tid = max(self._last_tid, self._link.info.last_tid or Z64)
 
     # -- naming and sizes --------------------------------------------------------------
     def getName(self):
@@ -210,7 +214,8 @@ class NeoStorage(ConflictResolvingStorage):
         if own is not None:
             own.tid = tid
             own.reached.set()
-            own.done.wait(self.rpc_timeout_s)
+            if not own.done.wait(EVENT_WAIT_S):
+                log.warning("finish of 0x%s did not complete within %s s", tid.hex(), EVENT_WAIT_S)
             return
         with self._lock:
             self._cache.invalidate(oids, tid)
@@ -259,8 +264,9 @@ class NeoStorage(ConflictResolvingStorage):
         except ClusterUnavailable:
             return          # reconnecting: the cache is dropped when the master is back
         with self._tid_changed:
-            self._tid_changed.wait_for(lambda: self._last_tid >= target or self._closed,
-                                       timeout=self.rpc_timeout_s)
+            if not self._tid_changed.wait_for(lambda: self._last_tid >= target or self._closed,
+                                              timeout=EVENT_WAIT_S):
+                log.warning("sync: invalidations up to 0x%s not seen within %s s", target.hex(), EVENT_WAIT_S)
 
     def new_oid(self):
         self._check_writable()
@@ -629,7 +635,8 @@ class NeoStorage(ConflictResolvingStorage):
         self._own[txn.ttid] = txn
         try:
             tid = self._finish(txn, request)
-            txn.reached.wait(self.rpc_timeout_s if self._link.connected.is_set() else 0)
+            if self._link.connected.is_set() and not txn.reached.wait(EVENT_WAIT_S):
+                log.warning("own invalidation of 0x%s not seen within %s s", tid.hex(), EVENT_WAIT_S)
             with self._lock:
                 for oid, (serial, data) in txn.data.items():
                     self._cache.invalidate((oid,), tid)

@@ -1,9 +1,17 @@
 """Fixtures for neoarray.array tests.
 
 ``db`` yields a ``ZODB.DB``; it is parametrized over the storages the arrays
-must work on.  To run the suite on another storage, add a factory to
-``STORAGE_FACTORIES`` (a callable taking a temporary directory and returning
-an open storage).
+must work on: ZODB's ``MappingStorage`` and ``FileStorage``, and ``neo``, a
+:class:`~neoarray.client.NeoStorage` on a real cluster (one master and one
+storage node, as local processes).  To run the suite on another storage, add a
+factory to ``STORAGE_FACTORIES`` (a callable taking a temporary directory and
+the pytest request, and returning an open storage).
+
+One cluster serves the whole session (it is started the first time a test
+asks for it: about a second).  A cluster cannot be emptied, so each test gets
+a fresh *database* instead: a new client storage whose root mapping is
+cleared before the test runs.  Objects of earlier tests stay in the cluster,
+unreachable.
 """
 
 import os
@@ -20,30 +28,65 @@ import ZODB.MappingStorage
 sys.path.insert(0, os.path.dirname(__file__))
 
 
-def _mapping(tmp_path):
+def _mapping(tmp_path, request):
     return ZODB.MappingStorage.MappingStorage()
 
 
-def _file(tmp_path):
+def _file(tmp_path, request):
     return ZODB.FileStorage.FileStorage(os.path.join(tmp_path, "Data.fs"))
 
 
-STORAGE_FACTORIES = {"mapping": _mapping, "file": _file}
+def _neo(tmp_path, request):
+    return request.getfixturevalue("neo_cluster").open_storage()
+
+
+STORAGE_FACTORIES = {"mapping": _mapping, "file": _file, "neo": _neo}
+
+
+@pytest.fixture(scope="session")
+def neo_cluster(tmp_path_factory):
+    """One LocalCluster (1 storage node, replicas=0) for the session, started lazily."""
+    from neoarray.cluster import LocalCluster
+
+    cluster = LocalCluster(str(tmp_path_factory.mktemp("neo-array")), storages=1,
+                           replicas=0, partitions=4)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _empty_root(database):
+    """Clear the root mapping: a database reused from an earlier test looks new."""
+    tm = transaction.TransactionManager()
+    connection = database.open(tm)
+    try:
+        root = connection.root()
+        if len(root):
+            root.clear()
+            tm.commit()
+    finally:
+        tm.abort()
+        connection.close()
 
 
 @pytest.fixture(params=sorted(STORAGE_FACTORIES))
 def db(request, tmp_path):
-    """A ZODB.DB over each storage of STORAGE_FACTORIES."""
-    database = ZODB.DB(STORAGE_FACTORIES[request.param](tmp_path))
-    yield database
-    transaction.abort()
-    database.close()
+    """A ZODB.DB with an empty root over each storage of STORAGE_FACTORIES."""
+    database = ZODB.DB(STORAGE_FACTORIES[request.param](tmp_path, request))
+    try:
+        _empty_root(database)
+        yield database
+    finally:
+        transaction.abort()
+        database.close()
 
 
 @pytest.fixture
 def file_db(tmp_path):
     """A ZODB.DB over a FileStorage (transaction tests)."""
-    database = ZODB.DB(_file(tmp_path))
+    database = ZODB.DB(_file(tmp_path, None))
     yield database
     database.close()
 

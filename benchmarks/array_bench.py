@@ -1,0 +1,406 @@
+"""neoarray.ndarray against array peers: write, cold/warm read, random reads, sum.
+
+One float64 1-D array of ``--gib`` GiB in chunks of ``--chunk-mib`` MiB, for:
+neoarray on a LocalCluster (1 storage node on this host, so the client reads its
+LMDB directly), numpy in memory, ``numpy.memmap``, zarr v3 (local directory store,
+no compression) and h5py (chunked, no compression).
+
+Figures, per system::
+
+    write      write the whole array from memory and make it durable (commit, flush)
+    cold_read  read it all into a new numpy array, OS page cache dropped (if root)
+               and client caches empty
+    warm_read  the same again
+    random     one item at 1,000 random indices, one read each (ms per read)
+    sum        full sum, warm (GB/s)
+
+stdout: one JSON line per figure ``{"bench", "system", "value", "unit"}``, then a
+summary line ``{"summary": ...}`` with neoarray's speed relative to each peer
+(``> 1``: neoarray is faster).  stderr: a markdown table.
+
+    python benchmarks/array_bench.py            # 4 GiB
+    python benchmarks/array_bench.py --quick    # 256 MiB, well under a minute
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+GB = 1e9
+BENCHES = ("write", "cold_read", "warm_read", "random", "sum")
+UNITS = {"random": "ms"}
+
+
+# ---------------------------------------------------------------------- helpers
+
+def drop_page_cache() -> bool:
+    """Drop the OS page cache (root only); return False when it is not possible."""
+    try:
+        subprocess.run(["sync"], check=True)
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def timed(func):
+    gc.collect()
+    start = time.perf_counter()
+    result = func()
+    return time.perf_counter() - start, result
+
+
+def gbps(nbytes, seconds):
+    return nbytes / seconds / GB
+
+
+def source_array(n: int) -> np.ndarray:
+    """The data written by every system: distinct values, cheap to make."""
+    return np.arange(n, dtype=np.float64) * 0.5
+
+
+def random_indices(n: int, count: int) -> np.ndarray:
+    return np.random.default_rng(42).integers(0, n, size=count)
+
+
+def time_random(read_item, indices) -> float:
+    """Mean ms per single-item read."""
+    start = time.perf_counter()
+    for i in indices:
+        read_item(int(i))
+    return (time.perf_counter() - start) * 1e3 / len(indices)
+
+
+def blockwise_sum(read_block, n: int, block: int) -> float:
+    """Sum of a 1-D array read ``block`` items at a time (bounded memory)."""
+    return float(sum(read_block(i, min(i + block, n)).sum() for i in range(0, n, block)))
+
+
+# ---------------------------------------------------------------------- systems
+
+class System:
+    """One system under test; subclasses fill these in (``None``: not measured)."""
+
+    name = "?"
+
+    def __init__(self, workdir, n, chunk_items):
+        self.workdir, self.n, self.chunk_items = workdir, n, chunk_items
+
+    def write(self, src): ...
+
+    def make_cold(self): ...
+
+    def read_all(self): ...
+
+    def read_item(self, i): ...
+
+    def total(self): ...
+
+    def close(self): ...
+
+
+class NumpySystem(System):
+    name = "numpy"
+
+    def write(self, src):
+        self.x = np.empty_like(src)
+        self.x[...] = src
+
+    def make_cold(self):
+        return None      # no cold state in memory
+
+    def read_all(self):
+        return self.x.copy()
+
+    def read_item(self, i):
+        return self.x[i]
+
+    def total(self):
+        return float(self.x.sum())
+
+    def close(self):
+        self.x = None
+
+
+class MemmapSystem(System):
+    name = "memmap"
+
+    def write(self, src):
+        path = os.path.join(self.workdir, "memmap.f8")
+        mm = np.memmap(path, dtype=np.float64, mode="w+", shape=(self.n,))
+        mm[...] = src
+        mm.flush()
+        del mm
+        self.path = path
+        self.x = np.memmap(path, dtype=np.float64, mode="r", shape=(self.n,))
+
+    def make_cold(self):
+        self.x = np.memmap(self.path, dtype=np.float64, mode="r", shape=(self.n,))
+        return True
+
+    def read_all(self):
+        return np.array(self.x)
+
+    def read_item(self, i):
+        return self.x[i]
+
+    def total(self):
+        return float(self.x.sum())
+
+    def close(self):
+        self.x = None
+
+
+class ZarrSystem(System):
+    name = "zarr"
+
+    def write(self, src):
+        import zarr
+        self.path = os.path.join(self.workdir, "zarr")
+        self.z = zarr.create_array(store=zarr.storage.LocalStore(self.path),
+                                   shape=(self.n,), chunks=(self.chunk_items,),
+                                   dtype="f8", compressors=None, fill_value=0.0)
+        self.z[...] = src
+
+    def make_cold(self):
+        import zarr
+        self.z = zarr.open_array(zarr.storage.LocalStore(self.path), mode="r")
+        return True
+
+    def read_all(self):
+        return self.z[...]
+
+    def read_item(self, i):
+        return self.z[i]
+
+    def total(self):
+        return blockwise_sum(lambda a, b: self.z[a:b], self.n, 8 * self.chunk_items)
+
+    def close(self):
+        self.z = None
+
+
+class H5System(System):
+    name = "h5py"
+
+    def write(self, src):
+        import h5py
+        self.path = os.path.join(self.workdir, "data.h5")
+        with h5py.File(self.path, "w") as f:
+            f.create_dataset("x", shape=(self.n,), chunks=(self.chunk_items,), dtype="f8")[...] = src
+        self._open()
+
+    def _open(self):
+        import h5py
+        self.f = h5py.File(self.path, "r")
+        self.x = self.f["x"]
+
+    def make_cold(self):
+        self.f.close()
+        self._open()
+        return True
+
+    def read_all(self):
+        return self.x[...]
+
+    def read_item(self, i):
+        return self.x[i]
+
+    def total(self):
+        return blockwise_sum(lambda a, b: self.x[a:b], self.n, 8 * self.chunk_items)
+
+    def close(self):
+        self.f.close()
+
+
+class NeoSystem(System):
+    """neoarray on a LocalCluster; a fresh client (empty caches) for cold reads."""
+
+    name = "neoarray"
+
+    def __init__(self, workdir, n, chunk_items, cache_bytes_max=64 << 20):
+        super().__init__(workdir, n, chunk_items)
+        from neoarray.cluster import LocalCluster
+        self.cache_bytes_max = cache_bytes_max
+        self.cluster = LocalCluster(os.path.join(workdir, "neo"), storages=1, replicas=0)
+        self.cluster.start()
+        self.db = self.conn = self.tm = None
+        self._open()
+
+    def _open(self):
+        import transaction
+        import ZODB
+        self._close_db()
+        self.storage = self.cluster.open_storage(cache_bytes_max=self.cache_bytes_max)
+        self.db = ZODB.DB(self.storage)
+        self.tm = transaction.TransactionManager()
+        self.conn = self.db.open(self.tm)
+
+    @property
+    def local_reads(self) -> bool:
+        local = getattr(self.storage, "_local", None)
+        return bool(local is not None and local.readers)
+
+    def write(self, src):
+        import neoarray.array as na
+        a = na.zeros((self.n,), chunks=(self.chunk_items,))
+        self.conn.root()["a"] = a
+        a[...] = src
+        self.tm.commit()
+        self.conn.cacheMinimize()
+
+    def make_cold(self):
+        self._open()
+        return True
+
+    @property
+    def a(self):
+        return self.conn.root()["a"]
+
+    def read_all(self):
+        return self.a[...]
+
+    def read_item(self, i):
+        return self.a[i]
+
+    def total(self):
+        return float(self.a.sum())
+
+    def _close_db(self):
+        if self.db is not None:
+            self.tm.abort()
+            self.conn.close()
+            self.db.close()
+            self.db = None
+
+    def close(self):
+        try:
+            self._close_db()
+        finally:
+            self.cluster.stop()
+
+
+SYSTEMS = {"neoarray": NeoSystem, "numpy": NumpySystem, "memmap": MemmapSystem,
+           "zarr": ZarrSystem, "h5py": H5System}
+
+
+# ---------------------------------------------------------------------- runner
+
+def emit(results, bench, system, value, **extra):
+    unit = UNITS.get(bench, "GB/s")
+    results.setdefault(system, {})[bench] = value
+    print(json.dumps({"bench": bench, "system": system, "value": round(value, 4),
+                      "unit": unit, **extra}), flush=True)
+
+
+def run_system(cls, args, workdir, src, results, page_cache):
+    n, nbytes = src.size, src.nbytes
+    system = cls(workdir, n, args.chunk_items)
+    name = system.name
+    try:
+        seconds, _ = timed(lambda: system.write(src))
+        emit(results, "write", name, gbps(nbytes, seconds))
+        if system.make_cold():
+            cold = drop_page_cache()
+            page_cache["dropped" if cold else "warm"] = True
+            seconds, out = timed(system.read_all)
+            assert out[-1] == src[-1] and out[n // 2] == src[n // 2]
+            del out
+            emit(results, "cold_read", name, gbps(nbytes, seconds),
+                 page_cache="dropped" if cold else "page cache warm")
+        seconds, out = timed(system.read_all)
+        del out
+        emit(results, "warm_read", name, gbps(nbytes, seconds))
+        emit(results, "random", name, time_random(system.read_item, args.indices))
+        seconds, total = timed(system.total)
+        assert abs(total - args.expected_sum) <= 1e-9 * abs(args.expected_sum), (name, total)
+        emit(results, "sum", name, gbps(nbytes, seconds))
+        if name == "neoarray":
+            print(json.dumps({"system": name, "local_reads": system.local_reads,
+                              "cache": system.storage.cache_stats()}), flush=True)
+    finally:
+        system.close()
+
+
+def ratio(bench, neo, peer):
+    if neo is None or peer is None or neo == 0 or peer == 0:
+        return None
+    return round(peer / neo if bench in UNITS else neo / peer, 3)
+
+
+def summary(results):
+    neo = results.get("neoarray", {})
+    ratios = {peer: {b: ratio(b, neo.get(b), figures.get(b)) for b in BENCHES}
+              for peer, figures in results.items() if peer != "neoarray"}
+    return {"summary": {"neoarray_speed_relative_to": ratios,
+                        "meaning": "> 1: neoarray faster (GB/s ratio; for random, ms ratio peer/neoarray)"}}
+
+
+def table(results, page_cache):
+    lines = ["| system | " + " | ".join(
+        f"{b} ({UNITS.get(b, 'GB/s')})" for b in BENCHES) + " |",
+             "|---" * (len(BENCHES) + 1) + "|"]
+    for system, figures in results.items():
+        cells = [f"{figures[b]:.3f}" if b in figures else "-" for b in BENCHES]
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    if page_cache.get("warm"):
+        lines.append("\ncold reads: page cache warm (could not drop it: not root)")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--gib", type=float, default=4.0, help="array size in GiB (default 4)")
+    p.add_argument("--quick", action="store_true", help="256 MiB")
+    p.add_argument("--chunk-mib", type=float, default=8.0)
+    p.add_argument("--random", type=int, default=1000, help="random single-item reads")
+    p.add_argument("--systems", default=",".join(SYSTEMS),
+                   help=f"comma-separated subset of {','.join(SYSTEMS)}")
+    p.add_argument("--dir", default=None, help="parent of the temporary directory")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.gib = 0.25
+    args.chunk_items = int(args.chunk_mib * (1 << 20)) // 8
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    n = int(args.gib * (1 << 30)) // 8
+    src = source_array(n)
+    args.indices = random_indices(n, args.random)
+    args.expected_sum = float(src.sum())
+    results, page_cache = {}, {}
+    workdir = tempfile.mkdtemp(prefix="neoarray-bench-", dir=args.dir)
+    try:
+        for name in args.systems.split(","):
+            sub = os.path.join(workdir, name)
+            os.makedirs(sub)
+            try:
+                run_system(SYSTEMS[name], args, sub, src, results, page_cache)
+            finally:
+                shutil.rmtree(sub, ignore_errors=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(summary(results)), flush=True)
+    print(table(results, page_cache), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
