@@ -65,25 +65,31 @@ class RecordReader:
         The record is read in place (no copy), its checksum verified there, and only
         its data copied out: one copy per load.
         """
+        with self.kv.read(buffers=True) as txn:
+            return self.load_in(txn, oid, before, serial, copy=True)
+
+    def load_in(self, txn, oid: bytes, before: bytes | None = None, serial: bytes | None = None,
+                copy: bool = True) -> Loaded:
+        """``load`` inside the read transaction ``txn``; ``copy=False`` returns the data
+        as a read-only view of the record, valid until ``txn`` ends."""
         prefix = self._okey(oid)
         end = prefix + b"\xff" * 9
-        with self.kv.read(buffers=True) as txn:
-            if serial is not None:
-                value = txn.get("obj", prefix + serial)
-                found = serial
-            else:
-                stop = prefix + before if before else prefix + b"\xff" * 8
-                key, value = next(txn.scan("obj", prefix, stop, reverse=True), (None, None))
-                found = key[12:] if key is not None else None
-            if value is None:
-                if txn.next_key("obj", prefix, end) is None:
-                    raise NoObject(oid)
-                raise NoRevision(oid)
-            nxt = txn.next_key("obj", prefix + found + b"\0", end)
-            return self._decode(oid, found, bytes(nxt[12:]) if nxt is not None else None, value)
+        if serial is not None:
+            value = txn.get("obj", prefix + serial)
+            found = serial
+        else:
+            stop = prefix + before if before else prefix + b"\xff" * 8
+            key, value = next(txn.scan("obj", prefix, stop, reverse=True), (None, None))
+            found = key[12:] if key is not None else None
+        if value is None:
+            if txn.next_key("obj", prefix, end) is None:
+                raise NoObject(oid)
+            raise NoRevision(oid)
+        nxt = txn.next_key("obj", prefix + found + b"\0", end)
+        return self._decode(oid, found, bytes(nxt[12:]) if nxt is not None else None, value, copy)
 
     @staticmethod
-    def _decode(oid, serial, next_serial, value) -> Loaded:
+    def _decode(oid, serial, next_serial, value, copy: bool = True) -> Loaded:
         flags, crc = _REC.unpack_from(value)
         start, data_tid = _REC.size, None
         if flags & HAS_DATA_TID:
@@ -94,5 +100,5 @@ class RecordReader:
         if checksum(view) != crc:
             raise ChecksumError(f"record of oid 0x{oid.hex()} at tid 0x{serial.hex()} "
                                 f"fails its checksum on this node")
-        return Loaded(serial, next_serial, bytes(view), crc, data_tid)
+        return Loaded(serial, next_serial, bytes(view) if copy else view.toreadonly(), crc, data_tid)
 

@@ -342,3 +342,21 @@ def test_cluster_up_stops_cleanly(tmp_path, how):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_read_views_match_loads(cluster, storage):
+    oids = [storage.new_oid() for _ in range(5)]
+    tid = commit_objects(storage, {oid: i for i, oid in enumerate(oids)})
+    before = (int.from_bytes(tid, "big") + 1).to_bytes(8, "big")
+    missing = storage.new_oid()
+    with storage.read_views(oids + [missing], before) as views:
+        assert set(views) == set(oids)
+        for oid in oids:
+            data, serial = views[oid]
+            assert serial == tid and bytes(data) == storage.loadSerial(oid, tid)
+    remote = cluster.open_storage(local_reads=False)
+    try:
+        with remote.read_views(oids, before) as views:
+            assert {oid: bytes(d) for oid, (d, _) in views.items()} == {oid: storage.load(oid)[0] for oid in oids}
+    finally:
+        remote.close()

@@ -15,6 +15,7 @@ see only at vote (conflicts, read conflicts) are raised from ``tpc_vote``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import pickle
 import random
@@ -390,6 +391,37 @@ class NeoStorage(ConflictResolvingStorage):
         for job in jobs:
             out.update(job.result())
         return out
+
+    @contextlib.contextmanager
+    def read_views(self, oids, tid):
+        """``{oid: (data, serial)}`` as of ``tid``, for bulk readers (array chunks).
+
+        ``data`` is a read-only buffer valid only inside the ``with`` block: records of
+        storage nodes on this host are handed out in place, in their LMDB pages (no copy,
+        checksum verified), the others are loaded (one copy).  Nothing goes through the
+        cache.  Missing or deleted objects are absent.  Keep blocks short: an open LMDB
+        read transaction holds its snapshot's pages.
+        """
+        out, remote = {}, []
+        with contextlib.ExitStack() as stack:
+            txns = {}
+            for oid in oids:
+                nid = next(iter(self._link.readable(self._link.partition(oid))), None)
+                reader = self._local.get(nid) if self._local is not None and nid is not None else None
+                if reader is None:
+                    remote.append(oid)
+                    continue
+                if nid not in txns:
+                    txns[nid] = stack.enter_context(reader.kv.read(buffers=True))
+                try:
+                    rec = reader.load_in(txns[nid], oid, before=tid, copy=False)
+                except (NoObject, NoRevision):
+                    continue
+                if rec.data is not None:
+                    out[oid] = (rec.data, rec.serial)
+            for oid, (data, serial, _) in self.load_many(remote, tid).items():
+                out[oid] = (data, serial)
+            yield out
 
     def _load_batch(self, nid, oids, tid):
         token = self._cache.start_load()
