@@ -20,6 +20,9 @@ def parse_args(argv=None):
     p.add_argument("--bind", default="127.0.0.1:0", help="host:port to listen on")
     p.add_argument("--host", help="host name reported to the master (replicas go to different hosts)")
     p.add_argument("--map-bytes-max", type=int, default=1 << 40, help="LMDB map size: the most this node holds")
+    p.add_argument("--no-vote-sync", dest="vote_sync", action="store_false",
+                   help="do not fsync at vote (faster commits; a machine crash between vote and "
+                        "lock can lose a vote: see storage_node/backend.py)")
     p.add_argument("--address-file", help="write the bound address to this file once listening")
     p.add_argument("--log-file")
     p.add_argument("--log-level", default="INFO")
@@ -32,7 +35,7 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(levelname)s S %(name)s: %(message)s")
     try:
         node = StorageNode(opts.data, opts.cluster, opts.master, opts.bind,
-                           Limits(map_bytes_max=opts.map_bytes_max), host=opts.host)
+                           Limits(map_bytes_max=opts.map_bytes_max, vote_sync=opts.vote_sync), host=opts.host)
     except NeoError as exc:
         print(f"neoarray-storage: {exc}", file=sys.stderr)
         return 2

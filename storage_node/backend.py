@@ -69,8 +69,9 @@ class Backend(RecordReader):
     ``store_voted``/``vote``/``lock``/``abort``; reads may run concurrently.
     """
 
-    def __init__(self, kv, partitions: int | None = None):
+    def __init__(self, kv, partitions: int | None = None, vote_sync: bool = True):
         RecordReader.__init__(self, kv, partitions or 0)
+        self.vote_sync = vote_sync
         self.partitions = partitions or self.get_config("partitions")
 
     # -- config ------------------------------------------------------------------
@@ -138,11 +139,18 @@ class Backend(RecordReader):
                     for key, value in txn.scan("voted_obj", ttid, ttid + b"\xff" * 9)]
 
     def vote(self, ttid: bytes, meta: TransactionInfo | None, oids: list[bytes], node: int) -> None:
-        """Make the stores of ``ttid`` durable (still invisible)."""
+        """Make the vote of ``ttid`` durable (its stores stay invisible).
+
+        ``vote_sync=False`` skips the fsync (one of two per commit): a vote then
+        survives a crash of the process but not of the machine, and a node that lost a
+        vote while the master also restarted is not detected (no per-transaction list
+        of involved nodes is kept), so it is off only by explicit choice.
+        """
         doc = {"meta": None if meta is None else _pack_meta(meta), "oids": oids, "node": node}
         with self.kv.write() as txn:
             txn.put("voted_txn", ttid, msgpack.packb(doc))
-        self.kv.sync()
+        if self.vote_sync:
+            self.kv.sync()
 
     def unvote(self, ttid: bytes) -> None:
         """Take a vote back: the stores stay, the transaction is no longer durable-voted."""

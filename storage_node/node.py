@@ -31,6 +31,7 @@ class Limits:
     transaction_bytes_max: int = 8 << 30
     map_bytes_max: int = 1 << 40
     heartbeat_interval_s: float = 1.0
+    vote_sync: bool = True
     rpc_timeout_s: float = 30.0
 
 
@@ -43,7 +44,7 @@ class StorageNode:
         self.host = host or socket.gethostname()
         kv = LMDBStore(path, self.limits.map_bytes_max) if path else MemoryStore()
         self.data_path = os.path.abspath(path) if path else ""
-        self.backend = Backend(kv, partitions=None)
+        self.backend = Backend(kv, partitions=None, vote_sync=self.limits.vote_sync)
         known = self.backend.get_config("cluster")
         if known is not None and known != cluster:
             raise RequestRefused(f"this storage's data belongs to cluster {known!r}, not {cluster!r}")
