@@ -12,7 +12,9 @@ from .errors import (ChecksumError, ClusterNameMismatch, ClusterUnavailable, Neo
                      RequestRefused, StorageFull)
 
 __all__ = ["open", "NeoStorage", "LocalCluster", "NeoError", "ClusterNameMismatch",
-           "ClusterUnavailable", "ChecksumError", "RequestRefused", "StorageFull"]
+           "ClusterUnavailable", "ChecksumError", "RequestRefused", "StorageFull",
+           "ndarray", "empty", "zeros", "ones", "full", "asarray",
+           "empty_like", "zeros_like", "ones_like", "full_like"]
 __version__ = "0.1.0"
 
 
@@ -61,8 +63,15 @@ def open(path: str | None = None, *, master: str | None = None, cluster: str | N
     return db
 
 
+_ARRAY_NAMES = ("ndarray", "empty", "zeros", "ones", "full", "asarray",
+                "empty_like", "zeros_like", "ones_like", "full_like")
+
+
 def __getattr__(name):
     if name == "LocalCluster":
         from .cluster import LocalCluster
         return LocalCluster
+    if name in _ARRAY_NAMES:       # neoarray.ndarray, neoarray.zeros, ... (numpy loaded lazily)
+        from . import array
+        return getattr(array, name)
     raise AttributeError(f"module 'neoarray' has no attribute {name!r}")
