@@ -8,6 +8,8 @@ Contract (both implementations pass ``tests/storage_node/test_backend.py``):
 - ``get(db, key)`` returns ``bytes`` or ``None``; ``put``/``delete`` only on writes.
 - ``read(buffers=True)`` may hand out keys and values as memoryviews valid only until
   the transaction ends (LMDB: no copy); callers copy what they keep.
+- ``keys(db, start, stop)`` yields the keys of ``scan`` without reading values;
+  ``last_key(db, start, stop)`` is the last of them, or ``None``.
 - ``next_key(db, start, stop)`` is the first key with ``start <= key < stop``, or
   ``None``, without reading its value.
 - ``scan(db, start, stop=None, reverse=False)`` yields ``(key, value)`` for
@@ -82,6 +84,25 @@ class _LMDBTxn:
 
     def delete(self, db: str, key: bytes) -> None:
         self.txn.delete(key, db=self.dbs[db])
+
+    def keys(self, db: str, start: bytes, stop: bytes | None = None):
+        cur = self.txn.cursor(db=self.dbs[db])
+        if not cur.set_range(start):
+            return
+        for key in cur.iternext(keys=True, values=False):
+            key = bytes(key)
+            if stop is not None and key >= stop:
+                return
+            yield key
+
+    def last_key(self, db: str, start: bytes, stop: bytes):
+        cur = self.txn.cursor(db=self.dbs[db])
+        positioned = cur.prev() if cur.set_range(stop) else cur.last()
+        if positioned:
+            key = bytes(cur.key())
+            if start <= key < stop:
+                return key
+        return None
 
     def next_key(self, db: str, start: bytes, stop: bytes):
         cur = self.txn.cursor(db=self.dbs[db])
@@ -182,6 +203,12 @@ class _MemoryTxn:
     def delete(self, db, key):
         assert self.write, "delete in a read transaction"
         self.pending[(db, key)] = None
+
+    def keys(self, db, start, stop=None):
+        return [k for k, _ in self.scan(db, start, stop)]
+
+    def last_key(self, db, start, stop):
+        return next((k for k, _ in self.scan(db, start, stop, reverse=True)), None)
 
     def next_key(self, db, start, stop):
         return next((k for k, _ in self.scan(db, start, stop)), None)

@@ -94,9 +94,8 @@ class Backend(RecordReader):
         if txn is None:
             with self.kv.read() as txn:
                 return self.last_serial(oid, txn)
-        for key, _ in txn.scan("obj", prefix, prefix + b"\xff" * 8, reverse=True):
-            return key[12:]
-        return None
+        key = txn.last_key("obj", prefix, prefix + b"\xff" * 8)
+        return None if key is None else key[12:]
 
     def history(self, oid: bytes, size: int) -> list[tuple[bytes, int]]:
         prefix = self._okey(oid)
@@ -134,7 +133,7 @@ class Backend(RecordReader):
 
     def stored_serials(self, ttid: bytes) -> list[tuple[bytes, bytes]]:
         """``(oid, base serial)`` of the stores of ``ttid``, without reading their data."""
-        with self.kv.read() as txn:
+        with self.kv.read(buffers=True) as txn:     # values stay in place: only 8 bytes read
             return [(key[8:], bytes(value[9:17]))
                     for key, value in txn.scan("voted_obj", ttid, ttid + b"\xff" * 9)]
 
@@ -175,7 +174,7 @@ class Backend(RecordReader):
                 raise RequestRefused(f"lock of unknown transaction 0x{ttid.hex()}")
             doc = msgpack.unpackb(raw)
             written = []
-            for key in [k for k, _ in txn.scan("voted_obj", ttid, ttid + b"\xff" * 9)]:
+            for key in list(txn.keys("voted_obj", ttid, ttid + b"\xff" * 9)):
                 oid, value = key[8:], txn.get("voted_obj", key)
                 flags, crc, _ = _VOTED.unpack_from(value)
                 # the optional data tid and the data keep their place after the header
@@ -212,14 +211,14 @@ class Backend(RecordReader):
 
     def abort(self, ttid: bytes) -> None:
         with self.kv.write() as txn:
-            for key, _ in list(txn.scan("voted_obj", ttid, ttid + b"\xff" * 9)):
+            for key in list(txn.keys("voted_obj", ttid, ttid + b"\xff" * 9)):
                 txn.delete("voted_obj", key)
             txn.delete("voted_txn", ttid)
 
     def pending_ttids(self) -> set[bytes]:
         """ttids with stores or votes on disk (found again after a restart)."""
         with self.kv.read() as txn:
-            ttids = {k[:8] for k, _ in txn.scan("voted_obj", b"")}
+            ttids = {k[:8] for k in txn.keys("voted_obj", b"")}
             ttids.update(k for k, _ in txn.scan("voted_txn", b""))
         return ttids
 
@@ -249,7 +248,7 @@ class Backend(RecordReader):
                 pk = _P.pack(p)
                 start = pk + (p64(u64(after) + 1) if after else b"")
                 run = []
-                for key, _ in txn.scan("obj", start, pk + b"\xff" * 9):
+                for key in txn.keys("obj", start, pk + b"\xff" * 9):
                     oid = key[4:12]
                     if not run or run[-1] != oid:
                         run.append(oid)
@@ -278,7 +277,7 @@ class Backend(RecordReader):
             txn.put("config", b"pack_tid", msgpack.packb(tid))
             for oid in gc_oids:
                 prefix = self._okey(oid)
-                keys = [k for k, _ in txn.scan("obj", prefix, prefix + b"\xff" * 8)]
+                keys = list(txn.keys("obj", prefix, prefix + b"\xff" * 8))
                 if keys and keys[-1][12:] <= tid:
                     for k in keys:
                         txn.delete("obj", k)

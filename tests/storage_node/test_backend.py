@@ -175,3 +175,19 @@ def test_pack_to_an_earlier_time_is_refused(make_backend):
     with pytest.raises(RequestRefused, match="already packed"):
         b.pack(p64(15), gc_oids=[p64(1)], prune_history=True)
     assert b.load(p64(1)).data == b"a"
+
+
+@pytest.mark.parametrize("kind", ["memory", "lmdb"])
+def test_key_helpers_agree_with_scan(kind, tmp_path):
+    kv = MemoryStore() if kind == "memory" else LMDBStore(str(tmp_path / "k"), 1 << 24)
+    with kv.write() as txn:
+        for k in (b"a1", b"a3", b"b2", b"c"):
+            txn.put("obj", k, b"v" + k)
+    with kv.read() as txn:
+        assert list(txn.keys("obj", b"a", b"b3")) == [b"a1", b"a3", b"b2"]
+        assert txn.last_key("obj", b"a", b"b") == b"a3"
+        assert txn.last_key("obj", b"a", b"zz") == b"c"
+        assert txn.last_key("obj", b"d", b"e") is None
+        assert txn.next_key("obj", b"a2", b"b") == b"a3"
+        assert txn.next_key("obj", b"a4", b"b") is None
+    kv.close()
