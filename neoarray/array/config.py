@@ -44,6 +44,14 @@ class ArrayConfig:
         or a reduction (one batch of chunks).
     fetch_threads_max : int
         Threads of the pool that loads chunk records concurrently.
+    compute_threads_max : int
+        Threads that read chunk records in place and compute on them
+        (reductions, reads, see ``read_in_place``); 1: the calling thread only.
+    read_in_place : bool
+        Let reductions, reads and writes compute directly on chunk records in
+        the storage's own buffers (no copy) when the connection's storage
+        offers ``read_views`` (a :class:`neoarray.client.NeoStorage` reading
+        a storage node of this host); False: always go through the fetcher.
     chunk_bytes_target : int
         Size aimed at by the default chunk shape.
     chunk_bytes_max : int
@@ -53,6 +61,8 @@ class ArrayConfig:
     memory_bytes_max: int | None = None
     fetch_bytes_max: int = 64 * MIB
     fetch_threads_max: int = 8
+    compute_threads_max: int = 2
+    read_in_place: bool = True
     chunk_bytes_target: int = 4 * MIB
     chunk_bytes_max: int = 256 * MIB
 

@@ -240,6 +240,42 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
         if pending is not None:
             yield from self._decoded(*pending)
 
+    def _map_arrays(self, pairs, func):
+        """Yield ``(item, func(item, chunk array))`` for ``(item, Chunk)`` pairs.
+
+        The chunk array (read-only) is valid only during the call: on a
+        storage with ``read_views`` it is a view of the record in the
+        storage's pages, and ``func`` runs on a compute thread (see
+        :func:`fetch.map_payloads`), so it must not touch persistent objects
+        and must return values that do not share the chunk's memory (numpy
+        views in its result are copied).  Otherwise the chunks are loaded
+        batch by batch as in :meth:`_load_arrays` and ``func`` runs here.
+        """
+        source = fetch.view_source(self._p_jar)
+        if source is None:
+            for item, array in self._load_arrays(pairs):
+                yield item, func(item, array)
+            return
+        codec, dtype, chunks, order = self._codec_obj(), self.dtype, self._chunks, self._order
+
+        def compute(item, payload):
+            return func(item, decode_chunk(payload, codec, dtype, chunks, order))
+        yield from fetch.map_payloads(pairs, compute, source, self._chunk_nbytes)
+
+    def _map_stored(self, func, keys=None):
+        """Yield ``(key, func(key, in-bounds block))`` for stored chunks (see :meth:`_map_arrays`).
+
+        All chunks when ``keys`` is None, C order of the grid.
+        """
+        tree, shape, chunks = self._tree, self._shape, self._chunks
+        pairs = tree.items() if keys is None else (
+            (k, tree[k]) for k in keys if k in tree)
+
+        def block_func(key, array):
+            extent = layout.chunk_extent(key, shape, chunks)
+            return func(key, array[tuple(slice(0, e) for e in extent)])
+        return self._map_arrays(pairs, block_func)
+
     def _decoded(self, batch, payloads):
         """Yield ``(item, chunk array)`` for one submitted batch."""
         for (item, _), payload in zip(batch, payloads()):
@@ -310,8 +346,11 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
         check_memory(sel.size * self.itemsize, f"selection of shape {sel.result_shape}")
         canon = np.empty(sel.canon_shape, dtype=self.dtype)
         projections = indexing.iter_projections(sel, self._chunks)
-        for proj, array in self._load_arrays(self._stored(projections, canon)):
+
+        def copy(proj, array):
             canon[proj.out] = indexing.read_projection(sel, array, proj)
+        for _ in self._map_arrays(self._stored(projections, canon), copy):
+            pass
         result = sel.result_from_canon(canon)
         return result[()] if sel.scalar else result
 
@@ -331,9 +370,7 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
         existing = [self._tree.get(p.key) for p in batch]
         partial = [(i, c) for i, (p, c) in enumerate(zip(batch, existing))
                    if c is not None and not p.full]
-        arrays = {}
-        for i, array in self._load_arrays(partial):
-            arrays[i] = array.copy(order="K")
+        arrays = dict(self._map_arrays(partial, _writable_copy))
         for i, proj in enumerate(batch):
             array = arrays.pop(i, None)
             if array is None:
@@ -383,8 +420,7 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
                 self._drop_chunk(key, self._tree[key])
             else:
                 boundary.append((key, self._tree[key]))
-        for key, array in self._load_arrays(boundary):
-            array = array.copy(order="K")
+        for key, array in self._map_arrays(boundary, _writable_copy):
             for ax in shrunk:
                 index = [slice(None)] * self.ndim
                 index[ax] = slice(new[ax] - key[ax] * chunks[ax], None)
@@ -485,6 +521,11 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
     def argmax(self, axis=None, out=None, keepdims=False):
         """Index of the first maximum (flat C index when ``axis`` is None)."""
         return reductions.arg_reduce(self, "argmax", axis, keepdims, out=out)
+
+
+def _writable_copy(_item, array):
+    """A writable copy of a chunk array that owns its memory."""
+    return array.copy(order="K")
 
 
 def _axis_index(axis, ndim):

@@ -53,13 +53,32 @@ A chunk record is two pickles: the class, then the state, which is the payload
 bytearray payload, an unknown pickle) goes through the connection's own reader
 (``conn._reader.getState``), like ZODB, so no object state is installed in the
 cache either way.
+
+Computing on records in place
+-----------------------------
+Consumers that only read each chunk once (reductions, reads into a new
+array, read-modify-write) use :func:`map_payloads` instead: when the
+connection's storage is ZODB's ``MVCCAdapterInstance`` over a base storage
+with ``read_views(oids, before)`` (a context manager yielding
+``{oid: (record, serial)}`` whose records may be views of the storage's own
+pages, valid only inside the block, like
+:class:`neoarray.client.NeoStorage`), the records of a small group of ghost
+chunks are opened in one ``read_views`` block on a compute thread
+(``config.compute_threads_max``), the consumer's function runs on each
+payload view there, and only its result leaves the block: numpy arrays in it
+that do not own their memory are copied (:func:`detach`).  Groups hold at
+most ``config.fetch_bytes_max / (2 * threads)`` bytes of records.  Chunks
+that are not ghosts, and records absent from the answer, go through the
+fetcher on the calling thread (which raises what ZODB raises).
 """
 
+import collections
 import concurrent.futures
 import pickletools
 import struct
 import threading
 
+import numpy as np
 from ZODB.mvccadapter import MVCCAdapterInstance
 
 from .chunks import Chunk
@@ -340,3 +359,132 @@ def iter_batches(items, nbytes_of, bytes_max):
         total += nbytes
     if batch:
         yield batch
+
+
+# ---------------------------------------------------------------------- in place
+
+_compute_pool = None
+_compute_threads = 0
+
+
+def _compute_executor():
+    """The pool running :func:`map_payloads` groups, sized by ``config.compute_threads_max``."""
+    global _compute_pool, _compute_threads
+    with _pool_lock:
+        if _compute_pool is None or _compute_threads != config.compute_threads_max:
+            _compute_pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=max(1, config.compute_threads_max),
+                thread_name_prefix="neoarray-compute")
+            _compute_threads = config.compute_threads_max
+        return _compute_pool
+
+
+def view_source(jar):
+    """``(jar, read_views, before)`` when ``jar``'s chunk records can be read in place.
+
+    None unless ``config.read_in_place``, the default fetcher is installed,
+    the connection has no savepoint and its storage is an MVCC adapter
+    instance with a started snapshot over a base storage with ``read_views``.
+    """
+    if not config.read_in_place or type(_fetcher) is not StorageChunkFetcher:
+        return None
+    if jar is None or getattr(jar, "_savepoint_storage", None) is not None:
+        return None
+    storage = getattr(jar, "_storage", None)
+    if not isinstance(storage, MVCCAdapterInstance) or storage._start is None:
+        return None
+    read_views = getattr(storage._storage, "read_views", None)
+    return None if read_views is None else (jar, read_views, storage._start)
+
+
+def detach(value):
+    """Return ``value`` with no numpy array sharing memory it does not own.
+
+    Tuples and lists are walked; arrays that are views (``base`` set) are
+    copied; memoryviews are refused: results of :func:`map_payloads` must
+    outlive the record buffers.
+    """
+    if isinstance(value, np.ndarray):
+        return value if value.base is None else value.copy()
+    if isinstance(value, tuple):
+        return tuple(detach(v) for v in value)
+    if isinstance(value, list):
+        return [detach(v) for v in value]
+    if isinstance(value, memoryview):
+        raise TypeError("a map_payloads function returned a memoryview")
+    return value
+
+
+_MISSING = object()
+
+
+def _run_group(read_views, before, group, func):
+    """Results of ``func(item, payload view)`` for ``group``, inside one ``read_views`` block."""
+    results = []
+    with read_views([oid for _item, _chunk, oid in group], before) as views:
+        for item, _chunk, oid in group:
+            hit = views.get(oid)
+            view = None if hit is None else payload_view(hit[0])
+            results.append(_MISSING if view is None else detach(func(item, view)))
+            del view, hit
+    return results
+
+
+def map_payloads(pairs, func, source, chunk_nbytes):
+    """Yield ``(item, func(item, payload))`` for ``(item, Chunk)`` pairs, in order.
+
+    ``source`` comes from :func:`view_source`.  ``payload`` may be a view of
+    the storage's buffers, valid only during the call, and ``func`` may run on
+    a compute thread: it must not touch persistent objects, and its result
+    goes through :func:`detach`.
+    """
+    jar, read_views, before = source
+    threads = max(1, config.compute_threads_max)
+    per_group = max(1, config.fetch_bytes_max // (2 * threads) // max(1, chunk_nbytes))
+    window = 2 * threads
+    pending = collections.deque()   # (kind, entries, future or None)
+    started = [False]
+
+    def start(group):
+        if threads > 1:
+            started[0] = True
+            return _compute_executor().submit(_run_group, read_views, before, group, func)
+        return _done(_run_group(read_views, before, group, func))
+
+    def finish(kind, entries, job):
+        if job is None and kind == "views":      # the only group: run it here
+            job = _done(_run_group(read_views, before, entries, func))
+        results = job.result() if job is not None else [_MISSING] * len(entries)
+        for (item, chunk, _oid), result in zip(entries, results):
+            if result is _MISSING:
+                result = func(item, _fetcher.fetch([chunk])[0])
+            yield item, result
+
+    group = []
+    try:
+        for item, chunk in pairs:
+            if _is_loadable_ghost(chunk) and chunk._p_jar is jar and type(chunk) is Chunk:
+                group.append((item, chunk, chunk._p_oid))
+                if len(group) < per_group:
+                    continue
+                entry = ("views", group, None)
+                group = []
+            else:
+                entry = ("direct", [(item, chunk, None)], None)
+            if pending and pending[-1][0] == "views" and pending[-1][2] is None:
+                kind, entries, _ = pending.pop()
+                pending.append((kind, entries, start(entries)))
+            pending.append(entry)
+            while len(pending) > window:
+                yield from finish(*pending.popleft())
+        if group:
+            pending.append(("views", group, None))
+        for i, (kind, entries, job) in enumerate(pending):
+            if kind == "views" and job is None and (started[0] or i > 0):
+                pending[i] = (kind, entries, start(entries))
+        while pending:
+            yield from finish(*pending.popleft())
+    finally:
+        for _kind, _entries, job in pending:
+            if job is not None:
+                job.cancel()

@@ -234,8 +234,8 @@ def _check_int(i, n, axis):
     return i + n if i < 0 else i
 
 
-def _check_array(array, n, axis):
-    if array.size:
+def _check_array(array, n, axis, checked=True):
+    if checked and array.size:
         bad = (array < -n) | (array >= n)
         if bad.any():
             value = int(array[bad].flat[0])
@@ -262,14 +262,18 @@ def _slice_of(item, n):
     return AxisSlice(start, step, len(range(start, stop, step)), True)
 
 
-def _broadcast(arrays):
+def _broadcast_shape(arrays):
     try:
-        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+        return np.broadcast_shapes(*(a.shape for a in arrays))
     except ValueError:
         shapes = " ".join(str(a.shape) for a in arrays)
         raise ArrayIndexError(
             "shape mismatch: indexing arrays could not be broadcast together "
             f"with shapes {shapes}") from None
+
+
+def _broadcast(arrays):
+    shape = _broadcast_shape(arrays)
     return shape, tuple(np.broadcast_to(a, shape) for a in arrays)
 
 
@@ -282,8 +286,8 @@ def _parse_item(kind, payload, shape, axis, advanced):
         return AxisSlice(_check_int(payload, n, axis), 1, 1, False), None
     if kind == "int":  # with array indices, numpy treats integers as advanced
         return None, [np.asarray(_check_int(payload, n, axis), dtype=np.intp)]
-    if kind == "array":
-        return None, [_check_array(payload, n, axis)]
+    if kind == "array":  # bounds checked once broadcast (numpy: not when empty)
+        return None, [payload]
     return None, _mask_arrays(payload, shape, axis)
 
 
@@ -317,6 +321,11 @@ def parse_selection(key, shape):
         if dims[-1:] != [("adv",)]:
             adv_runs.append(sum(1 for d in dims if d[0] == "basic"))
             dims.append(("adv",))
+    if adv_arrays:
+        adv_shape = _broadcast_shape(adv_arrays)
+        checked = math.prod(adv_shape) > 0
+        adv_arrays = [_check_array(a, shape[ax], ax, checked)
+                      for a, ax in zip(adv_arrays, adv_axes)]
     adv_shape, adv_coords = _broadcast(adv_arrays) if adv_arrays else ((), ())
     adjacent = len(adv_runs) == 1
     result_shape = _result_shape(dims, basic, adv_shape, adjacent)

@@ -54,7 +54,12 @@ def _full(value, missing, dtype):
 def _moments_partial(block, axes, acc):
     n = math.prod(block.shape[ax] for ax in axes)
     mean = np.mean(block, axis=axes, keepdims=True, dtype=acc)
-    m2 = np.sum(np.abs(block - mean) ** 2, axis=axes, keepdims=True)
+    if acc.kind == "f":     # like numpy.var: one temporary, squared in place
+        deviation = np.subtract(block, mean, dtype=acc)
+        np.multiply(deviation, deviation, out=deviation)
+        m2 = np.sum(deviation, axis=axes, keepdims=True)
+    else:
+        m2 = np.sum(np.abs(block - mean) ** 2, axis=axes, keepdims=True)
     return np.full(mean.shape, n, dtype=np.int64), mean, m2
 
 
@@ -168,10 +173,10 @@ def _acc_dtype(name, dtype, requested):
 # engine
 
 
-def _region(key, block, chunks, axes):
-    """Output cells (keepdims layout) covered by a chunk block."""
+def _region(key, shape, chunks, axes):
+    """Output cells (keepdims layout) covered by a chunk block of ``shape``."""
     return tuple(slice(0, 1) if ax in axes else slice(j * c, j * c + e)
-                 for ax, (j, c, e) in enumerate(zip(key, chunks, block.shape)))
+                 for ax, (j, c, e) in enumerate(zip(key, chunks, shape)))
 
 
 def _merge_where(red, old, new, mask):
@@ -185,16 +190,20 @@ def _fold_stored(array, red, axes, acc, out_keep):
     """Fold the partial states of every stored chunk; return (state, covered)."""
     covered = np.zeros(out_keep, dtype=np.int64)
     state = None
-    for key, block in array._stored_blocks():
-        part = red.partial(block, axes, acc)
+    chunks = array.chunks
+
+    def partial(_key, block):    # may run on a compute thread, on a view of the record
+        return red.partial(block, axes, acc), block.shape
+
+    for key, (part, shape) in array._map_stored(partial):
         if state is None:
             state = tuple(np.zeros(out_keep, dtype=p.dtype) for p in part)
-        region = _region(key, block, array.chunks, axes)
+        region = _region(key, shape, chunks, axes)
         merged = _merge_where(red, tuple(s[region] for s in state), part,
                               covered[region] > 0)
         for s, m in zip(state, merged):
             s[region] = m
-        covered[region] += math.prod(block.shape[ax] for ax in axes)
+        covered[region] += math.prod(shape[ax] for ax in axes)
     return state, covered
 
 
@@ -292,20 +301,20 @@ def _better(name, value_b, index_b, value_a, index_a):
     return (nan_b & ~nan_a) | (~nan_a & ~nan_b & strictly) | (tie & (index_b < index_a))
 
 
-def _arg_partial(name, key, block, array, axis):
+def _arg_partial(name, key, block, chunks, array_shape, axis):
     """Best (value, global index) of a block, keepdims layout."""
     func = np.argmin if name == "argmin" else np.argmax
     if axis is None:
         local = np.unravel_index(func(block), block.shape)
-        corner = [j * c for j, c in zip(key, array.chunks)]
+        corner = [j * c for j, c in zip(key, chunks)]
         coords = tuple(int(i) + s for i, s in zip(local, corner))
-        index = _flat_index(coords, array.shape)
+        index = _flat_index(coords, array_shape)
         shape = (1,) * block.ndim
         return (np.full(shape, block[local], dtype=block.dtype),
                 np.full(shape, index, dtype=np.int64))
     local = func(block, axis=axis, keepdims=True)
     value = np.take_along_axis(block, local, axis)
-    return value, local.astype(np.int64) + key[axis] * array.chunks[axis]
+    return value, local.astype(np.int64) + key[axis] * chunks[axis]
 
 
 def _flat_index(coords, shape):
@@ -370,13 +379,17 @@ def arg_reduce(array, name, axis=None, keepdims=False, out=None):
     value = np.zeros(out_keep, dtype=array.dtype)
     index = np.zeros(out_keep, dtype=np.int64)
     covered = np.zeros(out_keep, dtype=np.int64)
-    for key, block in array._stored_blocks():
-        v, i = _arg_partial(name, key, block, array, axis)
-        region = _region(key, block, array.chunks, axes)
+    chunks, shape = array.chunks, array.shape
+
+    def partial(key, block):     # may run on a compute thread, on a view of the record
+        return _arg_partial(name, key, block, chunks, shape, axis), block.shape
+
+    for key, ((v, i), block_shape) in array._map_stored(partial):
+        region = _region(key, block_shape, chunks, axes)
         take = (covered[region] == 0) | _better(name, v, i, value[region], index[region])
         value[region] = np.where(take, v, value[region])
         index[region] = np.where(take, i, index[region])
-        covered[region] += math.prod(block.shape[ax] for ax in axes)
+        covered[region] += math.prod(block_shape[ax] for ax in axes)
     _add_arg_fill(array, name, axis, axes, out_keep, value, index, covered)
     return _finish(index, axes, keepdims, out)
 

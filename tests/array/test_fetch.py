@@ -57,6 +57,7 @@ def test_batch_load_method_of_the_storage_is_used(db, monkeypatch):
         return [storage.load(oid) for oid in oids]
 
     monkeypatch.setattr(storage, "load_many", load_many, raising=False)
+    monkeypatch.setattr(na.config, "read_in_place", False)   # the fetcher's path
     expected = np.arange(900.0).reshape(30, 30)
     np.testing.assert_array_equal(a[...], expected)
     assert calls == [36]
@@ -95,8 +96,12 @@ def test_configure_rejects_unknown_limits():
 
 
 def _record_load_many(monkeypatch, base, drop=()):
-    """Give ``base`` a ``load_many(oids, before)`` built on loadBefore; return its calls."""
+    """Give ``base`` a ``load_many(oids, before)`` built on loadBefore; return its calls.
+
+    Reads go through the fetcher (not in place), whose path these tests check.
+    """
     calls = []
+    monkeypatch.setattr(na.config, "read_in_place", False)
 
     def load_many(oids, before):
         calls.append((list(oids), before))

@@ -165,3 +165,13 @@ def test_a_failing_randomized_test_reports_how_to_replay_it():
     notes = "\n".join(getattr(info.value, "__notes__", []))
     assert "Falsifying example: always_fails(" in notes and "seed=" in notes
     assert "@reproduce_failure" in notes
+
+
+def test_empty_broadcast_of_index_arrays_skips_bounds_checks_like_numpy():
+    import neoarray.array as na
+    oracle = np.zeros((1, 1, 0), dtype=bool)
+    array = na.zeros((1, 1, 0), dtype=bool, chunks=(1, 1, 1))
+    key = (Ellipsis, np.array([], dtype=np.int64), np.array([0]))
+    assert array[key].shape == oracle[key].shape == (1, 0)
+    with pytest.raises(IndexError):
+        na.zeros((2, 3))[np.array([], dtype=int), 7]   # a Python int is always checked
