@@ -18,7 +18,8 @@ all figures as throughputs (higher is better):
                       (neoarray client cache, ZEO client cache, FileStorage direct).
 
 Storages: ``neoarray-1s`` (``LocalCluster`` with 1 storage node, replicas=0),
-``neoarray-2s-r1`` (2 storage nodes, replicas=1), ``zeo`` (a real ``runzeo`` process on
+``neoarray-1s-net`` (the same, with ``local_reads=False``: every load crosses gRPC,
+as for a client on another host), ``neoarray-2s-r1`` (2 storage nodes, replicas=1), ``zeo`` (a real ``runzeo`` process on
 127.0.0.1 over a FileStorage in a temporary directory) and ``filestorage`` (in process).
 Each storage runs alone: its processes are stopped before the next one starts.
 
@@ -73,7 +74,7 @@ BENCHES = [  # (name, unit)
     ("cached_loads", "loads/s"),
 ]
 UNITS = dict(BENCHES)
-NEO_ROWS = ("neoarray-1s", "neoarray-2s-r1")
+NEO_ROWS = ("neoarray-1s", "neoarray-1s-net", "neoarray-2s-r1")
 PEERS = {"zeo": "zeo", "filestorage": "filestorage"}   # ratio key suffix -> row
 OBJECTS_PER_TXN = 1000
 
@@ -120,9 +121,10 @@ def _wait_port(port: int, proc: subprocess.Popen, log: str, timeout_s: float = 3
 #   batch_load(storage, oids)  one batched cold load, or None when unsupported
 
 class NeoTarget:
-    def __init__(self, name, workdir, storages, replicas):
+    def __init__(self, name, workdir, storages, replicas, local_reads=True):
         self.name, self.workdir = name, workdir
         self.storages, self.replicas = storages, replicas
+        self.local_reads = local_reads
         self.cluster = self._reader = None
 
     def __enter__(self):
@@ -146,11 +148,11 @@ class NeoTarget:
             self.cluster.stop(10)
 
     def writer(self):
-        return self.cluster.open_storage(cache_bytes_max=64 << 20)
+        return self.cluster.open_storage(cache_bytes_max=64 << 20, local_reads=self.local_reads)
 
     def cold_reader(self):
         if self._reader is None:
-            self._reader = self.cluster.open_storage(cache_bytes_max=64 << 20)
+            self._reader = self.cluster.open_storage(cache_bytes_max=64 << 20, local_reads=self.local_reads)
         self._reader._cache.clear()
         return self._reader
 
@@ -429,7 +431,7 @@ def parse_args(argv=None):
     p.add_argument("--txns", type=int, help="1,000-object transactions per run (default 5, quick 2)")
     p.add_argument("--loads", type=int, help="oids loaded per run (default 2000, quick 500)")
     p.add_argument("--reps", type=int, default=3, help="repetitions per figure (median)")
-    p.add_argument("--only", nargs="+", choices=["neoarray-1s", "neoarray-2s-r1", "zeo", "filestorage"],
+    p.add_argument("--only", nargs="+", choices=["neoarray-1s", "neoarray-1s-net", "neoarray-2s-r1", "zeo", "filestorage"],
                    help="run only these storages")
     p.add_argument("--profile", action="store_true",
                    help="also cProfile neoarray's small-commit loop (client side) to stderr")
@@ -444,6 +446,7 @@ def parse_args(argv=None):
 def targets(workdir, only):
     all_targets = [
         ("neoarray-1s", lambda: NeoTarget("neoarray-1s", workdir, 1, 0)),
+        ("neoarray-1s-net", lambda: NeoTarget("neoarray-1s-net", workdir, 1, 0, local_reads=False)),
         ("neoarray-2s-r1", lambda: NeoTarget("neoarray-2s-r1", workdir, 2, 1)),
         ("zeo", lambda: ZeoTarget(workdir)),
         ("filestorage", lambda: FileStorageTarget(workdir)),
