@@ -17,6 +17,7 @@ from neoarray import wire
 from neoarray.errors import ClusterUnavailable, RequestRefused
 from neoarray.ids import Z64, p64, u64
 from neoarray.proto import common_pb2 as cpb
+from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
 
@@ -461,7 +462,6 @@ class Master:
 
     @staticmethod
     def _invalidation(txn: Txn):
-        from neoarray.proto import master_pb2 as mpb
         return mpb.Event(invalidation=mpb.Invalidation(tid=txn.tid, ttid=txn.ttid, oids=txn.oids))
 
     def final_tid(self, ttid: bytes) -> bytes:
@@ -524,7 +524,6 @@ class Master:
             q.put_nowait(None)
 
     def broadcast_cluster(self) -> None:
-        from neoarray.proto import master_pb2 as mpb
         event = mpb.Event(cluster=self.cluster_info())
         with self.lock:
             for q in self.subscribers.values():

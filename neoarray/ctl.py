@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from .admin import CELL_LETTERS, CLUSTER_NAMES, NODE_PREFIX, AdminClient, node_name
+from .admin import CELL_LETTERS, NODE_PREFIX, AdminClient, node_name
 from .errors import NeoError
 from .ids import tid_repr
 from .proto import common_pb2 as cpb

@@ -20,7 +20,7 @@ from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
 import neoarray
 from neoarray import wire
 from neoarray.errors import ChecksumError, ClusterNameMismatch, ClusterUnavailable
-from neoarray.ids import Z64, u64
+from neoarray.ids import Z64
 from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
 

@@ -905,7 +905,6 @@ _TOO_BIG = _TooBig()
 
 
 def _meta_pb(txn: _Txn):
-    from ..proto import common_pb2 as cpb
     m = txn.meta
     user = m.user if isinstance(m.user, bytes) else m.user.encode("utf-8")
     desc = m.description if isinstance(m.description, bytes) else m.description.encode("utf-8")
