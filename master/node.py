@@ -72,6 +72,7 @@ class Txn:
     oids: list = field(default_factory=list)
     storages: list = field(default_factory=list)
     locked: bool = False
+    locked_on: set = field(default_factory=set)   # storages that locked it durably
     done: threading.Event = field(default_factory=threading.Event)
     error: Exception | None = None
 
@@ -208,8 +209,10 @@ class Master:
             return True
 
     def monitor(self) -> None:
-        """Mark storages silent for ``node_timeout_s`` DOWN."""
+        """Mark storages silent for ``node_timeout_s`` DOWN; retry starting while RECOVERING."""
         while not self.stopped.wait(0.5):
+            if self.cluster_state == RECOVERING:
+                self.try_start()
             now = time.monotonic()
             with self.lock:
                 silent = [n.node_id for n in self.nodes.values()
@@ -430,6 +433,7 @@ class Master:
             self.storage_lost(nid, f"lock failed: {exc}")
         with self.lock:
             locked = {nid for nid in calls} - {nid for nid, _ in failed}
+            txn.locked_on = locked
             if failed and not self._covered(txn, locked):
                 txn.error = ClusterUnavailable(
                     f"transaction 0x{txn.ttid.hex()} could not be locked on any copy of some partition "
@@ -445,7 +449,9 @@ class Master:
         """Acknowledge locked transactions strictly in TID order."""
         while self.commit_queue and self.commit_queue[0].locked:
             txn = self.commit_queue.pop(0)
-            self._remember(txn.ttid, txn.tid)
+            if txn.error is None or txn.locked_on:
+                # decided: some node holds it durably (recovery finishes it elsewhere)
+                self._remember(txn.ttid, txn.tid)
             if txn.error is None:
                 self.last_committed = txn.tid
                 event = self._invalidation(txn)
