@@ -72,11 +72,13 @@ class Workload:
 
 
 @pytest.mark.slow
-def test_random_kills_lose_no_acknowledged_transaction(tmp_path):
+@pytest.mark.parametrize("storages,replicas", [(1, 0), (2, 1)])
+def test_random_kills_lose_no_acknowledged_transaction(tmp_path, storages, replicas):
     seed = int(os.environ.get("NEOARRAY_SEED", random.randrange(1 << 30)))
     print(f"seed={seed} faults={FAULTS}")
     rng = random.Random(seed)
-    cluster = LocalCluster(str(tmp_path / "c"), storages=1, replicas=0, partitions=4, node_timeout_s=2.0)
+    cluster = LocalCluster(str(tmp_path / "c"), storages=storages, replicas=replicas, partitions=4,
+                           node_timeout_s=2.0)
     cluster.start()
     storage = cluster.open_storage(rpc_timeout_s=10.0, connect_timeout_s=60.0)
     try:
@@ -87,16 +89,17 @@ def test_random_kills_lose_no_acknowledged_transaction(tmp_path):
         injected = []
         for _ in range(FAULTS):
             time.sleep(rng.uniform(0.2, 0.8))
-            victim = rng.choice(["master", "storage"])
+            victim = rng.choice(["master"] + [f"storage-{i}" for i in range(storages)])
             injected.append(victim)
             if victim == "master":
                 cluster.kill_master()
                 time.sleep(rng.uniform(0.0, 0.5))
                 cluster.start_master()
             else:
-                cluster.kill_storage(0)
+                index = int(victim.split("-")[1])
+                cluster.kill_storage(index)
                 time.sleep(rng.uniform(0.0, 0.5))
-                cluster.start_storage(0)
+                cluster.start_storage(index)
             cluster.wait_state("RUNNING", 60)
         time.sleep(1.0)
         work.stop.set()
@@ -106,7 +109,8 @@ def test_random_kills_lose_no_acknowledged_transaction(tmp_path):
         assert work.acked, "no commit was acknowledged at all"
         storage.close()
         cluster.kill_master()
-        cluster.kill_storage(0)
+        for index in range(storages):
+            cluster.kill_storage(index)
         cluster.start()
         check = cluster.open_storage()
         try:
