@@ -91,6 +91,8 @@ class Master:
         self.txns: dict[bytes, Txn] = {}          # begun, not finished
         self.commit_queue: list[Txn] = []         # finishing, in tid order
         self.finished: dict[bytes, bytes] = {}    # ttid -> tid, bounded memory
+        self.reported: set[int] = set()           # storages that told this master what they hold
+        self.pending_votes: dict[bytes, set] = {} # voted under an earlier master, undecided yet
         self.subscribers: dict[int, queue.Queue] = {}
         self.channels: dict[int, tuple] = {}
         self.to_unlock: dict[int, list] = {}
@@ -272,51 +274,66 @@ class Master:
         self.broadcast_cluster()
 
     def _verify(self, running: set[int]) -> None:
-        """Finish what storages locked, drop what they only voted, learn last ids."""
+        """Learn last ids and settle what the storages voted or locked under earlier masters."""
         infos = {nid: wire.call(self.storage_stub(nid).RecoveryInfo, cpb.Empty(),
                                 self.limits.rpc_timeout_s, f"S{nid}") for nid in running}
-        decided: dict[bytes, bytes] = {}
         for info in infos.values():
             self.ids.raise_to(u64(info.last_oid or Z64), info.last_tid or Z64)
             self.last_committed = max(self.last_committed, info.last_tid or Z64)
-            for lt in info.locked:
-                decided[lt.ttid] = lt.tid
-        for nid, info in infos.items():
-            stub = self.storage_stub(nid)
-            for ttid in info.voted_ttids:
-                if ttid in decided:
-                    wire.call(stub.Lock, spb.LockRequest(ttid=ttid, tid=decided[ttid]), self.limits.rpc_timeout_s)
-                else:
-                    wire.call(stub.AbortTransaction, spb.AbortTransactionRequest(ttid=ttid), self.limits.rpc_timeout_s)
-        for nid in infos:
-            if decided:
-                wire.call(self.storage_stub(nid).Unlock, spb.UnlockRequest(ttids=list(decided)),
-                          self.limits.rpc_timeout_s)
+        self._reconcile(infos)
         with self.lock:
-            for ttid, tid in decided.items():
-                self._remember(ttid, tid)
-                self.last_committed = max(self.last_committed, tid)
             # the reservations also cover ids handed out by the previous run
             self.ids.tid_reserved = max(self.ids.tid_reserved, self.ids.last_tid)
 
     def _settle_storage(self, nid: int) -> None:
-        """A storage came back while RUNNING: decide what it voted meanwhile."""
+        """A storage came back while RUNNING: settle what it voted or locked meanwhile."""
         try:
-            stub = self.storage_stub(nid)
-            info = wire.call(stub.RecoveryInfo, cpb.Empty(), self.limits.rpc_timeout_s)
-            with self.lock:
-                inflight = {t.ttid for t in self.commit_queue} | set(self.txns)
-                decisions = [(t, self.finished.get(t)) for t in info.voted_ttids if t not in inflight]
-            for ttid, tid in decisions:
-                if tid:
-                    wire.call(stub.Lock, spb.LockRequest(ttid=ttid, tid=tid), self.limits.rpc_timeout_s)
-                else:
-                    wire.call(stub.AbortTransaction, spb.AbortTransactionRequest(ttid=ttid), self.limits.rpc_timeout_s)
-            done = [lt.ttid for lt in info.locked] + [t for t, tid in decisions if tid]
-            if done:
-                wire.call(stub.Unlock, spb.UnlockRequest(ttids=done), self.limits.rpc_timeout_s)
+            info = wire.call(self.storage_stub(nid).RecoveryInfo, cpb.Empty(), self.limits.rpc_timeout_s)
+            self._reconcile({nid: info})
         except Exception as exc:
             log.warning("could not settle S%d: %s", nid, exc)
+
+    def _reconcile(self, infos: dict) -> None:
+        """Finish transactions some node locked; drop those only voted, once it is safe.
+
+        A transaction locked on one node was decided: every node that only voted it locks
+        it too.  A transaction only voted may still have been locked on a node that has
+        not reported yet, so it is dropped only when every node of the partition table
+        has reported since this master started (until then it stays voted, its locks
+        held).  Locked-transaction records are forgotten (Unlock) at the same point.
+        """
+        with self.lock:
+            inflight = {t.ttid for t in self.commit_queue} | set(self.txns)
+            for nid, info in infos.items():
+                self.reported.add(nid)
+                for lt in info.locked:
+                    self._remember(lt.ttid, lt.tid)
+                    self.last_committed = max(self.last_committed, lt.tid)
+                for ttid in info.voted_ttids:
+                    if ttid not in inflight:
+                        self.pending_votes.setdefault(ttid, set()).add(nid)
+            locks = [(ttid, self.finished[ttid], nids) for ttid, nids in self.pending_votes.items()
+                     if ttid in self.finished]
+            everyone = self.pt.nodes() <= self.reported
+            aborts = [(ttid, nids) for ttid, nids in self.pending_votes.items()
+                      if ttid not in self.finished] if everyone else []
+            unlock = [lt.ttid for info in infos.values() for lt in info.locked]
+        for ttid, tid, nids in locks:
+            for nid in nids:
+                wire.call(self.storage_stub(nid).Lock, spb.LockRequest(ttid=ttid, tid=tid), self.limits.rpc_timeout_s)
+        for ttid, nids in aborts:
+            for nid in nids:
+                wire.call(self.storage_stub(nid).AbortTransaction,
+                          spb.AbortTransactionRequest(ttid=ttid), self.limits.rpc_timeout_s)
+        with self.lock:
+            for ttid, _, _ in locks:
+                self.pending_votes.pop(ttid, None)
+            for ttid, _ in aborts:
+                self.pending_votes.pop(ttid, None)
+            if everyone:
+                unlock += [ttid for ttid, _, _ in locks]
+                for nid in self.running_storages():
+                    self.to_unlock.setdefault(nid, []).extend(unlock)
 
     def set_cluster_state(self, state: str) -> str:
         if state == RUNNING:

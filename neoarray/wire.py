@@ -77,6 +77,11 @@ def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
 
 
+def _aborted(context) -> bool:
+    code = getattr(context, "code", None)
+    return callable(code) and code() not in (None, grpc.StatusCode.OK)
+
+
 def _guard(fn, method: str, streaming: bool):
     def unary(request, context):
         try:
@@ -84,6 +89,8 @@ def _guard(fn, method: str, streaming: bool):
         except grpc.RpcError:
             raise
         except Exception as exc:  # turned into a status: the node keeps running
+            if _aborted(context):
+                raise             # the handler chose its status with context.abort()
             code, msg = _status_of(exc)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method)
@@ -95,6 +102,8 @@ def _guard(fn, method: str, streaming: bool):
         except grpc.RpcError:
             raise
         except Exception as exc:
+            if _aborted(context):
+                raise
             code, msg = _status_of(exc)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method)

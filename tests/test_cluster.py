@@ -360,3 +360,13 @@ def test_read_views_match_loads(cluster, storage):
             assert {oid: bytes(d) for oid, (d, _) in views.items()} == {oid: storage.load(oid)[0] for oid in oids}
     finally:
         remote.close()
+
+
+def test_heartbeat_of_an_unknown_node_asks_it_to_identify(cluster):
+    from neoarray.proto import master_pb2 as mpb
+    from neoarray.proto import master_pb2_grpc as mrpc
+    stub = mrpc.MasterStub(wire.open_channel(cluster.address, cluster.cluster))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Heartbeat(mpb.HeartbeatRequest(node_id=999), timeout=10)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "must identify again" in err.value.details()
