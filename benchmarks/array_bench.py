@@ -137,7 +137,9 @@ class NumpySystem(System):
         self.x = None
 
 
-class MemmapSystem(System):
+class MemmapSystem(NumpySystem):
+    """numpy on a file mapping: reads, element access and sums as numpy's."""
+
     name = "memmap"
 
     def write(self, src):
@@ -155,15 +157,6 @@ class MemmapSystem(System):
 
     def read_all(self):
         return np.array(self.x)
-
-    def read_item(self, i):
-        return self.x[i]
-
-    def total(self):
-        return float(self.x.sum())
-
-    def close(self):
-        self.x = None
 
 
 class ZarrSystem(System):
