@@ -85,20 +85,23 @@ from .chunks import Chunk
 from .config import config
 
 _pool_lock = threading.Lock()
-_pool = None
-_pool_threads = 0
+_pools: dict[str, tuple[int, concurrent.futures.ThreadPoolExecutor]] = {}
+
+
+def _sized_pool(name: str, threads: int) -> concurrent.futures.ThreadPoolExecutor:
+    """The shared pool ``name`` with ``threads`` workers, made anew when the size changes."""
+    threads = max(1, threads)
+    with _pool_lock:
+        size, pool = _pools.get(name, (0, None))
+        if pool is None or size != threads:
+            pool = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
+            _pools[name] = (threads, pool)
+        return pool
 
 
 def _executor():
-    """Return the shared thread pool, sized by ``config.fetch_threads_max``."""
-    global _pool, _pool_threads
-    with _pool_lock:
-        if _pool is None or _pool_threads != config.fetch_threads_max:
-            _pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=max(1, config.fetch_threads_max),
-                thread_name_prefix="neoarray-fetch")
-            _pool_threads = config.fetch_threads_max
-        return _pool
+    """The loading pool, sized by ``config.fetch_threads_max``."""
+    return _sized_pool("neoarray-fetch", config.fetch_threads_max)
 
 
 def _is_loadable_ghost(chunk):
@@ -295,17 +298,9 @@ def _done(value):
     return future
 
 
-_readahead_pool = None
-
-
 def _readahead():
     """The single thread that loads the next batch of a read ahead of time."""
-    global _readahead_pool
-    with _pool_lock:
-        if _readahead_pool is None:
-            _readahead_pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="neoarray-readahead")
-        return _readahead_pool
+    return _sized_pool("neoarray-readahead", 1)
 
 
 def submit(chunks):
@@ -363,20 +358,9 @@ def iter_batches(items, nbytes_of, bytes_max):
 
 # ---------------------------------------------------------------------- in place
 
-_compute_pool = None
-_compute_threads = 0
-
-
 def _compute_executor():
     """The pool running :func:`map_payloads` groups, sized by ``config.compute_threads_max``."""
-    global _compute_pool, _compute_threads
-    with _pool_lock:
-        if _compute_pool is None or _compute_threads != config.compute_threads_max:
-            _compute_pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=max(1, config.compute_threads_max),
-                thread_name_prefix="neoarray-compute")
-            _compute_threads = config.compute_threads_max
-        return _compute_pool
+    return _sized_pool("neoarray-compute", config.compute_threads_max)
 
 
 def view_source(jar):
