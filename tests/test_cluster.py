@@ -370,3 +370,22 @@ def test_heartbeat_of_an_unknown_node_asks_it_to_identify(cluster):
         stub.Heartbeat(mpb.HeartbeatRequest(node_id=999), timeout=10)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert "must identify again" in err.value.details()
+
+
+def test_prefetch_fills_the_cache(cluster):
+    writer = cluster.open_storage()
+    oids = [writer.new_oid() for _ in range(6)]
+    tid = commit_objects(writer, {oid: i for i, oid in enumerate(oids)})
+    writer.close()
+    reader = cluster.open_storage(local_reads=False)
+    try:
+        before = (int.from_bytes(tid, "big") + 1).to_bytes(8, "big")
+        reader.prefetch(oids, before)
+        deadline = time.monotonic() + 10
+        while reader.cache_stats()["objects"] < len(oids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        hits = reader.cache_stats()["hits"]
+        assert [zodb_unpickle(reader.loadBefore(oid, before)[0]).value for oid in oids] == list(range(6))
+        assert reader.cache_stats()["hits"] == hits + len(oids)
+    finally:
+        reader.close()

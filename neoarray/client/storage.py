@@ -360,16 +360,10 @@ class NeoStorage(ConflictResolvingStorage):
                 yield nid, group[i:i + self.loads_per_batch_max]
 
     def _prefetch_batch(self, nid, oids, tid):
-        token = self._cache.start_load()
         try:
-            reply = wire.call(self._link.storage(nid).LoadMany, spb.LoadManyRequest(
-                loads=[spb.LoadRequest(oid=o, before=tid) for o in oids]), self.rpc_timeout_s)
+            self._load_batch(nid, oids, tid)
         except Exception as exc:  # prefetch is a hint: loads will ask again
             log.debug("prefetch from S%d failed: %s", nid, exc)
-            return
-        for r in reply.loads:
-            if r.status == spb.FOUND and xxhash.xxh3_64_intdigest(r.data) == r.checksum:
-                self._cache.put(r.oid, r.data, r.serial, r.next_serial or None, token)
 
     def load_many(self, oids, tid) -> dict:
         """``{oid: (data, serial, next_serial)}`` as of ``tid``, batched per node, in parallel.
@@ -424,27 +418,20 @@ class NeoStorage(ConflictResolvingStorage):
             yield out
 
     def _load_batch(self, nid, oids, tid):
+        """Load ``oids`` as of ``tid`` from one node (locally when it is on this host)."""
         token = self._cache.start_load()
         local = self._local.get(nid) if self._local else None
         if local is not None:
-            out = {}
-            for oid in oids:
-                r = _local_load(local, spb.LoadRequest(oid=oid, before=tid))
-                if r.status == spb.FOUND:
-                    self._cache.put(oid, r.data, r.serial, r.next_serial, token)
-                    out[oid] = (r.data, r.serial, r.next_serial)
-            return out
-        reply = wire.call(self._link.storage(nid).LoadMany, spb.LoadManyRequest(
-            loads=[spb.LoadRequest(oid=o, before=tid) for o in oids]), self.rpc_timeout_s, f"load from S{nid}")
+            recs = [(oid, _local_load(local, spb.LoadRequest(oid=oid, before=tid))) for oid in oids]
+        else:
+            reply = wire.call(self._link.storage(nid).LoadMany, spb.LoadManyRequest(
+                loads=[spb.LoadRequest(oid=o, before=tid) for o in oids]), self.rpc_timeout_s, f"load from S{nid}")
+            recs = [(r.oid, _rec_of(r, nid)) for r in reply.loads]
         out = {}
-        for r in reply.loads:
-            if r.status != spb.FOUND:
-                continue
-            if xxhash.xxh3_64_intdigest(r.data) != r.checksum:
-                raise ChecksumError(f"oid 0x{r.oid.hex()} from S{nid} fails its checksum")
-            nxt = r.next_serial or None
-            self._cache.put(r.oid, r.data, r.serial, nxt, token)
-            out[r.oid] = (r.data, r.serial, nxt)
+        for oid, r in recs:
+            if r.status == spb.FOUND:
+                self._cache.put(oid, r.data, r.serial, r.next_serial, token)
+                out[oid] = (r.data, r.serial, r.next_serial)
         return out
 
     def history(self, oid, size=1):
