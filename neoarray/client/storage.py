@@ -359,6 +359,13 @@ class NeoStorage(ConflictResolvingStorage):
             for i in range(0, len(group), self.loads_per_batch_max):
                 yield nid, group[i:i + self.loads_per_batch_max]
 
+    def _reader_of(self, partition: int) -> int:
+        """A node with a readable cell of ``partition`` (rotating), or ClusterUnavailable."""
+        cells = self._link.readable(partition)
+        if not cells:
+            raise ClusterUnavailable(f"no readable copy of partition {partition}")
+        return cells[0]
+
     def _prefetch_batch(self, nid, oids, tid):
         try:
             self._load_batch(nid, oids, tid)
@@ -435,10 +442,8 @@ class NeoStorage(ConflictResolvingStorage):
         return out
 
     def history(self, oid, size=1):
-        cells = self._link.readable(self._link.partition(oid))
-        if not cells:
-            raise ClusterUnavailable(f"no readable copy of oid 0x{oid.hex()}")
-        reply = wire.call(self._link.storage(cells[0]).History, spb.HistoryRequest(oid=oid, size=size),
+        node = self._reader_of(self._link.partition(oid))
+        reply = wire.call(self._link.storage(node).History, spb.HistoryRequest(oid=oid, size=size),
                           self.rpc_timeout_s, "history")
         if not reply.revisions:
             raise POSException.POSKeyError(oid)
@@ -720,10 +725,7 @@ class NeoStorage(ConflictResolvingStorage):
         """Transaction metadata over all partitions, merged in TID order."""
         by_node: dict[int, list] = {}
         for p in range(self._link.partitions):
-            cells = self._link.readable(p)
-            if not cells:
-                raise ClusterUnavailable(f"no readable copy of partition {p}")
-            by_node.setdefault(cells[0], []).append(p)
+            by_node.setdefault(self._reader_of(p), []).append(p)
         runs = []
         for nid, parts in by_node.items():
             reply = wire.call(self._link.storage(nid).Transactions, spb.TransactionsRequest(
@@ -870,12 +872,10 @@ class NeoStorage(ConflictResolvingStorage):
 
     def _all_oids(self):
         for p in range(self._link.partitions):
-            cells = self._link.readable(p)
-            if not cells:
-                raise ClusterUnavailable(f"no readable copy of partition {p}")
+            node = self._reader_of(p)
             after = b""
             while True:
-                reply = wire.call(self._link.storage(cells[0]).ObjectsSince, spb.ObjectsSinceRequest(
+                reply = wire.call(self._link.storage(node).ObjectsSince, spb.ObjectsSinceRequest(
                     partitions=[p], after_oid=after, limit=10_000), self.rpc_timeout_s, "oids")
                 yield from reply.oids
                 if len(reply.oids) < 10_000:
