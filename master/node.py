@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from neoarray import wire
 from neoarray.errors import ClusterUnavailable, RequestRefused
-from neoarray.ids import Z64, p64, u64
+from neoarray.ids import Z64, checked_id, p64, u64
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import storage_pb2 as spb
@@ -377,9 +377,7 @@ class Master:
                 raise RequestRefused(f"client C{node} has {mine} open transactions, "
                                      f"transactions_per_client_max={self.limits.transactions_per_client_max}")
             if tid:
-                if len(tid) != 8:
-                    raise RequestRefused("tid must be 8 bytes")
-                ttid = self.ids.take_tid(tid)
+                ttid = self.ids.take_tid(checked_id(tid, "tid"))
             else:
                 ttid = self.ids.new_tid()
             self.txns[ttid] = Txn(ttid, node, tid=tid or None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import queue
 
 from neoarray.errors import RequestRefused
-from neoarray.ids import p64
+from neoarray.ids import checked_id, p64
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as pb
 from neoarray.proto import master_pb2_grpc as rpc
@@ -13,11 +13,6 @@ from .node import CLUSTER_PB, Master
 
 _STATE_NAMES = {v: k for k, v in CLUSTER_PB.items()}
 
-
-def _tid(value: bytes, what: str = "ttid") -> bytes:
-    if len(value) != 8:
-        raise RequestRefused(f"{what} must be 8 bytes, got {len(value)}")
-    return value
 
 
 class MasterServicer(rpc.MasterServicer):
@@ -50,15 +45,15 @@ class MasterServicer(rpc.MasterServicer):
         return pb.BeginReply(ttid=self.m.begin(request.node_id, request.tid))
 
     def Finish(self, request, context):
-        tid = self.m.finish(request.node_id, _tid(request.ttid), list(request.oids), list(request.storage_ids))
+        tid = self.m.finish(request.node_id, checked_id(request.ttid, "ttid"), list(request.oids), list(request.storage_ids))
         return pb.FinishReply(tid=tid)
 
     def Abort(self, request, context):
-        self.m.abort(request.node_id, _tid(request.ttid), list(request.storage_ids))
+        self.m.abort(request.node_id, checked_id(request.ttid, "ttid"), list(request.storage_ids))
         return cpb.Empty()
 
     def FinalTid(self, request, context):
-        return pb.FinalTidReply(tid=self.m.final_tid(_tid(request.ttid)))
+        return pb.FinalTidReply(tid=self.m.final_tid(checked_id(request.ttid, "ttid")))
 
     def LastIds(self, request, context):
         return self._last_ids()

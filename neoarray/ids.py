@@ -9,6 +9,8 @@ import time
 
 from ZODB.TimeStamp import TimeStamp
 
+from .errors import RequestRefused
+
 Z64 = b"\0" * 8
 MAX_TID = b"\x7f\xff\xff\xff\xff\xff\xff\xff"
 _Q = struct.Struct(">Q")
@@ -22,6 +24,13 @@ def p64(value: int) -> bytes:
 def u64(value: bytes) -> int:
     """Unpack 8 big-endian bytes into an integer."""
     return _Q.unpack(value)[0]
+
+
+def checked_id(value: bytes, what: str) -> bytes:
+    """``value`` if it is an 8-byte id; ``RequestRefused`` naming ``what`` otherwise."""
+    if len(value) != 8:
+        raise RequestRefused(f"{what} must be 8 bytes, got {len(value)}")
+    return value
 
 
 def tid_from_time(seconds: float) -> bytes:

@@ -5,6 +5,7 @@ import logging
 
 from neoarray.errors import RequestRefused
 from neoarray.ids import Z64
+from neoarray.ids import checked_id as _id
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import storage_pb2 as pb
 from neoarray.proto import storage_pb2_grpc as rpc
@@ -16,11 +17,6 @@ log = logging.getLogger(__name__)
 
 _VOTE_STATUS = {VOTED: pb.VOTED, CONFLICTS: pb.CONFLICTS, BUSY: pb.BUSY}
 
-
-def _id(value: bytes, what: str) -> bytes:
-    if len(value) != 8:
-        raise RequestRefused(f"{what} must be 8 bytes, got {len(value)}")
-    return value
 
 
 class StorageServicer(rpc.StorageServicer):
