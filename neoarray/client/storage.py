@@ -532,13 +532,19 @@ class NeoStorage(ConflictResolvingStorage):
         if txn.buffered_bytes >= self.store_batch_bytes_max:
             self._flush(txn)
 
-    def _flush(self, txn: _Txn) -> None:
-        for nid, records in txn.buffers.items():
+    @staticmethod
+    def _take_buffers(txn: _Txn) -> dict:
+        """The buffered records by node, now counted as sent (by a Store or inside a Vote)."""
+        buffers, txn.buffers, txn.buffered_bytes = txn.buffers, {}, 0
+        for nid, records in buffers.items():
             txn.sent.setdefault(nid, set()).update(r.oid for r in records)
+        return buffers
+
+    def _flush(self, txn: _Txn) -> None:
+        for nid, records in self._take_buffers(txn).items():
             request = spb.StoreRequest(ttid=txn.ttid, node_id=self._link.node_id, objects=records)
             txn.inflight.append(self._pool.submit(wire.call, self._link.storage(nid).Store, request,
                                                   self.rpc_timeout_s, f"store to S{nid}"))
-        txn.buffers, txn.buffered_bytes = {}, 0
         if len(txn.inflight) > 32:
             self._wait_stores(txn)
 
@@ -565,9 +571,7 @@ class NeoStorage(ConflictResolvingStorage):
         for oid, serial in txn.checks.items():
             for nid in self._link.readable(self._link.partition(oid))[:1] or self._link.writable(self._link.partition(oid)):
                 check_nodes.setdefault(nid, []).append(spb.ObjectCheck(oid=oid, serial=serial))
-        buffers, txn.buffers, txn.buffered_bytes = txn.buffers, {}, 0
-        for nid, records in buffers.items():
-            txn.sent.setdefault(nid, set()).update(r.oid for r in records)
+        buffers = self._take_buffers(txn)
         nodes = set(txn.sent) | meta_nodes | set(check_nodes)
         meta = _meta_pb(txn)
         return {nid: spb.VoteRequest(
