@@ -10,7 +10,9 @@ Figures, per system::
     write      write the whole array from memory and make it durable (commit, flush)
     cold_read  read it all into a new numpy array, OS page cache dropped (if root)
                and client caches empty
-    warm_read  the same again
+    warm_read  the same again: neoarray reads from its client cache (the array's
+               colour, ``hot``; the cache is sized to hold the array, see
+               ``--neo-cache-gib``), the others from memory or the OS page cache
     random     one item at 1,000 random indices, one read each (ms per read)
     sum        full sum, warm (GB/s)
 
@@ -303,7 +305,8 @@ def emit(results, bench, system, value, **extra):
 
 def run_system(cls, args, workdir, src, results, page_cache):
     n, nbytes = src.size, src.nbytes
-    system = cls(workdir, n, args.chunk_items)
+    system = cls(workdir, n, args.chunk_items, **({"cache_bytes_max": args.neo_cache_bytes}
+                                                  if cls is NeoSystem else {}))
     name = system.name
     try:
         seconds, _ = timed(lambda: system.write(src))
@@ -365,9 +368,13 @@ def parse_args(argv=None):
     p.add_argument("--systems", default=",".join(SYSTEMS),
                    help=f"comma-separated subset of {','.join(SYSTEMS)}")
     p.add_argument("--dir", default=None, help="parent of the temporary directory")
+    p.add_argument("--neo-cache-gib", type=float, default=None,
+                   help="neoarray client cache budget (default: the array's size + 10%%)")
     args = p.parse_args(argv)
     if args.quick:
         args.gib = 0.25
+    cache_gib = args.neo_cache_gib if args.neo_cache_gib is not None else args.gib * 1.1
+    args.neo_cache_bytes = int(cache_gib * (1 << 30)) + (64 << 20)
     args.chunk_items = int(args.chunk_mib * (1 << 20)) // 8
     return args
 

@@ -8,10 +8,11 @@ a ``ZODB.DB``; closing the database stops the nodes it started.
 from __future__ import annotations
 
 from .client import NeoStorage
+from .client.colours import cache_colour
 from .errors import (ChecksumError, ClusterNameMismatch, ClusterUnavailable, NeoError,
                      RequestRefused, StorageFull)
 
-__all__ = ["open", "NeoStorage", "LocalCluster", "NeoError", "ClusterNameMismatch",
+__all__ = ["open", "NeoStorage", "cache_colour", "LocalCluster", "NeoError", "ClusterNameMismatch",
            "ClusterUnavailable", "ChecksumError", "RequestRefused", "StorageFull",
            "ndarray", "empty", "zeros", "ones", "full", "asarray",
            "empty_like", "zeros_like", "ones_like", "full_like"]

@@ -281,6 +281,7 @@ def test_zconfig_and_zodburi(cluster, tmp_path):
         master {cluster.address}
         cluster {cluster.cluster}
         cache-size 8MB
+        cache-colours meta:1:lru,hot:3:s3fifo
       </neoarray>
     </zodb>
     """
@@ -289,14 +290,18 @@ def test_zconfig_and_zodburi(cluster, tmp_path):
     conn.root()["via"] = "zconfig"
     transaction.commit()
     assert db.storage._cache.bytes_max == 8 << 20
+    colours = db.storage.cache_stats()["colours"]
+    assert {name: c["quota_bytes"] for name, c in colours.items()} == {"meta": 2 << 20, "hot": 6 << 20}
     conn.close()
     db.close()
     factory, dbkw = zodburi.resolve_uri(
-        f"neoarray://{cluster.address}/{cluster.cluster}?read_only=true&connection_cache_size=100")
+        f"neoarray://{cluster.address}/{cluster.cluster}?read_only=true&connection_cache_size=100"
+        "&cache_colours=meta:1:lru,scan:1:fifo")
     db = ZODB.DB(factory(), **dbkw)
     conn = db.open()
     assert conn.root()["via"] == "zconfig"
     assert db.storage.isReadOnly() and db.getCacheSize() == 100
+    assert set(db.storage.cache_stats()["colours"]) == {"meta", "scan"}
     conn.close()
     db.close()
 

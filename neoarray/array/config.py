@@ -56,6 +56,9 @@ class ArrayConfig:
         Size aimed at by the default chunk shape.
     chunk_bytes_max : int
         Largest chunk accepted (user-given chunk shapes included).
+    default_colour : str
+        Cache colour of chunk reads of arrays that name none (``ndarray.colour``);
+        see :mod:`neoarray.client.cache`.
     """
 
     memory_bytes_max: int | None = None
@@ -65,6 +68,7 @@ class ArrayConfig:
     read_in_place: bool = True
     chunk_bytes_target: int = 4 * MIB
     chunk_bytes_max: int = 256 * MIB
+    default_colour: str = "hot"
 
     def memory_limit_bytes(self):
         """Return the effective ``memory_bytes_max`` in bytes."""

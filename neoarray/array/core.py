@@ -106,6 +106,7 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
     """
 
     __hash__ = object.__hash__
+    _colour = None      # arrays stored before colours existed read in the default colour
 
     def __init__(self, shape, dtype=float, order="C", *, chunks=None, fill_value=None,
                  codec=None, codec_level=None):
@@ -171,6 +172,22 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
         return np.frombuffer(self._fill, dtype=self.dtype)[0]
 
     @property
+    def colour(self):
+        """Cache colour of this array's chunk reads (default ``config.default_colour``).
+
+        Stored with the array: ``A.colour = "scan"`` (then commit) makes every client
+        read its chunks as a stream.  ``with neoarray.cache_colour(name):`` overrides it
+        for the reads of a block.  None restores the default.
+        """
+        return self._colour or config.default_colour
+
+    @colour.setter
+    def colour(self, name):
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ArrayValueError(f"an array's cache colour is a non-empty name, not {name!r}")
+        self._colour = name
+
+    @property
     def codec(self):
         """Codec description: None or ('zlib', level)."""
         return self._codec
@@ -233,7 +250,7 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
         pending = None
         for batch in fetch.iter_batches(pairs, lambda _: nbytes,
                                         max(1, config.fetch_bytes_max // 2)):
-            started = (batch, fetch.submit([chunk for _, chunk in batch]))
+            started = (batch, fetch.submit([chunk for _, chunk in batch], self.colour))
             if pending is not None:
                 yield from self._decoded(*pending)
             pending = started
@@ -260,7 +277,7 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
 
         def compute(item, payload):
             return func(item, decode_chunk(payload, codec, dtype, chunks, order))
-        yield from fetch.map_payloads(pairs, compute, source, self._chunk_nbytes)
+        yield from fetch.map_payloads(pairs, compute, source, self._chunk_nbytes, self.colour)
 
     def _map_stored(self, func, keys=None):
         """Yield ``(key, func(key, in-bounds block))`` for stored chunks (see :meth:`_map_arrays`).

@@ -74,6 +74,7 @@ fetcher on the calling thread (which raises what ZODB raises).
 
 import collections
 import concurrent.futures
+import contextvars
 import pickletools
 import struct
 import threading
@@ -81,6 +82,7 @@ import threading
 import numpy as np
 from ZODB.mvccadapter import MVCCAdapterInstance
 
+from ..client import colours
 from .chunks import Chunk
 from .config import config
 
@@ -167,7 +169,7 @@ def _load_each(storage, sequential, oids):
             pass
     if sequential or len(oids) == 1 or config.fetch_threads_max <= 1:
         return [storage.load(oid)[0] for oid in oids]
-    futures = [_executor().submit(storage.load, oid) for oid in oids]
+    futures = [_executor().submit(contextvars.copy_context().run, storage.load, oid) for oid in oids]
     return [f.result()[0] for f in futures]
 
 
@@ -209,6 +211,18 @@ def _bytes_span(record, pos):
     if tail + 1 != len(record) or record[tail] != _STOP:
         return None
     return start, stop
+
+
+def payload_offset(record):
+    """Offset of the payload in a chunk record (see :func:`payload_view`), or None."""
+    pos = _class_pickle_end(record)
+    if pos is None:
+        return None
+    try:
+        span = _bytes_span(record, pos)
+    except (IndexError, struct.error):
+        return None
+    return None if span is None else span[0]
 
 
 def payload_view(record):
@@ -280,7 +294,8 @@ class StorageChunkFetcher:
             oids = [chunks[i]._p_oid for i in positions]
             load = _loader(jar)
             if background and getattr(jar, "_savepoint_storage", None) is None:
-                jobs.append((jar, positions, _readahead().submit(load, oids)))
+                job = _readahead().submit(contextvars.copy_context().run, load, oids)
+                jobs.append((jar, positions, job))
             else:
                 jobs.append((jar, positions, _done(load(oids))))
 
@@ -303,16 +318,18 @@ def _readahead():
     return _sized_pool("neoarray-readahead", 1)
 
 
-def submit(chunks):
+def submit(chunks, colour=None):
     """Start fetching ``chunks`` with the process's fetcher; return a result callable.
 
-    Fetchers without ``submit`` fetch synchronously here.
+    Loads use the cache colour ``colour`` unless :func:`neoarray.cache_colour`
+    overrides it.  Fetchers without ``submit`` fetch synchronously here.
     """
     fetcher = get_fetcher()
     start = getattr(fetcher, "submit", None)
-    if start is not None:
-        return start(chunks)
-    payloads = fetcher.fetch(chunks)
+    with colours.reading_as(colour):
+        if start is not None:
+            return start(chunks)
+        payloads = fetcher.fetch(chunks)
     return lambda: payloads
 
 
@@ -405,7 +422,7 @@ _MISSING = object()
 def _run_group(read_views, before, group, func):
     """Results of ``func(item, payload view)`` for ``group``, inside one ``read_views`` block."""
     results = []
-    with read_views([oid for _item, _chunk, oid in group], before) as views:
+    with read_views([oid for _item, _chunk, oid in group], before, align=payload_offset) as views:
         for item, _chunk, oid in group:
             hit = views.get(oid)
             view = None if hit is None else payload_view(hit[0])
@@ -414,10 +431,11 @@ def _run_group(read_views, before, group, func):
     return results
 
 
-def map_payloads(pairs, func, source, chunk_nbytes):
+def map_payloads(pairs, func, source, chunk_nbytes, colour=None):
     """Yield ``(item, func(item, payload))`` for ``(item, Chunk)`` pairs, in order.
 
-    ``source`` comes from :func:`view_source`.  ``payload`` may be a view of
+    ``source`` comes from :func:`view_source`; ``colour`` is the cache colour of the
+    reads (unless :func:`neoarray.cache_colour` overrides it).  ``payload`` may be a view of
     the storage's buffers, valid only during the call, and ``func`` may run on
     a compute thread: it must not touch persistent objects, and its result
     goes through :func:`detach`.
@@ -429,19 +447,26 @@ def map_payloads(pairs, func, source, chunk_nbytes):
     pending = collections.deque()   # (kind, entries, future or None)
     started = [False]
 
+    with colours.reading_as(colour):
+        context = contextvars.copy_context()     # the colour, for the compute threads
+
+    def run(group):
+        return context.copy().run(_run_group, read_views, before, group, func)
+
     def start(group):
         if threads > 1:
             started[0] = True
-            return _compute_executor().submit(_run_group, read_views, before, group, func)
-        return _done(_run_group(read_views, before, group, func))
+            return _compute_executor().submit(run, group)
+        return _done(run(group))
 
     def finish(kind, entries, job):
         if job is None and kind == "views":      # the only group: run it here
-            job = _done(_run_group(read_views, before, entries, func))
+            job = _done(run(entries))
         results = job.result() if job is not None else [_MISSING] * len(entries)
         for (item, chunk, _oid), result in zip(entries, results):
             if result is _MISSING:
-                result = func(item, _fetcher.fetch([chunk])[0])
+                with colours.reading_as(colour):
+                    result = func(item, _fetcher.fetch([chunk])[0])
             yield item, result
 
     group = []

@@ -1,6 +1,30 @@
-"""The client's storage cache: several revisions per object, within a byte budget.
+"""The client's coloured cache: several revisions per object, one byte budget, colours.
 
-Contract (the ``RevisionCache`` interface that the coloured cache will also honour):
+One budget per client (``bytes_max``) is split into named *colours*, each with a
+quota (its share of the budget) and an eviction policy suited to its access pattern:
+
+``meta``  (LRU)
+    small objects: ZODB loads that name no colour, BTree nodes, array headers.
+``hot``   (S3-FIFO: recency and frequency)
+    random re-use; one-hit wonders go through a small probation queue, so a burst of
+    new objects cannot flush what is read again and again.
+``scan``  (FIFO)
+    streaming: each record read once; it keeps the latest records only.
+
+Users may add colours (:meth:`ColouredCache.add_colour`), and ``aliases`` map a
+name to another colour (``{"scan": "hot"}``: scans share the hot colour; one colour
+with every name aliased to it is a plain cache of the whole budget).  A colour under its quota
+is never evicted to make room for another: when the budget is full, the victim is
+taken from the colour most over its quota.  Unused quota may therefore be borrowed
+(a colour grows past its quota while there is room) and is given back under
+pressure.  An entry bigger than ``entry_bytes_max`` of its colour (a quarter of the
+quota by default) is not kept.
+
+Every read says its colour (:mod:`neoarray.client.colours`); a hit counts for the
+colour holding the entry, a miss for the colour asked.  An object lives in one
+colour: a ``put`` in another colour moves it there.
+
+Revisions and invalidations (the contract the storage relies on):
 
 - ``get(oid, before)``: the cached revision visible to a snapshot ending before
   ``before`` (``serial < before`` and ``next_serial`` unknown-or-``>= before``), as
@@ -9,7 +33,8 @@ Contract (the ``RevisionCache`` interface that the coloured cache will also hono
   if ``oid`` was invalidated meanwhile, a "current" answer (``next_serial`` None) is
   not cached, since it may already be stale.
 - ``invalidate(oids, tid)``: the current revision of each oid ends at ``tid``.
-- The cache owns nothing it returns: data are immutable ``bytes``.
+- The cache owns nothing it returns: data are immutable (``bytes`` or read-only
+  buffers).
 """
 from __future__ import annotations
 
@@ -18,73 +43,362 @@ from collections import OrderedDict
 
 REVISIONS_PER_OID_MAX = 8
 RECENT_INVALIDATIONS_MAX = 100_000
+ENTRY_OVERHEAD_BYTES = 64           # per revision: bookkeeping counted against the budget
+GHOSTS_MIN = 1024                   # S3-FIFO: oids remembered after eviction, at least
+FREQUENCY_MAX = 3
+
+DEFAULT_COLOURS = (("meta", 0.10, "lru"), ("hot", 0.60, "s3fifo"), ("scan", 0.30, "fifo"))
 
 
-class RevisionCache:
-    def __init__(self, bytes_max: int):
+class CacheConfigError(ValueError):
+    """A colour, policy or share that the cache cannot use."""
+
+
+class _Entry:
+    __slots__ = ("oid", "revs", "size", "colour", "freq", "queue")
+
+    def __init__(self, oid, colour):
+        self.oid = oid
+        self.revs: list[list] = []     # [serial, next_serial, data], sorted by serial
+        self.size = 0
+        self.colour = colour
+        self.freq = 0
+        self.queue = None
+
+
+# -- eviction policies --------------------------------------------------------------
+# A policy orders the entries of one colour: ``insert`` a new entry, ``hit`` one that
+# was read, ``remove`` one dropped by the cache, ``grew(entry, delta)`` when its size
+# changed, and ``evict()``: take the next victim out (or None when empty).
+
+class LRUPolicy:
+    name = "lru"
+
+    def __init__(self):
+        self.order: OrderedDict[bytes, _Entry] = OrderedDict()
+
+    def insert(self, entry):
+        self.order[entry.oid] = entry
+
+    def hit(self, entry):
+        self.order.move_to_end(entry.oid)
+
+    def remove(self, entry):
+        del self.order[entry.oid]
+
+    def grew(self, entry, delta):
+        pass
+
+    def evict(self):
+        return self.order.popitem(last=False)[1] if self.order else None
+
+
+class FIFOPolicy(LRUPolicy):
+    """Insertion order only: reads do not keep an entry longer (streaming data)."""
+
+    name = "fifo"
+
+    def hit(self, entry):
+        pass
+
+
+class S3FIFOPolicy:
+    """S3-FIFO (Yang et al., SOSP 2023): a small probation FIFO, a main FIFO, ghosts.
+
+    New objects enter the small queue (a tenth of the colour's bytes); one read again
+    before reaching its head moves to the main queue, the others are evicted and
+    remembered as ghosts, and a ghost that comes back enters the main queue directly.
+    The main queue gives entries read since their last pass another round (a 2-bit
+    frequency).
+    """
+
+    name = "s3fifo"
+    SMALL_SHARE = 0.10
+
+    def __init__(self):
+        self.small: OrderedDict[bytes, _Entry] = OrderedDict()
+        self.main: OrderedDict[bytes, _Entry] = OrderedDict()
+        self.ghosts: OrderedDict[bytes, None] = OrderedDict()
+        self.small_bytes = self.main_bytes = 0
+
+    def _queue(self, entry):
+        return self.small if entry.queue == "small" else self.main
+
+    def _add(self, entry, queue):
+        entry.queue = queue
+        if queue == "small":
+            self.small[entry.oid] = entry
+            self.small_bytes += entry.size
+        else:
+            self.main[entry.oid] = entry
+            self.main_bytes += entry.size
+
+    def insert(self, entry):
+        entry.freq = 0
+        if entry.oid in self.ghosts:      # evicted recently, wanted again: not a one-hit wonder
+            del self.ghosts[entry.oid]
+            self._add(entry, "main")
+        else:
+            self._add(entry, "small")
+
+    def hit(self, entry):
+        entry.freq = min(entry.freq + 1, FREQUENCY_MAX)
+
+    def remove(self, entry):
+        del self._queue(entry)[entry.oid]
+        if entry.queue == "small":
+            self.small_bytes -= entry.size
+        else:
+            self.main_bytes -= entry.size
+
+    def grew(self, entry, delta):
+        if entry.queue == "small":
+            self.small_bytes += delta
+        else:
+            self.main_bytes += delta
+
+    def _remember(self, oid):
+        self.ghosts[oid] = None
+        while len(self.ghosts) > max(GHOSTS_MIN, len(self.small) + len(self.main)):
+            self.ghosts.popitem(last=False)
+
+    def evict(self):
+        while self.small or self.main:
+            total = self.small_bytes + self.main_bytes
+            if self.small and (self.small_bytes >= self.SMALL_SHARE * total or not self.main):
+                _, entry = self.small.popitem(last=False)
+                self.small_bytes -= entry.size
+                if entry.freq > 0:
+                    entry.freq = 0
+                    self._add(entry, "main")
+                    continue
+                self._remember(entry.oid)
+                return entry
+            _, entry = self.main.popitem(last=False)
+            if entry.freq > 0:
+                entry.freq -= 1
+                self.main[entry.oid] = entry
+                continue
+            self.main_bytes -= entry.size
+            return entry
+        return None
+
+
+POLICIES = {p.name: p for p in (LRUPolicy, FIFOPolicy, S3FIFOPolicy)}
+
+
+class Colour:
+    """One colour: its share of the budget, its policy and its statistics."""
+
+    def __init__(self, name: str, share: float, policy: str, copy_local: bool):
+        if not name or not isinstance(name, str):
+            raise CacheConfigError(f"a colour needs a non-empty name, not {name!r}")
+        if not (isinstance(share, (int, float)) and share > 0):
+            raise CacheConfigError(f"colour {name!r}: share must be > 0, not {share!r}")
+        if policy not in POLICIES:
+            raise CacheConfigError(f"colour {name!r}: unknown policy {policy!r} "
+                                   f"(known: {', '.join(sorted(POLICIES))})")
+        self.name = name
+        self.share = float(share)
+        self.policy_name = policy
+        self.policy = POLICIES[policy]()
+        self.copy_local = copy_local
+        self.quota_bytes = 0
+        self.bytes = 0
+        self.objects = 0
+        self.hits = self.misses = self.evictions = 0
+
+    @property
+    def entry_bytes_max(self) -> int:
+        return self.quota_bytes // 4
+
+    def stats(self) -> dict:
+        return {"policy": self.policy_name, "quota_bytes": self.quota_bytes, "bytes": self.bytes,
+                "borrowed_bytes": max(0, self.bytes - self.quota_bytes), "objects": self.objects,
+                "hits": self.hits, "misses": self.misses, "evictions": self.evictions,
+                "hit_rate": self.hits / max(1, self.hits + self.misses),
+                "copy_local": self.copy_local}
+
+
+def parse_colours(spec) -> list[tuple[str, float, str]]:
+    """Colours from ``"name:share:policy,..."`` or an iterable of such triples."""
+    if spec is None:
+        return list(DEFAULT_COLOURS)
+    if isinstance(spec, str):
+        out = []
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            fields = part.split(":")
+            if len(fields) != 3:
+                raise CacheConfigError(f"cache colour {part!r}: expected name:share:policy")
+            try:
+                share = float(fields[1])
+            except ValueError:
+                raise CacheConfigError(f"cache colour {part!r}: share {fields[1]!r} is not a number") from None
+            out.append((fields[0], share, fields[2]))
+        return out
+    return [tuple(c) for c in spec]
+
+
+class ColouredCache:
+    """A multi-revision object cache of ``bytes_max`` bytes split into colours."""
+
+    def __init__(self, bytes_max: int, colours=None, default_colour: str = "meta", aliases=None):
+        if bytes_max < 0:
+            raise CacheConfigError(f"cache_bytes_max must be >= 0, not {bytes_max}")
         self.bytes_max = bytes_max
         self.bytes = 0
         self.lock = threading.Lock()
-        self.entries: OrderedDict[bytes, list] = OrderedDict()  # oid -> [[serial, next, data]]
+        self.colours: dict[str, Colour] = {}
+        for name, share, policy in parse_colours(colours):
+            self._add(name, share, policy)
+        if not self.colours:
+            raise CacheConfigError("the cache needs at least one colour")
+        self.aliases = dict(aliases or {})
+        for alias, target in self.aliases.items():
+            if alias in self.colours or target not in self.colours:
+                raise CacheConfigError(f"cache colour alias {alias!r} -> {target!r}: the alias must "
+                                       f"not be a colour and the target must be one")
+        if self.aliases.get(default_colour, default_colour) not in self.colours:
+            raise CacheConfigError(f"default colour {default_colour!r} is not one of "
+                                   f"{', '.join(self.colours)}")
+        self.default_colour = self.aliases.get(default_colour, default_colour)
+        self._rebalance()
+        self.entries: dict[bytes, _Entry] = {}
         self.seq = 0
         self.recent: OrderedDict[bytes, int] = OrderedDict()    # oid -> seq of last invalidation
         self.floor = 0    # loads started before this seq cannot tell: not cached as current
-        self.hits = self.misses = self.evictions = 0
 
-    def get(self, oid: bytes, before: bytes):
+    # -- colours ----------------------------------------------------------------------
+    def _add(self, name, share, policy, copy_local=None):
+        if name in self.colours or name in getattr(self, "aliases", ()):
+            raise CacheConfigError(f"colour {name!r} is defined twice")
+        if copy_local is None:
+            copy_local = policy != "fifo"
+        self.colours[name] = Colour(name, share, policy, copy_local)
+
+    def _rebalance(self):
+        total = sum(c.share for c in self.colours.values())
+        for c in self.colours.values():
+            c.quota_bytes = int(self.bytes_max * c.share / total)
+
+    def add_colour(self, name: str, share: float, policy: str = "lru", copy_local: bool | None = None) -> None:
+        """Add a colour with ``share`` (a weight: quotas are shares of the budget)."""
         with self.lock:
-            for serial, nxt, data in reversed(self.entries.get(oid, ())):
-                if serial < before and (nxt is None or nxt >= before):
-                    return self._hit(oid, (data, serial, nxt))
-            self.misses += 1
+            self._add(name, share, policy, copy_local)
+            self._rebalance()
+            self._evict()
+
+    def colour(self, name: str | None) -> Colour:
+        """The colour called ``name`` (the default for None); an unknown name is an error."""
+        name = name or self.default_colour
+        try:
+            return self.colours[self.aliases.get(name, name)]
+        except KeyError:
+            raise CacheConfigError(f"unknown cache colour {name!r} (known: {', '.join(self.colours)})") from None
+
+    def keeps_local_copies(self, name: str | None) -> bool:
+        """Whether records read in place from a local node are copied into colour ``name``."""
+        c = self.colour(name)
+        return c.copy_local and c.entry_bytes_max > 0
+
+    # -- reads ------------------------------------------------------------------------
+    def get(self, oid: bytes, before: bytes, colour: str | None = None):
+        with self.lock:
+            entry = self.entries.get(oid)
+            if entry is not None:
+                for serial, nxt, data in reversed(entry.revs):
+                    if serial < before and (nxt is None or nxt >= before):
+                        return self._hit(entry, (data, serial, nxt))
+            self.colour(colour).misses += 1
             return None
 
-    def get_serial(self, oid: bytes, serial: bytes):
+    def get_serial(self, oid: bytes, serial: bytes, colour: str | None = None):
         with self.lock:
-            for s, nxt, data in self.entries.get(oid, ()):
-                if s == serial:
-                    return self._hit(oid, (data, s, nxt))
-            self.misses += 1
+            entry = self.entries.get(oid)
+            if entry is not None:
+                for s, nxt, data in entry.revs:
+                    if s == serial:
+                        return self._hit(entry, (data, s, nxt))
+            self.colour(colour).misses += 1
             return None
 
-    def _hit(self, oid, found):
-        self.hits += 1
-        self.entries.move_to_end(oid)
+    def _hit(self, entry, found):
+        c = self.colours[entry.colour]
+        c.hits += 1
+        c.policy.hit(entry)
         return found
 
+    # -- writes -----------------------------------------------------------------------
     def start_load(self) -> int:
         with self.lock:
             return self.seq
 
-    def put(self, oid: bytes, data: bytes, serial: bytes, next_serial: bytes | None, token: int | None = None) -> None:
-        size = len(data) + 64
-        if size > self.bytes_max // 4:
-            return
+    def put(self, oid: bytes, data, serial: bytes, next_serial: bytes | None,
+            token: int | None = None, colour: str | None = None) -> None:
+        size = len(data) + ENTRY_OVERHEAD_BYTES
         with self.lock:
+            c = self.colour(colour)
             if next_serial is None and token is not None and self._invalidated_since(oid, token):
                 return
-            revs = self.entries.setdefault(oid, [])
-            self.entries.move_to_end(oid)
-            for rev in revs:
-                if rev[0] == serial:
-                    if next_serial is not None:
-                        rev[1] = next_serial
-                    return
-            revs.append([serial, next_serial, data])
-            revs.sort(key=lambda r: r[0])
-            self.bytes += size
-            while len(revs) > REVISIONS_PER_OID_MAX:
-                self.bytes -= len(revs.pop(0)[2]) + 64
+            entry = self.entries.get(oid)
+            if entry is not None:
+                for rev in entry.revs:
+                    if rev[0] == serial:
+                        if next_serial is not None:
+                            rev[1] = next_serial
+                        return
+                if entry.colour != c.name:
+                    self._move(entry, c)
+            if size > c.entry_bytes_max:
+                return
+            if entry is None:
+                entry = _Entry(oid, c.name)
+                self.entries[oid] = entry
+                c.objects += 1
+                c.policy.insert(entry)
+            entry.revs.append([serial, next_serial, data])
+            entry.revs.sort(key=lambda r: r[0])
+            delta = size
+            while len(entry.revs) > REVISIONS_PER_OID_MAX:
+                delta -= len(entry.revs.pop(0)[2]) + ENTRY_OVERHEAD_BYTES
+            self._grow(entry, c, delta)
             self._evict()
+
+    def _grow(self, entry, c, delta):
+        entry.size += delta
+        c.bytes += delta
+        self.bytes += delta
+        c.policy.grew(entry, delta)
+
+    def _move(self, entry, to):
+        old = self.colours[entry.colour]
+        old.policy.remove(entry)
+        old.bytes -= entry.size
+        old.objects -= 1
+        entry.colour = to.name
+        to.bytes += entry.size
+        to.objects += 1
+        to.policy.insert(entry)
+
+    def _drop(self, entry, c, evicted: bool):
+        del self.entries[entry.oid]
+        c.bytes -= entry.size
+        c.objects -= 1
+        self.bytes -= entry.size
+        if evicted:
+            c.evictions += 1
 
     def _invalidated_since(self, oid, token) -> bool:
         return token < self.floor or self.recent.get(oid, -1) > token
 
     def _evict(self) -> None:
-        while self.bytes > self.bytes_max and self.entries:
-            _, revs = self.entries.popitem(last=False)
-            self.bytes -= sum(len(r[2]) + 64 for r in revs)
-            self.evictions += 1
+        """Make room: victims come from the colour most over its quota."""
+        while self.bytes > self.bytes_max:
+            c = max(self.colours.values(), key=lambda c: c.bytes - c.quota_bytes)
+            entry = c.policy.evict()
+            if entry is None:      # nothing left to evict there: accounting says otherwise
+                raise AssertionError(f"cache colour {c.name} holds {c.bytes} bytes and no entry")
+            self._drop(entry, c, evicted=True)
 
     def invalidate(self, oids, tid: bytes) -> None:
         with self.lock:
@@ -92,27 +406,39 @@ class RevisionCache:
             for oid in oids:
                 self.recent[oid] = self.seq
                 self.recent.move_to_end(oid)
-                for rev in self.entries.get(oid, ()):
-                    if rev[1] is None and rev[0] < tid:
-                        rev[1] = tid
+                entry = self.entries.get(oid)
+                if entry is not None:
+                    for rev in entry.revs:
+                        if rev[1] is None and rev[0] < tid:
+                            rev[1] = tid
             while len(self.recent) > RECENT_INVALIDATIONS_MAX:
                 self.floor = self.recent.popitem(last=False)[1]
 
     def forget(self, oid: bytes) -> None:
         with self.lock:
-            revs = self.entries.pop(oid, None)
-            if revs:
-                self.bytes -= sum(len(r[2]) + 64 for r in revs)
+            entry = self.entries.get(oid)
+            if entry is not None:
+                c = self.colours[entry.colour]
+                c.policy.remove(entry)
+                self._drop(entry, c, evicted=False)
 
     def clear(self) -> None:
         with self.lock:
             self.seq += 1
-            self.entries.clear()
+            for entry in list(self.entries.values()):
+                c = self.colours[entry.colour]
+                c.policy.remove(entry)
+                self._drop(entry, c, evicted=False)
             self.recent.clear()
-            self.bytes = 0
             self.floor = self.seq
 
     def stats(self) -> dict:
+        """Totals, and ``colours``: per colour policy, quota, bytes, hits, misses, evictions."""
         with self.lock:
-            return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions,
-                    "bytes": self.bytes, "bytes_max": self.bytes_max, "objects": len(self.entries)}
+            colours = {name: c.stats() for name, c in self.colours.items()}
+            hits = sum(c["hits"] for c in colours.values())
+            misses = sum(c["misses"] for c in colours.values())
+            return {"hits": hits, "misses": misses,
+                    "evictions": sum(c["evictions"] for c in colours.values()),
+                    "bytes": self.bytes, "bytes_max": self.bytes_max, "objects": len(self.entries),
+                    "colours": colours}

@@ -25,7 +25,8 @@ from .storage import NeoStorage
 
 _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 _STORAGE_KEYS = {"cache_bytes_max": int, "rpc_timeout_s": float, "connect_timeout_s": float,
-                 "transactions_max": int, "read_only": lambda v: _BOOL[v.lower()], "name": str}
+                 "transactions_max": int, "read_only": lambda v: _BOOL[v.lower()], "name": str,
+                 "cache_colours": str}
 
 
 class NeoStorageConfig(BaseConfig):
@@ -35,7 +36,7 @@ class NeoStorageConfig(BaseConfig):
         c = self.config
         return NeoStorage(c.master, c.cluster, name=c.name or None, read_only=c.read_only,
                           cache_bytes_max=c.cache_size, rpc_timeout_s=c.rpc_timeout,
-                          connect_timeout_s=c.connect_timeout)
+                          connect_timeout_s=c.connect_timeout, cache_colours=c.cache_colours or None)
 
 
 def parse_uri(uri: str) -> tuple[dict, dict]:

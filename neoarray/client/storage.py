@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import grpc
+import numpy
 import xxhash
 import zope.interface
 from ZODB import POSException, interfaces
@@ -40,7 +41,8 @@ from ..proto import common_pb2 as cpb
 from ..proto import master_pb2 as mpb
 from ..proto import storage_pb2 as spb
 from ..records import NoObject, NoRevision, RecordReader
-from .cache import RevisionCache
+from . import colours
+from .cache import ColouredCache
 from .link import ClusterLink
 from .local import LocalReaders
 
@@ -99,6 +101,29 @@ class _Txn:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+def _as_bytes(data) -> bytes:
+    """ZODB wants ``bytes``: cached chunk records may be read-only aligned buffers."""
+    return data if type(data) is bytes else bytes(data)
+
+
+ALIGN_BYTES = 64
+
+
+def _aligned_copy(view, align=None) -> memoryview:
+    """A read-only copy of ``view`` placed so that ``align(view)`` is 64-byte aligned.
+
+    Array chunks hand their payload offset: numpy then reduces the payload in place,
+    without copying misaligned items into buffers first.
+    """
+    offset = (align(view) if align is not None else None) or 0
+    size = len(view)
+    buf = numpy.empty(size + ALIGN_BYTES, dtype=numpy.uint8)
+    start = -(buf.ctypes.data + offset) % ALIGN_BYTES
+    out = buf[start:start + size]
+    out[:] = numpy.frombuffer(view, dtype=numpy.uint8)
+    return memoryview(out).toreadonly()
+
+
 @zope.interface.implementer(interfaces.IStorage, interfaces.IStorageIteration,
                             interfaces.IStorageUndoable, interfaces.IStorageRestoreable,
                             interfaces.IExternalGC, interfaces.IMultiCommitStorage,
@@ -117,7 +142,13 @@ class NeoStorage(ConflictResolvingStorage):
     read_only : bool
         Refuse every write.
     cache_bytes_max : int
-        Budget of the client's storage cache.
+        Budget of the client's storage cache, shared by its colours.
+    cache_colours : str or list of (name, share, policy), optional
+        The cache's colours (see :mod:`neoarray.client.cache`); default
+        ``"meta:0.1:lru,hot:0.6:s3fifo,scan:0.3:fifo"``.  Loads that name no colour
+        (:func:`neoarray.cache_colour`, an array's colour) use ``meta``.
+    cache_colour_aliases : dict, optional
+        Names read as another colour (``{"scan": "hot"}``).
     rpc_timeout_s : float
         Time limit of one call to a node.
     transactions_max : int
@@ -135,7 +166,7 @@ class NeoStorage(ConflictResolvingStorage):
                  resolvable_bytes_max: int = 1 << 20, busy_wait_s_max: float = 60.0,
                  conflict_rounds_max: int = 16, loads_per_batch_max: int = 1000,
                  message_bytes_max: int = wire.MESSAGE_BYTES_MAX, local_reads: bool = True,
-                 finish_timeout_s: float = 660.0):
+                 finish_timeout_s: float = 660.0, cache_colours=None, cache_colour_aliases=None):
         self._name = name or f"neoarray://{master}/{cluster}"
         self._is_read_only = read_only
         self.rpc_timeout_s = rpc_timeout_s
@@ -146,7 +177,7 @@ class NeoStorage(ConflictResolvingStorage):
         self.busy_wait_s_max = busy_wait_s_max
         self.conflict_rounds_max = conflict_rounds_max
         self.loads_per_batch_max = loads_per_batch_max
-        self._cache = RevisionCache(cache_bytes_max)
+        self._cache = ColouredCache(cache_bytes_max, cache_colours, aliases=cache_colour_aliases)
         self._db = None
         self._lock = threading.RLock()           # last tid, finish callbacks, loads order
         self._tid_changed = threading.Condition(self._lock)
@@ -195,7 +226,12 @@ class NeoStorage(ConflictResolvingStorage):
         return True
 
     def cache_stats(self) -> dict:
+        """Totals (hits, misses, evictions, bytes, bytes_max, objects) and ``colours``."""
         return self._cache.stats()
+
+    def add_cache_colour(self, name: str, share: float, policy: str = "lru") -> None:
+        """Add a cache colour (policies: lru, s3fifo, fifo); quotas are shares of the budget."""
+        self._cache.add_colour(name, share, policy)
 
     @property
     def node_id(self) -> int:
@@ -310,9 +346,10 @@ class NeoStorage(ConflictResolvingStorage):
     def loadBefore(self, oid, tid):
         with self._lock:   # wait for a finish in progress (its callback) to complete
             pass
-        hit = self._cache.get(oid, tid)
+        colour = colours.current()
+        hit = self._cache.get(oid, tid, colour)
         if hit is not None:
-            return hit
+            return _as_bytes(hit[0]), hit[1], hit[2]
         token = self._cache.start_load()
         reply = self._read(spb.LoadRequest(oid=oid, before=tid))
         if reply.status == spb.NO_OBJECT:
@@ -321,7 +358,7 @@ class NeoStorage(ConflictResolvingStorage):
             return None
         if reply.status == spb.DELETED:
             raise POSException.POSKeyError(oid)
-        self._cache.put(oid, reply.data, reply.serial, reply.next_serial, token)
+        self._cache.put(oid, reply.data, reply.serial, reply.next_serial, token, colour)
         return reply.data, reply.serial, reply.next_serial
 
     def load(self, oid, version=""):
@@ -331,13 +368,14 @@ class NeoStorage(ConflictResolvingStorage):
         return found[:2]
 
     def loadSerial(self, oid, serial):
-        hit = self._cache.get_serial(oid, serial)
+        colour = colours.current()
+        hit = self._cache.get_serial(oid, serial, colour)
         if hit is not None:
-            return hit[0]
+            return _as_bytes(hit[0])
         reply = self._read(spb.LoadRequest(oid=oid, serial=serial))
         if reply.status != spb.FOUND:
             raise POSException.POSKeyError(oid, serial)
-        self._cache.put(oid, reply.data, reply.serial, reply.next_serial)
+        self._cache.put(oid, reply.data, reply.serial, reply.next_serial, None, colour)
         return reply.data
 
     def getTid(self, oid):
@@ -345,9 +383,10 @@ class NeoStorage(ConflictResolvingStorage):
 
     def prefetch(self, oids, tid):
         """Load ``oids`` as of ``tid`` into the cache in the background, batched per node."""
-        wanted = [oid for oid in oids if self._cache.get(oid, tid) is None]
+        colour = colours.current()
+        wanted = [oid for oid in oids if self._cache.get(oid, tid, colour) is None]
         for batch in self._by_node(wanted):
-            self._pool.submit(self._prefetch_batch, *batch, tid)
+            self._pool.submit(self._prefetch_batch, *batch, tid, colour)
 
     def _by_node(self, oids):
         groups: dict[int, list] = {}
@@ -366,47 +405,60 @@ class NeoStorage(ConflictResolvingStorage):
             raise ClusterUnavailable(f"no readable copy of partition {partition}")
         return cells[0]
 
-    def _prefetch_batch(self, nid, oids, tid):
+    def _prefetch_batch(self, nid, oids, tid, colour):
         try:
-            self._load_batch(nid, oids, tid)
+            self._load_batch(nid, oids, tid, colour)
         except Exception as exc:  # prefetch is a hint: loads will ask again
             log.debug("prefetch from S%d failed: %s", nid, exc)
 
-    def load_many(self, oids, tid) -> dict:
+    def load_many(self, oids, tid, colour: str | None = None) -> dict:
         """``{oid: (data, serial, next_serial)}`` as of ``tid``, batched per node, in parallel.
 
-        Missing or deleted objects are absent from the result.
+        Missing or deleted objects are absent from the result.  ``data`` is ``bytes`` or
+        a read-only buffer.  ``colour``: the cache colour (default: :func:`colours.current`).
         """
+        colour = colour or colours.current()
         out, todo = {}, []
         for oid in oids:
-            hit = self._cache.get(oid, tid)
+            hit = self._cache.get(oid, tid, colour)
             if hit is None:
                 todo.append(oid)
             else:
                 out[oid] = hit
         batches = list(self._by_node(todo))
         if len(batches) == 1:
-            out.update(self._load_batch(*batches[0], tid))
+            out.update(self._load_batch(*batches[0], tid, colour))
             return out
-        jobs = [self._pool.submit(self._load_batch, nid, batch, tid) for nid, batch in batches]
+        jobs = [self._pool.submit(self._load_batch, nid, batch, tid, colour) for nid, batch in batches]
         for job in jobs:
             out.update(job.result())
         return out
 
     @contextlib.contextmanager
-    def read_views(self, oids, tid):
+    def read_views(self, oids, tid, colour: str | None = None, align=None):
         """``{oid: (data, serial)}`` as of ``tid``, for bulk readers (array chunks).
 
-        ``data`` is a read-only buffer valid only inside the ``with`` block: records of
-        storage nodes on this host are handed out in place, in their LMDB pages (no copy,
-        checksum verified), the others are loaded (one copy).  Nothing goes through the
-        cache.  Missing or deleted objects are absent.  Keep blocks short: an open LMDB
-        read transaction holds its snapshot's pages.
+        ``data`` is a read-only buffer valid only inside the ``with`` block.  Records in
+        the cache are handed out as they are (checked when they entered it).  Records of
+        storage nodes on this host are read in place, in their LMDB pages (no copy,
+        checksum verified); when the colour keeps local copies (``meta``, ``hot``: not
+        ``scan``) they are copied into the cache, aligned so that ``align(record)``
+        (an offset, or None) falls on a 64-byte boundary.  The others are loaded (one
+        copy) through the cache.  Missing or deleted objects are absent.  Keep blocks
+        short: an open LMDB read transaction holds its snapshot's pages.
         """
+        colour = colour or colours.current()
+        cache = self._cache
+        keep = cache.keeps_local_copies(colour)
         out, remote = {}, []
         with contextlib.ExitStack() as stack:
             txns = {}
+            token = cache.start_load()
             for oid in oids:
+                hit = cache.get(oid, tid, colour)
+                if hit is not None:
+                    out[oid] = hit[:2]
+                    continue
                 nid = next(iter(self._link.readable(self._link.partition(oid))), None)
                 reader = self._local.get(nid) if self._local is not None and nid is not None else None
                 if reader is None:
@@ -418,13 +470,18 @@ class NeoStorage(ConflictResolvingStorage):
                     rec = reader.load_in(txns[nid], oid, before=tid, copy=False)
                 except (NoObject, NoRevision):
                     continue
-                if rec.data is not None:
-                    out[oid] = (rec.data, rec.serial)
-            for oid, (data, serial, _) in self.load_many(remote, tid).items():
+                if rec.data is None:
+                    continue
+                data = rec.data
+                if keep:
+                    data = _aligned_copy(data, align)
+                    cache.put(oid, data, rec.serial, rec.next_serial, token, colour)
+                out[oid] = (data, rec.serial)
+            for oid, (data, serial, _) in self.load_many(remote, tid, colour).items():
                 out[oid] = (data, serial)
             yield out
 
-    def _load_batch(self, nid, oids, tid):
+    def _load_batch(self, nid, oids, tid, colour=None):
         """Load ``oids`` as of ``tid`` from one node (locally when it is on this host)."""
         token = self._cache.start_load()
         local = self._local.get(nid) if self._local else None
@@ -437,7 +494,7 @@ class NeoStorage(ConflictResolvingStorage):
         out = {}
         for oid, r in recs:
             if r.status == spb.FOUND:
-                self._cache.put(oid, r.data, r.serial, r.next_serial, token)
+                self._cache.put(oid, r.data, r.serial, r.next_serial, token, colour)
                 out[oid] = (r.data, r.serial, r.next_serial)
         return out
 
@@ -665,11 +722,12 @@ class NeoStorage(ConflictResolvingStorage):
             tid = self._finish(txn, request)
             if self._link.connected.is_set() and not txn.reached.wait(EVENT_WAIT_S):
                 log.warning("own invalidation of 0x%s not seen within %s s", tid.hex(), EVENT_WAIT_S)
+            colour = colours.current()
             with self._lock:
                 for oid, (serial, data) in txn.data.items():
                     self._cache.invalidate((oid,), tid)
                     if data is not None and data is not _TOO_BIG:
-                        self._cache.put(oid, data, tid, None)
+                        self._cache.put(oid, data, tid, None, None, colour)
                 func(tid)
                 if tid > self._last_tid:
                     self._last_tid = tid
