@@ -27,6 +27,7 @@ import math
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_tuple
 
+from .. import kernels
 from . import layout
 from .errors import ArrayValueError
 
@@ -38,13 +39,40 @@ NUMPY_FUNCS = {
 
 
 class Reducer:
-    """One entry of the reduction table (see the module docstring)."""
+    """One entry of the reduction table (see the module docstring).
 
-    def __init__(self, partial, fill, merge, final=lambda s, n, ddof, dtype: s[0]):
+    ``kernel(flat, acc)``, when given, computes the state of a whole block (every
+    axis reduced) from its items in one compiled pass (:mod:`neoarray.kernels`),
+    as a tuple of scalars; :func:`_partial` uses it where it applies.
+    """
+
+    def __init__(self, partial, fill, merge, final=lambda s, n, ddof, dtype: s[0], kernel=None):
         self.partial = partial
         self.fill = fill
         self.merge = merge
         self.final = final
+        self.kernel = kernel
+
+
+def _kernel_applies(block, axes, acc):
+    """Compiled kernels reduce whole blocks of bool/int/float items into exact-enough
+    accumulators: float64 or integers (float32 sums keep numpy's pairwise summation)."""
+    return (len(axes) == block.ndim and kernels.supported(block.dtype)
+            and (acc.kind in "iub" or acc == np.float64))
+
+
+def _partial(red, block, axes, acc):
+    """State of one block: the compiled kernel when it applies, else numpy."""
+    if red.kernel is not None and block.size and _kernel_applies(block, axes, acc):
+        flat = block.ravel(order="K")     # a view for whole chunks (C or F), else a copy
+        keep = (1,) * block.ndim
+        return tuple(np.full(keep, v) for v in red.kernel(flat, acc))
+    return red.partial(block, axes, acc)
+
+
+def _moments_kernel(flat, acc):
+    n, mean, m2 = kernels.moments(flat)
+    return np.int64(n), acc.type(mean), acc.type(m2)
 
 
 def _full(value, missing, dtype):
@@ -106,19 +134,23 @@ def _truthy(value):
 REDUCERS = {
     "sum": Reducer(
         lambda b, axes, acc: (np.sum(b, axis=axes, keepdims=True, dtype=acc),),
-        _times, lambda a, b: (a[0] + b[0],)),
+        _times, lambda a, b: (a[0] + b[0],),
+        kernel=lambda flat, acc: (kernels.sum_(flat, acc),)),
     "mean": Reducer(
         lambda b, axes, acc: (np.sum(b, axis=axes, keepdims=True, dtype=acc),),
-        _times, lambda a, b: (a[0] + b[0],), _mean_final),
+        _times, lambda a, b: (a[0] + b[0],), _mean_final,
+        kernel=lambda flat, acc: (kernels.sum_(flat, acc),)),
     "prod": Reducer(
         lambda b, axes, acc: (np.prod(b, axis=axes, keepdims=True, dtype=acc),),
         _power, lambda a, b: (a[0] * b[0],)),
     "min": Reducer(
         lambda b, axes, acc: (np.min(b, axis=axes, keepdims=True),),
-        lambda v, m, acc: (_full(v, m, acc),), lambda a, b: (np.minimum(a[0], b[0]),)),
+        lambda v, m, acc: (_full(v, m, acc),), lambda a, b: (np.minimum(a[0], b[0]),),
+        kernel=lambda flat, acc: (kernels.min_(flat),)),
     "max": Reducer(
         lambda b, axes, acc: (np.max(b, axis=axes, keepdims=True),),
-        lambda v, m, acc: (_full(v, m, acc),), lambda a, b: (np.maximum(a[0], b[0]),)),
+        lambda v, m, acc: (_full(v, m, acc),), lambda a, b: (np.maximum(a[0], b[0]),),
+        kernel=lambda flat, acc: (kernels.max_(flat),)),
     "any": Reducer(
         lambda b, axes, acc: (np.any(b, axis=axes, keepdims=True),),
         lambda v, m, acc: (_full(_truthy(v), m, bool),),
@@ -129,9 +161,12 @@ REDUCERS = {
         lambda a, b: (a[0] & b[0],)),
     "count_nonzero": Reducer(
         lambda b, axes, acc: (np.count_nonzero(b, axis=axes, keepdims=True),),
-        lambda v, m, acc: (m * int(_truthy(v)),), lambda a, b: (a[0] + b[0],)),
-    "var": Reducer(_moments_partial, _moments_fill, _moments_merge, _var_final),
-    "std": Reducer(_moments_partial, _moments_fill, _moments_merge, _std_final),
+        lambda v, m, acc: (m * int(_truthy(v)),), lambda a, b: (a[0] + b[0],),
+        kernel=lambda flat, acc: (np.intp(kernels.count_nonzero(flat)),)),
+    "var": Reducer(_moments_partial, _moments_fill, _moments_merge, _var_final,
+                   kernel=_moments_kernel),
+    "std": Reducer(_moments_partial, _moments_fill, _moments_merge, _std_final,
+                   kernel=_moments_kernel),
 }
 
 
@@ -193,7 +228,7 @@ def _fold_stored(array, red, axes, acc, out_keep):
     chunks = array.chunks
 
     def partial(_key, block):    # may run on a compute thread, on a view of the record
-        return red.partial(block, axes, acc), block.shape
+        return _partial(red, block, axes, acc), block.shape
 
     for key, (part, shape) in array._map_stored(partial):
         if state is None:
