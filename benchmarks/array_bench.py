@@ -381,6 +381,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from neoarray import kernels
+    kernels.warm_up()      # Numba's one-time start (~0.5 s per process), like the imports
     n = int(args.gib * (1 << 30)) // 8
     src = source_array(n)
     args.indices = random_indices(n, args.random)

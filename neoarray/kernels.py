@@ -437,3 +437,17 @@ KERNELS = {
     "moments": moments, "count_nonzero": count_nonzero, "any": any_, "all": all_,
     "histogram": histogram, "diff": diff, "moving_mean": moving_mean, "alerts": alerts,
 }
+
+
+def warm_up(dtypes=(np.float64, np.int64)) -> None:
+    """Load (or compile) the kernels for ``dtypes`` now rather than at their first use.
+
+    The first kernel call of a process initialises Numba (about half a second, even
+    with the on-disk cache); long-running services and benchmarks call this first.
+    """
+    for dtype in dtypes:
+        x = np.arange(3, dtype=dtype)
+        acc = np.sum(x[:0]).dtype
+        sum_(x, acc), prod(x, acc), min_(x), max_(x), argmin(x), argmax(x), moments(x)
+        count_nonzero(x), any_(x), all_(x), histogram(x, 2, 0, 2)
+        diff(x), moving_mean(x, 2), alerts(x, 0.1)

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -73,7 +73,10 @@ def test_prod_matches_numpy(x, _):
 def test_histogram_matches_numpy(x, bins, lo, width):
     counts, edges = k.histogram(x, bins, lo, lo + width)
     finite = x[~np.isnan(x)]
-    want, want_edges = k.REFERENCE["histogram"](finite, bins, lo, lo + width)
+    try:
+        want, want_edges = k.REFERENCE["histogram"](finite, bins, lo, lo + width)
+    except ValueError:      # numpy: "Too many bins for data range" (bins narrower than floats)
+        reject()
     np.testing.assert_array_equal(counts, want)
     np.testing.assert_allclose(edges, want_edges)
 
@@ -143,3 +146,8 @@ def test_single_items_and_errors():
     with pytest.raises(ValueError, match="window >= 1"):
         k.moving_mean(one, 0)
     assert not k.supported(np.complex128) and k.supported(np.int16)
+
+
+def test_warm_up_loads_every_kernel():
+    k.warm_up((np.float32, np.uint8))
+    assert k.sum_(np.ones(3, np.uint8), np.uint64) == 3
