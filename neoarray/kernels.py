@@ -282,10 +282,9 @@ def _histogram(x, edges, counts):
         v = x[i]
         if not (v >= lo and v <= hi):       # outside, or NaN
             continue
-        k = int((v - lo) * norm)
-        if k >= bins:
-            k = bins - 1
-        if v < edges[k]:
+        f = (v - lo) * norm          # may be inf or huge for subnormal ranges: clamp first
+        k = bins - 1 if not (f < bins) else (int(f) if f > 0 else 0)
+        if k > 0 and v < edges[k]:
             k -= 1
         elif k < bins - 1 and v >= edges[k + 1]:
             k += 1

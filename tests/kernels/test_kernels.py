@@ -85,6 +85,8 @@ def test_histogram_edges_follow_numpy_on_exact_edges():
     x = np.array([0.0, 0.1, 0.2, 0.3, 0.7, 1.0, 1.0000001, -0.0000001, np.nan])
     np.testing.assert_array_equal(k.histogram(x, 10, 0.0, 1.0)[0],
                                   np.histogram(x[:-1], 10, range=(0.0, 1.0))[0])
+    tiny = k.histogram(np.array([0.0, 1e-309]), 1, 0.0, 2.2e-309)[0]     # subnormal width
+    assert tiny.tolist() == [2]
     with pytest.raises(ValueError, match="bins >= 1"):
         k.histogram(x, 0, 0, 1)
     with pytest.raises(ValueError, match="must be finite"):
