@@ -180,7 +180,7 @@ def argmax(x):
 
 def merge_arg(name, a, b):
     """Merge two ``(index, value)`` states, ``a`` covering earlier items than ``b``."""
-    (ia, va), (ib, vb) = a, b
+    (_, va), (_, vb) = a, b
     if va != va:
         return a
     if vb != vb:

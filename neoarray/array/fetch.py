@@ -213,15 +213,20 @@ def _bytes_span(record, pos):
     return start, stop
 
 
-def payload_offset(record):
-    """Offset of the payload in a chunk record (see :func:`payload_view`), or None."""
+def _payload_span(record):
+    """``(start, stop)`` of the payload in a chunk record (see :func:`payload_view`), or None."""
     pos = _class_pickle_end(record)
     if pos is None:
         return None
     try:
-        span = _bytes_span(record, pos)
+        return _bytes_span(record, pos)
     except (IndexError, struct.error):
         return None
+
+
+def payload_offset(record):
+    """Offset of the payload in a chunk record (see :func:`payload_view`), or None."""
+    span = _payload_span(record)
     return None if span is None else span[0]
 
 
@@ -232,13 +237,7 @@ def payload_view(record):
     :class:`~neoarray.array.chunks.Chunk`.  None means the state is not one
     bytes opcode: unpickle it the usual way.
     """
-    pos = _class_pickle_end(record)
-    if pos is None:
-        return None
-    try:
-        span = _bytes_span(record, pos)
-    except (IndexError, struct.error):
-        return None
+    span = _payload_span(record)
     if span is None:
         return None
     return memoryview(record)[span[0]:span[1]].toreadonly()

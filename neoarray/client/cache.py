@@ -249,6 +249,7 @@ class ColouredCache:
         self.bytes = 0
         self.lock = threading.Lock()
         self.colours: dict[str, Colour] = {}
+        self.aliases: dict[str, str] = {}
         for name, share, policy in parse_colours(colours):
             self._add(name, share, policy)
         if not self.colours:
@@ -270,7 +271,7 @@ class ColouredCache:
 
     # -- colours ----------------------------------------------------------------------
     def _add(self, name, share, policy, copy_local=None):
-        if name in self.colours or name in getattr(self, "aliases", ()):
+        if name in self.colours or name in self.aliases:
             raise CacheConfigError(f"colour {name!r} is defined twice")
         if copy_local is None:
             copy_local = policy != "fifo"
