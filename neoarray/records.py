@@ -3,8 +3,9 @@
 The key layout and record format are described at the top of
 ``storage_node/backend.py``.  This module holds what both the storage node and a
 client on the same host (``neoarray.client.local``) need to read records: key
-construction, record decoding with checksum verification, and the revision lookup
-of ``load``.
+construction, record decoding with checksum verification (data larger than the inline
+limit is read where the store wrote it, in the ``data`` database, under the key that
+the record holds), and the revision lookup of ``load``.
 """
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from .ids import u64
 
 DELETED = 1
 HAS_DATA_TID = 2
+IN_DATA_TABLE = 4                    # the data is in ``data`` under the key that follows
 _REC = struct.Struct(">BQ")          # flags, checksum
 _VOTED = struct.Struct(">BQ8s")      # flags, checksum, base serial
 _P = struct.Struct(">I")
+DATA_KEY_BYTES = 12                  # key of ``data``: P + 8-byte id allocated by the node
 
 
 def checksum(data) -> int:
@@ -86,19 +89,34 @@ class RecordReader:
                 raise NoObject(oid)
             raise NoRevision(oid)
         nxt = txn.next_key("obj", prefix + found + b"\0", end)
-        return self._decode(oid, found, bytes(nxt[12:]) if nxt is not None else None, value, copy)
+        return self._decode(txn, oid, found, bytes(nxt[12:]) if nxt is not None else None, value, copy)
 
     @staticmethod
-    def _decode(oid, serial, next_serial, value, copy: bool = True) -> Loaded:
+    def _decode(txn, oid, serial, next_serial, value, copy: bool = True) -> Loaded:
         flags, crc = _REC.unpack_from(value)
-        start, data_tid = _REC.size, None
-        if flags & HAS_DATA_TID:
-            start, data_tid = start + 8, bytes(value[start:start + 8])
+        data_tid, data_key, start = record_tail(flags, value, _REC.size)
         if flags & DELETED:
             return Loaded(serial, next_serial, None, crc, data_tid)
-        view = memoryview(value)[start:]
+        if data_key is None:
+            view = memoryview(value)[start:]
+        else:
+            data = txn.get("data", data_key)
+            if data is None:
+                raise ChecksumError(f"record of oid 0x{oid.hex()} at tid 0x{serial.hex()} "
+                                    f"refers to data 0x{data_key.hex()} missing on this node")
+            view = memoryview(data)
         if checksum(view) != crc:
             raise ChecksumError(f"record of oid 0x{oid.hex()} at tid 0x{serial.hex()} "
                                 f"fails its checksum on this node")
         return Loaded(serial, next_serial, bytes(view) if copy else view.toreadonly(), crc, data_tid)
 
+
+def record_tail(flags: int, value, start: int) -> tuple[bytes | None, bytes | None, int]:
+    """``(data tid, data key, offset of inline data)`` of a record whose header ends at
+    ``start``: the optional fields that follow the header, in their order on disk."""
+    data_tid = data_key = None
+    if flags & HAS_DATA_TID:
+        data_tid, start = bytes(value[start:start + 8]), start + 8
+    if flags & IN_DATA_TABLE:
+        data_key, start = bytes(value[start:start + DATA_KEY_BYTES]), start + DATA_KEY_BYTES
+    return data_tid, data_key, start

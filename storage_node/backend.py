@@ -9,12 +9,17 @@ are range scans):
 database        key                     value
 ==============  ======================  ================================================
 ``obj``         P + oid + tid           record: 1-byte flags, 8-byte xxh3_64 checksum,
-                                        [8-byte data tid], then the raw data (zero-copy
-                                        slices on load)
+                                        [8-byte data tid], [12-byte data key], then the
+                                        raw data when it is inline (zero-copy slices on
+                                        load)
+``data``        P + data id             the raw data of one record larger than
+                                        ``DATA_INLINE_BYTES_MAX``, written once, at store;
+                                        P = oid % partitions, id: 8 bytes
 ``trans``       P + tid                 msgpack ``[user, description, extension,
                                         oids, ttid, packed]``; P = tid % partitions
 ``voted_obj``   ttid + oid              1-byte flags, checksum, 8-byte base serial,
-                                        [8-byte data tid], data: stores not yet locked
+                                        [8-byte data tid], [12-byte data key], [inline
+                                        data]: stores not yet locked
 ``voted_txn``   ttid                    msgpack ``{"meta", "oids", "node"}``, written at
                                         vote (the transaction is then durable)
 ``locked``      ttid                    final tid: locked, not yet unlocked by the master
@@ -24,10 +29,34 @@ database        key                     value
 Flags: bit 0 = deletion record (undone creation or external GC), no data; bit 1 = an
 8-byte data tid follows the header: the revision whose data an undo or a restore
 copied (ZODB's ``data_txn``; the data itself is still stored, so a load never chases
-pointers).  Object
-records are a fixed binary header rather than msgpack so that a load can hand out the
-payload without copying it; everything else is msgpack.  Data checksums are verified
-when stored and when loaded; a record that fails is reported, never returned.
+revisions); bit 2 = a 12-byte data key follows (after the data tid, if any): the
+data is the value of that key in ``data``, not inline.
+
+Large data is written once.  A store puts it in ``data`` under a fresh key and its
+``voted_obj`` record only refers to it; ``lock`` turns the small ``voted_obj`` record
+into the ``obj`` record, copying the reference, never the data.  The key is the oid's
+partition, then one more than the largest id of that partition: a partition's data
+is one contiguous range too, appended in key order (an id freed by a delete may come
+again, as nothing refers to it any more).  A data row belongs to exactly one record
+(``voted_obj`` or ``obj``) and is deleted in the same LMDB transaction as it: when an
+abort drops the stores of a transaction, when a store replaces an earlier store of
+the same oid in the same transaction, and when pack drops the revision.  A store, its
+data and its reference are written in one LMDB transaction, so a crash never leaves
+a reference without data or data without a reference.  Data of at most
+``DATA_INLINE_BYTES_MAX`` bytes stays inline: it fits in a B-tree leaf (no overflow
+pages), and a load then needs one lookup, not two.
+
+Object records are a fixed binary header rather than msgpack so that a load can hand
+out the payload without copying it; everything else is msgpack.  Data checksums are
+verified when stored and when loaded; a record that fails (or whose data row is
+missing) is reported, never returned.
+
+Durability: LMDB commits do not fsync; the backend syncs where it promises
+durability: at ``vote`` (the stores and the vote, unless ``vote_sync=False``) and at
+``lock`` (the revisions).  A store of large data asks the kernel to start writing it
+out (``write_behind``, no waiting), so that the vote's fsync finds little left to
+write.  A killed process loses nothing LMDB committed (the pages are in the page
+cache).
 """
 from __future__ import annotations
 
@@ -38,8 +67,11 @@ import msgpack
 
 from neoarray.errors import RequestRefused
 from neoarray.ids import Z64, p64, u64
-from neoarray.records import (_P, _REC, _VOTED, DELETED, HAS_DATA_TID, Loaded, NoObject,  # noqa: F401
-                              NoRevision, RecordReader, checksum)
+from neoarray.records import (_P, _REC, _VOTED, DATA_KEY_BYTES, DELETED, HAS_DATA_TID,  # noqa: F401
+                              IN_DATA_TABLE, Loaded, NoObject, NoRevision, RecordReader,
+                              checksum, record_tail)
+
+DATA_INLINE_BYTES_MAX = 1024    # larger data goes to ``data``: written once, never copied
 
 @dataclass(frozen=True)
 class Stored:
@@ -100,10 +132,11 @@ class Backend(RecordReader):
     def history(self, oid: bytes, size: int) -> list[tuple[bytes, int]]:
         prefix = self._okey(oid)
         out = []
-        with self.kv.read() as txn:
+        with self.kv.read(buffers=True) as txn:     # sizes only: no value is copied
             for key, value in txn.scan("obj", prefix, prefix + b"\xff" * 8, reverse=True):
-                extra = 8 if value[0] & HAS_DATA_TID else 0
-                out.append((key[12:], len(value) - _REC.size - extra))
+                _, data_key, start = record_tail(value[0], value, _REC.size)
+                out.append((key[12:], len(value) - start if data_key is None
+                            else len(txn.get("data", data_key) or b"")))
                 if len(out) >= size:
                     break
         if not out:
@@ -112,22 +145,51 @@ class Backend(RecordReader):
 
     # -- transactions in progress -----------------------------------------------
     def store_voted(self, ttid: bytes, records: list[Stored]) -> None:
-        """Keep the stores of ``ttid`` (not durable until ``vote``)."""
+        """Keep the stores of ``ttid`` (not durable until ``vote``).
+
+        Data larger than ``DATA_INLINE_BYTES_MAX`` is written to ``data``, once; a
+        store of an oid already stored by ``ttid`` replaces it (and its data row).
+        """
+        next_ids: dict[bytes, int] = {}     # partition prefix -> next free data id
         with self.kv.write() as txn:
             for r in records:
+                key = ttid + r.oid
+                self._drop_data_of(txn, txn.get("voted_obj", key), _VOTED.size)
                 flags = (DELETED if r.data is None else 0) | (HAS_DATA_TID if r.data_tid else 0)
-                header = _VOTED.pack(flags, r.checksum, r.serial) + (r.data_tid or b"")
-                txn.put("voted_obj", ttid + r.oid, header + (r.data or b""))
+                tail, inline = r.data_tid or b"", r.data or b""
+                if len(inline) > DATA_INLINE_BYTES_MAX:
+                    data_key = self._new_data_key(txn, r.oid, next_ids)
+                    txn.put("data", data_key, inline)
+                    flags, tail, inline = flags | IN_DATA_TABLE, tail + data_key, b""
+                txn.put("voted_obj", key, _VOTED.pack(flags, r.checksum, r.serial) + tail + inline)
+        if next_ids:
+            self.kv.write_behind()      # the vote's fsync then finds most of the data on disk
+
+    def _new_data_key(self, txn, oid: bytes, next_ids: dict[bytes, int]) -> bytes:
+        """A key of ``data`` free in ``txn``: the oid's partition, then a fresh id."""
+        pk = _P.pack(self.partition(oid))
+        data_id = next_ids.get(pk)
+        if data_id is None:
+            last = txn.last_key("data", pk, pk + b"\xff" * 9)
+            data_id = 1 if last is None else u64(last[4:]) + 1
+        next_ids[pk] = data_id + 1
+        return pk + p64(data_id)
+
+    @staticmethod
+    def _drop_data_of(txn, value, start: int) -> None:
+        """Delete the data row that the record ``value`` (header ending at ``start``)
+        refers to, if any: the record is being deleted or replaced."""
+        if value is not None and value[0] & IN_DATA_TABLE:
+            txn.delete("data", record_tail(value[0], value, start)[1])
 
     def stored(self, ttid: bytes) -> list[Stored]:
         out = []
         with self.kv.read() as txn:
             for key, value in txn.scan("voted_obj", ttid, ttid + b"\xff" * 9):
                 flags, crc, serial = _VOTED.unpack_from(value)
-                start, data_tid = _VOTED.size, None
-                if flags & HAS_DATA_TID:
-                    start, data_tid = start + 8, bytes(value[start:start + 8])
-                data = None if flags & DELETED else bytes(value[start:])
+                data_tid, data_key, start = record_tail(flags, value, _VOTED.size)
+                data = None if flags & DELETED else (
+                    bytes(value[start:]) if data_key is None else txn.get("data", data_key))
                 out.append(Stored(key[8:], serial, data, crc, data_tid))
         return out
 
@@ -174,13 +236,13 @@ class Backend(RecordReader):
                 raise RequestRefused(f"lock of unknown transaction 0x{ttid.hex()}")
             doc = msgpack.unpackb(raw)
             written = []
-            for key in list(txn.keys("voted_obj", ttid, ttid + b"\xff" * 9)):
-                oid, value = key[8:], txn.get("voted_obj", key)
+            for key, value in list(txn.scan("voted_obj", ttid, ttid + b"\xff" * 9)):
                 flags, crc, _ = _VOTED.unpack_from(value)
-                # the optional data tid and the data keep their place after the header
-                txn.put("obj", self._okey(oid) + tid, _REC.pack(flags, crc) + value[_VOTED.size:])
+                # the optional data tid, data key and inline data keep their place after
+                # the header: large data stays where the store wrote it
+                txn.put("obj", self._okey(key[8:]) + tid, _REC.pack(flags, crc) + value[_VOTED.size:])
                 txn.delete("voted_obj", key)
-                written.append(oid)
+                written.append(key[8:])
             if doc["meta"] is not None:
                 meta = list(doc["meta"])
                 txn.put("trans", _P.pack(self.partition(tid)) + tid, msgpack.packb(meta))
@@ -211,7 +273,8 @@ class Backend(RecordReader):
 
     def abort(self, ttid: bytes) -> None:
         with self.kv.write() as txn:
-            for key in list(txn.keys("voted_obj", ttid, ttid + b"\xff" * 9)):
+            for key, value in list(txn.scan("voted_obj", ttid, ttid + b"\xff" * 9)):
+                self._drop_data_of(txn, value, _VOTED.size)
                 txn.delete("voted_obj", key)
             txn.delete("voted_txn", ttid)
 
@@ -277,16 +340,21 @@ class Backend(RecordReader):
             txn.put("config", b"pack_tid", msgpack.packb(tid))
             for oid in gc_oids:
                 prefix = self._okey(oid)
-                keys = list(txn.keys("obj", prefix, prefix + b"\xff" * 8))
-                if keys and keys[-1][12:] <= tid:
-                    for k in keys:
-                        txn.delete("obj", k)
-                    removed += len(keys)
+                revisions = list(txn.scan("obj", prefix, prefix + b"\xff" * 8))
+                if revisions and revisions[-1][0][12:] <= tid:
+                    self._delete_revisions(txn, revisions)
+                    removed += len(revisions)
             if prune_history:
                 removed += self._prune(txn, tid)
                 self._pack_transactions(txn, tid)
         self.kv.sync()
         return removed
+
+    def _delete_revisions(self, txn, revisions) -> None:
+        """Delete the ``obj`` records ``[(key, value)]`` and their data rows."""
+        for key, value in revisions:
+            self._drop_data_of(txn, value, _REC.size)
+            txn.delete("obj", key)
 
     def _prune(self, txn, tid: bytes) -> int:
         doomed, current, prefix = [], None, None
@@ -295,20 +363,20 @@ class Backend(RecordReader):
                 self._prune_object(current, doomed)
                 prefix, current = key[:12], []
             if key[12:] <= tid:
-                current.append((key, value[0] & DELETED))
+                # enough for the header, data tid and data key: inline data is not kept
+                current.append((key, bytes(value[:_REC.size + 8 + DATA_KEY_BYTES])))
         self._prune_object(current, doomed)
-        for key in doomed:
-            txn.delete("obj", key)
+        self._delete_revisions(txn, doomed)
         return len(doomed)
 
     @staticmethod
     def _prune_object(old_revisions, doomed):
         if not old_revisions:
             return
-        doomed.extend(k for k, _ in old_revisions[:-1])
-        key, deleted = old_revisions[-1]
-        if deleted:
-            doomed.append(key)
+        doomed.extend(old_revisions[:-1])
+        key, value = old_revisions[-1]
+        if value[0] & DELETED:
+            doomed.append((key, value))
 
     def _pack_transactions(self, txn, tid):
         # The oids of a transaction may live on other nodes: records stay listed,

@@ -3,8 +3,11 @@ import pytest
 
 from neoarray.errors import ChecksumError, RequestRefused
 from neoarray.ids import Z64, p64
-from storage_node.backend import Backend, NoObject, NoRevision, Stored, TransactionInfo, checksum
 from neoarray.kv import LMDBStore, MemoryStore
+from neoarray.records import _REC, _VOTED, DATA_KEY_BYTES, RecordReader, record_tail
+from storage_node.backend import (DATA_INLINE_BYTES_MAX, Backend, NoObject, NoRevision, Stored,
+                                  TransactionInfo, checksum)
+from storage_node.manager import TransactionManager
 
 PARTITIONS = 3
 
@@ -191,3 +194,158 @@ def test_key_helpers_agree_with_scan(kind, tmp_path):
         assert txn.next_key("obj", b"a2", b"b") == b"a3"
         assert txn.next_key("obj", b"a4", b"b") is None
     kv.close()
+
+
+# -- large data: written once to ``data``, referred to by the records ------------------
+
+BIG = DATA_INLINE_BYTES_MAX + 1
+
+
+def big(tag: bytes, size: int = 64 << 10) -> bytes:
+    return (tag * size)[:size]
+
+
+def data_rows(b) -> dict:
+    with b.kv.read() as txn:
+        return dict(txn.scan("data", b""))
+
+
+def assert_data_owned_once(b):
+    """Every data row is referred to by exactly one record, every reference resolves."""
+    refs = []
+    with b.kv.read() as txn:
+        for db, start in (("obj", _REC.size), ("voted_obj", _VOTED.size)):
+            for _, value in txn.scan(db, b""):
+                data_key = record_tail(value[0], value, start)[1]
+                if data_key is not None:
+                    refs.append(data_key)
+    assert sorted(refs) == sorted(data_rows(b)), "dangling reference or orphan data row"
+
+
+def test_large_data_is_written_once_and_locked_by_reference(make_backend):
+    b = make_backend()
+    payload = big(b"chunk")
+    b.store_voted(p64(5), [rec(1, payload), rec(2, b"small")])
+    assert data_rows(b) == {(1 % PARTITIONS).to_bytes(4, "big") + p64(1): payload}   # at store, once
+    b.vote(p64(5), None, [p64(1), p64(2)], node=1)
+    b.lock(p64(5), p64(50))
+    assert list(data_rows(b).values()) == [payload]          # lock copied no data
+    with b.kv.read() as txn:
+        obj = dict(txn.scan("obj", b""))
+    sizes = sorted(len(v) for v in obj.values())
+    assert sizes == [_REC.size + len(b"small"), _REC.size + DATA_KEY_BYTES]
+    assert b.load(p64(1)).data == payload and b.load(p64(2)).data == b"small"
+    assert b.history(p64(1), 5) == [(p64(50), len(payload))]
+    assert_data_owned_once(b)
+
+
+def test_inline_limit_is_inclusive(make_backend):
+    b = make_backend()
+    commit(b, 1, 10, [rec(1, b"x" * DATA_INLINE_BYTES_MAX), rec(2, b"y" * BIG)])
+    assert [len(v) for v in data_rows(b).values()] == [BIG]
+    assert b.load(p64(1)).data == b"x" * DATA_INLINE_BYTES_MAX
+    assert b.load(p64(2)).data == b"y" * BIG
+
+
+def test_abort_and_restore_drop_their_data_rows(make_backend):
+    b = make_backend()
+    b.store_voted(p64(5), [rec(1, big(b"a")), rec(2, big(b"b"))])
+    b.store_voted(p64(5), [rec(1, big(b"c"))])                # replaces the first store of oid 1
+    assert sorted(data_rows(b).values()) == [big(b"b"), big(b"c")]
+    assert {s.oid: s.data for s in b.stored(p64(5))} == {p64(1): big(b"c"), p64(2): big(b"b")}
+    b.store_voted(p64(5), [rec(2, None)])                     # a deletion replaces data too
+    assert list(data_rows(b).values()) == [big(b"c")]
+    b.vote(p64(5), None, [p64(1), p64(2)], node=1)
+    b.abort(p64(5))
+    assert data_rows(b) == {} and b.pending_ttids() == set()
+    assert_data_owned_once(b)
+
+
+def test_data_ids_never_clobber_live_data(make_backend):
+    b = make_backend()
+    commit(b, 1, 10, [rec(1, big(b"one"))])
+    b.store_voted(p64(2), [rec(2, big(b"aborted"))])          # takes the largest id ...
+    b.abort(p64(2))                                           # ... and gives it back
+    commit(b, 3, 30, [rec(3, big(b"three"))])
+    commit(b, 4, 40, [rec(1, big(b"four"), p64(10))])
+    assert b.load(p64(1), serial=p64(10)).data == big(b"one")
+    assert b.load(p64(1)).data == big(b"four")
+    assert b.load(p64(3)).data == big(b"three")
+    assert_data_owned_once(b)
+
+
+def test_pack_drops_the_data_of_removed_revisions(make_backend):
+    b = make_backend()
+    commit(b, 1, 10, [rec(1, big(b"a")), rec(2, big(b"x"))])
+    commit(b, 2, 20, [rec(1, big(b"b"), p64(10))])
+    commit(b, 3, 30, [rec(2, None, p64(10))])
+    commit(b, 4, 40, [rec(3, big(b"gc"))])
+    assert b.pack(p64(35), gc_oids=[p64(3)], prune_history=False) == 0     # changed after 35
+    assert b.pack(p64(35), gc_oids=[], prune_history=True) == 3
+    assert sorted(data_rows(b).values()) == [big(b"b"), big(b"gc")]
+    assert b.pack(p64(45), gc_oids=[p64(3)], prune_history=False) == 1
+    assert list(data_rows(b).values()) == [big(b"b")]
+    assert b.load(p64(1)).data == big(b"b")
+    assert_data_owned_once(b)
+
+
+def test_large_voted_data_survives_reopening(make_backend):
+    b = make_backend()
+    b.store_voted(p64(5), [rec(4, big(b"voted"))])
+    b.vote(p64(5), None, [p64(4)], node=3)
+    b.store_voted(p64(6), [rec(8, big(b"unvoted"))])
+    b = make_backend()
+    TransactionManager(b)                                     # recovery drops unvoted stores
+    assert list(data_rows(b).values()) == [big(b"voted")]
+    b.lock(p64(5), p64(50))
+    assert b.load(p64(4)).data == big(b"voted")
+    assert_data_owned_once(b)
+
+
+def test_store_of_large_data_starts_write_behind():
+    kv = MemoryStore()
+    b = Backend(kv, partitions=PARTITIONS)
+    b.store_voted(p64(1), [rec(1, b"small")])
+    assert kv.write_behinds == 0
+    b.store_voted(p64(1), [rec(2, big(b"large"))])
+    assert kv.write_behinds == 1 and kv.syncs == 0            # a hint, not a sync
+
+
+def test_corrupt_or_missing_data_row_is_reported_not_returned(tmp_path):
+    kv = LMDBStore(str(tmp_path / "db"), 1 << 26)
+    b = Backend(kv, partitions=PARTITIONS)
+    commit(b, 1, 10, [rec(1, big(b"precious")), rec(2, big(b"also"))])
+    (id1, value1), (id2, _) = sorted(data_rows(b).items())
+    with kv.write() as txn:
+        txn.put("data", id1, value1[:-1] + b"X")
+        txn.delete("data", id2)
+    with pytest.raises(ChecksumError, match="fails its checksum"):
+        b.load(p64(1))
+    with pytest.raises(ChecksumError, match="missing"):
+        b.load(p64(2))
+    kv.close()
+
+
+def test_local_reader_reads_large_records_in_place(tmp_path):
+    """A client on the same host reads the node's LMDB read-only: zero-copy, checked."""
+    path = str(tmp_path / "db")
+    b = Backend(LMDBStore(path, 1 << 26), partitions=PARTITIONS)
+    commit(b, 1, 10, [rec(1, big(b"view")), rec(2, b"tiny")])
+    b.kv.close()                       # py-lmdb opens an environment once per process
+    reader = RecordReader(LMDBStore(path, 1 << 26, readonly=True), PARTITIONS)
+    with reader.kv.read(buffers=True) as txn:
+        large = reader.load_in(txn, p64(1), copy=False)
+        small = reader.load_in(txn, p64(2), copy=False)
+        assert isinstance(large.data, memoryview) and large.data.readonly
+        assert bytes(large.data) == big(b"view") and bytes(small.data) == b"tiny"
+    assert reader.load(p64(1)).data == big(b"view")
+    reader.kv.close()
+    kv = LMDBStore(path, 1 << 26)
+    with kv.write() as txn:
+        (data_key, value), = txn.scan("data", b"")
+        txn.put("data", data_key, b"Y" + value[1:])
+    kv.close()
+    reader = RecordReader(LMDBStore(path, 1 << 26, readonly=True), PARTITIONS)
+    with pytest.raises(ChecksumError):
+        reader.load(p64(1))
+    reader.kv.close()
