@@ -15,7 +15,8 @@ from .errors import (ChecksumError, ClusterNameMismatch, ClusterUnavailable, Neo
 __all__ = ["open", "NeoStorage", "cache_colour", "LocalCluster", "NeoError", "ClusterNameMismatch",
            "ClusterUnavailable", "ChecksumError", "RequestRefused", "StorageFull",
            "ndarray", "empty", "zeros", "ones", "full", "asarray",
-           "empty_like", "zeros_like", "ones_like", "full_like"]
+           "empty_like", "zeros_like", "ones_like", "full_like", "diff", "moving_mean", "alerts",
+           "map_blocks", "jobs"]
 __version__ = "0.1.0"
 
 
@@ -65,13 +66,17 @@ def open(path: str | None = None, *, master: str | None = None, cluster: str | N
 
 
 _ARRAY_NAMES = ("ndarray", "empty", "zeros", "ones", "full", "asarray",
-                "empty_like", "zeros_like", "ones_like", "full_like")
+                "empty_like", "zeros_like", "ones_like", "full_like", "diff", "moving_mean", "alerts")
 
 
 def __getattr__(name):
     if name == "LocalCluster":
         from .cluster import LocalCluster
         return LocalCluster
+    if name in ("map_blocks", "jobs"):
+        import importlib
+        jobs = importlib.import_module(".jobs", __name__)
+        return jobs if name == "jobs" else jobs.map_blocks
     if name in _ARRAY_NAMES:       # neoarray.ndarray, neoarray.zeros, ... (numpy loaded lazily)
         from . import array
         return getattr(array, name)

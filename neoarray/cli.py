@@ -4,7 +4,10 @@
         start a master and N storage nodes as local processes serving DIR, print the
         master address, and stop them on Ctrl-C or ``neoctl --dir DIR stop``.
     neoarray demo [DIR]
-        store objects in an embedded cluster and read them back.
+        store objects and an array (``prices``) in an embedded cluster and read them back.
+    neoarray job run ...
+        run a parallel reduction or map_blocks job and print a JSON result
+        (see ``neoarray job run --help`` and :mod:`neoarray.jobs.cli`).
 """
 from __future__ import annotations
 
@@ -61,12 +64,39 @@ def demo(opts) -> int:
         print(f"stored run {n}; the database holds {len(stored)} run(s)")
         print(f"read back run {n}: squares = {list(stored[n]['squares'])}")
         assert list(stored[n]["squares"]) == [i * i for i in range(10)]
-        print(f"last transaction: 0x{db.storage.lastTransaction().hex()}")
         conn.close()
+        _demo_prices(db, path)
+        print(f"last transaction: 0x{db.storage.lastTransaction().hex()}")
     finally:
         db.close()
     print("cluster stopped; run again with the same directory to see the data persist")
     return 0
+
+
+def _demo_prices(db, path):
+    """An array of prices (a random walk) and a parallel job over it."""
+    import numpy as np
+    import transaction
+
+    import neoarray
+    from neoarray import jobs
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    try:
+        root = conn.root()
+        if "prices" not in root:
+            steps = np.random.default_rng(len(root.get("runs", ()))).normal(0, 0.0002, 4_000_000)
+            root["prices"] = neoarray.asarray(100 * np.exp(np.cumsum(steps)))
+            tm.commit()
+        prices = root["prices"]
+        result = jobs.reduce(prices, "std", stats=True)
+        print(f"array 'prices': {prices.shape[0]:,} float64 in {len(list(prices.chunk_keys()))} "
+              f"chunks; std = {result.value:.4f} (a {result.stats['pieces']}-piece job, "
+              f"{result.stats['gbps']} GB/s)")
+        print(f"  next: neoarray job run --dir {path} --array prices --reduce histogram --bins 8")
+    finally:
+        tm.abort()
+        conn.close()
 
 
 def parse_args(argv=None):
@@ -81,6 +111,8 @@ def parse_args(argv=None):
     up.add_argument("--partitions", type=int, default=12)
     d = sub.add_parser("demo", help="store and read back objects on an embedded cluster")
     d.add_argument("dir", nargs="?")
+    from .jobs.cli import add_parser
+    add_parser(sub)
     return p.parse_args(argv)
 
 
@@ -89,6 +121,9 @@ def main(argv=None) -> int:
     try:
         if opts.command == "cluster":
             return cluster_up(opts)
+        if opts.command == "job":
+            from .jobs.cli import main as job_main
+            return job_main(opts)
         return demo(opts)
     except NeoError as exc:
         print(f"neoarray: {exc}", file=sys.stderr)

@@ -28,10 +28,17 @@ chunked results equal whole-array results: :func:`diff`, :func:`moving_mean`
 (indices ``i`` where the rate of variation ``x[i] / x[i-1] - 1`` exceeds ``limit``
 in absolute value, like flagging price moves larger than a limit).
 
+:func:`block_state` gives the state of every item of an n-d block (a chunk) by name
+(:data:`BLOCK_STATES`), compiled where :func:`kernel_applies`, numpy elsewhere: the
+client's reductions and storage nodes (near-data reductions) both use it, so they
+compute identical states; :func:`encode_state`/:func:`decode_state` carry a state
+over the network, exactly, as msgpack.
+
 ``REFERENCE`` holds the numpy version of each kernel; the tests compare them.
 """
 from __future__ import annotations
 
+import msgpack
 import numba
 import numpy as np
 
@@ -326,21 +333,48 @@ def diff(x, halo=None):
 
 
 @numba.njit(**_JIT)
+def _kahan_add(s, c, v):
+    y = v - c
+    t = s + y
+    return t, (t - s) - y
+
+
+@numba.njit(**_JIT)
 def _moving_mean(x, w, out):
     s = 0.0
     c = 0.0          # Kahan compensation: the window sum does not drift
-    for i in range(w):
-        y = x[i] - c
-        t = s + y
-        c = (t - s) - y
-        s = t
-    out[0] = s / w
-    for i in range(w, x.shape[0]):
-        y = (x[i] - x[i - w]) - c
-        t = s + y
-        c = (t - s) - y
-        s = t
-        out[i - w + 1] = s / w
+    nan = 0          # non-finite items in the window are counted, not summed, so that
+    pos = 0          # the sum recovers once they leave it (numpy.convolve's results:
+    neg = 0          # NaN with a NaN or both infinities, else the infinity)
+    for i in range(x.shape[0]):
+        v = x[i]
+        if v != v:
+            nan += 1
+        elif v == np.inf:
+            pos += 1
+        elif v == -np.inf:
+            neg += 1
+        else:
+            s, c = _kahan_add(s, c, v)
+        if i >= w:
+            u = x[i - w]
+            if u != u:
+                nan -= 1
+            elif u == np.inf:
+                pos -= 1
+            elif u == -np.inf:
+                neg -= 1
+            else:
+                s, c = _kahan_add(s, c, -u)
+        if i >= w - 1:
+            if nan or (pos and neg):
+                out[i - w + 1] = np.nan
+            elif pos:
+                out[i - w + 1] = np.inf
+            elif neg:
+                out[i - w + 1] = -np.inf
+            else:
+                out[i - w + 1] = s / w
 
 
 def moving_mean(x, window, halo=None):
@@ -384,6 +418,218 @@ def alerts(x, limit, halo=None, offset=0):
     k = _alerts(series, float(limit), out) if series.shape[0] > 1 else 0
     shift = offset - (0 if halo is None else 1)
     return out[:k] + shift
+
+
+# -- whole-block states ------------------------------------------------------------
+#
+# The partial state of every item of one n-d block (an array chunk, or its in-bounds
+# part), computed the same way by the client (``neoarray.array.reductions``) and by
+# storage nodes (near-data reductions), so both give identical states.
+
+BLOCK_STATES = ("sum", "prod", "min", "max", "argmin", "argmax", "moments",
+                "count_nonzero", "any", "all", "histogram")
+STATE_KINDS = "biufcmM"      # dtype kinds a state may hold (numbers, dates): never objects
+STATE_ITEMS_MAX = 16         # arrays in one encoded state
+
+
+def kernel_applies(dtype, acc) -> bool:
+    """Whether compiled kernels reduce items of ``dtype`` into the accumulator ``acc``.
+
+    Bool/int/float items into exact-enough accumulators: float64 or integers (float32
+    sums keep numpy's pairwise summation).  Only native byte order, and not float16:
+    Numba has neither.
+    """
+    acc, dtype = np.dtype(acc), np.dtype(dtype)
+    return (supported(dtype) and dtype.isnative and dtype != np.float16
+            and (acc.kind in "iub" or acc == np.float64))
+
+
+def _memory_order(block) -> str:
+    """'C' or 'F': the order closest to ``block``'s memory layout."""
+    if block.flags.c_contiguous:
+        return "C"
+    if block.flags.f_contiguous:
+        return "F"
+    strides = [abs(st) for st, n in zip(block.strides, block.shape) if n > 1]
+    return "F" if strides == sorted(strides) else "C"
+
+
+def _all_axes(block):
+    return tuple(range(block.ndim))
+
+
+def _sum_state(block, acc, fast):
+    if fast:
+        return (sum_(block.ravel(order="K"), acc),)
+    return (np.sum(block, axis=_all_axes(block), dtype=acc),)
+
+
+def _prod_state(block, acc, fast):
+    if fast:
+        return (prod(block.ravel(order="K"), acc),)
+    return (np.prod(block, axis=_all_axes(block), dtype=acc),)
+
+
+def _min_state(block, acc, fast):
+    return (min_(block.ravel(order="K")) if fast else np.min(block, axis=_all_axes(block)),)
+
+
+def _max_state(block, acc, fast):
+    return (max_(block.ravel(order="K")) if fast else np.max(block, axis=_all_axes(block)),)
+
+
+def _moments_state(block, acc, fast):
+    """``(n, mean, M2)``; ``M2`` is real (float64) for complex accumulators, like numpy.var."""
+    if fast:
+        n, mean, m2 = moments(block.ravel(order="K"))
+        return np.int64(n), acc.type(mean), acc.type(m2)
+    axes = _all_axes(block)
+    mean = np.mean(block, axis=axes, keepdims=True, dtype=acc)
+    if acc.kind == "f":     # like numpy.var: one temporary, squared in place
+        deviation = np.asarray(np.subtract(block, mean, dtype=acc))    # 0-d: a scalar
+        np.multiply(deviation, deviation, out=deviation)
+        m2 = np.sum(deviation, axis=axes)
+    else:
+        m2 = np.sum(np.abs(block - mean) ** 2, axis=axes)
+    return np.int64(block.size), mean.reshape(())[()], m2
+
+
+def _count_nonzero_state(block, acc, fast):
+    if fast:
+        return (np.intp(count_nonzero(block.ravel(order="K"))),)
+    return (np.intp(np.count_nonzero(block)),)
+
+
+def _any_state(block, acc, fast):
+    return (np.bool_(any_(block.ravel(order="K")) if fast else np.any(block)),)
+
+
+def _all_state(block, acc, fast):
+    return (np.bool_(all_(block.ravel(order="K")) if fast else np.all(block)),)
+
+
+def _arg_state(name, block, fast):
+    """``(value, index)``: ``index`` is the C-order flat index in ``block``'s shape."""
+    if not fast:
+        index = int((np.argmin if name == "argmin" else np.argmax)(block))
+        return block.reshape(-1)[index] if block.ndim else block[()], np.int64(index)
+    order = _memory_order(block)
+    flat = block.ravel(order=order)      # a view when the block is contiguous
+    index, value = (argmin if name == "argmin" else argmax)(flat)
+    if order == "F" and block.ndim > 1:  # first in C order among the equal items
+        ties = np.isnan(block) if np.isnan(value) else (block == value)
+        index = int(np.argmax(ties))
+        value = block[np.unravel_index(index, block.shape)]
+    return value, np.int64(index)
+
+
+def _histogram_state(block, bins, lo, hi):
+    if not supported(block.dtype):
+        raise ValueError(f"histogram needs bool, integer or float items, not {block.dtype}")
+    if block.dtype == np.float16 or not block.dtype.isnative:    # not for Numba
+        block = block.astype(np.float32 if block.dtype == np.float16 else
+                             block.dtype.newbyteorder("="))
+    return (histogram(block.ravel(order="K"), bins, lo, hi)[0],)
+
+
+_STATE_FUNCS = {
+    "sum": _sum_state, "prod": _prod_state, "min": _min_state, "max": _max_state,
+    "moments": _moments_state, "count_nonzero": _count_nonzero_state,
+    "any": _any_state, "all": _all_state,
+}
+
+
+def block_state(name, block, acc, bins=None, lo=None, hi=None) -> tuple:
+    """The partial state of every item of the n-d ``block``, a tuple (see the table).
+
+    ``acc`` is the accumulator dtype (``neoarray.array.reductions._acc_dtype``).
+    Compiled kernels run where :func:`kernel_applies` (and the block is not empty),
+    numpy elsewhere, so float32 sums keep numpy's pairwise summation.
+
+    =================  =====================================================
+    ``name``           state
+    =================  =====================================================
+    sum, prod          ``(total,)`` in ``acc``
+    min, max           ``(value,)`` (NaN first, like numpy)
+    moments            ``(n int64, mean, M2)``: mean in ``acc``, M2 in ``acc``
+                       (its real dtype for complex accumulators)
+    count_nonzero      ``(count np.intp,)``
+    any, all           ``(np.bool_,)``
+    argmin, argmax     ``(value, index int64)``: ``index`` is the C-order flat
+                       index in ``block``'s logical shape (first NaN, else
+                       first extremum, like numpy)
+    histogram          ``(counts int64[bins],)`` over ``[lo, hi]``, numpy's
+                       edge rules (:func:`histogram`)
+    =================  =====================================================
+
+    Raises ValueError for an unknown ``name``, missing histogram parameters, and
+    what numpy raises (an empty block for min, max and arg-reductions).
+    """
+    if name not in BLOCK_STATES:
+        raise ValueError(f"unknown block state {name!r}; the built-in ones are "
+                         f"{', '.join(BLOCK_STATES)}")
+    acc, block = np.dtype(acc), np.asarray(block)      # a 0-d block may be a numpy scalar
+    if name == "histogram":
+        if bins is None or lo is None or hi is None:
+            raise ValueError("the histogram block state needs bins, lo and hi")
+        return _histogram_state(block, bins, lo, hi)
+    fast = bool(block.size) and kernel_applies(block.dtype, acc)
+    if name in ("argmin", "argmax"):
+        if not block.size:
+            raise ValueError(f"attempt to get {name} of an empty sequence")
+        return _arg_state(name, block, fast)
+    return _STATE_FUNCS[name](block, acc, fast)
+
+
+def _state_item(value) -> list:
+    array = np.asarray(value)
+    if array.dtype.kind not in STATE_KINDS or array.dtype.fields is not None:
+        raise ValueError(f"a block state holds numbers, not {array.dtype}")
+    return [array.dtype.str, list(array.shape), np.ascontiguousarray(array).tobytes()]
+
+
+def encode_state(state) -> bytes:
+    """``state`` (a tuple of numpy scalars or arrays, or Python numbers) as bytes.
+
+    Exact for every numeric dtype: each item is ``[dtype.str, shape, raw bytes]``
+    (msgpack).  :func:`decode_state` gives numpy scalars and arrays back.
+    """
+    return msgpack.packb([_state_item(v) for v in state], use_bin_type=True)
+
+
+def _decoded_item(item):
+    if not (isinstance(item, list) and len(item) == 3):
+        raise ValueError("a state item must be [dtype, shape, bytes]")
+    descr, shape, raw = item
+    if not (isinstance(descr, str) and isinstance(shape, list) and isinstance(raw, bytes)):
+        raise ValueError("a state item must be [dtype, shape, bytes]")  # noqa: TRY004 (malformed input)
+    if len(shape) > 32 or not all(type(n) is int and n >= 0 for n in shape):
+        raise ValueError(f"bad shape {shape!r} in a state item")
+    try:
+        dtype = np.dtype(descr)
+    except TypeError:
+        raise ValueError(f"bad dtype {descr!r} in a state item") from None
+    if dtype.kind not in STATE_KINDS or dtype.fields is not None or dtype.str != descr:
+        raise ValueError(f"dtype {descr!r} is not allowed in a state item")
+    count = 1
+    for n in shape:
+        count *= n
+    if count * dtype.itemsize != len(raw):
+        raise ValueError(f"a state item of shape {shape} and dtype {descr} needs "
+                         f"{count * dtype.itemsize} bytes, not {len(raw)}")
+    array = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    return array[()] if not shape else array
+
+
+def decode_state(raw) -> tuple:
+    """The state that :func:`encode_state` encoded; ValueError for malformed input."""
+    try:
+        items = msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ValueError(f"a block state is not valid msgpack: {exc}") from None
+    if not isinstance(items, list) or len(items) > STATE_ITEMS_MAX:
+        raise ValueError(f"a block state must be a list of at most {STATE_ITEMS_MAX} items")
+    return tuple(_decoded_item(item) for item in items)
 
 
 # -- numpy references --------------------------------------------------------------

@@ -28,6 +28,8 @@ class Limits:
     objects_per_store_max: int = 100_000
     transactions_per_batch_max: int = 10_000
     oids_per_batch_max: int = 100_000
+    reduce_oids_per_batch_max: int = 256      # chunks in one Reduce request
+    reduce_histogram_bins_max: int = 1 << 16  # bins of a histogram reduced on the node
     transaction_bytes_max: int = 8 << 30
     map_bytes_max: int = 1 << 40
     heartbeat_interval_s: float = 1.0

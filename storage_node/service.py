@@ -1,8 +1,40 @@
-"""gRPC servicer of a storage node: decode, call the manager/backend, encode."""
+"""gRPC servicer of a storage node: decode, call the manager/backend, encode.
+
+Near-data reductions (``Reduce``)
+---------------------------------
+A client names a built-in kernel (``neoarray.kernels.BLOCK_STATES``: never code of its
+own) and array chunks by oid; the node reads each chunk record in place (one short
+LMDB read transaction per few oids, checksum verified), decodes its payload
+(``neoarray.payload``), views it as the chunk's items, slices the in-bounds extent and
+returns ``neoarray.kernels.block_state`` encoded with ``encode_state``: small partial
+states cross the network instead of chunks.  The request is checked whole before any
+read and refused (``RequestRefused``: INVALID_ARGUMENT, with a message naming the
+problem) when the kernel is unknown, the batch exceeds
+``Limits.reduce_oids_per_batch_max``, a dtype is not a plain numeric one, the extents
+do not match the oids or the chunk shape, the order or codec is unknown, or the
+kernel cannot reduce those items (probed on one item).  Each oid then gets a status:
+``REDUCED``; ``NO_OBJECT``/``NO_REVISION``/``DELETED`` as ``Load`` reports them; or
+``NOT_A_CHUNK`` when the record is not a ``neoarray.array.chunks.Chunk`` whose state
+is one bytes opcode holding exactly the chunk's bytes (after the codec): the client
+then computes that chunk itself.
+
+Which copy is read: like ``Load``, the node answers from what it holds and does not
+check cell states (it has no copy of them: the master does not send it the partition
+table); an oid of a partition it does not hold has no key here and is ``NO_OBJECT``.
+Reading only readable cells is the client's choice, as for loads
+(``NeoStorage.reduce_chunks`` asks only nodes with a readable cell of the oid's
+partition).
+"""
 from __future__ import annotations
 
 import logging
+import math
+import zlib
+from dataclasses import dataclass
 
+import numpy as np
+
+from neoarray import kernels, payload
 from neoarray.errors import RequestRefused
 from neoarray.ids import Z64
 from neoarray.ids import checked_id as _id
@@ -16,6 +48,117 @@ from .manager import BUSY, CONFLICTS, VOTED
 log = logging.getLogger(__name__)
 
 _VOTE_STATUS = {VOTED: pb.VOTED, CONFLICTS: pb.CONFLICTS, BUSY: pb.BUSY}
+_OIDS_PER_READ = 16        # chunks reduced inside one LMDB read transaction (kept short)
+_DTYPE_CHARS_MAX = 64
+_NDIM_MAX = 32
+_CODECS = ("", "zlib")     # "": raw bytes
+
+
+@dataclass(frozen=True)
+class _ReduceSpec:
+    """A checked ``ReduceRequest``, what every chunk of it is reduced with."""
+    kernel: str
+    dtype: np.dtype
+    acc: np.dtype
+    chunk_shape: tuple
+    order: str
+    codec: tuple | None
+    bins: int | None = None
+    lo: float | None = None
+    hi: float | None = None
+
+    @property
+    def raw_bytes(self) -> int:
+        return math.prod(self.chunk_shape) * self.dtype.itemsize
+
+    def state(self, block) -> tuple:
+        return kernels.block_state(self.kernel, block, self.acc, self.bins, self.lo, self.hi)
+
+
+def _numeric_dtype(text: str, what: str) -> np.dtype:
+    """The numpy dtype named ``text``; RequestRefused unless it holds plain numbers."""
+    try:
+        if len(text) > _DTYPE_CHARS_MAX:
+            raise TypeError("too long")
+        dtype = np.dtype(text)
+    except (TypeError, ValueError, SyntaxError):
+        raise RequestRefused(f"bad {what} {text!r}: not a numpy dtype string") from None
+    if dtype.kind not in kernels.STATE_KINDS or dtype.fields is not None or dtype.subdtype:
+        raise RequestRefused(f"{what} {text!r}: storage nodes reduce only numeric items "
+                             f"(bool, integer, float, complex, datetime), not object or "
+                             f"structured ones")
+    return dtype
+
+
+def _codec_spec(req) -> tuple | None:
+    if req.codec not in _CODECS:
+        raise RequestRefused(f"unknown codec {req.codec!r} (known: '' for raw bytes, 'zlib')")
+    if req.codec and req.codec_level > 9:
+        raise RequestRefused(f"zlib level must be within 0..9, not {req.codec_level}")
+    return None if not req.codec else (req.codec, req.codec_level)
+
+
+def _chunk_shape(req, dtype, limits) -> tuple:
+    shape = tuple(req.chunk_shape)
+    if len(shape) > _NDIM_MAX or not all(n >= 1 for n in shape):
+        raise RequestRefused(f"bad chunk shape {shape}: at most {_NDIM_MAX} sizes >= 1")
+    if math.prod(shape) * dtype.itemsize > limits.map_bytes_max:
+        raise RequestRefused(f"chunk shape {shape} of {dtype} is larger than this node")
+    return shape
+
+
+def _extents(req, shape) -> list[tuple]:
+    if len(req.extents) != len(req.oids):
+        raise RequestRefused(f"{len(req.extents)} extents for {len(req.oids)} oids: "
+                             f"one extent per oid")
+    out = []
+    for ext in req.extents:
+        sizes = tuple(ext.sizes)
+        if len(sizes) != len(shape) or not all(1 <= e <= c for e, c in zip(sizes, shape)):
+            raise RequestRefused(f"extent {sizes} does not fit the chunk shape {shape}")
+        out.append(sizes)
+    return out
+
+
+def _reduce_spec(req, limits) -> _ReduceSpec:
+    if req.kernel not in kernels.BLOCK_STATES:
+        raise RequestRefused(f"storage nodes run only the built-in kernels: "
+                             f"{', '.join(kernels.BLOCK_STATES)}; not {req.kernel!r}")
+    dtype = _numeric_dtype(req.dtype, "item dtype")
+    acc = _numeric_dtype(req.acc_dtype, "accumulator dtype")
+    if req.order not in ("C", "F"):
+        raise RequestRefused(f"order must be 'C' or 'F', not {req.order!r}")
+    hist = {}
+    if req.kernel == "histogram":
+        if not 1 <= req.bins <= limits.reduce_histogram_bins_max:
+            raise RequestRefused(f"the histogram kernel needs 1 <= bins <= "
+                                 f"reduce_histogram_bins_max={limits.reduce_histogram_bins_max}, "
+                                 f"not {req.bins}")
+        hist = {"bins": req.bins, "lo": req.lo, "hi": req.hi}
+    spec = _ReduceSpec(req.kernel, dtype, acc, _chunk_shape(req, dtype, limits), req.order,
+                       _codec_spec(req), **hist)
+    try:            # a one-item probe: refuse what the kernel cannot do before reading
+        spec.state(np.zeros(1, dtype=dtype))
+    except Exception as exc:  # noqa: BLE001 (numpy and Numba raise many kinds)
+        raise RequestRefused(f"kernel {req.kernel!r} cannot reduce {dtype} items into "
+                             f"{acc}: {type(exc).__name__}: {exc}") from None
+    return spec
+
+
+def _chunk_state(record, extent: tuple, spec: _ReduceSpec) -> tuple | None:
+    """The block state of the in-bounds ``extent`` of a chunk ``record``, or None
+    when the record is not a chunk of ``spec``'s shape (the client computes it)."""
+    view = payload.chunk_payload_view(record)
+    if view is None:
+        return None
+    try:
+        raw = payload.decode_payload(view, spec.codec, spec.raw_bytes)
+    except zlib.error:
+        return None
+    if len(raw) != spec.raw_bytes:
+        return None
+    block = np.frombuffer(raw, dtype=spec.dtype).reshape(spec.chunk_shape, order=spec.order)
+    return spec.state(block[tuple(slice(0, e) for e in extent)])
 
 
 
@@ -72,6 +215,39 @@ class StorageServicer(rpc.StorageServicer):
         self._check_partitions(request.partitions)
         limit = max(1, min(request.limit or 1000, self.limits.oids_per_batch_max))
         return pb.ObjectsSinceReply(oids=self.backend.oids(request.partitions, request.after_oid or None, limit))
+
+    # -- near-data reductions (see the module docstring) -------------------------------
+    def Reduce(self, request, context):
+        self.node.check_readable()
+        limit = self.limits.reduce_oids_per_batch_max
+        if len(request.oids) > limit:
+            raise RequestRefused(f"{len(request.oids)} oids in one reduce, "
+                                 f"reduce_oids_per_batch_max={limit}")
+        oids = [_id(o, "oid") for o in request.oids]
+        before = _id(request.before, "before") if request.before else None
+        spec = _reduce_spec(request, self.limits)
+        extents = _extents(request, spec.chunk_shape)
+        chunks = []
+        for i in range(0, len(oids), _OIDS_PER_READ):
+            with self.backend.kv.read(buffers=True) as txn:
+                chunks.extend(self._reduce_one(txn, oid, extent, before, spec) for oid, extent
+                              in zip(oids[i:i + _OIDS_PER_READ], extents[i:i + _OIDS_PER_READ]))
+        return pb.ReduceReply(chunks=chunks)
+
+    def _reduce_one(self, txn, oid: bytes, extent: tuple, before, spec) -> pb.ReducedChunk:
+        try:
+            rec = self.backend.load_in(txn, oid, before=before, copy=False)
+        except NoObject:
+            return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.NO_OBJECT)
+        except NoRevision:
+            return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.NO_REVISION)
+        if rec.data is None:
+            return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.DELETED, serial=rec.serial)
+        state = _chunk_state(rec.data, extent, spec)
+        if state is None:
+            return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.NOT_A_CHUNK, serial=rec.serial)
+        return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.REDUCED, serial=rec.serial,
+                               state=kernels.encode_state(state))
 
     def _check_partitions(self, partitions):
         n = self.backend.partitions

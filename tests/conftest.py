@@ -7,7 +7,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from neoarray.cluster import LocalCluster  # noqa: E402
+from neoarray.cluster import LocalCluster
+
+
+def running_cluster(path, storages=1, replicas=0, partitions=4):
+    """Yield a started LocalCluster over ``path``; stop it afterwards (fixture body)."""
+    cluster = LocalCluster(str(path), storages=storages, replicas=replicas, partitions=partitions)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

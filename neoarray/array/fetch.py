@@ -31,10 +31,12 @@ transaction's snapshot, or the savepoint store):
 1. ``storage.load_many(oids)`` if the storage provides it: one call returning
    ``(record, serial)`` pairs in order (an IMVCCStorage may provide this,
    snapshot-consistent like ``load``);
-2. when ``storage`` is ZODB's ``MVCCAdapterInstance`` over a base storage with
+2. when ``storage`` is ZODB's ``MVCCAdapterInstance`` (or its
+   ``HistoricalStorageAdapter``, for connections opened ``at``/``before`` a tid)
+   over a base storage with
    ``load_many(oids, before) -> {oid: (record, serial, next_serial)}`` (like
    :class:`neoarray.client.NeoStorage`), one such call with the snapshot's
-   ``before`` tid (``storage._start``); an oid missing from the answer is
+   ``before`` tid (:func:`snapshot_of`); an oid missing from the answer is
    loaded again with ``storage.load``, which raises what ZODB raises
    (``ReadConflictError`` for no revision before the snapshot,
    ``POSKeyError``);
@@ -52,13 +54,15 @@ A chunk record is two pickles: the class, then the state, which is the payload
 ``memoryview`` of the record (no copy); any other shape (a tombstone, a
 bytearray payload, an unknown pickle) goes through the connection's own reader
 (``conn._reader.getState``), like ZODB, so no object state is installed in the
-cache either way.
+cache either way.  The parsing lives in :mod:`neoarray.payload` (shared with
+storage nodes, which reduce chunks where they are stored); its names stay
+importable from here.
 
 Computing on records in place
 -----------------------------
 Consumers that only read each chunk once (reductions, reads into a new
 array, read-modify-write) use :func:`map_payloads` instead: when the
-connection's storage is ZODB's ``MVCCAdapterInstance`` over a base storage
+connection's storage reads a snapshot (:func:`snapshot_of`) of a base storage
 with ``read_views(oids, before)`` (a context manager yielding
 ``{oid: (record, serial)}`` whose records may be views of the storage's own
 pages, valid only inside the block, like
@@ -75,14 +79,19 @@ fetcher on the calling thread (which raises what ZODB raises).
 import collections
 import concurrent.futures
 import contextvars
-import pickletools
-import struct
 import threading
 
 import numpy as np
-from ZODB.mvccadapter import MVCCAdapterInstance
+from ZODB.mvccadapter import HistoricalStorageAdapter, MVCCAdapterInstance
 
 from ..client import colours
+from ..payload import (  # noqa: F401  (names kept here for their callers)
+    _bytes_span,
+    _class_pickle_end,
+    _payload_span,
+    payload_offset,
+    payload_view,
+)
 from .chunks import Chunk
 from .config import config
 
@@ -113,16 +122,28 @@ def _is_loadable_ghost(chunk):
             and hasattr(jar, "_storage") and hasattr(jar, "_reader"))
 
 
-def _snapshot_loader(storage):
-    """Return ``(base load_many, before tid)`` for an MVCC adapter instance, or None.
+def snapshot_of(storage):
+    """``(base storage, before tid)`` of a connection's storage reading a snapshot, or None.
 
-    Applies when ``storage`` is ZODB's ``MVCCAdapterInstance`` (with a started
-    snapshot) over a base storage offering ``load_many(oids, before)``.
+    Applies to ZODB's ``MVCCAdapterInstance`` once its snapshot started, and to
+    its ``HistoricalStorageAdapter`` (connections opened with ``at=``/``before=``).
     """
-    if not isinstance(storage, MVCCAdapterInstance) or storage._start is None:
+    if isinstance(storage, MVCCAdapterInstance) and storage._start is not None:
+        return storage._storage, storage._start
+    if isinstance(storage, HistoricalStorageAdapter) and storage._before is not None:
+        return storage._storage, storage._before
+    return None
+
+
+def _snapshot_loader(storage):
+    """Return ``(base load_many, before tid)`` for a snapshot storage (see
+    :func:`snapshot_of`) over a base storage offering ``load_many(oids, before)``.
+    """
+    snapshot = snapshot_of(storage)
+    if snapshot is None:
         return None
-    load_many = getattr(storage._storage, "load_many", None)
-    return None if load_many is None else (load_many, storage._start)
+    load_many = getattr(snapshot[0], "load_many", None)
+    return None if load_many is None else (load_many, snapshot[1])
 
 
 def _load_snapshot(storage, load_many, before, oids):
@@ -171,76 +192,6 @@ def _load_each(storage, sequential, oids):
         return [storage.load(oid)[0] for oid in oids]
     futures = [_executor().submit(contextvars.copy_context().run, storage.load, oid) for oid in oids]
     return [f.result()[0] for f in futures]
-
-
-_CLASS_PICKLE_BYTES_MAX = 4096
-_BYTES_OPCODES = {b"C"[0]: struct.Struct("<B"), b"B"[0]: struct.Struct("<I"),
-                  b"\x8e"[0]: struct.Struct("<Q")}   # SHORT_BINBYTES, BINBYTES, BINBYTES8
-_MEMO_ARG_BYTES = {b"q"[0]: 1, b"r"[0]: 4, b"\x94"[0]: 0}  # BINPUT, LONG_BINPUT, MEMOIZE
-_STOP = b"."[0]
-_PROTO = 0x80
-_FRAME = 0x95
-
-
-def _class_pickle_end(record):
-    """Offset just past the first pickle of a ZODB record, or None."""
-    head = bytes(record[:_CLASS_PICKLE_BYTES_MAX])
-    try:
-        for opcode, _arg, pos in pickletools.genops(head):
-            if opcode.name == "STOP":
-                return pos + 1
-    except ValueError:     # truncated or not a pickle
-        return None
-    return None
-
-
-def _bytes_span(record, pos):
-    """``(start, stop)`` of the payload of a state pickle made of one bytes opcode."""
-    if record[pos] == _PROTO:
-        pos += 2
-    if record[pos] == _FRAME:
-        pos += 9
-    length = _BYTES_OPCODES.get(record[pos])
-    if length is None:
-        return None
-    start = pos + 1 + length.size
-    stop = start + length.unpack_from(record, pos + 1)[0]
-    tail = stop
-    if tail < len(record) and record[tail] in _MEMO_ARG_BYTES:
-        tail += 1 + _MEMO_ARG_BYTES[record[tail]]
-    if tail + 1 != len(record) or record[tail] != _STOP:
-        return None
-    return start, stop
-
-
-def _payload_span(record):
-    """``(start, stop)`` of the payload in a chunk record (see :func:`payload_view`), or None."""
-    pos = _class_pickle_end(record)
-    if pos is None:
-        return None
-    try:
-        return _bytes_span(record, pos)
-    except (IndexError, struct.error):
-        return None
-
-
-def payload_offset(record):
-    """Offset of the payload in a chunk record (see :func:`payload_view`), or None."""
-    span = _payload_span(record)
-    return None if span is None else span[0]
-
-
-def payload_view(record):
-    """Return the payload of a chunk record as a read-only memoryview, or None.
-
-    ``record`` is a ZODB record (class pickle, then state pickle) of a
-    :class:`~neoarray.array.chunks.Chunk`.  None means the state is not one
-    bytes opcode: unpickle it the usual way.
-    """
-    span = _payload_span(record)
-    if span is None:
-        return None
-    return memoryview(record)[span[0]:span[1]].toreadonly()
 
 
 def decode_record(jar, chunk, record):
@@ -383,18 +334,18 @@ def view_source(jar):
     """``(jar, read_views, before)`` when ``jar``'s chunk records can be read in place.
 
     None unless ``config.read_in_place``, the default fetcher is installed,
-    the connection has no savepoint and its storage is an MVCC adapter
-    instance with a started snapshot over a base storage with ``read_views``.
+    the connection has no savepoint and its storage reads a snapshot
+    (:func:`snapshot_of`) of a base storage with ``read_views``.
     """
     if not config.read_in_place or type(_fetcher) is not StorageChunkFetcher:
         return None
     if jar is None or getattr(jar, "_savepoint_storage", None) is not None:
         return None
-    storage = getattr(jar, "_storage", None)
-    if not isinstance(storage, MVCCAdapterInstance) or storage._start is None:
+    snapshot = snapshot_of(getattr(jar, "_storage", None))
+    if snapshot is None:
         return None
-    read_views = getattr(storage._storage, "read_views", None)
-    return None if read_views is None else (jar, read_views, storage._start)
+    read_views = getattr(snapshot[0], "read_views", None)
+    return None if read_views is None else (jar, read_views, snapshot[1])
 
 
 def detach(value):

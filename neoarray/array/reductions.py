@@ -41,38 +41,32 @@ NUMPY_FUNCS = {
 class Reducer:
     """One entry of the reduction table (see the module docstring).
 
-    ``kernel(flat, acc)``, when given, computes the state of a whole block (every
-    axis reduced) from its items in one compiled pass (:mod:`neoarray.kernels`),
-    as a tuple of scalars; :func:`_partial` uses it where it applies.
+    ``state``, when given, names the :func:`neoarray.kernels.block_state` that
+    gives the state of a whole block (every axis reduced) as a tuple of scalars:
+    :func:`_partial` uses it there (compiled kernels where they apply), so the
+    client and storage nodes (near-data reductions) compute identical states.
     """
 
-    def __init__(self, partial, fill, merge, final=lambda s, n, ddof, dtype: s[0], kernel=None):
+    def __init__(self, partial, fill, merge, final=lambda s, n, ddof, dtype: s[0], state=None):
         self.partial = partial
         self.fill = fill
         self.merge = merge
         self.final = final
-        self.kernel = kernel
+        self.state = state
 
 
 def _kernel_applies(block, axes, acc):
     """Compiled kernels reduce whole blocks of bool/int/float items into exact-enough
     accumulators: float64 or integers (float32 sums keep numpy's pairwise summation)."""
-    return (len(axes) == block.ndim and kernels.supported(block.dtype)
-            and (acc.kind in "iub" or acc == np.float64))
+    return len(axes) == block.ndim and kernels.kernel_applies(block.dtype, acc)
 
 
 def _partial(red, block, axes, acc):
-    """State of one block: the compiled kernel when it applies, else numpy."""
-    if red.kernel is not None and block.size and _kernel_applies(block, axes, acc):
-        flat = block.ravel(order="K")     # a view for whole chunks (C or F), else a copy
+    """State of one block: :func:`kernels.block_state` for whole blocks, else numpy."""
+    if red.state is not None and block.size and len(axes) == block.ndim:
         keep = (1,) * block.ndim
-        return tuple(np.full(keep, v) for v in red.kernel(flat, acc))
+        return tuple(np.full(keep, v) for v in kernels.block_state(red.state, block, acc))
     return red.partial(block, axes, acc)
-
-
-def _moments_kernel(flat, acc):
-    n, mean, m2 = kernels.moments(flat)
-    return np.int64(n), acc.type(mean), acc.type(m2)
 
 
 def _full(value, missing, dtype):
@@ -134,39 +128,37 @@ def _truthy(value):
 REDUCERS = {
     "sum": Reducer(
         lambda b, axes, acc: (np.sum(b, axis=axes, keepdims=True, dtype=acc),),
-        _times, lambda a, b: (a[0] + b[0],),
-        kernel=lambda flat, acc: (kernels.sum_(flat, acc),)),
+        _times, lambda a, b: (a[0] + b[0],), state="sum"),
     "mean": Reducer(
         lambda b, axes, acc: (np.sum(b, axis=axes, keepdims=True, dtype=acc),),
-        _times, lambda a, b: (a[0] + b[0],), _mean_final,
-        kernel=lambda flat, acc: (kernels.sum_(flat, acc),)),
+        _times, lambda a, b: (a[0] + b[0],), _mean_final, state="sum"),
     "prod": Reducer(
         lambda b, axes, acc: (np.prod(b, axis=axes, keepdims=True, dtype=acc),),
-        _power, lambda a, b: (a[0] * b[0],)),
+        _power, lambda a, b: (a[0] * b[0],), state="prod"),
     "min": Reducer(
         lambda b, axes, acc: (np.min(b, axis=axes, keepdims=True),),
         lambda v, m, acc: (_full(v, m, acc),), lambda a, b: (np.minimum(a[0], b[0]),),
-        kernel=lambda flat, acc: (kernels.min_(flat),)),
+        state="min"),
     "max": Reducer(
         lambda b, axes, acc: (np.max(b, axis=axes, keepdims=True),),
         lambda v, m, acc: (_full(v, m, acc),), lambda a, b: (np.maximum(a[0], b[0]),),
-        kernel=lambda flat, acc: (kernels.max_(flat),)),
+        state="max"),
     "any": Reducer(
         lambda b, axes, acc: (np.any(b, axis=axes, keepdims=True),),
         lambda v, m, acc: (_full(_truthy(v), m, bool),),
-        lambda a, b: (a[0] | b[0],)),
+        lambda a, b: (a[0] | b[0],), state="any"),
     "all": Reducer(
         lambda b, axes, acc: (np.all(b, axis=axes, keepdims=True),),
         lambda v, m, acc: (_full(_truthy(v), m, bool),),
-        lambda a, b: (a[0] & b[0],)),
+        lambda a, b: (a[0] & b[0],), state="all"),
     "count_nonzero": Reducer(
         lambda b, axes, acc: (np.count_nonzero(b, axis=axes, keepdims=True),),
         lambda v, m, acc: (m * int(_truthy(v)),), lambda a, b: (a[0] + b[0],),
-        kernel=lambda flat, acc: (np.intp(kernels.count_nonzero(flat)),)),
+        state="count_nonzero"),
     "var": Reducer(_moments_partial, _moments_fill, _moments_merge, _var_final,
-                   kernel=_moments_kernel),
+                   state="moments"),
     "std": Reducer(_moments_partial, _moments_fill, _moments_merge, _std_final,
-                   kernel=_moments_kernel),
+                   state="moments"),
 }
 
 
@@ -221,27 +213,6 @@ def _merge_where(red, old, new, mask):
     return tuple(np.where(mask, m, b) for m, b in zip(merged, new))
 
 
-def _fold_stored(array, red, axes, acc, out_keep):
-    """Fold the partial states of every stored chunk; return (state, covered)."""
-    covered = np.zeros(out_keep, dtype=np.int64)
-    state = None
-    chunks = array.chunks
-
-    def partial(_key, block):    # may run on a compute thread, on a view of the record
-        return _partial(red, block, axes, acc), block.shape
-
-    for key, (part, shape) in array._map_stored(partial):
-        if state is None:
-            state = tuple(np.zeros(out_keep, dtype=p.dtype) for p in part)
-        region = _region(key, shape, chunks, axes)
-        merged = _merge_where(red, tuple(s[region] for s in state), part,
-                              covered[region] > 0)
-        for s, m in zip(state, merged):
-            s[region] = m
-        covered[region] += math.prod(shape[ax] for ax in axes)
-    return state, covered
-
-
 def _finish(result, axes, keepdims, out):
     if not keepdims:
         result = result.reshape(tuple(n for ax, n in enumerate(result.shape)
@@ -260,26 +231,19 @@ def _check_out_memory(out_keep, itemsize):
 def reduce(array, name, axis=None, keepdims=False, dtype=None, out=None, ddof=0):
     """Reduce ``array`` (a neoarray ndarray) with the reduction ``name``.
 
-    Same arguments and result as the numpy function of that name.
+    Same arguments and result as the numpy function of that name.  One pass over
+    the stored chunks (:class:`neoarray.array.plans.ReducePlan`, whose partial
+    results parallel jobs merge piece by piece).
     """
-    ndim = array.ndim
-    axes = _axes(axis, ndim)
+    from .plans import ReducePlan
+    _axes(axis, array.ndim)
     kwargs = {"dtype": dtype} if name not in ("min", "max", "any", "all",
                                               "count_nonzero") else {}
-    result_dtype = _probe(name, array.dtype, ndim, **kwargs)
+    _probe(name, array.dtype, array.ndim, **kwargs)
     if array.size == 0:
         return _numpy_empty(array, name, axis, keepdims, out, ddof=ddof, **kwargs)
-    red = REDUCERS[name]
-    acc = _acc_dtype(name, array.dtype, None if dtype is None else np.dtype(dtype))
-    out_keep = tuple(1 if ax in axes else n for ax, n in enumerate(array.shape))
-    _check_out_memory(out_keep, 3 * 16)
-    state, covered = _fold_stored(array, red, axes, acc, out_keep)
-    n = math.prod(array.shape[ax] for ax in axes)
-    state = _add_fill(red, state, covered, n, array.fill_value, acc)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        result = np.asarray(red.final(state, n, ddof, result_dtype)).astype(
-            result_dtype, copy=False)
-    return _finish(result, axes, keepdims, out)
+    plan = ReducePlan(array, name, axis, dtype, ddof)
+    return plan.finish(plan.fold(array), keepdims, out)
 
 
 def _add_fill(red, state, covered, n, fill, acc):
@@ -401,32 +365,13 @@ def _first_missing_along(array, axis, out_keep):
 
 def arg_reduce(array, name, axis=None, keepdims=False, out=None):
     """``argmin``/``argmax`` of ``array``, with numpy's results (first occurrence)."""
-    ndim = array.ndim
-    _probe(name, array.dtype, ndim)
+    from .plans import ArgPlan
+    _probe(name, array.dtype, array.ndim)
     if array.size == 0:
         return NUMPY_FUNCS[name](np.empty(array.shape, array.dtype), axis=axis,
                                  keepdims=keepdims)
-    if axis is not None:
-        axis = _axes(axis, ndim)[0] if np.ndim(axis) == 0 else _bad_axis(axis)
-    axes = tuple(range(ndim)) if axis is None else (axis,)
-    out_keep = tuple(1 if ax in axes else n for ax, n in enumerate(array.shape))
-    _check_out_memory(out_keep, 2 * 16)
-    value = np.zeros(out_keep, dtype=array.dtype)
-    index = np.zeros(out_keep, dtype=np.int64)
-    covered = np.zeros(out_keep, dtype=np.int64)
-    chunks, shape = array.chunks, array.shape
-
-    def partial(key, block):     # may run on a compute thread, on a view of the record
-        return _arg_partial(name, key, block, chunks, shape, axis), block.shape
-
-    for key, ((v, i), block_shape) in array._map_stored(partial):
-        region = _region(key, block_shape, chunks, axes)
-        take = (covered[region] == 0) | _better(name, v, i, value[region], index[region])
-        value[region] = np.where(take, v, value[region])
-        index[region] = np.where(take, i, index[region])
-        covered[region] += math.prod(block_shape[ax] for ax in axes)
-    _add_arg_fill(array, name, axis, axes, out_keep, value, index, covered)
-    return _finish(index, axes, keepdims, out)
+    plan = ArgPlan(array, name, axis)
+    return plan.finish(plan.fold(array), keepdims, out, array=array)
 
 
 def _bad_axis(axis):

@@ -15,6 +15,7 @@ see only at vote (conflicts, read conflicts) are raised from ``tpc_vote``.
 from __future__ import annotations
 
 import collections
+import collections.abc
 import contextlib
 import logging
 import pickle
@@ -157,6 +158,11 @@ class NeoStorage(ConflictResolvingStorage):
         Read the LMDB of storage nodes on this host directly instead of over gRPC.
     finish_timeout_s : float
         Time limit of ``tpc_finish``: storages lock whole transactions (GiBs for arrays).
+    reduce_oids_per_batch_max : int
+        Chunks in one near-data reduction request (:meth:`reduce_chunks`); storage
+        nodes refuse more than their own limit (256 by default).
+    reduce_attempts_max : int
+        Nodes tried for one chunk by :meth:`reduce_chunks` when a node is unavailable.
     """
 
     def __init__(self, master: str, cluster: str, name: str | None = None, read_only: bool = False,
@@ -166,7 +172,8 @@ class NeoStorage(ConflictResolvingStorage):
                  resolvable_bytes_max: int = 1 << 20, busy_wait_s_max: float = 60.0,
                  conflict_rounds_max: int = 16, loads_per_batch_max: int = 1000,
                  message_bytes_max: int = wire.MESSAGE_BYTES_MAX, local_reads: bool = True,
-                 finish_timeout_s: float = 660.0, cache_colours=None, cache_colour_aliases=None):
+                 finish_timeout_s: float = 660.0, cache_colours=None, cache_colour_aliases=None,
+                 reduce_oids_per_batch_max: int = 256, reduce_attempts_max: int = 3):
         self._name = name or f"neoarray://{master}/{cluster}"
         self._is_read_only = read_only
         self.rpc_timeout_s = rpc_timeout_s
@@ -177,6 +184,8 @@ class NeoStorage(ConflictResolvingStorage):
         self.busy_wait_s_max = busy_wait_s_max
         self.conflict_rounds_max = conflict_rounds_max
         self.loads_per_batch_max = loads_per_batch_max
+        self.reduce_oids_per_batch_max = reduce_oids_per_batch_max
+        self.reduce_attempts_max = reduce_attempts_max
         self._cache = ColouredCache(cache_bytes_max, cache_colours, aliases=cache_colour_aliases)
         self._db = None
         self._lock = threading.RLock()           # last tid, finish callbacks, loads order
@@ -228,6 +237,12 @@ class NeoStorage(ConflictResolvingStorage):
     def cache_stats(self) -> dict:
         """Totals (hits, misses, evictions, bytes, bytes_max, objects) and ``colours``."""
         return self._cache.stats()
+
+    def client_options(self) -> dict:
+        """Arguments that open an equivalent client in another process (jobs' workers)."""
+        return {"master": self._link.master_address, "cluster": self._link.cluster,
+                "cache_bytes_max": self._cache.bytes_max, "rpc_timeout_s": self.rpc_timeout_s,
+                "read_only": self._is_read_only, "local_reads": self._local is not None}
 
     def add_cache_colour(self, name: str, share: float, policy: str = "lru") -> None:
         """Add a cache colour (policies: lru, s3fifo, fifo); quotas are shares of the budget."""
@@ -496,6 +511,103 @@ class NeoStorage(ConflictResolvingStorage):
             if r.status == spb.FOUND:
                 self._cache.put(oid, r.data, r.serial, r.next_serial, token, colour)
                 out[oid] = (r.data, r.serial, r.next_serial)
+        return out
+
+    # -- near-data reductions ---------------------------------------------------------
+    def reduce_chunks(self, oids, tid, kernel, *, dtype, acc, chunk_shape, order, extents,
+                      codec=None, bins=None, lo=None, hi=None) -> dict:
+        """Reduce array chunks on the storage nodes holding them: ``{oid: (state, serial)}``.
+
+        ``state`` is ``neoarray.kernels.block_state(kernel, block, acc, bins, lo, hi)``
+        of ``block``, the in-bounds part (``extents[i]``, one size per axis) of the
+        chunk ``oids[i]`` as of ``tid`` (its newest revision with a tid below ``tid``,
+        like :meth:`load_many`; None: the newest), its items of ``dtype`` laid out as
+        ``chunk_shape`` in ``order`` ('C'/'F') and encoded with ``codec`` (None or
+        ``('zlib', level)``); ``serial`` is the revision reduced.  ``kernel`` is one of
+        ``neoarray.kernels.BLOCK_STATES`` (``bins``, ``lo`` and ``hi`` for
+        ``histogram``); ``extents`` may also be a mapping from oid to extent.
+
+        Oids absent from the result were not reduced (no revision before ``tid``,
+        deleted, not a raw chunk record of that shape, no readable copy answered):
+        the caller computes them itself, and its loads raise what ZODB raises.
+        Always over gRPC, for nodes on this host too (no local reads): only the
+        partial states cross the network.  Oids go in batches of at most
+        ``reduce_oids_per_batch_max`` to one node with a readable cell of their
+        partition, batches to different nodes in parallel; the oids of a batch whose
+        node is unavailable (or failed a checksum) are sent to another readable cell,
+        up to ``reduce_attempts_max`` nodes per oid.  ``RequestRefused`` for a request
+        the nodes refuse (the message says why).
+        """
+        oids = list(oids)
+        if isinstance(extents, collections.abc.Mapping):
+            extent_of = {oid: extents[oid] for oid in oids}
+        elif len(extents) != len(oids):
+            raise ValueError(f"{len(extents)} extents for {len(oids)} oids: one extent per oid")
+        else:
+            extent_of = dict(zip(oids, extents))
+        oids = list(extent_of)          # each oid once
+        template = self._reduce_template(tid, kernel, dtype, acc, chunk_shape, order,
+                                         codec, bins, lo, hi)
+        out: dict = {}
+        tried: dict[bytes, set] = {oid: set() for oid in oids}
+        todo = oids
+        for _ in range(self.reduce_attempts_max):
+            batches = self._reduce_batches(todo, tried)
+            if not batches:
+                break
+            jobs = [(batch, self._pool.submit(self._reduce_batch, nid, batch, template, extent_of))
+                    for nid, batch in batches]
+            todo = []
+            for batch, job in jobs:
+                try:
+                    out.update(job.result())
+                except (ClusterUnavailable, ChecksumError) as exc:
+                    log.debug("reduce of %d chunks failed: %s", len(batch), exc)
+                    todo.extend(batch)
+        return out
+
+    @staticmethod
+    def _reduce_template(tid, kernel, dtype, acc, chunk_shape, order, codec, bins, lo, hi):
+        """The ``ReduceRequest`` of :meth:`reduce_chunks`, without oids and extents."""
+        codec_name, codec_level = ("", 0) if codec is None else codec
+        return spb.ReduceRequest(
+            before=tid or b"", kernel=kernel, dtype=numpy.dtype(dtype).str,
+            acc_dtype=numpy.dtype(acc).str, chunk_shape=[int(n) for n in chunk_shape],
+            order=order, codec=codec_name, codec_level=int(codec_level), bins=int(bins or 0),
+            lo=float(lo or 0.0), hi=float(hi or 0.0))
+
+    def _reduce_batches(self, oids, tried) -> list:
+        """``[(node, oids)]``: each oid to a readable cell not tried yet, in batches."""
+        groups: dict[int, list] = {}
+        for oid in oids:
+            cells = [nid for nid in self._link.readable(self._link.partition(oid))
+                     if nid not in tried[oid]]
+            if cells:
+                tried[oid].add(cells[0])
+                groups.setdefault(cells[0], []).append(oid)
+        size = max(1, self.reduce_oids_per_batch_max)
+        return [(nid, group[i:i + size]) for nid, group in groups.items()
+                for i in range(0, len(group), size)]
+
+    def _reduce_batch(self, nid, oids, template, extent_of) -> dict:
+        """``{oid: (state, serial)}`` of the chunks that node ``nid`` reduced."""
+        from .. import kernels  # Numba: imported by the first reduction only
+
+        request = spb.ReduceRequest()
+        request.CopyFrom(template)
+        request.oids.extend(oids)
+        request.extents.extend(spb.ChunkExtent(sizes=[int(e) for e in extent_of[oid]])
+                               for oid in oids)
+        reply = wire.call(self._link.storage(nid).Reduce, request, self.rpc_timeout_s,
+                          f"reduce on S{nid}")
+        wanted, out = set(oids), {}
+        for chunk in reply.chunks:
+            if chunk.status != spb.ReducedChunk.REDUCED or chunk.oid not in wanted:
+                continue
+            try:
+                out[chunk.oid] = (kernels.decode_state(chunk.state), chunk.serial)
+            except ValueError as exc:     # left to the caller, who computes it
+                log.warning("S%d sent a malformed state for oid 0x%s: %s", nid, chunk.oid.hex(), exc)
         return out
 
     def history(self, oid, size=1):

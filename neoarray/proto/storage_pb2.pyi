@@ -275,3 +275,71 @@ class RecoveryInfoReply(_message.Message):
     locked: _containers.RepeatedCompositeFieldContainer[LockedTransaction]
     ptid: int
     def __init__(self, last_tid: _Optional[bytes] = ..., last_oid: _Optional[bytes] = ..., voted_ttids: _Optional[_Iterable[bytes]] = ..., locked: _Optional[_Iterable[_Union[LockedTransaction, _Mapping]]] = ..., ptid: _Optional[int] = ...) -> None: ...
+
+class ChunkExtent(_message.Message):
+    __slots__ = ("sizes",)
+    SIZES_FIELD_NUMBER: _ClassVar[int]
+    sizes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, sizes: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ReduceRequest(_message.Message):
+    __slots__ = ("oids", "before", "kernel", "dtype", "acc_dtype", "chunk_shape", "order", "extents", "codec", "codec_level", "bins", "lo", "hi")
+    OIDS_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    ACC_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    EXTENTS_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    CODEC_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    BINS_FIELD_NUMBER: _ClassVar[int]
+    LO_FIELD_NUMBER: _ClassVar[int]
+    HI_FIELD_NUMBER: _ClassVar[int]
+    oids: _containers.RepeatedScalarFieldContainer[bytes]
+    before: bytes
+    kernel: str
+    dtype: str
+    acc_dtype: str
+    chunk_shape: _containers.RepeatedScalarFieldContainer[int]
+    order: str
+    extents: _containers.RepeatedCompositeFieldContainer[ChunkExtent]
+    codec: str
+    codec_level: int
+    bins: int
+    lo: float
+    hi: float
+    def __init__(self, oids: _Optional[_Iterable[bytes]] = ..., before: _Optional[bytes] = ..., kernel: _Optional[str] = ..., dtype: _Optional[str] = ..., acc_dtype: _Optional[str] = ..., chunk_shape: _Optional[_Iterable[int]] = ..., order: _Optional[str] = ..., extents: _Optional[_Iterable[_Union[ChunkExtent, _Mapping]]] = ..., codec: _Optional[str] = ..., codec_level: _Optional[int] = ..., bins: _Optional[int] = ..., lo: _Optional[float] = ..., hi: _Optional[float] = ...) -> None: ...
+
+class ReducedChunk(_message.Message):
+    __slots__ = ("oid", "status", "serial", "state")
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATUS_UNSPECIFIED: _ClassVar[ReducedChunk.Status]
+        REDUCED: _ClassVar[ReducedChunk.Status]
+        NO_OBJECT: _ClassVar[ReducedChunk.Status]
+        NO_REVISION: _ClassVar[ReducedChunk.Status]
+        DELETED: _ClassVar[ReducedChunk.Status]
+        NOT_A_CHUNK: _ClassVar[ReducedChunk.Status]
+    STATUS_UNSPECIFIED: ReducedChunk.Status
+    REDUCED: ReducedChunk.Status
+    NO_OBJECT: ReducedChunk.Status
+    NO_REVISION: ReducedChunk.Status
+    DELETED: ReducedChunk.Status
+    NOT_A_CHUNK: ReducedChunk.Status
+    OID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    oid: bytes
+    status: ReducedChunk.Status
+    serial: bytes
+    state: bytes
+    def __init__(self, oid: _Optional[bytes] = ..., status: _Optional[_Union[ReducedChunk.Status, str]] = ..., serial: _Optional[bytes] = ..., state: _Optional[bytes] = ...) -> None: ...
+
+class ReduceReply(_message.Message):
+    __slots__ = ("chunks",)
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    chunks: _containers.RepeatedCompositeFieldContainer[ReducedChunk]
+    def __init__(self, chunks: _Optional[_Iterable[_Union[ReducedChunk, _Mapping]]] = ...) -> None: ...

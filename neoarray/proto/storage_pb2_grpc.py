@@ -90,6 +90,11 @@ class StorageStub:
                 request_serializer=neoarray_dot_proto_dot_storage__pb2.PackRequest.SerializeToString,
                 response_deserializer=neoarray_dot_proto_dot_storage__pb2.PackReply.FromString,
                 _registered_method=True)
+        self.Reduce = channel.unary_unary(
+                '/neoarray.v1.Storage/Reduce',
+                request_serializer=neoarray_dot_proto_dot_storage__pb2.ReduceRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_storage__pb2.ReduceReply.FromString,
+                _registered_method=True)
         self.Lock = channel.unary_unary(
                 '/neoarray.v1.Storage/Lock',
                 request_serializer=neoarray_dot_proto_dot_storage__pb2.LockRequest.SerializeToString,
@@ -190,6 +195,14 @@ class StorageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reduce(self, request, context):
+        """Near-data reductions: a built-in kernel (never client code) reduces array chunks
+        where they are stored; only their small partial states cross the network.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Lock(self, request, context):
         """master only
         """
@@ -278,6 +291,11 @@ def add_StorageServicer_to_server(servicer, server):
                     servicer.Pack,
                     request_deserializer=neoarray_dot_proto_dot_storage__pb2.PackRequest.FromString,
                     response_serializer=neoarray_dot_proto_dot_storage__pb2.PackReply.SerializeToString,
+            ),
+            'Reduce': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reduce,
+                    request_deserializer=neoarray_dot_proto_dot_storage__pb2.ReduceRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_storage__pb2.ReduceReply.SerializeToString,
             ),
             'Lock': grpc.unary_unary_rpc_method_handler(
                     servicer.Lock,
@@ -602,6 +620,33 @@ class Storage:
             '/neoarray.v1.Storage/Pack',
             neoarray_dot_proto_dot_storage__pb2.PackRequest.SerializeToString,
             neoarray_dot_proto_dot_storage__pb2.PackReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reduce(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Storage/Reduce',
+            neoarray_dot_proto_dot_storage__pb2.ReduceRequest.SerializeToString,
+            neoarray_dot_proto_dot_storage__pb2.ReduceReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,6 +23,7 @@ import ZODB
 import ZODB.FileStorage
 import ZODB.MappingStorage
 
+from tests.conftest import running_cluster
 
 # test modules import array_helpers, also under pytest's importlib import mode
 sys.path.insert(0, os.path.dirname(__file__))
@@ -46,15 +47,7 @@ STORAGE_FACTORIES = {"mapping": _mapping, "file": _file, "neo": _neo}
 @pytest.fixture(scope="session")
 def neo_cluster(tmp_path_factory):
     """One LocalCluster (1 storage node, replicas=0) for the session, started lazily."""
-    from neoarray.cluster import LocalCluster
-
-    cluster = LocalCluster(str(tmp_path_factory.mktemp("neo-array")), storages=1,
-                           replicas=0, partitions=4)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from running_cluster(tmp_path_factory.mktemp("neo-array"))
 
 
 def _empty_root(database):

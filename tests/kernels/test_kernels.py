@@ -110,8 +110,12 @@ def test_chunked_merges_equal_whole_array_results(x, cut):
             assert k.merge_arg(name, (ia, va), (ib + cut, vb))[0] == k.REFERENCE[name](x)[0]
 
 
-@settings(max_examples=100, deadline=None)
-@given(arrays(np.float64, max_size=200, nan=False), st.integers(0, 200), st.integers(1, 8))
+SERIES_ITEMS = st.one_of(st.floats(-1e6, 1e6), st.sampled_from([np.nan, np.inf, -np.inf, 0.0]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(hnp.arrays(np.float64, st.integers(0, 200), elements=SERIES_ITEMS), st.integers(0, 200),
+       st.integers(1, 8))
 def test_windows_across_a_chunk_boundary(x, cut, window):
     cut = min(cut, x.size)
     head, tail = x[:cut], x[cut:]

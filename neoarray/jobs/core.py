@@ -1,0 +1,588 @@
+"""Jobs: specification, pieces, the runner (retries, progress, resume) and results.
+
+A :class:`JobSpec` is plain data (JSON): what to compute, on which arrays (by
+oid), as of which snapshot (``before``: reads see revisions older than this tid),
+split how.  :func:`run_piece` computes one piece given any ``ZODB.DB`` opened on
+the same storage: executors call it in threads, processes, Dask workers.
+
+State directory (``state_dir``), for resuming
+---------------------------------------------
+``job.json``
+    the spec and the pieces, written once when the job starts;
+``done/NNNNNNNN``
+    one file per finished piece: its partial result (:meth:`plans._Plan.encode`)
+    for reductions, empty for ``map_blocks`` pieces (their chunks are committed),
+    written to a temporary name, synced, then renamed: a file present is complete.
+
+A job started again with the same ``state_dir`` and the same spec skips the pieces
+whose file exists, and reads the same snapshot, so the answer is the one an
+uninterrupted run gives.  Partials are merged in piece order whatever order they
+finished in: the result does not depend on scheduling.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import json
+import math
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import transaction
+from ZODB.utils import p64, u64
+
+from .. import wire
+from ..array import core as array_core
+from ..array import layout, plans
+from ..client import colours
+from ..errors import NeoError
+
+STATE_FORMAT = 1
+PIECE_BYTES_TARGET = 256 << 20       # default piece: about this many bytes of chunks
+PIECES_MAX = 1_000_000               # a job never lists more pieces than this
+ATTEMPTS_MAX = 3                     # tries of one piece before the job fails
+RETRY_DELAY_S = 0.2                  # first pause before a retry (doubles, at most 5 s)
+
+
+class JobError(NeoError):
+    """A job cannot start or did not finish; the message says why (and how to resume)."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a job computes (JSON-serialisable; see the module docstring).
+
+    ``kind`` is ``"reduce"`` (``op`` a reduction name, ``params`` its numpy
+    arguments: ``axis``, ``dtype``, ``ddof``, ``bins``, ``range``) or
+    ``"map_blocks"`` (``op`` a ``"module:function"`` name, ``out`` the oid of the
+    output array, ``params['sparse']`` whether only stored chunks are computed).
+    Oids and ``before`` are hex strings.
+    """
+
+    kind: str
+    op: str
+    inputs: tuple
+    before: str
+    out: str | None = None
+    params: dict = field(default_factory=dict)
+    colour: str | None = None
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "inputs": list(self.inputs)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> JobSpec:
+        return cls(**{**data, "inputs": tuple(data["inputs"])})
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Piece ``index``: chunk keys with flat C-order index in ``[start, stop)``, or
+    exactly ``keys`` (flat indices) when given."""
+
+    index: int
+    start: int
+    stop: int
+    keys: tuple | None = None
+
+    def to_json(self):
+        return [self.index, self.start, self.stop, None if self.keys is None else list(self.keys)]
+
+    @classmethod
+    def from_json(cls, data):
+        index, start, stop, keys = data
+        return cls(index, start, stop, None if keys is None else tuple(keys))
+
+
+@dataclass
+class PieceResult:
+    """What a piece sends back: the encoded partial (reductions), work done, and the
+    worker's counters (``worker`` identifies the process that ran it)."""
+
+    partial: bytes | None
+    chunks: int
+    nbytes: int
+    worker: str = ""
+    cache: dict | None = None
+    traffic: dict | None = None
+
+
+@dataclass
+class JobResult:
+    """The answer (``value``) and figures of a finished job (``stats``)."""
+
+    value: object
+    stats: dict
+
+    def to_json(self) -> dict:
+        return {"result": to_jsonable(self.value), "stats": self.stats}
+
+
+# --------------------------------------------------------------------------- pieces
+
+def oid_hex(obj) -> str:
+    return obj._p_oid.hex()
+
+
+def resolve_function(name: str):
+    """The function named ``"package.module:function"``."""
+    module, sep, attr = name.partition(":")
+    if not sep or not module or not attr:
+        raise JobError(f"a function is named 'module:function', not {name!r}")
+    try:
+        target = importlib.import_module(module)
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise JobError(f"cannot load function {name!r}: {exc}") from None
+    if not callable(target):
+        raise JobError(f"{name!r} is not callable")
+    return target
+
+
+def piece_chunks_for(array, piece_bytes: int | None) -> int:
+    nbytes = math.prod(array.chunks) * array.itemsize
+    return max(1, (piece_bytes or PIECE_BYTES_TARGET) // max(1, nbytes))
+
+
+def pieces_of_keys(flat_keys, per_piece: int, explicit: bool) -> list[Piece]:
+    """Group sorted flat chunk indices into pieces of ``per_piece`` chunks."""
+    pieces = []
+    for i in range(0, len(flat_keys), per_piece):
+        group = flat_keys[i:i + per_piece]
+        pieces.append(Piece(len(pieces), group[0], group[-1] + 1,
+                            tuple(group) if explicit else None))
+        if len(pieces) > PIECES_MAX:
+            raise JobError(f"more than {PIECES_MAX} pieces: use larger pieces")
+    return pieces
+
+
+def dense_pieces(grid, per_piece: int) -> list[Piece]:
+    """Pieces covering every chunk of ``grid``."""
+    total = math.prod(grid)
+    count = -(-total // per_piece)
+    if count > PIECES_MAX:
+        raise JobError(f"{total} chunks to compute make more than {PIECES_MAX} pieces: "
+                       f"use larger pieces")
+    return [Piece(i, i * per_piece, min(total, (i + 1) * per_piece)) for i in range(count)]
+
+
+def piece_keys(piece: Piece, array) -> list:
+    """Grid keys of ``array``'s stored chunks in ``piece``."""
+    if piece.keys is not None:
+        grid = layout.chunk_grid(array.shape, array.chunks)
+        tree = array._tree
+        return [k for k in (plans.unflatten(f, grid) for f in piece.keys) if k in tree]
+    return plans.stored_keys(array, piece.start, piece.stop)
+
+
+# ------------------------------------------------------------------- piece execution
+
+@contextlib.contextmanager
+def snapshot(db, spec: JobSpec):
+    """A read-only connection to ``db`` as of the job's snapshot."""
+    conn = db.open(before=bytes.fromhex(spec.before))
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def load_array(conn, oid: str):
+    try:
+        array = conn.get(bytes.fromhex(oid))
+    except KeyError:
+        raise JobError(f"no object 0x{oid} in the job's snapshot") from None
+    if not isinstance(array, array_core.ndarray):
+        raise JobError(f"object 0x{oid} is a {type(array).__name__}, not a neoarray.ndarray")
+    return array
+
+
+def make_plan(array, spec: JobSpec):
+    params = dict(spec.params)
+    if "range" in params and params["range"] is not None:
+        params["range"] = tuple(params["range"])
+    return plans.plan(array, spec.op, **params)
+
+
+def worker_counters(db) -> tuple[str, dict | None, dict]:
+    stats = getattr(db.storage, "cache_stats", None)
+    return f"{os.getpid()}", (stats() if stats is not None else None), wire.traffic()
+
+
+def run_piece(db, spec: JobSpec, piece: Piece) -> PieceResult:
+    """Compute ``piece`` of the job ``spec`` with a connection to ``db``."""
+    with colours.cache_colour(spec.colour) if spec.colour else contextlib.nullcontext():
+        if spec.kind == "reduce":
+            with snapshot(db, spec) as conn:
+                array = load_array(conn, spec.inputs[0])
+                plan = make_plan(array, spec)
+                keys = piece_keys(piece, array)
+                partial = plan.fold(array, keys)
+                nbytes = len(keys) * math.prod(array.chunks) * array.itemsize
+                result = PieceResult(plan.encode(partial), len(keys), nbytes)
+        elif spec.kind == "map_blocks":
+            from .blocks import run_map_piece
+            result = run_map_piece(db, spec, piece)
+        else:
+            raise JobError(f"unknown job kind {spec.kind!r}")
+    result.worker, result.cache, result.traffic = worker_counters(db)
+    return result
+
+
+# ------------------------------------------------------------------------- the runner
+
+class _StateDir:
+    """The files of a resumable job (see the module docstring)."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+        if path is not None:
+            os.makedirs(os.path.join(path, "done"), exist_ok=True)
+
+    def _done(self, index: int) -> str:
+        return os.path.join(self.path, "done", f"{index:08d}")
+
+    def load(self):
+        if self.path is None:
+            return None
+        name = os.path.join(self.path, "job.json")
+        if not os.path.exists(name):
+            return None
+        try:
+            with open(name) as f:
+                data = json.load(f)
+            if data.get("format") != STATE_FORMAT:
+                raise ValueError(f"format {data.get('format')!r}, expected {STATE_FORMAT}")
+            return (JobSpec.from_json(data["spec"]), [Piece.from_json(p) for p in data["pieces"]])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise JobError(f"state directory {self.path!r} is unreadable: {exc}") from None
+
+    def save(self, spec: JobSpec, pieces):
+        if self.path is None:
+            return
+        self._write(os.path.join(self.path, "job.json"), json.dumps(
+            {"format": STATE_FORMAT, "spec": spec.to_json(),
+             "pieces": [p.to_json() for p in pieces]}).encode())
+
+    def finished(self) -> dict[int, bytes]:
+        if self.path is None:
+            return {}
+        done = {}
+        for name in os.listdir(os.path.join(self.path, "done")):
+            if name.isdigit():
+                with open(os.path.join(self.path, "done", name), "rb") as f:
+                    done[int(name)] = f.read()
+        return done
+
+    def mark(self, index: int, partial: bytes | None):
+        if self.path is not None:
+            self._write(self._done(index), partial or b"")
+
+    @staticmethod
+    def _write(name: str, data: bytes):
+        tmp = f"{name}.tmp{os.getpid()}-{threading.get_ident()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, name)
+
+
+def _progress_bar(total: int, initial: int, desc: str, enabled):
+    from tqdm import tqdm
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    return tqdm(total=total, initial=initial, desc=desc, unit="piece", file=sys.stderr,
+                disable=not enabled, dynamic_ncols=True)
+
+
+class Job:
+    """One run of a job: pieces through an executor, retries, progress, resume.
+
+    ``spec`` and ``pieces`` come from :func:`prepare` (or the state directory).
+    ``finish(partials) -> value`` turns the merged partials into the answer.
+    """
+
+    def __init__(self, spec: JobSpec, pieces: list[Piece], executor, finish, *,
+                 state_dir: str | None = None, progress=None, attempts_max: int = ATTEMPTS_MAX,
+                 retry_delay_s: float = RETRY_DELAY_S, in_flight_max: int | None = None):
+        if attempts_max < 1:
+            raise JobError(f"attempts_max must be >= 1, not {attempts_max}")
+        self.spec, self.pieces, self.executor, self.finish = spec, pieces, executor, finish
+        self.state = _StateDir(state_dir)
+        self.progress = progress
+        self.attempts_max = attempts_max
+        self.retry_delay_s = retry_delay_s
+        self.in_flight_max = in_flight_max or max(2, 2 * executor.workers)
+
+    def run(self) -> JobResult:
+        started = time.perf_counter()
+        done = self.state.finished()
+        resumed = len(done)
+        partials: dict[int, bytes | None] = dict(done)
+        todo = [p for p in self.pieces if p.index not in done]
+        retries = chunks = nbytes = 0
+        workers: dict[str, PieceResult] = {}
+        traffic_before = wire.traffic()
+        bar = _progress_bar(len(self.pieces), resumed, f"{self.spec.kind} {self.spec.op}",
+                            self.progress)
+        attempts: dict[int, int] = {}
+        pending: dict = {}          # future -> piece
+        queue = list(reversed(todo))
+        try:
+            self.executor.start(self.spec)
+            while queue or pending:
+                while queue and len(pending) < self.in_flight_max:
+                    piece = queue.pop()
+                    pending[self.executor.submit(piece)] = piece
+                for future in self.executor.wait_any(list(pending)):
+                    piece = pending.pop(future)
+                    try:
+                        result = self.executor.result(future)
+                    except Exception as exc:
+                        attempts[piece.index] = attempts.get(piece.index, 0) + 1
+                        if attempts[piece.index] >= self.attempts_max:
+                            raise JobError(self._failed(piece, exc)) from exc
+                        retries += 1
+                        time.sleep(min(5.0, self.retry_delay_s * 2 ** (attempts[piece.index] - 1)))
+                        queue.append(piece)
+                        continue
+                    self.state.mark(piece.index, result.partial)
+                    partials[piece.index] = result.partial
+                    chunks += result.chunks
+                    nbytes += result.nbytes
+                    workers[result.worker] = result
+                    bar.set_postfix_str(f"{nbytes / 1e9:.2f} GB", refresh=False)
+                    bar.update(1)
+        except KeyboardInterrupt:
+            raise JobError(self._interrupted()) from None
+        finally:
+            bar.close()
+            for future in pending:
+                self.executor.cancel(future)
+            self.executor.close()
+        value = self.finish([partials[p.index] for p in self.pieces])
+        elapsed = time.perf_counter() - started
+        stats = {"kind": self.spec.kind, "op": self.spec.op, "executor": self.executor.name,
+                 "workers": self.executor.workers, "pieces": len(self.pieces),
+                 "pieces_resumed": resumed, "pieces_run": len(todo), "retries": retries,
+                 "chunks": chunks, "bytes": nbytes, "elapsed_s": round(elapsed, 6),
+                 "gbps": round(nbytes / elapsed / 1e9, 4) if elapsed > 0 else None,
+                 "snapshot": "0x" + self.spec.before, "state_dir": self.state.path}
+        stats.update(self._counters(workers, traffic_before))
+        return JobResult(value, stats)
+
+    def _counters(self, workers: dict, traffic_before: dict) -> dict:
+        """Cache statistics and network traffic: this process's, or the workers'."""
+        remote = [r for w, r in workers.items() if w != f"{os.getpid()}"]
+        here = wire.traffic()
+        traffic = {k: here[k] - traffic_before.get(k, 0) for k in here}
+        for r in remote:        # worker counters are cumulative per worker process
+            for k, v in (r.traffic or {}).items():
+                traffic[k] = traffic.get(k, 0) + v
+        caches = [r.cache for r in remote if r.cache]
+        local = self.executor.local_cache_stats()
+        if local:
+            caches.append(local)
+        return {"network": traffic, "cache": _sum_cache_stats(caches)}
+
+    def _failed(self, piece: Piece, exc: BaseException) -> str:
+        resume = (f"; finished pieces are kept in {self.state.path!r}: run the job again "
+                  f"with the same state directory to resume") if self.state.path else ""
+        return (f"piece {piece.index} (chunks {piece.start}..{piece.stop - 1}) failed "
+                f"{self.attempts_max} time(s): {type(exc).__name__}: {exc}{resume}")
+
+    def _interrupted(self) -> str:
+        if self.state.path:
+            return (f"interrupted; finished pieces are kept in {self.state.path!r}: run the "
+                    f"job again with the same state directory to resume")
+        return "interrupted (no state directory: nothing kept)"
+
+
+def _sum_cache_stats(stats: list[dict]) -> dict | None:
+    """Totals and per-colour figures over several clients' ``cache_stats()``."""
+    if not stats:
+        return None
+    total: dict = {}
+    per_colour: dict = {}
+    for s in stats:
+        for k, v in s.items():
+            if k == "colours":
+                for colour, figures in v.items():
+                    mine = per_colour.setdefault(colour, {})
+                    for fk, fv in figures.items():
+                        if isinstance(fv, (int, float)) and not isinstance(fv, bool):
+                            mine[fk] = mine.get(fk, 0) + fv
+                        else:
+                            mine.setdefault(fk, fv)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                total[k] = total.get(k, 0) + v
+    for figures in [total, *per_colour.values()]:
+        looked = figures.get("hits", 0) + figures.get("misses", 0)
+        if "hit_rate" in figures:
+            figures["hit_rate"] = round(figures.get("hits", 0) / looked, 4) if looked else None
+    return {**total, "colours": per_colour}
+
+
+# ----------------------------------------------------------------------- preparation
+
+def snapshot_of(array) -> str:
+    """The ``before`` tid of the committed snapshot that ``array``'s connection sees."""
+    conn = array._p_jar
+    if conn is None or array._p_oid is None:
+        raise JobError("a job reads a committed array: this one is not stored in a "
+                       "database yet (add it to a connection and commit)")
+    if getattr(conn, "_registered_objects", None) or getattr(conn, "_added", None):
+        raise JobError("this transaction has uncommitted changes: a job reads committed "
+                       "data only; commit (or abort) first")
+    before = getattr(conn, "before", None)
+    if before is not None:
+        return before.hex()
+    storage = conn._storage
+    start = getattr(storage, "_start", None)
+    if start is None:
+        storage.poll_invalidations() if hasattr(storage, "poll_invalidations") else None
+        start = getattr(storage, "_start", None)
+    if start is None:
+        last = conn.db().storage.lastTransaction()
+        start = p64(u64(last) + 1)
+    return start.hex()
+
+
+def prepare_reduce(array, name: str, params: dict, colour=None, piece_bytes=None):
+    """``(spec, pieces, plan)`` of a reduction of ``array`` (validated now)."""
+    before = snapshot_of(array)
+    spec = JobSpec("reduce", name, (oid_hex(array),), before, params=params, colour=colour)
+    with snapshot(array._p_jar.db(), spec) as conn:
+        snap = load_array(conn, spec.inputs[0])
+        make_plan(snap, spec)          # bad arguments fail here, before any piece runs
+        grid = layout.chunk_grid(snap.shape, snap.chunks)
+        flat = [plans.flatten(k, grid) for k in snap.chunk_keys()]
+    return spec, pieces_of_keys(flat, piece_chunks_for(array, piece_bytes), explicit=False)
+
+
+def reduce_finisher(db, spec: JobSpec):
+    """``finish(partials)`` of a reduction job: merge in order, then numpy's answer."""
+    def finish(partials):
+        with snapshot(db, spec) as conn:
+            array = load_array(conn, spec.inputs[0])
+            if array.size == 0:
+                return getattr(array, spec.op)() if spec.op != "histogram" else \
+                    np.histogram(np.empty(0, array.dtype), spec.params.get("bins", 10),
+                                 spec.params.get("range"))
+            plan = make_plan(array, spec)
+            merged = plan.empty()
+            for raw in partials:
+                merged = plan.merge(merged, plan.decode(raw))
+            keepdims = bool(spec.params.get("keepdims", False))
+            if isinstance(plan, plans.ArgPlan):
+                return plan.finish(merged, keepdims, array=array)
+            return plan.finish(merged, keepdims)
+    return finish
+
+
+_REDUCE_PARAMS = {"axis", "dtype", "ddof", "bins", "range", "keepdims"}
+
+
+def _reduce_params(name, axis, dtype, ddof, bins, range, keepdims) -> dict:
+    params = {}
+    if axis is not None:
+        params["axis"] = list(axis) if isinstance(axis, (tuple, list)) else int(axis)
+    if dtype is not None:
+        params["dtype"] = np.dtype(dtype).str
+    if ddof:
+        params["ddof"] = int(ddof)
+    if keepdims:
+        params["keepdims"] = True
+    if name == "histogram":
+        params["bins"] = 10 if bins is None else bins
+        if range is not None:
+            params["range"] = [float(range[0]), float(range[1])]
+    elif bins is not None or range is not None:
+        raise JobError(f"bins and range are histogram arguments, not {name}'s")
+    return params
+
+
+def reduce(array, name: str, *, axis=None, dtype=None, ddof=0, bins=None, range=None,
+           keepdims=False, executor="threads", workers=None, state_dir=None, progress=False,
+           colour=None, piece_bytes=None, attempts_max=ATTEMPTS_MAX, stats=False, **executor_options):
+    """Reduce the committed snapshot of ``array`` with ``name``, as a parallel job.
+
+    ``name`` is one of :data:`neoarray.array.plans.NAMES`; ``axis``, ``dtype``,
+    ``ddof`` and ``keepdims`` as in numpy; ``histogram`` takes ``bins`` and
+    ``range`` (default numpy's: the items' min and max, computed first) and returns
+    ``(counts, edges)``.  ``executor``: ``"threads"``, ``"processes"``, ``"dask"``,
+    ``"storage"`` or an executor object (:mod:`neoarray.jobs.executors`).
+    ``state_dir``: a directory that makes the job resumable.  ``colour``: the cache
+    colour of the reads (default: the array's).  With ``stats=True`` returns a
+    :class:`JobResult` (the value and the job's figures) instead of the value.
+    """
+    from .executors import make_executor
+    if name not in plans.NAMES:
+        raise JobError(f"unknown reduction {name!r} (known: {', '.join(plans.NAMES)})")
+    if name == "histogram" and range is None:
+        range = plans.histogram_range(array)
+    params = _reduce_params(name, axis, dtype, ddof, bins, range, keepdims)
+    db = array._p_jar.db() if array._p_jar is not None else None
+    spec, pieces = prepare_reduce(array, name, params, colour, piece_bytes)
+    result = run(spec, pieces, db, executor=make_executor(executor, db, workers, **executor_options),
+                 state_dir=state_dir, progress=progress, attempts_max=attempts_max)
+    return result if stats else result.value
+
+
+def run(spec: JobSpec, pieces: list[Piece], db, *, executor, state_dir=None, progress=None,
+        attempts_max=ATTEMPTS_MAX, finish=None) -> JobResult:
+    """Run (or resume, with ``state_dir``) the job ``spec`` split in ``pieces``."""
+    state = _StateDir(state_dir)
+    saved = state.load()
+    if saved is not None:
+        saved_spec, saved_pieces = saved
+        if _identity(saved_spec) != _identity(spec):
+            raise JobError(f"state directory {state_dir!r} belongs to another job "
+                           f"({saved_spec.kind} {saved_spec.op} of 0x{','.join(saved_spec.inputs)}): "
+                           f"use a new directory")
+        spec, pieces = saved_spec, saved_pieces     # the same snapshot and pieces as before
+    else:
+        state.save(spec, pieces)
+    if finish is None:
+        if spec.kind == "reduce":
+            finish = reduce_finisher(db, spec)
+        else:
+            from .blocks import map_finisher
+            finish = map_finisher(db, spec)
+    return Job(spec, pieces, executor, finish, state_dir=state_dir, progress=progress,
+               attempts_max=attempts_max).run()
+
+
+def _identity(spec: JobSpec):
+    """What must match for a state directory to be resumed (not the snapshot)."""
+    return (spec.kind, spec.op, tuple(spec.inputs), spec.out,
+            json.dumps(spec.params, sort_keys=True), spec.colour)
+
+
+def to_jsonable(value):
+    """numpy results as JSON values (arrays as nested lists)."""
+    if isinstance(value, tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist()) if value.dtype.kind == "c" else value.tolist()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, complex):
+        return {"real": value.real, "imag": value.imag}
+    if isinstance(value, list):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def abort_quietly(tm: transaction.TransactionManager):
+    with contextlib.suppress(Exception):
+        tm.abort()
