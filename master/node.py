@@ -21,7 +21,8 @@ from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
 
-from .core import IdAllocator, PartitionTable, READABLE
+from .core import READABLE, IdAllocator, PartitionTable
+from .replication import CatchUp
 from .state import MasterState
 
 log = logging.getLogger("neoarray.master")
@@ -73,6 +74,7 @@ class Txn:
     storages: list = field(default_factory=list)
     locked: bool = False
     locked_on: set = field(default_factory=set)   # storages that locked it durably
+    view_ptid: int = 0                            # the client's ptid when it began (0: unknown)
     done: threading.Event = field(default_factory=threading.Event)
     error: Exception | None = None
 
@@ -93,6 +95,7 @@ class Master:
         self.finished: dict[bytes, bytes] = {}    # ttid -> tid, bounded memory
         self.reported: set[int] = set()           # storages that told this master what they hold
         self.pending_votes: dict[bytes, set] = {} # voted under an earlier master, undecided yet
+        self.catchup = CatchUp()                  # OUT_OF_DATE cells: what they must copy
         self.subscribers: dict[int, queue.Queue] = {}
         self.channels: dict[int, tuple] = {}
         self.to_unlock: dict[int, list] = {}
@@ -190,6 +193,10 @@ class Master:
         self._persist_nodes()
         log.info("storage node S%d at %s is %s", node.node_id, node.address, node.state)
         if self.cluster_state == RUNNING and in_pt:
+            if self.catchup.node_returned(self.pt, node.node_id, self.last_committed):
+                self._persist_pt()
+                log.info("S%d is back with OUT_OF_DATE cells: they copy up to tid 0x%s (ptid %d)",
+                         node.node_id, self.last_committed.hex(), self.pt.ptid)
             self.pool.submit(self._settle_storage, node.node_id)
         else:
             self.pool.submit(self.try_start)
@@ -270,6 +277,10 @@ class Master:
         with self.lock:
             if self.cluster_state == VERIFYING:
                 self.cluster_state = RUNNING
+                returned = [nid for nid in sorted(self.running_storages())
+                            if self.catchup.node_returned(self.pt, nid, self.last_committed)]
+                if returned:
+                    self._persist_pt()
                 log.info("cluster RUNNING (ptid %d, last tid 0x%s)", self.pt.ptid, self.last_committed.hex())
         self.broadcast_cluster()
 
@@ -410,7 +421,7 @@ class Master:
             except Exception as exc:
                 log.warning("abort of 0x%s on S%d failed: %s", ttid.hex(), nid, exc)
 
-    def finish(self, node: int, ttid: bytes, oids, storages) -> bytes:
+    def finish(self, node: int, ttid: bytes, oids, storages, view_ptid: int = 0) -> bytes:
         with self.lock:
             self.require_running()
             txn = self.txns.pop(ttid, None)
@@ -422,6 +433,7 @@ class Master:
             if bad:
                 raise RequestRefused(f"finish names unknown storage nodes {bad}")
             txn.oids, txn.storages = list(oids), sorted(set(storages))
+            txn.view_ptid = view_ptid
             txn.tid = txn.tid or self.ids.new_tid(self.partitions, u64(ttid) % self.partitions)
             self.commit_queue.append(txn)
         self._lock_on_storages(txn)
@@ -469,12 +481,48 @@ class Master:
                 self._remember(txn.ttid, txn.tid)
             if txn.error is None:
                 self.last_committed = txn.tid
+                self._missed_by_returned(txn)
                 event = self._invalidation(txn)
                 for q in list(self.subscribers.values()):
                     self._push(q, event)
                 for nid in txn.storages:
                     self.to_unlock.setdefault(nid, []).append(txn.ttid)
             txn.done.set()
+
+    def _missed_by_returned(self, txn: Txn) -> None:
+        """Cells of nodes that returned after the client's view copy ``txn`` too
+        (``master/replication.py``); the new partition table is sent before the
+        transaction's invalidation."""
+        def partitions():
+            return {u64(o) % self.partitions for o in txn.oids} | {u64(txn.tid) % self.partitions}
+        if self.catchup.committed(self.pt, self.running_storages(), txn.tid, txn.view_ptid, partitions):
+            self._persist_pt()
+            log.info("transaction 0x%s may have missed returned nodes: their cells copy it (ptid %d)",
+                     txn.tid.hex(), self.pt.ptid)
+            self.broadcast_cluster()
+
+    def replication_report(self, nid: int, done) -> list[mpb.ReplicaTask]:
+        """A heartbeat's catch-up report: cells copied up to their tid become
+        UP_TO_DATE; returns the node's tasks (one per OUT_OF_DATE cell)."""
+        changed = False
+        with self.lock:
+            node = self.nodes.get(nid)
+            if self.cluster_state != RUNNING or node is None or node.state != "RUNNING":
+                return []
+            for d in done:
+                if len(d.tid) == 8 and self.catchup.replicated(self.pt, nid, d.partition, d.tid):
+                    changed = True
+                    log.info("S%d caught up partition %d to tid 0x%s: UP_TO_DATE (ptid %d)",
+                             nid, d.partition, d.tid.hex(), self.pt.ptid)
+            if changed:
+                self._persist_pt()
+            running = self.running_storages()
+            tasks = [mpb.ReplicaTask(partition=p, until_tid=until, sources=[
+                mpb.ReplicaSource(node_id=n, address=self.nodes[n].address) for n in sources])
+                for p, until, sources in self.catchup.tasks(self.pt, nid, running, self.last_committed)]
+        if changed:
+            self.broadcast_cluster()
+        return tasks
 
     def _remember(self, ttid: bytes, tid: bytes) -> None:
         self.finished[ttid] = tid

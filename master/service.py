@@ -45,7 +45,8 @@ class MasterServicer(rpc.MasterServicer):
         return pb.BeginReply(ttid=self.m.begin(request.node_id, request.tid))
 
     def Finish(self, request, context):
-        tid = self.m.finish(request.node_id, checked_id(request.ttid, "ttid"), list(request.oids), list(request.storage_ids))
+        tid = self.m.finish(request.node_id, checked_id(request.ttid, "ttid"), list(request.oids),
+                            list(request.storage_ids), request.view_ptid)
         return pb.FinishReply(tid=tid)
 
     def Abort(self, request, context):
@@ -66,7 +67,8 @@ class MasterServicer(rpc.MasterServicer):
     def Heartbeat(self, request, context):
         if not self.m.heartbeat(request.node_id):
             context.abort(__import__("grpc").StatusCode.NOT_FOUND, f"node {request.node_id} must identify again")
-        return pb.HeartbeatReply(state=CLUSTER_PB[self.m.cluster_state], ptid=self.m.pt.ptid)
+        tasks = self.m.replication_report(request.node_id, request.replicated)
+        return pb.HeartbeatReply(state=CLUSTER_PB[self.m.cluster_state], ptid=self.m.pt.ptid, replicate=tasks)
 
 
 class AdminServicer(rpc.AdminServicer):

@@ -6,6 +6,7 @@ from .ids import Z64
 from .proto import common_pb2 as cpb
 from .proto import master_pb2 as mpb
 from .proto import master_pb2_grpc as mrpc
+from .proto import storage_pb2_grpc as srpc
 
 CELL_LETTERS = {cpb.UP_TO_DATE: "U", cpb.OUT_OF_DATE: "O", cpb.FEEDING: "F", cpb.CORRUPTED: "C"}
 CLUSTER_NAMES = {cpb.RECOVERING: "RECOVERING", cpb.VERIFYING: "VERIFYING",
@@ -18,6 +19,8 @@ class AdminClient:
         self.channel = wire.open_channel(master, cluster)
         self.stub = mrpc.AdminStub(self.channel)
         self.timeout = rpc_timeout_s
+        self.cluster = cluster
+        self._storage_channels: list = []
 
     def _call(self, name, request=None):
         return wire.call(getattr(self.stub, name), request or cpb.Empty(), self.timeout, name)
@@ -39,7 +42,16 @@ class AdminClient:
         value = {v: k for k, v in CLUSTER_NAMES.items()}[state]
         return CLUSTER_NAMES[self._call("SetClusterState", mpb.SetClusterStateRequest(state=value)).state]
 
+    def storage_stub(self, address: str):
+        """A stub of the storage node at ``address`` (``neoctl check`` reads and repairs
+        copies directly), on a channel closed with this client."""
+        channel = wire.open_channel(address, self.cluster)
+        self._storage_channels.append(channel)
+        return srpc.StorageStub(channel)
+
     def close(self) -> None:
+        for channel in self._storage_channels:
+            channel.close()
         self.channel.close()
 
 

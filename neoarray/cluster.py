@@ -85,10 +85,12 @@ class LocalCluster:
         self._kill(self.master_proc, sig)
 
     # -- storages ---------------------------------------------------------------------
-    def start_storage(self, index: int, timeout_s: float = 30.0) -> str:
-        return self._wait_storage(index, self._spawn_storage(index), timeout_s)
+    def start_storage(self, index: int, timeout_s: float = 30.0, args: tuple[str, ...] = ()) -> str:
+        """Start storage node ``index``; ``args``: more ``neoarray-storage`` options
+        (e.g. ``("--replication-bytes-per-s", "100000")``)."""
+        return self._wait_storage(index, self._spawn_storage(index, args), timeout_s)
 
-    def _spawn_storage(self, index: int) -> str:
+    def _spawn_storage(self, index: int, args: tuple[str, ...] = ()) -> str:
         addr_file = os.path.join(self.path, f"storage-{index}.address")
         bind = open(addr_file).read().strip() if os.path.exists(addr_file) else "127.0.0.1:0"
         fresh = addr_file + ".new"
@@ -96,7 +98,7 @@ class LocalCluster:
             os.remove(fresh)
         self.storage_procs[index] = self._spawn("storage_node", [
             "--data", os.path.join(self.path, f"storage-{index}"), "--master", self.address,
-            "--bind", bind, "--address-file", fresh], f"storage-{index}.log")
+            "--bind", bind, "--address-file", fresh, *args], f"storage-{index}.log")
         return addr_file
 
     def _wait_storage(self, index: int, addr_file: str, timeout_s: float) -> str:
@@ -114,7 +116,7 @@ class LocalCluster:
             proc.wait(30)
 
     # -- whole cluster ------------------------------------------------------------------
-    def start(self, timeout_s: float = 60.0) -> "LocalCluster":
+    def start(self, timeout_s: float = 60.0) -> LocalCluster:
         self.start_master(timeout_s)
         spawned = {i: self._spawn_storage(i) for i in range(self.storages)}
         for i, addr_file in spawned.items():

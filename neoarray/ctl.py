@@ -1,7 +1,8 @@
 """``neoctl``: administer a neoarray cluster through its master.
 
-    neoctl -a HOST:PORT -c CLUSTER print ids|pt|node|cluster
+    neoctl -a HOST:PORT -c CLUSTER print ids|pt|node|cluster|summary
     neoctl --dir DIR start|stop          (a LocalCluster directory: address and name from it)
+    neoctl --dir DIR check [--repair] [PARTITION...]
 
 Plain tables for people (like NEO's neoctl), ``--json`` for scripts; the exit status is
 non-zero on failure, with the reason on standard error.
@@ -15,6 +16,7 @@ import os
 import sys
 
 from .admin import CELL_LETTERS, NODE_PREFIX, AdminClient, node_name
+from .check import check_command
 from .errors import NeoError
 from .ids import tid_repr
 from .proto import common_pb2 as cpb
@@ -71,7 +73,70 @@ def _set_state(state):
     return run
 
 
-PRINTERS = {"ids": _ids, "pt": _pt, "node": _node, "cluster": _cluster}
+def _ranges(numbers) -> str:
+    """``0-3,7``: sorted partition numbers, runs collapsed, for people."""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs) or "-"
+
+
+def _summary(admin, opts):
+    """Whether anything needs attention; exit status 1 unless RUNNING and every
+    partition has a readable copy."""
+    doc = health(admin)
+    status = 0 if doc["state"] == "RUNNING" and not doc["partitions_unreadable"] else 1
+    if opts.json:
+        return doc, status
+    lines = [f"cluster: {doc['state']}",
+             f"storage nodes: {doc['storages_up']} up, {doc['storages_down']} not running"]
+    for n in doc["storages"]:
+        cells = " ".join(f"{k}={v}" for k, v in sorted(n["cells"].items())) or "no cells"
+        lines.append(f"  {n['id']} {n['state']:<8} {n['address'] or '-'}  {cells}")
+    lines.append(f"partitions: {doc['partitions']}, replicas: {doc['replicas']} "
+                 f"({doc['replicas'] + 1} readable copies wanted)")
+    lines.append(f"  without a readable copy: {_ranges(doc['partitions_unreadable'])}")
+    lines.append(f"  without an UP_TO_DATE copy: {_ranges(doc['partitions_without_up_to_date'])}")
+    lines.append(f"  fewer readable copies than wanted: {_ranges(doc['partitions_under_replicated'])}")
+    lines.append(f"last_oid = {doc['last_oid']}; last_tid = {doc['last_tid']}; last_ptid = {doc['last_ptid']}")
+    lines.append("attention needed" if doc["attention"] else "nothing needs attention")
+    return "\n".join(lines), status
+
+
+def health(admin) -> dict:
+    """Cluster state, storage nodes with their cells, partitions lacking copies, last ids."""
+    state, pt, ids = admin.cluster_state(), admin.partition_table(), admin.ids()
+    storages = sorted((n for n in admin.nodes() if n.type == cpb.STORAGE), key=lambda n: n.node_id)
+    running = {n.node_id for n in storages if n.state == cpb.RUNNING}
+    cells: dict[int, dict[str, int]] = {n.node_id: {} for n in storages}
+    unreadable, no_up_to_date, under = [], [], []
+    for p, row in enumerate(pt.rows):
+        for c in row.cells:
+            letter = CELL_LETTERS.get(c.state, "?")
+            cells.setdefault(c.node_id, {})[letter] = cells.get(c.node_id, {}).get(letter, 0) + 1
+        live = [c for c in row.cells if c.node_id in running]
+        readable = sum(1 for c in live if c.state in (cpb.UP_TO_DATE, cpb.FEEDING))
+        if not readable:
+            unreadable.append(p)
+        elif readable < pt.replicas + 1:
+            under.append(p)
+        if not any(c.state == cpb.UP_TO_DATE for c in live):
+            no_up_to_date.append(p)
+    return {"state": state, "storages_up": len(running), "storages_down": len(storages) - len(running),
+            "storages": [{"id": node_name(n), "state": NODE_STATES.get(n.state, "?"), "address": n.address,
+                          "cells": cells.get(n.node_id, {})} for n in storages],
+            "partitions": len(pt.rows), "replicas": pt.replicas,
+            "partitions_unreadable": unreadable, "partitions_without_up_to_date": no_up_to_date,
+            "partitions_under_replicated": under,
+            "last_oid": f"0x{ids['last_oid'].hex()}", "last_tid": f"0x{ids['last_tid'].hex()}",
+            "last_ptid": ids["last_ptid"],
+            "attention": bool(state != "RUNNING" or unreadable or no_up_to_date or under)}
+
+
+PRINTERS = {"ids": _ids, "pt": _pt, "node": _node, "cluster": _cluster, "summary": _summary}
 
 
 def parse_args(argv=None):
@@ -86,14 +151,23 @@ def parse_args(argv=None):
     pr.add_argument("what", choices=sorted(PRINTERS))
     sub.add_parser("start", help="start the cluster (RECOVERING -> RUNNING) with the storages present")
     sub.add_parser("stop", help="stop every node of the cluster")
+    ck = sub.add_parser("check", help="compare every copy of partitions (keys, checksums, data)")
+    ck.add_argument("--repair", action="store_true",
+                    help="rewrite missing and corrupt copies from a sound one")
+    ck.add_argument("partition", nargs="*", type=int, help="partitions to check (default: all)")
     return p.parse_args(argv)
+
+
+def _read_text(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
 
 
 def resolve(opts) -> tuple[str, str]:
     address, cluster = opts.address, opts.cluster
     if opts.dir:
-        address = address or open(os.path.join(opts.dir, "master.address")).read().strip()
-        cluster = cluster or open(os.path.join(opts.dir, "cluster.name")).read().strip()
+        address = address or _read_text(os.path.join(opts.dir, "master.address"))
+        cluster = cluster or _read_text(os.path.join(opts.dir, "cluster.name"))
     if not address or not cluster:
         raise NeoError("give the master address and cluster name (-a, -c) or a cluster directory (--dir)")
     return address, cluster
@@ -106,13 +180,16 @@ def main(argv=None) -> int:
         admin = AdminClient(address, cluster, opts.timeout_s)
         if opts.command == "print":
             out = PRINTERS[opts.what](admin, opts)
+        elif opts.command == "check":
+            out = check_command(admin, opts)
         else:
             out = _set_state({"start": "RUNNING", "stop": "STOPPING"}[opts.command])(admin, opts)
     except (NeoError, OSError) as exc:
         print(f"neoctl: {exc}", file=sys.stderr)
         return 1
+    out, status = out if isinstance(out, tuple) else (out, 0)
     print(json.dumps(out, indent=None if not isinstance(out, list) else 1) if opts.json else out)
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -23,10 +23,29 @@ def parse_args(argv=None):
     p.add_argument("--no-vote-sync", dest="vote_sync", action="store_false",
                    help="do not fsync at vote (faster commits; a machine crash between vote and "
                         "lock can lose a vote: see storage_node/backend.py)")
+    p.add_argument("--replication-bytes-per-s", type=int, default=0,
+                   help="most bytes per second this node copies when catching up OUT_OF_DATE cells "
+                        "(0: unlimited)")
+    p.add_argument("--replication-batch-records-max", type=int, default=1_000,
+                   help="keys listed and records asked per replication request")
+    p.add_argument("--replication-batch-bytes-max", type=int, default=4 << 20,
+                   help="data bytes per replication reply (at least one record)")
     p.add_argument("--address-file", help="write the bound address to this file once listening")
     p.add_argument("--log-file")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
+
+
+def _limits(opts) -> Limits:
+    for name in ("replication_bytes_per_s", "replication_batch_records_max", "replication_batch_bytes_max"):
+        value = getattr(opts, name)
+        if value < (0 if name == "replication_bytes_per_s" else 1):
+            raise NeoError(f"--{name.replace('_', '-')} must be "
+                           f"{'>= 0' if name == 'replication_bytes_per_s' else '>= 1'}, not {value}")
+    return Limits(map_bytes_max=opts.map_bytes_max, vote_sync=opts.vote_sync,
+                  replication_bytes_per_s=opts.replication_bytes_per_s,
+                  replication_batch_records_max=opts.replication_batch_records_max,
+                  replication_batch_bytes_max=opts.replication_batch_bytes_max)
 
 
 def main(argv=None) -> int:
@@ -35,7 +54,7 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(levelname)s S %(name)s: %(message)s")
     try:
         node = StorageNode(opts.data, opts.cluster, opts.master, opts.bind,
-                           Limits(map_bytes_max=opts.map_bytes_max, vote_sync=opts.vote_sync), host=opts.host)
+                           _limits(opts), host=opts.host)
     except NeoError as exc:
         print(f"neoarray-storage: {exc}", file=sys.stderr)
         return 2

@@ -67,9 +67,21 @@ import msgpack
 
 from neoarray.errors import RequestRefused
 from neoarray.ids import Z64, p64, u64
-from neoarray.records import (_P, _REC, _VOTED, DATA_KEY_BYTES, DELETED, HAS_DATA_TID,  # noqa: F401
-                              IN_DATA_TABLE, Loaded, NoObject, NoRevision, RecordReader,
-                              checksum, record_tail)
+from neoarray.records import (  # noqa: F401
+    _P,
+    _REC,
+    _VOTED,
+    DATA_KEY_BYTES,
+    DELETED,
+    HAS_DATA_TID,
+    IN_DATA_TABLE,
+    Loaded,
+    NoObject,
+    NoRevision,
+    RecordReader,
+    checksum,
+    record_tail,
+)
 
 DATA_INLINE_BYTES_MAX = 1024    # larger data goes to ``data``: written once, never copied
 
@@ -155,15 +167,23 @@ class Backend(RecordReader):
             for r in records:
                 key = ttid + r.oid
                 self._drop_data_of(txn, txn.get("voted_obj", key), _VOTED.size)
-                flags = (DELETED if r.data is None else 0) | (HAS_DATA_TID if r.data_tid else 0)
-                tail, inline = r.data_tid or b"", r.data or b""
-                if len(inline) > DATA_INLINE_BYTES_MAX:
-                    data_key = self._new_data_key(txn, r.oid, next_ids)
-                    txn.put("data", data_key, inline)
-                    flags, tail, inline = flags | IN_DATA_TABLE, tail + data_key, b""
-                txn.put("voted_obj", key, _VOTED.pack(flags, r.checksum, r.serial) + tail + inline)
+                flags, body = self.record_body(txn, r.oid, r.data, r.data_tid, next_ids)
+                txn.put("voted_obj", key, _VOTED.pack(flags, r.checksum, r.serial) + body)
         if next_ids:
             self.kv.write_behind()      # the vote's fsync then finds most of the data on disk
+
+    def record_body(self, txn, oid: bytes, data: bytes | None, data_tid: bytes | None,
+                    next_ids: dict[bytes, int]) -> tuple[int, bytes]:
+        """``(flags, what follows the header)`` of a record of ``data`` (None: a deletion):
+        the data tid if any, then the data inline, or the key of a ``data`` row that
+        large data is written to now (inside ``txn``)."""
+        flags = (DELETED if data is None else 0) | (HAS_DATA_TID if data_tid else 0)
+        tail, inline = data_tid or b"", data or b""
+        if len(inline) > DATA_INLINE_BYTES_MAX:
+            data_key = self._new_data_key(txn, oid, next_ids)
+            txn.put("data", data_key, inline)
+            return flags | IN_DATA_TABLE, tail + data_key
+        return flags, tail + inline
 
     def _new_data_key(self, txn, oid: bytes, next_ids: dict[bytes, int]) -> bytes:
         """A key of ``data`` free in ``txn``: the oid's partition, then a fresh id."""

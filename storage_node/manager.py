@@ -28,6 +28,7 @@ from neoarray.errors import ChecksumError, RequestRefused
 from neoarray.ids import Z64
 
 from .backend import Backend, Stored, TransactionInfo, checksum
+from .check import repair_records
 
 VOTED, CONFLICTS, BUSY = "voted", "conflicts", "busy"
 
@@ -59,6 +60,9 @@ class TransactionManager:
         self.held: dict[bytes, set[bytes]] = {}   # ttid -> oids
         self.owners: dict[bytes, int] = {}        # ttid -> client node id
         self.sizes: dict[bytes, int] = {}         # ttid -> bytes stored
+        # partitions of OUT_OF_DATE cells (set by the node): revisions may be missing
+        # here, so an older last serial is no conflict (the readable copies check)
+        self.catching_up: set[int] = set()
         self._recover()
 
     def _recover(self) -> None:
@@ -137,7 +141,7 @@ class TransactionManager:
         with self.backend.kv.read() as txn:
             for oid, serial in stored:
                 last = self.backend.last_serial(oid, txn) or Z64
-                if last != serial:
+                if last != serial and not (last < serial and self.backend.partition(oid) in self.catching_up):
                     out.append(Conflict(oid, last, serial))
             for oid, serial in checks:
                 last = self.backend.last_serial(oid, txn) or Z64
@@ -179,3 +183,23 @@ class TransactionManager:
     def unlock(self, ttids: list[bytes]) -> None:
         with self.write_mutex:
             self.backend.unlock(ttids)
+
+    # -- replica repair (neoctl check --repair) -----------------------------------------
+    def repair(self, objects: list, transactions: list, held_partitions: set[int]):
+        """Rewrite records from a good copy (``storage_node.check.repair_records``).
+
+        Refused whole (``RequestRefused``) when a key belongs to a partition this node
+        has no cell of.  Under both mutexes, so that no vote takes a lock between the
+        busy test and the write: revisions of an oid a voted transaction holds, and
+        records of a tid locked but not unlocked, are skipped and reported.
+        """
+        keys = [(r.oid, r.tid, self.backend.partition(r.oid)) for r in objects]
+        keys += [(b"", t.tid, self.backend.partition(t.tid)) for t in transactions]
+        foreign = [k for k in keys if k[2] not in held_partitions]
+        if foreign:
+            oid, tid, p = foreign[0]
+            what = f"oid 0x{oid.hex()} at tid 0x{tid.hex()}" if oid else f"transaction 0x{tid.hex()}"
+            raise RequestRefused(f"repair of {what} refused: this node has no cell of partition {p}")
+        with self.write_mutex, self.mutex:
+            locked_tids = set(self.backend.locked().values())
+            return repair_records(self.backend, objects, transactions, set(self.locks), locked_tids)

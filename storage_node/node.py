@@ -9,14 +9,15 @@ from dataclasses import dataclass
 
 from neoarray import wire
 from neoarray.errors import ClusterUnavailable, NeoError, RequestRefused
+from neoarray.kv import LMDBStore, MemoryStore
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import master_pb2_grpc as mrpc
 from neoarray.proto import storage_pb2_grpc as srpc
 
 from .backend import Backend
-from neoarray.kv import LMDBStore, MemoryStore
 from .manager import TransactionManager
+from .replication import Replicator
 from .service import StorageServicer
 
 log = logging.getLogger("neoarray.storage")
@@ -35,6 +36,18 @@ class Limits:
     heartbeat_interval_s: float = 1.0
     vote_sync: bool = True
     rpc_timeout_s: float = 30.0
+    # replica check and repair (neoctl check): keys scanned / data bytes verified per
+    # CheckRecords batch, records written per RepairRecords request
+    check_records_per_batch_max: int = 10_000
+    check_bytes_per_batch_max: int = 64 << 20
+    repair_records_per_batch_max: int = 10_000
+    # replication (catch-up of OUT_OF_DATE cells, see storage_node/replication.py)
+    replication_bytes_per_s: int = 0             # copy rate of this node; 0: unlimited
+    replication_batch_records_max: int = 1_000   # keys listed / records asked per request
+    replication_batch_bytes_max: int = 4 << 20   # data bytes per ReplicaRecords reply
+    replication_retry_delay_s: float = 0.5       # first back-off when no source answers
+    replication_retry_delay_max_s: float = 10.0
+    replication_log_interval_s: float = 10.0     # progress lines per partition, at most one per
 
 
 class StorageNode:
@@ -59,6 +72,8 @@ class StorageNode:
         self.identified = threading.Event()
         self.stopped = threading.Event()
         self.cluster_state = cpb.RECOVERING
+        self.replicator = Replicator(self)
+        self._admin = None                  # master Admin stub, opened on first repair
 
     # -- checks used by the servicer ----------------------------------------------
     def check_readable(self) -> None:
@@ -72,6 +87,15 @@ class StorageNode:
         self.ptid = pt.ptid
         self.backend.set_config(ptid=pt.ptid)
 
+    def held_partitions(self) -> set[int]:
+        """Partitions this node has a cell of (any state), asked of the master: the
+        node keeps no copy of the partition table.  Used to refuse repairs of others."""
+        if self._admin is None:
+            self._admin = mrpc.AdminStub(wire.open_channel(self.master_address, self.cluster))
+        pt = wire.call(self._admin.GetPartitionTable, cpb.Empty(), self.limits.rpc_timeout_s,
+                       "partition table from the master")
+        return {p for p, row in enumerate(pt.rows) if any(c.node_id == self.node_id for c in row.cells)}
+
     def request_shutdown(self) -> None:
         threading.Timer(0.1, self.stopped.set).start()
 
@@ -79,6 +103,7 @@ class StorageNode:
     def start(self) -> None:
         self.server.start()
         threading.Thread(target=self._master_loop, daemon=True, name="master-link").start()
+        self.replicator.start()
 
     def _identify(self, stub) -> None:
         last_tid, last_oid = self.backend.last_ids()
@@ -94,6 +119,9 @@ class StorageNode:
                                     partitions=reply.num_partitions)
         self.node_id = reply.node_id
         self.cluster_state = reply.info.state
+        # cells to catch up: their conflict checks are left to the readable copies
+        self.manager.catching_up = {p for p, row in enumerate(reply.info.pt.rows) if any(
+            c.node_id == self.node_id and c.state == cpb.OUT_OF_DATE for c in row.cells)}
         log.info("identified as S%d to the master at %s", self.node_id, self.master_address)
         self.identified.set()
 
@@ -107,9 +135,12 @@ class StorageNode:
                 if not identified:
                     self._identify(stub)
                     identified = True
-                reply = wire.call(stub.Heartbeat, mpb.HeartbeatRequest(node_id=self.node_id),
+                done = [mpb.ReplicaDone(partition=p, tid=tid) for p, tid in self.replicator.reports()]
+                reply = wire.call(stub.Heartbeat, mpb.HeartbeatRequest(node_id=self.node_id, replicated=done),
                                   self.limits.rpc_timeout_s)
                 self.cluster_state = reply.state
+                if reply.state == cpb.CLUSTER_RUNNING:
+                    self.replicator.set_tasks(reply.replicate)
             except RequestRefused as exc:
                 log.error("refused by the master: %s", exc)
                 self.fatal = exc
@@ -127,4 +158,5 @@ class StorageNode:
     def stop(self) -> None:
         self.stopped.set()
         self.server.stop(grace=0.5).wait()
+        self.replicator.join(5.0)      # between two batches; a pending RPC is bounded by rpc_timeout_s
         self.backend.kv.close()

@@ -42,12 +42,16 @@ from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import storage_pb2 as pb
 from neoarray.proto import storage_pb2_grpc as rpc
 
+from . import check, replication
 from .backend import NoObject, NoRevision, Stored, TransactionInfo
 from .manager import BUSY, CONFLICTS, VOTED
 
 log = logging.getLogger(__name__)
 
 _VOTE_STATUS = {VOTED: pb.VOTED, CONFLICTS: pb.CONFLICTS, BUSY: pb.BUSY}
+_REPAIR_ACTIONS = {check.WRITTEN: pb.RepairOutcome.WRITTEN, check.REPLACED: pb.RepairOutcome.REPLACED,
+                   check.UNCHANGED: pb.RepairOutcome.UNCHANGED,
+                   check.SKIPPED_BUSY: pb.RepairOutcome.SKIPPED_BUSY}
 _OIDS_PER_READ = 16        # chunks reduced inside one LMDB read transaction (kept short)
 _DTYPE_CHARS_MAX = 64
 _NDIM_MAX = 32
@@ -254,6 +258,55 @@ class StorageServicer(rpc.StorageServicer):
         bad = [p for p in partitions if p >= n]
         if bad:
             raise RequestRefused(f"partition {bad[0]} out of range (cluster has {n})")
+
+    # -- replica check and repair (storage_node/check.py) -------------------------------
+    def CheckRecords(self, request, context):
+        self.node.check_readable()
+        self._check_partitions([request.partition])
+        limit = self.limits.check_records_per_batch_max
+        limit = min(request.limit, limit) if request.limit else limit
+        max_tid = _id(request.max_tid, "max_tid") if request.max_tid else None
+        if request.table == pb.CHECK_OBJECTS:
+            after = request.after or None
+            if after is not None and len(after) != 16:
+                raise RequestRefused(f"an objects cursor is oid + tid (16 bytes), got {len(after)}")
+            found, nxt = check.list_objects(self.backend, request.partition, after, max_tid,
+                                            limit, self.limits.check_bytes_per_batch_max)
+        elif request.table == pb.CHECK_TRANSACTIONS:
+            after = _id(request.after, "transactions cursor") if request.after else None
+            found, nxt = check.list_transactions(self.backend, request.partition, after, max_tid, limit)
+        else:
+            raise RequestRefused(f"unknown check table {request.table}: CHECK_OBJECTS or CHECK_TRANSACTIONS")
+        return pb.CheckRecordsReply(next_after=nxt or b"", records=[
+            pb.CheckedRecord(oid=r.oid, tid=r.tid, checksum=r.checksum, data_ok=r.data_ok,
+                             deleted=r.deleted, data_tid=r.data_tid or b"", data_bytes=r.data_bytes)
+            for r in found])
+
+    def RepairRecords(self, request, context):
+        self.node.check_writable()
+        count, limit = len(request.objects) + len(request.transactions), self.limits.repair_records_per_batch_max
+        if count > limit:
+            raise RequestRefused(f"{count} records in one repair, repair_records_per_batch_max={limit}")
+        objects = [check.RepairRevision(_id(o.oid, "oid"), _id(o.tid, "tid"), None if o.deleted else o.data,
+                                        o.checksum, _id(o.data_tid, "data_tid") if o.data_tid else None)
+                   for o in request.objects]
+        check.verify(objects)       # before asking the master anything
+        transactions = [TransactionInfo(_id(m.tid, "tid"), m.user_raw, m.description, m.extension,
+                                        [_id(o, "oid") for o in m.oids], m.ttid, m.packed)
+                        for m in request.transactions]
+        outcomes, dropped = self.manager.repair(objects, transactions, self.node.held_partitions())
+        return pb.RepairRecordsReply(data_rows_dropped=dropped, outcomes=[
+            pb.RepairOutcome(oid=oid, tid=tid, action=_REPAIR_ACTIONS[action]) for oid, tid, action in outcomes])
+
+    # -- replication: a catching-up node copies from this one (storage_node/replication.py)
+    def ReplicaKeys(self, request, context):
+        self.node.check_readable()
+        return replication.replica_keys(self.backend, request, self.limits.replication_batch_records_max)
+
+    def ReplicaRecords(self, request, context):
+        self.node.check_readable()
+        return replication.replica_records(self.backend, request, self.limits.replication_batch_records_max,
+                                           self.limits.replication_batch_bytes_max)
 
     # -- commit path ------------------------------------------------------------------
     def _store(self, ttid: bytes, node_id: int, objects) -> None:

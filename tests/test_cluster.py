@@ -218,27 +218,38 @@ def test_concurrent_clients_commit_without_losing_increments(cluster):
     transaction.commit()
     conn.close()
     increments = 15
+    committed, gave_up, errors = [0, 0, 0], [0, 0, 0], []
 
     def work(k):
-        s = cluster.open_storage()
-        d = ZODB.DB(s)
-        tm = transaction.TransactionManager()
-        c = d.open(tm)
-        for n in range(increments):
-            for attempt in range(100):
-                try:
-                    tm.begin()
-                    c.root()["counters"][(k + n) % 3] += 1
-                    tm.commit()
-                    break
-                except POSException.ConflictError:
-                    tm.abort()
-        d.close()
+        try:
+            s = cluster.open_storage()
+            d = ZODB.DB(s)
+            tm = transaction.TransactionManager()
+            c = d.open(tm)
+            for n in range(increments):
+                for _attempt in range(100):
+                    try:
+                        tm.begin()
+                        c.root()["counters"][(k + n) % 3] += 1
+                        tm.commit()
+                        committed[k] += 1
+                        break
+                    except POSException.ConflictError:
+                        tm.abort()
+                else:
+                    gave_up[k] += 1
+            d.close()
+        except Exception as exc:  # reported by the assertion below
+            errors.append(f"client {k}: {exc!r}")
     threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
     for th in threads:
         th.start()
     for th in threads:
         th.join(120)
+    # every increment whose commit returned is there, and none is counted twice
+    assert not [th for th in threads if th.is_alive()] and not errors and gave_up == [0, 0, 0], \
+        (errors, gave_up)
+    assert sum(committed) == 3 * increments
     conn = db.open()
     assert sum(conn.root()["counters"].values()) == 3 * increments
     conn.close()

@@ -115,10 +115,12 @@ class ClusterLink:
 
     def _set_info(self, info: cpb.ClusterInfo) -> None:
         with self.changed:
-            self.info = info
+            # node states first: a transaction that reads the new ptid at tpc_begin
+            # (its view_ptid) then routes its stores with the new states
             self.addresses = {n.node_id: n.address for n in info.nodes if n.type == cpb.STORAGE}
             self.running = {n.node_id for n in info.nodes
                             if n.type == cpb.STORAGE and n.state == cpb.RUNNING}
+            self.info = info
             self.changed.notify_all()
         if self.on_info is not None:
             self.on_info(info.nodes)

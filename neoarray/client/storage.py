@@ -97,6 +97,7 @@ class _Txn:
     resolved: set = field(default_factory=set)
     voted: set = field(default_factory=set)         # nodes
     restore: bool = False
+    view_ptid: int = 0                  # ptid of the partition table seen at tpc_begin
     finishing: threading.Event = field(default_factory=threading.Event)
     reached: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
@@ -271,8 +272,7 @@ class NeoStorage(ConflictResolvingStorage):
             return
         with self._lock:
             self._cache.invalidate(oids, tid)
-            if tid > self._last_tid:
-                self._last_tid = tid
+            self._last_tid = max(self._last_tid, tid)
             if self._db is not None:
                 self._db.invalidate(tid, set(oids))
             self._tid_changed.notify_all()
@@ -650,7 +650,8 @@ class NeoStorage(ConflictResolvingStorage):
         except BaseException:
             self._slots.release()
             raise
-        txn = _Txn(transaction, ttid=ttid, tid=tid, status=status, restore=tid is not None)
+        txn = _Txn(transaction, ttid=ttid, tid=tid, status=status, restore=tid is not None,
+                   view_ptid=self._link.info.pt.ptid)
         self._txns[id(transaction)] = txn
 
     def _new_ttid(self) -> bytes:
@@ -827,7 +828,7 @@ class NeoStorage(ConflictResolvingStorage):
         txn = self._txn(transaction)
         oids = list(txn.serials)
         request = mpb.FinishRequest(node_id=self._link.node_id, ttid=txn.ttid, oids=oids,
-                                    storage_ids=sorted(txn.voted))
+                                    storage_ids=sorted(txn.voted), view_ptid=txn.view_ptid)
         started = time.time()
         self._own[txn.ttid] = txn
         try:
@@ -841,8 +842,7 @@ class NeoStorage(ConflictResolvingStorage):
                     if data is not None and data is not _TOO_BIG:
                         self._cache.put(oid, data, tid, None, None, colour)
                 func(tid)
-                if tid > self._last_tid:
-                    self._last_tid = tid
+                self._last_tid = max(self._last_tid, tid)
                 self._tid_changed.notify_all()
                 self._commit_times.append((started, tid))
             return tid

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from neoarray.proto import common_pb2 as neoarray_dot_proto_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bneoarray/proto/master.proto\x12\x0bneoarray.v1\x1a\x1bneoarray/proto/common.proto\"\xbe\x01\n\x0fIdentifyRequest\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.neoarray.v1.NodeType\x12\x0f\n\x07node_id\x18\x02 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04host\x18\x04 \x01(\t\x12\x11\n\tread_only\x18\x05 \x01(\x08\x12\x10\n\x08last_tid\x18\x06 \x01(\x0c\x12\x10\n\x08last_oid\x18\x07 \x01(\x0c\x12\x0c\n\x04ptid\x18\x08 \x01(\x04\x12\x11\n\tdata_path\x18\t \x01(\t\"`\n\rIdentifyReply\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x16\n\x0enum_partitions\x18\x02 \x01(\r\x12&\n\x04info\x18\x03 \x01(\x0b\x32\x18.neoarray.v1.ClusterInfo\"#\n\x10SubscribeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\"7\n\x0cInvalidation\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\x12\x0c\n\x04ttid\x18\x02 \x01(\x0c\x12\x0c\n\x04oids\x18\x03 \x03(\x0c\"o\n\x05\x45vent\x12\x31\n\x0cinvalidation\x18\x01 \x01(\x0b\x32\x19.neoarray.v1.InvalidationH\x00\x12+\n\x07\x63luster\x18\x02 \x01(\x0b\x32\x18.neoarray.v1.ClusterInfoH\x00\x42\x06\n\x04kind\"\x1f\n\x0eNewOidsRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"\x1c\n\x0cNewOidsReply\x12\x0c\n\x04oids\x18\x01 \x03(\x0c\",\n\x0c\x42\x65ginRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0b\n\x03tid\x18\x02 \x01(\x0c\"\x1a\n\nBeginReply\x12\x0c\n\x04ttid\x18\x01 \x01(\x0c\"Q\n\rFinishRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0c\n\x04ttid\x18\x02 \x01(\x0c\x12\x0c\n\x04oids\x18\x03 \x03(\x0c\x12\x13\n\x0bstorage_ids\x18\x04 \x03(\r\"\x1a\n\x0b\x46inishReply\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\"B\n\x0c\x41\x62ortRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0c\n\x04ttid\x18\x02 \x01(\x0c\x12\x13\n\x0bstorage_ids\x18\x03 \x03(\r\"\x1f\n\x0f\x46inalTidRequest\x12\x0c\n\x04ttid\x18\x01 \x01(\x0c\"\x1c\n\rFinalTidReply\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\"@\n\x0cLastIdsReply\x12\x10\n\x08last_oid\x18\x01 \x01(\x0c\x12\x10\n\x08last_tid\x18\x02 \x01(\x0c\x12\x0c\n\x04ptid\x18\x03 \x01(\x04\"#\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\"H\n\x0eHeartbeatReply\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.neoarray.v1.ClusterState\x12\x0c\n\x04ptid\x18\x02 \x01(\x04\".\n\nNodesReply\x12 \n\x05nodes\x18\x01 \x03(\x0b\x32\x11.neoarray.v1.Node\"=\n\x11\x43lusterStateReply\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.neoarray.v1.ClusterState\"B\n\x16SetClusterStateRequest\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.neoarray.v1.ClusterState2\xd1\x04\n\x06Master\x12\x44\n\x08Identify\x12\x1c.neoarray.v1.IdentifyRequest\x1a\x1a.neoarray.v1.IdentifyReply\x12@\n\tSubscribe\x12\x1d.neoarray.v1.SubscribeRequest\x1a\x12.neoarray.v1.Event0\x01\x12\x41\n\x07NewOids\x12\x1b.neoarray.v1.NewOidsRequest\x1a\x19.neoarray.v1.NewOidsReply\x12;\n\x05\x42\x65gin\x12\x19.neoarray.v1.BeginRequest\x1a\x17.neoarray.v1.BeginReply\x12>\n\x06\x46inish\x12\x1a.neoarray.v1.FinishRequest\x1a\x18.neoarray.v1.FinishReply\x12\x36\n\x05\x41\x62ort\x12\x19.neoarray.v1.AbortRequest\x1a\x12.neoarray.v1.Empty\x12\x44\n\x08\x46inalTid\x12\x1c.neoarray.v1.FinalTidRequest\x1a\x1a.neoarray.v1.FinalTidReply\x12\x38\n\x07LastIds\x12\x12.neoarray.v1.Empty\x1a\x19.neoarray.v1.LastIdsReply\x12G\n\tHeartbeat\x12\x1d.neoarray.v1.HeartbeatRequest\x1a\x1b.neoarray.v1.HeartbeatReply2\xde\x02\n\x05\x41\x64min\x12\x37\n\x06GetIds\x12\x12.neoarray.v1.Empty\x1a\x19.neoarray.v1.LastIdsReply\x12\x44\n\x11GetPartitionTable\x12\x12.neoarray.v1.Empty\x1a\x1b.neoarray.v1.PartitionTable\x12\x37\n\x08GetNodes\x12\x12.neoarray.v1.Empty\x1a\x17.neoarray.v1.NodesReply\x12\x45\n\x0fGetClusterState\x12\x12.neoarray.v1.Empty\x1a\x1e.neoarray.v1.ClusterStateReply\x12V\n\x0fSetClusterState\x12#.neoarray.v1.SetClusterStateRequest\x1a\x1e.neoarray.v1.ClusterStateReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bneoarray/proto/master.proto\x12\x0bneoarray.v1\x1a\x1bneoarray/proto/common.proto\"\xbe\x01\n\x0fIdentifyRequest\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.neoarray.v1.NodeType\x12\x0f\n\x07node_id\x18\x02 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04host\x18\x04 \x01(\t\x12\x11\n\tread_only\x18\x05 \x01(\x08\x12\x10\n\x08last_tid\x18\x06 \x01(\x0c\x12\x10\n\x08last_oid\x18\x07 \x01(\x0c\x12\x0c\n\x04ptid\x18\x08 \x01(\x04\x12\x11\n\tdata_path\x18\t \x01(\t\"`\n\rIdentifyReply\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x16\n\x0enum_partitions\x18\x02 \x01(\r\x12&\n\x04info\x18\x03 \x01(\x0b\x32\x18.neoarray.v1.ClusterInfo\"#\n\x10SubscribeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\"7\n\x0cInvalidation\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\x12\x0c\n\x04ttid\x18\x02 \x01(\x0c\x12\x0c\n\x04oids\x18\x03 \x03(\x0c\"o\n\x05\x45vent\x12\x31\n\x0cinvalidation\x18\x01 \x01(\x0b\x32\x19.neoarray.v1.InvalidationH\x00\x12+\n\x07\x63luster\x18\x02 \x01(\x0b\x32\x18.neoarray.v1.ClusterInfoH\x00\x42\x06\n\x04kind\"\x1f\n\x0eNewOidsRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"\x1c\n\x0cNewOidsReply\x12\x0c\n\x04oids\x18\x01 \x03(\x0c\",\n\x0c\x42\x65ginRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0b\n\x03tid\x18\x02 \x01(\x0c\"\x1a\n\nBeginReply\x12\x0c\n\x04ttid\x18\x01 \x01(\x0c\"d\n\rFinishRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0c\n\x04ttid\x18\x02 \x01(\x0c\x12\x0c\n\x04oids\x18\x03 \x03(\x0c\x12\x13\n\x0bstorage_ids\x18\x04 \x03(\r\x12\x11\n\tview_ptid\x18\x05 \x01(\x04\"\x1a\n\x0b\x46inishReply\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\"B\n\x0c\x41\x62ortRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0c\n\x04ttid\x18\x02 \x01(\x0c\x12\x13\n\x0bstorage_ids\x18\x03 \x03(\r\"\x1f\n\x0f\x46inalTidRequest\x12\x0c\n\x04ttid\x18\x01 \x01(\x0c\"\x1c\n\rFinalTidReply\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\"@\n\x0cLastIdsReply\x12\x10\n\x08last_oid\x18\x01 \x01(\x0c\x12\x10\n\x08last_tid\x18\x02 \x01(\x0c\x12\x0c\n\x04ptid\x18\x03 \x01(\x04\"Q\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12,\n\nreplicated\x18\x02 \x03(\x0b\x32\x18.neoarray.v1.ReplicaDone\"u\n\x0eHeartbeatReply\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.neoarray.v1.ClusterState\x12\x0c\n\x04ptid\x18\x02 \x01(\x04\x12+\n\treplicate\x18\x03 \x03(\x0b\x32\x18.neoarray.v1.ReplicaTask\"1\n\rReplicaSource\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"`\n\x0bReplicaTask\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x11\n\tuntil_tid\x18\x02 \x01(\x0c\x12+\n\x07sources\x18\x03 \x03(\x0b\x32\x1a.neoarray.v1.ReplicaSource\"-\n\x0bReplicaDone\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0b\n\x03tid\x18\x02 \x01(\x0c\".\n\nNodesReply\x12 \n\x05nodes\x18\x01 \x03(\x0b\x32\x11.neoarray.v1.Node\"=\n\x11\x43lusterStateReply\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.neoarray.v1.ClusterState\"B\n\x16SetClusterStateRequest\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.neoarray.v1.ClusterState2\xd1\x04\n\x06Master\x12\x44\n\x08Identify\x12\x1c.neoarray.v1.IdentifyRequest\x1a\x1a.neoarray.v1.IdentifyReply\x12@\n\tSubscribe\x12\x1d.neoarray.v1.SubscribeRequest\x1a\x12.neoarray.v1.Event0\x01\x12\x41\n\x07NewOids\x12\x1b.neoarray.v1.NewOidsRequest\x1a\x19.neoarray.v1.NewOidsReply\x12;\n\x05\x42\x65gin\x12\x19.neoarray.v1.BeginRequest\x1a\x17.neoarray.v1.BeginReply\x12>\n\x06\x46inish\x12\x1a.neoarray.v1.FinishRequest\x1a\x18.neoarray.v1.FinishReply\x12\x36\n\x05\x41\x62ort\x12\x19.neoarray.v1.AbortRequest\x1a\x12.neoarray.v1.Empty\x12\x44\n\x08\x46inalTid\x12\x1c.neoarray.v1.FinalTidRequest\x1a\x1a.neoarray.v1.FinalTidReply\x12\x38\n\x07LastIds\x12\x12.neoarray.v1.Empty\x1a\x19.neoarray.v1.LastIdsReply\x12G\n\tHeartbeat\x12\x1d.neoarray.v1.HeartbeatRequest\x1a\x1b.neoarray.v1.HeartbeatReply2\xde\x02\n\x05\x41\x64min\x12\x37\n\x06GetIds\x12\x12.neoarray.v1.Empty\x1a\x19.neoarray.v1.LastIdsReply\x12\x44\n\x11GetPartitionTable\x12\x12.neoarray.v1.Empty\x1a\x1b.neoarray.v1.PartitionTable\x12\x37\n\x08GetNodes\x12\x12.neoarray.v1.Empty\x1a\x17.neoarray.v1.NodesReply\x12\x45\n\x0fGetClusterState\x12\x12.neoarray.v1.Empty\x1a\x1e.neoarray.v1.ClusterStateReply\x12V\n\x0fSetClusterState\x12#.neoarray.v1.SetClusterStateRequest\x1a\x1e.neoarray.v1.ClusterStateReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,29 +51,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BEGINREPLY']._serialized_start=680
   _globals['_BEGINREPLY']._serialized_end=706
   _globals['_FINISHREQUEST']._serialized_start=708
-  _globals['_FINISHREQUEST']._serialized_end=789
-  _globals['_FINISHREPLY']._serialized_start=791
-  _globals['_FINISHREPLY']._serialized_end=817
-  _globals['_ABORTREQUEST']._serialized_start=819
-  _globals['_ABORTREQUEST']._serialized_end=885
-  _globals['_FINALTIDREQUEST']._serialized_start=887
-  _globals['_FINALTIDREQUEST']._serialized_end=918
-  _globals['_FINALTIDREPLY']._serialized_start=920
-  _globals['_FINALTIDREPLY']._serialized_end=948
-  _globals['_LASTIDSREPLY']._serialized_start=950
-  _globals['_LASTIDSREPLY']._serialized_end=1014
-  _globals['_HEARTBEATREQUEST']._serialized_start=1016
-  _globals['_HEARTBEATREQUEST']._serialized_end=1051
-  _globals['_HEARTBEATREPLY']._serialized_start=1053
-  _globals['_HEARTBEATREPLY']._serialized_end=1125
-  _globals['_NODESREPLY']._serialized_start=1127
-  _globals['_NODESREPLY']._serialized_end=1173
-  _globals['_CLUSTERSTATEREPLY']._serialized_start=1175
-  _globals['_CLUSTERSTATEREPLY']._serialized_end=1236
-  _globals['_SETCLUSTERSTATEREQUEST']._serialized_start=1238
-  _globals['_SETCLUSTERSTATEREQUEST']._serialized_end=1304
-  _globals['_MASTER']._serialized_start=1307
-  _globals['_MASTER']._serialized_end=1900
-  _globals['_ADMIN']._serialized_start=1903
-  _globals['_ADMIN']._serialized_end=2253
+  _globals['_FINISHREQUEST']._serialized_end=808
+  _globals['_FINISHREPLY']._serialized_start=810
+  _globals['_FINISHREPLY']._serialized_end=836
+  _globals['_ABORTREQUEST']._serialized_start=838
+  _globals['_ABORTREQUEST']._serialized_end=904
+  _globals['_FINALTIDREQUEST']._serialized_start=906
+  _globals['_FINALTIDREQUEST']._serialized_end=937
+  _globals['_FINALTIDREPLY']._serialized_start=939
+  _globals['_FINALTIDREPLY']._serialized_end=967
+  _globals['_LASTIDSREPLY']._serialized_start=969
+  _globals['_LASTIDSREPLY']._serialized_end=1033
+  _globals['_HEARTBEATREQUEST']._serialized_start=1035
+  _globals['_HEARTBEATREQUEST']._serialized_end=1116
+  _globals['_HEARTBEATREPLY']._serialized_start=1118
+  _globals['_HEARTBEATREPLY']._serialized_end=1235
+  _globals['_REPLICASOURCE']._serialized_start=1237
+  _globals['_REPLICASOURCE']._serialized_end=1286
+  _globals['_REPLICATASK']._serialized_start=1288
+  _globals['_REPLICATASK']._serialized_end=1384
+  _globals['_REPLICADONE']._serialized_start=1386
+  _globals['_REPLICADONE']._serialized_end=1431
+  _globals['_NODESREPLY']._serialized_start=1433
+  _globals['_NODESREPLY']._serialized_end=1479
+  _globals['_CLUSTERSTATEREPLY']._serialized_start=1481
+  _globals['_CLUSTERSTATEREPLY']._serialized_end=1542
+  _globals['_SETCLUSTERSTATEREQUEST']._serialized_start=1544
+  _globals['_SETCLUSTERSTATEREQUEST']._serialized_end=1610
+  _globals['_MASTER']._serialized_start=1613
+  _globals['_MASTER']._serialized_end=2206
+  _globals['_ADMIN']._serialized_start=2209
+  _globals['_ADMIN']._serialized_end=2559
 # @@protoc_insertion_point(module_scope)

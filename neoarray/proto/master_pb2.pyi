@@ -90,16 +90,18 @@ class BeginReply(_message.Message):
     def __init__(self, ttid: _Optional[bytes] = ...) -> None: ...
 
 class FinishRequest(_message.Message):
-    __slots__ = ("node_id", "ttid", "oids", "storage_ids")
+    __slots__ = ("node_id", "ttid", "oids", "storage_ids", "view_ptid")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TTID_FIELD_NUMBER: _ClassVar[int]
     OIDS_FIELD_NUMBER: _ClassVar[int]
     STORAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    VIEW_PTID_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     ttid: bytes
     oids: _containers.RepeatedScalarFieldContainer[bytes]
     storage_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, node_id: _Optional[int] = ..., ttid: _Optional[bytes] = ..., oids: _Optional[_Iterable[bytes]] = ..., storage_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    view_ptid: int
+    def __init__(self, node_id: _Optional[int] = ..., ttid: _Optional[bytes] = ..., oids: _Optional[_Iterable[bytes]] = ..., storage_ids: _Optional[_Iterable[int]] = ..., view_ptid: _Optional[int] = ...) -> None: ...
 
 class FinishReply(_message.Message):
     __slots__ = ("tid",)
@@ -140,18 +142,48 @@ class LastIdsReply(_message.Message):
     def __init__(self, last_oid: _Optional[bytes] = ..., last_tid: _Optional[bytes] = ..., ptid: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id",)
+    __slots__ = ("node_id", "replicated")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICATED_FIELD_NUMBER: _ClassVar[int]
     node_id: int
-    def __init__(self, node_id: _Optional[int] = ...) -> None: ...
+    replicated: _containers.RepeatedCompositeFieldContainer[ReplicaDone]
+    def __init__(self, node_id: _Optional[int] = ..., replicated: _Optional[_Iterable[_Union[ReplicaDone, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("state", "ptid")
+    __slots__ = ("state", "ptid", "replicate")
     STATE_FIELD_NUMBER: _ClassVar[int]
     PTID_FIELD_NUMBER: _ClassVar[int]
+    REPLICATE_FIELD_NUMBER: _ClassVar[int]
     state: _common_pb2.ClusterState
     ptid: int
-    def __init__(self, state: _Optional[_Union[_common_pb2.ClusterState, str]] = ..., ptid: _Optional[int] = ...) -> None: ...
+    replicate: _containers.RepeatedCompositeFieldContainer[ReplicaTask]
+    def __init__(self, state: _Optional[_Union[_common_pb2.ClusterState, str]] = ..., ptid: _Optional[int] = ..., replicate: _Optional[_Iterable[_Union[ReplicaTask, _Mapping]]] = ...) -> None: ...
+
+class ReplicaSource(_message.Message):
+    __slots__ = ("node_id", "address")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    address: str
+    def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
+
+class ReplicaTask(_message.Message):
+    __slots__ = ("partition", "until_tid", "sources")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_TID_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    until_tid: bytes
+    sources: _containers.RepeatedCompositeFieldContainer[ReplicaSource]
+    def __init__(self, partition: _Optional[int] = ..., until_tid: _Optional[bytes] = ..., sources: _Optional[_Iterable[_Union[ReplicaSource, _Mapping]]] = ...) -> None: ...
+
+class ReplicaDone(_message.Message):
+    __slots__ = ("partition", "tid")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    TID_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    tid: bytes
+    def __init__(self, partition: _Optional[int] = ..., tid: _Optional[bytes] = ...) -> None: ...
 
 class NodesReply(_message.Message):
     __slots__ = ("nodes",)

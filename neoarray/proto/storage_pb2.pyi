@@ -22,6 +22,18 @@ class VoteStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VOTED: _ClassVar[VoteStatus]
     CONFLICTS: _ClassVar[VoteStatus]
     BUSY: _ClassVar[VoteStatus]
+
+class CheckTable(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHECK_TABLE_UNSPECIFIED: _ClassVar[CheckTable]
+    CHECK_OBJECTS: _ClassVar[CheckTable]
+    CHECK_TRANSACTIONS: _ClassVar[CheckTable]
+
+class ReplicaTable(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPLICA_TABLE_UNSPECIFIED: _ClassVar[ReplicaTable]
+    REPLICA_TRANSACTIONS: _ClassVar[ReplicaTable]
+    REPLICA_OBJECTS: _ClassVar[ReplicaTable]
 LOAD_STATUS_UNSPECIFIED: LoadStatus
 FOUND: LoadStatus
 NO_OBJECT: LoadStatus
@@ -31,6 +43,12 @@ VOTE_STATUS_UNSPECIFIED: VoteStatus
 VOTED: VoteStatus
 CONFLICTS: VoteStatus
 BUSY: VoteStatus
+CHECK_TABLE_UNSPECIFIED: CheckTable
+CHECK_OBJECTS: CheckTable
+CHECK_TRANSACTIONS: CheckTable
+REPLICA_TABLE_UNSPECIFIED: ReplicaTable
+REPLICA_TRANSACTIONS: ReplicaTable
+REPLICA_OBJECTS: ReplicaTable
 
 class LoadRequest(_message.Message):
     __slots__ = ("oid", "before", "serial")
@@ -343,3 +361,159 @@ class ReduceReply(_message.Message):
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     chunks: _containers.RepeatedCompositeFieldContainer[ReducedChunk]
     def __init__(self, chunks: _Optional[_Iterable[_Union[ReducedChunk, _Mapping]]] = ...) -> None: ...
+
+class CheckRecordsRequest(_message.Message):
+    __slots__ = ("partition", "table", "after", "max_tid", "limit")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    MAX_TID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    table: CheckTable
+    after: bytes
+    max_tid: bytes
+    limit: int
+    def __init__(self, partition: _Optional[int] = ..., table: _Optional[_Union[CheckTable, str]] = ..., after: _Optional[bytes] = ..., max_tid: _Optional[bytes] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class CheckedRecord(_message.Message):
+    __slots__ = ("oid", "tid", "checksum", "data_ok", "deleted", "data_tid", "data_bytes")
+    OID_FIELD_NUMBER: _ClassVar[int]
+    TID_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    DATA_OK_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    DATA_TID_FIELD_NUMBER: _ClassVar[int]
+    DATA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    oid: bytes
+    tid: bytes
+    checksum: int
+    data_ok: bool
+    deleted: bool
+    data_tid: bytes
+    data_bytes: int
+    def __init__(self, oid: _Optional[bytes] = ..., tid: _Optional[bytes] = ..., checksum: _Optional[int] = ..., data_ok: _Optional[bool] = ..., deleted: _Optional[bool] = ..., data_tid: _Optional[bytes] = ..., data_bytes: _Optional[int] = ...) -> None: ...
+
+class CheckRecordsReply(_message.Message):
+    __slots__ = ("records", "next_after")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[CheckedRecord]
+    next_after: bytes
+    def __init__(self, records: _Optional[_Iterable[_Union[CheckedRecord, _Mapping]]] = ..., next_after: _Optional[bytes] = ...) -> None: ...
+
+class RepairObject(_message.Message):
+    __slots__ = ("oid", "tid", "data", "checksum", "deleted", "data_tid")
+    OID_FIELD_NUMBER: _ClassVar[int]
+    TID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    DATA_TID_FIELD_NUMBER: _ClassVar[int]
+    oid: bytes
+    tid: bytes
+    data: bytes
+    checksum: int
+    deleted: bool
+    data_tid: bytes
+    def __init__(self, oid: _Optional[bytes] = ..., tid: _Optional[bytes] = ..., data: _Optional[bytes] = ..., checksum: _Optional[int] = ..., deleted: _Optional[bool] = ..., data_tid: _Optional[bytes] = ...) -> None: ...
+
+class RepairRecordsRequest(_message.Message):
+    __slots__ = ("objects", "transactions")
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    objects: _containers.RepeatedCompositeFieldContainer[RepairObject]
+    transactions: _containers.RepeatedCompositeFieldContainer[_common_pb2.TransactionMeta]
+    def __init__(self, objects: _Optional[_Iterable[_Union[RepairObject, _Mapping]]] = ..., transactions: _Optional[_Iterable[_Union[_common_pb2.TransactionMeta, _Mapping]]] = ...) -> None: ...
+
+class RepairOutcome(_message.Message):
+    __slots__ = ("oid", "tid", "action")
+    class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACTION_UNSPECIFIED: _ClassVar[RepairOutcome.Action]
+        WRITTEN: _ClassVar[RepairOutcome.Action]
+        REPLACED: _ClassVar[RepairOutcome.Action]
+        UNCHANGED: _ClassVar[RepairOutcome.Action]
+        SKIPPED_BUSY: _ClassVar[RepairOutcome.Action]
+    ACTION_UNSPECIFIED: RepairOutcome.Action
+    WRITTEN: RepairOutcome.Action
+    REPLACED: RepairOutcome.Action
+    UNCHANGED: RepairOutcome.Action
+    SKIPPED_BUSY: RepairOutcome.Action
+    OID_FIELD_NUMBER: _ClassVar[int]
+    TID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    oid: bytes
+    tid: bytes
+    action: RepairOutcome.Action
+    def __init__(self, oid: _Optional[bytes] = ..., tid: _Optional[bytes] = ..., action: _Optional[_Union[RepairOutcome.Action, str]] = ...) -> None: ...
+
+class RepairRecordsReply(_message.Message):
+    __slots__ = ("outcomes", "data_rows_dropped")
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    DATA_ROWS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[RepairOutcome]
+    data_rows_dropped: int
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[RepairOutcome, _Mapping]]] = ..., data_rows_dropped: _Optional[int] = ...) -> None: ...
+
+class ReplicaKeysRequest(_message.Message):
+    __slots__ = ("partition", "table", "min_tid", "max_tid", "after", "keys_max")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    MIN_TID_FIELD_NUMBER: _ClassVar[int]
+    MAX_TID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    KEYS_MAX_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    table: ReplicaTable
+    min_tid: bytes
+    max_tid: bytes
+    after: bytes
+    keys_max: int
+    def __init__(self, partition: _Optional[int] = ..., table: _Optional[_Union[ReplicaTable, str]] = ..., min_tid: _Optional[bytes] = ..., max_tid: _Optional[bytes] = ..., after: _Optional[bytes] = ..., keys_max: _Optional[int] = ...) -> None: ...
+
+class ReplicaKeysReply(_message.Message):
+    __slots__ = ("keys", "next_after")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    next_after: bytes
+    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., next_after: _Optional[bytes] = ...) -> None: ...
+
+class ReplicaRecordsRequest(_message.Message):
+    __slots__ = ("partition", "table", "keys", "bytes_max")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_MAX_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    table: ReplicaTable
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    bytes_max: int
+    def __init__(self, partition: _Optional[int] = ..., table: _Optional[_Union[ReplicaTable, str]] = ..., keys: _Optional[_Iterable[bytes]] = ..., bytes_max: _Optional[int] = ...) -> None: ...
+
+class ReplicaObject(_message.Message):
+    __slots__ = ("oid", "tid", "deleted", "data", "checksum", "data_tid")
+    OID_FIELD_NUMBER: _ClassVar[int]
+    TID_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    DATA_TID_FIELD_NUMBER: _ClassVar[int]
+    oid: bytes
+    tid: bytes
+    deleted: bool
+    data: bytes
+    checksum: int
+    data_tid: bytes
+    def __init__(self, oid: _Optional[bytes] = ..., tid: _Optional[bytes] = ..., deleted: _Optional[bool] = ..., data: _Optional[bytes] = ..., checksum: _Optional[int] = ..., data_tid: _Optional[bytes] = ...) -> None: ...
+
+class ReplicaRecordsReply(_message.Message):
+    __slots__ = ("transactions", "objects", "keys_done")
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_DONE_FIELD_NUMBER: _ClassVar[int]
+    transactions: _containers.RepeatedCompositeFieldContainer[_common_pb2.TransactionMeta]
+    objects: _containers.RepeatedCompositeFieldContainer[ReplicaObject]
+    keys_done: int
+    def __init__(self, transactions: _Optional[_Iterable[_Union[_common_pb2.TransactionMeta, _Mapping]]] = ..., objects: _Optional[_Iterable[_Union[ReplicaObject, _Mapping]]] = ..., keys_done: _Optional[int] = ...) -> None: ...

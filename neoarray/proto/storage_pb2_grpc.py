@@ -95,6 +95,26 @@ class StorageStub:
                 request_serializer=neoarray_dot_proto_dot_storage__pb2.ReduceRequest.SerializeToString,
                 response_deserializer=neoarray_dot_proto_dot_storage__pb2.ReduceReply.FromString,
                 _registered_method=True)
+        self.CheckRecords = channel.unary_unary(
+                '/neoarray.v1.Storage/CheckRecords',
+                request_serializer=neoarray_dot_proto_dot_storage__pb2.CheckRecordsRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_storage__pb2.CheckRecordsReply.FromString,
+                _registered_method=True)
+        self.RepairRecords = channel.unary_unary(
+                '/neoarray.v1.Storage/RepairRecords',
+                request_serializer=neoarray_dot_proto_dot_storage__pb2.RepairRecordsRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_storage__pb2.RepairRecordsReply.FromString,
+                _registered_method=True)
+        self.ReplicaKeys = channel.unary_unary(
+                '/neoarray.v1.Storage/ReplicaKeys',
+                request_serializer=neoarray_dot_proto_dot_storage__pb2.ReplicaKeysRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_storage__pb2.ReplicaKeysReply.FromString,
+                _registered_method=True)
+        self.ReplicaRecords = channel.unary_unary(
+                '/neoarray.v1.Storage/ReplicaRecords',
+                request_serializer=neoarray_dot_proto_dot_storage__pb2.ReplicaRecordsRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_storage__pb2.ReplicaRecordsReply.FromString,
+                _registered_method=True)
         self.Lock = channel.unary_unary(
                 '/neoarray.v1.Storage/Lock',
                 request_serializer=neoarray_dot_proto_dot_storage__pb2.LockRequest.SerializeToString,
@@ -203,6 +223,41 @@ class StorageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckRecords(self, request, context):
+        """-- replica check and repair (neoctl check [--repair]) --------------------------------
+        One bounded batch of a partition's keys with their recorded checksums and whether
+        the data on this node still matches them (bit rot): compared across copies.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RepairRecords(self, request, context):
+        """Rewrite bad or missing records from a good copy: checksums verified, one LMDB
+        transaction, only partitions this node has a cell of; revisions of a transaction
+        being committed on this node are skipped and reported.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplicaKeys(self, request, context):
+        """-- replication: catch-up of OUT_OF_DATE cells (served by a readable copy) -----------
+        One bounded batch of the keys of a partition with min_tid < tid <= max_tid: the
+        catching-up node compares them with what it holds and fetches only what it misses.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplicaRecords(self, request, context):
+        """The records of those keys (checksums verified here, again by the receiver), at most
+        bytes_max of data per reply: the receiver asks again for the rest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Lock(self, request, context):
         """master only
         """
@@ -296,6 +351,26 @@ def add_StorageServicer_to_server(servicer, server):
                     servicer.Reduce,
                     request_deserializer=neoarray_dot_proto_dot_storage__pb2.ReduceRequest.FromString,
                     response_serializer=neoarray_dot_proto_dot_storage__pb2.ReduceReply.SerializeToString,
+            ),
+            'CheckRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckRecords,
+                    request_deserializer=neoarray_dot_proto_dot_storage__pb2.CheckRecordsRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_storage__pb2.CheckRecordsReply.SerializeToString,
+            ),
+            'RepairRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepairRecords,
+                    request_deserializer=neoarray_dot_proto_dot_storage__pb2.RepairRecordsRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_storage__pb2.RepairRecordsReply.SerializeToString,
+            ),
+            'ReplicaKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplicaKeys,
+                    request_deserializer=neoarray_dot_proto_dot_storage__pb2.ReplicaKeysRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_storage__pb2.ReplicaKeysReply.SerializeToString,
+            ),
+            'ReplicaRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplicaRecords,
+                    request_deserializer=neoarray_dot_proto_dot_storage__pb2.ReplicaRecordsRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_storage__pb2.ReplicaRecordsReply.SerializeToString,
             ),
             'Lock': grpc.unary_unary_rpc_method_handler(
                     servicer.Lock,
@@ -647,6 +722,114 @@ class Storage:
             '/neoarray.v1.Storage/Reduce',
             neoarray_dot_proto_dot_storage__pb2.ReduceRequest.SerializeToString,
             neoarray_dot_proto_dot_storage__pb2.ReduceReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Storage/CheckRecords',
+            neoarray_dot_proto_dot_storage__pb2.CheckRecordsRequest.SerializeToString,
+            neoarray_dot_proto_dot_storage__pb2.CheckRecordsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepairRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Storage/RepairRecords',
+            neoarray_dot_proto_dot_storage__pb2.RepairRecordsRequest.SerializeToString,
+            neoarray_dot_proto_dot_storage__pb2.RepairRecordsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplicaKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Storage/ReplicaKeys',
+            neoarray_dot_proto_dot_storage__pb2.ReplicaKeysRequest.SerializeToString,
+            neoarray_dot_proto_dot_storage__pb2.ReplicaKeysReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplicaRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Storage/ReplicaRecords',
+            neoarray_dot_proto_dot_storage__pb2.ReplicaRecordsRequest.SerializeToString,
+            neoarray_dot_proto_dot_storage__pb2.ReplicaRecordsReply.FromString,
             options,
             channel_credentials,
             insecure,

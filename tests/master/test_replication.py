@@ -1,0 +1,56 @@
+"""The master's catch-up bookkeeping (``master.replication.CatchUp``), pure."""
+from master.core import OUT_OF_DATE, UP_TO_DATE, PartitionTable
+from master.replication import CatchUp
+from neoarray.ids import p64
+
+
+def table():
+    pt = PartitionTable.create(2, 1, [1, 2])        # both nodes hold both partitions
+    pt.node_lost(2, {1, 2})                         # S2 went away: its cells are O
+    return pt
+
+
+def test_return_sets_until_and_increases_the_ptid():
+    pt, c = table(), CatchUp()
+    ptid = pt.ptid
+    assert c.node_returned(pt, 2, p64(100))
+    assert pt.ptid == ptid + 1 and c.returned_ptid[2] == pt.ptid
+    assert c.tasks(pt, 2, {1, 2}, p64(999)) == [(0, p64(100), [1]), (1, p64(100), [1])]
+    assert not c.node_returned(pt, 1, p64(100))    # nothing to copy: no ptid change
+
+
+def test_report_marks_up_to_date_only_at_until():
+    pt, c = table(), CatchUp()
+    c.node_returned(pt, 2, p64(100))
+    assert not c.replicated(pt, 2, 0, p64(99))
+    assert c.replicated(pt, 2, 0, p64(100))
+    assert pt.rows[0][2] == UP_TO_DATE and pt.rows[1][2] == OUT_OF_DATE
+    assert not c.replicated(pt, 2, 0, p64(100))    # already UP_TO_DATE
+    assert not c.replicated(pt, 2, 7, p64(100))    # out of range: ignored
+
+
+def test_transaction_of_an_older_view_is_copied_too():
+    pt, c = table(), CatchUp()
+    c.node_returned(pt, 2, p64(100))
+    since = c.returned_ptid[2]
+    # a view at the return routes to S2: nothing to do, and the partitions are not computed
+    assert not c.committed(pt, {1, 2}, p64(110), since, lambda: 1 / 0)
+    # an older view: S2's cell of partition 1 must copy up to 120
+    assert not c.committed(pt, {1, 2}, p64(120), since - 1, lambda: {1})
+    assert c.tasks(pt, 2, {1, 2}, p64(0))[1][1] == p64(120)
+    assert not c.replicated(pt, 2, 1, p64(100))
+    # partition 0 caught up, then an old-view transaction writes it: back to O
+    assert c.replicated(pt, 2, 0, p64(100))
+    ptid = pt.ptid
+    assert c.committed(pt, {1, 2}, p64(130), 0, lambda: {0})
+    assert pt.rows[0][2] == OUT_OF_DATE and pt.ptid == ptid + 1
+    assert c.tasks(pt, 2, {1, 2}, p64(0))[0] == (0, p64(130), [1])
+
+
+def test_sole_readable_copy_is_never_turned_out_of_date():
+    pt, c = table(), CatchUp()
+    c.node_returned(pt, 2, p64(100))
+    c.replicated(pt, 2, 0, p64(100))
+    # S1 is not running: S2 holds the only readable copy of partition 0
+    assert not c.committed(pt, {2}, p64(130), 0, lambda: {0})
+    assert pt.rows[0][2] == UP_TO_DATE

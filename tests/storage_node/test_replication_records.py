@@ -1,0 +1,127 @@
+"""The replication batches of ``storage_node.replication`` between two backends (no
+network): keys by cursor, only missing records fetched, idempotent apply, checksums."""
+import pytest
+
+from neoarray.errors import ChecksumError, RequestRefused
+from neoarray.ids import Z64, p64
+from neoarray.kv import MemoryStore
+from neoarray.proto import storage_pb2 as pb
+from storage_node.backend import (
+    DATA_INLINE_BYTES_MAX,
+    Backend,
+    Stored,
+    TransactionInfo,
+    checksum,
+)
+from storage_node.replication import (
+    OBJECTS,
+    TRANSACTIONS,
+    Pacer,
+    apply_records,
+    missing_keys,
+    replica_keys,
+    replica_records,
+)
+
+PARTITIONS = 2
+
+
+def commit(backend, ttid, tid, values):
+    records = [Stored(p64(oid), Z64, data, 0 if data is None else checksum(data)) for oid, data in values.items()]
+    backend.store_voted(p64(ttid), records)
+    backend.vote(p64(ttid), TransactionInfo(b"", b"u", b"d", b"", [r.oid for r in records], p64(ttid)),
+                 [r.oid for r in records], node=1)
+    backend.lock(p64(ttid), p64(tid))
+
+
+def copy_partition(src, dst, p, min_tid, max_tid, keys_max=2, bytes_max=10):
+    """Copy like the Replicator does, in small batches; returns records written."""
+    written = 0
+    for table in (TRANSACTIONS, OBJECTS):
+        after = b""
+        while True:
+            keys = replica_keys(src, pb.ReplicaKeysRequest(partition=p, table=table, min_tid=min_tid,
+                                                           max_tid=max_tid, after=after, keys_max=keys_max), 1000)
+            todo = missing_keys(dst, p, table, keys.keys)
+            while todo:
+                reply = replica_records(src, pb.ReplicaRecordsRequest(partition=p, table=table, keys=todo,
+                                                                      bytes_max=bytes_max), 1000, 1 << 20)
+                written += apply_records(dst, p, reply, None)
+                todo = todo[reply.keys_done:]
+            if not keys.next_after:
+                break
+            after = keys.next_after
+    return written
+
+
+@pytest.fixture
+def pair():
+    src, dst = Backend(MemoryStore(), PARTITIONS), Backend(MemoryStore(), PARTITIONS)
+    big = b"x" * (DATA_INLINE_BYTES_MAX + 500)
+    commit(src, 1, 10, {2: b"a", 4: big})            # tid 10: partition 0
+    commit(dst, 1, 10, {2: b"a", 4: big})            # dst had the first transaction
+    commit(src, 3, 12, {2: b"b", 6: b"c", 3: None})  # dst missed these two
+    commit(src, 5, 14, {4: big + b"!", 8: b"d"})
+    return src, dst
+
+
+def test_copy_brings_every_missing_revision_and_is_idempotent(pair):
+    src, dst = pair
+    assert copy_partition(src, dst, 0, b"", p64(14)) == 2 + 4   # 2 transactions, 4 revisions
+    for oid in (2, 4, 6, 8):
+        for tid in (10, 12, 14):
+            try:
+                expected = src.load(p64(oid), serial=p64(tid))
+            except KeyError:
+                continue
+            assert dst.load(p64(oid), serial=p64(tid)) == expected
+    assert [t.tid for t in dst.transactions([0], None, None, 10)] == [p64(10), p64(12), p64(14)]
+    assert dst.last_ids()[0] == p64(14)
+    assert copy_partition(src, dst, 0, b"", p64(14)) == 0        # applying again changes nothing
+
+
+def test_tid_bounds_and_other_partition(pair):
+    src, dst = pair
+    assert copy_partition(src, dst, 0, p64(10), p64(12)) == 1 + 2   # only tid 12
+    assert dst.last_serial(p64(8)) is None
+    assert copy_partition(src, dst, 1, b"", p64(14)) == 1           # oid 3's deletion record
+    assert dst.load(p64(3)).data is None
+
+
+def test_bad_checksum_on_the_source_is_not_copied(pair):
+    src, dst = pair
+    with src.kv.write() as txn:        # bit rot in oid 6's inline data
+        key = b"\0\0\0\0" + p64(6) + p64(12)
+        value = txn.get("obj", key)
+        txn.put("obj", key, value[:-1] + b"Z")
+    with pytest.raises(ChecksumError):
+        copy_partition(src, dst, 0, b"", p64(14))
+    reply = pb.ReplicaRecordsReply(objects=[pb.ReplicaObject(oid=p64(6), tid=p64(12), data=b"c", checksum=1)])
+    with pytest.raises(ChecksumError, match="corrupted in transit"):
+        apply_records(dst, 0, reply, None)
+    assert dst.last_serial(p64(6)) is None
+
+
+def test_malformed_requests_are_refused(pair):
+    src, _ = pair
+    with pytest.raises(RequestRefused, match="partition 9 out of range"):
+        replica_keys(src, pb.ReplicaKeysRequest(partition=9, table=OBJECTS, max_tid=p64(1)), 10)
+    with pytest.raises(RequestRefused, match="max_tid is required"):
+        replica_keys(src, pb.ReplicaKeysRequest(partition=0, table=OBJECTS), 10)
+    with pytest.raises(RequestRefused, match="unknown replica table"):
+        replica_keys(src, pb.ReplicaKeysRequest(partition=0, table=0, max_tid=p64(1)), 10)
+    with pytest.raises(RequestRefused, match="3 keys in one request"):
+        replica_records(src, pb.ReplicaRecordsRequest(partition=0, table=TRANSACTIONS,
+                                                      keys=[p64(1)] * 3), 2, 100)
+    with pytest.raises(RequestRefused, match="not in partition 0"):
+        replica_records(src, pb.ReplicaRecordsRequest(partition=0, table=OBJECTS, keys=[p64(3) + p64(12)]), 10, 100)
+
+
+def test_pacer_keeps_the_rate():
+    import threading
+    import time
+    pacer = Pacer(100_000, threading.Event())
+    started = time.monotonic()
+    for _ in range(5):
+        pacer.spend(10_000)
+    assert time.monotonic() - started >= 0.5 * 0.99
