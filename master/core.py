@@ -73,6 +73,9 @@ class PartitionTable:
     replicas: int
     rows: list[dict[int, str]] = field(default_factory=list)
     ptid: int = 0
+    # (node, partition) -> ptid at which tweak created the cell: a transaction whose
+    # client view is older may have skipped it (``master/replication.py``)
+    added: dict[tuple[int, int], int] = field(default_factory=dict)
 
     @classmethod
     def create(cls, partitions: int, replicas: int, nodes: list[int]) -> "PartitionTable":
@@ -97,22 +100,62 @@ class PartitionTable:
         return bool(self.rows) and all(self.readable(p, running) for p in range(self.partitions))
 
     def node_lost(self, node: int, running: set[int]) -> bool:
-        """Cells of a lost node go OUT_OF_DATE where another readable copy remains."""
+        """Cells of a lost node go OUT_OF_DATE where another readable copy remains
+        (FEEDING ones, which were leaving, are dropped)."""
         changed = False
         alive = running - {node}
         for p, row in enumerate(self.rows):
             if row.get(node) in READABLE and self.readable(p, alive):
-                row[node] = OUT_OF_DATE
+                if row[node] == FEEDING:
+                    self.remove(node, p)
+                else:
+                    row[node] = OUT_OF_DATE
                 changed = True
         if changed:
             self.ptid += 1
         return changed
 
+    def remove(self, node: int, p: int) -> None:
+        del self.rows[p][node]
+        self.added.pop((node, p), None)
+
+    def set_rows(self, rows: list[dict[int, str]]) -> None:
+        """Replace the rows (a tweak); new cells are remembered in ``added``."""
+        self.ptid += 1
+        for p, (old, new) in enumerate(zip(self.rows, rows)):
+            for n in old.keys() - new.keys():
+                self.added.pop((n, p), None)
+            for n in new.keys() - old.keys():
+                self.added[(n, p)] = self.ptid
+        self.rows = rows
+
+    def fed(self, running: set[int]) -> list[tuple[int, int]]:
+        """FEEDING cells whose replacement is done: their partition has an UP_TO_DATE
+        cell on a running node and no OUT_OF_DATE cell."""
+        return [(n, p) for p, row in enumerate(self.rows)
+                if OUT_OF_DATE not in row.values()
+                and any(s == UP_TO_DATE and m in running for m, s in row.items())
+                for n, s in sorted(row.items()) if s == FEEDING]
+
+    def drop_refusal(self, node: int, running: set[int]) -> str | None:
+        """Why removing every cell of ``node`` is unsafe (None: it is safe)."""
+        for p, row in enumerate(self.rows):
+            if node not in row:
+                continue
+            rest = {n: s for n, s in row.items() if n != node and n in running}
+            if not any(s in READABLE for s in rest.values()):
+                return f"S{node} holds the last readable copy of partition {p}"
+            if UP_TO_DATE not in rest.values():
+                return f"partition {p} would have no UP_TO_DATE copy on a running node left"
+        return None
+
     def to_doc(self) -> dict:
         return {"partitions": self.partitions, "replicas": self.replicas, "ptid": self.ptid,
-                "rows": [sorted(row.items()) for row in self.rows]}
+                "rows": [sorted(row.items()) for row in self.rows],
+                "added": sorted([n, p, ptid] for (n, p), ptid in self.added.items())}
 
     @classmethod
     def from_doc(cls, doc: dict) -> "PartitionTable":
         rows = [{int(n): s for n, s in row} for row in doc["rows"]]
-        return cls(doc["partitions"], doc["replicas"], rows, doc["ptid"])
+        added = {(n, p): ptid for n, p, ptid in doc.get("added", [])}
+        return cls(doc["partitions"], doc["replicas"], rows, doc["ptid"], added)

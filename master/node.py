@@ -24,6 +24,7 @@ from neoarray.proto import storage_pb2_grpc as srpc
 from .core import READABLE, IdAllocator, PartitionTable
 from .replication import CatchUp
 from .state import MasterState
+from .table_admin import TableAdmin
 
 log = logging.getLogger("neoarray.master")
 
@@ -79,7 +80,7 @@ class Txn:
     error: Exception | None = None
 
 
-class Master:
+class Master(TableAdmin):
     def __init__(self, path: str, cluster: str, partitions: int, replicas: int,
                  storages_expected: int, limits: Limits | None = None):
         self.cluster = cluster
@@ -114,6 +115,7 @@ class Master:
         self.partitions = st.get("partitions")
         doc = st.get("pt")
         self.pt = PartitionTable.from_doc(doc) if doc else PartitionTable(self.partitions, st.get("replicas"))
+        self.added_members: set[int] = set(st.get("members", []))   # added, maybe without cells
         self.nodes: dict[int, NodeInfo] = {}
         for nid, (typ, address, host) in st.get("nodes", {}).items():
             self.nodes[int(nid)] = NodeInfo(int(nid), typ, address, host, "DOWN" if typ == "STORAGE" else "UNKNOWN")
@@ -188,7 +190,7 @@ class Master:
     def _storage_joined(self, node: NodeInfo, req) -> None:
         self.channels.pop(node.node_id, None)
         self.ids.raise_to(u64(req.last_oid or Z64), req.last_tid or Z64)
-        in_pt = node.node_id in self.pt.nodes()
+        in_pt = node.node_id in self.members()
         node.set_state("RUNNING" if in_pt or not self.pt.rows else "PENDING")
         self._persist_nodes()
         log.info("storage node S%d at %s is %s", node.node_id, node.address, node.state)
@@ -435,7 +437,13 @@ class Master:
             txn.oids, txn.storages = list(oids), sorted(set(storages))
             txn.view_ptid = view_ptid
             txn.tid = txn.tid or self.ids.new_tid(self.partitions, u64(ttid) % self.partitions)
-            self.commit_queue.append(txn)
+            refusal = self._view_covers(txn)
+            if refusal is None:
+                self.commit_queue.append(txn)
+        if refusal is not None:
+            log.warning("finish refused: %s", refusal)
+            self._abort_on(ttid, txn.storages)
+            raise ClusterUnavailable(refusal)
         self._lock_on_storages(txn)
         if not txn.done.wait(self.limits.lock_timeout_s + self.limits.rpc_timeout_s):
             raise ClusterUnavailable(f"finish of 0x{ttid.hex()} timed out")
@@ -514,6 +522,7 @@ class Master:
                     changed = True
                     log.info("S%d caught up partition %d to tid 0x%s: UP_TO_DATE (ptid %d)",
                              nid, d.partition, d.tid.hex(), self.pt.ptid)
+            changed |= self._drop_fed()
             if changed:
                 self._persist_pt()
             running = self.running_storages()

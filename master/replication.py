@@ -25,6 +25,13 @@ know which transactions are in flight.  Hence:
 - The node reports the tid it copied each partition up to; once that reaches
   ``until``, the cell is UP_TO_DATE.
 
+Cells created by ``neoctl tweak`` (``master/tweak.py``) follow the same rules, per
+cell instead of per node: ``cells_added`` sets their ``until`` to the last committed
+tid, and the ptid of their creation (``pt.added``, persisted with the table) plays
+the part of ``returned_ptid`` for the partitions they belong to.  The master also
+refuses to finish a transaction whose view is so old that no readable cell it could
+have stored to remains (``Master._view_covers``).
+
 ``until`` lives in memory: after a master restart, the cluster's becoming RUNNING
 counts as the return of every node with OUT_OF_DATE cells, with the tids it
 recovered.
@@ -33,7 +40,7 @@ from __future__ import annotations
 
 from neoarray.ids import Z64
 
-from .core import OUT_OF_DATE, READABLE, UP_TO_DATE
+from .core import FEEDING, OUT_OF_DATE, READABLE, UP_TO_DATE
 
 
 class CatchUp:
@@ -66,12 +73,16 @@ class CatchUp:
         computed when some returned node is newer than the client's view).
         """
         stale = [n for n, since in self.returned_ptid.items() if view_ptid < since and n in running]
-        if not stale:
+        added = [key for key, since in pt.added.items() if view_ptid < since and key[0] in running]
+        if not stale and not added:
             return False
         changed = False
         touched = partitions()
         for node in stale:
             for p in touched:
+                changed |= self._missed(pt, running, node, p, tid)
+        for node, p in added:
+            if p in touched and node in pt.rows[p]:
                 changed |= self._missed(pt, running, node, p, tid)
         if changed:
             pt.ptid += 1
@@ -83,10 +94,23 @@ class CatchUp:
         if state == OUT_OF_DATE:
             self.until[(node, p)] = max(self.until.get((node, p), Z64), tid)
         elif state in READABLE and any(n != node and s in READABLE and n in running for n, s in row.items()):
+            if state == FEEDING:        # it was leaving: it goes now
+                pt.remove(node, p)
+                return True
             row[node] = OUT_OF_DATE
             self.until[(node, p)] = tid
             return True
         return False
+
+    def cells_added(self, pt, cells, last_committed: bytes) -> None:
+        """New OUT_OF_DATE ``cells`` ``[(node, partition)]`` copy up to ``last_committed``
+        (later transactions reach them, or are caught by ``committed``)."""
+        for key in cells:
+            self.until[key] = last_committed
+
+    def forget(self, node: int, p: int) -> None:
+        """The cell left the table."""
+        self.until.pop((node, p), None)
 
     def replicated(self, pt, node: int, p: int, tid: bytes) -> bool:
         """``node`` copied partition ``p`` up to ``tid``; True when its cell became

@@ -9,7 +9,7 @@ from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as pb
 from neoarray.proto import master_pb2_grpc as rpc
 
-from .node import CLUSTER_PB, Master
+from .node import CELL_PB, CLUSTER_PB, Master
 
 _STATE_NAMES = {v: k for k, v in CLUSTER_PB.items()}
 
@@ -95,3 +95,28 @@ class AdminServicer(rpc.AdminServicer):
         if state is None:
             raise RequestRefused(f"unknown cluster state {request.state}")
         return pb.ClusterStateReply(state=CLUSTER_PB[self.m.set_cluster_state(state)])
+
+    # -- partition-table administration --------------------------------------------------
+    def AddNodes(self, request, context):
+        return pb.AddNodesReply(node_ids=self.m.add_nodes(list(request.node_ids), request.all))
+
+    def Tweak(self, request, context):
+        return self._changes(self.m.tweak(list(request.exclude_node_ids), request.dry_run))
+
+    def DropNode(self, request, context):
+        return self._changes(self.m.drop_node(request.node_id))
+
+    def KillNode(self, request, context):
+        self.m.kill_node(request.node_id)
+        return cpb.Empty()
+
+    def SetReplicas(self, request, context):
+        self.m.set_replicas(request.replicas)
+        return self._changes([])
+
+    def _changes(self, diff):
+        with self.m.lock:
+            table = self.m.pt_pb()
+        return pb.TableChangeReply(pt=table, changes=[
+            pb.CellChange(partition=p, node_id=n, old_state=CELL_PB.get(old, cpb.CELL_STATE_UNSPECIFIED),
+                          new_state=CELL_PB.get(new, cpb.DISCARDED)) for p, n, old, new in diff])

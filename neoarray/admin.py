@@ -42,6 +42,23 @@ class AdminClient:
         value = {v: k for k, v in CLUSTER_NAMES.items()}[state]
         return CLUSTER_NAMES[self._call("SetClusterState", mpb.SetClusterStateRequest(state=value)).state]
 
+    # -- partition-table administration ------------------------------------------------
+    def add_nodes(self, node_ids: list[int], everyone: bool = False) -> list[int]:
+        reply = self._call("AddNodes", mpb.AddNodesRequest(node_ids=node_ids, all=everyone))
+        return list(reply.node_ids)
+
+    def tweak(self, exclude: list[int] = (), dry_run: bool = False) -> mpb.TableChangeReply:
+        return self._call("Tweak", mpb.TweakRequest(exclude_node_ids=list(exclude), dry_run=dry_run))
+
+    def drop_node(self, node_id: int) -> mpb.TableChangeReply:
+        return self._call("DropNode", mpb.NodeRequest(node_id=node_id))
+
+    def kill_node(self, node_id: int) -> None:
+        self._call("KillNode", mpb.NodeRequest(node_id=node_id))
+
+    def set_replicas(self, replicas: int) -> mpb.TableChangeReply:
+        return self._call("SetReplicas", mpb.SetReplicasRequest(replicas=replicas))
+
     def storage_stub(self, address: str):
         """A stub of the storage node at ``address`` (``neoctl check`` reads and repairs
         copies directly), on a channel closed with this client."""

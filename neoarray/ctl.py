@@ -3,6 +3,9 @@
     neoctl -a HOST:PORT -c CLUSTER print ids|pt|node|cluster|summary
     neoctl --dir DIR start|stop          (a LocalCluster directory: address and name from it)
     neoctl --dir DIR check [--repair] [PARTITION...]
+    neoctl --dir DIR add NODE...|all     (PENDING storage nodes join the cluster)
+    neoctl --dir DIR tweak [-n] [NODE...] (spread cells evenly; NODE...: nodes to empty)
+    neoctl --dir DIR drop NODE | kill NODE | set replicas N
 
 Plain tables for people (like NEO's neoctl), ``--json`` for scripts; the exit status is
 non-zero on failure, with the reason on standard error.
@@ -35,7 +38,10 @@ def _ids(admin, opts):
 
 
 def _pt(admin, opts):
-    pt = admin.partition_table()
+    return _pt_out(admin.partition_table(), admin, opts)
+
+
+def _pt_out(pt, admin, opts):
     nodes = {n.node_id: n for n in admin.nodes()}
     ids = sorted({c.node_id for row in pt.rows for c in row.cells})
     if opts.json:
@@ -136,6 +142,75 @@ def health(admin) -> dict:
             "attention": bool(state != "RUNNING" or unreadable or no_up_to_date or under)}
 
 
+def node_id(text: str) -> int:
+    """``S3``, ``s3`` or ``3`` -> 3."""
+    digits = text[1:] if text[:1] in ("S", "s") else text
+    if not digits.isdigit() or not 0 < int(digits) < 1 << 32:
+        raise NeoError(f"bad storage node {text!r}: write it S<id> or <id> (see neoctl print node)")
+    return int(digits)
+
+
+def _changes_out(reply, admin, opts, applied: bool, none_text: str):
+    letter = {**CELL_LETTERS, cpb.DISCARDED: "-", cpb.CELL_STATE_UNSPECIFIED: "-"}
+    changes = [{"partition": c.partition, "node": f"S{c.node_id}", "from": letter.get(c.old_state, "?"),
+                "to": letter.get(c.new_state, "?")} for c in reply.changes]
+    if opts.json:
+        return {"applied": applied and bool(changes), "changes": changes, "pt": _pt_out(reply.pt, admin, opts)}
+    if not changes:
+        return none_text
+    head = "Planned (not applied):" if not applied else f"{len(changes)} cell changes applied:"
+    lines = [head] + [f"  partition {c['partition']} {c['node']}: {c['from']} -> {c['to']}" for c in changes]
+    return "\n".join(lines + [_pt_out(reply.pt, admin, opts)])
+
+
+def _add(admin, opts):
+    everyone = opts.nodes == ["all"]
+    added = admin.add_nodes([] if everyone else [node_id(n) for n in opts.nodes], everyone)
+    names = [f"S{n}" for n in added]
+    if opts.json:
+        return {"added": names}
+    return f"Nodes added: {', '.join(names)}" if names else "No pending node to add."
+
+
+def _tweak(admin, opts):
+    reply = admin.tweak([node_id(n) for n in opts.nodes], opts.dry_run)
+    return _changes_out(reply, admin, opts, not opts.dry_run, "No change done.")
+
+
+def _drop(admin, opts):
+    nid = node_id(opts.node)
+    reply = admin.drop_node(nid)
+    if opts.json:
+        return _changes_out(reply, admin, opts, True, "")
+    return f"S{nid} dropped ({len(reply.changes)} cells removed); run tweak to restore the replica count"
+
+
+def _kill(admin, opts):
+    nid = node_id(opts.node)
+    admin.kill_node(nid)
+    return {"killed": f"S{nid}"} if opts.json else f"S{nid} asked to shut down"
+
+
+def _set(admin, opts):
+    if opts.what == "cluster":
+        if opts.value.upper() not in ("RUNNING", "STOPPING"):
+            raise NeoError(f"set cluster: {opts.value!r} is not RUNNING or STOPPING")
+        return _set_state(opts.value.upper())(admin, opts)
+    try:
+        replicas = int(opts.value)
+    except ValueError:
+        raise NeoError(f"set replicas: {opts.value!r} is not a whole number") from None
+    if replicas < 0:
+        raise NeoError(f"set replicas: {replicas} is negative")
+    reply = admin.set_replicas(replicas)
+    if opts.json:
+        return {"replicas": reply.pt.replicas, "ptid": reply.pt.ptid}
+    return f"replicas = {reply.pt.replicas} (ptid {reply.pt.ptid}); run tweak to apply"
+
+
+COMMANDS = {"add": _add, "tweak": _tweak, "drop": _drop, "kill": _kill, "set": _set}
+
+
 PRINTERS = {"ids": _ids, "pt": _pt, "node": _node, "cluster": _cluster, "summary": _summary}
 
 
@@ -155,6 +230,18 @@ def parse_args(argv=None):
     ck.add_argument("--repair", action="store_true",
                     help="rewrite missing and corrupt copies from a sound one")
     ck.add_argument("partition", nargs="*", type=int, help="partitions to check (default: all)")
+    ad = sub.add_parser("add", help="PENDING storage nodes join the cluster (no cells until tweak)")
+    ad.add_argument("nodes", nargs="+", metavar="NODE", help="S<id>..., or all")
+    tw = sub.add_parser("tweak", help="spread cells evenly over the running storage nodes")
+    tw.add_argument("-n", "--dry-run", action="store_true", help="print the plan, change nothing")
+    tw.add_argument("nodes", nargs="*", metavar="NODE", help="nodes to empty")
+    dr = sub.add_parser("drop", help="remove a storage node from the partition table")
+    dr.add_argument("node", metavar="NODE")
+    kl = sub.add_parser("kill", help="ask a storage node to shut down")
+    kl.add_argument("node", metavar="NODE")
+    st = sub.add_parser("set", help="set replicas N (tweak applies it), or set cluster STATE")
+    st.add_argument("what", choices=["replicas", "cluster"])
+    st.add_argument("value")
     return p.parse_args(argv)
 
 
@@ -182,6 +269,8 @@ def main(argv=None) -> int:
             out = PRINTERS[opts.what](admin, opts)
         elif opts.command == "check":
             out = check_command(admin, opts)
+        elif opts.command in COMMANDS:
+            out = COMMANDS[opts.command](admin, opts)
         else:
             out = _set_state({"start": "RUNNING", "stop": "STOPPING"}[opts.command])(admin, opts)
     except (NeoError, OSError) as exc:

@@ -84,8 +84,13 @@ class StorageNode:
         self.check_readable()
 
     def set_partition_table(self, pt) -> None:
+        """A table pushed by the master (``neoctl tweak``): the node's new OUT_OF_DATE
+        cells skip conflict checks at once, before clients store to them (the tasks of
+        the next heartbeat reply then set ``catching_up`` exactly)."""
         self.ptid = pt.ptid
         self.backend.set_config(ptid=pt.ptid)
+        self.manager.catching_up = self.manager.catching_up | {p for p, row in enumerate(pt.rows) if any(
+            c.node_id == self.node_id and c.state == cpb.OUT_OF_DATE for c in row.cells)}
 
     def held_partitions(self) -> set[int]:
         """Partitions this node has a cell of (any state), asked of the master: the

@@ -287,7 +287,9 @@ class Replicator:
 
     def reports(self) -> list[tuple[int, bytes]]:
         with self.mutex:
-            return [(p, tid) for p, tid in self.done.items() if p in self.tasks and tid != Z64]
+            # Z64 counts once it is the target (nothing was ever committed to copy)
+            return [(p, tid) for p, tid in self.done.items()
+                    if p in self.tasks and (tid != Z64 or self.tasks[p].until_tid == Z64)]
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._loop, daemon=True, name="replicator")

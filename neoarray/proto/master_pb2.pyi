@@ -202,3 +202,57 @@ class SetClusterStateRequest(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     state: _common_pb2.ClusterState
     def __init__(self, state: _Optional[_Union[_common_pb2.ClusterState, str]] = ...) -> None: ...
+
+class AddNodesRequest(_message.Message):
+    __slots__ = ("node_ids", "all")
+    NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    node_ids: _containers.RepeatedScalarFieldContainer[int]
+    all: bool
+    def __init__(self, node_ids: _Optional[_Iterable[int]] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class AddNodesReply(_message.Message):
+    __slots__ = ("node_ids",)
+    NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    node_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, node_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class TweakRequest(_message.Message):
+    __slots__ = ("exclude_node_ids", "dry_run")
+    EXCLUDE_NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    exclude_node_ids: _containers.RepeatedScalarFieldContainer[int]
+    dry_run: bool
+    def __init__(self, exclude_node_ids: _Optional[_Iterable[int]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class NodeRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    def __init__(self, node_id: _Optional[int] = ...) -> None: ...
+
+class SetReplicasRequest(_message.Message):
+    __slots__ = ("replicas",)
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    replicas: int
+    def __init__(self, replicas: _Optional[int] = ...) -> None: ...
+
+class CellChange(_message.Message):
+    __slots__ = ("partition", "node_id", "old_state", "new_state")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    OLD_STATE_FIELD_NUMBER: _ClassVar[int]
+    NEW_STATE_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    node_id: int
+    old_state: _common_pb2.CellState
+    new_state: _common_pb2.CellState
+    def __init__(self, partition: _Optional[int] = ..., node_id: _Optional[int] = ..., old_state: _Optional[_Union[_common_pb2.CellState, str]] = ..., new_state: _Optional[_Union[_common_pb2.CellState, str]] = ...) -> None: ...
+
+class TableChangeReply(_message.Message):
+    __slots__ = ("changes", "pt")
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    PT_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[CellChange]
+    pt: _common_pb2.PartitionTable
+    def __init__(self, changes: _Optional[_Iterable[_Union[CellChange, _Mapping]]] = ..., pt: _Optional[_Union[_common_pb2.PartitionTable, _Mapping]] = ...) -> None: ...

@@ -483,6 +483,31 @@ class AdminStub:
                 request_serializer=neoarray_dot_proto_dot_master__pb2.SetClusterStateRequest.SerializeToString,
                 response_deserializer=neoarray_dot_proto_dot_master__pb2.ClusterStateReply.FromString,
                 _registered_method=True)
+        self.AddNodes = channel.unary_unary(
+                '/neoarray.v1.Admin/AddNodes',
+                request_serializer=neoarray_dot_proto_dot_master__pb2.AddNodesRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_master__pb2.AddNodesReply.FromString,
+                _registered_method=True)
+        self.Tweak = channel.unary_unary(
+                '/neoarray.v1.Admin/Tweak',
+                request_serializer=neoarray_dot_proto_dot_master__pb2.TweakRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_master__pb2.TableChangeReply.FromString,
+                _registered_method=True)
+        self.DropNode = channel.unary_unary(
+                '/neoarray.v1.Admin/DropNode',
+                request_serializer=neoarray_dot_proto_dot_master__pb2.NodeRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_master__pb2.TableChangeReply.FromString,
+                _registered_method=True)
+        self.KillNode = channel.unary_unary(
+                '/neoarray.v1.Admin/KillNode',
+                request_serializer=neoarray_dot_proto_dot_master__pb2.NodeRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
+        self.SetReplicas = channel.unary_unary(
+                '/neoarray.v1.Admin/SetReplicas',
+                request_serializer=neoarray_dot_proto_dot_master__pb2.SetReplicasRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_master__pb2.TableChangeReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -518,6 +543,46 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddNodes(self, request, context):
+        """-- partition-table administration (neoctl add|tweak|drop|kill|set replicas) ----
+        Refusals (unknown node, node not PENDING or not running, last readable copy,
+        replicas out of range) answer INVALID_ARGUMENT with the reason; a cluster that is
+        not RUNNING answers UNAVAILABLE.
+        PENDING storage nodes become part of the cluster (no cells until a tweak).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Tweak(self, request, context):
+        """Spread replicas+1 cells per partition evenly over the running nodes of the
+        cluster (minus those being emptied); dry_run: the plan only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropNode(self, request, context):
+        """Remove every cell of a node and its membership.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def KillNode(self, request, context):
+        """Ask a storage node to shut down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetReplicas(self, request, context):
+        """Change the wanted extra copies of each partition (tweak applies it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -545,6 +610,31 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.SetClusterState,
                     request_deserializer=neoarray_dot_proto_dot_master__pb2.SetClusterStateRequest.FromString,
                     response_serializer=neoarray_dot_proto_dot_master__pb2.ClusterStateReply.SerializeToString,
+            ),
+            'AddNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddNodes,
+                    request_deserializer=neoarray_dot_proto_dot_master__pb2.AddNodesRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_master__pb2.AddNodesReply.SerializeToString,
+            ),
+            'Tweak': grpc.unary_unary_rpc_method_handler(
+                    servicer.Tweak,
+                    request_deserializer=neoarray_dot_proto_dot_master__pb2.TweakRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_master__pb2.TableChangeReply.SerializeToString,
+            ),
+            'DropNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropNode,
+                    request_deserializer=neoarray_dot_proto_dot_master__pb2.NodeRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_master__pb2.TableChangeReply.SerializeToString,
+            ),
+            'KillNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.KillNode,
+                    request_deserializer=neoarray_dot_proto_dot_master__pb2.NodeRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'SetReplicas': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetReplicas,
+                    request_deserializer=neoarray_dot_proto_dot_master__pb2.SetReplicasRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_master__pb2.TableChangeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -682,6 +772,141 @@ class Admin:
             '/neoarray.v1.Admin/SetClusterState',
             neoarray_dot_proto_dot_master__pb2.SetClusterStateRequest.SerializeToString,
             neoarray_dot_proto_dot_master__pb2.ClusterStateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Admin/AddNodes',
+            neoarray_dot_proto_dot_master__pb2.AddNodesRequest.SerializeToString,
+            neoarray_dot_proto_dot_master__pb2.AddNodesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Tweak(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Admin/Tweak',
+            neoarray_dot_proto_dot_master__pb2.TweakRequest.SerializeToString,
+            neoarray_dot_proto_dot_master__pb2.TableChangeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Admin/DropNode',
+            neoarray_dot_proto_dot_master__pb2.NodeRequest.SerializeToString,
+            neoarray_dot_proto_dot_master__pb2.TableChangeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KillNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Admin/KillNode',
+            neoarray_dot_proto_dot_master__pb2.NodeRequest.SerializeToString,
+            neoarray_dot_proto_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetReplicas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Admin/SetReplicas',
+            neoarray_dot_proto_dot_master__pb2.SetReplicasRequest.SerializeToString,
+            neoarray_dot_proto_dot_master__pb2.TableChangeReply.FromString,
             options,
             channel_credentials,
             insecure,

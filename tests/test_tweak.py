@@ -1,0 +1,238 @@
+"""neoctl add / tweak / drop / kill / set replicas on a real cluster, under load.
+
+Real processes on 127.0.0.1: a master and 2 storage nodes, replicas=1.  Client
+threads keep committing a known workload (a counter per thread and a shared one,
+incremented with retries, and a list per thread appended to) while a third node is
+started, added and given cells, an old node is dropped and the table tweaked again:
+no acknowledged commit may be lost, and every replica must end identical.
+"""
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import transaction
+import ZODB
+from persistent import Persistent
+from persistent.list import PersistentList
+from ZODB.POSException import ConflictError, POSError, StorageError
+
+from neoarray.admin import CELL_LETTERS
+from neoarray.cluster import LocalCluster
+from neoarray.errors import NeoError
+from tests.test_check import storage_of_index
+
+PARTITIONS = 6
+THREADS = 3
+
+
+class Counter(Persistent):
+    value = 0
+
+
+def neoctl(cluster, *args, status=0):
+    out = subprocess.run([sys.executable, "-m", "neoarray.ctl", "--dir", cluster.path, *args],
+                         check=False, capture_output=True, text=True, timeout=60)
+    assert out.returncode == status, out.stdout + out.stderr
+    if status:
+        return out.stderr
+    return json.loads(out.stdout) if "--json" in args else out.stdout
+
+
+def letters(cluster) -> dict[int, str]:
+    admin = cluster.admin()
+    try:
+        pt = admin.partition_table()
+    finally:
+        admin.close()
+    nodes = sorted({c.node_id for row in pt.rows for c in row.cells})
+    return {n: "".join(next((CELL_LETTERS[c.state] for c in row.cells if c.node_id == n), ".")
+                       for row in pt.rows) for n in nodes}
+
+
+def wait_settled(cluster, timeout_s=40.0) -> dict[int, str]:
+    """Wait until every cell is UP_TO_DATE (no OUT_OF_DATE, no FEEDING)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        cells = letters(cluster)
+        if not any(ch in "OF" for row in cells.values() for ch in row):
+            return cells
+        assert time.monotonic() < deadline, f"cells not settled: {cells}"
+        time.sleep(0.2)
+
+
+class Workload:
+    """``THREADS`` threads committing through ZODB until stopped; a commit whose
+    outcome is unknown (an error at finish) is looked for in the thread's list."""
+
+    def __init__(self, cluster):
+        self.db = ZODB.DB(cluster.open_storage())
+        with self.db.transaction() as conn:
+            root = conn.root()
+            root["shared"] = Counter()
+            for t in range(THREADS):
+                root[f"c{t}"], root[f"l{t}"] = Counter(), PersistentList()
+        self.stop = threading.Event()
+        self.acked = [0] * THREADS
+        self.retries = [0] * THREADS
+        self.errors: list[BaseException] = []
+        self.threads = [threading.Thread(target=self._run, args=(t,), daemon=True) for t in range(THREADS)]
+        for th in self.threads:
+            th.start()
+
+    def _run(self, t: int) -> None:
+        tm = transaction.TransactionManager()
+        conn = self.db.open(tm)
+        try:
+            i = 0
+            while not self.stop.is_set():
+                if self._commit(tm, conn, t, i):
+                    i += 1
+                    self.acked[t] = i
+        except (AssertionError, POSError, NeoError) as exc:    # seen by the test thread
+            self.errors.append(exc)
+        finally:
+            conn.close()
+
+    def _commit(self, tm, conn, t: int, i: int) -> bool:
+        for attempt in range(200):
+            try:
+                tm.begin()
+                root = conn.root()
+                root[f"c{t}"].value += 1
+                root["shared"].value += 1
+                root[f"l{t}"].append(i)
+                tm.commit()
+                return True
+            except (ConflictError, StorageError, NeoError):
+                tm.abort()
+                self.retries[t] += 1
+                tm.begin()
+                conn.sync()
+                if i in conn.root()[f"l{t}"]:        # committed after all
+                    tm.abort()
+                    return True
+                tm.abort()
+                time.sleep(0.01 * min(attempt, 10))
+        raise AssertionError(f"thread {t} could not commit item {i}")
+
+    def progress(self) -> int:
+        return sum(self.acked)
+
+    def finish(self) -> None:
+        self.stop.set()
+        for th in self.threads:
+            th.join(60)
+        assert not self.errors, self.errors
+
+    def verify(self) -> None:
+        with self.db.transaction() as conn:
+            root = conn.root()
+            for t in range(THREADS):
+                items = list(root[f"l{t}"])
+                assert items == list(range(len(items))), f"thread {t}: duplicated or lost appends"
+                assert len(items) >= self.acked[t] and len(items) <= self.acked[t] + 1
+                assert root[f"c{t}"].value == len(items)
+            assert root["shared"].value == sum(len(root[f"l{t}"]) for t in range(THREADS))
+        self.db.close()
+
+
+def wait_progress(work: Workload, more: int = 10, timeout_s: float = 30.0) -> None:
+    target = work.progress() + more
+    deadline = time.monotonic() + timeout_s
+    while work.progress() < target:
+        assert time.monotonic() < deadline, f"workload stalled at {work.progress()} commits"
+        assert not work.errors, work.errors
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = LocalCluster(str(tmp_path / "cluster"), storages=2, replicas=1, partitions=PARTITIONS,
+                     node_timeout_s=3.0)
+    c.start()
+    yield c
+    c.stop()
+
+
+def test_add_tweak_drop_tweak_under_load_loses_nothing(cluster):
+    s1, _ = storage_of_index(cluster, 0)
+    s2, _ = storage_of_index(cluster, 1)
+    work = Workload(cluster)
+    try:
+        wait_progress(work)
+        cluster.start_storage(2)
+        s3, _ = storage_of_index(cluster, 2)
+        nodes = {n["id"]: n["state"] for n in neoctl(cluster, "--json", "print", "node")}
+        assert nodes[f"S{s3}"] == "PENDING"
+        assert "not part of the cluster" in neoctl(cluster, "tweak", f"S{s3}", status=1)
+        assert neoctl(cluster, "add", "all").strip() == f"Nodes added: S{s3}"
+        assert "not PENDING" in neoctl(cluster, "add", f"S{s3}", status=1)
+
+        before = letters(cluster)
+        plan = neoctl(cluster, "--json", "tweak", "-n")
+        assert plan["applied"] is False and len(plan["changes"]) == 8      # 4 moved: 4 O + 4 F
+        assert letters(cluster) == before
+        assert "Planned (not applied)" in neoctl(cluster, "tweak", "-n")
+        done = neoctl(cluster, "--json", "tweak")
+        assert done["applied"] is True and done["changes"] == plan["changes"]
+        wait_progress(work)
+        cells = wait_settled(cluster)
+        assert {n: row.count("U") for n, row in cells.items()} == {s1: 4, s2: 4, s3: 4}
+        assert neoctl(cluster, "tweak").strip() == "No change done."
+        assert neoctl(cluster, "--json", "tweak", "-n")["changes"] == []
+
+        wait_progress(work)
+        assert "dropped (4 cells removed)" in neoctl(cluster, "drop", f"S{s1}")
+        assert s1 not in letters(cluster)
+        assert "not part of the cluster" in neoctl(cluster, "drop", f"S{s1}", status=1)
+        neoctl(cluster, "tweak")
+        wait_progress(work)
+        cells = wait_settled(cluster)
+        assert cells == {s2: "U" * PARTITIONS, s3: "U" * PARTITIONS}
+        wait_progress(work)
+    finally:
+        work.finish()
+    work.verify()
+    assert sum(work.acked) > 50
+    nodes = {n["id"]: n["state"] for n in neoctl(cluster, "--json", "print", "node")}
+    assert nodes[f"S{s1}"] == "PENDING"
+    report = neoctl(cluster, "--json", "check")
+    assert report["ok"] is True and report["problems"] == 0
+    assert neoctl(cluster, "kill", f"S{s1}").strip() == f"S{s1} asked to shut down"
+    cluster.storage_procs[0].wait(30)
+
+
+def test_refusals_of_drop_kill_and_set_replicas(cluster):
+    s1, _ = storage_of_index(cluster, 0)
+    s2, _ = storage_of_index(cluster, 1)
+    assert "out of range 0..1" in neoctl(cluster, "set", "replicas", "2", status=1)
+    assert "is negative" in neoctl(cluster, "set", "replicas", "-1", status=1)
+    assert "bad storage node" in neoctl(cluster, "drop", "X9", status=1)
+    assert "S99 is not a storage node" in neoctl(cluster, "drop", "S99", status=1)
+    assert "need at least 2" not in neoctl(cluster, "tweak")
+    assert neoctl(cluster, "--json", "set", "replicas", "0")["replicas"] == 0
+    tweak = neoctl(cluster, "--json", "tweak")
+    assert sorted(c["to"] for c in tweak["changes"]) == ["F"] * PARTITIONS
+    cells = wait_settled(cluster)
+    assert sorted(row.count("U") for row in cells.values()) == [3, 3]
+    assert neoctl(cluster, "--json", "set", "replicas", "1")["replicas"] == 1
+    neoctl(cluster, "tweak")
+    wait_settled(cluster)
+
+    cluster.kill_storage(1)                     # S2 down: its cells go OUT_OF_DATE
+    deadline = time.monotonic() + 20
+    while letters(cluster).get(s2) != "O" * PARTITIONS:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    err = neoctl(cluster, "drop", f"S{s1}", status=1)
+    assert "holds the last readable copy of partition 0" in err
+    assert "last readable copy" in neoctl(cluster, "kill", f"S{s1}", status=1)
+    assert "is DOWN, not running" in neoctl(cluster, "kill", f"S{s2}", status=1)
+    assert "need at least 2" in neoctl(cluster, "tweak", status=1)
+    assert "dropped" in neoctl(cluster, "drop", f"S{s2}")       # a dead node is forgotten
+    nodes = {n["id"] for n in neoctl(cluster, "--json", "print", "node")}
+    assert f"S{s2}" not in nodes
+    assert "out of range 0..0" in neoctl(cluster, "set", "replicas", "1", status=1)
