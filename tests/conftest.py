@@ -10,9 +10,10 @@ if ROOT not in sys.path:
 from neoarray.cluster import LocalCluster
 
 
-def running_cluster(path, storages=1, replicas=0, partitions=4):
+def running_cluster(path, storages=1, replicas=0, partitions=4, **options):
     """Yield a started LocalCluster over ``path``; stop it afterwards (fixture body)."""
-    cluster = LocalCluster(str(path), storages=storages, replicas=replicas, partitions=partitions)
+    cluster = LocalCluster(str(path), storages=storages, replicas=replicas, partitions=partitions,
+                           **options)
     try:
         cluster.start()
         yield cluster

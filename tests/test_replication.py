@@ -24,6 +24,7 @@ import neoarray.array as na
 from neoarray.admin import CELL_LETTERS
 from neoarray.cluster import LocalCluster
 from neoarray.ids import Z64, p64, u64
+from tests.conftest import running_cluster
 
 LARGE_BYTES = 5_000          # > DATA_INLINE_BYTES_MAX: the data goes to the ``data`` table
 
@@ -136,10 +137,7 @@ def commit_array(cluster, name: str, values: np.ndarray) -> None:
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = LocalCluster(str(tmp_path / "cluster"), storages=2, replicas=1, partitions=4, node_timeout_s=2.0)
-    c.start()
-    yield c
-    c.stop()
+    yield from running_cluster(tmp_path / "cluster", storages=2, replicas=1, node_timeout_s=2.0)
 
 
 def test_returned_node_catches_up_and_serves_alone(cluster):
