@@ -19,6 +19,7 @@ class AdminClient:
         self.channel = wire.open_channel(master, cluster)
         self.stub = mrpc.AdminStub(self.channel)
         self.timeout = rpc_timeout_s
+        self.master = master
         self.cluster = cluster
         self._storage_channels: list = []
 

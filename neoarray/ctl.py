@@ -6,6 +6,7 @@
     neoctl --dir DIR add NODE...|all     (PENDING storage nodes join the cluster)
     neoctl --dir DIR tweak [-n] [NODE...] (spread cells evenly; NODE...: nodes to empty)
     neoctl --dir DIR drop NODE | kill NODE | set replicas N
+    neoctl --dir DIR pack [TID] [--no-gc]  (default TID: the last committed transaction)
 
 Plain tables for people (like NEO's neoctl), ``--json`` for scripts; the exit status is
 non-zero on failure, with the reason on standard error.
@@ -208,7 +209,42 @@ def _set(admin, opts):
     return f"replicas = {reply.pt.replicas} (ptid {reply.pt.ptid}); run tweak to apply"
 
 
-COMMANDS = {"add": _add, "tweak": _tweak, "drop": _drop, "kill": _kill, "set": _set}
+def parse_tid(text: str) -> bytes:
+    """A tid given as 16 hex digits (``0x`` optional)."""
+    digits = text[2:] if text.lower().startswith("0x") else text
+    try:
+        if len(digits) != 16:
+            raise ValueError
+        return bytes.fromhex(digits)
+    except ValueError:
+        raise NeoError(f"a TID is 16 hex digits (as `neoctl print ids` shows it), not {text!r}") from None
+
+
+def _pack(admin, opts):
+    """Pack every node to TID (default: the last committed one), with garbage collection
+    of the objects unreachable from the root unless ``--no-gc``."""
+    from ZODB import POSException
+    from ZODB.serialize import referencesf
+
+    from .client import NeoStorage
+    last = admin.ids()["last_tid"]
+    tid = last if opts.tid is None else parse_tid(opts.tid)
+    if tid > last:
+        raise NeoError(f"TID 0x{tid.hex()} is after the last committed transaction 0x{last.hex()}")
+    storage = NeoStorage(admin.master, admin.cluster, local_reads=False,
+                         connect_timeout_s=opts.timeout_s)
+    try:       # what a snapshot at ``tid`` (or later) sees is kept
+        removed = storage.pack_to_tid(tid, referencesf, gc=not opts.no_gc)
+    except POSException.StorageError as exc:       # a node refused (packed later already)
+        raise NeoError(f"pack refused: {exc}") from None
+    finally:
+        storage.close()
+    if opts.json:
+        return {"packed_to": f"0x{tid.hex()}", "revisions_removed": removed, "gc": not opts.no_gc}
+    return f"packed to {tid_repr(tid)}: {removed} revision(s) removed"
+
+
+COMMANDS = {"add": _add, "tweak": _tweak, "drop": _drop, "kill": _kill, "set": _set, "pack": _pack}
 
 
 PRINTERS = {"ids": _ids, "pt": _pt, "node": _node, "cluster": _cluster, "summary": _summary}
@@ -242,6 +278,9 @@ def parse_args(argv=None):
     st = sub.add_parser("set", help="set replicas N (tweak applies it), or set cluster STATE")
     st.add_argument("what", choices=["replicas", "cluster"])
     st.add_argument("value")
+    pk = sub.add_parser("pack", help="drop revisions older than TID (and unreachable objects)")
+    pk.add_argument("tid", nargs="?", metavar="TID", help="16 hex digits (default: the last tid)")
+    pk.add_argument("--no-gc", action="store_true", help="keep objects unreachable from the root")
     return p.parse_args(argv)
 
 

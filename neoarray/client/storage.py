@@ -991,8 +991,13 @@ class NeoStorage(ConflictResolvingStorage):
 
     # -- pack ---------------------------------------------------------------------------
     def pack(self, t, referencesf, gc=True):
+        self.pack_to_tid(self._pack_tid(t), referencesf, gc)
+
+    def pack_to_tid(self, packtid: bytes, referencesf, gc: bool = True) -> int:
+        """Pack every storage node to ``packtid``: drop the revisions no snapshot at or
+        after it can see and, with ``gc``, the objects unreachable from the root then.
+        Returns the number of revisions the nodes removed."""
         self._check_writable()
-        packtid = self._pack_tid(t)
         unreachable = self._unreachable(packtid, referencesf) if gc else set()
         by_node: dict[int, list] = {}
         for p in range(self._link.partitions):
@@ -1001,16 +1006,19 @@ class NeoStorage(ConflictResolvingStorage):
         for oid in unreachable:
             for nid in self._link.writable(self._link.partition(oid)):
                 by_node[nid].append(oid)
+        removed = 0
         try:
             for nid, oids in by_node.items():
                 stub = self._link.storage(nid)
                 for i in range(0, max(len(oids), 1), 10_000):
-                    wire.call(stub.Pack, spb.PackRequest(tid=packtid, gc_oids=oids[i:i + 10_000],
-                                                         prune_history=i == 0), self.rpc_timeout_s * 10, "pack")
+                    removed += wire.call(stub.Pack, spb.PackRequest(
+                        tid=packtid, gc_oids=oids[i:i + 10_000], prune_history=i == 0),
+                        self.rpc_timeout_s * 10, "pack").revisions_removed
         except RequestRefused as exc:
             raise POSException.StorageError(str(exc)) from None
         finally:
             self._cache.clear()
+        return removed
 
     def _pack_tid(self, t: float) -> bytes:
         """The tid to pack to for the time ``t`` of this client's clock.
