@@ -90,6 +90,7 @@ class Master(TableAdmin):
         self._load_state(partitions, replicas)
         self.storages_expected = storages_expected
         self.cluster_state = RECOVERING
+        self.started_at = time.monotonic()
         self.last_committed = Z64                 # newest tid acknowledged (published)
         self.txns: dict[bytes, Txn] = {}          # begun, not finished
         self.commit_queue: list[Txn] = []         # finishing, in tid order
@@ -268,6 +269,10 @@ class Master(TableAdmin):
                 running = self.running_storages()
             if not self.pt.operational(running):
                 return
+            if (not force and not self.pt.nodes() <= running
+                    and time.monotonic() - self.started_at < self.limits.node_timeout_s):
+                return      # just started: give every member a heartbeat period to come back
+                            # (one that does not is marked out of date when the cluster runs)
             self.cluster_state = VERIFYING
         try:
             self._verify(running)
@@ -279,9 +284,15 @@ class Master(TableAdmin):
         with self.lock:
             if self.cluster_state == VERIFYING:
                 self.cluster_state = RUNNING
-                returned = [nid for nid in sorted(self.running_storages())
+                running = self.running_storages()
+                # members still down (a restarted master reloads every node DOWN, some may
+                # have died before the previous master noticed) miss what is committed from
+                # now on: their cells go OUT_OF_DATE, so they catch up when they return
+                lost = [nid for nid in sorted(self.pt.nodes() - running)
+                        if self.pt.node_lost(nid, running)]
+                returned = [nid for nid in sorted(running)
                             if self.catchup.node_returned(self.pt, nid, self.last_committed)]
-                if returned:
+                if returned or lost:
                     self._persist_pt()
                 log.info("cluster RUNNING (ptid %d, last tid 0x%s)", self.pt.ptid, self.last_committed.hex())
         self.broadcast_cluster()

@@ -346,8 +346,6 @@ def test_replicated_random_kills_lose_nothing_and_replicas_agree(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="a storage node killed just before the master (not yet marked DOWN) keeps "
-                   "UP_TO_DATE cells after the master restarts: commits skip it and it never catches up")
 def test_master_restart_while_storage_down_before_it_was_marked_lost(tmp_path):
     """Reduced from the random test: storage-1 is killed, then the master at once
     (before ``node_timeout_s`` marks storage-1 lost), the master restarts and the
