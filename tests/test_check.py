@@ -44,16 +44,21 @@ def wait_for(predicate, timeout_s=30.0):
         time.sleep(0.2)
 
 
-def storage_of_index(cluster, index):
-    """(node id, address) of the storage process ``storage-<index>``."""
+def storage_of_index(cluster, index, timeout_s=30.0):
+    """(node id, address) of the storage process ``storage-<index>``, once the master
+    knows it (a node just started identifies a moment after it listens)."""
     admin = cluster.admin()
+    deadline = time.monotonic() + timeout_s
     try:
-        for n in admin.nodes():
-            if n.type == cpb.STORAGE and os.path.basename(n.data_path) == f"storage-{index}":
-                return n.node_id, n.address
+        while True:
+            for n in admin.nodes():
+                if n.type == cpb.STORAGE and os.path.basename(n.data_path) == f"storage-{index}":
+                    return n.node_id, n.address
+            if time.monotonic() > deadline:
+                raise AssertionError(f"storage-{index} not known to the master after {timeout_s} s")
+            time.sleep(0.1)
     finally:
         admin.close()
-    raise AssertionError(f"storage-{index} not found")
 
 
 def flip_last_byte(txn, db, key):
