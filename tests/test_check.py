@@ -1,5 +1,4 @@
 """neoctl check [--repair] and print summary on a real cluster: bit rot, lost records, repair."""
-import json
 import os
 import subprocess
 import sys
@@ -12,19 +11,12 @@ from neoarray import wire
 from neoarray.errors import ChecksumError
 from neoarray.ids import Z64, p64
 from neoarray.kv import LMDBStore
-from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
 from neoarray.records import _P, _REC, record_tail
+from tests.cluster_helpers import neoctl, storage_of_index
 
 PARTITIONS = 4
-
-
-def neoctl(cluster, *args, status=0):
-    out = subprocess.run([sys.executable, "-m", "neoarray.ctl", "--dir", cluster.path, *args],
-                         check=False, capture_output=True, text=True, timeout=120)
-    assert out.returncode == status, out.stdout + out.stderr
-    return json.loads(out.stdout) if "--json" in args else out.stdout
 
 
 def commit(storage, values, serials=None):
@@ -44,21 +36,7 @@ def wait_for(predicate, timeout_s=30.0):
         time.sleep(0.2)
 
 
-def storage_of_index(cluster, index, timeout_s=30.0):
-    """(node id, address) of the storage process ``storage-<index>``, once the master
-    knows it (a node just started identifies a moment after it listens)."""
-    admin = cluster.admin()
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            for n in admin.nodes():
-                if n.type == cpb.STORAGE and os.path.basename(n.data_path) == f"storage-{index}":
-                    return n.node_id, n.address
-            if time.monotonic() > deadline:
-                raise AssertionError(f"storage-{index} not known to the master after {timeout_s} s")
-            time.sleep(0.1)
-    finally:
-        admin.close()
+
 
 
 def flip_last_byte(txn, db, key):

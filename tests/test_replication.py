@@ -21,9 +21,8 @@ from ZODB.tests.MinPO import MinPO
 from ZODB.tests.StorageTestBase import zodb_pickle
 
 import neoarray.array as na
-from neoarray.admin import CELL_LETTERS
-from neoarray.cluster import LocalCluster
 from neoarray.ids import Z64, p64, u64
+from tests.cluster_helpers import letters, storage_ids, wait_cells
 from tests.conftest import running_cluster
 
 LARGE_BYTES = 5_000          # > DATA_INLINE_BYTES_MAX: the data goes to the ``data`` table
@@ -69,36 +68,6 @@ def read_text(path: str) -> str:
         return f.read()
 
 
-def node_ids(cluster: LocalCluster) -> dict[int, int]:
-    """Storage index -> node id, from each node's log."""
-    out = {}
-    for i in range(cluster.storages):
-        text = read_text(os.path.join(cluster.path, "logs", f"storage-{i}.log"))
-        out[i] = int(re.findall(r"identified as S(\d+)", text)[-1])
-    return out
-
-
-def cells(cluster: LocalCluster) -> dict[int, str]:
-    """Node id -> its cell letters, one per partition."""
-    admin = cluster.admin()
-    try:
-        pt = admin.partition_table()
-    finally:
-        admin.close()
-    out: dict[int, str] = {}
-    for row in pt.rows:
-        for c in row.cells:
-            out[c.node_id] = out.get(c.node_id, "") + CELL_LETTERS[c.state]
-    return out
-
-
-def wait_cells(cluster, node: int, letters: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while cells(cluster).get(node) != letters:
-        assert time.monotonic() < deadline, f"S{node} cells are {cells(cluster).get(node)}, not {letters}"
-        time.sleep(0.1)
-
-
 def check_everything_reads_back(cluster, rec: Recorder, arrays: dict) -> None:
     """Every recorded revision (current ones, and older ones through loadSerial,
     loadBefore and history) and every array reads back identically."""
@@ -141,7 +110,7 @@ def cluster(tmp_path):
 
 
 def test_returned_node_catches_up_and_serves_alone(cluster):
-    ids = node_ids(cluster)
+    ids = storage_ids(cluster)
     s = cluster.open_storage()
     rec = Recorder(s)
     small = rec.new(8)
@@ -190,7 +159,7 @@ def _pass_bytes(text: str) -> int:
 
 
 def test_catch_up_resumes_after_kill_keeps_writes_and_honours_the_rate(cluster):
-    ids = node_ids(cluster)
+    ids = storage_ids(cluster)
     s = cluster.open_storage()
     rec = Recorder(s)
     base = rec.new(6, LARGE_BYTES)
@@ -212,7 +181,7 @@ def test_catch_up_resumes_after_kill_keeps_writes_and_honours_the_rate(cluster):
     during = rec.new(4, LARGE_BYTES, "during")       # writes while the node copies
     rec.modify(base[:3], LARGE_BYTES, "during")      # older revisions missing there: no conflict
     time.sleep(1.0)
-    assert "O" in cells(cluster)[ids[0]], "the copy should not be over yet"
+    assert "O" in letters(cluster)[ids[0]], "the copy should not be over yet"
     cluster.kill_storage(0)
 
     progress = persisted_progress(os.path.join(cluster.path, "storage-0"))

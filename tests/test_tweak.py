@@ -6,9 +6,6 @@ incremented with retries, and a list per thread appended to) while a third node 
 started, added and given cells, an old node is dropped and the table tweaked again:
 no acknowledged commit may be lost, and every replica must end identical.
 """
-import json
-import subprocess
-import sys
 import threading
 import time
 
@@ -19,10 +16,15 @@ from persistent import Persistent
 from persistent.list import PersistentList
 from ZODB.POSException import ConflictError, POSError, StorageError
 
-from neoarray.admin import CELL_LETTERS
 from neoarray.cluster import LocalCluster
 from neoarray.errors import NeoError
-from tests.test_check import storage_of_index
+from tests.cluster_helpers import (
+    letters,
+    neoctl,
+    storage_of_index,
+    wait_cells,
+    wait_settled,
+)
 
 PARTITIONS = 6
 THREADS = 3
@@ -30,37 +32,6 @@ THREADS = 3
 
 class Counter(Persistent):
     value = 0
-
-
-def neoctl(cluster, *args, status=0):
-    out = subprocess.run([sys.executable, "-m", "neoarray.ctl", "--dir", cluster.path, *args],
-                         check=False, capture_output=True, text=True, timeout=60)
-    assert out.returncode == status, out.stdout + out.stderr
-    if status:
-        return out.stderr
-    return json.loads(out.stdout) if "--json" in args else out.stdout
-
-
-def letters(cluster) -> dict[int, str]:
-    admin = cluster.admin()
-    try:
-        pt = admin.partition_table()
-    finally:
-        admin.close()
-    nodes = sorted({c.node_id for row in pt.rows for c in row.cells})
-    return {n: "".join(next((CELL_LETTERS[c.state] for c in row.cells if c.node_id == n), ".")
-                       for row in pt.rows) for n in nodes}
-
-
-def wait_settled(cluster, timeout_s=40.0) -> dict[int, str]:
-    """Wait until every cell is UP_TO_DATE (no OUT_OF_DATE, no FEEDING)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        cells = letters(cluster)
-        if not any(ch in "OF" for row in cells.values() for ch in row):
-            return cells
-        assert time.monotonic() < deadline, f"cells not settled: {cells}"
-        time.sleep(0.2)
 
 
 class Workload:
@@ -223,10 +194,7 @@ def test_refusals_of_drop_kill_and_set_replicas(cluster):
     wait_settled(cluster)
 
     cluster.kill_storage(1)                     # S2 down: its cells go OUT_OF_DATE
-    deadline = time.monotonic() + 20
-    while letters(cluster).get(s2) != "O" * PARTITIONS:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    wait_cells(cluster, s2, "O" * PARTITIONS, timeout_s=20)
     err = neoctl(cluster, "drop", f"S{s1}", status=1)
     assert "holds the last readable copy of partition 0" in err
     assert "last readable copy" in neoctl(cluster, "kill", f"S{s1}", status=1)
