@@ -28,12 +28,9 @@ from .. import kernels
 from . import layout, reductions
 from .errors import ArrayValueError
 
-#: reduction name -> the whole-block kernel whose state the reducer uses
-BLOCK_KERNELS = {"sum": "sum", "mean": "sum", "prod": "prod", "min": "min", "max": "max",
-                 "var": "moments", "std": "moments", "count_nonzero": "count_nonzero",
-                 "any": "any", "all": "all", "argmin": "argmin", "argmax": "argmax",
-                 "histogram": "histogram"}
-NAMES = tuple(BLOCK_KERNELS)
+#: the reductions plans make (and jobs run)
+NAMES = ("sum", "mean", "prod", "min", "max", "var", "std", "count_nonzero", "any", "all",
+         "argmin", "argmax", "histogram")
 
 
 def plan(array, name, axis=None, dtype=None, ddof=0, bins=None, range=None):

@@ -203,7 +203,7 @@ def prepare_map(fn_name: str, arrays, out, *, piece_bytes=None, colour=None):
         raise JobError("a map_blocks job writes into a committed neoarray.ndarray (out)")
     if out.shape != shape:
         raise ArrayShapeError(f"out has shape {out.shape}, the inputs {shape}")
-    before = jobs_core.snapshot_of(arrays[0])
+    before = jobs_core.snapshot_before(arrays[0])
     _, fill = probe_fill(fn, arrays, out.chunks, out.dtype)
     sparse = _sparse(out, fill)
     spec = JobSpec("map_blocks", fn_name, tuple(jobs_core.oid_hex(a) for a in arrays), before,

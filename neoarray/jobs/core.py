@@ -38,7 +38,7 @@ from ZODB.utils import p64, u64
 
 from .. import wire
 from ..array import core as array_core
-from ..array import layout, plans
+from ..array import fetch, layout, plans
 from ..client import colours
 from ..errors import NeoError
 
@@ -432,7 +432,7 @@ def _sum_cache_stats(stats: list[dict]) -> dict | None:
 
 # ----------------------------------------------------------------------- preparation
 
-def snapshot_of(array) -> str:
+def snapshot_before(array) -> str:
     """The ``before`` tid of the committed snapshot that ``array``'s connection sees."""
     conn = array._p_jar
     if conn is None or array._p_oid is None:
@@ -441,23 +441,15 @@ def snapshot_of(array) -> str:
     if getattr(conn, "_registered_objects", None) or getattr(conn, "_added", None):
         raise JobError("this transaction has uncommitted changes: a job reads committed "
                        "data only; commit (or abort) first")
-    before = getattr(conn, "before", None)
-    if before is not None:
-        return before.hex()
-    storage = conn._storage
-    start = getattr(storage, "_start", None)
-    if start is None:
-        storage.poll_invalidations() if hasattr(storage, "poll_invalidations") else None
-        start = getattr(storage, "_start", None)
-    if start is None:
-        last = conn.db().storage.lastTransaction()
-        start = p64(u64(last) + 1)
-    return start.hex()
+    snapshot = fetch.snapshot_of(conn._storage)       # MVCC or historical connection
+    if snapshot is not None:
+        return snapshot[1].hex()
+    return p64(u64(conn.db().storage.lastTransaction()) + 1).hex()     # none started yet
 
 
 def prepare_reduce(array, name: str, params: dict, colour=None, piece_bytes=None):
-    """``(spec, pieces, plan)`` of a reduction of ``array`` (validated now)."""
-    before = snapshot_of(array)
+    """``(spec, pieces)`` of a reduction of ``array`` (its arguments validated now)."""
+    before = snapshot_before(array)
     spec = JobSpec("reduce", name, (oid_hex(array),), before, params=params, colour=colour)
     with snapshot(array._p_jar.db(), spec) as conn:
         snap = load_array(conn, spec.inputs[0])
@@ -485,9 +477,6 @@ def reduce_finisher(db, spec: JobSpec):
                 return plan.finish(merged, keepdims, array=array)
             return plan.finish(merged, keepdims)
     return finish
-
-
-_REDUCE_PARAMS = {"axis", "dtype", "ddof", "bins", "range", "keepdims"}
 
 
 def _reduce_params(name, axis, dtype, ddof, bins, range, keepdims) -> dict:

@@ -270,7 +270,7 @@ class StorageExecutor(ThreadExecutor):
         if spec.kind != "reduce":
             raise JobError("storage nodes run only built-in reductions, not "
                            f"{spec.kind} jobs: use another executor")
-        if spec.op not in plans.BLOCK_KERNELS:
+        if spec.op not in plans.NAMES:
             raise JobError(f"storage nodes cannot run {spec.op!r}")
         super().start(spec)
 
