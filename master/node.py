@@ -47,6 +47,11 @@ class Limits:
     transactions_per_client_max: int = 64
     oids_per_request_max: int = 100_000
     finished_remembered_max: int = 100_000
+    # cleanup orders to a storage (settle after it returns, drop a departed client's
+    # transactions) are retried with doubling delays while the node stays RUNNING
+    cleanup_attempts_max: int = 12
+    cleanup_retry_delay_s: float = 0.1
+    cleanup_retry_delay_max_s: float = 5.0
 
 
 @dataclass
@@ -311,11 +316,35 @@ class Master(TableAdmin):
 
     def _settle_storage(self, nid: int) -> None:
         """A storage came back while RUNNING: settle what it voted or locked meanwhile."""
-        try:
+        def settle():
             info = wire.call(self.storage_stub(nid).RecoveryInfo, cpb.Empty(), self.limits.rpc_timeout_s)
             self._reconcile({nid: info})
-        except Exception as exc:
-            log.warning("could not settle S%d: %s", nid, exc)
+        self._until_done(nid, settle, f"settle S{nid}")
+
+    def _until_done(self, nid: int, order, what: str) -> bool:
+        """Run ``order()`` (calls to storage ``nid``) until it succeeds, with doubling
+        delays, at most ``cleanup_attempts_max`` times, and only while the node stays
+        RUNNING: right after a node re-identifies its channel may still be backing off,
+        and a cleanup order that is lost leaves transaction locks held.  A node that
+        is lost meanwhile is settled again when it returns."""
+        delay_s = self.limits.cleanup_retry_delay_s
+        for attempt in range(1, self.limits.cleanup_attempts_max + 1):
+            try:
+                order()
+                return True
+            except Exception as exc:   # any failure: the order is retried, then logged
+                with self.lock:
+                    node = self.nodes.get(nid)
+                    alive = node is not None and node.state == "RUNNING" and not self.stopped.is_set()
+                if not alive or attempt == self.limits.cleanup_attempts_max:
+                    log.warning("%s failed after %d attempts%s: %s", what, attempt,
+                                "" if alive else " (node no longer running)", exc)
+                    return False
+                log.info("%s failed (%s): retrying in %.1f s", what, exc, delay_s)
+            if self.stopped.wait(delay_s):
+                return False
+            delay_s = min(delay_s * 2, self.limits.cleanup_retry_delay_max_s)
+        return False
 
     def _reconcile(self, infos: dict) -> None:
         """Finish transactions some node locked; drop those only voted, once it is safe.
@@ -592,12 +621,11 @@ class Master(TableAdmin):
                 del self.txns[ttid]
             keep = [t.ttid for t in self.commit_queue if t.node == nid]
             storages = self.running_storages()
+        request = spb.AbortNodeRequest(node_id=nid, keep_ttids=keep)
         for sid in storages:
-            try:
-                wire.call(self.storage_stub(sid).AbortNode, spb.AbortNodeRequest(node_id=nid, keep_ttids=keep),
-                          self.limits.rpc_timeout_s)
-            except Exception as exc:
-                log.warning("could not drop the transactions of C%d on S%d: %s", nid, sid, exc)
+            self.pool.submit(self._until_done, sid, lambda sid=sid: wire.call(
+                self.storage_stub(sid).AbortNode, request, self.limits.rpc_timeout_s),
+                f"dropping the transactions of C{nid} on S{sid}")
         self.broadcast_cluster()
 
     def _push(self, q: queue.Queue, event) -> None:
