@@ -22,9 +22,11 @@ from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
 
 from .core import READABLE, IdAllocator, PartitionTable
+from .rates import ReplicationRates
 from .replication import CatchUp
 from .state import MasterState
 from .table_admin import TableAdmin
+from .truncate import Truncation
 
 log = logging.getLogger("neoarray.master")
 
@@ -85,7 +87,7 @@ class Txn:
     error: Exception | None = None
 
 
-class Master(TableAdmin):
+class Master(TableAdmin, Truncation, ReplicationRates):
     def __init__(self, path: str, cluster: str, partitions: int, replicas: int,
                  storages_expected: int, limits: Limits | None = None):
         self.cluster = cluster
@@ -125,6 +127,8 @@ class Master(TableAdmin):
         self.nodes: dict[int, NodeInfo] = {}
         for nid, (typ, address, host) in st.get("nodes", {}).items():
             self.nodes[int(nid)] = NodeInfo(int(nid), typ, address, host, "DOWN" if typ == "STORAGE" else "UNKNOWN")
+        self._load_truncation()
+        self._load_rates()
         self.ids = IdAllocator(self._persist_ids, st.get("oid_reserved", 0), st.get("oid_reserved", 0),
                                st.get("tid_reserved", Z64), st.get("tid_reserved", Z64))
 
@@ -304,6 +308,8 @@ class Master(TableAdmin):
 
     def _verify(self, running: set[int]) -> None:
         """Learn last ids and settle what the storages voted or locked under earlier masters."""
+        for nid in sorted(running):
+            self.apply_pending_truncate(nid)
         infos = {nid: wire.call(self.storage_stub(nid).RecoveryInfo, cpb.Empty(),
                                 self.limits.rpc_timeout_s, f"S{nid}") for nid in running}
         for info in infos.values():
@@ -317,6 +323,7 @@ class Master(TableAdmin):
     def _settle_storage(self, nid: int) -> None:
         """A storage came back while RUNNING: settle what it voted or locked meanwhile."""
         def settle():
+            self.apply_pending_truncate(nid)
             info = wire.call(self.storage_stub(nid).RecoveryInfo, cpb.Empty(), self.limits.rpc_timeout_s)
             self._reconcile({nid: info})
         self._until_done(nid, settle, f"settle S{nid}")
@@ -332,7 +339,7 @@ class Master(TableAdmin):
             try:
                 order()
                 return True
-            except Exception as exc:   # any failure: the order is retried, then logged
+            except Exception as exc:  # noqa: BLE001 - any failure: retried, then logged
                 with self.lock:
                     node = self.nodes.get(nid)
                     alive = node is not None and node.state == "RUNNING" and not self.stopped.is_set()
@@ -414,6 +421,8 @@ class Master(TableAdmin):
     def require_running(self) -> None:
         if self.cluster_state != RUNNING:
             raise ClusterUnavailable(f"cluster is {self.cluster_state}, not RUNNING")
+        if self.truncating:
+            raise ClusterUnavailable("the cluster is being truncated (neoctl truncate): retry")
 
     def new_oids(self, count: int) -> list[bytes]:
         if not 0 < count <= self.limits.oids_per_request_max:
@@ -469,6 +478,9 @@ class Master(TableAdmin):
             txn = self.txns.pop(ttid, None)
             if txn is None and self.owner_of(ttid) == node and ttid not in self.finished:
                 txn = Txn(ttid, node)
+            if txn is None and self.fenced(self.owner_of(ttid)):
+                raise ClusterUnavailable(f"transaction 0x{ttid.hex()} began before the cluster was "
+                                         f"truncated (neoctl truncate): it was not committed")
             if txn is None or txn.node != node:
                 raise RequestRefused(f"finish of unknown transaction 0x{ttid.hex()}")
             bad = [s for s in storages if s not in self.nodes or self.nodes[s].type != "STORAGE"]
@@ -558,6 +570,8 @@ class Master(TableAdmin):
             if self.cluster_state != RUNNING or node is None or node.state != "RUNNING":
                 return []
             for d in done:
+                if self.truncate_blocks(nid):
+                    break       # not UP_TO_DATE before the truncation reached it
                 if len(d.tid) == 8 and self.catchup.replicated(self.pt, nid, d.partition, d.tid):
                     changed = True
                     log.info("S%d caught up partition %d to tid 0x%s: UP_TO_DATE (ptid %d)",

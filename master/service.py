@@ -10,6 +10,7 @@ from neoarray.proto import master_pb2 as pb
 from neoarray.proto import master_pb2_grpc as rpc
 
 from .node import CELL_PB, CLUSTER_PB, Master
+from .table_admin import NODE_IDS_PER_REQUEST_MAX
 
 _STATE_NAMES = {v: k for k, v in CLUSTER_PB.items()}
 
@@ -68,7 +69,11 @@ class MasterServicer(rpc.MasterServicer):
         if not self.m.heartbeat(request.node_id):
             context.abort(__import__("grpc").StatusCode.NOT_FOUND, f"node {request.node_id} must identify again")
         tasks = self.m.replication_report(request.node_id, request.replicated)
-        return pb.HeartbeatReply(state=CLUSTER_PB[self.m.cluster_state], ptid=self.m.pt.ptid, replicate=tasks)
+        reply = pb.HeartbeatReply(state=CLUSTER_PB[self.m.cluster_state], ptid=self.m.pt.ptid, replicate=tasks)
+        rate = self.m.replication_rate(request.node_id)
+        if rate is not None:
+            reply.replication_bytes_per_s = rate
+        return reply
 
 
 class AdminServicer(rpc.AdminServicer):
@@ -120,3 +125,17 @@ class AdminServicer(rpc.AdminServicer):
         return pb.TableChangeReply(pt=table, changes=[
             pb.CellChange(partition=p, node_id=n, old_state=CELL_PB.get(old, cpb.CELL_STATE_UNSPECIFIED),
                           new_state=CELL_PB.get(new, cpb.DISCARDED)) for p, n, old, new in diff])
+
+    # -- operations ---------------------------------------------------------------------
+    def Truncate(self, request, context):
+        done = self.m.truncate(checked_id(request.tid, "tid"))
+        return pb.TruncateReply(tid=done["tid"], last_tid_before=done["until"],
+                                transactions_removed=done["transactions"],
+                                revisions_removed=done["revisions"])
+
+    def SetReplicationRate(self, request, context):
+        if len(request.node_ids) > NODE_IDS_PER_REQUEST_MAX:
+            raise RequestRefused(f"more than {NODE_IDS_PER_REQUEST_MAX} node ids")
+        done = self.m.set_replication_rate(request.bytes_per_s, list(request.node_ids))
+        return pb.SetReplicationRateReply(rates=done["rates"], default_set=done["default"] is not None,
+                                          default_bytes_per_s=done["default"] or 0)

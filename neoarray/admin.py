@@ -60,6 +60,14 @@ class AdminClient:
     def set_replicas(self, replicas: int) -> mpb.TableChangeReply:
         return self._call("SetReplicas", mpb.SetReplicasRequest(replicas=replicas))
 
+    # -- operations ---------------------------------------------------------------------
+    def truncate(self, tid: bytes, timeout_s: float) -> mpb.TruncateReply:
+        return wire.call(self.stub.Truncate, mpb.TruncateRequest(tid=tid), timeout_s, "Truncate")
+
+    def set_replication_rate(self, bytes_per_s: int, node_ids: list[int] = ()) -> mpb.SetReplicationRateReply:
+        return self._call("SetReplicationRate", mpb.SetReplicationRateRequest(
+            bytes_per_s=bytes_per_s, node_ids=list(node_ids)))
+
     def storage_stub(self, address: str):
         """A stub of the storage node at ``address`` (``neoctl check`` reads and repairs
         copies directly), on a channel closed with this client."""

@@ -7,6 +7,8 @@
     neoctl --dir DIR tweak [-n] [NODE...] (spread cells evenly; NODE...: nodes to empty)
     neoctl --dir DIR drop NODE | kill NODE | set replicas N
     neoctl --dir DIR pack [TID] [--no-gc]  (default TID: the last committed transaction)
+    neoctl --dir DIR truncate TID          (delete every transaction after TID)
+    neoctl --dir DIR set replication-rate BYTES_PER_S [NODE...]   (e.g. 50M; 0: unlimited)
 
 Plain tables for people (like NEO's neoctl), ``--json`` for scripts; the exit status is
 non-zero on failure, with the reason on standard error.
@@ -193,6 +195,8 @@ def _kill(admin, opts):
 
 
 def _set(admin, opts):
+    if opts.what == "replication-rate":
+        return _set_rate(admin, opts)
     if opts.what == "cluster":
         if opts.value.upper() not in ("RUNNING", "STOPPING"):
             raise NeoError(f"set cluster: {opts.value!r} is not RUNNING or STOPPING")
@@ -207,6 +211,54 @@ def _set(admin, opts):
     if opts.json:
         return {"replicas": reply.pt.replicas, "ptid": reply.pt.ptid}
     return f"replicas = {reply.pt.replicas} (ptid {reply.pt.ptid}); run tweak to apply"
+
+
+def parse_bytes_per_s(text: str) -> int:
+    """A rate in bytes per second: a whole number with an optional K, M or G (powers of
+    1024) suffix, e.g. ``50M``; 0 is unlimited."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    digits, unit = (text[:-1], text[-1].upper()) if text[-1:].upper() in "KMG" else (text, "")
+    try:
+        value = int(digits) * units[unit]
+    except ValueError:
+        raise NeoError(f"set replication-rate: {text!r} is not a rate in bytes per second "
+                       f"(a whole number, optional K/M/G suffix; 0: unlimited)") from None
+    if value < 0:
+        raise NeoError(f"set replication-rate: {text!r} is negative")
+    return value
+
+
+def _set_rate(admin, opts):
+    rate = parse_bytes_per_s(opts.value)
+    nodes = [node_id(n) for n in opts.nodes]
+    reply = admin.set_replication_rate(rate, nodes)
+    rates = {f"S{n}": r for n, r in sorted(reply.rates.items())}
+    if opts.json:
+        return {"rates": rates, "default": reply.default_bytes_per_s if reply.default_set else None}
+    lines = [f"{name}: {_rate_text(r)}" for name, r in rates.items()]
+    if reply.default_set:
+        lines.append(f"nodes joining later: {_rate_text(reply.default_bytes_per_s)}")
+    return "\n".join(lines)
+
+
+def _rate_text(bytes_per_s: int) -> str:
+    return "unlimited" if bytes_per_s == 0 else f"{bytes_per_s} bytes/s"
+
+
+def _truncate(admin, opts):
+    """Delete every transaction after TID on every node; clients reconnect and drop
+    their caches, a transaction committing meanwhile is not committed."""
+    tid = parse_tid(opts.tid)
+    reply = admin.truncate(tid, opts.long_timeout_s)
+    if opts.json:
+        return {"truncated_to": f"0x{reply.tid.hex()}", "last_tid_before": f"0x{reply.last_tid_before.hex()}",
+                "transactions_removed": reply.transactions_removed,
+                "revisions_removed": reply.revisions_removed}
+    if reply.last_tid_before <= reply.tid:
+        return f"nothing after {tid_repr(tid)}: nothing removed"
+    return (f"truncated to {tid_repr(tid)} (last was {tid_repr(reply.last_tid_before)}): "
+            f"{reply.transactions_removed} transaction record(s) and {reply.revisions_removed} "
+            f"revision(s) removed over all nodes")
 
 
 def parse_tid(text: str) -> bytes:
@@ -244,8 +296,12 @@ def _pack(admin, opts):
     return f"packed to {tid_repr(tid)}: {removed} revision(s) removed"
 
 
-COMMANDS = {"add": _add, "tweak": _tweak, "drop": _drop, "kill": _kill, "set": _set, "pack": _pack}
+COMMANDS = {"add": _add, "tweak": _tweak, "drop": _drop, "kill": _kill, "set": _set, "pack": _pack,
+            "truncate": _truncate}
 
+
+CALL_S = 10.0
+LONG_CALL_S = 600.0
 
 PRINTERS = {"ids": _ids, "pt": _pt, "node": _node, "cluster": _cluster, "summary": _summary}
 
@@ -256,7 +312,8 @@ def parse_args(argv=None):
     p.add_argument("-c", "--cluster", help="cluster name")
     p.add_argument("--dir", help="a local cluster directory (neoarray cluster up DIR)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--timeout-s", type=float, default=10.0, help="time limit of each call")
+    p.add_argument("--timeout-s", type=float, default=None,
+                   help=f"time limit of each call (default {CALL_S:.0f} s; truncate: {LONG_CALL_S:.0f} s)")
     sub = p.add_subparsers(dest="command", required=True)
     pr = sub.add_parser("print", help="print ids, the partition table, nodes or the cluster state")
     pr.add_argument("what", choices=sorted(PRINTERS))
@@ -275,13 +332,23 @@ def parse_args(argv=None):
     dr.add_argument("node", metavar="NODE")
     kl = sub.add_parser("kill", help="ask a storage node to shut down")
     kl.add_argument("node", metavar="NODE")
-    st = sub.add_parser("set", help="set replicas N (tweak applies it), or set cluster STATE")
-    st.add_argument("what", choices=["replicas", "cluster"])
+    st = sub.add_parser("set", help="set replicas N (tweak applies it), set cluster STATE, or "
+                                    "set replication-rate BYTES_PER_S [NODE...] (0: unlimited)")
+    st.add_argument("what", choices=["replicas", "cluster", "replication-rate"])
     st.add_argument("value")
+    st.add_argument("nodes", nargs="*", metavar="NODE",
+                    help="replication-rate: these storage nodes only (default: all, and later ones)")
     pk = sub.add_parser("pack", help="drop revisions older than TID (and unreachable objects)")
     pk.add_argument("tid", nargs="?", metavar="TID", help="16 hex digits (default: the last tid)")
     pk.add_argument("--no-gc", action="store_true", help="keep objects unreachable from the root")
-    return p.parse_args(argv)
+    tr = sub.add_parser("truncate", help="delete every transaction after TID, on every node")
+    tr.add_argument("tid", metavar="TID", help="16 hex digits: the last transaction kept")
+    opts = p.parse_args(argv)
+    if opts.command == "set" and opts.nodes and opts.what != "replication-rate":
+        p.error(f"set {opts.what} takes one value")
+    opts.long_timeout_s = opts.timeout_s or LONG_CALL_S
+    opts.timeout_s = opts.timeout_s or CALL_S
+    return opts
 
 
 def _read_text(path: str) -> str:

@@ -408,6 +408,70 @@ class Backend(RecordReader):
                     meta.packed = True
                     txn.put("trans", key, msgpack.packb(_pack_meta(meta)))
 
+    # -- partitions no longer held -------------------------------------------------------
+    def drop_partition(self, p: int, rows_max: int) -> int:
+        """Delete up to ``rows_max`` rows of partition ``p`` (revisions with their data
+        rows, then transaction records); returns how many (0: nothing is left)."""
+        pk = _P.pack(p)
+        head = _REC.size + 8 + DATA_KEY_BYTES
+        with self.kv.write() as txn:
+            doomed = []
+            for key, value in txn.scan("obj", pk, pk + b"\xff" * 17):
+                doomed.append((bytes(key), bytes(value[:head])))
+                if len(doomed) >= rows_max:
+                    break
+            self._delete_revisions(txn, doomed)
+            removed = len(doomed)
+            if removed < rows_max:
+                keys = [bytes(k) for _, k in zip(range(rows_max - removed), txn.keys("trans", pk, pk + b"\xff" * 9))]
+                for key in keys:
+                    txn.delete("trans", key)
+                removed += len(keys)
+        return removed
+
+    # -- truncate (neoctl truncate) ---------------------------------------------------
+    def truncate(self, tid: bytes, until: bytes, check_only: bool = False) -> tuple[int, int]:
+        """Delete the transactions with ``tid < t <= until`` and their revisions.
+
+        Refused (``RequestRefused``) when this node was packed after ``tid``: the
+        revisions current at ``tid`` may be gone, so what is left would not be the
+        database as of ``tid``.  Revisions after ``until`` (committed after the
+        truncation, e.g. copied by a node catching up before a truncation order that
+        was pending reached it) are never touched, so a repeated order is harmless.
+        Returns ``(transactions, revisions)`` removed.  Stored and voted transactions
+        are the caller's to drop (``TransactionManager.truncate``).
+        """
+        with self.kv.read() as txn:
+            raw = txn.get("config", b"pack_tid")
+            packed = msgpack.unpackb(raw) if raw else Z64
+        if tid < packed:
+            raise RequestRefused(f"truncate to 0x{tid.hex()} refused: this node was packed to the later "
+                                 f"0x{packed.hex()}, the revisions current at 0x{tid.hex()} may be gone")
+        if check_only or until <= tid:
+            return 0, 0
+        low = p64(u64(tid) + 1)
+        with self.kv.write() as txn:
+            doomed = [bytes(k) for k in txn.keys("obj", b"") if low <= bytes(k[12:]) <= until]
+            # header, data tid and data key: enough to find a data row (copied: the
+            # deletions below move LMDB pages)
+            head = _REC.size + 8 + DATA_KEY_BYTES
+            self._delete_revisions(txn, [(k, bytes(txn.get("obj", k)[:head])) for k in doomed])
+            stop = p64(u64(until) + 1)
+            removed = 0
+            for p in range(self.partitions or 0):
+                pk = _P.pack(p)
+                for key in [bytes(k) for k in txn.keys("trans", pk + low, pk + stop)]:
+                    txn.delete("trans", key)
+                    removed += 1
+            for ttid, locked_tid in list(txn.scan("locked", b"")):
+                if low <= bytes(locked_tid) <= until:
+                    txn.delete("locked", bytes(ttid))
+            last = txn.get("config", b"last_tid")
+            if last is not None and low <= msgpack.unpackb(last) <= until:
+                txn.put("config", b"last_tid", msgpack.packb(tid))
+        self.kv.sync()
+        return removed, len(doomed)
+
     # -- recovery ----------------------------------------------------------------
     def last_ids(self) -> tuple[bytes, bytes]:
         return self.get_config("last_tid", Z64), self.get_config("last_oid", Z64)

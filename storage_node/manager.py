@@ -123,6 +123,11 @@ class TransactionManager:
             return VoteResult(CONFLICTS, conflicts)
         try:
             with self.write_mutex:
+                with self.mutex:
+                    dropped = ttid not in self.held
+                if dropped:    # by a truncation between the lock taking and now
+                    raise RequestRefused(f"vote of 0x{ttid.hex()}: the transaction was dropped "
+                                         f"by neoctl truncate while voting; it is not committed")
                 self.backend.vote(ttid, meta, sorted(wanted), node)
         except BaseException:
             self._release(ttid)
@@ -183,6 +188,22 @@ class TransactionManager:
     def unlock(self, ttids: list[bytes]) -> None:
         with self.write_mutex:
             self.backend.unlock(ttids)
+
+    # -- truncate (neoctl truncate) ----------------------------------------------------
+    def truncate(self, tid: bytes, until: bytes, check_only: bool = False) -> tuple[int, int, int]:
+        """Drop every transaction not locked yet (its client's finish is refused by the
+        master), then ``Backend.truncate``; returns (transactions, revisions, dropped)."""
+        if check_only:
+            return (*self.backend.truncate(tid, until, check_only=True), 0)
+        with self.write_mutex, self.mutex:
+            pending = self.backend.pending_ttids()
+            for ttid in pending:
+                self.backend.abort(ttid)
+            self.locks.clear()
+            self.held.clear()
+            self.owners.clear()
+            self.sizes.clear()
+            return (*self.backend.truncate(tid, until), len(pending))
 
     # -- replica repair (neoctl check --repair) -----------------------------------------
     def repair(self, objects: list, transactions: list, held_partitions: set[int]):

@@ -17,6 +17,7 @@ from neoarray.proto import storage_pb2_grpc as srpc
 
 from .backend import Backend
 from .manager import TransactionManager
+from .dropper import PartitionDropper
 from .replication import Replicator
 from .service import StorageServicer
 
@@ -48,6 +49,7 @@ class Limits:
     replication_retry_delay_s: float = 0.5       # first back-off when no source answers
     replication_retry_delay_max_s: float = 10.0
     replication_log_interval_s: float = 10.0     # progress lines per partition, at most one per
+    drop_rows_per_batch_max: int = 10_000        # rows of a partition no longer held, per deletion
 
 
 class StorageNode:
@@ -73,6 +75,7 @@ class StorageNode:
         self.stopped = threading.Event()
         self.cluster_state = cpb.RECOVERING
         self.replicator = Replicator(self)
+        self.dropper = PartitionDropper(self, self.limits.drop_rows_per_batch_max)
         self._admin = None                  # master Admin stub, opened on first repair
 
     # -- checks used by the servicer ----------------------------------------------
@@ -91,6 +94,7 @@ class StorageNode:
         self.backend.set_config(ptid=pt.ptid)
         self.manager.catching_up = self.manager.catching_up | {p for p, row in enumerate(pt.rows) if any(
             c.node_id == self.node_id and c.state == cpb.OUT_OF_DATE for c in row.cells)}
+        self.dropper.table_changed(pt)
 
     def held_partitions(self) -> set[int]:
         """Partitions this node has a cell of (any state), asked of the master: the
@@ -101,6 +105,17 @@ class StorageNode:
                        "partition table from the master")
         return {p for p, row in enumerate(pt.rows) if any(c.node_id == self.node_id for c in row.cells)}
 
+    def _fetch_partition_table(self) -> None:
+        """A heartbeat showed a newer ptid: a change not pushed to this node (a drop,
+        a FEEDING cell removed) may have taken cells from it."""
+        if self._admin is None:
+            self._admin = mrpc.AdminStub(wire.open_channel(self.master_address, self.cluster))
+        pt = wire.call(self._admin.GetPartitionTable, cpb.Empty(), self.limits.rpc_timeout_s,
+                       "partition table from the master")
+        if pt.ptid >= self.ptid:
+            self.ptid = pt.ptid
+            self.dropper.table_changed(pt)
+
     def request_shutdown(self) -> None:
         threading.Timer(0.1, self.stopped.set).start()
 
@@ -109,6 +124,7 @@ class StorageNode:
         self.server.start()
         threading.Thread(target=self._master_loop, daemon=True, name="master-link").start()
         self.replicator.start()
+        self.dropper.start()
 
     def _identify(self, stub) -> None:
         last_tid, last_oid = self.backend.last_ids()
@@ -127,6 +143,8 @@ class StorageNode:
         # cells to catch up: their conflict checks are left to the readable copies
         self.manager.catching_up = {p for p, row in enumerate(reply.info.pt.rows) if any(
             c.node_id == self.node_id and c.state == cpb.OUT_OF_DATE for c in row.cells)}
+        self.ptid = reply.info.pt.ptid
+        self.dropper.table_changed(reply.info.pt)
         log.info("identified as S%d to the master at %s", self.node_id, self.master_address)
         self.identified.set()
 
@@ -144,6 +162,10 @@ class StorageNode:
                 reply = wire.call(stub.Heartbeat, mpb.HeartbeatRequest(node_id=self.node_id, replicated=done),
                                   self.limits.rpc_timeout_s)
                 self.cluster_state = reply.state
+                if reply.ptid != self.ptid and reply.state == cpb.CLUSTER_RUNNING:
+                    self._fetch_partition_table()
+                if reply.HasField("replication_bytes_per_s"):
+                    self.replicator.pacer.set_rate(reply.replication_bytes_per_s)
                 if reply.state == cpb.CLUSTER_RUNNING:
                     self.replicator.set_tasks(reply.replicate)
             except RequestRefused as exc:

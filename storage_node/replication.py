@@ -238,19 +238,32 @@ class SourcesUnavailable(NeoError):
 
 class Pacer:
     """Keeps an average rate of at most ``bytes_per_s`` (0: unlimited): each batch of
-    ``n`` bytes pushes the earliest next start ``n / bytes_per_s`` seconds later."""
+    ``n`` bytes pushes the earliest next start ``n / bytes_per_s`` seconds later.
+    ``set_rate`` applies at once, also to a wait in progress (the operator may raise a
+    rate that was set too low: ``neoctl set replication-rate``)."""
 
     def __init__(self, bytes_per_s: int, stopped: threading.Event):
         self.bytes_per_s = bytes_per_s
         self.stopped = stopped
         self.next_s = time.monotonic()
+        self.changed = threading.Condition()
+
+    def set_rate(self, bytes_per_s: int) -> None:
+        with self.changed:
+            if bytes_per_s != self.bytes_per_s:
+                self.bytes_per_s = bytes_per_s
+                self.next_s = time.monotonic()
+                self.changed.notify_all()
 
     def spend(self, nbytes: int) -> None:
-        if self.bytes_per_s <= 0:
-            return
-        now = time.monotonic()
-        self.next_s = max(self.next_s, now) + nbytes / self.bytes_per_s
-        self.stopped.wait(max(0.0, self.next_s - now))
+        with self.changed:
+            if self.bytes_per_s <= 0:
+                return
+            now = time.monotonic()
+            self.next_s = max(self.next_s, now) + nbytes / self.bytes_per_s
+            while not self.stopped.is_set() and now < self.next_s:
+                self.changed.wait(min(self.next_s - now, 0.5))
+                now = time.monotonic()
 
 
 class Replicator:

@@ -376,6 +376,19 @@ class StorageServicer(rpc.StorageServicer):
         self.node.set_partition_table(request)
         return cpb.Empty()
 
+    def Truncate(self, request, context):
+        self.node.check_writable()
+        tid, until = _id(request.tid, "tid"), _id(request.until_tid, "until_tid")
+        if until < tid:
+            raise RequestRefused(f"truncate: until_tid 0x{until.hex()} is before tid 0x{tid.hex()}")
+        transactions, revisions, aborted = self.manager.truncate(tid, until, request.check_only)
+        if not request.check_only:
+            log.warning("truncated to 0x%s: %d transactions and %d revisions up to 0x%s removed, "
+                        "%d transactions in progress dropped", tid.hex(), transactions, revisions,
+                        until.hex(), aborted)
+        return pb.StorageTruncateReply(transactions_removed=transactions, revisions_removed=revisions,
+                                       aborted=aborted)
+
     def Shutdown(self, request, context):
         self.node.request_shutdown()
         return cpb.Empty()

@@ -205,3 +205,42 @@ def test_catch_up_resumes_after_kill_keeps_writes_and_honours_the_rate(cluster):
     cluster.kill_storage(1)
     wait_cells(cluster, ids[1], "OOOO")
     check_everything_reads_back(cluster, rec, {})
+
+
+def test_replication_rate_changes_while_the_node_copies(cluster):
+    """A copy started at 2 kB/s (hours for what was missed) finishes once the operator
+    lifts the rate with ``neoctl set replication-rate 0``; the rate survives in the
+    master and is reported per node."""
+    from tests.cluster_helpers import neoctl
+    ids = storage_ids(cluster)
+    s = cluster.open_storage()
+    rec = Recorder(s)
+    rec.new(4, LARGE_BYTES)
+    cluster.kill_storage(0)
+    wait_cells(cluster, ids[0], "OOOO")
+    for k in range(4):
+        rec.new(20, LARGE_BYTES, f"down{k}")          # ~400 kB to copy: 200 s at 2 kB/s
+    cluster.start_storage(0, args=("--replication-bytes-per-s", "2000",
+                                   "--replication-batch-bytes-max", "20000"))
+    log_path = os.path.join(cluster.path, "logs", "storage-0.log")
+    deadline = time.monotonic() + 30
+    while "catch-up from tid" not in read_text(log_path):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)
+    assert "O" in letters(cluster)[ids[0]], "at 2 kB/s the copy cannot be over yet"
+
+    out = neoctl(cluster, "--json", "set", "replication-rate", "0", f"S{ids[0]}")
+    assert out["rates"] == {f"S{ids[0]}": 0} and out["default"] is None
+    wait_cells(cluster, ids[0], "UUUU", timeout_s=60)
+
+    out = neoctl(cluster, "--json", "set", "replication-rate", "5M")
+    assert out["rates"] == {f"S{n}": 5 << 20 for n in ids.values()} and out["default"] == 5 << 20
+    assert "nodes joining later: 5242880 bytes/s" in neoctl(cluster, "set", "replication-rate", "5M")
+    assert "not a rate" in neoctl(cluster, "set", "replication-rate", "fast", status=1)
+    assert "not a storage node" in neoctl(cluster, "set", "replication-rate", "1K", "S99", status=1)
+    assert "takes one value" in neoctl(cluster, "set", "replicas", "1", "S1", status=2)
+    s.close()
+    cluster.kill_storage(1)
+    wait_cells(cluster, ids[1], "OOOO")
+    check_everything_reads_back(cluster, rec, {})

@@ -16,8 +16,10 @@ from persistent import Persistent
 from persistent.list import PersistentList
 from ZODB.POSException import ConflictError, POSError, StorageError
 
+from neoarray import wire
 from neoarray.cluster import LocalCluster
 from neoarray.errors import NeoError
+from neoarray.proto import storage_pb2 as spb
 from tests.cluster_helpers import (
     letters,
     neoctl,
@@ -128,6 +130,25 @@ def cluster(tmp_path):
     c.stop()
 
 
+def keys_held(cluster, address: str) -> int:
+    """Object and transaction keys the storage node at ``address`` holds, over every partition."""
+    admin = cluster.admin()
+    try:
+        stub = admin.storage_stub(address)
+        return sum(len(wire.call(stub.ReplicaKeys, spb.ReplicaKeysRequest(
+            partition=p, table=table, max_tid=b"\xff" * 8, keys_max=1000), 10.0).keys)
+            for p in range(PARTITIONS) for table in (spb.REPLICA_TRANSACTIONS, spb.REPLICA_OBJECTS))
+    finally:
+        admin.close()
+
+
+def wait_no_keys(cluster, address: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (held := keys_held(cluster, address)) != 0:
+        assert time.monotonic() < deadline, f"{held} keys still held at {address}"
+        time.sleep(0.2)
+
+
 def test_add_tweak_drop_tweak_under_load_loses_nothing(cluster):
     s1, _ = storage_of_index(cluster, 0)
     s2, _ = storage_of_index(cluster, 1)
@@ -172,6 +193,7 @@ def test_add_tweak_drop_tweak_under_load_loses_nothing(cluster):
     assert nodes[f"S{s1}"] == "PENDING"
     report = neoctl(cluster, "--json", "check")
     assert report["ok"] is True and report["problems"] == 0
+    wait_no_keys(cluster, storage_of_index(cluster, 0)[1])     # S1's data of dropped cells is gone
     assert neoctl(cluster, "kill", f"S{s1}").strip() == f"S{s1} asked to shut down"
     cluster.storage_procs[0].wait(30)
 

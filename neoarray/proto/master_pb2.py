@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from neoarray.proto import common_pb2 as neoarray_dot_proto_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bneoarray/proto/master.proto\x12\x0bneoarray.v1\x1a\x1bneoarray/proto/common.proto\"\xbe\x01\n\x0fIdentifyRequest\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.neoarray.v1.NodeType\x12\x0f\n\x07node_id\x18\x02 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04host\x18\x04 \x01(\t\x12\x11\n\tread_only\x18\x05 \x01(\x08\x12\x10\n\x08last_tid\x18\x06 \x01(\x0c\x12\x10\n\x08last_oid\x18\x07 \x01(\x0c\x12\x0c\n\x04ptid\x18\x08 \x01(\x04\x12\x11\n\tdata_path\x18\t \x01(\t\"`\n\rIdentifyReply\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x16\n\x0enum_partitions\x18\x02 \x01(\r\x12&\n\x04info\x18\x03 \x01(\x0b\x32\x18.neoarray.v1.ClusterInfo\"#\n\x10SubscribeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\"7\n\x0cInvalidation\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\x12\x0c\n\x04ttid\x18\x02 \x01(\x0c\x12\x0c\n\x04oids\x18\x03 \x03(\x0c\"o\n\x05\x45vent\x12\x31\n\x0cinvalidation\x18\x01 \x01(\x0b\x32\x19.neoarray.v1.InvalidationH\x00\x12+\n\x07\x63luster\x18\x02 \x01(\x0b\x32\x18.neoarray.v1.ClusterInfoH\x00\x42\x06\n\x04kind\"\x1f\n\x0eNewOidsRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"\x1c\n\x0cNewOidsReply\x12\x0c\n\x04oids\x18\x01 \x03(\x0c\",\n\x0c\x42\x65ginRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0b\n\x03tid\x18\x02 \x01(\x0c\"\x1a\n\nBeginReply\x12\x0c\n\x04ttid\x18\x01 \x01(\x0c\"d\n\rFinishRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0c\n\x04ttid\x18\x02 \x01(\x0c\x12\x0c\n\x04oids\x18\x03 \x03(\x0c\x12\x13\n\x0bstorage_ids\x18\x04 \x03(\r\x12\x11\n\tview_ptid\x18\x05 \x01(\x04\"\x1a\n\x0b\x46inishReply\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\"B\n\x0c\x41\x62ortRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0c\n\x04ttid\x18\x02 \x01(\x0c\x12\x13\n\x0bstorage_ids\x18\x03 \x03(\r\"\x1f\n\x0f\x46inalTidRequest\x12\x0c\n\x04ttid\x18\x01 \x01(\x0c\"\x1c\n\rFinalTidReply\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\"@\n\x0cLastIdsReply\x12\x10\n\x08last_oid\x18\x01 \x01(\x0c\x12\x10\n\x08last_tid\x18\x02 \x01(\x0c\x12\x0c\n\x04ptid\x18\x03 \x01(\x04\"Q\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12,\n\nreplicated\x18\x02 \x03(\x0b\x32\x18.neoarray.v1.ReplicaDone\"u\n\x0eHeartbeatReply\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.neoarray.v1.ClusterState\x12\x0c\n\x04ptid\x18\x02 \x01(\x04\x12+\n\treplicate\x18\x03 \x03(\x0b\x32\x18.neoarray.v1.ReplicaTask\"1\n\rReplicaSource\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"`\n\x0bReplicaTask\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x11\n\tuntil_tid\x18\x02 \x01(\x0c\x12+\n\x07sources\x18\x03 \x03(\x0b\x32\x1a.neoarray.v1.ReplicaSource\"-\n\x0bReplicaDone\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0b\n\x03tid\x18\x02 \x01(\x0c\".\n\nNodesReply\x12 \n\x05nodes\x18\x01 \x03(\x0b\x32\x11.neoarray.v1.Node\"=\n\x11\x43lusterStateReply\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.neoarray.v1.ClusterState\"B\n\x16SetClusterStateRequest\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.neoarray.v1.ClusterState\"0\n\x0f\x41\x64\x64NodesRequest\x12\x10\n\x08node_ids\x18\x01 \x03(\r\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\"!\n\rAddNodesReply\x12\x10\n\x08node_ids\x18\x01 \x03(\r\"9\n\x0cTweakRequest\x12\x18\n\x10\x65xclude_node_ids\x18\x01 \x03(\r\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"\x1e\n\x0bNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\"&\n\x12SetReplicasRequest\x12\x10\n\x08replicas\x18\x01 \x01(\r\"\x86\x01\n\nCellChange\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\r\x12)\n\told_state\x18\x03 \x01(\x0e\x32\x16.neoarray.v1.CellState\x12)\n\tnew_state\x18\x04 \x01(\x0e\x32\x16.neoarray.v1.CellState\"e\n\x10TableChangeReply\x12(\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x17.neoarray.v1.CellChange\x12\'\n\x02pt\x18\x02 \x01(\x0b\x32\x1b.neoarray.v1.PartitionTable2\xd1\x04\n\x06Master\x12\x44\n\x08Identify\x12\x1c.neoarray.v1.IdentifyRequest\x1a\x1a.neoarray.v1.IdentifyReply\x12@\n\tSubscribe\x12\x1d.neoarray.v1.SubscribeRequest\x1a\x12.neoarray.v1.Event0\x01\x12\x41\n\x07NewOids\x12\x1b.neoarray.v1.NewOidsRequest\x1a\x19.neoarray.v1.NewOidsReply\x12;\n\x05\x42\x65gin\x12\x19.neoarray.v1.BeginRequest\x1a\x17.neoarray.v1.BeginReply\x12>\n\x06\x46inish\x12\x1a.neoarray.v1.FinishRequest\x1a\x18.neoarray.v1.FinishReply\x12\x36\n\x05\x41\x62ort\x12\x19.neoarray.v1.AbortRequest\x1a\x12.neoarray.v1.Empty\x12\x44\n\x08\x46inalTid\x12\x1c.neoarray.v1.FinalTidRequest\x1a\x1a.neoarray.v1.FinalTidReply\x12\x38\n\x07LastIds\x12\x12.neoarray.v1.Empty\x1a\x19.neoarray.v1.LastIdsReply\x12G\n\tHeartbeat\x12\x1d.neoarray.v1.HeartbeatRequest\x1a\x1b.neoarray.v1.HeartbeatReply2\xb5\x05\n\x05\x41\x64min\x12\x37\n\x06GetIds\x12\x12.neoarray.v1.Empty\x1a\x19.neoarray.v1.LastIdsReply\x12\x44\n\x11GetPartitionTable\x12\x12.neoarray.v1.Empty\x1a\x1b.neoarray.v1.PartitionTable\x12\x37\n\x08GetNodes\x12\x12.neoarray.v1.Empty\x1a\x17.neoarray.v1.NodesReply\x12\x45\n\x0fGetClusterState\x12\x12.neoarray.v1.Empty\x1a\x1e.neoarray.v1.ClusterStateReply\x12V\n\x0fSetClusterState\x12#.neoarray.v1.SetClusterStateRequest\x1a\x1e.neoarray.v1.ClusterStateReply\x12\x44\n\x08\x41\x64\x64Nodes\x12\x1c.neoarray.v1.AddNodesRequest\x1a\x1a.neoarray.v1.AddNodesReply\x12\x41\n\x05Tweak\x12\x19.neoarray.v1.TweakRequest\x1a\x1d.neoarray.v1.TableChangeReply\x12\x43\n\x08\x44ropNode\x12\x18.neoarray.v1.NodeRequest\x1a\x1d.neoarray.v1.TableChangeReply\x12\x38\n\x08KillNode\x12\x18.neoarray.v1.NodeRequest\x1a\x12.neoarray.v1.Empty\x12M\n\x0bSetReplicas\x12\x1f.neoarray.v1.SetReplicasRequest\x1a\x1d.neoarray.v1.TableChangeReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bneoarray/proto/master.proto\x12\x0bneoarray.v1\x1a\x1bneoarray/proto/common.proto\"\xbe\x01\n\x0fIdentifyRequest\x12#\n\x04type\x18\x01 \x01(\x0e\x32\x15.neoarray.v1.NodeType\x12\x0f\n\x07node_id\x18\x02 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04host\x18\x04 \x01(\t\x12\x11\n\tread_only\x18\x05 \x01(\x08\x12\x10\n\x08last_tid\x18\x06 \x01(\x0c\x12\x10\n\x08last_oid\x18\x07 \x01(\x0c\x12\x0c\n\x04ptid\x18\x08 \x01(\x04\x12\x11\n\tdata_path\x18\t \x01(\t\"`\n\rIdentifyReply\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x16\n\x0enum_partitions\x18\x02 \x01(\r\x12&\n\x04info\x18\x03 \x01(\x0b\x32\x18.neoarray.v1.ClusterInfo\"#\n\x10SubscribeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\"7\n\x0cInvalidation\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\x12\x0c\n\x04ttid\x18\x02 \x01(\x0c\x12\x0c\n\x04oids\x18\x03 \x03(\x0c\"o\n\x05\x45vent\x12\x31\n\x0cinvalidation\x18\x01 \x01(\x0b\x32\x19.neoarray.v1.InvalidationH\x00\x12+\n\x07\x63luster\x18\x02 \x01(\x0b\x32\x18.neoarray.v1.ClusterInfoH\x00\x42\x06\n\x04kind\"\x1f\n\x0eNewOidsRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"\x1c\n\x0cNewOidsReply\x12\x0c\n\x04oids\x18\x01 \x03(\x0c\",\n\x0c\x42\x65ginRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0b\n\x03tid\x18\x02 \x01(\x0c\"\x1a\n\nBeginReply\x12\x0c\n\x04ttid\x18\x01 \x01(\x0c\"d\n\rFinishRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0c\n\x04ttid\x18\x02 \x01(\x0c\x12\x0c\n\x04oids\x18\x03 \x03(\x0c\x12\x13\n\x0bstorage_ids\x18\x04 \x03(\r\x12\x11\n\tview_ptid\x18\x05 \x01(\x04\"\x1a\n\x0b\x46inishReply\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\"B\n\x0c\x41\x62ortRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0c\n\x04ttid\x18\x02 \x01(\x0c\x12\x13\n\x0bstorage_ids\x18\x03 \x03(\r\"\x1f\n\x0f\x46inalTidRequest\x12\x0c\n\x04ttid\x18\x01 \x01(\x0c\"\x1c\n\rFinalTidReply\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\"@\n\x0cLastIdsReply\x12\x10\n\x08last_oid\x18\x01 \x01(\x0c\x12\x10\n\x08last_tid\x18\x02 \x01(\x0c\x12\x0c\n\x04ptid\x18\x03 \x01(\x04\"Q\n\x10HeartbeatRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12,\n\nreplicated\x18\x02 \x03(\x0b\x32\x18.neoarray.v1.ReplicaDone\"\xb7\x01\n\x0eHeartbeatReply\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.neoarray.v1.ClusterState\x12\x0c\n\x04ptid\x18\x02 \x01(\x04\x12+\n\treplicate\x18\x03 \x03(\x0b\x32\x18.neoarray.v1.ReplicaTask\x12$\n\x17replication_bytes_per_s\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x1a\n\x18_replication_bytes_per_s\"1\n\rReplicaSource\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"`\n\x0bReplicaTask\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x11\n\tuntil_tid\x18\x02 \x01(\x0c\x12+\n\x07sources\x18\x03 \x03(\x0b\x32\x1a.neoarray.v1.ReplicaSource\"-\n\x0bReplicaDone\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0b\n\x03tid\x18\x02 \x01(\x0c\".\n\nNodesReply\x12 \n\x05nodes\x18\x01 \x03(\x0b\x32\x11.neoarray.v1.Node\"=\n\x11\x43lusterStateReply\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.neoarray.v1.ClusterState\"B\n\x16SetClusterStateRequest\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.neoarray.v1.ClusterState\"0\n\x0f\x41\x64\x64NodesRequest\x12\x10\n\x08node_ids\x18\x01 \x03(\r\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\"!\n\rAddNodesReply\x12\x10\n\x08node_ids\x18\x01 \x03(\r\"9\n\x0cTweakRequest\x12\x18\n\x10\x65xclude_node_ids\x18\x01 \x03(\r\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"\x1e\n\x0bNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\r\"&\n\x12SetReplicasRequest\x12\x10\n\x08replicas\x18\x01 \x01(\r\"\x86\x01\n\nCellChange\x12\x11\n\tpartition\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\r\x12)\n\told_state\x18\x03 \x01(\x0e\x32\x16.neoarray.v1.CellState\x12)\n\tnew_state\x18\x04 \x01(\x0e\x32\x16.neoarray.v1.CellState\"e\n\x10TableChangeReply\x12(\n\x07\x63hanges\x18\x01 \x03(\x0b\x32\x17.neoarray.v1.CellChange\x12\'\n\x02pt\x18\x02 \x01(\x0b\x32\x1b.neoarray.v1.PartitionTable\"\x1e\n\x0fTruncateRequest\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\"n\n\rTruncateReply\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\x12\x17\n\x0flast_tid_before\x18\x02 \x01(\x0c\x12\x1c\n\x14transactions_removed\x18\x03 \x01(\x04\x12\x19\n\x11revisions_removed\x18\x04 \x01(\x04\"B\n\x19SetReplicationRateRequest\x12\x13\n\x0b\x62ytes_per_s\x18\x01 \x01(\x04\x12\x10\n\x08node_ids\x18\x02 \x03(\r\"\xb9\x01\n\x17SetReplicationRateReply\x12>\n\x05rates\x18\x01 \x03(\x0b\x32/.neoarray.v1.SetReplicationRateReply.RatesEntry\x12\x13\n\x0b\x64\x65\x66\x61ult_set\x18\x02 \x01(\x08\x12\x1b\n\x13\x64\x65\x66\x61ult_bytes_per_s\x18\x03 \x01(\x04\x1a,\n\nRatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x32\xd1\x04\n\x06Master\x12\x44\n\x08Identify\x12\x1c.neoarray.v1.IdentifyRequest\x1a\x1a.neoarray.v1.IdentifyReply\x12@\n\tSubscribe\x12\x1d.neoarray.v1.SubscribeRequest\x1a\x12.neoarray.v1.Event0\x01\x12\x41\n\x07NewOids\x12\x1b.neoarray.v1.NewOidsRequest\x1a\x19.neoarray.v1.NewOidsReply\x12;\n\x05\x42\x65gin\x12\x19.neoarray.v1.BeginRequest\x1a\x17.neoarray.v1.BeginReply\x12>\n\x06\x46inish\x12\x1a.neoarray.v1.FinishRequest\x1a\x18.neoarray.v1.FinishReply\x12\x36\n\x05\x41\x62ort\x12\x19.neoarray.v1.AbortRequest\x1a\x12.neoarray.v1.Empty\x12\x44\n\x08\x46inalTid\x12\x1c.neoarray.v1.FinalTidRequest\x1a\x1a.neoarray.v1.FinalTidReply\x12\x38\n\x07LastIds\x12\x12.neoarray.v1.Empty\x1a\x19.neoarray.v1.LastIdsReply\x12G\n\tHeartbeat\x12\x1d.neoarray.v1.HeartbeatRequest\x1a\x1b.neoarray.v1.HeartbeatReply2\xdf\x06\n\x05\x41\x64min\x12\x37\n\x06GetIds\x12\x12.neoarray.v1.Empty\x1a\x19.neoarray.v1.LastIdsReply\x12\x44\n\x11GetPartitionTable\x12\x12.neoarray.v1.Empty\x1a\x1b.neoarray.v1.PartitionTable\x12\x37\n\x08GetNodes\x12\x12.neoarray.v1.Empty\x1a\x17.neoarray.v1.NodesReply\x12\x45\n\x0fGetClusterState\x12\x12.neoarray.v1.Empty\x1a\x1e.neoarray.v1.ClusterStateReply\x12V\n\x0fSetClusterState\x12#.neoarray.v1.SetClusterStateRequest\x1a\x1e.neoarray.v1.ClusterStateReply\x12\x44\n\x08\x41\x64\x64Nodes\x12\x1c.neoarray.v1.AddNodesRequest\x1a\x1a.neoarray.v1.AddNodesReply\x12\x41\n\x05Tweak\x12\x19.neoarray.v1.TweakRequest\x1a\x1d.neoarray.v1.TableChangeReply\x12\x43\n\x08\x44ropNode\x12\x18.neoarray.v1.NodeRequest\x1a\x1d.neoarray.v1.TableChangeReply\x12\x38\n\x08KillNode\x12\x18.neoarray.v1.NodeRequest\x1a\x12.neoarray.v1.Empty\x12M\n\x0bSetReplicas\x12\x1f.neoarray.v1.SetReplicasRequest\x1a\x1d.neoarray.v1.TableChangeReply\x12\x44\n\x08Truncate\x12\x1c.neoarray.v1.TruncateRequest\x1a\x1a.neoarray.v1.TruncateReply\x12\x62\n\x12SetReplicationRate\x12&.neoarray.v1.SetReplicationRateRequest\x1a$.neoarray.v1.SetReplicationRateReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'neoarray.proto.master_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SETREPLICATIONRATEREPLY_RATESENTRY']._loaded_options = None
+  _globals['_SETREPLICATIONRATEREPLY_RATESENTRY']._serialized_options = b'8\001'
   _globals['_IDENTIFYREQUEST']._serialized_start=74
   _globals['_IDENTIFYREQUEST']._serialized_end=264
   _globals['_IDENTIFYREPLY']._serialized_start=266
@@ -64,36 +66,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LASTIDSREPLY']._serialized_end=1033
   _globals['_HEARTBEATREQUEST']._serialized_start=1035
   _globals['_HEARTBEATREQUEST']._serialized_end=1116
-  _globals['_HEARTBEATREPLY']._serialized_start=1118
-  _globals['_HEARTBEATREPLY']._serialized_end=1235
-  _globals['_REPLICASOURCE']._serialized_start=1237
-  _globals['_REPLICASOURCE']._serialized_end=1286
-  _globals['_REPLICATASK']._serialized_start=1288
-  _globals['_REPLICATASK']._serialized_end=1384
-  _globals['_REPLICADONE']._serialized_start=1386
-  _globals['_REPLICADONE']._serialized_end=1431
-  _globals['_NODESREPLY']._serialized_start=1433
-  _globals['_NODESREPLY']._serialized_end=1479
-  _globals['_CLUSTERSTATEREPLY']._serialized_start=1481
-  _globals['_CLUSTERSTATEREPLY']._serialized_end=1542
-  _globals['_SETCLUSTERSTATEREQUEST']._serialized_start=1544
-  _globals['_SETCLUSTERSTATEREQUEST']._serialized_end=1610
-  _globals['_ADDNODESREQUEST']._serialized_start=1612
-  _globals['_ADDNODESREQUEST']._serialized_end=1660
-  _globals['_ADDNODESREPLY']._serialized_start=1662
-  _globals['_ADDNODESREPLY']._serialized_end=1695
-  _globals['_TWEAKREQUEST']._serialized_start=1697
-  _globals['_TWEAKREQUEST']._serialized_end=1754
-  _globals['_NODEREQUEST']._serialized_start=1756
-  _globals['_NODEREQUEST']._serialized_end=1786
-  _globals['_SETREPLICASREQUEST']._serialized_start=1788
-  _globals['_SETREPLICASREQUEST']._serialized_end=1826
-  _globals['_CELLCHANGE']._serialized_start=1829
-  _globals['_CELLCHANGE']._serialized_end=1963
-  _globals['_TABLECHANGEREPLY']._serialized_start=1965
-  _globals['_TABLECHANGEREPLY']._serialized_end=2066
-  _globals['_MASTER']._serialized_start=2069
-  _globals['_MASTER']._serialized_end=2662
-  _globals['_ADMIN']._serialized_start=2665
-  _globals['_ADMIN']._serialized_end=3358
+  _globals['_HEARTBEATREPLY']._serialized_start=1119
+  _globals['_HEARTBEATREPLY']._serialized_end=1302
+  _globals['_REPLICASOURCE']._serialized_start=1304
+  _globals['_REPLICASOURCE']._serialized_end=1353
+  _globals['_REPLICATASK']._serialized_start=1355
+  _globals['_REPLICATASK']._serialized_end=1451
+  _globals['_REPLICADONE']._serialized_start=1453
+  _globals['_REPLICADONE']._serialized_end=1498
+  _globals['_NODESREPLY']._serialized_start=1500
+  _globals['_NODESREPLY']._serialized_end=1546
+  _globals['_CLUSTERSTATEREPLY']._serialized_start=1548
+  _globals['_CLUSTERSTATEREPLY']._serialized_end=1609
+  _globals['_SETCLUSTERSTATEREQUEST']._serialized_start=1611
+  _globals['_SETCLUSTERSTATEREQUEST']._serialized_end=1677
+  _globals['_ADDNODESREQUEST']._serialized_start=1679
+  _globals['_ADDNODESREQUEST']._serialized_end=1727
+  _globals['_ADDNODESREPLY']._serialized_start=1729
+  _globals['_ADDNODESREPLY']._serialized_end=1762
+  _globals['_TWEAKREQUEST']._serialized_start=1764
+  _globals['_TWEAKREQUEST']._serialized_end=1821
+  _globals['_NODEREQUEST']._serialized_start=1823
+  _globals['_NODEREQUEST']._serialized_end=1853
+  _globals['_SETREPLICASREQUEST']._serialized_start=1855
+  _globals['_SETREPLICASREQUEST']._serialized_end=1893
+  _globals['_CELLCHANGE']._serialized_start=1896
+  _globals['_CELLCHANGE']._serialized_end=2030
+  _globals['_TABLECHANGEREPLY']._serialized_start=2032
+  _globals['_TABLECHANGEREPLY']._serialized_end=2133
+  _globals['_TRUNCATEREQUEST']._serialized_start=2135
+  _globals['_TRUNCATEREQUEST']._serialized_end=2165
+  _globals['_TRUNCATEREPLY']._serialized_start=2167
+  _globals['_TRUNCATEREPLY']._serialized_end=2277
+  _globals['_SETREPLICATIONRATEREQUEST']._serialized_start=2279
+  _globals['_SETREPLICATIONRATEREQUEST']._serialized_end=2345
+  _globals['_SETREPLICATIONRATEREPLY']._serialized_start=2348
+  _globals['_SETREPLICATIONRATEREPLY']._serialized_end=2533
+  _globals['_SETREPLICATIONRATEREPLY_RATESENTRY']._serialized_start=2489
+  _globals['_SETREPLICATIONRATEREPLY_RATESENTRY']._serialized_end=2533
+  _globals['_MASTER']._serialized_start=2536
+  _globals['_MASTER']._serialized_end=3129
+  _globals['_ADMIN']._serialized_start=3132
+  _globals['_ADMIN']._serialized_end=3995
 # @@protoc_insertion_point(module_scope)

@@ -150,14 +150,16 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, node_id: _Optional[int] = ..., replicated: _Optional[_Iterable[_Union[ReplicaDone, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("state", "ptid", "replicate")
+    __slots__ = ("state", "ptid", "replicate", "replication_bytes_per_s")
     STATE_FIELD_NUMBER: _ClassVar[int]
     PTID_FIELD_NUMBER: _ClassVar[int]
     REPLICATE_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
     state: _common_pb2.ClusterState
     ptid: int
     replicate: _containers.RepeatedCompositeFieldContainer[ReplicaTask]
-    def __init__(self, state: _Optional[_Union[_common_pb2.ClusterState, str]] = ..., ptid: _Optional[int] = ..., replicate: _Optional[_Iterable[_Union[ReplicaTask, _Mapping]]] = ...) -> None: ...
+    replication_bytes_per_s: int
+    def __init__(self, state: _Optional[_Union[_common_pb2.ClusterState, str]] = ..., ptid: _Optional[int] = ..., replicate: _Optional[_Iterable[_Union[ReplicaTask, _Mapping]]] = ..., replication_bytes_per_s: _Optional[int] = ...) -> None: ...
 
 class ReplicaSource(_message.Message):
     __slots__ = ("node_id", "address")
@@ -256,3 +258,46 @@ class TableChangeReply(_message.Message):
     changes: _containers.RepeatedCompositeFieldContainer[CellChange]
     pt: _common_pb2.PartitionTable
     def __init__(self, changes: _Optional[_Iterable[_Union[CellChange, _Mapping]]] = ..., pt: _Optional[_Union[_common_pb2.PartitionTable, _Mapping]] = ...) -> None: ...
+
+class TruncateRequest(_message.Message):
+    __slots__ = ("tid",)
+    TID_FIELD_NUMBER: _ClassVar[int]
+    tid: bytes
+    def __init__(self, tid: _Optional[bytes] = ...) -> None: ...
+
+class TruncateReply(_message.Message):
+    __slots__ = ("tid", "last_tid_before", "transactions_removed", "revisions_removed")
+    TID_FIELD_NUMBER: _ClassVar[int]
+    LAST_TID_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    REVISIONS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    tid: bytes
+    last_tid_before: bytes
+    transactions_removed: int
+    revisions_removed: int
+    def __init__(self, tid: _Optional[bytes] = ..., last_tid_before: _Optional[bytes] = ..., transactions_removed: _Optional[int] = ..., revisions_removed: _Optional[int] = ...) -> None: ...
+
+class SetReplicationRateRequest(_message.Message):
+    __slots__ = ("bytes_per_s", "node_ids")
+    BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    bytes_per_s: int
+    node_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, bytes_per_s: _Optional[int] = ..., node_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SetReplicationRateReply(_message.Message):
+    __slots__ = ("rates", "default_set", "default_bytes_per_s")
+    class RatesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+    RATES_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_SET_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    rates: _containers.ScalarMap[int, int]
+    default_set: bool
+    default_bytes_per_s: int
+    def __init__(self, rates: _Optional[_Mapping[int, int]] = ..., default_set: _Optional[bool] = ..., default_bytes_per_s: _Optional[int] = ...) -> None: ...

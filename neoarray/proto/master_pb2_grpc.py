@@ -508,6 +508,16 @@ class AdminStub:
                 request_serializer=neoarray_dot_proto_dot_master__pb2.SetReplicasRequest.SerializeToString,
                 response_deserializer=neoarray_dot_proto_dot_master__pb2.TableChangeReply.FromString,
                 _registered_method=True)
+        self.Truncate = channel.unary_unary(
+                '/neoarray.v1.Admin/Truncate',
+                request_serializer=neoarray_dot_proto_dot_master__pb2.TruncateRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_master__pb2.TruncateReply.FromString,
+                _registered_method=True)
+        self.SetReplicationRate = channel.unary_unary(
+                '/neoarray.v1.Admin/SetReplicationRate',
+                request_serializer=neoarray_dot_proto_dot_master__pb2.SetReplicationRateRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_master__pb2.SetReplicationRateReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -583,6 +593,24 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Truncate(self, request, context):
+        """Delete every transaction after tid, on every node (neoctl truncate).  Refused
+        unless the cluster is RUNNING with every member running, and by a node packed
+        after tid.  Clients are disconnected so that they drop their caches; a
+        transaction still committing then is not committed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetReplicationRate(self, request, context):
+        """Change the catch-up copy rate of storage nodes while they run (0: unlimited);
+        no node ids: every storage node, now and when it joins later.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -635,6 +663,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.SetReplicas,
                     request_deserializer=neoarray_dot_proto_dot_master__pb2.SetReplicasRequest.FromString,
                     response_serializer=neoarray_dot_proto_dot_master__pb2.TableChangeReply.SerializeToString,
+            ),
+            'Truncate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Truncate,
+                    request_deserializer=neoarray_dot_proto_dot_master__pb2.TruncateRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_master__pb2.TruncateReply.SerializeToString,
+            ),
+            'SetReplicationRate': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetReplicationRate,
+                    request_deserializer=neoarray_dot_proto_dot_master__pb2.SetReplicationRateRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_master__pb2.SetReplicationRateReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -907,6 +945,60 @@ class Admin:
             '/neoarray.v1.Admin/SetReplicas',
             neoarray_dot_proto_dot_master__pb2.SetReplicasRequest.SerializeToString,
             neoarray_dot_proto_dot_master__pb2.TableChangeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Truncate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Admin/Truncate',
+            neoarray_dot_proto_dot_master__pb2.TruncateRequest.SerializeToString,
+            neoarray_dot_proto_dot_master__pb2.TruncateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetReplicationRate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Admin/SetReplicationRate',
+            neoarray_dot_proto_dot_master__pb2.SetReplicationRateRequest.SerializeToString,
+            neoarray_dot_proto_dot_master__pb2.SetReplicationRateReply.FromString,
             options,
             channel_credentials,
             insecure,

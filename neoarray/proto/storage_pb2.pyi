@@ -517,3 +517,23 @@ class ReplicaRecordsReply(_message.Message):
     objects: _containers.RepeatedCompositeFieldContainer[ReplicaObject]
     keys_done: int
     def __init__(self, transactions: _Optional[_Iterable[_Union[_common_pb2.TransactionMeta, _Mapping]]] = ..., objects: _Optional[_Iterable[_Union[ReplicaObject, _Mapping]]] = ..., keys_done: _Optional[int] = ...) -> None: ...
+
+class StorageTruncateRequest(_message.Message):
+    __slots__ = ("tid", "until_tid", "check_only")
+    TID_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_TID_FIELD_NUMBER: _ClassVar[int]
+    CHECK_ONLY_FIELD_NUMBER: _ClassVar[int]
+    tid: bytes
+    until_tid: bytes
+    check_only: bool
+    def __init__(self, tid: _Optional[bytes] = ..., until_tid: _Optional[bytes] = ..., check_only: _Optional[bool] = ...) -> None: ...
+
+class StorageTruncateReply(_message.Message):
+    __slots__ = ("transactions_removed", "revisions_removed", "aborted")
+    TRANSACTIONS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    REVISIONS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    ABORTED_FIELD_NUMBER: _ClassVar[int]
+    transactions_removed: int
+    revisions_removed: int
+    aborted: int
+    def __init__(self, transactions_removed: _Optional[int] = ..., revisions_removed: _Optional[int] = ..., aborted: _Optional[int] = ...) -> None: ...

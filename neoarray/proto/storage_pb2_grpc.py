@@ -140,6 +140,11 @@ class StorageStub:
                 request_serializer=neoarray_dot_proto_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=neoarray_dot_proto_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
+        self.Truncate = channel.unary_unary(
+                '/neoarray.v1.Storage/Truncate',
+                request_serializer=neoarray_dot_proto_dot_storage__pb2.StorageTruncateRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_storage__pb2.StorageTruncateReply.FromString,
+                _registered_method=True)
 
 
 class StorageServicer:
@@ -289,6 +294,16 @@ class StorageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Truncate(self, request, context):
+        """neoctl truncate (master only): delete the transactions with tid in
+        (tid, until_tid] and their revisions, and drop every stored or voted transaction
+        not locked yet.  check_only: only say whether it would be refused (a node packed
+        after tid).  Idempotent, and revisions after until_tid are never touched.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -396,6 +411,11 @@ def add_StorageServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=neoarray_dot_proto_dot_common__pb2.Empty.FromString,
                     response_serializer=neoarray_dot_proto_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'Truncate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Truncate,
+                    request_deserializer=neoarray_dot_proto_dot_storage__pb2.StorageTruncateRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_storage__pb2.StorageTruncateReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -965,6 +985,33 @@ class Storage:
             '/neoarray.v1.Storage/Shutdown',
             neoarray_dot_proto_dot_common__pb2.Empty.SerializeToString,
             neoarray_dot_proto_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Truncate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Storage/Truncate',
+            neoarray_dot_proto_dot_storage__pb2.StorageTruncateRequest.SerializeToString,
+            neoarray_dot_proto_dot_storage__pb2.StorageTruncateReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,9 +5,16 @@ from neoarray.errors import ChecksumError, RequestRefused
 from neoarray.ids import Z64, p64
 from neoarray.kv import LMDBStore, MemoryStore
 from neoarray.records import _REC, _VOTED, DATA_KEY_BYTES, RecordReader, record_tail
-from storage_node.backend import (DATA_INLINE_BYTES_MAX, Backend, NoObject, NoRevision, Stored,
-                                  TransactionInfo, checksum)
-from storage_node.manager import TransactionManager
+from storage_node.backend import (
+    DATA_INLINE_BYTES_MAX,
+    Backend,
+    NoObject,
+    NoRevision,
+    Stored,
+    TransactionInfo,
+    checksum,
+)
+from storage_node.manager import VOTED, TransactionManager
 
 PARTITIONS = 3
 
@@ -349,3 +356,52 @@ def test_local_reader_reads_large_records_in_place(tmp_path):
     with pytest.raises(ChecksumError):
         reader.load(p64(1))
     reader.kv.close()
+
+
+def test_truncate_removes_a_window_of_transactions_only(make_backend):
+    b = make_backend()
+    big = b"x" * (DATA_INLINE_BYTES_MAX + 1)
+    commit(b, 1, 10, [rec(1, b"a"), rec(2, big)])
+    commit(b, 2, 20, [rec(1, b"b", p64(10)), rec(3, big)])
+    commit(b, 3, 30, [rec(1, b"c", p64(20))])
+    commit(b, 4, 40, [rec(2, big, p64(10))])
+    assert len(data_rows(b)) == 3
+    b.store_voted(p64(5), [rec(1, b"pending", p64(40))])
+
+    assert b.truncate(p64(10), p64(30)) == (2, 3)       # trans 20, 30; revisions 1@20, 3@20, 1@30
+    assert b.load(p64(1)).data == b"a" and b.load(p64(1)).serial == p64(10)
+    with pytest.raises(NoObject):
+        b.load(p64(3))
+    assert b.load(p64(2)).serial == p64(40)              # after the window: kept
+    assert len(data_rows(b)) == 2                            # 3@20's data row went with it
+    assert [t.tid for t in b.transactions(range(PARTITIONS), None, None, 10)] == [p64(10), p64(40)]
+    assert b.truncate(p64(10), p64(30)) == (0, 0)        # a repeated order changes nothing
+    assert b.last_ids()[0] == p64(40)                    # a later tid stays the last one
+
+    b.truncate(p64(10), p64(40))
+    assert b.last_ids()[0] == p64(10)
+    assert b.pending_ttids() == {p64(5)}                 # stores are the manager's to drop
+
+
+def test_truncate_before_the_pack_tid_is_refused(make_backend):
+    b = make_backend()
+    commit(b, 1, 10, [rec(1, b"a")])
+    commit(b, 2, 20, [rec(1, b"b", p64(10))])
+    b.pack(p64(20), [], prune_history=True)
+    with pytest.raises(RequestRefused, match="packed to the later"):
+        b.truncate(p64(10), p64(20), check_only=True)
+    assert b.load(p64(1)).data == b"b"
+    assert b.truncate(p64(20), p64(20)) == (0, 0)
+
+
+def test_manager_truncate_drops_transactions_in_progress(make_backend):
+    b = make_backend()
+    m = TransactionManager(b)
+    commit(b, 1, 10, [rec(1, b"a")])
+    m.store(p64(7), 3, [rec(1, b"b", p64(10))])
+    assert m.vote(p64(7), 3, [], None, [p64(1)]).status == VOTED
+    m.store(p64(8), 4, [rec(2, b"new")])
+    assert m.truncate(p64(10), p64(10)) == (0, 0, 2)
+    assert b.pending_ttids() == set() and b.voted() == {}
+    m.store(p64(9), 5, [rec(1, b"c", p64(10))])          # the lock on oid 1 is gone
+    assert m.vote(p64(9), 5, [], None, [p64(1)]).status == VOTED
