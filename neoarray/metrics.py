@@ -39,14 +39,25 @@ keeping second copies of counters.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import threading
 import time
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from . import wire
@@ -72,7 +83,6 @@ def parse_bind(bind: str) -> tuple[str, int]:
 
 def bind_arg(value: str) -> str:
     """An ``argparse`` type for ``--metrics-bind``: the value, once checked."""
-    import argparse
     try:
         parse_bind(value)
     except ValueError as exc:
@@ -94,7 +104,7 @@ def _code_name(context, default: grpc.StatusCode) -> str:
 class _MethodFigures:
     """The metric children of one ``service/method`` (label look-ups done once)."""
 
-    def __init__(self, rpc: "RpcMetrics", service: str, method: str):
+    def __init__(self, rpc: RpcMetrics, service: str, method: str):
         self.rpc, self.labels = rpc, (service, method)
         self.latency = rpc.latency.labels(service, method)
         self.request_bytes = rpc.request_bytes.labels(service, method)
