@@ -110,13 +110,18 @@ class _MethodFigures:
         self.request_bytes = rpc.request_bytes.labels(service, method)
         self.response_bytes = rpc.response_bytes.labels(service, method)
         self.in_flight = rpc.in_flight.labels(service, method)
+        self.by_code: dict[str, tuple] = {}      # code -> (requests child, errors child or None)
 
     def finished(self, code: str, elapsed_s: float) -> None:
         self.in_flight.dec()
         self.latency.observe(elapsed_s)
-        self.rpc.requests.labels(*self.labels, code).inc()
-        if code != "OK":
-            self.rpc.errors.labels(*self.labels, code).inc()
+        counters = self.by_code.get(code)
+        if counters is None:      # a race here only looks the same children up twice
+            counters = self.by_code[code] = (self.rpc.requests.labels(*self.labels, code),
+                                             None if code == "OK" else self.rpc.errors.labels(*self.labels, code))
+        counters[0].inc()
+        if counters[1] is not None:
+            counters[1].inc()
 
 
 class RpcMetrics(grpc.ServerInterceptor):

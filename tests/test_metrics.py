@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from master.metrics import tid_seconds
 from neoarray import NeoStorage, metrics, wire
+from neoarray.client.config import parse_uri
 from neoarray.errors import ClusterNameMismatch, RequestRefused
 from neoarray.kv import LMDBStore, MemoryStore
 from neoarray.proto import common_pb2 as cpb
@@ -216,6 +217,8 @@ def test_zconfig_client_serves_metrics_until_closed(cluster):
         storage.close()
     with pytest.raises(urllib.error.URLError):
         scrape(address)
+    storage_kw, _ = parse_uri(f"neoarray://{cluster.address}/{cluster.cluster}?metrics_bind=127.0.0.1:0")
+    assert storage_kw["metrics_bind"] == "127.0.0.1:0"     # zodburi passes it on too
 
 
 def test_replication_figures_of_a_node_catching_up(tmp_path):
