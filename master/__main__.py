@@ -9,8 +9,10 @@ import threading
 
 from neoarray import wire
 from neoarray.errors import NeoError
+from neoarray.metrics import bind_arg
 from neoarray.proto import master_pb2_grpc as rpc
 
+from . import metrics as master_metrics
 from .node import Limits, Master
 
 # gRPC handlers hand work between threads: a short GIL switch interval cuts latency
@@ -29,6 +31,10 @@ def parse_args(argv=None):
                    help="storage nodes to wait for before creating the partition table")
     p.add_argument("--node-timeout-s", type=float, default=5.0, help="heartbeat silence that marks a node DOWN")
     p.add_argument("--address-file", help="write the bound address to this file once listening")
+    p.add_argument("--metrics-bind", type=bind_arg,
+                   help="host:port to serve Prometheus metrics on, at /metrics (port 0: any free port; "
+                        "default: no metrics)")
+    p.add_argument("--metrics-address-file", help="write the bound metrics address to this file")
     p.add_argument("--log-file", help="log here instead of standard error")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
@@ -42,11 +48,14 @@ def serve(opts) -> int:
         sys.exit("--partitions must be >= 1 and --replicas >= 0")
     master = Master(opts.data, opts.cluster, opts.partitions, opts.replicas, opts.storages,
                     Limits(node_timeout_s=opts.node_timeout_s))
-    server = wire.make_server(opts.cluster)
+    metrics = master_metrics.exporter(master) if opts.metrics_bind else None
+    server = wire.make_server(opts.cluster, interceptors=metrics.interceptors() if metrics else ())
     control = MasterServicer(master)
     rpc.add_MasterServicer_to_server(control, server)
     rpc.add_AdminServicer_to_server(AdminServicer(master, control), server)
     address = wire.bind(server, opts.bind)
+    if metrics:     # before the server starts: a metrics port in use stops nothing running
+        metrics.serve(opts.metrics_bind, opts.metrics_address_file)
     server.start()
     done = threading.Event()
     master.on_stop = done.set
@@ -58,6 +67,8 @@ def serve(opts) -> int:
     if opts.address_file:
         _write_atomic(opts.address_file, address)
     done.wait()
+    if metrics:
+        metrics.stop()
     master.stopped.set()
     server.stop(grace=0.2).wait()   # client event streams never end by themselves
     master.state_db.close()
@@ -75,7 +86,7 @@ def _write_atomic(path: str, text: str) -> None:
 def main(argv=None) -> int:
     try:
         return serve(parse_args(argv))
-    except NeoError as exc:
+    except (NeoError, OSError) as exc:
         print(f"neoarray-master: {exc}", file=sys.stderr)
         return 2
 

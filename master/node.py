@@ -99,6 +99,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         self.cluster_state = RECOVERING
         self.started_at = time.monotonic()
         self.last_committed = Z64                 # newest tid acknowledged (published)
+        self.commits_finished = 0                 # acknowledged since start (metrics)
         self.txns: dict[bytes, Txn] = {}          # begun, not finished
         self.commit_queue: list[Txn] = []         # finishing, in tid order
         self.finished: dict[bytes, bytes] = {}    # ttid -> tid, bounded memory
@@ -541,6 +542,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
                 self._remember(txn.ttid, txn.tid)
             if txn.error is None:
                 self.last_committed = txn.tid
+                self.commits_finished += 1
                 self._missed_by_returned(txn)
                 event = self._invalidation(txn)
                 for q in list(self.subscribers.values()):

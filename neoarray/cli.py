@@ -1,8 +1,9 @@
 """``neoarray``: run a local cluster, or the demo.
 
-    neoarray cluster up DIR [--storages N] [--replicas R] [--partitions P]
+    neoarray cluster up DIR [--storages N] [--replicas R] [--partitions P] [--metrics]
         start a master and N storage nodes as local processes serving DIR, print the
-        master address, and stop them on Ctrl-C or ``neoctl --dir DIR stop``.
+        master address (and with ``--metrics`` each node's Prometheus endpoint), and
+        stop them on Ctrl-C or ``neoctl --dir DIR stop``.
     neoarray demo [DIR]
         store objects and an array (``prices``) in an embedded cluster and read them back.
     neoarray job run ...
@@ -23,7 +24,8 @@ from .errors import NeoError
 
 def cluster_up(opts) -> int:
     from .cluster import LocalCluster
-    c = LocalCluster(opts.dir, storages=opts.storages, replicas=opts.replicas, partitions=opts.partitions)
+    c = LocalCluster(opts.dir, storages=opts.storages, replicas=opts.replicas, partitions=opts.partitions,
+                     metrics=opts.metrics)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -32,6 +34,8 @@ def cluster_up(opts) -> int:
         print(f"cluster {c.cluster!r} RUNNING; master at {c.address}", flush=True)
         print(f"  python: neoarray.open(master={c.address!r}, cluster={c.cluster!r})", flush=True)
         print(f"  admin:  neoctl --dir {opts.dir} print node", flush=True)
+        for node, address in c.metrics_addresses().items():
+            print(f"  metrics: {node} http://{address}/metrics", flush=True)
         while not stop.wait(0.5):
             if c.master_proc.poll() is not None:   # neoctl stop, or the master died
                 print(f"master exited with status {c.master_proc.returncode}", flush=True)
@@ -109,6 +113,8 @@ def parse_args(argv=None):
     up.add_argument("--storages", type=int, default=1)
     up.add_argument("--replicas", type=int, default=0)
     up.add_argument("--partitions", type=int, default=12)
+    up.add_argument("--metrics", action="store_true",
+                    help="give each node a Prometheus metrics port on 127.0.0.1 and print them")
     d = sub.add_parser("demo", help="store and read back objects on an embedded cluster")
     d.add_argument("dir", nargs="?")
     from .jobs.cli import add_parser

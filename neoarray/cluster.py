@@ -3,7 +3,9 @@
 Layout of the directory: ``cluster.name`` (the cluster name, chosen at creation),
 ``master/`` (the master's state), ``master.address`` (its ``host:port``, reused on
 restart so clients find it again), ``storage-N/`` (LMDB of storage node N) and
-``logs/`` (one log file per node).
+``logs/`` (one log file per node).  With ``metrics=True`` every node serves Prometheus
+metrics on a free port of 127.0.0.1, written to ``master.metrics`` and
+``storage-N.metrics`` (``host:port``; see :meth:`LocalCluster.metrics_addresses`).
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from .errors import ClusterUnavailable, NeoError
 
 class LocalCluster:
     def __init__(self, path: str, storages: int = 1, replicas: int = 0, partitions: int = 12,
-                 cluster: str | None = None, node_timeout_s: float = 5.0, log_level: str = "INFO"):
+                 cluster: str | None = None, node_timeout_s: float = 5.0, log_level: str = "INFO",
+                 metrics: bool = False):
         self.path = os.path.abspath(path)
         os.makedirs(os.path.join(self.path, "logs"), exist_ok=True)
         self.cluster = cluster or self._cluster_name()
@@ -29,6 +32,7 @@ class LocalCluster:
         self.partitions = partitions
         self.node_timeout_s = node_timeout_s
         self.log_level = log_level
+        self.metrics = metrics
         self.master_proc: subprocess.Popen | None = None
         self.storage_procs: dict[int, subprocess.Popen] = {}
         self.address: str | None = None
@@ -66,6 +70,29 @@ class LocalCluster:
         log = proc.args[proc.args.index("--log-file") + 1]
         return log + ".err" if os.path.exists(log + ".err") else None
 
+    # -- metrics ----------------------------------------------------------------------
+    def _metrics_args(self, node: str) -> list[str]:
+        """Options giving ``node`` a metrics port; its stale address file is removed
+        (a node writes the new one before its gRPC address file)."""
+        if not self.metrics:
+            return []
+        path = os.path.join(self.path, f"{node}.metrics")
+        if os.path.exists(path):
+            os.remove(path)
+        return ["--metrics-bind", "127.0.0.1:0", "--metrics-address-file", path]
+
+    def metrics_addresses(self) -> dict[str, str]:
+        """``{"master": host:port, "storage-0": host:port, ...}`` of the nodes started
+        with metrics (read from their ``.metrics`` files)."""
+        nodes = (["master"] if self.master_proc else []) + [f"storage-{i}" for i in sorted(self.storage_procs)]
+        out = {}
+        for node in nodes:
+            path = os.path.join(self.path, f"{node}.metrics")
+            if os.path.exists(path):
+                with open(path) as f:
+                    out[node] = f.read().strip()
+        return out
+
     # -- master -----------------------------------------------------------------------
     def start_master(self, timeout_s: float = 30.0) -> str:
         addr_file = os.path.join(self.path, "master.address")
@@ -76,7 +103,8 @@ class LocalCluster:
         self.master_proc = self._spawn("master", [
             "--data", os.path.join(self.path, "master"), "--bind", bind, "--address-file", fresh,
             "--partitions", str(self.partitions), "--replicas", str(self.replicas),
-            "--storages", str(self.storages), "--node-timeout-s", str(self.node_timeout_s)], "master.log")
+            "--storages", str(self.storages), "--node-timeout-s", str(self.node_timeout_s),
+            *self._metrics_args("master")], "master.log")
         self.address = self._wait_file(fresh, self.master_proc, timeout_s)
         os.replace(fresh, addr_file)
         return self.address
@@ -98,7 +126,8 @@ class LocalCluster:
             os.remove(fresh)
         self.storage_procs[index] = self._spawn("storage_node", [
             "--data", os.path.join(self.path, f"storage-{index}"), "--master", self.address,
-            "--bind", bind, "--address-file", fresh, *args], f"storage-{index}.log")
+            "--bind", bind, "--address-file", fresh, *self._metrics_args(f"storage-{index}"), *args],
+            f"storage-{index}.log")
         return addr_file
 
     def _wait_storage(self, index: int, addr_file: str, timeout_s: float) -> str:

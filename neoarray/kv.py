@@ -18,6 +18,8 @@ Contract (both implementations pass ``tests/storage_node/test_backend.py``):
 - ``sync()`` makes every committed write durable (fsync).
 - ``write_behind()`` may start writing committed pages to disk without waiting, so
   that a later ``sync()`` is shorter; it promises nothing.
+- ``usage()`` is ``{"map_bytes", "used_bytes", "entries": {database: count}}`` (for
+  metrics: sizes as the store sees them, counts of committed entries).
 """
 from __future__ import annotations
 
@@ -67,6 +69,16 @@ class LMDBStore:
     def write_behind(self) -> None:
         if self._write_behind is not None:
             self._write_behind.start()
+
+    def usage(self) -> dict:
+        """``{"map_bytes", "used_bytes", "entries": {database: count}}``: the map size,
+        the bytes of the pages in use (up to the last one written) and the entries of
+        each database (LMDB keeps the counts: no scan)."""
+        info, page_bytes = self.env.info(), self.env.stat()["psize"]
+        with self.env.begin() as txn:
+            entries = {name: txn.stat(db)["entries"] for name, db in self.dbs.items()}
+        return {"map_bytes": info["map_size"], "used_bytes": (info["last_pgno"] + 1) * page_bytes,
+                "entries": entries}
 
     def close(self) -> None:
         if self._write_behind is not None:
@@ -198,6 +210,13 @@ class MemoryStore:
 
     def write_behind(self) -> None:
         self.write_behinds += 1
+
+    def usage(self) -> dict:
+        """Like ``LMDBStore.usage``: no map (0), the bytes of keys and values held."""
+        with self.lock:
+            used = sum(len(k) + len(v) for values in self.values.values() for k, v in values.items())
+            return {"map_bytes": 0, "used_bytes": used,
+                    "entries": {name: len(keys) for name, keys in self.keys.items()}}
 
     def close(self) -> None:
         pass

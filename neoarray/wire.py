@@ -154,11 +154,14 @@ class _ClusterGuard(grpc.ServerInterceptor):
 
 
 def make_server(cluster: str, workers_max: int = 32,
-                message_bytes_max: int = MESSAGE_BYTES_MAX) -> grpc.Server:
-    """A gRPC server guarded by the cluster name, with bounded workers and messages."""
+                message_bytes_max: int = MESSAGE_BYTES_MAX, interceptors=()) -> grpc.Server:
+    """A gRPC server guarded by the cluster name, with bounded workers and messages.
+
+    ``interceptors`` run outside the cluster-name guard, in order (the metrics of
+    ``neoarray.metrics`` see refused requests too)."""
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers_max, thread_name_prefix="rpc"),
-        interceptors=[_ClusterGuard(cluster)],
+        interceptors=[*interceptors, _ClusterGuard(cluster)],
         options=grpc_options(message_bytes_max),
         maximum_concurrent_rpcs=workers_max * 8,
     )

@@ -8,7 +8,9 @@ import signal
 import sys
 
 from neoarray.errors import NeoError
+from neoarray.metrics import bind_arg
 
+from . import metrics as storage_metrics
 from .node import Limits, StorageNode
 
 
@@ -31,6 +33,10 @@ def parse_args(argv=None):
     p.add_argument("--replication-batch-bytes-max", type=int, default=4 << 20,
                    help="data bytes per replication reply (at least one record)")
     p.add_argument("--address-file", help="write the bound address to this file once listening")
+    p.add_argument("--metrics-bind", type=bind_arg,
+                   help="host:port to serve Prometheus metrics on, at /metrics (port 0: any free port; "
+                        "default: no metrics)")
+    p.add_argument("--metrics-address-file", help="write the bound metrics address to this file")
     p.add_argument("--log-file")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
@@ -52,10 +58,14 @@ def main(argv=None) -> int:
     opts = parse_args(argv)
     logging.basicConfig(filename=opts.log_file, level=opts.log_level,
                         format="%(asctime)s %(levelname)s S %(name)s: %(message)s")
+    metrics = storage_metrics.exporter(opts.cluster) if opts.metrics_bind else None
     try:
-        node = StorageNode(opts.data, opts.cluster, opts.master, opts.bind,
-                           _limits(opts), host=opts.host)
-    except NeoError as exc:
+        node = StorageNode(opts.data, opts.cluster, opts.master, opts.bind, _limits(opts), host=opts.host,
+                           interceptors=metrics.interceptors() if metrics else ())
+        if metrics:     # before the node starts: a metrics port in use stops nothing running
+            storage_metrics.attach(metrics, node)
+            metrics.serve(opts.metrics_bind, opts.metrics_address_file)
+    except (NeoError, OSError) as exc:
         print(f"neoarray-storage: {exc}", file=sys.stderr)
         return 2
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -68,6 +78,8 @@ def main(argv=None) -> int:
             f.write(node.address)
         os.replace(tmp, opts.address_file)
     node.stopped.wait()
+    if metrics:
+        metrics.stop()
     fatal = getattr(node, "fatal", None)
     node.stop()
     if fatal:

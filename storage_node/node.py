@@ -54,7 +54,9 @@ class Limits:
 
 class StorageNode:
     def __init__(self, path: str | None, cluster: str, master: str, bind: str = "127.0.0.1:0",
-                 limits: Limits | None = None, host: str | None = None):
+                 limits: Limits | None = None, host: str | None = None, interceptors=()):
+        """``interceptors``: more gRPC server interceptors (``wire.make_server``), e.g.
+        the RPC metrics of ``storage_node/metrics.py``."""
         self.limits = limits or Limits()
         self.cluster = cluster
         self.master_address = master
@@ -68,7 +70,7 @@ class StorageNode:
         self.node_id = self.backend.get_config("node_id", 0)
         self.ptid = self.backend.get_config("ptid", 0)
         self.manager = TransactionManager(self.backend, self.limits.transaction_bytes_max)
-        self.server = wire.make_server(cluster)
+        self.server = wire.make_server(cluster, interceptors=interceptors)
         srpc.add_StorageServicer_to_server(StorageServicer(self), self.server)
         self.address = wire.bind(self.server, bind)
         self.identified = threading.Event()

@@ -280,7 +280,8 @@ class Replicator:
         self.wakeup = threading.Event()
         self.pacer = Pacer(self.limits.replication_bytes_per_s, self.stopped)
         self.stubs: dict[str, object] = {}
-        self.bytes_copied = 0
+        self.bytes_copied = 0                       # since start, for metrics: bytes received
+        self.records_copied = 0                     # and records written
         self.thread = None
 
     # -- link with the heartbeat ----------------------------------------------------
@@ -398,8 +399,10 @@ class Replicator:
             if not reply.keys_done:
                 raise SourcesUnavailable(f"partition {p}: a source answered no key")
             with self.node.manager.write_mutex:
-                copied += apply_records(self.backend, p, reply, None)
+                written = apply_records(self.backend, p, reply, None)
+            copied += written
             nbytes = reply.ByteSize()
+            self.records_copied += written
             self.bytes_copied += nbytes
             received += nbytes
             self.pacer.spend(nbytes)

@@ -9,6 +9,7 @@ ZConfig (``zodbconf``)::
         cluster mycluster
         cache-size 256MB
         read-only false
+        metrics-bind 127.0.0.1:9108
       </neoarray>
     </zodb>
 
@@ -26,7 +27,7 @@ from .storage import NeoStorage
 _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 _STORAGE_KEYS = {"cache_bytes_max": int, "rpc_timeout_s": float, "connect_timeout_s": float,
                  "transactions_max": int, "read_only": lambda v: _BOOL[v.lower()], "name": str,
-                 "cache_colours": str}
+                 "cache_colours": str, "metrics_bind": str}
 
 
 class NeoStorageConfig(BaseConfig):
@@ -36,7 +37,8 @@ class NeoStorageConfig(BaseConfig):
         c = self.config
         return NeoStorage(c.master, c.cluster, name=c.name or None, read_only=c.read_only,
                           cache_bytes_max=c.cache_size, rpc_timeout_s=c.rpc_timeout,
-                          connect_timeout_s=c.connect_timeout, cache_colours=c.cache_colours or None)
+                          connect_timeout_s=c.connect_timeout, cache_colours=c.cache_colours or None,
+                          metrics_bind=c.metrics_bind or None)
 
 
 def parse_uri(uri: str) -> tuple[dict, dict]:

@@ -35,7 +35,7 @@ from ZODB.BaseStorage import DataRecord, TransactionRecord
 from ZODB.ConflictResolution import ConflictResolvingStorage
 from ZODB.TimeStamp import TimeStamp
 
-from .. import wire
+from .. import metrics, wire
 from ..errors import ChecksumError, ClusterUnavailable, RequestRefused
 from ..ids import MAX_TID, Z64, p64, tid_from_time, u64
 from ..proto import common_pb2 as cpb
@@ -164,6 +164,10 @@ class NeoStorage(ConflictResolvingStorage):
         nodes refuse more than their own limit (256 by default).
     reduce_attempts_max : int
         Nodes tried for one chunk by :meth:`reduce_chunks` when a node is unavailable.
+    metrics_bind : str, optional
+        ``host:port`` to serve Prometheus metrics on, at ``/metrics`` (port 0: a free
+        one, see :attr:`metrics_address`): cache figures per colour and this
+        process's gRPC traffic (:mod:`neoarray.metrics`).  Default: none.
     """
 
     def __init__(self, master: str, cluster: str, name: str | None = None, read_only: bool = False,
@@ -174,7 +178,10 @@ class NeoStorage(ConflictResolvingStorage):
                  conflict_rounds_max: int = 16, loads_per_batch_max: int = 1000,
                  message_bytes_max: int = wire.MESSAGE_BYTES_MAX, local_reads: bool = True,
                  finish_timeout_s: float = 660.0, cache_colours=None, cache_colour_aliases=None,
-                 reduce_oids_per_batch_max: int = 256, reduce_attempts_max: int = 3):
+                 reduce_oids_per_batch_max: int = 256, reduce_attempts_max: int = 3,
+                 metrics_bind: str | None = None):
+        if metrics_bind is not None:
+            metrics.parse_bind(metrics_bind)     # a bad address fails before connecting
         self._name = name or f"neoarray://{master}/{cluster}"
         self._is_read_only = read_only
         self.rpc_timeout_s = rpc_timeout_s
@@ -202,6 +209,7 @@ class NeoStorage(ConflictResolvingStorage):
         self._last_tid = Z64
         self._closed = False
         self._local = None
+        self._metrics = None
         self._link = ClusterLink(master, cluster, self._invalidated, self._reconnected,
                                  rpc_timeout_s, connect_timeout_s, read_only, message_bytes_max)
         self._local = LocalReaders(self._link.partitions) if local_reads else None
@@ -211,6 +219,24 @@ class NeoStorage(ConflictResolvingStorage):
         self._link.wait_running(connect_timeout_s)
         with self._lock:
             self._last_tid = max(self._last_tid, self._link.info.last_tid or Z64)
+        if metrics_bind is not None:
+            self._serve_metrics(metrics_bind)
+
+    def _serve_metrics(self, bind: str) -> None:
+        """Serve the cache and traffic figures on ``bind``; close the storage if it fails."""
+        exporter = metrics.MetricsExporter("client", self._link.cluster, lambda: f"C{self._link.node_id}")
+        exporter.register(metrics.CacheCollector(self._cache.stats))
+        try:
+            exporter.serve(bind)
+        except OSError:
+            self.close()
+            raise
+        self._metrics = exporter
+
+    @property
+    def metrics_address(self) -> str | None:
+        """``host:port`` of this client's ``/metrics`` (None: not served)."""
+        return self._metrics.address if self._metrics is not None else None
 
     # -- naming and sizes --------------------------------------------------------------
     def getName(self):
@@ -291,6 +317,8 @@ class NeoStorage(ConflictResolvingStorage):
         if self._closed:
             return
         self._closed = True
+        if self._metrics is not None:
+            self._metrics.stop()
         self._link.close()
         if self._local is not None:
             self._local.close()
