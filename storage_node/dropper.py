@@ -30,6 +30,7 @@ class PartitionDropper:
         self.rows_per_batch_max = rows_per_batch_max
         self.mutex = threading.Lock()
         self.orphans: set[int] = set()          # partitions with no cell of this node
+        self.emptied: set[int] = set()          # orphans found empty (until the table changes)
         self.wakeup = threading.Event()
         self.rows_dropped = 0
         self.thread = threading.Thread(target=self._loop, daemon=True, name="partition-dropper")
@@ -44,6 +45,7 @@ class PartitionDropper:
         mine = {p for p, row in enumerate(pt.rows) if any(c.node_id == self.node.node_id for c in row.cells)}
         with self.mutex:
             self.orphans = set(range(len(pt.rows))) - mine
+            self.emptied &= self.orphans
         if self.orphans:
             self.wakeup.set()
 
@@ -56,7 +58,7 @@ class PartitionDropper:
             self.wakeup.wait(1.0)
             self.wakeup.clear()
             with self.mutex:
-                todo = sorted(self.orphans)
+                todo = sorted(self.orphans - self.emptied)
             for p in todo:
                 self._drop(p)
 
@@ -67,11 +69,14 @@ class PartitionDropper:
             with manager.write_mutex:
                 if not self.still_orphan(p):
                     break
+                if not total:     # a cell given back mid-way copies everything again
+                    drop_progress(backend, p)
                 removed = backend.drop_partition(p, self.rows_per_batch_max)
             if not removed:
+                with self.mutex:
+                    self.emptied.add(p)
                 break
             total += removed
         if total:
-            drop_progress(backend, p)
             self.rows_dropped += total
             log.info("dropped %d rows of partition %d: this node has no cell of it any more", total, p)

@@ -21,7 +21,8 @@ the master marks the cell UP_TO_DATE once ``done >= until_tid``.  If the master 
 
 Progress lives in the ``config`` database under ``replication.<partition>``:
 msgpack ``{"done", "pass_until", "table", "after"}``, so a restarted node resumes its
-pass where it stopped.  Bounds: ``replication_batch_records_max`` keys per listing,
+pass where it stopped; it is kept once the cell is UP_TO_DATE, so that the next
+catch-up of that cell (the node was lost again) lists only the keys after ``done``.  Bounds: ``replication_batch_records_max`` keys per listing,
 ``replication_batch_bytes_max`` data bytes per reply, ``replication_bytes_per_s``
 (0: unlimited) paces the copy; an unavailable source makes the node try the next one,
 and when none answers it backs off (``replication_retry_delay_s``, doubling up to
@@ -294,10 +295,28 @@ class Replicator:
             for p in gone:
                 self.done.pop(p, None)
         self.node.manager.catching_up = set(new)
-        for p in gone:            # the cell is UP_TO_DATE (or no longer ours): start over next time
-            drop_progress(self.backend, p)
+        for p in gone:
+            self._settled(p)
         if new:
             self.wakeup.set()
+
+    def _settled(self, p: int) -> None:
+        """The task of ``p`` is over: its cell is UP_TO_DATE, or no longer ours.
+
+        UP_TO_DATE: every transaction up to ``done`` is here, and later ones reach the
+        node by commit until it is lost again (the master then marks the cell
+        OUT_OF_DATE), so a later catch-up lists only what is after ``done``, not the
+        partition's whole history.  Anything else starts over from the beginning: a
+        pass cut short, or a partition the node no longer holds (the dropper deletes
+        its data, and drops this progress first, under the same mutex).
+        """
+        with self.node.manager.write_mutex:
+            st = load_progress(self.backend, p)
+            if st["pass_until"] is not None or st["done"] == Z64 or self.node.dropper.still_orphan(p):
+                drop_progress(self.backend, p)
+            else:
+                save_progress(self.backend, p, {"done": st["done"], "pass_until": None,
+                                                "table": TRANSACTIONS, "after": b""})
 
     def reports(self) -> list[tuple[int, bytes]]:
         with self.mutex:

@@ -133,6 +133,19 @@ def test_returned_node_catches_up_and_serves_alone(cluster):
     cluster.start_storage(0)
     wait_cells(cluster, ids[0], "UUUU")
     rec.modify(small[:2], tag="after")      # a caught-up cell takes commits as usual
+
+    log_path = os.path.join(cluster.path, "logs", "storage-0.log")
+    offset = os.path.getsize(log_path)
+    cluster.kill_storage(0)                 # lost again: the next catch-up starts where the last ended
+    wait_cells(cluster, ids[0], "OOOO")
+    rec.modify(small[4:8], tag="second")
+    cluster.start_storage(0)
+    wait_cells(cluster, ids[0], "UUUU")
+    with open(log_path) as f:
+        f.seek(offset)
+        second = f.read()
+    starts = re.findall(r"catch-up from tid 0x([0-9a-f]+) to", second)
+    assert starts and all(int(t, 16) > 0 for t in starts), second
     s.close()
 
     cluster.kill_storage(1)
