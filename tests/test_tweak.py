@@ -226,3 +226,49 @@ def test_refusals_of_drop_kill_and_set_replicas(cluster):
     nodes = {n["id"] for n in neoctl(cluster, "--json", "print", "node")}
     assert f"S{s2}" not in nodes
     assert "out of range 0..0" in neoctl(cluster, "set", "replicas", "1", status=1)
+
+
+def test_finish_refused_when_every_readable_copy_is_newer_than_the_clients_view(tmp_path):
+    """replicas=0: a transaction voted on S1 before ``tweak`` moves its partition to S3
+    cannot be finished once S3 is the only copy (S3 never saw its stores): the master
+    refuses it with a clear message, nothing of it is visible, and a retry commits."""
+    from ZODB import POSException
+    from ZODB.tests.MinPO import MinPO
+    from ZODB.tests.StorageTestBase import zodb_pickle
+
+    from neoarray.ids import Z64, u64
+    from tests.conftest import running_cluster
+    gen = running_cluster(tmp_path / "c", storages=2, replicas=0, partitions=PARTITIONS)
+    cluster = next(gen)
+    try:
+        cluster.start_storage(2)
+        s3, _ = storage_of_index(cluster, 2)
+        neoctl(cluster, "add", "all")
+        moved = {c["partition"] for c in neoctl(cluster, "--json", "tweak", "-n")["changes"]
+                 if c["node"] == f"S{s3}"}
+        assert moved
+        s = cluster.open_storage()
+        oid = next(o for o in iter(s.new_oid, None) if u64(o) % PARTITIONS in moved)
+        t = transaction.Transaction()
+        s.tpc_begin(t)
+        s.store(oid, Z64, zodb_pickle(MinPO("lost?")), "", t)
+        s.tpc_vote(t)                                   # voted on the old copy only
+
+        neoctl(cluster, "tweak")
+        wait_settled(cluster)                           # S3 caught up, the old cells dropped
+        assert all(letters(cluster)[s3][p] == "U" for p in moved)
+        with pytest.raises(POSException.StorageError, match="partition table changed under"):
+            s.tpc_finish(t)
+        s.tpc_abort(t)
+        with pytest.raises(POSException.POSKeyError):
+            s.load(oid)
+
+        t = transaction.Transaction()                   # the retry, with the new view, commits
+        s.tpc_begin(t)
+        s.store(oid, Z64, zodb_pickle(MinPO("kept")), "", t)
+        s.tpc_vote(t)
+        tid = s.tpc_finish(t)
+        assert s.load(oid)[1] == tid
+        s.close()
+    finally:
+        gen.close()
