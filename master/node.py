@@ -557,7 +557,8 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         transaction's invalidation."""
         def partitions():
             return {u64(o) % self.partitions for o in txn.oids} | {u64(txn.tid) % self.partitions}
-        if self.catchup.committed(self.pt, self.running_storages(), txn.tid, txn.view_ptid, partitions):
+        if self.catchup.committed(self.pt, self.running_storages(), txn.tid, txn.view_ptid, partitions,
+                                  txn.storages):
             self._persist_pt()
             log.info("transaction 0x%s may have missed returned nodes: their cells copy it (ptid %d)",
                      txn.tid.hex(), self.pt.ptid)

@@ -66,18 +66,26 @@ class CatchUp:
             self.until[(node, p)] = last_committed
         return True
 
-    def committed(self, pt, running: set[int], tid: bytes, view_ptid: int, partitions) -> bool:
+    def committed(self, pt, running: set[int], tid: bytes, view_ptid: int, partitions,
+                  storages=None) -> bool:
         """A transaction was published; True when a cell went back to OUT_OF_DATE.
 
         ``partitions``: a callable giving the partitions the transaction wrote (only
-        computed when some returned node is newer than the client's view).
+        computed when some returned node is newer than the client's view, or some
+        running node with cells is not among ``storages``, the nodes that voted it:
+        a client goes on without a copy that did not answer, and that copy must not
+        be read before it copied the transaction).
         """
         stale = [n for n, since in self.returned_ptid.items() if view_ptid < since and n in running]
         added = [key for key, since in pt.added.items() if view_ptid < since and key[0] in running]
-        if not stale and not added:
+        skipped = set() if storages is None else pt.nodes() & running - set(storages)
+        if not stale and not added and not skipped:
             return False
         changed = False
         touched = partitions()
+        for p in touched:
+            for node in [n for n in pt.rows[p] if n in skipped]:
+                changed |= self._missed(pt, running, node, p, tid)
         for node in stale:
             for p in touched:
                 changed |= self._missed(pt, running, node, p, tid)

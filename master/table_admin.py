@@ -141,18 +141,24 @@ class TableAdmin:
         return {u64(o) % self.partitions for o in txn.oids} | {u64(txn.tid) % self.partitions}
 
     def _view_covers(self, txn) -> str | None:
-        """Why ``txn`` cannot be finished safely (None: it can).  A client routes its
+        """Why ``txn`` cannot be finished safely (None: it can).  Every partition it
+        wrote needs a readable copy among the nodes that voted it.  A client routes its
         stores with its view; if cells created since then make up every readable copy
         of a partition it wrote, nothing could copy the transaction to them."""
         for p in self._written(txn):
             row = self.pt.rows[p]
-            if not any(self.pt.added.get((n, p), 0) > txn.view_ptid for n in row):
-                continue
-            if not any(s in READABLE and n in txn.storages and self.pt.added.get((n, p), 0) <= txn.view_ptid
-                       for n, s in row.items()):
-                return (f"the partition table changed under transaction 0x{txn.ttid.hex()} "
-                        f"(view ptid {txn.view_ptid}, now {self.pt.ptid}): partition {p} has no readable "
-                        f"copy it stored to; it was not committed, retry it")
+            if any(self.pt.added.get((n, p), 0) > txn.view_ptid for n in row):
+                if not any(s in READABLE and n in txn.storages and self.pt.added.get((n, p), 0) <= txn.view_ptid
+                           for n, s in row.items()):
+                    return (f"the partition table changed under transaction 0x{txn.ttid.hex()} "
+                            f"(view ptid {txn.view_ptid}, now {self.pt.ptid}): partition {p} has no "
+                            f"readable copy it stored to; it was not committed, retry it")
+            elif not any(s in READABLE and n in txn.storages for n, s in row.items()):
+                # the client went on without a copy that did not answer: some readable
+                # copy must hold the transaction
+                return (f"no readable copy of partition {p} took transaction 0x{txn.ttid.hex()} "
+                        f"(it was voted on S{', S'.join(map(str, txn.storages)) or '-'}); "
+                        f"it was not committed, retry it")
         return None
 
     # -- drop, kill, replicas -------------------------------------------------------------

@@ -26,6 +26,7 @@ from ..proto import storage_pb2_grpc as srpc
 log = logging.getLogger("neoarray.client")
 
 READABLE = (cpb.UP_TO_DATE, cpb.FEEDING)
+SUSPECT_S = 5.0            # a storage that failed a commit is left out of new ones this long
 
 
 class ClusterLink:
@@ -52,6 +53,9 @@ class ClusterLink:
         self.connected = threading.Event()
         self.generation = 0
         self._rr = itertools.count()
+        self.suspect_s = SUSPECT_S
+        self._suspects: dict[int, float] = {}      # node id -> monotonic time it is trusted again
+        self._suspects_lock = threading.Lock()
         self.on_info = None            # called with the nodes whenever the view changes
         self._stream = None
         self._connect(connect_timeout_s)
@@ -155,9 +159,30 @@ class ClusterLink:
             nodes = nodes[k:] + nodes[:k]
         return nodes
 
-    def writable(self, partition: int) -> list[int]:
+    def writable(self, partition: int, suspects: bool = False) -> list[int]:
+        """Cells of ``partition`` that take writes, on running nodes; nodes that
+        failed a commit moments ago (``suspect``) are left out unless ``suspects`` or
+        every node is suspected."""
         row = self.info.pt.rows[partition].cells if self.info and self.info.pt.rows else ()
-        return [c.node_id for c in row if c.state != cpb.CORRUPTED and c.node_id in self.running]
+        nodes = [c.node_id for c in row if c.state != cpb.CORRUPTED and c.node_id in self.running]
+        skip = () if suspects else self._suspected()
+        return [n for n in nodes if n not in skip] or nodes     # all suspected: try them anyway
+
+    def suspect(self, node_id: int) -> None:
+        """``node_id`` failed a call of a commit: new transactions leave it out for
+        ``suspect_s`` (the master marks the cells it missed OUT_OF_DATE), so that they
+        do not each wait on a dead node until the master notices."""
+        with self._suspects_lock:
+            self._suspects[node_id] = time.monotonic() + self.suspect_s
+
+    def _suspected(self) -> set[int]:
+        if not self._suspects:
+            return set()
+        now = time.monotonic()
+        with self._suspects_lock:
+            for nid in [n for n, until in self._suspects.items() if until <= now]:
+                del self._suspects[nid]
+            return set(self._suspects)
 
     def storage(self, node_id: int) -> srpc.StorageStub:
         address = self.addresses.get(node_id)

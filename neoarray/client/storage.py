@@ -96,6 +96,8 @@ class _Txn:
     inflight: list = field(default_factory=list)    # store futures
     resolved: set = field(default_factory=set)
     voted: set = field(default_factory=set)         # nodes
+    failed: set = field(default_factory=set)        # nodes that did not answer a Store or Vote
+    meta_nodes: set = field(default_factory=set)    # nodes asked to write the metadata
     restore: bool = False
     view_ptid: int = 0                  # ptid of the partition table seen at tpc_begin
     finishing: threading.Event = field(default_factory=threading.Event)
@@ -741,15 +743,44 @@ class NeoStorage(ConflictResolvingStorage):
     def _flush(self, txn: _Txn) -> None:
         for nid, records in self._take_buffers(txn).items():
             request = spb.StoreRequest(ttid=txn.ttid, node_id=self._link.node_id, objects=records)
-            txn.inflight.append(self._pool.submit(wire.call, self._link.storage(nid).Store, request,
-                                                  self.rpc_timeout_s, f"store to S{nid}"))
+            txn.inflight.append((nid, self._pool.submit(wire.call, self._link.storage(nid).Store, request,
+                                                        self.rpc_timeout_s, f"store to S{nid}")))
         if len(txn.inflight) > 32:
             self._wait_stores(txn)
 
     def _wait_stores(self, txn: _Txn) -> None:
         inflight, txn.inflight = txn.inflight, []
-        for fut in inflight:
-            fut.result()
+        for nid, fut in inflight:
+            try:
+                fut.result()
+            except ClusterUnavailable as exc:
+                self._node_failed(txn, nid, exc)
+
+    def _node_failed(self, txn: _Txn, nid: int, exc: Exception) -> None:
+        """``nid`` did not answer: the transaction goes on without it if every
+        partition it writes keeps another copy (checked before finishing,
+        ``_require_copies``); the master then marks the cells it missed OUT_OF_DATE,
+        so they copy it and no one reads them stale (``master/replication.py``)."""
+        log.warning("S%d failed during commit of 0x%s (%s): going on with the other copies",
+                    nid, txn.ttid.hex(), exc)
+        txn.failed.add(nid)
+        txn.voted.discard(nid)
+        self._link.suspect(nid)
+
+    def _require_copies(self, txn: _Txn) -> None:
+        """Every partition the transaction writes (its objects' and its metadata's)
+        has a node that voted it; otherwise it cannot be committed."""
+        if not txn.failed:
+            return
+        failed = f"S{', S'.join(map(str, sorted(txn.failed)))} did not answer"
+        if txn.checks:
+            raise ClusterUnavailable(f"the read checks of the transaction may not have run ({failed})")
+        sent = [txn.sent.get(n, ()) for n in txn.voted]
+        for oid in txn.serials:
+            if not any(oid in oids for oids in sent):
+                raise ClusterUnavailable(f"no copy of oid 0x{oid.hex()} could take the transaction ({failed})")
+        if not txn.meta_nodes & txn.voted:
+            raise ClusterUnavailable(f"no copy of the transaction's metadata could be written ({failed})")
 
     def tpc_vote(self, transaction):
         txn = self._txn(transaction)
@@ -757,6 +788,7 @@ class NeoStorage(ConflictResolvingStorage):
             self._wait_stores(txn)
             conflicts = self._vote_all(txn)
             if not conflicts:
+                self._require_copies(txn)
                 return list(txn.resolved)
             for c in conflicts:
                 self._resolve(txn, c)
@@ -770,7 +802,10 @@ class NeoStorage(ConflictResolvingStorage):
             for nid in self._link.readable(self._link.partition(oid))[:1] or self._link.writable(self._link.partition(oid)):
                 check_nodes.setdefault(nid, []).append(spb.ObjectCheck(oid=oid, serial=serial))
         buffers = self._take_buffers(txn)
-        nodes = set(txn.sent) | meta_nodes | set(check_nodes)
+        nodes = (set(txn.sent) | meta_nodes | set(check_nodes)) - txn.failed
+        txn.meta_nodes = meta_nodes - txn.failed
+        if not txn.meta_nodes:
+            raise ClusterUnavailable("no writable copy of the partition of the transaction's metadata")
         meta = _meta_pb(txn)
         return {nid: spb.VoteRequest(
             ttid=txn.ttid, node_id=self._link.node_id, checks=check_nodes.get(nid, ()),
@@ -787,7 +822,9 @@ class NeoStorage(ConflictResolvingStorage):
         two transactions can wait for each other.
         """
         targets = self._vote_targets(txn)
-        replies = self._call_each("Vote", targets)
+        replies = self._call_each("Vote", targets, txn)
+        for nid in txn.failed:
+            targets.pop(nid, None)
         for req in targets.values():
             req.ClearField("objects")           # stored already
         conflicts = [c for r in replies.values() if r.status == spb.CONFLICTS for c in r.conflicts]
@@ -823,8 +860,22 @@ class NeoStorage(ConflictResolvingStorage):
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.05)
 
-    def _call_each(self, method: str, requests: dict) -> dict:
-        """Call ``method`` on each node with its request, in parallel; replies by node."""
+    def _call_each(self, method: str, requests: dict, txn: _Txn | None = None) -> dict:
+        """Call ``method`` on each node with its request, in parallel; replies by node.
+        With ``txn``, a node that does not answer is left out (``_node_failed``)."""
+        if txn is not None:
+            out = {}
+            futs = {nid: getattr(self._link.storage(nid), method).future(req, timeout=self.rpc_timeout_s)
+                    for nid, req in requests.items()}
+            for nid, fut in futs.items():
+                try:
+                    out[nid] = fut.result()
+                except grpc.RpcError as err:
+                    exc = wire.to_exception(err, f"{method} on S{nid}")
+                    if not isinstance(exc, ClusterUnavailable):
+                        raise exc from None
+                    self._node_failed(txn, nid, exc)
+            return out
         if len(requests) == 1:
             (nid, req), = requests.items()
             return {nid: wire.call(getattr(self._link.storage(nid), method), req,
@@ -903,7 +954,7 @@ class NeoStorage(ConflictResolvingStorage):
         if txn is None or txn.meta is not transaction:
             return
         try:
-            for fut in txn.inflight:
+            for _, fut in txn.inflight:
                 fut.exception()
             if not (txn.sent or txn.voted or txn.restore):
                 return          # nothing reached any node
