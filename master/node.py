@@ -14,7 +14,7 @@ from concurrent import futures
 from dataclasses import dataclass, field
 
 from neoarray import wire
-from neoarray.errors import ClusterUnavailable, RequestRefused
+from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
 from neoarray.ids import Z64, checked_id, p64, u64
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
@@ -40,6 +40,8 @@ CELL_PB = {"U": cpb.UP_TO_DATE, "O": cpb.OUT_OF_DATE, "F": cpb.FEEDING, "C": cpb
 
 @dataclass
 class Limits:
+    """Bounds of the master; ``neoarray-master --name-with-dashes`` sets the counts
+    (``LIMIT_FLAGS`` of ``__main__``)."""
     node_timeout_s: float = 5.0
     rpc_timeout_s: float = 30.0
     lock_timeout_s: float = 600.0        # a Lock moves a whole transaction's records (GiBs for arrays)
@@ -47,6 +49,9 @@ class Limits:
     transactions_per_client_max: int = 64
     oids_per_request_max: int = 100_000
     finished_remembered_max: int = 100_000
+    objects_per_transaction_max: int = 1_000_000     # oids a Finish names (invalidations)
+    message_bytes_max: int = wire.MESSAGE_BYTES_MAX  # one gRPC request or reply
+    unlocks_per_batch_max: int = 1_000               # ttids in one Unlock order
 
 
 @dataclass
@@ -398,7 +403,7 @@ class Master(TableAdmin):
             self.require_running()
             mine = sum(1 for t in self.txns.values() if t.node == node)
             if mine >= self.limits.transactions_per_client_max:
-                raise RequestRefused(f"client C{node} has {mine} open transactions, "
+                raise LimitExceeded(f"client C{node} has {mine} open transactions, "
                                      f"transactions_per_client_max={self.limits.transactions_per_client_max}")
             if tid:
                 ttid = self.ids.take_tid(checked_id(tid, "tid"))
@@ -435,6 +440,9 @@ class Master(TableAdmin):
                 log.warning("abort of 0x%s on S%d failed: %s", ttid.hex(), nid, exc)
 
     def finish(self, node: int, ttid: bytes, oids, storages, view_ptid: int = 0) -> bytes:
+        if len(oids) > self.limits.objects_per_transaction_max:
+            raise LimitExceeded(f"finish of 0x{ttid.hex()} names {len(oids)} objects, "
+                                f"objects_per_transaction_max={self.limits.objects_per_transaction_max}")
         with self.lock:
             self.require_running()
             txn = self.txns.pop(ttid, None)
@@ -562,9 +570,12 @@ class Master(TableAdmin):
         while not self.stopped.wait(0.05):
             with self.lock:
                 batches, self.to_unlock = self.to_unlock, {}
+            size = self.limits.unlocks_per_batch_max
             for nid, ttids in batches.items():
                 try:
-                    wire.call(self.storage_stub(nid).Unlock, spb.UnlockRequest(ttids=ttids), self.limits.rpc_timeout_s)
+                    for i in range(0, len(ttids), size):
+                        wire.call(self.storage_stub(nid).Unlock, spb.UnlockRequest(ttids=ttids[i:i + size]),
+                                  self.limits.rpc_timeout_s)
                 except Exception as exc:
                     log.debug("unlock on S%d deferred: %s", nid, exc)
 

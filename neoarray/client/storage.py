@@ -36,7 +36,7 @@ from ZODB.ConflictResolution import ConflictResolvingStorage
 from ZODB.TimeStamp import TimeStamp
 
 from .. import wire
-from ..errors import ChecksumError, ClusterUnavailable, RequestRefused
+from ..errors import ChecksumError, ClusterUnavailable, LimitExceeded, RequestRefused
 from ..ids import MAX_TID, Z64, p64, tid_from_time, u64
 from ..proto import common_pb2 as cpb
 from ..proto import master_pb2 as mpb
@@ -96,11 +96,19 @@ class _Txn:
     inflight: list = field(default_factory=list)    # store futures
     resolved: set = field(default_factory=set)
     voted: set = field(default_factory=set)         # nodes
+    asked: set = field(default_factory=set)         # nodes sent a Vote (it may have voted)
     restore: bool = False
     view_ptid: int = 0                  # ptid of the partition table seen at tpc_begin
     finishing: threading.Event = field(default_factory=threading.Event)
     reached: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
+
+
+def _check_positive(**values) -> None:
+    """``ValueError`` naming the first limit that is not > 0."""
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, not {value!r}")
 
 
 def _as_bytes(data) -> bytes:
@@ -164,6 +172,13 @@ class NeoStorage(ConflictResolvingStorage):
         nodes refuse more than their own limit (256 by default).
     reduce_attempts_max : int
         Nodes tried for one chunk by :meth:`reduce_chunks` when a node is unavailable.
+    objects_per_transaction_max : int
+        Objects one transaction may store (``LimitExceeded`` from ``store`` beyond);
+        storage nodes and the master have their own limit.
+    store_batch_bytes_max : int
+        Data bytes buffered per transaction before they are sent in a Store request.
+    message_bytes_max : int
+        Largest gRPC request or reply this client sends or takes.
     """
 
     def __init__(self, master: str, cluster: str, name: str | None = None, read_only: bool = False,
@@ -174,7 +189,18 @@ class NeoStorage(ConflictResolvingStorage):
                  conflict_rounds_max: int = 16, loads_per_batch_max: int = 1000,
                  message_bytes_max: int = wire.MESSAGE_BYTES_MAX, local_reads: bool = True,
                  finish_timeout_s: float = 660.0, cache_colours=None, cache_colour_aliases=None,
-                 reduce_oids_per_batch_max: int = 256, reduce_attempts_max: int = 3):
+                 reduce_oids_per_batch_max: int = 256, reduce_attempts_max: int = 3,
+                 objects_per_transaction_max: int = 1_000_000):
+        _check_positive(cache_bytes_max=cache_bytes_max, transactions_max=transactions_max,
+                        store_batch_bytes_max=store_batch_bytes_max, oids_per_batch=oids_per_batch,
+                        loads_per_batch_max=loads_per_batch_max, message_bytes_max=message_bytes_max,
+                        objects_per_transaction_max=objects_per_transaction_max,
+                        reduce_oids_per_batch_max=reduce_oids_per_batch_max,
+                        rpc_timeout_s=rpc_timeout_s, finish_timeout_s=finish_timeout_s)
+        if message_bytes_max > wire.GRPC_MESSAGE_BYTES_MAX:
+            raise ValueError(f"message_bytes_max must be <= {wire.GRPC_MESSAGE_BYTES_MAX}, "
+                             f"not {message_bytes_max}")
+        self.objects_per_transaction_max = objects_per_transaction_max
         self._name = name or f"neoarray://{master}/{cluster}"
         self._is_read_only = read_only
         self.rpc_timeout_s = rpc_timeout_s
@@ -686,6 +712,9 @@ class NeoStorage(ConflictResolvingStorage):
             txn.checks[oid] = serial
 
     def _add(self, txn: _Txn, oid: bytes, serial: bytes, data: bytes | None, data_tid: bytes | None = None) -> None:
+        if oid not in txn.serials and len(txn.serials) >= self.objects_per_transaction_max:
+            raise LimitExceeded(f"transaction stores more than objects_per_transaction_max="
+                                f"{self.objects_per_transaction_max} objects")
         txn.serials[oid] = serial
         txn.checks.pop(oid, None)
         keep = data is None or len(data) <= self.resolvable_bytes_max
@@ -743,6 +772,7 @@ class NeoStorage(ConflictResolvingStorage):
                 check_nodes.setdefault(nid, []).append(spb.ObjectCheck(oid=oid, serial=serial))
         buffers = self._take_buffers(txn)
         nodes = set(txn.sent) | meta_nodes | set(check_nodes)
+        txn.asked |= nodes
         meta = _meta_pb(txn)
         return {nid: spb.VoteRequest(
             ttid=txn.ttid, node_id=self._link.node_id, checks=check_nodes.get(nid, ()),
@@ -803,12 +833,14 @@ class NeoStorage(ConflictResolvingStorage):
                                    self.rpc_timeout_s, f"{method} on S{nid}")}
         futs = {nid: getattr(self._link.storage(nid), method).future(req, timeout=self.rpc_timeout_s)
                 for nid, req in requests.items()}
-        out = {}
-        for nid, fut in futs.items():
-            try:
+        out, error = {}, None
+        for nid, fut in futs.items():    # every call ends before an error is raised: an
+            try:                         # abort then never overtakes a vote still on its way
                 out[nid] = fut.result()
             except grpc.RpcError as err:
-                raise wire.to_exception(err, f"{method} on S{nid}") from None
+                error = error or wire.to_exception(err, f"{method} on S{nid}")
+        if error is not None:
+            raise error
         return out
 
     def _resolve(self, txn: _Txn, c) -> None:
@@ -877,10 +909,11 @@ class NeoStorage(ConflictResolvingStorage):
         try:
             for fut in txn.inflight:
                 fut.exception()
-            if not (txn.sent or txn.voted or txn.restore):
+            nodes = set(txn.sent) | txn.voted | txn.asked   # a vote may succeed where another failed
+            if not (nodes or txn.restore):
                 return          # nothing reached any node
             wire.call(self._link.master.Abort, mpb.AbortRequest(
-                node_id=self._link.node_id, ttid=txn.ttid, storage_ids=sorted(set(txn.sent) | txn.voted)),
+                node_id=self._link.node_id, ttid=txn.ttid, storage_ids=sorted(nodes)),
                 self.rpc_timeout_s, "tpc_abort")
         except Exception as exc:  # the master aborts it anyway when we go away
             log.warning("tpc_abort of 0x%s: %s", txn.ttid.hex(), exc)
