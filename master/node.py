@@ -392,8 +392,10 @@ class Master(TableAdmin):
             raise ClusterUnavailable(f"cluster is {self.cluster_state}, not RUNNING")
 
     def new_oids(self, count: int) -> list[bytes]:
-        if not 0 < count <= self.limits.oids_per_request_max:
-            raise RequestRefused(f"oid count {count} out of range 1..{self.limits.oids_per_request_max}")
+        if count > self.limits.oids_per_request_max:
+            raise LimitExceeded(f"{count} oids asked, oids_per_request_max={self.limits.oids_per_request_max}")
+        if count < 1:
+            raise RequestRefused(f"oid count must be >= 1, not {count}")
         with self.lock:
             self.require_running()
             return self.ids.new_oids(count)
