@@ -23,6 +23,9 @@ Contract (both implementations pass ``tests/storage_node/test_backend.py``):
   not yet reusable are not counted) and the most the store can hold now (LMDB: the
   map size, or less when the filesystem has less room than that).  An estimate, for
   refusing writes before they fail (``storage_node/space.py``).
+- ``settle()`` after a write transaction that freed much (an abort, a pack) makes
+  the freed space usable by the next write (LMDB reuses a page only two commits
+  after the one that freed it: ``settle`` commits a small marker in ``config``).
 - A write that does not fit (LMDB map full, or the filesystem out of space while
   committing) raises ``StorageFull`` and leaves nothing of the transaction behind;
   the store stays usable.
@@ -39,6 +42,7 @@ import lmdb
 from .errors import StorageFull
 
 _SYNC_FILE_RANGE_WRITE = 2
+SETTLE_KEY = b"kv.settle"
 FS_FULL_FREE_BYTES_MAX = 1 << 20    # a failed commit with less free space than this: ENOSPC
 
 DATABASES = ("obj", "data", "trans", "voted_obj", "voted_txn", "locked", "config")
@@ -78,6 +82,10 @@ class LMDBStore:
     def write_behind(self) -> None:
         if self._write_behind is not None:
             self._write_behind.start()
+
+    def settle(self) -> None:
+        with self.write() as txn:
+            txn.put("config", SETTLE_KEY, b"")
 
     def fs_free_bytes(self) -> int:
         """Bytes the filesystem of the environment still grants (``statvfs``)."""
@@ -257,6 +265,9 @@ class MemoryStore:
 
     def write_behind(self) -> None:
         self.write_behinds += 1
+
+    def settle(self) -> None:
+        pass
 
     def space(self) -> tuple[int, int]:
         """``(bytes of keys and values, bytes_max)``."""

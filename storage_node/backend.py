@@ -336,6 +336,7 @@ class Backend(RecordReader):
                 txn.delete("voted_obj", key)
             txn.delete("voted_txn", ttid)
         self.space.release(ttid)
+        self.kv.settle()            # what the abort freed is usable by the next store
 
     def pending_ttids(self) -> set[bytes]:
         """ttids with stores or votes on disk (found again after a restart)."""
@@ -406,6 +407,7 @@ class Backend(RecordReader):
             if prune_history:
                 removed += self._prune(txn, tid)
                 self._pack_transactions(txn, tid)
+        self.kv.settle()
         self.kv.sync()
         return removed
 
