@@ -191,7 +191,9 @@ class NeoStorage(ConflictResolvingStorage):
                  finish_timeout_s: float = 660.0, cache_colours=None, cache_colour_aliases=None,
                  reduce_oids_per_batch_max: int = 256, reduce_attempts_max: int = 3,
                  objects_per_transaction_max: int = 1_000_000):
-        _check_positive(cache_bytes_max=cache_bytes_max, transactions_max=transactions_max,
+        if cache_bytes_max < 0:
+            raise ValueError(f"cache_bytes_max must be >= 0 (0: no cache), not {cache_bytes_max}")
+        _check_positive(transactions_max=transactions_max,
                         store_batch_bytes_max=store_batch_bytes_max, oids_per_batch=oids_per_batch,
                         loads_per_batch_max=loads_per_batch_max, message_bytes_max=message_bytes_max,
                         objects_per_transaction_max=objects_per_transaction_max,
