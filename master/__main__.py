@@ -9,6 +9,7 @@ import threading
 
 from neoarray import wire
 from neoarray.errors import NeoError
+from neoarray.limits import add_limit_flags, check_limits
 from neoarray.metrics import bind_arg
 from neoarray.proto import master_pb2_grpc as rpc
 
@@ -18,6 +19,10 @@ from .node import Limits, Master
 # gRPC handlers hand work between threads: a short GIL switch interval cuts latency
 SWITCH_INTERVAL_S = 0.0002
 from .service import AdminServicer, MasterServicer
+
+# limits settable from the command line (--name-with-dashes), each >= 1
+LIMIT_FLAGS = ("message_bytes_max", "transactions_per_client_max", "oids_per_request_max",
+               "objects_per_transaction_max", "events_per_client_max", "finished_remembered_max")
 
 
 def parse_args(argv=None):
@@ -30,6 +35,13 @@ def parse_args(argv=None):
     p.add_argument("--storages", type=int, default=1,
                    help="storage nodes to wait for before creating the partition table")
     p.add_argument("--node-timeout-s", type=float, default=5.0, help="heartbeat silence that marks a node DOWN")
+    add_limit_flags(p, Limits, LIMIT_FLAGS, {
+        "message_bytes_max": "largest gRPC request or reply the master takes or sends",
+        "transactions_per_client_max": "transactions one client may have begun at the master",
+        "oids_per_request_max": "oids handed out by one NewOids request",
+        "objects_per_transaction_max": "oids one finished transaction may name",
+        "events_per_client_max": "events queued for a client before it is disconnected as too slow",
+        "finished_remembered_max": "finished transactions remembered for clients asking their tid"})
     p.add_argument("--address-file", help="write the bound address to this file once listening")
     p.add_argument("--metrics-bind", type=bind_arg,
                    help="host:port to serve Prometheus metrics on, at /metrics (port 0: any free port; "
@@ -46,10 +58,11 @@ def serve(opts) -> int:
                         format="%(asctime)s %(levelname)s M %(name)s: %(message)s")
     if opts.partitions < 1 or opts.replicas < 0:
         sys.exit("--partitions must be >= 1 and --replicas >= 0")
-    master = Master(opts.data, opts.cluster, opts.partitions, opts.replicas, opts.storages,
-                    Limits(node_timeout_s=opts.node_timeout_s))
+    limits = Limits(node_timeout_s=opts.node_timeout_s, **check_limits(opts, LIMIT_FLAGS))
+    master = Master(opts.data, opts.cluster, opts.partitions, opts.replicas, opts.storages, limits)
     metrics = master_metrics.exporter(master) if opts.metrics_bind else None
-    server = wire.make_server(opts.cluster, interceptors=metrics.interceptors() if metrics else ())
+    server = wire.make_server(opts.cluster, message_bytes_max=limits.message_bytes_max,
+                              interceptors=metrics.interceptors() if metrics else ())
     control = MasterServicer(master)
     rpc.add_MasterServicer_to_server(control, server)
     rpc.add_AdminServicer_to_server(AdminServicer(master, control), server)

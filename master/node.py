@@ -14,7 +14,7 @@ from concurrent import futures
 from dataclasses import dataclass, field
 
 from neoarray import wire
-from neoarray.errors import ClusterUnavailable, RequestRefused
+from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
 from neoarray.ids import Z64, checked_id, p64, u64
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
@@ -42,6 +42,8 @@ CELL_PB = {"U": cpb.UP_TO_DATE, "O": cpb.OUT_OF_DATE, "F": cpb.FEEDING, "C": cpb
 
 @dataclass
 class Limits:
+    """Bounds of the master; ``neoarray-master --name-with-dashes`` sets the counts
+    (``LIMIT_FLAGS`` of ``__main__``)."""
     node_timeout_s: float = 5.0
     rpc_timeout_s: float = 30.0
     lock_timeout_s: float = 600.0        # a Lock moves a whole transaction's records (GiBs for arrays)
@@ -54,6 +56,9 @@ class Limits:
     cleanup_attempts_max: int = 12
     cleanup_retry_delay_s: float = 0.1
     cleanup_retry_delay_max_s: float = 5.0
+    objects_per_transaction_max: int = 1_000_000     # oids a Finish names (invalidations)
+    message_bytes_max: int = wire.MESSAGE_BYTES_MAX  # one gRPC request or reply
+    unlocks_per_batch_max: int = 1_000               # ttids in one Unlock order
 
 
 @dataclass
@@ -426,8 +431,10 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             raise ClusterUnavailable("the cluster is being truncated (neoctl truncate): retry")
 
     def new_oids(self, count: int) -> list[bytes]:
-        if not 0 < count <= self.limits.oids_per_request_max:
-            raise RequestRefused(f"oid count {count} out of range 1..{self.limits.oids_per_request_max}")
+        if count > self.limits.oids_per_request_max:
+            raise LimitExceeded(f"{count} oids asked, oids_per_request_max={self.limits.oids_per_request_max}")
+        if count < 1:
+            raise RequestRefused(f"oid count must be >= 1, not {count}")
         with self.lock:
             self.require_running()
             return self.ids.new_oids(count)
@@ -437,7 +444,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             self.require_running()
             mine = sum(1 for t in self.txns.values() if t.node == node)
             if mine >= self.limits.transactions_per_client_max:
-                raise RequestRefused(f"client C{node} has {mine} open transactions, "
+                raise LimitExceeded(f"client C{node} has {mine} open transactions, "
                                      f"transactions_per_client_max={self.limits.transactions_per_client_max}")
             if tid:
                 ttid = self.ids.take_tid(checked_id(tid, "tid"))
@@ -474,6 +481,9 @@ class Master(TableAdmin, Truncation, ReplicationRates):
                 log.warning("abort of 0x%s on S%d failed: %s", ttid.hex(), nid, exc)
 
     def finish(self, node: int, ttid: bytes, oids, storages, view_ptid: int = 0) -> bytes:
+        if len(oids) > self.limits.objects_per_transaction_max:
+            raise LimitExceeded(f"finish of 0x{ttid.hex()} names {len(oids)} objects, "
+                                f"objects_per_transaction_max={self.limits.objects_per_transaction_max}")
         with self.lock:
             self.require_running()
             txn = self.txns.pop(ttid, None)
@@ -608,9 +618,12 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         while not self.stopped.wait(0.05):
             with self.lock:
                 batches, self.to_unlock = self.to_unlock, {}
+            size = self.limits.unlocks_per_batch_max
             for nid, ttids in batches.items():
                 try:
-                    wire.call(self.storage_stub(nid).Unlock, spb.UnlockRequest(ttids=ttids), self.limits.rpc_timeout_s)
+                    for i in range(0, len(ttids), size):
+                        wire.call(self.storage_stub(nid).Unlock, spb.UnlockRequest(ttids=ttids[i:i + size]),
+                                  self.limits.rpc_timeout_s)
                 except Exception as exc:
                     log.debug("unlock on S%d deferred: %s", nid, exc)
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from .client import NeoStorage
 from .client.colours import cache_colour
-from .errors import (ChecksumError, ClusterNameMismatch, ClusterUnavailable, NeoError,
-                     RequestRefused, StorageFull)
+from .errors import (ChecksumError, ClusterNameMismatch, ClusterUnavailable, LimitExceeded,
+                     NeoError, RequestRefused, StorageFull)
 
 __all__ = ["open", "NeoStorage", "cache_colour", "LocalCluster", "NeoError", "ClusterNameMismatch",
-           "ClusterUnavailable", "ChecksumError", "RequestRefused", "StorageFull",
+           "ClusterUnavailable", "ChecksumError", "RequestRefused", "LimitExceeded", "StorageFull",
            "ndarray", "empty", "zeros", "ones", "full", "asarray",
            "empty_like", "zeros_like", "ones_like", "full_like", "diff", "moving_mean", "alerts",
            "map_blocks", "jobs"]

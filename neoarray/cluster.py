@@ -23,8 +23,12 @@ from .errors import ClusterUnavailable, NeoError
 class LocalCluster:
     def __init__(self, path: str, storages: int = 1, replicas: int = 0, partitions: int = 12,
                  cluster: str | None = None, node_timeout_s: float = 5.0, log_level: str = "INFO",
-                 metrics: bool = False):
+                 metrics: bool = False, master_args: tuple[str, ...] = (),
+                 storage_args: tuple[str, ...] = ()):
+        """``master_args``/``storage_args``: more ``neoarray-master``/``neoarray-storage``
+        options for every start (limits such as ``("--message-bytes-max", "65536")``)."""
         self.path = os.path.abspath(path)
+        self.master_args, self.storage_args = tuple(master_args), tuple(storage_args)
         os.makedirs(os.path.join(self.path, "logs"), exist_ok=True)
         self.cluster = cluster or self._cluster_name()
         self.storages = storages
@@ -104,7 +108,7 @@ class LocalCluster:
             "--data", os.path.join(self.path, "master"), "--bind", bind, "--address-file", fresh,
             "--partitions", str(self.partitions), "--replicas", str(self.replicas),
             "--storages", str(self.storages), "--node-timeout-s", str(self.node_timeout_s),
-            *self._metrics_args("master")], "master.log")
+            *self._metrics_args("master"), *self.master_args], "master.log")
         self.address = self._wait_file(fresh, self.master_proc, timeout_s)
         os.replace(fresh, addr_file)
         return self.address
@@ -126,8 +130,8 @@ class LocalCluster:
             os.remove(fresh)
         self.storage_procs[index] = self._spawn("storage_node", [
             "--data", os.path.join(self.path, f"storage-{index}"), "--master", self.address,
-            "--bind", bind, "--address-file", fresh, *self._metrics_args(f"storage-{index}"), *args],
-            f"storage-{index}.log")
+            "--bind", bind, "--address-file", fresh, *self._metrics_args(f"storage-{index}"),
+            *self.storage_args, *args], f"storage-{index}.log")
         return addr_file
 
     def _wait_storage(self, index: int, addr_file: str, timeout_s: float) -> str:

@@ -27,5 +27,10 @@ class RequestRefused(NeoError, ValueError):
     """A request was malformed or exceeded a limit; the message names what was wrong."""
 
 
+class LimitExceeded(RequestRefused):
+    """A request exceeded a configured limit (gRPC RESOURCE_EXHAUSTED); the message
+    names the limit and its value.  The node refused it whole and keeps running."""
+
+
 class StorageFull(NeoError, POSException.StorageError):
     """A storage node's disk or map is full: the transaction was aborted."""

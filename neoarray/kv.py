@@ -20,6 +20,17 @@ Contract (both implementations pass ``tests/storage_node/test_backend.py``):
   that a later ``sync()`` is shorter; it promises nothing.
 - ``usage()`` is ``{"map_bytes", "used_bytes", "entries": {database: count}}`` (for
   metrics: sizes as the store sees them, counts of committed entries).
+- ``space()`` is ``(used_bytes, capacity_bytes)``: bytes the stored keys and values
+  take (LMDB: pages in use by the databases; pages merely free, pinned by a reader or
+  not yet reusable are not counted) and the most the store can hold now (LMDB: the
+  map size, or less when the filesystem has less room than that).  An estimate, for
+  refusing writes before they fail (``storage_node/space.py``).
+- ``settle()`` after a write transaction that freed much (an abort, a pack) makes
+  the freed space usable by the next write (LMDB reuses a page only two commits
+  after the one that freed it: ``settle`` commits a small marker in ``config``).
+- A write that does not fit (LMDB map full, or the filesystem out of space while
+  committing) raises ``StorageFull`` and leaves nothing of the transaction behind;
+  the store stays usable.
 """
 from __future__ import annotations
 
@@ -30,7 +41,11 @@ import threading
 
 import lmdb
 
+from .errors import StorageFull
+
 _SYNC_FILE_RANGE_WRITE = 2
+SETTLE_KEY = b"kv.settle"
+FS_FULL_FREE_BYTES_MAX = 1 << 20    # a failed commit with less free space than this: ENOSPC
 
 DATABASES = ("obj", "data", "trans", "voted_obj", "voted_txn", "locked", "config")
 
@@ -80,6 +95,44 @@ class LMDBStore:
         return {"map_bytes": info["map_size"], "used_bytes": (info["last_pgno"] + 1) * page_bytes,
                 "entries": entries}
 
+    def settle(self) -> None:
+        with self.write() as txn:
+            txn.put("config", SETTLE_KEY, b"")
+
+    def fs_free_bytes(self) -> int:
+        """Bytes the filesystem of the environment still grants (``statvfs``)."""
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+    def space(self) -> tuple[int, int]:
+        """``(used_bytes, capacity_bytes)``, see the module docstring."""
+        info = self.env.info()
+        with self.env.begin() as txn:
+            stats = [txn.stat(db) for db in self.dbs.values()] + [self.env.stat()]
+        pages = sum(s["branch_pages"] + s["leaf_pages"] + s["overflow_pages"] for s in stats)
+        psize = stats[-1]["psize"]
+        file_bytes = (info["last_pgno"] + 1) * psize
+        try:
+            file_bytes = max(file_bytes, os.path.getsize(os.path.join(self.path, "data.mdb")))
+        except OSError:
+            pass
+        capacity = min(info["map_size"], file_bytes + self.fs_free_bytes())
+        return (pages + 2) * psize, capacity        # + the two meta pages
+
+    def full_error(self, exc: Exception) -> StorageFull | None:
+        """The ``StorageFull`` that a failed LMDB call ``exc`` means, or None.
+
+        LMDB reports a full filesystem at commit as a failed write (EIO, short write):
+        it counts as full when the filesystem has almost no room left."""
+        if isinstance(exc, lmdb.MapFullError):
+            return StorageFull(f"LMDB map is full (map_bytes_max={self.env.info()['map_size']}) in {self.path}")
+        if isinstance(exc, lmdb.Error) or (isinstance(exc, OSError) and exc.errno == 28):
+            free = self.fs_free_bytes()
+            if free < FS_FULL_FREE_BYTES_MAX:
+                return StorageFull(f"no space left on the filesystem of {self.path} "
+                                   f"({free} bytes free): {exc}")
+        return None
+
     def close(self) -> None:
         if self._write_behind is not None:
             self._write_behind.close()
@@ -113,6 +166,7 @@ class _WriteBehind:
 
 class _LMDBTxn:
     def __init__(self, store: LMDBStore, write: bool, buffers: bool = False):
+        self.store = store
         self.dbs = store.dbs
         self.txn = store.env.begin(write=write, buffers=buffers)
 
@@ -120,10 +174,21 @@ class _LMDBTxn:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        """Commit or abort; a write that did not fit raises ``StorageFull`` (nothing
+        of it is kept: LMDB aborted it)."""
         if exc_type is None:
-            self.txn.commit()
-        else:
-            self.txn.abort()
+            try:
+                self.txn.commit()
+            except lmdb.Error as err:
+                full = self.store.full_error(err)
+                if full is not None:
+                    raise full from err
+                raise
+            return
+        self.txn.abort()
+        full = self.store.full_error(exc) if isinstance(exc, lmdb.MapFullError) else None
+        if full is not None:
+            raise full from exc
 
     def get(self, db: str, key: bytes):
         return self.txn.get(key, db=self.dbs[db])
@@ -192,7 +257,9 @@ class MemoryStore:
     an aborted write transaction leaves nothing behind.
     """
 
-    def __init__(self):
+    def __init__(self, bytes_max: int = 1 << 62):
+        self.bytes_max = bytes_max
+        self.used_bytes = 0
         self.lock = threading.RLock()
         self.keys = {name: [] for name in DATABASES}
         self.values = {name: {} for name in DATABASES}
@@ -218,6 +285,13 @@ class MemoryStore:
             return {"map_bytes": 0, "used_bytes": used,
                     "entries": {name: len(keys) for name, keys in self.keys.items()}}
 
+    def settle(self) -> None:
+        pass
+
+    def space(self) -> tuple[int, int]:
+        """``(bytes of keys and values, bytes_max)``."""
+        return self.used_bytes, self.bytes_max
+
     def close(self) -> None:
         pass
 
@@ -235,13 +309,27 @@ class _MemoryTxn:
     def __exit__(self, exc_type, exc, tb):
         try:
             if exc_type is None:
+                self._check_fits()
                 for (db, key), value in self.pending.items():
                     self._apply(db, key, value)
         finally:
             self.store.lock.release()
 
+    def _check_fits(self) -> None:
+        """``StorageFull`` when the pending writes would take the store past ``bytes_max``."""
+        used, bytes_max = self.store.space()
+        old = self.store.values
+        delta = sum((0 if v is None else len(k) + len(v)) - (len(k) + len(old[db][k]) if k in old[db] else 0)
+                    for (db, k), v in self.pending.items())
+        if used + delta > bytes_max:
+            raise StorageFull(f"memory store full: {used + delta} bytes > bytes_max={bytes_max}")
+
     def _apply(self, db, key, value):
         keys, values = self.store.keys[db], self.store.values[db]
+        if key in values:
+            self.store.used_bytes -= len(key) + len(values[key])
+        if value is not None:
+            self.store.used_bytes += len(key) + len(value)
         if value is None:
             if key in values:
                 del values[key]

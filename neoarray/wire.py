@@ -13,7 +13,7 @@ FAILED_PRECONDITION    ``ClusterNameMismatch`` (cluster name)
 UNAVAILABLE            ``ClusterUnavailable``
 DEADLINE_EXCEEDED      ``ClusterUnavailable``
 INVALID_ARGUMENT       ``RequestRefused`` (a ``ValueError``)
-RESOURCE_EXHAUSTED     ``RequestRefused``, or ``StorageFull``
+RESOURCE_EXHAUSTED     ``LimitExceeded`` (a ``RequestRefused``), or ``StorageFull``
 DATA_LOSS              ``ChecksumError``
 NOT_FOUND              ``POSKeyError``
 PERMISSION_DENIED      ``ReadOnlyError``
@@ -41,6 +41,7 @@ from .errors import (
     ChecksumError,
     ClusterNameMismatch,
     ClusterUnavailable,
+    LimitExceeded,
     NeoError,
     RequestRefused,
     StorageFull,
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 CLUSTER_KEY = "neo-cluster"
 MESSAGE_BYTES_MAX = 256 * 1024 * 1024
+GRPC_MESSAGE_BYTES_MAX = (1 << 31) - 1     # gRPC takes message sizes as a C int
 FULL_PREFIX = "storage full: "
 
 
@@ -82,6 +84,8 @@ def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.RESOURCE_EXHAUSTED, FULL_PREFIX + "LMDB map is full"
     if isinstance(exc, OSError) and exc.errno == 28:
         return grpc.StatusCode.RESOURCE_EXHAUSTED, FULL_PREFIX + str(exc)
+    if isinstance(exc, LimitExceeded):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
     if isinstance(exc, ClusterUnavailable):
         return grpc.StatusCode.UNAVAILABLE, str(exc)
     if isinstance(exc, POSException.ReadOnlyError):
@@ -306,7 +310,9 @@ def to_exception(err: grpc.RpcError, what: str = "") -> Exception:
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         if (msg or "").startswith(FULL_PREFIX):
             return StorageFull(f"{where}{msg}")
-        return RequestRefused(f"{where}{msg}")
+        if "larger than max" in (msg or ""):   # gRPC's own message size check
+            msg += " (message_bytes_max of the sender or the receiver)"
+        return LimitExceeded(f"{where}{msg}")
     if code == grpc.StatusCode.DATA_LOSS:
         return ChecksumError(f"{where}{msg}")
     if code == grpc.StatusCode.NOT_FOUND:

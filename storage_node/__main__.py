@@ -8,10 +8,19 @@ import signal
 import sys
 
 from neoarray.errors import NeoError
+from neoarray.limits import add_limit_flags, check_limits, flag
 from neoarray.metrics import bind_arg
 
 from . import metrics as storage_metrics
 from .node import Limits, StorageNode
+
+# limits settable from the command line (--name-with-dashes), with their minimums
+LIMIT_FLAGS = ("message_bytes_max", "objects_per_store_max", "objects_per_transaction_max",
+               "transaction_bytes_max", "transactions_per_client_max", "unvoted_bytes_per_client_max",
+               "loads_per_batch_max", "transactions_per_batch_max", "oids_per_batch_max",
+               "reduce_oids_per_batch_max", "check_records_per_batch_max", "check_bytes_per_batch_max",
+               "repair_records_per_batch_max", "space_reserve_bytes")
+LIMIT_MINIMUMS = {"space_reserve_bytes": 0}
 
 
 def parse_args(argv=None):
@@ -32,6 +41,13 @@ def parse_args(argv=None):
                    help="keys listed and records asked per replication request")
     p.add_argument("--replication-batch-bytes-max", type=int, default=4 << 20,
                    help="data bytes per replication reply (at least one record)")
+    add_limit_flags(p, Limits, LIMIT_FLAGS, {
+        "message_bytes_max": "largest gRPC request or reply this node takes or sends",
+        "objects_per_transaction_max": "records one transaction may store on this node",
+        "transactions_per_client_max": "transactions of one client holding stores on this node",
+        "unvoted_bytes_per_client_max": "data bytes one client may have stored here and not yet voted",
+        "space_reserve_bytes": "space kept free for locks and aborts: stores, votes and "
+                               "catch-up are refused (storage full) before they would use it"})
     p.add_argument("--address-file", help="write the bound address to this file once listening")
     p.add_argument("--metrics-bind", type=bind_arg,
                    help="host:port to serve Prometheus metrics on, at /metrics (port 0: any free port; "
@@ -48,7 +64,13 @@ def _limits(opts) -> Limits:
         if value < (0 if name == "replication_bytes_per_s" else 1):
             raise NeoError(f"--{name.replace('_', '-')} must be "
                            f"{'>= 0' if name == 'replication_bytes_per_s' else '>= 1'}, not {value}")
-    return Limits(map_bytes_max=opts.map_bytes_max, vote_sync=opts.vote_sync,
+    limits = check_limits(opts, LIMIT_FLAGS, LIMIT_MINIMUMS)
+    if opts.map_bytes_max < 1 << 20:
+        raise NeoError(f"--map-bytes-max must be >= 1 MiB, not {opts.map_bytes_max}")
+    if 2 * limits["space_reserve_bytes"] > opts.map_bytes_max:
+        raise NeoError(f"{flag('space_reserve_bytes')} ({limits['space_reserve_bytes']}) must be at most half "
+                       f"of --map-bytes-max ({opts.map_bytes_max})")
+    return Limits(**limits, map_bytes_max=opts.map_bytes_max, vote_sync=opts.vote_sync,
                   replication_bytes_per_s=opts.replication_bytes_per_s,
                   replication_batch_records_max=opts.replication_batch_records_max,
                   replication_batch_bytes_max=opts.replication_batch_bytes_max)

@@ -57,6 +57,11 @@ durability: at ``vote`` (the stores and the vote, unless ``vote_sync=False``) an
 out (``write_behind``, no waiting), so that the vote's fsync finds little left to
 write.  A killed process loses nothing LMDB committed (the pages are in the page
 cache).
+
+Space (``storage_node/space.py``): stores are refused with ``StorageFull`` before
+they would eat into the space reserved for locks, a vote reserves what its lock will
+write, and lock, abort and pack write unchecked, so a voted transaction can always be
+locked or aborted on a full disk.
 """
 from __future__ import annotations
 
@@ -82,6 +87,8 @@ from neoarray.records import (  # noqa: F401
     checksum,
     record_tail,
 )
+
+from .space import SpaceGuard, lock_need, store_need
 
 DATA_INLINE_BYTES_MAX = 1024    # larger data goes to ``data``: written once, never copied
 
@@ -113,9 +120,11 @@ class Backend(RecordReader):
     ``store_voted``/``vote``/``lock``/``abort``; reads may run concurrently.
     """
 
-    def __init__(self, kv, partitions: int | None = None, vote_sync: bool = True):
+    def __init__(self, kv, partitions: int | None = None, vote_sync: bool = True,
+                 space_reserve_bytes: int = 0):
         RecordReader.__init__(self, kv, partitions or 0)
         self.vote_sync = vote_sync
+        self.space = SpaceGuard(kv, space_reserve_bytes)
         self.partitions = partitions or self.get_config("partitions")
 
     # -- config ------------------------------------------------------------------
@@ -161,7 +170,12 @@ class Backend(RecordReader):
 
         Data larger than ``DATA_INLINE_BYTES_MAX`` is written to ``data``, once; a
         store of an oid already stored by ``ttid`` replaces it (and its data row).
+        ``StorageFull`` (nothing written) when the space left would not cover it and
+        the locks of voted transactions.
         """
+        nbytes = sum(len(r.data or b"") for r in records)
+        self.space.check_write(store_need(nbytes, len(records)),
+                               f"a store of {len(records)} objects ({nbytes} bytes) of 0x{ttid.hex()}")
         next_ids: dict[bytes, int] = {}     # partition prefix -> next free data id
         with self.kv.write() as txn:
             for r in records:
@@ -226,17 +240,40 @@ class Backend(RecordReader):
         survives a crash of the process but not of the machine, and a node that lost a
         vote while the master also restarted is not detected (no per-transaction list
         of involved nodes is kept), so it is off only by explicit choice.
+
+        The vote first reserves the space its lock will write (``StorageFull`` when
+        it is not there: nothing is voted, the stores stay for the abort to drop).
         """
-        doc = {"meta": None if meta is None else _pack_meta(meta), "oids": oids, "node": node}
-        with self.kv.write() as txn:
-            txn.put("voted_txn", ttid, msgpack.packb(doc))
-        if self.vote_sync:
-            self.kv.sync()
+        raw = msgpack.packb({"meta": None if meta is None else _pack_meta(meta), "oids": oids, "node": node})
+        self.space.reserve(ttid, self.lock_need(ttid, len(raw)))
+        try:
+            with self.kv.write() as txn:
+                txn.put("voted_txn", ttid, raw)
+            if self.vote_sync:
+                self.kv.sync()
+        except BaseException:
+            self.space.release(ttid)
+            raise
+
+    def lock_need(self, ttid: bytes, meta_bytes: int) -> int:
+        """Bytes the lock of ``ttid`` may write (``space.lock_need`` of its stores)."""
+        voted, records = meta_bytes, 1
+        with self.kv.read(buffers=True) as txn:     # sizes only: values stay in place
+            for key, value in txn.scan("voted_obj", ttid, ttid + b"\xff" * 9):
+                voted += len(key) + len(value)
+                records += 1
+        return lock_need(voted, records)
+
+    def keep_reservations(self) -> None:
+        """After a restart: reserve again (unchecked) for every vote found on disk."""
+        for ttid, doc in self.voted().items():
+            self.space.keep(ttid, self.lock_need(ttid, 256 + 8 * len(doc["oids"])))
 
     def unvote(self, ttid: bytes) -> None:
         """Take a vote back: the stores stay, the transaction is no longer durable-voted."""
         with self.kv.write() as txn:
             txn.delete("voted_txn", ttid)
+        self.space.release(ttid)
 
     def voted(self) -> dict[bytes, dict]:
         with self.kv.read() as txn:
@@ -270,6 +307,7 @@ class Backend(RecordReader):
             txn.put("locked", ttid, tid)
             self._raise_last(txn, tid, written)
         self.kv.sync()
+        self.space.release(ttid)
         return written
 
     def _raise_last(self, txn, tid, oids):
@@ -297,6 +335,8 @@ class Backend(RecordReader):
                 self._drop_data_of(txn, value, _VOTED.size)
                 txn.delete("voted_obj", key)
             txn.delete("voted_txn", ttid)
+        self.space.release(ttid)
+        self.kv.settle()            # what the abort freed is usable by the next store
 
     def pending_ttids(self) -> set[bytes]:
         """ttids with stores or votes on disk (found again after a restart)."""
@@ -367,6 +407,7 @@ class Backend(RecordReader):
             if prune_history:
                 removed += self._prune(txn, tid)
                 self._pack_transactions(txn, tid)
+        self.kv.settle()
         self.kv.sync()
         return removed
 

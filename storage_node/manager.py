@@ -18,13 +18,23 @@ Rules:
   takes the vote back: the client votes again.
 - ``lock`` (from the master, with the final tid) turns the voted records into
   revisions durably and releases the locks; ``abort`` drops everything of the ttid.
+
+Limits (``LimitExceeded``, RESOURCE_EXHAUSTED on the wire, checked before anything of
+the request is written; the transaction keeps what it stored before):
+``transaction_bytes_max`` data bytes and ``objects_per_transaction_max`` records
+stored by one transaction on this node (a record stored again after conflict
+resolution counts again); ``transactions_per_client_max`` transactions of one client
+holding stores here; ``unvoted_bytes_per_client_max`` data bytes stored by one
+client's transactions that are not voted yet (what a client may pile up here before
+its vote: stores are written to the backend, this bounds the disk a slow or broken
+client can hold).
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
 
-from neoarray.errors import ChecksumError, RequestRefused
+from neoarray.errors import ChecksumError, LimitExceeded, RequestRefused
 from neoarray.ids import Z64
 
 from .backend import Backend, Stored, TransactionInfo, checksum
@@ -51,15 +61,21 @@ class VoteResult:
 class TransactionManager:
     """Locks and votes over one ``Backend``; thread-safe."""
 
-    def __init__(self, backend: Backend, transaction_bytes_max: int = 8 << 30):
+    def __init__(self, backend: Backend, transaction_bytes_max: int = 8 << 30,
+                 objects_per_transaction_max: int = 1_000_000, transactions_per_client_max: int = 64,
+                 unvoted_bytes_per_client_max: int = 16 << 30):
         self.backend = backend
         self.transaction_bytes_max = transaction_bytes_max
+        self.objects_per_transaction_max = objects_per_transaction_max
+        self.transactions_per_client_max = transactions_per_client_max
+        self.unvoted_bytes_per_client_max = unvoted_bytes_per_client_max
         self.mutex = threading.Lock()
         self.write_mutex = threading.Lock()
         self.locks: dict[bytes, bytes] = {}       # oid -> ttid
         self.held: dict[bytes, set[bytes]] = {}   # ttid -> oids
         self.owners: dict[bytes, int] = {}        # ttid -> client node id
         self.sizes: dict[bytes, int] = {}         # ttid -> bytes stored
+        self.counts: dict[bytes, int] = {}        # ttid -> records stored
         # partitions of OUT_OF_DATE cells (set by the node): revisions may be missing
         # here, so an older last serial is no conflict (the readable copies check)
         self.catching_up: set[int] = set()
@@ -70,6 +86,7 @@ class TransactionManager:
         voted = self.backend.voted()
         for ttid in self.backend.pending_ttids() - set(voted):
             self.backend.abort(ttid)
+        self.backend.keep_reservations()
         for ttid, doc in voted.items():
             oids = set(doc["oids"])
             self.held[ttid] = oids
@@ -88,17 +105,46 @@ class TransactionManager:
         size = sum(len(r.data or b"") for r in records)
         self.unvote(ttid)           # a store after a vote (conflict resolution) unvotes
         with self.mutex:
-            total = self.sizes.get(ttid, 0) + size
-            if total > self.transaction_bytes_max:
-                raise RequestRefused(f"transaction 0x{ttid.hex()} exceeds "
-                                     f"transaction_bytes_max={self.transaction_bytes_max}")
-            self.sizes[ttid] = total
+            self._check_limits(ttid, node, size, len(records))
+            self.sizes[ttid] = self.sizes.get(ttid, 0) + size
+            self.counts[ttid] = self.counts.get(ttid, 0) + len(records)
             self.owners[ttid] = node
-        with self.write_mutex:
-            self.backend.store_voted(ttid, records)
+        try:
+            with self.write_mutex:
+                self.backend.store_voted(ttid, records)
+        except BaseException:
+            with self.mutex:        # nothing of this store was written
+                self.sizes[ttid] = self.sizes.get(ttid, 0) - size
+                self.counts[ttid] = self.counts.get(ttid, 0) - len(records)
+            raise
+
+    def _check_limits(self, ttid: bytes, node: int, size: int, count: int) -> None:
+        """``LimitExceeded`` if a store of ``count`` records, ``size`` data bytes,
+        would take ``ttid`` or its client past a limit (see the module docstring)."""
+        total = self.sizes.get(ttid, 0) + size
+        if total > self.transaction_bytes_max:
+            raise LimitExceeded(f"transaction 0x{ttid.hex()} would store {total} bytes on this node, "
+                                f"transaction_bytes_max={self.transaction_bytes_max}")
+        objects = self.counts.get(ttid, 0) + count
+        if objects > self.objects_per_transaction_max:
+            raise LimitExceeded(f"transaction 0x{ttid.hex()} would store {objects} objects on this node, "
+                                f"objects_per_transaction_max={self.objects_per_transaction_max}")
+        mine = [t for t, n in self.owners.items() if n == node]
+        if ttid not in self.owners and len(mine) >= self.transactions_per_client_max:
+            raise LimitExceeded(f"client C{node} already has {len(mine)} transactions storing on this node, "
+                                f"transactions_per_client_max={self.transactions_per_client_max}")
+        unvoted = size + sum(self.sizes.get(t, 0) for t in mine if t not in self.held and t != ttid)
+        unvoted += self.sizes.get(ttid, 0)
+        if unvoted > self.unvoted_bytes_per_client_max:
+            raise LimitExceeded(f"client C{node} would hold {unvoted} bytes of unvoted stores on this node, "
+                                f"unvoted_bytes_per_client_max={self.unvoted_bytes_per_client_max}")
 
     def vote(self, ttid: bytes, node: int, checks: list[tuple[bytes, bytes]],
              meta: TransactionInfo | None, expected: list[bytes], restore: bool = False) -> VoteResult:
+        for what, items in (("checked objects", checks), ("expected objects", expected)):
+            if len(items) > self.objects_per_transaction_max:
+                raise LimitExceeded(f"vote of 0x{ttid.hex()} names {len(items)} {what}, "
+                                    f"objects_per_transaction_max={self.objects_per_transaction_max}")
         stored = self.backend.stored_serials(ttid)
         stored_oids = {oid for oid, _ in stored}
         missing = set(expected) - stored_oids
@@ -164,8 +210,12 @@ class TransactionManager:
         with self.write_mutex:
             self.backend.abort(ttid)
         self._release(ttid)
+        self._forget(ttid)
+
+    def _forget(self, ttid: bytes) -> None:
         with self.mutex:
             self.sizes.pop(ttid, None)
+            self.counts.pop(ttid, None)
             self.owners.pop(ttid, None)
 
     def abort_node(self, node: int, keep=frozenset()) -> list[bytes]:
@@ -181,9 +231,7 @@ class TransactionManager:
         with self.write_mutex:
             self.backend.lock(ttid, tid)
         self._release(ttid)
-        with self.mutex:
-            self.sizes.pop(ttid, None)
-            self.owners.pop(ttid, None)
+        self._forget(ttid)
 
     def unlock(self, ttids: list[bytes]) -> None:
         with self.write_mutex:
@@ -203,7 +251,10 @@ class TransactionManager:
             self.held.clear()
             self.owners.clear()
             self.sizes.clear()
-            return (*self.backend.truncate(tid, until), len(pending))
+            self.counts.clear()
+            result = self.backend.truncate(tid, until)
+        self.backend.kv.settle()        # what was freed is usable by the next write
+        return (*result, len(pending))
 
     # -- replica repair (neoctl check --repair) -----------------------------------------
     def repair(self, objects: list, transactions: list, held_partitions: set[int]):

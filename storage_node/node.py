@@ -26,14 +26,23 @@ log = logging.getLogger("neoarray.storage")
 
 @dataclass
 class Limits:
+    """Bounds of a storage node; ``neoarray-storage --NAME-WITH-DASHES`` sets each
+    (``LIMIT_FLAGS`` of ``__main__``).  Exceeding one is refused with a message naming it."""
+    message_bytes_max: int = wire.MESSAGE_BYTES_MAX   # one gRPC request or reply
     loads_per_batch_max: int = 10_000
     objects_per_store_max: int = 100_000
+    objects_per_transaction_max: int = 1_000_000      # records one transaction stores here
+    transactions_per_client_max: int = 64             # transactions of one client storing here
+    unvoted_bytes_per_client_max: int = 16 << 30      # stored, not yet voted, per client
     transactions_per_batch_max: int = 10_000
     oids_per_batch_max: int = 100_000
     reduce_oids_per_batch_max: int = 256      # chunks in one Reduce request
     reduce_histogram_bins_max: int = 1 << 16  # bins of a histogram reduced on the node
     transaction_bytes_max: int = 8 << 30
     map_bytes_max: int = 1 << 40
+    # space kept free for locks and aborts (storage_node/space.py): stores, votes and
+    # replication are refused with StorageFull before they would use it
+    space_reserve_bytes: int = 64 << 20
     heartbeat_interval_s: float = 1.0
     vote_sync: bool = True
     rpc_timeout_s: float = 30.0
@@ -63,14 +72,19 @@ class StorageNode:
         self.host = host or socket.gethostname()
         kv = LMDBStore(path, self.limits.map_bytes_max) if path else MemoryStore()
         self.data_path = os.path.abspath(path) if path else ""
-        self.backend = Backend(kv, partitions=None, vote_sync=self.limits.vote_sync)
+        self.backend = Backend(kv, partitions=None, vote_sync=self.limits.vote_sync,
+                               space_reserve_bytes=self.limits.space_reserve_bytes)
         known = self.backend.get_config("cluster")
         if known is not None and known != cluster:
             raise RequestRefused(f"this storage's data belongs to cluster {known!r}, not {cluster!r}")
         self.node_id = self.backend.get_config("node_id", 0)
         self.ptid = self.backend.get_config("ptid", 0)
-        self.manager = TransactionManager(self.backend, self.limits.transaction_bytes_max)
-        self.server = wire.make_server(cluster, interceptors=interceptors)
+        lim = self.limits
+        self.manager = TransactionManager(
+            self.backend, lim.transaction_bytes_max, lim.objects_per_transaction_max,
+            lim.transactions_per_client_max, lim.unvoted_bytes_per_client_max)
+        self.server = wire.make_server(cluster, message_bytes_max=lim.message_bytes_max,
+                                       interceptors=interceptors)
         srpc.add_StorageServicer_to_server(StorageServicer(self), self.server)
         self.address = wire.bind(self.server, bind)
         self.identified = threading.Event()

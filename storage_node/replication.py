@@ -37,13 +37,14 @@ import time
 import msgpack
 
 from neoarray import wire
-from neoarray.errors import ChecksumError, NeoError, RequestRefused
+from neoarray.errors import ChecksumError, NeoError, RequestRefused, StorageFull
 from neoarray.ids import Z64, p64, u64
 from neoarray.proto import storage_pb2 as pb
 from neoarray.proto import storage_pb2_grpc as srpc
 from neoarray.records import _P, _REC, checksum
 
 from .backend import TransactionInfo, _pack_meta, _unpack_meta
+from .space import store_need
 
 log = logging.getLogger("neoarray.storage.replication")
 
@@ -174,7 +175,10 @@ def apply_records(backend, partition: int, reply, progress: dict | None) -> int:
     one LMDB write transaction, then fsync.  Returns the records written.
 
     Every record is checked first (partition, checksum): ``ChecksumError`` or
-    ``RequestRefused`` and nothing is written.  The caller serialises writes.
+    ``RequestRefused`` and nothing is written; ``StorageFull`` (nothing written, the
+    progress stays where it was, so the cell is not reported caught up) when the space
+    left would not cover the batch and the space reserved for locks.  The caller
+    serialises writes.
     """
     pk = _P.pack(partition)
     for o in reply.objects:
@@ -186,6 +190,10 @@ def apply_records(backend, partition: int, reply, progress: dict | None) -> int:
     for t in reply.transactions:
         if len(t.tid) != 8 or backend.partition(t.tid) != partition:
             raise RequestRefused(f"replicated transaction 0x{t.tid.hex()} is not of partition {partition}")
+    nbytes = sum(len(o.data) for o in reply.objects) + sum(t.ByteSize() for t in reply.transactions)
+    records = len(reply.objects) + len(reply.transactions)
+    backend.space.check_write(store_need(nbytes, records),
+                              f"catch-up of partition {partition} ({records} records, {nbytes} bytes)")
     written, next_ids, oids, last = 0, {}, [], Z64
     with backend.kv.write() as txn:
         for t in reply.transactions:
@@ -353,6 +361,9 @@ class Replicator:
                                 self.limits.replication_retry_delay_max_s)
                     delays[p], retry_at[p] = delay, time.monotonic() + delay
                     log.warning("partition %d: catch-up paused for %.1f s: %s", p, delay, exc)
+                except StorageFull as exc:      # not caught up: retried when space comes back
+                    log.warning("partition %d: catch-up paused, this node is full: %s", p, exc)
+                    retry_at[p] = time.monotonic() + self.limits.replication_retry_delay_max_s
                 except Exception:       # never let the thread die: log and retry later
                     log.exception("partition %d: catch-up failed", p)
                     retry_at[p] = time.monotonic() + self.limits.replication_retry_delay_max_s

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neoarray import kernels, payload
-from neoarray.errors import RequestRefused
+from neoarray.errors import LimitExceeded, RequestRefused
 from neoarray.ids import Z64
 from neoarray.ids import checked_id as _id
 from neoarray.proto import common_pb2 as cpb
@@ -194,7 +194,7 @@ class StorageServicer(rpc.StorageServicer):
     def LoadMany(self, request, context):
         self.node.check_readable()
         if len(request.loads) > self.limits.loads_per_batch_max:
-            raise RequestRefused(f"{len(request.loads)} loads in one batch, "
+            raise LimitExceeded(f"{len(request.loads)} loads in one batch, "
                                  f"loads_per_batch_max={self.limits.loads_per_batch_max}")
         return pb.LoadManyReply(loads=[self._load(r) for r in request.loads])
 
@@ -225,7 +225,7 @@ class StorageServicer(rpc.StorageServicer):
         self.node.check_readable()
         limit = self.limits.reduce_oids_per_batch_max
         if len(request.oids) > limit:
-            raise RequestRefused(f"{len(request.oids)} oids in one reduce, "
+            raise LimitExceeded(f"{len(request.oids)} oids in one reduce, "
                                  f"reduce_oids_per_batch_max={limit}")
         oids = [_id(o, "oid") for o in request.oids]
         before = _id(request.before, "before") if request.before else None
@@ -255,6 +255,8 @@ class StorageServicer(rpc.StorageServicer):
 
     def _check_partitions(self, partitions):
         n = self.backend.partitions
+        if len(partitions) > n:     # each is scanned: duplicates would multiply the work
+            raise RequestRefused(f"{len(partitions)} partitions in one request, the cluster has {n}")
         bad = [p for p in partitions if p >= n]
         if bad:
             raise RequestRefused(f"partition {bad[0]} out of range (cluster has {n})")
@@ -286,7 +288,7 @@ class StorageServicer(rpc.StorageServicer):
         self.node.check_writable()
         count, limit = len(request.objects) + len(request.transactions), self.limits.repair_records_per_batch_max
         if count > limit:
-            raise RequestRefused(f"{count} records in one repair, repair_records_per_batch_max={limit}")
+            raise LimitExceeded(f"{count} records in one repair, repair_records_per_batch_max={limit}")
         objects = [check.RepairRevision(_id(o.oid, "oid"), _id(o.tid, "tid"), None if o.deleted else o.data,
                                         o.checksum, _id(o.data_tid, "data_tid") if o.data_tid else None)
                    for o in request.objects]
@@ -311,7 +313,7 @@ class StorageServicer(rpc.StorageServicer):
     # -- commit path ------------------------------------------------------------------
     def _store(self, ttid: bytes, node_id: int, objects) -> None:
         if len(objects) > self.limits.objects_per_store_max:
-            raise RequestRefused(f"{len(objects)} objects in one store, "
+            raise LimitExceeded(f"{len(objects)} objects in one store, "
                                  f"objects_per_store_max={self.limits.objects_per_store_max}")
         records = [Stored(_id(o.oid, "oid"), o.serial or Z64, None if o.deleted else o.data,
                           o.checksum, _id(o.data_tid, "data_tid") if o.data_tid else None)
@@ -362,6 +364,9 @@ class StorageServicer(rpc.StorageServicer):
         return cpb.Empty()
 
     def Unlock(self, request, context):
+        if len(request.ttids) > self.limits.transactions_per_batch_max:
+            raise LimitExceeded(f"{len(request.ttids)} transactions in one unlock, "
+                                f"transactions_per_batch_max={self.limits.transactions_per_batch_max}")
         self.manager.unlock([_id(t, "ttid") for t in request.ttids])
         return cpb.Empty()
 

@@ -13,6 +13,11 @@ ZConfig (``zodbconf``)::
       </neoarray>
     </zodb>
 
+Limits (each > 0, else ``ValueError`` naming it): ``transactions-max``,
+``message-bytes-max``, ``store-batch-bytes-max`` (sizes: ``64MB``...),
+``objects-per-transaction-max``; in URIs the ``NeoStorage`` argument names
+(``message_bytes_max``...).
+
 zodburi: ``neoarray://127.0.0.1:5551/mycluster?cache_bytes_max=268435456&read_only=true``;
 any other query key goes to ``ZODB.DB`` (``connection_cache_size``...), as zodburi does.
 """
@@ -27,7 +32,9 @@ from .storage import NeoStorage
 _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 _STORAGE_KEYS = {"cache_bytes_max": int, "rpc_timeout_s": float, "connect_timeout_s": float,
                  "transactions_max": int, "read_only": lambda v: _BOOL[v.lower()], "name": str,
-                 "cache_colours": str, "metrics_bind": str}
+                 "cache_colours": str, "metrics_bind": str, "message_bytes_max": int,
+                 "store_batch_bytes_max": int, "objects_per_transaction_max": int,
+                 "loads_per_batch_max": int, "finish_timeout_s": float}
 
 
 class NeoStorageConfig(BaseConfig):
@@ -38,7 +45,10 @@ class NeoStorageConfig(BaseConfig):
         return NeoStorage(c.master, c.cluster, name=c.name or None, read_only=c.read_only,
                           cache_bytes_max=c.cache_size, rpc_timeout_s=c.rpc_timeout,
                           connect_timeout_s=c.connect_timeout, cache_colours=c.cache_colours or None,
-                          metrics_bind=c.metrics_bind or None)
+                          metrics_bind=c.metrics_bind or None,
+                          transactions_max=c.transactions_max, message_bytes_max=c.message_bytes_max,
+                          store_batch_bytes_max=c.store_batch_bytes_max,
+                          objects_per_transaction_max=c.objects_per_transaction_max)
 
 
 def parse_uri(uri: str) -> tuple[dict, dict]:

@@ -36,7 +36,7 @@ from ZODB.ConflictResolution import ConflictResolvingStorage
 from ZODB.TimeStamp import TimeStamp
 
 from .. import metrics, wire
-from ..errors import ChecksumError, ClusterUnavailable, RequestRefused
+from ..errors import ChecksumError, ClusterUnavailable, LimitExceeded, RequestRefused
 from ..ids import MAX_TID, Z64, p64, tid_from_time, u64
 from ..proto import common_pb2 as cpb
 from ..proto import master_pb2 as mpb
@@ -98,11 +98,19 @@ class _Txn:
     voted: set = field(default_factory=set)         # nodes
     failed: set = field(default_factory=set)        # nodes that did not answer a Store or Vote
     meta_nodes: set = field(default_factory=set)    # nodes asked to write the metadata
+    asked: set = field(default_factory=set)         # nodes sent a Vote (it may have voted)
     restore: bool = False
     view_ptid: int = 0                  # ptid of the partition table seen at tpc_begin
     finishing: threading.Event = field(default_factory=threading.Event)
     reached: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
+
+
+def _check_positive(**values) -> None:
+    """``ValueError`` naming the first limit that is not > 0."""
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, not {value!r}")
 
 
 def _as_bytes(data) -> bytes:
@@ -170,6 +178,13 @@ class NeoStorage(ConflictResolvingStorage):
         ``host:port`` to serve Prometheus metrics on, at ``/metrics`` (port 0: a free
         one, see :attr:`metrics_address`): cache figures per colour and this
         process's gRPC traffic (:mod:`neoarray.metrics`).  Default: none.
+    objects_per_transaction_max : int
+        Objects one transaction may store (``LimitExceeded`` from ``store`` beyond);
+        storage nodes and the master have their own limit.
+    store_batch_bytes_max : int
+        Data bytes buffered per transaction before they are sent in a Store request.
+    message_bytes_max : int
+        Largest gRPC request or reply this client sends or takes.
     """
 
     def __init__(self, master: str, cluster: str, name: str | None = None, read_only: bool = False,
@@ -181,9 +196,21 @@ class NeoStorage(ConflictResolvingStorage):
                  message_bytes_max: int = wire.MESSAGE_BYTES_MAX, local_reads: bool = True,
                  finish_timeout_s: float = 660.0, cache_colours=None, cache_colour_aliases=None,
                  reduce_oids_per_batch_max: int = 256, reduce_attempts_max: int = 3,
-                 metrics_bind: str | None = None):
+                 metrics_bind: str | None = None, objects_per_transaction_max: int = 1_000_000):
         if metrics_bind is not None:
             metrics.parse_bind(metrics_bind)     # a bad address fails before connecting
+        if cache_bytes_max < 0:
+            raise ValueError(f"cache_bytes_max must be >= 0 (0: no cache), not {cache_bytes_max}")
+        _check_positive(transactions_max=transactions_max,
+                        store_batch_bytes_max=store_batch_bytes_max, oids_per_batch=oids_per_batch,
+                        loads_per_batch_max=loads_per_batch_max, message_bytes_max=message_bytes_max,
+                        objects_per_transaction_max=objects_per_transaction_max,
+                        reduce_oids_per_batch_max=reduce_oids_per_batch_max,
+                        rpc_timeout_s=rpc_timeout_s, finish_timeout_s=finish_timeout_s)
+        if message_bytes_max > wire.GRPC_MESSAGE_BYTES_MAX:
+            raise ValueError(f"message_bytes_max must be <= {wire.GRPC_MESSAGE_BYTES_MAX}, "
+                             f"not {message_bytes_max}")
+        self.objects_per_transaction_max = objects_per_transaction_max
         self._name = name or f"neoarray://{master}/{cluster}"
         self._is_read_only = read_only
         self.rpc_timeout_s = rpc_timeout_s
@@ -716,6 +743,9 @@ class NeoStorage(ConflictResolvingStorage):
             txn.checks[oid] = serial
 
     def _add(self, txn: _Txn, oid: bytes, serial: bytes, data: bytes | None, data_tid: bytes | None = None) -> None:
+        if oid not in txn.serials and len(txn.serials) >= self.objects_per_transaction_max:
+            raise LimitExceeded(f"transaction stores more than objects_per_transaction_max="
+                                f"{self.objects_per_transaction_max} objects")
         txn.serials[oid] = serial
         txn.checks.pop(oid, None)
         keep = data is None or len(data) <= self.resolvable_bytes_max
@@ -806,6 +836,7 @@ class NeoStorage(ConflictResolvingStorage):
         txn.meta_nodes = meta_nodes - txn.failed
         if not txn.meta_nodes:
             raise ClusterUnavailable("no writable copy of the partition of the transaction's metadata")
+        txn.asked |= nodes
         meta = _meta_pb(txn)
         return {nid: spb.VoteRequest(
             ttid=txn.ttid, node_id=self._link.node_id, checks=check_nodes.get(nid, ()),
@@ -864,17 +895,20 @@ class NeoStorage(ConflictResolvingStorage):
         """Call ``method`` on each node with its request, in parallel; replies by node.
         With ``txn``, a node that does not answer is left out (``_node_failed``)."""
         if txn is not None:
-            out = {}
+            out, error = {}, None
             futs = {nid: getattr(self._link.storage(nid), method).future(req, timeout=self.rpc_timeout_s)
                     for nid, req in requests.items()}
-            for nid, fut in futs.items():
+            for nid, fut in futs.items():      # every call ends before an error is raised
                 try:
                     out[nid] = fut.result()
                 except grpc.RpcError as err:
                     exc = wire.to_exception(err, f"{method} on S{nid}")
-                    if not isinstance(exc, ClusterUnavailable):
-                        raise exc from None
-                    self._node_failed(txn, nid, exc)
+                    if isinstance(exc, ClusterUnavailable):
+                        self._node_failed(txn, nid, exc)
+                    else:
+                        error = error or exc
+            if error is not None:
+                raise error
             return out
         if len(requests) == 1:
             (nid, req), = requests.items()
@@ -882,12 +916,14 @@ class NeoStorage(ConflictResolvingStorage):
                                    self.rpc_timeout_s, f"{method} on S{nid}")}
         futs = {nid: getattr(self._link.storage(nid), method).future(req, timeout=self.rpc_timeout_s)
                 for nid, req in requests.items()}
-        out = {}
-        for nid, fut in futs.items():
-            try:
+        out, error = {}, None
+        for nid, fut in futs.items():    # every call ends before an error is raised: an
+            try:                         # abort then never overtakes a vote still on its way
                 out[nid] = fut.result()
             except grpc.RpcError as err:
-                raise wire.to_exception(err, f"{method} on S{nid}") from None
+                error = error or wire.to_exception(err, f"{method} on S{nid}")
+        if error is not None:
+            raise error
         return out
 
     def _resolve(self, txn: _Txn, c) -> None:
@@ -956,10 +992,11 @@ class NeoStorage(ConflictResolvingStorage):
         try:
             for _, fut in txn.inflight:
                 fut.exception()
-            if not (txn.sent or txn.voted or txn.restore):
+            nodes = set(txn.sent) | txn.voted | txn.asked   # a vote may succeed where another failed
+            if not (nodes or txn.restore):
                 return          # nothing reached any node
             wire.call(self._link.master.Abort, mpb.AbortRequest(
-                node_id=self._link.node_id, ttid=txn.ttid, storage_ids=sorted(set(txn.sent) | txn.voted)),
+                node_id=self._link.node_id, ttid=txn.ttid, storage_ids=sorted(nodes)),
                 self.rpc_timeout_s, "tpc_abort")
         except Exception as exc:  # the master aborts it anyway when we go away
             log.warning("tpc_abort of 0x%s: %s", txn.ttid.hex(), exc)
