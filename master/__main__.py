@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from neoarray import wire
+from neoarray import security, wire
 from neoarray.errors import NeoError
 from neoarray.proto import master_pb2_grpc as rpc
 
@@ -31,6 +31,8 @@ def parse_args(argv=None):
     p.add_argument("--address-file", help="write the bound address to this file once listening")
     p.add_argument("--log-file", help="log here instead of standard error")
     p.add_argument("--log-level", default="INFO")
+    security.add_arguments(p, token_help="file holding the admin token: Admin RPCs (neoctl) without "
+                           "it (or, with TLS, without an admin certificate) are refused")
     return p.parse_args(argv)
 
 
@@ -40,13 +42,14 @@ def serve(opts) -> int:
                         format="%(asctime)s %(levelname)s M %(name)s: %(message)s")
     if opts.partitions < 1 or opts.replicas < 0:
         sys.exit("--partitions must be >= 1 and --replicas >= 0")
+    tls = security.tls_of(opts)
     master = Master(opts.data, opts.cluster, opts.partitions, opts.replicas, opts.storages,
-                    Limits(node_timeout_s=opts.node_timeout_s))
-    server = wire.make_server(opts.cluster)
+                    Limits(node_timeout_s=opts.node_timeout_s), tls=tls)
+    server = wire.make_server(opts.cluster, access=security.AccessGuard(security.token_of(opts)))
     control = MasterServicer(master)
     rpc.add_MasterServicer_to_server(control, server)
     rpc.add_AdminServicer_to_server(AdminServicer(master, control), server)
-    address = wire.bind(server, opts.bind)
+    address = wire.bind(server, opts.bind, tls)
     server.start()
     done = threading.Event()
     master.on_stop = done.set

@@ -8,6 +8,10 @@
     neoctl --dir DIR drop NODE | kill NODE | set replicas N
     neoctl --dir DIR pack [TID] [--no-gc]  (default TID: the last committed transaction)
 
+Credentials: the master's Admin service wants an admin certificate (``--ca --cert
+--key``, mutual TLS) or the cluster's admin token (``--token-file``); ``--dir`` finds
+both in a local cluster directory (``tls/admin.crt``, ``admin.token``).
+
 Plain tables for people (like NEO's neoctl), ``--json`` for scripts; the exit status is
 non-zero on failure, with the reason on standard error.
 """
@@ -19,6 +23,7 @@ import json
 import os
 import sys
 
+from . import security
 from .admin import CELL_LETTERS, NODE_PREFIX, AdminClient, node_name
 from .check import check_command
 from .errors import NeoError
@@ -232,7 +237,7 @@ def _pack(admin, opts):
     if tid > last:
         raise NeoError(f"TID 0x{tid.hex()} is after the last committed transaction 0x{last.hex()}")
     storage = NeoStorage(admin.master, admin.cluster, local_reads=False,
-                         connect_timeout_s=opts.timeout_s)
+                         connect_timeout_s=opts.timeout_s, **(admin.tls.options() if admin.tls else {}))
     try:       # what a snapshot at ``tid`` (or later) sees is kept
         removed = storage.pack_to_tid(tid, referencesf, gc=not opts.no_gc)
     except POSException.StorageError as exc:       # a node refused (packed later already)
@@ -257,6 +262,8 @@ def parse_args(argv=None):
     p.add_argument("--dir", help="a local cluster directory (neoarray cluster up DIR)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--timeout-s", type=float, default=10.0, help="time limit of each call")
+    security.add_arguments(p)
+    p.add_argument("--token-file", help="file holding the cluster's admin token")
     sub = p.add_subparsers(dest="command", required=True)
     pr = sub.add_parser("print", help="print ids, the partition table, nodes or the cluster state")
     pr.add_argument("what", choices=sorted(PRINTERS))
@@ -299,11 +306,22 @@ def resolve(opts) -> tuple[str, str]:
     return address, cluster
 
 
+def credentials(opts) -> tuple[security.TLSConfig | None, str | None]:
+    """``(tls, admin token)``: from the options, else from ``--dir``'s files."""
+    tls = security.tls_of(opts)
+    token = security.read_token(opts.token_file) if opts.token_file else None
+    if opts.dir:
+        tls = tls or security.cluster_tls(opts.dir, "admin")
+        token = token or security.cluster_token(opts.dir)
+    return tls, token
+
+
 def main(argv=None) -> int:
     opts = parse_args(argv)
     try:
         address, cluster = resolve(opts)
-        admin = AdminClient(address, cluster, opts.timeout_s)
+        tls, token = credentials(opts)
+        admin = AdminClient(address, cluster, opts.timeout_s, tls=tls, admin_token=token)
         if opts.command == "print":
             out = PRINTERS[opts.what](admin, opts)
         elif opts.command == "check":

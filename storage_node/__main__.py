@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 
+from neoarray import security
 from neoarray.errors import NeoError
 
 from .node import Limits, StorageNode
@@ -33,6 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--address-file", help="write the bound address to this file once listening")
     p.add_argument("--log-file")
     p.add_argument("--log-level", default="INFO")
+    security.add_arguments(p, token_help="file holding the cluster's admin token (a node asks the "
+                           "master's Admin service for the partition table before a repair)")
     return p.parse_args(argv)
 
 
@@ -53,8 +56,8 @@ def main(argv=None) -> int:
     logging.basicConfig(filename=opts.log_file, level=opts.log_level,
                         format="%(asctime)s %(levelname)s S %(name)s: %(message)s")
     try:
-        node = StorageNode(opts.data, opts.cluster, opts.master, opts.bind,
-                           _limits(opts), host=opts.host)
+        node = StorageNode(opts.data, opts.cluster, opts.master, opts.bind, _limits(opts),
+                           host=opts.host, tls=security.tls_of(opts), admin_token=security.token_of(opts))
     except NeoError as exc:
         print(f"neoarray-storage: {exc}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ import socket
 import threading
 from dataclasses import dataclass
 
-from neoarray import wire
+from neoarray import security, wire
 from neoarray.errors import ClusterUnavailable, NeoError, RequestRefused
 from neoarray.kv import LMDBStore, MemoryStore
 from neoarray.proto import common_pb2 as cpb
@@ -52,9 +52,12 @@ class Limits:
 
 class StorageNode:
     def __init__(self, path: str | None, cluster: str, master: str, bind: str = "127.0.0.1:0",
-                 limits: Limits | None = None, host: str | None = None):
+                 limits: Limits | None = None, host: str | None = None,
+                 tls: security.TLSConfig | None = None, admin_token: str | None = None):
         self.limits = limits or Limits()
         self.cluster = cluster
+        self.tls = tls                      # our certificate, as server and towards peers
+        self.admin_token = admin_token      # for GetPartitionTable on a cluster without TLS
         self.master_address = master
         self.host = host or socket.gethostname()
         kv = LMDBStore(path, self.limits.map_bytes_max) if path else MemoryStore()
@@ -66,9 +69,9 @@ class StorageNode:
         self.node_id = self.backend.get_config("node_id", 0)
         self.ptid = self.backend.get_config("ptid", 0)
         self.manager = TransactionManager(self.backend, self.limits.transaction_bytes_max)
-        self.server = wire.make_server(cluster)
+        self.server = wire.make_server(cluster, access=security.AccessGuard())
         srpc.add_StorageServicer_to_server(StorageServicer(self), self.server)
-        self.address = wire.bind(self.server, bind)
+        self.address = wire.bind(self.server, bind, tls)
         self.identified = threading.Event()
         self.stopped = threading.Event()
         self.cluster_state = cpb.RECOVERING
@@ -96,7 +99,8 @@ class StorageNode:
         """Partitions this node has a cell of (any state), asked of the master: the
         node keeps no copy of the partition table.  Used to refuse repairs of others."""
         if self._admin is None:
-            self._admin = mrpc.AdminStub(wire.open_channel(self.master_address, self.cluster))
+            self._admin = mrpc.AdminStub(wire.open_channel(self.master_address, self.cluster, tls=self.tls,
+                                                           admin_token=self.admin_token))
         pt = wire.call(self._admin.GetPartitionTable, cpb.Empty(), self.limits.rpc_timeout_s,
                        "partition table from the master")
         return {p for p, row in enumerate(pt.rows) if any(c.node_id == self.node_id for c in row.cells)}
@@ -132,7 +136,7 @@ class StorageNode:
 
     def _master_loop(self) -> None:
         """Identify, then send heartbeats; identify again whenever the master forgets us."""
-        channel = wire.open_channel(self.master_address, self.cluster)
+        channel = wire.open_channel(self.master_address, self.cluster, tls=self.tls)
         stub = mrpc.MasterStub(channel)
         identified = False
         while not self.stopped.is_set():

@@ -9,10 +9,15 @@ ZConfig (``zodbconf``)::
         cluster mycluster
         cache-size 256MB
         read-only false
+        # mutual TLS: the cluster's CA, this client's certificate and key (PEM)
+        ca /etc/neoarray/ca.crt
+        cert /etc/neoarray/client.crt
+        key /etc/neoarray/client.key
       </neoarray>
     </zodb>
 
-zodburi: ``neoarray://127.0.0.1:5551/mycluster?cache_bytes_max=268435456&read_only=true``;
+zodburi: ``neoarray://127.0.0.1:5551/mycluster?cache_bytes_max=268435456&read_only=true``
+(TLS: ``&ca=/etc/neoarray/ca.crt&cert=...&key=...``);
 any other query key goes to ``ZODB.DB`` (``connection_cache_size``...), as zodburi does.
 """
 from __future__ import annotations
@@ -26,7 +31,7 @@ from .storage import NeoStorage
 _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 _STORAGE_KEYS = {"cache_bytes_max": int, "rpc_timeout_s": float, "connect_timeout_s": float,
                  "transactions_max": int, "read_only": lambda v: _BOOL[v.lower()], "name": str,
-                 "cache_colours": str}
+                 "cache_colours": str, "ca": str, "cert": str, "key": str}
 
 
 class NeoStorageConfig(BaseConfig):
@@ -36,7 +41,8 @@ class NeoStorageConfig(BaseConfig):
         c = self.config
         return NeoStorage(c.master, c.cluster, name=c.name or None, read_only=c.read_only,
                           cache_bytes_max=c.cache_size, rpc_timeout_s=c.rpc_timeout,
-                          connect_timeout_s=c.connect_timeout, cache_colours=c.cache_colours or None)
+                          connect_timeout_s=c.connect_timeout, cache_colours=c.cache_colours or None,
+                          ca=c.ca, cert=c.cert, key=c.key)
 
 
 def parse_uri(uri: str) -> tuple[dict, dict]:

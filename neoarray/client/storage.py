@@ -35,7 +35,7 @@ from ZODB.BaseStorage import DataRecord, TransactionRecord
 from ZODB.ConflictResolution import ConflictResolvingStorage
 from ZODB.TimeStamp import TimeStamp
 
-from .. import wire
+from .. import security, wire
 from ..errors import ChecksumError, ClusterUnavailable, RequestRefused
 from ..ids import MAX_TID, Z64, p64, tid_from_time, u64
 from ..proto import common_pb2 as cpb
@@ -142,7 +142,11 @@ class NeoStorage(ConflictResolvingStorage):
     name : str, optional
         Storage name shown by ZODB (default ``neoarray://master/cluster``).
     read_only : bool
-        Refuse every write.
+        Refuse every write (the master refuses this client's commits too).
+    ca, cert, key : str, optional
+        Paths of the cluster's CA certificate, this client's certificate and its key
+        (PEM): mutual TLS to every node.  A certificate with the ``reader`` role can
+        only read, whatever ``read_only`` says (see :mod:`neoarray.security`).
     cache_bytes_max : int
         Budget of the client's storage cache, shared by its colours.
     cache_colours : str or list of (name, share, policy), optional
@@ -174,7 +178,9 @@ class NeoStorage(ConflictResolvingStorage):
                  conflict_rounds_max: int = 16, loads_per_batch_max: int = 1000,
                  message_bytes_max: int = wire.MESSAGE_BYTES_MAX, local_reads: bool = True,
                  finish_timeout_s: float = 660.0, cache_colours=None, cache_colour_aliases=None,
-                 reduce_oids_per_batch_max: int = 256, reduce_attempts_max: int = 3):
+                 reduce_oids_per_batch_max: int = 256, reduce_attempts_max: int = 3,
+                 ca: str | None = None, cert: str | None = None, key: str | None = None):
+        self._tls = security.TLSConfig.of(ca, cert, key)
         self._name = name or f"neoarray://{master}/{cluster}"
         self._is_read_only = read_only
         self.rpc_timeout_s = rpc_timeout_s
@@ -203,7 +209,8 @@ class NeoStorage(ConflictResolvingStorage):
         self._closed = False
         self._local = None
         self._link = ClusterLink(master, cluster, self._invalidated, self._reconnected,
-                                 rpc_timeout_s, connect_timeout_s, read_only, message_bytes_max)
+                                 rpc_timeout_s, connect_timeout_s, read_only, message_bytes_max,
+                                 tls=self._tls)
         self._local = LocalReaders(self._link.partitions) if local_reads else None
         if self._local is not None:
             self._link.on_info = self._local.update
@@ -243,7 +250,8 @@ class NeoStorage(ConflictResolvingStorage):
         """Arguments that open an equivalent client in another process (jobs' workers)."""
         return {"master": self._link.master_address, "cluster": self._link.cluster,
                 "cache_bytes_max": self._cache.bytes_max, "rpc_timeout_s": self.rpc_timeout_s,
-                "read_only": self._is_read_only, "local_reads": self._local is not None}
+                "read_only": self._is_read_only, "local_reads": self._local is not None,
+                **(self._tls.options() if self._tls else {})}
 
     def add_cache_colour(self, name: str, share: float, policy: str = "lru") -> None:
         """Add a cache colour (policies: lru, s3fifo, fifo); quotas are shares of the budget."""
