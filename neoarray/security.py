@@ -270,6 +270,19 @@ def generate(directory: str, cluster: str, hosts=()) -> str:
     return directory
 
 
+def issue_into(directory: str, name: str, roles, hosts=(), days: int = CERT_VALIDITY_DAYS) -> TLSConfig:
+    """One more certificate from the CA that ``generate`` left in ``directory``
+    (``ca.crt``, ``ca.key``): ``name.crt`` and ``name.key`` for ``roles``, valid for
+    ``hosts`` (e.g. a storage node on another machine)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    ca = TLSConfig.in_dir(directory, CA_NAME)
+    ca_cert = x509.load_pem_x509_certificate(_read_bounded(ca.cert_path, "CA certificate", PEM_BYTES_MAX))
+    ca_key = serialization.load_pem_private_key(_read_bounded(ca.key_path, "CA key", PEM_BYTES_MAX), None)
+    write_pair(directory, name, *issue(ca_cert, ca_key, name, roles, hosts, days))
+    return TLSConfig.in_dir(directory, name)
+
+
 def roles_of_uris(uris) -> frozenset:
     """The neoarray roles among a certificate's URI alternative names (bytes or str)."""
     names = (u.decode() if isinstance(u, bytes) else u for u in uris)

@@ -4,9 +4,11 @@ Refusals shown: no certificate, a certificate from another CA, a wrong cluster n
 a non-admin calling an Admin RPC (certificate role, and no token without TLS), a
 reader storing (on the master and on a storage node directly, and through ZODB)."""
 import os
+import pickle
 import stat
 import subprocess
 import sys
+import time
 
 import grpc
 import pytest
@@ -24,7 +26,7 @@ from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import master_pb2_grpc as mrpc
 from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
-from tests.cluster_helpers import neoctl
+from tests.cluster_helpers import neoctl, storage_of_index, wait_settled
 from tests.conftest import running_cluster
 
 TIMEOUT_S = 30
@@ -57,6 +59,18 @@ def _storage_address(cluster) -> str:
     admin = cluster.admin()
     try:
         return next(n.address for n in admin.nodes() if n.type == cpb.STORAGE)
+    finally:
+        admin.close()
+
+
+def wait_down(cluster, node_id, timeout_s=60.0):
+    """Wait until the master has marked storage node ``node_id`` DOWN."""
+    admin = cluster.admin()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not any(n.node_id == node_id and n.state == cpb.DOWN for n in admin.nodes()):
+            assert time.monotonic() < deadline, f"S{node_id} not DOWN after {timeout_s} s"
+            time.sleep(0.1)
     finally:
         admin.close()
 
@@ -213,6 +227,38 @@ def test_reader_certificate_reads_but_cannot_write(tls_cluster, committed):
         db.close()
 
 
+def test_replication_catch_up_over_tls(tls_cluster, committed):
+    """A storage node that missed commits copies them from its peer (storage role) and
+    the master marks its cells UP_TO_DATE again (master role orders, over TLS)."""
+    victim, _ = storage_of_index(tls_cluster, 1)
+    tls_cluster.kill_storage(1)
+    wait_down(tls_cluster, victim)
+    db = ZODB.DB(tls_cluster.open_storage(local_reads=False))
+    try:
+        with db.transaction() as conn:
+            conn.root()["while_down"] = list(range(100))
+    finally:
+        db.close()
+    tls_cluster.start_storage(1)
+    cells = wait_settled(tls_cluster, timeout_s=120)
+    assert all(set(row) == {"U"} for row in cells.values()), cells
+    assert neoctl(tls_cluster, "--json", "check")["ok"] is True
+
+
+def test_more_certificates_from_the_cluster_ca(tls_cluster):
+    ops = security.issue_into(tls_cluster.tls_dir, "ops", ["admin"])
+    admin = AdminClient(tls_cluster.address, tls_cluster.cluster, TIMEOUT_S, tls=ops)
+    try:
+        assert admin.cluster_state() == "RUNNING"
+    finally:
+        admin.close()
+    assert stat.S_IMODE(os.stat(ops.key_path).st_mode) == 0o600
+    nobody = security.issue_into(tls_cluster.tls_dir, "nobody", [])
+    stub = srpc.StorageStub(wire.open_channel(_storage_address(tls_cluster), tls_cluster.cluster, tls=nobody))
+    with pytest.raises(AccessDenied, match="Load needs the role .*; the peer's certificate carries no neoarray role"):
+        wire.call(stub.Load, spb.LoadRequest(oid=bytes(8)), TIMEOUT_S)
+
+
 # ---------------------------------------------------------------- without TLS: the admin token
 
 @pytest.fixture(scope="module")
@@ -294,6 +340,9 @@ def test_refusal_rules():
     assert security.refusal(store, frozenset(), False, False).startswith(security.DENIED_PREFIX)
     assert security.refusal(store, frozenset({"reader"}), False, False).startswith(security.READ_ONLY_PREFIX)
     assert "no entry in the access table" in security.refusal("/neoarray.v1.Storage/Nope", None, False, False)
+    for error in (AccessDenied("x"), security.SecurityError("y")):
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error) and str(again) == str(error)
 
 
 def test_tls_configuration_errors_name_what_is_wrong(tmp_path):
