@@ -1,6 +1,6 @@
 """``neoctl``: administer a neoarray cluster through its master.
 
-    neoctl -a HOST:PORT -c CLUSTER print ids|pt|node|cluster|summary
+    neoctl -a HOST:PORT -c CLUSTER --token-file FILE print ids|pt|node|cluster|summary
     neoctl --dir DIR start|stop          (a LocalCluster directory: address and name from it)
     neoctl --dir DIR check [--repair] [PARTITION...]
     neoctl --dir DIR add NODE...|all     (PENDING storage nodes join the cluster)

@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass
 
 from neoarray import security, wire
-from neoarray.errors import ClusterUnavailable, NeoError, RequestRefused
+from neoarray.errors import AccessDenied, ClusterUnavailable, NeoError, RequestRefused
 from neoarray.kv import LMDBStore, MemoryStore
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
@@ -139,6 +139,7 @@ class StorageNode:
         channel = wire.open_channel(self.master_address, self.cluster, tls=self.tls)
         stub = mrpc.MasterStub(channel)
         identified = False
+        unheard = None                  # the last reason the master could not be reached
         while not self.stopped.is_set():
             try:
                 if not identified:
@@ -150,7 +151,7 @@ class StorageNode:
                 self.cluster_state = reply.state
                 if reply.state == cpb.CLUSTER_RUNNING:
                     self.replicator.set_tasks(reply.replicate)
-            except RequestRefused as exc:
+            except (RequestRefused, AccessDenied) as exc:     # retrying cannot help
                 log.error("refused by the master: %s", exc)
                 self.fatal = exc
                 self.stopped.set()
@@ -158,6 +159,9 @@ class StorageNode:
             except NeoError as exc:
                 if identified:
                     log.warning("lost the master (%s): identifying again", exc)
+                elif str(exc) != unheard:       # e.g. a TLS handshake refused: say it once
+                    log.warning("cannot identify to the master at %s: %s", self.master_address, exc)
+                unheard = str(exc)
                 identified = False
             except Exception as exc:  # POSKeyError from NOT_FOUND: the master forgot us
                 log.warning("master link: %s", exc)

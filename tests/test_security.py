@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import time
+import types
 
 import grpc
 import pytest
@@ -52,7 +53,7 @@ def committed(tls_cluster):
 
 def _ctl(*args):
     return subprocess.run([sys.executable, "-m", "neoarray.ctl", *args],
-                          capture_output=True, text=True, timeout=120)
+                          check=False, capture_output=True, text=True, timeout=120)
 
 
 def _storage_address(cluster) -> str:
@@ -131,7 +132,8 @@ def test_process_workers_get_the_certificate(tls_cluster, committed):
 # ---------------------------------------------------------------- refusals
 
 def test_channel_without_certificate_is_refused(tls_cluster):
-    ca = open(tls_cluster.tls_of("admin").ca_path, "rb").read()
+    with open(tls_cluster.tls_of("admin").ca_path, "rb") as f:
+        ca = f.read()
     no_cert = grpc.ssl_channel_credentials(root_certificates=ca)
     for channel in (grpc.secure_channel(tls_cluster.address, no_cert),
                     grpc.insecure_channel(tls_cluster.address)):
@@ -200,6 +202,16 @@ def test_only_the_master_and_storages_use_their_rpcs(tls_cluster):
         wire.call(master.Identify, mpb.IdentifyRequest(type=cpb.STORAGE, address="127.0.0.1:1"), TIMEOUT_S)
     with pytest.raises(AccessDenied, match="Heartbeat needs the role storage"):
         wire.call(master.Heartbeat, mpb.HeartbeatRequest(node_id=1), TIMEOUT_S)
+
+
+def test_storage_node_with_a_client_certificate_is_refused(tls_cluster, tmp_path):
+    tls = tls_cluster.tls_of("client")
+    out = subprocess.run([sys.executable, "-m", "storage_node", "--cluster", tls_cluster.cluster,
+                          "--master", tls_cluster.address, "--data", str(tmp_path / "s"),
+                          "--ca", tls.ca_path, "--cert", tls.cert_path, "--key", tls.key_path],
+                         check=False, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "Identify as a storage node needs the role storage" in out.stderr
 
 
 def test_reader_certificate_reads_but_cannot_write(tls_cluster, committed):
@@ -314,8 +326,9 @@ def test_cluster_up_tls_takes_one_flag(tmp_path):
         assert "RUNNING; master at 127.0.0.1:" in first, first + proc.stderr.read()
         assert "cert=" in proc.stdout.readline()           # the python line names the files
         assert os.path.exists(os.path.join(path, "tls", "ca.crt"))
-        assert neoctl(type("C", (), {"path": path}), "print", "cluster").strip() == "RUNNING"
-        assert neoctl(type("C", (), {"path": path}), "stop").strip() == "Cluster state changed"
+        up = types.SimpleNamespace(path=path)                # what neoctl(cluster) reads
+        assert neoctl(up, "print", "cluster").strip() == "RUNNING"
+        assert neoctl(up, "stop").strip() == "Cluster state changed"
         assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:
@@ -354,6 +367,10 @@ def test_tls_configuration_errors_name_what_is_wrong(tmp_path):
         tls.load()
     with pytest.raises(security.SecurityError, match="unknown roles"):
         security.issue(*security.make_ca("x"), "x", ["superuser"])
+    out = subprocess.run([sys.executable, "-m", "master", "--cluster", "x", "--data", str(tmp_path / "m"),
+                          "--ca", str(tmp_path / "ca.crt")], check=False, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "TLS needs ca, cert and key together; missing: cert, key" in out.stderr
 
 
 def test_zconfig_and_zodburi_open_tls_clients(tls_cluster, committed):
