@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from neoarray import wire
+from neoarray import security, wire
 from neoarray.errors import NeoError
 from neoarray.limits import add_limit_flags, check_limits
 from neoarray.metrics import bind_arg
@@ -49,6 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--metrics-address-file", help="write the bound metrics address to this file")
     p.add_argument("--log-file", help="log here instead of standard error")
     p.add_argument("--log-level", default="INFO")
+    security.add_arguments(p, token_help="file holding the admin token: Admin RPCs (neoctl) without "
+                           "it (or, with TLS, without an admin certificate) are refused")
     return p.parse_args(argv)
 
 
@@ -58,15 +60,17 @@ def serve(opts) -> int:
                         format="%(asctime)s %(levelname)s M %(name)s: %(message)s")
     if opts.partitions < 1 or opts.replicas < 0:
         sys.exit("--partitions must be >= 1 and --replicas >= 0")
+    tls = security.tls_of(opts)
     limits = Limits(node_timeout_s=opts.node_timeout_s, **check_limits(opts, LIMIT_FLAGS))
-    master = Master(opts.data, opts.cluster, opts.partitions, opts.replicas, opts.storages, limits)
+    master = Master(opts.data, opts.cluster, opts.partitions, opts.replicas, opts.storages, limits, tls=tls)
     metrics = master_metrics.exporter(master) if opts.metrics_bind else None
     server = wire.make_server(opts.cluster, message_bytes_max=limits.message_bytes_max,
-                              interceptors=metrics.interceptors() if metrics else ())
+                              interceptors=metrics.interceptors() if metrics else (),
+                              access=security.AccessGuard(security.token_of(opts)))
     control = MasterServicer(master)
     rpc.add_MasterServicer_to_server(control, server)
     rpc.add_AdminServicer_to_server(AdminServicer(master, control), server)
-    address = wire.bind(server, opts.bind)
+    address = wire.bind(server, opts.bind, tls)
     if metrics:     # before the server starts: a metrics port in use stops nothing running
         metrics.serve(opts.metrics_bind, opts.metrics_address_file)
     server.start()

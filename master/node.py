@@ -13,7 +13,9 @@ import time
 from concurrent import futures
 from dataclasses import dataclass, field
 
-from neoarray import wire
+from ZODB.POSException import ReadOnlyError
+
+from neoarray import security, wire
 from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
 from neoarray.ids import Z64, checked_id, p64, u64
 from neoarray.proto import common_pb2 as cpb
@@ -94,8 +96,10 @@ class Txn:
 
 class Master(TableAdmin, Truncation, ReplicationRates):
     def __init__(self, path: str, cluster: str, partitions: int, replicas: int,
-                 storages_expected: int, limits: Limits | None = None):
+                 storages_expected: int, limits: Limits | None = None,
+                 tls: security.TLSConfig | None = None):
         self.cluster = cluster
+        self.tls = tls                  # our certificate towards storage nodes (None: no TLS)
         self.limits = limits or Limits()
         self.state_db = MasterState(path)
         self.lock = threading.RLock()
@@ -223,7 +227,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         with self.lock:
             entry = self.channels.get(nid)
             if entry is None:
-                channel = wire.open_channel(self.nodes[nid].address, self.cluster)
+                channel = wire.open_channel(self.nodes[nid].address, self.cluster, tls=self.tls)
                 entry = self.channels[nid] = (channel, srpc.StorageStub(channel))
             return entry[1]
 
@@ -439,9 +443,17 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             self.require_running()
             return self.ids.new_oids(count)
 
+    def require_writer(self, node: int, what: str) -> None:
+        """Refuse ``what`` from a client that identified as read-only (with TLS, the
+        reader role is also refused by the access table, whatever the client said)."""
+        info = self.nodes.get(node)
+        if info is not None and info.read_only:
+            raise ReadOnlyError(f"client C{node} identified as read-only: {what} refused")
+
     def begin(self, node: int, tid: bytes) -> bytes:
         with self.lock:
             self.require_running()
+            self.require_writer(node, "Begin")
             mine = sum(1 for t in self.txns.values() if t.node == node)
             if mine >= self.limits.transactions_per_client_max:
                 raise LimitExceeded(f"client C{node} has {mine} open transactions, "
@@ -486,6 +498,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
                                 f"objects_per_transaction_max={self.limits.objects_per_transaction_max}")
         with self.lock:
             self.require_running()
+            self.require_writer(node, "Finish")
             txn = self.txns.pop(ttid, None)
             if txn is None and self.owner_of(ttid) == node and ttid not in self.finished:
                 txn = Txn(ttid, node)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import queue
 
+from neoarray import security
 from neoarray.errors import RequestRefused
 from neoarray.ids import checked_id, p64
 from neoarray.proto import common_pb2 as cpb
@@ -22,6 +23,8 @@ class MasterServicer(rpc.MasterServicer):
         self.keepalive_s = keepalive_s
 
     def Identify(self, request, context):
+        if request.type == cpb.STORAGE:
+            security.require_role(context, "storage", "Identify as a storage node")
         nid = self.m.identify(request)
         return pb.IdentifyReply(node_id=nid, num_partitions=self.m.partitions, info=self.m.cluster_info())
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from .client import NeoStorage
 from .client.colours import cache_colour
-from .errors import (ChecksumError, ClusterNameMismatch, ClusterUnavailable, LimitExceeded,
-                     NeoError, RequestRefused, StorageFull)
+from .errors import (AccessDenied, ChecksumError, ClusterNameMismatch, ClusterUnavailable,
+                     LimitExceeded, NeoError, RequestRefused, StorageFull)
 
 __all__ = ["open", "NeoStorage", "cache_colour", "LocalCluster", "NeoError", "ClusterNameMismatch",
-           "ClusterUnavailable", "ChecksumError", "RequestRefused", "LimitExceeded", "StorageFull",
+           "AccessDenied", "ClusterUnavailable", "ChecksumError", "RequestRefused", "LimitExceeded",
+           "StorageFull",
            "ndarray", "empty", "zeros", "ones", "full", "asarray",
            "empty_like", "zeros_like", "ones_like", "full_like", "diff", "moving_mean", "alerts",
            "map_blocks", "jobs"]
@@ -21,7 +22,8 @@ __version__ = "0.1.0"
 
 
 def open(path: str | None = None, *, master: str | None = None, cluster: str | None = None,
-         storages: int = 1, replicas: int = 0, partitions: int = 12, **storage_options):
+         storages: int = 1, replicas: int = 0, partitions: int = 12, tls: bool | None = None,
+         **storage_options):
     """Open a ``ZODB.DB`` on a neoarray cluster.
 
     Parameters
@@ -33,6 +35,10 @@ def open(path: str | None = None, *, master: str | None = None, cluster: str | N
         Connect to a running cluster instead (both required).
     storages, replicas, partitions : int
         Shape of an embedded cluster created at ``path``.
+    tls : bool, optional
+        Run the embedded cluster with mutual TLS (its CA and certificates are made in
+        ``path/tls`` once; default: TLS when ``path`` has them).  For a running
+        cluster, give ``ca``, ``cert`` and ``key`` in ``storage_options``.
     **storage_options
         Passed to :class:`NeoStorage` (``cache_bytes_max``, ``read_only``...).
     """
@@ -46,7 +52,7 @@ def open(path: str | None = None, *, master: str | None = None, cluster: str | N
         return ZODB.DB(NeoStorage(master, cluster, **storage_options))
     if path is None:
         raise ValueError("neoarray.open needs a data directory or a master address")
-    local = LocalCluster(path, storages=storages, replicas=replicas, partitions=partitions).start()
+    local = LocalCluster(path, storages=storages, replicas=replicas, partitions=partitions, tls=tls).start()
     try:
         storage = NeoStorage(**local.storage_kwargs(), **storage_options)
     except BaseException:

@@ -1,7 +1,7 @@
 """A typed client of the master's Admin service (used by ``neoctl`` and ``LocalCluster``)."""
 from __future__ import annotations
 
-from . import wire
+from . import security, wire
 from .ids import Z64
 from .proto import common_pb2 as cpb
 from .proto import master_pb2 as mpb
@@ -15,8 +15,13 @@ NODE_PREFIX = {cpb.STORAGE: "S", cpb.CLIENT: "C", cpb.ADMIN: "A", cpb.MASTER: "M
 
 
 class AdminClient:
-    def __init__(self, master: str, cluster: str, rpc_timeout_s: float = 10.0):
-        self.channel = wire.open_channel(master, cluster)
+    """The Admin service of ``master``; its credential is an admin certificate (``tls``)
+    or the cluster's admin token, sent with every call."""
+
+    def __init__(self, master: str, cluster: str, rpc_timeout_s: float = 10.0,
+                 tls: security.TLSConfig | None = None, admin_token: str | None = None):
+        self.tls = tls
+        self.channel = wire.open_channel(master, cluster, tls=tls, admin_token=admin_token)
         self.stub = mrpc.AdminStub(self.channel)
         self.timeout = rpc_timeout_s
         self.master = master
@@ -71,7 +76,7 @@ class AdminClient:
     def storage_stub(self, address: str):
         """A stub of the storage node at ``address`` (``neoctl check`` reads and repairs
         copies directly), on a channel closed with this client."""
-        channel = wire.open_channel(address, self.cluster)
+        channel = wire.open_channel(address, self.cluster, tls=self.tls)
         self._storage_channels.append(channel)
         return srpc.StorageStub(channel)
 

@@ -1,9 +1,10 @@
 """``neoarray``: run a local cluster, or the demo.
 
-    neoarray cluster up DIR [--storages N] [--replicas R] [--partitions P] [--metrics]
+    neoarray cluster up DIR [--storages N] [--replicas R] [--partitions P] [--metrics] [--tls]
         start a master and N storage nodes as local processes serving DIR, print the
         master address (and with ``--metrics`` each node's Prometheus endpoint), and
-        stop them on Ctrl-C or ``neoctl --dir DIR stop``.
+        stop them on Ctrl-C or ``neoctl --dir DIR stop``; with ``--tls`` (remembered by
+        DIR) a CA and certificates are made in DIR/tls and every node talks mutual TLS.
     neoarray demo [DIR]
         store objects and an array (``prices``) in an embedded cluster and read them back.
     neoarray job run ...
@@ -25,14 +26,16 @@ from .errors import NeoError
 def cluster_up(opts) -> int:
     from .cluster import LocalCluster
     c = LocalCluster(opts.dir, storages=opts.storages, replicas=opts.replicas, partitions=opts.partitions,
-                     metrics=opts.metrics)
+                     metrics=opts.metrics, tls=opts.tls)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
         c.start()
         print(f"cluster {c.cluster!r} RUNNING; master at {c.address}", flush=True)
-        print(f"  python: neoarray.open(master={c.address!r}, cluster={c.cluster!r})", flush=True)
+        tls = c.tls_of("client")
+        extra = "".join(f", {k}={v!r}" for k, v in tls.options().items()) if tls else ""
+        print(f"  python: neoarray.open(master={c.address!r}, cluster={c.cluster!r}{extra})", flush=True)
         print(f"  admin:  neoctl --dir {opts.dir} print node", flush=True)
         for node, address in c.metrics_addresses().items():
             print(f"  metrics: {node} http://{address}/metrics", flush=True)
@@ -115,6 +118,8 @@ def parse_args(argv=None):
     up.add_argument("--partitions", type=int, default=12)
     up.add_argument("--metrics", action="store_true",
                     help="give each node a Prometheus metrics port on 127.0.0.1 and print them")
+    up.add_argument("--tls", action="store_true", default=None,
+                    help="mutual TLS on every port, with a CA and certificates made in DIR/tls")
     d = sub.add_parser("demo", help="store and read back objects on an embedded cluster")
     d.add_argument("dir", nargs="?")
     from .jobs.cli import add_parser

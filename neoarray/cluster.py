@@ -2,10 +2,14 @@
 
 Layout of the directory: ``cluster.name`` (the cluster name, chosen at creation),
 ``master/`` (the master's state), ``master.address`` (its ``host:port``, reused on
-restart so clients find it again), ``storage-N/`` (LMDB of storage node N) and
-``logs/`` (one log file per node).  With ``metrics=True`` every node serves Prometheus
-metrics on a free port of 127.0.0.1, written to ``master.metrics`` and
-``storage-N.metrics`` (``host:port``; see :meth:`LocalCluster.metrics_addresses`).
+restart so clients find it again), ``storage-N/`` (LMDB of storage node N),
+``logs/`` (one log file per node), ``admin.token`` (0600: the admin credential that
+``neoctl --dir`` and ``admin()`` send; the master refuses Admin RPCs without it) and,
+for a cluster made with ``tls=True``, ``tls/`` (a CA and a certificate per role, see
+``neoarray.security.generate``): every node then talks mutual TLS.  With
+``metrics=True`` every node serves Prometheus metrics on a free port of 127.0.0.1,
+written to ``master.metrics`` and ``storage-N.metrics`` (``host:port``; see
+:meth:`LocalCluster.metrics_addresses`).
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import subprocess
 import sys
 import time
 
+from . import security
 from .admin import AdminClient
 from .errors import ClusterUnavailable, NeoError
 
@@ -24,13 +29,21 @@ class LocalCluster:
     def __init__(self, path: str, storages: int = 1, replicas: int = 0, partitions: int = 12,
                  cluster: str | None = None, node_timeout_s: float = 5.0, log_level: str = "INFO",
                  metrics: bool = False, master_args: tuple[str, ...] = (),
-                 storage_args: tuple[str, ...] = ()):
+                 storage_args: tuple[str, ...] = (), tls: bool | None = None):
         """``master_args``/``storage_args``: more ``neoarray-master``/``neoarray-storage``
-        options for every start (limits such as ``("--message-bytes-max", "65536")``)."""
+        options for every start (limits such as ``("--message-bytes-max", "65536")``).
+        ``tls``: True makes the directory's CA and certificates (once) and runs every
+        node with mutual TLS; None (default) does so when the directory has them."""
         self.path = os.path.abspath(path)
         self.master_args, self.storage_args = tuple(master_args), tuple(storage_args)
         os.makedirs(os.path.join(self.path, "logs"), exist_ok=True)
         self.cluster = cluster or self._cluster_name()
+        self.token_file = os.path.join(self.path, security.TOKEN_FILE)
+        self.admin_token = security.write_token(self.token_file)
+        self.tls_dir = os.path.join(self.path, security.TLS_DIR)
+        if tls:
+            security.generate(self.tls_dir, self.cluster)
+        self.tls = tls is not False and security.cluster_tls(self.path, "client") is not None
         self.storages = storages
         self.replicas = replicas
         self.partitions = partitions
@@ -70,6 +83,16 @@ class LocalCluster:
             time.sleep(0.02)
         raise ClusterUnavailable(f"{path} did not appear within {timeout_s} s")
 
+    def tls_of(self, role: str) -> security.TLSConfig | None:
+        """The certificate of ``role`` (``master``, ``storage``, ``admin``, ``client``,
+        ``reader``) when the cluster runs TLS, else ``None``."""
+        return security.TLSConfig.in_dir(self.tls_dir, role) if self.tls else None
+
+    def _security_args(self, role: str) -> list[str]:
+        tls = self.tls_of(role)
+        tls_args = ["--ca", tls.ca_path, "--cert", tls.cert_path, "--key", tls.key_path] if tls else []
+        return [*tls_args, "--admin-token-file", self.token_file]
+
     def _errlog(self, proc):
         log = proc.args[proc.args.index("--log-file") + 1]
         return log + ".err" if os.path.exists(log + ".err") else None
@@ -108,7 +131,7 @@ class LocalCluster:
             "--data", os.path.join(self.path, "master"), "--bind", bind, "--address-file", fresh,
             "--partitions", str(self.partitions), "--replicas", str(self.replicas),
             "--storages", str(self.storages), "--node-timeout-s", str(self.node_timeout_s),
-            *self._metrics_args("master"), *self.master_args], "master.log")
+            *self._metrics_args("master"), *self._security_args("master"), *self.master_args], "master.log")
         self.address = self._wait_file(fresh, self.master_proc, timeout_s)
         os.replace(fresh, addr_file)
         return self.address
@@ -131,7 +154,7 @@ class LocalCluster:
         self.storage_procs[index] = self._spawn("storage_node", [
             "--data", os.path.join(self.path, f"storage-{index}"), "--master", self.address,
             "--bind", bind, "--address-file", fresh, *self._metrics_args(f"storage-{index}"),
-            *self.storage_args, *args], f"storage-{index}.log")
+            *self._security_args("storage"), *self.storage_args, *args], f"storage-{index}.log")
         return addr_file
 
     def _wait_storage(self, index: int, addr_file: str, timeout_s: float) -> str:
@@ -158,7 +181,8 @@ class LocalCluster:
         return self
 
     def admin(self) -> AdminClient:
-        return AdminClient(self.address, self.cluster)
+        """An Admin client with the cluster's admin credentials (certificate, token)."""
+        return AdminClient(self.address, self.cluster, tls=self.tls_of("admin"), admin_token=self.admin_token)
 
     def wait_state(self, state: str, timeout_s: float = 60.0) -> None:
         admin = self.admin()
@@ -176,8 +200,10 @@ class LocalCluster:
         finally:
             admin.close()
 
-    def storage_kwargs(self) -> dict:
-        return {"master": self.address, "cluster": self.cluster}
+    def storage_kwargs(self, role: str = "client") -> dict:
+        """``NeoStorage`` arguments of a client with the ``role`` certificate (TLS)."""
+        tls = self.tls_of(role)
+        return {"master": self.address, "cluster": self.cluster, **(tls.options() if tls else {})}
 
     def open_storage(self, **kw):
         from .client import NeoStorage

@@ -1,6 +1,6 @@
 """``neoctl``: administer a neoarray cluster through its master.
 
-    neoctl -a HOST:PORT -c CLUSTER print ids|pt|node|cluster|summary
+    neoctl -a HOST:PORT -c CLUSTER --token-file FILE print ids|pt|node|cluster|summary
     neoctl --dir DIR start|stop          (a LocalCluster directory: address and name from it)
     neoctl --dir DIR check [--repair] [PARTITION...]
     neoctl --dir DIR add NODE...|all     (PENDING storage nodes join the cluster)
@@ -9,6 +9,10 @@
     neoctl --dir DIR pack [TID] [--no-gc]  (default TID: the last committed transaction)
     neoctl --dir DIR truncate TID          (delete every transaction after TID)
     neoctl --dir DIR set replication-rate BYTES_PER_S [NODE...]   (e.g. 50M; 0: unlimited)
+
+Credentials: the master's Admin service wants an admin certificate (``--ca --cert
+--key``, mutual TLS) or the cluster's admin token (``--token-file``); ``--dir`` finds
+both in a local cluster directory (``tls/admin.crt``, ``admin.token``).
 
 Plain tables for people (like NEO's neoctl), ``--json`` for scripts; the exit status is
 non-zero on failure, with the reason on standard error.
@@ -21,6 +25,7 @@ import json
 import os
 import sys
 
+from . import security
 from .admin import CELL_LETTERS, NODE_PREFIX, AdminClient, node_name
 from .check import check_command
 from .errors import NeoError
@@ -284,7 +289,7 @@ def _pack(admin, opts):
     if tid > last:
         raise NeoError(f"TID 0x{tid.hex()} is after the last committed transaction 0x{last.hex()}")
     storage = NeoStorage(admin.master, admin.cluster, local_reads=False,
-                         connect_timeout_s=opts.timeout_s)
+                         connect_timeout_s=opts.timeout_s, **(admin.tls.options() if admin.tls else {}))
     try:       # what a snapshot at ``tid`` (or later) sees is kept
         removed = storage.pack_to_tid(tid, referencesf, gc=not opts.no_gc)
     except POSException.StorageError as exc:       # a node refused (packed later already)
@@ -314,6 +319,8 @@ def parse_args(argv=None):
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--timeout-s", type=float, default=None,
                    help=f"time limit of each call (default {CALL_S:.0f} s; truncate: {LONG_CALL_S:.0f} s)")
+    security.add_arguments(p)
+    p.add_argument("--token-file", help="file holding the cluster's admin token")
     sub = p.add_subparsers(dest="command", required=True)
     pr = sub.add_parser("print", help="print ids, the partition table, nodes or the cluster state")
     pr.add_argument("what", choices=sorted(PRINTERS))
@@ -366,11 +373,22 @@ def resolve(opts) -> tuple[str, str]:
     return address, cluster
 
 
+def credentials(opts) -> tuple[security.TLSConfig | None, str | None]:
+    """``(tls, admin token)``: from the options, else from ``--dir``'s files."""
+    tls = security.tls_of(opts)
+    token = security.read_token(opts.token_file) if opts.token_file else None
+    if opts.dir:
+        tls = tls or security.cluster_tls(opts.dir, "admin")
+        token = token or security.cluster_token(opts.dir)
+    return tls, token
+
+
 def main(argv=None) -> int:
     opts = parse_args(argv)
     try:
         address, cluster = resolve(opts)
-        admin = AdminClient(address, cluster, opts.timeout_s)
+        tls, token = credentials(opts)
+        admin = AdminClient(address, cluster, opts.timeout_s, tls=tls, admin_token=token)
         if opts.command == "print":
             out = PRINTERS[opts.what](admin, opts)
         elif opts.command == "check":

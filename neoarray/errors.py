@@ -34,3 +34,8 @@ class LimitExceeded(RequestRefused):
 
 class StorageFull(NeoError, POSException.StorageError):
     """A storage node's disk or map is full: the transaction was aborted."""
+
+
+class AccessDenied(NeoError):
+    """The peer's credential (certificate role or admin token) does not allow the call;
+    the message names the method and the role it needs."""

@@ -16,8 +16,13 @@ INVALID_ARGUMENT       ``RequestRefused`` (a ``ValueError``)
 RESOURCE_EXHAUSTED     ``LimitExceeded`` (a ``RequestRefused``), or ``StorageFull``
 DATA_LOSS              ``ChecksumError``
 NOT_FOUND              ``POSKeyError``
-PERMISSION_DENIED      ``ReadOnlyError``
+PERMISSION_DENIED      ``AccessDenied`` (role or admin token), or
+                       ``ReadOnlyError`` (a read-only peer writing)
 =====================  ==========================================
+
+Security (see ``security``): ``make_server(..., access=AccessGuard(...))`` checks each
+call's certificate role and admin token; ``bind(..., tls=)`` listens with mutual TLS;
+``open_channel(..., tls=, admin_token=)`` presents a certificate and the admin token.
 
 Traffic: channels from ``open_channel`` count, process-wide, the calls made on them
 and the bytes of every message they serialize (requests sent) and deserialize
@@ -37,7 +42,9 @@ import grpc
 import lmdb
 from ZODB import POSException
 
+from . import security
 from .errors import (
+    AccessDenied,
     ChecksumError,
     ClusterNameMismatch,
     ClusterUnavailable,
@@ -158,23 +165,29 @@ class _ClusterGuard(grpc.ServerInterceptor):
 
 
 def make_server(cluster: str, workers_max: int = 32,
-                message_bytes_max: int = MESSAGE_BYTES_MAX, interceptors=()) -> grpc.Server:
-    """A gRPC server guarded by the cluster name, with bounded workers and messages.
+                message_bytes_max: int = MESSAGE_BYTES_MAX, interceptors=(),
+                access: security.AccessGuard | None = None) -> grpc.Server:
+    """A gRPC server guarded by the cluster name, with bounded workers and messages;
+    ``access`` checks roles and the admin token after the cluster name.
 
     ``interceptors`` run outside the cluster-name guard, in order (the metrics of
     ``neoarray.metrics`` see refused requests too)."""
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers_max, thread_name_prefix="rpc"),
-        interceptors=[*interceptors, _ClusterGuard(cluster)],
+        interceptors=[*interceptors, _ClusterGuard(cluster), *([access] if access else [])],
         options=grpc_options(message_bytes_max),
         maximum_concurrent_rpcs=workers_max * 8,
     )
 
 
-def bind(server: grpc.Server, address: str) -> str:
-    """Bind ``host:port`` (port 0 picks a free one) and return the bound address."""
+def bind(server: grpc.Server, address: str, tls: security.TLSConfig | None = None) -> str:
+    """Bind ``host:port`` (port 0 picks a free one), with mutual TLS when ``tls`` is
+    given, and return the bound address."""
     host, _, _port = address.rpartition(":")
-    bound = server.add_insecure_port(address)
+    if tls is not None:
+        bound = server.add_secure_port(address, tls.server_credentials())
+    else:
+        bound = server.add_insecure_port(address)
     if not bound:
         raise OSError(f"cannot listen on {address}")
     return f"{host}:{bound}"
@@ -183,8 +196,8 @@ def bind(server: grpc.Server, address: str) -> str:
 # ---------------------------------------------------------------- client side
 
 class _AddCluster(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    def __init__(self, cluster: str):
-        self.md = ((CLUSTER_KEY, cluster),)
+    def __init__(self, cluster: str, admin_token: str | None = None):
+        self.md = ((CLUSTER_KEY, cluster),) + (((security.TOKEN_KEY, admin_token),) if admin_token else ())
 
     def _details(self, d):
         return d._replace(metadata=tuple(d.metadata or ()) + self.md)
@@ -288,11 +301,17 @@ class _CountingChannel(grpc.Channel):
 
 
 def open_channel(address: str, cluster: str,
-                 message_bytes_max: int = MESSAGE_BYTES_MAX) -> grpc.Channel:
-    """A channel to ``address`` whose every call carries the cluster name and is
-    counted by ``traffic()``."""
-    channel = grpc.insecure_channel(address, options=grpc_options(message_bytes_max))
-    return _CountingChannel(grpc.intercept_channel(channel, _AddCluster(cluster)))
+                 message_bytes_max: int = MESSAGE_BYTES_MAX,
+                 tls: security.TLSConfig | None = None, admin_token: str | None = None) -> grpc.Channel:
+    """A channel to ``address`` whose every call carries the cluster name (and the
+    admin token, if given) and is counted by ``traffic()``; with ``tls``, over mutual
+    TLS with that certificate."""
+    options = grpc_options(message_bytes_max)
+    if tls is not None:
+        channel = grpc.secure_channel(address, tls.channel_credentials(), options=options)
+    else:
+        channel = grpc.insecure_channel(address, options=options)
+    return _CountingChannel(grpc.intercept_channel(channel, _AddCluster(cluster, admin_token)))
 
 
 def to_exception(err: grpc.RpcError, what: str = "") -> Exception:
@@ -318,6 +337,8 @@ def to_exception(err: grpc.RpcError, what: str = "") -> Exception:
     if code == grpc.StatusCode.NOT_FOUND:
         return POSException.POSKeyError(msg)
     if code == grpc.StatusCode.PERMISSION_DENIED:
+        if (msg or "").startswith(security.DENIED_PREFIX):
+            return AccessDenied(f"{where}{msg}")
         return POSException.ReadOnlyError(msg)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return ClusterUnavailable(f"{where}{msg}")

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 
+from neoarray import security
 from neoarray.errors import NeoError
 from neoarray.limits import add_limit_flags, check_limits, flag
 from neoarray.metrics import bind_arg
@@ -55,6 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--metrics-address-file", help="write the bound metrics address to this file")
     p.add_argument("--log-file")
     p.add_argument("--log-level", default="INFO")
+    security.add_arguments(p, token_help="file holding the cluster's admin token (a node asks the "
+                           "master's Admin service for the partition table before a repair)")
     return p.parse_args(argv)
 
 
@@ -83,7 +86,8 @@ def main(argv=None) -> int:
     metrics = storage_metrics.exporter(opts.cluster) if opts.metrics_bind else None
     try:
         node = StorageNode(opts.data, opts.cluster, opts.master, opts.bind, _limits(opts), host=opts.host,
-                           interceptors=metrics.interceptors() if metrics else ())
+                           interceptors=metrics.interceptors() if metrics else (),
+                           tls=security.tls_of(opts), admin_token=security.token_of(opts))
         if metrics:     # before the node starts: a metrics port in use stops nothing running
             storage_metrics.attach(metrics, node)
             metrics.serve(opts.metrics_bind, opts.metrics_address_file)

@@ -7,8 +7,8 @@ import socket
 import threading
 from dataclasses import dataclass
 
-from neoarray import wire
-from neoarray.errors import ClusterUnavailable, NeoError, RequestRefused
+from neoarray import security, wire
+from neoarray.errors import AccessDenied, ClusterUnavailable, NeoError, RequestRefused
 from neoarray.kv import LMDBStore, MemoryStore
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
@@ -63,11 +63,14 @@ class Limits:
 
 class StorageNode:
     def __init__(self, path: str | None, cluster: str, master: str, bind: str = "127.0.0.1:0",
-                 limits: Limits | None = None, host: str | None = None, interceptors=()):
+                 limits: Limits | None = None, host: str | None = None, interceptors=(),
+                 tls: security.TLSConfig | None = None, admin_token: str | None = None):
         """``interceptors``: more gRPC server interceptors (``wire.make_server``), e.g.
         the RPC metrics of ``storage_node/metrics.py``."""
         self.limits = limits or Limits()
         self.cluster = cluster
+        self.tls = tls                      # our certificate, as server and towards peers
+        self.admin_token = admin_token      # for GetPartitionTable on a cluster without TLS
         self.master_address = master
         self.host = host or socket.gethostname()
         kv = LMDBStore(path, self.limits.map_bytes_max) if path else MemoryStore()
@@ -84,9 +87,9 @@ class StorageNode:
             self.backend, lim.transaction_bytes_max, lim.objects_per_transaction_max,
             lim.transactions_per_client_max, lim.unvoted_bytes_per_client_max)
         self.server = wire.make_server(cluster, message_bytes_max=lim.message_bytes_max,
-                                       interceptors=interceptors)
+                                       interceptors=interceptors, access=security.AccessGuard())
         srpc.add_StorageServicer_to_server(StorageServicer(self), self.server)
-        self.address = wire.bind(self.server, bind)
+        self.address = wire.bind(self.server, bind, tls)
         self.identified = threading.Event()
         self.stopped = threading.Event()
         self.cluster_state = cpb.RECOVERING
@@ -115,19 +118,22 @@ class StorageNode:
     def held_partitions(self) -> set[int]:
         """Partitions this node has a cell of (any state), asked of the master: the
         node keeps no copy of the partition table.  Used to refuse repairs of others."""
-        if self._admin is None:
-            self._admin = mrpc.AdminStub(wire.open_channel(self.master_address, self.cluster))
-        pt = wire.call(self._admin.GetPartitionTable, cpb.Empty(), self.limits.rpc_timeout_s,
-                       "partition table from the master")
+        pt = self._partition_table()
         return {p for p, row in enumerate(pt.rows) if any(c.node_id == self.node_id for c in row.cells)}
+
+    def _partition_table(self):
+        """The master's partition table (Admin GetPartitionTable, the storage role's
+        only Admin call), on a channel opened once."""
+        if self._admin is None:
+            self._admin = mrpc.AdminStub(wire.open_channel(self.master_address, self.cluster, tls=self.tls,
+                                                           admin_token=self.admin_token))
+        return wire.call(self._admin.GetPartitionTable, cpb.Empty(), self.limits.rpc_timeout_s,
+                         "partition table from the master")
 
     def _fetch_partition_table(self) -> None:
         """A heartbeat showed a newer ptid: a change not pushed to this node (a drop,
         a FEEDING cell removed) may have taken cells from it."""
-        if self._admin is None:
-            self._admin = mrpc.AdminStub(wire.open_channel(self.master_address, self.cluster))
-        pt = wire.call(self._admin.GetPartitionTable, cpb.Empty(), self.limits.rpc_timeout_s,
-                       "partition table from the master")
+        pt = self._partition_table()
         if pt.ptid >= self.ptid:
             self.ptid = pt.ptid
             self.dropper.table_changed(pt)
@@ -166,9 +172,10 @@ class StorageNode:
 
     def _master_loop(self) -> None:
         """Identify, then send heartbeats; identify again whenever the master forgets us."""
-        channel = wire.open_channel(self.master_address, self.cluster)
+        channel = wire.open_channel(self.master_address, self.cluster, tls=self.tls)
         stub = mrpc.MasterStub(channel)
         identified = False
+        unheard = None                  # the last reason the master could not be reached
         while not self.stopped.is_set():
             try:
                 if not identified:
@@ -184,7 +191,7 @@ class StorageNode:
                     self.replicator.pacer.set_rate(reply.replication_bytes_per_s)
                 if reply.state == cpb.CLUSTER_RUNNING:
                     self.replicator.set_tasks(reply.replicate)
-            except RequestRefused as exc:
+            except (RequestRefused, AccessDenied) as exc:     # retrying cannot help
                 log.error("refused by the master: %s", exc)
                 self.fatal = exc
                 self.stopped.set()
@@ -192,6 +199,9 @@ class StorageNode:
             except NeoError as exc:
                 if identified:
                     log.warning("lost the master (%s): identifying again", exc)
+                elif str(exc) != unheard:       # e.g. a TLS handshake refused: say it once
+                    log.warning("cannot identify to the master at %s: %s", self.master_address, exc)
+                unheard = str(exc)
                 identified = False
             except Exception as exc:  # POSKeyError from NOT_FOUND: the master forgot us
                 log.warning("master link: %s", exc)

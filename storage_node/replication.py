@@ -462,5 +462,6 @@ class Replicator:
     def _stub(self, address: str):
         stub = self.stubs.get(address)
         if stub is None:
-            stub = self.stubs[address] = srpc.StorageStub(wire.open_channel(address, self.node.cluster))
+            channel = wire.open_channel(address, self.node.cluster, tls=self.node.tls)
+            stub = self.stubs[address] = srpc.StorageStub(channel)
         return stub

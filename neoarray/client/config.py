@@ -10,6 +10,10 @@ ZConfig (``zodbconf``)::
         cache-size 256MB
         read-only false
         metrics-bind 127.0.0.1:9108
+        # mutual TLS: the cluster's CA, this client's certificate and key (PEM)
+        ca /etc/neoarray/ca.crt
+        cert /etc/neoarray/client.crt
+        key /etc/neoarray/client.key
       </neoarray>
     </zodb>
 
@@ -18,7 +22,8 @@ Limits (each > 0, else ``ValueError`` naming it): ``transactions-max``,
 ``objects-per-transaction-max``; in URIs the ``NeoStorage`` argument names
 (``message_bytes_max``...).
 
-zodburi: ``neoarray://127.0.0.1:5551/mycluster?cache_bytes_max=268435456&read_only=true``;
+zodburi: ``neoarray://127.0.0.1:5551/mycluster?cache_bytes_max=268435456&read_only=true``
+(TLS: ``&ca=/etc/neoarray/ca.crt&cert=...&key=...``);
 any other query key goes to ``ZODB.DB`` (``connection_cache_size``...), as zodburi does.
 """
 from __future__ import annotations
@@ -34,7 +39,8 @@ _STORAGE_KEYS = {"cache_bytes_max": int, "rpc_timeout_s": float, "connect_timeou
                  "transactions_max": int, "read_only": lambda v: _BOOL[v.lower()], "name": str,
                  "cache_colours": str, "metrics_bind": str, "message_bytes_max": int,
                  "store_batch_bytes_max": int, "objects_per_transaction_max": int,
-                 "loads_per_batch_max": int, "finish_timeout_s": float}
+                 "loads_per_batch_max": int, "finish_timeout_s": float,
+                 "ca": str, "cert": str, "key": str}
 
 
 class NeoStorageConfig(BaseConfig):
@@ -48,7 +54,8 @@ class NeoStorageConfig(BaseConfig):
                           metrics_bind=c.metrics_bind or None,
                           transactions_max=c.transactions_max, message_bytes_max=c.message_bytes_max,
                           store_batch_bytes_max=c.store_batch_bytes_max,
-                          objects_per_transaction_max=c.objects_per_transaction_max)
+                          objects_per_transaction_max=c.objects_per_transaction_max,
+                          ca=c.ca, cert=c.cert, key=c.key)
 
 
 def parse_uri(uri: str) -> tuple[dict, dict]:

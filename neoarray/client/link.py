@@ -16,7 +16,7 @@ import time
 
 import grpc
 
-from .. import wire
+from .. import security, wire
 from ..errors import ClusterNameMismatch, ClusterUnavailable, NeoError
 from ..proto import common_pb2 as cpb
 from ..proto import master_pb2 as mpb
@@ -32,7 +32,8 @@ SUSPECT_S = 5.0            # a storage that failed a commit is left out of new o
 class ClusterLink:
     def __init__(self, master: str, cluster: str, on_invalidation, on_reconnect,
                  rpc_timeout_s: float = 30.0, connect_timeout_s: float = 30.0,
-                 read_only: bool = False, message_bytes_max: int = wire.MESSAGE_BYTES_MAX):
+                 read_only: bool = False, message_bytes_max: int = wire.MESSAGE_BYTES_MAX,
+                 tls: security.TLSConfig | None = None):
         self.master_address = master
         self.cluster = cluster
         self.on_invalidation = on_invalidation
@@ -40,7 +41,8 @@ class ClusterLink:
         self.rpc_timeout_s = rpc_timeout_s
         self.read_only = read_only
         self.message_bytes_max = message_bytes_max
-        self.channel = wire.open_channel(master, cluster, message_bytes_max)
+        self.tls = tls
+        self.channel = wire.open_channel(master, cluster, message_bytes_max, tls=tls)
         self.master = mrpc.MasterStub(self.channel)
         self.node_id = 0
         self.partitions = 0
@@ -74,10 +76,10 @@ class ClusterLink:
                 break
             except ClusterNameMismatch:
                 raise
-            except ClusterUnavailable:
-                if time.monotonic() > deadline:
+            except ClusterUnavailable as exc:
+                if time.monotonic() > deadline:      # the last reason (a TLS handshake...) kept
                     raise ClusterUnavailable(f"no master answers at {self.master_address} "
-                                             f"after {timeout_s:.0f} s") from None
+                                             f"after {timeout_s:.0f} s: {exc}") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
         self.node_id = reply.node_id
@@ -190,6 +192,6 @@ class ClusterLink:
             raise ClusterUnavailable(f"storage node S{node_id} is unknown")
         stub = self.stubs.get(address)
         if stub is None:
-            channel = wire.open_channel(address, self.cluster, self.message_bytes_max)
+            channel = wire.open_channel(address, self.cluster, self.message_bytes_max, tls=self.tls)
             stub = self.stubs[address] = srpc.StorageStub(channel)
         return stub

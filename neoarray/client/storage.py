@@ -35,7 +35,7 @@ from ZODB.BaseStorage import DataRecord, TransactionRecord
 from ZODB.ConflictResolution import ConflictResolvingStorage
 from ZODB.TimeStamp import TimeStamp
 
-from .. import metrics, wire
+from .. import metrics, security, wire
 from ..errors import ChecksumError, ClusterUnavailable, LimitExceeded, RequestRefused
 from ..ids import MAX_TID, Z64, p64, tid_from_time, u64
 from ..proto import common_pb2 as cpb
@@ -152,7 +152,11 @@ class NeoStorage(ConflictResolvingStorage):
     name : str, optional
         Storage name shown by ZODB (default ``neoarray://master/cluster``).
     read_only : bool
-        Refuse every write.
+        Refuse every write (the master refuses this client's commits too).
+    ca, cert, key : str, optional
+        Paths of the cluster's CA certificate, this client's certificate and its key
+        (PEM): mutual TLS to every node.  A certificate with the ``reader`` role can
+        only read, whatever ``read_only`` says (see :mod:`neoarray.security`).
     cache_bytes_max : int
         Budget of the client's storage cache, shared by its colours.
     cache_colours : str or list of (name, share, policy), optional
@@ -196,7 +200,8 @@ class NeoStorage(ConflictResolvingStorage):
                  message_bytes_max: int = wire.MESSAGE_BYTES_MAX, local_reads: bool = True,
                  finish_timeout_s: float = 660.0, cache_colours=None, cache_colour_aliases=None,
                  reduce_oids_per_batch_max: int = 256, reduce_attempts_max: int = 3,
-                 metrics_bind: str | None = None, objects_per_transaction_max: int = 1_000_000):
+                 metrics_bind: str | None = None, objects_per_transaction_max: int = 1_000_000,
+                 ca: str | None = None, cert: str | None = None, key: str | None = None):
         if metrics_bind is not None:
             metrics.parse_bind(metrics_bind)     # a bad address fails before connecting
         if cache_bytes_max < 0:
@@ -211,6 +216,7 @@ class NeoStorage(ConflictResolvingStorage):
             raise ValueError(f"message_bytes_max must be <= {wire.GRPC_MESSAGE_BYTES_MAX}, "
                              f"not {message_bytes_max}")
         self.objects_per_transaction_max = objects_per_transaction_max
+        self._tls = security.TLSConfig.of(ca, cert, key)
         self._name = name or f"neoarray://{master}/{cluster}"
         self._is_read_only = read_only
         self.rpc_timeout_s = rpc_timeout_s
@@ -240,7 +246,8 @@ class NeoStorage(ConflictResolvingStorage):
         self._local = None
         self._metrics = None
         self._link = ClusterLink(master, cluster, self._invalidated, self._reconnected,
-                                 rpc_timeout_s, connect_timeout_s, read_only, message_bytes_max)
+                                 rpc_timeout_s, connect_timeout_s, read_only, message_bytes_max,
+                                 tls=self._tls)
         self._local = LocalReaders(self._link.partitions) if local_reads else None
         if self._local is not None:
             self._link.on_info = self._local.update
@@ -298,7 +305,8 @@ class NeoStorage(ConflictResolvingStorage):
         """Arguments that open an equivalent client in another process (jobs' workers)."""
         return {"master": self._link.master_address, "cluster": self._link.cluster,
                 "cache_bytes_max": self._cache.bytes_max, "rpc_timeout_s": self.rpc_timeout_s,
-                "read_only": self._is_read_only, "local_reads": self._local is not None}
+                "read_only": self._is_read_only, "local_reads": self._local is not None,
+                **(self._tls.options() if self._tls else {})}
 
     def add_cache_colour(self, name: str, share: float, policy: str = "lru") -> None:
         """Add a cache colour (policies: lru, s3fifo, fifo); quotas are shares of the budget."""

@@ -77,6 +77,7 @@ def open_database(opts):
 
     import neoarray
 
+    from .. import security
     from ..client import NeoStorage
     address, cluster = opts.address, opts.cluster
     if opts.dir:
@@ -89,8 +90,10 @@ def open_database(opts):
     db = None
     if address and cluster:
         try:
+            tls = security.cluster_tls(opts.dir, "client") if opts.dir else None   # a --tls cluster
             db = ZODB.DB(NeoStorage(address, cluster, connect_timeout_s=opts.timeout_s
-                                    if not opts.dir else min(opts.timeout_s, 3.0)))
+                                    if not opts.dir else min(opts.timeout_s, 3.0),
+                                    **(tls.options() if tls else {})))
         except NeoError:
             if not opts.dir:
                 raise
