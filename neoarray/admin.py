@@ -1,7 +1,14 @@
-"""A typed client of the master's Admin service (used by ``neoctl`` and ``LocalCluster``)."""
+"""A typed client of the master's Admin service (used by ``neoctl`` and ``LocalCluster``).
+
+``master`` may list several masters (``host:port,host:port``): a call that gets
+UNAVAILABLE (a standby, naming the primary, or a master that is gone) is tried on the
+next address, once around the list.
+"""
 from __future__ import annotations
 
 from . import wire
+from .errors import ClusterUnavailable
+from .masters import parse_masters
 from .ids import Z64
 from .proto import common_pb2 as cpb
 from .proto import master_pb2 as mpb
@@ -16,15 +23,30 @@ NODE_PREFIX = {cpb.STORAGE: "S", cpb.CLIENT: "C", cpb.ADMIN: "A", cpb.MASTER: "M
 
 class AdminClient:
     def __init__(self, master: str, cluster: str, rpc_timeout_s: float = 10.0):
-        self.channel = wire.open_channel(master, cluster)
+        self.masters = parse_masters(master, "master")
+        self.master = self.masters[0]          # the address in use
+        self.channel = wire.open_channel(self.master, cluster)
         self.stub = mrpc.AdminStub(self.channel)
         self.timeout = rpc_timeout_s
-        self.master = master
         self.cluster = cluster
         self._storage_channels: list = []
 
     def _call(self, name, request=None):
-        return wire.call(getattr(self.stub, name), request or cpb.Empty(), self.timeout, name)
+        """Call ``name`` on the master in use, else on the next ones of the list."""
+        for left in range(len(self.masters) - 1, -1, -1):
+            try:
+                return wire.call(getattr(self.stub, name), request or cpb.Empty(), self.timeout,
+                                 f"{name} on {self.master}")
+            except ClusterUnavailable:
+                if not left:
+                    raise
+                self._next_master()
+
+    def _next_master(self) -> None:
+        self.master = self.masters[(self.masters.index(self.master) + 1) % len(self.masters)]
+        self.channel.close()
+        self.channel = wire.open_channel(self.master, self.cluster)
+        self.stub = mrpc.AdminStub(self.channel)
 
     def ids(self) -> dict:
         r = self._call("GetIds")

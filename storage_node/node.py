@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from neoarray import wire
 from neoarray.errors import ClusterUnavailable, NeoError, RequestRefused
 from neoarray.kv import LMDBStore, MemoryStore
+from neoarray.masters import learn_masters, parse_masters
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import master_pb2_grpc as mrpc
 from neoarray.proto import storage_pb2_grpc as srpc
 
 from .backend import Backend
+from .fencing import EpochFence
 from .manager import TransactionManager
 from .replication import Replicator
 from .service import StorageServicer
@@ -55,7 +57,8 @@ class StorageNode:
                  limits: Limits | None = None, host: str | None = None):
         self.limits = limits or Limits()
         self.cluster = cluster
-        self.master_address = master
+        self.master_addresses = parse_masters(master, "master")   # the primary and its standbys
+        self.master_address = self.master_addresses[0]            # the one in use
         self.host = host or socket.gethostname()
         kv = LMDBStore(path, self.limits.map_bytes_max) if path else MemoryStore()
         self.data_path = os.path.abspath(path) if path else ""
@@ -65,6 +68,7 @@ class StorageNode:
             raise RequestRefused(f"this storage's data belongs to cluster {known!r}, not {cluster!r}")
         self.node_id = self.backend.get_config("node_id", 0)
         self.ptid = self.backend.get_config("ptid", 0)
+        self.fence = EpochFence(self.backend)
         self.manager = TransactionManager(self.backend, self.limits.transaction_bytes_max)
         self.server = wire.make_server(cluster)
         srpc.add_StorageServicer_to_server(StorageServicer(self), self.server)
@@ -124,16 +128,30 @@ class StorageNode:
                                     partitions=reply.num_partitions)
         self.node_id = reply.node_id
         self.cluster_state = reply.info.state
+        self.master_addresses = learn_masters(self.master_addresses, reply.info.nodes, cpb.MASTER)
         # cells to catch up: their conflict checks are left to the readable copies
         self.manager.catching_up = {p for p, row in enumerate(reply.info.pt.rows) if any(
             c.node_id == self.node_id and c.state == cpb.OUT_OF_DATE for c in row.cells)}
         log.info("identified as S%d to the master at %s", self.node_id, self.master_address)
         self.identified.set()
 
-    def _master_loop(self) -> None:
-        """Identify, then send heartbeats; identify again whenever the master forgets us."""
+    def _next_master(self, channel):
+        """A channel and stub to the next address of the master list (on losing the
+        primary: a standby answers UNAVAILABLE, the next address may be the new one)."""
+        if channel is not None and len(self.master_addresses) < 2:
+            return channel, mrpc.MasterStub(channel)
+        if channel is not None:
+            i = self.master_addresses.index(self.master_address) if self.master_address in self.master_addresses else -1
+            self.master_address = self.master_addresses[(i + 1) % len(self.master_addresses)]
+            channel.close()
+            self._admin = None
         channel = wire.open_channel(self.master_address, self.cluster)
-        stub = mrpc.MasterStub(channel)
+        return channel, mrpc.MasterStub(channel)
+
+    def _master_loop(self) -> None:
+        """Identify, then send heartbeats; identify again whenever the master forgets us
+        (to the next master of the list when this one does not answer as primary)."""
+        channel, stub = self._next_master(None)
         identified = False
         while not self.stopped.is_set():
             try:
@@ -153,8 +171,11 @@ class StorageNode:
                 return
             except NeoError as exc:
                 if identified:
-                    log.warning("lost the master (%s): identifying again", exc)
+                    log.warning("lost the master at %s (%s): identifying again", self.master_address, exc)
                 identified = False
+                channel, stub = self._next_master(channel)
+                if self.master_address != self.master_addresses[0]:
+                    continue        # try the whole list before waiting a heartbeat interval
             except Exception as exc:  # POSKeyError from NOT_FOUND: the master forgot us
                 log.warning("master link: %s", exc)
                 identified = False
