@@ -1,6 +1,7 @@
 """Epoch fencing, the master's side: its calls to storage nodes carry its epoch.
 
-The epoch (master generation) is persisted in the master's state and bumped when a
+``EpochStub`` wraps a storage stub (not the channel: the channel of ``wire`` counts
+traffic and stays as it is).  The epoch (master generation) is persisted in the master's state and bumped when a
 standby takes over (``master/standby.py``).  Storage nodes remember the highest
 epoch they saw and refuse a lower one with FAILED_PRECONDITION and a message
 starting with ``STALE_EPOCH_PREFIX`` (``storage_node/fencing.py``); a master that
@@ -17,35 +18,47 @@ def is_stale_epoch(code, details: str | None) -> bool:
     return code == grpc.StatusCode.FAILED_PRECONDITION and (details or "").startswith(STALE_EPOCH_PREFIX)
 
 
-class EpochInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    """Adds ``master.epoch`` to every call; reports a stale-epoch refusal to ``on_fenced``."""
+class _EpochMethod:
+    """One stub method whose calls carry the epoch and report a stale-epoch refusal."""
 
-    def __init__(self, master, on_fenced):
+    def __init__(self, method, master):
+        self.method = method
         self.master = master
-        self.on_fenced = on_fenced
 
-    def _details(self, d):
-        return d._replace(metadata=tuple(d.metadata or ()) + ((EPOCH_KEY, str(self.master.epoch)),))
+    def _metadata(self, kw) -> dict:
+        kw["metadata"] = tuple(kw.get("metadata") or ()) + ((EPOCH_KEY, str(self.master.epoch)),)
+        return kw
 
-    def _watch(self, call):
-        def done(c):
-            try:
-                code, details = c.code(), c.details()
-            except Exception:
-                return
-            if is_stale_epoch(code, details):
-                self.on_fenced(details)
-        if hasattr(call, "add_done_callback"):
-            call.add_done_callback(done)
-        return call
+    def _check(self, err) -> None:
+        code = err.code() if hasattr(err, "code") else None
+        details = err.details() if hasattr(err, "details") else ""
+        if is_stale_epoch(code, details):
+            self.master.fenced(details)
 
-    def intercept_unary_unary(self, continuation, client_call_details, request):
-        return self._watch(continuation(self._details(client_call_details), request))
+    def __call__(self, request, **kw):
+        try:
+            return self.method(request, **self._metadata(kw))
+        except grpc.RpcError as err:
+            self._check(err)
+            raise
 
-    def intercept_unary_stream(self, continuation, client_call_details, request):
-        return continuation(self._details(client_call_details), request)
+    def future(self, request, **kw):
+        fut = self.method.future(request, **self._metadata(kw))
+
+        def done(f):
+            if f.exception() is not None:
+                self._check(f.exception())
+        fut.add_done_callback(done)
+        return fut
 
 
-def with_epoch(channel: grpc.Channel, master) -> grpc.Channel:
-    """``channel`` whose calls carry the epoch of ``master`` (its ``epoch`` attribute)."""
-    return grpc.intercept_channel(channel, EpochInterceptor(master, master.fenced))
+class EpochStub:
+    """A storage stub whose every call carries ``master.epoch``; a refusal for a stale
+    epoch calls ``master.fenced(reason)``."""
+
+    def __init__(self, stub, master):
+        self._stub = stub
+        self._master = master
+
+    def __getattr__(self, name):
+        return _EpochMethod(getattr(self._stub, name), self._master)

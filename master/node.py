@@ -22,7 +22,7 @@ from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
 
 from .core import READABLE, IdAllocator, PartitionTable
-from .fencing import with_epoch
+from .fencing import EpochStub
 from .replication import CatchUp
 from .state import MasterState
 from .table_admin import TableAdmin
@@ -211,8 +211,8 @@ class Master(TableAdmin):
         with self.lock:
             entry = self.channels.get(nid)
             if entry is None:
-                channel = with_epoch(wire.open_channel(self.nodes[nid].address, self.cluster), self)
-                entry = self.channels[nid] = (channel, srpc.StorageStub(channel))
+                channel = wire.open_channel(self.nodes[nid].address, self.cluster)
+                entry = self.channels[nid] = (channel, EpochStub(srpc.StorageStub(channel), self))
             return entry[1]
 
     def heartbeat(self, nid: int) -> bool:
