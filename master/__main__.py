@@ -28,6 +28,8 @@ from .node import Limits, Master
 SWITCH_INTERVAL_S = 0.0002
 from .service import AdminServicer, MasterServicer
 
+log = logging.getLogger("neoarray.master")
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="neoarray-master", description=__doc__)
@@ -50,6 +52,8 @@ def parse_args(argv=None):
 
 
 def serve(opts) -> int:
+    """Run until stopped: as a standby first when told to (or when another master is
+    primary), then as the primary.  Exit status 3: stepped down for a newer master."""
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     logging.basicConfig(filename=opts.log_file, level=opts.log_level,
                         format="%(asctime)s %(levelname)s M %(name)s: %(message)s")
@@ -57,35 +61,46 @@ def serve(opts) -> int:
         sys.exit("--partitions must be >= 1 and --replicas >= 0")
     peers = standby.parse_masters(opts.standby_of or opts.masters, "--standby-of/--masters") \
         if (opts.standby_of or opts.masters) else []
-    log = logging.getLogger("neoarray.master")
     server = wire.make_server(opts.cluster)
     router = standby.RoleRouter()
     server.add_generic_rpc_handlers((router,))
     address = wire.bind(server, opts.bind)
     peers = [a for a in peers if a != address]
     done = threading.Event()
-    exit_status = [0]
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    limits = Limits(node_timeout_s=opts.node_timeout_s)
-    primary, _ = standby.find_primary(peers, opts.cluster, 2.0) if peers and not opts.standby_of else ("", 0)
-    if opts.standby_of or primary:
-        follower = standby.StandbyFollower(opts.data, opts.cluster, peers, address, opts.node_timeout_s)
-        router.switch(standby.standby_handlers(follower))
-        server.start()
-        log.info("standby master of cluster %r listening on %s (masters: %s)", opts.cluster, address, peers)
-        _announce(opts, address)
-        if not follower.follow(done):
-            follower.close()
-            server.stop(grace=0.2).wait()
-            return 0
-        follower.take_over()
-    master = Master(opts.data, opts.cluster, opts.partitions, opts.replicas, opts.storages, limits)
+    as_standby = bool(opts.standby_of) or bool(peers and standby.find_primary(peers, opts.cluster, 2.0)[0])
+    if as_standby and not _follow(opts, server, router, address, peers, done):
+        server.stop(grace=0.2).wait()
+        return 0
+    return _primary(opts, server, router, address, peers, done, started=as_standby)
+
+
+def _follow(opts, server, router, address: str, peers: list[str], done: threading.Event) -> bool:
+    """Serve as a standby until stopped (False) or until taking over (True)."""
+    follower = standby.StandbyFollower(opts.data, opts.cluster, peers, address, opts.node_timeout_s)
+    router.switch(standby.standby_handlers(follower))
+    server.start()
+    log.info("standby master of cluster %r listening on %s (masters: %s)", opts.cluster, address, peers)
+    _announce(opts, address)
+    if not follower.follow(done):
+        follower.close()
+        return False
+    follower.take_over()
+    return True
+
+
+def _primary(opts, server, router, address: str, peers: list[str], done: threading.Event,
+             started: bool) -> int:
+    """Serve as the primary until stopped or replaced."""
+    master = Master(opts.data, opts.cluster, opts.partitions, opts.replicas, opts.storages,
+                    Limits(node_timeout_s=opts.node_timeout_s))
     control = MasterServicer(master)
     publisher = standby.StatePublisher(master, ack_timeout_s=opts.node_timeout_s / 2)
     router.switch(standby.handlers_of((rpc.add_MasterServicer_to_server, control),
                                       (rpc.add_AdminServicer_to_server, AdminServicer(master, control)),
                                       (srpc.add_StandbyServicer_to_server, publisher)))
+    exit_status = [0]
 
     def step_down(why: str) -> None:
         log.error("a newer master took over (%s): stepping down", why)
@@ -93,14 +108,14 @@ def serve(opts) -> int:
         done.set()
     master.on_stop = done.set
     master.on_step_down = step_down
-    if not (opts.standby_of or primary):
+    if not started:
         server.start()
         _announce(opts, address)
     threading.Thread(target=master.monitor, daemon=True, name="monitor").start()
     threading.Thread(target=master.unlocker, daemon=True, name="unlocker").start()
-    if peers:
-        threading.Thread(target=standby.watch_peers, daemon=True, name="peers",
-                         args=(master, peers, opts.cluster, opts.node_timeout_s, step_down)).start()
+    threading.Thread(target=standby.watch_peers, daemon=True, name="peers",
+                     args=(master, lambda: list(dict.fromkeys(peers + publisher.known)), opts.cluster,
+                           opts.node_timeout_s, step_down)).start()
     log.info("master of cluster %r listening on %s (epoch %d)", opts.cluster, address, master.epoch)
     done.wait()
     master.stopped.set()

@@ -45,12 +45,13 @@ import time
 from dataclasses import dataclass, field
 
 import grpc
+import lmdb
 import msgpack
 
 from neoarray import wire
 from neoarray.errors import ClusterUnavailable, NeoError, RequestRefused
 from neoarray.ids import p64, u64
-from neoarray.masters import parse_masters  # noqa: F401  (used by __main__)
+from neoarray.masters import MASTERS_MAX, parse_masters  # noqa: F401  (used by __main__)
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import standby_pb2 as pb
 from neoarray.proto import standby_pb2_grpc as rpc
@@ -111,7 +112,7 @@ class RoleRouter(grpc.GenericRpcHandler):
 class _RefuseAsStandby(grpc.GenericRpcHandler):
     """Every Master and Admin method answers UNAVAILABLE, naming the primary."""
 
-    def __init__(self, follower: "StandbyFollower"):
+    def __init__(self, follower: StandbyFollower):
         self.follower = follower
 
     def service(self, details):
@@ -128,7 +129,7 @@ class _RefuseAsStandby(grpc.GenericRpcHandler):
 class StandbyServicer(rpc.StandbyServicer):
     """The Standby service of a standby: it tells its role; following it is refused."""
 
-    def __init__(self, follower: "StandbyFollower"):
+    def __init__(self, follower: StandbyFollower):
         self.follower = follower
 
     def FollowState(self, request, context):
@@ -138,7 +139,7 @@ class StandbyServicer(rpc.StandbyServicer):
         return pb.RoleReply(role=pb.STANDBY, epoch=self.follower.epoch(), primary=self.follower.primary)
 
 
-def standby_handlers(follower: "StandbyFollower") -> list:
+def standby_handlers(follower: StandbyFollower) -> list:
     return [_RefuseAsStandby(follower),
             *handlers_of((rpc.add_StandbyServicer_to_server, StandbyServicer(follower)))]
 
@@ -162,6 +163,7 @@ class StatePublisher(rpc.StandbyServicer):
         self.version = 0
         self.cond = threading.Condition()
         self.followers: dict[str, _Follower] = {}
+        self.known: list[str] = []          # every standby seen, even gone (one may take over)
         master.state_db.on_change = self._changed
 
     def _changed(self, names) -> None:
@@ -209,6 +211,8 @@ class StatePublisher(rpc.StandbyServicer):
             follower = self.followers.get(request.address)
             if follower is None:
                 follower = self.followers[request.address] = _Follower()
+                if request.address not in self.known:
+                    self.known = (self.known + [request.address])[-MASTERS_MAX:]
                 self.m.pool.submit(self._show, request.address, 0, "RUNNING")
             follower.last_seen = time.monotonic()
             if request.known_run == RUN:
@@ -218,7 +222,12 @@ class StatePublisher(rpc.StandbyServicer):
                        and context.is_active() and time.monotonic() < deadline):
                     self.cond.wait(min(deadline - time.monotonic(), 0.5))
             version = self.version
-        doc = self.m.state_db.snapshot()       # read after the version: at least that new
+        if self.m.stopped.is_set():
+            raise ClusterUnavailable("the primary master is stopping")
+        try:
+            doc = self.m.state_db.snapshot()   # read after the version: at least that new
+        except lmdb.Error as exc:              # closed by a stop racing this call
+            raise ClusterUnavailable(f"the primary master is stopping ({exc})") from None
         return pb.FollowStateReply(run=RUN, version=version, state=msgpack.packb(doc), epoch=self.m.epoch)
 
     def Role(self, request, context):
@@ -353,10 +362,11 @@ class StandbyFollower:
 
 
 def watch_peers(master, peers, cluster: str, interval_s: float, step_down) -> None:
-    """A primary's check of the other masters: one answering as primary with a higher
-    epoch took over; this one steps down (``step_down(reason)``)."""
+    """A primary's check of the other masters (``peers()``: those it was given and the
+    standbys that followed it): one answering as primary with a higher epoch took over;
+    this one steps down (``step_down(reason)``)."""
     while not master.stopped.wait(interval_s):
-        address, epoch = find_primary(peers, cluster, interval_s, higher_than=master.epoch)
+        address, epoch = find_primary(peers(), cluster, interval_s, higher_than=master.epoch)
         if address:
             step_down(f"the master at {address} is primary with epoch {epoch} > {master.epoch}")
             return

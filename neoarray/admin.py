@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from . import wire
 from .errors import ClusterUnavailable
-from .masters import parse_masters
 from .ids import Z64
+from .masters import parse_masters
 from .proto import common_pb2 as cpb
 from .proto import master_pb2 as mpb
 from .proto import master_pb2_grpc as mrpc

@@ -1,6 +1,7 @@
 """Standby masters (master/standby.py): a standby follows the primary, refuses
 clients while it lives, takes over after a kill -9, never reuses ids; the old
 primary restarted follows the new one; storages refuse an older epoch."""
+import signal
 import threading
 import time
 
@@ -8,8 +9,8 @@ import grpc
 import pytest
 import transaction
 import ZODB
-from ZODB import POSException
 from persistent.mapping import PersistentMapping
+from ZODB import POSException
 
 from neoarray import wire
 from neoarray.admin import AdminClient
@@ -111,7 +112,7 @@ def test_takeover_after_kill_keeps_commits_and_never_reuses_ids(cluster):
     conn = db.open()
     conn.root()["log"] = PersistentMapping()
     transaction.commit()
-    acked, oids, tids = {}, [], []
+    acked = {}
     stop, errors = threading.Event(), []
 
     def writer():
@@ -210,3 +211,21 @@ def test_old_primary_restarted_follows_and_storages_refuse_its_epoch(cluster):
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     finally:
         channel.close()
+
+
+def test_frozen_primary_steps_down_when_it_wakes_after_a_takeover(cluster):
+    """A primary cut off (here: SIGSTOP) while the standby took over must not go on as
+    a second primary: it sees a master of a higher epoch and exits with status 3."""
+    standby = cluster.standby_addresses[1]
+    cluster.master_proc.send_signal(signal.SIGSTOP)
+    try:
+        assert wait_role(cluster, standby, sbpb.PRIMARY, timeout_s=90).epoch == 2
+    finally:
+        cluster.master_proc.send_signal(signal.SIGCONT)
+    assert cluster.master_proc.wait(60) == 3
+    cluster.wait_state("RUNNING", 60)
+    s = cluster.open_storage()
+    try:
+        assert s.new_oid()
+    finally:
+        s.close()
