@@ -306,7 +306,9 @@ class StandbyFollower:
         channel = stub = None
         while not stopped.is_set():
             if stub is None:
-                self.primary, _ = find_primary(self.peers, self.cluster, self.rpc_timeout_s)
+                # never a primary older than the state held (an old primary restarted alone)
+                self.primary, _ = find_primary(self.peers, self.cluster, self.rpc_timeout_s,
+                                               higher_than=self.epoch() - 1)
                 if self.primary:
                     log.info("following the primary master at %s", self.primary)
                     channel = wire.open_channel(self.primary, self.cluster)
@@ -331,6 +333,10 @@ class StandbyFollower:
         except NeoError as exc:
             log.warning("lost the primary master at %s: %s", self.primary, exc)
             return False
+        if reply.epoch < self.epoch():
+            log.error("the master at %s has epoch %d, older than this copy's %d: not following it",
+                      self.primary, reply.epoch, self.epoch())
+            return False
         if (reply.run, reply.version) != (self.run, self.version):
             self.state.replace(msgpack.unpackb(reply.state, strict_map_key=False))
             self.run, self.version = reply.run, reply.version
@@ -343,7 +349,7 @@ class StandbyFollower:
         silent_s = time.monotonic() - self.last_contact
         if silent_s < self.node_timeout_s + random.uniform(0, 0.5):
             return False
-        return not find_primary(self.peers, self.cluster, self.rpc_timeout_s)[0]
+        return not find_primary(self.peers, self.cluster, self.rpc_timeout_s, higher_than=self.epoch() - 1)[0]
 
     def take_over(self) -> int:
         """Bump the epoch and raise the id reservations in the copy; close it.
