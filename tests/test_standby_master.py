@@ -14,6 +14,7 @@ from ZODB import POSException
 
 from neoarray import wire
 from neoarray.admin import AdminClient
+from neoarray.client.config import parse_uri
 from neoarray.cluster import LocalCluster
 from neoarray.errors import ClusterUnavailable, RequestRefused
 from neoarray.ids import u64
@@ -80,6 +81,9 @@ def test_parse_masters_names_bad_address():
         parse_masters("a:1,b")
     with pytest.raises(RequestRefused, match="empty"):
         parse_masters(" , ")
+    # zodburi carries the list in the netloc
+    kw, _ = parse_uri("neoarray://127.0.0.1:5551,127.0.0.1:5552/prod")
+    assert kw["master"] == "127.0.0.1:5551,127.0.0.1:5552"
 
 
 def test_standby_refuses_naming_the_primary(cluster):
