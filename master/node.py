@@ -24,6 +24,7 @@ from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
 
 from .core import READABLE, IdAllocator, PartitionTable
+from .fencing import EpochStub
 from .rates import ReplicationRates
 from .replication import CatchUp
 from .state import MasterState
@@ -121,16 +122,18 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         self.pool = futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="master-out")
         self.stopped = threading.Event()
         self.on_stop = None
+        self.on_step_down = None                  # called once a newer master took over
 
     # -- durable state ----------------------------------------------------------
     def _load_state(self, partitions: int, replicas: int) -> None:
         st = self.state_db
         name = st.get("cluster")
         if name is None:
-            st.put(cluster=self.cluster, partitions=partitions, replicas=replicas, next_node_id=1)
+            st.put(cluster=self.cluster, partitions=partitions, replicas=replicas, next_node_id=1, epoch=1)
         elif name != self.cluster:
             raise RequestRefused(f"this master's data belongs to cluster {name!r}, not {self.cluster!r}")
         self.partitions = st.get("partitions")
+        self.epoch = st.get("epoch", 1)           # master generation (master/standby.py)
         doc = st.get("pt")
         self.pt = PartitionTable.from_doc(doc) if doc else PartitionTable(self.partitions, st.get("replicas"))
         self.added_members: set[int] = set(st.get("members", []))   # added, maybe without cells
@@ -228,7 +231,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             entry = self.channels.get(nid)
             if entry is None:
                 channel = wire.open_channel(self.nodes[nid].address, self.cluster, tls=self.tls)
-                entry = self.channels[nid] = (channel, srpc.StorageStub(channel))
+                entry = self.channels[nid] = (channel, EpochStub(srpc.StorageStub(channel), self))
             return entry[1]
 
     def heartbeat(self, nid: int) -> bool:
@@ -502,7 +505,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             txn = self.txns.pop(ttid, None)
             if txn is None and self.owner_of(ttid) == node and ttid not in self.finished:
                 txn = Txn(ttid, node)
-            if txn is None and self.fenced(self.owner_of(ttid)):
+            if txn is None and self.truncation_fences(self.owner_of(ttid)):
                 raise ClusterUnavailable(f"transaction 0x{ttid.hex()} began before the cluster was "
                                          f"truncated (neoctl truncate): it was not committed")
             if txn is None or txn.node != node:
@@ -622,8 +625,15 @@ class Master(TableAdmin, Truncation, ReplicationRates):
     def _invalidation(txn: Txn):
         return mpb.Event(invalidation=mpb.Invalidation(tid=txn.tid, ttid=txn.ttid, oids=txn.oids))
 
+    def fenced(self, why: str) -> None:
+        """A storage refused this master's epoch: a standby took over; step down."""
+        log.error("stepping down: %s", why)
+        if self.on_step_down is not None:
+            self.on_step_down(why)
+
     def final_tid(self, ttid: bytes) -> bytes:
         with self.lock:
+            self.require_running()      # before verification, a locked ttid may be unknown yet
             return self.finished.get(ttid, b"")
 
     def unlocker(self) -> None:

@@ -2,8 +2,12 @@
 
 Keys (ascii) -> msgpack values: ``cluster`` (name), ``partitions``, ``replicas``,
 ``pt`` (the partition table document), ``nodes`` ({node id: [type, address, host]}),
-``next_node_id``, ``oid_reserved`` (int), ``tid_reserved`` (8 bytes).  Every write is
-fsynced before the master acts on it.
+``next_node_id``, ``oid_reserved`` (int), ``tid_reserved`` (8 bytes), ``members``,
+``epoch`` (the master generation, bumped when a standby takes over: master/standby.py).
+Every write is fsynced before the master acts on it.
+
+``on_change`` (when set) is called after every write with the names written: the
+primary streams the whole state to its standby masters from there.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ class MasterState:
     def __init__(self, path: str):
         os.makedirs(path, exist_ok=True)
         self.env = lmdb.open(path, map_size=1 << 30, max_dbs=1, sync=True)
+        self.on_change = None
 
     def get(self, name: str, default=None):
         with self.env.begin() as txn:
@@ -26,6 +31,21 @@ class MasterState:
     def put(self, **values) -> None:
         with self.env.begin(write=True) as txn:
             for name, value in values.items():
+                txn.put(name.encode(), msgpack.packb(value))
+        if self.on_change is not None:
+            self.on_change(tuple(values))
+
+    def snapshot(self) -> dict:
+        """Every key and its value: the document a standby master copies."""
+        with self.env.begin() as txn:
+            return {k.decode(): msgpack.unpackb(v, strict_map_key=False) for k, v in txn.cursor()}
+
+    def replace(self, doc: dict) -> None:
+        """Make the state exactly ``doc`` (a standby's copy of its primary's), durably."""
+        with self.env.begin(write=True) as txn:
+            for key in [k for k, _ in txn.cursor() if k.decode() not in doc]:
+                txn.delete(key)
+            for name, value in doc.items():
                 txn.put(name.encode(), msgpack.packb(value))
 
     def close(self) -> None:

@@ -137,7 +137,7 @@ class Truncation:
         pending = self.truncate_pending
         return bool(pending) and nid in pending["nodes"]
 
-    def fenced(self, ttid_owner: int) -> bool:
+    def truncation_fences(self, ttid_owner: int) -> bool:
         """A client-made ttid of a client identified before the last truncation."""
         return 0 < ttid_owner < self.client_fence
 

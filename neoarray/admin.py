@@ -1,8 +1,15 @@
-"""A typed client of the master's Admin service (used by ``neoctl`` and ``LocalCluster``)."""
+"""A typed client of the master's Admin service (used by ``neoctl`` and ``LocalCluster``).
+
+``master`` may list several masters (``host:port,host:port``): a call that gets
+UNAVAILABLE (a standby, naming the primary, or a master that is gone) is tried on the
+next address, once around the list.
+"""
 from __future__ import annotations
 
 from . import security, wire
+from .errors import ClusterUnavailable
 from .ids import Z64
+from .masters import parse_masters
 from .proto import common_pb2 as cpb
 from .proto import master_pb2 as mpb
 from .proto import master_pb2_grpc as mrpc
@@ -15,21 +22,38 @@ NODE_PREFIX = {cpb.STORAGE: "S", cpb.CLIENT: "C", cpb.ADMIN: "A", cpb.MASTER: "M
 
 
 class AdminClient:
-    """The Admin service of ``master``; its credential is an admin certificate (``tls``)
-    or the cluster's admin token, sent with every call."""
+    """The Admin service of ``master`` (one address, or a list with standby masters);
+    its credential is an admin certificate (``tls``) or the cluster's admin token,
+    sent with every call."""
 
     def __init__(self, master: str, cluster: str, rpc_timeout_s: float = 10.0,
                  tls: security.TLSConfig | None = None, admin_token: str | None = None):
         self.tls = tls
-        self.channel = wire.open_channel(master, cluster, tls=tls, admin_token=admin_token)
+        self.admin_token = admin_token
+        self.masters = parse_masters(master, "master")
+        self.master = self.masters[0]          # the address in use
+        self.channel = wire.open_channel(self.master, cluster, tls=tls, admin_token=admin_token)
         self.stub = mrpc.AdminStub(self.channel)
         self.timeout = rpc_timeout_s
-        self.master = master
         self.cluster = cluster
         self._storage_channels: list = []
 
-    def _call(self, name, request=None):
-        return wire.call(getattr(self.stub, name), request or cpb.Empty(), self.timeout, name)
+    def _call(self, name, request=None, timeout_s: float | None = None):
+        """Call ``name`` on the master in use, else on the next ones of the list."""
+        for left in range(len(self.masters) - 1, -1, -1):
+            try:
+                return wire.call(getattr(self.stub, name), request or cpb.Empty(), timeout_s or self.timeout,
+                                 f"{name} on {self.master}")
+            except ClusterUnavailable:
+                if not left:
+                    raise
+                self._next_master()
+
+    def _next_master(self) -> None:
+        self.master = self.masters[(self.masters.index(self.master) + 1) % len(self.masters)]
+        self.channel.close()
+        self.channel = wire.open_channel(self.master, self.cluster, tls=self.tls, admin_token=self.admin_token)
+        self.stub = mrpc.AdminStub(self.channel)
 
     def ids(self) -> dict:
         r = self._call("GetIds")
@@ -67,7 +91,7 @@ class AdminClient:
 
     # -- operations ---------------------------------------------------------------------
     def truncate(self, tid: bytes, timeout_s: float) -> mpb.TruncateReply:
-        return wire.call(self.stub.Truncate, mpb.TruncateRequest(tid=tid), timeout_s, "Truncate")
+        return self._call("Truncate", mpb.TruncateRequest(tid=tid), timeout_s)
 
     def set_replication_rate(self, bytes_per_s: int, node_ids: list[int] = ()) -> mpb.SetReplicationRateReply:
         return self._call("SetReplicationRate", mpb.SetReplicationRateRequest(

@@ -1,10 +1,12 @@
 """``neoarray``: run a local cluster, or the demo.
 
-    neoarray cluster up DIR [--storages N] [--replicas R] [--partitions P] [--metrics] [--tls]
-        start a master and N storage nodes as local processes serving DIR, print the
-        master address (and with ``--metrics`` each node's Prometheus endpoint), and
-        stop them on Ctrl-C or ``neoctl --dir DIR stop``; with ``--tls`` (remembered by
-        DIR) a CA and certificates are made in DIR/tls and every node talks mutual TLS.
+    neoarray cluster up DIR [--storages N] [--replicas R] [--partitions P] [--standby-masters M]
+                            [--metrics] [--tls]
+        start a master (and M standby masters) and N storage nodes as local processes
+        serving DIR, print the master addresses (and with ``--metrics`` each node's
+        Prometheus endpoint), and stop them on Ctrl-C or ``neoctl --dir DIR stop``;
+        with ``--tls`` (remembered by DIR) a CA and certificates are made in DIR/tls
+        and every node talks mutual TLS.
     neoarray demo [DIR]
         store objects and an array (``prices``) in an embedded cluster and read them back.
     neoarray job run ...
@@ -26,22 +28,24 @@ from .errors import NeoError
 def cluster_up(opts) -> int:
     from .cluster import LocalCluster
     c = LocalCluster(opts.dir, storages=opts.storages, replicas=opts.replicas, partitions=opts.partitions,
-                     metrics=opts.metrics, tls=opts.tls)
+                     metrics=opts.metrics, tls=opts.tls, standby_masters=opts.standby_masters)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
         c.start()
-        print(f"cluster {c.cluster!r} RUNNING; master at {c.address}", flush=True)
+        print(f"cluster {c.cluster!r} RUNNING; master at {c.masters}", flush=True)
         tls = c.tls_of("client")
         extra = "".join(f", {k}={v!r}" for k, v in tls.options().items()) if tls else ""
-        print(f"  python: neoarray.open(master={c.address!r}, cluster={c.cluster!r}{extra})", flush=True)
+        print(f"  python: neoarray.open(master={c.masters!r}, cluster={c.cluster!r}{extra})", flush=True)
         print(f"  admin:  neoctl --dir {opts.dir} print node", flush=True)
         for node, address in c.metrics_addresses().items():
             print(f"  metrics: {node} http://{address}/metrics", flush=True)
         while not stop.wait(0.5):
-            if c.master_proc.poll() is not None:   # neoctl stop, or the master died
-                print(f"master exited with status {c.master_proc.returncode}", flush=True)
+            masters = [c.master_proc, *c.standby_procs.values()]
+            if any(p.poll() == 0 for p in masters) or all(p.poll() is not None for p in masters):
+                # neoctl stop (a master exits with 0), or every master died
+                print(f"master exited with status {c.master_proc.poll()}", flush=True)
                 break
     finally:
         c.stop()
@@ -120,6 +124,8 @@ def parse_args(argv=None):
                     help="give each node a Prometheus metrics port on 127.0.0.1 and print them")
     up.add_argument("--tls", action="store_true", default=None,
                     help="mutual TLS on every port, with a CA and certificates made in DIR/tls")
+    up.add_argument("--standby-masters", type=int, default=0,
+                    help="standby masters to start (each takes over when the primary is gone)")
     d = sub.add_parser("demo", help="store and read back objects on an embedded cluster")
     d.add_argument("dir", nargs="?")
     from .jobs.cli import add_parser

@@ -9,7 +9,10 @@ for a cluster made with ``tls=True``, ``tls/`` (a CA and a certificate per role,
 ``neoarray.security.generate``): every node then talks mutual TLS.  With
 ``metrics=True`` every node serves Prometheus metrics on a free port of 127.0.0.1,
 written to ``master.metrics`` and ``storage-N.metrics`` (``host:port``; see
-:meth:`LocalCluster.metrics_addresses`).
+:meth:`LocalCluster.metrics_addresses`).  Standby masters (``start_standby_master``)
+keep their state in ``master-N/`` and their address in ``master-N.address``;
+``masters.address`` lists every master (``host:port,host:port``: what storages,
+clients and ``neoctl --dir`` are given).
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ class LocalCluster:
     def __init__(self, path: str, storages: int = 1, replicas: int = 0, partitions: int = 12,
                  cluster: str | None = None, node_timeout_s: float = 5.0, log_level: str = "INFO",
                  metrics: bool = False, master_args: tuple[str, ...] = (),
-                 storage_args: tuple[str, ...] = (), tls: bool | None = None):
+                 storage_args: tuple[str, ...] = (), tls: bool | None = None,
+                 standby_masters: int = 0):
         """``master_args``/``storage_args``: more ``neoarray-master``/``neoarray-storage``
         options for every start (limits such as ``("--message-bytes-max", "65536")``).
         ``tls``: True makes the directory's CA and certificates (once) and runs every
@@ -50,7 +54,10 @@ class LocalCluster:
         self.node_timeout_s = node_timeout_s
         self.log_level = log_level
         self.metrics = metrics
+        self.standby_masters = standby_masters
         self.master_proc: subprocess.Popen | None = None
+        self.standby_procs: dict[int, subprocess.Popen] = {}    # index >= 1
+        self.standby_addresses: dict[int, str] = {}
         self.storage_procs: dict[int, subprocess.Popen] = {}
         self.address: str | None = None
 
@@ -121,23 +128,55 @@ class LocalCluster:
         return out
 
     # -- master -----------------------------------------------------------------------
+    @property
+    def masters(self) -> str:
+        """Every master's address, ``host:port,host:port`` (the first master first)."""
+        return ",".join([self.address, *(a for _, a in sorted(self.standby_addresses.items()))])
+
     def start_master(self, timeout_s: float = 30.0) -> str:
-        addr_file = os.path.join(self.path, "master.address")
-        bind = open(addr_file).read().strip() if os.path.exists(addr_file) else "127.0.0.1:0"
-        fresh = os.path.join(self.path, "master.address.new")
-        if os.path.exists(fresh):
-            os.remove(fresh)
-        self.master_proc = self._spawn("master", [
-            "--data", os.path.join(self.path, "master"), "--bind", bind, "--address-file", fresh,
-            "--partitions", str(self.partitions), "--replicas", str(self.replicas),
-            "--storages", str(self.storages), "--node-timeout-s", str(self.node_timeout_s),
-            *self._metrics_args("master"), *self._security_args("master"), *self.master_args], "master.log")
-        self.address = self._wait_file(fresh, self.master_proc, timeout_s)
-        os.replace(fresh, addr_file)
+        """Start (or restart) the first master.  With standby masters it is given their
+        addresses: restarted after one took over, it becomes a standby of it."""
+        others = [a for _, a in sorted(self.standby_addresses.items())]
+        proc, self.address = self._start_master_process(
+            "master", ["--masters", ",".join(others)] if others else [], timeout_s)
+        self.master_proc = proc
+        self._write_masters()
         return self.address
 
-    def kill_master(self, sig: int = signal.SIGKILL) -> None:
-        self._kill(self.master_proc, sig)
+    def start_standby_master(self, index: int | None = None, timeout_s: float = 30.0) -> str:
+        """Start (or restart) standby master ``index`` (default: a new one), following the
+        other masters; storages and clients started afterwards get its address."""
+        index = index or max([0, *self.standby_addresses]) + 1
+        others = [a for i, a in [(0, self.address), *sorted(self.standby_addresses.items())] if i != index and a]
+        proc, address = self._start_master_process(f"master-{index}", ["--standby-of", ",".join(others)], timeout_s)
+        self.standby_procs[index], self.standby_addresses[index] = proc, address
+        self._write_masters()
+        return address
+
+    def _start_master_process(self, name: str, args: list[str], timeout_s: float):
+        addr_file = os.path.join(self.path, f"{name}.address")
+        bind = open(addr_file).read().strip() if os.path.exists(addr_file) else "127.0.0.1:0"
+        fresh = addr_file + ".new"
+        if os.path.exists(fresh):
+            os.remove(fresh)
+        proc = self._spawn("master", [
+            "--data", os.path.join(self.path, name), "--bind", bind, "--address-file", fresh,
+            "--partitions", str(self.partitions), "--replicas", str(self.replicas),
+            "--storages", str(self.storages), "--node-timeout-s", str(self.node_timeout_s),
+            *self._metrics_args(name), *self._security_args("master"), *self.master_args, *args],
+            f"{name}.log")
+        address = self._wait_file(fresh, proc, timeout_s)
+        os.replace(fresh, addr_file)
+        return proc, address
+
+    def _write_masters(self) -> None:
+        with open(os.path.join(self.path, "masters.address.tmp"), "w") as f:
+            f.write(self.masters)
+        os.replace(os.path.join(self.path, "masters.address.tmp"), os.path.join(self.path, "masters.address"))
+
+    def kill_master(self, sig: int = signal.SIGKILL, index: int = 0) -> None:
+        """Signal master ``index`` (0: the first one, else a standby) and wait for its end."""
+        self._kill(self.master_proc if index == 0 else self.standby_procs.get(index), sig)
 
     # -- storages ---------------------------------------------------------------------
     def start_storage(self, index: int, timeout_s: float = 30.0, args: tuple[str, ...] = ()) -> str:
@@ -152,7 +191,7 @@ class LocalCluster:
         if os.path.exists(fresh):
             os.remove(fresh)
         self.storage_procs[index] = self._spawn("storage_node", [
-            "--data", os.path.join(self.path, f"storage-{index}"), "--master", self.address,
+            "--data", os.path.join(self.path, f"storage-{index}"), "--master", self.masters,
             "--bind", bind, "--address-file", fresh, *self._metrics_args(f"storage-{index}"),
             *self._security_args("storage"), *self.storage_args, *args], f"storage-{index}.log")
         return addr_file
@@ -174,6 +213,8 @@ class LocalCluster:
     # -- whole cluster ------------------------------------------------------------------
     def start(self, timeout_s: float = 60.0) -> LocalCluster:
         self.start_master(timeout_s)
+        for _ in range(self.standby_masters - len(self.standby_addresses)):
+            self.start_standby_master(timeout_s=timeout_s)
         spawned = {i: self._spawn_storage(i) for i in range(self.storages)}
         for i, addr_file in spawned.items():
             self._wait_storage(i, addr_file, timeout_s)
@@ -182,7 +223,7 @@ class LocalCluster:
 
     def admin(self) -> AdminClient:
         """An Admin client with the cluster's admin credentials (certificate, token)."""
-        return AdminClient(self.address, self.cluster, tls=self.tls_of("admin"), admin_token=self.admin_token)
+        return AdminClient(self.masters, self.cluster, tls=self.tls_of("admin"), admin_token=self.admin_token)
 
     def wait_state(self, state: str, timeout_s: float = 60.0) -> None:
         admin = self.admin()
@@ -203,7 +244,7 @@ class LocalCluster:
     def storage_kwargs(self, role: str = "client") -> dict:
         """``NeoStorage`` arguments of a client with the ``role`` certificate (TLS)."""
         tls = self.tls_of(role)
-        return {"master": self.address, "cluster": self.cluster, **(tls.options() if tls else {})}
+        return {"master": self.masters, "cluster": self.cluster, **(tls.options() if tls else {})}
 
     def open_storage(self, **kw):
         from .client import NeoStorage
@@ -211,7 +252,8 @@ class LocalCluster:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop every node (SIGTERM, then SIGKILL after ``timeout_s``)."""
-        procs = [p for p in [*self.storage_procs.values(), self.master_proc] if p is not None]
+        procs = [p for p in [*self.storage_procs.values(), self.master_proc, *self.standby_procs.values()]
+                 if p is not None]
         for p in procs:
             if p.poll() is None:
                 p.terminate()

@@ -313,7 +313,8 @@ PRINTERS = {"ids": _ids, "pt": _pt, "node": _node, "cluster": _cluster, "summary
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="neoctl", description="Administer a neoarray cluster.")
-    p.add_argument("-a", "--address", help="master host:port")
+    p.add_argument("-a", "--address", help="master host:port, or host:port,host:port... "
+                   "(the primary and its standbys: the first that answers as primary is used)")
     p.add_argument("-c", "--cluster", help="cluster name")
     p.add_argument("--dir", help="a local cluster directory (neoarray cluster up DIR)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -366,7 +367,9 @@ def _read_text(path: str) -> str:
 def resolve(opts) -> tuple[str, str]:
     address, cluster = opts.address, opts.cluster
     if opts.dir:
-        address = address or _read_text(os.path.join(opts.dir, "master.address"))
+        masters = os.path.join(opts.dir, "masters.address")    # with standby masters
+        address = address or _read_text(masters if os.path.exists(masters)
+                                        else os.path.join(opts.dir, "master.address"))
         cluster = cluster or _read_text(os.path.join(opts.dir, "cluster.name"))
     if not address or not cluster:
         raise NeoError("give the master address and cluster name (-a, -c) or a cluster directory (--dir)")

@@ -56,6 +56,7 @@ PEM_BYTES_MAX = 1 << 20
 CERT_VALIDITY_DAYS = 3650
 
 _MASTER, _ADMIN, _STORAGE = "/neoarray.v1.Master/", "/neoarray.v1.Admin/", "/neoarray.v1.Storage/"
+_STANDBY = "/neoarray.v1.Standby/"
 _ANY = frozenset(ROLES)
 _WRITERS = frozenset({"client", "admin"})
 
@@ -79,6 +80,9 @@ def _table() -> dict[str, frozenset]:
         **each(_STORAGE, "ReplicaKeys ReplicaRecords", {"storage"}),
         **each(_STORAGE, "Lock Unlock AbortNode RecoveryInfo SetPartitionTable Shutdown Truncate",
                {"master"}),
+        # a standby master follows the primary's state; anyone may ask a master its role
+        **each(_STANDBY, "FollowState", {"master"}),
+        **each(_STANDBY, "Role", _ANY),
     }
 
 

@@ -27,7 +27,8 @@ LIMIT_MINIMUMS = {"space_reserve_bytes": 0}
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="neoarray-storage", description=__doc__)
     p.add_argument("--cluster", required=True, help="cluster name")
-    p.add_argument("--master", required=True, help="host:port of the master")
+    p.add_argument("--master", required=True,
+                   help="host:port of the master, or host:port,host:port... of the primary and its standbys")
     p.add_argument("--data", help="LMDB directory (default: memory, for tests)")
     p.add_argument("--bind", default="127.0.0.1:0", help="host:port to listen on")
     p.add_argument("--host", help="host name reported to the master (replicas go to different hosts)")

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from neoarray import security, wire
 from neoarray.errors import AccessDenied, ClusterUnavailable, NeoError, RequestRefused
 from neoarray.kv import LMDBStore, MemoryStore
+from neoarray.masters import learn_masters, parse_masters
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import master_pb2_grpc as mrpc
 from neoarray.proto import storage_pb2_grpc as srpc
 
 from .backend import Backend
+from .fencing import EpochFence
 from .manager import TransactionManager
 from .dropper import PartitionDropper
 from .replication import Replicator
@@ -71,7 +73,8 @@ class StorageNode:
         self.cluster = cluster
         self.tls = tls                      # our certificate, as server and towards peers
         self.admin_token = admin_token      # for GetPartitionTable on a cluster without TLS
-        self.master_address = master
+        self.master_addresses = parse_masters(master, "master")   # the primary and its standbys
+        self.master_address = self.master_addresses[0]            # the one in use
         self.host = host or socket.gethostname()
         kv = LMDBStore(path, self.limits.map_bytes_max) if path else MemoryStore()
         self.data_path = os.path.abspath(path) if path else ""
@@ -82,6 +85,7 @@ class StorageNode:
             raise RequestRefused(f"this storage's data belongs to cluster {known!r}, not {cluster!r}")
         self.node_id = self.backend.get_config("node_id", 0)
         self.ptid = self.backend.get_config("ptid", 0)
+        self.fence = EpochFence(self.backend)
         lim = self.limits
         self.manager = TransactionManager(
             self.backend, lim.transaction_bytes_max, lim.objects_per_transaction_max,
@@ -133,7 +137,11 @@ class StorageNode:
     def _fetch_partition_table(self) -> None:
         """A heartbeat showed a newer ptid: a change not pushed to this node (a drop,
         a FEEDING cell removed) may have taken cells from it."""
-        pt = self._partition_table()
+        try:
+            pt = self._partition_table()
+        except NeoError as exc:     # the next heartbeat asks again
+            log.warning("could not read the partition table from the master: %s", exc)
+            return
         if pt.ptid >= self.ptid:
             self.ptid = pt.ptid
             self.dropper.table_changed(pt)
@@ -162,6 +170,7 @@ class StorageNode:
                                     partitions=reply.num_partitions)
         self.node_id = reply.node_id
         self.cluster_state = reply.info.state
+        self.master_addresses = learn_masters(self.master_addresses, reply.info.nodes, cpb.MASTER)
         # cells to catch up: their conflict checks are left to the readable copies
         self.manager.catching_up = {p for p, row in enumerate(reply.info.pt.rows) if any(
             c.node_id == self.node_id and c.state == cpb.OUT_OF_DATE for c in row.cells)}
@@ -170,10 +179,23 @@ class StorageNode:
         log.info("identified as S%d to the master at %s", self.node_id, self.master_address)
         self.identified.set()
 
-    def _master_loop(self) -> None:
-        """Identify, then send heartbeats; identify again whenever the master forgets us."""
+    def _next_master(self, channel):
+        """A channel and stub to the next address of the master list (on losing the
+        primary: a standby answers UNAVAILABLE, the next address may be the new one)."""
+        if channel is not None and len(self.master_addresses) < 2:
+            return channel, mrpc.MasterStub(channel)
+        if channel is not None:
+            i = self.master_addresses.index(self.master_address) if self.master_address in self.master_addresses else -1
+            self.master_address = self.master_addresses[(i + 1) % len(self.master_addresses)]
+            channel.close()
+            self._admin = None
         channel = wire.open_channel(self.master_address, self.cluster, tls=self.tls)
-        stub = mrpc.MasterStub(channel)
+        return channel, mrpc.MasterStub(channel)
+
+    def _master_loop(self) -> None:
+        """Identify, then send heartbeats; identify again whenever the master forgets us
+        (to the next master of the list when this one does not answer as primary)."""
+        channel, stub = self._next_master(None)
         identified = False
         unheard = None                  # the last reason the master could not be reached
         while not self.stopped.is_set():
@@ -198,11 +220,14 @@ class StorageNode:
                 return
             except NeoError as exc:
                 if identified:
-                    log.warning("lost the master (%s): identifying again", exc)
+                    log.warning("lost the master at %s (%s): identifying again", self.master_address, exc)
                 elif str(exc) != unheard:       # e.g. a TLS handshake refused: say it once
                     log.warning("cannot identify to the master at %s: %s", self.master_address, exc)
                 unheard = str(exc)
                 identified = False
+                channel, stub = self._next_master(channel)
+                if self.master_address != self.master_addresses[0]:
+                    continue        # try the whole list before waiting a heartbeat interval
             except Exception as exc:  # POSKeyError from NOT_FOUND: the master forgot us
                 log.warning("master link: %s", exc)
                 identified = False

@@ -341,14 +341,17 @@ class StorageServicer(rpc.StorageServicer):
                         read_conflict=c.read_conflict) for c in res.conflicts])
 
     def AbortTransaction(self, request, context):
+        self.node.fence.check(context)
         self.manager.abort(_id(request.ttid, "ttid"))
         return cpb.Empty()
 
     def Unvote(self, request, context):
+        self.node.fence.check(context)
         self.manager.unvote(_id(request.ttid, "ttid"))
         return cpb.Empty()
 
     def AbortNode(self, request, context):
+        self.node.fence.check(context)
         self.manager.abort_node(request.node_id, keep=set(request.keep_ttids))
         return cpb.Empty()
 
@@ -360,10 +363,12 @@ class StorageServicer(rpc.StorageServicer):
 
     # -- master only ------------------------------------------------------------------
     def Lock(self, request, context):
+        self.node.fence.check(context)
         self.manager.lock(_id(request.ttid, "ttid"), _id(request.tid, "tid"))
         return cpb.Empty()
 
     def Unlock(self, request, context):
+        self.node.fence.check(context)
         if len(request.ttids) > self.limits.transactions_per_batch_max:
             raise LimitExceeded(f"{len(request.ttids)} transactions in one unlock, "
                                 f"transactions_per_batch_max={self.limits.transactions_per_batch_max}")
@@ -371,6 +376,7 @@ class StorageServicer(rpc.StorageServicer):
         return cpb.Empty()
 
     def RecoveryInfo(self, request, context):
+        self.node.fence.check(context)
         last_tid, last_oid = self.backend.last_ids()
         return pb.RecoveryInfoReply(
             last_tid=last_tid, last_oid=last_oid, voted_ttids=list(self.backend.voted()),
@@ -378,6 +384,7 @@ class StorageServicer(rpc.StorageServicer):
             ptid=self.node.ptid)
 
     def SetPartitionTable(self, request, context):
+        self.node.fence.check(context)
         self.node.set_partition_table(request)
         return cpb.Empty()
 
@@ -395,5 +402,6 @@ class StorageServicer(rpc.StorageServicer):
                                        aborted=aborted)
 
     def Shutdown(self, request, context):
+        self.node.fence.check(context)
         self.node.request_shutdown()
         return cpb.Empty()

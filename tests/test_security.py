@@ -25,6 +25,7 @@ from neoarray.errors import AccessDenied, ClusterNameMismatch, ClusterUnavailabl
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import master_pb2_grpc as mrpc
+from neoarray.proto import standby_pb2
 from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
 from tests.cluster_helpers import neoctl, storage_of_index, wait_settled
@@ -340,6 +341,7 @@ def test_cluster_up_tls_takes_one_flag(tmp_path):
 def test_access_table_names_every_rpc():
     services = [mpb.DESCRIPTOR.services_by_name[n] for n in ("Master", "Admin")]
     services.append(spb.DESCRIPTOR.services_by_name["Storage"])
+    services.append(standby_pb2.DESCRIPTOR.services_by_name["Standby"])
     methods = {f"/{s.full_name}/{m.name}" for s in services for m in s.methods}
     assert methods == set(security.ACCESS)
     assert all(roles <= set(security.ROLES) and roles for roles in security.ACCESS.values())

@@ -23,7 +23,9 @@ Limits (each > 0, else ``ValueError`` naming it): ``transactions-max``,
 (``message_bytes_max``...).
 
 zodburi: ``neoarray://127.0.0.1:5551/mycluster?cache_bytes_max=268435456&read_only=true``
-(TLS: ``&ca=/etc/neoarray/ca.crt&cert=...&key=...``);
+(TLS: ``&ca=/etc/neoarray/ca.crt&cert=...&key=...``); with standby masters, ``master``
+lists them all: ``127.0.0.1:5551,127.0.0.1:5552`` (ZConfig and URI alike:
+``neoarray://127.0.0.1:5551,127.0.0.1:5552/mycluster``);
 any other query key goes to ``ZODB.DB`` (``connection_cache_size``...), as zodburi does.
 """
 from __future__ import annotations

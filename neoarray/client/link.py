@@ -4,7 +4,10 @@
 node addresses, state) current from the event stream, hands invalidations to a
 callback in TID order, and reconnects (with bounded back-off) whenever the master
 goes away; after a reconnection the ``on_reconnect`` callback runs, since events may
-have been missed.
+have been missed.  ``master`` may list several masters (``host:port,host:port``, a
+primary and its standbys): on losing the primary the link tries each address in turn
+(a standby answers UNAVAILABLE) until one answers as primary; standbys the primary
+shows in the cluster view (MASTER nodes) join the list.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import grpc
 
 from .. import security, wire
 from ..errors import ClusterNameMismatch, ClusterUnavailable, NeoError
+from ..masters import learn_masters, parse_masters
 from ..proto import common_pb2 as cpb
 from ..proto import master_pb2 as mpb
 from ..proto import master_pb2_grpc as mrpc
@@ -34,7 +38,8 @@ class ClusterLink:
                  rpc_timeout_s: float = 30.0, connect_timeout_s: float = 30.0,
                  read_only: bool = False, message_bytes_max: int = wire.MESSAGE_BYTES_MAX,
                  tls: security.TLSConfig | None = None):
-        self.master_address = master
+        self.master_addresses = parse_masters(master, "master")
+        self.master_address = self.master_addresses[0]     # the one in use
         self.cluster = cluster
         self.on_invalidation = on_invalidation
         self.on_reconnect = on_reconnect
@@ -42,7 +47,7 @@ class ClusterLink:
         self.read_only = read_only
         self.message_bytes_max = message_bytes_max
         self.tls = tls
-        self.channel = wire.open_channel(master, cluster, message_bytes_max, tls=tls)
+        self.channel = wire.open_channel(self.master_address, cluster, message_bytes_max, tls=tls)
         self.master = mrpc.MasterStub(self.channel)
         self.node_id = 0
         self.partitions = 0
@@ -66,27 +71,45 @@ class ClusterLink:
 
     # -- connection ---------------------------------------------------------------
     def _connect(self, timeout_s: float) -> None:
+        """Identify to the first master that answers as primary, trying each address
+        of the list in turn (back-off doubling to 1 s after each full round)."""
         deadline = time.monotonic() + timeout_s
         delay = 0.05
+        tried = 0
         while True:
             try:
                 reply = wire.call(self.master.Identify, mpb.IdentifyRequest(
                     type=cpb.CLIENT, host=socket.gethostname(), read_only=self.read_only),
-                    self.rpc_timeout_s, "identify")
+                    min(self.rpc_timeout_s, max(timeout_s, 1.0)), "identify")
                 break
             except ClusterNameMismatch:
                 raise
             except ClusterUnavailable as exc:
-                if time.monotonic() > deadline:      # the last reason (a TLS handshake...) kept
-                    raise ClusterUnavailable(f"no master answers at {self.master_address} "
-                                             f"after {timeout_s:.0f} s: {exc}") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                if time.monotonic() > deadline:
+                    raise ClusterUnavailable(f"no master answers as primary at "
+                                             f"{','.join(self.master_addresses)} after {timeout_s:.0f} s "
+                                             f"(last: {exc})") from None
+                tried += 1
+                self._next_master()
+                if tried % len(self.master_addresses) == 0:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
         self.node_id = reply.node_id
         self.partitions = reply.num_partitions
         self._set_info(reply.info)
         self._stream = self.master.Subscribe(mpb.SubscribeRequest(node_id=self.node_id))
         self.connected.set()
+
+    def _next_master(self) -> None:
+        """Switch to the next address of the master list (nothing to do with one)."""
+        if len(self.master_addresses) < 2:
+            return
+        i = self.master_addresses.index(self.master_address) if self.master_address in self.master_addresses else -1
+        self.master_address = self.master_addresses[(i + 1) % len(self.master_addresses)]
+        old, self.channel = self.channel, wire.open_channel(self.master_address, self.cluster, self.message_bytes_max,
+                                                          tls=self.tls)
+        self.master = mrpc.MasterStub(self.channel)
+        old.close()
 
     def _events(self) -> None:
         while not self.closed.is_set():
@@ -127,6 +150,7 @@ class ClusterLink:
             self.running = {n.node_id for n in info.nodes
                             if n.type == cpb.STORAGE and n.state == cpb.RUNNING}
             self.info = info
+            self.master_addresses = learn_masters(self.master_addresses, info.nodes, cpb.MASTER)
             self.changed.notify_all()
         if self.on_info is not None:
             self.on_info(info.nodes)

@@ -146,7 +146,8 @@ class NeoStorage(ConflictResolvingStorage):
     Parameters
     ----------
     master : str
-        ``host:port`` of the master.
+        ``host:port`` of the master, or ``host:port,host:port...`` of the primary
+        master and its standbys (on losing the primary, each is tried in turn).
     cluster : str
         Cluster name; a master or node of another cluster refuses us.
     name : str, optional

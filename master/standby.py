@@ -1,0 +1,381 @@
+"""Standby masters: follow the primary's durable state, take over when it is gone.
+
+Roles.  A master process is either the *primary* (the ``Master`` of ``node.py``
+serves the Master and Admin services) or a *standby*: it answers those services with
+UNAVAILABLE and a message naming the primary, so clients, storages and neoctl that
+reach it move on to the next address of their list, and it keeps a copy of the
+primary's ``MasterState`` current in its own data directory.  ``RoleRouter`` switches
+one gRPC server between the two, so a standby that takes over keeps its address.
+
+Following.  ``StatePublisher`` (on the primary) serves ``Standby.FollowState``, a
+long poll: it answers with the whole state document when it is newer than what the
+follower holds, else when the state changes (or after ``wait_ms``).  Nothing queues:
+one pending document, the latest, per follower.  Each request acknowledges the
+version the follower persisted; when the primary persists a new OID/TID reservation
+it waits (at most ``ack_timeout_s``) until its live followers acknowledged it before
+handing out ids above the old one, so a standby's copy covers every id the primary
+handed out.  A follower that does not acknowledge in time is no longer waited for
+(and the standby raises the reservations by one more reserve block when it takes
+over, against that window).
+
+Taking over.  ``StandbyFollower`` polls; when no primary answered for
+``node_timeout_s`` (and no other master answers as primary), it bumps the *epoch*
+(master generation) in its copy, raises the id reservations and returns: the caller
+starts the normal ``Master`` over the copied state, like a restart from the data
+directory (RECOVERING, storages identify, verification, RUNNING).
+
+Fencing.  Every call of a master to a storage carries its epoch in the metadata
+(``master/fencing.py``); a storage remembers durably the highest epoch it saw and
+refuses older ones, and a primary refused that way steps down (exits).  A master
+started with ``--masters`` asks the other masters first and becomes a standby of one
+that answers as primary; a running primary also checks them every ``node_timeout_s``
+and steps down when one answers as primary with a higher epoch.
+
+Limits: there is no quorum.  Two standbys that lose the primary at the same moment
+may both take over with the same epoch (each checks the other masters just before,
+which makes it unlikely, not impossible): run one standby per cluster.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+
+import grpc
+import lmdb
+import msgpack
+
+from neoarray import wire
+from neoarray.errors import ClusterUnavailable, NeoError, RequestRefused
+from neoarray.ids import p64, u64
+from neoarray.masters import MASTERS_MAX, parse_masters  # noqa: F401  (used by __main__)
+from neoarray.proto import common_pb2 as cpb
+from neoarray.proto import standby_pb2 as pb
+from neoarray.proto import standby_pb2_grpc as rpc
+
+from .core import OID_RESERVE, TID_RESERVE
+from .state import MasterState
+
+log = logging.getLogger("neoarray.master.standby")
+
+RUN = secrets.token_hex(8)          # this process's run token (a restart changes it)
+WAIT_MS_MAX = 10_000                # longest a FollowState call is held
+FOLLOW_WAIT_MS = 1_000              # what followers ask for
+ID_KEYS = frozenset({"oid_reserved", "tid_reserved"})
+REFUSED_PREFIXES = ("/neoarray.v1.Master/", "/neoarray.v1.Admin/")
+
+
+# ---------------------------------------------------------------- role router
+
+class _Capture:
+    """Stands for a ``grpc.Server`` to the generated ``add_*_to_server`` functions:
+    keeps the handlers they register, for ``RoleRouter``."""
+
+    def __init__(self):
+        self.handlers: list = []
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        self.handlers.extend(handlers)
+
+    def add_registered_method_handlers(self, service, handlers) -> None:
+        pass      # the generic handler registered with them serves the same methods
+
+
+def handlers_of(*pairs) -> list:
+    """The gRPC handlers of ``(add_XServicer_to_server, servicer)`` pairs."""
+    capture = _Capture()
+    for add, servicer in pairs:
+        add(servicer, capture)
+    return capture.handlers
+
+
+class RoleRouter(grpc.GenericRpcHandler):
+    """One server, two roles: serves the handlers of the current role."""
+
+    def __init__(self, handlers=()):
+        self.handlers = list(handlers)
+
+    def switch(self, handlers) -> None:
+        self.handlers = list(handlers)
+
+    def service(self, handler_call_details):
+        for handler in self.handlers:
+            found = handler.service(handler_call_details)
+            if found is not None:
+                return found
+        return None
+
+
+class _RefuseAsStandby(grpc.GenericRpcHandler):
+    """Every Master and Admin method answers UNAVAILABLE, naming the primary."""
+
+    def __init__(self, follower: StandbyFollower):
+        self.follower = follower
+
+    def service(self, details):
+        if not details.method.startswith(REFUSED_PREFIXES):
+            return None
+
+        def refuse(request, context):
+            context.abort(grpc.StatusCode.UNAVAILABLE, self.follower.refusal())
+        if details.method.endswith("/Subscribe"):
+            return grpc.unary_stream_rpc_method_handler(refuse)
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+class StandbyServicer(rpc.StandbyServicer):
+    """The Standby service of a standby: it tells its role; following it is refused."""
+
+    def __init__(self, follower: StandbyFollower):
+        self.follower = follower
+
+    def FollowState(self, request, context):
+        context.abort(grpc.StatusCode.UNAVAILABLE, self.follower.refusal())
+
+    def Role(self, request, context):
+        return pb.RoleReply(role=pb.STANDBY, epoch=self.follower.epoch(), primary=self.follower.primary)
+
+
+def standby_handlers(follower: StandbyFollower) -> list:
+    return [_RefuseAsStandby(follower),
+            *handlers_of((rpc.add_StandbyServicer_to_server, StandbyServicer(follower)))]
+
+
+# ---------------------------------------------------------------- primary side
+
+@dataclass
+class _Follower:
+    acked: int = 0
+    last_seen: float = field(default_factory=time.monotonic)
+    node_id: int = 0
+
+
+class StatePublisher(rpc.StandbyServicer):
+    """The primary's side: serves its state to followers, waits for their acknowledgement
+    of id reservations, shows them as MASTER nodes."""
+
+    def __init__(self, master, ack_timeout_s: float):
+        self.m = master
+        self.ack_timeout_s = ack_timeout_s
+        self.version = 0
+        self.cond = threading.Condition()
+        self.followers: dict[str, _Follower] = {}
+        self.known: list[str] = []          # every standby seen, even gone (one may take over)
+        master.state_db.on_change = self._changed
+
+    def _changed(self, names) -> None:
+        """Called after every write of the state: wake followers; a new id reservation
+        is not used before live followers hold it (bounded by ``ack_timeout_s``)."""
+        with self.cond:
+            self.version += 1
+            version = self.version
+            self.cond.notify_all()
+        if ID_KEYS & set(names):
+            self._wait_acked(version)
+
+    def _wait_acked(self, version: int) -> None:
+        deadline = time.monotonic() + self.ack_timeout_s
+        with self.cond:
+            while True:
+                self._forget_silent()
+                late = [a for a, f in self.followers.items() if f.acked < version]
+                left = deadline - time.monotonic()
+                if not late:
+                    return
+                if left <= 0:
+                    for address in late:
+                        log.warning("standby master %s did not acknowledge the id reservation "
+                                    "within %.1f s: no longer waited for", address, self.ack_timeout_s)
+                        self._drop(address)
+                    return
+                self.cond.wait(min(left, 0.1))
+
+    def _forget_silent(self) -> None:
+        now = time.monotonic()
+        for address in [a for a, f in self.followers.items()
+                        if now - f.last_seen > self.m.limits.node_timeout_s]:
+            log.warning("standby master %s is silent", address)
+            self._drop(address)
+
+    def _drop(self, address: str) -> None:
+        follower = self.followers.pop(address)
+        self.m.pool.submit(self._show, address, follower.node_id, "DOWN")
+
+    def FollowState(self, request, context):
+        wait_s = min(request.wait_ms, WAIT_MS_MAX) / 1000
+        deadline = time.monotonic() + wait_s
+        with self.cond:
+            follower = self.followers.get(request.address)
+            if follower is None:
+                follower = self.followers[request.address] = _Follower()
+                if request.address not in self.known:
+                    self.known = (self.known + [request.address])[-MASTERS_MAX:]
+                self.m.pool.submit(self._show, request.address, 0, "RUNNING")
+            follower.last_seen = time.monotonic()
+            if request.known_run == RUN:
+                follower.acked = max(follower.acked, request.known_version)
+                self.cond.notify_all()
+                while (request.known_version >= self.version and not self.m.stopped.is_set()
+                       and context.is_active() and time.monotonic() < deadline):
+                    self.cond.wait(min(deadline - time.monotonic(), 0.5))
+            version = self.version
+        if self.m.stopped.is_set():
+            raise ClusterUnavailable("the primary master is stopping")
+        try:
+            doc = self.m.state_db.snapshot()   # read after the version: at least that new
+        except lmdb.Error as exc:              # closed by a stop racing this call
+            raise ClusterUnavailable(f"the primary master is stopping ({exc})") from None
+        return pb.FollowStateReply(run=RUN, version=version, state=msgpack.packb(doc), epoch=self.m.epoch)
+
+    def Role(self, request, context):
+        return pb.RoleReply(role=pb.PRIMARY, epoch=self.m.epoch)
+
+    def _show(self, address: str, node_id: int, state: str) -> None:
+        """A standby appears (or goes) in the master's node list, type MASTER."""
+        from .node import NodeInfo
+        with self.m.lock:
+            node = next((n for n in self.m.nodes.values() if n.type == "MASTER" and n.address == address), None)
+            if node is None:
+                if state == "DOWN":
+                    return
+                nid = self.m._new_node_id()
+                node = self.m.nodes[nid] = NodeInfo(nid, "MASTER", address, address.rpartition(":")[0])
+            node.set_state(state)
+            with self.cond:
+                if address in self.followers:
+                    self.followers[address].node_id = node.node_id
+        self.m.broadcast_cluster()
+
+
+# ---------------------------------------------------------------- standby side
+
+def ask_role(address: str, cluster: str, timeout_s: float, tls=None):
+    """The ``RoleReply`` of the master at ``address``, or None when it does not answer."""
+    channel = wire.open_channel(address, cluster, tls=tls)
+    try:
+        return wire.call(rpc.StandbyStub(channel).Role, cpb.Empty(), timeout_s, f"role of {address}")
+    except NeoError:
+        return None
+    finally:
+        channel.close()
+
+
+def find_primary(peers, cluster: str, timeout_s: float, higher_than: int = -1,
+                 tls=None) -> tuple[str, int]:
+    """The first of ``peers`` answering as primary with an epoch above ``higher_than``:
+    ``(address, epoch)``, or ``("", 0)``."""
+    for address in peers:
+        role = ask_role(address, cluster, timeout_s, tls)
+        if role is not None and role.role == pb.PRIMARY and role.epoch > higher_than:
+            return address, role.epoch
+    return "", 0
+
+
+class StandbyFollower:
+    """Keeps ``path`` (a ``MasterState``) a copy of the primary's; ``follow`` returns
+    when this master must take over."""
+
+    def __init__(self, path: str, cluster: str, peers, own_address: str,
+                 node_timeout_s: float, rpc_timeout_s: float = 10.0, tls=None):
+        self.tls = tls
+        self.state = MasterState(path)
+        known = self.state.get("cluster")
+        if known is not None and known != cluster:
+            raise RequestRefused(f"this master's data belongs to cluster {known!r}, not {cluster!r}")
+        self.cluster = cluster
+        self.peers = [a for a in peers if a != own_address]
+        if not self.peers:
+            raise RequestRefused("a standby master needs the address of another master")
+        self.own_address = own_address
+        self.node_timeout_s = node_timeout_s
+        self.rpc_timeout_s = rpc_timeout_s
+        self.primary = ""
+        self.run, self.version = "", 0
+        self.last_contact = time.monotonic()
+
+    def epoch(self) -> int:
+        return self.state.get("epoch", 0)
+
+    def refusal(self) -> str:
+        where = f"the primary is at {self.primary}" if self.primary else "no primary answers it now"
+        return f"this master ({self.own_address}) is a standby: {where}; ask the primary"
+
+    def follow(self, stopped: threading.Event) -> bool:
+        """Follow until ``stopped`` (False) or until it must take over (True)."""
+        channel = stub = None
+        while not stopped.is_set():
+            if stub is None:
+                # never a primary older than the state held (an old primary restarted alone)
+                self.primary, _ = find_primary(self.peers, self.cluster, self.rpc_timeout_s,
+                                               higher_than=self.epoch() - 1, tls=self.tls)
+                if self.primary:
+                    log.info("following the primary master at %s", self.primary)
+                    channel = wire.open_channel(self.primary, self.cluster, tls=self.tls)
+                    stub = rpc.StandbyStub(channel)
+            if stub is not None and self._poll(stub):
+                continue
+            if stub is not None:
+                channel.close()
+                channel = stub = None
+                self.primary = ""
+            if self._must_take_over():
+                return True
+            stopped.wait(0.2)
+        return False
+
+    def _poll(self, stub) -> bool:
+        """One FollowState; persists a newer state.  False: the primary did not answer."""
+        request = pb.FollowStateRequest(address=self.own_address, known_run=self.run,
+                                        known_version=self.version, wait_ms=FOLLOW_WAIT_MS)
+        try:
+            reply = wire.call(stub.FollowState, request, self.rpc_timeout_s + FOLLOW_WAIT_MS / 1000)
+        except NeoError as exc:
+            log.warning("lost the primary master at %s: %s", self.primary, exc)
+            return False
+        if reply.epoch < self.epoch():
+            log.error("the master at %s has epoch %d, older than this copy's %d: not following it",
+                      self.primary, reply.epoch, self.epoch())
+            return False
+        if (reply.run, reply.version) != (self.run, self.version):
+            self.state.replace(msgpack.unpackb(reply.state, strict_map_key=False))
+            self.run, self.version = reply.run, reply.version
+        self.last_contact = time.monotonic()
+        return True
+
+    def _must_take_over(self) -> bool:
+        if self.state.get("cluster") is None:
+            return False         # never followed a primary: nothing to take over with
+        silent_s = time.monotonic() - self.last_contact
+        if silent_s < self.node_timeout_s + random.uniform(0, 0.5):
+            return False
+        return not find_primary(self.peers, self.cluster, self.rpc_timeout_s, higher_than=self.epoch() - 1,
+                                tls=self.tls)[0]
+
+    def take_over(self) -> int:
+        """Bump the epoch and raise the id reservations in the copy; close it.
+        Returns the new epoch (``Master`` then opens the directory)."""
+        epoch = max(self.epoch(), 1) + 1
+        oid_reserved = self.state.get("oid_reserved", 0) + OID_RESERVE
+        tid_reserved = p64(u64(self.state.get("tid_reserved", bytes(8))) + TID_RESERVE)
+        self.state.put(epoch=epoch, oid_reserved=oid_reserved, tid_reserved=tid_reserved)
+        self.state.close()
+        log.warning("the primary master %s has been unreachable for %.1f s: taking over with epoch %d",
+                    self.peers, time.monotonic() - self.last_contact, epoch)
+        return epoch
+
+    def close(self) -> None:
+        self.state.close()
+
+
+def watch_peers(master, peers, cluster: str, interval_s: float, step_down, tls=None) -> None:
+    """A primary's check of the other masters (``peers()``: those it was given and the
+    standbys that followed it): one answering as primary with a higher epoch took over;
+    this one steps down (``step_down(reason)``)."""
+    while not master.stopped.wait(interval_s):
+        address, epoch = find_primary(peers(), cluster, interval_s, higher_than=master.epoch, tls=tls)
+        if address:
+            step_down(f"the master at {address} is primary with epoch {epoch} > {master.epoch}")
+            return

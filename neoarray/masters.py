@@ -1,0 +1,37 @@
+"""Several masters: address lists, and the names both sides of epoch fencing share.
+
+A cluster may run standby masters (``master/standby.py``); clients, storage nodes and
+neoctl take a list ``host:port[,host:port...]`` and, on losing the primary, try each
+address in turn until one answers as primary (a standby answers UNAVAILABLE, naming
+the primary).  Masters put their epoch (master generation) in the metadata of their
+calls to storages under ``EPOCH_KEY``; a storage refuses a stale one with
+FAILED_PRECONDITION and a message starting with ``STALE_EPOCH_PREFIX``.
+"""
+from __future__ import annotations
+
+from .errors import RequestRefused
+
+EPOCH_KEY = "neo-master-epoch"
+STALE_EPOCH_PREFIX = "stale master epoch"
+MASTERS_MAX = 16          # addresses in one list (given and learnt from the cluster view)
+
+
+def parse_masters(text: str, what: str = "master address list") -> list[str]:
+    """``"host:port,host:port"`` -> the addresses, each checked; a clear error names a bad one."""
+    addresses = [a.strip() for a in (text or "").split(",") if a.strip()]
+    if not addresses:
+        raise RequestRefused(f"{what} is empty: give host:port[,host:port...]")
+    if len(addresses) > MASTERS_MAX:
+        raise RequestRefused(f"{what} has {len(addresses)} addresses, at most {MASTERS_MAX}")
+    for address in addresses:
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise RequestRefused(f"{what}: {address!r} is not host:port")
+    return list(dict.fromkeys(addresses))
+
+
+def learn_masters(known: list[str], nodes, master_type) -> list[str]:
+    """``known`` plus the addresses of MASTER nodes in a cluster view (standbys the
+    primary shows), at most ``MASTERS_MAX``."""
+    extra = [n.address for n in nodes if n.type == master_type and n.address and n.address not in known]
+    return (known + extra)[:MASTERS_MAX]
