@@ -304,7 +304,7 @@ class NeoStorage(ConflictResolvingStorage):
 
     def client_options(self) -> dict:
         """Arguments that open an equivalent client in another process (jobs' workers)."""
-        return {"master": self._link.master_address, "cluster": self._link.cluster,
+        return {"master": ",".join(self._link.master_addresses), "cluster": self._link.cluster,
                 "cache_bytes_max": self._cache.bytes_max, "rpc_timeout_s": self.rpc_timeout_s,
                 "read_only": self._is_read_only, "local_reads": self._local is not None,
                 **(self._tls.options() if self._tls else {})}
