@@ -288,7 +288,7 @@ def _pack(admin, opts):
     tid = last if opts.tid is None else parse_tid(opts.tid)
     if tid > last:
         raise NeoError(f"TID 0x{tid.hex()} is after the last committed transaction 0x{last.hex()}")
-    storage = NeoStorage(admin.master, admin.cluster, local_reads=False,
+    storage = NeoStorage(",".join(admin.masters), admin.cluster, local_reads=False,
                          connect_timeout_s=opts.timeout_s, **(admin.tls.options() if admin.tls else {}))
     try:       # what a snapshot at ``tid`` (or later) sees is kept
         removed = storage.pack_to_tid(tid, referencesf, gc=not opts.no_gc)
