@@ -169,11 +169,11 @@ def _chunk_state(record, extent: tuple, spec: _ReduceSpec) -> tuple | None:
 _CELL_STATES = (cpb.UP_TO_DATE, cpb.OUT_OF_DATE, cpb.FEEDING, cpb.CORRUPTED)
 
 
-def _check_table(pt, partitions: int | None, ptid: int) -> None:
+def _check_table(pt, partitions: int | None, ptid: int, node_id: int) -> None:
     """Refuse a partition table the node must not act on (it would drop the data of
     every partition it has no cell of): a row count other than the cluster's
-    partitions, a cell of node 0 or of an unknown state, or a table older than the
-    node's (``ptid`` lower)."""
+    partitions, a cell of node 0 or of an unknown state, a table older than the
+    node's (``ptid`` lower), or one without any cell of this node."""
     if not partitions:
         raise ClusterUnavailable("storage node not yet part of a cluster: no partition table taken")
     if len(pt.rows) != partitions:
@@ -186,6 +186,9 @@ def _check_table(pt, partitions: int | None, ptid: int) -> None:
                                      f"{cell.node_id} in unknown state {cell.state}")
     if pt.ptid < ptid:
         raise RequestRefused(f"partition table {pt.ptid} is older than this node's ({ptid})")
+    if not any(c.node_id == node_id for row in pt.rows for c in row.cells):
+        raise RequestRefused(f"partition table {pt.ptid} has no cell of this node (S{node_id}): "
+                             f"the master pushes a table only to nodes given cells")
 
 
 class StorageServicer(rpc.StorageServicer):
@@ -397,7 +400,7 @@ class StorageServicer(rpc.StorageServicer):
             ptid=self.node.ptid)
 
     def SetPartitionTable(self, request, context):
-        _check_table(request, self.backend.partitions, self.node.ptid)
+        _check_table(request, self.backend.partitions, self.node.ptid, self.node.node_id)
         self.node.set_partition_table(request)
         return cpb.Empty()
 
