@@ -81,7 +81,7 @@ def parse(cls, raw: bytes):
     """The message ``raw`` decodes to, or None when it does not decode."""
     try:
         return cls.FromString(raw)
-    except (DecodeError, RuntimeWarning, ValueError):
+    except (DecodeError, ValueError):
         return None
 
 

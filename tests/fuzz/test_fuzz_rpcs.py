@@ -33,8 +33,10 @@ only calls from another cluster, which must leave the node running: a fuzz that
 shuts a node down proves nothing.  The ttids given to Store/Vote/Unvote/Abort and
 those given to Finish/Lock are kept apart, so that the fuzz never completes a
 two-phase commit by chance (a commit of random stores on one node would be a
-legitimate client's doing, not a crash); the stores left behind are aborted at the
-end, as a departing client's are.  Calls that legitimately wait (Subscribe
+legitimate client's doing, not a crash); the stores and votes left behind are
+aborted at the end (every ttid still voted on a node), as a departing client's are:
+a vote from a client the master never knew holds its write locks until then (see
+the report of this test's branch: an open problem, not fixed here).  Calls that legitimately wait (Subscribe
 streams for ever, Finish waits for its turn) may end with DEADLINE_EXCEEDED.
 
 ``NEOARRAY_FUZZ_ITERATIONS`` (default ``DEFAULT_ITERATIONS``) calls are made; the
@@ -60,12 +62,13 @@ from neoarray import wire
 from neoarray.ids import p64
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import storage_pb2 as spb
+from neoarray.proto import storage_pb2_grpc as srpc
 from tests.cluster_helpers import letters, neoctl
 from tests.conftest import running_cluster
 
 from .rpc_fuzz import Known, RequestMaker, all_methods, examples, may_send, parse
 
-DEFAULT_ITERATIONS = 800
+DEFAULT_ITERATIONS = 3000
 CALL_TIMEOUT_S = 10.0
 PARTITIONS = 4
 WRONG_CLUSTER_SHARE = 0.05
@@ -139,9 +142,16 @@ class Caller:
         self.storages = storage_addresses
         self.channels = {a: grpc.insecure_channel(a, options=wire.grpc_options(wire.MESSAGE_BYTES_MAX))
                          for a in [self.master, *storage_addresses]}
+        self.typed: dict[str, grpc.Channel] = {}
+
+    def stub(self, address: str) -> srpc.StorageStub:
+        """A typed stub carrying the cluster name (for the cleanup, not the fuzz)."""
+        if address not in self.typed:
+            self.typed[address] = wire.open_channel(address, self.cluster)
+        return srpc.StorageStub(self.typed[address])
 
     def close(self) -> None:
-        for channel in self.channels.values():
+        for channel in [*self.channels.values(), *self.typed.values()]:
             channel.close()
 
     def call(self, method, address: str, raw: bytes, cluster_name: str | None):
@@ -217,13 +227,16 @@ def fuzz(caller: Caller, known: Known, seed: int, iterations: int) -> tuple[coll
 
 
 def abort_stores(caller: Caller, known: Known) -> None:
-    """Drop what the fuzz stored or voted, as the master does for a departed client."""
+    """Drop what the fuzz stored or voted (votes hold write locks), as the master does
+    for a departed client: the fuzz's ttids, and every ttid still voted on a node."""
+    methods = {m.key: m for m in all_methods()}
     for address in caller.storages:
-        for ttid in known.store_ttids:
+        info = caller.stub(address).RecoveryInfo(cpb.Empty(), timeout=CALL_TIMEOUT_S)
+        for ttid in {*known.store_ttids, *info.voted_ttids}:
             raw = spb.AbortTransactionRequest(ttid=ttid).SerializeToString()
-            code, details = caller.call(next(m for m in all_methods() if m.key == "Storage.AbortTransaction"),
-                                        address, raw, caller.cluster)
+            code, details = caller.call(methods["Storage.AbortTransaction"], address, raw, caller.cluster)
             assert code == grpc.StatusCode.OK, details
+        assert not caller.stub(address).RecoveryInfo(cpb.Empty(), timeout=CALL_TIMEOUT_S).voted_ttids
 
 
 def tracebacks(cluster) -> list[str]:
@@ -237,9 +250,10 @@ def tracebacks(cluster) -> list[str]:
     return found
 
 
-def processes_alive(cluster) -> dict[str, int | None]:
+def dead_processes(cluster) -> dict[str, int]:
+    """Node processes that exited: name -> exit status."""
     procs = {"master": cluster.master_proc, **{f"storage-{i}": p for i, p in cluster.storage_procs.items()}}
-    return {name: proc.poll() for name, proc in procs.items()}
+    return {name: proc.poll() for name, proc in procs.items() if proc.poll() is not None}
 
 
 def test_every_rpc_survives_hostile_requests(fuzz_cluster):
@@ -257,16 +271,21 @@ def test_every_rpc_survives_hostile_requests(fuzz_cluster):
         print(f"{iterations} requests in {time.monotonic() - started:.1f} s")
         for key, n in sorted(counts.items(), key=str):
             print(f"  {key[0]:28} {str(key[1]):40} {n}")
-        assert processes_alive(cluster) == dict.fromkeys(processes_alive(cluster)), f"seed {seed}"
+        assert not dead_processes(cluster), f"seed {seed}"
         assert not bad, f"seed {seed}: {len(bad)} answers outside the allowed statuses:\n" + "\n".join(bad[:30])
         sent = {key for key, code in counts if code != "not sent"}
-        assert sent == {m.key for m in all_methods()}, f"methods never called: {sent ^ {m.key for m in all_methods()}}"
+        if iterations >= 20 * len(all_methods()):      # each method had its chances
+            assert sent == {m.key for m in all_methods()}, f"never called: {sent ^ {m.key for m in all_methods()}}"
         abort_stores(caller, known)
     finally:
         caller.close()
-    assert cluster.admin().cluster_state() == "RUNNING"
+    admin = cluster.admin()
+    try:
+        assert admin.cluster_state() == "RUNNING"
+    finally:
+        admin.close()
     assert letters(cluster) == cells, f"seed {seed}: the partition table changed"
     assert_data_set_unchanged(cluster, expected)
     neoctl(cluster, "check")
-    assert processes_alive(cluster) == dict.fromkeys(processes_alive(cluster))
+    assert not dead_processes(cluster), f"seed {seed}"
     assert not tracebacks(cluster), f"seed {seed}: " + "\n\n".join(tracebacks(cluster))
