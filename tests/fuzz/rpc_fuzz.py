@@ -422,8 +422,9 @@ def examples(k: Known) -> dict[str, list]:
                                  for p in range(k.partitions) for t in (s.CHECK_OBJECTS, s.CHECK_TRANSACTIONS)],
         "Storage.ReplicaKeys": [s.ReplicaKeysRequest(partition=p, table=t, max_tid=tid)
                                 for p in range(k.partitions) for t in (s.REPLICA_OBJECTS, s.REPLICA_TRANSACTIONS)],
-        "Storage.ReplicaRecords": [s.ReplicaRecordsRequest(partition=u64(t) % k.partitions, table=s.REPLICA_TRANSACTIONS,
-                                                           keys=[t], bytes_max=1 << 20) for t in k.data_tids],
+        "Storage.ReplicaRecords": [s.ReplicaRecordsRequest(partition=u64(t) % k.partitions, keys=[t],
+                                                           table=s.REPLICA_TRANSACTIONS, bytes_max=1 << 20)
+                                   for t in k.data_tids],
         "Storage.Lock": s.LockRequest(ttid=finish_ttid, tid=p64(u64(tid) + 1)),
         "Storage.Unlock": s.UnlockRequest(ttids=[finish_ttid]),
         "Storage.Truncate": s.StorageTruncateRequest(tid=k.data_tids[0], until_tid=tid, check_only=True),

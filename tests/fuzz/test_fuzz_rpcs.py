@@ -270,7 +270,7 @@ def test_every_rpc_survives_hostile_requests(fuzz_cluster):
         counts, bad = fuzz(caller, known, seed, iterations)
         print(f"{iterations} requests in {time.monotonic() - started:.1f} s")
         for key, n in sorted(counts.items(), key=str):
-            print(f"  {key[0]:28} {str(key[1]):40} {n}")
+            print(f"  {key[0]:28} {key[1]!s:40} {n}")
         assert not dead_processes(cluster), f"seed {seed}"
         assert not bad, f"seed {seed}: {len(bad)} answers outside the allowed statuses:\n" + "\n".join(bad[:30])
         sent = {key for key, code in counts if code != "not sent"}
