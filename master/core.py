@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from neoarray.ids import next_tid, p64, u64
+from neoarray.ids import MAX_TID, next_tid, p64, u64
 
 OID_RESERVE = 10_000         # OIDs reserved per write of the master's state
 TID_RESERVE = 1 << 28        # ~3.75 s of TimeStamp units reserved per write
+OID_MAX = (1 << 64) - 1      # oids are 8 bytes
 
 UP_TO_DATE, OUT_OF_DATE, FEEDING, CORRUPTED = "U", "O", "F", "C"
 READABLE = (UP_TO_DATE, FEEDING)
@@ -40,6 +41,8 @@ class IdAllocator:
     def new_oids(self, count: int) -> list[bytes]:
         first = self.last_oid + 1
         last = self.last_oid + count
+        if last > OID_MAX:
+            raise ValueError(f"no {count} oids left: the last oid handed out is 0x{self.last_oid:016x}")
         if last > self.oid_reserved:
             self.oid_reserved = last + OID_RESERVE
             self.persist(oid_reserved=self.oid_reserved)
@@ -56,6 +59,8 @@ class IdAllocator:
         """Hand out a TID chosen by a client (restore); it must be new."""
         if tid <= self.last_tid:
             raise ValueError(f"tid 0x{tid.hex()} is not after the last tid 0x{self.last_tid.hex()}")
+        if tid > MAX_TID:
+            raise ValueError(f"tid 0x{tid.hex()} is beyond the largest tid 0x{MAX_TID.hex()}")
         return self._hand_out(tid)
 
     def _hand_out(self, tid: bytes) -> bytes:

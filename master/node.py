@@ -13,11 +13,12 @@ import time
 from concurrent import futures
 from dataclasses import dataclass, field
 
+import grpc
 from ZODB.POSException import ReadOnlyError
 
 from neoarray import security, wire
 from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
-from neoarray.ids import Z64, checked_id, p64, u64
+from neoarray.ids import MAX_TID, Z64, checked_id, p64, u64
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import storage_pb2 as spb
@@ -33,6 +34,7 @@ from .truncate import Truncation
 
 log = logging.getLogger("neoarray.master")
 
+NAME_CHARS_MAX = 4096        # address, host and data path of a node
 CLIENT_TTID_LIMIT = 1 << 56   # client-made ttids (node id << 32 | counter) stay below real tids
 
 RECOVERING, VERIFYING, RUNNING, STOPPING = "RECOVERING", "VERIFYING", "RUNNING", "STOPPING"
@@ -93,6 +95,30 @@ class Txn:
     view_ptid: int = 0                            # the client's ptid when it began (0: unknown)
     done: threading.Event = field(default_factory=threading.Event)
     error: Exception | None = None
+
+
+def _refused(exc: Exception) -> bool:
+    """A storage answered with a refusal (INVALID_ARGUMENT), not a failure to answer."""
+    if isinstance(exc, grpc.RpcError):
+        return exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+    return isinstance(exc, RequestRefused)
+
+
+def _details(exc: Exception) -> str:
+    return exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
+
+
+def _check_identify(req) -> None:
+    """Refuse, before anything is registered, names longer than ``NAME_CHARS_MAX`` and
+    last ids a node cannot hold (they would move the id allocation out of range)."""
+    for what in ("address", "host", "data_path"):
+        if len(getattr(req, what)) > NAME_CHARS_MAX:
+            raise RequestRefused(f"identify: {what} longer than {NAME_CHARS_MAX} characters")
+    if req.last_tid and (len(req.last_tid) != 8 or req.last_tid > MAX_TID):
+        raise RequestRefused(f"identify: last_tid 0x{req.last_tid.hex()} is not a tid "
+                             f"(8 bytes, at most 0x{MAX_TID.hex()})")
+    if req.last_oid:
+        checked_id(req.last_oid, "identify: last_oid")
 
 
 class Master(TableAdmin, Truncation, ReplicationRates):
@@ -189,6 +215,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         typ = {cpb.STORAGE: "STORAGE", cpb.CLIENT: "CLIENT", cpb.ADMIN: "ADMIN"}.get(req.type)
         if typ is None:
             raise RequestRefused(f"unknown node type {req.type}")
+        _check_identify(req)
         with self.lock:
             if self.cluster_state == STOPPING:
                 raise ClusterUnavailable("cluster is stopping")
@@ -499,6 +526,8 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         if len(oids) > self.limits.objects_per_transaction_max:
             raise LimitExceeded(f"finish of 0x{ttid.hex()} names {len(oids)} objects, "
                                 f"objects_per_transaction_max={self.limits.objects_per_transaction_max}")
+        for oid in oids:
+            checked_id(oid, "finish: oid")
         with self.lock:
             self.require_running()
             self.require_writer(node, "Finish")
@@ -543,6 +572,9 @@ class Master(TableAdmin, Truncation, ReplicationRates):
                     fut.result()
             except Exception as exc:
                 failed.append((nid, exc))
+        if failed and all(_refused(exc) for _, exc in failed) and len(failed) == len(calls):
+            self._never_voted(txn, failed[0][1])
+            return
         for nid, exc in failed:
             self.storage_lost(nid, f"lock failed: {exc}")
         with self.lock:
@@ -552,6 +584,15 @@ class Master(TableAdmin, Truncation, ReplicationRates):
                 txn.error = ClusterUnavailable(
                     f"transaction 0x{txn.ttid.hex()} could not be locked on any copy of some partition "
                     f"({failed[0][1]}); it will complete when the nodes return")
+            txn.locked = True
+            self._publish()
+
+    def _never_voted(self, txn: Txn, exc: Exception) -> None:
+        """Every storage named by a finish refused to lock it (no vote of it): nothing
+        is committed anywhere, the client is refused and no storage is lost."""
+        with self.lock:
+            txn.error = RequestRefused(f"finish of 0x{txn.ttid.hex()}: no storage node among "
+                                       f"{txn.storages} has a vote of it ({_details(exc)})")
             txn.locked = True
             self._publish()
 

@@ -137,8 +137,22 @@ def _guard(fn, method: str, streaming: bool):
     return stream if streaming else unary
 
 
+def _decoding(fn, deserialize, method: str):
+    """``fn`` taking the raw request bytes: undecodable bytes are ``RequestRefused``
+    (INVALID_ARGUMENT naming the method), where gRPC itself would answer INTERNAL."""
+    def decoded(raw, context):
+        try:
+            request = raw if deserialize is None else deserialize(raw)
+        except Exception as exc:  # noqa: BLE001 (protobuf raises DecodeError and others)
+            raise RequestRefused(f"malformed {method} request ({len(raw)} bytes): "
+                                 f"{type(exc).__name__}: {exc}") from None
+        return fn(request, context)
+    return decoded
+
+
 class _ClusterGuard(grpc.ServerInterceptor):
-    """Refuse calls from another cluster; map exceptions of every method to statuses."""
+    """Refuse calls from another cluster; decode requests and map exceptions of every
+    method to statuses (the handlers get raw bytes from gRPC and decode them here)."""
 
     def __init__(self, cluster: str):
         self.cluster = cluster
@@ -154,13 +168,17 @@ class _ClusterGuard(grpc.ServerInterceptor):
 
             def refuse(request, context):
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, msg)
+            raw = handler._replace(request_deserializer=None)
             if handler.unary_unary:
-                return handler._replace(unary_unary=refuse)
-            return handler._replace(unary_stream=refuse)
+                return raw._replace(unary_unary=refuse)
+            return raw._replace(unary_stream=refuse)
+        raw = handler._replace(request_deserializer=None)
         if handler.unary_unary:
-            return handler._replace(unary_unary=_guard(handler.unary_unary, details.method, False))
+            fn = _decoding(handler.unary_unary, handler.request_deserializer, details.method)
+            return raw._replace(unary_unary=_guard(fn, details.method, False))
         if handler.unary_stream:
-            return handler._replace(unary_stream=_guard(handler.unary_stream, details.method, True))
+            fn = _decoding(handler.unary_stream, handler.request_deserializer, details.method)
+            return raw._replace(unary_stream=_guard(fn, details.method, True))
         return handler
 
 

@@ -365,6 +365,8 @@ class Backend(RecordReader):
 
     def oids(self, partitions, after: bytes | None, limit: int) -> list[bytes]:
         """Distinct oids held in ``partitions``, ascending, after ``after``."""
+        if after == b"\xff" * 8:
+            return []               # nothing can come after the largest oid
         runs = []
         with self.kv.read() as txn:
             for p in partitions:

@@ -89,7 +89,10 @@ def replica_keys(backend, req, keys_max_limit: int) -> pb.ReplicaKeysReply:
 
 
 def _transaction_keys(backend, pk, min_tid, max_tid, after, keys_max):
-    start = pk + p64(u64(max(min_tid, after or Z64)) + 1)
+    lowest = max(min_tid, after or Z64)
+    if lowest == b"\xff" * 8:
+        return pb.ReplicaKeysReply()        # nothing can come after the largest tid
+    start = pk + p64(u64(lowest) + 1)
     stop = pk + p64(u64(max_tid) + 1) if max_tid != b"\xff" * 8 else pk + b"\xff" * 9
     keys = []
     with backend.kv.read() as txn:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neoarray import kernels, payload
-from neoarray.errors import LimitExceeded, RequestRefused
+from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
 from neoarray.ids import Z64
 from neoarray.ids import checked_id as _id
 from neoarray.proto import common_pb2 as cpb
@@ -166,6 +166,31 @@ def _chunk_state(record, extent: tuple, spec: _ReduceSpec) -> tuple | None:
 
 
 
+_CELL_STATES = (cpb.UP_TO_DATE, cpb.OUT_OF_DATE, cpb.FEEDING, cpb.CORRUPTED)
+
+
+def _check_table(pt, partitions: int | None, ptid: int, node_id: int) -> None:
+    """Refuse a partition table the node must not act on (it would drop the data of
+    every partition it has no cell of): a row count other than the cluster's
+    partitions, a cell of node 0 or of an unknown state, a table older than the
+    node's (``ptid`` lower), or one without any cell of this node."""
+    if not partitions:
+        raise ClusterUnavailable("storage node not yet part of a cluster: no partition table taken")
+    if len(pt.rows) != partitions:
+        raise RequestRefused(f"partition table with {len(pt.rows)} rows: the cluster has "
+                             f"{partitions} partitions")
+    for p, row in enumerate(pt.rows):
+        for cell in row.cells:
+            if cell.node_id == 0 or cell.state not in _CELL_STATES:
+                raise RequestRefused(f"partition table: partition {p} has a cell of node "
+                                     f"{cell.node_id} in unknown state {cell.state}")
+    if pt.ptid < ptid:
+        raise RequestRefused(f"partition table {pt.ptid} is older than this node's ({ptid})")
+    if not any(c.node_id == node_id for row in pt.rows for c in row.cells):
+        raise RequestRefused(f"partition table {pt.ptid} has no cell of this node (S{node_id}): "
+                             f"the master pushes a table only to nodes given cells")
+
+
 class StorageServicer(rpc.StorageServicer):
     def __init__(self, node):
         self.node = node
@@ -208,8 +233,9 @@ class StorageServicer(rpc.StorageServicer):
     def Transactions(self, request, context):
         self._check_partitions(request.partitions)
         limit = max(1, min(request.limit or 1000, self.limits.transactions_per_batch_max))
-        found = self.backend.transactions(request.partitions, request.min_tid or None,
-                                          request.max_tid or None, limit, request.descending)
+        min_tid = _id(request.min_tid, "min_tid") if request.min_tid else None
+        max_tid = _id(request.max_tid, "max_tid") if request.max_tid else None
+        found = self.backend.transactions(request.partitions, min_tid, max_tid, limit, request.descending)
         return pb.TransactionsReply(transactions=[
             cpb.TransactionMeta(tid=t.tid, user_raw=t.user, description=t.description,
                                 extension=t.extension, oids=t.oids, packed=t.packed, ttid=t.ttid)
@@ -218,7 +244,8 @@ class StorageServicer(rpc.StorageServicer):
     def ObjectsSince(self, request, context):
         self._check_partitions(request.partitions)
         limit = max(1, min(request.limit or 1000, self.limits.oids_per_batch_max))
-        return pb.ObjectsSinceReply(oids=self.backend.oids(request.partitions, request.after_oid or None, limit))
+        after = _id(request.after_oid, "after_oid") if request.after_oid else None
+        return pb.ObjectsSinceReply(oids=self.backend.oids(request.partitions, after, limit))
 
     # -- near-data reductions (see the module docstring) -------------------------------
     def Reduce(self, request, context):
@@ -385,6 +412,7 @@ class StorageServicer(rpc.StorageServicer):
 
     def SetPartitionTable(self, request, context):
         self.node.fence.check(context)
+        _check_table(request, self.backend.partitions, self.node.ptid, self.node.node_id)
         self.node.set_partition_table(request)
         return cpb.Empty()
 

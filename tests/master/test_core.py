@@ -70,6 +70,25 @@ def test_take_tid_refuses_the_past():
     assert ids.take_tid(p64(u64(last) + 10)) == p64(u64(last) + 10)
 
 
+def test_take_tid_refuses_tids_beyond_the_largest():
+    """Regression (fuzz): a restore Begin with tid 0xff..ff crashed the allocator
+    (struct.error reserving past it); the allocation is left as it was."""
+    ids = Durable().restart()
+    last = ids.new_tid()
+    with pytest.raises(ValueError, match="beyond the largest tid"):
+        ids.take_tid(b"\xff" * 8)
+    assert ids.last_tid == last and ids.new_tid() > last
+
+
+def test_new_oids_refuses_past_the_last_oid():
+    """Regression (fuzz): a storage reporting last oid 0xff..ff made NewOids overflow."""
+    ids = Durable().restart()
+    ids.raise_to((1 << 64) - 3, Z64)
+    assert ids.new_oids(2) == [p64((1 << 64) - 2), p64((1 << 64) - 1)]
+    with pytest.raises(ValueError, match="no 1 oids left"):
+        ids.new_oids(1)
+
+
 def test_partition_table_spreads_cells_evenly():
     pt = PartitionTable.create(12, 1, [1, 2, 3])
     counts = {n: sum(n in row for row in pt.rows) for n in (1, 2, 3)}

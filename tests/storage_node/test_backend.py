@@ -122,6 +122,8 @@ def test_history_and_transactions(make_backend):
     assert newest[0].user == b"user" and newest[0].oids == [p64(4)]
     assert b.oids(range(PARTITIONS), None, 100) == [p64(i) for i in range(1, 6)]
     assert b.oids(range(PARTITIONS), p64(3), 1) == [p64(4)]
+    # regression (fuzz): a cursor at the largest oid overflowed (struct.error)
+    assert b.oids(range(PARTITIONS), b"\xff" * 8, 100) == []
 
 
 def test_pack_keeps_what_snapshots_after_pack_time_see(make_backend):

@@ -125,3 +125,15 @@ def test_pacer_keeps_the_rate():
     for _ in range(5):
         pacer.spend(10_000)
     assert time.monotonic() - started >= 0.5 * 0.99
+
+
+def test_keys_after_the_largest_tid_are_none(pair):
+    """Regression (fuzz): a min_tid or cursor of 0xff..ff overflowed (struct.error)."""
+    src, _ = pair
+    top = b"\xff" * 8
+    reply = replica_keys(src, pb.ReplicaKeysRequest(partition=0, table=TRANSACTIONS, min_tid=top, max_tid=top), 10)
+    assert list(reply.keys) == [] and not reply.next_after
+    reply = replica_keys(src, pb.ReplicaKeysRequest(partition=0, table=TRANSACTIONS, after=top, max_tid=top), 10)
+    assert list(reply.keys) == []
+    everything = replica_keys(src, pb.ReplicaKeysRequest(partition=0, table=TRANSACTIONS, max_tid=top), 10)
+    assert list(everything.keys) == [p64(10), p64(12), p64(14)]

@@ -1,0 +1,105 @@
+"""Refusals of the master's services on a real cluster: requests the RPC fuzz
+(``tests/fuzz``) found answered INTERNAL, or obeyed to the cluster's harm."""
+import grpc
+import pytest
+from ZODB.Connection import TransactionMetaData
+
+from neoarray import wire
+from neoarray.errors import RequestRefused
+from neoarray.ids import Z64, p64
+from neoarray.proto import common_pb2 as cpb
+from neoarray.proto import master_pb2 as mpb
+from neoarray.proto import master_pb2_grpc as mrpc
+from tests.cluster_helpers import letters
+from tests.conftest import running_cluster
+
+TIMEOUT_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    yield from running_cluster(tmp_path_factory.mktemp("master-service"), storages=1, partitions=4)
+
+
+@pytest.fixture
+def master(cluster):
+    channel = wire.open_channel(cluster.address, cluster.cluster)
+    yield mrpc.MasterStub(channel)
+    channel.close()
+
+
+def commit_one(cluster) -> bytes:
+    """Commit one new object: the cluster still takes commits."""
+    storage = cluster.open_storage()
+    try:
+        t = TransactionMetaData()
+        storage.tpc_begin(t)
+        storage.store(storage.new_oid(), Z64, b"still committing", "", t)
+        storage.tpc_vote(t)
+        return storage.tpc_finish(t)
+    finally:
+        storage.close()
+
+
+def test_restore_begin_beyond_the_largest_tid_is_refused(cluster, master):
+    with pytest.raises(RequestRefused, match="beyond the largest tid"):
+        wire.call(master.Begin, mpb.BeginRequest(node_id=77, tid=b"\xff" * 8), TIMEOUT_S)
+    assert commit_one(cluster) < b"\x80"
+
+
+@pytest.mark.parametrize("request_fields, refusal", [
+    ({"last_tid": b"\x01" * 7}, "last_tid 0x01010101010101 is not a tid"),
+    ({"last_tid": b"\xff" * 8}, "is not a tid"),
+    ({"last_oid": b"\x01" * 9}, "last_oid must be 8 bytes, got 9"),
+    ({"address": "x" * 5000}, "address longer than 4096 characters"),
+])
+def test_identify_with_impossible_fields_registers_nothing(cluster, master, request_fields, refusal):
+    admin = cluster.admin()
+    try:
+        before = len(admin.nodes())
+        with pytest.raises(RequestRefused, match=refusal):
+            wire.call(master.Identify, mpb.IdentifyRequest(type=cpb.STORAGE, **request_fields), TIMEOUT_S)
+        assert len(admin.nodes()) == before
+    finally:
+        admin.close()
+
+
+def test_finish_with_malformed_oids_is_refused(cluster, master):
+    request = mpb.FinishRequest(node_id=5, ttid=p64(5 << 32 | 1), oids=[b"\x01" * 7])
+    with pytest.raises(RequestRefused, match="finish: oid must be 8 bytes, got 7"):
+        wire.call(master.Finish, request, TIMEOUT_S)
+
+
+def test_finish_of_a_transaction_voted_nowhere_loses_no_storage(cluster, master):
+    """Before the fix, the storage's refusal to lock was taken for a lost node: the
+    cluster went back to RECOVERING (any client could send such a Finish)."""
+    cells = letters(cluster)
+    (storage_id,) = cells
+    request = mpb.FinishRequest(node_id=6, ttid=p64(6 << 32 | 1), oids=[p64(1)], storage_ids=[storage_id])
+    with pytest.raises(RequestRefused, match=f"no storage node among \\[{storage_id}\\] has a vote of it"):
+        wire.call(master.Finish, request, TIMEOUT_S)
+    assert cluster.admin().cluster_state() == "RUNNING"
+    assert letters(cluster) == cells
+    assert wire.call(master.FinalTid, mpb.FinalTidRequest(ttid=request.ttid), TIMEOUT_S).tid == b""
+    commit_one(cluster)
+
+
+def test_undecodable_request_is_invalid_argument_naming_the_method(cluster):
+    """gRPC itself answers INTERNAL (and logs a traceback) when it cannot decode a
+    request; the cluster guard decodes it instead."""
+    channel = grpc.insecure_channel(cluster.address)
+    try:
+        new_oids = channel.unary_unary("/neoarray.v1.Master/NewOids", request_serializer=None,
+                                       response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as err:
+            new_oids(b"\x08", metadata=((wire.CLUSTER_KEY, cluster.cluster),), timeout=TIMEOUT_S)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "malformed /neoarray.v1.Master/NewOids request (1 bytes)" in err.value.details()
+        with pytest.raises(grpc.RpcError) as err:
+            new_oids(b"\x08", metadata=((wire.CLUSTER_KEY, "another"),), timeout=TIMEOUT_S)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        ok = new_oids(mpb.NewOidsRequest(count=2).SerializeToString(),
+                      metadata=((wire.CLUSTER_KEY, cluster.cluster),), timeout=TIMEOUT_S)
+        assert len(mpb.NewOidsReply.FromString(ok).oids) == 2
+    finally:
+        channel.close()
