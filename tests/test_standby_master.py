@@ -91,7 +91,7 @@ def test_standby_refuses_naming_the_primary(cluster):
     assert role(cluster, cluster.address).role == sbpb.PRIMARY
     r = role(cluster, standby)
     assert (r.role, r.primary) == (sbpb.STANDBY, cluster.address)
-    admin = AdminClient(standby, cluster.cluster)
+    admin = AdminClient(standby, cluster.cluster, admin_token=cluster.admin_token)
     try:
         with pytest.raises(ClusterUnavailable, match=f"standby.*primary is at {cluster.address}"):
             admin.cluster_state()
@@ -201,7 +201,7 @@ def test_old_primary_restarted_follows_and_storages_refuse_its_epoch(cluster):
     conn.close()
     db.close()
     # the storage learnt epoch 2 from the new primary: a master call with epoch 1 is refused
-    storage = next(n for n in AdminClient(cluster.masters, cluster.cluster).nodes() if n.type == cpb.STORAGE)
+    storage = next(n for n in cluster.admin().nodes() if n.type == cpb.STORAGE)
     channel = grpc.insecure_channel(storage.address)
     metadata = (("neo-cluster", cluster.cluster), (EPOCH_KEY, "1"))
     try:
