@@ -29,6 +29,9 @@ from .node import Limits, Master
 
 # gRPC handlers hand work between threads: a short GIL switch interval cuts latency
 SWITCH_INTERVAL_S = 0.0002
+# the main thread waits in slices: a SIGTERM delivered to another thread still runs its
+# Python handler (in the main thread) within this time
+SIGNAL_POLL_S = 0.5
 from .service import AdminServicer, MasterServicer
 
 log = logging.getLogger("neoarray.master")
@@ -153,7 +156,8 @@ def _primary(opts, server, router, address: str, peers: list[str], done: threadi
                      args=(master, lambda: list(dict.fromkeys(peers + publisher.known)), opts.cluster,
                            opts.node_timeout_s, step_down, opts.tls)).start()
     log.info("master of cluster %r listening on %s (epoch %d)", opts.cluster, address, master.epoch)
-    done.wait()
+    while not done.wait(SIGNAL_POLL_S):     # a timed wait: the main thread runs signal handlers
+        pass
     master.stopped.set()
     server.stop(grace=0.2).wait()   # client event streams never end by themselves
     master.state_db.close()

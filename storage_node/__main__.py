@@ -104,7 +104,8 @@ def main(argv=None) -> int:
         with open(tmp, "w") as f:
             f.write(node.address)
         os.replace(tmp, opts.address_file)
-    node.stopped.wait()
+    while not node.stopped.wait(0.5):    # a timed wait: the main thread runs signal handlers
+        pass
     if metrics:
         metrics.stop()
     fatal = getattr(node, "fatal", None)
