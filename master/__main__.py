@@ -38,7 +38,8 @@ log = logging.getLogger("neoarray.master")
 
 # limits settable from the command line (--name-with-dashes), each >= 1
 LIMIT_FLAGS = ("message_bytes_max", "transactions_per_client_max", "oids_per_request_max",
-               "objects_per_transaction_max", "events_per_client_max", "finished_remembered_max")
+               "objects_per_transaction_max", "events_per_client_max", "finished_remembered_max",
+               "nodes_max")
 
 
 def parse_args(argv=None):
@@ -61,7 +62,8 @@ def parse_args(argv=None):
         "oids_per_request_max": "oids handed out by one NewOids request",
         "objects_per_transaction_max": "oids one finished transaction may name",
         "events_per_client_max": "events queued for a client before it is disconnected as too slow",
-        "finished_remembered_max": "finished transactions remembered for clients asking their tid"})
+        "finished_remembered_max": "finished transactions remembered for clients asking their tid",
+        "nodes_max": "nodes (clients, storages, admin connections) known at once; more are refused"})
     p.add_argument("--address-file", help="write the bound address to this file once listening")
     p.add_argument("--metrics-bind", type=bind_arg,
                    help="host:port to serve Prometheus metrics on, at /metrics (port 0: any free port; "

@@ -64,6 +64,7 @@ class Limits:
     objects_per_transaction_max: int = 1_000_000     # oids a Finish names (invalidations)
     message_bytes_max: int = wire.MESSAGE_BYTES_MAX  # one gRPC request or reply
     unlocks_per_batch_max: int = 1_000               # ttids in one Unlock order
+    nodes_max: int = 10_000                          # nodes known at once (clients, storages, admins)
 
 
 @dataclass
@@ -225,6 +226,9 @@ class Master(TableAdmin, Truncation, ReplicationRates):
                 if typ == "STORAGE" and nid:
                     raise RequestRefused(f"storage node {nid} is not known to this cluster "
                                          f"(its data belongs elsewhere?)")
+                if len(self.nodes) >= self.limits.nodes_max:
+                    raise LimitExceeded(f"{len(self.nodes)} nodes known, nodes_max={self.limits.nodes_max}: "
+                                        f"a new {typ.lower()} is refused")
                 nid = self._new_node_id()
                 known = self.nodes[nid] = NodeInfo(nid, typ)
             known.address, known.host, known.read_only = req.address, req.host, req.read_only

@@ -4,24 +4,22 @@ the limit and its value, and the nodes keep serving afterwards."""
 import os
 import subprocess
 import sys
+import time
 
 import pytest
-import transaction
 import xxhash
 import ZConfig
 import ZODB
 from ZODB.Connection import TransactionMetaData
 from ZODB.tests.MinPO import MinPO
-from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
+from ZODB.tests.StorageTestBase import zodb_pickle
 
-import neoarray
 from neoarray import wire
 from neoarray.client.config import parse_uri
-from neoarray.errors import LimitExceeded, RequestRefused
+from neoarray.errors import LimitExceeded
 from neoarray.ids import Z64, p64
 from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import storage_pb2 as spb
-
 from tests.conftest import ROOT, running_cluster
 
 STORAGE_LIMITS = ("--message-bytes-max", str(1 << 20), "--objects-per-store-max", "5",
@@ -240,3 +238,28 @@ def test_bad_limit_flags_stop_the_node_with_a_clear_error(tmp_path, module, args
                          capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 2 and message in out.stderr, out.stderr
     assert not os.path.exists(tmp_path / "m")        # refused before any state was created
+
+
+def test_master_nodes_max_bounds_its_registry(tmp_path):
+    """The master knows at most ``--nodes-max`` nodes: one more client is refused with
+    the limit named, and a client that leaves makes room again."""
+    gen = running_cluster(tmp_path / "c", storages=1, partitions=2, master_args=("--nodes-max", "3"))
+    cluster = next(gen)
+    try:
+        first, second = cluster.open_storage(), cluster.open_storage()     # with S1: 3 nodes
+        with pytest.raises(LimitExceeded, match="nodes_max=3"):
+            cluster.open_storage(connect_timeout_s=5)
+        first.close()
+        deadline = time.monotonic() + 30
+        while True:                       # the master forgets it when its event stream ends
+            try:
+                third = cluster.open_storage(connect_timeout_s=5)
+                break
+            except LimitExceeded:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert_still_serving(third)
+        third.close()
+        second.close()
+    finally:
+        gen.close()
