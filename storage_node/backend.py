@@ -394,8 +394,7 @@ class Backend(RecordReader):
         """
         removed = 0
         with self.kv.write() as txn:
-            raw = txn.get("config", b"pack_tid")
-            last = msgpack.unpackb(raw) if raw else Z64
+            last = self._packed_to(txn)
             if tid < last:
                 raise RequestRefused(f"pack to 0x{tid.hex()} refused: this node was already packed "
                                      f"to the later 0x{last.hex()}, revisions a traversal needs are gone")
@@ -412,6 +411,12 @@ class Backend(RecordReader):
         self.kv.settle()
         self.kv.sync()
         return removed
+
+    @staticmethod
+    def _packed_to(txn) -> bytes:
+        """The tid of the last pack (``Z64``: never packed)."""
+        raw = txn.get("config", b"pack_tid")
+        return msgpack.unpackb(raw) if raw else Z64
 
     def _delete_revisions(self, txn, revisions) -> None:
         """Delete the ``obj`` records ``[(key, value)]`` and their data rows."""
@@ -485,8 +490,7 @@ class Backend(RecordReader):
         are the caller's to drop (``TransactionManager.truncate``).
         """
         with self.kv.read() as txn:
-            raw = txn.get("config", b"pack_tid")
-            packed = msgpack.unpackb(raw) if raw else Z64
+            packed = self._packed_to(txn)
         if tid < packed:
             raise RequestRefused(f"truncate to 0x{tid.hex()} refused: this node was packed to the later "
                                  f"0x{packed.hex()}, the revisions current at 0x{tid.hex()} may be gone")
