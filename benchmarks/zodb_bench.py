@@ -19,7 +19,10 @@ all figures as throughputs (higher is better):
 
 Storages: ``neoarray-1s`` (``LocalCluster`` with 1 storage node, replicas=0),
 ``neoarray-1s-net`` (the same, with ``local_reads=False``: every load crosses gRPC,
-as for a client on another host), ``neoarray-2s-r1`` (2 storage nodes, replicas=1), ``zeo`` (a real ``runzeo`` process on
+as for a client on another host), ``neoarray-1s-net-tls`` (the same over mutual TLS, every call
+checked against the roles of the caller's certificate), ``neoarray-1s-net-metrics`` (the same
+without TLS, every node and the client serving Prometheus metrics), ``neoarray-2s-r1``
+(2 storage nodes, replicas=1), ``zeo`` (a real ``runzeo`` process on
 127.0.0.1 over a FileStorage in a temporary directory) and ``filestorage`` (in process).
 Each storage runs alone: its processes are stopped before the next one starts.
 
@@ -74,7 +77,8 @@ BENCHES = [  # (name, unit)
     ("cached_loads", "loads/s"),
 ]
 UNITS = dict(BENCHES)
-NEO_ROWS = ("neoarray-1s", "neoarray-1s-net", "neoarray-2s-r1")
+NEO_ROWS = ("neoarray-1s", "neoarray-1s-net", "neoarray-1s-net-tls", "neoarray-1s-net-metrics",
+            "neoarray-2s-r1")
 PEERS = {"zeo": "zeo", "filestorage": "filestorage"}   # ratio key suffix -> row
 OBJECTS_PER_TXN = 1000
 
@@ -121,16 +125,18 @@ def _wait_port(port: int, proc: subprocess.Popen, log: str, timeout_s: float = 3
 #   batch_load(storage, oids)  one batched cold load, or None when unsupported
 
 class NeoTarget:
-    def __init__(self, name, workdir, storages, replicas, local_reads=True):
+    def __init__(self, name, workdir, storages, replicas, local_reads=True, tls=False, metrics=False):
         self.name, self.workdir = name, workdir
         self.storages, self.replicas = storages, replicas
         self.local_reads = local_reads
+        self.tls, self.metrics = tls, metrics
         self.cluster = self._reader = None
 
     def __enter__(self):
         from neoarray.cluster import LocalCluster
         self.cluster = LocalCluster(os.path.join(self.workdir, self.name), storages=self.storages,
-                                    replicas=self.replicas, partitions=12, log_level="WARNING")
+                                    replicas=self.replicas, partitions=12, log_level="WARNING",
+                                    tls=self.tls or None, metrics=self.metrics)
         try:
             self.cluster.start()
         except BaseException:
@@ -147,12 +153,16 @@ class NeoTarget:
         finally:
             self.cluster.stop(10)
 
+    def _open(self):
+        extra = {"metrics_bind": "127.0.0.1:0"} if self.metrics else {}
+        return self.cluster.open_storage(cache_bytes_max=64 << 20, local_reads=self.local_reads, **extra)
+
     def writer(self):
-        return self.cluster.open_storage(cache_bytes_max=64 << 20, local_reads=self.local_reads)
+        return self._open()
 
     def cold_reader(self):
         if self._reader is None:
-            self._reader = self.cluster.open_storage(cache_bytes_max=64 << 20, local_reads=self.local_reads)
+            self._reader = self._open()
         self._reader._cache.clear()
         return self._reader
 
@@ -431,7 +441,7 @@ def parse_args(argv=None):
     p.add_argument("--txns", type=int, help="1,000-object transactions per run (default 5, quick 2)")
     p.add_argument("--loads", type=int, help="oids loaded per run (default 2000, quick 500)")
     p.add_argument("--reps", type=int, default=3, help="repetitions per figure (median)")
-    p.add_argument("--only", nargs="+", choices=["neoarray-1s", "neoarray-1s-net", "neoarray-2s-r1", "zeo", "filestorage"],
+    p.add_argument("--only", nargs="+", choices=[*NEO_ROWS, "zeo", "filestorage"],
                    help="run only these storages")
     p.add_argument("--profile", action="store_true",
                    help="also cProfile neoarray's small-commit loop (client side) to stderr")
@@ -447,6 +457,10 @@ def targets(workdir, only):
     all_targets = [
         ("neoarray-1s", lambda: NeoTarget("neoarray-1s", workdir, 1, 0)),
         ("neoarray-1s-net", lambda: NeoTarget("neoarray-1s-net", workdir, 1, 0, local_reads=False)),
+        ("neoarray-1s-net-tls", lambda: NeoTarget("neoarray-1s-net-tls", workdir, 1, 0, local_reads=False,
+                                                  tls=True)),
+        ("neoarray-1s-net-metrics", lambda: NeoTarget("neoarray-1s-net-metrics", workdir, 1, 0,
+                                                      local_reads=False, metrics=True)),
         ("neoarray-2s-r1", lambda: NeoTarget("neoarray-2s-r1", workdir, 2, 1)),
         ("zeo", lambda: ZeoTarget(workdir)),
         ("filestorage", lambda: FileStorageTarget(workdir)),
