@@ -5,7 +5,7 @@ import pytest
 from ZODB.Connection import TransactionMetaData
 
 from neoarray import wire
-from neoarray.errors import RequestRefused
+from neoarray.errors import ClusterUnavailable, RequestRefused
 from neoarray.ids import Z64, p64
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
@@ -80,6 +80,19 @@ def test_finish_of_a_transaction_voted_nowhere_loses_no_storage(cluster, master)
         wire.call(master.Finish, request, TIMEOUT_S)
     assert cluster.admin().cluster_state() == "RUNNING"
     assert letters(cluster) == cells
+    assert wire.call(master.FinalTid, mpb.FinalTidRequest(ttid=request.ttid), TIMEOUT_S).tid == b""
+    commit_one(cluster)
+
+
+def test_finish_naming_no_storage_commits_nothing(cluster, master):
+    """A Finish whose transaction no readable copy took (here: no storage at all) is
+    refused: it would publish an empty commit and invalidate arbitrary oids."""
+    ids = wire.call(master.LastIds, cpb.Empty(), TIMEOUT_S)
+    request = mpb.FinishRequest(node_id=8, ttid=p64(8 << 32 | 1), oids=[p64(1)], storage_ids=[])
+    with pytest.raises(ClusterUnavailable, match="no readable copy of partition") as err:
+        wire.call(master.Finish, request, TIMEOUT_S)
+    assert "not committed" in str(err.value)
+    assert wire.call(master.LastIds, cpb.Empty(), TIMEOUT_S).last_tid == ids.last_tid
     assert wire.call(master.FinalTid, mpb.FinalTidRequest(ttid=request.ttid), TIMEOUT_S).tid == b""
     commit_one(cluster)
 
