@@ -49,7 +49,7 @@ import lmdb
 import msgpack
 
 from neoarray import wire
-from neoarray.errors import ClusterUnavailable, NeoError, RequestRefused
+from neoarray.errors import ClusterUnavailable, LimitExceeded, NeoError, RequestRefused
 from neoarray.ids import p64, u64
 from neoarray.masters import MASTERS_MAX, parse_masters  # noqa: F401  (used by __main__)
 from neoarray.proto import common_pb2 as cpb
@@ -58,6 +58,8 @@ from neoarray.proto import standby_pb2_grpc as rpc
 
 from .core import OID_RESERVE, TID_RESERVE
 from .state import MasterState
+
+ADDRESS_CHARS_MAX = 4096       # a follower's host:port
 
 log = logging.getLogger("neoarray.master.standby")
 
@@ -153,6 +155,14 @@ class _Follower:
     node_id: int = 0
 
 
+def _check_follower_address(address: str) -> None:
+    """A follower names itself by its ``host:port`` (shown as a MASTER node)."""
+    host, _, port = address.rpartition(":")
+    if (len(address) > ADDRESS_CHARS_MAX or not host or not port.isdigit() or len(port) > 5
+            or not 0 < int(port) < 65536):
+        raise RequestRefused(f"FollowState: {address[:100]!r} is not the host:port of a standby master")
+
+
 class StatePublisher(rpc.StandbyServicer):
     """The primary's side: serves its state to followers, waits for their acknowledgement
     of id reservations, shows them as MASTER nodes."""
@@ -205,11 +215,15 @@ class StatePublisher(rpc.StandbyServicer):
         self.m.pool.submit(self._show, address, follower.node_id, "DOWN")
 
     def FollowState(self, request, context):
+        _check_follower_address(request.address)
         wait_s = min(request.wait_ms, WAIT_MS_MAX) / 1000
         deadline = time.monotonic() + wait_s
         with self.cond:
             follower = self.followers.get(request.address)
             if follower is None:
+                if len(self.followers) >= MASTERS_MAX:
+                    raise LimitExceeded(f"{len(self.followers)} standby masters follow this one, "
+                                        f"MASTERS_MAX={MASTERS_MAX}: {request.address} is refused")
                 follower = self.followers[request.address] = _Follower()
                 if request.address not in self.known:
                     self.known = (self.known + [request.address])[-MASTERS_MAX:]

@@ -21,7 +21,7 @@ from google.protobuf.descriptor import FieldDescriptor as FD
 from google.protobuf.message import DecodeError
 
 from neoarray.ids import MAX_TID, Z64, p64, u64
-from neoarray.proto import common_pb2, master_pb2, storage_pb2
+from neoarray.proto import common_pb2, master_pb2, standby_pb2, storage_pb2
 
 MANY_ENTRIES_MAX = 3_000          # a "many entries" repeated field has at most this many
 BYTES_HUGE = 256 * 1024           # the largest random bytes value
@@ -38,7 +38,7 @@ _PARTITION_NAMES = ("partition", "partitions")
 @dataclass(frozen=True)
 class Method:
     """One RPC: where it is served and what it takes and answers."""
-    service: str            # "Master", "Admin", "Storage"
+    service: str            # "Master", "Admin", "Standby" (the master's port), "Storage"
     name: str
     path: str               # "/neoarray.v1.Storage/Load"
     request: type
@@ -53,7 +53,7 @@ class Method:
 def all_methods() -> list[Method]:
     """Every method of every service of the neoarray protocol, in a stable order."""
     out = []
-    for module in (master_pb2, storage_pb2):
+    for module in (master_pb2, standby_pb2, storage_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for m in service.methods:
                 out.append(Method(service.name, m.name, f"/{service.full_name}/{m.name}",
@@ -362,6 +362,9 @@ SAFETY = {
     "Storage.SetPartitionTable": _set_pt,
     "Storage.Truncate": _storage_truncate,
     "Storage.Shutdown": lambda req, k: False,   # only undecodable or from another cluster
+    # a valid FollowState makes the sender a standby the primary waits for (bounded):
+    # only undecodable ones, or from another cluster
+    "Standby.FollowState": lambda req, k: False,
 }
 
 

@@ -97,6 +97,23 @@ def test_finish_naming_no_storage_commits_nothing(cluster, master):
     commit_one(cluster)
 
 
+@pytest.mark.parametrize("address", ["", "nohost", "h:0", "h:70000", "h:" + "1" * 5000, "h" * 5000 + ":1"])
+def test_follow_state_needs_a_standby_address(cluster, address):
+    """A FollowState names its sender, shown as a MASTER node: garbage is refused and
+    registers nothing."""
+    from neoarray.proto import standby_pb2, standby_pb2_grpc
+    admin = cluster.admin()
+    with wire.open_channel(cluster.address, cluster.cluster) as channel:
+        try:
+            before = len(admin.nodes())
+            with pytest.raises(RequestRefused, match="is not the host:port of a standby master"):
+                wire.call(standby_pb2_grpc.StandbyStub(channel).FollowState,
+                          standby_pb2.FollowStateRequest(address=address), TIMEOUT_S)
+            assert len(admin.nodes()) == before
+        finally:
+            admin.close()
+
+
 def test_undecodable_request_is_invalid_argument_naming_the_method(cluster):
     """gRPC itself answers INTERNAL (and logs a traceback) when it cannot decode a
     request; the cluster guard decodes it instead."""
