@@ -601,8 +601,8 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             self._publish()
 
     def _covered(self, txn: Txn, locked: set[int]) -> bool:
-        parts = {u64(o) % self.partitions for o in txn.oids} | {u64(txn.tid) % self.partitions}
-        return all(any(n in locked for n, s in self.pt.rows[p].items() if s in READABLE) for p in parts)
+        return all(any(n in locked for n, s in self.pt.rows[p].items() if s in READABLE)
+                   for p in self._written(txn))
 
     def _publish(self) -> None:
         """Acknowledge locked transactions strictly in TID order."""
@@ -623,13 +623,12 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             txn.done.set()
 
     def _missed_by_returned(self, txn: Txn) -> None:
-        """Cells of nodes that returned after the client's view copy ``txn`` too
+        """Cells that may have missed ``txn`` copy it too: those of nodes that returned
+        after the client's view, and those of running nodes that did not vote it
         (``master/replication.py``); the new partition table is sent before the
         transaction's invalidation."""
-        def partitions():
-            return {u64(o) % self.partitions for o in txn.oids} | {u64(txn.tid) % self.partitions}
-        if self.catchup.committed(self.pt, self.running_storages(), txn.tid, txn.view_ptid, partitions,
-                                  txn.storages):
+        if self.catchup.committed(self.pt, self.running_storages(), txn.tid, txn.view_ptid,
+                                  lambda: self._written(txn), txn.storages):
             self._persist_pt()
             log.info("transaction 0x%s may have missed returned nodes: their cells copy it (ptid %d)",
                      txn.tid.hex(), self.pt.ptid)

@@ -138,6 +138,7 @@ class TableAdmin:
         return any(t.view_ptid < self.pt.ptid and p in self._written(t) for t in self.commit_queue)
 
     def _written(self, txn) -> set[int]:
+        """Partitions ``txn`` writes: its objects' and its metadata's (the tid's)."""
         return {u64(o) % self.partitions for o in txn.oids} | {u64(txn.tid) % self.partitions}
 
     def _view_covers(self, txn) -> str | None:
