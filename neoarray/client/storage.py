@@ -903,23 +903,7 @@ class NeoStorage(ConflictResolvingStorage):
     def _call_each(self, method: str, requests: dict, txn: _Txn | None = None) -> dict:
         """Call ``method`` on each node with its request, in parallel; replies by node.
         With ``txn``, a node that does not answer is left out (``_node_failed``)."""
-        if txn is not None:
-            out, error = {}, None
-            futs = {nid: getattr(self._link.storage(nid), method).future(req, timeout=self.rpc_timeout_s)
-                    for nid, req in requests.items()}
-            for nid, fut in futs.items():      # every call ends before an error is raised
-                try:
-                    out[nid] = fut.result()
-                except grpc.RpcError as err:
-                    exc = wire.to_exception(err, f"{method} on S{nid}")
-                    if isinstance(exc, ClusterUnavailable):
-                        self._node_failed(txn, nid, exc)
-                    else:
-                        error = error or exc
-            if error is not None:
-                raise error
-            return out
-        if len(requests) == 1:
+        if txn is None and len(requests) == 1:
             (nid, req), = requests.items()
             return {nid: wire.call(getattr(self._link.storage(nid), method), req,
                                    self.rpc_timeout_s, f"{method} on S{nid}")}
@@ -930,7 +914,11 @@ class NeoStorage(ConflictResolvingStorage):
             try:                         # abort then never overtakes a vote still on its way
                 out[nid] = fut.result()
             except grpc.RpcError as err:
-                error = error or wire.to_exception(err, f"{method} on S{nid}")
+                exc = wire.to_exception(err, f"{method} on S{nid}")
+                if txn is not None and isinstance(exc, ClusterUnavailable):
+                    self._node_failed(txn, nid, exc)
+                else:
+                    error = error or exc
         if error is not None:
             raise error
         return out
