@@ -51,15 +51,13 @@ import msgpack
 from neoarray import wire
 from neoarray.errors import ClusterUnavailable, LimitExceeded, NeoError, RequestRefused
 from neoarray.ids import p64, u64
-from neoarray.masters import MASTERS_MAX, parse_masters  # noqa: F401  (used by __main__)
+from neoarray.masters import MASTERS_MAX, is_address, parse_masters  # noqa: F401  (parse_masters: __main__)
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import standby_pb2 as pb
 from neoarray.proto import standby_pb2_grpc as rpc
 
 from .core import OID_RESERVE, TID_RESERVE
 from .state import MasterState
-
-ADDRESS_CHARS_MAX = 4096       # a follower's host:port
 
 log = logging.getLogger("neoarray.master.standby")
 
@@ -157,9 +155,7 @@ class _Follower:
 
 def _check_follower_address(address: str) -> None:
     """A follower names itself by its ``host:port`` (shown as a MASTER node)."""
-    host, _, port = address.rpartition(":")
-    if (len(address) > ADDRESS_CHARS_MAX or not host or not port.isdigit() or len(port) > 5
-            or not 0 < int(port) < 65536):
+    if not is_address(address):
         raise RequestRefused(f"FollowState: {address[:100]!r} is not the host:port of a standby master")
 
 

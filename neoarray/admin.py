@@ -9,7 +9,7 @@ from __future__ import annotations
 from . import security, wire
 from .errors import ClusterUnavailable
 from .ids import Z64
-from .masters import parse_masters
+from .masters import next_address, parse_masters
 from .proto import common_pb2 as cpb
 from .proto import master_pb2 as mpb
 from .proto import master_pb2_grpc as mrpc
@@ -50,7 +50,7 @@ class AdminClient:
                 self._next_master()
 
     def _next_master(self) -> None:
-        self.master = self.masters[(self.masters.index(self.master) + 1) % len(self.masters)]
+        self.master = next_address(self.masters, self.master)
         self.channel.close()
         self.channel = wire.open_channel(self.master, self.cluster, tls=self.tls, admin_token=self.admin_token)
         self.stub = mrpc.AdminStub(self.channel)

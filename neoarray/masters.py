@@ -14,6 +14,14 @@ from .errors import RequestRefused
 EPOCH_KEY = "neo-master-epoch"
 STALE_EPOCH_PREFIX = "stale master epoch"
 MASTERS_MAX = 16          # addresses in one list (given and learnt from the cluster view)
+ADDRESS_CHARS_MAX = 4096  # one host:port
+
+
+def is_address(address: str) -> bool:
+    """Whether ``address`` is a ``host:port`` (port 1..65535, bounded length)."""
+    host, sep, port = address.rpartition(":")
+    return (len(address) <= ADDRESS_CHARS_MAX and bool(sep) and bool(host) and port.isdigit()
+            and len(port.lstrip("0")) <= 5 and 0 < int(port) < 65536)
 
 
 def parse_masters(text: str, what: str = "master address list") -> list[str]:
@@ -24,10 +32,16 @@ def parse_masters(text: str, what: str = "master address list") -> list[str]:
     if len(addresses) > MASTERS_MAX:
         raise RequestRefused(f"{what} has {len(addresses)} addresses, at most {MASTERS_MAX}")
     for address in addresses:
-        host, sep, port = address.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise RequestRefused(f"{what}: {address!r} is not host:port")
+        if not is_address(address):
+            raise RequestRefused(f"{what}: {address[:100]!r} is not host:port")
     return list(dict.fromkeys(addresses))
+
+
+def next_address(addresses: list[str], current: str) -> str:
+    """The address after ``current`` in ``addresses``, round the list (the first when
+    ``current`` is not in it)."""
+    i = addresses.index(current) if current in addresses else -1
+    return addresses[(i + 1) % len(addresses)]
 
 
 def learn_masters(known: list[str], nodes, master_type) -> list[str]:

@@ -10,16 +10,16 @@ from dataclasses import dataclass
 from neoarray import security, wire
 from neoarray.errors import AccessDenied, ClusterUnavailable, NeoError, RequestRefused
 from neoarray.kv import LMDBStore, MemoryStore
-from neoarray.masters import learn_masters, parse_masters
+from neoarray.masters import learn_masters, next_address, parse_masters
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import master_pb2_grpc as mrpc
 from neoarray.proto import storage_pb2_grpc as srpc
 
 from .backend import Backend
+from .dropper import PartitionDropper
 from .fencing import EpochFence
 from .manager import TransactionManager
-from .dropper import PartitionDropper
 from .replication import Replicator
 from .service import StorageServicer
 
@@ -185,8 +185,7 @@ class StorageNode:
         if channel is not None and len(self.master_addresses) < 2:
             return channel, mrpc.MasterStub(channel)
         if channel is not None:
-            i = self.master_addresses.index(self.master_address) if self.master_address in self.master_addresses else -1
-            self.master_address = self.master_addresses[(i + 1) % len(self.master_addresses)]
+            self.master_address = next_address(self.master_addresses, self.master_address)
             channel.close()
             self._admin = None
         channel = wire.open_channel(self.master_address, self.cluster, tls=self.tls)

@@ -21,7 +21,7 @@ import grpc
 
 from .. import security, wire
 from ..errors import ClusterNameMismatch, ClusterUnavailable, NeoError
-from ..masters import learn_masters, parse_masters
+from ..masters import learn_masters, next_address, parse_masters
 from ..proto import common_pb2 as cpb
 from ..proto import master_pb2 as mpb
 from ..proto import master_pb2_grpc as mrpc
@@ -104,8 +104,7 @@ class ClusterLink:
         """Switch to the next address of the master list (nothing to do with one)."""
         if len(self.master_addresses) < 2:
             return
-        i = self.master_addresses.index(self.master_address) if self.master_address in self.master_addresses else -1
-        self.master_address = self.master_addresses[(i + 1) % len(self.master_addresses)]
+        self.master_address = next_address(self.master_addresses, self.master_address)
         old, self.channel = self.channel, wire.open_channel(self.master_address, self.cluster, self.message_bytes_max,
                                                           tls=self.tls)
         self.master = mrpc.MasterStub(self.channel)
