@@ -353,20 +353,15 @@ class AccessGuard(grpc.ServerInterceptor):
             if why is not None:
                 context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
 
-        if handler.unary_unary:
-            inner = handler.unary_unary
-
-            def unary(request, context):
+        def checked(inner):     # a stream handler returns its generator: checked first too
+            def call(request, context):
                 check(context)
                 return inner(request, context)
-            return handler._replace(unary_unary=unary)
+            return call
+        if handler.unary_unary:
+            return handler._replace(unary_unary=checked(handler.unary_unary))
         if handler.unary_stream:
-            inner_stream = handler.unary_stream
-
-            def stream(request, context):
-                check(context)
-                return inner_stream(request, context)
-            return handler._replace(unary_stream=stream)
+            return handler._replace(unary_stream=checked(handler.unary_stream))
         return handler
 
 

@@ -24,6 +24,12 @@ from .replication import drop_progress
 log = logging.getLogger("neoarray.storage")
 
 
+def partitions_of(pt, node_id: int, state=None) -> set[int]:
+    """Partitions where ``node_id`` has a cell in ``pt`` (of ``state``, if given)."""
+    return {p for p, row in enumerate(pt.rows)
+            if any(c.node_id == node_id and (state is None or c.state == state) for c in row.cells)}
+
+
 class PartitionDropper:
     def __init__(self, node, rows_per_batch_max: int = 10_000):
         self.node = node
@@ -42,7 +48,7 @@ class PartitionDropper:
         """The newest partition table the node knows (``cpb.PartitionTable``)."""
         if not pt.rows:
             return
-        mine = {p for p, row in enumerate(pt.rows) if any(c.node_id == self.node.node_id for c in row.cells)}
+        mine = partitions_of(pt, self.node.node_id)
         with self.mutex:
             self.orphans = set(range(len(pt.rows))) - mine
             self.emptied &= self.orphans

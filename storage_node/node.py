@@ -17,7 +17,7 @@ from neoarray.proto import master_pb2_grpc as mrpc
 from neoarray.proto import storage_pb2_grpc as srpc
 
 from .backend import Backend
-from .dropper import PartitionDropper
+from .dropper import PartitionDropper, partitions_of
 from .fencing import EpochFence
 from .manager import TransactionManager
 from .replication import Replicator
@@ -115,15 +115,13 @@ class StorageNode:
         the next heartbeat reply then set ``catching_up`` exactly)."""
         self.ptid = pt.ptid
         self.backend.set_config(ptid=pt.ptid)
-        self.manager.catching_up = self.manager.catching_up | {p for p, row in enumerate(pt.rows) if any(
-            c.node_id == self.node_id and c.state == cpb.OUT_OF_DATE for c in row.cells)}
+        self.manager.catching_up = self.manager.catching_up | partitions_of(pt, self.node_id, cpb.OUT_OF_DATE)
         self.dropper.table_changed(pt)
 
     def held_partitions(self) -> set[int]:
         """Partitions this node has a cell of (any state), asked of the master: the
         node keeps no copy of the partition table.  Used to refuse repairs of others."""
-        pt = self._partition_table()
-        return {p for p, row in enumerate(pt.rows) if any(c.node_id == self.node_id for c in row.cells)}
+        return partitions_of(self._partition_table(), self.node_id)
 
     def _partition_table(self):
         """The master's partition table (Admin GetPartitionTable, the storage role's
@@ -172,8 +170,7 @@ class StorageNode:
         self.cluster_state = reply.info.state
         self.master_addresses = learn_masters(self.master_addresses, reply.info.nodes, cpb.MASTER)
         # cells to catch up: their conflict checks are left to the readable copies
-        self.manager.catching_up = {p for p, row in enumerate(reply.info.pt.rows) if any(
-            c.node_id == self.node_id and c.state == cpb.OUT_OF_DATE for c in row.cells)}
+        self.manager.catching_up = partitions_of(reply.info.pt, self.node_id, cpb.OUT_OF_DATE)
         self.ptid = reply.info.pt.ptid
         self.dropper.table_changed(reply.info.pt)
         log.info("identified as S%d to the master at %s", self.node_id, self.master_address)
