@@ -10,7 +10,11 @@ Safety: only partitions without any cell of this node in the newest table the no
 knows are dropped, never while that table is empty (not created yet); each batch is
 deleted under the manager's write mutex after checking again that the partition is
 still not ours, so a cell given back (tweak again) stops the deletion before its
-catch-up writes anything (replication writes under the same mutex).  Batches are
+catch-up writes anything (replication writes under the same mutex, and stops writing
+once the partition is not ours).  A commit locked here after the node left the
+partition (its client stored with an older table) writes rows again: the lock tells
+the dropper under the same mutex (``written``), which goes over that partition again,
+so nothing is left behind for good.  Batches are
 bounded (``drop_rows_per_batch_max`` rows per LMDB transaction) so commits go on
 between them.
 """
@@ -59,6 +63,15 @@ class PartitionDropper:
         with self.mutex:
             return p in self.orphans
 
+    def written(self, partitions: set[int]) -> None:
+        """Rows were just written to ``partitions`` (called under the write mutex):
+        an orphan among them is dropped again."""
+        with self.mutex:
+            again = partitions & self.emptied
+            self.emptied -= again
+        if again:
+            self.wakeup.set()
+
     def _loop(self) -> None:
         while not self.node.stopped.is_set():
             self.wakeup.wait(1.0)
@@ -78,10 +91,10 @@ class PartitionDropper:
                 if not total:     # a cell given back mid-way copies everything again
                     drop_progress(backend, p)
                 removed = backend.drop_partition(p, self.rows_per_batch_max)
-            if not removed:
-                with self.mutex:
-                    self.emptied.add(p)
-                break
+                if not removed:     # under the write mutex: a later lock calls written()
+                    with self.mutex:
+                        self.emptied.add(p)
+                    break
             total += removed
         if total:
             self.rows_dropped += total

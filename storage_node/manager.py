@@ -32,6 +32,7 @@ client can hold).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from neoarray.errors import ChecksumError, LimitExceeded, RequestRefused
@@ -79,6 +80,9 @@ class TransactionManager:
         # partitions of OUT_OF_DATE cells (set by the node): revisions may be missing
         # here, so an older last serial is no conflict (the readable copies check)
         self.catching_up: set[int] = set()
+        # called with the partitions a lock wrote, under the write mutex (the node's
+        # dropper: a partition it emptied may have rows again)
+        self.on_written: Callable[[set[int]], None] | None = None
         self._recover()
 
     def _recover(self) -> None:
@@ -229,7 +233,10 @@ class TransactionManager:
     # -- master side ----------------------------------------------------------------
     def lock(self, ttid: bytes, tid: bytes) -> None:
         with self.write_mutex:
-            self.backend.lock(ttid, tid)
+            oids = self.backend.lock(ttid, tid)
+            if self.on_written is not None:
+                part = self.backend.partition
+                self.on_written({part(tid)} | {part(oid) for oid in oids})
         self._release(ttid)
         self._forget(ttid)
 

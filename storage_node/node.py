@@ -99,6 +99,7 @@ class StorageNode:
         self.cluster_state = cpb.RECOVERING
         self.replicator = Replicator(self)
         self.dropper = PartitionDropper(self, self.limits.drop_rows_per_batch_max)
+        self.manager.on_written = self.dropper.written
         self._admin = None                  # master Admin stub, opened on first repair
 
     # -- checks used by the servicer ----------------------------------------------

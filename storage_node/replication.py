@@ -248,6 +248,10 @@ class SourcesUnavailable(NeoError):
     """No readable copy of a partition answered (or every one failed a checksum)."""
 
 
+class PartitionLeft(NeoError):
+    """The newest table gives this node no cell of the partition being copied."""
+
+
 class Pacer:
     """Keeps an average rate of at most ``bytes_per_s`` (0: unlimited): each batch of
     ``n`` bytes pushes the earliest next start ``n / bytes_per_s`` seconds later.
@@ -359,6 +363,9 @@ class Replicator:
                 try:
                     self._catch_up(p, task)
                     delays.pop(p, None)
+                except PartitionLeft as exc:    # its task goes with the next heartbeat reply
+                    log.info("%s", exc)
+                    retry_at[p] = time.monotonic() + self.limits.replication_retry_delay_s
                 except SourcesUnavailable as exc:
                     delay = min(delays.get(p, self.limits.replication_retry_delay_s / 2) * 2,
                                 self.limits.replication_retry_delay_max_s)
@@ -432,6 +439,8 @@ class Replicator:
             if not reply.keys_done:
                 raise SourcesUnavailable(f"partition {p}: a source answered no key")
             with self.node.manager.write_mutex:
+                if self.node.dropper.still_orphan(p):   # the dropper may have emptied it
+                    raise PartitionLeft(f"partition {p} is no longer held here: catch-up stopped")
                 written = apply_records(self.backend, p, reply, None)
             copied += written
             nbytes = reply.ByteSize()
