@@ -19,8 +19,11 @@ import threading
 from neoarray import security, wire
 from neoarray.errors import NeoError
 from neoarray.limits import add_limit_flags, check_limits
+from neoarray.masters import MASTERS_MAX
 from neoarray.metrics import MetricsExporter, bind_arg
+from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import master_pb2_grpc as rpc
+from neoarray.proto import standby_pb2 as sbpb
 from neoarray.proto import standby_pb2_grpc as srpc
 
 from . import metrics as master_metrics
@@ -39,7 +42,15 @@ log = logging.getLogger("neoarray.master")
 # limits settable from the command line (--name-with-dashes), each >= 1
 LIMIT_FLAGS = ("message_bytes_max", "transactions_per_client_max", "oids_per_request_max",
                "objects_per_transaction_max", "events_per_client_max", "finished_remembered_max",
-               "nodes_max")
+               "nodes_max", "rpc_workers_max", "rpcs_pending_max",
+               "subscribers_max")
+# calls that last, on threads of their own (``wire.make_server``): a client's event
+# stream, and a standby's long poll
+SUBSCRIBE = f"/{mpb.DESCRIPTOR.services_by_name['Master'].full_name}/Subscribe"
+FOLLOW_STATE = f"/{sbpb.DESCRIPTOR.services_by_name['Standby'].full_name}/FollowState"
+# threads beyond subscribers_max: a refused subscription, and a stream whose client is
+# gone but whose thread has not noticed yet (within the keep-alive), still need one
+SUBSCRIBE_THREADS_SPARE = 16
 
 
 def parse_args(argv=None):
@@ -63,7 +74,10 @@ def parse_args(argv=None):
         "objects_per_transaction_max": "oids one finished transaction may name",
         "events_per_client_max": "events queued for a client before it is disconnected as too slow",
         "finished_remembered_max": "finished transactions remembered for clients asking their tid",
-        "nodes_max": "nodes (clients, storages, admin connections) known at once; more are refused"})
+        "nodes_max": "nodes (clients, storages, admin connections) known at once; more are refused",
+        "rpc_workers_max": "threads serving requests (a request's message is read by its thread)",
+        "rpcs_pending_max": "calls open at once, event streams aside; more are refused",
+        "subscribers_max": "clients holding an event stream, each on a thread of its own; more are refused"})
     p.add_argument("--address-file", help="write the bound address to this file once listening")
     p.add_argument("--metrics-bind", type=bind_arg,
                    help="host:port to serve Prometheus metrics on, at /metrics (port 0: any free port; "
@@ -90,9 +104,13 @@ def serve(opts) -> int:
     opts.limits = Limits(node_timeout_s=opts.node_timeout_s, **check_limits(opts, LIMIT_FLAGS))
     # the master's figures are registered when it becomes primary (``_primary``)
     opts.metrics = MetricsExporter("master", opts.cluster, lambda: "M") if opts.metrics_bind else None
-    server = wire.make_server(opts.cluster, message_bytes_max=opts.limits.message_bytes_max,
+    lim = opts.limits
+    server = wire.make_server(opts.cluster, lim.rpc_workers_max, lim.message_bytes_max,
                               interceptors=opts.metrics.interceptors() if opts.metrics else (),
-                              access=security.AccessGuard(security.token_of(opts)))
+                              access=security.AccessGuard(security.token_of(opts)),
+                              rpcs_pending_max=lim.rpcs_pending_max,
+                              long_calls={SUBSCRIBE: lim.subscribers_max + SUBSCRIBE_THREADS_SPARE,
+                                          FOLLOW_STATE: 2 * MASTERS_MAX})
     router = standby.RoleRouter()
     server.add_generic_rpc_handlers((router,))
     address = wire.bind(server, opts.bind, opts.tls)

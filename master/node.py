@@ -41,6 +41,8 @@ RECOVERING, VERIFYING, RUNNING, STOPPING = "RECOVERING", "VERIFYING", "RUNNING",
 CLUSTER_PB = {RECOVERING: cpb.RECOVERING, VERIFYING: cpb.VERIFYING,
               RUNNING: cpb.CLUSTER_RUNNING, STOPPING: cpb.STOPPING}
 NODE_PB = {"RUNNING": cpb.RUNNING, "PENDING": cpb.PENDING, "DOWN": cpb.DOWN, "UNKNOWN": cpb.UNKNOWN}
+# node types in the view pushed to clients and storage nodes (``cluster_info``)
+VIEW_NODE_TYPES = frozenset({"STORAGE", "MASTER"})
 TYPE_PB = {"STORAGE": cpb.STORAGE, "CLIENT": cpb.CLIENT, "ADMIN": cpb.ADMIN, "MASTER": cpb.MASTER}
 CELL_PB = {"U": cpb.UP_TO_DATE, "O": cpb.OUT_OF_DATE, "F": cpb.FEEDING, "C": cpb.CORRUPTED}
 
@@ -65,6 +67,13 @@ class Limits:
     message_bytes_max: int = wire.MESSAGE_BYTES_MAX  # one gRPC request or reply
     unlocks_per_batch_max: int = 1_000               # ttids in one Unlock order
     nodes_max: int = 10_000                          # nodes known at once (clients, storages, admins)
+    # gRPC serving (``wire.make_server``): request workers, each reading the message it
+    # serves (requests in memory <= rpc_workers_max * message_bytes_max); calls open at
+    # once, more are refused
+    rpc_workers_max: int = 32
+    rpcs_pending_max: int = 256
+    # clients holding an event stream (Subscribe), each on a thread of its own
+    subscribers_max: int = 1_000
 
 
 @dataclass
@@ -195,10 +204,15 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         return {n.node_id for n in self.nodes.values() if n.type == "STORAGE" and n.state == "RUNNING"}
 
     def cluster_info(self) -> cpb.ClusterInfo:
+        """The view clients and storage nodes work from: the state, the partition table,
+        and the storage and master nodes.  Clients and admin connections are left out
+        (``GetNodes`` lists them): nobody routes to them, and with them every client
+        joining or leaving would send every other client a view growing with their
+        number, O(clients²) bytes per join."""
         with self.lock:
             return cpb.ClusterInfo(
                 state=CLUSTER_PB[self.cluster_state], pt=self.pt_pb(),
-                nodes=[self.node_pb(n) for n in self.nodes.values()],
+                nodes=[self.node_pb(n) for n in self.nodes.values() if n.type in VIEW_NODE_TYPES],
                 last_tid=self.last_committed, last_oid=p64(self.ids.last_oid))
 
     def pt_pb(self) -> cpb.PartitionTable:
@@ -238,7 +252,8 @@ class Master(TableAdmin, Truncation, ReplicationRates):
                 self._storage_joined(known, req)
             else:
                 known.set_state("RUNNING")
-        self.broadcast_cluster()
+        if typ in VIEW_NODE_TYPES:      # a client or admin connection changes no one's view
+            self.broadcast_cluster()
         return nid
 
     def _storage_joined(self, node: NodeInfo, req) -> None:
@@ -576,12 +591,21 @@ class Master(TableAdmin, Truncation, ReplicationRates):
                     fut.result()
             except Exception as exc:
                 failed.append((nid, exc))
-        if failed and all(_refused(exc) for _, exc in failed) and len(failed) == len(calls):
+        refused = {nid for nid, exc in failed if _refused(exc)}
+        if failed and len(refused) == len(calls):
             self._never_voted(txn, failed[0][1])
             return
+        # a node that refused has no vote of the transaction: it answered, so it is not
+        # lost; left out of the voters, its cells the transaction wrote copy it
+        # (``_missed_by_returned``) if the transaction commits
         for nid, exc in failed:
-            self.storage_lost(nid, f"lock failed: {exc}")
+            if nid not in refused:
+                self.storage_lost(nid, f"lock failed: {exc}")
         with self.lock:
+            if refused:
+                log.warning("lock of 0x%s refused by S%s (no vote of it there)", txn.ttid.hex(),
+                            ", S".join(map(str, sorted(refused))))
+                txn.storages = [n for n in txn.storages if n not in refused]
             locked = {nid for nid in calls} - {nid for nid, _ in failed}
             txn.locked_on = locked
             if failed and not self._covered(txn, locked):
@@ -700,6 +724,11 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         with self.lock:
             if nid not in self.nodes:
                 raise RequestRefused(f"node {nid} must identify before subscribing")
+            if nid not in self.subscribers and len(self.subscribers) >= self.limits.subscribers_max:
+                if self.nodes[nid].type != "STORAGE":
+                    del self.nodes[nid]
+                raise LimitExceeded(f"{len(self.subscribers)} clients hold an event stream, "
+                                    f"subscribers_max={self.limits.subscribers_max}: node {nid} is refused")
             old = self.subscribers.pop(nid, None)
             if old is not None:
                 self._push(old, None)
@@ -712,6 +741,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
                 return
             del self.subscribers[nid]
             node = self.nodes.get(nid)
+            in_view = node is not None and node.type in VIEW_NODE_TYPES
             if node is not None and node.type != "STORAGE":
                 del self.nodes[nid]
             for ttid in [t.ttid for t in self.txns.values() if t.node == nid]:
@@ -723,7 +753,8 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             self.pool.submit(self._until_done, sid, lambda sid=sid: wire.call(
                 self.storage_stub(sid).AbortNode, request, self.limits.rpc_timeout_s),
                 f"dropping the transactions of C{nid} on S{sid}")
-        self.broadcast_cluster()
+        if in_view:
+            self.broadcast_cluster()
 
     def _push(self, q: queue.Queue, event) -> None:
         try:

@@ -182,19 +182,65 @@ class _ClusterGuard(grpc.ServerInterceptor):
         return handler
 
 
+class _LongCallPools(grpc.ServerInterceptor):
+    """Serve the methods of ``pools`` (full names, e.g. ``/neoarray.v1.Master/Subscribe``)
+    on their own threads: a call that lasts (a client's event stream, a standby's
+    long poll) would otherwise hold one of the few request workers for its lifetime,
+    and ``rpc_workers_max`` such calls would stop the node answering anything else.
+
+    Outermost interceptor: the handler it returns is the one gRPC runs, and gRPC runs a
+    behaviour carrying ``experimental_thread_pool`` on that pool (grpcio's per-method
+    pool; a gRPC without it runs the call on the request workers, as before)."""
+
+    def __init__(self, pools: dict[str, futures.ThreadPoolExecutor]):
+        self.pools = pools
+
+    def intercept_service(self, continuation, details):
+        handler = continuation(details)
+        pool = self.pools.get(details.method)
+        if handler is None or pool is None:
+            return handler
+        kind = "unary_stream" if handler.unary_stream else "unary_unary" if handler.unary_unary else None
+        if kind is None:
+            return handler
+        behaviour = getattr(handler, kind)
+
+        def on_own_thread(request, context):
+            return behaviour(request, context)
+        on_own_thread.experimental_thread_pool = pool
+        return handler._replace(**{kind: on_own_thread})
+
+
 def make_server(cluster: str, workers_max: int = 32,
                 message_bytes_max: int = MESSAGE_BYTES_MAX, interceptors=(),
-                access: security.AccessGuard | None = None) -> grpc.Server:
+                access: security.AccessGuard | None = None, rpcs_pending_max: int = 256, long_calls: dict[str, int] | None = None) -> grpc.Server:
     """A gRPC server guarded by the cluster name, with bounded workers and messages;
     ``access`` checks roles and the admin token after the cluster name.
 
     ``interceptors`` run outside the cluster-name guard, in order (the metrics of
-    ``neoarray.metrics`` see refused requests too)."""
+    ``neoarray.metrics`` see refused requests too).
+
+    Memory held by requests is bounded: gRPC reads a request's message on the worker
+    that serves it, so at most ``workers_max`` (plus the threads of ``long_calls``)
+    messages of at most ``message_bytes_max`` are in memory at once, whatever the
+    number of connections; at most ``rpcs_pending_max`` calls (plus ``long_calls``)
+    may be open on the server, more are refused with RESOURCE_EXHAUSTED.
+    ``long_calls`` maps a method's full name to the threads it gets for itself
+    (``_LongCallPools``); the method refuses calls beyond that itself (e.g. the
+    master's ``subscribers_max``).
+
+    Not used: HTTP/2's per-connection stream limit (``grpc.max_concurrent_streams``).
+    With grpcio 1.85 a client over it gets some calls failed with RST_STREAM
+    (REFUSED_STREAM) as UNAVAILABLE instead of waiting, which a client takes for a
+    dead node."""
+    pools = {method: futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc-long")
+             for method, threads in (long_calls or {}).items()}
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers_max, thread_name_prefix="rpc"),
-        interceptors=[*interceptors, _ClusterGuard(cluster), *([access] if access else [])],
+        interceptors=[*([_LongCallPools(pools)] if pools else []), *interceptors,
+                      _ClusterGuard(cluster), *([access] if access else [])],
         options=grpc_options(message_bytes_max),
-        maximum_concurrent_rpcs=workers_max * 8,
+        maximum_concurrent_rpcs=rpcs_pending_max + sum((long_calls or {}).values()),
     )
 
 

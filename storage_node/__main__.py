@@ -20,7 +20,8 @@ LIMIT_FLAGS = ("message_bytes_max", "objects_per_store_max", "objects_per_transa
                "transaction_bytes_max", "transactions_per_client_max", "unvoted_bytes_per_client_max",
                "loads_per_batch_max", "transactions_per_batch_max", "oids_per_batch_max",
                "reduce_oids_per_batch_max", "check_records_per_batch_max", "check_bytes_per_batch_max",
-               "repair_records_per_batch_max", "space_reserve_bytes")
+               "repair_records_per_batch_max", "space_reserve_bytes", "rpc_workers_max",
+               "rpcs_pending_max")
 LIMIT_MINIMUMS = {"space_reserve_bytes": 0}
 
 
@@ -49,7 +50,9 @@ def parse_args(argv=None):
         "transactions_per_client_max": "transactions of one client holding stores on this node",
         "unvoted_bytes_per_client_max": "data bytes one client may have stored here and not yet voted",
         "space_reserve_bytes": "space kept free for locks and aborts: stores, votes and "
-                               "catch-up are refused (storage full) before they would use it"})
+                               "catch-up are refused (storage full) before they would use it",
+        "rpc_workers_max": "threads serving requests (a request's message is read by its thread)",
+        "rpcs_pending_max": "calls open at once; more are refused"})
     p.add_argument("--address-file", help="write the bound address to this file once listening")
     p.add_argument("--metrics-bind", type=bind_arg,
                    help="host:port to serve Prometheus metrics on, at /metrics (port 0: any free port; "

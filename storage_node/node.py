@@ -61,6 +61,11 @@ class Limits:
     replication_retry_delay_max_s: float = 10.0
     replication_log_interval_s: float = 10.0     # progress lines per partition, at most one per
     drop_rows_per_batch_max: int = 10_000        # rows of a partition no longer held, per deletion
+    # gRPC serving (``wire.make_server``): request workers, each reading the message it
+    # serves (requests in memory <= rpc_workers_max * message_bytes_max); calls open at
+    # once, more are refused
+    rpc_workers_max: int = 32
+    rpcs_pending_max: int = 256
 
 
 class StorageNode:
@@ -90,8 +95,9 @@ class StorageNode:
         self.manager = TransactionManager(
             self.backend, lim.transaction_bytes_max, lim.objects_per_transaction_max,
             lim.transactions_per_client_max, lim.unvoted_bytes_per_client_max)
-        self.server = wire.make_server(cluster, message_bytes_max=lim.message_bytes_max,
-                                       interceptors=interceptors, access=security.AccessGuard())
+        self.server = wire.make_server(cluster, lim.rpc_workers_max, lim.message_bytes_max,
+                                       interceptors=interceptors, access=security.AccessGuard(),
+                                       rpcs_pending_max=lim.rpcs_pending_max)
         srpc.add_StorageServicer_to_server(StorageServicer(self), self.server)
         self.address = wire.bind(self.server, bind, tls)
         self.identified = threading.Event()

@@ -20,6 +20,7 @@ from neoarray.errors import LimitExceeded
 from neoarray.ids import Z64, p64
 from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import storage_pb2 as spb
+from tests.cluster_helpers import neoctl
 from tests.conftest import ROOT, running_cluster
 
 STORAGE_LIMITS = ("--message-bytes-max", str(1 << 20), "--objects-per-store-max", "5",
@@ -262,4 +263,40 @@ def test_master_nodes_max_bounds_its_registry(tmp_path):
         third.close()
         second.close()
     finally:
+        gen.close()
+
+
+def test_event_streams_do_not_take_the_master_s_request_workers(tmp_path):
+    """Each client holds an event stream (Subscribe) for its lifetime.  They run on
+    threads of their own: with more clients than ``--rpc-workers-max``, the master still
+    answers commits, storage heartbeats and neoctl, and ``--subscribers-max`` bounds
+    them with a refusal naming the limit (before, the 32nd client took the last worker
+    and the master answered nothing else)."""
+    gen = running_cluster(tmp_path / "c", storages=1, partitions=2,
+                          master_args=("--rpc-workers-max", "2", "--subscribers-max", "6"))
+    cluster = next(gen)
+    clients = []
+    try:
+        clients = [cluster.open_storage(connect_timeout_s=10) for _ in range(6)]
+        with pytest.raises(LimitExceeded, match="subscribers_max=6"):
+            cluster.open_storage(connect_timeout_s=5)
+        nodes = {n["id"]: n["state"] for n in neoctl(cluster, "--json", "print", "node")}
+        assert sum(1 for nid in nodes if nid.startswith("C")) == 6       # the refused one is forgotten
+        assert [state for nid, state in nodes.items() if nid.startswith("S")] == ["RUNNING"]
+        time.sleep(2 * cluster.node_timeout_s)       # heartbeats kept answering: still RUNNING
+        assert {n["id"]: n["state"] for n in neoctl(cluster, "--json", "print", "node")
+                if n["id"].startswith("S")} == {nid: "RUNNING" for nid in nodes if nid.startswith("S")}
+        assert_still_serving(clients.pop())
+        deadline = time.monotonic() + 30
+        while True:                       # room again once the closed client's stream ended
+            try:
+                clients.append(cluster.open_storage(connect_timeout_s=5))
+                break
+            except LimitExceeded:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert_still_serving(clients.pop())
+    finally:
+        for c in clients:
+            c.close()
         gen.close()

@@ -72,7 +72,9 @@ class ClusterLink:
     # -- connection ---------------------------------------------------------------
     def _connect(self, timeout_s: float) -> None:
         """Identify to the first master that answers as primary, trying each address
-        of the list in turn (back-off doubling to 1 s after each full round)."""
+        of the list in turn (back-off doubling to 1 s after each full round), and open
+        the event stream: its first event (the view) is awaited here, so a refused
+        subscription (``subscribers_max``) fails the connection instead of a thread."""
         deadline = time.monotonic() + timeout_s
         delay = 0.05
         tried = 0
@@ -81,6 +83,7 @@ class ClusterLink:
                 reply = wire.call(self.master.Identify, mpb.IdentifyRequest(
                     type=cpb.CLIENT, host=socket.gethostname(), read_only=self.read_only),
                     min(self.rpc_timeout_s, max(timeout_s, 1.0)), "identify")
+                stream, first = self._subscribe(reply.node_id, max(deadline - time.monotonic(), 1.0))
                 break
             except ClusterNameMismatch:
                 raise
@@ -96,9 +99,25 @@ class ClusterLink:
                     delay = min(delay * 2, 1.0)
         self.node_id = reply.node_id
         self.partitions = reply.num_partitions
-        self._set_info(reply.info)
-        self._stream = self.master.Subscribe(mpb.SubscribeRequest(node_id=self.node_id))
+        self._set_info(first.cluster if first.HasField("cluster") else reply.info)
+        self._stream = stream
         self.connected.set()
+
+    def _subscribe(self, node_id: int, timeout_s: float):
+        """Open the event stream and read its first event within ``timeout_s``."""
+        stream = self.master.Subscribe(mpb.SubscribeRequest(node_id=node_id))
+        timer = threading.Timer(timeout_s, stream.cancel)
+        timer.start()
+        try:
+            return stream, next(stream)
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.CANCELLED:
+                raise ClusterUnavailable(f"subscribe: no first event within {timeout_s:.1f} s") from None
+            raise wire.to_exception(err, "subscribe") from None
+        except StopIteration:
+            raise ClusterUnavailable("subscribe: the master ended the event stream at once") from None
+        finally:
+            timer.cancel()
 
     def _next_master(self) -> None:
         """Switch to the next address of the master list (nothing to do with one)."""

@@ -84,6 +84,29 @@ def test_finish_of_a_transaction_voted_nowhere_loses_no_storage(cluster, master)
     commit_one(cluster)
 
 
+def test_a_storage_refusing_a_lock_is_not_lost_when_another_fails(cluster, master):
+    """A Finish naming the real storage (no vote there: it refuses the lock) and a
+    node that does not answer.  Before the fix both were taken for lost: the real
+    node's cells went OUT_OF_DATE (found by the RPC fuzz, seed 1865558136)."""
+    cells = letters(cluster)
+    (storage_id,) = cells
+    ghost = wire.call(master.Identify, mpb.IdentifyRequest(type=cpb.STORAGE, address="127.0.0.1:1"),
+                      TIMEOUT_S).node_id
+    request = mpb.FinishRequest(node_id=9, ttid=p64(9 << 32 | 1), oids=[p64(1)],
+                                storage_ids=[storage_id, ghost])
+    with pytest.raises(ClusterUnavailable, match="could not be locked on any copy"):
+        wire.call(master.Finish, request, TIMEOUT_S)
+    admin = cluster.admin()
+    try:
+        assert admin.cluster_state() == "RUNNING"
+        states = {n.node_id: n.state for n in admin.nodes()}
+        assert states[storage_id] == cpb.RUNNING
+    finally:
+        admin.close()
+    assert letters(cluster) == cells
+    commit_one(cluster)
+
+
 def test_finish_naming_no_storage_commits_nothing(cluster, master):
     """A Finish whose transaction no readable copy took (here: no storage at all) is
     refused: it would publish an empty commit and invalidate arbitrary oids."""

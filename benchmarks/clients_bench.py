@@ -1,0 +1,137 @@
+"""Many clients on one cluster: neoarray side by side with ZEO (loopback).
+
+A workflow engine starts many workers, each with its own client.  For each storage,
+``--clients`` clients (default 100) are opened one after the other in this process,
+then every client commits ``--commits`` small transactions (each its own object, so
+no conflicts), all clients at once, one thread each:
+
+``connect_ms_first`` / ``connect_ms_last``  ms to open the first and the last tenth
+                      of the clients (median of each): a server doing work per
+                      existing client on each join shows up as a growing figure.
+``concurrent_commits`` commits/s of all clients together.
+
+Storages: ``neoarray-1s-net`` (``LocalCluster``, 1 storage node, every load over
+gRPC) and ``zeo`` (a real ``runzeo`` process over a FileStorage).  Before the
+master served event streams on threads of their own, neoarray could not open a 32nd
+client (the event streams held every request worker of the master); before it left
+clients out of the pushed view, the time to open a client grew with the number open.
+
+Output: one JSON object per figure on stdout (``{"bench", "storage", "value",
+"unit"}``), then ``{"summary": ...}`` with the neoarray/ZEO ratios (> 1: neoarray
+does better; for connection times, ZEO's time over neoarray's).
+
+Run::
+
+    python benchmarks/clients_bench.py                    # 100 clients, 20 commits each
+    python benchmarks/clients_bench.py --clients 300 --commits 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import transaction
+import ZODB
+from persistent.mapping import PersistentMapping
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.zodb_bench import NeoTarget, ZeoTarget  # noqa: E402
+
+
+def open_clients(target, count: int) -> tuple[list, list[float]]:
+    storages, times_ms = [], []
+    for _ in range(count):
+        started = time.perf_counter()
+        storages.append(target.writer())
+        times_ms.append((time.perf_counter() - started) * 1000)
+    return storages, times_ms
+
+
+def concurrent_commits(storages, commits: int) -> float:
+    """Every client commits ``commits`` transactions at once; commits/s of them all."""
+    dbs = [ZODB.DB(s, pool_size=1) for s in storages]
+    try:
+        with dbs[0].transaction() as conn:          # one object per client, created first
+            for i in range(len(dbs)):
+                conn.root()[f"client-{i}"] = PersistentMapping(n=0)
+        errors, start = [], threading.Barrier(len(dbs) + 1)
+
+        def work(i, db):
+            tm = transaction.TransactionManager()
+            conn = db.open(tm)
+            try:
+                start.wait()
+                for n in range(commits):
+                    tm.begin()
+                    conn.root()[f"client-{i}"]["n"] = n + 1
+                    tm.commit()
+            except Exception as exc:  # noqa: BLE001 (reported below)
+                errors.append(exc)
+            finally:
+                conn.close()
+        threads = [threading.Thread(target=work, args=(i, db)) for i, db in enumerate(dbs)]
+        for t in threads:
+            t.start()
+        start.wait()
+        began = time.perf_counter()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - began
+        if errors:
+            raise RuntimeError(f"{len(errors)} clients failed: {errors[0]!r}")
+        with dbs[-1].transaction() as conn:
+            values = [conn.root()[f"client-{i}"]["n"] for i in range(len(dbs))]
+        assert values == [commits] * len(dbs), "a commit is missing"
+        return len(dbs) * commits / elapsed
+    finally:
+        for db in dbs:
+            db.close()
+
+
+def measure(target, clients: int, commits: int) -> list[dict]:
+    with target:
+        storages, times = open_clients(target, clients)
+        tenth = max(1, clients // 10)
+        out = [{"bench": "connect_ms_first", "value": round(statistics.median(times[:tenth]), 2), "unit": "ms"},
+               {"bench": "connect_ms_last", "value": round(statistics.median(times[-tenth:]), 2), "unit": "ms"},
+               {"bench": "concurrent_commits", "value": round(concurrent_commits(storages, commits), 1),
+                "unit": "commits/s"}]
+    for rec in out:
+        rec.update(storage=target.name, clients=clients)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--clients", type=int, default=100)
+    p.add_argument("--commits", type=int, default=20, help="commits per client")
+    opts = p.parse_args(argv)
+    workdir = tempfile.mkdtemp(prefix="clients-bench-")
+    try:
+        results = {}
+        for target in (NeoTarget("neoarray-1s-net", workdir, 1, 0, local_reads=False), ZeoTarget(workdir)):
+            for rec in measure(target, opts.clients, opts.commits):
+                print(json.dumps(rec), flush=True)
+                results[(rec["storage"], rec["bench"])] = rec["value"]
+        neo, zeo = "neoarray-1s-net", "zeo"
+        summary = {f"{b}_neo_vs_zeo": round(results[(zeo, b)] / results[(neo, b)], 3)
+                   for b in ("connect_ms_first", "connect_ms_last")}
+        summary["concurrent_commits_neo_vs_zeo"] = round(
+            results[(neo, "concurrent_commits")] / results[(zeo, "concurrent_commits")], 3)
+        summary.update(clients=opts.clients, commits_per_client=opts.commits, cpus=os.cpu_count())
+        print(json.dumps({"summary": summary}), flush=True)
+        return 0
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
