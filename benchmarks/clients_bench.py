@@ -43,7 +43,7 @@ from persistent.mapping import PersistentMapping
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.zodb_bench import NeoTarget, ZeoTarget  # noqa: E402
+from benchmarks.zodb_bench import NeoTarget, ZeoTarget
 
 
 def open_clients(target, count: int) -> tuple[list, list[float]]:
