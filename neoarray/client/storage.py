@@ -903,10 +903,16 @@ class NeoStorage(ConflictResolvingStorage):
     def _call_each(self, method: str, requests: dict, txn: _Txn | None = None) -> dict:
         """Call ``method`` on each node with its request, in parallel; replies by node.
         With ``txn``, a node that does not answer is left out (``_node_failed``)."""
-        if txn is None and len(requests) == 1:
+        if len(requests) == 1:      # blocking: a future costs gRPC a thread per call
             (nid, req), = requests.items()
-            return {nid: wire.call(getattr(self._link.storage(nid), method), req,
-                                   self.rpc_timeout_s, f"{method} on S{nid}")}
+            try:
+                return {nid: wire.call(getattr(self._link.storage(nid), method), req,
+                                       self.rpc_timeout_s, f"{method} on S{nid}")}
+            except ClusterUnavailable as exc:
+                if txn is None:
+                    raise
+                self._node_failed(txn, nid, exc)
+                return {}
         futs = {nid: getattr(self._link.storage(nid), method).future(req, timeout=self.rpc_timeout_s)
                 for nid, req in requests.items()}
         out, error = {}, None
