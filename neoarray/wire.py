@@ -213,7 +213,8 @@ class _LongCallPools(grpc.ServerInterceptor):
 
 def make_server(cluster: str, workers_max: int = 32,
                 message_bytes_max: int = MESSAGE_BYTES_MAX, interceptors=(),
-                access: security.AccessGuard | None = None, rpcs_pending_max: int = 256, long_calls: dict[str, int] | None = None) -> grpc.Server:
+                access: security.AccessGuard | None = None, rpcs_pending_max: int = 256,
+                long_calls: dict[str, int] | None = None) -> grpc.Server:
     """A gRPC server guarded by the cluster name, with bounded workers and messages;
     ``access`` checks roles and the admin token after the cluster name.
 
@@ -233,14 +234,15 @@ def make_server(cluster: str, workers_max: int = 32,
     With grpcio 1.85 a client over it gets some calls failed with RST_STREAM
     (REFUSED_STREAM) as UNAVAILABLE instead of waiting, which a client takes for a
     dead node."""
+    long_calls = long_calls or {}
     pools = {method: futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc-long")
-             for method, threads in (long_calls or {}).items()}
+             for method, threads in long_calls.items()}
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers_max, thread_name_prefix="rpc"),
         interceptors=[*([_LongCallPools(pools)] if pools else []), *interceptors,
                       _ClusterGuard(cluster), *([access] if access else [])],
         options=grpc_options(message_bytes_max),
-        maximum_concurrent_rpcs=rpcs_pending_max + sum((long_calls or {}).values()),
+        maximum_concurrent_rpcs=rpcs_pending_max + sum(long_calls.values()),
     )
 
 

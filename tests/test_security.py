@@ -52,6 +52,16 @@ def committed(tls_cluster):
     return "hello over TLS"
 
 
+def assert_reads(storage, committed) -> None:
+    """Read the committed greeting through ``ZODB.DB(storage)``, then close it."""
+    db = ZODB.DB(storage)
+    try:
+        with db.transaction() as conn:
+            assert conn.root()["greeting"] == committed
+    finally:
+        db.close()
+
+
 def _ctl(*args):
     return subprocess.run([sys.executable, "-m", "neoarray.ctl", *args],
                           check=False, capture_output=True, text=True, timeout=120)
@@ -89,12 +99,7 @@ def _storage(cluster, role):
 # ---------------------------------------------------------------- the happy path
 
 def test_tls_cluster_commits_and_reads_through_zodb(tls_cluster, committed):
-    db = ZODB.DB(tls_cluster.open_storage(local_reads=False))   # reads over TLS, not LMDB
-    try:
-        with db.transaction() as conn:
-            assert conn.root()["greeting"] == committed
-    finally:
-        db.close()
+    assert_reads(tls_cluster.open_storage(local_reads=False), committed)   # reads over TLS, not LMDB
 
 
 def test_generated_keys_are_private(tls_cluster):
@@ -122,12 +127,7 @@ def test_process_workers_get_the_certificate(tls_cluster, committed):
     finally:
         first.close()
     assert options["cert"] == tls_cluster.tls_of("client").cert_path
-    db = ZODB.DB(NeoStorage(**options))
-    try:
-        with db.transaction() as conn:
-            assert conn.root()["greeting"] == committed
-    finally:
-        db.close()
+    assert_reads(NeoStorage(**options), committed)
 
 
 # ---------------------------------------------------------------- refusals
@@ -390,9 +390,4 @@ def test_zconfig_and_zodburi_open_tls_clients(tls_cluster, committed):
                              f"?ca={tls.ca_path}&cert={tls.cert_path}&key={tls.key_path}")
     storages.append(factory())
     for storage in storages:
-        db = ZODB.DB(storage)
-        try:
-            with db.transaction() as conn:
-                assert conn.root()["greeting"] == committed
-        finally:
-            db.close()
+        assert_reads(storage, committed)

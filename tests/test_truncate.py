@@ -12,6 +12,19 @@ from neoarray.errors import NeoError
 from tests.cluster_helpers import neoctl
 
 
+@pytest.fixture
+def mapping(cluster):
+    """A database whose root holds ``m = PersistentMapping(v=0)``, committed:
+    ``(db, conn, oid of m)``; closed after the test."""
+    db = ZODB.DB(cluster.open_storage())
+    conn = db.open()
+    conn.root()["m"] = PersistentMapping(v=0)
+    transaction.commit()
+    yield db, conn, conn.root()["m"]._p_oid
+    conn.close()
+    db.close()
+
+
 def _commit_values(root, values):
     tids = []
     for v in values:
@@ -39,13 +52,9 @@ def _wait_value(conn, value, timeout_s=30.0):
         time.sleep(0.1)
 
 
-def test_truncate_keeps_the_database_as_of_tid_on_every_node(cluster):
-    db = ZODB.DB(cluster.open_storage())
-    conn = db.open()
+def test_truncate_keeps_the_database_as_of_tid_on_every_node(cluster, mapping):
+    db, conn, oid = mapping
     root = conn.root()
-    root["m"] = PersistentMapping(v=0)
-    transaction.commit()
-    oid = root["m"]._p_oid
     tids = _commit_values(root, range(1, 6))
     keep = tids[1]                                       # v == 2
     root["late"] = PersistentMapping()                   # an object created after TID
@@ -73,21 +82,15 @@ def test_truncate_keeps_the_database_as_of_tid_on_every_node(cluster):
     report = neoctl(cluster, "--json", "check")            # replicas identical after it
     assert report["ok"], report
     assert _history(storage, oid)[:2] == [new, keep]
-    conn.close()
-    db.close()
 
 
 def p64_after(tid):
     return (int.from_bytes(tid, "big") + 1).to_bytes(8, "big")
 
 
-def test_a_transaction_voted_before_truncate_is_not_committed(cluster):
-    db = ZODB.DB(cluster.open_storage())
-    conn = db.open()
-    conn.root()["m"] = PersistentMapping(v=0)
-    transaction.commit()
+def test_a_transaction_voted_before_truncate_is_not_committed(cluster, mapping):
+    db, conn, oid = mapping
     keep = conn.root()["m"]._p_serial
-    oid = conn.root()["m"]._p_oid
     conn.root()["m"]["v"] = 1
     transaction.commit()
     storage = db.storage
@@ -108,16 +111,10 @@ def test_a_transaction_voted_before_truncate_is_not_committed(cluster):
     conn.root()["m"]["v"] = 5                            # the object is not left locked
     transaction.commit()
     assert _history(storage, oid)[0] > keep
-    conn.close()
-    db.close()
 
 
-def test_truncate_refusals_change_nothing(cluster):
-    db = ZODB.DB(cluster.open_storage())
-    conn = db.open()
-    conn.root()["m"] = PersistentMapping(v=0)
-    transaction.commit()
-    oid = conn.root()["m"]._p_oid
+def test_truncate_refusals_change_nothing(cluster, mapping):
+    db, conn, oid = mapping
     tids = _commit_values(conn.root(), range(1, 4))
     storage = db.storage
     before = _history(storage, oid)
@@ -135,5 +132,3 @@ def test_truncate_refusals_change_nothing(cluster):
         time.sleep(0.2)
     assert "not running" in neoctl(cluster, "truncate", tids[1].hex(), status=1)
     assert _history(storage, oid)[0] == tids[-1]
-    conn.close()
-    db.close()

@@ -806,6 +806,14 @@ class NeoStorage(ConflictResolvingStorage):
         txn.voted.discard(nid)
         self._link.suspect(nid)
 
+    def _left_out(self, txn: _Txn | None, nid: int, exc: Exception) -> bool:
+        """Whether the failed call of ``nid`` leaves it out of ``txn`` (it did not
+        answer, during a transaction) rather than failing the caller."""
+        if txn is None or not isinstance(exc, ClusterUnavailable):
+            return False
+        self._node_failed(txn, nid, exc)
+        return True
+
     def _require_copies(self, txn: _Txn) -> None:
         """Every partition the transaction writes (its objects' and its metadata's)
         has a node that voted it; otherwise it cannot be committed."""
@@ -909,9 +917,8 @@ class NeoStorage(ConflictResolvingStorage):
                 return {nid: wire.call(getattr(self._link.storage(nid), method), req,
                                        self.rpc_timeout_s, f"{method} on S{nid}")}
             except ClusterUnavailable as exc:
-                if txn is None:
+                if not self._left_out(txn, nid, exc):
                     raise
-                self._node_failed(txn, nid, exc)
                 return {}
         futs = {nid: getattr(self._link.storage(nid), method).future(req, timeout=self.rpc_timeout_s)
                 for nid, req in requests.items()}
@@ -921,9 +928,7 @@ class NeoStorage(ConflictResolvingStorage):
                 out[nid] = fut.result()
             except grpc.RpcError as err:
                 exc = wire.to_exception(err, f"{method} on S{nid}")
-                if txn is not None and isinstance(exc, ClusterUnavailable):
-                    self._node_failed(txn, nid, exc)
-                else:
+                if not self._left_out(txn, nid, exc):
                     error = error or exc
         if error is not None:
             raise error
