@@ -43,7 +43,7 @@ log = logging.getLogger("neoarray.master")
 LIMIT_FLAGS = ("message_bytes_max", "transactions_per_client_max", "oids_per_request_max",
                "objects_per_transaction_max", "events_per_client_max", "finished_remembered_max",
                "nodes_max", "rpc_workers_max", "rpcs_pending_max",
-               "subscribers_max")
+               "subscribers_max", "pending_timeout_s", "dead_remembered_max")
 # calls that last, on threads of their own (``wire.make_server``): a client's event
 # stream, and a standby's long poll
 SUBSCRIBE = f"/{mpb.DESCRIPTOR.services_by_name['Master'].full_name}/Subscribe"
@@ -77,7 +77,10 @@ def parse_args(argv=None):
         "nodes_max": "nodes (clients, storages, admin connections) known at once; more are refused",
         "rpc_workers_max": "threads serving requests (a request's message is read by its thread)",
         "rpcs_pending_max": "calls open at once, event streams aside; more are refused",
-        "subscribers_max": "clients holding an event stream, each on a thread of its own; more are refused"})
+        "subscribers_max": "clients holding an event stream, each on a thread of its own; more are refused",
+        "pending_timeout_s": "a transaction stored or voted this long by a client that neither finishes "
+                             "nor aborts it is aborted (its locks end)",
+        "dead_remembered_max": "aborted transactions remembered, so that their Finish is refused"})
     p.add_argument("--address-file", help="write the bound address to this file once listening")
     p.add_argument("--metrics-bind", type=bind_arg,
                    help="host:port to serve Prometheus metrics on, at /metrics (port 0: any free port; "

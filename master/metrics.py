@@ -59,7 +59,7 @@ class MasterCollector(Collector):
                     "rows": [dict(row) for row in m.pt.rows],
                     "partitions": m.partitions, "replicas": m.pt.replicas, "ptid": m.pt.ptid,
                     "commits": m.commits_finished, "last_tid": m.last_committed,
-                    "last_oid": m.ids.last_oid, "open": len(m.txns), "finishing": len(m.commit_queue),
+                    "last_oid": m.ids.last_oid, "open": len(m.commits.begun), "finishing": len(m.commits.queue),
                     "subscribers": len(m.subscribers)}
 
     def collect(self):

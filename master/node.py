@@ -24,7 +24,8 @@ from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
 
-from .core import READABLE, IdAllocator, PartitionTable
+from .commit import COMPLETE, CommitCore, Txn, owner_of, written
+from .core import IdAllocator, PartitionTable
 from .fencing import EpochStub
 from .rates import ReplicationRates
 from .replication import CatchUp
@@ -35,7 +36,7 @@ from .truncate import Truncation
 log = logging.getLogger("neoarray.master")
 
 NAME_CHARS_MAX = 4096        # address, host and data path of a node
-CLIENT_TTID_LIMIT = 1 << 56   # client-made ttids (node id << 32 | counter) stay below real tids
+PENDING_REPORTS_MAX = 10_000  # transactions one heartbeat may report (storage_node: 1,000)
 
 RECOVERING, VERIFYING, RUNNING, STOPPING = "RECOVERING", "VERIFYING", "RUNNING", "STOPPING"
 CLUSTER_PB = {RECOVERING: cpb.RECOVERING, VERIFYING: cpb.VERIFYING,
@@ -58,6 +59,10 @@ class Limits:
     transactions_per_client_max: int = 64
     oids_per_request_max: int = 100_000
     finished_remembered_max: int = 100_000
+    # a stored or voted transaction whose client stays connected but neither finishes
+    # nor aborts it is aborted after this long (master/commit.py, rule 4)
+    pending_timeout_s: float = 300.0
+    dead_remembered_max: int = 100_000               # ttids decided not committed
     # cleanup orders to a storage (settle after it returns, drop a departed client's
     # transactions) are retried with doubling delays while the node stays RUNNING
     cleanup_attempts_max: int = 12
@@ -91,20 +96,6 @@ class NodeInfo:
     def set_state(self, state: str) -> None:
         if state != self.state:
             self.state, self.since = state, time.time()
-
-
-@dataclass
-class Txn:
-    ttid: bytes
-    node: int
-    tid: bytes | None = None          # chosen at Begin for restore, else at Finish
-    oids: list = field(default_factory=list)
-    storages: list = field(default_factory=list)
-    locked: bool = False
-    locked_on: set = field(default_factory=set)   # storages that locked it durably
-    view_ptid: int = 0                            # the client's ptid when it began (0: unknown)
-    done: threading.Event = field(default_factory=threading.Event)
-    error: Exception | None = None
 
 
 def _refused(exc: Exception) -> bool:
@@ -146,11 +137,9 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         self.started_at = time.monotonic()
         self.last_committed = Z64                 # newest tid acknowledged (published)
         self.commits_finished = 0                 # acknowledged since start (metrics)
-        self.txns: dict[bytes, Txn] = {}          # begun, not finished
-        self.commit_queue: list[Txn] = []         # finishing, in tid order
-        self.finished: dict[bytes, bytes] = {}    # ttid -> tid, bounded memory
-        self.reported: set[int] = set()           # storages that told this master what they hold
-        self.pending_votes: dict[bytes, set] = {} # voted under an earlier master, undecided yet
+        # transactions being committed and the decisions about them (master/commit.py)
+        self.commits = CommitCore(self.first_node_id, self.limits.pending_timeout_s,
+                                  self.limits.finished_remembered_max, self.limits.dead_remembered_max)
         self.catchup = CatchUp()                  # OUT_OF_DATE cells: what they must copy
         self.subscribers: dict[int, queue.Queue] = {}
         self.channels: dict[int, tuple] = {}
@@ -170,6 +159,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             raise RequestRefused(f"this master's data belongs to cluster {name!r}, not {self.cluster!r}")
         self.partitions = st.get("partitions")
         self.epoch = st.get("epoch", 1)           # master generation (master/standby.py)
+        self.first_node_id = st.get("next_node_id", 1)    # lower ids: sessions of earlier masters
         doc = st.get("pt")
         self.pt = PartitionTable.from_doc(doc) if doc else PartitionTable(self.partitions, st.get("replicas"))
         self.added_members: set[int] = set(st.get("members", []))   # added, maybe without cells
@@ -413,46 +403,58 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         return False
 
     def _reconcile(self, infos: dict) -> None:
-        """Finish transactions some node locked; drop those only voted, once it is safe.
-
-        A transaction locked on one node was decided: every node that only voted it locks
-        it too.  A transaction only voted may still have been locked on a node that has
-        not reported yet, so it is dropped only when every node of the partition table
-        has reported since this master started (until then it stays voted, its locks
-        held).  Locked-transaction records are forgotten (Unlock) at the same point.
-        """
+        """Settle what storage nodes hold (their ``RecoveryInfo`` replies, by node),
+        by the rules of ``master/commit.py``: a transaction some node locked was
+        committed, and every node that only voted it locks it too; a transaction being
+        finished learns which of its voters hold it; the vote of a dead transaction is
+        aborted; a vote whose client may still finish it stays.  Locked-transaction
+        records are forgotten (Unlock) once every node of the table has reported."""
+        core = self.commits
         with self.lock:
-            inflight = {t.ttid for t in self.commit_queue} | set(self.txns)
             for nid, info in infos.items():
-                self.reported.add(nid)
+                core.reported.add(nid)
                 for lt in info.locked:
-                    self._remember(lt.ttid, lt.tid)
-                    self.last_committed = max(self.last_committed, lt.tid)
+                    if core.finishing(lt.ttid) is None:
+                        core.remember(lt.ttid, lt.tid)          # committed by an earlier master
+                        self.last_committed = max(self.last_committed, lt.tid)
+            everyone = core.everyone_reported(self.pt)
+            locks, aborts = [], []                              # (node, ttid, tid)
+            for nid, info in infos.items():
+                locked = {lt.ttid for lt in info.locked}
+                for txn in core.queue:
+                    if txn.lock_answered and nid in txn.storages and txn.ttid not in info.voted_ttids:
+                        core.node_reported(txn, nid, txn.ttid in locked)
                 for ttid in info.voted_ttids:
-                    if ttid not in inflight:
-                        self.pending_votes.setdefault(ttid, set()).add(nid)
-            locks = [(ttid, self.finished[ttid], nids) for ttid, nids in self.pending_votes.items()
-                     if ttid in self.finished]
-            everyone = self.pt.nodes() <= self.reported
-            aborts = [(ttid, nids) for ttid, nids in self.pending_votes.items()
-                      if ttid not in self.finished] if everyone else []
-            unlock = [lt.ttid for info in infos.values() for lt in info.locked]
-        for ttid, tid, nids in locks:
-            for nid in nids:
-                wire.call(self.storage_stub(nid).Lock, spb.LockRequest(ttid=ttid, tid=tid), self.limits.rpc_timeout_s)
-        for ttid, nids in aborts:
-            for nid in nids:
-                wire.call(self.storage_stub(nid).AbortTransaction,
-                          spb.AbortTransactionRequest(ttid=ttid), self.limits.rpc_timeout_s)
+                    txn = core.finishing(ttid)
+                    if txn is not None:
+                        if not txn.lock_answered:
+                            continue                            # its Lock orders are on their way
+                        if txn.decided:
+                            locks.append((nid, ttid, txn.tid))
+                        else:
+                            core.node_reported(txn, nid, locked=False)
+                        continue
+                    owner = owner_of(ttid)
+                    verdict = core.verdict(ttid, owner, True, 0.0, self.live_session(owner), everyone)
+                    if verdict is not None:
+                        (locks if verdict[1] else aborts).append((nid, ttid, verdict[1]))
+        for nid, ttid, tid in locks:
+            wire.call(self.storage_stub(nid).Lock, spb.LockRequest(ttid=ttid, tid=tid), self.limits.rpc_timeout_s)
+            with self.lock:
+                txn = core.finishing(ttid)
+                if txn is not None:
+                    core.node_reported(txn, nid, locked=True)
+        for nid, ttid, _ in aborts:
+            wire.call(self.storage_stub(nid).AbortTransaction,
+                      spb.AbortTransactionRequest(ttid=ttid), self.limits.rpc_timeout_s)
         with self.lock:
-            for ttid, _, _ in locks:
-                self.pending_votes.pop(ttid, None)
-            for ttid, _ in aborts:
-                self.pending_votes.pop(ttid, None)
-            if everyone:
-                unlock += [ttid for ttid, _, _ in locks]
+            if everyone:        # committed by an earlier master: locked records may go
+                done = {lt.ttid for info in infos.values() for lt in info.locked}
+                done.update(ttid for _, ttid, _ in locks)
+                done = [t for t in done if core.finishing(t) is None]
                 for nid in self.running_storages():
-                    self.to_unlock.setdefault(nid, []).extend(unlock)
+                    self.to_unlock.setdefault(nid, []).extend(done)
+            self._settle_queue()
 
     def set_cluster_state(self, state: str) -> str:
         if state == RUNNING:
@@ -499,11 +501,17 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         if info is not None and info.read_only:
             raise ReadOnlyError(f"client C{node} identified as read-only: {what} refused")
 
+    def live_session(self, node: int) -> bool:
+        """``node`` is a client of this master whose event stream is open (its session
+        lasts while the stream does: ``master/commit.py``)."""
+        info = self.nodes.get(node)
+        return info is not None and info.type == "CLIENT" and node in self.subscribers
+
     def begin(self, node: int, tid: bytes) -> bytes:
         with self.lock:
             self.require_running()
             self.require_writer(node, "Begin")
-            mine = sum(1 for t in self.txns.values() if t.node == node)
+            mine = sum(1 for t in self.commits.begun.values() if t.node == node)
             if mine >= self.limits.transactions_per_client_max:
                 raise LimitExceeded(f"client C{node} has {mine} open transactions, "
                                      f"transactions_per_client_max={self.limits.transactions_per_client_max}")
@@ -511,78 +519,81 @@ class Master(TableAdmin, Truncation, ReplicationRates):
                 ttid = self.ids.take_tid(checked_id(tid, "tid"))
             else:
                 ttid = self.ids.new_tid()
-            self.txns[ttid] = Txn(ttid, node, tid=tid or None)
+            self.commits.begun[ttid] = Txn(ttid, node, tid=tid or None)
             return ttid
-
-    @staticmethod
-    def owner_of(ttid: bytes) -> int:
-        """The client node a client-made ttid belongs to (0 for a restore tid)."""
-        value = u64(ttid)
-        return value >> 32 if value < CLIENT_TTID_LIMIT else 0
 
     def abort(self, node: int, ttid: bytes, storages) -> None:
         with self.lock:
-            txn = self.txns.get(ttid)
-            if txn is not None and txn.node == node:
-                del self.txns[ttid]
-            elif self.owner_of(ttid) != node:
-                raise RequestRefused(f"transaction 0x{ttid.hex()} is not client C{node}'s")
-            finishing = any(t.ttid == ttid for t in self.commit_queue) or ttid in self.finished
-            targets = set(storages) & set(self.nodes)
-        if finishing:
-            raise RequestRefused(f"transaction 0x{ttid.hex()} is being finished: too late to abort")
+            self.commits.check_abort(node, ttid, self.live_session)
+            targets = set(storages) & self._storage_ids()
         self._abort_on(ttid, targets)
+
+    def _storage_ids(self) -> set[int]:
+        return {n.node_id for n in self.nodes.values() if n.type == "STORAGE"}
 
     def _abort_on(self, ttid: bytes, storages) -> None:
         for nid in storages:
             try:
                 wire.call(self.storage_stub(nid).AbortTransaction,
                           spb.AbortTransactionRequest(ttid=ttid), self.limits.rpc_timeout_s)
-            except Exception as exc:
+            except Exception as exc:   # the node's next heartbeat gets the verdict again
                 log.warning("abort of 0x%s on S%d failed: %s", ttid.hex(), nid, exc)
 
     def finish(self, node: int, ttid: bytes, oids, storages, view_ptid: int = 0) -> bytes:
+        """Commit ``ttid`` voted on ``storages``; its tid once complete (the rules of
+        ``master/commit.py``)."""
         if len(oids) > self.limits.objects_per_transaction_max:
             raise LimitExceeded(f"finish of 0x{ttid.hex()} names {len(oids)} objects, "
                                 f"objects_per_transaction_max={self.limits.objects_per_transaction_max}")
         for oid in oids:
             checked_id(oid, "finish: oid")
+        txn = self._queue_finish(node, ttid, oids, storages, view_ptid)
+        self._lock_on_storages(txn)
+        wait_s = self.limits.lock_timeout_s + self.limits.rpc_timeout_s
+        if not txn.done.wait(wait_s):
+            raise ClusterUnavailable(f"finish of 0x{ttid.hex()}: not complete after {wait_s:g} s (a storage node "
+                                     f"holding it did not answer); ask for its outcome again")
+        if txn.error:
+            raise txn.error
+        return txn.tid
+
+    def _queue_finish(self, node: int, ttid: bytes, oids, storages, view_ptid: int) -> Txn:
+        """Checks, the tid, and the place in the commit queue."""
         with self.lock:
             self.require_running()
             self.require_writer(node, "Finish")
-            txn = self.txns.pop(ttid, None)
-            if txn is None and self.owner_of(ttid) == node and ttid not in self.finished:
-                txn = Txn(ttid, node)
-            if txn is None and self.truncation_fences(self.owner_of(ttid)):
+            if ttid not in self.commits.begun and self.truncation_fences(owner_of(ttid)):
                 raise ClusterUnavailable(f"transaction 0x{ttid.hex()} began before the cluster was "
                                          f"truncated (neoctl truncate): it was not committed")
-            if txn is None or txn.node != node:
-                raise RequestRefused(f"finish of unknown transaction 0x{ttid.hex()}")
-            bad = [s for s in storages if s not in self.nodes or self.nodes[s].type != "STORAGE"]
+            bad = [s for s in storages if s not in self._storage_ids()]
             if bad:
                 raise RequestRefused(f"finish names unknown storage nodes {bad}")
+            live = self.live_session(node)
+            if not live and owner_of(ttid) == node:
+                # it can never be finished: its votes go now (and by verdicts if this fails)
+                self.pool.submit(self._abort_on, ttid, sorted(set(storages)))
+            txn = self.commits.accept_finish(node, ttid, live)
             txn.oids, txn.storages = list(oids), sorted(set(storages))
             txn.view_ptid = view_ptid
             txn.tid = txn.tid or self.ids.new_tid(self.partitions, u64(ttid) % self.partitions)
             refusal = self._view_covers(txn)
             if refusal is None:
-                self.commit_queue.append(txn)
-        if refusal is not None:
-            log.warning("finish refused: %s", refusal)
-            self._abort_on(ttid, txn.storages)
-            raise ClusterUnavailable(refusal)
-        self._lock_on_storages(txn)
-        if not txn.done.wait(self.limits.lock_timeout_s + self.limits.rpc_timeout_s):
-            raise ClusterUnavailable(f"finish of 0x{ttid.hex()} timed out")
-        if txn.error:
-            raise txn.error
-        return txn.tid
+                self.commits.queue.append(txn)
+                self._missed(txn, txn.storages)
+                return txn
+            self.commits.mark_dead(ttid)
+        log.warning("finish refused: %s", refusal)
+        self._abort_on(ttid, txn.storages)
+        raise ClusterUnavailable(refusal)
 
     def _lock_on_storages(self, txn: Txn) -> None:
+        """Order every voter to lock ``txn``: a voter that does not answer is lost, one
+        that refuses had no vote of it (it answered, so it is not lost; its cells copy
+        the transaction if it commits)."""
         request = spb.LockRequest(ttid=txn.ttid, tid=txn.tid)
         calls = {nid: (self.storage_stub(nid).Lock.future(request, timeout=self.limits.lock_timeout_s)
                        if len(txn.storages) > 1 else None) for nid in txn.storages}
-        failed = []
+        failed = {}
         for nid, fut in calls.items():
             try:
                 if fut is None:
@@ -590,73 +601,54 @@ class Master(TableAdmin, Truncation, ReplicationRates):
                 else:
                     fut.result()
             except Exception as exc:
-                failed.append((nid, exc))
-        refused = {nid for nid, exc in failed if _refused(exc)}
-        if failed and len(refused) == len(calls):
-            self._never_voted(txn, failed[0][1])
-            return
-        # a node that refused has no vote of the transaction: it answered, so it is not
-        # lost; left out of the voters, its cells the transaction wrote copy it
-        # (``_missed_by_returned``) if the transaction commits
-        for nid, exc in failed:
+                failed[nid] = exc
+        refused = {nid for nid, exc in failed.items() if _refused(exc)}
+        for nid, exc in failed.items():
             if nid not in refused:
-                self.storage_lost(nid, f"lock failed: {exc}")
+                self.storage_lost(nid, f"lock failed: {_details(exc)}")
         with self.lock:
             if refused:
                 log.warning("lock of 0x%s refused by S%s (no vote of it there)", txn.ttid.hex(),
                             ", S".join(map(str, sorted(refused))))
-                txn.storages = [n for n in txn.storages if n not in refused]
-            locked = {nid for nid in calls} - {nid for nid, _ in failed}
-            txn.locked_on = locked
-            if failed and not self._covered(txn, locked):
-                txn.error = ClusterUnavailable(
-                    f"transaction 0x{txn.ttid.hex()} could not be locked on any copy of some partition "
-                    f"({failed[0][1]}); it will complete when the nodes return")
-            txn.locked = True
-            self._publish()
+            # a node without a cell of what it writes holds nothing of it that counts
+            holders = {n for p in written(txn, self.partitions) for n in self.pt.rows[p]}
+            lost = set(failed) - refused
+            self.commits.lock_answers(txn, set(calls) - set(failed), refused | (lost - holders), lost & holders)
+            if refused and txn.decided:
+                self._missed(txn, [n for n in txn.storages if n not in refused])
+            self._settle_queue()
 
-    def _never_voted(self, txn: Txn, exc: Exception) -> None:
-        """Every storage named by a finish refused to lock it (no vote of it): nothing
-        is committed anywhere, the client is refused and no storage is lost."""
-        with self.lock:
-            txn.error = RequestRefused(f"finish of 0x{txn.ttid.hex()}: no storage node among "
-                                       f"{txn.storages} has a vote of it ({_details(exc)})")
-            txn.locked = True
-            self._publish()
+    def _missed(self, txn: Txn, voters) -> None:
+        """Cells that may miss ``txn`` copy it (``master/replication.py``): those of
+        nodes that returned after the client's view, and the readable ones of running
+        nodes that did not vote it.  Done before the Lock orders, so the last readable
+        copies of what it writes are its voters; the new table is sent before its
+        invalidation."""
+        if self.catchup.committed(self.pt, self.running_storages(), txn.tid, txn.view_ptid,
+                                  lambda: written(txn, self.partitions), voters):
+            self._persist_pt()
+            log.info("transaction 0x%s may be missed by some cells: they copy it (ptid %d)",
+                     txn.tid.hex(), self.pt.ptid)
+            self.broadcast_cluster()
 
-    def _covered(self, txn: Txn, locked: set[int]) -> bool:
-        return all(any(n in locked for n, s in self.pt.rows[p].items() if s in READABLE)
-                   for p in self._written(txn))
-
-    def _publish(self) -> None:
-        """Acknowledge locked transactions strictly in TID order."""
-        while self.commit_queue and self.commit_queue[0].locked:
-            txn = self.commit_queue.pop(0)
-            if txn.error is None or txn.locked_on:
-                # decided: some node holds it durably (recovery finishes it elsewhere)
-                self._remember(txn.ttid, txn.tid)
-            if txn.error is None:
-                self.last_committed = txn.tid
-                self.commits_finished += 1
-                self._missed_by_returned(txn)
+    def _settle_queue(self) -> None:
+        """Acknowledge, in tid order, the transactions whose outcome is known (under
+        ``self.lock``): publish the complete ones; abort the votes of the others."""
+        for txn in self.commits.settle(self.pt, self.partitions, self.running_storages()):
+            if txn.outcome == COMPLETE or txn.decided:      # decided but not complete: torn
+                self.last_committed = max(self.last_committed, txn.tid)
                 event = self._invalidation(txn)
                 for q in list(self.subscribers.values()):
                     self._push(q, event)
-                for nid in txn.storages:
+            if txn.outcome == COMPLETE:
+                self.commits_finished += 1
+                for nid in txn.locked_on:
                     self.to_unlock.setdefault(nid, []).append(txn.ttid)
+            else:
+                log.error("transaction 0x%s: %s", txn.ttid.hex(), txn.error)
+                if not txn.decided:
+                    self.pool.submit(self._abort_on, txn.ttid, txn.storages)
             txn.done.set()
-
-    def _missed_by_returned(self, txn: Txn) -> None:
-        """Cells that may have missed ``txn`` copy it too: those of nodes that returned
-        after the client's view, and those of running nodes that did not vote it
-        (``master/replication.py``); the new partition table is sent before the
-        transaction's invalidation."""
-        if self.catchup.committed(self.pt, self.running_storages(), txn.tid, txn.view_ptid,
-                                  lambda: self._written(txn), txn.storages):
-            self._persist_pt()
-            log.info("transaction 0x%s may have missed returned nodes: their cells copy it (ptid %d)",
-                     txn.tid.hex(), self.pt.ptid)
-            self.broadcast_cluster()
 
     def replication_report(self, nid: int, done) -> list[mpb.ReplicaTask]:
         """A heartbeat's catch-up report: cells copied up to their tid become
@@ -684,11 +676,6 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             self.broadcast_cluster()
         return tasks
 
-    def _remember(self, ttid: bytes, tid: bytes) -> None:
-        self.finished[ttid] = tid
-        while len(self.finished) > self.limits.finished_remembered_max:
-            self.finished.pop(next(iter(self.finished)))
-
     @staticmethod
     def _invalidation(txn: Txn):
         return mpb.Event(invalidation=mpb.Invalidation(tid=txn.tid, ttid=txn.ttid, oids=txn.oids))
@@ -699,10 +686,38 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         if self.on_step_down is not None:
             self.on_step_down(why)
 
-    def final_tid(self, ttid: bytes) -> bytes:
+    def final_status(self, ttid: bytes):
+        """``(tid, None)`` committed; ``(None, True)`` not committed; ``(None, False)``
+        not known yet (``CommitCore.final_status``)."""
         with self.lock:
             self.require_running()      # before verification, a locked ttid may be unknown yet
-            return self.finished.get(ttid, b"")
+            owner = owner_of(ttid)
+            return self.commits.final_status(ttid, self.live_session(owner),
+                                             self.commits.everyone_reported(self.pt))
+
+    def pending_verdicts(self, nid: int, pending) -> list[mpb.PendingVerdict]:
+        """A heartbeat's report of transactions ``nid`` holds (stored or voted): the
+        verdicts of ``CommitCore.verdict`` for those that must end (abort, or lock
+        as TID); none before the node reported what it holds (``_reconcile``)."""
+        if len(pending) > PENDING_REPORTS_MAX:
+            raise LimitExceeded(f"{len(pending)} pending transactions reported, at most {PENDING_REPORTS_MAX}")
+        for p in pending:
+            checked_id(p.ttid, "pending ttid")
+        out = []
+        with self.lock:
+            core = self.commits
+            if nid not in core.reported or self.cluster_state != RUNNING:
+                return out
+            everyone = core.everyone_reported(self.pt)
+            for p in pending:
+                owner = p.node_id or owner_of(p.ttid)
+                verdict = core.verdict(p.ttid, owner, p.voted, p.age_s, self.live_session(owner), everyone)
+                if verdict is not None:
+                    out.append(mpb.PendingVerdict(ttid=p.ttid, lock_tid=verdict[1] or b""))
+        for v in out:
+            log.info("S%d: %s of 0x%s held by a dead transaction", nid,
+                     "lock" if v.lock_tid else "abort", v.ttid.hex())
+        return out
 
     def unlocker(self) -> None:
         """Send batched Unlock orders (storages forget locked-transaction records)."""
@@ -744,9 +759,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             in_view = node is not None and node.type in VIEW_NODE_TYPES
             if node is not None and node.type != "STORAGE":
                 del self.nodes[nid]
-            for ttid in [t.ttid for t in self.txns.values() if t.node == nid]:
-                del self.txns[ttid]
-            keep = [t.ttid for t in self.commit_queue if t.node == nid]
+            keep = self.commits.session_ended(nid)
             storages = self.running_storages()
         request = spb.AbortNodeRequest(node_id=nid, keep_ttids=keep)
         for sid in storages:

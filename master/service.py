@@ -58,7 +58,9 @@ class MasterServicer(rpc.MasterServicer):
         return cpb.Empty()
 
     def FinalTid(self, request, context):
-        return pb.FinalTidReply(tid=self.m.final_tid(checked_id(request.ttid, "ttid")))
+        tid, not_committed = self.m.final_status(checked_id(request.ttid, "ttid"))
+        status = pb.COMMITTED if tid else pb.NOT_COMMITTED if not_committed else pb.FINAL_UNKNOWN
+        return pb.FinalTidReply(tid=tid or b"", status=status)
 
     def LastIds(self, request, context):
         return self._last_ids()
@@ -72,7 +74,9 @@ class MasterServicer(rpc.MasterServicer):
         if not self.m.heartbeat(request.node_id):
             context.abort(__import__("grpc").StatusCode.NOT_FOUND, f"node {request.node_id} must identify again")
         tasks = self.m.replication_report(request.node_id, request.replicated)
-        reply = pb.HeartbeatReply(state=CLUSTER_PB[self.m.cluster_state], ptid=self.m.pt.ptid, replicate=tasks)
+        verdicts = self.m.pending_verdicts(request.node_id, request.pending)
+        reply = pb.HeartbeatReply(state=CLUSTER_PB[self.m.cluster_state], ptid=self.m.pt.ptid, replicate=tasks,
+                                  verdicts=verdicts)
         rate = self.m.replication_rate(request.node_id)
         if rate is not None:
             reply.replication_bytes_per_s = rate

@@ -12,9 +12,10 @@ long poll: it answers with the whole state document when it is newer than what t
 follower holds, else when the state changes (or after ``wait_ms``).  Nothing queues:
 one pending document, the latest, per follower.  Each request acknowledges the
 version the follower persisted; when the primary persists a new OID/TID reservation
-it waits (at most ``ack_timeout_s``) until its live followers acknowledged it before
-handing out ids above the old one, so a standby's copy covers every id the primary
-handed out.  A follower that does not acknowledge in time is no longer waited for
+or partition table it waits (at most ``ack_timeout_s``) until its live followers
+acknowledged it before handing out ids above the old one or acting on the table, so
+a standby's copy covers every id the primary handed out and every cell it marked
+OUT_OF_DATE.  A follower that does not acknowledge in time is no longer waited for
 (and the standby raises the reservations by one more reserve block when it takes
 over, against that window).
 
@@ -56,6 +57,7 @@ from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import standby_pb2 as pb
 from neoarray.proto import standby_pb2_grpc as rpc
 
+from .commit import NODE_ID_RESERVE
 from .core import OID_RESERVE, TID_RESERVE
 from .state import MasterState
 
@@ -64,7 +66,10 @@ log = logging.getLogger("neoarray.master.standby")
 RUN = secrets.token_hex(8)          # this process's run token (a restart changes it)
 WAIT_MS_MAX = 10_000                # longest a FollowState call is held
 FOLLOW_WAIT_MS = 1_000              # what followers ask for
-ID_KEYS = frozenset({"oid_reserved", "tid_reserved"})
+# written state a standby must hold before the primary acts on it: id reservations
+# (never hand out an id twice) and the partition table (a cell marked OUT_OF_DATE
+# because it missed a commit must not be readable again after a take-over)
+ACKED_KEYS = frozenset({"oid_reserved", "tid_reserved", "pt"})
 REFUSED_PREFIXES = ("/neoarray.v1.Master/", "/neoarray.v1.Admin/")
 
 
@@ -174,12 +179,13 @@ class StatePublisher(rpc.StandbyServicer):
 
     def _changed(self, names) -> None:
         """Called after every write of the state: wake followers; a new id reservation
-        is not used before live followers hold it (bounded by ``ack_timeout_s``)."""
+        or partition table is not used before live followers hold it (bounded by
+        ``ack_timeout_s``)."""
         with self.cond:
             self.version += 1
             version = self.version
             self.cond.notify_all()
-        if ID_KEYS & set(names):
+        if ACKED_KEYS & set(names):
             self._wait_acked(version)
 
     def _wait_acked(self, version: int) -> None:
@@ -193,7 +199,7 @@ class StatePublisher(rpc.StandbyServicer):
                     return
                 if left <= 0:
                     for address in late:
-                        log.warning("standby master %s did not acknowledge the id reservation "
+                        log.warning("standby master %s did not acknowledge the state "
                                     "within %.1f s: no longer waited for", address, self.ack_timeout_s)
                         self._drop(address)
                     return
@@ -366,11 +372,16 @@ class StandbyFollower:
 
     def take_over(self) -> int:
         """Bump the epoch and raise the id reservations in the copy; close it.
-        Returns the new epoch (``Master`` then opens the directory)."""
+        Node ids skip ``NODE_ID_RESERVE``: the copy may lag the primary's counter, and
+        a session id handed out twice would let a client finish another's transaction
+        (``master/commit.py``).  Returns the new epoch (``Master`` then opens the
+        directory)."""
         epoch = max(self.epoch(), 1) + 1
         oid_reserved = self.state.get("oid_reserved", 0) + OID_RESERVE
         tid_reserved = p64(u64(self.state.get("tid_reserved", bytes(8))) + TID_RESERVE)
-        self.state.put(epoch=epoch, oid_reserved=oid_reserved, tid_reserved=tid_reserved)
+        next_node_id = self.state.get("next_node_id", 1) + NODE_ID_RESERVE
+        self.state.put(epoch=epoch, oid_reserved=oid_reserved, tid_reserved=tid_reserved,
+                       next_node_id=next_node_id)
         self.state.close()
         log.warning("the primary master %s has been unreachable for %.1f s: taking over with epoch %d",
                     self.peers, time.monotonic() - self.last_contact, epoch)

@@ -18,10 +18,10 @@ import time
 
 from neoarray import wire
 from neoarray.errors import ClusterUnavailable, NeoError, RequestRefused
-from neoarray.ids import u64
 from neoarray.proto import common_pb2 as cpb
 
 from . import tweak as planner
+from .commit import written
 from .core import OUT_OF_DATE, READABLE
 
 log = logging.getLogger("neoarray.master")
@@ -135,11 +135,10 @@ class TableAdmin:
 
     def _older_views_touch(self, p: int) -> bool:
         """Some transaction being finished has a view older than the table and writes ``p``."""
-        return any(t.view_ptid < self.pt.ptid and p in self._written(t) for t in self.commit_queue)
+        return any(t.view_ptid < self.pt.ptid and p in self._written(t) for t in self.commits.queue)
 
     def _written(self, txn) -> set[int]:
-        """Partitions ``txn`` writes: its objects' and its metadata's (the tid's)."""
-        return {u64(o) % self.partitions for o in txn.oids} | {u64(txn.tid) % self.partitions}
+        return written(txn, self.partitions)
 
     def _view_covers(self, txn) -> str | None:
         """Why ``txn`` cannot be finished safely (None: it can).  Every partition it

@@ -55,7 +55,7 @@ class Truncation:
                 self._truncate_call(nid, tid, until, check_only=True)
             changed = True
             with self.lock:
-                self.txns.clear()
+                self.commits.begun.clear()
                 self.client_fence = self.state_db.get("next_node_id", 1)
                 self.truncate_pending = {"tid": tid, "until": until, "nodes": sorted(nodes)}
                 self.state_db.put(client_fence=self.client_fence, truncate_pending=self.truncate_pending)
@@ -91,7 +91,7 @@ class Truncation:
         deadline = time.monotonic() + self.truncate_wait_s
         while True:
             with self.lock:
-                if not self.commit_queue:
+                if not self.commits.queue:
                     return self.last_committed
             if time.monotonic() > deadline:
                 raise ClusterUnavailable(f"truncate: transactions still finishing after "

@@ -39,3 +39,14 @@ class StorageFull(NeoError, POSException.StorageError):
 class AccessDenied(NeoError):
     """The peer's credential (certificate role or admin token) does not allow the call;
     the message names the method and the role it needs."""
+
+
+class NotCommitted(NeoError, POSException.StorageError):
+    """``tpc_finish`` failed and the transaction was not committed, and never will be
+    (the master refused it, or decided it dead): retry it from the start."""
+
+
+class OutcomeUnknown(NeoError, POSException.StorageError):
+    """``tpc_finish`` ended without learning whether the transaction committed (the
+    master was lost and had not decided yet).  The master decides it alone; a read of
+    what it wrote tells.  See the README's "Durability" section."""

@@ -417,6 +417,10 @@ def call(method, request, timeout_s: float, what: str = ""):
         return method(request, timeout=timeout_s)
     except grpc.RpcError as err:
         raise to_exception(err, what) from None
+    except ValueError as err:   # a channel closed by another thread (a switch of master)
+        if "closed channel" not in str(err):
+            raise
+        raise ClusterUnavailable(f"{what}: the channel was closed meanwhile ({err}); retry") from None
 
 
 def retry(fn, attempts_max: int, delay_s: float, retry_on=(ClusterUnavailable,)):

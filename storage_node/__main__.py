@@ -21,7 +21,7 @@ LIMIT_FLAGS = ("message_bytes_max", "objects_per_store_max", "objects_per_transa
                "loads_per_batch_max", "transactions_per_batch_max", "oids_per_batch_max",
                "reduce_oids_per_batch_max", "check_records_per_batch_max", "check_bytes_per_batch_max",
                "repair_records_per_batch_max", "space_reserve_bytes", "rpc_workers_max",
-               "rpcs_pending_max")
+               "rpcs_pending_max", "pending_report_age_s", "pending_reports_max")
 LIMIT_MINIMUMS = {"space_reserve_bytes": 0}
 
 
@@ -52,7 +52,10 @@ def parse_args(argv=None):
         "space_reserve_bytes": "space kept free for locks and aborts: stores, votes and "
                                "catch-up are refused (storage full) before they would use it",
         "rpc_workers_max": "threads serving requests (a request's message is read by its thread)",
-        "rpcs_pending_max": "calls open at once; more are refused"})
+        "rpcs_pending_max": "calls open at once; more are refused",
+        "pending_report_age_s": "transactions held this long are reported to the master, which says "
+                                "which are dead (their locks end)",
+        "pending_reports_max": "transactions reported in one heartbeat, the oldest first"})
     p.add_argument("--address-file", help="write the bound address to this file once listening")
     p.add_argument("--metrics-bind", type=bind_arg,
                    help="host:port to serve Prometheus metrics on, at /metrics (port 0: any free port; "

@@ -97,6 +97,21 @@ def list_objects(backend, partition: int, after: bytes | None, max_tid: bytes | 
     return out, None
 
 
+def lookup_objects(backend, partition: int, keys: list[bytes]) -> list[CheckedRecord]:
+    """The revisions among ``keys`` (oid + tid, of ``partition``) that this node holds,
+    data not read (``data_ok`` True): whether a transaction's objects are all there."""
+    pk = _P.pack(partition)
+    out = []
+    with backend.kv.read(buffers=True) as txn:
+        for key in keys:
+            value = txn.get("obj", pk + key)
+            if value is None:
+                continue
+            flags, crc = _REC.unpack_from(value) if len(value) >= _REC.size else (0, 0)
+            out.append(CheckedRecord(key[:8], key[8:16], crc, True, bool(flags & DELETED)))
+    return out
+
+
 def _checked_object(txn, key: bytes, value) -> CheckedRecord:
     oid, tid = key[4:12], key[12:20]
     try:

@@ -32,6 +32,7 @@ client can hold).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -77,6 +78,7 @@ class TransactionManager:
         self.owners: dict[bytes, int] = {}        # ttid -> client node id
         self.sizes: dict[bytes, int] = {}         # ttid -> bytes stored
         self.counts: dict[bytes, int] = {}        # ttid -> records stored
+        self.since: dict[bytes, float] = {}       # ttid -> monotonic time it was first held
         # partitions of OUT_OF_DATE cells (set by the node): revisions may be missing
         # here, so an older last serial is no conflict (the readable copies check)
         self.catching_up: set[int] = set()
@@ -91,10 +93,12 @@ class TransactionManager:
         for ttid in self.backend.pending_ttids() - set(voted):
             self.backend.abort(ttid)
         self.backend.keep_reservations()
+        now = time.monotonic()
         for ttid, doc in voted.items():
             oids = set(doc["oids"])
             self.held[ttid] = oids
             self.owners[ttid] = doc["node"]
+            self.since[ttid] = now
             for oid in oids:
                 self.locks[oid] = ttid
 
@@ -113,6 +117,7 @@ class TransactionManager:
             self.sizes[ttid] = self.sizes.get(ttid, 0) + size
             self.counts[ttid] = self.counts.get(ttid, 0) + len(records)
             self.owners[ttid] = node
+            self.since.setdefault(ttid, time.monotonic())
         try:
             with self.write_mutex:
                 self.backend.store_voted(ttid, records)
@@ -167,6 +172,7 @@ class TransactionManager:
                 self.locks[oid] = ttid
             self.held[ttid] = wanted
             self.owners[ttid] = node
+            self.since.setdefault(ttid, time.monotonic())
         conflicts = [] if restore else self._conflicts(stored, checks)
         if conflicts:
             self._release(ttid)
@@ -221,6 +227,17 @@ class TransactionManager:
             self.sizes.pop(ttid, None)
             self.counts.pop(ttid, None)
             self.owners.pop(ttid, None)
+            self.since.pop(ttid, None)
+
+    def pending(self, age_min_s: float, count_max: int) -> list[tuple[bytes, int, bool, float]]:
+        """Transactions held (stored, or voted) for at least ``age_min_s``, the oldest
+        first, at most ``count_max``: ``[(ttid, client node, voted, age_s)]``.  The
+        node reports them to the master, which alone decides when one is dead
+        (``master/commit.py``)."""
+        now = time.monotonic()
+        with self.mutex:
+            old = sorted(((t, s) for t, s in self.since.items() if now - s >= age_min_s), key=lambda i: i[1])
+            return [(t, self.owners.get(t, 0), t in self.held, now - s) for t, s in old[:count_max]]
 
     def abort_node(self, node: int, keep=frozenset()) -> list[bytes]:
         """Abort every unlocked transaction of a client that went away, but ``keep``."""
@@ -257,6 +274,7 @@ class TransactionManager:
             self.locks.clear()
             self.held.clear()
             self.owners.clear()
+            self.since.clear()
             self.sizes.clear()
             self.counts.clear()
             result = self.backend.truncate(tid, until)

@@ -46,6 +46,10 @@ class Limits:
     # replication are refused with StorageFull before they would use it
     space_reserve_bytes: int = 64 << 20
     heartbeat_interval_s: float = 1.0
+    # transactions held (stored or voted) this long are reported in heartbeats, at
+    # most this many at once: the master answers which are dead (master/commit.py)
+    pending_report_age_s: float = 5.0
+    pending_reports_max: int = 1_000
     vote_sync: bool = True
     rpc_timeout_s: float = 30.0
     # replica check and repair (neoctl check): keys scanned / data bytes verified per
@@ -199,6 +203,7 @@ class StorageNode:
         """Identify, then send heartbeats; identify again whenever the master forgets us
         (to the next master of the list when this one does not answer as primary)."""
         channel, stub = self._next_master(None)
+        lim = self.limits
         identified = False
         unheard = None                  # the last reason the master could not be reached
         while not self.stopped.is_set():
@@ -207,8 +212,11 @@ class StorageNode:
                     self._identify(stub)
                     identified = True
                 done = [mpb.ReplicaDone(partition=p, tid=tid) for p, tid in self.replicator.reports()]
-                reply = wire.call(stub.Heartbeat, mpb.HeartbeatRequest(node_id=self.node_id, replicated=done),
-                                  self.limits.rpc_timeout_s)
+                pending = [mpb.PendingTransaction(ttid=t, node_id=n, voted=v, age_s=a) for t, n, v, a in
+                           self.manager.pending(lim.pending_report_age_s, lim.pending_reports_max)]
+                reply = wire.call(stub.Heartbeat, mpb.HeartbeatRequest(
+                    node_id=self.node_id, replicated=done, pending=pending), lim.rpc_timeout_s)
+                self._carry_out(reply.verdicts)
                 self.cluster_state = reply.state
                 if reply.ptid != self.ptid and reply.state == cpb.CLUSTER_RUNNING:
                     self._fetch_partition_table()
@@ -235,6 +243,21 @@ class StorageNode:
                 log.warning("master link: %s", exc)
                 identified = False
             self.stopped.wait(self.limits.heartbeat_interval_s)
+
+    def _carry_out(self, verdicts) -> None:
+        """The master's verdicts on transactions this node reported: abort a dead one,
+        or lock one committed whose Lock this node missed."""
+        for v in verdicts:
+            try:
+                if v.lock_tid:
+                    self.manager.lock(v.ttid, v.lock_tid)
+                else:
+                    self.manager.abort(v.ttid)
+            except NeoError as exc:       # e.g. aborted meanwhile: nothing left to do
+                log.warning("verdict on 0x%s (%s): %s", v.ttid.hex(),
+                            f"lock as 0x{v.lock_tid.hex()}" if v.lock_tid else "abort", exc)
+            else:
+                log.info("%s 0x%s: the master's verdict", "locked" if v.lock_tid else "aborted", v.ttid.hex())
 
     def stop(self) -> None:
         self.stopped.set()

@@ -295,6 +295,8 @@ class StorageServicer(rpc.StorageServicer):
         limit = self.limits.check_records_per_batch_max
         limit = min(request.limit, limit) if request.limit else limit
         max_tid = _id(request.max_tid, "max_tid") if request.max_tid else None
+        if request.keys:
+            return self._lookup_records(request, limit)
         if request.table == pb.CHECK_OBJECTS:
             after = request.after or None
             if after is not None and len(after) != 16:
@@ -310,6 +312,20 @@ class StorageServicer(rpc.StorageServicer):
             pb.CheckedRecord(oid=r.oid, tid=r.tid, checksum=r.checksum, data_ok=r.data_ok,
                              deleted=r.deleted, data_tid=r.data_tid or b"", data_bytes=r.data_bytes)
             for r in found])
+
+    def _lookup_records(self, request, limit: int):
+        if request.table != pb.CHECK_OBJECTS:
+            raise RequestRefused("keys are looked up in CHECK_OBJECTS only")
+        if len(request.keys) > limit:
+            raise LimitExceeded(f"{len(request.keys)} keys to look up, check_records_per_batch_max={limit}")
+        for key in request.keys:
+            if len(key) != 16:
+                raise RequestRefused(f"a key is oid + tid (16 bytes), got {len(key)}")
+            if self.backend.partition(key[:8]) != request.partition:
+                raise RequestRefused(f"oid 0x{key[:8].hex()} is not in partition {request.partition}")
+        found = check.lookup_objects(self.backend, request.partition, list(request.keys))
+        return pb.CheckRecordsReply(records=[pb.CheckedRecord(oid=r.oid, tid=r.tid, checksum=r.checksum,
+                                                              data_ok=True, deleted=r.deleted) for r in found])
 
     def RepairRecords(self, request, context):
         self.node.check_writable()

@@ -36,7 +36,15 @@ from ZODB.ConflictResolution import ConflictResolvingStorage
 from ZODB.TimeStamp import TimeStamp
 
 from .. import metrics, security, wire
-from ..errors import ChecksumError, ClusterUnavailable, LimitExceeded, RequestRefused
+from ..errors import (
+    AccessDenied,
+    ChecksumError,
+    ClusterUnavailable,
+    LimitExceeded,
+    NotCommitted,
+    OutcomeUnknown,
+    RequestRefused,
+)
 from ..ids import MAX_TID, Z64, p64, tid_from_time, u64
 from ..proto import common_pb2 as cpb
 from ..proto import master_pb2 as mpb
@@ -44,7 +52,7 @@ from ..proto import storage_pb2 as spb
 from ..records import NoObject, NoRevision, RecordReader
 from . import colours
 from .cache import ColouredCache
-from .link import ClusterLink
+from .link import READABLE, ClusterLink
 from .local import LocalReaders
 
 log = logging.getLogger("neoarray.client")
@@ -101,6 +109,8 @@ class _Txn:
     asked: set = field(default_factory=set)         # nodes sent a Vote (it may have voted)
     restore: bool = False
     view_ptid: int = 0                  # ptid of the partition table seen at tpc_begin
+    session: int = 0                    # this client's node id at tpc_begin (master/commit.py)
+    outcome_unknown: bool = False       # tpc_finish ended without knowing whether it committed
     finishing: threading.Event = field(default_factory=threading.Event)
     reached: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
@@ -352,9 +362,11 @@ class NeoStorage(ConflictResolvingStorage):
                 self._db.invalidateCache()
 
     def close(self):
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:    # an invalidation being delivered ends first; none after
+            if self._closed:
+                return
+            self._closed = True
+            self._db = None   # ZODB's MVCCAdapter drops its instances once this returns
         if self._metrics is not None:
             self._metrics.stop()
         self._link.close()
@@ -708,23 +720,24 @@ class NeoStorage(ConflictResolvingStorage):
             raise ClusterUnavailable("too many transactions in progress in this client")
         try:
             self._link.wait_running(self.rpc_timeout_s)
+            session = self._link.node_id
             if tid is None:
-                ttid = self._new_ttid()
+                ttid = self._new_ttid(session)
             else:    # restore: the master must reserve the tid
                 ttid = wire.call(self._link.master.Begin, mpb.BeginRequest(
-                    node_id=self._link.node_id, tid=tid), self.rpc_timeout_s, "tpc_begin").ttid
+                    node_id=session, tid=tid), self.rpc_timeout_s, "tpc_begin").ttid
         except BaseException:
             self._slots.release()
             raise
         txn = _Txn(transaction, ttid=ttid, tid=tid, status=status, restore=tid is not None,
-                   view_ptid=self._link.info.pt.ptid)
+                   view_ptid=self._link.info.pt.ptid, session=session)
         self._txns[id(transaction)] = txn
 
-    def _new_ttid(self) -> bytes:
+    def _new_ttid(self, session: int) -> bytes:
         """A temporary tid unique in the cluster: this client's node id and a counter."""
         with self._oid_lock:
             self._ttid_counter = (self._ttid_counter + 1) % (1 << 32)
-            return p64((self._link.node_id << 32) | self._ttid_counter)
+            return p64((session << 32) | self._ttid_counter)
 
     def store(self, oid, serial, data, version, transaction):
         self._check_writable()
@@ -781,7 +794,7 @@ class NeoStorage(ConflictResolvingStorage):
 
     def _flush(self, txn: _Txn) -> None:
         for nid, records in self._take_buffers(txn).items():
-            request = spb.StoreRequest(ttid=txn.ttid, node_id=self._link.node_id, objects=records)
+            request = spb.StoreRequest(ttid=txn.ttid, node_id=txn.session, objects=records)
             txn.inflight.append((nid, self._pool.submit(wire.call, self._link.storage(nid).Store, request,
                                                         self.rpc_timeout_s, f"store to S{nid}")))
         if len(txn.inflight) > 32:
@@ -816,7 +829,9 @@ class NeoStorage(ConflictResolvingStorage):
 
     def _require_copies(self, txn: _Txn) -> None:
         """Every partition the transaction writes (its objects' and its metadata's)
-        has a node that voted it; otherwise it cannot be committed."""
+        has a node that voted it, one of them readable; otherwise it cannot be
+        committed, and the refusal belongs here rather than in tpc_finish."""
+        self._require_readable_voters(txn)
         if not txn.failed:
             return
         failed = f"S{', S'.join(map(str, sorted(txn.failed)))} did not answer"
@@ -829,13 +844,36 @@ class NeoStorage(ConflictResolvingStorage):
         if not txn.meta_nodes & txn.voted:
             raise ClusterUnavailable(f"no copy of the transaction's metadata could be written ({failed})")
 
+    def _require_readable_voters(self, txn: _Txn) -> None:
+        """Each written partition has a voter whose cell is readable in this client's
+        view: the copies still catching up (OUT_OF_DATE) may miss earlier commits, so
+        the master refuses a transaction only they took (``Master._view_covers``)."""
+        rows = self._link.info.pt.rows
+        written = {self._link.partition(oid) for oid in txn.serials} | {u64(txn.ttid) % self._link.partitions}
+        for p in sorted(written):
+            if not any(c.node_id in txn.voted and c.state in READABLE for c in rows[p].cells):
+                raise ClusterUnavailable(
+                    f"no readable copy of partition {p} voted transaction 0x{txn.ttid.hex()} (voted on "
+                    f"S{', S'.join(map(str, sorted(txn.voted))) or '-'}): it cannot be committed now; retry it")
+
+    def _require_session(self, txn: _Txn) -> None:
+        """The master still knows this client as it did at tpc_begin: a transaction of
+        an ended session (the master restarted, a standby took over, the connection
+        was lost) can never be finished (``master/commit.py``), so it is refused here,
+        at vote, not at finish."""
+        if self._link.node_id != txn.session or not self._link.connected.is_set():
+            raise ClusterUnavailable(f"the connection to the master was lost during transaction 0x{txn.ttid.hex()} "
+                                     f"(a master restart or take-over): it cannot be committed; retry it")
+
     def tpc_vote(self, transaction):
         txn = self._txn(transaction)
+        self._require_session(txn)
         for _ in range(self.conflict_rounds_max):
             self._wait_stores(txn)
             conflicts = self._vote_all(txn)
             if not conflicts:
                 self._require_copies(txn)
+                self._require_session(txn)
                 return list(txn.resolved)
             for c in conflicts:
                 self._resolve(txn, c)
@@ -856,7 +894,7 @@ class NeoStorage(ConflictResolvingStorage):
         txn.asked |= nodes
         meta = _meta_pb(txn)
         return {nid: spb.VoteRequest(
-            ttid=txn.ttid, node_id=self._link.node_id, checks=check_nodes.get(nid, ()),
+            ttid=txn.ttid, node_id=txn.session, checks=check_nodes.get(nid, ()),
             has_meta=nid in meta_nodes, meta=meta if nid in meta_nodes else None,
             oids=sorted(txn.sent.get(nid, ())), restore=txn.restore, objects=buffers.get(nid, ()))
             for nid in nodes}
@@ -950,12 +988,19 @@ class NeoStorage(ConflictResolvingStorage):
     def tpc_finish(self, transaction, func=lambda tid: None):
         txn = self._txn(transaction)
         oids = list(txn.serials)
-        request = mpb.FinishRequest(node_id=self._link.node_id, ttid=txn.ttid, oids=oids,
+        request = mpb.FinishRequest(node_id=txn.session, ttid=txn.ttid, oids=oids,
                                     storage_ids=sorted(txn.voted), view_ptid=txn.view_ptid)
         started = time.time()
         self._own[txn.ttid] = txn
         try:
             tid = self._finish(txn, request)
+        except BaseException:
+            txn.done.set()
+            self._own.pop(txn.ttid, None)
+            if txn.outcome_unknown:
+                self._end(transaction)      # nothing to abort: the master decides alone
+            raise                           # not committed: tpc_abort drops the votes
+        try:
             if self._link.connected.is_set() and not txn.reached.wait(EVENT_WAIT_S):
                 log.warning("own invalidation of 0x%s not seen within %s s", tid.hex(), EVENT_WAIT_S)
             colour = colours.current()
@@ -975,23 +1020,36 @@ class NeoStorage(ConflictResolvingStorage):
             self._end(transaction)
 
     def _finish(self, txn: _Txn, request) -> bytes:
+        """The tid, once the master acknowledged the transaction as committed and
+        complete; ``NotCommitted`` when it says it never will be; ``OutcomeUnknown``
+        when no master could tell within ``rpc_timeout_s``."""
         try:
             return wire.call(self._link.master.Finish, request, self.finish_timeout_s, "tpc_finish").tid
+        except RequestRefused as exc:
+            raise NotCommitted(f"tpc_finish refused: {exc}") from exc
         except ClusterUnavailable as exc:
-            # Lost the master: ask for the final tid instead of guessing.
-            deadline = time.monotonic() + self.rpc_timeout_s
-            while time.monotonic() < deadline:
-                time.sleep(0.2)
-                try:
-                    tid = wire.call(self._link.master.FinalTid, mpb.FinalTidRequest(ttid=txn.ttid),
-                                    self.rpc_timeout_s, "final tid").tid
-                except ClusterUnavailable:
-                    continue
-                if tid:
-                    return tid
-                break
-            raise POSException.StorageError(f"tpc_finish failed and the transaction was not "
-                                            f"committed: {exc}") from exc
+            return self._final_tid(txn, exc)
+
+    def _final_tid(self, txn: _Txn, why: Exception) -> bytes:
+        """Finish ended without an answer (``why``): ask the master, the only one that
+        decides, until it knows (``master/commit.py``), instead of guessing."""
+        deadline = time.monotonic() + self.rpc_timeout_s
+        while True:
+            try:
+                reply = wire.call(self._link.master.FinalTid, mpb.FinalTidRequest(ttid=txn.ttid),
+                                  self.rpc_timeout_s, "final tid")
+            except ClusterUnavailable:
+                reply = None
+            if reply is not None and reply.tid:
+                return reply.tid
+            if reply is not None and reply.status == mpb.NOT_COMMITTED:
+                raise NotCommitted(f"tpc_finish failed and the transaction was not committed: {why}") from why
+            if time.monotonic() > deadline:
+                txn.outcome_unknown = True
+                raise OutcomeUnknown(f"tpc_finish of 0x{txn.ttid.hex()}: no master could tell within "
+                                     f"{self.rpc_timeout_s:g} s whether it committed ({why}); it is "
+                                     f"decided by the master, a read of what it wrote tells") from why
+            time.sleep(0.2)
 
     def tpc_abort(self, transaction):
         txn = self._txns.get(id(transaction))
@@ -1004,8 +1062,10 @@ class NeoStorage(ConflictResolvingStorage):
             if not (nodes or txn.restore):
                 return          # nothing reached any node
             wire.call(self._link.master.Abort, mpb.AbortRequest(
-                node_id=self._link.node_id, ttid=txn.ttid, storage_ids=sorted(nodes)),
+                node_id=txn.session, ttid=txn.ttid, storage_ids=sorted(nodes)),
                 self.rpc_timeout_s, "tpc_abort")
+        except (POSException.ReadOnlyError, AccessDenied) as exc:   # the commit said it already
+            log.debug("tpc_abort of 0x%s: %s", txn.ttid.hex(), exc)
         except Exception as exc:  # the master aborts it anyway when we go away
             log.warning("tpc_abort of 0x%s: %s", txn.ttid.hex(), exc)
         finally:

@@ -1,11 +1,21 @@
 from neoarray.proto import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class FinalStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FINAL_UNKNOWN: _ClassVar[FinalStatus]
+    COMMITTED: _ClassVar[FinalStatus]
+    NOT_COMMITTED: _ClassVar[FinalStatus]
+FINAL_UNKNOWN: FinalStatus
+COMMITTED: FinalStatus
+NOT_COMMITTED: FinalStatus
 
 class IdentifyRequest(_message.Message):
     __slots__ = ("type", "node_id", "address", "host", "read_only", "last_tid", "last_oid", "ptid", "data_path")
@@ -126,10 +136,12 @@ class FinalTidRequest(_message.Message):
     def __init__(self, ttid: _Optional[bytes] = ...) -> None: ...
 
 class FinalTidReply(_message.Message):
-    __slots__ = ("tid",)
+    __slots__ = ("tid", "status")
     TID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     tid: bytes
-    def __init__(self, tid: _Optional[bytes] = ...) -> None: ...
+    status: FinalStatus
+    def __init__(self, tid: _Optional[bytes] = ..., status: _Optional[_Union[FinalStatus, str]] = ...) -> None: ...
 
 class LastIdsReply(_message.Message):
     __slots__ = ("last_oid", "last_tid", "ptid")
@@ -142,24 +154,48 @@ class LastIdsReply(_message.Message):
     def __init__(self, last_oid: _Optional[bytes] = ..., last_tid: _Optional[bytes] = ..., ptid: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "replicated")
+    __slots__ = ("node_id", "replicated", "pending")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     REPLICATED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     replicated: _containers.RepeatedCompositeFieldContainer[ReplicaDone]
-    def __init__(self, node_id: _Optional[int] = ..., replicated: _Optional[_Iterable[_Union[ReplicaDone, _Mapping]]] = ...) -> None: ...
+    pending: _containers.RepeatedCompositeFieldContainer[PendingTransaction]
+    def __init__(self, node_id: _Optional[int] = ..., replicated: _Optional[_Iterable[_Union[ReplicaDone, _Mapping]]] = ..., pending: _Optional[_Iterable[_Union[PendingTransaction, _Mapping]]] = ...) -> None: ...
+
+class PendingTransaction(_message.Message):
+    __slots__ = ("ttid", "node_id", "voted", "age_s")
+    TTID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    VOTED_FIELD_NUMBER: _ClassVar[int]
+    AGE_S_FIELD_NUMBER: _ClassVar[int]
+    ttid: bytes
+    node_id: int
+    voted: bool
+    age_s: float
+    def __init__(self, ttid: _Optional[bytes] = ..., node_id: _Optional[int] = ..., voted: _Optional[bool] = ..., age_s: _Optional[float] = ...) -> None: ...
+
+class PendingVerdict(_message.Message):
+    __slots__ = ("ttid", "lock_tid")
+    TTID_FIELD_NUMBER: _ClassVar[int]
+    LOCK_TID_FIELD_NUMBER: _ClassVar[int]
+    ttid: bytes
+    lock_tid: bytes
+    def __init__(self, ttid: _Optional[bytes] = ..., lock_tid: _Optional[bytes] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("state", "ptid", "replicate", "replication_bytes_per_s")
+    __slots__ = ("state", "ptid", "replicate", "replication_bytes_per_s", "verdicts")
     STATE_FIELD_NUMBER: _ClassVar[int]
     PTID_FIELD_NUMBER: _ClassVar[int]
     REPLICATE_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    VERDICTS_FIELD_NUMBER: _ClassVar[int]
     state: _common_pb2.ClusterState
     ptid: int
     replicate: _containers.RepeatedCompositeFieldContainer[ReplicaTask]
     replication_bytes_per_s: int
-    def __init__(self, state: _Optional[_Union[_common_pb2.ClusterState, str]] = ..., ptid: _Optional[int] = ..., replicate: _Optional[_Iterable[_Union[ReplicaTask, _Mapping]]] = ..., replication_bytes_per_s: _Optional[int] = ...) -> None: ...
+    verdicts: _containers.RepeatedCompositeFieldContainer[PendingVerdict]
+    def __init__(self, state: _Optional[_Union[_common_pb2.ClusterState, str]] = ..., ptid: _Optional[int] = ..., replicate: _Optional[_Iterable[_Union[ReplicaTask, _Mapping]]] = ..., replication_bytes_per_s: _Optional[int] = ..., verdicts: _Optional[_Iterable[_Union[PendingVerdict, _Mapping]]] = ...) -> None: ...
 
 class ReplicaSource(_message.Message):
     __slots__ = ("node_id", "address")

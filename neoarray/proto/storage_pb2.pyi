@@ -363,18 +363,20 @@ class ReduceReply(_message.Message):
     def __init__(self, chunks: _Optional[_Iterable[_Union[ReducedChunk, _Mapping]]] = ...) -> None: ...
 
 class CheckRecordsRequest(_message.Message):
-    __slots__ = ("partition", "table", "after", "max_tid", "limit")
+    __slots__ = ("partition", "table", "after", "max_tid", "limit", "keys")
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     TABLE_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
     MAX_TID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
     partition: int
     table: CheckTable
     after: bytes
     max_tid: bytes
     limit: int
-    def __init__(self, partition: _Optional[int] = ..., table: _Optional[_Union[CheckTable, str]] = ..., after: _Optional[bytes] = ..., max_tid: _Optional[bytes] = ..., limit: _Optional[int] = ...) -> None: ...
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, partition: _Optional[int] = ..., table: _Optional[_Union[CheckTable, str]] = ..., after: _Optional[bytes] = ..., max_tid: _Optional[bytes] = ..., limit: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class CheckedRecord(_message.Message):
     __slots__ = ("oid", "tid", "checksum", "data_ok", "deleted", "data_tid", "data_bytes")

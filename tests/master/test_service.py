@@ -28,6 +28,17 @@ def master(cluster):
     channel.close()
 
 
+@pytest.fixture
+def session(master):
+    """The node id of a client session: identified, its event stream open (the master
+    accepts a Finish only from a live session, master/commit.py)."""
+    node_id = wire.call(master.Identify, mpb.IdentifyRequest(type=cpb.CLIENT), TIMEOUT_S).node_id
+    stream = master.Subscribe(mpb.SubscribeRequest(node_id=node_id))
+    next(stream)
+    yield node_id
+    stream.cancel()
+
+
 def commit_one(cluster) -> bytes:
     """Commit one new object: the cluster still takes commits."""
     storage = cluster.open_storage()
@@ -70,21 +81,39 @@ def test_finish_with_malformed_oids_is_refused(cluster, master):
         wire.call(master.Finish, request, TIMEOUT_S)
 
 
-def test_finish_of_a_transaction_voted_nowhere_loses_no_storage(cluster, master):
+def test_finish_of_a_transaction_voted_nowhere_loses_no_storage(cluster, master, session):
     """Before the fix, the storage's refusal to lock was taken for a lost node: the
     cluster went back to RECOVERING (any client could send such a Finish)."""
     cells = letters(cluster)
     (storage_id,) = cells
-    request = mpb.FinishRequest(node_id=6, ttid=p64(6 << 32 | 1), oids=[p64(1)], storage_ids=[storage_id])
+    request = mpb.FinishRequest(node_id=session, ttid=p64(session << 32 | 1), oids=[p64(1)],
+                                storage_ids=[storage_id])
     with pytest.raises(RequestRefused, match=f"no storage node among \\[{storage_id}\\] has a vote of it"):
         wire.call(master.Finish, request, TIMEOUT_S)
     assert cluster.admin().cluster_state() == "RUNNING"
     assert letters(cluster) == cells
-    assert wire.call(master.FinalTid, mpb.FinalTidRequest(ttid=request.ttid), TIMEOUT_S).tid == b""
+    final = wire.call(master.FinalTid, mpb.FinalTidRequest(ttid=request.ttid), TIMEOUT_S)
+    assert (final.tid, final.status) == (b"", mpb.NOT_COMMITTED)
     commit_one(cluster)
 
 
-def test_a_storage_refusing_a_lock_is_not_lost_when_another_fails(cluster, master):
+def test_finish_from_no_live_session_is_refused(cluster, master, session):
+    """A client id that has no open event stream with this master (an earlier
+    master's, a closed one, or none) cannot finish anything: master/commit.py."""
+    (storage_id,) = letters(cluster)
+    for node_id in (session + 1000, session - 1):
+        request = mpb.FinishRequest(node_id=node_id, ttid=p64(node_id << 32 | 1), oids=[p64(1)],
+                                    storage_ids=[storage_id])
+        with pytest.raises(RequestRefused, match=f"client C{node_id} is not connected to this master"):
+            wire.call(master.Finish, request, TIMEOUT_S)
+    request = mpb.FinishRequest(node_id=session, ttid=p64((session + 1) << 32 | 1), oids=[p64(1)],
+                                storage_ids=[storage_id])
+    with pytest.raises(RequestRefused, match="finish of unknown transaction"):    # another client's ttid
+        wire.call(master.Finish, request, TIMEOUT_S)
+    commit_one(cluster)
+
+
+def test_a_storage_refusing_a_lock_is_not_lost_when_another_fails(cluster, master, session):
     """A Finish naming the real storage (no vote there: it refuses the lock) and a
     node that does not answer.  Before the fix both were taken for lost: the real
     node's cells went OUT_OF_DATE (found by the RPC fuzz, seed 1865558136)."""
@@ -92,9 +121,10 @@ def test_a_storage_refusing_a_lock_is_not_lost_when_another_fails(cluster, maste
     (storage_id,) = cells
     ghost = wire.call(master.Identify, mpb.IdentifyRequest(type=cpb.STORAGE, address="127.0.0.1:1"),
                       TIMEOUT_S).node_id
-    request = mpb.FinishRequest(node_id=9, ttid=p64(9 << 32 | 1), oids=[p64(1)],
+    request = mpb.FinishRequest(node_id=session, ttid=p64(session << 32 | 1), oids=[p64(1)],
                                 storage_ids=[storage_id, ghost])
-    with pytest.raises(ClusterUnavailable, match="could not be locked on any copy"):
+    # the ghost holds no cell of what the transaction writes: it cannot hold it locked
+    with pytest.raises(RequestRefused, match="has a vote of it"):
         wire.call(master.Finish, request, TIMEOUT_S)
     admin = cluster.admin()
     try:
@@ -107,16 +137,17 @@ def test_a_storage_refusing_a_lock_is_not_lost_when_another_fails(cluster, maste
     commit_one(cluster)
 
 
-def test_finish_naming_no_storage_commits_nothing(cluster, master):
+def test_finish_naming_no_storage_commits_nothing(cluster, master, session):
     """A Finish whose transaction no readable copy took (here: no storage at all) is
     refused: it would publish an empty commit and invalidate arbitrary oids."""
     ids = wire.call(master.LastIds, cpb.Empty(), TIMEOUT_S)
-    request = mpb.FinishRequest(node_id=8, ttid=p64(8 << 32 | 1), oids=[p64(1)], storage_ids=[])
+    request = mpb.FinishRequest(node_id=session, ttid=p64(session << 32 | 1), oids=[p64(1)], storage_ids=[])
     with pytest.raises(ClusterUnavailable, match="no readable copy of partition") as err:
         wire.call(master.Finish, request, TIMEOUT_S)
     assert "not committed" in str(err.value)
     assert wire.call(master.LastIds, cpb.Empty(), TIMEOUT_S).last_tid == ids.last_tid
-    assert wire.call(master.FinalTid, mpb.FinalTidRequest(ttid=request.ttid), TIMEOUT_S).tid == b""
+    final = wire.call(master.FinalTid, mpb.FinalTidRequest(ttid=request.ttid), TIMEOUT_S)
+    assert (final.tid, final.status) == (b"", mpb.NOT_COMMITTED)
     commit_one(cluster)
 
 
