@@ -10,7 +10,11 @@ with ``tid <=`` the master's last committed tid when the check starts are compar
 commits that finish meanwhile are not half seen.
 
 A key is a problem when a copy lacks it (*missing*), fails its checksum (*corrupt*),
-or the sound copies disagree (*differs*).  ``repair`` rewrites missing and corrupt
+or the sound copies disagree (*differs*).  Then each transaction row of the partition
+is checked for completeness: every object it names must have a revision at its tid
+on some readable copy of that object's partition (looked up in batches,
+``CheckRecordsRequest.keys``); a transaction that misses one is *incomplete* (torn),
+which no copy can repair.  Packed transactions are skipped (pack removes revisions).  ``repair`` rewrites missing and corrupt
 copies from a sound one (``Storage.RepairRecords``: checksums verified again by the
 target, one LMDB transaction per batch); when sound copies disagree, or none is
 sound, nothing is guessed: the key is reported as not repaired.
@@ -21,10 +25,12 @@ from dataclasses import dataclass, field
 
 from . import wire
 from .errors import NeoError, RequestRefused
+from .ids import p64, u64
 from .proto import common_pb2 as cpb
 from .proto import storage_pb2 as spb
 
 OBJECT, TRANSACTION = "object", "transaction"
+READABLE = (cpb.UP_TO_DATE, cpb.FEEDING)
 _ACTIONS = {spb.RepairOutcome.WRITTEN: "written", spb.RepairOutcome.REPLACED: "replaced",
             spb.RepairOutcome.UNCHANGED: "unchanged", spb.RepairOutcome.SKIPPED_BUSY: "skipped_busy"}
 FIXED = ("written", "replaced", "unchanged")
@@ -36,6 +42,7 @@ class Limits:
     repair_records_per_batch_max: int = 1_000     # records per LoadMany / RepairRecords
     repair_bytes_per_batch_max: int = 32 << 20    # data bytes moved per repair batch
     problems_listed_per_partition_max: int = 1_000  # beyond: counted, not listed
+    transactions_per_batch_max: int = 100         # transaction rows read per request (completeness)
     rpc_timeout_s: float = 60.0
 
 
@@ -50,6 +57,7 @@ class Problem:
     source: int | None         # a sound copy to repair from
     data_bytes: int = 0
     repaired: dict[int, str] = field(default_factory=dict)   # node -> action or "error: ..."
+    incomplete: bool = False   # transaction ``tid`` names ``oid``, which has no revision at tid
 
     @property
     def targets(self) -> list[int]:
@@ -71,6 +79,7 @@ class PartitionReport:
     problems: list[Problem] = field(default_factory=list)   # the first ones
     problems_total: int = 0
     not_fixed_total: int = 0                 # after repair
+    not_looked_up: set = field(default_factory=set)   # partitions with no readable copy running
 
 
 class Checker:
@@ -125,7 +134,58 @@ class Checker:
                 repairer.flush()
         if repairer is not None:
             report.not_fixed_total = repairer.not_fixed
+        self._check_complete(report)
         return report
+
+    # -- completeness of transactions -------------------------------------------------
+    def _readable_copies(self, p: int) -> list[int]:
+        return sorted(c.node_id for c in self.pt.rows[p].cells if c.state in READABLE
+                      and c.node_id in self.nodes and self.nodes[c.node_id].state == cpb.RUNNING)
+
+    def _check_complete(self, report: PartitionReport) -> None:
+        """Each transaction row of the partition (from one readable copy) names objects
+        that must have a revision at its tid on a readable copy of their partition."""
+        copies = self._readable_copies(report.partition)
+        if not copies:
+            return
+        batch, keys_max = self.limits.transactions_per_batch_max, self.limits.keys_per_batch_max
+        pending: dict[int, list[bytes]] = {}      # partition -> [oid + tid] to look up
+        min_tid = b""
+        while True:
+            reply = self._call(copies[0], "Transactions", spb.TransactionsRequest(
+                partitions=[report.partition], min_tid=min_tid, max_tid=self.max_tid, limit=batch))
+            for t in reply.transactions:
+                if t.packed:
+                    continue
+                for oid in t.oids:
+                    q = u64(oid) % len(self.pt.rows)
+                    keys = pending.setdefault(q, [])
+                    keys.append(oid + t.tid)
+                    if len(keys) >= keys_max:
+                        self._look_up(q, pending.pop(q), report)
+            if len(reply.transactions) < batch:
+                break
+            min_tid = p64(u64(reply.transactions[-1].tid) + 1)
+        for q, keys in pending.items():
+            self._look_up(q, keys, report)
+
+    def _look_up(self, q: int, keys: list[bytes], report: PartitionReport) -> None:
+        copies = self._readable_copies(q)
+        if not copies:
+            report.not_looked_up.add(q)
+            return
+        found = set()
+        for nid in copies:
+            reply = self._call(nid, "CheckRecords", spb.CheckRecordsRequest(
+                partition=q, table=spb.CHECK_OBJECTS, keys=keys))
+            found.update(r.oid + r.tid for r in reply.records)
+        for key in keys:
+            if key not in found:
+                report.problems_total += 1
+                report.not_fixed_total += 1
+                if len(report.problems) < self.limits.problems_listed_per_partition_max:
+                    report.problems.append(Problem(TRANSACTION, key[:8], key[8:], copies, [], False, None,
+                                                   incomplete=True))
 
     @staticmethod
     def _count(report: PartitionReport, table: str) -> None:
@@ -291,7 +351,7 @@ def _names(nodes) -> list[str]:
 
 def _problem_doc(pr: Problem) -> dict:
     doc = {"table": pr.table, "tid": f"0x{pr.tid.hex()}", "missing": _names(pr.missing),
-           "corrupt": _names(pr.corrupt), "differs": pr.differs,
+           "corrupt": _names(pr.corrupt), "differs": pr.differs, "incomplete": pr.incomplete,
            "source": f"S{pr.source}" if pr.source is not None else None}
     if pr.oid:
         doc["oid"] = f"0x{pr.oid.hex()}"
@@ -305,6 +365,7 @@ def _report_doc(r: PartitionReport) -> dict:
             "unchecked": {f"S{n}": s for n, s in r.unchecked.items()}, "objects": r.objects,
             "transactions": r.transactions, "ok": not r.problems_total,
             "problems_total": r.problems_total, "not_fixed": r.not_fixed_total,
+            "completeness_unchecked_partitions": sorted(r.not_looked_up),
             "problems": [_problem_doc(pr) for pr in r.problems]}
 
 
@@ -312,6 +373,9 @@ def _report_text(r: PartitionReport, repair: bool) -> str:
     where = " ".join(_names(r.nodes)) or "no running copy"
     if r.unchecked:
         where += "; not checked: " + " ".join(f"S{n} ({s})" for n, s in r.unchecked.items())
+    if r.not_looked_up:
+        where += ("; objects of partitions " + " ".join(map(str, sorted(r.not_looked_up)))
+                  + " not looked up (no readable copy running)")
     head = (f"partition {r.partition}: {'OK' if not r.problems_total else f'{r.problems_total} problems'} "
             f"({where}; {r.objects} revisions, {r.transactions} transactions)")
     lines = [head, *(f"  {_problem_text(pr, repair)}" for pr in r.problems)]
@@ -321,6 +385,10 @@ def _report_text(r: PartitionReport, repair: bool) -> str:
 
 
 def _problem_text(pr: Problem, repair: bool) -> str:
+    if pr.incomplete:
+        return (f"transaction tid 0x{pr.tid.hex()} is incomplete (torn): its object oid 0x{pr.oid.hex()} "
+                f"has no revision at that tid on {' '.join(_names(pr.missing))}"
+                + (": not repaired (no copy holds it)" if repair else ""))
     what = (f"object oid 0x{pr.oid.hex()} tid 0x{pr.tid.hex()}" if pr.table == OBJECT
             else f"transaction tid 0x{pr.tid.hex()}")
     found = []
