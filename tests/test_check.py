@@ -14,7 +14,7 @@ from neoarray.kv import LMDBStore
 from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
 from neoarray.records import _P, _REC, record_tail
-from tests.cluster_helpers import neoctl, storage_of_index
+from tests.cluster_helpers import letters, neoctl, storage_ids, storage_of_index
 
 PARTITIONS = 4
 
@@ -154,3 +154,40 @@ def test_check_refuses_bad_partitions_and_repair_refuses_bad_records(cluster):
     bad = spb.RepairObject(oid=p64(1), tid=p64(5), data=b"data", checksum=1)
     with pytest.raises(ChecksumError, match="does not match its checksum"):
         wire.call(stub.RepairRecords, spb.RepairRecordsRequest(objects=[bad]), 10)
+
+
+def test_check_finds_a_torn_transaction(tmp_path):
+    """A transaction whose row names an object that has no revision at its tid on any
+    copy (torn: here the revision was removed from the only copy) is reported
+    incomplete, and not repairable; a sound database reports nothing."""
+    from neoarray.cluster import LocalCluster
+    c = LocalCluster(str(tmp_path / "torn"), storages=2, replicas=0, partitions=2, node_timeout_s=3.0)
+    c.start()
+    try:
+        storage = c.open_storage(local_reads=False)
+        x, y = storage.new_oid(), storage.new_oid()
+        tid = commit(storage, {x: b"x", y: b"y"})
+        storage.close()
+        assert neoctl(c, "--json", "check")["ok"] is True
+        holder = {int.from_bytes(x, "big") % 2: nid for nid, row in letters(c).items()
+                  for p, ch in enumerate(row) if ch == "U"}[int.from_bytes(x, "big") % 2]
+        index = {nid: i for i, nid in storage_ids(c).items()}[holder]
+        c.kill_master()
+        c.kill_storage(index)
+        kv = LMDBStore(os.path.join(c.path, f"storage-{index}"))
+        with kv.write() as txn:
+            txn.delete("obj", _P.pack(int.from_bytes(x, "big") % 2) + x + tid)
+        kv.sync()
+        kv.close()
+        c.start_master()
+        c.start_storage(index)
+        c.wait_state("RUNNING")
+        report = neoctl(c, "--json", "check", "--repair", status=1)
+        torn = [pr for part in report["partitions"] for pr in part["problems"] if pr["incomplete"]]
+        assert [(pr["oid"], pr["tid"]) for pr in torn] == [(f"0x{x.hex()}", f"0x{tid.hex()}")]
+        assert report["remaining"] == 1
+        text = subprocess.run([sys.executable, "-m", "neoarray.ctl", "--dir", c.path, "check"],
+                              capture_output=True, text=True, timeout=120)
+        assert text.returncode == 1 and "is incomplete (torn)" in text.stdout
+    finally:
+        c.stop()
