@@ -14,7 +14,7 @@ def _read(*parts) -> str:
 def quick_start_commands() -> list[str]:
     """The shell commands of the README's "Quick start" section, in order."""
     section = _read("README.md").split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", section, re.S)]
+    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", section, re.DOTALL)]
 
 
 def test_ci_runs_exactly_the_readmes_test_command_in_a_fresh_virtualenv():

@@ -6,12 +6,12 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from array_helpers import chunk_shapes, examples, indices, shapes
+from hypothesis import given
+from hypothesis import strategies as st
 
 from neoarray.array import indexing
 from neoarray.array.errors import ArrayIndexError
-
-from array_helpers import examples, chunk_shapes, indices, shapes
 
 SETTINGS = examples(400)
 
@@ -159,7 +159,9 @@ def test_a_failing_randomized_test_reports_how_to_replay_it():
 
     Only Hypothesis' API is relied on (``print_blob`` and ``reproduce_failure(version,
     blob)``), not the wording around it, which changes between releases."""
-    from hypothesis import given as given_, reproduce_failure, settings as settings_
+    from hypothesis import given as given_
+    from hypothesis import reproduce_failure
+    from hypothesis import settings as settings_
 
     seeds = []
 
