@@ -1,6 +1,8 @@
 """Parallel jobs on a real cluster: reductions through every executor, resume, retries."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from neoarray.array.errors import ArrayValueError
 from neoarray.jobs import executors
 from neoarray.jobs.core import JobError
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NAMES = ["sum", "prod", "mean", "var", "std", "min", "max", "argmin", "argmax",
          "count_nonzero", "any", "all"]
 
@@ -230,3 +233,46 @@ def test_progress_bar_and_cache_statistics(data, capsys):
     assert cache["hits"] + cache["misses"] >= result.stats["chunks"]
     assert set(cache["colours"]) >= {"meta", "hot", "scan"}
     json.dumps(result.to_json())          # the stats are JSON
+
+
+UNGUARDED_SCRIPT = '''
+import sys
+
+import numpy as np
+import transaction
+
+import neoarray
+import neoarray.array as na
+from neoarray import jobs
+
+data_dir, runs_file, state_dir = sys.argv[1:4]
+print("script body ran", flush=True)
+with open(runs_file, "a") as f:
+    f.write("ran\\n")
+db = neoarray.open(data_dir)              # an embedded cluster, as in the README
+conn = db.open()
+x = np.arange(4000, dtype=np.float64)
+conn.root()["A"] = A = na.asarray(x, chunks=(500,))
+transaction.commit()
+counts, edges = jobs.reduce(A, "histogram", bins=8, executor="processes", workers=2,
+                            state_dir=state_dir, piece_bytes=2 * 500 * 8)
+print("counts", counts.tolist(), flush=True)
+db.close()
+'''
+
+
+def test_processes_job_in_a_script_without_main_guard_runs_the_script_once(tmp_path):
+    """Workers do not import the user's ``__main__``: a script with no
+    ``if __name__ == "__main__":`` runs once (it ran again in every spawned worker)."""
+    script = tmp_path / "user_script.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    runs = tmp_path / "runs.txt"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "data"), str(runs), str(tmp_path / "job")],
+        capture_output=True, text=True, timeout=240, check=False, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("script body ran") == 1, proc.stdout
+    assert runs.read_text() == "ran\n"
+    counts = np.histogram(np.arange(4000, dtype=np.float64), 8)[0].tolist()
+    assert f"counts {counts}" in proc.stdout, proc.stdout
