@@ -172,9 +172,6 @@ def test_job_fails_after_its_attempts_and_resumes_without_redoing_pieces(data, d
                     attempts_max=2)
     finished = set(os.listdir(os.path.join(state, "done")))
     assert finished and "00000002" not in finished
-    # the data changes meanwhile: the resumed job still reads the snapshot it started on
-    a[0, 0] = 1e6
-    a._p_jar.tm.commit()
     again = executors.ThreadExecutor(db, workers=2)
     ran = []
     original = again._work
@@ -184,6 +181,45 @@ def test_job_fails_after_its_attempts_and_resumes_without_redoing_pieces(data, d
     np.testing.assert_allclose(result.value, np.std(x))
     assert result.stats["pieces_resumed"] == len(finished)
     assert 2 in ran and not {int(f) for f in finished} & set(ran)
+
+
+def test_a_state_directory_of_an_older_snapshot_is_refused_or_resumed_explicitly(data, db,
+                                                                                 tmp_path):
+    """Reusing a state directory after the data changed gave the old snapshot's answer
+    without a word: it is refused, naming both snapshots and the ways on."""
+    a, x = data
+    state = str(tmp_path / "state")
+    piece_bytes = 3 * 64 * 16 * 8
+    with pytest.raises(JobError, match="piece 2 .*same state directory"):
+        jobs.reduce(a, "std", executor=FlakyExecutor(db, fail=[2], times=5),
+                    piece_bytes=piece_bytes, state_dir=state, attempts_max=1)
+    with open(os.path.join(state, "job.json")) as f:
+        old = json.load(f)["spec"]["before"]
+    a[0, 0] = 1e6                                      # the data changes meanwhile
+    a._p_jar.tm.commit()
+    with pytest.raises(JobError) as refused:
+        jobs.reduce(a, "std", piece_bytes=piece_bytes, state_dir=state)
+    message = str(refused.value)
+    assert f"holds this job as of snapshot 0x{old}" in message
+    assert "resume='restart'" in message and "--restart" in message
+    assert "resume='saved'" in message and "--resume-saved" in message
+    now = jobs.reduce(a, "std", piece_bytes=piece_bytes, stats=True).stats["snapshot"]
+    assert f"the current snapshot is {now}" in message and now != f"0x{old}"
+
+    saved = jobs.reduce(a, "std", piece_bytes=piece_bytes, state_dir=state, resume="saved",
+                        stats=True)
+    np.testing.assert_allclose(saved.value, np.std(x))          # as of the old snapshot
+    assert saved.stats["pieces_resumed"] > 0 and saved.stats["snapshot"] == f"0x{old}"
+
+    x[0, 0] = 1e6
+    fresh = jobs.reduce(a, "std", piece_bytes=piece_bytes, state_dir=state, resume="restart",
+                        stats=True)
+    np.testing.assert_allclose(fresh.value, np.std(x))
+    assert fresh.stats["pieces_resumed"] == 0 and fresh.stats["snapshot"] == now
+    again = jobs.reduce(a, "std", piece_bytes=piece_bytes, state_dir=state, stats=True)
+    assert again.stats["pieces_run"] == 0             # nothing changed since: resumed
+    with pytest.raises(JobError, match="resume must be one of"):
+        jobs.reduce(a, "std", state_dir=state, resume="yes")
 
 
 def test_state_directory_of_another_job_is_refused(data, tmp_path):
