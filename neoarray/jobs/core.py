@@ -55,6 +55,7 @@ ATTEMPTS_MAX = 3                     # tries of one piece before the job fails
 RETRY_DELAY_S = 0.2                  # first pause before a retry (doubles, at most 5 s)
 RESUME_MODES = ("auto", "saved", "restart")
 TXNS_SINCE_MAX = 10_000              # transactions read to decide whether a resume is safe
+PROGRESS_INTERVAL_S = 0.1            # the progress bar is redrawn at most this often
 
 
 class JobError(NeoError):
@@ -315,7 +316,16 @@ def _progress_bar(total: int, initial: int, desc: str, enabled):
     if enabled is None:
         enabled = sys.stderr.isatty()
     return tqdm(total=total, initial=initial, desc=desc, unit="piece", file=sys.stderr,
-                disable=not enabled, dynamic_ncols=True)
+                disable=not enabled, dynamic_ncols=True, mininterval=PROGRESS_INTERVAL_S)
+
+
+def _advance(bar) -> None:
+    """One more piece done.  The last one is drawn once, by ``bar.close()``: tqdm's
+    ``update`` would draw it and ``close`` again (the last line twice in a log)."""
+    if bar.total is not None and bar.n + 1 >= bar.total:
+        bar.n += 1
+    else:
+        bar.update(1)
 
 
 class Job:
@@ -375,7 +385,7 @@ class Job:
                     nbytes += result.nbytes
                     workers[result.worker] = result
                     bar.set_postfix_str(f"{nbytes / 1e9:.2f} GB", refresh=False)
-                    bar.update(1)
+                    _advance(bar)
         except KeyboardInterrupt:
             raise JobError(self._interrupted()) from None
         finally:
