@@ -143,14 +143,15 @@ def test_map_job_retries_and_resumes(pair, conn, tmp_path, monkeypatch):
     np.testing.assert_allclose(out2[...], x + 1)
 
 
-def test_a_worker_process_that_dies_fails_its_piece_which_is_retried(pair, conn, tmp_path,
-                                                                    monkeypatch):
+@pytest.mark.parametrize("fault", ["exits_once_per_marker", "fails_once_per_marker"])
+def test_a_piece_whose_worker_process_dies_or_raises_is_retried(pair, conn, tmp_path,
+                                                                 monkeypatch, fault):
     a, _, x, _ = pair
-    out = _committed_out(conn, a, "after_death_out")
-    marker = tmp_path / "exit-once"
+    out = _committed_out(conn, a, f"after_{fault}_out")
+    marker = tmp_path / "fault-once"
     monkeypatch.setenv("NEOARRAY_TEST_MARKER", str(marker))
     marker.touch()
-    result = run_map("tests.jobs.jobfuncs:exits_once_per_marker", [a], out,
+    result = run_map(f"tests.jobs.jobfuncs:{fault}", [a], out,
                      executor="processes", workers=2, piece_bytes=32 * 16 * 8)
     assert result.stats["retries"] == 1 and not marker.exists()
     conn.tm.abort()
