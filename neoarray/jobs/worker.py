@@ -9,9 +9,9 @@ nothing of the parent's ``__main__``: only ``neoarray`` and the modules a job na
 
 Protocol, over two pipes whose file descriptors are the arguments IN and OUT (standard
 output and error stay the user's): each message is an 8-byte big-endian length and a
-pickle.  The parent sends one ``(source, spec_json, piece_json)`` per piece; the worker answers each piece with
-``("ok", PieceResult)`` or ``("error", exception, traceback_text)``.  End of input
-(the parent closed the pipe or died) ends the worker.
+pickle.  The parent sends one ``(source, spec_json, piece_json)`` per piece; the worker
+answers each with ``("ok", PieceResult)`` or ``("error", exception, traceback_text)``.
+End of input (the parent closed the pipe or died) ends the worker.
 """
 from __future__ import annotations
 
