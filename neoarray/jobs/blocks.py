@@ -231,7 +231,7 @@ def run_map_piece(db, spec: JobSpec, piece: Piece) -> PieceResult:
             else:
                 keys = list(_all_keys(out, range(piece.start, piece.stop)))
             written = compute_keys(fn, arrays, out, keys)
-            tm.get().note(f"neoarray map_blocks {spec.op} piece {piece.index}")
+            tm.get().note(jobs_core.piece_note(spec, piece.index))
             tm.commit()
         except BaseException:
             jobs_core.abort_quietly(tm)
@@ -250,9 +250,10 @@ def map_finisher(db, spec: JobSpec):
 
 
 def run_map(fn_name: str, arrays, out, *, executor="threads", workers=None, state_dir=None,
-            progress=False, colour=None, piece_bytes=None, attempts_max=jobs_core.ATTEMPTS_MAX,
-            **executor_options):
-    """Run ``map_blocks`` of ``fn_name`` over ``arrays`` into the committed ``out`` as a job."""
+            resume="auto", progress=False, colour=None, piece_bytes=None,
+            attempts_max=jobs_core.ATTEMPTS_MAX, **executor_options):
+    """Run ``map_blocks`` of ``fn_name`` over ``arrays`` into the committed ``out`` as a job
+    (``state_dir`` and ``resume`` as in :func:`neoarray.jobs.run`)."""
     from .executors import make_executor
     if executor == "storage":
         raise JobError("storage nodes run only built-in reductions, not map_blocks: "
@@ -261,4 +262,5 @@ def run_map(fn_name: str, arrays, out, *, executor="threads", workers=None, stat
     db = arrays[0]._p_jar.db()
     return jobs_core.run(spec, pieces, db,
                          executor=make_executor(executor, db, workers, **executor_options),
-                         state_dir=state_dir, progress=progress, attempts_max=attempts_max)
+                         state_dir=state_dir, resume=resume, progress=progress,
+                         attempts_max=attempts_max)

@@ -4,16 +4,17 @@
     neoarray job run -a HOST:PORT -c CLUSTER --array PATH [--array PATH...]
                      --map-blocks MODULE:FUNCTION --out PATH [--dtype DTYPE]
     common: [--executor threads|processes|dask|storage] [--workers N] [--scheduler ADDR]
-            [--state-dir DIR] [--piece-mib M] [--colour NAME] [--attempts N] [--progress|--no-progress]
+            [--state-dir DIR [--restart|--resume-saved]] [--piece-mib M] [--colour NAME]
+            [--attempts N] [--progress|--no-progress]
 
 ``PATH`` names an object from the database root through mappings: ``prices`` is
 ``root['prices']``, ``market/prices`` is ``root['market']['prices']``.  With
 ``--dir``, the cluster of that directory is used when it runs (``neoarray cluster
-up DIR``), else an embedded one is started over it for the job.  A ``--map-blocks``
+up DIR``), else (said on standard error) an embedded one is started over it for the job.  A ``--map-blocks``
 output that does not exist is created (committed) first.
 
 Standard output gets one JSON document: ``{"job": ..., "result": ..., "stats": ...}``
-on success (exit status 0), ``{"error": ...}`` on failure (exit status 1; the
+on success (exit status 0; a ``--map-blocks`` result is ``{"path": PATH, "out": OID}``), ``{"error": ...}`` on failure (exit status 1; the
 reason is on standard error too).  The progress bar goes to standard error, on a
 terminal only unless ``--progress``.
 """
@@ -23,6 +24,7 @@ import argparse
 import contextlib
 import json
 import os
+import socket
 import sys
 
 from ..errors import NeoError
@@ -56,6 +58,13 @@ def add_parser(sub):
     p.add_argument("--scheduler", help="Dask scheduler address (dask executor; default: "
                    "a local Dask cluster for the job)")
     p.add_argument("--state-dir", help="directory that makes the job resumable")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--restart", dest="resume", action="store_const", const="restart",
+                       default="auto", help="forget the pieces the state directory holds and "
+                       "start afresh as of now")
+    again.add_argument("--resume-saved", dest="resume", action="store_const", const="saved",
+                       help="finish the job as of the snapshot the state directory holds, "
+                       "even if the data changed since")
     p.add_argument("--piece-mib", type=float, help="bytes of chunks per piece (default 256 MiB)")
     p.add_argument("--colour", help="cache colour of the reads (default: the array's)")
     p.add_argument("--attempts", type=int, default=3, help="tries of a piece before failing")
@@ -65,9 +74,43 @@ def add_parser(sub):
     return p
 
 
+LISTEN_PROBE_S = 1.0       # how long a connection to the master's port may take to open
+
+
 def _read(name: str) -> str:
     with open(name) as f:
         return f.read().strip()
+
+
+def listens(address: str, timeout_s: float = LISTEN_PROBE_S) -> bool:
+    """Whether something accepts TCP connections at ``host:port`` (False at once on a
+    refused connection; True when the answer is not known within ``timeout_s``)."""
+    host, _, port = address.strip().rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except (ConnectionRefusedError, socket.gaierror, ValueError):
+        return False
+    except OSError:
+        return True          # unreachable or slow: let the client say what is wrong
+
+
+def _dir_cluster(opts):
+    """``(address, cluster)`` of ``--dir``'s running cluster, or ``(None, None)`` when it
+    is not running (said on standard error, at once: an embedded one is started)."""
+    names = {"address": os.path.join(opts.dir, "master.address"),
+             "cluster": os.path.join(opts.dir, "cluster.name")}
+    address = opts.address or (_read(names["address"]) if os.path.exists(names["address"])
+                               else None)
+    cluster = opts.cluster or (_read(names["cluster"]) if os.path.exists(names["cluster"])
+                               else None)
+    if address and cluster and not opts.address and not listens(address):
+        print(f"neoarray job: the cluster in {opts.dir} is not running (nothing listens at "
+              f"{address} from {names['address']}): starting an embedded one for this job; "
+              f"start it with `neoarray cluster up {opts.dir}` to keep it running",
+              file=sys.stderr, flush=True)
+        return None, None
+    return address, cluster
 
 
 @contextlib.contextmanager
@@ -79,14 +122,7 @@ def open_database(opts):
 
     from .. import security
     from ..client import NeoStorage
-    address, cluster = opts.address, opts.cluster
-    if opts.dir:
-        names = {"address": os.path.join(opts.dir, "master.address"),
-                 "cluster": os.path.join(opts.dir, "cluster.name")}
-        if not address and os.path.exists(names["address"]):
-            address = _read(names["address"])
-        if not cluster and os.path.exists(names["cluster"]):
-            cluster = _read(names["cluster"])
+    address, cluster = _dir_cluster(opts) if opts.dir else (opts.address, opts.cluster)
     db = None
     if address and cluster:
         try:
@@ -142,7 +178,7 @@ def run_job(opts) -> dict:
             root = conn.root()
             arrays = [lookup(root, path) for path in opts.array]
             common = dict(executor=opts.executor, workers=opts.workers, state_dir=opts.state_dir,
-                          progress=opts.progress, colour=opts.colour, piece_bytes=piece_bytes,
+                          resume=opts.resume, progress=opts.progress, colour=opts.colour, piece_bytes=piece_bytes,
                           attempts_max=opts.attempts, **executor_options)
             if opts.reduce:
                 if len(arrays) != 1:
@@ -172,6 +208,8 @@ def run_job(opts) -> dict:
         finally:
             tm.abort()
             conn.close()
+    if not opts.reduce:                 # the output by its path from the root, and its oid
+        result.value = {"path": opts.out, **result.value}
     job = {"kind": "reduce" if opts.reduce else "map_blocks",
            "op": opts.reduce or opts.map_blocks, "arrays": opts.array, "out": opts.out,
            "executor": opts.executor}

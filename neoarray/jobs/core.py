@@ -18,6 +18,12 @@ A job started again with the same ``state_dir`` and the same spec skips the piec
 whose file exists, and reads the same snapshot, so the answer is the one an
 uninterrupted run gives.  Partials are merged in piece order whatever order they
 finished in: the result does not depend on scheduling.
+
+It resumes by itself only while the database holds nothing newer than that snapshot
+but the job's own pieces (``map_blocks`` pieces commit with :func:`piece_note` as
+their description); otherwise the answer would silently be the old snapshot's, so
+it is refused (:func:`check_resume`) unless ``resume="saved"`` (finish as of the
+saved snapshot) or ``resume="restart"`` (forget the saved pieces, start as of now).
 """
 from __future__ import annotations
 
@@ -47,6 +53,9 @@ PIECE_BYTES_TARGET = 256 << 20       # default piece: about this many bytes of c
 PIECES_MAX = 1_000_000               # a job never lists more pieces than this
 ATTEMPTS_MAX = 3                     # tries of one piece before the job fails
 RETRY_DELAY_S = 0.2                  # first pause before a retry (doubles, at most 5 s)
+RESUME_MODES = ("auto", "saved", "restart")
+TXNS_SINCE_MAX = 10_000              # transactions read to decide whether a resume is safe
+PROGRESS_INTERVAL_S = 0.1            # the progress bar is redrawn at most this often
 
 
 class JobError(NeoError):
@@ -280,6 +289,14 @@ class _StateDir:
                     done[int(name)] = f.read()
         return done
 
+    def clear(self):
+        """Forget the saved job and its finished pieces (``resume="restart"``)."""
+        done = os.path.join(self.path, "done")
+        for name in os.listdir(done):
+            os.remove(os.path.join(done, name))
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(self.path, "job.json"))
+
     def mark(self, index: int, partial: bytes | None):
         if self.path is not None:
             self._write(self._done(index), partial or b"")
@@ -299,7 +316,16 @@ def _progress_bar(total: int, initial: int, desc: str, enabled):
     if enabled is None:
         enabled = sys.stderr.isatty()
     return tqdm(total=total, initial=initial, desc=desc, unit="piece", file=sys.stderr,
-                disable=not enabled, dynamic_ncols=True)
+                disable=not enabled, dynamic_ncols=True, mininterval=PROGRESS_INTERVAL_S)
+
+
+def _advance(bar) -> None:
+    """One more piece done.  The last one is drawn once, by ``bar.close()``: tqdm's
+    ``update`` would draw it and ``close`` again (the last line twice in a log)."""
+    if bar.total is not None and bar.n + 1 >= bar.total:
+        bar.n += 1
+    else:
+        bar.update(1)
 
 
 class Job:
@@ -359,7 +385,7 @@ class Job:
                     nbytes += result.nbytes
                     workers[result.worker] = result
                     bar.set_postfix_str(f"{nbytes / 1e9:.2f} GB", refresh=False)
-                    bar.update(1)
+                    _advance(bar)
         except KeyboardInterrupt:
             raise JobError(self._interrupted()) from None
         finally:
@@ -499,8 +525,9 @@ def _reduce_params(name, axis, dtype, ddof, bins, range, keepdims) -> dict:
 
 
 def reduce(array, name: str, *, axis=None, dtype=None, ddof=0, bins=None, range=None,
-           keepdims=False, executor="threads", workers=None, state_dir=None, progress=False,
-           colour=None, piece_bytes=None, attempts_max=ATTEMPTS_MAX, stats=False, **executor_options):
+           keepdims=False, executor="threads", workers=None, state_dir=None, resume="auto",
+           progress=False, colour=None, piece_bytes=None, attempts_max=ATTEMPTS_MAX, stats=False,
+           **executor_options):
     """Reduce the committed snapshot of ``array`` with ``name``, as a parallel job.
 
     ``name`` is one of :data:`neoarray.array.plans.NAMES`; ``axis``, ``dtype``,
@@ -508,7 +535,8 @@ def reduce(array, name: str, *, axis=None, dtype=None, ddof=0, bins=None, range=
     ``range`` (default numpy's: the items' min and max, computed first) and returns
     ``(counts, edges)``.  ``executor``: ``"threads"``, ``"processes"``, ``"dask"``,
     ``"storage"`` or an executor object (:mod:`neoarray.jobs.executors`).
-    ``state_dir``: a directory that makes the job resumable.  ``colour``: the cache
+    ``state_dir``: a directory that makes the job resumable; ``resume`` says what to do
+    when it holds this job as of an older snapshot (see :func:`run`).  ``colour``: the cache
     colour of the reads (default: the array's).  With ``stats=True`` returns a
     :class:`JobResult` (the value and the job's figures) instead of the value.
     """
@@ -521,13 +549,22 @@ def reduce(array, name: str, *, axis=None, dtype=None, ddof=0, bins=None, range=
     db = array._p_jar.db() if array._p_jar is not None else None
     spec, pieces = prepare_reduce(array, name, params, colour, piece_bytes)
     result = run(spec, pieces, db, executor=make_executor(executor, db, workers, **executor_options),
-                 state_dir=state_dir, progress=progress, attempts_max=attempts_max)
+                 state_dir=state_dir, resume=resume, progress=progress, attempts_max=attempts_max)
     return result if stats else result.value
 
 
-def run(spec: JobSpec, pieces: list[Piece], db, *, executor, state_dir=None, progress=None,
-        attempts_max=ATTEMPTS_MAX, finish=None) -> JobResult:
-    """Run (or resume, with ``state_dir``) the job ``spec`` split in ``pieces``."""
+def run(spec: JobSpec, pieces: list[Piece], db, *, executor, state_dir=None, resume="auto",
+        progress=None, attempts_max=ATTEMPTS_MAX, finish=None) -> JobResult:
+    """Run (or resume, with ``state_dir``) the job ``spec`` split in ``pieces``.
+
+    When ``state_dir`` holds this job as of an older snapshot, ``resume`` decides:
+    ``"auto"`` resumes it if nothing but its own pieces committed since and refuses
+    otherwise (:class:`JobError` naming both snapshots), ``"saved"`` finishes it as of
+    its saved snapshot, ``"restart"`` forgets its finished pieces and starts afresh.
+    """
+    if resume not in RESUME_MODES:
+        raise JobError(f"resume must be one of {', '.join(map(repr, RESUME_MODES))}, "
+                       f"not {resume!r}")
     state = _StateDir(state_dir)
     saved = state.load()
     if saved is not None:
@@ -536,8 +573,14 @@ def run(spec: JobSpec, pieces: list[Piece], db, *, executor, state_dir=None, pro
             raise JobError(f"state directory {state_dir!r} belongs to another job "
                            f"({saved_spec.kind} {saved_spec.op} of 0x{','.join(saved_spec.inputs)}): "
                            f"use a new directory")
-        spec, pieces = saved_spec, saved_pieces     # the same snapshot and pieces as before
-    else:
+        if resume == "restart":
+            state.clear()
+            saved = None
+        else:
+            if resume == "auto":
+                check_resume(db, state_dir, saved_spec, spec)
+            spec, pieces = saved_spec, saved_pieces     # the same snapshot and pieces as before
+    if saved is None:
         state.save(spec, pieces)
     if finish is None:
         if spec.kind == "reduce":
@@ -547,6 +590,68 @@ def run(spec: JobSpec, pieces: list[Piece], db, *, executor, state_dir=None, pro
             finish = map_finisher(db, spec)
     return Job(spec, pieces, executor, finish, state_dir=state_dir, progress=progress,
                attempts_max=attempts_max).run()
+
+
+def piece_note(spec: JobSpec, index: int) -> str:
+    """The description of the transaction a ``map_blocks`` piece commits (how a resumed
+    job tells its own commits from others')."""
+    return f"{_note_prefix(spec)}{index}"
+
+
+def _note_prefix(spec: JobSpec) -> str:
+    return f"neoarray {spec.kind} {spec.op} into 0x{spec.out} as of 0x{spec.before}: piece "
+
+
+def commits_since(db, before: bytes, upto: bytes):
+    """``(tid, description)`` of the transactions in ``[before, upto)``, newest first;
+    None when not known (the storage lists no transactions, or more than
+    :data:`TXNS_SINCE_MAX`)."""
+    undo_log = getattr(db.storage, "undoLog", None)
+    if undo_log is None:
+        return None
+    try:
+        entries = undo_log(0, TXNS_SINCE_MAX + 1)
+    except NotImplementedError:
+        return None
+    since = []
+    for entry in entries:
+        tid = entry["id"]
+        if tid < before:
+            return since
+        if tid < upto:
+            description = entry.get("description", b"")
+            if isinstance(description, bytes):
+                description = description.decode("utf-8", "replace")
+            since.append((tid, description))
+    return None if len(entries) > TXNS_SINCE_MAX else since
+
+
+def check_resume(db, state_dir: str, saved: JobSpec, current: JobSpec) -> None:
+    """Refuse to resume ``saved`` when the database changed since its snapshot (other
+    than by the job's own pieces), or when that is not known: the answer would be the
+    old snapshot's."""
+    if saved.before == current.before:
+        return
+    old, now = bytes.fromhex(saved.before), bytes.fromhex(current.before)
+    if now < old:
+        return       # the caller reads an older snapshot: the saved one is newer still
+    commits = commits_since(db, old, now)
+    if commits is not None:
+        own = _note_prefix(saved)
+        others = [tid for tid, description in commits if not description.startswith(own)]
+        if not others:
+            return
+        what = (f"the database changed since: {len(others)} transaction(s) other than the "
+                f"job's own pieces, the latest 0x{others[0].hex()}")
+    else:
+        what = (f"whether the database changed since is not known (more than "
+                f"{TXNS_SINCE_MAX} transactions, or the storage does not list them)")
+    raise JobError(
+        f"state directory {state_dir!r} holds this job as of snapshot 0x{saved.before}, and "
+        f"{what}; the current snapshot is 0x{current.before}.  Resuming would give the "
+        f"answer as of 0x{saved.before}.  Start afresh with resume='restart' "
+        f"(neoarray job run --restart), finish as of 0x{saved.before} with resume='saved' "
+        f"(--resume-saved), or use another state directory")
 
 
 def _identity(spec: JobSpec):

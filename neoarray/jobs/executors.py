@@ -9,10 +9,11 @@ Every executor offers ``start(spec)``, ``submit(piece) -> future``,
     pieces on threads of this process, each with its own connection to the
     job's database; kernels and numpy release the GIL.  Any ZODB storage.
 ``ProcessExecutor`` (``"processes"``)
-    pieces in worker processes (``spawn``), each opening its own client to the
-    cluster (``NeoStorage`` only: a file storage cannot be shared).  A worker that
-    dies fails its piece, which is retried on a new pool.  ``cache_bytes_max``
-    sets the workers' cache budget (default: the job client's).
+    pieces in worker processes (``python -m neoarray.jobs.worker``: they never run
+    the user's main script), each opening its own client to the cluster
+    (``NeoStorage`` only: a file storage cannot be shared).  A worker that dies fails
+    its piece, which is retried on a new worker.  ``cache_bytes_max`` sets the
+    workers' cache budget (default: the job client's).
 ``DaskExecutor`` (``"dask"``)
     pieces as tasks of a Dask distributed cluster (``scheduler`` address, a
     ``distributed.Client``, or a local cluster started for the job); each Dask
@@ -27,11 +28,14 @@ Every executor offers ``start(spec)``, ``submit(piece) -> future``,
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import contextvars
 import math
-import multiprocessing
 import os
+import subprocess
+import sys
 import threading
+import time
 
 from ..array import layout, plans
 from . import core
@@ -129,44 +133,148 @@ def worker_db(source: dict):
         return db
 
 
-def _process_piece(source: dict, spec: dict, piece: list) -> PieceResult:
+def close_worker_dbs():
+    """Close the databases :func:`worker_db` opened (a worker process ends)."""
+    with _worker_lock:
+        dbs = list(_worker_dbs.values())
+        _worker_dbs.clear()
+    for db in dbs:
+        db.close()
+
+
+def process_piece(source: dict, spec: dict, piece: list) -> PieceResult:
+    """One piece in a worker process (or Dask worker), on its own client to the cluster."""
     return core.run_piece(worker_db(source), JobSpec.from_json(spec), Piece.from_json(piece))
 
 
+WORKER_STOP_S = 10.0     # workers still running this long after their input ends are killed
+
+
+class WorkerDied(JobError):
+    """A worker process ended while it ran a piece (the piece is retried on a new one)."""
+
+
+class _RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker process (its ``__cause__``)."""
+
+    def __str__(self):
+        return "\n" + self.args[0]
+
+
+class _Worker:
+    """One ``python -m neoarray.jobs.worker`` process and its two pipes.
+
+    The worker gets this process's ``sys.path`` (``PYTHONPATH``), as ``spawn`` gives it,
+    so it imports the same ``neoarray`` and the modules next to the user's script."""
+
+    def __init__(self):
+        from . import worker
+        self._wire = worker
+        request_r, request_w = os.pipe()
+        answer_r, answer_w = os.pipe()
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join(p for p in sys.path if isinstance(p, str))}
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "neoarray.jobs.worker", str(request_r), str(answer_w)],
+                pass_fds=(request_r, answer_w), stdin=subprocess.DEVNULL, env=env)
+        except BaseException:
+            for fd in (request_w, answer_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(request_r)
+            os.close(answer_w)
+        self._requests = os.fdopen(request_w, "wb")
+        self._answers = os.fdopen(answer_r, "rb")
+
+    def run(self, source: dict, spec: dict, piece: list) -> PieceResult:
+        try:
+            self._wire.send(self._requests, (source, spec, piece))
+            answer = self._wire.recv(self._answers)
+        except (OSError, EOFError) as exc:
+            self.end_input()
+            status = self.reap(time.monotonic())
+            raise WorkerDied(f"worker process {self.process.pid} ended (exit status "
+                             f"{status}) while it ran piece {piece[0]}: {exc}") from None
+        if answer[0] == "ok":
+            return answer[1]
+        _, exc, text = answer
+        raise exc from _RemoteTraceback(text)
+
+    def end_input(self):
+        """Close the worker's input: it exits once its current piece is done."""
+        with contextlib.suppress(OSError):
+            self._requests.close()
+
+    def reap(self, deadline: float):
+        """Wait for the worker until ``deadline`` (``time.monotonic()``), then kill it;
+        its exit status."""
+        try:
+            status = self.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            status = self.process.wait()
+        with contextlib.suppress(OSError):
+            self._answers.close()          # after the exit: a thread may be reading it
+        return status
+
+
 class ProcessExecutor(ThreadExecutor):
+    """Pieces in worker processes started as ``python -m neoarray.jobs.worker``.
+
+    Each of ``workers`` threads of this process feeds one worker process; a worker never
+    imports the user's ``__main__`` (see :mod:`neoarray.jobs.worker`), so a script
+    without ``if __name__ == "__main__":`` runs once.  A worker that dies fails its
+    piece (retried by the job) and is replaced.
+    """
+
     name = "processes"
 
     def __init__(self, db, workers=None, cache_bytes_max=None):
         super().__init__(db, workers)
         self.source = cluster_source(db, cache_bytes_max)
+        self._local = threading.local()
+        self._workers_lock = threading.Lock()
+        self._workers: list[_Worker] = []
 
     def start(self, spec: JobSpec):
-        self.spec = spec
-        if self._pool is None:          # an executor object may run several jobs
-            self._new_pool()
+        if spec.kind == "map_blocks" and spec.op.startswith("__main__:"):
+            raise JobError(f"worker processes cannot import {spec.op!r}: they do not run "
+                           f"your script; put the function in a module and name it "
+                           f"'module:function', or use the thread executor")
+        super().start(spec)
 
-    def _new_pool(self):
-        self._pool = concurrent.futures.ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("spawn"))
+    def _worker(self) -> _Worker:
+        worker = getattr(self._local, "worker", None)
+        if worker is None or worker.process.poll() is not None:
+            worker = self._local.worker = _Worker()
+            with self._workers_lock:
+                self._workers.append(worker)
+        return worker
 
-    def submit(self, piece: Piece):
-        try:
-            return self._pool.submit(_process_piece, self.source, self.spec.to_json(),
-                                     piece.to_json())
-        except concurrent.futures.process.BrokenProcessPool:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._new_pool()          # a worker died: its pieces are retried on a new pool
-            return self._pool.submit(_process_piece, self.source, self.spec.to_json(),
-                                     piece.to_json())
+    def _work(self, piece: Piece) -> PieceResult:
+        return self._worker().run(self.source, self.spec.to_json(), piece.to_json())
 
     def local_cache_stats(self):
         return None
+
+    def close(self):
+        with self._workers_lock:
+            workers, self._workers = self._workers, []
+        for worker in workers:
+            worker.end_input()
+        deadline = time.monotonic() + WORKER_STOP_S
+        for worker in workers:          # a piece still running fails: its thread is freed
+            worker.reap(deadline)
+        super().close()
+        self._local = threading.local()
 
 
 # --------------------------------------------------------------------------- dask
 
 def _dask_piece(source: dict, spec: dict, piece: list) -> PieceResult:
-    return _process_piece(source, spec, piece)
+    return process_piece(source, spec, piece)
 
 
 class DaskExecutor:

@@ -1,15 +1,17 @@
 """Pure tests of selection parsing and chunk projection (no storage)."""
 
+import ast
 import math
+import re
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from array_helpers import chunk_shapes, examples, indices, shapes
+from hypothesis import given
+from hypothesis import strategies as st
 
 from neoarray.array import indexing
 from neoarray.array.errors import ArrayIndexError
-
-from array_helpers import examples, chunk_shapes, indices, shapes
 
 SETTINGS = examples(400)
 
@@ -152,19 +154,45 @@ def test_zero_step_is_value_error():
 
 
 def test_a_failing_randomized_test_reports_how_to_replay_it():
-    """Hypothesis prints the falsifying example (seeds drawn included) and a replay blob."""
-    from hypothesis import given as given_, settings as settings_
+    """A failing randomized test's report (the exception notes pytest prints) holds the
+    failing seed and a replay decorator, and that decorator replays the same seed.
 
-    @settings_(max_examples=50, database=None, print_blob=True, deadline=None)
+    Only Hypothesis' API is relied on (``print_blob`` and ``reproduce_failure(version,
+    blob)``), not the wording around it, which changes between releases."""
+    from hypothesis import given as given_
+    from hypothesis import reproduce_failure
+    from hypothesis import settings as settings_
+
+    seeds = []
+
+    @settings_(max_examples=200, database=None, print_blob=True, deadline=None)
     @given_(st.integers(0, 2**32 - 1))
-    def always_fails(seed):
-        assert np.random.default_rng(seed).random() < 0  # never true
+    def fails_from_1000(seed):
+        seeds.append(seed)
+        assert seed < 1000
 
     with pytest.raises(AssertionError) as info:
-        always_fails()
+        fails_from_1000()
+    failing = seeds[-1]              # Hypothesis ends by re-running the shrunk example
+    assert failing >= 1000
     notes = "\n".join(getattr(info.value, "__notes__", []))
-    assert "Falsifying example: always_fails(" in notes and "seed=" in notes
-    assert "@reproduce_failure" in notes
+    assert str(failing) in notes, notes
+    decorator = re.search(r"@reproduce_failure\(([^)]*)\)", notes)
+    assert decorator is not None, notes
+    version, blob = ast.literal_eval(f"({decorator.group(1)})")
+
+    replayed = []
+
+    @reproduce_failure(version, blob)
+    @settings_(database=None, deadline=None)
+    @given_(st.integers(0, 2**32 - 1))
+    def replay(seed):
+        replayed.append(seed)
+        assert seed < 1000
+
+    with pytest.raises(AssertionError):
+        replay()
+    assert replayed and set(replayed) == {failing}
 
 
 def test_empty_broadcast_of_index_arrays_skips_bounds_checks_like_numpy():

@@ -32,6 +32,15 @@ def fails_once_per_marker(x):
     return x + 1
 
 
+def exits_once_per_marker(x):
+    """Ends its process (a worker dying) while the NEOARRAY_TEST_MARKER file exists."""
+    marker = os.environ.get("NEOARRAY_TEST_MARKER")
+    if marker and os.path.exists(marker) and (x > 0).any():
+        os.remove(marker)
+        os._exit(3)
+    return x + 1
+
+
 def always_fails(x):
     raise RuntimeError("this function always fails")
 

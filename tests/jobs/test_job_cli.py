@@ -9,6 +9,7 @@ import pytest
 import transaction
 import ZODB
 
+import neoarray
 import neoarray.array as na
 
 
@@ -53,7 +54,8 @@ def test_map_blocks_creates_the_output_and_resumes_from_a_state_dir(stored, tmp_
             "--out", "cli_sqrt", "--state-dir", str(tmp_path / "state"), "--piece-mib", "0.02")
     rc, out, _ = _run(*args)
     assert rc == 0 and out["stats"]["pieces_run"] == out["stats"]["pieces"] > 1
-    rc, out, _ = _run(*args)                       # everything was done: nothing runs again
+    assert out["result"]["path"] == "cli_sqrt" and out["result"]["out"].startswith("0x")
+    rc, out, _ = _run(*args)       # everything was done (the job's own commits since): resumed
     assert rc == 0 and out["stats"]["pieces_run"] == 0
     db = ZODB.DB(cluster.open_storage())
     try:
@@ -73,3 +75,50 @@ def test_failures_print_a_json_error_and_exit_non_zero(stored):
     rc, out, _ = _run("-a", cluster.address, "-c", "wrong-name", "--array", "cli",
                       "--reduce", "sum", "--timeout-s", "3")
     assert rc == 1 and "cluster" in out["error"].lower()
+
+
+def test_a_stopped_cluster_directory_is_said_at_once_and_served_embedded(tmp_path):
+    """A ``master.address`` left by a stopped cluster: nothing listens there, so no time
+    goes into retrying it; the job says so and runs on an embedded cluster."""
+    path = str(tmp_path / "stopped")
+    db = neoarray.open(path)                    # started now, stopped by close()
+    try:
+        tm = transaction.TransactionManager()
+        db.open(tm).root()["x"] = na.asarray(np.arange(100.0), chunks=(30,))
+        tm.commit()
+    finally:
+        db.close()
+    with open(os.path.join(path, "master.address")) as f:
+        address = f.read().strip()
+    rc, out, err = _run("--dir", path, "--array", "x", "--reduce", "sum")
+    assert rc == 0, err
+    assert out["result"] == np.arange(100.0).sum()
+    assert (f"the cluster in {path} is not running (nothing listens at {address} from "
+            f"{os.path.join(path, 'master.address')})") in err
+    assert f"neoarray cluster up {path}" in err
+
+
+def test_a_changed_array_refuses_the_older_state_directory_until_told(stored, tmp_path):
+    cluster, x = stored
+    args = ("--dir", cluster.path, "--array", "cli", "--reduce", "sum",
+            "--state-dir", str(tmp_path / "state"))
+    rc, out, _ = _run(*args)
+    assert rc == 0
+    old = out["stats"]["snapshot"]
+    db = ZODB.DB(cluster.open_storage())
+    try:
+        tm = transaction.TransactionManager()
+        db.open(tm).root()["cli"][0, 0] = 1e6
+        tm.commit()
+    finally:
+        db.close()
+    rc, out, _ = _run(*args)
+    assert rc == 1
+    assert f"holds this job as of snapshot {old}" in out["error"]
+    assert "--restart" in out["error"] and "--resume-saved" in out["error"]
+    rc, out, _ = _run(*args, "--resume-saved")
+    assert rc == 0 and out["result"] == pytest.approx(x.sum())
+    rc, out, _ = _run(*args, "--restart")
+    changed = x.copy()
+    changed[0, 0] = 1e6
+    assert rc == 0 and out["result"] == pytest.approx(changed.sum())

@@ -1,6 +1,8 @@
 """Parallel jobs on a real cluster: reductions through every executor, resume, retries."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,9 +10,10 @@ import pytest
 import neoarray.array as na
 from neoarray import jobs, wire
 from neoarray.array.errors import ArrayValueError
-from neoarray.jobs import executors
+from neoarray.jobs import core, executors
 from neoarray.jobs.core import JobError
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NAMES = ["sum", "prod", "mean", "var", "std", "min", "max", "argmin", "argmax",
          "count_nonzero", "any", "all"]
 
@@ -169,9 +172,6 @@ def test_job_fails_after_its_attempts_and_resumes_without_redoing_pieces(data, d
                     attempts_max=2)
     finished = set(os.listdir(os.path.join(state, "done")))
     assert finished and "00000002" not in finished
-    # the data changes meanwhile: the resumed job still reads the snapshot it started on
-    a[0, 0] = 1e6
-    a._p_jar.tm.commit()
     again = executors.ThreadExecutor(db, workers=2)
     ran = []
     original = again._work
@@ -181,6 +181,47 @@ def test_job_fails_after_its_attempts_and_resumes_without_redoing_pieces(data, d
     np.testing.assert_allclose(result.value, np.std(x))
     assert result.stats["pieces_resumed"] == len(finished)
     assert 2 in ran and not {int(f) for f in finished} & set(ran)
+
+
+def test_a_state_directory_of_an_older_snapshot_is_refused_or_resumed_explicitly(data, db,
+                                                                                 tmp_path):
+    """Reusing a state directory after the data changed gave the old snapshot's answer
+    without a word: it is refused, naming both snapshots and the ways on."""
+    a, x = data
+    state = str(tmp_path / "state")
+    piece_bytes = 3 * 64 * 16 * 8
+    flaky = FlakyExecutor(db, fail=[2], times=5)
+    flaky.workers = 1                # piece 0 is done (and kept) before piece 2 is sent
+    with pytest.raises(JobError, match="piece 2 .*same state directory"):
+        jobs.reduce(a, "std", executor=flaky, piece_bytes=piece_bytes, state_dir=state,
+                    attempts_max=1)
+    with open(os.path.join(state, "job.json")) as f:
+        old = json.load(f)["spec"]["before"]
+    a[0, 0] = 1e6                                      # the data changes meanwhile
+    a._p_jar.tm.commit()
+    with pytest.raises(JobError) as refused:
+        jobs.reduce(a, "std", piece_bytes=piece_bytes, state_dir=state)
+    message = str(refused.value)
+    assert f"holds this job as of snapshot 0x{old}" in message
+    assert "resume='restart'" in message and "--restart" in message
+    assert "resume='saved'" in message and "--resume-saved" in message
+    now = jobs.reduce(a, "std", piece_bytes=piece_bytes, stats=True).stats["snapshot"]
+    assert f"the current snapshot is {now}" in message and now != f"0x{old}"
+
+    saved = jobs.reduce(a, "std", piece_bytes=piece_bytes, state_dir=state, resume="saved",
+                        stats=True)
+    np.testing.assert_allclose(saved.value, np.std(x))          # as of the old snapshot
+    assert saved.stats["pieces_resumed"] > 0 and saved.stats["snapshot"] == f"0x{old}"
+
+    x[0, 0] = 1e6
+    fresh = jobs.reduce(a, "std", piece_bytes=piece_bytes, state_dir=state, resume="restart",
+                        stats=True)
+    np.testing.assert_allclose(fresh.value, np.std(x))
+    assert fresh.stats["pieces_resumed"] == 0 and fresh.stats["snapshot"] == now
+    again = jobs.reduce(a, "std", piece_bytes=piece_bytes, state_dir=state, stats=True)
+    assert again.stats["pieces_run"] == 0             # nothing changed since: resumed
+    with pytest.raises(JobError, match="resume must be one of"):
+        jobs.reduce(a, "std", state_dir=state, resume="yes")
 
 
 def test_state_directory_of_another_job_is_refused(data, tmp_path):
@@ -220,13 +261,59 @@ def test_bad_arguments_are_named(data):
         jobs.reduce(a, "histogram", bins=0, range=(0, 1))
 
 
-def test_progress_bar_and_cache_statistics(data, capsys):
+def test_progress_bar_and_cache_statistics(data, capsys, monkeypatch):
     a, x = data
+    monkeypatch.setattr(core, "PROGRESS_INTERVAL_S", 0.0)     # every piece is drawn
     result = jobs.reduce(a, "sum", progress=True, piece_bytes=3 * 64 * 16 * 8, stats=True)
     np.testing.assert_allclose(result.value, x.sum())
     err = capsys.readouterr().err
-    assert "piece" in err and f"{result.stats['pieces']}/{result.stats['pieces']}" in err
+    pieces = result.stats["pieces"]
+    assert "piece" in err and err.count(f"{pieces}/{pieces}") == 1, err   # the last line once
+    assert err.count(f"{pieces - 1}/{pieces}") == 1, err
     cache = result.stats["cache"]
     assert cache["hits"] + cache["misses"] >= result.stats["chunks"]
     assert set(cache["colours"]) >= {"meta", "hot", "scan"}
     json.dumps(result.to_json())          # the stats are JSON
+
+
+UNGUARDED_SCRIPT = '''
+import sys
+
+import numpy as np
+import transaction
+
+import neoarray
+import neoarray.array as na
+from neoarray import jobs
+
+data_dir, runs_file, state_dir = sys.argv[1:4]
+print("script body ran", flush=True)
+with open(runs_file, "a") as f:
+    f.write("ran\\n")
+db = neoarray.open(data_dir)              # an embedded cluster, as in the README
+conn = db.open()
+x = np.arange(4000, dtype=np.float64)
+conn.root()["A"] = A = na.asarray(x, chunks=(500,))
+transaction.commit()
+counts, edges = jobs.reduce(A, "histogram", bins=8, executor="processes", workers=2,
+                            state_dir=state_dir, piece_bytes=2 * 500 * 8)
+print("counts", counts.tolist(), flush=True)
+db.close()
+'''
+
+
+def test_processes_job_in_a_script_without_main_guard_runs_the_script_once(tmp_path):
+    """Workers do not import the user's ``__main__``: a script with no
+    ``if __name__ == "__main__":`` runs once (it ran again in every spawned worker)."""
+    script = tmp_path / "user_script.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    runs = tmp_path / "runs.txt"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "data"), str(runs), str(tmp_path / "job")],
+        capture_output=True, text=True, timeout=240, check=False, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("script body ran") == 1, proc.stdout
+    assert runs.read_text() == "ran\n"
+    counts = np.histogram(np.arange(4000, dtype=np.float64), 8)[0].tolist()
+    assert f"counts {counts}" in proc.stdout, proc.stdout

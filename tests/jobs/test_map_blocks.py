@@ -1,5 +1,6 @@
 """map_blocks: in the caller's transaction, and as resumable jobs on every executor."""
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -142,9 +143,28 @@ def test_map_job_retries_and_resumes(pair, conn, tmp_path, monkeypatch):
     np.testing.assert_allclose(out2[...], x + 1)
 
 
-def test_map_job_refusals(pair, conn):
+@pytest.mark.parametrize("fault", ["exits_once_per_marker", "fails_once_per_marker"])
+def test_a_piece_whose_worker_process_dies_or_raises_is_retried(pair, conn, tmp_path,
+                                                                 monkeypatch, fault):
+    a, _, x, _ = pair
+    out = _committed_out(conn, a, f"after_{fault}_out")
+    marker = tmp_path / "fault-once"
+    monkeypatch.setenv("NEOARRAY_TEST_MARKER", str(marker))
+    marker.touch()
+    result = run_map(f"tests.jobs.jobfuncs:{fault}", [a], out,
+                     executor="processes", workers=2, piece_bytes=32 * 16 * 8)
+    assert result.stats["retries"] == 1 and not marker.exists()
+    conn.tm.abort()
+    np.testing.assert_allclose(out[...], x + 1)
+
+
+def test_map_job_refusals(pair, conn, monkeypatch):
     a, _, _, _ = pair
     out = _committed_out(conn, a, "refused_out")
+    monkeypatch.setattr(sys.modules["__main__"], "neoarray_test_plus_one",
+                        jobfuncs.double_plus_one, raising=False)
+    with pytest.raises(JobError, match="do not run your script"):   # a function in a script
+        run_map("__main__:neoarray_test_plus_one", [a], out, executor="processes")
     with pytest.raises(JobError, match="built-in reductions"):
         run_map("numpy:sqrt", [a], out, executor="storage")
     with pytest.raises(JobError, match="module:function"):
