@@ -2,11 +2,13 @@
 
 ``master`` may list several masters (``host:port,host:port``): a call that gets
 UNAVAILABLE (a standby, naming the primary, or a master that is gone) is tried on the
-next address, once around the list.
+next address, once around the list; when every address failed, the error says what is
+wrong with each connection (``diagnose``: nothing listening, TLS on one side only, a
+certificate from another CA).
 """
 from __future__ import annotations
 
-from . import security, wire
+from . import diagnose, security, wire
 from .errors import ClusterUnavailable
 from .ids import Z64
 from .masters import next_address, parse_masters
@@ -44,9 +46,9 @@ class AdminClient:
             try:
                 return wire.call(getattr(self.stub, name), request or cpb.Empty(), timeout_s or self.timeout,
                                  f"{name} on {self.master}")
-            except ClusterUnavailable:
-                if not left:
-                    raise
+            except ClusterUnavailable as exc:
+                if not left:     # what is wrong with the connection, if that is it
+                    raise ClusterUnavailable(diagnose.explain(exc, self.masters, self.tls)) from None
                 self._next_master()
 
     def _next_master(self) -> None:
