@@ -68,6 +68,17 @@ def connection(address: str, tls=None, probe_s: float = PROBE_S) -> Cause | None
     return _tls_cause(address, host, int(port), tls, probe_s) if tls is not None else None
 
 
+def listening(address: str, probe_s: float = PROBE_S) -> bool:
+    """Whether something accepts TCP connections at ``address`` (``neoctl stop`` waits
+    for the nodes to stop listening)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), probe_s):
+            return True
+    except OSError:
+        return False
+
+
 def explain(error, addresses, tls=None) -> str:
     """The causes found at ``addresses``, then ``error`` in brackets; ``str(error)``
     alone when every connection is sound."""
