@@ -59,6 +59,8 @@ def connection(address: str, tls=None, probe_s: float = PROBE_S) -> Cause | None
                               f"firewall drops the connection)", False)
     except OSError as exc:
         return Cause(address, f"cannot connect to {address}: {exc.strerror or exc}", False)
+    except ValueError:
+        return Cause(address, f"{address!r} is not a host:port", True)
     if speaks_tls and tls is None:
         return Cause(address, f"{address} speaks TLS and this client has no certificate: give the "
                               f"cluster's ca, cert and key (neoctl: --ca --cert --key, or --dir)", True)
@@ -109,8 +111,12 @@ def _speaks_tls(host: str, port: int, probe_s: float) -> bool:
 def _tls_cause(address: str, host: str, port: int, tls, probe_s: float) -> Cause | None:
     """A full handshake with our CA and certificate, then HTTP/2's opening: the node
     answers with its settings unless it refused our certificate."""
-    ctx = ssl.create_default_context(cafile=tls.ca_path)
-    ctx.load_cert_chain(tls.cert_path, tls.key_path)
+    try:
+        ctx = ssl.create_default_context(cafile=tls.ca_path)
+        ctx.load_cert_chain(tls.cert_path, tls.key_path)
+    except (OSError, ValueError) as exc:        # ssl.SSLError is an OSError
+        return Cause(address, f"this client's TLS files do not load ({tls.ca_path}, {tls.cert_path}): {exc}",
+                     True)
     ctx.set_alpn_protocols(["h2"])
     try:
         with socket.create_connection((host, port), probe_s) as raw, \
