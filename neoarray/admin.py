@@ -2,20 +2,25 @@
 
 ``master`` may list several masters (``host:port,host:port``): a call that gets
 UNAVAILABLE (a standby, naming the primary, or a master that is gone) is tried on the
-next address, once around the list.
+next address, once around the list; when every address failed, the error says what is
+wrong with each connection (``diagnose``: nothing listening, TLS on one side only, a
+certificate from another CA).
 """
 from __future__ import annotations
 
-from . import security, wire
+from . import diagnose, security, wire
 from .errors import ClusterUnavailable
-from .ids import Z64
+from .ids import Z64, p64, u64
 from .masters import next_address, parse_masters
 from .proto import common_pb2 as cpb
 from .proto import master_pb2 as mpb
 from .proto import master_pb2_grpc as mrpc
+from .proto import storage_pb2 as spb
 from .proto import storage_pb2_grpc as srpc
 
 CELL_LETTERS = {cpb.UP_TO_DATE: "U", cpb.OUT_OF_DATE: "O", cpb.FEEDING: "F", cpb.CORRUPTED: "C"}
+READABLE = (cpb.UP_TO_DATE, cpb.FEEDING)
+TRANSACTIONS_PER_PAGE = 100            # metadata with oid lists: pages stay small
 CLUSTER_NAMES = {cpb.RECOVERING: "RECOVERING", cpb.VERIFYING: "VERIFYING",
                  cpb.CLUSTER_RUNNING: "RUNNING", cpb.STOPPING: "STOPPING"}
 NODE_PREFIX = {cpb.STORAGE: "S", cpb.CLIENT: "C", cpb.ADMIN: "A", cpb.MASTER: "M"}
@@ -44,9 +49,9 @@ class AdminClient:
             try:
                 return wire.call(getattr(self.stub, name), request or cpb.Empty(), timeout_s or self.timeout,
                                  f"{name} on {self.master}")
-            except ClusterUnavailable:
-                if not left:
-                    raise
+            except ClusterUnavailable as exc:
+                if not left:     # what is wrong with the connection, if that is it
+                    raise ClusterUnavailable(diagnose.explain(exc, self.masters, self.tls)) from None
                 self._next_master()
 
     def _next_master(self) -> None:
@@ -96,6 +101,31 @@ class AdminClient:
     def set_replication_rate(self, bytes_per_s: int, node_ids: list[int] = ()) -> mpb.SetReplicationRateReply:
         return self._call("SetReplicationRate", mpb.SetReplicationRateRequest(
             bytes_per_s=bytes_per_s, node_ids=list(node_ids)))
+
+    def count_transactions(self, after: bytes, until: bytes, count_max: int) -> int | None:
+        """How many transactions have ``after < tid <= until``, at most ``count_max``
+        (more are not counted), read in pages from one readable copy of each partition
+        on a running node; None when a partition has none."""
+        running = {n.node_id: n.address for n in self.nodes()
+                   if n.type == cpb.STORAGE and n.state == cpb.RUNNING}
+        by_node: dict[int, list[int]] = {}
+        for p, row in enumerate(self.partition_table().rows):
+            readers = sorted(c.node_id for c in row.cells if c.state in READABLE and c.node_id in running)
+            if not readers:
+                return None
+            by_node.setdefault(readers[0], []).append(p)
+        count = 0
+        for nid, partitions in sorted(by_node.items()):
+            stub, cursor = self.storage_stub(running[nid]), p64(u64(after) + 1)
+            while count < count_max:
+                page = wire.call(stub.Transactions, spb.TransactionsRequest(
+                    partitions=partitions, min_tid=cursor, max_tid=until, limit=TRANSACTIONS_PER_PAGE),
+                    self.timeout, f"Transactions on S{nid}").transactions
+                if not page:
+                    break
+                count += len(page)
+                cursor = p64(u64(page[-1].tid) + 1)
+        return min(count, count_max)
 
     def storage_stub(self, address: str):
         """A stub of the storage node at ``address`` (``neoctl check`` reads and repairs

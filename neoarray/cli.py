@@ -111,21 +111,32 @@ def _demo_prices(db, path):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="neoarray", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="neoarray", description="Run a local neoarray cluster, the demo, or a "
+                                "parallel job; neoctl administers a running cluster.")
+    p.add_argument("--version", action="version", version=f"neoarray {sys.modules[__package__].__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     cl = sub.add_parser("cluster", help="local clusters")
     clsub = cl.add_subparsers(dest="action", required=True)
-    up = clsub.add_parser("up", help="start a local multi-process cluster")
-    up.add_argument("dir")
-    up.add_argument("--storages", type=int, default=1)
-    up.add_argument("--replicas", type=int, default=0)
-    up.add_argument("--partitions", type=int, default=12)
+    up = clsub.add_parser("up", help="start a local multi-process cluster",
+                          description="Start a master (and standby masters) and storage nodes as local "
+                                      "processes serving DIR; Ctrl-C or neoctl --dir DIR stop stops them.")
+    up.add_argument("dir", metavar="DIR", help="the cluster's directory: made if missing; an existing one "
+                                              "keeps its data, cluster name, partitions and replicas")
+    up.add_argument("--storages", type=int, default=1, help="storage nodes to start (default: %(default)s)")
+    up.add_argument("--replicas", type=int, default=0,
+                    help="extra copies of each partition, on other storage nodes, for a new DIR (later: "
+                         "neoctl set replicas; default: %(default)s)")
+    up.add_argument("--partitions", type=int, default=12,
+                    help="partitions the data is spread over, for a new DIR (fixed then; "
+                         "default: %(default)s)")
     up.add_argument("--metrics", action="store_true",
-                    help="give each node a Prometheus metrics port on 127.0.0.1 and print them")
+                    help="give each node a Prometheus metrics port on 127.0.0.1 and print them (default: off)")
     up.add_argument("--tls", action="store_true", default=None,
-                    help="mutual TLS on every port, with a CA and certificates made in DIR/tls")
+                    help="mutual TLS on every port, with a CA and certificates made in DIR/tls (default: "
+                         "off for a new DIR; a DIR made with --tls keeps it)")
     up.add_argument("--standby-masters", type=int, default=0,
-                    help="standby masters to start (each takes over when the primary is gone)")
+                    help="standby masters to start (each takes over when the primary is gone; "
+                         "default: %(default)s)")
     d = sub.add_parser("demo", help="store and read back objects on an embedded cluster")
     d.add_argument("dir", nargs="?")
     from .jobs.cli import add_parser

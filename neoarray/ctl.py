@@ -10,12 +10,17 @@
     neoctl --dir DIR truncate TID          (delete every transaction after TID)
     neoctl --dir DIR set replication-rate BYTES_PER_S [NODE...]   (e.g. 50M; 0: unlimited)
 
+``truncate``, ``drop``, ``kill``, lowering ``set replicas``, ``pack`` and ``check
+--repair`` say what they remove and ask first; ``--yes`` answers for scripts, and
+without a terminal they change nothing unless given ``--yes`` (``neoarray.confirm``).
+
 Credentials: the master's Admin service wants an admin certificate (``--ca --cert
 --key``, mutual TLS) or the cluster's admin token (``--token-file``); ``--dir`` finds
 both in a local cluster directory (``tls/admin.crt``, ``admin.token``).
 
-Plain tables for people (like NEO's neoctl), ``--json`` for scripts; the exit status is
-non-zero on failure, with the reason on standard error.
+Plain tables for people (like NEO's neoctl), ``--json`` for scripts (before or after the
+command: one JSON object per command, keys in snake_case, ids as ``0x`` hex, nodes named
+``S1``/``M1``); the exit status is non-zero on failure, with the reason on standard error.
 """
 from __future__ import annotations
 
@@ -24,10 +29,19 @@ import datetime
 import json
 import os
 import sys
+import time
 
-from . import security
+from . import __version__, diagnose, security
 from .admin import CELL_LETTERS, NODE_PREFIX, AdminClient, node_name
 from .check import check_command
+from .confirm import (
+    confirm,
+    node_text,
+    pack_text,
+    repair_text,
+    replicas_text,
+    truncate_text,
+)
 from .errors import NeoError
 from .ids import tid_repr
 from .proto import common_pb2 as cpb
@@ -65,14 +79,25 @@ def _pt_out(pt, admin, opts):
 
 
 def _node(admin, opts):
+    """Every node the master knows, and every master: standbys as the master lists them
+    (MASTER nodes), the primary (the master answering, which does not list itself) as
+    ``M0`` unless it lists itself (a standby that took over)."""
     rows = sorted(admin.nodes(), key=lambda n: (NODE_PREFIX.get(n.type, "?"), n.node_id))
+    if not any(n.type == cpb.MASTER and n.address == admin.master for n in rows):
+        rows.insert(0, cpb.Node(node_id=0, type=cpb.MASTER, address=admin.master, state=cpb.RUNNING,
+                                host=admin.master.rpartition(":")[0]))
+    docs = [{"id": node_name(n), "type": NODE_TYPES.get(n.type), "address": n.address,
+             "state": NODE_STATES.get(n.state), "host": n.host, "since": n.state_since or None,
+             "primary": n.type == cpb.MASTER and n.address == admin.master} for n in rows]
     if opts.json:
-        return [{"id": node_name(n), "type": NODE_TYPES.get(n.type), "address": n.address,
-                 "state": NODE_STATES.get(n.state), "host": n.host, "since": n.state_since} for n in rows]
+        return {"nodes": docs}
     return "\n".join(
-        f"{node_name(n)} | {NODE_TYPES.get(n.type)} | {n.address or '-'} | {NODE_STATES.get(n.state)} | "
-        f"{datetime.datetime.fromtimestamp(n.state_since).isoformat(sep=' ', timespec='seconds')}"
-        for n in rows)
+        f"{d['id']} | {d['type']}{' (primary)' if d['primary'] else ''} | {d['address'] or '-'} | "
+        f"{d['state']} | {_date(d['since'])}" for d in docs)
+
+
+def _date(epoch_s: float | None) -> str:
+    return datetime.datetime.fromtimestamp(epoch_s).isoformat(sep=" ", timespec="seconds") if epoch_s else "-"
 
 
 def _cluster(admin, opts):
@@ -83,8 +108,30 @@ def _cluster(admin, opts):
 def _set_state(state):
     def run(admin, opts):
         new = admin.set_cluster_state(state)
-        return {"state": new} if opts.json else "Cluster state changed"
+        return {"state": new} if opts.json else f"cluster {new}"
     return run
+
+
+def _stop(admin, opts):
+    """Stop every node, and wait (``--timeout-s``) for the master and the storage nodes
+    to stop listening: the final state, STOPPED, or STOPPING with the nodes still up
+    (exit status 1)."""
+    storages = {node_name(n): n.address for n in admin.nodes() if n.type == cpb.STORAGE
+                and n.state != cpb.DOWN and n.address}
+    admin.set_cluster_state("STOPPING")
+    deadline = time.monotonic() + opts.timeout_s
+    up = {"master": admin.master, **storages}
+    while up and time.monotonic() < deadline:
+        time.sleep(0.1)
+        up = {name: a for name, a in up.items() if diagnose.listening(a)}
+    doc = {"state": "STOPPING" if up else "STOPPED", "master": admin.master,
+           "storages": sorted(storages), "still_listening": sorted(up)}
+    if opts.json:
+        return doc, 1 if up else 0
+    if up:
+        return (f"cluster STOPPING: still listening after {opts.timeout_s:g} s: "
+                f"{', '.join(f'{n} at {a}' for n, a in sorted(up.items()))}"), 1
+    return f"cluster STOPPED: the master at {admin.master} and {len(storages)} storage node(s) shut down"
 
 
 def _ranges(numbers) -> str:
@@ -187,14 +234,16 @@ def _tweak(admin, opts):
 
 def _drop(admin, opts):
     nid = node_id(opts.node)
+    confirm(opts, node_text(admin, nid, "drop"))
     reply = admin.drop_node(nid)
     if opts.json:
-        return _changes_out(reply, admin, opts, True, "")
+        return {"dropped": f"S{nid}", **_changes_out(reply, admin, opts, True, "")}
     return f"S{nid} dropped ({len(reply.changes)} cells removed); run tweak to restore the replica count"
 
 
 def _kill(admin, opts):
     nid = node_id(opts.node)
+    confirm(opts, node_text(admin, nid, "kill"))
     admin.kill_node(nid)
     return {"killed": f"S{nid}"} if opts.json else f"S{nid} asked to shut down"
 
@@ -212,6 +261,9 @@ def _set(admin, opts):
         raise NeoError(f"set replicas: {opts.value!r} is not a whole number") from None
     if replicas < 0:
         raise NeoError(f"set replicas: {replicas} is negative")
+    fewer = replicas_text(admin, replicas)
+    if fewer:
+        confirm(opts, fewer)
     reply = admin.set_replicas(replicas)
     if opts.json:
         return {"replicas": reply.pt.replicas, "ptid": reply.pt.ptid}
@@ -254,6 +306,12 @@ def _truncate(admin, opts):
     """Delete every transaction after TID on every node; clients reconnect and drop
     their caches, a transaction committing meanwhile is not committed."""
     tid = parse_tid(opts.tid)
+    last = admin.ids()["last_tid"]
+    if tid > last:
+        raise NeoError(f"truncate to 0x{tid.hex()} refused: it is after the last committed "
+                       f"transaction 0x{last.hex()} (see neoctl print ids)")
+    if tid < last:
+        confirm(opts, truncate_text(admin, tid, last))
     reply = admin.truncate(tid, opts.long_timeout_s)
     if opts.json:
         return {"truncated_to": f"0x{reply.tid.hex()}", "last_tid_before": f"0x{reply.last_tid_before.hex()}",
@@ -274,7 +332,8 @@ def parse_tid(text: str) -> bytes:
             raise ValueError
         return bytes.fromhex(digits)
     except ValueError:
-        raise NeoError(f"a TID is 16 hex digits (as `neoctl print ids` shows it), not {text!r}") from None
+        raise NeoError(f"a TID is 16 hex digits (as `neoctl print ids` shows it), not {text!r}; "
+                       f"nothing changed") from None
 
 
 def _pack(admin, opts):
@@ -288,6 +347,7 @@ def _pack(admin, opts):
     tid = last if opts.tid is None else parse_tid(opts.tid)
     if tid > last:
         raise NeoError(f"TID 0x{tid.hex()} is after the last committed transaction 0x{last.hex()}")
+    confirm(opts, pack_text(tid, not opts.no_gc))
     storage = NeoStorage(",".join(admin.masters), admin.cluster, local_reads=False,
                          connect_timeout_s=opts.timeout_s, **(admin.tls.options() if admin.tls else {}))
     try:       # what a snapshot at ``tid`` (or later) sees is kept
@@ -301,8 +361,14 @@ def _pack(admin, opts):
     return f"packed to {tid_repr(tid)}: {removed} revision(s) removed"
 
 
+def _check(admin, opts):
+    if opts.repair:
+        confirm(opts, repair_text(opts.partition, len(admin.partition_table().rows)))
+    return check_command(admin, opts)
+
+
 COMMANDS = {"add": _add, "tweak": _tweak, "drop": _drop, "kill": _kill, "set": _set, "pack": _pack,
-            "truncate": _truncate}
+            "truncate": _truncate, "check": _check, "stop": _stop, "start": _set_state("RUNNING")}
 
 
 CALL_S = 10.0
@@ -311,52 +377,77 @@ LONG_CALL_S = 600.0
 PRINTERS = {"ids": _ids, "pt": _pt, "node": _node, "cluster": _cluster, "summary": _summary}
 
 
+DESTRUCTIVE = "truncate, drop, kill, lowering set replicas, pack, check --repair"
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="neoctl", description="Administer a neoarray cluster.")
+    p = argparse.ArgumentParser(
+        prog="neoctl", description="Administer a neoarray cluster.",
+        epilog=f"{DESTRUCTIVE} say what they remove and ask first; --yes answers for scripts "
+               f"(without a terminal they change nothing unless given --yes).")
+    p.add_argument("--version", action="version", version=f"neoctl (neoarray) {__version__}")
     p.add_argument("-a", "--address", help="master host:port, or host:port,host:port... "
                    "(the primary and its standbys: the first that answers as primary is used)")
     p.add_argument("-c", "--cluster", help="cluster name")
     p.add_argument("--dir", help="a local cluster directory (neoarray cluster up DIR)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--timeout-s", type=float, default=None,
                    help=f"time limit of each call (default {CALL_S:.0f} s; truncate: {LONG_CALL_S:.0f} s)")
     security.add_arguments(p)
     p.add_argument("--token-file", help="file holding the cluster's admin token")
+    _add_common(p, argparse.SUPPRESS)        # before the command; after it too (each subparser)
     sub = p.add_subparsers(dest="command", required=True)
-    pr = sub.add_parser("print", help="print ids, the partition table, nodes or the cluster state")
+
+    def command(name, **kw):
+        sp = sub.add_parser(name, **kw)
+        _add_common(sp, argparse.SUPPRESS)
+        return sp
+    pr = command("print", help="print ids, the partition table, nodes or the cluster state")
     pr.add_argument("what", choices=sorted(PRINTERS))
-    sub.add_parser("start", help="start the cluster (RECOVERING -> RUNNING) with the storages present")
-    sub.add_parser("stop", help="stop every node of the cluster")
-    ck = sub.add_parser("check", help="compare every copy of partitions (keys, checksums, data)")
+    command("start", help="start the cluster (RECOVERING -> RUNNING) with the storages present")
+    command("stop", help="stop every node of the cluster and wait until they stopped listening")
+    ck = command("check", help="compare every copy of partitions (keys, checksums, data)")
     ck.add_argument("--repair", action="store_true",
-                    help="rewrite missing and corrupt copies from a sound one")
+                    help="rewrite missing and corrupt copies from a sound one (asks first)")
     ck.add_argument("partition", nargs="*", type=int, help="partitions to check (default: all)")
-    ad = sub.add_parser("add", help="PENDING storage nodes join the cluster (no cells until tweak)")
+    ad = command("add", help="PENDING storage nodes join the cluster (no cells until tweak)")
     ad.add_argument("nodes", nargs="+", metavar="NODE", help="S<id>..., or all")
-    tw = sub.add_parser("tweak", help="spread cells evenly over the running storage nodes")
+    tw = command("tweak", help="spread cells evenly over the running storage nodes")
     tw.add_argument("-n", "--dry-run", action="store_true", help="print the plan, change nothing")
     tw.add_argument("nodes", nargs="*", metavar="NODE", help="nodes to empty")
-    dr = sub.add_parser("drop", help="remove a storage node from the partition table")
-    dr.add_argument("node", metavar="NODE")
-    kl = sub.add_parser("kill", help="ask a storage node to shut down")
-    kl.add_argument("node", metavar="NODE")
-    st = sub.add_parser("set", help="set replicas N (tweak applies it), set cluster STATE, or "
-                                    "set replication-rate BYTES_PER_S [NODE...] (0: unlimited)")
+    dr = command("drop", help="remove a storage node and its cells from the partition table (asks first)")
+    dr.add_argument("node", metavar="NODE", help="S<id>, as neoctl print node shows it")
+    kl = command("kill", help="ask a storage node to shut down (asks first)")
+    kl.add_argument("node", metavar="NODE", help="S<id>, as neoctl print node shows it")
+    st = command("set", help="set replicas N (tweak applies it; fewer asks first), set cluster STATE, "
+                             "or set replication-rate BYTES_PER_S [NODE...] (0: unlimited)")
     st.add_argument("what", choices=["replicas", "cluster", "replication-rate"])
     st.add_argument("value")
     st.add_argument("nodes", nargs="*", metavar="NODE",
                     help="replication-rate: these storage nodes only (default: all, and later ones)")
-    pk = sub.add_parser("pack", help="drop revisions older than TID (and unreachable objects)")
+    pk = command("pack", help="drop revisions older than TID and unreachable objects (asks first)")
     pk.add_argument("tid", nargs="?", metavar="TID", help="16 hex digits (default: the last tid)")
     pk.add_argument("--no-gc", action="store_true", help="keep objects unreachable from the root")
-    tr = sub.add_parser("truncate", help="delete every transaction after TID, on every node")
-    tr.add_argument("tid", metavar="TID", help="16 hex digits: the last transaction kept")
+    tr = command("truncate", help="delete every transaction after TID, on every node (asks first)")
+    tr.add_argument("tid", metavar="TID", help="16 hex digits, as neoctl print ids shows them: "
+                                               "the last transaction kept")
     opts = p.parse_args(argv)
     if opts.command == "set" and opts.nodes and opts.what != "replication-rate":
         p.error(f"set {opts.what} takes one value")
+    opts.json = getattr(opts, "json", False)
+    opts.yes = getattr(opts, "yes", False)
     opts.long_timeout_s = opts.timeout_s or LONG_CALL_S
     opts.timeout_s = opts.timeout_s or CALL_S
     return opts
+
+
+def _add_common(parser, default) -> None:
+    """Options taken before or after the command (``neoctl --json print node`` or
+    ``neoctl print node --json``): ``default`` SUPPRESS, so that a subparser does not
+    overwrite what was given before the command."""
+    parser.add_argument("--json", action="store_true", default=default,
+                        help="machine-readable output: one JSON object")
+    parser.add_argument("-y", "--yes", action="store_true", default=default,
+                        help=f"confirm a command that removes something ({DESTRUCTIVE}) without asking")
 
 
 def _read_text(path: str) -> str:
@@ -394,17 +485,13 @@ def main(argv=None) -> int:
         admin = AdminClient(address, cluster, opts.timeout_s, tls=tls, admin_token=token)
         if opts.command == "print":
             out = PRINTERS[opts.what](admin, opts)
-        elif opts.command == "check":
-            out = check_command(admin, opts)
-        elif opts.command in COMMANDS:
-            out = COMMANDS[opts.command](admin, opts)
         else:
-            out = _set_state({"start": "RUNNING", "stop": "STOPPING"}[opts.command])(admin, opts)
+            out = COMMANDS[opts.command](admin, opts)
     except (NeoError, OSError) as exc:
         print(f"neoctl: {exc}", file=sys.stderr)
         return 1
     out, status = out if isinstance(out, tuple) else (out, 0)
-    print(json.dumps(out, indent=None if not isinstance(out, list) else 1) if opts.json else out)
+    print(json.dumps(out) if opts.json else out)
     return status
 
 

@@ -386,7 +386,7 @@ def to_exception(err: grpc.RpcError, what: str = "") -> Exception:
     msg = err.details() if hasattr(err, "details") else str(err)
     where = f"{what}: " if what else ""
     if code == grpc.StatusCode.FAILED_PRECONDITION and "cluster name" in (msg or ""):
-        return ClusterNameMismatch(msg)
+        return ClusterNameMismatch(f"{where}{msg}")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                 grpc.StatusCode.CANCELLED):
         return ClusterUnavailable(f"{where}{msg}")

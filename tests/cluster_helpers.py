@@ -14,9 +14,10 @@ def neoctl(cluster, *args, status=0):
     """Run ``neoctl --dir <cluster> ARGS``; assert its exit status.
 
     Returns the parsed JSON with ``--json``, else standard output (standard error when
-    a failure status is expected)."""
+    a failure status is expected).  Standard input is not a terminal: a command that
+    removes something needs ``--yes``."""
     out = subprocess.run([sys.executable, "-m", "neoarray.ctl", "--dir", cluster.path, *args],
-                         check=False, capture_output=True, text=True, timeout=120)
+                         check=False, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert out.returncode == status, out.stdout + out.stderr
     if "--json" in args:
         return json.loads(out.stdout)

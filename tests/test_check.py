@@ -113,7 +113,9 @@ def test_check_finds_and_repairs_bit_rot_and_lost_records(cluster):
         with pytest.raises(ChecksumError, match="fails its checksum"):
             wire.call(stub.Load, spb.LoadRequest(oid=oid, serial=tid1), 10)
 
-    repaired = neoctl(cluster, "--json", "check", "--repair")
+    assert "--yes" in neoctl(cluster, "check", "--repair", status=1)   # no terminal: nothing repaired
+    assert neoctl(cluster, "--json", "check", status=1)["problems"] == 4
+    repaired = neoctl(cluster, "--json", "check", "--repair", "--yes")
     assert repaired["ok"] is True and repaired["remaining"] == 0
     actions = {key: pr["repaired"] for key, pr in problems_of(repaired).items()}
     assert actions == {("object", hx(small), hx(tid1)): {name: "replaced"},

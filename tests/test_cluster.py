@@ -269,13 +269,18 @@ def test_neoctl(cluster):
     assert pt[0] == "# ptid: 1, replicas: 1"
     assert sorted(line.split()[0] for line in pt[1:]) == ["S1", "S2"]
     assert all(line.split()[2] == "UUUU" for line in pt[1:])
-    nodes = json.loads(neoctl("--json", "print", "node"))
+    nodes = json.loads(neoctl("print", "node", "--json"))["nodes"]           # --json after the command too
     assert {(n["id"], n["state"]) for n in nodes if n["type"] == "STORAGE"} == {("S1", "RUNNING"), ("S2", "RUNNING")}
+    masters = [n for n in nodes if n["type"] == "MASTER"]                     # the primary is listed
+    assert [(m["address"], m["primary"]) for m in masters] == [(cluster.address, True)]
+    assert f"| MASTER (primary) | {cluster.address} | RUNNING" in neoctl("print", "node")
     assert json.loads(neoctl("--json", "print", "cluster")) == {"state": "RUNNING"}
+    assert json.loads(neoctl("print", "cluster", "--json")) == {"state": "RUNNING"}
     bad = subprocess.run([sys.executable, "-m", "neoarray.ctl", "-a", cluster.address, "-c", "nope",
                           "print", "cluster"], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "cluster name mismatch" in bad.stderr
-    assert neoctl("stop").strip() == "Cluster state changed"
+    stopped = json.loads(neoctl("stop", "--json"))                    # the final state
+    assert stopped["state"] == "STOPPED" and stopped["still_listening"] == [] and len(stopped["storages"]) == 2
     cluster.master_proc.wait(30)
     for proc in cluster.storage_procs.values():
         proc.wait(30)

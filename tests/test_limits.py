@@ -280,11 +280,11 @@ def test_event_streams_do_not_take_the_master_s_request_workers(tmp_path):
         clients = [cluster.open_storage(connect_timeout_s=10) for _ in range(6)]
         with pytest.raises(LimitExceeded, match="subscribers_max=6"):
             cluster.open_storage(connect_timeout_s=5)
-        nodes = {n["id"]: n["state"] for n in neoctl(cluster, "--json", "print", "node")}
+        nodes = {n["id"]: n["state"] for n in neoctl(cluster, "--json", "print", "node")["nodes"]}
         assert sum(1 for nid in nodes if nid.startswith("C")) == 6       # the refused one is forgotten
         assert [state for nid, state in nodes.items() if nid.startswith("S")] == ["RUNNING"]
         time.sleep(2 * cluster.node_timeout_s)       # heartbeats kept answering: still RUNNING
-        assert {n["id"]: n["state"] for n in neoctl(cluster, "--json", "print", "node")
+        assert {n["id"]: n["state"] for n in neoctl(cluster, "--json", "print", "node")["nodes"]
                 if n["id"].startswith("S")} == {nid: "RUNNING" for nid in nodes if nid.startswith("S")}
         assert_still_serving(clients.pop())
         deadline = time.monotonic() + 30

@@ -27,20 +27,23 @@ def test_pack_to_a_tid_keeps_its_snapshot_and_collects_garbage(cluster):
     storage = db.storage
     assert len(storage.history(oid, 10)) == 5
 
-    report = neoctl(cluster, "--json", "pack", middle.hex())
+    asked = neoctl(cluster, "pack", middle.hex(), status=1)       # no terminal, no --yes: nothing changes
+    assert f"0x{middle.hex()}" in asked and "--yes" in asked
+    assert len(storage.history(oid, 10)) == 5
+    report = neoctl(cluster, "--json", "pack", middle.hex(), "--yes")
     assert report["packed_to"] == "0x" + middle.hex() and report["revisions_removed"] >= 3
     storage._cache.clear()
     history = [h["tid"] for h in storage.history(oid, 10)]
     assert history[-1] == middle and len(history) == 2       # v == 3 (seen at TID) and v == 4
     assert storage.loadSerial(garbage, storage.history(garbage, 1)[0]["tid"])  # still referenced at TID
 
-    out = neoctl(cluster, "pack")                            # to the last tid: garbage goes
+    out = neoctl(cluster, "--yes", "pack")                   # to the last tid: garbage goes
     assert "revision(s) removed" in out
     storage._cache.clear()
     with pytest.raises(POSException.POSKeyError):
         storage.load(garbage)
     assert len(storage.history(oid, 10)) == 1
-    err = neoctl(cluster, "pack", middle.hex(), status=1)    # back to an earlier tid: refused
+    err = neoctl(cluster, "pack", middle.hex(), "-y", status=1)  # back to an earlier tid: refused
     assert "already packed" in err
     conn.close()
     db.close()

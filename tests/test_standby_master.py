@@ -107,7 +107,7 @@ def test_standby_refuses_naming_the_primary(cluster):
         channel.close()
     # neoctl over the list, standby first: it moves on to the primary, which shows the standby
     nodes = {n["address"]: n for n in neoctl(cluster, "-a", f"{standby},{cluster.address}", "--json",
-                                             "print", "node")}
+                                             "print", "node")["nodes"]}
     assert nodes[standby]["type"] == "MASTER"
 
 

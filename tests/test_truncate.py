@@ -62,7 +62,12 @@ def test_truncate_keeps_the_database_as_of_tid_on_every_node(cluster, mapping):
     last = root["late"]._p_serial
     late_oid = root["late"]._p_oid
 
-    out = neoctl(cluster, "--json", "truncate", keep.hex())
+    asked = neoctl(cluster, "truncate", keep.hex(), status=1)      # no terminal, no --yes: nothing changes
+    assert "4 transaction(s) committed after" in asked and "--yes" in asked
+    assert neoctl(cluster, "--json", "print", "ids")["last_tid"] == "0x" + last.hex()
+    assert max(_history(db.storage, oid)) > keep
+
+    out = neoctl(cluster, "--json", "truncate", keep.hex(), "--yes")
     assert out["truncated_to"] == "0x" + keep.hex() and out["last_tid_before"] == "0x" + last.hex()
     assert out["transactions_removed"] >= 4 and out["revisions_removed"] >= 4
 
@@ -101,7 +106,7 @@ def test_a_transaction_voted_before_truncate_is_not_committed(cluster, mapping):
     data, _ = storage.load(oid)
     storage.store(oid, serial, data, "", t)
     storage.tpc_vote(t)
-    neoctl(cluster, "truncate", keep.hex())
+    neoctl(cluster, "truncate", keep.hex(), "--yes")
     with pytest.raises((POSException.StorageError, NeoError)) as err:
         storage.tpc_finish(t)
     assert "not committed" in str(err.value) or "unknown transaction" in str(err.value)
@@ -121,8 +126,8 @@ def test_truncate_refusals_change_nothing(cluster, mapping):
 
     assert "16 hex digits" in neoctl(cluster, "truncate", "xyz", status=1)
     assert "after the last committed" in neoctl(cluster, "truncate", "7fffffffffffffff", status=1)
-    neoctl(cluster, "pack", tids[1].hex(), "--no-gc")
-    assert "packed to the later" in neoctl(cluster, "truncate", tids[0].hex(), status=1)
+    neoctl(cluster, "pack", tids[1].hex(), "--no-gc", "--yes")
+    assert "packed to the later" in neoctl(cluster, "truncate", tids[0].hex(), "--yes", status=1)
     assert _history(storage, oid) == [h for h in before if h >= tids[1]]
 
     cluster.kill_storage(1)
@@ -130,5 +135,5 @@ def test_truncate_refusals_change_nothing(cluster, mapping):
     while "DOWN" not in neoctl(cluster, "print", "node"):
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    assert "not running" in neoctl(cluster, "truncate", tids[1].hex(), status=1)
+    assert "not running" in neoctl(cluster, "truncate", tids[1].hex(), "--yes", status=1)
     assert _history(storage, oid)[0] == tids[-1]

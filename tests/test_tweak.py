@@ -157,7 +157,7 @@ def test_add_tweak_drop_tweak_under_load_loses_nothing(cluster):
         wait_progress(work)
         cluster.start_storage(2)
         s3, _ = storage_of_index(cluster, 2)
-        nodes = {n["id"]: n["state"] for n in neoctl(cluster, "--json", "print", "node")}
+        nodes = {n["id"]: n["state"] for n in neoctl(cluster, "--json", "print", "node")["nodes"]}
         assert nodes[f"S{s3}"] == "PENDING"
         assert "not part of the cluster" in neoctl(cluster, "tweak", f"S{s3}", status=1)
         assert neoctl(cluster, "add", "all").strip() == f"Nodes added: S{s3}"
@@ -177,9 +177,12 @@ def test_add_tweak_drop_tweak_under_load_loses_nothing(cluster):
         assert neoctl(cluster, "--json", "tweak", "-n")["changes"] == []
 
         wait_progress(work)
-        assert "dropped (4 cells removed)" in neoctl(cluster, "drop", f"S{s1}")
+        asked = neoctl(cluster, "drop", f"S{s1}", status=1)      # no terminal, no --yes: nothing changes
+        assert "its 4 cell(s) leave the partition table" in asked and "--yes" in asked
+        assert letters(cluster)[s1].count(".") == PARTITIONS - 4
+        assert "dropped (4 cells removed)" in neoctl(cluster, "drop", f"S{s1}", "--yes")
         assert s1 not in letters(cluster)
-        assert "not part of the cluster" in neoctl(cluster, "drop", f"S{s1}", status=1)
+        assert "not part of the cluster" in neoctl(cluster, "drop", f"S{s1}", "--yes", status=1)
         neoctl(cluster, "tweak")
         wait_progress(work)
         cells = wait_settled(cluster)
@@ -189,12 +192,12 @@ def test_add_tweak_drop_tweak_under_load_loses_nothing(cluster):
         work.finish()
     work.verify()
     assert sum(work.acked) > 50
-    nodes = {n["id"]: n["state"] for n in neoctl(cluster, "--json", "print", "node")}
+    nodes = {n["id"]: n["state"] for n in neoctl(cluster, "--json", "print", "node")["nodes"]}
     assert nodes[f"S{s1}"] == "PENDING"
     report = neoctl(cluster, "--json", "check")
     assert report["ok"] is True and report["problems"] == 0
     wait_no_keys(cluster, storage_of_index(cluster, 0)[1])     # S1's data of dropped cells is gone
-    assert neoctl(cluster, "kill", f"S{s1}").strip() == f"S{s1} asked to shut down"
+    assert neoctl(cluster, "kill", f"S{s1}", "--yes").strip() == f"S{s1} asked to shut down"
     cluster.storage_procs[0].wait(30)
 
 
@@ -206,9 +209,14 @@ def test_refusals_of_drop_kill_and_set_replicas(cluster):
     assert "bad storage node" in neoctl(cluster, "drop", "X9", status=1)
     assert "S99 is not a storage node" in neoctl(cluster, "drop", "S99", status=1)
     assert "need at least 2" not in neoctl(cluster, "tweak")
-    assert neoctl(cluster, "--json", "set", "replicas", "0")["replicas"] == 0
+    asked = neoctl(cluster, "set", "replicas", "0", status=1)    # fewer copies: what goes, then --yes
+    assert f"the next tweak removes {PARTITIONS} copies" in asked and "--yes" in asked
+    assert neoctl(cluster, "--json", "print", "pt")["replicas"] == 1
+    assert neoctl(cluster, "--json", "set", "replicas", "0", "--yes")["replicas"] == 0
     tweak = neoctl(cluster, "--json", "tweak")
     assert sorted(c["to"] for c in tweak["changes"]) == ["F"] * PARTITIONS
+    going = {f"  partition {c['partition']}: {c['node']}" for c in tweak["changes"]}
+    assert going == {line for line in asked.splitlines() if line.startswith("  partition ")}
     cells = wait_settled(cluster)
     assert sorted(row.count("U") for row in cells.values()) == [3, 3]
     assert neoctl(cluster, "--json", "set", "replicas", "1")["replicas"] == 1
@@ -217,13 +225,13 @@ def test_refusals_of_drop_kill_and_set_replicas(cluster):
 
     cluster.kill_storage(1)                     # S2 down: its cells go OUT_OF_DATE
     wait_cells(cluster, s2, "O" * PARTITIONS, timeout_s=20)
-    err = neoctl(cluster, "drop", f"S{s1}", status=1)
+    err = neoctl(cluster, "drop", f"S{s1}", "--yes", status=1)
     assert "holds the last readable copy of partition 0" in err
-    assert "last readable copy" in neoctl(cluster, "kill", f"S{s1}", status=1)
-    assert "is DOWN, not running" in neoctl(cluster, "kill", f"S{s2}", status=1)
+    assert "last readable copy" in neoctl(cluster, "kill", f"S{s1}", "--yes", status=1)
+    assert "is DOWN, not running" in neoctl(cluster, "kill", f"S{s2}", "--yes", status=1)
     assert "need at least 2" in neoctl(cluster, "tweak", status=1)
-    assert "dropped" in neoctl(cluster, "drop", f"S{s2}")       # a dead node is forgotten
-    nodes = {n["id"] for n in neoctl(cluster, "--json", "print", "node")}
+    assert "dropped" in neoctl(cluster, "drop", f"S{s2}", "--yes")       # a dead node is forgotten
+    nodes = {n["id"] for n in neoctl(cluster, "--json", "print", "node")["nodes"]}
     assert f"S{s2}" not in nodes
     assert "out of range 0..0" in neoctl(cluster, "set", "replicas", "1", status=1)
 

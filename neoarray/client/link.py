@@ -19,7 +19,7 @@ import time
 
 import grpc
 
-from .. import security, wire
+from .. import diagnose, security, wire
 from ..errors import ClusterNameMismatch, ClusterUnavailable, NeoError
 from ..masters import learn_masters, next_address, parse_masters
 from ..proto import common_pb2 as cpb
@@ -74,24 +74,31 @@ class ClusterLink:
         """Identify to the first master that answers as primary, trying each address
         of the list in turn (back-off doubling to 1 s after each full round), and open
         the event stream: its first event (the view) is awaited here, so a refused
-        subscription (``subscribers_max``) fails the connection instead of a thread."""
-        deadline = time.monotonic() + timeout_s
+        subscription (``subscribers_max``) fails the connection instead of a thread.
+
+        The first connection (none yet) asks each failing address why
+        (``diagnose.connection``) and gives up before ``timeout_s`` once every address
+        has a cause: at once for a lasting one (a TLS mismatch), after
+        ``diagnose.REFUSED_WAIT_S`` when nothing listens.  A reconnection (the master
+        restarting) waits out ``timeout_s`` as before."""
+        start = time.monotonic()
+        deadline = start + timeout_s
+        causes: dict[str, diagnose.Cause | None] | None = {} if not self.node_id else None
         delay = 0.05
         tried = 0
         while True:
             try:
                 reply = wire.call(self.master.Identify, mpb.IdentifyRequest(
                     type=cpb.CLIENT, host=socket.gethostname(), read_only=self.read_only),
-                    min(self.rpc_timeout_s, max(timeout_s, 1.0)), "identify")
+                    min(self.rpc_timeout_s, max(timeout_s, 1.0)), f"identify at {self.master_address}")
                 stream, first = self._subscribe(reply.node_id, max(deadline - time.monotonic(), 1.0))
                 break
             except ClusterNameMismatch:
                 raise
             except ClusterUnavailable as exc:
-                if time.monotonic() > deadline:
-                    raise ClusterUnavailable(f"no master answers as primary at "
-                                             f"{','.join(self.master_addresses)} after {timeout_s:.0f} s "
-                                             f"(last: {exc})") from None
+                if causes is not None:
+                    causes[self.master_address] = diagnose.connection(self.master_address, self.tls)
+                self._connect_failed(exc, start, timeout_s, causes)
                 tried += 1
                 self._next_master()
                 if tried % len(self.master_addresses) == 0:
@@ -102,6 +109,22 @@ class ClusterLink:
         self._set_info(first.cluster if first.HasField("cluster") else reply.info)
         self._stream = stream
         self.connected.set()
+
+    def _connect_failed(self, exc: ClusterUnavailable, start: float, timeout_s: float, causes) -> None:
+        """Raise ``ClusterUnavailable`` if it is time to give up connecting (see
+        ``_connect``), naming each address and what is wrong there."""
+        waited_s = time.monotonic() - start
+        known = [causes.get(a) for a in self.master_addresses] if causes else [None]
+        explained = all(known) and (all(c.lasting for c in known)
+                                    or waited_s > min(timeout_s, diagnose.REFUSED_WAIT_S))
+        addresses = ",".join(self.master_addresses)
+        if explained:
+            raise ClusterUnavailable(f"no master answers as primary at {addresses}: "
+                                     f"{'; '.join(map(str, known))}") from None
+        if waited_s > timeout_s:
+            found = "".join(f"; {c}" for c in known if c)
+            raise ClusterUnavailable(f"no master answers as primary at {addresses} after {timeout_s:.0f} s "
+                                     f"(last: {exc}{found})") from None
 
     def _subscribe(self, node_id: int, timeout_s: float):
         """Open the event stream and read its first event within ``timeout_s``."""
