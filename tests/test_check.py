@@ -184,7 +184,7 @@ def test_check_finds_a_torn_transaction(tmp_path):
         c.start_master()
         c.start_storage(index)
         c.wait_state("RUNNING")
-        report = neoctl(c, "--json", "check", "--repair", status=1)
+        report = neoctl(c, "--json", "check", "--repair", "--yes", status=1)
         torn = [pr for part in report["partitions"] for pr in part["problems"] if pr["incomplete"]]
         assert [(pr["oid"], pr["tid"]) for pr in torn] == [(f"0x{x.hex()}", f"0x{tid.hex()}")]
         assert report["remaining"] == 1
