@@ -101,7 +101,7 @@ def test_finish_from_no_live_session_is_refused(cluster, master, session):
     """A client id that has no open event stream with this master (an earlier
     master's, a closed one, or none) cannot finish anything: master/commit.py."""
     (storage_id,) = letters(cluster)
-    for node_id in (session + 1000, session - 1):
+    for node_id in (session + 1000, storage_id):      # not handed out yet; a storage node
         request = mpb.FinishRequest(node_id=node_id, ttid=p64(node_id << 32 | 1), oids=[p64(1)],
                                     storage_ids=[storage_id])
         with pytest.raises(RequestRefused, match=f"client C{node_id} is not connected to this master"):
