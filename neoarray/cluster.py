@@ -156,8 +156,11 @@ class LocalCluster:
 
     def _running_elsewhere(self, pid: int | None) -> str:
         address = self._read("masters.address") or self._read("master.address", "(address unknown)")
-        who = "an unknown process" if pid is None else f"process {pid}" + (
-            "" if pid_alive(pid) else f", which has ended: a process it forked holds {self._lock.path}")
+        if pid == os.getpid():
+            who = f"by this process, pid {pid}: close the other database or cluster first"
+        else:
+            who = "an unknown process" if pid is None else f"process {pid}" + (
+                "" if pid_alive(pid) else f", which has ended: a process it forked holds {self._lock.path}")
         return (f"{self.path} is already running at {address} ({who}): {self._use_it()}, "
                 f"or stop it first (neoctl --dir {self.path} stop)")
 
