@@ -250,3 +250,13 @@ def test_storage_names_follow_the_master(tmp_path):
     with LocalCluster(path) as c:       # reopened: the same names, every storage started
         assert [c.storage_name(i) for i in range(c.storages)] == names
         assert set(c.pids()) == {"master", *names}
+
+
+def test_demo_without_a_directory_leaves_nothing(tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out = subprocess.run([sys.executable, "-m", "neoarray.cli", "demo"], env={**os.environ, "TMPDIR": str(tmp)},
+                         check=False, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "removed; to keep the data and see it again, give a directory: neoarray demo" in out.stdout
+    assert list(tmp.iterdir()) == []
