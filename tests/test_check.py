@@ -1,5 +1,4 @@
 """neoctl check [--repair] and print summary on a real cluster: bit rot, lost records, repair."""
-import os
 import subprocess
 import sys
 import time
@@ -74,7 +73,7 @@ def test_check_finds_and_repairs_bit_rot_and_lost_records(cluster):
     cluster.kill_master()
     cluster.kill_storage(0)
     cluster.kill_storage(1)
-    kv = LMDBStore(os.path.join(cluster.path, "storage-1"))
+    kv = LMDBStore(cluster.storage_dir(1))
     with kv.write() as txn:
         flip_last_byte(txn, "obj", obj_key(small, tid1))
         record = txn.get("obj", obj_key(big, tid1))
