@@ -48,6 +48,10 @@ class ClusterLink:
         self.message_bytes_max = message_bytes_max
         self.tls = tls
         self.channel = wire.open_channel(self.master_address, cluster, message_bytes_max, tls=tls)
+        # one channel per master address, kept until close: another thread may still be
+        # calling on the one in use when the link moves on (closing it under a call
+        # crashed grpcio with a segmentation fault in a fault test)
+        self._master_channels = {self.master_address: self.channel}
         self.master = mrpc.MasterStub(self.channel)
         self.node_id = 0
         self.partitions = 0
@@ -147,10 +151,11 @@ class ClusterLink:
         if len(self.master_addresses) < 2:
             return
         self.master_address = next_address(self.master_addresses, self.master_address)
-        old, self.channel = self.channel, wire.open_channel(self.master_address, self.cluster, self.message_bytes_max,
-                                                          tls=self.tls)
+        self.channel = self._master_channels.get(self.master_address)
+        if self.channel is None:
+            self.channel = self._master_channels[self.master_address] = wire.open_channel(
+                self.master_address, self.cluster, self.message_bytes_max, tls=self.tls)
         self.master = mrpc.MasterStub(self.channel)
-        old.close()
 
     def _events(self) -> None:
         while not self.closed.is_set():
@@ -200,7 +205,8 @@ class ClusterLink:
         self.closed.set()
         if self._stream is not None:
             self._stream.cancel()
-        self.channel.close()
+        for channel in self._master_channels.values():
+            channel.close()
 
     # -- routing --------------------------------------------------------------------
     def partition(self, oid: bytes) -> int:
