@@ -175,7 +175,7 @@ def test_check_finds_a_torn_transaction(tmp_path):
         index = {nid: i for i, nid in storage_ids(c).items()}[holder]
         c.kill_master()
         c.kill_storage(index)
-        kv = LMDBStore(os.path.join(c.path, f"storage-{index}"))
+        kv = LMDBStore(c.storage_dir(index))
         with kv.write() as txn:
             txn.delete("obj", _P.pack(int.from_bytes(x, "big") % 2) + x + tid)
         kv.sync()
