@@ -144,6 +144,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         self.subscribers: dict[int, queue.Queue] = {}
         self.channels: dict[int, tuple] = {}
         self.to_unlock: dict[int, list] = {}
+        self._settling: set[int] = set()          # storages being settled (_settle_storage)
         self.pool = futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="master-out")
         self.stopped = threading.Event()
         self.on_stop = None
@@ -258,7 +259,8 @@ class Master(TableAdmin, Truncation, ReplicationRates):
                 self._persist_pt()
                 log.info("S%d is back with OUT_OF_DATE cells: they copy up to tid 0x%s (ptid %d)",
                          node.node_id, self.last_committed.hex(), self.pt.ptid)
-            self.pool.submit(self._settle_storage, node.node_id)
+            self.commits.reported.discard(node.node_id)     # what it holds now is told again
+            self._settle_unreported(node.node_id)
         else:
             self.pool.submit(self.try_start)
 
@@ -375,7 +377,20 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             self.apply_pending_truncate(nid)
             info = wire.call(self.storage_stub(nid).RecoveryInfo, cpb.Empty(), self.limits.rpc_timeout_s)
             self._reconcile({nid: info})
-        self._until_done(nid, settle, f"settle S{nid}")
+        try:
+            self._until_done(nid, settle, f"settle S{nid}")
+        finally:
+            with self.lock:
+                self._settling.discard(nid)
+
+    def _settle_unreported(self, nid: int) -> None:
+        """A running storage that has not told this master what it holds (it joined
+        while the cluster was verifying, or its settlement failed): settle it now,
+        once at a time (under ``self.lock``).  Until then its transactions get no
+        verdict, and an earlier master's votes elsewhere none either."""
+        if nid not in self._settling:
+            self._settling.add(nid)
+            self.pool.submit(self._settle_storage, nid)
 
     def _until_done(self, nid: int, order, what: str) -> bool:
         """Run ``order()`` (calls to storage ``nid``) until it succeeds, with doubling
@@ -706,7 +721,10 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         out = []
         with self.lock:
             core = self.commits
-            if nid not in core.reported or self.cluster_state != RUNNING:
+            if self.cluster_state != RUNNING:
+                return out
+            if nid not in core.reported:
+                self._settle_unreported(nid)
                 return out
             everyone = core.everyone_reported(self.pt)
             for p in pending:
