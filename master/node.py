@@ -594,7 +594,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             refusal = self._view_covers(txn)
             if refusal is None:
                 self.commits.queue.append(txn)
-                self._missed(txn, txn.storages)
+                self._missed(txn, txn.storages, self.last_committed)
                 return txn
             self.commits.mark_dead(ttid)
         log.warning("finish refused: %s", refusal)
@@ -630,16 +630,23 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             lost = set(failed) - refused
             self.commits.lock_answers(txn, set(calls) - set(failed), refused | (lost - holders), lost & holders)
             if refused and txn.decided:
-                self._missed(txn, [n for n in txn.storages if n not in refused])
+                self._missed(txn, self._voters(txn), txn.tid)
             self._settle_queue()
 
-    def _missed(self, txn: Txn, voters) -> None:
+    @staticmethod
+    def _voters(txn: Txn) -> list[int]:
+        return [n for n in txn.storages if n not in txn.refused]
+
+    def _missed(self, txn: Txn, voters, until: bytes) -> None:
         """Cells that may miss ``txn`` copy it (``master/replication.py``): those of
         nodes that returned after the client's view, and the readable ones of running
-        nodes that did not vote it.  Done before the Lock orders, so the last readable
-        copies of what it writes are its voters; the new table is sent before its
+        nodes that did not vote it.  Before the Lock orders they become OUT_OF_DATE,
+        copying up to ``until``, the last committed tid (not yet the transaction's:
+        its sources do not hold it, a copy could end before it and be taken for
+        complete), so that the last readable copies of what it writes are its voters;
+        once it is complete they copy up to its tid.  The new table is sent before its
         invalidation."""
-        if self.catchup.committed(self.pt, self.running_storages(), txn.tid, txn.view_ptid,
+        if self.catchup.committed(self.pt, self.running_storages(), until, txn.view_ptid,
                                   lambda: written(txn, self.partitions), voters):
             self._persist_pt()
             log.info("transaction 0x%s may be missed by some cells: they copy it (ptid %d)",
@@ -652,6 +659,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         for txn in self.commits.settle(self.pt, self.partitions, self.running_storages()):
             if txn.outcome == COMPLETE or txn.decided:      # decided but not complete: torn
                 self.last_committed = max(self.last_committed, txn.tid)
+                self._missed(txn, self._voters(txn), txn.tid)
                 event = self._invalidation(txn)
                 for q in list(self.subscribers.values()):
                     self._push(q, event)
