@@ -68,6 +68,19 @@ class HandCluster:
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)
 
+    def revive(self) -> list[str]:
+        """Start again every node whose process ended by itself (a master that stepped
+        down for a newer one exits with status 3), as a supervisor would; their names
+        and exit statuses."""
+        ended = [(name, p.returncode) for name, p in self.procs.items() if p.poll() is not None]
+        for name, _ in ended:
+            self.start(name)
+        return [f"{name} (exit status {status})" for name, status in ended]
+
+    def role(self, name: str):
+        """The ``RoleReply`` of master ``name`` (None: it does not answer)."""
+        return ask_role(self.master_addresses[int(name.split("-")[1])], self.cluster, 2.0)
+
     def start_all(self, timeout_s: float = 60.0) -> None:
         self.start("master-0")
         self.wait_primary(timeout_s)

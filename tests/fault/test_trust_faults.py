@@ -37,6 +37,7 @@ from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
 from neoarray.admin import CELL_LETTERS
 from neoarray.client import NeoStorage
 from neoarray.ids import Z64, p64, u64
+from neoarray.proto import standby_pb2
 
 from .hand_cluster import HandCluster
 from .test_replicated_kills import Client, check_acked, check_current, load_current
@@ -87,6 +88,10 @@ class Schedule:
 
     def inject(self, kind: str) -> None:
         c = self.cluster
+        revived = c.revive()
+        if revived:
+            self.log.append(f"restarted {', '.join(revived)}")
+            print(f"  {self.log[-1]}")
         primary = c.wait_primary()
         if kind in ("storage", "storage+master"):
             wait_all_up_to_date(c)
@@ -106,6 +111,8 @@ class Schedule:
         elif kind == "master":
             self._bounce(primary, round(self.rng.uniform(0.1, 1.5), 2))
         else:
+            standby = next(n for n in c.procs if n.startswith("master-") and n != primary)
+            wait_following(c, standby)
             c.kill(primary)
             self.kills += 1
             started = time.monotonic()
@@ -120,6 +127,17 @@ class Schedule:
         time.sleep(down_s)
         self.cluster.start(name)
         self.log.append(f"{name} (primary) killed, back after {down_s}s")
+
+
+def wait_following(cluster: HandCluster, name: str, timeout_s: float = 60.0) -> None:
+    """Until master ``name`` is a standby following a primary (it can take over)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        role = cluster.role(name)
+        if role is not None and role.role == standby_pb2.STANDBY and role.primary:
+            return
+        assert time.monotonic() < deadline, f"{name} is not a standby following the primary after {timeout_s} s"
+        time.sleep(0.1)
 
 
 def cell_letters(cluster: HandCluster) -> str:
