@@ -26,7 +26,8 @@ class MasterServicer(rpc.MasterServicer):
         if request.type == cpb.STORAGE:
             security.require_role(context, "storage", "Identify as a storage node")
         nid = self.m.identify(request)
-        return pb.IdentifyReply(node_id=nid, num_partitions=self.m.partitions, info=self.m.cluster_info())
+        return pb.IdentifyReply(node_id=nid, num_partitions=self.m.partitions, info=self.m.cluster_info(),
+                                data_address=self.m.data_address)
 
     def Subscribe(self, request, context):
         nid = request.node_id

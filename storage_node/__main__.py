@@ -32,6 +32,9 @@ def parse_args(argv=None):
                    help="host:port of the master, or host:port,host:port... of the primary and its standbys")
     p.add_argument("--data", help="LMDB directory (default: memory, for tests)")
     p.add_argument("--bind", default="127.0.0.1:0", help="host:port to listen on")
+    p.add_argument("--data-bind", default="",
+                   help="host:port of the framed data plane (loads, stores, votes, locks; default: the "
+                        "host of --bind, any free port); the node reports it to the master")
     p.add_argument("--host", help="host name reported to the master (replicas go to different hosts)")
     p.add_argument("--map-bytes-max", type=int, default=1 << 40, help="LMDB map size: the most this node holds")
     p.add_argument("--no-vote-sync", dest="vote_sync", action="store_false",
@@ -94,7 +97,8 @@ def main(argv=None) -> int:
     try:
         node = StorageNode(opts.data, opts.cluster, opts.master, opts.bind, _limits(opts), host=opts.host,
                            interceptors=metrics.interceptors() if metrics else (),
-                           tls=security.tls_of(opts), admin_token=security.token_of(opts))
+                           tls=security.tls_of(opts), admin_token=security.token_of(opts),
+                           data_bind=opts.data_bind, rpc_metrics=metrics.rpc if metrics else None)
         if metrics:     # before the node starts: a metrics port in use stops nothing running
             storage_metrics.attach(metrics, node)
             metrics.serve(opts.metrics_bind, opts.metrics_address_file)
