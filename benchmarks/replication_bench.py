@@ -88,7 +88,7 @@ def node_id(cluster, index: int) -> int:
 
 
 def log_path(cluster, index: int) -> str:
-    return os.path.join(cluster.path, "logs", f"storage-{index}.log")
+    return cluster.log_path(cluster.storage_name(index))
 
 
 def cell_letters(admin, node: int) -> str:

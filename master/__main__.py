@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 
-from neoarray import security, wire
+from neoarray import lifeline, security, wire
 from neoarray.errors import NeoError
 from neoarray.limits import add_limit_flags, check_limits
 from neoarray.masters import MASTERS_MAX
@@ -93,6 +93,7 @@ def parse_args(argv=None):
     p.add_argument("--metrics-address-file", help="write the bound metrics address to this file")
     p.add_argument("--log-file", help="log here instead of standard error")
     p.add_argument("--log-level", default="INFO")
+    lifeline.add_argument(p)
     security.add_arguments(p, token_help="file holding the admin token: Admin RPCs (neoctl) without "
                            "it (or, with TLS, without an admin certificate) are refused")
     return p.parse_args(argv)
@@ -104,6 +105,7 @@ def serve(opts) -> int:
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     logging.basicConfig(filename=opts.log_file, level=opts.log_level,
                         format="%(asctime)s %(levelname)s M %(name)s: %(message)s")
+    lifeline.exit_with_parent(opts.exit_with_parent)
     if opts.partitions < 1 or opts.replicas < 0:
         sys.exit("--partitions must be >= 1 and --replicas >= 0")
     peers = standby.parse_masters(opts.standby_of or opts.masters, "--standby-of/--masters") \

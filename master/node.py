@@ -147,6 +147,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         self.subscribers: dict[int, queue.Queue] = {}
         self.channels: dict[int, tuple] = {}
         self.to_unlock: dict[int, list] = {}
+        self._settling: set[int] = set()          # storages being settled (_settle_storage)
         self.pool = futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="master-out")
         self.stopped = threading.Event()
         self.on_stop = None
@@ -263,7 +264,8 @@ class Master(TableAdmin, Truncation, ReplicationRates):
                 self._persist_pt()
                 log.info("S%d is back with OUT_OF_DATE cells: they copy up to tid 0x%s (ptid %d)",
                          node.node_id, self.last_committed.hex(), self.pt.ptid)
-            self.pool.submit(self._settle_storage, node.node_id)
+            self.commits.reported.discard(node.node_id)     # what it holds now is told again
+            self._settle_unreported(node.node_id)
         else:
             self.pool.submit(self.try_start)
 
@@ -394,7 +396,20 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             self.apply_pending_truncate(nid)
             info = wire.call(self.storage_stub(nid).RecoveryInfo, cpb.Empty(), self.limits.rpc_timeout_s)
             self._reconcile({nid: info})
-        self._until_done(nid, settle, f"settle S{nid}")
+        try:
+            self._until_done(nid, settle, f"settle S{nid}")
+        finally:
+            with self.lock:
+                self._settling.discard(nid)
+
+    def _settle_unreported(self, nid: int) -> None:
+        """A running storage that has not told this master what it holds (it joined
+        while the cluster was verifying, or its settlement failed): settle it now,
+        once at a time (under ``self.lock``).  Until then its transactions get no
+        verdict, and an earlier master's votes elsewhere none either."""
+        if nid not in self._settling:
+            self._settling.add(nid)
+            self.pool.submit(self._settle_storage, nid)
 
     def _until_done(self, nid: int, order, what: str) -> bool:
         """Run ``order()`` (calls to storage ``nid``) until it succeeds, with doubling
@@ -598,7 +613,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             refusal = self._view_covers(txn)
             if refusal is None:
                 self.commits.queue.append(txn)
-                self._missed(txn, txn.storages)
+                self._missed(txn, txn.storages, self.last_committed)
                 return txn
             self.commits.mark_dead(ttid)
         log.warning("finish refused: %s", refusal)
@@ -634,16 +649,23 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             lost = set(failed) - refused
             self.commits.lock_answers(txn, set(calls) - set(failed), refused | (lost - holders), lost & holders)
             if refused and txn.decided:
-                self._missed(txn, [n for n in txn.storages if n not in refused])
+                self._missed(txn, self._voters(txn), txn.tid)
             self._settle_queue()
 
-    def _missed(self, txn: Txn, voters) -> None:
+    @staticmethod
+    def _voters(txn: Txn) -> list[int]:
+        return [n for n in txn.storages if n not in txn.refused]
+
+    def _missed(self, txn: Txn, voters, until: bytes) -> None:
         """Cells that may miss ``txn`` copy it (``master/replication.py``): those of
         nodes that returned after the client's view, and the readable ones of running
-        nodes that did not vote it.  Done before the Lock orders, so the last readable
-        copies of what it writes are its voters; the new table is sent before its
+        nodes that did not vote it.  Before the Lock orders they become OUT_OF_DATE,
+        copying up to ``until``, the last committed tid (not yet the transaction's:
+        its sources do not hold it, a copy could end before it and be taken for
+        complete), so that the last readable copies of what it writes are its voters;
+        once it is complete they copy up to its tid.  The new table is sent before its
         invalidation."""
-        if self.catchup.committed(self.pt, self.running_storages(), txn.tid, txn.view_ptid,
+        if self.catchup.committed(self.pt, self.running_storages(), until, txn.view_ptid,
                                   lambda: written(txn, self.partitions), voters):
             self._persist_pt()
             log.info("transaction 0x%s may be missed by some cells: they copy it (ptid %d)",
@@ -656,6 +678,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         for txn in self.commits.settle(self.pt, self.partitions, self.running_storages()):
             if txn.outcome == COMPLETE or txn.decided:      # decided but not complete: torn
                 self.last_committed = max(self.last_committed, txn.tid)
+                self._missed(txn, self._voters(txn), txn.tid)
                 event = self._invalidation(txn)
                 for q in list(self.subscribers.values()):
                     self._push(q, event)
@@ -725,7 +748,10 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         out = []
         with self.lock:
             core = self.commits
-            if nid not in core.reported or self.cluster_state != RUNNING:
+            if self.cluster_state != RUNNING:
+                return out
+            if nid not in core.reported:
+                self._settle_unreported(nid)
                 return out
             everyone = core.everyone_reported(self.pt)
             for p in pending:

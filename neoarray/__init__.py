@@ -24,13 +24,17 @@ __version__ = "0.1.0"
 def open(path: str | None = None, *, master: str | None = None, cluster: str | None = None,
          storages: int = 1, replicas: int = 0, partitions: int = 12, tls: bool | None = None,
          **storage_options):
-    """Open a ``ZODB.DB`` on a neoarray cluster.
+    """Open a ``ZODB.DB`` on a neoarray cluster (also a context manager:
+    ``with neoarray.open(path) as db:`` closes it).
 
     Parameters
     ----------
     path : str, optional
         Data directory of an embedded cluster, started now and stopped when the
-        database is closed.  Reopening the same directory finds the same data.
+        database is closed, or when this process ends however it ends.  Reopening the
+        same directory finds the same data.  A directory that another live process
+        runs is refused (:class:`~neoarray.errors.DirectoryInUse` says where its
+        master is); nodes that an ended process left running over it are stopped.
     master, cluster : str, optional
         Connect to a running cluster instead (both required).
     storages, replicas, partitions : int
@@ -42,33 +46,16 @@ def open(path: str | None = None, *, master: str | None = None, cluster: str | N
     **storage_options
         Passed to :class:`NeoStorage` (``cache_bytes_max``, ``read_only``...).
     """
-    import ZODB
-
-    from .cluster import LocalCluster
+    from .database import Database, open_embedded
 
     if master is not None:
         if not cluster:
             raise ValueError("neoarray.open(master=...) needs the cluster name too")
-        return ZODB.DB(NeoStorage(master, cluster, **storage_options))
+        return Database(NeoStorage(master, cluster, **storage_options))
     if path is None:
         raise ValueError("neoarray.open needs a data directory or a master address")
-    local = LocalCluster(path, storages=storages, replicas=replicas, partitions=partitions, tls=tls).start()
-    try:
-        storage = NeoStorage(**local.storage_kwargs(), **storage_options)
-    except BaseException:
-        local.stop()
-        raise
-    db = ZODB.DB(storage)
-    db.local_cluster = local
-    close = db.close
-
-    def close_and_stop():
-        try:
-            close()
-        finally:
-            local.stop()
-    db.close = close_and_stop
-    return db
+    return open_embedded(path, storages=storages, replicas=replicas, partitions=partitions, tls=tls,
+                         **storage_options)
 
 
 _ARRAY_NAMES = ("ndarray", "empty", "zeros", "ones", "full", "asarray",

@@ -8,7 +8,8 @@
         with ``--tls`` (remembered by DIR) a CA and certificates are made in DIR/tls
         and every node talks mutual TLS.
     neoarray demo [DIR]
-        store objects and an array (``prices``) in an embedded cluster and read them back.
+        store objects and an array (``prices``) in an embedded cluster and read them back;
+        without DIR, in a temporary directory removed afterwards.
     neoarray job run ...
         run a parallel reduction or map_blocks job and print a JSON result
         (see ``neoarray job run --help`` and :mod:`neoarray.jobs.cli`).
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
 import tempfile
@@ -39,6 +41,9 @@ def cluster_up(opts) -> int:
         extra = "".join(f", {k}={v!r}" for k, v in tls.options().items()) if tls else ""
         print(f"  python: neoarray.open(master={c.masters!r}, cluster={c.cluster!r}{extra})", flush=True)
         print(f"  admin:  neoctl --dir {opts.dir} print node", flush=True)
+        for i in sorted(c.storage_procs):
+            name = c.storage_name(i)
+            print(f"  {name}: data {c.storage_dir(i)}, log {c.log_path(name)}", flush=True)
         for node, address in c.metrics_addresses().items():
             print(f"  metrics: {node} http://{address}/metrics", flush=True)
         while not stop.wait(0.5):
@@ -54,14 +59,28 @@ def cluster_up(opts) -> int:
 
 
 def demo(opts) -> int:
+    """The demo, in ``opts.dir`` (kept) or in a temporary directory (removed after)."""
+    if opts.dir:
+        _demo(opts.dir)
+        print(f"cluster stopped; run again (neoarray demo {opts.dir}) to see the data persist")
+        return 0
+    path = tempfile.mkdtemp(prefix="neoarray-demo-")
+    try:
+        _demo(path, kept=False)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+    print(f"cluster stopped and {path} removed; to keep the data and see it again, give a "
+          f"directory: neoarray demo ./neoarray-demo")
+    return 0
+
+
+def _demo(path: str, kept: bool = True) -> None:
     import transaction
     from persistent.mapping import PersistentMapping
 
     import neoarray
-    path = opts.dir or tempfile.mkdtemp(prefix="neoarray-demo-")
     t0 = time.perf_counter()
-    db = neoarray.open(path)
-    try:
+    with neoarray.open(path) as db:
         print(f"embedded cluster at {path} up in {time.perf_counter() - t0:.2f} s")
         conn = db.open()
         root = conn.root()
@@ -76,16 +95,13 @@ def demo(opts) -> int:
         print(f"read back run {n}: squares = {list(stored[n]['squares'])}")
         assert list(stored[n]["squares"]) == [i * i for i in range(10)]
         conn.close()
-        _demo_prices(db, path)
+        _demo_prices(db, path if kept else None)
         print(f"last transaction: 0x{db.storage.lastTransaction().hex()}")
-    finally:
-        db.close()
-    print("cluster stopped; run again with the same directory to see the data persist")
-    return 0
 
 
-def _demo_prices(db, path):
-    """An array of prices (a random walk) and a parallel job over it."""
+def _demo_prices(db, path: str | None):
+    """An array of prices (a random walk) and a parallel job over it; the command to
+    run another job on it when the data is kept in ``path``."""
     import numpy as np
     import transaction
 
@@ -104,7 +120,8 @@ def _demo_prices(db, path):
         print(f"array 'prices': {prices.shape[0]:,} float64 in {len(list(prices.chunk_keys()))} "
               f"chunks; std = {result.value:.4f} (a {result.stats['pieces']}-piece job, "
               f"{result.stats['gbps']} GB/s)")
-        print(f"  next: neoarray job run --dir {path} --array prices --reduce histogram --bins 8")
+        if path:
+            print(f"  next: neoarray job run --dir {path} --array prices --reduce histogram --bins 8")
     finally:
         tm.abort()
         conn.close()
@@ -138,7 +155,7 @@ def parse_args(argv=None):
                     help="standby masters to start (each takes over when the primary is gone; "
                          "default: %(default)s)")
     d = sub.add_parser("demo", help="store and read back objects on an embedded cluster")
-    d.add_argument("dir", nargs="?")
+    d.add_argument("dir", nargs="?", help="data directory, kept (default: a temporary one, removed after)")
     from .jobs.cli import add_parser
     add_parser(sub)
     return p.parse_args(argv)

@@ -36,6 +36,11 @@ class StorageFull(NeoError, POSException.StorageError):
     """A storage node's disk or map is full: the transaction was aborted."""
 
 
+class DirectoryInUse(NeoError):
+    """Another live process runs the local cluster of this directory; the message says
+    which, where its master listens, and what to do."""
+
+
 class AccessDenied(NeoError):
     """The peer's credential (certificate role or admin token) does not allow the call;
     the message names the method and the role it needs."""

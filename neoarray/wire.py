@@ -252,12 +252,15 @@ def bind(server: grpc.Server, address: str, tls: security.TLSConfig | None = Non
     """Bind ``host:port`` (port 0 picks a free one), with mutual TLS when ``tls`` is
     given, and return the bound address."""
     host, _, _port = address.rpartition(":")
-    if tls is not None:
-        bound = server.add_secure_port(address, tls.server_credentials())
-    else:
-        bound = server.add_insecure_port(address)
+    try:
+        if tls is not None:
+            bound = server.add_secure_port(address, tls.server_credentials())
+        else:
+            bound = server.add_insecure_port(address)
+    except RuntimeError:    # grpcio >= 1.60 raises where it returned 0 ("Failed to bind")
+        bound = 0
     if not bound:
-        raise OSError(f"cannot listen on {address}")
+        raise OSError(f"cannot listen on {address} (in use by another program, or not an address of this host)")
     return f"{host}:{bound}"
 
 

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 
-from neoarray import security
+from neoarray import lifeline, security
 from neoarray.errors import NeoError
 from neoarray.limits import add_limit_flags, check_limits, flag
 from neoarray.metrics import bind_arg
@@ -66,6 +66,7 @@ def parse_args(argv=None):
     p.add_argument("--metrics-address-file", help="write the bound metrics address to this file")
     p.add_argument("--log-file")
     p.add_argument("--log-level", default="INFO")
+    lifeline.add_argument(p)
     security.add_arguments(p, token_help="file holding the cluster's admin token (a node asks the "
                            "master's Admin service for the partition table before a repair)")
     return p.parse_args(argv)
@@ -93,6 +94,7 @@ def main(argv=None) -> int:
     opts = parse_args(argv)
     logging.basicConfig(filename=opts.log_file, level=opts.log_level,
                         format="%(asctime)s %(levelname)s S %(name)s: %(message)s")
+    lifeline.exit_with_parent(opts.exit_with_parent)
     metrics = storage_metrics.exporter(opts.cluster) if opts.metrics_bind else None
     try:
         node = StorageNode(opts.data, opts.cluster, opts.master, opts.bind, _limits(opts), host=opts.host,

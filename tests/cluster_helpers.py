@@ -1,7 +1,6 @@
 """What the cluster tests share: neoctl in a subprocess, the partition table as
 letters, waits on cell states, storage processes by index."""
 import json
-import os
 import subprocess
 import sys
 import time
@@ -63,17 +62,19 @@ def wait_settled(cluster, timeout_s: float = 60.0) -> dict[int, str]:
 
 
 def storage_of_index(cluster, index, timeout_s=30.0):
-    """(node id, address) of the storage process ``storage-<index>``, once the master
-    knows it (a node just started identifies a moment after it listens)."""
+    """(node id, address) of storage ``index`` of ``cluster`` (``S<id>``, see
+    ``LocalCluster.storage_name``), once the master knows it."""
+    node_id = cluster.storage_id(index)
+    assert node_id, f"storage {index} ({cluster.storage_name(index)}) has no node id yet"
     admin = cluster.admin()
     deadline = time.monotonic() + timeout_s
     try:
         while True:
             for n in admin.nodes():
-                if n.type == cpb.STORAGE and os.path.basename(n.data_path) == f"storage-{index}":
+                if n.type == cpb.STORAGE and n.node_id == node_id:
                     return n.node_id, n.address
             if time.monotonic() > deadline:
-                raise AssertionError(f"storage-{index} not known to the master after {timeout_s} s")
+                raise AssertionError(f"S{node_id} not known to the master after {timeout_s} s")
             time.sleep(0.1)
     finally:
         admin.close()
@@ -81,4 +82,4 @@ def storage_of_index(cluster, index, timeout_s=30.0):
 
 def storage_ids(cluster) -> dict[int, int]:
     """Storage index -> node id, for every storage process of ``cluster``."""
-    return {i: storage_of_index(cluster, i)[0] for i in range(cluster.storages)}
+    return {i: cluster.storage_id(i) for i in range(cluster.storages)}

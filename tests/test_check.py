@@ -1,5 +1,4 @@
 """neoctl check [--repair] and print summary on a real cluster: bit rot, lost records, repair."""
-import os
 import subprocess
 import sys
 import time
@@ -74,7 +73,7 @@ def test_check_finds_and_repairs_bit_rot_and_lost_records(cluster):
     cluster.kill_master()
     cluster.kill_storage(0)
     cluster.kill_storage(1)
-    kv = LMDBStore(os.path.join(cluster.path, "storage-1"))
+    kv = LMDBStore(cluster.storage_dir(1))
     with kv.write() as txn:
         flip_last_byte(txn, "obj", obj_key(small, tid1))
         record = txn.get("obj", obj_key(big, tid1))
@@ -176,7 +175,7 @@ def test_check_finds_a_torn_transaction(tmp_path):
         index = {nid: i for i, nid in storage_ids(c).items()}[holder]
         c.kill_master()
         c.kill_storage(index)
-        kv = LMDBStore(os.path.join(c.path, f"storage-{index}"))
+        kv = LMDBStore(c.storage_dir(index))
         with kv.write() as txn:
             txn.delete("obj", _P.pack(int.from_bytes(x, "big") % 2) + x + tid)
         kv.sync()

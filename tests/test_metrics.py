@@ -91,7 +91,7 @@ def test_every_node_counts_requests_errors_latency_bytes_and_its_state(cluster):
     writer = ZODB.DB(cluster.open_storage())
     reader_storage = cluster.open_storage(metrics_bind="127.0.0.1:0", local_reads=False)
     reader = ZODB.DB(reader_storage)
-    assert set(cluster.metrics_addresses()) == {"master", "storage-0", "storage-1"}
+    assert set(cluster.metrics_addresses()) == {"master", "S1", "S2"}     # named as neoctl does
     before = scrape_all(cluster, reader_storage)
 
     conn = writer.open()
@@ -111,13 +111,14 @@ def test_every_node_counts_requests_errors_latency_bytes_and_its_state(cluster):
     after = scrape_all(cluster, reader_storage)
 
     check_master(before["master"], after["master"], writer.storage.lastTransaction())
-    for node in ("storage-0", "storage-1"):
+    storages = [cluster.storage_name(i) for i in range(2)]
+    for node in storages:
         check_storage(before[node], after[node])
     loads = sum(grew(before[n], after[n], "neoarray_rpc_server_requests_total", **requests(STORAGE, "Load"))
-                for n in ("storage-0", "storage-1"))
+                for n in storages)
     check_client(before["client"], after["client"], reader_storage, loads)
     for node, samples in after.items():
-        role = "client" if node == "client" else node.split("-")[0]
+        role = node if node in ("client", "master") else "storage"
         assert total(samples, "neoarray_node_info", role=role, cluster=cluster.cluster) == 1
 
     address = reader_storage.metrics_address
@@ -240,7 +241,7 @@ def test_replication_figures_of_a_node_catching_up(tmp_path):
             conn.close()
 
             c.start_storage(0, args=("--replication-bytes-per-s", str(RATE_BYTES_PER_S)))
-            address = c.metrics_addresses()["storage-0"]
+            address = c.metrics_addresses()[c.storage_name(0)]
             wait_metric(address, "neoarray_storage_replication_cells_pending", lambda v: v > 0)
             wait_cells(c, ids[0], "UUUU")
             wait_metric(address, "neoarray_storage_replication_cells_pending", lambda v: v == 0)
@@ -249,7 +250,7 @@ def test_replication_figures_of_a_node_catching_up(tmp_path):
             assert value(s0, "neoarray_storage_replication_bytes_total") >= BLOB_BYTES * COMMITS
             assert value(s0, "neoarray_storage_replication_rate_limit_bytes_per_second") == RATE_BYTES_PER_S
             assert total(s0, "neoarray_rpc_server_requests_total", method="ReplicaRecords") == 0
-            s1 = scrape(c.metrics_addresses()["storage-1"])
+            s1 = scrape(c.metrics_addresses()[c.storage_name(1)])
             assert total(s1, "neoarray_rpc_server_requests_total", method="ReplicaRecords", code="OK") > 0
             master = scrape(c.metrics_addresses()["master"])
             assert total(master, "neoarray_master_cells", state="UP_TO_DATE") == 8

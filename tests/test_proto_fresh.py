@@ -17,7 +17,8 @@ def test_errors_survive_pickling():
 
     from neoarray import errors
     for cls in (errors.NeoError, errors.ClusterNameMismatch, errors.ClusterUnavailable,
-                errors.ChecksumError, errors.RequestRefused, errors.LimitExceeded, errors.StorageFull):
+                errors.ChecksumError, errors.RequestRefused, errors.LimitExceeded, errors.StorageFull,
+                errors.DirectoryInUse):
         exc = cls("what went wrong")
         back = pickle.loads(pickle.dumps(exc))
         assert type(back) is cls and str(back) == "what went wrong"

@@ -134,7 +134,7 @@ def test_returned_node_catches_up_and_serves_alone(cluster):
     wait_cells(cluster, ids[0], "UUUU")
     rec.modify(small[:2], tag="after")      # a caught-up cell takes commits as usual
 
-    log_path = os.path.join(cluster.path, "logs", "storage-0.log")
+    log_path = cluster.log_path(cluster.storage_name(0))
     offset = os.path.getsize(log_path)
     cluster.kill_storage(0)                 # lost again: the next catch-up starts where the last ended
     wait_cells(cluster, ids[0], "OOOO")
@@ -151,7 +151,7 @@ def test_returned_node_catches_up_and_serves_alone(cluster):
     cluster.kill_storage(1)
     wait_cells(cluster, ids[1], "OOOO")
     check_everything_reads_back(cluster, rec, arrays)
-    log = read_text(os.path.join(cluster.path, "logs", "storage-0.log"))
+    log = read_text(cluster.log_path(cluster.storage_name(0)))
     assert "catch-up from tid" in log and "ends:" in log
 
 
@@ -186,7 +186,7 @@ def test_catch_up_resumes_after_kill_keeps_writes_and_honours_the_rate(cluster):
     slow = ("--replication-bytes-per-s", str(rate), "--replication-batch-records-max", "4",
             "--replication-batch-bytes-max", "20000")
     cluster.start_storage(0, args=slow)
-    log_path = os.path.join(cluster.path, "logs", "storage-0.log")
+    log_path = cluster.log_path(cluster.storage_name(0))
     deadline = time.monotonic() + 30
     while "catch-up from tid" not in read_text(log_path):
         assert time.monotonic() < deadline
@@ -197,7 +197,7 @@ def test_catch_up_resumes_after_kill_keeps_writes_and_honours_the_rate(cluster):
     assert "O" in letters(cluster)[ids[0]], "the copy should not be over yet"
     cluster.kill_storage(0)
 
-    progress = persisted_progress(os.path.join(cluster.path, "storage-0"))
+    progress = persisted_progress(cluster.storage_dir(0))
     assert any(st["pass_until"] is not None or st["done"] != Z64 for st in progress), progress
 
     offset = os.path.getsize(log_path)
@@ -235,7 +235,7 @@ def test_replication_rate_changes_while_the_node_copies(cluster):
         rec.new(20, LARGE_BYTES, f"down{k}")          # ~400 kB to copy: 200 s at 2 kB/s
     cluster.start_storage(0, args=("--replication-bytes-per-s", "2000",
                                    "--replication-batch-bytes-max", "20000"))
-    log_path = os.path.join(cluster.path, "logs", "storage-0.log")
+    log_path = cluster.log_path(cluster.storage_name(0))
     deadline = time.monotonic() + 30
     while "catch-up from tid" not in read_text(log_path):
         assert time.monotonic() < deadline

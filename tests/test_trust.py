@@ -151,9 +151,18 @@ def test_a_vote_after_a_master_restart_is_refused_and_leaves_no_lock(cluster2):
             storage.tpc_vote(t)
         storage.tpc_abort(t)
         tid = _another_client_commits(c, oids)
-        assert all(_current(storage, oid) == (100, tid) for oid in oids)
     finally:
         storage.close()
+    _assert_values(c, oids, 100, tid)
+
+
+def _assert_values(cluster, oids, value, tid) -> None:
+    """Read by a new client (no cache that a reconnection has yet to drop)."""
+    reader = cluster.open_storage(local_reads=False, cache_bytes_max=0)
+    try:
+        assert [_current(reader, oid) for oid in oids] == [(value, tid)] * len(oids)
+    finally:
+        reader.close()
 
 
 def test_a_finish_after_a_master_restart_is_refused_and_leaves_no_lock(cluster2):
@@ -173,11 +182,15 @@ def test_a_finish_after_a_master_restart_is_refused_and_leaves_no_lock(cluster2)
         with pytest.raises(NotCommitted):
             storage.tpc_finish(t)
         storage.tpc_abort(t)
-        assert {oid: _current(storage, oid) for oid in oids} == before
-        tid = _another_client_commits(c, oids)
-        assert all(_current(storage, oid) == (100, tid) for oid in oids)
     finally:
         storage.close()
+    reader = c.open_storage(local_reads=False, cache_bytes_max=0)
+    try:
+        assert {oid: _current(reader, oid) for oid in oids} == before
+    finally:
+        reader.close()
+    tid = _another_client_commits(c, oids)
+    _assert_values(c, oids, 100, tid)
 
 
 def test_a_vote_of_a_client_that_vanished_while_the_master_was_down_ends(cluster2):
@@ -194,11 +207,7 @@ def test_a_vote_of_a_client_that_vanished_while_the_master_was_down_ends(cluster
     c.start_master()
     c.wait_state("RUNNING", 60)
     tid = _another_client_commits(c, oids)
-    reader = c.open_storage()
-    try:
-        assert all(_current(reader, oid) == (100, tid) for oid in oids)
-    finally:
-        reader.close()
+    _assert_values(c, oids, 100, tid)
 
 
 def test_a_hung_client_s_vote_ends_after_the_pending_timeout(tmp_path):
@@ -218,9 +227,9 @@ def test_a_hung_client_s_vote_ends_after_the_pending_timeout(tmp_path):
             with pytest.raises(NotCommitted, match="aborted"):
                 storage.tpc_finish(t)
             storage.tpc_abort(t)
-            assert all(_current(storage, oid) == (100, tid) for oid in oids)
         finally:
             storage.close()
+        _assert_values(c, oids, 100, tid)
     finally:
         c.stop()
 

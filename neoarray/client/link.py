@@ -55,6 +55,10 @@ class ClusterLink:
         self.message_bytes_max = message_bytes_max
         self.tls = tls
         self.channel = wire.open_channel(self.master_address, cluster, message_bytes_max, tls=tls)
+        # one channel per master address, kept until close: another thread may still be
+        # calling on the one in use when the link moves on (closing it under a call
+        # crashed grpcio with a segmentation fault in a fault test)
+        self._master_channels = {self.master_address: self.channel}
         self.control = mrpc.MasterStub(self.channel)      # gRPC: Identify
         self.master = self.control                        # every other call: the data plane once known
         self.data_channel: FramedChannel | None = None
@@ -171,10 +175,11 @@ class ClusterLink:
         if len(self.master_addresses) < 2:
             return
         self.master_address = next_address(self.master_addresses, self.master_address)
-        old, self.channel = self.channel, wire.open_channel(self.master_address, self.cluster, self.message_bytes_max,
-                                                          tls=self.tls)
+        self.channel = self._master_channels.get(self.master_address)
+        if self.channel is None:
+            self.channel = self._master_channels[self.master_address] = wire.open_channel(
+                self.master_address, self.cluster, self.message_bytes_max, tls=self.tls)
         self.control = mrpc.MasterStub(self.channel)
-        old.close()
 
     def _events(self) -> None:
         while not self.closed.is_set():
@@ -231,10 +236,9 @@ class ClusterLink:
         self.closed.set()
         if self._stream is not None:
             self._stream.cancel()
-        self.channel.close()
         if self.data_channel is not None:
             self.data_channel.close()
-        for channel in self.channels.values():
+        for channel in [*self._master_channels.values(), *self.channels.values()]:
             channel.close()
 
     # -- routing --------------------------------------------------------------------

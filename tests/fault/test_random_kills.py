@@ -89,14 +89,14 @@ def test_random_kills_lose_no_acknowledged_transaction(tmp_path, storages, repli
         injected = []
         for _ in range(FAULTS):
             time.sleep(rng.uniform(0.2, 0.8))
-            victim = rng.choice(["master"] + [f"storage-{i}" for i in range(storages)])
-            injected.append(victim)
+            victim = rng.choice(["master", *range(storages)])     # a storage by index
+            injected.append(victim if victim == "master" else cluster.storage_name(victim))
             if victim == "master":
                 cluster.kill_master()
                 time.sleep(rng.uniform(0.0, 0.5))
                 cluster.start_master()
             else:
-                index = int(victim.split("-")[1])
+                index = victim
                 cluster.kill_storage(index)
                 time.sleep(rng.uniform(0.0, 0.5))
                 cluster.start_storage(index)

@@ -179,12 +179,13 @@ class Faults:
             wait_settled(self.cluster)        # never kill the last readable copy
             self.cluster.kill_storage(index)
             if kind == "storage":
-                self.log.append(f"storage-{index} down {down_s}s")
+                self.log.append(f"{self.cluster.storage_name(index)} down {down_s}s")
                 time.sleep(down_s)
             else:
                 before_s, master_s = round(self.rng.uniform(0.0, 1.0), 2), round(self.rng.uniform(0.0, 1.0), 2)
-                self.log.append(f"storage-{index} down, OUT_OF_DATE, after {before_s}s master down {master_s}s, "
-                                f"then storage-{index} back after {down_s}s")
+                name = self.cluster.storage_name(index)
+                self.log.append(f"{name} down, OUT_OF_DATE, after {before_s}s master down {master_s}s, "
+                                f"then {name} back after {down_s}s")
                 # the master must have marked its cells OUT_OF_DATE first: see
                 # test_master_restart_while_storage_down_before_it_was_marked_lost
                 wait_cells(self.cluster, self.ids[index], "O" * PARTITIONS)
@@ -292,9 +293,9 @@ def test_replicated_random_kills_lose_nothing_and_replicas_agree(tmp_path):
 
 @pytest.mark.slow
 def test_master_restart_while_storage_down_before_it_was_marked_lost(tmp_path):
-    """Reduced from the random test: storage-1 is killed, then the master at once
-    (before ``node_timeout_s`` marks storage-1 lost), the master restarts and the
-    cluster becomes RUNNING with storage-1 DOWN but its cells still UP_TO_DATE;
+    """Reduced from the random test: storage 1 is killed, then the master at once
+    (before ``node_timeout_s`` marks storage 1 lost), the master restarts and the
+    cluster becomes RUNNING with storage 1 DOWN but its cells still UP_TO_DATE;
     transactions are committed without it; when it returns it must catch up."""
     cluster = LocalCluster(str(tmp_path / "c"), storages=2, replicas=1, partitions=PARTITIONS,
                            node_timeout_s=2.0)
@@ -321,7 +322,7 @@ def test_master_restart_while_storage_down_before_it_was_marked_lost(tmp_path):
         alone = cluster.open_storage(local_reads=False)
         try:
             data, serial = load_current(alone, oid)
-            assert (zodb_unpickle(data).value, serial) == (14, serials[-1]), "storage-1 missed acknowledged commits"
+            assert (zodb_unpickle(data).value, serial) == (14, serials[-1]), "storage 1 missed acknowledged commits"
         finally:
             alone.close()
     finally:

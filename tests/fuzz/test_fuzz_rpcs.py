@@ -252,7 +252,7 @@ def tracebacks(cluster) -> list[str]:
 
 def dead_processes(cluster) -> dict[str, int]:
     """Node processes that exited: name -> exit status."""
-    procs = {"master": cluster.master_proc, **{f"storage-{i}": p for i, p in cluster.storage_procs.items()}}
+    procs = {"master": cluster.master_proc, **{cluster.storage_name(i): p for i, p in cluster.storage_procs.items()}}
     return {name: proc.poll() for name, proc in procs.items() if proc.poll() is not None}
 
 

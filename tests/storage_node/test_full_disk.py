@@ -220,6 +220,7 @@ def test_full_replica_fails_the_commit_everywhere_and_recovers(tmp_path):
     from tests.cluster_helpers import letters
 
     root = tmp_path / "cluster"
+    # storage-1/, a mount point, serves a new storage node: it is not renamed, S<id> links to it
     with small_tmpfs(root / "storage-1", 32 * MiB) as fs:
         cluster = LocalCluster(str(root), storages=2, replicas=1, partitions=2, node_timeout_s=3.0,
                                storage_args=("--space-reserve-bytes", str(1 * MiB)))
@@ -236,7 +237,7 @@ def test_full_replica_fails_the_commit_everywhere_and_recovers(tmp_path):
 
             tm = transaction.TransactionManager()
             conn = writer.open(tm)
-            conn.root()["big"] = b"B" * (6 * MiB)       # fits on storage-0, not on storage-1
+            conn.root()["big"] = b"B" * (6 * MiB)       # fits on one node, not on the tmpfs one
             with pytest.raises(StorageFull, match="storage full: .*needs about"):
                 tm.commit()
             tm.abort()
@@ -244,7 +245,7 @@ def test_full_replica_fails_the_commit_everywhere_and_recovers(tmp_path):
 
             # aborted on every node: no stores or votes left, no lock held
             for i in range(2):
-                assert pending_on(os.path.join(str(root), f"storage-{i}")) == (0, 0), f"storage-{i}"
+                assert pending_on(cluster.storage_dir(i)) == (0, 0), cluster.storage_name(i)
             seen.close()
             with reader.transaction() as other:        # nothing of it is visible
                 assert "big" not in other.root() and other.root()["kept"] == b"earlier data"
@@ -259,7 +260,7 @@ def test_full_replica_fails_the_commit_everywhere_and_recovers(tmp_path):
                 assert other.root()["big"] == b"B" * (6 * MiB)
                 assert other.root()["after"] == b"root not locked"
             for i in range(2):
-                assert pending_on(os.path.join(str(root), f"storage-{i}")) == (0, 0)
+                assert pending_on(cluster.storage_dir(i)) == (0, 0)
         finally:
             for db in (writer, reader):
                 if db is not None:
