@@ -32,8 +32,9 @@ class ClusterTestBase(StorageTestBase.StorageTestBase):
         self._storage = self._cluster.open_storage(read_only=read_only)
 
     def tearDown(self):
+        self._storage.close()
+        self._cluster.stop()       # before the base class removes its temporary directory
         StorageTestBase.StorageTestBase.tearDown(self)
-        self._cluster.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
