@@ -387,9 +387,9 @@ class StorageServicer(rpc.StorageServicer):
         if len(objects) > self.limits.objects_per_store_max:
             raise LimitExceeded(f"{len(objects)} objects in one store, "
                                  f"objects_per_store_max={self.limits.objects_per_store_max}")
-        if segments is not None and len(segments) != len(objects):
+        if segments and len(segments) != len(objects):
             raise RequestRefused(f"{len(segments)} data segments for {len(objects)} objects: one per object")
-        datas = segments if segments is not None else [o.data for o in objects]
+        datas = segments or [o.data for o in objects]     # framed: segments; gRPC: in the records
         records = [Stored(_id(o.oid, "oid"), o.serial or Z64, None if o.deleted else data,
                           o.checksum, _id(o.data_tid, "data_tid") if o.data_tid else None)
                    for o, data in zip(objects, datas)]

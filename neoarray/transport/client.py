@@ -104,9 +104,19 @@ class _Connection:
             conn.write_frame(self.sock, frames.Frame(frames.REQUEST, rid, method, body, list(segments), meta))
         except conn.PeerGone as exc:
             self.broken = True
-            raise FramedRpcError(grpc.StatusCode.UNAVAILABLE, f"{self.address}: {exc}") from None
+            refusal = self._refusal_before_close()
+            raise refusal or FramedRpcError(grpc.StatusCode.UNAVAILABLE, f"{self.address}: {exc}") from None
         self.pending.append(rid)
         return rid
+
+    def _refusal_before_close(self) -> FramedRpcError | None:
+        """The error a server sent before closing on us (a frame it refused while we
+        were still sending it), if it is there to read."""
+        try:
+            frame = conn.read_frame(self.sock, frames.HELLO_BYTES_MAX, 0.5, 0.5)
+        except Exception:  # noqa: BLE001 - nothing readable: the connection is just gone
+            return None
+        return FramedRpcError(*_error(frame)) if frame.kind == frames.ERROR else None
 
     def receive(self, rid: int, deadline: float | None) -> frames.Frame:
         """The reply of ``rid``: replies come in the order of the requests."""
@@ -134,7 +144,12 @@ class _Connection:
         return frame
 
     def close(self) -> None:
+        """Close it; a thread blocked reading it (a stream) wakes up."""
         self.broken = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:
@@ -251,7 +266,12 @@ class _UnaryMethod:
         outcome (as with gRPC, creating a future never raises)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         body = request.SerializeToString()
-        wire._traffic.add("sent_bytes", len(body) + sum(memoryview(s).nbytes for s in segments), calls=1)
+        size = len(body) + sum(memoryview(s).nbytes for s in segments)
+        if size > self.channel.frame_bytes_max:
+            return _Future.failed(self, FramedRpcError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"a request of {size} bytes is larger than max "
+                f"{self.channel.frame_bytes_max} (message_bytes_max of this client, and 1 MiB for the frame)"))
+        wire._traffic.add("sent_bytes", size, calls=1)
         try:
             c = self.channel.checkout(timeout)
         except FramedRpcError as exc:
@@ -367,8 +387,4 @@ class _Stream:
 
     def cancel(self) -> None:
         self.cancelled = True
-        try:
-            self.c.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self.c.close()

@@ -98,7 +98,9 @@ def parse_header(raw, frame_bytes_max: int) -> Layout:
     if kind not in KINDS:
         raise RequestRefused(f"frame of unknown kind {kind}")
     if frame_bytes > frame_bytes_max:
-        raise LimitExceeded(f"frame of {frame_bytes} bytes, frame_bytes_max={frame_bytes_max}")
+        raise LimitExceeded(f"frame of {frame_bytes} bytes is larger than max {frame_bytes_max} "
+                            f"(frame_bytes_max: message_bytes_max of the sender or the receiver, and "
+                            f"1 MiB for the frame)")
     if meta_bytes > META_BYTES_MAX:
         raise LimitExceeded(f"{meta_bytes} bytes of call metadata, at most {META_BYTES_MAX}")
     if method != NO_METHOD and method >= len(METHODS):
@@ -178,3 +180,24 @@ def parse_error(raw: bytes) -> tuple[str, str]:
         return str(code), str(details)
     except Exception:  # noqa: BLE001 - a garbled error is still an error
         return "UNKNOWN", f"undecodable error frame ({len(raw)} bytes)"
+
+
+def decode(raw, frame_bytes_max: int) -> Frame:
+    """The frame ``raw`` holds whole (the concatenated buffers of ``encode``): what a
+    reader of a socket gets, without a socket (the in-process transport)."""
+    view = memoryview(raw)
+    layout = parse_header(view[:HEADER_BYTES], frame_bytes_max)
+    at = HEADER_BYTES
+    lengths = segment_lengths(view[at:at + layout.lengths_bytes], layout)
+    at += layout.lengths_bytes
+    meta = decode_meta(bytes(view[at:at + layout.meta_bytes]))
+    at += layout.meta_bytes
+    body = bytes(view[at:at + layout.body_bytes])
+    at += layout.body_bytes
+    segments = []
+    for n in lengths:
+        segments.append(view[at:at + n])
+        at += n
+    if at != len(view):
+        raise RequestRefused(f"{len(view) - at} bytes after the frame")
+    return Frame(layout.kind, layout.rid, layout.method, body, segments, meta)
