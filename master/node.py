@@ -573,9 +573,9 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             except Exception as exc:   # the node's next heartbeat gets the verdict again
                 log.warning("abort of 0x%s on S%d failed: %s", ttid.hex(), nid, exc)
 
-    def finish(self, node: int, ttid: bytes, oids, storages, view_ptid: int = 0) -> bytes:
-        """Commit ``ttid`` voted on ``storages``; its tid once complete (the rules of
-        ``master/commit.py``)."""
+    def finish(self, node: int, ttid: bytes, oids, storages, view_ptid: int = 0) -> tuple[bytes, bytes]:
+        """Commit ``ttid`` voted on ``storages``: ``(its tid, the tid published just
+        before it)`` once complete (the rules of ``master/commit.py``)."""
         if len(oids) > self.limits.objects_per_transaction_max:
             raise LimitExceeded(f"finish of 0x{ttid.hex()} names {len(oids)} objects, "
                                 f"objects_per_transaction_max={self.limits.objects_per_transaction_max}")
@@ -589,7 +589,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
                                      f"holding it did not answer); ask for its outcome again")
         if txn.error:
             raise txn.error
-        return txn.tid
+        return txn.tid, txn.prev_tid
 
     def _queue_finish(self, node: int, ttid: bytes, oids, storages, view_ptid: int) -> Txn:
         """Checks, the tid, and the place in the commit queue."""
@@ -677,6 +677,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         ``self.lock``): publish the complete ones; abort the votes of the others."""
         for txn in self.commits.settle(self.pt, self.partitions, self.running_storages()):
             if txn.outcome == COMPLETE or txn.decided:      # decided but not complete: torn
+                txn.prev_tid = self.last_committed
                 self.last_committed = max(self.last_committed, txn.tid)
                 self._missed(txn, self._voters(txn), txn.tid)
                 event = self._invalidation(txn)

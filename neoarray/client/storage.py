@@ -251,6 +251,7 @@ class NeoStorage(ConflictResolvingStorage):
         self._ttid_counter = 0
         self._commit_times = collections.deque(maxlen=COMMIT_TIMES_MAX)   # (client time, tid)
         self._own: dict[bytes, _Txn] = {}         # ttid -> finishing transaction
+        self._finished_own: dict[bytes, None] = {}  # own commits whose invalidation is still to come
         self._slots = threading.BoundedSemaphore(transactions_max)
         self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="neoarray-io")
         self._last_tid = Z64
@@ -346,6 +347,8 @@ class NeoStorage(ConflictResolvingStorage):
                 log.warning("finish of 0x%s did not complete within %s s", tid.hex(), EVENT_WAIT_S)
             return
         with self._lock:
+            if self._finished_own.pop(ttid, None) is not None:
+                return      # a commit of this client whose finish did not wait for it
             self._cache.invalidate(oids, tid)
             self._last_tid = max(self._last_tid, tid)
             if self._db is not None:
@@ -1007,7 +1010,7 @@ class NeoStorage(ConflictResolvingStorage):
         started = time.time()
         self._own[txn.ttid] = txn
         try:
-            tid = self._finish(txn, request)
+            tid, prev_tid = self._finish(txn, request)
         except BaseException:
             txn.done.set()
             self._own.pop(txn.ttid, None)
@@ -1015,8 +1018,7 @@ class NeoStorage(ConflictResolvingStorage):
                 self._end(transaction)      # nothing to abort: the master decides alone
             raise                           # not committed: tpc_abort drops the votes
         try:
-            if self._link.connected.is_set() and not txn.reached.wait(EVENT_WAIT_S):
-                log.warning("own invalidation of 0x%s not seen within %s s", tid.hex(), EVENT_WAIT_S)
+            self._wait_own_invalidation(txn, tid, prev_tid)
             colour = colours.current()
             with self._lock:
                 for oid, (serial, data) in txn.data.items():
@@ -1033,16 +1035,32 @@ class NeoStorage(ConflictResolvingStorage):
             self._own.pop(txn.ttid, None)
             self._end(transaction)
 
-    def _finish(self, txn: _Txn, request) -> bytes:
-        """The tid, once the master acknowledged the transaction as committed and
-        complete; ``NotCommitted`` when it says it never will be; ``OutcomeUnknown``
-        when no master could tell within ``rpc_timeout_s``."""
+    def _wait_own_invalidation(self, txn: _Txn, tid: bytes, prev_tid: bytes | None) -> None:
+        """Before tpc_finish returns, every invalidation before ``tid`` must have been
+        delivered.  When the event stream already reached ``prev_tid`` (the commit
+        published just before this one), it has: the stream's copy of this commit's
+        own invalidation is then dropped when it comes.  Otherwise wait for it."""
+        with self._lock:
+            if prev_tid is not None and self._last_tid >= prev_tid and not txn.reached.is_set():
+                self._finished_own[txn.ttid] = None
+                while len(self._finished_own) > COMMIT_TIMES_MAX:
+                    self._finished_own.pop(next(iter(self._finished_own)))
+                return
+        if self._link.connected.is_set() and not txn.reached.wait(EVENT_WAIT_S):
+            log.warning("own invalidation of 0x%s not seen within %s s", tid.hex(), EVENT_WAIT_S)
+
+    def _finish(self, txn: _Txn, request) -> tuple[bytes, bytes | None]:
+        """``(tid, the tid published before it or None)``, once the master acknowledged
+        the transaction as committed and complete; ``NotCommitted`` when it says it
+        never will be; ``OutcomeUnknown`` when no master could tell within
+        ``rpc_timeout_s``."""
         try:
-            return wire.call(self._link.master.Finish, request, self.finish_timeout_s, "tpc_finish").tid
+            reply = wire.call(self._link.master.Finish, request, self.finish_timeout_s, "tpc_finish")
+            return reply.tid, reply.prev_tid
         except RequestRefused as exc:
             raise NotCommitted(f"tpc_finish refused: {exc}") from exc
         except ClusterUnavailable as exc:
-            return self._final_tid(txn, exc)
+            return self._final_tid(txn, exc), None
 
     def _final_tid(self, txn: _Txn, why: Exception) -> bytes:
         """Finish ended without an answer (``why``): ask the master, the only one that

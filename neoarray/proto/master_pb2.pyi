@@ -118,10 +118,12 @@ class FinishRequest(_message.Message):
     def __init__(self, node_id: _Optional[int] = ..., ttid: _Optional[bytes] = ..., oids: _Optional[_Iterable[bytes]] = ..., storage_ids: _Optional[_Iterable[int]] = ..., view_ptid: _Optional[int] = ...) -> None: ...
 
 class FinishReply(_message.Message):
-    __slots__ = ("tid",)
+    __slots__ = ("tid", "prev_tid")
     TID_FIELD_NUMBER: _ClassVar[int]
+    PREV_TID_FIELD_NUMBER: _ClassVar[int]
     tid: bytes
-    def __init__(self, tid: _Optional[bytes] = ...) -> None: ...
+    prev_tid: bytes
+    def __init__(self, tid: _Optional[bytes] = ..., prev_tid: _Optional[bytes] = ...) -> None: ...
 
 class AbortRequest(_message.Message):
     __slots__ = ("node_id", "ttid", "storage_ids")
