@@ -21,7 +21,7 @@ LIMIT_FLAGS = ("message_bytes_max", "objects_per_store_max", "objects_per_transa
                "loads_per_batch_max", "transactions_per_batch_max", "oids_per_batch_max",
                "reduce_oids_per_batch_max", "check_records_per_batch_max", "check_bytes_per_batch_max",
                "repair_records_per_batch_max", "space_reserve_bytes", "rpc_workers_max",
-               "rpcs_pending_max", "pending_report_age_s", "pending_reports_max")
+               "rpcs_pending_max", "pending_report_age_s", "pending_reports_max", "data_connections_max")
 LIMIT_MINIMUMS = {"space_reserve_bytes": 0}
 
 
@@ -58,7 +58,9 @@ def parse_args(argv=None):
         "rpcs_pending_max": "calls open at once; more are refused",
         "pending_report_age_s": "transactions held this long are reported to the master, which says "
                                 "which are dead (their locks end)",
-        "pending_reports_max": "transactions reported in one heartbeat, the oldest first"})
+        "pending_reports_max": "transactions reported in one heartbeat, the oldest first",
+        "data_connections_max": "connections to the framed data plane at once (a thread each); more are "
+                                "refused"})
     p.add_argument("--address-file", help="write the bound address to this file once listening")
     p.add_argument("--metrics-bind", type=bind_arg,
                    help="host:port to serve Prometheus metrics on, at /metrics (port 0: any free port; "

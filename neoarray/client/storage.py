@@ -347,7 +347,8 @@ class NeoStorage(ConflictResolvingStorage):
                 log.warning("finish of 0x%s did not complete within %s s", tid.hex(), EVENT_WAIT_S)
             return
         with self._lock:
-            if self._finished_own.pop(ttid, None) is not None:
+            if ttid in self._finished_own:
+                del self._finished_own[ttid]
                 return      # a commit of this client whose finish did not wait for it
             self._cache.invalidate(oids, tid)
             self._last_tid = max(self._last_tid, tid)

@@ -354,9 +354,29 @@ class _StreamMethod:
         self.method_id = frames.METHOD_IDS[name]
 
     def __call__(self, request, timeout=None, metadata=None):
-        c = self.channel._connect(self.channel.connect_timeout_s)
-        rid = c.send(self.method_id, request.SerializeToString(), (), dict(metadata or ()), self.channel.connect_timeout_s)
+        """The stream; a failure to connect is raised by its first ``next`` (as with
+        gRPC, opening a stream never raises)."""
+        try:
+            c = self.channel._connect(self.channel.connect_timeout_s)
+            rid = c.send(self.method_id, request.SerializeToString(), (), dict(metadata or ()),
+                         self.channel.connect_timeout_s)
+        except FramedRpcError as exc:
+            return _FailedStream(exc)
         return _Stream(c, rid, self.reply_class)
+
+
+class _FailedStream:
+    def __init__(self, error: FramedRpcError):
+        self.error = error
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise self.error
+
+    def cancel(self) -> None:
+        pass
 
 
 class _Stream:

@@ -325,7 +325,7 @@ class _Connection:
         method = frame.method_name
         handler = self.server.handlers.get(method)
         started = time.perf_counter()
-        code = "OK"
+        code, reply_bytes = "OK", 0
         try:
             if handler is None:
                 raise _Abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served on this node's data plane")
@@ -345,7 +345,9 @@ class _Connection:
                 reply, segments = handler.fn(request, frame.segments, context)
             else:
                 reply, segments = handler.fn(request, context), []
-            self._write(frames.Frame(frames.REPLY, frame.rid, frame.method, reply.SerializeToString(), segments))
+            body = reply.SerializeToString()
+            reply_bytes = len(body) + sum(memoryview(s).nbytes for s in segments)
+            self._write(frames.Frame(frames.REPLY, frame.rid, frame.method, body, segments))
         except conn.PeerGone:
             code = "CANCELLED"
             raise
@@ -364,7 +366,7 @@ class _Connection:
         finally:
             if self.server.rpc_metrics is not None:
                 self.server.rpc_metrics.observe(method, code, time.perf_counter() - started,
-                                                len(frame.body) + sum(len(s) for s in frame.segments))
+                                                len(frame.body) + sum(len(s) for s in frame.segments), reply_bytes)
 
     def _send_error(self, rid: int, exc: Exception) -> None:
         status, details = wire.status_of(exc)
