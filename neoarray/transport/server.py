@@ -181,8 +181,8 @@ class FramedServer:
         if self.listener is not None:
             try:
                 self.listener.shutdown(socket.SHUT_RDWR)
-            except OSError:  # noqa: S110 - not connected: closing is enough
-                pass
+            except OSError:
+                pass        # not connected: closing is enough
             self.listener.close()
         with self.lock:
             connections = list(self.connections)
@@ -235,8 +235,8 @@ class _Connection:
             self._handshake_tls()
             self._send_error(0, LimitExceeded(f"this node serves {self.server.limits.connections_max} "
                                               f"connections, connections_max: refused"))
-        except Exception:  # noqa: BLE001 - refusing: nothing more to do
-            pass
+        except Exception as exc:  # noqa: BLE001 - refusing: nothing more to do
+            log.debug("refusing a connection past connections_max: %s", exc)
         self.close()
 
     def serve(self) -> None:

@@ -164,7 +164,7 @@ def test_every_framed_call_survives_hostile_frames(fuzz_cluster):  # noqa: F811 
     master_data, storage_data, storage_grpc = _data_addresses(cluster)
     caller = FramedCaller(cluster, master_data, storage_data, storage_grpc)
     try:
-        counts, bad = fuzz(caller, known, seed, iterations,
+        _, bad = fuzz(caller, known, seed, iterations,
                            also_allowed={grpc.StatusCode.UNIMPLEMENTED})
         rng = random.Random(seed)
         attacks = [_attack(rng, rng.choice([master_data, *storage_data]), cluster.cluster)

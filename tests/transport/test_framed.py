@@ -243,7 +243,7 @@ def test_in_process_transport_serves_the_same_way():
     srv = FramedServer(CLUSTER, {STORAGE: servicer})
     with InProcessChannel(srv) as channel:
         stub = Stub(channel, STORAGE)
-        reply, (data,) = bulk.call(stub.Load, spb.LoadRequest(oid=b"\4" * 8), (), 5.0)
+        _, (data,) = bulk.call(stub.Load, spb.LoadRequest(oid=b"\4" * 8), (), 5.0)
         assert bytes(data) == b"\4" * 8000
         bulk.call(stub.Store, spb.StoreRequest(objects=[spb.ObjectRecord(oid=b"\5" * 8)]), [b"abc"], 5.0)
         assert servicer.stored == [[b"abc"]]
