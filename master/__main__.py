@@ -25,6 +25,8 @@ from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import master_pb2_grpc as rpc
 from neoarray.proto import standby_pb2 as sbpb
 from neoarray.proto import standby_pb2_grpc as srpc
+from neoarray.transport.server import FRAME_SLACK_BYTES, FramedServer
+from neoarray.transport.server import Limits as FramedLimits
 
 from . import metrics as master_metrics
 from . import standby
@@ -57,6 +59,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="neoarray-master", description=__doc__)
     p.add_argument("--cluster", required=True, help="cluster name; peers with another name are refused")
     p.add_argument("--bind", default="127.0.0.1:0", help="host:port to listen on (port 0: any free port)")
+    p.add_argument("--data-bind", default="",
+                   help="host:port of the framed data plane (clients' finish, events; default: the host of "
+                        "--bind, any free port); clients learn it when they identify")
     p.add_argument("--data", required=True, help="directory of the master's durable state")
     p.add_argument("--partitions", type=int, default=12, help="number of partitions (fixed at creation)")
     p.add_argument("--replicas", type=int, default=0, help="extra copies of each partition")
@@ -160,6 +165,13 @@ def _primary(opts, server, router, address: str, peers: list[str], done: threadi
     if opts.metrics:
         opts.metrics.register(master_metrics.MasterCollector(master))
     control = MasterServicer(master)
+    framed = FramedServer(opts.cluster, {"neoarray.v1.Master": control},
+                          FramedLimits(frame_bytes_max=opts.limits.message_bytes_max + FRAME_SLACK_BYTES,
+                                       connections_max=opts.limits.subscribers_max + opts.limits.rpc_workers_max),
+                          tls=opts.tls, admin_token=security.token_of(opts),
+                          rpc_metrics=opts.metrics.rpc if opts.metrics else None)
+    master.data_address = framed.bind(opts.data_bind or f"{address.rpartition(':')[0]}:0")
+    framed.start()
     publisher = standby.StatePublisher(master, ack_timeout_s=opts.node_timeout_s / 2)
     router.switch(standby.handlers_of((rpc.add_MasterServicer_to_server, control),
                                       (rpc.add_AdminServicer_to_server, AdminServicer(master, control)),
@@ -180,10 +192,12 @@ def _primary(opts, server, router, address: str, peers: list[str], done: threadi
     threading.Thread(target=standby.watch_peers, daemon=True, name="peers",
                      args=(master, lambda: list(dict.fromkeys(peers + publisher.known)), opts.cluster,
                            opts.node_timeout_s, step_down, opts.tls)).start()
-    log.info("master of cluster %r listening on %s (epoch %d)", opts.cluster, address, master.epoch)
+    log.info("master of cluster %r listening on %s, data plane on %s (epoch %d)", opts.cluster, address,
+             master.data_address, master.epoch)
     while not done.wait(SIGNAL_POLL_S):     # a timed wait: the main thread runs signal handlers
         pass
     master.stopped.set()
+    framed.stop()
     server.stop(grace=0.2).wait()   # client event streams never end by themselves
     master.state_db.close()
     return exit_status[0]

@@ -86,6 +86,7 @@ class Txn:
     lock_answered: bool = False                   # the Lock orders of Finish all ended
     outcome: str = PENDING
     error: Exception | None = None
+    prev_tid: bytes = b""                         # the tid published just before it
     done: threading.Event = field(default_factory=threading.Event)
 
     @property

@@ -23,6 +23,8 @@ from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
+from neoarray.transport.client import FramedChannel
+from neoarray.transport.client import Stub as framed_stub
 
 from .commit import COMPLETE, CommitCore, Txn, owner_of, written
 from .core import IdAllocator, PartitionTable
@@ -92,6 +94,7 @@ class NodeInfo:
     last_seen: float = field(default_factory=time.monotonic)
     read_only: bool = False
     data_path: str = ""
+    data_address: str = ""          # storages: their framed data plane (neoarray/transport)
 
     def set_state(self, state: str) -> None:
         if state != self.state:
@@ -112,7 +115,7 @@ def _details(exc: Exception) -> str:
 def _check_identify(req) -> None:
     """Refuse, before anything is registered, names longer than ``NAME_CHARS_MAX`` and
     last ids a node cannot hold (they would move the id allocation out of range)."""
-    for what in ("address", "host", "data_path"):
+    for what in ("address", "host", "data_path", "data_address"):
         if len(getattr(req, what)) > NAME_CHARS_MAX:
             raise RequestRefused(f"identify: {what} longer than {NAME_CHARS_MAX} characters")
     if req.last_tid and (len(req.last_tid) != 8 or req.last_tid > MAX_TID):
@@ -149,6 +152,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         self.stopped = threading.Event()
         self.on_stop = None
         self.on_step_down = None                  # called once a newer master took over
+        self.data_address = ""                    # of its framed data plane, once it listens
 
     # -- durable state ----------------------------------------------------------
     def _load_state(self, partitions: int, replicas: int) -> None:
@@ -214,7 +218,8 @@ class Master(TableAdmin, Truncation, ReplicationRates):
     @staticmethod
     def node_pb(n: NodeInfo) -> cpb.Node:
         return cpb.Node(node_id=n.node_id, type=TYPE_PB[n.type], address=n.address,
-                        state=NODE_PB[n.state], host=n.host, state_since=n.since, data_path=n.data_path)
+                        state=NODE_PB[n.state], host=n.host, state_since=n.since, data_path=n.data_path,
+                        data_address=n.data_address)
 
     # -- nodes ------------------------------------------------------------------
     def identify(self, req) -> int:
@@ -237,7 +242,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
                 nid = self._new_node_id()
                 known = self.nodes[nid] = NodeInfo(nid, typ)
             known.address, known.host, known.read_only = req.address, req.host, req.read_only
-            known.data_path = req.data_path
+            known.data_path, known.data_address = req.data_path, req.data_address
             known.last_seen = time.monotonic()
             if typ == "STORAGE":
                 self._storage_joined(known, req)
@@ -248,7 +253,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         return nid
 
     def _storage_joined(self, node: NodeInfo, req) -> None:
-        self.channels.pop(node.node_id, None)
+        self._drop_channel(node.node_id)
         self.ids.raise_to(u64(req.last_oid or Z64), req.last_tid or Z64)
         in_pt = node.node_id in self.members()
         node.set_state("RUNNING" if in_pt or not self.pt.rows else "PENDING")
@@ -265,12 +270,26 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             self.pool.submit(self.try_start)
 
     def storage_stub(self, nid: int):
+        """The stub of storage ``nid``: over its framed data plane (lock and unlock
+        orders are on every commit's path), or gRPC for a node that has none."""
         with self.lock:
             entry = self.channels.get(nid)
             if entry is None:
-                channel = wire.open_channel(self.nodes[nid].address, self.cluster, tls=self.tls)
-                entry = self.channels[nid] = (channel, EpochStub(srpc.StorageStub(channel), self))
+                node = self.nodes[nid]
+                if node.data_address:
+                    channel = FramedChannel(node.data_address, self.cluster, self.limits.message_bytes_max,
+                                            tls=self.tls)
+                    stub = framed_stub(channel, "neoarray.v1.Storage")
+                else:
+                    channel = wire.open_channel(node.address, self.cluster, tls=self.tls)
+                    stub = srpc.StorageStub(channel)
+                entry = self.channels[nid] = (channel, EpochStub(stub, self))
             return entry[1]
+
+    def _drop_channel(self, nid: int) -> None:
+        entry = self.channels.pop(nid, None)
+        if entry is not None and isinstance(entry[0], FramedChannel):
+            entry[0].close()        # its calls in flight end first (gRPC's: left to the GC)
 
     def heartbeat(self, nid: int) -> bool:
         with self.lock:
@@ -306,7 +325,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             if self.cluster_state == RUNNING and not self.pt.operational(self.running_storages()):
                 log.warning("partition table not operational: back to RECOVERING")
                 self.cluster_state = RECOVERING
-            self.channels.pop(nid, None)
+            self._drop_channel(nid)
         self.broadcast_cluster()
 
     # -- cluster state --------------------------------------------------------------
@@ -554,9 +573,9 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             except Exception as exc:   # the node's next heartbeat gets the verdict again
                 log.warning("abort of 0x%s on S%d failed: %s", ttid.hex(), nid, exc)
 
-    def finish(self, node: int, ttid: bytes, oids, storages, view_ptid: int = 0) -> bytes:
-        """Commit ``ttid`` voted on ``storages``; its tid once complete (the rules of
-        ``master/commit.py``)."""
+    def finish(self, node: int, ttid: bytes, oids, storages, view_ptid: int = 0) -> tuple[bytes, bytes]:
+        """Commit ``ttid`` voted on ``storages``: ``(its tid, the tid published just
+        before it)`` once complete (the rules of ``master/commit.py``)."""
         if len(oids) > self.limits.objects_per_transaction_max:
             raise LimitExceeded(f"finish of 0x{ttid.hex()} names {len(oids)} objects, "
                                 f"objects_per_transaction_max={self.limits.objects_per_transaction_max}")
@@ -570,7 +589,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
                                      f"holding it did not answer); ask for its outcome again")
         if txn.error:
             raise txn.error
-        return txn.tid
+        return txn.tid, txn.prev_tid
 
     def _queue_finish(self, node: int, ttid: bytes, oids, storages, view_ptid: int) -> Txn:
         """Checks, the tid, and the place in the commit queue."""
@@ -658,6 +677,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         ``self.lock``): publish the complete ones; abort the votes of the others."""
         for txn in self.commits.settle(self.pt, self.partitions, self.running_storages()):
             if txn.outcome == COMPLETE or txn.decided:      # decided but not complete: torn
+                txn.prev_tid = self.last_committed
                 self.last_committed = max(self.last_committed, txn.tid)
                 self._missed(txn, self._voters(txn), txn.tid)
                 event = self._invalidation(txn)

@@ -26,7 +26,8 @@ class MasterServicer(rpc.MasterServicer):
         if request.type == cpb.STORAGE:
             security.require_role(context, "storage", "Identify as a storage node")
         nid = self.m.identify(request)
-        return pb.IdentifyReply(node_id=nid, num_partitions=self.m.partitions, info=self.m.cluster_info())
+        return pb.IdentifyReply(node_id=nid, num_partitions=self.m.partitions, info=self.m.cluster_info(),
+                                data_address=self.m.data_address)
 
     def Subscribe(self, request, context):
         nid = request.node_id
@@ -49,9 +50,9 @@ class MasterServicer(rpc.MasterServicer):
         return pb.BeginReply(ttid=self.m.begin(request.node_id, request.tid))
 
     def Finish(self, request, context):
-        tid = self.m.finish(request.node_id, checked_id(request.ttid, "ttid"), list(request.oids),
-                            list(request.storage_ids), request.view_ptid)
-        return pb.FinishReply(tid=tid)
+        tid, prev_tid = self.m.finish(request.node_id, checked_id(request.ttid, "ttid"), list(request.oids),
+                                      list(request.storage_ids), request.view_ptid)
+        return pb.FinishReply(tid=tid, prev_tid=prev_tid)
 
     def Abort(self, request, context):
         self.m.abort(request.node_id, checked_id(request.ttid, "ttid"), list(request.storage_ids))

@@ -198,7 +198,7 @@ class TableAdmin:
             node.set_state("PENDING")
         elif node.state == "DOWN":
             del self.nodes[nid]
-            self.channels.pop(nid, None)
+            self._drop_channel(nid)
             self._persist_nodes()
         log.info("S%d dropped from the partition table (%d cells, ptid %d)", nid, len(mine), self.pt.ptid)
         self.broadcast_cluster()

@@ -151,6 +151,14 @@ class RpcMetrics(grpc.ServerInterceptor):
         self._methods: dict[str, _MethodFigures] = {}
         self._lock = threading.Lock()
 
+    def observe(self, path: str, code: str, elapsed_s: float, request_bytes: int, response_bytes: int) -> None:
+        """One request served by the framed data plane (``neoarray/transport``)."""
+        figures = self._figures(path)
+        figures.request_bytes.inc(request_bytes)
+        figures.response_bytes.inc(response_bytes)
+        figures.in_flight.inc()
+        figures.finished(code, elapsed_s)
+
     def _figures(self, path: str) -> _MethodFigures:
         figures = self._methods.get(path)
         if figures is None:

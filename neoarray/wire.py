@@ -82,7 +82,9 @@ def grpc_options(message_bytes_max: int) -> list[tuple[str, int]]:
 
 # ---------------------------------------------------------------- server side
 
-def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a domain exception is answered with (gRPC and the
+    framed data plane alike)."""
     if isinstance(exc, ChecksumError):
         return grpc.StatusCode.DATA_LOSS, str(exc)
     if isinstance(exc, StorageFull):
@@ -116,7 +118,7 @@ def _guard(fn, method: str, streaming: bool):
         except Exception as exc:  # turned into a status: the node keeps running
             if _aborted(context):
                 raise             # the handler chose its status with context.abort()
-            code, msg = _status_of(exc)
+            code, msg = status_of(exc)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method)
             context.abort(code, msg)
@@ -129,7 +131,7 @@ def _guard(fn, method: str, streaming: bool):
         except Exception as exc:
             if _aborted(context):
                 raise
-            code, msg = _status_of(exc)
+            code, msg = status_of(exc)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method)
             context.abort(code, msg)

@@ -21,7 +21,7 @@ LIMIT_FLAGS = ("message_bytes_max", "objects_per_store_max", "objects_per_transa
                "loads_per_batch_max", "transactions_per_batch_max", "oids_per_batch_max",
                "reduce_oids_per_batch_max", "check_records_per_batch_max", "check_bytes_per_batch_max",
                "repair_records_per_batch_max", "space_reserve_bytes", "rpc_workers_max",
-               "rpcs_pending_max", "pending_report_age_s", "pending_reports_max")
+               "rpcs_pending_max", "pending_report_age_s", "pending_reports_max", "data_connections_max")
 LIMIT_MINIMUMS = {"space_reserve_bytes": 0}
 
 
@@ -32,6 +32,9 @@ def parse_args(argv=None):
                    help="host:port of the master, or host:port,host:port... of the primary and its standbys")
     p.add_argument("--data", help="LMDB directory (default: memory, for tests)")
     p.add_argument("--bind", default="127.0.0.1:0", help="host:port to listen on")
+    p.add_argument("--data-bind", default="",
+                   help="host:port of the framed data plane (loads, stores, votes, locks; default: the "
+                        "host of --bind, any free port); the node reports it to the master")
     p.add_argument("--host", help="host name reported to the master (replicas go to different hosts)")
     p.add_argument("--map-bytes-max", type=int, default=1 << 40, help="LMDB map size: the most this node holds")
     p.add_argument("--no-vote-sync", dest="vote_sync", action="store_false",
@@ -55,7 +58,9 @@ def parse_args(argv=None):
         "rpcs_pending_max": "calls open at once; more are refused",
         "pending_report_age_s": "transactions held this long are reported to the master, which says "
                                 "which are dead (their locks end)",
-        "pending_reports_max": "transactions reported in one heartbeat, the oldest first"})
+        "pending_reports_max": "transactions reported in one heartbeat, the oldest first",
+        "data_connections_max": "connections to the framed data plane at once (a thread each); more are "
+                                "refused"})
     p.add_argument("--address-file", help="write the bound address to this file once listening")
     p.add_argument("--metrics-bind", type=bind_arg,
                    help="host:port to serve Prometheus metrics on, at /metrics (port 0: any free port; "
@@ -96,7 +101,8 @@ def main(argv=None) -> int:
     try:
         node = StorageNode(opts.data, opts.cluster, opts.master, opts.bind, _limits(opts), host=opts.host,
                            interceptors=metrics.interceptors() if metrics else (),
-                           tls=security.tls_of(opts), admin_token=security.token_of(opts))
+                           tls=security.tls_of(opts), admin_token=security.token_of(opts),
+                           data_bind=opts.data_bind, rpc_metrics=metrics.rpc if metrics else None)
         if metrics:     # before the node starts: a metrics port in use stops nothing running
             storage_metrics.attach(metrics, node)
             metrics.serve(opts.metrics_bind, opts.metrics_address_file)

@@ -15,6 +15,8 @@ from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import master_pb2_grpc as mrpc
 from neoarray.proto import storage_pb2_grpc as srpc
+from neoarray.transport.server import FRAME_SLACK_BYTES, FramedServer
+from neoarray.transport.server import Limits as FramedLimits
 
 from .backend import Backend
 from .dropper import PartitionDropper, partitions_of
@@ -70,14 +72,19 @@ class Limits:
     # once, more are refused
     rpc_workers_max: int = 32
     rpcs_pending_max: int = 256
+    # framed data plane (neoarray/transport/server.py): connections at once, a thread each
+    data_connections_max: int = 1_000
 
 
 class StorageNode:
     def __init__(self, path: str | None, cluster: str, master: str, bind: str = "127.0.0.1:0",
                  limits: Limits | None = None, host: str | None = None, interceptors=(),
-                 tls: security.TLSConfig | None = None, admin_token: str | None = None):
+                 tls: security.TLSConfig | None = None, admin_token: str | None = None,
+                 data_bind: str = "", rpc_metrics=None):
         """``interceptors``: more gRPC server interceptors (``wire.make_server``), e.g.
-        the RPC metrics of ``storage_node/metrics.py``."""
+        the RPC metrics of ``storage_node/metrics.py`` (``rpc_metrics``: the same figures
+        for the framed data plane, listening on ``data_bind``, by default the host of
+        ``bind`` and any free port)."""
         self.limits = limits or Limits()
         self.cluster = cluster
         self.tls = tls                      # our certificate, as server and towards peers
@@ -102,8 +109,13 @@ class StorageNode:
         self.server = wire.make_server(cluster, lim.rpc_workers_max, lim.message_bytes_max,
                                        interceptors=interceptors, access=security.AccessGuard(),
                                        rpcs_pending_max=lim.rpcs_pending_max)
-        srpc.add_StorageServicer_to_server(StorageServicer(self), self.server)
+        servicer = StorageServicer(self)
+        srpc.add_StorageServicer_to_server(servicer, self.server)
         self.address = wire.bind(self.server, bind, tls)
+        self.framed = FramedServer(cluster, {"neoarray.v1.Storage": servicer}, FramedLimits(
+            frame_bytes_max=lim.message_bytes_max + FRAME_SLACK_BYTES, connections_max=lim.data_connections_max),
+            tls=tls, rpc_metrics=rpc_metrics)
+        self.data_address = self.framed.bind(data_bind or f"{self.address.rpartition(':')[0]}:0")
         self.identified = threading.Event()
         self.stopped = threading.Event()
         self.cluster_state = cpb.RECOVERING
@@ -161,6 +173,7 @@ class StorageNode:
     # -- master link ------------------------------------------------------------------
     def start(self) -> None:
         self.server.start()
+        self.framed.start()
         threading.Thread(target=self._master_loop, daemon=True, name="master-link").start()
         self.replicator.start()
         self.dropper.start()
@@ -169,7 +182,8 @@ class StorageNode:
         last_tid, last_oid = self.backend.last_ids()
         reply = wire.call(stub.Identify, mpb.IdentifyRequest(
             type=cpb.STORAGE, node_id=self.node_id, address=self.address, host=self.host,
-            last_tid=last_tid, last_oid=last_oid, ptid=self.ptid, data_path=self.data_path),
+            last_tid=last_tid, last_oid=last_oid, ptid=self.ptid, data_path=self.data_path,
+            data_address=self.data_address),
             self.limits.rpc_timeout_s, "identify")
         if self.backend.partitions and self.backend.partitions != reply.num_partitions:
             raise RequestRefused(f"the master has {reply.num_partitions} partitions, "
@@ -261,6 +275,7 @@ class StorageNode:
 
     def stop(self) -> None:
         self.stopped.set()
+        self.framed.stop()
         self.server.stop(grace=0.5).wait()
         self.replicator.join(5.0)      # between two batches; a pending RPC is bounded by rpc_timeout_s
         self.backend.kv.close()

@@ -169,6 +169,11 @@ def _chunk_state(record, extent: tuple, spec: _ReduceSpec) -> tuple | None:
 _CELL_STATES = (cpb.UP_TO_DATE, cpb.OUT_OF_DATE, cpb.FEEDING, cpb.CORRUPTED)
 
 
+def _no_segments(segments, method: str) -> None:
+    if segments:
+        raise RequestRefused(f"a {method} request carries no data segments ({len(segments)} sent)")
+
+
 def _check_table(pt, partitions: int | None, ptid: int, node_id: int) -> None:
     """Refuse a partition table the node must not act on (it would drop the data of
     every partition it has no cell of): a row count other than the cluster's
@@ -199,29 +204,52 @@ class StorageServicer(rpc.StorageServicer):
         self.limits = node.limits
 
     # -- reads --------------------------------------------------------------------
-    def _load(self, req: pb.LoadRequest) -> pb.LoadReply:
+    # Each read method has a ``_segments`` twin for the framed data plane, where record
+    # data travels as raw bulk segments, never inside protobuf (transport/server.py).
+    def _loaded(self, req: pb.LoadRequest) -> tuple[pb.LoadReply, bytes]:
+        """The reply of a load, its data apart."""
         oid = _id(req.oid, "oid")
         try:
             rec = self.backend.load(oid, before=req.before or None, serial=req.serial or None)
         except NoObject:
-            return pb.LoadReply(oid=oid, status=pb.NO_OBJECT)
+            return pb.LoadReply(oid=oid, status=pb.NO_OBJECT), b""
         except NoRevision:
-            return pb.LoadReply(oid=oid, status=pb.NO_REVISION)
+            return pb.LoadReply(oid=oid, status=pb.NO_REVISION), b""
         status = pb.DELETED if rec.data is None else pb.FOUND
-        return pb.LoadReply(oid=oid, status=status, serial=rec.serial,
-                            next_serial=rec.next_serial or b"", data=rec.data or b"",
-                            checksum=rec.checksum, data_tid=rec.data_tid or b"")
+        return pb.LoadReply(oid=oid, status=status, serial=rec.serial, next_serial=rec.next_serial or b"",
+                            checksum=rec.checksum, data_tid=rec.data_tid or b""), rec.data or b""
+
+    def _load(self, req: pb.LoadRequest) -> pb.LoadReply:
+        reply, data = self._loaded(req)
+        reply.data = data
+        return reply
 
     def Load(self, request, context):
         self.node.check_readable()
         return self._load(request)
 
-    def LoadMany(self, request, context):
+    def Load_segments(self, request, segments, context):
+        self.node.check_readable()
+        _no_segments(segments, "Load")
+        reply, data = self._loaded(request)
+        return reply, [data]
+
+    def _check_batch(self, request) -> None:
         self.node.check_readable()
         if len(request.loads) > self.limits.loads_per_batch_max:
             raise LimitExceeded(f"{len(request.loads)} loads in one batch, "
                                  f"loads_per_batch_max={self.limits.loads_per_batch_max}")
+
+    def LoadMany(self, request, context):
+        self._check_batch(request)
         return pb.LoadManyReply(loads=[self._load(r) for r in request.loads])
+
+    def LoadMany_segments(self, request, segments, context):
+        """One segment per load (empty when it found no data)."""
+        _no_segments(segments, "LoadMany")
+        self._check_batch(request)
+        done = [self._loaded(r) for r in request.loads]
+        return pb.LoadManyReply(loads=[reply for reply, _ in done]), [data for _, data in done]
 
     def History(self, request, context):
         try:
@@ -354,13 +382,17 @@ class StorageServicer(rpc.StorageServicer):
                                            self.limits.replication_batch_bytes_max)
 
     # -- commit path ------------------------------------------------------------------
-    def _store(self, ttid: bytes, node_id: int, objects) -> None:
+    def _store(self, ttid: bytes, node_id: int, objects, segments=None) -> None:
+        """Store ``objects``; their data in the objects, or one bulk segment each."""
         if len(objects) > self.limits.objects_per_store_max:
             raise LimitExceeded(f"{len(objects)} objects in one store, "
                                  f"objects_per_store_max={self.limits.objects_per_store_max}")
-        records = [Stored(_id(o.oid, "oid"), o.serial or Z64, None if o.deleted else o.data,
+        if segments and len(segments) != len(objects):
+            raise RequestRefused(f"{len(segments)} data segments for {len(objects)} objects: one per object")
+        datas = segments or [o.data for o in objects]     # framed: segments; gRPC: in the records
+        records = [Stored(_id(o.oid, "oid"), o.serial or Z64, None if o.deleted else data,
                           o.checksum, _id(o.data_tid, "data_tid") if o.data_tid else None)
-                   for o in objects]
+                   for o, data in zip(objects, datas)]
         self.manager.store(ttid, node_id, records)
 
     def Store(self, request, context):
@@ -368,11 +400,24 @@ class StorageServicer(rpc.StorageServicer):
         self._store(_id(request.ttid, "ttid"), request.node_id, request.objects)
         return pb.StoreReply()
 
+    def Store_segments(self, request, segments, context):
+        self.node.check_writable()
+        self._store(_id(request.ttid, "ttid"), request.node_id, request.objects, segments)
+        return pb.StoreReply(), []
+
     def Vote(self, request, context):
+        return self._vote(request)
+
+    def Vote_segments(self, request, segments, context):
+        return self._vote(request, segments), []
+
+    def _vote(self, request, segments=None):
         self.node.check_writable()
         ttid = _id(request.ttid, "ttid")
         if request.objects:
-            self._store(ttid, request.node_id, request.objects)
+            self._store(ttid, request.node_id, request.objects, segments)
+        elif segments:
+            raise RequestRefused(f"{len(segments)} data segments for no object")
         meta = None
         if request.has_meta:
             m = request.meta

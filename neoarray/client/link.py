@@ -8,6 +8,11 @@ have been missed.  ``master`` may list several masters (``host:port,host:port``,
 primary and its standbys): on losing the primary the link tries each address in turn
 (a standby answers UNAVAILABLE) until one answers as primary; standbys the primary
 shows in the cluster view (MASTER nodes) join the list.
+
+Transports: only Identify goes over gRPC, to the address the user gave; the master's
+reply names its framed data plane (``neoarray.transport``), where every other call to
+the master goes, the event stream included, and the cluster view names each storage
+node's, where loads, stores and votes go.
 """
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ from ..proto import common_pb2 as cpb
 from ..proto import master_pb2 as mpb
 from ..proto import master_pb2_grpc as mrpc
 from ..proto import storage_pb2_grpc as srpc
+from ..transport.client import FramedChannel
+from ..transport.client import Stub as FramedStub
 
 log = logging.getLogger("neoarray.client")
 
@@ -52,13 +59,18 @@ class ClusterLink:
         # calling on the one in use when the link moves on (closing it under a call
         # crashed grpcio with a segmentation fault in a fault test)
         self._master_channels = {self.master_address: self.channel}
-        self.master = mrpc.MasterStub(self.channel)
+        self.control = mrpc.MasterStub(self.channel)      # gRPC: Identify
+        self.master = self.control                        # every other call: the data plane once known
+        self.data_channel: FramedChannel | None = None
         self.node_id = 0
         self.partitions = 0
         self.info: cpb.ClusterInfo | None = None
-        self.addresses: dict[int, str] = {}
+        self.addresses: dict[int, str] = {}            # storage node -> its gRPC address
+        self.data_addresses: dict[int, str] = {}       # storage node -> its data plane
         self.running: set[int] = set()
-        self.stubs: dict[str, srpc.StorageStub] = {}
+        self.stubs: dict[str, object] = {}             # storage address -> stub
+        self.channels: dict[str, object] = {}          # storage address -> its channel
+        self.framed_nodes: set[int] = set()
         self.changed = threading.Condition()
         self.closed = threading.Event()
         self.connected = threading.Event()
@@ -92,9 +104,10 @@ class ClusterLink:
         tried = 0
         while True:
             try:
-                reply = wire.call(self.master.Identify, mpb.IdentifyRequest(
+                reply = wire.call(self.control.Identify, mpb.IdentifyRequest(
                     type=cpb.CLIENT, host=socket.gethostname(), read_only=self.read_only),
                     min(self.rpc_timeout_s, max(timeout_s, 1.0)), f"identify at {self.master_address}")
+                self._open_data_plane(reply.data_address)
                 stream, first = self._subscribe(reply.node_id, max(deadline - time.monotonic(), 1.0))
                 break
             except ClusterNameMismatch:
@@ -130,6 +143,17 @@ class ClusterLink:
             raise ClusterUnavailable(f"no master answers as primary at {addresses} after {timeout_s:.0f} s "
                                      f"(last: {exc}{found})") from None
 
+    def _open_data_plane(self, address: str) -> None:
+        """Master calls go to the framed data plane at ``address`` (gRPC without one)."""
+        old = self.data_channel
+        if address:
+            self.data_channel = FramedChannel(address, self.cluster, self.message_bytes_max, tls=self.tls)
+            self.master = FramedStub(self.data_channel, "neoarray.v1.Master")
+        else:
+            self.data_channel, self.master = None, self.control
+        if old is not None:
+            old.close()
+
     def _subscribe(self, node_id: int, timeout_s: float):
         """Open the event stream and read its first event within ``timeout_s``."""
         stream = self.master.Subscribe(mpb.SubscribeRequest(node_id=node_id))
@@ -155,7 +179,7 @@ class ClusterLink:
         if self.channel is None:
             self.channel = self._master_channels[self.master_address] = wire.open_channel(
                 self.master_address, self.cluster, self.message_bytes_max, tls=self.tls)
-        self.master = mrpc.MasterStub(self.channel)
+        self.control = mrpc.MasterStub(self.channel)
 
     def _events(self) -> None:
         while not self.closed.is_set():
@@ -193,10 +217,17 @@ class ClusterLink:
             # node states first: a transaction that reads the new ptid at tpc_begin
             # (its view_ptid) then routes its stores with the new states
             self.addresses = {n.node_id: n.address for n in info.nodes if n.type == cpb.STORAGE}
+            self.data_addresses = {n.node_id: n.data_address or n.address for n in info.nodes
+                                   if n.type == cpb.STORAGE}
+            self.framed_nodes = {n.node_id for n in info.nodes if n.type == cpb.STORAGE and n.data_address}
             self.running = {n.node_id for n in info.nodes
                             if n.type == cpb.STORAGE and n.state == cpb.RUNNING}
             self.info = info
             self.master_addresses = learn_masters(self.master_addresses, info.nodes, cpb.MASTER)
+            gone = [a for a in self.channels if a not in self.data_addresses.values()]
+            for address in gone:        # a node restarted on another data port, or left
+                self.stubs.pop(address, None)
+                self.channels.pop(address).close()
             self.changed.notify_all()
         if self.on_info is not None:
             self.on_info(info.nodes)
@@ -205,7 +236,9 @@ class ClusterLink:
         self.closed.set()
         if self._stream is not None:
             self._stream.cancel()
-        for channel in self._master_channels.values():
+        if self.data_channel is not None:
+            self.data_channel.close()
+        for channel in [*self._master_channels.values(), *self.channels.values()]:
             channel.close()
 
     # -- routing --------------------------------------------------------------------
@@ -257,12 +290,23 @@ class ClusterLink:
                 del self._suspects[nid]
             return set(self._suspects)
 
-    def storage(self, node_id: int) -> srpc.StorageStub:
-        address = self.addresses.get(node_id)
+    def storage(self, node_id: int):
+        """The stub of storage node ``node_id``, over its framed data plane (gRPC for a
+        node that has none), on a channel kept for its address."""
+        address = self.data_addresses.get(node_id)
         if address is None:
             raise ClusterUnavailable(f"storage node S{node_id} is unknown")
         stub = self.stubs.get(address)
         if stub is None:
-            channel = wire.open_channel(address, self.cluster, self.message_bytes_max, tls=self.tls)
-            stub = self.stubs[address] = srpc.StorageStub(channel)
+            with self.changed:
+                stub = self.stubs.get(address)
+                if stub is None:
+                    if node_id in self.framed_nodes:
+                        channel = FramedChannel(address, self.cluster, self.message_bytes_max, tls=self.tls)
+                        stub = FramedStub(channel, "neoarray.v1.Storage")
+                    else:
+                        channel = wire.open_channel(address, self.cluster, self.message_bytes_max, tls=self.tls)
+                        stub = srpc.StorageStub(channel)
+                    self.channels[address] = channel
+                    self.stubs[address] = stub
         return stub

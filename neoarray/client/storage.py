@@ -26,7 +26,6 @@ from concurrent import futures
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import grpc
 import numpy
 import xxhash
 import zope.interface
@@ -50,6 +49,7 @@ from ..proto import common_pb2 as cpb
 from ..proto import master_pb2 as mpb
 from ..proto import storage_pb2 as spb
 from ..records import NoObject, NoRevision, RecordReader
+from ..transport import bulk
 from . import colours
 from .cache import ColouredCache
 from .link import READABLE, ClusterLink
@@ -71,11 +71,12 @@ class _Rec(NamedTuple):
     data_tid: bytes | None = None
 
 
-def _rec_of(reply: spb.LoadReply, nid: int) -> _Rec:
-    if reply.status == spb.FOUND and xxhash.xxh3_64_intdigest(reply.data) != reply.checksum:
+def _rec_of(reply: spb.LoadReply, data, nid: int) -> _Rec:
+    """A load's answer; ``data``: its record's data, which travelled apart (bulk)."""
+    if reply.status == spb.FOUND and xxhash.xxh3_64_intdigest(data) != reply.checksum:
         raise ChecksumError(f"oid 0x{reply.oid.hex()} from S{nid} fails its checksum")
     return _Rec(reply.status, reply.serial, reply.next_serial or None,
-                reply.data if reply.status == spb.FOUND else None, reply.data_tid or None)
+                data if reply.status == spb.FOUND else None, reply.data_tid or None)
 
 
 def _local_load(reader: RecordReader, request: spb.LoadRequest) -> _Rec:
@@ -98,10 +99,10 @@ class _Txn:
     data: dict = field(default_factory=dict)        # oid -> (serial, data or None) kept for resolution
     serials: dict = field(default_factory=dict)     # oid -> base serial
     checks: dict = field(default_factory=dict)      # oid -> serial (readCurrent)
-    buffers: dict = field(default_factory=dict)     # node -> [ObjectRecord]
+    buffers: dict = field(default_factory=dict)     # node -> [(ObjectRecord without data, data)]
     buffered_bytes: int = 0
     sent: dict = field(default_factory=dict)        # node -> set of oids sent
-    inflight: list = field(default_factory=list)    # store futures
+    inflight: dict = field(default_factory=dict)    # node -> its store on the way (bulk.start)
     resolved: set = field(default_factory=set)
     voted: set = field(default_factory=set)         # nodes
     failed: set = field(default_factory=set)        # nodes that did not answer a Store or Vote
@@ -250,6 +251,7 @@ class NeoStorage(ConflictResolvingStorage):
         self._ttid_counter = 0
         self._commit_times = collections.deque(maxlen=COMMIT_TIMES_MAX)   # (client time, tid)
         self._own: dict[bytes, _Txn] = {}         # ttid -> finishing transaction
+        self._finished_own: dict[bytes, None] = {}  # own commits whose invalidation is still to come
         self._slots = threading.BoundedSemaphore(transactions_max)
         self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="neoarray-io")
         self._last_tid = Z64
@@ -345,6 +347,9 @@ class NeoStorage(ConflictResolvingStorage):
                 log.warning("finish of 0x%s did not complete within %s s", tid.hex(), EVENT_WAIT_S)
             return
         with self._lock:
+            if ttid in self._finished_own:
+                del self._finished_own[ttid]
+                return      # a commit of this client whose finish did not wait for it
             self._cache.invalidate(oids, tid)
             self._last_tid = max(self._last_tid, tid)
             if self._db is not None:
@@ -426,8 +431,9 @@ class NeoStorage(ConflictResolvingStorage):
                 try:
                     if local is not None:
                         return _local_load(local, request)
-                    return _rec_of(wire.call(self._link.storage(nid).Load, request,
-                                             self.rpc_timeout_s, f"load from S{nid}"), nid)
+                    reply, (data,) = bulk.call(self._link.storage(nid).Load, request, (),
+                                               self.rpc_timeout_s, f"load from S{nid}")
+                    return _rec_of(reply, data, nid)
                 except (ClusterUnavailable, ChecksumError) as exc:
                     errors.append(exc)
             if time.monotonic() > deadline:
@@ -581,9 +587,9 @@ class NeoStorage(ConflictResolvingStorage):
         if local is not None:
             recs = [(oid, _local_load(local, spb.LoadRequest(oid=oid, before=tid))) for oid in oids]
         else:
-            reply = wire.call(self._link.storage(nid).LoadMany, spb.LoadManyRequest(
-                loads=[spb.LoadRequest(oid=o, before=tid) for o in oids]), self.rpc_timeout_s, f"load from S{nid}")
-            recs = [(r.oid, _rec_of(r, nid)) for r in reply.loads]
+            reply, datas = bulk.call(self._link.storage(nid).LoadMany, spb.LoadManyRequest(
+                loads=[spb.LoadRequest(oid=o, before=tid) for o in oids]), (), self.rpc_timeout_s, f"load from S{nid}")
+            recs = [(r.oid, _rec_of(r, d, nid)) for r, d in zip(reply.loads, datas)]
         out = {}
         for oid, r in recs:
             if r.status == spb.FOUND:
@@ -772,41 +778,48 @@ class NeoStorage(ConflictResolvingStorage):
         txn.checks.pop(oid, None)
         keep = data is None or len(data) <= self.resolvable_bytes_max
         txn.data[oid] = (serial, data if keep else _TOO_BIG)
-        record = spb.ObjectRecord(oid=oid, serial=serial, data=data or b"", deleted=data is None,
+        record = spb.ObjectRecord(oid=oid, serial=serial, deleted=data is None,
                                   checksum=0 if data is None else xxhash.xxh3_64_intdigest(data),
                                   data_tid=data_tid or b"")
         nodes = self._link.writable(self._link.partition(oid))
         if not nodes:
             raise ClusterUnavailable(f"no writable copy of the partition of oid 0x{oid.hex()}")
         for nid in nodes:
-            txn.buffers.setdefault(nid, []).append(record)
+            txn.buffers.setdefault(nid, []).append((record, data or b""))
         txn.buffered_bytes += len(data or b"")
         if txn.buffered_bytes >= self.store_batch_bytes_max:
             self._flush(txn)
 
     @staticmethod
     def _take_buffers(txn: _Txn) -> dict:
-        """The buffered records by node, now counted as sent (by a Store or inside a Vote)."""
+        """The buffered ``[(record, data)]`` by node, now counted as sent (by a Store or
+        inside a Vote)."""
         buffers, txn.buffers, txn.buffered_bytes = txn.buffers, {}, 0
         for nid, records in buffers.items():
-            txn.sent.setdefault(nid, set()).update(r.oid for r in records)
+            txn.sent.setdefault(nid, set()).update(r.oid for r, _ in records)
         return buffers
 
     def _flush(self, txn: _Txn) -> None:
+        """Send the buffered records: one Store on its way per node (its reply is read
+        before the next one to that node is sent), nodes in parallel."""
         for nid, records in self._take_buffers(txn).items():
-            request = spb.StoreRequest(ttid=txn.ttid, node_id=txn.session, objects=records)
-            txn.inflight.append((nid, self._pool.submit(wire.call, self._link.storage(nid).Store, request,
-                                                        self.rpc_timeout_s, f"store to S{nid}")))
-        if len(txn.inflight) > 32:
-            self._wait_stores(txn)
+            if nid in txn.inflight:
+                self._wait_store(txn, nid)
+            if nid in txn.failed:
+                continue
+            request = spb.StoreRequest(ttid=txn.ttid, node_id=txn.session, objects=[r for r, _ in records])
+            txn.inflight[nid] = bulk.start(self._link.storage(nid).Store, request, [d for _, d in records],
+                                           self.rpc_timeout_s)
+
+    def _wait_store(self, txn: _Txn, nid: int) -> None:
+        try:
+            bulk.finish(txn.inflight.pop(nid), f"store to S{nid}")
+        except ClusterUnavailable as exc:
+            self._node_failed(txn, nid, exc)
 
     def _wait_stores(self, txn: _Txn) -> None:
-        inflight, txn.inflight = txn.inflight, []
-        for nid, fut in inflight:
-            try:
-                fut.result()
-            except ClusterUnavailable as exc:
-                self._node_failed(txn, nid, exc)
+        for nid in list(txn.inflight):
+            self._wait_store(txn, nid)
 
     def _node_failed(self, txn: _Txn, nid: int, exc: Exception) -> None:
         """``nid`` did not answer: the transaction goes on without it if every
@@ -880,7 +893,8 @@ class NeoStorage(ConflictResolvingStorage):
         raise POSException.ConflictError(f"transaction still conflicting after "
                                          f"{self.conflict_rounds_max} rounds of resolution")
 
-    def _vote_targets(self, txn: _Txn) -> dict[int, spb.VoteRequest]:
+    def _vote_targets(self, txn: _Txn) -> dict[int, tuple]:
+        """``{node: (VoteRequest, data segments of the stores it carries)}``."""
         meta_nodes = set(self._link.writable(u64(txn.ttid) % self._link.partitions))
         check_nodes: dict[int, list] = {}
         for oid, serial in txn.checks.items():
@@ -893,11 +907,15 @@ class NeoStorage(ConflictResolvingStorage):
             raise ClusterUnavailable("no writable copy of the partition of the transaction's metadata")
         txn.asked |= nodes
         meta = _meta_pb(txn)
-        return {nid: spb.VoteRequest(
-            ttid=txn.ttid, node_id=txn.session, checks=check_nodes.get(nid, ()),
-            has_meta=nid in meta_nodes, meta=meta if nid in meta_nodes else None,
-            oids=sorted(txn.sent.get(nid, ())), restore=txn.restore, objects=buffers.get(nid, ()))
-            for nid in nodes}
+        targets = {}
+        for nid in nodes:
+            records = buffers.get(nid, ())
+            targets[nid] = (spb.VoteRequest(
+                ttid=txn.ttid, node_id=txn.session, checks=check_nodes.get(nid, ()),
+                has_meta=nid in meta_nodes, meta=meta if nid in meta_nodes else None,
+                oids=sorted(txn.sent.get(nid, ())), restore=txn.restore, objects=[r for r, _ in records]),
+                [d for _, d in records])
+        return targets
 
     def _vote_all(self, txn: _Txn) -> list:
         """Vote on every involved node; returns the conflicts to resolve.
@@ -911,14 +929,15 @@ class NeoStorage(ConflictResolvingStorage):
         replies = self._call_each("Vote", targets, txn)
         for nid in txn.failed:
             targets.pop(nid, None)
-        for req in targets.values():
+        for req, _ in targets.values():
             req.ClearField("objects")           # stored already
+        targets = {nid: (req, ()) for nid, (req, _) in targets.items()}
         conflicts = [c for r in replies.values() if r.status == spb.CONFLICTS for c in r.conflicts]
         txn.voted.update(nid for nid, r in replies.items() if r.status == spb.VOTED)
         if any(r.status == spb.BUSY for r in replies.values()) and not conflicts:
             taken = sorted(nid for nid, r in replies.items() if r.status == spb.VOTED)
             if taken:
-                self._call_each("Unvote", {nid: spb.AbortTransactionRequest(ttid=txn.ttid) for nid in taken})
+                self._call_each("Unvote", {nid: (spb.AbortTransactionRequest(ttid=txn.ttid), ()) for nid in taken})
                 txn.voted.difference_update(taken)
             for nid in sorted(targets):
                 reply = self._vote_waiting(nid, targets[nid])
@@ -931,12 +950,12 @@ class NeoStorage(ConflictResolvingStorage):
             unique.setdefault((c.oid, c.read_conflict), c)
         return list(unique.values())
 
-    def _vote_waiting(self, nid: int, request):
+    def _vote_waiting(self, nid: int, target):
         """Vote on one node, waiting (bounded) while another transaction holds a lock."""
         deadline = time.monotonic() + self.busy_wait_s_max
         delay = 0.001
         while True:
-            reply = self._call_each("Vote", {nid: request})[nid]
+            reply = self._call_each("Vote", {nid: target})[nid]
             if reply.status != spb.BUSY:
                 return reply
             if time.monotonic() > deadline:
@@ -947,25 +966,24 @@ class NeoStorage(ConflictResolvingStorage):
             delay = min(delay * 2, 0.05)
 
     def _call_each(self, method: str, requests: dict, txn: _Txn | None = None) -> dict:
-        """Call ``method`` on each node with its request, in parallel; replies by node.
-        With ``txn``, a node that does not answer is left out (``_node_failed``)."""
-        if len(requests) == 1:      # blocking: a future costs gRPC a thread per call
-            (nid, req), = requests.items()
+        """Call ``method`` on each node with its ``(request, data segments)``; replies by
+        node.  The requests are all sent, then the replies read (over the framed data
+        plane: in parallel, from this thread).  With ``txn``, a node that does not answer
+        is left out (``_node_failed``)."""
+        started = {}
+        for nid, (req, segments) in requests.items():
             try:
-                return {nid: wire.call(getattr(self._link.storage(nid), method), req,
-                                       self.rpc_timeout_s, f"{method} on S{nid}")}
+                started[nid] = bulk.start(getattr(self._link.storage(nid), method), req, segments,
+                                          self.rpc_timeout_s)
             except ClusterUnavailable as exc:
-                if not self._left_out(txn, nid, exc):
-                    raise
-                return {}
-        futs = {nid: getattr(self._link.storage(nid), method).future(req, timeout=self.rpc_timeout_s)
-                for nid, req in requests.items()}
+                started[nid] = exc
         out, error = {}, None
-        for nid, fut in futs.items():    # every call ends before an error is raised: an
-            try:                         # abort then never overtakes a vote still on its way
-                out[nid] = fut.result()
-            except grpc.RpcError as err:
-                exc = wire.to_exception(err, f"{method} on S{nid}")
+        for nid, handle in started.items():     # every call ends before an error is raised: an
+            try:                                # abort then never overtakes a vote still on its way
+                if isinstance(handle, Exception):
+                    raise handle
+                out[nid] = bulk.finish(handle, f"{method} on S{nid}")[0]
+            except Exception as exc:  # noqa: BLE001 - raised below, once every call ended
                 if not self._left_out(txn, nid, exc):
                     error = error or exc
         if error is not None:
@@ -993,7 +1011,7 @@ class NeoStorage(ConflictResolvingStorage):
         started = time.time()
         self._own[txn.ttid] = txn
         try:
-            tid = self._finish(txn, request)
+            tid, prev_tid = self._finish(txn, request)
         except BaseException:
             txn.done.set()
             self._own.pop(txn.ttid, None)
@@ -1001,8 +1019,7 @@ class NeoStorage(ConflictResolvingStorage):
                 self._end(transaction)      # nothing to abort: the master decides alone
             raise                           # not committed: tpc_abort drops the votes
         try:
-            if self._link.connected.is_set() and not txn.reached.wait(EVENT_WAIT_S):
-                log.warning("own invalidation of 0x%s not seen within %s s", tid.hex(), EVENT_WAIT_S)
+            self._wait_own_invalidation(txn, tid, prev_tid)
             colour = colours.current()
             with self._lock:
                 for oid, (serial, data) in txn.data.items():
@@ -1019,16 +1036,32 @@ class NeoStorage(ConflictResolvingStorage):
             self._own.pop(txn.ttid, None)
             self._end(transaction)
 
-    def _finish(self, txn: _Txn, request) -> bytes:
-        """The tid, once the master acknowledged the transaction as committed and
-        complete; ``NotCommitted`` when it says it never will be; ``OutcomeUnknown``
-        when no master could tell within ``rpc_timeout_s``."""
+    def _wait_own_invalidation(self, txn: _Txn, tid: bytes, prev_tid: bytes | None) -> None:
+        """Before tpc_finish returns, every invalidation before ``tid`` must have been
+        delivered.  When the event stream already reached ``prev_tid`` (the commit
+        published just before this one), it has: the stream's copy of this commit's
+        own invalidation is then dropped when it comes.  Otherwise wait for it."""
+        with self._lock:
+            if prev_tid is not None and self._last_tid >= prev_tid and not txn.reached.is_set():
+                self._finished_own[txn.ttid] = None
+                while len(self._finished_own) > COMMIT_TIMES_MAX:
+                    self._finished_own.pop(next(iter(self._finished_own)))
+                return
+        if self._link.connected.is_set() and not txn.reached.wait(EVENT_WAIT_S):
+            log.warning("own invalidation of 0x%s not seen within %s s", tid.hex(), EVENT_WAIT_S)
+
+    def _finish(self, txn: _Txn, request) -> tuple[bytes, bytes | None]:
+        """``(tid, the tid published before it or None)``, once the master acknowledged
+        the transaction as committed and complete; ``NotCommitted`` when it says it
+        never will be; ``OutcomeUnknown`` when no master could tell within
+        ``rpc_timeout_s``."""
         try:
-            return wire.call(self._link.master.Finish, request, self.finish_timeout_s, "tpc_finish").tid
+            reply = wire.call(self._link.master.Finish, request, self.finish_timeout_s, "tpc_finish")
+            return reply.tid, reply.prev_tid
         except RequestRefused as exc:
             raise NotCommitted(f"tpc_finish refused: {exc}") from exc
         except ClusterUnavailable as exc:
-            return self._final_tid(txn, exc)
+            return self._final_tid(txn, exc), None
 
     def _final_tid(self, txn: _Txn, why: Exception) -> bytes:
         """Finish ended without an answer (``why``): ask the master, the only one that
@@ -1056,8 +1089,11 @@ class NeoStorage(ConflictResolvingStorage):
         if txn is None or txn.meta is not transaction:
             return
         try:
-            for _, fut in txn.inflight:
-                fut.exception()
+            for nid in list(txn.inflight):    # stores end before their abort
+                try:
+                    bulk.finish(txn.inflight.pop(nid))
+                except Exception as exc:  # noqa: BLE001 - aborted anyway
+                    log.debug("store of 0x%s to S%d before its abort: %s", txn.ttid.hex(), nid, exc)
             nodes = set(txn.sent) | txn.voted | txn.asked   # a vote may succeed where another failed
             if not (nodes or txn.restore):
                 return          # nothing reached any node

@@ -66,7 +66,7 @@ class Empty(_message.Message):
     def __init__(self) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("node_id", "type", "address", "state", "host", "state_since", "data_path")
+    __slots__ = ("node_id", "type", "address", "state", "host", "state_since", "data_path", "data_address")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class Node(_message.Message):
     HOST_FIELD_NUMBER: _ClassVar[int]
     STATE_SINCE_FIELD_NUMBER: _ClassVar[int]
     DATA_PATH_FIELD_NUMBER: _ClassVar[int]
+    DATA_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     type: NodeType
     address: str
@@ -81,7 +82,8 @@ class Node(_message.Message):
     host: str
     state_since: float
     data_path: str
-    def __init__(self, node_id: _Optional[int] = ..., type: _Optional[_Union[NodeType, str]] = ..., address: _Optional[str] = ..., state: _Optional[_Union[NodeState, str]] = ..., host: _Optional[str] = ..., state_since: _Optional[float] = ..., data_path: _Optional[str] = ...) -> None: ...
+    data_address: str
+    def __init__(self, node_id: _Optional[int] = ..., type: _Optional[_Union[NodeType, str]] = ..., address: _Optional[str] = ..., state: _Optional[_Union[NodeState, str]] = ..., host: _Optional[str] = ..., state_since: _Optional[float] = ..., data_path: _Optional[str] = ..., data_address: _Optional[str] = ...) -> None: ...
 
 class Cell(_message.Message):
     __slots__ = ("node_id", "state")

@@ -18,7 +18,7 @@ COMMITTED: FinalStatus
 NOT_COMMITTED: FinalStatus
 
 class IdentifyRequest(_message.Message):
-    __slots__ = ("type", "node_id", "address", "host", "read_only", "last_tid", "last_oid", "ptid", "data_path")
+    __slots__ = ("type", "node_id", "address", "host", "read_only", "last_tid", "last_oid", "ptid", "data_path", "data_address")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class IdentifyRequest(_message.Message):
     LAST_OID_FIELD_NUMBER: _ClassVar[int]
     PTID_FIELD_NUMBER: _ClassVar[int]
     DATA_PATH_FIELD_NUMBER: _ClassVar[int]
+    DATA_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     type: _common_pb2.NodeType
     node_id: int
     address: str
@@ -37,17 +38,20 @@ class IdentifyRequest(_message.Message):
     last_oid: bytes
     ptid: int
     data_path: str
-    def __init__(self, type: _Optional[_Union[_common_pb2.NodeType, str]] = ..., node_id: _Optional[int] = ..., address: _Optional[str] = ..., host: _Optional[str] = ..., read_only: _Optional[bool] = ..., last_tid: _Optional[bytes] = ..., last_oid: _Optional[bytes] = ..., ptid: _Optional[int] = ..., data_path: _Optional[str] = ...) -> None: ...
+    data_address: str
+    def __init__(self, type: _Optional[_Union[_common_pb2.NodeType, str]] = ..., node_id: _Optional[int] = ..., address: _Optional[str] = ..., host: _Optional[str] = ..., read_only: _Optional[bool] = ..., last_tid: _Optional[bytes] = ..., last_oid: _Optional[bytes] = ..., ptid: _Optional[int] = ..., data_path: _Optional[str] = ..., data_address: _Optional[str] = ...) -> None: ...
 
 class IdentifyReply(_message.Message):
-    __slots__ = ("node_id", "num_partitions", "info")
+    __slots__ = ("node_id", "num_partitions", "info", "data_address")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     INFO_FIELD_NUMBER: _ClassVar[int]
+    DATA_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     num_partitions: int
     info: _common_pb2.ClusterInfo
-    def __init__(self, node_id: _Optional[int] = ..., num_partitions: _Optional[int] = ..., info: _Optional[_Union[_common_pb2.ClusterInfo, _Mapping]] = ...) -> None: ...
+    data_address: str
+    def __init__(self, node_id: _Optional[int] = ..., num_partitions: _Optional[int] = ..., info: _Optional[_Union[_common_pb2.ClusterInfo, _Mapping]] = ..., data_address: _Optional[str] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("node_id",)
@@ -114,10 +118,12 @@ class FinishRequest(_message.Message):
     def __init__(self, node_id: _Optional[int] = ..., ttid: _Optional[bytes] = ..., oids: _Optional[_Iterable[bytes]] = ..., storage_ids: _Optional[_Iterable[int]] = ..., view_ptid: _Optional[int] = ...) -> None: ...
 
 class FinishReply(_message.Message):
-    __slots__ = ("tid",)
+    __slots__ = ("tid", "prev_tid")
     TID_FIELD_NUMBER: _ClassVar[int]
+    PREV_TID_FIELD_NUMBER: _ClassVar[int]
     tid: bytes
-    def __init__(self, tid: _Optional[bytes] = ...) -> None: ...
+    prev_tid: bytes
+    def __init__(self, tid: _Optional[bytes] = ..., prev_tid: _Optional[bytes] = ...) -> None: ...
 
 class AbortRequest(_message.Message):
     __slots__ = ("node_id", "ttid", "storage_ids")

@@ -1,0 +1,215 @@
+"""Frames over a socket: blocking reads into aligned buffers, gathered writes, TLS.
+
+Reads: the header and the small parts go into ``bytes``; each bulk segment of at least
+``ALIGNED_BYTES_MIN`` bytes is read straight into its own 64-byte aligned buffer (a
+numpy allocation, handed out as a ``memoryview``), so a chunk crosses from the kernel to
+its reader once and lands where numpy and the kernels read fastest
+(``shared/reference/LIMITS.md``: misaligned buffers read 4x slower).
+
+Writes: one ``sendmsg`` of every buffer of the frame (no bulk byte is copied); over TLS
+(``ssl`` has no ``sendmsg``) the small parts are joined and each large one sent as it is.
+
+Time limits: ``read_frame(idle_s=)`` bounds the wait for a frame to start, and once its
+header arrived the rest must come within ``frame_s`` (a peer that starts a frame and
+stalls, or stops mid-frame, is cut off: ``PeerGone``).
+"""
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+
+import numpy as np
+
+from .. import security
+from . import frames
+
+ALIGNED_BYTES_MIN = 64 << 10
+ALIGN_BYTES = 64
+SMALL_JOIN_BYTES = 64 << 10
+
+
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 10, 5, 3
+
+
+def tune(sock) -> None:
+    """No Nagle delay (requests and replies are small and answered at once), and TCP
+    keep-alive probes, so that a peer that vanished without closing (a host gone, a
+    partition) is noticed within about 25 s even on a connection that waits."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE_S), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+                        ("TCP_KEEPCNT", KEEPALIVE_PROBES)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), int(value))
+
+
+def peer_closed(sock) -> bool:
+    """Whether the peer closed (or reset) the connection, without waiting and without
+    consuming anything: an end of stream is readable and peeks as ``b""`` (under TLS
+    too, at the socket's level).  A socket with a timeout polls before it reads, so
+    readability is asked first, with no wait."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        return socket.socket.recv(sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except (OSError, ValueError):
+        return True
+
+
+class PeerGone(Exception):
+    """The connection ended (closed, reset, or a time limit passed)."""
+
+
+def aligned(nbytes: int) -> memoryview:
+    """A writable buffer of ``nbytes`` whose address is a multiple of ``ALIGN_BYTES``."""
+    raw = np.empty(nbytes + ALIGN_BYTES, dtype=np.uint8)
+    offset = (-raw.ctypes.data) % ALIGN_BYTES
+    return memoryview(raw)[offset:offset + nbytes]
+
+
+def read_exact(sock, view: memoryview) -> None:
+    got, n = 0, len(view)
+    while got < n:
+        try:
+            k = sock.recv_into(view[got:])
+        except TimeoutError:
+            raise PeerGone("time limit passed while reading a frame") from None
+        except OSError as exc:
+            raise PeerGone(f"connection lost: {exc}") from None
+        if not k:
+            raise PeerGone("connection closed by the peer")
+        got += k
+
+
+def read_bytes(sock, nbytes: int) -> bytes:
+    if not nbytes:
+        return b""
+    buf = bytearray(nbytes)
+    read_exact(sock, memoryview(buf))
+    return bytes(buf)
+
+
+def read_frame(sock, frame_bytes_max: int, idle_s: float | None, frame_s: float) -> frames.Frame:
+    """The next frame.  ``PeerGone`` when the connection ended or a time limit passed;
+    ``RequestRefused``/``LimitExceeded`` for a frame this protocol does not allow (the
+    caller answers, then closes: the stream is no longer in step)."""
+    sock.settimeout(idle_s)
+    head = bytearray(frames.HEADER_BYTES)
+    read_exact(sock, memoryview(head)[:1])       # the wait for a frame to start
+    sock.settimeout(frame_s)
+    read_exact(sock, memoryview(head)[1:])
+    layout = frames.parse_header(head, frame_bytes_max)
+    lengths = frames.segment_lengths(read_bytes(sock, layout.lengths_bytes), layout)
+    meta = frames.decode_meta(read_bytes(sock, layout.meta_bytes))
+    body = read_bytes(sock, layout.body_bytes)
+    return frames.Frame(layout.kind, layout.rid, layout.method, body, read_segments(sock, lengths), meta)
+
+
+def read_segments(sock, lengths: list[int]) -> list:
+    """Each large segment into an aligned buffer of its own; each run of small ones
+    with one read, then sliced (a store of 1,000 small records costs a few reads)."""
+    segments, i = [], 0
+    while i < len(lengths):
+        if lengths[i] >= ALIGNED_BYTES_MIN:
+            view = aligned(lengths[i])
+            read_exact(sock, view)
+            segments.append(view)
+            i += 1
+            continue
+        j = i
+        while j < len(lengths) and lengths[j] < ALIGNED_BYTES_MIN:
+            j += 1
+        run = memoryview(bytearray(sum(lengths[i:j])))
+        read_exact(sock, run)
+        offset = 0
+        for n in lengths[i:j]:
+            segments.append(run[offset:offset + n])
+            offset += n
+        i = j
+    return segments
+
+
+def write_frame(sock, frame: frames.Frame) -> None:
+    """Send ``frame`` whole; ``PeerGone`` when the connection is lost."""
+    buffers = frames.encode(frame)
+    try:
+        if isinstance(sock, ssl.SSLSocket):
+            _send_tls(sock, buffers)
+        else:
+            _sendmsg_all(sock, buffers)
+    except TimeoutError:
+        raise PeerGone("time limit passed while writing a frame") from None
+    except OSError as exc:
+        raise PeerGone(f"connection lost: {exc}") from None
+
+
+def _sendmsg_all(sock, buffers: list) -> None:
+    views = [memoryview(b).cast("B") for b in buffers]
+    while views:
+        sent = sock.sendmsg(views[:1024])
+        while sent:
+            if sent >= len(views[0]):
+                sent -= len(views[0])
+                views.pop(0)
+            else:
+                views[0] = views[0][sent:]
+                sent = 0
+
+
+def _send_tls(sock, buffers: list) -> None:
+    small = []
+    for b in buffers:
+        if memoryview(b).nbytes < SMALL_JOIN_BYTES:
+            small.append(bytes(b))
+            continue
+        if small:
+            sock.sendall(b"".join(small))
+            small = []
+        sock.sendall(b)
+    if small:
+        sock.sendall(b"".join(small))
+
+
+# -- TLS ----------------------------------------------------------------------------------
+
+def server_context(tls: security.TLSConfig) -> ssl.SSLContext:
+    """Mutual TLS, server side: our certificate; the peer's must be signed by the CA."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    tls.load()      # readable and bounded, or SecurityError naming the file
+    ctx.load_cert_chain(tls.cert_path, tls.key_path)
+    ctx.load_verify_locations(tls.ca_path)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def client_context(tls: security.TLSConfig) -> ssl.SSLContext:
+    """Mutual TLS, client side: trust only the CA, present our certificate, and the
+    server's certificate must name the host we connect to (as gRPC checks it)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    tls.load()
+    ctx.load_verify_locations(tls.ca_path)
+    ctx.load_cert_chain(tls.cert_path, tls.key_path)
+    ctx.check_hostname = True
+    return ctx
+
+
+def peer_roles(sock) -> frozenset | None:
+    """Roles of the verified peer certificate (``None`` without TLS)."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return None
+    cert = sock.getpeercert() or {}
+    return security.roles_of_uris(v for k, v in cert.get("subjectAltName", ()) if k == "URI")
+
+
+def peer_uris(sock) -> list[bytes]:
+    """The URI alternative names of the verified peer certificate (none without TLS)."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return []
+    cert = sock.getpeercert() or {}
+    return [v.encode() for k, v in cert.get("subjectAltName", ()) if k == "URI"]
