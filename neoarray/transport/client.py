@@ -19,6 +19,7 @@ restarted node costs its clients no failed call.
 from __future__ import annotations
 
 import itertools
+import math
 import socket
 import ssl
 import threading
@@ -32,6 +33,7 @@ from ..proto import master_pb2, standby_pb2, storage_pb2
 from . import conn, frames
 
 CONNECTIONS_MAX = 16          # per node and client process
+IDLE_CHECK_S = 1.0            # a pooled connection idle this long is checked before use
 CONNECT_TIMEOUT_S = 10.0
 
 _SERVICES = {s.full_name: s for m in (master_pb2, storage_pb2, standby_pb2)
@@ -77,8 +79,9 @@ class _Connection:
             if tls_context is not None:
                 sock = tls_context.wrap_socket(sock, server_hostname=host.strip("[]"))
             self.sock = sock
+            self.reader = conn.FrameReader(sock)
             conn.write_frame(sock, frames.Frame(frames.HELLO, 0, body=hello))
-            reply = conn.read_frame(sock, frames.HELLO_BYTES_MAX, timeout_s, timeout_s)
+            reply = self.reader.read(frames.HELLO_BYTES_MAX, timeout_s, timeout_s)
         except ssl.SSLError as exc:
             sock.close()
             raise FramedRpcError(grpc.StatusCode.UNAVAILABLE, f"TLS handshake with {address} failed: {exc}") from None
@@ -94,13 +97,16 @@ class _Connection:
             raise FramedRpcError(grpc.StatusCode.UNAVAILABLE, f"{address} answered HELLO with a {reply.kind} frame")
 
     def usable(self) -> bool:
-        """Not broken, nothing pending, and the peer has not closed it meanwhile."""
-        return not (self.broken or self.pending or conn.peer_closed(self.sock))
+        """Not broken, nothing pending, and the peer has not closed it meanwhile (asked
+        of a connection idle for ``IDLE_CHECK_S``: a node that restarted closed it)."""
+        if self.broken or self.pending or self.reader.buffered:
+            return False
+        return time.monotonic() - self.last_used < IDLE_CHECK_S or not conn.peer_closed(self.sock)
 
     def send(self, method: int, body: bytes, segments, meta: dict, timeout_s: float | None) -> int:
         rid = next(self.rids) & 0xFFFFFFFF
         try:
-            self.sock.settimeout(timeout_s)
+            self.reader.set_timeout(timeout_s)
             conn.write_frame(self.sock, frames.Frame(frames.REQUEST, rid, method, body, list(segments), meta))
         except conn.PeerGone as exc:
             self.broken = True
@@ -113,7 +119,7 @@ class _Connection:
         """The error a server sent before closing on us (a frame it refused while we
         were still sending it), if it is there to read."""
         try:
-            frame = conn.read_frame(self.sock, frames.HELLO_BYTES_MAX, 0.5, 0.5)
+            frame = self.reader.read(frames.HELLO_BYTES_MAX, 0.5, 0.5)
         except Exception:  # noqa: BLE001 - nothing readable: the connection is just gone
             return None
         return FramedRpcError(*_error(frame)) if frame.kind == frames.ERROR else None
@@ -129,9 +135,11 @@ class _Connection:
         return frame
 
     def read(self, deadline: float | None) -> frames.Frame:
-        left = None if deadline is None else max(0.001, deadline - time.monotonic())
+        # whole seconds: the socket's time limit then rarely changes (a system call
+        # each time); a reply may come up to a second after the deadline
+        left = None if deadline is None else float(max(1, math.ceil(deadline - time.monotonic())))
         try:
-            frame = conn.read_frame(self.sock, self.frame_bytes_max, left, left if left else 60.0)
+            frame = self.reader.read(self.frame_bytes_max, left, left if left else 60.0)
         except conn.PeerGone as exc:
             self.broken = True
             timed_out = deadline is not None and time.monotonic() >= deadline

@@ -133,6 +133,90 @@ def read_segments(sock, lengths: list[int]) -> list:
     return segments
 
 
+class FrameReader:
+    """The frames of one connection, read greedily into a buffer: a frame and what
+    follows it usually come with one ``recv`` (``read_frame`` reads exactly, a few
+    reads per frame).  Large segments are still read into aligned buffers of their own
+    (what was buffered of them is copied in first).  The socket's time limit is set
+    only when it changes (each change is a system call)."""
+
+    BUFFER_BYTES = 256 << 10
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray(self.BUFFER_BYTES)
+        self.start = self.end = 0
+        self.timeout: float | None | str = "unset"
+
+    @property
+    def buffered(self) -> int:
+        return self.end - self.start
+
+    def set_timeout(self, timeout_s: float | None) -> None:
+        if timeout_s != self.timeout:
+            self.sock.settimeout(timeout_s)
+            self.timeout = timeout_s
+
+    def _recv(self) -> None:
+        try:
+            n = self.sock.recv_into(memoryview(self.buf)[self.end:])
+        except TimeoutError:
+            raise PeerGone("time limit passed while reading a frame") from None
+        except OSError as exc:
+            raise PeerGone(f"connection lost: {exc}") from None
+        if not n:
+            raise PeerGone("connection closed by the peer")
+        self.end += n
+
+    def _need(self, n: int) -> None:
+        while self.end - self.start < n:
+            if len(self.buf) - self.start < n or self.end == len(self.buf):
+                kept = self.buf[self.start:self.end]
+                if len(self.buf) < n:
+                    self.buf = bytearray(n)
+                self.buf[:len(kept)] = kept
+                self.start, self.end = 0, len(kept)
+            self._recv()
+
+    def _take(self, n: int) -> bytes:
+        if not n:
+            return b""
+        self._need(n)
+        out = bytes(self.buf[self.start:self.start + n])
+        self.start += n
+        return out
+
+    def _take_into(self, view: memoryview) -> None:
+        k = min(len(view), self.end - self.start)
+        view[:k] = self.buf[self.start:self.start + k]
+        self.start += k
+        if k < len(view):
+            read_exact(self.sock, view[k:])
+
+    def read(self, frame_bytes_max: int, idle_s: float | None, frame_s: float) -> frames.Frame:
+        """As ``read_frame``."""
+        if self.start == self.end:
+            self.start = self.end = 0
+            if len(self.buf) > 4 * self.BUFFER_BYTES:     # after a large frame
+                self.buf = bytearray(self.BUFFER_BYTES)
+            self.set_timeout(idle_s)
+            self._recv()                                  # the wait for a frame to start
+        self.set_timeout(frame_s)
+        layout = frames.parse_header(self._take(frames.HEADER_BYTES), frame_bytes_max)
+        lengths = frames.segment_lengths(self._take(layout.lengths_bytes), layout)
+        meta = frames.decode_meta(self._take(layout.meta_bytes))
+        body = self._take(layout.body_bytes)
+        segments = []
+        for n in lengths:
+            if n >= ALIGNED_BYTES_MIN:
+                view = aligned(n)
+                self._take_into(view)
+                segments.append(view)
+            else:
+                segments.append(self._take(n))
+        return frames.Frame(layout.kind, layout.rid, layout.method, body, segments, meta)
+
+
 def write_frame(sock, frame: frames.Frame) -> None:
     """Send ``frame`` whole; ``PeerGone`` when the connection is lost."""
     buffers = frames.encode(frame)

@@ -286,8 +286,9 @@ class _Connection:
         self.sock.settimeout(limits.handshake_s)
         conn.tune(self.sock)
         self._handshake_tls()
+        self.reader = conn.FrameReader(self.sock)
         try:
-            frame = conn.read_frame(self.sock, frames.HELLO_BYTES_MAX, limits.handshake_s, limits.handshake_s)
+            frame = self.reader.read(frames.HELLO_BYTES_MAX, limits.handshake_s, limits.handshake_s)
             if frame.kind != frames.HELLO:
                 raise RequestRefused("the first frame must be a HELLO")
             hello = frames.parse_hello(frame.body)
@@ -311,7 +312,7 @@ class _Connection:
         limits = self.server.limits
         while not self.server.stopped.is_set():
             try:
-                frame = conn.read_frame(self.sock, limits.frame_bytes_max, limits.idle_s, limits.frame_s)
+                frame = self.reader.read(limits.frame_bytes_max, limits.idle_s, limits.frame_s)
             except (RequestRefused, LimitExceeded) as exc:
                 self._send_error(0, exc)
                 return
@@ -382,7 +383,11 @@ class _Connection:
 
     def _write(self, frame: frames.Frame) -> None:
         with self.write_lock:
-            self.sock.settimeout(self.server.limits.frame_s)
+            reader = getattr(self, "reader", None)
+            if reader is not None:
+                reader.set_timeout(self.server.limits.frame_s)
+            else:
+                self.sock.settimeout(self.server.limits.frame_s)
             conn.write_frame(self.sock, frame)
 
 
