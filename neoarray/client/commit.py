@@ -1,0 +1,413 @@
+"""The client's commit driver: the network side of two-phase commit.
+
+``CommitDriver`` carries a transaction's records to the storage nodes and its votes
+and finish to the master, with its dependencies given: the link (routing, stubs, the
+session), the limits, and the conflict resolution of the ZODB storage.  ``NeoStorage``
+is the ZODB face over it (``tpc_begin`` ... ``tpc_abort``, the cache, the
+invalidations).
+
+Stores are buffered per storage node and sent in batches of ``store_batch_bytes_max``
+(one Store on its way per node, nodes in parallel); ``vote`` sends the rest inside the
+votes, votes on every node in parallel, resolves conflicts with ZODB's conflict
+resolution and votes again, and refuses (``ClusterUnavailable``) a transaction that
+could not be finished: a written partition without a readable copy that voted, a
+session that ended (``master/commit.py``).  ``finish`` asks the master; when the master
+was lost it asks again for the outcome (``FinalTid``) instead of guessing.  Record
+data travels as bulk segments (``neoarray.transport.bulk``), never inside protobuf.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+import xxhash
+from ZODB import POSException
+
+from .. import wire
+from ..errors import (
+    AccessDenied,
+    ClusterUnavailable,
+    LimitExceeded,
+    NotCommitted,
+    OutcomeUnknown,
+    RequestRefused,
+)
+from ..ids import Z64, p64, u64
+from ..proto import common_pb2 as cpb
+from ..proto import master_pb2 as mpb
+from ..proto import storage_pb2 as spb
+from ..transport import bulk
+from .link import READABLE
+
+log = logging.getLogger("neoarray.client")
+
+
+@dataclass
+class Txn:
+    """State of one transaction in two-phase commit."""
+    meta: object
+    ttid: bytes = b""
+    tid: bytes | None = None             # restore: the tid asked for
+    status: str = " "
+    data: dict = field(default_factory=dict)        # oid -> (serial, data or None) kept for resolution
+    serials: dict = field(default_factory=dict)     # oid -> base serial
+    checks: dict = field(default_factory=dict)      # oid -> serial (readCurrent)
+    buffers: dict = field(default_factory=dict)     # node -> [(ObjectRecord without data, data)]
+    buffered_bytes: int = 0
+    sent: dict = field(default_factory=dict)        # node -> set of oids sent
+    inflight: dict = field(default_factory=dict)    # node -> its store on the way (bulk.start)
+    resolved: set = field(default_factory=set)
+    voted: set = field(default_factory=set)         # nodes
+    failed: set = field(default_factory=set)        # nodes that did not answer a Store or Vote
+    meta_nodes: set = field(default_factory=set)    # nodes asked to write the metadata
+    asked: set = field(default_factory=set)         # nodes sent a Vote (it may have voted)
+    restore: bool = False
+    view_ptid: int = 0                  # ptid of the partition table seen at tpc_begin
+    session: int = 0                    # this client's node id at tpc_begin (master/commit.py)
+    outcome_unknown: bool = False       # tpc_finish ended without knowing whether it committed
+    finishing: threading.Event = field(default_factory=threading.Event)
+    reached: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class _TooBig:
+    def __repr__(self):
+        return "<data not kept: larger than resolvable_bytes_max>"
+
+
+TOO_BIG = _TooBig()
+
+
+@dataclass(frozen=True)
+class CommitLimits:
+    objects_per_transaction_max: int
+    store_batch_bytes_max: int
+    resolvable_bytes_max: int
+    busy_wait_s_max: float
+    conflict_rounds_max: int
+    rpc_timeout_s: float
+    finish_timeout_s: float
+
+
+class CommitDriver:
+    """Two-phase commit over ``link`` (see the module docstring).  ``resolve_conflict``
+    is ZODB's ``tryToResolveConflict(oid, committed_serial, old_serial, data)``."""
+
+    def __init__(self, link, limits: CommitLimits, resolve_conflict):
+        self.link = link
+        self.limits = limits
+        self.resolve_conflict = resolve_conflict
+        self._ttid_lock = threading.Lock()
+        self._ttid_counter = 0
+
+    def new_ttid(self, session: int) -> bytes:
+        """A temporary tid unique in the cluster: this client's node id and a counter."""
+        with self._ttid_lock:
+            self._ttid_counter = (self._ttid_counter + 1) % (1 << 32)
+            return p64((session << 32) | self._ttid_counter)
+
+    def add(self, txn: Txn, oid: bytes, serial: bytes, data: bytes | None, data_tid: bytes | None = None) -> None:
+        if oid not in txn.serials and len(txn.serials) >= self.limits.objects_per_transaction_max:
+            raise LimitExceeded(f"transaction stores more than objects_per_transaction_max="
+                                f"{self.limits.objects_per_transaction_max} objects")
+        txn.serials[oid] = serial
+        txn.checks.pop(oid, None)
+        keep = data is None or len(data) <= self.limits.resolvable_bytes_max
+        txn.data[oid] = (serial, data if keep else TOO_BIG)
+        record = spb.ObjectRecord(oid=oid, serial=serial, deleted=data is None,
+                                  checksum=0 if data is None else xxhash.xxh3_64_intdigest(data),
+                                  data_tid=data_tid or b"")
+        nodes = self.link.writable(self.link.partition(oid))
+        if not nodes:
+            raise ClusterUnavailable(f"no writable copy of the partition of oid 0x{oid.hex()}")
+        for nid in nodes:
+            txn.buffers.setdefault(nid, []).append((record, data or b""))
+        txn.buffered_bytes += len(data or b"")
+        if txn.buffered_bytes >= self.limits.store_batch_bytes_max:
+            self.flush(txn)
+
+    @staticmethod
+    def _take_buffers(txn: Txn) -> dict:
+        """The buffered ``[(record, data)]`` by node, now counted as sent (by a Store or
+        inside a Vote)."""
+        buffers, txn.buffers, txn.buffered_bytes = txn.buffers, {}, 0
+        for nid, records in buffers.items():
+            txn.sent.setdefault(nid, set()).update(r.oid for r, _ in records)
+        return buffers
+
+    def flush(self, txn: Txn) -> None:
+        """Send the buffered records: one Store on its way per node (its reply is read
+        before the next one to that node is sent), nodes in parallel."""
+        for nid, records in self._take_buffers(txn).items():
+            if nid in txn.inflight:
+                self._wait_store(txn, nid)
+            if nid in txn.failed:
+                continue
+            request = spb.StoreRequest(ttid=txn.ttid, node_id=txn.session, objects=[r for r, _ in records])
+            txn.inflight[nid] = bulk.start(self.link.storage(nid).Store, request, [d for _, d in records],
+                                           self.limits.rpc_timeout_s)
+
+    def _wait_store(self, txn: Txn, nid: int) -> None:
+        try:
+            bulk.finish(txn.inflight.pop(nid), f"store to S{nid}")
+        except ClusterUnavailable as exc:
+            self.node_failed(txn, nid, exc)
+
+    def wait_stores(self, txn: Txn) -> None:
+        for nid in list(txn.inflight):
+            self._wait_store(txn, nid)
+
+    def node_failed(self, txn: Txn, nid: int, exc: Exception) -> None:
+        """``nid`` did not answer: the transaction goes on without it if every
+        partition it writes keeps another copy (checked before finishing,
+        ``_require_copies``); the master then marks the cells it missed OUT_OF_DATE,
+        so they copy it and no one reads them stale (``master/replication.py``)."""
+        log.warning("S%d failed during commit of 0x%s (%s): going on with the other copies",
+                    nid, txn.ttid.hex(), exc)
+        txn.failed.add(nid)
+        txn.voted.discard(nid)
+        self.link.suspect(nid)
+
+    def _left_out(self, txn: Txn | None, nid: int, exc: Exception) -> bool:
+        """Whether the failed call of ``nid`` leaves it out of ``txn`` (it did not
+        answer, during a transaction) rather than failing the caller."""
+        if txn is None or not isinstance(exc, ClusterUnavailable):
+            return False
+        self.node_failed(txn, nid, exc)
+        return True
+
+    def _require_copies(self, txn: Txn) -> None:
+        """Every partition the transaction writes (its objects' and its metadata's)
+        has a node that voted it, one of them readable; otherwise it cannot be
+        committed, and the refusal belongs here rather than in tpc_finish."""
+        self._require_readable_voters(txn)
+        if not txn.failed:
+            return
+        failed = f"S{', S'.join(map(str, sorted(txn.failed)))} did not answer"
+        if txn.checks:
+            raise ClusterUnavailable(f"the read checks of the transaction may not have run ({failed})")
+        sent = [txn.sent.get(n, ()) for n in txn.voted]
+        for oid in txn.serials:
+            if not any(oid in oids for oids in sent):
+                raise ClusterUnavailable(f"no copy of oid 0x{oid.hex()} could take the transaction ({failed})")
+        if not txn.meta_nodes & txn.voted:
+            raise ClusterUnavailable(f"no copy of the transaction's metadata could be written ({failed})")
+
+    def _require_readable_voters(self, txn: Txn) -> None:
+        """Each written partition has a voter whose cell is readable in this client's
+        view: the copies still catching up (OUT_OF_DATE) may miss earlier commits, so
+        the master refuses a transaction only they took (``Master._view_covers``)."""
+        rows = self.link.info.pt.rows
+        written = {self.link.partition(oid) for oid in txn.serials} | {u64(txn.ttid) % self.link.partitions}
+        for p in sorted(written):
+            if not any(c.node_id in txn.voted and c.state in READABLE for c in rows[p].cells):
+                raise ClusterUnavailable(
+                    f"no readable copy of partition {p} voted transaction 0x{txn.ttid.hex()} (voted on "
+                    f"S{', S'.join(map(str, sorted(txn.voted))) or '-'}): it cannot be committed now; retry it")
+
+    def _require_session(self, txn: Txn) -> None:
+        """The master still knows this client as it did at tpc_begin: a transaction of
+        an ended session (the master restarted, a standby took over, the connection
+        was lost) can never be finished (``master/commit.py``), so it is refused here,
+        at vote, not at finish."""
+        if self.link.node_id != txn.session or not self.link.connected.is_set():
+            raise ClusterUnavailable(f"the connection to the master was lost during transaction 0x{txn.ttid.hex()} "
+                                     f"(a master restart or take-over): it cannot be committed; retry it")
+
+    def vote(self, txn: Txn) -> list:
+        """Vote ``txn`` on every node it writes to, resolving conflicts (at most
+        ``conflict_rounds_max`` rounds); the oids it resolved."""
+        self._require_session(txn)
+        for _ in range(self.limits.conflict_rounds_max):
+            self.wait_stores(txn)
+            conflicts = self._vote_all(txn)
+            if not conflicts:
+                self._require_copies(txn)
+                self._require_session(txn)
+                return list(txn.resolved)
+            for c in conflicts:
+                self._resolve(txn, c)
+        raise POSException.ConflictError(f"transaction still conflicting after "
+                                         f"{self.limits.conflict_rounds_max} rounds of resolution")
+
+    def _vote_targets(self, txn: Txn) -> dict[int, tuple]:
+        """``{node: (VoteRequest, data segments of the stores it carries)}``."""
+        meta_nodes = set(self.link.writable(u64(txn.ttid) % self.link.partitions))
+        check_nodes: dict[int, list] = {}
+        for oid, serial in txn.checks.items():
+            for nid in self.link.readable(self.link.partition(oid))[:1] or self.link.writable(self.link.partition(oid)):
+                check_nodes.setdefault(nid, []).append(spb.ObjectCheck(oid=oid, serial=serial))
+        buffers = self._take_buffers(txn)
+        nodes = (set(txn.sent) | meta_nodes | set(check_nodes)) - txn.failed
+        txn.meta_nodes = meta_nodes - txn.failed
+        if not txn.meta_nodes:
+            raise ClusterUnavailable("no writable copy of the partition of the transaction's metadata")
+        txn.asked |= nodes
+        meta = meta_pb(txn)
+        targets = {}
+        for nid in nodes:
+            records = buffers.get(nid, ())
+            targets[nid] = (spb.VoteRequest(
+                ttid=txn.ttid, node_id=txn.session, checks=check_nodes.get(nid, ()),
+                has_meta=nid in meta_nodes, meta=meta if nid in meta_nodes else None,
+                oids=sorted(txn.sent.get(nid, ())), restore=txn.restore, objects=[r for r, _ in records]),
+                [d for _, d in records])
+        return targets
+
+    def _vote_all(self, txn: Txn) -> list:
+        """Vote on every involved node; returns the conflicts to resolve.
+
+        First in parallel.  If a node answers BUSY, the votes taken elsewhere are taken
+        back and the nodes are voted one by one in node-id order, waiting on each: a
+        transaction then only waits while holding locks of lower-numbered nodes, so no
+        two transactions can wait for each other.
+        """
+        targets = self._vote_targets(txn)
+        replies = self._call_each("Vote", targets, txn)
+        for nid in txn.failed:
+            targets.pop(nid, None)
+        for req, _ in targets.values():
+            req.ClearField("objects")           # stored already
+        targets = {nid: (req, ()) for nid, (req, _) in targets.items()}
+        conflicts = [c for r in replies.values() if r.status == spb.CONFLICTS for c in r.conflicts]
+        txn.voted.update(nid for nid, r in replies.items() if r.status == spb.VOTED)
+        if any(r.status == spb.BUSY for r in replies.values()) and not conflicts:
+            taken = sorted(nid for nid, r in replies.items() if r.status == spb.VOTED)
+            if taken:
+                self._call_each("Unvote", {nid: (spb.AbortTransactionRequest(ttid=txn.ttid), ()) for nid in taken})
+                txn.voted.difference_update(taken)
+            for nid in sorted(targets):
+                reply = self._vote_waiting(nid, targets[nid])
+                if reply.status == spb.CONFLICTS:
+                    conflicts.extend(reply.conflicts)
+                    break
+                txn.voted.add(nid)
+        unique = {}
+        for c in conflicts:
+            unique.setdefault((c.oid, c.read_conflict), c)
+        return list(unique.values())
+
+    def _vote_waiting(self, nid: int, target):
+        """Vote on one node, waiting (bounded) while another transaction holds a lock."""
+        deadline = time.monotonic() + self.limits.busy_wait_s_max
+        delay = 0.001
+        while True:
+            reply = self._call_each("Vote", {nid: target})[nid]
+            if reply.status != spb.BUSY:
+                return reply
+            if time.monotonic() > deadline:
+                raise POSException.ConflictError(
+                    f"objects stayed locked by transaction 0x{reply.busy_with.hex()} on S{nid} for "
+                    f"more than busy_wait_s_max={self.limits.busy_wait_s_max} s")
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.05)
+
+    def _call_each(self, method: str, requests: dict, txn: Txn | None = None) -> dict:
+        """Call ``method`` on each node with its ``(request, data segments)``; replies by
+        node.  The requests are all sent, then the replies read (over the framed data
+        plane: in parallel, from this thread).  With ``txn``, a node that does not answer
+        is left out (``_node_failed``)."""
+        started = {}
+        for nid, (req, segments) in requests.items():
+            try:
+                started[nid] = bulk.start(getattr(self.link.storage(nid), method), req, segments,
+                                          self.limits.rpc_timeout_s)
+            except ClusterUnavailable as exc:
+                started[nid] = exc
+        out, error = {}, None
+        for nid, handle in started.items():     # every call ends before an error is raised: an
+            try:                                # abort then never overtakes a vote still on its way
+                if isinstance(handle, Exception):
+                    raise handle
+                out[nid] = bulk.finish(handle, f"{method} on S{nid}")[0]
+            except Exception as exc:  # noqa: BLE001 - raised below, once every call ended
+                if not self._left_out(txn, nid, exc):
+                    error = error or exc
+        if error is not None:
+            raise error
+        return out
+
+    def _resolve(self, txn: Txn, c) -> None:
+        oid = c.oid
+        if c.read_conflict:
+            raise POSException.ReadConflictError(oid=oid, serials=(c.committed_serial, c.serial))
+        serial, data = txn.data[oid]
+        if data is TOO_BIG or data is None:
+            raise POSException.ConflictError(oid=oid, serials=(c.committed_serial, c.serial))
+        if c.committed_serial == Z64:
+            raise POSException.ConflictError(oid=oid, serials=(c.committed_serial, c.serial))
+        resolved = self.resolve_conflict(oid, c.committed_serial, serial, data)
+        self.add(txn, oid, c.committed_serial, resolved)
+        txn.resolved.add(oid)
+
+    def finish(self, txn: Txn) -> tuple[bytes, bytes | None]:
+        """``(tid, the tid published before it or None)``, once the master acknowledged
+        the transaction as committed and complete; ``NotCommitted`` when it says it
+        never will be; ``OutcomeUnknown`` when no master could tell within
+        ``rpc_timeout_s``."""
+        request = mpb.FinishRequest(node_id=txn.session, ttid=txn.ttid, oids=list(txn.serials),
+                                    storage_ids=sorted(txn.voted), view_ptid=txn.view_ptid)
+        try:
+            reply = wire.call(self.link.master.Finish, request, self.limits.finish_timeout_s, "tpc_finish")
+            return reply.tid, reply.prev_tid
+        except RequestRefused as exc:
+            raise NotCommitted(f"tpc_finish refused: {exc}") from exc
+        except ClusterUnavailable as exc:
+            return self._final_tid(txn, exc), None
+
+    def _final_tid(self, txn: Txn, why: Exception) -> bytes:
+        """Finish ended without an answer (``why``): ask the master, the only one that
+        decides, until it knows (``master/commit.py``), instead of guessing."""
+        deadline = time.monotonic() + self.limits.rpc_timeout_s
+        while True:
+            try:
+                reply = wire.call(self.link.master.FinalTid, mpb.FinalTidRequest(ttid=txn.ttid),
+                                  self.limits.rpc_timeout_s, "final tid")
+            except ClusterUnavailable:
+                reply = None
+            if reply is not None and reply.tid:
+                return reply.tid
+            if reply is not None and reply.status == mpb.NOT_COMMITTED:
+                raise NotCommitted(f"tpc_finish failed and the transaction was not committed: {why}") from why
+            if time.monotonic() > deadline:
+                txn.outcome_unknown = True
+                raise OutcomeUnknown(f"tpc_finish of 0x{txn.ttid.hex()}: no master could tell within "
+                                     f"{self.limits.rpc_timeout_s:g} s whether it committed ({why}); it is "
+                                     f"decided by the master, a read of what it wrote tells") from why
+            time.sleep(0.2)
+
+    def abort(self, txn: Txn) -> None:
+        """Drop what ``txn`` left on the nodes (its stores end first), through the
+        master; failures are logged (the master aborts it anyway when the session
+        ends, ``master/commit.py``)."""
+        for nid in list(txn.inflight):    # stores end before their abort
+            try:
+                bulk.finish(txn.inflight.pop(nid))
+            except Exception as exc:  # noqa: BLE001 - aborted anyway
+                log.debug("store of 0x%s to S%d before its abort: %s", txn.ttid.hex(), nid, exc)
+        nodes = set(txn.sent) | txn.voted | txn.asked   # a vote may succeed where another failed
+        if not (nodes or txn.restore):
+            return          # nothing reached any node
+        try:
+            wire.call(self.link.master.Abort, mpb.AbortRequest(
+                node_id=txn.session, ttid=txn.ttid, storage_ids=sorted(nodes)),
+                self.limits.rpc_timeout_s, "tpc_abort")
+        except (POSException.ReadOnlyError, AccessDenied) as exc:   # the commit said it already
+            log.debug("tpc_abort of 0x%s: %s", txn.ttid.hex(), exc)
+        except Exception as exc:  # noqa: BLE001 - the master aborts it anyway when we go away
+            log.warning("tpc_abort of 0x%s: %s", txn.ttid.hex(), exc)
+
+
+def meta_pb(txn: Txn):
+    m = txn.meta
+    user = m.user if isinstance(m.user, bytes) else m.user.encode("utf-8")
+    desc = m.description if isinstance(m.description, bytes) else m.description.encode("utf-8")
+    ext = getattr(m, "extension_bytes", None)
+    if ext is None:
+        ext = pickle.dumps(getattr(m, "extension", {}) or {}, 3) if getattr(m, "extension", None) else b""
+    return cpb.TransactionMeta(user_raw=user, description=desc, extension=ext or b"",
+                               oids=sorted(txn.serials))

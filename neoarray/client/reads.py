@@ -1,0 +1,254 @@
+"""The client's reads: routing, batches, local reads and in-place views.
+
+``Reads`` asks one readable cell of an object's partition (rotating over them to
+spread the load, trying the others and waiting for the cluster on failure); a cell of
+a storage node on this host is read in its LMDB directly (``local.LocalReaders``,
+read-only, the same checksum checks); others over the data plane, record data as a
+bulk segment (``neoarray.transport.bulk``).  Batches go per node, in parallel; bulk
+readers (array chunks) get records in place (``read_views``).  Everything read goes
+through the coloured cache (``cache.ColouredCache``).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import NamedTuple
+
+import numpy
+import xxhash
+from ZODB import POSException
+
+from ..errors import ChecksumError, ClusterUnavailable
+from ..proto import storage_pb2 as spb
+from ..records import NoObject, NoRevision, RecordReader
+from ..transport import bulk
+
+log = logging.getLogger("neoarray.client")
+
+LOAD_NOT_FOUND = (spb.NO_OBJECT, spb.NO_REVISION)
+
+
+class _Rec(NamedTuple):
+    """One answer to a load, from the network or from a local LMDB."""
+    status: int
+    serial: bytes = b""
+    next_serial: bytes | None = None
+    data: bytes | None = None
+    data_tid: bytes | None = None
+
+
+def _rec_of(reply: spb.LoadReply, data, nid: int) -> _Rec:
+    """A load's answer; ``data``: its record's data, which travelled apart (bulk)."""
+    if reply.status == spb.FOUND and xxhash.xxh3_64_intdigest(data) != reply.checksum:
+        raise ChecksumError(f"oid 0x{reply.oid.hex()} from S{nid} fails its checksum")
+    return _Rec(reply.status, reply.serial, reply.next_serial or None,
+                data if reply.status == spb.FOUND else None, reply.data_tid or None)
+
+
+def _local_load(reader: RecordReader, request: spb.LoadRequest) -> _Rec:
+    try:
+        r = reader.load(request.oid, before=request.before or None, serial=request.serial or None)
+    except NoObject:
+        return _Rec(spb.NO_OBJECT)
+    except NoRevision:
+        return _Rec(spb.NO_REVISION)
+    return _Rec(spb.FOUND if r.data is not None else spb.DELETED, r.serial, r.next_serial, r.data, r.data_tid)
+
+
+def as_bytes(data) -> bytes:
+    """ZODB wants ``bytes``: cached chunk records may be read-only aligned buffers."""
+    return data if type(data) is bytes else bytes(data)
+
+
+ALIGN_BYTES = 64
+
+
+def _aligned_copy(view, align=None) -> memoryview:
+    """A read-only copy of ``view`` placed so that ``align(view)`` is 64-byte aligned.
+
+    Array chunks hand their payload offset: numpy then reduces the payload in place,
+    without copying misaligned items into buffers first.
+    """
+    offset = (align(view) if align is not None else None) or 0
+    size = len(view)
+    buf = numpy.empty(size + ALIGN_BYTES, dtype=numpy.uint8)
+    start = -(buf.ctypes.data + offset) % ALIGN_BYTES
+    out = buf[start:start + size]
+    out[:] = numpy.frombuffer(view, dtype=numpy.uint8)
+    return memoryview(out).toreadonly()
+
+
+
+class Reads:
+    """Reads over ``link`` (routing, stubs), ``cache``, ``local`` (``LocalReaders`` or
+    None) and ``pool`` (parallel batches)."""
+
+    def __init__(self, link, cache, local, pool, rpc_timeout_s: float, loads_per_batch_max: int):
+        self.link, self.cache, self.local, self.pool = link, cache, local, pool
+        self.rpc_timeout_s = rpc_timeout_s
+        self.loads_per_batch_max = loads_per_batch_max
+
+    def load_before(self, oid, tid, colour: str):
+        """ZODB's ``loadBefore`` through the cache: ``(data, serial, next serial)``,
+        None when nothing is before ``tid``; ``POSKeyError`` for no such object."""
+        hit = self.cache.get(oid, tid, colour)
+        if hit is not None:
+            return as_bytes(hit[0]), hit[1], hit[2]
+        token = self.cache.start_load()
+        reply = self.read(spb.LoadRequest(oid=oid, before=tid))
+        if reply.status == spb.NO_OBJECT:
+            raise POSException.POSKeyError(oid)
+        if reply.status in LOAD_NOT_FOUND:
+            return None
+        if reply.status == spb.DELETED:
+            raise POSException.POSKeyError(oid)
+        self.cache.put(oid, reply.data, reply.serial, reply.next_serial, token, colour)
+        return reply.data, reply.serial, reply.next_serial
+
+    def load_serial(self, oid, serial, colour: str) -> bytes:
+        hit = self.cache.get_serial(oid, serial, colour)
+        if hit is not None:
+            return as_bytes(hit[0])
+        reply = self.read(spb.LoadRequest(oid=oid, serial=serial))
+        if reply.status != spb.FOUND:
+            raise POSException.POSKeyError(oid, serial)
+        self.cache.put(oid, reply.data, reply.serial, reply.next_serial, None, colour)
+        return reply.data
+
+    def prefetch(self, oids, tid, colour: str) -> None:
+        wanted = [oid for oid in oids if self.cache.get(oid, tid, colour) is None]
+        for batch in self.by_node(wanted):
+            self.pool.submit(self._prefetch_batch, *batch, tid, colour)
+
+    def read(self, request: spb.LoadRequest) -> _Rec:
+        """Ask one readable cell, trying the others (and waiting for the cluster) on failure.
+
+        A cell on this host is read directly from its LMDB directory.
+        """
+        deadline = time.monotonic() + self.rpc_timeout_s
+        errors = []
+        while True:
+            for nid in self.link.readable(self.link.partition(request.oid)):
+                local = self.local.get(nid) if self.local else None
+                try:
+                    if local is not None:
+                        return _local_load(local, request)
+                    reply, (data,) = bulk.call(self.link.storage(nid).Load, request, (),
+                                               self.rpc_timeout_s, f"load from S{nid}")
+                    return _rec_of(reply, data, nid)
+                except (ClusterUnavailable, ChecksumError) as exc:
+                    errors.append(exc)
+            if time.monotonic() > deadline:
+                raise ClusterUnavailable(f"no readable copy of oid 0x{request.oid.hex()} answered"
+                                         f"{': ' + str(errors[-1]) if errors else ''}")
+            self.link.wait_running(max(0.1, deadline - time.monotonic()))
+            time.sleep(0.05)
+
+    def by_node(self, oids):
+        groups: dict[int, list] = {}
+        for oid in oids:
+            cells = self.link.readable(self.link.partition(oid))
+            if cells:
+                groups.setdefault(cells[0], []).append(oid)
+        for nid, group in groups.items():
+            for i in range(0, len(group), self.loads_per_batch_max):
+                yield nid, group[i:i + self.loads_per_batch_max]
+
+    def reader_of(self, partition: int) -> int:
+        """A node with a readable cell of ``partition`` (rotating), or ClusterUnavailable."""
+        cells = self.link.readable(partition)
+        if not cells:
+            raise ClusterUnavailable(f"no readable copy of partition {partition}")
+        return cells[0]
+
+    def _prefetch_batch(self, nid, oids, tid, colour):
+        try:
+            self.load_batch(nid, oids, tid, colour)
+        except Exception as exc:  # prefetch is a hint: loads will ask again
+            log.debug("prefetch from S%d failed: %s", nid, exc)
+
+    def load_many(self, oids, tid, colour: str) -> dict:
+        """``{oid: (data, serial, next_serial)}`` as of ``tid``, batched per node, in parallel.
+
+        Missing or deleted objects are absent from the result.  ``data`` is ``bytes`` or
+        a read-only buffer.  ``colour``: the cache colour (default: :func:`colours.current`).
+        """
+        out, todo = {}, []
+        for oid in oids:
+            hit = self.cache.get(oid, tid, colour)
+            if hit is None:
+                todo.append(oid)
+            else:
+                out[oid] = hit
+        batches = list(self.by_node(todo))
+        if len(batches) == 1:
+            out.update(self.load_batch(*batches[0], tid, colour))
+            return out
+        jobs = [self.pool.submit(self.load_batch, nid, batch, tid, colour) for nid, batch in batches]
+        for job in jobs:
+            out.update(job.result())
+        return out
+
+    @contextlib.contextmanager
+    def read_views(self, oids, tid, colour: str, align=None):
+        """``{oid: (data, serial)}`` as of ``tid``, for bulk readers (array chunks).
+
+        ``data`` is a read-only buffer valid only inside the ``with`` block.  Records in
+        the cache are handed out as they are (checked when they entered it).  Records of
+        storage nodes on this host are read in place, in their LMDB pages (no copy,
+        checksum verified); when the colour keeps local copies (``meta``, ``hot``: not
+        ``scan``) they are copied into the cache, aligned so that ``align(record)``
+        (an offset, or None) falls on a 64-byte boundary.  The others are loaded (one
+        copy) through the cache.  Missing or deleted objects are absent.  Keep blocks
+        short: an open LMDB read transaction holds its snapshot's pages.
+        """
+        cache = self.cache
+        keep = cache.keeps_local_copies(colour)
+        out, remote = {}, []
+        with contextlib.ExitStack() as stack:
+            txns = {}
+            token = cache.start_load()
+            for oid in oids:
+                hit = cache.get(oid, tid, colour)
+                if hit is not None:
+                    out[oid] = hit[:2]
+                    continue
+                nid = next(iter(self.link.readable(self.link.partition(oid))), None)
+                reader = self.local.get(nid) if self.local is not None and nid is not None else None
+                if reader is None:
+                    remote.append(oid)
+                    continue
+                if nid not in txns:
+                    txns[nid] = stack.enter_context(reader.kv.read(buffers=True))
+                try:
+                    rec = reader.load_in(txns[nid], oid, before=tid, copy=False)
+                except (NoObject, NoRevision):
+                    continue
+                if rec.data is None:
+                    continue
+                data = rec.data
+                if keep:
+                    data = _aligned_copy(data, align)
+                    cache.put(oid, data, rec.serial, rec.next_serial, token, colour)
+                out[oid] = (data, rec.serial)
+            for oid, (data, serial, _) in self.load_many(remote, tid, colour).items():
+                out[oid] = (data, serial)
+            yield out
+
+    def load_batch(self, nid, oids, tid, colour=None):
+        """Load ``oids`` as of ``tid`` from one node (locally when it is on this host)."""
+        token = self.cache.start_load()
+        local = self.local.get(nid) if self.local else None
+        if local is not None:
+            recs = [(oid, _local_load(local, spb.LoadRequest(oid=oid, before=tid))) for oid in oids]
+        else:
+            reply, datas = bulk.call(self.link.storage(nid).LoadMany, spb.LoadManyRequest(
+                loads=[spb.LoadRequest(oid=o, before=tid) for o in oids]), (), self.rpc_timeout_s, f"load from S{nid}")
+            recs = [(r.oid, _rec_of(r, d, nid)) for r, d in zip(reply.loads, datas)]
+        out = {}
+        for oid, r in recs:
+            if r.status == spb.FOUND:
+                self.cache.put(oid, r.data, r.serial, r.next_serial, token, colour)
+                out[oid] = (r.data, r.serial, r.next_serial)
+        return out
