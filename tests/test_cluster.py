@@ -250,7 +250,9 @@ def test_concurrent_clients_commit_without_losing_increments(cluster):
     assert not [th for th in threads if th.is_alive()] and not errors and gave_up == [0, 0, 0], \
         (errors, gave_up)
     assert sum(committed) == 3 * increments
-    conn = db.open()
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    tm.begin()          # a new transaction syncs: it sees every commit that returned before it
     assert sum(conn.root()["counters"].values()) == 3 * increments
     conn.close()
     db.close()
