@@ -21,6 +21,7 @@ from neoarray.errors import ClusterUnavailable, NotCommitted
 from neoarray.ids import Z64
 from neoarray.proto import common_pb2 as cpb
 from tests.cluster_helpers import letters, storage_ids
+from tests.conftest import running_cluster
 
 MAX_TID = b"\x7f" + b"\xff" * 7
 
@@ -28,10 +29,7 @@ MAX_TID = b"\x7f" + b"\xff" * 7
 @pytest.fixture
 def split_cluster(tmp_path):
     """2 storage nodes, no replicas, 2 partitions: one partition on each node."""
-    c = LocalCluster(str(tmp_path / "split"), storages=2, replicas=0, partitions=2, node_timeout_s=3.0)
-    c.start()
-    yield c
-    c.stop()
+    yield from running_cluster(tmp_path / "split", storages=2, replicas=0, partitions=2, node_timeout_s=3.0)
 
 
 def _objects(storage, count: int) -> list[bytes]:
@@ -119,10 +117,7 @@ def test_a_vote_survives_a_restart_of_its_node_before_finish(split_cluster):
 @pytest.fixture
 def cluster2(tmp_path):
     """2 storage nodes, replicas=1."""
-    c = LocalCluster(str(tmp_path / "c2"), storages=2, replicas=1, partitions=4, node_timeout_s=3.0)
-    c.start()
-    yield c
-    c.stop()
+    yield from running_cluster(tmp_path / "c2", storages=2, replicas=1, partitions=4, node_timeout_s=3.0)
 
 
 def _another_client_commits(cluster, oids) -> bytes:

@@ -71,18 +71,23 @@ def aligned(nbytes: int) -> memoryview:
     return memoryview(raw)[offset:offset + nbytes]
 
 
+def _recv_into(sock, view: memoryview) -> int:
+    """Bytes read into ``view`` (at least one); ``PeerGone`` when none can be."""
+    try:
+        n = sock.recv_into(view)
+    except TimeoutError:
+        raise PeerGone("time limit passed while reading a frame") from None
+    except OSError as exc:
+        raise PeerGone(f"connection lost: {exc}") from None
+    if not n:
+        raise PeerGone("connection closed by the peer")
+    return n
+
+
 def read_exact(sock, view: memoryview) -> None:
-    got, n = 0, len(view)
-    while got < n:
-        try:
-            k = sock.recv_into(view[got:])
-        except TimeoutError:
-            raise PeerGone("time limit passed while reading a frame") from None
-        except OSError as exc:
-            raise PeerGone(f"connection lost: {exc}") from None
-        if not k:
-            raise PeerGone("connection closed by the peer")
-        got += k
+    got = 0
+    while got < len(view):
+        got += _recv_into(sock, view[got:])
 
 
 def read_bytes(sock, nbytes: int) -> bytes:
@@ -158,15 +163,7 @@ class FrameReader:
             self.timeout = timeout_s
 
     def _recv(self) -> None:
-        try:
-            n = self.sock.recv_into(memoryview(self.buf)[self.end:])
-        except TimeoutError:
-            raise PeerGone("time limit passed while reading a frame") from None
-        except OSError as exc:
-            raise PeerGone(f"connection lost: {exc}") from None
-        if not n:
-            raise PeerGone("connection closed by the peer")
-        self.end += n
+        self.end += _recv_into(self.sock, memoryview(self.buf)[self.end:])
 
     def _need(self, n: int) -> None:
         while self.end - self.start < n:

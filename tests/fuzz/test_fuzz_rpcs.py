@@ -258,6 +258,22 @@ def dead_processes(cluster) -> dict[str, int]:
     return {name: proc.poll() for name, proc in procs.items() if proc.poll() is not None}
 
 
+def assert_unharmed(cluster, cells, expected: dict, seed: int) -> None:
+    """After a fuzz: the cluster RUNNING with the same cells, the data set unchanged
+    (and a new commit working), the replicas identical, every node alive, no
+    traceback in any log."""
+    admin = cluster.admin()
+    try:
+        assert admin.cluster_state() == "RUNNING"
+    finally:
+        admin.close()
+    assert letters(cluster) == cells, f"seed {seed}: the partition table changed"
+    assert_data_set_unchanged(cluster, expected)
+    neoctl(cluster, "check")
+    assert not dead_processes(cluster), f"seed {seed}"
+    assert not tracebacks(cluster), f"seed {seed}: " + "\n\n".join(tracebacks(cluster))
+
+
 def test_every_rpc_survives_hostile_requests(fuzz_cluster):
     cluster = fuzz_cluster
     seed = int(os.environ.get("NEOARRAY_SEED", random.randrange(2**32)))
@@ -281,13 +297,4 @@ def test_every_rpc_survives_hostile_requests(fuzz_cluster):
         abort_stores(caller, known)
     finally:
         caller.close()
-    admin = cluster.admin()
-    try:
-        assert admin.cluster_state() == "RUNNING"
-    finally:
-        admin.close()
-    assert letters(cluster) == cells, f"seed {seed}: the partition table changed"
-    assert_data_set_unchanged(cluster, expected)
-    neoctl(cluster, "check")
-    assert not dead_processes(cluster), f"seed {seed}"
-    assert not tracebacks(cluster), f"seed {seed}: " + "\n\n".join(tracebacks(cluster))
+    assert_unharmed(cluster, cells, expected, seed)
