@@ -16,9 +16,9 @@ import subprocess
 import sys
 import time
 
+from master.standby import ask_role
 from neoarray.admin import AdminClient
 from neoarray.errors import ClusterUnavailable, NeoError
-from master.standby import ask_role
 from neoarray.proto import standby_pb2
 
 BIN = os.path.dirname(sys.executable)
@@ -57,10 +57,9 @@ class HandCluster:
     def start(self, name: str) -> None:
         """Start node ``name`` (``master-I``, ``storage-I``) with its command line."""
         assert name not in self.procs or self.procs[name].poll() is not None, f"{name} is running"
-        err = open(os.path.join(self.path, "logs", f"{name}.err"), "ab")
-        self.procs[name] = subprocess.Popen(self.commands[name], stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.DEVNULL, stderr=err)
-        err.close()
+        with open(os.path.join(self.path, "logs", f"{name}.err"), "ab") as err:
+            self.procs[name] = subprocess.Popen(self.commands[name], stdin=subprocess.DEVNULL,
+                                                stdout=subprocess.DEVNULL, stderr=err)
 
     def kill(self, name: str) -> None:
         proc = self.procs.get(name)
@@ -146,4 +145,4 @@ class HandCluster:
 
     def neoctl(self, *args) -> subprocess.CompletedProcess:
         return subprocess.run([os.path.join(BIN, "neoctl"), "-a", self.masters, "-c", self.cluster, *args],
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, text=True, timeout=300, check=False)

@@ -198,6 +198,18 @@ class Faults:
         self.cluster.wait_state("RUNNING", 60)
 
 
+def stop_clients(stop: threading.Event, threads, clients) -> None:
+    """Stop the workload threads, print what each client did; none failed or is stuck."""
+    stop.set()
+    for th in threads:
+        th.join(60)
+    assert not any(th.is_alive() for th in threads), "a client is stuck"
+    for c in clients:
+        print(f"client {c.index}: done={c.done} commits={c.commits} conflicts={c.conflicts} "
+              f"errors={c.errors} unknown={c.unknown} (committed after all: {c.unknown_committed})")
+    assert not any(c.failure for c in clients), [c.failure for c in clients]
+
+
 def check_acked(storage, clients) -> None:
     for c in clients:
         for (oid, tid), data in c.acked.items():
@@ -247,14 +259,7 @@ def test_replicated_random_kills_lose_nothing_and_replicas_agree(tmp_path):
             print(f"fault {n + 1}/{FAULTS}: {faults.log[-1]} (t={time.monotonic() - started:.1f}s)")
             assert not any(c.failure for c in clients), [c.failure for c in clients]
         time.sleep(1.0)
-        stop.set()
-        for th in threads:
-            th.join(60)
-        assert not any(th.is_alive() for th in threads), "a client is stuck"
-        for c in clients:
-            print(f"client {c.index}: done={c.done} commits={c.commits} conflicts={c.conflicts} "
-                  f"errors={c.errors} unknown={c.unknown} (committed after all: {c.unknown_committed})")
-        assert not any(c.failure for c in clients), [c.failure for c in clients]
+        stop_clients(stop, threads, clients)
         assert all(c.commits for c in clients), "a client never committed"
         for s in storages:
             s.close()

@@ -40,7 +40,7 @@ from neoarray.ids import Z64, p64, u64
 from neoarray.proto import standby_pb2
 
 from .hand_cluster import HandCluster
-from .test_replicated_kills import Client, check_acked, check_current, load_current
+from .test_replicated_kills import Client, check_acked, check_current, stop_clients
 
 FAULTS = int(os.environ.get("NEOARRAY_FAULTS", "4"))
 KINDS = ("storage", "master", "storage+master", "takeover")
@@ -229,15 +229,8 @@ def test_random_kills_of_masters_and_storages_run_by_hand(tmp_path):
             assert reader.failure is None, reader.failure
         wait_all_up_to_date(cluster)
         time.sleep(0.5)
-        stop.set()
-        for th in threads:
-            th.join(60)
-        assert not any(th.is_alive() for th in threads), "a client is stuck"
-        for c in clients:
-            print(f"client {c.index}: done={c.done} commits={c.commits} conflicts={c.conflicts} "
-                  f"errors={c.errors} unknown={c.unknown} (committed after all: {c.unknown_committed})")
+        stop_clients(stop, threads, clients)
         print(f"kills={schedule.kills} reader reads={reader.reads}")
-        assert not any(c.failure for c in clients), [c.failure for c in clients]
         assert reader.failure is None, reader.failure
         for c in clients:
             c.settle_last()
