@@ -1,12 +1,14 @@
 """The data plane's server: framed TCP, one thread per connection, no handoff.
 
 Design, from ``benchmarks/wire_bench.py`` (a small request answered over loopback, one
-call at a time, on this 2-core machine, under load; median round trip and CPU per call,
-client + server): grpcio unary 951 us and 272 + 440 us; length-prefixed frames on an
-asyncio ``Protocol`` server 93 us and 32 + 75 us; on a hand-written ``selectors`` loop
-106 us and 34 + 70 us; on a thread per connection reading with blocking ``recv_into``
-and answering itself 38 us and 22 + 25 us; 8 MiB replies at 0.30, 0.12, 0.40 and
-0.74 GB/s.  An event loop hands every request from the loop to the code that serves
+call at a time, on this 2-core machine; medians of 3 rounds of 3,000 calls, the
+machine otherwise idle; round trip, and CPU per call client + server): grpcio unary
+436 us and 221 + 343 us; length-prefixed frames on an asyncio ``Protocol`` server 62 us
+and 18 + 57 us; on a hand-written ``selectors`` loop 64 us and 18 + 57 us; on a thread
+per connection reading with blocking ``recv_into`` and answering itself 37 us and
+17 + 20 us; 8 MiB replies at 1.13, 0.55, 2.27 and 2.73 GB/s.  (Under load, in an
+earlier run: 951, 93, 106 and 38 us.)  With this module's framing, protobuf bodies and
+checks, a trivial call costs about 100-120 us here.  An event loop hands every request from the loop to the code that serves
 it and back, or serves it on the loop and stalls every other connection behind an
 fsync; a thread per connection does neither: the thread that reads a request serves
 it and writes the reply.  So each accepted connection gets a thread, up to
