@@ -123,9 +123,6 @@ class CommitCore:
         self.reported: set[int] = set()           # storages that told this master what they hold
 
     # -- sessions and Finish ----------------------------------------------------------
-    def of_earlier_master(self, node: int) -> bool:
-        return 0 < node < self.first_node_id
-
     def accept_finish(self, node: int, ttid: bytes, live: bool) -> Txn:
         """The transaction ``node`` asks to finish, or ``RequestRefused`` (it was not
         committed and never will be).  ``live``: ``node`` is a session of this master

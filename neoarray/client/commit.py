@@ -69,7 +69,6 @@ class Txn:
     view_ptid: int = 0                  # ptid of the partition table seen at tpc_begin
     session: int = 0                    # this client's node id at tpc_begin (master/commit.py)
     outcome_unknown: bool = False       # tpc_finish ended without knowing whether it committed
-    finishing: threading.Event = field(default_factory=threading.Event)
     reached: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
 
