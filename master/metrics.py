@@ -21,6 +21,8 @@
                                                        for their turn)
 ``neoarray_master_event_subscribers``                  clients and admins following the
                                                        invalidation stream
+``neoarray_master_state_fsyncs_total``                 fsynced writes of the master's state
+                                                       (ids reserved, partition table, nodes)
 =====================================================  =====================================
 """
 from __future__ import annotations
@@ -60,7 +62,7 @@ class MasterCollector(Collector):
                     "partitions": m.partitions, "replicas": m.pt.replicas, "ptid": m.pt.ptid,
                     "commits": m.commits_finished, "last_tid": m.last_committed,
                     "last_oid": m.ids.last_oid, "open": len(m.commits.begun), "finishing": len(m.commits.queue),
-                    "subscribers": len(m.subscribers)}
+                    "subscribers": len(m.subscribers), "state_writes": m.state_db.writes}
 
     def collect(self):
         s = self._snapshot()
@@ -75,6 +77,8 @@ class MasterCollector(Collector):
             yield GaugeMetricFamily(f"neoarray_master_{name}", doc, value=s[key])
         yield CounterMetricFamily("neoarray_master_commits", "transactions finished since this master "
                                   "started", value=s["commits"])
+        yield CounterMetricFamily("neoarray_master_state_fsyncs", "fsynced writes of the master's state",
+                                  value=s["state_writes"])
         yield GaugeMetricFamily("neoarray_master_last_tid_timestamp_seconds", "unix time of the last "
                                 "committed TID", value=tid_seconds(s["last_tid"]))
         txns = GaugeMetricFamily("neoarray_master_transactions", "transactions in two-phase commit",

@@ -4,7 +4,7 @@ Keys (ascii) -> msgpack values: ``cluster`` (name), ``partitions``, ``replicas``
 ``pt`` (the partition table document), ``nodes`` ({node id: [type, address, host]}),
 ``next_node_id``, ``oid_reserved`` (int), ``tid_reserved`` (8 bytes), ``members``,
 ``epoch`` (the master generation, bumped when a standby takes over: master/standby.py).
-Every write is fsynced before the master acts on it.
+Every write is fsynced before the master acts on it; ``writes`` counts them.
 
 ``on_change`` (when set) is called after every write with the names written: the
 primary streams the whole state to its standby masters from there.
@@ -22,6 +22,7 @@ class MasterState:
         os.makedirs(path, exist_ok=True)
         self.env = lmdb.open(path, map_size=1 << 30, max_dbs=1, sync=True)
         self.on_change = None
+        self.writes = 0
 
     def get(self, name: str, default=None):
         with self.env.begin() as txn:
@@ -32,6 +33,7 @@ class MasterState:
         with self.env.begin(write=True) as txn:
             for name, value in values.items():
                 txn.put(name.encode(), msgpack.packb(value))
+            self.writes += 1
         if self.on_change is not None:
             self.on_change(tuple(values))
 
@@ -47,6 +49,7 @@ class MasterState:
                 txn.delete(key)
             for name, value in doc.items():
                 txn.put(name.encode(), msgpack.packb(value))
+            self.writes += 1
 
     def close(self) -> None:
         self.env.close()

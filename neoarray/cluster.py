@@ -390,6 +390,11 @@ class LocalCluster:
     def storage_procs(self) -> dict[int, subprocess.Popen]:
         return {i: s.proc for i, s in self._slots.items() if s.proc is not None}
 
+    def storage_pids(self) -> dict[str, int]:
+        """``{"S1": pid, ...}``: the running storage processes by node name (as in
+        :meth:`metrics_addresses` and neoctl)."""
+        return {s.name: s.proc.pid for s in self._slots.values() if s.proc is not None}
+
     def start_storage(self, index: int, timeout_s: float = 30.0, args: tuple[str, ...] = ()) -> str:
         """Start storage node ``index`` (a new one when the directory has no such
         storage); ``args``: more ``neoarray-storage`` options (e.g.

@@ -16,6 +16,9 @@ Contract (both implementations pass ``tests/storage_node/test_backend.py``):
   ``start <= key < stop`` in key order (reverse: descending, from the last key below
   ``stop``, down to ``start``).  Keys and values are ``bytes``.
 - ``sync()`` makes every committed write durable (fsync).
+- ``syncs`` and ``write_transactions`` count the calls of ``sync()`` and the write
+  transactions begun since the store was opened (for metrics and
+  ``benchmarks/commit_costs.py``).
 - ``write_behind()`` may start writing committed pages to disk without waiting, so
   that a later ``sync()`` is shorter; it promises nothing.
 - ``usage()`` is ``{"map_bytes", "used_bytes", "entries": {database: count}}`` (for
@@ -71,6 +74,8 @@ class LMDBStore:
                              readonly=readonly, create=not readonly)
         self.dbs = {name: self.env.open_db(name.encode(), create=not readonly) for name in DATABASES}
         self._write_behind = None if readonly else _WriteBehind(os.path.join(path, "data.mdb"))
+        self.syncs = self.write_transactions = 0
+        self._syncs_mutex = threading.Lock()
 
     def read(self, buffers: bool = False):
         return _LMDBTxn(self, write=False, buffers=buffers)
@@ -80,6 +85,8 @@ class LMDBStore:
 
     def sync(self) -> None:
         self.env.sync(True)
+        with self._syncs_mutex:
+            self.syncs += 1
 
     def write_behind(self) -> None:
         if self._write_behind is not None:
@@ -169,6 +176,8 @@ class _LMDBTxn:
         self.store = store
         self.dbs = store.dbs
         self.txn = store.env.begin(write=write, buffers=buffers)
+        if write:       # counted while this thread holds LMDB's one writer lock
+            store.write_transactions += 1
 
     def __enter__(self):
         return self
@@ -263,7 +272,7 @@ class MemoryStore:
         self.lock = threading.RLock()
         self.keys = {name: [] for name in DATABASES}
         self.values = {name: {} for name in DATABASES}
-        self.syncs = 0
+        self.syncs = self.write_transactions = 0
         self.write_behinds = 0
 
     def read(self, buffers: bool = False):
@@ -304,6 +313,8 @@ class _MemoryTxn:
 
     def __enter__(self):
         self.store.lock.acquire()
+        if self.write:
+            self.store.write_transactions += 1
         return self
 
     def __exit__(self, exc_type, exc, tb):

@@ -12,6 +12,9 @@
                                                            write locks), ``locked`` (final,
                                                            waiting for the master's unlock)
 ``neoarray_storage_partitions``                            partitions of the cluster
+``neoarray_storage_fsyncs_total``                          fsyncs of the store (vote, lock,
+                                                           catch-up, pack...)
+``neoarray_storage_write_transactions_total``              LMDB write transactions
 ``neoarray_storage_replication_records_total``             records copied by catch-up
 ``neoarray_storage_replication_bytes_total``               bytes received by catch-up
 ``neoarray_storage_replication_cells_pending``             OUT_OF_DATE cells of this node
@@ -40,6 +43,10 @@ class StorageCollector(Collector):
         yield GaugeMetricFamily("neoarray_storage_partitions", "partitions of the cluster",
                                 value=self.node.backend.partitions or 0)
         yield from self._replication()
+        kv = self.node.backend.kv
+        yield CounterMetricFamily("neoarray_storage_fsyncs", "fsyncs of the store", value=kv.syncs)
+        yield CounterMetricFamily("neoarray_storage_write_transactions", "LMDB write transactions",
+                                  value=kv.write_transactions)
 
     @staticmethod
     def _store(usage: dict):

@@ -163,6 +163,7 @@ def check_master(before: dict, after: dict, last_tid: bytes) -> None:
     assert value(after, "neoarray_master_last_tid_timestamp_seconds") == tid_seconds(last_tid)
     assert value(after, "neoarray_master_last_oid") >= COMMITS
     assert value(after, "neoarray_master_transactions", state="open") == 0
+    assert value(after, "neoarray_master_state_fsyncs_total") >= 1      # at least its creation
 
 
 def check_storage(before: dict, after: dict) -> None:
@@ -181,6 +182,10 @@ def check_storage(before: dict, after: dict) -> None:
     assert value(after, "neoarray_storage_replication_records_total") == 0
     assert value(after, "neoarray_storage_replication_cells_pending") == 0
     assert value(after, "neoarray_rpc_client_calls_total") > 0          # its heartbeats to the master
+    # every commit is durable at vote and at lock: at least two fsyncs, and its store,
+    # vote and lock are LMDB write transactions
+    assert grew(before, after, "neoarray_storage_fsyncs_total") >= 2 * COMMITS
+    assert grew(before, after, "neoarray_storage_write_transactions_total") >= 3 * COMMITS
 
 
 def check_client(before: dict, after: dict, storage, loads: float) -> None:
