@@ -2,8 +2,11 @@
 
 One float64 1-D array of ``--gib`` GiB in chunks of ``--chunk-mib`` MiB, for:
 neoarray on a LocalCluster (1 storage node on this host, so the client reads its
-LMDB directly), numpy in memory, ``numpy.memmap``, zarr v3 (local directory store,
-no compression) and h5py (chunked, no compression).
+LMDB directly), ``neoarray-remote`` (the same with ``local_reads=False``: every chunk
+crosses the data plane's TCP connection, as for a client on another host), numpy in
+memory, ``numpy.memmap``, zarr v3 (local directory store, no compression), h5py
+(chunked, no compression) and ``disk``: the disk itself, one file written
+sequentially chunk by chunk then ``fdatasync``, read back with ``readinto``.
 
 Figures, per system::
 
@@ -19,7 +22,9 @@ Figures, per system::
 
 stdout: one JSON line per figure ``{"bench", "system", "value", "unit"}``, then a
 summary line ``{"summary": ...}`` with neoarray's speed relative to each peer
-(``> 1``: neoarray is faster).  stderr: a markdown table.
+(``> 1``: neoarray is faster; against ``disk``, ``write`` is neoarray's durable write
+over the disk's sequential write rate with fdatasync) and ``remote_vs_local``, the
+remote client's figures over the co-located one's.  stderr: a markdown table.
 
     python benchmarks/array_bench.py            # 4 GiB
     python benchmarks/array_bench.py --quick    # 256 MiB, well under a minute
@@ -225,10 +230,60 @@ class H5System(System):
         self.f.close()
 
 
+class DiskSystem(System):
+    """The disk itself: the array's bytes in one file, written in chunks then
+    ``fdatasync`` (what a durable write can reach), read back with ``readinto``."""
+
+    name = "disk"
+
+    def write(self, src):
+        self.path = os.path.join(self.workdir, "disk.f8")
+        raw = memoryview(src).cast("B")
+        step = self.chunk_items * 8
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            for start in range(0, len(raw), step):
+                view = raw[start:start + step]
+                while view:
+                    view = view[os.write(fd, view):]
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        self.fd = os.open(self.path, os.O_RDONLY)
+
+    def make_cold(self):
+        return True
+
+    def _read(self, start_item: int, stop_item: int) -> np.ndarray:
+        out = np.empty(stop_item - start_item, dtype=np.float64)
+        view, offset = memoryview(out).cast("B"), start_item * 8
+        while view:
+            got = os.preadv(self.fd, [view], offset)
+            if got == 0:
+                raise EOFError(f"{self.path}: short file")
+            view, offset = view[got:], offset + got
+        return out
+
+    def read_all(self):
+        return self._read(0, self.n)
+
+    def read_item(self, i):
+        return self._read(int(i), int(i) + 1)[0]
+
+    def total(self):
+        return blockwise_sum(self._read, self.n, 8 * self.chunk_items)
+
+    def close(self):
+        if getattr(self, "fd", None) is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 class NeoSystem(System):
     """neoarray on a LocalCluster; a fresh client (empty caches) for cold reads."""
 
     name = "neoarray"
+    local = True        # the client may read the co-located storage node's LMDB
 
     def __init__(self, workdir, n, chunk_items, cache_bytes_max=64 << 20):
         super().__init__(workdir, n, chunk_items)
@@ -243,7 +298,7 @@ class NeoSystem(System):
         import transaction
         import ZODB
         self._close_db()
-        self.storage = self.cluster.open_storage(cache_bytes_max=self.cache_bytes_max)
+        self.storage = self.cluster.open_storage(cache_bytes_max=self.cache_bytes_max, local_reads=self.local)
         self.db = ZODB.DB(self.storage)
         self.tm = transaction.TransactionManager()
         self.conn = self.db.open(self.tm)
@@ -292,8 +347,15 @@ class NeoSystem(System):
             self.cluster.stop()
 
 
-SYSTEMS = {"neoarray": NeoSystem, "numpy": NumpySystem, "memmap": MemmapSystem,
-           "zarr": ZarrSystem, "h5py": H5System}
+class NeoRemoteSystem(NeoSystem):
+    """neoarray with ``local_reads=False``: a client on another host."""
+
+    name = "neoarray-remote"
+    local = False
+
+
+SYSTEMS = {"neoarray": NeoSystem, "neoarray-remote": NeoRemoteSystem, "numpy": NumpySystem,
+           "memmap": MemmapSystem, "zarr": ZarrSystem, "h5py": H5System, "disk": DiskSystem}
 
 
 # ---------------------------------------------------------------------- runner
@@ -329,7 +391,7 @@ def run_all(args, workdir, src, results, page_cache):
             sub = os.path.join(workdir, name)
             os.makedirs(sub)
             system = cls(sub, n, args.chunk_items, **({"cache_bytes_max": args.neo_cache_bytes}
-                                                     if cls is NeoSystem else {}))
+                                                     if issubclass(cls, NeoSystem) else {}))
             systems.append(system)
             seconds, _ = timed(lambda: system.write(src))      # noqa: B023 (called now)
             emit(results, "write", name, gbps(nbytes, seconds))
@@ -373,7 +435,7 @@ def warm_figures(system, args, src, results):
     seconds, total = timed(system.total)
     assert abs(total - args.expected_sum) <= 1e-9 * abs(args.expected_sum), (name, total)
     emit(results, "sum", name, gbps(nbytes, seconds))
-    if name == "neoarray":
+    if isinstance(system, NeoSystem):
         print(json.dumps({"system": name, "local_reads": system.local_reads,
                           "cache": system.storage.cache_stats()}), flush=True)
 
@@ -388,8 +450,11 @@ def summary(results):
     neo = results.get("neoarray", {})
     ratios = {peer: {b: ratio(b, neo.get(b), figures.get(b)) for b in BENCHES}
               for peer, figures in results.items() if peer != "neoarray"}
+    remote = results.get("neoarray-remote", {})
     return {"summary": {"neoarray_speed_relative_to": ratios,
-                        "meaning": "> 1: neoarray faster (GB/s ratio; for random, ms ratio peer/neoarray)"}}
+                        "remote_vs_local": {b: ratio(b, remote.get(b), neo.get(b)) for b in BENCHES},
+                        "meaning": "> 1: neoarray faster (GB/s ratio; for random, ms ratio peer/neoarray); "
+                                   "remote_vs_local: neoarray-remote over neoarray"}}
 
 
 def table(results, page_cache):

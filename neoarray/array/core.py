@@ -389,11 +389,24 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
                    if c is not None and not p.full]
         arrays = dict(self._map_arrays(partial, _writable_copy))
         for i, proj in enumerate(batch):
+            block = canon[proj.out]
+            if self._whole_chunk(sel, proj, block):     # encoded from the block itself
+                self._store_chunk(proj.key, block, existing[i])
+                continue
             array = arrays.pop(i, None)
             if array is None:
                 array = self._fill_chunk()
-            indexing.write_projection(sel, array, proj, canon[proj.out])
+            indexing.write_projection(sel, array, proj, block)
             self._store_chunk(proj.key, array, existing[i])
+
+    def _whole_chunk(self, sel, proj, block) -> bool:
+        """Whether ``block`` is, item for item in the same places, the whole chunk of
+        ``proj`` (a full, in-bounds chunk written by unit-step slices): no chunk array
+        needs to be made and filled first."""
+        if sel.adv_axes or not proj.full or block.dtype != self.dtype or block.shape != self._chunks:
+            return False
+        return all(s.step in (None, 1) and (s.start or 0) == 0 and s.stop in (None, c)
+                   for s, c in zip(proj.chunk_basic, (self._chunks[ax] for ax in sel.basic_axes)))
 
     # ------------------------------------------------------------------ growth
 
