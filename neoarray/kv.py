@@ -16,6 +16,8 @@ Contract (both implementations pass ``tests/storage_node/test_backend.py``):
   ``start <= key < stop`` in key order (reverse: descending, from the last key below
   ``stop``, down to ``start``).  Keys and values are ``bytes``.
 - ``sync()`` makes every committed write durable (fsync).
+- ``snapshot_reads_lock_free``: a read transaction holds no lock (LMDB: an MVCC
+  snapshot), so a reader may keep one open while it sends what it read.
 - ``syncs`` and ``write_transactions`` count the calls of ``sync()`` and the write
   transactions begun since the store was opened (for metrics and
   ``benchmarks/commit_costs.py``).
@@ -64,6 +66,8 @@ class LMDBStore:
     costs one fsync.  A killed process loses nothing: written pages are in the OS
     page cache.
     """
+
+    snapshot_reads_lock_free = True
 
     def __init__(self, path: str, map_bytes_max: int = 1 << 40, readonly: bool = False):
         if not readonly:
@@ -265,6 +269,8 @@ class MemoryStore:
     Transactions are serialised by one lock and writes are buffered until commit, so
     an aborted write transaction leaves nothing behind.
     """
+
+    snapshot_reads_lock_free = False
 
     def __init__(self, bytes_max: int = 1 << 62):
         self.bytes_max = bytes_max

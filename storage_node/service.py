@@ -206,11 +206,16 @@ class StorageServicer(rpc.StorageServicer):
     # -- reads --------------------------------------------------------------------
     # Each read method has a ``_segments`` twin for the framed data plane, where record
     # data travels as raw bulk segments, never inside protobuf (transport/server.py).
-    def _loaded(self, req: pb.LoadRequest) -> tuple[pb.LoadReply, bytes]:
-        """The reply of a load, its data apart."""
+    def _loaded(self, req: pb.LoadRequest, txn=None) -> tuple[pb.LoadReply, bytes]:
+        """The reply of a load, its data apart: a copy, or a view valid while the read
+        transaction ``txn`` (given) lasts."""
         oid = _id(req.oid, "oid")
         try:
-            rec = self.backend.load(oid, before=req.before or None, serial=req.serial or None)
+            if txn is None:
+                rec = self.backend.load(oid, before=req.before or None, serial=req.serial or None)
+            else:
+                rec = self.backend.load_in(txn, oid, before=req.before or None, serial=req.serial or None,
+                                           copy=False)
         except NoObject:
             return pb.LoadReply(oid=oid, status=pb.NO_OBJECT), b""
         except NoRevision:
@@ -245,11 +250,23 @@ class StorageServicer(rpc.StorageServicer):
         return pb.LoadManyReply(loads=[self._load(r) for r in request.loads])
 
     def LoadMany_segments(self, request, segments, context):
-        """One segment per load (empty when it found no data)."""
+        """One segment per load (empty when it found no data).  On a store whose
+        snapshot reads take no lock (LMDB), the segments are the records in their pages,
+        sent from there: the read transaction ends once the reply is written."""
         _no_segments(segments, "LoadMany")
         self._check_batch(request)
-        done = [self._loaded(r) for r in request.loads]
-        return pb.LoadManyReply(loads=[reply for reply, _ in done]), [data for _, data in done]
+        kv = self.backend.kv
+        if not kv.snapshot_reads_lock_free:
+            done = [self._loaded(r) for r in request.loads]
+            return pb.LoadManyReply(loads=[reply for reply, _ in done]), [data for _, data in done]
+        txn = kv.read(buffers=True)
+        try:
+            done = [self._loaded(r, txn) for r in request.loads]
+        except BaseException:
+            txn.__exit__(None, None, None)
+            raise
+        return (pb.LoadManyReply(loads=[reply for reply, _ in done]), [data for _, data in done],
+                lambda: txn.__exit__(None, None, None))
 
     def History(self, request, context):
         try:

@@ -29,6 +29,9 @@ log = logging.getLogger("neoarray.client")
 LOAD_NOT_FOUND = (spb.NO_OBJECT, spb.NO_REVISION)
 
 
+BULK_LOADS_IN_FLIGHT = 4     # LoadMany requests per node at once for a bulk read (load_bulk)
+
+
 class _Rec(NamedTuple):
     """One answer to a load, from the network or from a local LMDB."""
     status: int
@@ -232,20 +235,63 @@ class Reads:
                     data = _aligned_copy(data, align)
                     cache.put(oid, data, rec.serial, rec.next_serial, token, colour)
                 out[oid] = (data, rec.serial)
-            for oid, (data, serial, _) in self.load_many(remote, tid, colour).items():
+            for oid, (data, serial, _) in self.load_bulk(remote, tid, colour).items():
                 out[oid] = (data, serial)
             yield out
 
+    def load_bulk(self, oids, tid, colour: str) -> dict:
+        """Like :meth:`load_many`, for large records (array chunks): each node's oids go
+        in up to ``BULK_LOADS_IN_FLIGHT`` LoadMany requests sent at once from this
+        thread, so that the node reads them from disk and sends them on as many
+        connections in parallel (one request would read its records one after the
+        other).  Local nodes are read as by ``load_many``."""
+        out, todo = {}, []
+        for oid in oids:
+            hit = self.cache.get(oid, tid, colour)
+            if hit is None:
+                todo.append(oid)
+            else:
+                out[oid] = hit
+        local, started = [], []
+        for nid, batch in self.by_node(todo):
+            if self.local is not None and self.local.get(nid) is not None:
+                local.append((nid, batch))
+                continue
+            step = -(-len(batch) // BULK_LOADS_IN_FLIGHT)
+            for i in range(0, len(batch), step):
+                started.append(self._start_load(nid, batch[i:i + step], tid))
+        try:
+            for nid, batch in local:
+                out.update(self.load_batch(nid, batch, tid, colour))
+            while started:
+                out.update(self._finish_load(*started.pop(0), colour))
+        finally:
+            for _nid, _token, call in started:      # after a failure: their connections back
+                with contextlib.suppress(Exception):
+                    bulk.finish(call)
+        return out
+
     def load_batch(self, nid, oids, tid, colour=None):
         """Load ``oids`` as of ``tid`` from one node (locally when it is on this host)."""
-        token = self.cache.start_load()
         local = self.local.get(nid) if self.local else None
-        if local is not None:
-            recs = [(oid, _local_load(local, spb.LoadRequest(oid=oid, before=tid))) for oid in oids]
-        else:
-            reply, datas = bulk.call(self.link.storage(nid).LoadMany, spb.LoadManyRequest(
-                loads=[spb.LoadRequest(oid=o, before=tid) for o in oids]), (), self.rpc_timeout_s, f"load from S{nid}")
-            recs = [(r.oid, _rec_of(r, d, nid)) for r, d in zip(reply.loads, datas)]
+        if local is None:
+            return self._finish_load(*self._start_load(nid, oids, tid), colour)
+        token = self.cache.start_load()
+        recs = [(oid, _local_load(local, spb.LoadRequest(oid=oid, before=tid))) for oid in oids]
+        return self._cached(recs, token, colour)
+
+    def _start_load(self, nid, oids, tid):
+        """``(nid, cache token, call)``: a LoadMany of ``oids`` sent to ``nid``."""
+        token = self.cache.start_load()
+        return nid, token, bulk.start(self.link.storage(nid).LoadMany, spb.LoadManyRequest(
+            loads=[spb.LoadRequest(oid=o, before=tid) for o in oids]), (), self.rpc_timeout_s)
+
+    def _finish_load(self, nid, token, call, colour) -> dict:
+        reply, datas = bulk.finish(call, f"load from S{nid}")
+        return self._cached([(r.oid, _rec_of(r, d, nid)) for r, d in zip(reply.loads, datas)], token, colour)
+
+    def _cached(self, recs, token, colour) -> dict:
+        """The found records of ``recs`` (``[(oid, _Rec)]``), put into the cache."""
         out = {}
         for oid, r in recs:
             if r.status == spb.FOUND:

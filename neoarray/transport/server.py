@@ -30,8 +30,11 @@ then decoded (protobuf; a body that does not decode is INVALID_ARGUMENT naming t
 method) and served by the same servicer methods as the gRPC server, with a
 ``_Context`` standing for gRPC's.  Domain exceptions become the same status codes
 (``wire.status_of``).  A method may take and return bulk segments: the servicer's
-``<Method>_segments(request, segments, context) -> (reply, segments)``; a method
-without one refuses segments.  A server-streaming method (the master's Subscribe)
+``<Method>_segments(request, segments, context) -> (reply, segments)``, or
+``(reply, segments, release)`` when the segments are views valid only until
+``release()`` (a storage node's loads hand out records in their LMDB pages: no copy),
+which the server calls once the reply is written or failed; a method without one
+refuses segments.  A server-streaming method (the master's Subscribe)
 sends its messages as PUSH frames, then END, and holds its connection's thread while
 it lasts.  A frame this protocol does not allow (a bad header, lengths that do not add
 up, an unknown kind, a frame out of order) is answered with an error and the
@@ -345,12 +348,17 @@ class _Connection:
                 self._write(frames.Frame(frames.END, frame.rid, frame.method))
                 return
             if handler.takes_segments:
-                reply, segments = handler.fn(request, frame.segments, context)
+                result = handler.fn(request, frame.segments, context)
             else:
-                reply, segments = handler.fn(request, context), []
-            body = reply.SerializeToString()
-            reply_bytes = len(body) + sum(memoryview(s).nbytes for s in segments)
-            self._write(frames.Frame(frames.REPLY, frame.rid, frame.method, body, segments))
+                result = handler.fn(request, context), []
+            reply, segments = result[0], result[1]
+            try:
+                body = reply.SerializeToString()
+                reply_bytes = len(body) + sum(memoryview(s).nbytes for s in segments)
+                self._write(frames.Frame(frames.REPLY, frame.rid, frame.method, body, segments))
+            finally:
+                if len(result) > 2:     # segments were views valid until release()
+                    result[2]()
         except conn.PeerGone:
             code = "CANCELLED"
             raise

@@ -36,6 +36,7 @@ class Servicer(srpc.StorageServicer):
     def __init__(self):
         self.stored = []
         self.release = threading.Event()
+        self.releases = 0
 
     def Load_segments(self, request, segments, context):
         return spb.LoadReply(oid=request.oid, status=spb.FOUND, serial=b"\0" * 8), [request.oid * 1000]
@@ -43,6 +44,18 @@ class Servicer(srpc.StorageServicer):
     def Store_segments(self, request, segments, context):
         self.stored.append([bytes(s) for s in segments])
         return spb.StoreReply(), []
+
+    def LoadMany_segments(self, request, segments, context):
+        """Views of a buffer that ``release`` wipes: what the client gets was sent
+        before the release."""
+        buf = bytearray(b"".join(r.oid * 1000 for r in request.loads))
+        views = [memoryview(buf)[i * 8000:(i + 1) * 8000] for i in range(len(request.loads))]
+
+        def release():
+            buf[:] = b"\0" * len(buf)
+            self.releases += 1
+        return spb.LoadManyReply(loads=[spb.LoadReply(oid=r.oid, status=spb.FOUND) for r in request.loads]), \
+            views, release
 
     def Unlock(self, request, context):
         self.release.wait(10)
@@ -76,6 +89,17 @@ def test_bulk_goes_both_ways_as_raw_segments(server):
         request = spb.StoreRequest(ttid=b"\0" * 8, objects=[spb.ObjectRecord(oid=b"\2" * 8), spb.ObjectRecord(oid=b"\3" * 8)])
         bulk.call(stub.Store, request, [big[:-100], b"small"], 5.0)
     assert server.servicer.stored == [[big[:-100], b"small"]]
+
+
+def test_segments_lent_by_a_servicer_are_released_once_sent(server):
+    channel, stub = _stub(server.address)
+    with channel:
+        for n in (1, 3):
+            oids = [bytes([i + 1]) * 8 for i in range(n)]
+            reply, datas = bulk.call(stub.LoadMany, spb.LoadManyRequest(loads=[spb.LoadRequest(oid=o) for o in oids]),
+                                     (), 5.0)
+            assert [bytes(d) for d in datas] == [o * 1000 for o in oids]
+    assert server.servicer.releases == 2
 
 
 def test_another_cluster_is_refused_at_hello(server):
