@@ -69,6 +69,8 @@ class Txn:
     view_ptid: int = 0                  # ptid of the partition table seen at tpc_begin
     session: int = 0                    # this client's node id at tpc_begin (master/commit.py)
     outcome_unknown: bool = False       # tpc_finish ended without knowing whether it committed
+    routes: dict = field(default_factory=dict)      # partition -> writable nodes, for ``routes_view``
+    routes_view: object = None          # the cluster view (link.info) ``routes`` were made from
     reached: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -120,7 +122,7 @@ class CommitDriver:
         record = spb.ObjectRecord(oid=oid, serial=serial, deleted=data is None,
                                   checksum=0 if data is None else xxhash.xxh3_64_intdigest(data),
                                   data_tid=data_tid or b"")
-        nodes = self.link.writable(self.link.partition(oid))
+        nodes = self._route(txn, self.link.partition(oid))
         if not nodes:
             raise ClusterUnavailable(f"no writable copy of the partition of oid 0x{oid.hex()}")
         for nid in nodes:
@@ -128,6 +130,17 @@ class CommitDriver:
         txn.buffered_bytes += len(data or b"")
         if txn.buffered_bytes >= self.limits.store_batch_bytes_max:
             self.flush(txn)
+
+    def _route(self, txn: Txn, partition: int) -> list[int]:
+        """``link.writable(partition)``, kept for the transaction while the cluster view
+        is the same one and no node failed it (a failure or a new view routes anew)."""
+        view = self.link.info
+        if txn.routes_view is not view:
+            txn.routes, txn.routes_view = {}, view
+        nodes = txn.routes.get(partition)
+        if nodes is None:
+            nodes = txn.routes[partition] = self.link.writable(partition)
+        return nodes
 
     @staticmethod
     def _take_buffers(txn: Txn) -> dict:
@@ -169,6 +182,7 @@ class CommitDriver:
                     nid, txn.ttid.hex(), exc)
         txn.failed.add(nid)
         txn.voted.discard(nid)
+        txn.routes_view = None          # route the next stores anew, without it
         self.link.suspect(nid)
 
     def _left_out(self, txn: Txn | None, nid: int, exc: Exception) -> bool:
