@@ -336,34 +336,38 @@ class ColouredCache:
 
     def put(self, oid: bytes, data, serial: bytes, next_serial: bytes | None,
             token: int | None = None, colour: str | None = None) -> None:
-        size = len(data) + ENTRY_OVERHEAD_BYTES
         with self.lock:
-            c = self.colour(colour)
-            if next_serial is None and token is not None and self._invalidated_since(oid, token):
-                return
-            entry = self.entries.get(oid)
-            if entry is not None:
-                for rev in entry.revs:
-                    if rev[0] == serial:
-                        if next_serial is not None:
-                            rev[1] = next_serial
-                        return
-                if entry.colour != c.name:
-                    self._move(entry, c)
-            if size > c.entry_bytes_max:
-                return
-            if entry is None:
-                entry = _Entry(oid, c.name)
-                self.entries[oid] = entry
-                c.objects += 1
-                c.policy.insert(entry)
-            entry.revs.append([serial, next_serial, data])
-            entry.revs.sort(key=lambda r: r[0])
-            delta = size
-            while len(entry.revs) > REVISIONS_PER_OID_MAX:
-                delta -= len(entry.revs.pop(0)[2]) + ENTRY_OVERHEAD_BYTES
-            self._grow(entry, c, delta)
-            self._evict()
+            self._put(oid, data, serial, next_serial, token, colour)
+
+    def _put(self, oid, data, serial, next_serial, token, colour) -> None:
+        """``put`` with ``lock`` held."""
+        size = len(data) + ENTRY_OVERHEAD_BYTES
+        c = self.colour(colour)
+        if next_serial is None and token is not None and self._invalidated_since(oid, token):
+            return
+        entry = self.entries.get(oid)
+        if entry is not None:
+            for rev in entry.revs:
+                if rev[0] == serial:
+                    if next_serial is not None:
+                        rev[1] = next_serial
+                    return
+            if entry.colour != c.name:
+                self._move(entry, c)
+        if size > c.entry_bytes_max:
+            return
+        if entry is None:
+            entry = _Entry(oid, c.name)
+            self.entries[oid] = entry
+            c.objects += 1
+            c.policy.insert(entry)
+        entry.revs.append([serial, next_serial, data])
+        entry.revs.sort(key=lambda r: r[0])
+        delta = size
+        while len(entry.revs) > REVISIONS_PER_OID_MAX:
+            delta -= len(entry.revs.pop(0)[2]) + ENTRY_OVERHEAD_BYTES
+        self._grow(entry, c, delta)
+        self._evict()
 
     def _grow(self, entry, c, delta):
         entry.size += delta
@@ -403,17 +407,31 @@ class ColouredCache:
 
     def invalidate(self, oids, tid: bytes) -> None:
         with self.lock:
-            self.seq += 1
-            for oid in oids:
-                self.recent[oid] = self.seq
-                self.recent.move_to_end(oid)
-                entry = self.entries.get(oid)
-                if entry is not None:
-                    for rev in entry.revs:
-                        if rev[1] is None and rev[0] < tid:
-                            rev[1] = tid
-            while len(self.recent) > RECENT_INVALIDATIONS_MAX:
-                self.floor = self.recent.popitem(last=False)[1]
+            self._invalidate(oids, tid)
+
+    def _invalidate(self, oids, tid: bytes) -> None:
+        """``invalidate`` with ``lock`` held."""
+        self.seq += 1
+        for oid in oids:
+            self.recent[oid] = self.seq
+            self.recent.move_to_end(oid)
+            entry = self.entries.get(oid)
+            if entry is not None:
+                for rev in entry.revs:
+                    if rev[1] is None and rev[0] < tid:
+                        rev[1] = tid
+        while len(self.recent) > RECENT_INVALIDATIONS_MAX:
+            self.floor = self.recent.popitem(last=False)[1]
+
+    def committed(self, written, tid: bytes, colour: str | None = None) -> None:
+        """This client committed ``tid``: for each ``(oid, data)`` of ``written``, older
+        revisions of ``oid`` end at ``tid`` and ``data`` (None: not kept) becomes its
+        revision at ``tid``; under one hold of the lock."""
+        with self.lock:
+            self._invalidate([oid for oid, _ in written], tid)
+            for oid, data in written:
+                if data is not None:
+                    self._put(oid, data, tid, None, None, colour)
 
     def forget(self, oid: bytes) -> None:
         with self.lock:

@@ -466,10 +466,8 @@ class NeoStorage(ConflictResolvingStorage):
             self._wait_own_invalidation(txn, tid, prev_tid)
             colour = colours.current()
             with self._lock:
-                for oid, (serial, data) in txn.data.items():
-                    self._cache.invalidate((oid,), tid)
-                    if data is not None and data is not TOO_BIG:
-                        self._cache.put(oid, data, tid, None, None, colour)
+                self._cache.committed([(oid, None if data is TOO_BIG else data)
+                                       for oid, (_serial, data) in txn.data.items()], tid, colour)
                 func(tid)
                 self._last_tid = max(self._last_tid, tid)
                 self._tid_changed.notify_all()
