@@ -497,6 +497,19 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         return ufuncs.array_ufunc(ufunc, method, inputs, kwargs)
 
+    def dot(self, b, out=None):
+        """``numpy.dot(self, b)``: for 1-D and 2-D operands, block by block
+        (:mod:`neoarray.array.linalg`)."""
+        return np.dot(self, b, out=out)
+
+    def cumsum(self, axis=None, dtype=None, out=None):
+        """``numpy.cumsum``, chunk by chunk with a carry (:mod:`neoarray.array.scans`)."""
+        return np.cumsum(self, axis=axis, dtype=dtype, out=out)
+
+    def cumprod(self, axis=None, dtype=None, out=None):
+        """``numpy.cumprod``, chunk by chunk with a carry (:mod:`neoarray.array.scans`)."""
+        return np.cumprod(self, axis=axis, dtype=dtype, out=out)
+
     def __array_function__(self, func, types, args, kwargs):
         return ufuncs.array_function(self, func, types, args, kwargs)
 

@@ -23,7 +23,7 @@ import numbers
 
 import numpy as np
 
-from . import core, fetch, layout, reductions
+from . import core, fetch, layout, linalg, outputs, reductions, scans
 from .config import config
 from .errors import ArrayShapeError
 
@@ -58,8 +58,12 @@ def _fill_of(ufunc, inputs, kwargs):
 
 def array_ufunc(ufunc, method, inputs, kwargs):
     """Implementation of ``ndarray.__array_ufunc__``."""
+    if ufunc.signature is not None:         # generalized ufuncs: matmul only
+        return _matmul(ufunc, method, inputs, kwargs)
     if method == "reduce":
         return _ufunc_reduce(ufunc, inputs, kwargs)
+    if method == "accumulate":
+        return _ufunc_accumulate(ufunc, inputs, kwargs)
     out = kwargs.pop("out", None)
     if isinstance(out, tuple):
         out = out[0] if len(out) == 1 else out
@@ -81,21 +85,7 @@ def array_ufunc(ufunc, method, inputs, kwargs):
 
 def _prepare_out(out, inputs, shape, fill):
     """Return the output array: ``out`` checked, or a new neoarray."""
-    if out is not None:
-        if tuple(out.shape) != shape:
-            raise ArrayShapeError(
-                f"output array of shape {tuple(out.shape)} does not match the broadcast "
-                f"shape {shape} of the inputs")
-        return out
-    neo = [x for x in inputs if isinstance(x, core.ndarray)]
-    like = next((x for x in neo if x.shape == shape), None)
-    result = core.ndarray(shape, dtype=fill.dtype, order=neo[0].order,
-                          chunks=None if like is None else like.chunks,
-                          fill_value=fill[0], codec=neo[0].codec)
-    jar = next((x._p_jar for x in neo if x._p_jar is not None), None)
-    if jar is not None:
-        jar.add(result)
-    return result
+    return outputs.prepare_out(out, inputs, shape, fill.dtype, fill[0], what="the broadcast inputs")
 
 
 def _sparse_ok(inputs, out, shape, fill):
@@ -155,6 +145,28 @@ def _compute_batch(ufunc, inputs, kwargs, out, shape, chunks, batch):
             out._put_block(key, result)
         else:
             out[region] = result
+
+
+def _single_out(kwargs):
+    out = kwargs.pop("out", None)
+    return out[0] if isinstance(out, tuple) and len(out) == 1 else out
+
+
+def _matmul(ufunc, method, inputs, kwargs):
+    if ufunc is not np.matmul or method != "__call__" or len(inputs) != 2:
+        return NotImplemented
+    out, dtype = _single_out(kwargs), kwargs.pop("dtype", None)
+    if kwargs or isinstance(out, tuple):
+        return NotImplemented
+    return linalg.matmul(*inputs, out=out, dtype=dtype)
+
+
+def _ufunc_accumulate(ufunc, inputs, kwargs):
+    out = _single_out(kwargs)
+    axis, dtype = kwargs.pop("axis", 0), kwargs.pop("dtype", None)
+    if kwargs or len(inputs) != 1 or isinstance(out, tuple):
+        return NotImplemented
+    return scans.accumulate(ufunc, inputs[0], axis, dtype, out)
 
 
 def _ufunc_reduce(ufunc, inputs, kwargs):
@@ -219,10 +231,29 @@ def _materialise(value):
     return value
 
 
+def _dot(a, b, out=None):
+    return linalg.dot(a, b, out=out)
+
+
+def _cumulative(ufunc, numpy_func):
+    def run(a, axis=None, dtype=None, out=None):
+        return scans.accumulate(ufunc, a, axis, dtype, out, numpy_func=numpy_func)
+    return run
+
+
+_ARRAY_FUNCTIONS = {np.dot: _dot, np.cumsum: _cumulative(np.add, np.cumsum),
+                    np.cumprod: _cumulative(np.multiply, np.cumprod)}
+
+
 def array_function(array, func, types, args, kwargs):
     """Implementation of ``ndarray.__array_function__``."""
     if func in REDUCTION_FUNCS and args and args[0] is array:
         result = _reduction(array, func, args, kwargs)
+        if result is not NotImplemented:
+            return result
+    special = _ARRAY_FUNCTIONS.get(func)
+    if special is not None:
+        result = special(*args, **kwargs)
         if result is not NotImplemented:
             return result
     if func is np.shape and args[0] is array:

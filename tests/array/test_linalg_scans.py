@@ -1,0 +1,142 @@
+"""Matrix products (linalg.py) and running reductions (scans.py) against numpy, with
+memory bounded below the operands' size: nothing is loaded whole."""
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import neoarray.array as na
+from neoarray.array.config import configure
+from neoarray.array.errors import ArrayShapeError, ArrayValueError
+
+from array_helpers import examples, values_for
+
+PRODUCT_DTYPES = [np.dtype(d) for d in ("int32", "int64", "float64", "float32", "complex128")]
+SCAN_DTYPES = [np.dtype(d) for d in ("bool", "int8", "uint16", "int64", "float64", "complex128")]
+
+
+def _operand(draw, shape, dtype, kind):
+    oracle = values_for(draw, shape, dtype)
+    if kind == "numpy":
+        return oracle, oracle.copy()
+    chunks = tuple(draw(st.integers(1, max(1, n))) for n in shape)
+    array = na.ndarray(shape, dtype=dtype, chunks=chunks, order=draw(st.sampled_from("CF")))
+    array[...] = oracle
+    return oracle, array
+
+
+def _bound(*operands):
+    """A memory bound below every neoarray operand's size, above one chunk's blocks."""
+    chunk_bytes = [int(np.prod(a.chunks)) * a.itemsize for a in operands if isinstance(a, na.ndarray)]
+    return 64 * max(chunk_bytes) + (1 << 14)
+
+
+@st.composite
+def products(draw):
+    n, k, m = (draw(st.integers(1, 24)) for _ in range(3))
+    left_1d, right_1d = draw(st.booleans()), draw(st.booleans())
+    dtype = draw(st.sampled_from(PRODUCT_DTYPES))
+    kinds = draw(st.sampled_from([("neo", "neo"), ("neo", "numpy"), ("numpy", "neo")]))
+    a = _operand(draw, (k,) if left_1d else (n, k), dtype, kinds[0])
+    b = _operand(draw, (k,) if right_1d else (k, m), draw(st.sampled_from(PRODUCT_DTYPES)), kinds[1])
+    return a, b
+
+
+def _same(got, expected):
+    if np.ndim(expected) == 0:
+        assert np.ndim(got) == 0
+    else:
+        assert isinstance(got, na.ndarray) and got.shape == expected.shape
+    got = np.asarray(got)
+    assert got.dtype == expected.dtype
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@examples(120)
+@given(products(), st.sampled_from(["@", "matmul", "dot", "method"]))
+def test_products_match_numpy_in_bounded_memory(pair, how):
+    (a0, a), (b0, b) = pair
+    expected = a0 @ b0
+    with configure(memory_bytes_max=_bound(a, b)):
+        if how == "@":
+            got = a @ b
+        elif how == "matmul":
+            got = np.matmul(a, b)
+        elif how == "dot":
+            got = np.dot(a, b)
+        else:
+            if not isinstance(a, na.ndarray):
+                return
+            got = a.dot(b)
+    _same(got, expected)
+
+
+def test_a_product_larger_than_memory_runs_block_by_block():
+    rng = np.random.default_rng(7)
+    a0, x0 = rng.normal(size=(400, 300)), rng.normal(size=300)
+    a = na.ndarray(a0.shape, chunks=(50, 60))
+    a[...] = a0
+    with configure(memory_bytes_max=a0.nbytes // 8):
+        with pytest.raises(na.ArrayTooLargeError):
+            np.asarray(a)            # the operand itself does not fit
+        y = a @ x0
+    np.testing.assert_allclose(np.asarray(y), a0 @ x0)
+
+
+def test_products_refuse_mismatched_and_unsupported_operands():
+    a = na.ndarray((4, 3), chunks=(2, 2))
+    with pytest.raises(ArrayShapeError, match="contracted axes differ"):
+        a @ np.ones(5)
+    with pytest.raises(TypeError):
+        np.matmul(a, np.ones((2, 3, 4)))       # 3-D: numpy's own error
+    with pytest.raises(TypeError):
+        np.vecdot(a, a) if hasattr(np, "vecdot") else np.subtract.accumulate(a)
+
+
+@st.composite
+def scans(draw):
+    shape = tuple(draw(st.lists(st.integers(1, 12), min_size=1, max_size=3)))
+    dtype = draw(st.sampled_from(SCAN_DTYPES))
+    _, array = oracle_array = _operand(draw, shape, dtype, "neo")
+    axis = draw(st.integers(-len(shape), len(shape) - 1))
+    return oracle_array, axis
+
+
+@examples(120)
+@given(scans(), st.sampled_from(["cumsum", "cumprod", "method", "add", "multiply", "maximum",
+                                 "minimum", "logical_or", "logical_and"]))
+def test_running_reductions_match_numpy_in_bounded_memory(case, how):
+    (a0, a), axis = case
+    if how in ("cumsum", "cumprod"):
+        expected = getattr(np, how)(a0, axis=axis)
+        run = lambda: getattr(np, how)(a, axis=axis)      # noqa: E731
+    elif how == "method":
+        expected = a0.cumsum(axis=axis)
+        run = lambda: a.cumsum(axis=axis)                 # noqa: E731
+    else:
+        ufunc = getattr(np, how)
+        if a0.dtype.kind == "c" and how in ("maximum", "minimum"):
+            return
+        with np.errstate(all="ignore"):
+            expected = ufunc.accumulate(a0, axis=axis)
+        run = lambda: ufunc.accumulate(a, axis=axis)       # noqa: E731
+    with configure(memory_bytes_max=_bound(a)), np.errstate(all="ignore"):
+        got = run()
+    assert isinstance(got, na.ndarray) and got.shape == expected.shape and got.dtype == expected.dtype
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-6)
+
+
+def test_scans_write_into_out_and_refuse_a_flattening_axis():
+    a0 = np.arange(24, dtype=np.int64).reshape(4, 6)
+    a = na.ndarray(a0.shape, dtype=a0.dtype, chunks=(3, 4))
+    a[...] = a0
+    out = na.ndarray(a0.shape, dtype=np.int64, chunks=(2, 2))
+    assert np.cumsum(a, axis=1, out=out) is out
+    np.testing.assert_array_equal(np.asarray(out), np.cumsum(a0, axis=1))
+    with pytest.raises(ArrayValueError, match="axis=None flattens"):
+        np.cumsum(a)
+    one = na.ndarray((7,), dtype=np.int8, chunks=(3,))
+    one[...] = np.arange(7, dtype=np.int8)
+    np.testing.assert_array_equal(np.asarray(np.cumsum(one)), np.cumsum(np.arange(7, dtype=np.int8)))
+    with pytest.raises(ArrayValueError, match="out of bounds"):
+        np.cumsum(a, axis=2)
