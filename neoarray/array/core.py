@@ -23,7 +23,7 @@ import persistent
 from BTrees.OOBTree import OOBTree
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-from . import fetch, indexing, layout, reductions, ufuncs
+from . import fetch, indexing, layout, methods, reductions, ufuncs
 from .chunks import (Chunk, codec_from_spec, codec_spec, decode_chunk, encode_chunk,
                      is_all_fill, new_chunk_array)
 from .config import config
@@ -496,6 +496,55 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         return ufuncs.array_ufunc(ufunc, method, inputs, kwargs)
+
+    # ------------------------------------------------------------------ numpy methods
+    # chunk by chunk, from the stored chunks (see neoarray.array.methods)
+
+    @property
+    def T(self):
+        """The transposed array (a new array, chunk by chunk)."""
+        return methods.transpose(self)
+
+    def transpose(self, *axes):
+        return methods.transpose(self, axes)
+
+    def swapaxes(self, axis1, axis2):
+        return methods.swapaxes(self, axis1, axis2)
+
+    def reshape(self, *shape, order="C"):
+        return methods.reshape(self, shape, order)
+
+    def ravel(self, order="C"):
+        return methods.reshape(self, (-1,), order)
+
+    flatten = ravel
+
+    def squeeze(self, axis=None):
+        return methods.squeeze(self, axis)
+
+    def astype(self, dtype, copy=True):
+        return methods.astype(self, dtype, copy)
+
+    def copy(self):
+        return methods.astype(self, self.dtype, True)
+
+    def clip(self, min=None, max=None):  # noqa: A002 - numpy's names
+        return methods.clip(self, min, max)
+
+    def round(self, decimals=0):
+        return methods.round_(self, decimals)
+
+    def fill(self, value):
+        methods.fill(self, value)
+
+    def item(self, *args):
+        return methods.item(self, *args)
+
+    def tolist(self):
+        return methods.tolist(self)
+
+    def nonzero(self):
+        return methods.nonzero(self)
 
     def dot(self, b, out=None):
         """``numpy.dot(self, b)``: for 1-D and 2-D operands, block by block

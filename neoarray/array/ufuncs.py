@@ -23,7 +23,7 @@ import numbers
 
 import numpy as np
 
-from . import core, fetch, layout, linalg, outputs, reductions, scans
+from . import core, fetch, layout, linalg, methods, outputs, reductions, scans
 from .config import config
 from .errors import ArrayShapeError
 
@@ -241,8 +241,31 @@ def _cumulative(ufunc, numpy_func):
     return run
 
 
-_ARRAY_FUNCTIONS = {np.dot: _dot, np.cumsum: _cumulative(np.add, np.cumsum),
-                    np.cumprod: _cumulative(np.multiply, np.cumprod)}
+def _neo_first(func):
+    """``func(a, ...)`` when ``a`` is a neoarray, else NotImplemented (numpy's own)."""
+    def run(a, *args, **kwargs):
+        return func(a, *args, **kwargs) if isinstance(a, core.ndarray) else NotImplemented
+    return run
+
+
+_ARRAY_FUNCTIONS = {
+    np.dot: _dot, np.cumsum: _cumulative(np.add, np.cumsum),
+    np.cumprod: _cumulative(np.multiply, np.cumprod),
+    np.transpose: _neo_first(lambda a, axes=None: methods.transpose(a, axes)),
+    np.swapaxes: _neo_first(methods.swapaxes),
+    np.reshape: _neo_first(lambda a, shape=None, order="C", **kw: methods.reshape(a, (kw.get("newshape", shape),), order)),
+    np.ravel: _neo_first(lambda a, order="C": methods.reshape(a, (-1,), order)),
+    np.squeeze: _neo_first(lambda a, axis=None: methods.squeeze(a, axis)),
+    np.expand_dims: _neo_first(methods.expand_dims),
+    np.clip: _neo_first(lambda a, a_min=None, a_max=None, **kw: methods.clip(
+        a, kw.get("min", a_min), kw.get("max", a_max)) if not (set(kw) - {"min", "max"}) else NotImplemented),
+    np.round: _neo_first(lambda a, decimals=0, out=None: methods.round_(a, decimals) if out is None
+                         else NotImplemented),
+    np.copy: _neo_first(lambda a, order="K", subok=False: methods.astype(a, a.dtype, True)),
+    np.nonzero: _neo_first(methods.nonzero),
+}
+if hasattr(np, "around"):
+    _ARRAY_FUNCTIONS[np.around] = _ARRAY_FUNCTIONS[np.round]
 
 
 def array_function(array, func, types, args, kwargs):

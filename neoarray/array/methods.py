@@ -1,0 +1,243 @@
+"""The ndarray methods numpy users reach for, chunk by chunk.
+
+Each result is computed from the *stored* chunks only, so it costs work in proportion
+to the data written, not to the shape (an exabyte-shaped sparse array transposes in
+milliseconds), with one chunk in memory at a time:
+
+* elementwise maps (``astype``, ``copy``, ``clip``, ``round``): the fill value is
+  mapped like the items, so unwritten chunks stay unwritten;
+* axis moves (``T``, ``transpose``, ``swapaxes``) permute the chunk grid and transpose
+  each chunk;
+* size-1 axes (``squeeze``, ``expand_dims``, and a ``reshape`` that only adds or
+  removes them) keep the chunk grid and reshape each chunk;
+* ``reshape`` to the same shape is the array itself; any other ``reshape``,
+  ``ravel`` and ``flatten`` need the array in memory (``ArrayTooLargeError`` naming the
+  bytes when it does not fit ``memory_bytes_max``), as do ``tolist`` and ``item``'s
+  of the whole array;
+* ``fill`` sets the fill value and drops every chunk (in place, as numpy's);
+* ``nonzero`` gathers the indices chunk by chunk (a non-zero fill value would make
+  every unwritten item count: refused unless the whole array fits in memory).
+
+Results are new arrays (``outputs``: added to the connection of the input), as for
+ufuncs.
+"""
+import math
+
+import numpy as np
+
+from . import core, layout, outputs
+from .errors import ArrayShapeError, ArrayValueError
+
+
+def _result(array, shape, dtype, fill, chunks):
+    return outputs.prepare_out(None, (array,), shape, dtype, fill_value=fill, chunks=chunks)
+
+
+def elementwise(array, func):
+    """A new array of ``func(block)`` for each stored block, ``func`` of the fill value
+    for the rest (``func`` maps a numpy array to one of the same shape)."""
+    with np.errstate(all="ignore"):
+        probe = func(np.full(1, array.fill_value, dtype=array.dtype))
+    result = _result(array, array.shape, probe.dtype, probe[0], array.chunks)
+    with np.errstate(all="ignore"):
+        for key, block in array._map_stored(lambda _key, block: func(block)):
+            result._put_block(key, block)
+    return result
+
+
+def astype(array, dtype, copy=True):
+    dtype = np.dtype(dtype)
+    if dtype == array.dtype and not copy:
+        return array
+    return elementwise(array, lambda block: block.astype(dtype))
+
+
+def clip(array, a_min=None, a_max=None):
+    if a_min is None and a_max is None:
+        raise ArrayValueError("clip: give a_min, a_max or both")
+    return elementwise(array, lambda block: np.clip(block, a_min, a_max))
+
+
+def round_(array, decimals=0):
+    return elementwise(array, lambda block: np.round(block, decimals))
+
+
+# ---------------------------------------------------------------------- axes
+
+def _axes(axes, ndim, what):
+    try:
+        axes = [int(a) for a in axes]
+    except TypeError:
+        raise ArrayValueError(f"{what}: axes must be integers, not {axes!r}") from None
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ArrayValueError(f"{what}: axis {a} is out of bounds for an array of {ndim} dimensions")
+    return [a % ndim for a in axes]
+
+
+def transpose(array, axes=None):
+    """The array with its axes permuted (reversed by default), chunk by chunk."""
+    ndim = array.ndim
+    if axes is None or axes == ():
+        perm = list(range(ndim))[::-1]
+    else:
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = axes[0]
+        perm = _axes(axes, ndim, "transpose")
+        if sorted(perm) != list(range(ndim)):
+            raise ArrayValueError(f"transpose: axes {tuple(axes)} are not a permutation of the "
+                                  f"{ndim} axes")
+    shape = tuple(array.shape[p] for p in perm)
+    chunks = tuple(array.chunks[p] for p in perm)
+    result = _result(array, shape, array.dtype, array.fill_value, chunks)
+    for key, block in array._map_stored(lambda _key, block: np.transpose(block, perm).copy()):
+        result._put_block(tuple(key[p] for p in perm), block)
+    return result
+
+
+def swapaxes(array, axis1, axis2):
+    a, b = _axes((axis1, axis2), array.ndim, "swapaxes")
+    perm = list(range(array.ndim))
+    perm[a], perm[b] = perm[b], perm[a]
+    return transpose(array, perm)
+
+
+# ---------------------------------------------------------------------- shapes
+
+def _new_shape(array, shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    try:
+        shape = [int(n) for n in shape]
+    except TypeError:
+        raise ArrayShapeError(f"reshape: a shape is integers, not {shape!r}") from None
+    unknown = [i for i, n in enumerate(shape) if n == -1]
+    if len(unknown) > 1 or any(n < -1 for n in shape):
+        raise ArrayShapeError(f"reshape: {tuple(shape)} is not a shape (one -1 at most, no other negative)")
+    known = math.prod(n for n in shape if n != -1)
+    if unknown:
+        if known == 0 or array.size % known:
+            raise ArrayShapeError(f"cannot reshape an array of size {array.size} into shape {tuple(shape)}")
+        shape[unknown[0]] = array.size // known
+    if math.prod(shape) != array.size:
+        raise ArrayShapeError(f"cannot reshape an array of size {array.size} into shape {tuple(shape)}")
+    return tuple(shape)
+
+
+def _ones_map(old, new):
+    """For a ``new`` shape that is ``old`` with size-1 axes added or removed: for each
+    axis of ``new``, the axis of ``old`` it is (None: a new size-1 axis); else None."""
+    mapping, j = [], 0
+    for n in new:
+        while j < len(old) and old[j] == 1 and n != 1:
+            j += 1                                  # a size-1 axis of old, dropped
+        if j < len(old) and old[j] == n:
+            mapping.append(j)
+            j += 1
+        elif n == 1:
+            mapping.append(None)
+        else:
+            return None
+    if any(old[i] != 1 for i in range(j, len(old))):
+        return None
+    return mapping
+
+
+def _reshape_ones(array, shape, mapping):
+    chunks = tuple(1 if m is None else array.chunks[m] for m in mapping)
+    result = _result(array, shape, array.dtype, array.fill_value, chunks)
+    for key, block in array._map_stored(lambda key, block: (key, block.reshape(
+            tuple(1 if m is None else block.shape[m] for m in mapping)).copy())):
+        old_key, new_block = block
+        result._put_block(tuple(0 if m is None else old_key[m] for m in mapping), new_block)
+    return result
+
+
+def reshape(array, shape, order="C"):
+    if order != "C":
+        raise ArrayValueError(f"reshape: order={order!r} is not supported, only 'C'")
+    shape = _new_shape(array, shape)
+    if shape == array.shape:
+        return array
+    mapping = _ones_map(array.shape, shape)
+    if mapping is not None:
+        return _reshape_ones(array, shape, mapping)
+    core.check_memory(array.nbytes, f"reshape of shape {array.shape} into {shape} (its chunks "
+                                    "cannot be regrouped one by one)")
+    values = np.asarray(array).reshape(shape)
+    result = _result(array, shape, array.dtype, array.fill_value, None)
+    result[...] = values
+    return result
+
+
+def squeeze(array, axis=None):
+    if axis is None:
+        axes = [i for i, n in enumerate(array.shape) if n == 1]
+    else:
+        axes = _axes(axis if isinstance(axis, (tuple, list)) else (axis,), array.ndim, "squeeze")
+        wide = [a for a in axes if array.shape[a] != 1]
+        if wide:
+            raise ArrayShapeError(f"squeeze: axis {wide[0]} has size {array.shape[wide[0]]}, not 1")
+    shape = tuple(n for i, n in enumerate(array.shape) if i not in axes)
+    mapping = [i for i in range(array.ndim) if i not in axes]
+    return array if shape == array.shape else _reshape_ones(array, shape, mapping)
+
+
+def expand_dims(array, axis):
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    ndim = array.ndim + len(axes)
+    axes = _axes(axes, ndim, "expand_dims")
+    if len(set(axes)) != len(axes):
+        raise ArrayValueError(f"expand_dims: repeated axis in {tuple(axis)}")
+    old = iter(range(array.ndim))
+    mapping = [None if i in axes else next(old) for i in range(ndim)]
+    shape = tuple(1 if m is None else array.shape[m] for m in mapping)
+    return _reshape_ones(array, shape, mapping)
+
+
+# ---------------------------------------------------------------------- values
+
+def fill(array, value):
+    """Every item becomes ``value``: the fill value changes and every chunk goes."""
+    new = layout.fill_bytes(value, array.dtype)
+    for key in list(array._tree.keys()):
+        array._drop_chunk(key, array._tree[key])
+    array._fill = new
+
+
+def item(array, *args):
+    if not args:
+        if array.size != 1:
+            raise ArrayValueError(f"item(): the array has {array.size} items, not one; give an index")
+        index = (0,) * array.ndim
+    elif len(args) == 1 and isinstance(args[0], (int, np.integer)):
+        flat = int(args[0])
+        if not -array.size <= flat < array.size:
+            raise IndexError(f"index {flat} is out of bounds for an array of size {array.size}")
+        index = np.unravel_index(flat % array.size, array.shape)
+    else:
+        index = args[0] if len(args) == 1 else args
+    return np.asarray(array[tuple(int(i) for i in index)]).item()
+
+
+def tolist(array):
+    core.check_memory(array.nbytes, f"tolist of an array of shape {array.shape}")
+    return np.asarray(array).tolist()
+
+
+def nonzero(array):
+    """Indices of the non-zero items, per axis, in C order, chunk by chunk."""
+    if np.asarray(array.fill_value).astype(bool):
+        core.check_memory(array.nbytes, "nonzero of an array whose fill value is not zero")
+        return np.nonzero(np.asarray(array))
+    found = []
+    for key, idx in array._map_stored(lambda _key, block: np.nonzero(block)):
+        origin = [k * c for k, c in zip(key, array.chunks)]
+        found.append([i + o for i, o in zip(idx, origin)])
+    count = sum(len(f[0]) for f in found) if found and array.ndim else 0
+    core.check_memory(count * max(1, array.ndim) * 8, f"nonzero: {count} indices")
+    if not found:
+        return tuple(np.zeros(0, dtype=np.intp) for _ in range(array.ndim))
+    columns = [np.concatenate([f[axis] for f in found]).astype(np.intp) for axis in range(array.ndim)]
+    order = np.lexsort(columns[::-1])
+    return tuple(c[order] for c in columns)
