@@ -6,10 +6,16 @@
 See :class:`ndarray`.  Modules: :mod:`.core` (the array), :mod:`.indexing`
 (pure selection -> chunk projections), :mod:`.chunks` (chunk objects and
 codecs), :mod:`.fetch` (batch chunk reads), :mod:`.reductions` and
-:mod:`.ufuncs` (numpy protocols), :mod:`.windows` (window operations on 1-D
-series), :mod:`.creation`, :mod:`.config` (limits), :mod:`.errors`.
+:mod:`.ufuncs` (numpy protocols), :mod:`.linalg` (matrix products),
+:mod:`.scans` (running reductions), :mod:`.methods` (ndarray methods),
+:mod:`.windows` (window operations on 1-D series), :mod:`.creation`,
+:mod:`.config` (limits), :mod:`.errors`.
+
+The operations sit above the array: they import :mod:`.core`, which imports none of
+them; they are given to it here (``core.bind``).
 """
 
+from . import core, methods, plans, ufuncs
 from .config import config, configure
 from .core import ndarray
 from .creation import (
@@ -34,6 +40,8 @@ from .errors import (
 )
 from .fetch import get_fetcher, set_fetcher
 from .windows import alerts, diff, moving_mean
+
+core.bind(ufuncs=ufuncs, plans=plans, methods=methods)
 
 __all__ = [
     "ArrayCastError",

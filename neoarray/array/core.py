@@ -17,13 +17,14 @@ fill value removes it from the tree.
 """
 
 import math
+import types
 
 import numpy as np
 import persistent
 from BTrees.OOBTree import OOBTree
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-from . import fetch, indexing, layout, methods, reductions, ufuncs
+from . import fetch, indexing, layout
 from .chunks import (Chunk, codec_from_spec, codec_spec, decode_chunk, encode_chunk,
                      is_all_fill, new_chunk_array)
 from .config import config
@@ -38,6 +39,20 @@ def check_memory(nbytes, what):
             f"{what} needs {nbytes} bytes in memory, more than memory_bytes_max "
             f"({limit} bytes); select a smaller region or raise "
             "neoarray.array.config.memory_bytes_max")
+
+
+# The operations over arrays (ufuncs, reductions, methods, ...) live in the modules above
+# this one, which import it; the package binds them here (``bind``, called by
+# ``neoarray/array/__init__.py``), so that this module imports none of them.
+_ops = types.SimpleNamespace(ufuncs=None, plans=None, methods=None)
+
+
+def bind(**modules):
+    """Give the array its operations: ``ufuncs``, ``plans`` (reductions) and ``methods``."""
+    unknown = set(modules) - set(vars(_ops))
+    if unknown:
+        raise TypeError(f"unknown operations {sorted(unknown)}")
+    vars(_ops).update(modules)
 
 
 _KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
@@ -495,7 +510,7 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
         return result if dtype is None else result.astype(dtype, copy=False)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        return ufuncs.array_ufunc(ufunc, method, inputs, kwargs)
+        return _ops.ufuncs.array_ufunc(ufunc, method, inputs, kwargs)
 
     # ------------------------------------------------------------------ numpy methods
     # chunk by chunk, from the stored chunks (see neoarray.array.methods)
@@ -503,48 +518,48 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
     @property
     def T(self):
         """The transposed array (a new array, chunk by chunk)."""
-        return methods.transpose(self)
+        return _ops.methods.transpose(self)
 
     def transpose(self, *axes):
-        return methods.transpose(self, axes)
+        return _ops.methods.transpose(self, axes)
 
     def swapaxes(self, axis1, axis2):
-        return methods.swapaxes(self, axis1, axis2)
+        return _ops.methods.swapaxes(self, axis1, axis2)
 
     def reshape(self, *shape, order="C"):
-        return methods.reshape(self, shape, order)
+        return _ops.methods.reshape(self, shape, order)
 
     def ravel(self, order="C"):
-        return methods.reshape(self, (-1,), order)
+        return _ops.methods.reshape(self, (-1,), order)
 
     flatten = ravel
 
     def squeeze(self, axis=None):
-        return methods.squeeze(self, axis)
+        return _ops.methods.squeeze(self, axis)
 
     def astype(self, dtype, copy=True):
-        return methods.astype(self, dtype, copy)
+        return _ops.methods.astype(self, dtype, copy)
 
     def copy(self):
-        return methods.astype(self, self.dtype, True)
+        return _ops.methods.astype(self, self.dtype, True)
 
     def clip(self, min=None, max=None):  # noqa: A002 - numpy's names
-        return methods.clip(self, min, max)
+        return _ops.methods.clip(self, min, max)
 
     def round(self, decimals=0):
-        return methods.round_(self, decimals)
+        return _ops.methods.round_(self, decimals)
 
     def fill(self, value):
-        methods.fill(self, value)
+        _ops.methods.fill(self, value)
 
     def item(self, *args):
-        return methods.item(self, *args)
+        return _ops.methods.item(self, *args)
 
     def tolist(self):
-        return methods.tolist(self)
+        return _ops.methods.tolist(self)
 
     def nonzero(self):
-        return methods.nonzero(self)
+        return _ops.methods.nonzero(self)
 
     def dot(self, b, out=None):
         """``numpy.dot(self, b)``: for 1-D and 2-D operands, block by block
@@ -560,59 +575,59 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
         return np.cumprod(self, axis=axis, dtype=dtype, out=out)
 
     def __array_function__(self, func, types, args, kwargs):
-        return ufuncs.array_function(self, func, types, args, kwargs)
+        return _ops.ufuncs.array_function(self, func, types, args, kwargs)
 
     # ------------------------------------------------------------------ reductions
 
     def sum(self, axis=None, dtype=None, out=None, keepdims=False):
         """Sum of items over ``axis`` (see ``numpy.sum``)."""
-        return reductions.reduce(self, "sum", axis, keepdims, dtype=dtype, out=out)
+        return _ops.plans.reduce(self, "sum", axis, keepdims, dtype=dtype, out=out)
 
     def prod(self, axis=None, dtype=None, out=None, keepdims=False):
         """Product of items over ``axis`` (see ``numpy.prod``)."""
-        return reductions.reduce(self, "prod", axis, keepdims, dtype=dtype, out=out)
+        return _ops.plans.reduce(self, "prod", axis, keepdims, dtype=dtype, out=out)
 
     def mean(self, axis=None, dtype=None, out=None, keepdims=False):
         """Arithmetic mean over ``axis`` (see ``numpy.mean``)."""
-        return reductions.reduce(self, "mean", axis, keepdims, dtype=dtype, out=out)
+        return _ops.plans.reduce(self, "mean", axis, keepdims, dtype=dtype, out=out)
 
     def var(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
         """Variance over ``axis`` (see ``numpy.var``), merged with Chan's formula."""
-        return reductions.reduce(self, "var", axis, keepdims, dtype=dtype, out=out,
+        return _ops.plans.reduce(self, "var", axis, keepdims, dtype=dtype, out=out,
                                  ddof=ddof)
 
     def std(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
         """Standard deviation over ``axis`` (see ``numpy.std``)."""
-        return reductions.reduce(self, "std", axis, keepdims, dtype=dtype, out=out,
+        return _ops.plans.reduce(self, "std", axis, keepdims, dtype=dtype, out=out,
                                  ddof=ddof)
 
     def min(self, axis=None, out=None, keepdims=False):
         """Minimum over ``axis`` (see ``numpy.min``); NaN propagates."""
-        return reductions.reduce(self, "min", axis, keepdims, out=out)
+        return _ops.plans.reduce(self, "min", axis, keepdims, out=out)
 
     def max(self, axis=None, out=None, keepdims=False):
         """Maximum over ``axis`` (see ``numpy.max``); NaN propagates."""
-        return reductions.reduce(self, "max", axis, keepdims, out=out)
+        return _ops.plans.reduce(self, "max", axis, keepdims, out=out)
 
     def any(self, axis=None, out=None, keepdims=False):
         """True where any item over ``axis`` is true (see ``numpy.any``)."""
-        return reductions.reduce(self, "any", axis, keepdims, out=out)
+        return _ops.plans.reduce(self, "any", axis, keepdims, out=out)
 
     def all(self, axis=None, out=None, keepdims=False):
         """True where all items over ``axis`` are true (see ``numpy.all``)."""
-        return reductions.reduce(self, "all", axis, keepdims, out=out)
+        return _ops.plans.reduce(self, "all", axis, keepdims, out=out)
 
     def count_nonzero(self, axis=None, keepdims=False):
         """Number of non-zero items over ``axis`` (see ``numpy.count_nonzero``)."""
-        return reductions.reduce(self, "count_nonzero", axis, keepdims)
+        return _ops.plans.reduce(self, "count_nonzero", axis, keepdims)
 
     def argmin(self, axis=None, out=None, keepdims=False):
         """Index of the first minimum (flat C index when ``axis`` is None)."""
-        return reductions.arg_reduce(self, "argmin", axis, keepdims, out=out)
+        return _ops.plans.arg_reduce(self, "argmin", axis, keepdims, out=out)
 
     def argmax(self, axis=None, out=None, keepdims=False):
         """Index of the first maximum (flat C index when ``axis`` is None)."""
-        return reductions.arg_reduce(self, "argmax", axis, keepdims, out=out)
+        return _ops.plans.arg_reduce(self, "argmax", axis, keepdims, out=out)
 
 
 def _writable_copy(_item, array):

@@ -17,6 +17,10 @@ per output cell and ``state`` is the reducer's state (see
 :meth:`fold_block_states` folds whole-chunk states computed elsewhere (by
 :func:`neoarray.kernels.block_state`, for instance on the storage node that
 holds the chunk); plans that support it name their kernel in ``kernel``.
+
+:func:`reduce` and :func:`arg_reduce`, the reductions of ``ndarray.sum``, ``np.sum``,
+``np.argmin``..., make a plan and fold every stored chunk into it: this module uses the
+reducers of :mod:`neoarray.array.reductions`, which knows nothing of plans.
 """
 from __future__ import annotations
 
@@ -338,3 +342,32 @@ def unflatten(index, grid) -> tuple:
         index, j = divmod(index, g)
         key.append(j)
     return tuple(reversed(key))
+
+
+# ---------------------------------------------------------------------- entry points
+
+def reduce(array, name, axis=None, keepdims=False, dtype=None, out=None, ddof=0):
+    """Reduce ``array`` (a neoarray ndarray) with the reduction ``name``.
+
+    Same arguments and result as the numpy function of that name.  One pass over
+    the stored chunks (:class:`neoarray.array.plans.ReducePlan`, whose partial
+    results parallel jobs merge piece by piece).
+    """
+    reductions._axes(axis, array.ndim)
+    kwargs = {"dtype": dtype} if name not in ("min", "max", "any", "all",
+                                              "count_nonzero") else {}
+    reductions._probe(name, array.dtype, array.ndim, **kwargs)
+    if array.size == 0:
+        return reductions._numpy_empty(array, name, axis, keepdims, out, ddof=ddof, **kwargs)
+    plan = ReducePlan(array, name, axis, dtype, ddof)
+    return plan.finish(plan.fold(array), keepdims, out)
+
+
+def arg_reduce(array, name, axis=None, keepdims=False, out=None):
+    """``argmin``/``argmax`` of ``array``, with numpy's results (first occurrence)."""
+    reductions._probe(name, array.dtype, array.ndim)
+    if array.size == 0:
+        return reductions.NUMPY_FUNCS[name](np.empty(array.shape, array.dtype), axis=axis,
+                                            keepdims=keepdims)
+    plan = ArgPlan(array, name, axis)
+    return plan.finish(plan.fold(array), keepdims, out, array=array)

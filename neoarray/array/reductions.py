@@ -228,24 +228,6 @@ def _check_out_memory(out_keep, itemsize):
     check_memory(math.prod(out_keep) * itemsize, f"reduction output of shape {out_keep}")
 
 
-def reduce(array, name, axis=None, keepdims=False, dtype=None, out=None, ddof=0):
-    """Reduce ``array`` (a neoarray ndarray) with the reduction ``name``.
-
-    Same arguments and result as the numpy function of that name.  One pass over
-    the stored chunks (:class:`neoarray.array.plans.ReducePlan`, whose partial
-    results parallel jobs merge piece by piece).
-    """
-    from .plans import ReducePlan
-    _axes(axis, array.ndim)
-    kwargs = {"dtype": dtype} if name not in ("min", "max", "any", "all",
-                                              "count_nonzero") else {}
-    _probe(name, array.dtype, array.ndim, **kwargs)
-    if array.size == 0:
-        return _numpy_empty(array, name, axis, keepdims, out, ddof=ddof, **kwargs)
-    plan = ReducePlan(array, name, axis, dtype, ddof)
-    return plan.finish(plan.fold(array), keepdims, out)
-
-
 def _add_fill(red, state, covered, n, fill, acc):
     missing = n - covered
     if not missing.any():
@@ -361,17 +343,6 @@ def _first_missing_along(array, axis, out_keep):
                        for ax, (j, cc) in enumerate(zip(key, array.chunks)))
         first[region] = gap * c
     return first
-
-
-def arg_reduce(array, name, axis=None, keepdims=False, out=None):
-    """``argmin``/``argmax`` of ``array``, with numpy's results (first occurrence)."""
-    from .plans import ArgPlan
-    _probe(name, array.dtype, array.ndim)
-    if array.size == 0:
-        return NUMPY_FUNCS[name](np.empty(array.shape, array.dtype), axis=axis,
-                                 keepdims=keepdims)
-    plan = ArgPlan(array, name, axis)
-    return plan.finish(plan.fold(array), keepdims, out, array=array)
 
 
 def _bad_axis(axis):

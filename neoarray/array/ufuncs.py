@@ -23,7 +23,7 @@ import numbers
 
 import numpy as np
 
-from . import core, fetch, layout, linalg, methods, outputs, reductions, scans
+from . import core, fetch, layout, linalg, methods, outputs, plans, scans
 from .config import config
 from .errors import ArrayShapeError
 
@@ -183,7 +183,7 @@ def _ufunc_reduce(ufunc, inputs, kwargs):
         "sum", "prod") else {}
     if kwargs:
         return NotImplemented
-    return reductions.reduce(array, name, axis, keepdims, out=out, **extra)
+    return plans.reduce(array, name, axis, keepdims, out=out, **extra)
 
 
 # --------------------------------------------------------------------------
@@ -219,8 +219,8 @@ def _reduction(array, func, args, kwargs):
     axis = params.pop("axis", None)
     keepdims = bool(params.pop("keepdims", False))
     if name in ("argmin", "argmax"):
-        return reductions.arg_reduce(array, name, axis, keepdims, **params)
-    return reductions.reduce(array, name, axis, keepdims, **params)
+        return plans.arg_reduce(array, name, axis, keepdims, **params)
+    return plans.reduce(array, name, axis, keepdims, **params)
 
 
 def _materialise(value):
