@@ -19,11 +19,24 @@ from .proto import storage_pb2 as spb
 from .proto import storage_pb2_grpc as srpc
 
 CELL_LETTERS = {cpb.UP_TO_DATE: "U", cpb.OUT_OF_DATE: "O", cpb.FEEDING: "F", cpb.CORRUPTED: "C"}
+NODE_STATES = {cpb.RUNNING: "RUNNING", cpb.PENDING: "PENDING", cpb.DOWN: "DOWN", cpb.UNKNOWN: "UNKNOWN"}
+
 READABLE = (cpb.UP_TO_DATE, cpb.FEEDING)
 TRANSACTIONS_PER_PAGE = 100            # metadata with oid lists: pages stay small
 CLUSTER_NAMES = {cpb.RECOVERING: "RECOVERING", cpb.VERIFYING: "VERIFYING",
                  cpb.CLUSTER_RUNNING: "RUNNING", cpb.STOPPING: "STOPPING"}
 NODE_PREFIX = {cpb.STORAGE: "S", cpb.CLIENT: "C", cpb.ADMIN: "A", cpb.MASTER: "M"}
+
+
+def partition_ranges(numbers) -> str:
+    """``0-3,7``: sorted partition numbers, runs collapsed, for people."""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs) or "-"
 
 
 class AdminClient:

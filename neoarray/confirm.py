@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from .admin import CELL_LETTERS, READABLE
+from .admin import CELL_LETTERS, NODE_STATES, READABLE, partition_ranges
 from .errors import NeoError
 from .ids import tid_repr
 from .proto import common_pb2 as cpb
@@ -67,7 +67,6 @@ def _last_copies(pt, nodes, nid: int) -> list[int]:
 def node_text(admin, nid: int, verb: str) -> str:
     """``drop``/``kill`` S<nid>: the node, its cells, and whether it holds the last
     readable copy of a partition."""
-    from .ctl import NODE_STATES, _ranges
     nodes, pt = admin.nodes(), admin.partition_table()
     node = next((n for n in nodes if n.node_id == nid and n.type == cpb.STORAGE), None)
     if node is None:
@@ -80,8 +79,8 @@ def node_text(admin, nid: int, verb: str) -> str:
             f"and their data is deleted" if verb == "drop"
             else f"kill shuts S{nid} down: its {len(cells)} cell(s) are unreadable until it restarts")
     where = (f"  S{nid}: {NODE_STATES.get(node.state, '?')} at {node.address or '-'}, "
-             f"cells: partitions {_ranges(cells)} ({letters or 'none'})")
-    last_copies = f"{_ranges(last)} (the master refuses this)" if last else "none"
+             f"cells: partitions {partition_ranges(cells)} ({letters or 'none'})")
+    last_copies = f"{partition_ranges(last)} (the master refuses this)" if last else "none"
     return "\n".join([what, where, f"  last readable copy of partitions: {last_copies}"])
 
 

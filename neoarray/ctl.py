@@ -32,7 +32,7 @@ import sys
 import time
 
 from . import __version__, diagnose, security
-from .admin import CELL_LETTERS, NODE_PREFIX, AdminClient, node_name
+from .admin import CELL_LETTERS, NODE_PREFIX, NODE_STATES, AdminClient, node_name, partition_ranges
 from .check import check_command
 from .confirm import (
     confirm,
@@ -46,7 +46,6 @@ from .errors import NeoError
 from .ids import tid_repr
 from .proto import common_pb2 as cpb
 
-NODE_STATES = {cpb.RUNNING: "RUNNING", cpb.PENDING: "PENDING", cpb.DOWN: "DOWN", cpb.UNKNOWN: "UNKNOWN"}
 NODE_TYPES = {cpb.STORAGE: "STORAGE", cpb.CLIENT: "CLIENT", cpb.ADMIN: "ADMIN", cpb.MASTER: "MASTER"}
 
 
@@ -134,17 +133,6 @@ def _stop(admin, opts):
     return f"cluster STOPPED: the master at {admin.master} and {len(storages)} storage node(s) shut down"
 
 
-def _ranges(numbers) -> str:
-    """``0-3,7``: sorted partition numbers, runs collapsed, for people."""
-    runs: list[list[int]] = []
-    for n in sorted(numbers):
-        if runs and n == runs[-1][1] + 1:
-            runs[-1][1] = n
-        else:
-            runs.append([n, n])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs) or "-"
-
-
 def _summary(admin, opts):
     """Whether anything needs attention; exit status 1 unless RUNNING and every
     partition has a readable copy."""
@@ -159,9 +147,9 @@ def _summary(admin, opts):
         lines.append(f"  {n['id']} {n['state']:<8} {n['address'] or '-'}  {cells}")
     lines.append(f"partitions: {doc['partitions']}, replicas: {doc['replicas']} "
                  f"({doc['replicas'] + 1} readable copies wanted)")
-    lines.append(f"  without a readable copy: {_ranges(doc['partitions_unreadable'])}")
-    lines.append(f"  without an UP_TO_DATE copy: {_ranges(doc['partitions_without_up_to_date'])}")
-    lines.append(f"  fewer readable copies than wanted: {_ranges(doc['partitions_under_replicated'])}")
+    lines.append(f"  without a readable copy: {partition_ranges(doc['partitions_unreadable'])}")
+    lines.append(f"  without an UP_TO_DATE copy: {partition_ranges(doc['partitions_without_up_to_date'])}")
+    lines.append(f"  fewer readable copies than wanted: {partition_ranges(doc['partitions_under_replicated'])}")
     lines.append(f"last_oid = {doc['last_oid']}; last_tid = {doc['last_tid']}; last_ptid = {doc['last_ptid']}")
     lines.append("attention needed" if doc["attention"] else "nothing needs attention")
     return "\n".join(lines), status
