@@ -34,8 +34,8 @@ from ..array.errors import (
     ArrayShapeError,
     ArrayValueError,
 )
-from . import core as jobs_core
-from .core import JobError, JobSpec, Piece, PieceResult
+from . import spec as jobs_spec
+from .spec import JobError, JobSpec, Piece, PieceResult
 
 
 def _check_inputs(arrays):
@@ -197,44 +197,44 @@ def prepare_map(fn_name: str, arrays, out, *, piece_bytes=None, colour=None):
     ``fn_name`` is ``"module:function"`` (workers import it).  The inputs are read
     as of the snapshot their connection sees; ``out`` must be committed already.
     """
-    fn = jobs_core.resolve_function(fn_name)
+    fn = jobs_spec.resolve_function(fn_name)
     shape = _check_inputs(arrays)
     if not isinstance(out, core.ndarray) or out._p_oid is None:
         raise JobError("a map_blocks job writes into a committed neoarray.ndarray (out)")
     if out.shape != shape:
         raise ArrayShapeError(f"out has shape {out.shape}, the inputs {shape}")
-    before = jobs_core.snapshot_before(arrays[0])
+    before = jobs_spec.snapshot_before(arrays[0])
     _, fill = probe_fill(fn, arrays, out.chunks, out.dtype)
     sparse = _sparse(out, fill)
-    spec = JobSpec("map_blocks", fn_name, tuple(jobs_core.oid_hex(a) for a in arrays), before,
-                   out=jobs_core.oid_hex(out), params={"sparse": sparse}, colour=colour)
-    per_piece = jobs_core.piece_chunks_for(out, piece_bytes)
+    spec = JobSpec("map_blocks", fn_name, tuple(jobs_spec.oid_hex(a) for a in arrays), before,
+                   out=jobs_spec.oid_hex(out), params={"sparse": sparse}, colour=colour)
+    per_piece = jobs_spec.piece_chunks_for(out, piece_bytes)
     flat = output_keys(arrays, out, sparse)
     if flat is None:
-        pieces = jobs_core.dense_pieces(layout.chunk_grid(out.shape, out.chunks), per_piece)
+        pieces = jobs_spec.dense_pieces(layout.chunk_grid(out.shape, out.chunks), per_piece)
     else:
-        pieces = jobs_core.pieces_of_keys(flat, per_piece, explicit=True)
+        pieces = jobs_spec.pieces_of_keys(flat, per_piece, explicit=True)
     return spec, pieces
 
 
 def run_map_piece(db, spec: JobSpec, piece: Piece) -> PieceResult:
     """Compute one piece of a ``map_blocks`` job and commit its chunks."""
-    fn = jobs_core.resolve_function(spec.op)
+    fn = jobs_spec.resolve_function(spec.op)
     tm = transaction.TransactionManager()
-    with jobs_core.snapshot(db, spec) as conn:
-        arrays = [jobs_core.load_array(conn, oid) for oid in spec.inputs]
+    with jobs_spec.snapshot(db, spec) as conn:
+        arrays = [jobs_spec.load_array(conn, oid) for oid in spec.inputs]
         wconn = db.open(tm)
         try:
-            out = jobs_core.load_array(wconn, spec.out)
+            out = jobs_spec.load_array(wconn, spec.out)
             if piece.keys is not None:
                 keys = list(_all_keys(out, piece.keys))
             else:
                 keys = list(_all_keys(out, range(piece.start, piece.stop)))
             written = compute_keys(fn, arrays, out, keys)
-            tm.get().note(jobs_core.piece_note(spec, piece.index))
+            tm.get().note(jobs_spec.piece_note(spec, piece.index))
             tm.commit()
         except BaseException:
-            jobs_core.abort_quietly(tm)
+            jobs_spec.abort_quietly(tm)
             raise
         finally:
             wconn.close()
@@ -247,20 +247,3 @@ def map_finisher(db, spec: JobSpec):
     def finish(_partials):
         return {"out": "0x" + spec.out}
     return finish
-
-
-def run_map(fn_name: str, arrays, out, *, executor="threads", workers=None, state_dir=None,
-            resume="auto", progress=False, colour=None, piece_bytes=None,
-            attempts_max=jobs_core.ATTEMPTS_MAX, **executor_options):
-    """Run ``map_blocks`` of ``fn_name`` over ``arrays`` into the committed ``out`` as a job
-    (``state_dir`` and ``resume`` as in :func:`neoarray.jobs.run`)."""
-    from .executors import make_executor
-    if executor == "storage":
-        raise JobError("storage nodes run only built-in reductions, not map_blocks: "
-                       "use another executor")
-    spec, pieces = prepare_map(fn_name, arrays, out, piece_bytes=piece_bytes, colour=colour)
-    db = arrays[0]._p_jar.db()
-    return jobs_core.run(spec, pieces, db,
-                         executor=make_executor(executor, db, workers, **executor_options),
-                         state_dir=state_dir, resume=resume, progress=progress,
-                         attempts_max=attempts_max)

@@ -168,7 +168,7 @@ def lookup(root, path: str, create=None):
 def run_job(opts) -> dict:
     import transaction
 
-    from . import blocks, core
+    from . import blocks, core, spec
     piece_bytes = int(opts.piece_mib * (1 << 20)) if opts.piece_mib else None
     executor_options = {"scheduler": opts.scheduler} if opts.executor == "dask" and opts.scheduler else {}
     with open_database(opts) as db:
@@ -190,7 +190,7 @@ def run_job(opts) -> dict:
             else:
                 if not opts.out:
                     raise NeoError("--map-blocks needs --out PATH")
-                fn = core.resolve_function(opts.map_blocks)
+                fn = spec.resolve_function(opts.map_blocks)
 
                 def create():
                     from ..array.core import ndarray
@@ -204,7 +204,7 @@ def run_job(opts) -> dict:
                 tm.commit()
                 tm.begin()
                 arrays = [lookup(conn.root(), path) for path in opts.array]
-                result = blocks.run_map(opts.map_blocks, arrays, out, **common)
+                result = core.run_map(opts.map_blocks, arrays, out, **common)
         finally:
             tm.abort()
             conn.close()

@@ -38,8 +38,10 @@ import threading
 import time
 
 from ..array import layout, plans
-from . import core
-from .core import JobError, JobSpec, Piece, PieceResult
+from . import pipes
+from . import spec as spec_helpers
+from .pieces import run_piece
+from .spec import JobError, JobSpec, Piece, PieceResult
 
 WORKERS_DEFAULT = max(1, min(8, os.cpu_count() or 1))
 
@@ -88,7 +90,7 @@ class ThreadExecutor:
                                                            thread_name_prefix="neoarray-job")
 
     def _work(self, piece: Piece) -> PieceResult:
-        return core.run_piece(self.db, self.spec, piece)
+        return run_piece(self.db, self.spec, piece)
 
     def submit(self, piece: Piece):
         return self._pool.submit(contextvars.copy_context().run, self._work, piece)
@@ -144,7 +146,7 @@ def close_worker_dbs():
 
 def process_piece(source: dict, spec: dict, piece: list) -> PieceResult:
     """One piece in a worker process (or Dask worker), on its own client to the cluster."""
-    return core.run_piece(worker_db(source), JobSpec.from_json(spec), Piece.from_json(piece))
+    return run_piece(worker_db(source), JobSpec.from_json(spec), Piece.from_json(piece))
 
 
 WORKER_STOP_S = 10.0     # workers still running this long after their input ends are killed
@@ -168,8 +170,7 @@ class _Worker:
     so it imports the same ``neoarray`` and the modules next to the user's script."""
 
     def __init__(self):
-        from . import worker
-        self._wire = worker
+        self._wire = pipes
         request_r, request_w = os.pipe()
         answer_r, answer_w = os.pipe()
         env = {**os.environ,
@@ -338,14 +339,14 @@ class DaskExecutor:
 def reduce_on_storage(db, spec: JobSpec, piece: Piece) -> PieceResult:
     """One reduction piece computed by the storage nodes holding its chunks."""
     storage = db.storage
-    with core.snapshot(db, spec) as conn:
-        array = core.load_array(conn, spec.inputs[0])
-        plan = core.make_plan(array, spec)
+    with spec_helpers.snapshot(db, spec) as conn:
+        array = spec_helpers.load_array(conn, spec.inputs[0])
+        plan = spec_helpers.make_plan(array, spec)
         if plan.kernel is None:
             raise JobError(f"storage nodes run {spec.op} only over every axis of arrays of "
                            f"bool, integer or float items (not axis={spec.params.get('axis')}, "
                            f"dtype {array.dtype}): use another executor")
-        keys = core.piece_keys(piece, array)
+        keys = spec_helpers.piece_keys(piece, array)
         tree = array._tree
         oids = {tree[k]._p_oid: k for k in keys}
         extents = {k: layout.chunk_extent(k, array.shape, array.chunks) for k in keys}
@@ -384,5 +385,5 @@ class StorageExecutor(ThreadExecutor):
 
     def _work(self, piece: Piece) -> PieceResult:
         result = reduce_on_storage(self.db, self.spec, piece)
-        result.worker, result.cache, result.traffic = core.worker_counters(self.db)
+        result.worker, result.cache, result.traffic = spec_helpers.worker_counters(self.db)
         return result

@@ -9,7 +9,7 @@ import neoarray
 import neoarray.array as na
 from neoarray import jobs
 from neoarray.array.errors import ArrayCastError, ArrayDtypeError, ArrayShapeError
-from neoarray.jobs.blocks import run_map
+from neoarray.jobs.core import run_map
 from neoarray.jobs.core import JobError
 
 from . import jobfuncs
