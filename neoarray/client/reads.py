@@ -177,13 +177,7 @@ class Reads:
         Missing or deleted objects are absent from the result.  ``data`` is ``bytes`` or
         a read-only buffer.  ``colour``: the cache colour (default: :func:`colours.current`).
         """
-        out, todo = {}, []
-        for oid in oids:
-            hit = self.cache.get(oid, tid, colour)
-            if hit is None:
-                todo.append(oid)
-            else:
-                out[oid] = hit
+        out, todo = self._cached_hits(oids, tid, colour)
         batches = list(self.by_node(todo))
         if len(batches) == 1:
             out.update(self.load_batch(*batches[0], tid, colour))
@@ -192,6 +186,17 @@ class Reads:
         for job in jobs:
             out.update(job.result())
         return out
+
+    def _cached_hits(self, oids, tid, colour) -> tuple[dict, list]:
+        """``({oid: cached (data, serial, next_serial)}, [oids not in the cache])``."""
+        out, todo = {}, []
+        for oid in oids:
+            hit = self.cache.get(oid, tid, colour)
+            if hit is None:
+                todo.append(oid)
+            else:
+                out[oid] = hit
+        return out, todo
 
     @contextlib.contextmanager
     def read_views(self, oids, tid, colour: str, align=None):
@@ -245,13 +250,7 @@ class Reads:
         thread, so that the node reads them from disk and sends them on as many
         connections in parallel (one request would read its records one after the
         other).  Local nodes are read as by ``load_many``."""
-        out, todo = {}, []
-        for oid in oids:
-            hit = self.cache.get(oid, tid, colour)
-            if hit is None:
-                todo.append(oid)
-            else:
-                out[oid] = hit
+        out, todo = self._cached_hits(oids, tid, colour)
         local, started = [], []
         for nid, batch in self.by_node(todo):
             if self.local is not None and self.local.get(nid) is not None:
