@@ -128,6 +128,8 @@ class _Connection:
         """The reply of ``rid``: replies come in the order of the requests."""
         frame = self.read(deadline)
         expected = self.pending.pop(0)
+        if frame.kind == frames.ERROR and frame.rid == 0:
+            self.broken = True      # a refusal of the connection: the server closes it now
         if frame.rid not in (expected, 0) or expected != rid:
             self.broken = True
             raise FramedRpcError(grpc.StatusCode.INTERNAL, f"{self.address}: reply {frame.rid} where "

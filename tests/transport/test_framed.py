@@ -37,6 +37,7 @@ class Servicer(srpc.StorageServicer):
         self.stored = []
         self.release = threading.Event()
         self.releases = 0
+        self.released_twice = threading.Event()
 
     def Load_segments(self, request, segments, context):
         return spb.LoadReply(oid=request.oid, status=spb.FOUND, serial=b"\0" * 8), [request.oid * 1000]
@@ -54,6 +55,8 @@ class Servicer(srpc.StorageServicer):
         def release():
             buf[:] = b"\0" * len(buf)
             self.releases += 1
+            if self.releases == 2:
+                self.released_twice.set()
         return spb.LoadManyReply(loads=[spb.LoadReply(oid=r.oid, status=spb.FOUND) for r in request.loads]), \
             views, release
 
@@ -99,7 +102,19 @@ def test_segments_lent_by_a_servicer_are_released_once_sent(server):
             reply, datas = bulk.call(stub.LoadMany, spb.LoadManyRequest(loads=[spb.LoadRequest(oid=o) for o in oids]),
                                      (), 5.0)
             assert [bytes(d) for d in datas] == [o * 1000 for o in oids]
-    assert server.servicer.releases == 2
+    # the server releases once it wrote the reply, maybe after the client read it
+    assert server.servicer.released_twice.wait(10) and server.servicer.releases == 2
+
+
+def test_a_connection_refused_for_an_oversized_frame_is_not_reused(server):
+    channel, stub = _stub(server.address)
+    with channel:
+        for _ in range(3):
+            with pytest.raises(LimitExceeded, match="larger than"):
+                bulk.call(stub.Store, spb.StoreRequest(ttid=b"\0" * 8, objects=[spb.ObjectRecord(oid=b"\2" * 8)]),
+                          [b"x" * ((1 << 20) + 4096)], 5.0)
+            reply, (data,) = bulk.call(stub.Load, spb.LoadRequest(oid=b"\1" * 8), (), 5.0)
+            assert bytes(data) == b"\1" * 8000
 
 
 def test_another_cluster_is_refused_at_hello(server):
