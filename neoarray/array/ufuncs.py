@@ -1,14 +1,10 @@
 """numpy protocols: ``__array_ufunc__`` and ``__array_function__``.
 
-Elementwise ufuncs run chunk by chunk and write a new persistent array (added
-to the connection of the first attached input, else detached) or ``out=``.
-
-* Sparse path: when every array input is a neoarray with the output's shape
-  and chunk shape (other inputs being scalars), only chunks stored in some
-  input are computed; the output's fill value is the ufunc of the fill values.
-  Work is proportional to the stored data.
-* Dense path otherwise (broadcasting, numpy array inputs): every chunk of the
-  output is computed, one batch at a time.
+Elementwise ufuncs run chunk by chunk (:mod:`.elementwise`) and write a new
+persistent array (added to the connection of the first attached input, else
+detached) or ``out=``.  ``matmul`` goes to :mod:`.linalg`, ``accumulate`` to
+:mod:`.scans`; ``np.where``, ``np.isclose``, ``np.allclose``, ``np.array_equal`` to
+:mod:`.logic`; the numpy functions named like ndarray methods to :mod:`.methods`.
 
 Reductions dispatched by ``__array_function__`` (``np.sum``, ``np.mean``, ...)
 and ``ufunc.reduce`` go to :mod:`.reductions`; other numpy functions receive
@@ -17,43 +13,14 @@ the arrays materialised with ``numpy.asarray`` (subject to
 """
 
 import inspect
-import itertools
-import math
-import numbers
 
 import numpy as np
 
-from . import core, fetch, layout, linalg, methods, outputs, plans, scans
-from .config import config
-from .errors import ArrayShapeError
+from . import core, elementwise, linalg, logic, methods, plans, scans
 
 REDUCE_UFUNCS = {np.add: "sum", np.multiply: "prod", np.minimum: "min",
                  np.maximum: "max", np.logical_and: "all", np.logical_or: "any"}
 UFUNC_KWARGS = {"dtype", "casting"}
-
-
-def _is_scalar(x):
-    return isinstance(x, (numbers.Number, np.generic)) or (
-        isinstance(x, np.ndarray) and x.ndim == 0)
-
-
-def _shape_of(x):
-    return () if _is_scalar(x) else tuple(x.shape)
-
-
-def _probe_input(x):
-    """A one-item stand-in of ``x`` with the same dtype (Python scalars kept)."""
-    if isinstance(x, core.ndarray):
-        return np.full(1, x.fill_value, dtype=x.dtype)
-    if isinstance(x, np.ndarray) and x.ndim:
-        return np.zeros(1, dtype=x.dtype)
-    return x
-
-
-def _fill_of(ufunc, inputs, kwargs):
-    """Value of the output where every neoarray input holds its fill value."""
-    with np.errstate(all="ignore"):
-        return ufunc(*[_probe_input(x) for x in inputs], **kwargs)
 
 
 def array_ufunc(ufunc, method, inputs, kwargs):
@@ -70,81 +37,9 @@ def array_ufunc(ufunc, method, inputs, kwargs):
     if (method != "__call__" or ufunc.nout != 1 or set(kwargs) - UFUNC_KWARGS
             or isinstance(out, tuple)):
         return NotImplemented
-    if not all(_is_scalar(x) or isinstance(x, (core.ndarray, np.ndarray)) for x in inputs):
+    if not all(elementwise.is_scalar(x) or isinstance(x, (core.ndarray, np.ndarray)) for x in inputs):
         return NotImplemented
-    try:
-        shape = np.broadcast_shapes(*(_shape_of(x) for x in inputs))
-    except ValueError:
-        shapes = ", ".join(str(_shape_of(x)) for x in inputs)
-        raise ArrayShapeError(f"operands could not be broadcast together: {shapes}") from None
-    fill = _fill_of(ufunc, inputs, kwargs)
-    out = _prepare_out(out, inputs, shape, fill)
-    _compute(ufunc, inputs, kwargs, out, shape, fill)
-    return out
-
-
-def _prepare_out(out, inputs, shape, fill):
-    """Return the output array: ``out`` checked, or a new neoarray."""
-    return outputs.prepare_out(out, inputs, shape, fill.dtype, fill[0], what="the broadcast inputs")
-
-
-def _sparse_ok(inputs, out, shape, fill):
-    """True when only the chunks stored in some input need computing."""
-    if not isinstance(out, core.ndarray) or out._fill != fill.astype(out.dtype).tobytes():
-        return False
-    return all(_is_scalar(x) or (isinstance(x, core.ndarray) and x.shape == shape
-                                 and x.chunks == out.chunks) for x in inputs)
-
-
-def _compute(ufunc, inputs, kwargs, out, shape, fill):
-    chunks = out.chunks if isinstance(out, core.ndarray) else _iteration_chunks(inputs, shape)
-    if _sparse_ok(inputs, out, shape, fill):
-        keys = sorted(set().union(*(set(x.chunk_keys()) for x in inputs + (out,)
-                                    if isinstance(x, core.ndarray))))
-    else:
-        grid = layout.chunk_grid(shape, chunks)
-        keys = itertools.product(*(range(g) for g in grid))
-    nbytes = math.prod(chunks) * 16 * (len(inputs) + 1)
-    for batch in fetch.iter_batches(keys, lambda _: nbytes, config.fetch_bytes_max):
-        _compute_batch(ufunc, inputs, kwargs, out, shape, chunks, batch)
-
-
-def _iteration_chunks(inputs, shape):
-    like = next((x for x in inputs if isinstance(x, core.ndarray) and x.shape == shape),
-                None)
-    if like is not None:
-        return like.chunks
-    dtype = np.result_type(*[x.dtype for x in inputs if not _is_scalar(x)])
-    return layout.default_chunks(shape, dtype.itemsize, "C", config.chunk_bytes_target)
-
-
-def _input_blocks(x, shape, chunks, batch):
-    """Yield the block of input ``x`` for each output chunk of ``batch``."""
-    if _is_scalar(x):
-        return itertools.repeat(x)
-    if isinstance(x, core.ndarray) and x.shape == shape and x.chunks == chunks:
-        return x._chunk_blocks(batch)
-    return (x[_input_region(x.shape, layout.chunk_region(k, shape, chunks))]
-            for k in batch)
-
-
-def _input_region(in_shape, region):
-    """Region of an input broadcast to the output (size-1 axes stay at 0)."""
-    region = region[len(region) - len(in_shape):]
-    return tuple(slice(0, 1) if n == 1 else r for n, r in zip(in_shape, region))
-
-
-def _compute_batch(ufunc, inputs, kwargs, out, shape, chunks, batch):
-    blocks = [_input_blocks(x, shape, chunks, batch) for x in inputs]
-    same_grid = isinstance(out, core.ndarray) and out.chunks == chunks
-    for key, args in zip(batch, zip(*blocks)):
-        region = layout.chunk_region(key, shape, chunks)
-        extent = tuple(r.stop - r.start for r in region)
-        result = np.broadcast_to(ufunc(*args, **kwargs), extent)
-        if same_grid:
-            out._put_block(key, result)
-        else:
-            out[region] = result
+    return elementwise.apply(ufunc, inputs, kwargs, out)
 
 
 def _single_out(kwargs):
@@ -263,6 +158,8 @@ _ARRAY_FUNCTIONS = {
                          else NotImplemented),
     np.copy: _neo_first(lambda a, order="K", subok=False: methods.astype(a, a.dtype, True)),
     np.nonzero: _neo_first(methods.nonzero),
+    np.where: logic.where, np.isclose: logic.isclose, np.allclose: logic.allclose,
+    np.array_equal: logic.array_equal,
 }
 if hasattr(np, "around"):
     _ARRAY_FUNCTIONS[np.around] = _ARRAY_FUNCTIONS[np.round]
