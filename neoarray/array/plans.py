@@ -310,9 +310,13 @@ def histogram_range(array):
     if array.size == 0:
         return 0.0, 1.0
     lo, hi = float(array.min()), float(array.max())
+    histogram_range_check(lo, hi)
+    return lo, hi
+
+
+def histogram_range_check(lo, hi) -> None:
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ArrayValueError(f"autodetected range of [{lo}, {hi}] is not finite")
-    return lo, hi
 
 
 def stored_keys(array, start=None, stop=None):

@@ -143,6 +143,52 @@ def _neo_first(func):
     return run
 
 
+def _histogram(a, bins=10, range=None, density=None, weights=None):  # noqa: A002 - numpy's name
+    """``np.histogram`` of a neoarray with an integer number of bins, unweighted: one pass
+    over the stored chunks (the default range, numpy's (min, max), is a pass too)."""
+    if (not isinstance(a, core.ndarray) or weights is not None or isinstance(bins, bool)
+            or not isinstance(bins, (int, np.integer))):
+        return NotImplemented
+    if range is None:       # numpy's: the items' (min, max), as items
+        lo, hi = (a.min(), a.max()) if a.size else (0.0, 1.0)
+        plans.histogram_range_check(lo, hi)
+    else:
+        lo, hi = range
+    plan = plans.HistogramPlan(a, bins, (float(lo), float(hi)))
+    counts, _ = plan.finish(plan.fold(a))
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    bin_type = np.result_type(lo, hi, a.dtype)
+    if bin_type.kind in "iub":
+        bin_type = np.result_type(bin_type, float)
+    edges = np.linspace(lo, hi, plan.bins + 1, dtype=bin_type)      # as numpy computes them
+    if density:
+        return counts / np.diff(edges) / counts.sum(), edges
+    return counts, edges
+
+
+def _bincount(x, weights=None, minlength=0):
+    """``np.bincount`` of a 1-D neoarray of non-negative integers, unweighted, chunk by chunk."""
+    if not isinstance(x, core.ndarray) or weights is not None or x.ndim != 1 or x.dtype.kind not in "iub":
+        return NotImplemented
+    counts = np.zeros(max(int(minlength), 0), dtype=np.intp)
+    covered = 0
+    for _key, (part, n) in x._map_stored(lambda _k, block: (np.bincount(block, minlength=0), block.size)):
+        if len(part) > len(counts):
+            counts = np.concatenate([counts, np.zeros(len(part) - len(counts), np.intp)])
+        counts[:len(part)] += part
+        covered += n
+    missing = x.size - covered
+    if missing:
+        fill = int(x.fill_value)
+        if fill < 0:
+            raise ValueError("'list' argument must have no negative elements")
+        if fill >= len(counts):
+            counts = np.concatenate([counts, np.zeros(fill + 1 - len(counts), np.intp)])
+        counts[fill] += missing
+    return counts
+
+
 _ARRAY_FUNCTIONS = {
     np.dot: _dot, np.cumsum: _cumulative(np.add, np.cumsum),
     np.cumprod: _cumulative(np.multiply, np.cumprod),
@@ -159,7 +205,7 @@ _ARRAY_FUNCTIONS = {
     np.copy: _neo_first(lambda a, order="K", subok=False: methods.astype(a, a.dtype, True)),
     np.nonzero: _neo_first(methods.nonzero),
     np.where: logic.where, np.isclose: logic.isclose, np.allclose: logic.allclose,
-    np.array_equal: logic.array_equal,
+    np.array_equal: logic.array_equal, np.histogram: _histogram, np.bincount: _bincount,
 }
 if hasattr(np, "around"):
     _ARRAY_FUNCTIONS[np.around] = _ARRAY_FUNCTIONS[np.round]

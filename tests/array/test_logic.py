@@ -81,3 +81,43 @@ def test_comparisons_of_exabyte_shaped_sparse_arrays_visit_stored_chunks_only():
     assert chosen[5, 7] == 1.0 and chosen[0, 0] == -1.0 and len(list(chosen.chunk_keys())) == 1
     with pytest.raises(ValueError, match="both or neither"):
         np.where(a > 0, a)
+
+
+@st.composite
+def real_operands(draw):
+    shape = tuple(draw(st.lists(st.integers(1, 8), min_size=1, max_size=3)))
+    dtype = draw(st.sampled_from([np.dtype(d) for d in ("int8", "int64", "uint16", "float32", "float64")]))
+    chunks = draw(chunk_shapes(shape))
+    oracle = values_for(draw, shape, dtype)
+    array = na.ndarray(shape, dtype=dtype, chunks=chunks)
+    if draw(st.booleans()):         # sparse: a few items written
+        oracle[...] = 0
+        for _ in range(draw(st.integers(1, 3))):
+            index = tuple(draw(st.integers(0, n - 1)) for n in shape)
+            oracle[index] = values_for(draw, (), dtype)
+            array[index] = oracle[index]
+    else:
+        array[...] = oracle
+    return oracle, array
+
+
+@examples(150)
+@given(real_operands(), st.integers(1, 12), st.booleans(), st.booleans())
+def test_histogram_matches_numpy(pair, bins, given_range, density):
+    oracle, array = pair
+    kwargs = {"bins": bins, "density": density}
+    if given_range:
+        kwargs["range"] = (-20.0, 30.0)
+    counts, edges = np.histogram(array, **kwargs)
+    counts0, edges0 = np.histogram(oracle, **kwargs)
+    np.testing.assert_allclose(edges, edges0)
+    np.testing.assert_allclose(counts, counts0, equal_nan=True)
+
+
+@examples(100)
+@given(st.integers(1, 300), st.integers(1, 64), st.integers(0, 40), st.data())
+def test_bincount_matches_numpy(size, chunk, minlength, data):
+    oracle = np.asarray(data.draw(st.lists(st.integers(0, 50), min_size=size, max_size=size)), dtype=np.int64)
+    array = na.ndarray((size,), dtype=np.int64, chunks=(chunk,))
+    array[...] = oracle
+    np.testing.assert_array_equal(np.bincount(array, minlength=minlength), np.bincount(oracle, minlength=minlength))
