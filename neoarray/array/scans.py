@@ -1,5 +1,5 @@
 """Running reductions along an axis (``ufunc.accumulate``, ``np.cumsum``, ``np.cumprod``),
-chunk by chunk with a carry.
+chunk by chunk with a carry, and differences along an axis (``np.diff``).
 
 The array is walked one line of chunks along ``axis`` at a time (every chunk of the
 other axes' grid position, in order along ``axis``): each block is accumulated by
@@ -67,3 +67,42 @@ def _axis(axis, ndim):
     if not -ndim <= axis < ndim:
         raise ArrayValueError(f"axis {axis} is out of bounds for an array of {ndim} dimensions")
     return axis % ndim
+
+
+def diff(array, n=1, axis=-1):
+    """``np.diff(array, n, axis)``, from the stored chunks only: each stored chunk's
+    differences are computed from it and the one item before and after it along
+    ``axis`` (read from the neighbouring chunks, or their fill value); elsewhere the
+    difference of two fill values is the result's fill value.  ``n > 1`` repeats it
+    (each pass a new array)."""
+    if not isinstance(array, core.ndarray):
+        return NotImplemented
+    if array.ndim == 0:
+        raise ArrayValueError("diff requires an array of at least one dimension")
+    axis = _axis(axis, array.ndim)
+    n = int(n)
+    if n < 0:
+        raise ArrayValueError(f"diff: order n={n} must be non-negative")
+    result = array
+    for _ in range(n):
+        result = _diff_once(result, axis)
+    return result
+
+
+def _diff_once(array, axis):
+    length = array.shape[axis]
+    shape = array.shape[:axis] + (max(length - 1, 0),) + array.shape[axis + 1:]
+    probe = np.diff(np.full(2, array.fill_value, dtype=array.dtype))
+    result = outputs.prepare_out(None, (array,), shape, probe.dtype, fill_value=probe[0], chunks=array.chunks,
+                                 what="the differences")
+    if length < 2:
+        return result
+    for key in list(array.chunk_keys()):
+        region = list(layout.chunk_region(key, array.shape, array.chunks))
+        start, stop = region[axis].start, region[axis].stop
+        region[axis] = slice(max(start - 1, 0), min(stop + 1, length))
+        block = np.diff(np.asarray(array[tuple(region)]), axis=axis)
+        target = list(region)
+        target[axis] = slice(region[axis].start, region[axis].stop - 1)
+        result[tuple(target)] = block
+    return result

@@ -206,6 +206,8 @@ _ARRAY_FUNCTIONS = {
     np.nonzero: _neo_first(methods.nonzero),
     np.where: logic.where, np.isclose: logic.isclose, np.allclose: logic.allclose,
     np.array_equal: logic.array_equal, np.histogram: _histogram, np.bincount: _bincount,
+    np.diff: lambda a, n=1, axis=-1, prepend=None, append=None: (
+        scans.diff(a, n, axis) if prepend is None and append is None else NotImplemented),
 }
 if hasattr(np, "around"):
     _ARRAY_FUNCTIONS[np.around] = _ARRAY_FUNCTIONS[np.round]

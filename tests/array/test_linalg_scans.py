@@ -135,7 +135,7 @@ def test_running_reductions_match_numpy_in_bounded_memory(case, how):
     with np.errstate(all="ignore"):
         scale = np.abs(a0).astype(expected.dtype).cumsum(axis=axis) if how in ("cumsum", "method", "add") \
             else np.abs(expected)
-    np.testing.assert_allclose(np.asarray(got), expected, rtol=64 * eps, atol=float(64 * eps * np.max(scale)))
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=64 * eps, atol=float(64 * eps * np.max(np.abs(scale))))
 
 
 def test_scans_write_into_out_and_refuse_a_flattening_axis():
@@ -152,3 +152,30 @@ def test_scans_write_into_out_and_refuse_a_flattening_axis():
     np.testing.assert_array_equal(np.asarray(np.cumsum(one)), np.cumsum(np.arange(7, dtype=np.int8)))
     with pytest.raises(ArrayValueError, match="out of bounds"):
         np.cumsum(a, axis=2)
+
+
+@examples(120)
+@given(scans(), st.integers(0, 3), st.booleans())
+def test_differences_match_numpy_from_the_stored_chunks(case, n, sparse):
+    (a0, a), axis = case
+    if sparse:                      # one item written, the rest the fill value
+        a0 = np.zeros_like(a0)
+        a0[(0,) * a0.ndim] = 1
+        a = na.ndarray(a0.shape, dtype=a0.dtype, chunks=a.chunks)
+        a[(0,) * a0.ndim] = a0[(0,) * a0.ndim]
+    with np.errstate(all="ignore"):
+        expected = np.diff(a0, n=n, axis=axis)
+        got = np.diff(a, n=n, axis=axis)
+    assert isinstance(got, na.ndarray) and got.shape == expected.shape and got.dtype == expected.dtype
+    np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+def test_differences_of_an_exabyte_shaped_series_touch_its_stored_chunks_only():
+    series = na.zeros((10**12,), chunks=(1000,))
+    series[5000] = 2.0
+    series[123_456_789] = 1.0
+    d = np.diff(series)
+    assert d.shape == (10**12 - 1,) and len(list(d.chunk_keys())) <= 4
+    assert (d[4999], d[5000], d[123_456_788], d[123_456_789], d[10**9]) == (2.0, -2.0, 1.0, -1.0, 0.0)
+    with pytest.raises(ArrayValueError, match="non-negative"):
+        np.diff(series, n=-1)
