@@ -48,6 +48,19 @@ def values_for(draw, shape, dtype):
     return (rng.normal(size=shape) * 10).astype(dtype)
 
 
+def write_sparse_or_dense(draw, oracle, array, items_max=1):
+    """Write ``oracle`` into ``array`` whole, or (drawn) make both sparse: the fill value
+    (0) everywhere but 1 to ``items_max`` items written."""
+    if not draw(st.booleans()):
+        array[...] = oracle
+        return
+    oracle[...] = 0
+    for _ in range(draw(st.integers(1, items_max))):
+        index = tuple(draw(st.integers(0, n - 1)) for n in oracle.shape)
+        oracle[index] = values_for(draw, (), oracle.dtype)
+        array[index] = oracle[index]
+
+
 def _slice(draw, n):
     start = draw(st.none() | st.integers(-n - 2, n + 2))
     stop = draw(st.none() | st.integers(-n - 2, n + 2))

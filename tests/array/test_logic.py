@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 
 import neoarray.array as na
 
-from array_helpers import chunk_shapes, examples, values_for
+from array_helpers import chunk_shapes, examples, values_for, write_sparse_or_dense
 
 DTYPES = [np.dtype(d) for d in ("int32", "float64", "float32", "bool", "complex128")]
 
@@ -90,14 +90,7 @@ def real_operands(draw):
     chunks = draw(chunk_shapes(shape))
     oracle = values_for(draw, shape, dtype)
     array = na.ndarray(shape, dtype=dtype, chunks=chunks)
-    if draw(st.booleans()):         # sparse: a few items written
-        oracle[...] = 0
-        for _ in range(draw(st.integers(1, 3))):
-            index = tuple(draw(st.integers(0, n - 1)) for n in shape)
-            oracle[index] = values_for(draw, (), dtype)
-            array[index] = oracle[index]
-    else:
-        array[...] = oracle
+    write_sparse_or_dense(draw, oracle, array, items_max=3)
     return oracle, array
 
 

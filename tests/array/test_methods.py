@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 import neoarray.array as na
 from neoarray.array.errors import ArrayShapeError, ArrayValueError
 
-from array_helpers import chunk_shapes, examples, values_for
+from array_helpers import chunk_shapes, examples, values_for, write_sparse_or_dense
 
 DTYPES = [np.dtype(d) for d in ("bool", "int8", "uint16", "int32", "int64", "float32", "float64",
                                 "complex128")]
@@ -23,13 +23,7 @@ def operands(draw, max_dims=3):
     chunks = draw(chunk_shapes(shape))
     oracle = values_for(draw, shape, dtype)
     array = na.ndarray(shape, dtype=dtype, chunks=chunks, order=draw(st.sampled_from("CF")))
-    if draw(st.booleans()):         # sparse: one item written, the rest the fill value
-        oracle[...] = 0
-        index = tuple(draw(st.integers(0, n - 1)) for n in shape)
-        oracle[index] = values_for(draw, (), dtype)
-        array[index] = oracle[index]
-    else:
-        array[...] = oracle
+    write_sparse_or_dense(draw, oracle, array)
     return oracle, array
 
 
