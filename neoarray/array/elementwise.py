@@ -72,21 +72,13 @@ def all_true(func, inputs) -> bool:
     chunk, stopping at the first chunk where it is not; nothing is stored."""
     shape = broadcast_shape(inputs)
     chunks = _iteration_chunks(inputs, shape)
-    fill = _fill_of(func, inputs, {})
-    sparse = all(is_scalar(x) or (isinstance(x, core.ndarray) and x.shape == shape and x.chunks == chunks)
-                 for x in inputs)
-    if sparse:
-        if not bool(np.all(fill)) and any(_unstored_chunks(x) for x in inputs if isinstance(x, core.ndarray)):
+    neo = [x for x in inputs if isinstance(x, core.ndarray)]
+    sparse = _same_grid(inputs, shape, chunks)
+    if sparse and not bool(np.all(_fill_of(func, inputs, {}))) and any(map(_unstored_chunks, neo)):
+        return False
+    for _batch, args_of_chunks in _batches(inputs, shape, chunks, neo if sparse else None):
+        if not all(bool(np.all(func(*args))) for args in args_of_chunks):
             return False
-        keys = sorted(set().union(*(set(x.chunk_keys()) for x in inputs if isinstance(x, core.ndarray))))
-    else:
-        keys = itertools.product(*(range(g) for g in layout.chunk_grid(shape, chunks)))
-    nbytes = math.prod(chunks) * 16 * (len(inputs) + 1)
-    for batch in fetch.iter_batches(keys, lambda _: nbytes, config.fetch_bytes_max):
-        blocks = [_input_blocks(x, shape, chunks, batch) for x in inputs]
-        for args in zip(*blocks):
-            if not bool(np.all(func(*args))):
-                return False
     return True
 
 
@@ -99,25 +91,45 @@ def _prepare_out(out, inputs, shape, fill):
     return outputs.prepare_out(out, inputs, shape, fill.dtype, fill[0], what="the broadcast inputs")
 
 
+def _same_grid(inputs, shape, chunks) -> bool:
+    """Every input a scalar or a neoarray of ``shape`` and ``chunks``."""
+    return all(is_scalar(x) or (isinstance(x, core.ndarray) and x.shape == shape and x.chunks == chunks)
+               for x in inputs)
+
+
 def _sparse_ok(inputs, out, shape, fill):
     """True when only the chunks stored in some input need computing."""
     if not isinstance(out, core.ndarray) or out._fill != fill.astype(out.dtype).tobytes():
         return False
-    return all(is_scalar(x) or (isinstance(x, core.ndarray) and x.shape == shape
-                                 and x.chunks == out.chunks) for x in inputs)
+    return _same_grid(inputs, shape, out.chunks)
+
+
+def _batches(inputs, shape, chunks, stored_in):
+    """``(keys, the inputs' blocks of each key)`` a batch at a time: the chunks stored in
+    one of the neoarrays ``stored_in``, or every chunk of the grid (``stored_in`` None)."""
+    if stored_in is not None:
+        keys = sorted(set().union(*(set(x.chunk_keys()) for x in stored_in)))
+    else:
+        keys = itertools.product(*(range(g) for g in layout.chunk_grid(shape, chunks)))
+    nbytes = math.prod(chunks) * 16 * (len(inputs) + 1)
+    for batch in fetch.iter_batches(keys, lambda _: nbytes, config.fetch_bytes_max):
+        yield batch, zip(*[_input_blocks(x, shape, chunks, batch) for x in inputs])
 
 
 def _compute(ufunc, inputs, kwargs, out, shape, fill):
     chunks = out.chunks if isinstance(out, core.ndarray) else _iteration_chunks(inputs, shape)
-    if _sparse_ok(inputs, out, shape, fill):
-        keys = sorted(set().union(*(set(x.chunk_keys()) for x in inputs + (out,)
-                                    if isinstance(x, core.ndarray))))
-    else:
-        grid = layout.chunk_grid(shape, chunks)
-        keys = itertools.product(*(range(g) for g in grid))
-    nbytes = math.prod(chunks) * 16 * (len(inputs) + 1)
-    for batch in fetch.iter_batches(keys, lambda _: nbytes, config.fetch_bytes_max):
-        _compute_batch(ufunc, inputs, kwargs, out, shape, chunks, batch)
+    stored_in = ([x for x in inputs + (out,) if isinstance(x, core.ndarray)]
+                 if _sparse_ok(inputs, out, shape, fill) else None)
+    same_grid = isinstance(out, core.ndarray) and out.chunks == chunks
+    for batch, args_of_chunks in _batches(inputs, shape, chunks, stored_in):
+        for key, args in zip(batch, args_of_chunks):
+            region = layout.chunk_region(key, shape, chunks)
+            extent = tuple(r.stop - r.start for r in region)
+            result = np.broadcast_to(ufunc(*args, **kwargs), extent)
+            if same_grid:
+                out._put_block(key, result)
+            else:
+                out[region] = result
 
 
 def _iteration_chunks(inputs, shape):
@@ -143,16 +155,3 @@ def _input_region(in_shape, region):
     """Region of an input broadcast to the output (size-1 axes stay at 0)."""
     region = region[len(region) - len(in_shape):]
     return tuple(slice(0, 1) if n == 1 else r for n, r in zip(in_shape, region))
-
-
-def _compute_batch(ufunc, inputs, kwargs, out, shape, chunks, batch):
-    blocks = [_input_blocks(x, shape, chunks, batch) for x in inputs]
-    same_grid = isinstance(out, core.ndarray) and out.chunks == chunks
-    for key, args in zip(batch, zip(*blocks)):
-        region = layout.chunk_region(key, shape, chunks)
-        extent = tuple(r.stop - r.start for r in region)
-        result = np.broadcast_to(ufunc(*args, **kwargs), extent)
-        if same_grid:
-            out._put_block(key, result)
-        else:
-            out[region] = result

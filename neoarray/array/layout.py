@@ -9,6 +9,7 @@ import math
 import operator
 
 import numpy as np
+from numpy.lib.array_utils import normalize_axis_tuple
 
 from .errors import ArrayDtypeError, ArrayShapeError, ArrayValueError
 
@@ -144,3 +145,14 @@ def chunk_region(key, shape, chunks):
 def chunk_extent(key, shape, chunks):
     """Return the in-bounds shape of chunk ``key``."""
     return tuple(max(0, min((j + 1) * c, n) - j * c) for j, c, n in zip(key, chunks, shape))
+
+
+def normalize_axes(axes, ndim, what=None, allow_duplicate=False) -> tuple:
+    """``axes`` (an integer or a sequence of them) as non-negative axes of an array of
+    ``ndim`` dimensions, as numpy's ``normalize_axis_tuple``: an axis out of bounds or a
+    repeated one is ``ArrayValueError`` (prefixed by ``what``); one that is not an integer
+    is numpy's ``TypeError``."""
+    try:
+        return normalize_axis_tuple(axes, ndim, argname=what, allow_duplicate=allow_duplicate)
+    except ValueError as exc:       # numpy's AxisError is a ValueError too
+        raise ArrayValueError(str(exc)) from None

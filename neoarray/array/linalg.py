@@ -81,7 +81,7 @@ def matmul(a, b, out=None, dtype=None):
         raise ArrayShapeError(f"matmul: the contracted axes differ: operand shapes {tuple(a.shape)} and "
                               f"{tuple(b.shape)} (left {k} columns, right {k2} rows)")
     result_dtype = np.dtype(dtype) if dtype is not None else np.result_type(a.dtype, b.dtype)
-    shape = tuple(d for d, drop in ((n, a.ndim == 1), (m, b.ndim == 1)) if not drop)
+    shape = _kept(a, b, n, m)
     itemsize = result_dtype.itemsize
     row_step = max(1, min(n, left.chunks[0] if left.chunks else _step(a, 0, k, itemsize)))
     col_step = max(1, min(m, right.chunks[1] if right.chunks else _step(b, 1, k, itemsize)))
@@ -96,9 +96,9 @@ def matmul(a, b, out=None, dtype=None):
     inner = _blocks(k, inner_step)
     for rows in _blocks(n, row_step):
         for cols in _blocks(m, col_step):
-            tile = _tile(left, right, rows, cols, inner, result_dtype)
-            result[_result_index(a, b, rows, cols)] = tile.reshape(
-                tuple(s.stop - s.start for s, drop in ((rows, a.ndim == 1), (cols, b.ndim == 1)) if not drop))
+            index = _kept(a, b, rows, cols)
+            result[index] = _tile(left, right, rows, cols, inner, result_dtype).reshape(
+                [s.stop - s.start for s in index])
     return result
 
 
@@ -109,13 +109,15 @@ def _tile(left, right, rows, cols, inner, dtype):
     return acc
 
 
-def _result_index(a, b, rows, cols):
-    return tuple(s for s, drop in ((rows, a.ndim == 1), (cols, b.ndim == 1)) if not drop)
+def _kept(a, b, row, col):
+    """``(row, col)`` (extents, slices or steps) without the axis a 1-D operand drops
+    from the result: its row for a 1-D left operand, its column for a 1-D right one."""
+    return tuple(x for x, drop in ((row, a.ndim == 1), (col, b.ndim == 1)) if not drop)
 
 
 def _result_chunks(shape, a, b, row_step, col_step, itemsize):
-    """Tiles as chunks, unless a tile is larger than ``chunk_bytes_target``."""
-    chunks = tuple(s for s, drop in ((row_step, a.ndim == 1), (col_step, b.ndim == 1)) if not drop)
+    """Tiles as chunks, unless a tile is larger than ``chunk_bytes_max``."""
+    chunks = _kept(a, b, row_step, col_step)
     if math.prod(chunks) * itemsize <= config.chunk_bytes_max:
         return chunks
     return layout.default_chunks(shape, itemsize, "C", config.chunk_bytes_target)

@@ -1,15 +1,17 @@
-"""``np.where``, ``np.isclose``, ``np.allclose`` and ``np.array_equal`` on neoarrays,
-chunk by chunk (:mod:`.elementwise`).
+"""``np.where``, ``np.isclose``, ``np.allclose``, ``np.array_equal``, ``np.histogram``
+and ``np.bincount`` on neoarrays, chunk by chunk (:mod:`.elementwise`, :mod:`.plans`).
 
 ``where(condition, x, y)`` and ``isclose`` give new arrays, computed from the stored
 chunks when the operands share shape and chunks (the fill value follows the fill
 values); ``where(condition)`` is ``condition.nonzero()``.  ``allclose`` and
 ``array_equal`` answer a bool, reading one chunk of each operand at a time and storing
-nothing; they stop at the first chunk that differs.
+nothing; they stop at the first chunk that differs.  ``histogram`` (integer bins,
+unweighted; numpy's edges and their dtype) and ``bincount`` (unweighted) count in one
+pass over the stored chunks, the unwritten items added as fill values.
 """
 import numpy as np
 
-from . import core, elementwise, methods
+from . import core, elementwise, methods, plans
 
 _NO_VALUE = object()
 
@@ -55,3 +57,48 @@ def array_equal(a1, a2, equal_nan=False):
             same = same | both_nan
         return same
     return elementwise.all_true(equal, (a1, a2))
+
+
+def histogram(a, bins=10, range=None, density=None, weights=None):  # noqa: A002 - numpy's name
+    """``np.histogram`` of a neoarray with an integer number of bins, unweighted: one pass
+    over the stored chunks (the default range, numpy's (min, max), is a pass too)."""
+    if (not isinstance(a, core.ndarray) or weights is not None or isinstance(bins, bool)
+            or not isinstance(bins, (int, np.integer))):
+        return NotImplemented
+    lo, hi = plans.histogram_item_range(a) if range is None else range
+    plan = plans.HistogramPlan(a, bins, (float(lo), float(hi)))
+    counts, _ = plan.finish(plan.fold(a))
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    bin_type = np.result_type(lo, hi, a.dtype)
+    if bin_type.kind in "iub":
+        bin_type = np.result_type(bin_type, float)
+    edges = np.linspace(lo, hi, plan.bins + 1, dtype=bin_type)      # as numpy computes them
+    if density:
+        return counts / np.diff(edges) / counts.sum(), edges
+    return counts, edges
+
+
+def bincount(x, weights=None, minlength=0):
+    """``np.bincount`` of a 1-D neoarray of non-negative integers, unweighted, chunk by chunk."""
+    if not isinstance(x, core.ndarray) or weights is not None or x.ndim != 1 or x.dtype.kind not in "iub":
+        return NotImplemented
+    counts = np.zeros(max(int(minlength), 0), dtype=np.intp)
+    covered = 0
+    for _key, (part, n) in x._map_stored(lambda _k, block: (np.bincount(block, minlength=0), block.size)):
+        counts = _at_least(counts, len(part))
+        counts[:len(part)] += part
+        covered += n
+    missing = x.size - covered
+    if missing:
+        fill = int(x.fill_value)
+        if fill < 0:
+            raise ValueError("'list' argument must have no negative elements")
+        counts = _at_least(counts, fill + 1)
+        counts[fill] += missing
+    return counts
+
+
+def _at_least(counts, length):
+    """``counts`` padded with zeros to ``length`` items (or as it is when longer)."""
+    return np.pad(counts, (0, max(0, length - len(counts))))

@@ -64,17 +64,6 @@ def round_(array, decimals=0):
 
 # ---------------------------------------------------------------------- axes
 
-def _axes(axes, ndim, what):
-    try:
-        axes = [int(a) for a in axes]
-    except TypeError:
-        raise ArrayValueError(f"{what}: axes must be integers, not {axes!r}") from None
-    for a in axes:
-        if not -ndim <= a < ndim:
-            raise ArrayValueError(f"{what}: axis {a} is out of bounds for an array of {ndim} dimensions")
-    return [a % ndim for a in axes]
-
-
 def transpose(array, axes=None):
     """The array with its axes permuted (reversed by default), chunk by chunk."""
     ndim = array.ndim
@@ -83,7 +72,7 @@ def transpose(array, axes=None):
     else:
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = axes[0]
-        perm = _axes(axes, ndim, "transpose")
+        perm = list(layout.normalize_axes(axes, ndim, "transpose", allow_duplicate=True))
         if sorted(perm) != list(range(ndim)):
             raise ArrayValueError(f"transpose: axes {tuple(axes)} are not a permutation of the "
                                   f"{ndim} axes")
@@ -96,7 +85,7 @@ def transpose(array, axes=None):
 
 
 def swapaxes(array, axis1, axis2):
-    a, b = _axes((axis1, axis2), array.ndim, "swapaxes")
+    a, b = layout.normalize_axes((axis1, axis2), array.ndim, "swapaxes", allow_duplicate=True)
     perm = list(range(array.ndim))
     perm[a], perm[b] = perm[b], perm[a]
     return transpose(array, perm)
@@ -174,7 +163,7 @@ def squeeze(array, axis=None):
     if axis is None:
         axes = [i for i, n in enumerate(array.shape) if n == 1]
     else:
-        axes = _axes(axis if isinstance(axis, (tuple, list)) else (axis,), array.ndim, "squeeze")
+        axes = layout.normalize_axes(axis, array.ndim, "squeeze", allow_duplicate=True)
         wide = [a for a in axes if array.shape[a] != 1]
         if wide:
             raise ArrayShapeError(f"squeeze: axis {wide[0]} has size {array.shape[wide[0]]}, not 1")
@@ -186,7 +175,7 @@ def squeeze(array, axis=None):
 def expand_dims(array, axis):
     axes = axis if isinstance(axis, (tuple, list)) else (axis,)
     ndim = array.ndim + len(axes)
-    axes = _axes(axes, ndim, "expand_dims")
+    axes = layout.normalize_axes(axes, ndim, "expand_dims", allow_duplicate=True)
     if len(set(axes)) != len(axes):
         raise ArrayValueError(f"expand_dims: repeated axis in {tuple(axis)}")
     old = iter(range(array.ndim))

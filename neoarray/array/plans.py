@@ -306,17 +306,20 @@ class HistogramPlan(_Plan):
 
 
 def histogram_range(array):
-    """numpy's default histogram range: ``(min, max)`` of the items, finite."""
+    """numpy's default histogram range: ``(min, max)`` of the items, finite, as floats."""
+    lo, hi = histogram_item_range(array)
+    return float(lo), float(hi)
+
+
+def histogram_item_range(array):
+    """``(min, max)`` of the items as items (numpy scalars of their dtype, whose dtype
+    numpy's bin edges take), finite; ``(0.0, 1.0)`` for an empty array."""
     if array.size == 0:
         return 0.0, 1.0
-    lo, hi = float(array.min()), float(array.max())
-    histogram_range_check(lo, hi)
-    return lo, hi
-
-
-def histogram_range_check(lo, hi) -> None:
+    lo, hi = array.min(), array.max()
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ArrayValueError(f"autodetected range of [{lo}, {hi}] is not finite")
+    return lo, hi
 
 
 def stored_keys(array, start=None, stop=None):

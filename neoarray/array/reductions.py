@@ -25,11 +25,9 @@ States are tuples of arrays of the output shape (reduced axes kept as 1).
 import math
 
 import numpy as np
-from numpy.lib.array_utils import normalize_axis_tuple
 
 from .. import kernels
 from . import layout
-from .errors import ArrayValueError
 
 NUMPY_FUNCS = {
     "sum": np.sum, "prod": np.prod, "mean": np.mean, "var": np.var, "std": np.std,
@@ -241,12 +239,7 @@ def _add_fill(red, state, covered, n, fill, acc):
 
 
 def _axes(axis, ndim):
-    if axis is None:
-        return tuple(range(ndim))
-    try:
-        return normalize_axis_tuple(axis, ndim)
-    except np.exceptions.AxisError as exc:
-        raise ArrayValueError(str(exc)) from None
+    return tuple(range(ndim)) if axis is None else layout.normalize_axes(axis, ndim)
 
 
 def _numpy_empty(array, name, axis, keepdims, out, **kwargs):

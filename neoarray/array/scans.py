@@ -40,7 +40,7 @@ def accumulate(ufunc, array, axis=0, dtype=None, out=None, numpy_func=None):
                                   f"give an axis for an array of {array.ndim} dimensions "
                                   f"(shape {array.shape})")
         axis = 0
-    axis = _axis(axis, array.ndim)
+    (axis,) = layout.normalize_axes(axis, array.ndim)
     result_dtype = _result_dtype(ufunc, dtype, array.dtype, numpy_func)
     result = outputs.prepare_out(out, (array,), array.shape, result_dtype, chunks=array.chunks,
                                  what=f"the {ufunc.__name__}.accumulate of the input")
@@ -59,16 +59,6 @@ def accumulate(ufunc, array, axis=0, dtype=None, out=None, numpy_func=None):
     return result
 
 
-def _axis(axis, ndim):
-    try:
-        axis = int(axis)
-    except TypeError:
-        raise ArrayValueError(f"axis must be an integer, not {axis!r}") from None
-    if not -ndim <= axis < ndim:
-        raise ArrayValueError(f"axis {axis} is out of bounds for an array of {ndim} dimensions")
-    return axis % ndim
-
-
 def diff(array, n=1, axis=-1):
     """``np.diff(array, n, axis)``, from the stored chunks only: each stored chunk's
     differences are computed from it and the one item before and after it along
@@ -79,7 +69,7 @@ def diff(array, n=1, axis=-1):
         return NotImplemented
     if array.ndim == 0:
         raise ArrayValueError("diff requires an array of at least one dimension")
-    axis = _axis(axis, array.ndim)
+    (axis,) = layout.normalize_axes(axis, array.ndim)
     n = int(n)
     if n < 0:
         raise ArrayValueError(f"diff: order n={n} must be non-negative")

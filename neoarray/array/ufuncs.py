@@ -3,8 +3,8 @@
 Elementwise ufuncs run chunk by chunk (:mod:`.elementwise`) and write a new
 persistent array (added to the connection of the first attached input, else
 detached) or ``out=``.  ``matmul`` goes to :mod:`.linalg`, ``accumulate`` to
-:mod:`.scans`; ``np.where``, ``np.isclose``, ``np.allclose``, ``np.array_equal`` to
-:mod:`.logic`; the numpy functions named like ndarray methods to :mod:`.methods`.
+:mod:`.scans`; ``np.where``, ``np.isclose``, ``np.allclose``, ``np.array_equal``,
+``np.histogram`` and ``np.bincount`` to :mod:`.logic`; the numpy functions named like ndarray methods to :mod:`.methods`.
 
 Reductions dispatched by ``__array_function__`` (``np.sum``, ``np.mean``, ...)
 and ``ufunc.reduce`` go to :mod:`.reductions`; other numpy functions receive
@@ -31,9 +31,7 @@ def array_ufunc(ufunc, method, inputs, kwargs):
         return _ufunc_reduce(ufunc, inputs, kwargs)
     if method == "accumulate":
         return _ufunc_accumulate(ufunc, inputs, kwargs)
-    out = kwargs.pop("out", None)
-    if isinstance(out, tuple):
-        out = out[0] if len(out) == 1 else out
+    out = _single_out(kwargs)
     if (method != "__call__" or ufunc.nout != 1 or set(kwargs) - UFUNC_KWARGS
             or isinstance(out, tuple)):
         return NotImplemented
@@ -126,10 +124,6 @@ def _materialise(value):
     return value
 
 
-def _dot(a, b, out=None):
-    return linalg.dot(a, b, out=out)
-
-
 def _cumulative(ufunc, numpy_func):
     def run(a, axis=None, dtype=None, out=None):
         return scans.accumulate(ufunc, a, axis, dtype, out, numpy_func=numpy_func)
@@ -143,54 +137,8 @@ def _neo_first(func):
     return run
 
 
-def _histogram(a, bins=10, range=None, density=None, weights=None):  # noqa: A002 - numpy's name
-    """``np.histogram`` of a neoarray with an integer number of bins, unweighted: one pass
-    over the stored chunks (the default range, numpy's (min, max), is a pass too)."""
-    if (not isinstance(a, core.ndarray) or weights is not None or isinstance(bins, bool)
-            or not isinstance(bins, (int, np.integer))):
-        return NotImplemented
-    if range is None:       # numpy's: the items' (min, max), as items
-        lo, hi = (a.min(), a.max()) if a.size else (0.0, 1.0)
-        plans.histogram_range_check(lo, hi)
-    else:
-        lo, hi = range
-    plan = plans.HistogramPlan(a, bins, (float(lo), float(hi)))
-    counts, _ = plan.finish(plan.fold(a))
-    if lo == hi:
-        lo, hi = lo - 0.5, hi + 0.5
-    bin_type = np.result_type(lo, hi, a.dtype)
-    if bin_type.kind in "iub":
-        bin_type = np.result_type(bin_type, float)
-    edges = np.linspace(lo, hi, plan.bins + 1, dtype=bin_type)      # as numpy computes them
-    if density:
-        return counts / np.diff(edges) / counts.sum(), edges
-    return counts, edges
-
-
-def _bincount(x, weights=None, minlength=0):
-    """``np.bincount`` of a 1-D neoarray of non-negative integers, unweighted, chunk by chunk."""
-    if not isinstance(x, core.ndarray) or weights is not None or x.ndim != 1 or x.dtype.kind not in "iub":
-        return NotImplemented
-    counts = np.zeros(max(int(minlength), 0), dtype=np.intp)
-    covered = 0
-    for _key, (part, n) in x._map_stored(lambda _k, block: (np.bincount(block, minlength=0), block.size)):
-        if len(part) > len(counts):
-            counts = np.concatenate([counts, np.zeros(len(part) - len(counts), np.intp)])
-        counts[:len(part)] += part
-        covered += n
-    missing = x.size - covered
-    if missing:
-        fill = int(x.fill_value)
-        if fill < 0:
-            raise ValueError("'list' argument must have no negative elements")
-        if fill >= len(counts):
-            counts = np.concatenate([counts, np.zeros(fill + 1 - len(counts), np.intp)])
-        counts[fill] += missing
-    return counts
-
-
 _ARRAY_FUNCTIONS = {
-    np.dot: _dot, np.cumsum: _cumulative(np.add, np.cumsum),
+    np.dot: linalg.dot, np.cumsum: _cumulative(np.add, np.cumsum),
     np.cumprod: _cumulative(np.multiply, np.cumprod),
     np.transpose: _neo_first(lambda a, axes=None: methods.transpose(a, axes)),
     np.swapaxes: _neo_first(methods.swapaxes),
@@ -205,7 +153,8 @@ _ARRAY_FUNCTIONS = {
     np.copy: _neo_first(lambda a, order="K", subok=False: methods.astype(a, a.dtype, True)),
     np.nonzero: _neo_first(methods.nonzero),
     np.where: logic.where, np.isclose: logic.isclose, np.allclose: logic.allclose,
-    np.array_equal: logic.array_equal, np.histogram: _histogram, np.bincount: _bincount,
+    np.array_equal: logic.array_equal, np.histogram: logic.histogram,
+    np.bincount: logic.bincount,
     np.diff: lambda a, n=1, axis=-1, prepend=None, append=None: (
         scans.diff(a, n, axis) if prepend is None and append is None else NotImplemented),
 }
