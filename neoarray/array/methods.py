@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from . import core, layout, outputs
+from . import core, elementwise, layout, outputs
 from .errors import ArrayShapeError, ArrayValueError
 
 
@@ -33,33 +33,28 @@ def _result(array, shape, dtype, fill, chunks):
     return outputs.prepare_out(None, (array,), shape, dtype, fill_value=fill, chunks=chunks)
 
 
-def elementwise(array, func):
+def _map(array, func):
     """A new array of ``func(block)`` for each stored block, ``func`` of the fill value
-    for the rest (``func`` maps a numpy array to one of the same shape)."""
+    for the rest (the elementwise engine's sparse path; floating-point warnings off)."""
     with np.errstate(all="ignore"):
-        probe = func(np.full(1, array.fill_value, dtype=array.dtype))
-    result = _result(array, array.shape, probe.dtype, probe[0], array.chunks)
-    with np.errstate(all="ignore"):
-        for key, block in array._map_stored(lambda _key, block: func(block)):
-            result._put_block(key, block)
-    return result
+        return elementwise.apply(func, (array,))
 
 
 def astype(array, dtype, copy=True):
     dtype = np.dtype(dtype)
     if dtype == array.dtype and not copy:
         return array
-    return elementwise(array, lambda block: block.astype(dtype))
+    return _map(array, lambda block: block.astype(dtype))
 
 
 def clip(array, a_min=None, a_max=None):
     if a_min is None and a_max is None:
         raise ArrayValueError("clip: give a_min, a_max or both")
-    return elementwise(array, lambda block: np.clip(block, a_min, a_max))
+    return _map(array, lambda block: np.clip(block, a_min, a_max))
 
 
 def round_(array, decimals=0):
-    return elementwise(array, lambda block: np.round(block, decimals))
+    return _map(array, lambda block: np.round(block, decimals))
 
 
 # ---------------------------------------------------------------------- axes
@@ -135,10 +130,9 @@ def _ones_map(old, new):
 def _reshape_ones(array, shape, mapping):
     chunks = tuple(1 if m is None else array.chunks[m] for m in mapping)
     result = _result(array, shape, array.dtype, array.fill_value, chunks)
-    for key, block in array._map_stored(lambda key, block: (key, block.reshape(
-            tuple(1 if m is None else block.shape[m] for m in mapping)).copy())):
-        old_key, new_block = block
-        result._put_block(tuple(0 if m is None else old_key[m] for m in mapping), new_block)
+    for key, block in array._map_stored(lambda _key, block: block.reshape(
+            tuple(1 if m is None else block.shape[m] for m in mapping)).copy()):
+        result._put_block(tuple(0 if m is None else key[m] for m in mapping), block)
     return result
 
 
