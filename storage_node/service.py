@@ -27,6 +27,7 @@ partition).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import zlib
@@ -256,17 +257,11 @@ class StorageServicer(rpc.StorageServicer):
         _no_segments(segments, "LoadMany")
         self._check_batch(request)
         kv = self.backend.kv
-        if not kv.snapshot_reads_lock_free:
-            done = [self._loaded(r) for r in request.loads]
-            return pb.LoadManyReply(loads=[reply for reply, _ in done]), [data for _, data in done]
-        txn = kv.read(buffers=True)
-        try:
+        with contextlib.ExitStack() as stack:
+            txn = stack.enter_context(kv.read(buffers=True)) if kv.snapshot_reads_lock_free else None
             done = [self._loaded(r, txn) for r in request.loads]
-        except BaseException:
-            txn.__exit__(None, None, None)
-            raise
-        return (pb.LoadManyReply(loads=[reply for reply, _ in done]), [data for _, data in done],
-                lambda: txn.__exit__(None, None, None))
+            release = stack.pop_all().close     # the read ends once the reply is written
+        return pb.LoadManyReply(loads=[reply for reply, _ in done]), [data for _, data in done], release
 
     def History(self, request, context):
         try:

@@ -231,6 +231,7 @@ class _Connection:
         self.roles: frozenset | None = None
         self.token_ok = False
         self.write_lock = threading.Lock()
+        self.reader: conn.FrameReader | None = None     # after the TLS handshake
 
     # -- life -----------------------------------------------------------------------
     def refuse_full(self) -> None:
@@ -393,9 +394,8 @@ class _Connection:
 
     def _write(self, frame: frames.Frame) -> None:
         with self.write_lock:
-            reader = getattr(self, "reader", None)
-            if reader is not None:
-                reader.set_timeout(self.server.limits.frame_s)
+            if self.reader is not None:
+                self.reader.set_timeout(self.server.limits.frame_s)
             else:
                 self.sock.settimeout(self.server.limits.frame_s)
             conn.write_frame(self.sock, frame)
