@@ -33,6 +33,17 @@ def checked_id(value: bytes, what: str) -> bytes:
     return value
 
 
+def checked_tid(value: bytes, what: str) -> bytes:
+    """``value`` if it can name a transaction (8 bytes, above 0, at most ``MAX_TID``);
+    ``RequestRefused`` naming ``what`` otherwise.  The master never hands out 0 as a ttid
+    or tid: a transaction there would sort before every real one."""
+    checked_id(value, what)
+    if value == Z64 or value > MAX_TID:
+        raise RequestRefused(f"{what} {value.hex()} names no transaction: it must be above 0 "
+                             f"and at most {MAX_TID.hex()}")
+    return value
+
+
 def tid_from_time(seconds: float) -> bytes:
     """The TimeStamp TID of a unix time."""
     t = time.gmtime(seconds)

@@ -39,6 +39,7 @@ from neoarray import kernels, payload
 from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
 from neoarray.ids import Z64
 from neoarray.ids import checked_id as _id
+from neoarray.ids import checked_tid as _tid
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import storage_pb2 as pb
 from neoarray.proto import storage_pb2_grpc as rpc
@@ -409,12 +410,12 @@ class StorageServicer(rpc.StorageServicer):
 
     def Store(self, request, context):
         self.node.check_writable()
-        self._store(_id(request.ttid, "ttid"), request.node_id, request.objects)
+        self._store(_tid(request.ttid, "ttid"), request.node_id, request.objects)
         return pb.StoreReply()
 
     def Store_segments(self, request, segments, context):
         self.node.check_writable()
-        self._store(_id(request.ttid, "ttid"), request.node_id, request.objects, segments)
+        self._store(_tid(request.ttid, "ttid"), request.node_id, request.objects, segments)
         return pb.StoreReply(), []
 
     def Vote(self, request, context):
@@ -425,7 +426,7 @@ class StorageServicer(rpc.StorageServicer):
 
     def _vote(self, request, segments=None):
         self.node.check_writable()
-        ttid = _id(request.ttid, "ttid")
+        ttid = _tid(request.ttid, "ttid")
         if request.objects:
             self._store(ttid, request.node_id, request.objects, segments)
         elif segments:
@@ -464,7 +465,7 @@ class StorageServicer(rpc.StorageServicer):
     # -- master only ------------------------------------------------------------------
     def Lock(self, request, context):
         self.node.fence.check(context)
-        self.manager.lock(_id(request.ttid, "ttid"), _id(request.tid, "tid"))
+        self.manager.lock(_tid(request.ttid, "ttid"), _tid(request.tid, "tid"))
         return cpb.Empty()
 
     def Unlock(self, request, context):

@@ -74,6 +74,10 @@ class Known:
     ptid: int
     store_ttids: list[bytes] = field(default_factory=list)    # Store/Vote/Unvote/Abort only
     finish_ttids: list[bytes] = field(default_factory=list)   # Finish/Lock/FinalTid only
+    # every ttid actually sent to Store/Vote/Unvote/Abort, and to Finish/Lock: a hostile
+    # value (MAX_TID, a random one) sent to both sides would complete a commit by chance
+    sent_store: set[bytes] = field(default_factory=set)
+    sent_finish: set[bytes] = field(default_factory=set)
     examples: dict[str, list] = field(default_factory=dict)   # method key -> valid requests
 
 
@@ -279,8 +283,12 @@ def _begin(req, k: Known) -> bool:
     return not _is_id(req.tid) or req.tid <= max(k.data_tids) or req.tid > MAX_TID
 
 
-def _finish(req, k: Known) -> bool:
-    return req.ttid not in k.store_ttids
+def _finish_side(req, k: Known) -> bool:
+    """Finish/Lock: never a ttid of the store side (remembered when sent)."""
+    if req.ttid in k.store_ttids or req.ttid in k.sent_store:
+        return False
+    k.sent_finish.add(req.ttid)
+    return True
 
 
 def _add_nodes(req, k: Known) -> bool:
@@ -309,11 +317,11 @@ def _admin_truncate(req, k: Known) -> bool:
 
 
 def _store(req, k: Known) -> bool:
-    return req.ttid not in k.finish_ttids
-
-
-def _lock(req, k: Known) -> bool:
-    return req.ttid not in k.store_ttids
+    """Store/Vote/Unvote/Abort: never a ttid of the finish side (remembered when sent)."""
+    if req.ttid in k.finish_ttids or req.ttid in k.sent_finish:
+        return False
+    k.sent_store.add(req.ttid)
+    return True
 
 
 def _pack(req, k: Known) -> bool:
@@ -344,7 +352,7 @@ def _storage_truncate(req, k: Known) -> bool:
 SAFETY = {
     "Master.Identify": _identify,
     "Master.Begin": _begin,
-    "Master.Finish": _finish,
+    "Master.Finish": _finish_side,
     "Admin.SetClusterState": _set_cluster_state,
     "Admin.AddNodes": _add_nodes,
     "Admin.Tweak": _tweak,
@@ -356,7 +364,7 @@ SAFETY = {
     "Storage.Vote": _store,
     "Storage.Unvote": _store,
     "Storage.AbortTransaction": _store,
-    "Storage.Lock": _lock,
+    "Storage.Lock": _finish_side,
     "Storage.Pack": _pack,
     "Storage.RepairRecords": _repair,
     "Storage.SetPartitionTable": _set_pt,

@@ -31,8 +31,9 @@ request is valid is decided on the bytes actually sent (parsed here), so random
 bytes that happen to decode into a valid order are not sent either.  Shutdown gets
 only calls from another cluster, which must leave the node running: a fuzz that
 shuts a node down proves nothing.  The ttids given to Store/Vote/Unvote/Abort and
-those given to Finish/Lock are kept apart, so that the fuzz never completes a
-two-phase commit by chance (a commit of random stores on one node would be a
+those given to Finish/Lock are kept apart (the fuzz's own, and every hostile value
+actually sent: seed 3599493006 once voted ttid MAX_TID on one node and locked it there),
+so that the fuzz never completes a two-phase commit by chance (a commit of random stores on one node would be a
 legitimate client's doing, not a crash); the stores and votes left behind are
 aborted at the end (every ttid still voted on a node), as a departing client's are:
 a vote from a client the master never knew holds its write locks until then (see

@@ -3,11 +3,12 @@
 import time
 
 import pytest
+import xxhash
 from ZODB.Connection import TransactionMetaData
 
 from neoarray import wire
 from neoarray.errors import RequestRefused
-from neoarray.ids import Z64
+from neoarray.ids import Z64, p64
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
@@ -101,3 +102,25 @@ def test_listings_after_the_largest_id_are_empty(committed, node):
     everything = wire.call(stub.ObjectsSince, spb.ObjectsSinceRequest(partitions=list(range(PARTITIONS))),
                            TIMEOUT_S)
     assert set(committed) <= set(everything.oids)
+
+
+def test_transaction_ids_of_zero_or_beyond_max_tid_are_refused(committed, node):
+    """The frames fuzz (seed 2103343179) voted ttid 0 and locked it at tid 0: a
+    transaction written before every real one.  The master hands out neither."""
+    _, stub = node
+    oid = next(iter(committed))
+    record = spb.ObjectRecord(oid=oid, serial=Z64, data=b"x", checksum=xxhash.xxh3_64_intdigest(b"x"))
+    for ttid in (Z64, b"\xff" * 8):
+        with pytest.raises(RequestRefused, match=f"ttid {ttid.hex()} names no transaction"):
+            wire.call(stub.Store, spb.StoreRequest(ttid=ttid, node_id=7, objects=[record]), TIMEOUT_S)
+        with pytest.raises(RequestRefused, match=f"ttid {ttid.hex()} names no transaction"):
+            wire.call(stub.Vote, spb.VoteRequest(ttid=ttid, node_id=7, oids=[oid]), TIMEOUT_S)
+        with pytest.raises(RequestRefused, match=f"ttid {ttid.hex()} names no transaction"):
+            wire.call(stub.Lock, spb.LockRequest(ttid=ttid, tid=p64(1)), TIMEOUT_S)
+        with pytest.raises(RequestRefused, match=f"tid {ttid.hex()} names no transaction"):
+            wire.call(stub.Lock, spb.LockRequest(ttid=p64(1), tid=ttid), TIMEOUT_S)
+    info = wire.call(stub.RecoveryInfo, cpb.Empty(), TIMEOUT_S)
+    assert Z64 not in info.voted_ttids and not list(info.locked)
+    first = wire.call(stub.Transactions, spb.TransactionsRequest(partitions=list(range(PARTITIONS)), limit=1),
+                      TIMEOUT_S)
+    assert all(t.tid != Z64 for t in first.transactions)
