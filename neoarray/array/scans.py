@@ -31,14 +31,12 @@ def _result_dtype(ufunc, dtype, array_dtype, numpy_func=None):
 
 def accumulate(ufunc, array, axis=0, dtype=None, out=None, numpy_func=None):
     """``ufunc.accumulate(array, axis)`` (``numpy_func``: ``np.cumsum`` or ``np.cumprod``,
-    whose ``axis=None`` flattens: refused here for arrays of more than one axis)."""
+    whose ``axis=None`` flattens: left to numpy, in memory, for arrays of more than one axis)."""
     if ufunc not in ACCUMULATE_UFUNCS or not isinstance(array, core.ndarray):
         return NotImplemented
     if axis is None:
         if array.ndim != 1:
-            raise ArrayValueError(f"{(numpy_func or ufunc).__name__} with axis=None flattens the array: "
-                                  f"give an axis for an array of {array.ndim} dimensions "
-                                  f"(shape {array.shape})")
+            return NotImplemented   # numpy's flattening scan, in memory within the bound
         axis = 0
     (axis,) = layout.normalize_axes(axis, array.ndim)
     result_dtype = _result_dtype(ufunc, dtype, array.dtype, numpy_func)

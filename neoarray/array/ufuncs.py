@@ -179,4 +179,32 @@ def array_function(array, func, types, args, kwargs):
         return array.ndim
     if func is np.size and args[0] is array and len(args) == 1 and not kwargs:
         return array.size
-    return func(*_materialise(args), **{k: _materialise(v) for k, v in kwargs.items()})
+    return _in_memory(func, args, kwargs)
+
+
+# numpy functions that write into their first argument
+WRITES_FIRST = frozenset({np.copyto, np.put, np.putmask, np.place, np.fill_diagonal, np.put_along_axis})
+
+
+def _in_memory(func, args, kwargs):
+    """``func`` on the arrays loaded (``np.asarray``, within ``config.memory_bytes_max``);
+    a neoarray that ``func`` writes into (``out=``, or the first argument of
+    ``WRITES_FIRST``) gets the written values back, chunk by chunk."""
+    loaded_args = list(_materialise(tuple(args)))
+    loaded_kwargs = {k: _materialise(v) for k, v in kwargs.items()}
+    targets = []                                   # (neoarray, its loaded copy)
+    if func in WRITES_FIRST and args and isinstance(args[0], core.ndarray):
+        targets.append((args[0], loaded_args[0]))
+    out = kwargs.get("out")
+    for neo, loaded in zip(out if isinstance(out, tuple) else (out,),
+                           loaded_kwargs["out"] if isinstance(out, tuple) else (loaded_kwargs.get("out"),)):
+        if isinstance(neo, core.ndarray):
+            targets.append((neo, loaded))
+    result = func(*loaded_args, **loaded_kwargs)
+    for neo, loaded in targets:
+        neo[...] = loaded
+    if isinstance(out, core.ndarray):
+        return out
+    if isinstance(out, tuple) and any(isinstance(o, core.ndarray) for o in out):
+        return out
+    return result
