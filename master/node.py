@@ -123,6 +123,18 @@ def _check_identify(req) -> None:
                              f"(8 bytes, at most 0x{MAX_TID.hex()})")
     if req.last_oid:
         checked_id(req.last_oid, "identify: last_oid")
+    if req.type == cpb.STORAGE:     # the master calls them: an address it cannot dial wedges nothing
+        _check_address(req.address, "address")
+        if req.data_address:
+            _check_address(req.data_address, "data_address")
+
+
+def _check_address(address: str, what: str) -> None:
+    """``RequestRefused`` unless ``address`` is ``host:port`` with a port in 1..65535."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise RequestRefused(f"identify: storage {what} {address[:80]!r} is not host:port "
+                             f"(a port from 1 to 65535)")
 
 
 class Master(TableAdmin, Truncation, ReplicationRates):
@@ -625,9 +637,13 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         that refuses had no vote of it (it answered, so it is not lost; its cells copy
         the transaction if it commits)."""
         request = spb.LockRequest(ttid=txn.ttid, tid=txn.tid)
-        calls = {nid: (self.storage_stub(nid).Lock.future(request, timeout=self.limits.lock_timeout_s)
-                       if len(txn.storages) > 1 else None) for nid in txn.storages}
-        failed = {}
+        calls, failed = {}, {}
+        for nid in txn.storages:    # a node that cannot even be called fails here, as a lost one
+            try:                    # (an exception escaping would leave txn queued: every later commit waits)
+                calls[nid] = (self.storage_stub(nid).Lock.future(request, timeout=self.limits.lock_timeout_s)
+                              if len(txn.storages) > 1 else None)
+            except Exception as exc:
+                failed[nid] = exc
         for nid, fut in calls.items():
             try:
                 if fut is None:
@@ -647,7 +663,8 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             # a node without a cell of what it writes holds nothing of it that counts
             holders = {n for p in written(txn, self.partitions) for n in self.pt.rows[p]}
             lost = set(failed) - refused
-            self.commits.lock_answers(txn, set(calls) - set(failed), refused | (lost - holders), lost & holders)
+            self.commits.lock_answers(txn, set(txn.storages) - set(failed), refused | (lost - holders),
+                                      lost & holders)
             if refused and txn.decided:
                 self._missed(txn, self._voters(txn), txn.tid)
             self._settle_queue()
