@@ -16,7 +16,7 @@ import inspect
 
 import numpy as np
 
-from . import core, elementwise, linalg, logic, methods, plans, scans
+from . import contract, core, elementwise, linalg, logic, methods, plans, scans
 
 REDUCE_UFUNCS = {np.add: "sum", np.multiply: "prod", np.minimum: "min",
                  np.maximum: "max", np.logical_and: "all", np.logical_or: "any"}
@@ -51,7 +51,8 @@ def _matmul(ufunc, method, inputs, kwargs):
     out, dtype = _single_out(kwargs), kwargs.pop("dtype", None)
     if kwargs or isinstance(out, tuple):
         return NotImplemented
-    return linalg.matmul(*inputs, out=out, dtype=dtype)
+    result = contract.dot1d(*inputs, out=out, dtype=dtype)
+    return linalg.matmul(*inputs, out=out, dtype=dtype) if result is NotImplemented else result
 
 
 def _ufunc_accumulate(ufunc, inputs, kwargs):
@@ -138,7 +139,10 @@ def _neo_first(func):
 
 
 _ARRAY_FUNCTIONS = {
-    np.dot: linalg.dot, np.cumsum: _cumulative(np.add, np.cumsum),
+    np.dot: lambda a, b, out=None: (contract.dot1d(a, b, out) if out is None and np.ndim(a) == np.ndim(b) == 1
+                                    else linalg.dot(a, b, out)),
+    np.einsum: contract.einsum, np.tensordot: contract.tensordot,
+    np.inner: contract.inner, np.vdot: contract.vdot, np.cumsum: _cumulative(np.add, np.cumsum),
     np.cumprod: _cumulative(np.multiply, np.cumprod),
     np.transpose: _neo_first(lambda a, axes=None: methods.transpose(a, axes)),
     np.swapaxes: _neo_first(methods.swapaxes),
