@@ -4,7 +4,11 @@ Elementwise ufuncs run chunk by chunk (:mod:`.elementwise`) and write a new
 persistent array (added to the connection of the first attached input, else
 detached) or ``out=``.  ``matmul`` goes to :mod:`.linalg`, ``accumulate`` to
 :mod:`.scans`; ``np.where``, ``np.isclose``, ``np.allclose``, ``np.array_equal``,
-``np.histogram`` and ``np.bincount`` to :mod:`.logic`; the numpy functions named like ndarray methods to :mod:`.methods`.
+``np.histogram`` and ``np.bincount`` to :mod:`.logic`; the numpy functions named like ndarray methods to :mod:`.methods`;
+``np.sort``, ``np.argsort``, ``np.unique``, ``np.searchsorted`` to :mod:`.ordering`;
+``np.percentile``, ``np.quantile``, ``np.median`` (and their nan variants) to
+:mod:`.quantiles`; ``np.concatenate``, ``np.stack``, ``np.vstack``, ``np.hstack`` to
+:mod:`.joining`.
 
 Reductions dispatched by ``__array_function__`` (``np.sum``, ``np.mean``, ...)
 and ``ufunc.reduce`` go to :mod:`.reductions`; other numpy functions receive
@@ -16,7 +20,7 @@ import inspect
 
 import numpy as np
 
-from . import core, elementwise, linalg, logic, methods, plans, scans
+from . import core, elementwise, linalg, logic, methods, ordering, plans, scans
 
 REDUCE_UFUNCS = {np.add: "sum", np.multiply: "prod", np.minimum: "min",
                  np.maximum: "max", np.logical_and: "all", np.logical_or: "any"}
@@ -160,6 +164,8 @@ _ARRAY_FUNCTIONS = {
 }
 if hasattr(np, "around"):
     _ARRAY_FUNCTIONS[np.around] = _ARRAY_FUNCTIONS[np.round]
+for _module in (ordering,):      # sorting
+    _ARRAY_FUNCTIONS.update(_module.ARRAY_FUNCTIONS)
 
 
 def array_function(array, func, types, args, kwargs):
