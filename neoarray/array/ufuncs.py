@@ -20,7 +20,7 @@ import inspect
 
 import numpy as np
 
-from . import core, elementwise, linalg, logic, methods, ordering, plans, quantiles, scans
+from . import core, elementwise, joining, linalg, logic, methods, ordering, plans, quantiles, scans
 
 REDUCE_UFUNCS = {np.add: "sum", np.multiply: "prod", np.minimum: "min",
                  np.maximum: "max", np.logical_and: "all", np.logical_or: "any"}
@@ -164,7 +164,7 @@ _ARRAY_FUNCTIONS = {
 }
 if hasattr(np, "around"):
     _ARRAY_FUNCTIONS[np.around] = _ARRAY_FUNCTIONS[np.round]
-for _module in (ordering, quantiles):      # sorting, order statistics
+for _module in (ordering, quantiles, joining):      # sorting, order statistics, joining
     _ARRAY_FUNCTIONS.update(_module.ARRAY_FUNCTIONS)
 
 
