@@ -217,14 +217,17 @@ class _Cursor:
         return taken
 
 
-def _merge(runs, sink, read_items):
+def _merge(runs, sink, read_items, report):
     """k-way merge of sorted ``runs`` (consecutive ranges of the input, in order) into
-    ``sink``, holding at most ``read_items`` items of each run (see the module doc)."""
+    ``sink``, holding at most ``read_items`` items of each run (see the module doc);
+    ``report["held_items_max"]``: the most items buffered at once."""
     cursors = [_Cursor(run, read_items) for run in runs]
     with_indices = runs[0].with_indices
     while cursors:
         for cursor in cursors:
             cursor.refill()
+        held = sum(len(c.buffers[0]) for c in cursors)
+        report["held_items_max"] = max(report.get("held_items_max", 0), held)
         takes = _round_takes(cursors)
         parts = [cursor.take(count) for cursor, count in zip(cursors, takes)]
         values = np.concatenate([p[0] for p in parts])
@@ -278,11 +281,13 @@ def _make_runs(array, spill, with_indices, kind, run_items):
 def external_sort(array, sink, with_indices, kind=None, stats=None):
     """Sort ``array`` flattened (C order) into ``sink`` in bounded memory (see the module
     doc).  ``stats`` (a dict), when given, receives ``runs`` (spilled runs, 0 when
-    sorted in memory), ``merge_passes`` and ``buffer_bytes``."""
+    sorted in memory), ``run_items``, ``merge_passes``, ``held_items_max`` (the most
+    run items a merge buffered at once), ``item_bytes`` and ``buffer_bytes``."""
     budget = buffer_bytes()
     item_bytes = _item_bytes(array.dtype, with_indices)
     run_items = max(1, budget // (2 * item_bytes))
-    report = {"runs": 0, "merge_passes": 0, "buffer_bytes": budget}
+    report = {"runs": 0, "merge_passes": 0, "buffer_bytes": budget, "run_items": run_items,
+              "item_bytes": item_bytes}
     if array.size <= run_items:
         values = read_flat(array, 0, array.size)
         if with_indices:
@@ -297,10 +302,10 @@ def external_sort(array, sink, with_indices, kind=None, stats=None):
             report["runs"] = len(runs)
             fan_in = max(2, budget // (3 * item_bytes * MERGE_READ_ITEMS_MIN))
             while len(runs) > fan_in:
-                runs = [_merge_to_run(runs[i:i + fan_in], spill, budget, item_bytes, array.dtype)
+                runs = [_merge_to_run(runs[i:i + fan_in], spill, budget, item_bytes, array.dtype, report)
                         for i in range(0, len(runs), fan_in)]
                 report["merge_passes"] += 1
-            _merge(runs, sink, max(1, budget // (3 * item_bytes * len(runs))))
+            _merge(runs, sink, max(1, budget // (3 * item_bytes * len(runs))), report)
             report["merge_passes"] += 1
         finally:
             spill.close()
@@ -309,11 +314,11 @@ def external_sort(array, sink, with_indices, kind=None, stats=None):
         stats.update(report)
 
 
-def _merge_to_run(runs, spill, budget, item_bytes, dtype):
+def _merge_to_run(runs, spill, budget, item_bytes, dtype, report):
     if len(runs) == 1:
         return runs[0]
     writer = spill.writer(sum(r.length for r in runs), dtype, runs[0].with_indices)
-    _merge(runs, writer, max(1, budget // (3 * item_bytes * len(runs))))
+    _merge(runs, writer, max(1, budget // (3 * item_bytes * len(runs))), report)
     for run in runs:
         run.delete()
     return writer.close()
@@ -358,8 +363,9 @@ def _sort_kind(dtype, kind, stable):
     return kind
 
 
-def sort(a, axis=-1, kind=None, order=None, *, stable=None, out=None):
-    """``np.sort`` of a neoarray into a new one (or ``out``), see the module doc."""
+def sort(a, axis=-1, kind=None, order=None, *, stable=None, out=None, stats=None):
+    """``np.sort`` of a neoarray into a new one (or ``out``), see the module doc;
+    ``stats``: see :func:`external_sort`."""
     if not isinstance(a, core.ndarray) or order is not None or (a.ndim == 0 and axis is not None):
         return NotImplemented
     kind = _sort_kind(a.dtype, kind, stable)
@@ -367,7 +373,7 @@ def sort(a, axis=-1, kind=None, order=None, *, stable=None, out=None):
         shape = (a.size,)
         out = outputs.prepare_out(out, (a,), shape, a.dtype, a.fill_value,
                                   chunks=a.chunks if a.ndim == 1 else None, what="the sorted items")
-        external_sort(a, _ArraySink(out, False), False, kind)
+        external_sort(a, _ArraySink(out, False), False, kind, stats)
         return out
     (axis,) = layout.normalize_axes(axis, a.ndim)
     out = outputs.prepare_out(out, (a,), a.shape, a.dtype, a.fill_value, chunks=a.chunks,
@@ -383,7 +389,7 @@ def sort_in_place(a, axis=-1, kind=None, order=None, stable=None):
     sort(a, axis=axis if a.ndim > 1 else -1, kind=kind, stable=stable, out=a)
 
 
-def argsort(a, axis=-1, kind=None, order=None, *, stable=None):
+def argsort(a, axis=-1, kind=None, order=None, *, stable=None, stats=None):
     """``np.argsort`` of a neoarray: a new array of indices (always a stable order for
     1-D and flattened arrays, see the module doc)."""
     if not isinstance(a, core.ndarray) or order is not None or (a.ndim == 0 and axis is not None):
@@ -393,7 +399,7 @@ def argsort(a, axis=-1, kind=None, order=None, *, stable=None):
         shape = (a.size,)
         out = outputs.prepare_out(None, (a,), shape, INDEX_DTYPE, 0,
                                   chunks=a.chunks if a.ndim == 1 else None, what="the sort indices")
-        external_sort(a, _ArraySink(out, True), True, kind)
+        external_sort(a, _ArraySink(out, True), True, kind, stats)
         return out
     (axis,) = layout.normalize_axes(axis, a.ndim)
     out = outputs.prepare_out(None, (a,), a.shape, INDEX_DTYPE, 0, chunks=a.chunks,
