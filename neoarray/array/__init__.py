@@ -17,7 +17,7 @@ The operations sit above the array: they import :mod:`.core`, which imports none
 them; they are given to it here (``core.bind``).
 """
 
-from . import core, methods, ordering, plans, ufuncs
+from . import core, joining, methods, ordering, plans, quantiles, ufuncs
 from .config import config, configure
 from .core import ndarray
 from .creation import (
@@ -44,6 +44,8 @@ from .fetch import get_fetcher, set_fetcher
 from .windows import alerts, diff, moving_mean
 
 core.bind(ufuncs=ufuncs, plans=plans, methods=methods, ordering=ordering)
+for _module in (ordering, quantiles, joining):      # sorting, order statistics, joining
+    ufuncs.register(_module.ARRAY_FUNCTIONS)
 
 __all__ = [
     "ArrayCastError",

@@ -193,7 +193,7 @@ def _assemble(pieces, out, key):
             continue
         part = list(region)
         part[piece.axis] = slice(low, high)
-        inside = list(slice(None) for _ in region)
+        inside = [slice(None)] * len(region)
         inside[piece.axis] = slice(low - r.start, high - r.start)
         block[tuple(inside)] = piece.read(part)
     return block

@@ -423,7 +423,7 @@ def _merge_unique(parts, counted, equal_nan):
 
 
 def unique(ar, return_index=False, return_inverse=False, return_counts=False, axis=None, *,
-           equal_nan=True, sorted=True):  # noqa: A002 - numpy's name
+           equal_nan=True, sorted=True):
     """``np.unique`` of a neoarray, chunk by chunk (``return_counts`` too; ``return_index``,
     ``return_inverse`` and ``axis`` go to numpy on the array in memory)."""
     if not isinstance(ar, core.ndarray) or return_index or return_inverse or axis is not None:

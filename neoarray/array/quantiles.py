@@ -27,7 +27,7 @@ result may differ from numpy's in its sign).
 import math
 
 import numpy as np
-from numpy.lib import _function_base_impl as numpy_quantile   # numpy's formula helpers
+from numpy.lib import _function_base_impl as numpy_quantile  # numpy's formula helpers
 
 from . import core, layout, ordering
 from .errors import ArrayTooLargeError

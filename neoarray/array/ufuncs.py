@@ -4,11 +4,7 @@ Elementwise ufuncs run chunk by chunk (:mod:`.elementwise`) and write a new
 persistent array (added to the connection of the first attached input, else
 detached) or ``out=``.  ``matmul`` goes to :mod:`.linalg`, ``accumulate`` to
 :mod:`.scans`; ``np.where``, ``np.isclose``, ``np.allclose``, ``np.array_equal``,
-``np.histogram`` and ``np.bincount`` to :mod:`.logic`; the numpy functions named like ndarray methods to :mod:`.methods`;
-``np.sort``, ``np.argsort``, ``np.unique``, ``np.searchsorted`` to :mod:`.ordering`;
-``np.percentile``, ``np.quantile``, ``np.median`` (and their nan variants) to
-:mod:`.quantiles`; ``np.concatenate``, ``np.stack``, ``np.vstack``, ``np.hstack`` to
-:mod:`.joining`.
+``np.histogram`` and ``np.bincount`` to :mod:`.logic`; the numpy functions named like ndarray methods to :mod:`.methods`.
 
 Reductions dispatched by ``__array_function__`` (``np.sum``, ``np.mean``, ...)
 and ``ufunc.reduce`` go to :mod:`.reductions`; other numpy functions receive
@@ -20,7 +16,7 @@ import inspect
 
 import numpy as np
 
-from . import core, elementwise, joining, linalg, logic, methods, ordering, plans, quantiles, scans
+from . import core, elementwise, linalg, logic, methods, plans, scans
 
 REDUCE_UFUNCS = {np.add: "sum", np.multiply: "prod", np.minimum: "min",
                  np.maximum: "max", np.logical_and: "all", np.logical_or: "any"}
@@ -164,8 +160,16 @@ _ARRAY_FUNCTIONS = {
 }
 if hasattr(np, "around"):
     _ARRAY_FUNCTIONS[np.around] = _ARRAY_FUNCTIONS[np.round]
-for _module in (ordering, quantiles, joining):      # sorting, order statistics, joining
-    _ARRAY_FUNCTIONS.update(_module.ARRAY_FUNCTIONS)
+
+
+def register(functions):
+    """Run ``{numpy function: implementation}`` in ``__array_function__``: an
+    implementation takes numpy's arguments and returns NotImplemented to let numpy
+    run on the arrays in memory.  The package registers :mod:`.ordering` (``np.sort``,
+    ``np.argsort``, ``np.unique``, ``np.searchsorted``), :mod:`.quantiles`
+    (``np.quantile``, ``np.percentile``, ``np.median`` and their nan variants) and
+    :mod:`.joining` (``np.concatenate``, ``np.stack``, ``np.vstack``, ``np.hstack``)."""
+    _ARRAY_FUNCTIONS.update(functions)
 
 
 def array_function(array, func, types, args, kwargs):

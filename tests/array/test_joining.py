@@ -3,11 +3,11 @@ neoarrays (dense or sparse, chunks lined up or not, other fill values) and numpy
 in memory below the operands' size."""
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from array_helpers import examples, values_for
+from hypothesis import given
+from hypothesis import strategies as st
 
 import neoarray.array as na
-
-from array_helpers import examples, values_for
 
 DTYPES = [np.dtype(d) for d in ("int16", "int64", "float32", "float64", "bool", "complex128")]
 

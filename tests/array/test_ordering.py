@@ -5,12 +5,12 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from array_helpers import examples, values_for
+from hypothesis import given
+from hypothesis import strategies as st
 
 import neoarray.array as na
 from neoarray.array import fetch, ordering, quantiles
-
-from array_helpers import examples, values_for
 
 SORT_DTYPES = [np.dtype(d) for d in ("bool", "int8", "uint16", "int64", "float32", "float64",
                                      "complex128")]
@@ -144,7 +144,7 @@ def test_unique_matches_numpy(pair, counts, equal_nan):
 def test_unique_index_and_inverse_go_to_numpy_in_memory_or_fail_clearly():
     array = na.ndarray((1000,), chunks=(100,))
     array[...] = np.arange(1000) % 7
-    values, index = np.unique(array, return_index=True)
+    _values, index = np.unique(array, return_index=True)
     np.testing.assert_array_equal(index, np.arange(7))
     with na.configure(memory_bytes_max=1000), pytest.raises(na.ArrayTooLargeError, match="8000 bytes"):
         np.unique(array, return_inverse=True)
