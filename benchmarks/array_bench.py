@@ -19,6 +19,13 @@ Figures, per system::
                ``--neo-cache-gib``), the others from memory or the OS page cache
     random     one item at 1,000 random indices, one read each (ms per read)
     sum        full sum, warm (GB/s), the median of ``SUM_REPEAT`` (3) sums
+    sort       np.sort of another float64 1-D array, of ``--sort-mib`` MiB (default 256,
+               64 with ``--quick``) of normal random numbers, result included (GB/s of
+               that array); neoarray under memory_bytes_max = ``--sort-memory-fraction``
+               (0.25) of it, so its external merge sort spills runs; numpy, neoarray
+    percentile np.percentile(x, [1, 50, 99]) of that array (exact; GB/s), neoarray under
+               the same bound (selection passes); numpy, neoarray, and dask.array
+               (``da.percentile``: approximate, marked ``"exact": false``) when installed
 
 stdout: one JSON line per figure ``{"bench", "system", "value", "unit"}``, then a
 summary line ``{"summary": ...}`` with neoarray's speed relative to each peer
@@ -51,7 +58,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 GB = 1e9
-BENCHES = ("write", "cold_read", "warm_read", "random", "sum")
+BENCHES = ("write", "cold_read", "warm_read", "random", "sum", "sort", "percentile")
+ORDER_SYSTEMS = ("numpy", "neoarray", "dask")       # the systems of the sort and percentile rows
+PERCENTILES = [1, 50, 99]
 UNITS = {"random": "ms"}
 
 
@@ -362,6 +371,72 @@ SYSTEMS = {"neoarray": NeoSystem, "neoarray-remote": NeoRemoteSystem, "numpy": N
            "memmap": MemmapSystem, "zarr": ZarrSystem, "h5py": H5System, "disk": DiskSystem}
 
 
+# ---------------------------------------------------------------------- sort, percentile
+
+def order_figures(args, workdir, results):
+    """The ``sort`` and ``percentile`` rows: numpy in memory, neoarray in bounded memory
+    (external merge sort, selection passes), dask.array's approximate percentile."""
+    n = int(args.sort_mib * (1 << 20)) // 8
+    data = np.random.default_rng(7).normal(size=n)
+    expected_sorted = np.sort(data)
+    expected = np.percentile(data, PERCENTILES)
+    names = [name for name in args.systems.split(",") if name in ORDER_SYSTEMS]
+    if "dask" not in names and importable("dask.array"):
+        names.append("dask")
+    for name in names:
+        if name == "numpy":
+            seconds, _ = timed(lambda: np.sort(data))
+            emit(results, "sort", name, gbps(data.nbytes, seconds), items=n)
+            seconds, _ = timed(lambda: np.percentile(data, PERCENTILES))
+            emit(results, "percentile", name, gbps(data.nbytes, seconds), items=n, exact=True)
+        elif name == "neoarray":
+            neo_order_figures(args, workdir, data, expected_sorted, expected, results)
+        elif name == "dask":
+            seconds, got = timed(lambda: dask_percentile(data, args.chunk_items))
+            emit(results, "percentile", name, gbps(data.nbytes, seconds), items=n, exact=False,
+                 max_abs_error=float(np.max(np.abs(got - expected))))
+
+
+def dask_percentile(data, chunk_items):
+    """dask.array's percentile (approximate: merged per-chunk percentiles)."""
+    import dask.array as da
+    return da.percentile(da.from_array(data, chunks=chunk_items), PERCENTILES).compute()
+
+
+def neo_order_figures(args, workdir, data, expected_sorted, expected, results):
+    import neoarray.array as na
+    from neoarray.array import ordering
+    system = NeoSystem(os.path.join(workdir, "neoarray-order"), data.size, args.chunk_items,
+                       cache_bytes_max=args.neo_cache_bytes)
+    try:
+        system.write(data)
+        bound = int(data.nbytes * args.sort_memory_fraction)
+        stats = {}
+        with na.configure(memory_bytes_max=bound):
+            seconds, out = timed(lambda: ordering.sort(system.a, stats=stats))
+        first, middle, last = out[0], out[data.size // 2], out[data.size - 1]
+        assert (first, middle, last) == (expected_sorted[0], expected_sorted[data.size // 2],
+                                         expected_sorted[-1])
+        emit(results, "sort", "neoarray", gbps(data.nbytes, seconds), items=data.size,
+             memory_bytes_max=bound, runs=stats["runs"], merge_passes=stats["merge_passes"])
+        system.tm.abort()
+        with na.configure(memory_bytes_max=bound):
+            seconds, got = timed(lambda: np.percentile(system.a, PERCENTILES))
+        assert np.array_equal(got, expected), (got, expected)
+        emit(results, "percentile", "neoarray", gbps(data.nbytes, seconds), items=data.size,
+             memory_bytes_max=bound, exact=True)
+    finally:
+        system.close()
+
+
+def importable(module):
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
 # ---------------------------------------------------------------------- runner
 
 def emit(results, bench, system, value, **extra):
@@ -486,11 +561,18 @@ def parse_args(argv=None):
     p.add_argument("--systems", default=",".join(SYSTEMS),
                    help=f"comma-separated subset of {','.join(SYSTEMS)}")
     p.add_argument("--dir", default=None, help="parent of the temporary directory")
+    p.add_argument("--sort-mib", type=float, default=None,
+                   help="size of the sort/percentile array in MiB (default 256, 64 with --quick)")
+    p.add_argument("--sort-memory-fraction", type=float, default=0.25,
+                   help="neoarray's memory_bytes_max for sort/percentile, as a fraction of that "
+                        "array (default 0.25)")
     p.add_argument("--neo-cache-gib", type=float, default=None,
                    help="neoarray client cache budget (default: the array's size + 10%%)")
     args = p.parse_args(argv)
     if args.quick:
         args.gib = 0.25
+    if args.sort_mib is None:
+        args.sort_mib = 64.0 if args.quick else 256.0
     cache_gib = args.neo_cache_gib if args.neo_cache_gib is not None else args.gib * 1.1
     args.neo_cache_bytes = int(cache_gib * (1 << 30)) + (64 << 20)
     args.chunk_items = int(args.chunk_mib * (1 << 20)) // 8
@@ -513,6 +595,9 @@ def main(argv=None):
     workdir = tempfile.mkdtemp(prefix="neoarray-bench-", dir=args.dir)
     try:
         run_all(args, workdir, src, results, page_cache)
+        del src
+        release_memory()
+        order_figures(args, workdir, results)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(summary(results)), flush=True)

@@ -8,14 +8,16 @@ See :class:`ndarray`.  Modules: :mod:`.core` (the array), :mod:`.indexing`
 codecs), :mod:`.fetch` (batch chunk reads), :mod:`.reductions` and
 :mod:`.ufuncs` (numpy protocols), :mod:`.linalg` (matrix products),
 :mod:`.scans` (running reductions), :mod:`.methods` (ndarray methods),
-:mod:`.windows` (window operations on 1-D series), :mod:`.creation`,
+:mod:`.windows` (window operations on 1-D series), :mod:`.ordering` (sorting,
+unique, searchsorted), :mod:`.quantiles` (exact order statistics), :mod:`.joining`
+(concatenate, stack), :mod:`.creation`,
 :mod:`.config` (limits), :mod:`.errors`.
 
 The operations sit above the array: they import :mod:`.core`, which imports none of
 them; they are given to it here (``core.bind``).
 """
 
-from . import core, methods, plans, ufuncs
+from . import core, joining, methods, ordering, plans, quantiles, ufuncs
 from .config import config, configure
 from .core import ndarray
 from .creation import (
@@ -41,7 +43,9 @@ from .errors import (
 from .fetch import get_fetcher, set_fetcher
 from .windows import alerts, diff, moving_mean
 
-core.bind(ufuncs=ufuncs, plans=plans, methods=methods)
+core.bind(ufuncs=ufuncs, plans=plans, methods=methods, ordering=ordering)
+for _module in (ordering, quantiles, joining):      # sorting, order statistics, joining
+    ufuncs.register(_module.ARRAY_FUNCTIONS)
 
 __all__ = [
     "ArrayCastError",

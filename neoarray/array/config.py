@@ -59,6 +59,10 @@ class ArrayConfig:
     default_colour : str
         Cache colour of chunk reads of arrays that name none (``ndarray.colour``);
         see :mod:`neoarray.client.cache`.
+    spill_dir : str or None
+        Directory of the temporary files of external sorts (``np.sort`` of arrays
+        larger than the sort buffer, see :mod:`neoarray.array.ordering`); None: the
+        system's temporary directory.
     """
 
     memory_bytes_max: int | None = None
@@ -69,6 +73,7 @@ class ArrayConfig:
     chunk_bytes_target: int = 4 * MIB
     chunk_bytes_max: int = 256 * MIB
     default_colour: str = "hot"
+    spill_dir: str | None = None
 
     def memory_limit_bytes(self):
         """Return the effective ``memory_bytes_max`` in bytes."""

@@ -44,11 +44,12 @@ def check_memory(nbytes, what):
 # The operations over arrays (ufuncs, reductions, methods, ...) live in the modules above
 # this one, which import it; the package binds them here (``bind``, called by
 # ``neoarray/array/__init__.py``), so that this module imports none of them.
-_ops = types.SimpleNamespace(ufuncs=None, plans=None, methods=None)
+_ops = types.SimpleNamespace(ufuncs=None, plans=None, methods=None, ordering=None)
 
 
 def bind(**modules):
-    """Give the array its operations: ``ufuncs``, ``plans`` (reductions) and ``methods``."""
+    """Give the array its operations: ``ufuncs``, ``plans`` (reductions), ``methods`` and
+    ``ordering`` (sorting)."""
     unknown = set(modules) - set(vars(_ops))
     if unknown:
         raise TypeError(f"unknown operations {sorted(unknown)}")
@@ -573,6 +574,19 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
     def cumprod(self, axis=None, dtype=None, out=None):
         """``numpy.cumprod``, chunk by chunk with a carry (:mod:`neoarray.array.scans`)."""
         return np.cumprod(self, axis=axis, dtype=dtype, out=out)
+
+    def sort(self, axis=-1, kind=None, order=None, *, stable=None):
+        """Sort in place (see ``numpy.ndarray.sort``): an external merge sort of a 1-D
+        array, line tiles of an N-D one (:mod:`neoarray.array.ordering`)."""
+        _ops.ordering.sort_in_place(self, axis, kind, order, stable)
+
+    def argsort(self, axis=-1, kind=None, order=None, *, stable=None):
+        """``numpy.argsort(self, ...)``: a new array of indices (:mod:`neoarray.array.ordering`)."""
+        return np.argsort(self, axis=axis, kind=kind, order=order, stable=stable)
+
+    def searchsorted(self, v, side="left", sorter=None):
+        """``numpy.searchsorted(self, v, ...)`` of a sorted 1-D array, O(log) chunk reads."""
+        return np.searchsorted(self, v, side=side, sorter=sorter)
 
     def __array_function__(self, func, types, args, kwargs):
         return _ops.ufuncs.array_function(self, func, types, args, kwargs)

@@ -166,6 +166,16 @@ if hasattr(np, "around"):
     _ARRAY_FUNCTIONS[np.around] = _ARRAY_FUNCTIONS[np.round]
 
 
+def register(functions):
+    """Run ``{numpy function: implementation}`` in ``__array_function__``: an
+    implementation takes numpy's arguments and returns NotImplemented to let numpy
+    run on the arrays in memory.  The package registers :mod:`.ordering` (``np.sort``,
+    ``np.argsort``, ``np.unique``, ``np.searchsorted``), :mod:`.quantiles`
+    (``np.quantile``, ``np.percentile``, ``np.median`` and their nan variants) and
+    :mod:`.joining` (``np.concatenate``, ``np.stack``, ``np.vstack``, ``np.hstack``)."""
+    _ARRAY_FUNCTIONS.update(functions)
+
+
 def array_function(array, func, types, args, kwargs):
     """Implementation of ``ndarray.__array_function__``."""
     if func in REDUCTION_FUNCS and args and args[0] is array:
