@@ -6,7 +6,8 @@
 See :class:`ndarray`.  Modules: :mod:`.core` (the array), :mod:`.indexing`
 (pure selection -> chunk projections), :mod:`.chunks` (chunk objects and
 codecs), :mod:`.fetch` (batch chunk reads), :mod:`.reductions` and
-:mod:`.ufuncs` (numpy protocols), :mod:`.linalg` (matrix products),
+:mod:`.ufuncs` (numpy protocols), :mod:`.lazy` (lazy expressions: ``A + 1``,
+:func:`store`), :mod:`.linalg` (matrix products),
 :mod:`.scans` (running reductions), :mod:`.methods` (ndarray methods),
 :mod:`.windows` (window operations on 1-D series), :mod:`.ordering` (sorting,
 unique, searchsorted), :mod:`.quantiles` (exact order statistics), :mod:`.joining`
@@ -17,7 +18,7 @@ The operations sit above the array: they import :mod:`.core`, which imports none
 them; they are given to it here (``core.bind``).
 """
 
-from . import core, joining, methods, ordering, plans, quantiles, ufuncs
+from . import core, joining, lazy, methods, ordering, plans, quantiles, ufuncs
 from .config import config, configure
 from .core import ndarray
 from .creation import (
@@ -36,14 +37,16 @@ from .errors import (
     ArrayDtypeError,
     ArrayError,
     ArrayIndexError,
+    ArrayLazyError,
     ArrayShapeError,
     ArrayTooLargeError,
     ArrayValueError,
 )
 from .fetch import get_fetcher, set_fetcher
+from .lazy import lazyarray, store
 from .windows import alerts, diff, moving_mean
 
-core.bind(ufuncs=ufuncs, plans=plans, methods=methods, ordering=ordering)
+core.bind(ufuncs=ufuncs, plans=plans, methods=methods, ordering=ordering, lazy=lazy)
 for _module in (ordering, quantiles, joining):      # sorting, order statistics, joining
     ufuncs.register(_module.ARRAY_FUNCTIONS)
 
@@ -52,6 +55,7 @@ __all__ = [
     "ArrayDtypeError",
     "ArrayError",
     "ArrayIndexError",
+    "ArrayLazyError",
     "ArrayShapeError",
     "ArrayTooLargeError",
     "ArrayValueError",
@@ -65,11 +69,13 @@ __all__ = [
     "full",
     "full_like",
     "get_fetcher",
+    "lazyarray",
     "moving_mean",
     "ndarray",
     "ones",
     "ones_like",
     "set_fetcher",
+    "store",
     "zeros",
     "zeros_like",
 ]

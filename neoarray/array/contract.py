@@ -73,7 +73,7 @@ def _finite(op) -> bool:
         return True
     if isinstance(op, _Conjugate):
         op = op.array
-    if isinstance(op, core.ndarray):
+    if isinstance(op, core.ChunkedArray):
         return elementwise.all_true(np.isfinite, [op])      # its stored chunks and its fill
     return bool(np.isfinite(op).all())
 
@@ -101,7 +101,7 @@ def _driver(subs, operands):
         if j == i or op.dtype.kind not in "fc":
             continue
         source = op.array if isinstance(op, _Conjugate) else op
-        placeable = (isinstance(source, core.ndarray) and set(sub) <= set(own) and len(set(sub)) == len(sub)
+        placeable = (isinstance(source, core.ChunkedArray) and set(sub) <= set(own) and len(set(sub)) == len(sub)
                      and np.all(np.isfinite(np.asarray(source.fill_value))))
         if not placeable:
             if not _finite(op):
@@ -173,9 +173,9 @@ def einsum(subscripts, *operands, out=None, dtype=None, order="K", casting="safe
     """``np.einsum`` with at least one neoarray operand (see the module docstring)."""
     if not isinstance(subscripts, str) or order != "K" or casting != "safe" or optimize is not False:
         return NotImplemented
-    if not any(isinstance(op, core.ndarray) for op in operands):
+    if not any(isinstance(op, core.ChunkedArray) for op in operands):
         return NotImplemented
-    operands = [op if isinstance(op, (core.ndarray, np.ndarray)) else np.asarray(op) for op in operands]
+    operands = [op if isinstance(op, (core.ChunkedArray, np.ndarray)) else np.asarray(op) for op in operands]
     parsed = _parse(subscripts, operands)
     if parsed is None:
         return NotImplemented
@@ -188,7 +188,7 @@ def einsum(subscripts, *operands, out=None, dtype=None, order="K", casting="safe
 
 
 def _chunked(op) -> bool:
-    return isinstance(op, core.ndarray) or (isinstance(op, _Conjugate) and isinstance(op.array, core.ndarray))
+    return isinstance(op, core.ChunkedArray) or (isinstance(op, _Conjugate) and isinstance(op.array, core.ChunkedArray))
 
 
 def _contract(subs, output, operands, dtype, out, what):
@@ -229,10 +229,10 @@ def dot1d(a, b, out=None, dtype=None):
 
 def tensordot(a, b, axes=2):
     """``np.tensordot``: ``einsum`` over the named axes (numpy's rules for ``axes``)."""
-    if not (isinstance(a, core.ndarray) or isinstance(b, core.ndarray)):
+    if not (isinstance(a, core.ChunkedArray) or isinstance(b, core.ChunkedArray)):
         return NotImplemented
-    a = a if isinstance(a, (core.ndarray, np.ndarray)) else np.asarray(a)
-    b = b if isinstance(b, (core.ndarray, np.ndarray)) else np.asarray(b)
+    a = a if isinstance(a, (core.ChunkedArray, np.ndarray)) else np.asarray(a)
+    b = b if isinstance(b, (core.ChunkedArray, np.ndarray)) else np.asarray(b)
     if isinstance(axes, (int, np.integer)):
         n = int(axes)
         if n < 0 or n > min(a.ndim, b.ndim):
@@ -255,7 +255,7 @@ def tensordot(a, b, axes=2):
 
 def inner(a, b):
     """``np.inner``: a sum of products over the last axes."""
-    if not (isinstance(a, core.ndarray) or isinstance(b, core.ndarray)) or np.ndim(a) == 0 or np.ndim(b) == 0:
+    if not (isinstance(a, core.ChunkedArray) or isinstance(b, core.ChunkedArray)) or np.ndim(a) == 0 or np.ndim(b) == 0:
         return NotImplemented
     return tensordot(a, b, axes=([-1], [-1]))
 
@@ -263,10 +263,10 @@ def inner(a, b):
 def vdot(a, b):
     """``np.vdot`` of operands of one shape: the conjugated first operand's items times
     the second's, summed chunk by chunk (flattening both the same way)."""
-    if not (isinstance(a, core.ndarray) or isinstance(b, core.ndarray)) or np.shape(a) != np.shape(b):
+    if not (isinstance(a, core.ChunkedArray) or isinstance(b, core.ChunkedArray)) or np.shape(a) != np.shape(b):
         return NotImplemented
-    a = a if isinstance(a, (core.ndarray, np.ndarray)) else np.asarray(a)
-    b = b if isinstance(b, (core.ndarray, np.ndarray)) else np.asarray(b)
+    a = a if isinstance(a, (core.ChunkedArray, np.ndarray)) else np.asarray(a)
+    b = b if isinstance(b, (core.ChunkedArray, np.ndarray)) else np.asarray(b)
     letters = string.ascii_letters[:a.ndim]
     first = _Conjugate(a) if a.dtype.kind == "c" else a
     return _contract([letters, letters], "", [first, b], None, None, "vdot")
@@ -278,7 +278,7 @@ class _Conjugate:
     def __init__(self, array):
         self.array = array
         self.shape, self.ndim, self.dtype = tuple(array.shape), array.ndim, array.dtype
-        if isinstance(array, core.ndarray):
+        if isinstance(array, core.ChunkedArray):
             self.chunks, self.fill_value = array.chunks, np.conj(array.fill_value)
             self.chunk_keys = array.chunk_keys
 

@@ -1,4 +1,5 @@
-"""The persistent chunked array :class:`ndarray`.
+"""The persistent chunked array :class:`ndarray`, and :class:`ChunkedArray`, what it shares
+with lazy expressions (:mod:`.lazy`).
 
 Persistent state (all plain Python values, so a stored array does not depend
 on numpy's pickle format)::
@@ -44,12 +45,13 @@ def check_memory(nbytes, what):
 # The operations over arrays (ufuncs, reductions, methods, ...) live in the modules above
 # this one, which import it; the package binds them here (``bind``, called by
 # ``neoarray/array/__init__.py``), so that this module imports none of them.
-_ops = types.SimpleNamespace(ufuncs=None, plans=None, methods=None, ordering=None)
+_ops = types.SimpleNamespace(ufuncs=None, plans=None, methods=None, ordering=None, lazy=None)
 
 
 def bind(**modules):
     """Give the array its operations: ``ufuncs``, ``plans`` (reductions), ``methods`` and
-    ``ordering`` (sorting)."""
+    ``ordering`` (sorting), ``lazy`` (lazy expressions, which ``A[...] = expr`` writes chunk by
+    chunk)."""
     unknown = set(modules) - set(vars(_ops))
     if unknown:
         raise TypeError(f"unknown operations {sorted(unknown)}")
@@ -80,7 +82,7 @@ def _python_value(value, dtype):
 
 def as_value(value, dtype):
     """Return ``value`` as a numpy array castable to ``dtype`` (``same_kind``)."""
-    if isinstance(value, ndarray):
+    if isinstance(value, ChunkedArray):
         value = np.asarray(value)
     if dtype.fields is not None and not isinstance(value, np.ndarray):
         return np.asarray(value, dtype=dtype)
@@ -92,7 +94,196 @@ def as_value(value, dtype):
     return array
 
 
-class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
+class ChunkedArray(NDArrayOperatorsMixin):
+    """What every chunked array shares: numpy's operators, methods, reductions and
+    protocols, computed chunk by chunk by the operations bound to this module.
+
+    Subclasses are :class:`ndarray` (stored chunks) and the lazy expressions of
+    :mod:`.lazy`.  They provide, and the operations read only through:
+
+    ``shape``, ``dtype``, ``chunks``, ``fill_value``, ``order``, ``codec``
+        geometry and values of the items never written;
+    ``chunk_keys()``
+        the grid indices (C order) of the chunks that may hold items other than
+        the fill value: every other chunk is all fill;
+    ``_chunk_blocks(keys)``
+        the in-bounds block of each chunk of ``keys`` (a list), in order;
+    ``_map_stored(func, keys=None)``
+        ``(key, func(key, block))`` for the chunks of ``chunk_keys()`` (or those of
+        ``keys``); ``func`` must not keep the block;
+    ``__getitem__``
+        numpy's indexing, reading only the chunks the selection touches.
+    """
+
+    __slots__ = ()
+
+    @property
+    def ndim(self):
+        """Number of dimensions."""
+        return len(self.shape)
+
+    @property
+    def size(self):
+        """Number of items."""
+        return math.prod(self.shape)
+
+    @property
+    def itemsize(self):
+        """Bytes per item."""
+        return self.dtype.itemsize
+
+    @property
+    def nbytes(self):
+        """Bytes of the whole array once in memory (not its storage size)."""
+        return self.size * self.itemsize
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of unsized object")
+        return self.shape[0]
+
+    def __iter__(self):
+        if not self.shape:
+            raise TypeError("iteration over a 0-d array")
+        for i in range(self.shape[0]):
+            yield self[i]
+
+    def __bool__(self):
+        if self.size != 1:
+            raise ValueError(
+                "The truth value of an array with more than one element is ambiguous. "
+                "Use a.any() or a.all()")
+        return bool(self[(0,) * self.ndim])
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return _ops.ufuncs.array_ufunc(ufunc, method, inputs, kwargs)
+
+    # ------------------------------------------------------------------ numpy methods
+    # chunk by chunk, from the stored chunks (see neoarray.array.methods)
+
+    @property
+    def T(self):
+        """The transposed array (a new persistent array, chunk by chunk)."""
+        return _ops.methods.transpose(self)
+
+    def transpose(self, *axes):
+        return _ops.methods.transpose(self, axes)
+
+    def swapaxes(self, axis1, axis2):
+        return _ops.methods.swapaxes(self, axis1, axis2)
+
+    def reshape(self, *shape, order="C"):
+        return _ops.methods.reshape(self, shape, order)
+
+    def ravel(self, order="C"):
+        return _ops.methods.reshape(self, (-1,), order)
+
+    flatten = ravel
+
+    def squeeze(self, axis=None):
+        return _ops.methods.squeeze(self, axis)
+
+    def astype(self, dtype, copy=True):
+        return _ops.methods.astype(self, dtype, copy)
+
+    def copy(self):
+        """An independent copy: a new persistent array (see ``methods.copy``)."""
+        return _ops.methods.copy(self)
+
+    def clip(self, min=None, max=None):  # noqa: A002 - numpy's names
+        return _ops.methods.clip(self, min, max)
+
+    def round(self, decimals=0):
+        return _ops.methods.round_(self, decimals)
+
+    def item(self, *args):
+        return _ops.methods.item(self, *args)
+
+    def tolist(self):
+        return _ops.methods.tolist(self)
+
+    def nonzero(self):
+        return _ops.methods.nonzero(self)
+
+    def dot(self, b, out=None):
+        """``numpy.dot(self, b)``: for 1-D and 2-D operands, block by block
+        (:mod:`neoarray.array.linalg`)."""
+        return np.dot(self, b, out=out)
+
+    def cumsum(self, axis=None, dtype=None, out=None):
+        """``numpy.cumsum``, chunk by chunk with a carry (:mod:`neoarray.array.scans`)."""
+        return np.cumsum(self, axis=axis, dtype=dtype, out=out)
+
+    def cumprod(self, axis=None, dtype=None, out=None):
+        """``numpy.cumprod``, chunk by chunk with a carry (:mod:`neoarray.array.scans`)."""
+        return np.cumprod(self, axis=axis, dtype=dtype, out=out)
+
+    def argsort(self, axis=-1, kind=None, order=None, *, stable=None):
+        """``numpy.argsort(self, ...)``: a new array of indices (:mod:`neoarray.array.ordering`)."""
+        return np.argsort(self, axis=axis, kind=kind, order=order, stable=stable)
+
+    def searchsorted(self, v, side="left", sorter=None):
+        """``numpy.searchsorted(self, v, ...)`` of a sorted 1-D array, O(log) chunk reads."""
+        return np.searchsorted(self, v, side=side, sorter=sorter)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return _ops.ufuncs.array_function(self, func, types, args, kwargs)
+
+    # ------------------------------------------------------------------ reductions
+
+    def sum(self, axis=None, dtype=None, out=None, keepdims=False):
+        """Sum of items over ``axis`` (see ``numpy.sum``)."""
+        return _ops.plans.reduce(self, "sum", axis, keepdims, dtype=dtype, out=out)
+
+    def prod(self, axis=None, dtype=None, out=None, keepdims=False):
+        """Product of items over ``axis`` (see ``numpy.prod``)."""
+        return _ops.plans.reduce(self, "prod", axis, keepdims, dtype=dtype, out=out)
+
+    def mean(self, axis=None, dtype=None, out=None, keepdims=False):
+        """Arithmetic mean over ``axis`` (see ``numpy.mean``)."""
+        return _ops.plans.reduce(self, "mean", axis, keepdims, dtype=dtype, out=out)
+
+    def var(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+        """Variance over ``axis`` (see ``numpy.var``), merged with Chan's formula."""
+        return _ops.plans.reduce(self, "var", axis, keepdims, dtype=dtype, out=out,
+                                 ddof=ddof)
+
+    def std(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
+        """Standard deviation over ``axis`` (see ``numpy.std``)."""
+        return _ops.plans.reduce(self, "std", axis, keepdims, dtype=dtype, out=out,
+                                 ddof=ddof)
+
+    def min(self, axis=None, out=None, keepdims=False):
+        """Minimum over ``axis`` (see ``numpy.min``); NaN propagates."""
+        return _ops.plans.reduce(self, "min", axis, keepdims, out=out)
+
+    def max(self, axis=None, out=None, keepdims=False):
+        """Maximum over ``axis`` (see ``numpy.max``); NaN propagates."""
+        return _ops.plans.reduce(self, "max", axis, keepdims, out=out)
+
+    def any(self, axis=None, out=None, keepdims=False):
+        """True where any item over ``axis`` is true (see ``numpy.any``)."""
+        return _ops.plans.reduce(self, "any", axis, keepdims, out=out)
+
+    def all(self, axis=None, out=None, keepdims=False):
+        """True where all items over ``axis`` are true (see ``numpy.all``)."""
+        return _ops.plans.reduce(self, "all", axis, keepdims, out=out)
+
+    def count_nonzero(self, axis=None, keepdims=False):
+        """Number of non-zero items over ``axis`` (see ``numpy.count_nonzero``)."""
+        return _ops.plans.reduce(self, "count_nonzero", axis, keepdims)
+
+    def argmin(self, axis=None, out=None, keepdims=False):
+        """Index of the first minimum (flat C index when ``axis`` is None)."""
+        return _ops.plans.arg_reduce(self, "argmin", axis, keepdims, out=out)
+
+    def argmax(self, axis=None, out=None, keepdims=False):
+        """Index of the first maximum (flat C index when ``axis`` is None)."""
+        return _ops.plans.arg_reduce(self, "argmax", axis, keepdims, out=out)
+
+
+
+class ndarray(persistent.Persistent, ChunkedArray):
     """A persistent, chunked, numpy-like array far larger than memory.
 
     Parameters
@@ -153,26 +344,6 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
         return self._shape
 
     @property
-    def ndim(self):
-        """Number of dimensions."""
-        return len(self._shape)
-
-    @property
-    def size(self):
-        """Number of items."""
-        return math.prod(self._shape)
-
-    @property
-    def itemsize(self):
-        """Bytes per item."""
-        return self.dtype.itemsize
-
-    @property
-    def nbytes(self):
-        """Bytes of the whole array once in memory (not its storage size)."""
-        return self.size * self.itemsize
-
-    @property
     def order(self):
         """'C' or 'F': memory order of the items inside chunks."""
         return self._order
@@ -207,24 +378,6 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
     def codec(self):
         """Codec description: None or ('zlib', level)."""
         return self._codec
-
-    def __len__(self):
-        if not self._shape:
-            raise TypeError("len() of unsized object")
-        return self._shape[0]
-
-    def __iter__(self):
-        if not self._shape:
-            raise TypeError("iteration over a 0-d array")
-        for i in range(self._shape[0]):
-            yield self[i]
-
-    def __bool__(self):
-        if self.size != 1:
-            raise ValueError(
-                "The truth value of an array with more than one element is ambiguous. "
-                "Use a.any() or a.all()")
-        return bool(self[(0,) * self.ndim])
 
     def __repr__(self):
         return (f"<neoarray.array.ndarray shape={self._shape} dtype={self.dtype} "
@@ -388,24 +541,32 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
         return result[()] if sel.scalar else result
 
     def __setitem__(self, key, value):
+        if isinstance(value, ChunkedArray) and not isinstance(value, ndarray):
+            _ops.lazy.assign(self, key, value)      # an expression: chunk by chunk
+            return
         sel = indexing.parse_selection(key, self._shape)
         canon = sel.canon_from_value(as_value(value, self.dtype))
+        self._write(sel, lambda batch: [canon[proj.out] for proj in batch])
+
+    def _write(self, sel, blocks_of):
+        """Write the items of ``sel``, a batch of projections at a time: ``blocks_of(batch)``
+        gives the block (canonical layout) of each projection of the batch."""
         if sel.size == 0:
             return
         nbytes = self._chunk_nbytes
         projections = indexing.iter_projections(sel, self._chunks)
         for batch in fetch.iter_batches(projections, lambda _: nbytes,
                                         config.fetch_bytes_max):
-            self._write_batch(sel, canon, batch)
+            self._write_batch(sel, batch, blocks_of(batch))
 
-    def _write_batch(self, sel, canon, batch):
+    def _write_batch(self, sel, batch, blocks):
         """Read-modify-write the chunks of one batch of projections."""
         existing = [self._tree.get(p.key) for p in batch]
         partial = [(i, c) for i, (p, c) in enumerate(zip(batch, existing))
                    if c is not None and not p.full]
         arrays = dict(self._map_arrays(partial, _writable_copy))
         for i, proj in enumerate(batch):
-            block = canon[proj.out]
+            block = blocks[i]
             if self._whole_chunk(sel, proj, block):     # encoded from the block itself
                 self._store_chunk(proj.key, block, existing[i])
                 continue
@@ -425,6 +586,10 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
                    for s, c in zip(proj.chunk_basic, (self._chunks[ax] for ax in sel.basic_axes)))
 
     # ------------------------------------------------------------------ growth
+
+    def fill(self, value):
+        """Every item becomes ``value``, in place (the fill value changes, chunks go)."""
+        _ops.methods.fill(self, value)
 
     def resize(self, shape):
         """Change the shape in place, keeping items at the same indices.
@@ -473,6 +638,11 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
                 array[tuple(index)] = self.fill_value
             self._store_chunk(key, array, self._tree[key])
 
+    def sort(self, axis=-1, kind=None, order=None, *, stable=None):
+        """Sort in place (see ``numpy.ndarray.sort``): an external merge sort of a 1-D
+        array, line tiles of an N-D one (:mod:`neoarray.array.ordering`)."""
+        _ops.ordering.sort_in_place(self, axis, kind, order, stable)
+
     def append(self, values, axis=0):
         """Append ``values`` along ``axis`` in place, in time O(len(values)).
 
@@ -509,140 +679,6 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
         check_memory(self.nbytes, f"array of shape {self._shape} and dtype {self.dtype}")
         result = np.asarray(self[...])
         return result if dtype is None else result.astype(dtype, copy=False)
-
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        return _ops.ufuncs.array_ufunc(ufunc, method, inputs, kwargs)
-
-    # ------------------------------------------------------------------ numpy methods
-    # chunk by chunk, from the stored chunks (see neoarray.array.methods)
-
-    @property
-    def T(self):
-        """The transposed array (a new array, chunk by chunk)."""
-        return _ops.methods.transpose(self)
-
-    def transpose(self, *axes):
-        return _ops.methods.transpose(self, axes)
-
-    def swapaxes(self, axis1, axis2):
-        return _ops.methods.swapaxes(self, axis1, axis2)
-
-    def reshape(self, *shape, order="C"):
-        return _ops.methods.reshape(self, shape, order)
-
-    def ravel(self, order="C"):
-        return _ops.methods.reshape(self, (-1,), order)
-
-    flatten = ravel
-
-    def squeeze(self, axis=None):
-        return _ops.methods.squeeze(self, axis)
-
-    def astype(self, dtype, copy=True):
-        return _ops.methods.astype(self, dtype, copy)
-
-    def copy(self):
-        return _ops.methods.astype(self, self.dtype, True)
-
-    def clip(self, min=None, max=None):  # noqa: A002 - numpy's names
-        return _ops.methods.clip(self, min, max)
-
-    def round(self, decimals=0):
-        return _ops.methods.round_(self, decimals)
-
-    def fill(self, value):
-        _ops.methods.fill(self, value)
-
-    def item(self, *args):
-        return _ops.methods.item(self, *args)
-
-    def tolist(self):
-        return _ops.methods.tolist(self)
-
-    def nonzero(self):
-        return _ops.methods.nonzero(self)
-
-    def dot(self, b, out=None):
-        """``numpy.dot(self, b)``: for 1-D and 2-D operands, block by block
-        (:mod:`neoarray.array.linalg`)."""
-        return np.dot(self, b, out=out)
-
-    def cumsum(self, axis=None, dtype=None, out=None):
-        """``numpy.cumsum``, chunk by chunk with a carry (:mod:`neoarray.array.scans`)."""
-        return np.cumsum(self, axis=axis, dtype=dtype, out=out)
-
-    def cumprod(self, axis=None, dtype=None, out=None):
-        """``numpy.cumprod``, chunk by chunk with a carry (:mod:`neoarray.array.scans`)."""
-        return np.cumprod(self, axis=axis, dtype=dtype, out=out)
-
-    def sort(self, axis=-1, kind=None, order=None, *, stable=None):
-        """Sort in place (see ``numpy.ndarray.sort``): an external merge sort of a 1-D
-        array, line tiles of an N-D one (:mod:`neoarray.array.ordering`)."""
-        _ops.ordering.sort_in_place(self, axis, kind, order, stable)
-
-    def argsort(self, axis=-1, kind=None, order=None, *, stable=None):
-        """``numpy.argsort(self, ...)``: a new array of indices (:mod:`neoarray.array.ordering`)."""
-        return np.argsort(self, axis=axis, kind=kind, order=order, stable=stable)
-
-    def searchsorted(self, v, side="left", sorter=None):
-        """``numpy.searchsorted(self, v, ...)`` of a sorted 1-D array, O(log) chunk reads."""
-        return np.searchsorted(self, v, side=side, sorter=sorter)
-
-    def __array_function__(self, func, types, args, kwargs):
-        return _ops.ufuncs.array_function(self, func, types, args, kwargs)
-
-    # ------------------------------------------------------------------ reductions
-
-    def sum(self, axis=None, dtype=None, out=None, keepdims=False):
-        """Sum of items over ``axis`` (see ``numpy.sum``)."""
-        return _ops.plans.reduce(self, "sum", axis, keepdims, dtype=dtype, out=out)
-
-    def prod(self, axis=None, dtype=None, out=None, keepdims=False):
-        """Product of items over ``axis`` (see ``numpy.prod``)."""
-        return _ops.plans.reduce(self, "prod", axis, keepdims, dtype=dtype, out=out)
-
-    def mean(self, axis=None, dtype=None, out=None, keepdims=False):
-        """Arithmetic mean over ``axis`` (see ``numpy.mean``)."""
-        return _ops.plans.reduce(self, "mean", axis, keepdims, dtype=dtype, out=out)
-
-    def var(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
-        """Variance over ``axis`` (see ``numpy.var``), merged with Chan's formula."""
-        return _ops.plans.reduce(self, "var", axis, keepdims, dtype=dtype, out=out,
-                                 ddof=ddof)
-
-    def std(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
-        """Standard deviation over ``axis`` (see ``numpy.std``)."""
-        return _ops.plans.reduce(self, "std", axis, keepdims, dtype=dtype, out=out,
-                                 ddof=ddof)
-
-    def min(self, axis=None, out=None, keepdims=False):
-        """Minimum over ``axis`` (see ``numpy.min``); NaN propagates."""
-        return _ops.plans.reduce(self, "min", axis, keepdims, out=out)
-
-    def max(self, axis=None, out=None, keepdims=False):
-        """Maximum over ``axis`` (see ``numpy.max``); NaN propagates."""
-        return _ops.plans.reduce(self, "max", axis, keepdims, out=out)
-
-    def any(self, axis=None, out=None, keepdims=False):
-        """True where any item over ``axis`` is true (see ``numpy.any``)."""
-        return _ops.plans.reduce(self, "any", axis, keepdims, out=out)
-
-    def all(self, axis=None, out=None, keepdims=False):
-        """True where all items over ``axis`` are true (see ``numpy.all``)."""
-        return _ops.plans.reduce(self, "all", axis, keepdims, out=out)
-
-    def count_nonzero(self, axis=None, keepdims=False):
-        """Number of non-zero items over ``axis`` (see ``numpy.count_nonzero``)."""
-        return _ops.plans.reduce(self, "count_nonzero", axis, keepdims)
-
-    def argmin(self, axis=None, out=None, keepdims=False):
-        """Index of the first minimum (flat C index when ``axis`` is None)."""
-        return _ops.plans.arg_reduce(self, "argmin", axis, keepdims, out=out)
-
-    def argmax(self, axis=None, out=None, keepdims=False):
-        """Index of the first maximum (flat C index when ``axis`` is None)."""
-        return _ops.plans.arg_reduce(self, "argmax", axis, keepdims, out=out)
-
 
 def _writable_copy(_item, array):
     """A writable copy of a chunk array that owns its memory."""

@@ -8,7 +8,8 @@ arguments ``chunks``, ``codec`` and ``codec_level`` are passed to the
 
 import numpy as np
 
-from .core import ndarray
+from . import lazy
+from .core import ChunkedArray, ndarray
 from .layout import normalize_order
 
 
@@ -52,7 +53,7 @@ def full(shape, fill_value, dtype=None, order="C", **options):
 
 def _order_of(source, order):
     if order in ("K", "A", None):
-        if isinstance(source, ndarray):
+        if isinstance(source, ChunkedArray):
             return source.order
         if isinstance(source, np.ndarray) and source.flags.f_contiguous \
                 and not source.flags.c_contiguous:
@@ -65,7 +66,7 @@ def asarray(a, dtype=None, order=None, **options):
     """Convert ``a`` (numpy array, nested sequence, scalar) to a persistent array.
 
     A neoarray ``ndarray`` of a compatible dtype (and no new ``options``) is
-    returned as is.
+    returned as is; a lazy expression is stored chunk by chunk (:func:`.lazy.store`).
 
     Parameters
     ----------
@@ -77,6 +78,9 @@ def asarray(a, dtype=None, order=None, **options):
     """
     if isinstance(a, ndarray) and not options and (dtype is None or np.dtype(dtype) == a.dtype):
         return a
+    if isinstance(a, ChunkedArray) and not isinstance(a, ndarray):     # computed chunk by chunk
+        return lazy.store(a if dtype is None else a.astype(dtype), None,
+                          order=_order_of(a, order), **options)
     source = np.asarray(a, dtype=dtype)
     result = ndarray(source.shape, source.dtype, _order_of(a, order), **options)
     if source.size:

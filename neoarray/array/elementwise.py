@@ -1,19 +1,29 @@
 """The elementwise engine: a function of numpy blocks applied chunk by chunk.
 
-``apply(func, inputs)`` computes ``func(*blocks)`` for every chunk of the broadcast
-shape of ``inputs`` (neoarrays, numpy arrays, scalars) into ``out`` or a new array
-(``outputs``); ``func`` is a ufunc or any function that maps broadcast blocks to a
-block (``np.where``, ``np.isclose``...).  ``all_true(func, inputs)`` tells whether
-``func`` holds for every item, chunk by chunk, storing nothing.
+``func`` is a ufunc or any function that maps broadcast blocks to a block (``np.where``,
+``np.isclose``, the maps of ``astype``...).  Its inputs are chunked arrays
+(:class:`~.core.ChunkedArray`: stored arrays and lazy expressions), numpy arrays and
+scalars.
 
-* Sparse path: when every array input is a neoarray with the output's shape and chunk
-  shape (other inputs being scalars), only chunks stored in some input are computed;
-  the output's fill value is ``func`` of the fill values.  Work is proportional to the
-  stored data.
-* Dense path otherwise (broadcasting, numpy array inputs): every chunk of the output is
-  computed, one batch at a time.
+* ``blocks(func, inputs, kwargs, shape, chunks, keys)`` yields ``func(*blocks)`` for
+  the chunks ``keys`` of a grid over the broadcast shape: how lazy expressions
+  (:mod:`.lazy`) compute their chunks.
+* ``apply(func, inputs, kwargs, out)`` writes ``func`` of the inputs into ``out`` (a
+  neoarray or numpy array; a new persistent array when None): ufuncs with ``out=``,
+  and storing an expression.
+* ``all_true(func, inputs)`` tells whether ``func`` holds for every item, chunk by
+  chunk, storing nothing.
+
+Sparse inputs stay cheap: the output's fill value is ``func`` of the inputs' fill
+values, so only the chunks where some input may differ from its fill value need
+computing (:func:`touched_keys`): the chunks an input of the output's shape may hold,
+mapped onto the output grid when its own grid differs.  A numpy array input, or a
+chunked input broadcast to the output that holds some chunk, makes every chunk count
+(the dense path, one batch of chunks at a time).  Work is proportional to the stored
+data otherwise, whatever the shape.
 """
 
+import heapq
 import itertools
 import math
 import numbers
@@ -30,23 +40,29 @@ def is_scalar(x):
         isinstance(x, np.ndarray) and x.ndim == 0)
 
 
+def is_operand(x):
+    """Whether the engine takes ``x`` as it is: a chunked array, a numpy array or a scalar."""
+    return is_scalar(x) or isinstance(x, (core.ChunkedArray, np.ndarray))
+
+
 def _shape_of(x):
     return () if is_scalar(x) else tuple(x.shape)
 
 
 def _probe_input(x):
     """A one-item stand-in of ``x`` with the same dtype (Python scalars kept)."""
-    if isinstance(x, core.ndarray):
+    if isinstance(x, core.ChunkedArray):
         return np.full(1, x.fill_value, dtype=x.dtype)
     if isinstance(x, np.ndarray) and x.ndim:
         return np.zeros(1, dtype=x.dtype)
     return x
 
 
-def _fill_of(ufunc, inputs, kwargs):
-    """Value of the output where every neoarray input holds its fill value."""
+def fill_of(func, inputs, kwargs):
+    """Value of the output (a one-item array) where every chunked input holds its fill
+    value; raises numpy's error when ``func`` refuses the inputs' dtypes."""
     with np.errstate(all="ignore"):
-        return ufunc(*[_probe_input(x) for x in inputs], **kwargs)
+        return np.asarray(func(*[_probe_input(x) for x in inputs], **kwargs)).reshape(1)
 
 
 def broadcast_shape(inputs):
@@ -57,95 +73,142 @@ def broadcast_shape(inputs):
         raise ArrayShapeError(f"operands could not be broadcast together: {shapes}") from None
 
 
+def weight(inputs) -> int:
+    """Number of array operands read to compute one chunk (for batch sizes)."""
+    return sum(getattr(x, "_weight", 1) for x in inputs if not is_scalar(x))
+
+
+def iteration_chunks(inputs, shape):
+    """The chunk grid of a result of ``shape``: a chunked input's of that shape, else
+    the default one for the inputs' dtype."""
+    like = next((x for x in inputs if isinstance(x, core.ChunkedArray) and x.shape == shape),
+                None)
+    if like is not None:
+        return like.chunks
+    dtype = np.result_type(*[x.dtype for x in inputs if not is_scalar(x)] or [float])
+    return layout.default_chunks(shape, dtype.itemsize, "C", config.chunk_bytes_target)
+
+
+def all_keys(shape, chunks):
+    """Every chunk key of the grid, C order."""
+    return itertools.product(*(range(g) for g in layout.chunk_grid(shape, chunks)))
+
+
+# ---------------------------------------------------------------------- which chunks
+
+def touched_keys(inputs, shape, chunks):
+    """The keys (sorted, C order, unique) of the chunks of the ``chunks`` grid over
+    ``shape`` where some input may differ from its fill value; None when every chunk
+    may (a numpy array input, or a broadcast chunked input that holds chunks)."""
+    streams = []
+    for x in inputs:
+        if is_scalar(x):
+            continue
+        if not isinstance(x, core.ChunkedArray):
+            return None
+        if tuple(x.shape) != tuple(shape):
+            if next(iter(x.chunk_keys()), None) is None:
+                continue        # all fill: as a scalar
+            return None
+        keys = x.chunk_keys()
+        streams.append(keys if tuple(x.chunks) == tuple(chunks) else
+                       _regridded(keys, shape, x.chunks, chunks))
+    return _unique(heapq.merge(*streams))
+
+
+def _regridded(keys, shape, chunks, grid_chunks):
+    """The keys of the ``grid_chunks`` grid overlapping the chunks ``keys`` of the
+    ``chunks`` grid (sorted; memory in proportion to the keys)."""
+    found = set()
+    for key in keys:
+        region = layout.chunk_region(key, shape, chunks)
+        found.update(itertools.product(*(
+            range(r.start // c, (r.stop - 1) // c + 1) for r, c in zip(region, grid_chunks))))
+    return iter(sorted(found))
+
+
+def _unique(keys):
+    last = None
+    for key in keys:
+        if key != last:
+            yield key
+            last = key
+
+
+# ---------------------------------------------------------------------- computing
+
+def blocks(func, inputs, kwargs, shape, chunks, keys):
+    """Yield ``func(*inputs' blocks)`` (read-only, broadcast to the chunk's in-bounds
+    extent) for each chunk of ``keys`` (a list) of the ``chunks`` grid over ``shape``."""
+    sources = [_input_blocks(x, shape, chunks, keys) for x in inputs]
+    for key, args in zip(keys, zip(*sources)):
+        yield np.broadcast_to(func(*args, **kwargs), layout.chunk_extent(key, shape, chunks))
+
+
+def region_block(func, inputs, kwargs, region):
+    """``func`` of the inputs over ``region`` (unit-step slices of the broadcast shape),
+    each input read over that region only."""
+    args = [x if is_scalar(x) else np.asarray(x[_input_region(x.shape, region)])
+            for x in inputs]
+    extent = tuple(r.stop - r.start for r in region)
+    return np.broadcast_to(func(*args, **kwargs), extent)
+
+
+def batches(keys, chunks, operands):
+    """``keys`` in lists holding about ``config.fetch_bytes_max`` bytes of blocks of
+    ``operands`` arrays."""
+    nbytes = math.prod(chunks) * 16 * (operands + 1)
+    return fetch.iter_batches(keys, lambda _: nbytes, config.fetch_bytes_max)
+
+
 def apply(func, inputs, kwargs=None, out=None):
-    """``func(*inputs, **kwargs)`` chunk by chunk, into ``out`` or a new array."""
+    """``func(*inputs, **kwargs)`` chunk by chunk, into ``out`` or a new persistent array
+    (``outputs``)."""
     kwargs = kwargs or {}
     shape = broadcast_shape(inputs)
-    fill = _fill_of(func, inputs, kwargs)
-    out = _prepare_out(out, inputs, shape, fill)
+    fill = fill_of(func, inputs, kwargs)
+    out = outputs.prepare_out(out, inputs, shape, fill.dtype, fill[0], what="the broadcast inputs")
     _compute(func, inputs, kwargs, out, shape, fill)
     return out
+
+
+def _compute(func, inputs, kwargs, out, shape, fill):
+    stored = isinstance(out, core.ndarray)
+    chunks = out.chunks if stored else iteration_chunks(inputs, shape)
+    keys = None
+    if stored and out._fill == fill.astype(out.dtype).tobytes():
+        keys = touched_keys(tuple(inputs) + (out,), shape, chunks)   # out's chunks rewritten
+    if keys is None:
+        keys = all_keys(shape, chunks)
+    for batch in batches(keys, chunks, weight(inputs)):
+        for key, block in zip(batch, blocks(func, inputs, kwargs, shape, chunks, batch)):
+            if stored:
+                out._put_block(key, block)
+            else:
+                out[layout.chunk_region(key, shape, chunks)] = block
 
 
 def all_true(func, inputs) -> bool:
     """Whether ``func(*blocks)`` is true for every item of the broadcast inputs, chunk by
     chunk, stopping at the first chunk where it is not; nothing is stored."""
     shape = broadcast_shape(inputs)
-    chunks = _iteration_chunks(inputs, shape)
-    neo = [x for x in inputs if isinstance(x, core.ndarray)]
-    sparse = _same_grid(inputs, shape, chunks)
-    if sparse and not bool(np.all(_fill_of(func, inputs, {}))) and any(map(_unstored_chunks, neo)):
-        return False
-    for _batch, args_of_chunks in _batches(inputs, shape, chunks, neo if sparse else None):
-        if not all(bool(np.all(func(*args))) for args in args_of_chunks):
+    chunks = iteration_chunks(inputs, shape)
+    keys = touched_keys(inputs, shape, chunks)
+    fill_true = keys is None or bool(np.all(fill_of(func, inputs, {})))
+    seen = 0
+    for batch in batches(all_keys(shape, chunks) if keys is None else keys, chunks,
+                         weight(inputs)):
+        if not all(bool(np.all(b)) for b in blocks(func, inputs, {}, shape, chunks, batch)):
             return False
-    return True
-
-
-def _unstored_chunks(array) -> bool:
-    return len(array._tree) < math.prod(layout.chunk_grid(array.shape, array.chunks))
-
-
-def _prepare_out(out, inputs, shape, fill):
-    """Return the output array: ``out`` checked, or a new neoarray."""
-    return outputs.prepare_out(out, inputs, shape, fill.dtype, fill[0], what="the broadcast inputs")
-
-
-def _same_grid(inputs, shape, chunks) -> bool:
-    """Every input a scalar or a neoarray of ``shape`` and ``chunks``."""
-    return all(is_scalar(x) or (isinstance(x, core.ndarray) and x.shape == shape and x.chunks == chunks)
-               for x in inputs)
-
-
-def _sparse_ok(inputs, out, shape, fill):
-    """True when only the chunks stored in some input need computing."""
-    if not isinstance(out, core.ndarray) or out._fill != fill.astype(out.dtype).tobytes():
-        return False
-    return _same_grid(inputs, shape, out.chunks)
-
-
-def _batches(inputs, shape, chunks, stored_in):
-    """``(keys, the inputs' blocks of each key)`` a batch at a time: the chunks stored in
-    one of the neoarrays ``stored_in``, or every chunk of the grid (``stored_in`` None)."""
-    if stored_in is not None:
-        keys = sorted(set().union(*(set(x.chunk_keys()) for x in stored_in)))
-    else:
-        keys = itertools.product(*(range(g) for g in layout.chunk_grid(shape, chunks)))
-    nbytes = math.prod(chunks) * 16 * (len(inputs) + 1)
-    for batch in fetch.iter_batches(keys, lambda _: nbytes, config.fetch_bytes_max):
-        yield batch, zip(*[_input_blocks(x, shape, chunks, batch) for x in inputs])
-
-
-def _compute(ufunc, inputs, kwargs, out, shape, fill):
-    chunks = out.chunks if isinstance(out, core.ndarray) else _iteration_chunks(inputs, shape)
-    stored_in = ([x for x in inputs + (out,) if isinstance(x, core.ndarray)]
-                 if _sparse_ok(inputs, out, shape, fill) else None)
-    same_grid = isinstance(out, core.ndarray) and out.chunks == chunks
-    for batch, args_of_chunks in _batches(inputs, shape, chunks, stored_in):
-        for key, args in zip(batch, args_of_chunks):
-            region = layout.chunk_region(key, shape, chunks)
-            extent = tuple(r.stop - r.start for r in region)
-            result = np.broadcast_to(ufunc(*args, **kwargs), extent)
-            if same_grid:
-                out._put_block(key, result)
-            else:
-                out[region] = result
-
-
-def _iteration_chunks(inputs, shape):
-    like = next((x for x in inputs if isinstance(x, core.ndarray) and x.shape == shape),
-                None)
-    if like is not None:
-        return like.chunks
-    dtype = np.result_type(*[x.dtype for x in inputs if not is_scalar(x)])
-    return layout.default_chunks(shape, dtype.itemsize, "C", config.chunk_bytes_target)
+        seen += len(batch)
+    return fill_true or seen == math.prod(layout.chunk_grid(shape, chunks))
 
 
 def _input_blocks(x, shape, chunks, batch):
     """Yield the block of input ``x`` for each output chunk of ``batch``."""
     if is_scalar(x):
         return itertools.repeat(x)
-    if isinstance(x, core.ndarray) and x.shape == shape and x.chunks == chunks:
+    if isinstance(x, core.ChunkedArray) and x.shape == shape and x.chunks == chunks:
         return x._chunk_blocks(batch)
     return (x[_input_region(x.shape, layout.chunk_region(k, shape, chunks))]
             for k in batch)

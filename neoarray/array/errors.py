@@ -42,3 +42,8 @@ class ArrayCastError(ArrayError, TypeError):
 
 class ArrayTooLargeError(ArrayError, MemoryError):
     """A result would exceed ``config.memory_bytes_max`` once in memory."""
+
+
+class ArrayLazyError(ArrayError, TypeError):
+    """A lazy expression was used where a stored array is needed (it was pickled, for
+    instance by assigning it into a persistent object): store it first."""

@@ -37,7 +37,7 @@ class _Piece:
     def __init__(self, source, axis, start, new_axis):
         self.source, self.axis, self.start, self.new_axis = source, axis, start, new_axis
         self.length = 1 if new_axis else source.shape[axis]
-        self.neo = isinstance(source, core.ndarray)
+        self.neo = isinstance(source, core.ChunkedArray)
 
     @property
     def stop(self):
@@ -115,7 +115,7 @@ def _keys_overlapping(region, chunks):
 # ---------------------------------------------------------------------- checks
 
 def _operands(arrays):
-    return [a if isinstance(a, core.ndarray) else np.asarray(a) for a in arrays]
+    return [a if isinstance(a, core.ChunkedArray) else np.asarray(a) for a in arrays]
 
 
 def _result_dtype(operands, dtype, casting, out):
@@ -215,7 +215,7 @@ def _copy_piece(piece, out):
 def _join_flat(operands, dtype, out):
     """``axis=None``: the operands flattened (C order) one after the other, 1-D."""
     total = sum(math.prod(a.shape) for a in operands)
-    neo = [a for a in operands if isinstance(a, core.ndarray)]
+    neo = [a for a in operands if isinstance(a, core.ChunkedArray)]
     if out is None:
         with np.errstate(all="ignore"):
             fill = np.asarray(neo[0].fill_value).astype(dtype)
@@ -230,7 +230,7 @@ def _join_flat(operands, dtype, out):
         size = math.prod(a.shape)
         for start in range(0, size, step):
             stop = min(size, start + step)
-            part = ordering.read_flat(a, start, stop) if isinstance(a, core.ndarray) else \
+            part = ordering.read_flat(a, start, stop) if isinstance(a, core.ChunkedArray) else \
                 a.reshape(-1)[start:stop]
             out[position + start:position + stop] = part
         position += size

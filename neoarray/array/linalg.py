@@ -29,13 +29,13 @@ DENSE_BLOCK_BYTES = 16 << 20     # blocks of a numpy operand (no chunks to follo
 
 
 def _is_operand(x) -> bool:
-    return isinstance(x, (core.ndarray, np.ndarray)) and x.ndim in (1, 2)
+    return isinstance(x, (core.ChunkedArray, np.ndarray)) and x.ndim in (1, 2)
 
 
 def supported(a, b) -> bool:
     """Whether ``a @ b`` is computed here (both 1-D or 2-D, one at least a neoarray)."""
     return (_is_operand(a) and _is_operand(b)
-            and (isinstance(a, core.ndarray) or isinstance(b, core.ndarray)))
+            and (isinstance(a, core.ChunkedArray) or isinstance(b, core.ChunkedArray)))
 
 
 def _blocks(extent: int, step: int):
@@ -45,7 +45,7 @@ def _blocks(extent: int, step: int):
 def _step(x, axis: int, other_extent: int, itemsize: int) -> int:
     """Block length along ``axis`` of operand ``x`` (2-D view): its chunks, or a block
     of about ``DENSE_BLOCK_BYTES`` for a numpy operand."""
-    if isinstance(x, core.ndarray):
+    if isinstance(x, core.ChunkedArray):
         return x.chunks[axis]
     return max(1, DENSE_BLOCK_BYTES // max(1, other_extent * itemsize))
 
@@ -57,9 +57,9 @@ class _Matrix:
         self.x, self.vector = x, x.ndim == 1
         self.shape = ((1, x.shape[0]) if left else (x.shape[0], 1)) if self.vector else tuple(x.shape)
         self.left = left
-        if isinstance(x, core.ndarray) and self.vector:
+        if isinstance(x, core.ChunkedArray) and self.vector:
             self.chunks = (1, x.chunks[0]) if left else (x.chunks[0], 1)
-        elif isinstance(x, core.ndarray):
+        elif isinstance(x, core.ChunkedArray):
             self.chunks = x.chunks
         else:
             self.chunks = None

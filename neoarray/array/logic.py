@@ -1,9 +1,8 @@
 """``np.where``, ``np.isclose``, ``np.allclose``, ``np.array_equal``, ``np.histogram``
 and ``np.bincount`` on neoarrays, chunk by chunk (:mod:`.elementwise`, :mod:`.plans`).
 
-``where(condition, x, y)`` and ``isclose`` give new arrays, computed from the stored
-chunks when the operands share shape and chunks (the fill value follows the fill
-values); ``where(condition)`` is ``condition.nonzero()``.  ``allclose`` and
+``where(condition, x, y)`` and ``isclose`` give lazy expressions (:mod:`.lazy`), computed
+from the stored chunks when read (the fill value follows the fill values); ``where(condition)`` is ``condition.nonzero()``.  ``allclose`` and
 ``array_equal`` answer a bool, reading one chunk of each operand at a time and storing
 nothing; they stop at the first chunk that differs.  ``histogram`` (integer bins,
 unweighted; numpy's edges and their dtype) and ``bincount`` (unweighted) count in one
@@ -11,32 +10,32 @@ pass over the stored chunks, the unwritten items added as fill values.
 """
 import numpy as np
 
-from . import core, elementwise, methods, plans
+from . import core, elementwise, lazy, methods, plans
 
 _NO_VALUE = object()
 
 
 def _operand(x):
     """Neoarrays, numpy arrays and scalars as they are; anything else as numpy."""
-    if isinstance(x, (core.ndarray, np.ndarray)) or elementwise.is_scalar(x):
+    if elementwise.is_operand(x):
         return x
     return np.asarray(x)
 
 
 def where(condition, x=_NO_VALUE, y=_NO_VALUE):
     if x is _NO_VALUE and y is _NO_VALUE:
-        if isinstance(condition, core.ndarray):
+        if isinstance(condition, core.ChunkedArray):
             return methods.nonzero(condition)
         return NotImplemented
     if x is _NO_VALUE or y is _NO_VALUE:
         raise ValueError("either both or neither of x and y should be given")
-    return elementwise.apply(np.where, tuple(_operand(v) for v in (condition, x, y)))
+    return lazy.lazyarray(np.where, tuple(_operand(v) for v in (condition, x, y)))
 
 
 def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
     def close(u, v):
         return np.isclose(u, v, rtol=rtol, atol=atol, equal_nan=equal_nan)
-    return elementwise.apply(close, (_operand(a), _operand(b)))
+    return lazy.lazyarray(close, (_operand(a), _operand(b)))
 
 
 def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
@@ -62,7 +61,7 @@ def array_equal(a1, a2, equal_nan=False):
 def histogram(a, bins=10, range=None, density=None, weights=None):  # noqa: A002 - numpy's name
     """``np.histogram`` of a neoarray with an integer number of bins, unweighted: one pass
     over the stored chunks (the default range, numpy's (min, max), is a pass too)."""
-    if (not isinstance(a, core.ndarray) or weights is not None or isinstance(bins, bool)
+    if (not isinstance(a, core.ChunkedArray) or weights is not None or isinstance(bins, bool)
             or not isinstance(bins, (int, np.integer))):
         return NotImplemented
     lo, hi = plans.histogram_item_range(a) if range is None else range
@@ -81,7 +80,7 @@ def histogram(a, bins=10, range=None, density=None, weights=None):  # noqa: A002
 
 def bincount(x, weights=None, minlength=0):
     """``np.bincount`` of a 1-D neoarray of non-negative integers, unweighted, chunk by chunk."""
-    if not isinstance(x, core.ndarray) or weights is not None or x.ndim != 1 or x.dtype.kind not in "iub":
+    if not isinstance(x, core.ChunkedArray) or weights is not None or x.ndim != 1 or x.dtype.kind not in "iub":
         return NotImplemented
     counts = np.zeros(max(int(minlength), 0), dtype=np.intp)
     covered = 0

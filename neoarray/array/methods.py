@@ -4,8 +4,9 @@ Each result is computed from the *stored* chunks only, so it costs work in propo
 to the data written, not to the shape (an exabyte-shaped sparse array transposes in
 milliseconds), with one chunk in memory at a time:
 
-* elementwise maps (``astype``, ``copy``, ``clip``, ``round``): the fill value is
-  mapped like the items, so unwritten chunks stay unwritten;
+* elementwise maps (``astype``, ``clip``, ``round``) are lazy expressions
+  (:mod:`.lazy`): the fill value is mapped like the items, so unwritten chunks stay
+  unwritten; ``copy`` stores the array's values in a new persistent array;
 * axis moves (``T``, ``transpose``, ``swapaxes``) permute the chunk grid and transpose
   each chunk;
 * size-1 axes (``squeeze``, ``expand_dims``, and a ``reshape`` that only adds or
@@ -18,14 +19,13 @@ milliseconds), with one chunk in memory at a time:
 * ``nonzero`` gathers the indices chunk by chunk (a non-zero fill value would make
   every unwritten item count: refused unless the whole array fits in memory).
 
-Results are new arrays (``outputs``: added to the connection of the input), as for
-ufuncs.
+Other results are new arrays (``outputs``: added to the connection of the input).
 """
 import math
 
 import numpy as np
 
-from . import core, elementwise, layout, outputs
+from . import core, elementwise, layout, lazy, outputs
 from .errors import ArrayShapeError, ArrayValueError
 
 
@@ -34,10 +34,22 @@ def _result(array, shape, dtype, fill, chunks):
 
 
 def _map(array, func):
-    """A new array of ``func(block)`` for each stored block, ``func`` of the fill value
-    for the rest (the elementwise engine's sparse path; floating-point warnings off)."""
-    with np.errstate(all="ignore"):
-        return elementwise.apply(func, (array,))
+    """The lazy expression of ``func(block)`` for each block (see :mod:`.lazy`): computed
+    from the stored blocks only, ``func`` of the fill value for the rest; floating-point
+    warnings off."""
+    def quiet(block):
+        with np.errstate(all="ignore"):
+            return func(block)
+    return lazy.lazyarray(quiet, (array,))
+
+
+def _same(block):
+    return block
+
+
+def copy(array):
+    """An independent copy, a new persistent array (``outputs``): numpy's ``copy``."""
+    return elementwise.apply(_same, (array,))
 
 
 def astype(array, dtype, copy=True):

@@ -366,7 +366,7 @@ def _sort_kind(dtype, kind, stable):
 def sort(a, axis=-1, kind=None, order=None, *, stable=None, out=None, stats=None):
     """``np.sort`` of a neoarray into a new one (or ``out``), see the module doc;
     ``stats``: see :func:`external_sort`."""
-    if not isinstance(a, core.ndarray) or order is not None or (a.ndim == 0 and axis is not None):
+    if not isinstance(a, core.ChunkedArray) or order is not None or (a.ndim == 0 and axis is not None):
         return NotImplemented
     kind = _sort_kind(a.dtype, kind, stable)
     if axis is None or a.ndim == 1:
@@ -392,7 +392,7 @@ def sort_in_place(a, axis=-1, kind=None, order=None, stable=None):
 def argsort(a, axis=-1, kind=None, order=None, *, stable=None, stats=None):
     """``np.argsort`` of a neoarray: a new array of indices (always a stable order for
     1-D and flattened arrays, see the module doc)."""
-    if not isinstance(a, core.ndarray) or order is not None or (a.ndim == 0 and axis is not None):
+    if not isinstance(a, core.ChunkedArray) or order is not None or (a.ndim == 0 and axis is not None):
         return NotImplemented
     kind = _sort_kind(a.dtype, kind, stable)
     if axis is None or a.ndim == 1:
@@ -426,7 +426,7 @@ def unique(ar, return_index=False, return_inverse=False, return_counts=False, ax
            equal_nan=True, sorted=True):
     """``np.unique`` of a neoarray, chunk by chunk (``return_counts`` too; ``return_index``,
     ``return_inverse`` and ``axis`` go to numpy on the array in memory)."""
-    if not isinstance(ar, core.ndarray) or return_index or return_inverse or axis is not None:
+    if not isinstance(ar, core.ChunkedArray) or return_index or return_inverse or axis is not None:
         return NotImplemented
     counted = bool(return_counts)
     budget = buffer_bytes() // 2
@@ -495,7 +495,7 @@ def _last_chunk_before(firsts, count, value, side):
 def searchsorted(a, v, side="left", sorter=None):
     """``np.searchsorted`` of a sorted 1-D neoarray: O(log(chunks)) chunk reads per value
     (shared between values), then numpy's search in one chunk per value."""
-    if not isinstance(a, core.ndarray) or a.ndim != 1 or sorter is not None:
+    if not isinstance(a, core.ChunkedArray) or a.ndim != 1 or sorter is not None:
         return NotImplemented
     if side not in ("left", "right"):
         raise ValueError(f"side must be 'left' or 'right' (got {side!r})")

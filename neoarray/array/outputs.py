@@ -2,8 +2,9 @@
 
 Shared by the elementwise ufuncs (:mod:`.ufuncs`), products (:mod:`.linalg`) and
 scans (:mod:`.scans`): a new result is a persistent ``neoarray.ndarray`` in the order
-and codec of the first neoarray input, added to the connection of the first attached
-one (detached otherwise), as elementwise results always were.
+and codec of the first neoarray input (or the first stored array a lazy expression
+input reads), added to the connection of the first attached one (detached otherwise).
+Elementwise results without ``out=`` are lazy expressions instead (:mod:`.lazy`).
 """
 import numpy as np
 
@@ -20,15 +21,24 @@ def prepare_out(out, inputs, shape, dtype, fill_value=None, chunks=None, what="t
             raise ArrayShapeError(f"output array of shape {tuple(out.shape)} does not match the shape "
                                   f"{tuple(shape)} of {what}")
         return out
-    neo = [x for x in inputs if isinstance(x, core.ndarray)]
+    chunked = [x for x in inputs if isinstance(x, core.ChunkedArray)]
     if chunks is not None:
         chunks = tuple(max(1, min(c, n)) for c, n in zip(chunks, shape))
     else:
-        like = next((x for x in neo if x.shape == tuple(shape)), None)
+        like = next((x for x in chunked if x.shape == tuple(shape)), None)
         chunks = None if like is None else like.chunks
-    result = core.ndarray(shape, dtype=np.dtype(dtype), order=neo[0].order, chunks=chunks,
-                          fill_value=fill_value, codec=neo[0].codec)
-    jar = next((x._p_jar for x in neo if x._p_jar is not None), None)
+    result = core.ndarray(shape, dtype=np.dtype(dtype), order=chunked[0].order, chunks=chunks,
+                          fill_value=fill_value, codec=chunked[0].codec)
+    jar = next((a._p_jar for a in stored_arrays(inputs) if a._p_jar is not None), None)
     if jar is not None:
         jar.add(result)
     return result
+
+
+def stored_arrays(inputs):
+    """The stored arrays among ``inputs`` and those lazy expressions among them read."""
+    for x in inputs:
+        if isinstance(x, core.ndarray):
+            yield x
+        elif isinstance(x, core.ChunkedArray):
+            yield from x.arrays()

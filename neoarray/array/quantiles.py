@@ -294,7 +294,7 @@ def _axis(array, axis):
 def _quantile_entry(numpy_func, drop_nans, percent):
     def run(a, q, axis=None, out=None, overwrite_input=False, method="linear", keepdims=False, *,
             weights=None, interpolation=None):
-        if not isinstance(a, core.ndarray) or weights is not None or interpolation is not None:
+        if not isinstance(a, core.ChunkedArray) or weights is not None or interpolation is not None:
             return NotImplemented
         if a.dtype.kind == "c":
             raise TypeError("a must be an array of real numbers")
@@ -315,7 +315,7 @@ def _quantile_entry(numpy_func, drop_nans, percent):
 
 def _median_entry(numpy_func, drop_nans):
     def run(a, axis=None, out=None, overwrite_input=False, keepdims=False):
-        if not isinstance(a, core.ndarray) or a.dtype.kind not in "biuf" or _fits(a):
+        if not isinstance(a, core.ChunkedArray) or a.dtype.kind not in "biuf" or _fits(a):
             return NotImplemented
         ax = _axis(a, axis)
         if ax is NotImplemented:

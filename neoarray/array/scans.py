@@ -32,7 +32,7 @@ def _result_dtype(ufunc, dtype, array_dtype, numpy_func=None):
 def accumulate(ufunc, array, axis=0, dtype=None, out=None, numpy_func=None):
     """``ufunc.accumulate(array, axis)`` (``numpy_func``: ``np.cumsum`` or ``np.cumprod``,
     whose ``axis=None`` flattens: left to numpy, in memory, for arrays of more than one axis)."""
-    if ufunc not in ACCUMULATE_UFUNCS or not isinstance(array, core.ndarray):
+    if ufunc not in ACCUMULATE_UFUNCS or not isinstance(array, core.ChunkedArray):
         return NotImplemented
     if axis is None:
         if array.ndim != 1:
@@ -63,7 +63,7 @@ def diff(array, n=1, axis=-1):
     ``axis`` (read from the neighbouring chunks, or their fill value); elsewhere the
     difference of two fill values is the result's fill value.  ``n > 1`` repeats it
     (each pass a new array)."""
-    if not isinstance(array, core.ndarray):
+    if not isinstance(array, core.ChunkedArray):
         return NotImplemented
     if array.ndim == 0:
         raise ArrayValueError("diff requires an array of at least one dimension")

@@ -1,8 +1,7 @@
 """numpy protocols: ``__array_ufunc__`` and ``__array_function__``.
 
-Elementwise ufuncs run chunk by chunk (:mod:`.elementwise`) and write a new
-persistent array (added to the connection of the first attached input, else
-detached) or ``out=``.  ``matmul`` goes to :mod:`.linalg`, ``accumulate`` to
+Elementwise ufuncs give a lazy expression (:mod:`.lazy`), computed chunk by chunk
+when read or stored, or write into ``out=`` chunk by chunk (:mod:`.elementwise`).  ``matmul`` goes to :mod:`.linalg`, ``accumulate`` to
 :mod:`.scans`; ``np.where``, ``np.isclose``, ``np.allclose``, ``np.array_equal``,
 ``np.histogram`` and ``np.bincount`` to :mod:`.logic`; the numpy functions named like ndarray methods to :mod:`.methods`.
 
@@ -16,7 +15,7 @@ import inspect
 
 import numpy as np
 
-from . import contract, core, elementwise, linalg, logic, methods, plans, scans
+from . import contract, core, elementwise, lazy, linalg, logic, methods, plans, scans
 
 REDUCE_UFUNCS = {np.add: "sum", np.multiply: "prod", np.minimum: "min",
                  np.maximum: "max", np.logical_and: "all", np.logical_or: "any"}
@@ -35,8 +34,10 @@ def array_ufunc(ufunc, method, inputs, kwargs):
     if (method != "__call__" or ufunc.nout != 1 or set(kwargs) - UFUNC_KWARGS
             or isinstance(out, tuple)):
         return NotImplemented
-    if not all(elementwise.is_scalar(x) or isinstance(x, (core.ndarray, np.ndarray)) for x in inputs):
+    if not all(map(elementwise.is_operand, inputs)):
         return NotImplemented
+    if out is None:
+        return lazy.lazyarray(ufunc, inputs, kwargs)
     return elementwise.apply(ufunc, inputs, kwargs, out)
 
 
@@ -65,7 +66,7 @@ def _ufunc_accumulate(ufunc, inputs, kwargs):
 
 def _ufunc_reduce(ufunc, inputs, kwargs):
     name = REDUCE_UFUNCS.get(ufunc)
-    if name is None or len(inputs) != 1 or not isinstance(inputs[0], core.ndarray):
+    if name is None or len(inputs) != 1 or not isinstance(inputs[0], core.ChunkedArray):
         return NotImplemented
     array = inputs[0]
     axis = kwargs.pop("axis", 0)
@@ -118,7 +119,7 @@ def _reduction(array, func, args, kwargs):
 
 
 def _materialise(value):
-    if isinstance(value, core.ndarray):
+    if isinstance(value, core.ChunkedArray):
         return np.asarray(value)
     if isinstance(value, (list, tuple)):
         return type(value)(_materialise(v) for v in value)
@@ -134,7 +135,7 @@ def _cumulative(ufunc, numpy_func):
 def _neo_first(func):
     """``func(a, ...)`` when ``a`` is a neoarray, else NotImplemented (numpy's own)."""
     def run(a, *args, **kwargs):
-        return func(a, *args, **kwargs) if isinstance(a, core.ndarray) else NotImplemented
+        return func(a, *args, **kwargs) if isinstance(a, core.ChunkedArray) else NotImplemented
     return run
 
 
@@ -154,7 +155,7 @@ _ARRAY_FUNCTIONS = {
         a, kw.get("min", a_min), kw.get("max", a_max)) if not (set(kw) - {"min", "max"}) else NotImplemented),
     np.round: _neo_first(lambda a, decimals=0, out=None: methods.round_(a, decimals) if out is None
                          else NotImplemented),
-    np.copy: _neo_first(lambda a, order="K", subok=False: methods.astype(a, a.dtype, True)),
+    np.copy: _neo_first(lambda a, order="K", subok=False: methods.copy(a)),
     np.nonzero: _neo_first(methods.nonzero),
     np.where: logic.where, np.isclose: logic.isclose, np.allclose: logic.allclose,
     np.array_equal: logic.array_equal, np.histogram: logic.histogram,

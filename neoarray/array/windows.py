@@ -164,7 +164,9 @@ def alerts(a, limit):
 
 def _check_series(a, name, kinds):
     if not isinstance(a, core.ndarray):
-        raise TypeError(f"{name} needs a neoarray.array.ndarray, not {type(a).__name__}")
+        hint = (": store the expression first (expr.persist())"
+                if isinstance(a, core.ChunkedArray) else "")
+        raise TypeError(f"{name} needs a neoarray.array.ndarray, not {type(a).__name__}{hint}")
     if a.ndim != 1:
         raise ArrayShapeError(f"{name} works on 1-D series, not on an array of shape {a.shape}")
     if a.dtype.kind not in kinds:

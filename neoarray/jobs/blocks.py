@@ -26,7 +26,7 @@ import math
 import numpy as np
 import transaction
 
-from ..array import core, fetch, layout, plans
+from ..array import core, fetch, layout, outputs, plans
 from ..array.config import config
 from ..array.errors import (
     ArrayCastError,
@@ -38,11 +38,16 @@ from . import spec as jobs_spec
 from .spec import JobError, JobSpec, Piece, PieceResult
 
 
-def _check_inputs(arrays):
+def _check_inputs(arrays, stored=False):
+    """The inputs' shape; ``stored``: each a stored array (a job's workers load them),
+    else lazy expressions too (read here chunk by chunk)."""
     if not arrays:
         raise ArrayValueError("map_blocks needs at least one input array")
     for i, a in enumerate(arrays):
-        if not isinstance(a, core.ndarray):
+        if stored and isinstance(a, core.ChunkedArray) and not isinstance(a, core.ndarray):
+            raise ArrayDtypeError(f"map_blocks job input {i} is a lazy expression, which "
+                                  "workers cannot load: store it first (expr.persist()), commit")
+        if not isinstance(a, core.ndarray if stored else core.ChunkedArray):
             raise ArrayDtypeError(f"map_blocks input {i} is a {type(a).__name__}, "
                                  f"not a neoarray.ndarray")
     shape = arrays[0].shape
@@ -179,7 +184,8 @@ def map_blocks(fn, *arrays, out=None, dtype=None, chunks=None):
         block_chunks = chunks or arrays[0].chunks
         dtype, fill = probe_fill(fn, arrays, block_chunks, dtype)
         out = new_output(arrays, dtype, fill, block_chunks)
-        jar = next((a._p_jar for a in arrays if a._p_jar is not None), None)
+        jar = next((a._p_jar for a in outputs.stored_arrays(arrays) if a._p_jar is not None),
+                   None)
         if jar is not None:
             jar.add(out)
     if out.size == 0:
@@ -198,7 +204,7 @@ def prepare_map(fn_name: str, arrays, out, *, piece_bytes=None, colour=None):
     as of the snapshot their connection sees; ``out`` must be committed already.
     """
     fn = jobs_spec.resolve_function(fn_name)
-    shape = _check_inputs(arrays)
+    shape = _check_inputs(arrays, stored=True)
     if not isinstance(out, core.ndarray) or out._p_oid is None:
         raise JobError("a map_blocks job writes into a committed neoarray.ndarray (out)")
     if out.shape != shape:

@@ -137,15 +137,16 @@ def test_removing_a_chunk_conflicts_with_a_concurrent_write_to_it(file_db):
     c2.close()
 
 
-def test_ufunc_result_is_stored_in_the_input_connection(db):
+def test_a_copied_ufunc_result_is_stored_in_the_input_connection(db):
     make_array(db)
     conn, tm = open_conn(db)
     a = conn.root()["a"]
-    b = a * 3
+    b = (a * 3).copy()          # a * 3 is a lazy expression; its copy a stored array
     assert b._p_jar is conn
     conn.root()["b"] = b
+    conn.root()["c"] = (a + 1).persist()
     tm.commit()
     other, tm2 = open_conn(db)
-    assert other.root()["b"].sum() == 3000.0
+    assert other.root()["b"].sum() == 3000.0 and other.root()["c"].sum() == 2000.0
     conn.close()
     other.close()

@@ -50,7 +50,7 @@ def test_where_and_isclose_match_numpy(pair, kind, data):
     cond[...] = cond0
     got = np.where(cond, array, other)
     expected = np.where(cond0, oracle, other0)
-    assert isinstance(got, na.ndarray) and got.dtype == expected.dtype
+    assert isinstance(got, na.lazyarray) and got.dtype == expected.dtype
     np.testing.assert_array_equal(np.asarray(got), expected)
     for g, e in zip(np.where(cond), np.where(cond0)):
         np.testing.assert_array_equal(g, e)
