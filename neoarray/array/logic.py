@@ -60,19 +60,27 @@ def array_equal(a1, a2, equal_nan=False):
 
 def histogram(a, bins=10, range=None, density=None, weights=None):  # noqa: A002 - numpy's name
     """``np.histogram`` of a neoarray with an integer number of bins, unweighted: one pass
-    over the stored chunks (the default range, numpy's (min, max), is a pass too)."""
+    over the stored chunks (the default range, numpy's (min, max), is a pass too).  Each
+    block is binned by numpy itself with the whole array's range, so every item falls in
+    the bin numpy's one call would give it (edges rounded to the data's dtype included);
+    the unstored items count as the fill value."""
     if (not isinstance(a, core.ChunkedArray) or weights is not None or isinstance(bins, bool)
             or not isinstance(bins, (int, np.integer))):
         return NotImplemented
-    lo, hi = plans.histogram_item_range(a) if range is None else range
-    plan = plans.HistogramPlan(a, bins, (float(lo), float(hi)))
-    counts, _ = plan.finish(plan.fold(a))
-    if lo == hi:
-        lo, hi = lo - 0.5, hi + 0.5
-    bin_type = np.result_type(lo, hi, a.dtype)
-    if bin_type.kind in "iub":
-        bin_type = np.result_type(bin_type, float)
-    edges = np.linspace(lo, hi, plan.bins + 1, dtype=bin_type)      # as numpy computes them
+    if a.dtype.kind not in "biuf":
+        return NotImplemented
+    if range is None:
+        range = plans.histogram_item_range(a)     # numpy scalars of the items' dtype, as numpy's
+    edges = np.histogram_bin_edges(np.zeros(0, dtype=a.dtype), bins=int(bins), range=range)
+    counts = np.zeros(int(bins), dtype=np.intp)
+    covered = 0
+    for _key, (part, n) in a._map_stored(
+            lambda _k, block: (np.histogram(block, bins=int(bins), range=range)[0], block.size)):
+        counts += part
+        covered += n
+    missing = a.size - covered
+    if missing:
+        counts += np.histogram(np.full(1, a.fill_value, dtype=a.dtype), bins=int(bins), range=range)[0] * missing
     if density:
         return counts / np.diff(edges) / counts.sum(), edges
     return counts, edges
