@@ -8,7 +8,7 @@ on numpy's pickle format)::
     _order        'C' or 'F' (memory order inside chunks)
     _chunks       chunk shape, tuple of int
     _fill         fill value, raw bytes of one item
-    _codec        None or ('zlib', level)
+    _codec        None, ('zlib', level) or ('numcodecs', config JSON text)
     _tree         OOBTree: chunk grid index (tuple of int) -> Chunk
 
 Chunk grid indices are tuples, so the tree iterates chunks in C order of the
@@ -106,10 +106,16 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
         Chunk shape.  Default: about ``config.chunk_bytes_target`` bytes.
     fill_value : scalar, optional
         Value of items never written.  Default 0 (all-zero bytes).
-    codec : {None, 'zlib'}, optional
-        Compression of chunk payloads.
+    codec : None, str, dict or numcodecs codec, optional
+        Compression of chunk payloads: None, ``'zlib'``, or through numcodecs
+        (``pip install 'neoarray[codecs]'``) ``'blosc'`` (byte shuffle), ``'zstd'``,
+        ``'lz4'``, a config dict (``{'id': 'blosc', 'cname': 'lz4', 'clevel': 5,
+        'shuffle': 1}``) or a numcodecs codec object.  Recorded with the array
+        (:mod:`neoarray.array.chunks`); storage nodes decode it for near-data
+        reductions.
     codec_level : int, optional
-        Compression level of the codec (zlib: 0-9, default 6).
+        Compression level of the codec (zlib: 0-9, default 6; zstd's ``level``,
+        blosc's ``clevel``).
 
     Notes
     -----
@@ -204,7 +210,7 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
 
     @property
     def codec(self):
-        """Codec description: None or ('zlib', level)."""
+        """Codec description: None, ('zlib', level) or ('numcodecs', config JSON text)."""
         return self._codec
 
     def __len__(self):

@@ -135,7 +135,8 @@ def values(rng, shape, dtype):
 
 
 CASES = [("float64", "C", None), ("float32", "F", None), ("int32", "C", "zlib"),
-         ("bool", "F", None), ("complex128", "C", None), ("float64", "F", "zlib")]
+         ("bool", "F", None), ("complex128", "C", None), ("float64", "F", "zlib"),
+         ("float64", "C", "blosc"), ("int16", "F", "zstd"), ("complex64", "C", "lz4")]
 
 
 @pytest.mark.parametrize(("dtype", "order", "codec"), CASES)
@@ -269,6 +270,8 @@ def test_deleted_chunk_is_absent(db):
     ({"extents": [spb.ChunkExtent(sizes=[5])]}, r"extent \(5,\) does not fit the chunk shape \(4,\)"),
     ({"extents": [spb.ChunkExtent(sizes=[2, 2])]}, "does not fit the chunk shape"),
     ({"extents": []}, "0 extents for 1 oids"),
+    ({"codec": "numcodecs", "codec_config": '{"id": "pickle"}'}, "unknown numcodecs codec"),
+    ({"codec": "numcodecs", "codec_config": "not json"}, "is JSON text"),
 ])
 def test_bad_requests_are_refused(db, fields, message):
     request = {"kernel": "sum", "dtype": "<f8", "acc_dtype": "<f8", "chunk_shape": [4],
