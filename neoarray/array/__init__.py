@@ -9,13 +9,14 @@ codecs), :mod:`.fetch` (batch chunk reads), :mod:`.reductions` and
 :mod:`.ufuncs` (numpy protocols), :mod:`.linalg` (matrix products),
 :mod:`.scans` (running reductions), :mod:`.methods` (ndarray methods),
 :mod:`.windows` (window operations on 1-D series), :mod:`.creation`,
-:mod:`.config` (limits), :mod:`.errors`.
+:mod:`.config` (limits), :mod:`.errors`, :mod:`.handles` (pickling by
+reference), :mod:`.dasks` (Dask collections).
 
 The operations sit above the array: they import :mod:`.core`, which imports none of
 them; they are given to it here (``core.bind``).
 """
 
-from . import core, methods, plans, ufuncs
+from . import core, dasks, handles, methods, plans, ufuncs
 from .config import config, configure
 from .core import ndarray
 from .creation import (
@@ -29,10 +30,12 @@ from .creation import (
     zeros,
     zeros_like,
 )
+from .dasks import from_dask
 from .errors import (
     ArrayCastError,
     ArrayDtypeError,
     ArrayError,
+    ArrayHandleError,
     ArrayIndexError,
     ArrayShapeError,
     ArrayTooLargeError,
@@ -41,12 +44,13 @@ from .errors import (
 from .fetch import get_fetcher, set_fetcher
 from .windows import alerts, diff, moving_mean
 
-core.bind(ufuncs=ufuncs, plans=plans, methods=methods)
+core.bind(ufuncs=ufuncs, plans=plans, methods=methods, handles=handles, dasks=dasks)
 
 __all__ = [
     "ArrayCastError",
     "ArrayDtypeError",
     "ArrayError",
+    "ArrayHandleError",
     "ArrayIndexError",
     "ArrayShapeError",
     "ArrayTooLargeError",
@@ -58,6 +62,7 @@ __all__ = [
     "diff",
     "empty",
     "empty_like",
+    "from_dask",
     "full",
     "full_like",
     "get_fetcher",

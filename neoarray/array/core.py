@@ -17,6 +17,7 @@ fill value removes it from the tree.
 """
 
 import math
+import sys
 import types
 
 import numpy as np
@@ -25,8 +26,15 @@ from BTrees.OOBTree import OOBTree
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from . import fetch, indexing, layout
-from .chunks import (Chunk, codec_from_spec, codec_spec, decode_chunk, encode_chunk,
-                     is_all_fill, new_chunk_array)
+from .chunks import (
+    Chunk,
+    codec_from_spec,
+    codec_spec,
+    decode_chunk,
+    encode_chunk,
+    is_all_fill,
+    new_chunk_array,
+)
 from .config import config
 from .errors import ArrayCastError, ArrayShapeError, ArrayTooLargeError, ArrayValueError
 
@@ -44,11 +52,12 @@ def check_memory(nbytes, what):
 # The operations over arrays (ufuncs, reductions, methods, ...) live in the modules above
 # this one, which import it; the package binds them here (``bind``, called by
 # ``neoarray/array/__init__.py``), so that this module imports none of them.
-_ops = types.SimpleNamespace(ufuncs=None, plans=None, methods=None)
+_ops = types.SimpleNamespace(ufuncs=None, plans=None, methods=None, handles=None, dasks=None)
 
 
 def bind(**modules):
-    """Give the array its operations: ``ufuncs``, ``plans`` (reductions) and ``methods``."""
+    """Give the array its operations: ``ufuncs``, ``plans`` (reductions), ``methods``,
+    ``handles`` (pickling) and ``dasks`` (Dask collections)."""
     unknown = set(modules) - set(vars(_ops))
     if unknown:
         raise TypeError(f"unknown operations {sorted(unknown)}")
@@ -235,6 +244,24 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
         return (f"<neoarray.array.ndarray shape={self._shape} dtype={self.dtype} "
                 f"order={self._order!r} chunks={self._chunks} "
                 f"fill_value={self.fill_value!r} codec={self._codec!r}>")
+
+    # ------------------------------------------------------------------ travel
+    # pickle.dumps(A) and Dask (see neoarray.array.handles and .dasks); ZODB stores the
+    # array with __getstate__ and never calls __reduce_ex__
+
+    def __reduce_ex__(self, protocol):
+        return _ops.handles.reduce_ex(self, protocol)
+
+    def __dask_tokenize__(self):
+        return _ops.handles.dask_token(self)
+
+    def to_dask(self, chunks=None):
+        """A ``dask.array.Array`` reading this array's committed snapshot, by handle.
+
+        One task per stored chunk; unwritten regions are fill-value blocks built
+        without reading (see :func:`neoarray.array.dasks.to_dask`).
+        """
+        return _ops.dasks.to_dask(self, chunks)
 
     def chunk_keys(self):
         """Return an iterator over the grid indices of the stored chunks (C order)."""
@@ -547,9 +574,19 @@ class ndarray(persistent.Persistent, NDArrayOperatorsMixin):
         return _ops.methods.astype(self, dtype, copy)
 
     def copy(self):
+        """A new array with the same items, chunk by chunk.
+
+        Called by ``dask.array.from_array`` (which copies what it is given so later
+        writes cannot reach the graph), a committed array of a cluster gives instead
+        its read-only snapshot reader (:func:`neoarray.array.handles.snapshot`): no
+        data is copied, and it pickles as a handle.
+        """
+        frozen = _ops.handles.frozen_for_dask(self, sys._getframe(1))
+        if frozen is not None:
+            return frozen
         return _ops.methods.astype(self, self.dtype, True)
 
-    def clip(self, min=None, max=None):  # noqa: A002 - numpy's names
+    def clip(self, min=None, max=None):
         return _ops.methods.clip(self, min, max)
 
     def round(self, decimals=0):

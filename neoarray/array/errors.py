@@ -13,6 +13,8 @@ Conflicts between concurrent writers are ZODB's own
 :class:`ZODB.POSException.ConflictError`, raised by the commit.
 """
 
+import pickle
+
 from ..errors import NeoError
 
 
@@ -42,3 +44,8 @@ class ArrayCastError(ArrayError, TypeError):
 
 class ArrayTooLargeError(ArrayError, MemoryError):
     """A result would exceed ``config.memory_bytes_max`` once in memory."""
+
+
+class ArrayHandleError(ArrayError, pickle.PicklingError):
+    """An array cannot travel as a handle (uncommitted changes, or a handle that names
+    no array); the message says what to do."""

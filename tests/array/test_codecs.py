@@ -114,14 +114,6 @@ def test_arrays_round_trip_in_every_storage(db, codec):
     conn.close()
 
 
-@pytest.fixture
-def neo_db(neo_cluster):
-    import ZODB
-    database = ZODB.DB(neo_cluster.open_storage())
-    yield database
-    database.close()
-
-
 @pytest.mark.parametrize("codec", ["zstd", "blosc", "lz4"])
 def test_storage_nodes_reduce_numcodecs_chunks(neo_db, codec):
     x = np.random.default_rng(5).normal(size=(500, 6))
