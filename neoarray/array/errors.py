@@ -45,6 +45,11 @@ class ArrayCastError(ArrayError, TypeError):
 class ArrayTooLargeError(ArrayError, MemoryError):
     """A result would exceed ``config.memory_bytes_max`` once in memory."""
 
+    # The slot this class inherits (BaseException's), not MemoryError.__new__ found by
+    # attribute lookup: unpicklers that call cls.__new__(cls, *args) (tblib's, which
+    # Dask installs) would otherwise fail with "MemoryError.__new__ is not safe".
+    __new__ = BaseException.__new__
+
 
 class ArrayHandleError(ArrayError, pickle.PicklingError):
     """An array cannot travel as a handle (uncommitted changes, or a handle that names
