@@ -12,14 +12,16 @@ import transaction
 import neoarray
 import neoarray.array as na
 
-distributed = pytest.importorskip("distributed")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
 def client():
-    """One local cluster of 2 worker processes for the module (a few seconds to start)."""
+    """One local cluster of 2 worker processes for the module (a few seconds to start).
+
+    distributed is imported here, not when the module is collected: importing it
+    changes how every exception pickles in this process (tblib)."""
+    distributed = pytest.importorskip("distributed")
     cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                                        dashboard_address=None)
     dask_client = distributed.Client(cluster, set_as_default=False)

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import transaction
+import ZODB
 
 import neoarray
 import neoarray.array as na
@@ -131,3 +132,26 @@ def test_storing_in_zodb_is_unchanged(db):
 
 def test_neoarray_is_imported_from_this_tree():
     assert os.path.realpath(neoarray.__file__).startswith(os.path.realpath(ROOT))
+
+
+def test_tls_credentials_travel_as_paths(tmp_path):
+    from tests.conftest import running_cluster
+    fixture = running_cluster(tmp_path / "tls", partitions=2, tls=True)
+    cluster = next(fixture)
+    try:
+        db = ZODB.DB(cluster.open_storage())
+        conn, _tm = _commit(db, "a", na.asarray(np.arange(10.0), chunks=(4,)))
+        data = pickle.dumps(conn.root()["a"])
+        handle = handles.handle_of(conn.root()["a"])
+        assert {"ca", "cert", "key"} <= set(handle.source)
+        assert all(os.path.isfile(handle.source[k]) for k in ("ca", "cert", "key"))
+        with open(handle.source["key"], "rb") as f:
+            key = f.read()
+        assert key.strip() and key.strip() not in data and b"PRIVATE KEY" not in data
+        assert len(data) < 4096
+        _file_name, total = _run_elsewhere(data)         # the other process reads the files
+        assert total.startswith("45.0")
+        conn.close()
+        db.close()
+    finally:
+        fixture.close()
