@@ -16,7 +16,8 @@ A ``(10**18, 2)`` array with 3 stored chunks of ``(4096, 2)`` items thus has 7 b
 (3 chunks, 4 gaps) instead of 2.4e14.  Dask's grid is regular (the product of the
 per-axis splits), so for stored chunks scattered along several axes it holds up to
 ``prod(2 * distinct indices + 1)`` blocks, most of them fill blocks: cheap tasks, but
-more of them than stored chunks.  The collection's name is a token of the cluster,
+more of them than stored chunks (at most :data:`DASK_BLOCKS_MAX`, a clear error
+beyond).  The collection's name is a token of the cluster,
 oid and snapshot: the same snapshot of the same array gives the same graph keys.
 
 Dask is optional: ``pip install 'neoarray[dask]'``.
@@ -33,6 +34,8 @@ from . import core
 from .config import config
 from .errors import ArrayShapeError, ArrayValueError
 from .handles import handle_of
+
+DASK_BLOCKS_MAX = 1_000_000        # blocks (tasks) of one to_dask graph
 
 
 def _dask():
@@ -106,6 +109,12 @@ def to_dask(array, chunks=None):
     stored = set(array.chunk_keys())
     axes = [_segments(sorted({k[ax] for k in stored}), -(-shape[ax] // cshape[ax]),
                       shape[ax], cshape[ax]) for ax in range(len(shape))]
+    blocks = math.prod(len(a) for a in axes)
+    if blocks > DASK_BLOCKS_MAX:
+        raise ArrayValueError(
+            f"to_dask() would make {blocks} blocks for {len(stored)} stored chunks (Dask's "
+            f"grid is the product of the splits of each axis), more than DASK_BLOCKS_MAX "
+            f"({DASK_BLOCKS_MAX}): use larger chunks, or neoarray.jobs for sparse arrays")
     graph = {}
     fill, dtype = array._fill, array.dtype
     for index in itertools.product(*(range(len(a)) for a in axes)):

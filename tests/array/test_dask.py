@@ -88,6 +88,17 @@ def test_sparse_exabyte_array_has_a_small_graph(neo_db):
     conn.close()
 
 
+def test_scattered_chunks_are_bounded(monkeypatch):
+    from neoarray.array import dasks
+    a = na.zeros((10**6, 10**6), chunks=(10, 10))
+    for i in range(5):
+        a[i * 1000 + 500, (4 - i) * 1000 + 500] = 1.0   # 5 chunks on a diagonal: 11 x 11 blocks
+    assert a.to_dask().numblocks == (11, 11)
+    monkeypatch.setattr(dasks, "DASK_BLOCKS_MAX", 100)
+    with pytest.raises(na.ArrayValueError, match="121 blocks for 5 stored chunks"):
+        a.to_dask()
+
+
 def test_tokens_name_the_oid_and_snapshot(stored, neo_db):
     a, _x, tm = stored
     token = dask.base.tokenize(a)
