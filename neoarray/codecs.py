@@ -73,9 +73,15 @@ def canonical_config(config: dict) -> str:
 
 @functools.lru_cache(maxsize=_CODECS_CACHED_MAX)
 def numcodecs_codec(config: str):
-    """The numcodecs codec object of a stored config (one per config, cached)."""
+    """The numcodecs codec object of a stored config (one per config, cached);
+    ValueError for a config that is not one of :data:`NUMCODECS_IDS` with options
+    numcodecs takes."""
     parsed = parse_config(config)
-    return load_numcodecs().get_codec(parsed)
+    numcodecs = load_numcodecs()
+    try:
+        return numcodecs.get_codec(parsed)
+    except (TypeError, ValueError, KeyError) as exc:     # options numcodecs refuses
+        raise ValueError(f"bad numcodecs codec config {config!r:.80}: {exc}") from None
 
 
 def _zstd_content_bytes(payload) -> int | None:

@@ -272,6 +272,7 @@ def test_deleted_chunk_is_absent(db):
     ({"extents": []}, "0 extents for 1 oids"),
     ({"codec": "numcodecs", "codec_config": '{"id": "pickle"}'}, "unknown numcodecs codec"),
     ({"codec": "numcodecs", "codec_config": "not json"}, "is JSON text"),
+    ({"codec": "numcodecs", "codec_config": '{"id": "zstd", "nope": 1}'}, "bad numcodecs codec config"),
 ])
 def test_bad_requests_are_refused(db, fields, message):
     request = {"kernel": "sum", "dtype": "<f8", "acc_dtype": "<f8", "chunk_shape": [4],
