@@ -145,7 +145,8 @@ def from_dask(darr, out=None, *, order="C", chunks=None, fill_value=None, codec=
     the current Dask scheduler (threads, processes, a distributed client), in groups
     of at most ``config.fetch_bytes_max`` bytes; each group is written into ``out``
     here, in the calling thread, before the next one is computed.  All-fill blocks
-    store nothing.
+    store nothing.  Work that blocks of different groups share (a rechunk, an
+    upstream reduction) is done again for each group: memory stays bounded instead.
 
     Parameters
     ----------

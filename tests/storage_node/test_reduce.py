@@ -356,3 +356,19 @@ def test_reduce_goes_to_another_cell_when_a_node_is_lost(cluster):
         assert math.isclose(sum(float(s[0][0]) for s in states.values()), data.sum())
     finally:
         db.close()
+
+
+def test_a_node_without_numcodecs_refuses_such_codecs_by_name(monkeypatch):
+    import sys
+
+    from neoarray import codecs
+    from storage_node import service
+    config = na.zeros(4, codec="zstd").codec[1]
+    request = spb.ReduceRequest(codec="numcodecs", codec_config=config)
+    monkeypatch.setitem(sys.modules, "numcodecs", None)      # as on a node without it
+    codecs.numcodecs_codec.cache_clear()
+    try:
+        with pytest.raises(RequestRefused, match=r"pip install 'neoarray\[codecs\]'"):
+            service._codec_spec(request)
+    finally:
+        codecs.numcodecs_codec.cache_clear()
