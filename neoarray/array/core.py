@@ -26,15 +26,8 @@ from BTrees.OOBTree import OOBTree
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from . import fetch, indexing, layout
-from .chunks import (
-    Chunk,
-    codec_from_spec,
-    codec_spec,
-    decode_chunk,
-    encode_chunk,
-    is_all_fill,
-    new_chunk_array,
-)
+from .chunks import (Chunk, codec_from_spec, codec_spec, decode_chunk, encode_chunk,
+                     is_all_fill, new_chunk_array)
 from .config import config
 from .errors import ArrayCastError, ArrayShapeError, ArrayTooLargeError, ArrayValueError
 
