@@ -23,7 +23,7 @@ def client():
     changes how every exception pickles in this process (tblib)."""
     distributed = pytest.importorskip("distributed")
     cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                       dashboard_address=None)
+                                       dashboard_address=":0")
     dask_client = distributed.Client(cluster, set_as_default=False)
     yield dask_client
     dask_client.close()
