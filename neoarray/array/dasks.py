@@ -13,7 +13,9 @@ proportional to them and not to the array's shape:
   one item (no memory, whatever its size, until something copies it).
 
 A ``(10**18, 2)`` array with 3 stored chunks of ``(4096, 2)`` items thus has 7 blocks
-(3 chunks, 4 gaps) instead of 2.4e14.  Dask's grid is regular (the product of the
+(3 chunks, 4 gaps) instead of 2.4e14.  Dask computes on fill blocks like on any
+other block: a reduction over such an array visits every item of its gaps (use the
+array's own reductions, or :mod:`neoarray.jobs`, which skip unwritten chunks).  Dask's grid is regular (the product of the
 per-axis splits), so for stored chunks scattered along several axes it holds up to
 ``prod(2 * distinct indices + 1)`` blocks, most of them fill blocks: cheap tasks, but
 more of them than stored chunks (at most :data:`DASK_BLOCKS_MAX`, a clear error
