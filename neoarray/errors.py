@@ -55,3 +55,8 @@ class OutcomeUnknown(NeoError, POSException.StorageError):
     """``tpc_finish`` ended without learning whether the transaction committed (the
     master was lost and had not decided yet).  The master decides it alone; a read of
     what it wrote tells.  See the README's "Durability" section."""
+
+
+class CodecUnavailable(NeoError, ImportError):
+    """An array's chunk codec needs a package this process lacks (numcodecs: ``pip
+    install 'neoarray[codecs]'``); the message names it."""

@@ -12,14 +12,17 @@ tombstone, a bytearray payload, an unknown pickle) gives None: the caller
 unpickles it the usual way, or, on a storage node, leaves it to the client.
 
 The payload is the chunk's raw bytes passed through the array's codec, named
-by its spec: ``None`` (raw) or ``('zlib', level)``; :func:`decode_payload`
-undoes it.
+by its spec: ``None`` (raw), ``('zlib', level)`` or ``('numcodecs', config)``
+(:mod:`neoarray.codecs`, which imports numcodecs only when such a payload is
+decoded); :func:`decode_payload` undoes it.
 """
 from __future__ import annotations
 
 import pickletools
 import struct
 import zlib
+
+from . import codecs
 
 CHUNK_CLASS = "neoarray.array.chunks.Chunk"    # the class of chunk records
 
@@ -134,12 +137,17 @@ def chunk_payload_view(record):
 
 
 def check_codec(spec) -> None:
-    """Raise ValueError unless ``spec`` is ``None`` or ``('zlib', level)``, level 0-9."""
+    """Raise ValueError unless ``spec`` is ``None``, ``('zlib', level)`` (level 0-9) or
+    ``('numcodecs', config)`` with a config of :data:`neoarray.codecs.NUMCODECS_IDS`."""
     if spec is None:
+        return
+    if isinstance(spec, (tuple, list)) and len(spec) == 2 and spec[0] == codecs.NUMCODECS:
+        codecs.parse_config(spec[1])
         return
     if (not isinstance(spec, (tuple, list)) or len(spec) != 2 or spec[0] != "zlib"
             or not isinstance(spec[1], int) or not 0 <= spec[1] <= 9):
-        raise ValueError(f"unknown codec {spec!r} (known: None, ('zlib', 0..9))")
+        raise ValueError(f"unknown codec {spec!r} (known: None, ('zlib', 0..9), "
+                         f"('numcodecs', config))")
 
 
 def decode_payload(view, codec_spec, raw_bytes_max=None):
@@ -149,11 +157,18 @@ def decode_payload(view, codec_spec, raw_bytes_max=None):
     bytes (``zlib.error`` on corrupt data).  ValueError for another spec.
     With ``raw_bytes_max``, decompression stops after ``raw_bytes_max + 1``
     bytes (a caller expecting ``raw_bytes_max`` bytes then sees a longer
-    result, never a memory blow-up).
+    result, never a memory blow-up).  ``('numcodecs', config)``: numcodecs is
+    imported now (:class:`~neoarray.errors.CodecUnavailable` without it); with
+    ``raw_bytes_max``, exactly that many bytes or ValueError, checked against the
+    payload's header before decoding (:func:`neoarray.codecs.decode_exact`).
     """
     check_codec(codec_spec)
     if codec_spec is None:
         return view
+    if codec_spec[0] == codecs.NUMCODECS:
+        if raw_bytes_max is None:
+            return codecs.numcodecs_codec(codec_spec[1]).decode(view)
+        return codecs.decode_exact(view, codec_spec[1], raw_bytes_max)
     if raw_bytes_max is None:
         return zlib.decompress(view)
     stream = zlib.decompressobj()

@@ -11,8 +11,10 @@ states cross the network instead of chunks.  The request is checked whole before
 read and refused (``RequestRefused``: INVALID_ARGUMENT, with a message naming the
 problem) when the kernel is unknown, the batch exceeds
 ``Limits.reduce_oids_per_batch_max``, a dtype is not a plain numeric one, the extents
-do not match the oids or the chunk shape, the order or codec is unknown, or the
-kernel cannot reduce those items (probed on one item).  Each oid then gets a status:
+do not match the oids or the chunk shape, the order or codec is unknown (or is a
+numcodecs one and numcodecs is not installed on the node: it is imported the first
+time a request names one), or the kernel cannot reduce those items (probed on one
+item).  Each oid then gets a status:
 ``REDUCED``; ``NO_OBJECT``/``NO_REVISION``/``DELETED`` as ``Load`` reports them; or
 ``NOT_A_CHUNK`` when the record is not a ``neoarray.array.chunks.Chunk`` whose state
 is one bytes opcode holding exactly the chunk's bytes (after the codec): the client
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neoarray import kernels, payload
+from neoarray import codecs, kernels, payload
 from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
 from neoarray.ids import Z64
 from neoarray.ids import checked_id as _id
@@ -57,7 +59,7 @@ _REPAIR_ACTIONS = {check.WRITTEN: pb.RepairOutcome.WRITTEN, check.REPLACED: pb.R
 _OIDS_PER_READ = 16        # chunks reduced inside one LMDB read transaction (kept short)
 _DTYPE_CHARS_MAX = 64
 _NDIM_MAX = 32
-_CODECS = ("", "zlib")     # "": raw bytes
+_CODECS = ("", "zlib", codecs.NUMCODECS)     # "": raw bytes
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,20 @@ def _numeric_dtype(text: str, what: str) -> np.dtype:
 
 def _codec_spec(req) -> tuple | None:
     if req.codec not in _CODECS:
-        raise RequestRefused(f"unknown codec {req.codec!r} (known: '' for raw bytes, 'zlib')")
-    if req.codec and req.codec_level > 9:
+        raise RequestRefused(f"unknown codec {req.codec!r} "
+                             f"(known: '' for raw bytes, 'zlib', 'numcodecs')")
+    if req.codec == "zlib" and req.codec_level > 9:
         raise RequestRefused(f"zlib level must be within 0..9, not {req.codec_level}")
+    if req.codec == codecs.NUMCODECS:
+        try:
+            codecs.numcodecs_codec(req.codec_config)    # numcodecs imported now, once
+        except ValueError as exc:
+            raise RequestRefused(str(exc)) from None
+        except ImportError:
+            raise RequestRefused("this storage node cannot decode numcodecs codecs: "
+                                 "numcodecs is not installed in its Python; install it "
+                                 "there (pip install 'neoarray[codecs]')") from None
+        return (req.codec, req.codec_config)
     return None if not req.codec else (req.codec, req.codec_level)
 
 
@@ -159,7 +172,7 @@ def _chunk_state(record, extent: tuple, spec: _ReduceSpec) -> tuple | None:
         return None
     try:
         raw = payload.decode_payload(view, spec.codec, spec.raw_bytes)
-    except zlib.error:
+    except (zlib.error, ValueError):     # corrupt, or not of this chunk shape
         return None
     if len(raw) != spec.raw_bytes:
         return None

@@ -12,13 +12,14 @@ codecs), :mod:`.fetch` (batch chunk reads), :mod:`.reductions` and
 :mod:`.windows` (window operations on 1-D series), :mod:`.ordering` (sorting,
 unique, searchsorted), :mod:`.quantiles` (exact order statistics), :mod:`.joining`
 (concatenate, stack), :mod:`.creation`,
-:mod:`.config` (limits), :mod:`.errors`.
+:mod:`.config` (limits), :mod:`.errors`, :mod:`.handles` (pickling by
+reference), :mod:`.dasks` (Dask collections).
 
 The operations sit above the array: they import :mod:`.core`, which imports none of
 them; they are given to it here (``core.bind``).
 """
 
-from . import core, joining, lazy, methods, ordering, plans, quantiles, ufuncs
+from . import core, dasks, handles, joining, lazy, methods, ordering, plans, quantiles, ufuncs
 from .config import config, configure
 from .core import ndarray
 from .creation import (
@@ -32,10 +33,12 @@ from .creation import (
     zeros,
     zeros_like,
 )
+from .dasks import from_dask
 from .errors import (
     ArrayCastError,
     ArrayDtypeError,
     ArrayError,
+    ArrayHandleError,
     ArrayIndexError,
     ArrayLazyError,
     ArrayShapeError,
@@ -46,7 +49,8 @@ from .fetch import get_fetcher, set_fetcher
 from .lazy import lazyarray, store
 from .windows import alerts, diff, moving_mean
 
-core.bind(ufuncs=ufuncs, plans=plans, methods=methods, ordering=ordering, lazy=lazy)
+core.bind(ufuncs=ufuncs, plans=plans, methods=methods, ordering=ordering, lazy=lazy, handles=handles,
+          dasks=dasks)
 for _module in (ordering, quantiles, joining):      # sorting, order statistics, joining
     ufuncs.register(_module.ARRAY_FUNCTIONS)
 
@@ -54,6 +58,7 @@ __all__ = [
     "ArrayCastError",
     "ArrayDtypeError",
     "ArrayError",
+    "ArrayHandleError",
     "ArrayIndexError",
     "ArrayLazyError",
     "ArrayShapeError",
@@ -66,6 +71,7 @@ __all__ = [
     "diff",
     "empty",
     "empty_like",
+    "from_dask",
     "full",
     "full_like",
     "get_fetcher",

@@ -7,8 +7,10 @@ pickled state is just the encoded payload: the raw bytes of the full chunk
 through the array's codec.  Parts of a chunk beyond the array's bounds always
 hold the fill value.
 
-Codecs are named by a small tuple stored with the array, ``None`` (raw bytes)
-or ``('zlib', level)``, so stored arrays do not depend on codec classes.
+Codecs are named by a small tuple stored with the array, ``None`` (raw bytes),
+``('zlib', level)`` or ``('numcodecs', config)`` (blosc, zstd or lz4 through the
+optional numcodecs package, see :mod:`neoarray.codecs`), so stored arrays do not
+depend on codec classes.
 """
 
 import zlib
@@ -16,6 +18,7 @@ import zlib
 import numpy as np
 import persistent
 
+from .. import codecs
 from .errors import ArrayValueError
 
 
@@ -78,28 +81,96 @@ class ZlibCodec:
         return zlib.decompress(payload)
 
 
+class NumcodecsCodec:
+    """A numcodecs byte compressor (:data:`neoarray.codecs.NUMCODECS_IDS`).
+
+    Chunks are given to it as arrays of their own item size (:meth:`encode_items`),
+    so blosc's shuffle groups the bytes of each item as it should.
+    """
+
+    def __init__(self, config):
+        try:
+            codecs.parse_config(config)
+        except ValueError as exc:
+            raise ArrayValueError(str(exc)) from None
+        self.spec = (codecs.NUMCODECS, config)
+        self._codec = codecs.numcodecs_codec(config)
+
+    def encode(self, raw):
+        """Return the compressed payload of the bytes-like ``raw``."""
+        return bytes(self._codec.encode(raw))
+
+    def encode_items(self, array, order):
+        """Return the compressed payload of a chunk array's items in ``order``."""
+        flat = np.ascontiguousarray(array.reshape(-1, order=order))
+        items = flat.view(f"V{flat.dtype.itemsize}")     # any dtype: blosc sees the item size
+        return bytes(self._codec.encode(items))
+
+    def decode(self, payload):
+        """Return the decompressed bytes of ``payload``."""
+        return self._codec.decode(payload)
+
+
+_NUMCODECS_LEVEL = {"zstd": "level", "blosc": "clevel"}     # what codec_level sets
+
+
+def _numcodecs_spec(codec, level):
+    """The spec of a numcodecs codec given as a name, a config dict or a codec object."""
+    if isinstance(codec, str):
+        config = {"id": codec}
+    elif isinstance(codec, dict):
+        config = dict(codec)
+    else:
+        config = codec.get_config()
+    if level is not None:
+        key = _NUMCODECS_LEVEL.get(config.get("id"))
+        if key is None:
+            raise ArrayValueError(f"codec_level applies to zlib, zstd and blosc, not to "
+                                  f"{config.get('id')!r}: put the codec's options in a config "
+                                  "dict instead")
+        config[key] = int(level)
+    try:
+        return (codecs.NUMCODECS, codecs.canonical_config(config))
+    except (ValueError, TypeError) as exc:     # numcodecs' own checks of the options
+        raise ArrayValueError(f"bad codec {codec!r}: {exc}") from None
+
+
 def codec_spec(codec, level=None):
     """Return the stored description of a codec given by the user.
 
-    ``codec`` is ``None``, ``'zlib'``, or a spec tuple ``('zlib', level)``.
+    ``codec`` is ``None``; ``'zlib'``; ``'blosc'``, ``'zstd'`` or ``'lz4'`` (numcodecs'
+    defaults; ``level`` sets zstd's ``level`` or blosc's ``clevel``); a numcodecs
+    config dict (``{'id': 'blosc', 'cname': 'lz4', 'clevel': 5, 'shuffle': 1}``); a
+    numcodecs codec object; or a stored spec (``('zlib', level)``,
+    ``('numcodecs', config)``).  numcodecs codecs need ``pip install
+    'neoarray[codecs]'`` (:class:`~neoarray.errors.CodecUnavailable` otherwise).
     """
     if codec is None:
         return None
+    if isinstance(codec, tuple) and len(codec) == 2 and codec[0] == codecs.NUMCODECS:
+        return NumcodecsCodec(codec[1]).spec
     if isinstance(codec, tuple) and len(codec) == 2:
         codec, level = codec
     if codec == "zlib":
         level = 6 if level is None else int(level)
         return ZlibCodec(level).spec
-    raise ArrayValueError(f"unknown codec {codec!r} (known: None, 'zlib')")
+    if (codec in codecs.NUMCODECS_IDS or isinstance(codec, dict)
+            or callable(getattr(codec, "get_config", None))):
+        return _numcodecs_spec(codec, level)
+    raise ArrayValueError(f"unknown codec {codec!r} (known: None, 'zlib', "
+                          f"{', '.join(map(repr, codecs.NUMCODECS_IDS))}, a numcodecs config "
+                          "dict or codec object)")
 
 
 def codec_from_spec(spec):
     """Return the codec object described by ``spec``."""
     if spec is None:
         return RawCodec()
-    name, level = spec
+    name, arg = spec
     if name == "zlib":
-        return ZlibCodec(level)
+        return ZlibCodec(arg)
+    if name == codecs.NUMCODECS:
+        return NumcodecsCodec(arg)
     raise ArrayValueError(f"unknown stored codec {spec!r}")
 
 
@@ -123,6 +194,8 @@ def encode_chunk(array, codec, order):
         payload = copy.reshape(-1, order=order).view(np.uint8)
         payload.flags.writeable = False
         return payload
+    if isinstance(codec, NumcodecsCodec):
+        return codec.encode_items(array, order)
     return codec.encode(array.tobytes(order=order))
 
 

@@ -9,7 +9,7 @@ on numpy's pickle format)::
     _order        'C' or 'F' (memory order inside chunks)
     _chunks       chunk shape, tuple of int
     _fill         fill value, raw bytes of one item
-    _codec        None or ('zlib', level)
+    _codec        None, ('zlib', level) or ('numcodecs', config JSON text)
     _tree         OOBTree: chunk grid index (tuple of int) -> Chunk
 
 Chunk grid indices are tuples, so the tree iterates chunks in C order of the
@@ -18,6 +18,7 @@ fill value removes it from the tree.
 """
 
 import math
+import sys
 import types
 
 import numpy as np
@@ -45,13 +46,14 @@ def check_memory(nbytes, what):
 # The operations over arrays (ufuncs, reductions, methods, ...) live in the modules above
 # this one, which import it; the package binds them here (``bind``, called by
 # ``neoarray/array/__init__.py``), so that this module imports none of them.
-_ops = types.SimpleNamespace(ufuncs=None, plans=None, methods=None, ordering=None, lazy=None)
+_ops = types.SimpleNamespace(ufuncs=None, plans=None, methods=None, ordering=None, lazy=None,
+                             handles=None, dasks=None)
 
 
 def bind(**modules):
-    """Give the array its operations: ``ufuncs``, ``plans`` (reductions), ``methods`` and
+    """Give the array its operations: ``ufuncs``, ``plans`` (reductions), ``methods``,
     ``ordering`` (sorting), ``lazy`` (lazy expressions, which ``A[...] = expr`` writes chunk by
-    chunk)."""
+    chunk), ``handles`` (pickling) and ``dasks`` (Dask collections)."""
     unknown = set(modules) - set(vars(_ops))
     if unknown:
         raise TypeError(f"unknown operations {sorted(unknown)}")
@@ -187,7 +189,17 @@ class ChunkedArray(NDArrayOperatorsMixin):
         return _ops.methods.astype(self, dtype, copy)
 
     def copy(self):
-        """An independent copy: a new persistent array (see ``methods.copy``)."""
+        """An independent copy: a new persistent array (see ``methods.copy``).
+
+        Called by ``dask.array.from_array`` (which copies what it is given so later
+        writes cannot reach the graph), a committed array of a cluster gives instead
+        its read-only snapshot reader (:func:`neoarray.array.handles.snapshot`): no
+        data is copied, and it pickles as a handle.
+        """
+        if isinstance(self, ndarray):
+            frozen = _ops.handles.frozen_for_dask(self, sys._getframe(1))
+            if frozen is not None:
+                return frozen
         return _ops.methods.copy(self)
 
     def clip(self, min=None, max=None):  # noqa: A002 - numpy's names
@@ -298,10 +310,16 @@ class ndarray(persistent.Persistent, ChunkedArray):
         Chunk shape.  Default: about ``config.chunk_bytes_target`` bytes.
     fill_value : scalar, optional
         Value of items never written.  Default 0 (all-zero bytes).
-    codec : {None, 'zlib'}, optional
-        Compression of chunk payloads.
+    codec : None, str, dict or numcodecs codec, optional
+        Compression of chunk payloads: None, ``'zlib'``, or through numcodecs
+        (``pip install 'neoarray[codecs]'``) ``'blosc'`` (byte shuffle), ``'zstd'``,
+        ``'lz4'``, a config dict (``{'id': 'blosc', 'cname': 'lz4', 'clevel': 5,
+        'shuffle': 1}``) or a numcodecs codec object.  Recorded with the array
+        (:mod:`neoarray.array.chunks`); storage nodes decode it for near-data
+        reductions.
     codec_level : int, optional
-        Compression level of the codec (zlib: 0-9, default 6).
+        Compression level of the codec (zlib: 0-9, default 6; zstd's ``level``,
+        blosc's ``clevel``).
 
     Notes
     -----
@@ -376,13 +394,31 @@ class ndarray(persistent.Persistent, ChunkedArray):
 
     @property
     def codec(self):
-        """Codec description: None or ('zlib', level)."""
+        """Codec description: None, ('zlib', level) or ('numcodecs', config JSON text)."""
         return self._codec
 
     def __repr__(self):
         return (f"<neoarray.array.ndarray shape={self._shape} dtype={self.dtype} "
                 f"order={self._order!r} chunks={self._chunks} "
                 f"fill_value={self.fill_value!r} codec={self._codec!r}>")
+
+    # ------------------------------------------------------------------ travel
+    # pickle.dumps(A) and Dask (see neoarray.array.handles and .dasks); ZODB stores the
+    # array with __getstate__ and never calls __reduce_ex__
+
+    def __reduce_ex__(self, protocol):
+        return _ops.handles.reduce_ex(self, protocol)
+
+    def __dask_tokenize__(self):
+        return _ops.handles.dask_token(self)
+
+    def to_dask(self, chunks=None):
+        """A ``dask.array.Array`` reading this array's committed snapshot, by handle.
+
+        One task per stored chunk; unwritten regions are fill-value blocks built
+        without reading (see :func:`neoarray.array.dasks.to_dask`).
+        """
+        return _ops.dasks.to_dask(self, chunks)
 
     def chunk_keys(self):
         """Return an iterator over the grid indices of the stored chunks (C order)."""

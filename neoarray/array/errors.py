@@ -13,6 +13,8 @@ Conflicts between concurrent writers are ZODB's own
 :class:`ZODB.POSException.ConflictError`, raised by the commit.
 """
 
+import pickle
+
 from ..errors import NeoError
 
 
@@ -43,7 +45,17 @@ class ArrayCastError(ArrayError, TypeError):
 class ArrayTooLargeError(ArrayError, MemoryError):
     """A result would exceed ``config.memory_bytes_max`` once in memory."""
 
+    # The slot this class inherits (BaseException's), not MemoryError.__new__ found by
+    # attribute lookup: unpicklers that call cls.__new__(cls, *args) (tblib's, which
+    # Dask installs) would otherwise fail with "MemoryError.__new__ is not safe".
+    __new__ = BaseException.__new__
+
 
 class ArrayLazyError(ArrayError, TypeError):
     """A lazy expression was used where a stored array is needed (it was pickled, for
     instance by assigning it into a persistent object): store it first."""
+
+
+class ArrayHandleError(ArrayError, pickle.PicklingError):
+    """An array cannot travel as a handle (uncommitted changes, or a handle that names
+    no array); the message says what to do."""

@@ -38,8 +38,9 @@ class Reductions:
         of ``block``, the in-bounds part (``extents[i]``, one size per axis) of the
         chunk ``oids[i]`` as of ``tid`` (its newest revision with a tid below ``tid``,
         like :meth:`load_many`; None: the newest), its items of ``dtype`` laid out as
-        ``chunk_shape`` in ``order`` ('C'/'F') and encoded with ``codec`` (None or
-        ``('zlib', level)``); ``serial`` is the revision reduced.  ``kernel`` is one of
+        ``chunk_shape`` in ``order`` ('C'/'F') and encoded with ``codec`` (None,
+        ``('zlib', level)`` or ``('numcodecs', config)``: the nodes need numcodecs
+        then); ``serial`` is the revision reduced.  ``kernel`` is one of
         ``neoarray.kernels.BLOCK_STATES`` (``bins``, ``lo`` and ``hi`` for
         ``histogram``); ``extents`` may also be a mapping from oid to extent.
 
@@ -85,12 +86,13 @@ class Reductions:
     @staticmethod
     def _reduce_template(tid, kernel, dtype, acc, chunk_shape, order, codec, bins, lo, hi):
         """The ``ReduceRequest`` of :meth:`reduce_chunks`, without oids and extents."""
-        codec_name, codec_level = ("", 0) if codec is None else codec
+        codec_name, codec_arg = ("", 0) if codec is None else codec
+        level, config = (0, codec_arg) if codec_name == "numcodecs" else (int(codec_arg), "")
         return spb.ReduceRequest(
             before=tid or b"", kernel=kernel, dtype=numpy.dtype(dtype).str,
             acc_dtype=numpy.dtype(acc).str, chunk_shape=[int(n) for n in chunk_shape],
-            order=order, codec=codec_name, codec_level=int(codec_level), bins=int(bins or 0),
-            lo=float(lo or 0.0), hi=float(hi or 0.0))
+            order=order, codec=codec_name, codec_level=level, codec_config=config,
+            bins=int(bins or 0), lo=float(lo or 0.0), hi=float(hi or 0.0))
 
     def _reduce_batches(self, oids, tried) -> list:
         """``[(node, oids)]``: each oid to a readable cell not tried yet, in batches."""

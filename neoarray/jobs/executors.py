@@ -38,6 +38,7 @@ import threading
 import time
 
 from ..array import layout, plans
+from ..client import shared
 from . import pipes
 from . import spec as spec_helpers
 from .pieces import run_piece
@@ -116,32 +117,15 @@ class ThreadExecutor:
 
 # ---------------------------------------------------------------------- processes
 
-_worker_lock = threading.Lock()
-_worker_dbs: dict = {}
-
-
 def worker_db(source: dict):
-    """This process's database on the cluster of ``source`` (opened once, kept)."""
-    key = (source["master"], source["cluster"])
-    with _worker_lock:
-        db = _worker_dbs.get(key)
-        if db is None:
-            import ZODB
-
-            from ..client import NeoStorage
-            options = {k: v for k, v in source.items() if k not in ("master", "cluster")}
-            db = _worker_dbs[key] = ZODB.DB(NeoStorage(source["master"], source["cluster"],
-                                                       **options))
-        return db
+    """This process's database on the cluster of ``source`` (opened once, kept; shared
+    with array handles: :func:`neoarray.client.shared.shared_db`)."""
+    return shared.shared_db(source)
 
 
 def close_worker_dbs():
     """Close the databases :func:`worker_db` opened (a worker process ends)."""
-    with _worker_lock:
-        dbs = list(_worker_dbs.values())
-        _worker_dbs.clear()
-    for db in dbs:
-        db.close()
+    shared.close_shared_dbs()
 
 
 def process_piece(source: dict, spec: dict, piece: list) -> PieceResult:

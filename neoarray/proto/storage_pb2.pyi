@@ -301,7 +301,7 @@ class ChunkExtent(_message.Message):
     def __init__(self, sizes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ReduceRequest(_message.Message):
-    __slots__ = ("oids", "before", "kernel", "dtype", "acc_dtype", "chunk_shape", "order", "extents", "codec", "codec_level", "bins", "lo", "hi")
+    __slots__ = ("oids", "before", "kernel", "dtype", "acc_dtype", "chunk_shape", "order", "extents", "codec", "codec_level", "bins", "lo", "hi", "codec_config")
     OIDS_FIELD_NUMBER: _ClassVar[int]
     BEFORE_FIELD_NUMBER: _ClassVar[int]
     KERNEL_FIELD_NUMBER: _ClassVar[int]
@@ -315,6 +315,7 @@ class ReduceRequest(_message.Message):
     BINS_FIELD_NUMBER: _ClassVar[int]
     LO_FIELD_NUMBER: _ClassVar[int]
     HI_FIELD_NUMBER: _ClassVar[int]
+    CODEC_CONFIG_FIELD_NUMBER: _ClassVar[int]
     oids: _containers.RepeatedScalarFieldContainer[bytes]
     before: bytes
     kernel: str
@@ -328,7 +329,8 @@ class ReduceRequest(_message.Message):
     bins: int
     lo: float
     hi: float
-    def __init__(self, oids: _Optional[_Iterable[bytes]] = ..., before: _Optional[bytes] = ..., kernel: _Optional[str] = ..., dtype: _Optional[str] = ..., acc_dtype: _Optional[str] = ..., chunk_shape: _Optional[_Iterable[int]] = ..., order: _Optional[str] = ..., extents: _Optional[_Iterable[_Union[ChunkExtent, _Mapping]]] = ..., codec: _Optional[str] = ..., codec_level: _Optional[int] = ..., bins: _Optional[int] = ..., lo: _Optional[float] = ..., hi: _Optional[float] = ...) -> None: ...
+    codec_config: str
+    def __init__(self, oids: _Optional[_Iterable[bytes]] = ..., before: _Optional[bytes] = ..., kernel: _Optional[str] = ..., dtype: _Optional[str] = ..., acc_dtype: _Optional[str] = ..., chunk_shape: _Optional[_Iterable[int]] = ..., order: _Optional[str] = ..., extents: _Optional[_Iterable[_Union[ChunkExtent, _Mapping]]] = ..., codec: _Optional[str] = ..., codec_level: _Optional[int] = ..., bins: _Optional[int] = ..., lo: _Optional[float] = ..., hi: _Optional[float] = ..., codec_config: _Optional[str] = ...) -> None: ...
 
 class ReducedChunk(_message.Message):
     __slots__ = ("oid", "status", "serial", "state")

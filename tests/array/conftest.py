@@ -77,6 +77,16 @@ def db(request, tmp_path):
 
 
 @pytest.fixture
+def neo_db(neo_cluster):
+    """A ZODB.DB on the session's cluster (tests of what only a cluster does: handles,
+    Dask across processes, near-data reductions)."""
+    database = ZODB.DB(neo_cluster.open_storage())
+    yield database
+    transaction.abort()
+    database.close()
+
+
+@pytest.fixture
 def file_db(tmp_path):
     """A ZODB.DB over a FileStorage (transaction tests)."""
     database = ZODB.DB(_file(tmp_path, None))

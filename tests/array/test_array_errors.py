@@ -9,7 +9,8 @@ from neoarray.errors import NeoError
 
 CLASSES = [(errors.ArrayIndexError, IndexError), (errors.ArrayShapeError, ValueError),
            (errors.ArrayValueError, ValueError), (errors.ArrayDtypeError, TypeError),
-           (errors.ArrayCastError, TypeError), (errors.ArrayTooLargeError, MemoryError)]
+           (errors.ArrayCastError, TypeError), (errors.ArrayTooLargeError, MemoryError),
+           (errors.ArrayHandleError, pickle.PicklingError)]
 
 
 @pytest.mark.parametrize("cls, builtin", CLASSES)
@@ -19,3 +20,5 @@ def test_errors_have_meaningful_bases_and_survive_pickling(cls, builtin):
     assert isinstance(error, errors.ArrayError) and isinstance(error, NeoError)
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is cls and str(copy) == "message naming the problem"
+    made = cls.__new__(cls, "message")      # how tblib unpickles (Dask installs it)
+    assert type(made) is cls and made.args == ("message",)

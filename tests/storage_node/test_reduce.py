@@ -135,7 +135,8 @@ def values(rng, shape, dtype):
 
 
 CASES = [("float64", "C", None), ("float32", "F", None), ("int32", "C", "zlib"),
-         ("bool", "F", None), ("complex128", "C", None), ("float64", "F", "zlib")]
+         ("bool", "F", None), ("complex128", "C", None), ("float64", "F", "zlib"),
+         ("float64", "C", "blosc"), ("int16", "F", "zstd"), ("complex64", "C", "lz4")]
 
 
 @pytest.mark.parametrize(("dtype", "order", "codec"), CASES)
@@ -269,6 +270,9 @@ def test_deleted_chunk_is_absent(db):
     ({"extents": [spb.ChunkExtent(sizes=[5])]}, r"extent \(5,\) does not fit the chunk shape \(4,\)"),
     ({"extents": [spb.ChunkExtent(sizes=[2, 2])]}, "does not fit the chunk shape"),
     ({"extents": []}, "0 extents for 1 oids"),
+    ({"codec": "numcodecs", "codec_config": '{"id": "pickle"}'}, "unknown numcodecs codec"),
+    ({"codec": "numcodecs", "codec_config": "not json"}, "is JSON text"),
+    ({"codec": "numcodecs", "codec_config": '{"id": "zstd", "nope": 1}'}, "bad numcodecs codec config"),
 ])
 def test_bad_requests_are_refused(db, fields, message):
     request = {"kernel": "sum", "dtype": "<f8", "acc_dtype": "<f8", "chunk_shape": [4],
@@ -352,3 +356,19 @@ def test_reduce_goes_to_another_cell_when_a_node_is_lost(cluster):
         assert math.isclose(sum(float(s[0][0]) for s in states.values()), data.sum())
     finally:
         db.close()
+
+
+def test_a_node_without_numcodecs_refuses_such_codecs_by_name(monkeypatch):
+    import sys
+
+    from neoarray import codecs
+    from storage_node import service
+    config = na.zeros(4, codec="zstd").codec[1]
+    request = spb.ReduceRequest(codec="numcodecs", codec_config=config)
+    monkeypatch.setitem(sys.modules, "numcodecs", None)      # as on a node without it
+    codecs.numcodecs_codec.cache_clear()
+    try:
+        with pytest.raises(RequestRefused, match=r"pip install 'neoarray\[codecs\]'"):
+            service._codec_spec(request)
+    finally:
+        codecs.numcodecs_codec.cache_clear()
