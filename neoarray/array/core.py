@@ -17,6 +17,7 @@ grid whatever the array's order.  Writing a chunk whose items are all the
 fill value removes it from the tree.
 """
 
+import gc
 import math
 import sys
 import types
@@ -529,7 +530,26 @@ class ndarray(persistent.Persistent, ChunkedArray):
         if existing is not None:
             existing.payload = payload
         else:
-            self._tree[key] = Chunk(payload)
+            existing = self._tree[key] = Chunk(payload)
+        if self._p_jar is not None:
+            unsaved = self.__dict__.setdefault("_v_unsaved", [])
+            unsaved.append(existing)
+            self._v_unsaved_bytes = getattr(self, "_v_unsaved_bytes", 0) + len(payload)
+            self._spill_if_large()
+
+    def _spill_if_large(self):
+        """Bound the memory a long write holds in one transaction: once the chunks
+        written since exceed ``config.memory_bytes_max``, take a savepoint (ZODB writes
+        their states to its temporary file; a rollback to an earlier savepoint still
+        works) and make those chunks ghosts, reloaded from there if read again."""
+        if self._p_jar is None or getattr(self, "_v_unsaved_bytes", 0) <= config.memory_limit_bytes():
+            return
+        self._p_jar.transaction_manager.savepoint(optimistic=True)
+        gc.collect(1)   # ZODB's object writer is a cycle holding the last states it pickled
+        for chunk in self._v_unsaved:
+            if chunk._p_jar is not None and not chunk._p_changed:
+                chunk._p_deactivate()
+        self._v_unsaved, self._v_unsaved_bytes = [], 0
 
     def _drop_chunk(self, key, chunk):
         """Remove a chunk; tombstone it so concurrent writers of it conflict."""

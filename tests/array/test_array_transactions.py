@@ -150,3 +150,37 @@ def test_a_copied_ufunc_result_is_stored_in_the_input_connection(db):
     assert other.root()["b"].sum() == 3000.0 and other.root()["c"].sum() == 2000.0
     conn.close()
     other.close()
+
+
+def test_a_long_write_in_one_transaction_spills_to_savepoints(db):
+    """Writing an attached array beyond memory_bytes_max in one transaction takes
+    savepoints (the written chunks become ghosts, reloaded from ZODB's temporary file),
+    so the transaction's memory stays bounded; the data commits whole, and a rollback
+    to the user's own earlier savepoint still undoes everything after it."""
+    conn, tm = open_conn(db)
+    a = conn.root()["big"] = na.zeros((64, 100), chunks=(8, 100))       # 6400 bytes a chunk
+    conn.add(a)
+    values = np.arange(6400.0).reshape(64, 100)
+    taken = []
+    original = tm.savepoint
+
+    def counting(optimistic=False):
+        taken.append(optimistic)
+        return original(optimistic)
+    tm.savepoint = counting
+    mine = tm.savepoint()
+    with na.configure(memory_bytes_max=20_000):
+        a[...] = values
+        assert len(taken) >= 1 + 2          # the user's, then one per ~3 chunks written
+        ghosts = [c for c in a._tree.values() if c._p_changed is None]
+        assert ghosts                       # spilled chunks are ghosts now
+    np.testing.assert_array_equal(a[...], values)   # reloaded from the savepoints
+    mine.rollback()
+    np.testing.assert_array_equal(a[...], np.zeros((64, 100)))
+    with na.configure(memory_bytes_max=20_000):
+        a[...] = values + 1
+    tm.commit()
+    conn.close()
+    other, otm = open_conn(db)
+    np.testing.assert_array_equal(other.root()["big"][...], values + 1)
+    other.close()
