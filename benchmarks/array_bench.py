@@ -26,6 +26,13 @@ Figures, per system::
     percentile np.percentile(x, [1, 50, 99]) of that array (exact; GB/s), neoarray under
                the same bound (selection passes); numpy, neoarray, and dask.array
                (``da.percentile``: approximate, marked ``"exact": false``) when installed
+    expr_store, where, cumsum
+               on that array: ``A + 1`` written to a new array (neoarray: ``na.store``
+               into a stored array, then commit; numpy: ``x + 1``; dask:
+               ``(d + 1).compute()``), ``np.where(A > 0, A, 0)`` stored likewise, and
+               ``np.cumsum(A)`` (GB/s of the input), each with ``peak_mib``, the most
+               anonymous memory the process held above its level before the operation;
+               neoarray under the same memory_bytes_max
 
 stdout: one JSON line per figure ``{"bench", "system", "value", "unit"}``, then a
 summary line ``{"summary": ...}`` with neoarray's speed relative to each peer
@@ -58,7 +65,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 GB = 1e9
-BENCHES = ("write", "cold_read", "warm_read", "random", "sum", "sort", "percentile")
+BENCHES = ("write", "cold_read", "warm_read", "random", "sum", "sort", "percentile", "expr_store", "where", "cumsum")
 ORDER_SYSTEMS = ("numpy", "neoarray", "dask")       # the systems of the sort and percentile rows
 PERCENTILES = [1, 50, 99]
 UNITS = {"random": "ms"}
@@ -395,6 +402,98 @@ def order_figures(args, workdir, results):
             seconds, got = timed(lambda: dask_percentile(data, args.chunk_items))
             emit(results, "percentile", name, gbps(data.nbytes, seconds), items=n, exact=False,
                  max_abs_error=float(np.max(np.abs(got - expected))))
+    expression_figures(args, workdir, data, results)
+
+
+class PeakSampler:
+    """The most anonymous memory (MiB) held above the level at ``start``, sampled."""
+
+    def __init__(self):
+        import threading
+        self.stop = threading.Event()
+        self.base = self.peak = self.anon_kib()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def anon_kib():
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+        return 0
+
+    def _run(self):
+        while not self.stop.wait(0.002):
+            self.peak = max(self.peak, self.anon_kib())
+
+    def close(self) -> float:
+        self.stop.set()
+        self.thread.join()
+        return round(max(self.peak, self.anon_kib()) - self.base) / 1024
+
+
+def measured(func):
+    """``(seconds, peak MiB above the start, result)`` of ``func()``."""
+    release_memory()
+    sampler = PeakSampler()
+    seconds, result = timed(func)
+    return seconds, sampler.close(), result
+
+
+def expression_figures(args, workdir, data, results):
+    """The ``expr_store``, ``where`` and ``cumsum`` rows (see the module docstring)."""
+    names = [name for name in args.systems.split(",") if name in ORDER_SYSTEMS]
+    if "dask" not in names and importable("dask.array"):
+        names.append("dask")
+    ops = {"expr_store": lambda x: x + 1, "where": lambda x: np.where(x > 0, x, 0), "cumsum": np.cumsum}
+    expected = {bench: op(data) for bench, op in ops.items()}
+    for name in names:
+        if name == "numpy":
+            for bench, op in ops.items():
+                seconds, peak, _ = measured(lambda op=op: op(data))
+                emit(results, bench, name, gbps(data.nbytes, seconds), peak_mib=peak)
+        elif name == "dask":
+            import dask.array as da
+            d = da.from_array(data, chunks=args.chunk_items)
+            for bench, op in ops.items():
+                seconds, peak, got = measured(lambda op=op, d=d: op(d).compute())
+                assert np.array_equal(got, expected[bench]) or np.allclose(got, expected[bench])
+                emit(results, bench, name, gbps(data.nbytes, seconds), peak_mib=peak)
+        elif name == "neoarray":
+            neo_expression_figures(args, workdir, data, expected, results)
+
+
+def neo_expression_figures(args, workdir, data, expected, results):
+    import neoarray.array as na
+    system = NeoSystem(os.path.join(workdir, "neoarray-expr"), data.size, args.chunk_items,
+                       cache_bytes_max=args.neo_cache_bytes)
+    try:
+        system.write(data)
+        bound = int(data.nbytes * args.sort_memory_fraction)
+        a = system.a
+        for bench, make in (("expr_store", lambda: a + 1), ("where", lambda: np.where(a > 0, a, 0))):
+            def run(make=make, bench=bench):
+                out = system.conn.root()[bench] = na.zeros(a.shape, chunks=a.chunks)
+                system.conn.add(out)
+                na.store(make(), out)
+                system.tm.commit()
+                return out
+            with na.configure(memory_bytes_max=bound):
+                seconds, peak, out = measured(run)
+            assert np.array_equal(out[-5:], expected[bench][-5:]) and out[0] == expected[bench][0]
+            emit(results, bench, "neoarray", gbps(data.nbytes, seconds), peak_mib=peak, memory_bytes_max=bound)
+
+        def cumsum():
+            out = np.cumsum(a)
+            system.tm.commit()
+            return out
+        with na.configure(memory_bytes_max=bound):
+            seconds, peak, out = measured(cumsum)
+        assert np.isclose(out[-1], expected["cumsum"][-1])
+        emit(results, "cumsum", "neoarray", gbps(data.nbytes, seconds), peak_mib=peak, memory_bytes_max=bound)
+    finally:
+        system.close()
 
 
 def dask_percentile(data, chunk_items):
