@@ -45,7 +45,7 @@ from neoarray.proto import storage_pb2 as pb
 from neoarray.proto import storage_pb2_grpc as rpc
 
 from . import check, replication
-from .backend import NoObject, NoRevision, Stored, TransactionInfo
+from .backend import BlobRef, NoBlob, NoObject, NoRevision, Stored, TransactionInfo
 from .manager import BUSY, CONFLICTS, VOTED
 
 log = logging.getLogger(__name__)
@@ -404,9 +404,50 @@ class StorageServicer(rpc.StorageServicer):
             raise RequestRefused(f"{len(segments)} data segments for {len(objects)} objects: one per object")
         datas = segments or [o.data for o in objects]     # framed: segments; gRPC: in the records
         records = [Stored(_id(o.oid, "oid"), o.serial or Z64, None if o.deleted else data,
-                          o.checksum, _id(o.data_tid, "data_tid") if o.data_tid else None)
+                          o.checksum, _id(o.data_tid, "data_tid") if o.data_tid else None,
+                          BlobRef(ttid, o.blob_chunks, o.blob_bytes) if o.has_blob else None)
                    for o, data in zip(objects, datas)]
         self.manager.store(ttid, node_id, records)
+
+    # -- blobs: chunks of bounded size, stored before their record, loaded one by one ----
+    def _store_blob_chunk(self, request, data) -> pb.StoreReply:
+        self.node.check_writable()
+        self.manager.store_blob_chunk(_tid(request.ttid, "ttid"), request.node_id, _id(request.oid, "oid"),
+                                      request.index, request.checksum, data, self.limits.blob_chunk_bytes_max)
+        return pb.StoreReply()
+
+    def StoreBlobChunk(self, request, context):
+        return self._store_blob_chunk(request, request.data)
+
+    def StoreBlobChunk_segments(self, request, segments, context):
+        if len(segments) != 1 or request.data:
+            raise RequestRefused(f"a StoreBlobChunk request carries its chunk as one data segment "
+                                 f"({len(segments)} sent)")
+        return self._store_blob_chunk(request, segments[0]), []
+
+    def _blob_chunk(self, req) -> tuple[pb.LoadBlobChunkReply, bytes]:
+        self.node.check_readable()
+        oid, serial = _id(req.oid, "oid"), _id(req.serial, "serial")
+        try:
+            rec, crc, data = self.backend.load_blob_chunk(oid, serial, req.index)
+        except NoObject:
+            return pb.LoadBlobChunkReply(status=pb.NO_OBJECT), b""
+        except NoRevision:
+            return pb.LoadBlobChunkReply(status=pb.NO_REVISION), b""
+        except NoBlob:
+            return pb.LoadBlobChunkReply(status=pb.DELETED, no_blob=True), b""
+        return pb.LoadBlobChunkReply(status=pb.FOUND, blob_chunks=rec.blob.chunks, blob_bytes=rec.blob.nbytes,
+                                     checksum=crc, blob_tid=rec.blob.key_tid), data
+
+    def LoadBlobChunk(self, request, context):
+        reply, data = self._blob_chunk(request)
+        reply.data = data
+        return reply
+
+    def LoadBlobChunk_segments(self, request, segments, context):
+        _no_segments(segments, "LoadBlobChunk")
+        reply, data = self._blob_chunk(request)
+        return reply, [data]
 
     def Store(self, request, context):
         self.node.check_writable()

@@ -90,6 +90,16 @@ class StorageStub:
                 request_serializer=neoarray_dot_proto_dot_storage__pb2.PackRequest.SerializeToString,
                 response_deserializer=neoarray_dot_proto_dot_storage__pb2.PackReply.FromString,
                 _registered_method=True)
+        self.StoreBlobChunk = channel.unary_unary(
+                '/neoarray.v1.Storage/StoreBlobChunk',
+                request_serializer=neoarray_dot_proto_dot_storage__pb2.StoreBlobChunkRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_storage__pb2.StoreReply.FromString,
+                _registered_method=True)
+        self.LoadBlobChunk = channel.unary_unary(
+                '/neoarray.v1.Storage/LoadBlobChunk',
+                request_serializer=neoarray_dot_proto_dot_storage__pb2.LoadBlobChunkRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_storage__pb2.LoadBlobChunkReply.FromString,
+                _registered_method=True)
         self.Reduce = channel.unary_unary(
                 '/neoarray.v1.Storage/Reduce',
                 request_serializer=neoarray_dot_proto_dot_storage__pb2.ReduceRequest.SerializeToString,
@@ -216,6 +226,22 @@ class StorageServicer:
 
     def Pack(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StoreBlobChunk(self, request, context):
+        """-- blobs (ZODB IBlobStorage): a blob travels in chunks of bounded size ------------
+        One chunk of the blob a transaction stores for an oid, sent to every writable cell
+        before the record naming it (ObjectRecord.has_blob); chunk 0 starts the blob anew.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LoadBlobChunk(self, request, context):
+        """One chunk of the blob of a committed revision (clients, and replication's catch-up).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -361,6 +387,16 @@ def add_StorageServicer_to_server(servicer, server):
                     servicer.Pack,
                     request_deserializer=neoarray_dot_proto_dot_storage__pb2.PackRequest.FromString,
                     response_serializer=neoarray_dot_proto_dot_storage__pb2.PackReply.SerializeToString,
+            ),
+            'StoreBlobChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.StoreBlobChunk,
+                    request_deserializer=neoarray_dot_proto_dot_storage__pb2.StoreBlobChunkRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_storage__pb2.StoreReply.SerializeToString,
+            ),
+            'LoadBlobChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadBlobChunk,
+                    request_deserializer=neoarray_dot_proto_dot_storage__pb2.LoadBlobChunkRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_storage__pb2.LoadBlobChunkReply.SerializeToString,
             ),
             'Reduce': grpc.unary_unary_rpc_method_handler(
                     servicer.Reduce,
@@ -715,6 +751,60 @@ class Storage:
             '/neoarray.v1.Storage/Pack',
             neoarray_dot_proto_dot_storage__pb2.PackRequest.SerializeToString,
             neoarray_dot_proto_dot_storage__pb2.PackReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StoreBlobChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Storage/StoreBlobChunk',
+            neoarray_dot_proto_dot_storage__pb2.StoreBlobChunkRequest.SerializeToString,
+            neoarray_dot_proto_dot_storage__pb2.StoreReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadBlobChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Storage/LoadBlobChunk',
+            neoarray_dot_proto_dot_storage__pb2.LoadBlobChunkRequest.SerializeToString,
+            neoarray_dot_proto_dot_storage__pb2.LoadBlobChunkReply.FromString,
             options,
             channel_credentials,
             insecure,
