@@ -253,13 +253,31 @@ class Backend(RecordReader):
         if r.blob.key_tid != ttid:
             raise RequestRefused(f"store of oid 0x{r.oid.hex()}: its blob must be uploaded by the "
                                  f"storing transaction 0x{ttid.hex()}, not 0x{r.blob.key_tid.hex()}")
-        count = nbytes = 0
-        for _, value in txn.scan("blob", prefix, prefix + b"\xff" * 5):
-            count, nbytes = count + 1, nbytes + len(value) - _CHUNK.size
+        count, nbytes = self.chunks_held(txn, prefix)
         if count != r.blob.chunks or nbytes != r.blob.nbytes:
             raise RequestRefused(f"store of oid 0x{r.oid.hex()} refused: its blob has {r.blob.chunks} chunks "
                                  f"({r.blob.nbytes} bytes) but {count} chunks ({nbytes} bytes) were uploaded "
                                  f"to this node by 0x{ttid.hex()}: upload every chunk before the record")
+
+    @staticmethod
+    def chunks_held(txn, prefix: bytes) -> tuple[int, int]:
+        """``(chunks, bytes)`` of the blob chunks under ``prefix`` (``blob_prefix``)."""
+        count = nbytes = 0
+        for _, value in txn.scan("blob", prefix, prefix + b"\xff" * 5):
+            count, nbytes = count + 1, nbytes + len(value) - _CHUNK.size
+        return count, nbytes
+
+    def blob_complete(self, txn, oid: bytes, blob: BlobRef) -> bool:
+        """Whether every chunk of ``blob`` (of ``oid``) is here (sizes, not checksums)."""
+        held = self.chunks_held(txn, blob_prefix(self.partition(oid), oid, blob.key_tid))
+        return held == (blob.chunks, blob.nbytes)
+
+    def put_blob_chunk(self, oid: bytes, key_tid: bytes, index: int, crc: int, data) -> None:
+        """Write one chunk of a committed blob copied from another node (catch-up),
+        checksum checked by the caller; ``StorageFull`` as ``store_voted``."""
+        self.space.check_write(store_need(len(data), 1), f"catch-up of blob chunk {index} of oid 0x{oid.hex()}")
+        with self.kv.write() as txn:
+            txn.put("blob", blob_chunk_key(self.partition(oid), oid, key_tid, index), _CHUNK.pack(crc) + bytes(data))
 
     @staticmethod
     def _drop_chunks(txn, prefix: bytes) -> int:

@@ -276,6 +276,8 @@ class BlobStorageMethods:
         if version:
             raise POSException.Unsupported("versions are not supported")
         txn = self._txn(transaction)
+        if isinstance(oldserial, str):      # ZODB's own tests pass '\0' * 8
+            oldserial = oldserial.encode("latin-1")
         self._add_blob(txn, oid, oldserial or b"\0" * 8, data, blobfilename)
 
     def restoreBlob(self, oid, serial, data, blobfilename, prev_txn, transaction):
@@ -285,11 +287,16 @@ class BlobStorageMethods:
         self._add_blob(txn, oid, serial or b"\0" * 8, data, blobfilename, prev_txn if data is not None else None)
 
     def _add_blob(self, txn, oid, serial, data, path, data_tid=None) -> None:
-        """Upload the blob file ``path`` (now owned by the transaction) and buffer its record."""
+        """Take the blob file ``path`` (moved into this storage's temporary directory:
+        the caller may remove its directory, a savepoint's, before the transaction
+        ends), upload it and buffer its record."""
         earlier = txn.blobs.pop(oid, None)
-        if earlier is not None and earlier != path and os.path.exists(earlier):
+        if earlier is not None and os.path.exists(earlier):
             ZODB.blob.remove_committed(earlier)
-        txn.blobs[oid] = path
+        fd, owned = tempfile.mkstemp(suffix=".uncommitted", dir=self._blob_cache.temp_dir)
+        os.close(fd)
+        ZODB.blob.rename_or_copy_blob(path, owned, chmod=False)
+        path = txn.blobs[oid] = owned
         blob = self._commits.send_blob(txn, oid, path, self.blob_chunk_bytes, self.blob_chunks_in_flight_max)
         self._commits.add(txn, oid, serial, data, data_tid, blob=blob)
 
