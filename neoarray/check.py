@@ -32,7 +32,9 @@ from .proto import storage_pb2 as spb
 OBJECT, TRANSACTION = "object", "transaction"
 READABLE = (cpb.UP_TO_DATE, cpb.FEEDING)
 _ACTIONS = {spb.RepairOutcome.WRITTEN: "written", spb.RepairOutcome.REPLACED: "replaced",
-            spb.RepairOutcome.UNCHANGED: "unchanged", spb.RepairOutcome.SKIPPED_BUSY: "skipped_busy"}
+            spb.RepairOutcome.UNCHANGED: "unchanged", spb.RepairOutcome.SKIPPED_BUSY: "skipped_busy",
+            spb.RepairOutcome.SKIPPED_BLOB: "skipped: its blob chunks are missing on this node (not "
+                                            "copied by repair yet: drop the cell and add it back)"}
 FIXED = ("written", "replaced", "unchanged")
 
 
@@ -234,7 +236,7 @@ def _classify(table: str, group: dict, nodes: list[int]) -> Problem | None:
     missing = [n for n in nodes if n not in group]
     corrupt = sorted(n for n, r in group.items() if not r.data_ok)
     sound = {n: r for n, r in group.items() if r.data_ok}
-    kinds = {(r.checksum, r.deleted, r.data_tid) for r in sound.values()}
+    kinds = {(r.checksum, r.deleted, r.data_tid, r.blob_checksum) for r in sound.values()}
     if not missing and not corrupt and len(kinds) <= 1:
         return None
     differs = len(kinds) > 1
@@ -299,7 +301,9 @@ class _Repairer:
             for pr, r in zip(objects, reply.loads):
                 if r.status in (spb.FOUND, spb.DELETED) and r.serial == pr.tid:
                     out[id(pr)] = spb.RepairObject(oid=pr.oid, tid=pr.tid, data=r.data, checksum=r.checksum,
-                                                   deleted=r.status == spb.DELETED, data_tid=r.data_tid)
+                                                   deleted=r.status == spb.DELETED, data_tid=r.data_tid,
+                                                   blob_tid=r.blob_tid, blob_chunks=r.blob_chunks,
+                                                   blob_bytes=r.blob_bytes)
         for pr in problems:
             if pr.table == TRANSACTION:
                 reply = self.checker._call(source, "Transactions", spb.TransactionsRequest(

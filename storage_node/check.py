@@ -15,6 +15,9 @@ but the verdict leaves the node, so a check moves keys, not data.
 - revisions of an oid locked by a voted transaction, and revisions or transaction
   rows of a tid locked but not yet unlocked, are skipped (``SKIPPED_BUSY``): a repair
   never changes what a two-phase commit in progress compares or writes;
+- a blob record is written only when its chunks are all sound on the node already
+  (``SKIPPED_BLOB`` otherwise: a repair does not carry blob chunks yet; replication
+  does, so dropping the bad cell and adding it back copies them);
 - large data goes to a fresh ``data`` row, never over the row an old record refers
   to: a corrupted record may point at another record's row.  The old row is deleted
   only when no record of the partition and no store in progress refers to it any
@@ -51,6 +54,7 @@ from .backend import _CHUNK
 _KNOWN_FLAGS = DELETED | HAS_DATA_TID | IN_DATA_TABLE | HAS_BLOB
 _OID_TID_BYTES = 16
 WRITTEN, REPLACED, UNCHANGED, SKIPPED_BUSY = "written", "replaced", "unchanged", "skipped_busy"
+SKIPPED_BLOB = "skipped_blob"
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,9 @@ def _write_revision(backend, txn, r: RepairRevision, old_rows: set, next_ids: di
     old = txn.get("obj", key)
     if old is not None and _same_and_sound(txn, key, old, r):
         return UNCHANGED
-    flags, body = backend.record_body(txn, r.oid, r.data, r.data_tid, next_ids)
+    if r.blob is not None and not _checked_blob(txn, key[:4], r.oid, r.blob)[0]:
+        return SKIPPED_BLOB         # its chunks would have to come too: not carried yet
+    flags, body = backend.record_body(txn, r.oid, r.data, r.data_tid, next_ids, r.blob)
     txn.put("obj", key, _REC.pack(flags, r.checksum) + body)
     if old is None:
         return WRITTEN
@@ -240,6 +246,8 @@ def _same_and_sound(txn, key: bytes, old, r: RepairRevision) -> bool:
     if not rec.data_ok or rec.deleted != (r.data is None) or rec.checksum != r.checksum:
         return False
     if rec.data_tid != r.data_tid:
+        return False
+    if (record_blob(old[0], old, _REC.size) if len(old) > _REC.size else None) != r.blob:
         return False
     if r.data is None:
         return True

@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 _VOTE_STATUS = {VOTED: pb.VOTED, CONFLICTS: pb.CONFLICTS, BUSY: pb.BUSY}
 _REPAIR_ACTIONS = {check.WRITTEN: pb.RepairOutcome.WRITTEN, check.REPLACED: pb.RepairOutcome.REPLACED,
                    check.UNCHANGED: pb.RepairOutcome.UNCHANGED,
-                   check.SKIPPED_BUSY: pb.RepairOutcome.SKIPPED_BUSY}
+                   check.SKIPPED_BUSY: pb.RepairOutcome.SKIPPED_BUSY,
+                   check.SKIPPED_BLOB: pb.RepairOutcome.SKIPPED_BLOB}
 _OIDS_PER_READ = 16        # chunks reduced inside one LMDB read transaction (kept short)
 _DTYPE_CHARS_MAX = 64
 _NDIM_MAX = 32
@@ -223,8 +224,11 @@ class StorageServicer(rpc.StorageServicer):
         except NoRevision:
             return pb.LoadReply(oid=oid, status=pb.NO_REVISION), b""
         status = pb.DELETED if rec.data is None else pb.FOUND
+        blob = rec.blob
         return pb.LoadReply(oid=oid, status=status, serial=rec.serial, next_serial=rec.next_serial or b"",
-                            checksum=rec.checksum, data_tid=rec.data_tid or b""), rec.data or b""
+                            checksum=rec.checksum, data_tid=rec.data_tid or b"",
+                            blob_tid=blob.key_tid if blob else b"", blob_chunks=blob.chunks if blob else 0,
+                            blob_bytes=blob.nbytes if blob else 0), rec.data or b""
 
     def _load(self, req: pb.LoadRequest) -> pb.LoadReply:
         reply, data = self._loaded(req)
@@ -351,7 +355,8 @@ class StorageServicer(rpc.StorageServicer):
             raise RequestRefused(f"unknown check table {request.table}: CHECK_OBJECTS or CHECK_TRANSACTIONS")
         return pb.CheckRecordsReply(next_after=nxt or b"", records=[
             pb.CheckedRecord(oid=r.oid, tid=r.tid, checksum=r.checksum, data_ok=r.data_ok,
-                             deleted=r.deleted, data_tid=r.data_tid or b"", data_bytes=r.data_bytes)
+                             deleted=r.deleted, data_tid=r.data_tid or b"", data_bytes=r.data_bytes,
+                             blob_checksum=r.blob_checksum)
             for r in found])
 
     def _lookup_records(self, request, limit: int):
@@ -374,7 +379,9 @@ class StorageServicer(rpc.StorageServicer):
         if count > limit:
             raise LimitExceeded(f"{count} records in one repair, repair_records_per_batch_max={limit}")
         objects = [check.RepairRevision(_id(o.oid, "oid"), _id(o.tid, "tid"), None if o.deleted else o.data,
-                                        o.checksum, _id(o.data_tid, "data_tid") if o.data_tid else None)
+                                        o.checksum, _id(o.data_tid, "data_tid") if o.data_tid else None,
+                                        BlobRef(_id(o.blob_tid, "blob_tid"), o.blob_chunks, o.blob_bytes)
+                                        if o.blob_tid and not o.deleted else None)
                    for o in request.objects]
         check.verify(objects)       # before asking the master anything
         transactions = [TransactionInfo(_id(m.tid, "tid"), m.user_raw, m.description, m.extension,

@@ -61,7 +61,7 @@ class LoadRequest(_message.Message):
     def __init__(self, oid: _Optional[bytes] = ..., before: _Optional[bytes] = ..., serial: _Optional[bytes] = ...) -> None: ...
 
 class LoadReply(_message.Message):
-    __slots__ = ("status", "serial", "next_serial", "data", "checksum", "oid", "data_tid")
+    __slots__ = ("status", "serial", "next_serial", "data", "checksum", "oid", "data_tid", "blob_tid", "blob_chunks", "blob_bytes")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     SERIAL_FIELD_NUMBER: _ClassVar[int]
     NEXT_SERIAL_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,9 @@ class LoadReply(_message.Message):
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     OID_FIELD_NUMBER: _ClassVar[int]
     DATA_TID_FIELD_NUMBER: _ClassVar[int]
+    BLOB_TID_FIELD_NUMBER: _ClassVar[int]
+    BLOB_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    BLOB_BYTES_FIELD_NUMBER: _ClassVar[int]
     status: LoadStatus
     serial: bytes
     next_serial: bytes
@@ -76,7 +79,10 @@ class LoadReply(_message.Message):
     checksum: int
     oid: bytes
     data_tid: bytes
-    def __init__(self, status: _Optional[_Union[LoadStatus, str]] = ..., serial: _Optional[bytes] = ..., next_serial: _Optional[bytes] = ..., data: _Optional[bytes] = ..., checksum: _Optional[int] = ..., oid: _Optional[bytes] = ..., data_tid: _Optional[bytes] = ...) -> None: ...
+    blob_tid: bytes
+    blob_chunks: int
+    blob_bytes: int
+    def __init__(self, status: _Optional[_Union[LoadStatus, str]] = ..., serial: _Optional[bytes] = ..., next_serial: _Optional[bytes] = ..., data: _Optional[bytes] = ..., checksum: _Optional[int] = ..., oid: _Optional[bytes] = ..., data_tid: _Optional[bytes] = ..., blob_tid: _Optional[bytes] = ..., blob_chunks: _Optional[int] = ..., blob_bytes: _Optional[int] = ...) -> None: ...
 
 class LoadManyRequest(_message.Message):
     __slots__ = ("loads",)
@@ -495,11 +501,13 @@ class RepairOutcome(_message.Message):
         REPLACED: _ClassVar[RepairOutcome.Action]
         UNCHANGED: _ClassVar[RepairOutcome.Action]
         SKIPPED_BUSY: _ClassVar[RepairOutcome.Action]
+        SKIPPED_BLOB: _ClassVar[RepairOutcome.Action]
     ACTION_UNSPECIFIED: RepairOutcome.Action
     WRITTEN: RepairOutcome.Action
     REPLACED: RepairOutcome.Action
     UNCHANGED: RepairOutcome.Action
     SKIPPED_BUSY: RepairOutcome.Action
+    SKIPPED_BLOB: RepairOutcome.Action
     OID_FIELD_NUMBER: _ClassVar[int]
     TID_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
