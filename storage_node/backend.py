@@ -229,21 +229,22 @@ class Backend(RecordReader):
     # -- blobs ----------------------------------------------------------------------
     def store_blob_chunk(self, ttid: bytes, oid: bytes, index: int, crc: int, data) -> None:
         """Keep chunk ``index`` of the blob ``ttid`` uploads for ``oid`` (checksum
-        checked by the caller).  Chunk 0 starts the blob anew: chunks of an earlier
-        upload of ``oid`` by ``ttid`` are dropped.  ``StorageFull`` as ``store_voted``."""
+        checked by the caller); chunks may come in any order (a client sends several
+        at once), and a chunk sent again replaces the earlier one.  ``StorageFull`` as
+        ``store_voted``."""
         self.space.check_write(store_need(len(data), 1),
                                f"blob chunk {index} of oid 0x{oid.hex()} ({len(data)} bytes) of 0x{ttid.hex()}")
         p = self.partition(oid)
         with self.kv.write() as txn:
-            if index == 0:
-                self._drop_chunks(txn, blob_prefix(p, oid, ttid))
             txn.put("voted_blob", ttid + oid, b"")
             txn.put("blob", blob_chunk_key(p, oid, ttid, index), _CHUNK.pack(crc) + bytes(data))
         self.kv.write_behind()
 
     def _check_blob_uploaded(self, txn, ttid: bytes, r: Stored) -> None:
-        """A record naming a blob finds all its chunks, stored by this transaction;
-        a record without one drops what this transaction uploaded for the oid."""
+        """A record naming a blob finds all its chunks, stored by this transaction
+        (chunks past its count, left by an earlier upload of the oid in this
+        transaction, are dropped); a record without one drops what this transaction
+        uploaded for the oid."""
         prefix = blob_prefix(self.partition(r.oid), r.oid, ttid)
         if r.blob is None or r.data is None:
             if txn.get("voted_blob", ttid + r.oid) is not None:
@@ -253,6 +254,9 @@ class Backend(RecordReader):
         if r.blob.key_tid != ttid:
             raise RequestRefused(f"store of oid 0x{r.oid.hex()}: its blob must be uploaded by the "
                                  f"storing transaction 0x{ttid.hex()}, not 0x{r.blob.key_tid.hex()}")
+        extra = prefix + _P.pack(r.blob.chunks)
+        for key in [bytes(k) for k in txn.keys("blob", extra, prefix + b"\xff" * 5)]:
+            txn.delete("blob", key)
         count, nbytes = self.chunks_held(txn, prefix)
         if count != r.blob.chunks or nbytes != r.blob.nbytes:
             raise RequestRefused(f"store of oid 0x{r.oid.hex()} refused: its blob has {r.blob.chunks} chunks "

@@ -233,7 +233,8 @@ class StorageServicer:
     def StoreBlobChunk(self, request, context):
         """-- blobs (ZODB IBlobStorage): a blob travels in chunks of bounded size ------------
         One chunk of the blob a transaction stores for an oid, sent to every writable cell
-        before the record naming it (ObjectRecord.has_blob); chunk 0 starts the blob anew.
+        before the record naming it (ObjectRecord.has_blob), in any order; sent again, a
+        chunk replaces the earlier one, and the record drops chunks past its count.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

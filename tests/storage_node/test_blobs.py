@@ -81,7 +81,7 @@ def test_a_record_without_all_its_chunks_is_refused_and_abort_drops_them(manager
     assert blob_rows(b) == [] and b.pending_ttids() == set()
 
 
-def test_chunk_zero_restarts_the_blob(manager):
+def test_a_blob_uploaded_again_replaces_the_first_upload(manager):
     store_blob(manager)
     store_blob(manager, chunks=[b"short"])
     assert len(blob_rows(manager.backend)) == 1
