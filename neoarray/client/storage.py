@@ -1,7 +1,8 @@
 """``NeoStorage``: the ZODB storage of a neoarray cluster.
 
 Implements ``IStorage``, ``IStorageIteration``, ``IStorageUndoable``,
-``IStorageRestoreable``, ``IExternalGC``, ``IPrefetchStorage`` and read-current checks
+``IStorageRestoreable``, ``IBlobStorageRestoreable`` (``blobs.py``), ``IExternalGC``,
+``IPrefetchStorage`` and read-current checks
 (``checkCurrentSerialInTransaction``).  ``ZODB.DB(NeoStorage(...))`` wraps it with
 ZODB's MVCC adapter.  Thread-safe: several transactions may be in two-phase commit at
 once (up to ``transactions_max``), each with its own state.

@@ -361,6 +361,7 @@ SAFETY = {
     "Admin.SetReplicas": _set_replicas,
     "Admin.Truncate": _admin_truncate,
     "Storage.Store": _store,
+    "Storage.StoreBlobChunk": _store,   # a valid chunk is kept under its ttid (dropped with it)
     "Storage.Vote": _store,
     "Storage.Unvote": _store,
     "Storage.AbortTransaction": _store,
@@ -417,6 +418,9 @@ def examples(k: Known) -> dict[str, list]:
         "Storage.Load": load,
         "Storage.LoadMany": s.LoadManyRequest(loads=[load, s.LoadRequest(oid=k.data_oids[0])]),
         "Storage.Store": s.StoreRequest(ttid=store_ttid, node_id=client, objects=[record]),
+        "Storage.StoreBlobChunk": s.StoreBlobChunkRequest(ttid=store_ttid, node_id=client, oid=oid, index=0,
+                                                          checksum=xxhash.xxh3_64_intdigest(b"fuzz"), data=b"fuzz"),
+        "Storage.LoadBlobChunk": s.LoadBlobChunkRequest(oid=k.data_oids[0], serial=tid, index=0),
         "Storage.Vote": s.VoteRequest(ttid=store_ttid, node_id=client, oids=[oid], has_meta=True,
                                       meta=c.TransactionMeta(user_raw=b"fuzz"), objects=[record],
                                       checks=[s.ObjectCheck(oid=k.data_oids[0], serial=tid)]),
