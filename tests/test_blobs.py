@@ -4,9 +4,12 @@ catch-up by replication."""
 import os
 import tracemalloc
 
+import pytest
 import transaction
 import ZODB
 import ZODB.blob
+from ZODB import POSException
+from ZODB.Connection import TransactionMetaData
 from ZODB.serialize import referencesf
 
 from neoarray import wire
@@ -53,9 +56,12 @@ def test_a_blob_written_by_one_client_is_read_by_another_from_a_cold_cache(clust
         path = reader.loadBlob(oid, tid)
         assert path.startswith(str(tmp_path / "r")) and not os.access(path, os.W_OK) or os.geteuid() == 0
         # a third client sharing the reader's cache directory finds it there
-        sharing = cluster.open_storage(blob_cache_dir=str(tmp_path / "r"))
+        sharing = cluster.open_storage(blob_cache_dir=str(tmp_path / "r"), read_only=True)
         try:
             assert sharing._blob_cache.lookup(oid, tid) == path
+            t = TransactionMetaData()       # and, read-only, it cannot write blobs
+            with pytest.raises(POSException.ReadOnlyError):
+                sharing.storeBlob(oid, tid, b"data", path, "", t)
         finally:
             sharing.close()
     finally:
