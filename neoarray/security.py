@@ -76,7 +76,7 @@ def _table() -> dict[str, frozenset]:
         **each(_STORAGE, "Load LoadMany History Transactions ObjectsSince Reduce LoadBlobChunk", _ANY),
         **each(_STORAGE, "Store StoreBlobChunk Vote Unvote Pack", _WRITERS),
         **each(_STORAGE, "AbortTransaction", _WRITERS | {"master"}),
-        **each(_STORAGE, "CheckRecords RepairRecords", {"admin"}),
+        **each(_STORAGE, "CheckRecords RepairRecords RepairBlobChunk", {"admin"}),
         **each(_STORAGE, "ReplicaKeys ReplicaRecords", {"storage"}),
         **each(_STORAGE, "Lock Unlock AbortNode RecoveryInfo SetPartitionTable Shutdown Truncate",
                {"master"}),

@@ -15,9 +15,9 @@ but the verdict leaves the node, so a check moves keys, not data.
 - revisions of an oid locked by a voted transaction, and revisions or transaction
   rows of a tid locked but not yet unlocked, are skipped (``SKIPPED_BUSY``): a repair
   never changes what a two-phase commit in progress compares or writes;
-- a blob record is written only when its chunks are all sound on the node already
-  (``SKIPPED_BLOB`` otherwise: a repair does not carry blob chunks yet; replication
-  does, so dropping the bad cell and adding it back copies them);
+- a blob record is written only when its chunks are all sound on the node
+  (``SKIPPED_BLOB`` otherwise): ``neoctl check --repair`` copies them first, one
+  ``RepairBlobChunk`` at a time;
 - large data goes to a fresh ``data`` row, never over the row an old record refers
   to: a corrupted record may point at another record's row.  The old row is deleted
   only when no record of the partition and no store in progress refers to it any

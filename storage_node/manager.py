@@ -311,6 +311,27 @@ class TransactionManager:
         return (*result, len(pending))
 
     # -- replica repair (neoctl check --repair) -----------------------------------------
+    def repair_blob_chunk(self, oid: bytes, key_tid: bytes, index: int, crc: int, data,
+                          held_partitions: set[int], chunk_bytes_max: int) -> None:
+        """Write one chunk of a committed blob from a good copy (before the repair of
+        its record): refused (``RequestRefused``) for a partition this node has no
+        cell of, or for chunks of a transaction in progress here (their key tid is
+        its ttid); ``ChecksumError`` when the bytes do not match."""
+        p = self.backend.partition(oid)
+        if p not in held_partitions:
+            raise RequestRefused(f"repair of a blob chunk of oid 0x{oid.hex()} refused: this node has no "
+                                 f"cell of partition {p}")
+        if len(data) > chunk_bytes_max:
+            raise LimitExceeded(f"blob chunk of {len(data)} bytes, blob_chunk_bytes_max={chunk_bytes_max}")
+        if checksum(data) != crc:
+            raise ChecksumError(f"repair of blob chunk {index} of oid 0x{oid.hex()} refused: its bytes do "
+                                f"not match its checksum")
+        with self.write_mutex, self.mutex:
+            if key_tid in self.owners or key_tid in self.backend.pending_ttids():
+                raise RequestRefused(f"repair of blob chunk {index} of oid 0x{oid.hex()} refused: its key "
+                                     f"0x{key_tid.hex()} is a transaction in progress on this node")
+            self.backend.put_blob_chunk(oid, key_tid, index, crc, data)
+
     def repair(self, objects: list, transactions: list, held_partitions: set[int]):
         """Rewrite records from a good copy (``storage_node.check.repair_records``).
 

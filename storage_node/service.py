@@ -391,6 +391,13 @@ class StorageServicer(rpc.StorageServicer):
         return pb.RepairRecordsReply(data_rows_dropped=dropped, outcomes=[
             pb.RepairOutcome(oid=oid, tid=tid, action=_REPAIR_ACTIONS[action]) for oid, tid, action in outcomes])
 
+    def RepairBlobChunk(self, request, context):
+        self.node.check_writable()
+        self.manager.repair_blob_chunk(_id(request.oid, "oid"), _id(request.blob_tid, "blob_tid"), request.index,
+                                       request.checksum, request.data, self.node.held_partitions(),
+                                       self.limits.blob_chunk_bytes_max)
+        return cpb.Empty()
+
     # -- replication: a catching-up node copies from this one (storage_node/replication.py)
     def ReplicaKeys(self, request, context):
         self.node.check_readable()

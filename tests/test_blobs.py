@@ -221,3 +221,41 @@ def test_blob_cache_prunes_least_recently_used_blobs_to_its_limit(tmp_path):
     owned = BlobCache(None)
     owned.close()
     assert not os.path.exists(owned.path)
+
+
+def test_check_finds_a_rotten_blob_chunk_and_repair_copies_the_chunks(cluster, tmp_path):
+    from neoarray.kv import LMDBStore
+    from neoarray.records import blob_chunk_key
+    storage = cluster.open_storage(blob_chunk_bytes=CHUNK_BYTES, blob_cache_dir=str(tmp_path / "c"),
+                                   local_reads=False)
+    db = ZODB.DB(storage)
+    data = payload(3 * CHUNK_BYTES + 11, seed=5)
+    try:
+        oid, tid = write_blob(db, "b", data)
+    finally:
+        db.close()
+    _, address = storage_of_index(cluster, 0)
+    stub = srpc.StorageStub(wire.open_channel(address, cluster.cluster))
+    key_tid = wire.call(stub.LoadBlobChunk, spb.LoadBlobChunkRequest(oid=oid, serial=tid, index=0), 10).blob_tid
+    cluster.kill_master()           # as tests/test_check.py: no cell goes OUT_OF_DATE
+    cluster.kill_storage(0)
+    cluster.kill_storage(1)
+    kv = LMDBStore(cluster.storage_dir(1))
+    partition = int.from_bytes(oid, "big") % 4
+    with kv.write() as txn:
+        key = blob_chunk_key(partition, oid, key_tid, 1)
+        value = bytearray(txn.get("blob", key))
+        value[-1] ^= 0xFF
+        txn.put("blob", key, bytes(value))
+        txn.delete("blob", blob_chunk_key(partition, oid, key_tid, 2))
+    kv.sync()
+    kv.close()
+    cluster.start()
+    victim = f"S{cluster.storage_id(1)}"
+    report = neoctl(cluster, "--json", "check", status=1)
+    problems = [pr for part in report["partitions"] for pr in part["problems"]]
+    assert len(problems) == 1 and problems[0]["corrupt"] == [victim], problems
+    repaired = neoctl(cluster, "--json", "check", "--repair", "--yes")
+    assert repaired["ok"] is True or repaired.get("remaining", 0) == 0, repaired
+    assert neoctl(cluster, "--json", "check")["ok"] is True
+    assert b"".join(chunks_on(cluster, 1, oid, tid)) == data

@@ -492,6 +492,20 @@ class RepairRecordsRequest(_message.Message):
     transactions: _containers.RepeatedCompositeFieldContainer[_common_pb2.TransactionMeta]
     def __init__(self, objects: _Optional[_Iterable[_Union[RepairObject, _Mapping]]] = ..., transactions: _Optional[_Iterable[_Union[_common_pb2.TransactionMeta, _Mapping]]] = ...) -> None: ...
 
+class RepairBlobChunkRequest(_message.Message):
+    __slots__ = ("oid", "blob_tid", "index", "checksum", "data")
+    OID_FIELD_NUMBER: _ClassVar[int]
+    BLOB_TID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    oid: bytes
+    blob_tid: bytes
+    index: int
+    checksum: int
+    data: bytes
+    def __init__(self, oid: _Optional[bytes] = ..., blob_tid: _Optional[bytes] = ..., index: _Optional[int] = ..., checksum: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class RepairOutcome(_message.Message):
     __slots__ = ("oid", "tid", "action")
     class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):

@@ -115,6 +115,11 @@ class StorageStub:
                 request_serializer=neoarray_dot_proto_dot_storage__pb2.RepairRecordsRequest.SerializeToString,
                 response_deserializer=neoarray_dot_proto_dot_storage__pb2.RepairRecordsReply.FromString,
                 _registered_method=True)
+        self.RepairBlobChunk = channel.unary_unary(
+                '/neoarray.v1.Storage/RepairBlobChunk',
+                request_serializer=neoarray_dot_proto_dot_storage__pb2.RepairBlobChunkRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
         self.ReplicaKeys = channel.unary_unary(
                 '/neoarray.v1.Storage/ReplicaKeys',
                 request_serializer=neoarray_dot_proto_dot_storage__pb2.ReplicaKeysRequest.SerializeToString,
@@ -273,6 +278,15 @@ class StorageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RepairBlobChunk(self, request, context):
+        """Write one chunk of a committed blob from a good copy (before the RepairRecords of its
+        record): checksum verified, only partitions this node has a cell of, never a chunk
+        of a transaction in progress here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReplicaKeys(self, request, context):
         """-- replication: catch-up of OUT_OF_DATE cells (served by a readable copy) -----------
         One bounded batch of the keys of a partition with min_tid < tid <= max_tid: the
@@ -413,6 +427,11 @@ def add_StorageServicer_to_server(servicer, server):
                     servicer.RepairRecords,
                     request_deserializer=neoarray_dot_proto_dot_storage__pb2.RepairRecordsRequest.FromString,
                     response_serializer=neoarray_dot_proto_dot_storage__pb2.RepairRecordsReply.SerializeToString,
+            ),
+            'RepairBlobChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepairBlobChunk,
+                    request_deserializer=neoarray_dot_proto_dot_storage__pb2.RepairBlobChunkRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_common__pb2.Empty.SerializeToString,
             ),
             'ReplicaKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.ReplicaKeys,
@@ -887,6 +906,33 @@ class Storage:
             '/neoarray.v1.Storage/RepairRecords',
             neoarray_dot_proto_dot_storage__pb2.RepairRecordsRequest.SerializeToString,
             neoarray_dot_proto_dot_storage__pb2.RepairRecordsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepairBlobChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Storage/RepairBlobChunk',
+            neoarray_dot_proto_dot_storage__pb2.RepairBlobChunkRequest.SerializeToString,
+            neoarray_dot_proto_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,
