@@ -259,3 +259,21 @@ def test_check_finds_a_rotten_blob_chunk_and_repair_copies_the_chunks(cluster, t
     assert repaired["ok"] is True or repaired.get("remaining", 0) == 0, repaired
     assert neoctl(cluster, "--json", "check")["ok"] is True
     assert b"".join(chunks_on(cluster, 1, oid, tid)) == data
+
+
+def test_a_storage_killed_before_a_blob_upload_costs_no_commit_and_catches_up(cluster, tmp_path):
+    ids = storage_ids(cluster)
+    storage = cluster.open_storage(blob_chunk_bytes=CHUNK_BYTES, blob_cache_dir=str(tmp_path / "w"))
+    db = ZODB.DB(storage)
+    data = payload(6 * CHUNK_BYTES + 3, seed=11)
+    try:
+        write_blob(db, "warm", b"the client knows both nodes")
+        cluster.kill_storage(0)         # SIGKILL; the client still routes chunks to it
+        oid, tid = write_blob(db, "b", data)
+    finally:
+        db.close()
+    wait_cells(cluster, ids[0], "OOOO")
+    cluster.start_storage(0)
+    wait_cells(cluster, ids[0], "UUUU")
+    assert b"".join(chunks_on(cluster, 0, oid, tid)) == data
+    assert neoctl(cluster, "--json", "check")["ok"] is True

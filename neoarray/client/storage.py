@@ -156,7 +156,8 @@ class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
                         objects_per_transaction_max=objects_per_transaction_max,
                         reduce_oids_per_batch_max=reduce_oids_per_batch_max,
                         rpc_timeout_s=rpc_timeout_s, finish_timeout_s=finish_timeout_s,
-                        blob_chunk_bytes=blob_chunk_bytes, blob_chunks_in_flight_max=blob_chunks_in_flight_max)
+                        blob_chunk_bytes=blob_chunk_bytes, blob_chunks_in_flight_max=blob_chunks_in_flight_max,
+                        blob_cache_bytes_max=blob_cache_bytes_max)
         if message_bytes_max > wire.GRPC_MESSAGE_BYTES_MAX:
             raise ValueError(f"message_bytes_max must be <= {wire.GRPC_MESSAGE_BYTES_MAX}, "
                              f"not {message_bytes_max}")
@@ -210,7 +211,11 @@ class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
         self._link.wait_running(connect_timeout_s)
         with self._lock:
             self._last_tid = max(self._last_tid, self._link.info.last_tid or Z64)
-        self._blob_cache = BlobCache(blob_cache_dir, blob_cache_bytes_max)
+        try:
+            self._blob_cache = BlobCache(blob_cache_dir, blob_cache_bytes_max)
+        except OSError as exc:
+            self.close()
+            raise ValueError(f"blob cache directory {blob_cache_dir!r} cannot be used: {exc}") from exc
         self._blob_downloads = BlobDownloads(self._link, self._blob_cache, rpc_timeout_s,
                                              blob_chunks_in_flight_max)
         if metrics_bind is not None:
