@@ -87,9 +87,9 @@ import msgpack
 from neoarray.errors import RequestRefused
 from neoarray.ids import Z64, p64, u64
 from neoarray.records import (  # noqa: F401
+    _CHUNK,
     _P,
     _REC,
-    _CHUNK,
     _VOTED,
     DATA_KEY_BYTES,
     DELETED,

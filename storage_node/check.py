@@ -34,6 +34,7 @@ from neoarray.errors import ChecksumError
 from neoarray.ids import p64, u64
 
 from .backend import (
+    _CHUNK,
     _P,
     _REC,
     _VOTED,
@@ -49,7 +50,6 @@ from .backend import (
     record_blob,
     record_tail,
 )
-from .backend import _CHUNK
 
 _KNOWN_FLAGS = DELETED | HAS_DATA_TID | IN_DATA_TABLE | HAS_BLOB
 _OID_TID_BYTES = 16

@@ -115,7 +115,7 @@ class BlobCache:
     def _prune_logged(self) -> None:
         try:
             self.prune()
-        except Exception:  # noqa: BLE001 - a failed pruning is retried by the next one
+        except Exception:
             log.exception("pruning the blob cache %s failed", self.path)
 
     def prune(self) -> int | None:

@@ -7,7 +7,14 @@ from neoarray.errors import ChecksumError, LimitExceeded, RequestRefused
 from neoarray.ids import Z64, p64
 from neoarray.kv import LMDBStore, MemoryStore
 from storage_node import check
-from storage_node.backend import Backend, BlobRef, NoBlob, Stored, TransactionInfo, checksum
+from storage_node.backend import (
+    Backend,
+    BlobRef,
+    NoBlob,
+    Stored,
+    TransactionInfo,
+    checksum,
+)
 from storage_node.manager import VOTED, TransactionManager
 
 PARTITIONS = 3
