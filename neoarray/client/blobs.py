@@ -60,7 +60,10 @@ class BlobCache:
         self.path = tempfile.mkdtemp(prefix="neoarray-blobs-") if path is None else os.path.abspath(path)
         self.bytes_max = bytes_max
         self.fshelper = ZODB.blob.FilesystemHelper(self.path)
-        self.fshelper.create()
+        try:
+            self.fshelper.create()
+        except FileExistsError:     # another process made it between the test and the mkdir
+            self.fshelper.create()
         self._lock = threading.Lock()
         self._added_bytes = 0
         self._pruner: threading.Thread | None = None
