@@ -2,6 +2,8 @@
 cold caches, chunked transfers with bounded memory, both replicas, check, pack and
 catch-up by replication."""
 import os
+import subprocess
+import sys
 import tracemalloc
 
 import pytest
@@ -55,6 +57,17 @@ def test_a_blob_written_by_one_client_is_read_by_another_from_a_cold_cache(clust
             assert f.read() == data
         path = reader.loadBlob(oid, tid)
         assert path.startswith(str(tmp_path / "r")) and not os.access(path, os.W_OK) or os.geteuid() == 0
+        # another process sharing the reader's cache directory finds the file there (the
+        # same inode: not downloaded again)
+        inode = os.stat(path).st_ino
+        code = ("import sys; from neoarray.client import NeoStorage; "
+                "s = NeoStorage(sys.argv[1], sys.argv[2], blob_cache_dir=sys.argv[3]); "
+                "print(s.loadBlob(bytes.fromhex(sys.argv[4]), bytes.fromhex(sys.argv[5]))); s.close()")
+        out = subprocess.run([sys.executable, "-c", code, cluster.address, cluster.cluster, str(tmp_path / "r"),
+                              oid.hex(), tid.hex()], capture_output=True, text=True, timeout=120, check=False,
+                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == path and os.stat(path).st_ino == inode
         # a third client sharing the reader's cache directory finds it there
         sharing = cluster.open_storage(blob_cache_dir=str(tmp_path / "r"), read_only=True)
         try:
