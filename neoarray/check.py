@@ -16,7 +16,8 @@ on some readable copy of that object's partition (looked up in batches,
 ``CheckRecordsRequest.keys``); a transaction that misses one is *incomplete* (torn),
 which no copy can repair.  Packed transactions are skipped (pack removes revisions).  ``repair`` rewrites missing and corrupt
 copies from a sound one (``Storage.RepairRecords``: checksums verified again by the
-target, one LMDB transaction per batch); when sound copies disagree, or none is
+target, one LMDB transaction per batch; a blob record's chunks first, one
+``Storage.RepairBlobChunk`` at a time); when sound copies disagree, or none is
 sound, nothing is guessed: the key is reported as not repaired.
 """
 from __future__ import annotations
@@ -32,7 +33,8 @@ from .proto import storage_pb2 as spb
 OBJECT, TRANSACTION = "object", "transaction"
 READABLE = (cpb.UP_TO_DATE, cpb.FEEDING)
 _ACTIONS = {spb.RepairOutcome.WRITTEN: "written", spb.RepairOutcome.REPLACED: "replaced",
-            spb.RepairOutcome.UNCHANGED: "unchanged", spb.RepairOutcome.SKIPPED_BUSY: "skipped_busy"}
+            spb.RepairOutcome.UNCHANGED: "unchanged", spb.RepairOutcome.SKIPPED_BUSY: "skipped_busy",
+            spb.RepairOutcome.SKIPPED_BLOB: "skipped: its blob chunks are not sound on this node"}
 FIXED = ("written", "replaced", "unchanged")
 
 
@@ -234,7 +236,7 @@ def _classify(table: str, group: dict, nodes: list[int]) -> Problem | None:
     missing = [n for n in nodes if n not in group]
     corrupt = sorted(n for n, r in group.items() if not r.data_ok)
     sound = {n: r for n, r in group.items() if r.data_ok}
-    kinds = {(r.checksum, r.deleted, r.data_tid) for r in sound.values()}
+    kinds = {(r.checksum, r.deleted, r.data_tid, r.blob_checksum) for r in sound.values()}
     if not missing and not corrupt and len(kinds) <= 1:
         return None
     differs = len(kinds) > 1
@@ -284,7 +286,7 @@ class _Repairer:
         targets = sorted({n for pr in problems for n in pr.targets})
         for target in targets:
             mine = [(pr, records[id(pr)]) for pr in problems if target in pr.targets and id(pr) in records]
-            self._write(target, mine)
+            self._write(target, mine, source)
         for pr in problems:
             if id(pr) not in records:
                 pr.repaired.update({n: f"error: S{source} no longer holds it as listed" for n in pr.targets})
@@ -299,7 +301,9 @@ class _Repairer:
             for pr, r in zip(objects, reply.loads):
                 if r.status in (spb.FOUND, spb.DELETED) and r.serial == pr.tid:
                     out[id(pr)] = spb.RepairObject(oid=pr.oid, tid=pr.tid, data=r.data, checksum=r.checksum,
-                                                   deleted=r.status == spb.DELETED, data_tid=r.data_tid)
+                                                   deleted=r.status == spb.DELETED, data_tid=r.data_tid,
+                                                   blob_tid=r.blob_tid, blob_chunks=r.blob_chunks,
+                                                   blob_bytes=r.blob_bytes)
         for pr in problems:
             if pr.table == TRANSACTION:
                 reply = self.checker._call(source, "Transactions", spb.TransactionsRequest(
@@ -308,7 +312,28 @@ class _Repairer:
                     out[id(pr)] = reply.transactions[0]
         return out
 
-    def _write(self, target: int, items: list) -> None:
+    def _copy_blob_chunks(self, source: int, target: int, rec) -> None:
+        """Copy the chunks of the blob of ``rec`` (a ``RepairObject``) from ``source`` to
+        ``target``, one chunk at a time, before the record is repaired there."""
+        for index in range(rec.blob_chunks):
+            chunk = self.checker._call(source, "LoadBlobChunk", spb.LoadBlobChunkRequest(
+                oid=rec.oid, serial=rec.tid, index=index))
+            if chunk.status != spb.FOUND or chunk.blob_tid != rec.blob_tid:
+                raise RequestRefused(f"S{source} no longer holds chunk {index} of the blob of "
+                                     f"oid 0x{rec.oid.hex()} at 0x{rec.tid.hex()}")
+            self.checker._call(target, "RepairBlobChunk", spb.RepairBlobChunkRequest(
+                oid=rec.oid, blob_tid=rec.blob_tid, index=index, checksum=chunk.checksum, data=chunk.data))
+
+    def _write(self, target: int, items: list, source: int) -> None:
+        for pr, rec in list(items):
+            if pr.table == OBJECT and rec.blob_tid:
+                try:
+                    self._copy_blob_chunks(source, target, rec)
+                except NeoError as exc:
+                    pr.repaired[target] = f"error: copying its blob: {exc}"
+                    items.remove((pr, rec))
+        if not items:
+            return
         request = spb.RepairRecordsRequest(
             objects=[rec for pr, rec in items if pr.table == OBJECT],
             transactions=[rec for pr, rec in items if pr.table == TRANSACTION])

@@ -52,7 +52,7 @@ _SYNC_FILE_RANGE_WRITE = 2
 SETTLE_KEY = b"kv.settle"
 FS_FULL_FREE_BYTES_MAX = 1 << 20    # a failed commit with less free space than this: ENOSPC
 
-DATABASES = ("obj", "data", "trans", "voted_obj", "voted_txn", "locked", "config")
+DATABASES = ("obj", "data", "trans", "voted_obj", "voted_txn", "locked", "config", "blob", "voted_blob")
 
 
 class LMDBStore:

@@ -20,10 +20,52 @@ from .ids import u64
 DELETED = 1
 HAS_DATA_TID = 2
 IN_DATA_TABLE = 4                    # the data is in ``data`` under the key that follows
+HAS_BLOB = 8                         # a blob reference follows (chunks in ``blob``)
 _REC = struct.Struct(">BQ")          # flags, checksum
 _VOTED = struct.Struct(">BQ8s")      # flags, checksum, base serial
 _P = struct.Struct(">I")
 DATA_KEY_BYTES = 12                  # key of ``data``: P + 8-byte id allocated by the node
+_BLOB_REF = struct.Struct(">8sIQ")   # blob key tid, chunk count, blob bytes
+BLOB_REF_BYTES = _BLOB_REF.size
+_CHUNK = struct.Struct(">Q")         # a blob chunk row: xxh3_64 checksum, then the bytes
+# the fixed part of a record: header, data tid, data key, blob reference (what pack,
+# truncate and drops keep of a record to find its data row and blob chunks)
+RECORD_HEAD_BYTES_MAX = _REC.size + 8 + DATA_KEY_BYTES + BLOB_REF_BYTES
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """Where the chunks of a revision's blob are: ``blob`` rows
+    ``P + oid + key_tid + index`` for index in ``range(chunks)``; ``key_tid`` is the
+    (temporary) tid of the transaction that stored them, so a lock moves no blob bytes."""
+    key_tid: bytes
+    chunks: int
+    nbytes: int
+
+    def pack(self) -> bytes:
+        return _BLOB_REF.pack(self.key_tid, self.chunks, self.nbytes)
+
+
+def blob_prefix(partition: int, oid: bytes, key_tid: bytes) -> bytes:
+    """Key prefix of the chunks of one blob in ``blob``."""
+    return _P.pack(partition) + oid + key_tid
+
+
+def blob_chunk_key(partition: int, oid: bytes, key_tid: bytes, index: int) -> bytes:
+    return blob_prefix(partition, oid, key_tid) + _P.pack(index)
+
+
+def record_blob(flags: int, value, start: int) -> BlobRef | None:
+    """The blob reference of a record whose header ends at ``start``, if it has one."""
+    if not flags & HAS_BLOB:
+        return None
+    start += (8 if flags & HAS_DATA_TID else 0) + (DATA_KEY_BYTES if flags & IN_DATA_TABLE else 0)
+    key_tid, chunks, nbytes = _BLOB_REF.unpack_from(value, start)
+    return BlobRef(bytes(key_tid), chunks, nbytes)
+
+
+class NoBlob(KeyError):
+    """The revision exists but has no blob (or not that chunk)."""
 
 
 def checksum(data) -> int:
@@ -38,6 +80,7 @@ class Loaded:
     data: bytes | None         # None: deletion record
     checksum: int
     data_tid: bytes | None = None
+    blob: BlobRef | None = None
 
 
 class NoObject(KeyError):
@@ -97,6 +140,7 @@ class RecordReader:
         data_tid, data_key, start = record_tail(flags, value, _REC.size)
         if flags & DELETED:
             return Loaded(serial, next_serial, None, crc, data_tid)
+        blob = record_blob(flags, value, _REC.size)
         if data_key is None:
             view = memoryview(value)[start:]
         else:
@@ -108,15 +152,35 @@ class RecordReader:
         if checksum(view) != crc:
             raise ChecksumError(f"record of oid 0x{oid.hex()} at tid 0x{serial.hex()} "
                                 f"fails its checksum on this node")
-        return Loaded(serial, next_serial, bytes(view) if copy else view.toreadonly(), crc, data_tid)
+        return Loaded(serial, next_serial, bytes(view) if copy else view.toreadonly(), crc, data_tid, blob)
+
+    def blob_chunk(self, txn, oid: bytes, blob: BlobRef, index: int, copy: bool = True):
+        """``(checksum, bytes)`` of chunk ``index`` of ``blob`` (of ``oid``), checksum
+        verified; ``NoBlob`` when the index is out of range, ``ChecksumError`` when the
+        chunk is missing or fails its checksum."""
+        if not 0 <= index < blob.chunks:
+            raise NoBlob(f"blob of oid 0x{oid.hex()} has {blob.chunks} chunks, no chunk {index}")
+        value = txn.get("blob", blob_chunk_key(self.partition(oid), oid, blob.key_tid, index))
+        if value is None or len(value) < _CHUNK.size:
+            raise ChecksumError(f"chunk {index} of the blob of oid 0x{oid.hex()} (stored by "
+                                f"0x{blob.key_tid.hex()}) is missing on this node")
+        (crc,) = _CHUNK.unpack_from(value)
+        view = memoryview(value)[_CHUNK.size:]
+        if checksum(view) != crc:
+            raise ChecksumError(f"chunk {index} of the blob of oid 0x{oid.hex()} (stored by "
+                                f"0x{blob.key_tid.hex()}) fails its checksum on this node")
+        return crc, bytes(view) if copy else view.toreadonly()
 
 
 def record_tail(flags: int, value, start: int) -> tuple[bytes | None, bytes | None, int]:
     """``(data tid, data key, offset of inline data)`` of a record whose header ends at
-    ``start``: the optional fields that follow the header, in their order on disk."""
+    ``start``: the optional fields that follow the header, in their order on disk
+    (the blob reference, last, is read by ``record_blob``)."""
     data_tid = data_key = None
     if flags & HAS_DATA_TID:
         data_tid, start = bytes(value[start:start + 8]), start + 8
     if flags & IN_DATA_TABLE:
         data_key, start = bytes(value[start:start + DATA_KEY_BYTES]), start + DATA_KEY_BYTES
+    if flags & HAS_BLOB:
+        start += BLOB_REF_BYTES
     return data_tid, data_key, start

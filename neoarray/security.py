@@ -11,8 +11,8 @@ Roles: a certificate names its roles in URI subject alternative names
 =========  =======================================================================
 role       may call
 =========  =======================================================================
-reader     reads: Identify (as a client), Subscribe, LastIds, FinalTid, Load...
-client     reads, and writes: NewOids, Begin, Finish, Abort, Store, Vote, Pack...
+reader     reads: Identify (as a client), Subscribe, LastIds, FinalTid, Load, LoadBlobChunk...
+client     reads, and writes: NewOids, Begin, Finish, Abort, Store, StoreBlobChunk, Vote...
 admin      what a client may, and the Admin service (neoctl), RepairRecords
 storage    Heartbeat, Identify as a storage node, replication (ReplicaKeys/Records)
 master     orders to storage nodes (Lock, Unlock, SetPartitionTable, Shutdown...)
@@ -73,10 +73,10 @@ def _table() -> dict[str, frozenset]:
                        "DropNode KillNode SetReplicas Truncate SetReplicationRate", {"admin"}),
         # a storage node asks which partitions it holds before a repair
         **each(_ADMIN, "GetPartitionTable", {"admin", "storage"}),
-        **each(_STORAGE, "Load LoadMany History Transactions ObjectsSince Reduce", _ANY),
-        **each(_STORAGE, "Store Vote Unvote Pack", _WRITERS),
+        **each(_STORAGE, "Load LoadMany History Transactions ObjectsSince Reduce LoadBlobChunk", _ANY),
+        **each(_STORAGE, "Store StoreBlobChunk Vote Unvote Pack", _WRITERS),
         **each(_STORAGE, "AbortTransaction", _WRITERS | {"master"}),
-        **each(_STORAGE, "CheckRecords RepairRecords", {"admin"}),
+        **each(_STORAGE, "CheckRecords RepairRecords RepairBlobChunk", {"admin"}),
         **each(_STORAGE, "ReplicaKeys ReplicaRecords", {"storage"}),
         **each(_STORAGE, "Lock Unlock AbortNode RecoveryInfo SetPartitionTable Shutdown Truncate",
                {"master"}),

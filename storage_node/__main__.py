@@ -17,7 +17,7 @@ from .node import Limits, StorageNode
 
 # limits settable from the command line (--name-with-dashes), with their minimums
 LIMIT_FLAGS = ("message_bytes_max", "objects_per_store_max", "objects_per_transaction_max",
-               "transaction_bytes_max", "transactions_per_client_max", "unvoted_bytes_per_client_max",
+               "transaction_bytes_max", "blob_chunk_bytes_max", "transactions_per_client_max", "unvoted_bytes_per_client_max",
                "loads_per_batch_max", "transactions_per_batch_max", "oids_per_batch_max",
                "reduce_oids_per_batch_max", "check_records_per_batch_max", "check_bytes_per_batch_max",
                "repair_records_per_batch_max", "space_reserve_bytes", "rpc_workers_max",

@@ -23,6 +23,12 @@ database        key                     value
 ``voted_txn``   ttid                    msgpack ``{"meta", "oids", "node"}``, written at
                                         vote (the transaction is then durable)
 ``locked``      ttid                    final tid: locked, not yet unlocked by the master
+``blob``        P + oid + key tid       one chunk of a blob: 8-byte xxh3_64 checksum, then
+                + 4-byte index          the chunk's bytes (at most the node's
+                                        ``blob_chunk_bytes_max``); key tid: the ttid of
+                                        the transaction that stored it
+``voted_blob``  ttid + oid              empty: ``ttid`` uploaded blob chunks of ``oid``
+                                        (what an abort drops; deleted by the lock)
 ``config``      name (ascii)            msgpack value: cluster, node_id, partitions, ...
 ==============  ======================  ================================================
 
@@ -30,7 +36,15 @@ Flags: bit 0 = deletion record (undone creation or external GC), no data; bit 1 
 8-byte data tid follows the header: the revision whose data an undo or a restore
 copied (ZODB's ``data_txn``; the data itself is still stored, so a load never chases
 revisions); bit 2 = a 12-byte data key follows (after the data tid, if any): the
-data is the value of that key in ``data``, not inline.
+data is the value of that key in ``data``, not inline; bit 3 = a 20-byte blob
+reference follows (after those): key tid, chunk count, blob bytes (ZODB blobs).
+
+Blobs (``IBlobStorage``) are written once, like large data: a client uploads a blob
+chunk by chunk (``store_blob_chunk``) before it stores the record that names it; the
+chunks go straight to ``blob`` under the transaction's ttid, and the record's
+``store_voted`` checks that every chunk is there.  ``lock`` moves only the record; the
+chunks belong to the one record that refers to them and are deleted with it (pack,
+truncate, a dropped partition), or by ``abort`` (found through ``voted_blob``).
 
 Large data is written once.  A store puts it in ``data`` under a fresh key and its
 ``voted_obj`` record only refers to it; ``lock`` turns the small ``voted_obj`` record
@@ -73,18 +87,26 @@ import msgpack
 from neoarray.errors import RequestRefused
 from neoarray.ids import Z64, p64, u64
 from neoarray.records import (  # noqa: F401
+    _CHUNK,
     _P,
     _REC,
     _VOTED,
     DATA_KEY_BYTES,
     DELETED,
+    HAS_BLOB,
     HAS_DATA_TID,
     IN_DATA_TABLE,
+    RECORD_HEAD_BYTES_MAX,
+    BlobRef,
     Loaded,
+    NoBlob,
     NoObject,
     NoRevision,
     RecordReader,
+    blob_chunk_key,
+    blob_prefix,
     checksum,
+    record_blob,
     record_tail,
 )
 
@@ -100,6 +122,7 @@ class Stored:
     data: bytes | None
     checksum: int
     data_tid: bytes | None = None
+    blob: BlobRef | None = None
 
 
 @dataclass
@@ -179,25 +202,110 @@ class Backend(RecordReader):
         next_ids: dict[bytes, int] = {}     # partition prefix -> next free data id
         with self.kv.write() as txn:
             for r in records:
+                self._check_blob_uploaded(txn, ttid, r)
+            for r in records:
                 key = ttid + r.oid
                 self._drop_data_of(txn, txn.get("voted_obj", key), _VOTED.size)
-                flags, body = self.record_body(txn, r.oid, r.data, r.data_tid, next_ids)
+                flags, body = self.record_body(txn, r.oid, r.data, r.data_tid, next_ids, r.blob)
                 txn.put("voted_obj", key, _VOTED.pack(flags, r.checksum, r.serial) + body)
         if next_ids:
             self.kv.write_behind()      # the vote's fsync then finds most of the data on disk
 
     def record_body(self, txn, oid: bytes, data: bytes | None, data_tid: bytes | None,
-                    next_ids: dict[bytes, int]) -> tuple[int, bytes]:
+                    next_ids: dict[bytes, int], blob: BlobRef | None = None) -> tuple[int, bytes]:
         """``(flags, what follows the header)`` of a record of ``data`` (None: a deletion):
-        the data tid if any, then the data inline, or the key of a ``data`` row that
-        large data is written to now (inside ``txn``)."""
+        the data tid if any, then the key of a ``data`` row that large data is written
+        to now (inside ``txn``), then the blob reference if any, then inline data."""
         flags = (DELETED if data is None else 0) | (HAS_DATA_TID if data_tid else 0)
         tail, inline = data_tid or b"", data or b""
         if len(inline) > DATA_INLINE_BYTES_MAX:
             data_key = self._new_data_key(txn, oid, next_ids)
             txn.put("data", data_key, inline)
-            return flags | IN_DATA_TABLE, tail + data_key
+            flags, tail, inline = flags | IN_DATA_TABLE, tail + data_key, b""
+        if blob is not None and data is not None:
+            flags, tail = flags | HAS_BLOB, tail + blob.pack()
         return flags, tail + inline
+
+    # -- blobs ----------------------------------------------------------------------
+    def store_blob_chunk(self, ttid: bytes, oid: bytes, index: int, crc: int, data) -> None:
+        """Keep chunk ``index`` of the blob ``ttid`` uploads for ``oid`` (checksum
+        checked by the caller); chunks may come in any order (a client sends several
+        at once), and a chunk sent again replaces the earlier one.  ``StorageFull`` as
+        ``store_voted``."""
+        self.space.check_write(store_need(len(data), 1),
+                               f"blob chunk {index} of oid 0x{oid.hex()} ({len(data)} bytes) of 0x{ttid.hex()}")
+        p = self.partition(oid)
+        with self.kv.write() as txn:
+            txn.put("voted_blob", ttid + oid, b"")
+            txn.put("blob", blob_chunk_key(p, oid, ttid, index), _CHUNK.pack(crc) + bytes(data))
+        self.kv.write_behind()
+
+    def _check_blob_uploaded(self, txn, ttid: bytes, r: Stored) -> None:
+        """A record naming a blob finds all its chunks, stored by this transaction
+        (chunks past its count, left by an earlier upload of the oid in this
+        transaction, are dropped); a record without one drops what this transaction
+        uploaded for the oid."""
+        prefix = blob_prefix(self.partition(r.oid), r.oid, ttid)
+        if r.blob is None or r.data is None:
+            if txn.get("voted_blob", ttid + r.oid) is not None:
+                self._drop_chunks(txn, prefix)
+                txn.delete("voted_blob", ttid + r.oid)
+            return
+        if r.blob.key_tid != ttid:
+            raise RequestRefused(f"store of oid 0x{r.oid.hex()}: its blob must be uploaded by the "
+                                 f"storing transaction 0x{ttid.hex()}, not 0x{r.blob.key_tid.hex()}")
+        extra = prefix + _P.pack(r.blob.chunks)
+        for key in [bytes(k) for k in txn.keys("blob", extra, prefix + b"\xff" * 5)]:
+            txn.delete("blob", key)
+        count, nbytes = self.chunks_held(txn, prefix)
+        if count != r.blob.chunks or nbytes != r.blob.nbytes:
+            raise RequestRefused(f"store of oid 0x{r.oid.hex()} refused: its blob has {r.blob.chunks} chunks "
+                                 f"({r.blob.nbytes} bytes) but {count} chunks ({nbytes} bytes) were uploaded "
+                                 f"to this node by 0x{ttid.hex()}: upload every chunk before the record")
+
+    @staticmethod
+    def chunks_held(txn, prefix: bytes) -> tuple[int, int]:
+        """``(chunks, bytes)`` of the blob chunks under ``prefix`` (``blob_prefix``)."""
+        count = nbytes = 0
+        for _, value in txn.scan("blob", prefix, prefix + b"\xff" * 5):
+            count, nbytes = count + 1, nbytes + len(value) - _CHUNK.size
+        return count, nbytes
+
+    def blob_complete(self, txn, oid: bytes, blob: BlobRef) -> bool:
+        """Whether every chunk of ``blob`` (of ``oid``) is here (sizes, not checksums)."""
+        held = self.chunks_held(txn, blob_prefix(self.partition(oid), oid, blob.key_tid))
+        return held == (blob.chunks, blob.nbytes)
+
+    def put_blob_chunk(self, oid: bytes, key_tid: bytes, index: int, crc: int, data) -> None:
+        """Write one chunk of a committed blob copied from another node (catch-up),
+        checksum checked by the caller; ``StorageFull`` as ``store_voted``."""
+        self.space.check_write(store_need(len(data), 1), f"catch-up of blob chunk {index} of oid 0x{oid.hex()}")
+        with self.kv.write() as txn:
+            txn.put("blob", blob_chunk_key(self.partition(oid), oid, key_tid, index), _CHUNK.pack(crc) + bytes(data))
+
+    @staticmethod
+    def _drop_chunks(txn, prefix: bytes) -> int:
+        keys = [bytes(k) for k in txn.keys("blob", prefix, prefix + b"\xff" * 5)]
+        for key in keys:
+            txn.delete("blob", key)
+        return len(keys)
+
+    def _drop_blob_of(self, txn, key: bytes, value) -> None:
+        """Delete the chunks of the blob the ``obj`` record ``key: value`` refers to."""
+        blob = record_blob(value[0], value, _REC.size) if len(value) > _REC.size else None
+        if blob is not None:
+            self._drop_chunks(txn, blob_prefix(self.partition(key[4:12]), key[4:12], blob.key_tid))
+
+    def load_blob_chunk(self, oid: bytes, serial: bytes, index: int):
+        """``(Loaded record, chunk checksum, chunk bytes)`` of chunk ``index`` of the
+        blob of revision ``serial``; ``NoObject``/``NoRevision`` as ``load``,
+        ``NoBlob`` when it is a deletion or has no blob or no such chunk."""
+        with self.kv.read(buffers=True) as txn:
+            rec = self.load_in(txn, oid, serial=serial, copy=False)
+            if rec.blob is None:
+                raise NoBlob(f"revision 0x{serial.hex()} of oid 0x{oid.hex()} has no blob")
+            crc, data = self.blob_chunk(txn, oid, rec.blob, index)
+        return rec, crc, data
 
     def _new_data_key(self, txn, oid: bytes, next_ids: dict[bytes, int]) -> bytes:
         """A key of ``data`` free in ``txn``: the oid's partition, then a fresh id."""
@@ -224,7 +332,7 @@ class Backend(RecordReader):
                 data_tid, data_key, start = record_tail(flags, value, _VOTED.size)
                 data = None if flags & DELETED else (
                     bytes(value[start:]) if data_key is None else txn.get("data", data_key))
-                out.append(Stored(key[8:], serial, data, crc, data_tid))
+                out.append(Stored(key[8:], serial, data, crc, data_tid, record_blob(flags, value, _VOTED.size)))
         return out
 
     def stored_serials(self, ttid: bytes) -> list[tuple[bytes, bytes]]:
@@ -300,6 +408,8 @@ class Backend(RecordReader):
                 txn.put("obj", self._okey(key[8:]) + tid, _REC.pack(flags, crc) + value[_VOTED.size:])
                 txn.delete("voted_obj", key)
                 written.append(key[8:])
+            for key in [bytes(k) for k in txn.keys("voted_blob", ttid, ttid + b"\xff" * 9)]:
+                txn.delete("voted_blob", key)       # the records own their chunks now
             if doc["meta"] is not None:
                 meta = list(doc["meta"])
                 txn.put("trans", _P.pack(self.partition(tid)) + tid, msgpack.packb(meta))
@@ -334,6 +444,9 @@ class Backend(RecordReader):
             for key, value in list(txn.scan("voted_obj", ttid, ttid + b"\xff" * 9)):
                 self._drop_data_of(txn, value, _VOTED.size)
                 txn.delete("voted_obj", key)
+            for key in [bytes(k) for k in txn.keys("voted_blob", ttid, ttid + b"\xff" * 9)]:
+                self._drop_chunks(txn, blob_prefix(self.partition(key[8:]), key[8:], ttid))
+                txn.delete("voted_blob", key)
             txn.delete("voted_txn", ttid)
         self.space.release(ttid)
         self.kv.settle()            # what the abort freed is usable by the next store
@@ -342,6 +455,7 @@ class Backend(RecordReader):
         """ttids with stores or votes on disk (found again after a restart)."""
         with self.kv.read() as txn:
             ttids = {k[:8] for k in txn.keys("voted_obj", b"")}
+            ttids.update(k[:8] for k in txn.keys("voted_blob", b""))
             ttids.update(k for k, _ in txn.scan("voted_txn", b""))
         return ttids
 
@@ -422,6 +536,7 @@ class Backend(RecordReader):
         """Delete the ``obj`` records ``[(key, value)]`` and their data rows."""
         for key, value in revisions:
             self._drop_data_of(txn, value, _REC.size)
+            self._drop_blob_of(txn, key, value)
             txn.delete("obj", key)
 
     def _prune(self, txn, tid: bytes) -> int:
@@ -431,8 +546,8 @@ class Backend(RecordReader):
                 self._prune_object(current, doomed)
                 prefix, current = key[:12], []
             if key[12:] <= tid:
-                # enough for the header, data tid and data key: inline data is not kept
-                current.append((key, bytes(value[:_REC.size + 8 + DATA_KEY_BYTES])))
+                # enough for the header, data tid, data key and blob ref: inline data is not kept
+                current.append((key, bytes(value[:RECORD_HEAD_BYTES_MAX])))
         self._prune_object(current, doomed)
         self._delete_revisions(txn, doomed)
         return len(doomed)
@@ -459,9 +574,10 @@ class Backend(RecordReader):
     # -- partitions no longer held -------------------------------------------------------
     def drop_partition(self, p: int, rows_max: int) -> int:
         """Delete up to ``rows_max`` rows of partition ``p`` (revisions with their data
-        rows, then transaction records); returns how many (0: nothing is left)."""
+        rows and blob chunks, then transaction records, then chunks no record refers
+        to); returns how many (0: nothing is left)."""
         pk = _P.pack(p)
-        head = _REC.size + 8 + DATA_KEY_BYTES
+        head = RECORD_HEAD_BYTES_MAX
         with self.kv.write() as txn:
             doomed = []
             for key, value in txn.scan("obj", pk, pk + b"\xff" * 17):
@@ -470,11 +586,12 @@ class Backend(RecordReader):
                     break
             self._delete_revisions(txn, doomed)
             removed = len(doomed)
-            if removed < rows_max:
-                keys = [bytes(k) for _, k in zip(range(rows_max - removed), txn.keys("trans", pk, pk + b"\xff" * 9))]
-                for key in keys:
-                    txn.delete("trans", key)
-                removed += len(keys)
+            for db, end in (("trans", 9), ("blob", 21)):    # blob: chunks of an unfinished catch-up
+                if removed < rows_max:
+                    keys = [bytes(k) for _, k in zip(range(rows_max - removed), txn.keys(db, pk, pk + b"\xff" * end))]
+                    for key in keys:
+                        txn.delete(db, key)
+                    removed += len(keys)
         return removed
 
     # -- truncate (neoctl truncate) ---------------------------------------------------
@@ -501,7 +618,7 @@ class Backend(RecordReader):
             doomed = [bytes(k) for k in txn.keys("obj", b"") if low <= bytes(k[12:]) <= until]
             # header, data tid and data key: enough to find a data row (copied: the
             # deletions below move LMDB pages)
-            head = _REC.size + 8 + DATA_KEY_BYTES
+            head = RECORD_HEAD_BYTES_MAX
             self._delete_revisions(txn, [(k, bytes(txn.get("obj", k)[:head])) for k in doomed])
             stop = p64(u64(until) + 1)
             removed = 0

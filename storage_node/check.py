@@ -15,6 +15,9 @@ but the verdict leaves the node, so a check moves keys, not data.
 - revisions of an oid locked by a voted transaction, and revisions or transaction
   rows of a tid locked but not yet unlocked, are skipped (``SKIPPED_BUSY``): a repair
   never changes what a two-phase commit in progress compares or writes;
+- a blob record is written only when its chunks are all sound on the node
+  (``SKIPPED_BLOB`` otherwise): ``neoctl check --repair`` copies them first, one
+  ``RepairBlobChunk`` at a time;
 - large data goes to a fresh ``data`` row, never over the row an old record refers
   to: a corrupted record may point at another record's row.  The old row is deleted
   only when no record of the partition and no store in progress refers to it any
@@ -31,22 +34,27 @@ from neoarray.errors import ChecksumError
 from neoarray.ids import p64, u64
 
 from .backend import (
+    _CHUNK,
     _P,
     _REC,
     _VOTED,
     DATA_KEY_BYTES,
     DELETED,
+    HAS_BLOB,
     HAS_DATA_TID,
     IN_DATA_TABLE,
+    BlobRef,
     TransactionInfo,
     _pack_meta,
     checksum,
+    record_blob,
     record_tail,
 )
 
-_KNOWN_FLAGS = DELETED | HAS_DATA_TID | IN_DATA_TABLE
+_KNOWN_FLAGS = DELETED | HAS_DATA_TID | IN_DATA_TABLE | HAS_BLOB
 _OID_TID_BYTES = 16
 WRITTEN, REPLACED, UNCHANGED, SKIPPED_BUSY = "written", "replaced", "unchanged", "skipped_busy"
+SKIPPED_BLOB = "skipped_blob"
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class CheckedRecord:
     deleted: bool = False
     data_tid: bytes | None = None
     data_bytes: int = 0
+    blob_checksum: int = 0      # a blob: xxh3_64 of its key tid and its chunks' checksums
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,7 @@ class RepairRevision:
     data: bytes | None
     checksum: int
     data_tid: bytes | None = None
+    blob: BlobRef | None = None     # written only when its chunks are already sound here
 
 
 # -- listings --------------------------------------------------------------------------
@@ -127,7 +137,25 @@ def _checked_object(txn, key: bytes, value) -> CheckedRecord:
     data = value[start:] if data_key is None else txn.get("data", data_key)
     if data is None:
         return CheckedRecord(oid, tid, crc, False, False, data_tid)
-    return CheckedRecord(oid, tid, crc, checksum(data) == crc, False, data_tid, len(data))
+    blob_ok, blob_crc, blob_bytes = _checked_blob(txn, bytes(key[:4]), oid, record_blob(flags, value, _REC.size))
+    return CheckedRecord(oid, tid, crc, checksum(data) == crc and blob_ok, False, data_tid,
+                         len(data) + blob_bytes, blob_crc)
+
+
+def _checked_blob(txn, pk: bytes, oid: bytes, blob: BlobRef | None) -> tuple[bool, int, int]:
+    """``(sound, blob checksum, bytes)`` of the chunks of ``blob`` (partition key ``pk``):
+    every chunk there, in order, matching its checksum, and the sizes the record says."""
+    if blob is None:
+        return True, 0, 0
+    sums, nbytes, sound = [blob.key_tid], 0, True
+    prefix = pk + oid + blob.key_tid
+    for index, (key, value) in enumerate(txn.scan("blob", prefix, prefix + b"\xff" * 5)):
+        (crc,) = _CHUNK.unpack_from(value)
+        sound = sound and int.from_bytes(key[-4:], "big") == index and checksum(value[_CHUNK.size:]) == crc
+        sums.append(bytes(value[:_CHUNK.size]))
+        nbytes += len(value) - _CHUNK.size
+    sound = sound and len(sums) - 1 == blob.chunks and nbytes == blob.nbytes
+    return sound, checksum(b"".join(sums)), nbytes
 
 
 def list_transactions(backend, partition: int, after: bytes | None, max_tid: bytes | None,
@@ -191,9 +219,11 @@ def repair_records(backend, objects: list[RepairRevision], transactions: list[Tr
 def _write_revision(backend, txn, r: RepairRevision, old_rows: set, next_ids: dict) -> str:
     key = backend._okey(r.oid) + r.tid
     old = txn.get("obj", key)
-    if old is not None and _same_and_sound(txn, old, r):
+    if old is not None and _same_and_sound(txn, key, old, r):
         return UNCHANGED
-    flags, body = backend.record_body(txn, r.oid, r.data, r.data_tid, next_ids)
+    if r.blob is not None and not _checked_blob(txn, key[:4], r.oid, r.blob)[0]:
+        return SKIPPED_BLOB         # its chunks would have to come too: not carried yet
+    flags, body = backend.record_body(txn, r.oid, r.data, r.data_tid, next_ids, r.blob)
     txn.put("obj", key, _REC.pack(flags, r.checksum) + body)
     if old is None:
         return WRITTEN
@@ -211,11 +241,13 @@ def _data_key_of(value) -> bytes | None:
     return data_key if start <= len(value) and len(data_key) == DATA_KEY_BYTES else None
 
 
-def _same_and_sound(txn, old, r: RepairRevision) -> bool:
-    rec = _checked_object(txn, b"\0" * 20, old)
+def _same_and_sound(txn, key: bytes, old, r: RepairRevision) -> bool:
+    rec = _checked_object(txn, key, old)
     if not rec.data_ok or rec.deleted != (r.data is None) or rec.checksum != r.checksum:
         return False
     if rec.data_tid != r.data_tid:
+        return False
+    if (record_blob(old[0], old, _REC.size) if len(old) > _REC.size else None) != r.blob:
         return False
     if r.data is None:
         return True

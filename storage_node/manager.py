@@ -5,6 +5,7 @@ these methods, which makes the locking rules testable with plain calls.
 
 Rules:
 - ``store`` keeps records under the transaction's ttid; nothing is locked yet.
+  ``store_blob_chunk`` keeps the chunks of a blob before the record naming it.
 - ``vote`` takes the write locks of every stored and every checked (readCurrent) oid
   all at once, or none: if another voted transaction holds one, it answers ``BUSY``
   and the client retries later.  Locks are never waited for while held, so two
@@ -125,6 +126,34 @@ class TransactionManager:
             with self.mutex:        # nothing of this store was written
                 self.sizes[ttid] = self.sizes.get(ttid, 0) - size
                 self.counts[ttid] = self.counts.get(ttid, 0) - len(records)
+            raise
+
+    def store_blob_chunk(self, ttid: bytes, node: int, oid: bytes, index: int, crc: int, data,
+                         chunk_bytes_max: int) -> None:
+        """Keep one chunk of a blob that ``ttid`` uploads for ``oid`` (before the
+        record that names it, ``Backend.store_blob_chunk``); counted in the
+        transaction's and the client's bytes like a store, and like a store it takes
+        back a vote."""
+        if len(oid) != 8:
+            raise RequestRefused("oid must be 8 bytes")
+        if len(data) > chunk_bytes_max:
+            raise LimitExceeded(f"blob chunk {index} of oid 0x{oid.hex()} has {len(data)} bytes, "
+                                f"blob_chunk_bytes_max={chunk_bytes_max}: send smaller chunks")
+        if checksum(data) != crc:
+            raise ChecksumError(f"blob chunk {index} of oid 0x{oid.hex()} refused: its bytes do not "
+                                f"match its checksum (corrupted in transit)")
+        self.unvote(ttid)
+        with self.mutex:
+            self._check_limits(ttid, node, len(data), 0)
+            self.sizes[ttid] = self.sizes.get(ttid, 0) + len(data)
+            self.owners[ttid] = node
+            self.since.setdefault(ttid, time.monotonic())
+        try:
+            with self.write_mutex:
+                self.backend.store_blob_chunk(ttid, oid, index, crc, data)
+        except BaseException:
+            with self.mutex:
+                self.sizes[ttid] = self.sizes.get(ttid, 0) - len(data)
             raise
 
     def _check_limits(self, ttid: bytes, node: int, size: int, count: int) -> None:
@@ -282,6 +311,27 @@ class TransactionManager:
         return (*result, len(pending))
 
     # -- replica repair (neoctl check --repair) -----------------------------------------
+    def repair_blob_chunk(self, oid: bytes, key_tid: bytes, index: int, crc: int, data,
+                          held_partitions: set[int], chunk_bytes_max: int) -> None:
+        """Write one chunk of a committed blob from a good copy (before the repair of
+        its record): refused (``RequestRefused``) for a partition this node has no
+        cell of, or for chunks of a transaction in progress here (their key tid is
+        its ttid); ``ChecksumError`` when the bytes do not match."""
+        p = self.backend.partition(oid)
+        if p not in held_partitions:
+            raise RequestRefused(f"repair of a blob chunk of oid 0x{oid.hex()} refused: this node has no "
+                                 f"cell of partition {p}")
+        if len(data) > chunk_bytes_max:
+            raise LimitExceeded(f"blob chunk of {len(data)} bytes, blob_chunk_bytes_max={chunk_bytes_max}")
+        if checksum(data) != crc:
+            raise ChecksumError(f"repair of blob chunk {index} of oid 0x{oid.hex()} refused: its bytes do "
+                                f"not match its checksum")
+        with self.write_mutex, self.mutex:
+            if key_tid in self.owners or key_tid in self.backend.pending_ttids():
+                raise RequestRefused(f"repair of blob chunk {index} of oid 0x{oid.hex()} refused: its key "
+                                     f"0x{key_tid.hex()} is a transaction in progress on this node")
+            self.backend.put_blob_chunk(oid, key_tid, index, crc, data)
+
     def repair(self, objects: list, transactions: list, held_partitions: set[int]):
         """Rewrite records from a good copy (``storage_node.check.repair_records``).
 

@@ -43,6 +43,7 @@ class Limits:
     reduce_oids_per_batch_max: int = 256      # chunks in one Reduce request
     reduce_histogram_bins_max: int = 1 << 16  # bins of a histogram reduced on the node
     transaction_bytes_max: int = 8 << 30
+    blob_chunk_bytes_max: int = 4 << 20       # one chunk of a blob (clients send 1 MiB by default)
     map_bytes_max: int = 1 << 40
     # space kept free for locks and aborts (storage_node/space.py): stores, votes and
     # replication are refused with StorageFull before they would use it

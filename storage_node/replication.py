@@ -16,7 +16,10 @@ with the pass's progress (cursor), fsynced before it counts.  Applying is idempo
 a record or transaction already present is left as is, so a batch replayed after a
 crash, or a record that an ordinary commit wrote meanwhile, changes nothing.  When
 the pass ends, ``done = pass_until``; the node reports ``done`` in its heartbeats and
-the master marks the cell UP_TO_DATE once ``done >= until_tid``.  If the master raised
+the master marks the cell UP_TO_DATE once ``done >= until_tid``.  A record with a
+blob has its chunks copied first, one ``LoadBlobChunk`` at a time (bounded memory,
+checksums verified), and ``apply_records`` refuses a blob record whose chunks are not
+all here.  If the master raised
 ``until_tid`` meanwhile, another pass copies ``(done, until_tid]``.
 
 Progress lives in the ``config`` database under ``replication.<partition>``:
@@ -43,7 +46,7 @@ from neoarray.proto import storage_pb2 as pb
 from neoarray.proto import storage_pb2_grpc as srpc
 from neoarray.records import _P, _REC, checksum
 
-from .backend import TransactionInfo, _pack_meta, _unpack_meta
+from .backend import BlobRef, TransactionInfo, _pack_meta, _unpack_meta
 from .space import store_need
 
 log = logging.getLogger("neoarray.storage.replication")
@@ -159,8 +162,11 @@ def _add_object(backend, txn, pk, key, reply) -> int:
     if value is None:
         return 0
     rec = backend._decode(txn, oid, tid, None, value)      # verifies the checksum
+    blob = rec.blob
     reply.objects.add(oid=oid, tid=tid, deleted=rec.data is None, data=rec.data or b"",
-                      checksum=rec.checksum, data_tid=rec.data_tid or b"")
+                      checksum=rec.checksum, data_tid=rec.data_tid or b"",
+                      blob_tid=blob.key_tid if blob else b"", blob_chunks=blob.chunks if blob else 0,
+                      blob_bytes=blob.nbytes if blob else 0)
     return len(rec.data or b"")
 
 
@@ -190,6 +196,8 @@ def apply_records(backend, partition: int, reply, progress: dict | None) -> int:
         if not o.deleted and checksum(o.data) != o.checksum:
             raise ChecksumError(f"replicated record of oid 0x{o.oid.hex()} at tid 0x{o.tid.hex()} "
                                 f"fails its checksum (corrupted in transit)")
+        if o.blob_tid and len(o.blob_tid) != 8:
+            raise RequestRefused(f"replicated record of oid 0x{o.oid.hex()}: blob tid of {len(o.blob_tid)} bytes")
     for t in reply.transactions:
         if len(t.tid) != 8 or backend.partition(t.tid) != partition:
             raise RequestRefused(f"replicated transaction 0x{t.tid.hex()} is not of partition {partition}")
@@ -206,6 +214,10 @@ def apply_records(backend, partition: int, reply, progress: dict | None) -> int:
                 txn.put("trans", pk + t.tid, msgpack.packb(_pack_meta(meta)))
                 written, last = written + 1, max(last, t.tid)
         for o in reply.objects:
+            blob = _blob_of(o)
+            if blob is not None and not backend.blob_complete(txn, o.oid, blob):
+                raise RequestRefused(f"replicated record of oid 0x{o.oid.hex()} at tid 0x{o.tid.hex()}: "
+                                     f"its blob chunks were not copied first")
             if txn.get("obj", pk + o.oid + o.tid) is None:
                 _put_object(backend, txn, pk, o, next_ids)
                 written, last = written + 1, max(last, o.tid)
@@ -218,9 +230,36 @@ def apply_records(backend, partition: int, reply, progress: dict | None) -> int:
     return written
 
 
+def _blob_of(o) -> BlobRef | None:
+    return BlobRef(o.blob_tid, o.blob_chunks, o.blob_bytes) if o.blob_tid and not o.deleted else None
+
+
+def copy_blob_chunks(backend, call, o, write_mutex) -> int:
+    """Copy the chunks of the blob of the replicated record ``o`` that this node lacks,
+    one chunk at a time (``call(method, request)`` asks the sources); returns the bytes
+    received.  Chunks written before a crash are kept: a replay rewrites the same keys."""
+    blob, received = _blob_of(o), 0
+    if blob is None:
+        return 0
+    with backend.kv.read() as txn:
+        if backend.blob_complete(txn, o.oid, blob):
+            return 0
+    for index in range(blob.chunks):
+        reply = call("LoadBlobChunk", pb.LoadBlobChunkRequest(oid=o.oid, serial=o.tid, index=index))
+        if reply.status != pb.FOUND or reply.blob_tid != blob.key_tid:
+            raise ChecksumError(f"blob chunk {index} of oid 0x{o.oid.hex()} at tid 0x{o.tid.hex()} is not "
+                                f"on the source (status {reply.status})")
+        if checksum(reply.data) != reply.checksum:
+            raise ChecksumError(f"blob chunk {index} of oid 0x{o.oid.hex()} fails its checksum (in transit)")
+        with write_mutex:
+            backend.put_blob_chunk(o.oid, blob.key_tid, index, reply.checksum, reply.data)
+        received += len(reply.data)
+    return received
+
+
 def _put_object(backend, txn, pk, o, next_ids) -> None:
     flags, body = backend.record_body(txn, o.oid, None if o.deleted else o.data,
-                                      o.data_tid or None, next_ids)
+                                      o.data_tid or None, next_ids, _blob_of(o))
     txn.put("obj", pk + o.oid + o.tid, _REC.pack(flags, o.checksum) + body)
 
 
@@ -438,6 +477,11 @@ class Replicator:
                 partition=p, table=table, keys=keys, bytes_max=self.limits.replication_batch_bytes_max))
             if not reply.keys_done:
                 raise SourcesUnavailable(f"partition {p}: a source answered no key")
+            for o in reply.objects:     # a blob's chunks before its record, one by one
+                blob_bytes = copy_blob_chunks(self.backend, lambda m, r: self._call(p, m, r), o,
+                                              self.node.manager.write_mutex)
+                self.bytes_copied += blob_bytes
+                self.pacer.spend(blob_bytes)
             with self.node.manager.write_mutex:
                 if self.node.dropper.still_orphan(p):   # the dropper may have emptied it
                     raise PartitionLeft(f"partition {p} is no longer held here: catch-up stopped")

@@ -47,7 +47,7 @@ from neoarray.proto import storage_pb2 as pb
 from neoarray.proto import storage_pb2_grpc as rpc
 
 from . import check, replication
-from .backend import NoObject, NoRevision, Stored, TransactionInfo
+from .backend import BlobRef, NoBlob, NoObject, NoRevision, Stored, TransactionInfo
 from .manager import BUSY, CONFLICTS, VOTED
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 _VOTE_STATUS = {VOTED: pb.VOTED, CONFLICTS: pb.CONFLICTS, BUSY: pb.BUSY}
 _REPAIR_ACTIONS = {check.WRITTEN: pb.RepairOutcome.WRITTEN, check.REPLACED: pb.RepairOutcome.REPLACED,
                    check.UNCHANGED: pb.RepairOutcome.UNCHANGED,
-                   check.SKIPPED_BUSY: pb.RepairOutcome.SKIPPED_BUSY}
+                   check.SKIPPED_BUSY: pb.RepairOutcome.SKIPPED_BUSY,
+                   check.SKIPPED_BLOB: pb.RepairOutcome.SKIPPED_BLOB}
 _OIDS_PER_READ = 16        # chunks reduced inside one LMDB read transaction (kept short)
 _DTYPE_CHARS_MAX = 64
 _NDIM_MAX = 32
@@ -236,8 +237,11 @@ class StorageServicer(rpc.StorageServicer):
         except NoRevision:
             return pb.LoadReply(oid=oid, status=pb.NO_REVISION), b""
         status = pb.DELETED if rec.data is None else pb.FOUND
+        blob = rec.blob
         return pb.LoadReply(oid=oid, status=status, serial=rec.serial, next_serial=rec.next_serial or b"",
-                            checksum=rec.checksum, data_tid=rec.data_tid or b""), rec.data or b""
+                            checksum=rec.checksum, data_tid=rec.data_tid or b"",
+                            blob_tid=blob.key_tid if blob else b"", blob_chunks=blob.chunks if blob else 0,
+                            blob_bytes=blob.nbytes if blob else 0), rec.data or b""
 
     def _load(self, req: pb.LoadRequest) -> pb.LoadReply:
         reply, data = self._loaded(req)
@@ -364,7 +368,8 @@ class StorageServicer(rpc.StorageServicer):
             raise RequestRefused(f"unknown check table {request.table}: CHECK_OBJECTS or CHECK_TRANSACTIONS")
         return pb.CheckRecordsReply(next_after=nxt or b"", records=[
             pb.CheckedRecord(oid=r.oid, tid=r.tid, checksum=r.checksum, data_ok=r.data_ok,
-                             deleted=r.deleted, data_tid=r.data_tid or b"", data_bytes=r.data_bytes)
+                             deleted=r.deleted, data_tid=r.data_tid or b"", data_bytes=r.data_bytes,
+                             blob_checksum=r.blob_checksum)
             for r in found])
 
     def _lookup_records(self, request, limit: int):
@@ -387,7 +392,9 @@ class StorageServicer(rpc.StorageServicer):
         if count > limit:
             raise LimitExceeded(f"{count} records in one repair, repair_records_per_batch_max={limit}")
         objects = [check.RepairRevision(_id(o.oid, "oid"), _id(o.tid, "tid"), None if o.deleted else o.data,
-                                        o.checksum, _id(o.data_tid, "data_tid") if o.data_tid else None)
+                                        o.checksum, _id(o.data_tid, "data_tid") if o.data_tid else None,
+                                        BlobRef(_id(o.blob_tid, "blob_tid"), o.blob_chunks, o.blob_bytes)
+                                        if o.blob_tid and not o.deleted else None)
                    for o in request.objects]
         check.verify(objects)       # before asking the master anything
         transactions = [TransactionInfo(_id(m.tid, "tid"), m.user_raw, m.description, m.extension,
@@ -396,6 +403,13 @@ class StorageServicer(rpc.StorageServicer):
         outcomes, dropped = self.manager.repair(objects, transactions, self.node.held_partitions())
         return pb.RepairRecordsReply(data_rows_dropped=dropped, outcomes=[
             pb.RepairOutcome(oid=oid, tid=tid, action=_REPAIR_ACTIONS[action]) for oid, tid, action in outcomes])
+
+    def RepairBlobChunk(self, request, context):
+        self.node.check_writable()
+        self.manager.repair_blob_chunk(_id(request.oid, "oid"), _id(request.blob_tid, "blob_tid"), request.index,
+                                       request.checksum, request.data, self.node.held_partitions(),
+                                       self.limits.blob_chunk_bytes_max)
+        return cpb.Empty()
 
     # -- replication: a catching-up node copies from this one (storage_node/replication.py)
     def ReplicaKeys(self, request, context):
@@ -417,9 +431,50 @@ class StorageServicer(rpc.StorageServicer):
             raise RequestRefused(f"{len(segments)} data segments for {len(objects)} objects: one per object")
         datas = segments or [o.data for o in objects]     # framed: segments; gRPC: in the records
         records = [Stored(_id(o.oid, "oid"), o.serial or Z64, None if o.deleted else data,
-                          o.checksum, _id(o.data_tid, "data_tid") if o.data_tid else None)
+                          o.checksum, _id(o.data_tid, "data_tid") if o.data_tid else None,
+                          BlobRef(ttid, o.blob_chunks, o.blob_bytes) if o.has_blob else None)
                    for o, data in zip(objects, datas)]
         self.manager.store(ttid, node_id, records)
+
+    # -- blobs: chunks of bounded size, stored before their record, loaded one by one ----
+    def _store_blob_chunk(self, request, data) -> pb.StoreReply:
+        self.node.check_writable()
+        self.manager.store_blob_chunk(_tid(request.ttid, "ttid"), request.node_id, _id(request.oid, "oid"),
+                                      request.index, request.checksum, data, self.limits.blob_chunk_bytes_max)
+        return pb.StoreReply()
+
+    def StoreBlobChunk(self, request, context):
+        return self._store_blob_chunk(request, request.data)
+
+    def StoreBlobChunk_segments(self, request, segments, context):
+        if len(segments) != 1 or request.data:
+            raise RequestRefused(f"a StoreBlobChunk request carries its chunk as one data segment "
+                                 f"({len(segments)} sent)")
+        return self._store_blob_chunk(request, segments[0]), []
+
+    def _blob_chunk(self, req) -> tuple[pb.LoadBlobChunkReply, bytes]:
+        self.node.check_readable()
+        oid, serial = _id(req.oid, "oid"), _id(req.serial, "serial")
+        try:
+            rec, crc, data = self.backend.load_blob_chunk(oid, serial, req.index)
+        except NoObject:
+            return pb.LoadBlobChunkReply(status=pb.NO_OBJECT), b""
+        except NoRevision:
+            return pb.LoadBlobChunkReply(status=pb.NO_REVISION), b""
+        except NoBlob:
+            return pb.LoadBlobChunkReply(status=pb.DELETED, no_blob=True), b""
+        return pb.LoadBlobChunkReply(status=pb.FOUND, blob_chunks=rec.blob.chunks, blob_bytes=rec.blob.nbytes,
+                                     checksum=crc, blob_tid=rec.blob.key_tid), data
+
+    def LoadBlobChunk(self, request, context):
+        reply, data = self._blob_chunk(request)
+        reply.data = data
+        return reply
+
+    def LoadBlobChunk_segments(self, request, segments, context):
+        _no_segments(segments, "LoadBlobChunk")
+        reply, data = self._blob_chunk(request)
+        return reply, [data]
 
     def Store(self, request, context):
         self.node.check_writable()

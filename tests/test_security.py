@@ -222,6 +222,7 @@ def test_reader_certificate_reads_but_cannot_write(tls_cluster, committed):
                             (master.Finish, mpb.FinishRequest(node_id=1, ttid=bytes(8))),
                             (storage.Store, spb.StoreRequest(ttid=bytes(8), node_id=1)),
                             (storage.Vote, spb.VoteRequest(ttid=bytes(8))),
+                            (storage.StoreBlobChunk, spb.StoreBlobChunkRequest(ttid=bytes(8), oid=bytes(8))),
                             (storage.Pack, spb.PackRequest())):
         with pytest.raises(ReadOnlyError, match="needs the role admin or client; the peer's certificate carries reader"):
             wire.call(method, request, TIMEOUT_S)

@@ -71,6 +71,7 @@ class Txn:
     outcome_unknown: bool = False       # tpc_finish ended without knowing whether it committed
     routes: dict = field(default_factory=dict)      # partition -> writable nodes, for ``routes_view``
     routes_view: object = None          # the cluster view (link.info) ``routes`` were made from
+    blobs: dict = field(default_factory=dict)       # oid -> blob file owned until finish or abort
     reached: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -111,7 +112,10 @@ class CommitDriver:
             self._ttid_counter = (self._ttid_counter + 1) % (1 << 32)
             return p64((session << 32) | self._ttid_counter)
 
-    def add(self, txn: Txn, oid: bytes, serial: bytes, data: bytes | None, data_tid: bytes | None = None) -> None:
+    def add(self, txn: Txn, oid: bytes, serial: bytes, data: bytes | None, data_tid: bytes | None = None,
+            blob: tuple[int, int] | None = None) -> None:
+        """Buffer a store of ``oid``; ``blob``: ``(chunks, bytes)`` of the blob that
+        ``send_blob`` uploaded for it to every node it goes to."""
         if oid not in txn.serials and len(txn.serials) >= self.limits.objects_per_transaction_max:
             raise LimitExceeded(f"transaction stores more than objects_per_transaction_max="
                                 f"{self.limits.objects_per_transaction_max} objects")
@@ -121,7 +125,8 @@ class CommitDriver:
         txn.data[oid] = (serial, data if keep else TOO_BIG)
         record = spb.ObjectRecord(oid=oid, serial=serial, deleted=data is None,
                                   checksum=0 if data is None else xxhash.xxh3_64_intdigest(data),
-                                  data_tid=data_tid or b"")
+                                  data_tid=data_tid or b"", has_blob=blob is not None,
+                                  blob_chunks=blob[0] if blob else 0, blob_bytes=blob[1] if blob else 0)
         nodes = self._route(txn, self.link.partition(oid))
         if not nodes:
             raise ClusterUnavailable(f"no writable copy of the partition of oid 0x{oid.hex()}")
@@ -130,6 +135,45 @@ class CommitDriver:
         txn.buffered_bytes += len(data or b"")
         if txn.buffered_bytes >= self.limits.store_batch_bytes_max:
             self.flush(txn)
+
+    def send_blob(self, txn: Txn, oid: bytes, path: str, chunk_bytes: int, in_flight_max: int) -> tuple[int, int]:
+        """Upload the blob file ``path`` of ``oid`` to every writable copy of its
+        partition, chunk by chunk (``StoreBlobChunk``), at most ``in_flight_max``
+        chunks on their way (memory: that many chunks, never the whole file).  A node
+        that does not answer is left out of the transaction (``node_failed``); every
+        chunk has been answered on return.  Returns ``(chunks, bytes)``."""
+        nodes = list(self._route(txn, self.link.partition(oid)))
+        if not nodes:
+            raise ClusterUnavailable(f"no writable copy of the partition of oid 0x{oid.hex()}")
+        pending, chunks, nbytes = [], 0, 0
+        for nid in nodes:
+            txn.sent.setdefault(nid, set())     # an abort reaches it (abort)
+        with open(path, "rb") as f:
+            while True:
+                data = f.read(chunk_bytes)
+                if not data and chunks:
+                    break
+                while len(pending) >= in_flight_max * len(nodes):
+                    self._blob_chunk_done(txn, *pending.pop(0))
+                request = spb.StoreBlobChunkRequest(ttid=txn.ttid, node_id=txn.session, oid=oid, index=chunks,
+                                                    checksum=xxhash.xxh3_64_intdigest(data))
+                for nid in nodes:
+                    if nid not in txn.failed:
+                        pending.append((nid, bulk.start(self.link.storage(nid).StoreBlobChunk, request, [data],
+                                                        self.limits.rpc_timeout_s)))
+                chunks, nbytes = chunks + 1, nbytes + len(data)
+                if not data:
+                    break           # an empty blob: one empty chunk
+        for item in pending:
+            self._blob_chunk_done(txn, *item)
+        return chunks, nbytes
+
+    def _blob_chunk_done(self, txn: Txn, nid: int, started) -> None:
+        try:
+            bulk.finish(started, f"blob chunk to S{nid}")
+        except ClusterUnavailable as exc:
+            if nid not in txn.failed:
+                self.node_failed(txn, nid, exc)
 
     def _route(self, txn: Txn, partition: int) -> list[int]:
         """``link.writable(partition)``, kept for the transaction while the cluster view

@@ -1,7 +1,8 @@
 """``NeoStorage``: the ZODB storage of a neoarray cluster.
 
 Implements ``IStorage``, ``IStorageIteration``, ``IStorageUndoable``,
-``IStorageRestoreable``, ``IExternalGC``, ``IPrefetchStorage`` and read-current checks
+``IStorageRestoreable``, ``IBlobStorageRestoreable`` (``blobs.py``), ``IExternalGC``,
+``IPrefetchStorage`` and read-current checks
 (``checkCurrentSerialInTransaction``).  ``ZODB.DB(NeoStorage(...))`` wraps it with
 ZODB's MVCC adapter.  Thread-safe: several transactions may be in two-phase commit at
 once (up to ``transactions_max``), each with its own state.
@@ -24,6 +25,7 @@ import threading
 import time
 from concurrent import futures
 
+import ZODB.blob
 import zope.interface
 from ZODB import POSException, interfaces
 from ZODB.BaseStorage import DataRecord, TransactionRecord
@@ -40,6 +42,14 @@ from ..proto import common_pb2 as cpb
 from ..proto import master_pb2 as mpb
 from ..proto import storage_pb2 as spb
 from . import colours, reads
+from .blobs import (
+    BLOB_CACHE_BYTES_MAX,
+    BLOB_CHUNK_BYTES,
+    BLOB_CHUNKS_IN_FLIGHT_MAX,
+    BlobCache,
+    BlobDownloads,
+    BlobStorageMethods,
+)
 from .cache import ColouredCache
 from .commit import TOO_BIG, CommitDriver, CommitLimits, Txn
 from .link import ClusterLink
@@ -62,8 +72,8 @@ def _check_positive(**values) -> None:
 @zope.interface.implementer(interfaces.IStorage, interfaces.IStorageIteration,
                             interfaces.IStorageUndoable, interfaces.IStorageRestoreable,
                             interfaces.IExternalGC, interfaces.IMultiCommitStorage,
-                            interfaces.IPrefetchStorage)
-class NeoStorage(ConflictResolvingStorage):
+                            interfaces.IPrefetchStorage, interfaces.IBlobStorageRestoreable)
+class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
     """A ZODB storage backed by a neoarray cluster.
 
     Parameters
@@ -113,6 +123,14 @@ class NeoStorage(ConflictResolvingStorage):
         Data bytes buffered per transaction before they are sent in a Store request.
     message_bytes_max : int
         Largest gRPC request or reply this client sends or takes.
+    blob_cache_dir : str, optional
+        The blob cache directory (``IBlobStorage``), shareable between processes;
+        default: a temporary one, removed by ``close`` (:mod:`neoarray.client.blobs`).
+    blob_cache_bytes_max : int
+        Size limit of the blob cache (least recently used blobs are pruned).
+    blob_chunk_bytes : int
+        Bytes per blob chunk sent to the storage nodes (they accept up to their
+        ``--blob-chunk-bytes-max``, 4 MiB by default).
     """
 
     def __init__(self, master: str, cluster: str, name: str | None = None, read_only: bool = False,
@@ -125,7 +143,9 @@ class NeoStorage(ConflictResolvingStorage):
                  finish_timeout_s: float = 660.0, cache_colours=None, cache_colour_aliases=None,
                  reduce_oids_per_batch_max: int = 256, reduce_attempts_max: int = 3,
                  metrics_bind: str | None = None, objects_per_transaction_max: int = 1_000_000,
-                 ca: str | None = None, cert: str | None = None, key: str | None = None):
+                 ca: str | None = None, cert: str | None = None, key: str | None = None,
+                 blob_cache_dir: str | None = None, blob_cache_bytes_max: int = BLOB_CACHE_BYTES_MAX,
+                 blob_chunk_bytes: int = BLOB_CHUNK_BYTES, blob_chunks_in_flight_max: int = BLOB_CHUNKS_IN_FLIGHT_MAX):
         if metrics_bind is not None:
             metrics.parse_bind(metrics_bind)     # a bad address fails before connecting
         if cache_bytes_max < 0:
@@ -135,7 +155,9 @@ class NeoStorage(ConflictResolvingStorage):
                         loads_per_batch_max=loads_per_batch_max, message_bytes_max=message_bytes_max,
                         objects_per_transaction_max=objects_per_transaction_max,
                         reduce_oids_per_batch_max=reduce_oids_per_batch_max,
-                        rpc_timeout_s=rpc_timeout_s, finish_timeout_s=finish_timeout_s)
+                        rpc_timeout_s=rpc_timeout_s, finish_timeout_s=finish_timeout_s,
+                        blob_chunk_bytes=blob_chunk_bytes, blob_chunks_in_flight_max=blob_chunks_in_flight_max,
+                        blob_cache_bytes_max=blob_cache_bytes_max)
         if message_bytes_max > wire.GRPC_MESSAGE_BYTES_MAX:
             raise ValueError(f"message_bytes_max must be <= {wire.GRPC_MESSAGE_BYTES_MAX}, "
                              f"not {message_bytes_max}")
@@ -154,6 +176,9 @@ class NeoStorage(ConflictResolvingStorage):
         self.reduce_oids_per_batch_max = reduce_oids_per_batch_max
         self.reduce_attempts_max = reduce_attempts_max
         self._cache = ColouredCache(cache_bytes_max, cache_colours, aliases=cache_colour_aliases)
+        self.blob_chunk_bytes = blob_chunk_bytes
+        self.blob_chunks_in_flight_max = blob_chunks_in_flight_max
+        self._blob_cache = self._blob_downloads = None      # made once connected
         self._db = None
         self._lock = threading.RLock()           # last tid, finish callbacks, loads order
         self._tid_changed = threading.Condition(self._lock)
@@ -186,6 +211,13 @@ class NeoStorage(ConflictResolvingStorage):
         self._link.wait_running(connect_timeout_s)
         with self._lock:
             self._last_tid = max(self._last_tid, self._link.info.last_tid or Z64)
+        try:
+            self._blob_cache = BlobCache(blob_cache_dir, blob_cache_bytes_max)
+        except OSError as exc:
+            self.close()
+            raise ValueError(f"blob cache directory {blob_cache_dir!r} cannot be used: {exc}") from exc
+        self._blob_downloads = BlobDownloads(self._link, self._blob_cache, rpc_timeout_s,
+                                             blob_chunks_in_flight_max)
         if metrics_bind is not None:
             self._serve_metrics(metrics_bind)
 
@@ -296,6 +328,8 @@ class NeoStorage(ConflictResolvingStorage):
         if self._local is not None:
             self._local.close()
         self._pool.shutdown(wait=False)
+        if self._blob_cache is not None:
+            self._blob_cache.close()
 
     def release(self):
         pass
@@ -468,6 +502,7 @@ class NeoStorage(ConflictResolvingStorage):
             with self._lock:
                 self._cache.committed([(oid, None if data is TOO_BIG else data)
                                        for oid, (_serial, data) in txn.data.items()], tid, colour)
+                self._blobs_committed(txn, tid)
                 func(tid)
                 self._last_tid = max(self._last_tid, tid)
                 self._tid_changed.notify_all()
@@ -502,7 +537,9 @@ class NeoStorage(ConflictResolvingStorage):
             self._end(transaction)
 
     def _end(self, transaction) -> None:
-        if self._txns.pop(id(transaction), None) is not None:
+        txn = self._txns.pop(id(transaction), None)
+        if txn is not None:
+            self._blobs_dropped(txn)        # not committed: the files go (none left if it was)
             self._slots.release()
 
     def tpc_transaction(self):
@@ -558,11 +595,16 @@ class NeoStorage(ConflictResolvingStorage):
         if meta is None or meta.packed:
             raise POSException.UndoError("transaction not found or packed", None)
         for oid in meta.oids:
-            self._commits.add(txn, oid, *self._undo_record(txn, oid, transaction_id))
+            serial, data, data_tid, source = self._undo_record(txn, oid, transaction_id)
+            if source is not None and data is not None and ZODB.blob.is_blob_record(data):
+                self._undo_blob(txn, oid, serial, data, data_tid, source)
+            else:
+                self._commits.add(txn, oid, serial, data, data_tid)
         return None, list(meta.oids)
 
     def _undo_record(self, txn: Txn, oid: bytes, tid: bytes):
-        """(base serial, data, data tid) of the record that undoes ``tid`` for ``oid``."""
+        """(base serial, data, data tid, revision whose blob goes with the data or
+        None) of the record that undoes ``tid`` for ``oid``."""
         try:
             undone = self.loadSerial(oid, tid)
         except POSException.POSKeyError:
@@ -577,11 +619,12 @@ class NeoStorage(ConflictResolvingStorage):
             cur_serial, cur_data, _ = current if current else (Z64, None, None)
             current_is_undone = cur_serial == tid
         if current_is_undone or cur_data == undone:
-            return cur_serial, pre_data, (pre_data_tid or pre_serial) if pre_data is not None else None
+            return (cur_serial, pre_data, (pre_data_tid or pre_serial) if pre_data is not None else None,
+                    pre_serial)
         if pre_serial is None:
             raise POSException.UndoError("Can't undo an add transaction followed by conflicting transactions.", oid)
         try:
-            return cur_serial, self.tryToResolveConflict(oid, cur_serial, tid, pre_data, committedData=cur_data), None
+            return cur_serial, self.tryToResolveConflict(oid, cur_serial, tid, pre_data, committedData=cur_data), None, None
         except POSException.ConflictError:
             raise POSException.UndoError("Some data were modified by a later transaction", oid) from None
 
@@ -595,10 +638,6 @@ class NeoStorage(ConflictResolvingStorage):
     # -- iteration --------------------------------------------------------------------
     def iterator(self, start=None, stop=None):
         return _Iterator(self, start, stop)
-
-    def copyTransactionsFrom(self, other, verbose=0):
-        from ZODB.BaseStorage import copy
-        copy(other, self, verbose)
 
     def record_iternext(self, next=None):
         raise POSException.Unsupported("record_iternext: use iterator()")

@@ -61,7 +61,7 @@ class LoadRequest(_message.Message):
     def __init__(self, oid: _Optional[bytes] = ..., before: _Optional[bytes] = ..., serial: _Optional[bytes] = ...) -> None: ...
 
 class LoadReply(_message.Message):
-    __slots__ = ("status", "serial", "next_serial", "data", "checksum", "oid", "data_tid")
+    __slots__ = ("status", "serial", "next_serial", "data", "checksum", "oid", "data_tid", "blob_tid", "blob_chunks", "blob_bytes")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     SERIAL_FIELD_NUMBER: _ClassVar[int]
     NEXT_SERIAL_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,9 @@ class LoadReply(_message.Message):
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     OID_FIELD_NUMBER: _ClassVar[int]
     DATA_TID_FIELD_NUMBER: _ClassVar[int]
+    BLOB_TID_FIELD_NUMBER: _ClassVar[int]
+    BLOB_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    BLOB_BYTES_FIELD_NUMBER: _ClassVar[int]
     status: LoadStatus
     serial: bytes
     next_serial: bytes
@@ -76,7 +79,10 @@ class LoadReply(_message.Message):
     checksum: int
     oid: bytes
     data_tid: bytes
-    def __init__(self, status: _Optional[_Union[LoadStatus, str]] = ..., serial: _Optional[bytes] = ..., next_serial: _Optional[bytes] = ..., data: _Optional[bytes] = ..., checksum: _Optional[int] = ..., oid: _Optional[bytes] = ..., data_tid: _Optional[bytes] = ...) -> None: ...
+    blob_tid: bytes
+    blob_chunks: int
+    blob_bytes: int
+    def __init__(self, status: _Optional[_Union[LoadStatus, str]] = ..., serial: _Optional[bytes] = ..., next_serial: _Optional[bytes] = ..., data: _Optional[bytes] = ..., checksum: _Optional[int] = ..., oid: _Optional[bytes] = ..., data_tid: _Optional[bytes] = ..., blob_tid: _Optional[bytes] = ..., blob_chunks: _Optional[int] = ..., blob_bytes: _Optional[int] = ...) -> None: ...
 
 class LoadManyRequest(_message.Message):
     __slots__ = ("loads",)
@@ -91,20 +97,70 @@ class LoadManyReply(_message.Message):
     def __init__(self, loads: _Optional[_Iterable[_Union[LoadReply, _Mapping]]] = ...) -> None: ...
 
 class ObjectRecord(_message.Message):
-    __slots__ = ("oid", "serial", "data", "checksum", "deleted", "data_tid")
+    __slots__ = ("oid", "serial", "data", "checksum", "deleted", "data_tid", "has_blob", "blob_chunks", "blob_bytes")
     OID_FIELD_NUMBER: _ClassVar[int]
     SERIAL_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
     DATA_TID_FIELD_NUMBER: _ClassVar[int]
+    HAS_BLOB_FIELD_NUMBER: _ClassVar[int]
+    BLOB_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    BLOB_BYTES_FIELD_NUMBER: _ClassVar[int]
     oid: bytes
     serial: bytes
     data: bytes
     checksum: int
     deleted: bool
     data_tid: bytes
-    def __init__(self, oid: _Optional[bytes] = ..., serial: _Optional[bytes] = ..., data: _Optional[bytes] = ..., checksum: _Optional[int] = ..., deleted: _Optional[bool] = ..., data_tid: _Optional[bytes] = ...) -> None: ...
+    has_blob: bool
+    blob_chunks: int
+    blob_bytes: int
+    def __init__(self, oid: _Optional[bytes] = ..., serial: _Optional[bytes] = ..., data: _Optional[bytes] = ..., checksum: _Optional[int] = ..., deleted: _Optional[bool] = ..., data_tid: _Optional[bytes] = ..., has_blob: _Optional[bool] = ..., blob_chunks: _Optional[int] = ..., blob_bytes: _Optional[int] = ...) -> None: ...
+
+class StoreBlobChunkRequest(_message.Message):
+    __slots__ = ("ttid", "node_id", "oid", "index", "checksum", "data")
+    TTID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    OID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ttid: bytes
+    node_id: int
+    oid: bytes
+    index: int
+    checksum: int
+    data: bytes
+    def __init__(self, ttid: _Optional[bytes] = ..., node_id: _Optional[int] = ..., oid: _Optional[bytes] = ..., index: _Optional[int] = ..., checksum: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class LoadBlobChunkRequest(_message.Message):
+    __slots__ = ("oid", "serial", "index")
+    OID_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    oid: bytes
+    serial: bytes
+    index: int
+    def __init__(self, oid: _Optional[bytes] = ..., serial: _Optional[bytes] = ..., index: _Optional[int] = ...) -> None: ...
+
+class LoadBlobChunkReply(_message.Message):
+    __slots__ = ("status", "blob_chunks", "blob_bytes", "checksum", "data", "blob_tid", "no_blob")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    BLOB_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    BLOB_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    BLOB_TID_FIELD_NUMBER: _ClassVar[int]
+    NO_BLOB_FIELD_NUMBER: _ClassVar[int]
+    status: LoadStatus
+    blob_chunks: int
+    blob_bytes: int
+    checksum: int
+    data: bytes
+    blob_tid: bytes
+    no_blob: bool
+    def __init__(self, status: _Optional[_Union[LoadStatus, str]] = ..., blob_chunks: _Optional[int] = ..., blob_bytes: _Optional[int] = ..., checksum: _Optional[int] = ..., data: _Optional[bytes] = ..., blob_tid: _Optional[bytes] = ..., no_blob: _Optional[bool] = ...) -> None: ...
 
 class StoreRequest(_message.Message):
     __slots__ = ("ttid", "node_id", "objects")
@@ -381,7 +437,7 @@ class CheckRecordsRequest(_message.Message):
     def __init__(self, partition: _Optional[int] = ..., table: _Optional[_Union[CheckTable, str]] = ..., after: _Optional[bytes] = ..., max_tid: _Optional[bytes] = ..., limit: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class CheckedRecord(_message.Message):
-    __slots__ = ("oid", "tid", "checksum", "data_ok", "deleted", "data_tid", "data_bytes")
+    __slots__ = ("oid", "tid", "checksum", "data_ok", "deleted", "data_tid", "data_bytes", "blob_checksum")
     OID_FIELD_NUMBER: _ClassVar[int]
     TID_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
@@ -389,6 +445,7 @@ class CheckedRecord(_message.Message):
     DELETED_FIELD_NUMBER: _ClassVar[int]
     DATA_TID_FIELD_NUMBER: _ClassVar[int]
     DATA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BLOB_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     oid: bytes
     tid: bytes
     checksum: int
@@ -396,7 +453,8 @@ class CheckedRecord(_message.Message):
     deleted: bool
     data_tid: bytes
     data_bytes: int
-    def __init__(self, oid: _Optional[bytes] = ..., tid: _Optional[bytes] = ..., checksum: _Optional[int] = ..., data_ok: _Optional[bool] = ..., deleted: _Optional[bool] = ..., data_tid: _Optional[bytes] = ..., data_bytes: _Optional[int] = ...) -> None: ...
+    blob_checksum: int
+    def __init__(self, oid: _Optional[bytes] = ..., tid: _Optional[bytes] = ..., checksum: _Optional[int] = ..., data_ok: _Optional[bool] = ..., deleted: _Optional[bool] = ..., data_tid: _Optional[bytes] = ..., data_bytes: _Optional[int] = ..., blob_checksum: _Optional[int] = ...) -> None: ...
 
 class CheckRecordsReply(_message.Message):
     __slots__ = ("records", "next_after")
@@ -407,20 +465,26 @@ class CheckRecordsReply(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[CheckedRecord, _Mapping]]] = ..., next_after: _Optional[bytes] = ...) -> None: ...
 
 class RepairObject(_message.Message):
-    __slots__ = ("oid", "tid", "data", "checksum", "deleted", "data_tid")
+    __slots__ = ("oid", "tid", "data", "checksum", "deleted", "data_tid", "blob_tid", "blob_chunks", "blob_bytes")
     OID_FIELD_NUMBER: _ClassVar[int]
     TID_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
     DATA_TID_FIELD_NUMBER: _ClassVar[int]
+    BLOB_TID_FIELD_NUMBER: _ClassVar[int]
+    BLOB_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    BLOB_BYTES_FIELD_NUMBER: _ClassVar[int]
     oid: bytes
     tid: bytes
     data: bytes
     checksum: int
     deleted: bool
     data_tid: bytes
-    def __init__(self, oid: _Optional[bytes] = ..., tid: _Optional[bytes] = ..., data: _Optional[bytes] = ..., checksum: _Optional[int] = ..., deleted: _Optional[bool] = ..., data_tid: _Optional[bytes] = ...) -> None: ...
+    blob_tid: bytes
+    blob_chunks: int
+    blob_bytes: int
+    def __init__(self, oid: _Optional[bytes] = ..., tid: _Optional[bytes] = ..., data: _Optional[bytes] = ..., checksum: _Optional[int] = ..., deleted: _Optional[bool] = ..., data_tid: _Optional[bytes] = ..., blob_tid: _Optional[bytes] = ..., blob_chunks: _Optional[int] = ..., blob_bytes: _Optional[int] = ...) -> None: ...
 
 class RepairRecordsRequest(_message.Message):
     __slots__ = ("objects", "transactions")
@@ -429,6 +493,20 @@ class RepairRecordsRequest(_message.Message):
     objects: _containers.RepeatedCompositeFieldContainer[RepairObject]
     transactions: _containers.RepeatedCompositeFieldContainer[_common_pb2.TransactionMeta]
     def __init__(self, objects: _Optional[_Iterable[_Union[RepairObject, _Mapping]]] = ..., transactions: _Optional[_Iterable[_Union[_common_pb2.TransactionMeta, _Mapping]]] = ...) -> None: ...
+
+class RepairBlobChunkRequest(_message.Message):
+    __slots__ = ("oid", "blob_tid", "index", "checksum", "data")
+    OID_FIELD_NUMBER: _ClassVar[int]
+    BLOB_TID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    oid: bytes
+    blob_tid: bytes
+    index: int
+    checksum: int
+    data: bytes
+    def __init__(self, oid: _Optional[bytes] = ..., blob_tid: _Optional[bytes] = ..., index: _Optional[int] = ..., checksum: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class RepairOutcome(_message.Message):
     __slots__ = ("oid", "tid", "action")
@@ -439,11 +517,13 @@ class RepairOutcome(_message.Message):
         REPLACED: _ClassVar[RepairOutcome.Action]
         UNCHANGED: _ClassVar[RepairOutcome.Action]
         SKIPPED_BUSY: _ClassVar[RepairOutcome.Action]
+        SKIPPED_BLOB: _ClassVar[RepairOutcome.Action]
     ACTION_UNSPECIFIED: RepairOutcome.Action
     WRITTEN: RepairOutcome.Action
     REPLACED: RepairOutcome.Action
     UNCHANGED: RepairOutcome.Action
     SKIPPED_BUSY: RepairOutcome.Action
+    SKIPPED_BLOB: RepairOutcome.Action
     OID_FIELD_NUMBER: _ClassVar[int]
     TID_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
@@ -497,20 +577,26 @@ class ReplicaRecordsRequest(_message.Message):
     def __init__(self, partition: _Optional[int] = ..., table: _Optional[_Union[ReplicaTable, str]] = ..., keys: _Optional[_Iterable[bytes]] = ..., bytes_max: _Optional[int] = ...) -> None: ...
 
 class ReplicaObject(_message.Message):
-    __slots__ = ("oid", "tid", "deleted", "data", "checksum", "data_tid")
+    __slots__ = ("oid", "tid", "deleted", "data", "checksum", "data_tid", "blob_tid", "blob_chunks", "blob_bytes")
     OID_FIELD_NUMBER: _ClassVar[int]
     TID_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     DATA_TID_FIELD_NUMBER: _ClassVar[int]
+    BLOB_TID_FIELD_NUMBER: _ClassVar[int]
+    BLOB_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    BLOB_BYTES_FIELD_NUMBER: _ClassVar[int]
     oid: bytes
     tid: bytes
     deleted: bool
     data: bytes
     checksum: int
     data_tid: bytes
-    def __init__(self, oid: _Optional[bytes] = ..., tid: _Optional[bytes] = ..., deleted: _Optional[bool] = ..., data: _Optional[bytes] = ..., checksum: _Optional[int] = ..., data_tid: _Optional[bytes] = ...) -> None: ...
+    blob_tid: bytes
+    blob_chunks: int
+    blob_bytes: int
+    def __init__(self, oid: _Optional[bytes] = ..., tid: _Optional[bytes] = ..., deleted: _Optional[bool] = ..., data: _Optional[bytes] = ..., checksum: _Optional[int] = ..., data_tid: _Optional[bytes] = ..., blob_tid: _Optional[bytes] = ..., blob_chunks: _Optional[int] = ..., blob_bytes: _Optional[int] = ...) -> None: ...
 
 class ReplicaRecordsReply(_message.Message):
     __slots__ = ("transactions", "objects", "keys_done")

@@ -90,6 +90,16 @@ class StorageStub:
                 request_serializer=neoarray_dot_proto_dot_storage__pb2.PackRequest.SerializeToString,
                 response_deserializer=neoarray_dot_proto_dot_storage__pb2.PackReply.FromString,
                 _registered_method=True)
+        self.StoreBlobChunk = channel.unary_unary(
+                '/neoarray.v1.Storage/StoreBlobChunk',
+                request_serializer=neoarray_dot_proto_dot_storage__pb2.StoreBlobChunkRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_storage__pb2.StoreReply.FromString,
+                _registered_method=True)
+        self.LoadBlobChunk = channel.unary_unary(
+                '/neoarray.v1.Storage/LoadBlobChunk',
+                request_serializer=neoarray_dot_proto_dot_storage__pb2.LoadBlobChunkRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_storage__pb2.LoadBlobChunkReply.FromString,
+                _registered_method=True)
         self.Reduce = channel.unary_unary(
                 '/neoarray.v1.Storage/Reduce',
                 request_serializer=neoarray_dot_proto_dot_storage__pb2.ReduceRequest.SerializeToString,
@@ -104,6 +114,11 @@ class StorageStub:
                 '/neoarray.v1.Storage/RepairRecords',
                 request_serializer=neoarray_dot_proto_dot_storage__pb2.RepairRecordsRequest.SerializeToString,
                 response_deserializer=neoarray_dot_proto_dot_storage__pb2.RepairRecordsReply.FromString,
+                _registered_method=True)
+        self.RepairBlobChunk = channel.unary_unary(
+                '/neoarray.v1.Storage/RepairBlobChunk',
+                request_serializer=neoarray_dot_proto_dot_storage__pb2.RepairBlobChunkRequest.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
         self.ReplicaKeys = channel.unary_unary(
                 '/neoarray.v1.Storage/ReplicaKeys',
@@ -220,6 +235,23 @@ class StorageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StoreBlobChunk(self, request, context):
+        """-- blobs (ZODB IBlobStorage): a blob travels in chunks of bounded size ------------
+        One chunk of the blob a transaction stores for an oid, sent to every writable cell
+        before the record naming it (ObjectRecord.has_blob), in any order; sent again, a
+        chunk replaces the earlier one, and the record drops chunks past its count.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LoadBlobChunk(self, request, context):
+        """One chunk of the blob of a committed revision (clients, and replication's catch-up).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Reduce(self, request, context):
         """Near-data reductions: a built-in kernel (never client code) reduces array chunks
         where they are stored; only their small partial states cross the network.
@@ -241,6 +273,15 @@ class StorageServicer:
         """Rewrite bad or missing records from a good copy: checksums verified, one LMDB
         transaction, only partitions this node has a cell of; revisions of a transaction
         being committed on this node are skipped and reported.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RepairBlobChunk(self, request, context):
+        """Write one chunk of a committed blob from a good copy (before the RepairRecords of its
+        record): checksum verified, only partitions this node has a cell of, never a chunk
+        of a transaction in progress here.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -362,6 +403,16 @@ def add_StorageServicer_to_server(servicer, server):
                     request_deserializer=neoarray_dot_proto_dot_storage__pb2.PackRequest.FromString,
                     response_serializer=neoarray_dot_proto_dot_storage__pb2.PackReply.SerializeToString,
             ),
+            'StoreBlobChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.StoreBlobChunk,
+                    request_deserializer=neoarray_dot_proto_dot_storage__pb2.StoreBlobChunkRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_storage__pb2.StoreReply.SerializeToString,
+            ),
+            'LoadBlobChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadBlobChunk,
+                    request_deserializer=neoarray_dot_proto_dot_storage__pb2.LoadBlobChunkRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_storage__pb2.LoadBlobChunkReply.SerializeToString,
+            ),
             'Reduce': grpc.unary_unary_rpc_method_handler(
                     servicer.Reduce,
                     request_deserializer=neoarray_dot_proto_dot_storage__pb2.ReduceRequest.FromString,
@@ -376,6 +427,11 @@ def add_StorageServicer_to_server(servicer, server):
                     servicer.RepairRecords,
                     request_deserializer=neoarray_dot_proto_dot_storage__pb2.RepairRecordsRequest.FromString,
                     response_serializer=neoarray_dot_proto_dot_storage__pb2.RepairRecordsReply.SerializeToString,
+            ),
+            'RepairBlobChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepairBlobChunk,
+                    request_deserializer=neoarray_dot_proto_dot_storage__pb2.RepairBlobChunkRequest.FromString,
+                    response_serializer=neoarray_dot_proto_dot_common__pb2.Empty.SerializeToString,
             ),
             'ReplicaKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.ReplicaKeys,
@@ -726,6 +782,60 @@ class Storage:
             _registered_method=True)
 
     @staticmethod
+    def StoreBlobChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Storage/StoreBlobChunk',
+            neoarray_dot_proto_dot_storage__pb2.StoreBlobChunkRequest.SerializeToString,
+            neoarray_dot_proto_dot_storage__pb2.StoreReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadBlobChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Storage/LoadBlobChunk',
+            neoarray_dot_proto_dot_storage__pb2.LoadBlobChunkRequest.SerializeToString,
+            neoarray_dot_proto_dot_storage__pb2.LoadBlobChunkReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def Reduce(request,
             target,
             options=(),
@@ -796,6 +906,33 @@ class Storage:
             '/neoarray.v1.Storage/RepairRecords',
             neoarray_dot_proto_dot_storage__pb2.RepairRecordsRequest.SerializeToString,
             neoarray_dot_proto_dot_storage__pb2.RepairRecordsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepairBlobChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Storage/RepairBlobChunk',
+            neoarray_dot_proto_dot_storage__pb2.RepairBlobChunkRequest.SerializeToString,
+            neoarray_dot_proto_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,4 @@
-"""Calls whose records carry data (Load, LoadMany, Store, Vote), over either transport.
+"""Calls whose records carry data (Load, LoadMany, Store, Vote, blob chunks), over either transport.
 
 The caller always deals in a message without record data plus one data segment per
 record (``objects`` of a Store or Vote request; the reply of a Load, each ``loads`` of a
@@ -19,7 +19,7 @@ def _records(message) -> list:
         return list(message.objects)
     if isinstance(message, spb.LoadManyReply):
         return list(message.loads)
-    if isinstance(message, spb.LoadReply):
+    if isinstance(message, (spb.LoadReply, spb.StoreBlobChunkRequest, spb.LoadBlobChunkReply)):
         return [message]
     return []
 

@@ -338,6 +338,12 @@ def _repair(req, k: Known) -> bool:
     return too_many or bad_txn or any(bad_object(o) for o in req.objects)
 
 
+def _repair_blob_chunk(req, k: Known) -> bool:
+    """Only chunks refused before anything is written: a bad id or a bad checksum."""
+    return (not _is_id(req.oid) or not _is_id(req.blob_tid)
+            or xxhash.xxh3_64_intdigest(req.data) != req.checksum)
+
+
 def _set_pt(req, k: Known) -> bool:
     """Only tables a node must refuse: wrong row count, unknown cell states, stale ptid."""
     bad_state = any(not 1 <= c.state <= 4 for row in req.rows for c in row.cells)
@@ -361,12 +367,14 @@ SAFETY = {
     "Admin.SetReplicas": _set_replicas,
     "Admin.Truncate": _admin_truncate,
     "Storage.Store": _store,
+    "Storage.StoreBlobChunk": _store,   # a valid chunk is kept under its ttid (dropped with it)
     "Storage.Vote": _store,
     "Storage.Unvote": _store,
     "Storage.AbortTransaction": _store,
     "Storage.Lock": _finish_side,
     "Storage.Pack": _pack,
     "Storage.RepairRecords": _repair,
+    "Storage.RepairBlobChunk": _repair_blob_chunk,
     "Storage.SetPartitionTable": _set_pt,
     "Storage.Truncate": _storage_truncate,
     "Storage.Shutdown": lambda req, k: False,   # only undecodable or from another cluster
@@ -417,6 +425,11 @@ def examples(k: Known) -> dict[str, list]:
         "Storage.Load": load,
         "Storage.LoadMany": s.LoadManyRequest(loads=[load, s.LoadRequest(oid=k.data_oids[0])]),
         "Storage.Store": s.StoreRequest(ttid=store_ttid, node_id=client, objects=[record]),
+        "Storage.StoreBlobChunk": s.StoreBlobChunkRequest(ttid=store_ttid, node_id=client, oid=oid, index=0,
+                                                          checksum=xxhash.xxh3_64_intdigest(b"fuzz"), data=b"fuzz"),
+        "Storage.LoadBlobChunk": s.LoadBlobChunkRequest(oid=k.data_oids[0], serial=tid, index=0),
+        "Storage.RepairBlobChunk": s.RepairBlobChunkRequest(oid=k.data_oids[0], blob_tid=tid, index=0,
+                                                            checksum=1, data=b"fuzz"),   # refused: checksum
         "Storage.Vote": s.VoteRequest(ttid=store_ttid, node_id=client, oids=[oid], has_meta=True,
                                       meta=c.TransactionMeta(user_raw=b"fuzz"), objects=[record],
                                       checks=[s.ObjectCheck(oid=k.data_oids[0], serial=tid)]),
