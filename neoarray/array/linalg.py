@@ -21,11 +21,12 @@ import math
 
 import numpy as np
 
-from . import core, layout, outputs
+from . import core, elementwise, layout, outputs
 from .config import config
-from .errors import ArrayShapeError
+from .errors import ArrayShapeError, ArrayTooLargeError
 
 DENSE_BLOCK_BYTES = 16 << 20     # blocks of a numpy operand (no chunks to follow)
+TILES_MAX = 4_000_000            # result tiles one product may compute
 
 
 def _is_operand(x) -> bool:
@@ -90,16 +91,53 @@ def matmul(a, b, out=None, dtype=None):
                       f"a {row_step}x{inner_step} by {inner_step}x{col_step} block of matmul")
     if not shape:       # 1-D by 1-D: a scalar
         return _tile(left, right, slice(0, 1), slice(0, 1), _blocks(k, inner_step), result_dtype)[0, 0]
-    result = outputs.prepare_out(out, (a, b), shape, result_dtype,
+    fill = _fill_product(a, b, k, result_dtype) if out is None and left.chunks and row_step == left.chunks[0] \
+        and not left.vector else None
+    if fill is None and -(-n // row_step) * -(-m // col_step) > TILES_MAX:
+        raise ArrayTooLargeError(f"matmul of shapes {tuple(a.shape)} and {tuple(b.shape)} would compute "
+                                 f"{-(-n // row_step) * -(-m // col_step)} tiles, more than {TILES_MAX}: "
+                                 f"a left operand holding only its fill value in most rows gives a sparse "
+                                 f"result when that row's product is one value (a zero fill and a finite right operand)")
+    result = outputs.prepare_out(out, (a, b), shape, result_dtype, fill_value=fill,
                                  chunks=_result_chunks(shape, a, b, row_step, col_step, itemsize),
                                  what="the product")
     inner = _blocks(k, inner_step)
-    for rows in _blocks(n, row_step):
+    rows_to_do = _blocks(n, row_step) if fill is None else _stored_rows(a, n, row_step)
+    for rows in rows_to_do:
         for cols in _blocks(m, col_step):
             index = _kept(a, b, rows, cols)
             result[index] = _tile(left, right, rows, cols, inner, result_dtype).reshape(
                 [s.stop - s.start for s in index])
     return result
+
+
+def _fill_product(a, b, k: int, dtype):
+    """The value of every row of ``a @ b`` where ``a`` (a 2-D neoarray) holds only its fill
+    value, when that row is one value (then only its stored row blocks are computed and
+    the result's fill value is this one, so an exabyte-shaped sparse ``A @ x`` costs its
+    stored chunks); None otherwise."""
+    if not isinstance(a, core.ChunkedArray) or a.ndim != 2:
+        return None
+    if isinstance(b, core.ChunkedArray):        # not read whole: zeros times a finite operand
+        return np.zeros((), dtype)[()] if not np.any(np.asarray(a.fill_value)) and _finite(b) else None
+    row = np.matmul(np.full((1, k), a.fill_value, dtype=a.dtype), np.asarray(b).reshape(k, -1), dtype=dtype)
+    first = row.flat[0]
+    same = (row == first) | (np.isnan(row) & np.isnan(first)) if dtype.kind in "fc" else row == first
+    return first if bool(np.all(same)) else None
+
+
+def _stored_rows(a, n: int, row_step: int):
+    """The blocks of ``row_step`` rows where ``a`` stores chunks."""
+    starts = sorted({key[0] * row_step for key in a.chunk_keys()})
+    return [slice(start, min(start + row_step, n)) for start in starts]
+
+
+def _finite(x) -> bool:
+    if x.dtype.kind not in "fc":
+        return True
+    if isinstance(x, core.ChunkedArray):
+        return elementwise.all_true(np.isfinite, [x])
+    return bool(np.isfinite(x).all())
 
 
 def _tile(left, right, rows, cols, inner, dtype):

@@ -180,3 +180,20 @@ def test_differences_of_an_exabyte_shaped_series_touch_its_stored_chunks_only():
     assert (d[4999], d[5000], d[123_456_788], d[123_456_789], d[10**9]) == (2.0, -2.0, 1.0, -1.0, 0.0)
     with pytest.raises(ArrayValueError, match="non-negative"):
         np.diff(series, n=-1)
+
+
+def test_a_product_with_an_exabyte_shaped_sparse_matrix_computes_its_stored_rows():
+    """Before, ``A @ x`` listed every block of rows of a (10**18, 2) array: MemoryError."""
+    a = na.zeros((10**18, 2), order="F")
+    a[5], a[10**17] = [1.0, 2.0], [3.0, 4.0]
+    y = a @ np.array([1.0, 10.0])
+    assert y.shape == (10**18,) and (y[5], y[10**17], y[7]) == (21.0, 43.0, 0.0) and y.sum() == 64.0
+    assert len(list(y.chunk_keys())) == 2
+    with_inf = a @ np.array([1.0, np.inf])            # 0 * inf in every unstored row, as numpy
+    assert with_inf[5] == np.inf and np.isnan(with_inf[7])
+    ones = na.full((10**18, 2), 1.0)
+    assert (ones @ np.array([1.0, 1.0]))[123] == 2.0
+    mixed = np.ones((2, 3))
+    mixed[1, 2] = np.inf                                # unstored rows give [0, 0, nan]: not one value
+    with pytest.raises(na.ArrayTooLargeError, match="would compute .* tiles"):
+        a @ mixed
