@@ -67,17 +67,6 @@ def _sizes(subs, operands) -> dict:
     return sizes
 
 
-def _finite(op) -> bool:
-    """Whether every item of ``op`` is finite (a product with zero is then zero)."""
-    if op.dtype.kind not in "fc":
-        return True
-    if isinstance(op, _Conjugate):
-        op = op.array
-    if isinstance(op, core.ChunkedArray):
-        return elementwise.all_true(np.isfinite, [op])      # its stored chunks and its fill
-    return bool(np.isfinite(op).all())
-
-
 def _driver(subs, operands):
     """``(i, keys)``: the zero-fill neoarray operand ``i`` with the fewest stored chunks
     (no repeated letter), and the keys of its chunk grid to visit, or None (every block
@@ -104,7 +93,7 @@ def _driver(subs, operands):
         placeable = (isinstance(source, core.ChunkedArray) and set(sub) <= set(own) and len(set(sub)) == len(sub)
                      and np.all(np.isfinite(np.asarray(source.fill_value))))
         if not placeable:
-            if not _finite(op):
+            if not elementwise.all_finite(source):
                 return None
             continue
         grid = layout.chunk_grid(driver.shape, driver.chunks)

@@ -204,6 +204,16 @@ def all_true(func, inputs) -> bool:
     return fill_true or seen == math.prod(layout.chunk_grid(shape, chunks))
 
 
+def all_finite(x) -> bool:
+    """Whether every item of ``x`` (a chunked array, chunk by chunk and its fill value,
+    or a numpy array) is finite: what a product with zero needs to be zero."""
+    if x.dtype.kind not in "fc":
+        return True
+    if isinstance(x, core.ChunkedArray):
+        return all_true(np.isfinite, [x])
+    return bool(np.isfinite(x).all())
+
+
 def _input_blocks(x, shape, chunks, batch):
     """Yield the block of input ``x`` for each output chunk of ``batch``."""
     if is_scalar(x):

@@ -119,7 +119,7 @@ def _fill_product(a, b, k: int, dtype):
     if not isinstance(a, core.ChunkedArray) or a.ndim != 2:
         return None
     if isinstance(b, core.ChunkedArray):        # not read whole: zeros times a finite operand
-        return np.zeros((), dtype)[()] if not np.any(np.asarray(a.fill_value)) and _finite(b) else None
+        return np.zeros((), dtype)[()] if not np.any(np.asarray(a.fill_value)) and elementwise.all_finite(b) else None
     row = np.matmul(np.full((1, k), a.fill_value, dtype=a.dtype), np.asarray(b).reshape(k, -1), dtype=dtype)
     first = row.flat[0]
     same = (row == first) | (np.isnan(row) & np.isnan(first)) if dtype.kind in "fc" else row == first
@@ -130,14 +130,6 @@ def _stored_rows(a, n: int, row_step: int):
     """The blocks of ``row_step`` rows where ``a`` stores chunks."""
     starts = sorted({key[0] * row_step for key in a.chunk_keys()})
     return [slice(start, min(start + row_step, n)) for start in starts]
-
-
-def _finite(x) -> bool:
-    if x.dtype.kind not in "fc":
-        return True
-    if isinstance(x, core.ChunkedArray):
-        return elementwise.all_true(np.isfinite, [x])
-    return bool(np.isfinite(x).all())
 
 
 def _tile(left, right, rows, cols, inner, dtype):
