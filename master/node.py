@@ -19,6 +19,7 @@ from ZODB.POSException import ReadOnlyError
 from neoarray import security, wire
 from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
 from neoarray.ids import MAX_TID, Z64, checked_id, p64, u64
+from neoarray.masters import is_address
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import storage_pb2 as spb
@@ -131,8 +132,7 @@ def _check_identify(req) -> None:
 
 def _check_address(address: str, what: str) -> None:
     """``RequestRefused`` unless ``address`` is ``host:port`` with a port in 1..65535."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not is_address(address):
         raise RequestRefused(f"identify: storage {what} {address[:80]!r} is not host:port "
                              f"(a port from 1 to 65535)")
 
