@@ -192,15 +192,9 @@ class ChunkedArray(NDArrayOperatorsMixin):
     def copy(self):
         """An independent copy: a new persistent array (see ``methods.copy``).
 
-        Called by ``dask.array.from_array`` (which copies what it is given so later
-        writes cannot reach the graph), a committed array of a cluster gives instead
-        its read-only snapshot reader (:func:`neoarray.array.handles.snapshot`): no
-        data is copied, and it pickles as a handle.
+        A stored array called by ``dask.array.from_array`` gives its snapshot reader
+        instead (``ndarray.copy``).
         """
-        if isinstance(self, ndarray):
-            frozen = _ops.handles.frozen_for_dask(self, sys._getframe(1))
-            if frozen is not None:
-                return frozen
         return _ops.methods.copy(self)
 
     def clip(self, min=None, max=None):  # noqa: A002 - numpy's names
@@ -532,23 +526,28 @@ class ndarray(persistent.Persistent, ChunkedArray):
         else:
             existing = self._tree[key] = Chunk(payload)
         if self._p_jar is not None:
-            unsaved = self.__dict__.setdefault("_v_unsaved", [])
-            unsaved.append(existing)
-            self._v_unsaved_bytes = getattr(self, "_v_unsaved_bytes", 0) + len(payload)
-            self._spill_if_large()
+            self._spill_if_large(existing, len(payload))
 
-    def _spill_if_large(self):
+    def _spill_if_large(self, chunk, nbytes):
         """Bound the memory a long write holds in one transaction: once the chunks
-        written since exceed ``config.memory_bytes_max``, take a savepoint (ZODB writes
-        their states to its temporary file; a rollback to an earlier savepoint still
-        works) and make those chunks ghosts, reloaded from there if read again."""
-        if self._p_jar is None or getattr(self, "_v_unsaved_bytes", 0) <= config.memory_limit_bytes():
+        written in it since the last savepoint (``chunk``, ``nbytes`` the latest) exceed
+        ``config.memory_bytes_max``, take a savepoint (ZODB writes their states to its
+        temporary file; a rollback to an earlier savepoint still works) and make those
+        chunks ghosts, reloaded from there if read again."""
+        manager = self._p_jar.transaction_manager
+        txn = manager.get()
+        if getattr(self, "_v_unsaved_txn", None) is not txn:     # what another transaction wrote
+            self._v_unsaved_txn, self._v_unsaved, self._v_unsaved_bytes = txn, [], 0
+            self._v_unsaved_limit = config.memory_limit_bytes()   # once, not per chunk
+        self._v_unsaved.append(chunk)
+        self._v_unsaved_bytes += nbytes
+        if self._v_unsaved_bytes <= self._v_unsaved_limit:
             return
-        self._p_jar.transaction_manager.savepoint(optimistic=True)
+        manager.savepoint(optimistic=True)
         gc.collect(1)   # ZODB's object writer is a cycle holding the last states it pickled
-        for chunk in self._v_unsaved:
-            if chunk._p_jar is not None and not chunk._p_changed:
-                chunk._p_deactivate()
+        for written in self._v_unsaved:
+            if written._p_jar is not None and not written._p_changed:
+                written._p_deactivate()
         self._v_unsaved, self._v_unsaved_bytes = [], 0
 
     def _drop_chunk(self, key, chunk):
@@ -693,6 +692,17 @@ class ndarray(persistent.Persistent, ChunkedArray):
                 index[ax] = slice(new[ax] - key[ax] * chunks[ax], None)
                 array[tuple(index)] = self.fill_value
             self._store_chunk(key, array, self._tree[key])
+
+    def copy(self):
+        """An independent copy: a new persistent array (see ``methods.copy``).
+
+        Called by ``dask.array.from_array`` (which copies what it is given so later
+        writes cannot reach the graph), a committed array of a cluster gives instead
+        its read-only snapshot reader (:func:`neoarray.array.handles.snapshot`): no
+        data is copied, and it pickles as a handle.
+        """
+        frozen = _ops.handles.frozen_for_dask(self, sys._getframe(1))
+        return super().copy() if frozen is None else frozen
 
     def sort(self, axis=-1, kind=None, order=None, *, stable=None):
         """Sort in place (see ``numpy.ndarray.sort``): an external merge sort of a 1-D
