@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from . import core, layout, ordering, outputs
+from . import core, elementwise, layout, ordering, outputs
 from .errors import ArrayShapeError, ArrayValueError
 
 
@@ -81,7 +81,10 @@ class _Piece:
         return np.expand_dims(block, self.axis) if self.new_axis else block
 
     def same_fill(self, out):
-        return self.neo and out_fill_bytes(self.source.fill_value, out) == out._fill
+        if not self.neo:
+            return False
+        with np.errstate(all="ignore"):     # a fill cast as the out array casts its items
+            return layout.fill_bytes(self.source.fill_value, out.dtype) == out._fill
 
     def aligned(self, out):
         """Whether the piece's chunks are whole chunks of ``out`` (one each)."""
@@ -100,11 +103,6 @@ class _Piece:
             span = [slice(0, n) for n in out.shape]
             span[self.axis] = slice(self.start, self.stop)
             yield from _keys_overlapping(span, out.chunks)
-
-
-def out_fill_bytes(value, out):
-    with np.errstate(all="ignore"):
-        return np.asarray(value).astype(out.dtype).tobytes()
 
 
 def _keys_overlapping(region, chunks):
@@ -206,7 +204,7 @@ def _copy_piece(piece, out):
         out[piece.out_region(tuple(slice(0, n) for n in source.shape))] = (
             np.expand_dims(source, piece.axis) if piece.new_axis else source)
         return
-    for key in itertools.product(*(range(g) for g in layout.chunk_grid(source.shape, source.chunks))):
+    for key in elementwise.all_keys(source.shape, source.chunks):
         region = layout.chunk_region(key, source.shape, source.chunks)
         block = np.asarray(source[region])
         out[piece.out_region(region)] = np.expand_dims(block, piece.axis) if piece.new_axis else block

@@ -226,7 +226,7 @@ def _quantile_1d(array, q, method, weak_q, drop_nans):
     sample = np.array([known[int(r)] for r in ranks], dtype=array.dtype)
     picked = [sample[np.searchsorted(ranks, np.asarray(w) % n)] for w in wanted]
     if integers:
-        result = np.take(sample, np.searchsorted(ranks, virtual % n), axis=0)
+        result = picked[0]
     else:
         gamma = numpy_quantile._get_gamma(virtual, wanted[0], props)
         gamma = float(gamma) if weak_q else gamma.reshape(virtual.shape)

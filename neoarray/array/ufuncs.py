@@ -46,14 +46,19 @@ def _single_out(kwargs):
     return out[0] if isinstance(out, tuple) and len(out) == 1 else out
 
 
+def _vectors_first(a, b, out=None, dtype=None):
+    """``a @ b``: two vectors' sum of products (``contract.dot1d``), else ``linalg``."""
+    result = contract.dot1d(a, b, out=out, dtype=dtype)
+    return linalg.matmul(a, b, out=out, dtype=dtype) if result is NotImplemented else result
+
+
 def _matmul(ufunc, method, inputs, kwargs):
     if ufunc is not np.matmul or method != "__call__" or len(inputs) != 2:
         return NotImplemented
     out, dtype = _single_out(kwargs), kwargs.pop("dtype", None)
     if kwargs or isinstance(out, tuple):
         return NotImplemented
-    result = contract.dot1d(*inputs, out=out, dtype=dtype)
-    return linalg.matmul(*inputs, out=out, dtype=dtype) if result is NotImplemented else result
+    return _vectors_first(*inputs, out=out, dtype=dtype)
 
 
 def _ufunc_accumulate(ufunc, inputs, kwargs):
@@ -140,8 +145,7 @@ def _neo_first(func):
 
 
 _ARRAY_FUNCTIONS = {
-    np.dot: lambda a, b, out=None: (contract.dot1d(a, b, out) if out is None and np.ndim(a) == np.ndim(b) == 1
-                                    else linalg.dot(a, b, out)),
+    np.dot: lambda a, b, out=None: _vectors_first(a, b, out),
     np.einsum: contract.einsum, np.tensordot: contract.tensordot,
     np.inner: contract.inner, np.vdot: contract.vdot, np.cumsum: _cumulative(np.add, np.cumsum),
     np.cumprod: _cumulative(np.multiply, np.cumprod),
