@@ -201,8 +201,12 @@ class Backend(RecordReader):
                                f"a store of {len(records)} objects ({nbytes} bytes) of 0x{ttid.hex()}")
         next_ids: dict[bytes, int] = {}     # partition prefix -> next free data id
         with self.kv.write() as txn:
+            # one probe, not a lookup per record: a store without blobs, in a transaction
+            # that uploaded none, has nothing to check
+            uploaded = txn.last_key("voted_blob", ttid, ttid + b"\xff" * 9) is not None
             for r in records:
-                self._check_blob_uploaded(txn, ttid, r)
+                if uploaded or (r.blob is not None and r.data is not None):
+                    self._check_blob_uploaded(txn, ttid, r)
             for r in records:
                 key = ttid + r.oid
                 self._drop_data_of(txn, txn.get("voted_obj", key), _VOTED.size)
