@@ -7,8 +7,6 @@ a ``ZODB.DB``; closing the database stops the nodes it started.
 """
 from __future__ import annotations
 
-from .client import NeoStorage
-from .client.colours import cache_colour
 from .errors import (AccessDenied, ChecksumError, ClusterNameMismatch, ClusterUnavailable,
                      LimitExceeded, NeoError, RequestRefused, StorageFull)
 
@@ -46,6 +44,7 @@ def open(path: str | None = None, *, master: str | None = None, cluster: str | N
     **storage_options
         Passed to :class:`NeoStorage` (``cache_bytes_max``, ``read_only``...).
     """
+    from .client import NeoStorage
     from .database import Database, open_embedded
 
     if master is not None:
@@ -63,6 +62,14 @@ _ARRAY_NAMES = ("ndarray", "empty", "zeros", "ones", "full", "asarray",
 
 
 def __getattr__(name):
+    # Everything heavy loads on first use: a master or storage node process imports
+    # ``neoarray.<module>`` without paying for the ZODB client, numpy and Numba.
+    if name == "NeoStorage":
+        from .client import NeoStorage
+        return NeoStorage
+    if name == "cache_colour":
+        from .client.colours import cache_colour
+        return cache_colour
     if name == "LocalCluster":
         from .cluster import LocalCluster
         return LocalCluster

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neoarray import codecs, kernels, payload
+from neoarray import codecs, payload
 from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
 from neoarray.ids import Z64
 from neoarray.ids import checked_id as _id
@@ -49,6 +49,13 @@ from neoarray.proto import storage_pb2_grpc as rpc
 from . import check, replication
 from .backend import BlobRef, NoBlob, NoObject, NoRevision, Stored, TransactionInfo
 from .manager import BUSY, CONFLICTS, VOTED
+
+
+def _kernels():
+    """``neoarray.kernels``, imported at the first reduction: it loads Numba, which a
+    node that never reduces (most of them, most of the time) need not pay for at start."""
+    from neoarray import kernels
+    return kernels
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +88,7 @@ class _ReduceSpec:
         return math.prod(self.chunk_shape) * self.dtype.itemsize
 
     def state(self, block) -> tuple:
-        return kernels.block_state(self.kernel, block, self.acc, self.bins, self.lo, self.hi)
+        return _kernels().block_state(self.kernel, block, self.acc, self.bins, self.lo, self.hi)
 
 
 def _numeric_dtype(text: str, what: str) -> np.dtype:
@@ -92,7 +99,7 @@ def _numeric_dtype(text: str, what: str) -> np.dtype:
         dtype = np.dtype(text)
     except (TypeError, ValueError, SyntaxError):
         raise RequestRefused(f"bad {what} {text!r}: not a numpy dtype string") from None
-    if dtype.kind not in kernels.STATE_KINDS or dtype.fields is not None or dtype.subdtype:
+    if dtype.kind not in _kernels().STATE_KINDS or dtype.fields is not None or dtype.subdtype:
         raise RequestRefused(f"{what} {text!r}: storage nodes reduce only numeric items "
                              f"(bool, integer, float, complex, datetime), not object or "
                              f"structured ones")
@@ -141,9 +148,9 @@ def _extents(req, shape) -> list[tuple]:
 
 
 def _reduce_spec(req, limits) -> _ReduceSpec:
-    if req.kernel not in kernels.BLOCK_STATES:
+    if req.kernel not in _kernels().BLOCK_STATES:
         raise RequestRefused(f"storage nodes run only the built-in kernels: "
-                             f"{', '.join(kernels.BLOCK_STATES)}; not {req.kernel!r}")
+                             f"{', '.join(_kernels().BLOCK_STATES)}; not {req.kernel!r}")
     dtype = _numeric_dtype(req.dtype, "item dtype")
     acc = _numeric_dtype(req.acc_dtype, "accumulator dtype")
     if req.order not in ("C", "F"):
@@ -336,7 +343,7 @@ class StorageServicer(rpc.StorageServicer):
         if state is None:
             return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.NOT_A_CHUNK, serial=rec.serial)
         return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.REDUCED, serial=rec.serial,
-                               state=kernels.encode_state(state))
+                               state=_kernels().encode_state(state))
 
     def _check_partitions(self, partitions):
         n = self.backend.partitions
