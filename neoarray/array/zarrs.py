@@ -335,12 +335,14 @@ def _put_payload(out, key, payload):
     """Store a compressed chunk as it is, or decoded and encoded when it does not fit."""
     if not _payload_fits(out, key, payload):
         raw = codec_from_spec(out.codec).decode(payload)       # ValueError: not a chunk at all
-        chunk = np.frombuffer(raw, dtype=out.dtype)
-        if chunk.size != math.prod(out.chunks):
+        items = np.frombuffer(raw, dtype=out.dtype)
+        if items.size != math.prod(out.chunks):
             raise ArrayValueError(f"zarr chunk {key} decodes to {len(raw)} bytes, not a chunk "
                                   f"of {out.chunks} items of {out.dtype}")
-        out._store_chunk(key, chunk.reshape(out.chunks, order=out.order).copy(order=out.order),
-                         out._tree.get(key))
+        inside = tuple(slice(0, e) for e in layout.chunk_extent(key, out.shape, out.chunks))
+        chunk = out._fill_chunk()                   # the padding holds the fill value
+        chunk[inside] = items.reshape(out.chunks, order=out.order)[inside]
+        out._store_chunk(key, chunk, out._tree.get(key))
         return
     existing = out._tree.get(key)
     if existing is not None:
@@ -416,11 +418,12 @@ def _create(array, store, path, zarr_format, overwrite):
             kwargs["serializer"] = zarr.codecs.BytesCodec(endian="big" if big else "little")
     if isinstance(store, os.PathLike):
         store = os.fspath(store)
+    attributes = _zarr_attrs(dict(array.attrs))
     try:
         return zarr.create_array(store, name=path, shape=array.shape, dtype=dtype,
                                  chunks=array.chunks, fill_value=array.fill_value,
                                  zarr_format=zarr_format, overwrite=overwrite,
-                                 attributes=_zarr_attrs(dict(array.attrs)), **kwargs)
+                                 attributes=attributes, **kwargs)
     except (TypeError, ValueError, NotImplementedError) as exc:
         if "exists" in str(exc).lower() or type(exc).__name__ == "ContainsArrayError":
             raise

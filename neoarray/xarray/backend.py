@@ -138,11 +138,25 @@ def open_dataset(target, group: str | None = None, drop_variables=None) -> xr.Da
         opened.release()
         raise
 
-    def close_all():
-        close()
-        opened.release()
-    ds.set_close(close_all)
+    ds.set_close(_Closer(close, opened.release))
     return ds
+
+
+class _Closer:
+    """What ``ds.close()`` calls: the connection and database the dataset holds are let
+    go, once.  A dataset pickled to another process holds nothing there: its copy
+    closes nothing."""
+
+    def __init__(self, *steps):
+        self._steps = steps
+
+    def __call__(self):
+        steps, self._steps = self._steps, ()
+        for step in steps:
+            step()
+
+    def __reduce__(self):
+        return _Closer, ()
 
 
 class NeoarrayBackendEntrypoint(BackendEntrypoint):
