@@ -9,8 +9,8 @@ folder on ``sys.path`` (what pip writes), here and in the subprocesses of the te
 """
 import importlib.metadata
 import os
+import re
 import sys
-import tomllib
 
 import numpy as np
 import pandas as pd
@@ -24,9 +24,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _declared_entry_point() -> str:
-    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
-        project = tomllib.load(f)["project"]
-    return project["entry-points"]["xarray.backends"]["neoarray"]
+    """The ``neoarray`` entry of ``[project.entry-points."xarray.backends"]`` (Python 3.10
+    has no tomllib: the table is read with a regular expression)."""
+    with open(os.path.join(ROOT, "pyproject.toml")) as f:
+        text = f.read()
+    table = text.split('[project.entry-points."xarray.backends"]', 1)[1].split("\n[", 1)[0]
+    return re.search(r'^neoarray\s*=\s*"([^"]+)"', table, re.MULTILINE).group(1)
 
 
 def _registered_entry_point():

@@ -5,10 +5,8 @@ import sys
 
 import numpy as np
 import pytest
-import transaction
 import ZODB
 
-import neoarray
 import neoarray.array as na
 from neoarray import datasets
 from neoarray.localdir import DirectoryLock
@@ -17,7 +15,7 @@ xr = pytest.importorskip("xarray")
 da = pytest.importorskip("dask.array")
 nx = pytest.importorskip("neoarray.xarray")
 
-from .conftest import climate  # noqa: E402
+from .conftest import climate
 
 _OPEN_ELSEWHERE = """
 import pickle, sys
