@@ -7,15 +7,48 @@ a ``ZODB.DB``; closing the database stops the nodes it started.
 """
 from __future__ import annotations
 
-from .errors import (AccessDenied, ChecksumError, ClusterNameMismatch, ClusterUnavailable,
-                     LimitExceeded, NeoError, RequestRefused, StorageFull)
+from .errors import (
+    AccessDenied,
+    ChecksumError,
+    ClusterNameMismatch,
+    ClusterUnavailable,
+    LimitExceeded,
+    NeoError,
+    RequestRefused,
+    StorageFull,
+)
 
-__all__ = ["open", "NeoStorage", "cache_colour", "LocalCluster", "NeoError", "ClusterNameMismatch",
-           "AccessDenied", "ClusterUnavailable", "ChecksumError", "RequestRefused", "LimitExceeded",
-           "StorageFull",
-           "ndarray", "empty", "zeros", "ones", "full", "asarray",
-           "empty_like", "zeros_like", "ones_like", "full_like", "diff", "moving_mean", "alerts",
-           "map_blocks", "jobs"]
+__all__ = [
+    "AccessDenied",
+    "ChecksumError",
+    "ClusterNameMismatch",
+    "ClusterUnavailable",
+    "LimitExceeded",
+    "LocalCluster",
+    "NeoError",
+    "NeoStorage",
+    "RequestRefused",
+    "StorageFull",
+    "alerts",
+    "asarray",
+    "cache_colour",
+    "diff",
+    "empty",
+    "empty_like",
+    "from_dask",
+    "from_zarr",
+    "full",
+    "full_like",
+    "jobs",
+    "map_blocks",
+    "moving_mean",
+    "ndarray",
+    "ones",
+    "ones_like",
+    "open",
+    "zeros",
+    "zeros_like",
+]
 __version__ = "0.1.0"
 
 
@@ -58,7 +91,8 @@ def open(path: str | None = None, *, master: str | None = None, cluster: str | N
 
 
 _ARRAY_NAMES = ("ndarray", "empty", "zeros", "ones", "full", "asarray",
-                "empty_like", "zeros_like", "ones_like", "full_like", "diff", "moving_mean", "alerts")
+                "empty_like", "zeros_like", "ones_like", "full_like", "diff", "moving_mean", "alerts",
+                "from_dask", "from_zarr")
 
 
 def __getattr__(name):

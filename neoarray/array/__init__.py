@@ -13,13 +13,26 @@ codecs), :mod:`.fetch` (batch chunk reads), :mod:`.reductions` and
 unique, searchsorted), :mod:`.quantiles` (exact order statistics), :mod:`.joining`
 (concatenate, stack), :mod:`.creation`,
 :mod:`.config` (limits), :mod:`.errors`, :mod:`.handles` (pickling by
-reference), :mod:`.dasks` (Dask collections).
+reference), :mod:`.dasks` (Dask collections), :mod:`.zarrs` (zarr in and out),
+:mod:`.attrs` (attribute values).
 
 The operations sit above the array: they import :mod:`.core`, which imports none of
 them; they are given to it here (``core.bind``).
 """
 
-from . import core, dasks, handles, joining, lazy, methods, ordering, plans, quantiles, ufuncs
+from . import (
+    core,
+    dasks,
+    handles,
+    joining,
+    lazy,
+    methods,
+    ordering,
+    plans,
+    quantiles,
+    ufuncs,
+    zarrs,
+)
 from .config import config, configure
 from .core import ndarray
 from .creation import (
@@ -35,6 +48,7 @@ from .creation import (
 )
 from .dasks import from_dask
 from .errors import (
+    ArrayAttrsError,
     ArrayCastError,
     ArrayDtypeError,
     ArrayError,
@@ -48,13 +62,15 @@ from .errors import (
 from .fetch import get_fetcher, set_fetcher
 from .lazy import lazyarray, store
 from .windows import alerts, diff, moving_mean
+from .zarrs import from_zarr
 
 core.bind(ufuncs=ufuncs, plans=plans, methods=methods, ordering=ordering, lazy=lazy, handles=handles,
-          dasks=dasks)
+          dasks=dasks, zarrs=zarrs)
 for _module in (ordering, quantiles, joining):      # sorting, order statistics, joining
     ufuncs.register(_module.ARRAY_FUNCTIONS)
 
 __all__ = [
+    "ArrayAttrsError",
     "ArrayCastError",
     "ArrayDtypeError",
     "ArrayError",
@@ -72,6 +88,7 @@ __all__ = [
     "empty",
     "empty_like",
     "from_dask",
+    "from_zarr",
     "full",
     "full_like",
     "get_fetcher",

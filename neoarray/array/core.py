@@ -10,6 +10,7 @@ on numpy's pickle format)::
     _chunks       chunk shape, tuple of int
     _fill         fill value, raw bytes of one item
     _codec        None, ('zlib', level) or ('numcodecs', config JSON text)
+    _attrs        dict of attribute values (:mod:`.attrs`); absent in older arrays
     _tree         OOBTree: chunk grid index (tuple of int) -> Chunk
 
 Chunk grid indices are tuples, so the tree iterates chunks in C order of the
@@ -27,9 +28,17 @@ import persistent
 from BTrees.OOBTree import OOBTree
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
+from . import attrs as attrs_
 from . import fetch, indexing, layout
-from .chunks import (Chunk, codec_from_spec, codec_spec, decode_chunk, encode_chunk,
-                     is_all_fill, new_chunk_array)
+from .chunks import (
+    Chunk,
+    codec_from_spec,
+    codec_spec,
+    decode_chunk,
+    encode_chunk,
+    is_all_fill,
+    new_chunk_array,
+)
 from .config import config
 from .errors import ArrayCastError, ArrayShapeError, ArrayTooLargeError, ArrayValueError
 
@@ -48,13 +57,13 @@ def check_memory(nbytes, what):
 # this one, which import it; the package binds them here (``bind``, called by
 # ``neoarray/array/__init__.py``), so that this module imports none of them.
 _ops = types.SimpleNamespace(ufuncs=None, plans=None, methods=None, ordering=None, lazy=None,
-                             handles=None, dasks=None)
+                             handles=None, dasks=None, zarrs=None)
 
 
 def bind(**modules):
     """Give the array its operations: ``ufuncs``, ``plans`` (reductions), ``methods``,
     ``ordering`` (sorting), ``lazy`` (lazy expressions, which ``A[...] = expr`` writes chunk by
-    chunk), ``handles`` (pickling) and ``dasks`` (Dask collections)."""
+    chunk), ``handles`` (pickling), ``dasks`` (Dask collections) and ``zarrs`` (zarr)."""
     unknown = set(modules) - set(vars(_ops))
     if unknown:
         raise TypeError(f"unknown operations {sorted(unknown)}")
@@ -197,7 +206,7 @@ class ChunkedArray(NDArrayOperatorsMixin):
         """
         return _ops.methods.copy(self)
 
-    def clip(self, min=None, max=None):  # noqa: A002 - numpy's names
+    def clip(self, min=None, max=None):
         return _ops.methods.clip(self, min, max)
 
     def round(self, decimals=0):
@@ -327,6 +336,7 @@ class ndarray(persistent.Persistent, ChunkedArray):
 
     __hash__ = object.__hash__
     _colour = None      # arrays stored before colours existed read in the default colour
+    _attrs = None       # arrays stored before attributes existed have none
 
     def __init__(self, shape, dtype=float, order="C", *, chunks=None, fill_value=None,
                  codec=None, codec_level=None):
@@ -392,6 +402,16 @@ class ndarray(persistent.Persistent, ChunkedArray):
         """Codec description: None, ('zlib', level) or ('numcodecs', config JSON text)."""
         return self._codec
 
+    @property
+    def attrs(self):
+        """The array's attributes, read only: ``A.attrs = {...}`` replaces them (values:
+        see :mod:`neoarray.array.attrs`; numpy values come back as numpy values)."""
+        return types.MappingProxyType(attrs_.python_attrs(self._attrs or {}))
+
+    @attrs.setter
+    def attrs(self, values):
+        self._attrs = attrs_.plain_attrs(values) or None
+
     def __repr__(self):
         return (f"<neoarray.array.ndarray shape={self._shape} dtype={self.dtype} "
                 f"order={self._order!r} chunks={self._chunks} "
@@ -414,6 +434,11 @@ class ndarray(persistent.Persistent, ChunkedArray):
         without reading (see :func:`neoarray.array.dasks.to_dask`).
         """
         return _ops.dasks.to_dask(self, chunks)
+
+    def to_zarr(self, store, **options):
+        """Copy this array into a new zarr array, chunk by chunk; return the zarr array
+        (see :func:`neoarray.array.zarrs.to_zarr`)."""
+        return _ops.zarrs.to_zarr(self, store, **options)
 
     def chunk_keys(self):
         """Return an iterator over the grid indices of the stored chunks (C order)."""

@@ -59,3 +59,12 @@ class ArrayLazyError(ArrayError, TypeError):
 class ArrayHandleError(ArrayError, pickle.PicklingError):
     """An array cannot travel as a handle (uncommitted changes, or a handle that names
     no array); the message says what to do."""
+
+
+class ArrayAttrsError(ArrayError, ValueError):
+    """An attribute value that cannot be stored (see :mod:`neoarray.array.attrs`)."""
+
+
+class DatasetError(ArrayAttrsError):
+    """A group, a variable or an attribute of :mod:`neoarray.datasets` that cannot be
+    stored or found as asked."""
