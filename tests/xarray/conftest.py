@@ -1,16 +1,10 @@
 """Fixtures of the xarray tests: a cluster for the module, a dataset, the engine.
 
 The ``"neoarray"`` engine is found by xarray through the entry point that
-``pyproject.toml`` declares (``[project.entry-points."xarray.backends"]``).  An
-installed neoarray (``pip install -e '.[test]'``) registers it; where the neoarray
-that runs the tests is another checkout than the installed one, the same entry point,
-read from this checkout's pyproject.toml, is registered through a ``.dist-info``
-folder on ``sys.path`` (what pip writes), here and in the subprocesses of the tests.
+``pyproject.toml`` declares (``[project.entry-points."xarray.backends"]``), which an
+installed neoarray registers (``pip install -e '.[test]'``, as the README says).
 """
-import importlib.metadata
 import os
-import re
-import sys
 
 import numpy as np
 import pandas as pd
@@ -23,47 +17,14 @@ xr = pytest.importorskip("xarray")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _declared_entry_point() -> str:
-    """The ``neoarray`` entry of ``[project.entry-points."xarray.backends"]`` (Python 3.10
-    has no tomllib: the table is read with a regular expression)."""
-    with open(os.path.join(ROOT, "pyproject.toml")) as f:
-        text = f.read()
-    table = text.split('[project.entry-points."xarray.backends"]', 1)[1].split("\n[", 1)[0]
-    return re.search(r'^neoarray\s*=\s*"([^"]+)"', table, re.MULTILINE).group(1)
-
-
-def _registered_entry_point():
-    found = importlib.metadata.entry_points(group="xarray.backends", name="neoarray")
-    return next(iter(found), None)
-
-
 @pytest.fixture(scope="session")
-def engine_path(tmp_path_factory):
-    """A ``sys.path`` entry registering this checkout's engine, or None when the installed
-    neoarray already registers the same one."""
-    declared = _declared_entry_point()
-    installed = _registered_entry_point()
-    if installed is not None and installed.value == declared:
-        return None
-    site = tmp_path_factory.mktemp("engine")
-    info = site / "neoarray_checkout_engine-0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: neoarray-checkout-engine\nVersion: 0\n")
-    (info / "entry_points.txt").write_text(f"[xarray.backends]\nneoarray = {declared}\n")
-    if installed is not None:      # another neoarray's entry point: ours must win
-        pytest.skip(f"an installed neoarray registers engine 'neoarray' as {installed.value}, "
-                    f"this checkout declares {declared}")
-    sys.path.insert(0, str(site))
-    importlib.invalidate_caches()
-    return str(site)
-
-
-@pytest.fixture(scope="session")
-def engine(engine_path):
+def engine():
     """The engine name, once xarray finds it."""
     from xarray.backends import plugins
     plugins.list_engines.cache_clear()
-    assert "neoarray" in plugins.list_engines()
+    if "neoarray" not in plugins.list_engines():
+        pytest.fail("xarray does not know the 'neoarray' engine: install this checkout "
+                    "(pip install -e '.[test]') so that its entry point is registered")
     return "neoarray"
 
 
@@ -74,10 +35,9 @@ def xcluster(tmp_path_factory):
 
 
 @pytest.fixture
-def env(engine_path):
-    """The environment of a subprocess running this checkout with the engine registered."""
-    paths = [ROOT] + ([engine_path] if engine_path else []) + \
-        [p for p in [os.environ.get("PYTHONPATH")] if p]
+def env():
+    """The environment of a subprocess running this checkout."""
+    paths = [ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]
     return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
 
 
