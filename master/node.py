@@ -562,11 +562,24 @@ class Master(TableAdmin, Truncation, ReplicationRates):
                 raise LimitExceeded(f"client C{node} has {mine} open transactions, "
                                      f"transactions_per_client_max={self.limits.transactions_per_client_max}")
             if tid:
-                ttid = self.ids.take_tid(checked_id(tid, "tid"))
+                ttid = self._restore_tid(checked_id(tid, "tid"))
             else:
                 ttid = self.ids.new_tid()
             self.commits.begun[ttid] = Txn(ttid, node, tid=tid or None)
             return ttid
+
+    def _restore_tid(self, tid: bytes) -> bytes:
+        """The tid a restore asks for (under ``self.lock``): a new one, or one handed
+        out before whose transaction never committed (an import killed between Begin
+        and Finish, or a tid reservation of a restarted master), when nothing is
+        committed after it and no transaction is in progress
+        (``CommitCore.retake_refusal``)."""
+        if tid > self.ids.last_tid:
+            return self.ids.take_tid(tid)
+        refusal = self.commits.retake_refusal(tid, self.last_committed)
+        if refusal is not None:
+            raise refusal
+        return tid
 
     def abort(self, node: int, ttid: bytes, storages) -> None:
         with self.lock:
