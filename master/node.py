@@ -579,6 +579,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         refusal = self.commits.retake_refusal(tid, self.last_committed)
         if refusal is not None:
             raise refusal
+        log.info("a restore takes again tid 0x%s, handed out before and never committed", tid.hex())
         return tid
 
     def abort(self, node: int, ttid: bytes, storages) -> None:
