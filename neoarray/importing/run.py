@@ -57,6 +57,7 @@ class Importer:
         self.poll_s = poll_s
         self.totals = Totals()
         self.last_tid: bytes | None = None      # the last transaction on the target, verified
+        self.lag_s = 0.0                        # how long before its import the last one was committed
 
     def say(self, line: str) -> None:
         if self.out is not None:
@@ -144,12 +145,11 @@ class Importer:
         found = differences(digest, self.target.transaction_info(digest.tid),
                             self.target.revisions(digest.tid, digest.oids))
         if found:
-            before = "the transaction before it"
             raise VerificationFailed(
                 f"transaction {tid_text(digest.tid)} on the target differs from the source"
                 f"{' (found when resuming)' if resumed else ''}: {'; '.join(found)}. Nothing after it was "
-                f"imported; remove it with `neoctl truncate TID` ({before}'s tid, `neoctl print ids`) and "
-                f"run the import again, or import into an empty cluster")
+                f"imported; remove it with `neoctl truncate TID` (TID: the transaction before it) and run "
+                f"the import again, or import into an empty cluster")
         self.last_tid = digest.tid
 
     # -- the run ----------------------------------------------------------------------
@@ -165,8 +165,8 @@ class Importer:
                 if not follow:
                     break
                 if copied:
-                    self._note(bar, f"caught up at {tid_text(after)}; following the source "
-                                    f"(every {self.poll_s:g} s; Ctrl-C stops)")
+                    self._note(bar, f"caught up at {tid_text(after)}, lag {self.lag_s:.1f} s; following the "
+                                    f"source (every {self.poll_s:g} s; Ctrl-C stops)")
                 self.stop.wait(self.poll_s)
         self.totals.elapsed_s = time.monotonic() - started
         return self.totals
@@ -179,6 +179,7 @@ class Importer:
                 break
             digest, nbytes = self.copy(txn)
             self.verify(digest)
+            self.lag_s = lag_s(txn.tid)
             self.totals.add(digest, nbytes)
             self.totals.elapsed_s = time.monotonic() - started
             copied += 1
@@ -186,7 +187,7 @@ class Importer:
                 _, mbps = self.totals.rates()
                 postfix = {"MB/s": f"{mbps:.2f}", "MB": f"{self.totals.data_bytes / 1e6:.1f}"}
                 if follow:
-                    postfix["lag_s"] = f"{lag_s(txn.tid):.1f}"
+                    postfix["lag_s"] = f"{self.lag_s:.1f}"
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(1)
         return copied
