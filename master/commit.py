@@ -158,6 +158,21 @@ class CommitCore:
         self.begun.pop(ttid, None)
         self.mark_dead(ttid)
 
+    def retake_refusal(self, tid: bytes, last_committed: bytes) -> Exception | None:
+        """Why a restore may not take ``tid`` again, a tid handed out before (None: it
+        may).  It may when it is after every committed tid and no transaction is begun
+        or finishing: then nothing holds or will hold that tid (a restore that had it
+        ended with its session, and its stores are aborted by AbortNode), and the
+        transaction is published after every earlier one.  Transactions in progress
+        make the refusal retryable (``ClusterUnavailable``)."""
+        if tid <= last_committed:
+            return ValueError(f"tid 0x{tid.hex()} is not after the last committed tid 0x{last_committed.hex()}: "
+                              f"a restore continues after the last transaction")
+        if self.begun or self.queue:
+            return ClusterUnavailable(f"tid 0x{tid.hex()} was handed out before and {len(self.begun)} restore(s) "
+                                      f"and {len(self.queue)} commit(s) are in progress: retry once they ended")
+        return None
+
     def finishing(self, ttid: bytes) -> Txn | None:
         return next((t for t in self.queue if t.ttid == ttid), None)
 

@@ -554,6 +554,7 @@ class Master(TableAdmin, Truncation, ReplicationRates):
         return info is not None and info.type == "CLIENT" and node in self.subscribers
 
     def begin(self, node: int, tid: bytes) -> bytes:
+        retaken = False
         with self.lock:
             self.require_running()
             self.require_writer(node, "Begin")
@@ -561,12 +562,47 @@ class Master(TableAdmin, Truncation, ReplicationRates):
             if mine >= self.limits.transactions_per_client_max:
                 raise LimitExceeded(f"client C{node} has {mine} open transactions, "
                                      f"transactions_per_client_max={self.limits.transactions_per_client_max}")
-            if tid:
-                ttid = self.ids.take_tid(checked_id(tid, "tid"))
-            else:
+            if not tid:
                 ttid = self.ids.new_tid()
+            elif checked_id(tid, "tid") > self.ids.last_tid:
+                ttid = self.ids.take_tid(tid)
+            else:
+                ttid = retaken = self._retake_tid(tid)
             self.commits.begun[ttid] = Txn(ttid, node, tid=tid or None)
-            return ttid
+            storages = sorted(self.running_storages())
+        if retaken:
+            self._abort_stale(ttid, storages)
+        return ttid
+
+    def _retake_tid(self, tid: bytes) -> bytes:
+        """A restore asks for ``tid``, handed out before (under ``self.lock``): an import
+        killed between Begin and Finish, or a tid reservation of a restarted master.
+        It may take it again when nothing is committed after it and no transaction is
+        in progress (``CommitCore.retake_refusal``)."""
+        refusal = self.commits.retake_refusal(tid, self.last_committed)
+        if refusal is not None:
+            raise refusal
+        log.info("a restore takes again tid 0x%s, handed out before and never committed", tid.hex())
+        return tid
+
+    def _abort_stale(self, ttid: bytes, storages) -> None:
+        """Before a retaken tid is used: abort on every running storage node what an
+        earlier holder of it may have left there (stores or a vote of a client that
+        died, whose AbortNode may not have been carried out yet), so that none of it
+        is committed with the new transaction.  A node that does not answer makes the
+        Begin fail (retryable); nodes that are down drop unvoted stores when they
+        restart, and the verdicts abort a vote of the dead session, while its stores
+        are refused to any other client (``storage_node/manager.py``)."""
+        for nid in storages:
+            try:
+                wire.call(self.storage_stub(nid).AbortTransaction,
+                          spb.AbortTransactionRequest(ttid=ttid), self.limits.rpc_timeout_s)
+            except Exception as exc:
+                with self.lock:
+                    self.commits.begun.pop(ttid, None)
+                raise ClusterUnavailable(f"tid 0x{ttid.hex()} cannot be taken again yet: its earlier "
+                                         f"holder's stores could not be dropped on S{nid} ({exc}); "
+                                         f"retry") from exc
 
     def abort(self, node: int, ttid: bytes, storages) -> None:
         with self.lock:

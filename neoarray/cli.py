@@ -13,6 +13,9 @@
     neoarray job run ...
         run a parallel reduction or map_blocks job and print a JSON result
         (see ``neoarray job run --help`` and :mod:`neoarray.jobs.cli`).
+    neoarray import PATH|--source-config FILE (--dir DIR | -a HOST:PORT -c NAME) [--follow]
+        copy a FileStorage or any ZODB storage, whole history and blobs, into a running
+        cluster, verified, resumable (:mod:`neoarray.importing`).
 """
 from __future__ import annotations
 
@@ -128,8 +131,9 @@ def _demo_prices(db, path: str | None):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="neoarray", description="Run a local neoarray cluster, the demo, or a "
-                                "parallel job; neoctl administers a running cluster.")
+    p = argparse.ArgumentParser(prog="neoarray", description="Run a local neoarray cluster, the demo, a "
+                                "parallel job, or an import from FileStorage/ZEO; neoctl administers a running "
+                                "cluster.")
     p.add_argument("--version", action="version", version=f"neoarray {sys.modules[__package__].__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     cl = sub.add_parser("cluster", help="local clusters")
@@ -158,6 +162,8 @@ def parse_args(argv=None):
     d.add_argument("dir", nargs="?", help="data directory, kept (default: a temporary one, removed after)")
     from .jobs.cli import add_parser
     add_parser(sub)
+    from .importing.cli import add_parser as add_import_parser
+    add_import_parser(sub)
     return p.parse_args(argv)
 
 
@@ -169,6 +175,9 @@ def main(argv=None) -> int:
         if opts.command == "job":
             from .jobs.cli import main as job_main
             return job_main(opts)
+        if opts.command == "import":
+            from .importing.cli import main as import_main
+            return import_main(opts)
         return demo(opts)
     except NeoError as exc:
         print(f"neoarray: {exc}", file=sys.stderr)

@@ -112,8 +112,10 @@ class TransactionManager:
                 raise ChecksumError(f"store of oid 0x{r.oid.hex()} refused: data does not "
                                     f"match its checksum (corrupted in transit)")
         size = sum(len(r.data or b"") for r in records)
+        self._check_owner(ttid, node)
         self.unvote(ttid)           # a store after a vote (conflict resolution) unvotes
         with self.mutex:
+            self._check_owner(ttid, node)
             self._check_limits(ttid, node, size, len(records))
             self.sizes[ttid] = self.sizes.get(ttid, 0) + size
             self.counts[ttid] = self.counts.get(ttid, 0) + len(records)
@@ -142,8 +144,10 @@ class TransactionManager:
         if checksum(data) != crc:
             raise ChecksumError(f"blob chunk {index} of oid 0x{oid.hex()} refused: its bytes do not "
                                 f"match its checksum (corrupted in transit)")
+        self._check_owner(ttid, node)
         self.unvote(ttid)
         with self.mutex:
+            self._check_owner(ttid, node)
             self._check_limits(ttid, node, len(data), 0)
             self.sizes[ttid] = self.sizes.get(ttid, 0) + len(data)
             self.owners[ttid] = node
@@ -155,6 +159,16 @@ class TransactionManager:
             with self.mutex:
                 self.sizes[ttid] = self.sizes.get(ttid, 0) - len(data)
             raise
+
+    def _check_owner(self, ttid: bytes, node: int) -> None:
+        """``RequestRefused`` if another client holds stores or a vote of ``ttid``: a
+        transaction belongs to the client that began it, and what a dead one left
+        under a tid that a restore takes again (``master/node.py``, ``_abort_stale``)
+        is never committed with another client's records."""
+        owner = self.owners.get(ttid)
+        if owner is not None and owner != node:
+            raise RequestRefused(f"transaction 0x{ttid.hex()} is held on this node by client C{owner}, "
+                                 f"not C{node}: it is aborted when that client's session ends; retry then")
 
     def _check_limits(self, ttid: bytes, node: int, size: int, count: int) -> None:
         """``LimitExceeded`` if a store of ``count`` records, ``size`` data bytes,
@@ -191,6 +205,7 @@ class TransactionManager:
                                  f"missing on this node (e.g. 0x{min(missing).hex()})")
         wanted = stored_oids | {oid for oid, _ in checks}
         with self.mutex:
+            self._check_owner(ttid, node)
             if ttid in self.held:
                 return VoteResult(VOTED)
             for oid in wanted:

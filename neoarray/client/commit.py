@@ -121,7 +121,9 @@ class CommitDriver:
                                 f"{self.limits.objects_per_transaction_max} objects")
         txn.serials[oid] = serial
         txn.checks.pop(oid, None)
-        keep = data is None or len(data) <= self.limits.resolvable_bytes_max
+        # kept for conflict resolution, which a restore never needs: an import of a
+        # transaction of many records holds only what is buffered for the nodes
+        keep = data is None or (not txn.restore and len(data) <= self.limits.resolvable_bytes_max)
         txn.data[oid] = (serial, data if keep else TOO_BIG)
         record = spb.ObjectRecord(oid=oid, serial=serial, deleted=data is None,
                                   checksum=0 if data is None else xxhash.xxh3_64_intdigest(data),

@@ -49,6 +49,15 @@ def _rec_of(reply: spb.LoadReply, data, nid: int) -> _Rec:
                 data if reply.status == spb.FOUND else None, reply.data_tid or None)
 
 
+class RevisionDigest(NamedTuple):
+    """What a storage node holds of one revision, as its checksum: ``checksum`` is the
+    xxh3_64 of the data (0 for a deletion), ``blob_bytes`` None when it has no blob."""
+    deleted: bool
+    checksum: int
+    data_tid: bytes | None
+    blob_bytes: int | None
+
+
 def _local_load(reader: RecordReader, request: spb.LoadRequest) -> _Rec:
     try:
         r = reader.load(request.oid, before=request.before or None, serial=request.serial or None)
@@ -157,6 +166,33 @@ class Reads:
         for nid, group in groups.items():
             for i in range(0, len(group), self.loads_per_batch_max):
                 yield nid, group[i:i + self.loads_per_batch_max]
+
+    def revisions(self, oids, serial: bytes) -> dict:
+        """``{oid: RevisionDigest}`` of revision ``serial`` of each of ``oids``, as one
+        readable cell holds it, past the cache (a local cell's data checked against its
+        checksum in place, a remote one's on arrival); an oid without that revision is
+        absent."""
+        out = {}
+        for nid, batch in self.by_node(oids):
+            local = self.local.get(nid) if self.local else None
+            if local is not None:
+                for oid in batch:
+                    try:
+                        r = local.load(oid, serial=serial)
+                    except (NoObject, NoRevision):
+                        continue
+                    out[oid] = RevisionDigest(r.data is None, 0 if r.data is None else r.checksum,
+                                              r.data_tid, r.blob.nbytes if r.blob else None)
+                continue
+            reply, datas = bulk.finish(bulk.start(self.link.storage(nid).LoadMany, spb.LoadManyRequest(
+                loads=[spb.LoadRequest(oid=o, serial=serial) for o in batch]), (), self.rpc_timeout_s),
+                f"load from S{nid}")
+            for r, data in zip(reply.loads, datas):
+                _rec_of(r, data, nid)           # the data matches the node's checksum
+                if r.status in (spb.FOUND, spb.DELETED):
+                    out[r.oid] = RevisionDigest(r.status == spb.DELETED, r.checksum if r.status == spb.FOUND else 0,
+                                                r.data_tid or None, r.blob_bytes if r.blob_tid else None)
+        return out
 
     def reader_of(self, partition: int) -> int:
         """A node with a readable cell of ``partition`` (rotating), or ClusterUnavailable."""

@@ -560,6 +560,21 @@ class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
         merged = sorted((t for run in runs for t in run), key=lambda t: t.tid, reverse=descending)
         return merged[:limit]
 
+    def transaction_info(self, tid: bytes):
+        """The metadata of transaction ``tid`` as a readable copy of its partition holds
+        it (``TransactionMeta``: ``user_raw``, ``description``, ``extension``, ``oids``,
+        ``packed``), or None; with :meth:`revisions`, what an import verifies."""
+        partition = self._link.partition(tid)
+        reply = wire.call(self._link.storage(self._reader_of(partition)).Transactions, spb.TransactionsRequest(
+            partitions=[partition], min_tid=tid, max_tid=tid, limit=1), self.rpc_timeout_s, "transactions")
+        return reply.transactions[0] if reply.transactions else None
+
+    def revisions(self, tid: bytes, oids) -> dict:
+        """``{oid: RevisionDigest}`` (deleted, checksum, data tid, blob bytes) of the
+        revisions ``tid`` of ``oids`` on the storage nodes, past the cache
+        (``Reads.revisions``)."""
+        return self._reads.revisions(list(oids), tid)
+
     def _transaction_meta(self, tid):
         found = self._transactions(tid, tid, 1, False)
         return found[0] if found else None
@@ -752,25 +767,30 @@ class _Iterator:
             cursor = p64(u64(batch[-1].tid) + 1)
 
     def _record(self, meta):
+        status = "p" if meta.packed else " "
+        return _TransactionRecord(meta.tid, status, meta.user_raw, meta.description,
+                                  _extension(meta.extension), lambda: self._records(meta))
+
+    def _records(self, meta):
+        """The data records of ``meta``'s transaction, loaded as they are iterated."""
         s = self.storage
-        records = []
         for oid in meta.oids:
             reply = s._read(spb.LoadRequest(oid=oid, serial=meta.tid))
             if reply.status in reads.LOAD_NOT_FOUND:
                 continue   # removed by pack
-            records.append(DataRecord(oid, meta.tid, reply.data, reply.data_tid))
-        status = "p" if meta.packed else " "
-        return _TransactionRecord(meta.tid, status, meta.user_raw, meta.description,
-                                  _extension(meta.extension), records)
+            yield DataRecord(oid, meta.tid, reply.data, reply.data_tid)
 
     def close(self):
         self._gen.close()
 
 
 class _TransactionRecord(TransactionRecord):
+    """A transaction of the iterator; its records are loaded when iterated (each
+    iteration loads them again)."""
+
     def __init__(self, tid, status, user, description, extension, records):
         TransactionRecord.__init__(self, tid, status, user, description, extension)
         self._records = records
 
     def __iter__(self):
-        return iter(self._records)
+        return iter(self._records())

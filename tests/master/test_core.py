@@ -112,3 +112,17 @@ def test_losing_a_node_marks_only_redundant_cells_out_of_date():
 def test_partition_table_round_trips():
     pt = PartitionTable.create(5, 2, [4, 5, 6])
     assert PartitionTable.from_doc(pt.to_doc()) == pt
+
+
+def test_a_restore_takes_again_a_tid_that_never_committed_only_when_nothing_is_in_progress():
+    from master.commit import CommitCore, Txn
+    from neoarray.errors import ClusterUnavailable
+    core = CommitCore(first_node_id=1, pending_timeout_s=300, finished_max=10, dead_max=10)
+    committed, handed_out = p64(100), p64(200)
+    assert core.retake_refusal(handed_out, committed) is None
+    refusal = core.retake_refusal(committed, committed)
+    assert isinstance(refusal, ValueError) and "not after the last committed tid" in str(refusal)
+    core.begun[handed_out] = Txn(handed_out, node=7, tid=handed_out)     # the killed import's session lives on
+    assert isinstance(core.retake_refusal(handed_out, committed), ClusterUnavailable)
+    core.session_ended(7)
+    assert core.retake_refusal(handed_out, committed) is None

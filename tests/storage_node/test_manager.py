@@ -111,3 +111,24 @@ def test_abort_node_aborts_its_transactions(tm):
     tm.store(p64(2), 6, [rec(2, b"b")])
     assert tm.abort_node(5) == [p64(1)]
     assert tm.locks == {} and tm.backend.stored(p64(2))
+
+
+def test_a_transaction_is_held_by_one_client(tm):
+    """What a client left under a ttid (a dead import's, under a tid a restore takes
+    again) is never stored over, voted, nor committed with another client's records."""
+    tm.store(p64(7), 1, [rec(1, b"old")])
+    with pytest.raises(RequestRefused, match="held on this node by client C1"):
+        tm.store(p64(7), 2, [rec(2, b"new")])
+    with pytest.raises(RequestRefused, match="held on this node by client C1"):
+        tm.store_blob_chunk(p64(7), 2, p64(2), 0, checksum(b"x"), b"x", 1 << 20)
+    with pytest.raises(RequestRefused, match="held on this node by client C1"):
+        tm.vote(p64(7), 2, [], None, [])
+    assert tm.locks == {} and {s.oid for s in tm.backend.stored(p64(7))} == {p64(1)}
+    tm.vote(p64(7), 1, [], None, [])
+    with pytest.raises(RequestRefused):      # its vote is not taken back by another client
+        tm.store(p64(7), 2, [rec(2, b"new")])
+    assert tm.locks == {p64(1): p64(7)}
+    tm.abort(p64(7))                          # the master's abort before the tid is taken again
+    tm.store(p64(7), 2, [rec(2, b"new")])
+    assert tm.vote(p64(7), 2, [], None, []).status == VOTED
+    assert set(tm.locks) == {p64(2)}
