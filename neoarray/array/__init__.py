@@ -9,6 +9,7 @@ codecs), :mod:`.fetch` (batch chunk reads), :mod:`.reductions` and
 :mod:`.ufuncs` (numpy protocols), :mod:`.lazy` (lazy expressions: ``A + 1``,
 :func:`store`), :mod:`.linalg` (matrix products),
 :mod:`.scans` (running reductions), :mod:`.methods` (ndarray methods),
+:mod:`.views` (lazy transposes, slices and reshapes),
 :mod:`.windows` (window operations on 1-D series), :mod:`.ordering` (sorting,
 unique, searchsorted), :mod:`.quantiles` (exact order statistics), :mod:`.joining`
 (concatenate, stack), :mod:`.creation`,
@@ -19,7 +20,19 @@ The operations sit above the array: they import :mod:`.core`, which imports none
 them; they are given to it here (``core.bind``).
 """
 
-from . import core, dasks, handles, joining, lazy, methods, ordering, plans, quantiles, ufuncs
+from . import (
+    core,
+    dasks,
+    handles,
+    joining,
+    lazy,
+    methods,
+    ordering,
+    plans,
+    quantiles,
+    ufuncs,
+    views,
+)
 from .config import config, configure
 from .core import ndarray
 from .creation import (
@@ -49,8 +62,8 @@ from .fetch import get_fetcher, set_fetcher
 from .lazy import lazyarray, store
 from .windows import alerts, diff, moving_mean
 
-core.bind(ufuncs=ufuncs, plans=plans, methods=methods, ordering=ordering, lazy=lazy, handles=handles,
-          dasks=dasks)
+core.bind(ufuncs=ufuncs, plans=plans, methods=methods, ordering=ordering, lazy=lazy, views=views,
+          handles=handles, dasks=dasks)
 for _module in (ordering, quantiles, joining):      # sorting, order statistics, joining
     ufuncs.register(_module.ARRAY_FUNCTIONS)
 

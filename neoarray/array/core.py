@@ -28,8 +28,15 @@ from BTrees.OOBTree import OOBTree
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from . import fetch, indexing, layout
-from .chunks import (Chunk, codec_from_spec, codec_spec, decode_chunk, encode_chunk,
-                     is_all_fill, new_chunk_array)
+from .chunks import (
+    Chunk,
+    codec_from_spec,
+    codec_spec,
+    decode_chunk,
+    encode_chunk,
+    is_all_fill,
+    new_chunk_array,
+)
 from .config import config
 from .errors import ArrayCastError, ArrayShapeError, ArrayTooLargeError, ArrayValueError
 
@@ -48,13 +55,13 @@ def check_memory(nbytes, what):
 # this one, which import it; the package binds them here (``bind``, called by
 # ``neoarray/array/__init__.py``), so that this module imports none of them.
 _ops = types.SimpleNamespace(ufuncs=None, plans=None, methods=None, ordering=None, lazy=None,
-                             handles=None, dasks=None)
+                             views=None, handles=None, dasks=None)
 
 
 def bind(**modules):
     """Give the array its operations: ``ufuncs``, ``plans`` (reductions), ``methods``,
     ``ordering`` (sorting), ``lazy`` (lazy expressions, which ``A[...] = expr`` writes chunk by
-    chunk), ``handles`` (pickling) and ``dasks`` (Dask collections)."""
+    chunk), ``views`` (lazy views of lazy arrays: ``expr[2:5]``), ``handles`` (pickling) and ``dasks`` (Dask collections)."""
     unknown = set(modules) - set(vars(_ops))
     if unknown:
         raise TypeError(f"unknown operations {sorted(unknown)}")
@@ -151,6 +158,11 @@ class ChunkedArray(NDArrayOperatorsMixin):
         for i in range(self.shape[0]):
             yield self[i]
 
+    def _read(self, key):
+        """``self[key]`` read now, as a numpy array (or scalar): what the operations use
+        where a lazy array's ``[...]`` would give a view."""
+        return self[key]
+
     def __bool__(self):
         if self.size != 1:
             raise ValueError(
@@ -166,7 +178,7 @@ class ChunkedArray(NDArrayOperatorsMixin):
 
     @property
     def T(self):
-        """The transposed array (a new persistent array, chunk by chunk)."""
+        """The transposed array: a lazy view (:mod:`neoarray.array.views`)."""
         return _ops.methods.transpose(self)
 
     def transpose(self, *axes):
@@ -197,7 +209,7 @@ class ChunkedArray(NDArrayOperatorsMixin):
         """
         return _ops.methods.copy(self)
 
-    def clip(self, min=None, max=None):  # noqa: A002 - numpy's names
+    def clip(self, min=None, max=None):
         return _ops.methods.clip(self, min, max)
 
     def round(self, decimals=0):
