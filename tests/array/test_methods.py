@@ -5,12 +5,12 @@ import warnings
 
 import numpy as np
 import pytest
-from array_helpers import chunk_shapes, examples, values_for, write_sparse_or_dense
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 import neoarray.array as na
 from neoarray.array.errors import ArrayShapeError, ArrayValueError
+
+from array_helpers import chunk_shapes, examples, values_for, write_sparse_or_dense
 
 DTYPES = [np.dtype(d) for d in ("bool", "int8", "uint16", "int32", "int64", "float32", "float64",
                                 "complex128")]

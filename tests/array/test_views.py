@@ -7,20 +7,13 @@ import warnings
 
 import numpy as np
 import pytest
-from array_helpers import (
-    STRUCT,
-    chunk_shapes,
-    examples,
-    indices,
-    values_for,
-    write_sparse_or_dense,
-)
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 import neoarray.array as na
 from neoarray.array import views
 from neoarray.array.errors import ArrayShapeError, ArrayValueError
+
+from array_helpers import STRUCT, chunk_shapes, examples, indices, values_for, write_sparse_or_dense
 
 DTYPES = [np.dtype(d) for d in ("bool", "int16", "int64", "float32", "float64", "complex128",
                                 ">i4")] + [STRUCT]
