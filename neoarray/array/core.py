@@ -19,6 +19,7 @@ fill value removes it from the tree.
 
 import gc
 import math
+import operator
 import sys
 import types
 
@@ -169,6 +170,12 @@ class ChunkedArray(NDArrayOperatorsMixin):
                 "The truth value of an array with more than one element is ambiguous. "
                 "Use a.any() or a.all()")
         return bool(self[(0,) * self.ndim])
+
+    def __eq__(self, other):
+        return _ops.methods.compare(self, other, np.equal, operator.eq)
+
+    def __ne__(self, other):
+        return _ops.methods.compare(self, other, np.not_equal, operator.ne)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         return _ops.ufuncs.array_ufunc(ufunc, method, inputs, kwargs)
@@ -595,6 +602,8 @@ class ndarray(persistent.Persistent, ChunkedArray):
     # ------------------------------------------------------------------ indexing
 
     def __getitem__(self, key):
+        if _ops.methods.is_field_key(key):
+            return _ops.methods.field(self, key)        # a lazy expression, as numpy's view
         sel = indexing.parse_selection(key, self._shape)
         check_memory(sel.size * self.itemsize, f"selection of shape {sel.result_shape}")
         canon = np.empty(sel.canon_shape, dtype=self.dtype)

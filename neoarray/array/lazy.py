@@ -158,6 +158,8 @@ class lazyarray(core.ChunkedArray):
     def __getitem__(self, key):
         """A lazy view for a basic selection of one dimension or more
         (:func:`.views.select`), the items read now otherwise."""
+        if core._ops.methods.is_field_key(key):
+            return core._ops.methods.field(self, key)
         return core._ops.views.select(self, key)
 
     def _read(self, key):

@@ -19,6 +19,7 @@ milliseconds), with one chunk in memory at a time:
 
 ``copy`` is a new array (``outputs``: added to the connection of the input).
 """
+import functools
 import math
 
 import numpy as np
@@ -61,6 +62,37 @@ def clip(array, a_min=None, a_max=None):
 
 def round_(array, decimals=0):
     return _map(array, lambda block: np.round(block, decimals))
+
+
+def is_field_key(key) -> bool:
+    """Whether ``key`` names fields of a structured array (``A['x']``, ``A[['x', 'y']]``)."""
+    return isinstance(key, str) or (isinstance(key, list) and bool(key)
+                                    and all(isinstance(k, str) for k in key))
+
+
+def field(array, key):
+    """``array[name]`` or ``array[[names]]`` of a structured array: a lazy expression
+    of the field(s), as numpy's view of them (read-only)."""
+    names = [key] if isinstance(key, str) else key
+    missing = [n for n in names if n not in (array.dtype.names or ())]
+    if missing:
+        raise ArrayValueError(f"no field of name {missing[0]!r} in dtype {array.dtype}")
+    return lazy.lazyarray(functools.partial(_take_field, key=key), (array,))
+
+
+def _take_field(block, key):
+    return block[key]
+
+
+def compare(a, b, ufunc, op):
+    """``a == b`` / ``a != b``: numpy's ufunc, or for structured items numpy's own
+    comparison operator (field by field), lazily in both cases."""
+    structured = [x for x in (a, b) if getattr(x, "dtype", None) is not None and x.dtype.names]
+    if not structured:
+        return ufunc(a, b)
+    if not elementwise.is_operand(b):
+        b = np.asarray(b, dtype=structured[0].dtype)
+    return lazy.lazyarray(op, (a, b))
 
 
 # ---------------------------------------------------------------------- axes

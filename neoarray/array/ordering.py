@@ -26,6 +26,9 @@ half of ``config.memory_bytes_max``, the other half left to numpy's temporaries.
   the merge and gives numpy's ``kind='stable'`` answer (a valid answer of every
   kind).  numpy's own ordering (``np.argsort`` and ``np.searchsorted``) decides
   every comparison, so NaNs go last as in numpy, complex numbers sort as in numpy.
+* ``order=`` sorts a structured array by fields (``np.sort``, ``np.argsort`` and
+  ``ndarray.sort``): the items are read as a dtype of the same fields, the named ones
+  first, and sorted as above, as numpy does.
 * Along an axis of an N-D array (``np.sort(a, axis=k)``): tiles holding whole lines
   along the axis, at most a buffer of them, each sorted by numpy.  A line longer than
   the buffer is ``ArrayTooLargeError``.
@@ -37,13 +40,14 @@ half of ``config.memory_bytes_max``, the other half left to numpy's temporaries.
   search inside the one chunk found for each value.
 """
 import contextlib
+import functools
 import math
 import os
 import tempfile
 
 import numpy as np
 
-from . import core, layout, outputs
+from . import core, layout, lazy, outputs
 from .config import config
 from .errors import ArrayTooLargeError
 
@@ -467,48 +471,93 @@ def _sort_kind(dtype, kind, stable):
     return kind
 
 
+def _by_fields(a, order):
+    """``(a, dtype)`` to sort by the fields ``order`` (None: ``a`` as it is): ``a`` read
+    as a dtype of the same fields, ``order``'s first (numpy's order for ``order=``: the
+    other fields break ties in their own order; numpy sorts a view of its items with
+    the names so reordered, a copy here, so runs can be spilled to ``.npy`` files)."""
+    if order is None:
+        return a, a.dtype
+    if a.dtype.names is None:
+        raise ValueError("Cannot specify order when the array has no fields.")
+    names = [order] if isinstance(order, str) else list(order)
+    for name in names:
+        if name not in a.dtype.names:
+            raise ValueError(f"no field of name {name}")
+    names += [n for n in a.dtype.names if n not in names]
+    dtype = np.dtype([(n, a.dtype.fields[n][0]) for n in names])
+    return lazy.lazyarray(functools.partial(_by_name, dtype=dtype), (a,)), dtype
+
+
+def _by_name(values, dtype):
+    """``values`` (structured) as ``dtype``, field by field by name."""
+    result = np.empty(values.shape, dtype)
+    for name in dtype.names:
+        result[name] = values[name]
+    return result
+
+
+class _FieldSink:
+    """Passes sorted values to ``sink`` in the output's ``dtype``, field by field."""
+
+    def __init__(self, sink, dtype):
+        self.sink, self.dtype = sink, dtype
+
+    def write(self, values, indices):
+        self.sink.write(_by_name(values, self.dtype), indices)
+
+    def fill(self, value, count):
+        self.sink.fill(_by_name(value, self.dtype), count)
+
+    def close(self):
+        self.sink.close()
+
+
 def sort(a, axis=-1, kind=None, order=None, *, stable=None, out=None, stats=None):
     """``np.sort`` of a neoarray into a new one (or ``out``), see the module doc;
-    ``stats``: see :func:`external_sort`."""
-    if not isinstance(a, core.ChunkedArray) or order is not None or (a.ndim == 0 and axis is not None):
+    ``stats``: see :func:`external_sort`.  ``order`` sorts a structured array by fields."""
+    if not isinstance(a, core.ChunkedArray) or (a.ndim == 0 and axis is not None):
         return NotImplemented
     kind = _sort_kind(a.dtype, kind, stable)
     if axis is None or a.ndim == 1:
         shape = (a.size,)
         out = outputs.prepare_out(out, (a,), shape, a.dtype, a.fill_value,
                                   chunks=a.chunks if a.ndim == 1 else None, what="the sorted items")
-        external_sort(a, _ArraySink(out, False), False, kind, stats)
+        source = _by_fields(a, order)[0]
+        sink = _ArraySink(out, False)
+        external_sort(source, sink if order is None else _FieldSink(sink, a.dtype), False, kind,
+                      stats)
         return out
     (axis,) = layout.normalize_axes(axis, a.ndim)
+    _by_fields(a, order)                                # numpy's errors
     out = outputs.prepare_out(out, (a,), a.shape, a.dtype, a.fill_value, chunks=a.chunks,
                               what="the sorted array")
-    _along_axis(a, axis, lambda block: np.sort(block, axis=axis, kind=kind), out)
+    _along_axis(a, axis, lambda block: np.sort(block, axis=axis, kind=kind, order=order), out)
     return out
 
 
 def sort_in_place(a, axis=-1, kind=None, order=None, stable=None):
     """``ndarray.sort``: the array sorted in place (runs are spilled before any write)."""
-    if order is not None:
-        raise NotImplementedError("sorting a neoarray by fields (order=...) is not supported")
-    sort(a, axis=axis if a.ndim > 1 else -1, kind=kind, stable=stable, out=a)
+    sort(a, axis=axis if a.ndim > 1 else -1, kind=kind, order=order, stable=stable, out=a)
 
 
 def argsort(a, axis=-1, kind=None, order=None, *, stable=None, stats=None):
     """``np.argsort`` of a neoarray: a new array of indices (always a stable order for
-    1-D and flattened arrays, see the module doc)."""
-    if not isinstance(a, core.ChunkedArray) or order is not None or (a.ndim == 0 and axis is not None):
+    1-D and flattened arrays, see the module doc).  ``order``: by fields."""
+    if not isinstance(a, core.ChunkedArray) or (a.ndim == 0 and axis is not None):
         return NotImplemented
     kind = _sort_kind(a.dtype, kind, stable)
     if axis is None or a.ndim == 1:
         shape = (a.size,)
         out = outputs.prepare_out(None, (a,), shape, INDEX_DTYPE, 0,
                                   chunks=a.chunks if a.ndim == 1 else None, what="the sort indices")
-        external_sort(a, _ArraySink(out, True), True, kind, stats)
+        external_sort(_by_fields(a, order)[0], _ArraySink(out, True), True, kind, stats)
         return out
     (axis,) = layout.normalize_axes(axis, a.ndim)
+    _by_fields(a, order)
     out = outputs.prepare_out(None, (a,), a.shape, INDEX_DTYPE, 0, chunks=a.chunks,
                               what="the sort indices")
-    _along_axis(a, axis, lambda block: np.argsort(block, axis=axis, kind=kind), out)
+    _along_axis(a, axis, lambda block: np.argsort(block, axis=axis, kind=kind, order=order), out)
     return out
 
 
