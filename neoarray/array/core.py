@@ -594,7 +594,12 @@ class ndarray(persistent.Persistent, ChunkedArray):
             yield block
 
     def _put_block(self, key, block):
-        """Write the in-bounds ``block`` of chunk ``key`` (replaces the chunk)."""
+        """Write the in-bounds ``block`` of chunk ``key`` (replaces the chunk).  A block
+        that is the whole chunk, of the array's dtype, is encoded from itself (no chunk
+        array filled and copied into first)."""
+        if block.shape == self._chunks and block.dtype == self.dtype:
+            self._store_chunk(key, block, self._tree.get(key))
+            return
         array = self._fill_chunk()
         array[tuple(slice(0, e) for e in block.shape)] = block
         self._store_chunk(key, array, self._tree.get(key))
