@@ -19,15 +19,17 @@ Figures, per system::
                ``--neo-cache-gib``), the others from memory or the OS page cache
     random     one item at 1,000 random indices, one read each (ms per read)
     sum        full sum, warm (GB/s), the median of ``SUM_REPEAT`` (3) sums
-    sort       np.sort of another float64 1-D array, of ``--sort-mib`` MiB (default 256,
-               64 with ``--quick``) of normal random numbers, result included (GB/s of
-               that array); neoarray under memory_bytes_max = ``--sort-memory-fraction``
-               (0.25) of it, so its external merge sort spills runs; numpy, neoarray
+    sort       np.sort of the same array (same data; with ``--sort-mib M``, of another
+               array of M MiB of normal random numbers instead), result included (GB/s
+               of that array), with ``peak_mib`` as below; neoarray under
+               memory_bytes_max = ``--sort-memory-fraction`` (0.25) of it, so its
+               external merge sort spills runs; numpy, neoarray
     percentile np.percentile(x, [1, 50, 99]) of that array (exact; GB/s), neoarray under
                the same bound (selection passes); numpy, neoarray, and dask.array
-               (``da.percentile``: approximate, marked ``"exact": false``) when installed
+               (``da.percentile``: approximate, marked ``"exact": false``) when installed;
+               ``peak_mib`` too
     expr_store, where, cumsum
-               on that array: ``A + 1`` written to a new array (neoarray: ``na.store``
+               on that array (the main one by default): ``A + 1`` written to a new array (neoarray: ``na.store``
                into a stored array, then commit; numpy: ``x + 1``; dask:
                ``(d + 1).compute()``), ``np.where(A > 0, A, 0)`` stored likewise, and
                ``np.cumsum(A)`` (GB/s of the input), each with ``peak_mib``, the most
@@ -99,8 +101,15 @@ def gbps(nbytes, seconds):
 
 
 def source_array(n: int) -> np.ndarray:
-    """The data written by every system: distinct values, cheap to make."""
-    return np.arange(n, dtype=np.float64) * 0.5
+    """The data written by every system: the values 0, 0.5, 1, ... scrambled (a
+    multiplicative permutation when ``n`` is a power of two: the sort rows have work to
+    do), made block by block."""
+    out = np.empty(n, np.float64)
+    block = 1 << 24
+    for start in range(0, n, block):
+        index = np.arange(start, min(n, start + block), dtype=np.uint64)
+        out[start:start + index.size] = (index * np.uint64(2654435761) % np.uint64(n)) * 0.5
+    return out
 
 
 def random_indices(n: int, count: int) -> np.ndarray:
@@ -383,8 +392,12 @@ SYSTEMS = {"neoarray": NeoSystem, "neoarray-remote": NeoRemoteSystem, "numpy": N
 def order_figures(args, workdir, results):
     """The ``sort`` and ``percentile`` rows: numpy in memory, neoarray in bounded memory
     (external merge sort, selection passes), dask.array's approximate percentile."""
-    n = int(args.sort_mib * (1 << 20)) // 8
-    data = np.random.default_rng(7).normal(size=n)
+    if args.sort_mib is None:           # the main array, the same data
+        n = int(args.gib * (1 << 30)) // 8
+        data = source_array(n)
+    else:
+        n = int(args.sort_mib * (1 << 20)) // 8
+        data = np.random.default_rng(7).normal(size=n)
     expected_sorted = np.sort(data)
     expected = np.percentile(data, PERCENTILES)
     names = [name for name in args.systems.split(",") if name in ORDER_SYSTEMS]
@@ -392,16 +405,17 @@ def order_figures(args, workdir, results):
         names.append("dask")
     for name in names:
         if name == "numpy":
-            seconds, _ = timed(lambda: np.sort(data))
-            emit(results, "sort", name, gbps(data.nbytes, seconds), items=n)
-            seconds, _ = timed(lambda: np.percentile(data, PERCENTILES))
-            emit(results, "percentile", name, gbps(data.nbytes, seconds), items=n, exact=True)
+            seconds, peak, _ = measured(lambda: np.sort(data))
+            emit(results, "sort", name, gbps(data.nbytes, seconds), items=n, peak_mib=peak)
+            seconds, peak, _ = measured(lambda: np.percentile(data, PERCENTILES))
+            emit(results, "percentile", name, gbps(data.nbytes, seconds), items=n, exact=True,
+                 peak_mib=peak)
         elif name == "neoarray":
             neo_order_figures(args, workdir, data, expected_sorted, expected, results)
         elif name == "dask":
-            seconds, got = timed(lambda: dask_percentile(data, args.chunk_items))
+            seconds, peak, got = measured(lambda: dask_percentile(data, args.chunk_items))
             emit(results, "percentile", name, gbps(data.nbytes, seconds), items=n, exact=False,
-                 max_abs_error=float(np.max(np.abs(got - expected))))
+                 max_abs_error=float(np.max(np.abs(got - expected))), peak_mib=peak)
     expression_figures(args, workdir, data, results)
 
 
@@ -512,18 +526,19 @@ def neo_order_figures(args, workdir, data, expected_sorted, expected, results):
         bound = int(data.nbytes * args.sort_memory_fraction)
         stats = {}
         with na.configure(memory_bytes_max=bound):
-            seconds, out = timed(lambda: ordering.sort(system.a, stats=stats))
+            seconds, peak, out = measured(lambda: ordering.sort(system.a, stats=stats))
         first, middle, last = out[0], out[data.size // 2], out[data.size - 1]
         assert (first, middle, last) == (expected_sorted[0], expected_sorted[data.size // 2],
                                          expected_sorted[-1])
         emit(results, "sort", "neoarray", gbps(data.nbytes, seconds), items=data.size,
-             memory_bytes_max=bound, runs=stats["runs"], merge_passes=stats["merge_passes"])
+             memory_bytes_max=bound, runs=stats["runs"], merge_passes=stats["merge_passes"],
+             peak_mib=peak)
         system.tm.abort()
         with na.configure(memory_bytes_max=bound):
-            seconds, got = timed(lambda: np.percentile(system.a, PERCENTILES))
+            seconds, peak, got = measured(lambda: np.percentile(system.a, PERCENTILES))
         assert np.array_equal(got, expected), (got, expected)
         emit(results, "percentile", "neoarray", gbps(data.nbytes, seconds), items=data.size,
-             memory_bytes_max=bound, exact=True)
+             memory_bytes_max=bound, exact=True, peak_mib=peak)
     finally:
         system.close()
 
@@ -661,7 +676,9 @@ def parse_args(argv=None):
                    help=f"comma-separated subset of {','.join(SYSTEMS)}")
     p.add_argument("--dir", default=None, help="parent of the temporary directory")
     p.add_argument("--sort-mib", type=float, default=None,
-                   help="size of the sort/percentile array in MiB (default 256, 64 with --quick)")
+                   help="run the sort, percentile, expr_store, where and cumsum rows on another "
+                        "array of this many MiB of normal random numbers (default: on the main "
+                        "array, its data)")
     p.add_argument("--sort-memory-fraction", type=float, default=0.25,
                    help="neoarray's memory_bytes_max for sort/percentile, as a fraction of that "
                         "array (default 0.25)")
@@ -670,8 +687,6 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.gib = 0.25
-    if args.sort_mib is None:
-        args.sort_mib = 64.0 if args.quick else 256.0
     cache_gib = args.neo_cache_gib if args.neo_cache_gib is not None else args.gib * 1.1
     args.neo_cache_bytes = int(cache_gib * (1 << 30)) + (64 << 20)
     args.chunk_items = int(args.chunk_mib * (1 << 20)) // 8

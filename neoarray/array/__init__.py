@@ -9,6 +9,7 @@ codecs), :mod:`.fetch` (batch chunk reads), :mod:`.reductions` and
 :mod:`.ufuncs` (numpy protocols), :mod:`.lazy` (lazy expressions: ``A + 1``,
 :func:`store`), :mod:`.linalg` (matrix products),
 :mod:`.scans` (running reductions), :mod:`.methods` (ndarray methods),
+:mod:`.views` (lazy transposes, slices and reshapes),
 :mod:`.windows` (window operations on 1-D series), :mod:`.ordering` (sorting,
 unique, searchsorted), :mod:`.quantiles` (exact order statistics), :mod:`.joining`
 (concatenate, stack), :mod:`.creation`,
@@ -31,6 +32,7 @@ from . import (
     plans,
     quantiles,
     ufuncs,
+    views,
     zarrs,
 )
 from .config import config, configure
@@ -64,8 +66,8 @@ from .lazy import lazyarray, store
 from .windows import alerts, diff, moving_mean
 from .zarrs import from_zarr
 
-core.bind(ufuncs=ufuncs, plans=plans, methods=methods, ordering=ordering, lazy=lazy, handles=handles,
-          dasks=dasks, zarrs=zarrs)
+core.bind(ufuncs=ufuncs, plans=plans, methods=methods, ordering=ordering, lazy=lazy, views=views,
+          handles=handles, dasks=dasks, zarrs=zarrs)
 for _module in (ordering, quantiles, joining):      # sorting, order statistics, joining
     ufuncs.register(_module.ARRAY_FUNCTIONS)
 

@@ -20,6 +20,7 @@ fill value removes it from the tree.
 
 import gc
 import math
+import operator
 import sys
 import types
 
@@ -57,13 +58,14 @@ def check_memory(nbytes, what):
 # this one, which import it; the package binds them here (``bind``, called by
 # ``neoarray/array/__init__.py``), so that this module imports none of them.
 _ops = types.SimpleNamespace(ufuncs=None, plans=None, methods=None, ordering=None, lazy=None,
-                             handles=None, dasks=None, zarrs=None)
+                             views=None, handles=None, dasks=None, zarrs=None)
 
 
 def bind(**modules):
     """Give the array its operations: ``ufuncs``, ``plans`` (reductions), ``methods``,
     ``ordering`` (sorting), ``lazy`` (lazy expressions, which ``A[...] = expr`` writes chunk by
-    chunk), ``handles`` (pickling), ``dasks`` (Dask collections) and ``zarrs`` (zarr)."""
+    chunk), ``views`` (lazy views of lazy arrays: ``expr[2:5]``), ``handles`` (pickling),
+    ``dasks`` (Dask collections) and ``zarrs`` (zarr)."""
     unknown = set(modules) - set(vars(_ops))
     if unknown:
         raise TypeError(f"unknown operations {sorted(unknown)}")
@@ -160,12 +162,23 @@ class ChunkedArray(NDArrayOperatorsMixin):
         for i in range(self.shape[0]):
             yield self[i]
 
+    def _read(self, key):
+        """``self[key]`` read now, as a numpy array (or scalar): what the operations use
+        where a lazy array's ``[...]`` would give a view."""
+        return self[key]
+
     def __bool__(self):
         if self.size != 1:
             raise ValueError(
                 "The truth value of an array with more than one element is ambiguous. "
                 "Use a.any() or a.all()")
         return bool(self[(0,) * self.ndim])
+
+    def __eq__(self, other):
+        return _ops.methods.compare(self, other, np.equal, operator.eq)
+
+    def __ne__(self, other):
+        return _ops.methods.compare(self, other, np.not_equal, operator.ne)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         return _ops.ufuncs.array_ufunc(ufunc, method, inputs, kwargs)
@@ -175,7 +188,7 @@ class ChunkedArray(NDArrayOperatorsMixin):
 
     @property
     def T(self):
-        """The transposed array (a new persistent array, chunk by chunk)."""
+        """The transposed array: a lazy view (:mod:`neoarray.array.views`)."""
         return _ops.methods.transpose(self)
 
     def transpose(self, *axes):
@@ -600,7 +613,12 @@ class ndarray(persistent.Persistent, ChunkedArray):
             yield block
 
     def _put_block(self, key, block):
-        """Write the in-bounds ``block`` of chunk ``key`` (replaces the chunk)."""
+        """Write the in-bounds ``block`` of chunk ``key`` (replaces the chunk).  A block
+        that is the whole chunk, of the array's dtype, is encoded from itself (no chunk
+        array filled and copied into first)."""
+        if block.shape == self._chunks and block.dtype == self.dtype:
+            self._store_chunk(key, block, self._tree.get(key))
+            return
         array = self._fill_chunk()
         array[tuple(slice(0, e) for e in block.shape)] = block
         self._store_chunk(key, array, self._tree.get(key))
@@ -608,6 +626,8 @@ class ndarray(persistent.Persistent, ChunkedArray):
     # ------------------------------------------------------------------ indexing
 
     def __getitem__(self, key):
+        if _ops.methods.is_field_key(key):
+            return _ops.methods.field(self, key)        # a lazy expression, as numpy's view
         sel = indexing.parse_selection(key, self._shape)
         check_memory(sel.size * self.itemsize, f"selection of shape {sel.result_shape}")
         canon = np.empty(sel.canon_shape, dtype=self.dtype)

@@ -37,8 +37,10 @@ NOT_ARRAY_FUNCS = {"save", "savetxt", "savez", "savez_compressed", "busday_count
 
 # chunk-wise functions that load the arrays (within the bound) for some arguments
 PARTLY = {
-    "reshape": "a view when only size-1 axes are added or dropped; otherwise in memory",
-    "ravel": "1-D arrays as they are; otherwise in memory",
+    "reshape": "a lazy view when the chunks cut both shapes into the same runs (size-1 axes, "
+               "chunks of whole rows merged, split axes); otherwise in memory",
+    "ravel": "a lazy view when the chunks hold whole rows (1-D arrays as they are); otherwise "
+             "in memory",
     "dot": "1-D and 2-D operands; more dimensions: numpy's TypeError",
     "diff": "without prepend/append; with them in memory",
     "clip": "min/max given as scalars or arrays",
@@ -47,6 +49,9 @@ PARTLY = {
     "cumprod": "axis=None on more than 1-D: in memory",
     "nonzero": "the indices are numpy arrays, held within the bound",
 }
+
+# chunk-wise functions whose result is a lazy view of the array (neoarray.array.views)
+VIEWS = {"transpose", "swapaxes", "squeeze", "expand_dims"}
 
 UFUNC_METHODS = ("__call__", "reduce", "accumulate", "reduceat", "outer", "at")
 
@@ -88,6 +93,10 @@ def ufunc_method_status(ufunc: np.ufunc, method: str) -> str:
     return "unsupported"
 
 
+def _note(name: str) -> str:
+    return PARTLY.get(name) or ("a lazy view" if name in VIEWS else "")
+
+
 def table() -> str:
     """The coverage table as Markdown."""
     lines = ["# numpy on neoarray: what runs how", "",
@@ -105,7 +114,7 @@ def table() -> str:
         counts[status(name)] = counts.get(status(name), 0) + 1
     lines.append(f"{len(names)} functions: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".")
     lines += ["", "## Functions", "", "| function | status | note |", "|---|---|---|"]
-    lines += [f"| `np.{name}` | {status(name)} | {PARTLY.get(name, '')} |" for name in names]
+    lines += [f"| `np.{name}` | {status(name)} | {_note(name)} |" for name in names]
     lines += ["", "## Ufuncs", "",
               "Every ufunc call runs chunk by chunk; a chunk that no input stores is not computed",
               "when the inputs share one chunk grid.  Methods other than those marked return",

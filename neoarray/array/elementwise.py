@@ -148,7 +148,7 @@ def blocks(func, inputs, kwargs, shape, chunks, keys):
 def region_block(func, inputs, kwargs, region):
     """``func`` of the inputs over ``region`` (unit-step slices of the broadcast shape),
     each input read over that region only."""
-    args = [x if is_scalar(x) else np.asarray(x[_input_region(x.shape, region)])
+    args = [x if is_scalar(x) else np.asarray(_read(x, _input_region(x.shape, region)))
             for x in inputs]
     extent = tuple(r.stop - r.start for r in region)
     return np.broadcast_to(func(*args, **kwargs), extent)
@@ -220,8 +220,13 @@ def _input_blocks(x, shape, chunks, batch):
         return itertools.repeat(x)
     if isinstance(x, core.ChunkedArray) and x.shape == shape and x.chunks == chunks:
         return x._chunk_blocks(batch)
-    return (x[_input_region(x.shape, layout.chunk_region(k, shape, chunks))]
+    return (_read(x, _input_region(x.shape, layout.chunk_region(k, shape, chunks)))
             for k in batch)
+
+
+def _read(x, region):
+    """``x[region]`` as a numpy array (a lazy array's basic selection is a view)."""
+    return x._read(region) if isinstance(x, core.ChunkedArray) else x[region]
 
 
 def _input_region(in_shape, region):

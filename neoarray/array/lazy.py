@@ -9,14 +9,16 @@ behaves like an array (``shape``, ``dtype``, ``chunks``, ``fill_value``, operato
 ufuncs that nest, numpy functions, reductions and methods), and is computed chunk by
 chunk only when read:
 
-* ``B[i, j]``, ``B[10:20]``: only the items selected, read from the inputs' chunks
-  they fall in;
+* ``B[i, j]``, ``B[[1, 5]]``: only the items selected, read from the inputs' chunks
+  they fall in; a basic selection of one dimension or more (``B[10:20, ::2]``,
+  ``B[3]``) is a lazy view of ``B`` instead (:mod:`.views`), as are ``B.T``,
+  ``B.reshape(...)`` and the other axis moves;
 * ``np.asarray(B)``, ``list(B)``: within ``config.memory_bytes_max``
   (``ArrayTooLargeError`` naming the bytes otherwise), as for a stored array;
 * ``B.sum()``, ``np.mean(B, axis=0)``, ``B.argmax()``...: the reductions of stored
   arrays (:mod:`.plans`), fed one computed chunk at a time;
-* other operations that make new arrays (``B.T``, ``np.cumsum(B)``, ``B @ x``,
-  ``B.copy()``) make persistent ones, as they do from stored arrays.
+* other operations that make new arrays (``np.cumsum(B)``, ``B @ x``, ``B.copy()``)
+  make persistent ones, as they do from stored arrays.
 
 Its fill value is the expression of its inputs' fill values, and its chunks are those
 of its first input of the result's shape, so over sparse inputs only the chunks stored
@@ -113,6 +115,10 @@ class lazyarray(core.ChunkedArray):
         return (f"<neoarray.array.lazyarray {_describe(self)} shape={self._shape} "
                 f"dtype={self.dtype} chunks={self._chunks} fill_value={self.fill_value!r}>")
 
+    def _label(self):
+        name = getattr(self._func, "__name__", type(self._func).__name__)
+        return f"{name}({', '.join(_describe(i) for i in self._inputs)})"
+
     def __reduce_ex__(self, protocol):
         raise ArrayLazyError(
             f"a lazy array ({_describe(self)}, shape {self._shape}) is not stored and cannot "
@@ -121,10 +127,15 @@ class lazyarray(core.ChunkedArray):
 
     # ------------------------------------------------------------------ chunks
 
+    def _touched_keys(self):
+        """The keys (C order) of the chunks where some input may differ from its fill
+        value, or None when every chunk may (a numpy input, a broadcast one...)."""
+        return elementwise.touched_keys(self._inputs, self._shape, self._chunks)
+
     def chunk_keys(self):
         """The keys (C order) of the chunks where some input may differ from its fill
         value: every other chunk of the expression is its fill value."""
-        keys = elementwise.touched_keys(self._inputs, self._shape, self._chunks)
+        keys = self._touched_keys()
         return elementwise.all_keys(self._shape, self._chunks) if keys is None else keys
 
     def _chunk_blocks(self, keys):
@@ -145,6 +156,14 @@ class lazyarray(core.ChunkedArray):
     # ------------------------------------------------------------------ reading
 
     def __getitem__(self, key):
+        """A lazy view for a basic selection of one dimension or more
+        (:func:`.views.select`), the items read now otherwise."""
+        if core._ops.methods.is_field_key(key):
+            return core._ops.methods.field(self, key)
+        return core._ops.views.select(self, key)
+
+    def _read(self, key):
+        """``self[key]`` computed now, as a numpy array (or scalar)."""
         sel = indexing.parse_selection(key, self._shape)
         core.check_memory(sel.size * self.itemsize, f"selection of shape {sel.result_shape}")
         if all(elementwise.is_scalar(x) or isinstance(x, np.ndarray) or x.shape == self._shape
@@ -158,7 +177,7 @@ class lazyarray(core.ChunkedArray):
         """The selection computed from the same selection of each input (elementwise
         functions commute with indexing); numpy inputs are broadcast views."""
         args = [x if elementwise.is_scalar(x) else
-                np.broadcast_to(x, self._shape)[key] if isinstance(x, np.ndarray) else x[key]
+                np.broadcast_to(x, self._shape)[key] if isinstance(x, np.ndarray) else x._read(key)
                 for x in self._inputs]
         result = np.asarray(self._func(*args, **self._kwargs))
         if result.shape != sel.result_shape:
@@ -213,8 +232,7 @@ class lazyarray(core.ChunkedArray):
 
 def _describe(x):
     if isinstance(x, lazyarray):
-        name = getattr(x._func, "__name__", type(x._func).__name__)
-        return f"{name}({', '.join(_describe(i) for i in x._inputs)})"
+        return x._label()
     if isinstance(x, core.ndarray):
         return f"ndarray{x.shape}"
     if isinstance(x, np.ndarray) and x.ndim:
@@ -322,7 +340,7 @@ def _canon_block(value, sel, proj, lead):
     canonical layout (a basic selection: one dimension per axis of the target)."""
     result_region = tuple(o for o, s in zip(proj.out, sel.basic) if s.keep)
     region = (slice(0, 1),) * lead + elementwise._input_region(value.shape[lead:], result_region)
-    block = np.asarray(value[region])
+    block = np.asarray(value._read(region))
     block = block.reshape(block.shape[lead:])
     extent = tuple(r.stop - r.start for r in result_region)
     return np.broadcast_to(block, extent).reshape(tuple(o.stop - o.start for o in proj.out))

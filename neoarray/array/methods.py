@@ -7,30 +7,25 @@ milliseconds), with one chunk in memory at a time:
 * elementwise maps (``astype``, ``clip``, ``round``) are lazy expressions
   (:mod:`.lazy`): the fill value is mapped like the items, so unwritten chunks stay
   unwritten; ``copy`` stores the array's values in a new persistent array;
-* axis moves (``T``, ``transpose``, ``swapaxes``) permute the chunk grid and transpose
-  each chunk;
-* size-1 axes (``squeeze``, ``expand_dims``, and a ``reshape`` that only adds or
-  removes them) keep the chunk grid and reshape each chunk;
-* ``reshape`` to the same shape is the array itself; any other ``reshape``,
-  ``ravel`` and ``flatten`` need the array in memory (``ArrayTooLargeError`` naming the
-  bytes when it does not fit ``memory_bytes_max``), as do ``tolist`` and ``item``'s
-  of the whole array;
+* axis moves (``T``, ``transpose``, ``swapaxes``), size-1 axes (``squeeze``,
+  ``expand_dims``) and ``reshape``, ``ravel`` and ``flatten`` are lazy views
+  (:mod:`.views`): they permute, add or drop axes of the chunk grid, and read their
+  base when read; a ``reshape`` that the chunks do not allow is computed in memory
+  (``ArrayTooLargeError`` naming the bytes when it does not fit ``memory_bytes_max``),
+  as are ``tolist`` and ``item`` of the whole array;
 * ``fill`` sets the fill value and drops every chunk (in place, as numpy's);
 * ``nonzero`` gathers the indices chunk by chunk (a non-zero fill value would make
   every unwritten item count: refused unless the whole array fits in memory).
 
-Other results are new arrays (``outputs``: added to the connection of the input).
+``copy`` is a new array (``outputs``: added to the connection of the input).
 """
+import functools
 import math
 
 import numpy as np
 
-from . import core, elementwise, layout, lazy, outputs
+from . import core, elementwise, layout, lazy, views
 from .errors import ArrayShapeError, ArrayValueError
-
-
-def _result(array, shape, dtype, fill, chunks):
-    return outputs.prepare_out(None, (array,), shape, dtype, fill_value=fill, chunks=chunks)
 
 
 def _map(array, func):
@@ -69,10 +64,42 @@ def round_(array, decimals=0):
     return _map(array, lambda block: np.round(block, decimals))
 
 
+def is_field_key(key) -> bool:
+    """Whether ``key`` names fields of a structured array (``A['x']``, ``A[['x', 'y']]``)."""
+    return isinstance(key, str) or (isinstance(key, list) and bool(key)
+                                    and all(isinstance(k, str) for k in key))
+
+
+def field(array, key):
+    """``array[name]`` or ``array[[names]]`` of a structured array: a lazy expression
+    of the field(s), as numpy's view of them (read-only)."""
+    names = [key] if isinstance(key, str) else key
+    missing = [n for n in names if n not in (array.dtype.names or ())]
+    if missing:
+        raise ArrayValueError(f"no field of name {missing[0]!r} in dtype {array.dtype}")
+    return lazy.lazyarray(functools.partial(_take_field, key=key), (array,))
+
+
+def _take_field(block, key):
+    return block[key]
+
+
+def compare(a, b, ufunc, op):
+    """``a == b`` / ``a != b``: numpy's ufunc, or for structured items numpy's own
+    comparison operator (field by field), lazily in both cases."""
+    structured = [x for x in (a, b) if getattr(x, "dtype", None) is not None and x.dtype.names]
+    if not structured:
+        return ufunc(a, b)
+    if not elementwise.is_operand(b):
+        b = np.asarray(b, dtype=structured[0].dtype)
+    return lazy.lazyarray(op, (a, b))
+
+
 # ---------------------------------------------------------------------- axes
+# lazy views of the array (neoarray.array.views)
 
 def transpose(array, axes=None):
-    """The array with its axes permuted (reversed by default), chunk by chunk."""
+    """The array with its axes permuted (reversed by default): a lazy view."""
     ndim = array.ndim
     if axes is None or axes == ():
         perm = list(range(ndim))[::-1]
@@ -83,12 +110,7 @@ def transpose(array, axes=None):
         if sorted(perm) != list(range(ndim)):
             raise ArrayValueError(f"transpose: axes {tuple(axes)} are not a permutation of the "
                                   f"{ndim} axes")
-    shape = tuple(array.shape[p] for p in perm)
-    chunks = tuple(array.chunks[p] for p in perm)
-    result = _result(array, shape, array.dtype, array.fill_value, chunks)
-    for key, block in array._map_stored(lambda _key, block: np.transpose(block, perm).copy()):
-        result._put_block(tuple(key[p] for p in perm), block)
-    return result
+    return views.transpose(array, perm)
 
 
 def swapaxes(array, axis1, axis2):
@@ -120,49 +142,12 @@ def _new_shape(array, shape):
     return tuple(shape)
 
 
-def _ones_map(old, new):
-    """For a ``new`` shape that is ``old`` with size-1 axes added or removed: for each
-    axis of ``new``, the axis of ``old`` it is (None: a new size-1 axis); else None."""
-    mapping, j = [], 0
-    for n in new:
-        while j < len(old) and old[j] == 1 and n != 1:
-            j += 1                                  # a size-1 axis of old, dropped
-        if j < len(old) and old[j] == n:
-            mapping.append(j)
-            j += 1
-        elif n == 1:
-            mapping.append(None)
-        else:
-            return None
-    if any(old[i] != 1 for i in range(j, len(old))):
-        return None
-    return mapping
-
-
-def _reshape_ones(array, shape, mapping):
-    chunks = tuple(1 if m is None else array.chunks[m] for m in mapping)
-    result = _result(array, shape, array.dtype, array.fill_value, chunks)
-    for key, block in array._map_stored(lambda _key, block: block.reshape(
-            tuple(1 if m is None else block.shape[m] for m in mapping)).copy()):
-        result._put_block(tuple(0 if m is None else key[m] for m in mapping), block)
-    return result
-
-
 def reshape(array, shape, order="C"):
-    if order != "C":
+    """A view when the chunk layout allows, else computed in memory (see
+    :func:`.views.reshape`)."""
+    if order not in ("C", "c"):
         raise ArrayValueError(f"reshape: order={order!r} is not supported, only 'C'")
-    shape = _new_shape(array, shape)
-    if shape == array.shape:
-        return array
-    mapping = _ones_map(array.shape, shape)
-    if mapping is not None:
-        return _reshape_ones(array, shape, mapping)
-    core.check_memory(array.nbytes, f"reshape of shape {array.shape} into {shape} (its chunks "
-                                    "cannot be regrouped one by one)")
-    values = np.asarray(array).reshape(shape)
-    result = _result(array, shape, array.dtype, array.fill_value, None)
-    result[...] = values
-    return result
+    return views.reshape(array, _new_shape(array, shape))
 
 
 def squeeze(array, axis=None):
@@ -173,9 +158,7 @@ def squeeze(array, axis=None):
         wide = [a for a in axes if array.shape[a] != 1]
         if wide:
             raise ArrayShapeError(f"squeeze: axis {wide[0]} has size {array.shape[wide[0]]}, not 1")
-    shape = tuple(n for i, n in enumerate(array.shape) if i not in axes)
-    mapping = [i for i in range(array.ndim) if i not in axes]
-    return array if shape == array.shape else _reshape_ones(array, shape, mapping)
+    return views.squeeze(array, set(axes))
 
 
 def expand_dims(array, axis):
@@ -184,10 +167,7 @@ def expand_dims(array, axis):
     axes = layout.normalize_axes(axes, ndim, "expand_dims", allow_duplicate=True)
     if len(set(axes)) != len(axes):
         raise ArrayValueError(f"expand_dims: repeated axis in {tuple(axis)}")
-    old = iter(range(array.ndim))
-    mapping = [None if i in axes else next(old) for i in range(ndim)]
-    shape = tuple(1 if m is None else array.shape[m] for m in mapping)
-    return _reshape_ones(array, shape, mapping)
+    return views.expand_dims(array, set(axes))
 
 
 # ---------------------------------------------------------------------- values

@@ -4,7 +4,11 @@ Every function here holds at most :func:`buffer_bytes` bytes of items (and indic
 half of ``config.memory_bytes_max``, the other half left to numpy's temporaries.
 
 * ``np.sort`` / ``np.argsort`` / ``ndarray.sort`` of a 1-D array (or of a flattened one,
-  ``axis=None``): an **external merge sort**.  Runs of the array, each at most a buffer
+  ``axis=None``): an **external merge sort**.  A sort of values reads only the chunks the
+  array may store (chunk by chunk, in any order); its unwritten items, all the fill
+  value, are counted and written as one block where they sort, so sorting a mostly
+  unwritten array costs its stored chunks (the output's chunks of fill values are not
+  stored either).  Runs of the array, each at most a buffer
   (with numpy's sorted copy), are sorted by numpy and spilled to ``.npy`` files in a
   temporary directory (``config.spill_dir``); then a k-way merge reads each run through
   a bounded buffer and writes the result chunk by chunk.  When there are too many runs
@@ -22,6 +26,9 @@ half of ``config.memory_bytes_max``, the other half left to numpy's temporaries.
   the merge and gives numpy's ``kind='stable'`` answer (a valid answer of every
   kind).  numpy's own ordering (``np.argsort`` and ``np.searchsorted``) decides
   every comparison, so NaNs go last as in numpy, complex numbers sort as in numpy.
+* ``order=`` sorts a structured array by fields (``np.sort``, ``np.argsort`` and
+  ``ndarray.sort``): the items are read as a dtype of the same fields, the named ones
+  first, and sorted as above, as numpy does.
 * Along an axis of an N-D array (``np.sort(a, axis=k)``): tiles holding whole lines
   along the axis, at most a buffer of them, each sorted by numpy.  A line longer than
   the buffer is ``ArrayTooLargeError``.
@@ -33,13 +40,14 @@ half of ``config.memory_bytes_max``, the other half left to numpy's temporaries.
   search inside the one chunk found for each value.
 """
 import contextlib
+import functools
 import math
 import os
 import tempfile
 
 import numpy as np
 
-from . import core, layout, outputs
+from . import core, layout, lazy, outputs
 from .config import config
 from .errors import ArrayTooLargeError
 
@@ -115,10 +123,12 @@ class _Spill:
     """The temporary directory of one sort's runs (``config.spill_dir`` or the system's)."""
 
     def __init__(self):
-        self._dir = tempfile.TemporaryDirectory(prefix="neoarray-sort-", dir=config.spill_dir)
+        self._dir = None        # made by the first run
         self.count = 0          # runs written
 
     def _paths(self, with_indices):
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="neoarray-sort-", dir=config.spill_dir)
         self.count += 1
         names = ("values", "indices") if with_indices else ("values",)
         return [os.path.join(self._dir.name, f"run{self.count}.{name}.npy") for name in names]
@@ -135,7 +145,8 @@ class _Spill:
         return _RunWriter(_Run(self._paths(with_indices), length), dtype)
 
     def close(self):
-        self._dir.cleanup()
+        if self._dir is not None:
+            self._dir.cleanup()
 
 
 class _RunWriter:
@@ -185,6 +196,61 @@ class _ArraySink:
     def close(self):
         if self.pending_items:
             self._flush(self.pending_items)
+
+    def fill(self, value, count):
+        """Write ``count`` items of ``value`` (a one-item array): whole chunks of a stored
+        output whose fill value it is are dropped, not written."""
+        head = min(count, -self.pending_items % self.step)
+        if head:
+            self.write(np.full(head, value[0], value.dtype), None)
+        middle = (count - head) // self.step * self.step
+        if middle:
+            self._fill_range(self.position, self.position + middle, value)
+            self.position += middle
+        if count - head - middle:
+            self.write(np.full(count - head - middle, value[0], value.dtype), None)
+
+    def _fill_range(self, start, stop, value):
+        """Items ``[start, stop)`` (whole steps, nothing pending) set to ``value``."""
+        out = self.out
+        if not isinstance(out, core.ndarray):
+            out[start:stop] = value[0]
+        elif start % self.step == 0 and out._fill == value.astype(out.dtype).tobytes():
+            first, stop_key = start // self.step, -(-stop // self.step)
+            for key in list(out._tree.keys(min=(first,), max=(stop_key,), excludemax=True)):
+                out._drop_chunk(key, out._tree[key])
+        else:
+            for low in range(start, stop, self.step):
+                out[low:low + self.step] = np.full(self.step, value[0], value.dtype)
+
+
+class _FillSink:
+    """Passes sorted values on to ``sink`` with ``count`` copies of the one-item array
+    ``fill`` inserted where numpy's order puts them: before the first value that does
+    not sort before it (they are equal or after it)."""
+
+    def __init__(self, sink, fill, count):
+        self.sink, self.fill, self.count = sink, fill, count
+
+    def write(self, values, indices):
+        if self.count:
+            cut = int(np.searchsorted(values, self.fill, side="left")[0])
+            if cut < len(values):
+                if cut:
+                    self.sink.write(values[:cut], None)
+                self._insert()
+                values = values[cut:]
+        if len(values):
+            self.sink.write(values, None)
+
+    def _insert(self):
+        self.sink.fill(self.fill, self.count)
+        self.count = 0
+
+    def close(self):
+        if self.count:
+            self._insert()
+        self.sink.close()
 
 
 # ---------------------------------------------------------------------- merge
@@ -282,36 +348,78 @@ def external_sort(array, sink, with_indices, kind=None, stats=None):
     """Sort ``array`` flattened (C order) into ``sink`` in bounded memory (see the module
     doc).  ``stats`` (a dict), when given, receives ``runs`` (spilled runs, 0 when
     sorted in memory), ``run_items``, ``merge_passes``, ``held_items_max`` (the most
-    run items a merge buffered at once), ``item_bytes`` and ``buffer_bytes``."""
+    run items a merge buffered at once), ``item_bytes``, ``buffer_bytes`` and
+    ``fill_items`` (unwritten items counted, not read: a sort of values)."""
     budget = buffer_bytes()
     item_bytes = _item_bytes(array.dtype, with_indices)
     run_items = max(1, budget // (2 * item_bytes))
     report = {"runs": 0, "merge_passes": 0, "buffer_bytes": budget, "run_items": run_items,
-              "item_bytes": item_bytes}
-    if array.size <= run_items:
-        values = read_flat(array, 0, array.size)
+              "item_bytes": item_bytes, "fill_items": 0}
+    spill = _Spill()
+    try:
         if with_indices:
-            order = np.argsort(values, kind="stable")
-            sink.write(values[order], order.astype(INDEX_DTYPE))
+            _sort_positions(array, sink, kind, run_items, spill, report)
         else:
-            sink.write(np.sort(values, kind=kind), None)
-    else:
-        spill = _Spill()
-        try:
-            runs = _make_runs(array, spill, with_indices, kind, run_items)
-            report["runs"] = len(runs)
-            fan_in = max(2, budget // (3 * item_bytes * MERGE_READ_ITEMS_MIN))
-            while len(runs) > fan_in:
-                runs = [_merge_to_run(runs[i:i + fan_in], spill, budget, item_bytes, array.dtype, report)
-                        for i in range(0, len(runs), fan_in)]
-                report["merge_passes"] += 1
-            _merge(runs, sink, max(1, budget // (3 * item_bytes * len(runs))), report)
-            report["merge_passes"] += 1
-        finally:
-            spill.close()
-    sink.close()
+            _sort_values(array, sink, kind, run_items, spill, report)
+    finally:
+        spill.close()
     if stats is not None:
         stats.update(report)
+
+
+def _sort_positions(array, sink, kind, run_items, spill, report):
+    """``argsort``: runs of consecutive flat ranges, their indices carried."""
+    if array.size <= run_items:
+        values = read_flat(array, 0, array.size)
+        order = np.argsort(values, kind="stable")
+        sink.write(values[order], order.astype(INDEX_DTYPE))
+    else:
+        runs = _make_runs(array, spill, True, kind, run_items)
+        _merge_runs(runs, spill, sink, array.dtype, report)
+    sink.close()
+
+
+def _sort_values(array, sink, kind, run_items, spill, report):
+    """``sort``: the items of the chunks the array may store, read chunk by chunk in
+    any order (a sorted list of values keeps no positions), in runs; the other items
+    are its fill value, counted and written as one block where they sort
+    (:class:`_FillSink`), never read."""
+    runs, parts, held, covered = [], [], 0, 0
+    for _key, flat in array._map_stored(lambda _key, block: block.flatten()):
+        covered += flat.size
+        while flat.size:
+            take = min(flat.size, run_items - held)
+            parts.append(flat[:take])
+            held, flat = held + take, flat[take:]
+            if held == run_items:
+                runs.append(spill.run(np.sort(np.concatenate(parts), kind=kind)))
+                parts, held = [], 0
+    tail = np.sort(np.concatenate(parts) if parts else np.empty(0, array.dtype), kind=kind)
+    missing = array.size - covered
+    report["fill_items"] = missing
+    sink = _FillSink(sink, np.full(1, array.fill_value, array.dtype), missing) if missing else sink
+    if not runs:
+        if len(tail):
+            sink.write(tail, None)
+    else:
+        if len(tail):
+            runs.append(spill.run(tail))
+        _merge_runs(runs, spill, sink, array.dtype, report)
+    sink.close()
+
+
+def _merge_runs(runs, spill, sink, dtype, report):
+    """Merge the spilled ``runs`` into ``sink``: in groups first when there are more
+    than the buffer reads at :data:`MERGE_READ_ITEMS_MIN` items each."""
+    budget, item_bytes = report["buffer_bytes"], report["item_bytes"]
+    report["runs"] = len(runs)
+    fan_in = max(2, budget // (3 * item_bytes * MERGE_READ_ITEMS_MIN))
+    while len(runs) > fan_in:
+        runs = [_merge_to_run(runs[i:i + fan_in], spill, budget, item_bytes, dtype, report)
+                for i in range(0, len(runs), fan_in)]
+        report["merge_passes"] += 1
+    _merge(runs, sink, max(1, budget // (3 * item_bytes * len(runs))), report)
+    report["merge_passes"] += 1
 
 
 def _merge_to_run(runs, spill, budget, item_bytes, dtype, report):
@@ -363,48 +471,93 @@ def _sort_kind(dtype, kind, stable):
     return kind
 
 
+def _by_fields(a, order):
+    """``(a, dtype)`` to sort by the fields ``order`` (None: ``a`` as it is): ``a`` read
+    as a dtype of the same fields, ``order``'s first (numpy's order for ``order=``: the
+    other fields break ties in their own order; numpy sorts a view of its items with
+    the names so reordered, a copy here, so runs can be spilled to ``.npy`` files)."""
+    if order is None:
+        return a, a.dtype
+    if a.dtype.names is None:
+        raise ValueError("Cannot specify order when the array has no fields.")
+    names = [order] if isinstance(order, str) else list(order)
+    for name in names:
+        if name not in a.dtype.names:
+            raise ValueError(f"no field of name {name}")
+    names += [n for n in a.dtype.names if n not in names]
+    dtype = np.dtype([(n, a.dtype.fields[n][0]) for n in names])
+    return lazy.lazyarray(functools.partial(_by_name, dtype=dtype), (a,)), dtype
+
+
+def _by_name(values, dtype):
+    """``values`` (structured) as ``dtype``, field by field by name."""
+    result = np.empty(values.shape, dtype)
+    for name in dtype.names:
+        result[name] = values[name]
+    return result
+
+
+class _FieldSink:
+    """Passes sorted values to ``sink`` in the output's ``dtype``, field by field."""
+
+    def __init__(self, sink, dtype):
+        self.sink, self.dtype = sink, dtype
+
+    def write(self, values, indices):
+        self.sink.write(_by_name(values, self.dtype), indices)
+
+    def fill(self, value, count):
+        self.sink.fill(_by_name(value, self.dtype), count)
+
+    def close(self):
+        self.sink.close()
+
+
 def sort(a, axis=-1, kind=None, order=None, *, stable=None, out=None, stats=None):
     """``np.sort`` of a neoarray into a new one (or ``out``), see the module doc;
-    ``stats``: see :func:`external_sort`."""
-    if not isinstance(a, core.ChunkedArray) or order is not None or (a.ndim == 0 and axis is not None):
+    ``stats``: see :func:`external_sort`.  ``order`` sorts a structured array by fields."""
+    if not isinstance(a, core.ChunkedArray) or (a.ndim == 0 and axis is not None):
         return NotImplemented
     kind = _sort_kind(a.dtype, kind, stable)
     if axis is None or a.ndim == 1:
         shape = (a.size,)
         out = outputs.prepare_out(out, (a,), shape, a.dtype, a.fill_value,
                                   chunks=a.chunks if a.ndim == 1 else None, what="the sorted items")
-        external_sort(a, _ArraySink(out, False), False, kind, stats)
+        source = _by_fields(a, order)[0]
+        sink = _ArraySink(out, False)
+        external_sort(source, sink if order is None else _FieldSink(sink, a.dtype), False, kind,
+                      stats)
         return out
     (axis,) = layout.normalize_axes(axis, a.ndim)
+    _by_fields(a, order)                                # numpy's errors
     out = outputs.prepare_out(out, (a,), a.shape, a.dtype, a.fill_value, chunks=a.chunks,
                               what="the sorted array")
-    _along_axis(a, axis, lambda block: np.sort(block, axis=axis, kind=kind), out)
+    _along_axis(a, axis, lambda block: np.sort(block, axis=axis, kind=kind, order=order), out)
     return out
 
 
 def sort_in_place(a, axis=-1, kind=None, order=None, stable=None):
     """``ndarray.sort``: the array sorted in place (runs are spilled before any write)."""
-    if order is not None:
-        raise NotImplementedError("sorting a neoarray by fields (order=...) is not supported")
-    sort(a, axis=axis if a.ndim > 1 else -1, kind=kind, stable=stable, out=a)
+    sort(a, axis=axis if a.ndim > 1 else -1, kind=kind, order=order, stable=stable, out=a)
 
 
 def argsort(a, axis=-1, kind=None, order=None, *, stable=None, stats=None):
     """``np.argsort`` of a neoarray: a new array of indices (always a stable order for
-    1-D and flattened arrays, see the module doc)."""
-    if not isinstance(a, core.ChunkedArray) or order is not None or (a.ndim == 0 and axis is not None):
+    1-D and flattened arrays, see the module doc).  ``order``: by fields."""
+    if not isinstance(a, core.ChunkedArray) or (a.ndim == 0 and axis is not None):
         return NotImplemented
     kind = _sort_kind(a.dtype, kind, stable)
     if axis is None or a.ndim == 1:
         shape = (a.size,)
         out = outputs.prepare_out(None, (a,), shape, INDEX_DTYPE, 0,
                                   chunks=a.chunks if a.ndim == 1 else None, what="the sort indices")
-        external_sort(a, _ArraySink(out, True), True, kind, stats)
+        external_sort(_by_fields(a, order)[0], _ArraySink(out, True), True, kind, stats)
         return out
     (axis,) = layout.normalize_axes(axis, a.ndim)
+    _by_fields(a, order)
     out = outputs.prepare_out(None, (a,), a.shape, INDEX_DTYPE, 0, chunks=a.chunks,
                               what="the sort indices")
-    _along_axis(a, axis, lambda block: np.argsort(block, axis=axis, kind=kind), out)
+    _along_axis(a, axis, lambda block: np.argsort(block, axis=axis, kind=kind, order=order), out)
     return out
 
 

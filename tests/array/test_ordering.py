@@ -39,7 +39,7 @@ def operands(draw, dtypes=SORT_DTYPES, min_dims=1, max_dims=1, max_side=300):
         oracle.flat[draw(st.lists(st.integers(0, oracle.size - 1), max_size=4))] = np.nan
     fill = 0
     if style == "sparse":
-        fill = draw(st.sampled_from([0, 1]))
+        fill = draw(st.sampled_from([0, 1] + ([np.nan] if dtype.kind in "fc" else [])))
         keep = np.random.default_rng(draw(st.integers(0, 99))).random(shape) < 0.1
         oracle = np.where(keep, oracle, np.asarray(fill).astype(dtype))
     array = na.ndarray(shape, dtype=dtype, chunks=chunks, fill_value=fill,
@@ -111,6 +111,41 @@ def test_in_place_sort_of_a_large_1d_array_spills_and_merges_in_passes():
     assert stats["runs"] >= 20 and stats["merge_passes"] >= 1
     _equal(array[...], np.sort(oracle))
     _equal(indices[...], np.arange(oracle.size))     # sorted already: stable identity
+
+
+def test_a_sort_of_a_mostly_unwritten_array_reads_and_writes_only_its_stored_chunks():
+    array = na.ndarray((10**15,), chunks=(1000,), fill_value=0.5)
+    written = {7: -3.0, 999_999_999_999: np.nan, 10**15 - 1: 2.0, 10**12 + 5: 0.25, 42: 0.5}
+    for index, value in written.items():
+        array[index] = value
+    stats = {}
+    with na.configure(memory_bytes_max=4096):
+        result = ordering.sort(array, stats=stats)
+    assert stats["fill_items"] == 10**15 - 4000 and stats["runs"] > 1     # 4 chunks read
+    # the head (-3, 0.25, then fill values) and the tail (fill values, 2, NaN) only
+    assert len(list(result.chunk_keys())) == 2
+    _equal(result[:3], np.array([-3.0, 0.25, 0.5]))
+    _equal(result[-3:], np.array([0.5, 2.0, np.nan]))
+    assert result[10**14] == 0.5 and result.fill_value == 0.5
+    array.sort()                                     # in place: its stored chunks go
+    _equal(array[:2], np.array([-3.0, 0.25]))
+    assert len(list(array.chunk_keys())) == 2 and np.isnan(array[-1])
+
+
+def test_a_sort_into_an_array_of_another_fill_value_writes_the_fill_items():
+    oracle = np.zeros(5000)
+    oracle[[3, 4000]] = [-1.0, 1.0]
+    array = na.zeros(oracle.shape, chunks=(100,))
+    array[[3, 4000]] = [-1.0, 1.0]
+    out = na.full(oracle.shape, 9.0, chunks=(300,))
+    out[:] = 7.0
+    with na.configure(memory_bytes_max=2048):
+        ordering.sort(array, out=out)
+    _equal(out[...], np.sort(oracle))
+    numpy_out = np.empty(5000)
+    with na.configure(memory_bytes_max=2048):
+        ordering.sort(array, out=numpy_out)
+    _equal(numpy_out, np.sort(oracle))
 
 
 def test_sorting_along_an_axis_whose_lines_do_not_fit_is_refused_with_the_bytes():
