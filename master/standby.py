@@ -311,9 +311,19 @@ class StandbyFollower:
         self.primary = ""
         self.run, self.version = "", 0
         self.last_contact = time.monotonic()
+        self.closed_epoch: int | None = None    # the epoch once the state is closed
 
     def epoch(self) -> int:
-        return self.state.get("epoch", 0)
+        """The epoch held; once the state is closed (taking over, or stopping: the gRPC
+        server still answers ``Role`` until the primary's handlers replace these), the
+        last one, instead of an error from the closed database."""
+        if self.closed_epoch is None:
+            try:
+                return self.state.get("epoch", 0)
+            except lmdb.Error:
+                if self.closed_epoch is None:
+                    raise
+        return self.closed_epoch
 
     def refusal(self) -> str:
         where = f"the primary is at {self.primary}" if self.primary else "no primary answers it now"
@@ -382,12 +392,14 @@ class StandbyFollower:
         next_node_id = self.state.get("next_node_id", 1) + NODE_ID_RESERVE
         self.state.put(epoch=epoch, oid_reserved=oid_reserved, tid_reserved=tid_reserved,
                        next_node_id=next_node_id)
+        self.closed_epoch = epoch
         self.state.close()
         log.warning("the primary master %s has been unreachable for %.1f s: taking over with epoch %d",
                     self.peers, time.monotonic() - self.last_contact, epoch)
         return epoch
 
     def close(self) -> None:
+        self.closed_epoch = self.epoch()
         self.state.close()
 
 

@@ -1,0 +1,229 @@
+"""The master's commit path (``Begin``, ``Abort``, ``Finish`` and the Lock orders),
+as the rules of ``master/commit.py`` say.
+
+A mixin of ``Master`` (``master/node.py``): ``CommitCore`` (``self.commits``) decides,
+these methods hold ``self.lock`` while they read and change it and call the storage
+nodes outside the lock.
+"""
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from neoarray import wire
+from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
+from neoarray.ids import checked_id, u64
+from neoarray.proto import storage_pb2 as spb
+
+from .commit import COMPLETE, Txn, owner_of, written
+
+log = logging.getLogger("neoarray.master")
+
+
+def _refused(exc: Exception) -> bool:
+    """A storage answered with a refusal (INVALID_ARGUMENT), not a failure to answer."""
+    if isinstance(exc, grpc.RpcError):
+        return exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+    return isinstance(exc, RequestRefused)
+
+
+def _details(exc: Exception) -> str:
+    return exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
+
+
+class Committing:
+    """Begin, abort and finish of transactions (mixin of ``Master``)."""
+
+    def begin(self, node: int, tid: bytes) -> bytes:
+        retaken = False
+        with self.lock:
+            self.require_running()
+            self.require_writer(node, "Begin")
+            mine = sum(1 for t in self.commits.begun.values() if t.node == node)
+            if mine >= self.limits.transactions_per_client_max:
+                raise LimitExceeded(f"client C{node} has {mine} open transactions, "
+                                     f"transactions_per_client_max={self.limits.transactions_per_client_max}")
+            if not tid:
+                ttid = self.ids.new_tid()
+            elif checked_id(tid, "tid") > self.ids.last_tid:
+                ttid = self.ids.take_tid(tid)
+            else:
+                ttid = retaken = self._retake_tid(tid)
+            self.commits.begun[ttid] = Txn(ttid, node, tid=tid or None)
+            storages = sorted(self.running_storages())
+        if retaken:
+            self._abort_stale(ttid, storages)
+        return ttid
+
+    def _retake_tid(self, tid: bytes) -> bytes:
+        """A restore asks for ``tid``, handed out before (under ``self.lock``): an import
+        killed between Begin and Finish, or a tid reservation of a restarted master.
+        It may take it again when nothing is committed after it and no transaction is
+        in progress (``CommitCore.retake_refusal``)."""
+        refusal = self.commits.retake_refusal(tid, self.last_committed)
+        if refusal is not None:
+            raise refusal
+        log.info("a restore takes again tid 0x%s, handed out before and never committed", tid.hex())
+        return tid
+
+    def _abort_stale(self, ttid: bytes, storages) -> None:
+        """Before a retaken tid is used: abort on every running storage node what an
+        earlier holder of it may have left there (stores or a vote of a client that
+        died, whose AbortNode may not have been carried out yet), so that none of it
+        is committed with the new transaction.  A node that does not answer makes the
+        Begin fail (retryable); nodes that are down drop unvoted stores when they
+        restart, and the verdicts abort a vote of the dead session, while its stores
+        are refused to any other client (``storage_node/manager.py``)."""
+        for nid in storages:
+            try:
+                wire.call(self.storage_stub(nid).AbortTransaction,
+                          spb.AbortTransactionRequest(ttid=ttid), self.limits.rpc_timeout_s)
+            except Exception as exc:
+                with self.lock:
+                    self.commits.begun.pop(ttid, None)
+                raise ClusterUnavailable(f"tid 0x{ttid.hex()} cannot be taken again yet: its earlier "
+                                         f"holder's stores could not be dropped on S{nid} ({exc}); "
+                                         f"retry") from exc
+
+    def abort(self, node: int, ttid: bytes, storages) -> None:
+        with self.lock:
+            self.commits.check_abort(node, ttid, self.live_session)
+            targets = set(storages) & self._storage_ids()
+        self._abort_on(ttid, targets)
+
+    def _storage_ids(self) -> set[int]:
+        return {n.node_id for n in self.nodes.values() if n.type == "STORAGE"}
+
+    def _abort_on(self, ttid: bytes, storages) -> None:
+        for nid in storages:
+            try:
+                wire.call(self.storage_stub(nid).AbortTransaction,
+                          spb.AbortTransactionRequest(ttid=ttid), self.limits.rpc_timeout_s)
+            except Exception as exc:   # the node's next heartbeat gets the verdict again
+                log.warning("abort of 0x%s on S%d failed: %s", ttid.hex(), nid, exc)
+
+    def finish(self, node: int, ttid: bytes, oids, storages, view_ptid: int = 0) -> tuple[bytes, bytes]:
+        """Commit ``ttid`` voted on ``storages``: ``(its tid, the tid published just
+        before it)`` once complete (the rules of ``master/commit.py``)."""
+        if len(oids) > self.limits.objects_per_transaction_max:
+            raise LimitExceeded(f"finish of 0x{ttid.hex()} names {len(oids)} objects, "
+                                f"objects_per_transaction_max={self.limits.objects_per_transaction_max}")
+        for oid in oids:
+            checked_id(oid, "finish: oid")
+        txn = self._queue_finish(node, ttid, oids, storages, view_ptid)
+        self._lock_on_storages(txn)
+        wait_s = self.limits.lock_timeout_s + self.limits.rpc_timeout_s
+        if not txn.done.wait(wait_s):
+            raise ClusterUnavailable(f"finish of 0x{ttid.hex()}: not complete after {wait_s:g} s (a storage node "
+                                     f"holding it did not answer); ask for its outcome again")
+        if txn.error:
+            raise txn.error
+        return txn.tid, txn.prev_tid
+
+    def _queue_finish(self, node: int, ttid: bytes, oids, storages, view_ptid: int) -> Txn:
+        """Checks, the tid, and the place in the commit queue."""
+        with self.lock:
+            self.require_running()
+            self.require_writer(node, "Finish")
+            if ttid not in self.commits.begun and self.truncation_fences(owner_of(ttid)):
+                raise ClusterUnavailable(f"transaction 0x{ttid.hex()} began before the cluster was "
+                                         f"truncated (neoctl truncate): it was not committed")
+            bad = [s for s in storages if s not in self._storage_ids()]
+            if bad:
+                raise RequestRefused(f"finish names unknown storage nodes {bad}")
+            live = self.live_session(node)
+            if not live and owner_of(ttid) == node:
+                # it can never be finished: its votes go now (and by verdicts if this fails)
+                self.pool.submit(self._abort_on, ttid, sorted(set(storages)))
+            txn = self.commits.accept_finish(node, ttid, live)
+            txn.oids, txn.storages = list(oids), sorted(set(storages))
+            txn.view_ptid = view_ptid
+            txn.tid = txn.tid or self.ids.new_tid(self.partitions, u64(ttid) % self.partitions)
+            refusal = self._view_covers(txn)
+            if refusal is None:
+                self.commits.queue.append(txn)
+                self._missed(txn, txn.storages, self.last_committed)
+                return txn
+            self.commits.mark_dead(ttid)
+        log.warning("finish refused: %s", refusal)
+        self._abort_on(ttid, txn.storages)
+        raise ClusterUnavailable(refusal)
+
+    def _lock_on_storages(self, txn: Txn) -> None:
+        """Order every voter to lock ``txn``: a voter that does not answer is lost, one
+        that refuses had no vote of it (it answered, so it is not lost; its cells copy
+        the transaction if it commits)."""
+        request = spb.LockRequest(ttid=txn.ttid, tid=txn.tid)
+        calls, failed = {}, {}
+        for nid in txn.storages:    # a node that cannot even be called fails here, as a lost one
+            try:                    # (an exception escaping would leave txn queued: every later commit waits)
+                calls[nid] = (self.storage_stub(nid).Lock.future(request, timeout=self.limits.lock_timeout_s)
+                              if len(txn.storages) > 1 else None)
+            except Exception as exc:
+                failed[nid] = exc
+        for nid, fut in calls.items():
+            try:
+                if fut is None:
+                    wire.call(self.storage_stub(nid).Lock, request, self.limits.lock_timeout_s)
+                else:
+                    fut.result()
+            except Exception as exc:
+                failed[nid] = exc
+        refused = {nid for nid, exc in failed.items() if _refused(exc)}
+        for nid, exc in failed.items():
+            if nid not in refused:
+                self.storage_lost(nid, f"lock failed: {_details(exc)}")
+        with self.lock:
+            if refused:
+                log.warning("lock of 0x%s refused by S%s (no vote of it there)", txn.ttid.hex(),
+                            ", S".join(map(str, sorted(refused))))
+            # a node without a cell of what it writes holds nothing of it that counts
+            holders = {n for p in written(txn, self.partitions) for n in self.pt.rows[p]}
+            lost = set(failed) - refused
+            self.commits.lock_answers(txn, set(txn.storages) - set(failed), refused | (lost - holders),
+                                      lost & holders)
+            if refused and txn.decided:
+                self._missed(txn, self._voters(txn), txn.tid)
+            self._settle_queue()
+
+    @staticmethod
+    def _voters(txn: Txn) -> list[int]:
+        return [n for n in txn.storages if n not in txn.refused]
+
+    def _missed(self, txn: Txn, voters, until: bytes) -> None:
+        """Cells that may miss ``txn`` copy it (``master/replication.py``): those of
+        nodes that returned after the client's view, and the readable ones of running
+        nodes that did not vote it.  Before the Lock orders they become OUT_OF_DATE,
+        copying up to ``until``, the last committed tid (not yet the transaction's:
+        its sources do not hold it, a copy could end before it and be taken for
+        complete), so that the last readable copies of what it writes are its voters;
+        once it is complete they copy up to its tid.  The new table is sent before its
+        invalidation."""
+        if self.catchup.committed(self.pt, self.running_storages(), until, txn.view_ptid,
+                                  lambda: written(txn, self.partitions), voters):
+            self._persist_pt()
+            log.info("transaction 0x%s may be missed by some cells: they copy it (ptid %d)",
+                     txn.tid.hex(), self.pt.ptid)
+            self.broadcast_cluster()
+
+    def _settle_queue(self) -> None:
+        """Acknowledge, in tid order, the transactions whose outcome is known (under
+        ``self.lock``): publish the complete ones; abort the votes of the others."""
+        for txn in self.commits.settle(self.pt, self.partitions, self.running_storages()):
+            if txn.outcome == COMPLETE or txn.decided:      # decided but not complete: torn
+                txn.prev_tid = self.last_committed
+                self.last_committed = max(self.last_committed, txn.tid)
+                self._missed(txn, self._voters(txn), txn.tid)
+                event = self._invalidation(txn)
+                for q in list(self.subscribers.values()):
+                    self._push(q, event)
+            if txn.outcome == COMPLETE:
+                self.commits_finished += 1
+                for nid in txn.locked_on:
+                    self.to_unlock.setdefault(nid, []).append(txn.ttid)
+            else:
+                log.error("transaction 0x%s: %s", txn.ttid.hex(), txn.error)
+                if not txn.decided:
+                    self.pool.submit(self._abort_on, txn.ttid, txn.storages)
+            txn.done.set()
