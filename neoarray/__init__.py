@@ -7,6 +7,8 @@ a ``ZODB.DB``; closing the database stops the nodes it started.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     AccessDenied,
     ChecksumError,
@@ -17,6 +19,9 @@ from .errors import (
     RequestRefused,
     StorageFull,
 )
+
+if TYPE_CHECKING:
+    from .database import Database
 
 __all__ = [
     "AccessDenied",
@@ -54,7 +59,7 @@ __version__ = "0.1.0"
 
 def open(path: str | None = None, *, master: str | None = None, cluster: str | None = None,
          storages: int = 1, replicas: int = 0, partitions: int = 12, tls: bool | None = None,
-         **storage_options):
+         **storage_options: Any) -> Database:
     """Open a ``ZODB.DB`` on a neoarray cluster (also a context manager:
     ``with neoarray.open(path) as db:`` closes it).
 
@@ -76,6 +81,20 @@ def open(path: str | None = None, *, master: str | None = None, cluster: str | N
         cluster, give ``ca``, ``cert`` and ``key`` in ``storage_options``.
     **storage_options
         Passed to :class:`NeoStorage` (``cache_bytes_max``, ``read_only``...).
+
+    Returns
+    -------
+    neoarray.database.Database
+        A ``ZODB.DB`` that is also a context manager.
+
+    Raises
+    ------
+    ValueError
+        Neither ``path`` nor ``master`` was given, or ``master`` without ``cluster``.
+    neoarray.errors.DirectoryInUse
+        Another live process runs the directory ``path``.
+    neoarray.errors.ClusterUnavailable
+        The cluster did not start, or no master answered.
     """
     from .client import NeoStorage
     from .database import Database, open_embedded
@@ -95,7 +114,7 @@ _ARRAY_NAMES = ("ndarray", "empty", "zeros", "ones", "full", "asarray",
                 "from_dask", "from_zarr")
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # Everything heavy loads on first use: a master or storage node process imports
     # ``neoarray.<module>`` without paying for the ZODB client, numpy and Numba.
     if name == "NeoStorage":

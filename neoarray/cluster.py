@@ -42,11 +42,17 @@ import signal
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 from . import security
 from .admin import AdminClient
 from .errors import ClusterUnavailable, NeoError
 from .localdir import DirectoryLock, pid_alive, stop_stale_nodes
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from .client import NeoStorage
 
 log = logging.getLogger("neoarray.cluster")
 
@@ -82,20 +88,49 @@ class StorageSlot:
 
 
 class LocalCluster:
+    """A cluster of node processes over one directory: a master (and standbys) and
+    storage nodes on 127.0.0.1, what ``neoarray.open(path)`` and ``neoarray cluster up``
+    run.  Also a context manager (``with LocalCluster(dir) as c:`` starts and stops it).
+
+    Parameters
+    ----------
+    path : str
+        The data directory (made if missing): nodes' data, logs, addresses, the admin
+        token and the TLS files.
+    storages, replicas, partitions : int
+        Storage nodes to run (at least those the directory has), copies beyond the
+        first, and partitions of a new cluster.
+    cluster : str, optional
+        The cluster's name (default: the directory's, or a new random one).
+    node_timeout_s : float
+        The master's heartbeat timeout of a node.
+    log_level : str
+        The nodes' log level.
+    metrics : bool
+        Give every node a Prometheus metrics port.
+    master_args, storage_args : tuple of str
+        More ``neoarray-master``/``neoarray-storage`` options for every start (limits
+        such as ``("--message-bytes-max", "65536")``).
+    tls : bool, optional
+        True makes the directory's CA and certificates (once) and runs every node with
+        mutual TLS; None (default) does so when the directory has them.
+    standby_masters : int
+        Standby masters to run.
+    exit_with_parent : bool
+        The nodes stop when this process ends.
+
+    Raises
+    ------
+    DirectoryInUse
+        Another live process runs this directory (raised before anything in ``path``
+        changes).
+    """
+
     def __init__(self, path: str, storages: int = 1, replicas: int = 0, partitions: int = 12,
                  cluster: str | None = None, node_timeout_s: float = 5.0, log_level: str = "INFO",
                  metrics: bool = False, master_args: tuple[str, ...] = (),
                  storage_args: tuple[str, ...] = (), tls: bool | None = None,
-                 standby_masters: int = 0, exit_with_parent: bool = True):
-        """``master_args``/``storage_args``: more ``neoarray-master``/``neoarray-storage``
-        options for every start (limits such as ``("--message-bytes-max", "65536")``).
-        ``tls``: True makes the directory's CA and certificates (once) and runs every
-        node with mutual TLS; None (default) does so when the directory has them.
-        ``storages``: storage nodes to run (at least those the directory has).
-        ``exit_with_parent``: the nodes stop when this process ends.
-
-        Raises :class:`~neoarray.errors.DirectoryInUse`, before changing anything in
-        ``path``, when another live process runs this directory."""
+                 standby_masters: int = 0, exit_with_parent: bool = True) -> None:
         self.path = os.path.abspath(path)
         os.makedirs(self.path, exist_ok=True)
         self._owner_pid = os.getpid()       # a forked child inherits this object, not the nodes
@@ -384,10 +419,12 @@ class LocalCluster:
         return self._slots[index].node_id
 
     def storage_dir(self, index: int) -> str:
+        """The data directory of storage ``index`` (``DIR/S<id>``, or ``DIR/storage-K`` before it joined)."""
         return self._slots[index].path
 
     @property
     def storage_procs(self) -> dict[int, subprocess.Popen]:
+        """``{index: process}`` of the storage nodes this object started."""
         return {i: s.proc for i, s in self._slots.items() if s.proc is not None}
 
     def storage_pids(self) -> dict[str, int]:
@@ -398,7 +435,18 @@ class LocalCluster:
     def start_storage(self, index: int, timeout_s: float = 30.0, args: tuple[str, ...] = ()) -> str:
         """Start storage node ``index`` (a new one when the directory has no such
         storage); ``args``: more ``neoarray-storage`` options (e.g.
-        ``("--replication-bytes-per-s", "100000")``).  Returns its address."""
+        ``("--replication-bytes-per-s", "100000")``).
+
+        Returns
+        -------
+        str
+            Its ``host:port``.
+
+        Raises
+        ------
+        ClusterUnavailable
+            It did not start or join within ``timeout_s`` (its log says why).
+        """
         self._spawn_storage(index, args)
         address = self._wait_storage(index, timeout_s)
         self._name_storages([index], timeout_s)
@@ -484,6 +532,7 @@ class LocalCluster:
         log.info("storage node %s of %s is %s (the master's id)", old, self.path, slot.name)
 
     def kill_storage(self, index: int, sig: int = signal.SIGKILL) -> None:
+        """Signal storage node ``index`` (default SIGKILL) and wait for its end."""
         slot = self._slots.get(index)
         self._kill(slot.proc if slot else None, sig)
 
@@ -496,7 +545,18 @@ class LocalCluster:
     # -- whole cluster ------------------------------------------------------------------
     def start(self, timeout_s: float = 60.0) -> LocalCluster:
         """Start every node (stopping first what an ended process left running over
-        the directory); storage indexes then follow the node ids."""
+        the directory); storage indexes then follow the node ids.
+
+        Returns
+        -------
+        LocalCluster
+            This cluster, running.
+
+        Raises
+        ------
+        ClusterUnavailable
+            A node did not start, or the cluster was not running within ``timeout_s``.
+        """
         self._lock.acquire(self._running_elsewhere)
         self._clear_stale()
         self.start_master(timeout_s)
@@ -517,6 +577,13 @@ class LocalCluster:
         return AdminClient(self.masters, self.cluster, tls=self.tls_of("admin"), admin_token=self.admin_token)
 
     def wait_state(self, state: str, timeout_s: float = 60.0) -> None:
+        """Wait until the master says the cluster is in ``state`` (``RUNNING``...).
+
+        Raises
+        ------
+        ClusterUnavailable
+            Not within ``timeout_s``.
+        """
         admin = self.admin()
         deadline = time.monotonic() + timeout_s
         try:
@@ -537,7 +604,8 @@ class LocalCluster:
         tls = self.tls_of(role)
         return {"master": self.masters, "cluster": self.cluster, **(tls.options() if tls else {})}
 
-    def open_storage(self, **kw):
+    def open_storage(self, **kw: Any) -> NeoStorage:
+        """A new client of this cluster (``kw``: more ``NeoStorage`` arguments)."""
         from .client import NeoStorage
         return NeoStorage(**self.storage_kwargs(), **kw)
 
@@ -564,9 +632,9 @@ class LocalCluster:
             slot.link = None
         self._lock.release()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 

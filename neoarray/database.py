@@ -10,11 +10,15 @@ watches its parent (:mod:`neoarray.lifeline`).
 from __future__ import annotations
 
 import atexit
+from typing import TYPE_CHECKING, Any
 
 import ZODB
 
 from .client import NeoStorage
 from .cluster import LocalCluster
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 class Database(ZODB.DB):
@@ -22,13 +26,14 @@ class Database(ZODB.DB):
 
     local_cluster: LocalCluster | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
+        """Close the database, then stop the embedded cluster it owns (if any)."""
         try:
             super().close()
         finally:
@@ -39,7 +44,7 @@ class Database(ZODB.DB):
 
 
 def open_embedded(path: str, storages: int, replicas: int, partitions: int, tls: bool | None,
-                  **storage_options) -> Database:
+                  **storage_options: Any) -> Database:
     """Start the cluster of ``path`` and open a database on it (see ``neoarray.open``)."""
     local = LocalCluster(path, storages=storages, replicas=replicas, partitions=partitions, tls=tls)
     atexit.register(local.stop)

@@ -29,7 +29,8 @@ parts name child groups.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any
 
 import persistent
 from persistent.mapping import PersistentMapping
@@ -51,9 +52,25 @@ def _name(name, what: str) -> str:
 
 class Variable(persistent.Persistent):
     """One stored variable: ``data`` (a :class:`neoarray.ndarray`), the names of its
-    dimensions ``dims`` (one per axis) and its attributes ``attrs``."""
+    dimensions ``dims`` (one per axis) and its attributes ``attrs``.
 
-    def __init__(self, dims, data, attrs=None):
+    Parameters
+    ----------
+    dims : str or iterable of str
+        One dimension name per axis of ``data`` (a str: a 1-D variable).
+    data : neoarray.ndarray
+        The values.
+    attrs : mapping, optional
+        The variable's attributes (see the module docstring for the values allowed).
+
+    Raises
+    ------
+    DatasetError
+        ``data`` is not a neoarray array, ``dims`` do not name each axis once, or an
+        attribute value cannot be stored.
+    """
+
+    def __init__(self, dims: str | Iterable[str], data: ndarray, attrs: Mapping[str, Any] | None = None) -> None:
         if not isinstance(data, ndarray):
             raise DatasetError(f"a variable's data is a neoarray.ndarray, not {type(data).__name__}")
         dims = (dims,) if isinstance(dims, str) else tuple(dims)
@@ -67,7 +84,8 @@ class Variable(persistent.Persistent):
         self.attrs = plain_attrs(attrs)
 
     @property
-    def shape(self) -> tuple:
+    def shape(self) -> tuple[int, ...]:
+        """The data's shape."""
         return self.data.shape
 
     def __repr__(self):
@@ -84,7 +102,7 @@ class Group(persistent.Persistent):
         The group's attributes (see the module docstring for the values allowed).
     """
 
-    def __init__(self, attrs=None):
+    def __init__(self, attrs: Mapping[str, Any] | None = None) -> None:
         self._variables = PersistentMapping()
         self._coords = ()
         self._groups = PersistentMapping()
@@ -92,20 +110,38 @@ class Group(persistent.Persistent):
 
     # -- variables --------------------------------------------------------------------
     @property
-    def variables(self) -> dict:
+    def variables(self) -> dict[str, Variable]:
         """``name -> Variable`` in the order they were added (a copy)."""
         return dict(self._variables)
 
     @property
-    def coords(self) -> tuple:
+    def coords(self) -> tuple[str, ...]:
         """Names of the variables that are coordinates."""
         return self._coords
 
-    def add_variable(self, name, dims, data, attrs=None, *, coord: bool = False) -> Variable:
-        """Store ``data`` (a neoarray.ndarray) as variable ``name``; the new Variable.
+    def add_variable(self, name: str, dims: str | Iterable[str], data: ndarray,
+                     attrs: Mapping[str, Any] | None = None, *, coord: bool = False) -> Variable:
+        """Store ``data`` as variable ``name``.
 
-        DatasetError when ``name`` exists, when ``dims`` do not match the data, or when
-        a dimension's size differs from the one the group's other variables give it.
+        Parameters
+        ----------
+        name : str
+            A new variable's name (non-empty, without ``/``).
+        dims, data, attrs
+            As :class:`Variable`.
+        coord : bool
+            The variable is a coordinate.
+
+        Returns
+        -------
+        Variable
+            The new variable.
+
+        Raises
+        ------
+        DatasetError
+            ``name`` exists, ``dims`` do not match the data, or a dimension's size
+            differs from the one the group's other variables give it.
         """
         _name(name, "variable")
         if name in self._variables:
@@ -121,19 +157,25 @@ class Group(persistent.Persistent):
             self._coords += (name,)
         return variable
 
-    def remove_variable(self, name) -> None:
-        """Remove variable ``name`` (KeyError when there is none)."""
+    def remove_variable(self, name: str) -> None:
+        """Remove variable ``name`` (a coordinate too).
+
+        Raises
+        ------
+        KeyError
+            There is no such variable.
+        """
         del self._variables[name]
         self._coords = tuple(c for c in self._coords if c != name)
 
-    def __getitem__(self, name) -> Variable:
+    def __getitem__(self, name: str) -> Variable:
         return self._variables[name]
 
-    def __contains__(self, name) -> bool:
+    def __contains__(self, name: object) -> bool:
         return name in self._variables
 
     @property
-    def dims(self) -> dict:
+    def dims(self) -> dict[str, int]:
         """``dimension name -> size``, from the variables."""
         sizes = {}
         for variable in self._variables.values():
@@ -142,12 +184,18 @@ class Group(persistent.Persistent):
 
     # -- child groups -----------------------------------------------------------------
     @property
-    def groups(self) -> dict:
+    def groups(self) -> dict[str, Group]:
         """``name -> Group`` of the child groups (a copy)."""
         return dict(self._groups)
 
     def group(self, path: str) -> Group:
-        """The descendant group at ``path`` (``"a/b"``); DatasetError naming a missing part."""
+        """The descendant group at ``path`` (``"a/b"``).
+
+        Raises
+        ------
+        DatasetError
+            A part of ``path`` is missing (the error names it and what is there).
+        """
         node = self
         for part in split_path(path):
             child = node._groups.get(part)
@@ -157,8 +205,14 @@ class Group(persistent.Persistent):
             node = child
         return node
 
-    def require_group(self, path: str, attrs=None) -> Group:
-        """The descendant group at ``path``, made (with ``attrs``) where missing."""
+    def require_group(self, path: str, attrs: Mapping[str, Any] | None = None) -> Group:
+        """The descendant group at ``path``, made (with ``attrs``) where missing.
+
+        Returns
+        -------
+        Group
+            The group at ``path`` (``self`` for an empty path).
+        """
         node = self
         for part in split_path(path):
             child = node._groups.get(part)
@@ -168,7 +222,13 @@ class Group(persistent.Persistent):
         return node
 
     def remove_group(self, name: str) -> None:
-        """Remove the child group ``name`` (KeyError when there is none)."""
+        """Remove the child group ``name``.
+
+        Raises
+        ------
+        KeyError
+            There is no such child group.
+        """
         del self._groups[name]
 
     def __repr__(self):
@@ -176,8 +236,14 @@ class Group(persistent.Persistent):
                 f"coords={list(self._coords)} groups={list(self._groups)}>")
 
 
-def split_path(path) -> list[str]:
-    """The parts of a group path (``"a/b"``, ``"/a/b/"``); ``""`` and ``"/"`` have none."""
+def split_path(path: str) -> list[str]:
+    """The parts of a group path (``"a/b"``, ``"/a/b/"``); ``""`` and ``"/"`` have none.
+
+    Raises
+    ------
+    DatasetError
+        ``path`` is not a str, or has more than :data:`PATH_PARTS_MAX` parts.
+    """
     if not isinstance(path, str):
         raise DatasetError(f"a group path is a str like 'name/child', not {path!r}")
     parts = [p for p in path.split("/") if p]
@@ -186,9 +252,27 @@ def split_path(path) -> list[str]:
     return parts
 
 
-def locate(root, path: str) -> Group:
-    """The group at ``path`` from ``root`` (a database root, a mapping or a Group): each
-    part is a child group's name, or a key of a mapping on the way."""
+def locate(root: Mapping[str, Any] | Group, path: str) -> Group:
+    """The group at ``path`` from ``root``.
+
+    Parameters
+    ----------
+    root : mapping or Group
+        A database root, a mapping or a group.
+    path : str
+        Each part is a child group's name, or a key of a mapping on the way.
+
+    Returns
+    -------
+    Group
+        The group found.
+
+    Raises
+    ------
+    DatasetError
+        Nothing is at ``path``, or something that is not a group (the error names
+        the part and what is there).
+    """
     parts = split_path(path)
     node = root
     for i, part in enumerate(parts):
@@ -208,7 +292,7 @@ def locate(root, path: str) -> Group:
     return node
 
 
-def exists(root, path: str) -> bool:
+def exists(root: Mapping[str, Any] | Group, path: str) -> bool:
     """Whether anything (a group or another object) is stored at ``path``."""
     node = root
     for part in split_path(path):
@@ -223,9 +307,28 @@ def exists(root, path: str) -> bool:
     return True
 
 
-def put(root, path: str, group: Group) -> Group:
-    """Store ``group`` at ``path`` (replacing what is there), making the groups on the
-    way; its first part is a key of ``root``."""
+def put(root: MutableMapping[str, Any], path: str, group: Group) -> Group:
+    """Store ``group`` at ``path`` (replacing what is there), making the groups on the way.
+
+    Parameters
+    ----------
+    root : mutable mapping
+        A database root or a mapping: the first part of ``path`` is its key.
+    path : str
+        Where the group goes (``"name"``, ``"name/child"``).
+    group : Group
+        The group stored.
+
+    Returns
+    -------
+    Group
+        ``group``.
+
+    Raises
+    ------
+    DatasetError
+        ``path`` is empty, or its first part holds something that is not a group.
+    """
     parts = split_path(path)
     if not parts:
         raise DatasetError("a dataset is stored under a name: give a group path like 'name' "

@@ -29,11 +29,12 @@ class AttrArray:
     data: bytes
 
     @classmethod
-    def of(cls, value) -> AttrArray:
+    def of(cls, value: np.typing.ArrayLike) -> AttrArray:
+        """The plain form of the numpy array or scalar ``value``."""
         value = np.asarray(value)
         return cls(np.lib.format.dtype_to_descr(value.dtype), value.shape, value.tobytes())
 
-    def value(self):
+    def value(self) -> np.ndarray | np.generic:
         """The numpy array (or scalar, for shape ``()``) it stands for."""
         dtype = np.lib.format.descr_to_dtype(self.descr)
         array = np.frombuffer(self.data, dtype=dtype).reshape(self.shape).copy()

@@ -6,15 +6,18 @@ All limits carry their unit in their name.  Change them on the module-level
     with neoarray.array.configure(fetch_bytes_max=16 << 20):
         total = A.sum()
 """
+from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
+from typing import Any
 
 MIB = 1 << 20
 
 
-def available_memory_bytes():
+def available_memory_bytes() -> int | None:
     """Return the physical memory currently available, in bytes.
 
     Uses ``os.sysconf``; returns ``None`` when the platform does not say.
@@ -75,7 +78,7 @@ class ArrayConfig:
     default_colour: str = "hot"
     spill_dir: str | None = None
 
-    def memory_limit_bytes(self):
+    def memory_limit_bytes(self) -> int:
         """Return the effective ``memory_bytes_max`` in bytes."""
         if self.memory_bytes_max is not None:
             return self.memory_bytes_max
@@ -85,12 +88,29 @@ class ArrayConfig:
         return int(available * 0.9)
 
 
+#: The limits of every array of the process (``neoarray.array.config``).
 config = ArrayConfig()
 
 
 @contextlib.contextmanager
-def configure(**limits):
-    """Temporarily change attributes of :data:`config` (not thread-local)."""
+def configure(**limits: Any) -> Iterator[ArrayConfig]:
+    """Temporarily change attributes of :data:`config` (not thread-local).
+
+    Parameters
+    ----------
+    **limits
+        New values of attributes of :class:`ArrayConfig` (``fetch_bytes_max=...``).
+
+    Yields
+    ------
+    ArrayConfig
+        :data:`config`, changed until the ``with`` block ends.
+
+    Raises
+    ------
+    TypeError
+        A name is not an attribute of :class:`ArrayConfig`.
+    """
     unknown = set(limits) - {f.name for f in dataclasses.fields(ArrayConfig)}
     if unknown:
         raise TypeError(f"unknown neoarray.array limits: {sorted(unknown)}")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import math
 import uuid
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +37,10 @@ from . import core
 from .config import config
 from .errors import ArrayShapeError, ArrayValueError
 from .handles import handle_of
+from .hints import CodecLike, OrderLike, ShapeLike
+
+if TYPE_CHECKING:
+    import dask.array
 
 DASK_BLOCKS_MAX = 1_000_000        # blocks (tasks) of one to_dask graph
 
@@ -81,7 +86,7 @@ def _fill_block(shape, fill_item: bytes, dtype):
     return np.broadcast_to(np.frombuffer(fill_item, dtype=dtype)[0], shape)
 
 
-def to_dask(array, chunks=None):
+def to_dask(array: core.ndarray, chunks: None = None) -> dask.array.Array:
     """Return a ``dask.array.Array`` reading ``array`` (see the module docstring).
 
     Parameters
@@ -94,10 +99,20 @@ def to_dask(array, chunks=None):
     chunks : None
         Reserved: the blocks always follow the stored chunks.
 
+    Returns
+    -------
+    dask.array.Array
+        One block per stored chunk and one per run of unwritten chunks along an axis;
+        its name is a token of the cluster, oid and snapshot.
+
     Raises
     ------
     ArrayHandleError
         The array's connection has uncommitted changes: commit or abort first.
+    ArrayValueError
+        ``chunks`` was given, or the graph would exceed :data:`DASK_BLOCKS_MAX` blocks.
+    ImportError
+        Dask is not installed (``pip install 'neoarray[dask]'``).
     """
     dask = _dask()
     if chunks is not None:
@@ -139,8 +154,9 @@ def _block_regions(numblocks, dask_chunks):
         yield index, tuple(slice(starts[ax][i], starts[ax][i + 1]) for ax, i in enumerate(index))
 
 
-def from_dask(darr, out=None, *, order="C", chunks=None, fill_value=None, codec=None,
-              codec_level=None):
+def from_dask(darr: dask.array.Array, out: core.ndarray | None = None, *, order: OrderLike = "C",
+              chunks: ShapeLike | None = None, fill_value: Any = None, codec: CodecLike = None,
+              codec_level: int | None = None) -> core.ndarray:
     """Write the Dask array ``darr`` into a neoarray, chunk by chunk; return it.
 
     ``darr`` is rechunked onto the chunk grid of ``out`` and its blocks computed by
@@ -153,10 +169,27 @@ def from_dask(darr, out=None, *, order="C", chunks=None, fill_value=None, codec=
     Parameters
     ----------
     darr : dask.array.Array
+        The values, of any chunking (rechunked onto the grid of ``out``).
     out : ndarray, optional
         The array written (same shape; items cast under ``same_kind``).  Default: a
         new detached array of ``darr``'s shape and dtype, made with ``order``,
         ``chunks``, ``fill_value``, ``codec`` and ``codec_level``.
+    order, chunks, fill_value, codec, codec_level
+        Of a new array (see :class:`~neoarray.array.ndarray`); ignored with ``out``.
+
+    Returns
+    -------
+    ndarray
+        ``out``, or the new array.
+
+    Raises
+    ------
+    ArrayShapeError
+        ``out`` has another shape than ``darr``.
+    ArrayCastError
+        ``darr``'s items cannot be cast to ``out``'s dtype under ``same_kind``.
+    ImportError
+        Dask is not installed (``pip install 'neoarray[dask]'``).
 
     Notes
     -----

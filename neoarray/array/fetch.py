@@ -76,10 +76,14 @@ that are not ghosts, and records absent from the answer, go through the
 fetcher on the calling thread (which raises what ZODB raises).
 """
 
+from __future__ import annotations
+
 import collections
 import concurrent.futures
 import contextvars
 import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from ZODB.mvccadapter import HistoricalStorageAdapter, MVCCAdapterInstance
@@ -94,6 +98,8 @@ from ..payload import (  # noqa: F401  (names kept here for their callers)
 )
 from .chunks import Chunk
 from .config import config
+
+_T = TypeVar("_T")
 
 _pool_lock = threading.Lock()
 _pools: dict[str, tuple[int, concurrent.futures.ThreadPoolExecutor]] = {}
@@ -122,7 +128,7 @@ def _is_loadable_ghost(chunk):
             and hasattr(jar, "_storage") and hasattr(jar, "_reader"))
 
 
-def snapshot_of(storage):
+def snapshot_of(storage: Any) -> tuple[Any, bytes] | None:
     """``(base storage, before tid)`` of a connection's storage reading a snapshot, or None.
 
     Applies to ZODB's ``MVCCAdapterInstance`` once its snapshot started, and to
@@ -194,7 +200,7 @@ def _load_each(storage, sequential, oids):
     return [f.result()[0] for f in futures]
 
 
-def decode_record(jar, chunk, record):
+def decode_record(jar: Any, chunk: Chunk, record: bytes) -> bytes | memoryview:
     """Return the payload of ``chunk`` from its ``record``, without copying it if possible."""
     if type(chunk) is Chunk:
         view = payload_view(record)
@@ -212,6 +218,13 @@ def _attribute_payload(chunk):
     return payload
 
 
+class ChunkFetcher(Protocol):
+    """What :func:`set_fetcher` takes: see the contract in the module docstring."""
+
+    def fetch(self, chunks: Sequence[Chunk]) -> list:
+        """Return the encoded payloads of ``chunks``, in order (bytes-like)."""
+
+
 class StorageChunkFetcher:
     """Default fetcher: parallel record loads through the connection's storage.
 
@@ -222,11 +235,11 @@ class StorageChunkFetcher:
     one.  Persistent objects are only touched by the calling thread.
     """
 
-    def fetch(self, chunks):
+    def fetch(self, chunks: Sequence[Chunk]) -> list:
         """Return the payloads of ``chunks``, in order."""
         return self.submit(chunks, background=False)()
 
-    def submit(self, chunks, background=True):
+    def submit(self, chunks: Sequence[Chunk], background: bool = True) -> Callable[[], list]:
         """Start loading ``chunks``; return a callable returning their payloads.
 
         The callable must be called from the thread that called ``submit``.
@@ -268,7 +281,7 @@ def _readahead():
     return _sized_pool("neoarray-readahead", 1)
 
 
-def submit(chunks, colour=None):
+def submit(chunks: Sequence[Chunk], colour: str | None = None) -> Callable[[], list]:
     """Start fetching ``chunks`` with the process's fetcher; return a result callable.
 
     Loads use the cache colour ``colour`` unless :func:`neoarray.cache_colour`
@@ -286,7 +299,7 @@ def submit(chunks, colour=None):
 class AttributeChunkFetcher:
     """Reference fetcher: plain attribute access, one chunk after the other."""
 
-    def fetch(self, chunks):
+    def fetch(self, chunks: Sequence[Chunk]) -> list:
         """Return the payloads of ``chunks``, in order."""
         return [_attribute_payload(chunk) for chunk in chunks]
 
@@ -294,19 +307,39 @@ class AttributeChunkFetcher:
 _fetcher = StorageChunkFetcher()
 
 
-def get_fetcher():
-    """Return the chunk fetcher used by every array of the process."""
+def get_fetcher() -> ChunkFetcher:
+    """Return the chunk fetcher used by every array of the process.
+
+    Returns
+    -------
+    ChunkFetcher
+        By default a :class:`~neoarray.array.fetch.StorageChunkFetcher`.
+    """
     return _fetcher
 
 
-def set_fetcher(fetcher):
-    """Install ``fetcher`` (an object with ``fetch(chunks)``); return the old one."""
+def set_fetcher(fetcher: ChunkFetcher) -> ChunkFetcher:
+    """Install the chunk fetcher of every array of the process.
+
+    Parameters
+    ----------
+    fetcher : ChunkFetcher
+        An object with ``fetch(chunks)`` keeping the contract of the module
+        docstring (:class:`~neoarray.array.fetch.AttributeChunkFetcher` is the plain
+        reference).
+
+    Returns
+    -------
+    ChunkFetcher
+        The fetcher it replaces (install it back to undo).
+    """
     global _fetcher
     old, _fetcher = _fetcher, fetcher
     return old
 
 
-def iter_batches(items, nbytes_of, bytes_max):
+def iter_batches(items: Iterable[_T], nbytes_of: Callable[[_T], int],
+                 bytes_max: int) -> Iterator[list[_T]]:
     """Yield lists of ``items`` whose ``nbytes_of`` sum stays within ``bytes_max``.
 
     A single item larger than ``bytes_max`` forms a batch of its own.
@@ -330,7 +363,7 @@ def _compute_executor():
     return _sized_pool("neoarray-compute", config.compute_threads_max)
 
 
-def view_source(jar):
+def view_source(jar: Any) -> tuple[Any, Callable, bytes] | None:
     """``(jar, read_views, before)`` when ``jar``'s chunk records can be read in place.
 
     None unless ``config.read_in_place``, the default fetcher is installed,
@@ -348,7 +381,7 @@ def view_source(jar):
     return None if read_views is None else (jar, read_views, snapshot[1])
 
 
-def detach(value):
+def detach(value: _T) -> _T:
     """Return ``value`` with no numpy array sharing memory it does not own.
 
     Tuples and lists are walked; arrays that are views (``base`` set) are
@@ -381,7 +414,9 @@ def _run_group(read_views, before, group, func):
     return results
 
 
-def map_payloads(pairs, func, source, chunk_nbytes, colour=None):
+def map_payloads(pairs: Iterable[tuple[_T, Chunk]], func: Callable[[_T, Any], Any],
+                 source: tuple[Any, Callable, bytes], chunk_nbytes: int,
+                 colour: str | None = None) -> Iterator[tuple[_T, Any]]:
     """Yield ``(item, func(item, payload))`` for ``(item, Chunk)`` pairs, in order.
 
     ``source`` comes from :func:`view_source`; ``colour`` is the cache colour of the

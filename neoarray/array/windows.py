@@ -32,6 +32,7 @@ Transactions
 the kernel's rule to a pair of fill values once (nothing is flagged unless
 ``limit < 0`` and the fill is finite and non-zero; then every such item is).
 """
+from __future__ import annotations
 
 import collections
 import contextlib
@@ -57,7 +58,7 @@ returns ``len(span) - width + 1`` items."""
 
 # ---------------------------------------------------------------------- public API
 
-def diff(a, *, out=None):
+def diff(a: core.ndarray, *, out: core.ndarray | None = None) -> core.ndarray:
     """First difference of a 1-D series: ``out[i] = a[i + 1] - a[i]``.
 
     Parameters
@@ -74,6 +75,17 @@ def diff(a, *, out=None):
         ``out``, or a new array of length ``max(len(a) - 1, 0)`` with the dtype
         of ``numpy.diff`` (``not_equal`` for bools), the chunk length of ``a``
         and the fill value ``fill - fill``; added to ``a``'s connection.
+
+    Raises
+    ------
+    TypeError
+        ``a`` (or ``out``) is not a stored ``ndarray`` (a lazy expression: persist it).
+    ArrayShapeError
+        ``a`` is not 1-D, or ``out`` has another length.
+    ArrayDtypeError
+        ``a``'s dtype is not numeric.
+    ArrayCastError
+        ``out``'s dtype cannot take the result under ``same_kind``.
     """
     _check_series(a, "diff", NUMERIC_KINDS)
     out_dtype = np.diff(np.zeros(2, a.dtype)).dtype
@@ -87,7 +99,7 @@ def diff(a, *, out=None):
     return _window_map(a, _Op("diff", 2, work, out_dtype, constant, compute), out)
 
 
-def moving_mean(a, window, *, out=None):
+def moving_mean(a: core.ndarray, window: int, *, out: core.ndarray | None = None) -> core.ndarray:
     """Means of every ``window`` consecutive items of a 1-D series.
 
     Like ``numpy.convolve(a, numpy.ones(window) / window, 'valid')`` (Kahan-compensated
@@ -112,6 +124,12 @@ def moving_mean(a, window, *, out=None):
 
     Raises
     ------
+    TypeError
+        ``a`` (or ``out``) is not a stored ``ndarray`` (a lazy expression: persist it).
+    ArrayShapeError
+        ``a`` is not 1-D, or ``out`` has another length.
+    ArrayDtypeError
+        ``a``'s dtype is not numeric.
     ArrayValueError
         If ``window < 1``.
     ArrayTooLargeError
@@ -129,7 +147,7 @@ def moving_mean(a, window, *, out=None):
     return _window_map(a, _Op("moving_mean", window, f64, f64, constant, compute), out)
 
 
-def alerts(a, limit):
+def alerts(a: core.ndarray, limit: float) -> np.ndarray:
     """Indices ``i`` where the rate of variation ``|a[i] / a[i-1] - 1|`` exceeds ``limit``.
 
     Same rules as :func:`neoarray.kernels.alerts`: items are compared in float64,
@@ -140,6 +158,7 @@ def alerts(a, limit):
     a : neoarray.array.ndarray
         1-D array of a real dtype (bool, integer, float).
     limit : float
+        The rate of variation beyond which an item is flagged.
 
     Returns
     -------
@@ -148,6 +167,12 @@ def alerts(a, limit):
 
     Raises
     ------
+    TypeError
+        ``a`` is not a stored ``ndarray`` (a lazy expression: persist it).
+    ArrayShapeError
+        ``a`` is not 1-D.
+    ArrayDtypeError
+        ``a``'s dtype is not numeric.
     ArrayTooLargeError
         If the indices would not fit in ``config.memory_bytes_max``.
     """

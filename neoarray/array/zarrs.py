@@ -36,6 +36,7 @@ import json
 import math
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +45,11 @@ from . import core, fetch, layout
 from .chunks import Chunk, codec_from_spec, codec_spec
 from .config import config
 from .errors import ArrayDtypeError, ArrayShapeError, ArrayValueError
+from .hints import CodecLike, OrderLike, ShapeLike
+
+if TYPE_CHECKING:
+    import zarr
+    from ZODB.Connection import Connection
 
 _SHUFFLES = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 _UNKNOWN = ("unknown",)          # a zarr compressor neoarray has no codec for
@@ -71,7 +77,7 @@ class ZarrLayout:
     stored_dtype: np.dtype | None
     why: str
 
-    def passes_to(self, array) -> bool:
+    def passes_to(self, array: core.ndarray) -> bool:
         """Whether chunks pass unchanged between this layout and neoarray ``array``."""
         return (not self.why and self.codec == array.codec and self.order == array.order
                 and self.stored_dtype == array.dtype)
@@ -147,7 +153,7 @@ def _layout_v3(z) -> ZarrLayout:
     return ZarrLayout(spec, order, stored, why)
 
 
-def layout_of(z) -> ZarrLayout:
+def layout_of(z: zarr.Array) -> ZarrLayout:
     """The :class:`ZarrLayout` of the zarr array ``z``."""
     if getattr(z, "shards", None) is not None:
         base = _layout_v3(z)
@@ -191,7 +197,7 @@ def _sync(coroutine):
     return sync(coroutine)
 
 
-def stored_keys(z) -> list[tuple]:
+def stored_keys(z: zarr.Array) -> list[tuple[int, ...]]:
     """The coordinates of the chunks (shards) that ``z``'s store holds, sorted."""
     grid = tuple(-(-n // c) for n, c in zip(z.shape, _key_grid(z)))
     prefix = _prefix(z)
@@ -238,15 +244,18 @@ def _check_dtype(dtype) -> np.dtype:
 
 # ---------------------------------------------------------------------- zarr -> neoarray
 
-def from_zarr(source, out=None, *, path=None, connection=None, chunks=None, codec="same",
-              codec_level=None, order=None, progress=None):
+def from_zarr(source: zarr.Array | str | os.PathLike | Any, out: core.ndarray | None = None, *,
+              path: str | None = None, connection: Connection | None = None,
+              chunks: ShapeLike | None = None, codec: CodecLike = "same", codec_level: int | None = None,
+              order: OrderLike | None = None, progress: bool | None = None) -> core.ndarray:
     """Copy a zarr array into a neoarray, chunk by chunk; return the neoarray.
 
     Parameters
     ----------
     source : zarr.Array, str, path or zarr store
-        The array, or where to open it (read only); ``path`` names it inside a
-        store or group.
+        The array, or where to open it (read only).
+    path : str, optional
+        The array's name inside a store or group.
     out : ndarray, optional
         The array written (same shape; items cast under ``same_kind``).  Default: a
         new array with the zarr array's dtype, chunk shape (``chunks`` for others),
@@ -256,16 +265,28 @@ def from_zarr(source, out=None, *, path=None, connection=None, chunks=None, code
         spills to savepoints instead of staying in memory; store it somewhere
         (``connection.root()["a"] = ...``) and commit.  Without it (and without
         ``out``) the new array is detached: fine for what fits in memory.
+    chunks : int or tuple of int, optional
+        Chunk shape of a new array (default: the zarr array's; another one decodes
+        and re-encodes every chunk).
     codec : 'same' or a codec (see :class:`ndarray`)
         ``'same'``: the zarr array's compressor when neoarray has it (chunks then
         pass through compressed), else none.
+    codec_level : int, optional
+        Compression level of ``codec``.
     order : {'C', 'F'}, optional
         Default: the zarr array's.
     progress : bool, optional
         A tqdm progress bar of the chunks (default: when stderr is a terminal).
 
+    Returns
+    -------
+    ndarray
+        ``out``, or the new array (in ``connection`` when given).
+
     Raises
     ------
+    ImportError
+        zarr is not installed (``pip install 'neoarray[zarr]'``).
     ArrayDtypeError
         The zarr dtype has no fixed item size (strings of Python objects...).
     ArrayShapeError
@@ -431,24 +452,38 @@ def _create(array, store, path, zarr_format, overwrite):
                               f"{dtype}, shape {array.shape}): {exc}") from None
 
 
-def to_zarr(array, store, *, path=None, zarr_format: int = 3, overwrite: bool = False,
-            progress=None):
+def to_zarr(array: core.ndarray, store: str | os.PathLike | Any, *, path: str | None = None,
+            zarr_format: int = 3, overwrite: bool = False, progress: bool | None = None) -> zarr.Array:
     """Copy ``array`` into a new zarr array, chunk by chunk; return the zarr array.
 
     Parameters
     ----------
     array : ndarray
+        The array copied (its connection's snapshot).
     store : str, path or zarr store
-        Where the zarr array is made (``path``: its name inside the store).
+        Where the zarr array is made.
+    path : str, optional
+        The zarr array's name inside the store.
     zarr_format : {3, 2}
+        zarr's format version.
     overwrite : bool
         Replace an array already there (zarr's ``ContainsArrayError`` otherwise).
     progress : bool, optional
         A tqdm progress bar of the chunks (default: when stderr is a terminal).
 
-    The zarr array gets the array's dtype, chunk shape, fill value, order,
-    attributes and codec; the stored chunks pass through compressed (see the module
-    docstring), and only them: unwritten chunks stay unwritten.
+    Returns
+    -------
+    zarr.Array
+        The new zarr array.  It gets the array's dtype, chunk shape, fill value,
+        order, attributes and codec; the stored chunks pass through compressed (see
+        the module docstring), and only them: unwritten chunks stay unwritten.
+
+    Raises
+    ------
+    ArrayValueError
+        ``zarr_format`` is neither 2 nor 3.
+    ImportError
+        zarr is not installed (``pip install 'neoarray[zarr]'``).
     """
     if zarr_format not in (2, 3):
         raise ArrayValueError(f"zarr_format is 2 or 3, not {zarr_format!r}")

@@ -31,6 +31,7 @@ import shutil
 import tempfile
 import threading
 from collections import deque
+from typing import IO, Any
 
 import xxhash
 import ZODB.BaseStorage
@@ -271,10 +272,32 @@ class BlobStorageMethods:
     into the cache as the committed blob, ``tpc_abort`` removes it.
     """
 
-    def temporaryDirectory(self):
+    def temporaryDirectory(self) -> str:
+        """Where ZODB writes new blob files before :meth:`storeBlob` takes them."""
         return self._blob_cache.temp_dir
 
-    def storeBlob(self, oid, oldserial, data, blobfilename, version, transaction):
+    def storeBlob(self, oid: bytes, oldserial: bytes | str | None, data: bytes, blobfilename: str,
+                  version: str, transaction: Any) -> None:
+        """Store a blob revision: upload the file now, its record with the transaction.
+
+        Parameters
+        ----------
+        oid, oldserial : bytes
+            The object and the serial the change is based on.
+        data : bytes
+            The object's record.
+        blobfilename : str
+            The blob's file, which this storage takes (moves) at once.
+        version : str
+            Must be empty (versions are not supported).
+        transaction : transaction.interfaces.ITransaction
+            The transaction in two-phase commit.
+
+        Raises
+        ------
+        ReadOnlyError, Unsupported
+            A read-only storage, or a version.
+        """
         self._check_writable()
         if version:
             raise POSException.Unsupported("versions are not supported")
@@ -283,7 +306,9 @@ class BlobStorageMethods:
             oldserial = oldserial.encode("latin-1")
         self._add_blob(txn, oid, oldserial or b"\0" * 8, data, blobfilename)
 
-    def restoreBlob(self, oid, serial, data, blobfilename, prev_txn, transaction):
+    def restoreBlob(self, oid: bytes, serial: bytes, data: bytes | None, blobfilename: str,
+                    prev_txn: bytes | None, transaction: Any) -> None:
+        """Write a blob revision as it was (``IBlobStorageRestoreable``)."""
         self._check_writable()
         txn = self._txn(transaction)
         txn.restore = True
@@ -303,10 +328,21 @@ class BlobStorageMethods:
         blob = self._commits.send_blob(txn, oid, path, self.blob_chunk_bytes, self.blob_chunks_in_flight_max)
         self._commits.add(txn, oid, serial, data, data_tid, blob=blob)
 
-    def loadBlob(self, oid, serial):
+    def loadBlob(self, oid: bytes, serial: bytes) -> str:
+        """The path of the committed blob file of ``oid`` at ``serial``, downloaded if needed.
+
+        Raises
+        ------
+        POSKeyError
+            No such blob.
+        ChecksumError
+            A downloaded chunk does not match its checksum.
+        """
         return self._blob_downloads.load(oid, serial)
 
-    def openCommittedBlobFile(self, oid, serial, blob=None):
+    def openCommittedBlobFile(self, oid: bytes, serial: bytes, blob: Any = None) -> IO[bytes]:
+        """The committed blob file of ``oid`` at ``serial``, open for reading
+        (a ``ZODB.blob.BlobFile`` when ``blob`` is given)."""
         for attempt in range(2):       # the cache may be pruned between the two steps
             path = self.loadBlob(oid, serial)
             try:
@@ -340,7 +376,7 @@ class BlobStorageMethods:
         path = private_copy(self.loadBlob(oid, source), self._blob_cache.temp_dir)
         self._add_blob(txn, oid, serial, data, path, data_tid)
 
-    def copyTransactionsFrom(self, other, verbose=0):
+    def copyTransactionsFrom(self, other: Any, verbose: int = 0) -> None:
         """ZODB's ``copy``, blobs included: a blob record of ``other`` is restored with
         a copy of its blob file (``other``'s file stays untouched)."""
         ZODB.BaseStorage.copy(other, _BlobCopyTarget(self, other), verbose)

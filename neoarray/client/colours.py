@@ -17,14 +17,30 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from collections.abc import Iterator
 
 _override: contextvars.ContextVar[str | None] = contextvars.ContextVar("neoarray_colour_override", default=None)
 _reading: contextvars.ContextVar[str | None] = contextvars.ContextVar("neoarray_colour", default=None)
 
 
 @contextlib.contextmanager
-def cache_colour(name: str | None):
-    """Read in colour ``name`` within the block (None: no override)."""
+def cache_colour(name: str | None) -> Iterator[None]:
+    """Read in colour ``name`` within the block: every load, of ZODB objects and array chunks.
+
+    >>> with neoarray.cache_colour("scan"):          # doctest: +SKIP
+    ...     A[1000:2000].sum()
+
+    Parameters
+    ----------
+    name : str or None
+        A colour of the storage's cache (``meta``, ``hot``, ``scan`` or one added with
+        :meth:`~neoarray.client.storage.NeoStorage.add_cache_colour`); None: no override.
+
+    Raises
+    ------
+    TypeError
+        ``name`` is not a str.
+    """
     if name is not None and not isinstance(name, str):
         raise TypeError(f"a cache colour is a name (str), not {type(name).__name__}")
     token = _override.set(name)
@@ -35,7 +51,7 @@ def cache_colour(name: str | None):
 
 
 @contextlib.contextmanager
-def reading_as(name: str | None):
+def reading_as(name: str | None) -> Iterator[None]:
     """Internal: chunk loads of an array in its colour (an override wins)."""
     token = _reading.set(name)
     try:

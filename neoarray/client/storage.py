@@ -20,24 +20,22 @@ from __future__ import annotations
 import collections
 import collections.abc
 import logging
-import pickle
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent import futures
+from contextlib import AbstractContextManager
+from typing import Any
 
-import ZODB.blob
 import zope.interface
 from ZODB import POSException, interfaces
-from ZODB.BaseStorage import DataRecord, TransactionRecord
 from ZODB.ConflictResolution import ConflictResolvingStorage
-from ZODB.TimeStamp import TimeStamp
 
 from .. import metrics, security, wire
 from ..errors import (
     ClusterUnavailable,
-    RequestRefused,
 )
-from ..ids import MAX_TID, Z64, p64, tid_from_time, u64
+from ..ids import MAX_TID, Z64, u64
 from ..proto import common_pb2 as cpb
 from ..proto import master_pb2 as mpb
 from ..proto import storage_pb2 as spb
@@ -52,6 +50,7 @@ from .blobs import (
 )
 from .cache import ColouredCache
 from .commit import TOO_BIG, CommitDriver, CommitLimits, Txn
+from .history import HistoryMethods
 from .link import ClusterLink
 from .local import LocalReaders
 from .reductions import Reductions
@@ -73,7 +72,7 @@ def _check_positive(**values) -> None:
                             interfaces.IStorageUndoable, interfaces.IStorageRestoreable,
                             interfaces.IExternalGC, interfaces.IMultiCommitStorage,
                             interfaces.IPrefetchStorage, interfaces.IBlobStorageRestoreable)
-class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
+class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
     """A ZODB storage backed by a neoarray cluster.
 
     Parameters
@@ -93,8 +92,8 @@ class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
         only read, whatever ``read_only`` says (see :mod:`neoarray.security`).
     cache_bytes_max : int
         Budget of the client's storage cache, shared by its colours.
-    cache_colours : str or list of (name, share, policy), optional
-        The cache's colours (see :mod:`neoarray.client.cache`); default
+    cache_colours : str or list of tuple, optional
+        The cache's colours, as ``(name, share, policy)`` tuples or their text form (see :mod:`neoarray.client.cache`); default
         ``"meta:0.1:lru,hot:0.6:s3fifo,scan:0.3:fifo"``.  Loads that name no colour
         (:func:`neoarray.cache_colour`, an array's colour) use ``meta``.
     cache_colour_aliases : dict, optional
@@ -131,6 +130,16 @@ class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
     blob_chunk_bytes : int
         Bytes per blob chunk sent to the storage nodes (they accept up to their
         ``--blob-chunk-bytes-max``, 4 MiB by default).
+
+    Raises
+    ------
+    ValueError
+        A limit is out of range, or ``metrics_bind`` is not ``host:port``.
+    ClusterUnavailable
+        No master answered within the connection timeout (the error says why:
+        nothing listening, TLS mismatch, another CA...).
+    ClusterNameMismatch
+        The master serves another cluster.
     """
 
     def __init__(self, master: str, cluster: str, name: str | None = None, read_only: bool = False,
@@ -140,7 +149,8 @@ class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
                  resolvable_bytes_max: int = 1 << 20, busy_wait_s_max: float = 60.0,
                  conflict_rounds_max: int = 16, loads_per_batch_max: int = 1000,
                  message_bytes_max: int = wire.MESSAGE_BYTES_MAX, local_reads: bool = True,
-                 finish_timeout_s: float = 660.0, cache_colours=None, cache_colour_aliases=None,
+                 finish_timeout_s: float = 660.0, cache_colours: str | list[tuple[str, float, str]] | None = None,
+                 cache_colour_aliases: dict[str, str] | None = None,
                  reduce_oids_per_batch_max: int = 256, reduce_attempts_max: int = 3,
                  metrics_bind: str | None = None, objects_per_transaction_max: int = 1_000_000,
                  ca: str | None = None, cert: str | None = None, key: str | None = None,
@@ -238,52 +248,89 @@ class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
         return self._metrics.address if self._metrics is not None else None
 
     # -- naming and sizes --------------------------------------------------------------
-    def getName(self):
+    def getName(self) -> str:
+        """The storage's name (``neoarray://master/cluster`` unless given) (``ZODB.interfaces.IStorage``)."""
         return self._name
 
-    def sortKey(self):
+    def sortKey(self) -> str:
+        """The key ordering storages in a transaction (``ZODB.interfaces.IStorage``): the name."""
         return self._name
 
     def __repr__(self):
         return f"<NeoStorage {self._name}>"
 
-    def getSize(self):
+    def getSize(self) -> int:
         """An estimate: the bytes this client has cached (clusters report sizes via neoctl)."""
         return self._cache.stats()["bytes"]
 
     def __len__(self):
         return u64(self._link.info.last_oid or Z64) if self._link.info else 0
 
-    def isReadOnly(self):
+    def isReadOnly(self) -> bool:
+        """Whether the storage refuses writes (``read_only``, or a ``reader`` certificate)."""
         return self._is_read_only
 
-    def supportsUndo(self):
+    def supportsUndo(self) -> bool:
+        """True: transactions can be undone (:meth:`undo`)."""
         return True
 
     def cache_stats(self) -> dict:
-        """Totals (hits, misses, evictions, bytes, bytes_max, objects) and ``colours``."""
+        """The client cache's figures.
+
+        Returns
+        -------
+        dict
+            Totals (``hits``, ``misses``, ``evictions``, ``bytes``, ``bytes_max``,
+            ``objects``) and ``colours``: the same per cache colour.
+        """
         return self._cache.stats()
 
     def client_options(self) -> dict:
-        """Arguments that open an equivalent client in another process (jobs' workers)."""
+        """Arguments that open an equivalent client in another process (jobs' workers).
+
+        Returns
+        -------
+        dict
+            ``NeoStorage`` keyword arguments: master addresses, cluster, cache size,
+            timeouts, read-only, local reads and the paths of the TLS files (never key
+            bytes).
+        """
         return {"master": ",".join(self._link.master_addresses), "cluster": self._link.cluster,
                 "cache_bytes_max": self._cache.bytes_max, "rpc_timeout_s": self.rpc_timeout_s,
                 "read_only": self._is_read_only, "local_reads": self._local is not None,
                 **(self._tls.options() if self._tls else {})}
 
     def add_cache_colour(self, name: str, share: float, policy: str = "lru") -> None:
-        """Add a cache colour (policies: lru, s3fifo, fifo); quotas are shares of the budget."""
+        """Add a cache colour.
+
+        Parameters
+        ----------
+        name : str
+            The colour's name (what :func:`neoarray.cache_colour` and ``A.colour`` name).
+        share : float
+            Its quota, a share of ``cache_bytes_max``.
+        policy : str
+            ``lru``, ``s3fifo`` or ``fifo``.
+
+        Raises
+        ------
+        ValueError
+            The name is taken, the shares exceed 1, or the policy is unknown.
+        """
         self._cache.add_colour(name, share, policy)
 
     @property
     def node_id(self) -> int:
+        """The id the master gave this client (``C<id>`` in ``neoctl print node``)."""
         return self._link.node_id
 
     # -- ZODB wiring ------------------------------------------------------------------
-    def registerDB(self, db):
+    def registerDB(self, db: Any) -> None:
+        """Remember the ``ZODB.DB`` to send invalidations to (called by ZODB)."""
         self._db = db
 
-    def lastTransaction(self):
+    def lastTransaction(self) -> bytes:
+        """The tid of the last transaction this client saw committed."""
         with self._lock:
             return self._last_tid
 
@@ -316,7 +363,8 @@ class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
             if self._db is not None:
                 self._db.invalidateCache()
 
-    def close(self):
+    def close(self) -> None:
+        """Disconnect, stop the metrics server and remove a temporary blob cache (idempotent)."""
         with self._lock:    # an invalidation being delivered ends first; none after
             if self._closed:
                 return
@@ -331,10 +379,10 @@ class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
         if self._blob_cache is not None:
             self._blob_cache.close()
 
-    def release(self):
-        pass
+    def release(self) -> None:
+        """Nothing to release: instances are shared by ZODB's MVCC adapter."""
 
-    def sync(self, force=True):
+    def sync(self, force: bool = True) -> None:
         """Catch up with the cluster: see every transaction committed before this call.
 
         Invalidations stream in asynchronously; ZODB calls ``sync`` when a transaction
@@ -342,6 +390,11 @@ class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
         stream to deliver up to it, makes a commit of another client that finished before
         this transaction began visible to it (as NEO does; ZEO only hopes the stream is
         ahead).
+
+        Parameters
+        ----------
+        force : bool
+            Ignored (ZODB's argument): every call asks the master.
         """
         if self._closed or not self._link.connected.is_set():
             return
@@ -355,7 +408,14 @@ class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
                                               timeout=EVENT_WAIT_S):
                 log.warning("sync: invalidations up to 0x%s not seen within %s s", target.hex(), EVENT_WAIT_S)
 
-    def new_oid(self):
+    def new_oid(self) -> bytes:
+        """A new oid, from a batch the master reserves for this client.
+
+        Raises
+        ------
+        ReadOnlyError
+            The storage is read-only.
+        """
         self._check_writable()
         with self._oid_lock:
             if not self._oids:
@@ -373,60 +433,128 @@ class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
     def _read(self, request: spb.LoadRequest):
         return self._reads.read(request)
 
-    def loadBefore(self, oid, tid):
+    def loadBefore(self, oid: bytes, tid: bytes) -> tuple[bytes, bytes, bytes | None] | None:
+        """The revision of ``oid`` current before ``tid``.
+
+        Parameters
+        ----------
+        oid, tid : bytes
+            The object and the first tid not to see.
+
+        Returns
+        -------
+        tuple or None
+            ``(data, serial, next serial or None)``; None when ``oid`` had no revision
+            then.
+
+        Raises
+        ------
+        POSKeyError
+            ``oid`` does not exist.
+        """
         with self._lock:   # wait for a finish in progress (its callback) to complete
             pass
         return self._reads.load_before(oid, tid, colours.current())
 
-    def load(self, oid, version=""):
+    def load(self, oid: bytes, version: str = "") -> tuple[bytes, bytes]:
+        """``(data, serial)`` of the newest revision of ``oid``.
+
+        Raises
+        ------
+        POSKeyError
+            ``oid`` does not exist.
+        """
         found = self.loadBefore(oid, MAX_TID)
         if found is None:
             raise POSException.POSKeyError(oid)
         return found[:2]
 
-    def loadSerial(self, oid, serial):
+    def loadSerial(self, oid: bytes, serial: bytes) -> bytes:
+        """The data of revision ``serial`` of ``oid``.
+
+        Raises
+        ------
+        POSKeyError
+            No such revision (or packed away).
+        """
         return self._reads.load_serial(oid, serial, colours.current())
 
-    def getTid(self, oid):
+    def getTid(self, oid: bytes) -> bytes:
+        """The serial of the newest revision of ``oid`` (``POSKeyError`` if none)."""
         return self.load(oid)[1]
 
-    def prefetch(self, oids, tid):
+    def prefetch(self, oids: Iterable[bytes], tid: bytes) -> None:
         """Load ``oids`` as of ``tid`` into the cache in the background, batched per node."""
         self._reads.prefetch(oids, tid, colours.current())
 
-    def load_many(self, oids, tid, colour: str | None = None) -> dict:
-        """``{oid: (data, serial, next_serial)}`` as of ``tid`` (``Reads.load_many``)."""
+    def load_many(self, oids: Sequence[bytes], tid: bytes,
+                  colour: str | None = None) -> dict[bytes, tuple[bytes, bytes, bytes | None]]:
+        """Load many objects as of one snapshot, in batches per storage node.
+
+        Parameters
+        ----------
+        oids : sequence of bytes
+            The objects.
+        tid : bytes
+            The snapshot: revisions current before ``tid``.
+        colour : str, optional
+            The cache colour of the loads (default: the reader's).
+
+        Returns
+        -------
+        dict
+            ``{oid: (data, serial, next_serial)}``; an oid with no revision before
+            ``tid`` is absent.
+        """
         return self._reads.load_many(oids, tid, colour or colours.current())
 
-    def read_views(self, oids, tid, colour: str | None = None, align=None):
-        """``{oid: (data, serial)}`` as of ``tid`` for bulk readers, in a ``with`` block
-        (``Reads.read_views``)."""
+    def read_views(self, oids: Sequence[bytes], tid: bytes, colour: str | None = None,
+                   align: Callable[[Any], int] | None = None) -> AbstractContextManager[dict]:
+        """Records of ``oids`` as of ``tid`` for bulk readers, valid in a ``with`` block.
+
+        Parameters
+        ----------
+        oids : sequence of bytes
+            The objects.
+        tid : bytes
+            The snapshot: revisions current before ``tid``.
+        colour : str, optional
+            The cache colour of the loads.
+        align : callable, optional
+            ``align(record) -> offset`` of the bytes to align (array chunk payloads).
+
+        Returns
+        -------
+        context manager
+            Yields ``{oid: (data, serial)}``, whose records may be views of the local
+            storage node's pages (no copy), valid only inside the block.
+        """
         return self._reads.read_views(oids, tid, colour or colours.current(), align)
 
     def _reader_of(self, partition: int) -> int:
         return self._reads.reader_of(partition)
 
-    def reduce_chunks(self, oids, tid, kernel, **kw) -> dict:
-        """Reduce array chunks on the storage nodes holding them
-        (:meth:`neoarray.client.reductions.Reductions.reduce_chunks`)."""
-        return self._reductions.reduce_chunks(oids, tid, kernel, **kw)
+    def reduce_chunks(self, oids: Sequence[bytes], tid: bytes, kernel: str, **kw: Any) -> dict:
+        """Reduce array chunks on the storage nodes holding them.
 
-    def history(self, oid, size=1):
-        node = self._reader_of(self._link.partition(oid))
-        reply = wire.call(self._link.storage(node).History, spb.HistoryRequest(oid=oid, size=size),
-                          self.rpc_timeout_s, "history")
-        if not reply.revisions:
-            raise POSException.POSKeyError(oid)
-        out = []
-        for rev in reply.revisions:
-            meta = self._transaction_meta(rev.tid)
-            entry = {"tid": rev.tid, "serial": rev.tid, "time": TimeStamp(rev.tid).timeTime(),
-                     "size": rev.size, "version": ""}
-            if meta is not None:
-                entry.update(user_name=meta.user_raw, description=meta.description)
-                entry.update(_extension(meta.extension))
-            out.append(entry)
-        return out
+        Parameters
+        ----------
+        oids : sequence of bytes
+            The chunk objects.
+        tid : bytes
+            The snapshot read.
+        kernel : str
+            A built-in kernel's name (``sum``, ``moments``, ``histogram``...).
+        **kw
+            The kernel's parameters and the chunks' layout
+            (:meth:`neoarray.client.reductions.Reductions.reduce_chunks`).
+
+        Returns
+        -------
+        dict
+            ``{oid: partial result}``; only partial results cross the network.
+        """
+        return self._reductions.reduce_chunks(oids, tid, kernel, **kw)
 
     # -- two-phase commit ---------------------------------------------------------------
     def _txn(self, transaction) -> Txn:
@@ -435,7 +563,18 @@ class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
             raise POSException.StorageTransactionError(self, transaction)
         return txn
 
-    def tpc_begin(self, transaction, tid=None, status=" "):
+    def tpc_begin(self, transaction: Any, tid: bytes | None = None, status: str = " ") -> None:
+        """Begin the two-phase commit of ``transaction`` (``tid``: a restore's own tid).
+
+        Raises
+        ------
+        ReadOnlyError
+            The storage is read-only.
+        StorageTransactionError
+            ``transaction`` already began.
+        ClusterUnavailable
+            Too many transactions of this client in progress, or no cluster.
+        """
         self._check_writable()
         if id(transaction) in self._txns and self._txns[id(transaction)].meta is transaction:
             raise POSException.StorageTransactionError("Duplicate tpc_begin calls for same transaction")
@@ -456,19 +595,31 @@ class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
                    view_ptid=self._link.info.pt.ptid, session=session)
         self._txns[id(transaction)] = txn
 
-    def store(self, oid, serial, data, version, transaction):
+    def store(self, oid: bytes, serial: bytes | None, data: bytes, version: str, transaction: Any) -> None:
+        """Store a revision of ``oid`` based on ``serial`` (conflicts are raised at vote).
+
+        Raises
+        ------
+        ReadOnlyError, Unsupported, StorageTransactionError
+            A read-only storage, a version, or a transaction that did not begin here.
+        LimitExceeded
+            More objects than ``objects_per_transaction_max``.
+        """
         self._check_writable()
         if version:
             raise POSException.Unsupported("versions are not supported")
         txn = self._txn(transaction)
         self._commits.add(txn, oid, serial or Z64, data)
 
-    def deleteObject(self, oid, oldserial, transaction):
+    def deleteObject(self, oid: bytes, oldserial: bytes, transaction: Any) -> None:
+        """Delete ``oid`` (``IExternalGC``), if its serial is still ``oldserial`` at vote."""
         self._check_writable()
         txn = self._txn(transaction)
         self._commits.add(txn, oid, oldserial, None)
 
-    def restore(self, oid, serial, data, version, prev_txn, transaction):
+    def restore(self, oid: bytes, serial: bytes, data: bytes | None, version: str,
+                prev_txn: bytes | None, transaction: Any) -> None:
+        """Write a revision as it was (``IStorageRestoreable``: copying a storage)."""
         self._check_writable()
         if version:
             raise POSException.Unsupported("versions are not supported")
@@ -476,15 +627,44 @@ class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
         txn.restore = True
         self._commits.add(txn, oid, serial or Z64, data, prev_txn if data is not None else None)
 
-    def checkCurrentSerialInTransaction(self, oid, serial, transaction):
+    def checkCurrentSerialInTransaction(self, oid: bytes, serial: bytes, transaction: Any) -> None:
+        """Make the vote fail (``ReadConflictError``) unless ``oid``'s serial is still ``serial``."""
         txn = self._txn(transaction)
         if oid not in txn.serials:
             txn.checks[oid] = serial
 
-    def tpc_vote(self, transaction):
+    def tpc_vote(self, transaction: Any) -> list | None:
+        """Send what is left and vote on every storage node.
+
+        Returns
+        -------
+        list or None
+            The oids whose conflicts were resolved (ZODB reloads them).
+
+        Raises
+        ------
+        ConflictError
+            A stored object changed since it was read (``ReadConflictError`` for
+            :meth:`checkCurrentSerialInTransaction`).
+        ClusterUnavailable
+            The commit could not be sent to a node holding a partition.
+        """
         return self._commits.vote(self._txn(transaction))
 
-    def tpc_finish(self, transaction, func=lambda tid: None):
+    def tpc_finish(self, transaction: Any, func: Callable[[bytes], None] = lambda tid: None) -> bytes:
+        """Commit a voted transaction; ``func(tid)`` runs before anyone sees it here.
+
+        Returns
+        -------
+        bytes
+            The transaction's tid.
+
+        Raises
+        ------
+        ClusterUnavailable
+            The master could not be reached: whether it committed is unknown until
+            the master answers (it decides alone).
+        """
         txn = self._txn(transaction)
         started = time.time()
         self._own[txn.ttid] = txn
@@ -527,7 +707,8 @@ class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
         if self._link.connected.is_set() and not txn.reached.wait(EVENT_WAIT_S):
             log.warning("own invalidation of 0x%s not seen within %s s", tid.hex(), EVENT_WAIT_S)
 
-    def tpc_abort(self, transaction):
+    def tpc_abort(self, transaction: Any) -> None:
+        """Abort ``transaction`` on every node it reached (nothing if it never began)."""
         txn = self._txns.get(id(transaction))
         if txn is None or txn.meta is not transaction:
             return
@@ -542,255 +723,6 @@ class NeoStorage(BlobStorageMethods, ConflictResolvingStorage):
             self._blobs_dropped(txn)        # not committed: the files go (none left if it was)
             self._slots.release()
 
-    def tpc_transaction(self):
-        return None
-
-    # -- undo ---------------------------------------------------------------------------
-    def _transactions(self, min_tid, max_tid, limit, descending):
-        """Transaction metadata over all partitions, merged in TID order."""
-        by_node: dict[int, list] = {}
-        for p in range(self._link.partitions):
-            by_node.setdefault(self._reader_of(p), []).append(p)
-        runs = []
-        for nid, parts in by_node.items():
-            reply = wire.call(self._link.storage(nid).Transactions, spb.TransactionsRequest(
-                partitions=parts, min_tid=min_tid or b"", max_tid=max_tid or b"", limit=limit,
-                descending=descending), self.rpc_timeout_s, "transactions")
-            runs.append(list(reply.transactions))
-        merged = sorted((t for run in runs for t in run), key=lambda t: t.tid, reverse=descending)
-        return merged[:limit]
-
-    def transaction_info(self, tid: bytes):
-        """The metadata of transaction ``tid`` as a readable copy of its partition holds
-        it (``TransactionMeta``: ``user_raw``, ``description``, ``extension``, ``oids``,
-        ``packed``), or None; with :meth:`revisions`, what an import verifies."""
-        partition = self._link.partition(tid)
-        reply = wire.call(self._link.storage(self._reader_of(partition)).Transactions, spb.TransactionsRequest(
-            partitions=[partition], min_tid=tid, max_tid=tid, limit=1), self.rpc_timeout_s, "transactions")
-        return reply.transactions[0] if reply.transactions else None
-
-    def revisions(self, tid: bytes, oids) -> dict:
-        """``{oid: RevisionDigest}`` (deleted, checksum, data tid, blob bytes) of the
-        revisions ``tid`` of ``oids`` on the storage nodes, past the cache
-        (``Reads.revisions``)."""
-        return self._reads.revisions(list(oids), tid)
-
-    def _transaction_meta(self, tid):
-        found = self._transactions(tid, tid, 1, False)
-        return found[0] if found else None
-
-    def undoLog(self, first=0, last=-20, filter=None):
-        if last < 0:
-            last = first - last
-        out, cursor = [], None
-        while len(out) < last:
-            batch = self._transactions(None, cursor, 500, True)
-            for t in batch:
-                if t.packed:
-                    return out[first:last]
-                entry = {"id": t.tid, "time": TimeStamp(t.tid).timeTime(),
-                         "user_name": t.user_raw, "description": t.description}
-                entry.update(_extension(t.extension))
-                if filter is None or filter(entry):
-                    out.append(entry)
-            if len(batch) < 500:
-                break
-            cursor = p64(u64(batch[-1].tid) - 1)
-        return out[first:last]
-
-    def undoInfo(self, first=0, last=-20, specification=None):
-        def match(entry):
-            return all(entry.get(k) == v for k, v in (specification or {}).items())
-        return self.undoLog(first, last, match if specification else None)
-
-    def undo(self, transaction_id, transaction):
-        self._check_writable()
-        txn = self._txn(transaction)
-        meta = self._transaction_meta(transaction_id)
-        if meta is None or meta.packed:
-            raise POSException.UndoError("transaction not found or packed", None)
-        for oid in meta.oids:
-            serial, data, data_tid, source = self._undo_record(txn, oid, transaction_id)
-            if source is not None and data is not None and ZODB.blob.is_blob_record(data):
-                self._undo_blob(txn, oid, serial, data, data_tid, source)
-            else:
-                self._commits.add(txn, oid, serial, data, data_tid)
-        return None, list(meta.oids)
-
-    def _undo_record(self, txn: Txn, oid: bytes, tid: bytes):
-        """(base serial, data, data tid, revision whose blob goes with the data or
-        None) of the record that undoes ``tid`` for ``oid``."""
-        try:
-            undone = self.loadSerial(oid, tid)
-        except POSException.POSKeyError:
-            undone = None   # the undone record is a deletion
-        before = self._load_fresh(oid, tid)
-        pre_serial, pre_data, pre_data_tid = before if before else (None, None, None)
-        if oid in txn.serials:              # changed earlier in this transaction (multi-undo)
-            cur_serial, cur_data = txn.serials[oid], txn.data[oid][1]
-            current_is_undone = False
-        else:
-            current = self._load_fresh(oid, MAX_TID)
-            cur_serial, cur_data, _ = current if current else (Z64, None, None)
-            current_is_undone = cur_serial == tid
-        if current_is_undone or cur_data == undone:
-            return (cur_serial, pre_data, (pre_data_tid or pre_serial) if pre_data is not None else None,
-                    pre_serial)
-        if pre_serial is None:
-            raise POSException.UndoError("Can't undo an add transaction followed by conflicting transactions.", oid)
-        try:
-            return cur_serial, self.tryToResolveConflict(oid, cur_serial, tid, pre_data, committedData=cur_data), None, None
-        except POSException.ConflictError:
-            raise POSException.UndoError("Some data were modified by a later transaction", oid) from None
-
-    def _load_fresh(self, oid, before):
-        """(serial, data or None, data tid) of the newest revision before ``before``, uncached."""
-        reply = self._read(spb.LoadRequest(oid=oid, before=before))
-        if reply.status in reads.LOAD_NOT_FOUND:
-            return None
-        return reply.serial, reply.data, reply.data_tid
-
-    # -- iteration --------------------------------------------------------------------
-    def iterator(self, start=None, stop=None):
-        return _Iterator(self, start, stop)
-
-    def record_iternext(self, next=None):
-        raise POSException.Unsupported("record_iternext: use iterator()")
-
-    # -- pack ---------------------------------------------------------------------------
-    def pack(self, t, referencesf, gc=True):
-        self.pack_to_tid(self._pack_tid(t), referencesf, gc)
-
-    def pack_to_tid(self, packtid: bytes, referencesf, gc: bool = True) -> int:
-        """Pack every storage node to ``packtid``: drop the revisions no snapshot at or
-        after it can see and, with ``gc``, the objects unreachable from the root then.
-        Returns the number of revisions the nodes removed."""
-        self._check_writable()
-        unreachable = self._unreachable(packtid, referencesf) if gc else set()
-        by_node: dict[int, list] = {}
-        for p in range(self._link.partitions):
-            for nid in self._link.writable(p):
-                by_node.setdefault(nid, [])
-        for oid in unreachable:
-            for nid in self._link.writable(self._link.partition(oid)):
-                by_node[nid].append(oid)
-        removed = 0
-        try:
-            for nid, oids in by_node.items():
-                stub = self._link.storage(nid)
-                for i in range(0, max(len(oids), 1), 10_000):
-                    removed += wire.call(stub.Pack, spb.PackRequest(
-                        tid=packtid, gc_oids=oids[i:i + 10_000], prune_history=i == 0),
-                        self.rpc_timeout_s * 10, "pack").revisions_removed
-        except RequestRefused as exc:
-            raise POSException.StorageError(str(exc)) from None
-        finally:
-            self._cache.clear()
-        return removed
-
-    def _pack_tid(self, t: float) -> bytes:
-        """The tid to pack to for the time ``t`` of this client's clock.
-
-        The tid the master's clock gives for ``t``, but never a transaction this client
-        committed after its clock read ``t``: packing "before now" keeps what it
-        committed since, even when its clock runs ahead of the master's.
-        """
-        packtid = tid_from_time(t)
-        with self._lock:
-            packtid = min(packtid, self._last_tid)
-            for started, tid in self._commit_times:
-                if started > t:
-                    packtid = min(packtid, p64(u64(tid) - 1))
-                    break
-        return packtid
-
-    def _unreachable(self, packtid: bytes, referencesf) -> set:
-        """Oids not reachable from the root as of ``packtid``."""
-        before = p64(u64(packtid) + 1)
-        reachable, todo = set(), [Z64]
-        while todo:
-            batch, todo = todo[:self.loads_per_batch_max], todo[self.loads_per_batch_max:]
-            for oid in batch:
-                reachable.add(oid)
-            found = self.load_many(batch, before)
-            for data, _, _ in found.values():
-                for ref in referencesf(data):
-                    if ref not in reachable:
-                        reachable.add(ref)
-                        todo.append(ref)
-        return set(self._all_oids()) - reachable
-
-    def _all_oids(self):
-        for p in range(self._link.partitions):
-            node = self._reader_of(p)
-            after = b""
-            while True:
-                reply = wire.call(self._link.storage(node).ObjectsSince, spb.ObjectsSinceRequest(
-                    partitions=[p], after_oid=after, limit=10_000), self.rpc_timeout_s, "oids")
-                yield from reply.oids
-                if len(reply.oids) < 10_000:
-                    break
-                after = reply.oids[-1]
-
-
-def _extension(raw: bytes) -> dict:
-    if not raw:
-        return {}
-    try:
-        return dict(pickle.loads(raw))
-    except Exception:
-        return {}
-
-
-class _Iterator:
-    """Transactions in ``[start, stop]`` in TID order, fetched in pages; iterable once."""
-
-    def __init__(self, storage: NeoStorage, start, stop, page: int = 200):
-        self.storage, self.start, self.stop, self.page = storage, start, stop, page
-        self._gen = self._generate()
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return next(self._gen)
-
-    def _generate(self):
-        cursor = self.start
-        stop = self.stop or self.storage.lastTransaction()
-        while True:
-            batch = self.storage._transactions(cursor, stop, self.page, False)
-            for meta in batch:
-                yield self._record(meta)
-            if len(batch) < self.page:
-                return
-            cursor = p64(u64(batch[-1].tid) + 1)
-
-    def _record(self, meta):
-        status = "p" if meta.packed else " "
-        return _TransactionRecord(meta.tid, status, meta.user_raw, meta.description,
-                                  _extension(meta.extension), lambda: self._records(meta))
-
-    def _records(self, meta):
-        """The data records of ``meta``'s transaction, loaded as they are iterated."""
-        s = self.storage
-        for oid in meta.oids:
-            reply = s._read(spb.LoadRequest(oid=oid, serial=meta.tid))
-            if reply.status in reads.LOAD_NOT_FOUND:
-                continue   # removed by pack
-            yield DataRecord(oid, meta.tid, reply.data, reply.data_tid)
-
-    def close(self):
-        self._gen.close()
-
-
-class _TransactionRecord(TransactionRecord):
-    """A transaction of the iterator; its records are loaded when iterated (each
-    iteration loads them again)."""
-
-    def __init__(self, tid, status, user, description, extension, records):
-        TransactionRecord.__init__(self, tid, status, user, description, extension)
-        self._records = records
-
-    def __iter__(self):
-        return iter(self._records())
+    def tpc_transaction(self) -> None:
+        """None: several transactions may be in two-phase commit at once."""
+        return

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import transaction
@@ -36,6 +38,9 @@ from ..array.errors import (
 )
 from . import spec as jobs_spec
 from .spec import JobError, JobSpec, Piece, PieceResult
+
+if TYPE_CHECKING:
+    import ZODB
 
 
 def _check_inputs(arrays, stored=False):
@@ -85,7 +90,8 @@ def _uniform(block):
     return flat[0] if bool((items == items[0]).all()) else None
 
 
-def probe_fill(fn, arrays, chunks, dtype):
+def probe_fill(fn: Callable, arrays: Sequence[core.ChunkedArray], chunks: tuple[int, ...],
+               dtype: Any) -> tuple[np.dtype, np.ndarray | None]:
     """``(dtype, fill value or None)``: ``fn`` applied once to a chunk of fill values."""
     extent = tuple(min(c, n) for c, n in zip(chunks, arrays[0].shape))
     with np.errstate(all="ignore"):        # log(0) of a fill value is a fill of -inf, not a warning
@@ -97,7 +103,9 @@ def probe_fill(fn, arrays, chunks, dtype):
     return dtype, _uniform(result.astype(dtype, copy=False))
 
 
-def new_output(arrays, dtype, fill, chunks=None):
+def new_output(arrays: Sequence[core.ChunkedArray], dtype: np.dtype, fill: np.ndarray | None,
+               chunks: tuple[int, ...] | None = None) -> core.ndarray:
+    """A new array shaped like the first input, for the results of ``map_blocks``."""
     first = arrays[0]
     return core.ndarray(first.shape, dtype=dtype, order=first.order,
                         chunks=chunks or first.chunks,
@@ -108,7 +116,7 @@ def _sparse(out, fill) -> bool:
     return fill is not None and np.asarray(fill, dtype=out.dtype).tobytes() == out._fill
 
 
-def output_keys(arrays, out, sparse: bool):
+def output_keys(arrays: Sequence[core.ChunkedArray], out: core.ndarray, sparse: bool) -> list[int] | None:
     """Flat indices (output grid, sorted) of the chunks to compute, or None: all of them."""
     if not sparse:
         return None
@@ -137,7 +145,8 @@ def _input_blocks(arrays, out, keys):
     return zip(*per_input)
 
 
-def compute_keys(fn, arrays, out, keys):
+def compute_keys(fn: Callable, arrays: Sequence[core.ChunkedArray], out: core.ndarray,
+                 keys: Iterable[tuple[int, ...]]) -> int:
     """Compute and write the output chunks ``keys`` (grid keys), a bounded batch at a time."""
     nbytes = math.prod(out.chunks) * (out.itemsize + sum(a.itemsize for a in arrays))
     pool = fetch._compute_executor() if config.compute_threads_max > 1 else None
@@ -163,13 +172,39 @@ def _all_keys(out, flat=None):
     return (plans.unflatten(f, grid) for f in flat)
 
 
-def map_blocks(fn, *arrays, out=None, dtype=None, chunks=None):
+def map_blocks(fn: Callable[..., Any], *arrays: core.ChunkedArray, out: core.ndarray | None = None,
+               dtype: Any = None, chunks: tuple[int, ...] | None = None) -> core.ndarray:
     """Apply ``fn`` to the matching blocks of ``arrays``; return the output array.
 
-    ``out``: an existing neoarray ndarray of the inputs' shape (its chunks define
-    the blocks), else a new array with the first input's chunks (or ``chunks``) and
-    order, ``dtype`` (default: ``fn``'s result dtype), added to the first input's
-    connection.  Written in the current transaction (see the module docstring).
+    Parameters
+    ----------
+    fn : callable
+        ``fn(block_of_first, block_of_second, ...) -> block`` of the same shape (a
+        Numba or numpy function); applied once to blocks of fill values to find the
+        output's fill value, so that unwritten regions are not computed.
+    *arrays : neoarray.ndarray
+        Inputs of one shape.
+    out : neoarray.ndarray, optional
+        An existing array of the inputs' shape (its chunks define the blocks).
+    dtype : data-type, optional
+        Of a new output (default: ``fn``'s result dtype).
+    chunks : tuple of int, optional
+        Of a new output (default: the first input's).
+
+    Returns
+    -------
+    neoarray.ndarray
+        ``out``, or a new array with the first input's order, added to its connection;
+        written in the current transaction (see the module docstring).
+
+    Raises
+    ------
+    ArrayDtypeError
+        ``fn`` is not callable, or ``out`` is not a neoarray array.
+    ArrayShapeError
+        The inputs or ``out`` differ in shape, or ``fn`` returns another shape.
+    ArrayCastError
+        ``fn``'s result does not cast to the output's dtype (``same_kind``).
     """
     if not callable(fn):
         raise ArrayDtypeError(f"map_blocks needs a function, not {type(fn).__name__}")
@@ -197,7 +232,8 @@ def map_blocks(fn, *arrays, out=None, dtype=None, chunks=None):
 
 # ------------------------------------------------------------------------ as a job
 
-def prepare_map(fn_name: str, arrays, out, *, piece_bytes=None, colour=None):
+def prepare_map(fn_name: str, arrays: Sequence[core.ndarray], out: core.ndarray, *,
+                piece_bytes: int | None = None, colour: str | None = None) -> tuple[JobSpec, list[Piece]]:
     """``(spec, pieces)`` of a ``map_blocks`` job writing into the committed ``out``.
 
     ``fn_name`` is ``"module:function"`` (workers import it).  The inputs are read
@@ -223,7 +259,7 @@ def prepare_map(fn_name: str, arrays, out, *, piece_bytes=None, colour=None):
     return spec, pieces
 
 
-def run_map_piece(db, spec: JobSpec, piece: Piece) -> PieceResult:
+def run_map_piece(db: ZODB.DB, spec: JobSpec, piece: Piece) -> PieceResult:
     """Compute one piece of a ``map_blocks`` job and commit its chunks."""
     fn = jobs_spec.resolve_function(spec.op)
     tm = transaction.TransactionManager()
@@ -248,7 +284,7 @@ def run_map_piece(db, spec: JobSpec, piece: Piece) -> PieceResult:
     return PieceResult(None, written, nbytes)
 
 
-def map_finisher(db, spec: JobSpec):
+def map_finisher(db: ZODB.DB, spec: JobSpec) -> Callable[[list], dict[str, str]]:
     """``finish(partials)`` of a ``map_blocks`` job: the output array's oid."""
     def finish(_partials):
         return {"out": "0x" + spec.out}

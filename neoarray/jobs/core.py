@@ -35,6 +35,8 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -63,6 +65,12 @@ from .spec import (
     snapshot,
     snapshot_before,
 )
+
+if TYPE_CHECKING:
+    import ZODB
+
+    from ..array.core import ndarray
+    from ..array.hints import DTypeLike
 
 # ------------------------------------------------------------------------- the runner
 
@@ -151,13 +159,37 @@ def _advance(bar) -> None:
 class Job:
     """One run of a job: pieces through an executor, retries, progress, resume.
 
-    ``spec`` and ``pieces`` come from :func:`prepare` (or the state directory).
-    ``finish(partials) -> value`` turns the merged partials into the answer.
+    Parameters
+    ----------
+    spec : JobSpec
+        What the job computes (from :func:`~neoarray.jobs.core.prepare_reduce`,
+        :func:`neoarray.jobs.blocks.prepare_map` or the state directory).
+    pieces : list of Piece
+        The pieces it is split in.
+    executor : object
+        Runs pieces (:func:`neoarray.jobs.executors.make_executor`).
+    finish : callable
+        ``finish(partials) -> value`` turns the partials, in piece order, into the answer.
+    state_dir : str, optional
+        Where finished pieces are recorded (a resumable job).
+    progress : bool, optional
+        Show a progress bar (None: when standard error is a terminal).
+    attempts_max : int
+        Runs of a piece before the job fails.
+    retry_delay_s : float
+        Wait before a piece's next attempt.
+    in_flight_max : int, optional
+        Pieces submitted at once (default: twice the executor's workers, at least 2).
+
+    Raises
+    ------
+    JobError
+        ``attempts_max`` is below 1.
     """
 
-    def __init__(self, spec: JobSpec, pieces: list[Piece], executor, finish, *,
-                 state_dir: str | None = None, progress=None, attempts_max: int = ATTEMPTS_MAX,
-                 retry_delay_s: float = RETRY_DELAY_S, in_flight_max: int | None = None):
+    def __init__(self, spec: JobSpec, pieces: list[Piece], executor: Any, finish: Callable[[list], Any], *,
+                 state_dir: str | None = None, progress: bool | None = None, attempts_max: int = ATTEMPTS_MAX,
+                 retry_delay_s: float = RETRY_DELAY_S, in_flight_max: int | None = None) -> None:
         if attempts_max < 1:
             raise JobError(f"attempts_max must be >= 1, not {attempts_max}")
         self.spec, self.pieces, self.executor, self.finish = spec, pieces, executor, finish
@@ -168,6 +200,20 @@ class Job:
         self.in_flight_max = in_flight_max or max(2, 2 * executor.workers)
 
     def run(self) -> JobResult:
+        """Run the pieces not finished yet, then ``finish``.
+
+        Returns
+        -------
+        JobResult
+            The answer and the job's figures (pieces, retries, bytes, GB/s, network
+            bytes, cache statistics per colour).
+
+        Raises
+        ------
+        JobError
+            A piece failed ``attempts_max`` times (the state directory keeps the
+            finished ones: run again to resume).
+        """
         started = time.perf_counter()
         done = self.state.finished()
         resumed = len(done)
@@ -278,7 +324,8 @@ def _sum_cache_stats(stats: list[dict]) -> dict | None:
 
 # ----------------------------------------------------------------------- preparation
 
-def prepare_reduce(array, name: str, params: dict, colour=None, piece_bytes=None):
+def prepare_reduce(array: ndarray, name: str, params: dict, colour: str | None = None,
+                   piece_bytes: int | None = None) -> tuple[JobSpec, list[Piece]]:
     """``(spec, pieces)`` of a reduction of ``array`` (its arguments validated now)."""
     before = snapshot_before(array)
     spec = JobSpec("reduce", name, (oid_hex(array),), before, params=params, colour=colour)
@@ -290,7 +337,7 @@ def prepare_reduce(array, name: str, params: dict, colour=None, piece_bytes=None
     return spec, pieces_of_keys(flat, piece_chunks_for(array, piece_bytes), explicit=False)
 
 
-def reduce_finisher(db, spec: JobSpec):
+def reduce_finisher(db: ZODB.DB, spec: JobSpec) -> Callable[[list], Any]:
     """``finish(partials)`` of a reduction job: merge in order, then numpy's answer."""
     def finish(partials):
         with snapshot(db, spec) as conn:
@@ -329,21 +376,61 @@ def _reduce_params(name, axis, dtype, ddof, bins, range, keepdims) -> dict:
     return params
 
 
-def reduce(array, name: str, *, axis=None, dtype=None, ddof=0, bins=None, range=None,
-           keepdims=False, executor="threads", workers=None, state_dir=None, resume="auto",
-           progress=False, colour=None, piece_bytes=None, attempts_max=ATTEMPTS_MAX, stats=False,
-           **executor_options):
+def reduce(array: ndarray, name: str, *, axis: int | Sequence[int] | None = None,
+           dtype: DTypeLike | None = None, ddof: int = 0, bins: int | None = None,
+           range: tuple[float, float] | None = None, keepdims: bool = False,
+           executor: str | Any = "threads", workers: int | None = None, state_dir: str | None = None,
+           resume: str = "auto", progress: bool | None = False, colour: str | None = None,
+           piece_bytes: int | None = None, attempts_max: int = ATTEMPTS_MAX, stats: bool = False,
+           **executor_options: Any) -> Any:
     """Reduce the committed snapshot of ``array`` with ``name``, as a parallel job.
 
-    ``name`` is one of :data:`neoarray.array.plans.NAMES`; ``axis``, ``dtype``,
-    ``ddof`` and ``keepdims`` as in numpy; ``histogram`` takes ``bins`` and
-    ``range`` (default numpy's: the items' min and max, computed first) and returns
-    ``(counts, edges)``.  ``executor``: ``"threads"``, ``"processes"``, ``"dask"``,
-    ``"storage"`` or an executor object (:mod:`neoarray.jobs.executors`).
-    ``state_dir``: a directory that makes the job resumable; ``resume`` says what to do
-    when it holds this job as of an older snapshot (see :func:`run`).  ``colour``: the cache
-    colour of the reads (default: the array's).  With ``stats=True`` returns a
-    :class:`JobResult` (the value and the job's figures) instead of the value.
+    Parameters
+    ----------
+    array : neoarray.ndarray
+        A committed array of a database.
+    name : str
+        One of :data:`neoarray.array.plans.NAMES` (``sum``, ``mean``, ``std``,
+        ``histogram``, ``argmax``...).
+    axis, dtype, ddof, keepdims
+        As in numpy.
+    bins, range
+        Of ``histogram`` only (default range numpy's: the items' min and max, computed
+        first).
+    executor : str or object
+        ``"threads"``, ``"processes"``, ``"dask"``, ``"storage"`` or an executor object
+        (:mod:`neoarray.jobs.executors`).
+    workers : int, optional
+        Workers of the executor.
+    state_dir : str, optional
+        A directory that makes the job resumable.
+    resume : {'auto', 'saved', 'restart'}
+        What to do when ``state_dir`` holds this job as of an older snapshot (see
+        :func:`run`).
+    progress : bool
+        Show a progress bar.
+    colour : str, optional
+        The cache colour of the reads (default: the array's).
+    piece_bytes : int, optional
+        Chunk bytes per piece (default: a size from the array's chunks).
+    attempts_max : int
+        Runs of a piece before the job fails.
+    stats : bool
+        Return a :class:`JobResult` (the value and the job's figures).
+    **executor_options
+        Passed to the executor (``client=`` of a Dask executor...).
+
+    Returns
+    -------
+    numpy.ndarray, scalar, tuple or JobResult
+        numpy's answer (``(counts, edges)`` for ``histogram``), or with ``stats`` a
+        :class:`JobResult`.
+
+    Raises
+    ------
+    JobError
+        An unknown reduction or argument, a refused resume, or a piece that failed
+        ``attempts_max`` times.
     """
     if name not in plans.NAMES:
         raise JobError(f"unknown reduction {name!r} (known: {', '.join(plans.NAMES)})")
@@ -357,14 +444,45 @@ def reduce(array, name: str, *, axis=None, dtype=None, ddof=0, bins=None, range=
     return result if stats else result.value
 
 
-def run(spec: JobSpec, pieces: list[Piece], db, *, executor, state_dir=None, resume="auto",
-        progress=None, attempts_max=ATTEMPTS_MAX, finish=None) -> JobResult:
+def run(spec: JobSpec, pieces: list[Piece], db: ZODB.DB | None, *, executor: Any,
+        state_dir: str | None = None, resume: str = "auto", progress: bool | None = None,
+        attempts_max: int = ATTEMPTS_MAX, finish: Callable[[list], Any] | None = None) -> JobResult:
     """Run (or resume, with ``state_dir``) the job ``spec`` split in ``pieces``.
 
-    When ``state_dir`` holds this job as of an older snapshot, ``resume`` decides:
-    ``"auto"`` resumes it if nothing but its own pieces committed since and refuses
-    otherwise (:class:`JobError` naming both snapshots), ``"saved"`` finishes it as of
-    its saved snapshot, ``"restart"`` forgets its finished pieces and starts afresh.
+    Parameters
+    ----------
+    spec : JobSpec
+        What the job computes.
+    pieces : list of Piece
+        Its pieces.
+    db : ZODB.DB
+        The database the job reads (and writes, for ``map_blocks``).
+    executor : object
+        Runs the pieces (:func:`neoarray.jobs.executors.make_executor`).
+    state_dir : str, optional
+        Where finished pieces are recorded.
+    resume : {'auto', 'saved', 'restart'}
+        When ``state_dir`` holds this job as of an older snapshot: ``"auto"`` resumes
+        it if nothing but its own pieces committed since and refuses otherwise,
+        ``"saved"`` finishes it as of its saved snapshot, ``"restart"`` forgets its
+        finished pieces and starts afresh.
+    progress : bool, optional
+        Show a progress bar.
+    attempts_max : int
+        Runs of a piece before the job fails.
+    finish : callable, optional
+        ``finish(partials) -> value`` (default: the reduction's or ``map_blocks``'s).
+
+    Returns
+    -------
+    JobResult
+        The answer and the job's figures.
+
+    Raises
+    ------
+    JobError
+        A bad ``resume``, a state directory of another job, a refused resume (naming
+        both snapshots), or a piece that failed ``attempts_max`` times.
     """
     if resume not in RESUME_MODES:
         raise JobError(f"resume must be one of {', '.join(map(repr, RESUME_MODES))}, "
@@ -395,7 +513,7 @@ def run(spec: JobSpec, pieces: list[Piece], db, *, executor, state_dir=None, res
                attempts_max=attempts_max).run()
 
 
-def commits_since(db, before: bytes, upto: bytes):
+def commits_since(db: ZODB.DB, before: bytes, upto: bytes) -> list[tuple[bytes, str]] | None:
     """``(tid, description)`` of the transactions in ``[before, upto)``, newest first;
     None when not known (the storage lists no transactions, or more than
     :data:`TXNS_SINCE_MAX`)."""
@@ -419,7 +537,7 @@ def commits_since(db, before: bytes, upto: bytes):
     return None if len(entries) > TXNS_SINCE_MAX else since
 
 
-def check_resume(db, state_dir: str, saved: JobSpec, current: JobSpec) -> None:
+def check_resume(db: ZODB.DB, state_dir: str, saved: JobSpec, current: JobSpec) -> None:
     """Refuse to resume ``saved`` when the database changed since its snapshot (other
     than by the job's own pieces), or when that is not known: the answer would be the
     old snapshot's."""
@@ -453,9 +571,10 @@ def _identity(spec: JobSpec):
             json.dumps(spec.params, sort_keys=True), spec.colour)
 
 
-def run_map(fn_name: str, arrays, out, *, executor="threads", workers=None, state_dir=None,
-            resume="auto", progress=False, colour=None, piece_bytes=None,
-            attempts_max=ATTEMPTS_MAX, **executor_options):
+def run_map(fn_name: str, arrays: Sequence[ndarray], out: ndarray, *, executor: str | Any = "threads",
+            workers: int | None = None, state_dir: str | None = None, resume: str = "auto",
+            progress: bool | None = False, colour: str | None = None, piece_bytes: int | None = None,
+            attempts_max: int = ATTEMPTS_MAX, **executor_options: Any) -> JobResult:
     """Run ``map_blocks`` of ``fn_name`` over ``arrays`` into the committed ``out`` as a job
     (``state_dir`` and ``resume`` as in :func:`neoarray.jobs.run`)."""
     if executor == "storage":

@@ -56,10 +56,12 @@ class JobSpec:
     colour: str | None = None
 
     def to_json(self) -> dict:
+        """The spec as a JSON-serialisable dict (what the state directory holds)."""
         return {**dataclasses.asdict(self), "inputs": list(self.inputs)}
 
     @classmethod
     def from_json(cls, data: dict) -> JobSpec:
+        """The spec of a :meth:`to_json` dict."""
         return cls(**{**data, "inputs": tuple(data["inputs"])})
 
 
@@ -103,6 +105,7 @@ class JobResult:
     stats: dict
 
     def to_json(self) -> dict:
+        """``{"result": value as JSON values, "stats": ...}`` (``neoarray job run``'s output)."""
         return {"result": to_jsonable(self.value), "stats": self.stats}
 
 

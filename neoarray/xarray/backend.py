@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import transaction
@@ -57,11 +59,24 @@ class _LockedReader:
 
 
 class NeoarrayBackendArray(BackendArray):
-    """A lazily read stored array: shape and dtype known, items read when indexed."""
+    """A lazily read stored array: shape and dtype known, items read when indexed.
+
+    Thread-safe and picklable: its reader is the array's handle (or, for a database
+    without a cluster behind it, the array read under the dataset's lock).
+
+    Parameters
+    ----------
+    reader : object
+        ``reader[key]`` reads the items of a basic index ``key``.
+    shape : tuple of int
+        The array's shape.
+    dtype : numpy.dtype
+        The array's dtype.
+    """
 
     __slots__ = ("_reader", "dtype", "shape")
 
-    def __init__(self, reader, shape, dtype):
+    def __init__(self, reader: Any, shape: Iterable[int], dtype: np.typing.DTypeLike) -> None:
         self._reader = reader
         self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
@@ -96,8 +111,10 @@ def _variable(stored: datasets.Variable, lock) -> xr.Variable:
     return xr.Variable(stored.dims, data, datasets.python_attrs(stored.attrs), encoding)
 
 
-def read_group(db, path: str, drop_variables=()) -> tuple[xr.Dataset, object]:
-    """``(dataset, close)`` of the group at ``path`` in ``db``, read in one snapshot."""
+def read_group(db: Any, path: str,
+               drop_variables: str | Iterable[str] | None = ()) -> tuple[xr.Dataset, Callable[[], None]]:
+    """``(dataset, close)`` of the group at ``path`` in ``db`` (a ``ZODB.DB``), read in one
+    snapshot; ``close()`` lets its connection go."""
     tm = transaction.TransactionManager()
     conn = db.open(tm)
     lock = threading.Lock()
@@ -125,8 +142,34 @@ def read_group(db, path: str, drop_variables=()) -> tuple[xr.Dataset, object]:
     return ds, close
 
 
-def open_dataset(target, group: str | None = None, drop_variables=None) -> xr.Dataset:
-    """The dataset stored at ``group`` of ``target`` (see the module docstring)."""
+def open_dataset(target: Any, group: str | None = None,
+                 drop_variables: str | Iterable[str] | None = None) -> xr.Dataset:
+    """The dataset stored at ``group`` of ``target``, opened lazily.
+
+    ``xarray.open_dataset(target, engine="neoarray", group=...)`` calls this.
+
+    Parameters
+    ----------
+    target : ZODB.DB, str or path
+        An open database, a ``neoarray://HOST:PORT/CLUSTER`` URI (``?path=NAME`` may
+        give the group) or the data directory of ``neoarray.open(path)`` (opened once
+        per process, closed with the last dataset using it).
+    group : str, optional
+        The group's path (``"name/child"``), joined to the URI's ``path``.
+    drop_variables : str or iterable of str, optional
+        Variables not opened.
+
+    Returns
+    -------
+    xarray.Dataset
+        Variables backed by :class:`NeoarrayBackendArray`, read as of one snapshot;
+        ``ds.close()`` lets the connection and database go.
+
+    Raises
+    ------
+    neoarray.datasets.DatasetError
+        No group was named, or nothing (or no group) is stored at the path.
+    """
     opened, uri_path = sources.open_for_reading(target)
     try:
         path = sources.join_paths(uri_path, group)
@@ -165,12 +208,16 @@ class NeoarrayBackendEntrypoint(BackendEntrypoint):
     description = "Open datasets stored in a neoarray (ZODB) database, lazily"
     open_dataset_parameters = ("filename_or_obj", "drop_variables", "group")
 
-    def open_dataset(self, filename_or_obj, *, drop_variables=None, group=None):
+    def open_dataset(self, filename_or_obj: Any, *, drop_variables: str | Iterable[str] | None = None,
+                     group: str | None = None) -> xr.Dataset:
+        """:func:`neoarray.xarray.open_dataset` (``filename_or_obj``: its ``target``)."""
         if isinstance(filename_or_obj, os.PathLike):
             filename_or_obj = os.fspath(filename_or_obj)
         return open_dataset(filename_or_obj, group=group, drop_variables=drop_variables)
 
-    def guess_can_open(self, filename_or_obj) -> bool:
+    def guess_can_open(self, filename_or_obj: Any) -> bool:
+        """Whether ``filename_or_obj`` is a ``ZODB.DB``, a ``neoarray://`` URI or a
+        neoarray data directory (it has ``master.address``)."""
         import ZODB
         if isinstance(filename_or_obj, ZODB.DB) or sources.is_uri(filename_or_obj):
             return True

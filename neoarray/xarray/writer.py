@@ -23,6 +23,7 @@ fixed-width unicode) or only ``bytes``; other objects are refused.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import transaction
@@ -114,7 +115,7 @@ def _dataset(obj) -> xr.Dataset:
     raise TypeError(f"to_neoarray stores an xarray Dataset or DataArray, not {type(obj).__name__}")
 
 
-def write_group(conn, ds: xr.Dataset, path: str, mode: str, encoding: dict,
+def write_group(conn: Connection, ds: xr.Dataset, path: str, mode: str, encoding: dict,
                 defaults: dict) -> datasets.Group:
     """Store ``ds`` at ``path`` in ``conn``'s current transaction (not committed)."""
     if mode not in MODES:
@@ -141,13 +142,16 @@ def write_group(conn, ds: xr.Dataset, path: str, mode: str, encoding: dict,
     return group
 
 
-def to_neoarray(ds, target, group: str | None = None, *, mode: str = "w-", encoding=None,
-                codec=None, codec_level=None) -> None:
+def to_neoarray(ds: xr.Dataset | xr.DataArray, target: Any, group: str | None = None, *, mode: str = "w-",
+                encoding: dict[str, dict[str, Any]] | None = None, codec: Any = None,
+                codec_level: int | None = None) -> None:
     """Store the xarray Dataset (or named DataArray) ``ds`` at ``group`` of ``target``.
 
     Parameters
     ----------
     ds : xarray.Dataset or xarray.DataArray
+        The data (a DataArray needs a name); Dask-backed variables are written in
+        bounded groups of blocks.
     target : ZODB.DB, ZODB Connection, str or path
         A database (opened with ``neoarray.open``...), a ``neoarray://HOST:PORT/CLUSTER``
         URI (``?path=NAME`` may give the group), the data directory of the embedded
@@ -196,9 +200,9 @@ def to_neoarray(ds, target, group: str | None = None, *, mode: str = "w-", encod
 class NeoarrayAccessor:
     """``ds.neoarray.to(target, group, ...)``: :func:`to_neoarray` of the dataset."""
 
-    def __init__(self, ds: xr.Dataset):
+    def __init__(self, ds: xr.Dataset) -> None:
         self._ds = ds
 
-    def to(self, target, group: str | None = None, **options) -> None:
-        """Store this dataset (see :func:`neoarray.xarray.to_neoarray`)."""
+    def to(self, target: Any, group: str | None = None, **options: Any) -> None:
+        """Store this dataset: :func:`neoarray.xarray.to_neoarray` ``(ds, target, group, **options)``."""
         to_neoarray(self._ds, target, group, **options)
