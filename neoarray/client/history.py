@@ -21,6 +21,7 @@ from ZODB.TimeStamp import TimeStamp
 from .. import wire
 from ..errors import RequestRefused
 from ..ids import MAX_TID, Z64, p64, tid_from_time, u64
+from ..proto import common_pb2 as cpb
 from ..proto import storage_pb2 as spb
 from . import reads
 
@@ -87,7 +88,7 @@ class HistoryMethods:
         merged = sorted((t for run in runs for t in run), key=lambda t: t.tid, reverse=descending)
         return merged[:limit]
 
-    def transaction_info(self, tid: bytes):
+    def transaction_info(self, tid: bytes) -> cpb.TransactionMeta | None:
         """The metadata of transaction ``tid`` as a readable copy of its partition holds
         it.
 
