@@ -141,7 +141,7 @@ def _input_blocks(arrays, out, keys):
         if a.chunks == out.chunks:
             per_input.append(a._chunk_blocks(keys))
         else:
-            per_input.append(a[layout.chunk_region(k, out.shape, out.chunks)] for k in keys)
+            per_input.append(a._read(layout.chunk_region(k, out.shape, out.chunks)) for k in keys)
     return zip(*per_input)
 
 

@@ -40,7 +40,7 @@ def _basic_key(draw, shape):
     """A basic index: integers, slices with any step, None and Ellipsis."""
     key = []
     for n in shape:
-        kind = draw(st.sampled_from(["int", "slice", "slice", "all"]))
+        kind = draw(st.sampled_from(["int", "slice", "slice", "all"] if n else ["slice", "all"]))
         if kind == "int":
             key.append(draw(st.integers(-n, n - 1)))
         elif kind == "slice":
@@ -117,7 +117,7 @@ def check(got, expected):
         assert abs(complex(got.sum()) - complex(expected.sum())) <= 1e-5 * scale
 
 
-@examples(150)
+@examples(60)
 @given(operands(), st.data())
 def test_chains_of_views_match_numpy(pair, data):
     oracle, array = pair
