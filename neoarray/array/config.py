@@ -40,11 +40,18 @@ class ArrayConfig:
     ----------
     memory_bytes_max : int or None
         Largest result materialised in memory (``numpy.asarray(A)``, ``A[...]``,
-        reduction outputs).  ``None`` means 90% of the available RAM, read at
-        each check.
+        reduction outputs), and the bound of the working memory of operations
+        that stream through arrays larger than it (stores of expressions, scans,
+        sorts, quantiles): a quarter of it for chunks read at once
+        (:meth:`fetch_limit_bytes`), a quarter for chunks written and not yet
+        spilled to a savepoint (:meth:`unsaved_limit_bytes`), the rest for
+        computing.  The client cache has its own bound (``cache_bytes_max`` of
+        the storage).  ``None`` means 90% of the available RAM, read at each
+        check.
     fetch_bytes_max : int
         Largest amount of decoded chunk bytes held at once by a read, a write
-        or a reduction (one batch of chunks).
+        or a reduction (one batch of chunks); a quarter of ``memory_bytes_max``
+        when that is smaller (:meth:`fetch_limit_bytes`).
     fetch_threads_max : int
         Threads of the pool that loads chunk records concurrently.
     compute_threads_max : int
@@ -86,6 +93,18 @@ class ArrayConfig:
         if available is None:
             return 1 << 62
         return int(available * 0.9)
+
+    def fetch_limit_bytes(self):
+        """Bytes of chunks a read, a write or a reduction holds at once (one batch, or
+        the batches in flight): ``fetch_bytes_max``, or a quarter of
+        ``memory_bytes_max`` when that is smaller; at least 1."""
+        return max(1, min(self.fetch_bytes_max, self.memory_limit_bytes() // 4))
+
+    def unsaved_limit_bytes(self):
+        """Bytes of chunk payloads written into attached arrays in one transaction of a
+        connection that are held in memory before a savepoint spills them (see
+        ``ndarray._spill_if_large``): a quarter of ``memory_bytes_max``; at least 1."""
+        return max(1, self.memory_limit_bytes() // 4)
 
 
 #: The limits of every array of the process (``neoarray.array.config``).

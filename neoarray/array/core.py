@@ -30,7 +30,7 @@ from BTrees.OOBTree import OOBTree
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from . import attrs as attrs_
-from . import fetch, indexing, layout
+from . import fetch, heap, indexing, layout
 from .chunks import (
     Chunk,
     codec_from_spec,
@@ -482,12 +482,12 @@ class ndarray(persistent.Persistent, ChunkedArray):
         Chunk arrays are read-only views of the payloads.  The next batch is
         loaded while the caller processes the current one (see
         :func:`fetch.submit`), so batches hold half of
-        ``config.fetch_bytes_max``: at most that many bytes of chunks are held.
+        ``config.fetch_limit_bytes()``: at most that many bytes of chunks are held.
         """
         nbytes = self._chunk_nbytes
         pending = None
         for batch in fetch.iter_batches(pairs, lambda _: nbytes,
-                                        max(1, config.fetch_bytes_max // 2)):
+                                        max(1, config.fetch_limit_bytes() // 2)):
             started = (batch, fetch.submit([chunk for _, chunk in batch], self.colour))
             if pending is not None:
                 yield from self._decoded(*pending)
@@ -567,26 +567,9 @@ class ndarray(persistent.Persistent, ChunkedArray):
             self._spill_if_large(existing, len(payload))
 
     def _spill_if_large(self, chunk, nbytes):
-        """Bound the memory a long write holds in one transaction: once the chunks
-        written in it since the last savepoint (``chunk``, ``nbytes`` the latest) exceed
-        ``config.memory_bytes_max``, take a savepoint (ZODB writes their states to its
-        temporary file; a rollback to an earlier savepoint still works) and make those
-        chunks ghosts, reloaded from there if read again."""
-        manager = self._p_jar.transaction_manager
-        txn = manager.get()
-        if getattr(self, "_v_unsaved_txn", None) is not txn:     # what another transaction wrote
-            self._v_unsaved_txn, self._v_unsaved, self._v_unsaved_bytes = txn, [], 0
-            self._v_unsaved_limit = config.memory_limit_bytes()   # once, not per chunk
-        self._v_unsaved.append(chunk)
-        self._v_unsaved_bytes += nbytes
-        if self._v_unsaved_bytes <= self._v_unsaved_limit:
-            return
-        manager.savepoint(optimistic=True)
-        gc.collect(1)   # ZODB's object writer is a cycle holding the last states it pickled
-        for written in self._v_unsaved:
-            if written._p_jar is not None and not written._p_changed:
-                written._p_deactivate()
-        self._v_unsaved, self._v_unsaved_bytes = [], 0
+        """Bound the memory a long write holds in one transaction (see :class:`Unsaved`):
+        ``chunk`` was just written, its payload ``nbytes`` long."""
+        Unsaved.of(self._p_jar).add(chunk, nbytes)
 
     def _drop_chunk(self, key, chunk):
         """Remove a chunk; tombstone it so concurrent writers of it conflict."""
@@ -656,7 +639,7 @@ class ndarray(persistent.Persistent, ChunkedArray):
         nbytes = self._chunk_nbytes
         projections = indexing.iter_projections(sel, self._chunks)
         for batch in fetch.iter_batches(projections, lambda _: nbytes,
-                                        config.fetch_bytes_max):
+                                        config.fetch_limit_bytes()):
             self._write_batch(sel, batch, blocks_of(batch))
 
     def _write_batch(self, sel, batch, blocks):
@@ -790,6 +773,56 @@ class ndarray(persistent.Persistent, ChunkedArray):
         check_memory(self.nbytes, f"array of shape {self._shape} and dtype {self.dtype}")
         result = np.asarray(self[...])
         return result if dtype is None else result.astype(dtype, copy=False)
+
+class Unsaved:
+    """The chunks written into attached arrays by one connection in its current
+    transaction since its last savepoint, and their payload bytes.
+
+    Shared by every array of the connection, so that writing two arrays at once holds
+    no more.  Once the bytes exceed ``config.unsaved_limit_bytes()`` (a quarter of
+    ``memory_bytes_max``, read when the transaction's first chunk is written), a
+    savepoint is taken (ZODB writes their states to its temporary file; a rollback to
+    an earlier savepoint still works) and those chunks become ghosts, reloaded from
+    there if read again.
+    """
+
+    __slots__ = ("chunks", "limit_bytes", "manager", "nbytes", "savepoints")
+
+    def __init__(self, manager):
+        self.manager, self.chunks, self.nbytes = manager, [], 0
+        self.limit_bytes = config.unsaved_limit_bytes()
+        self.savepoints = 0         # taken by this tracker
+
+    @classmethod
+    def of(cls, jar):
+        """The tracker of ``jar``'s current transaction (made by its first write)."""
+        manager = jar.transaction_manager
+        txn = manager.get()
+        try:
+            return txn.data(jar)
+        except KeyError:
+            tracker = cls(manager)
+            txn.set_data(jar, tracker)
+            return tracker
+
+    def add(self, chunk, nbytes):
+        """Count ``chunk`` (``nbytes`` of payload); spill when over the limit."""
+        self.chunks.append(chunk)
+        self.nbytes += nbytes
+        if self.nbytes > self.limit_bytes:
+            self.spill()
+
+    def spill(self):
+        """Savepoint now; the chunks counted become ghosts."""
+        self.manager.savepoint(optimistic=True)
+        self.savepoints += 1
+        gc.collect(1)   # ZODB's object writer is a cycle holding the last states it pickled
+        for written in self.chunks:
+            if written._p_jar is not None and not written._p_changed:
+                written._p_deactivate()
+        self.chunks, self.nbytes = [], 0
+        heap.trim()     # what the payloads and pickles freed, back to the system
+
 
 def _writable_copy(_item, array):
     """A writable copy of a chunk array that owns its memory."""

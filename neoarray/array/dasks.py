@@ -161,7 +161,7 @@ def from_dask(darr: dask.array.Array, out: core.ndarray | None = None, *, order:
 
     ``darr`` is rechunked onto the chunk grid of ``out`` and its blocks computed by
     the current Dask scheduler (threads, processes, a distributed client), in groups
-    of at most ``config.fetch_bytes_max`` bytes; each group is written into ``out``
+    of at most ``config.fetch_limit_bytes()`` bytes; each group is written into ``out``
     here, in the calling thread, before the next one is computed.  All-fill blocks
     store nothing.  Work that blocks of different groups share (a rechunk, an
     upstream reduction) is done again for each group: memory stays bounded instead.
@@ -211,7 +211,7 @@ def from_dask(darr: dask.array.Array, out: core.ndarray | None = None, *, order:
     aligned = darr.rechunk(out.chunks)          # block i is chunk i
     blocks = aligned.to_delayed()
     group, group_bytes = [], 0
-    bytes_max = max(1, config.fetch_bytes_max)
+    bytes_max = config.fetch_limit_bytes()
     for index, region in _block_regions(aligned.numblocks, aligned.chunks):
         nbytes = math.prod(s.stop - s.start for s in region) * aligned.dtype.itemsize
         if group and group_bytes + nbytes > bytes_max:

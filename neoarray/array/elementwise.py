@@ -155,10 +155,10 @@ def region_block(func, inputs, kwargs, region):
 
 
 def batches(keys, chunks, operands):
-    """``keys`` in lists holding about ``config.fetch_bytes_max`` bytes of blocks of
+    """``keys`` in lists holding about ``config.fetch_limit_bytes()`` bytes of blocks of
     ``operands`` arrays."""
     nbytes = math.prod(chunks) * 16 * (operands + 1)
-    return fetch.iter_batches(keys, lambda _: nbytes, config.fetch_bytes_max)
+    return fetch.iter_batches(keys, lambda _: nbytes, config.fetch_limit_bytes())
 
 
 def apply(func, inputs, kwargs=None, out=None):

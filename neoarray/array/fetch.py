@@ -17,7 +17,7 @@ not):
 * must not grow the connection's pickle cache: chunks that were ghosts are
   left as ghosts (or deactivated after use);
 * may load records concurrently, in any order;
-* the caller bounds the batch (``config.fetch_bytes_max``); the fetcher needs
+* the caller bounds the batch (``config.fetch_limit_bytes()``); the fetcher needs
   no limit of its own beyond its thread count;
 * raises what ZODB would raise on a load (``POSKeyError``,
   ``ReadConflictError``); the returned buffers belong to the caller, who only
@@ -71,7 +71,8 @@ chunks are opened in one ``read_views`` block on a compute thread
 (``config.compute_threads_max``), the consumer's function runs on each
 payload view there, and only its result leaves the block: numpy arrays in it
 that do not own their memory are copied (:func:`detach`).  Groups hold at
-most ``config.fetch_bytes_max / (2 * threads)`` bytes of records.  Chunks
+most ``config.fetch_limit_bytes() / (2 * threads)`` bytes of records (or one chunk), and
+at most two groups per thread are in flight, one when they would exceed that limit.  Chunks
 that are not ghosts, and records absent from the answer, go through the
 fetcher on the calling thread (which raises what ZODB raises).
 """
@@ -427,8 +428,11 @@ def map_payloads(pairs: Iterable[tuple[_T, Chunk]], func: Callable[[_T, Any], An
     """
     jar, read_views, before = source
     threads = max(1, config.compute_threads_max)
-    per_group = max(1, config.fetch_bytes_max // (2 * threads) // max(1, chunk_nbytes))
-    window = 2 * threads
+    limit_bytes, chunk_nbytes = config.fetch_limit_bytes(), max(1, chunk_nbytes)
+    per_group = max(1, limit_bytes // (2 * threads) // chunk_nbytes)
+    # groups started and not yet consumed: two per thread, fewer when the chunks are
+    # large, down to one per thread
+    window = max(threads, min(2 * threads, limit_bytes // (per_group * chunk_nbytes)))
     pending = collections.deque()   # (kind, entries, future or None)
     started = [False]
 

@@ -47,7 +47,7 @@ import tempfile
 
 import numpy as np
 
-from . import core, layout, lazy, outputs
+from . import core, heap, layout, lazy, outputs
 from .config import config
 from .errors import ArrayTooLargeError
 
@@ -172,30 +172,45 @@ class _RunWriter:
 
 class _ArraySink:
     """Sink of the merge into items ``[start, ...)`` of a 1-D array (neoarray or numpy):
-    the values, or the indices (``argsort``), written whole chunks at a time."""
+    the values, or the indices (``argsort``), written whole chunks at a time.
+
+    The whole chunks of each write are written from it directly (a chunk's encoding is
+    its only copy); what is left of a chunk waits, copied, for the next write: the sink
+    holds less than one chunk of items of its own."""
 
     def __init__(self, out, write_indices, start=0):
         self.out, self.write_indices, self.position = out, write_indices, start
         self.step = out.chunks[0] if isinstance(out, core.ndarray) else 1
-        self.pending, self.pending_items = [], 0
+        self.pending = None         # the items of a chunk begun, fewer than ``step``
+
+    @property
+    def pending_items(self):
+        return 0 if self.pending is None else len(self.pending)
 
     def write(self, values, indices):
         part = indices if self.write_indices else values
-        self.pending.append(part)
-        self.pending_items += len(part)
-        if self.pending_items >= self.step:
-            self._flush((self.pending_items // self.step) * self.step)
+        if self.pending is not None:
+            need = self.step - len(self.pending)
+            self.pending = np.concatenate([self.pending, part[:need]])
+            part = part[need:]
+            if len(self.pending) < self.step:
+                return
+            self._put(self.pending)
+            self.pending = None
+        whole = len(part) // self.step * self.step
+        if whole:
+            self._put(part[:whole])
+        if len(part) > whole:
+            self.pending = part[whole:].copy()      # not a view keeping ``part`` alive
 
-    def _flush(self, count):
-        data = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
-        self.out[self.position:self.position + count] = data[:count]
-        self.position += count
-        rest = data[count:]
-        self.pending, self.pending_items = ([rest] if len(rest) else []), len(rest)
+    def _put(self, data):
+        self.out[self.position:self.position + len(data)] = data
+        self.position += len(data)
 
     def close(self):
-        if self.pending_items:
-            self._flush(self.pending_items)
+        if self.pending is not None:
+            self._put(self.pending)
+            self.pending = None
 
     def fill(self, value, count):
         """Write ``count`` items of ``value`` (a one-item array): whole chunks of a stored
@@ -268,8 +283,7 @@ class _Cursor:
         want = self.read_items - len(self.buffers[0])
         if want > 0 and self.read < self.run.length:
             stop = min(self.run.length, self.read + want)
-            self.buffers = [np.concatenate([b, np.array(a[self.read:stop])])
-                            for b, a in zip(self.buffers, self.arrays)]
+            self.buffers = [_joined(b, a[self.read:stop]) for b, a in zip(self.buffers, self.arrays)]
             self.read = stop
 
     @property
@@ -281,6 +295,15 @@ class _Cursor:
         taken = [b[:count] for b in self.buffers]
         self.buffers = [b[count:] for b in self.buffers]
         return taken
+
+
+def _joined(head, mapped):
+    """A new array of the items of ``head`` then those of ``mapped`` (a slice of a mapped
+    run, read once, straight into the result)."""
+    out = np.empty(len(head) + len(mapped), head.dtype)
+    out[:len(head)] = head
+    out[len(head):] = mapped
+    return out
 
 
 def _merge(runs, sink, read_items, report):
@@ -384,17 +407,20 @@ def _sort_values(array, sink, kind, run_items, spill, report):
     any order (a sorted list of values keeps no positions), in runs; the other items
     are its fill value, counted and written as one block where they sort
     (:class:`_FillSink`), never read."""
-    runs, parts, held, covered = [], [], 0, 0
+    runs, held, covered, flat = [], 0, 0, None
+    buffer = np.empty(min(run_items, array.size), array.dtype)     # the run being read
     for _key, flat in array._map_stored(lambda _key, block: block.flatten()):
         covered += flat.size
         while flat.size:
             take = min(flat.size, run_items - held)
-            parts.append(flat[:take])
+            buffer[held:held + take] = flat[:take]
             held, flat = held + take, flat[take:]
             if held == run_items:
-                runs.append(spill.run(np.sort(np.concatenate(parts), kind=kind)))
-                parts, held = [], 0
-    tail = np.sort(np.concatenate(parts) if parts else np.empty(0, array.dtype), kind=kind)
+                buffer.sort(kind=kind)
+                runs.append(spill.run(buffer))
+                held = 0
+    tail = buffer[:held]
+    tail.sort(kind=kind)
     missing = array.size - covered
     report["fill_items"] = missing
     sink = _FillSink(sink, np.full(1, array.fill_value, array.dtype), missing) if missing else sink
@@ -404,6 +430,8 @@ def _sort_values(array, sink, kind, run_items, spill, report):
     else:
         if len(tail):
             runs.append(spill.run(tail))
+        del buffer, tail, flat          # the merge has the whole buffer to itself
+        heap.trim()
         _merge_runs(runs, spill, sink, array.dtype, report)
     sink.close()
 

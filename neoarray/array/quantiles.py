@@ -51,10 +51,12 @@ def keys_of(block):
         return flat.astype(np.uint64)
     if kind == "i":
         return flat.astype(np.int64).view(np.uint64) ^ _TOP
-    values = flat.astype(np.float64)
-    bits = values.view(np.uint64)
-    keys = np.where(bits & _TOP, ~bits, bits | _TOP)
-    keys[np.isnan(values)] = _ALL
+    keys = np.array(flat, dtype=np.float64).view(np.uint64)      # the one copy made
+    nans = np.isnan(keys.view(np.float64))
+    negative = keys >= _TOP
+    np.invert(keys, out=keys, where=negative)
+    np.bitwise_or(keys, _TOP, out=keys, where=~negative)
+    keys[nans] = _ALL
     return keys
 
 
@@ -123,8 +125,9 @@ def _histogram_pass(array, groups, missing, fill_key, bins_bits):
         out = []
         for (lo, hi), s in zip(groups, shifts):
             inside = keys[(keys >= np.uint64(lo)) & (keys <= np.uint64(hi))]
-            out.append(np.bincount(((inside - np.uint64(lo)) >> np.uint64(s)).astype(np.intp),
-                                   minlength=((hi - lo) >> s) + 1))
+            inside -= np.uint64(lo)
+            inside >>= np.uint64(s)         # a bin number, below 2**BIN_BITS_MAX: fits intp
+            out.append(np.bincount(inside.view(np.intp), minlength=((hi - lo) >> s) + 1))
         return out
     totals = [np.zeros(((hi - lo) >> s) + 1, np.int64) for (lo, hi), s in zip(groups, shifts)]
     for _key, parts in array._map_stored(counts):
@@ -186,8 +189,9 @@ def order_statistics(array, ranks, survey=None, stats=None):
 
 
 def _narrow(open_, groups, shifts, totals, candidates_max, dtype):
-    """Narrow each open target to its bin; return those whose bin is small enough to collect."""
-    collect = []
+    """Narrow each open target to its bin; return those whose bins are small enough to
+    collect: together at most ``candidates_max`` items (the others narrow again)."""
+    collect, collected, left = [], set(), candidates_max
     by_group = {g: (s, total) for g, s, total in zip(groups, shifts, totals)}
     for t in open_:
         s, total = by_group[t.interval()]
@@ -198,7 +202,11 @@ def _narrow(open_, groups, shifts, totals, candidates_max, dtype):
         t.low, t.high = low, min(t.high, low + (1 << s) - 1)
         if t.low == t.high:
             t.value = value_of(t.low, dtype)
-        elif int(total[b]) <= candidates_max:
+        elif t.interval() in collected:
+            collect.append(t)
+        elif int(total[b]) <= left:
+            collected.add(t.interval())
+            left -= int(total[b])
             collect.append(t)
     return collect
 

@@ -51,7 +51,7 @@ def accumulate(ufunc, array, axis=0, dtype=None, out=None, numpy_func=None):
             region = layout.chunk_region(key, array.shape, array.chunks)
             block = ufunc.accumulate(np.asarray(array[region]), axis=axis, dtype=result_dtype)
             if carry is not None:
-                block = ufunc(carry, block, dtype=result_dtype)
+                ufunc(carry, block, out=block, dtype=result_dtype)    # a new block: in place
             result[region] = block
             carry = np.take(block, [-1], axis=axis)
     return result

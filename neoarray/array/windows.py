@@ -13,7 +13,7 @@ Halos
     output chunk whose span it meets and is dropped once behind.  Memory: the
     blocks of one span (output chunk plus halo) and one output chunk, checked
     with :func:`core.check_memory`, plus the read-ahead batch
-    (``config.fetch_bytes_max``).  Each span goes to the Numba kernel of
+    (``config.fetch_limit_bytes()``).  Each span goes to the Numba kernel of
     :mod:`neoarray.kernels` as one contiguous buffer.
 Sparsity
     Where a span holds no stored chunk, every item is the input's fill value and

@@ -2,7 +2,7 @@
 
 Both copy chunk by chunk, only the chunks that are stored: a zarr chunk that was
 never written stays unwritten in neoarray and the other way round, so a sparse
-array stays sparse.  At most ``config.fetch_bytes_max`` bytes of chunks are held
+array stays sparse.  At most ``config.fetch_limit_bytes()`` bytes of chunks are held
 at a time (a batch); the writes into neoarray spill to savepoints beyond
 ``config.memory_bytes_max`` when the array is in a connection.  A tqdm progress bar
 counts the chunks (``progress=None``: shown when standard error is a terminal).
@@ -317,7 +317,7 @@ def from_zarr(source: zarr.Array | str | os.PathLike | Any, out: core.ndarray | 
 
 
 def _batches(keys, chunk_nbytes):
-    return fetch.iter_batches(keys, lambda _: chunk_nbytes, max(1, config.fetch_bytes_max))
+    return fetch.iter_batches(keys, lambda _: chunk_nbytes, config.fetch_limit_bytes())
 
 
 def _pass_into(z, out, keys, bar):

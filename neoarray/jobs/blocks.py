@@ -151,7 +151,7 @@ def compute_keys(fn: Callable, arrays: Sequence[core.ChunkedArray], out: core.nd
     nbytes = math.prod(out.chunks) * (out.itemsize + sum(a.itemsize for a in arrays))
     pool = fetch._compute_executor() if config.compute_threads_max > 1 else None
     written = 0
-    for batch in fetch.iter_batches(keys, lambda _: nbytes, config.fetch_bytes_max):
+    for batch in fetch.iter_batches(keys, lambda _: nbytes, config.fetch_limit_bytes()):
         extents = [layout.chunk_extent(k, out.shape, out.chunks) for k in batch]
         blocks = list(_input_blocks(arrays, out, batch))
         jobs = [(k, e, b) for k, e, b in zip(batch, extents, blocks)]

@@ -8,12 +8,13 @@ readers see the whole dataset or nothing.
 Memory stays bounded whatever the dataset's size:
 
 * a Dask-backed variable is computed and written in groups of at most
-  ``neoarray.array.config.fetch_bytes_max`` bytes of blocks
+  ``neoarray.array.config.fetch_limit_bytes()`` bytes of blocks
   (:func:`neoarray.array.from_dask`), by the current Dask scheduler;
 * a lazily opened variable (any xarray backend) is read and written one slab of
-  whole chunk rows at a time (at most ``fetch_bytes_max`` bytes, or one chunk row);
-* the chunks written stay in memory up to ``config.memory_bytes_max``; beyond, the
-  transaction takes a savepoint that moves them to ZODB's temporary file.
+  whole chunk rows at a time (at most ``fetch_limit_bytes()`` bytes, or one chunk row);
+* the chunks written stay in memory up to ``config.unsaved_limit_bytes()`` (a quarter
+  of ``memory_bytes_max``); beyond, the transaction takes a savepoint that moves them
+  to ZODB's temporary file.
 
 Values are stored as they are: no netCDF (CF) encoding, so what
 ``xarray.open_dataset(..., engine="neoarray")`` gives back is identical, datetimes
@@ -84,13 +85,13 @@ def _storable(name, variable):
 
 
 def _slabs(shape, chunks, itemsize):
-    """Regions of whole chunk rows along axis 0, each at most ``fetch_bytes_max``
+    """Regions of whole chunk rows along axis 0, each at most ``fetch_limit_bytes()``
     bytes (or one chunk row)."""
     if not shape:
         yield ()
         return
     row_bytes = math.prod(shape[1:]) * itemsize
-    rows = max(chunks[0], (config.fetch_bytes_max // max(1, row_bytes)) // chunks[0] * chunks[0])
+    rows = max(chunks[0], (config.fetch_limit_bytes() // max(1, row_bytes)) // chunks[0] * chunks[0])
     for start in range(0, shape[0], rows):
         yield (slice(start, min(shape[0], start + rows)),)
 

@@ -184,3 +184,51 @@ def test_a_long_write_in_one_transaction_spills_to_savepoints(db):
     other, otm = open_conn(db)
     np.testing.assert_array_equal(other.root()["big"][...], values + 1)
     other.close()
+
+
+def _unsaved_payload_bytes(*arrays):
+    """Bytes of the chunk payloads the arrays hold in memory: chunks that are not ghosts
+    (written and not yet spilled to a savepoint, or loaded)."""
+    return sum(len(chunk.payload) for a in arrays for chunk in a._tree.values()
+               if chunk._p_changed is not None and chunk.payload is not None)
+
+
+def test_a_long_store_holds_at_most_a_quarter_of_the_bound_in_written_chunks(db):
+    """While an expression is stored chunk by chunk into an attached array, the payloads
+    of the chunks written and not yet spilled to a savepoint stay within a quarter of
+    memory_bytes_max (config.unsaved_limit_bytes()) and one chunk, measured at every
+    chunk the expression computes; and two arrays written in the same transaction share
+    that bound (it belongs to the connection's transaction, not to each array)."""
+    conn, tm = open_conn(db)
+    chunk_bytes = 8 * 100 * 8
+    a = conn.root()["a"] = na.zeros((400, 100), chunks=(8, 100))
+    a[...] = np.arange(40_000.0).reshape(400, 100)
+    tm.commit()
+    out = conn.root()["out"] = na.zeros(a.shape, chunks=a.chunks)
+    other = conn.root()["other"] = na.zeros(a.shape, chunks=a.chunks)
+    conn.add(out)
+    conn.add(other)                 # attached now: their chunks can spill
+    held = []
+
+    def probe(block):
+        held.append(_unsaved_payload_bytes(out, other))
+        return block + 1
+    bound = 16 * chunk_bytes
+    with na.configure(memory_bytes_max=bound):
+        limit = na.config.unsaved_limit_bytes()
+        assert limit == bound // 4
+        na.store(na.lazyarray(probe, (a,)), out)
+        assert len(held) >= 50 and max(held) <= limit + chunk_bytes     # (and its fill value)
+        held.clear()
+        for start in range(0, 400, 8):      # the two arrays in turns, one transaction
+            out[start:start + 8] = a[start:start + 8] * 2
+            other[start:start + 8] = a[start:start + 8] * 3
+            held.append(_unsaved_payload_bytes(out, other))
+        assert max(held) <= limit + chunk_bytes
+    tm.commit()
+    conn.close()
+    reader, _ = open_conn(db)
+    values = np.arange(40_000.0).reshape(400, 100)
+    np.testing.assert_array_equal(reader.root()["out"][...], values * 2)
+    np.testing.assert_array_equal(reader.root()["other"][...], values * 3)
+    reader.close()
