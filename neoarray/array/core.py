@@ -556,14 +556,9 @@ class ChunkedArray(NDArrayOperatorsMixin):
 
         Parameters
         ----------
-        axis : int or tuple of int, optional
-            The axes reduced; default all of them.
-        dtype : data-type, optional
-            The dtype of the accumulation and the result (numpy's default otherwise).
-        out : numpy.ndarray, optional
-            An array of the result's shape to write into.
-        keepdims : bool, optional
-            Keep the reduced axes, with size 1.
+        axis, dtype, out, keepdims
+            As for ``numpy.sum`` (``axis``: one axis, several, or None for all; ``out``: a numpy
+            array of the result's shape).
 
         Returns
         -------
@@ -583,14 +578,9 @@ class ChunkedArray(NDArrayOperatorsMixin):
 
         Parameters
         ----------
-        axis : int or tuple of int, optional
-            The axes reduced; default all of them.
-        dtype : data-type, optional
-            The dtype of the accumulation and the result (numpy's default otherwise).
-        out : numpy.ndarray, optional
-            An array of the result's shape to write into.
-        keepdims : bool, optional
-            Keep the reduced axes, with size 1.
+        axis, dtype, out, keepdims
+            As for ``numpy.prod`` (``axis``: one axis, several, or None for all; ``out``: a numpy
+            array of the result's shape).
 
         Returns
         -------
@@ -610,14 +600,9 @@ class ChunkedArray(NDArrayOperatorsMixin):
 
         Parameters
         ----------
-        axis : int or tuple of int, optional
-            The axes reduced; default all of them.
-        dtype : data-type, optional
-            The dtype of the accumulation and the result (numpy's default otherwise).
-        out : numpy.ndarray, optional
-            An array of the result's shape to write into.
-        keepdims : bool, optional
-            Keep the reduced axes, with size 1.
+        axis, dtype, out, keepdims
+            As for ``numpy.mean`` (``axis``: one axis, several, or None for all; ``out``: a numpy
+            array of the result's shape).
 
         Returns
         -------
@@ -637,16 +622,9 @@ class ChunkedArray(NDArrayOperatorsMixin):
 
         Parameters
         ----------
-        axis : int or tuple of int, optional
-            The axes reduced; default all of them.
-        dtype : data-type, optional
-            The dtype of the accumulation and the result (numpy's default otherwise).
-        out : numpy.ndarray, optional
-            An array of the result's shape to write into.
-        ddof : int, optional
-            Delta degrees of freedom: the divisor is ``N - ddof``.
-        keepdims : bool, optional
-            Keep the reduced axes, with size 1.
+        axis, dtype, out, ddof, keepdims
+            As for ``numpy.var`` (``axis``: one axis, several, or None for all; ``out``: a numpy
+            array of the result's shape).
 
         Returns
         -------
@@ -667,16 +645,9 @@ class ChunkedArray(NDArrayOperatorsMixin):
 
         Parameters
         ----------
-        axis : int or tuple of int, optional
-            The axes reduced; default all of them.
-        dtype : data-type, optional
-            The dtype of the accumulation and the result (numpy's default otherwise).
-        out : numpy.ndarray, optional
-            An array of the result's shape to write into.
-        ddof : int, optional
-            Delta degrees of freedom: the divisor is ``N - ddof``.
-        keepdims : bool, optional
-            Keep the reduced axes, with size 1.
+        axis, dtype, out, ddof, keepdims
+            As for ``numpy.std`` (``axis``: one axis, several, or None for all; ``out``: a numpy
+            array of the result's shape).
 
         Returns
         -------
@@ -697,12 +668,9 @@ class ChunkedArray(NDArrayOperatorsMixin):
 
         Parameters
         ----------
-        axis : int or tuple of int, optional
-            The axes reduced; default all of them.
-        out : numpy.ndarray, optional
-            An array of the result's shape to write into.
-        keepdims : bool, optional
-            Keep the reduced axes, with size 1.
+        axis, out, keepdims
+            As for ``numpy.min`` (``axis``: one axis, several, or None for all; ``out``: a numpy
+            array of the result's shape).
 
         Returns
         -------
@@ -722,12 +690,9 @@ class ChunkedArray(NDArrayOperatorsMixin):
 
         Parameters
         ----------
-        axis : int or tuple of int, optional
-            The axes reduced; default all of them.
-        out : numpy.ndarray, optional
-            An array of the result's shape to write into.
-        keepdims : bool, optional
-            Keep the reduced axes, with size 1.
+        axis, out, keepdims
+            As for ``numpy.max`` (``axis``: one axis, several, or None for all; ``out``: a numpy
+            array of the result's shape).
 
         Returns
         -------
@@ -747,12 +712,9 @@ class ChunkedArray(NDArrayOperatorsMixin):
 
         Parameters
         ----------
-        axis : int or tuple of int, optional
-            The axes reduced; default all of them.
-        out : numpy.ndarray, optional
-            An array of the result's shape to write into.
-        keepdims : bool, optional
-            Keep the reduced axes, with size 1.
+        axis, out, keepdims
+            As for ``numpy.any`` (``axis``: one axis, several, or None for all; ``out``: a numpy
+            array of the result's shape).
 
         Returns
         -------
@@ -772,12 +734,9 @@ class ChunkedArray(NDArrayOperatorsMixin):
 
         Parameters
         ----------
-        axis : int or tuple of int, optional
-            The axes reduced; default all of them.
-        out : numpy.ndarray, optional
-            An array of the result's shape to write into.
-        keepdims : bool, optional
-            Keep the reduced axes, with size 1.
+        axis, out, keepdims
+            As for ``numpy.all`` (``axis``: one axis, several, or None for all; ``out``: a numpy
+            array of the result's shape).
 
         Returns
         -------
@@ -796,10 +755,8 @@ class ChunkedArray(NDArrayOperatorsMixin):
 
         Parameters
         ----------
-        axis : int or tuple of int, optional
-            The axes reduced; default all of them.
-        keepdims : bool, optional
-            Keep the reduced axes, with size 1.
+        axis, keepdims
+            As for ``numpy.count_nonzero`` (``axis``: one axis, several, or None for all).
 
         Returns
         -------
@@ -819,12 +776,9 @@ class ChunkedArray(NDArrayOperatorsMixin):
 
         Parameters
         ----------
-        axis : int, optional
-            The axis searched; None: the flattened array.
-        out : numpy.ndarray, optional
-            An array of the result's shape to write into.
-        keepdims : bool, optional
-            Keep the reduced axes, with size 1.
+        axis, out, keepdims
+            As for ``numpy.argmin`` (``axis``: one axis or None, the flattened array; ``out``: a numpy
+            array of the result's shape).
 
         Returns
         -------
@@ -844,12 +798,9 @@ class ChunkedArray(NDArrayOperatorsMixin):
 
         Parameters
         ----------
-        axis : int, optional
-            The axis searched; None: the flattened array.
-        out : numpy.ndarray, optional
-            An array of the result's shape to write into.
-        keepdims : bool, optional
-            Keep the reduced axes, with size 1.
+        axis, out, keepdims
+            As for ``numpy.argmax`` (``axis``: one axis or None, the flattened array; ``out``: a numpy
+            array of the result's shape).
 
         Returns
         -------
