@@ -17,14 +17,18 @@ Chunk grid indices are tuples, so the tree iterates chunks in C order of the
 grid whatever the array's order.  Writing a chunk whose items are all the
 fill value removes it from the tree.
 """
+from __future__ import annotations
 
 import gc
 import math
 import operator
 import sys
 import types
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import persistent
 from BTrees.OOBTree import OOBTree
 from numpy.lib.mixins import NDArrayOperatorsMixin
@@ -42,6 +46,13 @@ from .chunks import (
 )
 from .config import config
 from .errors import ArrayCastError, ArrayShapeError, ArrayTooLargeError, ArrayValueError
+from .hints import AxisLike, CodecLike, DTypeLike, OrderLike, ShapeLike
+
+if TYPE_CHECKING:
+    import os
+
+    import dask.array
+    import zarr
 
 
 def check_memory(nbytes, what):
@@ -132,22 +143,22 @@ class ChunkedArray(NDArrayOperatorsMixin):
     __slots__ = ()
 
     @property
-    def ndim(self):
+    def ndim(self) -> int:
         """Number of dimensions."""
         return len(self.shape)
 
     @property
-    def size(self):
+    def size(self) -> int:
         """Number of items."""
         return math.prod(self.shape)
 
     @property
-    def itemsize(self):
+    def itemsize(self) -> int:
         """Bytes per item."""
         return self.dtype.itemsize
 
     @property
-    def nbytes(self):
+    def nbytes(self) -> int:
         """Bytes of the whole array once in memory (not its storage size)."""
         return self.size * self.itemsize
 
@@ -187,72 +198,351 @@ class ChunkedArray(NDArrayOperatorsMixin):
     # chunk by chunk, from the stored chunks (see neoarray.array.methods)
 
     @property
-    def T(self):
+    def T(self) -> ChunkedArray:
         """The transposed array: a lazy view (:mod:`neoarray.array.views`)."""
         return _ops.methods.transpose(self)
 
-    def transpose(self, *axes):
+    def transpose(self, *axes: int | tuple[int, ...]) -> ChunkedArray:
+        """The array with its axes permuted: a lazy view (:mod:`neoarray.array.views`).
+
+        Parameters
+        ----------
+        *axes : int or tuple of int
+            A permutation of the axes, as integers or one tuple; none reverses them.
+
+        Returns
+        -------
+        neoarray.array.core.ChunkedArray
+            A lazy view that reads this array when read (the array itself when the
+            permutation is the identity).
+
+        Raises
+        ------
+        ArrayValueError
+            ``axes`` is not a permutation of the array's axes.
+        """
         return _ops.methods.transpose(self, axes)
 
-    def swapaxes(self, axis1, axis2):
+    def swapaxes(self, axis1: int, axis2: int) -> ChunkedArray:
+        """The array with two axes interchanged: a lazy view (see :meth:`transpose`).
+
+        Parameters
+        ----------
+        axis1, axis2 : int
+            The axes swapped (negative ones count from the end).
+
+        Returns
+        -------
+        neoarray.array.core.ChunkedArray
+            A lazy view of this array.
+
+        Raises
+        ------
+        ArrayValueError
+            An axis is out of bounds.
+        """
         return _ops.methods.swapaxes(self, axis1, axis2)
 
-    def reshape(self, *shape, order="C"):
+    def reshape(self, *shape: int | tuple[int, ...], order: OrderLike = "C") -> ChunkedArray:
+        """The array in a new shape of the same size, read in C order.
+
+        A lazy view when the chunks cut both shapes into the same runs
+        (:mod:`neoarray.array.views`), else computed in memory.
+
+        Parameters
+        ----------
+        *shape : int or tuple of int
+            The new shape, as integers or one tuple; one of them may be -1 (inferred).
+        order : {'C'}, optional
+            Only 'C' is supported.
+
+        Returns
+        -------
+        neoarray.array.core.ChunkedArray
+            A lazy array of the new shape.
+
+        Raises
+        ------
+        ArrayShapeError
+            ``shape`` is not a shape of the array's size.
+        ArrayValueError
+            ``order`` is not 'C'.
+        ArrayTooLargeError
+            The reshape must be computed in memory and exceeds ``memory_bytes_max``.
+        """
         return _ops.methods.reshape(self, shape, order)
 
-    def ravel(self, order="C"):
+    def ravel(self, order: OrderLike = "C") -> ChunkedArray:
+        """The array as one dimension, in C order (``reshape(-1)``; ``flatten`` too).
+
+        Parameters
+        ----------
+        order : {'C'}, optional
+            Only 'C' is supported.
+
+        Returns
+        -------
+        neoarray.array.core.ChunkedArray
+            A lazy 1-D array (see :meth:`reshape`).
+
+        Raises
+        ------
+        ArrayValueError
+            ``order`` is not 'C'.
+        ArrayTooLargeError
+            The reshape must be computed in memory and exceeds ``memory_bytes_max``.
+        """
         return _ops.methods.reshape(self, (-1,), order)
 
     flatten = ravel
 
-    def squeeze(self, axis=None):
+    def squeeze(self, axis: AxisLike = None) -> ChunkedArray:
+        """The array without axes of size 1: a lazy view.
+
+        Parameters
+        ----------
+        axis : int or tuple of int, optional
+            The axes removed; default every axis of size 1.
+
+        Returns
+        -------
+        neoarray.array.core.ChunkedArray
+            A lazy view of this array (the array itself when nothing is removed).
+
+        Raises
+        ------
+        ArrayShapeError
+            An axis of ``axis`` has a size other than 1.
+        ArrayValueError
+            An axis is out of bounds.
+        """
         return _ops.methods.squeeze(self, axis)
 
-    def astype(self, dtype, copy=True):
+    def astype(self, dtype: DTypeLike, copy: bool = True) -> ChunkedArray:
+        """The array's items cast to ``dtype``: a lazy expression (:mod:`neoarray.array.lazy`).
+
+        Parameters
+        ----------
+        dtype : data-type
+            The items' new dtype.
+        copy : bool, optional
+            When False and ``dtype`` is already the array's, the array itself.
+
+        Returns
+        -------
+        neoarray.array.core.ChunkedArray
+            A lazy expression (or this array).
+
+        Raises
+        ------
+        TypeError
+            ``dtype`` is not a data type (numpy's error).
+        """
         return _ops.methods.astype(self, dtype, copy)
 
-    def copy(self):
+    def copy(self) -> ndarray:
         """An independent copy: a new persistent array (see ``methods.copy``).
 
         A stored array called by ``dask.array.from_array`` gives its snapshot reader
         instead (``ndarray.copy``).
+
+        Returns
+        -------
+        ndarray
+            A new detached array with the same values, chunks, fill value, order and
+            codec.
         """
         return _ops.methods.copy(self)
 
-    def clip(self, min=None, max=None):
+    def clip(self, min: npt.ArrayLike | None = None, max: npt.ArrayLike | None = None) -> ChunkedArray:
+        """The items limited to ``[min, max]``: a lazy expression (see ``numpy.clip``).
+
+        Parameters
+        ----------
+        min, max : array_like, optional
+            The bounds; one of them may be None (no bound on that side).
+
+        Returns
+        -------
+        neoarray.array.core.ChunkedArray
+            A lazy expression.
+
+        Raises
+        ------
+        ArrayValueError
+            Both bounds are None.
+        """
         return _ops.methods.clip(self, min, max)
 
-    def round(self, decimals=0):
+    def round(self, decimals: int = 0) -> ChunkedArray:
+        """The items rounded to ``decimals`` decimals: a lazy expression (see ``numpy.round``).
+
+        Parameters
+        ----------
+        decimals : int, optional
+            Number of decimal places (negative: to the left of the point).
+
+        Returns
+        -------
+        neoarray.array.core.ChunkedArray
+            A lazy expression.
+        """
         return _ops.methods.round_(self, decimals)
 
-    def item(self, *args):
+    def item(self, *args: int | tuple[int, ...]) -> Any:
+        """One item as a Python scalar (see ``numpy.ndarray.item``).
+
+        Parameters
+        ----------
+        *args : int or tuple of int
+            None for an array of one item, a flat index (C order), or one index per axis.
+
+        Returns
+        -------
+        object
+            The item as a Python scalar.
+
+        Raises
+        ------
+        ArrayValueError
+            No index was given and the array has more than one item.
+        IndexError
+            The flat index is out of bounds.
+        """
         return _ops.methods.item(self, *args)
 
-    def tolist(self):
+    def tolist(self) -> Any:
+        """The items as nested Python lists of Python scalars (see ``numpy.ndarray.tolist``).
+
+        Returns
+        -------
+        list or object
+            Nested lists, one level per dimension (a scalar for a 0-d array).
+
+        Raises
+        ------
+        ArrayTooLargeError
+            The array's bytes exceed ``memory_bytes_max``.
+        """
         return _ops.methods.tolist(self)
 
-    def nonzero(self):
+    def nonzero(self) -> tuple[np.ndarray, ...]:
+        """The indices of the non-zero items, per axis, in C order (see ``numpy.nonzero``).
+
+        Gathered chunk by chunk from the stored chunks when the fill value is zero.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            One array of indices per dimension.
+
+        Raises
+        ------
+        ArrayTooLargeError
+            The indices, or the array when its fill value is not zero, exceed
+            ``memory_bytes_max``.
+        """
         return _ops.methods.nonzero(self)
 
-    def dot(self, b, out=None):
+    def dot(self, b: npt.ArrayLike | ChunkedArray, out: ndarray | None = None) -> Any:
         """``numpy.dot(self, b)``: for 1-D and 2-D operands, block by block
-        (:mod:`neoarray.array.linalg`)."""
+        (:mod:`neoarray.array.linalg`).
+
+        Parameters
+        ----------
+        b : array_like or neoarray.array.core.ChunkedArray
+            The other operand.
+        out : ndarray, optional
+            An array of the result's shape and dtype to write into.
+
+        Returns
+        -------
+        ndarray or numpy.generic
+            A new array (or ``out``); a numpy scalar for two 1-D operands.
+        """
         return np.dot(self, b, out=out)
 
-    def cumsum(self, axis=None, dtype=None, out=None):
-        """``numpy.cumsum``, chunk by chunk with a carry (:mod:`neoarray.array.scans`)."""
+    def cumsum(self, axis: int | None = None, dtype: DTypeLike = None,
+               out: ndarray | None = None) -> Any:
+        """``numpy.cumsum``, chunk by chunk with a carry (:mod:`neoarray.array.scans`).
+
+        Parameters
+        ----------
+        axis : int, optional
+            The axis of the running sum; None flattens (in memory beyond one dimension).
+        dtype : data-type, optional
+            The result's dtype (numpy's default otherwise).
+        out : ndarray, optional
+            An array of the result's shape to write into.
+
+        Returns
+        -------
+        ndarray or numpy.ndarray
+            A new array (or ``out``); a numpy array when computed in memory.
+        """
         return np.cumsum(self, axis=axis, dtype=dtype, out=out)
 
-    def cumprod(self, axis=None, dtype=None, out=None):
-        """``numpy.cumprod``, chunk by chunk with a carry (:mod:`neoarray.array.scans`)."""
+    def cumprod(self, axis: int | None = None, dtype: DTypeLike = None,
+                out: ndarray | None = None) -> Any:
+        """``numpy.cumprod``, chunk by chunk with a carry (:mod:`neoarray.array.scans`).
+
+        Parameters
+        ----------
+        axis : int, optional
+            The axis of the running product; None flattens (in memory beyond one
+            dimension).
+        dtype : data-type, optional
+            The result's dtype (numpy's default otherwise).
+        out : ndarray, optional
+            An array of the result's shape to write into.
+
+        Returns
+        -------
+        ndarray or numpy.ndarray
+            A new array (or ``out``); a numpy array when computed in memory.
+        """
         return np.cumprod(self, axis=axis, dtype=dtype, out=out)
 
-    def argsort(self, axis=-1, kind=None, order=None, *, stable=None):
-        """``numpy.argsort(self, ...)``: a new array of indices (:mod:`neoarray.array.ordering`)."""
+    def argsort(self, axis: int | None = -1, kind: str | None = None,
+                order: str | list[str] | None = None, *, stable: bool | None = None) -> ndarray:
+        """``numpy.argsort(self, ...)``: a new array of indices (:mod:`neoarray.array.ordering`).
+
+        Parameters
+        ----------
+        axis : int or None, optional
+            The axis sorted along; None sorts the flattened array.
+        kind : str, optional
+            numpy's sorting kind (1-D and flattened sorts are always stable).
+        order : str or list of str, optional
+            The fields compared, in order, for a structured dtype.
+        stable : bool, optional
+            Ask for a stable sort (see ``numpy.argsort``).
+
+        Returns
+        -------
+        ndarray
+            A new array of indices (``intp`` items).
+        """
         return np.argsort(self, axis=axis, kind=kind, order=order, stable=stable)
 
-    def searchsorted(self, v, side="left", sorter=None):
-        """``numpy.searchsorted(self, v, ...)`` of a sorted 1-D array, O(log) chunk reads."""
+    def searchsorted(self, v: npt.ArrayLike, side: str = "left",
+                     sorter: npt.ArrayLike | None = None) -> Any:
+        """``numpy.searchsorted(self, v, ...)`` of a sorted 1-D array, O(log) chunk reads.
+
+        Parameters
+        ----------
+        v : array_like
+            The values to place.
+        side : {'left', 'right'}, optional
+            Which index a value equal to an item gets: the first or the last suitable.
+        sorter : array_like, optional
+            The indices that sort the array, when it is not sorted itself.
+
+        Returns
+        -------
+        numpy.intp or numpy.ndarray
+            Insertion indices, of ``v``'s shape.
+        """
         return np.searchsorted(self, v, side=side, sorter=sorter)
 
     def __array_function__(self, func, types, args, kwargs):
@@ -260,54 +550,268 @@ class ChunkedArray(NDArrayOperatorsMixin):
 
     # ------------------------------------------------------------------ reductions
 
-    def sum(self, axis=None, dtype=None, out=None, keepdims=False):
-        """Sum of items over ``axis`` (see ``numpy.sum``)."""
+    def sum(self, axis: AxisLike = None, dtype: DTypeLike = None, out: np.ndarray | None = None,
+            keepdims: bool = False) -> Any:
+        """Sum of items over ``axis`` (see ``numpy.sum``).
+
+        Parameters
+        ----------
+        axis, dtype, out, keepdims
+            As for ``numpy.sum`` (``axis``: one axis, several, or None for all; ``out``: a numpy
+            array of the result's shape).
+
+        Returns
+        -------
+        numpy.generic or numpy.ndarray
+            A numpy scalar when every axis is reduced, else a numpy array (or ``out``).
+
+        Raises
+        ------
+        ArrayValueError
+            An axis is out of bounds or repeated.
+        """
         return _ops.plans.reduce(self, "sum", axis, keepdims, dtype=dtype, out=out)
 
-    def prod(self, axis=None, dtype=None, out=None, keepdims=False):
-        """Product of items over ``axis`` (see ``numpy.prod``)."""
+    def prod(self, axis: AxisLike = None, dtype: DTypeLike = None, out: np.ndarray | None = None,
+             keepdims: bool = False) -> Any:
+        """Product of items over ``axis`` (see ``numpy.prod``).
+
+        Parameters
+        ----------
+        axis, dtype, out, keepdims
+            As for ``numpy.prod`` (``axis``: one axis, several, or None for all; ``out``: a numpy
+            array of the result's shape).
+
+        Returns
+        -------
+        numpy.generic or numpy.ndarray
+            A numpy scalar when every axis is reduced, else a numpy array (or ``out``).
+
+        Raises
+        ------
+        ArrayValueError
+            An axis is out of bounds or repeated.
+        """
         return _ops.plans.reduce(self, "prod", axis, keepdims, dtype=dtype, out=out)
 
-    def mean(self, axis=None, dtype=None, out=None, keepdims=False):
-        """Arithmetic mean over ``axis`` (see ``numpy.mean``)."""
+    def mean(self, axis: AxisLike = None, dtype: DTypeLike = None, out: np.ndarray | None = None,
+             keepdims: bool = False) -> Any:
+        """Arithmetic mean over ``axis`` (see ``numpy.mean``).
+
+        Parameters
+        ----------
+        axis, dtype, out, keepdims
+            As for ``numpy.mean`` (``axis``: one axis, several, or None for all; ``out``: a numpy
+            array of the result's shape).
+
+        Returns
+        -------
+        numpy.generic or numpy.ndarray
+            A numpy scalar when every axis is reduced, else a numpy array (or ``out``).
+
+        Raises
+        ------
+        ArrayValueError
+            An axis is out of bounds or repeated.
+        """
         return _ops.plans.reduce(self, "mean", axis, keepdims, dtype=dtype, out=out)
 
-    def var(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
-        """Variance over ``axis`` (see ``numpy.var``), merged with Chan's formula."""
+    def var(self, axis: AxisLike = None, dtype: DTypeLike = None, out: np.ndarray | None = None,
+            ddof: int = 0, keepdims: bool = False) -> Any:
+        """Variance over ``axis`` (see ``numpy.var``), merged with Chan's formula.
+
+        Parameters
+        ----------
+        axis, dtype, out, ddof, keepdims
+            As for ``numpy.var`` (``axis``: one axis, several, or None for all; ``out``: a numpy
+            array of the result's shape).
+
+        Returns
+        -------
+        numpy.generic or numpy.ndarray
+            A numpy scalar when every axis is reduced, else a numpy array (or ``out``).
+
+        Raises
+        ------
+        ArrayValueError
+            An axis is out of bounds or repeated.
+        """
         return _ops.plans.reduce(self, "var", axis, keepdims, dtype=dtype, out=out,
                                  ddof=ddof)
 
-    def std(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
-        """Standard deviation over ``axis`` (see ``numpy.std``)."""
+    def std(self, axis: AxisLike = None, dtype: DTypeLike = None, out: np.ndarray | None = None,
+            ddof: int = 0, keepdims: bool = False) -> Any:
+        """Standard deviation over ``axis`` (see ``numpy.std``).
+
+        Parameters
+        ----------
+        axis, dtype, out, ddof, keepdims
+            As for ``numpy.std`` (``axis``: one axis, several, or None for all; ``out``: a numpy
+            array of the result's shape).
+
+        Returns
+        -------
+        numpy.generic or numpy.ndarray
+            A numpy scalar when every axis is reduced, else a numpy array (or ``out``).
+
+        Raises
+        ------
+        ArrayValueError
+            An axis is out of bounds or repeated.
+        """
         return _ops.plans.reduce(self, "std", axis, keepdims, dtype=dtype, out=out,
                                  ddof=ddof)
 
-    def min(self, axis=None, out=None, keepdims=False):
-        """Minimum over ``axis`` (see ``numpy.min``); NaN propagates."""
+    def min(self, axis: AxisLike = None, out: np.ndarray | None = None,
+            keepdims: bool = False) -> Any:
+        """Minimum over ``axis`` (see ``numpy.min``); NaN propagates.
+
+        Parameters
+        ----------
+        axis, out, keepdims
+            As for ``numpy.min`` (``axis``: one axis, several, or None for all; ``out``: a numpy
+            array of the result's shape).
+
+        Returns
+        -------
+        numpy.generic or numpy.ndarray
+            A numpy scalar when every axis is reduced, else a numpy array (or ``out``).
+
+        Raises
+        ------
+        ArrayValueError
+            An axis is out of bounds or repeated.
+        """
         return _ops.plans.reduce(self, "min", axis, keepdims, out=out)
 
-    def max(self, axis=None, out=None, keepdims=False):
-        """Maximum over ``axis`` (see ``numpy.max``); NaN propagates."""
+    def max(self, axis: AxisLike = None, out: np.ndarray | None = None,
+            keepdims: bool = False) -> Any:
+        """Maximum over ``axis`` (see ``numpy.max``); NaN propagates.
+
+        Parameters
+        ----------
+        axis, out, keepdims
+            As for ``numpy.max`` (``axis``: one axis, several, or None for all; ``out``: a numpy
+            array of the result's shape).
+
+        Returns
+        -------
+        numpy.generic or numpy.ndarray
+            A numpy scalar when every axis is reduced, else a numpy array (or ``out``).
+
+        Raises
+        ------
+        ArrayValueError
+            An axis is out of bounds or repeated.
+        """
         return _ops.plans.reduce(self, "max", axis, keepdims, out=out)
 
-    def any(self, axis=None, out=None, keepdims=False):
-        """True where any item over ``axis`` is true (see ``numpy.any``)."""
+    def any(self, axis: AxisLike = None, out: np.ndarray | None = None,
+            keepdims: bool = False) -> Any:
+        """True where any item over ``axis`` is true (see ``numpy.any``).
+
+        Parameters
+        ----------
+        axis, out, keepdims
+            As for ``numpy.any`` (``axis``: one axis, several, or None for all; ``out``: a numpy
+            array of the result's shape).
+
+        Returns
+        -------
+        numpy.bool or numpy.ndarray
+            A numpy boolean when every axis is reduced, else a numpy array (or ``out``).
+
+        Raises
+        ------
+        ArrayValueError
+            An axis is out of bounds or repeated.
+        """
         return _ops.plans.reduce(self, "any", axis, keepdims, out=out)
 
-    def all(self, axis=None, out=None, keepdims=False):
-        """True where all items over ``axis`` are true (see ``numpy.all``)."""
+    def all(self, axis: AxisLike = None, out: np.ndarray | None = None,
+            keepdims: bool = False) -> Any:
+        """True where all items over ``axis`` are true (see ``numpy.all``).
+
+        Parameters
+        ----------
+        axis, out, keepdims
+            As for ``numpy.all`` (``axis``: one axis, several, or None for all; ``out``: a numpy
+            array of the result's shape).
+
+        Returns
+        -------
+        numpy.bool or numpy.ndarray
+            A numpy boolean when every axis is reduced, else a numpy array (or ``out``).
+
+        Raises
+        ------
+        ArrayValueError
+            An axis is out of bounds or repeated.
+        """
         return _ops.plans.reduce(self, "all", axis, keepdims, out=out)
 
-    def count_nonzero(self, axis=None, keepdims=False):
-        """Number of non-zero items over ``axis`` (see ``numpy.count_nonzero``)."""
+    def count_nonzero(self, axis: AxisLike = None, keepdims: bool = False) -> Any:
+        """Number of non-zero items over ``axis`` (see ``numpy.count_nonzero``).
+
+        Parameters
+        ----------
+        axis, keepdims
+            As for ``numpy.count_nonzero`` (``axis``: one axis, several, or None for all).
+
+        Returns
+        -------
+        int or numpy.ndarray
+            A count when every axis is reduced, else a numpy array of counts.
+
+        Raises
+        ------
+        ArrayValueError
+            An axis is out of bounds or repeated.
+        """
         return _ops.plans.reduce(self, "count_nonzero", axis, keepdims)
 
-    def argmin(self, axis=None, out=None, keepdims=False):
-        """Index of the first minimum (flat C index when ``axis`` is None)."""
+    def argmin(self, axis: int | None = None, out: np.ndarray | None = None,
+               keepdims: bool = False) -> Any:
+        """Index of the first minimum (flat C index when ``axis`` is None).
+
+        Parameters
+        ----------
+        axis, out, keepdims
+            As for ``numpy.argmin`` (``axis``: one axis or None, the flattened array; ``out``: a numpy
+            array of the result's shape).
+
+        Returns
+        -------
+        numpy.intp or numpy.ndarray
+            An index when ``axis`` is None, else a numpy array of indices (or ``out``).
+
+        Raises
+        ------
+        ArrayValueError
+            An axis is out of bounds or repeated.
+        """
         return _ops.plans.arg_reduce(self, "argmin", axis, keepdims, out=out)
 
-    def argmax(self, axis=None, out=None, keepdims=False):
-        """Index of the first maximum (flat C index when ``axis`` is None)."""
+    def argmax(self, axis: int | None = None, out: np.ndarray | None = None,
+               keepdims: bool = False) -> Any:
+        """Index of the first maximum (flat C index when ``axis`` is None).
+
+        Parameters
+        ----------
+        axis, out, keepdims
+            As for ``numpy.argmax`` (``axis``: one axis or None, the flattened array; ``out``: a numpy
+            array of the result's shape).
+
+        Returns
+        -------
+        numpy.intp or numpy.ndarray
+            An index when ``axis`` is None, else a numpy array of indices (or ``out``).
+
+        Raises
+        ------
+        ArrayValueError
+            An axis is out of bounds or repeated.
+        """
         return _ops.plans.arg_reduce(self, "argmax", axis, keepdims, out=out)
 
 
@@ -338,6 +842,15 @@ class ndarray(persistent.Persistent, ChunkedArray):
         Compression level of the codec (zlib: 0-9, default 6; zstd's ``level``,
         blosc's ``clevel``).
 
+    Raises
+    ------
+    ArrayShapeError
+        ``shape`` or ``chunks`` is not a shape, or the array's bytes exceed 64 bits.
+    ArrayDtypeError
+        ``dtype`` has no fixed item size or holds Python objects.
+    ArrayValueError
+        ``order`` is neither 'C' nor 'F', or ``fill_value`` does not fit ``dtype``.
+
     Notes
     -----
     Each stored chunk is its own persistent object, kept in a BTree keyed by
@@ -351,8 +864,9 @@ class ndarray(persistent.Persistent, ChunkedArray):
     _colour = None      # arrays stored before colours existed read in the default colour
     _attrs = None       # arrays stored before attributes existed have none
 
-    def __init__(self, shape, dtype=float, order="C", *, chunks=None, fill_value=None,
-                 codec=None, codec_level=None):
+    def __init__(self, shape: ShapeLike, dtype: DTypeLike = float, order: OrderLike = "C", *,
+                 chunks: ShapeLike | None = None, fill_value: Any = None, codec: CodecLike = None,
+                 codec_level: int | None = None) -> None:
         dtype = layout.normalize_dtype(dtype)
         self._shape = layout.normalize_shape(shape, dtype.itemsize)
         self._dtype_descr = layout.dtype_to_state(dtype)
@@ -367,7 +881,7 @@ class ndarray(persistent.Persistent, ChunkedArray):
     # ------------------------------------------------------------------ metadata
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         """numpy.dtype of the items."""
         dtype = self.__dict__.get("_v_dtype")
         if dtype is None:
@@ -375,27 +889,27 @@ class ndarray(persistent.Persistent, ChunkedArray):
         return dtype
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
         """Tuple of array dimensions."""
         return self._shape
 
     @property
-    def order(self):
+    def order(self) -> OrderLike:
         """'C' or 'F': memory order of the items inside chunks."""
         return self._order
 
     @property
-    def chunks(self):
+    def chunks(self) -> tuple[int, ...]:
         """Chunk shape."""
         return self._chunks
 
     @property
-    def fill_value(self):
+    def fill_value(self) -> np.generic:
         """Value of the items never written (numpy scalar)."""
         return np.frombuffer(self._fill, dtype=self.dtype)[0]
 
     @property
-    def colour(self):
+    def colour(self) -> str:
         """Cache colour of this array's chunk reads (default ``config.default_colour``).
 
         Stored with the array: ``A.colour = "scan"`` (then commit) makes every client
@@ -405,24 +919,24 @@ class ndarray(persistent.Persistent, ChunkedArray):
         return self._colour or config.default_colour
 
     @colour.setter
-    def colour(self, name):
+    def colour(self, name: str | None) -> None:
         if name is not None and (not isinstance(name, str) or not name):
             raise ArrayValueError(f"an array's cache colour is a non-empty name, not {name!r}")
         self._colour = name
 
     @property
-    def codec(self):
+    def codec(self) -> tuple[str, Any] | None:
         """Codec description: None, ('zlib', level) or ('numcodecs', config JSON text)."""
         return self._codec
 
     @property
-    def attrs(self):
+    def attrs(self) -> Mapping[str, Any]:
         """The array's attributes, read only: ``A.attrs = {...}`` replaces them (values:
         see :mod:`neoarray.array.attrs`; numpy values come back as numpy values)."""
         return types.MappingProxyType(attrs_.python_attrs(self._attrs or {}))
 
     @attrs.setter
-    def attrs(self, values):
+    def attrs(self, values: Mapping[str, Any]) -> None:
         self._attrs = attrs_.plain_attrs(values) or None
 
     def __repr__(self):
@@ -440,20 +954,61 @@ class ndarray(persistent.Persistent, ChunkedArray):
     def __dask_tokenize__(self):
         return _ops.handles.dask_token(self)
 
-    def to_dask(self, chunks=None):
+    def to_dask(self, chunks: None = None) -> dask.array.Array:
         """A ``dask.array.Array`` reading this array's committed snapshot, by handle.
 
         One task per stored chunk; unwritten regions are fill-value blocks built
         without reading (see :func:`neoarray.array.dasks.to_dask`).
+
+        Parameters
+        ----------
+        chunks : None
+            Reserved: the blocks always follow the stored chunks.
+
+        Returns
+        -------
+        dask.array.Array
+            One block per stored chunk and one per run of unwritten chunks along an axis.
+
+        Raises
+        ------
+        ArrayHandleError
+            The array's connection has uncommitted changes: commit or abort first.
+        ArrayValueError
+            ``chunks`` was given, or the graph would have too many blocks.
+        ImportError
+            Dask is not installed (``pip install 'neoarray[dask]'``).
         """
         return _ops.dasks.to_dask(self, chunks)
 
-    def to_zarr(self, store, **options):
+    def to_zarr(self, store: str | os.PathLike | object, **options: object) -> zarr.Array:
         """Copy this array into a new zarr array, chunk by chunk; return the zarr array
-        (see :func:`neoarray.array.zarrs.to_zarr`)."""
+        (see :func:`neoarray.array.zarrs.to_zarr`).
+
+        Parameters
+        ----------
+        store : str, path or zarr store
+            Where the zarr array is made.
+        **options
+            ``path``, ``zarr_format``, ``overwrite``, ``progress`` (see
+            :func:`neoarray.array.zarrs.to_zarr`).
+
+        Returns
+        -------
+        zarr.Array
+            The new zarr array, with this array's dtype, chunks, fill value, order,
+            attributes and codec.
+
+        Raises
+        ------
+        ArrayValueError
+            ``zarr_format`` is neither 2 nor 3.
+        ImportError
+            zarr is not installed (``pip install 'neoarray[zarr]'``).
+        """
         return _ops.zarrs.to_zarr(self, store, **options)
 
-    def chunk_keys(self):
+    def chunk_keys(self) -> Iterator[tuple[int, ...]]:
         """Return an iterator over the grid indices of the stored chunks (C order)."""
         return iter(self._tree.keys())
 
@@ -670,11 +1225,22 @@ class ndarray(persistent.Persistent, ChunkedArray):
 
     # ------------------------------------------------------------------ growth
 
-    def fill(self, value):
-        """Every item becomes ``value``, in place (the fill value changes, chunks go)."""
+    def fill(self, value: Any) -> None:
+        """Every item becomes ``value``, in place (the fill value changes, chunks go).
+
+        Parameters
+        ----------
+        value : scalar
+            The new value of every item, which must fit the array's dtype.
+
+        Raises
+        ------
+        ArrayValueError
+            ``value`` does not fit the array's dtype.
+        """
         _ops.methods.fill(self, value)
 
-    def resize(self, shape):
+    def resize(self, shape: ShapeLike) -> None:
         """Change the shape in place, keeping items at the same indices.
 
         Growing is O(1): new items read as the fill value.  Shrinking removes
@@ -685,6 +1251,11 @@ class ndarray(persistent.Persistent, ChunkedArray):
         ----------
         shape : tuple of int
             New shape, with the same number of dimensions.
+
+        Raises
+        ------
+        ArrayShapeError
+            ``shape`` is not a shape, or has another number of dimensions.
         """
         new = layout.normalize_shape(shape, self.itemsize)
         if len(new) != self.ndim:
@@ -721,23 +1292,47 @@ class ndarray(persistent.Persistent, ChunkedArray):
                 array[tuple(index)] = self.fill_value
             self._store_chunk(key, array, self._tree[key])
 
-    def copy(self):
+    def copy(self) -> Any:
         """An independent copy: a new persistent array (see ``methods.copy``).
 
         Called by ``dask.array.from_array`` (which copies what it is given so later
         writes cannot reach the graph), a committed array of a cluster gives instead
         its read-only snapshot reader (:func:`neoarray.array.handles.snapshot`): no
         data is copied, and it pickles as a handle.
+
+        Returns
+        -------
+        ndarray
+            A new detached array with the same values, chunks, fill value, order and
+            codec (the snapshot reader, for ``dask.array.from_array``).
         """
         frozen = _ops.handles.frozen_for_dask(self, sys._getframe(1))
         return super().copy() if frozen is None else frozen
 
-    def sort(self, axis=-1, kind=None, order=None, *, stable=None):
+    def sort(self, axis: int = -1, kind: str | None = None, order: str | list[str] | None = None,
+             *, stable: bool | None = None) -> None:
         """Sort in place (see ``numpy.ndarray.sort``): an external merge sort of a 1-D
-        array, line tiles of an N-D one (:mod:`neoarray.array.ordering`)."""
+        array, line tiles of an N-D one (:mod:`neoarray.array.ordering`).
+
+        Parameters
+        ----------
+        axis : int, optional
+            The axis sorted along (default the last).
+        kind : str, optional
+            numpy's sorting kind (a 1-D sort is always stable).
+        order : str or list of str, optional
+            The fields compared, in order, for a structured dtype.
+        stable : bool, optional
+            Ask for a stable sort (see ``numpy.sort``).
+
+        Raises
+        ------
+        ArrayValueError
+            ``axis`` is out of bounds, or ``order`` names no field.
+        """
         _ops.ordering.sort_in_place(self, axis, kind, order, stable)
 
-    def append(self, values, axis=0):
+    def append(self, values: npt.ArrayLike, axis: int = 0) -> None:
         """Append ``values`` along ``axis`` in place, in time O(len(values)).
 
         Parameters
@@ -747,6 +1342,15 @@ class ndarray(persistent.Persistent, ChunkedArray):
             dimension less is appended as a single slice.
         axis : int, optional
             Axis along which to append.  Default 0.
+
+        Raises
+        ------
+        ArrayShapeError
+            ``values`` has another shape than the array's except along ``axis``.
+        ArrayValueError
+            ``axis`` is out of bounds.
+        ArrayCastError
+            ``values`` do not cast to the array's dtype under ``same_kind``.
         """
         axis = _axis_index(axis, self.ndim)
         values = as_value(values, self.dtype)

@@ -15,6 +15,9 @@ ShapeLike = int | tuple[int, ...]
 #: Anything ``numpy.dtype`` accepts: a dtype, a type (``float``), a string (``"<f8"``).
 DTypeLike = npt.DTypeLike
 
+#: The axes a reduction runs over: one axis, several, or None (all of them).
+AxisLike = int | tuple[int, ...] | None
+
 #: Memory order of the items inside a chunk.
 OrderLike = Literal["C", "F"]
 
@@ -26,4 +29,4 @@ OrderKALike = Literal["C", "F", "A", "K"] | None
 #: numcodecs codec object.
 CodecLike = None | str | dict[str, Any] | Any
 
-__all__ = ["CodecLike", "DTypeLike", "OrderKALike", "OrderLike", "ShapeLike"]
+__all__ = ["AxisLike", "CodecLike", "DTypeLike", "OrderKALike", "OrderLike", "ShapeLike"]

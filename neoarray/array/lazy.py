@@ -50,10 +50,16 @@ commit time rather than of the assignment, and stored anew at each commit of the
 object that holds it, while the name in memory still held the expression.  An error
 that says what to write is less surprising.
 """
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
 import numpy as np
 
 from . import core, elementwise, indexing, layout, outputs
 from .errors import ArrayLazyError, ArrayShapeError, ArrayValueError
+from .hints import OrderLike
 
 
 class lazyarray(core.ChunkedArray):
@@ -62,11 +68,31 @@ class lazyarray(core.ChunkedArray):
     See the module docstring.  Made by ufuncs and methods of neoarrays; the
     constructor checks that ``func`` accepts the inputs' dtypes (numpy's error
     otherwise) and that they broadcast together.
+
+    Parameters
+    ----------
+    func : callable
+        An elementwise function of numpy arrays (a ufunc, ``numpy.where``...), called
+        on blocks of the inputs, and once on their fill values.
+    inputs : iterable
+        Its positional arguments: neoarrays, lazy arrays, numpy arrays or scalars.
+    kwargs : dict, optional
+        Its keyword arguments.
+
+    Raises
+    ------
+    ValueError
+        The inputs do not broadcast together (numpy's error).
+    TypeError
+        ``func`` does not accept the inputs' dtypes (numpy's error).
+    ArrayDtypeError
+        The result's dtype cannot be stored (no fixed item size, or Python objects).
     """
 
     __hash__ = object.__hash__
 
-    def __init__(self, func, inputs, kwargs=None):
+    def __init__(self, func: Callable[..., Any], inputs: Iterable[Any],
+                 kwargs: dict[str, Any] | None = None) -> None:
         self._func, self._inputs, self._kwargs = func, tuple(inputs), dict(kwargs or {})
         self._shape = elementwise.broadcast_shape(self._inputs)
         fill = elementwise.fill_of(func, self._inputs, self._kwargs)
@@ -78,36 +104,36 @@ class lazyarray(core.ChunkedArray):
     # ------------------------------------------------------------------ metadata
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int, ...]:
         """Tuple of array dimensions."""
         return self._shape
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype:
         """numpy.dtype of the items."""
         return self._fill.dtype
 
     @property
-    def chunks(self):
+    def chunks(self) -> tuple[int, ...]:
         """Chunk shape of the computation (and of :meth:`persist`'s array)."""
         return self._chunks
 
     @property
-    def fill_value(self):
+    def fill_value(self) -> np.generic:
         """Value of the items where every input holds its fill value (numpy scalar)."""
         return self._fill[0]
 
     @property
-    def order(self):
+    def order(self) -> OrderLike:
         """'C' or 'F': the order of the first stored array read ('C' if none)."""
         return next((a.order for a in self.arrays()), "C")
 
     @property
-    def codec(self):
+    def codec(self) -> tuple[str, Any] | None:
         """Codec of the first stored array read (that of :meth:`persist`'s array)."""
         return next((a.codec for a in self.arrays()), None)
 
-    def arrays(self):
+    def arrays(self) -> Iterator[core.ndarray]:
         """Yield the stored arrays the expression reads (depth first)."""
         return outputs.stored_arrays(self._inputs)
 
@@ -132,7 +158,7 @@ class lazyarray(core.ChunkedArray):
         value, or None when every chunk may (a numpy input, a broadcast one...)."""
         return elementwise.touched_keys(self._inputs, self._shape, self._chunks)
 
-    def chunk_keys(self):
+    def chunk_keys(self) -> Iterable[tuple[int, ...]]:
         """The keys (C order) of the chunks where some input may differ from its fill
         value: every other chunk of the expression is its fill value."""
         keys = self._touched_keys()
@@ -224,9 +250,26 @@ class lazyarray(core.ChunkedArray):
 
     # ------------------------------------------------------------------ storing
 
-    def persist(self, **options):
+    def persist(self, **options: Any) -> core.ndarray:
         """A new detached persistent array holding the expression's values (see
-        :func:`store`); ``options`` are ``ndarray``'s (``chunks``, ``codec``...)."""
+        :func:`store`); ``options`` are ``ndarray``'s (``chunks``, ``codec``...).
+
+        Parameters
+        ----------
+        **options
+            ``chunks``, ``fill_value``, ``order``, ``codec``, ``codec_level`` of the new
+            array (default: the expression's).
+
+        Returns
+        -------
+        ndarray
+            A new detached array: place it (``root['b'] = (A + 1).persist()``).
+
+        Raises
+        ------
+        ArrayShapeError, ArrayDtypeError, ArrayValueError
+            ``options`` do not describe an array (see :class:`~neoarray.array.ndarray`).
+        """
         return store(self, None, **options)
 
 
@@ -249,22 +292,38 @@ def _check_cast(source, target):
         raise core._cast_error(source, target)
 
 
-def store(source, target=None, **options):
+def store(source: core.ChunkedArray, target: core.ndarray | None = None,
+          **options: Any) -> core.ndarray:
     """Write ``source`` (a lazy expression, or any neoarray) chunk by chunk.
 
     Parameters
     ----------
     source : lazyarray or ndarray
+        The values written.
     target : ndarray, optional
         An existing array of the same shape, whose dtype the values cast to under
         ``same_kind``: its items all become those of ``source``.  When None, a new
         detached ``ndarray`` is made: ``source``'s shape, dtype, chunks, fill value,
         order and codec unless ``options`` say otherwise.
+    **options
+        ``chunks``, ``fill_value``, ``order``, ``codec``, ``codec_level`` of the new
+        array (only without ``target``).
 
     Returns
     -------
     ndarray
         ``target``, or the new array (place it: ``root['b'] = store(A + 1)``).
+
+    Raises
+    ------
+    ArrayValueError
+        ``source`` is not a neoarray, or ``target`` is not a stored ``ndarray``.
+    ArrayShapeError
+        ``target``'s shape is not ``source``'s.
+    ArrayCastError
+        ``source``'s dtype does not cast to ``target``'s under ``same_kind``.
+    TypeError
+        ``options`` were given with a ``target``.
 
     Notes
     -----
