@@ -94,13 +94,13 @@ class ArrayConfig:
             return 1 << 62
         return int(available * 0.9)
 
-    def fetch_limit_bytes(self):
+    def fetch_limit_bytes(self) -> int:
         """Bytes of chunks a read, a write or a reduction holds at once (one batch, or
         the batches in flight): ``fetch_bytes_max``, or a quarter of
         ``memory_bytes_max`` when that is smaller; at least 1."""
         return max(1, min(self.fetch_bytes_max, self.memory_limit_bytes() // 4))
 
-    def unsaved_limit_bytes(self):
+    def unsaved_limit_bytes(self) -> int:
         """Bytes of chunk payloads written into attached arrays in one transaction of a
         connection that are held in memory before a savepoint spills them (see
         ``ndarray._spill_if_large``): a quarter of ``memory_bytes_max``; at least 1."""
