@@ -469,7 +469,8 @@ class Digest:
     total: float
 
     def check(self, got) -> None:
-        assert got.flat[0] == self.first and np.array_equal(got[-5:], self.last)
+        # a peer may sum in another order (dask's cumsum: by blocks): equal within rounding
+        assert np.isclose(got.flat[0], self.first) and np.allclose(got[-5:], self.last)
         assert np.isclose(float(got.sum(dtype=np.float64)), self.total, rtol=1e-9)
 
 
