@@ -82,6 +82,8 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextvars
+import functools
+import inspect
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
@@ -150,7 +152,11 @@ def _snapshot_loader(storage):
     if snapshot is None:
         return None
     load_many = getattr(snapshot[0], "load_many", None)
-    return None if load_many is None else (load_many, snapshot[1])
+    if load_many is None:
+        return None
+    if "align" in inspect.signature(load_many).parameters:      # chunk payloads on 64 bytes
+        load_many = functools.partial(load_many, align=payload_offset)
+    return load_many, snapshot[1]
 
 
 def _load_snapshot(storage, load_many, before, oids):

@@ -91,6 +91,17 @@ def _aligned_copy(view, align=None) -> memoryview:
     return memoryview(out).toreadonly()
 
 
+def _aligned(data, align):
+    """``data`` itself when ``align(data)`` already falls on a 64-byte boundary (or
+    ``align`` is None), else :func:`_aligned_copy`."""
+    if align is None or data is None:
+        return data
+    address = numpy.frombuffer(data, dtype=numpy.uint8).ctypes.data if len(data) else 0
+    if (address + ((align(data) or 0))) % ALIGN_BYTES == 0:
+        return data
+    return _aligned_copy(data, align)
+
+
 
 class Reads:
     """Reads over ``link`` (routing, stubs), ``cache``, ``local`` (``LocalReaders`` or
@@ -207,18 +218,19 @@ class Reads:
         except Exception as exc:  # prefetch is a hint: loads will ask again
             log.debug("prefetch from S%d failed: %s", nid, exc)
 
-    def load_many(self, oids, tid, colour: str) -> dict:
+    def load_many(self, oids, tid, colour: str, align=None) -> dict:
         """``{oid: (data, serial, next_serial)}`` as of ``tid``, batched per node, in parallel.
 
         Missing or deleted objects are absent from the result.  ``data`` is ``bytes`` or
         a read-only buffer.  ``colour``: the cache colour (default: :func:`colours.current`).
+        ``align``: as in :meth:`read_views`, for the records loaded now.
         """
         out, todo = self._cached_hits(oids, tid, colour)
         batches = list(self.by_node(todo))
         if len(batches) == 1:
-            out.update(self.load_batch(*batches[0], tid, colour))
+            out.update(self.load_batch(*batches[0], tid, colour, align))
             return out
-        jobs = [self.pool.submit(self.load_batch, nid, batch, tid, colour) for nid, batch in batches]
+        jobs = [self.pool.submit(self.load_batch, nid, batch, tid, colour, align) for nid, batch in batches]
         for job in jobs:
             out.update(job.result())
         return out
@@ -276,11 +288,11 @@ class Reads:
                     data = _aligned_copy(data, align)
                     cache.put(oid, data, rec.serial, rec.next_serial, token, colour)
                 out[oid] = (data, rec.serial)
-            for oid, (data, serial, _) in self.load_bulk(remote, tid, colour).items():
+            for oid, (data, serial, _) in self.load_bulk(remote, tid, colour, align).items():
                 out[oid] = (data, serial)
             yield out
 
-    def load_bulk(self, oids, tid, colour: str) -> dict:
+    def load_bulk(self, oids, tid, colour: str, align=None) -> dict:
         """Like :meth:`load_many`, for large records (array chunks): each node's oids go
         in up to ``BULK_LOADS_IN_FLIGHT`` LoadMany requests sent at once from this
         thread, so that the node reads them from disk and sends them on as many
@@ -297,23 +309,23 @@ class Reads:
                 started.append(self._start_load(nid, batch[i:i + step], tid))
         try:
             for nid, batch in local:
-                out.update(self.load_batch(nid, batch, tid, colour))
+                out.update(self.load_batch(nid, batch, tid, colour, align))
             while started:
-                out.update(self._finish_load(*started.pop(0), colour))
+                out.update(self._finish_load(*started.pop(0), colour, align))
         finally:
             for _nid, _token, call in started:      # after a failure: their connections back
                 with contextlib.suppress(Exception):
                     bulk.finish(call)
         return out
 
-    def load_batch(self, nid, oids, tid, colour=None):
+    def load_batch(self, nid, oids, tid, colour=None, align=None):
         """Load ``oids`` as of ``tid`` from one node (locally when it is on this host)."""
         local = self.local.get(nid) if self.local else None
         if local is None:
-            return self._finish_load(*self._start_load(nid, oids, tid), colour)
+            return self._finish_load(*self._start_load(nid, oids, tid), colour, align)
         token = self.cache.start_load()
         recs = [(oid, _local_load(local, spb.LoadRequest(oid=oid, before=tid))) for oid in oids]
-        return self._cached(recs, token, colour)
+        return self._cached(recs, token, colour, align)
 
     def _start_load(self, nid, oids, tid):
         """``(nid, cache token, call)``: a LoadMany of ``oids`` sent to ``nid``."""
@@ -321,15 +333,18 @@ class Reads:
         return nid, token, bulk.start(self.link.storage(nid).LoadMany, spb.LoadManyRequest(
             loads=[spb.LoadRequest(oid=o, before=tid) for o in oids]), (), self.rpc_timeout_s)
 
-    def _finish_load(self, nid, token, call, colour) -> dict:
+    def _finish_load(self, nid, token, call, colour, align=None) -> dict:
         reply, datas = bulk.finish(call, f"load from S{nid}")
-        return self._cached([(r.oid, _rec_of(r, d, nid)) for r, d in zip(reply.loads, datas)], token, colour)
+        return self._cached([(r.oid, _rec_of(r, d, nid)) for r, d in zip(reply.loads, datas)], token, colour,
+                            align)
 
-    def _cached(self, recs, token, colour) -> dict:
-        """The found records of ``recs`` (``[(oid, _Rec)]``), put into the cache."""
+    def _cached(self, recs, token, colour, align=None) -> dict:
+        """The found records of ``recs`` (``[(oid, _Rec)]``), put into the cache
+        (placed as ``align`` asks: :meth:`read_views`)."""
         out = {}
         for oid, r in recs:
             if r.status == spb.FOUND:
-                self.cache.put(oid, r.data, r.serial, r.next_serial, token, colour)
-                out[oid] = (r.data, r.serial, r.next_serial)
+                data = _aligned(r.data, align)
+                self.cache.put(oid, data, r.serial, r.next_serial, token, colour)
+                out[oid] = (data, r.serial, r.next_serial)
         return out

@@ -487,8 +487,8 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
         """Load ``oids`` as of ``tid`` into the cache in the background, batched per node."""
         self._reads.prefetch(oids, tid, colours.current())
 
-    def load_many(self, oids: Sequence[bytes], tid: bytes,
-                  colour: str | None = None) -> dict[bytes, tuple[bytes, bytes, bytes | None]]:
+    def load_many(self, oids: Sequence[bytes], tid: bytes, colour: str | None = None,
+                  align: Callable[[Any], int] | None = None) -> dict[bytes, tuple[bytes, bytes, bytes | None]]:
         """Load many objects as of one snapshot, in batches per storage node.
 
         Parameters
@@ -499,6 +499,9 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
             The snapshot: revisions current before ``tid``.
         colour : str, optional
             The cache colour of the loads (default: the reader's).
+        align : callable, optional
+            ``align(record) -> offset`` of the bytes to align on 64 bytes in the
+            records loaded now (array chunk payloads), as :meth:`read_views`.
 
         Returns
         -------
@@ -506,7 +509,7 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
             ``{oid: (data, serial, next_serial)}``; an oid with no revision before
             ``tid`` is absent.
         """
-        return self._reads.load_many(oids, tid, colour or colours.current())
+        return self._reads.load_many(oids, tid, colour or colours.current(), align)
 
     def read_views(self, oids: Sequence[bytes], tid: bytes, colour: str | None = None,
                    align: Callable[[Any], int] | None = None) -> AbstractContextManager[dict]:

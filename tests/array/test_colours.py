@@ -100,3 +100,24 @@ def test_cached_records_are_aligned_for_numpy(neo_db):
             if view is not None and len(view) == 16 * 64 * 8:
                 assert np.frombuffer(view, dtype=float).ctypes.data % 64 == 0
     conn.close()
+
+
+def test_records_loaded_by_load_many_are_cached_aligned_for_numpy(neo_db):
+    """The other way chunk records enter the cache (``load_many``, which array reads use
+    on a snapshot): placed so that their payload falls on 64 bytes too."""
+    from neoarray.array.fetch import payload_offset, payload_view
+    conn, tm, a = fresh(neo_db)
+    oids = [chunk._p_oid for _key, chunk in a._tree.items()]
+    storage = neo_db.storage
+    storage._cache.clear()
+    after_last = (int.from_bytes(storage.lastTransaction(), "big") + 1).to_bytes(8, "big")
+    found = storage.load_many(oids, after_last, align=payload_offset)
+    assert set(found) == set(oids)
+    views = [payload_view(data) for data, _serial, _next in found.values()]
+    assert all(v is not None and np.frombuffer(v, dtype=float).ctypes.data % 64 == 0 for v in views)
+    for entry in storage._cache.entries.values():          # the cached copies are those
+        for _serial, _next, data in entry.revs:
+            view = payload_view(data)
+            if view is not None and len(view) == 16 * 64 * 8:
+                assert np.frombuffer(view, dtype=float).ctypes.data % 64 == 0
+    conn.close()
