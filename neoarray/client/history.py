@@ -27,7 +27,6 @@ from . import reads
 
 if TYPE_CHECKING:
     from .commit import Txn
-    from .storage import NeoStorage
 
 #: ``referencesf(data) -> list of oids``: the oids a record refers to (ZODB's
 #: ``ZODB.serialize.referencesf``).
@@ -405,7 +404,7 @@ def _extension(raw: bytes) -> dict:
 class _Iterator:
     """Transactions in ``[start, stop]`` in TID order, fetched in pages; iterable once."""
 
-    def __init__(self, storage: NeoStorage, start: bytes | None, stop: bytes | None, page: int = 200):
+    def __init__(self, storage: HistoryMethods, start: bytes | None, stop: bytes | None, page: int = 200):
         self.storage, self.start, self.stop, self.page = storage, start, stop, page
         self._gen = self._generate()
 
