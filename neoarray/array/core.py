@@ -119,6 +119,24 @@ def as_value(value, dtype):
     return array
 
 
+_AXES_NOTE = "``axis``: one axis, several, or None for all; ``out``: a numpy array of the result's shape"
+_SCALAR_OR_ARRAY = ("numpy.generic or numpy.ndarray",
+                    "A numpy scalar when every axis is reduced, else a numpy array (or ``out``).")
+
+
+def _reduction_doc(summary: str, params: str = "axis, dtype, out, keepdims", note: str = _AXES_NOTE,
+                   returns: tuple[str, str] = _SCALAR_OR_ARRAY):
+    """Give a reduction method of :class:`ChunkedArray` its numpydoc docstring: the
+    sections the reductions share, for ``numpy.<name>``."""
+    def document(method):
+        method.__doc__ = (f"{summary}\n\nParameters\n----------\n{params}\n"
+                          f"    As for ``numpy.{method.__name__}`` ({note}).\n\n"
+                          f"Returns\n-------\n{returns[0]}\n    {returns[1]}\n\n"
+                          f"Raises\n------\nArrayValueError\n    An axis is out of bounds or repeated.\n")
+        return method
+    return document
+
+
 class ChunkedArray(NDArrayOperatorsMixin):
     """What every chunked array shares: numpy's operators, methods, reductions and
     protocols, computed chunk by chunk by the operations bound to this module.
@@ -550,268 +568,87 @@ class ChunkedArray(NDArrayOperatorsMixin):
 
     # ------------------------------------------------------------------ reductions
 
+    @_reduction_doc('Sum of items over ``axis`` (see ``numpy.sum``).')
     def sum(self, axis: AxisLike = None, dtype: DTypeLike = None, out: np.ndarray | None = None,
             keepdims: bool = False) -> Any:
-        """Sum of items over ``axis`` (see ``numpy.sum``).
-
-        Parameters
-        ----------
-        axis, dtype, out, keepdims
-            As for ``numpy.sum`` (``axis``: one axis, several, or None for all; ``out``: a numpy
-            array of the result's shape).
-
-        Returns
-        -------
-        numpy.generic or numpy.ndarray
-            A numpy scalar when every axis is reduced, else a numpy array (or ``out``).
-
-        Raises
-        ------
-        ArrayValueError
-            An axis is out of bounds or repeated.
-        """
         return _ops.plans.reduce(self, "sum", axis, keepdims, dtype=dtype, out=out)
 
+    @_reduction_doc('Product of items over ``axis`` (see ``numpy.prod``).')
     def prod(self, axis: AxisLike = None, dtype: DTypeLike = None, out: np.ndarray | None = None,
              keepdims: bool = False) -> Any:
-        """Product of items over ``axis`` (see ``numpy.prod``).
-
-        Parameters
-        ----------
-        axis, dtype, out, keepdims
-            As for ``numpy.prod`` (``axis``: one axis, several, or None for all; ``out``: a numpy
-            array of the result's shape).
-
-        Returns
-        -------
-        numpy.generic or numpy.ndarray
-            A numpy scalar when every axis is reduced, else a numpy array (or ``out``).
-
-        Raises
-        ------
-        ArrayValueError
-            An axis is out of bounds or repeated.
-        """
         return _ops.plans.reduce(self, "prod", axis, keepdims, dtype=dtype, out=out)
 
+    @_reduction_doc('Arithmetic mean over ``axis`` (see ``numpy.mean``).')
     def mean(self, axis: AxisLike = None, dtype: DTypeLike = None, out: np.ndarray | None = None,
              keepdims: bool = False) -> Any:
-        """Arithmetic mean over ``axis`` (see ``numpy.mean``).
-
-        Parameters
-        ----------
-        axis, dtype, out, keepdims
-            As for ``numpy.mean`` (``axis``: one axis, several, or None for all; ``out``: a numpy
-            array of the result's shape).
-
-        Returns
-        -------
-        numpy.generic or numpy.ndarray
-            A numpy scalar when every axis is reduced, else a numpy array (or ``out``).
-
-        Raises
-        ------
-        ArrayValueError
-            An axis is out of bounds or repeated.
-        """
         return _ops.plans.reduce(self, "mean", axis, keepdims, dtype=dtype, out=out)
 
+    @_reduction_doc("Variance over ``axis`` (see ``numpy.var``), merged with Chan's formula.",
+                    params='axis, dtype, out, ddof, keepdims')
     def var(self, axis: AxisLike = None, dtype: DTypeLike = None, out: np.ndarray | None = None,
             ddof: int = 0, keepdims: bool = False) -> Any:
-        """Variance over ``axis`` (see ``numpy.var``), merged with Chan's formula.
-
-        Parameters
-        ----------
-        axis, dtype, out, ddof, keepdims
-            As for ``numpy.var`` (``axis``: one axis, several, or None for all; ``out``: a numpy
-            array of the result's shape).
-
-        Returns
-        -------
-        numpy.generic or numpy.ndarray
-            A numpy scalar when every axis is reduced, else a numpy array (or ``out``).
-
-        Raises
-        ------
-        ArrayValueError
-            An axis is out of bounds or repeated.
-        """
         return _ops.plans.reduce(self, "var", axis, keepdims, dtype=dtype, out=out,
                                  ddof=ddof)
 
+    @_reduction_doc('Standard deviation over ``axis`` (see ``numpy.std``).',
+                    params='axis, dtype, out, ddof, keepdims')
     def std(self, axis: AxisLike = None, dtype: DTypeLike = None, out: np.ndarray | None = None,
             ddof: int = 0, keepdims: bool = False) -> Any:
-        """Standard deviation over ``axis`` (see ``numpy.std``).
-
-        Parameters
-        ----------
-        axis, dtype, out, ddof, keepdims
-            As for ``numpy.std`` (``axis``: one axis, several, or None for all; ``out``: a numpy
-            array of the result's shape).
-
-        Returns
-        -------
-        numpy.generic or numpy.ndarray
-            A numpy scalar when every axis is reduced, else a numpy array (or ``out``).
-
-        Raises
-        ------
-        ArrayValueError
-            An axis is out of bounds or repeated.
-        """
         return _ops.plans.reduce(self, "std", axis, keepdims, dtype=dtype, out=out,
                                  ddof=ddof)
 
+    @_reduction_doc('Minimum over ``axis`` (see ``numpy.min``); NaN propagates.',
+                    params='axis, out, keepdims')
     def min(self, axis: AxisLike = None, out: np.ndarray | None = None,
             keepdims: bool = False) -> Any:
-        """Minimum over ``axis`` (see ``numpy.min``); NaN propagates.
-
-        Parameters
-        ----------
-        axis, out, keepdims
-            As for ``numpy.min`` (``axis``: one axis, several, or None for all; ``out``: a numpy
-            array of the result's shape).
-
-        Returns
-        -------
-        numpy.generic or numpy.ndarray
-            A numpy scalar when every axis is reduced, else a numpy array (or ``out``).
-
-        Raises
-        ------
-        ArrayValueError
-            An axis is out of bounds or repeated.
-        """
         return _ops.plans.reduce(self, "min", axis, keepdims, out=out)
 
+    @_reduction_doc('Maximum over ``axis`` (see ``numpy.max``); NaN propagates.',
+                    params='axis, out, keepdims')
     def max(self, axis: AxisLike = None, out: np.ndarray | None = None,
             keepdims: bool = False) -> Any:
-        """Maximum over ``axis`` (see ``numpy.max``); NaN propagates.
-
-        Parameters
-        ----------
-        axis, out, keepdims
-            As for ``numpy.max`` (``axis``: one axis, several, or None for all; ``out``: a numpy
-            array of the result's shape).
-
-        Returns
-        -------
-        numpy.generic or numpy.ndarray
-            A numpy scalar when every axis is reduced, else a numpy array (or ``out``).
-
-        Raises
-        ------
-        ArrayValueError
-            An axis is out of bounds or repeated.
-        """
         return _ops.plans.reduce(self, "max", axis, keepdims, out=out)
 
+    @_reduction_doc('True where any item over ``axis`` is true (see ``numpy.any``).',
+                    params='axis, out, keepdims',
+                    returns=('numpy.bool or numpy.ndarray',
+                             'A numpy boolean when every axis is reduced, else a numpy array (or ``out``).'))
     def any(self, axis: AxisLike = None, out: np.ndarray | None = None,
             keepdims: bool = False) -> Any:
-        """True where any item over ``axis`` is true (see ``numpy.any``).
-
-        Parameters
-        ----------
-        axis, out, keepdims
-            As for ``numpy.any`` (``axis``: one axis, several, or None for all; ``out``: a numpy
-            array of the result's shape).
-
-        Returns
-        -------
-        numpy.bool or numpy.ndarray
-            A numpy boolean when every axis is reduced, else a numpy array (or ``out``).
-
-        Raises
-        ------
-        ArrayValueError
-            An axis is out of bounds or repeated.
-        """
         return _ops.plans.reduce(self, "any", axis, keepdims, out=out)
 
+    @_reduction_doc('True where all items over ``axis`` are true (see ``numpy.all``).',
+                    params='axis, out, keepdims',
+                    returns=('numpy.bool or numpy.ndarray',
+                             'A numpy boolean when every axis is reduced, else a numpy array (or ``out``).'))
     def all(self, axis: AxisLike = None, out: np.ndarray | None = None,
             keepdims: bool = False) -> Any:
-        """True where all items over ``axis`` are true (see ``numpy.all``).
-
-        Parameters
-        ----------
-        axis, out, keepdims
-            As for ``numpy.all`` (``axis``: one axis, several, or None for all; ``out``: a numpy
-            array of the result's shape).
-
-        Returns
-        -------
-        numpy.bool or numpy.ndarray
-            A numpy boolean when every axis is reduced, else a numpy array (or ``out``).
-
-        Raises
-        ------
-        ArrayValueError
-            An axis is out of bounds or repeated.
-        """
         return _ops.plans.reduce(self, "all", axis, keepdims, out=out)
 
+    @_reduction_doc('Number of non-zero items over ``axis`` (see ``numpy.count_nonzero``).',
+                    params='axis, keepdims',
+                    note='``axis``: one axis, several, or None for all',
+                    returns=('int or numpy.ndarray',
+                             'A count when every axis is reduced, else a numpy array of counts.'))
     def count_nonzero(self, axis: AxisLike = None, keepdims: bool = False) -> Any:
-        """Number of non-zero items over ``axis`` (see ``numpy.count_nonzero``).
-
-        Parameters
-        ----------
-        axis, keepdims
-            As for ``numpy.count_nonzero`` (``axis``: one axis, several, or None for all).
-
-        Returns
-        -------
-        int or numpy.ndarray
-            A count when every axis is reduced, else a numpy array of counts.
-
-        Raises
-        ------
-        ArrayValueError
-            An axis is out of bounds or repeated.
-        """
         return _ops.plans.reduce(self, "count_nonzero", axis, keepdims)
 
+    @_reduction_doc('Index of the first minimum (flat C index when ``axis`` is None).',
+                    params='axis, out, keepdims',
+                    note="``axis``: one axis or None, the flattened array; ``out``: a numpy array of the result's shape",
+                    returns=('numpy.intp or numpy.ndarray',
+                             'An index when ``axis`` is None, else a numpy array of indices (or ``out``).'))
     def argmin(self, axis: int | None = None, out: np.ndarray | None = None,
                keepdims: bool = False) -> Any:
-        """Index of the first minimum (flat C index when ``axis`` is None).
-
-        Parameters
-        ----------
-        axis, out, keepdims
-            As for ``numpy.argmin`` (``axis``: one axis or None, the flattened array; ``out``: a numpy
-            array of the result's shape).
-
-        Returns
-        -------
-        numpy.intp or numpy.ndarray
-            An index when ``axis`` is None, else a numpy array of indices (or ``out``).
-
-        Raises
-        ------
-        ArrayValueError
-            An axis is out of bounds or repeated.
-        """
         return _ops.plans.arg_reduce(self, "argmin", axis, keepdims, out=out)
 
+    @_reduction_doc('Index of the first maximum (flat C index when ``axis`` is None).',
+                    params='axis, out, keepdims',
+                    note="``axis``: one axis or None, the flattened array; ``out``: a numpy array of the result's shape",
+                    returns=('numpy.intp or numpy.ndarray',
+                             'An index when ``axis`` is None, else a numpy array of indices (or ``out``).'))
     def argmax(self, axis: int | None = None, out: np.ndarray | None = None,
                keepdims: bool = False) -> Any:
-        """Index of the first maximum (flat C index when ``axis`` is None).
-
-        Parameters
-        ----------
-        axis, out, keepdims
-            As for ``numpy.argmax`` (``axis``: one axis or None, the flattened array; ``out``: a numpy
-            array of the result's shape).
-
-        Returns
-        -------
-        numpy.intp or numpy.ndarray
-            An index when ``axis`` is None, else a numpy array of indices (or ``out``).
-
-        Raises
-        ------
-        ArrayValueError
-            An axis is out of bounds or repeated.
-        """
         return _ops.plans.arg_reduce(self, "argmax", axis, keepdims, out=out)
 
 
