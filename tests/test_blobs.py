@@ -219,6 +219,8 @@ def test_blob_cache_prunes_least_recently_used_blobs_to_its_limit(tmp_path):
     # prunes to 10 kB when asked
     cache = BlobCache(str(tmp_path / "c"), bytes_max=1 << 30)
     other = BlobCache(str(tmp_path / "c"), bytes_max=10_000)        # a second process's view
+    for opened in (cache, other):   # each starts by pruning in the background: let it end
+        opened._pruner.join()       # first (under load it ran after the writes below)
     try:
         paths = []
         for i in range(6):
