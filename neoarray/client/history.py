@@ -64,7 +64,7 @@ class HistoryMethods:
             raise POSException.POSKeyError(oid)
         out = []
         for rev in reply.revisions:
-            meta = self._transaction_meta(rev.tid)
+            meta = self.transaction_info(rev.tid)
             entry = {"tid": rev.tid, "serial": rev.tid, "time": TimeStamp(rev.tid).timeTime(),
                      "size": rev.size, "version": ""}
             if meta is not None:
@@ -88,8 +88,8 @@ class HistoryMethods:
         return merged[:limit]
 
     def transaction_info(self, tid: bytes) -> cpb.TransactionMeta | None:
-        """The metadata of transaction ``tid`` as a readable copy of its partition holds
-        it.
+        """The metadata of transaction ``tid`` as a readable copy of its partition (the
+        partition of ``tid``, where storage nodes keep it) holds it: one request.
 
         Parameters
         ----------
@@ -124,10 +124,6 @@ class HistoryMethods:
             ``{oid: RevisionDigest}``: deleted, checksum, data tid, blob bytes.
         """
         return self._reads.revisions(list(oids), tid)
-
-    def _transaction_meta(self, tid):
-        found = self._transactions(tid, tid, 1, False)
-        return found[0] if found else None
 
     def undoLog(self, first: int = 0, last: int = -20,
                 filter: Callable[[dict], bool] | None = None) -> list[dict[str, Any]]:
@@ -208,7 +204,7 @@ class HistoryMethods:
         """
         self._check_writable()
         txn = self._txn(transaction)
-        meta = self._transaction_meta(transaction_id)
+        meta = self.transaction_info(transaction_id)
         if meta is None or meta.packed:
             raise POSException.UndoError("transaction not found or packed", None)
         for oid in meta.oids:
