@@ -75,16 +75,14 @@ class Committing:
         Begin fail (retryable); nodes that are down drop unvoted stores when they
         restart, and the verdicts abort a vote of the dead session, while its stores
         are refused to any other client (``storage_node/manager.py``)."""
-        for nid in storages:
-            try:
-                wire.call(self.storage_stub(nid).AbortTransaction,
-                          spb.AbortTransactionRequest(ttid=ttid), self.limits.rpc_timeout_s)
-            except Exception as exc:
-                with self.lock:
-                    self.commits.begun.pop(ttid, None)
-                raise ClusterUnavailable(f"tid 0x{ttid.hex()} cannot be taken again yet: its earlier "
-                                         f"holder's stores could not be dropped on S{nid} ({exc}); "
-                                         f"retry") from exc
+        failed = self._abort_on(ttid, storages)
+        if failed:
+            with self.lock:
+                self.commits.begun.pop(ttid, None)
+            nid, exc = next(iter(failed.items()))
+            raise ClusterUnavailable(f"tid 0x{ttid.hex()} cannot be taken again yet: its earlier "
+                                     f"holder's stores could not be dropped on S{nid} ({exc}); "
+                                     f"retry") from exc
 
     def abort(self, node: int, ttid: bytes, storages) -> None:
         with self.lock:
@@ -95,13 +93,18 @@ class Committing:
     def _storage_ids(self) -> set[int]:
         return {n.node_id for n in self.nodes.values() if n.type == "STORAGE"}
 
-    def _abort_on(self, ttid: bytes, storages) -> None:
+    def _abort_on(self, ttid: bytes, storages) -> dict[int, Exception]:
+        """Order ``storages`` to abort ``ttid``; returns the nodes that failed to (their
+        next heartbeat gets the verdict again)."""
+        failed = {}
         for nid in storages:
             try:
                 wire.call(self.storage_stub(nid).AbortTransaction,
                           spb.AbortTransactionRequest(ttid=ttid), self.limits.rpc_timeout_s)
-            except Exception as exc:   # the node's next heartbeat gets the verdict again
+            except Exception as exc:
                 log.warning("abort of 0x%s on S%d failed: %s", ttid.hex(), nid, exc)
+                failed[nid] = exc
+        return failed
 
     def finish(self, node: int, ttid: bytes, oids, storages, view_ptid: int = 0) -> tuple[bytes, bytes]:
         """Commit ``ttid`` voted on ``storages``: ``(its tid, the tid published just
