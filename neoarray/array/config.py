@@ -103,7 +103,7 @@ class ArrayConfig:
     def unsaved_limit_bytes(self) -> int:
         """Bytes of chunk payloads written into attached arrays in one transaction of a
         connection that are held in memory before a savepoint spills them (see
-        ``ndarray._spill_if_large``): a quarter of ``memory_bytes_max``; at least 1."""
+        ``core.Unsaved``): a quarter of ``memory_bytes_max``; at least 1."""
         return max(1, self.memory_limit_bytes() // 4)
 
 

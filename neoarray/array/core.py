@@ -950,18 +950,18 @@ class ndarray(persistent.Persistent, ChunkedArray):
             if existing is not None:
                 self._drop_chunk(key, existing)
             return
-        payload = encode_chunk(array, self._codec_obj(), self._order)
+        self._put_payload(key, encode_chunk(array, self._codec_obj(), self._order), existing)
+
+    def _put_payload(self, key, payload, existing):
+        """Give chunk ``key`` (``existing``: its ``Chunk``, or None) the encoded
+        ``payload``; an attached array counts it toward the bound on what a long write
+        holds in one transaction (see :class:`Unsaved`)."""
         if existing is not None:
             existing.payload = payload
         else:
             existing = self._tree[key] = Chunk(payload)
         if self._p_jar is not None:
-            self._spill_if_large(existing, len(payload))
-
-    def _spill_if_large(self, chunk, nbytes):
-        """Bound the memory a long write holds in one transaction (see :class:`Unsaved`):
-        ``chunk`` was just written, its payload ``nbytes`` long."""
-        Unsaved.of(self._p_jar).add(chunk, nbytes)
+            Unsaved.of(self._p_jar).add(existing, len(payload))
 
     def _drop_chunk(self, key, chunk):
         """Remove a chunk; tombstone it so concurrent writers of it conflict."""

@@ -42,7 +42,7 @@ import numpy as np
 
 from .. import codecs
 from . import core, fetch, layout
-from .chunks import Chunk, codec_from_spec, codec_spec
+from .chunks import codec_from_spec, codec_spec
 from .config import config
 from .errors import ArrayDtypeError, ArrayShapeError, ArrayValueError
 from .hints import CodecLike, OrderLike, ShapeLike
@@ -365,13 +365,7 @@ def _put_payload(out, key, payload):
         chunk[inside] = items.reshape(out.chunks, order=out.order)[inside]
         out._store_chunk(key, chunk, out._tree.get(key))
         return
-    existing = out._tree.get(key)
-    if existing is not None:
-        existing.payload = payload
-    else:
-        existing = out._tree[key] = Chunk(payload)
-    if out._p_jar is not None:
-        out._spill_if_large(existing, len(payload))
+    out._put_payload(key, payload, out._tree.get(key))
 
 
 def _decode_into(z, out, keys, bar):
