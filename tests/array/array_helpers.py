@@ -61,6 +61,13 @@ def write_sparse_or_dense(draw, oracle, array, items_max=1):
         array[index] = oracle[index]
 
 
+def assert_same_array(got, expected):
+    """``got`` (any array-like) equals the numpy array ``expected`` in shape, dtype and items."""
+    got = np.asarray(got)
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
 def _slice(draw, n):
     start = draw(st.none() | st.integers(-n - 2, n + 2))
     stop = draw(st.none() | st.integers(-n - 2, n + 2))

@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
-from array_helpers import examples, values_for
+from array_helpers import assert_same_array, examples, values_for
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -52,12 +52,6 @@ def operands(draw, dtypes=SORT_DTYPES, min_dims=1, max_dims=1, max_side=300):
     return oracle, array
 
 
-def _equal(got, expected):
-    got = np.asarray(got)
-    assert got.shape == expected.shape and got.dtype == expected.dtype
-    np.testing.assert_array_equal(got, expected)
-
-
 # ---------------------------------------------------------------------- sort
 
 @examples(80)
@@ -75,10 +69,10 @@ def test_sort_and_argsort_of_1d_arrays_match_numpy_with_spilled_runs(pair, kind)
     if oracle.size - stats["fill_items"] > stats["run_items"]:     # the items read (stored)
         assert stats["runs"] > 1
     expected = np.sort(oracle, kind=kind)
-    _equal(result, expected)
-    _equal(via_numpy, expected)
-    _equal(indices, np.argsort(oracle, kind="stable"))
-    _equal(oracle[np.asarray(any_kind)], expected)          # a valid answer of any kind
+    assert_same_array(result, expected)
+    assert_same_array(via_numpy, expected)
+    assert_same_array(indices, np.argsort(oracle, kind="stable"))
+    assert_same_array(oracle[np.asarray(any_kind)], expected)          # a valid answer of any kind
 
 
 @examples(60)
@@ -90,12 +84,12 @@ def test_sort_along_an_axis_and_flattened_match_numpy(pair, data):
     with na.configure(memory_bytes_max=memory):
         got = np.sort(array, axis=axis)
         indices = np.argsort(array, axis=axis, kind="stable")
-    _equal(got, np.sort(oracle, axis=axis))
-    _equal(indices, np.argsort(oracle, axis=axis, kind="stable"))
+    assert_same_array(got, np.sort(oracle, axis=axis))
+    assert_same_array(indices, np.argsort(oracle, axis=axis, kind="stable"))
     if axis is not None:
         with na.configure(memory_bytes_max=memory):
             array.sort(axis=axis)
-        _equal(array[...], np.sort(oracle, axis=axis))
+        assert_same_array(array[...], np.sort(oracle, axis=axis))
 
 
 def test_in_place_sort_of_a_large_1d_array_spills_and_merges_in_passes():
@@ -109,8 +103,8 @@ def test_in_place_sort_of_a_large_1d_array_spills_and_merges_in_passes():
         ordering.sort(array, stats=stats, out=array)
         indices = ordering.argsort(array)
     assert stats["runs"] >= 20 and stats["merge_passes"] >= 1
-    _equal(array[...], np.sort(oracle))
-    _equal(indices[...], np.arange(oracle.size))     # sorted already: stable identity
+    assert_same_array(array[...], np.sort(oracle))
+    assert_same_array(indices[...], np.arange(oracle.size))     # sorted already: stable identity
 
 
 def test_a_sort_of_a_mostly_unwritten_array_reads_and_writes_only_its_stored_chunks():
@@ -124,11 +118,11 @@ def test_a_sort_of_a_mostly_unwritten_array_reads_and_writes_only_its_stored_chu
     assert stats["fill_items"] == 10**15 - 4000 and stats["runs"] > 1     # 4 chunks read
     # the head (-3, 0.25, then fill values) and the tail (fill values, 2, NaN) only
     assert len(list(result.chunk_keys())) == 2
-    _equal(result[:3], np.array([-3.0, 0.25, 0.5]))
-    _equal(result[-3:], np.array([0.5, 2.0, np.nan]))
+    assert_same_array(result[:3], np.array([-3.0, 0.25, 0.5]))
+    assert_same_array(result[-3:], np.array([0.5, 2.0, np.nan]))
     assert result[10**14] == 0.5 and result.fill_value == 0.5
     array.sort()                                     # in place: its stored chunks go
-    _equal(array[:2], np.array([-3.0, 0.25]))
+    assert_same_array(array[:2], np.array([-3.0, 0.25]))
     assert len(list(array.chunk_keys())) == 2 and np.isnan(array[-1])
 
 
@@ -141,11 +135,11 @@ def test_a_sort_into_an_array_of_another_fill_value_writes_the_fill_items():
     out[:] = 7.0
     with na.configure(memory_bytes_max=2048):
         ordering.sort(array, out=out)
-    _equal(out[...], np.sort(oracle))
+    assert_same_array(out[...], np.sort(oracle))
     numpy_out = np.empty(5000)
     with na.configure(memory_bytes_max=2048):
         ordering.sort(array, out=numpy_out)
-    _equal(numpy_out, np.sort(oracle))
+    assert_same_array(numpy_out, np.sort(oracle))
 
 
 def test_sorting_along_an_axis_whose_lines_do_not_fit_is_refused_with_the_bytes():
@@ -217,7 +211,7 @@ def test_searchsorted_matches_numpy(pair, side, data):
     if oracle.size:
         probes = np.concatenate([probes, oracle[:: max(1, oracle.size // 3)]])
     with na.configure(memory_bytes_max=SMALL_MEMORY):
-        _equal(np.searchsorted(array, probes, side=side), np.searchsorted(oracle, probes, side=side))
+        assert_same_array(np.searchsorted(array, probes, side=side), np.searchsorted(oracle, probes, side=side))
         scalar = probes[0] if len(probes) else oracle.dtype.type(0)
         assert np.searchsorted(array, scalar, side=side) == np.searchsorted(oracle, scalar, side=side)
 

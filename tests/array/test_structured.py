@@ -4,12 +4,12 @@ comparisons."""
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from array_helpers import assert_same_array, examples
+from hypothesis import given
+from hypothesis import strategies as st
 
 import neoarray.array as na
 from neoarray.array import ordering
-
-from array_helpers import examples
 
 PAIR = np.dtype([("a", "<i2"), ("b", "<f8")])
 TRIPLE = np.dtype([("k", "u1"), ("v", "<c16"), ("s", "S3")])
@@ -51,12 +51,6 @@ def operands(draw, max_side=200):
     return oracle, array
 
 
-def _equal(got, expected):
-    got = np.asarray(got)
-    assert got.dtype == expected.dtype and got.shape == expected.shape
-    np.testing.assert_array_equal(got, expected)
-
-
 def _orders(dtype):
     names = list(dtype.names)
     return st.sampled_from([None, names[-1], names[::-1], [names[1]]])
@@ -69,23 +63,23 @@ def test_sorts_by_fields_match_numpy_with_spilled_runs(pair, data):
     order = data.draw(_orders(oracle.dtype))
     axis = data.draw(st.sampled_from([None, -1, 0]))
     with na.configure(memory_bytes_max=4096):       # a few dozen items per run
-        _equal(np.sort(array, axis=axis, order=order), np.sort(oracle, axis=axis, order=order))
-        _equal(np.argsort(array, axis=axis, order=order, kind="stable"),
+        assert_same_array(np.sort(array, axis=axis, order=order), np.sort(oracle, axis=axis, order=order))
+        assert_same_array(np.argsort(array, axis=axis, order=order, kind="stable"),
                np.argsort(oracle, axis=axis, order=order, kind="stable"))
         array.sort(order=order)
     oracle.sort(order=order)
-    _equal(array[...], oracle)
+    assert_same_array(array[...], oracle)
 
 
 @examples(40)
 @given(operands())
 def test_unique_concatenate_where_copy_astype_fields_match_numpy(pair):
     oracle, array = pair
-    _equal(np.unique(array), np.unique(oracle))
+    assert_same_array(np.unique(array), np.unique(oracle))
     values, counts = np.unique(array, return_counts=True)
     expected_values, expected_counts = np.unique(oracle, return_counts=True)
-    _equal(values, expected_values)
-    _equal(counts, expected_counts)
+    assert_same_array(values, expected_values)
+    assert_same_array(counts, expected_counts)
     mask = np.arange(oracle.shape[-1]) % 2 == 0
     wider = np.dtype([(n, "<f8" if oracle.dtype[n].kind in "iuf" else oracle.dtype[n])
                       for n in oracle.dtype.names])
@@ -103,7 +97,7 @@ def test_unique_concatenate_where_copy_astype_fields_match_numpy(pair):
                  (array != oracle[::-1], oracle != oracle[::-1])]
         stored = [na.store(got) if isinstance(got, na.lazyarray) else got for got, _ in pairs]
     for got, (_, expected) in zip(stored, pairs):
-        _equal(got[...], expected)
+        assert_same_array(got[...], expected)
 
 
 def views_of(array):
