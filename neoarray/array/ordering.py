@@ -629,7 +629,11 @@ def unique(ar, return_index=False, return_inverse=False, return_counts=False, ax
             parts, held = [], len(merged[0]) * item_bytes
             _check_unique_size(held, budget)
     missing = ar.size - covered
-    if missing:
+    if missing and not equal_nan and ar.dtype.kind in "fc" and np.isnan(ar.fill_value):
+        # unequal NaNs: each unwritten item is a distinct value, as numpy gives them
+        _check_unique_size(missing * item_bytes, budget)
+        parts.append((np.full(missing, ar.fill_value, ar.dtype), np.ones(missing, INDEX_DTYPE)))
+    elif missing:
         parts.append((np.full(1, ar.fill_value, ar.dtype), np.full(1, missing, INDEX_DTYPE)))
     if not parts and merged is None:
         parts.append((np.empty(0, ar.dtype), np.empty(0, INDEX_DTYPE)))

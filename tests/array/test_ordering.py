@@ -316,3 +316,18 @@ def test_quantile_arguments_are_checked_by_numpy():
             np.quantile(array, 0.5, method="bogus")
         with pytest.raises(TypeError, match="real numbers"):
             np.quantile(na.ndarray((10_000,), dtype=complex), 0.5)
+
+
+def test_unique_of_unwritten_nans_keeps_each_one_unless_equal_nan():
+    """Unwritten items of a NaN fill are one run; with ``equal_nan=False`` numpy gives
+    each NaN on its own, so they count one by one (found by Hypothesis)."""
+    a = na.ndarray((3, 2), dtype="f4", chunks=(1, 1), fill_value=np.nan)
+    a[0, 0] = 1.5
+    oracle = np.full((3, 2), np.nan, "f4")
+    oracle[0, 0] = 1.5
+    for equal_nan in (True, False):
+        values, counts = np.unique(a, return_counts=True, equal_nan=equal_nan)
+        expected, expected_counts = np.unique(oracle, return_counts=True, equal_nan=equal_nan)
+        assert_same_array(values, expected)
+        assert_same_array(counts.astype(expected_counts.dtype), expected_counts)
+        assert_same_array(np.unique(a, equal_nan=equal_nan), expected)
