@@ -66,8 +66,10 @@ verified when stored and when loaded; a record that fails (or whose data row is
 missing) is reported, never returned.
 
 Durability: LMDB commits do not fsync; the backend syncs where it promises
-durability: at ``vote`` (the stores and the vote, unless ``vote_sync=False``) and at
-``lock`` (the revisions).  A store of large data asks the kernel to start writing it
+durability: at ``vote`` (the stores and the vote) and at ``lock`` (the revisions, and
+with them everything written before).  The vote's fsync is skipped for the only voter
+of a transaction (``sync=False``, which the client asks when no other node votes it)
+and on a node started with ``vote_sync=False``: see ``Backend.vote``.  A store of large data asks the kernel to start writing it
 out (``write_behind``, no waiting), so that the vote's fsync finds little left to
 write.  A killed process loses nothing LMDB committed (the pages are in the page
 cache).
@@ -345,13 +347,24 @@ class Backend(RecordReader):
             return [(key[8:], bytes(value[9:17]))
                     for key, value in txn.scan("voted_obj", ttid, ttid + b"\xff" * 9)]
 
-    def vote(self, ttid: bytes, meta: TransactionInfo | None, oids: list[bytes], node: int) -> None:
-        """Make the vote of ``ttid`` durable (its stores stay invisible).
+    def vote(self, ttid: bytes, meta: TransactionInfo | None, oids: list[bytes], node: int,
+             sync: bool = True) -> None:
+        """Record the vote of ``ttid`` (its stores stay invisible), durable on return
+        when ``sync``.
 
-        ``vote_sync=False`` skips the fsync (one of two per commit): a vote then
-        survives a crash of the process but not of the machine, and a node that lost a
-        vote while the master also restarted is not detected (no per-transaction list
-        of involved nodes is kept), so it is off only by explicit choice.
+        Why a vote is fsynced: a transaction is committed once one voter locks it
+        durably (``master/commit.py``), so a voter that lost its vote to a machine
+        crash while another locked it would leave its copies without the transaction
+        (torn, if it held the only copy of a partition).  With a single voter there is
+        no other one: if its machine crashes before the Lock, the vote is gone and the
+        transaction is not committed (its ``tpc_finish`` fails, as when the node dies),
+        and the Lock's fsync makes the stores and the vote durable with the revisions.
+        So ``sync=False`` (the client's ``only_voter``) saves one of the two fsyncs of
+        a commit on a single-copy cluster.  A killed process loses nothing either way
+        (LMDB's pages are in the page cache).  ``vote_sync=False`` (``--no-vote-sync``)
+        skips the fsync for every vote: then a node that lost a vote while the master
+        also restarted is not detected (no per-transaction list of involved nodes is
+        kept), so it is off only by explicit choice.
 
         The vote first reserves the space its lock will write (``StorageFull`` when
         it is not there: nothing is voted, the stores stay for the abort to drop).
@@ -361,7 +374,7 @@ class Backend(RecordReader):
         try:
             with self.kv.write() as txn:
                 txn.put("voted_txn", ttid, raw)
-            if self.vote_sync:
+            if sync and self.vote_sync:
                 self.kv.sync()
         except BaseException:
             self.space.release(ttid)

@@ -192,7 +192,11 @@ class TransactionManager:
                                 f"unvoted_bytes_per_client_max={self.unvoted_bytes_per_client_max}")
 
     def vote(self, ttid: bytes, node: int, checks: list[tuple[bytes, bytes]],
-             meta: TransactionInfo | None, expected: list[bytes], restore: bool = False) -> VoteResult:
+             meta: TransactionInfo | None, expected: list[bytes], restore: bool = False,
+             sync: bool = True) -> VoteResult:
+        """Take the vote's object locks (``BUSY`` when another transaction holds one),
+        check for conflicts, and record the vote (fsynced when ``sync``:
+        ``Backend.vote``)."""
         for what, items in (("checked objects", checks), ("expected objects", expected)):
             if len(items) > self.objects_per_transaction_max:
                 raise LimitExceeded(f"vote of 0x{ttid.hex()} names {len(items)} {what}, "
@@ -228,7 +232,7 @@ class TransactionManager:
                 if dropped:    # by a truncation between the lock taking and now
                     raise RequestRefused(f"vote of 0x{ttid.hex()}: the transaction was dropped "
                                          f"by neoctl truncate while voting; it is not committed")
-                self.backend.vote(ttid, meta, sorted(wanted), node)
+                self.backend.vote(ttid, meta, sorted(wanted), node, sync=sync)
         except BaseException:
             self._release(ttid)
             raise

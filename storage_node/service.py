@@ -511,7 +511,8 @@ class StorageServicer(rpc.StorageServicer):
             m = request.meta
             meta = TransactionInfo(b"", m.user_raw, m.description, m.extension, list(m.oids), ttid)
         checks = [(_id(c.oid, "oid"), _id(c.serial, "serial")) for c in request.checks]
-        res = self.manager.vote(ttid, request.node_id, checks, meta, list(request.oids), request.restore)
+        res = self.manager.vote(ttid, request.node_id, checks, meta, list(request.oids), request.restore,
+                                sync=not request.only_voter)
         return pb.VoteReply(status=_VOTE_STATUS[res.status], busy_with=res.busy_with, conflicts=[
             pb.Conflict(oid=c.oid, committed_serial=c.committed_serial, serial=c.serial,
                         read_conflict=c.read_conflict) for c in res.conflicts])

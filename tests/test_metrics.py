@@ -182,8 +182,8 @@ def check_storage(before: dict, after: dict) -> None:
     assert value(after, "neoarray_storage_replication_records_total") == 0
     assert value(after, "neoarray_storage_replication_cells_pending") == 0
     assert value(after, "neoarray_rpc_client_calls_total") > 0          # its heartbeats to the master
-    # every commit is durable at vote and at lock: at least two fsyncs, and its store,
-    # vote and lock are LMDB write transactions
+    # every commit has two voters, so it is durable at vote and at lock: at least two
+    # fsyncs, and its store, vote and lock are LMDB write transactions
     assert grew(before, after, "neoarray_storage_fsyncs_total") >= 2 * COMMITS
     assert grew(before, after, "neoarray_storage_write_transactions_total") >= 3 * COMMITS
 
@@ -239,11 +239,16 @@ def test_replication_figures_of_a_node_catching_up(tmp_path):
             master = scrape(c.metrics_addresses()["master"])
             assert value(master, "neoarray_master_cells", node=f"S{ids[0]}", state="OUT_OF_DATE") == 4
             assert value(master, "neoarray_master_nodes", type="STORAGE", state="DOWN") == 1
+            s1_address = c.metrics_addresses()[c.storage_name(1)]
+            fsyncs = value(scrape(s1_address), "neoarray_storage_fsyncs_total")
             conn = db.open()
             for i in range(COMMITS):     # missed by S0: the root, one object, the transaction
                 conn.root()[f"blob{i}"] = PersistentMapping(data=os.urandom(BLOB_BYTES))
                 transaction.commit()
             conn.close()
+            # S1 is each commit's only voter: its vote is not fsynced, its lock is
+            fsyncs = value(scrape(s1_address), "neoarray_storage_fsyncs_total") - fsyncs
+            assert COMMITS <= fsyncs < 2 * COMMITS
 
             c.start_storage(0, args=("--replication-bytes-per-s", str(RATE_BYTES_PER_S)))
             address = c.metrics_addresses()[c.storage_name(0)]

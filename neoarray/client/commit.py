@@ -8,8 +8,9 @@ invalidations).
 
 Stores are buffered per storage node and sent in batches of ``store_batch_bytes_max``
 (one Store on its way per node, nodes in parallel); ``vote`` sends the rest inside the
-votes, votes on every node in parallel, resolves conflicts with ZODB's conflict
-resolution and votes again, and refuses (``ClusterUnavailable``) a transaction that
+votes (a single voter is told so, ``only_voter``: its Lock makes its vote durable,
+``storage_node/backend.py``), votes on every node in parallel, resolves conflicts with
+ZODB's conflict resolution and votes again, and refuses (``ClusterUnavailable``) a transaction that
 could not be finished: a written partition without a readable copy that voted, a
 session that ended (``master/commit.py``).  ``finish`` asks the master; when the master
 was lost it asks again for the outcome (``FinalTid``) instead of guessing.  Record
@@ -313,8 +314,8 @@ class CommitDriver:
             targets[nid] = (spb.VoteRequest(
                 ttid=txn.ttid, node_id=txn.session, checks=check_nodes.get(nid, ()),
                 has_meta=nid in meta_nodes, meta=meta if nid in meta_nodes else None,
-                oids=sorted(txn.sent.get(nid, ())), restore=txn.restore, objects=[r for r, _ in records]),
-                [d for _, d in records])
+                oids=sorted(txn.sent.get(nid, ())), restore=txn.restore, objects=[r for r, _ in records],
+                only_voter=len(nodes) == 1), [d for _, d in records])
         return targets
 
     def _vote_all(self, txn: Txn) -> list:

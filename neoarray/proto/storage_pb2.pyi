@@ -197,7 +197,7 @@ class Conflict(_message.Message):
     def __init__(self, oid: _Optional[bytes] = ..., committed_serial: _Optional[bytes] = ..., serial: _Optional[bytes] = ..., read_conflict: _Optional[bool] = ...) -> None: ...
 
 class VoteRequest(_message.Message):
-    __slots__ = ("ttid", "node_id", "checks", "meta", "has_meta", "oids", "restore", "objects")
+    __slots__ = ("ttid", "node_id", "checks", "meta", "has_meta", "oids", "restore", "objects", "only_voter")
     TTID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CHECKS_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +206,7 @@ class VoteRequest(_message.Message):
     OIDS_FIELD_NUMBER: _ClassVar[int]
     RESTORE_FIELD_NUMBER: _ClassVar[int]
     OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    ONLY_VOTER_FIELD_NUMBER: _ClassVar[int]
     ttid: bytes
     node_id: int
     checks: _containers.RepeatedCompositeFieldContainer[ObjectCheck]
@@ -214,7 +215,8 @@ class VoteRequest(_message.Message):
     oids: _containers.RepeatedScalarFieldContainer[bytes]
     restore: bool
     objects: _containers.RepeatedCompositeFieldContainer[ObjectRecord]
-    def __init__(self, ttid: _Optional[bytes] = ..., node_id: _Optional[int] = ..., checks: _Optional[_Iterable[_Union[ObjectCheck, _Mapping]]] = ..., meta: _Optional[_Union[_common_pb2.TransactionMeta, _Mapping]] = ..., has_meta: _Optional[bool] = ..., oids: _Optional[_Iterable[bytes]] = ..., restore: _Optional[bool] = ..., objects: _Optional[_Iterable[_Union[ObjectRecord, _Mapping]]] = ...) -> None: ...
+    only_voter: bool
+    def __init__(self, ttid: _Optional[bytes] = ..., node_id: _Optional[int] = ..., checks: _Optional[_Iterable[_Union[ObjectCheck, _Mapping]]] = ..., meta: _Optional[_Union[_common_pb2.TransactionMeta, _Mapping]] = ..., has_meta: _Optional[bool] = ..., oids: _Optional[_Iterable[bytes]] = ..., restore: _Optional[bool] = ..., objects: _Optional[_Iterable[_Union[ObjectRecord, _Mapping]]] = ..., only_voter: _Optional[bool] = ...) -> None: ...
 
 class VoteReply(_message.Message):
     __slots__ = ("status", "conflicts", "busy_with")

@@ -311,6 +311,40 @@ def test_large_voted_data_survives_reopening(make_backend):
     assert_data_owned_once(b)
 
 
+def test_the_only_voter_is_made_durable_by_its_lock():
+    """A vote is fsynced, but the only voter's (``sync=False``): its Lock's fsync makes
+    the stores and the vote durable with the revisions."""
+    kv = MemoryStore()
+    b = Backend(kv, partitions=PARTITIONS)
+    b.store_voted(p64(1), [rec(1, b"shared")])
+    b.vote(p64(1), None, [p64(1)], node=1)
+    assert kv.syncs == 1
+    b.store_voted(p64(2), [rec(2, b"alone")])
+    b.vote(p64(2), None, [p64(2)], node=1, sync=False)
+    assert kv.syncs == 1
+    b.lock(p64(2), p64(20))
+    assert kv.syncs == 2 and b.load(p64(2)).data == b"alone"
+
+
+def test_an_unsynced_vote_survives_the_process(tmp_path):
+    """Without its fsync a vote is still in LMDB after the process ends (the pages are
+    in the page cache): it is lost only with the machine."""
+    path = str(tmp_path / "db")
+    kv = LMDBStore(path, 1 << 26)
+    b = Backend(kv, partitions=PARTITIONS)
+    b.store_voted(p64(5), [rec(4, b"x")])
+    b.vote(p64(5), None, [p64(4)], node=3, sync=False)
+    assert kv.syncs == 0
+    kv.close()
+    b = Backend(LMDBStore(path, 1 << 26), partitions=PARTITIONS)
+    try:
+        assert set(b.voted()) == {p64(5)}
+        b.lock(p64(5), p64(50))
+        assert b.load(p64(4)).data == b"x"
+    finally:
+        b.kv.close()
+
+
 def test_store_of_large_data_starts_write_behind():
     kv = MemoryStore()
     b = Backend(kv, partitions=PARTITIONS)
