@@ -5,6 +5,9 @@ all figures as throughputs (higher is better):
 
 ``small_commits``     commits/s: one transaction per commit, each changing one small
                       ``PersistentMapping`` through ``ZODB.DB`` and ``transaction``.
+``empty_commits``     commits/s: empty two-phase commits (``tpc_begin``, ``tpc_vote``,
+                      ``tpc_finish`` of a transaction that stores nothing) straight on
+                      the storage: the protocol's own cost (1,000 / this = ms each).
 ``add_1000``          objects/s: transactions each adding 1,000 new small persistent
                       objects (plus the holder list and the root, not counted).
 ``update_1000``       objects/s: transactions each changing 1,000 existing objects.
@@ -65,11 +68,13 @@ import transaction  # noqa: E402
 import ZODB  # noqa: E402
 from persistent.list import PersistentList  # noqa: E402
 from persistent.mapping import PersistentMapping  # noqa: E402
+from ZODB.Connection import TransactionMetaData  # noqa: E402
 from ZODB.FileStorage import FileStorage  # noqa: E402
 from ZODB.utils import maxtid  # noqa: E402
 
 BENCHES = [  # (name, unit)
     ("small_commits", "commits/s"),
+    ("empty_commits", "commits/s"),
     ("add_1000", "objects/s"),
     ("update_1000", "objects/s"),
     ("cold_loads", "loads/s"),
@@ -286,6 +291,18 @@ def bench_small_commits(tm, root, n):
     return run
 
 
+def bench_empty_commits(storage, n):
+    def run(rep):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            meta = TransactionMetaData()
+            storage.tpc_begin(meta)
+            storage.tpc_vote(meta)
+            storage.tpc_finish(meta)
+        return n / (time.perf_counter() - t0)
+    return run
+
+
 def bench_add(tm, root, txns, holders):
     """Each transaction hangs 1,000 new objects on a fresh ``PersistentList`` under root."""
     def run(rep):
@@ -348,6 +365,7 @@ def run_target(target, cfg) -> dict:
         root["counter"] = PersistentMapping()
         tm.commit()
         results["small_commits"] = _median(bench_small_commits(tm, root, cfg.commits), cfg.reps)
+        results["empty_commits"] = _median(bench_empty_commits(db.storage, cfg.commits), cfg.reps)
         holders = []
         results["add_1000"] = _median(bench_add(tm, root, cfg.txns, holders), cfg.reps)
         results["update_1000"] = _median(bench_update(tm, holders, cfg.txns), cfg.reps)
