@@ -46,7 +46,12 @@ answer its Lock is lost (its cells go OUT_OF_DATE while another copy is readable
 
 Acknowledgement.  Finish answers with the tid only once every partition the
 transaction writes has a readable cell that locked it (*complete*); commits are
-acknowledged and published strictly in tid order.  If the Lock orders leave a
+acknowledged and published strictly in tid order.  A restore takes its tid at Begin
+(``IStorageRestoreable``: the tid is the copied transaction's), so commits finished
+while it is in progress get later tids: the queue is kept in tid order, and a
+committed transaction is not published while a restore with an earlier tid is begun
+and not yet finishing or ended (it waits; a restore that conflicts with it on an
+object gives up after ``busy_wait_s_max``, as any vote).  If the Lock orders leave a
 partition without a locked readable copy, that partition's readable copies are all
 lost, so the cluster is back to RECOVERING, and the transaction is settled there: a
 voter that returns with it locked, or with its vote while another node locked it,
@@ -57,6 +62,7 @@ known yet, never a tid for a transaction that is not complete.
 """
 from __future__ import annotations
 
+import bisect
 import threading
 from dataclasses import dataclass, field
 
@@ -173,6 +179,16 @@ class CommitCore:
                                       f"and {len(self.queue)} commit(s) are in progress: retry once they ended")
         return None
 
+    def enqueue(self, txn: Txn) -> None:
+        """``txn`` (its tid chosen) joins the commit queue, in tid order: a restore's
+        tid, taken at Begin, is earlier than those of commits finished meanwhile."""
+        bisect.insort(self.queue, txn, key=lambda t: t.tid)
+
+    def restore_before(self, tid: bytes) -> bool:
+        """A restore holding a tid earlier than ``tid`` is begun and not finishing:
+        ``tid`` is not published before it ends (finished or not)."""
+        return any(t.tid is not None and t.tid < tid for t in self.begun.values())
+
     def finishing(self, ttid: bytes) -> Txn | None:
         return next((t for t in self.queue if t.ttid == ttid), None)
 
@@ -234,7 +250,8 @@ class CommitCore:
         transaction whose only readable copies of a partition are on running nodes
         that refused it is torn (it cannot happen unless a vote was lost): it leaves
         the queue with an error, so that the queue moves on and ``neoctl check``
-        reports it."""
+        reports it.  A committed transaction waits while a restore with an earlier tid
+        is begun (``restore_before``): call again when one ends."""
         for txn in self.queue:
             if txn.outcome != PENDING or not txn.lock_answered or not txn.decided:
                 continue
@@ -249,6 +266,8 @@ class CommitCore:
                     f"(their nodes had lost its vote); run neoctl check")
         out = []
         while self.queue and self.queue[0].outcome != PENDING:
+            if self.queue[0].decided and self.restore_before(self.queue[0].tid):
+                break           # published after the restore's earlier tid
             txn = self.queue.pop(0)
             if txn.outcome == COMPLETE:
                 self.remember(txn.ttid, txn.tid)

@@ -79,6 +79,7 @@ class Committing:
         if failed:
             with self.lock:
                 self.commits.begun.pop(ttid, None)
+                self._settle_queue()        # commits after its tid may wait for it
             nid, exc = next(iter(failed.items()))
             raise ClusterUnavailable(f"tid 0x{ttid.hex()} cannot be taken again yet: its earlier "
                                      f"holder's stores could not be dropped on S{nid} ({exc}); "
@@ -88,6 +89,7 @@ class Committing:
         with self.lock:
             self.commits.check_abort(node, ttid, self.live_session)
             targets = set(storages) & self._storage_ids()
+            self._settle_queue()            # commits after an aborted restore's tid may wait for it
         self._abort_on(ttid, targets)
 
     def _storage_ids(self) -> set[int]:
@@ -145,7 +147,7 @@ class Committing:
             txn.tid = txn.tid or self.ids.new_tid(self.partitions, u64(ttid) % self.partitions)
             refusal = self._view_covers(txn)
             if refusal is None:
-                self.commits.queue.append(txn)
+                self.commits.enqueue(txn)
                 self._missed(txn, txn.storages, self.last_committed)
                 return txn
             self.commits.mark_dead(ttid)

@@ -609,6 +609,8 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
                 verdict = core.verdict(p.ttid, owner, p.voted, p.age_s, self.live_session(owner), everyone)
                 if verdict is not None:
                     out.append(mpb.PendingVerdict(ttid=p.ttid, lock_tid=verdict[1] or b""))
+            if out:
+                self._settle_queue()        # a restore found dead no longer holds back later commits
         for v in out:
             log.info("S%d: %s of 0x%s held by a dead transaction", nid,
                      "lock" if v.lock_tid else "abort", v.ttid.hex())
@@ -656,6 +658,7 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
                 del self.nodes[nid]
             keep = self.commits.session_ended(nid)
             storages = self.running_storages()
+            self._settle_queue()            # commits may have waited for a restore of the session
         request = spb.AbortNodeRequest(node_id=nid, keep_ttids=keep)
         for sid in storages:
             self.pool.submit(self._until_done, sid, lambda sid=sid: wire.call(

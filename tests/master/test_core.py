@@ -126,3 +126,34 @@ def test_a_restore_takes_again_a_tid_that_never_committed_only_when_nothing_is_i
     assert isinstance(core.retake_refusal(handed_out, committed), ClusterUnavailable)
     core.session_ended(7)
     assert core.retake_refusal(handed_out, committed) is None
+
+
+def test_commits_are_published_after_a_restore_with_an_earlier_tid():
+    """A restore takes its tid at Begin; a commit finished meanwhile gets a later tid
+    and waits for it, whether the restore then finishes or ends without committing."""
+    from master.commit import COMPLETE, CommitCore, Txn
+    from master.core import PartitionTable
+    pt = PartitionTable.create(1, 0, [1])
+    for restore_ends in ("finished", "aborted", "session ended"):
+        core = CommitCore(first_node_id=1, pending_timeout_s=300, finished_max=10, dead_max=10)
+        restored = p64(100)
+        core.begun[restored] = Txn(restored, node=7, tid=restored)
+        normal = core.accept_finish(8, p64((8 << 32) | 1), live=True)
+        normal.tid, normal.oids = p64(200), [p64(1)]
+        core.enqueue(normal)
+        core.lock_answers(normal, locked={1}, refused=set(), failed=set())
+        assert core.settle(pt, 1, {1}) == [] and normal.outcome == COMPLETE    # held back
+        if restore_ends == "finished":
+            txn = core.accept_finish(7, restored, live=True)
+            txn.oids = [p64(2)]
+            core.enqueue(txn)
+            assert [t.tid for t in core.queue] == [restored, p64(200)]
+            assert core.settle(pt, 1, {1}) == []                   # the restore is not locked yet
+            core.lock_answers(txn, locked={1}, refused=set(), failed=set())
+            assert [t.tid for t in core.settle(pt, 1, {1})] == [restored, p64(200)]
+        else:
+            if restore_ends == "aborted":
+                core.check_abort(7, restored, lambda node: True)
+            else:
+                core.session_ended(7)
+            assert [t.tid for t in core.settle(pt, 1, {1})] == [p64(200)]
