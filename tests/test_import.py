@@ -178,3 +178,58 @@ def test_a_transaction_differing_on_the_target_is_named_record_by_record():
     bad = {a: RevisionDigest(False, 99, None, None), b: RevisionDigest(False, 12, None, 4)}
     found = digest_differences(expected, Meta, bad)
     assert len(found) == 2 and "data checksum" in found[0] and "blob of 5 bytes" in found[1]
+
+
+def test_a_commit_finished_during_a_restore_is_acknowledged_after_it(tmp_path):
+    """A restore holds its tid from tpc_begin; another client's commit finished
+    meanwhile gets a later tid and is acknowledged only once the restore ended, so
+    commits stay in tid order."""
+    import threading
+    import urllib.request
+
+    import transaction
+    from prometheus_client.parser import text_string_to_metric_families
+    from ZODB.Connection import TransactionMetaData
+    from ZODB.utils import newTid
+
+    def finishing(address):
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=30) as reply:
+            text = reply.read().decode()
+        return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                    if s.name == "neoarray_master_transactions" and s.labels == {"state": "finishing"})
+
+    for cluster in running_cluster(tmp_path / "cluster", metrics=True):
+        db = ZODB.DB(cluster.open_storage())
+        restorer = cluster.open_storage()
+        try:
+            tm = transaction.TransactionManager()
+            root = db.open(tm).root()
+            root["x"] = 0
+            tm.commit()
+            meta = TransactionMetaData(description="restored")
+            restored_tid = newTid(restorer.lastTransaction())
+            restorer.tpc_begin(meta, restored_tid, " ")
+            restorer.restore(restorer.new_oid(), restored_tid, b"restored record", "", None, meta)
+            order, tids = [], {}
+
+            def commit():
+                root["x"] = 1
+                tm.commit()
+                tids["commit"] = root._p_serial
+                order.append("commit")
+            writer = threading.Thread(target=commit)
+            writer.start()
+            master = cluster.metrics_addresses()["master"]
+            deadline = time.monotonic() + 60
+            while writer.is_alive() and finishing(master) < 1:     # the commit reached Finish
+                assert time.monotonic() < deadline, "the commit never reached the master's Finish"
+                time.sleep(0.05)
+            restorer.tpc_vote(meta)
+            tids["restore"] = restorer.tpc_finish(meta)
+            order.append("restore")
+            writer.join(60)
+            assert order == ["restore", "commit"]
+            assert tids["restore"] == restored_tid < tids["commit"]
+        finally:
+            restorer.close()
+            db.close()
