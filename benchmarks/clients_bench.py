@@ -9,6 +9,9 @@ no conflicts), all clients at once, one thread each:
                       of the clients (median of each): a server doing work per
                       existing client on each join shows up as a growing figure.
 ``concurrent_commits`` commits/s of all clients together.
+``storage_fsyncs_per_commit`` (neoarray) fsyncs of the storage node per commit while
+                      they ran: below the 1 of a lone client's commit when commits
+                      arriving together share an fsync (group commit, ``neoarray/kv.py``).
 
 Storages: ``neoarray-1s-net`` (``LocalCluster``, 1 storage node, every load over
 gRPC) and ``zeo`` (a real ``runzeo`` process over a FileStorage).  Before the
@@ -40,6 +43,7 @@ import time
 import transaction
 import ZODB
 from persistent.mapping import PersistentMapping
+from ZODB.POSException import ReadConflictError
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -55,9 +59,23 @@ def open_clients(target, count: int) -> tuple[list, list[float]]:
     return storages, times_ms
 
 
-def concurrent_commits(storages, commits: int) -> float:
+def open_db(storage):
+    """``ZODB.DB(storage)``, once the client sees the root another client created: a
+    ZEO client learns of it from its invalidation stream, which may lag behind (its
+    first transaction then raises ReadConflictError; neoarray's ``sync`` asks the master)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return ZODB.DB(storage, pool_size=1)
+        except ReadConflictError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def concurrent_commits(target, storages, commits: int) -> float:
     """Every client commits ``commits`` transactions at once; commits/s of them all."""
-    dbs = [ZODB.DB(s, pool_size=1) for s in storages]
+    dbs = [open_db(s) for s in storages]
     try:
         with dbs[0].transaction() as conn:          # one object per client, created first
             for i in range(len(dbs)):
@@ -87,8 +105,12 @@ def concurrent_commits(storages, commits: int) -> float:
         elapsed = time.perf_counter() - began
         if errors:
             raise RuntimeError(f"{len(errors)} clients failed: {errors[0]!r}")
-        with dbs[-1].transaction() as conn:
-            values = [conn.root()[f"client-{i}"]["n"] for i in range(len(dbs))]
+        check = ZODB.DB(target.writer())     # a new client: what is committed, not a stale view
+        try:
+            with check.transaction() as conn:
+                values = [conn.root()[f"client-{i}"]["n"] for i in range(len(dbs))]
+        finally:
+            check.close()
         assert values == [commits] * len(dbs), "a commit is missing"
         return len(dbs) * commits / elapsed
     finally:
@@ -96,14 +118,26 @@ def concurrent_commits(storages, commits: int) -> float:
             db.close()
 
 
+def storage_fsyncs(target) -> float:
+    """fsyncs so far of the storage nodes of a ``NeoTarget`` started with metrics."""
+    from benchmarks.commit_costs import scrape
+    return sum(scrape(address, ("neoarray_storage_fsyncs_total",)).get("neoarray_storage_fsyncs_total", 0.0)
+               for name, address in target.cluster.metrics_addresses().items() if name != "master")
+
+
 def measure(target, clients: int, commits: int) -> list[dict]:
     with target:
         storages, times = open_clients(target, clients)
         tenth = max(1, clients // 10)
+        neo = isinstance(target, NeoTarget)
+        fsyncs = storage_fsyncs(target) if neo else 0.0
+        rate = concurrent_commits(target, storages, commits)
         out = [{"bench": "connect_ms_first", "value": round(statistics.median(times[:tenth]), 2), "unit": "ms"},
                {"bench": "connect_ms_last", "value": round(statistics.median(times[-tenth:]), 2), "unit": "ms"},
-               {"bench": "concurrent_commits", "value": round(concurrent_commits(storages, commits), 1),
-                "unit": "commits/s"}]
+               {"bench": "concurrent_commits", "value": round(rate, 1), "unit": "commits/s"}]
+        if neo:     # the clients' commits and the one that made their objects
+            per_commit = (storage_fsyncs(target) - fsyncs) / (clients * commits + 1)
+            out.append({"bench": "storage_fsyncs_per_commit", "value": round(per_commit, 3), "unit": "fsyncs"})
     for rec in out:
         rec.update(storage=target.name, clients=clients)
     return out
@@ -117,7 +151,8 @@ def main(argv=None) -> int:
     workdir = tempfile.mkdtemp(prefix="clients-bench-")
     try:
         results = {}
-        for target in (NeoTarget("neoarray-1s-net", workdir, 1, 0, local_reads=False), ZeoTarget(workdir)):
+        for target in (NeoTarget("neoarray-1s-net", workdir, 1, 0, local_reads=False, metrics=True),
+                       ZeoTarget(workdir)):
             for rec in measure(target, opts.clients, opts.commits):
                 print(json.dumps(rec), flush=True)
                 results[(rec["storage"], rec["bench"])] = rec["value"]

@@ -63,7 +63,8 @@ class LMDBStore:
 
     Commits do not fsync by themselves (``sync=False``); the backend calls ``sync()``
     at the points where durability is promised (vote, lock), so a burst of stores
-    costs one fsync.  A killed process loses nothing: written pages are in the OS
+    costs one fsync, and ``sync()`` is a group commit: votes and locks of transactions
+    arriving together share fsyncs.  A killed process loses nothing: written pages are in the OS
     page cache.
     """
 
@@ -79,7 +80,10 @@ class LMDBStore:
         self.dbs = {name: self.env.open_db(name.encode(), create=not readonly) for name in DATABASES}
         self._write_behind = None if readonly else _WriteBehind(os.path.join(path, "data.mdb"))
         self.syncs = self.write_transactions = 0
-        self._syncs_mutex = threading.Lock()
+        self.committed_writes = 0           # write transactions committed (their sequence)
+        self._synced_writes = 0             # those that an fsync finished since covered
+        self._syncing = False
+        self._sync_done = threading.Condition(threading.Lock())
 
     def read(self, buffers: bool = False):
         return _LMDBTxn(self, write=False, buffers=buffers)
@@ -88,9 +92,28 @@ class LMDBStore:
         return _LMDBTxn(self, write=True)
 
     def sync(self) -> None:
-        self.env.sync(True)
-        with self._syncs_mutex:
-            self.syncs += 1
+        """Make every write transaction committed before this call durable (group
+        commit): an fsync that started after the caller's write covers it, so threads
+        that sync at once share fsyncs instead of queueing one each.  Call it outside
+        any mutex that other writers take, or nothing can be shared."""
+        with self._sync_done:
+            wanted = self.committed_writes
+            while self._synced_writes < wanted:
+                if not self._syncing:
+                    self._syncing = True
+                    covered = self.committed_writes
+                    break
+                self._sync_done.wait()
+            else:
+                return
+        try:
+            self.env.sync(True)
+        finally:
+            with self._sync_done:
+                self._syncing = False
+                self.syncs += 1
+                self._synced_writes = max(self._synced_writes, covered)
+                self._sync_done.notify_all()
 
     def write_behind(self) -> None:
         if self._write_behind is not None:
@@ -180,6 +203,7 @@ class _LMDBTxn:
         self.store = store
         self.dbs = store.dbs
         self.txn = store.env.begin(write=write, buffers=buffers)
+        self.write = write
         if write:       # counted while this thread holds LMDB's one writer lock
             store.write_transactions += 1
 
@@ -197,6 +221,9 @@ class _LMDBTxn:
                 if full is not None:
                     raise full from err
                 raise
+            if self.write:
+                with self.store._sync_done:
+                    self.store.committed_writes += 1
             return
         self.txn.abort()
         full = self.store.full_error(exc) if isinstance(exc, lmdb.MapFullError) else None

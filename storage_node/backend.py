@@ -404,8 +404,16 @@ class Backend(RecordReader):
         with self.kv.read() as txn:
             return {k: msgpack.unpackb(v) for k, v in txn.scan("voted_txn", b"")}
 
-    def lock(self, ttid: bytes, tid: bytes) -> list[bytes]:
-        """Commit ``ttid`` as ``tid``: records become revisions; durable on return.
+    def sync_votes(self) -> None:
+        """Make the votes recorded so far durable: ``vote(..., sync=False)`` under the
+        node's write mutex, then this outside it, so that concurrent votes (and locks)
+        share one fsync (``LMDBStore.sync``).  Nothing with ``vote_sync=False``."""
+        if self.vote_sync:
+            self.kv.sync()
+
+    def lock(self, ttid: bytes, tid: bytes, sync: bool = True) -> list[bytes]:
+        """Commit ``ttid`` as ``tid``: records become revisions; durable on return
+        (``sync=False``: once the caller's ``kv.sync()`` returned).
 
         Idempotent: locking again a transaction already locked does nothing.
         Returns the oids written.
@@ -433,7 +441,8 @@ class Backend(RecordReader):
             txn.delete("voted_txn", ttid)
             txn.put("locked", ttid, tid)
             self._raise_last(txn, tid, written)
-        self.kv.sync()
+        if sync:
+            self.kv.sync()
         self.space.release(ttid)
         return written
 

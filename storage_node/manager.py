@@ -232,7 +232,9 @@ class TransactionManager:
                 if dropped:    # by a truncation between the lock taking and now
                     raise RequestRefused(f"vote of 0x{ttid.hex()}: the transaction was dropped "
                                          f"by neoctl truncate while voting; it is not committed")
-                self.backend.vote(ttid, meta, sorted(wanted), node, sync=sync)
+                self.backend.vote(ttid, meta, sorted(wanted), node, sync=False)
+            if sync:        # outside the write mutex: concurrent votes and locks share fsyncs
+                self.backend.sync_votes()
         except BaseException:
             self._release(ttid)
             raise
@@ -298,10 +300,11 @@ class TransactionManager:
     # -- master side ----------------------------------------------------------------
     def lock(self, ttid: bytes, tid: bytes) -> None:
         with self.write_mutex:
-            oids = self.backend.lock(ttid, tid)
+            oids = self.backend.lock(ttid, tid, sync=False)
             if self.on_written is not None:
                 part = self.backend.partition
                 self.on_written({part(tid)} | {part(oid) for oid in oids})
+        self.backend.kv.sync()      # durable before it answers; outside the write mutex (group commit)
         self._release(ttid)
         self._forget(ttid)
 

@@ -441,3 +441,32 @@ def test_manager_truncate_drops_transactions_in_progress(make_backend):
     assert b.pending_ttids() == set() and b.voted() == {}
     m.store(p64(9), 5, [rec(1, b"c", p64(10))])          # the lock on oid 1 is gone
     assert m.vote(p64(9), 5, [], None, [p64(1)]).status == VOTED
+
+
+def test_concurrent_syncs_cover_every_write_before_them(tmp_path):
+    """Group commit: each ``sync()`` returns only once an fsync that began after the
+    caller's write finished; threads syncing at once may share one."""
+    import threading
+    kv = LMDBStore(str(tmp_path / "db"), 1 << 26)
+    covered, errors = [], []
+
+    def writer(n):
+        try:
+            for i in range(50):
+                with kv.write() as txn:
+                    txn.put("config", b"k%d-%d" % (n, i), b"v")
+                seq = kv.committed_writes           # at least this write's sequence
+                kv.sync()
+                covered.append(kv._synced_writes >= seq)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors and len(covered) == 200 and all(covered)
+        assert kv.committed_writes == 200 and 1 <= kv.syncs <= 200
+    finally:
+        kv.close()
