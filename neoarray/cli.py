@@ -16,6 +16,9 @@
     neoarray import PATH|--source-config FILE (--dir DIR | -a HOST:PORT -c NAME) [--follow]
         copy a FileStorage or any ZODB storage, whole history and blobs, into a running
         cluster, verified, resumable (:mod:`neoarray.importing`).
+    neoarray dashboard (--dir DIR | -a HOST:PORT -c NAME) [--bind HOST:PORT] [--scrape URL]...
+        serve a live web page of the cluster, its jobs, ingestion and arrays
+        (:mod:`neoarray.dashboard`).
 """
 from __future__ import annotations
 
@@ -164,6 +167,8 @@ def parse_args(argv=None):
     add_parser(sub)
     from .importing.cli import add_parser as add_import_parser
     add_import_parser(sub)
+    from .dashboard.cli import add_parser as add_dashboard_parser
+    add_dashboard_parser(sub)
     return p.parse_args(argv)
 
 
@@ -175,6 +180,9 @@ def main(argv=None) -> int:
         if opts.command == "job":
             from .jobs.cli import main as job_main
             return job_main(opts)
+        if opts.command == "dashboard":
+            from .dashboard.cli import main as dashboard_main
+            return dashboard_main(opts)
         if opts.command == "import":
             from .importing.cli import main as import_main
             return import_main(opts)
