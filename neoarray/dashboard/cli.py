@@ -1,7 +1,6 @@
 """The ``neoarray dashboard`` command line."""
 from __future__ import annotations
 
-import argparse
 import sys
 
 from .. import security

@@ -13,12 +13,21 @@ from bokeh.document import Document
 from bokeh.embed import file_html
 from bokeh.events import DocumentReady
 from bokeh.layouts import column, row
-from bokeh.models import (ColumnDataSource, CustomJS, DataTable, Div, NumberFormatter, Range1d,
-                          Select, TableColumn)
+from bokeh.models import (
+    ColumnDataSource,
+    CustomJS,
+    DataTable,
+    Div,
+    NumberFormatter,
+    Range1d,
+    Select,
+    TableColumn,
+)
 from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
 HISTORY_POINTS = 600      # points kept in the rate plots
+CELLS_TITLE = "cells (U up to date, O out of date, F feeding, C corrupted)"
 BUCKETS = 1200            # envelope buckets asked for the plot's width
 
 
@@ -137,8 +146,7 @@ def build(title: str, refresh_s: float) -> str:
         ("id", "node"), ("type", "type"), ("address", "address"), ("state", "state"),
         ("used", "storage used"), ("used_pct", "of map"), ("pending", "cells catching up"),
         ("repl", "replication")])
-    cells_source, cells_table = _table("cells", [("partition", "partition"), ("cells", "cells (U up to "
-                                                 "date, O out of date, F feeding, C corrupted)")])
+    cells_source, cells_table = _table("cells", [("partition", "partition"), ("cells", CELLS_TITLE)])
     jobs_source, jobs_table = _table("jobs", [("job", "job"), ("path", "state directory"),
                                               ("state", "state"), ("progress", "progress")], height=120)
     ingest_source, ingest_table = _table("ingest", [

@@ -34,8 +34,10 @@ def metrics_url(endpoint: str) -> str:
 
 def scrape(url: str, timeout_s: float) -> str:
     """The text of a metrics page; OSError (with the URL) when it cannot be read."""
+    if not url.startswith(("http://", "https://")):
+        raise OSError(f"cannot scrape {url}: only http:// and https:// endpoints are read")
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as reply:     # noqa: S310 (http(s) only: checked)
+        with urllib.request.urlopen(url, timeout=timeout_s) as reply:
             data = reply.read(SCRAPE_BYTES_MAX + 1)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise OSError(f"cannot scrape {url}: {getattr(exc, 'reason', exc)}") from None
@@ -96,8 +98,11 @@ class Gatherer:
     def node_endpoints(self) -> list[str]:
         if not self.cluster_dir:
             return []
-        return [metrics_url(open(p).read().strip())            # noqa: SIM115 (tiny file)
-                for p in sorted(glob.glob(os.path.join(glob.escape(self.cluster_dir), "*.metrics")))]
+        out = []
+        for path in sorted(glob.glob(os.path.join(glob.escape(self.cluster_dir), "*.metrics"))):
+            with open(path) as f:
+                out.append(metrics_url(f.read(256).strip()))
+        return out
 
     def snapshot(self) -> dict:
         """The page's JSON: cluster, node metrics, ingestion, jobs, arrays, errors."""
