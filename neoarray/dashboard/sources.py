@@ -145,19 +145,27 @@ class Gatherer:
         with self._db_lock:
             if self._db is None:
                 import ZODB
+                from ZODB.POSException import ReadOnlyError
 
                 from ..client.storage import NeoStorage
                 options = self.tls.options() if self.tls else {}
                 storage = NeoStorage(self.master, self.cluster, read_only=True,
                                      rpc_timeout_s=max(self.rpc_timeout_s, 10.0),
                                      connect_timeout_s=self.rpc_timeout_s, **options)
-                self._db = ZODB.DB(storage)
+                try:
+                    self._db = ZODB.DB(storage)
+                except ReadOnlyError:       # a new database: no root object yet
+                    storage.close()
+                    return None
             return self._db
 
     def _read(self, func):
         import transaction
+        db = self.db()
+        if db is None:
+            return func({})
         tm = transaction.TransactionManager()
-        conn = self.db().open(tm)
+        conn = db.open(tm)
         try:
             return func(conn.root())
         finally:

@@ -1,0 +1,136 @@
+"""The dashboard's web endpoints over real clusters: what they show, and who may see it.
+
+A cluster with an admin token (LocalCluster makes one) and metrics, and one with
+mutual TLS; real HTTP(S) requests to ``neoarray dashboard`` started as the command
+line starts it (``make_server`` of the parsed options).
+"""
+import json
+import os
+import ssl
+import urllib.parse
+
+import numpy as np
+import pytest
+
+import neoarray.array as na
+from neoarray import envelopes
+from neoarray.security import cluster_tls
+from tests.conftest import running_cluster
+
+from .dashboard_helpers import commit_array, dashboard, get, get_json
+
+
+@pytest.fixture(scope="module")
+def neo(tmp_path_factory):
+    yield from running_cluster(tmp_path_factory.mktemp("dash"), storages=2, replicas=1, metrics=True)
+
+
+@pytest.fixture(scope="module")
+def served(neo):
+    rng = np.random.default_rng(7)
+    a = na.full((50_000,), -1.0, chunks=(1000,))
+    values = rng.standard_normal(20_000)
+    a[5_000:25_000] = values
+    commit_array(neo, "series", a)
+    expected = np.full(50_000, -1.0)
+    expected[5_000:25_000] = values
+    with dashboard(neo.path) as server:
+        yield server, expected
+
+
+def test_refused_without_the_admin_token(served, neo):
+    server, _ = served
+    for path in ("", "api/state", "api/envelope?array=series", "login"):
+        status, body = get(server.url + path)
+        assert status == 401, (path, status)
+        assert "admin credential" in body and "admin.token" in body
+    status, body = get(server.url + "api/state", token="not-the-token")
+    assert status == 403 and "not the cluster's admin token" in body
+    status, _ = get(server.url + "login?token=wrong")
+    assert status == 403
+
+
+def test_state_shows_every_node_cells_and_metrics(served, neo):
+    server, _ = served
+    state = get_json(server.url + "api/state", neo.admin_token)
+    cluster = state["cluster"]
+    assert cluster["state"] == "RUNNING" and not state["errors"]
+    ids = {n["id"] for n in cluster["nodes"]}
+    assert {"S1", "S2"} <= ids and any(i.startswith("M") for i in ids)
+    assert cluster["storages"] == ["S1", "S2"] and cluster["replicas"] == 1
+    assert all(row["S1"] == "U" and row["S2"] == "U" for row in cluster["cells"])
+    assert cluster["replication_progress"] == 1.0
+    roles = sorted(m["role"] for m in state["node_metrics"])
+    assert roles == ["master", "storage", "storage"]
+    assert all(m["used_bytes"] > 0 for m in state["node_metrics"] if m["role"] == "storage")
+    assert {"name": "series", "length": 50_000, "dtype": "float64"} in state["arrays"]
+    again = get_json(server.url + "api/state", neo.admin_token)     # rates need two samples
+    assert again["commits_per_s"] is not None and again["commits_per_s"] >= 0
+
+
+def test_envelope_endpoint_equals_numpy(served, neo):
+    server, expected = served
+    for start, stop, buckets in [(None, None, 1200), (4_321, 26_000, 100), (49_990, 50_000, 50)]:
+        query = {"array": "series", "buckets": buckets}
+        if start is not None:
+            query.update(start=start, stop=stop)
+        doc = get_json(f"{server.url}api/envelope?{urllib.parse.urlencode(query)}", neo.admin_token)
+        lo, hi = (0, 50_000) if start is None else (start, stop)
+        starts, mins, maxs = envelopes.reference(expected, lo, hi, buckets)
+        assert doc["length"] == 50_000 and (doc["start"], doc["stop"]) == (lo, hi)
+        np.testing.assert_array_equal(doc["min"], mins)
+        np.testing.assert_array_equal(doc["max"], maxs)
+        np.testing.assert_array_equal(doc["x"], (starts[:-1] + starts[1:] - 1) / 2)
+
+
+def test_envelope_endpoint_refuses_bad_requests(served, neo):
+    server, _ = served
+    token = neo.admin_token
+    status, body = get(server.url + "api/envelope?array=nothing", token)
+    assert status == 404 and "no 1-d array named 'nothing'" in body
+    status, body = get(server.url + "api/envelope?array=series&buckets=0", token)
+    assert status == 400 and "buckets=0" in body
+    status, body = get(server.url + "api/envelope?array=series&start=abc", token)
+    assert status == 400 and "start='abc' is not a number" in body
+    status, body = get(server.url + "api/envelope", token)
+    assert status == 400 and "give the array" in body
+
+
+def test_login_sets_the_cookie_the_page_uses(served, neo):
+    server, _ = served
+    import http.cookiejar
+    import urllib.request
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(f"{server.url}login?token={urllib.parse.quote(neo.admin_token)}", timeout=30) as r:
+        assert r.status == 200 and "Bokeh" in r.read().decode()     # redirected to the page
+    with opener.open(server.url + "api/state", timeout=30) as r:
+        assert json.loads(r.read())["cluster"]["state"] == "RUNNING"
+
+
+@pytest.fixture(scope="module")
+def tls_neo(tmp_path_factory):
+    yield from running_cluster(tmp_path_factory.mktemp("dash-tls"), storages=1, tls=True)
+
+
+def _client_context(path, role):
+    tls = cluster_tls(path, role)
+    ctx = ssl.create_default_context(cafile=tls.ca_path)
+    if role != "none":
+        ctx.load_cert_chain(tls.cert_path, tls.key_path)
+    return ctx
+
+
+def test_tls_needs_an_admin_certificate(tls_neo):
+    with dashboard(tls_neo.path) as server:
+        assert server.url.startswith("https://")
+        state = get_json(server.url + "api/state", context=_client_context(tls_neo.path, "admin"))
+        assert {n["id"] for n in state["cluster"]["nodes"]} >= {"S1"}
+        status, body = get(server.url + "api/state", context=_client_context(tls_neo.path, "client"))
+        assert status == 403 and "carries client" in body and "admin client certificate" in body
+        no_cert = ssl.create_default_context(cafile=cluster_tls(tls_neo.path, "admin").ca_path)
+        status, body = get(server.url + "api/state", context=no_cert)
+        assert status == 401 and "admin credential" in body
+        token = tls_neo.admin_token
+        assert token and get(server.url + "api/state", token, context=no_cert)[0] == 200
+        assert os.path.exists(os.path.join(tls_neo.path, "admin.token"))
