@@ -80,8 +80,10 @@ def write_array(db, args):
         written[lo:hi] = rng.standard_normal(hi - lo)
         a[first + lo:first + hi] = written[lo:hi]
         tm.commit()
-    grid = args.items // args.chunk_items
-    for k in rng.choice(grid, size=args.scattered, replace=False):
+    grid = np.arange(args.items // args.chunk_items)
+    lo_chunk, hi_chunk = first // args.chunk_items, (first + args.written - 1) // args.chunk_items
+    outside = grid[(grid < lo_chunk) | (grid > hi_chunk)]       # the written run stays numpy's
+    for k in rng.choice(outside, size=min(args.scattered, len(outside)), replace=False):
         lo = int(k) * args.chunk_items
         a[lo:lo + args.chunk_items] = rng.standard_normal(args.chunk_items) * 3
         tm.commit()
