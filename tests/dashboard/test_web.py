@@ -10,7 +10,10 @@ import ssl
 import urllib.parse
 
 import numpy as np
+import prometheus_client
 import pytest
+import transaction
+import ZODB
 
 import neoarray.array as na
 from neoarray import envelopes
@@ -26,7 +29,22 @@ def neo(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served(neo):
+def ingest_endpoint():
+    """A real Prometheus endpoint with ingestion-like counters (what `neoarray ingest`
+    exposes: records in, committed, rejected; lag)."""
+    registry = prometheus_client.CollectorRegistry()
+    counters = {name: prometheus_client.Counter(f"neoarray_ingest_records_{name}", name, registry=registry)
+                for name in ("in", "committed", "rejected")}
+    prometheus_client.Gauge("neoarray_ingest_lag_seconds", "lag", registry=registry).set(0.25)
+    prometheus_client.Counter("unrelated_total", "not shown", registry=registry).inc()
+    server, thread = prometheus_client.start_http_server(0, addr="127.0.0.1", registry=registry)
+    yield f"127.0.0.1:{server.server_port}", counters
+    server.shutdown()
+    thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def served(neo, ingest_endpoint, tmp_path_factory):
     rng = np.random.default_rng(7)
     a = na.full((50_000,), -1.0, chunks=(1000,))
     values = rng.standard_normal(20_000)
@@ -34,7 +52,9 @@ def served(neo):
     commit_array(neo, "series", a)
     expected = np.full(50_000, -1.0)
     expected[5_000:25_000] = values
-    with dashboard(neo.path) as server:
+    jobs_dir = tmp_path_factory.mktemp("jobs")
+    with dashboard(neo.path, "--scrape", ingest_endpoint[0], "--jobs", str(jobs_dir)) as server:
+        server.jobs_dir = jobs_dir
         yield server, expected
 
 
@@ -134,3 +154,42 @@ def test_tls_needs_an_admin_certificate(tls_neo):
         token = tls_neo.admin_token
         assert token and get(server.url + "api/state", token, context=no_cert)[0] == 200
         assert os.path.exists(os.path.join(tls_neo.path, "admin.token"))
+
+
+def test_ingestion_rates_are_scraped(served, neo, ingest_endpoint):
+    server, _ = served
+    address, counters = ingest_endpoint
+    get_json(server.url + "api/state", neo.admin_token)
+    counters["in"].inc(1000)
+    counters["committed"].inc(900)
+    counters["rejected"].inc(3)
+    state = get_json(server.url + "api/state", neo.admin_token)
+    rows = {row["metric"]: row for row in state["ingestion"]}
+    assert set(rows) == {"neoarray_ingest_records_in_total", "neoarray_ingest_records_committed_total",
+                         "neoarray_ingest_records_rejected_total", "neoarray_ingest_lag_seconds"}
+    assert rows["neoarray_ingest_records_committed_total"]["value"] == 900
+    assert rows["neoarray_ingest_records_committed_total"]["per_s"] > 0
+    assert rows["neoarray_ingest_lag_seconds"]["value"] == 0.25
+    assert all(row["endpoint"] == f"http://{address}/metrics" for row in rows.values())
+
+
+def test_job_progress_is_shown(served, neo):
+    server, expected = served
+    from neoarray import jobs
+    db = ZODB.DB(neo.open_storage())
+    try:
+        tm = transaction.TransactionManager()
+        conn = db.open(tm)
+        result = jobs.reduce(conn.root()["series"], "sum", state_dir=str(server.jobs_dir / "sum"),
+                             piece_bytes=80_000)
+        assert np.isclose(result, expected.sum())
+        tm.abort()
+        conn.close()
+    finally:
+        db.close()
+    state = get_json(server.url + "api/state", neo.admin_token)
+    [job] = state["jobs"]
+    assert job["job"] == "reduce sum" and job["state"] == "finished"
+    with open(server.jobs_dir / "sum" / "job.json") as f:
+        pieces = len(json.load(f)["pieces"])
+    assert job["pieces_total"] == job["pieces_done"] == pieces > 1 and job["progress"] == 1.0
