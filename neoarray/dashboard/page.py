@@ -41,7 +41,7 @@ def _table(name: str, columns: list[tuple[str, str]], height: int = 180, **forma
 
 _JS = """
 const S = {buckets: %(buckets)d, refresh: %(refresh_ms)d, history: %(history)d,
-           busy: false, array: null, length: 0, muted: false, timer: null};
+           busy: false, array: null, length: 0, muted: false, timer: null, seq: 0};
 function fmt(v, d) { return (v === null || v === undefined) ? '-' : Number(v).toFixed(d); }
 function bytes(v) {
   if (v === null || v === undefined) return '-';
@@ -58,7 +58,10 @@ async function drawEnvelope(start, stop) {
   if (!S.array) return;
   let url = 'api/envelope?array=' + encodeURIComponent(S.array) + '&buckets=' + S.buckets;
   if (start !== null) url += '&start=' + Math.max(0, Math.floor(start)) + '&stop=' + Math.ceil(stop);
+  const seq = ++S.seq;
   const e = await getJSON(url);
+  if (seq !== S.seq) return;      // a newer view (a zoom, another array) was asked meanwhile
+  if (start !== null && (xr.start !== start || xr.end !== stop)) return;   // the view moved: asked again
   const following = start === null || stop >= S.length;
   S.length = e.length;
   env.data = {x: e.x, lo: e.min, hi: e.max};
