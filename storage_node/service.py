@@ -215,6 +215,21 @@ def _chunk_state(record, extent: tuple, spec: _ReduceSpec, offset: int = 0) -> t
 
 
 
+def _check_envelope_reply(spec: _ReduceSpec, extents, offsets) -> None:
+    """Refuse an envelope request whose chunks overlap in the span: disjoint chunks
+    touch at most ``bins + len(chunks)`` buckets in all, which bounds the reply."""
+    start, stop = spec.span
+    touched = 0
+    for (size,), offset in zip(extents, offsets):
+        lo, hi = max(offset, start), min(offset + size, stop)
+        if lo < hi:
+            touched += (envelopes.bucket_of(hi - 1, start, stop, spec.bins)
+                        - envelopes.bucket_of(lo, start, stop, spec.bins) + 1)
+    if touched > spec.bins + len(extents):
+        raise RequestRefused(f"envelope chunks overlap: they touch {touched} buckets of {spec.bins}; "
+                             f"each chunk once, at its own offset")
+
+
 _CELL_STATES = (cpb.UP_TO_DATE, cpb.OUT_OF_DATE, cpb.FEEDING, cpb.CORRUPTED)
 
 
@@ -350,6 +365,8 @@ class StorageServicer(rpc.StorageServicer):
         spec = _reduce_spec(request, self.limits)
         extents = _extents(request, spec.chunk_shape)
         offsets = [ext.offset for ext in request.extents]
+        if spec.span is not None:
+            _check_envelope_reply(spec, extents, offsets)
         chunks = []
         for i in range(0, len(oids), _OIDS_PER_READ):
             with self.backend.kv.read(buffers=True) as txn:

@@ -159,3 +159,8 @@ def test_nodes_refuse_bad_envelope_requests(db, neo):
         request = spb.ReduceRequest(**{**base, **bad})
         with pytest.raises(RequestRefused, match=message):
             wire.call(stub.Reduce, request, 10.0, "reduce")
+    oid = b"\0" * 7 + b"\1"          # the same chunk many times: a reply many times the span
+    request = spb.ReduceRequest(**{**base, "chunk_shape": [100], "bins": 100, "oids": [oid] * 50,
+                                   "extents": [spb.ChunkExtent(sizes=[100], offset=0)] * 50})
+    with pytest.raises(RequestRefused, match="envelope chunks overlap"):
+        wire.call(stub.Reduce, request, 10.0, "reduce")
