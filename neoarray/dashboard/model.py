@@ -141,7 +141,7 @@ def ingestion_view(endpoint: str, samples: list[Sample], rates: Rates, now_s: fl
             continue
         labels = ",".join(f"{k}={v}" for k, v in s.labels)
         doc = {"endpoint": endpoint, "metric": s.name, "labels": labels, "value": s.value}
-        if s.kind == "counter":
+        if s.kind == "counter" or s.name.endswith("_total"):
             doc["per_s"] = rates.rate((endpoint, s.name, s.labels), s.value, now_s)
         out.append(doc)
     return out
