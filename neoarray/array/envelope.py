@@ -66,10 +66,13 @@ def _add_fill_runs(env, keys, first: int, last: int, size: int, fill) -> None:
 
 def _add_near_data(env, array, keys) -> list:
     """Merge the parts the storage nodes reduce; the keys they did not reduce."""
-    storage = getattr(getattr(array._p_jar, "db", lambda: None)(), "storage", None)
+    conn = array._p_jar
+    storage = getattr(getattr(conn, "db", lambda: None)(), "storage", None)
     before = _snapshot_before(array) if storage is not None else None
     if before is None or not hasattr(storage, "reduce_chunks"):
         return keys
+    if getattr(conn, "_registered_objects", None) or getattr(conn, "_added", None):
+        return keys             # changes not committed: the nodes hold the committed chunks
     tree, size, shape = array._tree, array.chunks[0], array.shape
     oids = {}
     for key in keys:

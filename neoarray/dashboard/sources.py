@@ -23,6 +23,7 @@ SCRAPE_BYTES_MAX = 4 << 20      # one metrics page
 JOB_DIRS_MAX = 64               # job state directories listed
 ARRAYS_LISTED_MAX = 64          # 1-d arrays found at the root
 ROOT_KEYS_SCANNED_MAX = 1000
+PLOTTED_KINDS = "biuf"          # dtype kinds of the arrays plotted
 
 
 def metrics_url(endpoint: str) -> str:
@@ -182,11 +183,11 @@ class Gatherer:
             out = []
             for name in names:
                 value = root.get(name)
-                if isinstance(value, ndarray) and value.ndim == 1:
+                if isinstance(value, ndarray) and value.ndim == 1 and value.dtype.kind in PLOTTED_KINDS:
                     out.append({"name": name, "length": int(value.shape[0]), "dtype": str(value.dtype)})
                 elif self.arrays:
                     out.append({"name": name, "length": 0, "dtype": "",
-                                "error": f"no 1-d array named {name!r} at the root"})
+                                "error": f"no 1-d array of numbers named {name!r} at the root"})
                 if len(out) >= ARRAYS_LISTED_MAX:
                     break
             return out
@@ -205,6 +206,9 @@ class Gatherer:
             array = root.get(name)
             if not isinstance(array, ndarray) or array.ndim != 1:
                 raise KeyError(f"no 1-d array named {name!r} at the root")
+            if array.dtype.kind not in PLOTTED_KINDS:
+                raise KeyError(f"the array {name!r} holds {array.dtype} items: the dashboard "
+                               f"plots bool, integer and float ones")
             length = int(array.shape[0])
             if length == 0:
                 return {"array": name, "length": 0, "x": [], "min": [], "max": [], "start": 0, "stop": 0}

@@ -18,6 +18,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from ..errors import NeoError
 from . import auth, page
 
 log = logging.getLogger("neoarray.dashboard")
@@ -94,6 +95,9 @@ class EnvelopeHandler(_Base):
             doc = await self.run(self.app_state.gatherer.envelope, name, start, stop, buckets)
         except KeyError as exc:
             return self.fail(404, str(exc.args[0]))
+        except NeoError as exc:      # the cluster unavailable, a request the nodes refused
+            log.warning("envelope of %r: %s", name, exc)
+            return self.fail(503, f"cannot compute the envelope of {name!r}: {exc}")
         self.send_json(doc)
 
 

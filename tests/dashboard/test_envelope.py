@@ -164,3 +164,24 @@ def test_nodes_refuse_bad_envelope_requests(db, neo):
                                    "extents": [spb.ChunkExtent(sizes=[100], offset=0)] * 50})
     with pytest.raises(RequestRefused, match="envelope chunks overlap"):
         wire.call(stub.Reduce, request, 10.0, "reduce")
+
+
+def test_uncommitted_changes_and_unstored_arrays_are_computed_here(db):
+    values = np.arange(3000, dtype=float)
+    a = na.full((3000,), 5.0, chunks=(100,))
+    a[:2000] = values[:2000]
+    expected = np.concatenate([values[:2000], np.full(1000, 5.0)])
+    got = envelope(a, 0, 3000, 30)                   # never stored: no node holds it
+    np.testing.assert_array_equal(got[2], envelopes.reference(expected, 0, 3000, 30)[2])
+    _commit(db, "changing", a)
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    try:
+        stored = conn.root()["changing"]
+        stored[100:200] = -1.0                      # not committed: the nodes hold the old chunk
+        expected[100:200] = -1.0
+        got = envelope(stored, 0, 3000, 30)
+        np.testing.assert_array_equal(got[1], envelopes.reference(expected, 0, 3000, 30)[1])
+    finally:
+        tm.abort()
+        conn.close()

@@ -50,6 +50,7 @@ def served(neo, ingest_endpoint, tmp_path_factory):
     values = rng.standard_normal(20_000)
     a[5_000:25_000] = values
     commit_array(neo, "series", a)
+    commit_array(neo, "labels", na.asarray(np.array(["abc", "de"])))     # not plotted
     expected = np.full(50_000, -1.0)
     expected[5_000:25_000] = values
     jobs_dir = tmp_path_factory.mktemp("jobs")
@@ -114,6 +115,8 @@ def test_envelope_endpoint_refuses_bad_requests(served, neo):
     assert status == 400 and "start='abc' is not a number" in body
     status, body = get(server.url + "api/envelope", token)
     assert status == 400 and "give the array" in body
+    status, body = get(server.url + "api/envelope?array=labels", token)
+    assert status == 404 and "holds <U3 items" in body
 
 
 def test_login_sets_the_cookie_the_page_uses(served, neo):
