@@ -1,6 +1,7 @@
 """The ``neoarray dashboard`` command line."""
 from __future__ import annotations
 
+import re
 import sys
 
 from .. import security
@@ -59,8 +60,16 @@ def make_server(opts):
     host, port = parse_bind(opts.bind)
     tls = security.tls_of(opts)
     token = security.read_token(opts.token_file) if opts.token_file else None
+    try:
+        re.compile(opts.ingest_pattern)
+    except re.error as exc:
+        raise NeoError(f"--ingest-pattern {opts.ingest_pattern!r} is not a regular expression: {exc}") from None
     if opts.dir:
-        master, cluster, dir_tls, dir_token = sources.credentials_of_dir(opts.dir)
+        try:
+            master, cluster, dir_tls, dir_token = sources.credentials_of_dir(opts.dir)
+        except OSError as exc:
+            raise NeoError(f"--dir {opts.dir!r} is not a cluster directory (neoarray cluster up "
+                           f"makes one): {exc}") from None
         master, cluster = opts.address or master, opts.cluster or cluster
         tls, token = tls or dir_tls, token or dir_token
     else:

@@ -71,3 +71,17 @@ def test_bearer_header():
     assert auth.bearer("bearer  abc ") == "abc"
     assert auth.bearer("Basic abc") is None
     assert auth.bearer(None) is None
+
+
+def test_the_command_line_names_what_is_wrong(tmp_path):
+    from neoarray.cli import parse_args
+    from neoarray.dashboard.cli import make_server
+    from neoarray.errors import NeoError
+    for argv, message in [(["--dir", str(tmp_path)], "is not a cluster directory"),
+                          (["-a", "127.0.0.1:1", "-c", "x", "--bind", "nope"], "give HOST:PORT"),
+                          (["-a", "127.0.0.1:1", "-c", "x", "--ingest-pattern", "("],
+                           "not a regular expression"),
+                          (["-a", "127.0.0.1:1"], "give the master address and cluster name"),
+                          (["-a", "127.0.0.1:1", "-c", "x", "--refresh-s", "0"], "0.1 to 3600")]:
+        with pytest.raises(NeoError, match=message):
+            make_server(parse_args(["dashboard", *argv]))
