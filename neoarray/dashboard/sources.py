@@ -23,6 +23,7 @@ SCRAPE_BYTES_MAX = 4 << 20      # one metrics page
 JOB_DIRS_MAX = 64               # job state directories listed
 ARRAYS_LISTED_MAX = 64          # 1-d arrays found at the root
 ROOT_KEYS_SCANNED_MAX = 1000
+SNAPSHOT_REUSE_S = 0.25         # a cluster reading serves the requests within this time
 PLOTTED_KINDS = "biuf"          # dtype kinds of the arrays plotted
 
 
@@ -93,6 +94,7 @@ class Gatherer:
         self.rates = model.Rates()
         self._lock = threading.Lock()        # Rates and the admin client: one snapshot at a time
         self._db = None
+        self._cached: tuple[float, dict] | None = None
         self._db_lock = threading.Lock()
 
     # -- the cluster -----------------------------------------------------------------
@@ -106,9 +108,13 @@ class Gatherer:
         return out
 
     def snapshot(self) -> dict:
-        """The page's JSON: cluster, node metrics, ingestion, jobs, arrays, errors."""
+        """The page's JSON: cluster, node metrics, ingestion, jobs, arrays, errors.  Pages
+        open in several browsers share one reading per :data:`SNAPSHOT_REUSE_S`."""
         with self._lock:
-            return self._snapshot()
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] >= SNAPSHOT_REUSE_S:
+                self._cached = (now, self._snapshot())
+            return self._cached[1]
 
     def _snapshot(self) -> dict:
         errors: list[str] = []

@@ -7,6 +7,7 @@ line starts it (``make_server`` of the parsed options).
 import json
 import os
 import ssl
+import time
 import urllib.parse
 
 import numpy as np
@@ -17,10 +18,17 @@ import ZODB
 
 import neoarray.array as na
 from neoarray import envelopes
+from neoarray.dashboard import sources
 from neoarray.security import cluster_tls
 from tests.conftest import running_cluster
 
 from .dashboard_helpers import commit_array, dashboard, get, get_json
+
+
+def fresh_state(server, token):
+    """``/api/state`` read anew (not the reading it shares with requests just before)."""
+    time.sleep(sources.SNAPSHOT_REUSE_S)
+    return get_json(server.url + "api/state", token)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +93,7 @@ def test_state_shows_every_node_cells_and_metrics(served, neo):
     assert roles == ["master", "storage", "storage"]
     assert all(m["used_bytes"] > 0 for m in state["node_metrics"] if m["role"] == "storage")
     assert {"name": "series", "length": 50_000, "dtype": "float64"} in state["arrays"]
-    again = get_json(server.url + "api/state", neo.admin_token)     # rates need two samples
+    again = fresh_state(server, neo.admin_token)     # rates need two readings
     assert again["commits_per_s"] is not None and again["commits_per_s"] >= 0
 
 
@@ -162,11 +170,11 @@ def test_tls_needs_an_admin_certificate(tls_neo):
 def test_ingestion_rates_are_scraped(served, neo, ingest_endpoint):
     server, _ = served
     address, counters = ingest_endpoint
-    get_json(server.url + "api/state", neo.admin_token)
+    fresh_state(server, neo.admin_token)
     counters["in"].inc(1000)
     counters["committed"].inc(900)
     counters["rejected"].inc(3)
-    state = get_json(server.url + "api/state", neo.admin_token)
+    state = fresh_state(server, neo.admin_token)
     rows = {row["metric"]: row for row in state["ingestion"]}
     assert set(rows) == {"neoarray_ingest_records_in_total", "neoarray_ingest_records_committed_total",
                          "neoarray_ingest_records_rejected_total", "neoarray_ingest_lag_seconds"}
@@ -190,7 +198,7 @@ def test_job_progress_is_shown(served, neo):
         conn.close()
     finally:
         db.close()
-    state = get_json(server.url + "api/state", neo.admin_token)
+    state = fresh_state(server, neo.admin_token)
     [job] = state["jobs"]
     assert job["job"] == "reduce sum" and job["state"] == "finished"
     with open(server.jobs_dir / "sum" / "job.json") as f:
