@@ -1,7 +1,7 @@
 """``neoarray``: run a local cluster, or the demo.
 
     neoarray cluster up DIR [--storages N] [--replicas R] [--partitions P] [--standby-masters M]
-                            [--metrics] [--tls]
+                            [--metrics] [--tls] [--dashboard [HOST:PORT]]
         start a master (and M standby masters) and N storage nodes as local processes
         serving DIR, print the master addresses (and with ``--metrics`` each node's
         Prometheus endpoint), and stop them on Ctrl-C or ``neoctl --dir DIR stop``;
@@ -16,6 +16,9 @@
     neoarray import PATH|--source-config FILE (--dir DIR | -a HOST:PORT -c NAME) [--follow]
         copy a FileStorage or any ZODB storage, whole history and blobs, into a running
         cluster, verified, resumable (:mod:`neoarray.importing`).
+    neoarray dashboard (--dir DIR | -a HOST:PORT -c NAME) [--bind HOST:PORT] [--scrape URL]...
+        serve a live web page of the cluster, its jobs, ingestion and arrays
+        (:mod:`neoarray.dashboard`).
 """
 from __future__ import annotations
 
@@ -33,7 +36,9 @@ from .errors import NeoError
 def cluster_up(opts) -> int:
     from .cluster import LocalCluster
     c = LocalCluster(opts.dir, storages=opts.storages, replicas=opts.replicas, partitions=opts.partitions,
-                     metrics=opts.metrics, tls=opts.tls, standby_masters=opts.standby_masters)
+                     metrics=opts.metrics or bool(opts.dashboard), tls=opts.tls,
+                     standby_masters=opts.standby_masters)
+    dashboard = None
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -49,6 +54,12 @@ def cluster_up(opts) -> int:
             print(f"  {name}: data {c.storage_dir(i)}, log {c.log_path(name)}", flush=True)
         for node, address in c.metrics_addresses().items():
             print(f"  metrics: {node} http://{address}/metrics", flush=True)
+        if opts.dashboard:
+            from .dashboard.cli import make_server
+            dashboard = make_server(parse_args(["dashboard", "--dir", opts.dir, "--bind", opts.dashboard]))
+            dashboard.start()
+            login = "login?token=$(cat DIR/admin.token)" if dashboard.state.policy.token else ""
+            print(f"  dashboard: {dashboard.url}{login.replace('DIR', opts.dir)}", flush=True)
         while not stop.wait(0.5):
             masters = [c.master_proc, *c.standby_procs.values()]
             if any(p.poll() == 0 for p in masters) or all(p.poll() is not None for p in masters):
@@ -56,6 +67,8 @@ def cluster_up(opts) -> int:
                 print(f"master exited with status {c.master_proc.poll()}", flush=True)
                 break
     finally:
+        if dashboard is not None:
+            dashboard.stop()
         c.stop()
     print("cluster stopped", flush=True)
     return 0
@@ -155,6 +168,8 @@ def parse_args(argv=None):
     up.add_argument("--tls", action="store_true", default=None,
                     help="mutual TLS on every port, with a CA and certificates made in DIR/tls (default: "
                          "off for a new DIR; a DIR made with --tls keeps it)")
+    up.add_argument("--dashboard", metavar="HOST:PORT", nargs="?", const="127.0.0.1:8050", default=None,
+                    help="also serve neoarray dashboard there (default 127.0.0.1:8050; implies --metrics)")
     up.add_argument("--standby-masters", type=int, default=0,
                     help="standby masters to start (each takes over when the primary is gone; "
                          "default: %(default)s)")
@@ -164,6 +179,8 @@ def parse_args(argv=None):
     add_parser(sub)
     from .importing.cli import add_parser as add_import_parser
     add_import_parser(sub)
+    from .dashboard.cli import add_parser as add_dashboard_parser
+    add_dashboard_parser(sub)
     return p.parse_args(argv)
 
 
@@ -175,6 +192,9 @@ def main(argv=None) -> int:
         if opts.command == "job":
             from .jobs.cli import main as job_main
             return job_main(opts)
+        if opts.command == "dashboard":
+            from .dashboard.cli import main as dashboard_main
+            return dashboard_main(opts)
         if opts.command == "import":
             from .importing.cli import main as import_main
             return import_main(opts)

@@ -14,7 +14,9 @@ problem) when the kernel is unknown, the batch exceeds
 do not match the oids or the chunk shape, the order or codec is unknown (or is a
 numcodecs one and numcodecs is not installed on the node: it is imported the first
 time a request names one), or the kernel cannot reduce those items (probed on one
-item).  Each oid then gets a status:
+item).  Kernel ``envelope`` (``neoarray.envelopes``) reduces 1-d chunks to the
+minima and maxima of the buckets of a span they touch; each extent carries the
+chunk's offset in the array.  Each oid then gets a status:
 ``REDUCED``; ``NO_OBJECT``/``NO_REVISION``/``DELETED`` as ``Load`` reports them; or
 ``NOT_A_CHUNK`` when the record is not a ``neoarray.array.chunks.Chunk`` whose state
 is one bytes opcode holding exactly the chunk's bytes (after the codec): the client
@@ -37,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neoarray import codecs, payload
+from neoarray import codecs, envelopes, payload
 from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
 from neoarray.ids import Z64
 from neoarray.ids import checked_id as _id
@@ -82,12 +84,15 @@ class _ReduceSpec:
     bins: int | None = None
     lo: float | None = None
     hi: float | None = None
+    span: tuple | None = None       # envelope: (start, stop)
 
     @property
     def raw_bytes(self) -> int:
         return math.prod(self.chunk_shape) * self.dtype.itemsize
 
-    def state(self, block) -> tuple:
+    def state(self, block, offset: int = 0) -> tuple:
+        if self.kernel == envelopes.KERNEL:
+            return envelopes.envelope_state(block, offset, *self.span, self.bins)
         return _kernels().block_state(self.kernel, block, self.acc, self.bins, self.lo, self.hi)
 
 
@@ -147,10 +152,29 @@ def _extents(req, shape) -> list[tuple]:
     return out
 
 
+def _envelope_params(req, limits) -> dict:
+    """The span and bucket count of an envelope request, checked."""
+    if len(req.chunk_shape) != 1:
+        raise RequestRefused(f"the envelope kernel reduces 1-d chunks, not chunk shape "
+                             f"{tuple(req.chunk_shape)}")
+    bins_max = min(limits.reduce_histogram_bins_max, envelopes.BUCKETS_MAX)
+    if not 1 <= req.bins <= bins_max:
+        raise RequestRefused(f"the envelope kernel needs 1 <= bins <= {bins_max}, not {req.bins}")
+    if not req.span_start < req.span_stop:
+        raise RequestRefused(f"the envelope kernel needs span_start < span_stop, not "
+                             f"{req.span_start} and {req.span_stop}")
+    if req.span_stop > envelopes.SPAN_ITEMS_MAX:
+        raise RequestRefused(f"the envelope kernel needs span_stop <= {envelopes.SPAN_ITEMS_MAX}, "
+                             f"not {req.span_stop}")
+    bins = envelopes.buckets_for(req.span_start, req.span_stop, req.bins)
+    return {"bins": bins, "span": (req.span_start, req.span_stop)}
+
+
 def _reduce_spec(req, limits) -> _ReduceSpec:
-    if req.kernel not in _kernels().BLOCK_STATES:
+    kernels = (*_kernels().BLOCK_STATES, envelopes.KERNEL)
+    if req.kernel not in kernels:
         raise RequestRefused(f"storage nodes run only the built-in kernels: "
-                             f"{', '.join(_kernels().BLOCK_STATES)}; not {req.kernel!r}")
+                             f"{', '.join(kernels)}; not {req.kernel!r}")
     dtype = _numeric_dtype(req.dtype, "item dtype")
     acc = _numeric_dtype(req.acc_dtype, "accumulator dtype")
     if req.order not in ("C", "F"):
@@ -162,17 +186,19 @@ def _reduce_spec(req, limits) -> _ReduceSpec:
                                  f"reduce_histogram_bins_max={limits.reduce_histogram_bins_max}, "
                                  f"not {req.bins}")
         hist = {"bins": req.bins, "lo": req.lo, "hi": req.hi}
+    elif req.kernel == envelopes.KERNEL:
+        hist = _envelope_params(req, limits)
     spec = _ReduceSpec(req.kernel, dtype, acc, _chunk_shape(req, dtype, limits), req.order,
                        _codec_spec(req), **hist)
     try:            # a one-item probe: refuse what the kernel cannot do before reading
-        spec.state(np.zeros(1, dtype=dtype))
+        spec.state(np.zeros(1, dtype=dtype), offset=spec.span[0] if spec.span else 0)
     except Exception as exc:  # noqa: BLE001 (numpy and Numba raise many kinds)
         raise RequestRefused(f"kernel {req.kernel!r} cannot reduce {dtype} items into "
                              f"{acc}: {type(exc).__name__}: {exc}") from None
     return spec
 
 
-def _chunk_state(record, extent: tuple, spec: _ReduceSpec) -> tuple | None:
+def _chunk_state(record, extent: tuple, spec: _ReduceSpec, offset: int = 0) -> tuple | None:
     """The block state of the in-bounds ``extent`` of a chunk ``record``, or None
     when the record is not a chunk of ``spec``'s shape (the client computes it)."""
     view = payload.chunk_payload_view(record)
@@ -185,8 +211,23 @@ def _chunk_state(record, extent: tuple, spec: _ReduceSpec) -> tuple | None:
     if len(raw) != spec.raw_bytes:
         return None
     block = np.frombuffer(raw, dtype=spec.dtype).reshape(spec.chunk_shape, order=spec.order)
-    return spec.state(block[tuple(slice(0, e) for e in extent)])
+    return spec.state(block[tuple(slice(0, e) for e in extent)], offset)
 
+
+
+def _check_envelope_reply(spec: _ReduceSpec, extents, offsets) -> None:
+    """Refuse an envelope request whose chunks overlap in the span: disjoint chunks
+    touch at most ``bins + len(chunks)`` buckets in all, which bounds the reply."""
+    start, stop = spec.span
+    touched = 0
+    for (size,), offset in zip(extents, offsets):
+        lo, hi = max(offset, start), min(offset + size, stop)
+        if lo < hi:
+            touched += (envelopes.bucket_of(hi - 1, start, stop, spec.bins)
+                        - envelopes.bucket_of(lo, start, stop, spec.bins) + 1)
+    if touched > spec.bins + len(extents):
+        raise RequestRefused(f"envelope chunks overlap: they touch {touched} buckets of {spec.bins}; "
+                             f"each chunk once, at its own offset")
 
 
 _CELL_STATES = (cpb.UP_TO_DATE, cpb.OUT_OF_DATE, cpb.FEEDING, cpb.CORRUPTED)
@@ -323,14 +364,19 @@ class StorageServicer(rpc.StorageServicer):
         before = _id(request.before, "before") if request.before else None
         spec = _reduce_spec(request, self.limits)
         extents = _extents(request, spec.chunk_shape)
+        offsets = [ext.offset for ext in request.extents]
+        if spec.span is not None:
+            _check_envelope_reply(spec, extents, offsets)
         chunks = []
         for i in range(0, len(oids), _OIDS_PER_READ):
             with self.backend.kv.read(buffers=True) as txn:
-                chunks.extend(self._reduce_one(txn, oid, extent, before, spec) for oid, extent
-                              in zip(oids[i:i + _OIDS_PER_READ], extents[i:i + _OIDS_PER_READ]))
+                chunks.extend(self._reduce_one(txn, oid, extent, before, spec, offset)
+                              for oid, extent, offset
+                              in zip(oids[i:i + _OIDS_PER_READ], extents[i:i + _OIDS_PER_READ],
+                                     offsets[i:i + _OIDS_PER_READ]))
         return pb.ReduceReply(chunks=chunks)
 
-    def _reduce_one(self, txn, oid: bytes, extent: tuple, before, spec) -> pb.ReducedChunk:
+    def _reduce_one(self, txn, oid: bytes, extent: tuple, before, spec, offset=0) -> pb.ReducedChunk:
         try:
             rec = self.backend.load_in(txn, oid, before=before, copy=False)
         except NoObject:
@@ -339,7 +385,7 @@ class StorageServicer(rpc.StorageServicer):
             return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.NO_REVISION)
         if rec.data is None:
             return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.DELETED, serial=rec.serial)
-        state = _chunk_state(rec.data, extent, spec)
+        state = _chunk_state(rec.data, extent, spec, offset)
         if state is None:
             return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.NOT_A_CHUNK, serial=rec.serial)
         return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.REDUCED, serial=rec.serial,

@@ -32,3 +32,13 @@ def test_the_install_commands_use_the_constraints_file_and_it_pins_the_tested_st
     pinned = {line.split("==")[0].lower() for line in _read("constraints.txt").splitlines()
               if "==" in line and not line.startswith("#")}
     assert {"hypothesis", "pytest", "numpy", "zodb", "grpcio", "protobuf"} <= pinned
+
+
+def test_ci_installs_chromium_for_the_browser_test_when_it_is_missing():
+    script = _read(".ci", "run")
+    lines = script.splitlines()
+    install = next(i for i, line in enumerate(lines) if "apt-get install -y chromium" in line
+                   and not line.lstrip().startswith("echo"))
+    assert "apt-get update" in lines[install]
+    assert any("[ ! -x /usr/bin/chromium ]" in line for line in lines[:install])
+    assert install < lines.index(quick_start_commands()[1])

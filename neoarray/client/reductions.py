@@ -31,7 +31,7 @@ class Reductions:
         self.reduce_attempts_max = reduce_attempts_max
 
     def reduce_chunks(self, oids, tid, kernel, *, dtype, acc, chunk_shape, order, extents,
-                      codec=None, bins=None, lo=None, hi=None) -> dict:
+                      codec=None, bins=None, lo=None, hi=None, span=None, offsets=None) -> dict:
         """Reduce array chunks on the storage nodes holding them: ``{oid: (state, serial)}``.
 
         ``state`` is ``neoarray.kernels.block_state(kernel, block, acc, bins, lo, hi)``
@@ -42,7 +42,10 @@ class Reductions:
         ``('zlib', level)`` or ``('numcodecs', config)``: the nodes need numcodecs
         then); ``serial`` is the revision reduced.  ``kernel`` is one of
         ``neoarray.kernels.BLOCK_STATES`` (``bins``, ``lo`` and ``hi`` for
-        ``histogram``); ``extents`` may also be a mapping from oid to extent.
+        ``histogram``), or ``neoarray.envelopes.KERNEL`` (1-d chunks; ``bins``
+        buckets over ``span``, ``(start, stop)``, and ``offsets``, the index of each
+        chunk's first item, a list or a mapping like ``extents``); ``extents`` may also
+        be a mapping from oid to extent.
 
         Oids absent from the result were not reduced (no revision before ``tid``,
         deleted, not a raw chunk record of that shape, no readable copy answered):
@@ -63,8 +66,16 @@ class Reductions:
         else:
             extent_of = dict(zip(oids, extents))
         oids = list(extent_of)          # each oid once
+        if offsets is None:
+            offset_of = {}
+        elif isinstance(offsets, collections.abc.Mapping):
+            offset_of = {oid: int(offsets[oid]) for oid in oids}
+        else:
+            offset_of = dict(zip(extent_of, (int(o) for o in offsets)))
         template = self._reduce_template(tid, kernel, dtype, acc, chunk_shape, order,
                                          codec, bins, lo, hi)
+        if span is not None:
+            template.span_start, template.span_stop = (int(x) for x in span)
         out: dict = {}
         tried: dict[bytes, set] = {oid: set() for oid in oids}
         todo = oids
@@ -72,7 +83,8 @@ class Reductions:
             batches = self._reduce_batches(todo, tried)
             if not batches:
                 break
-            jobs = [(batch, self.pool.submit(self._reduce_batch, nid, batch, template, extent_of))
+            jobs = [(batch, self.pool.submit(self._reduce_batch, nid, batch, template, extent_of,
+                                             offset_of))
                     for nid, batch in batches]
             todo = []
             for batch, job in jobs:
@@ -107,14 +119,15 @@ class Reductions:
         return [(nid, group[i:i + size]) for nid, group in groups.items()
                 for i in range(0, len(group), size)]
 
-    def _reduce_batch(self, nid, oids, template, extent_of) -> dict:
+    def _reduce_batch(self, nid, oids, template, extent_of, offset_of) -> dict:
         """``{oid: (state, serial)}`` of the chunks that node ``nid`` reduced."""
         from .. import kernels  # Numba: imported by the first reduction only
 
         request = spb.ReduceRequest()
         request.CopyFrom(template)
         request.oids.extend(oids)
-        request.extents.extend(spb.ChunkExtent(sizes=[int(e) for e in extent_of[oid]])
+        request.extents.extend(spb.ChunkExtent(sizes=[int(e) for e in extent_of[oid]],
+                                               offset=offset_of.get(oid, 0))
                                for oid in oids)
         reply = wire.call(self.link.storage(nid).Reduce, request, self.rpc_timeout_s,
                           f"reduce on S{nid}")

@@ -353,13 +353,15 @@ class RecoveryInfoReply(_message.Message):
     def __init__(self, last_tid: _Optional[bytes] = ..., last_oid: _Optional[bytes] = ..., voted_ttids: _Optional[_Iterable[bytes]] = ..., locked: _Optional[_Iterable[_Union[LockedTransaction, _Mapping]]] = ..., ptid: _Optional[int] = ...) -> None: ...
 
 class ChunkExtent(_message.Message):
-    __slots__ = ("sizes",)
+    __slots__ = ("sizes", "offset")
     SIZES_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
     sizes: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, sizes: _Optional[_Iterable[int]] = ...) -> None: ...
+    offset: int
+    def __init__(self, sizes: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class ReduceRequest(_message.Message):
-    __slots__ = ("oids", "before", "kernel", "dtype", "acc_dtype", "chunk_shape", "order", "extents", "codec", "codec_level", "bins", "lo", "hi", "codec_config")
+    __slots__ = ("oids", "before", "kernel", "dtype", "acc_dtype", "chunk_shape", "order", "extents", "codec", "codec_level", "bins", "lo", "hi", "codec_config", "span_start", "span_stop")
     OIDS_FIELD_NUMBER: _ClassVar[int]
     BEFORE_FIELD_NUMBER: _ClassVar[int]
     KERNEL_FIELD_NUMBER: _ClassVar[int]
@@ -374,6 +376,8 @@ class ReduceRequest(_message.Message):
     LO_FIELD_NUMBER: _ClassVar[int]
     HI_FIELD_NUMBER: _ClassVar[int]
     CODEC_CONFIG_FIELD_NUMBER: _ClassVar[int]
+    SPAN_START_FIELD_NUMBER: _ClassVar[int]
+    SPAN_STOP_FIELD_NUMBER: _ClassVar[int]
     oids: _containers.RepeatedScalarFieldContainer[bytes]
     before: bytes
     kernel: str
@@ -388,7 +392,9 @@ class ReduceRequest(_message.Message):
     lo: float
     hi: float
     codec_config: str
-    def __init__(self, oids: _Optional[_Iterable[bytes]] = ..., before: _Optional[bytes] = ..., kernel: _Optional[str] = ..., dtype: _Optional[str] = ..., acc_dtype: _Optional[str] = ..., chunk_shape: _Optional[_Iterable[int]] = ..., order: _Optional[str] = ..., extents: _Optional[_Iterable[_Union[ChunkExtent, _Mapping]]] = ..., codec: _Optional[str] = ..., codec_level: _Optional[int] = ..., bins: _Optional[int] = ..., lo: _Optional[float] = ..., hi: _Optional[float] = ..., codec_config: _Optional[str] = ...) -> None: ...
+    span_start: int
+    span_stop: int
+    def __init__(self, oids: _Optional[_Iterable[bytes]] = ..., before: _Optional[bytes] = ..., kernel: _Optional[str] = ..., dtype: _Optional[str] = ..., acc_dtype: _Optional[str] = ..., chunk_shape: _Optional[_Iterable[int]] = ..., order: _Optional[str] = ..., extents: _Optional[_Iterable[_Union[ChunkExtent, _Mapping]]] = ..., codec: _Optional[str] = ..., codec_level: _Optional[int] = ..., bins: _Optional[int] = ..., lo: _Optional[float] = ..., hi: _Optional[float] = ..., codec_config: _Optional[str] = ..., span_start: _Optional[int] = ..., span_stop: _Optional[int] = ...) -> None: ...
 
 class ReducedChunk(_message.Message):
     __slots__ = ("oid", "status", "serial", "state")

@@ -439,9 +439,14 @@ def examples(k: Known) -> dict[str, list]:
         "Storage.History": s.HistoryRequest(oid=oid, size=5),
         "Storage.Transactions": s.TransactionsRequest(partitions=list(range(k.partitions)), limit=10),
         "Storage.ObjectsSince": s.ObjectsSinceRequest(partitions=[0, 1], after_oid=k.data_oids[0], limit=10),
-        "Storage.Reduce": s.ReduceRequest(oids=k.data_oids, kernel="sum", dtype="<f8", acc_dtype="<f8",
-                                          chunk_shape=[100], order="C", extents=[
-                                              s.ChunkExtent(sizes=[100]) for _ in k.data_oids]),
+        "Storage.Reduce": [
+            s.ReduceRequest(oids=k.data_oids, kernel="sum", dtype="<f8", acc_dtype="<f8",
+                            chunk_shape=[100], order="C",
+                            extents=[s.ChunkExtent(sizes=[100]) for _ in k.data_oids]),
+            s.ReduceRequest(oids=k.data_oids, kernel="envelope", dtype="<f8", acc_dtype="<f8",
+                            chunk_shape=[100], order="C", bins=16, span_start=50, span_stop=1000,
+                            extents=[s.ChunkExtent(sizes=[100], offset=100 * i)
+                                     for i, _ in enumerate(k.data_oids)])],
         "Storage.CheckRecords": [s.CheckRecordsRequest(partition=p, table=t, max_tid=tid)
                                  for p in range(k.partitions) for t in (s.CHECK_OBJECTS, s.CHECK_TRANSACTIONS)],
         "Storage.ReplicaKeys": [s.ReplicaKeysRequest(partition=p, table=t, max_tid=tid)

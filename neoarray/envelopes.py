@@ -1,0 +1,127 @@
+"""Min/max envelopes of 1-d arrays: what a plot of a long series draws.
+
+The envelope of ``[start, stop)`` in ``n`` buckets is, for each bucket, the minimum
+and the maximum of its items.  Bucket ``b`` holds the items ``i`` with
+``(i - start) * n // span == b`` (``span = stop - start``; ``n`` is at most ``span``,
+so no bucket is empty): its first item is ``start + ceil(b * span / n)``
+(:func:`bucket_starts`), numpy's answer is ``np.minimum.reduceat(a[start:stop],
+bucket_starts(...) - start)`` (:func:`reference`).
+
+Storage nodes compute the part of the envelope of each chunk they hold (kernel
+:data:`KERNEL` of the ``Reduce`` request, :func:`envelope_state`); the client merges
+the per-chunk states and adds the fill value for the chunks never written
+(:class:`Envelope`).  This module decides and computes; it does no I/O:
+:func:`neoarray.array.envelope.envelope` asks the nodes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+KERNEL = "envelope"
+BUCKETS_MAX = 1 << 16      # buckets of one envelope (the node's reduce_histogram_bins_max too)
+SPAN_ITEMS_MAX = 1 << 46   # items of an array an envelope spans (bucket arithmetic in int64)
+
+
+def buckets_for(start: int, stop: int, buckets: int) -> int:
+    """How many buckets ``[start, stop)`` gets when ``buckets`` are asked: at most one
+    per item.  ValueError for an empty span or a count outside ``1..BUCKETS_MAX``."""
+    if not 0 <= start < stop:
+        raise ValueError(f"an envelope needs 0 <= start < stop, not start={start}, stop={stop}")
+    if stop > SPAN_ITEMS_MAX:
+        raise ValueError(f"an envelope spans items below {SPAN_ITEMS_MAX}, not up to {stop}")
+    if not 1 <= buckets <= BUCKETS_MAX:
+        raise ValueError(f"an envelope has 1 to {BUCKETS_MAX} buckets, not {buckets}")
+    return min(buckets, stop - start)
+
+
+def bucket_of(index, start: int, stop: int, n: int):
+    """The bucket of item ``index`` (an int or an int64 array)."""
+    return (index - start) * n // (stop - start)
+
+
+def bucket_starts(start: int, stop: int, n: int) -> np.ndarray:
+    """First item of each of the ``n`` buckets (int64), then ``stop``."""
+    b = np.arange(n + 1, dtype=np.int64)
+    span = stop - start
+    return start + (b * span + n - 1) // n
+
+
+def envelope_state(block, offset: int, start: int, stop: int, n: int) -> tuple:
+    """``(first bucket int64, minima, maxima)`` of the items of the 1-d ``block``
+    (its first item is item ``offset`` of the array) within ``[start, stop)``: one
+    minimum and maximum per bucket the block touches, from the first one.  A block
+    outside the span gives empty minima and maxima."""
+    block = np.asarray(block)
+    if block.ndim != 1:
+        raise ValueError(f"the envelope reduces 1-d blocks, not {block.ndim}-d ones")
+    lo, hi = max(offset, start), min(offset + block.shape[0], stop)
+    if lo >= hi:
+        empty = block[:0]
+        return np.int64(0), empty.copy(), empty.copy()
+    first, last = bucket_of(lo, start, stop, n), bucket_of(hi - 1, start, stop, n)
+    starts = bucket_starts(start, stop, n)[first:last + 1]
+    starts[0] = lo
+    part = block[lo - offset:hi - offset]
+    at = starts - lo
+    return (np.int64(first), np.minimum.reduceat(part, at), np.maximum.reduceat(part, at))
+
+
+def reference(values, start: int, stop: int, buckets: int) -> tuple:
+    """numpy's envelope of ``values[start:stop]``: ``(bucket starts, minima, maxima)``."""
+    n = buckets_for(start, stop, buckets)
+    starts = bucket_starts(start, stop, n)
+    part = np.asarray(values[start:stop])
+    at = starts[:-1] - start
+    return starts, np.minimum.reduceat(part, at), np.maximum.reduceat(part, at)
+
+
+class Envelope:
+    """The envelope of ``[start, stop)`` being merged from parts.
+
+    :meth:`add_state` merges a chunk's :func:`envelope_state`, :meth:`add_fill` the
+    items ``[lo, hi)`` that all equal one value (chunks never written); once every
+    item of the span was added, :meth:`result` gives ``(bucket starts, minima,
+    maxima)``, numpy's answer.
+    """
+
+    def __init__(self, start: int, stop: int, buckets: int, dtype):
+        self.start, self.stop = int(start), int(stop)
+        self.n = buckets_for(self.start, self.stop, int(buckets))
+        self.mins = np.zeros(self.n, dtype=dtype)
+        self.maxs = np.zeros(self.n, dtype=dtype)
+        self.covered = np.zeros(self.n, dtype=bool)
+        self.items = 0          # items added so far
+
+    def _merge(self, first: int, mins, maxs) -> None:
+        if first < 0 or first + len(mins) > self.n or len(mins) != len(maxs):
+            raise ValueError(f"an envelope part of {len(mins)} buckets from bucket {first} "
+                             f"does not fit {self.n} buckets")
+        sl = slice(first, first + len(mins))
+        seen = self.covered[sl]
+        self.mins[sl] = np.where(seen, np.minimum(self.mins[sl], mins), mins)
+        self.maxs[sl] = np.where(seen, np.maximum(self.maxs[sl], maxs), maxs)
+        self.covered[sl] = True
+
+    def add_state(self, state, items: int) -> None:
+        """Merge one chunk's state, which covered ``items`` items of the span."""
+        first, mins, maxs = state
+        if len(mins):
+            self._merge(int(first), np.asarray(mins), np.asarray(maxs))
+        self.items += items
+
+    def add_fill(self, lo: int, hi: int, value) -> None:
+        """Merge the items ``[lo, hi)`` (clipped to the span), all equal to ``value``."""
+        lo, hi = max(lo, self.start), min(hi, self.stop)
+        if lo >= hi:
+            return
+        first = int(bucket_of(lo, self.start, self.stop, self.n))
+        last = int(bucket_of(hi - 1, self.start, self.stop, self.n))
+        part = np.full(last - first + 1, value, dtype=self.mins.dtype)
+        self._merge(first, part, part)
+        self.items += hi - lo
+
+    def result(self) -> tuple:
+        if self.items != self.stop - self.start or not self.covered.all():
+            raise ValueError(f"the envelope holds {self.items} of the "
+                             f"{self.stop - self.start} items of its span")
+        return bucket_starts(self.start, self.stop, self.n), self.mins, self.maxs

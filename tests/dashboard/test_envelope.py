@@ -1,0 +1,187 @@
+"""Min/max envelopes computed near the data equal numpy's, unwritten chunks included.
+
+``neoarray.envelopes`` (the per-chunk states and their merge) against numpy on random
+blocks, then ``neoarray.array.envelope.envelope`` over arrays committed to a real
+cluster of 2 storage nodes (the nodes reduce the chunks), sparse ones and a NaN fill
+among them, with the chunks the nodes reduced checked to be all the stored ones.
+"""
+import numpy as np
+import pytest
+import transaction
+import ZODB
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import neoarray.array as na
+from neoarray import envelopes, wire
+from neoarray.array.envelope import envelope
+from neoarray.errors import RequestRefused
+from neoarray.proto import storage_pb2 as spb
+from tests.conftest import running_cluster
+
+
+@st.composite
+def spans(draw):
+    n = draw(st.integers(1, 300))
+    start = draw(st.integers(0, n - 1))
+    stop = draw(st.integers(start + 1, n))
+    return n, start, stop, draw(st.integers(1, 40)), draw(st.integers(1, 50))
+
+
+@settings(max_examples=200, deadline=None)
+@given(spans(), st.randoms(use_true_random=False))
+def test_merged_chunk_states_equal_numpy(span, rnd):
+    n, start, stop, buckets, chunk = span
+    values = np.array([rnd.uniform(-5, 5) for _ in range(n)])
+    env = envelopes.Envelope(start, stop, buckets, values.dtype)
+    for offset in range(0, n, chunk):
+        block = values[offset:offset + chunk]
+        lo, hi = max(offset, start), min(offset + len(block), stop)
+        if offset // chunk % 3 == 1:     # an "unwritten" chunk: its items all equal
+            values[offset:offset + chunk] = 1.5
+            env.add_fill(offset, offset + len(block), 1.5)
+        else:
+            env.add_state(envelopes.envelope_state(block, offset, start, stop, env.n),
+                          max(0, hi - lo))
+    starts, mins, maxs = env.result()
+    ref = envelopes.reference(values, start, stop, buckets)
+    np.testing.assert_array_equal(starts, ref[0])
+    np.testing.assert_array_equal(mins, ref[1])
+    np.testing.assert_array_equal(maxs, ref[2])
+    assert len(mins) == min(buckets, stop - start)
+
+
+def test_bad_spans_are_refused():
+    with pytest.raises(ValueError, match="0 <= start < stop"):
+        envelopes.Envelope(5, 5, 10, float)
+    with pytest.raises(ValueError, match="1 to 65536 buckets"):
+        envelopes.Envelope(0, 5, 0, float)
+    env = envelopes.Envelope(0, 10, 3, float)
+    env.add_fill(0, 5, 1.0)
+    with pytest.raises(ValueError, match="holds 5 of the 10 items"):
+        env.result()
+
+
+@pytest.fixture(scope="module")
+def neo(tmp_path_factory):
+    yield from running_cluster(tmp_path_factory.mktemp("envelope"), storages=2)
+
+
+@pytest.fixture
+def db(neo):
+    database = ZODB.DB(neo.open_storage())
+    yield database
+    transaction.abort()
+    database.close()
+
+
+def _commit(db, name, array):
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    conn.root()[name] = array
+    tm.commit()
+    conn.close()
+
+
+def _count_reduced(db):
+    """Count the oids the nodes reduced with the envelope kernel (wraps reduce_chunks)."""
+    seen = []
+    original = db.storage.reduce_chunks
+
+    def counting(oids, tid, kernel, **kw):
+        out = original(oids, tid, kernel, **kw)
+        if kernel == envelopes.KERNEL:
+            seen.extend(out)
+        return out
+    db.storage.reduce_chunks = counting
+    return seen
+
+
+@pytest.mark.parametrize("dtype,fill", [("<f8", np.nan), ("<f8", 0.0), ("<i4", -7), ("<f4", 2.5)])
+def test_sparse_arrays_equal_numpy(db, dtype, fill):
+    rng = np.random.default_rng(abs(hash((dtype, str(fill)))) % 2**32)
+    n, chunk = 10_000, 256
+    a = na.full((n,), fill, dtype=dtype, chunks=(chunk,))
+    expected = np.full(n, fill, dtype=dtype)
+    for _ in range(12):              # scattered written regions: most chunks stay unwritten
+        lo = int(rng.integers(0, n - 300))
+        hi = lo + int(rng.integers(1, 300))
+        values = (rng.standard_normal(hi - lo) * 100).astype(dtype)
+        a[lo:hi] = values
+        expected[lo:hi] = values
+    name = f"sparse-{dtype}-{fill}"
+    _commit(db, name, a)
+    reduced = _count_reduced(db)
+    conn = db.open(transaction.TransactionManager())
+    try:
+        stored = conn.root()[name]
+        keys = list(stored.chunk_keys())
+        for start, stop, buckets in [(0, n, 100), (0, n, 7), (1234, 5678, 1000),
+                                     (300, 301, 5), (0, n, 65536), (9_990, n, 3)]:
+            got = envelope(stored, start, stop, buckets)
+            ref = envelopes.reference(expected, start, stop, buckets)
+            for g, r in zip(got, ref):
+                np.testing.assert_array_equal(g, r)
+            assert got[1].dtype == np.dtype(dtype)
+        assert len(set(reduced)) == len(keys) > 0    # every stored chunk reduced on the nodes
+    finally:
+        conn.close()
+
+
+def test_envelope_after_append_sees_new_data(db):
+    a = na.zeros((1000,), chunks=(100,))
+    _commit(db, "growing", a)
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    try:
+        arr = conn.root()["growing"]
+        before = envelope(arr, buckets=10)
+        arr.append(np.arange(500, dtype=float))
+        tm.commit()
+        after = envelope(arr, buckets=10)
+        assert before[2].max() == 0 and after[2].max() == 499
+        np.testing.assert_array_equal(after[2], envelopes.reference(
+            np.concatenate([np.zeros(1000), np.arange(500.0)]), 0, 1500, 10)[2])
+    finally:
+        conn.close()
+
+
+def test_nodes_refuse_bad_envelope_requests(db, neo):
+    storage = db.storage
+    nid = storage._link.readable(0)[0]
+    stub = storage._link.storage(nid)
+    base = {"kernel": "envelope", "dtype": "<f8", "acc_dtype": "<f8", "order": "C", "bins": 4,
+                "span_start": 0, "span_stop": 100}
+    for bad, message in [({"chunk_shape": [10, 10]}, "1-d chunks"),
+                         ({"chunk_shape": [10], "bins": 0}, "1 <= bins"),
+                         ({"chunk_shape": [10], "span_start": 50, "span_stop": 50}, "span_start < span_stop"),
+                         ({"chunk_shape": [10], "span_stop": 1 << 60}, "span_stop <=")]:
+        request = spb.ReduceRequest(**{**base, **bad})
+        with pytest.raises(RequestRefused, match=message):
+            wire.call(stub.Reduce, request, 10.0, "reduce")
+    oid = b"\0" * 7 + b"\1"          # the same chunk many times: a reply many times the span
+    request = spb.ReduceRequest(**{**base, "chunk_shape": [100], "bins": 100, "oids": [oid] * 50,
+                                   "extents": [spb.ChunkExtent(sizes=[100], offset=0)] * 50})
+    with pytest.raises(RequestRefused, match="envelope chunks overlap"):
+        wire.call(stub.Reduce, request, 10.0, "reduce")
+
+
+def test_uncommitted_changes_and_unstored_arrays_are_computed_here(db):
+    values = np.arange(3000, dtype=float)
+    a = na.full((3000,), 5.0, chunks=(100,))
+    a[:2000] = values[:2000]
+    expected = np.concatenate([values[:2000], np.full(1000, 5.0)])
+    got = envelope(a, 0, 3000, 30)                   # never stored: no node holds it
+    np.testing.assert_array_equal(got[2], envelopes.reference(expected, 0, 3000, 30)[2])
+    _commit(db, "changing", a)
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    try:
+        stored = conn.root()["changing"]
+        stored[100:200] = -1.0                      # not committed: the nodes hold the old chunk
+        expected[100:200] = -1.0
+        got = envelope(stored, 0, 3000, 30)
+        np.testing.assert_array_equal(got[1], envelopes.reference(expected, 0, 3000, 30)[1])
+    finally:
+        tm.abort()
+        conn.close()
