@@ -139,6 +139,19 @@ class Reads:
         self.cache.put(oid, reply.data, reply.serial, reply.next_serial, None, colour)
         return reply.data
 
+    def load_committed(self, oid, serial, colour: str) -> bytes:
+        """``load_serial`` of a revision known to be committed (a conflict reported it):
+        a cell that has not yet locked its transaction answers no revision for a moment,
+        so ask again until ``rpc_timeout_s`` has passed."""
+        deadline = time.monotonic() + self.rpc_timeout_s
+        while True:
+            try:
+                return self.load_serial(oid, serial, colour)
+            except POSException.POSKeyError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
+
     def prefetch(self, oids, tid, colour: str) -> None:
         wanted = [oid for oid in oids if self.cache.get(oid, tid, colour) is None]
         for batch in self.by_node(wanted):
