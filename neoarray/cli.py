@@ -164,6 +164,8 @@ def parse_args(argv=None):
     add_parser(sub)
     from .importing.cli import add_parser as add_import_parser
     add_import_parser(sub)
+    from .ingest.service import add_parser as add_ingest_parser
+    add_ingest_parser(sub)
     return p.parse_args(argv)
 
 
@@ -178,6 +180,9 @@ def main(argv=None) -> int:
         if opts.command == "import":
             from .importing.cli import main as import_main
             return import_main(opts)
+        if opts.command == "ingest":
+            from .ingest.service import main as ingest_main
+            return ingest_main(opts)
         return demo(opts)
     except NeoError as exc:
         print(f"neoarray: {exc}", file=sys.stderr)
