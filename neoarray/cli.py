@@ -16,6 +16,10 @@
     neoarray import PATH|--source-config FILE (--dir DIR | -a HOST:PORT -c NAME) [--follow]
         copy a FileStorage or any ZODB storage, whole history and blobs, into a running
         cluster, verified, resumable (:mod:`neoarray.importing`).
+    neoarray ingest --mapping FILE (--dir DIR | -a HOST:PORT -c NAME) [--forward ADDR]
+                    [--http ADDR] [--mqtt ADDR --mqtt-topic T]
+        append records streamed over fluentd's Forward protocol, MQTT or HTTP to arrays,
+        in group commits acknowledged once durable (``neoarray.ingest.service``).
 """
 from __future__ import annotations
 

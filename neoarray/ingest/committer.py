@@ -54,22 +54,30 @@ class Committer:
     def submit(self, unit: core.Unit, timeout_s: float | None = None) -> bool:
         """Queue ``unit`` for the next group commit; wait for room up to ``timeout_s``
         (None: as long as it takes).  False: no room in time (or stopping)."""
-        n = len(unit.entries)
+        return self.submit_many([unit], timeout_s)
+
+    def submit_many(self, units: list, timeout_s: float | None = None) -> bool:
+        """Queue ``units`` (what an input read at once) in order, waiting for room as
+        ``submit``; all or none are queued."""
+        n = sum(len(u.entries) for u in units)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
             while not self._stopping and self._records and self._records + n > self.queue_records_max:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    self.stats.backpressure(unit.source)
+                    self.stats.backpressure(units[0].source)
                     return False
                 self._cond.wait(left)
             if self._stopping:
                 return False
-            unit.received_s = time.monotonic()
-            self._units.append(unit)
+            now = time.monotonic()
+            was_empty = not self._units
+            for unit in units:
+                unit.received_s = now
+            self._units.extend(units)
             self._records += n
-            self.stats.received(unit.source, n)
-            if len(self._units) == 1 or self._records >= self.policy.records_max:
+            self.stats.received(units[0].source, n)
+            if was_empty or self._records >= self.policy.records_max:
                 self._cond.notify_all()     # the committer's timer starts, or a group is due
         return True
 

@@ -140,8 +140,7 @@ class _Connection(socketserver.BaseRequestHandler):
             unpacker = _unpacker()
             if server.shared_key is not None and not self._handshake(sock, unpacker):
                 return
-            for message in unpacker:        # what came with the PING
-                self._message(message)
+            self._take(unpacker)            # what came with the PING
             while not self.broken:
                 if not self._wait_readable(sock):
                     continue
@@ -149,8 +148,7 @@ class _Connection(socketserver.BaseRequestHandler):
                 if not data:
                     break
                 unpacker.feed(data)
-                for message in unpacker:
-                    self._message(message)
+                self._take(unpacker)
             self._flush_acks(sock)
         except (OSError, ValueError, msgpack.UnpackException) as exc:
             log.info("forward: connection from %s ends: %s", self.client_address, exc)
@@ -173,18 +171,22 @@ class _Connection(socketserver.BaseRequestHandler):
         if acks:
             sock.sendall(b"".join(acks))
 
-    def _message(self, message):
-        server: ForwardServer = self.server
+    def _take(self, unpacker):
+        """Submit the units of the messages decoded so far, in one go."""
+        units = [u for u in map(self._unit, unpacker) if u is not None]
+        if units and not self.server.committer.submit_many(units):
+            raise OSError("the ingest service is stopping")
+
+    def _unit(self, message):
         try:
             tag, entries, option = decode(message)
         except (ProtocolError, zlib.error, ValueError, msgpack.UnpackException) as exc:
-            server.reject(f"forward protocol: {exc}")
-            return
+            self.server.reject(f"forward protocol: {exc}")
+            log.warning("forward: a message from %s rejected: %s", self.client_address, exc)
+            return None
         chunk = option.get("chunk")
-        unit = Unit(tag, entries, self._done_callback(chunk), dedup_key=f"forward:{chunk}" if chunk else None,
+        return Unit(tag, entries, self._done_callback(chunk), dedup_key=f"forward:{chunk}" if chunk else None,
                     source="forward")
-        if not server.committer.submit(unit):
-            raise OSError("the ingest service is stopping")
 
     def _done_callback(self, chunk):
         def done(outcome: Outcome):

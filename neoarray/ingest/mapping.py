@@ -9,7 +9,8 @@ the first route whose ``match`` (a shell pattern, ``fnmatch``) matches a record'
     array = "sensors"           # root key of the array (made when missing)
     layout = "struct"           # "struct": one array of a structured dtype (default)
                                 # "columns": one array per field, "<array>.<field>"
-    chunk_items = 65536         # items per chunk of a new array (optional)
+    chunk_items = 16384         # items per chunk of a new array (optional; each group
+                                # commit rewrites the last chunk: keep it small)
     fields = [                  # [name, dtype] or [name, dtype, source]
         ["time", "f8", "@time"],    # @time: the event time in seconds; @tag: the tag
         ["sensor", "u4"],           # source defaults to the name: record["sensor"]
@@ -32,7 +33,7 @@ import tomllib
 
 LAYOUTS = ("struct", "columns")
 SPECIAL_SOURCES = ("@time", "@tag")
-CHUNK_ITEMS_DEFAULT = 1 << 16
+CHUNK_ITEMS_DEFAULT = 1 << 14     # each group commit rewrites the last chunk: small ones keep commits quick
 
 
 class MappingError(ValueError):

@@ -15,7 +15,7 @@ import ZODB
 from tests.conftest import ROOT
 
 MAPPING = {"routes": [
-    {"match": "bench.*", "array": "bench", "chunk_items": 1 << 16,
+    {"match": "bench.*", "array": "bench", "chunk_items": 1 << 14,
      "fields": [["time", "f8", "@time"], ["seq", "u8"], ["sensor", "u8"], ["value", "f8"]]},
     {"match": "cols.*", "array": "cols", "layout": "columns",
      "fields": [["seq", "u8"], ["value", "f4"]]},
