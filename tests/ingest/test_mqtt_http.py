@@ -152,3 +152,44 @@ def test_http_json_msgpack_malformed_and_token(ingest_cluster, tmp_path):
     assert sorted(seqs.tolist()) == list(range(10)) + list(range(100, 105))      # 7 was not stored
     pairs = dict(zip(seqs.tolist(), read_array(ingest_cluster, "cols.value").tolist()))     # aligned columns
     assert pairs[3] == 0.75 and pairs[102] == 1.0
+
+
+def test_tls_on_the_forward_and_http_ports(ingest_cluster, tmp_path):
+    import socket
+    import ssl
+
+    from neoarray import security
+    tls_dir = security.generate(str(tmp_path / "tls"), "ingest-test")
+    token = tmp_path / "token"
+    token.write_text("tok\n")
+    port = free_port()
+    service = Service(ingest_cluster, tmp_path, "--http", "127.0.0.1:0", "--forward", f"127.0.0.1:{port}",
+                      "--listen-cert", os.path.join(tls_dir, "client.crt"),
+                      "--listen-key", os.path.join(tls_dir, "client.key"), "--token-file", str(token),
+                      "--group-ms", "10")
+    ctx = ssl.create_default_context(cafile=os.path.join(tls_dir, "ca.crt"))
+    try:
+        request = urllib.request.Request(f"https://{service.addresses['http']}/ingest/cols.tls", method="POST",
+                                         data=json.dumps({"seq": 500, "value": 5.0}).encode(),
+                                         headers={"Content-Type": "application/json", "Authorization": "Bearer tok"})
+        with urllib.request.urlopen(request, timeout=60, context=ctx) as reply:
+            assert reply.status == 200
+        with pytest.raises(OSError):      # plain HTTP on the TLS port: no answer
+            urllib.request.urlopen(request.full_url.replace("https", "http"), data=b"{}", timeout=10)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            unpacker = msgpack.Unpacker(raw=False)
+            unpacker.feed(s.recv(65536))            # HELO (the token is the shared key)
+            nonce = next(unpacker)[1]["nonce"]
+            import hashlib
+            s.sendall(msgpack.packb(["PING", "me", "salt", hashlib.sha512(b"saltme" + nonce + b"tok").hexdigest(),
+                                     "", ""]))
+            s.sendall(msgpack.packb(["cols.tls", 1, {"seq": 501, "value": 5.0}, {"chunk": "t1"}]))
+            answers = []
+            while len(answers) < 2:
+                unpacker.feed(s.recv(65536))
+                answers.extend(unpacker)
+            assert answers[0][:2] == ["PONG", True] and answers[1] == {"ack": "t1"}
+    finally:
+        service.stop()
+    assert {500, 501} <= set(read_array(ingest_cluster, "cols.seq").tolist())
