@@ -165,6 +165,7 @@ def http(service, records, opts, start):
     bodies = [msgpack.packb([record(start + s) for s in range(first, min(records, first + opts.chunk_records))])
               for first in range(0, records, opts.chunk_records)]
     lock = threading.Lock()
+    errors = []
 
     def worker():
         while True:
@@ -174,14 +175,20 @@ def http(service, records, opts, start):
                 body = bodies.pop()
             request = urllib.request.Request(f"http://{address}/ingest/bench.http", data=body, method="POST",
                                              headers={"Content-Type": "application/msgpack"})
-            with urllib.request.urlopen(request, timeout=120) as reply:
-                assert reply.status == 200
+            try:
+                with urllib.request.urlopen(request, timeout=120) as reply:
+                    assert reply.status == 200
+            except Exception as exc:  # noqa: BLE001 - reported below: a lost request voids the figure
+                errors.append(exc)
+                return
     threads = [threading.Thread(target=worker) for _ in range(opts.in_flight)]
     began = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    if errors:
+        raise SystemExit(f"{len(errors)} HTTP requests failed: {errors[0]!r}")
     return records / (time.perf_counter() - began)
 
 
@@ -296,6 +303,7 @@ def main(argv=None):
     p.add_argument("--latency-s", type=float, default=5.0)
     p.add_argument("--inputs", default="direct,forward_packed,http,forward_message,mqtt",
                    help="comma-separated figures to measure (direct is the baseline of the ratios)")
+    p.add_argument("--keep-dir", action="store_true", help="keep the cluster and the service's log")
     p.add_argument("--quick", action="store_true", help="a smoke run: 30,000 records, 1 repeat")
     opts = p.parse_args(argv)
     if opts.quick:
@@ -332,7 +340,10 @@ def main(argv=None):
             broker.terminate()
             broker.wait(10)
         cluster.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if opts.keep_dir:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     medians = {k: statistics.median(v) for k, v in rates.items()}
     summary = {f"{k}_records_per_s": round(v) for k, v in medians.items()}
     if "direct" in medians:

@@ -44,6 +44,7 @@ import transaction
 from ZODB.POSException import ConflictError
 
 from .core import check_memory
+from .errors import ArrayValueError
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,9 @@ def append(array, values: np.ndarray, axis: int) -> None:
     """Add ``values`` (already checked and cast by ``ndarray.append``) to ``array``'s
     log; fold them after the transaction commits (see the module docstring)."""
     if array._p_jar is None:
-        raise ValueError("a concurrent append needs an array stored in a database "
-                         "(add it to a connection's root and commit first)")
+        raise ArrayValueError("a concurrent append needs an array stored in a database "
+                              "(add it to a connection's root and commit first)")
+    values = np.asarray(values, dtype=array.dtype)      # stored as the array's items
     log_ = array._log
     if log_ is None:
         log_ = array._log = AppendLog()     # arrays made before logs existed: once

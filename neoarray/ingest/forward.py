@@ -245,6 +245,7 @@ class ForwardServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128        # connections waiting for accept (socketserver: 5)
 
     def __init__(self, address, committer, *, tls=None, shared_key: str | None = None,
                  connections_max: int = CONNECTIONS_MAX, reject=lambda reason: None):

@@ -132,6 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class IngestHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128        # connections waiting for accept (socketserver: 5)
 
     def __init__(self, address, committer, stats, *, tls=None, token: str | None = None,
                  body_bytes_max: int = BODY_BYTES_MAX, requests_max: int = REQUESTS_MAX):

@@ -87,8 +87,8 @@ def test_log_merges_and_fold_is_whole(tmp_path):
     c1.root()["a"] = na.zeros(0, dtype=np.int32, chunks=4)
     tm1.commit()
     tm2.begin()
-    c1.root()["a"].append(np.arange(5, dtype=np.int32), concurrent=True)
-    c2.root()["a"].append(np.arange(100, 103, dtype=np.int32), concurrent=True)
+    c1.root()["a"].append(np.arange(5, dtype=np.int8), concurrent=True)     # cast to the array's int32
+    c2.root()["a"].append([100, 101, 102], concurrent=True)
     assert len(c1.root()["a"]) == 0                 # not visible before its fold
     tm1.commit()
     tm2.commit()                                    # resolved: no ConflictError
