@@ -11,6 +11,8 @@ whole or not at all:
   bad records (counted as rejected, nothing stored);
 - 401 without the bearer token (``Authorization: Bearer <token>``) when one is set;
 - 404 for another path, 413 for a body over ``body_bytes_max``;
+- at most ``requests_max`` requests are ingested at once (more: 503) and
+  ``connections_max`` connections open (more: closed at once);
 - 503 (``Retry-After``) when the queue is full or the commit failed: send it again.
 
 TLS: ``tls`` (an ``ssl.SSLContext``) wraps every connection.
@@ -31,7 +33,8 @@ from .core import Outcome, Unit
 log = logging.getLogger(__name__)
 
 BODY_BYTES_MAX = 16 << 20
-REQUESTS_MAX = 64
+REQUESTS_MAX = 64              # requests being ingested at once (more: 503)
+CONNECTIONS_MAX = 256          # open connections (more: refused)
 PREFIX = "/ingest/"
 COMMIT_WAIT_S_MAX = 60.0
 JSON_TYPES = ("application/json",)
@@ -135,11 +138,25 @@ class IngestHTTPServer(ThreadingHTTPServer):
     request_queue_size = 128        # connections waiting for accept (socketserver: 5)
 
     def __init__(self, address, committer, stats, *, tls=None, token: str | None = None,
-                 body_bytes_max: int = BODY_BYTES_MAX, requests_max: int = REQUESTS_MAX):
+                 body_bytes_max: int = BODY_BYTES_MAX, requests_max: int = REQUESTS_MAX,
+                 connections_max: int = CONNECTIONS_MAX):
         self.committer, self.stats, self.tls, self.token = committer, stats, tls, token
         self.body_bytes_max = body_bytes_max
         self.slots = threading.BoundedSemaphore(requests_max)
+        self._connections = threading.BoundedSemaphore(connections_max)
         super().__init__(address, _Handler)
+
+    def verify_request(self, request, client_address):
+        if not self._connections.acquire(blocking=False):
+            log.warning("http: refusing %s: too many connections", client_address)
+            return False
+        return True
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
 
     def get_request(self):
         sock, addr = super().get_request()

@@ -57,6 +57,7 @@ def add_parser(sub):
                         help="the MQTT client id of the persistent session (default: %(default)s)")
     inputs.add_argument("--mqtt-format", choices=("json", "msgpack"), default="json")
     inputs.add_argument("--mqtt-user", help="MQTT user name (password from $NEOARRAY_MQTT_PASSWORD)")
+    inputs.add_argument("--mqtt-ca", help="CA certificate (PEM): TLS to the broker, verified against it")
     group = p.add_argument_group("group commits and bounds")
     group.add_argument("--group-records", type=int, default=10_000,
                        help="commit once this many records wait (default: %(default)s)")
@@ -162,7 +163,8 @@ class IngestService:
             host, port = _split(opts.mqtt)
             self.mqtt = MqttInput(host, port, opts.mqtt_topic, self.committer, self.stats,
                                   client_id=opts.mqtt_client_id, fmt=opts.mqtt_format, username=opts.mqtt_user,
-                                  password=os.environ.get("NEOARRAY_MQTT_PASSWORD"))
+                                  password=os.environ.get("NEOARRAY_MQTT_PASSWORD"),
+                                  tls=ssl.create_default_context(cafile=opts.mqtt_ca) if opts.mqtt_ca else None)
             self.mqtt.start()
             self.addresses["mqtt"] = opts.mqtt
         if opts.metrics_bind:
