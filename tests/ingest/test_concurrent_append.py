@@ -15,7 +15,7 @@ import neoarray.array as na
 from neoarray.array import streams
 
 WRITERS = 8
-APPENDS_PER_WRITER = 12
+APPENDS_PER_WRITER = 8
 ROWS = 7        # rows per append, so appends straddle chunk boundaries (chunks of 16)
 
 
