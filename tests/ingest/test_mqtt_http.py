@@ -193,3 +193,29 @@ def test_tls_on_the_forward_and_http_ports(ingest_cluster, tmp_path):
     finally:
         service.stop()
     assert {500, 501} <= set(read_array(ingest_cluster, "cols.seq").tolist())
+
+
+def test_http_backpressure_answers_503_when_the_queue_is_full(ingest_cluster, tmp_path):
+    """A queue of 10 records and group commits every 1.5 s: a second request while the
+    first waits finds no room and is told to come back; the first is then committed."""
+    import threading
+    service = Service(ingest_cluster, tmp_path, "--http", "127.0.0.1:0", "--queue-records", "10",
+                      "--group-ms", "1500", "--group-records", "1000", "--metrics-bind", "127.0.0.1:0")
+    address, first = service.addresses["http"], []
+    try:
+        rows = json.dumps([{"seq": 700 + i, "value": 0.0} for i in range(10)]).encode()
+        waiting = threading.Thread(target=lambda: first.append(_post(address, "cols.bp", rows)))
+        waiting.start()
+        deadline = time.monotonic() + 30
+        while value(scrape(service.addresses["metrics"]), "neoarray_ingest_queue_records") < 10:
+            assert time.monotonic() < deadline, "the first request never reached the queue"
+            time.sleep(0.02)
+        code, answer = _post(address, "cols.bp", json.dumps({"seq": 799, "value": 0.0}).encode())
+        assert code == 503 and "queue is full" in answer["error"]
+        waiting.join(60)
+        assert first == [(200, {"committed": 10, "duplicate": False})]
+        assert value(scrape(service.addresses["metrics"]), "neoarray_ingest_backpressure_total", input="http") == 1
+    finally:
+        service.stop()
+    seqs = set(read_array(ingest_cluster, "cols.seq").tolist())
+    assert set(range(700, 710)) <= seqs and 799 not in seqs
