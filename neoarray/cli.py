@@ -19,6 +19,10 @@
     neoarray dashboard (--dir DIR | -a HOST:PORT -c NAME) [--bind HOST:PORT] [--scrape URL]...
         serve a live web page of the cluster, its jobs, ingestion and arrays
         (:mod:`neoarray.dashboard`).
+    neoarray ingest --mapping FILE (--dir DIR | -a HOST:PORT -c NAME) [--forward ADDR]
+                    [--http ADDR] [--mqtt ADDR --mqtt-topic T]
+        append records streamed over fluentd's Forward protocol, MQTT or HTTP to arrays,
+        in group commits acknowledged once durable (``neoarray.ingest.service``).
 """
 from __future__ import annotations
 
@@ -181,6 +185,8 @@ def parse_args(argv=None):
     add_import_parser(sub)
     from .dashboard.cli import add_parser as add_dashboard_parser
     add_dashboard_parser(sub)
+    from .ingest.service import add_parser as add_ingest_parser
+    add_ingest_parser(sub)
     return p.parse_args(argv)
 
 
@@ -198,6 +204,9 @@ def main(argv=None) -> int:
         if opts.command == "import":
             from .importing.cli import main as import_main
             return import_main(opts)
+        if opts.command == "ingest":
+            from .ingest.service import main as ingest_main
+            return ingest_main(opts)
         return demo(opts)
     except NeoError as exc:
         print(f"neoarray: {exc}", file=sys.stderr)

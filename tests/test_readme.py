@@ -34,11 +34,13 @@ def test_the_install_commands_use_the_constraints_file_and_it_pins_the_tested_st
     assert {"hypothesis", "pytest", "numpy", "zodb", "grpcio", "protobuf"} <= pinned
 
 
-def test_ci_installs_chromium_for_the_browser_test_when_it_is_missing():
-    script = _read(".ci", "run")
-    lines = script.splitlines()
-    install = next(i for i, line in enumerate(lines) if "apt-get install -y chromium" in line
+def test_ci_installs_the_debian_packages_the_tests_drive_when_missing():
+    """Chromium (the dashboard's browser test) and Mosquitto (the MQTT tests) are
+    installed by .ci/run, before the README's test command, when they are missing."""
+    lines = _read(".ci", "run").splitlines()
+    install = next(i for i, line in enumerate(lines) if "apt-get install -y" in line
                    and not line.lstrip().startswith("echo"))
     assert "apt-get update" in lines[install]
-    assert any("[ ! -x /usr/bin/chromium ]" in line for line in lines[:install])
+    for package, probe in (("chromium", "/usr/bin/chromium"), ("mosquitto", "mosquitto")):
+        assert any(probe in line and f"missing+=({package})" in line for line in lines[:install]), package
     assert install < lines.index(quick_start_commands()[1])

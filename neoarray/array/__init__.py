@@ -31,6 +31,7 @@ from . import (
     ordering,
     plans,
     quantiles,
+    streams,
     ufuncs,
     views,
     zarrs,
@@ -67,7 +68,7 @@ from .windows import alerts, diff, moving_mean
 from .zarrs import from_zarr
 
 core.bind(ufuncs=ufuncs, plans=plans, methods=methods, ordering=ordering, lazy=lazy, views=views,
-          handles=handles, dasks=dasks, zarrs=zarrs)
+          handles=handles, dasks=dasks, zarrs=zarrs, streams=streams)
 for _module in (ordering, quantiles, joining):      # sorting, order statistics, joining
     ufuncs.register(_module.ARRAY_FUNCTIONS)
 

@@ -69,14 +69,14 @@ def check_memory(nbytes, what):
 # this one, which import it; the package binds them here (``bind``, called by
 # ``neoarray/array/__init__.py``), so that this module imports none of them.
 _ops = types.SimpleNamespace(ufuncs=None, plans=None, methods=None, ordering=None, lazy=None,
-                             views=None, handles=None, dasks=None, zarrs=None)
+                             views=None, handles=None, dasks=None, zarrs=None, streams=None)
 
 
 def bind(**modules):
     """Give the array its operations: ``ufuncs``, ``plans`` (reductions), ``methods``,
     ``ordering`` (sorting), ``lazy`` (lazy expressions, which ``A[...] = expr`` writes chunk by
     chunk), ``views`` (lazy views of lazy arrays: ``expr[2:5]``), ``handles`` (pickling),
-    ``dasks`` (Dask collections) and ``zarrs`` (zarr)."""
+    ``dasks`` (Dask collections), ``zarrs`` (zarr) and ``streams`` (concurrent appends)."""
     unknown = set(modules) - set(vars(_ops))
     if unknown:
         raise TypeError(f"unknown operations {sorted(unknown)}")
@@ -700,6 +700,7 @@ class ndarray(persistent.Persistent, ChunkedArray):
     __hash__ = object.__hash__
     _colour = None      # arrays stored before colours existed read in the default colour
     _attrs = None       # arrays stored before attributes existed have none
+    _log = None         # arrays stored before concurrent appends get their log at the first one
 
     def __init__(self, shape: ShapeLike, dtype: DTypeLike = float, order: OrderLike = "C", *,
                  chunks: ShapeLike | None = None, fill_value: Any = None, codec: CodecLike = None,
@@ -714,6 +715,7 @@ class ndarray(persistent.Persistent, ChunkedArray):
         self._fill = layout.fill_bytes(fill_value, dtype)
         self._codec = codec_spec(codec, codec_level)
         self._tree = OOBTree()
+        self._log = _ops.streams.AppendLog()
 
     # ------------------------------------------------------------------ metadata
 
@@ -1169,7 +1171,7 @@ class ndarray(persistent.Persistent, ChunkedArray):
         """
         _ops.ordering.sort_in_place(self, axis, kind, order, stable)
 
-    def append(self, values: npt.ArrayLike, axis: int = 0) -> None:
+    def append(self, values: npt.ArrayLike, axis: int = 0, *, concurrent: bool = False) -> None:
         """Append ``values`` along ``axis`` in place, in time O(len(values)).
 
         Parameters
@@ -1179,6 +1181,12 @@ class ndarray(persistent.Persistent, ChunkedArray):
             dimension less is appended as a single slice.
         axis : int, optional
             Axis along which to append.  Default 0.
+        concurrent : bool, optional
+            Append so that other transactions may append to the array at the same
+            time without conflicting (:mod:`neoarray.array.streams`): the values
+            are stored with the commit and appear in the array, in commit order,
+            shortly after it (not within this transaction).  The array must be
+            stored in a database.
 
         Raises
         ------
@@ -1198,6 +1206,13 @@ class ndarray(persistent.Persistent, ChunkedArray):
             raise ArrayShapeError(
                 f"cannot append values of shape {values.shape} to an array of shape "
                 f"{self._shape} along axis {axis}")
+        if concurrent:
+            _ops.streams.append(self, values, axis)
+        else:
+            self._append_now(values, axis)
+
+    def _append_now(self, values, axis):
+        """Append checked ``values`` to the chunks and shape (one writer at a time)."""
         old = self._shape[axis]
         new_shape = list(self._shape)
         new_shape[axis] = old + values.shape[axis]

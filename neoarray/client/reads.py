@@ -103,6 +103,9 @@ def _aligned(data, align):
 
 
 
+COMMITTED_WAIT_S_MAX = 5.0     # how long a committed revision may take to reach the cell read
+
+
 class Reads:
     """Reads over ``link`` (routing, stubs), ``cache``, ``local`` (``LocalReaders`` or
     None) and ``pool`` (parallel batches)."""
@@ -138,6 +141,19 @@ class Reads:
             raise POSException.POSKeyError(oid, serial)
         self.cache.put(oid, reply.data, reply.serial, reply.next_serial, None, colour)
         return reply.data
+
+    def load_committed(self, oid, serial, colour: str) -> bytes:
+        """``load_serial`` of a revision known to be committed (a conflict reported it):
+        a cell that has not yet locked its transaction answers no revision for a moment,
+        so ask again for up to ``COMMITTED_WAIT_S_MAX`` (or ``rpc_timeout_s`` if shorter)."""
+        deadline = time.monotonic() + min(self.rpc_timeout_s, COMMITTED_WAIT_S_MAX)
+        while True:
+            try:
+                return self.load_serial(oid, serial, colour)
+            except POSException.POSKeyError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
 
     def prefetch(self, oids, tid, colour: str) -> None:
         wanted = [oid for oid in oids if self.cache.get(oid, tid, colour) is None]

@@ -209,7 +209,7 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
                                  tls=self._tls)
         self._commits = CommitDriver(self._link, CommitLimits(
             objects_per_transaction_max, store_batch_bytes_max, resolvable_bytes_max, busy_wait_s_max,
-            conflict_rounds_max, rpc_timeout_s, finish_timeout_s), self.tryToResolveConflict)
+            conflict_rounds_max, rpc_timeout_s, finish_timeout_s), self._resolve_conflict)
         self._reductions = Reductions(self._link, self._pool, rpc_timeout_s, reduce_oids_per_batch_max,
                                       reduce_attempts_max)
         self._local = LocalReaders(self._link.partitions) if local_reads else None
@@ -478,6 +478,16 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
             No such revision (or packed away).
         """
         return self._reads.load_serial(oid, serial, colours.current())
+
+    def _resolve_conflict(self, oid: bytes, committed_serial: bytes, old_serial: bytes, data: bytes) -> bytes:
+        """ZODB's ``tryToResolveConflict``, given the committed revision read from a cell
+        that has it (a conflict can be reported before every cell has locked the
+        transaction that made it: ``Reads.load_committed``)."""
+        try:
+            committed = self._reads.load_committed(oid, committed_serial, colours.current())
+        except POSException.POSKeyError:
+            committed = b""
+        return self.tryToResolveConflict(oid, committed_serial, old_serial, data, committedData=committed)
 
     def getTid(self, oid: bytes) -> bytes:
         """The serial of the newest revision of ``oid`` (``POSKeyError`` if none)."""
