@@ -7,6 +7,9 @@ numbers) from item ``--items // 10``, and ``--scattered`` single chunks written
 elsewhere; the rest is never written (the fill value, 0.0).  Then, each the median of
 ``--repeat`` runs:
 
+* ``neoarray/envelope-first`` (one run): the first envelope of the whole array, when
+  the storage nodes summarize each chunk (minima and maxima of runs of 4,096 items,
+  kept per chunk revision: ``storage_node/summaries.py``);
 * ``neoarray/envelope``: ``neoarray.array.envelope.envelope`` of the whole array in
   ``--buckets`` buckets (the storage nodes reduce every stored chunk, the client adds
   the fill of the unwritten ones): what the dashboard computes for a plot of the series;
@@ -116,7 +119,10 @@ def run(args, workdir):
         tm = transaction.TransactionManager()
         conn = db.open(tm)
         a = conn.root()["series"]
-        envelope(a, 0, args.items, args.buckets)        # warm: Numba, connections, tree buckets
+        began = time.perf_counter()         # first draw: the nodes summarize every chunk once
+        envelope(a, 0, args.items, args.buckets)        # (and Numba, connections, tree buckets warm)
+        emit(rows, "neoarray/envelope-first", time.perf_counter() - began, items=args.items,
+             note="the nodes compute and keep each chunk's summary")
         seconds, (_, mins, _) = median_of(args.repeat, lambda: envelope(a, 0, args.items, args.buckets))
         emit(rows, "neoarray/envelope", seconds, items=args.items, buckets=len(mins))
         # the written run's buckets: the envelope there equals numpy's on the run
@@ -149,7 +155,8 @@ def run(args, workdir):
         cluster.stop()
     seconds, _ = median_of(args.repeat, lambda: envelopes.reference(written, 0, args.written, args.buckets))
     emit(rows, "numpy", seconds, items=args.written, buckets=args.buckets, note="in memory")
-    summary = {"items": args.items, "draw_s": rows["neoarray/envelope"]["value"],
+    summary = {"items": args.items, "first_draw_s": rows["neoarray/envelope-first"]["value"],
+               "draw_s": rows["neoarray/envelope"]["value"],
                "api_s": rows["dashboard/api"]["value"],
                "neoarray_over_numpy_written": round(rows["neoarray/envelope"]["value"]
                                                     / rows["numpy"]["value"], 2)}

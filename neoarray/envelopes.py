@@ -8,7 +8,11 @@ so no bucket is empty): its first item is ``start + ceil(b * span / n)``
 bucket_starts(...) - start)`` (:func:`reference`).
 
 Storage nodes compute the part of the envelope of each chunk they hold (kernel
-:data:`KERNEL` of the ``Reduce`` request, :func:`envelope_state`); the client merges
+:data:`KERNEL` of the ``Reduce`` request, :func:`envelope_state`), from a summary of
+the chunk (minima and maxima of runs of :data:`SUMMARY_ITEMS` items, :func:`summarize`)
+that they keep per chunk revision, so that redrawing a long series, zooming or
+following appends reads only the partly covered runs and the new chunks
+(:func:`summarized_state`, ``storage_node/service.py``); the client merges
 the per-chunk states and adds the fill value for the chunks never written
 (:class:`Envelope`).  This module decides and computes; it does no I/O:
 :func:`neoarray.array.envelope.envelope` asks the nodes.
@@ -19,6 +23,8 @@ import numpy as np
 
 KERNEL = "envelope"
 BUCKETS_MAX = 1 << 16      # buckets of one envelope (the node's reduce_histogram_bins_max too)
+SUMMARY_ITEMS = 4096       # items of one run of a chunk's summary (summarize)
+SUMMARIZED_BUCKET_RUNS_MIN = 4   # buckets narrower than this many runs are read whole
 SPAN_ITEMS_MAX = 1 << 46   # items of an array an envelope spans (bucket arithmetic in int64)
 
 
@@ -39,9 +45,10 @@ def bucket_of(index, start: int, stop: int, n: int):
     return (index - start) * n // (stop - start)
 
 
-def bucket_starts(start: int, stop: int, n: int) -> np.ndarray:
-    """First item of each of the ``n`` buckets (int64), then ``stop``."""
-    b = np.arange(n + 1, dtype=np.int64)
+def bucket_starts(start: int, stop: int, n: int, first: int = 0, last: int | None = None) -> np.ndarray:
+    """First item of each of the ``n`` buckets (int64), then ``stop``; with ``first``
+    and ``last``, of the buckets ``first..last`` and of the next one only."""
+    b = np.arange(first, (n if last is None else last + 1) + 1, dtype=np.int64)
     span = stop - start
     return start + (b * span + n - 1) // n
 
@@ -59,11 +66,48 @@ def envelope_state(block, offset: int, start: int, stop: int, n: int) -> tuple:
         empty = block[:0]
         return np.int64(0), empty.copy(), empty.copy()
     first, last = bucket_of(lo, start, stop, n), bucket_of(hi - 1, start, stop, n)
-    starts = bucket_starts(start, stop, n)[first:last + 1]
+    starts = bucket_starts(start, stop, n, first, last)[:-1]
     starts[0] = lo
     part = block[lo - offset:hi - offset]
     at = starts - lo
     return (np.int64(first), np.minimum.reduceat(part, at), np.maximum.reduceat(part, at))
+
+
+def summarize(block) -> tuple:
+    """Minima and maxima of each run of :data:`SUMMARY_ITEMS` items of the 1-d
+    ``block`` (the last run may be shorter): what :func:`summarized_state` needs."""
+    block = np.asarray(block)
+    at = np.arange(0, block.shape[0], SUMMARY_ITEMS)
+    return np.minimum.reduceat(block, at), np.maximum.reduceat(block, at)
+
+
+def summarized_state(block, summary: tuple, offset: int, start: int, stop: int, n: int) -> tuple:
+    """:func:`envelope_state`, reading from ``block`` only the runs that a bucket covers
+    in part: a bucket's whole runs come from ``summary`` (:func:`summarize` of the same
+    block).  With buckets of thousands of runs (a plot of a long series) that reads a
+    few pages of each chunk instead of all of it; narrow buckets are read whole."""
+    block = np.asarray(block)
+    lo, hi = max(offset, start), min(offset + block.shape[0], stop)
+    if lo >= hi:
+        return envelope_state(block, offset, start, stop, n)
+    first, last = bucket_of(lo, start, stop, n), bucket_of(hi - 1, start, stop, n)
+    edges = bucket_starts(start, stop, n, first, last)
+    edges[0], edges[-1] = lo, hi
+    local = edges - offset
+    if int(np.diff(local).min()) < SUMMARIZED_BUCKET_RUNS_MIN * SUMMARY_ITEMS:
+        return envelope_state(block, offset, start, stop, n)
+    smin, smax = summary
+    mins = np.empty(len(local) - 1, dtype=block.dtype)
+    maxs = np.empty(len(local) - 1, dtype=block.dtype)
+    for j in range(len(local) - 1):
+        a, b = int(local[j]), int(local[j + 1])
+        whole_lo, whole_hi = -(-a // SUMMARY_ITEMS), b // SUMMARY_ITEMS     # runs inside [a, b)
+        head, tail = block[a:whole_lo * SUMMARY_ITEMS], block[whole_hi * SUMMARY_ITEMS:b]
+        lows = [smin[whole_lo:whole_hi].min()] + [x.min() for x in (head, tail) if len(x)]
+        highs = [smax[whole_lo:whole_hi].max()] + [x.max() for x in (head, tail) if len(x)]
+        mins[j] = np.minimum.reduce(np.asarray(lows, dtype=block.dtype))
+        maxs[j] = np.maximum.reduce(np.asarray(highs, dtype=block.dtype))
+    return np.int64(first), mins, maxs
 
 
 def reference(values, start: int, stop: int, buckets: int) -> tuple:

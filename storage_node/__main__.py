@@ -21,8 +21,9 @@ LIMIT_FLAGS = ("message_bytes_max", "objects_per_store_max", "objects_per_transa
                "loads_per_batch_max", "transactions_per_batch_max", "oids_per_batch_max",
                "reduce_oids_per_batch_max", "check_records_per_batch_max", "check_bytes_per_batch_max",
                "repair_records_per_batch_max", "space_reserve_bytes", "rpc_workers_max",
-               "rpcs_pending_max", "pending_report_age_s", "pending_reports_max", "data_connections_max")
-LIMIT_MINIMUMS = {"space_reserve_bytes": 0}
+               "rpcs_pending_max", "pending_report_age_s", "pending_reports_max", "data_connections_max",
+               "envelope_summary_bytes_max")
+LIMIT_MINIMUMS = {"space_reserve_bytes": 0, "envelope_summary_bytes_max": 0}
 
 
 def parse_args(argv=None):

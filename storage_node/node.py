@@ -42,6 +42,7 @@ class Limits:
     oids_per_batch_max: int = 100_000
     reduce_oids_per_batch_max: int = 256      # chunks in one Reduce request
     reduce_histogram_bins_max: int = 1 << 16  # bins of a histogram reduced on the node
+    envelope_summary_bytes_max: int = 64 << 20  # chunk summaries kept for envelopes (storage_node/summaries.py)
     transaction_bytes_max: int = 8 << 30
     blob_chunk_bytes_max: int = 4 << 20       # one chunk of a blob (clients send 1 MiB by default)
     map_bytes_max: int = 1 << 40

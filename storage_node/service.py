@@ -49,6 +49,7 @@ from neoarray.proto import storage_pb2 as pb
 from neoarray.proto import storage_pb2_grpc as rpc
 
 from . import check, replication
+from .summaries import SummaryCache
 from .backend import BlobRef, NoBlob, NoObject, NoRevision, Stored, TransactionInfo
 from .manager import BUSY, CONFLICTS, VOTED
 
@@ -198,9 +199,10 @@ def _reduce_spec(req, limits) -> _ReduceSpec:
     return spec
 
 
-def _chunk_state(record, extent: tuple, spec: _ReduceSpec, offset: int = 0) -> tuple | None:
+def _chunk_state(record, extent: tuple, spec: _ReduceSpec, offset: int = 0, summary=None) -> tuple | None:
     """The block state of the in-bounds ``extent`` of a chunk ``record``, or None
-    when the record is not a chunk of ``spec``'s shape (the client computes it)."""
+    when the record is not a chunk of ``spec``'s shape (the client computes it).
+    ``summary(block)``: the envelope summary of the block (``SummaryCache``)."""
     view = payload.chunk_payload_view(record)
     if view is None:
         return None
@@ -211,7 +213,10 @@ def _chunk_state(record, extent: tuple, spec: _ReduceSpec, offset: int = 0) -> t
     if len(raw) != spec.raw_bytes:
         return None
     block = np.frombuffer(raw, dtype=spec.dtype).reshape(spec.chunk_shape, order=spec.order)
-    return spec.state(block[tuple(slice(0, e) for e in extent)], offset)
+    block = block[tuple(slice(0, e) for e in extent)]
+    if summary is not None:
+        return envelopes.summarized_state(block, summary(block), offset, *spec.span, spec.bins)
+    return spec.state(block, offset)
 
 
 
@@ -266,6 +271,7 @@ class StorageServicer(rpc.StorageServicer):
         self.backend = node.backend
         self.manager = node.manager
         self.limits = node.limits
+        self.summaries = SummaryCache(self.limits.envelope_summary_bytes_max)
 
     # -- reads --------------------------------------------------------------------
     # Each read method has a ``_segments`` twin for the framed data plane, where record
@@ -385,7 +391,11 @@ class StorageServicer(rpc.StorageServicer):
             return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.NO_REVISION)
         if rec.data is None:
             return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.DELETED, serial=rec.serial)
-        state = _chunk_state(rec.data, extent, spec, offset)
+        summary = None
+        if spec.kernel == envelopes.KERNEL:     # a revision's summary is kept: redraws read little
+            key = (oid, rec.serial, extent, spec.dtype.str, spec.codec)
+            summary = lambda block: self.summaries.get(key, lambda: envelopes.summarize(block))  # noqa: E731
+        state = _chunk_state(rec.data, extent, spec, offset, summary)
         if state is None:
             return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.NOT_A_CHUNK, serial=rec.serial)
         return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.REDUCED, serial=rec.serial,

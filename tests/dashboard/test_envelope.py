@@ -51,6 +51,42 @@ def test_merged_chunk_states_equal_numpy(span, rnd):
     assert len(mins) == min(buckets, stop - start)
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 40_000), st.integers(0, 60_000), st.integers(1, 50), st.sampled_from(["<f8", "<i2"]),
+       st.booleans(), st.randoms(use_true_random=False))
+def test_summarized_states_equal_the_plain_ones(items, offset, buckets, dtype, nans, rnd):
+    """A chunk's envelope from its run summary (whole runs) and its edges equals the
+    one read from every item, NaNs included, whatever the buckets' widths."""
+    rng = np.random.default_rng(rnd.randrange(1 << 30))
+    block = (rng.standard_normal(items) * 1000).astype(dtype)
+    if nans and block.dtype.kind == "f":
+        block[rng.integers(0, items, 3)] = np.nan
+    start = rnd.randrange(0, offset + items)
+    stop = rnd.randrange(start + 1, offset + items + 50_000)
+    n = envelopes.buckets_for(start, stop, buckets)
+    plain = envelopes.envelope_state(block, offset, start, stop, n)
+    got = envelopes.summarized_state(block, envelopes.summarize(block), offset, start, stop, n)
+    assert int(got[0]) == int(plain[0])
+    np.testing.assert_array_equal(got[1], plain[1])
+    np.testing.assert_array_equal(got[2], plain[2])
+    assert got[1].dtype == block.dtype
+
+
+def test_the_node_keeps_chunk_summaries_within_its_bound():
+    from storage_node.summaries import ENTRY_OVERHEAD_BYTES, SummaryCache
+    computed = []
+
+    def summary_of(key):
+        computed.append(key)
+        return envelopes.summarize(np.arange(8 * envelopes.SUMMARY_ITEMS, dtype=float))
+    entry = 2 * 8 * 8 + ENTRY_OVERHEAD_BYTES
+    cache = SummaryCache(3 * entry)
+    for key in [1, 2, 3, 1, 4, 1, 2]:
+        cache.get(key, lambda key=key: summary_of(key))
+    assert computed == [1, 2, 3, 4, 2]          # 2 was the least recently used when 4 came
+    assert cache.bytes <= 3 * entry and (cache.hits, cache.misses) == (2, 5)
+
+
 def test_bad_spans_are_refused():
     with pytest.raises(ValueError, match="0 <= start < stop"):
         envelopes.Envelope(5, 5, 10, float)
@@ -124,6 +160,33 @@ def test_sparse_arrays_equal_numpy(db, dtype, fill):
                 np.testing.assert_array_equal(g, r)
             assert got[1].dtype == np.dtype(dtype)
         assert len(set(reduced)) == len(keys) > 0    # every stored chunk reduced on the nodes
+    finally:
+        conn.close()
+
+
+def test_wide_buckets_are_drawn_from_the_nodes_summaries_and_follow_rewrites(db):
+    """Buckets of many runs come from the summaries the nodes keep per chunk revision:
+    the same answer as numpy, again when asked again, and a rewritten chunk is
+    summarized anew."""
+    n, chunk = 6 * 65_536, 65_536
+    values = np.random.default_rng(5).standard_normal(n)
+    _commit(db, "long", na.asarray(values, chunks=(chunk,)))
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    try:
+        arr = conn.root()["long"]
+        for _ in range(2):          # the second time from kept summaries
+            for start, stop, buckets in [(0, n, 12), (1_000, n - 999, 5), (70_000, 300_000, 3)]:
+                got = envelope(arr, start, stop, buckets)
+                ref = envelopes.reference(values, start, stop, buckets)
+                for g, r in zip(got, ref):
+                    np.testing.assert_array_equal(g, r)
+        arr[100_000:100_010] = 1e9          # a new revision of the second chunk
+        values[100_000:100_010] = 1e9
+        tm.commit()
+        got = envelope(arr, 0, n, 12)
+        assert got[2].max() == 1e9
+        np.testing.assert_array_equal(got[2], envelopes.reference(values, 0, n, 12)[2])
     finally:
         conn.close()
 
