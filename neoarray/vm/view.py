@@ -319,11 +319,12 @@ def _watch(jar, view):
 
         def poll_invalidations():
             oids = original()
-            if oids:
-                jar._cache.invalidate(oids)
-            if oids is None or oids:
+            changed = None if oids is None else set(oids)     # the cache empties the list
+            if changed:
+                jar._cache.invalidate(list(changed))
+            if changed is None or changed:
                 for v in list(views):
-                    v.invalidated(None if oids is None else set(oids))
+                    v.invalidated(changed)
             return oids
         storage.poll_invalidations = poll_invalidations
         storage._neoarray_views = views
