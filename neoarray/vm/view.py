@@ -110,15 +110,17 @@ class MappedView:
         if w.slab:
             units = [unit] + [u for u in range(unit + 1, min(unit + 1 + self._readahead(unit), w.units))
                               if u not in self.units]
+            self._evict_over_budget(unit, len(units) * w.unit_bytes)     # room first
             self._load_slabs(units, writable)
         else:
+            self._evict_over_budget(unit, w.unit_bytes)
             self._load_boxes(unit, writable)
 
     def _readahead(self, unit):
         """More units to load with ``unit`` when the faults walk forward."""
         if unit == 0 or (unit - 1) not in self.units:
             return 0
-        return min(READAHEAD_UNITS_MAX, self.budget_bytes // (4 * self.window.unit_bytes))
+        return min(READAHEAD_UNITS_MAX, self.budget_bytes // (8 * self.window.unit_bytes))
 
     def _load_slabs(self, units, writable):
         array, w, tree = self.array, self.window, self.array._tree
@@ -173,9 +175,11 @@ class MappedView:
             raw = self._fill_units[phase] = (fill * (size // len(fill) + 2))[phase:phase + size]
         self.region.install(unit * size, raw, writable)
 
-    def _evict_over_budget(self, keep):
+    def _evict_over_budget(self, keep, incoming_bytes=0):
+        """Give back the oldest clean units (but ``keep``) until the resident ones and
+        ``incoming_bytes`` fit the budget."""
         size = self.window.unit_bytes
-        resident = len(self.units) * size
+        resident = len(self.units) * size + incoming_bytes
         for unit in list(self.units):
             if resident <= self.budget_bytes:
                 break
