@@ -7,7 +7,8 @@ import pytest
 import transaction
 import ZODB
 import ZODB.MappingStorage
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import neoarray.array as na
 from neoarray import vm

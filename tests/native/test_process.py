@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def run(script, *args, timeout_s=120):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(script), *args], env=env,
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(script), *args], env=env, check=False,
                           capture_output=True, text=True, timeout=timeout_s)
 
 
@@ -110,7 +110,7 @@ SCAN = """
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("budget_bytes", [
-    4 << 20, pytest.param(32 << 20, marks=pytest.mark.slow)])
+    4 << 20, pytest.param(16 << 20, marks=pytest.mark.slow)])
 def test_scan_of_a_view_16x_its_budget_keeps_rss_bounded(tmp_path, mode, budget_bytes):
     # the margin: a readahead batch's payloads (an eighth of the budget) as they are
     # fetched and installed, the memory allocator's slack, the interpreter's own
