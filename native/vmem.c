@@ -217,17 +217,67 @@ static PyObject *vm_probe(PyObject *self, PyObject *args) {
 
 /* ------------------------------------------------------------ Region */
 
+#define POOL_MAX 8
+#define HUGE_BYTES (2UL << 20)
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4
+#endif
+
 typedef struct {
     PyObject_HEAD
     char *base;
     Py_ssize_t nbytes;
     int mode, slot, writable, closed, unmapped;
     Py_ssize_t exports;
+    void *pool[POOL_MAX];       /* evicted units' pages, writable, reused by install */
+    int pool_n;
+    size_t pool_bytes;          /* the size of each pooled block */
 } Region;
+
+static int reserve_range(Region *r, char *target, size_t length) {
+    /* fresh, empty address space at target: faults again on first touch */
+    int prot = r->mode == MODE_UFFD ? PROT_READ : PROT_NONE;
+    if (mmap(target, length, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
+        == MAP_FAILED)
+        return -1;
+    if (r->mode == MODE_UFFD) {
+        struct uffdio_register reg = {.range = {.start = (uintptr_t)target, .len = length},
+                                      .mode = UFFDIO_REGISTER_MODE_MISSING};
+        if (ioctl(uffd, UFFDIO_REGISTER, &reg)) return -1;
+    }
+    return 0;
+}
+
+static void *fresh_block(size_t length) {
+    /* writable anonymous memory, 2 MiB aligned when that large (one huge page per
+     * 2 MiB where the kernel gives them: one page fault instead of 512) */
+    size_t align = length >= HUGE_BYTES ? HUGE_BYTES : 0;
+    char *raw = mmap(NULL, length + align, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    char *block = raw;
+    if (align) {
+        block = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
+        if (block > raw) munmap(raw, (size_t)(block - raw));
+        if (block + length < raw + length + align)
+            munmap(block + length, (size_t)(raw + length + align - (block + length)));
+        madvise(block, length, MADV_HUGEPAGE);
+    }
+    return block;
+}
+
+static void *take_block(Region *r, size_t length) {
+    if (r->pool_n && r->pool_bytes == length) return r->pool[--r->pool_n];
+    return fresh_block(length);
+}
 
 static void unmap_region(Region *r) {
     if (r->unmapped) return;
     munmap(r->base, (size_t)r->nbytes);
+    while (r->pool_n) munmap(r->pool[--r->pool_n], r->pool_bytes);
     pthread_mutex_lock(&slots_lock);
     atomic_store(&slots[r->slot].end, 0);
     atomic_store(&slots[r->slot].start, 0);
@@ -270,12 +320,18 @@ static PyObject *Region_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     }
     if (install_handlers()) return NULL;
     int prot = mode == MODE_UFFD ? PROT_READ : PROT_NONE;
-    void *base = mmap(NULL, (size_t)nbytes, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (base == MAP_FAILED) {
+    /* 2 MiB aligned, so that units of whole huge pages move into place as such */
+    char *raw = mmap(NULL, (size_t)nbytes + HUGE_BYTES, prot,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (raw == MAP_FAILED) {
         PyErr_Format(PyExc_MemoryError, "cannot reserve %llu bytes of address space (%s)", nbytes,
                      strerror(errno));
         return NULL;
     }
+    char *base = (char *)(((uintptr_t)raw + HUGE_BYTES - 1) & ~(uintptr_t)(HUGE_BYTES - 1));
+    if (base > raw) munmap(raw, (size_t)(base - raw));
+    if (base + nbytes < raw + nbytes + HUGE_BYTES)
+        munmap(base + nbytes, (size_t)(raw + nbytes + HUGE_BYTES - (base + nbytes)));
     if (mode == MODE_UFFD) {
         struct uffdio_register reg = {.range = {.start = (uintptr_t)base, .len = nbytes},
                                       .mode = UFFDIO_REGISTER_MODE_MISSING};
@@ -333,32 +389,25 @@ static PyObject *Region_install(Region *r, PyObject *args) {
     }
     char *target = r->base + offset;
     int failed = 0, e = 0;
+    char *block = take_block(r, length);
+    if (!block) {
+        PyBuffer_Release(&data);
+        return PyErr_NoMemory();
+    }
     Py_BEGIN_ALLOW_THREADS
-    if (r->mode == MODE_UFFD) {
-        unsigned long long done = 0;
-        while (done < length) {
-            struct uffdio_copy copy = {.dst = (uintptr_t)target + done,
-                                       .src = (uintptr_t)data.buf + done,
-                                       .len = length - done, .mode = 0};
-            if (ioctl(uffd, UFFDIO_COPY, &copy) == 0) break;
-            if (copy.copy > 0) done += (unsigned long long)copy.copy;
-            else if (errno != EAGAIN) { failed = 1; e = errno; break; }
-        }
-        if (!failed && writable && mprotect(target, length, PROT_READ | PROT_WRITE)) {
-            failed = 1; e = errno;
-        }
-    } else {
-        void *staging = mmap(NULL, length, PROT_READ | PROT_WRITE,
-                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (staging == MAP_FAILED) { failed = 1; e = errno; }
-        else {
-            memcpy(staging, data.buf, length);
-            if (mprotect(staging, length, protect_bits(r, writable)) ||
-                mremap(staging, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, target) == MAP_FAILED) {
-                failed = 1; e = errno;
-                munmap(staging, length);
-            }
-        }
+    /* fill a block out of sight, then move it into place whole (one mremap): other
+     * threads see the unit complete or fault on it, never a half-copied page */
+    {
+        /* a source in a file mapping (a chunk read in place from LMDB) would take one
+         * page fault per page inside memcpy: map its pages in one call instead */
+        uintptr_t lo = (uintptr_t)data.buf & ~(uintptr_t)(page_bytes - 1);
+        madvise((void *)lo, (uintptr_t)data.buf + length - lo, MADV_POPULATE_READ);
+    }
+    memcpy(block, data.buf, length);
+    if (mprotect(block, length, protect_bits(r, writable)) ||
+        mremap(block, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, target) == MAP_FAILED) {
+        failed = 1; e = errno;
+        munmap(block, length);
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&data);
@@ -402,16 +451,38 @@ static PyObject *Region_protect(Region *r, PyObject *args) {
 
 static PyObject *Region_evict(Region *r, PyObject *args) {
     unsigned long long offset, length;
-    if (!PyArg_ParseTuple(args, "KK", &offset, &length)) return NULL;
+    int recycle = 0;
+    if (!PyArg_ParseTuple(args, "KK|p", &offset, &length, &recycle)) return NULL;
     if (check_range(r, offset, length)) return NULL;
     char *target = r->base + offset;
-    if (r->mode == MODE_UFFD) {
-        if (madvise(target, length, MADV_DONTNEED) || mprotect(target, length, PROT_READ))
-            return PyErr_SetFromErrno(PyExc_OSError);
-    } else if (mmap(target, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
-                    -1, 0) == MAP_FAILED) {
-        return PyErr_SetFromErrno(PyExc_OSError);
+    if (recycle && r->pool_n < POOL_MAX && (r->pool_n == 0 || r->pool_bytes == length)) {
+        /* keep the pages for the next install (warm memory: no page faults to fill
+         * it): the target is first made to fault (PROT_NONE, or registered with
+         * userfaultfd), then its pages move out and it stays, empty */
+        int ok = r->mode == MODE_UFFD ? 0 : mprotect(target, length, PROT_NONE);
+        if (!ok && r->mode == MODE_UFFD) {
+            struct uffdio_register reg = {.range = {.start = (uintptr_t)target, .len = length},
+                                          .mode = UFFDIO_REGISTER_MODE_MISSING};
+            ok = ioctl(uffd, UFFDIO_REGISTER, &reg);
+        }
+        void *moved = ok ? MAP_FAILED : mremap(target, length, length,
+                                               MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
+        if (moved != MAP_FAILED) {
+            if (mprotect(moved, length, PROT_READ | PROT_WRITE) == 0) {
+                r->pool[r->pool_n++] = moved;
+                r->pool_bytes = length;
+            } else {
+                munmap(moved, length);
+            }
+            /* the range left behind stays mapped, empty, with its protection (a
+             * userfaultfd range: readable, so a touch is a missing-page fault) */
+            if (r->mode == MODE_UFFD && mprotect(target, length, PROT_READ))
+                return PyErr_SetFromErrno(PyExc_OSError);
+            Py_RETURN_NONE;
+        }
+        /* no MREMAP_DONTUNMAP here (Linux < 5.7): give the pages back instead */
     }
+    if (reserve_range(r, target, length)) return PyErr_SetFromErrno(PyExc_OSError);
     Py_RETURN_NONE;
 }
 
@@ -460,7 +531,7 @@ static PyMethodDef Region_methods[] = {
     {"protect", (PyCFunction)Region_protect, METH_VARARGS,
      "protect(offset, length, writable): make installed pages read-only or writable."},
     {"evict", (PyCFunction)Region_evict, METH_VARARGS,
-     "evict(offset, length): give the pages back; the next touch faults again."},
+     "evict(offset, length, recycle=False): the next touch faults again; recycle keeps the pages for an install."},
     {"close", (PyCFunction)Region_close, METH_NOARGS,
      "close(): unmap now, or once the last buffer export is released."},
     {NULL}};

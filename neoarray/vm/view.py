@@ -23,13 +23,14 @@ READAHEAD_UNITS_MAX = 8
 
 
 class Unit:
-    """One resident unit: the chunks it was read from (``(key, Chunk or None)``) and
-    whether it is dirty (writable, written since its last write-back)."""
+    """One resident unit: the chunks it was read from (``(key, Chunk or None)``),
+    whether it is dirty (writable, written since its last write-back), and whether it
+    maps the shared zero page (its pages are not worth keeping when it goes)."""
 
-    __slots__ = ("deps", "dirty")
+    __slots__ = ("deps", "dirty", "zero")
 
     def __init__(self, deps):
-        self.deps, self.dirty = deps, False
+        self.deps, self.dirty, self.zero = deps, False, False
 
 
 class DirtyBoundError(ArrayValueError):
@@ -101,7 +102,7 @@ class MappedView:
         if self.dirty_bytes + size > self.dirty_bytes_max:
             self._write_back()      # early write into the transaction, as A[...] = v would
         self.region.protect(unit * size, size, True)
-        state.dirty = True
+        state.dirty, state.zero = True, False
         self.dirty_bytes += size
         self._hook()
 
@@ -130,13 +131,15 @@ class MappedView:
         data = dict(zip((u for u, _ in stored), payloads))
         for u, chunk in found:
             offset = u * w.unit_bytes
+            zero = False
             if chunk is None:
-                self._install_fill(u, writable and u == units[0])
+                zero = self._install_fill(u, writable and u == units[0])
             else:
                 raw = data[u] if array.codec is None else np.ascontiguousarray(
                     array._decode(data[u]).ravel(order="K")).view(np.uint8)
                 self.region.install(offset, raw, writable and u == units[0])
             self.units[u] = Unit([(w.slab_key(u), chunk)])
+            self.units[u].zero = zero
             self.loads += 1
 
     def _load_boxes(self, unit, writable):
@@ -147,7 +150,7 @@ class MappedView:
         self.units[unit] = Unit(deps)
         self.loads += 1
         if all(chunk is None for _, chunk in deps):
-            self._install_fill(unit, writable)
+            self.units[unit].zero = self._install_fill(unit, writable)
             return
         items = np.empty(end - first, dtype=array.dtype)
         position = 0
@@ -162,18 +165,20 @@ class MappedView:
         self.region.install(unit * w.unit_bytes, raw, writable)
 
     def _install_fill(self, unit, writable):
+        """Put the fill value in ``unit``; return whether that is the zero page."""
         size = self.window.unit_bytes
         fill = self.array._fill
         if not any(fill):
             self.region.install_zero(unit * size, size)     # the shared zero page
             if writable:
                 self.region.protect(unit * size, size, True)
-            return
+            return True
         phase = unit * size % len(fill)
         raw = self._fill_units.get(phase)
         if raw is None:
             raw = self._fill_units[phase] = (fill * (size // len(fill) + 2))[phase:phase + size]
         self.region.install(unit * size, raw, writable)
+        return False
 
     def _evict_over_budget(self, keep, incoming_bytes=0):
         """Give back the oldest clean units (but ``keep``) until the resident ones and
@@ -196,7 +201,7 @@ class MappedView:
         size = self.window.unit_bytes
         if state.dirty:
             self.dirty_bytes -= size
-        self.region.evict(unit * size, size)
+        self.region.evict(unit * size, size, not state.zero)
 
     # ------------------------------------------------------------------ writes
 
