@@ -169,3 +169,27 @@ def test_bad_windows_and_modes_are_refused():
         with pytest.raises(ValueError, match="read-only"):
             v[0] = 1
     assert vm.available()["mprotect"]
+
+
+def test_dirty_pages_over_their_bound_are_written_early(mode):
+    db = ZODB.DB(ZODB.MappingStorage.MappingStorage())
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    try:
+        conn.root()["a"] = A = na.ndarray((64, 8192), dtype="float64", chunks=(1, 8192))
+        tm.commit()
+        with A.mapped(writable=True, mode=mode, dirty_bytes_max=4 * 65536) as v:
+            for row in range(64):
+                v[row] = row + 1
+            # all but the last few rows (dirty, at most the bound) are in the transaction
+            written = [row for row in range(64) if A[row, 0] == row + 1]
+            assert written == list(range(len(written))) and 64 - 4 <= len(written) < 64
+            tm.commit()
+        tm2 = transaction.TransactionManager()
+        other = db.open(tm2)
+        np.testing.assert_array_equal(other.root()["a"][:, 5], np.arange(1, 65))
+        other.close()
+    finally:
+        tm.abort()
+        conn.close()
+        db.close()
