@@ -6,7 +6,9 @@ SIGBUS; ``mprotect``: the unprivileged fallback):
 
 * ``fault_us``: one first touch of a chunk, per chunk size (1-D float64, slab
   layout: the chunk's bytes go straight into the pages), chunks touched in random
-  order (no readahead), data in the storage node's LMDB; ``fault_us_per_2mib`` scales
+  order (no readahead), data in the client's cache or the storage node's LMDB, into
+  ``fresh`` memory (never touched by the process) or ``recycled`` memory (the pages
+  of evicted units, as in a scan); ``fault_us_per_2mib`` scales
   it to 2 MiB (wendelin.core published 269-291 us per 2 MiB page); ``zero_fault_us``:
   one unit of an unwritten chunk (the shared zero page);
 * ``scan``: ``numpy.sum`` over a view of the whole array (budget a quarter of it)
@@ -101,17 +103,21 @@ class Bench:
             A = self.array(f"fault{chunk_kib}", count * chunk, chunk)
             order = rng.permutation(count)
             items = chunk // 8
-            per_fault = []
-            for _ in range(self.args.repeats):
-                with A.mapped(mode=mode, budget_bytes=count * chunk) as v:
-                    t0 = time.perf_counter()
-                    for i in order:
-                        v[i * items]
-                    per_fault.append((time.perf_counter() - t0) / count)
-            us = statistics.median(per_fault) * 1e6
-            emit("fault_us", mode, us, "us", chunk_kib=chunk_kib)
-            emit("fault_us_per_2mib", mode, us * (2 * MIB) / chunk, "us", chunk_kib=chunk_kib,
-                 wendelin_core_us=280)
+            for memory, budget in (("fresh", count * chunk), ("recycled", 4 * chunk)):
+                # fresh: every unit lands in memory never touched before; recycled: the
+                # budget holds 4 units, so units go into the pages of evicted ones (a
+                # scan's steady state)
+                per_fault = []
+                for _ in range(self.args.repeats):
+                    with A.mapped(mode=mode, budget_bytes=budget) as v:
+                        t0 = time.perf_counter()
+                        for i in order:
+                            v[i * items]
+                        per_fault.append((time.perf_counter() - t0) / count)
+                us = statistics.median(per_fault) * 1e6
+                emit("fault_us", mode, us, "us", chunk_kib=chunk_kib, memory=memory)
+                emit("fault_us_per_2mib", mode, us * (2 * MIB) / chunk, "us", chunk_kib=chunk_kib,
+                     memory=memory, wendelin_core_us=280)
         Z = self.array("zeros", 64 * 2 * MIB, 2 * MIB, data=False)
         with Z.mapped(mode=mode) as v:
             t0 = time.perf_counter()

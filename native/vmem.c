@@ -178,7 +178,9 @@ static int install_handlers(void) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    pthread_atfork(NULL, NULL, kill_children_views);
+    static int atfork_registered = 0;
+    if (!atfork_registered) pthread_atfork(NULL, NULL, kill_children_views);
+    atfork_registered = 1;
     handlers_installed = 1;
     return 0;
 }
@@ -274,6 +276,20 @@ static void *take_block(Region *r, size_t length) {
     return fresh_block(length);
 }
 
+static void restore_handlers(void) {
+    /* the last region is gone: give SIGSEGV and SIGBUS back to the handlers found
+     * before ours, unless another one was installed over ours meanwhile (it may chain
+     * to ours: then ours stays, harmless without regions) */
+    struct sigaction current;
+    for (int i = 0; i < SLOTS_MAX; i++)
+        if (atomic_load(&slots[i].end)) return;
+    if (sigaction(SIGSEGV, NULL, &current) || current.sa_sigaction != on_fault) return;
+    if (sigaction(SIGBUS, NULL, &current) || current.sa_sigaction != on_fault) return;
+    sigaction(SIGSEGV, &previous_segv, NULL);
+    sigaction(SIGBUS, &previous_bus, NULL);
+    handlers_installed = 0;
+}
+
 static void unmap_region(Region *r) {
     if (r->unmapped) return;
     munmap(r->base, (size_t)r->nbytes);
@@ -281,6 +297,7 @@ static void unmap_region(Region *r) {
     pthread_mutex_lock(&slots_lock);
     atomic_store(&slots[r->slot].end, 0);
     atomic_store(&slots[r->slot].start, 0);
+    restore_handlers();
     pthread_mutex_unlock(&slots_lock);
     Py_CLEAR(slots[r->slot].loader);
     r->unmapped = 1;
