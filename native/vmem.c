@@ -397,8 +397,8 @@ static int protect_bits(Region *r, int writable) {
 static PyObject *Region_install(Region *r, PyObject *args) {
     unsigned long long offset;
     Py_buffer data;
-    int writable = 0;
-    if (!PyArg_ParseTuple(args, "Ky*|p", &offset, &data, &writable)) return NULL;
+    int writable = 0, populate = 0;
+    if (!PyArg_ParseTuple(args, "Ky*|pp", &offset, &data, &writable, &populate)) return NULL;
     unsigned long long length = (unsigned long long)data.len;
     if (check_range(r, offset, length)) {
         PyBuffer_Release(&data);
@@ -414,7 +414,7 @@ static PyObject *Region_install(Region *r, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     /* fill a block out of sight, then move it into place whole (one mremap): other
      * threads see the unit complete or fault on it, never a half-copied page */
-    {
+    if (populate) {
         /* a source in a file mapping (a chunk read in place from LMDB) would take one
          * page fault per page inside memcpy: map its pages in one call instead */
         uintptr_t lo = (uintptr_t)data.buf & ~(uintptr_t)(page_bytes - 1);
@@ -542,7 +542,8 @@ static PyObject *Region_get_closed(Region *r, void *c) { return PyBool_FromLong(
 
 static PyMethodDef Region_methods[] = {
     {"install", (PyCFunction)Region_install, METH_VARARGS,
-     "install(offset, data, writable=False): put data (whole pages) at offset, read-only or writable."},
+     "install(offset, data, writable=False, populate=False): put data (whole pages) at offset, "
+     "read-only or writable; populate maps a file-backed source's pages first."},
     {"install_zero", (PyCFunction)Region_install_zero, METH_VARARGS,
      "install_zero(offset, length): zero pages, sharing the zero page (no memory)."},
     {"protect", (PyCFunction)Region_protect, METH_VARARGS,
