@@ -77,11 +77,22 @@ class Bench:
         self.db = ZODB.DB(self.cluster.open_storage())
         self.tm = transaction.TransactionManager()
         self.root = self.db.open(self.tm).root()
+        # faults and scans read through a second client, as a reader process would
+        # (its chunks are ghosts, read from the node's LMDB in place)
+        self.reader_db = ZODB.DB(self.cluster.open_storage())
+        self.reader_tm = transaction.TransactionManager()
+        self.reader_root = self.reader_db.open(self.reader_tm).root()
 
     def close(self):
         self.tm.abort()
+        self.reader_tm.abort()
+        self.reader_db.close()
         self.db.close()
         self.cluster.stop()
+
+    def reader(self, name):
+        self.reader_tm.begin()
+        return self.reader_root[name]
 
     def array(self, name, nbytes, chunk_bytes, data=True):
         import neoarray.array as na
@@ -100,7 +111,8 @@ class Bench:
         for chunk_kib in (64, 256, 1024, 2048, 4096):
             chunk = chunk_kib * 1024
             count = max(8, min(64, self.args.fault_mib * MIB // chunk))
-            A = self.array(f"fault{chunk_kib}", count * chunk, chunk)
+            self.array(f"fault{chunk_kib}", count * chunk, chunk)
+            A = self.reader(f"fault{chunk_kib}")
             order = rng.permutation(count)
             items = chunk // 8
             for memory, budget in (("fresh", count * chunk), ("recycled", 4 * chunk)):
@@ -118,7 +130,8 @@ class Bench:
                 emit("fault_us", mode, us, "us", chunk_kib=chunk_kib, memory=memory)
                 emit("fault_us_per_2mib", mode, us * (2 * MIB) / chunk, "us", chunk_kib=chunk_kib,
                      memory=memory, wendelin_core_us=280)
-        Z = self.array("zeros", 64 * 2 * MIB, 2 * MIB, data=False)
+        self.array("zeros", 64 * 2 * MIB, 2 * MIB, data=False)
+        Z = self.reader("zeros")
         with Z.mapped(mode=mode) as v:
             t0 = time.perf_counter()
             for i in range(64):
@@ -195,7 +208,7 @@ def main():
         path = os.path.join(workdir, "scan.f64")
         np.arange(A.size, dtype=np.float64).tofile(path)
         for mode in modes:
-            bench.scan(mode, A, path)
+            bench.scan(mode, bench.reader("scan"), path)
         for mode in modes:
             bench.write_back(mode, A)
     finally:

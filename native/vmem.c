@@ -539,6 +539,7 @@ static PyObject *Region_get_address(Region *r, void *c) { return PyLong_FromVoid
 static PyObject *Region_get_nbytes(Region *r, void *c) { return PyLong_FromSsize_t(r->nbytes); }
 static PyObject *Region_get_exports(Region *r, void *c) { return PyLong_FromSsize_t(r->exports); }
 static PyObject *Region_get_closed(Region *r, void *c) { return PyBool_FromLong(r->closed); }
+static PyObject *Region_get_pooled(Region *r, void *c) { return PyLong_FromLong(r->pool_n); }
 
 static PyMethodDef Region_methods[] = {
     {"install", (PyCFunction)Region_install, METH_VARARGS,
@@ -559,6 +560,7 @@ static PyGetSetDef Region_getset[] = {
     {"nbytes", (getter)Region_get_nbytes, NULL, "bytes of address space", NULL},
     {"exports", (getter)Region_get_exports, NULL, "live buffer exports", NULL},
     {"closed", (getter)Region_get_closed, NULL, "whether close() was called", NULL},
+    {"pooled", (getter)Region_get_pooled, NULL, "evicted blocks kept for installs", NULL},
     {NULL}};
 
 static PyBufferProcs Region_buffer = {(getbufferproc)Region_getbuffer,

@@ -1218,8 +1218,9 @@ class ndarray(persistent.Persistent, ChunkedArray):
 
         Parameters
         ----------
-        region : slice, int or tuple of them, optional
-            The window (unit steps); default the whole array.  An integer drops its axis.
+        region : slice, int or tuple, optional
+            The window: slices of step 1 and integers (one per leading axis); default
+            the whole array.  An integer drops its axis.
         writable : bool, optional
             Writes into ``v`` become chunk revisions at ``transaction.commit()`` (or when
             the block ends, for a detached array) and are dropped by ``abort()``.
@@ -1237,7 +1238,7 @@ class ndarray(persistent.Persistent, ChunkedArray):
 
         Raises
         ------
-        MappingUnavailableError
+        neoarray.vm.MappingUnavailableError
             Neither userfaultfd nor the mprotect fallback works here (the native
             extension is not built, or not Linux).
         ArrayTooLargeError

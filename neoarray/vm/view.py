@@ -17,8 +17,8 @@ import numpy as np
 from transaction._transaction import Status
 
 from ..array import fetch
-from ..client import colours
 from ..array.errors import ArrayValueError
+from ..client import colours
 
 READAHEAD_UNITS_MAX = 8
 # map an in-place record's pages in one madvise(MADV_POPULATE_READ) before copying: it
@@ -229,7 +229,9 @@ class MappedView:
         size = self.window.unit_bytes
         if state.dirty:
             self.dirty_bytes -= size
-        self.region.evict(unit * size, size, not state.zero)
+        # keep the pages for the next install (warm memory): a quarter of the budget at most
+        recycle = not state.zero and (self.region.pooled + 1) * size <= max(size, self.budget_bytes // 4)
+        self.region.evict(unit * size, size, recycle)
 
     # ------------------------------------------------------------------ writes
 
