@@ -963,11 +963,21 @@ class ndarray(persistent.Persistent, ChunkedArray):
             existing = self._tree[key] = Chunk(payload)
         if self._p_jar is not None:
             Unsaved.of(self._p_jar).add(existing, len(payload))
+        self._tell_views(key)
 
     def _drop_chunk(self, key, chunk):
         """Remove a chunk; tombstone it so concurrent writers of it conflict."""
         del self._tree[key]
         chunk.payload = None
+        self._tell_views(key)
+
+    def _tell_views(self, key):
+        """Tell the open mapped views of this array (:mod:`neoarray.vm`) that chunk
+        ``key`` was written."""
+        views = self.__dict__.get("_v_views")
+        if views:
+            for view in list(views):
+                view.chunk_written(key)
 
     def _stored_blocks(self, keys=None):
         """Yield ``(key, in-bounds block)`` for stored chunks (all when ``keys`` is None)."""

@@ -66,8 +66,10 @@ allocation; a zero-fill unit costs a few microseconds.
 
 Limits: Linux only (x86-64 tells reads from writes in one fault; elsewhere a write into
 a clean page faults twice); a window must fit the address space (``address_bytes_max``,
-64 TiB); at most 4096 views open at once; writes made by ``A[...] = v`` while a view of
-the same chunks is open are not seen by that view until its units are dropped.
+64 TiB); at most 4096 views open at once; a savepoint's ``rollback()`` does not reach
+the pages of an open writable view.  ``A[...] = v`` drops the clean units of open views
+that read the chunks it writes (their dirty units keep their writes, which their
+write-back puts over the chunk at commit).
 """
 from __future__ import annotations
 

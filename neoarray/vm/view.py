@@ -65,6 +65,11 @@ class MappedView:
             view._fault(offset, is_write)
         self.region = region_factory(window.region_bytes, loader, writable)
         self._bytes = np.frombuffer(self.region, dtype=np.uint8)
+        self._writing_back = False
+        views = array.__dict__.get("_v_views")
+        if views is None:
+            views = array._v_views = weakref.WeakSet()
+        views.add(self)
         if self._jar is not None:
             _watch(self._jar, self)
             self._jar.transaction_manager.registerSynch(self)
@@ -238,6 +243,26 @@ class MappedView:
     def _write_back(self):
         """Write the dirty units into the array (its chunks, in the current transaction,
         by the array's own write path); they become clean, read-only pages."""
+        self._writing_back = True
+        try:
+            self._write_dirty()
+        finally:
+            self._writing_back = False
+
+    def chunk_written(self, key):
+        """Chunk ``key`` of the array was written (``A[...] = x``, or another view's
+        write-back): clean units read from it fault again.  Dirty ones keep this view's
+        writes, which its write-back puts over the chunk at commit."""
+        if self._writing_back:
+            return
+        with self._lock:
+            if self.region.closed:
+                return
+            for unit, state in list(self.units.items()):
+                if not state.dirty and any(k == key for k, _ in state.deps):
+                    self._drop(unit)
+
+    def _write_dirty(self):
         w, array = self.window, self.array
         size = w.unit_bytes
         for unit, state in list(self.units.items()):

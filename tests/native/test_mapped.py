@@ -193,3 +193,17 @@ def test_dirty_pages_over_their_bound_are_written_early(mode):
         tm.abort()
         conn.close()
         db.close()
+
+
+def test_writes_through_the_array_reach_open_views(mode):
+    A = na.ndarray((300, 70), dtype="int32", order="F", chunks=(16, 7))
+    A[:, 3] = 5
+    with A.mapped(mode=mode) as v, A.mapped((slice(10, 200), slice(2, 9)), mode=mode) as w:
+        assert v[20, 3] == 5 and w[10, 1] == 5 and v[299, 69] == 0      # units now in
+        A[20, 3] = 8            # a stored chunk
+        A[299, 69] = 9          # an unwritten one
+        A[:, 3] = 0             # chunks left all fill are removed
+        A[30, 4] = 1
+        expected = A[...]
+        np.testing.assert_array_equal(v, expected)
+        np.testing.assert_array_equal(w, expected[10:200, 2:9])
