@@ -8,7 +8,9 @@ SIGBUS; ``mprotect``: the unprivileged fallback):
   layout: the chunk's bytes go straight into the pages), chunks touched in random
   order (no readahead), data in the client's cache or the storage node's LMDB, into
   ``fresh`` memory (never touched by the process) or ``recycled`` memory (the pages
-  of evicted units, as in a scan); ``fault_us_per_2mib`` scales
+  of evicted units, as in a scan); ``source=memory``: the same from a detached
+  array's chunks, in this process's memory (the mechanism alone, without the client's
+  read path); ``fault_us_per_2mib`` scales
   it to 2 MiB (wendelin.core published 269-291 us per 2 MiB page); ``zero_fault_us``:
   one unit of an unwritten chunk (the shared zero page);
 * ``scan``: ``numpy.sum`` over a view of the whole array (budget a quarter of it)
@@ -107,15 +109,21 @@ class Bench:
         return A
 
     def faults(self, mode):
+        import neoarray.array as na
         rng = np.random.default_rng(0)
         for chunk_kib in (64, 256, 1024, 2048, 4096):
             chunk = chunk_kib * 1024
             count = max(8, min(64, self.args.fault_mib * MIB // chunk))
             self.array(f"fault{chunk_kib}", count * chunk, chunk)
-            A = self.reader(f"fault{chunk_kib}")
+            stored = self.reader(f"fault{chunk_kib}")
+            detached = na.ndarray(stored.shape, chunks=stored.chunks)
+            detached[...] = np.arange(stored.size, dtype=np.float64)
             order = rng.permutation(count)
             items = chunk // 8
-            for memory, budget in (("fresh", count * chunk), ("recycled", 4 * chunk)):
+            for source, A, memory, budget in (
+                    ("storage", stored, "fresh", count * chunk),
+                    ("storage", stored, "recycled", 4 * chunk),
+                    ("memory", detached, "recycled", 4 * chunk)):
                 # fresh: every unit lands in memory never touched before; recycled: the
                 # budget holds 4 units, so units go into the pages of evicted ones (a
                 # scan's steady state)
@@ -127,9 +135,9 @@ class Bench:
                             v[i * items]
                         per_fault.append((time.perf_counter() - t0) / count)
                 us = statistics.median(per_fault) * 1e6
-                emit("fault_us", mode, us, "us", chunk_kib=chunk_kib, memory=memory)
+                emit("fault_us", mode, us, "us", chunk_kib=chunk_kib, memory=memory, source=source)
                 emit("fault_us_per_2mib", mode, us * (2 * MIB) / chunk, "us", chunk_kib=chunk_kib,
-                     memory=memory, wendelin_core_us=280)
+                     memory=memory, source=source, wendelin_core_us=280)
         self.array("zeros", 64 * 2 * MIB, 2 * MIB, data=False)
         Z = self.reader("zeros")
         with Z.mapped(mode=mode) as v:

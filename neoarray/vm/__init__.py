@@ -59,10 +59,17 @@ removed; a concurrent writer of the same chunk gets ``ConflictError``); ``abort(
 drops them.  When the connection moves to a newer snapshot, units read from chunks
 that changed are dropped and fault again.
 
-Measured here (2 cores, Linux 6.18, ``benchmarks/native_bench.py``; see the README for
-the latest figures): a first-touch fault of a 2 MiB chunk from the client cache costs
-about 0.2-0.5 ms under either mode, most of it copying and the kernel's page
-allocation; a zero-fill unit costs a few microseconds.
+Measured here (2 shared cores in a VM, Linux 6.18, ``benchmarks/native_bench.py --mib
+256``; noisy to +-30% from run to run): one 2 MiB first touch costs 120-170 us for
+the install alone (a warm 2 MiB memcpy is 80-90 us), 420-490 us for the whole fault
+with the chunk in this process's memory, 0.7-1.1 ms with the chunk read through a
+second client, and 2.5-3.5 ms into memory the process never touched (this VM's first
+touch of fresh memory dominates; hence the pool of evicted units' pages); a 64 KiB
+fault costs 90-220 us (the fixed part: signal, GIL, the Python loader, the tree
+lookup); a unit of unwritten chunks of fill 0 costs 20-75 us.  wendelin.core published
+270-290 us per 2 MiB.  A full ``numpy.sum`` over a view reads at 0.95-1.4x the speed
+of ``A[...].sum()`` under userfaultfd (0.6-1.3x under mprotect), with peak RSS at the
+budget; writing back every page at commit runs at 0.6-1.2x ``A[...] = x; commit()``.
 
 Limits: Linux only (x86-64 tells reads from writes in one fault; elsewhere a write into
 a clean page faults twice); a window must fit the address space (``address_bytes_max``,
