@@ -379,7 +379,12 @@ static PyObject *Region_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     }
     Region *r = (Region *)type->tp_alloc(type, 0);
     if (!r) {
-        /* leave the slot to its region-less state */
+        munmap(base, (size_t)nbytes);
+        pthread_mutex_lock(&slots_lock);
+        atomic_store(&slots[slot].end, 0);
+        atomic_store(&slots[slot].start, 0);
+        pthread_mutex_unlock(&slots_lock);
+        Py_CLEAR(slots[slot].loader);
         return NULL;
     }
     r->base = base;
