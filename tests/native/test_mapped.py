@@ -207,3 +207,11 @@ def test_writes_through_the_array_reach_open_views(mode):
         expected = A[...]
         np.testing.assert_array_equal(v, expected)
         np.testing.assert_array_equal(w, expected[10:200, 2:9])
+
+
+def test_whole_array_views_unmap_when_freed():
+    A = na.asarray(np.arange(1000.0), chunks=(100,))
+    for _ in range(4200):       # more than the 4096 views open at once
+        view = np.asarray(A, copy=False)
+        assert view[999] == 999.0 and not view.flags.writeable
+        del view
