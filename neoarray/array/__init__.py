@@ -21,6 +21,7 @@ The operations sit above the array: they import :mod:`.core`, which imports none
 them; they are given to it here (``core.bind``).
 """
 
+from .. import vm
 from . import (
     core,
     dasks,
@@ -68,7 +69,7 @@ from .windows import alerts, diff, moving_mean
 from .zarrs import from_zarr
 
 core.bind(ufuncs=ufuncs, plans=plans, methods=methods, ordering=ordering, lazy=lazy, views=views,
-          handles=handles, dasks=dasks, zarrs=zarrs, streams=streams)
+          handles=handles, dasks=dasks, zarrs=zarrs, streams=streams, vm=vm)
 for _module in (ordering, quantiles, joining):      # sorting, order statistics, joining
     ufuncs.register(_module.ARRAY_FUNCTIONS)
 

@@ -69,14 +69,15 @@ def check_memory(nbytes, what):
 # this one, which import it; the package binds them here (``bind``, called by
 # ``neoarray/array/__init__.py``), so that this module imports none of them.
 _ops = types.SimpleNamespace(ufuncs=None, plans=None, methods=None, ordering=None, lazy=None,
-                             views=None, handles=None, dasks=None, zarrs=None, streams=None)
+                             views=None, handles=None, dasks=None, zarrs=None, streams=None, vm=None)
 
 
 def bind(**modules):
     """Give the array its operations: ``ufuncs``, ``plans`` (reductions), ``methods``,
     ``ordering`` (sorting), ``lazy`` (lazy expressions, which ``A[...] = expr`` writes chunk by
     chunk), ``views`` (lazy views of lazy arrays: ``expr[2:5]``), ``handles`` (pickling),
-    ``dasks`` (Dask collections), ``zarrs`` (zarr) and ``streams`` (concurrent appends)."""
+    ``dasks`` (Dask collections), ``zarrs`` (zarr), ``streams`` (concurrent appends) and
+    ``vm`` (mapped views, :mod:`neoarray.vm`)."""
     unknown = set(modules) - set(vars(_ops))
     if unknown:
         raise TypeError(f"unknown operations {sorted(unknown)}")
@@ -964,11 +965,21 @@ class ndarray(persistent.Persistent, ChunkedArray):
             existing = self._tree[key] = Chunk(payload)
         if self._p_jar is not None:
             Unsaved.of(self._p_jar).add(existing, len(payload))
+        self._tell_views(key)
 
     def _drop_chunk(self, key, chunk):
         """Remove a chunk; tombstone it so concurrent writers of it conflict."""
         del self._tree[key]
         chunk.payload = None
+        self._tell_views(key)
+
+    def _tell_views(self, key):
+        """Tell the open mapped views of this array (:mod:`neoarray.vm`) that chunk
+        ``key`` was written."""
+        views = self.__dict__.get("_v_views")
+        if views:
+            for view in list(views):
+                view.chunk_written(key)
 
     def _stored_blocks(self, keys=None):
         """Yield ``(key, in-bounds block)`` for stored chunks (all when ``keys`` is None)."""
@@ -1223,9 +1234,48 @@ class ndarray(persistent.Persistent, ChunkedArray):
 
     # ------------------------------------------------------------------ numpy protocols
 
+    def mapped(self, region: Any = None, writable: bool = False, **options: Any) -> Any:
+        """A context manager giving a real ``numpy.ndarray`` over ``self[region]``, whose
+        pages are read from the chunks on first touch (:mod:`neoarray.vm`).
+
+        ``with A.mapped((slice(10**17, 10**17 + 10**6), slice(None))) as v:`` works on an
+        array of any size; any numpy, scipy or scikit-learn code runs on ``v``.
+
+        Parameters
+        ----------
+        region : slice, int or tuple, optional
+            The window: slices of step 1 and integers (one per leading axis); default
+            the whole array.  An integer drops its axis.
+        writable : bool, optional
+            Writes into ``v`` become chunk revisions at ``transaction.commit()`` (or when
+            the block ends, for a detached array) and are dropped by ``abort()``.
+        **options
+            ``mode`` ('uffd' or 'mprotect'; default ``$NEOARRAY_VM_MODE``, else userfaultfd
+            where allowed), ``budget_bytes`` (clean pages kept; default a quarter of
+            ``memory_bytes_max``), ``dirty_bytes_max`` (written pages held before they are
+            written early into the transaction; default half the budget).
+
+        Returns
+        -------
+        contextlib.AbstractContextManager
+            Its ``__enter__`` gives the ``numpy.ndarray`` (read-only unless ``writable``),
+            unmapped when the block ends.
+
+        Raises
+        ------
+        neoarray.vm.MappingUnavailableError
+            Neither userfaultfd nor the mprotect fallback works here (the native
+            extension is not built, or not Linux).
+        ArrayTooLargeError
+            The window does not fit the address space.
+        ArrayValueError, ArrayIndexError
+            ``region`` is not slices of step 1 and integers inside the array.
+        """
+        return _ops.vm.mapped(self, region, writable, **options)
+
     def __array__(self, dtype=None, copy=None):
-        if copy is False:
-            raise ValueError("a neoarray.array.ndarray cannot be viewed without a copy")
+        if copy is False:       # numpy 2: a view of the whole array through virtual memory
+            return _ops.vm.whole(self, None if dtype is None else np.dtype(dtype))
         check_memory(self.nbytes, f"array of shape {self._shape} and dtype {self.dtype}")
         result = np.asarray(self[...])
         return result if dtype is None else result.astype(dtype, copy=False)

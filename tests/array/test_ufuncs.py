@@ -121,5 +121,8 @@ def test_array_protocol_and_fallback_functions():
     assert np.shape(a) == (3, 4) and np.ndim(a) == 2 and np.size(a) == 12
     np.testing.assert_array_equal(np.cumsum(a, axis=1), np.cumsum(x, axis=1))
     np.testing.assert_array_equal(np.concatenate([a, x]), np.concatenate([x, x]))
-    with pytest.raises(ValueError):
-        np.array(a, copy=False)
+    view = np.array(a, copy=False)      # a view through virtual memory (neoarray.vm)
+    assert type(view) is np.ndarray and not view.flags.writeable
+    np.testing.assert_array_equal(view, x)
+    with pytest.raises(ValueError, match="would need a copy"):
+        np.array(a, dtype=float, copy=False)

@@ -1,0 +1,604 @@
+/* neoarray._vmem: address space whose pages are filled on first touch.
+ *
+ * A Region reserves address space and hands every first touch of a page to a
+ * Python loader, in the thread that touched it: the fault arrives as a signal
+ * (SIGBUS from userfaultfd with UFFD_FEATURE_SIGBUS, or SIGSEGV from a
+ * PROT_NONE / read-only page under the mprotect fallback), the handler takes
+ * the GIL with PyGILState_Ensure (a no-op when this thread already holds it:
+ * numpy loops that keep the GIL fault in place instead of deadlocking against
+ * a handler thread), calls loader(offset, is_write), and returns, so the
+ * access is retried on the page the loader installed.  Why, and the
+ * measurements: see neoarray/vm/__init__.py.
+ *
+ * The loader installs pages with Region.install (UFFDIO_COPY, or a staging
+ * mapping moved into place with mremap: other threads see the whole unit or
+ * a fault, never a half-copied page), install_zero, protect and evict.
+ * Faults outside every region go to the handler installed before ours.
+ * A fault in a fork child, or in a closed region, stops the process with a
+ * message: a page fault cannot raise a Python exception.
+ */
+#define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE
+#include <Python.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#define MODE_MPROTECT 0
+#define MODE_UFFD 1
+#define SLOTS_MAX 4096
+
+typedef struct {
+    _Atomic uintptr_t start, end;   /* end == 0: free slot */
+    _Atomic int closed;
+    pid_t pid;
+    PyObject *loader;               /* read under the GIL only */
+} Slot;
+
+static Slot slots[SLOTS_MAX];
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sigaction previous_segv, previous_bus;
+static int handlers_installed = 0;
+static int uffd = -1;
+static const char *uffd_reason = "not probed";
+static long page_bytes = 4096;
+
+/* ------------------------------------------------------------ fatal path */
+
+static void say(const char *text) {
+    ssize_t left = (ssize_t)strlen(text);
+    while (left > 0) {
+        ssize_t n = write(2, text, (size_t)left);
+        if (n <= 0) return;
+        text += n; left -= n;
+    }
+}
+
+static void die(const char *why) {
+    say("neoarray: fatal page fault in a mapped view: ");
+    say(why);
+    say("\n");
+    abort();
+}
+
+/* ------------------------------------------------------------ signals */
+
+static int find_slot(uintptr_t address) {
+    for (int i = 0; i < SLOTS_MAX; i++) {
+        uintptr_t end = atomic_load(&slots[i].end);
+        if (end && address < end && address >= atomic_load(&slots[i].start))
+            return i;
+    }
+    return -1;
+}
+
+static void chain(int sig, siginfo_t *info, void *context) {
+    struct sigaction *old = sig == SIGBUS ? &previous_bus : &previous_segv;
+    if (old->sa_flags & SA_SIGINFO) {
+        old->sa_sigaction(sig, info, context);
+        return;
+    }
+    if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
+        old->sa_handler(sig);
+        return;
+    }
+    /* default action: restore it; the faulting access runs again and gets it */
+    signal(sig, SIG_DFL);
+    if (info->si_code <= 0) raise(sig);
+}
+
+static int fault_is_write(int sig, void *context) {
+#if defined(__x86_64__)
+    if (sig == SIGSEGV) {
+        ucontext_t *uc = (ucontext_t *)context;
+        return (uc->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+    }
+    return 0;
+#else
+    (void)context;
+    return sig == SIGBUS ? 0 : -1;   /* unknown: see MappedView._fault */
+#endif
+}
+
+static void on_fault(int sig, siginfo_t *info, void *context) {
+    int saved_errno = errno;
+    uintptr_t address = (uintptr_t)info->si_addr;
+    int i = info->si_code > 0 ? find_slot(address) : -1;
+    if (i < 0) {
+        chain(sig, info, context);
+        errno = saved_errno;
+        return;
+    }
+    if (slots[i].pid != getpid())
+        die("this process is a fork child of the process that mapped the view; "
+            "views do not survive fork: open the array again in the child");
+    if (atomic_load(&slots[i].closed))
+        die("the view was used after its region was closed (a numpy array kept "
+            "beyond its `with A.mapped(...)` block)");
+    if (!Py_IsInitialized())
+        die("the Python interpreter is not running");
+    int is_write = fault_is_write(sig, context);
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int interrupted = 0;
+    for (;;) {
+        if (find_slot(address) != i || atomic_load(&slots[i].closed) || !slots[i].loader)
+            die("the view's region was closed while one of its pages was faulting");
+        PyObject *loader = slots[i].loader;
+        Py_INCREF(loader);
+        PyObject *result = PyObject_CallFunction(
+            loader, "Ki", (unsigned long long)(address - atomic_load(&slots[i].start)), is_write);
+        Py_DECREF(loader);
+        if (result) {
+            Py_DECREF(result);
+            break;
+        }
+        if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+            PyErr_Clear();      /* delivered again once the page is in */
+            interrupted = 1;
+            continue;
+        }
+        PyErr_Print();
+        die("loading its page failed (the Python error above)");
+    }
+    if (interrupted) PyErr_SetInterrupt();
+    PyGILState_Release(gil);
+    errno = saved_errno;
+}
+
+static void kill_children_views(void) {
+    /* in a fork child: every view faults (and stops with a message) instead of
+     * showing stale pages, or zeros where userfaultfd is not inherited */
+    for (int i = 0; i < SLOTS_MAX; i++) {
+        uintptr_t end = atomic_load(&slots[i].end);
+        if (end) {
+            uintptr_t start = atomic_load(&slots[i].start);
+            mprotect((void *)start, end - start, PROT_NONE);
+        }
+    }
+}
+
+static int install_handlers(void) {
+    if (handlers_installed) return 0;
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = on_fault;
+    action.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESTART;
+    sigemptyset(&action.sa_mask);
+    if (sigaction(SIGSEGV, &action, &previous_segv) || sigaction(SIGBUS, &action, &previous_bus)) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    static int atfork_registered = 0;
+    if (!atfork_registered) pthread_atfork(NULL, NULL, kill_children_views);
+    atfork_registered = 1;
+    handlers_installed = 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------ userfaultfd */
+
+static void probe_uffd(void) {
+    if (uffd >= 0 || strcmp(uffd_reason, "not probed")) return;
+    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+        if (dev >= 0) {
+            fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+            close(dev);
+        }
+    }
+    if (fd < 0) {
+        uffd_reason = "userfaultfd is not allowed here (syscall and /dev/userfaultfd refused)";
+        return;
+    }
+    struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_SIGBUS};
+    if (ioctl(fd, UFFDIO_API, &api) || !(api.features & UFFD_FEATURE_SIGBUS)) {
+        close(fd);
+        uffd_reason = "userfaultfd lacks UFFD_FEATURE_SIGBUS (Linux >= 4.14)";
+        return;
+    }
+    uffd = fd;
+    uffd_reason = "available";
+}
+
+static PyObject *vm_probe(PyObject *self, PyObject *args) {
+    probe_uffd();
+    return Py_BuildValue("{s:O,s:s,s:O,s:l}", "uffd", uffd >= 0 ? Py_True : Py_False,
+                         "uffd_reason", uffd_reason, "mprotect", Py_True, "page_bytes", page_bytes);
+}
+
+/* ------------------------------------------------------------ Region */
+
+#define POOL_MAX 8
+#define HUGE_BYTES (2UL << 20)
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4
+#endif
+
+typedef struct {
+    PyObject_HEAD
+    char *base;
+    Py_ssize_t nbytes;
+    int mode, slot, writable, closed, unmapped;
+    Py_ssize_t exports;
+    void *pool[POOL_MAX];       /* evicted units' pages, writable, reused by install */
+    int pool_n;
+    size_t pool_bytes;          /* the size of each pooled block */
+} Region;
+
+static int reserve_range(Region *r, char *target, size_t length) {
+    /* fresh, empty address space at target: faults again on first touch */
+    int prot = r->mode == MODE_UFFD ? PROT_READ : PROT_NONE;
+    if (mmap(target, length, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
+        == MAP_FAILED)
+        return -1;
+    if (r->mode == MODE_UFFD) {
+        struct uffdio_register reg = {.range = {.start = (uintptr_t)target, .len = length},
+                                      .mode = UFFDIO_REGISTER_MODE_MISSING};
+        if (ioctl(uffd, UFFDIO_REGISTER, &reg)) return -1;
+    }
+    return 0;
+}
+
+static void *fresh_block(size_t length) {
+    /* writable anonymous memory, 2 MiB aligned when that large (one huge page per
+     * 2 MiB where the kernel gives them: one page fault instead of 512) */
+    size_t align = length >= HUGE_BYTES ? HUGE_BYTES : 0;
+    char *raw = mmap(NULL, length + align, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    char *block = raw;
+    if (align) {
+        block = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
+        if (block > raw) munmap(raw, (size_t)(block - raw));
+        if (block + length < raw + length + align)
+            munmap(block + length, (size_t)(raw + length + align - (block + length)));
+        madvise(block, length, MADV_HUGEPAGE);
+    }
+    return block;
+}
+
+static void *take_block(Region *r, size_t length) {
+    if (r->pool_n && r->pool_bytes == length) return r->pool[--r->pool_n];
+    return fresh_block(length);
+}
+
+static void restore_handlers(void) {
+    /* the last region is gone: give SIGSEGV and SIGBUS back to the handlers found
+     * before ours, unless another one was installed over ours meanwhile (it may chain
+     * to ours: then ours stays, harmless without regions) */
+    struct sigaction current;
+    for (int i = 0; i < SLOTS_MAX; i++)
+        if (atomic_load(&slots[i].end)) return;
+    if (sigaction(SIGSEGV, NULL, &current) || current.sa_sigaction != on_fault) return;
+    if (sigaction(SIGBUS, NULL, &current) || current.sa_sigaction != on_fault) return;
+    sigaction(SIGSEGV, &previous_segv, NULL);
+    sigaction(SIGBUS, &previous_bus, NULL);
+    handlers_installed = 0;
+}
+
+static void unmap_region(Region *r) {
+    if (r->unmapped) return;
+    munmap(r->base, (size_t)r->nbytes);
+    while (r->pool_n) munmap(r->pool[--r->pool_n], r->pool_bytes);
+    pthread_mutex_lock(&slots_lock);
+    atomic_store(&slots[r->slot].end, 0);
+    atomic_store(&slots[r->slot].start, 0);
+    restore_handlers();
+    pthread_mutex_unlock(&slots_lock);
+    Py_CLEAR(slots[r->slot].loader);
+    r->unmapped = 1;
+}
+
+static int check_range(Region *r, unsigned long long offset, unsigned long long length) {
+    if (r->closed) {
+        PyErr_SetString(PyExc_ValueError, "the region is closed");
+        return -1;
+    }
+    if (offset % page_bytes || length % page_bytes || offset > (unsigned long long)r->nbytes ||
+        length > (unsigned long long)r->nbytes - offset) {
+        PyErr_Format(PyExc_ValueError, "range %llu+%llu is not whole pages inside the region",
+                     offset, length);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Region_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    static char *names[] = {"nbytes", "loader", "mode", "writable", NULL};
+    unsigned long long nbytes;
+    PyObject *loader;
+    int mode, writable;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KOip", names, &nbytes, &loader, &mode, &writable))
+        return NULL;
+    if (nbytes == 0 || nbytes % page_bytes || nbytes > (unsigned long long)PY_SSIZE_T_MAX) {
+        PyErr_SetString(PyExc_ValueError, "a region is a positive number of whole pages");
+        return NULL;
+    }
+    if (mode == MODE_UFFD) {
+        probe_uffd();
+        if (uffd < 0) {
+            PyErr_SetString(PyExc_OSError, uffd_reason);
+            return NULL;
+        }
+    }
+    if (install_handlers()) return NULL;
+    int prot = mode == MODE_UFFD ? PROT_READ : PROT_NONE;
+    /* 2 MiB aligned, so that units of whole huge pages move into place as such */
+    char *raw = mmap(NULL, (size_t)nbytes + HUGE_BYTES, prot,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (raw == MAP_FAILED) {
+        PyErr_Format(PyExc_MemoryError, "cannot reserve %llu bytes of address space (%s)", nbytes,
+                     strerror(errno));
+        return NULL;
+    }
+    char *base = (char *)(((uintptr_t)raw + HUGE_BYTES - 1) & ~(uintptr_t)(HUGE_BYTES - 1));
+    if (base > raw) munmap(raw, (size_t)(base - raw));
+    if (base + nbytes < raw + nbytes + HUGE_BYTES)
+        munmap(base + nbytes, (size_t)(raw + nbytes + HUGE_BYTES - (base + nbytes)));
+    if (mode == MODE_UFFD) {
+        struct uffdio_register reg = {.range = {.start = (uintptr_t)base, .len = nbytes},
+                                      .mode = UFFDIO_REGISTER_MODE_MISSING};
+        if (ioctl(uffd, UFFDIO_REGISTER, &reg)) {
+            int e = errno;
+            munmap(base, (size_t)nbytes);
+            PyErr_Format(PyExc_OSError, "userfaultfd refused the region (%s)", strerror(e));
+            return NULL;
+        }
+    }
+    pthread_mutex_lock(&slots_lock);
+    int slot = -1;
+    for (int i = 0; i < SLOTS_MAX && slot < 0; i++)
+        if (!atomic_load(&slots[i].end) && !slots[i].loader) slot = i;
+    if (slot >= 0) {
+        Py_INCREF(loader);
+        slots[slot].loader = loader;
+        slots[slot].pid = getpid();
+        atomic_store(&slots[slot].closed, 0);
+        atomic_store(&slots[slot].start, (uintptr_t)base);
+        atomic_store(&slots[slot].end, (uintptr_t)base + nbytes);
+    }
+    pthread_mutex_unlock(&slots_lock);
+    if (slot < 0) {
+        munmap(base, (size_t)nbytes);
+        PyErr_Format(PyExc_OSError, "more than %d mapped views are open at once", SLOTS_MAX);
+        return NULL;
+    }
+    Region *r = (Region *)type->tp_alloc(type, 0);
+    if (!r) {
+        munmap(base, (size_t)nbytes);
+        pthread_mutex_lock(&slots_lock);
+        atomic_store(&slots[slot].end, 0);
+        atomic_store(&slots[slot].start, 0);
+        pthread_mutex_unlock(&slots_lock);
+        Py_CLEAR(slots[slot].loader);
+        return NULL;
+    }
+    r->base = base;
+    r->nbytes = (Py_ssize_t)nbytes;
+    r->mode = mode;
+    r->slot = slot;
+    r->writable = writable;
+    return (PyObject *)r;
+}
+
+static int protect_bits(Region *r, int writable) {
+    return writable ? PROT_READ | PROT_WRITE : PROT_READ;
+}
+
+static PyObject *Region_install(Region *r, PyObject *args) {
+    unsigned long long offset;
+    Py_buffer data;
+    int writable = 0, populate = 0;
+    if (!PyArg_ParseTuple(args, "Ky*|pp", &offset, &data, &writable, &populate)) return NULL;
+    unsigned long long length = (unsigned long long)data.len;
+    if (check_range(r, offset, length)) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    char *target = r->base + offset;
+    int failed = 0, e = 0;
+    char *block = take_block(r, length);
+    if (!block) {
+        PyBuffer_Release(&data);
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS
+    /* fill a block out of sight, then move it into place whole (one mremap): other
+     * threads see the unit complete or fault on it, never a half-copied page */
+    if (populate) {
+        /* a source in a file mapping (a chunk read in place from LMDB) would take one
+         * page fault per page inside memcpy: map its pages in one call instead */
+        uintptr_t lo = (uintptr_t)data.buf & ~(uintptr_t)(page_bytes - 1);
+        madvise((void *)lo, (uintptr_t)data.buf + length - lo, MADV_POPULATE_READ);
+    }
+    memcpy(block, data.buf, length);
+    if (mprotect(block, length, protect_bits(r, writable)) ||
+        mremap(block, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, target) == MAP_FAILED) {
+        failed = 1; e = errno;
+        munmap(block, length);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    if (failed) {
+        errno = e;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Region_install_zero(Region *r, PyObject *args) {
+    unsigned long long offset, length;
+    if (!PyArg_ParseTuple(args, "KK", &offset, &length)) return NULL;
+    if (check_range(r, offset, length)) return NULL;
+    char *target = r->base + offset;
+    if (r->mode == MODE_UFFD) {
+        unsigned long long done = 0;
+        while (done < length) {
+            struct uffdio_zeropage zero = {.range = {.start = (uintptr_t)target + done,
+                                                      .len = length - done}, .mode = 0};
+            if (ioctl(uffd, UFFDIO_ZEROPAGE, &zero) == 0) break;
+            if (zero.zeropage > 0) done += (unsigned long long)zero.zeropage;
+            else if (errno != EAGAIN) return PyErr_SetFromErrno(PyExc_OSError);
+        }
+    } else if (mmap(target, length, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+                    -1, 0) == MAP_FAILED) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Region_protect(Region *r, PyObject *args) {
+    unsigned long long offset, length;
+    int writable;
+    if (!PyArg_ParseTuple(args, "KKp", &offset, &length, &writable)) return NULL;
+    if (check_range(r, offset, length)) return NULL;
+    if (mprotect(r->base + offset, length, protect_bits(r, writable)))
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Region_evict(Region *r, PyObject *args) {
+    unsigned long long offset, length;
+    int recycle = 0;
+    if (!PyArg_ParseTuple(args, "KK|p", &offset, &length, &recycle)) return NULL;
+    if (check_range(r, offset, length)) return NULL;
+    char *target = r->base + offset;
+    if (recycle && r->pool_n < POOL_MAX && (r->pool_n == 0 || r->pool_bytes == length)) {
+        /* keep the pages for the next install (warm memory: no page faults to fill
+         * it): the target is first made to fault (PROT_NONE, or registered with
+         * userfaultfd), then its pages move out and it stays, empty */
+        int ok = r->mode == MODE_UFFD ? 0 : mprotect(target, length, PROT_NONE);
+        if (!ok && r->mode == MODE_UFFD) {
+            struct uffdio_register reg = {.range = {.start = (uintptr_t)target, .len = length},
+                                          .mode = UFFDIO_REGISTER_MODE_MISSING};
+            ok = ioctl(uffd, UFFDIO_REGISTER, &reg);
+        }
+        void *moved = ok ? MAP_FAILED : mremap(target, length, length,
+                                               MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
+        if (moved != MAP_FAILED) {
+            if (mprotect(moved, length, PROT_READ | PROT_WRITE) == 0) {
+                r->pool[r->pool_n++] = moved;
+                r->pool_bytes = length;
+            } else {
+                munmap(moved, length);
+            }
+            /* the range left behind stays mapped, empty, with its protection (a
+             * userfaultfd range: readable, so a touch is a missing-page fault) */
+            if (r->mode == MODE_UFFD && mprotect(target, length, PROT_READ))
+                return PyErr_SetFromErrno(PyExc_OSError);
+            Py_RETURN_NONE;
+        }
+        /* no MREMAP_DONTUNMAP here (Linux < 5.7): give the pages back instead */
+    }
+    if (reserve_range(r, target, length)) return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Region_close(Region *r, PyObject *unused) {
+    if (r->closed) Py_RETURN_NONE;
+    r->closed = 1;
+    if (!r->unmapped) atomic_store(&slots[r->slot].closed, 1);
+    if (r->exports == 0) unmap_region(r);
+    else mmap(r->base, (size_t)r->nbytes, PROT_NONE,
+              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    Py_RETURN_NONE;
+}
+
+static int Region_getbuffer(Region *r, Py_buffer *view, int flags) {
+    if (r->closed) {
+        PyErr_SetString(PyExc_ValueError, "the region is closed");
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)r, r->base, r->nbytes, !r->writable, flags)) return -1;
+    r->exports++;
+    return 0;
+}
+
+static void Region_releasebuffer(Region *r, Py_buffer *view) {
+    r->exports--;
+    if (r->closed && r->exports == 0) unmap_region(r);
+}
+
+static void Region_dealloc(Region *r) {
+    r->closed = 1;
+    if (!r->unmapped) atomic_store(&slots[r->slot].closed, 1);
+    unmap_region(r);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static PyObject *Region_get_address(Region *r, void *c) { return PyLong_FromVoidPtr(r->base); }
+static PyObject *Region_get_nbytes(Region *r, void *c) { return PyLong_FromSsize_t(r->nbytes); }
+static PyObject *Region_get_exports(Region *r, void *c) { return PyLong_FromSsize_t(r->exports); }
+static PyObject *Region_get_closed(Region *r, void *c) { return PyBool_FromLong(r->closed); }
+static PyObject *Region_get_pooled(Region *r, void *c) { return PyLong_FromLong(r->pool_n); }
+
+static PyMethodDef Region_methods[] = {
+    {"install", (PyCFunction)Region_install, METH_VARARGS,
+     "install(offset, data, writable=False, populate=False): put data (whole pages) at offset, "
+     "read-only or writable; populate maps a file-backed source's pages first."},
+    {"install_zero", (PyCFunction)Region_install_zero, METH_VARARGS,
+     "install_zero(offset, length): zero pages, sharing the zero page (no memory)."},
+    {"protect", (PyCFunction)Region_protect, METH_VARARGS,
+     "protect(offset, length, writable): make installed pages read-only or writable."},
+    {"evict", (PyCFunction)Region_evict, METH_VARARGS,
+     "evict(offset, length, recycle=False): the next touch faults again; recycle keeps the pages for an install."},
+    {"close", (PyCFunction)Region_close, METH_NOARGS,
+     "close(): unmap now, or once the last buffer export is released."},
+    {NULL}};
+
+static PyGetSetDef Region_getset[] = {
+    {"address", (getter)Region_get_address, NULL, "first byte's address", NULL},
+    {"nbytes", (getter)Region_get_nbytes, NULL, "bytes of address space", NULL},
+    {"exports", (getter)Region_get_exports, NULL, "live buffer exports", NULL},
+    {"closed", (getter)Region_get_closed, NULL, "whether close() was called", NULL},
+    {"pooled", (getter)Region_get_pooled, NULL, "evicted blocks kept for installs", NULL},
+    {NULL}};
+
+static PyBufferProcs Region_buffer = {(getbufferproc)Region_getbuffer,
+                                      (releasebufferproc)Region_releasebuffer};
+
+static PyTypeObject RegionType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "neoarray._vmem.Region",
+    .tp_basicsize = sizeof(Region),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Region(nbytes, loader, mode, writable): address space filled by loader(offset, is_write).",
+    .tp_new = Region_new,
+    .tp_dealloc = (destructor)Region_dealloc,
+    .tp_methods = Region_methods,
+    .tp_getset = Region_getset,
+    .tp_as_buffer = &Region_buffer,
+};
+
+static PyMethodDef module_methods[] = {
+    {"probe", vm_probe, METH_NOARGS, "probe() -> dict: which fault mechanisms work here."},
+    {NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_vmem", NULL, -1, module_methods};
+
+PyMODINIT_FUNC PyInit__vmem(void) {
+    page_bytes = sysconf(_SC_PAGESIZE);
+    if (PyType_Ready(&RegionType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&RegionType);
+    PyModule_AddObject(m, "Region", (PyObject *)&RegionType);
+    PyModule_AddIntConstant(m, "MODE_MPROTECT", MODE_MPROTECT);
+    PyModule_AddIntConstant(m, "MODE_UFFD", MODE_UFFD);
+    PyModule_AddIntConstant(m, "PAGE_BYTES", page_bytes);
+    return m;
+}

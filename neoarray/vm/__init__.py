@@ -1,0 +1,199 @@
+"""A real ``numpy.ndarray`` over a persistent array, through virtual memory: the one
+module that binds ``native/`` (the C extension ``neoarray._vmem``).
+
+``with A.mapped(region, writable=False) as v:`` gives a ``numpy.ndarray`` over a window
+of ``A`` (anywhere in an array of any shape, an exabyte one included) whose pages are
+read from ``A``'s chunks on first touch; ``numpy.asarray(A, copy=False)`` gives one over
+the whole array when it fits the address space.  Any numpy, scipy or scikit-learn code
+runs on it unchanged.
+
+How a page gets its bytes
+-------------------------
+The region is anonymous memory reserved with ``MAP_NORESERVE``.  Under
+**userfaultfd** it is registered for missing-page faults with
+``UFFD_FEATURE_SIGBUS``: a touch of a missing page raises SIGBUS *in the thread that
+touched it*, instead of waking a handler thread.  Under the **mprotect fallback** (no
+privilege needed; ``mode="mprotect"`` or ``NEOARRAY_VM_MODE=mprotect``), the region is
+``PROT_NONE`` and the touch raises SIGSEGV, in the same thread.  Either way the C
+handler takes the GIL (``PyGILState_Ensure``: nothing to do when the faulting thread
+holds it already) and calls the view's loader, which reads whole chunks through the
+array's own paths (client cache, co-located LMDB, network: :mod:`neoarray.array.fetch`),
+then installs the unit at once: ``UFFDIO_COPY`` (or ``UFFDIO_ZEROPAGE``), or under
+mprotect a staging mapping filled and moved into place with ``mremap``, so another
+thread sees a whole unit or a fault, never a half-copied page.
+
+Why in the faulting thread: the loader needs Python, and a numpy inner loop may fault
+while it *holds* the GIL (not every loop releases it).  A separate userfaultfd handler
+thread would wait for the GIL that the blocked faulting thread holds: a deadlock.  In
+the faulting thread the GIL is either held already (then Python runs right there, as
+a callback would) or taken like any C extension thread does; while the loader waits on
+I/O, the fetch path releases the GIL as usual.  Threads (numpy's, BLAS's) faulting at
+once queue on the view's lock, which waits without the GIL; the first loads, the others
+find the unit in.  One residual hazard, shared by every Python callback from C: a
+thread that holds the GIL *while waiting for* another thread that faults (numpy
+releases the GIL around BLAS calls, so numpy's own calls do not).
+
+A fault cannot raise a Python exception into the code that touched the page: if
+loading fails (the storage is gone, a write into a read-only view), the error is
+printed and the process stops (``abort``) with a message saying why; so does a touch
+in a ``fork`` child (its views are made ``PROT_NONE`` at fork: a child never sees
+stale pages, or zeros where userfaultfd is not inherited) or of a closed view.  Faults
+outside every view go to the SIGSEGV/SIGBUS handler installed before ours (Python's
+``faulthandler``, say).  A system call given an unloaded page (``v.tofile(f)``) gets
+``EFAULT`` instead of a fault: touch the pages first (``v.copy()``).
+
+Units, memory and writes
+------------------------
+One fault loads one *unit*: a whole chunk when chunks are contiguous runs of the window
+(1-D arrays, and chunks spanning every inner axis: their bytes go straight into the
+pages), else a power-of-two number of pages near the chunk size, filled from the chunks
+covering it (:mod:`.geometry`); a forward scan also loads the next few chunks in the
+same batch.  Unwritten chunks of fill 0 map the kernel's shared zero page (no memory).
+Clean units beyond ``budget_bytes`` are given back (``MADV_DONTNEED``, or a fresh
+``PROT_NONE`` mapping), oldest first.  In a writable view, units are read-only until
+written: the write faults, the unit turns writable and dirty; dirty bytes beyond
+``dirty_bytes_max`` are written early into the transaction (as ``A[...] = v`` would,
+spilling to a savepoint when large).  ``transaction.commit()`` writes the dirty units as
+new chunk revisions through the array's own write path (a chunk left all fill is
+removed; a concurrent writer of the same chunk gets ``ConflictError``); ``abort()``
+drops them.  When the connection moves to a newer snapshot, units read from chunks
+that changed are dropped and fault again.
+
+Measured here (2 shared cores in a VM, Linux 6.18, ``benchmarks/native_bench.py --mib
+256``; noisy to +-30% from run to run): one 2 MiB first touch costs 120-170 us for
+the install alone (a warm 2 MiB memcpy is 80-90 us), 420-490 us for the whole fault
+with the chunk in this process's memory, 0.7-1.1 ms with the chunk read through a
+second client, and 2.5-3.5 ms into memory the process never touched (this VM's first
+touch of fresh memory dominates; hence the pool of evicted units' pages); a 64 KiB
+fault costs 90-220 us (the fixed part: signal, GIL, the Python loader, the tree
+lookup); a unit of unwritten chunks of fill 0 costs 20-75 us.  wendelin.core published
+270-290 us per 2 MiB.  A full ``numpy.sum`` over a view reads at 0.95-1.4x the speed
+of ``A[...].sum()`` under userfaultfd (0.6-1.3x under mprotect), with peak RSS at the
+budget; writing back every page at commit runs at 0.6-1.2x ``A[...] = x; commit()``.
+
+Limits: Linux only (x86-64 tells reads from writes in one fault; elsewhere a write into
+a clean page faults twice); a window must fit the address space (``address_bytes_max``,
+64 TiB); at most 4096 views open at once; a savepoint's ``rollback()`` does not reach
+the pages of an open writable view.  ``A[...] = v`` drops the clean units of open views
+that read the chunks it writes (their dirty units keep their writes, which their
+write-back puts over the chunk at commit).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+
+from ..array.errors import ArrayTooLargeError, ArrayValueError
+from . import geometry
+from .view import MappedView
+
+try:
+    from .. import _vmem
+except ImportError as exc:      # built by `pip install -e .` (setup.py); absent off Linux
+    _vmem = None
+    _import_error = str(exc)
+
+ADDRESS_BYTES_MAX = 1 << 46
+MODES = ("uffd", "mprotect")
+
+
+class MappingUnavailableError(ArrayValueError, OSError):
+    """Neither userfaultfd nor the mprotect fallback can map a view here."""
+
+
+def available() -> dict:
+    """What works here: ``{'uffd': bool, 'uffd_reason': str, 'mprotect': bool,
+    'page_bytes': int}`` (all false without the extension)."""
+    if _vmem is None:
+        return {"uffd": False, "uffd_reason": f"native extension missing ({_import_error})",
+                "mprotect": False, "page_bytes": 4096}
+    return _vmem.probe()
+
+
+def choose_mode(mode: str | None = None) -> str:
+    """The fault mechanism used: ``mode``, else ``$NEOARRAY_VM_MODE``, else userfaultfd
+    when allowed, else mprotect."""
+    mode = mode or os.environ.get("NEOARRAY_VM_MODE") or None
+    if mode is not None and mode not in MODES:
+        raise ArrayValueError(f"mode {mode!r} is not one of {MODES}")
+    if _vmem is None:
+        raise MappingUnavailableError(
+            "mapped views need neoarray's native extension, which is not built here "
+            f"({_import_error}); reinstall with a C compiler on Linux (pip install -e .), "
+            "or read selections with A[...]")
+    found = _vmem.probe()
+    if mode == "uffd" and not found["uffd"]:
+        raise MappingUnavailableError(f"mode 'uffd' asked, but {found['uffd_reason']}; "
+                                      "use mode='mprotect'")
+    return mode or ("uffd" if found["uffd"] else "mprotect")
+
+
+def _region_factory(mode):
+    code = _vmem.MODE_UFFD if mode == "uffd" else _vmem.MODE_MPROTECT
+
+    def make(nbytes, loader, writable):
+        return _vmem.Region(nbytes, loader, code, writable)
+    return make
+
+
+def open_view(array, region=None, writable=False, *, mode=None, budget_bytes=None,
+              dirty_bytes_max=None) -> MappedView:
+    """A :class:`MappedView` of ``array[region]`` (see :meth:`ndarray.mapped`); the caller
+    closes it."""
+    from ..array.config import config
+    chosen = choose_mode(mode)
+    start, stop, _ = geometry.parse_window(region, array.shape)
+    window = geometry.Window(array.shape, array.chunks, array.order, array.itemsize,
+                             start, stop, _vmem.PAGE_BYTES)
+    if window.region_bytes > ADDRESS_BYTES_MAX:
+        raise ArrayTooLargeError(
+            f"a window of shape {window.shape} needs {window.region_bytes} bytes of address "
+            f"space, more than address_bytes_max ({ADDRESS_BYTES_MAX}); map a smaller window: "
+            "A.mapped((slice(start, stop), ...))")
+    budget = config.memory_limit_bytes() // 4 if budget_bytes is None else int(budget_bytes)
+    dirty = budget // 2 if dirty_bytes_max is None else int(dirty_bytes_max)
+    return MappedView(array, window, _region_factory(chosen), writable, budget, dirty)
+
+
+@contextlib.contextmanager
+def mapped(array, region=None, writable=False, **options):
+    """``with mapped(A, region) as v``: the window as a numpy array (see
+    :meth:`neoarray.array.ndarray.mapped`)."""
+    _, _, dropped = geometry.parse_window(region, array.shape)
+    view = open_view(array, region, writable, **options)
+    try:
+        result = view.numpy()
+        if dropped:
+            result = result[tuple(0 if ax in dropped else slice(None) for ax in range(array.ndim))]
+        yield result
+    finally:
+        result = None
+        view.close()
+
+
+def whole(array, dtype=None):
+    """``numpy.asarray(A, copy=False)``: a read-only numpy array over all of ``A``,
+    unmapped when the last numpy array over it is freed."""
+    if dtype is not None and array.dtype != dtype:
+        raise ArrayValueError(
+            f"numpy.asarray(A, dtype={dtype}, copy=False) would need a copy (A's dtype is "
+            f"{array.dtype}); leave out dtype or copy")
+    try:
+        view = open_view(array)
+    except ArrayTooLargeError as exc:
+        raise ArrayTooLargeError(
+            f"numpy.asarray(A, copy=False): the array ({array.nbytes} bytes) does not fit the "
+            f"address space ({ADDRESS_BYTES_MAX} bytes); map a window of it instead: "
+            "with A.mapped((slice(start, stop), ...)) as v: ...") from exc
+    return np.asarray(_Owner(view))
+
+
+class _Owner:
+    """What a whole-array numpy array is a view of: it keeps the mapped view alive, and
+    the view unmaps when the last numpy array over it is freed."""
+
+    def __init__(self, view):
+        self.view = view
+        self.__array_interface__ = view.numpy().__array_interface__

@@ -1,0 +1,403 @@
+"""A mapped window of a persistent array: the loader its page faults call, its resident
+and dirty units, and its part in the connection's transactions (see :mod:`neoarray.vm`).
+
+Every method that changes the units runs under the view's lock: faults arrive from any
+thread (numpy, BLAS), each holding the GIL while it runs Python, and the lock (which
+waits without the GIL) keeps one fault at a time working on the units.  It is
+re-entrant: writing back a unit reads the whole items it shares with the next unit,
+which may fault that unit in, in the same thread.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import weakref
+
+import numpy as np
+from transaction._transaction import Status
+
+from ..array import fetch
+from ..array.errors import ArrayValueError
+from ..client import colours
+
+READAHEAD_UNITS_MAX = 8
+# map an in-place record's pages in one madvise(MADV_POPULATE_READ) before copying: it
+# cost more than the page faults it saves here (2 MiB units: 570 against 380 us)
+POPULATE_SOURCE = False
+
+
+class Unit:
+    """One resident unit: the chunks it was read from (``(key, Chunk or None)``),
+    whether it is dirty (writable, written since its last write-back), and whether it
+    maps the shared zero page (its pages are not worth keeping when it goes)."""
+
+    __slots__ = ("deps", "dirty", "zero")
+
+    def __init__(self, deps):
+        self.deps, self.dirty, self.zero = deps, False, False
+
+
+class DirtyBoundError(ArrayValueError):
+    """A write fault found the dirty bytes over their bound with nothing to write back."""
+
+
+class MappedView:
+    """The pages of one window of ``array`` (see :func:`neoarray.vm.mapped`)."""
+
+    def __init__(self, array, window, region_factory, writable, budget_bytes, dirty_bytes_max):
+        self.array, self.window, self.writable = array, window, writable
+        self.budget_bytes = max(budget_bytes, window.unit_bytes)
+        self.dirty_bytes_max = max(dirty_bytes_max, window.unit_bytes)
+        self.units: collections.OrderedDict[int, Unit] = collections.OrderedDict()
+        self.written: set[int] = set()          # units written back in this transaction
+        self.dirty_bytes = 0
+        self.faults = self.loads = self.evictions = self.write_backs = 0
+        self._lock = threading.RLock()     # a write-back may fault in a unit next door
+        self._fill_units: dict[int, bytes] = {}
+        self._hooked = None                     # the transaction holding our commit hook
+        self._jar = array._p_jar
+        ref = weakref.ref(self)
+
+        def loader(offset, is_write):
+            view = ref()
+            if view is None:
+                raise ArrayValueError("a page fault in a view whose array view was freed")
+            view._fault(offset, is_write)
+        self.region = region_factory(window.region_bytes, loader, writable)
+        self._bytes = np.frombuffer(self.region, dtype=np.uint8)
+        self._writing_back = False
+        views = array.__dict__.get("_v_views")
+        if views is None:
+            views = array._v_views = weakref.WeakSet()
+        views.add(self)
+        if self._jar is not None:
+            _watch(self._jar, self)
+            self._jar.transaction_manager.registerSynch(self)
+
+    # ------------------------------------------------------------------ numpy array
+
+    def numpy(self):
+        """The window as a numpy array over the region (read-only unless writable)."""
+        w = self.window
+        flat = self._bytes[:w.nbytes].view(self.array.dtype)
+        return flat.reshape(w.shape, order=w.order)
+
+    # ------------------------------------------------------------------ faults
+
+    def _fault(self, offset, is_write):
+        """Load or dirty the unit at ``offset``.  ``is_write``: 1 a write, 0 a read, -1
+        not known (a write into a clean resident page then faults a second time and is
+        taken as a write)."""
+        unit = offset // self.window.unit_bytes
+        with self._lock:
+            self.faults += 1
+            state = self.units.get(unit)
+            if state is None:
+                self._load(unit, is_write == 1 and self.writable)
+                if is_write == 1 and self.writable:
+                    self._dirty(unit, self.units[unit])
+            elif not state.dirty and is_write != 0:
+                if not self.writable:
+                    raise ArrayValueError("a write into a read-only mapped view")
+                self._dirty(unit, state)
+            # else another thread put the unit in while this one waited for the lock
+            self.units.move_to_end(unit)
+            self._evict_over_budget(unit)
+
+    def _dirty(self, unit, state):
+        if state.dirty:
+            return
+        size = self.window.unit_bytes
+        if self.dirty_bytes + size > self.dirty_bytes_max:
+            self._write_back()      # early write into the transaction, as A[...] = v would
+        self.region.protect(unit * size, size, True)
+        state.dirty, state.zero = True, False
+        self.dirty_bytes += size
+        self._hook()
+
+    def _load(self, unit, writable):
+        w = self.window
+        if w.slab:
+            units = [unit] + [u for u in range(unit + 1, min(unit + 1 + self._readahead(unit), w.units))
+                              if u not in self.units]
+            self._evict_over_budget(unit, len(units) * w.unit_bytes)     # room first
+            self._load_slabs(units, writable)
+        else:
+            self._evict_over_budget(unit, w.unit_bytes)
+            self._load_boxes(unit, writable)
+
+    def _readahead(self, unit):
+        """More units to load with ``unit`` when the faults walk forward."""
+        if unit == 0 or (unit - 1) not in self.units:
+            return 0
+        return min(READAHEAD_UNITS_MAX, self.budget_bytes // (8 * self.window.unit_bytes))
+
+    def _load_slabs(self, units, writable):
+        array, w, tree = self.array, self.window, self.array._tree
+        found = [(u, tree.get(w.slab_key(u))) for u in units]
+        stored = [(u, chunk) for u, chunk in found if chunk is not None]
+        done = self._install_in_place(stored, units[0] if writable else -1) if stored else set()
+        rest = [(u, chunk) for u, chunk in stored if u not in done]
+        payloads = _fetch([c for _, c in rest], array.colour) if rest else []
+        data = dict(zip((u for u, _ in rest), payloads))
+        for u, chunk in found:
+            zero = False
+            if chunk is None:
+                zero = self._install_fill(u, writable and u == units[0])
+            elif u in data:
+                raw = data[u] if array.codec is None else np.ascontiguousarray(
+                    array._decode(data[u]).ravel(order="K")).view(np.uint8)
+                self.region.install(u * w.unit_bytes, raw, writable and u == units[0])
+            self.units[u] = Unit([(w.slab_key(u), chunk)])
+            self.units[u].zero = zero
+            self.loads += 1
+
+    def _install_in_place(self, stored, writable_unit):
+        """Install the raw chunks of ``stored`` (``(unit, Chunk)``) straight from the
+        storage's pages where the connection reads records in place (a co-located
+        storage node's LMDB): one copy, from the page cache into the unit.  Return the
+        units done; the others go through the fetcher."""
+        array, size = self.array, self.window.unit_bytes
+        source = fetch.view_source(array._p_jar)
+        ghosts = [(u, c) for u, c in stored if fetch._is_loadable_ghost(c)]
+        if source is None or array.codec is not None or not ghosts:
+            return set()
+        _jar, read_views, before = source
+        done = set()
+        with colours.reading_as(array.colour), read_views(
+                [c._p_oid for _, c in ghosts], before, align=fetch.payload_offset) as views:
+            for u, chunk in ghosts:
+                hit = views.get(chunk._p_oid)
+                view = None if hit is None else fetch.payload_view(hit[0])
+                if view is not None and len(view) == size:
+                    self.region.install(u * size, view, u == writable_unit, POPULATE_SOURCE)
+                    done.add(u)
+                del view, hit
+        return done
+
+    def _load_boxes(self, unit, writable):
+        array, w, tree = self.array, self.window, self.array._tree
+        first, end, skip = w.unit_items(unit)
+        boxes = list(w.boxes(first, end))
+        deps = [(key, tree.get(key)) for box in boxes for key in w.chunk_keys(box)]
+        self.units[unit] = Unit(deps)
+        self.loads += 1
+        if all(chunk is None for _, chunk in deps):
+            self.units[unit].zero = self._install_fill(unit, writable)
+            return
+        items = np.empty(end - first, dtype=array.dtype)
+        position = 0
+        for box in boxes:
+            block = array[tuple(slice(a, b) for a, b in box)]
+            count = block.size
+            items[position:position + count] = block.ravel(order=w.order)
+            position += count
+        raw = np.zeros(w.unit_bytes, dtype=np.uint8)
+        got = items.view(np.uint8)[skip:skip + w.unit_bytes]
+        raw[:got.size] = got
+        self.region.install(unit * w.unit_bytes, raw, writable)
+
+    def _install_fill(self, unit, writable):
+        """Put the fill value in ``unit``; return whether that is the zero page."""
+        size = self.window.unit_bytes
+        fill = self.array._fill
+        if not any(fill):
+            self.region.install_zero(unit * size, size)     # the shared zero page
+            if writable:
+                self.region.protect(unit * size, size, True)
+            return True
+        phase = unit * size % len(fill)
+        raw = self._fill_units.get(phase)
+        if raw is None:
+            raw = self._fill_units[phase] = (fill * (size // len(fill) + 2))[phase:phase + size]
+        self.region.install(unit * size, raw, writable)
+        return False
+
+    def _evict_over_budget(self, keep, incoming_bytes=0):
+        """Give back the oldest clean units (but ``keep``) until the resident ones and
+        ``incoming_bytes`` fit the budget."""
+        size = self.window.unit_bytes
+        resident = len(self.units) * size + incoming_bytes
+        for unit in list(self.units):
+            if resident <= self.budget_bytes:
+                break
+            if unit != keep and not self.units[unit].dirty:
+                self._drop(unit)
+                resident -= size
+                self.evictions += 1
+
+    def _drop(self, unit):
+        """Give a unit's pages back: its next touch loads it again."""
+        state = self.units.pop(unit, None)
+        if state is None:
+            return
+        size = self.window.unit_bytes
+        if state.dirty:
+            self.dirty_bytes -= size
+        # keep the pages for the next install (warm memory): a quarter of the budget at most
+        recycle = not state.zero and (self.region.pooled + 1) * size <= max(size, self.budget_bytes // 4)
+        self.region.evict(unit * size, size, recycle)
+
+    # ------------------------------------------------------------------ writes
+
+    def _write_back(self):
+        """Write the dirty units into the array (its chunks, in the current transaction,
+        by the array's own write path); they become clean, read-only pages."""
+        self._writing_back = True
+        try:
+            self._write_dirty()
+        finally:
+            self._writing_back = False
+
+    def chunk_written(self, key):
+        """Chunk ``key`` of the array was written (``A[...] = x``, or another view's
+        write-back): clean units read from it fault again.  Dirty ones keep this view's
+        writes, which its write-back puts over the chunk at commit."""
+        if self._writing_back:
+            return
+        with self._lock:
+            if self.region.closed:
+                return
+            for unit, state in list(self.units.items()):
+                if not state.dirty and any(k == key for k, _ in state.deps):
+                    self._drop(unit)
+
+    def _write_dirty(self):
+        w, array = self.window, self.array
+        size = w.unit_bytes
+        for unit, state in list(self.units.items()):
+            if not state.dirty:
+                continue
+            raw = self._bytes[unit * size:(unit + 1) * size]
+            if w.slab:
+                key = w.slab_key(unit)
+                block = raw.view(array.dtype).reshape(array.chunks, order=w.order)
+                array._store_chunk(key, block, array._tree.get(key))
+            else:
+                self._write_boxes(unit, raw)
+            self.region.protect(unit * size, size, False)
+            state.dirty = False
+            self.dirty_bytes -= size
+            self.written.add(unit)
+            self.write_backs += 1
+
+    def _write_boxes(self, unit, raw):
+        w, array = self.window, self.array
+        first, end, _ = w.unit_items(unit)
+        # items cut by the unit's edges are written whole, from the view's bytes
+        lo = first * w.itemsize
+        items = self._bytes[lo:lo + (end - first) * w.itemsize].view(array.dtype)
+        position = 0
+        for box in w.boxes(first, end):
+            shape = tuple(b - a for a, b in box)
+            count = int(np.prod(shape))
+            array[tuple(slice(a, b) for a, b in box)] = items[position:position + count].reshape(
+                shape, order=w.order)
+            position += count
+
+    def flush(self):
+        """Write the dirty pages into the array now (commit does it by itself)."""
+        with self._lock:
+            self._write_back()
+
+    def _hook(self):
+        if self._jar is None:
+            return
+        txn = self._jar.transaction_manager.get()
+        if self._hooked is not txn:
+            txn.addBeforeCommitHook(self.flush)
+            self._hooked = txn
+
+    # ------------------------------------------------------------------ transactions
+    # a synchronizer of the connection's transaction manager (weakly held by it)
+
+    def beforeCompletion(self, txn):
+        pass
+
+    def newTransaction(self, txn):
+        pass
+
+    def afterCompletion(self, txn):
+        with self._lock:
+            self._hooked = None
+            if self.region.closed:
+                return
+            if txn.status is Status.COMMITTED:
+                self.written.clear()
+                return
+            for unit in list(self.written) + [u for u, s in self.units.items() if s.dirty]:
+                self._drop(unit)        # aborted: the snapshot's bytes fault in again
+            self.written.clear()
+
+    def invalidated(self, oids):
+        """The connection moved to a newer snapshot; ``oids`` changed (None: all may
+        have).  Units read from a changed chunk, or from a chunk then unwritten that is
+        now written, are dropped."""
+        with self._lock:
+            if self.region.closed:
+                return
+            tree = self.array._tree
+            for unit, state in list(self.units.items()):
+                if state.dirty:
+                    continue        # the commit conflicts instead
+                if oids is None or any(
+                        (chunk is None and tree.get(key) is not None)
+                        or (chunk is not None and chunk._p_oid in oids)
+                        for key, chunk in state.deps):
+                    self._drop(unit)
+
+    # ------------------------------------------------------------------ teardown
+
+    def close(self):
+        """Write dirty pages into the array (a detached array has no commit to do it) and
+        unmap (at once, or when the last numpy array over the window goes)."""
+        if self.region.closed:
+            return
+        if self.writable:
+            self.flush()
+        with self._lock:
+            self.units.clear()
+            self._bytes = None
+            self.region.close()
+        if self._jar is not None:
+            self._jar.transaction_manager.unregisterSynch(self)
+
+    def stats(self):
+        """Counters: faults, loads, evictions, write-backs, resident and dirty bytes."""
+        return {"faults": self.faults, "loads": self.loads, "evictions": self.evictions,
+                "write_backs": self.write_backs, "dirty_bytes": self.dirty_bytes,
+                "resident_bytes": len(self.units) * self.window.unit_bytes,
+                "unit_bytes": self.window.unit_bytes}
+
+
+def _fetch(chunks, colour):
+    """The payloads of ``chunks``, loaded on this thread: the fault waits for them
+    anyway, and a hand-off to the read-ahead thread costs more than it saves."""
+    with colours.reading_as(colour):
+        return fetch.get_fetcher().fetch(chunks)
+
+
+def _watch(jar, view):
+    """Have ``view`` told of the oids each new snapshot of ``jar`` invalidates: the
+    connection's storage instance reports them by ``poll_invalidations``, which the
+    connection calls when it moves to a newer transaction; the pickle cache is
+    invalidated first, so the view's tree lookups see the new snapshot."""
+    storage = jar._storage
+    views = getattr(storage, "_neoarray_views", None)
+    if views is None:
+        views = weakref.WeakSet()
+        original = storage.poll_invalidations
+
+        def poll_invalidations():
+            oids = original()
+            changed = None if oids is None else set(oids)     # the cache empties the list
+            if changed:
+                jar._cache.invalidate(list(changed))
+            if changed is None or changed:
+                for v in list(views):
+                    v.invalidated(changed)
+            return oids
+        storage.poll_invalidations = poll_invalidations
+        storage._neoarray_views = views
+    views.add(view)
+
