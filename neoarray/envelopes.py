@@ -81,6 +81,19 @@ def summarize(block) -> tuple:
     return np.minimum.reduceat(block, at), np.maximum.reduceat(block, at)
 
 
+def summary_helps(items: int, offset: int, start: int, stop: int, n: int) -> bool:
+    """Whether :func:`summarized_state` of a block of ``items`` items at ``offset``
+    reads only the runs at its buckets' edges (every bucket it touches spans at least
+    :data:`SUMMARIZED_BUCKET_RUNS_MIN` runs), rather than the whole block."""
+    lo, hi = max(offset, start), min(offset + items, stop)
+    if lo >= hi:
+        return False
+    first, last = bucket_of(lo, start, stop, n), bucket_of(hi - 1, start, stop, n)
+    edges = bucket_starts(start, stop, n, first, last)
+    edges[0], edges[-1] = lo, hi
+    return int(np.diff(edges).min()) >= SUMMARIZED_BUCKET_RUNS_MIN * SUMMARY_ITEMS
+
+
 def summarized_state(block, summary: tuple, offset: int, start: int, stop: int, n: int) -> tuple:
     """:func:`envelope_state`, reading from ``block`` only the runs that a bucket covers
     in part: a bucket's whole runs come from ``summary`` (:func:`summarize` of the same
@@ -91,11 +104,11 @@ def summarized_state(block, summary: tuple, offset: int, start: int, stop: int, 
     if lo >= hi:
         return envelope_state(block, offset, start, stop, n)
     first, last = bucket_of(lo, start, stop, n), bucket_of(hi - 1, start, stop, n)
+    if not summary_helps(block.shape[0], offset, start, stop, n):
+        return envelope_state(block, offset, start, stop, n)
     edges = bucket_starts(start, stop, n, first, last)
     edges[0], edges[-1] = lo, hi
     local = edges - offset
-    if int(np.diff(local).min()) < SUMMARIZED_BUCKET_RUNS_MIN * SUMMARY_ITEMS:
-        return envelope_state(block, offset, start, stop, n)
     smin, smax = summary
     mins = np.empty(len(local) - 1, dtype=block.dtype)
     maxs = np.empty(len(local) - 1, dtype=block.dtype)

@@ -115,9 +115,11 @@ class RecordReader:
             return self.load_in(txn, oid, before, serial, copy=True)
 
     def load_in(self, txn, oid: bytes, before: bytes | None = None, serial: bytes | None = None,
-                copy: bool = True) -> Loaded:
+                copy: bool = True, verify: bool = True) -> Loaded:
         """``load`` inside the read transaction ``txn``; ``copy=False`` returns the data
-        as a read-only view of the record, valid until ``txn`` ends."""
+        as a read-only view of the record, valid until ``txn`` ends.  ``verify=False``
+        leaves the checksum to the caller (:func:`verify_loaded`), who may not read
+        the data at all."""
         prefix = self._okey(oid)
         end = prefix + b"\xff" * 9
         if serial is not None:
@@ -132,10 +134,11 @@ class RecordReader:
                 raise NoObject(oid)
             raise NoRevision(oid)
         nxt = txn.next_key("obj", prefix + found + b"\0", end)
-        return self._decode(txn, oid, found, bytes(nxt[12:]) if nxt is not None else None, value, copy)
+        return self._decode(txn, oid, found, bytes(nxt[12:]) if nxt is not None else None, value, copy,
+                            verify)
 
     @staticmethod
-    def _decode(txn, oid, serial, next_serial, value, copy: bool = True) -> Loaded:
+    def _decode(txn, oid, serial, next_serial, value, copy: bool = True, verify: bool = True) -> Loaded:
         flags, crc = _REC.unpack_from(value)
         data_tid, data_key, start = record_tail(flags, value, _REC.size)
         if flags & DELETED:
@@ -149,10 +152,10 @@ class RecordReader:
                 raise ChecksumError(f"record of oid 0x{oid.hex()} at tid 0x{serial.hex()} "
                                     f"refers to data 0x{data_key.hex()} missing on this node")
             view = memoryview(data)
-        if checksum(view) != crc:
-            raise ChecksumError(f"record of oid 0x{oid.hex()} at tid 0x{serial.hex()} "
-                                f"fails its checksum on this node")
-        return Loaded(serial, next_serial, bytes(view) if copy else view.toreadonly(), crc, data_tid, blob)
+        loaded = Loaded(serial, next_serial, bytes(view) if copy else view.toreadonly(), crc, data_tid, blob)
+        if verify:
+            verify_loaded(oid, loaded)
+        return loaded
 
     def blob_chunk(self, txn, oid: bytes, blob: BlobRef, index: int, copy: bool = True):
         """``(checksum, bytes)`` of chunk ``index`` of ``blob`` (of ``oid``), checksum
@@ -170,6 +173,14 @@ class RecordReader:
             raise ChecksumError(f"chunk {index} of the blob of oid 0x{oid.hex()} (stored by "
                                 f"0x{blob.key_tid.hex()}) fails its checksum on this node")
         return crc, bytes(view) if copy else view.toreadonly()
+
+
+def verify_loaded(oid: bytes, loaded: Loaded) -> None:
+    """``ChecksumError`` unless the data of ``loaded`` (not a deletion) matches the
+    checksum its record carries."""
+    if loaded.data is not None and checksum(loaded.data) != loaded.checksum:
+        raise ChecksumError(f"record of oid 0x{oid.hex()} at tid 0x{loaded.serial.hex()} "
+                            f"fails its checksum on this node")
 
 
 def record_tail(flags: int, value, start: int) -> tuple[bytes | None, bytes | None, int]:

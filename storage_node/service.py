@@ -47,11 +47,12 @@ from neoarray.ids import checked_tid as _tid
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import storage_pb2 as pb
 from neoarray.proto import storage_pb2_grpc as rpc
+from neoarray.records import verify_loaded
 
 from . import check, replication
-from .summaries import SummaryCache
 from .backend import BlobRef, NoBlob, NoObject, NoRevision, Stored, TransactionInfo
 from .manager import BUSY, CONFLICTS, VOTED
+from .summaries import SummaryCache
 
 
 def _kernels():
@@ -383,8 +384,9 @@ class StorageServicer(rpc.StorageServicer):
         return pb.ReduceReply(chunks=chunks)
 
     def _reduce_one(self, txn, oid: bytes, extent: tuple, before, spec, offset=0) -> pb.ReducedChunk:
-        try:
-            rec = self.backend.load_in(txn, oid, before=before, copy=False)
+        envelope = spec.kernel == envelopes.KERNEL
+        try:        # an envelope verifies the data below, when it reads it
+            rec = self.backend.load_in(txn, oid, before=before, copy=False, verify=not envelope)
         except NoObject:
             return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.NO_OBJECT)
         except NoRevision:
@@ -392,14 +394,28 @@ class StorageServicer(rpc.StorageServicer):
         if rec.data is None:
             return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.DELETED, serial=rec.serial)
         summary = None
-        if spec.kernel == envelopes.KERNEL:     # a revision's summary is kept: redraws read little
-            key = (oid, rec.serial, extent, spec.dtype.str, spec.codec)
-            summary = lambda block: self.summaries.get(key, lambda: envelopes.summarize(block))  # noqa: E731
+        if envelope:
+            summary = self._envelope_summary(oid, rec, extent, spec, offset)
         state = _chunk_state(rec.data, extent, spec, offset, summary)
         if state is None:
             return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.NOT_A_CHUNK, serial=rec.serial)
         return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.REDUCED, serial=rec.serial,
                                state=_kernels().encode_state(state))
+
+    def _envelope_summary(self, oid: bytes, rec, extent: tuple, spec, offset: int):
+        """``summary(block)`` for ``_chunk_state``: the summary kept for this chunk
+        revision (``SummaryCache``: redraws, zooms and refreshes read only the runs at
+        their buckets' edges), else made now.  The revision's checksum is verified
+        before any summary of it is made and whenever the whole block is read; reading
+        the edge runs of a revision summarized before does not verify it again (its
+        bytes were verified then; ``neoctl check`` finds bit rot)."""
+        key = (oid, rec.serial, extent, spec.dtype.str, spec.codec)
+        kept = self.summaries.peek(key)
+        if kept is None or not envelopes.summary_helps(extent[0], offset, *spec.span, spec.bins):
+            verify_loaded(oid, rec)
+        if kept is not None:
+            return lambda block: kept
+        return lambda block: self.summaries.get(key, lambda: envelopes.summarize(block))
 
     def _check_partitions(self, partitions):
         n = self.backend.partitions

@@ -24,6 +24,14 @@ class SummaryCache:
         self._entries: OrderedDict = OrderedDict()
         self._mutex = threading.Lock()
 
+    def peek(self, key):
+        """The summary kept for ``key``, or None (counted as neither hit nor miss)."""
+        with self._mutex:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
     def get(self, key, compute):
         """The summary of ``key`` (``(oid, serial, items, dtype)``), from ``compute()``
         when it is not kept."""

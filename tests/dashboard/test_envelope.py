@@ -248,3 +248,45 @@ def test_uncommitted_changes_and_unstored_arrays_are_computed_here(db):
     finally:
         tm.abort()
         conn.close()
+
+
+def test_a_chunk_that_fails_its_checksum_is_never_summarized(tmp_path):
+    """A node verifies a chunk revision before it summarizes it: bit rot in a stored
+    chunk makes the envelope fail with the checksum named, never draw the rotten
+    values (a clean chunk beside it is still summarized)."""
+    from neoarray.kv import LMDBStore
+    from neoarray.records import _P, _REC, record_tail
+    for cluster in running_cluster(tmp_path / "c", partitions=4):
+        db = ZODB.DB(cluster.open_storage(local_reads=False))
+        try:
+            values = np.arange(2 * 65_536, dtype=float)
+            _commit(db, "rot", na.asarray(values, chunks=(65_536,)))
+            conn = db.open(transaction.TransactionManager())
+            arr = conn.root()["rot"]
+            oid = arr._tree[(0,)]._p_oid
+            tid = arr._tree[(0,)]._p_serial
+            conn.close()
+        finally:
+            db.close()
+        cluster.kill_storage(0)
+        kv = LMDBStore(cluster.storage_dir(0))
+        with kv.write() as txn:
+            record = txn.get("obj", _P.pack(int.from_bytes(oid, "big") % 4) + oid + tid)
+            key = record_tail(record[0], record, _REC.size)[1]
+            rotten = bytearray(txn.get("data", key))
+            rotten[-1] ^= 0xFF
+            txn.put("data", key, bytes(rotten))
+        kv.sync()
+        kv.close()
+        cluster.start_storage(0)
+        db = ZODB.DB(cluster.open_storage(local_reads=False))
+        try:
+            conn = db.open(transaction.TransactionManager())
+            arr = conn.root()["rot"]
+            with pytest.raises(Exception, match="checksum"):
+                envelope(arr, 0, len(values), 4)
+            got = envelope(arr, 65_536, len(values), 4)      # the sound chunk alone
+            np.testing.assert_array_equal(got[2], envelopes.reference(values, 65_536, len(values), 4)[2])
+            conn.close()
+        finally:
+            db.close()
