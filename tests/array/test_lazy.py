@@ -73,7 +73,8 @@ def test_storing_writes_exactly_the_chunks_where_inputs_are_stored(db, conn):
     assert list(expr.chunk_keys()) == [(1, 0), (4, 0), (4, 1), (5, 0), (5, 1), (9, 1)]
     conn.root()["c"] = expr.persist()
     conn.transaction_manager.commit()
-    assert records_of_last_transaction(db) == {"Chunk": 3, "OOBTree": 1, "ndarray": 1,
+    # a new array: its record, its chunk tree, the log of its concurrent appends
+    assert records_of_last_transaction(db) == {"Chunk": 3, "OOBTree": 1, "ndarray": 1, "AppendLog": 1,
                                                "PersistentMapping": 1}
     c = conn.root()["c"]
     assert c.fill_value == -1.0 and c.chunks == a.chunks
