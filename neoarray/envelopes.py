@@ -81,6 +81,19 @@ def summarize(block) -> tuple:
     return np.minimum.reduceat(block, at), np.maximum.reduceat(block, at)
 
 
+def whole_chunk_state(summary: tuple, items: int, offset: int, start: int, stop: int, n: int):
+    """The :func:`envelope_state` of a block of ``items`` items at ``offset`` from its
+    summary alone, when the block lies in the span and inside one bucket (a plot of a
+    long series: most chunks), else None.  Equal to the state read from the block."""
+    if offset < start or offset + items > stop:
+        return None
+    first = bucket_of(offset, start, stop, n)
+    if bucket_of(offset + items - 1, start, stop, n) != first:
+        return None
+    smin, smax = summary
+    return np.int64(first), np.minimum.reduce(smin, keepdims=True), np.maximum.reduce(smax, keepdims=True)
+
+
 def summary_helps(items: int, offset: int, start: int, stop: int, n: int) -> bool:
     """Whether :func:`summarized_state` of a block of ``items`` items at ``offset``
     reads only the runs at its buckets' edges (every bucket it touches spans at least

@@ -393,24 +393,28 @@ class StorageServicer(rpc.StorageServicer):
             return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.NO_REVISION)
         if rec.data is None:
             return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.DELETED, serial=rec.serial)
-        summary = None
+        summary = state = None
         if envelope:
-            summary = self._envelope_summary(oid, rec, extent, spec, offset)
-        state = _chunk_state(rec.data, extent, spec, offset, summary)
+            key = (oid, rec.serial, extent, spec.dtype.str, spec.codec)
+            kept = self.summaries.peek(key)
+            if kept is not None:        # a chunk inside one bucket: its summary alone
+                state = envelopes.whole_chunk_state(kept, extent[0], offset, *spec.span, spec.bins)
+            if state is None:
+                summary = self._envelope_summary(oid, rec, key, kept, extent, spec, offset)
+        if state is None:
+            state = _chunk_state(rec.data, extent, spec, offset, summary)
         if state is None:
             return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.NOT_A_CHUNK, serial=rec.serial)
         return pb.ReducedChunk(oid=oid, status=pb.ReducedChunk.REDUCED, serial=rec.serial,
                                state=_kernels().encode_state(state))
 
-    def _envelope_summary(self, oid: bytes, rec, extent: tuple, spec, offset: int):
+    def _envelope_summary(self, oid: bytes, rec, key, kept, extent: tuple, spec, offset: int):
         """``summary(block)`` for ``_chunk_state``: the summary kept for this chunk
         revision (``SummaryCache``: redraws, zooms and refreshes read only the runs at
         their buckets' edges), else made now.  The revision's checksum is verified
         before any summary of it is made and whenever the whole block is read; reading
         the edge runs of a revision summarized before does not verify it again (its
         bytes were verified then; ``neoctl check`` finds bit rot)."""
-        key = (oid, rec.serial, extent, spec.dtype.str, spec.codec)
-        kept = self.summaries.peek(key)
         if kept is None or not envelopes.summary_helps(extent[0], offset, *spec.span, spec.bins):
             verify_loaded(oid, rec)
         if kept is not None:

@@ -70,6 +70,11 @@ def test_summarized_states_equal_the_plain_ones(items, offset, buckets, dtype, n
     np.testing.assert_array_equal(got[1], plain[1])
     np.testing.assert_array_equal(got[2], plain[2])
     assert got[1].dtype == block.dtype
+    whole = envelopes.whole_chunk_state(envelopes.summarize(block), items, offset, start, stop, n)
+    if whole is not None:           # the block inside one bucket: from its summary alone
+        assert int(whole[0]) == int(plain[0])
+        np.testing.assert_array_equal(whole[1], plain[1])
+        np.testing.assert_array_equal(whole[2], plain[2])
 
 
 def test_the_node_keeps_chunk_summaries_within_its_bound():
