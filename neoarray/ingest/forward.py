@@ -31,6 +31,7 @@ import zlib
 import msgpack
 
 from .core import Outcome, Unit
+from .listen import BoundedListener
 
 log = logging.getLogger(__name__)
 
@@ -240,45 +241,20 @@ def _b(value) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
-class ForwardServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+class ForwardServer(BoundedListener, socketserver.ThreadingMixIn, socketserver.TCPServer):
     """The Forward protocol listener (``serve_forever`` in a thread of its own)."""
 
-    daemon_threads = True
+    name = "forward"
     allow_reuse_address = True
-    request_queue_size = 128        # connections waiting for accept (socketserver: 5)
 
     def __init__(self, address, committer, *, tls=None, shared_key: str | None = None,
                  connections_max: int = CONNECTIONS_MAX, reject=lambda reason: None):
-        self.committer, self.tls = committer, tls
+        self.committer = committer
         self.shared_key = shared_key
         self.hostname = socket.gethostname()
         self.reject = reject
-        self._slots = threading.BoundedSemaphore(connections_max)
+        self._bound(connections_max, tls)
         super().__init__(address, _Connection)
-
-    def get_request(self):
-        sock, addr = super().get_request()
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.tls is not None:
-            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, addr
-
-    def verify_request(self, request, client_address):
-        if not self._slots.acquire(blocking=False):
-            log.warning("forward: refusing %s: %s connections already", client_address, CONNECTIONS_MAX)
-            return False
-        return True
-
-    def process_request_thread(self, request, client_address):
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
 
     def handle_error(self, request, client_address):
         log.info("forward: connection from %s failed", client_address)
-
-    @property
-    def address(self) -> str:
-        host, port = self.server_address[:2]
-        return f"{host}:{port}"

@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import msgpack
 
 from .core import Outcome, Unit
+from .listen import BoundedListener
 
 log = logging.getLogger(__name__)
 
@@ -133,36 +134,17 @@ class _Handler(BaseHTTPRequestHandler):
         return self._answer(200, {"committed": outcome.committed, "duplicate": outcome.duplicate})
 
 
-class IngestHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128        # connections waiting for accept (socketserver: 5)
+class IngestHTTPServer(BoundedListener, ThreadingHTTPServer):
+    name = "http"
 
     def __init__(self, address, committer, stats, *, tls=None, token: str | None = None,
                  body_bytes_max: int = BODY_BYTES_MAX, requests_max: int = REQUESTS_MAX,
                  connections_max: int = CONNECTIONS_MAX):
-        self.committer, self.stats, self.tls, self.token = committer, stats, tls, token
+        self.committer, self.stats, self.token = committer, stats, token
         self.body_bytes_max = body_bytes_max
         self.slots = threading.BoundedSemaphore(requests_max)
-        self._connections = threading.BoundedSemaphore(connections_max)
+        self._bound(connections_max, tls)
         super().__init__(address, _Handler)
-
-    def verify_request(self, request, client_address):
-        if not self._connections.acquire(blocking=False):
-            log.warning("http: refusing %s: too many connections", client_address)
-            return False
-        return True
-
-    def process_request_thread(self, request, client_address):
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._connections.release()
-
-    def get_request(self):
-        sock, addr = super().get_request()
-        if self.tls is not None:
-            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, addr
 
     def finish_request(self, request, client_address):
         if self.tls is not None:
@@ -170,7 +152,3 @@ class IngestHTTPServer(ThreadingHTTPServer):
             request.do_handshake()
         super().finish_request(request, client_address)
 
-    @property
-    def address(self) -> str:
-        host, port = self.server_address[:2]
-        return f"{host}:{port}"
