@@ -61,16 +61,33 @@ def envelope_state(block, offset: int, start: int, stop: int, n: int) -> tuple:
     block = np.asarray(block)
     if block.ndim != 1:
         raise ValueError(f"the envelope reduces 1-d blocks, not {block.ndim}-d ones")
-    lo, hi = max(offset, start), min(offset + block.shape[0], stop)
-    if lo >= hi:
+    touched = _touched(block.shape[0], offset, start, stop, n)
+    if touched is None:
         empty = block[:0]
         return np.int64(0), empty.copy(), empty.copy()
-    first, last = bucket_of(lo, start, stop, n), bucket_of(hi - 1, start, stop, n)
-    starts = bucket_starts(start, stop, n, first, last)[:-1]
-    starts[0] = lo
-    part = block[lo - offset:hi - offset]
-    at = starts - lo
+    first, edges = touched
+    part = block[edges[0] - offset:edges[-1] - offset]
+    at = edges[:-1] - edges[0]
     return (np.int64(first), np.minimum.reduceat(part, at), np.maximum.reduceat(part, at))
+
+
+def _touched(items: int, offset: int, start: int, stop: int, n: int):
+    """``(first bucket, edges)`` of the buckets that a block of ``items`` items at
+    ``offset`` touches within ``[start, stop)``: ``edges`` (int64, array items) are the
+    start of its part of each bucket, then the end of its last part; None when the
+    block is outside the span."""
+    lo, hi = max(offset, start), min(offset + items, stop)
+    if lo >= hi:
+        return None
+    first, last = bucket_of(lo, start, stop, n), bucket_of(hi - 1, start, stop, n)
+    edges = bucket_starts(start, stop, n, first, last)
+    edges[0], edges[-1] = lo, hi
+    return first, edges
+
+
+def _wide(edges) -> bool:
+    """Every bucket part between ``edges`` spans :data:`SUMMARIZED_BUCKET_RUNS_MIN` runs."""
+    return int(np.diff(edges).min()) >= SUMMARIZED_BUCKET_RUNS_MIN * SUMMARY_ITEMS
 
 
 def summarize(block) -> tuple:
@@ -98,13 +115,8 @@ def summary_helps(items: int, offset: int, start: int, stop: int, n: int) -> boo
     """Whether :func:`summarized_state` of a block of ``items`` items at ``offset``
     reads only the runs at its buckets' edges (every bucket it touches spans at least
     :data:`SUMMARIZED_BUCKET_RUNS_MIN` runs), rather than the whole block."""
-    lo, hi = max(offset, start), min(offset + items, stop)
-    if lo >= hi:
-        return False
-    first, last = bucket_of(lo, start, stop, n), bucket_of(hi - 1, start, stop, n)
-    edges = bucket_starts(start, stop, n, first, last)
-    edges[0], edges[-1] = lo, hi
-    return int(np.diff(edges).min()) >= SUMMARIZED_BUCKET_RUNS_MIN * SUMMARY_ITEMS
+    touched = _touched(items, offset, start, stop, n)
+    return touched is not None and _wide(touched[1])
 
 
 def summarized_state(block, summary: tuple, offset: int, start: int, stop: int, n: int) -> tuple:
@@ -113,14 +125,10 @@ def summarized_state(block, summary: tuple, offset: int, start: int, stop: int, 
     block).  With buckets of thousands of runs (a plot of a long series) that reads a
     few pages of each chunk instead of all of it; narrow buckets are read whole."""
     block = np.asarray(block)
-    lo, hi = max(offset, start), min(offset + block.shape[0], stop)
-    if lo >= hi:
+    touched = _touched(block.shape[0], offset, start, stop, n)
+    if touched is None or not _wide(touched[1]):
         return envelope_state(block, offset, start, stop, n)
-    first, last = bucket_of(lo, start, stop, n), bucket_of(hi - 1, start, stop, n)
-    if not summary_helps(block.shape[0], offset, start, stop, n):
-        return envelope_state(block, offset, start, stop, n)
-    edges = bucket_starts(start, stop, n, first, last)
-    edges[0], edges[-1] = lo, hi
+    first, edges = touched
     local = edges - offset
     smin, smax = summary
     mins = np.empty(len(local) - 1, dtype=block.dtype)

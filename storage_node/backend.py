@@ -374,8 +374,8 @@ class Backend(RecordReader):
         try:
             with self.kv.write() as txn:
                 txn.put("voted_txn", ttid, raw)
-            if sync and self.vote_sync:
-                self.kv.sync()
+            if sync:
+                self.sync_votes()
         except BaseException:
             self.space.release(ttid)
             raise

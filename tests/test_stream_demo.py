@@ -2,24 +2,17 @@
 a cluster, ``neoarray ingest`` and ``neoarray dashboard`` as processes, a synthetic feed
 over HTTP and the alert job; every reading sent is stored, every jump is flagged, and
 no process is left behind."""
-import os
 import re
 import subprocess
 import sys
 
+from neoarray import localdir
 from tests.conftest import ROOT
 
 
 def processes_mentioning(text: str) -> list[int]:
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if text.encode() in f.read():
-                    pids.append(int(pid))
-        except OSError:
-            continue
-    return pids
+    """Pids of the processes with ``text`` in their command line."""
+    return [p.pid for p in localdir._processes() if any(text in arg for arg in p.argv)]
 
 
 def test_the_sensor_stream_demo_stores_every_reading_and_flags_every_jump(tmp_path):
