@@ -255,6 +255,3 @@ class ForwardServer(BoundedListener, socketserver.ThreadingMixIn, socketserver.T
         self.reject = reject
         self._bound(connections_max, tls)
         super().__init__(address, _Connection)
-
-    def handle_error(self, request, client_address):
-        log.info("forward: connection from %s failed", client_address)

@@ -85,7 +85,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         server: IngestHTTPServer = self.server
-        length = int(self.headers.get("Content-Length") or 0)
+        text = self.headers.get("Content-Length") or "0"
+        length = int(text) if text.isdigit() else -1
+        if length < 0:
+            self.close_connection = True
+            return self._answer(400, {"error": f"Content-Length {text[:40]!r} is not a byte count"})
         if length > server.body_bytes_max:
             self.close_connection = True
             return self._answer(413, {"error": f"the body is over {server.body_bytes_max} bytes: "

@@ -1,11 +1,12 @@
 """What the ingestion service's listeners share (``socketserver`` servers on threads):
 at most ``connections_max`` connections at once (one more is refused at accept, and
-logged), no Nagle delay on accepted sockets, TLS wrapping of accepted sockets when ``tls`` is set (the handshake runs on
+logged), a failed connection logged in one line, no Nagle delay on accepted sockets, TLS wrapping of accepted sockets when ``tls`` is set (the handshake runs on
 the connection's own thread), and ``address`` as ``HOST:PORT``."""
 from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 
 log = logging.getLogger("neoarray.ingest")
@@ -43,6 +44,11 @@ class BoundedListener:
             super().process_request_thread(request, client_address)
         finally:
             self._connections.release()
+
+    def handle_error(self, request, client_address):
+        """A connection that failed (the client reset it, a TLS handshake or a read
+        failed): one line, not socketserver's traceback on standard error."""
+        log.info("%s: connection from %s failed: %s", self.name, client_address, sys.exc_info()[1])
 
     @property
     def address(self) -> str:
