@@ -15,6 +15,7 @@ inputs (default 200), ``NEOARRAY_SEED`` replays a run.
 """
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import os
@@ -97,7 +98,12 @@ def _send_http(port: int, rng: random.Random) -> int:
                 conn.putheader(k, v)
             conn.endheaders()
             conn.send(body)
-            conn.sock.shutdown(socket.SHUT_WR)     # no more bytes than sent, whatever it said
+            try:
+                conn.sock.shutdown(socket.SHUT_WR)     # no more bytes than sent, whatever it said
+            except OSError as e:
+                if e.errno != errno.ENOTCONN:
+                    raise
+                # the service answered and closed already (a reset): its answer may still be read
         else:
             conn.request(method, path, body=body, headers=headers)
         return conn.getresponse().status
