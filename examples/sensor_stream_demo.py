@@ -193,6 +193,12 @@ class AlertJob:
         self.db.close()
 
 
+def report(alerts: list, limit: float) -> None:
+    for index, t, change in alerts:
+        print(f"ALERT reading {index} at {time.strftime('%H:%M:%S', time.localtime(t))}: "
+              f"{change:+.1%} (limit {limit:.0%})", flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dir", help="the cluster's directory (kept; default: a temporary one, removed)")
@@ -253,9 +259,7 @@ def main(argv=None) -> int:
             procs.check()
             if feed.error is not None:
                 raise RuntimeError(f"the feed failed: {feed.error}")
-            for index, t, change in job.run_once():
-                print(f"ALERT reading {index} at {time.strftime('%H:%M:%S', time.localtime(t))}: "
-                      f"{change:+.1%} (limit {opts.limit:.0%})", flush=True)
+            report(job.run_once(), opts.limit)
             if opts.seconds and time.monotonic() - began >= opts.seconds:
                 break
     except KeyboardInterrupt:
@@ -266,7 +270,7 @@ def main(argv=None) -> int:
             feeder.join(60)                     # its last batch answered: committed
         try:
             if job is not None:
-                job.run_once()
+                report(job.run_once(), opts.limit)      # the readings stored since the last look
                 stored = job.seen
                 print(f"summary: sent {feed.sent} readings, {stored} stored, {feed.jumps} jumps, "
                       f"{len(job.alerts)} alerts", flush=True)
