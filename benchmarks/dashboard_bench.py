@@ -17,6 +17,14 @@ elsewhere; the rest is never written (the fill value, 0.0).  Then, each the medi
   (a zoom);
 * ``dashboard/api``: the dashboard's ``/api/envelope`` over HTTP for the whole array
   (the envelope, the snapshot opened, the JSON);
+* ``neoarray/overview-keep`` (one run): ``A.keep_overview()`` (the minima and maxima of
+  every stored chunk, reduced on the nodes, in pages of 1,024 chunks) and its commit;
+* ``neoarray/overview``: the whole array once it keeps the overview, in buckets of
+  whole chunks (``align=True``, as the dashboard asks): each bucket from the overview's
+  pages, only the chunks cut by the span's ends reduced on the nodes;
+  ``neoarray/overview-exact-edges``: the same with the edges of ``bucket_starts`` (the
+  chunks a bucket edge cuts, up to one per bucket, reduced on the nodes);
+  ``neoarray/overview-zoom`` the zoom, ``dashboard/api-overview`` the dashboard's draw;
 * ``numpy``: ``neoarray.envelopes.reference`` (``np.minimum.reduceat`` and
   ``np.maximum.reduceat``) of the written run in memory (``--written`` items: what
   fits), the same bucket count.
@@ -100,6 +108,24 @@ def write_array(db, args):
     return written, first
 
 
+def api(rows, cluster, make_server, parse_args, args, system):
+    """The dashboard's ``/api/envelope`` of the whole array over HTTP (a server of its own)."""
+    server = make_server(parse_args(["dashboard", "--dir", cluster.path, "--bind", "127.0.0.1:0"]))
+    server.start()
+    try:
+        url = f"{server.url}api/envelope?array=series&buckets={args.buckets}"
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {cluster.admin_token}"})
+
+        def fetch():
+            with urllib.request.urlopen(request, timeout=120) as reply:
+                return len(reply.read())
+        fetch()
+        seconds, size = median_of(args.repeat, fetch)
+        emit(rows, system, seconds, items=args.items, json_bytes=size)
+    finally:
+        server.stop()
+
+
 def run(args, workdir):
     import transaction
     import ZODB
@@ -133,24 +159,30 @@ def run(args, workdir):
         lo = first + args.written // 2
         seconds, _ = median_of(args.repeat, lambda: envelope(a, lo, lo + 10**6, args.buckets))
         emit(rows, "neoarray/envelope-zoom", seconds, items=10**6, buckets=args.buckets)
+        api(rows, cluster, make_server, parse_args, args, "dashboard/api")
+
+        began = time.perf_counter()
+        summarized = a.keep_overview()
+        tm.commit()
+        emit(rows, "neoarray/overview-keep", time.perf_counter() - began, chunks=summarized,
+             pages=a._overview.pages())
+        envelope(a, 0, args.items, args.buckets, align=True)    # pages cached, as in a dashboard
+        seconds, (_, mins, _) = median_of(args.repeat, lambda: envelope(a, 0, args.items, args.buckets,
+                                                                            align=True))
+        emit(rows, "neoarray/overview", seconds, items=args.items, buckets=len(mins),
+             note="buckets of whole chunks, as the dashboard asks")
+        seconds, (_, mins, _) = median_of(args.repeat, lambda: envelope(a, 0, args.items, args.buckets))
+        emit(rows, "neoarray/overview-exact-edges", seconds, items=args.items, buckets=len(mins),
+             note="the edges of bucket_starts: the chunks they cut reduced on the nodes")
+        check = envelope(a, first, first + args.written, args.buckets)
+        if not (np.array_equal(check[1], ref[1]) and np.array_equal(check[2], ref[2])):
+            raise SystemExit("the envelope of the written run from the overview differs from numpy's")
+        seconds, _ = median_of(args.repeat, lambda: envelope(a, lo, lo + 10**6, args.buckets))
+        emit(rows, "neoarray/overview-zoom", seconds, items=10**6, buckets=args.buckets)
         tm.abort()
         conn.close()
         db.close()
-
-        server = make_server(parse_args(["dashboard", "--dir", cluster.path, "--bind", "127.0.0.1:0"]))
-        server.start()
-        try:
-            url = f"{server.url}api/envelope?array=series&buckets={args.buckets}"
-            request = urllib.request.Request(url, headers={"Authorization": f"Bearer {cluster.admin_token}"})
-
-            def fetch():
-                with urllib.request.urlopen(request, timeout=120) as reply:
-                    return len(reply.read())
-            fetch()
-            seconds, size = median_of(args.repeat, fetch)
-            emit(rows, "dashboard/api", seconds, items=args.items, json_bytes=size)
-        finally:
-            server.stop()
+        api(rows, cluster, make_server, parse_args, args, "dashboard/api-overview")
     finally:
         cluster.stop()
     seconds, _ = median_of(args.repeat, lambda: envelopes.reference(written, 0, args.written, args.buckets))
@@ -158,6 +190,8 @@ def run(args, workdir):
     summary = {"items": args.items, "first_draw_s": rows["neoarray/envelope-first"]["value"],
                "draw_s": rows["neoarray/envelope"]["value"],
                "api_s": rows["dashboard/api"]["value"],
+               "overview_draw_s": rows["neoarray/overview"]["value"],
+               "overview_api_s": rows["dashboard/api-overview"]["value"],
                "neoarray_over_numpy_written": round(rows["neoarray/envelope"]["value"]
                                                     / rows["numpy"]["value"], 2)}
     print(json.dumps({"summary": summary}), flush=True)

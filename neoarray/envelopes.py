@@ -40,6 +40,21 @@ def buckets_for(start: int, stop: int, buckets: int) -> int:
     return min(buckets, stop - start)
 
 
+def aligned_edges(start: int, stop: int, buckets: int, chunk_items: int):
+    """Bucket edges on the chunk grid for an array that keeps an overview: ``start``,
+    the multiples of ``m * chunk_items`` inside ``(start, stop)``, then ``stop``, with
+    ``m`` the fewest whole chunks a bucket spans to give at most ``buckets`` buckets
+    (int64).  None when the span holds fewer than ``buckets`` chunks: its buckets are
+    narrower than a chunk and follow :func:`bucket_starts`."""
+    start, stop = int(start), int(stop)
+    buckets_for(start, stop, buckets)           # the same checks
+    if buckets < 2 or stop - start < buckets * chunk_items:
+        return None
+    width = -(-(stop - start) // ((buckets - 1) * chunk_items)) * chunk_items
+    inner = np.arange((start // width + 1) * width, stop, width, dtype=np.int64)
+    return np.concatenate([[start], inner, [stop]]).astype(np.int64)
+
+
 def bucket_of(index, start: int, stop: int, n: int):
     """The bucket of item ``index`` (an int or an int64 array)."""
     return (index - start) * n // (stop - start)

@@ -25,6 +25,7 @@ from .. import vm
 from . import (
     core,
     dasks,
+    envelope,
     handles,
     joining,
     lazy,
@@ -69,7 +70,7 @@ from .windows import alerts, diff, moving_mean
 from .zarrs import from_zarr
 
 core.bind(ufuncs=ufuncs, plans=plans, methods=methods, ordering=ordering, lazy=lazy, views=views,
-          handles=handles, dasks=dasks, zarrs=zarrs, streams=streams, vm=vm)
+          handles=handles, dasks=dasks, zarrs=zarrs, streams=streams, vm=vm, envelope=envelope)
 for _module in (ordering, quantiles, joining):      # sorting, order statistics, joining
     ufuncs.register(_module.ARRAY_FUNCTIONS)
 

@@ -69,7 +69,8 @@ def check_memory(nbytes, what):
 # this one, which import it; the package binds them here (``bind``, called by
 # ``neoarray/array/__init__.py``), so that this module imports none of them.
 _ops = types.SimpleNamespace(ufuncs=None, plans=None, methods=None, ordering=None, lazy=None,
-                             views=None, handles=None, dasks=None, zarrs=None, streams=None, vm=None)
+                             views=None, handles=None, dasks=None, zarrs=None, streams=None, vm=None,
+                             envelope=None)
 
 
 def bind(**modules):
@@ -77,7 +78,8 @@ def bind(**modules):
     ``ordering`` (sorting), ``lazy`` (lazy expressions, which ``A[...] = expr`` writes chunk by
     chunk), ``views`` (lazy views of lazy arrays: ``expr[2:5]``), ``handles`` (pickling),
     ``dasks`` (Dask collections), ``zarrs`` (zarr), ``streams`` (concurrent appends) and
-    ``vm`` (mapped views, :mod:`neoarray.vm`)."""
+    ``vm`` (mapped views, :mod:`neoarray.vm`) and ``envelope`` (plots' envelopes and their
+    overviews)."""
     unknown = set(modules) - set(vars(_ops))
     if unknown:
         raise TypeError(f"unknown operations {sorted(unknown)}")
@@ -702,6 +704,7 @@ class ndarray(persistent.Persistent, ChunkedArray):
     _colour = None      # arrays stored before colours existed read in the default colour
     _attrs = None       # arrays stored before attributes existed have none
     _log = None         # arrays stored before concurrent appends get their log at the first one
+    _overview = None    # an envelope overview (neoarray.array.overview), kept once asked
 
     def __init__(self, shape: ShapeLike, dtype: DTypeLike = float, order: OrderLike = "C", *,
                  chunks: ShapeLike | None = None, fill_value: Any = None, codec: CodecLike = None,
@@ -953,16 +956,19 @@ class ndarray(persistent.Persistent, ChunkedArray):
             if existing is not None:
                 self._drop_chunk(key, existing)
             return
-        self._put_payload(key, encode_chunk(array, self._codec_obj(), self._order), existing)
+        self._put_payload(key, encode_chunk(array, self._codec_obj(), self._order), existing, array)
 
-    def _put_payload(self, key, payload, existing):
+    def _put_payload(self, key, payload, existing, block=None):
         """Give chunk ``key`` (``existing``: its ``Chunk``, or None) the encoded
-        ``payload``; an attached array counts it toward the bound on what a long write
-        holds in one transaction (see :class:`Unsaved`)."""
+        ``payload`` (``block``: the chunk array it encodes, when the caller has it); an
+        attached array counts it toward the bound on what a long write holds in one
+        transaction (see :class:`Unsaved`); an overview takes the chunk's extremes."""
         if existing is not None:
             existing.payload = payload
         else:
             existing = self._tree[key] = Chunk(payload)
+        if self._overview is not None:
+            self._overview.chunk_written(key[0], self._decode(payload) if block is None else block)
         if self._p_jar is not None:
             Unsaved.of(self._p_jar).add(existing, len(payload))
         self._tell_views(key)
@@ -971,6 +977,8 @@ class ndarray(persistent.Persistent, ChunkedArray):
         """Remove a chunk; tombstone it so concurrent writers of it conflict."""
         del self._tree[key]
         chunk.payload = None
+        if self._overview is not None:
+            self._overview.chunk_dropped(key[0])
         self._tell_views(key)
 
     def _tell_views(self, key):
@@ -1115,6 +1123,8 @@ class ndarray(persistent.Persistent, ChunkedArray):
         if any(n < o for n, o in zip(new, self._shape)):
             self._shrink_chunks(new)
         self._shape = new
+        if self._overview is not None:      # its pages made ahead as the array grows
+            self._overview.cover(-(-new[0] // self._chunks[0]))
 
     def _keys_past(self, new, shrunk):
         """Stored keys of chunks reaching beyond ``new`` on a shrunk axis."""
@@ -1181,6 +1191,30 @@ class ndarray(persistent.Persistent, ChunkedArray):
             ``axis`` is out of bounds, or ``order`` names no field.
         """
         _ops.ordering.sort_in_place(self, axis, kind, order, stable)
+
+    def keep_overview(self) -> int:
+        """Keep an envelope overview of this 1-d array from now on (the minimum and
+        maximum of each chunk, in pages written with the chunks), so that plots of it
+        (:func:`neoarray.array.envelope.envelope`, the dashboard) read pages instead of
+        every chunk.  Builds it from the stored chunks (reduced on the storage nodes)
+        in the current transaction; commit to keep it.  Returns the chunks summarized
+        (0 when the array keeps one already).  See :mod:`neoarray.array.overview`.
+
+        Raises
+        ------
+        ArrayValueError
+            The array is not 1-d, or its items are not bool, integer or float.
+        """
+        return _ops.envelope.keep_overview(self)
+
+    def drop_overview(self) -> None:
+        """Stop keeping the envelope overview (see :meth:`keep_overview`)."""
+        self._overview = None
+
+    @property
+    def has_overview(self) -> bool:
+        """Whether the array keeps an envelope overview (:meth:`keep_overview`)."""
+        return self._overview is not None
 
     def append(self, values: npt.ArrayLike, axis: int = 0, *, concurrent: bool = False) -> None:
         """Append ``values`` along ``axis`` in place, in time O(len(values)).

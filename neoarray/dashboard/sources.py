@@ -220,7 +220,7 @@ class Gatherer:
                 return {"array": name, "length": 0, "x": [], "min": [], "max": [], "start": 0, "stop": 0}
             lo = 0 if start is None else min(max(0, int(start)), length - 1)
             hi = length if stop is None else min(max(lo + 1, int(stop)), length)
-            starts, mins, maxs = envelope(array, lo, hi, buckets)
+            starts, mins, maxs = envelope(array, lo, hi, buckets, align=True)
             return model.envelope_doc(name, length, starts, mins, maxs)
         return self._read(compute)
 

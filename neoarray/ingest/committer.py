@@ -200,12 +200,16 @@ def _tell(unit, outcome) -> None:
 
 
 def _array(root, name, dtype, chunk_items):
-    """The array ``root[name]``, made empty (1-D, ``dtype``) when missing; an existing
-    one of another dtype is refused."""
+    """The array ``root[name]``, made empty (1-D, ``dtype``) when missing, keeping an
+    envelope overview when its items are numbers (plots of it read pages, not chunks:
+    :mod:`neoarray.array.overview`); an existing one of another dtype is refused."""
     import neoarray.array as na
+    from neoarray.array import overview
     array = root.get(name)
     if array is None:
         array = root[name] = na.empty((0,), dtype=dtype, chunks=(chunk_items,))
+        if overview.supported(array.dtype, 1) is None:
+            array.keep_overview()
     elif not isinstance(array, na.ndarray) or array.ndim != 1 or array.dtype != dtype:
         raise ValueError(f"root[{name!r}] is not a 1-D array of dtype {dtype}: give the route "
                          "another array name, or remove that object")
