@@ -16,9 +16,13 @@ client     reads, and writes: NewOids, Begin, Finish, Abort, Store, StoreBlobChu
 admin      what a client may, and the Admin service (neoctl), RepairRecords
 storage    Heartbeat, Identify as a storage node, replication (ReplicaKeys/Records)
 master     orders to storage nodes (Lock, Unlock, SetPartitionTable, Shutdown...)
+ingest     nothing on the cluster's ports: records sent to ``neoarray ingest``'s ports only
 =========  =======================================================================
 
 A method missing from ``ACCESS`` is refused (a new RPC must be given its roles).
+The ports of ``neoarray ingest`` take records from peers holding one of
+``INGEST_WRITERS`` (``ingest``, ``client``, ``admin``): a sensor given an ``ingest``
+certificate can send records there and cannot read or commit on the cluster.
 
 The admin token: a master started with an admin token file refuses Admin RPCs whose
 call does not carry that token (metadata ``neo-admin-token``); it is the admin
@@ -44,7 +48,8 @@ import grpc
 from .errors import NeoError
 
 ROLE_URI_PREFIX = "urn:neoarray:role:"
-ROLES = ("master", "storage", "admin", "client", "reader")
+CLUSTER_ROLES = ("master", "storage", "admin", "client", "reader")
+ROLES = (*CLUSTER_ROLES, "ingest")
 TOKEN_KEY = "neo-admin-token"
 TOKEN_FILE = "admin.token"
 TLS_DIR = "tls"
@@ -57,8 +62,9 @@ CERT_VALIDITY_DAYS = 3650
 
 _MASTER, _ADMIN, _STORAGE = "/neoarray.v1.Master/", "/neoarray.v1.Admin/", "/neoarray.v1.Storage/"
 _STANDBY = "/neoarray.v1.Standby/"
-_ANY = frozenset(ROLES)
+_ANY = frozenset(CLUSTER_ROLES)
 _WRITERS = frozenset({"client", "admin"})
+INGEST_WRITERS = frozenset({"ingest"}) | _WRITERS     # may send records to neoarray ingest's ports
 
 
 def _table() -> dict[str, frozenset]:
@@ -261,7 +267,8 @@ def write_pair(directory: str, name: str, cert, key) -> None:
 
 def generate(directory: str, cluster: str, hosts=()) -> str:
     """Make a CA and one certificate per role (``master``, ``storage``, ``admin``,
-    ``client``, ``reader``) in ``directory`` unless its CA exists; return the directory.
+    ``client``, ``reader``, ``ingest``) in ``directory`` unless its CA exists; return
+    the directory.
 
     The CA key stays there too (``ca.key``, 0600), to issue more certificates later."""
     os.makedirs(directory, mode=0o700, exist_ok=True)

@@ -40,6 +40,11 @@ def add_parser(sub) -> None:
                    help="seconds between page updates (default: %(default)s)")
     d.add_argument("--timeout-s", type=float, default=5.0,
                    help="timeout of each read of the cluster or of an endpoint (default: %(default)s)")
+    d.add_argument("--connections-max", type=int, default=64,
+                   help="open connections at most; more are closed at accept (default: %(default)s)")
+    d.add_argument("--idle-timeout-s", type=float, default=60.0,
+                   help="a connection that sends no complete request head within this, or stays idle "
+                        "this long between requests, is closed (default: %(default)s)")
 
 
 def parse_bind(text: str) -> tuple[str, int]:
@@ -57,6 +62,10 @@ def make_server(opts):
         raise NeoError(f"the dashboard needs Bokeh: pip install 'neoarray[dashboard]' ({exc})") from None
     if not 0.1 <= opts.refresh_s <= 3600:
         raise NeoError(f"--refresh-s {opts.refresh_s}: give 0.1 to 3600 seconds")
+    if not 1 <= opts.connections_max <= 100_000:
+        raise NeoError(f"--connections-max {opts.connections_max}: give 1 to 100000")
+    if not 0.1 <= opts.idle_timeout_s <= 86_400:
+        raise NeoError(f"--idle-timeout-s {opts.idle_timeout_s}: give 0.1 to 86400 seconds")
     host, port = parse_bind(opts.bind)
     tls = security.tls_of(opts)
     token = security.read_token(opts.token_file) if opts.token_file else None
@@ -81,7 +90,8 @@ def make_server(opts):
                                 rpc_timeout_s=opts.timeout_s, ingest_pattern=opts.ingest_pattern)
     policy = auth.Policy(token=token, tls=tls is not None)
     return web.Server(gatherer, policy, host, port, tls=tls, title=f"neoarray {cluster}",
-                      refresh_s=opts.refresh_s)
+                      refresh_s=opts.refresh_s, connections_max=opts.connections_max,
+                      idle_timeout_s=opts.idle_timeout_s)
 
 
 def main(opts) -> int:

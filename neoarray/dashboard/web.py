@@ -4,13 +4,23 @@ Routes: ``/`` the page (:mod:`.page`), ``/api/state`` and ``/api/envelope`` its 
 ``/login?token=TOKEN`` which sets the token cookie and goes to ``/``.  Every route
 checks the admin credential first (:mod:`.auth`).  Reads of the cluster run on a
 bounded pool of threads, never on the event loop.
+
+Bounds of the port (``tests/fuzz/test_fuzz_dashboard.py`` sends it what no browser
+does): at most ``connections_max`` connections (more are closed at accept, and
+logged); a request's line and headers (the TLS handshake included) must arrive within
+``idle_timeout_s`` and fit in :data:`HEADER_BYTES_MAX`, a connection idle that long
+between requests is closed; a body (the dashboard takes none) over
+:data:`BODY_BYTES_MAX` is refused with 400 before it is read, and must arrive within
+:data:`BODY_TIMEOUT_S`.  A bad query is a 400 naming the parameter, never a 500.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hmac
 import json
 import logging
+import math
 import ssl
 import threading
 
@@ -25,6 +35,12 @@ log = logging.getLogger("neoarray.dashboard")
 
 READ_THREADS = 4
 BUCKETS_MAX = 4096          # buckets one envelope request may ask
+CONNECTIONS_MAX = 64        # open connections (more: closed at accept)
+IDLE_TIMEOUT_S = 60.0       # to send a request's headers, and between requests
+HEADER_BYTES_MAX = 32 << 10     # a request line and its headers
+BODY_BYTES_MAX = 64 << 10       # the dashboard's requests carry no body
+BODY_TIMEOUT_S = 30.0
+ECHO_CHARS_MAX = 60         # of a bad parameter, quoted back in the answer
 
 
 class _Base(tornado.web.RequestHandler):
@@ -70,13 +86,18 @@ class StateHandler(_Base):
 
 
 def _int_arg(handler, name: str, default):
+    """An integer query parameter (a float is truncated, as the page may send
+    ``1e+21``); ``ValueError`` naming it when it is not a finite number."""
     text = handler.get_argument(name, None)
     if text is None:
         return default
     try:
-        return int(float(text))
+        value = float(text)
     except ValueError:
-        raise ValueError(f"{name}={text!r} is not a number") from None
+        raise ValueError(f"{name}={text[:ECHO_CHARS_MAX]!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name}={text[:ECHO_CHARS_MAX]!r} is not a finite number")
+    return int(value)
 
 
 class EnvelopeHandler(_Base):
@@ -112,8 +133,10 @@ class LoginHandler(_Base):
         super().prepare()
 
     def get(self):
-        token = self.get_argument("token", None)
-        if token:
+        token, ours = self.get_argument("token", None), self.app_state.policy.token
+        # only the cluster's token becomes the cookie (an admin certificate or an open
+        # dashboard lets any token through prepare)
+        if token and ours is not None and hmac.compare_digest(token.encode(), ours.encode()):
             self.set_cookie(auth.COOKIE, token, httponly=True, samesite="Strict",
                             secure=self.app_state.policy.tls)
         self.redirect("./")
@@ -142,14 +165,33 @@ def ssl_context(tls) -> ssl.SSLContext:
     return ctx
 
 
+class BoundedHTTPServer(tornado.httpserver.HTTPServer):
+    """Tornado's HTTP server with at most ``connections_max`` connections open."""
+
+    def initialize(self, *args, connections_max: int = CONNECTIONS_MAX, **kwargs):
+        super().initialize(*args, **kwargs)
+        self.connections_max = connections_max
+
+    def handle_stream(self, stream, address):
+        if len(self._connections) >= self.connections_max:
+            log.warning("refusing a connection from %s: %d connections already", address,
+                        self.connections_max)
+            stream.close()
+            return
+        super().handle_stream(stream, address)
+
+
 class Server:
     """The dashboard serving on ``host:port`` (0: a free port) in a thread of its own
-    (``start``/``stop``), or in the caller's (``run_forever``)."""
+    (``start``/``stop``), or in the caller's (``run_forever``); bounded as the module
+    docstring says."""
 
     def __init__(self, gatherer, policy: auth.Policy, host: str = "127.0.0.1", port: int = 0,
-                 tls=None, title: str = "neoarray dashboard", refresh_s: float = 1.0):
+                 tls=None, title: str = "neoarray dashboard", refresh_s: float = 1.0,
+                 connections_max: int = CONNECTIONS_MAX, idle_timeout_s: float = IDLE_TIMEOUT_S):
         self.state = AppState(gatherer, policy, title, refresh_s)
         self.host, self.port, self.tls = host, port, tls
+        self.connections_max, self.idle_timeout_s = connections_max, idle_timeout_s
         self._loop = None
         self._thread = None
         self._ready = threading.Event()
@@ -163,8 +205,10 @@ class Server:
 
     async def _serve(self):
         self._stopped = asyncio.Event()
-        server = tornado.httpserver.HTTPServer(
-            make_app(self.state), ssl_options=ssl_context(self.tls) if self.tls else None)
+        server = BoundedHTTPServer(
+            make_app(self.state), ssl_options=ssl_context(self.tls) if self.tls else None,
+            connections_max=self.connections_max, idle_connection_timeout=self.idle_timeout_s,
+            max_header_size=HEADER_BYTES_MAX, max_body_size=BODY_BYTES_MAX, body_timeout=BODY_TIMEOUT_S)
         sockets = tornado.netutil.bind_sockets(self.port, self.host)
         self.port = sockets[0].getsockname()[1]
         server.add_sockets(sockets)

@@ -9,10 +9,14 @@ committed before (a client resending after a lost connection or a restart of thi
 service) is acknowledged again but stored once: the ids live in the database with
 the records (``state.py``).
 
-Security: ``tls`` (an ``ssl.SSLContext``) wraps every connection; ``shared_key``
-turns on the protocol's handshake (HELO / PING / PONG with SHA-512 digests of the
-shared key, ``security.shared_key`` in fluentd's ``in_forward``): a client that does
-not prove the key is disconnected.
+Security: ``tls`` (an ``ssl.SSLContext``) wraps every connection; ``policy``
+(``access.Policy``) says who may send.  A client presenting a certificate (verified by
+the TLS context) must carry a role allowed to send records and name the cluster in
+each message's option (``"cluster": NAME``); one presenting none, where the policy
+takes a token, runs the protocol's handshake (HELO / PING / PONG with SHA-512 digests
+of the shared key, ``security.shared_key`` in fluentd's ``in_forward``).  A client
+refused (no key proven, a certificate without the role, another cluster named) is
+disconnected without an acknowledgement and counted as rejected.
 
 Backpressure: a connection thread waits for room in the committer's queue before it
 reads on (TCP then slows the sender); at most ``connections_max`` connections.
@@ -30,19 +34,23 @@ import zlib
 
 import msgpack
 
+from . import access
 from .core import Outcome, Unit
-from .listen import BoundedListener
+from .listen import HANDSHAKE_TIMEOUT_S, BoundedListener
 
 log = logging.getLogger(__name__)
 
 RECV_BYTES = 1 << 18
 MESSAGE_BYTES_MAX = 64 << 20        # one msgpack message (and a decompressed chunk)
 CONNECTIONS_MAX = 256
-HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class ProtocolError(ValueError):
     """A message that is not a Forward protocol message (the reason says why)."""
+
+
+class Refused(Exception):
+    """A client or a message that the access policy refuses (the reason says why)."""
 
 
 def event_time(code, data):
@@ -127,6 +135,7 @@ class _Connection(socketserver.BaseRequestHandler):
         self.acks_lock = threading.Lock()
         self.wake_r, self.wake_w = socket.socketpair()
         self.broken = False
+        self.roles = None
 
     def finish(self):
         self.wake_r.close()
@@ -136,10 +145,10 @@ class _Connection(socketserver.BaseRequestHandler):
         server: ForwardServer = self.server
         sock = self.request
         try:
-            if server.tls is not None:
-                sock.do_handshake()
+            server.tls_handshake(sock, None)
+            self.roles = access.roles_of_socket(sock)
             unpacker = _unpacker()
-            if server.shared_key is not None and not self._handshake(sock, unpacker):
+            if not self._admitted(sock, unpacker):
                 return
             self._take(unpacker)            # what came with the PING
             while not self.broken:
@@ -151,8 +160,22 @@ class _Connection(socketserver.BaseRequestHandler):
                 unpacker.feed(data)
                 self._take(unpacker)
             self._flush_acks(sock)
+        except Refused as exc:
+            server.reject(f"forward protocol: {exc}")
+            log.warning("forward: refusing %s: %s", self.client_address, exc)
         except (OSError, ValueError, msgpack.UnpackException) as exc:
             log.info("forward: connection from %s ends: %s", self.client_address, exc)
+
+    def _admitted(self, sock, unpacker) -> bool:
+        """Whether the policy takes this client: its certificate, or the shared key
+        proven in the handshake (``Refused`` otherwise)."""
+        policy: access.Policy = self.server.policy
+        if self.roles is None and policy.token is not None:
+            return self._handshake(sock, unpacker)
+        refused = access.refusal(policy, self.roles, None)
+        if refused is not None:
+            raise Refused(refused[1])
+        return True
 
     def _wait_readable(self, sock) -> bool:
         """Send the acknowledgements due, wait until the socket has data; False when
@@ -185,6 +208,9 @@ class _Connection(socketserver.BaseRequestHandler):
             self.server.reject(f"forward protocol: {exc}")
             log.warning("forward: a message from %s rejected: %s", self.client_address, exc)
             return None
+        why = access.cluster_refusal(self.server.policy, self.roles, option.get(access.CLUSTER_OPTION))
+        if why is not None:
+            raise Refused(why)
         chunk = option.get("chunk")
         return Unit(tag, entries, self._done_callback(chunk), dedup_key=f"forward:{chunk}" if chunk else None,
                     source="forward")
@@ -213,9 +239,10 @@ class _Connection(socketserver.BaseRequestHandler):
 
     def _handshake(self, sock, unpacker) -> bool:
         server: ForwardServer = self.server
+        shared_key = server.policy.token
         nonce = os.urandom(16)
         sock.sendall(msgpack.packb(["HELO", {"nonce": nonce, "auth": b"", "keepalive": True}]))
-        sock.settimeout(HANDSHAKE_TIMEOUT_S)
+        sock.settimeout(server.handshake_timeout_s)
         ping = None
         while ping is None:
             data = sock.recv(RECV_BYTES)
@@ -226,11 +253,11 @@ class _Connection(socketserver.BaseRequestHandler):
                 break
         sock.settimeout(None)
         ok = (isinstance(ping, list) and len(ping) >= 4 and ping[0] == "PING"
-              and ping[3] == _digest(_b(ping[2]), _b(ping[1]), nonce, server.shared_key))
+              and ping[3] == _digest(_b(ping[2]), _b(ping[1]), nonce, shared_key))
         reason = "" if ok else "shared_key mismatch"
         salt = _b(ping[2]) if isinstance(ping, list) and len(ping) > 2 else b""
         sock.sendall(msgpack.packb(["PONG", ok, reason, server.hostname,
-                                    _digest(salt, server.hostname, nonce, server.shared_key)]))
+                                    _digest(salt, server.hostname, nonce, shared_key)]))
         if not ok:
             server.reject("forward protocol: a client failed the shared key handshake")
             log.warning("forward: %s failed the shared key handshake", self.client_address)
@@ -247,11 +274,12 @@ class ForwardServer(BoundedListener, socketserver.ThreadingMixIn, socketserver.T
     name = "forward"
     allow_reuse_address = True
 
-    def __init__(self, address, committer, *, tls=None, shared_key: str | None = None,
-                 connections_max: int = CONNECTIONS_MAX, reject=lambda reason: None):
+    def __init__(self, address, committer, *, tls=None, policy: access.Policy | None = None,
+                 connections_max: int = CONNECTIONS_MAX, reject=lambda reason: None,
+                 handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S):
         self.committer = committer
-        self.shared_key = shared_key
+        self.policy = policy or access.Policy("token", None, None)
         self.hostname = socket.gethostname()
         self.reject = reject
-        self._bound(connections_max, tls)
+        self._bound(connections_max, tls, handshake_timeout_s)
         super().__init__(address, _Connection)

@@ -9,17 +9,20 @@ whole or not at all:
   ``Idempotency-Key`` header was committed before: stored once);
 - 400 ``{"error": ..., "rejected": [[index, reason], ...]}`` for a malformed body or
   bad records (counted as rejected, nothing stored);
-- 401 without the bearer token (``Authorization: Bearer <token>``) when one is set;
+- 401 without the bearer token (``Authorization: Bearer <token>``) when one is set, or
+  without a client certificate where one is required; 403 for a certificate without a
+  role allowed to send records, or a ``Neo-Cluster`` header naming another cluster
+  (who may send: ``access.py``);
 - 404 for another path, 413 for a body over ``body_bytes_max``;
 - at most ``requests_max`` requests are ingested at once (more: 503) and
   ``connections_max`` connections open (more: closed at once);
 - 503 (``Retry-After``) when the queue is full or the commit failed: send it again.
 
-TLS: ``tls`` (an ``ssl.SSLContext``) wraps every connection.
+TLS: ``tls`` (an ``ssl.SSLContext``) wraps every connection; ``policy``
+(``access.Policy``) says who may send.
 """
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import threading
@@ -28,8 +31,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import msgpack
 
+from . import access
 from .core import Outcome, Unit
-from .listen import BoundedListener
+from .listen import HANDSHAKE_TIMEOUT_S, BoundedListener
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,7 @@ REQUESTS_MAX = 64              # requests being ingested at once (more: 503)
 CONNECTIONS_MAX = 256          # open connections (more: refused)
 PREFIX = "/ingest/"
 COMMIT_WAIT_S_MAX = 60.0
+READ_TIMEOUT_S = 30.0          # a request's next bytes
 JSON_TYPES = ("application/json",)
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack")
 
@@ -95,10 +100,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(413, {"error": f"the body is over {server.body_bytes_max} bytes: "
                                                "send smaller batches"})
         body = self.rfile.read(length)
-        if server.token is not None and not hmac.compare_digest(
-                self.headers.get("Authorization", ""), f"Bearer {server.token}"):
-            return self._answer(401, {"error": "give the ingest token: Authorization: Bearer <token>"},
-                                [("WWW-Authenticate", "Bearer")])
+        refused = self._refusal(server.policy)
+        if refused is not None:
+            code, reason = refused
+            return self._answer(code, {"error": reason}, [("WWW-Authenticate", "Bearer")] if code == 401 else ())
         if not self.path.startswith(PREFIX) or len(self.path) == len(PREFIX):
             return self._answer(404, {"error": f"POST to {PREFIX}<tag>"})
         if not server.slots.acquire(blocking=False):
@@ -108,6 +113,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._ingest(server, self.path[len(PREFIX):], body)
         finally:
             server.slots.release()
+
+    def _refusal(self, policy: access.Policy) -> tuple[int, str] | None:
+        roles = access.roles_of_socket(self.request)
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        refused = access.refusal(policy, roles, token.strip() if scheme.lower() == "bearer" else None)
+        if refused is not None:
+            return refused
+        why = access.cluster_refusal(policy, roles, self.headers.get(access.CLUSTER_HEADER))
+        return None if why is None else (403, why)
 
     def _ingest(self, server, tag, body):
         try:
@@ -141,18 +155,17 @@ class _Handler(BaseHTTPRequestHandler):
 class IngestHTTPServer(BoundedListener, ThreadingHTTPServer):
     name = "http"
 
-    def __init__(self, address, committer, stats, *, tls=None, token: str | None = None,
+    def __init__(self, address, committer, stats, *, tls=None, policy: access.Policy | None = None,
                  body_bytes_max: int = BODY_BYTES_MAX, requests_max: int = REQUESTS_MAX,
-                 connections_max: int = CONNECTIONS_MAX):
-        self.committer, self.stats, self.token = committer, stats, token
+                 connections_max: int = CONNECTIONS_MAX, handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S):
+        self.committer, self.stats = committer, stats
+        self.policy = policy or access.Policy("token", None, None)
         self.body_bytes_max = body_bytes_max
         self.slots = threading.BoundedSemaphore(requests_max)
-        self._bound(connections_max, tls)
+        self._bound(connections_max, tls, handshake_timeout_s)
         super().__init__(address, _Handler)
 
     def finish_request(self, request, client_address):
-        if self.tls is not None:
-            request.settimeout(30)
-            request.do_handshake()
+        self.tls_handshake(request, READ_TIMEOUT_S)
         super().finish_request(request, client_address)
 

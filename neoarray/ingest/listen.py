@@ -1,7 +1,9 @@
 """What the ingestion service's listeners share (``socketserver`` servers on threads):
 at most ``connections_max`` connections at once (one more is refused at accept, and
-logged), a failed connection logged in one line, no Nagle delay on accepted sockets, TLS wrapping of accepted sockets when ``tls`` is set (the handshake runs on
-the connection's own thread), and ``address`` as ``HOST:PORT``."""
+logged), a failed connection logged in one line, no Nagle delay on accepted sockets,
+TLS wrapping of accepted sockets when ``tls`` is set (the handshake runs on the
+connection's own thread, and must end within ``handshake_timeout_s``), and
+``address`` as ``HOST:PORT``."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +12,8 @@ import sys
 import threading
 
 log = logging.getLogger("neoarray.ingest")
+
+HANDSHAKE_TIMEOUT_S = 10.0
 
 
 class BoundedListener:
@@ -20,10 +24,20 @@ class BoundedListener:
     daemon_threads = True
     request_queue_size = 128    # connections waiting for accept (socketserver: 5)
 
-    def _bound(self, connections_max: int, tls) -> None:
+    def _bound(self, connections_max: int, tls, handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S) -> None:
         self.tls = tls
         self.connections_max = connections_max
+        self.handshake_timeout_s = handshake_timeout_s
         self._connections = threading.BoundedSemaphore(connections_max)
+
+    def tls_handshake(self, sock, then_timeout_s: float | None) -> None:
+        """The TLS handshake of an accepted socket (when ``tls``), bounded in time; the
+        socket's timeout is ``then_timeout_s`` afterwards.  ``OSError`` (``ssl.SSLError``,
+        ``TimeoutError``) when it fails: a client from another CA, or one that stalls."""
+        if self.tls is not None:
+            sock.settimeout(self.handshake_timeout_s)
+            sock.do_handshake()
+        sock.settimeout(then_timeout_s)
 
     def get_request(self):
         sock, addr = super().get_request()

@@ -4,7 +4,8 @@
                     [--forward HOST:PORT] [--http HOST:PORT]
                     [--mqtt HOST:PORT --mqtt-topic TOPIC... [--mqtt-client-id ID]]
                     [--group-records N] [--group-ms MS] [--queue-records N]
-                    [--listen-cert PEM --listen-key PEM] [--token-file FILE]
+                    [--listen-auth cert|cert-or-token|token] [--listen-cert PEM --listen-key PEM]
+                    [--token-file FILE]
                     [--metrics-bind HOST:PORT] [--ready-file FILE] [--name NAME]
 
 ``--dir`` uses the cluster of that directory when it runs, else starts an embedded one
@@ -13,10 +14,19 @@ records or ``--group-ms`` milliseconds, whichever comes first) and acknowledged 
 then.  ``--ready-file`` gets a JSON map of the bound addresses once every input listens.
 SIGTERM or SIGINT commits what is queued, then stops.
 
-Security: ``--listen-cert/--listen-key`` put TLS on the Forward and HTTP ports;
-``--token-file`` holds a shared token: the HTTP bearer token and the Forward protocol's
-shared key.  Against a cluster with TLS the service refuses plain, tokenless listeners
-unless ``--insecure-listeners`` says so.
+Security of the Forward and HTTP ports (``--listen-auth``, see ``access.py``): against
+a cluster with TLS (``--ca/--cert/--key``, or a ``--dir`` made with TLS), the ports
+speak TLS (with ``--listen-cert/--listen-key``, else the service's own cluster
+certificate) and, by default (``cert``), take only clients with a certificate from
+the cluster's CA carrying the role ``ingest``, ``client`` or ``admin``, naming the
+cluster (HTTP header ``Neo-Cluster``, Forward option ``cluster``).  With
+``--token-file`` the default is ``cert-or-token``: a client without a certificate may
+present the shared token instead (the HTTP bearer token, the Forward protocol's
+``shared_key``, as fluentd does); a token proves less than a certificate (anyone who
+has the file, no role, no cluster name): keep it for clients that cannot present a
+certificate.  ``token``: the token alone.  Against a cluster without TLS only
+``token`` works.  Against a TLS cluster the service refuses tokenless ``token``
+listeners unless ``--insecure-listeners``.
 """
 from __future__ import annotations
 
@@ -30,7 +40,7 @@ import threading
 
 from .. import metrics, security
 from ..errors import NeoError
-from . import core, mapping
+from . import access, core, mapping
 from .committer import Committer
 from .stats import IngestCollector, Stats
 
@@ -39,7 +49,7 @@ log = logging.getLogger(__name__)
 
 def add_parser(sub):
     p = sub.add_parser("ingest", help="ingest streamed records (fluentd Forward, MQTT, HTTP) into arrays",
-                       description=__doc__.split("\n\n")[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description="\n\n".join(__doc__.split("\n\n")[2:4]), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mapping", required=True, help="the mapping file (.json or .toml): routes from tags/"
                    "topics to arrays (see neoarray/ingest/mapping.py)")
     where = p.add_argument_group("cluster")
@@ -70,7 +80,15 @@ def add_parser(sub):
     group.add_argument("--name", default="default", help="the service's state in the database "
                        "(dedup keys, rejects): one name per service (default: %(default)s)")
     sec = p.add_argument_group("security of the service's own ports")
-    sec.add_argument("--listen-cert", help="certificate (PEM) for TLS on the Forward and HTTP ports")
+    sec.add_argument("--listen-auth", choices=access.MODES,
+                     help="who may send records: cert (a client certificate from the cluster's CA with "
+                          "the role ingest, client or admin, naming the cluster), cert-or-token (or the "
+                          "shared token, for clients without a certificate such as fluentd's "
+                          "shared_key: weaker, anyone holding the file), token (the token only). "
+                          "Default: cert against a TLS cluster, cert-or-token with --token-file too, "
+                          "else token")
+    sec.add_argument("--listen-cert", help="certificate (PEM) for TLS on the Forward and HTTP ports "
+                                           "(default against a TLS cluster: the service's cluster certificate)")
     sec.add_argument("--listen-key", help="the private key of --listen-cert (PEM)")
     sec.add_argument("--token-file", help="a file holding the shared token (HTTP bearer, Forward shared_key)")
     sec.add_argument("--insecure-listeners", action="store_true",
@@ -87,8 +105,22 @@ def _split(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def open_database(opts):
-    """``(ZODB.DB, secured)`` on the cluster the options name."""
+def cluster_tls(opts) -> security.TLSConfig | None:
+    """The service's certificate on the cluster (``--ca/--cert/--key``, else ``--dir``'s)."""
+    return security.tls_of(opts) or (security.cluster_tls(opts.dir, "client") if opts.dir else None)
+
+
+def cluster_name(opts) -> str | None:
+    """The name of the cluster the options name (``-c``, else ``--dir``'s ``cluster.name``)."""
+    path = os.path.join(opts.dir, "cluster.name") if opts.dir else None
+    if opts.cluster or not path or not os.path.exists(path):
+        return opts.cluster
+    with open(path) as f:
+        return f.read().strip() or None
+
+
+def open_database(opts, tls: security.TLSConfig | None):
+    """The ``ZODB.DB`` of the cluster the options name."""
     import ZODB
 
     import neoarray
@@ -96,26 +128,47 @@ def open_database(opts):
     from ..client import NeoStorage
     from ..ctl import resolve
     from ..jobs.cli import listens
-    tls = security.tls_of(opts) or (security.cluster_tls(opts.dir, "client") if opts.dir else None)
     if opts.address or (opts.dir and os.path.exists(os.path.join(opts.dir, "master.address"))):
         address, cluster = resolve(opts)
         if opts.address or listens(address.split(",")[0]):
             return ZODB.DB(NeoStorage(address, cluster, connect_timeout_s=opts.timeout_s,
-                                      **(tls.options() if tls else {}))), tls is not None
+                                      **(tls.options() if tls else {})))
     if not opts.dir:
         raise NeoError("give a cluster directory (--dir) or the master address and cluster name (-a, -c)")
     log.info("ingest: starting an embedded cluster over %s", opts.dir)
-    return neoarray.open(opts.dir), tls is not None
+    return neoarray.open(opts.dir)
 
 
-def _listen_tls(opts):
+def listen_security(opts, tls: security.TLSConfig | None, token: str | None):
+    """``(ssl.SSLContext or None, access.Policy)`` of the Forward and HTTP ports (see
+    the module docstring); a ``NeoError`` names what is missing."""
     if bool(opts.listen_cert) != bool(opts.listen_key):
         raise NeoError("give both --listen-cert and --listen-key for TLS on the service's ports")
-    if not opts.listen_cert:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(opts.listen_cert, opts.listen_key)
-    return ctx
+    mode = opts.listen_auth or ("token" if tls is None or opts.insecure_listeners
+                                else "cert-or-token" if token else "cert")
+    cluster = cluster_name(opts)
+    if mode != "token":
+        if tls is None:
+            raise NeoError(f"--listen-auth {mode} needs the cluster's CA: point the service at a TLS "
+                           "cluster (--ca, --cert, --key, or the --dir of a cluster made with --tls), "
+                           "or use --listen-auth token with --token-file")
+        if not cluster:
+            raise NeoError(f"--listen-auth {mode} checks the cluster name: give it (-c NAME)")
+        if mode == "cert-or-token" and token is None:
+            raise NeoError("--listen-auth cert-or-token needs the shared token (--token-file)")
+    elif tls is not None and token is None and not opts.insecure_listeners:
+        raise NeoError("the cluster uses TLS: --listen-auth token needs --token-file (or the default, "
+                       "client certificates from the cluster's CA), or --insecure-listeners")
+    cert, key = opts.listen_cert, opts.listen_key
+    if not cert and tls is not None and (mode != "token" or not opts.insecure_listeners):
+        cert, key = tls.cert_path, tls.key_path
+    if not cert:
+        return None, access.Policy(mode, cluster, token)
+    try:
+        ctx = access.server_context(mode, cert, key, tls.ca_path if tls else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise NeoError(f"cannot load the TLS files of the service's ports ({cert}, {key}): {exc}") from None
+    return ctx, access.Policy(mode, cluster, token)
 
 
 class IngestService:
@@ -131,14 +184,10 @@ class IngestService:
             policy = core.check_policy(opts.group_records, opts.group_ms / 1000.0)
         except (OSError, ValueError) as exc:
             raise NeoError(str(exc)) from None
-        self.tls = _listen_tls(opts)
-        self.token = security.read_token(opts.token_file) if opts.token_file else None
-        self.db, secured = open_database(opts)
-        if secured and (opts.forward or opts.http) and not (self.tls and self.token) \
-                and not opts.insecure_listeners:
-            self.db.close()
-            raise NeoError("the cluster uses TLS: give the service's ports TLS and a token "
-                           "(--listen-cert, --listen-key, --token-file), or --insecure-listeners")
+        token = security.read_token(opts.token_file) if opts.token_file else None
+        tls = cluster_tls(opts)
+        self.tls, self.policy = listen_security(opts, tls, token)
+        self.db = open_database(opts, tls)
         self.stats = Stats()
         self.committer = Committer(self.db, routes, name=opts.name, policy=policy,
                                    queue_records_max=opts.queue_records, keys_max=opts.dedup_keys,
@@ -152,12 +201,12 @@ class IngestService:
         opts = self.opts
         self.committer.start()
         if opts.forward:
-            server = ForwardServer(_split(opts.forward), self.committer, tls=self.tls, shared_key=self.token,
+            server = ForwardServer(_split(opts.forward), self.committer, tls=self.tls, policy=self.policy,
                                    reject=lambda reason: self.stats.rejected("forward"))
             self._serve("forward", server)
         if opts.http:
             self._serve("http", IngestHTTPServer(_split(opts.http), self.committer, self.stats, tls=self.tls,
-                                                 token=self.token))
+                                                 policy=self.policy))
         if opts.mqtt:
             from .mqtt import MqttInput
             host, port = _split(opts.mqtt)

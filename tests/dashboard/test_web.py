@@ -125,6 +125,10 @@ def test_envelope_endpoint_refuses_bad_requests(served, neo):
     assert status == 400 and "give the array" in body
     status, body = get(server.url + "api/envelope?array=labels", token)
     assert status == 404 and "holds <U3 items" in body
+    # not finite (a 500 before: int(float('inf')) raised OverflowError)
+    for query in ("start=inf", "stop=1e400", "buckets=nan", "start=-" + "9" * 400):
+        status, body = get(server.url + "api/envelope?array=series&" + query, token)
+        assert status == 400 and "not a finite number" in body, (query, status, body)
 
 
 def test_login_sets_the_cookie_the_page_uses(served, neo):
@@ -164,7 +168,23 @@ def test_tls_needs_an_admin_certificate(tls_neo):
         assert status == 401 and "admin credential" in body
         token = tls_neo.admin_token
         assert token and get(server.url + "api/state", token, context=no_cert)[0] == 200
+        # an admin certificate lets any /login token through: only the cluster's becomes
+        # the cookie (a token that is no cookie value made set_cookie fail: a 500)
+        admin = _client_context(tls_neo.path, "admin")
+        assert get(server.url + "login?token=a%20b", context=admin)[0] == 200
         assert os.path.exists(os.path.join(tls_neo.path, "admin.token"))
+
+
+def test_a_stalled_tls_handshake_is_closed_after_the_idle_timeout(tls_neo):
+    """Slowloris on HTTPS: a client that never finishes its handshake is closed by the
+    dashboard's read timeout (the fuzz covers the plain port)."""
+    import socket
+    with dashboard(tls_neo.path, "--idle-timeout-s", "0.5") as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+            s.sendall(b"\x16\x03\x01")           # the start of a ClientHello, then nothing
+            assert s.recv(65536) == b""
+        state = get_json(server.url + "api/state", context=_client_context(tls_neo.path, "admin"))
+        assert state["cluster"]["nodes"]
 
 
 def test_ingestion_rates_are_scraped(served, neo, ingest_endpoint):
