@@ -25,6 +25,10 @@ elsewhere; the rest is never written (the fill value, 0.0).  Then, each the medi
   ``neoarray/overview-exact-edges``: the same with the edges of ``bucket_starts`` (the
   chunks a bucket edge cuts, up to one per bucket, reduced on the nodes);
   ``neoarray/overview-zoom`` the zoom, ``dashboard/api-overview`` the dashboard's draw;
+* ``write/plain`` and ``write/overview`` (first, alternating, medians): writing and
+  committing ``--write-items`` items into a new array without and with an overview;
+* ``dashboard/api-first`` and ``dashboard/api-overview-first``: the first request to a
+  new dashboard server (its client cache cold);
 * ``numpy``: ``neoarray.envelopes.reference`` (``np.minimum.reduceat`` and
   ``np.maximum.reduceat``) of the written run in memory (``--written`` items: what
   fits), the same bucket count.
@@ -119,11 +123,43 @@ def api(rows, cluster, make_server, parse_args, args, system):
         def fetch():
             with urllib.request.urlopen(request, timeout=120) as reply:
                 return len(reply.read())
-        fetch()
+        began = time.perf_counter()
+        fetch()             # a new server: its client cache cold
+        emit(rows, system + "-first", time.perf_counter() - began, items=args.items)
         seconds, size = median_of(args.repeat, fetch)
         emit(rows, system, seconds, items=args.items, json_bytes=size)
     finally:
         server.stop()
+
+
+def write_cost(db, args, rows):
+    """Seconds to write and commit ``--write-items`` items into a new array, without
+    and with an overview kept (alternating, medians): what keeping one costs writers."""
+    import transaction
+
+    import neoarray.array as na
+    values = np.random.default_rng(7).standard_normal(args.write_items)
+    step = 16 * args.chunk_items
+    times = {False: [], True: []}
+    for i in range(2 * args.repeat):
+        keep = bool(i % 2)
+        tm = transaction.TransactionManager()
+        conn = db.open(tm)
+        a = conn.root()[f"w{i}"] = na.zeros((args.write_items,), chunks=(args.chunk_items,))
+        if keep:
+            a.keep_overview()
+        tm.commit()
+        began = time.perf_counter()
+        for lo in range(0, args.write_items, step):
+            a[lo:lo + step] = values[lo:lo + step]
+            tm.commit()
+        times[keep].append(time.perf_counter() - began)
+        del conn.root()[f"w{i}"]
+        tm.commit()
+        conn.close()
+    plain, kept = statistics.median(times[False]), statistics.median(times[True])
+    emit(rows, "write/plain", plain, items=args.write_items)
+    emit(rows, "write/overview", kept, items=args.write_items, over_plain=round(kept / plain, 3))
 
 
 def run(args, workdir):
@@ -141,6 +177,8 @@ def run(args, workdir):
     cluster.start()
     try:
         db = ZODB.DB(cluster.open_storage())
+        if args.write_items:
+            write_cost(db, args, rows)
         written, first = write_array(db, args)
         tm = transaction.TransactionManager()
         conn = db.open(tm)
@@ -206,6 +244,8 @@ def main(argv=None):
     p.add_argument("--buckets", type=int, default=1200)
     p.add_argument("--storages", type=int, default=2)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--write-items", type=int, default=2 * 10**7,
+                   help="items written with and without an overview (0: skip)")
     p.add_argument("--quick", action="store_true", help="10**8 items, 10**6 written, 3 repeats")
     args = p.parse_args(argv)
     if args.quick:
