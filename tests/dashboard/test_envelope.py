@@ -103,19 +103,6 @@ def test_bad_spans_are_refused():
         env.result()
 
 
-@pytest.fixture(scope="module")
-def neo(tmp_path_factory):
-    yield from running_cluster(tmp_path_factory.mktemp("envelope"), storages=2)
-
-
-@pytest.fixture
-def db(neo):
-    database = ZODB.DB(neo.open_storage())
-    yield database
-    transaction.abort()
-    database.close()
-
-
 def _commit(db, name, array):
     tm = transaction.TransactionManager()
     conn = db.open(tm)

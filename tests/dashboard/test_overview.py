@@ -17,7 +17,6 @@ from neoarray import envelopes
 from neoarray.array import overview
 from neoarray.array.envelope import envelope
 from neoarray.array.errors import ArrayValueError
-from tests.conftest import running_cluster
 from tests.dashboard.test_envelope import _count_reduced
 
 
@@ -131,19 +130,6 @@ def test_an_overview_is_built_from_the_stored_chunks_and_kept_where_asked():
         tm.abort()
         conn.close()
         db.close()
-
-
-@pytest.fixture(scope="module")
-def neo(tmp_path_factory):
-    yield from running_cluster(tmp_path_factory.mktemp("overview"), storages=2)
-
-
-@pytest.fixture
-def db(neo):
-    database = ZODB.DB(neo.open_storage())
-    yield database
-    transaction.abort()
-    database.close()
 
 
 def test_a_wide_draw_reduces_only_the_chunks_its_edges_cut(db):

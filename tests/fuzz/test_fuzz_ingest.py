@@ -99,6 +99,17 @@ def _send_forward(port: int, payload: bytes, rng: random.Random, ctx=None) -> No
                 pass
 
 
+def _answer(s, message: bytes, seed: int):
+    """Send a well-formed Forward ``message`` on ``s``; the service's answer."""
+    s.sendall(message)
+    unpacker = msgpack.Unpacker(raw=False)
+    while (answer := next(unpacker, None)) is None:
+        data = s.recv(65536)
+        assert data, f"seed={seed}: the service closed a well-formed connection"
+        unpacker.feed(data)
+    return answer
+
+
 def _send_http(port: int, rng: random.Random, ctx=None, cluster=None) -> int:
     conn = (http.client.HTTPConnection("127.0.0.1", port, timeout=10) if ctx is None
             else http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=ctx))
@@ -156,13 +167,7 @@ def test_hostile_inputs_on_the_forward_and_http_ports(ingest_cluster, tmp_path):
         # what is well formed still goes through, on both ports
         good = msgpack.packb(["cols.ok", [[1, {"seq": SENTINEL_SEQ, "value": 0.25}]], {"chunk": "sentinel"}])
         with socket.create_connection(("127.0.0.1", forward), timeout=30) as s:
-            s.sendall(good)
-            unpacker = msgpack.Unpacker(raw=False)
-            while (answer := next(unpacker, None)) is None:
-                data = s.recv(65536)
-                assert data, f"seed={seed}: the service closed a well-formed connection"
-                unpacker.feed(data)
-            assert answer == {"ack": "sentinel"}
+            assert _answer(s, good, seed) == {"ack": "sentinel"}
         conn = http.client.HTTPConnection("127.0.0.1", web, timeout=30)
         conn.request("POST", "/ingest/cols.ok", body=json.dumps([{"seq": SENTINEL_SEQ + 1, "value": 0.5}]),
                      headers={"Content-Type": "application/json"})
@@ -235,13 +240,7 @@ def test_hostile_inputs_on_the_mutual_tls_ports(tls_cluster, tmp_path):
         good = msgpack.packb(["cols.ok", [[1, {"seq": SENTINEL_SEQ, "value": 0.25}]],
                               {"chunk": "sentinel", "cluster": name}])
         with _connect(forward, ingest) as s:        # served while handshakes stall
-            s.sendall(good)
-            unpacker = msgpack.Unpacker(raw=False)
-            while (answer := next(unpacker, None)) is None:
-                data = s.recv(65536)
-                assert data, f"seed={seed}: the service closed a well-formed connection"
-                unpacker.feed(data)
-            assert answer == {"ack": "sentinel"}
+            assert _answer(s, good, seed) == {"ack": "sentinel"}
         for s in stalled:       # given up after the handshake's time limit (tests/ingest/test_mutual_tls.py)
             s.close()
     finally:
