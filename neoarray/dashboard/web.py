@@ -32,6 +32,9 @@ from ..errors import NeoError
 from . import auth, page
 
 log = logging.getLogger("neoarray.dashboard")
+# Tornado logs every 4xx answer as a warning: a client sending garbage would fill the
+# log; errors (5xx) are still logged
+logging.getLogger("tornado.access").setLevel(logging.ERROR)
 
 READ_THREADS = 4
 BUCKETS_MAX = 4096          # buckets one envelope request may ask

@@ -30,6 +30,7 @@ import select
 import socket
 import socketserver
 import threading
+import time
 import zlib
 
 import msgpack
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 RECV_BYTES = 1 << 18
 MESSAGE_BYTES_MAX = 64 << 20        # one msgpack message (and a decompressed chunk)
 CONNECTIONS_MAX = 256
+IDLE_TIMEOUT_S = 300.0     # a connection that sends nothing this long is closed (fluentd reconnects)
 
 
 class ProtocolError(ValueError):
@@ -151,12 +153,18 @@ class _Connection(socketserver.BaseRequestHandler):
             if not self._admitted(sock, unpacker):
                 return
             self._take(unpacker)            # what came with the PING
+            heard = time.monotonic()
             while not self.broken:
                 if not self._wait_readable(sock):
+                    if time.monotonic() - heard > server.idle_timeout_s:
+                        log.info("forward: closing %s, silent for %.0f s", self.client_address,
+                                 server.idle_timeout_s)
+                        break       # unacknowledged chunks are sent again, and stored once
                     continue
                 data = sock.recv(RECV_BYTES)
                 if not data:
                     break
+                heard = time.monotonic()
                 unpacker.feed(data)
                 self._take(unpacker)
             self._flush_acks(sock)
@@ -276,8 +284,9 @@ class ForwardServer(BoundedListener, socketserver.ThreadingMixIn, socketserver.T
 
     def __init__(self, address, committer, *, tls=None, policy: access.Policy | None = None,
                  connections_max: int = CONNECTIONS_MAX, reject=lambda reason: None,
-                 handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S):
+                 handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S, idle_timeout_s: float = IDLE_TIMEOUT_S):
         self.committer = committer
+        self.idle_timeout_s = idle_timeout_s     # a connection silent this long is closed
         self.policy = policy or access.Policy("token", None, None)
         self.hostname = socket.gethostname()
         self.reject = reject

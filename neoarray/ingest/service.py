@@ -75,6 +75,9 @@ def add_parser(sub):
                        help="commit once the oldest record waited this long (default: %(default)s)")
     group.add_argument("--queue-records", type=int, default=200_000,
                        help="records waiting at most; inputs wait (HTTP: 503) beyond (default: %(default)s)")
+    group.add_argument("--idle-timeout-s", type=float, default=300.0,
+                       help="close a Forward connection silent this long; fluentd reconnects and sends "
+                            "again what was not acknowledged (default: %(default)s)")
     group.add_argument("--dedup-keys", type=int, default=200_000,
                        help="recent chunk ids kept for deduplication (default: %(default)s)")
     group.add_argument("--name", default="default", help="the service's state in the database "
@@ -182,6 +185,8 @@ class IngestService:
         try:
             routes = mapping.load(opts.mapping)
             policy = core.check_policy(opts.group_records, opts.group_ms / 1000.0)
+            if not opts.idle_timeout_s > 0:
+                raise NeoError(f"--idle-timeout-s must be a positive number of seconds, not {opts.idle_timeout_s}")
         except (OSError, ValueError) as exc:
             raise NeoError(str(exc)) from None
         token = security.read_token(opts.token_file) if opts.token_file else None
@@ -202,7 +207,8 @@ class IngestService:
         self.committer.start()
         if opts.forward:
             server = ForwardServer(_split(opts.forward), self.committer, tls=self.tls, policy=self.policy,
-                                   reject=lambda reason: self.stats.rejected("forward"))
+                                   reject=lambda reason: self.stats.rejected("forward"),
+                                   idle_timeout_s=opts.idle_timeout_s)
             self._serve("forward", server)
         if opts.http:
             self._serve("http", IngestHTTPServer(_split(opts.http), self.committer, self.stats, tls=self.tls,

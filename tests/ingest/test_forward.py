@@ -117,6 +117,23 @@ def test_forward_and_packed_forward_modes_and_a_malformed_record(ingest_cluster,
     assert any("field 'seq'" in reason and "'five' is not an integer" in reason for _t, _tag, reason, _r in rejects)
 
 
+def test_a_silent_forward_connection_is_closed_and_a_resent_chunk_stored_once(ingest_cluster, tmp_path):
+    """A client that stops sending mid-message holds no connection for ever (--idle-timeout-s);
+    it reconnects and sends its chunk again, which is stored once."""
+    port = free_port()
+    service = Service(ingest_cluster, tmp_path, "--forward", f"127.0.0.1:{port}", "--group-ms", "10",
+                      "--idle-timeout-s", "1")
+    try:
+        message = msgpack.packb(["cols.idle", [[1, {"seq": 987_654, "value": 0.5}]], {"chunk": "i1"}])
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+            s.sendall(message[:5])          # then silence
+            assert s.recv(100) == b""       # closed by the service, nothing acknowledged
+        assert _raw_exchange(port, message + message, 2) == [{"ack": "i1"}, {"ack": "i1"}]
+    finally:
+        service.stop()
+    assert read_array(ingest_cluster, "cols.seq").tolist().count(987_654) == 1
+
+
 def test_shared_key_handshake(ingest_cluster, tmp_path):
     import hashlib
     token = os.path.join(tmp_path, "token")
