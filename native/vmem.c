@@ -234,9 +234,14 @@ typedef struct {
     Py_ssize_t nbytes;
     int mode, slot, writable, closed, unmapped;
     Py_ssize_t exports;
-    void *pool[POOL_MAX];       /* evicted units' pages, writable, reused by install */
-    int pool_n;
+    /* blocks of writable, already touched memory for installs: evicted units' pages,
+     * and blocks that prefill() touched off the fault path (first touch of fresh
+     * memory is the dearest part of a fault in a VM); under pool_lock, since
+     * prefill runs in another thread without the GIL */
+    void *pool[POOL_MAX];
+    int pool_n, pool_pending;
     size_t pool_bytes;          /* the size of each pooled block */
+    pthread_mutex_t pool_lock;
 } Region;
 
 static int reserve_range(Region *r, char *target, size_t length) {
@@ -271,9 +276,34 @@ static void *fresh_block(size_t length) {
     return block;
 }
 
-static void *take_block(Region *r, size_t length) {
-    if (r->pool_n && r->pool_bytes == length) return r->pool[--r->pool_n];
+static char *aligned_address(size_t length) {
+    /* untouched address space for a block of length, 2 MiB aligned when that large,
+     * for mremap(MREMAP_FIXED) to replace (kept mapped until then: no other thread's
+     * mmap can land there meanwhile): a block moved there keeps its huge pages, and
+     * moves in and out of the region (2 MiB aligned too) as page-table entries of
+     * 2 MiB, not 512 of 4 KiB */
     return fresh_block(length);
+}
+
+static void *take_block(Region *r, size_t length) {
+    void *block = NULL;
+    pthread_mutex_lock(&r->pool_lock);
+    if (r->pool_n && r->pool_bytes == length) block = r->pool[--r->pool_n];
+    pthread_mutex_unlock(&r->pool_lock);
+    return block ? block : fresh_block(length);
+}
+
+static int pool_put(Region *r, void *block, size_t length) {
+    /* keep block for an install; 0 if the pool has no room for it (the caller frees it) */
+    int kept = 0;
+    pthread_mutex_lock(&r->pool_lock);
+    if (!r->closed && r->pool_n < POOL_MAX && (r->pool_n == 0 || r->pool_bytes == length)) {
+        r->pool[r->pool_n++] = block;
+        r->pool_bytes = length;
+        kept = 1;
+    }
+    pthread_mutex_unlock(&r->pool_lock);
+    return kept;
 }
 
 static void restore_handlers(void) {
@@ -293,7 +323,9 @@ static void restore_handlers(void) {
 static void unmap_region(Region *r) {
     if (r->unmapped) return;
     munmap(r->base, (size_t)r->nbytes);
+    pthread_mutex_lock(&r->pool_lock);
     while (r->pool_n) munmap(r->pool[--r->pool_n], r->pool_bytes);
+    pthread_mutex_unlock(&r->pool_lock);
     pthread_mutex_lock(&slots_lock);
     atomic_store(&slots[r->slot].end, 0);
     atomic_store(&slots[r->slot].start, 0);
@@ -392,6 +424,7 @@ static PyObject *Region_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     r->mode = mode;
     r->slot = slot;
     r->writable = writable;
+    pthread_mutex_init(&r->pool_lock, NULL);
     return (PyObject *)r;
 }
 
@@ -487,15 +520,14 @@ static PyObject *Region_evict(Region *r, PyObject *args) {
                                           .mode = UFFDIO_REGISTER_MODE_MISSING};
             ok = ioctl(uffd, UFFDIO_REGISTER, &reg);
         }
-        void *moved = ok ? MAP_FAILED : mremap(target, length, length,
-                                               MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
+        char *spot = ok ? NULL : aligned_address(length);
+        void *moved = spot ? mremap(target, length, length,
+                                    MREMAP_MAYMOVE | MREMAP_DONTUNMAP | MREMAP_FIXED, spot)
+                           : MAP_FAILED;
+        if (moved == MAP_FAILED && spot) munmap(spot, length);
         if (moved != MAP_FAILED) {
-            if (mprotect(moved, length, PROT_READ | PROT_WRITE) == 0) {
-                r->pool[r->pool_n++] = moved;
-                r->pool_bytes = length;
-            } else {
+            if (mprotect(moved, length, PROT_READ | PROT_WRITE) || !pool_put(r, moved, length))
                 munmap(moved, length);
-            }
             /* the range left behind stays mapped, empty, with its protection (a
              * userfaultfd range: readable, so a touch is a missing-page fault) */
             if (r->mode == MODE_UFFD && mprotect(target, length, PROT_READ))
@@ -508,9 +540,53 @@ static PyObject *Region_evict(Region *r, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+static PyObject *Region_prefill(Region *r, PyObject *args) {
+    /* touch fresh blocks of length until the pool holds count of them: called off the
+     * fault path (a background thread), without the GIL while it works */
+    unsigned long long length;
+    int count, made = 0;
+    if (!PyArg_ParseTuple(args, "Ki", &length, &count)) return NULL;
+    if (length == 0 || length % page_bytes || length > (unsigned long long)r->nbytes) {
+        PyErr_Format(PyExc_ValueError, "prefill: %llu bytes is not whole pages of the region",
+                     length);
+        return NULL;
+    }
+    if (count > POOL_MAX) count = POOL_MAX;
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        pthread_mutex_lock(&r->pool_lock);
+        int need = !r->closed && r->pool_n + r->pool_pending < count &&
+                   (r->pool_n == 0 || r->pool_bytes == length);
+        if (need) r->pool_pending++;
+        pthread_mutex_unlock(&r->pool_lock);
+        if (!need) break;
+        char *block = fresh_block((size_t)length);
+        if (block && madvise(block, (size_t)length, MADV_POPULATE_WRITE))
+            for (unsigned long long at = 0; at < length; at += (unsigned long long)page_bytes)
+                block[at] = 0;      /* Linux < 5.14: touch each page */
+        pthread_mutex_lock(&r->pool_lock);
+        r->pool_pending--;
+        pthread_mutex_unlock(&r->pool_lock);
+        if (!block) break;
+        if (!pool_put(r, block, (size_t)length)) {
+            munmap(block, (size_t)length);
+            break;
+        }
+        made++;
+    }
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(made);
+}
+
 static PyObject *Region_close(Region *r, PyObject *unused) {
     if (r->closed) Py_RETURN_NONE;
+    pthread_mutex_lock(&r->pool_lock);      /* prefill reads it without the GIL */
     r->closed = 1;
+    pthread_mutex_unlock(&r->pool_lock);
     if (!r->unmapped) atomic_store(&slots[r->slot].closed, 1);
     if (r->exports == 0) unmap_region(r);
     else mmap(r->base, (size_t)r->nbytes, PROT_NONE,
@@ -537,6 +613,7 @@ static void Region_dealloc(Region *r) {
     r->closed = 1;
     if (!r->unmapped) atomic_store(&slots[r->slot].closed, 1);
     unmap_region(r);
+    pthread_mutex_destroy(&r->pool_lock);
     Py_TYPE(r)->tp_free((PyObject *)r);
 }
 
@@ -556,6 +633,9 @@ static PyMethodDef Region_methods[] = {
      "protect(offset, length, writable): make installed pages read-only or writable."},
     {"evict", (PyCFunction)Region_evict, METH_VARARGS,
      "evict(offset, length, recycle=False): the next touch faults again; recycle keeps the pages for an install."},
+    {"prefill", (PyCFunction)Region_prefill, METH_VARARGS,
+     "prefill(length, count): touch fresh blocks of length bytes (without the GIL) until "
+     "count are pooled for installs; returns how many it added."},
     {"close", (PyCFunction)Region_close, METH_NOARGS,
      "close(): unmap now, or once the last buffer export is released."},
     {NULL}};
