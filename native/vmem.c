@@ -474,23 +474,22 @@ static PyObject *Region_install(Region *r, PyObject *args) {
 }
 
 static PyObject *Region_install_zero(Region *r, PyObject *args) {
+    /* a fresh read-only anonymous mapping over the unit (outside userfaultfd's
+     * range: reads are the kernel's business from here on, a write faults as a write
+     * into a read-only page), its pages mapped at once to the shared zero page: the
+     * huge zero page, one entry per 2 MiB, where the unit is made of whole 2 MiB
+     * pages (UFFDIO_ZEROPAGE maps 512 entries per 2 MiB, and a mapping left to fault
+     * page by page makes a later scan take one kernel fault per 4 KiB) */
     unsigned long long offset, length;
     if (!PyArg_ParseTuple(args, "KK", &offset, &length)) return NULL;
     if (check_range(r, offset, length)) return NULL;
     char *target = r->base + offset;
-    if (r->mode == MODE_UFFD) {
-        unsigned long long done = 0;
-        while (done < length) {
-            struct uffdio_zeropage zero = {.range = {.start = (uintptr_t)target + done,
-                                                      .len = length - done}, .mode = 0};
-            if (ioctl(uffd, UFFDIO_ZEROPAGE, &zero) == 0) break;
-            if (zero.zeropage > 0) done += (unsigned long long)zero.zeropage;
-            else if (errno != EAGAIN) return PyErr_SetFromErrno(PyExc_OSError);
-        }
-    } else if (mmap(target, length, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
-                    -1, 0) == MAP_FAILED) {
+    if (mmap(target, length, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+             -1, 0) == MAP_FAILED)
         return PyErr_SetFromErrno(PyExc_OSError);
-    }
+    if (offset % HUGE_BYTES == 0 && length % HUGE_BYTES == 0)
+        madvise(target, length, MADV_HUGEPAGE);
+    madvise(target, length, MADV_POPULATE_READ);    /* Linux < 5.14: pages fault in later */
     Py_RETURN_NONE;
 }
 
