@@ -432,6 +432,24 @@ static int protect_bits(Region *r, int writable) {
     return writable ? PROT_READ | PROT_WRITE : PROT_READ;
 }
 
+static int place_block(Region *r, char *block, unsigned long long offset, size_t length,
+                       int writable) {
+    /* move a filled block into place whole (one mremap), GIL released: other threads
+     * see the unit complete or fault on it, never a half-copied page; -1 with errno
+     * (the block is freed) */
+    int failed = 0, e = 0;
+    Py_BEGIN_ALLOW_THREADS
+    if (mprotect(block, length, protect_bits(r, writable)) ||
+        mremap(block, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, r->base + offset)
+            == MAP_FAILED) {
+        failed = 1; e = errno;
+        munmap(block, length);
+    }
+    Py_END_ALLOW_THREADS
+    errno = e;
+    return failed ? -1 : 0;
+}
+
 static PyObject *Region_install(Region *r, PyObject *args) {
     unsigned long long offset;
     Py_buffer data;
@@ -442,16 +460,12 @@ static PyObject *Region_install(Region *r, PyObject *args) {
         PyBuffer_Release(&data);
         return NULL;
     }
-    char *target = r->base + offset;
-    int failed = 0, e = 0;
     char *block = take_block(r, length);
     if (!block) {
         PyBuffer_Release(&data);
         return PyErr_NoMemory();
     }
     Py_BEGIN_ALLOW_THREADS
-    /* fill a block out of sight, then move it into place whole (one mremap): other
-     * threads see the unit complete or fault on it, never a half-copied page */
     if (populate) {
         /* a source in a file mapping (a chunk read in place from LMDB) would take one
          * page fault per page inside memcpy: map its pages in one call instead */
@@ -459,17 +473,60 @@ static PyObject *Region_install(Region *r, PyObject *args) {
         madvise((void *)lo, (uintptr_t)data.buf + length - lo, MADV_POPULATE_READ);
     }
     memcpy(block, data.buf, length);
-    if (mprotect(block, length, protect_bits(r, writable)) ||
-        mremap(block, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, target) == MAP_FAILED) {
-        failed = 1; e = errno;
-        munmap(block, length);
-    }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&data);
-    if (failed) {
-        errno = e;
+    if (place_block(r, block, offset, (size_t)length, writable))
         return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Region_install_filled(Region *r, PyObject *args) {
+    /* fill(memoryview) writes the unit's bytes straight into the staging block (a
+     * decompressor's output, say: no temporary to copy from), which then moves into
+     * place.  The memoryview is released after the call; should fill have kept it
+     * (or an export of it) alive, the block cannot move from under it: it stays
+     * where it is, for those views, and a copy of it is installed. */
+    unsigned long long offset, length;
+    PyObject *fill;
+    int writable = 0;
+    if (!PyArg_ParseTuple(args, "KKO|p", &offset, &length, &fill, &writable)) return NULL;
+    if (check_range(r, offset, length)) return NULL;
+    if (length == 0) Py_RETURN_NONE;
+    char *block = take_block(r, (size_t)length);
+    if (!block) return PyErr_NoMemory();
+    PyObject *view = PyMemoryView_FromMemory(block, (Py_ssize_t)length, PyBUF_WRITE);
+    if (!view) {
+        if (!pool_put(r, block, (size_t)length)) munmap(block, (size_t)length);
+        return NULL;
     }
+    PyObject *result = PyObject_CallOneArg(fill, view);
+    PyObject *type = NULL, *value = NULL, *trace = NULL;
+    if (!result) PyErr_Fetch(&type, &value, &trace);
+    /* the block may move only if nothing refers to its memory any more: not the
+     * memoryview, nor an export of it, nor a memoryview made from it (numpy's
+     * frombuffer keeps one of those: it shares the managed buffer, not an export) */
+    PyMemoryViewObject *mv = (PyMemoryViewObject *)view;
+    int alone = Py_REFCNT(view) == 1 && mv->exports == 0 && mv->mbuf->exports == 1;
+    PyObject *released = alone ? PyObject_CallMethod(view, "release", NULL) : NULL;
+    int moved_ok = released != NULL;
+    if (released) Py_DECREF(released);
+    else PyErr_Clear();
+    Py_DECREF(view);
+    if (!result) {
+        PyErr_Restore(type, value, trace);
+        if (moved_ok && !pool_put(r, block, (size_t)length)) munmap(block, (size_t)length);
+        return NULL;
+    }
+    Py_DECREF(result);
+    if (!moved_ok) {
+        /* exported still: leave the block mapped for its holders, install a copy */
+        char *copy = fresh_block((size_t)length);
+        if (!copy) return PyErr_NoMemory();
+        memcpy(copy, block, (size_t)length);
+        block = copy;
+    }
+    if (place_block(r, block, offset, (size_t)length, writable))
+        return PyErr_SetFromErrno(PyExc_OSError);
     Py_RETURN_NONE;
 }
 
@@ -626,6 +683,9 @@ static PyMethodDef Region_methods[] = {
     {"install", (PyCFunction)Region_install, METH_VARARGS,
      "install(offset, data, writable=False, populate=False): put data (whole pages) at offset, "
      "read-only or writable; populate maps a file-backed source's pages first."},
+    {"install_filled", (PyCFunction)Region_install_filled, METH_VARARGS,
+     "install_filled(offset, length, fill, writable=False): fill(memoryview) writes the "
+     "bytes straight into the staging block, which then moves into place."},
     {"install_zero", (PyCFunction)Region_install_zero, METH_VARARGS,
      "install_zero(offset, length): zero pages, sharing the zero page (no memory)."},
     {"protect", (PyCFunction)Region_protect, METH_VARARGS,

@@ -10,6 +10,7 @@ which may fault that unit in, in the same thread.
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 import weakref
 
@@ -17,6 +18,7 @@ import numpy as np
 from transaction._transaction import Status
 
 from ..array import fetch
+from ..array.chunks import decode_chunk_into
 from ..array.errors import ArrayValueError
 from ..client import colours
 
@@ -169,10 +171,13 @@ class MappedView:
             zero = False
             if chunk is None:
                 zero = self._install_fill(u, writable and u == units[0])
-            elif u in data:
-                raw = data[u] if array.codec is None else np.ascontiguousarray(
-                    array._decode(data[u]).ravel(order="K")).view(np.uint8)
-                self.region.install(u * w.unit_bytes, raw, writable and u == units[0])
+            elif u in data and array.codec is None:
+                self.region.install(u * w.unit_bytes, data[u], writable and u == units[0])
+            elif u in data:     # decompressed straight into the staging unit
+                self.region.install_filled(
+                    u * w.unit_bytes, w.unit_bytes,
+                    functools.partial(decode_chunk_into, data[u], array._codec_obj()),
+                    writable and u == units[0])
             self.units[u] = Unit([(w.slab_key(u), chunk)])
             self.units[u].zero = zero
             self.loads += 1
