@@ -185,8 +185,10 @@ class MappedView:
     def _install_in_place(self, stored, writable_unit):
         """Install the raw chunks of ``stored`` (``(unit, Chunk)``) straight from the
         storage's pages where the connection reads records in place (a co-located
-        storage node's LMDB): one copy, from the page cache into the unit.  Return the
-        units done; the others go through the fetcher."""
+        storage node's LMDB): one copy, from the page cache into the unit; records read
+        from the network are taken where they were received (``align=None``: no copy
+        to align the payload, which is copied into the unit anyway).  Return the units
+        done; the others go through the fetcher."""
         array, size = self.array, self.window.unit_bytes
         source = fetch.view_source(array._p_jar)
         ghosts = [(u, c) for u, c in stored if fetch._is_loadable_ghost(c)]
@@ -195,7 +197,7 @@ class MappedView:
         _jar, read_views, before = source
         done = set()
         with colours.reading_as(array.colour), read_views(
-                [c._p_oid for _, c in ghosts], before, align=fetch.payload_offset) as views:
+                [c._p_oid for _, c in ghosts], before, align=None) as views:
             for u, chunk in ghosts:
                 hit = views.get(chunk._p_oid)
                 view = None if hit is None else fetch.payload_view(hit[0])
