@@ -576,10 +576,13 @@ static PyObject *Region_evict(Region *r, PyObject *args) {
                                           .mode = UFFDIO_REGISTER_MODE_MISSING};
             ok = ioctl(uffd, UFFDIO_REGISTER, &reg);
         }
-        char *spot = ok ? NULL : aligned_address(length);
-        void *moved = spot ? mremap(target, length, length,
+        /* units of whole huge pages go to a 2 MiB aligned spot (kept whole), smaller
+         * ones wherever the kernel puts them (one system call less) */
+        char *spot = !ok && length % HUGE_BYTES == 0 ? aligned_address(length) : NULL;
+        void *moved = ok ? MAP_FAILED
+                    : spot ? mremap(target, length, length,
                                     MREMAP_MAYMOVE | MREMAP_DONTUNMAP | MREMAP_FIXED, spot)
-                           : MAP_FAILED;
+                           : mremap(target, length, length, MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
         if (moved == MAP_FAILED && spot) munmap(spot, length);
         if (moved != MAP_FAILED) {
             if (mprotect(moved, length, PROT_READ | PROT_WRITE) || !pool_put(r, moved, length))

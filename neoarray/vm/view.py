@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import threading
 import weakref
 
@@ -113,7 +114,8 @@ class MappedView:
             # else another thread put the unit in while this one waited for the lock
             self.units.move_to_end(unit)
             self._evict_over_budget(unit)
-            if self.loads > self.zero_loads:
+            if self.loads > self.zero_loads and (
+                    len(self.units) + self.region.pooled) * self.window.unit_bytes < self.budget_bytes:
                 self._refill()      # not before the view holds data: zero pages cost nothing
 
     def _refill(self):
@@ -161,13 +163,14 @@ class MappedView:
 
     def _load_slabs(self, units, writable):
         array, w, tree = self.array, self.window, self.array._tree
-        found = [(u, tree.get(w.slab_key(u))) for u in units]
-        stored = [(u, chunk) for u, chunk in found if chunk is not None]
+        found = [(u, w.slab_key(u)) for u in units]
+        found = [(u, key, tree.get(key)) for u, key in found]
+        stored = [(u, chunk) for u, _, chunk in found if chunk is not None]
         done = self._install_in_place(stored, units[0] if writable else -1) if stored else set()
         rest = [(u, chunk) for u, chunk in stored if u not in done]
         payloads = _fetch([c for _, c in rest], array.colour) if rest else []
         data = dict(zip((u for u, _ in rest), payloads))
-        for u, chunk in found:
+        for u, key, chunk in found:
             zero = False
             if chunk is None:
                 zero = self._install_fill(u, writable and u == units[0])
@@ -178,8 +181,8 @@ class MappedView:
                     u * w.unit_bytes, w.unit_bytes,
                     functools.partial(decode_chunk_into, data[u], array._codec_obj()),
                     writable and u == units[0])
-            self.units[u] = Unit([(w.slab_key(u), chunk)])
-            self.units[u].zero = zero
+            state = self.units[u] = Unit([(key, chunk)])
+            state.zero = zero
             self.loads += 1
 
     def _install_in_place(self, stored, writable_unit):
@@ -190,9 +193,11 @@ class MappedView:
         to align the payload, which is copied into the unit anyway).  Return the units
         done; the others go through the fetcher."""
         array, size = self.array, self.window.unit_bytes
-        source = fetch.view_source(array._p_jar)
+        if array.codec is not None:
+            return set()
         ghosts = [(u, c) for u, c in stored if fetch._is_loadable_ghost(c)]
-        if source is None or array.codec is not None or not ghosts:
+        source = fetch.view_source(array._p_jar) if ghosts else None
+        if source is None:
             return set()
         _jar, read_views, before = source
         done = set()
@@ -251,7 +256,12 @@ class MappedView:
         ``incoming_bytes`` fit the budget."""
         size = self.window.unit_bytes
         resident = len(self.units) * size + incoming_bytes
-        for unit in list(self.units):
+        if resident <= self.budget_bytes:
+            return
+        # the oldest units only (not a copy of all of them at every fault): enough to
+        # skip the dirty ones and ``keep``
+        over = -(-(resident - self.budget_bytes) // size)
+        for unit in list(itertools.islice(self.units, over + self.dirty_bytes // size + 1)):
             if resident <= self.budget_bytes:
                 break
             if unit != keep and not self.units[unit].dirty:
@@ -500,9 +510,15 @@ class _ViewSavepoint:
 
 def _fetch(chunks, colour):
     """The payloads of ``chunks``, loaded on this thread: the fault waits for them
-    anyway, and a hand-off to the read-ahead thread costs more than it saves."""
+    anyway, and a hand-off to the read-ahead thread costs more than it saves.  Chunks
+    in memory (a detached array's, or loaded already) are read as the default fetcher
+    reads them (no ghost among them: nothing to load), without its set-up."""
+    fetcher = fetch.get_fetcher()
+    if type(fetcher) is fetch.StorageChunkFetcher and not any(
+            c._p_changed is None for c in chunks):
+        return [c.payload for c in chunks]
     with colours.reading_as(colour):
-        return fetch.get_fetcher().fetch(chunks)
+        return fetcher.fetch(chunks)
 
 
 def _watch(jar, view):
