@@ -10,9 +10,11 @@
  * access is retried on the page the loader installed.  Why, and the
  * measurements: see neoarray/vm/__init__.py.
  *
- * The loader installs pages with Region.install (UFFDIO_COPY, or a staging
- * mapping moved into place with mremap: other threads see the whole unit or
- * a fault, never a half-copied page), install_zero, protect and evict.
+ * The loader installs pages with Region.install and install_filled (a staging
+ * block, filled and then moved into place with mremap: other threads see the
+ * whole unit or a fault, never a half-copied page), install_zero, protect and
+ * evict; staging blocks come from a pool of touched memory (evicted units'
+ * pages, and blocks that prefill touches off the fault path).
  * Faults outside every region go to the handler installed before ours.
  * A fault in a fork child, or in a closed region, stops the process with a
  * message: a page fault cannot raise a Python exception.

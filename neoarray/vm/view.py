@@ -277,7 +277,7 @@ class MappedView:
         size = self.window.unit_bytes
         if state.dirty:
             self.dirty_bytes -= size
-        # keep the pages for the next install (warm memory): a quarter of the budget at most
+        # keep the pages for the next install (warm memory): the pool's bound at most
         recycle = not state.zero and self.region.pooled < self._pool_blocks
         self.region.evict(unit * size, size, recycle)
 
