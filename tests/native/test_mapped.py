@@ -263,3 +263,26 @@ def test_install_filled_writes_in_place_and_survives_a_kept_view(mode):
         del pages
     finally:
         region.close()
+
+
+def test_prefill_pools_touched_blocks_for_installs(mode):
+    """``Region.prefill`` touches blocks (off the fault path) that installs then use;
+    it stops at its count, at the pool's bound, and once the region is closed."""
+    from neoarray import _vmem
+    unit = 2 << 20
+    code = _vmem.MODE_UFFD if mode == "uffd" else _vmem.MODE_MPROTECT
+    region = _vmem.Region(4 * unit, lambda offset, is_write: None, code, False)
+    try:
+        assert region.prefill(unit, 3) == 3 and region.pooled == 3
+        assert region.prefill(unit, 2) == 0 and region.pooled == 3
+        assert region.prefill(unit, 100) == 5 and region.pooled == 8     # the bound
+        region.install(0, np.full(unit, 5, dtype=np.uint8))
+        assert region.pooled == 7
+        pages = np.frombuffer(region, dtype=np.uint8)
+        assert pages[:unit].min() == pages[:unit].max() == 5
+        with pytest.raises(ValueError, match="whole pages"):
+            region.prefill(unit + 1, 1)
+        del pages
+    finally:
+        region.close()
+    assert region.prefill(unit, 2) == 0
