@@ -10,7 +10,8 @@ SIGBUS; ``mprotect``: the unprivileged fallback):
   ``fresh`` memory (never touched by the process) or ``recycled`` memory (the pages
   of evicted units, as in a scan); ``source=memory``: the same from a detached
   array's chunks, in this process's memory (the mechanism alone, without the client's
-  read path); ``fault_us_per_2mib`` scales
+  read path); ``source=memory-zstd``: the same chunks compressed with zstd (the
+  decompression included); ``fault_us_per_2mib`` scales
   it to 2 MiB (wendelin.core published 269-291 us per 2 MiB page); ``zero_fault_us``:
   one unit of an unwritten chunk (the shared zero page);
 * ``scan``: ``numpy.sum`` over a view of the whole array (budget a quarter of it)
@@ -118,12 +119,15 @@ class Bench:
             stored = self.reader(f"fault{chunk_kib}")
             detached = na.ndarray(stored.shape, chunks=stored.chunks)
             detached[...] = np.arange(stored.size, dtype=np.float64)
+            compressed = na.ndarray(stored.shape, chunks=stored.chunks, codec="zstd")
+            compressed[...] = detached[...]
             order = rng.permutation(count)
             items = chunk // 8
             for source, A, memory, budget in (
                     ("storage", stored, "fresh", count * chunk),
                     ("storage", stored, "recycled", 4 * chunk),
-                    ("memory", detached, "recycled", 4 * chunk)):
+                    ("memory", detached, "recycled", 4 * chunk),
+                    ("memory-zstd", compressed, "recycled", 4 * chunk)):
                 # fresh: every unit lands in memory never touched before; recycled: the
                 # budget holds 4 units, so units go into the pages of evicted ones (a
                 # scan's steady state)

@@ -10,9 +10,11 @@
  * access is retried on the page the loader installed.  Why, and the
  * measurements: see neoarray/vm/__init__.py.
  *
- * The loader installs pages with Region.install (UFFDIO_COPY, or a staging
- * mapping moved into place with mremap: other threads see the whole unit or
- * a fault, never a half-copied page), install_zero, protect and evict.
+ * The loader installs pages with Region.install and install_filled (a staging
+ * block, filled and then moved into place with mremap: other threads see the
+ * whole unit or a fault, never a half-copied page), install_zero, protect and
+ * evict; staging blocks come from a pool of touched memory (evicted units'
+ * pages, and blocks that prefill touches off the fault path).
  * Faults outside every region go to the handler installed before ours.
  * A fault in a fork child, or in a closed region, stops the process with a
  * message: a page fault cannot raise a Python exception.
@@ -234,9 +236,14 @@ typedef struct {
     Py_ssize_t nbytes;
     int mode, slot, writable, closed, unmapped;
     Py_ssize_t exports;
-    void *pool[POOL_MAX];       /* evicted units' pages, writable, reused by install */
-    int pool_n;
+    /* blocks of writable, already touched memory for installs: evicted units' pages,
+     * and blocks that prefill() touched off the fault path (first touch of fresh
+     * memory is the dearest part of a fault in a VM); under pool_lock, since
+     * prefill runs in another thread without the GIL */
+    void *pool[POOL_MAX];
+    int pool_n, pool_pending;
     size_t pool_bytes;          /* the size of each pooled block */
+    pthread_mutex_t pool_lock;
 } Region;
 
 static int reserve_range(Region *r, char *target, size_t length) {
@@ -271,9 +278,34 @@ static void *fresh_block(size_t length) {
     return block;
 }
 
-static void *take_block(Region *r, size_t length) {
-    if (r->pool_n && r->pool_bytes == length) return r->pool[--r->pool_n];
+static char *aligned_address(size_t length) {
+    /* untouched address space for a block of length, 2 MiB aligned when that large,
+     * for mremap(MREMAP_FIXED) to replace (kept mapped until then: no other thread's
+     * mmap can land there meanwhile): a block moved there keeps its huge pages, and
+     * moves in and out of the region (2 MiB aligned too) as page-table entries of
+     * 2 MiB, not 512 of 4 KiB */
     return fresh_block(length);
+}
+
+static void *take_block(Region *r, size_t length) {
+    void *block = NULL;
+    pthread_mutex_lock(&r->pool_lock);
+    if (r->pool_n && r->pool_bytes == length) block = r->pool[--r->pool_n];
+    pthread_mutex_unlock(&r->pool_lock);
+    return block ? block : fresh_block(length);
+}
+
+static int pool_put(Region *r, void *block, size_t length) {
+    /* keep block for an install; 0 if the pool has no room for it (the caller frees it) */
+    int kept = 0;
+    pthread_mutex_lock(&r->pool_lock);
+    if (!r->closed && r->pool_n < POOL_MAX && (r->pool_n == 0 || r->pool_bytes == length)) {
+        r->pool[r->pool_n++] = block;
+        r->pool_bytes = length;
+        kept = 1;
+    }
+    pthread_mutex_unlock(&r->pool_lock);
+    return kept;
 }
 
 static void restore_handlers(void) {
@@ -293,7 +325,9 @@ static void restore_handlers(void) {
 static void unmap_region(Region *r) {
     if (r->unmapped) return;
     munmap(r->base, (size_t)r->nbytes);
+    pthread_mutex_lock(&r->pool_lock);
     while (r->pool_n) munmap(r->pool[--r->pool_n], r->pool_bytes);
+    pthread_mutex_unlock(&r->pool_lock);
     pthread_mutex_lock(&slots_lock);
     atomic_store(&slots[r->slot].end, 0);
     atomic_store(&slots[r->slot].start, 0);
@@ -392,11 +426,30 @@ static PyObject *Region_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     r->mode = mode;
     r->slot = slot;
     r->writable = writable;
+    pthread_mutex_init(&r->pool_lock, NULL);
     return (PyObject *)r;
 }
 
 static int protect_bits(Region *r, int writable) {
     return writable ? PROT_READ | PROT_WRITE : PROT_READ;
+}
+
+static int place_block(Region *r, char *block, unsigned long long offset, size_t length,
+                       int writable) {
+    /* move a filled block into place whole (one mremap), GIL released: other threads
+     * see the unit complete or fault on it, never a half-copied page; -1 with errno
+     * (the block is freed) */
+    int failed = 0, e = 0;
+    Py_BEGIN_ALLOW_THREADS
+    if (mprotect(block, length, protect_bits(r, writable)) ||
+        mremap(block, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, r->base + offset)
+            == MAP_FAILED) {
+        failed = 1; e = errno;
+        munmap(block, length);
+    }
+    Py_END_ALLOW_THREADS
+    errno = e;
+    return failed ? -1 : 0;
 }
 
 static PyObject *Region_install(Region *r, PyObject *args) {
@@ -409,16 +462,12 @@ static PyObject *Region_install(Region *r, PyObject *args) {
         PyBuffer_Release(&data);
         return NULL;
     }
-    char *target = r->base + offset;
-    int failed = 0, e = 0;
     char *block = take_block(r, length);
     if (!block) {
         PyBuffer_Release(&data);
         return PyErr_NoMemory();
     }
     Py_BEGIN_ALLOW_THREADS
-    /* fill a block out of sight, then move it into place whole (one mremap): other
-     * threads see the unit complete or fault on it, never a half-copied page */
     if (populate) {
         /* a source in a file mapping (a chunk read in place from LMDB) would take one
          * page fault per page inside memcpy: map its pages in one call instead */
@@ -426,38 +475,80 @@ static PyObject *Region_install(Region *r, PyObject *args) {
         madvise((void *)lo, (uintptr_t)data.buf + length - lo, MADV_POPULATE_READ);
     }
     memcpy(block, data.buf, length);
-    if (mprotect(block, length, protect_bits(r, writable)) ||
-        mremap(block, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, target) == MAP_FAILED) {
-        failed = 1; e = errno;
-        munmap(block, length);
-    }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&data);
-    if (failed) {
-        errno = e;
+    if (place_block(r, block, offset, (size_t)length, writable))
         return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Region_install_filled(Region *r, PyObject *args) {
+    /* fill(memoryview) writes the unit's bytes straight into the staging block (a
+     * decompressor's output, say: no temporary to copy from), which then moves into
+     * place.  The memoryview is released after the call; should fill have kept it
+     * (or an export of it) alive, the block cannot move from under it: it stays
+     * where it is, for those views, and a copy of it is installed. */
+    unsigned long long offset, length;
+    PyObject *fill;
+    int writable = 0;
+    if (!PyArg_ParseTuple(args, "KKO|p", &offset, &length, &fill, &writable)) return NULL;
+    if (check_range(r, offset, length)) return NULL;
+    if (length == 0) Py_RETURN_NONE;
+    char *block = take_block(r, (size_t)length);
+    if (!block) return PyErr_NoMemory();
+    PyObject *view = PyMemoryView_FromMemory(block, (Py_ssize_t)length, PyBUF_WRITE);
+    if (!view) {
+        if (!pool_put(r, block, (size_t)length)) munmap(block, (size_t)length);
+        return NULL;
     }
+    PyObject *result = PyObject_CallOneArg(fill, view);
+    PyObject *type = NULL, *value = NULL, *trace = NULL;
+    if (!result) PyErr_Fetch(&type, &value, &trace);
+    /* the block may move only if nothing refers to its memory any more: not the
+     * memoryview, nor an export of it, nor a memoryview made from it (numpy's
+     * frombuffer keeps one of those: it shares the managed buffer, not an export) */
+    PyMemoryViewObject *mv = (PyMemoryViewObject *)view;
+    int alone = Py_REFCNT(view) == 1 && mv->exports == 0 && mv->mbuf->exports == 1;
+    PyObject *released = alone ? PyObject_CallMethod(view, "release", NULL) : NULL;
+    int moved_ok = released != NULL;
+    if (released) Py_DECREF(released);
+    else PyErr_Clear();
+    Py_DECREF(view);
+    if (!result) {
+        PyErr_Restore(type, value, trace);
+        if (moved_ok && !pool_put(r, block, (size_t)length)) munmap(block, (size_t)length);
+        return NULL;
+    }
+    Py_DECREF(result);
+    if (!moved_ok) {
+        /* exported still: leave the block mapped for its holders, install a copy */
+        char *copy = fresh_block((size_t)length);
+        if (!copy) return PyErr_NoMemory();
+        memcpy(copy, block, (size_t)length);
+        block = copy;
+    }
+    if (place_block(r, block, offset, (size_t)length, writable))
+        return PyErr_SetFromErrno(PyExc_OSError);
     Py_RETURN_NONE;
 }
 
 static PyObject *Region_install_zero(Region *r, PyObject *args) {
+    /* a fresh read-only anonymous mapping over the unit (outside userfaultfd's
+     * range: reads are the kernel's business from here on, a write faults as a write
+     * into a read-only page), its pages mapped at once to the shared zero page: the
+     * huge zero page, one entry per 2 MiB, where the unit is made of whole 2 MiB
+     * pages (UFFDIO_ZEROPAGE maps 512 entries per 2 MiB, and a mapping left to fault
+     * page by page makes a later scan take one kernel fault per 4 KiB) */
     unsigned long long offset, length;
     if (!PyArg_ParseTuple(args, "KK", &offset, &length)) return NULL;
     if (check_range(r, offset, length)) return NULL;
     char *target = r->base + offset;
-    if (r->mode == MODE_UFFD) {
-        unsigned long long done = 0;
-        while (done < length) {
-            struct uffdio_zeropage zero = {.range = {.start = (uintptr_t)target + done,
-                                                      .len = length - done}, .mode = 0};
-            if (ioctl(uffd, UFFDIO_ZEROPAGE, &zero) == 0) break;
-            if (zero.zeropage > 0) done += (unsigned long long)zero.zeropage;
-            else if (errno != EAGAIN) return PyErr_SetFromErrno(PyExc_OSError);
-        }
-    } else if (mmap(target, length, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
-                    -1, 0) == MAP_FAILED) {
+    if (mmap(target, length, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+             -1, 0) == MAP_FAILED)
         return PyErr_SetFromErrno(PyExc_OSError);
-    }
+    if (offset % HUGE_BYTES == 0 && length % HUGE_BYTES == 0)
+        madvise(target, length, MADV_HUGEPAGE);
+    madvise(target, length, MADV_POPULATE_READ);    /* Linux < 5.14: pages fault in later */
     Py_RETURN_NONE;
 }
 
@@ -487,15 +578,17 @@ static PyObject *Region_evict(Region *r, PyObject *args) {
                                           .mode = UFFDIO_REGISTER_MODE_MISSING};
             ok = ioctl(uffd, UFFDIO_REGISTER, &reg);
         }
-        void *moved = ok ? MAP_FAILED : mremap(target, length, length,
-                                               MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
+        /* units of whole huge pages go to a 2 MiB aligned spot (kept whole), smaller
+         * ones wherever the kernel puts them (one system call less) */
+        char *spot = !ok && length % HUGE_BYTES == 0 ? aligned_address(length) : NULL;
+        void *moved = ok ? MAP_FAILED
+                    : spot ? mremap(target, length, length,
+                                    MREMAP_MAYMOVE | MREMAP_DONTUNMAP | MREMAP_FIXED, spot)
+                           : mremap(target, length, length, MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
+        if (moved == MAP_FAILED && spot) munmap(spot, length);
         if (moved != MAP_FAILED) {
-            if (mprotect(moved, length, PROT_READ | PROT_WRITE) == 0) {
-                r->pool[r->pool_n++] = moved;
-                r->pool_bytes = length;
-            } else {
+            if (mprotect(moved, length, PROT_READ | PROT_WRITE) || !pool_put(r, moved, length))
                 munmap(moved, length);
-            }
             /* the range left behind stays mapped, empty, with its protection (a
              * userfaultfd range: readable, so a touch is a missing-page fault) */
             if (r->mode == MODE_UFFD && mprotect(target, length, PROT_READ))
@@ -508,9 +601,53 @@ static PyObject *Region_evict(Region *r, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+static PyObject *Region_prefill(Region *r, PyObject *args) {
+    /* touch fresh blocks of length until the pool holds count of them: called off the
+     * fault path (a background thread), without the GIL while it works */
+    unsigned long long length;
+    int count, made = 0;
+    if (!PyArg_ParseTuple(args, "Ki", &length, &count)) return NULL;
+    if (length == 0 || length % page_bytes || length > (unsigned long long)r->nbytes) {
+        PyErr_Format(PyExc_ValueError, "prefill: %llu bytes is not whole pages of the region",
+                     length);
+        return NULL;
+    }
+    if (count > POOL_MAX) count = POOL_MAX;
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        pthread_mutex_lock(&r->pool_lock);
+        int need = !r->closed && r->pool_n + r->pool_pending < count &&
+                   (r->pool_n == 0 || r->pool_bytes == length);
+        if (need) r->pool_pending++;
+        pthread_mutex_unlock(&r->pool_lock);
+        if (!need) break;
+        char *block = fresh_block((size_t)length);
+        if (block && madvise(block, (size_t)length, MADV_POPULATE_WRITE))
+            for (unsigned long long at = 0; at < length; at += (unsigned long long)page_bytes)
+                block[at] = 0;      /* Linux < 5.14: touch each page */
+        pthread_mutex_lock(&r->pool_lock);
+        r->pool_pending--;
+        pthread_mutex_unlock(&r->pool_lock);
+        if (!block) break;
+        if (!pool_put(r, block, (size_t)length)) {
+            munmap(block, (size_t)length);
+            break;
+        }
+        made++;
+    }
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(made);
+}
+
 static PyObject *Region_close(Region *r, PyObject *unused) {
     if (r->closed) Py_RETURN_NONE;
+    pthread_mutex_lock(&r->pool_lock);      /* prefill reads it without the GIL */
     r->closed = 1;
+    pthread_mutex_unlock(&r->pool_lock);
     if (!r->unmapped) atomic_store(&slots[r->slot].closed, 1);
     if (r->exports == 0) unmap_region(r);
     else mmap(r->base, (size_t)r->nbytes, PROT_NONE,
@@ -537,6 +674,7 @@ static void Region_dealloc(Region *r) {
     r->closed = 1;
     if (!r->unmapped) atomic_store(&slots[r->slot].closed, 1);
     unmap_region(r);
+    pthread_mutex_destroy(&r->pool_lock);
     Py_TYPE(r)->tp_free((PyObject *)r);
 }
 
@@ -550,12 +688,18 @@ static PyMethodDef Region_methods[] = {
     {"install", (PyCFunction)Region_install, METH_VARARGS,
      "install(offset, data, writable=False, populate=False): put data (whole pages) at offset, "
      "read-only or writable; populate maps a file-backed source's pages first."},
+    {"install_filled", (PyCFunction)Region_install_filled, METH_VARARGS,
+     "install_filled(offset, length, fill, writable=False): fill(memoryview) writes the "
+     "bytes straight into the staging block, which then moves into place."},
     {"install_zero", (PyCFunction)Region_install_zero, METH_VARARGS,
      "install_zero(offset, length): zero pages, sharing the zero page (no memory)."},
     {"protect", (PyCFunction)Region_protect, METH_VARARGS,
      "protect(offset, length, writable): make installed pages read-only or writable."},
     {"evict", (PyCFunction)Region_evict, METH_VARARGS,
      "evict(offset, length, recycle=False): the next touch faults again; recycle keeps the pages for an install."},
+    {"prefill", (PyCFunction)Region_prefill, METH_VARARGS,
+     "prefill(length, count): touch fresh blocks of length bytes (without the GIL) until "
+     "count are pooled for installs; returns how many it added."},
     {"close", (PyCFunction)Region_close, METH_NOARGS,
      "close(): unmap now, or once the last buffer export is released."},
     {NULL}};

@@ -180,6 +180,21 @@ def decode_chunk(payload, codec, dtype, chunks, order):
     return np.frombuffer(raw, dtype=dtype).reshape(chunks, order=order)
 
 
+def decode_chunk_into(payload, codec, out):
+    """Decode a chunk payload straight into ``out``, a writable buffer of the chunk's
+    raw size (a mapped view's staging unit: :mod:`neoarray.vm`).  numcodecs compressors
+    write their output there (no temporary, and no first touch of fresh memory for
+    it); the others decode, then copy."""
+    if isinstance(codec, NumcodecsCodec):
+        codec._codec.decode(payload, out=out)
+        return
+    raw = memoryview(codec.decode(payload)).cast("B")
+    if raw.nbytes != len(out):
+        raise ArrayValueError(f"a chunk payload decodes to {raw.nbytes} bytes, not the "
+                              f"chunk's {len(out)}: the chunk is damaged")
+    out[:] = raw
+
+
 def encode_chunk(array, codec, order):
     """Return the payload of a full chunk array.
 

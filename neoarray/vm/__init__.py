@@ -18,9 +18,14 @@ privilege needed; ``mode="mprotect"`` or ``NEOARRAY_VM_MODE=mprotect``), the reg
 handler takes the GIL (``PyGILState_Ensure``: nothing to do when the faulting thread
 holds it already) and calls the view's loader, which reads whole chunks through the
 array's own paths (client cache, co-located LMDB, network: :mod:`neoarray.array.fetch`),
-then installs the unit at once: ``UFFDIO_COPY`` (or ``UFFDIO_ZEROPAGE``), or under
-mprotect a staging mapping filled and moved into place with ``mremap``, so another
-thread sees a whole unit or a fault, never a half-copied page.
+then installs the unit at once: a staging block is filled out of sight and moved into
+place with ``mremap`` (under both mechanisms), so another thread sees a whole unit or
+a fault, never a half-copied page.  Staging blocks come from a small pool per view,
+of memory already touched: the pages of evicted units (moved out whole, 2 MiB
+aligned, so that a unit of huge pages stays one: moving it in or out is one
+page-table entry per 2 MiB), and blocks a background thread touches ahead while the
+budget has room (the first touch of fresh memory costs milliseconds per 2 MiB in a
+VM).  Compressed chunks (numcodecs) are decompressed straight into the staging block.
 
 Why in the faulting thread: the loader needs Python, and a numpy inner loop may fault
 while it *holds* the GIL (not every loop releases it).  A separate userfaultfd handler
@@ -48,7 +53,8 @@ One fault loads one *unit*: a whole chunk when chunks are contiguous runs of the
 (1-D arrays, and chunks spanning every inner axis: their bytes go straight into the
 pages), else a power-of-two number of pages near the chunk size, filled from the chunks
 covering it (:mod:`.geometry`); a forward scan also loads the next few chunks in the
-same batch.  Unwritten chunks of fill 0 map the kernel's shared zero page (no memory).
+same batch.  Unwritten chunks of fill 0 map the kernel's shared zero page (no memory;
+the huge zero page for units of whole 2 MiB pages, all mapped in one call).
 Clean units beyond ``budget_bytes`` are given back (``MADV_DONTNEED``, or a fresh
 ``PROT_NONE`` mapping), oldest first.  In a writable view, units are read-only until
 written: the write faults, the unit turns writable and dirty; dirty bytes beyond
@@ -56,27 +62,35 @@ written: the write faults, the unit turns writable and dirty; dirty bytes beyond
 spilling to a savepoint when large).  ``transaction.commit()`` writes the dirty units as
 new chunk revisions through the array's own write path (a chunk left all fill is
 removed; a concurrent writer of the same chunk gets ``ConflictError``); ``abort()``
-drops them.  When the connection moves to a newer snapshot, units read from chunks
-that changed are dropped and fault again.
+drops them.  A view joins its transaction at its first dirty page: a savepoint keeps a
+copy of its dirty units (at most ``dirty_bytes_max``), and the savepoint's
+``rollback()`` gives them back their bytes of then and drops every other unit, which
+faults in again from the chunks the connection rolled back.  When the connection moves
+to a newer snapshot, units read from chunks that changed are dropped and fault again.
 
-Measured here (2 shared cores in a VM, Linux 6.18, ``benchmarks/native_bench.py --mib
-256``; noisy to +-30% from run to run): one 2 MiB first touch costs 120-170 us for
-the install alone (a warm 2 MiB memcpy is 80-90 us), 420-490 us for the whole fault
-with the chunk in this process's memory, 0.7-1.1 ms with the chunk read through a
-second client, and 2.5-3.5 ms into memory the process never touched (this VM's first
-touch of fresh memory dominates; hence the pool of evicted units' pages); a 64 KiB
-fault costs 90-220 us (the fixed part: signal, GIL, the Python loader, the tree
-lookup); a unit of unwritten chunks of fill 0 costs 20-75 us.  wendelin.core published
-270-290 us per 2 MiB.  A full ``numpy.sum`` over a view reads at 0.95-1.4x the speed
-of ``A[...].sum()`` under userfaultfd (0.6-1.3x under mprotect), with peak RSS at the
-budget; writing back every page at commit runs at 0.6-1.2x ``A[...] = x; commit()``.
+Measured here (2 shared cores in a VM, Linux 6.18, load 3-6 from other users,
+``benchmarks/native_bench.py --mib 256 --fault-mib 32``, three runs; noisy to +-30%
+and more): one 2 MiB first touch costs 330-460 us under userfaultfd and 350-600 us
+under mprotect with the chunk in this process's memory, 0.4-0.6 / 0.8-1.5 ms with the
+chunk read by a second client (over the network: a second client in the same process
+cannot open the node's LMDB), and 1.6-2.9 ms into memory the process never touched;
+a unit of unwritten chunks of fill 0 costs 20-35 us.  wendelin.core published 270-290
+us per 2 MiB; the goal of 100 us per 2 MiB is out of reach of any design that copies:
+the copy of the chunk into the unit alone takes 180-300 us in the fault path (a 2
+MiB ``memcpy`` here: 70-110 us from a source in cache, 140-250 us from one in
+memory), then ``mremap`` 15-30 us, ``mprotect`` 3-7 us, the eviction of the oldest
+unit 25-55 us, and the signal, the GIL and the Python loader 75-95 us (timers in the
+C code).  Only mapping the storage's pages themselves would avoid the copy, and a
+chunk's payload is not page-aligned in the node's LMDB.  A full ``numpy.sum`` over a
+view reads at 0.8-1.6x the speed of ``A[...].sum()`` (both bound by the client's read
+path), with peak RSS at the budget; writing back every page at commit runs at
+0.55-0.95x ``A[...] = x; commit()``.
 
 Limits: Linux only (x86-64 tells reads from writes in one fault; elsewhere a write into
 a clean page faults twice); a window must fit the address space (``address_bytes_max``,
-64 TiB); at most 4096 views open at once; a savepoint's ``rollback()`` does not reach
-the pages of an open writable view.  ``A[...] = v`` drops the clean units of open views
-that read the chunks it writes (their dirty units keep their writes, which their
-write-back puts over the chunk at commit).
+64 TiB); at most 4096 views open at once.  ``A[...] = v`` drops the clean units of
+open views that read the chunks it writes (their dirty units keep their writes, which
+their write-back puts over the chunk at commit).
 """
 from __future__ import annotations
 

@@ -124,10 +124,14 @@ class Window:
 
     def slab_key(self, unit):
         """The grid index of the chunk that is ``unit`` (slab windows)."""
-        outer, _ = self._outer()
-        key = [0] * len(self.shape)
-        key[outer] = self.start[outer] // self.chunks[outer] + unit
-        return tuple(key)
+        cached = self.__dict__.get("_slab_key_parts")
+        if cached is None:
+            outer, _ = self._outer()
+            cached = self._slab_key_parts = (
+                (0,) * outer, (0,) * (len(self.shape) - outer - 1),
+                self.start[outer] // self.chunks[outer])
+        head, tail, first = cached
+        return head + (first + unit,) + tail
 
     def unit_items(self, unit):
         """``(first item, end item, byte offset of the unit in the first item)``: the

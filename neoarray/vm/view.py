@@ -10,6 +10,8 @@ which may fault that unit in, in the same thread.
 from __future__ import annotations
 
 import collections
+import functools
+import itertools
 import threading
 import weakref
 
@@ -17,10 +19,15 @@ import numpy as np
 from transaction._transaction import Status
 
 from ..array import fetch
+from ..array.chunks import decode_chunk_into
 from ..array.errors import ArrayValueError
 from ..client import colours
 
 READAHEAD_UNITS_MAX = 8
+# blocks of touched memory a view keeps for its installs (evicted units' pages, and
+# blocks touched ahead by a background thread): at most this many, and a quarter of
+# the budget (the C side holds 8 at most)
+POOL_BLOCKS_MAX = 8
 # map an in-place record's pages in one madvise(MADV_POPULATE_READ) before copying: it
 # cost more than the page faults it saves here (2 MiB units: 570 against 380 us)
 POPULATE_SOURCE = False
@@ -52,9 +59,11 @@ class MappedView:
         self.written: set[int] = set()          # units written back in this transaction
         self.dirty_bytes = 0
         self.faults = self.loads = self.evictions = self.write_backs = 0
+        self.zero_loads = 0                     # loads that mapped the shared zero page
         self._lock = threading.RLock()     # a write-back may fault in a unit next door
         self._fill_units: dict[int, bytes] = {}
         self._hooked = None                     # the transaction holding our commit hook
+        self._joined = None                     # the transaction we joined (savepoints)
         self._jar = array._p_jar
         ref = weakref.ref(self)
 
@@ -65,6 +74,8 @@ class MappedView:
             view._fault(offset, is_write)
         self.region = region_factory(window.region_bytes, loader, writable)
         self._bytes = np.frombuffer(self.region, dtype=np.uint8)
+        self._pool_blocks = max(1, min(POOL_BLOCKS_MAX, self.budget_bytes // 4 // window.unit_bytes))
+        self._prefilling = None
         self._writing_back = False
         views = array.__dict__.get("_v_views")
         if views is None:
@@ -103,6 +114,24 @@ class MappedView:
             # else another thread put the unit in while this one waited for the lock
             self.units.move_to_end(unit)
             self._evict_over_budget(unit)
+            if self.loads > self.zero_loads and (
+                    len(self.units) + self.region.pooled) * self.window.unit_bytes < self.budget_bytes:
+                self._refill()      # not before the view holds data: zero pages cost nothing
+
+    def _refill(self):
+        """Have a background thread touch fresh blocks for the next installs (the first
+        touch of fresh memory costs milliseconds per 2 MiB in a VM: off the fault path),
+        as many as the budget has room for beside the resident units, up to the pool's
+        bound.  Once the budget is full (a scan's steady state), evicted units' pages
+        refill the pool instead."""
+        size = self.window.unit_bytes
+        room = (self.budget_bytes - len(self.units) * size) // size
+        blocks = min(self._pool_blocks, room)
+        if blocks <= self.region.pooled or (
+                self._prefilling is not None and not self._prefilling.done()):
+            return
+        self._prefilling = fetch._sized_pool("neoarray-vm-prefill", 1).submit(
+            self.region.prefill, size, blocks)
 
     def _dirty(self, unit, state):
         if state.dirty:
@@ -134,38 +163,46 @@ class MappedView:
 
     def _load_slabs(self, units, writable):
         array, w, tree = self.array, self.window, self.array._tree
-        found = [(u, tree.get(w.slab_key(u))) for u in units]
-        stored = [(u, chunk) for u, chunk in found if chunk is not None]
+        found = [(u, w.slab_key(u)) for u in units]
+        found = [(u, key, tree.get(key)) for u, key in found]
+        stored = [(u, chunk) for u, _, chunk in found if chunk is not None]
         done = self._install_in_place(stored, units[0] if writable else -1) if stored else set()
         rest = [(u, chunk) for u, chunk in stored if u not in done]
         payloads = _fetch([c for _, c in rest], array.colour) if rest else []
         data = dict(zip((u for u, _ in rest), payloads))
-        for u, chunk in found:
+        for u, key, chunk in found:
             zero = False
             if chunk is None:
                 zero = self._install_fill(u, writable and u == units[0])
-            elif u in data:
-                raw = data[u] if array.codec is None else np.ascontiguousarray(
-                    array._decode(data[u]).ravel(order="K")).view(np.uint8)
-                self.region.install(u * w.unit_bytes, raw, writable and u == units[0])
-            self.units[u] = Unit([(w.slab_key(u), chunk)])
-            self.units[u].zero = zero
+            elif u in data and array.codec is None:
+                self.region.install(u * w.unit_bytes, data[u], writable and u == units[0])
+            elif u in data:     # decompressed straight into the staging unit
+                self.region.install_filled(
+                    u * w.unit_bytes, w.unit_bytes,
+                    functools.partial(decode_chunk_into, data[u], array._codec_obj()),
+                    writable and u == units[0])
+            state = self.units[u] = Unit([(key, chunk)])
+            state.zero = zero
             self.loads += 1
 
     def _install_in_place(self, stored, writable_unit):
         """Install the raw chunks of ``stored`` (``(unit, Chunk)``) straight from the
         storage's pages where the connection reads records in place (a co-located
-        storage node's LMDB): one copy, from the page cache into the unit.  Return the
-        units done; the others go through the fetcher."""
+        storage node's LMDB): one copy, from the page cache into the unit; records read
+        from the network are taken where they were received (``align=None``: no copy
+        to align the payload, which is copied into the unit anyway).  Return the units
+        done; the others go through the fetcher."""
         array, size = self.array, self.window.unit_bytes
-        source = fetch.view_source(array._p_jar)
+        if array.codec is not None:
+            return set()
         ghosts = [(u, c) for u, c in stored if fetch._is_loadable_ghost(c)]
-        if source is None or array.codec is not None or not ghosts:
+        source = fetch.view_source(array._p_jar) if ghosts else None
+        if source is None:
             return set()
         _jar, read_views, before = source
         done = set()
         with colours.reading_as(array.colour), read_views(
-                [c._p_oid for _, c in ghosts], before, align=fetch.payload_offset) as views:
+                [c._p_oid for _, c in ghosts], before, align=None) as views:
             for u, chunk in ghosts:
                 hit = views.get(chunk._p_oid)
                 view = None if hit is None else fetch.payload_view(hit[0])
@@ -203,6 +240,7 @@ class MappedView:
         fill = self.array._fill
         if not any(fill):
             self.region.install_zero(unit * size, size)     # the shared zero page
+            self.zero_loads += 1
             if writable:
                 self.region.protect(unit * size, size, True)
             return True
@@ -218,7 +256,12 @@ class MappedView:
         ``incoming_bytes`` fit the budget."""
         size = self.window.unit_bytes
         resident = len(self.units) * size + incoming_bytes
-        for unit in list(self.units):
+        if resident <= self.budget_bytes:
+            return
+        # the oldest units only (not a copy of all of them at every fault): enough to
+        # skip the dirty ones and ``keep``
+        over = -(-(resident - self.budget_bytes) // size)
+        for unit in list(itertools.islice(self.units, over + self.dirty_bytes // size + 1)):
             if resident <= self.budget_bytes:
                 break
             if unit != keep and not self.units[unit].dirty:
@@ -234,8 +277,8 @@ class MappedView:
         size = self.window.unit_bytes
         if state.dirty:
             self.dirty_bytes -= size
-        # keep the pages for the next install (warm memory): a quarter of the budget at most
-        recycle = not state.zero and (self.region.pooled + 1) * size <= max(size, self.budget_bytes // 4)
+        # keep the pages for the next install (warm memory): the pool's bound at most
+        recycle = not state.zero and self.region.pooled < self._pool_blocks
         self.region.evict(unit * size, size, recycle)
 
     # ------------------------------------------------------------------ writes
@@ -307,6 +350,46 @@ class MappedView:
         if self._hooked is not txn:
             txn.addBeforeCommitHook(self.flush)
             self._hooked = txn
+        if self._joined is not txn:
+            txn.join(_ViewResource(self))      # for savepoints: see _ViewResource
+            self._joined = txn
+
+    # ------------------------------------------------------------------ savepoints
+
+    def _savepoint_state(self):
+        """What a savepoint keeps of the view: a copy of each dirty unit (bytes, chunks
+        read), and the units written back so far in the transaction."""
+        with self._lock:
+            if self.region.closed:
+                return None
+            size = self.window.unit_bytes
+            dirty = {unit: (self._bytes[unit * size:(unit + 1) * size].tobytes(), state.deps)
+                     for unit, state in self.units.items() if state.dirty}
+            return dirty, set(self.written)
+
+    def _roll_back(self, saved):
+        """Back to a savepoint: every resident unit goes (the clean ones fault in again
+        from the chunks, which the connection rolls back), and the units dirty at the
+        savepoint get their bytes of then, dirty again.  ``saved`` None: the view was
+        clean at the savepoint (it joined the transaction later)."""
+        with self._lock:
+            if self.region.closed:
+                return
+            for unit in list(self.units):
+                self._drop(unit)
+            self.written = set()
+            if saved is None:
+                return
+            dirty, written = saved
+            size = self.window.unit_bytes
+            self.written = set(written)
+            for unit, (raw, deps) in dirty.items():
+                self.region.install(unit * size, raw, True)
+                state = self.units[unit] = Unit(deps)
+                state.dirty = True
+                self.dirty_bytes += size
+            if dirty:
+                self._hook()
 
     # ------------------------------------------------------------------ transactions
     # a synchronizer of the connection's transaction manager (weakly held by it)
@@ -319,7 +402,7 @@ class MappedView:
 
     def afterCompletion(self, txn):
         with self._lock:
-            self._hooked = None
+            self._hooked = self._joined = None
             if self.region.closed:
                 return
             if txn.status is Status.COMMITTED:
@@ -370,11 +453,72 @@ class MappedView:
                 "unit_bytes": self.window.unit_bytes}
 
 
+class _ViewResource:
+    """A view's part in its transaction, joined at its first dirty page: only for
+    savepoints (commit writes the dirty pages through the before-commit hook, and
+    ``afterCompletion`` drops them at abort).  A savepoint keeps a copy of the dirty
+    units (as many bytes as are dirty: bounded by ``dirty_bytes_max``); its
+    ``rollback()`` brings the view's pages back to then.  Rolling back a savepoint taken
+    before the view joined calls :meth:`abort`: every page goes back to the chunks."""
+
+    def __init__(self, view):
+        self._view = weakref.ref(view)
+        self.transaction_manager = view._jar.transaction_manager
+
+    def abort(self, txn):
+        view = self._view()
+        if view is not None:
+            view._joined = None     # rolled back to before it joined (or aborted)
+            view._roll_back(None)
+
+    def savepoint(self):
+        view = self._view()
+        internal = view is None or view._writing_back     # a spill during our write-back
+        return _ViewSavepoint(view, None if internal else view._savepoint_state())
+
+    def tpc_begin(self, txn):
+        pass
+
+    def commit(self, txn):
+        pass
+
+    def tpc_vote(self, txn):
+        pass
+
+    def tpc_finish(self, txn):
+        pass
+
+    def tpc_abort(self, txn):
+        pass
+
+    def sortKey(self):
+        return f"~neoarray.vm.view:{id(self)}"
+
+
+class _ViewSavepoint:
+    """What ``transaction.savepoint()`` keeps of a view (see :class:`_ViewResource`)."""
+
+    def __init__(self, view, saved):
+        self._view = None if view is None else weakref.ref(view)
+        self._saved = saved
+
+    def rollback(self):
+        view = None if self._view is None else self._view()
+        if view is not None:
+            view._roll_back(self._saved)
+
+
 def _fetch(chunks, colour):
     """The payloads of ``chunks``, loaded on this thread: the fault waits for them
-    anyway, and a hand-off to the read-ahead thread costs more than it saves."""
+    anyway, and a hand-off to the read-ahead thread costs more than it saves.  Chunks
+    in memory (a detached array's, or loaded already) are read as the default fetcher
+    reads them (no ghost among them: nothing to load), without its set-up."""
+    fetcher = fetch.get_fetcher()
+    if type(fetcher) is fetch.StorageChunkFetcher and not any(
+            c._p_changed is None for c in chunks):
+        return [c.payload for c in chunks]
     with colours.reading_as(colour):
-        return fetch.get_fetcher().fetch(chunks)
+        return fetcher.fetch(chunks)
 
 
 def _watch(jar, view):

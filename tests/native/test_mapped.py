@@ -215,3 +215,74 @@ def test_whole_array_views_unmap_when_freed():
         view = np.asarray(A, copy=False)
         assert view[999] == 999.0 and not view.flags.writeable
         del view
+
+
+@pytest.mark.parametrize("codec", ["zstd", "blosc", "lz4", "zlib"])
+def test_compressed_chunks_decode_into_the_units(mode, codec):
+    """Slab chunks of a compressed array are decoded straight into the staging unit
+    (numcodecs) or decoded and copied (zlib): the view reads and writes them."""
+    data = np.random.default_rng(1).integers(0, 1000, 40_000).astype(np.float64)
+    A = na.ndarray(data.shape, dtype="float64", chunks=(4096,), codec=codec)
+    A[...] = data
+    with A.mapped(writable=True, mode=mode, budget_bytes=4 * 32768) as v:
+        np.testing.assert_array_equal(v, data)      # evicted and read again on the way
+        v[5000:9000] = -1.0
+    data[5000:9000] = -1.0
+    np.testing.assert_array_equal(A[...], data)
+
+
+def test_install_filled_writes_in_place_and_survives_a_kept_view(mode):
+    """``Region.install_filled``: the bytes fill writes are the unit's; a fill that
+    raises installs nothing; one that keeps a view of the staging block gets a copy
+    installed, and its view stays readable."""
+    from neoarray import _vmem
+    unit = 64 << 10
+    code = _vmem.MODE_UFFD if mode == "uffd" else _vmem.MODE_MPROTECT
+    region = _vmem.Region(4 * unit, lambda offset, is_write: None, code, False)
+    try:
+        pages = np.frombuffer(region, dtype=np.uint8)
+
+        def fill(out):
+            np.frombuffer(out, dtype=np.uint8)[:] = 7
+        region.install_filled(unit, unit, fill)
+        assert pages[unit:2 * unit].min() == pages[unit:2 * unit].max() == 7
+
+        def broken(out):
+            raise RuntimeError("decoder failed")
+        with pytest.raises(RuntimeError, match="decoder failed"):
+            region.install_filled(0, unit, broken)
+        kept = []
+
+        def keeping(out):
+            kept.append(np.frombuffer(out, dtype=np.uint8))
+            kept[0][:] = 9
+        region.install_filled(2 * unit, unit, keeping)
+        assert pages[2 * unit:3 * unit].max() == 9 and kept[0].max() == 9
+        with pytest.raises(ValueError, match="not whole pages"):
+            region.install_filled(3 * unit + 1, unit, fill)
+        del pages
+    finally:
+        region.close()
+
+
+def test_prefill_pools_touched_blocks_for_installs(mode):
+    """``Region.prefill`` touches blocks (off the fault path) that installs then use;
+    it stops at its count, at the pool's bound, and once the region is closed."""
+    from neoarray import _vmem
+    unit = 2 << 20
+    code = _vmem.MODE_UFFD if mode == "uffd" else _vmem.MODE_MPROTECT
+    region = _vmem.Region(4 * unit, lambda offset, is_write: None, code, False)
+    try:
+        assert region.prefill(unit, 3) == 3 and region.pooled == 3
+        assert region.prefill(unit, 2) == 0 and region.pooled == 3
+        assert region.prefill(unit, 100) == 5 and region.pooled == 8     # the bound
+        region.install(0, np.full(unit, 5, dtype=np.uint8))
+        assert region.pooled == 7
+        pages = np.frombuffer(region, dtype=np.uint8)
+        assert pages[:unit].min() == pages[:unit].max() == 5
+        with pytest.raises(ValueError, match="whole pages"):
+            region.prefill(unit + 1, 1)
+        del pages
+    finally:
+        region.close()
+    assert region.prefill(unit, 2) == 0

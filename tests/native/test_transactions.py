@@ -84,3 +84,45 @@ def test_view_follows_newer_snapshots(clients, mode):
         assert w[1, 1] == 1.0 and w[20, 1] == 0.0      # still the old snapshot
         tm2.begin()
         assert w[1, 1] == 3.0 and w[20, 1] == 4.0
+
+
+def test_savepoint_rollback_restores_the_views_pages(clients, mode):
+    a1, a2 = _shared_array(clients, f"savepoint-{mode}")
+    tm1, tm2 = (c.transaction_manager for c in clients)
+    with a1.mapped(writable=True, mode=mode) as v:
+        v[3, 0] = 5                         # dirty at the savepoint
+        savepoint = tm1.savepoint()
+        v[3, 0], v[3, 1] = 6, 7             # the same unit, after it
+        v[40, 0] = 9                        # an unwritten chunk, after it
+        savepoint.rollback()
+        assert (v[3, 0], v[3, 1], v[40, 0]) == (5, 1, 0)
+        v[3, 2] = 8                         # still writable, still dirty
+        tm1.commit()
+    tm2.begin()
+    np.testing.assert_array_equal(a2[3, :4], [5, 1, 8, 1])
+    assert a2[40, 0] == 0 and list(a2.chunk_keys()) == [(0, 0)]
+
+
+def test_savepoint_rollback_undoes_early_write_backs(clients, mode):
+    """A savepoint taken before the view was written, then writes over the dirty
+    bound (written back into the chunks early): the rollback undoes all of them."""
+    a1, a2 = _shared_array(clients, f"savepoint-early-{mode}")
+    tm1, tm2 = (c.transaction_manager for c in clients)
+    with a1.mapped(writable=True, mode=mode, dirty_bytes_max=64 << 10) as v:
+        assert v[0, 0] == 1
+        clean = tm1.savepoint()
+        v[0, 0] = 2
+        kept = tm1.savepoint()
+        v[0:8] = 3                          # after `kept`, in the unit dirty at `kept`
+        v[8:24] = 4                         # two more units: early write-backs
+        v[60, 5] = 5
+        kept.rollback()
+        assert v[0, 0] == 2 and v[0, 1] == 1 and v[8:24].max() == 0 and v[60, 5] == 0
+        v[30, 0] = 6
+        clean.rollback()
+        assert v[0, 0] == 1 and v[30, 0] == 0 and float(v[8:].max()) == 0.0
+        v[63, 1] = 7
+        tm1.commit()
+    tm2.begin()
+    assert a2[0, 0] == 1 and a2[63, 1] == 7 and a2[30, 0] == 0
+    assert sorted(a2.chunk_keys()) == [(0, 0), (7, 0)]
