@@ -99,6 +99,12 @@ def _send_forward(port: int, payload: bytes, rng: random.Random, ctx=None) -> No
                 pass
 
 
+def _assert_no_traceback(service, seed: int) -> None:
+    with open(service.log.name, "rb") as f:
+        log = f.read().decode(errors="replace")
+    assert "Traceback" not in log, f"seed={seed}: the service logged a traceback:\n{log[-3000:]}"
+
+
 def _answer(s, message: bytes, seed: int):
     """Send a well-formed Forward ``message`` on ``s``; the service's answer."""
     s.sendall(message)
@@ -175,9 +181,7 @@ def test_hostile_inputs_on_the_forward_and_http_ports(ingest_cluster, tmp_path):
         conn.close()
     finally:
         service.stop()
-    with open(service.log.name, "rb") as f:
-        log = f.read().decode(errors="replace")
-    assert "Traceback" not in log, f"seed={seed}: the service logged a traceback:\n{log[-3000:]}"
+    _assert_no_traceback(service, seed)
     seqs = read_array(ingest_cluster, "cols.seq")
     assert SENTINEL_SEQ in seqs and SENTINEL_SEQ + 1 in seqs
     # nothing else, but the one complete record some hostile Forward messages carry (seq 1)
@@ -245,8 +249,6 @@ def test_hostile_inputs_on_the_mutual_tls_ports(tls_cluster, tmp_path):
             s.close()
     finally:
         service.stop()
-    with open(service.log.name, "rb") as f:
-        log = f.read().decode(errors="replace")
-    assert "Traceback" not in log, f"seed={seed}: the service logged a traceback:\n{log[-3000:]}"
+    _assert_no_traceback(service, seed)
     seqs = read_array(tls_cluster, "cols.seq")
     assert SENTINEL_SEQ in seqs and set(seqs.tolist()) <= {1, SENTINEL_SEQ}, sorted(set(seqs.tolist()))
