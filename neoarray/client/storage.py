@@ -544,6 +544,19 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
         """
         return self._reads.read_views(oids, tid, colour or colours.current(), align)
 
+    def take_record(self, oid: bytes, tid: bytes, colour: str | None = None, movable=None):
+        """Take the cached record of ``oid`` as of ``tid`` out of the cache, for a mapped
+        view that moves its pages instead of copying them: ``(data, serial,
+        next_serial, token)``, or None (see :meth:`ColouredCache.take`).  Give it back
+        with :meth:`give_back_record`."""
+        return self._cache.take(oid, tid, colour or colours.current(), movable)
+
+    def give_back_record(self, oid: bytes, data, serial: bytes, next_serial: bytes | None,
+                         token: int, colour: str | None = None) -> None:
+        """Put a record from :meth:`take_record` back into the cache (not if ``oid`` was
+        invalidated since it was taken and it was the current revision then)."""
+        self._cache.put(oid, data, serial, next_serial, token, colour or colours.current())
+
     def _reader_of(self, partition: int) -> int:
         return self._reads.reader_of(partition)
 
