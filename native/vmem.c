@@ -32,6 +32,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -39,12 +40,28 @@
 #define MODE_MPROTECT 0
 #define MODE_UFFD 1
 #define SLOTS_MAX 4096
+#define ARMED_MAX 256
+
+/* A unit armed for the fault handler to map by itself, without Python: the payload
+ * pages of a Block (see Block), moved into place with one mremap when touched.
+ * state goes READY -> MAPPING -> MAPPED in the handler (any thread, no GIL), and
+ * READY or MAPPED -> EMPTY under the GIL (Region.disarm, take_mapped). */
+enum { ARM_EMPTY = 0, ARM_READY = 1, ARM_MAPPING = 2, ARM_MAPPED = 3 };
+typedef struct {
+    _Atomic int state;
+    uintptr_t offset;
+    size_t length;
+    char *payload;
+    int *lent;                      /* the block's lent flag */
+    PyObject *block;                /* a reference, touched under the GIL only */
+} Armed;
 
 typedef struct {
     _Atomic uintptr_t start, end;   /* end == 0: free slot */
     _Atomic int closed;
     pid_t pid;
     PyObject *loader;               /* read under the GIL only */
+    Armed *_Atomic armed;           /* ARMED_MAX entries, or NULL */
 } Slot;
 
 static Slot slots[SLOTS_MAX];
@@ -112,6 +129,42 @@ static int fault_is_write(int sig, void *context) {
 #endif
 }
 
+static int map_armed(int i, uintptr_t address, int is_write) {
+    /* the fault handler's own path: a read of an armed unit moves the unit's pages in
+     * (async-signal-safe: atomics and two system calls); 1 when the access can run
+     * again, 0 for the Python loader */
+    Armed *table = atomic_load(&slots[i].armed);
+    if (!table || is_write == 1) return 0;
+    uintptr_t start = atomic_load(&slots[i].start);
+    uintptr_t at = address - start;
+    for (int k = 0; k < ARMED_MAX; k++) {
+        Armed *a = &table[k];
+        int state = atomic_load(&a->state);
+        if (state == ARM_EMPTY || at < a->offset || at - a->offset >= a->length) continue;
+        if (state == ARM_READY) {
+            int expected = ARM_READY;
+            if (!atomic_compare_exchange_strong(&a->state, &expected, ARM_MAPPING)) {
+                k--;        /* taken meanwhile: look at it again */
+                continue;
+            }
+            if (!mprotect(a->payload, a->length, PROT_READ) &&
+                mremap(a->payload, a->length, a->length,
+                       MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, (char *)start + a->offset)
+                    != MAP_FAILED) {
+                *a->lent = 1;
+                atomic_store(&a->state, ARM_MAPPED);
+                return 1;
+            }
+            mprotect(a->payload, a->length, PROT_READ | PROT_WRITE);
+            atomic_store(&a->state, ARM_READY);
+            return 0;
+        }
+        while (atomic_load(&a->state) == ARM_MAPPING) sched_yield();    /* another thread's */
+        return 1;
+    }
+    return 0;
+}
+
 static void on_fault(int sig, siginfo_t *info, void *context) {
     int saved_errno = errno;
     uintptr_t address = (uintptr_t)info->si_addr;
@@ -130,6 +183,10 @@ static void on_fault(int sig, siginfo_t *info, void *context) {
     if (!Py_IsInitialized())
         die("the Python interpreter is not running");
     int is_write = fault_is_write(sig, context);
+    if (map_armed(i, address, is_write)) {
+        errno = saved_errno;
+        return;
+    }
     PyGILState_STATE gil = PyGILState_Ensure();
     int interrupted = 0;
     for (;;) {
@@ -244,6 +301,7 @@ typedef struct {
     int pool_n, pool_pending;
     size_t pool_bytes;          /* the size of each pooled block */
     pthread_mutex_t pool_lock;
+    Armed *armed;               /* units the handler maps by itself (see Armed) */
 } Region;
 
 static int reserve_range(Region *r, char *target, size_t length) {
@@ -322,6 +380,19 @@ static void restore_handlers(void) {
     handlers_installed = 0;
 }
 
+static void release_armed(Region *r) {
+    /* the region is gone (no handler reads the table): blocks still armed go back to
+     * their owners' hands as they are (READY: whole, at home; MAPPED: their pages went
+     * with the region, the block stays lent) */
+    if (!r->armed) return;
+    for (int k = 0; k < ARMED_MAX; k++) {
+        if (atomic_load(&r->armed[k].state) != ARM_EMPTY) {
+            atomic_store(&r->armed[k].state, ARM_EMPTY);
+            Py_CLEAR(r->armed[k].block);
+        }
+    }
+}
+
 static void unmap_region(Region *r) {
     if (r->unmapped) return;
     munmap(r->base, (size_t)r->nbytes);
@@ -331,10 +402,12 @@ static void unmap_region(Region *r) {
     pthread_mutex_lock(&slots_lock);
     atomic_store(&slots[r->slot].end, 0);
     atomic_store(&slots[r->slot].start, 0);
+    atomic_store(&slots[r->slot].armed, NULL);
     restore_handlers();
     pthread_mutex_unlock(&slots_lock);
     Py_CLEAR(slots[r->slot].loader);
     r->unmapped = 1;
+    release_armed(r);
 }
 
 static int check_range(Region *r, unsigned long long offset, unsigned long long length) {
@@ -393,6 +466,11 @@ static PyObject *Region_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
             return NULL;
         }
     }
+    Armed *armed = calloc(ARMED_MAX, sizeof(Armed));
+    if (!armed) {
+        munmap(base, (size_t)nbytes);
+        return PyErr_NoMemory();
+    }
     pthread_mutex_lock(&slots_lock);
     int slot = -1;
     for (int i = 0; i < SLOTS_MAX && slot < 0; i++)
@@ -400,6 +478,7 @@ static PyObject *Region_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     if (slot >= 0) {
         Py_INCREF(loader);
         slots[slot].loader = loader;
+        atomic_store(&slots[slot].armed, armed);
         slots[slot].pid = getpid();
         atomic_store(&slots[slot].closed, 0);
         atomic_store(&slots[slot].start, (uintptr_t)base);
@@ -408,6 +487,7 @@ static PyObject *Region_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     pthread_mutex_unlock(&slots_lock);
     if (slot < 0) {
         munmap(base, (size_t)nbytes);
+        free(armed);
         PyErr_Format(PyExc_OSError, "more than %d mapped views are open at once", SLOTS_MAX);
         return NULL;
     }
@@ -417,7 +497,9 @@ static PyObject *Region_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
         pthread_mutex_lock(&slots_lock);
         atomic_store(&slots[slot].end, 0);
         atomic_store(&slots[slot].start, 0);
+        atomic_store(&slots[slot].armed, NULL);
         pthread_mutex_unlock(&slots_lock);
+        free(armed);
         Py_CLEAR(slots[slot].loader);
         return NULL;
     }
@@ -426,6 +508,7 @@ static PyObject *Region_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     r->mode = mode;
     r->slot = slot;
     r->writable = writable;
+    r->armed = armed;
     pthread_mutex_init(&r->pool_lock, NULL);
     return (PyObject *)r;
 }
@@ -847,6 +930,89 @@ static PyObject *Region_give_back(Region *r, PyObject *args) {
     Py_RETURN_TRUE;
 }
 
+static PyObject *Region_arm(Region *r, PyObject *args) {
+    /* have the fault handler move block's payload pages to offset at the first read
+     * there, without Python: True, or False (the table is full, or the block cannot
+     * be lent: a buffer of it alive).  The range must be empty (faulting). */
+    unsigned long long offset;
+    PyObject *object;
+    if (!PyArg_ParseTuple(args, "KO!", &offset, &BlockType, &object)) return NULL;
+    Block *b = (Block *)object;
+    if (check_range(r, offset, b->payload_bytes)) return NULL;
+    if (b->lent || b->exports) Py_RETURN_FALSE;
+    for (int k = 0; k < ARMED_MAX; k++) {
+        Armed *a = &r->armed[k];
+        if (atomic_load(&a->state) != ARM_EMPTY) {
+            if (a->offset == offset) {
+                PyErr_Format(PyExc_ValueError, "arm: offset %llu is armed already", offset);
+                return NULL;
+            }
+            continue;
+        }
+        Py_INCREF(object);
+        a->block = object;
+        a->offset = offset;
+        a->length = b->payload_bytes;
+        a->payload = b->payload;
+        a->lent = &b->lent;
+        atomic_store(&a->state, ARM_READY);       /* published: the handler may map it */
+        Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;
+}
+
+static PyObject *take_entry(Armed *a, int mapped) {
+    /* (offset, block, mapped) of an entry the handler no longer looks at (EMPTY, or
+     * MAPPED), which is emptied */
+    PyObject *out = Py_BuildValue("KOO", (unsigned long long)a->offset, a->block,
+                                  mapped ? Py_True : Py_False);
+    atomic_store(&a->state, ARM_EMPTY);
+    Py_CLEAR(a->block);
+    return out;
+}
+
+static PyObject *Region_disarm(Region *r, PyObject *args) {
+    /* take the unit armed at offset out of the table: (offset, block, mapped), mapped
+     * true when the handler moved its pages in meanwhile; None if none is armed there */
+    unsigned long long offset;
+    if (!PyArg_ParseTuple(args, "K", &offset)) return NULL;
+    for (int k = 0; k < ARMED_MAX; k++) {
+        Armed *a = &r->armed[k];
+        int state = atomic_load(&a->state);
+        if (state == ARM_EMPTY || a->offset != offset) continue;
+        for (;;) {      /* a handler may be mapping it (MAPPING), or have failed to (READY) */
+            state = atomic_load(&a->state);
+            if (state == ARM_MAPPED) return take_entry(a, 1);
+            if (state == ARM_READY) {
+                int expected = ARM_READY;
+                if (atomic_compare_exchange_strong(&a->state, &expected, ARM_EMPTY))
+                    return take_entry(a, 0);
+                continue;
+            }
+            sched_yield();
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Region_take_mapped(Region *r, PyObject *unused) {
+    /* [(offset, block, True)] of the armed units the handler mapped since the last
+     * call, taken out of the table */
+    PyObject *out = PyList_New(0);
+    if (!out) return NULL;
+    for (int k = 0; k < ARMED_MAX; k++) {
+        if (atomic_load(&r->armed[k].state) != ARM_MAPPED) continue;
+        PyObject *item = take_entry(&r->armed[k], 1);
+        if (!item || PyList_Append(out, item)) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return out;
+}
+
 static PyObject *Region_close(Region *r, PyObject *unused) {
     if (r->closed) Py_RETURN_NONE;
     pthread_mutex_lock(&r->pool_lock);      /* prefill reads it without the GIL */
@@ -878,6 +1044,7 @@ static void Region_dealloc(Region *r) {
     r->closed = 1;
     if (!r->unmapped) atomic_store(&slots[r->slot].closed, 1);
     unmap_region(r);
+    free(r->armed);
     pthread_mutex_destroy(&r->pool_lock);
     Py_TYPE(r)->tp_free((PyObject *)r);
 }
@@ -910,6 +1077,15 @@ static PyMethodDef Region_methods[] = {
     {"give_back", (PyCFunction)Region_give_back, METH_VARARGS,
      "give_back(offset, block): move an adopted, unwritten unit's pages back into its block; "
      "the range faults again."},
+    {"arm", (PyCFunction)Region_arm, METH_VARARGS,
+     "arm(offset, block): the fault handler moves the block's payload pages to offset at the "
+     "first read there, without calling the loader; False if the table is full or the "
+     "block cannot be lent."},
+    {"disarm", (PyCFunction)Region_disarm, METH_VARARGS,
+     "disarm(offset) -> (offset, block, mapped) or None: take an armed unit back (mapped: "
+     "the handler moved it in meanwhile)."},
+    {"take_mapped", (PyCFunction)Region_take_mapped, METH_NOARGS,
+     "take_mapped() -> [(offset, block, True)]: the armed units mapped since the last call."},
     {"close", (PyCFunction)Region_close, METH_NOARGS,
      "close(): unmap now, or once the last buffer export is released."},
     {NULL}};

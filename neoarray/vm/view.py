@@ -29,6 +29,7 @@ except ImportError:         # no native extension: no view is opened anyway
     Block = None
 
 READAHEAD_UNITS_MAX = 8
+ARMED_UNITS_MAX = 256       # the C side's table
 # blocks of touched memory a view keeps for its installs (evicted units' pages, and
 # blocks touched ahead by a background thread): at most this many, and a quarter of
 # the budget (the C side holds 8 at most)
@@ -50,6 +51,15 @@ class Unit:
         self.lent = None        # a page block's record whose pages the unit holds
 
 
+class _Armed:
+    """A unit read ahead whose cached record was armed for the fault handler."""
+
+    __slots__ = ("lent",)
+
+    def __init__(self, lent):
+        self.lent = lent
+
+
 class DirtyBoundError(ArrayValueError):
     """A write fault found the dirty bytes over their bound with nothing to write back."""
 
@@ -67,6 +77,12 @@ class MappedView:
         self.faults = self.loads = self.evictions = self.write_backs = 0
         self.zero_loads = 0                     # loads that mapped the shared zero page
         self.adoptions = 0                      # loads that moved a cached block's pages in
+        self.fast_loads = 0                     # armed units the fault handler mapped
+        # units of cached records armed for the fault handler (read ahead, or evicted:
+        # see _drop): at most half a budget's worth, records taken out of the client
+        # cache (which holds them otherwise)
+        self.armed: collections.OrderedDict[int, Unit] = collections.OrderedDict()
+        self._armed_max = min(ARMED_UNITS_MAX, self.budget_bytes // 2 // window.unit_bytes)
         self._lock = threading.RLock()     # a write-back may fault in a unit next door
         self._fill_units: dict[int, bytes] = {}
         self._hooked = None                     # the transaction holding our commit hook
@@ -109,6 +125,9 @@ class MappedView:
         unit = offset // self.window.unit_bytes
         with self._lock:
             self.faults += 1
+            self._sync_armed()
+            if unit in self.armed:      # a write, or the handler could not map it
+                self._unarm(unit)
             state = self.units.get(unit)
             if state is None:
                 self._load(unit, is_write == 1 and self.writable)
@@ -156,7 +175,7 @@ class MappedView:
         w = self.window
         if w.slab:
             units = [unit] + [u for u in range(unit + 1, min(unit + 1 + self._readahead(unit), w.units))
-                              if u not in self.units]
+                              if u not in self.units and u not in self.armed]
             self._evict_over_budget(unit, len(units) * w.unit_bytes)     # room first
             self._load_slabs(units, writable)
         else:
@@ -174,7 +193,7 @@ class MappedView:
         found = [(u, w.slab_key(u)) for u in units]
         found = [(u, key, tree.get(key)) for u, key in found]
         stored = [(u, chunk) for u, _, chunk in found if chunk is not None]
-        done = self._install_in_place(stored, units[0] if writable else -1) if stored else {}
+        done = self._install_in_place(stored, units[0] if writable else -1, units[0]) if stored else {}
         rest = [(u, chunk) for u, chunk in stored if u not in done]
         payloads = _fetch([c for _, c in rest], array.colour) if rest else []
         data = dict(zip((u for u, _ in rest), payloads))
@@ -189,12 +208,17 @@ class MappedView:
                     u * w.unit_bytes, w.unit_bytes,
                     functools.partial(decode_chunk_into, data[u], array._codec_obj()),
                     writable and u == units[0])
+            lent = done.get(u)
+            if type(lent) is _Armed:        # read ahead: mapped by the handler when read
+                state = self.armed[u] = Unit([(key, chunk)])
+                state.lent = lent.lent
+                continue
             state = self.units[u] = Unit([(key, chunk)])
             state.zero = zero
-            state.lent = done.get(u)
+            state.lent = lent
             self.loads += 1
 
-    def _install_in_place(self, stored, writable_unit):
+    def _install_in_place(self, stored, writable_unit, first_unit):
         """Install the raw chunks of ``stored`` (``(unit, Chunk)``) without going through
         the fetcher, where the connection reads a snapshot of a storage with
         ``read_views`` (a :class:`~neoarray.client.NeoStorage`).
@@ -208,7 +232,9 @@ class MappedView:
         which is then moved in), and records received from the network copied from
         where they were received (``align=None``: no copy to align them first).
         Return ``{unit: lent}`` of the units done (``lent``: what :meth:`_drop` needs
-        to give the pages back, or None); the others go through the fetcher."""
+        to give the pages back, or None; an ``_Armed`` for a unit read ahead of
+        ``first_unit`` whose block was armed for the fault handler instead, which maps
+        it without Python when it is read); the others go through the fetcher."""
         array, size = self.array, self.window.unit_bytes
         if array.codec is not None:
             return {}
@@ -224,7 +250,8 @@ class MappedView:
             with colours.reading_as(array.colour):
                 colour = colours.current()
             for u, chunk in ghosts:
-                lent = self._adopt(storage, colour, chunk._p_oid, before, u, u == writable_unit)
+                lent = self._adopt(storage, colour, chunk._p_oid, before, u, u == writable_unit,
+                                   arm=u != first_unit)
                 if lent is not False:
                     done[u] = lent
             ghosts = [(u, c) for u, c in ghosts if u not in done]
@@ -246,15 +273,18 @@ class MappedView:
                 del view, hit
             del views
         for u, chunk in blocks:
-            lent = self._adopt(storage, colour, chunk._p_oid, before, u, u == writable_unit)
+            lent = self._adopt(storage, colour, chunk._p_oid, before, u, u == writable_unit,
+                               arm=u != first_unit)
             if lent is not False:
                 done[u] = lent
         return done
 
-    def _adopt(self, storage, colour, oid, before, unit, writable):
+    def _adopt(self, storage, colour, oid, before, unit, writable, arm=False):
         """Move the cached page block of ``oid`` into ``unit``: the lent record
         (what :meth:`_drop` gives back), None if the unit was installed by a copy
-        (the block could not move), or False if the cache has no such block."""
+        (the block could not move), or False if the cache has no such block.  ``arm``
+        (a unit read ahead): arm it for the fault handler instead while the table of
+        armed units has room (an ``_Armed``)."""
         size = self.window.unit_bytes
         got = storage.take_record(oid, before, colour, _movable(size))
         if got is None:
@@ -263,9 +293,15 @@ class MappedView:
         block = record.obj
         record.release()        # the cache's view: the block moves if nothing else holds one
         del record
+        lent = (storage, oid, block, serial, next_serial, token, colour)
+        if arm and self._armed_max:
+            if len(self.armed) >= self._armed_max:
+                self._unarm(next(iter(self.armed)))     # the oldest (an evicted unit, say)
+            if self.region.arm(unit * size, block):
+                return _Armed(lent)
         if self.region.adopt(unit * size, block, writable):
             self.adoptions += 1
-            return (storage, oid, block, serial, next_serial, token, colour)
+            return lent
         record = memoryview(block).toreadonly()
         view = fetch.payload_view(record)
         self.region.install(unit * size, view, writable, POPULATE_SOURCE)
@@ -326,12 +362,15 @@ class MappedView:
             if resident <= self.budget_bytes:
                 break
             if unit != keep and not self.units[unit].dirty:
-                self._drop(unit)
+                self._drop(unit, arm=True)
                 resident -= size
                 self.evictions += 1
 
-    def _drop(self, unit):
-        """Give a unit's pages back: its next touch loads it again."""
+    def _drop(self, unit, arm=False):
+        """Give a unit's pages back: its next touch loads it again.  ``arm`` (an
+        eviction under the budget): a unit of a cached record's pages is armed for the
+        fault handler, which maps it again by itself (no Python) if it is read again
+        before it leaves the table of armed units."""
         state = self.units.pop(unit, None)
         if state is None:
             return
@@ -340,15 +379,53 @@ class MappedView:
             self.dirty_bytes -= size
         if state.lent is not None:
             # the pages of a cached record: back to their block, and it to the cache
-            storage, oid, block, serial, next_serial, token, colour = state.lent
-            state.lent = None
-            if self.region.give_back(unit * size, block):
-                storage.give_back_record(oid, memoryview(block).toreadonly(), serial,
-                                         next_serial, token, colour)
+            block = state.lent[2]
+            if not self.region.give_back(unit * size, block):
+                state.lent = None
+                return
+            if arm and self._armed_max:
+                if len(self.armed) >= self._armed_max:
+                    self._unarm(next(iter(self.armed)))
+                if self.region.arm(unit * size, block):
+                    self.armed[unit] = state
+                    return
+            self._return_record(state)
             return
         # keep the pages for the next install (warm memory): the pool's bound at most
         recycle = not state.zero and self.region.pooled < self._pool_blocks
         self.region.evict(unit * size, size, recycle)
+
+    def _return_record(self, state):
+        """Give a lent record (its block at home) back to the cache."""
+        storage, oid, block, serial, next_serial, token, colour = state.lent
+        state.lent = None
+        storage.give_back_record(oid, memoryview(block).toreadonly(), serial, next_serial,
+                                 token, colour)
+
+    def _sync_armed(self):
+        """Armed units the fault handler mapped since the last look become resident."""
+        if not self.armed:
+            return
+        size = self.window.unit_bytes
+        for offset, _block, _mapped in self.region.take_mapped():
+            unit = offset // size
+            self.units[unit] = self.armed.pop(unit)
+            self.fast_loads += 1
+
+    def _unarm(self, unit):
+        """Take ``unit`` out of the table of armed units: resident if the handler mapped
+        it meanwhile, else its record goes back to the cache."""
+        state = self.armed.pop(unit)
+        got = self.region.disarm(unit * self.window.unit_bytes)
+        if got is not None and got[2]:
+            self.units[unit] = state
+            self.fast_loads += 1
+        elif got is not None:
+            self._return_record(state)
+
+    def _unarm_all(self):
+        for unit in list(self.armed):
+            self._unarm(unit)
 
     # ------------------------------------------------------------------ writes
 
@@ -370,6 +447,8 @@ class MappedView:
         with self._lock:
             if self.region.closed:
                 return
+            self._sync_armed()
+            self._unarm_all()
             for unit, state in list(self.units.items()):
                 if not state.dirty and any(k == key for k, _ in state.deps):
                     self._drop(unit)
@@ -444,6 +523,8 @@ class MappedView:
         with self._lock:
             if self.region.closed:
                 return
+            self._sync_armed()
+            self._unarm_all()
             for unit in list(self.units):
                 self._drop(unit)
             self.written = set()
@@ -474,6 +555,9 @@ class MappedView:
             self._hooked = self._joined = None
             if self.region.closed:
                 return
+            self._sync_armed()
+            if txn.status is not Status.COMMITTED:
+                self._unarm_all()
             if txn.status is Status.COMMITTED:
                 self.written.clear()
                 return
@@ -488,6 +572,8 @@ class MappedView:
         with self._lock:
             if self.region.closed:
                 return
+            self._sync_armed()
+            self._unarm_all()       # armed records are of the snapshot left behind
             tree = self.array._tree
             for unit, state in list(self.units.items()):
                 if state.dirty:
@@ -508,6 +594,8 @@ class MappedView:
         if self.writable:
             self.flush()
         with self._lock:
+            self._sync_armed()
+            self._unarm_all()
             for unit in [u for u, state in self.units.items() if state.lent is not None]:
                 self._drop(unit)        # cached records' pages back to the cache
             self.units.clear()
@@ -518,8 +606,11 @@ class MappedView:
 
     def stats(self):
         """Counters: faults, loads, evictions, write-backs, resident and dirty bytes."""
+        with self._lock:
+            self._sync_armed()
         return {"faults": self.faults, "loads": self.loads, "evictions": self.evictions,
-                "adoptions": self.adoptions,
+                "adoptions": self.adoptions, "fast_loads": self.fast_loads,
+                "armed": len(self.armed),
                 "write_backs": self.write_backs, "dirty_bytes": self.dirty_bytes,
                 "resident_bytes": len(self.units) * self.window.unit_bytes,
                 "unit_bytes": self.window.unit_bytes}

@@ -101,7 +101,10 @@ def test_cached_chunks_move_into_views_and_back_to_the_cache(two_dbs, mode):
         with A.mapped(mode=mode) as v:
             np.testing.assert_array_equal(v, expected)
             stats = _stats(A)
-            assert stats["adoptions"] == CHUNKS         # every unit's pages moved in
+            # every unit's pages moved in: by the loader, or by the fault handler alone
+            # (units read ahead, armed)
+            assert stats["adoptions"] + stats["fast_loads"] == CHUNKS
+            assert stats["fast_loads"] > 0 and stats["faults"] < CHUNKS
         # closed: the records are back in the cache, whole, and read again
         assert cache.stats()["bytes"] >= CHUNKS * CHUNK_ITEMS * 8
     np.testing.assert_array_equal(A[...], expected)
@@ -180,3 +183,63 @@ def test_fork_child_sees_neither_the_lent_pages_nor_a_live_view(mode):
     assert done.returncode == 0, done.stderr
     assert "child 6" in done.stdout and "parent True" in done.stdout and "back True" in done.stdout
     assert "fork child" in done.stderr
+
+
+def test_armed_units_take_writes_and_follow_new_snapshots(two_dbs, mode):
+    name = f"blocks-armed-{mode}"
+    _stored(two_dbs, name)
+    conn, A = _open(two_dbs[1], name)
+    other, B = _open(two_dbs[1], name)          # the same client: the same cache
+    A[...]                                      # the records into the cache, in page blocks
+    n = CHUNK_ITEMS
+    with A.mapped(writable=True, mode=mode) as v:
+        assert v[0] == 0 and v[n] == n          # a forward walk: the next units are armed
+        assert _stats(A)["armed"] >= 3          # units 2 to 4 at least
+        v[2 * n] = -2.0                         # a write into an armed unit
+        assert v[2 * n] == -2 and v[2 * n + 1] == 2 * n + 1
+        assert B[2 * n] == 2 * n                # not in the cache, nor the other connection
+        conn.transaction_manager.abort()
+        assert v[2 * n] == 2 * n
+        assert v[3 * n] == 3 * n
+        _write(two_dbs[0], name, 4 * n, -4.0)   # another client commits into an armed unit
+        two_dbs[1]._storage.sync()
+        conn.transaction_manager.begin()        # newer snapshot: armed records are dropped
+        assert v[4 * n] == -4 and v[4 * n + 1] == 4 * n + 1
+    other.close()
+    conn.close()
+
+
+def _write(db, name, index, value):
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    conn.root()[name][index] = value
+    tm.commit()
+    conn.close()
+
+
+def test_threads_reading_armed_units_at_once_each_get_them_whole(mode):
+    """The fault handler maps armed units by itself, from any thread, without the GIL:
+    threads summing the same units at once all see every unit whole, once mapped."""
+    import threading
+    unit = 128 << 10
+    units = 16
+    installs = []
+    region = _region(mode, units * unit, installs)
+    blocks = [_block(np.full(unit, u, dtype=np.uint8).tobytes()) for u in range(units)]
+    assert all(region.arm(u * unit, b) for u, b in enumerate(blocks))
+    v = np.frombuffer(region, dtype=np.uint8).reshape(units, unit)
+    sums = []
+
+    def read(view):
+        sums.append(view.sum(axis=1, dtype=np.int64).tolist())     # numpy drops the GIL here
+    threads = [threading.Thread(target=read, args=(v,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sums == [[u * unit for u in range(units)]] * 4 and installs == []
+    mapped = sorted(offset for offset, _, _ in region.take_mapped())
+    assert mapped == [u * unit for u in range(units)] and all(b.lent for b in blocks)
+    assert region.disarm(0) is None
+    del v
+    region.close()
