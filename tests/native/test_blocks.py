@@ -243,3 +243,20 @@ def test_threads_reading_armed_units_at_once_each_get_them_whole(mode):
     assert region.disarm(0) is None
     del v
     region.close()
+
+
+def test_records_received_from_the_network_move_into_views(native_cluster, two_dbs, mode):
+    """A client without local reads receives chunk records into page blocks (the data
+    plane places them by their first bytes): its first view over them copies nothing."""
+    name = f"blocks-remote-{mode}"
+    _stored(two_dbs, name)
+    remote = ZODB.DB(native_cluster.open_storage(local_reads=False))
+    try:
+        conn, A = _open(remote, name)
+        with A.mapped(mode=mode) as v:
+            np.testing.assert_array_equal(v, np.arange(CHUNKS * CHUNK_ITEMS, dtype=np.float64))
+            stats = _stats(A)
+            assert stats["adoptions"] + stats["fast_loads"] == CHUNKS
+        conn.close()
+    finally:
+        remote.close()
