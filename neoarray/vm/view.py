@@ -78,9 +78,8 @@ class MappedView:
         self.zero_loads = 0                     # loads that mapped the shared zero page
         self.adoptions = 0                      # loads that moved a cached block's pages in
         self.fast_loads = 0                     # armed units the fault handler mapped
-        # units of cached records armed for the fault handler (read ahead, or evicted:
-        # see _drop): at most half a budget's worth, records taken out of the client
-        # cache (which holds them otherwise)
+        # units read ahead from cached records, armed for the fault handler (see
+        # _adopt): counted in the budget, at most half of it
         self.armed: collections.OrderedDict[int, Unit] = collections.OrderedDict()
         self._armed_max = min(ARMED_UNITS_MAX, self.budget_bytes // 2 // window.unit_bytes)
         self._lock = threading.RLock()     # a write-back may fault in a unit next door
@@ -349,12 +348,18 @@ class MappedView:
         return False
 
     def _evict_over_budget(self, keep, incoming_bytes=0):
-        """Give back the oldest clean units (but ``keep``) until the resident ones and
-        ``incoming_bytes`` fit the budget."""
+        """Give back the oldest clean units (but ``keep``) until the resident ones, the
+        armed ones and ``incoming_bytes`` fit the budget (armed units go first, back
+        to the cache)."""
         size = self.window.unit_bytes
-        resident = len(self.units) * size + incoming_bytes
+        resident = (len(self.units) + len(self.armed)) * size + incoming_bytes
         if resident <= self.budget_bytes:
             return
+        while self.armed and resident > self.budget_bytes:
+            unit = next(iter(self.armed))
+            self._unarm(unit)
+            if unit not in self.units:      # (else the handler had mapped it: resident)
+                resident -= size
         # the oldest units only (not a copy of all of them at every fault): enough to
         # skip the dirty ones and ``keep``
         over = -(-(resident - self.budget_bytes) // size)
@@ -362,15 +367,12 @@ class MappedView:
             if resident <= self.budget_bytes:
                 break
             if unit != keep and not self.units[unit].dirty:
-                self._drop(unit, arm=True)
+                self._drop(unit)
                 resident -= size
                 self.evictions += 1
 
-    def _drop(self, unit, arm=False):
-        """Give a unit's pages back: its next touch loads it again.  ``arm`` (an
-        eviction under the budget): a unit of a cached record's pages is armed for the
-        fault handler, which maps it again by itself (no Python) if it is read again
-        before it leaves the table of armed units."""
+    def _drop(self, unit):
+        """Give a unit's pages back: its next touch loads it again."""
         state = self.units.pop(unit, None)
         if state is None:
             return
@@ -379,17 +381,9 @@ class MappedView:
             self.dirty_bytes -= size
         if state.lent is not None:
             # the pages of a cached record: back to their block, and it to the cache
-            block = state.lent[2]
-            if not self.region.give_back(unit * size, block):
-                state.lent = None
-                return
-            if arm and self._armed_max:
-                if len(self.armed) >= self._armed_max:
-                    self._unarm(next(iter(self.armed)))
-                if self.region.arm(unit * size, block):
-                    self.armed[unit] = state
-                    return
-            self._return_record(state)
+            if self.region.give_back(unit * size, state.lent[2]):
+                self._return_record(state)
+            state.lent = None
             return
         # keep the pages for the next install (warm memory): the pool's bound at most
         recycle = not state.zero and self.region.pooled < self._pool_blocks
