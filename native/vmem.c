@@ -14,7 +14,11 @@
  * block, filled and then moved into place with mremap: other threads see the
  * whole unit or a fault, never a half-copied page), install_zero, protect and
  * evict; staging blocks come from a pool of touched memory (evicted units'
- * pages, and blocks that prefill touches off the fault path).
+ * pages, and blocks that prefill touches off the fault path).  Chunk records
+ * the client keeps in a Block (the payload on pages of its own) are not copied:
+ * Region.adopt moves the payload's pages into the unit and give_back moves them
+ * home; Region.arm has the handler itself do that move at the first read of a
+ * unit, before it takes the GIL (see Armed).
  * Faults outside every region go to the handler installed before ours.
  * A fault in a fork child, or in a closed region, stops the process with a
  * message: a page fault cannot raise a Python exception.
@@ -1013,6 +1017,19 @@ static PyObject *Region_take_mapped(Region *r, PyObject *unused) {
     return out;
 }
 
+static PyObject *Region_trim_pool(Region *r, PyObject *args) {
+    /* free pooled blocks beyond keep (units moved in need none); how many were freed */
+    int keep, freed = 0;
+    if (!PyArg_ParseTuple(args, "i", &keep)) return NULL;
+    pthread_mutex_lock(&r->pool_lock);
+    while (r->pool_n > (keep < 0 ? 0 : keep)) {
+        munmap(r->pool[--r->pool_n], r->pool_bytes);
+        freed++;
+    }
+    pthread_mutex_unlock(&r->pool_lock);
+    return PyLong_FromLong(freed);
+}
+
 static PyObject *Region_close(Region *r, PyObject *unused) {
     if (r->closed) Py_RETURN_NONE;
     pthread_mutex_lock(&r->pool_lock);      /* prefill reads it without the GIL */
@@ -1086,6 +1103,8 @@ static PyMethodDef Region_methods[] = {
      "the handler moved it in meanwhile)."},
     {"take_mapped", (PyCFunction)Region_take_mapped, METH_NOARGS,
      "take_mapped() -> [(offset, block, True)]: the armed units mapped since the last call."},
+    {"trim_pool", (PyCFunction)Region_trim_pool, METH_VARARGS,
+     "trim_pool(keep): free pooled blocks beyond keep; returns how many."},
     {"close", (PyCFunction)Region_close, METH_NOARGS,
      "close(): unmap now, or once the last buffer export is released."},
     {NULL}};

@@ -140,7 +140,7 @@ class MappedView:
             self.units.move_to_end(unit)
             self._evict_over_budget(unit)
             if self.loads > self.zero_loads + self.adoptions and (
-                    len(self.units) + self.region.pooled) * self.window.unit_bytes < self.budget_bytes:
+                    len(self.units) + len(self.armed) + self.region.pooled) * self.window.unit_bytes < self.budget_bytes:
                 self._refill()      # not before the view holds data: zero pages cost nothing
 
     def _refill(self):
@@ -150,7 +150,7 @@ class MappedView:
         bound.  Once the budget is full (a scan's steady state), evicted units' pages
         refill the pool instead."""
         size = self.window.unit_bytes
-        room = (self.budget_bytes - len(self.units) * size) // size
+        room = (self.budget_bytes - (len(self.units) + len(self.armed)) * size) // size
         blocks = min(self._pool_blocks, room)
         if blocks <= self.region.pooled or (
                 self._prefilling is not None and not self._prefilling.done()):
@@ -353,6 +353,9 @@ class MappedView:
         to the cache)."""
         size = self.window.unit_bytes
         resident = (len(self.units) + len(self.armed)) * size + incoming_bytes
+        if resident + self.region.pooled * size > self.budget_bytes:
+            # pooled blocks fit beside the units or go (units moved in need none)
+            self.region.trim_pool(max(0, self.budget_bytes - resident) // size)
         if resident <= self.budget_bytes:
             return
         while self.armed and resident > self.budget_bytes:
@@ -605,6 +608,7 @@ class MappedView:
         return {"faults": self.faults, "loads": self.loads, "evictions": self.evictions,
                 "adoptions": self.adoptions, "fast_loads": self.fast_loads,
                 "armed": len(self.armed),
+                "pooled_bytes": 0 if self.region.closed else self.region.pooled * self.window.unit_bytes,
                 "write_backs": self.write_backs, "dirty_bytes": self.dirty_bytes,
                 "resident_bytes": len(self.units) * self.window.unit_bytes,
                 "unit_bytes": self.window.unit_bytes}
