@@ -8,7 +8,12 @@ SIGBUS; ``mprotect``: the unprivileged fallback):
   layout: the chunk's bytes go straight into the pages), chunks touched in random
   order (no readahead), data in the client's cache or the storage node's LMDB, into
   ``fresh`` memory (never touched by the process) or ``recycled`` memory (the pages
-  of evicted units, as in a scan); ``source=memory``: the same from a detached
+  of evicted units, as in a scan); ``source=cache``: every chunk in the reader's cache
+  before each run (a raw chunk's pages move from the cache into the view: no copy);
+  ``source=lmdb``: none in it (read in the node's LMDB, copied once into the cache's
+  page block); ``source=network``: none in it, read by a third client without local
+  reads (as on another host: received straight into page blocks); ``source=memory``:
+  the same from a detached
   array's chunks, in this process's memory (the mechanism alone, without the client's
   read path); ``source=memory-zstd``: the same chunks compressed with zstd (the
   decompression included); ``fault_us_per_2mib`` scales

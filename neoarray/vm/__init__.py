@@ -102,23 +102,24 @@ faults in again from the chunks the connection rolled back.  When the connection
 to a newer snapshot, units read from chunks that changed are dropped and fault again.
 
 Measured here (2 shared cores in a VM, Linux 6.18, load 2-4 from other users,
-``benchmarks/native_bench.py --mib 256 --fault-mib 32``, medians of runs alternated
-with the copying design; noisy to +-30% and more), per 2 MiB of 2 MiB chunks touched
-in random order: a chunk in the client's cache costs 70-95 us with room in the budget
-(0.25-0.3 ms to read a new record from the cache and copy it before), 95-180 us when
-each fault also evicts a unit (its pages moved back to the cache); 4 MiB chunks cost
-45-75 us per 2 MiB.  The parts: the moves in and out ~20 us each, the rest the signal,
-the GIL and the Python loader (~50-100 us: the chunk tree, the cache, the books).
-wendelin.core published 270-290 us per 2 MiB.  A chunk read from the co-located LMDB
-for the first time costs 0.8-1.4 ms (the record's copy into fresh memory and its
-checksum), over the network 1.8-4 ms; a chunk of a detached array (in process memory,
-always copied) 0.4-0.55 ms; a unit of unwritten chunks of fill 0 25-30 us.  Chunks of 1
-MiB or less are moved as 4 KiB pages and cost more per byte (1 MiB: ~0.3-0.6 ms per 2
-MiB).  A full ``numpy.sum`` over a view reads at 1.2-1.6x the speed of
-``A[...].sum()`` (units read ahead are armed, most faults never reach Python), with
-peak RSS near the budget; writing back every page at commit runs at 0.6-0.9x
-``A[...] = x; commit()``.  A co-located client's RSS also counts the node's LMDB
-pages it reads in place (file pages, shared with the page cache).
+``benchmarks/native_bench.py --mib 256 --fault-mib 32``, six runs alternated with the
+copying design before it; noisy to +-30% and more), per 2 MiB of 2 MiB chunks touched
+in random order, the chunks in the client's cache: 72-99 us with room in the budget
+(the design before: 2.2-4.6 ms, its second client reading over the network into
+fresh memory), 97-178 us when each fault also evicts a unit (its pages moved back to
+the cache; before: 0.52-2.0 ms); 4 MiB chunks 44-91 us per 2 MiB.  The parts: the
+move in and the move out ~20 us each (mprotect and mremap, timed in C), the rest the
+signal, the GIL and the Python loader.  wendelin.core published 270-290 us per 2 MiB.
+A chunk read from the co-located LMDB for the first time costs 0.8-1.8 ms (copied into
+a fresh page block for the cache, and checksummed), over the network 2.2-4.2 ms; a
+chunk of a detached array (in process memory: always copied) 0.38-0.74 ms; a unit of
+unwritten chunks of fill 0 18-35 us.  Chunks of 1 MiB and less move as 4 KiB pages and
+cost more per byte (1 MiB: 0.3-0.85 ms per 2 MiB).  A full ``numpy.sum`` over a view
+runs at 1.5-1.7 GB/s, 1.2-2.8x ``A[...].sum()`` (before: 0.55-0.96 GB/s), units read
+ahead armed so that most faults never reach Python, with peak RSS 62 MiB for a 64 MiB
+budget; writing back every page at commit runs at 0.68-0.97x ``A[...] = x; commit()``.
+A co-located client's RSS also counts the node's LMDB pages it reads in place (file
+pages, shared with the page cache).
 
 Limits: Linux only (x86-64 tells reads from writes in one fault; elsewhere a write into
 a clean page faults twice); a window must fit the address space (``address_bytes_max``,
