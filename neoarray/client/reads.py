@@ -81,7 +81,9 @@ def as_bytes(data) -> bytes:
 
 ALIGN_BYTES = 64
 PAGE_BYTES = 4096
-BLOCK_PAYLOAD_BYTES_MIN = 64 << 10      # smaller payloads: a plain copy
+# smaller payloads: a plain copy (each block is a mapping of its own, and a process has
+# at most vm.max_map_count of them, 65,530 by default: 16 GiB of blocks at this size)
+BLOCK_PAYLOAD_BYTES_MIN = 256 << 10
 
 
 def page_block(view) -> memoryview | None:
@@ -97,7 +99,10 @@ def page_block(view) -> memoryview | None:
     span = _payload_span(view)
     if span is None or (span[1] - span[0]) % PAGE_BYTES or span[1] - span[0] < BLOCK_PAYLOAD_BYTES_MIN:
         return None
-    block = Block(len(view), span[0], span[1])
+    try:
+        block = Block(len(view), span[0], span[1])
+    except MemoryError:         # no mapping left: a plain copy
+        return None
     out = memoryview(block)
     out[:] = view
     block.freeze()

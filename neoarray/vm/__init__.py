@@ -28,7 +28,7 @@ budget has room (the first touch of fresh memory costs milliseconds per 2 MiB in
 VM).  Compressed chunks (numcodecs) are decompressed straight into the staging block.
 
 Raw chunks the client holds are not copied at all.  The client keeps a chunk record
-whose payload is whole pages (64 KiB or more) in a *page block*
+whose payload is whole pages (256 KiB or more) in a *page block*
 (``neoarray._vmem.Block``): the payload on pages of its own, 2 MiB aligned when that
 large (huge pages), the record's few bytes before and after it on the pages around.
 Records received from the network are read straight into one (the data plane places a

@@ -11,7 +11,7 @@ from neoarray import _vmem
 
 from .test_process import run
 
-CHUNK_ITEMS = 16384         # 128 KiB of float64: a payload of whole pages
+CHUNK_ITEMS = 32768         # 256 KiB of float64: a payload of whole pages
 CHUNKS = 16
 
 
@@ -223,7 +223,7 @@ def test_threads_reading_armed_units_at_once_each_get_them_whole(mode):
     """The fault handler maps armed units by itself, from any thread, without the GIL:
     threads summing the same units at once all see every unit whole, once mapped."""
     import threading
-    unit = 128 << 10
+    unit = 256 << 10
     units = 16
     installs = []
     region = _region(mode, units * unit, installs)
