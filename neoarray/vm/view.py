@@ -295,7 +295,7 @@ class MappedView:
         lent = (storage, oid, block, serial, next_serial, token, colour)
         if arm and self._armed_max:
             if len(self.armed) >= self._armed_max:
-                self._unarm(next(iter(self.armed)))     # the oldest (an evicted unit, say)
+                self._unarm(next(iter(self.armed)))     # the oldest armed unit
             if self.region.arm(unit * size, block):
                 return _Armed(lent)
         if self.region.adopt(unit * size, block, writable):
