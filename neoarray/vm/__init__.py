@@ -116,7 +116,7 @@ chunk of a detached array (in process memory: always copied) 0.38-0.74 ms; a uni
 unwritten chunks of fill 0 18-35 us.  Chunks of 1 MiB and less move as 4 KiB pages and
 cost more per byte (1 MiB: 0.3-0.85 ms per 2 MiB).  A full ``numpy.sum`` over a view
 runs at 1.5-1.7 GB/s, 1.2-2.8x ``A[...].sum()`` (before: 0.55-0.96 GB/s), units read
-ahead armed so that most faults never reach Python, with peak RSS 62 MiB for a 64 MiB
+ahead armed so that most faults never reach Python, with peak RSS 62-68 MiB for a 64 MiB
 budget; writing back every page at commit runs at 0.68-0.97x ``A[...] = x; commit()``.
 A co-located client's RSS also counts the node's LMDB pages it reads in place (file
 pages, shared with the page cache).
