@@ -102,12 +102,12 @@ faults in again from the chunks the connection rolled back.  When the connection
 to a newer snapshot, units read from chunks that changed are dropped and fault again.
 
 Measured here (2 shared cores in a VM, Linux 6.18, load 2-4 from other users,
-``benchmarks/native_bench.py --mib 256 --fault-mib 32``, six runs alternated with the
+``benchmarks/native_bench.py --mib 256 --fault-mib 32``, seven runs alternated with the
 copying design before it; noisy to +-30% and more), per 2 MiB of 2 MiB chunks touched
-in random order, the chunks in the client's cache: 72-99 us with room in the budget
+in random order, the chunks in the client's cache: 72-137 us with room in the budget
 (the design before: 2.2-4.6 ms, its second client reading over the network into
-fresh memory), 97-178 us when each fault also evicts a unit (its pages moved back to
-the cache; before: 0.52-2.0 ms); 4 MiB chunks 44-91 us per 2 MiB.  The parts: the
+fresh memory), 97-185 us when each fault also evicts a unit (its pages moved back to
+the cache; before: 0.52-2.0 ms); 4 MiB chunks 44-97 us per 2 MiB.  The parts: the
 move in and the move out ~20 us each (mprotect and mremap, timed in C), the rest the
 signal, the GIL and the Python loader.  wendelin.core published 270-290 us per 2 MiB.
 A chunk read from the co-located LMDB for the first time costs 0.8-1.8 ms (copied into
@@ -115,7 +115,7 @@ a fresh page block for the cache, and checksummed), over the network 2.2-4.2 ms;
 chunk of a detached array (in process memory: always copied) 0.38-0.74 ms; a unit of
 unwritten chunks of fill 0 18-35 us.  Chunks of 1 MiB and less move as 4 KiB pages and
 cost more per byte (1 MiB: 0.3-0.85 ms per 2 MiB).  A full ``numpy.sum`` over a view
-runs at 1.5-1.7 GB/s, 1.2-2.8x ``A[...].sum()`` (before: 0.55-0.96 GB/s), units read
+runs at 1.4-1.7 GB/s, 1.2-2.8x ``A[...].sum()`` (before: 0.45-0.96 GB/s), units read
 ahead armed so that most faults never reach Python, with peak RSS 62-68 MiB for a 64 MiB
 budget; writing back every page at commit runs at 0.68-0.97x ``A[...] = x; commit()``.
 A co-located client's RSS also counts the node's LMDB pages it reads in place (file
