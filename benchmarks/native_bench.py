@@ -8,7 +8,12 @@ SIGBUS; ``mprotect``: the unprivileged fallback):
   layout: the chunk's bytes go straight into the pages), chunks touched in random
   order (no readahead), data in the client's cache or the storage node's LMDB, into
   ``fresh`` memory (never touched by the process) or ``recycled`` memory (the pages
-  of evicted units, as in a scan); ``source=memory``: the same from a detached
+  of evicted units, as in a scan); ``source=cache``: every chunk in the reader's cache
+  before each run (a raw chunk's pages move from the cache into the view: no copy);
+  ``source=lmdb``: none in it (read in the node's LMDB, copied once into the cache's
+  page block); ``source=network``: none in it, read by a third client without local
+  reads (as on another host: received straight into page blocks); ``source=memory``:
+  the same from a detached
   array's chunks, in this process's memory (the mechanism alone, without the client's
   read path); ``source=memory-zstd``: the same chunks compressed with zstd (the
   decompression included); ``fault_us_per_2mib`` scales
@@ -85,15 +90,35 @@ class Bench:
         self.reader_db = ZODB.DB(self.cluster.open_storage())
         self.reader_tm = transaction.TransactionManager()
         self.reader_root = self.reader_db.open(self.reader_tm).root()
+        # and a client that reads everything over the network (as on another host)
+        self.remote_db = ZODB.DB(self.cluster.open_storage(local_reads=False))
+        self.remote_tm = transaction.TransactionManager()
+        self.remote_root = self.remote_db.open(self.remote_tm).root()
+
+    def warm(self, A):
+        """A callable putting every chunk of ``A`` into its client's cache (a read of
+        all of it)."""
+        def read():
+            self.reader_tm.begin()
+            A[...]
+        return read
+
+    def remote(self, name):
+        self.remote_db._storage.sync()
+        self.remote_tm.begin()
+        return self.remote_root[name]
 
     def close(self):
         self.tm.abort()
         self.reader_tm.abort()
+        self.remote_tm.abort()
+        self.remote_db.close()
         self.reader_db.close()
         self.db.close()
         self.cluster.stop()
 
     def reader(self, name):
+        self.reader_db._storage.sync()      # it knows of the last commit
         self.reader_tm.begin()
         return self.reader_root[name]
 
@@ -123,16 +148,27 @@ class Bench:
             compressed[...] = detached[...]
             order = rng.permutation(count)
             items = chunk // 8
-            for source, A, memory, budget in (
-                    ("storage", stored, "fresh", count * chunk),
-                    ("storage", stored, "recycled", 4 * chunk),
-                    ("memory", detached, "recycled", 4 * chunk),
-                    ("memory-zstd", compressed, "recycled", 4 * chunk)):
+            remote = self.remote(f"fault{chunk_kib}")
+            for source, A, memory, budget, before in (
+                    ("storage", stored, "fresh", count * chunk, None),
+                    ("storage", stored, "recycled", 4 * chunk, None),
+                    ("cache", stored, "recycled", 4 * chunk, self.warm(stored)),
+                    ("lmdb", stored, "recycled", 4 * chunk, self.reader_db),
+                    ("network", remote, "recycled", 4 * chunk, self.remote_db),
+                    ("memory", detached, "recycled", 4 * chunk, None),
+                    ("memory-zstd", compressed, "recycled", 4 * chunk, None)):
                 # fresh: every unit lands in memory never touched before; recycled: the
                 # budget holds 4 units, so units go into the pages of evicted ones (a
-                # scan's steady state)
+                # scan's steady state).  storage: the reader client's chunks, read
+                # through its cache (the first repeat from the node's LMDB); cache: all
+                # in the client's cache before each repeat; lmdb, network: none in the
+                # cache before each repeat (a client without local reads for network)
                 per_fault = []
                 for _ in range(self.args.repeats):
+                    if callable(before):
+                        before()
+                    elif before is not None:
+                        before._storage._cache.clear()
                     with A.mapped(mode=mode, budget_bytes=budget) as v:
                         t0 = time.perf_counter()
                         for i in order:

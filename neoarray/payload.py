@@ -105,6 +105,29 @@ def _payload_span(record, class_name=None):
         return None
 
 
+def head_payload_span(head, record_bytes):
+    """``(start, stop)`` of the payload of a chunk record of ``record_bytes`` bytes, told
+    from its first bytes ``head`` alone (a record still arriving), or None.  A guess to
+    place the record: check it with :func:`_payload_span` once the record is whole."""
+    pos = _class_pickle_end(head)
+    if pos is None:
+        return None
+    try:
+        if head[pos] == _PROTO:
+            pos += 2
+        if head[pos] == _FRAME:
+            pos += 9
+        length = _BYTES_OPCODES.get(head[pos])
+        if length is None:
+            return None
+        start = pos + 1 + length.size
+        stop = start + length.unpack_from(head, pos + 1)[0]
+    except (IndexError, struct.error):
+        return None
+    # after the payload: at most a memo opcode (5 bytes) and STOP
+    return (start, stop) if 0 < record_bytes - stop <= 6 else None
+
+
 def payload_offset(record):
     """Offset of the payload in a chunk record (see :func:`payload_view`), or None."""
     span = _payload_span(record)

@@ -35,9 +35,14 @@ Revisions and invalidations (the contract the storage relies on):
 - ``invalidate(oids, tid)``: the current revision of each oid ends at ``tid``.
 - The cache owns nothing it returns: data are immutable (``bytes`` or read-only
   buffers).
+- ``take(oid, before, movable)``: the visible revision *leaves* the cache and is
+  returned with a token, if ``movable(data)`` and nothing but the cache holds it: a
+  mapped view moves the pages of such a record into its window instead of copying
+  them (``neoarray.vm``), and ``put``s it back (with the token) when it lets them go.
 """
 from __future__ import annotations
 
+import sys
 import threading
 from collections import OrderedDict
 
@@ -322,6 +327,37 @@ class ColouredCache:
                         return self._hit(entry, (data, s, nxt))
             self.colour(colour).misses += 1
             return None
+
+    def take(self, oid: bytes, before: bytes, colour: str | None = None, movable=None):
+        """Remove the revision of ``oid`` visible before ``before`` and return it as
+        ``(data, serial, next_serial, token)``, or None: when there is none, when
+        ``movable(data)`` is false, or when anything besides the cache holds ``data``
+        (a reader that got it from :meth:`get` and still uses it).  Give it back with
+        ``put(oid, data, serial, next_serial, token, colour)``."""
+        with self.lock:
+            entry = self.entries.get(oid)
+            if entry is None:
+                self.colour(colour).misses += 1
+                return None
+            for index, rev in enumerate(entry.revs):
+                if rev[0] < before and (rev[1] is None or rev[1] >= before):
+                    break
+            else:
+                self.colour(colour).misses += 1
+                return None
+            serial, nxt, data = rev
+            del rev
+            # references: the revision's list, ``data``, and getrefcount's argument
+            if (movable is not None and not movable(data)) or sys.getrefcount(data) > 3:
+                return None
+            c = self.colours[entry.colour]
+            c.hits += 1
+            del entry.revs[index]
+            self._grow(entry, c, -(len(data) + ENTRY_OVERHEAD_BYTES))
+            if not entry.revs:
+                c.policy.remove(entry)
+                self._drop(entry, c, evicted=False)
+            return data, serial, nxt, self.seq
 
     def _hit(self, entry, found):
         c = self.colours[entry.colour]

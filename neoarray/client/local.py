@@ -7,6 +7,11 @@ Routing is unchanged: only readable cells of running nodes are read, and the rec
 are decoded and checksum-verified by the same code as on the node
 (``neoarray.records``).  A directory that cannot be opened, or that belongs to another
 node, is simply not used.
+
+py-lmdb refuses to open one environment twice in a process ("The environment ... is
+already open in this process"), so the clients of one process (two ``ZODB.DB`` over one
+co-located cluster, say) share one read-only environment per directory
+(:func:`open_shared`), reference counted: the last client to close it closes it.
 """
 from __future__ import annotations
 
@@ -18,10 +23,44 @@ import threading
 import msgpack
 
 from ..kv import LMDBStore
-from ..records import RecordReader
 from ..proto import common_pb2 as cpb
+from ..records import RecordReader
 
 log = logging.getLogger("neoarray.client")
+
+_shared_lock = threading.Lock()
+_shared: dict[str, list] = {}       # real path -> [LMDBStore, users]
+
+
+def open_shared(path: str) -> LMDBStore:
+    """The process's read-only environment of ``path``, opened by its first user; give
+    it back with :func:`close_shared`."""
+    key = os.path.realpath(path)
+    with _shared_lock:
+        held = _shared.get(key)
+        if held is None:
+            held = _shared[key] = [LMDBStore(key, readonly=True), 0]
+        held[1] += 1
+        return held[0]
+
+
+def close_shared(kv: LMDBStore) -> None:
+    """One user of ``kv`` (from :func:`open_shared`) is done; the last closes it."""
+    with _shared_lock:
+        held = _shared.get(kv.path)
+        if held is None or held[0] is not kv:
+            return
+        held[1] -= 1
+        if held[1] == 0:
+            del _shared[kv.path]
+            kv.close()
+
+
+def shared_users(path: str) -> int:
+    """How many clients of this process share the environment of ``path`` (0: none open)."""
+    with _shared_lock:
+        held = _shared.get(os.path.realpath(path))
+        return 0 if held is None else held[1]
 
 
 class LocalReaders:
@@ -51,14 +90,14 @@ class LocalReaders:
         if not os.path.exists(os.path.join(path, "data.mdb")):
             return None
         try:
-            kv = LMDBStore(path, readonly=True)
-        except Exception as exc:   # not ours to read: use the network
+            kv = open_shared(path)
+        except Exception as exc:   # noqa: BLE001  (not ours to read: use the network)
             log.info("no local reads from S%d at %s: %s", node_id, path, exc)
             return None
         with kv.read() as txn:
             owner = txn.get("config", b"node_id")
         if owner is None or msgpack.unpackb(owner) != node_id:
-            kv.close()
+            close_shared(kv)
             return None
         log.info("reading S%d locally from %s", node_id, path)
         return RecordReader(kv, self.partitions)
@@ -69,5 +108,5 @@ class LocalReaders:
     def close(self) -> None:
         with self.lock:
             for reader in self.readers.values():
-                reader.kv.close()
+                close_shared(reader.kv)
             self.readers.clear()

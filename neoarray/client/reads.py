@@ -20,9 +20,15 @@ import xxhash
 from ZODB import POSException
 
 from ..errors import ChecksumError, ClusterUnavailable
+from ..payload import _payload_span
 from ..proto import storage_pb2 as spb
 from ..records import NoObject, NoRevision, RecordReader
 from ..transport import bulk
+
+try:
+    from .._vmem import Block
+except ImportError:         # no native extension: plain aligned copies
+    Block = None
 
 log = logging.getLogger("neoarray.client")
 
@@ -74,14 +80,47 @@ def as_bytes(data) -> bytes:
 
 
 ALIGN_BYTES = 64
+PAGE_BYTES = 4096
+# smaller payloads: a plain copy (each block is a mapping of its own, and a process has
+# at most vm.max_map_count of them, 65,530 by default: 16 GiB of blocks at this size)
+BLOCK_PAYLOAD_BYTES_MIN = 256 << 10
+
+
+def page_block(view) -> memoryview | None:
+    """A read-only copy of the chunk record ``view`` in a ``neoarray._vmem.Block``, its
+    payload on pages of its own (2 MiB aligned when that large: huge pages), or None
+    when ``view`` is no chunk record of whole pages of at least
+    ``BLOCK_PAYLOAD_BYTES_MIN``.  A mapped view moves such a payload's pages into its
+    window instead of copying them (``neoarray.vm``); its first touch also costs less
+    than that of fresh 4 KiB pages (a fresh 2 MiB block, copy included: ~0.2 ms here,
+    against 2-3 ms)."""
+    if Block is None or len(view) < BLOCK_PAYLOAD_BYTES_MIN:
+        return None
+    span = _payload_span(view)
+    if span is None or (span[1] - span[0]) % PAGE_BYTES or span[1] - span[0] < BLOCK_PAYLOAD_BYTES_MIN:
+        return None
+    try:
+        block = Block(len(view), span[0], span[1])
+    except MemoryError:         # no mapping left: a plain copy
+        return None
+    out = memoryview(block)
+    out[:] = view
+    block.freeze()
+    out.release()
+    return memoryview(block).toreadonly()
 
 
 def _aligned_copy(view, align=None) -> memoryview:
     """A read-only copy of ``view`` placed so that ``align(view)`` is 64-byte aligned.
 
     Array chunks hand their payload offset: numpy then reduces the payload in place,
-    without copying misaligned items into buffers first.
+    without copying misaligned items into buffers first.  A chunk record of whole
+    pages is copied into a page block instead (:func:`page_block`: its payload is
+    page aligned).
     """
+    block = page_block(view)
+    if block is not None:
+        return block
     offset = (align(view) if align is not None else None) or 0
     size = len(view)
     buf = numpy.empty(size + ALIGN_BYTES, dtype=numpy.uint8)

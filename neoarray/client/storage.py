@@ -544,6 +544,43 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
         """
         return self._reads.read_views(oids, tid, colour or colours.current(), align)
 
+    def take_record(self, oid: bytes, tid: bytes, colour: str | None = None,
+                    movable: Callable[[Any], bool] | None = None) -> tuple | None:
+        """Take the cached record of ``oid`` as of ``tid`` out of the cache, for a mapped
+        view that moves its pages instead of copying them.
+
+        Parameters
+        ----------
+        oid, tid : bytes
+            The object and the snapshot (revisions current before ``tid``).
+        colour : str, optional
+            The cache colour of the read.
+        movable : callable, optional
+            ``movable(data) -> bool``: take only such records.
+
+        Returns
+        -------
+        tuple or None
+            ``(data, serial, next_serial, token)``; None when the cache has no such
+            record or anything besides the cache holds it.  Give it back with
+            :meth:`give_back_record`.
+        """
+        return self._cache.take(oid, tid, colour or colours.current(), movable)
+
+    def give_back_record(self, oid: bytes, data: Any, serial: bytes, next_serial: bytes | None,
+                         token: int, colour: str | None = None) -> None:
+        """Put a record from :meth:`take_record` back into the cache (not if ``oid`` was
+        invalidated since it was taken and it was the current revision then).
+
+        Parameters
+        ----------
+        oid, data, serial, next_serial, token
+            As :meth:`take_record` returned them.
+        colour : str, optional
+            The cache colour of the record.
+        """
+        self._cache.put(oid, data, serial, next_serial, token, colour or colours.current())
+
     def _reader_of(self, partition: int) -> int:
         return self._reads.reader_of(partition)
 

@@ -79,7 +79,7 @@ class _Connection:
             if tls_context is not None:
                 sock = tls_context.wrap_socket(sock, server_hostname=host.strip("[]"))
             self.sock = sock
-            self.reader = conn.FrameReader(sock)
+            self.reader = conn.FrameReader(sock, page_blocks=True)
             conn.write_frame(sock, frames.Frame(frames.HELLO, 0, body=hello))
             reply = self.reader.read(frames.HELLO_BYTES_MAX, timeout_s, timeout_s)
         except ssl.SSLError as exc:

@@ -27,6 +27,39 @@ page-table entry per 2 MiB), and blocks a background thread touches ahead while 
 budget has room (the first touch of fresh memory costs milliseconds per 2 MiB in a
 VM).  Compressed chunks (numcodecs) are decompressed straight into the staging block.
 
+Raw chunks the client holds are not copied at all.  The client keeps a chunk record
+whose payload is whole pages (256 KiB or more) in a *page block*
+(``neoarray._vmem.Block``): the payload on pages of its own, 2 MiB aligned when that
+large (huge pages), the record's few bytes before and after it on the pages around.
+Records received from the network are read straight into one (the data plane places a
+record by its first bytes: ``FrameReader(page_blocks=True)``), and those read in a
+co-located node's LMDB are copied into one when the cache keeps them.  A fault on a
+unit whose record the cache holds so *takes* it out of the cache
+(``ColouredCache.take``: only when no reader holds it) and moves its payload's pages
+into the unit (``Region.adopt``: one ``mremap``, one page-table entry per 2 MiB);
+when the unit is evicted clean its pages move back into the block
+(``Region.give_back``) and the record returns to the cache (not as current if its
+object was invalidated meanwhile).  A write into such a unit keeps the pages for the
+view: the cache no longer has them, so neither it nor another connection sees the
+write before commit.  Why moves: on this VM, mapping the 512 pages of a 2 MiB
+``memfd`` range costs more than a copy (``MAP_POPULATE`` or ``MADV_POPULATE_READ``
+~200 us, or ~140 us of minor faults later; unmapping it ~60 us), against ~100 us for a
+2 MiB ``memcpy`` between warm buffers and ~20 us to move a huge page in or out
+(``mprotect`` and ``mremap``; a fresh 2 MiB block of huge pages filled by ``memcpy``:
+~0.2 ms, of fresh 4 KiB pages: 2-3 ms).  Shared memory gets no huge pages here
+(``shmem_enabled`` is ``never``), so sharing the cache's pages with the view would mean
+4 KiB pages; moving them keeps one owner at a time, and no page is shared across a
+``fork``.
+
+Units read ahead from records in the cache are *armed* rather than installed:
+``Region.arm`` puts their blocks in a table (256 entries per view) that the signal
+handler reads before it takes the GIL; a read of an armed unit moves its pages in
+right there (atomics and one ``mremap``: no Python, no GIL), a write or a failure
+goes to the Python loader, and the loader moves what the handler mapped into its
+books at its next call (``take_mapped``).  Armed units count in the budget (at most
+half of it); they return to the cache when the connection moves to a newer snapshot,
+at abort, savepoint rollback, ``A[...] = x`` and close.
+
 Why in the faulting thread: the loader needs Python, and a numpy inner loop may fault
 while it *holds* the GIL (not every loop releases it).  A separate userfaultfd handler
 thread would wait for the GIL that the blocked faulting thread holds: a deadlock.  In
@@ -68,23 +101,25 @@ copy of its dirty units (at most ``dirty_bytes_max``), and the savepoint's
 faults in again from the chunks the connection rolled back.  When the connection moves
 to a newer snapshot, units read from chunks that changed are dropped and fault again.
 
-Measured here (2 shared cores in a VM, Linux 6.18, load 3-6 from other users,
-``benchmarks/native_bench.py --mib 256 --fault-mib 32``, three runs; noisy to +-30%
-and more): one 2 MiB first touch costs 330-460 us under userfaultfd and 350-600 us
-under mprotect with the chunk in this process's memory, 0.4-0.6 / 0.8-1.5 ms with the
-chunk read by a second client (over the network: a second client in the same process
-cannot open the node's LMDB), and 1.6-2.9 ms into memory the process never touched;
-a unit of unwritten chunks of fill 0 costs 20-35 us.  wendelin.core published 270-290
-us per 2 MiB; the goal of 100 us per 2 MiB is out of reach of any design that copies:
-the copy of the chunk into the unit alone takes 180-300 us in the fault path (a 2
-MiB ``memcpy`` here: 70-110 us from a source in cache, 140-250 us from one in
-memory), then ``mremap`` 15-30 us, ``mprotect`` 3-7 us, the eviction of the oldest
-unit 25-55 us, and the signal, the GIL and the Python loader 75-95 us (timers in the
-C code).  Only mapping the storage's pages themselves would avoid the copy, and a
-chunk's payload is not page-aligned in the node's LMDB.  A full ``numpy.sum`` over a
-view reads at 0.8-1.6x the speed of ``A[...].sum()`` (both bound by the client's read
-path), with peak RSS at the budget; writing back every page at commit runs at
-0.55-0.95x ``A[...] = x; commit()``.
+Measured here (2 shared cores in a VM, Linux 6.18, load 2-4 from other users,
+``benchmarks/native_bench.py --mib 256 --fault-mib 32``, seven runs alternated with the
+copying design before it; noisy to +-30% and more), per 2 MiB of 2 MiB chunks touched
+in random order, the chunks in the client's cache: 72-137 us with room in the budget
+(the design before: 2.2-4.6 ms, its second client reading over the network into
+fresh memory), 97-185 us when each fault also evicts a unit (its pages moved back to
+the cache; before: 0.52-2.0 ms); 4 MiB chunks 44-97 us per 2 MiB.  The parts: the
+move in and the move out ~20 us each (mprotect and mremap, timed in C), the rest the
+signal, the GIL and the Python loader.  wendelin.core published 270-290 us per 2 MiB.
+A chunk read from the co-located LMDB for the first time costs 0.8-1.8 ms (copied into
+a fresh page block for the cache, and checksummed), over the network 2.2-4.2 ms; a
+chunk of a detached array (in process memory: always copied) 0.38-0.74 ms; a unit of
+unwritten chunks of fill 0 18-35 us.  Chunks of 1 MiB and less move as 4 KiB pages and
+cost more per byte (1 MiB: 0.3-0.85 ms per 2 MiB).  A full ``numpy.sum`` over a view
+runs at 1.4-1.7 GB/s, 1.2-2.8x ``A[...].sum()`` (before: 0.45-0.96 GB/s), units read
+ahead armed so that most faults never reach Python, with peak RSS 62-68 MiB for a 64 MiB
+budget; writing back every page at commit runs at 0.68-0.97x ``A[...] = x; commit()``.
+A co-located client's RSS also counts the node's LMDB pages it reads in place (file
+pages, shared with the page cache).
 
 Limits: Linux only (x86-64 tells reads from writes in one fault; elsewhere a write into
 a clean page faults twice); a window must fit the address space (``address_bytes_max``,

@@ -23,7 +23,13 @@ from ..array.chunks import decode_chunk_into
 from ..array.errors import ArrayValueError
 from ..client import colours
 
+try:
+    from .._vmem import Block
+except ImportError:         # no native extension: no view is opened anyway
+    Block = None
+
 READAHEAD_UNITS_MAX = 8
+ARMED_UNITS_MAX = 256       # the C side's table
 # blocks of touched memory a view keeps for its installs (evicted units' pages, and
 # blocks touched ahead by a background thread): at most this many, and a quarter of
 # the budget (the C side holds 8 at most)
@@ -38,10 +44,20 @@ class Unit:
     whether it is dirty (writable, written since its last write-back), and whether it
     maps the shared zero page (its pages are not worth keeping when it goes)."""
 
-    __slots__ = ("deps", "dirty", "zero")
+    __slots__ = ("deps", "dirty", "lent", "zero")
 
     def __init__(self, deps):
         self.deps, self.dirty, self.zero = deps, False, False
+        self.lent = None        # a page block's record whose pages the unit holds
+
+
+class _Armed:
+    """A unit read ahead whose cached record was armed for the fault handler."""
+
+    __slots__ = ("lent",)
+
+    def __init__(self, lent):
+        self.lent = lent
 
 
 class DirtyBoundError(ArrayValueError):
@@ -60,6 +76,12 @@ class MappedView:
         self.dirty_bytes = 0
         self.faults = self.loads = self.evictions = self.write_backs = 0
         self.zero_loads = 0                     # loads that mapped the shared zero page
+        self.adoptions = 0                      # loads that moved a cached block's pages in
+        self.fast_loads = 0                     # armed units the fault handler mapped
+        # units read ahead from cached records, armed for the fault handler (see
+        # _adopt): counted in the budget, at most half of it
+        self.armed: collections.OrderedDict[int, Unit] = collections.OrderedDict()
+        self._armed_max = min(ARMED_UNITS_MAX, self.budget_bytes // 2 // window.unit_bytes)
         self._lock = threading.RLock()     # a write-back may fault in a unit next door
         self._fill_units: dict[int, bytes] = {}
         self._hooked = None                     # the transaction holding our commit hook
@@ -102,6 +124,9 @@ class MappedView:
         unit = offset // self.window.unit_bytes
         with self._lock:
             self.faults += 1
+            self._sync_armed()
+            if unit in self.armed:      # a write, or the handler could not map it
+                self._unarm(unit)
             state = self.units.get(unit)
             if state is None:
                 self._load(unit, is_write == 1 and self.writable)
@@ -114,8 +139,8 @@ class MappedView:
             # else another thread put the unit in while this one waited for the lock
             self.units.move_to_end(unit)
             self._evict_over_budget(unit)
-            if self.loads > self.zero_loads and (
-                    len(self.units) + self.region.pooled) * self.window.unit_bytes < self.budget_bytes:
+            if self.loads > self.zero_loads + self.adoptions and (
+                    len(self.units) + len(self.armed) + self.region.pooled) * self.window.unit_bytes < self.budget_bytes:
                 self._refill()      # not before the view holds data: zero pages cost nothing
 
     def _refill(self):
@@ -125,7 +150,7 @@ class MappedView:
         bound.  Once the budget is full (a scan's steady state), evicted units' pages
         refill the pool instead."""
         size = self.window.unit_bytes
-        room = (self.budget_bytes - len(self.units) * size) // size
+        room = (self.budget_bytes - (len(self.units) + len(self.armed)) * size) // size
         blocks = min(self._pool_blocks, room)
         if blocks <= self.region.pooled or (
                 self._prefilling is not None and not self._prefilling.done()):
@@ -141,6 +166,7 @@ class MappedView:
             self._write_back()      # early write into the transaction, as A[...] = v would
         self.region.protect(unit * size, size, True)
         state.dirty, state.zero = True, False
+        state.lent = None       # written: the pages are the view's (the block is freed)
         self.dirty_bytes += size
         self._hook()
 
@@ -148,7 +174,7 @@ class MappedView:
         w = self.window
         if w.slab:
             units = [unit] + [u for u in range(unit + 1, min(unit + 1 + self._readahead(unit), w.units))
-                              if u not in self.units]
+                              if u not in self.units and u not in self.armed]
             self._evict_over_budget(unit, len(units) * w.unit_bytes)     # room first
             self._load_slabs(units, writable)
         else:
@@ -166,7 +192,7 @@ class MappedView:
         found = [(u, w.slab_key(u)) for u in units]
         found = [(u, key, tree.get(key)) for u, key in found]
         stored = [(u, chunk) for u, _, chunk in found if chunk is not None]
-        done = self._install_in_place(stored, units[0] if writable else -1) if stored else set()
+        done = self._install_in_place(stored, units[0] if writable else -1, units[0]) if stored else {}
         rest = [(u, chunk) for u, chunk in stored if u not in done]
         payloads = _fetch([c for _, c in rest], array.colour) if rest else []
         data = dict(zip((u for u, _ in rest), payloads))
@@ -181,36 +207,106 @@ class MappedView:
                     u * w.unit_bytes, w.unit_bytes,
                     functools.partial(decode_chunk_into, data[u], array._codec_obj()),
                     writable and u == units[0])
+            lent = done.get(u)
+            if type(lent) is _Armed:        # read ahead: mapped by the handler when read
+                state = self.armed[u] = Unit([(key, chunk)])
+                state.lent = lent.lent
+                continue
             state = self.units[u] = Unit([(key, chunk)])
             state.zero = zero
+            state.lent = lent
             self.loads += 1
 
-    def _install_in_place(self, stored, writable_unit):
-        """Install the raw chunks of ``stored`` (``(unit, Chunk)``) straight from the
-        storage's pages where the connection reads records in place (a co-located
-        storage node's LMDB): one copy, from the page cache into the unit; records read
-        from the network are taken where they were received (``align=None``: no copy
-        to align the payload, which is copied into the unit anyway).  Return the units
-        done; the others go through the fetcher."""
+    def _install_in_place(self, stored, writable_unit, first_unit):
+        """Install the raw chunks of ``stored`` (``(unit, Chunk)``) without going through
+        the fetcher, where the connection reads a snapshot of a storage with
+        ``read_views`` (a :class:`~neoarray.client.NeoStorage`).
+
+        A record the client cache holds in a page block (``neoarray._vmem.Block``: its
+        payload on pages of its own) is *taken* from the cache and its pages moved into
+        the unit (``Region.adopt``: no copy); they go back to the block, and the block
+        to the cache, when the unit is evicted clean (:meth:`_drop`).  Other records
+        are read in place: a co-located node's LMDB pages, copied once into the unit
+        (or, when the colour keeps local copies, once into a page block of the cache,
+        which is then moved in), and records received from the network copied from
+        where they were received (``align=None``: no copy to align them first).
+        Return ``{unit: lent}`` of the units done (``lent``: what :meth:`_drop` needs
+        to give the pages back, or None; an ``_Armed`` for a unit read ahead of
+        ``first_unit`` whose block was armed for the fault handler instead, which maps
+        it without Python when it is read); the others go through the fetcher."""
         array, size = self.array, self.window.unit_bytes
         if array.codec is not None:
-            return set()
+            return {}
         ghosts = [(u, c) for u, c in stored if fetch._is_loadable_ghost(c)]
         source = fetch.view_source(array._p_jar) if ghosts else None
         if source is None:
-            return set()
+            return {}
         _jar, read_views, before = source
-        done = set()
+        storage = getattr(read_views, "__self__", None)
+        take = getattr(storage, "take_record", None)
+        done = {}
+        if take is not None and Block is not None:
+            with colours.reading_as(array.colour):
+                colour = colours.current()
+            for u, chunk in ghosts:
+                lent = self._adopt(storage, colour, chunk._p_oid, before, u, u == writable_unit,
+                                   arm=u != first_unit)
+                if lent is not False:
+                    done[u] = lent
+            ghosts = [(u, c) for u, c in ghosts if u not in done]
+            if not ghosts:
+                return done
+        blocks = []
         with colours.reading_as(array.colour), read_views(
                 [c._p_oid for _, c in ghosts], before, align=None) as views:
             for u, chunk in ghosts:
                 hit = views.get(chunk._p_oid)
+                if take is not None and hit is not None and _block_of(hit[0]) is not None:
+                    blocks.append((u, chunk))       # in the cache now: moved in below
+                    del hit                         # (only the cache may hold it then)
+                    continue
                 view = None if hit is None else fetch.payload_view(hit[0])
                 if view is not None and len(view) == size:
                     self.region.install(u * size, view, u == writable_unit, POPULATE_SOURCE)
-                    done.add(u)
+                    done[u] = None
                 del view, hit
+            del views
+        for u, chunk in blocks:
+            lent = self._adopt(storage, colour, chunk._p_oid, before, u, u == writable_unit,
+                               arm=u != first_unit)
+            if lent is not False:
+                done[u] = lent
         return done
+
+    def _adopt(self, storage, colour, oid, before, unit, writable, arm=False):
+        """Move the cached page block of ``oid`` into ``unit``: the lent record
+        (what :meth:`_drop` gives back), None if the unit was installed by a copy
+        (the block could not move), or False if the cache has no such block.  ``arm``
+        (a unit read ahead): arm it for the fault handler instead while the table of
+        armed units has room (an ``_Armed``)."""
+        size = self.window.unit_bytes
+        got = storage.take_record(oid, before, colour, _movable(size))
+        if got is None:
+            return False
+        record, serial, next_serial, token = got
+        block = record.obj
+        record.release()        # the cache's view: the block moves if nothing else holds one
+        del record
+        lent = (storage, oid, block, serial, next_serial, token, colour)
+        if arm and self._armed_max:
+            if len(self.armed) >= self._armed_max:
+                self._unarm(next(iter(self.armed)))     # the oldest armed unit
+            if self.region.arm(unit * size, block):
+                return _Armed(lent)
+        if self.region.adopt(unit * size, block, writable):
+            self.adoptions += 1
+            return lent
+        record = memoryview(block).toreadonly()
+        view = fetch.payload_view(record)
+        self.region.install(unit * size, view, writable, POPULATE_SOURCE)
+        del view
+        storage.give_back_record(oid, record, serial, next_serial, token, colour)
+        return None
 
     def _load_boxes(self, unit, writable):
         array, w, tree = self.array, self.window, self.array._tree
@@ -252,12 +348,21 @@ class MappedView:
         return False
 
     def _evict_over_budget(self, keep, incoming_bytes=0):
-        """Give back the oldest clean units (but ``keep``) until the resident ones and
-        ``incoming_bytes`` fit the budget."""
+        """Give back the oldest clean units (but ``keep``) until the resident ones, the
+        armed ones and ``incoming_bytes`` fit the budget (armed units go first, back
+        to the cache)."""
         size = self.window.unit_bytes
-        resident = len(self.units) * size + incoming_bytes
+        resident = (len(self.units) + len(self.armed)) * size + incoming_bytes
+        if resident + self.region.pooled * size > self.budget_bytes:
+            # pooled blocks fit beside the units or go (units moved in need none)
+            self.region.trim_pool(max(0, self.budget_bytes - resident) // size)
         if resident <= self.budget_bytes:
             return
+        while self.armed and resident > self.budget_bytes:
+            unit = next(iter(self.armed))
+            self._unarm(unit)
+            if unit not in self.units:      # (else the handler had mapped it: resident)
+                resident -= size
         # the oldest units only (not a copy of all of them at every fault): enough to
         # skip the dirty ones and ``keep``
         over = -(-(resident - self.budget_bytes) // size)
@@ -277,9 +382,47 @@ class MappedView:
         size = self.window.unit_bytes
         if state.dirty:
             self.dirty_bytes -= size
+        if state.lent is not None:
+            # the pages of a cached record: back to their block, and it to the cache
+            if self.region.give_back(unit * size, state.lent[2]):
+                self._return_record(state)
+            state.lent = None
+            return
         # keep the pages for the next install (warm memory): the pool's bound at most
         recycle = not state.zero and self.region.pooled < self._pool_blocks
         self.region.evict(unit * size, size, recycle)
+
+    def _return_record(self, state):
+        """Give a lent record (its block at home) back to the cache."""
+        storage, oid, block, serial, next_serial, token, colour = state.lent
+        state.lent = None
+        storage.give_back_record(oid, memoryview(block).toreadonly(), serial, next_serial,
+                                 token, colour)
+
+    def _sync_armed(self):
+        """Armed units the fault handler mapped since the last look become resident."""
+        if not self.armed:
+            return
+        size = self.window.unit_bytes
+        for offset, _block, _mapped in self.region.take_mapped():
+            unit = offset // size
+            self.units[unit] = self.armed.pop(unit)
+            self.fast_loads += 1
+
+    def _unarm(self, unit):
+        """Take ``unit`` out of the table of armed units: resident if the handler mapped
+        it meanwhile, else its record goes back to the cache."""
+        state = self.armed.pop(unit)
+        got = self.region.disarm(unit * self.window.unit_bytes)
+        if got is not None and got[2]:
+            self.units[unit] = state
+            self.fast_loads += 1
+        elif got is not None:
+            self._return_record(state)
+
+    def _unarm_all(self):
+        for unit in list(self.armed):
+            self._unarm(unit)
 
     # ------------------------------------------------------------------ writes
 
@@ -301,6 +444,8 @@ class MappedView:
         with self._lock:
             if self.region.closed:
                 return
+            self._sync_armed()
+            self._unarm_all()
             for unit, state in list(self.units.items()):
                 if not state.dirty and any(k == key for k, _ in state.deps):
                     self._drop(unit)
@@ -375,6 +520,8 @@ class MappedView:
         with self._lock:
             if self.region.closed:
                 return
+            self._sync_armed()
+            self._unarm_all()
             for unit in list(self.units):
                 self._drop(unit)
             self.written = set()
@@ -405,6 +552,9 @@ class MappedView:
             self._hooked = self._joined = None
             if self.region.closed:
                 return
+            self._sync_armed()
+            if txn.status is not Status.COMMITTED:
+                self._unarm_all()
             if txn.status is Status.COMMITTED:
                 self.written.clear()
                 return
@@ -419,6 +569,8 @@ class MappedView:
         with self._lock:
             if self.region.closed:
                 return
+            self._sync_armed()
+            self._unarm_all()       # armed records are of the snapshot left behind
             tree = self.array._tree
             for unit, state in list(self.units.items()):
                 if state.dirty:
@@ -439,6 +591,10 @@ class MappedView:
         if self.writable:
             self.flush()
         with self._lock:
+            self._sync_armed()
+            self._unarm_all()
+            for unit in [u for u, state in self.units.items() if state.lent is not None]:
+                self._drop(unit)        # cached records' pages back to the cache
             self.units.clear()
             self._bytes = None
             self.region.close()
@@ -447,7 +603,12 @@ class MappedView:
 
     def stats(self):
         """Counters: faults, loads, evictions, write-backs, resident and dirty bytes."""
+        with self._lock:
+            self._sync_armed()
         return {"faults": self.faults, "loads": self.loads, "evictions": self.evictions,
+                "adoptions": self.adoptions, "fast_loads": self.fast_loads,
+                "armed": len(self.armed),
+                "pooled_bytes": 0 if self.region.closed else self.region.pooled * self.window.unit_bytes,
                 "write_backs": self.write_backs, "dirty_bytes": self.dirty_bytes,
                 "resident_bytes": len(self.units) * self.window.unit_bytes,
                 "unit_bytes": self.window.unit_bytes}
@@ -545,3 +706,16 @@ def _watch(jar, view):
         storage._neoarray_views = views
     views.add(view)
 
+
+
+def _block_of(record):
+    """The page block under ``record`` (a memoryview of a ``Block``), or None."""
+    return record.obj if isinstance(record, memoryview) and type(record.obj) is Block else None
+
+
+def _movable(unit_bytes):
+    """Whether a cached record is a page block whose payload is one unit."""
+    def movable(record):
+        block = _block_of(record)
+        return block is not None and block.payload_bytes == unit_bytes and not block.lent
+    return movable

@@ -259,3 +259,30 @@ def test_aliases_share_a_colour():
     assert cache.stats()["colours"]["all"]["hits"] == 1
     with pytest.raises(CacheConfigError, match="alias 'x' -> 'nowhere'"):
         ColouredCache(1000, aliases={"x": "nowhere"})
+
+
+def test_take_removes_the_revision_unless_another_holder_uses_it():
+    """A mapped view takes a record out of the cache (to move its pages) and puts it back
+    with the token: only when nothing else holds it, and not as current once invalidated."""
+    cache = ColouredCache(10_000, [("only", 1, "lru")], default_colour="only")
+    record = bytearray(b"x" * 100)
+    cache.put(p64(1), record, p64(1), None)
+    del record
+
+    def take_while_held():
+        held = cache.get(p64(1), p64(5))[0]         # a reader still uses it
+        got = cache.take(p64(1), p64(5))
+        return got is None and held is not None
+    assert take_while_held()
+    refused = cache.take(p64(1), p64(5), movable=lambda data: False)
+    assert refused is None
+    data, serial, next_serial, token = cache.take(p64(1), p64(5))
+    assert (bytes(data), serial, next_serial) == (b"x" * 100, p64(1), None)
+    assert cache.get(p64(1), p64(5)) is None and cache.bytes == 0
+    cache.put(p64(1), data, serial, next_serial, token)        # given back
+    assert cache.get(p64(1), p64(5))[0] is data
+    del data
+    data, serial, next_serial, token = cache.take(p64(1), p64(5))
+    cache.invalidate([p64(1)], p64(3))          # a newer revision meanwhile
+    cache.put(p64(1), data, serial, next_serial, token)
+    assert cache.get(p64(1), p64(5)) is None and cache.bytes == 0

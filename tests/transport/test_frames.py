@@ -118,3 +118,35 @@ def test_hello_of_another_version_or_method_table_is_refused():
         frames.parse_hello(msgpack.packb({"v": 1, "cluster": "c", "token": "", "methods": "x"}))
     with pytest.raises(RequestRefused, match="undecodable"):
         frames.parse_hello(b"\xc1garbage")
+
+
+@pytest.mark.skipif(conn.Block is None, reason="no native extension")
+def test_a_client_reads_chunk_records_of_whole_pages_into_page_blocks():
+    """The payload of a chunk record of whole pages lands on pages of its own (a mapped
+    view moves them without copying); any other segment reads back as before."""
+    import pickle
+
+    import numpy as np
+
+    from neoarray.array.chunks import Chunk
+    from neoarray.payload import payload_view
+    payload = np.arange(1 << 15, dtype=np.float64).tobytes()      # 256 KiB
+    record = pickle.dumps(Chunk, 3) + pickle.dumps(payload, 3)
+    assert payload_view(record) is not None
+    odd = pickle.dumps(Chunk, 3) + pickle.dumps(payload + b"x", 3)    # not whole pages
+    other = bytes(range(256)) * 512                                  # not a record
+    frame = frames.Frame(frames.REPLY, 7, 0, b"body", [record, odd, other])
+    a, b = _pair()
+    writer = threading.Thread(target=conn.write_frame, args=(a, frame))
+    writer.start()
+    try:
+        got = conn.FrameReader(b, page_blocks=True).read(LIMIT, 5.0, 5.0)
+    finally:
+        writer.join()
+        a.close()
+        b.close()
+    assert [bytes(s) for s in got.segments] == [record, odd, other]
+    block = got.segments[0].obj
+    assert type(block) is conn.Block and block.address % conn.PAGE_BYTES == 0
+    assert bytes(payload_view(got.segments[0])) == payload and block.payload_bytes == len(payload)
+    assert all(type(getattr(s, "obj", None)) is not conn.Block for s in got.segments[1:])
