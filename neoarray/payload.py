@@ -72,8 +72,9 @@ def record_class(record):
     return _class_pickle(record)[1]
 
 
-def _bytes_span(record, pos):
-    """``(start, stop)`` of the payload of a state pickle made of one bytes opcode."""
+def _opcode_span(record, pos):
+    """``(start, stop)`` of the bytes of the bytes opcode at ``pos`` (after a PROTO and a
+    FRAME opcode, if any), or None when there is none there."""
     if record[pos] == _PROTO:
         pos += 2
     if record[pos] == _FRAME:
@@ -82,7 +83,15 @@ def _bytes_span(record, pos):
     if length is None:
         return None
     start = pos + 1 + length.size
-    stop = start + length.unpack_from(record, pos + 1)[0]
+    return start, start + length.unpack_from(record, pos + 1)[0]
+
+
+def _bytes_span(record, pos):
+    """``(start, stop)`` of the payload of a state pickle made of one bytes opcode."""
+    span = _opcode_span(record, pos)
+    if span is None:
+        return None
+    start, stop = span
     tail = stop
     if tail < len(record) and record[tail] in _MEMO_ARG_BYTES:
         tail += 1 + _MEMO_ARG_BYTES[record[tail]]
@@ -113,17 +122,12 @@ def head_payload_span(head, record_bytes):
     if pos is None:
         return None
     try:
-        if head[pos] == _PROTO:
-            pos += 2
-        if head[pos] == _FRAME:
-            pos += 9
-        length = _BYTES_OPCODES.get(head[pos])
-        if length is None:
-            return None
-        start = pos + 1 + length.size
-        stop = start + length.unpack_from(head, pos + 1)[0]
+        span = _opcode_span(head, pos)
     except (IndexError, struct.error):
         return None
+    if span is None:
+        return None
+    start, stop = span
     # after the payload: at most a memo opcode (5 bytes) and STOP
     return (start, stop) if 0 < record_bytes - stop <= 6 else None
 
