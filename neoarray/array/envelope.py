@@ -127,8 +127,10 @@ def keep_overview(array) -> int:
         for i in range(z - a):
             ov.set_extremes(a + i, mins[i], maxs[i])
     cut = [(key, array._tree[key]) for key in array._tree.keys(min=(length // size,))]
-    for (k,), block in array._map_arrays(cut, lambda key, block: block.copy()):
-        ov.chunk_written(k, block)          # the whole chunk, beyond the array's end too
+    def extremes(key, block):           # the whole chunk, beyond the array's end too
+        return np.minimum.reduce(block, axis=None), np.maximum.reduce(block, axis=None)
+    for (k,), (lo, hi) in array._map_arrays(cut, extremes):
+        ov.set_extremes(k, lo, hi)
     array._overview = ov
     return len(keys)
 
