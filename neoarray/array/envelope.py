@@ -124,8 +124,7 @@ def keep_overview(array) -> int:
     inside = [k for k in keys if (k + 1) * size <= length]     # chunks wholly in bounds
     for a, z in _runs(inside, envelopes.BUCKETS_MAX):           # reduced on the nodes
         _, mins, maxs = envelope(array, a * size, z * size, z - a)
-        for i in range(z - a):
-            ov.set_extremes(a + i, mins[i], maxs[i])
+        ov.set_run(a, mins, maxs)
     cut = [(key, array._tree[key]) for key in array._tree.keys(min=(length // size,))]
     def extremes(key, block):           # the whole chunk, beyond the array's end too
         return np.minimum.reduce(block, axis=None), np.maximum.reduce(block, axis=None)

@@ -92,6 +92,14 @@ class OverviewPage(persistent.Persistent):
             self.stale[i] = False
         self._p_changed = True
 
+    def set_range(self, i: int, lows: np.ndarray, highs: np.ndarray) -> None:
+        """Entries ``i .. i + len(lows) - 1`` at once."""
+        end = i + len(lows)
+        self.mins[i:end], self.maxs[i:end] = lows, highs
+        if self.stale is not None:
+            self.stale[i:end] = False
+        self._p_changed = True
+
     def extremes(self) -> tuple:
         """The minimum and maximum of the page's entries (NaN propagates)."""
         return np.minimum.reduce(self.mins), np.maximum.reduce(self.maxs)
@@ -203,6 +211,22 @@ class Overview(persistent.Persistent):
         page = self._page(p)
         page.set(k % PAGE_ENTRIES, lo, hi)
         self._tops[p // PAGE_ENTRIES].set(p % PAGE_ENTRIES, *page.extremes())
+
+    def set_run(self, first: int, lows, highs) -> None:
+        """Chunks ``first .. first + len(lows) - 1`` range from ``lows[i]`` to
+        ``highs[i]``: each page they fall in is written once, and its top entry once
+        (``set_extremes`` per chunk would reduce the page again at every chunk)."""
+        lows, highs = np.asarray(lows, dtype=self.dtype), np.asarray(highs, dtype=self.dtype)
+        if lows.shape != highs.shape or lows.ndim != 1:
+            raise ValueError(f"set_run takes two 1-d runs of one length, not {lows.shape} and {highs.shape}")
+        k, end = first, first + len(lows)
+        while k < end:
+            p = k // PAGE_ENTRIES
+            stop = min(end, (p + 1) * PAGE_ENTRIES)
+            page = self._page(p)
+            page.set_range(k % PAGE_ENTRIES, lows[k - first:stop - first], highs[k - first:stop - first])
+            self._tops[p // PAGE_ENTRIES].set(p % PAGE_ENTRIES, *page.extremes())
+            k = stop
 
     # -- reads --------------------------------------------------------------------------
     def extremes(self, a: int, b: int) -> tuple:

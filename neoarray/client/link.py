@@ -40,6 +40,13 @@ READABLE = (cpb.UP_TO_DATE, cpb.FEEDING)
 SUSPECT_S = 5.0            # a storage that failed a commit is left out of new ones this long
 
 
+def _readable_rows(info, running: set[int]) -> tuple[tuple[int, ...], ...]:
+    """Per partition, the nodes of ``info``'s table whose cell is readable and that
+    are running: computed once per cluster info, read by every load."""
+    return tuple(tuple(c.node_id for c in row.cells if c.state in READABLE and c.node_id in running)
+                 for row in info.pt.rows)
+
+
 class ClusterLink:
     def __init__(self, master: str, cluster: str, on_invalidation, on_reconnect,
                  rpc_timeout_s: float = 30.0, connect_timeout_s: float = 30.0,
@@ -68,6 +75,7 @@ class ClusterLink:
         self.addresses: dict[int, str] = {}            # storage node -> its gRPC address
         self.data_addresses: dict[int, str] = {}       # storage node -> its data plane
         self.running: set[int] = set()
+        self._readable_rows: tuple[tuple[int, ...], ...] = ()   # partition -> readable running cells
         self.stubs: dict[str, object] = {}             # storage address -> stub
         self.channels: dict[str, object] = {}          # storage address -> its channel
         self.framed_nodes: set[int] = set()
@@ -222,6 +230,7 @@ class ClusterLink:
             self.framed_nodes = {n.node_id for n in info.nodes if n.type == cpb.STORAGE and n.data_address}
             self.running = {n.node_id for n in info.nodes
                             if n.type == cpb.STORAGE and n.state == cpb.RUNNING}
+            self._readable_rows = _readable_rows(info, self.running)
             self.info = info
             self.master_addresses = learn_masters(self.master_addresses, info.nodes, cpb.MASTER)
             gone = [a for a in self.channels if a not in self.data_addresses.values()]
@@ -258,12 +267,12 @@ class ClusterLink:
 
     def readable(self, partition: int) -> list[int]:
         """Readable cells of ``partition`` on running nodes, rotated to spread load."""
-        row = self.info.pt.rows[partition].cells if self.info and self.info.pt.rows else ()
-        nodes = [c.node_id for c in row if c.state in READABLE and c.node_id in self.running]
+        rows = self._readable_rows
+        nodes = rows[partition] if partition < len(rows) else []
         if len(nodes) > 1:
             k = next(self._rr) % len(nodes)
-            nodes = nodes[k:] + nodes[:k]
-        return nodes
+            return [*nodes[k:], *nodes[:k]]
+        return list(nodes)
 
     def writable(self, partition: int, suspects: bool = False) -> list[int]:
         """Cells of ``partition`` that take writes, on running nodes; nodes that
