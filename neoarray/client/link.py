@@ -40,12 +40,6 @@ READABLE = (cpb.UP_TO_DATE, cpb.FEEDING)
 SUSPECT_S = 5.0            # a storage that failed a commit is left out of new ones this long
 
 
-def _readable_rows(info, running: set[int]) -> tuple[tuple[int, ...], ...]:
-    """Per partition, the nodes of ``info``'s table whose cell is readable and that
-    are running: computed once per cluster info, read by every load."""
-    return tuple(tuple(c.node_id for c in row.cells if c.state in READABLE and c.node_id in running)
-                 for row in info.pt.rows)
-
 
 class ClusterLink:
     def __init__(self, master: str, cluster: str, on_invalidation, on_reconnect,
@@ -75,7 +69,7 @@ class ClusterLink:
         self.addresses: dict[int, str] = {}            # storage node -> its gRPC address
         self.data_addresses: dict[int, str] = {}       # storage node -> its data plane
         self.running: set[int] = set()
-        self._readable_rows: tuple[tuple[int, ...], ...] = ()   # partition -> readable running cells
+        self._readable_rows: dict[int, tuple[int, ...]] = {}    # partition -> its readable running cells
         self.stubs: dict[str, object] = {}             # storage address -> stub
         self.channels: dict[str, object] = {}          # storage address -> its channel
         self.framed_nodes: set[int] = set()
@@ -230,8 +224,9 @@ class ClusterLink:
             self.framed_nodes = {n.node_id for n in info.nodes if n.type == cpb.STORAGE and n.data_address}
             self.running = {n.node_id for n in info.nodes
                             if n.type == cpb.STORAGE and n.state == cpb.RUNNING}
-            self._readable_rows = _readable_rows(info, self.running)
             self.info = info
+            # after info and running: a row made from an older view lands in the old dict
+            self._readable_rows = {}        # made again row by row, as loads ask
             self.master_addresses = learn_masters(self.master_addresses, info.nodes, cpb.MASTER)
             gone = [a for a in self.channels if a not in self.data_addresses.values()]
             for address in gone:        # a node restarted on another data port, or left
@@ -268,7 +263,12 @@ class ClusterLink:
     def readable(self, partition: int) -> list[int]:
         """Readable cells of ``partition`` on running nodes, rotated to spread load."""
         rows = self._readable_rows
-        nodes = rows[partition] if partition < len(rows) else []
+        nodes = rows.get(partition)
+        if nodes is None:           # once per partition and cluster view, not per load
+            info, running = self.info, self.running
+            row = info.pt.rows[partition].cells if info and partition < len(info.pt.rows) else ()
+            nodes = rows[partition] = tuple(c.node_id for c in row
+                                            if c.state in READABLE and c.node_id in running)
         if len(nodes) > 1:
             k = next(self._rr) % len(nodes)
             return [*nodes[k:], *nodes[:k]]
