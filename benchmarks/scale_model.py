@@ -9,8 +9,9 @@ Three parts, one JSON line per figure (``{"bench": "scale_model", "part", "parti
                 ``create``; the cluster view every subscriber is sent (``ClusterInfo``
                 bytes, its parse by a client); the persisted document (msgpack bytes,
                 packing); the master's work per storage heartbeat (catch-up tasks and
-                fed cells: ``replication_report`` scans every partition); per
-                published commit (``CatchUp.committed``); one lost node (cells that go
+                fed cells: ``replication_report``), and the build of the cell index
+                it reads (once; then kept cell by cell); per published commit
+                (``CatchUp.committed``); one lost node (cells that go
                 OUT_OF_DATE, time); ``neoctl tweak`` after a node joins (plan time,
                 cells moved).
 ``records``     per chunk of a 1-d array: the bytes of its entry in the array's chunk
@@ -100,6 +101,11 @@ def table_figures(partitions: int, nodes: int, repeat: int) -> list[dict]:
     out.append(_line("table", "persisted_bytes", len(doc), "bytes", **where))
     out.append(_line("table", "persist_pack", doc_s, "s", **where))
 
+    def rebuild():
+        pt._indexed = False
+        return pt.cells()
+    index_s, _ = _timed(rebuild, repeat)
+    out.append(_line("table", "cell_index_rebuild", index_s, "s", **where))
     catchup = CatchUp()
     beat_s, _ = _timed(lambda: (catchup.tasks(pt, ids[0], running, TID), pt.fed(running)), repeat)
     out.append(_line("table", "heartbeat_scan", beat_s, "s", **where))
@@ -108,8 +114,12 @@ def table_figures(partitions: int, nodes: int, repeat: int) -> list[dict]:
     commit_s, _ = _timed(lambda: catchup.committed(pt, running, TID, pt.ptid, lambda: {7}, storages), repeat)
     out.append(_line("table", "commit_check", commit_s, "s", **where))
 
+    copies = [PartitionTable.from_doc(pt.to_doc()) for _ in range(repeat)]
+    for copy in copies:
+        copy.cells()                        # as the master's table: indexed since its first heartbeat
+
     def lose():
-        lost = PartitionTable.from_doc(pt.to_doc())
+        lost = copies.pop()
         lost.node_lost(ids[0], running)
         return sum(1 for row in lost.rows if row.get(ids[0]) == OUT_OF_DATE)
     lose_s, went = _timed(lose, repeat)

@@ -6,6 +6,7 @@ handed out twice, even across a ``kill -9`` of the master.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 from neoarray.ids import MAX_TID, next_tid, p64, u64
@@ -81,6 +82,9 @@ class PartitionTable:
     # (node, partition) -> ptid at which tweak created the cell: a transaction whose
     # client view is older may have skipped it (``master/replication.py``)
     added: dict[tuple[int, int], int] = field(default_factory=dict)
+    # state -> node -> its partitions in that state (``cells``), once built
+    _index: dict = field(default_factory=dict, repr=False, compare=False)
+    _indexed: bool = field(default=False, repr=False, compare=False)
 
     @classmethod
     def create(cls, partitions: int, replicas: int, nodes: list[int]) -> "PartitionTable":
@@ -92,8 +96,39 @@ class PartitionTable:
                 for p in range(partitions)]
         return cls(partitions, replicas, rows, ptid=1)
 
+    def cells(self) -> dict[str, dict[int, list[int]]]:
+        """Cell state -> node -> its partitions in that state (ascending).  Built once,
+        then kept by ``set_cell``, ``remove`` and ``set_rows``, through which every
+        change of a cell goes (``tests/master/test_table_index.py`` checks both);
+        heartbeats, commits and verdicts read it instead of scanning every
+        partition (0.4 s a heartbeat at 120,000 partitions: ``docs/scale.md``).
+        Read-only for callers."""
+        if not self._indexed:
+            self._index = {}
+            for p, row in enumerate(self.rows):
+                for n, s in row.items():
+                    self._index.setdefault(s, {}).setdefault(n, []).append(p)
+            self._indexed = True
+        return self._index
+
+    def _index_add(self, state: str, node: int, p: int) -> None:
+        bisect.insort(self._index.setdefault(state, {}).setdefault(node, []), p)
+
+    def _index_drop(self, state: str, node: int, p: int) -> None:
+        by_node = self._index[state]
+        ps = by_node[node]
+        del ps[bisect.bisect_left(ps, p)]
+        if not ps:
+            del by_node[node]
+            if not by_node:
+                del self._index[state]
+
+    def cells_of(self, node: int, state: str) -> list[int]:
+        """The partitions where ``node`` has a cell in ``state`` (a new list)."""
+        return list(self.cells().get(state, {}).get(node, ()))
+
     def nodes(self) -> set[int]:
-        return {n for row in self.rows for n in row}
+        return {n for by_node in self.cells().values() for n in by_node}
 
     def readable(self, p: int, running: set[int]) -> list[int]:
         return [n for n, s in self.rows[p].items() if s in READABLE and n in running]
@@ -109,20 +144,34 @@ class PartitionTable:
         (FEEDING ones, which were leaving, are dropped)."""
         changed = False
         alive = running - {node}
-        for p, row in enumerate(self.rows):
-            if row.get(node) in READABLE and self.readable(p, alive):
+        index = self.cells()
+        for p in sorted(p for s in READABLE for p in index.get(s, {}).get(node, ())):
+            row = self.rows[p]
+            if self.readable(p, alive):
                 if row[node] == FEEDING:
                     self.remove(node, p)
                 else:
-                    row[node] = OUT_OF_DATE
+                    self.set_cell(p, node, OUT_OF_DATE)
                 changed = True
         if changed:
             self.ptid += 1
         return changed
 
+    def set_cell(self, p: int, node: int, state: str) -> None:
+        """The cell of ``node`` in partition ``p`` is now ``state`` (the caller
+        increases the ptid once its change is whole)."""
+        old = self.rows[p].get(node)
+        self.rows[p][node] = state
+        if self._indexed:
+            if old is not None:
+                self._index_drop(old, node, p)
+            self._index_add(state, node, p)
+
     def remove(self, node: int, p: int) -> None:
-        del self.rows[p][node]
+        state = self.rows[p].pop(node)
         self.added.pop((node, p), None)
+        if self._indexed:
+            self._index_drop(state, node, p)
 
     def set_rows(self, rows: list[dict[int, str]]) -> None:
         """Replace the rows (a tweak); new cells are remembered in ``added``."""
@@ -133,11 +182,13 @@ class PartitionTable:
             for n in new.keys() - old.keys():
                 self.added[(n, p)] = self.ptid
         self.rows = rows
+        self._indexed = False
 
     def fed(self, running: set[int]) -> list[tuple[int, int]]:
         """FEEDING cells whose replacement is done: their partition has an UP_TO_DATE
         cell on a running node and no OUT_OF_DATE cell."""
-        return [(n, p) for p, row in enumerate(self.rows)
+        feeding = sorted({p for ps in self.cells().get(FEEDING, {}).values() for p in ps})
+        return [(n, p) for p in feeding for row in (self.rows[p],)
                 if OUT_OF_DATE not in row.values()
                 and any(s == UP_TO_DATE and m in running for m, s in row.items())
                 for n, s in sorted(row.items()) if s == FEEDING]

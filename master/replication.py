@@ -50,7 +50,7 @@ class CatchUp:
 
     @staticmethod
     def out_of_date(pt, node: int) -> list[int]:
-        return [p for p, row in enumerate(pt.rows) if row.get(node) == OUT_OF_DATE]
+        return pt.cells_of(node, OUT_OF_DATE)
 
     def node_returned(self, pt, node: int, last_committed: bytes) -> bool:
         """``node`` is writable again; True (ptid increased) when it has cells to copy."""
@@ -108,7 +108,7 @@ class CatchUp:
             if state == FEEDING:        # it was leaving: it goes now
                 pt.remove(node, p)
                 return True
-            row[node] = OUT_OF_DATE
+            pt.set_cell(p, node, OUT_OF_DATE)
             self.until[(node, p)] = tid
             return True
         return False
@@ -131,7 +131,7 @@ class CatchUp:
         until = self.until.get((node, p))
         if until is None or tid < until:
             return False
-        pt.rows[p][node] = UP_TO_DATE
+        pt.set_cell(p, node, UP_TO_DATE)
         del self.until[(node, p)]
         pt.ptid += 1
         return True

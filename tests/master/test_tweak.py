@@ -69,7 +69,8 @@ def test_table_bookkeeping_of_added_and_fed_cells():
     assert set(pt.added.values()) == {pt.ptid}
     assert pt.fed({1, 2, 3}) == []
     for (n, p) in list(pt.added):
-        pt.rows[p][n] = UP_TO_DATE
+        pt.set_cell(p, n, UP_TO_DATE)
+    pt.ptid += 1
     fed = pt.fed({1, 2, 3})
     assert fed and all(pt.rows[p][n] == FEEDING for n, p in fed)
     assert PartitionTable.from_doc(pt.to_doc()) == pt
