@@ -76,11 +76,15 @@ def _quotas(chosen: list[list[int]], total: int, hosts: dict[int, str]) -> dict[
 
 def _shed(chosen: list[list[int]], quota: dict[int, int], hosts: dict[int, str]) -> None:
     load = _load(chosen)
+    where: dict[int, list[int]] = {}       # node -> its partitions (one scan, not one per node)
+    for p, nodes in enumerate(chosen):
+        for n in nodes:
+            where.setdefault(n, []).append(p)
     for node in sorted(quota):
         excess = load.get(node, 0) - quota[node]
         if excess <= 0:
             continue
-        mine = [p for p, nodes in enumerate(chosen) if node in nodes]
+        mine = where.get(node, [])         # only this node's own removals change its list
 
         def shared_host(p, node=node):
             return any(hosts[m] == hosts[node] for m in chosen[p] if m != node)
