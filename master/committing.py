@@ -15,6 +15,7 @@ from neoarray import wire
 from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
 from neoarray.ids import checked_id, u64
 from neoarray.proto import storage_pb2 as spb
+from neoarray.states import NodeType
 
 from .commit import COMPLETE, Txn, owner_of, written
 
@@ -93,7 +94,7 @@ class Committing:
         self._abort_on(ttid, targets)
 
     def _storage_ids(self) -> set[int]:
-        return {n.node_id for n in self.nodes.values() if n.type == "STORAGE"}
+        return {n.node_id for n in self.nodes.values() if n.type == NodeType.STORAGE}
 
     def _abort_on(self, ttid: bytes, storages) -> dict[int, Exception]:
         """Order ``storages`` to abort ``ttid``; returns the nodes that failed to (their

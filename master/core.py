@@ -9,13 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from neoarray.ids import MAX_TID, next_tid, p64, u64
+from neoarray.states import READABLE, CellState
 
 OID_RESERVE = 10_000         # OIDs reserved per write of the master's state
 TID_RESERVE = 1 << 28        # ~3.75 s of TimeStamp units reserved per write
 OID_MAX = (1 << 64) - 1      # oids are 8 bytes
-
-UP_TO_DATE, OUT_OF_DATE, FEEDING, CORRUPTED = "U", "O", "F", "C"
-READABLE = (UP_TO_DATE, FEEDING)
 
 
 class IdAllocator:
@@ -76,19 +74,19 @@ class PartitionTable:
     """Cells of each partition: ``rows[p]`` maps a storage node id to a cell state."""
     partitions: int
     replicas: int
-    rows: list[dict[int, str]] = field(default_factory=list)
+    rows: list[dict[int, CellState]] = field(default_factory=list)
     ptid: int = 0
     # (node, partition) -> ptid at which tweak created the cell: a transaction whose
     # client view is older may have skipped it (``master/replication.py``)
     added: dict[tuple[int, int], int] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, partitions: int, replicas: int, nodes: list[int]) -> "PartitionTable":
+    def create(cls, partitions: int, replicas: int, nodes: list[int]) -> PartitionTable:
         """Spread ``replicas + 1`` cells per partition evenly over ``nodes``."""
         if not nodes:
             raise ValueError("cannot create a partition table without storage nodes")
         copies = min(replicas + 1, len(nodes))
-        rows = [{nodes[(p + i) % len(nodes)]: UP_TO_DATE for i in range(copies)}
+        rows = [{nodes[(p + i) % len(nodes)]: CellState.UP_TO_DATE for i in range(copies)}
                 for p in range(partitions)]
         return cls(partitions, replicas, rows, ptid=1)
 
@@ -99,7 +97,7 @@ class PartitionTable:
         return [n for n, s in self.rows[p].items() if s in READABLE and n in running]
 
     def writable(self, p: int, running: set[int]) -> list[int]:
-        return [n for n, s in self.rows[p].items() if s != CORRUPTED and n in running]
+        return [n for n, s in self.rows[p].items() if s != CellState.CORRUPTED and n in running]
 
     def operational(self, running: set[int]) -> bool:
         return bool(self.rows) and all(self.readable(p, running) for p in range(self.partitions))
@@ -111,10 +109,10 @@ class PartitionTable:
         alive = running - {node}
         for p, row in enumerate(self.rows):
             if row.get(node) in READABLE and self.readable(p, alive):
-                if row[node] == FEEDING:
+                if row[node] == CellState.FEEDING:
                     self.remove(node, p)
                 else:
-                    row[node] = OUT_OF_DATE
+                    row[node] = CellState.OUT_OF_DATE
                 changed = True
         if changed:
             self.ptid += 1
@@ -124,7 +122,7 @@ class PartitionTable:
         del self.rows[p][node]
         self.added.pop((node, p), None)
 
-    def set_rows(self, rows: list[dict[int, str]]) -> None:
+    def set_rows(self, rows: list[dict[int, CellState]]) -> None:
         """Replace the rows (a tweak); new cells are remembered in ``added``."""
         self.ptid += 1
         for p, (old, new) in enumerate(zip(self.rows, rows)):
@@ -138,9 +136,9 @@ class PartitionTable:
         """FEEDING cells whose replacement is done: their partition has an UP_TO_DATE
         cell on a running node and no OUT_OF_DATE cell."""
         return [(n, p) for p, row in enumerate(self.rows)
-                if OUT_OF_DATE not in row.values()
-                and any(s == UP_TO_DATE and m in running for m, s in row.items())
-                for n, s in sorted(row.items()) if s == FEEDING]
+                if CellState.OUT_OF_DATE not in row.values()
+                and any(s == CellState.UP_TO_DATE and m in running for m, s in row.items())
+                for n, s in sorted(row.items()) if s == CellState.FEEDING]
 
     def drop_refusal(self, node: int, running: set[int]) -> str | None:
         """Why removing every cell of ``node`` is unsafe (None: it is safe)."""
@@ -150,7 +148,7 @@ class PartitionTable:
             rest = {n: s for n, s in row.items() if n != node and n in running}
             if not any(s in READABLE for s in rest.values()):
                 return f"S{node} holds the last readable copy of partition {p}"
-            if UP_TO_DATE not in rest.values():
+            if CellState.UP_TO_DATE not in rest.values():
                 return f"partition {p} would have no UP_TO_DATE copy on a running node left"
         return None
 
@@ -160,7 +158,7 @@ class PartitionTable:
                 "added": sorted([n, p, ptid] for (n, p), ptid in self.added.items())}
 
     @classmethod
-    def from_doc(cls, doc: dict) -> "PartitionTable":
-        rows = [{int(n): s for n, s in row} for row in doc["rows"]]
+    def from_doc(cls, doc: dict) -> PartitionTable:
+        rows = [{int(n): CellState(s) for n, s in row} for row in doc["rows"]]
         added = {(n, p): ptid for n, p, ptid in doc.get("added", [])}
         return cls(doc["partitions"], doc["replicas"], rows, doc["ptid"], added)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from neoarray.errors import RequestRefused
+from neoarray.states import NodeType
 
 log = logging.getLogger("neoarray.master")
 
@@ -29,7 +30,7 @@ class ReplicationRates:
             raise RequestRefused(f"replication rate {bytes_per_s} out of range 0..{REPLICATION_RATE_MAX} "
                                  f"bytes per second (0: unlimited)")
         with self.lock:
-            unknown = [n for n in node_ids if n not in self.nodes or self.nodes[n].type != "STORAGE"]
+            unknown = [n for n in node_ids if n not in self.nodes or self.nodes[n].type != NodeType.STORAGE]
             if unknown:
                 raise RequestRefused(f"set replication-rate: {', '.join(f'S{n}' for n in unknown)} "
                                      f"is not a storage node of this cluster")
@@ -43,7 +44,7 @@ class ReplicationRates:
             log.info("replication rate of %s set to %d bytes/s",
                      ", ".join(f"S{n}" for n in node_ids) or "every storage node", bytes_per_s)
             return {"rates": {n: r for n in self.nodes if (r := self.replication_rate(n)) is not None
-                              and self.nodes[n].type == "STORAGE"},
+                              and self.nodes[n].type == NodeType.STORAGE},
                     "default": self.replication_rate_default}
 
     def replication_rate(self, nid: int) -> int | None:

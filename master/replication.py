@@ -39,8 +39,7 @@ recovered.
 from __future__ import annotations
 
 from neoarray.ids import Z64
-
-from .core import FEEDING, OUT_OF_DATE, READABLE, UP_TO_DATE
+from neoarray.states import READABLE, CellState
 
 
 class CatchUp:
@@ -50,7 +49,7 @@ class CatchUp:
 
     @staticmethod
     def out_of_date(pt, node: int) -> list[int]:
-        return [p for p, row in enumerate(pt.rows) if row.get(node) == OUT_OF_DATE]
+        return [p for p, row in enumerate(pt.rows) if row.get(node) == CellState.OUT_OF_DATE]
 
     def node_returned(self, pt, node: int, last_committed: bytes) -> bool:
         """``node`` is writable again; True (ptid increased) when it has cells to copy."""
@@ -99,13 +98,13 @@ class CatchUp:
     def _missed(self, pt, running, node: int, p: int, tid: bytes) -> bool:
         row = pt.rows[p]
         state = row.get(node)
-        if state == OUT_OF_DATE:
+        if state == CellState.OUT_OF_DATE:
             self.until[(node, p)] = max(self.until.get((node, p), Z64), tid)
         elif state in READABLE and any(n != node and s in READABLE and n in running for n, s in row.items()):
-            if state == FEEDING:        # it was leaving: it goes now
+            if state == CellState.FEEDING:        # it was leaving: it goes now
                 pt.remove(node, p)
                 return True
-            row[node] = OUT_OF_DATE
+            row[node] = CellState.OUT_OF_DATE
             self.until[(node, p)] = tid
             return True
         return False
@@ -123,12 +122,12 @@ class CatchUp:
     def replicated(self, pt, node: int, p: int, tid: bytes) -> bool:
         """``node`` copied partition ``p`` up to ``tid``; True when its cell became
         UP_TO_DATE (the caller increases nothing: the ptid is increased here)."""
-        if not 0 <= p < len(pt.rows) or pt.rows[p].get(node) != OUT_OF_DATE:
+        if not 0 <= p < len(pt.rows) or pt.rows[p].get(node) != CellState.OUT_OF_DATE:
             return False
         until = self.until.get((node, p))
         if until is None or tid < until:
             return False
-        pt.rows[p][node] = UP_TO_DATE
+        pt.rows[p][node] = CellState.UP_TO_DATE
         del self.until[(node, p)]
         pt.ptid += 1
         return True

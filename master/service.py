@@ -9,12 +9,14 @@ from neoarray.ids import checked_id, p64
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as pb
 from neoarray.proto import master_pb2_grpc as rpc
+from neoarray.proto_states import (
+    CLUSTER_STATE_FROM_PB,
+    CLUSTER_STATE_TO_PB,
+    cell_change_pb,
+)
 
-from .node import CELL_PB, CLUSTER_PB, Master
+from .node import Master
 from .table_admin import NODE_IDS_PER_REQUEST_MAX
-
-_STATE_NAMES = {v: k for k, v in CLUSTER_PB.items()}
-
 
 
 class MasterServicer(rpc.MasterServicer):
@@ -76,7 +78,7 @@ class MasterServicer(rpc.MasterServicer):
             context.abort(__import__("grpc").StatusCode.NOT_FOUND, f"node {request.node_id} must identify again")
         tasks = self.m.replication_report(request.node_id, request.replicated)
         verdicts = self.m.pending_verdicts(request.node_id, request.pending)
-        reply = pb.HeartbeatReply(state=CLUSTER_PB[self.m.cluster_state], ptid=self.m.pt.ptid, replicate=tasks,
+        reply = pb.HeartbeatReply(state=CLUSTER_STATE_TO_PB[self.m.cluster_state], ptid=self.m.pt.ptid, replicate=tasks,
                                   verdicts=verdicts)
         rate = self.m.replication_rate(request.node_id)
         if rate is not None:
@@ -101,13 +103,13 @@ class AdminServicer(rpc.AdminServicer):
             return pb.NodesReply(nodes=[self.m.node_pb(n) for n in self.m.nodes.values()])
 
     def GetClusterState(self, request, context):
-        return pb.ClusterStateReply(state=CLUSTER_PB[self.m.cluster_state])
+        return pb.ClusterStateReply(state=CLUSTER_STATE_TO_PB[self.m.cluster_state])
 
     def SetClusterState(self, request, context):
-        state = _STATE_NAMES.get(request.state)
+        state = CLUSTER_STATE_FROM_PB.get(request.state)
         if state is None:
             raise RequestRefused(f"unknown cluster state {request.state}")
-        return pb.ClusterStateReply(state=CLUSTER_PB[self.m.set_cluster_state(state)])
+        return pb.ClusterStateReply(state=CLUSTER_STATE_TO_PB[self.m.set_cluster_state(state)])
 
     # -- partition-table administration --------------------------------------------------
     def AddNodes(self, request, context):
@@ -131,8 +133,8 @@ class AdminServicer(rpc.AdminServicer):
         with self.m.lock:
             table = self.m.pt_pb()
         return pb.TableChangeReply(pt=table, changes=[
-            pb.CellChange(partition=p, node_id=n, old_state=CELL_PB.get(old, cpb.CELL_STATE_UNSPECIFIED),
-                          new_state=CELL_PB.get(new, cpb.DISCARDED)) for p, n, old, new in diff])
+            pb.CellChange(partition=p, node_id=n, old_state=old_pb, new_state=new_pb)
+            for p, n, old, new in diff for old_pb, new_pb in [cell_change_pb(old, new)]])
 
     # -- operations ---------------------------------------------------------------------
     def Truncate(self, request, context):

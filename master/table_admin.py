@@ -19,10 +19,10 @@ import time
 from neoarray import wire
 from neoarray.errors import ClusterUnavailable, NeoError, RequestRefused
 from neoarray.proto import common_pb2 as cpb
+from neoarray.states import READABLE, CellState, ClusterState, NodeState, NodeType
 
 from . import tweak as planner
 from .commit import written
-from .core import OUT_OF_DATE, READABLE
 
 log = logging.getLogger("neoarray.master")
 
@@ -38,12 +38,12 @@ class TableAdmin:
 
     def _storage(self, nid: int, what: str):
         node = self.nodes.get(nid)
-        if node is None or node.type != "STORAGE":
+        if node is None or node.type != NodeType.STORAGE:
             raise RequestRefused(f"{what}: S{nid} is not a storage node of this cluster")
         return node
 
     def _require_running(self, what: str) -> None:
-        if self.cluster_state != "RUNNING":
+        if self.cluster_state != ClusterState.RUNNING:
             raise ClusterUnavailable(f"{what}: cluster is {self.cluster_state}, not RUNNING")
 
     def _persist_members(self) -> None:
@@ -61,16 +61,16 @@ class TableAdmin:
                 raise ClusterUnavailable("add: the cluster has no partition table yet (start it first)")
             if everyone:
                 node_ids = sorted(n.node_id for n in self.nodes.values()
-                                  if n.type == "STORAGE" and n.state == "PENDING")
+                                  if n.type == NodeType.STORAGE and n.state == NodeState.PENDING)
             for nid in node_ids:
                 node = self._storage(nid, "add")
-                if node.state != "PENDING":
+                if node.state != NodeState.PENDING:
                     why = "is already part of the cluster" if nid in self.members() else f"is {node.state}"
                     raise RequestRefused(f"add: S{nid} {why}, not PENDING")
             self.added_members |= set(node_ids)
             self._persist_members()
             for nid in node_ids:
-                self.nodes[nid].set_state("RUNNING")
+                self.nodes[nid].set_state(NodeState.RUNNING)
                 log.info("storage node S%d added to the cluster", nid)
         if node_ids:
             self.broadcast_cluster()
@@ -95,7 +95,7 @@ class TableAdmin:
             if dry_run or not diff:
                 return diff
             self._apply_rows(rows, diff)
-            new_cells = {n for _, n, old, new in diff if new == OUT_OF_DATE and not old}
+            new_cells = {n for _, n, old, new in diff if new == CellState.OUT_OF_DATE and not old}
             log.info("tweak: %d cell changes (ptid %d)", len(diff), self.pt.ptid)
         self._push_pt(new_cells)
         self.broadcast_cluster()
@@ -106,7 +106,8 @@ class TableAdmin:
         for p, n, old, new in diff:
             if not new:
                 self.catchup.forget(n, p)
-        self.catchup.cells_added(self.pt, [(n, p) for p, n, old, new in diff if new == OUT_OF_DATE and not old],
+        self.catchup.cells_added(self.pt, [(n, p) for p, n, old, new in diff
+                                           if new == CellState.OUT_OF_DATE and not old],
                                  self.last_committed)
         self._drop_fed()
         self._persist_pt()
@@ -194,9 +195,9 @@ class TableAdmin:
         self._persist_pt()
         self.added_members.discard(nid)
         self._persist_members()
-        if node.state == "RUNNING":
-            node.set_state("PENDING")
-        elif node.state == "DOWN":
+        if node.state == NodeState.RUNNING:
+            node.set_state(NodeState.PENDING)
+        elif node.state == NodeState.DOWN:
             del self.nodes[nid]
             self._drop_channel(nid)
             self._persist_nodes()
@@ -209,10 +210,10 @@ class TableAdmin:
         copy of a partition on a running node."""
         with self.lock:
             node = self._storage(nid, "kill")
-            if node.state not in ("RUNNING", "PENDING"):
+            if node.state not in (NodeState.RUNNING, NodeState.PENDING):
                 raise RequestRefused(f"kill: S{nid} is {node.state}, not running")
             others = self.running_storages() - {nid}
-            if self.cluster_state == "RUNNING":
+            if self.cluster_state == ClusterState.RUNNING:
                 for p, row in enumerate(self.pt.rows):
                     if row.get(nid) in READABLE and not self.pt.readable(p, others):
                         raise RequestRefused(f"kill: refused: S{nid} holds the last readable copy of "

@@ -30,6 +30,7 @@ from neoarray import wire
 from neoarray.errors import ClusterUnavailable, RequestRefused
 from neoarray.ids import checked_id
 from neoarray.proto import storage_pb2 as spb
+from neoarray.states import NodeType
 
 log = logging.getLogger("neoarray.master")
 
@@ -145,5 +146,5 @@ class Truncation:
         with self.lock:
             for nid, q in list(self.subscribers.items()):
                 node = self.nodes.get(nid)
-                if node is not None and node.type == "CLIENT":
+                if node is not None and node.type == NodeType.CLIENT:
                     self._push(q, None)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import sys
 
-from .admin import CELL_LETTERS, NODE_STATES, READABLE, partition_ranges
+from .admin import partition_ranges
 from .errors import NeoError
 from .ids import tid_repr
 from .proto import common_pb2 as cpb
+from .proto_states import CELL_LETTERS, NODE_STATES, READABLE_PB
 
 TRANSACTIONS_COUNTED_MAX = 10_000      # a truncate preview counts this many at most
 
@@ -60,8 +61,8 @@ def _last_copies(pt, nodes, nid: int) -> list[int]:
     """Partitions where ``nid`` holds the only readable copy on a running node."""
     running = {n.node_id for n in nodes if n.type == cpb.STORAGE and n.state == cpb.RUNNING}
     return [p for p, row in enumerate(pt.rows)
-            if any(c.node_id == nid and c.state in READABLE for c in row.cells)
-            and not any(c.node_id != nid and c.node_id in running and c.state in READABLE for c in row.cells)]
+            if any(c.node_id == nid and c.state in READABLE_PB for c in row.cells)
+            and not any(c.node_id != nid and c.node_id in running and c.state in READABLE_PB for c in row.cells)]
 
 
 def node_text(admin, nid: int, verb: str) -> str:

@@ -15,8 +15,14 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..admin import CELL_LETTERS, CLUSTER_NAMES, NODE_PREFIX, NODE_STATES, READABLE
 from ..proto import common_pb2 as cpb
+from ..proto_states import (
+    CELL_LETTERS,
+    CLUSTER_NAMES,
+    NODE_PREFIX,
+    NODE_STATES,
+    READABLE_PB,
+)
 
 SERIES_MAX = 2000            # samples kept from one scrape (the rest are ignored)
 INGEST_PATTERN = "ingest"    # scraped metric names shown as ingestion figures
@@ -92,7 +98,7 @@ def cluster_view(state: int, nodes, pt, ids: dict, master: str) -> dict:
     total = sum(len(row.cells) for row in pt.rows)
     up_to_date = sum(1 for row in pt.rows for c in row.cells if c.state == cpb.UP_TO_DATE)
     unreadable = [p for p, row in enumerate(pt.rows)
-                  if not any(c.state in READABLE and c.node_id in running for c in row.cells)]
+                  if not any(c.state in READABLE_PB and c.node_id in running for c in row.cells)]
     state_name = CLUSTER_NAMES.get(state, "?")
     return {"state": state_name, "nodes": docs, "storages": [f"S{n}" for n in storages],
             "cells": cells, "partitions": len(pt.rows), "replicas": pt.replicas, "ptid": pt.ptid,

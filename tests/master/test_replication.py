@@ -1,7 +1,8 @@
 """The master's catch-up bookkeeping (``master.replication.CatchUp``), pure."""
-from master.core import OUT_OF_DATE, UP_TO_DATE, PartitionTable
+from master.core import PartitionTable
 from master.replication import CatchUp
 from neoarray.ids import p64
+from neoarray.states import CellState
 
 
 def table():
@@ -24,7 +25,7 @@ def test_report_marks_up_to_date_only_at_until():
     c.node_returned(pt, 2, p64(100))
     assert not c.replicated(pt, 2, 0, p64(99))
     assert c.replicated(pt, 2, 0, p64(100))
-    assert pt.rows[0][2] == UP_TO_DATE and pt.rows[1][2] == OUT_OF_DATE
+    assert pt.rows[0][2] == CellState.UP_TO_DATE and pt.rows[1][2] == CellState.OUT_OF_DATE
     assert not c.replicated(pt, 2, 0, p64(100))    # already UP_TO_DATE
     assert not c.replicated(pt, 2, 7, p64(100))    # out of range: ignored
 
@@ -43,7 +44,7 @@ def test_transaction_of_an_older_view_is_copied_too():
     assert c.replicated(pt, 2, 0, p64(100))
     ptid = pt.ptid
     assert c.committed(pt, {1, 2}, p64(130), 0, lambda: {0})
-    assert pt.rows[0][2] == OUT_OF_DATE and pt.ptid == ptid + 1
+    assert pt.rows[0][2] == CellState.OUT_OF_DATE and pt.ptid == ptid + 1
     assert c.tasks(pt, 2, {1, 2}, p64(0))[0] == (0, p64(130), [1])
 
 
@@ -53,4 +54,4 @@ def test_sole_readable_copy_is_never_turned_out_of_date():
     c.replicated(pt, 2, 0, p64(100))
     # S1 is not running: S2 holds the only readable copy of partition 0
     assert not c.committed(pt, {2}, p64(130), 0, lambda: {0})
-    assert pt.rows[0][2] == UP_TO_DATE
+    assert pt.rows[0][2] == CellState.UP_TO_DATE
