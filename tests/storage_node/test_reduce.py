@@ -362,13 +362,13 @@ def test_a_node_without_numcodecs_refuses_such_codecs_by_name(monkeypatch):
     import sys
 
     from neoarray import codecs
-    from storage_node import service
+    from storage_node import reduce
     config = na.zeros(4, codec="zstd").codec[1]
     request = spb.ReduceRequest(codec="numcodecs", codec_config=config)
     monkeypatch.setitem(sys.modules, "numcodecs", None)      # as on a node without it
     codecs.numcodecs_codec.cache_clear()
     try:
         with pytest.raises(RequestRefused, match=r"pip install 'neoarray\[codecs\]'"):
-            service._codec_spec(request)
+            reduce._codec_spec(request)
     finally:
         codecs.numcodecs_codec.cache_clear()
