@@ -132,7 +132,7 @@ class Committing:
         with self.lock:
             self.require_running()
             self.require_writer(node, "Finish")
-            if ttid not in self.commits.begun and self.truncation_fences(owner_of(ttid)):
+            if ttid not in self.commits.begun and self.truncation.fences(owner_of(ttid)):
                 raise ClusterUnavailable(f"transaction 0x{ttid.hex()} began before the cluster was "
                                          f"truncated (neoctl truncate): it was not committed")
             bad = [s for s in storages if s not in self._storage_ids()]
@@ -146,7 +146,7 @@ class Committing:
             txn.oids, txn.storages = list(oids), sorted(set(storages))
             txn.view_ptid = view_ptid
             txn.tid = txn.tid or self.ids.new_tid(self.partitions, u64(ttid) % self.partitions)
-            refusal = self._view_covers(txn)
+            refusal = self.admin.view_covers(txn)
             if refusal is None:
                 self.commits.enqueue(txn)
                 self._missed(txn, txn.storages, self.last_committed)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ZODB.POSException import ReadOnlyError
 
 from neoarray import security, wire
-from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
+from neoarray.errors import ClusterUnavailable, LimitExceeded, NeoError, RequestRefused
 from neoarray.ids import MAX_TID, Z64, checked_id, p64, u64
 from neoarray.masters import is_address
 from neoarray.proto import common_pb2 as cpb
@@ -128,7 +128,7 @@ def _check_address(address: str, what: str) -> None:
                              f"(a port from 1 to 65535)")
 
 
-class Master(Committing, TableAdmin, Truncation, ReplicationRates):
+class Master(Committing):
     def __init__(self, path: str, cluster: str, partitions: int, replicas: int,
                  storages_expected: int, limits: Limits | None = None,
                  tls: security.TLSConfig | None = None):
@@ -170,16 +170,19 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
         self.first_node_id = st.get("next_node_id", 1)    # lower ids: sessions of earlier masters
         doc = st.get("pt")
         self.pt = PartitionTable.from_doc(doc) if doc else PartitionTable(self.partitions, st.get("replicas"))
-        self.added_members: set[int] = set(st.get("members", []))   # added, maybe without cells
         self.nodes: dict[int, NodeInfo] = {}
         for nid, (typ, address, host) in st.get("nodes", {}).items():
             typ = NodeType(typ)
             self.nodes[int(nid)] = NodeInfo(int(nid), typ, address, host,
                                             NodeState.DOWN if typ == NodeType.STORAGE else NodeState.UNKNOWN)
-        self._load_truncation()
-        self._load_rates()
+        self.admin = TableAdmin(self)             # neoctl add, tweak, drop, kill, set replicas
+        self.truncation = Truncation(self)        # neoctl truncate
+        self.rates = ReplicationRates(self.state_db, self.lock, self._storage_ids)
         self.ids = IdAllocator(self._persist_ids, st.get("oid_reserved", 0), st.get("oid_reserved", 0),
                                st.get("tid_reserved", Z64), st.get("tid_reserved", Z64))
+
+    def _storage_ids(self) -> list[int]:
+        return [n.node_id for n in self.nodes.values() if n.type == NodeType.STORAGE]
 
     def _persist_ids(self, **values) -> None:
         self.state_db.put(**values)
@@ -260,7 +263,7 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
     def _storage_joined(self, node: NodeInfo, req) -> None:
         self._drop_channel(node.node_id)
         self.ids.raise_to(u64(req.last_oid or Z64), req.last_tid or Z64)
-        in_pt = node.node_id in self.members()
+        in_pt = node.node_id in self.admin.members()
         node.set_state(NodeState.RUNNING if in_pt or not self.pt.rows else NodeState.PENDING)
         self._persist_nodes()
         log.info("storage node S%d at %s is %s", node.node_id, node.address, node.state)
@@ -384,7 +387,7 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
     def _verify(self, running: set[int]) -> None:
         """Learn last ids and settle what the storages voted or locked under earlier masters."""
         for nid in sorted(running):
-            self.apply_pending_truncate(nid)
+            self.truncation.apply_pending(nid)
         infos = {nid: wire.call(self.storage_stub(nid).RecoveryInfo, cpb.Empty(),
                                 self.limits.rpc_timeout_s, f"S{nid}") for nid in running}
         for info in infos.values():
@@ -398,7 +401,7 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
     def _settle_storage(self, nid: int) -> None:
         """A storage came back while RUNNING: settle what it voted or locked meanwhile."""
         def settle():
-            self.apply_pending_truncate(nid)
+            self.truncation.apply_pending(nid)
             info = wire.call(self.storage_stub(nid).RecoveryInfo, cpb.Empty(), self.limits.rpc_timeout_s)
             self._reconcile({nid: info})
         try:
@@ -522,7 +525,7 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
     def require_running(self) -> None:
         if self.cluster_state != ClusterState.RUNNING:
             raise ClusterUnavailable(f"cluster is {self.cluster_state}, not RUNNING")
-        if self.truncating:
+        if self.truncation.truncating:
             raise ClusterUnavailable("the cluster is being truncated (neoctl truncate): retry")
 
     def new_oids(self, count: int) -> list[bytes]:
@@ -556,13 +559,13 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
             if self.cluster_state != ClusterState.RUNNING or node is None or node.state != NodeState.RUNNING:
                 return []
             for d in done:
-                if self.truncate_blocks(nid):
+                if self.truncation.blocks(nid):
                     break       # not UP_TO_DATE before the truncation reached it
                 if len(d.tid) == 8 and self.catchup.replicated(self.pt, nid, d.partition, d.tid):
                     changed = True
                     log.info("S%d caught up partition %d to tid 0x%s: UP_TO_DATE (ptid %d)",
                              nid, d.partition, d.tid.hex(), self.pt.ptid)
-            changed |= self._drop_fed()
+            changed |= self.admin.drop_fed()
             if changed:
                 self._persist_pt()
             running = self.running_storages()
@@ -620,6 +623,37 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
             log.info("S%d: %s of 0x%s held by a dead transaction", nid,
                      "lock" if v.lock_tid else "abort", v.ttid.hex())
         return out
+
+    def push_table(self, node_ids) -> None:
+        """Tell nodes given new cells before clients route stores to them
+        (``master/table_admin.py``)."""
+        with self.lock:
+            table = self.pt_pb()
+        for nid in sorted(node_ids):
+            try:
+                wire.call(self.storage_stub(nid).SetPartitionTable, table, self.limits.rpc_timeout_s)
+            except NeoError as exc:      # it learns from its next heartbeat reply
+                log.warning("could not send the partition table to S%d: %s", nid, exc)
+
+    def shutdown_storage(self, nid: int) -> None:
+        """Ask storage ``nid`` to shut down (``neoctl kill``)."""
+        wire.call(self.storage_stub(nid).Shutdown, cpb.Empty(), self.limits.rpc_timeout_s, f"shutdown of S{nid}")
+
+    def truncate_on(self, nid: int, tid: bytes, until: bytes, check_only: bool = False) -> tuple[int, int]:
+        """Order storage ``nid`` to delete the transactions in ``(tid, until]``
+        (``master/truncate.py``); ``(transactions, revisions)`` it removed."""
+        reply = wire.call(self.storage_stub(nid).Truncate,
+                          spb.StorageTruncateRequest(tid=tid, until_tid=until, check_only=check_only),
+                          self.limits.lock_timeout_s, f"truncate on S{nid}")
+        return reply.transactions_removed, reply.revisions_removed
+
+    def disconnect_clients(self) -> None:
+        """End the event stream of every client: each reconnects and drops its caches."""
+        with self.lock:
+            for nid, q in list(self.subscribers.items()):
+                node = self.nodes.get(nid)
+                if node is not None and node.type == NodeType.CLIENT:
+                    self._push(q, None)
 
     def unlocker(self) -> None:
         """Send batched Unlock orders (storages forget locked-transaction records)."""

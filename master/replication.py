@@ -30,7 +30,7 @@ cell instead of per node: ``cells_added`` sets their ``until`` to the last commi
 tid, and the ptid of their creation (``pt.added``, persisted with the table) plays
 the part of ``returned_ptid`` for the partitions they belong to.  The master also
 refuses to finish a transaction whose view is so old that no readable cell it could
-have stored to remains (``Master._view_covers``).
+have stored to remains (``TableAdmin.view_covers``).
 
 ``until`` lives in memory: after a master restart, the cluster's becoming RUNNING
 counts as the return of every node with OUT_OF_DATE cells, with the tids it

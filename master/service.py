@@ -80,7 +80,7 @@ class MasterServicer(rpc.MasterServicer):
         verdicts = self.m.pending_verdicts(request.node_id, request.pending)
         reply = pb.HeartbeatReply(state=CLUSTER_STATE_TO_PB[self.m.cluster_state], ptid=self.m.pt.ptid, replicate=tasks,
                                   verdicts=verdicts)
-        rate = self.m.replication_rate(request.node_id)
+        rate = self.m.rates.replication_rate(request.node_id)
         if rate is not None:
             reply.replication_bytes_per_s = rate
         return reply
@@ -113,20 +113,20 @@ class AdminServicer(rpc.AdminServicer):
 
     # -- partition-table administration --------------------------------------------------
     def AddNodes(self, request, context):
-        return pb.AddNodesReply(node_ids=self.m.add_nodes(list(request.node_ids), request.all))
+        return pb.AddNodesReply(node_ids=self.m.admin.add_nodes(list(request.node_ids), request.all))
 
     def Tweak(self, request, context):
-        return self._changes(self.m.tweak(list(request.exclude_node_ids), request.dry_run))
+        return self._changes(self.m.admin.tweak(list(request.exclude_node_ids), request.dry_run))
 
     def DropNode(self, request, context):
-        return self._changes(self.m.drop_node(request.node_id))
+        return self._changes(self.m.admin.drop_node(request.node_id))
 
     def KillNode(self, request, context):
-        self.m.kill_node(request.node_id)
+        self.m.admin.kill_node(request.node_id)
         return cpb.Empty()
 
     def SetReplicas(self, request, context):
-        self.m.set_replicas(request.replicas)
+        self.m.admin.set_replicas(request.replicas)
         return self._changes([])
 
     def _changes(self, diff):
@@ -138,7 +138,7 @@ class AdminServicer(rpc.AdminServicer):
 
     # -- operations ---------------------------------------------------------------------
     def Truncate(self, request, context):
-        done = self.m.truncate(checked_id(request.tid, "tid"))
+        done = self.m.truncation.truncate(checked_id(request.tid, "tid"))
         return pb.TruncateReply(tid=done["tid"], last_tid_before=done["until"],
                                 transactions_removed=done["transactions"],
                                 revisions_removed=done["revisions"])
@@ -146,6 +146,6 @@ class AdminServicer(rpc.AdminServicer):
     def SetReplicationRate(self, request, context):
         if len(request.node_ids) > NODE_IDS_PER_REQUEST_MAX:
             raise RequestRefused(f"more than {NODE_IDS_PER_REQUEST_MAX} node ids")
-        done = self.m.set_replication_rate(request.bytes_per_s, list(request.node_ids))
+        done = self.m.rates.set_replication_rate(request.bytes_per_s, list(request.node_ids))
         return pb.SetReplicationRateReply(rates=done["rates"], default_set=done["default"] is not None,
                                           default_bytes_per_s=done["default"] or 0)
