@@ -26,7 +26,7 @@ PROJECT = {"master", "storage_node", "neoarray"}
 FUNCTION_LINES_MAX = 70
 CLASS_LINES_MAX = 700
 # functions still over the bound: each entry may only go (tidy it, then remove it here)
-LONG_FUNCTIONS = {"neoarray/client/storage.py:NeoStorage.__init__"}
+LONG_FUNCTIONS: set[str] = set()
 
 # where protobuf belongs: the transport, the servicers, the state conversion
 PROTO_AT_THE_WIRE = {
