@@ -38,3 +38,19 @@ def cell_change_pb(old: str, new: str) -> tuple[int, int]:
     """``(old, new)`` protobuf states of a cell change; ``""`` (no cell) is
     ``CELL_STATE_UNSPECIFIED`` before and ``DISCARDED`` after."""
     return (CELL_TO_PB.get(old, cpb.CELL_STATE_UNSPECIFIED), CELL_TO_PB.get(new, cpb.DISCARDED))
+
+
+def running_storages(nodes) -> set[int]:
+    """Ids of the RUNNING storage nodes among protobuf ``nodes`` (a cluster view)."""
+    return {n.node_id for n in nodes if NODE_TYPE_FROM_PB.get(n.type) is NodeType.STORAGE
+            and NODE_STATE_FROM_PB.get(n.state) is NodeState.RUNNING}
+
+
+def is_storage(node) -> bool:
+    """A protobuf node of type STORAGE."""
+    return NODE_TYPE_FROM_PB.get(node.type) is NodeType.STORAGE
+
+
+def cell_state(cell) -> CellState | None:
+    """The state of a protobuf cell (None: not a cell state, e.g. DISCARDED)."""
+    return CELL_FROM_PB.get(cell.state)

@@ -39,8 +39,7 @@ PROTO_AT_THE_WIRE = {
 PROTO_IMPORTERS_LEFT = {
     "master/__main__.py", "master/committing.py", "master/node.py",
     "storage_node/node.py", "storage_node/replication.py",
-    "neoarray/admin.py", "neoarray/check.py", "neoarray/cluster.py", "neoarray/confirm.py",
-    "neoarray/ctl.py", "neoarray/dashboard/model.py",
+    "neoarray/admin.py", "neoarray/check.py", "neoarray/cluster.py", "neoarray/ctl.py",
     "neoarray/client/blobs.py", "neoarray/client/commit.py", "neoarray/client/history.py",
     "neoarray/client/link.py", "neoarray/client/local.py", "neoarray/client/reads.py",
     "neoarray/client/reductions.py", "neoarray/client/storage.py",
