@@ -177,12 +177,9 @@ class Master(Committing):
                                             NodeState.DOWN if typ == NodeType.STORAGE else NodeState.UNKNOWN)
         self.admin = TableAdmin(self)             # neoctl add, tweak, drop, kill, set replicas
         self.truncation = Truncation(self)        # neoctl truncate
-        self.rates = ReplicationRates(self.state_db, self.lock, self._storage_ids)
+        self.rates = ReplicationRates(self.state_db, self.lock, self._storage_ids)   # (Committing)
         self.ids = IdAllocator(self._persist_ids, st.get("oid_reserved", 0), st.get("oid_reserved", 0),
                                st.get("tid_reserved", Z64), st.get("tid_reserved", Z64))
-
-    def _storage_ids(self) -> list[int]:
-        return [n.node_id for n in self.nodes.values() if n.type == NodeType.STORAGE]
 
     def _persist_ids(self, **values) -> None:
         self.state_db.put(**values)
