@@ -36,6 +36,6 @@ def test_every_state_has_one_protobuf_twin_and_back():
 def test_states_read_and_write_as_their_text():
     """Logs, JSON and the master's msgpack state see the same text as before the enums."""
     assert f"{ClusterState.RUNNING}" == str(ClusterState.RUNNING) == "RUNNING"
-    assert "%s" % CellState.FEEDING == "F" and CellState("U") is CellState.UP_TO_DATE
+    assert "%s" % CellState.FEEDING == "F" and CellState("U") is CellState.UP_TO_DATE  # noqa: UP031 (as logging formats)
     assert json.dumps([NodeState.DOWN, CellState.CORRUPTED]) == '["DOWN", "C"]'
     assert msgpack.unpackb(msgpack.packb([NodeType.STORAGE, CellState.OUT_OF_DATE])) == ["STORAGE", "O"]

@@ -165,7 +165,7 @@ def _imported_modules(rel: str, tree, *, in_functions_only: bool = False):
                 module = ".".join(base + ([child.module] if child.module else []))
                 for alias in child.names:
                     full = f"{module}.{alias.name}"
-                    out.append((full if full in MODULES or full.endswith("_pb2") or full.endswith("_pb2_grpc")
+                    out.append((full if full in MODULES or full.endswith(("_pb2", "_pb2_grpc"))
                                 else module, child, in_function))
             visit(child, inside)
     visit(tree, False)
