@@ -92,7 +92,7 @@ def log_path(cluster, index: int) -> str:
 
 
 def cell_letters(admin, node: int) -> str:
-    from neoarray.admin import CELL_LETTERS
+    from neoarray.proto_states import CELL_LETTERS
     pt = admin.partition_table()
     return "".join(CELL_LETTERS[c.state] for row in pt.rows for c in row.cells if c.node_id == node)
 

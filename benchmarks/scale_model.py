@@ -47,11 +47,12 @@ import msgpack
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from master import tweak
-from master.core import OUT_OF_DATE, PartitionTable
+from master.core import PartitionTable
 from master.node import Master
 from master.replication import CatchUp
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
+from neoarray.states import CellState
 from neoarray.transport import conn, frames
 
 EXABYTE_BYTES = 10 ** 18
@@ -121,7 +122,7 @@ def table_figures(partitions: int, nodes: int, repeat: int) -> list[dict]:
     def lose():
         lost = copies.pop()
         lost.node_lost(ids[0], running)
-        return sum(1 for row in lost.rows if row.get(ids[0]) == OUT_OF_DATE)
+        return sum(1 for row in lost.rows if row.get(ids[0]) == CellState.OUT_OF_DATE)
     lose_s, went = _timed(lose, repeat)
     out.append(_line("table", "node_lost", lose_s, "s", **where))
     out.append(_line("table", "node_lost_cells", went, "cells", **where))
@@ -143,7 +144,7 @@ def record_figures(chunks: int) -> list[dict]:
 
     import neoarray as na
     from neoarray.array.chunks import Chunk
-    from neoarray.records import _P, _REC
+    from neoarray.records import PARTITION, RECORD_HEAD
 
     db = ZODB.DB(MappingStorage())
     try:
@@ -165,11 +166,11 @@ def record_figures(chunks: int) -> list[dict]:
         conn_.close()
     finally:
         db.close()
-    key_bytes = _P.size + 8 + 8
+    key_bytes = PARTITION.size + 8 + 8
     return [
         _line("records", "chunk_tree_bytes_per_chunk", tree_bytes / chunks, "bytes", chunks=chunks),
         _line("records", "chunk_record_overhead_bytes", chunk_bytes / chunk_records - 8, "bytes", chunks=chunks),
-        _line("records", "node_key_and_header_bytes", key_bytes + _REC.size, "bytes", chunks=chunks),
+        _line("records", "node_key_and_header_bytes", key_bytes + RECORD_HEAD.size, "bytes", chunks=chunks),
     ]
 
 

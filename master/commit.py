@@ -68,8 +68,7 @@ from dataclasses import dataclass, field
 
 from neoarray.errors import ClusterUnavailable, RequestRefused
 from neoarray.ids import u64
-
-from .core import READABLE
+from neoarray.states import READABLE
 
 CLIENT_TTID_LIMIT = 1 << 56   # client-made ttids (node id << 32 | counter) stay below real tids
 NODE_ID_RESERVE = 1 << 14     # node ids a standby skips when it takes over

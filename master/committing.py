@@ -15,6 +15,7 @@ from neoarray import wire
 from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
 from neoarray.ids import checked_id, u64
 from neoarray.proto import storage_pb2 as spb
+from neoarray.states import NodeType
 
 from .commit import COMPLETE, Txn, owner_of, written
 
@@ -93,7 +94,7 @@ class Committing:
         self._abort_on(ttid, targets)
 
     def _storage_ids(self) -> set[int]:
-        return {n.node_id for n in self.nodes.values() if n.type == "STORAGE"}
+        return {n.node_id for n in self.nodes.values() if n.type == NodeType.STORAGE}
 
     def _abort_on(self, ttid: bytes, storages) -> dict[int, Exception]:
         """Order ``storages`` to abort ``ttid``; returns the nodes that failed to (their
@@ -131,7 +132,7 @@ class Committing:
         with self.lock:
             self.require_running()
             self.require_writer(node, "Finish")
-            if ttid not in self.commits.begun and self.truncation_fences(owner_of(ttid)):
+            if ttid not in self.commits.begun and self.truncation.fences(owner_of(ttid)):
                 raise ClusterUnavailable(f"transaction 0x{ttid.hex()} began before the cluster was "
                                          f"truncated (neoctl truncate): it was not committed")
             bad = [s for s in storages if s not in self._storage_ids()]
@@ -145,7 +146,7 @@ class Committing:
             txn.oids, txn.storages = list(oids), sorted(set(storages))
             txn.view_ptid = view_ptid
             txn.tid = txn.tid or self.ids.new_tid(self.partitions, u64(ttid) % self.partitions)
-            refusal = self._view_covers(txn)
+            refusal = self.admin.view_covers(txn)
             if refusal is None:
                 self.commits.enqueue(txn)
                 self._missed(txn, txn.storages, self.last_committed)

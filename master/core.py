@@ -10,13 +10,11 @@ import bisect
 from dataclasses import dataclass, field
 
 from neoarray.ids import MAX_TID, next_tid, p64, u64
+from neoarray.states import READABLE, CellState
 
 OID_RESERVE = 10_000         # OIDs reserved per write of the master's state
 TID_RESERVE = 1 << 28        # ~3.75 s of TimeStamp units reserved per write
 OID_MAX = (1 << 64) - 1      # oids are 8 bytes
-
-UP_TO_DATE, OUT_OF_DATE, FEEDING, CORRUPTED = "U", "O", "F", "C"
-READABLE = (UP_TO_DATE, FEEDING)
 
 
 class IdAllocator:
@@ -77,7 +75,7 @@ class PartitionTable:
     """Cells of each partition: ``rows[p]`` maps a storage node id to a cell state."""
     partitions: int
     replicas: int
-    rows: list[dict[int, str]] = field(default_factory=list)
+    rows: list[dict[int, CellState]] = field(default_factory=list)
     ptid: int = 0
     # (node, partition) -> ptid at which tweak created the cell: a transaction whose
     # client view is older may have skipped it (``master/replication.py``)
@@ -87,16 +85,16 @@ class PartitionTable:
     _indexed: bool = field(default=False, repr=False, compare=False)
 
     @classmethod
-    def create(cls, partitions: int, replicas: int, nodes: list[int]) -> "PartitionTable":
+    def create(cls, partitions: int, replicas: int, nodes: list[int]) -> PartitionTable:
         """Spread ``replicas + 1`` cells per partition evenly over ``nodes``."""
         if not nodes:
             raise ValueError("cannot create a partition table without storage nodes")
         copies = min(replicas + 1, len(nodes))
-        rows = [{nodes[(p + i) % len(nodes)]: UP_TO_DATE for i in range(copies)}
+        rows = [{nodes[(p + i) % len(nodes)]: CellState.UP_TO_DATE for i in range(copies)}
                 for p in range(partitions)]
         return cls(partitions, replicas, rows, ptid=1)
 
-    def cells(self) -> dict[str, dict[int, list[int]]]:
+    def cells(self) -> dict[CellState, dict[int, list[int]]]:
         """Cell state -> node -> its partitions in that state (ascending).  Built once,
         then kept by ``set_cell``, ``remove`` and ``set_rows``, through which every
         change of a cell goes (``tests/master/test_table_index.py`` checks both);
@@ -111,10 +109,10 @@ class PartitionTable:
             self._indexed = True
         return self._index
 
-    def _index_add(self, state: str, node: int, p: int) -> None:
+    def _index_add(self, state: CellState, node: int, p: int) -> None:
         bisect.insort(self._index.setdefault(state, {}).setdefault(node, []), p)
 
-    def _index_drop(self, state: str, node: int, p: int) -> None:
+    def _index_drop(self, state: CellState, node: int, p: int) -> None:
         by_node = self._index[state]
         ps = by_node[node]
         del ps[bisect.bisect_left(ps, p)]
@@ -123,7 +121,7 @@ class PartitionTable:
             if not by_node:
                 del self._index[state]
 
-    def cells_of(self, node: int, state: str) -> list[int]:
+    def cells_of(self, node: int, state: CellState) -> list[int]:
         """The partitions where ``node`` has a cell in ``state`` (a new list)."""
         return list(self.cells().get(state, {}).get(node, ()))
 
@@ -134,7 +132,7 @@ class PartitionTable:
         return [n for n, s in self.rows[p].items() if s in READABLE and n in running]
 
     def writable(self, p: int, running: set[int]) -> list[int]:
-        return [n for n, s in self.rows[p].items() if s != CORRUPTED and n in running]
+        return [n for n, s in self.rows[p].items() if s != CellState.CORRUPTED and n in running]
 
     def operational(self, running: set[int]) -> bool:
         return bool(self.rows) and all(self.readable(p, running) for p in range(self.partitions))
@@ -148,16 +146,16 @@ class PartitionTable:
         for p in sorted(p for s in READABLE for p in index.get(s, {}).get(node, ())):
             row = self.rows[p]
             if self.readable(p, alive):
-                if row[node] == FEEDING:
+                if row[node] == CellState.FEEDING:
                     self.remove(node, p)
                 else:
-                    self.set_cell(p, node, OUT_OF_DATE)
+                    self.set_cell(p, node, CellState.OUT_OF_DATE)
                 changed = True
         if changed:
             self.ptid += 1
         return changed
 
-    def set_cell(self, p: int, node: int, state: str) -> None:
+    def set_cell(self, p: int, node: int, state: CellState) -> None:
         """The cell of ``node`` in partition ``p`` is now ``state`` (the caller
         increases the ptid once its change is whole)."""
         old = self.rows[p].get(node)
@@ -173,7 +171,7 @@ class PartitionTable:
         if self._indexed:
             self._index_drop(state, node, p)
 
-    def set_rows(self, rows: list[dict[int, str]]) -> None:
+    def set_rows(self, rows: list[dict[int, CellState]]) -> None:
         """Replace the rows (a tweak); new cells are remembered in ``added``."""
         self.ptid += 1
         for p, (old, new) in enumerate(zip(self.rows, rows)):
@@ -187,11 +185,11 @@ class PartitionTable:
     def fed(self, running: set[int]) -> list[tuple[int, int]]:
         """FEEDING cells whose replacement is done: their partition has an UP_TO_DATE
         cell on a running node and no OUT_OF_DATE cell."""
-        feeding = sorted({p for ps in self.cells().get(FEEDING, {}).values() for p in ps})
+        feeding = sorted({p for ps in self.cells().get(CellState.FEEDING, {}).values() for p in ps})
         return [(n, p) for p in feeding for row in (self.rows[p],)
-                if OUT_OF_DATE not in row.values()
-                and any(s == UP_TO_DATE and m in running for m, s in row.items())
-                for n, s in sorted(row.items()) if s == FEEDING]
+                if CellState.OUT_OF_DATE not in row.values()
+                and any(s == CellState.UP_TO_DATE and m in running for m, s in row.items())
+                for n, s in sorted(row.items()) if s == CellState.FEEDING]
 
     def drop_refusal(self, node: int, running: set[int]) -> str | None:
         """Why removing every cell of ``node`` is unsafe (None: it is safe)."""
@@ -201,7 +199,7 @@ class PartitionTable:
             rest = {n: s for n, s in row.items() if n != node and n in running}
             if not any(s in READABLE for s in rest.values()):
                 return f"S{node} holds the last readable copy of partition {p}"
-            if UP_TO_DATE not in rest.values():
+            if CellState.UP_TO_DATE not in rest.values():
                 return f"partition {p} would have no UP_TO_DATE copy on a running node left"
         return None
 
@@ -211,7 +209,7 @@ class PartitionTable:
                 "added": sorted([n, p, ptid] for (n, p), ptid in self.added.items())}
 
     @classmethod
-    def from_doc(cls, doc: dict) -> "PartitionTable":
-        rows = [{int(n): s for n, s in row} for row in doc["rows"]]
+    def from_doc(cls, doc: dict) -> PartitionTable:
+        rows = [{int(n): CellState(s) for n, s in row} for row in doc["rows"]]
         added = {(n, p): ptid for n, p, ptid in doc.get("added", [])}
         return cls(doc["partitions"], doc["replicas"], rows, doc["ptid"], added)

@@ -33,13 +33,7 @@ from ZODB.TimeStamp import TimeStamp
 
 from neoarray.ids import Z64
 from neoarray.metrics import MetricsExporter
-
-from .core import CORRUPTED, FEEDING, OUT_OF_DATE, UP_TO_DATE
-from .node import RECOVERING, RUNNING, STOPPING, VERIFYING
-
-CLUSTER_STATES = (RECOVERING, VERIFYING, RUNNING, STOPPING)
-NODE_STATES = ("RUNNING", "PENDING", "DOWN", "UNKNOWN")
-CELL_STATES = {UP_TO_DATE: "UP_TO_DATE", OUT_OF_DATE: "OUT_OF_DATE", FEEDING: "FEEDING", CORRUPTED: "CORRUPTED"}
+from neoarray.states import CellState, ClusterState, NodeState, NodeType
 
 
 def tid_seconds(tid: bytes) -> float:
@@ -90,14 +84,15 @@ class MasterCollector(Collector):
 
 def _state_set(current: str) -> GaugeMetricFamily:
     g = GaugeMetricFamily("neoarray_master_cluster_state", "1 for the cluster's state", labels=["state"])
-    for state in CLUSTER_STATES:
-        g.add_metric([state], 1 if state == current else 0)
+    for state in ClusterState:
+        g.add_metric([state.value], 1 if state == current else 0)
     return g
 
 
 def _nodes(nodes: list[tuple[str, str]]) -> GaugeMetricFamily:
-    counts = {("STORAGE", state): 0 for state in NODE_STATES}
-    for key in nodes:
+    counts = {(NodeType.STORAGE.value, state.value): 0 for state in NodeState}
+    for typ, state in nodes:
+        key = (str(typ), str(state))
         counts[key] = counts.get(key, 0) + 1
     g = GaugeMetricFamily("neoarray_master_nodes", "nodes known to the master", labels=["type", "state"])
     for (typ, state), count in sorted(counts.items()):
@@ -105,16 +100,16 @@ def _nodes(nodes: list[tuple[str, str]]) -> GaugeMetricFamily:
     return g
 
 
-def _cells(rows: list[dict[int, str]]) -> GaugeMetricFamily:
-    counts: dict[int, dict[str, int]] = {}
+def _cells(rows: list[dict[int, CellState]]) -> GaugeMetricFamily:
+    counts: dict[int, dict[CellState, int]] = {}
     for row in rows:
         for nid, state in row.items():
-            per_node = counts.setdefault(nid, dict.fromkeys(CELL_STATES, 0))
+            per_node = counts.setdefault(nid, dict.fromkeys(CellState, 0))
             per_node[state] += 1
     g = GaugeMetricFamily("neoarray_master_cells", "cells of the partition table", labels=["node", "state"])
     for nid, per_node in sorted(counts.items()):
-        for letter, count in per_node.items():
-            g.add_metric([f"S{nid}", CELL_STATES[letter]], count)
+        for state, count in per_node.items():
+            g.add_metric([f"S{nid}", state.name], count)
     return g
 
 

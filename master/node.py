@@ -16,13 +16,21 @@ from dataclasses import dataclass, field
 from ZODB.POSException import ReadOnlyError
 
 from neoarray import security, wire
-from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
+from neoarray.errors import ClusterUnavailable, LimitExceeded, NeoError, RequestRefused
 from neoarray.ids import MAX_TID, Z64, checked_id, p64, u64
 from neoarray.masters import is_address
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
+from neoarray.proto_states import (
+    CELL_TO_PB,
+    CLUSTER_STATE_TO_PB,
+    NODE_STATE_TO_PB,
+    NODE_TYPE_FROM_PB,
+    NODE_TYPE_TO_PB,
+)
+from neoarray.states import ClusterState, NodeState, NodeType
 from neoarray.transport.client import FramedChannel
 from neoarray.transport.client import Stub as framed_stub
 
@@ -41,14 +49,8 @@ log = logging.getLogger("neoarray.master")
 NAME_CHARS_MAX = 4096        # address, host and data path of a node
 PENDING_REPORTS_MAX = 10_000  # transactions one heartbeat may report (storage_node: 1,000)
 
-RECOVERING, VERIFYING, RUNNING, STOPPING = "RECOVERING", "VERIFYING", "RUNNING", "STOPPING"
-CLUSTER_PB = {RECOVERING: cpb.RECOVERING, VERIFYING: cpb.VERIFYING,
-              RUNNING: cpb.CLUSTER_RUNNING, STOPPING: cpb.STOPPING}
-NODE_PB = {"RUNNING": cpb.RUNNING, "PENDING": cpb.PENDING, "DOWN": cpb.DOWN, "UNKNOWN": cpb.UNKNOWN}
 # node types in the view pushed to clients and storage nodes (``cluster_info``)
-VIEW_NODE_TYPES = frozenset({"STORAGE", "MASTER"})
-TYPE_PB = {"STORAGE": cpb.STORAGE, "CLIENT": cpb.CLIENT, "ADMIN": cpb.ADMIN, "MASTER": cpb.MASTER}
-CELL_PB = {"U": cpb.UP_TO_DATE, "O": cpb.OUT_OF_DATE, "F": cpb.FEEDING, "C": cpb.CORRUPTED}
+VIEW_NODE_TYPES = frozenset({NodeType.STORAGE, NodeType.MASTER})
 
 
 @dataclass
@@ -87,17 +89,17 @@ class Limits:
 @dataclass
 class NodeInfo:
     node_id: int
-    type: str
+    type: NodeType
     address: str = ""
     host: str = ""
-    state: str = "UNKNOWN"
+    state: NodeState = NodeState.UNKNOWN
     since: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.monotonic)
     read_only: bool = False
     data_path: str = ""
     data_address: str = ""          # storages: their framed data plane (neoarray/transport)
 
-    def set_state(self, state: str) -> None:
+    def set_state(self, state: NodeState) -> None:
         if state != self.state:
             self.state, self.since = state, time.time()
 
@@ -126,7 +128,7 @@ def _check_address(address: str, what: str) -> None:
                              f"(a port from 1 to 65535)")
 
 
-class Master(Committing, TableAdmin, Truncation, ReplicationRates):
+class Master(Committing):
     def __init__(self, path: str, cluster: str, partitions: int, replicas: int,
                  storages_expected: int, limits: Limits | None = None,
                  tls: security.TLSConfig | None = None):
@@ -137,7 +139,7 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
         self.lock = threading.RLock()
         self._load_state(partitions, replicas)
         self.storages_expected = storages_expected
-        self.cluster_state = RECOVERING
+        self.cluster_state = ClusterState.RECOVERING
         self.started_at = time.monotonic()
         self.last_committed = Z64                 # newest tid acknowledged (published)
         self.commits_finished = 0                 # acknowledged since start (metrics)
@@ -168,12 +170,14 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
         self.first_node_id = st.get("next_node_id", 1)    # lower ids: sessions of earlier masters
         doc = st.get("pt")
         self.pt = PartitionTable.from_doc(doc) if doc else PartitionTable(self.partitions, st.get("replicas"))
-        self.added_members: set[int] = set(st.get("members", []))   # added, maybe without cells
         self.nodes: dict[int, NodeInfo] = {}
         for nid, (typ, address, host) in st.get("nodes", {}).items():
-            self.nodes[int(nid)] = NodeInfo(int(nid), typ, address, host, "DOWN" if typ == "STORAGE" else "UNKNOWN")
-        self._load_truncation()
-        self._load_rates()
+            typ = NodeType(typ)
+            self.nodes[int(nid)] = NodeInfo(int(nid), typ, address, host,
+                                            NodeState.DOWN if typ == NodeType.STORAGE else NodeState.UNKNOWN)
+        self.admin = TableAdmin(self)             # neoctl add, tweak, drop, kill, set replicas
+        self.truncation = Truncation(self)        # neoctl truncate
+        self.rates = ReplicationRates(self.state_db, self.lock, self._storage_ids)   # (Committing)
         self.ids = IdAllocator(self._persist_ids, st.get("oid_reserved", 0), st.get("oid_reserved", 0),
                                st.get("tid_reserved", Z64), st.get("tid_reserved", Z64))
 
@@ -185,7 +189,7 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
 
     def _persist_nodes(self) -> None:
         storages = {str(n.node_id): [n.type, n.address, n.host]
-                    for n in self.nodes.values() if n.type == "STORAGE"}
+                    for n in self.nodes.values() if n.type == NodeType.STORAGE}
         self.state_db.put(nodes=storages)
 
     def _new_node_id(self) -> int:
@@ -197,7 +201,7 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
 
     # -- views ------------------------------------------------------------------
     def running_storages(self) -> set[int]:
-        return {n.node_id for n in self.nodes.values() if n.type == "STORAGE" and n.state == "RUNNING"}
+        return {n.node_id for n in self.nodes.values() if n.type == NodeType.STORAGE and n.state == NodeState.RUNNING}
 
     def cluster_info(self) -> cpb.ClusterInfo:
         """The view clients and storage nodes work from: the state, the partition table,
@@ -207,34 +211,34 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
         number, O(clients²) bytes per join."""
         with self.lock:
             return cpb.ClusterInfo(
-                state=CLUSTER_PB[self.cluster_state], pt=self.pt_pb(),
+                state=CLUSTER_STATE_TO_PB[self.cluster_state], pt=self.pt_pb(),
                 nodes=[self.node_pb(n) for n in self.nodes.values() if n.type in VIEW_NODE_TYPES],
                 last_tid=self.last_committed, last_oid=p64(self.ids.last_oid))
 
     def pt_pb(self) -> cpb.PartitionTable:
         return cpb.PartitionTable(ptid=self.pt.ptid, replicas=self.pt.replicas, rows=[
-            cpb.PartitionRow(cells=[cpb.Cell(node_id=n, state=CELL_PB[s]) for n, s in sorted(row.items())])
+            cpb.PartitionRow(cells=[cpb.Cell(node_id=n, state=CELL_TO_PB[s]) for n, s in sorted(row.items())])
             for row in self.pt.rows])
 
     @staticmethod
     def node_pb(n: NodeInfo) -> cpb.Node:
-        return cpb.Node(node_id=n.node_id, type=TYPE_PB[n.type], address=n.address,
-                        state=NODE_PB[n.state], host=n.host, state_since=n.since, data_path=n.data_path,
+        return cpb.Node(node_id=n.node_id, type=NODE_TYPE_TO_PB[n.type], address=n.address,
+                        state=NODE_STATE_TO_PB[n.state], host=n.host, state_since=n.since, data_path=n.data_path,
                         data_address=n.data_address)
 
     # -- nodes ------------------------------------------------------------------
     def identify(self, req) -> int:
-        typ = {cpb.STORAGE: "STORAGE", cpb.CLIENT: "CLIENT", cpb.ADMIN: "ADMIN"}.get(req.type)
-        if typ is None:
+        typ = NODE_TYPE_FROM_PB.get(req.type)
+        if typ not in (NodeType.STORAGE, NodeType.CLIENT, NodeType.ADMIN):
             raise RequestRefused(f"unknown node type {req.type}")
         _check_identify(req)
         with self.lock:
-            if self.cluster_state == STOPPING:
+            if self.cluster_state == ClusterState.STOPPING:
                 raise ClusterUnavailable("cluster is stopping")
             nid = req.node_id
             known = self.nodes.get(nid)
             if known is None or known.type != typ:
-                if typ == "STORAGE" and nid:
+                if typ == NodeType.STORAGE and nid:
                     raise RequestRefused(f"storage node {nid} is not known to this cluster "
                                          f"(its data belongs elsewhere?)")
                 if len(self.nodes) >= self.limits.nodes_max:
@@ -245,10 +249,10 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
             known.address, known.host, known.read_only = req.address, req.host, req.read_only
             known.data_path, known.data_address = req.data_path, req.data_address
             known.last_seen = time.monotonic()
-            if typ == "STORAGE":
+            if typ == NodeType.STORAGE:
                 self._storage_joined(known, req)
             else:
-                known.set_state("RUNNING")
+                known.set_state(NodeState.RUNNING)
         if typ in VIEW_NODE_TYPES:      # a client or admin connection changes no one's view
             self.broadcast_cluster()
         return nid
@@ -256,11 +260,11 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
     def _storage_joined(self, node: NodeInfo, req) -> None:
         self._drop_channel(node.node_id)
         self.ids.raise_to(u64(req.last_oid or Z64), req.last_tid or Z64)
-        in_pt = node.node_id in self.members()
-        node.set_state("RUNNING" if in_pt or not self.pt.rows else "PENDING")
+        in_pt = node.node_id in self.admin.members()
+        node.set_state(NodeState.RUNNING if in_pt or not self.pt.rows else NodeState.PENDING)
         self._persist_nodes()
         log.info("storage node S%d at %s is %s", node.node_id, node.address, node.state)
-        if self.cluster_state == RUNNING and in_pt:
+        if self.cluster_state == ClusterState.RUNNING and in_pt:
             if self.catchup.node_returned(self.pt, node.node_id, self.last_committed):
                 self._persist_pt()
                 log.info("S%d is back with OUT_OF_DATE cells: they copy up to tid 0x%s (ptid %d)",
@@ -295,7 +299,7 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
     def heartbeat(self, nid: int) -> bool:
         with self.lock:
             node = self.nodes.get(nid)
-            if node is None or node.state == "DOWN":
+            if node is None or node.state == NodeState.DOWN:
                 return False
             node.last_seen = time.monotonic()
             return True
@@ -303,12 +307,12 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
     def monitor(self) -> None:
         """Mark storages silent for ``node_timeout_s`` DOWN; retry starting while RECOVERING."""
         while not self.stopped.wait(0.5):
-            if self.cluster_state == RECOVERING:
+            if self.cluster_state == ClusterState.RECOVERING:
                 self.try_start()
             now = time.monotonic()
             with self.lock:
                 silent = [n.node_id for n in self.nodes.values()
-                          if n.type == "STORAGE" and n.state in ("RUNNING", "PENDING")
+                          if n.type == NodeType.STORAGE and n.state in (NodeState.RUNNING, NodeState.PENDING)
                           and now - n.last_seen > self.limits.node_timeout_s]
             for nid in silent:
                 self.storage_lost(nid, "no heartbeat")
@@ -316,16 +320,16 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
     def storage_lost(self, nid: int, why: str) -> None:
         with self.lock:
             node = self.nodes.get(nid)
-            if node is None or node.state == "DOWN":
+            if node is None or node.state == NodeState.DOWN:
                 return
             log.warning("storage node S%d lost: %s", nid, why)
             running = self.running_storages()
-            node.set_state("DOWN")
-            if self.cluster_state == RUNNING and self.pt.node_lost(nid, running):
+            node.set_state(NodeState.DOWN)
+            if self.cluster_state == ClusterState.RUNNING and self.pt.node_lost(nid, running):
                 self._persist_pt()
-            if self.cluster_state == RUNNING and not self.pt.operational(self.running_storages()):
+            if self.cluster_state == ClusterState.RUNNING and not self.pt.operational(self.running_storages()):
                 log.warning("partition table not operational: back to RECOVERING")
-                self.cluster_state = RECOVERING
+                self.cluster_state = ClusterState.RECOVERING
             self._drop_channel(nid)
         self.broadcast_cluster()
 
@@ -333,18 +337,18 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
     def try_start(self, force: bool = False) -> None:
         """RECOVERING -> VERIFYING -> RUNNING when the partition table can serve."""
         with self.lock:
-            if self.cluster_state != RECOVERING:
+            if self.cluster_state != ClusterState.RECOVERING:
                 return
             running = self.running_storages()
             if not self.pt.rows:
                 pending = sorted(n.node_id for n in self.nodes.values()
-                                 if n.type == "STORAGE" and n.state == "PENDING")
+                                 if n.type == NodeType.STORAGE and n.state == NodeState.PENDING)
                 ready = sorted(running | set(pending))
                 if not ready or (len(ready) < self.storages_expected and not force):
                     return
                 self.pt = PartitionTable.create(self.partitions, self.state_db.get("replicas"), ready)
                 for nid in ready:
-                    self.nodes[nid].set_state("RUNNING")
+                    self.nodes[nid].set_state(NodeState.RUNNING)
                 self._persist_pt()
                 running = self.running_storages()
             if not self.pt.operational(running):
@@ -353,17 +357,17 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
                     and time.monotonic() - self.started_at < self.limits.node_timeout_s):
                 return      # just started: give every member a heartbeat period to come back
                             # (one that does not is marked out of date when the cluster runs)
-            self.cluster_state = VERIFYING
+            self.cluster_state = ClusterState.VERIFYING
         try:
             self._verify(running)
         except Exception as exc:
             log.warning("verification failed (%s): staying in RECOVERING", exc)
             with self.lock:
-                self.cluster_state = RECOVERING
+                self.cluster_state = ClusterState.RECOVERING
             return
         with self.lock:
-            if self.cluster_state == VERIFYING:
-                self.cluster_state = RUNNING
+            if self.cluster_state == ClusterState.VERIFYING:
+                self.cluster_state = ClusterState.RUNNING
                 running = self.running_storages()
                 # members still down (a restarted master reloads every node DOWN, some may
                 # have died before the previous master noticed) miss what is committed from
@@ -380,7 +384,7 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
     def _verify(self, running: set[int]) -> None:
         """Learn last ids and settle what the storages voted or locked under earlier masters."""
         for nid in sorted(running):
-            self.apply_pending_truncate(nid)
+            self.truncation.apply_pending(nid)
         infos = {nid: wire.call(self.storage_stub(nid).RecoveryInfo, cpb.Empty(),
                                 self.limits.rpc_timeout_s, f"S{nid}") for nid in running}
         for info in infos.values():
@@ -394,7 +398,7 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
     def _settle_storage(self, nid: int) -> None:
         """A storage came back while RUNNING: settle what it voted or locked meanwhile."""
         def settle():
-            self.apply_pending_truncate(nid)
+            self.truncation.apply_pending(nid)
             info = wire.call(self.storage_stub(nid).RecoveryInfo, cpb.Empty(), self.limits.rpc_timeout_s)
             self._reconcile({nid: info})
         try:
@@ -426,7 +430,7 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
             except Exception as exc:  # noqa: BLE001 - any failure: retried, then logged
                 with self.lock:
                     node = self.nodes.get(nid)
-                    alive = node is not None and node.state == "RUNNING" and not self.stopped.is_set()
+                    alive = node is not None and node.state == NodeState.RUNNING and not self.stopped.is_set()
                 if not alive or attempt == self.limits.cleanup_attempts_max:
                     log.warning("%s failed after %d attempts%s: %s", what, attempt,
                                 "" if alive else " (node no longer running)", exc)
@@ -491,10 +495,10 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
                     self.to_unlock.setdefault(nid, []).extend(done)
             self._settle_queue()
 
-    def set_cluster_state(self, state: str) -> str:
-        if state == RUNNING:
+    def set_cluster_state(self, state: ClusterState) -> ClusterState:
+        if state == ClusterState.RUNNING:
             self.try_start(force=True)
-        elif state == STOPPING:
+        elif state == ClusterState.STOPPING:
             self.stop_cluster()
         else:
             raise RequestRefused(f"cannot set the cluster state to {state}")
@@ -502,8 +506,9 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
 
     def stop_cluster(self) -> None:
         with self.lock:
-            self.cluster_state = STOPPING
-            storages = [n.node_id for n in self.nodes.values() if n.type == "STORAGE" and n.state != "DOWN"]
+            self.cluster_state = ClusterState.STOPPING
+            storages = [n.node_id for n in self.nodes.values()
+                        if n.type == NodeType.STORAGE and n.state != NodeState.DOWN]
         self.broadcast_cluster()
         for nid in storages:
             try:
@@ -515,9 +520,9 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
 
     # -- transactions ---------------------------------------------------------------
     def require_running(self) -> None:
-        if self.cluster_state != RUNNING:
+        if self.cluster_state != ClusterState.RUNNING:
             raise ClusterUnavailable(f"cluster is {self.cluster_state}, not RUNNING")
-        if self.truncating:
+        if self.truncation.truncating:
             raise ClusterUnavailable("the cluster is being truncated (neoctl truncate): retry")
 
     def new_oids(self, count: int) -> list[bytes]:
@@ -540,7 +545,7 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
         """``node`` is a client of this master whose event stream is open (its session
         lasts while the stream does: ``master/commit.py``)."""
         info = self.nodes.get(node)
-        return info is not None and info.type == "CLIENT" and node in self.subscribers
+        return info is not None and info.type == NodeType.CLIENT and node in self.subscribers
 
     def replication_report(self, nid: int, done) -> list[mpb.ReplicaTask]:
         """A heartbeat's catch-up report: cells copied up to their tid become
@@ -548,16 +553,16 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
         changed = False
         with self.lock:
             node = self.nodes.get(nid)
-            if self.cluster_state != RUNNING or node is None or node.state != "RUNNING":
+            if self.cluster_state != ClusterState.RUNNING or node is None or node.state != NodeState.RUNNING:
                 return []
             for d in done:
-                if self.truncate_blocks(nid):
+                if self.truncation.blocks(nid):
                     break       # not UP_TO_DATE before the truncation reached it
                 if len(d.tid) == 8 and self.catchup.replicated(self.pt, nid, d.partition, d.tid):
                     changed = True
                     log.info("S%d caught up partition %d to tid 0x%s: UP_TO_DATE (ptid %d)",
                              nid, d.partition, d.tid.hex(), self.pt.ptid)
-            changed |= self._drop_fed()
+            changed |= self.admin.drop_fed()
             if changed:
                 self._persist_pt()
             running = self.running_storages()
@@ -598,7 +603,7 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
         out = []
         with self.lock:
             core = self.commits
-            if self.cluster_state != RUNNING:
+            if self.cluster_state != ClusterState.RUNNING:
                 return out
             if nid not in core.reported:
                 self._settle_unreported(nid)
@@ -615,6 +620,37 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
             log.info("S%d: %s of 0x%s held by a dead transaction", nid,
                      "lock" if v.lock_tid else "abort", v.ttid.hex())
         return out
+
+    def push_table(self, node_ids) -> None:
+        """Tell nodes given new cells before clients route stores to them
+        (``master/table_admin.py``)."""
+        with self.lock:
+            table = self.pt_pb()
+        for nid in sorted(node_ids):
+            try:
+                wire.call(self.storage_stub(nid).SetPartitionTable, table, self.limits.rpc_timeout_s)
+            except NeoError as exc:      # it learns from its next heartbeat reply
+                log.warning("could not send the partition table to S%d: %s", nid, exc)
+
+    def shutdown_storage(self, nid: int) -> None:
+        """Ask storage ``nid`` to shut down (``neoctl kill``)."""
+        wire.call(self.storage_stub(nid).Shutdown, cpb.Empty(), self.limits.rpc_timeout_s, f"shutdown of S{nid}")
+
+    def truncate_on(self, nid: int, tid: bytes, until: bytes, check_only: bool = False) -> tuple[int, int]:
+        """Order storage ``nid`` to delete the transactions in ``(tid, until]``
+        (``master/truncate.py``); ``(transactions, revisions)`` it removed."""
+        reply = wire.call(self.storage_stub(nid).Truncate,
+                          spb.StorageTruncateRequest(tid=tid, until_tid=until, check_only=check_only),
+                          self.limits.lock_timeout_s, f"truncate on S{nid}")
+        return reply.transactions_removed, reply.revisions_removed
+
+    def disconnect_clients(self) -> None:
+        """End the event stream of every client: each reconnects and drops its caches."""
+        with self.lock:
+            for nid, q in list(self.subscribers.items()):
+                node = self.nodes.get(nid)
+                if node is not None and node.type == NodeType.CLIENT:
+                    self._push(q, None)
 
     def unlocker(self) -> None:
         """Send batched Unlock orders (storages forget locked-transaction records)."""
@@ -637,7 +673,7 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
             if nid not in self.nodes:
                 raise RequestRefused(f"node {nid} must identify before subscribing")
             if nid not in self.subscribers and len(self.subscribers) >= self.limits.subscribers_max:
-                if self.nodes[nid].type != "STORAGE":
+                if self.nodes[nid].type != NodeType.STORAGE:
                     del self.nodes[nid]
                 raise LimitExceeded(f"{len(self.subscribers)} clients hold an event stream, "
                                     f"subscribers_max={self.limits.subscribers_max}: node {nid} is refused")
@@ -654,7 +690,7 @@ class Master(Committing, TableAdmin, Truncation, ReplicationRates):
             del self.subscribers[nid]
             node = self.nodes.get(nid)
             in_view = node is not None and node.type in VIEW_NODE_TYPES
-            if node is not None and node.type != "STORAGE":
+            if node is not None and node.type != NodeType.STORAGE:
                 del self.nodes[nid]
             keep = self.commits.session_ended(nid)
             storages = self.running_storages()

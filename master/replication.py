@@ -30,7 +30,7 @@ cell instead of per node: ``cells_added`` sets their ``until`` to the last commi
 tid, and the ptid of their creation (``pt.added``, persisted with the table) plays
 the part of ``returned_ptid`` for the partitions they belong to.  The master also
 refuses to finish a transaction whose view is so old that no readable cell it could
-have stored to remains (``Master._view_covers``).
+have stored to remains (``TableAdmin.view_covers``).
 
 ``until`` lives in memory: after a master restart, the cluster's becoming RUNNING
 counts as the return of every node with OUT_OF_DATE cells, with the tids it
@@ -39,8 +39,7 @@ recovered.
 from __future__ import annotations
 
 from neoarray.ids import Z64
-
-from .core import FEEDING, OUT_OF_DATE, READABLE, UP_TO_DATE
+from neoarray.states import READABLE, CellState
 
 
 class CatchUp:
@@ -50,7 +49,7 @@ class CatchUp:
 
     @staticmethod
     def out_of_date(pt, node: int) -> list[int]:
-        return pt.cells_of(node, OUT_OF_DATE)
+        return pt.cells_of(node, CellState.OUT_OF_DATE)
 
     def node_returned(self, pt, node: int, last_committed: bytes) -> bool:
         """``node`` is writable again; True (ptid increased) when it has cells to copy."""
@@ -102,13 +101,13 @@ class CatchUp:
     def _missed(self, pt, running, node: int, p: int, tid: bytes) -> bool:
         row = pt.rows[p]
         state = row.get(node)
-        if state == OUT_OF_DATE:
+        if state == CellState.OUT_OF_DATE:
             self.until[(node, p)] = max(self.until.get((node, p), Z64), tid)
         elif state in READABLE and any(n != node and s in READABLE and n in running for n, s in row.items()):
-            if state == FEEDING:        # it was leaving: it goes now
+            if state == CellState.FEEDING:        # it was leaving: it goes now
                 pt.remove(node, p)
                 return True
-            pt.set_cell(p, node, OUT_OF_DATE)
+            pt.set_cell(p, node, CellState.OUT_OF_DATE)
             self.until[(node, p)] = tid
             return True
         return False
@@ -126,12 +125,12 @@ class CatchUp:
     def replicated(self, pt, node: int, p: int, tid: bytes) -> bool:
         """``node`` copied partition ``p`` up to ``tid``; True when its cell became
         UP_TO_DATE (the caller increases nothing: the ptid is increased here)."""
-        if not 0 <= p < len(pt.rows) or pt.rows[p].get(node) != OUT_OF_DATE:
+        if not 0 <= p < len(pt.rows) or pt.rows[p].get(node) != CellState.OUT_OF_DATE:
             return False
         until = self.until.get((node, p))
         if until is None or tid < until:
             return False
-        pt.set_cell(p, node, UP_TO_DATE)
+        pt.set_cell(p, node, CellState.UP_TO_DATE)
         del self.until[(node, p)]
         pt.ptid += 1
         return True

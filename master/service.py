@@ -9,12 +9,14 @@ from neoarray.ids import checked_id, p64
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as pb
 from neoarray.proto import master_pb2_grpc as rpc
+from neoarray.proto_states import (
+    CLUSTER_STATE_FROM_PB,
+    CLUSTER_STATE_TO_PB,
+    cell_change_pb,
+)
 
-from .node import CELL_PB, CLUSTER_PB, Master
+from .node import Master
 from .table_admin import NODE_IDS_PER_REQUEST_MAX
-
-_STATE_NAMES = {v: k for k, v in CLUSTER_PB.items()}
-
 
 
 class MasterServicer(rpc.MasterServicer):
@@ -76,9 +78,9 @@ class MasterServicer(rpc.MasterServicer):
             context.abort(__import__("grpc").StatusCode.NOT_FOUND, f"node {request.node_id} must identify again")
         tasks = self.m.replication_report(request.node_id, request.replicated)
         verdicts = self.m.pending_verdicts(request.node_id, request.pending)
-        reply = pb.HeartbeatReply(state=CLUSTER_PB[self.m.cluster_state], ptid=self.m.pt.ptid, replicate=tasks,
+        reply = pb.HeartbeatReply(state=CLUSTER_STATE_TO_PB[self.m.cluster_state], ptid=self.m.pt.ptid, replicate=tasks,
                                   verdicts=verdicts)
-        rate = self.m.replication_rate(request.node_id)
+        rate = self.m.rates.replication_rate(request.node_id)
         if rate is not None:
             reply.replication_bytes_per_s = rate
         return reply
@@ -101,42 +103,42 @@ class AdminServicer(rpc.AdminServicer):
             return pb.NodesReply(nodes=[self.m.node_pb(n) for n in self.m.nodes.values()])
 
     def GetClusterState(self, request, context):
-        return pb.ClusterStateReply(state=CLUSTER_PB[self.m.cluster_state])
+        return pb.ClusterStateReply(state=CLUSTER_STATE_TO_PB[self.m.cluster_state])
 
     def SetClusterState(self, request, context):
-        state = _STATE_NAMES.get(request.state)
+        state = CLUSTER_STATE_FROM_PB.get(request.state)
         if state is None:
             raise RequestRefused(f"unknown cluster state {request.state}")
-        return pb.ClusterStateReply(state=CLUSTER_PB[self.m.set_cluster_state(state)])
+        return pb.ClusterStateReply(state=CLUSTER_STATE_TO_PB[self.m.set_cluster_state(state)])
 
     # -- partition-table administration --------------------------------------------------
     def AddNodes(self, request, context):
-        return pb.AddNodesReply(node_ids=self.m.add_nodes(list(request.node_ids), request.all))
+        return pb.AddNodesReply(node_ids=self.m.admin.add_nodes(list(request.node_ids), request.all))
 
     def Tweak(self, request, context):
-        return self._changes(self.m.tweak(list(request.exclude_node_ids), request.dry_run))
+        return self._changes(self.m.admin.tweak(list(request.exclude_node_ids), request.dry_run))
 
     def DropNode(self, request, context):
-        return self._changes(self.m.drop_node(request.node_id))
+        return self._changes(self.m.admin.drop_node(request.node_id))
 
     def KillNode(self, request, context):
-        self.m.kill_node(request.node_id)
+        self.m.admin.kill_node(request.node_id)
         return cpb.Empty()
 
     def SetReplicas(self, request, context):
-        self.m.set_replicas(request.replicas)
+        self.m.admin.set_replicas(request.replicas)
         return self._changes([])
 
     def _changes(self, diff):
         with self.m.lock:
             table = self.m.pt_pb()
         return pb.TableChangeReply(pt=table, changes=[
-            pb.CellChange(partition=p, node_id=n, old_state=CELL_PB.get(old, cpb.CELL_STATE_UNSPECIFIED),
-                          new_state=CELL_PB.get(new, cpb.DISCARDED)) for p, n, old, new in diff])
+            pb.CellChange(partition=p, node_id=n, old_state=old_pb, new_state=new_pb)
+            for p, n, old, new in diff for old_pb, new_pb in [cell_change_pb(old, new)]])
 
     # -- operations ---------------------------------------------------------------------
     def Truncate(self, request, context):
-        done = self.m.truncate(checked_id(request.tid, "tid"))
+        done = self.m.truncation.truncate(checked_id(request.tid, "tid"))
         return pb.TruncateReply(tid=done["tid"], last_tid_before=done["until"],
                                 transactions_removed=done["transactions"],
                                 revisions_removed=done["revisions"])
@@ -144,6 +146,6 @@ class AdminServicer(rpc.AdminServicer):
     def SetReplicationRate(self, request, context):
         if len(request.node_ids) > NODE_IDS_PER_REQUEST_MAX:
             raise RequestRefused(f"more than {NODE_IDS_PER_REQUEST_MAX} node ids")
-        done = self.m.set_replication_rate(request.bytes_per_s, list(request.node_ids))
+        done = self.m.rates.set_replication_rate(request.bytes_per_s, list(request.node_ids))
         return pb.SetReplicationRateReply(rates=done["rates"], default_set=done["default"] is not None,
                                           default_bytes_per_s=done["default"] or 0)

@@ -56,9 +56,11 @@ from neoarray.masters import MASTERS_MAX, is_address, parse_masters  # noqa: F40
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import standby_pb2 as pb
 from neoarray.proto import standby_pb2_grpc as rpc
+from neoarray.states import NodeState, NodeType
 
 from .commit import NODE_ID_RESERVE
 from .core import OID_RESERVE, TID_RESERVE
+from .node import NodeInfo
 from .state import MasterState
 
 log = logging.getLogger("neoarray.master.standby")
@@ -214,7 +216,7 @@ class StatePublisher(rpc.StandbyServicer):
 
     def _drop(self, address: str) -> None:
         follower = self.followers.pop(address)
-        self.m.pool.submit(self._show, address, follower.node_id, "DOWN")
+        self.m.pool.submit(self._show, address, follower.node_id, NodeState.DOWN)
 
     def FollowState(self, request, context):
         _check_follower_address(request.address)
@@ -229,7 +231,7 @@ class StatePublisher(rpc.StandbyServicer):
                 follower = self.followers[request.address] = _Follower()
                 if request.address not in self.known:
                     self.known = (self.known + [request.address])[-MASTERS_MAX:]
-                self.m.pool.submit(self._show, request.address, 0, "RUNNING")
+                self.m.pool.submit(self._show, request.address, 0, NodeState.RUNNING)
             follower.last_seen = time.monotonic()
             if request.known_run == RUN:
                 follower.acked = max(follower.acked, request.known_version)
@@ -249,16 +251,15 @@ class StatePublisher(rpc.StandbyServicer):
     def Role(self, request, context):
         return pb.RoleReply(role=pb.PRIMARY, epoch=self.m.epoch)
 
-    def _show(self, address: str, node_id: int, state: str) -> None:
+    def _show(self, address: str, node_id: int, state: NodeState) -> None:
         """A standby appears (or goes) in the master's node list, type MASTER."""
-        from .node import NodeInfo
         with self.m.lock:
-            node = next((n for n in self.m.nodes.values() if n.type == "MASTER" and n.address == address), None)
+            node = next((n for n in self.m.nodes.values() if n.type == NodeType.MASTER and n.address == address), None)
             if node is None:
-                if state == "DOWN":
+                if state == NodeState.DOWN:
                     return
                 nid = self.m._new_node_id()
-                node = self.m.nodes[nid] = NodeInfo(nid, "MASTER", address, address.rpartition(":")[0])
+                node = self.m.nodes[nid] = NodeInfo(nid, NodeType.MASTER, address, address.rpartition(":")[0])
             node.set_state(state)
             with self.cond:
                 if address in self.followers:

@@ -1,13 +1,15 @@
 """The master's partition-table administration (``neoctl add|tweak|drop|kill|set replicas``).
 
-A mixin of ``Master`` (``master/node.py``): every change is made under ``self.lock``,
-persisted (``_persist_pt``, ``_persist_members``) before anyone is told, pushed to the
-storage nodes given new cells (so they know at once which partitions they catch up,
-see ``storage_node/node.py``) and then broadcast to clients with the new ptid.
+An object of ``Master`` (``master/node.py``: ``master.admin``), given the master, whose
+table, nodes and commit queue it changes: every change is made under the master's
+lock, persisted (``_persist_pt``, ``_persist_members``) before anyone is told, pushed
+to the storage nodes given new cells (``Master.push_table``: so they know at once
+which partitions they catch up, see ``storage_node/node.py``) and then broadcast to
+clients with the new ptid.  It owns the members added without cells.
 
 FEEDING lifecycle: a cell that ``tweak`` moves away stays readable and written as
 FEEDING; once its partition has an UP_TO_DATE cell on a running node and no
-OUT_OF_DATE cell left (the replacements caught up), ``_drop_fed`` removes it.  A cell
+OUT_OF_DATE cell left (the replacements caught up), ``drop_fed`` removes it.  A cell
 leaves the table only when no transaction in the commit queue with an older view
 (which may have stored to that cell and not to the new ones) touches its partition.
 """
@@ -16,13 +18,11 @@ from __future__ import annotations
 import logging
 import time
 
-from neoarray import wire
-from neoarray.errors import ClusterUnavailable, NeoError, RequestRefused
-from neoarray.proto import common_pb2 as cpb
+from neoarray.errors import ClusterUnavailable, RequestRefused
+from neoarray.states import READABLE, CellState, ClusterState, NodeState, NodeType
 
 from . import tweak as planner
 from .commit import written
-from .core import OUT_OF_DATE, READABLE
 
 log = logging.getLogger("neoarray.master")
 
@@ -31,23 +31,29 @@ NODE_IDS_PER_REQUEST_MAX = 10_000
 
 
 class TableAdmin:
+    """``neoctl add|tweak|drop|kill|set replicas`` on the table of ``master``."""
+
+    def __init__(self, master):
+        self.m = master
+        self.added_members: set[int] = set(master.state_db.get("members", []))   # maybe without cells
+
     # -- views ------------------------------------------------------------------------
     def members(self) -> set[int]:
         """Storage nodes that are part of the cluster (with or without cells)."""
-        return self.pt.nodes() | self.added_members
+        return self.m.pt.nodes() | self.added_members
 
     def _storage(self, nid: int, what: str):
-        node = self.nodes.get(nid)
-        if node is None or node.type != "STORAGE":
+        node = self.m.nodes.get(nid)
+        if node is None or node.type != NodeType.STORAGE:
             raise RequestRefused(f"{what}: S{nid} is not a storage node of this cluster")
         return node
 
     def _require_running(self, what: str) -> None:
-        if self.cluster_state != "RUNNING":
-            raise ClusterUnavailable(f"{what}: cluster is {self.cluster_state}, not RUNNING")
+        if self.m.cluster_state != ClusterState.RUNNING:
+            raise ClusterUnavailable(f"{what}: cluster is {self.m.cluster_state}, not RUNNING")
 
     def _persist_members(self) -> None:
-        self.state_db.put(members=sorted(self.added_members))
+        self.m.state_db.put(members=sorted(self.added_members))
 
     # -- add --------------------------------------------------------------------------
     def add_nodes(self, node_ids, everyone: bool) -> list[int]:
@@ -56,102 +62,93 @@ class TableAdmin:
             raise RequestRefused(f"{len(node_ids)} node ids, at most {NODE_IDS_PER_REQUEST_MAX}")
         if everyone == bool(node_ids):
             raise RequestRefused("add: name nodes or ask for all pending nodes, not both or neither")
-        with self.lock:
-            if not self.pt.rows:
+        with self.m.lock:
+            if not self.m.pt.rows:
                 raise ClusterUnavailable("add: the cluster has no partition table yet (start it first)")
             if everyone:
-                node_ids = sorted(n.node_id for n in self.nodes.values()
-                                  if n.type == "STORAGE" and n.state == "PENDING")
+                node_ids = sorted(n.node_id for n in self.m.nodes.values()
+                                  if n.type == NodeType.STORAGE and n.state == NodeState.PENDING)
             for nid in node_ids:
                 node = self._storage(nid, "add")
-                if node.state != "PENDING":
+                if node.state != NodeState.PENDING:
                     why = "is already part of the cluster" if nid in self.members() else f"is {node.state}"
                     raise RequestRefused(f"add: S{nid} {why}, not PENDING")
             self.added_members |= set(node_ids)
             self._persist_members()
             for nid in node_ids:
-                self.nodes[nid].set_state("RUNNING")
+                self.m.nodes[nid].set_state(NodeState.RUNNING)
                 log.info("storage node S%d added to the cluster", nid)
         if node_ids:
-            self.broadcast_cluster()
+            self.m.broadcast_cluster()
         return sorted(node_ids)
 
     # -- tweak ------------------------------------------------------------------------
     def tweak(self, exclude, dry_run: bool) -> list[tuple[int, int, str, str]]:
         """Spread cells evenly over the running members not in ``exclude``; returns the
         cell changes (applied unless ``dry_run``)."""
-        with self.lock:
+        with self.m.lock:
             self._require_running("tweak")
             for nid in exclude:
                 if self._storage(nid, "tweak").node_id not in self.members():
                     raise RequestRefused(f"tweak: S{nid} is not part of the cluster")
-            running = self.running_storages() & self.members()
-            hosts = {n: self.nodes[n].host for n in running - set(exclude)}
+            running = self.m.running_storages() & self.members()
+            hosts = {n: self.m.nodes[n].host for n in running - set(exclude)}
             try:
-                rows = planner.plan(self.pt.rows, self.pt.replicas, hosts, running)
+                rows = planner.plan(self.m.pt.rows, self.m.pt.replicas, hosts, running)
             except planner.TweakError as exc:
                 raise RequestRefused(f"tweak: {exc}") from None
-            diff = planner.changes(self.pt.rows, rows)
+            diff = planner.changes(self.m.pt.rows, rows)
             if dry_run or not diff:
                 return diff
             self._apply_rows(rows, diff)
-            new_cells = {n for _, n, old, new in diff if new == OUT_OF_DATE and not old}
-            log.info("tweak: %d cell changes (ptid %d)", len(diff), self.pt.ptid)
-        self._push_pt(new_cells)
-        self.broadcast_cluster()
+            new_cells = {n for _, n, old, new in diff if new == CellState.OUT_OF_DATE and not old}
+            log.info("tweak: %d cell changes (ptid %d)", len(diff), self.m.pt.ptid)
+        self.m.push_table(new_cells)
+        self.m.broadcast_cluster()
         return diff
 
     def _apply_rows(self, rows, diff) -> None:
-        self.pt.set_rows(rows)
+        self.m.pt.set_rows(rows)
         for p, n, old, new in diff:
             if not new:
-                self.catchup.forget(n, p)
-        self.catchup.cells_added(self.pt, [(n, p) for p, n, old, new in diff if new == OUT_OF_DATE and not old],
-                                 self.last_committed)
-        self._drop_fed()
-        self._persist_pt()
+                self.m.catchup.forget(n, p)
+        self.m.catchup.cells_added(self.m.pt, [(n, p) for p, n, old, new in diff
+                                           if new == CellState.OUT_OF_DATE and not old],
+                                 self.m.last_committed)
+        self.drop_fed()
+        self.m._persist_pt()
 
-    def _push_pt(self, node_ids) -> None:
-        """Tell nodes given new cells before clients route stores to them."""
-        with self.lock:
-            table = self.pt_pb()
-        for nid in sorted(node_ids):
-            try:
-                wire.call(self.storage_stub(nid).SetPartitionTable, table, self.limits.rpc_timeout_s)
-            except NeoError as exc:      # it learns from its next heartbeat reply
-                log.warning("could not send the partition table to S%d: %s", nid, exc)
-
-    def _drop_fed(self) -> bool:
+    def drop_fed(self) -> bool:
         """Remove FEEDING cells whose replacements caught up (under the lock; the caller
         persists and broadcasts when True)."""
-        gone = [(n, p) for n, p in self.pt.fed(self.running_storages()) if not self._older_views_touch(p)]
+        gone = [(n, p) for n, p in self.m.pt.fed(self.m.running_storages()) if not self._older_views_touch(p)]
         for n, p in gone:
-            self.pt.remove(n, p)
-            self.catchup.forget(n, p)
+            self.m.pt.remove(n, p)
+            self.m.catchup.forget(n, p)
             log.info("S%d no longer feeds partition %d: cell dropped", n, p)
         if gone:
-            self.pt.ptid += 1
+            self.m.pt.ptid += 1
         return bool(gone)
 
     def _older_views_touch(self, p: int) -> bool:
         """Some transaction being finished has a view older than the table and writes ``p``."""
-        return any(t.view_ptid < self.pt.ptid and p in self._written(t) for t in self.commits.queue)
+        return any(t.view_ptid < self.m.pt.ptid and p in self._written(t) for t in self.m.commits.queue)
 
     def _written(self, txn) -> set[int]:
-        return written(txn, self.partitions)
+        return written(txn, self.m.partitions)
 
-    def _view_covers(self, txn) -> str | None:
+    def view_covers(self, txn) -> str | None:
         """Why ``txn`` cannot be finished safely (None: it can).  Every partition it
         wrote needs a readable copy among the nodes that voted it.  A client routes its
         stores with its view; if cells created since then make up every readable copy
         of a partition it wrote, nothing could copy the transaction to them."""
         for p in self._written(txn):
-            row = self.pt.rows[p]
-            if any(self.pt.added.get((n, p), 0) > txn.view_ptid for n in row):
-                if not any(s in READABLE and n in txn.storages and self.pt.added.get((n, p), 0) <= txn.view_ptid
+            row = self.m.pt.rows[p]
+            if any(self.m.pt.added.get((n, p), 0) > txn.view_ptid for n in row):
+                if not any(s in READABLE and n in txn.storages and self.m.pt.added.get((n, p), 0) <= txn.view_ptid
                            for n, s in row.items()):
                     return (f"the partition table changed under transaction 0x{txn.ttid.hex()} "
-                            f"(view ptid {txn.view_ptid}, now {self.pt.ptid}): partition {p} has no "
+                            f"(view ptid {txn.view_ptid}, now {self.m.pt.ptid}): partition {p} has no "
                             f"readable copy it stored to; it was not committed, retry it")
             elif not any(s in READABLE and n in txn.storages for n, s in row.items()):
                 # the client went on without a copy that did not answer: some readable
@@ -167,15 +164,15 @@ class TableAdmin:
         would lose its last readable or UP_TO_DATE copy."""
         deadline = time.monotonic() + DROP_WAIT_S
         while True:
-            with self.lock:
+            with self.m.lock:
                 self._require_running("drop")
                 node = self._storage(nid, "drop")
                 if nid not in self.members():
                     raise RequestRefused(f"drop: S{nid} is not part of the cluster")
-                why = self.pt.drop_refusal(nid, self.running_storages())
+                why = self.m.pt.drop_refusal(nid, self.m.running_storages())
                 if why:
                     raise RequestRefused(f"drop: refused: {why} (tweak first to move its cells)")
-                mine = [p for p, row in enumerate(self.pt.rows) if nid in row]
+                mine = [p for p, row in enumerate(self.m.pt.rows) if nid in row]
                 if not any(self._older_views_touch(p) for p in mine):
                     return self._drop(node, mine)
             if time.monotonic() > deadline:
@@ -185,55 +182,55 @@ class TableAdmin:
 
     def _drop(self, node, mine) -> list[tuple[int, int, str, str]]:
         nid = node.node_id
-        diff = [(p, nid, self.pt.rows[p][nid], "") for p in mine]
+        diff = [(p, nid, self.m.pt.rows[p][nid], "") for p in mine]
         for p in mine:
-            self.pt.remove(nid, p)
-            self.catchup.forget(nid, p)
-        self.pt.ptid += 1
-        self._drop_fed()
-        self._persist_pt()
+            self.m.pt.remove(nid, p)
+            self.m.catchup.forget(nid, p)
+        self.m.pt.ptid += 1
+        self.drop_fed()
+        self.m._persist_pt()
         self.added_members.discard(nid)
         self._persist_members()
-        if node.state == "RUNNING":
-            node.set_state("PENDING")
-        elif node.state == "DOWN":
-            del self.nodes[nid]
-            self._drop_channel(nid)
-            self._persist_nodes()
-        log.info("S%d dropped from the partition table (%d cells, ptid %d)", nid, len(mine), self.pt.ptid)
-        self.broadcast_cluster()
+        if node.state == NodeState.RUNNING:
+            node.set_state(NodeState.PENDING)
+        elif node.state == NodeState.DOWN:
+            del self.m.nodes[nid]
+            self.m._drop_channel(nid)
+            self.m._persist_nodes()
+        log.info("S%d dropped from the partition table (%d cells, ptid %d)", nid, len(mine), self.m.pt.ptid)
+        self.m.broadcast_cluster()
         return diff
 
     def kill_node(self, nid: int) -> None:
         """Ask a running storage node to shut down, unless it holds the last readable
         copy of a partition on a running node."""
-        with self.lock:
+        with self.m.lock:
             node = self._storage(nid, "kill")
-            if node.state not in ("RUNNING", "PENDING"):
+            if node.state not in (NodeState.RUNNING, NodeState.PENDING):
                 raise RequestRefused(f"kill: S{nid} is {node.state}, not running")
-            others = self.running_storages() - {nid}
-            if self.cluster_state == "RUNNING":
-                for p, row in enumerate(self.pt.rows):
-                    if row.get(nid) in READABLE and not self.pt.readable(p, others):
+            others = self.m.running_storages() - {nid}
+            if self.m.cluster_state == ClusterState.RUNNING:
+                for p, row in enumerate(self.m.pt.rows):
+                    if row.get(nid) in READABLE and not self.m.pt.readable(p, others):
                         raise RequestRefused(f"kill: refused: S{nid} holds the last readable copy of "
                                              f"partition {p}")
-        wire.call(self.storage_stub(nid).Shutdown, cpb.Empty(), self.limits.rpc_timeout_s, f"shutdown of S{nid}")
+        self.m.shutdown_storage(nid)
         log.info("S%d asked to shut down", nid)
 
     def set_replicas(self, replicas: int) -> int:
         """Change the wanted extra copies (``tweak`` applies it); returns the new ptid."""
-        with self.lock:
-            if not self.pt.rows:
+        with self.m.lock:
+            if not self.m.pt.rows:
                 raise ClusterUnavailable("set replicas: the cluster has no partition table yet")
             count = len(self.members())
             if not 0 <= replicas < count:
                 raise RequestRefused(f"set replicas: {replicas} out of range 0..{count - 1} "
                                      f"(the cluster has {count} storage nodes)")
-            self.pt.replicas = replicas
-            self.pt.ptid += 1
-            self._persist_pt()
-            self.state_db.put(replicas=replicas)
-            ptid = self.pt.ptid
+            self.m.pt.replicas = replicas
+            self.m.pt.ptid += 1
+            self.m._persist_pt()
+            self.m.state_db.put(replicas=replicas)
+            ptid = self.m.pt.ptid
             log.info("replicas set to %d (ptid %d): tweak to apply", replicas, ptid)
-        self.broadcast_cluster()
+        self.m.broadcast_cluster()
         return ptid

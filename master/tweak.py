@@ -23,9 +23,9 @@ On a table this produced, steps 1-4 change nothing: tweaking twice is a no-op.
 """
 from __future__ import annotations
 
-from .core import CORRUPTED, FEEDING, OUT_OF_DATE, READABLE, UP_TO_DATE
+from neoarray.states import READABLE, CellState
 
-_KEEP_ORDER = {UP_TO_DATE: 0, OUT_OF_DATE: 1, FEEDING: 2}
+_KEEP_ORDER = {CellState.UP_TO_DATE: 0, CellState.OUT_OF_DATE: 1, CellState.FEEDING: 2}
 
 
 class TweakError(ValueError):
@@ -56,7 +56,7 @@ def _load(chosen: list[list[int]]) -> dict[int, int]:
 
 
 def _keep(row: dict[int, str], copies: int, hosts: dict[int, str]) -> list[int]:
-    holders = sorted((n for n, s in row.items() if n in hosts and s != CORRUPTED),
+    holders = sorted((n for n, s in row.items() if n in hosts and s != CellState.CORRUPTED),
                      key=lambda n: (_KEEP_ORDER[row[n]], n))
     kept, used = [], set()
     for distinct_only in (True, False):
@@ -110,9 +110,12 @@ def _new_row(row: dict[int, str], keep: set[int], running: set[int]) -> dict[int
     for n in sorted(keep | set(row)):
         state = row.get(n)
         if n in keep:
-            new[n] = OUT_OF_DATE if state is None else (UP_TO_DATE if state == FEEDING else state)
+            if state is None:
+                new[n] = CellState.OUT_OF_DATE
+            else:
+                new[n] = CellState.UP_TO_DATE if state == CellState.FEEDING else state
         elif state in READABLE and n in running:
-            new[n] = FEEDING
+            new[n] = CellState.FEEDING
     return new
 
 

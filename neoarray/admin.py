@@ -17,15 +17,9 @@ from .proto import master_pb2 as mpb
 from .proto import master_pb2_grpc as mrpc
 from .proto import storage_pb2 as spb
 from .proto import storage_pb2_grpc as srpc
+from .proto_states import CLUSTER_NAMES, NODE_PREFIX, READABLE_PB
 
-CELL_LETTERS = {cpb.UP_TO_DATE: "U", cpb.OUT_OF_DATE: "O", cpb.FEEDING: "F", cpb.CORRUPTED: "C"}
-NODE_STATES = {cpb.RUNNING: "RUNNING", cpb.PENDING: "PENDING", cpb.DOWN: "DOWN", cpb.UNKNOWN: "UNKNOWN"}
-
-READABLE = (cpb.UP_TO_DATE, cpb.FEEDING)
 TRANSACTIONS_PER_PAGE = 100            # metadata with oid lists: pages stay small
-CLUSTER_NAMES = {cpb.RECOVERING: "RECOVERING", cpb.VERIFYING: "VERIFYING",
-                 cpb.CLUSTER_RUNNING: "RUNNING", cpb.STOPPING: "STOPPING"}
-NODE_PREFIX = {cpb.STORAGE: "S", cpb.CLIENT: "C", cpb.ADMIN: "A", cpb.MASTER: "M"}
 
 
 def partition_ranges(numbers) -> str:
@@ -123,7 +117,7 @@ class AdminClient:
                    if n.type == cpb.STORAGE and n.state == cpb.RUNNING}
         by_node: dict[int, list[int]] = {}
         for p, row in enumerate(self.partition_table().rows):
-            readers = sorted(c.node_id for c in row.cells if c.state in READABLE and c.node_id in running)
+            readers = sorted(c.node_id for c in row.cells if c.state in READABLE_PB and c.node_id in running)
             if not readers:
                 return None
             by_node.setdefault(readers[0], []).append(p)

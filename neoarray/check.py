@@ -29,9 +29,9 @@ from .errors import NeoError, RequestRefused
 from .ids import p64, u64
 from .proto import common_pb2 as cpb
 from .proto import storage_pb2 as spb
+from .proto_states import NODE_STATES, READABLE_PB
 
 OBJECT, TRANSACTION = "object", "transaction"
-READABLE = (cpb.UP_TO_DATE, cpb.FEEDING)
 _ACTIONS = {spb.RepairOutcome.WRITTEN: "written", spb.RepairOutcome.REPLACED: "replaced",
             spb.RepairOutcome.UNCHANGED: "unchanged", spb.RepairOutcome.SKIPPED_BUSY: "skipped_busy",
             spb.RepairOutcome.SKIPPED_BLOB: "skipped: its blob chunks are not sound on this node"}
@@ -141,7 +141,7 @@ class Checker:
 
     # -- completeness of transactions -------------------------------------------------
     def _readable_copies(self, p: int) -> list[int]:
-        return sorted(c.node_id for c in self.pt.rows[p].cells if c.state in READABLE
+        return sorted(c.node_id for c in self.pt.rows[p].cells if c.state in READABLE_PB
                       and c.node_id in self.nodes and self.nodes[c.node_id].state == cpb.RUNNING)
 
     def _check_complete(self, report: PartitionReport) -> None:
@@ -213,7 +213,7 @@ class Checker:
 def _node_state(node) -> str:
     if node is None:
         return "UNKNOWN"
-    return {cpb.PENDING: "PENDING", cpb.DOWN: "DOWN", cpb.UNKNOWN: "UNKNOWN"}.get(node.state, "UNKNOWN")
+    return NODE_STATES.get(node.state, "UNKNOWN")          # never RUNNING: called for the others
 
 
 def _merged(streams: dict, key_of):

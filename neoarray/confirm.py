@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import sys
 
-from .admin import CELL_LETTERS, NODE_STATES, READABLE, partition_ranges
+from .admin import partition_ranges
 from .errors import NeoError
 from .ids import tid_repr
-from .proto import common_pb2 as cpb
+from .proto_states import (
+    CELL_LETTERS,
+    NODE_STATES,
+    READABLE_PB,
+    is_storage,
+    running_storages,
+)
 
 TRANSACTIONS_COUNTED_MAX = 10_000      # a truncate preview counts this many at most
 
@@ -58,17 +64,17 @@ def _cells(pt, nid: int) -> dict[int, int]:
 
 def _last_copies(pt, nodes, nid: int) -> list[int]:
     """Partitions where ``nid`` holds the only readable copy on a running node."""
-    running = {n.node_id for n in nodes if n.type == cpb.STORAGE and n.state == cpb.RUNNING}
+    running = running_storages(nodes)
     return [p for p, row in enumerate(pt.rows)
-            if any(c.node_id == nid and c.state in READABLE for c in row.cells)
-            and not any(c.node_id != nid and c.node_id in running and c.state in READABLE for c in row.cells)]
+            if any(c.node_id == nid and c.state in READABLE_PB for c in row.cells)
+            and not any(c.node_id != nid and c.node_id in running and c.state in READABLE_PB for c in row.cells)]
 
 
 def node_text(admin, nid: int, verb: str) -> str:
     """``drop``/``kill`` S<nid>: the node, its cells, and whether it holds the last
     readable copy of a partition."""
     nodes, pt = admin.nodes(), admin.partition_table()
-    node = next((n for n in nodes if n.node_id == nid and n.type == cpb.STORAGE), None)
+    node = next((n for n in nodes if n.node_id == nid and is_storage(n)), None)
     if node is None:
         raise NeoError(f"{verb}: S{nid} is not a storage node of this cluster (see neoctl print node)")
     cells = _cells(pt, nid)
@@ -91,7 +97,7 @@ def replicas_text(admin, replicas: int) -> str | None:
     pt, nodes = admin.partition_table(), admin.nodes()
     if replicas >= pt.replicas:
         return None
-    running = {n.node_id for n in nodes if n.type == cpb.STORAGE and n.state == cpb.RUNNING}
+    running = running_storages(nodes)
     hosts = {n.node_id: n.host for n in nodes if n.node_id in running}
     rows = [{c.node_id: CELL_LETTERS.get(c.state, "?") for c in row.cells} for row in pt.rows]
     head = (f"set replicas {pt.replicas} -> {replicas}: each partition keeps {replicas + 1} "

@@ -32,7 +32,7 @@ import sys
 import time
 
 from . import __version__, diagnose, security
-from .admin import CELL_LETTERS, NODE_PREFIX, NODE_STATES, AdminClient, node_name, partition_ranges
+from .admin import AdminClient, node_name, partition_ranges
 from .check import check_command
 from .confirm import (
     confirm,
@@ -45,8 +45,13 @@ from .confirm import (
 from .errors import NeoError
 from .ids import tid_repr
 from .proto import common_pb2 as cpb
-
-NODE_TYPES = {cpb.STORAGE: "STORAGE", cpb.CLIENT: "CLIENT", cpb.ADMIN: "ADMIN", cpb.MASTER: "MASTER"}
+from .proto_states import (
+    CELL_LETTERS,
+    NODE_PREFIX,
+    NODE_STATES,
+    NODE_TYPES,
+    READABLE_PB,
+)
 
 
 def _ids(admin, opts):
@@ -167,7 +172,7 @@ def health(admin) -> dict:
             letter = CELL_LETTERS.get(c.state, "?")
             cells.setdefault(c.node_id, {})[letter] = cells.get(c.node_id, {}).get(letter, 0) + 1
         live = [c for c in row.cells if c.node_id in running]
-        readable = sum(1 for c in live if c.state in (cpb.UP_TO_DATE, cpb.FEEDING))
+        readable = sum(1 for c in live if c.state in READABLE_PB)
         if not readable:
             unreadable.append(p)
         elif readable < pt.replicas + 1:

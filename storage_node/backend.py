@@ -1,43 +1,7 @@
 """Storage backend: object revisions, transactions and votes on an ordered KV store.
 
-On-disk layout (one LMDB environment per node, named databases; ``P`` is the
-partition as 4 bytes big-endian, oids and tids are 8 bytes big-endian, so every key
-of a partition is one contiguous range: replicating, checking and dropping a partition
-are range scans):
-
-==============  ======================  ================================================
-database        key                     value
-==============  ======================  ================================================
-``obj``         P + oid + tid           record: 1-byte flags, 8-byte xxh3_64 checksum,
-                                        [8-byte data tid], [12-byte data key], then the
-                                        raw data when it is inline (zero-copy slices on
-                                        load)
-``data``        P + data id             the raw data of one record larger than
-                                        ``DATA_INLINE_BYTES_MAX``, written once, at store;
-                                        P = oid % partitions, id: 8 bytes
-``trans``       P + tid                 msgpack ``[user, description, extension,
-                                        oids, ttid, packed]``; P = tid % partitions
-``voted_obj``   ttid + oid              1-byte flags, checksum, 8-byte base serial,
-                                        [8-byte data tid], [12-byte data key], [inline
-                                        data]: stores not yet locked
-``voted_txn``   ttid                    msgpack ``{"meta", "oids", "node"}``, written at
-                                        vote (the transaction is then durable)
-``locked``      ttid                    final tid: locked, not yet unlocked by the master
-``blob``        P + oid + key tid       one chunk of a blob: 8-byte xxh3_64 checksum, then
-                + 4-byte index          the chunk's bytes (at most the node's
-                                        ``blob_chunk_bytes_max``); key tid: the ttid of
-                                        the transaction that stored it
-``voted_blob``  ttid + oid              empty: ``ttid`` uploaded blob chunks of ``oid``
-                                        (what an abort drops; deleted by the lock)
-``config``      name (ascii)            msgpack value: cluster, node_id, partitions, ...
-==============  ======================  ================================================
-
-Flags: bit 0 = deletion record (undone creation or external GC), no data; bit 1 = an
-8-byte data tid follows the header: the revision whose data an undo or a restore
-copied (ZODB's ``data_txn``; the data itself is still stored, so a load never chases
-revisions); bit 2 = a 12-byte data key follows (after the data tid, if any): the
-data is the value of that key in ``data``, not inline; bit 3 = a 20-byte blob
-reference follows (after those): key tid, chunk count, blob bytes (ZODB blobs).
+On-disk layout: the databases, keys and record formats are described (and their
+names and structs defined) in ``neoarray/records.py``, which local readers share.
 
 Blobs (``IBlobStorage``) are written once, like large data: a client uploads a blob
 chunk by chunk (``store_blob_chunk``) before it stores the record that names it; the
@@ -88,28 +52,31 @@ import msgpack
 
 from neoarray.errors import RequestRefused
 from neoarray.ids import Z64, p64, u64
-from neoarray.records import (  # noqa: F401
-    _CHUNK,
-    _P,
-    _REC,
-    _VOTED,
+from neoarray.records import (  # noqa: F401 (Loaded, NoBlob, NoObject: part of the backend's interface)
+    CHUNK_HEAD,
     DATA_KEY_BYTES,
     DELETED,
     HAS_BLOB,
     HAS_DATA_TID,
     IN_DATA_TABLE,
+    PARTITION,
+    RECORD_HEAD,
     RECORD_HEAD_BYTES_MAX,
+    VOTED_HEAD,
     BlobRef,
     Loaded,
     NoBlob,
     NoObject,
     NoRevision,
     RecordReader,
+    TransactionInfo,
     blob_chunk_key,
     blob_prefix,
     checksum,
+    pack_meta,
     record_blob,
     record_tail,
+    unpack_meta,
 )
 
 from .space import SpaceGuard, lock_need, store_need
@@ -125,17 +92,6 @@ class Stored:
     checksum: int
     data_tid: bytes | None = None
     blob: BlobRef | None = None
-
-
-@dataclass
-class TransactionInfo:
-    tid: bytes
-    user: bytes
-    description: bytes
-    extension: bytes
-    oids: list[bytes]
-    ttid: bytes
-    packed: bool = False
 
 
 class Backend(RecordReader):
@@ -180,7 +136,7 @@ class Backend(RecordReader):
         out = []
         with self.kv.read(buffers=True) as txn:     # sizes only: no value is copied
             for key, value in txn.scan("obj", prefix, prefix + b"\xff" * 8, reverse=True):
-                _, data_key, start = record_tail(value[0], value, _REC.size)
+                _, data_key, start = record_tail(value[0], value, RECORD_HEAD.size)
                 out.append((key[12:], len(value) - start if data_key is None
                             else len(txn.get("data", data_key) or b"")))
                 if len(out) >= size:
@@ -211,9 +167,9 @@ class Backend(RecordReader):
                     self._check_blob_uploaded(txn, ttid, r)
             for r in records:
                 key = ttid + r.oid
-                self._drop_data_of(txn, txn.get("voted_obj", key), _VOTED.size)
+                self._drop_data_of(txn, txn.get("voted_obj", key), VOTED_HEAD.size)
                 flags, body = self.record_body(txn, r.oid, r.data, r.data_tid, next_ids, r.blob)
-                txn.put("voted_obj", key, _VOTED.pack(flags, r.checksum, r.serial) + body)
+                txn.put("voted_obj", key, VOTED_HEAD.pack(flags, r.checksum, r.serial) + body)
         if next_ids:
             self.kv.write_behind()      # the vote's fsync then finds most of the data on disk
 
@@ -243,7 +199,7 @@ class Backend(RecordReader):
         p = self.partition(oid)
         with self.kv.write() as txn:
             txn.put("voted_blob", ttid + oid, b"")
-            txn.put("blob", blob_chunk_key(p, oid, ttid, index), _CHUNK.pack(crc) + bytes(data))
+            txn.put("blob", blob_chunk_key(p, oid, ttid, index), CHUNK_HEAD.pack(crc) + bytes(data))
         self.kv.write_behind()
 
     def _check_blob_uploaded(self, txn, ttid: bytes, r: Stored) -> None:
@@ -260,7 +216,7 @@ class Backend(RecordReader):
         if r.blob.key_tid != ttid:
             raise RequestRefused(f"store of oid 0x{r.oid.hex()}: its blob must be uploaded by the "
                                  f"storing transaction 0x{ttid.hex()}, not 0x{r.blob.key_tid.hex()}")
-        extra = prefix + _P.pack(r.blob.chunks)
+        extra = prefix + PARTITION.pack(r.blob.chunks)
         for key in [bytes(k) for k in txn.keys("blob", extra, prefix + b"\xff" * 5)]:
             txn.delete("blob", key)
         count, nbytes = self.chunks_held(txn, prefix)
@@ -274,7 +230,7 @@ class Backend(RecordReader):
         """``(chunks, bytes)`` of the blob chunks under ``prefix`` (``blob_prefix``)."""
         count = nbytes = 0
         for _, value in txn.scan("blob", prefix, prefix + b"\xff" * 5):
-            count, nbytes = count + 1, nbytes + len(value) - _CHUNK.size
+            count, nbytes = count + 1, nbytes + len(value) - CHUNK_HEAD.size
         return count, nbytes
 
     def blob_complete(self, txn, oid: bytes, blob: BlobRef) -> bool:
@@ -287,7 +243,7 @@ class Backend(RecordReader):
         checksum checked by the caller; ``StorageFull`` as ``store_voted``."""
         self.space.check_write(store_need(len(data), 1), f"catch-up of blob chunk {index} of oid 0x{oid.hex()}")
         with self.kv.write() as txn:
-            txn.put("blob", blob_chunk_key(self.partition(oid), oid, key_tid, index), _CHUNK.pack(crc) + bytes(data))
+            txn.put("blob", blob_chunk_key(self.partition(oid), oid, key_tid, index), CHUNK_HEAD.pack(crc) + bytes(data))
 
     @staticmethod
     def _drop_chunks(txn, prefix: bytes) -> int:
@@ -298,7 +254,7 @@ class Backend(RecordReader):
 
     def _drop_blob_of(self, txn, key: bytes, value) -> None:
         """Delete the chunks of the blob the ``obj`` record ``key: value`` refers to."""
-        blob = record_blob(value[0], value, _REC.size) if len(value) > _REC.size else None
+        blob = record_blob(value[0], value, RECORD_HEAD.size) if len(value) > RECORD_HEAD.size else None
         if blob is not None:
             self._drop_chunks(txn, blob_prefix(self.partition(key[4:12]), key[4:12], blob.key_tid))
 
@@ -315,7 +271,7 @@ class Backend(RecordReader):
 
     def _new_data_key(self, txn, oid: bytes, next_ids: dict[bytes, int]) -> bytes:
         """A key of ``data`` free in ``txn``: the oid's partition, then a fresh id."""
-        pk = _P.pack(self.partition(oid))
+        pk = PARTITION.pack(self.partition(oid))
         data_id = next_ids.get(pk)
         if data_id is None:
             last = txn.last_key("data", pk, pk + b"\xff" * 9)
@@ -334,11 +290,11 @@ class Backend(RecordReader):
         out = []
         with self.kv.read() as txn:
             for key, value in txn.scan("voted_obj", ttid, ttid + b"\xff" * 9):
-                flags, crc, serial = _VOTED.unpack_from(value)
-                data_tid, data_key, start = record_tail(flags, value, _VOTED.size)
+                flags, crc, serial = VOTED_HEAD.unpack_from(value)
+                data_tid, data_key, start = record_tail(flags, value, VOTED_HEAD.size)
                 data = None if flags & DELETED else (
                     bytes(value[start:]) if data_key is None else txn.get("data", data_key))
-                out.append(Stored(key[8:], serial, data, crc, data_tid, record_blob(flags, value, _VOTED.size)))
+                out.append(Stored(key[8:], serial, data, crc, data_tid, record_blob(flags, value, VOTED_HEAD.size)))
         return out
 
     def stored_serials(self, ttid: bytes) -> list[tuple[bytes, bytes]]:
@@ -369,7 +325,7 @@ class Backend(RecordReader):
         The vote first reserves the space its lock will write (``StorageFull`` when
         it is not there: nothing is voted, the stores stay for the abort to drop).
         """
-        raw = msgpack.packb({"meta": None if meta is None else _pack_meta(meta), "oids": oids, "node": node})
+        raw = msgpack.packb({"meta": None if meta is None else pack_meta(meta), "oids": oids, "node": node})
         self.space.reserve(ttid, self.lock_need(ttid, len(raw)))
         try:
             with self.kv.write() as txn:
@@ -427,17 +383,17 @@ class Backend(RecordReader):
             doc = msgpack.unpackb(raw)
             written = []
             for key, value in list(txn.scan("voted_obj", ttid, ttid + b"\xff" * 9)):
-                flags, crc, _ = _VOTED.unpack_from(value)
+                flags, crc, _ = VOTED_HEAD.unpack_from(value)
                 # the optional data tid, data key and inline data keep their place after
                 # the header: large data stays where the store wrote it
-                txn.put("obj", self._okey(key[8:]) + tid, _REC.pack(flags, crc) + value[_VOTED.size:])
+                txn.put("obj", self._okey(key[8:]) + tid, RECORD_HEAD.pack(flags, crc) + value[VOTED_HEAD.size:])
                 txn.delete("voted_obj", key)
                 written.append(key[8:])
             for key in [bytes(k) for k in txn.keys("voted_blob", ttid, ttid + b"\xff" * 9)]:
                 txn.delete("voted_blob", key)       # the records own their chunks now
             if doc["meta"] is not None:
                 meta = list(doc["meta"])
-                txn.put("trans", _P.pack(self.partition(tid)) + tid, msgpack.packb(meta))
+                txn.put("trans", PARTITION.pack(self.partition(tid)) + tid, msgpack.packb(meta))
             txn.delete("voted_txn", ttid)
             txn.put("locked", ttid, tid)
             self._raise_last(txn, tid, written)
@@ -468,7 +424,7 @@ class Backend(RecordReader):
     def abort(self, ttid: bytes) -> None:
         with self.kv.write() as txn:
             for key, value in list(txn.scan("voted_obj", ttid, ttid + b"\xff" * 9)):
-                self._drop_data_of(txn, value, _VOTED.size)
+                self._drop_data_of(txn, value, VOTED_HEAD.size)
                 txn.delete("voted_obj", key)
             for key in [bytes(k) for k in txn.keys("voted_blob", ttid, ttid + b"\xff" * 9)]:
                 self._drop_chunks(txn, blob_prefix(self.partition(key[8:]), key[8:], ttid))
@@ -492,11 +448,11 @@ class Backend(RecordReader):
         runs = []
         with self.kv.read() as txn:
             for p in partitions:
-                pk = _P.pack(p)
+                pk = PARTITION.pack(p)
                 stop = pk + p64(u64(max_tid) + 1) if max_tid and max_tid != b"\xff" * 8 else pk + b"\xff" * 9
                 run = []
                 for key, value in txn.scan("trans", pk + (min_tid or b""), stop, reverse=descending):
-                    run.append(_unpack_meta(key[4:], value))
+                    run.append(unpack_meta(key[4:], value))
                     if len(run) >= limit:
                         break
                 runs.append(run)
@@ -510,7 +466,7 @@ class Backend(RecordReader):
         runs = []
         with self.kv.read() as txn:
             for p in partitions:
-                pk = _P.pack(p)
+                pk = PARTITION.pack(p)
                 start = pk + (p64(u64(after) + 1) if after else b"")
                 run = []
                 for key in txn.keys("obj", start, pk + b"\xff" * 9):
@@ -561,7 +517,7 @@ class Backend(RecordReader):
     def _delete_revisions(self, txn, revisions) -> None:
         """Delete the ``obj`` records ``[(key, value)]`` and their data rows."""
         for key, value in revisions:
-            self._drop_data_of(txn, value, _REC.size)
+            self._drop_data_of(txn, value, RECORD_HEAD.size)
             self._drop_blob_of(txn, key, value)
             txn.delete("obj", key)
 
@@ -592,17 +548,17 @@ class Backend(RecordReader):
         # readers skip the revisions that are gone.
         for key, value in list(txn.scan("trans", b"")):
             if key[4:] <= tid:
-                meta = _unpack_meta(key[4:], value)
+                meta = unpack_meta(key[4:], value)
                 if not meta.packed:
                     meta.packed = True
-                    txn.put("trans", key, msgpack.packb(_pack_meta(meta)))
+                    txn.put("trans", key, msgpack.packb(pack_meta(meta)))
 
     # -- partitions no longer held -------------------------------------------------------
     def drop_partition(self, p: int, rows_max: int) -> int:
         """Delete up to ``rows_max`` rows of partition ``p`` (revisions with their data
         rows and blob chunks, then transaction records, then chunks no record refers
         to); returns how many (0: nothing is left)."""
-        pk = _P.pack(p)
+        pk = PARTITION.pack(p)
         head = RECORD_HEAD_BYTES_MAX
         with self.kv.write() as txn:
             doomed = []
@@ -649,7 +605,7 @@ class Backend(RecordReader):
             stop = p64(u64(until) + 1)
             removed = 0
             for p in range(self.partitions or 0):
-                pk = _P.pack(p)
+                pk = PARTITION.pack(p)
                 for key in [bytes(k) for k in txn.keys("trans", pk + low, pk + stop)]:
                     txn.delete("trans", key)
                     removed += 1
@@ -666,11 +622,3 @@ class Backend(RecordReader):
     def last_ids(self) -> tuple[bytes, bytes]:
         return self.get_config("last_tid", Z64), self.get_config("last_oid", Z64)
 
-
-def _pack_meta(m: TransactionInfo) -> list:
-    return [m.user, m.description, m.extension, list(m.oids), m.ttid, m.packed]
-
-
-def _unpack_meta(tid: bytes, raw: bytes) -> TransactionInfo:
-    user, desc, ext, oids, ttid, packed = msgpack.unpackb(raw)
-    return TransactionInfo(tid, user, desc, ext, oids, ttid, packed)

@@ -32,21 +32,20 @@ import msgpack
 
 from neoarray.errors import ChecksumError
 from neoarray.ids import p64, u64
-
-from .backend import (
-    _CHUNK,
-    _P,
-    _REC,
-    _VOTED,
+from neoarray.records import (
+    CHUNK_HEAD,
     DATA_KEY_BYTES,
     DELETED,
     HAS_BLOB,
     HAS_DATA_TID,
     IN_DATA_TABLE,
+    PARTITION,
+    RECORD_HEAD,
+    VOTED_HEAD,
     BlobRef,
     TransactionInfo,
-    _pack_meta,
     checksum,
+    pack_meta,
     record_blob,
     record_tail,
 )
@@ -93,7 +92,7 @@ def list_objects(backend, partition: int, after: bytes | None, max_tid: bytes | 
     """Revisions of ``partition`` after the cursor ``after`` (oid + tid), with
     ``tid <= max_tid``; at most ``keys_max`` keys scanned and about ``bytes_max``
     bytes of data read.  Returns the records and the next cursor (None: done)."""
-    pk = _P.pack(partition)
+    pk = PARTITION.pack(partition)
     out, scanned, read_bytes = [], 0, 0
     with backend.kv.read(buffers=True) as txn:
         for key, value in txn.scan("obj", _start(pk, after), pk + b"\xff" * (_OID_TID_BYTES + 1)):
@@ -110,14 +109,14 @@ def list_objects(backend, partition: int, after: bytes | None, max_tid: bytes | 
 def lookup_objects(backend, partition: int, keys: list[bytes]) -> list[CheckedRecord]:
     """The revisions among ``keys`` (oid + tid, of ``partition``) that this node holds,
     data not read (``data_ok`` True): whether a transaction's objects are all there."""
-    pk = _P.pack(partition)
+    pk = PARTITION.pack(partition)
     out = []
     with backend.kv.read(buffers=True) as txn:
         for key in keys:
             value = txn.get("obj", pk + key)
             if value is None:
                 continue
-            flags, crc = _REC.unpack_from(value) if len(value) >= _REC.size else (0, 0)
+            flags, crc = RECORD_HEAD.unpack_from(value) if len(value) >= RECORD_HEAD.size else (0, 0)
             out.append(CheckedRecord(key[:8], key[8:16], crc, True, bool(flags & DELETED)))
     return out
 
@@ -125,10 +124,10 @@ def lookup_objects(backend, partition: int, keys: list[bytes]) -> list[CheckedRe
 def _checked_object(txn, key: bytes, value) -> CheckedRecord:
     oid, tid = key[4:12], key[12:20]
     try:
-        flags, crc = _REC.unpack_from(value)
+        flags, crc = RECORD_HEAD.unpack_from(value)
     except struct.error:
         return CheckedRecord(oid, tid, 0, False)
-    data_tid, data_key, start = record_tail(flags, value, _REC.size)
+    data_tid, data_key, start = record_tail(flags, value, RECORD_HEAD.size)
     deleted = bool(flags & DELETED)
     if flags & ~_KNOWN_FLAGS or start > len(value) or (deleted and len(value) != start):
         return CheckedRecord(oid, tid, crc, False, deleted, data_tid)
@@ -137,7 +136,7 @@ def _checked_object(txn, key: bytes, value) -> CheckedRecord:
     data = value[start:] if data_key is None else txn.get("data", data_key)
     if data is None:
         return CheckedRecord(oid, tid, crc, False, False, data_tid)
-    blob_ok, blob_crc, blob_bytes = _checked_blob(txn, bytes(key[:4]), oid, record_blob(flags, value, _REC.size))
+    blob_ok, blob_crc, blob_bytes = _checked_blob(txn, bytes(key[:4]), oid, record_blob(flags, value, RECORD_HEAD.size))
     return CheckedRecord(oid, tid, crc, checksum(data) == crc and blob_ok, False, data_tid,
                          len(data) + blob_bytes, blob_crc)
 
@@ -150,10 +149,10 @@ def _checked_blob(txn, pk: bytes, oid: bytes, blob: BlobRef | None) -> tuple[boo
     sums, nbytes, sound = [blob.key_tid], 0, True
     prefix = pk + oid + blob.key_tid
     for index, (key, value) in enumerate(txn.scan("blob", prefix, prefix + b"\xff" * 5)):
-        (crc,) = _CHUNK.unpack_from(value)
-        sound = sound and int.from_bytes(key[-4:], "big") == index and checksum(value[_CHUNK.size:]) == crc
-        sums.append(bytes(value[:_CHUNK.size]))
-        nbytes += len(value) - _CHUNK.size
+        (crc,) = CHUNK_HEAD.unpack_from(value)
+        sound = sound and int.from_bytes(key[-4:], "big") == index and checksum(value[CHUNK_HEAD.size:]) == crc
+        sums.append(bytes(value[:CHUNK_HEAD.size]))
+        nbytes += len(value) - CHUNK_HEAD.size
     sound = sound and len(sums) - 1 == blob.chunks and nbytes == blob.nbytes
     return sound, checksum(b"".join(sums)), nbytes
 
@@ -162,7 +161,7 @@ def list_transactions(backend, partition: int, after: bytes | None, max_tid: byt
                       keys_max: int) -> tuple[list[CheckedRecord], bytes | None]:
     """Transaction rows of ``partition`` after the cursor ``after`` (a tid), with
     ``tid <= max_tid``, at most ``keys_max``; returns them and the next cursor."""
-    pk = _P.pack(partition)
+    pk = PARTITION.pack(partition)
     stop = pk + p64(u64(max_tid) + 1) if max_tid and max_tid != b"\xff" * 8 else pk + b"\xff" * 9
     out = []
     with backend.kv.read() as txn:
@@ -224,7 +223,7 @@ def _write_revision(backend, txn, r: RepairRevision, old_rows: set, next_ids: di
     if r.blob is not None and not _checked_blob(txn, key[:4], r.oid, r.blob)[0]:
         return SKIPPED_BLOB         # its chunks would have to come too: not carried yet
     flags, body = backend.record_body(txn, r.oid, r.data, r.data_tid, next_ids, r.blob)
-    txn.put("obj", key, _REC.pack(flags, r.checksum) + body)
+    txn.put("obj", key, RECORD_HEAD.pack(flags, r.checksum) + body)
     if old is None:
         return WRITTEN
     old_key = _data_key_of(old)
@@ -235,9 +234,9 @@ def _write_revision(backend, txn, r: RepairRevision, old_rows: set, next_ids: di
 
 def _data_key_of(value) -> bytes | None:
     """The data key a record (possibly corrupted) refers to, if it holds a whole one."""
-    if len(value) < _REC.size or not value[0] & IN_DATA_TABLE:
+    if len(value) < RECORD_HEAD.size or not value[0] & IN_DATA_TABLE:
         return None
-    _, data_key, start = record_tail(value[0], value, _REC.size)
+    _, data_key, start = record_tail(value[0], value, RECORD_HEAD.size)
     return data_key if start <= len(value) and len(data_key) == DATA_KEY_BYTES else None
 
 
@@ -247,18 +246,18 @@ def _same_and_sound(txn, key: bytes, old, r: RepairRevision) -> bool:
         return False
     if rec.data_tid != r.data_tid:
         return False
-    if (record_blob(old[0], old, _REC.size) if len(old) > _REC.size else None) != r.blob:
+    if (record_blob(old[0], old, RECORD_HEAD.size) if len(old) > RECORD_HEAD.size else None) != r.blob:
         return False
     if r.data is None:
         return True
-    _, data_key, start = record_tail(old[0], old, _REC.size)
+    _, data_key, start = record_tail(old[0], old, RECORD_HEAD.size)
     data = old[start:] if data_key is None else txn.get("data", data_key)
     return bytes(data) == r.data
 
 
 def _write_transaction(backend, txn, t: TransactionInfo) -> str:
-    key = _P.pack(backend.partition(t.tid)) + t.tid
-    row = msgpack.packb(_pack_meta(t))
+    key = PARTITION.pack(backend.partition(t.tid)) + t.tid
+    row = msgpack.packb(pack_meta(t))
     old = txn.get("trans", key)
     if old == row:
         return UNCHANGED
@@ -276,7 +275,7 @@ def _drop_unreferenced(txn, old_rows: set) -> int:
             referenced.add(_data_key_of(value))
     for _, value in txn.scan("voted_obj", b""):
         if value[0] & IN_DATA_TABLE:
-            referenced.add(record_tail(value[0], value, _VOTED.size)[1])
+            referenced.add(record_tail(value[0], value, VOTED_HEAD.size)[1])
     dropped = 0
     for data_key in old_rows - referenced:
         if txn.get("data", data_key) is not None:

@@ -44,9 +44,16 @@ from neoarray.errors import ChecksumError, NeoError, RequestRefused, StorageFull
 from neoarray.ids import Z64, p64, u64
 from neoarray.proto import storage_pb2 as pb
 from neoarray.proto import storage_pb2_grpc as srpc
-from neoarray.records import _P, _REC, checksum
+from neoarray.records import (
+    PARTITION,
+    RECORD_HEAD,
+    BlobRef,
+    TransactionInfo,
+    checksum,
+    pack_meta,
+    unpack_meta,
+)
 
-from .backend import BlobRef, TransactionInfo, _pack_meta, _unpack_meta
 from .space import store_need
 
 log = logging.getLogger("neoarray.storage.replication")
@@ -63,7 +70,7 @@ def _check_request(backend, partition: int, table: int) -> bytes:
         raise RequestRefused(f"partition {partition} out of range (cluster has {backend.partitions})")
     if table not in _KEY_BYTES:
         raise RequestRefused(f"unknown replica table {table}: transactions (1) or objects (2)")
-    return _P.pack(partition)
+    return PARTITION.pack(partition)
 
 
 def _tid_arg(value: bytes, name: str, default: bytes | None = None) -> bytes:
@@ -148,7 +155,7 @@ def _add_transaction(txn, pk, tid, reply) -> int:
     raw = txn.get("trans", pk + tid)
     if raw is None:
         return 0
-    t = _unpack_meta(tid, raw)
+    t = unpack_meta(tid, raw)
     reply.transactions.add(tid=tid, user_raw=t.user, description=t.description, extension=t.extension,
                            oids=t.oids, packed=t.packed, ttid=t.ttid)
     return len(raw)
@@ -156,8 +163,8 @@ def _add_transaction(txn, pk, tid, reply) -> int:
 
 def _add_object(backend, txn, pk, key, reply) -> int:
     oid, tid = key[:8], key[8:]
-    if backend.partition(oid) != _P.unpack(pk)[0]:
-        raise RequestRefused(f"oid 0x{oid.hex()} is not in partition {_P.unpack(pk)[0]}")
+    if backend.partition(oid) != PARTITION.unpack(pk)[0]:
+        raise RequestRefused(f"oid 0x{oid.hex()} is not in partition {PARTITION.unpack(pk)[0]}")
     value = txn.get("obj", pk + key)
     if value is None:
         return 0
@@ -174,7 +181,7 @@ def _add_object(backend, txn, pk, key, reply) -> int:
 
 def missing_keys(backend, partition: int, table: int, keys) -> list[bytes]:
     """The ``keys`` this node does not hold."""
-    pk, db = _P.pack(partition), "trans" if table == TRANSACTIONS else "obj"
+    pk, db = PARTITION.pack(partition), "trans" if table == TRANSACTIONS else "obj"
     with backend.kv.read() as txn:
         return [k for k in keys if txn.get(db, pk + k) is None]
 
@@ -189,7 +196,7 @@ def apply_records(backend, partition: int, reply, progress: dict | None) -> int:
     left would not cover the batch and the space reserved for locks.  The caller
     serialises writes.
     """
-    pk = _P.pack(partition)
+    pk = PARTITION.pack(partition)
     for o in reply.objects:
         if len(o.oid) != 8 or len(o.tid) != 8 or backend.partition(o.oid) != partition:
             raise RequestRefused(f"replicated record of oid 0x{o.oid.hex()} is not of partition {partition}")
@@ -211,7 +218,7 @@ def apply_records(backend, partition: int, reply, progress: dict | None) -> int:
             if txn.get("trans", pk + t.tid) is None:
                 meta = TransactionInfo(t.tid, t.user_raw, t.description, t.extension, list(t.oids),
                                        t.ttid, t.packed)
-                txn.put("trans", pk + t.tid, msgpack.packb(_pack_meta(meta)))
+                txn.put("trans", pk + t.tid, msgpack.packb(pack_meta(meta)))
                 written, last = written + 1, max(last, t.tid)
         for o in reply.objects:
             blob = _blob_of(o)
@@ -260,7 +267,7 @@ def copy_blob_chunks(backend, call, o, write_mutex) -> int:
 def _put_object(backend, txn, pk, o, next_ids) -> None:
     flags, body = backend.record_body(txn, o.oid, None if o.deleted else o.data,
                                       o.data_tid or None, next_ids, _blob_of(o))
-    txn.put("obj", pk + o.oid + o.tid, _REC.pack(flags, o.checksum) + body)
+    txn.put("obj", pk + o.oid + o.tid, RECORD_HEAD.pack(flags, o.checksum) + body)
 
 
 def _progress_key(partition: int) -> bytes:

@@ -5,8 +5,8 @@ import subprocess
 import sys
 import time
 
-from neoarray.admin import CELL_LETTERS
 from neoarray.proto import common_pb2 as cpb
+from neoarray.proto_states import CELL_LETTERS
 
 
 def neoctl(cluster, *args, status=0):

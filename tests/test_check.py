@@ -12,7 +12,7 @@ from neoarray.ids import Z64, p64
 from neoarray.kv import LMDBStore
 from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
-from neoarray.records import _P, _REC, record_tail
+from neoarray.records import PARTITION, RECORD_HEAD, record_tail
 from tests.cluster_helpers import letters, neoctl, storage_ids, storage_of_index
 
 PARTITIONS = 4
@@ -45,7 +45,7 @@ def flip_last_byte(txn, db, key):
 
 
 def obj_key(oid, tid):
-    return _P.pack(int.from_bytes(oid, "big") % PARTITIONS) + oid + tid
+    return PARTITION.pack(int.from_bytes(oid, "big") % PARTITIONS) + oid + tid
 
 
 def problems_of(report):
@@ -77,9 +77,9 @@ def test_check_finds_and_repairs_bit_rot_and_lost_records(cluster):
     with kv.write() as txn:
         flip_last_byte(txn, "obj", obj_key(small, tid1))
         record = txn.get("obj", obj_key(big, tid1))
-        flip_last_byte(txn, "data", record_tail(record[0], record, _REC.size)[1])
+        flip_last_byte(txn, "data", record_tail(record[0], record, RECORD_HEAD.size)[1])
         txn.delete("obj", obj_key(twice, tid1))
-        txn.delete("trans", _P.pack(int.from_bytes(tid2, "big") % PARTITIONS) + tid2)
+        txn.delete("trans", PARTITION.pack(int.from_bytes(tid2, "big") % PARTITIONS) + tid2)
     kv.sync()
     kv.close()
     cluster.start()
@@ -177,7 +177,7 @@ def test_check_finds_a_torn_transaction(tmp_path):
         c.kill_storage(index)
         kv = LMDBStore(c.storage_dir(index))
         with kv.write() as txn:
-            txn.delete("obj", _P.pack(int.from_bytes(x, "big") % 2) + x + tid)
+            txn.delete("obj", PARTITION.pack(int.from_bytes(x, "big") % 2) + x + tid)
         kv.sync()
         kv.close()
         c.start_master()

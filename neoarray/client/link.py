@@ -31,12 +31,12 @@ from ..proto import common_pb2 as cpb
 from ..proto import master_pb2 as mpb
 from ..proto import master_pb2_grpc as mrpc
 from ..proto import storage_pb2_grpc as srpc
+from ..proto_states import READABLE_PB as READABLE  # also read by client/commit.py
 from ..transport.client import FramedChannel
 from ..transport.client import Stub as FramedStub
 
 log = logging.getLogger("neoarray.client")
 
-READABLE = (cpb.UP_TO_DATE, cpb.FEEDING)
 SUSPECT_S = 5.0            # a storage that failed a commit is left out of new ones this long
 
 

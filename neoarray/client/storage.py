@@ -188,22 +188,7 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
         self._cache = ColouredCache(cache_bytes_max, cache_colours, aliases=cache_colour_aliases)
         self.blob_chunk_bytes = blob_chunk_bytes
         self.blob_chunks_in_flight_max = blob_chunks_in_flight_max
-        self._blob_cache = self._blob_downloads = None      # made once connected
-        self._db = None
-        self._lock = threading.RLock()           # last tid, finish callbacks, loads order
-        self._tid_changed = threading.Condition(self._lock)
-        self._oid_lock = threading.Lock()
-        self._oids: list[bytes] = []
-        self._txns: dict[int, Txn] = {}
-        self._commit_times = collections.deque(maxlen=COMMIT_TIMES_MAX)   # (client time, tid)
-        self._own: dict[bytes, Txn] = {}         # ttid -> finishing transaction
-        self._finished_own: dict[bytes, None] = {}  # own commits whose invalidation is still to come
-        self._slots = threading.BoundedSemaphore(transactions_max)
-        self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="neoarray-io")
-        self._last_tid = Z64
-        self._closed = False
-        self._local = None
-        self._metrics = None
+        self._init_state(transactions_max)
         self._link = ClusterLink(master, cluster, self._invalidated, self._reconnected,
                                  rpc_timeout_s, connect_timeout_s, read_only, message_bytes_max,
                                  tls=self._tls)
@@ -230,6 +215,25 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
                                              blob_chunks_in_flight_max)
         if metrics_bind is not None:
             self._serve_metrics(metrics_bind)
+
+    def _init_state(self, transactions_max: int) -> None:
+        """What the storage holds before it connects: locks, its transactions, the pool."""
+        self._blob_cache = self._blob_downloads = None      # made once connected
+        self._db = None
+        self._lock = threading.RLock()           # last tid, finish callbacks, loads order
+        self._tid_changed = threading.Condition(self._lock)
+        self._oid_lock = threading.Lock()
+        self._oids: list[bytes] = []
+        self._txns: dict[int, Txn] = {}
+        self._commit_times = collections.deque(maxlen=COMMIT_TIMES_MAX)   # (client time, tid)
+        self._own: dict[bytes, Txn] = {}         # ttid -> finishing transaction
+        self._finished_own: dict[bytes, None] = {}  # own commits whose invalidation is still to come
+        self._slots = threading.BoundedSemaphore(transactions_max)
+        self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="neoarray-io")
+        self._last_tid = Z64
+        self._closed = False
+        self._local = None
+        self._metrics = None
 
     def _serve_metrics(self, bind: str) -> None:
         """Serve the cache and traffic figures on ``bind``; close the storage if it fails."""

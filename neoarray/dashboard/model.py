@@ -15,8 +15,17 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..admin import CELL_LETTERS, CLUSTER_NAMES, NODE_PREFIX, NODE_STATES, READABLE
-from ..proto import common_pb2 as cpb
+from ..proto_states import (
+    CELL_LETTERS,
+    CLUSTER_NAMES,
+    NODE_PREFIX,
+    NODE_STATES,
+    NODE_TYPES,
+    READABLE_PB,
+    cell_state,
+    running_storages,
+)
+from ..states import CellState
 
 SERIES_MAX = 2000            # samples kept from one scrape (the rest are ignored)
 INGEST_PATTERN = "ingest"    # scraped metric names shown as ingestion figures
@@ -74,7 +83,7 @@ class Rates:
 
 
 def _node_doc(n) -> dict:
-    return {"id": f"{NODE_PREFIX.get(n.type, '?')}{n.node_id}", "type": cpb.NodeType.Name(n.type),
+    return {"id": f"{NODE_PREFIX.get(n.type, '?')}{n.node_id}", "type": NODE_TYPES.get(n.type, str(n.type)),
             "address": n.address, "state": NODE_STATES.get(n.state, "?"), "since_s": n.state_since}
 
 
@@ -85,14 +94,14 @@ def cluster_view(state: int, nodes, pt, ids: dict, master: str) -> dict:
         docs.insert(0, {"id": "M0", "type": "MASTER", "address": master, "state": "RUNNING",
                         "since_s": 0.0})
     storages = sorted({c.node_id for row in pt.rows for c in row.cells})
-    running = {n.node_id for n in nodes if n.type == cpb.STORAGE and n.state == cpb.RUNNING}
+    running = running_storages(nodes)
     cells = [{"partition": p, **{f"S{nid}": next((CELL_LETTERS.get(c.state, "?") for c in row.cells
                                                    if c.node_id == nid), ".") for nid in storages}}
              for p, row in enumerate(pt.rows)]
     total = sum(len(row.cells) for row in pt.rows)
-    up_to_date = sum(1 for row in pt.rows for c in row.cells if c.state == cpb.UP_TO_DATE)
+    up_to_date = sum(1 for row in pt.rows for c in row.cells if cell_state(c) is CellState.UP_TO_DATE)
     unreadable = [p for p, row in enumerate(pt.rows)
-                  if not any(c.state in READABLE and c.node_id in running for c in row.cells)]
+                  if not any(c.state in READABLE_PB and c.node_id in running for c in row.cells)]
     state_name = CLUSTER_NAMES.get(state, "?")
     return {"state": state_name, "nodes": docs, "storages": [f"S{n}" for n in storages],
             "cells": cells, "partitions": len(pt.rows), "replicas": pt.replicas, "ptid": pt.ptid,

@@ -27,7 +27,16 @@ import os
 import socket
 import sys
 
+import transaction
+import ZODB
+
+import neoarray
+
+from .. import security
+from ..array.core import ndarray
+from ..client import NeoStorage
 from ..errors import NeoError
+from . import blocks, core, spec
 
 
 def add_parser(sub):
@@ -116,12 +125,6 @@ def _dir_cluster(opts):
 @contextlib.contextmanager
 def open_database(opts):
     """A ``ZODB.DB`` on the cluster the options name (see the module docstring)."""
-    import ZODB
-
-    import neoarray
-
-    from .. import security
-    from ..client import NeoStorage
     address, cluster = _dir_cluster(opts) if opts.dir else (opts.address, opts.cluster)
     db = None
     if address and cluster:
@@ -166,9 +169,6 @@ def lookup(root, path: str, create=None):
 
 
 def run_job(opts) -> dict:
-    import transaction
-
-    from . import blocks, core, spec
     piece_bytes = int(opts.piece_mib * (1 << 20)) if opts.piece_mib else None
     executor_options = {"scheduler": opts.scheduler} if opts.executor == "dask" and opts.scheduler else {}
     with open_database(opts) as db:
@@ -193,7 +193,6 @@ def run_job(opts) -> dict:
                 fn = spec.resolve_function(opts.map_blocks)
 
                 def create():
-                    from ..array.core import ndarray
                     for a in arrays:
                         if not isinstance(a, ndarray):
                             raise NeoError(f"input {type(a).__name__} is not a neoarray.ndarray")

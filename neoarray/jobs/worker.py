@@ -20,7 +20,9 @@ import pickle
 import sys
 import traceback
 
+from .executors import close_worker_dbs, process_piece
 from .pipes import ProtocolError, recv, send
+from .spec import JobError
 
 
 def _error(exc: BaseException):
@@ -29,14 +31,12 @@ def _error(exc: BaseException):
     try:
         pickle.dumps(exc)
     except Exception:  # noqa: BLE001 - any exception a user's function raised
-        from .spec import JobError
         exc = JobError(f"{type(exc).__name__}: {exc}")
     return ("error", exc, text)
 
 
 def serve(requests, answers) -> None:
     """Answer pieces from ``requests`` on ``answers`` until ``requests`` ends."""
-    from .executors import close_worker_dbs, process_piece
     try:
         while True:
             try:

@@ -247,7 +247,7 @@ def test_a_chunk_that_fails_its_checksum_is_never_summarized(tmp_path):
     chunk makes the envelope fail with the checksum named, never draw the rotten
     values (a clean chunk beside it is still summarized)."""
     from neoarray.kv import LMDBStore
-    from neoarray.records import _P, _REC, record_tail
+    from neoarray.records import PARTITION, RECORD_HEAD, record_tail
     for cluster in running_cluster(tmp_path / "c", partitions=4):
         db = ZODB.DB(cluster.open_storage(local_reads=False))
         try:
@@ -263,8 +263,8 @@ def test_a_chunk_that_fails_its_checksum_is_never_summarized(tmp_path):
         cluster.kill_storage(0)
         kv = LMDBStore(cluster.storage_dir(0))
         with kv.write() as txn:
-            record = txn.get("obj", _P.pack(int.from_bytes(oid, "big") % 4) + oid + tid)
-            key = record_tail(record[0], record, _REC.size)[1]
+            record = txn.get("obj", PARTITION.pack(int.from_bytes(oid, "big") % 4) + oid + tid)
+            key = record_tail(record[0], record, RECORD_HEAD.size)[1]
             rotten = bytearray(txn.get("data", key))
             rotten[-1] ^= 0xFF
             txn.put("data", key, bytes(rotten))

@@ -34,10 +34,10 @@ from ZODB.Connection import TransactionMetaData
 from ZODB.tests.MinPO import MinPO
 from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
 
-from neoarray.admin import CELL_LETTERS
 from neoarray.client import NeoStorage
 from neoarray.ids import Z64, p64, u64
 from neoarray.proto import standby_pb2
+from neoarray.proto_states import CELL_LETTERS
 
 from .hand_cluster import HandCluster
 from .test_replicated_kills import Client, check_acked, check_current, stop_clients

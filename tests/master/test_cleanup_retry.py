@@ -6,13 +6,14 @@ held until clients give up with a conflict.
 """
 from master.node import Limits, Master, NodeInfo
 from neoarray.errors import ClusterUnavailable
+from neoarray.states import NodeState, NodeType
 
 
 def _master(tmp_path, attempts_max=5):
     limits = Limits(cleanup_attempts_max=attempts_max, cleanup_retry_delay_s=0.01,
                     cleanup_retry_delay_max_s=0.02)
     master = Master(str(tmp_path / "m"), "c", partitions=2, replicas=0, storages_expected=1, limits=limits)
-    master.nodes[1] = NodeInfo(1, "STORAGE", "127.0.0.1:1", state="RUNNING")
+    master.nodes[1] = NodeInfo(1, NodeType.STORAGE, "127.0.0.1:1", state=NodeState.RUNNING)
     return master
 
 
@@ -40,7 +41,7 @@ def test_retries_are_bounded(tmp_path):
 
 def test_no_retry_once_the_node_is_lost(tmp_path):
     master, calls = _master(tmp_path), []
-    lose = (2, lambda: master.nodes[1].set_state("DOWN"))
+    lose = (2, lambda: master.nodes[1].set_state(NodeState.DOWN))
     assert master._until_done(1, _failing(100, calls, then=lose), "settle S1") is False
     assert len(calls) == 2     # it returns settles again when it identifies
 

@@ -3,8 +3,10 @@ import time
 
 import pytest
 
-from master.core import OID_RESERVE, OUT_OF_DATE, UP_TO_DATE, IdAllocator, PartitionTable
+from master.core import OID_RESERVE, IdAllocator, PartitionTable
+from master.state import MasterState
 from neoarray.ids import Z64, p64, u64
+from neoarray.states import CellState
 
 
 class Durable:
@@ -101,17 +103,34 @@ def test_partition_table_spreads_cells_evenly():
 def test_losing_a_node_marks_only_redundant_cells_out_of_date():
     pt = PartitionTable.create(4, 1, [1, 2])
     assert pt.node_lost(2, {1, 2})
-    assert all(row[2] == OUT_OF_DATE and row[1] == UP_TO_DATE for row in pt.rows)
+    assert all(row[2] == CellState.OUT_OF_DATE and row[1] == CellState.UP_TO_DATE for row in pt.rows)
     assert pt.operational({1})
     # the last readable copy stays UP_TO_DATE: the table is then not operational
     assert not pt.node_lost(1, {1})
-    assert all(row[1] == UP_TO_DATE for row in pt.rows)
+    assert all(row[1] == CellState.UP_TO_DATE for row in pt.rows)
     assert not pt.operational(set())
 
 
 def test_partition_table_round_trips():
     pt = PartitionTable.create(5, 2, [4, 5, 6])
     assert PartitionTable.from_doc(pt.to_doc()) == pt
+
+
+def test_a_table_persisted_as_letters_loads_as_cell_states(tmp_path):
+    """The master's LMDB state keeps cells as the letters it always wrote: a state
+    written before the ``CellState`` enum (plain strings) loads into enum members, and
+    what the enum writes back is the same letters."""
+    old_doc = {"partitions": 2, "replicas": 1, "ptid": 7, "added": [[3, 1, 7]],
+               "rows": [[[1, "U"], [2, "F"]], [[2, "O"], [3, "C"]]]}
+    db = MasterState(str(tmp_path / "master"))
+    db.put(pt=old_doc)
+    pt = PartitionTable.from_doc(db.get("pt"))
+    assert pt.rows == [{1: CellState.UP_TO_DATE, 2: CellState.FEEDING},
+                       {2: CellState.OUT_OF_DATE, 3: CellState.CORRUPTED}]
+    assert all(type(s) is CellState for row in pt.rows for s in row.values())
+    db.put(pt=pt.to_doc())
+    assert db.get("pt") == old_doc          # the same letters on disk, plain strings once read
+    db.close()
 
 
 def test_a_restore_takes_again_a_tid_that_never_committed_only_when_nothing_is_in_progress():

@@ -1,7 +1,8 @@
 """The master's catch-up bookkeeping (``master.replication.CatchUp``), pure."""
-from master.core import OUT_OF_DATE, UP_TO_DATE, PartitionTable
+from master.core import PartitionTable
 from master.replication import CatchUp
 from neoarray.ids import p64
+from neoarray.states import CellState
 
 
 def table():
@@ -24,7 +25,7 @@ def test_report_marks_up_to_date_only_at_until():
     c.node_returned(pt, 2, p64(100))
     assert not c.replicated(pt, 2, 0, p64(99))
     assert c.replicated(pt, 2, 0, p64(100))
-    assert pt.rows[0][2] == UP_TO_DATE and pt.rows[1][2] == OUT_OF_DATE
+    assert pt.rows[0][2] == CellState.UP_TO_DATE and pt.rows[1][2] == CellState.OUT_OF_DATE
     assert not c.replicated(pt, 2, 0, p64(100))    # already UP_TO_DATE
     assert not c.replicated(pt, 2, 7, p64(100))    # out of range: ignored
 
@@ -43,7 +44,7 @@ def test_transaction_of_an_older_view_is_copied_too():
     assert c.replicated(pt, 2, 0, p64(100))
     ptid = pt.ptid
     assert c.committed(pt, {1, 2}, p64(130), 0, lambda: {0})
-    assert pt.rows[0][2] == OUT_OF_DATE and pt.ptid == ptid + 1
+    assert pt.rows[0][2] == CellState.OUT_OF_DATE and pt.ptid == ptid + 1
     assert c.tasks(pt, 2, {1, 2}, p64(0))[0] == (0, p64(130), [1])
 
 
@@ -53,19 +54,19 @@ def test_sole_readable_copy_is_never_turned_out_of_date():
     c.replicated(pt, 2, 0, p64(100))
     # S1 is not running: S2 holds the only readable copy of partition 0
     assert not c.committed(pt, {2}, p64(130), 0, lambda: {0})
-    assert pt.rows[0][2] == UP_TO_DATE
+    assert pt.rows[0][2] == CellState.UP_TO_DATE
 
 
 def test_running_nodes_that_did_not_vote_copy_only_the_partitions_written():
     pt, c = PartitionTable.create(3, 1, [1, 2, 3, 4]), CatchUp()    # rows: {1,2} {2,3} {3,4}
-    pt.rows.append({1: UP_TO_DATE, 4: UP_TO_DATE})                  # partition 3: {1,4}
+    pt.rows.append({1: CellState.UP_TO_DATE, 4: CellState.UP_TO_DATE})                  # partition 3: {1,4}
     running, ptid = {1, 2, 3, 4, 5}, pt.ptid                        # S5 runs and holds no cell
     # every holder of what it wrote voted: nothing to copy, and S5 changes nothing
     assert not c.committed(pt, running, p64(10), pt.ptid, lambda: {0}, storages=[1, 2])
     # voted on S1 only (S2 did not answer) for partitions 0 and 3: S2 and S4 copy them
     assert c.committed(pt, running, p64(20), pt.ptid, lambda: {0, 3}, storages=[1])
     assert pt.ptid == ptid + 1
-    assert pt.rows[0] == {1: UP_TO_DATE, 2: OUT_OF_DATE}
-    assert pt.rows[3] == {1: UP_TO_DATE, 4: OUT_OF_DATE}
-    assert pt.rows[1] == {2: UP_TO_DATE, 3: UP_TO_DATE}             # not written: untouched
+    assert pt.rows[0] == {1: CellState.UP_TO_DATE, 2: CellState.OUT_OF_DATE}
+    assert pt.rows[3] == {1: CellState.UP_TO_DATE, 4: CellState.OUT_OF_DATE}
+    assert pt.rows[1] == {2: CellState.UP_TO_DATE, 3: CellState.UP_TO_DATE}             # not written: untouched
     assert c.tasks(pt, 4, running, p64(99)) == [(3, p64(20), [1])]

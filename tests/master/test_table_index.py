@@ -7,13 +7,14 @@ import random
 import pytest
 
 from master import tweak
-from master.core import FEEDING, OUT_OF_DATE, READABLE, UP_TO_DATE, PartitionTable
+from master.core import PartitionTable
 from master.replication import CatchUp
 from neoarray.ids import p64
+from neoarray.states import READABLE, CellState
 
 
 def scanned_out_of_date(pt, node):
-    return [p for p, row in enumerate(pt.rows) if row.get(node) == OUT_OF_DATE]
+    return [p for p, row in enumerate(pt.rows) if row.get(node) == CellState.OUT_OF_DATE]
 
 
 def scanned_index(pt):
@@ -26,8 +27,8 @@ def scanned_index(pt):
 
 def scanned_fed(pt, running):
     return [(n, p) for p, row in enumerate(pt.rows)
-            if OUT_OF_DATE not in row.values() and any(s == UP_TO_DATE and m in running for m, s in row.items())
-            for n, s in sorted(row.items()) if s == FEEDING]
+            if CellState.OUT_OF_DATE not in row.values() and any(s == CellState.UP_TO_DATE and m in running for m, s in row.items())
+            for n, s in sorted(row.items()) if s == CellState.FEEDING]
 
 
 def step(rnd, pt, catchup, running, nodes, tid):
@@ -72,7 +73,7 @@ def test_the_cell_index_follows_every_change_of_the_table(seed):
         step(rnd, pt, catchup, running, nodes, tid)
         assert pt.cells() == scanned_index(pt)
         for node in nodes:
-            assert pt.cells_of(node, OUT_OF_DATE) == scanned_out_of_date(pt, node)
+            assert pt.cells_of(node, CellState.OUT_OF_DATE) == scanned_out_of_date(pt, node)
         assert pt.fed(running) == scanned_fed(pt, running)
         assert pt.nodes() == {n for row in pt.rows for n in row}
 

@@ -1,22 +1,23 @@
 """The tweak planner (master/tweak.py): even spread, minimal movement, idempotence, hosts."""
 import pytest
 
-from master.core import FEEDING, OUT_OF_DATE, UP_TO_DATE, PartitionTable
+from master.core import PartitionTable
 from master.tweak import TweakError, changes, plan
+from neoarray.states import CellState
 
 
 def counts(rows):
     out = {}
     for row in rows:
         for n, s in row.items():
-            if s != FEEDING:
+            if s != CellState.FEEDING:
                 out[n] = out.get(n, 0) + 1
     return out
 
 
 def settle(rows):
     """The table once every new cell caught up and FEEDING cells left."""
-    return [{n: UP_TO_DATE for n, s in row.items() if s != FEEDING} for row in rows]
+    return [{n: CellState.UP_TO_DATE for n, s in row.items() if s != CellState.FEEDING} for row in rows]
 
 
 def test_new_node_gets_an_even_share_with_minimal_movement():
@@ -25,10 +26,10 @@ def test_new_node_gets_an_even_share_with_minimal_movement():
     new = plan(rows, 1, hosts, {1, 2, 3})
     assert counts(new) == {1: 8, 2: 8, 3: 8}
     diff = changes(rows, new)
-    assert sorted({(old, st) for _, _, old, st in diff}) == [("", OUT_OF_DATE), (UP_TO_DATE, FEEDING)]
-    assert sum(1 for *_, st in diff if st == OUT_OF_DATE) == 8      # only S3's share moves
+    assert sorted({(old, st) for _, _, old, st in diff}) == [("", CellState.OUT_OF_DATE), (CellState.UP_TO_DATE, CellState.FEEDING)]
+    assert sum(1 for *_, st in diff if st == CellState.OUT_OF_DATE) == 8      # only S3's share moves
     for row in new:
-        assert sum(1 for s in row.values() if s != FEEDING) == 2
+        assert sum(1 for s in row.values() if s != CellState.FEEDING) == 2
     # idempotent, both while the move runs and once it is over
     assert changes(new, plan(new, 1, hosts, {1, 2, 3})) == []
     done = settle(new)
@@ -38,18 +39,18 @@ def test_new_node_gets_an_even_share_with_minimal_movement():
 def test_emptying_a_node_and_changing_replicas():
     rows = settle(plan(PartitionTable.create(6, 1, [1, 2]).rows, 1, {1: "a", 2: "a", 3: "a"}, {1, 2, 3}))
     new = plan(rows, 1, {2: "a", 3: "a"}, {1, 2, 3})           # empty S1
-    assert all(row.get(1) in (None, FEEDING) for row in new) and counts(new) == {2: 6, 3: 6}
+    assert all(row.get(1) in (None, CellState.FEEDING) for row in new) and counts(new) == {2: 6, 3: 6}
     more = plan(settle(new), 2, {1: "a", 2: "a", 3: "a"}, {1, 2, 3})
     assert counts(more) == {1: 6, 2: 6, 3: 6}
     fewer = plan(settle(more), 0, {1: "a", 2: "a", 3: "a"}, {1, 2, 3})
     assert counts(fewer) == {1: 2, 2: 2, 3: 2}
-    assert all(s in (UP_TO_DATE, FEEDING) for row in fewer for s in row.values())   # nothing copied
+    assert all(s in (CellState.UP_TO_DATE, CellState.FEEDING) for row in fewer for s in row.values())   # nothing copied
     with pytest.raises(TweakError, match="need at least 3"):
         plan(rows, 2, {1: "a", 2: "a"}, {1, 2})
 
 
 def test_replicas_go_to_different_hosts():
-    rows = [{1: UP_TO_DATE, 2: UP_TO_DATE} for _ in range(8)]     # S1 and S2 share host a
+    rows = [{1: CellState.UP_TO_DATE, 2: CellState.UP_TO_DATE} for _ in range(8)]     # S1 and S2 share host a
     hosts = {1: "a", 2: "a", 3: "b", 4: "b"}
     new = settle(plan(rows, 1, hosts, set(hosts)))
     assert counts(new) == {1: 4, 2: 4, 3: 4, 4: 4}
@@ -58,9 +59,9 @@ def test_replicas_go_to_different_hosts():
 
 
 def test_down_and_corrupted_cells_are_not_kept():
-    rows = [{1: UP_TO_DATE, 2: OUT_OF_DATE}, {1: UP_TO_DATE, 2: "C"}]
+    rows = [{1: CellState.UP_TO_DATE, 2: CellState.OUT_OF_DATE}, {1: CellState.UP_TO_DATE, 2: "C"}]
     new = plan(rows, 1, {1: "a", 3: "a"}, {1, 3})                  # S2 is down
-    assert new == [{1: UP_TO_DATE, 3: OUT_OF_DATE}, {1: UP_TO_DATE, 3: OUT_OF_DATE}]
+    assert new == [{1: CellState.UP_TO_DATE, 3: CellState.OUT_OF_DATE}, {1: CellState.UP_TO_DATE, 3: CellState.OUT_OF_DATE}]
 
 
 def test_table_bookkeeping_of_added_and_fed_cells():
@@ -69,9 +70,9 @@ def test_table_bookkeeping_of_added_and_fed_cells():
     assert set(pt.added.values()) == {pt.ptid}
     assert pt.fed({1, 2, 3}) == []
     for (n, p) in list(pt.added):
-        pt.set_cell(p, n, UP_TO_DATE)
+        pt.set_cell(p, n, CellState.UP_TO_DATE)
     pt.ptid += 1
     fed = pt.fed({1, 2, 3})
-    assert fed and all(pt.rows[p][n] == FEEDING for n, p in fed)
+    assert fed and all(pt.rows[p][n] == CellState.FEEDING for n, p in fed)
     assert PartitionTable.from_doc(pt.to_doc()) == pt
     assert "last readable copy" in pt.drop_refusal(3, {3}) and pt.drop_refusal(3, {1, 2, 3}) is None

@@ -4,7 +4,13 @@ import pytest
 from neoarray.errors import ChecksumError, RequestRefused
 from neoarray.ids import Z64, p64
 from neoarray.kv import LMDBStore, MemoryStore
-from neoarray.records import _REC, _VOTED, DATA_KEY_BYTES, RecordReader, record_tail
+from neoarray.records import (
+    DATA_KEY_BYTES,
+    RECORD_HEAD,
+    VOTED_HEAD,
+    RecordReader,
+    record_tail,
+)
 from storage_node.backend import (
     DATA_INLINE_BYTES_MAX,
     Backend,
@@ -223,7 +229,7 @@ def assert_data_owned_once(b):
     """Every data row is referred to by exactly one record, every reference resolves."""
     refs = []
     with b.kv.read() as txn:
-        for db, start in (("obj", _REC.size), ("voted_obj", _VOTED.size)):
+        for db, start in (("obj", RECORD_HEAD.size), ("voted_obj", VOTED_HEAD.size)):
             for _, value in txn.scan(db, b""):
                 data_key = record_tail(value[0], value, start)[1]
                 if data_key is not None:
@@ -242,7 +248,7 @@ def test_large_data_is_written_once_and_locked_by_reference(make_backend):
     with b.kv.read() as txn:
         obj = dict(txn.scan("obj", b""))
     sizes = sorted(len(v) for v in obj.values())
-    assert sizes == [_REC.size + len(b"small"), _REC.size + DATA_KEY_BYTES]
+    assert sizes == [RECORD_HEAD.size + len(b"small"), RECORD_HEAD.size + DATA_KEY_BYTES]
     assert b.load(p64(1)).data == payload and b.load(p64(2)).data == b"small"
     assert b.history(p64(1), 5) == [(p64(50), len(payload))]
     assert_data_owned_once(b)

@@ -4,7 +4,7 @@ import pytest
 from neoarray.errors import ChecksumError, RequestRefused
 from neoarray.ids import Z64, p64
 from neoarray.kv import LMDBStore, MemoryStore
-from neoarray.records import _P, _REC, record_tail
+from neoarray.records import PARTITION, RECORD_HEAD, record_tail
 from storage_node import check
 from storage_node.backend import Backend, Stored, TransactionInfo, checksum
 from storage_node.manager import TransactionManager
@@ -51,7 +51,7 @@ def flip_last_byte(backend, db, key):
 def data_key(backend, oid, tid):
     with backend.kv.read() as txn:
         value = txn.get("obj", backend._okey(p64(oid)) + p64(tid))
-        return record_tail(value[0], value, _REC.size)[1]
+        return record_tail(value[0], value, RECORD_HEAD.size)[1]
 
 
 def test_listing_in_batches_with_tid_bound(backend):
@@ -88,7 +88,7 @@ def test_repair_rewrites_missing_and_corrupt_records(backend):
     flip_last_byte(backend, "data", old_row)
     with backend.kv.write() as txn:
         txn.delete("obj", backend._okey(p64(8)) + p64(10))
-        txn.delete("trans", _P.pack(0) + p64(10))
+        txn.delete("trans", PARTITION.pack(0) + p64(10))
     revisions = [check.RepairRevision(o, p64(10), good[o].data, good[o].checksum) for o in sorted(good)]
     meta = TransactionInfo(p64(10), b"user", b"desc", b"", [p64(2), p64(4), p64(8)], p64(1))
     outcomes, dropped = manager.repair(revisions, [meta], ALL)
@@ -111,7 +111,7 @@ def test_a_corrupt_reference_never_drops_another_records_data(backend):
     key2 = backend._okey(p64(2)) + p64(10)
     with backend.kv.write() as txn:      # oid 2's record now points at oid 4's data row
         value = txn.get("obj", key2)
-        txn.put("obj", key2, value[:_REC.size] + data_key(backend, 4, 10))
+        txn.put("obj", key2, value[:RECORD_HEAD.size] + data_key(backend, 4, 10))
     assert [r.data_ok for r in listing(backend, 0)] == [False, True]
     manager.repair([check.RepairRevision(p64(2), p64(10), good.data, good.checksum)], [], ALL)
     assert backend.load(p64(4)).data == b"y" * 3000 and backend.load(p64(2)).data == BIG

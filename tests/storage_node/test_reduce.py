@@ -20,9 +20,11 @@ from neoarray import kernels, payload, wire
 from neoarray.array import layout
 from neoarray.array.chunks import Chunk
 from neoarray.array.reductions import _acc_dtype
-from neoarray.errors import RequestRefused
+from neoarray.errors import LimitExceeded, RequestRefused
 from neoarray.ids import MAX_TID, Z64, p64, u64
 from neoarray.proto import storage_pb2 as spb
+from storage_node.node import Limits as NodeLimits
+from storage_node.reduce import check_reduce_request
 from tests.conftest import running_cluster
 
 KERNEL_ACC = {"sum": "sum", "prod": "prod", "moments": "var", "count_nonzero": "count_nonzero"}
@@ -253,7 +255,7 @@ def test_deleted_chunk_is_absent(db):
     assert list(got) == [found[1][1]] and got[found[1][1]][0] == (26.0,)
 
 
-@pytest.mark.parametrize(("fields", "message"), [
+BAD_REQUESTS = [
     ({"kernel": "__import__('os').system"}, "storage nodes run only the built-in kernels"),
     ({"dtype": "not-a-dtype"}, "bad item dtype 'not-a-dtype'"),
     ({"dtype": "|O"}, "not object or structured"),
@@ -273,13 +275,34 @@ def test_deleted_chunk_is_absent(db):
     ({"codec": "numcodecs", "codec_config": '{"id": "pickle"}'}, "unknown numcodecs codec"),
     ({"codec": "numcodecs", "codec_config": "not json"}, "is JSON text"),
     ({"codec": "numcodecs", "codec_config": '{"id": "zstd", "nope": 1}'}, "bad numcodecs codec config"),
-])
+]
+GOOD_REQUEST = {"kernel": "sum", "dtype": "<f8", "acc_dtype": "<f8", "chunk_shape": [4],
+                "order": "C", "extents": [spb.ChunkExtent(sizes=[4])]}
+
+
+@pytest.mark.parametrize(("fields", "message"), BAD_REQUESTS)
 def test_bad_requests_are_refused(db, fields, message):
-    request = {"kernel": "sum", "dtype": "<f8", "acc_dtype": "<f8", "chunk_shape": [4],
-               "order": "C", "extents": [spb.ChunkExtent(sizes=[4])]}
-    request.update(fields)
+    """Through a node: refused as INVALID_ARGUMENT, with the core's message."""
     with pytest.raises(RequestRefused, match=message):
-        call_reduce(db, [p64(8)], **request)
+        call_reduce(db, [p64(8)], **{**GOOD_REQUEST, **fields})
+
+
+@pytest.mark.parametrize(("fields", "message"), BAD_REQUESTS)
+def test_the_reduce_core_refuses_bad_requests_without_io(fields, message):
+    request = spb.ReduceRequest(oids=[p64(8)], **{**GOOD_REQUEST, **fields})
+    with pytest.raises(RequestRefused, match=message):
+        check_reduce_request(request, NodeLimits())
+
+
+def test_the_reduce_core_orders_a_good_request():
+    request = spb.ReduceRequest(oids=[p64(8), p64(9)], before=p64(5), **{
+        **GOOD_REQUEST, "extents": [spb.ChunkExtent(sizes=[4]), spb.ChunkExtent(sizes=[2], offset=4)]})
+    order = check_reduce_request(request, NodeLimits())
+    assert order.oids == [p64(8), p64(9)] and order.before == p64(5)
+    assert order.extents == [(4,), (2,)] and order.offsets == [0, 4]
+    assert order.spec.kernel == "sum" and order.spec.chunk_shape == (4,) and order.spec.raw_bytes == 32
+    with pytest.raises(LimitExceeded, match="reduce_oids_per_batch_max=1"):
+        check_reduce_request(request, NodeLimits(reduce_oids_per_batch_max=1))
 
 
 def test_client_refusals(db):
@@ -362,13 +385,13 @@ def test_a_node_without_numcodecs_refuses_such_codecs_by_name(monkeypatch):
     import sys
 
     from neoarray import codecs
-    from storage_node import service
+    from storage_node import reduce
     config = na.zeros(4, codec="zstd").codec[1]
     request = spb.ReduceRequest(codec="numcodecs", codec_config=config)
     monkeypatch.setitem(sys.modules, "numcodecs", None)      # as on a node without it
     codecs.numcodecs_codec.cache_clear()
     try:
         with pytest.raises(RequestRefused, match=r"pip install 'neoarray\[codecs\]'"):
-            service._codec_spec(request)
+            reduce._codec_spec(request)
     finally:
         codecs.numcodecs_codec.cache_clear()

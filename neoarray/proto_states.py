@@ -1,0 +1,56 @@
+"""The one mapping between the domain states (``neoarray.states``) and the protobuf
+enums of the wire (``common.proto``).
+
+Servicers and clients that read or build messages convert here, in both directions;
+the protobuf-keyed tables (``CELL_LETTERS``, ``READABLE_PB``, ...) serve the code
+that reads protobuf cells and nodes as they arrive (``neoctl``, the dashboard, the
+client's routing).  Every table is derived from the four ``*_TO_PB`` maps below.
+"""
+from __future__ import annotations
+
+from .proto import common_pb2 as cpb
+from .states import READABLE, CellState, ClusterState, NodeState, NodeType
+
+CELL_TO_PB = {CellState.UP_TO_DATE: cpb.UP_TO_DATE, CellState.OUT_OF_DATE: cpb.OUT_OF_DATE,
+              CellState.FEEDING: cpb.FEEDING, CellState.CORRUPTED: cpb.CORRUPTED}
+NODE_STATE_TO_PB = {NodeState.RUNNING: cpb.RUNNING, NodeState.PENDING: cpb.PENDING,
+                    NodeState.DOWN: cpb.DOWN, NodeState.UNKNOWN: cpb.UNKNOWN}
+CLUSTER_STATE_TO_PB = {ClusterState.RECOVERING: cpb.RECOVERING, ClusterState.VERIFYING: cpb.VERIFYING,
+                       ClusterState.RUNNING: cpb.CLUSTER_RUNNING, ClusterState.STOPPING: cpb.STOPPING}
+NODE_TYPE_TO_PB = {NodeType.STORAGE: cpb.STORAGE, NodeType.CLIENT: cpb.CLIENT,
+                   NodeType.ADMIN: cpb.ADMIN, NodeType.MASTER: cpb.MASTER}
+
+CELL_FROM_PB = {v: k for k, v in CELL_TO_PB.items()}
+NODE_STATE_FROM_PB = {v: k for k, v in NODE_STATE_TO_PB.items()}
+CLUSTER_STATE_FROM_PB = {v: k for k, v in CLUSTER_STATE_TO_PB.items()}
+NODE_TYPE_FROM_PB = {v: k for k, v in NODE_TYPE_TO_PB.items()}
+
+# protobuf-keyed views, for code reading messages as they arrive
+READABLE_PB = frozenset(CELL_TO_PB[s] for s in READABLE)
+CELL_LETTERS = {pb: s.letter for pb, s in CELL_FROM_PB.items()}          # cpb.UP_TO_DATE -> "U"
+NODE_STATES = {pb: s.value for pb, s in NODE_STATE_FROM_PB.items()}      # cpb.DOWN -> "DOWN"
+CLUSTER_NAMES = {pb: s.value for pb, s in CLUSTER_STATE_FROM_PB.items()}  # cpb.CLUSTER_RUNNING -> "RUNNING"
+NODE_TYPES = {pb: t.value for pb, t in NODE_TYPE_FROM_PB.items()}       # cpb.STORAGE -> "STORAGE"
+NODE_PREFIX = {pb: t.prefix for pb, t in NODE_TYPE_FROM_PB.items()}     # cpb.STORAGE -> "S"
+
+
+def cell_change_pb(old: str, new: str) -> tuple[int, int]:
+    """``(old, new)`` protobuf states of a cell change; ``""`` (no cell) is
+    ``CELL_STATE_UNSPECIFIED`` before and ``DISCARDED`` after."""
+    return (CELL_TO_PB.get(old, cpb.CELL_STATE_UNSPECIFIED), CELL_TO_PB.get(new, cpb.DISCARDED))
+
+
+def running_storages(nodes) -> set[int]:
+    """Ids of the RUNNING storage nodes among protobuf ``nodes`` (a cluster view)."""
+    return {n.node_id for n in nodes if NODE_TYPE_FROM_PB.get(n.type) is NodeType.STORAGE
+            and NODE_STATE_FROM_PB.get(n.state) is NodeState.RUNNING}
+
+
+def is_storage(node) -> bool:
+    """A protobuf node of type STORAGE."""
+    return NODE_TYPE_FROM_PB.get(node.type) is NodeType.STORAGE
+
+
+def cell_state(cell) -> CellState | None:
+    """The state of a protobuf cell (None: not a cell state, e.g. DISCARDED)."""
+    return CELL_FROM_PB.get(cell.state)
