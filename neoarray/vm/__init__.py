@@ -51,14 +51,29 @@ write before commit.  Why moves: on this VM, mapping the 512 pages of a 2 MiB
 4 KiB pages; moving them keeps one owner at a time, and no page is shared across a
 ``fork``.
 
-Units read ahead from records in the cache are *armed* rather than installed:
-``Region.arm`` puts their blocks in a table (256 entries per view) that the signal
-handler reads before it takes the GIL; a read of an armed unit moves its pages in
-right there (atomics and one ``mremap``: no Python, no GIL), a write or a failure
-goes to the Python loader, and the loader moves what the handler mapped into its
-books at its next call (``take_mapped``).  Armed units count in the budget (at most
-half of it); they return to the cache when the connection moves to a newer snapshot,
-at abort, savepoint rollback, ``A[...] = x`` and close.
+Units whose records the cache holds are *armed* rather than installed:
+``Region.arm`` makes a block's payload read-only and puts it in a table (1024 entries
+per view) that the signal handler reads before it takes the GIL; a read of an armed
+unit moves its pages in right there (atomics and one ``mremap``: no Python, no GIL),
+a write or a failure goes to the Python loader, and the loader moves what the handler
+mapped into its books at its next call (``take_mapped``).  Units read ahead are
+armed, and so, once a fault finds its own unit's record in the cache, are the
+window's other units whose records the cache holds (``_arm_cached``: 64 looked up at
+most per such fault, going round the window), so that reads of cached chunks *in any
+order* reach Python about once per view.  The cache *lends* those records
+(``take(lend=True)``): their bytes stay counted in the cache's budget, up to half of
+it, and not in the view's (the cache's memory, moved, not more of it: the process
+holds at most the cache's bound plus the view's); records taken past that share
+count in the view's budget, as every record did before.  Armed units return to the
+cache when the connection moves to a newer snapshot, at abort, savepoint rollback,
+``A[...] = x``, eviction (those counted in the view's budget) and close; a write
+into a lent unit ends its loan (the pages are the view's, freed with it).
+
+The first read of a record (received from the network, or copied from the co-located
+LMDB into a page block for the cache) lands in *warm* pages where it can: a freed
+page block (a record the cache evicted or dropped) is kept, up to
+:func:`block_pool` ``bytes_max`` (32 MiB by default), for the next block of the same
+geometry, instead of new memory whose first touch costs 0.7-8 ms per 2 MiB here.
 
 Why in the faulting thread: the loader needs Python, and a numpy inner loop may fault
 while it *holds* the GIL (not every loop releases it).  A separate userfaultfd handler
@@ -159,6 +174,20 @@ def available() -> dict:
         return {"uffd": False, "uffd_reason": f"native extension missing ({_import_error})",
                 "mprotect": False, "page_bytes": 4096}
     return _vmem.probe()
+
+
+def block_pool(bytes_max: int | None = None) -> dict:
+    """The pool of warm page blocks (freed blocks kept for the next records of the same
+    geometry): ``{'bytes_max', 'bytes', 'blocks', 'reused', 'fresh'}`` (``reused``,
+    ``fresh``: blocks made from the pool or from new memory since the process started).
+    ``bytes_max`` sets its bound in bytes (0: no pool)."""
+    if _vmem is None:
+        raise MappingUnavailableError(
+            f"page blocks need neoarray's native extension, not built here ({_import_error})")
+    if bytes_max is not None and (not isinstance(bytes_max, int) or bytes_max < 0):
+        raise ArrayValueError(f"block_pool(bytes_max={bytes_max!r}): give a number of bytes, "
+                              "0 (no pool) or more")
+    return _vmem.block_pool(bytes_max)
 
 
 def choose_mode(mode: str | None = None) -> str:
