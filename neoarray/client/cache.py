@@ -262,6 +262,7 @@ class ColouredCache:
         self.bytes_max = bytes_max
         self.bytes = 0
         self.loaned_bytes = 0       # records lent by take(lend=True), still counted
+        self._loans_ended: list[int] = []      # bytes of loans ended (see end_loan)
         self.lock = threading.Lock()
         self.colours: dict[str, Colour] = {}
         self.aliases: dict[str, str] = {}
@@ -371,16 +372,23 @@ class ColouredCache:
             if not entry.revs:
                 c.policy.remove(entry)
                 self._drop(entry, c, evicted=False)
+            self._settle_loans()
             loaned = lend and self.loaned_bytes + size <= self.bytes_max * LOANED_SHARE_MAX
             if loaned:
                 self.loaned_bytes += size
             return data, serial, nxt, self.seq, loaned
 
-    def end_loan(self, record_bytes: int) -> None:
-        """A record of ``record_bytes`` lent by :meth:`take` will not come back: its
-        bytes no longer count."""
-        with self.lock:
-            self.loaned_bytes = max(0, self.loaned_bytes - (record_bytes + ENTRY_OVERHEAD_BYTES))
+    def end_loan(self, record_bytes: int, records: int = 1) -> None:
+        """``records`` records of ``record_bytes`` in all lent by :meth:`take` will not
+        come back: their bytes no longer count (from the cache's next operation on: this
+        takes no lock, since a finalizer may call it anywhere, even in a thread holding
+        the lock)."""
+        self._loans_ended.append(record_bytes + records * ENTRY_OVERHEAD_BYTES)
+
+    def _settle_loans(self) -> None:
+        """Loans ended by :meth:`end_loan` no longer count (``lock`` held)."""
+        while self._loans_ended:
+            self.loaned_bytes = max(0, self.loaned_bytes - self._loans_ended.pop())
 
     def _hit(self, entry, found):
         c = self.colours[entry.colour]
@@ -399,7 +407,8 @@ class ColouredCache:
         :meth:`take` lent, back (its loan ends, whether it is kept or not)."""
         with self.lock:
             if loaned:
-                self.loaned_bytes = max(0, self.loaned_bytes - (len(data) + ENTRY_OVERHEAD_BYTES))
+                self._loans_ended.append(len(data) + ENTRY_OVERHEAD_BYTES)
+                self._settle_loans()
             self._put(oid, data, serial, next_serial, token, colour)
 
     def _put(self, oid, data, serial, next_serial, token, colour) -> None:
@@ -462,6 +471,7 @@ class ColouredCache:
     def _evict(self) -> None:
         """Make room (for the entries and the records on loan): victims come from the
         colour most over its quota."""
+        self._settle_loans()
         while self.bytes + self.loaned_bytes > self.bytes_max and self.bytes > 0:
             c = max((c for c in self.colours.values() if c.bytes > 0),
                     key=lambda c: c.bytes - c.quota_bytes)
@@ -519,6 +529,7 @@ class ColouredCache:
     def stats(self) -> dict:
         """Totals, and ``colours``: per colour policy, quota, bytes, hits, misses, evictions."""
         with self.lock:
+            self._settle_loans()
             colours = {name: c.stats() for name, c in self.colours.items()}
             hits = sum(c["hits"] for c in colours.values())
             misses = sum(c["misses"] for c in colours.values())

@@ -571,10 +571,10 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
         """
         return self._cache.take(oid, tid, colour or colours.current(), movable, lend)
 
-    def end_loan(self, record_bytes: int) -> None:
-        """A record lent by :meth:`take_record` (of ``record_bytes``) will not come back
-        (a mapped view wrote into its pages)."""
-        self._cache.end_loan(record_bytes)
+    def end_loan(self, record_bytes: int, records: int = 1) -> None:
+        """``records`` records lent by :meth:`take_record` (``record_bytes`` in all)
+        will not come back (a mapped view wrote into their pages, or was freed)."""
+        self._cache.end_loan(record_bytes, records)
 
     def give_back_record(self, oid: bytes, data: Any, serial: bytes, next_serial: bytes | None,
                          token: int, colour: str | None = None, loaned: bool = False) -> None:

@@ -90,6 +90,10 @@ class MappedView:
         # units (resident or armed) holding a record the cache lent: its bytes count in
         # the cache's budget, not in the view's (the cache's memory, moved)
         self.loaned = 0
+        # what this view holds on loan, per storage: ``{id: [storage, record bytes,
+        # records]}``; a view freed without close() ends its loans (weakref.finalize)
+        self._loans: dict[int, list] = {}
+        weakref.finalize(self, _end_loans, self._loans)
         self._arm_cursor = 0                    # the next unit _arm_cached looks at
         self._lock = threading.RLock()     # a write-back may fault in a unit next door
         self._fill_units: dict[int, bytes] = {}
@@ -469,6 +473,9 @@ class MappedView:
         state.lent = lent
         if lent is not None and lent[7]:
             self.loaned += 1
+            loan = self._loans.setdefault(id(lent[0]), [lent[0], 0, 0])
+            loan[1] += len(lent[2])
+            loan[2] += 1
 
     def _end_lent(self, state, back):
         """The unit lets its cached record go: ``back`` to the cache (its block at home),
@@ -479,6 +486,11 @@ class MappedView:
         state.lent = None
         if loaned:
             self.loaned -= 1
+            loan = self._loans[id(storage)]
+            loan[1] -= len(block)
+            loan[2] -= 1
+            if not loan[2]:
+                del self._loans[id(storage)]
         if back:
             storage.give_back_record(oid, memoryview(block).toreadonly(), serial, next_serial,
                                      token, colour, loaned)
@@ -793,6 +805,14 @@ def _watch(jar, view):
         storage._neoarray_views = views
     views.add(view)
 
+
+
+def _end_loans(loans):
+    """A view is freed: the records it held on loan will not come back (their pages
+    went with its region)."""
+    for storage, record_bytes, records in loans.values():
+        storage.end_loan(record_bytes, records)
+    loans.clear()
 
 
 def _on_loan(state):

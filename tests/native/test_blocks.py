@@ -367,3 +367,23 @@ def test_freed_page_blocks_are_reused_warm_within_their_bound():
             _vmem.block_pool(bytes_max=-1)
     finally:
         _vmem.block_pool(bytes_max=saved)
+
+
+def test_a_whole_array_view_freed_ends_its_loans(two_dbs):
+    """``numpy.asarray(A, copy=False)`` over cached chunks holds records on loan; when
+    the numpy array is freed (no close), the loans end: the cache counts them no more."""
+    import gc
+    name = "blocks-freed-loans"
+    _stored(two_dbs, name)
+    conn, A = _open(two_dbs[1], name)
+    A[...]
+    cache = two_dbs[1]._storage._cache
+    whole = np.asarray(A, copy=False)
+    for u in np.random.default_rng(5).permutation(CHUNKS):
+        assert whole[u * CHUNK_ITEMS] == u * CHUNK_ITEMS
+    assert cache.stats()["loaned_bytes"] >= CHUNKS * CHUNK_ITEMS * 8
+    del whole
+    gc.collect()
+    assert cache.stats()["loaned_bytes"] == 0
+    np.testing.assert_array_equal(A[...], np.arange(CHUNKS * CHUNK_ITEMS, dtype=np.float64))
+    conn.close()
