@@ -116,23 +116,30 @@ copy of its dirty units (at most ``dirty_bytes_max``), and the savepoint's
 faults in again from the chunks the connection rolled back.  When the connection moves
 to a newer snapshot, units read from chunks that changed are dropped and fault again.
 
-Measured here (2 shared cores in a VM, Linux 6.18, load 2-4 from other users,
-``benchmarks/native_bench.py --mib 256 --fault-mib 32``, seven runs alternated with the
-copying design before it; noisy to +-30% and more), per 2 MiB of 2 MiB chunks touched
-in random order, the chunks in the client's cache: 72-137 us with room in the budget
-(the design before: 2.2-4.6 ms, its second client reading over the network into
-fresh memory), 97-185 us when each fault also evicts a unit (its pages moved back to
-the cache; before: 0.52-2.0 ms); 4 MiB chunks 44-97 us per 2 MiB.  The parts: the
-move in and the move out ~20 us each (mprotect and mremap, timed in C), the rest the
-signal, the GIL and the Python loader.  wendelin.core published 270-290 us per 2 MiB.
-A chunk read from the co-located LMDB for the first time costs 0.8-1.8 ms (copied into
-a fresh page block for the cache, and checksummed), over the network 2.2-4.2 ms; a
-chunk of a detached array (in process memory: always copied) 0.38-0.74 ms; a unit of
-unwritten chunks of fill 0 18-35 us.  Chunks of 1 MiB and less move as 4 KiB pages and
-cost more per byte (1 MiB: 0.3-0.85 ms per 2 MiB).  A full ``numpy.sum`` over a view
-runs at 1.4-1.7 GB/s, 1.2-2.8x ``A[...].sum()`` (before: 0.45-0.96 GB/s), units read
-ahead armed so that most faults never reach Python, with peak RSS 62-68 MiB for a 64 MiB
-budget; writing back every page at commit runs at 0.68-0.97x ``A[...] = x; commit()``.
+Measured here (2 shared cores in a VM, Linux 6.18,
+``benchmarks/native_bench.py --mib 256 --fault-mib 32``; the last figures from three
+runs alternated with the design before them, under a load of 7-9 from other users:
+noisy to +-50% and more), per 2 MiB of 2 MiB chunks touched in random order, the
+chunks in the client's cache: 43-69 us with room in the budget for all of them (before
+cached units were armed in any order: 65-96 us), 43-62 us with a budget of 4 units
+(records on loan: nothing to evict; before, each fault also evicted a unit: 96-151
+us); one touch in 16 reaches the Python loader (before: 10 to 16 in 16); 4 MiB chunks
+26-41 us per 2 MiB (before: 44-87 us).  The parts: one ``mremap`` in the handler
+(~20 us), the signal, and the first fault's Python loader, which arms the others.
+Past the cache's share for loans, faults go through the loader and evict as before
+(~100-180 us).  wendelin.core published 270-290 us per 2 MiB.  A chunk read from the
+co-located LMDB for the first time costs 0.6-2 ms (copied into a page block for the
+cache, and checksummed), over the network 2.1-5 ms; warm page blocks from the pool
+help most where blocks are not huge pages (first reads of 256 KiB chunks: 2.1-6.6
+ms per 2 MiB, before 5-12.7 ms; 1 MiB chunks 1.2-3.6 ms, before 3.2-6.7 ms): a
+fresh 2 MiB block of huge pages costs one page fault already.  A chunk of a detached
+array (in process memory: always copied) 0.35-0.9 ms; a unit of unwritten chunks of
+fill 0 18-39 us.  Chunks of 1 MiB and less move as 4 KiB pages (a huge page is 2
+MiB: half of one cannot move as one entry) and cost more per byte (1 MiB: 0.19-0.25
+ms per 2 MiB when cached, before 0.25-0.64 ms).  A full ``numpy.sum`` over a view runs
+at 0.9-2.1 GB/s, 0.6-2.6x ``A[...].sum()`` in the same runs, units read ahead armed so
+that most faults never reach Python, with peak RSS 62-68 MiB for a 64 MiB budget;
+writing back every page at commit runs at 0.6-1.2x ``A[...] = x; commit()``.
 A co-located client's RSS also counts the node's LMDB pages it reads in place (file
 pages, shared with the page cache).
 
