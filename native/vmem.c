@@ -57,6 +57,7 @@ typedef struct {
     size_t length;
     char *payload;
     int *lent;                      /* the block's lent flag */
+    int home_prot;                  /* the payload's protection at home (see Block_freeze) */
     PyObject *block;                /* a reference, touched under the GIL only */
 } Armed;
 
@@ -391,7 +392,7 @@ static void release_armed(Region *r) {
     for (int k = 0; k < ARMED_MAX; k++) {
         int state = atomic_load(&r->armed[k].state);
         if (state == ARM_READY)
-            mprotect(r->armed[k].payload, r->armed[k].length, PROT_READ | PROT_WRITE);
+            mprotect(r->armed[k].payload, r->armed[k].length, r->armed[k].home_prot);
         if (state != ARM_EMPTY) {
             atomic_store(&r->armed[k].state, ARM_EMPTY);
             Py_CLEAR(r->armed[k].block);
@@ -756,7 +757,10 @@ typedef struct {
     Py_ssize_t payload_start;
     Py_ssize_t exports;
     int lent, frozen;
+    int readonly;               /* the pages are read-only (frozen without a buffer open) */
 } Block;
+
+static int home_prot(Block *b) { return b->readonly ? PROT_READ : PROT_READ | PROT_WRITE; }
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
@@ -900,7 +904,7 @@ static void Block_dealloc(Block *b) {
     /* a lent block's payload is the view's now: only the block's own range goes
      * (while lent, an empty reservation where the payload was) */
     if (b->map && !b->lent && !b->exports &&
-        !mprotect(b->payload, b->payload_bytes, PROT_READ | PROT_WRITE))
+        !mprotect(b->map, b->map_bytes, PROT_READ | PROT_WRITE))
         block_pool_put(b->map, b->map_bytes, (size_t)(b->payload - b->map));    /* warm */
     else if (b->map)
         munmap(b->map, b->map_bytes);
@@ -910,6 +914,12 @@ static void Block_dealloc(Block *b) {
 static Py_ssize_t Block_length(Block *b) { return b->record_bytes; }
 
 static PyObject *Block_freeze(Block *b, PyObject *unused) {
+    /* read-only pages from now on, when no buffer is writing into them: moving the
+     * payload into a view (read-only there) then needs no mprotect of its pages, the
+     * dear part of a move in and out for blocks of 4 KiB pages (65 us per 1 MiB here,
+     * against ~20 us for the mremap) */
+    if (!b->frozen && !b->lent && !b->exports && !mprotect(b->map, b->map_bytes, PROT_READ))
+        b->readonly = 1;
     b->frozen = 1;
     Py_RETURN_NONE;
 }
@@ -976,13 +986,15 @@ static PyObject *Region_adopt(Region *r, PyObject *args) {
     if (b->lent || b->exports) Py_RETURN_FALSE;
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS
-    failed = mprotect(b->payload, b->payload_bytes, protect_bits(r, writable)) ||
+    /* (a read-only block's payload moves in as it is: no mprotect) */
+    failed = (protect_bits(r, writable) != home_prot(b) &&
+              mprotect(b->payload, b->payload_bytes, protect_bits(r, writable))) ||
              mremap(b->payload, b->payload_bytes, b->payload_bytes,
                     MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, r->base + offset)
                  == MAP_FAILED;
     Py_END_ALLOW_THREADS
     if (failed) {
-        mprotect(b->payload, b->payload_bytes, PROT_READ | PROT_WRITE);
+        mprotect(b->payload, b->payload_bytes, home_prot(b));
         Py_RETURN_FALSE;
     }
     b->lent = 1;
@@ -1010,7 +1022,8 @@ static PyObject *Region_give_back(Region *r, PyObject *args) {
         if (reserve_range(r, target, b->payload_bytes)) return PyErr_SetFromErrno(PyExc_OSError);
         Py_RETURN_FALSE;
     }
-    mprotect(b->payload, b->payload_bytes, PROT_READ | PROT_WRITE);
+    /* (a no-op for a read-only block's payload coming back from a clean unit) */
+    mprotect(b->payload, b->payload_bytes, home_prot(b));
     /* the range left behind stays mapped, empty (a userfaultfd range: readable, so a
      * touch is a missing-page fault) */
     if (r->mode == MODE_UFFD && mprotect(target, b->payload_bytes, PROT_READ))
@@ -1040,13 +1053,14 @@ static PyObject *Region_arm(Region *r, PyObject *args) {
         }
         /* read-only from now on, as its pages will be in the view: the handler then
          * moves them with one system call (mremap keeps the protection) */
-        if (mprotect(b->payload, b->payload_bytes, PROT_READ)) Py_RETURN_FALSE;
+        if (!b->readonly && mprotect(b->payload, b->payload_bytes, PROT_READ)) Py_RETURN_FALSE;
         Py_INCREF(object);
         a->block = object;
         a->offset = offset;
         a->length = b->payload_bytes;
         a->payload = b->payload;
         a->lent = &b->lent;
+        a->home_prot = home_prot(b);
         atomic_store(&a->state, ARM_READY);       /* published: the handler may map it */
         Py_RETURN_TRUE;
     }
@@ -1056,7 +1070,7 @@ static PyObject *Region_arm(Region *r, PyObject *args) {
 static PyObject *take_entry(Armed *a, int mapped) {
     /* (offset, block, mapped) of an entry the handler no longer looks at (EMPTY, or
      * MAPPED), which is emptied; a block not mapped is writable again */
-    if (!mapped) mprotect(a->payload, a->length, PROT_READ | PROT_WRITE);
+    if (!mapped && a->home_prot != PROT_READ) mprotect(a->payload, a->length, a->home_prot);
     PyObject *out = Py_BuildValue("KOO", (unsigned long long)a->offset, a->block,
                                   mapped ? Py_True : Py_False);
     atomic_store(&a->state, ARM_EMPTY);
