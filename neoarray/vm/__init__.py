@@ -118,28 +118,31 @@ to a newer snapshot, units read from chunks that changed are dropped and fault a
 
 Measured here (2 shared cores in a VM, Linux 6.18,
 ``benchmarks/native_bench.py --mib 256 --fault-mib 32``; the last figures from three
-runs alternated with the design before them, under a load of 7-9 from other users:
+runs alternated with the design before them, under a load of 8-10 from other users:
 noisy to +-50% and more), per 2 MiB of 2 MiB chunks touched in random order, the
-chunks in the client's cache: 43-69 us with room in the budget for all of them (before
-cached units were armed in any order: 65-96 us), 43-62 us with a budget of 4 units
-(records on loan: nothing to evict; before, each fault also evicted a unit: 96-151
-us); one touch in 16 reaches the Python loader (before: 10 to 16 in 16); 4 MiB chunks
-26-41 us per 2 MiB (before: 44-87 us).  The parts: one ``mremap`` in the handler
-(~20 us), the signal, and the first fault's Python loader, which arms the others.
-Past the cache's share for loans, faults go through the loader and evict as before
-(~100-180 us).  wendelin.core published 270-290 us per 2 MiB.  A chunk read from the
-co-located LMDB for the first time costs 0.6-2 ms (copied into a page block for the
-cache, and checksummed), over the network 2.1-5 ms; warm page blocks from the pool
-help most where blocks are not huge pages (first reads of 256 KiB chunks: 2.1-6.6
-ms per 2 MiB, before 5-12.7 ms; 1 MiB chunks 1.2-3.6 ms, before 3.2-6.7 ms): a
-fresh 2 MiB block of huge pages costs one page fault already.  A chunk of a detached
-array (in process memory: always copied) 0.35-0.9 ms; a unit of unwritten chunks of
-fill 0 18-39 us.  Chunks of 1 MiB and less move as 4 KiB pages (a huge page is 2
-MiB: half of one cannot move as one entry) and cost more per byte (1 MiB: 0.19-0.25
-ms per 2 MiB when cached, before 0.25-0.64 ms).  A full ``numpy.sum`` over a view runs
-at 0.9-2.1 GB/s, 0.6-2.6x ``A[...].sum()`` in the same runs, units read ahead armed so
-that most faults never reach Python, with peak RSS 62-68 MiB for a 64 MiB budget;
-writing back every page at commit runs at 0.6-1.2x ``A[...] = x; commit()``.
+chunks in the client's cache: 37-50 us with room in the budget for all of them (before
+cached units were armed in any order: 59-335 us, medians 65-82), 35-60 us with a
+budget of 4 units (records on loan: nothing to evict; before, each fault also evicted
+a unit: 91-542 us, medians 98-159); one touch in 16 reaches the Python loader
+(before: 10 to 16 in 16); 4 MiB chunks 25-42 us per 2 MiB (before: 40-67 us, one run
+844); 1 MiB chunks, which move as 4 KiB pages (half a huge page cannot move as one
+entry), 57-111 us (before: 218-1348 us); 256 KiB chunks 0.2-1.2 ms, medians ~0.3 ms
+(before 0.5-16 ms, medians 0.9-2.4 ms).  The parts: one ``mremap`` in the handler
+(~20 us; a frozen block's pages are read-only already: no ``mprotect``), the signal,
+and the first fault's Python loader, which arms the others.  Past the cache's share
+for loans, faults go through the loader and evict as before (~100-180 us).
+wendelin.core published 270-290 us per 2 MiB.  A chunk read from the co-located LMDB
+for the first time costs 0.7-1.2 ms per 2 MiB (copied into a page block for the
+cache, and checksummed; before: 0.8-2.2 ms), over the network 2.1-11 ms (no better
+than before, 2.2-7.8 ms: the transfer dominates); warm page blocks from the pool help
+where blocks are not huge pages (first reads of 256 KiB chunks: 2.2-6.3 ms per 2 MiB,
+before 5.8-17.7 ms; 1 MiB chunks 1.6-3.5 ms, before 2.5-8 ms): a fresh 2 MiB block of
+huge pages costs one page fault already.  A chunk of a detached array (in process
+memory: always copied) 0.35-0.9 ms; a unit of unwritten chunks of fill 0 17-31 us.
+A full ``numpy.sum`` over a view runs at 1.1-1.9 GB/s, 1.1-2.9x ``A[...].sum()`` in
+the same runs, units read ahead armed so that most faults never reach Python, with
+peak RSS 62-68 MiB for a 64 MiB budget; writing back every page at commit runs at
+0.77-1.18x ``A[...] = x; commit()``.
 A co-located client's RSS also counts the node's LMDB pages it reads in place (file
 pages, shared with the page cache).
 
