@@ -387,3 +387,35 @@ def test_a_whole_array_view_freed_ends_its_loans(two_dbs):
     assert cache.stats()["loaned_bytes"] == 0
     np.testing.assert_array_equal(A[...], np.arange(CHUNKS * CHUNK_ITEMS, dtype=np.float64))
     conn.close()
+
+
+def test_threads_reading_cached_units_in_random_order_get_the_snapshot(two_dbs, mode):
+    """Threads (numpy drops the GIL in its sums) touching a view's cached units in
+    different random orders at once: the fault handler maps each armed unit once, every
+    thread sees every unit whole."""
+    import threading
+    name = f"blocks-threads-{mode}"
+    _stored(two_dbs, name)
+    conn, A = _open(two_dbs[1], name)
+    A[...]
+    expected = [float(np.arange(u * CHUNK_ITEMS, (u + 1) * CHUNK_ITEMS, dtype=np.float64).sum())
+                for u in range(CHUNKS)]
+    with A.mapped(mode=mode) as v:
+        assert v[0] == 0                        # one fault: the other cached units armed
+        sums = {}
+
+        def read(seed):
+            order = np.random.default_rng(seed).permutation(CHUNKS)
+            got = [0.0] * CHUNKS
+            for u in order:
+                got[u] = float(v[u * CHUNK_ITEMS:(u + 1) * CHUNK_ITEMS].sum())
+            sums[seed] = got
+        threads = [threading.Thread(target=read, args=(seed,)) for seed in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sums == {seed: expected for seed in range(4)}
+        stats = _stats(A)
+        assert stats["faults"] == 1 and stats["fast_loads"] == CHUNKS - 1
+    conn.close()
