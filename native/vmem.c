@@ -18,7 +18,9 @@
  * the client keeps in a Block (the payload on pages of its own) are not copied:
  * Region.adopt moves the payload's pages into the unit and give_back moves them
  * home; Region.arm has the handler itself do that move at the first read of a
- * unit, before it takes the GIL (see Armed).
+ * unit, before it takes the GIL (see Armed).  A frozen Block's pages are read-only,
+ * as they are in a view: a move is one mremap, no mprotect.  Freed Blocks' mappings
+ * are kept warm for new ones of the same geometry (block_pool, bounded in bytes).
  * Faults outside every region go to the handler installed before ours.
  * A fault in a fork child, or in a closed region, stops the process with a
  * message: a page fault cannot raise a Python exception.

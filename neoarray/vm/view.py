@@ -30,8 +30,10 @@ except ImportError:         # no native extension: no view is opened anyway
 READAHEAD_UNITS_MAX = 8
 ARMED_UNITS_MAX = 1024      # the C side's table
 # units of the window looked up in the client cache, at most, by one fault that found
-# its own unit's record there (see _arm_cached)
+# its own unit's record there (see _arm_cached); a look-up that finds little halves the
+# next one's, down to ARM_SCAN_UNITS_MIN
 ARM_SCAN_UNITS_MAX = 64
+ARM_SCAN_UNITS_MIN = 4
 # blocks of touched memory a view keeps for its installs (evicted units' pages, and
 # blocks touched ahead by a background thread): at most this many, and a quarter of
 # the budget (the C side holds 8 at most)
@@ -95,6 +97,7 @@ class MappedView:
         self._loans: dict[int, list] = {}
         weakref.finalize(self, _end_loans, self._loans)
         self._arm_cursor = 0                    # the next unit _arm_cached looks at
+        self._arm_scan = ARM_SCAN_UNITS_MAX     # how many it looks at, next time
         self._lock = threading.RLock()     # a write-back may fault in a unit next door
         self._fill_units: dict[int, bytes] = {}
         self._hooked = None                     # the transaction holding our commit hook
@@ -211,7 +214,9 @@ class MappedView:
         budget has room; they go back when unarmed (eviction, a newer snapshot, abort,
         close).  Called by a fault that found its own unit's record in the cache; looks
         at ``ARM_SCAN_UNITS_MAX`` units at most, going round the window from where the
-        last call stopped, while the table of armed units has entries."""
+        last call stopped, while the table of armed units has entries; when under a
+        quarter of the units it looks up are armed (the cache holds few of the window's
+        chunks), the next call looks at half as many."""
         w, size = self.window, self.window.unit_bytes
         if len(self.armed) >= self._armed_max or not w.slab or self.array.codec is not None \
                 or Block is None:
@@ -226,8 +231,9 @@ class MappedView:
         with colours.reading_as(self.array.colour):
             colour = colours.current()
         tree, movable = self.array._tree, _movable(size)
-        looked = 0
-        while len(self.armed) < self._armed_max and looked < min(ARM_SCAN_UNITS_MAX, w.units):
+        looked, armed = 0, self.eager_arms
+        scan = min(self._arm_scan, w.units)
+        while len(self.armed) < self._armed_max and looked < scan:
             unit = self._arm_cursor
             self._arm_cursor = (unit + 1) % w.units
             looked += 1
@@ -255,6 +261,10 @@ class MappedView:
             state = self.armed[unit] = Unit([(key, chunk)])
             self._set_lent(state, lent)
             self.eager_arms += 1
+        if (self.eager_arms - armed) * 4 < looked:
+            self._arm_scan = max(ARM_SCAN_UNITS_MIN, self._arm_scan // 2)
+        else:
+            self._arm_scan = ARM_SCAN_UNITS_MAX
 
     def _readahead(self, unit):
         """More units to load with ``unit`` when the faults walk forward."""
