@@ -9,14 +9,17 @@ SIGBUS; ``mprotect``: the unprivileged fallback):
   order (no readahead), data in the client's cache or the storage node's LMDB, into
   ``fresh`` memory (never touched by the process) or ``recycled`` memory (the pages
   of evicted units, as in a scan); ``source=cache``: every chunk in the reader's cache
-  before each run (a raw chunk's pages move from the cache into the view: no copy);
+  before each run (a raw chunk's pages move from the cache into the view: no copy;
+  ``fresh``: the budget holds every chunk, ``recycled``: 4 of them);
   ``source=lmdb``: none in it (read in the node's LMDB, copied once into the cache's
   page block); ``source=network``: none in it, read by a third client without local
   reads (as on another host: received straight into page blocks); ``source=memory``:
   the same from a detached
   array's chunks, in this process's memory (the mechanism alone, without the client's
   read path); ``source=memory-zstd``: the same chunks compressed with zstd (the
-  decompression included); ``fault_us_per_2mib`` scales
+  decompression included); ``loader_share``: the share of the touches that reached
+  the Python loader (the others the fault handler served alone, or readahead had
+  loaded); ``fault_us_per_2mib`` scales
   it to 2 MiB (wendelin.core published 269-291 us per 2 MiB page); ``zero_fault_us``:
   one unit of an unwritten chunk (the shared zero page);
 * ``scan``: ``numpy.sum`` over a view of the whole array (budget a quarter of it)
@@ -152,6 +155,7 @@ class Bench:
             for source, A, memory, budget, before in (
                     ("storage", stored, "fresh", count * chunk, None),
                     ("storage", stored, "recycled", 4 * chunk, None),
+                    ("cache", stored, "fresh", count * chunk, self.warm(stored)),
                     ("cache", stored, "recycled", 4 * chunk, self.warm(stored)),
                     ("lmdb", stored, "recycled", 4 * chunk, self.reader_db),
                     ("network", remote, "recycled", 4 * chunk, self.remote_db),
@@ -163,7 +167,7 @@ class Bench:
                 # through its cache (the first repeat from the node's LMDB); cache: all
                 # in the client's cache before each repeat; lmdb, network: none in the
                 # cache before each repeat (a client without local reads for network)
-                per_fault = []
+                per_fault, loader = [], []
                 for _ in range(self.args.repeats):
                     if callable(before):
                         before()
@@ -174,8 +178,10 @@ class Bench:
                         for i in order:
                             v[i * items]
                         per_fault.append((time.perf_counter() - t0) / count)
+                        loader.append(next(iter(A._v_views)).stats()["faults"] / count)
                 us = statistics.median(per_fault) * 1e6
-                emit("fault_us", mode, us, "us", chunk_kib=chunk_kib, memory=memory, source=source)
+                emit("fault_us", mode, us, "us", chunk_kib=chunk_kib, memory=memory, source=source,
+                     loader_share=round(statistics.median(loader), 3))
                 emit("fault_us_per_2mib", mode, us * (2 * MIB) / chunk, "us", chunk_kib=chunk_kib,
                      memory=memory, source=source, wendelin_core_us=280)
         self.array("zeros", 64 * 2 * MIB, 2 * MIB, data=False)

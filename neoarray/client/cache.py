@@ -39,6 +39,12 @@ Revisions and invalidations (the contract the storage relies on):
   returned with a token, if ``movable(data)`` and nothing but the cache holds it: a
   mapped view moves the pages of such a record into its window instead of copying
   them (``neoarray.vm``), and ``put``s it back (with the token) when it lets them go.
+  ``take(..., lend=True)`` *lends* it instead while the records on loan fit
+  ``LOANED_SHARE_MAX`` of the budget: its bytes stay counted against the budget
+  (``loaned_bytes``: other entries are evicted to keep ``bytes + loaned_bytes`` within
+  ``bytes_max``) until it comes back, ``put(..., loaned=True)``, or its holder keeps
+  it for good, ``end_loan(record_bytes)``.  A mapped view so holds cached records
+  without counting them in its own budget: they are the cache's memory, moved.
 """
 from __future__ import annotations
 
@@ -51,6 +57,9 @@ RECENT_INVALIDATIONS_MAX = 100_000
 ENTRY_OVERHEAD_BYTES = 64           # per revision: bookkeeping counted against the budget
 GHOSTS_MIN = 1024                   # S3-FIFO: oids remembered after eviction, at least
 FREQUENCY_MAX = 3
+# records on loan (see take): at most this share of the budget, so that a mapped view
+# holding cached records leaves the rest of the cache to other reads
+LOANED_SHARE_MAX = 0.5
 
 DEFAULT_COLOURS = (("meta", 0.10, "lru"), ("hot", 0.60, "s3fifo"), ("scan", 0.30, "fifo"))
 
@@ -252,6 +261,8 @@ class ColouredCache:
             raise CacheConfigError(f"cache_bytes_max must be >= 0, not {bytes_max}")
         self.bytes_max = bytes_max
         self.bytes = 0
+        self.loaned_bytes = 0       # records lent by take(lend=True), still counted
+        self._loans_ended: list[int] = []      # bytes of loans ended (see end_loan)
         self.lock = threading.Lock()
         self.colours: dict[str, Colour] = {}
         self.aliases: dict[str, str] = {}
@@ -328,12 +339,15 @@ class ColouredCache:
             self.colour(colour).misses += 1
             return None
 
-    def take(self, oid: bytes, before: bytes, colour: str | None = None, movable=None):
+    def take(self, oid: bytes, before: bytes, colour: str | None = None, movable=None,
+             lend: bool = False):
         """Remove the revision of ``oid`` visible before ``before`` and return it as
-        ``(data, serial, next_serial, token)``, or None: when there is none, when
-        ``movable(data)`` is false, or when anything besides the cache holds ``data``
-        (a reader that got it from :meth:`get` and still uses it).  Give it back with
-        ``put(oid, data, serial, next_serial, token, colour)``."""
+        ``(data, serial, next_serial, token, loaned)``, or None: when there is none,
+        when ``movable(data)`` is false, or when anything besides the cache holds
+        ``data`` (a reader that got it from :meth:`get` and still uses it).  Give it
+        back with ``put(oid, data, serial, next_serial, token, colour, loaned)``.
+        ``lend``: lend it (``loaned`` True: its bytes stay counted, see the module's
+        docstring) when the records on loan leave room for it, else take it."""
         with self.lock:
             entry = self.entries.get(oid)
             if entry is None:
@@ -353,11 +367,28 @@ class ColouredCache:
             c = self.colours[entry.colour]
             c.hits += 1
             del entry.revs[index]
-            self._grow(entry, c, -(len(data) + ENTRY_OVERHEAD_BYTES))
+            size = len(data) + ENTRY_OVERHEAD_BYTES
+            self._grow(entry, c, -size)
             if not entry.revs:
                 c.policy.remove(entry)
                 self._drop(entry, c, evicted=False)
-            return data, serial, nxt, self.seq
+            self._settle_loans()
+            loaned = lend and self.loaned_bytes + size <= self.bytes_max * LOANED_SHARE_MAX
+            if loaned:
+                self.loaned_bytes += size
+            return data, serial, nxt, self.seq, loaned
+
+    def end_loan(self, record_bytes: int, records: int = 1) -> None:
+        """``records`` records of ``record_bytes`` in all lent by :meth:`take` will not
+        come back: their bytes no longer count (from the cache's next operation on: this
+        takes no lock, since a finalizer may call it anywhere, even in a thread holding
+        the lock)."""
+        self._loans_ended.append(record_bytes + records * ENTRY_OVERHEAD_BYTES)
+
+    def _settle_loans(self) -> None:
+        """Loans ended by :meth:`end_loan` no longer count (``lock`` held)."""
+        while self._loans_ended:
+            self.loaned_bytes = max(0, self.loaned_bytes - self._loans_ended.pop())
 
     def _hit(self, entry, found):
         c = self.colours[entry.colour]
@@ -371,8 +402,13 @@ class ColouredCache:
             return self.seq
 
     def put(self, oid: bytes, data, serial: bytes, next_serial: bytes | None,
-            token: int | None = None, colour: str | None = None) -> None:
+            token: int | None = None, colour: str | None = None, loaned: bool = False) -> None:
+        """Cache ``data`` as the revision ``serial`` of ``oid``; ``loaned``: a record
+        :meth:`take` lent, back (its loan ends, whether it is kept or not)."""
         with self.lock:
+            if loaned:
+                self._loans_ended.append(len(data) + ENTRY_OVERHEAD_BYTES)
+                self._settle_loans()
             self._put(oid, data, serial, next_serial, token, colour)
 
     def _put(self, oid, data, serial, next_serial, token, colour) -> None:
@@ -433,9 +469,12 @@ class ColouredCache:
         return token < self.floor or self.recent.get(oid, -1) > token
 
     def _evict(self) -> None:
-        """Make room: victims come from the colour most over its quota."""
-        while self.bytes > self.bytes_max:
-            c = max(self.colours.values(), key=lambda c: c.bytes - c.quota_bytes)
+        """Make room (for the entries and the records on loan): victims come from the
+        colour most over its quota."""
+        self._settle_loans()
+        while self.bytes + self.loaned_bytes > self.bytes_max and self.bytes > 0:
+            c = max((c for c in self.colours.values() if c.bytes > 0),
+                    key=lambda c: c.bytes - c.quota_bytes)
             entry = c.policy.evict()
             if entry is None:      # nothing left to evict there: accounting says otherwise
                 raise AssertionError(f"cache colour {c.name} holds {c.bytes} bytes and no entry")
@@ -490,10 +529,12 @@ class ColouredCache:
     def stats(self) -> dict:
         """Totals, and ``colours``: per colour policy, quota, bytes, hits, misses, evictions."""
         with self.lock:
+            self._settle_loans()
             colours = {name: c.stats() for name, c in self.colours.items()}
             hits = sum(c["hits"] for c in colours.values())
             misses = sum(c["misses"] for c in colours.values())
             return {"hits": hits, "misses": misses,
                     "evictions": sum(c["evictions"] for c in colours.values()),
                     "bytes": self.bytes, "bytes_max": self.bytes_max, "objects": len(self.entries),
+                    "loaned_bytes": self.loaned_bytes,
                     "colours": colours}

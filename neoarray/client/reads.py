@@ -105,8 +105,8 @@ def page_block(view) -> memoryview | None:
         return None
     out = memoryview(block)
     out[:] = view
-    block.freeze()
     out.release()
+    block.freeze()          # read-only pages from here (none is written into any more)
     return memoryview(block).toreadonly()
 
 

@@ -549,7 +549,8 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
         return self._reads.read_views(oids, tid, colour or colours.current(), align)
 
     def take_record(self, oid: bytes, tid: bytes, colour: str | None = None,
-                    movable: Callable[[Any], bool] | None = None) -> tuple | None:
+                    movable: Callable[[Any], bool] | None = None,
+                    lend: bool = False) -> tuple | None:
         """Take the cached record of ``oid`` as of ``tid`` out of the cache, for a mapped
         view that moves its pages instead of copying them.
 
@@ -561,29 +562,38 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
             The cache colour of the read.
         movable : callable, optional
             ``movable(data) -> bool``: take only such records.
+        lend : bool
+            Lend it while the cache's records on loan leave room (its bytes stay
+            counted in the cache's budget until it comes back or :meth:`end_loan`).
 
         Returns
         -------
         tuple or None
-            ``(data, serial, next_serial, token)``; None when the cache has no such
-            record or anything besides the cache holds it.  Give it back with
+            ``(data, serial, next_serial, token, loaned)``; None when the cache has no
+            such record or anything besides the cache holds it.  Give it back with
             :meth:`give_back_record`.
         """
-        return self._cache.take(oid, tid, colour or colours.current(), movable)
+        return self._cache.take(oid, tid, colour or colours.current(), movable, lend)
+
+    def end_loan(self, record_bytes: int, records: int = 1) -> None:
+        """``records`` records lent by :meth:`take_record` (``record_bytes`` in all)
+        will not come back (a mapped view wrote into their pages, or was freed)."""
+        self._cache.end_loan(record_bytes, records)
 
     def give_back_record(self, oid: bytes, data: Any, serial: bytes, next_serial: bytes | None,
-                         token: int, colour: str | None = None) -> None:
+                         token: int, colour: str | None = None, loaned: bool = False) -> None:
         """Put a record from :meth:`take_record` back into the cache (not if ``oid`` was
         invalidated since it was taken and it was the current revision then).
 
         Parameters
         ----------
-        oid, data, serial, next_serial, token
+        oid, data, serial, next_serial, token, loaned
             As :meth:`take_record` returned them.
         colour : str, optional
             The cache colour of the record.
         """
-        self._cache.put(oid, data, serial, next_serial, token, colour or colours.current())
+        self._cache.put(oid, data, serial, next_serial, token, colour or colours.current(),
+                        loaned)
 
     def _reader_of(self, partition: int) -> int:
         return self._reads.reader_of(partition)

@@ -51,14 +51,29 @@ write before commit.  Why moves: on this VM, mapping the 512 pages of a 2 MiB
 4 KiB pages; moving them keeps one owner at a time, and no page is shared across a
 ``fork``.
 
-Units read ahead from records in the cache are *armed* rather than installed:
-``Region.arm`` puts their blocks in a table (256 entries per view) that the signal
-handler reads before it takes the GIL; a read of an armed unit moves its pages in
-right there (atomics and one ``mremap``: no Python, no GIL), a write or a failure
-goes to the Python loader, and the loader moves what the handler mapped into its
-books at its next call (``take_mapped``).  Armed units count in the budget (at most
-half of it); they return to the cache when the connection moves to a newer snapshot,
-at abort, savepoint rollback, ``A[...] = x`` and close.
+Units whose records the cache holds are *armed* rather than installed:
+``Region.arm`` makes a block's payload read-only and puts it in a table (1024 entries
+per view) that the signal handler reads before it takes the GIL; a read of an armed
+unit moves its pages in right there (atomics and one ``mremap``: no Python, no GIL),
+a write or a failure goes to the Python loader, and the loader moves what the handler
+mapped into its books at its next call (``take_mapped``).  Units read ahead are
+armed, and so, once a fault finds its own unit's record in the cache, are the
+window's other units whose records the cache holds (``_arm_cached``: 64 looked up at
+most per such fault, going round the window), so that reads of cached chunks *in any
+order* reach Python about once per view.  The cache *lends* those records
+(``take(lend=True)``): their bytes stay counted in the cache's budget, up to half of
+it, and not in the view's (the cache's memory, moved, not more of it: the process
+holds at most the cache's bound plus the view's); records taken past that share
+count in the view's budget, as every record did before.  Armed units return to the
+cache when the connection moves to a newer snapshot, at abort, savepoint rollback,
+``A[...] = x``, eviction (those counted in the view's budget) and close; a write
+into a lent unit ends its loan (the pages are the view's, freed with it).
+
+The first read of a record (received from the network, or copied from the co-located
+LMDB into a page block for the cache) lands in *warm* pages where it can: a freed
+page block (a record the cache evicted or dropped) is kept, up to
+:func:`block_pool` ``bytes_max`` (32 MiB by default), for the next block of the same
+geometry, instead of new memory whose first touch costs 0.7-8 ms per 2 MiB here.
 
 Why in the faulting thread: the loader needs Python, and a numpy inner loop may fault
 while it *holds* the GIL (not every loop releases it).  A separate userfaultfd handler
@@ -101,23 +116,33 @@ copy of its dirty units (at most ``dirty_bytes_max``), and the savepoint's
 faults in again from the chunks the connection rolled back.  When the connection moves
 to a newer snapshot, units read from chunks that changed are dropped and fault again.
 
-Measured here (2 shared cores in a VM, Linux 6.18, load 2-4 from other users,
-``benchmarks/native_bench.py --mib 256 --fault-mib 32``, seven runs alternated with the
-copying design before it; noisy to +-30% and more), per 2 MiB of 2 MiB chunks touched
-in random order, the chunks in the client's cache: 72-137 us with room in the budget
-(the design before: 2.2-4.6 ms, its second client reading over the network into
-fresh memory), 97-185 us when each fault also evicts a unit (its pages moved back to
-the cache; before: 0.52-2.0 ms); 4 MiB chunks 44-97 us per 2 MiB.  The parts: the
-move in and the move out ~20 us each (mprotect and mremap, timed in C), the rest the
-signal, the GIL and the Python loader.  wendelin.core published 270-290 us per 2 MiB.
-A chunk read from the co-located LMDB for the first time costs 0.8-1.8 ms (copied into
-a fresh page block for the cache, and checksummed), over the network 2.2-4.2 ms; a
-chunk of a detached array (in process memory: always copied) 0.38-0.74 ms; a unit of
-unwritten chunks of fill 0 18-35 us.  Chunks of 1 MiB and less move as 4 KiB pages and
-cost more per byte (1 MiB: 0.3-0.85 ms per 2 MiB).  A full ``numpy.sum`` over a view
-runs at 1.4-1.7 GB/s, 1.2-2.8x ``A[...].sum()`` (before: 0.45-0.96 GB/s), units read
-ahead armed so that most faults never reach Python, with peak RSS 62-68 MiB for a 64 MiB
-budget; writing back every page at commit runs at 0.68-0.97x ``A[...] = x; commit()``.
+Measured here (2 shared cores in a VM, Linux 6.18,
+``benchmarks/native_bench.py --mib 256 --fault-mib 32``; the last figures from three
+runs alternated with the design before them, under a load of 8-10 from other users:
+noisy to +-50% and more), per 2 MiB of 2 MiB chunks touched in random order, the
+chunks in the client's cache: 37-50 us with room in the budget for all of them (before
+cached units were armed in any order: 59-335 us, medians 65-82), 35-60 us with a
+budget of 4 units (records on loan: nothing to evict; before, each fault also evicted
+a unit: 91-542 us, medians 98-159); one touch in 16 reaches the Python loader
+(before: 10 to 16 in 16); 4 MiB chunks 25-42 us per 2 MiB (before: 40-67 us, one run
+844); 1 MiB chunks, which move as 4 KiB pages (half a huge page cannot move as one
+entry), 57-111 us (before: 218-1348 us); 256 KiB chunks 0.2-1.2 ms, medians ~0.3 ms
+(before 0.5-16 ms, medians 0.9-2.4 ms).  The parts: one ``mremap`` in the handler
+(~20 us; a frozen block's pages are read-only already: no ``mprotect``), the signal,
+and the first fault's Python loader, which arms the others.  Past the cache's share
+for loans, faults go through the loader and evict as before (~100-180 us).
+wendelin.core published 270-290 us per 2 MiB.  A chunk read from the co-located LMDB
+for the first time costs 0.7-1.2 ms per 2 MiB (copied into a page block for the
+cache, and checksummed; before: 0.8-2.2 ms), over the network 2.1-11 ms (no better
+than before, 2.2-7.8 ms: the transfer dominates); warm page blocks from the pool help
+where blocks are not huge pages (first reads of 256 KiB chunks: 2.2-6.3 ms per 2 MiB,
+before 5.8-17.7 ms; 1 MiB chunks 1.6-3.5 ms, before 2.5-8 ms): a fresh 2 MiB block of
+huge pages costs one page fault already.  A chunk of a detached array (in process
+memory: always copied) 0.35-0.9 ms; a unit of unwritten chunks of fill 0 17-31 us.
+A full ``numpy.sum`` over a view runs at 1.1-1.9 GB/s, 1.1-2.9x ``A[...].sum()`` in
+the same runs, units read ahead armed so that most faults never reach Python, with
+peak RSS 62-68 MiB for a 64 MiB budget; writing back every page at commit runs at
+0.77-1.18x ``A[...] = x; commit()``.
 A co-located client's RSS also counts the node's LMDB pages it reads in place (file
 pages, shared with the page cache).
 
@@ -159,6 +184,20 @@ def available() -> dict:
         return {"uffd": False, "uffd_reason": f"native extension missing ({_import_error})",
                 "mprotect": False, "page_bytes": 4096}
     return _vmem.probe()
+
+
+def block_pool(bytes_max: int | None = None) -> dict:
+    """The pool of warm page blocks (freed blocks kept for the next records of the same
+    geometry): ``{'bytes_max', 'bytes', 'blocks', 'reused', 'fresh'}`` (``reused``,
+    ``fresh``: blocks made from the pool or from new memory since the process started).
+    ``bytes_max`` sets its bound in bytes (0: no pool)."""
+    if _vmem is None:
+        raise MappingUnavailableError(
+            f"page blocks need neoarray's native extension, not built here ({_import_error})")
+    if bytes_max is not None and (not isinstance(bytes_max, int) or bytes_max < 0):
+        raise ArrayValueError(f"block_pool(bytes_max={bytes_max!r}): give a number of bytes, "
+                              "0 (no pool) or more")
+    return _vmem.block_pool(bytes_max)
 
 
 def choose_mode(mode: str | None = None) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import itertools
 import threading
 import weakref
 
@@ -29,7 +28,12 @@ except ImportError:         # no native extension: no view is opened anyway
     Block = None
 
 READAHEAD_UNITS_MAX = 8
-ARMED_UNITS_MAX = 256       # the C side's table
+ARMED_UNITS_MAX = 1024      # the C side's table
+# units of the window looked up in the client cache, at most, by one fault that found
+# its own unit's record there (see _arm_cached); a look-up that finds little halves the
+# next one's, down to ARM_SCAN_UNITS_MIN
+ARM_SCAN_UNITS_MAX = 64
+ARM_SCAN_UNITS_MIN = 4
 # blocks of touched memory a view keeps for its installs (evicted units' pages, and
 # blocks touched ahead by a background thread): at most this many, and a quarter of
 # the budget (the C side holds 8 at most)
@@ -49,6 +53,7 @@ class Unit:
     def __init__(self, deps):
         self.deps, self.dirty, self.zero = deps, False, False
         self.lent = None        # a page block's record whose pages the unit holds
+                                # (see _adopt: its last item says whether on loan)
 
 
 class _Armed:
@@ -78,10 +83,21 @@ class MappedView:
         self.zero_loads = 0                     # loads that mapped the shared zero page
         self.adoptions = 0                      # loads that moved a cached block's pages in
         self.fast_loads = 0                     # armed units the fault handler mapped
-        # units read ahead from cached records, armed for the fault handler (see
-        # _adopt): counted in the budget, at most half of it
+        self.eager_arms = 0                     # units armed by _arm_cached
+        self.cache_hits = 0                     # units found in the client cache by a load
+        # units whose cached records were armed for the fault handler (read ahead, see
+        # _adopt, or found in the cache, see _arm_cached)
         self.armed: collections.OrderedDict[int, Unit] = collections.OrderedDict()
-        self._armed_max = min(ARMED_UNITS_MAX, self.budget_bytes // 2 // window.unit_bytes)
+        self._armed_max = ARMED_UNITS_MAX
+        # units (resident or armed) holding a record the cache lent: its bytes count in
+        # the cache's budget, not in the view's (the cache's memory, moved)
+        self.loaned = 0
+        # what this view holds on loan, per storage: ``{id: [storage, record bytes,
+        # records]}``; a view freed without close() ends its loans (weakref.finalize)
+        self._loans: dict[int, list] = {}
+        weakref.finalize(self, _end_loans, self._loans)
+        self._arm_cursor = 0                    # the next unit _arm_cached looks at
+        self._arm_scan = ARM_SCAN_UNITS_MAX     # how many it looks at, next time
         self._lock = threading.RLock()     # a write-back may fault in a unit next door
         self._fill_units: dict[int, bytes] = {}
         self._hooked = None                     # the transaction holding our commit hook
@@ -129,9 +145,12 @@ class MappedView:
                 self._unarm(unit)
             state = self.units.get(unit)
             if state is None:
+                hits = self.cache_hits
                 self._load(unit, is_write == 1 and self.writable)
                 if is_write == 1 and self.writable:
                     self._dirty(unit, self.units[unit])
+                if self.cache_hits > hits:
+                    self._arm_cached()      # the cache holds this array's chunks: more?
             elif not state.dirty and is_write != 0:
                 if not self.writable:
                     raise ArrayValueError("a write into a read-only mapped view")
@@ -140,8 +159,13 @@ class MappedView:
             self.units.move_to_end(unit)
             self._evict_over_budget(unit)
             if self.loads > self.zero_loads + self.adoptions and (
-                    len(self.units) + len(self.armed) + self.region.pooled) * self.window.unit_bytes < self.budget_bytes:
+                    self._own_units() + self.region.pooled) * self.window.unit_bytes < self.budget_bytes:
                 self._refill()      # not before the view holds data: zero pages cost nothing
+
+    def _own_units(self):
+        """Units (resident or armed) counted in the view's budget: all but those holding
+        a record on loan from the cache."""
+        return len(self.units) + len(self.armed) - self.loaned
 
     def _refill(self):
         """Have a background thread touch fresh blocks for the next installs (the first
@@ -150,7 +174,7 @@ class MappedView:
         bound.  Once the budget is full (a scan's steady state), evicted units' pages
         refill the pool instead."""
         size = self.window.unit_bytes
-        room = (self.budget_bytes - (len(self.units) + len(self.armed)) * size) // size
+        room = (self.budget_bytes - self._own_units() * size) // size
         blocks = min(self._pool_blocks, room)
         if blocks <= self.region.pooled or (
                 self._prefilling is not None and not self._prefilling.done()):
@@ -166,7 +190,7 @@ class MappedView:
             self._write_back()      # early write into the transaction, as A[...] = v would
         self.region.protect(unit * size, size, True)
         state.dirty, state.zero = True, False
-        state.lent = None       # written: the pages are the view's (the block is freed)
+        self._end_lent(state, False)    # written: the pages are the view's (the block is freed)
         self.dirty_bytes += size
         self._hook()
 
@@ -180,6 +204,67 @@ class MappedView:
         else:
             self._evict_over_budget(unit, w.unit_bytes)
             self._load_boxes(unit, writable)
+
+    def _arm_cached(self):
+        """Arm the window's units whose raw chunk records the client cache holds in page
+        blocks: a later read of one, in any order, is then mapped by the fault handler
+        itself, without Python (a random-order read of cached chunks costs the move in,
+        not the loader).  The records are lent by the cache (their bytes stay counted in
+        its budget, up to its share for loans) or, past that, taken while the view's
+        budget has room; they go back when unarmed (eviction, a newer snapshot, abort,
+        close).  Called by a fault that found its own unit's record in the cache; looks
+        at ``ARM_SCAN_UNITS_MAX`` units at most, going round the window from where the
+        last call stopped, while the table of armed units has entries; when under a
+        quarter of the units it looks up are armed (the cache holds few of the window's
+        chunks), the next call looks at half as many."""
+        w, size = self.window, self.window.unit_bytes
+        if len(self.armed) >= self._armed_max or not w.slab or self.array.codec is not None \
+                or Block is None:
+            return
+        source = fetch.view_source(self.array._p_jar)
+        if source is None:
+            return
+        _jar, read_views, before = source
+        storage = getattr(read_views, "__self__", None)
+        if getattr(storage, "take_record", None) is None:
+            return
+        with colours.reading_as(self.array.colour):
+            colour = colours.current()
+        tree, movable = self.array._tree, _movable(size)
+        looked, armed = 0, self.eager_arms
+        scan = min(self._arm_scan, w.units)
+        while len(self.armed) < self._armed_max and looked < scan:
+            unit = self._arm_cursor
+            self._arm_cursor = (unit + 1) % w.units
+            looked += 1
+            if unit in self.units or unit in self.armed:
+                continue
+            key = w.slab_key(unit)
+            chunk = tree.get(key)
+            if chunk is None or not fetch._is_loadable_ghost(chunk):
+                continue
+            got = storage.take_record(chunk._p_oid, before, colour, movable, lend=True)
+            if got is None:
+                continue
+            record, serial, next_serial, token, loaned = got
+            block = record.obj
+            record.release()
+            del record
+            lent = (storage, chunk._p_oid, block, serial, next_serial, token, colour, loaned)
+            if (not loaned and (self._own_units() + 1) * size > self.budget_bytes) \
+                    or not self.region.arm(unit * size, block):
+                # no room (the cache's loans full, and the view's budget), the table
+                # full, or the block held after all
+                storage.give_back_record(chunk._p_oid, memoryview(block).toreadonly(), serial,
+                                         next_serial, token, colour, loaned)
+                return
+            state = self.armed[unit] = Unit([(key, chunk)])
+            self._set_lent(state, lent)
+            self.eager_arms += 1
+        if (self.eager_arms - armed) * 4 < looked:
+            self._arm_scan = max(ARM_SCAN_UNITS_MIN, self._arm_scan // 2)
+        else:
+            self._arm_scan = ARM_SCAN_UNITS_MAX
 
     def _readahead(self, unit):
         """More units to load with ``unit`` when the faults walk forward."""
@@ -210,11 +295,11 @@ class MappedView:
             lent = done.get(u)
             if type(lent) is _Armed:        # read ahead: mapped by the handler when read
                 state = self.armed[u] = Unit([(key, chunk)])
-                state.lent = lent.lent
+                self._set_lent(state, lent.lent)
                 continue
             state = self.units[u] = Unit([(key, chunk)])
             state.zero = zero
-            state.lent = lent
+            self._set_lent(state, lent)
             self.loads += 1
 
     def _install_in_place(self, stored, writable_unit, first_unit):
@@ -253,6 +338,7 @@ class MappedView:
                                    arm=u != first_unit)
                 if lent is not False:
                     done[u] = lent
+                    self.cache_hits += 1
             ghosts = [(u, c) for u, c in ghosts if u not in done]
             if not ghosts:
                 return done
@@ -285,14 +371,14 @@ class MappedView:
         (a unit read ahead): arm it for the fault handler instead while the table of
         armed units has room (an ``_Armed``)."""
         size = self.window.unit_bytes
-        got = storage.take_record(oid, before, colour, _movable(size))
+        got = storage.take_record(oid, before, colour, _movable(size), lend=True)
         if got is None:
             return False
-        record, serial, next_serial, token = got
+        record, serial, next_serial, token, loaned = got
         block = record.obj
         record.release()        # the cache's view: the block moves if nothing else holds one
         del record
-        lent = (storage, oid, block, serial, next_serial, token, colour)
+        lent = (storage, oid, block, serial, next_serial, token, colour, loaned)
         if arm and self._armed_max:
             if len(self.armed) >= self._armed_max:
                 self._unarm(next(iter(self.armed)))     # the oldest armed unit
@@ -305,7 +391,7 @@ class MappedView:
         view = fetch.payload_view(record)
         self.region.install(unit * size, view, writable, POPULATE_SOURCE)
         del view
-        storage.give_back_record(oid, record, serial, next_serial, token, colour)
+        storage.give_back_record(oid, record, serial, next_serial, token, colour, loaned)
         return None
 
     def _load_boxes(self, unit, writable):
@@ -348,31 +434,34 @@ class MappedView:
         return False
 
     def _evict_over_budget(self, keep, incoming_bytes=0):
-        """Give back the oldest clean units (but ``keep``) until the resident ones, the
-        armed ones and ``incoming_bytes`` fit the budget (armed units go first, back
+        """Give back the oldest clean units (but ``keep``) until the units counted in the
+        budget (resident or armed, but for those on loan from the cache: see
+        :meth:`_own_units`) and ``incoming_bytes`` fit it (armed units go first, back
         to the cache)."""
         size = self.window.unit_bytes
-        resident = (len(self.units) + len(self.armed)) * size + incoming_bytes
+        resident = self._own_units() * size + incoming_bytes
         if resident + self.region.pooled * size > self.budget_bytes:
             # pooled blocks fit beside the units or go (units moved in need none)
             self.region.trim_pool(max(0, self.budget_bytes - resident) // size)
         if resident <= self.budget_bytes:
             return
-        while self.armed and resident > self.budget_bytes:
-            unit = next(iter(self.armed))
+        for unit in [u for u, state in self.armed.items() if not _on_loan(state)]:
+            if resident <= self.budget_bytes:
+                break
             self._unarm(unit)
             if unit not in self.units:      # (else the handler had mapped it: resident)
                 resident -= size
-        # the oldest units only (not a copy of all of them at every fault): enough to
-        # skip the dirty ones and ``keep``
-        over = -(-(resident - self.budget_bytes) // size)
-        for unit in list(itertools.islice(self.units, over + self.dirty_bytes // size + 1)):
+        # the oldest units that count (not a copy of all of them at every fault)
+        victims = []
+        for unit, state in self.units.items():
             if resident <= self.budget_bytes:
                 break
-            if unit != keep and not self.units[unit].dirty:
-                self._drop(unit)
+            if unit != keep and not state.dirty and not _on_loan(state):
+                victims.append(unit)
                 resident -= size
-                self.evictions += 1
+        for unit in victims:
+            self._drop(unit)
+            self.evictions += 1
 
     def _drop(self, unit):
         """Give a unit's pages back: its next touch loads it again."""
@@ -384,20 +473,39 @@ class MappedView:
             self.dirty_bytes -= size
         if state.lent is not None:
             # the pages of a cached record: back to their block, and it to the cache
-            if self.region.give_back(unit * size, state.lent[2]):
-                self._return_record(state)
-            state.lent = None
+            self._end_lent(state, self.region.give_back(unit * size, state.lent[2]))
             return
         # keep the pages for the next install (warm memory): the pool's bound at most
         recycle = not state.zero and self.region.pooled < self._pool_blocks
         self.region.evict(unit * size, size, recycle)
 
-    def _return_record(self, state):
-        """Give a lent record (its block at home) back to the cache."""
-        storage, oid, block, serial, next_serial, token, colour = state.lent
+    def _set_lent(self, state, lent):
+        state.lent = lent
+        if lent is not None and lent[7]:
+            self.loaned += 1
+            loan = self._loans.setdefault(id(lent[0]), [lent[0], 0, 0])
+            loan[1] += len(lent[2])
+            loan[2] += 1
+
+    def _end_lent(self, state, back):
+        """The unit lets its cached record go: ``back`` to the cache (its block at home),
+        or kept for good (its pages written, or lost): its loan, if any, ends."""
+        if state.lent is None:
+            return
+        storage, oid, block, serial, next_serial, token, colour, loaned = state.lent
         state.lent = None
-        storage.give_back_record(oid, memoryview(block).toreadonly(), serial, next_serial,
-                                 token, colour)
+        if loaned:
+            self.loaned -= 1
+            loan = self._loans[id(storage)]
+            loan[1] -= len(block)
+            loan[2] -= 1
+            if not loan[2]:
+                del self._loans[id(storage)]
+        if back:
+            storage.give_back_record(oid, memoryview(block).toreadonly(), serial, next_serial,
+                                     token, colour, loaned)
+        elif loaned:
+            storage.end_loan(len(block))
 
     def _sync_armed(self):
         """Armed units the fault handler mapped since the last look become resident."""
@@ -418,7 +526,7 @@ class MappedView:
             self.units[unit] = state
             self.fast_loads += 1
         elif got is not None:
-            self._return_record(state)
+            self._end_lent(state, True)
 
     def _unarm_all(self):
         for unit in list(self.armed):
@@ -607,7 +715,8 @@ class MappedView:
             self._sync_armed()
         return {"faults": self.faults, "loads": self.loads, "evictions": self.evictions,
                 "adoptions": self.adoptions, "fast_loads": self.fast_loads,
-                "armed": len(self.armed),
+                "armed": len(self.armed), "eager_arms": self.eager_arms,
+                "loaned_bytes": self.loaned * self.window.unit_bytes,
                 "pooled_bytes": 0 if self.region.closed else self.region.pooled * self.window.unit_bytes,
                 "write_backs": self.write_backs, "dirty_bytes": self.dirty_bytes,
                 "resident_bytes": len(self.units) * self.window.unit_bytes,
@@ -706,6 +815,19 @@ def _watch(jar, view):
         storage._neoarray_views = views
     views.add(view)
 
+
+
+def _end_loans(loans):
+    """A view is freed: the records it held on loan will not come back (their pages
+    went with its region)."""
+    for storage, record_bytes, records in loans.values():
+        storage.end_loan(record_bytes, records)
+    loans.clear()
+
+
+def _on_loan(state):
+    """Whether a unit holds a record on loan from the cache (not in the view's budget)."""
+    return state.lent is not None and state.lent[7]
 
 
 def _block_of(record):

@@ -276,13 +276,37 @@ def test_take_removes_the_revision_unless_another_holder_uses_it():
     assert take_while_held()
     refused = cache.take(p64(1), p64(5), movable=lambda data: False)
     assert refused is None
-    data, serial, next_serial, token = cache.take(p64(1), p64(5))
-    assert (bytes(data), serial, next_serial) == (b"x" * 100, p64(1), None)
+    data, serial, next_serial, token, loaned = cache.take(p64(1), p64(5))
+    assert (bytes(data), serial, next_serial, loaned) == (b"x" * 100, p64(1), None, False)
     assert cache.get(p64(1), p64(5)) is None and cache.bytes == 0
     cache.put(p64(1), data, serial, next_serial, token)        # given back
     assert cache.get(p64(1), p64(5))[0] is data
     del data
-    data, serial, next_serial, token = cache.take(p64(1), p64(5))
+    data, serial, next_serial, token, _ = cache.take(p64(1), p64(5))
     cache.invalidate([p64(1)], p64(3))          # a newer revision meanwhile
     cache.put(p64(1), data, serial, next_serial, token)
     assert cache.get(p64(1), p64(5)) is None and cache.bytes == 0
+
+
+def test_a_lent_record_stays_counted_until_it_comes_back():
+    """``take(lend=True)`` lends a record while the records on loan fit half the budget:
+    its bytes still count, so new entries evict others instead of growing the memory
+    held; back with ``put(loaned=True)``, or gone for good with ``end_loan``."""
+    from neoarray.client.cache import ENTRY_OVERHEAD_BYTES
+    entry = 1000 + ENTRY_OVERHEAD_BYTES
+    cache = ColouredCache(4 * entry, [("only", 1, "lru")], default_colour="only")
+    for oid in (1, 2, 3, 4):
+        cache.put(p64(oid), bytes([oid]) * 1000, p64(1), None)
+    lent = [cache.take(p64(oid), p64(5), lend=True) for oid in (1, 2, 3)]
+    assert [got[4] for got in lent] == [True, True, False]     # half the budget on loan
+    assert cache.stats()["loaned_bytes"] == 2 * entry and cache.bytes == entry
+    cache.put(p64(5), b"5" * 1000, p64(1), None)
+    cache.put(p64(6), b"6" * 1000, p64(1), None)                # evicts 4: the loans count
+    assert cache.get(p64(4), p64(5)) is None and cache.get(p64(6), p64(5)) is not None
+    assert cache.bytes + cache.loaned_bytes <= cache.bytes_max
+    data, serial, next_serial, token, _ = lent[0]
+    cache.put(p64(1), data, serial, next_serial, token, loaned=True)    # back
+    assert cache.loaned_bytes == entry and cache.get(p64(1), p64(5))[0] is data
+    cache.end_loan(len(lent[1][0]))             # kept by its holder for good
+    assert cache.stats()["loaned_bytes"] == 0
+    assert cache.bytes <= cache.bytes_max

@@ -136,10 +136,14 @@ def test_a_write_into_a_moved_unit_stays_in_its_view_until_commit(two_dbs, mode)
     reader.close()
 
 
-def test_a_scan_over_moved_units_keeps_the_view_budget(two_dbs, mode):
+def test_a_scan_over_moved_units_keeps_the_view_budget(native_cluster, two_dbs, mode):
+    """Records the cache lends count in the cache's budget (up to its share for loans),
+    the others in the view's: a scan keeps both bounds."""
     name = f"blocks-budget-{mode}"
     _stored(two_dbs, name)
-    conn, A = _open(two_dbs[1], name)
+    small = ZODB.DB(native_cluster.open_storage(cache_bytes_max=2 << 20))
+    conn, A = _open(small, name)
+    cache = small._storage._cache
     unit_bytes = CHUNK_ITEMS * 8
     with A.mapped(mode=mode, budget_bytes=3 * unit_bytes) as v:
         total, peak = 0.0, 0
@@ -147,12 +151,16 @@ def test_a_scan_over_moved_units_keeps_the_view_budget(two_dbs, mode):
             total += float(v[i:i + CHUNK_ITEMS].sum())
             stats = _stats(A)
             peak = max(peak, stats["resident_bytes"] + stats["armed"] * unit_bytes
-                       + stats["pooled_bytes"])
-        assert peak <= 3 * unit_bytes and _stats(A)["adoptions"] > 0
+                       - stats["loaned_bytes"] + stats["pooled_bytes"])
+            held = cache.stats()
+            assert held["bytes"] + held["loaned_bytes"] <= held["bytes_max"]
+        stats = _stats(A)
+        assert peak <= 3 * unit_bytes and stats["adoptions"] > 0
+        assert stats["loaned_bytes"] > 0 and stats["evictions"] > 0    # both bounds at work
         assert total == float(np.arange(v.size, dtype=np.float64).sum())
-    cache = two_dbs[1]._storage._cache.stats()
-    assert cache["bytes"] <= cache["bytes_max"]
+    assert cache.stats()["loaned_bytes"] == 0       # every loan ended at close
     conn.close()
+    small.close()
 
 
 def test_fork_child_sees_neither_the_lent_pages_nor_a_live_view(mode):
@@ -262,3 +270,152 @@ def test_records_received_from_the_network_move_into_views(native_cluster, two_d
         conn.close()
     finally:
         remote.close()
+
+
+def test_random_order_reads_of_cached_chunks_skip_the_python_loader(two_dbs, mode):
+    """Once one fault finds its unit's record in the client cache, the view arms the
+    window's other cached units: reads of them in any order are mapped by the fault
+    handler alone (``faults`` counts the Python loader's calls); they read the
+    snapshot's bytes, and their records go back to the cache at close."""
+    name = f"blocks-random-{mode}"
+    _stored(two_dbs, name)
+    conn, A = _open(two_dbs[1], name)
+    A[...]                                      # the records into the cache, in page blocks
+    cache = two_dbs[1]._storage._cache
+    cached_bytes = cache.stats()["bytes"]
+    order = np.random.default_rng(7).permutation(CHUNKS)
+    with A.mapped(mode=mode) as v:
+        for u in order:
+            assert v[u * CHUNK_ITEMS + 3] == u * CHUNK_ITEMS + 3
+        stats = _stats(A)
+        assert stats["faults"] == 1 and stats["fast_loads"] == CHUNKS - 1
+        assert stats["eager_arms"] == CHUNKS - 1
+        np.testing.assert_array_equal(v, np.arange(CHUNKS * CHUNK_ITEMS, dtype=np.float64))
+    assert cache.stats()["bytes"] == cached_bytes      # every record back, whole
+    np.testing.assert_array_equal(A[...], np.arange(CHUNKS * CHUNK_ITEMS, dtype=np.float64))
+    conn.close()
+
+
+def test_armed_cached_units_are_on_loan_and_follow_new_snapshots(two_dbs, mode):
+    """Units armed from the cache hold records the cache lends (counted in its budget,
+    not the view's: a small view budget arms every cached unit); a write into one stays
+    in the view until commit, and a newer snapshot takes them back (the changed chunk
+    reads its new bytes)."""
+    name = f"blocks-random-budget-{mode}"
+    _stored(two_dbs, name)
+    conn, A = _open(two_dbs[1], name)
+    other, B = _open(two_dbs[1], name)          # the same client: the same cache
+    A[...]
+    unit_bytes = CHUNK_ITEMS * 8
+    n = CHUNK_ITEMS
+    with A.mapped(writable=True, mode=mode, budget_bytes=6 * unit_bytes) as v:
+        assert v[9 * n] == 9 * n
+        armed = sorted(next(iter(A._v_views)).armed)
+        assert armed == [u for u in range(CHUNKS) if u != 9]
+        assert _stats(A)["loaned_bytes"] == CHUNKS * unit_bytes
+        u = armed[0]
+        v[u * n] = -1.0                         # a write into an armed unit
+        assert B[u * n] == u * n                # not in the cache, nor the other connection
+        conn.transaction_manager.abort()
+        assert v[u * n] == u * n
+        _write(two_dbs[0], name, armed[-1] * n + 5, -5.0)    # another client's commit
+        two_dbs[1]._storage.sync()
+        conn.transaction_manager.begin()        # newer snapshot: armed records are dropped
+        assert _stats(A)["armed"] == 0
+        assert v[armed[-1] * n + 5] == -5 and v[armed[-1] * n + 6] == armed[-1] * n + 6
+        for u in np.random.default_rng(3).permutation(CHUNKS):
+            assert v[u * n + 1] == u * n + 1
+            stats = _stats(A)
+            own = (stats["resident_bytes"] + stats["armed"] * unit_bytes + stats["pooled_bytes"]
+                   - stats["loaned_bytes"])
+            assert own <= 6 * unit_bytes
+        assert _stats(A)["fast_loads"] > 0
+    other.close()
+    conn.close()
+
+
+def test_freed_page_blocks_are_reused_warm_within_their_bound():
+    """A freed Block's mapping is kept (bounded in bytes) for the next Block of the same
+    geometry: a first read lands in touched memory.  A lent block's is not kept."""
+    saved = _vmem.block_pool()["bytes_max"]
+    try:
+        _vmem.block_pool(bytes_max=0)           # empties the pool
+        _vmem.block_pool(bytes_max=8 << 20)
+        payload = np.arange(2 << 20, dtype=np.uint8).tobytes()
+        first = _block(payload)
+        address = first.address
+        del first
+        pool = _vmem.block_pool()
+        assert pool["blocks"] == 1 and 2 << 20 < pool["bytes"] <= 8 << 20
+        reused = pool["reused"]
+        second = _block(payload[::-1])          # the same geometry: the same pages
+        assert second.address == address and _vmem.block_pool()["reused"] == reused + 1
+        assert bytes(memoryview(second)) == b"head" + payload[::-1] + b".."
+        other = _vmem.Block(1 << 20, 0, 1 << 20)    # another geometry: fresh memory
+        assert other.address != address
+        blocks = [_vmem.Block(4 << 20, 0, 4 << 20) for _ in range(3)]
+        del blocks                              # 12 MiB freed: the bound keeps 8 at most
+        assert _vmem.block_pool()["bytes"] <= 8 << 20
+        installs = []
+        region = _region("mprotect", 4 << 20, installs)
+        assert region.adopt(0, second) is True
+        before = _vmem.block_pool()["blocks"]
+        del second                              # lent: its payload is the region's now
+        assert _vmem.block_pool()["blocks"] == before
+        region.close()
+        with pytest.raises(ValueError, match="bytes_max"):
+            _vmem.block_pool(bytes_max=-1)
+    finally:
+        _vmem.block_pool(bytes_max=saved)
+
+
+def test_a_whole_array_view_freed_ends_its_loans(two_dbs):
+    """``numpy.asarray(A, copy=False)`` over cached chunks holds records on loan; when
+    the numpy array is freed (no close), the loans end: the cache counts them no more."""
+    import gc
+    name = "blocks-freed-loans"
+    _stored(two_dbs, name)
+    conn, A = _open(two_dbs[1], name)
+    A[...]
+    cache = two_dbs[1]._storage._cache
+    whole = np.asarray(A, copy=False)
+    for u in np.random.default_rng(5).permutation(CHUNKS):
+        assert whole[u * CHUNK_ITEMS] == u * CHUNK_ITEMS
+    assert cache.stats()["loaned_bytes"] >= CHUNKS * CHUNK_ITEMS * 8
+    del whole
+    gc.collect()
+    assert cache.stats()["loaned_bytes"] == 0
+    np.testing.assert_array_equal(A[...], np.arange(CHUNKS * CHUNK_ITEMS, dtype=np.float64))
+    conn.close()
+
+
+def test_threads_reading_cached_units_in_random_order_get_the_snapshot(two_dbs, mode):
+    """Threads (numpy drops the GIL in its sums) touching a view's cached units in
+    different random orders at once: the fault handler maps each armed unit once, every
+    thread sees every unit whole."""
+    import threading
+    name = f"blocks-threads-{mode}"
+    _stored(two_dbs, name)
+    conn, A = _open(two_dbs[1], name)
+    A[...]
+    expected = [float(np.arange(u * CHUNK_ITEMS, (u + 1) * CHUNK_ITEMS, dtype=np.float64).sum())
+                for u in range(CHUNKS)]
+    with A.mapped(mode=mode) as v:
+        assert v[0] == 0                        # one fault: the other cached units armed
+        sums = {}
+
+        def read(seed):
+            order = np.random.default_rng(seed).permutation(CHUNKS)
+            got = [0.0] * CHUNKS
+            for u in order:
+                got[u] = float(v[u * CHUNK_ITEMS:(u + 1) * CHUNK_ITEMS].sum())
+            sums[seed] = got
+        threads = [threading.Thread(target=read, args=(seed,)) for seed in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sums == {seed: expected for seed in range(4)}
+        stats = _stats(A)
+        assert stats["faults"] == 1 and stats["fast_loads"] == CHUNKS - 1
+    conn.close()
