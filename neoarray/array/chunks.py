@@ -13,10 +13,14 @@ optional numcodecs package, see :mod:`neoarray.codecs`), so stored arrays do not
 depend on codec classes.
 """
 
+import sys
 import zlib
 
 import numpy as np
 import persistent
+from ZODB.Connection import Connection
+from ZODB.mvccadapter import MVCCAdapterInstance
+from ZODB.serialize import ObjectWriter
 
 from .. import codecs
 from .errors import ArrayValueError
@@ -31,7 +35,10 @@ class Chunk(persistent.Persistent):
 
     A chunk written in this process may hold its payload as a read-only 1-D
     ``uint8`` numpy array rather than ``bytes`` (see :func:`encode_chunk`); its
-    state, what ZODB pickles and stores, is always ``bytes``.
+    state, what ZODB pickles and stores, is always ``bytes``.  When ZODB stores it
+    into a neoarray storage, the state handed to ZODB's pickler is a placeholder and
+    the storage splices the payload buffer itself into the record, with no copy
+    (``neoarray.client.staging``): the stored record is byte for byte the same.
     """
 
     def __init__(self, payload):
@@ -39,6 +46,10 @@ class Chunk(persistent.Persistent):
 
     def __getstate__(self):
         payload = self.payload
+        if payload is not None and len(payload) >= _STAGE_BYTES_MIN:
+            placeholder = _staged_state(self, sys._getframe(1))
+            if placeholder is not None:
+                return placeholder
         return payload.tobytes() if isinstance(payload, np.ndarray) else payload
 
     def __setstate__(self, state):
@@ -47,6 +58,38 @@ class Chunk(persistent.Persistent):
     def __repr__(self):
         size = None if self.payload is None else len(self.payload)
         return f"<neoarray.array.Chunk oid={self._p_oid!r} payload_bytes={size}>"
+
+
+_STAGE_BYTES_MIN = 64 << 10         # neoarray.client.staging.STAGE_BYTES_MIN
+_SERIALIZE_CODE = ObjectWriter.serialize.__code__
+_STORE_OBJECTS_CODE = Connection._store_objects.__code__
+
+
+def _staged_state(chunk, caller):
+    """The placeholder state of ``chunk`` when ZODB serialises it to store it at once into
+    a neoarray storage (``neoarray.client.staging``), or None.
+
+    Only when ``__getstate__`` is called by ``ObjectWriter.serialize`` called by
+    ``Connection._store_objects`` of the chunk's own connection, whose storage is its
+    normal one (not a savepoint's ``TmpStore``) and a neoarray storage under ZODB's MVCC
+    adapter: ``_store_objects`` then hands the record to that storage's ``store`` next.
+    Any other caller (a savepoint, ``copy``, a pickle, another storage) gets the payload.
+    """
+    if caller.f_code is not _SERIALIZE_CODE:
+        return None
+    outer = caller.f_back
+    jar = chunk._p_jar
+    if outer is None or outer.f_code is not _STORE_OBJECTS_CODE or outer.f_locals.get("self") is not jar:
+        return None
+    storage = jar._storage
+    if storage is None or storage is not jar._normal_storage or type(storage) is not MVCCAdapterInstance:
+        return None
+    stage = getattr(storage._storage, "stage_chunk_payload", None)
+    payload = chunk.payload
+    if stage is None or not (type(payload) is bytes or (       # a bytearray pickles otherwise
+            isinstance(payload, np.ndarray) and payload.flags.c_contiguous)):
+        return None
+    return stage(chunk._p_oid, payload, jar.large_record_size)
 
 
 class RawCodec:
@@ -200,9 +243,9 @@ def encode_chunk(array, codec, order):
 
     Raw chunks are copied into a read-only ``uint8`` array rather than ``bytes``:
     numpy asks the kernel for huge pages for large arrays, so the copy is about 2.4x
-    faster than ``tobytes`` into fresh memory (3.4 against 1.4 GB/s here); the bytes
-    ZODB stores are made at commit (``Chunk.__getstate__``), while the storage
-    nodes write the chunks before.
+    faster than ``tobytes`` into fresh memory (3.4 against 1.4 GB/s here); a neoarray
+    storage sends this buffer as it is (``neoarray.client.staging``), another storage
+    gets ``bytes`` made at commit (``Chunk.__getstate__``).
     """
     if isinstance(codec, RawCodec):
         copy = np.array(array, order=order, copy=True)

@@ -7,7 +7,7 @@ is the ZODB face over it (``tpc_begin`` ... ``tpc_abort``, the cache, the
 invalidations).
 
 Stores are buffered per storage node and sent in batches of ``store_batch_bytes_max``
-(one Store on its way per node, nodes in parallel); ``vote`` sends the rest inside the
+(``STORES_IN_FLIGHT_MAX`` Stores on their way per node, nodes in parallel); ``vote`` sends the rest inside the
 votes (a single voter is told so, ``only_voter``: its Lock makes its vote durable,
 ``storage_node/backend.py``), votes on every node in parallel, resolves conflicts with
 ZODB's conflict resolution and votes again, and refuses (``ClusterUnavailable``) a transaction that
@@ -42,6 +42,7 @@ from ..proto import common_pb2 as cpb
 from ..proto import master_pb2 as mpb
 from ..proto import storage_pb2 as spb
 from ..transport import bulk
+from ..transport.frames import Parts
 from .link import READABLE
 
 log = logging.getLogger("neoarray.client")
@@ -60,7 +61,7 @@ class Txn:
     buffers: dict = field(default_factory=dict)     # node -> [(ObjectRecord without data, data)]
     buffered_bytes: int = 0
     sent: dict = field(default_factory=dict)        # node -> set of oids sent
-    inflight: dict = field(default_factory=dict)    # node -> its store on the way (bulk.start)
+    inflight: dict = field(default_factory=dict)    # node -> [(store on the way (bulk.start), its oids)]
     resolved: set = field(default_factory=set)
     voted: set = field(default_factory=set)         # nodes
     failed: set = field(default_factory=set)        # nodes that did not answer a Store or Vote
@@ -83,6 +84,7 @@ class _TooBig:
 
 
 TOO_BIG = _TooBig()
+STORES_IN_FLIGHT_MAX = 2    # per node: the node takes one while the next is on its way
 
 
 @dataclass(frozen=True)
@@ -113,9 +115,10 @@ class CommitDriver:
             self._ttid_counter = (self._ttid_counter + 1) % (1 << 32)
             return p64((session << 32) | self._ttid_counter)
 
-    def add(self, txn: Txn, oid: bytes, serial: bytes, data: bytes | None, data_tid: bytes | None = None,
+    def add(self, txn: Txn, oid: bytes, serial: bytes, data: bytes | Parts | None, data_tid: bytes | None = None,
             blob: tuple[int, int] | None = None) -> None:
-        """Buffer a store of ``oid``; ``blob``: ``(chunks, bytes)`` of the blob that
+        """Buffer a store of ``oid``; ``data`` may be ``Parts`` (a spliced chunk record,
+        ``staging.py``), sent as they are; ``blob``: ``(chunks, bytes)`` of the blob that
         ``send_blob`` uploaded for it to every node it goes to."""
         if oid not in txn.serials and len(txn.serials) >= self.limits.objects_per_transaction_max:
             raise LimitExceeded(f"transaction stores more than objects_per_transaction_max="
@@ -125,9 +128,9 @@ class CommitDriver:
         # kept for conflict resolution, which a restore never needs: an import of a
         # transaction of many records holds only what is buffered for the nodes
         keep = data is None or (not txn.restore and len(data) <= self.limits.resolvable_bytes_max)
-        txn.data[oid] = (serial, data if keep else TOO_BIG)
+        txn.data[oid] = (serial, (bytes(data) if isinstance(data, Parts) else data) if keep else TOO_BIG)
         record = spb.ObjectRecord(oid=oid, serial=serial, deleted=data is None,
-                                  checksum=0 if data is None else xxhash.xxh3_64_intdigest(data),
+                                  checksum=0 if data is None else _checksum(data),
                                   data_tid=data_tid or b"", has_blob=blob is not None,
                                   blob_chunks=blob[0] if blob else 0, blob_bytes=blob[1] if blob else 0)
         nodes = self._route(txn, self.link.partition(oid))
@@ -199,26 +202,39 @@ class CommitDriver:
         return buffers
 
     def flush(self, txn: Txn) -> None:
-        """Send the buffered records: one Store on its way per node (its reply is read
-        before the next one to that node is sent), nodes in parallel."""
+        """Send the buffered records: up to ``STORES_IN_FLIGHT_MAX`` Stores on their way
+        per node (the oldest reply is read before another is sent), nodes in parallel.
+        A record of an oid that a Store on its way also carries waits for it, so a node
+        takes the stores of an oid in order."""
         for nid, records in self._take_buffers(txn).items():
-            if nid in txn.inflight:
+            oids = {r.oid for r, _ in records}
+            queue = txn.inflight.get(nid, ())
+            while queue and (len(queue) >= STORES_IN_FLIGHT_MAX or any(oids & sent for _, sent in queue)):
                 self._wait_store(txn, nid)
+                queue = txn.inflight.get(nid, ())
             if nid in txn.failed:
                 continue
             request = spb.StoreRequest(ttid=txn.ttid, node_id=txn.session, objects=[r for r, _ in records])
-            txn.inflight[nid] = bulk.start(self.link.storage(nid).Store, request, [d for _, d in records],
-                                           self.limits.rpc_timeout_s)
+            started = bulk.start(self.link.storage(nid).Store, request, [d for _, d in records],
+                                 self.limits.rpc_timeout_s)
+            txn.inflight.setdefault(nid, []).append((started, oids))
 
     def _wait_store(self, txn: Txn, nid: int) -> None:
+        """Read the reply of the oldest Store on its way to ``nid``."""
+        queue = txn.inflight[nid]
+        started, _ = queue.pop(0)
+        if not queue:
+            del txn.inflight[nid]
         try:
-            bulk.finish(txn.inflight.pop(nid), f"store to S{nid}")
+            bulk.finish(started, f"store to S{nid}")
         except ClusterUnavailable as exc:
-            self.node_failed(txn, nid, exc)
+            if nid not in txn.failed:
+                self.node_failed(txn, nid, exc)
 
     def wait_stores(self, txn: Txn) -> None:
         for nid in list(txn.inflight):
-            self._wait_store(txn, nid)
+            while nid in txn.inflight:
+                self._wait_store(txn, nid)
 
     def node_failed(self, txn: Txn, nid: int, exc: Exception) -> None:
         """``nid`` did not answer: the transaction goes on without it if every
@@ -445,10 +461,11 @@ class CommitDriver:
         master; failures are logged (the master aborts it anyway when the session
         ends, ``master/commit.py``)."""
         for nid in list(txn.inflight):    # stores end before their abort
-            try:
-                bulk.finish(txn.inflight.pop(nid))
-            except Exception as exc:  # noqa: BLE001 - aborted anyway
-                log.debug("store of 0x%s to S%d before its abort: %s", txn.ttid.hex(), nid, exc)
+            for started, _ in txn.inflight.pop(nid):
+                try:
+                    bulk.finish(started)
+                except Exception as exc:  # noqa: BLE001 - aborted anyway
+                    log.debug("store of 0x%s to S%d before its abort: %s", txn.ttid.hex(), nid, exc)
         nodes = set(txn.sent) | txn.voted | txn.asked   # a vote may succeed where another failed
         if not (nodes or txn.restore):
             return          # nothing reached any node
@@ -460,6 +477,16 @@ class CommitDriver:
             log.debug("tpc_abort of 0x%s: %s", txn.ttid.hex(), exc)
         except Exception as exc:  # noqa: BLE001 - the master aborts it anyway when we go away
             log.warning("tpc_abort of 0x%s: %s", txn.ttid.hex(), exc)
+
+
+def _checksum(data) -> int:
+    """xxh3-64 of a record's bytes (``Parts``: of its parts back to back)."""
+    if not isinstance(data, Parts):
+        return xxhash.xxh3_64_intdigest(data)
+    h = xxhash.xxh3_64()
+    for part in data.parts:
+        h.update(part)
+    return h.intdigest()
 
 
 def meta_pb(txn: Txn):

@@ -54,6 +54,7 @@ from .history import HistoryMethods
 from .link import ClusterLink
 from .local import LocalReaders
 from .reductions import Reductions
+from .staging import ChunkStaging
 
 log = logging.getLogger("neoarray.client")
 
@@ -180,6 +181,7 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
         self.store_batch_bytes_max = store_batch_bytes_max
         self.oids_per_batch = oids_per_batch
         self.resolvable_bytes_max = resolvable_bytes_max
+        self._staging = ChunkStaging(resolvable_bytes_max)
         self.busy_wait_s_max = busy_wait_s_max
         self.conflict_rounds_max = conflict_rounds_max
         self.loads_per_batch_max = loads_per_batch_max
@@ -673,7 +675,13 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
         if version:
             raise POSException.Unsupported("versions are not supported")
         txn = self._txn(transaction)
-        self._commits.add(txn, oid, serial or Z64, data)
+        spliced = self._staging.take(oid, data)
+        self._commits.add(txn, oid, serial or Z64, data if spliced is None else spliced)
+
+    def stage_chunk_payload(self, oid: bytes, payload, large_record_bytes: int) -> bytes | None:
+        """The placeholder state a chunk gives ZODB while its ``payload`` waits for
+        ``store`` here, or None: pickle it the classic way (:mod:`.staging`)."""
+        return self._staging.stage(oid, payload, large_record_bytes)
 
     def deleteObject(self, oid: bytes, oldserial: bytes, transaction: Any) -> None:
         """Delete ``oid`` (``IExternalGC``), if its serial is still ``oldserial`` at vote."""
@@ -782,6 +790,7 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
             self._end(transaction)
 
     def _end(self, transaction) -> None:
+        self._staging.clear()
         txn = self._txns.pop(id(transaction), None)
         if txn is not None:
             self._blobs_dropped(txn)        # not committed: the files go (none left if it was)

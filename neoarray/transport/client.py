@@ -276,7 +276,7 @@ class _UnaryMethod:
         outcome (as with gRPC, creating a future never raises)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         body = request.SerializeToString()
-        size = len(body) + sum(memoryview(s).nbytes for s in segments)
+        size = len(body) + sum(frames.segment_bytes(s) for s in segments)
         if size > self.channel.frame_bytes_max:
             return _Future.failed(self, FramedRpcError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"a request of {size} bytes is larger than max "

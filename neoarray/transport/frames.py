@@ -61,13 +61,36 @@ METHOD_IDS: dict[str, int] = {name: i for i, name in enumerate(METHODS)}
 METHODS_HASH = hashlib.sha256("\n".join(METHODS).encode()).hexdigest()[:16]
 
 
+class Parts:
+    """One segment given as several buffers, sent back to back (no copy joins them):
+    a record made of a header, a payload buffer and a tail.  The receiver gets one
+    segment, as for any other."""
+
+    __slots__ = ("nbytes", "parts")
+
+    def __init__(self, parts):
+        self.parts = tuple(memoryview(p).cast("B") for p in parts)
+        self.nbytes = sum(p.nbytes for p in self.parts)
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+
+def segment_bytes(segment) -> int:
+    """The length of a segment (a bytes-like or ``Parts``)."""
+    return segment.nbytes if isinstance(segment, Parts) else memoryview(segment).nbytes
+
+
 @dataclass
 class Frame:
     kind: int
     rid: int
     method: int = NO_METHOD
     body: bytes = b""
-    segments: list = field(default_factory=list)   # bytes-like (memoryviews of aligned buffers)
+    segments: list = field(default_factory=list)   # bytes-like (memoryviews of aligned buffers) or Parts
     meta: dict = field(default_factory=dict)
 
     @property
@@ -127,12 +150,18 @@ def encode(frame: Frame) -> list:
     if len(frame.segments) > SEGMENTS_MAX:
         raise LimitExceeded(f"{len(frame.segments)} segments in one frame, at most {SEGMENTS_MAX}")
     meta = msgpack.packb(frame.meta) if frame.meta else b""
-    lengths = [memoryview(s).nbytes for s in frame.segments]
+    lengths = [segment_bytes(s) for s in frame.segments]
     rest = 4 * len(lengths) + len(meta) + len(frame.body) + sum(lengths)
     header = HEADER.pack(rest + HEADER_BYTES - SIZE_FIELD_BYTES, frame.rid, frame.method, frame.kind,
                          len(lengths), len(meta), len(frame.body))
     head = header + (struct.pack(f"!{len(lengths)}I", *lengths) if lengths else b"") + meta + frame.body
-    return [head, *(s for s, n in zip(frame.segments, lengths) if n)]
+    out = [head]
+    for s, n in zip(frame.segments, lengths):
+        if isinstance(s, Parts):
+            out.extend(p for p in s.parts if p.nbytes)
+        elif n:
+            out.append(s)
+    return out
 
 
 def decode_meta(raw) -> dict:

@@ -52,6 +52,27 @@ def test_a_frame_reads_back_whole(frame):
             assert np.frombuffer(s, dtype=np.uint8).ctypes.data % conn.ALIGN_BYTES == 0
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.binary(max_size=3 * conn.ALIGNED_BYTES_MIN), max_size=4), min_size=1, max_size=4))
+def test_a_segment_given_as_parts_is_read_as_one_segment(records):
+    """``Parts`` (a record spliced from a header, a payload buffer and a tail) travels as
+    one segment holding its parts back to back, next to ordinary segments."""
+    segments = [frames.Parts(parts) if i % 2 == 0 else b"".join(parts) for i, parts in enumerate(records)]
+    frame = frames.Frame(frames.REQUEST, 7, 0, b"body", segments)
+    a, b = _pair()
+    writer = threading.Thread(target=conn.write_frame, args=(a, frame))
+    writer.start()
+    try:
+        got = conn.read_frame(b, LIMIT, 5.0, 5.0)
+    finally:
+        writer.join(10)
+        a.close()
+        b.close()
+    assert [bytes(s) for s in got.segments] == [b"".join(parts) for parts in records]
+    assert bytes(frames.decode(b"".join(bytes(x) for x in frames.encode(frame)), LIMIT).segments[0]) == \
+        b"".join(records[0])
+
+
 def _header(frame_bytes, rid=1, method=0, kind=frames.REQUEST, segments=0, meta=0, body=0):
     return frames.HEADER.pack(frame_bytes, rid, method, kind, segments, meta, body)
 
