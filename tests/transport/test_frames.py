@@ -31,18 +31,24 @@ frames_st = st.builds(
     meta=st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=3))
 
 
-@settings(max_examples=60, deadline=None)
-@given(frames_st)
-def test_a_frame_reads_back_whole(frame):
+def _sent_and_read(frame):
+    """``frame`` written on one end of a socket pair (by a thread: it may be larger than
+    the socket buffers) and read on the other."""
     a, b = _pair()
-    writer = threading.Thread(target=conn.write_frame, args=(a, frame))   # larger than the socket buffers
+    writer = threading.Thread(target=conn.write_frame, args=(a, frame))
     writer.start()
     try:
-        got = conn.read_frame(b, LIMIT, 5.0, 5.0)
+        return conn.read_frame(b, LIMIT, 5.0, 5.0)
     finally:
         writer.join(10)
         a.close()
         b.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(frames_st)
+def test_a_frame_reads_back_whole(frame):
+    got = _sent_and_read(frame)
     assert (got.kind, got.rid, got.method, got.body, got.meta) == (frame.kind, frame.rid, frame.method,
                                                                      frame.body, frame.meta)
     assert [bytes(s) for s in got.segments] == [bytes(s) for s in frame.segments]
@@ -59,15 +65,7 @@ def test_a_segment_given_as_parts_is_read_as_one_segment(records):
     one segment holding its parts back to back, next to ordinary segments."""
     segments = [frames.Parts(parts) if i % 2 == 0 else b"".join(parts) for i, parts in enumerate(records)]
     frame = frames.Frame(frames.REQUEST, 7, 0, b"body", segments)
-    a, b = _pair()
-    writer = threading.Thread(target=conn.write_frame, args=(a, frame))
-    writer.start()
-    try:
-        got = conn.read_frame(b, LIMIT, 5.0, 5.0)
-    finally:
-        writer.join(10)
-        a.close()
-        b.close()
+    got = _sent_and_read(frame)
     assert [bytes(s) for s in got.segments] == [b"".join(parts) for parts in records]
     assert bytes(frames.decode(b"".join(bytes(x) for x in frames.encode(frame)), LIMIT).segments[0]) == \
         b"".join(records[0])
