@@ -678,9 +678,25 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
         spliced = self._staging.take(oid, data)
         self._commits.add(txn, oid, serial or Z64, data if spliced is None else spliced)
 
-    def stage_chunk_payload(self, oid: bytes, payload, large_record_bytes: int) -> bytes | None:
-        """The placeholder state a chunk gives ZODB while its ``payload`` waits for
-        ``store`` here, or None: pickle it the classic way (:mod:`.staging`)."""
+    def stage_chunk_payload(self, oid: bytes, payload: Any, large_record_bytes: int) -> bytes | None:
+        """The placeholder state a chunk gives ZODB while its payload waits for
+        ``store`` here (:mod:`neoarray.client.staging`).
+
+        Parameters
+        ----------
+        oid : bytes
+            The chunk's oid.
+        payload : bytes-like
+            The chunk's state, C-contiguous: spliced into its record by ``store``.
+        large_record_bytes : int
+            ZODB's ``large_record_size`` of the connection: larger payloads are pickled
+            the classic way (ZODB warns of them).
+
+        Returns
+        -------
+        bytes or None
+            The placeholder state to pickle; None: pickle ``payload`` itself.
+        """
         return self._staging.stage(oid, payload, large_record_bytes)
 
     def deleteObject(self, oid: bytes, oldserial: bytes, transaction: Any) -> None:
