@@ -7,6 +7,7 @@ import pytest
 from ZODB.Connection import TransactionMetaData
 
 from neoarray import wire
+from neoarray.cluster import LocalCluster
 from neoarray.errors import ChecksumError
 from neoarray.ids import Z64, p64
 from neoarray.kv import LMDBStore
@@ -16,6 +17,22 @@ from neoarray.records import PARTITION, RECORD_HEAD, record_tail
 from tests.cluster_helpers import letters, neoctl, storage_ids, storage_of_index
 
 PARTITIONS = 4
+# after the whole cluster restarts, the master waits this long from its own start for
+# every member before it runs without one (whose cells would go OUT_OF_DATE and copy
+# back what the test took away); the conftest's 3 s is too short for storage processes
+# that start late on a loaded machine, and a killed node is still seen DOWN in time
+NODE_TIMEOUT_S = 10.0
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """The conftest's cluster (1 master, 2 storages, replicas=1), waiting longer for
+    its members after a restart (``NODE_TIMEOUT_S``)."""
+    c = LocalCluster(str(tmp_path / "cluster"), storages=2, replicas=1, partitions=PARTITIONS,
+                     node_timeout_s=NODE_TIMEOUT_S)
+    c.start()
+    yield c
+    c.stop()
 
 
 def commit(storage, values, serials=None):
@@ -161,7 +178,6 @@ def test_check_finds_a_torn_transaction(tmp_path):
     """A transaction whose row names an object that has no revision at its tid on any
     copy (torn: here the revision was removed from the only copy) is reported
     incomplete, and not repairable; a sound database reports nothing."""
-    from neoarray.cluster import LocalCluster
     c = LocalCluster(str(tmp_path / "torn"), storages=2, replicas=0, partitions=2, node_timeout_s=3.0)
     c.start()
     try:
