@@ -32,10 +32,8 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 import warnings
 
 import numpy as np
@@ -43,6 +41,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from benchmarks.timing import median_of
 
 MIB = 1 << 20
 CODECS = ("zlib", "blosc", "zstd", "lz4")
@@ -53,18 +53,6 @@ def emit(rows, bench, system, value, unit, **extra):
     row = {"bench": bench, "system": system, "value": round(value, 4), "unit": unit, **extra}
     rows.append(row)
     print(json.dumps(row), flush=True)
-
-
-def median_of(repeat, fn, warm=True):
-    """``(median seconds, last value)`` of ``repeat`` calls of ``fn`` (after one warm-up)."""
-    if warm:
-        fn()
-    times, value = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        value = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), value
 
 
 def make_data(n, chunk_items):
@@ -110,7 +98,7 @@ def dask_sums(args, workdir, x, db, rows):
     try:
         peers = {"neoarray": a.to_dask(), "dask.array/zarr": da.from_zarr(path)}
         for system, darr in peers.items():
-            seconds, total = median_of(args.repeat, lambda d=darr: float(client.compute(d.sum()).result()))
+            seconds, total = median_of(args.repeat, lambda d=darr: float(client.compute(d.sum()).result()), warm=True)
             if not np.isclose(total, expected, rtol=1e-9):
                 raise SystemExit(f"{system}: sum {total}, numpy says {expected}")
             emit(rows, "dask-sum", system, x.nbytes / seconds / 1e9, "GB/s",
@@ -140,7 +128,7 @@ def neo_codec(args, db, storage_read, x, codec, rows):
             a[start:stop] = x[start:stop]
             tm.commit()
         return a
-    seconds, a = median_of(args.repeat, write, warm=False)
+    seconds, a = median_of(args.repeat, write)
     emit(rows, "codec-write", f"neoarray/{codec}", x.nbytes / seconds / 1e6, "MB/s",
          seconds=round(seconds, 4))
     stored = sum(len(chunk.payload) for chunk in a._tree.values())
@@ -161,7 +149,7 @@ def neo_codec(args, db, storage_read, x, codec, rows):
             total += float(b[start:stop].sum())
         rconn.cacheMinimize()
         return total
-    seconds, total = median_of(args.repeat, read)
+    seconds, total = median_of(args.repeat, read, warm=True)
     if not np.isclose(total, float(np.sum(x)), rtol=1e-9):
         raise SystemExit(f"neoarray/{codec}: read back a different sum")
     emit(rows, "codec-read", f"neoarray/{codec}", x.nbytes / seconds / 1e6, "MB/s",
@@ -197,7 +185,7 @@ def zarr_codec(args, workdir, x, codec, spec, rows):
         for start, stop in slabs(x.size, args.chunk_items):
             z[start:stop] = x[start:stop]
         return path
-    seconds, path = median_of(args.repeat, write, warm=False)
+    seconds, path = median_of(args.repeat, write)
     emit(rows, "codec-write", f"zarr/{codec}", x.nbytes / seconds / 1e6, "MB/s",
          seconds=round(seconds, 4))
     stored = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path)
@@ -207,7 +195,7 @@ def zarr_codec(args, workdir, x, codec, spec, rows):
 
     def read():
         return sum(float(z[start:stop].sum()) for start, stop in slabs(x.size, args.chunk_items))
-    seconds, total = median_of(args.repeat, read)
+    seconds, total = median_of(args.repeat, read, warm=True)
     if not np.isclose(total, float(np.sum(x)), rtol=1e-9):
         raise SystemExit(f"zarr/{codec}: read back a different sum")
     emit(rows, "codec-read", f"zarr/{codec}", x.nbytes / seconds / 1e6, "MB/s",

@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import socket
-import statistics
 import sys
 import threading
 import time
@@ -46,6 +45,7 @@ import msgpack
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.timing import median_of
 from master import tweak
 from master.core import PartitionTable
 from master.node import Master
@@ -68,16 +68,6 @@ def _line(part: str, figure: str, value, unit: str, **where) -> dict:
     return rec
 
 
-def _timed(fn, repeat: int) -> tuple[float, object]:
-    """Median seconds of ``fn()`` over ``repeat`` runs, and its last result."""
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
-
-
 def _view(pt: PartitionTable) -> cpb.ClusterInfo:
     """The cluster view the master sends (``Master.pt_pb``) for ``pt``."""
     return cpb.ClusterInfo(state=cpb.CLUSTER_RUNNING, pt=Master.pt_pb(types.SimpleNamespace(pt=pt)))
@@ -88,31 +78,31 @@ def table_figures(partitions: int, nodes: int, repeat: int) -> list[dict]:
     out = []
     ids = list(range(1, nodes + 1))
     running = set(ids)
-    create_s, pt = _timed(lambda: PartitionTable.create(partitions, REPLICAS, ids), repeat)
+    create_s, pt = median_of(repeat, lambda: PartitionTable.create(partitions, REPLICAS, ids))
     out.append(_line("table", "create", create_s, "s", **where))
     cells = sum(len(row) for row in pt.rows)
     out.append(_line("table", "cells", cells, "cells", **where))
 
-    view_s, view = _timed(lambda: _view(pt).SerializeToString(), repeat)
+    view_s, view = median_of(repeat, lambda: _view(pt).SerializeToString())
     out.append(_line("table", "view_bytes", len(view), "bytes", **where))
     out.append(_line("table", "view_build_and_encode", view_s, "s", **where))
-    parse_s, _ = _timed(lambda: cpb.ClusterInfo.FromString(view), repeat)
+    parse_s, _ = median_of(repeat, lambda: cpb.ClusterInfo.FromString(view))
     out.append(_line("table", "view_parse", parse_s, "s", **where))
-    doc_s, doc = _timed(lambda: msgpack.packb(pt.to_doc()), repeat)
+    doc_s, doc = median_of(repeat, lambda: msgpack.packb(pt.to_doc()))
     out.append(_line("table", "persisted_bytes", len(doc), "bytes", **where))
     out.append(_line("table", "persist_pack", doc_s, "s", **where))
 
     def rebuild():
         pt._indexed = False
         return pt.cells()
-    index_s, _ = _timed(rebuild, repeat)
+    index_s, _ = median_of(repeat, rebuild)
     out.append(_line("table", "cell_index_rebuild", index_s, "s", **where))
     catchup = CatchUp()
-    beat_s, _ = _timed(lambda: (catchup.tasks(pt, ids[0], running, TID), pt.fed(running)), repeat)
+    beat_s, _ = median_of(repeat, lambda: (catchup.tasks(pt, ids[0], running, TID), pt.fed(running)))
     out.append(_line("table", "heartbeat_scan", beat_s, "s", **where))
 
     storages = [n for n in pt.rows[7]]          # the voters of a commit writing partition 7
-    commit_s, _ = _timed(lambda: catchup.committed(pt, running, TID, pt.ptid, lambda: {7}, storages), repeat)
+    commit_s, _ = median_of(repeat, lambda: catchup.committed(pt, running, TID, pt.ptid, lambda: {7}, storages))
     out.append(_line("table", "commit_check", commit_s, "s", **where))
 
     copies = [PartitionTable.from_doc(pt.to_doc()) for _ in range(repeat)]
@@ -123,12 +113,12 @@ def table_figures(partitions: int, nodes: int, repeat: int) -> list[dict]:
         lost = copies.pop()
         lost.node_lost(ids[0], running)
         return sum(1 for row in lost.rows if row.get(ids[0]) == CellState.OUT_OF_DATE)
-    lose_s, went = _timed(lose, repeat)
+    lose_s, went = median_of(repeat, lose)
     out.append(_line("table", "node_lost", lose_s, "s", **where))
     out.append(_line("table", "node_lost_cells", went, "cells", **where))
 
     hosts = {n: f"h{n}" for n in [*ids, nodes + 1]}
-    plan_s, rows = _timed(lambda: tweak.plan(pt.rows, REPLICAS, hosts, running | {nodes + 1}), repeat)
+    plan_s, rows = median_of(repeat, lambda: tweak.plan(pt.rows, REPLICAS, hosts, running | {nodes + 1}))
     moved = len(tweak.changes(pt.rows, rows))
     out.append(_line("table", "tweak_plan_one_node_joins", plan_s, "s", **where))
     out.append(_line("table", "tweak_cells_changed", moved, "cells", **where))
