@@ -93,7 +93,7 @@ def table_figures(partitions: int, nodes: int, repeat: int) -> list[dict]:
     out.append(_line("table", "persist_pack", doc_s, "s", **where))
 
     def rebuild():
-        pt._indexed = False
+        pt._index = None
         return pt.cells()
     index_s, _ = median_of(repeat, rebuild)
     out.append(_line("table", "cell_index_rebuild", index_s, "s", **where))

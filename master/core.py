@@ -80,9 +80,8 @@ class PartitionTable:
     # (node, partition) -> ptid at which tweak created the cell: a transaction whose
     # client view is older may have skipped it (``master/replication.py``)
     added: dict[tuple[int, int], int] = field(default_factory=dict)
-    # state -> node -> its partitions in that state (``cells``), once built
-    _index: dict = field(default_factory=dict, repr=False, compare=False)
-    _indexed: bool = field(default=False, repr=False, compare=False)
+    # state -> node -> its partitions in that state (``cells``); None until built
+    _index: dict | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def create(cls, partitions: int, replicas: int, nodes: list[int]) -> PartitionTable:
@@ -101,12 +100,12 @@ class PartitionTable:
         heartbeats, commits and verdicts read it instead of scanning every
         partition (0.4 s a heartbeat at 120,000 partitions: ``docs/scale.md``).
         Read-only for callers."""
-        if not self._indexed:
-            self._index = {}
+        if self._index is None:
+            index: dict[CellState, dict[int, list[int]]] = {}
             for p, row in enumerate(self.rows):
                 for n, s in row.items():
-                    self._index.setdefault(s, {}).setdefault(n, []).append(p)
-            self._indexed = True
+                    index.setdefault(s, {}).setdefault(n, []).append(p)
+            self._index = index
         return self._index
 
     def _index_add(self, state: CellState, node: int, p: int) -> None:
@@ -142,11 +141,9 @@ class PartitionTable:
         (FEEDING ones, which were leaving, are dropped)."""
         changed = False
         alive = running - {node}
-        index = self.cells()
-        for p in sorted(p for s in READABLE for p in index.get(s, {}).get(node, ())):
-            row = self.rows[p]
+        for p in sorted(p for s in READABLE for p in self.cells_of(node, s)):
             if self.readable(p, alive):
-                if row[node] == CellState.FEEDING:
+                if self.rows[p][node] == CellState.FEEDING:
                     self.remove(node, p)
                 else:
                     self.set_cell(p, node, CellState.OUT_OF_DATE)
@@ -160,7 +157,7 @@ class PartitionTable:
         increases the ptid once its change is whole)."""
         old = self.rows[p].get(node)
         self.rows[p][node] = state
-        if self._indexed:
+        if self._index is not None:
             if old is not None:
                 self._index_drop(old, node, p)
             self._index_add(state, node, p)
@@ -168,7 +165,7 @@ class PartitionTable:
     def remove(self, node: int, p: int) -> None:
         state = self.rows[p].pop(node)
         self.added.pop((node, p), None)
-        if self._indexed:
+        if self._index is not None:
             self._index_drop(state, node, p)
 
     def set_rows(self, rows: list[dict[int, CellState]]) -> None:
@@ -180,16 +177,18 @@ class PartitionTable:
             for n in new.keys() - old.keys():
                 self.added[(n, p)] = self.ptid
         self.rows = rows
-        self._indexed = False
+        self._index = None
 
     def fed(self, running: set[int]) -> list[tuple[int, int]]:
         """FEEDING cells whose replacement is done: their partition has an UP_TO_DATE
         cell on a running node and no OUT_OF_DATE cell."""
-        feeding = sorted({p for ps in self.cells().get(CellState.FEEDING, {}).values() for p in ps})
-        return [(n, p) for p in feeding for row in (self.rows[p],)
-                if CellState.OUT_OF_DATE not in row.values()
-                and any(s == CellState.UP_TO_DATE and m in running for m, s in row.items())
-                for n, s in sorted(row.items()) if s == CellState.FEEDING]
+        out = []
+        for p in sorted({p for ps in self.cells().get(CellState.FEEDING, {}).values() for p in ps}):
+            row = self.rows[p]
+            if (CellState.OUT_OF_DATE not in row.values()
+                    and any(s == CellState.UP_TO_DATE and m in running for m, s in row.items())):
+                out += [(n, p) for n, s in sorted(row.items()) if s == CellState.FEEDING]
+        return out
 
     def drop_refusal(self, node: int, running: set[int]) -> str | None:
         """Why removing every cell of ``node`` is unsafe (None: it is safe)."""

@@ -207,10 +207,7 @@ class Overview(persistent.Persistent):
 
     def set_extremes(self, k: int, lo, hi) -> None:
         """The items of chunk ``k`` range from ``lo`` to ``hi``."""
-        p = k // PAGE_ENTRIES
-        page = self._page(p)
-        page.set(k % PAGE_ENTRIES, lo, hi)
-        self._tops[p // PAGE_ENTRIES].set(p % PAGE_ENTRIES, *page.extremes())
+        self.set_run(k, [lo], [hi])
 
     def set_run(self, first: int, lows, highs) -> None:
         """Chunks ``first .. first + len(lows) - 1`` range from ``lows[i]`` to

@@ -40,7 +40,6 @@ log = logging.getLogger("neoarray.client")
 SUSPECT_S = 5.0            # a storage that failed a commit is left out of new ones this long
 
 
-
 class ClusterLink:
     def __init__(self, master: str, cluster: str, on_invalidation, on_reconnect,
                  rpc_timeout_s: float = 30.0, connect_timeout_s: float = 30.0,
