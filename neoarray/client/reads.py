@@ -23,12 +23,7 @@ from ..errors import ChecksumError, ClusterUnavailable
 from ..payload import _payload_span
 from ..proto import storage_pb2 as spb
 from ..records import NoObject, NoRevision, RecordReader
-from ..transport import bulk
-
-try:
-    from .._vmem import Block
-except ImportError:         # no native extension: plain aligned copies
-    Block = None
+from ..transport import bulk, conn
 
 log = logging.getLogger("neoarray.client")
 
@@ -80,28 +75,20 @@ def as_bytes(data) -> bytes:
 
 
 ALIGN_BYTES = 64
-PAGE_BYTES = 4096
-# smaller payloads: a plain copy (each block is a mapping of its own, and a process has
-# at most vm.max_map_count of them, 65,530 by default: 16 GiB of blocks at this size)
-BLOCK_PAYLOAD_BYTES_MIN = 256 << 10
 
 
 def page_block(view) -> memoryview | None:
     """A read-only copy of the chunk record ``view`` in a ``neoarray._vmem.Block``, its
     payload on pages of its own (2 MiB aligned when that large: huge pages), or None
     when ``view`` is no chunk record of whole pages of at least
-    ``BLOCK_PAYLOAD_BYTES_MIN``.  A mapped view moves such a payload's pages into its
+    ``conn.BLOCK_PAYLOAD_BYTES_MIN`` (:func:`neoarray.transport.conn.new_page_block`).  A mapped view moves such a payload's pages into its
     window instead of copying them (``neoarray.vm``); its first touch also costs less
     than that of fresh 4 KiB pages (a fresh 2 MiB block, copy included: ~0.2 ms here,
     against 2-3 ms)."""
-    if Block is None or len(view) < BLOCK_PAYLOAD_BYTES_MIN:
+    if len(view) < conn.BLOCK_PAYLOAD_BYTES_MIN:
         return None
-    span = _payload_span(view)
-    if span is None or (span[1] - span[0]) % PAGE_BYTES or span[1] - span[0] < BLOCK_PAYLOAD_BYTES_MIN:
-        return None
-    try:
-        block = Block(len(view), span[0], span[1])
-    except MemoryError:         # no mapping left: a plain copy
+    block = conn.new_page_block(len(view), _payload_span(view))
+    if block is None:
         return None
     out = memoryview(block)
     out[:] = view

@@ -31,7 +31,9 @@ except ImportError:         # no native extension: aligned numpy buffers only
     Block, PAGE_BYTES = None, 4096
 
 ALIGNED_BYTES_MIN = 64 << 10
-BLOCK_PAYLOAD_BYTES_MIN = 256 << 10     # as neoarray.client.reads (mappings are bounded)
+# smaller payloads: a plain copy (each block is a mapping of its own, and a process has
+# at most vm.max_map_count of them, 65,530 by default: 16 GiB of blocks at this size)
+BLOCK_PAYLOAD_BYTES_MIN = 256 << 10
 HEAD_BYTES = 4096           # what is looked at of a segment to place it
 ALIGN_BYTES = 64
 SMALL_JOIN_BYTES = 64 << 10
@@ -146,6 +148,20 @@ def read_segments(sock, lengths: list[int]) -> list:
     return segments
 
 
+def new_page_block(n: int, span):
+    """An empty page block (``neoarray._vmem.Block``) for a chunk record of ``n`` bytes
+    whose payload is ``span`` (its start and end), or None: no native extension, a
+    payload that is not whole pages of at least ``BLOCK_PAYLOAD_BYTES_MIN``, or no
+    mapping left (then the caller makes a plain copy)."""
+    if Block is None or span is None or (span[1] - span[0]) % PAGE_BYTES \
+            or span[1] - span[0] < BLOCK_PAYLOAD_BYTES_MIN:
+        return None
+    try:
+        return Block(n, *span)
+    except MemoryError:
+        return None
+
+
 class FrameReader:
     """The frames of one connection, read greedily into a buffer: a frame and what
     follows it usually come with one ``recv`` (``read_frame`` reads exactly, a few
@@ -222,15 +238,9 @@ class FrameReader:
 
     def _page_block(self, n: int):
         """A page block for the segment of ``n`` bytes coming next, placed by its first
-        bytes, or None (not a chunk record of whole pages, or no mapping left)."""
+        bytes, or None (:func:`new_page_block`)."""
         self._need(min(n, HEAD_BYTES))
-        span = head_payload_span(bytes(self.buf[self.start:self.start + min(n, HEAD_BYTES)]), n)
-        if span is None or (span[1] - span[0]) % PAGE_BYTES or span[1] - span[0] < BLOCK_PAYLOAD_BYTES_MIN:
-            return None
-        try:
-            return Block(n, *span)
-        except MemoryError:
-            return None
+        return new_page_block(n, head_payload_span(bytes(self.buf[self.start:self.start + min(n, HEAD_BYTES)]), n))
 
     def _take_large(self, n: int) -> memoryview:
         """A large segment, read into an aligned buffer of its own; with ``page_blocks``
