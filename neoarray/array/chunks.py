@@ -23,6 +23,7 @@ from ZODB.mvccadapter import MVCCAdapterInstance
 from ZODB.serialize import ObjectWriter
 
 from .. import codecs
+from ..client.staging import STAGE_BYTES_MIN
 from .errors import ArrayValueError
 
 
@@ -46,7 +47,7 @@ class Chunk(persistent.Persistent):
 
     def __getstate__(self):
         payload = self.payload
-        if payload is not None and len(payload) >= _STAGE_BYTES_MIN:
+        if payload is not None and len(payload) >= STAGE_BYTES_MIN:
             placeholder = _staged_state(self, sys._getframe(1))
             if placeholder is not None:
                 return placeholder
@@ -60,7 +61,6 @@ class Chunk(persistent.Persistent):
         return f"<neoarray.array.Chunk oid={self._p_oid!r} payload_bytes={size}>"
 
 
-_STAGE_BYTES_MIN = 64 << 10         # neoarray.client.staging.STAGE_BYTES_MIN
 _SERIALIZE_CODE = ObjectWriter.serialize.__code__
 _STORE_OBJECTS_CODE = Connection._store_objects.__code__
 
