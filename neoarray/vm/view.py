@@ -243,20 +243,14 @@ class MappedView:
             chunk = tree.get(key)
             if chunk is None or not fetch._is_loadable_ghost(chunk):
                 continue
-            got = storage.take_record(chunk._p_oid, before, colour, movable, lend=True)
-            if got is None:
+            lent = _take_lent(storage, chunk._p_oid, before, colour, movable)
+            if lent is None:
                 continue
-            record, serial, next_serial, token, loaned = got
-            block = record.obj
-            record.release()
-            del record
-            lent = (storage, chunk._p_oid, block, serial, next_serial, token, colour, loaned)
-            if (not loaned and (self._own_units() + 1) * size > self.budget_bytes) \
-                    or not self.region.arm(unit * size, block):
+            if (not lent[7] and (self._own_units() + 1) * size > self.budget_bytes) \
+                    or not self.region.arm(unit * size, lent[2]):
                 # no room (the cache's loans full, and the view's budget), the table
                 # full, or the block held after all
-                storage.give_back_record(chunk._p_oid, memoryview(block).toreadonly(), serial,
-                                         next_serial, token, colour, loaned)
+                _give_back(lent)
                 return
             state = self.armed[unit] = Unit([(key, chunk)])
             self._set_lent(state, lent)
@@ -371,14 +365,10 @@ class MappedView:
         (a unit read ahead): arm it for the fault handler instead while the table of
         armed units has room (an ``_Armed``)."""
         size = self.window.unit_bytes
-        got = storage.take_record(oid, before, colour, _movable(size), lend=True)
-        if got is None:
+        lent = _take_lent(storage, oid, before, colour, _movable(size))
+        if lent is None:
             return False
-        record, serial, next_serial, token, loaned = got
-        block = record.obj
-        record.release()        # the cache's view: the block moves if nothing else holds one
-        del record
-        lent = (storage, oid, block, serial, next_serial, token, colour, loaned)
+        block = lent[2]
         if arm and self._armed_max:
             if len(self.armed) >= self._armed_max:
                 self._unarm(next(iter(self.armed)))     # the oldest armed unit
@@ -387,11 +377,10 @@ class MappedView:
         if self.region.adopt(unit * size, block, writable):
             self.adoptions += 1
             return lent
-        record = memoryview(block).toreadonly()
-        view = fetch.payload_view(record)
+        view = fetch.payload_view(memoryview(block).toreadonly())
         self.region.install(unit * size, view, writable, POPULATE_SOURCE)
         del view
-        storage.give_back_record(oid, record, serial, next_serial, token, colour, loaned)
+        _give_back(lent)
         return None
 
     def _load_boxes(self, unit, writable):
@@ -492,8 +481,8 @@ class MappedView:
         or kept for good (its pages written, or lost): its loan, if any, ends."""
         if state.lent is None:
             return
-        storage, oid, block, serial, next_serial, token, colour, loaned = state.lent
-        state.lent = None
+        lent, state.lent = state.lent, None
+        storage, block, loaned = lent[0], lent[2], lent[7]
         if loaned:
             self.loaned -= 1
             loan = self._loans[id(storage)]
@@ -502,8 +491,7 @@ class MappedView:
             if not loan[2]:
                 del self._loans[id(storage)]
         if back:
-            storage.give_back_record(oid, memoryview(block).toreadonly(), serial, next_serial,
-                                     token, colour, loaned)
+            _give_back(lent)
         elif loaned:
             storage.end_loan(len(block))
 
@@ -823,6 +811,26 @@ def _end_loans(loans):
     for storage, record_bytes, records in loans.values():
         storage.end_loan(record_bytes, records)
     loans.clear()
+
+
+def _take_lent(storage, oid, before, colour, movable):
+    """Take (or borrow) the cached page block of ``oid`` as of ``before`` when
+    ``movable``: ``(storage, oid, block, serial, next_serial, token, colour, on loan)``
+    (a unit's ``lent``), or None when the cache holds no such block."""
+    got = storage.take_record(oid, before, colour, movable, lend=True)
+    if got is None:
+        return None
+    record, serial, next_serial, token, loaned = got
+    block = record.obj
+    record.release()        # the cache's view: the block moves if nothing else holds one
+    del record
+    return (storage, oid, block, serial, next_serial, token, colour, loaned)
+
+
+def _give_back(lent):
+    """Return the record of ``lent`` (see :func:`_take_lent`) to the cache."""
+    storage, oid, block, serial, next_serial, token, colour, loaned = lent
+    storage.give_back_record(oid, memoryview(block).toreadonly(), serial, next_serial, token, colour, loaned)
 
 
 def _on_loan(state):
