@@ -32,6 +32,7 @@ from ..proto import master_pb2 as mpb
 from ..proto import master_pb2_grpc as mrpc
 from ..proto import storage_pb2_grpc as srpc
 from ..proto_states import READABLE_PB as READABLE  # also read by client/commit.py
+from ..proto_states import running_storages
 from ..transport.client import FramedChannel
 from ..transport.client import Stub as FramedStub
 
@@ -221,8 +222,7 @@ class ClusterLink:
             self.data_addresses = {n.node_id: n.data_address or n.address for n in info.nodes
                                    if n.type == cpb.STORAGE}
             self.framed_nodes = {n.node_id for n in info.nodes if n.type == cpb.STORAGE and n.data_address}
-            self.running = {n.node_id for n in info.nodes
-                            if n.type == cpb.STORAGE and n.state == cpb.RUNNING}
+            self.running = running_storages(info.nodes)
             self.info = info
             # after info and running: a row made from an older view lands in the old dict
             self._readable_rows = {}        # made again row by row, as loads ask
