@@ -31,7 +31,7 @@ LONG_FUNCTIONS: set[str] = set()
 # where protobuf belongs: the transport, the servicers, the state conversion
 PROTO_AT_THE_WIRE = {
     "neoarray/transport/bulk.py", "neoarray/transport/client.py", "neoarray/transport/frames.py",
-    "neoarray/transport/server.py",
+    "neoarray/transport/server.py", "neoarray/client/calls.py",
     "master/service.py", "master/standby.py", "storage_node/service.py",
     "neoarray/proto_states.py",
 }
@@ -40,9 +40,7 @@ PROTO_IMPORTERS_LEFT = {
     "master/__main__.py", "master/committing.py", "master/node.py",
     "storage_node/node.py", "storage_node/replication.py",
     "neoarray/admin.py", "neoarray/check.py", "neoarray/ctl.py",
-    "neoarray/client/blobs.py", "neoarray/client/commit.py", "neoarray/client/history.py",
-    "neoarray/client/link.py", "neoarray/client/reads.py",
-    "neoarray/client/reductions.py", "neoarray/client/storage.py",
+    "neoarray/client/commit.py", "neoarray/client/link.py", "neoarray/client/reads.py",
 }
 
 # packages (folders, their own modules only) whose modules are layers: no project
