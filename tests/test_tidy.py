@@ -39,7 +39,7 @@ PROTO_AT_THE_WIRE = {
 PROTO_IMPORTERS_LEFT = {
     "master/__main__.py", "master/committing.py", "master/node.py",
     "storage_node/node.py", "storage_node/replication.py",
-    "neoarray/admin.py", "neoarray/check.py", "neoarray/ctl.py",
+    "neoarray/admin.py", "neoarray/check.py",
     "neoarray/client/commit.py", "neoarray/client/link.py", "neoarray/client/reads.py",
 }
 
