@@ -11,13 +11,11 @@ from neoarray import security, wire
 from neoarray.errors import AccessDenied, ClusterUnavailable, NeoError, RequestRefused
 from neoarray.kv import LMDBStore, MemoryStore
 from neoarray.masters import learn_masters, next_address, parse_masters
-from neoarray.proto import common_pb2 as cpb
-from neoarray.proto import master_pb2 as mpb
-from neoarray.proto import master_pb2_grpc as mrpc
-from neoarray.proto import storage_pb2_grpc as srpc
+from neoarray.states import ClusterState
 from neoarray.transport.server import FRAME_SLACK_BYTES, FramedServer
 from neoarray.transport.server import Limits as FramedLimits
 
+from . import calls
 from .backend import Backend
 from .dropper import PartitionDropper, partitions_of
 from .fencing import EpochFence
@@ -112,7 +110,7 @@ class StorageNode:
                                        interceptors=interceptors, access=security.AccessGuard(),
                                        rpcs_pending_max=lim.rpcs_pending_max)
         servicer = StorageServicer(self)
-        srpc.add_StorageServicer_to_server(servicer, self.server)
+        calls.serve(servicer, self.server)
         self.address = wire.bind(self.server, bind, tls)
         self.framed = FramedServer(cluster, {"neoarray.v1.Storage": servicer}, FramedLimits(
             frame_bytes_max=lim.message_bytes_max + FRAME_SLACK_BYTES, connections_max=lim.data_connections_max),
@@ -120,7 +118,7 @@ class StorageNode:
         self.data_address = self.framed.bind(data_bind or f"{self.address.rpartition(':')[0]}:0")
         self.identified = threading.Event()
         self.stopped = threading.Event()
-        self.cluster_state = cpb.RECOVERING
+        self.cluster_state = ClusterState.RECOVERING
         self.replicator = Replicator(self)
         self.dropper = PartitionDropper(self, self.limits.drop_rows_per_batch_max)
         self.manager.on_written = self.dropper.written
@@ -140,7 +138,7 @@ class StorageNode:
         the next heartbeat reply then set ``catching_up`` exactly)."""
         self.ptid = pt.ptid
         self.backend.set_config(ptid=pt.ptid)
-        self.manager.catching_up = self.manager.catching_up | partitions_of(pt, self.node_id, cpb.OUT_OF_DATE)
+        self.manager.catching_up = self.manager.catching_up | partitions_of(pt, self.node_id, calls.OUT_OF_DATE_PB)
         self.dropper.table_changed(pt)
 
     def held_partitions(self) -> set[int]:
@@ -152,10 +150,9 @@ class StorageNode:
         """The master's partition table (Admin GetPartitionTable, the storage role's
         only Admin call), on a channel opened once."""
         if self._admin is None:
-            self._admin = mrpc.AdminStub(wire.open_channel(self.master_address, self.cluster, tls=self.tls,
-                                                           admin_token=self.admin_token))
-        return wire.call(self._admin.GetPartitionTable, cpb.Empty(), self.limits.rpc_timeout_s,
-                         "partition table from the master")
+            self._admin = calls.admin_stub(wire.open_channel(self.master_address, self.cluster, tls=self.tls,
+                                                             admin_token=self.admin_token))
+        return calls.partition_table(self._admin, self.limits.rpc_timeout_s)
 
     def _fetch_partition_table(self) -> None:
         """A heartbeat showed a newer ptid: a change not pushed to this node (a drop,
@@ -182,11 +179,8 @@ class StorageNode:
 
     def _identify(self, stub) -> None:
         last_tid, last_oid = self.backend.last_ids()
-        reply = wire.call(stub.Identify, mpb.IdentifyRequest(
-            type=cpb.STORAGE, node_id=self.node_id, address=self.address, host=self.host,
-            last_tid=last_tid, last_oid=last_oid, ptid=self.ptid, data_path=self.data_path,
-            data_address=self.data_address),
-            self.limits.rpc_timeout_s, "identify")
+        reply = calls.identify(stub, self.node_id, self.address, self.host, last_tid, last_oid, self.ptid,
+                               self.data_path, self.data_address, self.limits.rpc_timeout_s)
         if self.backend.partitions and self.backend.partitions != reply.num_partitions:
             raise RequestRefused(f"the master has {reply.num_partitions} partitions, "
                                  f"this node's data {self.backend.partitions}")
@@ -194,10 +188,10 @@ class StorageNode:
             self.backend.set_config(cluster=self.cluster, node_id=reply.node_id,
                                     partitions=reply.num_partitions)
         self.node_id = reply.node_id
-        self.cluster_state = reply.info.state
-        self.master_addresses = learn_masters(self.master_addresses, reply.info.nodes, cpb.MASTER)
+        self.cluster_state = calls.cluster_state(reply.info.state)
+        self.master_addresses = learn_masters(self.master_addresses, reply.info.nodes, calls.MASTER_PB)
         # cells to catch up: their conflict checks are left to the readable copies
-        self.manager.catching_up = partitions_of(reply.info.pt, self.node_id, cpb.OUT_OF_DATE)
+        self.manager.catching_up = partitions_of(reply.info.pt, self.node_id, calls.OUT_OF_DATE_PB)
         self.ptid = reply.info.pt.ptid
         self.dropper.table_changed(reply.info.pt)
         log.info("identified as S%d to the master at %s", self.node_id, self.master_address)
@@ -207,13 +201,13 @@ class StorageNode:
         """A channel and stub to the next address of the master list (on losing the
         primary: a standby answers UNAVAILABLE, the next address may be the new one)."""
         if channel is not None and len(self.master_addresses) < 2:
-            return channel, mrpc.MasterStub(channel)
+            return channel, calls.master_stub(channel)
         if channel is not None:
             self.master_address = next_address(self.master_addresses, self.master_address)
             channel.close()
             self._admin = None
         channel = wire.open_channel(self.master_address, self.cluster, tls=self.tls)
-        return channel, mrpc.MasterStub(channel)
+        return channel, calls.master_stub(channel)
 
     def _master_loop(self) -> None:
         """Identify, then send heartbeats; identify again whenever the master forgets us
@@ -227,18 +221,15 @@ class StorageNode:
                 if not identified:
                     self._identify(stub)
                     identified = True
-                done = [mpb.ReplicaDone(partition=p, tid=tid) for p, tid in self.replicator.reports()]
-                pending = [mpb.PendingTransaction(ttid=t, node_id=n, voted=v, age_s=a) for t, n, v, a in
-                           self.manager.pending(lim.pending_report_age_s, lim.pending_reports_max)]
-                reply = wire.call(stub.Heartbeat, mpb.HeartbeatRequest(
-                    node_id=self.node_id, replicated=done, pending=pending), lim.rpc_timeout_s)
+                pending = self.manager.pending(lim.pending_report_age_s, lim.pending_reports_max)
+                reply = calls.heartbeat(stub, self.node_id, self.replicator.reports(), pending, lim.rpc_timeout_s)
                 self._carry_out(reply.verdicts)
-                self.cluster_state = reply.state
-                if reply.ptid != self.ptid and reply.state == cpb.CLUSTER_RUNNING:
+                self.cluster_state = calls.cluster_state(reply.state)
+                if reply.ptid != self.ptid and self.cluster_state is ClusterState.RUNNING:
                     self._fetch_partition_table()
                 if reply.HasField("replication_bytes_per_s"):
                     self.replicator.pacer.set_rate(reply.replication_bytes_per_s)
-                if reply.state == cpb.CLUSTER_RUNNING:
+                if self.cluster_state is ClusterState.RUNNING:
                     self.replicator.set_tasks(reply.replicate)
             except (RequestRefused, AccessDenied) as exc:     # retrying cannot help
                 log.error("refused by the master: %s", exc)
