@@ -46,9 +46,10 @@ readable cell on a running node), it moves to VERIFYING, except in its first
 ``node_timeout_s`` when some member is still away (unless forced: a member that does
 not come back is marked out of date once the cluster runs).  Verification asks the
 running storages what they hold (``recovered``, ``reconcile``); if it fails the
-cluster is RECOVERING again; once done it is RUNNING: members still away lose their
-readable cells (``node_lost``), those back with OUT_OF_DATE cells copy up to the last
-committed tid.  ``stop`` makes it STOPPING (for good: identification is refused) and
+cluster is RECOVERING again, as it is when storages lost meanwhile (a storage lost
+while VERIFYING changes no cell) leave the table unable to serve; once done it is
+RUNNING: members still away lose their readable cells (``node_lost``), those back
+with OUT_OF_DATE cells copy up to the last committed tid.  ``stop`` makes it STOPPING (for good: identification is refused) and
 names the storages to shut down.  Commits, new oids and final statuses need RUNNING
 and no truncation under way (``require_running``).
 
@@ -411,8 +412,13 @@ class ClusterCore:
         self.ids.tid_reserved = max(self.ids.tid_reserved, self.ids.last_tid)
         if self.cluster_state != ClusterState.VERIFYING:
             return
-        self.cluster_state = ClusterState.RUNNING
         running = self.running_storages()
+        if not self.pt.operational(running):
+            log.warning("a storage was lost during verification: partition table not operational, "
+                        "back to RECOVERING")
+            self.cluster_state = ClusterState.RECOVERING
+            return
+        self.cluster_state = ClusterState.RUNNING
         lost = [nid for nid in sorted(self.pt.nodes() - running) if self.pt.node_lost(nid, running)]
         returned = [nid for nid in sorted(running)
                     if self.catchup.node_returned(self.pt, nid, self.last_committed)]
