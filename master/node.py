@@ -1,5 +1,12 @@
 """The master's runtime: nodes, cluster state, the commit order and invalidations.
 
+The shell of the master's cores, which decide without I/O: ``ClusterCore``
+(``master/cluster.py``: nodes, liveness, the cluster state, verification),
+``CommitCore`` (``master/commit.py``), ``IdAllocator`` and ``PartitionTable``
+(``master/core.py``), ``CatchUp`` (``master/replication.py``).  ``Master`` holds the
+threads, the channels to storage nodes, the event streams and the LMDB state, calls
+the cores under its lock with the time, and carries out what they return.
+
 Threads: gRPC workers call into ``Master`` under ``self.lock``; calls to storage nodes
 are made outside the lock.  A monitor thread marks storages that stopped sending
 heartbeats DOWN; an unlock thread sends batched ``Unlock`` orders.
@@ -300,7 +307,7 @@ class Master(Committing):
             self.cluster_core.recovered(infos)
         self._reconcile(infos)
 
-    def _recovery_info(self, nid: int, what: str | None = None) -> Recovered:
+    def _recovery_info(self, nid: int, what: str = "") -> Recovered:
         info = wire.call(self.storage_stub(nid).RecoveryInfo, cpb.Empty(), self.limits.rpc_timeout_s, what)
         return Recovered(info.last_oid, info.last_tid, tuple((lt.ttid, lt.tid) for lt in info.locked),
                          tuple(info.voted_ttids))
@@ -530,8 +537,7 @@ class Master(Committing):
             if nid not in self.nodes:
                 raise RequestRefused(f"node {nid} must identify before subscribing")
             if nid not in self.subscribers and len(self.subscribers) >= self.limits.subscribers_max:
-                if self.nodes[nid].type != NodeType.STORAGE:
-                    del self.nodes[nid]
+                self.cluster_core.session_ended(nid)     # a client or admin connection is forgotten
                 raise LimitExceeded(f"{len(self.subscribers)} clients hold an event stream, "
                                     f"subscribers_max={self.limits.subscribers_max}: node {nid} is refused")
             old = self.subscribers.pop(nid, None)

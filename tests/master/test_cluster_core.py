@@ -140,7 +140,7 @@ def test_a_counter_behind_the_known_nodes_skips_their_ids():
 
 
 def test_a_storage_joining_a_cluster_with_a_table_is_pending_until_added():
-    core, db = running_cluster()
+    core, _db = running_cluster()
     nid, actions = core.identify(storage(port=7003), 1.0)
     assert core.nodes[nid].state == NodeState.PENDING and TRY_START in actions
     assert nid not in core.pt.nodes()
@@ -172,7 +172,7 @@ def test_losing_a_copy_keeps_running_with_out_of_date_cells():
 
 
 def test_losing_the_only_readable_copy_goes_back_to_recovering():
-    core, db = running_cluster(storages=2, replicas=0)
+    core, _db = running_cluster(storages=2, replicas=0)
     core.storage_lost(2, "no heartbeat", 1.0)
     assert core.cluster_state == ClusterState.RECOVERING
     assert core.nodes[2].state == NodeState.DOWN
@@ -262,7 +262,7 @@ def test_a_member_back_while_running_copies_and_is_settled():
     core.commits.reported.update({1, 2})
     core.storage_lost(1, "gone", 1.0)
     ptid = core.pt.ptid
-    nid, actions = core.identify(storage(1), 2.0)
+    _nid, actions = core.identify(storage(1), 2.0)
     assert actions == [DropChannel(1), Settle(1), BROADCAST]
     assert core.pt.ptid == ptid + 1 and db["pt"] == core.pt.to_doc()
     assert core.catchup.until[(1, 0)] == p64(5)
