@@ -186,7 +186,7 @@ class Master(Committing):
     def last_committed(self, tid: bytes) -> None:
         self.cluster_core.last_committed = tid
 
-    def _carry_out(self, actions) -> bool:
+    def _cluster_actions(self, actions) -> bool:
         """Carry out the cluster core's actions (under ``self.lock``); whether to
         broadcast the cluster view once the lock is released."""
         for action in actions:
@@ -233,7 +233,7 @@ class Master(Committing):
                        req.data_address, req.last_oid, req.last_tid)
         with self.lock:
             nid, actions = self.cluster_core.identify(who, time.monotonic())
-            broadcast = self._carry_out(actions)
+            broadcast = self._cluster_actions(actions)
         if broadcast:
             self.broadcast_cluster()
         return nid
@@ -276,7 +276,7 @@ class Master(Committing):
 
     def storage_lost(self, nid: int, why: str) -> None:
         with self.lock:
-            broadcast = self._carry_out(self.cluster_core.storage_lost(nid, why, time.monotonic()))
+            broadcast = self._cluster_actions(self.cluster_core.storage_lost(nid, why, time.monotonic()))
         if broadcast:
             self.broadcast_cluster()
 
