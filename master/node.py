@@ -1,5 +1,12 @@
 """The master's runtime: nodes, cluster state, the commit order and invalidations.
 
+The shell of the master's cores, which decide without I/O: ``ClusterCore``
+(``master/cluster.py``: nodes, liveness, the cluster state, verification),
+``CommitCore`` (``master/commit.py``), ``IdAllocator`` and ``PartitionTable``
+(``master/core.py``), ``CatchUp`` (``master/replication.py``).  ``Master`` holds the
+threads, the channels to storage nodes, the event streams and the LMDB state, calls
+the cores under its lock with the time, and carries out what they return.
+
 Threads: gRPC workers call into ``Master`` under ``self.lock``; calls to storage nodes
 are made outside the lock.  A monitor thread marks storages that stopped sending
 heartbeats DOWN; an unlock thread sends batched ``Unlock`` orders.
@@ -11,14 +18,13 @@ import queue
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ZODB.POSException import ReadOnlyError
 
 from neoarray import security, wire
-from neoarray.errors import ClusterUnavailable, LimitExceeded, NeoError, RequestRefused
-from neoarray.ids import MAX_TID, Z64, checked_id, p64, u64
-from neoarray.masters import is_address
+from neoarray.errors import LimitExceeded, NeoError, RequestRefused
+from neoarray.ids import Z64, checked_id, p64
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import storage_pb2 as spb
@@ -34,6 +40,19 @@ from neoarray.states import ClusterState, NodeState, NodeType
 from neoarray.transport.client import FramedChannel
 from neoarray.transport.client import Stub as framed_stub
 
+from .cluster import (
+    BROADCAST,
+    IDENTIFYING_TYPES,
+    TRY_START,
+    VIEW_NODE_TYPES,
+    ClusterCore,
+    DropChannel,
+    Identity,
+    NodeInfo,
+    Pending,
+    Recovered,
+    Settle,
+)
 from .commit import CommitCore, Txn, owner_of
 from .committing import Committing
 from .core import IdAllocator, PartitionTable
@@ -46,11 +65,7 @@ from .truncate import Truncation
 
 log = logging.getLogger("neoarray.master")
 
-NAME_CHARS_MAX = 4096        # address, host and data path of a node
 PENDING_REPORTS_MAX = 10_000  # transactions one heartbeat may report (storage_node: 1,000)
-
-# node types in the view pushed to clients and storage nodes (``cluster_info``)
-VIEW_NODE_TYPES = frozenset({NodeType.STORAGE, NodeType.MASTER})
 
 
 @dataclass
@@ -86,48 +101,6 @@ class Limits:
     subscribers_max: int = 1_000
 
 
-@dataclass
-class NodeInfo:
-    node_id: int
-    type: NodeType
-    address: str = ""
-    host: str = ""
-    state: NodeState = NodeState.UNKNOWN
-    since: float = field(default_factory=time.time)
-    last_seen: float = field(default_factory=time.monotonic)
-    read_only: bool = False
-    data_path: str = ""
-    data_address: str = ""          # storages: their framed data plane (neoarray/transport)
-
-    def set_state(self, state: NodeState) -> None:
-        if state != self.state:
-            self.state, self.since = state, time.time()
-
-
-def _check_identify(req) -> None:
-    """Refuse, before anything is registered, names longer than ``NAME_CHARS_MAX`` and
-    last ids a node cannot hold (they would move the id allocation out of range)."""
-    for what in ("address", "host", "data_path", "data_address"):
-        if len(getattr(req, what)) > NAME_CHARS_MAX:
-            raise RequestRefused(f"identify: {what} longer than {NAME_CHARS_MAX} characters")
-    if req.last_tid and (len(req.last_tid) != 8 or req.last_tid > MAX_TID):
-        raise RequestRefused(f"identify: last_tid 0x{req.last_tid.hex()} is not a tid "
-                             f"(8 bytes, at most 0x{MAX_TID.hex()})")
-    if req.last_oid:
-        checked_id(req.last_oid, "identify: last_oid")
-    if req.type == cpb.STORAGE:     # the master calls them: an address it cannot dial wedges nothing
-        _check_address(req.address, "address")
-        if req.data_address:
-            _check_address(req.data_address, "data_address")
-
-
-def _check_address(address: str, what: str) -> None:
-    """``RequestRefused`` unless ``address`` is ``host:port`` with a port in 1..65535."""
-    if not is_address(address):
-        raise RequestRefused(f"identify: storage {what} {address[:80]!r} is not host:port "
-                             f"(a port from 1 to 65535)")
-
-
 class Master(Committing):
     def __init__(self, path: str, cluster: str, partitions: int, replicas: int,
                  storages_expected: int, limits: Limits | None = None,
@@ -137,16 +110,9 @@ class Master(Committing):
         self.limits = limits or Limits()
         self.state_db = MasterState(path)
         self.lock = threading.RLock()
-        self._load_state(partitions, replicas)
-        self.storages_expected = storages_expected
-        self.cluster_state = ClusterState.RECOVERING
-        self.started_at = time.monotonic()
-        self.last_committed = Z64                 # newest tid acknowledged (published)
+        self.wall_offset_s = time.time() - time.monotonic()   # node states' ``since``: monotonic -> wall
+        self._load_state(partitions, replicas, storages_expected)
         self.commits_finished = 0                 # acknowledged since start (metrics)
-        # transactions being committed and the decisions about them (master/commit.py)
-        self.commits = CommitCore(self.first_node_id, self.limits.pending_timeout_s,
-                                  self.limits.finished_remembered_max, self.limits.dead_remembered_max)
-        self.catchup = CatchUp()                  # OUT_OF_DATE cells: what they must copy
         self.subscribers: dict[int, queue.Queue] = {}
         self.channels: dict[int, tuple] = {}
         self.to_unlock: dict[int, list] = {}
@@ -158,7 +124,7 @@ class Master(Committing):
         self.data_address = ""                    # of its framed data plane, once it listens
 
     # -- durable state ----------------------------------------------------------
-    def _load_state(self, partitions: int, replicas: int) -> None:
+    def _load_state(self, partitions: int, replicas: int, storages_expected: int) -> None:
         st = self.state_db
         name = st.get("cluster")
         if name is None:
@@ -167,41 +133,74 @@ class Master(Committing):
             raise RequestRefused(f"this master's data belongs to cluster {name!r}, not {self.cluster!r}")
         self.partitions = st.get("partitions")
         self.epoch = st.get("epoch", 1)           # master generation (master/standby.py)
-        self.first_node_id = st.get("next_node_id", 1)    # lower ids: sessions of earlier masters
+        first_node_id = st.get("next_node_id", 1)    # lower ids: sessions of earlier masters
         doc = st.get("pt")
-        self.pt = PartitionTable.from_doc(doc) if doc else PartitionTable(self.partitions, st.get("replicas"))
-        self.nodes: dict[int, NodeInfo] = {}
-        for nid, (typ, address, host) in st.get("nodes", {}).items():
-            typ = NodeType(typ)
-            self.nodes[int(nid)] = NodeInfo(int(nid), typ, address, host,
-                                            NodeState.DOWN if typ == NodeType.STORAGE else NodeState.UNKNOWN)
+        pt = PartitionTable.from_doc(doc) if doc else PartitionTable(self.partitions, st.get("replicas"))
+        self.ids = IdAllocator(self._persist, st.get("oid_reserved", 0), st.get("oid_reserved", 0),
+                               st.get("tid_reserved", Z64), st.get("tid_reserved", Z64))
+        # transactions being committed and the decisions about them (master/commit.py)
+        self.commits = CommitCore(first_node_id, self.limits.pending_timeout_s,
+                                  self.limits.finished_remembered_max, self.limits.dead_remembered_max)
+        self.catchup = CatchUp()                  # OUT_OF_DATE cells: what they must copy
         self.admin = TableAdmin(self)             # neoctl add, tweak, drop, kill, set replicas
+        # nodes, liveness, cluster state, verification (master/cluster.py)
+        self.cluster_core = ClusterCore(
+            pt, st.get("nodes", {}), first_node_id, storages_expected=storages_expected,
+            node_timeout_s=self.limits.node_timeout_s, nodes_max=self.limits.nodes_max,
+            now_s=time.monotonic(), persist=self._persist, ids=self.ids, commits=self.commits,
+            catchup=self.catchup, members=self.admin.members)
         self.truncation = Truncation(self)        # neoctl truncate
         self.rates = ReplicationRates(self.state_db, self.lock, self._storage_ids)   # (Committing)
-        self.ids = IdAllocator(self._persist_ids, st.get("oid_reserved", 0), st.get("oid_reserved", 0),
-                               st.get("tid_reserved", Z64), st.get("tid_reserved", Z64))
 
-    def _persist_ids(self, **values) -> None:
+    def _persist(self, **values) -> None:
         self.state_db.put(**values)
 
     def _persist_pt(self) -> None:
-        self.state_db.put(pt=self.pt.to_doc())
+        self.cluster_core.persist_table()
 
     def _persist_nodes(self) -> None:
-        storages = {str(n.node_id): [n.type, n.address, n.host]
-                    for n in self.nodes.values() if n.type == NodeType.STORAGE}
-        self.state_db.put(nodes=storages)
+        self.cluster_core.persist_nodes()
 
     def _new_node_id(self) -> int:
-        nid = self.state_db.get("next_node_id", 1)
-        while nid in self.nodes:
-            nid += 1
-        self.state_db.put(next_node_id=nid + 1)
-        return nid
+        return self.cluster_core.new_node_id()
+
+    # -- the cluster core's state ---------------------------------------------------
+    @property
+    def nodes(self) -> dict[int, NodeInfo]:
+        return self.cluster_core.nodes
+
+    @property
+    def pt(self) -> PartitionTable:
+        return self.cluster_core.pt
+
+    @property
+    def cluster_state(self) -> ClusterState:
+        return self.cluster_core.cluster_state
+
+    @property
+    def last_committed(self) -> bytes:
+        """The newest tid acknowledged (published)."""
+        return self.cluster_core.last_committed
+
+    @last_committed.setter
+    def last_committed(self, tid: bytes) -> None:
+        self.cluster_core.last_committed = tid
+
+    def _cluster_actions(self, actions) -> bool:
+        """Carry out the cluster core's actions (under ``self.lock``); whether to
+        broadcast the cluster view once the lock is released."""
+        for action in actions:
+            if isinstance(action, DropChannel):
+                self._drop_channel(action.node_id)
+            elif isinstance(action, Settle):
+                self._settle_unreported(action.node_id)
+            elif action == TRY_START:
+                self.pool.submit(self.try_start)
+        return BROADCAST in actions
 
     # -- views ------------------------------------------------------------------
     def running_storages(self) -> set[int]:
-        return {n.node_id for n in self.nodes.values() if n.type == NodeType.STORAGE and n.state == NodeState.RUNNING}
+        return self.cluster_core.running_storages()
 
     def cluster_info(self) -> cpb.ClusterInfo:
         """The view clients and storage nodes work from: the state, the partition table,
@@ -220,59 +219,24 @@ class Master(Committing):
             cpb.PartitionRow(cells=[cpb.Cell(node_id=n, state=CELL_TO_PB[s]) for n, s in sorted(row.items())])
             for row in self.pt.rows])
 
-    @staticmethod
-    def node_pb(n: NodeInfo) -> cpb.Node:
+    def node_pb(self, n: NodeInfo) -> cpb.Node:
         return cpb.Node(node_id=n.node_id, type=NODE_TYPE_TO_PB[n.type], address=n.address,
-                        state=NODE_STATE_TO_PB[n.state], host=n.host, state_since=n.since, data_path=n.data_path,
-                        data_address=n.data_address)
+                        state=NODE_STATE_TO_PB[n.state], host=n.host, state_since=n.since + self.wall_offset_s,
+                        data_path=n.data_path, data_address=n.data_address)
 
     # -- nodes ------------------------------------------------------------------
     def identify(self, req) -> int:
         typ = NODE_TYPE_FROM_PB.get(req.type)
-        if typ not in (NodeType.STORAGE, NodeType.CLIENT, NodeType.ADMIN):
+        if typ not in IDENTIFYING_TYPES:
             raise RequestRefused(f"unknown node type {req.type}")
-        _check_identify(req)
+        who = Identity(typ, req.node_id, req.address, req.host, req.read_only, req.data_path,
+                       req.data_address, req.last_oid, req.last_tid)
         with self.lock:
-            if self.cluster_state == ClusterState.STOPPING:
-                raise ClusterUnavailable("cluster is stopping")
-            nid = req.node_id
-            known = self.nodes.get(nid)
-            if known is None or known.type != typ:
-                if typ == NodeType.STORAGE and nid:
-                    raise RequestRefused(f"storage node {nid} is not known to this cluster "
-                                         f"(its data belongs elsewhere?)")
-                if len(self.nodes) >= self.limits.nodes_max:
-                    raise LimitExceeded(f"{len(self.nodes)} nodes known, nodes_max={self.limits.nodes_max}: "
-                                        f"a new {typ.lower()} is refused")
-                nid = self._new_node_id()
-                known = self.nodes[nid] = NodeInfo(nid, typ)
-            known.address, known.host, known.read_only = req.address, req.host, req.read_only
-            known.data_path, known.data_address = req.data_path, req.data_address
-            known.last_seen = time.monotonic()
-            if typ == NodeType.STORAGE:
-                self._storage_joined(known, req)
-            else:
-                known.set_state(NodeState.RUNNING)
-        if typ in VIEW_NODE_TYPES:      # a client or admin connection changes no one's view
+            nid, actions = self.cluster_core.identify(who, time.monotonic())
+            broadcast = self._cluster_actions(actions)
+        if broadcast:
             self.broadcast_cluster()
         return nid
-
-    def _storage_joined(self, node: NodeInfo, req) -> None:
-        self._drop_channel(node.node_id)
-        self.ids.raise_to(u64(req.last_oid or Z64), req.last_tid or Z64)
-        in_pt = node.node_id in self.admin.members()
-        node.set_state(NodeState.RUNNING if in_pt or not self.pt.rows else NodeState.PENDING)
-        self._persist_nodes()
-        log.info("storage node S%d at %s is %s", node.node_id, node.address, node.state)
-        if self.cluster_state == ClusterState.RUNNING and in_pt:
-            if self.catchup.node_returned(self.pt, node.node_id, self.last_committed):
-                self._persist_pt()
-                log.info("S%d is back with OUT_OF_DATE cells: they copy up to tid 0x%s (ptid %d)",
-                         node.node_id, self.last_committed.hex(), self.pt.ptid)
-            self.commits.reported.discard(node.node_id)     # what it holds now is told again
-            self._settle_unreported(node.node_id)
-        else:
-            self.pool.submit(self.try_start)
 
     def storage_stub(self, nid: int):
         """The stub of storage ``nid``: over its framed data plane (lock and unlock
@@ -298,109 +262,61 @@ class Master(Committing):
 
     def heartbeat(self, nid: int) -> bool:
         with self.lock:
-            node = self.nodes.get(nid)
-            if node is None or node.state == NodeState.DOWN:
-                return False
-            node.last_seen = time.monotonic()
-            return True
+            return self.cluster_core.heartbeat(nid, time.monotonic())
 
     def monitor(self) -> None:
         """Mark storages silent for ``node_timeout_s`` DOWN; retry starting while RECOVERING."""
         while not self.stopped.wait(0.5):
             if self.cluster_state == ClusterState.RECOVERING:
                 self.try_start()
-            now = time.monotonic()
             with self.lock:
-                silent = [n.node_id for n in self.nodes.values()
-                          if n.type == NodeType.STORAGE and n.state in (NodeState.RUNNING, NodeState.PENDING)
-                          and now - n.last_seen > self.limits.node_timeout_s]
+                silent = self.cluster_core.silent(time.monotonic())
             for nid in silent:
                 self.storage_lost(nid, "no heartbeat")
 
     def storage_lost(self, nid: int, why: str) -> None:
         with self.lock:
-            node = self.nodes.get(nid)
-            if node is None or node.state == NodeState.DOWN:
-                return
-            log.warning("storage node S%d lost: %s", nid, why)
-            running = self.running_storages()
-            node.set_state(NodeState.DOWN)
-            if self.cluster_state == ClusterState.RUNNING and self.pt.node_lost(nid, running):
-                self._persist_pt()
-            if self.cluster_state == ClusterState.RUNNING and not self.pt.operational(self.running_storages()):
-                log.warning("partition table not operational: back to RECOVERING")
-                self.cluster_state = ClusterState.RECOVERING
-            self._drop_channel(nid)
-        self.broadcast_cluster()
+            broadcast = self._cluster_actions(self.cluster_core.storage_lost(nid, why, time.monotonic()))
+        if broadcast:
+            self.broadcast_cluster()
 
     # -- cluster state --------------------------------------------------------------
     def try_start(self, force: bool = False) -> None:
         """RECOVERING -> VERIFYING -> RUNNING when the partition table can serve."""
         with self.lock:
-            if self.cluster_state != ClusterState.RECOVERING:
-                return
-            running = self.running_storages()
-            if not self.pt.rows:
-                pending = sorted(n.node_id for n in self.nodes.values()
-                                 if n.type == NodeType.STORAGE and n.state == NodeState.PENDING)
-                ready = sorted(running | set(pending))
-                if not ready or (len(ready) < self.storages_expected and not force):
-                    return
-                self.pt = PartitionTable.create(self.partitions, self.state_db.get("replicas"), ready)
-                for nid in ready:
-                    self.nodes[nid].set_state(NodeState.RUNNING)
-                self._persist_pt()
-                running = self.running_storages()
-            if not self.pt.operational(running):
-                return
-            if (not force and not self.pt.nodes() <= running
-                    and time.monotonic() - self.started_at < self.limits.node_timeout_s):
-                return      # just started: give every member a heartbeat period to come back
-                            # (one that does not is marked out of date when the cluster runs)
-            self.cluster_state = ClusterState.VERIFYING
+            running = self.cluster_core.try_start(time.monotonic(), force)
+        if running is None:
+            return
         try:
             self._verify(running)
         except Exception as exc:
             log.warning("verification failed (%s): staying in RECOVERING", exc)
             with self.lock:
-                self.cluster_state = ClusterState.RECOVERING
+                self.cluster_core.verification_failed()
             return
         with self.lock:
-            if self.cluster_state == ClusterState.VERIFYING:
-                self.cluster_state = ClusterState.RUNNING
-                running = self.running_storages()
-                # members still down (a restarted master reloads every node DOWN, some may
-                # have died before the previous master noticed) miss what is committed from
-                # now on: their cells go OUT_OF_DATE, so they catch up when they return
-                lost = [nid for nid in sorted(self.pt.nodes() - running)
-                        if self.pt.node_lost(nid, running)]
-                returned = [nid for nid in sorted(running)
-                            if self.catchup.node_returned(self.pt, nid, self.last_committed)]
-                if returned or lost:
-                    self._persist_pt()
-                log.info("cluster RUNNING (ptid %d, last tid 0x%s)", self.pt.ptid, self.last_committed.hex())
+            self.cluster_core.verified()
         self.broadcast_cluster()
 
-    def _verify(self, running: set[int]) -> None:
+    def _verify(self, running: list[int]) -> None:
         """Learn last ids and settle what the storages voted or locked under earlier masters."""
-        for nid in sorted(running):
+        for nid in running:
             self.truncation.apply_pending(nid)
-        infos = {nid: wire.call(self.storage_stub(nid).RecoveryInfo, cpb.Empty(),
-                                self.limits.rpc_timeout_s, f"S{nid}") for nid in running}
-        for info in infos.values():
-            self.ids.raise_to(u64(info.last_oid or Z64), info.last_tid or Z64)
-            self.last_committed = max(self.last_committed, info.last_tid or Z64)
-        self._reconcile(infos)
+        infos = {nid: self._recovery_info(nid, f"S{nid}") for nid in running}
         with self.lock:
-            # the reservations also cover ids handed out by the previous run
-            self.ids.tid_reserved = max(self.ids.tid_reserved, self.ids.last_tid)
+            self.cluster_core.recovered(infos)
+        self._reconcile(infos)
+
+    def _recovery_info(self, nid: int, what: str = "") -> Recovered:
+        info = wire.call(self.storage_stub(nid).RecoveryInfo, cpb.Empty(), self.limits.rpc_timeout_s, what)
+        return Recovered(info.last_oid, info.last_tid, tuple((lt.ttid, lt.tid) for lt in info.locked),
+                         tuple(info.voted_ttids))
 
     def _settle_storage(self, nid: int) -> None:
         """A storage came back while RUNNING: settle what it voted or locked meanwhile."""
         def settle():
             self.truncation.apply_pending(nid)
-            info = wire.call(self.storage_stub(nid).RecoveryInfo, cpb.Empty(), self.limits.rpc_timeout_s)
-            self._reconcile({nid: info})
+            self._reconcile({nid: self._recovery_info(nid)})
         try:
             self._until_done(nid, settle, f"settle S{nid}")
         finally:
@@ -441,58 +357,21 @@ class Master(Committing):
             delay_s = min(delay_s * 2, self.limits.cleanup_retry_delay_max_s)
         return False
 
-    def _reconcile(self, infos: dict) -> None:
-        """Settle what storage nodes hold (their ``RecoveryInfo`` replies, by node),
-        by the rules of ``master/commit.py``: a transaction some node locked was
-        committed, and every node that only voted it locks it too; a transaction being
-        finished learns which of its voters hold it; the vote of a dead transaction is
-        aborted; a vote whose client may still finish it stays.  Locked-transaction
-        records are forgotten (Unlock) once every node of the table has reported."""
-        core = self.commits
+    def _reconcile(self, infos: dict[int, Recovered]) -> None:
+        """Settle what storage nodes hold (their ``RecoveryInfo``, by node): the orders
+        ``ClusterCore.reconcile`` decides, then the Unlock orders and the commit queue."""
         with self.lock:
-            for nid, info in infos.items():
-                core.reported.add(nid)
-                for lt in info.locked:
-                    if core.finishing(lt.ttid) is None:
-                        core.remember(lt.ttid, lt.tid)          # committed by an earlier master
-                        self.last_committed = max(self.last_committed, lt.tid)
-            everyone = core.everyone_reported(self.pt)
-            locks, aborts = [], []                              # (node, ttid, tid)
-            for nid, info in infos.items():
-                locked = {lt.ttid for lt in info.locked}
-                for txn in core.queue:
-                    if txn.lock_answered and nid in txn.storages and txn.ttid not in info.voted_ttids:
-                        core.node_reported(txn, nid, txn.ttid in locked)
-                for ttid in info.voted_ttids:
-                    txn = core.finishing(ttid)
-                    if txn is not None:
-                        if not txn.lock_answered:
-                            continue                            # its Lock orders are on their way
-                        if txn.decided:
-                            locks.append((nid, ttid, txn.tid))
-                        else:
-                            core.node_reported(txn, nid, locked=False)
-                        continue
-                    owner = owner_of(ttid)
-                    verdict = core.verdict(ttid, owner, True, 0.0, self.live_session(owner), everyone)
-                    if verdict is not None:
-                        (locks if verdict[1] else aborts).append((nid, ttid, verdict[1]))
-        for nid, ttid, tid in locks:
+            done = self.cluster_core.reconcile(infos, self.live_session)
+        for nid, ttid, tid in done.locks:
             wire.call(self.storage_stub(nid).Lock, spb.LockRequest(ttid=ttid, tid=tid), self.limits.rpc_timeout_s)
             with self.lock:
-                txn = core.finishing(ttid)
-                if txn is not None:
-                    core.node_reported(txn, nid, locked=True)
-        for nid, ttid, _ in aborts:
+                self.cluster_core.lock_done(nid, ttid)
+        for nid, ttid, _ in done.aborts:
             wire.call(self.storage_stub(nid).AbortTransaction,
                       spb.AbortTransactionRequest(ttid=ttid), self.limits.rpc_timeout_s)
         with self.lock:
-            if everyone:        # committed by an earlier master: locked records may go
-                done = {lt.ttid for info in infos.values() for lt in info.locked}
-                done.update(ttid for _, ttid, _ in locks)
-                done = [t for t in done if core.finishing(t) is None]
-                for nid in self.running_storages():
-                    self.to_unlock.setdefault(nid, []).extend(done)
+            for nid, ttids in self.cluster_core.reconciled(infos, done).items():
+                self.to_unlock.setdefault(nid, []).extend(ttids)
             self._settle_queue()
 
     def set_cluster_state(self, state: ClusterState) -> ClusterState:
@@ -506,9 +385,7 @@ class Master(Committing):
 
     def stop_cluster(self) -> None:
         with self.lock:
-            self.cluster_state = ClusterState.STOPPING
-            storages = [n.node_id for n in self.nodes.values()
-                        if n.type == NodeType.STORAGE and n.state != NodeState.DOWN]
+            storages = self.cluster_core.stop()
         self.broadcast_cluster()
         for nid in storages:
             try:
@@ -520,10 +397,7 @@ class Master(Committing):
 
     # -- transactions ---------------------------------------------------------------
     def require_running(self) -> None:
-        if self.cluster_state != ClusterState.RUNNING:
-            raise ClusterUnavailable(f"cluster is {self.cluster_state}, not RUNNING")
-        if self.truncation.truncating:
-            raise ClusterUnavailable("the cluster is being truncated (neoctl truncate): retry")
+        self.cluster_core.require_running(self.truncation.truncating)
 
     def new_oids(self, count: int) -> list[bytes]:
         if count > self.limits.oids_per_request_max:
@@ -600,26 +474,16 @@ class Master(Committing):
             raise LimitExceeded(f"{len(pending)} pending transactions reported, at most {PENDING_REPORTS_MAX}")
         for p in pending:
             checked_id(p.ttid, "pending ttid")
-        out = []
+        pending = [Pending(p.ttid, p.node_id, p.voted, p.age_s) for p in pending]
         with self.lock:
-            core = self.commits
-            if self.cluster_state != ClusterState.RUNNING:
-                return out
-            if nid not in core.reported:
+            verdicts, settle = self.cluster_core.pending_verdicts(nid, pending, self.live_session)
+            if settle:
                 self._settle_unreported(nid)
-                return out
-            everyone = core.everyone_reported(self.pt)
-            for p in pending:
-                owner = p.node_id or owner_of(p.ttid)
-                verdict = core.verdict(p.ttid, owner, p.voted, p.age_s, self.live_session(owner), everyone)
-                if verdict is not None:
-                    out.append(mpb.PendingVerdict(ttid=p.ttid, lock_tid=verdict[1] or b""))
-            if out:
+            if verdicts:
                 self._settle_queue()        # a restore found dead no longer holds back later commits
-        for v in out:
-            log.info("S%d: %s of 0x%s held by a dead transaction", nid,
-                     "lock" if v.lock_tid else "abort", v.ttid.hex())
-        return out
+        for ttid, lock_tid in verdicts:
+            log.info("S%d: %s of 0x%s held by a dead transaction", nid, "lock" if lock_tid else "abort", ttid.hex())
+        return [mpb.PendingVerdict(ttid=ttid, lock_tid=lock_tid or b"") for ttid, lock_tid in verdicts]
 
     def push_table(self, node_ids) -> None:
         """Tell nodes given new cells before clients route stores to them
@@ -673,8 +537,7 @@ class Master(Committing):
             if nid not in self.nodes:
                 raise RequestRefused(f"node {nid} must identify before subscribing")
             if nid not in self.subscribers and len(self.subscribers) >= self.limits.subscribers_max:
-                if self.nodes[nid].type != NodeType.STORAGE:
-                    del self.nodes[nid]
+                self.cluster_core.session_ended(nid)     # a client or admin connection is forgotten
                 raise LimitExceeded(f"{len(self.subscribers)} clients hold an event stream, "
                                     f"subscribers_max={self.limits.subscribers_max}: node {nid} is refused")
             old = self.subscribers.pop(nid, None)
@@ -688,10 +551,7 @@ class Master(Committing):
             if self.subscribers.get(nid) is not q:
                 return
             del self.subscribers[nid]
-            node = self.nodes.get(nid)
-            in_view = node is not None and node.type in VIEW_NODE_TYPES
-            if node is not None and node.type != NodeType.STORAGE:
-                del self.nodes[nid]
+            in_view = self.cluster_core.session_ended(nid)
             keep = self.commits.session_ended(nid)
             storages = self.running_storages()
             self._settle_queue()            # commits may have waited for a restore of the session

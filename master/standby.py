@@ -51,16 +51,13 @@ import msgpack
 
 from neoarray import wire
 from neoarray.errors import ClusterUnavailable, LimitExceeded, NeoError, RequestRefused
-from neoarray.ids import p64, u64
 from neoarray.masters import MASTERS_MAX, is_address, parse_masters  # noqa: F401  (parse_masters: __main__)
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import standby_pb2 as pb
 from neoarray.proto import standby_pb2_grpc as rpc
-from neoarray.states import NodeState, NodeType
+from neoarray.states import NodeState
 
-from .commit import NODE_ID_RESERVE
-from .core import OID_RESERVE, TID_RESERVE
-from .node import NodeInfo
+from .cluster import must_take_over, take_over
 from .state import MasterState
 
 log = logging.getLogger("neoarray.master.standby")
@@ -254,16 +251,12 @@ class StatePublisher(rpc.StandbyServicer):
     def _show(self, address: str, node_id: int, state: NodeState) -> None:
         """A standby appears (or goes) in the master's node list, type MASTER."""
         with self.m.lock:
-            node = next((n for n in self.m.nodes.values() if n.type == NodeType.MASTER and n.address == address), None)
-            if node is None:
-                if state == NodeState.DOWN:
-                    return
-                nid = self.m._new_node_id()
-                node = self.m.nodes[nid] = NodeInfo(nid, NodeType.MASTER, address, address.rpartition(":")[0])
-            node.set_state(state)
+            nid = self.m.cluster_core.show_master(address, state, time.monotonic())
+            if nid is None:
+                return
             with self.cond:
                 if address in self.followers:
-                    self.followers[address].node_id = node.node_id
+                    self.followers[address].node_id = nid
         self.m.broadcast_cluster()
 
 
@@ -373,10 +366,9 @@ class StandbyFollower:
         return True
 
     def _must_take_over(self) -> bool:
-        if self.state.get("cluster") is None:
-            return False         # never followed a primary: nothing to take over with
-        silent_s = time.monotonic() - self.last_contact
-        if silent_s < self.node_timeout_s + random.uniform(0, 0.5):
+        followed = self.state.get("cluster") is not None    # else nothing to take over with
+        if not must_take_over(followed, time.monotonic() - self.last_contact, self.node_timeout_s,
+                              random.uniform(0, 0.5)):
             return False
         return not find_primary(self.peers, self.cluster, self.rpc_timeout_s, higher_than=self.epoch() - 1,
                                 tls=self.tls)[0]
@@ -387,12 +379,10 @@ class StandbyFollower:
         a session id handed out twice would let a client finish another's transaction
         (``master/commit.py``).  Returns the new epoch (``Master`` then opens the
         directory)."""
-        epoch = max(self.epoch(), 1) + 1
-        oid_reserved = self.state.get("oid_reserved", 0) + OID_RESERVE
-        tid_reserved = p64(u64(self.state.get("tid_reserved", bytes(8))) + TID_RESERVE)
-        next_node_id = self.state.get("next_node_id", 1) + NODE_ID_RESERVE
-        self.state.put(epoch=epoch, oid_reserved=oid_reserved, tid_reserved=tid_reserved,
-                       next_node_id=next_node_id)
+        values = take_over(self.epoch(), self.state.get("oid_reserved", 0),
+                           self.state.get("tid_reserved", bytes(8)), self.state.get("next_node_id", 1))
+        epoch = values["epoch"]
+        self.state.put(**values)
         self.closed_epoch = epoch
         self.state.close()
         log.warning("the primary master %s has been unreachable for %.1f s: taking over with epoch %d",

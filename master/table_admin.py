@@ -76,7 +76,7 @@ class TableAdmin:
             self.added_members |= set(node_ids)
             self._persist_members()
             for nid in node_ids:
-                self.m.nodes[nid].set_state(NodeState.RUNNING)
+                self.m.nodes[nid].set_state(NodeState.RUNNING, time.monotonic())
                 log.info("storage node S%d added to the cluster", nid)
         if node_ids:
             self.m.broadcast_cluster()
@@ -192,7 +192,7 @@ class TableAdmin:
         self.added_members.discard(nid)
         self._persist_members()
         if node.state == NodeState.RUNNING:
-            node.set_state(NodeState.PENDING)
+            node.set_state(NodeState.PENDING, time.monotonic())
         elif node.state == NodeState.DOWN:
             del self.m.nodes[nid]
             self.m._drop_channel(nid)

@@ -41,7 +41,7 @@ def test_retries_are_bounded(tmp_path):
 
 def test_no_retry_once_the_node_is_lost(tmp_path):
     master, calls = _master(tmp_path), []
-    lose = (2, lambda: master.nodes[1].set_state(NodeState.DOWN))
+    lose = (2, lambda: master.nodes[1].set_state(NodeState.DOWN, 0.0))
     assert master._until_done(1, _failing(100, calls, then=lose), "settle S1") is False
     assert len(calls) == 2     # it returns settles again when it identifies
 
