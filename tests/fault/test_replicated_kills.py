@@ -6,7 +6,9 @@ workload: each transaction of client ``c`` sets its counter to ``i``, appends ``
 its log and increments a counter shared by both clients (so they conflict), so the
 final values are predictable.  Meanwhile, at moments drawn from a seeded RNG, a storage
 node, the master, or a storage node and then the master while it is down, is killed
-with SIGKILL, left down a random short time and restarted.  At most one storage node is
+with SIGKILL, left down a random short time and restarted; a master kill may be aimed
+at a client's vote or ``tpc_finish``, or repeated while the restarted master recovers
+(``moments.py``).  At most one storage node is
 down at a time, and a storage node is killed only once every cell is UP_TO_DATE again,
 so the last readable copy of a partition is never killed.
 
@@ -33,6 +35,8 @@ from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
 from neoarray.cluster import LocalCluster
 from neoarray.ids import Z64
 from tests.cluster_helpers import neoctl, storage_ids, wait_cells, wait_settled
+
+from .moments import Tally, aim_at_phase, master_moment, wait_for_state
 
 FAULTS = int(os.environ.get("NEOARRAY_FAULTS", "3"))
 CLIENTS = 2
@@ -63,6 +67,7 @@ class Client:
         self.unknown_committed = 0
         self.unsettled: list[dict] = []      # pickles of attempts of item done+1 with an unknown outcome
         self.failure: BaseException | None = None
+        self.phase = "idle"          # "vote", "finish": in that call (where master kills are aimed)
 
     def run(self) -> None:
         try:
@@ -101,10 +106,12 @@ class Client:
             self.storage.tpc_begin(t)
             for oid, data in pickles.items():
                 self.storage.store(oid, state[oid][1], data, "", t)
+            self.phase = "vote"
             self.storage.tpc_vote(t)
-            finishing = True
+            finishing, self.phase = True, "finish"
             tid = self.storage.tpc_finish(t)
         except Exception as exc:
+            self.phase = "idle"
             self.storage.tpc_abort(t)
             if isinstance(exc, ConflictError):
                 self.conflicts += 1
@@ -116,6 +123,7 @@ class Client:
                 self.errors += 1
                 time.sleep(0.05)
             return self._settle(i)
+        self.phase = "idle"
         self._acked(i, pickles, tid)
         self.commits += 1
         return {oid: (values[oid], tid) for oid in values}
@@ -159,25 +167,27 @@ class Client:
 
 
 class Faults:
-    """Draws and injects the faults; ``log`` lists what was done, for the report."""
+    """Draws and injects the faults; ``log`` lists what was done, for the report, and
+    ``tally`` counts the kills.  Three faults in four kill the master: at a random
+    moment, while a client waits for its vote or ``tpc_finish``, or (``recovery``)
+    again soon after its restart, before it is RUNNING; or while a storage is down."""
 
-    def __init__(self, cluster, rng: random.Random):
-        self.cluster, self.rng = cluster, rng
+    def __init__(self, cluster, rng: random.Random, clients=()):
+        self.cluster, self.rng, self.clients = cluster, rng, list(clients)
         self.ids = storage_ids(cluster)
         self.log: list[str] = []
+        self.tally = Tally()
 
     def inject(self) -> None:
-        kind = self.rng.choice(["master", "storage", "storage", "storage+master"])
+        kind = self.rng.choice(["master", "master", "storage", "storage+master"])
         index = self.rng.randrange(self.cluster.storages)
         down_s = round(self.rng.uniform(0.0, 3.5), 2)      # node_timeout_s=2: may go OUT_OF_DATE
         if kind == "master":
-            self.log.append(f"master down {down_s}s")
-            self.cluster.kill_master()
-            time.sleep(down_s)
-            self.cluster.start_master()
+            self._master(master_moment(self.rng), down_s)
         else:
             wait_settled(self.cluster)        # never kill the last readable copy
             self.cluster.kill_storage(index)
+            self.tally.killed("storage")
             if kind == "storage":
                 self.log.append(f"{self.cluster.storage_name(index)} down {down_s}s")
                 time.sleep(down_s)
@@ -191,11 +201,35 @@ class Faults:
                 wait_cells(self.cluster, self.ids[index], "O" * PARTITIONS)
                 time.sleep(before_s)
                 self.cluster.kill_master()
+                self.tally.killed("master", "storage down")
                 time.sleep(master_s)
                 self.cluster.start_master()
                 time.sleep(down_s)
             self.cluster.start_storage(index)
         self.cluster.wait_state("RUNNING", 60)
+
+    def _master(self, moment: str, down_s: float) -> None:
+        if moment in ("vote", "finish") and self.clients:
+            client = self.rng.choice(self.clients)
+            seen = aim_at_phase(lambda: client.phase, moment)
+            moment = moment if seen == moment else f"{moment} missed"
+        self.cluster.kill_master()
+        self.tally.killed("master", "any" if moment == "recovery" else moment)
+        time.sleep(down_s)
+        self.cluster.start_master()
+        if moment == "recovery":
+            admin = self.cluster.admin()
+            try:
+                state = wait_for_state(admin, self.rng)
+            finally:
+                admin.close()
+            self.cluster.kill_master()
+            self.tally.killed("master", f"restarted, {state}")
+            again_s = round(self.rng.uniform(0.0, 1.0), 2)
+            time.sleep(again_s)
+            self.cluster.start_master()
+            moment = f"recovery: killed again when {state}, back after {again_s}s"
+        self.log.append(f"master at {moment}, down {down_s}s")
 
 
 def stop_clients(stop: threading.Event, threads, clients) -> None:
@@ -251,7 +285,7 @@ def test_replicated_random_kills_lose_nothing_and_replicas_agree(tmp_path):
         threads = [threading.Thread(target=c.run, daemon=True) for c in clients]
         for th in threads:
             th.start()
-        faults = Faults(cluster, rng)
+        faults = Faults(cluster, rng, clients)
         started = time.monotonic()
         for n in range(FAULTS):
             time.sleep(rng.uniform(0.2, 1.0))
@@ -290,6 +324,7 @@ def test_replicated_random_kills_lose_nothing_and_replicas_agree(tmp_path):
             cluster.start_storage(index)
             wait_settled(cluster)
         print(f"faults injected: {faults.log}")
+        print(faults.tally.line(sum(c.commits for c in clients)))
     finally:
         for s in storages:
             s.close()

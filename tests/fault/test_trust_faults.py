@@ -8,7 +8,9 @@ three objects in different partitions, and conflicts between the clients) while 
 reader reads them over and over.  At moments drawn from a seeded RNG one fault:
 
 - ``storage``: a storage node killed, back after 0.1-3 s;
-- ``master``: the primary killed, back after 0.1-1.5 s (before the standby takes over);
+- ``master``: the primary killed, back after 0.1-1.5 s (before the standby takes over),
+  at a random moment, while a client waits for its vote or ``tpc_finish``, or twice,
+  the second time while it recovers (``moments.py``);
 - ``storage+master``: a storage node killed, then the primary within a second;
 - ``takeover``: the primary killed and kept down until the standby took over, then
   restarted (it becomes the new primary's standby).
@@ -24,6 +26,7 @@ transaction complete.
 Prints its seed, and each fault; ``NEOARRAY_SEED=<seed>`` replays the schedule and
 ``NEOARRAY_FAULTS=<n>`` sets how many faults (4 by default: one of each kind).
 """
+import json
 import os
 import random
 import threading
@@ -34,12 +37,14 @@ from ZODB.Connection import TransactionMetaData
 from ZODB.tests.MinPO import MinPO
 from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
 
+from neoarray.admin import AdminClient
 from neoarray.client import NeoStorage
 from neoarray.ids import Z64, p64, u64
 from neoarray.proto import standby_pb2
 from neoarray.proto_states import CELL_LETTERS
 
 from .hand_cluster import HandCluster
+from .moments import Tally, aim_at_phase, master_moment, wait_for_state
 from .test_replicated_kills import Client, check_acked, check_current, stop_clients
 
 FAULTS = int(os.environ.get("NEOARRAY_FAULTS", "4"))
@@ -79,12 +84,12 @@ class Reader:
 
 
 class Schedule:
-    """Draws and injects the faults; ``log`` lists them, ``kills`` counts SIGKILLs."""
+    """Draws and injects the faults; ``log`` lists them, ``tally`` counts the kills."""
 
-    def __init__(self, cluster: HandCluster, rng: random.Random):
-        self.cluster, self.rng = cluster, rng
+    def __init__(self, cluster: HandCluster, rng: random.Random, clients=()):
+        self.cluster, self.rng, self.clients = cluster, rng, list(clients)
         self.log: list[str] = []
-        self.kills = 0
+        self.tally = Tally()
 
     def inject(self, kind: str) -> None:
         c = self.cluster
@@ -97,11 +102,11 @@ class Schedule:
             wait_all_up_to_date(c)
             victim = f"storage-{self.rng.randrange(c.storages)}"
             c.kill(victim)
-            self.kills += 1
+            self.tally.killed("storage")
             if kind == "storage+master":
                 before_s = round(self.rng.uniform(0.0, 1.0), 2)
                 time.sleep(before_s)
-                self._bounce(primary, round(self.rng.uniform(0.1, 1.5), 2))
+                self._bounce(primary, round(self.rng.uniform(0.1, 1.5), 2), "storage down")
                 self.log[-1] = f"{victim} killed, {before_s}s later {self.log[-1]}"
             else:
                 down_s = round(self.rng.uniform(0.1, 3.0), 2)
@@ -109,24 +114,40 @@ class Schedule:
                 self.log.append(f"{victim} killed, back after {down_s}s")
             c.start(victim)
         elif kind == "master":
-            self._bounce(primary, round(self.rng.uniform(0.1, 1.5), 2))
+            self._bounce(primary, round(self.rng.uniform(0.1, 1.5), 2), master_moment(self.rng))
         else:
             standby = next(n for n in c.procs if n.startswith("master-") and n != primary)
             wait_following(c, standby)
             c.kill(primary)
-            self.kills += 1
+            self.tally.killed("master", "takeover")
             started = time.monotonic()
             new = c.wait_primary(60)
             self.log.append(f"{primary} killed, {new} took over after {time.monotonic() - started:.1f}s")
             time.sleep(round(self.rng.uniform(0.0, 1.0), 2))
             c.start(primary)
 
-    def _bounce(self, name: str, down_s: float) -> None:
+    def _bounce(self, name: str, down_s: float, moment: str) -> None:
+        """Kill master ``name`` at ``moment`` (``vote``, ``finish``: while a client waits
+        for it; ``recovery``: once, and again before it is RUNNING), restart it."""
+        if moment in ("vote", "finish") and self.clients:
+            client = self.rng.choice(self.clients)
+            seen = aim_at_phase(lambda: client.phase, moment)
+            moment = moment if seen == moment else f"{moment} missed"
         self.cluster.kill(name)
-        self.kills += 1
+        self.tally.killed("master", "any" if moment == "recovery" else moment)
         time.sleep(down_s)
         self.cluster.start(name)
-        self.log.append(f"{name} (primary) killed, back after {down_s}s")
+        if moment == "recovery":
+            admin = AdminClient(self.cluster.master_addresses[int(name.split("-")[1])], self.cluster.cluster)
+            try:
+                state = wait_for_state(admin, self.rng)
+            finally:
+                admin.close()
+            self.cluster.kill(name)
+            self.tally.killed("master", f"restarted, {state}")
+            self.cluster.start(name)
+            moment = f"recovery, killed again when {state}"
+        self.log.append(f"{name} (primary) killed at {moment}, back after {down_s}s")
 
 
 def wait_following(cluster: HandCluster, name: str, timeout_s: float = 60.0) -> None:
@@ -216,7 +237,7 @@ def test_random_kills_of_masters_and_storages_run_by_hand(tmp_path):
         threads = [threading.Thread(target=w.run, daemon=True) for w in (*clients, reader)]
         for th in threads:
             th.start()
-        schedule = Schedule(cluster, rng)
+        schedule = Schedule(cluster, rng, clients)
         kinds = [KINDS[n % len(KINDS)] if n < len(KINDS) else rng.choice(KINDS) for n in range(FAULTS)]
         rng.shuffle(kinds)
         started = time.monotonic()
@@ -230,7 +251,7 @@ def test_random_kills_of_masters_and_storages_run_by_hand(tmp_path):
         wait_all_up_to_date(cluster)
         time.sleep(0.5)
         stop_clients(stop, threads, clients)
-        print(f"kills={schedule.kills} reader reads={reader.reads}")
+        print(f"reader reads={reader.reads}")
         assert reader.failure is None, reader.failure
         for c in clients:
             c.settle_last()
@@ -243,6 +264,9 @@ def test_random_kills_of_masters_and_storages_run_by_hand(tmp_path):
             fresh.close()
         report = cluster.neoctl("--json", "check")
         assert report.returncode == 0, report.stdout + report.stderr
+        summary = json.loads(report.stdout)
+        assert summary["ok"] is True and summary["problems"] == 0, summary
+        print(schedule.tally.line(sum(c.commits for c in clients)))
     finally:
         stop.set()
         for th in threads:
