@@ -2,7 +2,8 @@
 
 Checks the cluster core's promise: every transaction that ``tpc_finish`` acknowledged
 is still there, with its data, after every node restarted; and no tid goes backwards;
-with replicas, ``neoctl check`` finds every copy identical.  Most faults kill the
+with replicas, ``neoctl check`` finds every copy identical; and no ``tpc_finish``
+that raised ``NotCommitted`` committed after all.  Most faults kill the
 master, some aimed at the client's vote or ``tpc_finish`` or at a restarted master's
 recovery (``moments.py``); the test ends with a line counting the kills.
 The test prints its seed; ``NEOARRAY_SEED=<seed>`` replays it and
@@ -21,7 +22,7 @@ from ZODB.tests.MinPO import MinPO
 from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
 
 from neoarray.cluster import LocalCluster
-from neoarray.errors import NeoError
+from neoarray.errors import NeoError, NotCommitted
 from neoarray.ids import Z64
 from tests.cluster_helpers import neoctl, wait_settled
 
@@ -56,6 +57,7 @@ class Workload:
         self.serials = {oid: Z64 for oid in oids}
         self.stop = threading.Event()
         self.failures = 0
+        self.refused: list[tuple[bytes, int]] = []       # (oid, value) of tpc_finish said NotCommitted
         self.errors: collections.Counter = collections.Counter()     # failed attempts by exception
         self.commits = 0
         self.value = 0
@@ -73,6 +75,8 @@ class Workload:
             except (NeoError, Exception) as exc:      # node gone: the commit may or may not have happened
                 self.failures += 1
                 self.errors[type(exc).__name__] += 1
+                if isinstance(exc, NotCommitted):      # a promise, checked at the end
+                    self.refused.append((oid, self.value))
                 time.sleep(0.01)                   # not a busy loop while the cluster recovers
                 self._refresh(oid)
                 continue
@@ -197,7 +201,12 @@ def test_random_kills_lose_no_acknowledged_transaction(tmp_path, storages, repli
         cluster.start()
         check = cluster.open_storage()
         try:
-            tids = {t.tid for t in check.iterator()}
+            tids, written = set(), set()
+            for t in check.iterator():
+                tids.add(t.tid)
+                written.update((r.oid, zodb_unpickle(r.data).value) for r in t)
+            refused = [(oid.hex(), v) for oid, v in work.refused if (oid, v) in written]
+            assert not refused, f"committed after tpc_finish said NotCommitted: {refused} (seed {seed})"
             for oid, (value, tid) in work.acked.items():
                 assert tid in tids, f"acknowledged tid 0x{tid.hex()} lost (seed {seed})"
                 data, serial = check.load(oid)

@@ -14,7 +14,8 @@ so the last readable copy of a partition is never killed.
 
 At the end every node runs, every cell is UP_TO_DATE, and: every transaction that
 ``tpc_finish`` acknowledged reads back (``loadSerial``), the current values are what
-the clients believe (a commit whose outcome was unknown is settled by reading back),
+the clients believe (a commit whose outcome was unknown is settled by reading back;
+one ``tpc_finish`` refused with ``NotCommitted`` must not be there),
 ``neoctl check`` finds every replica identical, and each storage node alone serves
 every current value.
 
@@ -33,6 +34,7 @@ from ZODB.tests.MinPO import MinPO
 from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
 
 from neoarray.cluster import LocalCluster
+from neoarray.errors import NotCommitted
 from neoarray.ids import Z64
 from tests.cluster_helpers import neoctl, storage_ids, wait_cells, wait_settled
 
@@ -64,7 +66,7 @@ class Client:
         self.acked: dict[tuple[bytes, bytes], bytes] = {}    # (oid, tid) -> pickle
         self.done = 0                 # the last i known to be committed
         self.commits = self.conflicts = self.errors = self.unknown = 0
-        self.unknown_committed = 0
+        self.unknown_committed = self.refused = 0
         self.unsettled: list[dict] = []      # pickles of attempts of item done+1 with an unknown outcome
         self.failure: BaseException | None = None
         self.phase = "idle"          # "vote", "finish": in that call (where master kills are aimed)
@@ -116,6 +118,8 @@ class Client:
             if isinstance(exc, ConflictError):
                 self.conflicts += 1
                 time.sleep(random.uniform(0, 0.01))
+            elif finishing and isinstance(exc, NotCommitted):
+                self.refused += 1          # a promise: if it is there after all, _settle fails
             elif finishing:
                 self.unknown += 1
                 self.unsettled.append(pickles)
@@ -151,7 +155,8 @@ class Client:
                     raise _Stopped() from None
                 time.sleep(0.1)
         if value == i:
-            assert written in self.unsettled, f"client {self.index}: item {i} committed by no finished attempt"
+            assert written in self.unsettled, \
+                f"client {self.index}: item {i} committed by no attempt whose outcome was unknown (refused: {self.refused})"
             self.unknown_committed += 1
             self._acked(i, written, serial)
         else:
@@ -240,7 +245,8 @@ def stop_clients(stop: threading.Event, threads, clients) -> None:
     assert not any(th.is_alive() for th in threads), "a client is stuck"
     for c in clients:
         print(f"client {c.index}: done={c.done} commits={c.commits} conflicts={c.conflicts} "
-              f"errors={c.errors} unknown={c.unknown} (committed after all: {c.unknown_committed})")
+              f"errors={c.errors} unknown={c.unknown} (committed after all: {c.unknown_committed}) "
+              f"refused (NotCommitted)={c.refused}")
     assert not any(c.failure for c in clients), [c.failure for c in clients]
 
 
@@ -347,11 +353,12 @@ def test_master_restart_while_storage_down_before_it_was_marked_lost(tmp_path):
         serials = [Z64]
         for value in range(5):
             serials.append(_commit(s, oid, serials[-1], value))
+        generation = s._link.generation
         cluster.kill_storage(1)
         cluster.kill_master()
         cluster.start_master()
         cluster.wait_state("RUNNING", 60)
-        time.sleep(4.0)                      # the client sees the new master
+        wait_reconnected(s, generation)      # the client sees the new master
         for value in range(5, 15):
             serials.append(_commit(s, oid, serials[-1], value))
         s.close()
@@ -367,6 +374,16 @@ def test_master_restart_while_storage_down_before_it_was_marked_lost(tmp_path):
             alone.close()
     finally:
         cluster.stop()
+
+
+def wait_reconnected(storage, generation: int, timeout_s: float = 60.0) -> None:
+    """Until client ``storage`` connected again to a master (after ``generation``)."""
+    link = storage._link
+    deadline = time.monotonic() + timeout_s
+    while link.generation <= generation or not link.connected.is_set():
+        assert time.monotonic() < deadline, f"the client did not reconnect within {timeout_s} s"
+        time.sleep(0.05)
+    link.wait_running(timeout_s)
 
 
 def _commit(storage, oid: bytes, serial: bytes, value) -> bytes:
