@@ -296,6 +296,7 @@ class CommitCore:
             self.mark_dead(ttid)
             return ABORT, None
         if owner >= self.first_node_id or everyone:
+            self.mark_dead(ttid)                               # final_status: not committed
             return ABORT, None                                 # rules 2 and 3
         return None
 
@@ -312,4 +313,6 @@ class CommitCore:
             return None, True
         if ttid in self.begun or owner_live:
             return None, False                                 # not finished yet
-        return None, everyone or owner_of(ttid) >= self.first_node_id
+        # an earlier master's session: not known yet unless its vote was found dead here
+        # (an earlier master may have committed it and had its lock records forgotten)
+        return None, owner_of(ttid) >= self.first_node_id
