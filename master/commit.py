@@ -58,7 +58,10 @@ voter that returns with it locked, or with its vote while another node locked it
 completes it; when every voter has returned and none locked it, it is not committed.
 Finish waits for that (bounded by its time limit); a client whose Finish ended
 without an answer asks ``final_status``: committed (the tid), not committed, or not
-known yet, never a tid for a transaction that is not complete.
+known yet, never a tid for a transaction that is not complete.  "Not committed" only
+for a transaction this master decided dead (or one of its own sessions it never
+saw): an earlier master's transaction it does not know may have been committed, its
+lock records then forgotten (Unlock) before this master started.
 """
 from __future__ import annotations
 
