@@ -37,6 +37,7 @@ from neoarray.transport.client import Stub as framed_stub
 from .commit import CommitCore, Txn, owner_of
 from .committing import Committing
 from .core import IdAllocator, PartitionTable
+from .flow import CommitFlow
 from .fencing import EpochStub
 from .rates import ReplicationRates
 from .replication import CatchUp
@@ -147,6 +148,7 @@ class Master(Committing):
         self.commits = CommitCore(self.first_node_id, self.limits.pending_timeout_s,
                                   self.limits.finished_remembered_max, self.limits.dead_remembered_max)
         self.catchup = CatchUp()                  # OUT_OF_DATE cells: what they must copy
+        self.flow = CommitFlow(self)              # the commit path's decisions (master/flow.py)
         self.subscribers: dict[int, queue.Queue] = {}
         self.channels: dict[int, tuple] = {}
         self.to_unlock: dict[int, list] = {}
