@@ -238,6 +238,16 @@ class CommitCore:
         txn.outcome, txn.error = NOT_COMMITTED, error
         self.mark_dead(txn.ttid)
 
+    def unpublished_on(self, node: int, p: int, partitions: int) -> bool:
+        """A transaction in the queue writes partition ``p`` and ``node`` did not lock
+        it.  A cell of ``node`` in ``p`` that copied up to the last committed tid must
+        not become UP_TO_DATE yet: its copy ended before that transaction, which is
+        published later; if the copies holding it were lost in between, the cell
+        would be the readable copy without it (an acknowledged commit lost).  Once the
+        transaction leaves the queue, the cell copies up to its tid
+        (``CatchUp.committed``)."""
+        return any(node not in t.locked_on and p in written(t, partitions) for t in self.queue)
+
     def incomplete(self, txn: Txn, pt, partitions: int) -> list[int]:
         """Partitions ``txn`` writes with no readable cell that locked it."""
         return sorted(p for p in written(txn, partitions)
@@ -312,4 +322,8 @@ class CommitCore:
             return None, True
         if ttid in self.begun or owner_live:
             return None, False                                 # not finished yet
-        return None, everyone or owner_of(ttid) >= self.first_node_id
+        # a session of this master that ended: what it did not finish is dead (rule 2).
+        # An earlier master's: not known, even when every node reported holding nothing
+        # of it locked (``everyone``): it may have been committed and its locked records
+        # forgotten (Unlock) before that master ended; the data it wrote tells.
+        return None, owner_of(ttid) >= self.first_node_id

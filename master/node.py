@@ -6,6 +6,7 @@ heartbeats DOWN; an unlock thread sends batched ``Unlock`` orders.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -560,7 +561,8 @@ class Master(Committing):
             for d in done:
                 if self.truncation.blocks(nid):
                     break       # not UP_TO_DATE before the truncation reached it
-                if len(d.tid) == 8 and self.catchup.replicated(self.pt, nid, d.partition, d.tid):
+                unpublished = functools.partial(self.commits.unpublished_on, nid, d.partition, self.partitions)
+                if len(d.tid) == 8 and self.catchup.replicated(self.pt, nid, d.partition, d.tid, unpublished):
                     changed = True
                     log.info("S%d caught up partition %d to tid 0x%s: UP_TO_DATE (ptid %d)",
                              nid, d.partition, d.tid.hex(), self.pt.ptid)
