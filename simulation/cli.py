@@ -53,7 +53,8 @@ def _report(seed: int, violations: list[str], steps: int, store: str, shrink: bo
           f"({best.shape}); replay: python scripts/simulate.py --seed {seed} --trace")
     for v in best.violations:
         print(f"    {v}")
-    for line in best.trace[-TRACE_TAIL:]:
+    prefix = [line for line in best.trace if int(line.split()[0]) <= best.steps_max]
+    for line in prefix[-TRACE_TAIL:]:
         print(f"    | {line}")
 
 

@@ -37,12 +37,19 @@ class ClientActor:
         self.up, self.epoch = False, 0
         self.nid = None
         self.seq = 0
+        self.ops_done = 0
         self.finished = False
 
     def start(self) -> None:
         self.up = True
         self.epoch += 1
         self.world.spawn(self.name, self.main())
+
+    def crash(self) -> None:
+        """The client process dies: its session ends with its event stream."""
+        self.up = False
+        self.epoch += 1
+        self.nid = None
 
     def handle(self, kind: str, payload: tuple, src: str):
         raise RequestRefused(f"a client serves no {kind!r}")
@@ -57,7 +64,7 @@ class ClientActor:
 
     def main(self):
         rng = self.world.rng
-        for _ in range(self.ops_max):
+        while self.ops_done < self.ops_max:
             while True:
                 yield from self._session()
                 reply = yield Call("M", "view", (self.nid,), RPC_S)
@@ -66,6 +73,7 @@ class ClientActor:
                 if reply is not None and reply.ok and reply.value[0] == ClusterState.RUNNING:
                     break
                 yield Sleep(0.2)
+            self.ops_done += 1
             yield from self.transaction(reply.value, "counter" if rng.random() < 0.6 else "append")
             yield Sleep(rng.random() * 0.2)
         self.finished = True

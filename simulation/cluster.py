@@ -49,6 +49,19 @@ def storage_lost(m, nid: int) -> None:
         m.cluster_state = ClusterState.RECOVERING
 
 
+def session_ended(m, nid: int) -> None:
+    """Client ``nid``'s event stream closed (``Master.unsubscribe``): what it does
+    not finish is dead, its stores and votes are dropped."""
+    if nid not in m.clients:
+        return
+    m.log(f"session of C{nid} ended")
+    m.clients.discard(nid)
+    keep = m.commits.session_ended(nid)
+    m.carry_out(m.flow.settle())
+    for sid in sorted(m.running_storages()):
+        m.world.send(m.name, f"S{sid}", "abort_node", (nid, keep), 0)
+
+
 def monitor(m) -> None:
     """Storage nodes silent for ``NODE_TIMEOUT_S`` are lost."""
     for nid in sorted(m.running_storages()):

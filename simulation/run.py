@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from neoarray.ids import p64
 from neoarray.states import CellState, ClusterState
 
+from . import cluster
 from .checker import Checker
 from .client import ClientActor
 from .master import MasterActor
 from .storage import StorageActor
 from .world import Faults, World
 
-FAULTS_END_S = 8.0            # no fault starts later
+FAULTS_END_S = 12.0           # no fault starts later
 END_S = 60.0                  # the schedule fails if the cluster has not settled by then
 WATCH_S = 0.5
 COUNTERS = 3
@@ -59,7 +60,7 @@ class Schedule:
         self.master.disk["oid_reserved"] = COUNTERS + 1
         self.storages = {n: parts.storage(w, n, partitions, store, bytes_max) for n in sids}
         self.clients = [parts.client(w, i, self.checker, partitions, self.counters, self.log_oid,
-                                     rng.randint(3, 8)) for i in range(1, rng.randint(1, 3) + 1)]
+                                     rng.randint(3, 12)) for i in range(1, rng.randint(1, 3) + 1)]
         for actor in [self.master, *self.storages.values(), *self.clients]:
             w.actors[actor.name] = actor
         self.shape = (f"{n_storages} storage(s), replicas {replicas}, {partitions} partition(s), "
@@ -72,15 +73,17 @@ class Schedule:
     # -- faults -----------------------------------------------------------------------------
     def plan_faults(self) -> None:
         w, rng = self.world, self.world.rng
-        for _ in range(rng.randint(0, 6)):
+        for _ in range(rng.randint(0, 10)):
             when = rng.random() * FAULTS_END_S
-            kind = rng.choice(["storage", "storage", "master", "network", "network"])
+            kind = rng.choice(["storage", "storage", "master", "network", "network", "client"])
             down_s = 0.2 + rng.random() * 3.0
             if kind == "storage":
                 nid = rng.choice(sorted(self.storages))
                 w.at(when, self.crash, self.storages[nid], down_s)
             elif kind == "master":
                 w.at(when, self.crash, self.master, down_s)
+            elif kind == "client":
+                w.at(when, self.crash, rng.choice(self.clients), down_s)
             else:
                 faults = Faults(drop=rng.random() * 0.3, duplicate=rng.random() * 0.3,
                                 delay_s_max=rng.random() * 0.5)
@@ -90,8 +93,15 @@ class Schedule:
         if not self.faulting or not actor.up:
             return
         self.log(f"crash {actor.name}")
+        session = getattr(actor, "nid", None) if actor in self.clients else None
         actor.crash()
+        if session is not None and self.master.up:      # its event stream closes
+            self.world.at(0.01, self.session_closed, session)
         self.world.at(down_s, self.restart, actor)
+
+    def session_closed(self, nid: int) -> None:
+        if self.master.up:
+            cluster.session_ended(self.master, nid)
 
     def restart(self, actor) -> None:
         if not actor.up:
@@ -117,7 +127,7 @@ class Schedule:
         self.faulting = False
         self.log("faults stop")
         self.world.faults = Faults()
-        for actor in [self.master, *self.storages.values()]:
+        for actor in [self.master, *self.storages.values(), *self.clients]:
             self.restart(actor)
 
     # -- the run ------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def test_a_finish_of_an_ended_session_is_refused_and_its_votes_aborted():
 
 
 def test_a_cell_does_not_catch_up_while_a_commit_it_missed_is_unpublished():
-    """Simulation seed 586: S1 missed T (voted on S2 only) and copied up to the last
+    """Simulation seed 28619 (586 when found): S1 missed T (voted on S2 only) and copied up to the last
     tid before T while T waited in the queue; had S1 become UP_TO_DATE, losing S2
     before T's publication left S1 the readable copy without T."""
     h = host()
@@ -56,7 +56,9 @@ def test_a_cell_does_not_catch_up_while_a_commit_it_missed_is_unpublished():
     flow.lock_answers(missed, refused=set(), failed=set())     # complete, behind the first
     assert h.pt.rows[0][1] == CellState.OUT_OF_DATE
     assert h.commits.unpublished_on(1, 0, 1)
-    held = lambda: h.commits.unpublished_on(1, 0, 1)           # noqa: E731
+    def held():
+        return h.commits.unpublished_on(1, 0, 1)
+
     assert not h.catchup.replicated(h.pt, 1, 0, h.catchup.until[(1, 0)], held)
     assert h.pt.rows[0][1] == CellState.OUT_OF_DATE
     flow.lock_answers(first, refused=set(), failed=set())      # both published: S1 copies up to T
@@ -65,7 +67,7 @@ def test_a_cell_does_not_catch_up_while_a_commit_it_missed_is_unpublished():
 
 
 def test_an_earlier_masters_transaction_unknown_here_is_not_called_not_committed():
-    """Simulation seeds 1705 and 1798: a commit acknowledged by an earlier master and
+    """Simulation seeds 205, 261, 624 (1705, 1798 when found): a commit acknowledged by an earlier master and
     unlocked before it ended leaves no locked record; its client, whose finish reply
     was lost, must not hear 'not committed' from the new master."""
     core = CommitCore(10, 30.0, 100, 100)

@@ -13,8 +13,10 @@ from simulation.storage import StorageActor
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 SCHEDULES = 1000
-# seeds that found bugs in the cores (master/commit.py: unpublished_on, final_status)
-REGRESSION_SEEDS = (586, 1705, 1798)
+# seeds that found bugs in the cores: 28619 (a cell caught up while a commit it missed
+# was unpublished: CommitCore.unpublished_on), 205, 261, 624 (final_status called an
+# earlier master's committed transaction 'not committed')
+REGRESSION_SEEDS = (28619, 205, 261, 624)
 
 
 def test_schedules_hold_the_invariants():
@@ -32,10 +34,10 @@ def test_schedules_on_lmdb_hold_the_invariants():
 
 
 def test_a_seed_replays_exactly():
-    first, second = run_schedule(586), run_schedule(586)
+    first, second = run_schedule(28619), run_schedule(28619)
     assert first.trace and first.trace == second.trace
     assert (first.steps, first.digest) == (second.steps, second.digest)
-    assert run_schedule(587).trace != first.trace
+    assert run_schedule(28620).trace != first.trace
 
 
 class ForgetfulStorage(StorageActor):
@@ -88,6 +90,6 @@ def test_the_script_reports_schedules_and_violations_and_replays_a_seed():
     run = _simulate("--schedules", "30", "--jobs", "2")
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.splitlines()[-1] == "30 schedules, 0 violations"
-    once, twice = _simulate("--seed", "1798", "--trace"), _simulate("--seed", "1798", "--trace")
+    once, twice = _simulate("--seed", "205", "--trace"), _simulate("--seed", "205", "--trace")
     assert once.returncode == 0 and once.stdout == twice.stdout
     assert once.stdout.splitlines()[-1] == "1 schedules, 0 violations"
