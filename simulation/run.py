@@ -75,7 +75,7 @@ class Schedule:
         w, rng = self.world, self.world.rng
         for _ in range(rng.randint(0, 10)):
             when = rng.random() * FAULTS_END_S
-            kind = rng.choice(["storage", "storage", "master", "network", "network", "client"])
+            kind = rng.choice(["storage", "storage", "master", "network", "network", "client", "isolate"])
             down_s = 0.2 + rng.random() * 3.0
             if kind == "storage":
                 nid = rng.choice(sorted(self.storages))
@@ -84,6 +84,9 @@ class Schedule:
                 w.at(when, self.crash, self.master, down_s)
             elif kind == "client":
                 w.at(when, self.crash, rng.choice(self.clients), down_s)
+            elif kind == "isolate":
+                name = rng.choice(sorted(["M", *(f"S{n}" for n in self.storages)]))
+                w.at(when, self.network, Faults(isolated=frozenset({name})), down_s)
             else:
                 faults = Faults(drop=rng.random() * 0.3, duplicate=rng.random() * 0.3,
                                 delay_s_max=rng.random() * 0.5)

@@ -16,7 +16,8 @@ the reply's ``error``, as a refusal on the wire.  A crashed actor's processes en
 
 Faults of the network (``Faults``): each message may be dropped, delayed (which
 reorders it with the others) or, for the kinds that ``IDEMPOTENT`` names (a retry
-at the wire), delivered twice.  At most ``MESSAGES_MAX`` messages are in flight;
+at the wire), delivered twice; an actor may be isolated (every message to or from
+it lost) for a while.  At most ``MESSAGES_MAX`` messages are in flight;
 beyond, a message is dropped.
 """
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Faults:
     drop: float = 0.0
     duplicate: float = 0.0
     delay_s_max: float = 0.0
+    isolated: frozenset = frozenset()     # actors cut off from every other (a partition)
 
 
 @dataclass
@@ -95,6 +97,7 @@ class World:
         self.dropped = 0
         self.digest = 0            # a running hash of what happened (replay check)
         self.failures: list[str] = []   # unexpected exceptions of the code under test
+        self.refusals: dict[str, int] = {}      # exceptions answered, by type (statistics)
         self.trace: list[str] = []
         self.trace_max = 5_000
 
@@ -179,7 +182,9 @@ class World:
     def send(self, src: str, dst: str, kind: str, payload, cid: int, reply: Reply | None = None) -> None:
         f = self.faults
         copies = 1
-        if f.drop and self.rng.random() < f.drop:
+        if src in f.isolated or dst in f.isolated:
+            copies = 0
+        elif f.drop and self.rng.random() < f.drop:
             copies = 0
         elif f.duplicate and kind in IDEMPOTENT and self.rng.random() < f.duplicate:
             copies = 2
@@ -220,6 +225,8 @@ class World:
     def _check_expected(self, exc: Exception, where: str) -> None:
         """Refusals (``NeoError``, a missing object) are answers; anything else is a
         failure of the code under test, reported as a violation."""
+        name = type(exc).__name__
+        self.refusals[name] = self.refusals.get(name, 0) + 1
         if not isinstance(exc, EXPECTED):
             self.failures.append(f"{where}: {type(exc).__name__}: {exc}")
 
