@@ -182,9 +182,7 @@ class World:
     def send(self, src: str, dst: str, kind: str, payload, cid: int, reply: Reply | None = None) -> None:
         f = self.faults
         copies = 1
-        if src in f.isolated or dst in f.isolated:
-            copies = 0
-        elif f.drop and self.rng.random() < f.drop:
+        if src in f.isolated or dst in f.isolated or (f.drop and self.rng.random() < f.drop):
             copies = 0
         elif f.duplicate and kind in IDEMPOTENT and self.rng.random() < f.duplicate:
             copies = 2
