@@ -67,7 +67,7 @@ import threading
 from dataclasses import dataclass, field
 
 from neoarray.errors import ClusterUnavailable, RequestRefused
-from neoarray.ids import u64
+from neoarray.ids import Z64, u64
 from neoarray.states import READABLE
 
 CLIENT_TTID_LIMIT = 1 << 56   # client-made ttids (node id << 32 | counter) stay below real tids
@@ -247,6 +247,15 @@ class CommitCore:
         transaction leaves the queue, the cell copies up to its tid
         (``CatchUp.committed``)."""
         return any(node not in t.locked_on and p in written(t, partitions) for t in self.queue)
+
+    def published_bound(self, last_tid: bytes) -> bytes:
+        """What a storage node's ``last_tid`` tells of the last committed tid at a
+        verification: nothing (``Z64``) when a transaction of the queue has a tid at
+        or before it (the node locked a commit that is not published, and perhaps not
+        on every readable copy yet).  Cells catching up copy up to the last committed
+        tid: a copy up to the tid of an unpublished commit could end before its
+        sources hold it and be taken for complete."""
+        return Z64 if any(t.tid is not None and t.tid <= last_tid for t in self.queue) else last_tid
 
     def incomplete(self, txn: Txn, pt, partitions: int) -> list[int]:
         """Partitions ``txn`` writes with no readable cell that locked it."""

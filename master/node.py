@@ -38,8 +38,8 @@ from neoarray.transport.client import Stub as framed_stub
 from .commit import CommitCore, Txn, owner_of
 from .committing import Committing
 from .core import IdAllocator, PartitionTable
-from .flow import CommitFlow
 from .fencing import EpochStub
+from .flow import CommitFlow
 from .rates import ReplicationRates
 from .replication import CatchUp
 from .state import MasterState
@@ -392,7 +392,7 @@ class Master(Committing):
                                 self.limits.rpc_timeout_s, f"S{nid}") for nid in running}
         for info in infos.values():
             self.ids.raise_to(u64(info.last_oid or Z64), info.last_tid or Z64)
-            self.last_committed = max(self.last_committed, info.last_tid or Z64)
+            self.last_committed = max(self.last_committed, self.commits.published_bound(info.last_tid or Z64))
         self._reconcile(infos)
         with self.lock:
             # the reservations also cover ids handed out by the previous run

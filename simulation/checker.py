@@ -2,7 +2,9 @@
 
 Checked when they happen (every step): no OID or TID handed out twice (across
 master restarts), and the master publishes (acknowledges) commits in strictly
-increasing tid order.  Checked at the end, once the faults stopped, every node is
+increasing tid order.  Checked on every tick (``WATCH_S``): while the cluster is
+RUNNING, every readable cell of a running node holds every commit published so far
+that wrote its partition (a client may read any of them).  Checked at the end, once the faults stopped, every node is
 back and the cluster is RUNNING with every cell UP_TO_DATE (itself an invariant):
 
 - replicas identical: every cell of a partition holds the same records (checksum);
@@ -19,9 +21,10 @@ import zlib
 
 import msgpack
 
+from master.commit import COMPLETE
 from neoarray.ids import u64
 from neoarray.records import PARTITION
-from neoarray.states import CellState, ClusterState
+from neoarray.states import READABLE, CellState, ClusterState, NodeState
 
 
 class Checker:
@@ -32,6 +35,8 @@ class Checker:
         self.acked: dict[bytes, tuple[bytes, dict]] = {}       # ttid -> (tid, {oid: data})
         self.refused: dict[bytes, str] = {}
         self.unknowns: dict[bytes, dict] = {}       # outcome never learnt
+        self.complete: list[tuple[bytes, list]] = []    # (tid, oids) published complete
+        self.stale_read = False
         self.now = lambda: 0.0
 
     def violation(self, text: str) -> None:
@@ -49,6 +54,32 @@ class Checker:
         if txn.tid <= self.last_published:
             self.violation(f"tid 0x{txn.tid.hex()} published after 0x{self.last_published.hex()}")
         self.last_published = max(self.last_published, txn.tid)
+        if txn.outcome == COMPLETE:
+            self.complete.append((txn.tid, sorted(txn.oids)))
+
+    def readable_copies_hold(self, master, storages: dict) -> None:
+        """While the cluster is RUNNING, every readable cell of a running node holds
+        every commit published so far that wrote its partition (checked on every
+        tick of the schedule; the first failure only)."""
+        if self.stale_read or not master.up or master.cluster_state != ClusterState.RUNNING:
+            return
+        pt, parts = master.pt, master.partitions
+        for tid, oids in self.complete:
+            wanted = {u64(tid) % parts: [("trans", PARTITION.pack(u64(tid) % parts) + tid)]}
+            for oid in oids:
+                wanted.setdefault(u64(oid) % parts, []).append(("obj", PARTITION.pack(u64(oid) % parts) + oid + tid))
+            for p, keys in sorted(wanted.items()):
+                for n, state in sorted(pt.rows[p].items()):
+                    s = storages[n]
+                    if state not in READABLE or master.nodes.get(n) != NodeState.RUNNING or not s.up:
+                        continue
+                    with s.backend.kv.read() as txn:
+                        missing = [k for db, k in keys if txn.get(db, k) is None]
+                    if missing:
+                        self.stale_read = True
+                        self.violation(f"S{n}'s readable cell of partition {p} misses published commit "
+                                       f"0x{tid.hex()} (table {master.table()})")
+                        return
 
     def acknowledged(self, ttid: bytes, tid: bytes, writes: dict) -> None:
         self.acked[ttid] = (tid, writes)

@@ -103,7 +103,7 @@ def verify(m, running: set[int]):
     infos = {n: r.value for n, r in zip(nids, replies)}
     for last_tid, last_oid, _, _ in infos.values():
         m.ids.raise_to(u64(last_oid), last_tid)
-        m.last_committed = max(m.last_committed, last_tid)
+        m.last_committed = max(m.last_committed, m.commits.published_bound(last_tid))
     reconciled = yield from reconcile(m, infos)
     m.ids.tid_reserved = max(m.ids.tid_reserved, m.ids.last_tid)
     return reconciled

@@ -16,7 +16,7 @@ from .world import Faults, World
 
 FAULTS_END_S = 12.0           # no fault starts later
 END_S = 60.0                  # the schedule fails if the cluster has not settled by then
-WATCH_S = 0.5
+WATCH_S = 0.25
 COUNTERS = 3
 
 
@@ -134,6 +134,10 @@ class Schedule:
             self.restart(actor)
 
     # -- the run ------------------------------------------------------------------------------
+    def watch(self) -> None:
+        self.checker.readable_copies_hold(self.master, self.storages)
+        self.world.at(WATCH_S, self.watch)
+
     def settled(self) -> bool:
         m = self.master
         return (not self.faulting and all(c.finished for c in self.clients) and m.up
@@ -147,6 +151,7 @@ class Schedule:
             for actor in [self.master, *self.storages.values(), *self.clients]:
                 actor.start()
             self.plan_faults()
+            w.at(WATCH_S, self.watch)
             w.at(FAULTS_END_S + 3.0, self.stop_faults)
             while w.now < END_S and not (w.now > FAULTS_END_S and self.settled()):
                 if self.steps_max is not None and w.steps >= self.steps_max:

@@ -46,7 +46,7 @@ def test_a_finish_of_an_ended_session_is_refused_and_its_votes_aborted():
 
 
 def test_a_cell_does_not_catch_up_while_a_commit_it_missed_is_unpublished():
-    """Simulation seed 28619 (586 when found): S1 missed T (voted on S2 only) and copied up to the last
+    """Simulation seed 586 when found: S1 missed T (voted on S2 only) and copied up to the last
     tid before T while T waited in the queue; had S1 become UP_TO_DATE, losing S2
     before T's publication left S1 the readable copy without T."""
     h = host()
@@ -67,7 +67,7 @@ def test_a_cell_does_not_catch_up_while_a_commit_it_missed_is_unpublished():
 
 
 def test_an_earlier_masters_transaction_unknown_here_is_not_called_not_committed():
-    """Simulation seeds 205, 261, 624 (1705, 1798 when found): a commit acknowledged by an earlier master and
+    """Simulation seeds 205, 608 (1705, 1798 when found): a commit acknowledged by an earlier master and
     unlocked before it ended leaves no locked record; its client, whose finish reply
     was lost, must not hear 'not committed' from the new master."""
     core = CommitCore(10, 30.0, 100, 100)
@@ -76,3 +76,17 @@ def test_an_earlier_masters_transaction_unknown_here_is_not_called_not_committed
     assert core.final_status(p64(12 << 32 | 1), owner_live=False, everyone=False) == (None, True)
     core.mark_dead(ttid)
     assert core.final_status(ttid, owner_live=False, everyone=True) == (None, True)
+
+
+def test_a_verification_does_not_take_an_unpublished_commits_tid_for_the_last_committed():
+    """Simulation seed 20832: S3 locked T, whose Lock failed on S1; the cluster went
+    back to RECOVERING, and its verification took S3's last tid (T's) for the last
+    committed tid.  S2's cell, returning, copied up to T from S1 before S1 held T
+    and was taken for caught up once T was published: a readable copy without T."""
+    h = host()
+    flow = CommitFlow(h)
+    txn = flow.queue_finish(10, p64(10 << 32 | 1), [p64(1)], [1, 2], 0, live=True, now=1.7e9).txn
+    assert h.commits.published_bound(txn.tid) == Z64
+    assert h.commits.published_bound(p64(5)) == p64(5)         # before the queue: committed
+    flow.lock_answers(txn, refused=set(), failed=set())
+    assert h.commits.published_bound(txn.tid) == txn.tid
