@@ -29,6 +29,8 @@ class Result:
     shape: str = ""
     trace: list[str] = field(default_factory=list)
     steps_max: int | None = None        # the step after which the faults stopped
+    planned: int = 0                    # faults drawn
+    skipped: frozenset = frozenset()    # of them, those left out
 
 
 @dataclass
@@ -41,8 +43,10 @@ class Components:
 
 class Schedule:
     def __init__(self, seed: int, store: str = "memory", steps_max: int | None = None,
-                 parts: Components | None = None):
+                 parts: Components | None = None, skipped=frozenset()):
         self.seed, self.steps_max = seed, steps_max
+        self.skipped = frozenset(skipped)      # indexes of the planned faults left out
+        self.planned = 0
         self.world = w = World(seed)
         parts = parts or Components()
         rng = w.rng
@@ -72,25 +76,31 @@ class Schedule:
 
     # -- faults -----------------------------------------------------------------------------
     def plan_faults(self) -> None:
-        w, rng = self.world, self.world.rng
-        for _ in range(rng.randint(0, 10)):
-            when = rng.random() * FAULTS_END_S
-            kind = rng.choice(["storage", "storage", "master", "network", "network", "client", "isolate"])
-            down_s = 0.2 + rng.random() * 3.0
-            if kind == "storage":
-                nid = rng.choice(sorted(self.storages))
-                w.at(when, self.crash, self.storages[nid], down_s)
-            elif kind == "master":
-                w.at(when, self.crash, self.master, down_s)
-            elif kind == "client":
-                w.at(when, self.crash, rng.choice(self.clients), down_s)
-            elif kind == "isolate":
-                name = rng.choice(sorted(["M", *(f"S{n}" for n in self.storages)]))
-                w.at(when, self.network, Faults(isolated=frozenset({name})), down_s)
-            else:
-                faults = Faults(drop=rng.random() * 0.3, duplicate=rng.random() * 0.3,
-                                delay_s_max=rng.random() * 0.5)
-                w.at(when, self.network, faults, down_s)
+        """Draw the faults from the seed; schedule those not ``skipped`` (every fault
+        is drawn, so that skipping one changes nothing else of the schedule)."""
+        w = self.world
+        for i in range(w.rng.randint(0, 10)):
+            when, fn, args = self._draw_fault()
+            self.planned += 1
+            if i not in self.skipped:
+                w.at(when, fn, *args)
+
+    def _draw_fault(self):
+        rng = self.world.rng
+        when = rng.random() * FAULTS_END_S
+        kind = rng.choice(["storage", "storage", "master", "network", "network", "client", "isolate"])
+        down_s = 0.2 + rng.random() * 3.0
+        if kind == "storage":
+            return when, self.crash, (self.storages[rng.choice(sorted(self.storages))], down_s)
+        if kind == "master":
+            return when, self.crash, (self.master, down_s)
+        if kind == "client":
+            return when, self.crash, (rng.choice(self.clients), down_s)
+        if kind == "isolate":
+            name = rng.choice(sorted(["M", *(f"S{n}" for n in self.storages)]))
+            return when, self.network, (Faults(isolated=frozenset({name})), down_s)
+        faults = Faults(drop=rng.random() * 0.3, duplicate=rng.random() * 0.3, delay_s_max=rng.random() * 0.5)
+        return when, self.network, (faults, down_s)
 
     def crash(self, actor, down_s: float) -> None:
         if not self.faulting or not actor.up:
@@ -166,18 +176,31 @@ class Schedule:
         finally:
             for s in self.storages.values():
                 s.close()
-        return Result(self.seed, self.checker.violations, w.steps, w.digest, self.shape, w.trace, self.steps_max)
+        return Result(self.seed, self.checker.violations, w.steps, w.digest, self.shape, w.trace, self.steps_max,
+                      self.planned, self.skipped)
 
 
 def run_schedule(seed: int, store: str = "memory", steps_max: int | None = None,
-                 parts: Components | None = None) -> Result:
-    return Schedule(seed, store, steps_max, parts).run()
+                 parts: Components | None = None, skipped=frozenset()) -> Result:
+    return Schedule(seed, store, steps_max, parts, skipped).run()
 
 
 def shortest_prefix(seed: int, steps: int, store: str = "memory", parts: Components | None = None,
                     tries_max: int = 16) -> Result | None:
     """The failing run of ``seed`` whose faults stop after the fewest steps (bisection
-    on the step limit), or None when none fails."""
+    on the step limit), then with the fewest of its faults (each left out in turn,
+    kept out when the run still fails); None when none fails."""
+    best = _fewest_steps(seed, steps, store, parts, tries_max)
+    if best is None:
+        return None
+    for i in range(best.planned):
+        result = run_schedule(seed, store, best.steps_max, parts, best.skipped | {i})
+        if result.violations:
+            best = result
+    return best
+
+
+def _fewest_steps(seed: int, steps: int, store: str, parts, tries_max: int) -> Result | None:
     lo, hi, best = 0, steps, None
     for _ in range(tries_max):
         if lo >= hi:
