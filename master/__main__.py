@@ -21,10 +21,6 @@ from neoarray.errors import NeoError
 from neoarray.limits import add_limit_flags, check_limits
 from neoarray.masters import MASTERS_MAX
 from neoarray.metrics import MetricsExporter, bind_arg
-from neoarray.proto import master_pb2 as mpb
-from neoarray.proto import master_pb2_grpc as rpc
-from neoarray.proto import standby_pb2 as sbpb
-from neoarray.proto import standby_pb2_grpc as srpc
 from neoarray.transport.server import FRAME_SLACK_BYTES, FramedServer
 from neoarray.transport.server import Limits as FramedLimits
 
@@ -37,7 +33,7 @@ SWITCH_INTERVAL_S = 0.0002
 # the main thread waits in slices: a SIGTERM delivered to another thread still runs its
 # Python handler (in the main thread) within this time
 SIGNAL_POLL_S = 0.5
-from .service import AdminServicer, MasterServicer
+from .service import FOLLOW_STATE, SUBSCRIBE, MasterServicer, primary_handlers
 
 log = logging.getLogger("neoarray.master")
 
@@ -46,10 +42,6 @@ LIMIT_FLAGS = ("message_bytes_max", "transactions_per_client_max", "oids_per_req
                "objects_per_transaction_max", "events_per_client_max", "finished_remembered_max",
                "nodes_max", "rpc_workers_max", "rpcs_pending_max",
                "subscribers_max", "pending_timeout_s", "dead_remembered_max")
-# calls that last, on threads of their own (``wire.make_server``): a client's event
-# stream, and a standby's long poll
-SUBSCRIBE = f"/{mpb.DESCRIPTOR.services_by_name['Master'].full_name}/Subscribe"
-FOLLOW_STATE = f"/{sbpb.DESCRIPTOR.services_by_name['Standby'].full_name}/FollowState"
 # threads beyond subscribers_max: a refused subscription, and a stream whose client is
 # gone but whose thread has not noticed yet (within the keep-alive), still need one
 SUBSCRIBE_THREADS_SPARE = 16
@@ -173,9 +165,7 @@ def _primary(opts, server, router, address: str, peers: list[str], done: threadi
     master.data_address = framed.bind(opts.data_bind or f"{address.rpartition(':')[0]}:0")
     framed.start()
     publisher = standby.StatePublisher(master, ack_timeout_s=opts.node_timeout_s / 2)
-    router.switch(standby.handlers_of((rpc.add_MasterServicer_to_server, control),
-                                      (rpc.add_AdminServicer_to_server, AdminServicer(master, control)),
-                                      (srpc.add_StandbyServicer_to_server, publisher)))
+    router.switch(primary_handlers(master, control, publisher))
     exit_status = [0]
 
     def step_down(why: str) -> None:

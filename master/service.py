@@ -1,4 +1,5 @@
-"""gRPC servicers of the master: the Master (control) and Admin (neoctl) services."""
+"""gRPC servicers of the master: the Master (control) and Admin (neoctl) services, and
+the handlers a primary serves (``primary_handlers``)."""
 from __future__ import annotations
 
 import queue
@@ -9,14 +10,22 @@ from neoarray.ids import checked_id, p64
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as pb
 from neoarray.proto import master_pb2_grpc as rpc
+from neoarray.proto import standby_pb2 as sbpb
+from neoarray.proto import standby_pb2_grpc as sbrpc
 from neoarray.proto_states import (
     CLUSTER_STATE_FROM_PB,
     CLUSTER_STATE_TO_PB,
     cell_change_pb,
 )
 
+from . import standby
 from .node import Master
 from .table_admin import NODE_IDS_PER_REQUEST_MAX
+
+# calls that last, on threads of their own (``wire.make_server``): a client's event
+# stream, and a standby's long poll
+SUBSCRIBE = f"/{pb.DESCRIPTOR.services_by_name['Master'].full_name}/Subscribe"
+FOLLOW_STATE = f"/{sbpb.DESCRIPTOR.services_by_name['Standby'].full_name}/FollowState"
 
 
 class MasterServicer(rpc.MasterServicer):
@@ -149,3 +158,11 @@ class AdminServicer(rpc.AdminServicer):
         done = self.m.rates.set_replication_rate(request.bytes_per_s, list(request.node_ids))
         return pb.SetReplicationRateReply(rates=done["rates"], default_set=done["default"] is not None,
                                           default_bytes_per_s=done["default"] or 0)
+
+
+def primary_handlers(master: Master, control: MasterServicer, publisher: standby.StatePublisher) -> list:
+    """The gRPC handlers of a primary master: its Master and Admin services, and the
+    state it publishes to standbys (``standby.RoleRouter.switch``)."""
+    return standby.handlers_of((rpc.add_MasterServicer_to_server, control),
+                               (rpc.add_AdminServicer_to_server, AdminServicer(master, control)),
+                               (sbrpc.add_StandbyServicer_to_server, publisher))

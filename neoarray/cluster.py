@@ -48,6 +48,8 @@ from . import security
 from .admin import AdminClient
 from .errors import ClusterUnavailable, NeoError
 from .localdir import DirectoryLock, pid_alive, stop_stale_nodes
+from .proto_states import NODE_STATE_FROM_PB, is_storage
+from .states import NodeState
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -487,14 +489,13 @@ class LocalCluster:
             admin.close()
 
     def _node_id_of(self, admin: AdminClient, slot: StorageSlot, timeout_s: float) -> int:
-        from .proto import common_pb2 as cpb
         address = self._read(f"{slot.name}.address")
         deadline = time.monotonic() + timeout_s
         while True:
             try:
                 for n in admin.nodes():
-                    if (n.type == cpb.STORAGE and n.data_path == slot.path and n.address == address
-                            and n.state != cpb.DOWN):
+                    if (is_storage(n) and n.data_path == slot.path and n.address == address
+                            and NODE_STATE_FROM_PB.get(n.state) is not NodeState.DOWN):
                         return n.node_id
             except ClusterUnavailable:
                 pass

@@ -44,14 +44,20 @@ from .confirm import (
 )
 from .errors import NeoError
 from .ids import tid_repr
-from .proto import common_pb2 as cpb
 from .proto_states import (
     CELL_LETTERS,
+    CHANGE_LETTERS,
     NODE_PREFIX,
     NODE_STATES,
     NODE_TYPES,
     READABLE_PB,
+    cell_state,
+    is_master,
+    is_storage,
+    node_state,
+    running_storages,
 )
+from .states import CellState, NodeState, NodeType
 
 
 def _ids(admin, opts):
@@ -87,12 +93,13 @@ def _node(admin, opts):
     (MASTER nodes), the primary (the master answering, which does not list itself) as
     ``M0`` unless it lists itself (a standby that took over)."""
     rows = sorted(admin.nodes(), key=lambda n: (NODE_PREFIX.get(n.type, "?"), n.node_id))
-    if not any(n.type == cpb.MASTER and n.address == admin.master for n in rows):
-        rows.insert(0, cpb.Node(node_id=0, type=cpb.MASTER, address=admin.master, state=cpb.RUNNING,
-                                host=admin.master.rpartition(":")[0]))
     docs = [{"id": node_name(n), "type": NODE_TYPES.get(n.type), "address": n.address,
              "state": NODE_STATES.get(n.state), "host": n.host, "since": n.state_since or None,
-             "primary": n.type == cpb.MASTER and n.address == admin.master} for n in rows]
+             "primary": is_master(n) and n.address == admin.master} for n in rows]
+    if not any(d["primary"] for d in docs):
+        docs.insert(0, {"id": f"{NodeType.MASTER.prefix}0", "type": NodeType.MASTER.value, "address": admin.master,
+                        "state": NodeState.RUNNING.value, "host": admin.master.rpartition(":")[0],
+                        "since": None, "primary": True})
     if opts.json:
         return {"nodes": docs}
     return "\n".join(
@@ -120,8 +127,8 @@ def _stop(admin, opts):
     """Stop every node, and wait (``--timeout-s``) for the master and the storage nodes
     to stop listening: the final state, STOPPED, or STOPPING with the nodes still up
     (exit status 1)."""
-    storages = {node_name(n): n.address for n in admin.nodes() if n.type == cpb.STORAGE
-                and n.state != cpb.DOWN and n.address}
+    storages = {node_name(n): n.address for n in admin.nodes() if is_storage(n)
+                and node_state(n) is not NodeState.DOWN and n.address}
     admin.set_cluster_state("STOPPING")
     deadline = time.monotonic() + opts.timeout_s
     up = {"master": admin.master, **storages}
@@ -163,8 +170,8 @@ def _summary(admin, opts):
 def health(admin) -> dict:
     """Cluster state, storage nodes with their cells, partitions lacking copies, last ids."""
     state, pt, ids = admin.cluster_state(), admin.partition_table(), admin.ids()
-    storages = sorted((n for n in admin.nodes() if n.type == cpb.STORAGE), key=lambda n: n.node_id)
-    running = {n.node_id for n in storages if n.state == cpb.RUNNING}
+    storages = sorted((n for n in admin.nodes() if is_storage(n)), key=lambda n: n.node_id)
+    running = running_storages(storages)
     cells: dict[int, dict[str, int]] = {n.node_id: {} for n in storages}
     unreadable, no_up_to_date, under = [], [], []
     for p, row in enumerate(pt.rows):
@@ -177,7 +184,7 @@ def health(admin) -> dict:
             unreadable.append(p)
         elif readable < pt.replicas + 1:
             under.append(p)
-        if not any(c.state == cpb.UP_TO_DATE for c in live):
+        if not any(cell_state(c) is CellState.UP_TO_DATE for c in live):
             no_up_to_date.append(p)
     return {"state": state, "storages_up": len(running), "storages_down": len(storages) - len(running),
             "storages": [{"id": node_name(n), "state": NODE_STATES.get(n.state, "?"), "address": n.address,
@@ -199,9 +206,8 @@ def node_id(text: str) -> int:
 
 
 def _changes_out(reply, admin, opts, applied: bool, none_text: str):
-    letter = {**CELL_LETTERS, cpb.DISCARDED: "-", cpb.CELL_STATE_UNSPECIFIED: "-"}
-    changes = [{"partition": c.partition, "node": f"S{c.node_id}", "from": letter.get(c.old_state, "?"),
-                "to": letter.get(c.new_state, "?")} for c in reply.changes]
+    changes = [{"partition": c.partition, "node": f"S{c.node_id}", "from": CHANGE_LETTERS.get(c.old_state, "?"),
+                "to": CHANGE_LETTERS.get(c.new_state, "?")} for c in reply.changes]
     if opts.json:
         return {"applied": applied and bool(changes), "changes": changes, "pt": _pt_out(reply.pt, admin, opts)}
     if not changes:

@@ -32,6 +32,8 @@ NODE_STATES = {pb: s.value for pb, s in NODE_STATE_FROM_PB.items()}      # cpb.D
 CLUSTER_NAMES = {pb: s.value for pb, s in CLUSTER_STATE_FROM_PB.items()}  # cpb.CLUSTER_RUNNING -> "RUNNING"
 NODE_TYPES = {pb: t.value for pb, t in NODE_TYPE_FROM_PB.items()}       # cpb.STORAGE -> "STORAGE"
 NODE_PREFIX = {pb: t.prefix for pb, t in NODE_TYPE_FROM_PB.items()}     # cpb.STORAGE -> "S"
+# a cell change's states for people: a cell that is not there (DISCARDED, unset) is "-"
+CHANGE_LETTERS = {**CELL_LETTERS, cpb.DISCARDED: "-", cpb.CELL_STATE_UNSPECIFIED: "-"}
 
 
 def cell_change_pb(old: str, new: str) -> tuple[int, int]:
@@ -54,3 +56,13 @@ def is_storage(node) -> bool:
 def cell_state(cell) -> CellState | None:
     """The state of a protobuf cell (None: not a cell state, e.g. DISCARDED)."""
     return CELL_FROM_PB.get(cell.state)
+
+
+def is_master(node) -> bool:
+    """A protobuf node of type MASTER."""
+    return NODE_TYPE_FROM_PB.get(node.type) is NodeType.MASTER
+
+
+def node_state(node) -> NodeState | None:
+    """The state of a protobuf node (None: unset)."""
+    return NODE_STATE_FROM_PB.get(node.state)

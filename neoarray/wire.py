@@ -428,6 +428,15 @@ def call(method, request, timeout_s: float, what: str = ""):
         raise ClusterUnavailable(f"{what}: the channel was closed meanwhile ({err}); retry") from None
 
 
+def events(stream, what: str = ""):
+    """Iterate a server stream (``Subscribe``); its failure comes back as the domain
+    exception (a stream cancelled by its reader: ``ClusterUnavailable``)."""
+    try:
+        yield from stream
+    except grpc.RpcError as err:
+        raise to_exception(err, what) from None
+
+
 def retry(fn, attempts_max: int, delay_s: float, retry_on=(ClusterUnavailable,)):
     """Call ``fn()`` up to ``attempts_max`` times, sleeping ``delay_s`` (doubling) between."""
     for attempt in range(attempts_max):

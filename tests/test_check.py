@@ -120,7 +120,7 @@ def test_check_finds_and_repairs_bit_rot_and_lost_records(cluster):
         assert len(fresh._link.readable(int.from_bytes(small, "big") % PARTITIONS)) == 2
         for _ in range(4):          # reads rotate over both copies, local or remote
             for oid in (small, big):
-                assert fresh._read(spb.LoadRequest(oid=oid, serial=tid1)).data == data[oid]
+                assert fresh._read(oid, serial=tid1).data == data[oid]
         assert fresh.load(small)[0] == data[small] and fresh.load(big)[0] == data[big]
     finally:
         fresh.close()

@@ -14,6 +14,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from .errors import ArrayTooLargeError
+
 MIB = 1 << 20
 
 
@@ -109,6 +111,25 @@ class ArrayConfig:
 
 #: The limits of every array of the process (``neoarray.array.config``).
 config = ArrayConfig()
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Raise :class:`~neoarray.array.errors.ArrayTooLargeError` when ``nbytes`` exceeds
+    the memory limit (:meth:`ArrayConfig.memory_limit_bytes` of :data:`config`).
+
+    Parameters
+    ----------
+    nbytes : int
+        Bytes the operation would hold in memory.
+    what : str
+        What needs them, for the error's message.
+    """
+    limit = config.memory_limit_bytes()
+    if nbytes > limit:
+        raise ArrayTooLargeError(
+            f"{what} needs {nbytes} bytes in memory, more than memory_bytes_max "
+            f"({limit} bytes); select a smaller region or raise "
+            "neoarray.array.config.memory_bytes_max")
 
 
 @contextlib.contextmanager

@@ -44,8 +44,8 @@ from .chunks import (
     is_all_fill,
     new_chunk_array,
 )
-from .config import config
-from .errors import ArrayCastError, ArrayShapeError, ArrayTooLargeError, ArrayValueError
+from .config import check_memory, config
+from .errors import ArrayCastError, ArrayShapeError, ArrayValueError
 from .hints import AxisLike, CodecLike, DTypeLike, OrderLike, ShapeLike
 
 if TYPE_CHECKING:
@@ -53,16 +53,6 @@ if TYPE_CHECKING:
 
     import dask.array
     import zarr
-
-
-def check_memory(nbytes, what):
-    """Raise :class:`ArrayTooLargeError` when ``nbytes`` exceeds the memory limit."""
-    limit = config.memory_limit_bytes()
-    if nbytes > limit:
-        raise ArrayTooLargeError(
-            f"{what} needs {nbytes} bytes in memory, more than memory_bytes_max "
-            f"({limit} bytes); select a smaller region or raise "
-            "neoarray.array.config.memory_bytes_max")
 
 
 # The operations over arrays (ufuncs, reductions, methods, ...) live in the modules above

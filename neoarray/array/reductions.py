@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import kernels
 from . import layout
+from .config import check_memory
 
 NUMPY_FUNCS = {
     "sum": np.sum, "prod": np.prod, "mean": np.mean, "var": np.var, "std": np.std,
@@ -222,7 +223,6 @@ def _finish(result, axes, keepdims, out):
 
 
 def _check_out_memory(out_keep, itemsize):
-    from .core import check_memory
     check_memory(math.prod(out_keep) * itemsize, f"reduction output of shape {out_keep}")
 
 

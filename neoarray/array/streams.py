@@ -43,7 +43,7 @@ import persistent
 import transaction
 from ZODB.POSException import ConflictError
 
-from .core import check_memory
+from .config import check_memory, config
 from .errors import ArrayValueError
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,6 @@ def pending(array) -> int:
 
 
 def _memory_limit():
-    from .config import config
     return config.memory_limit_bytes() // 4
 
 

@@ -39,8 +39,8 @@ import ZODB.blob
 from ZODB import POSException
 
 from ..errors import ChecksumError, ClusterUnavailable
-from ..proto import storage_pb2 as spb
 from ..transport import bulk
+from . import calls
 
 log = logging.getLogger("neoarray.client")
 
@@ -211,13 +211,13 @@ class BlobDownloads:
         fd, tmp = tempfile.mkstemp(suffix=".download", dir=self.cache.temp_dir)
         try:
             with os.fdopen(fd, "wb") as out:
-                first, data = self._chunk(bulk.start(stub, self._request(oid, serial, 0), (), self.rpc_timeout_s),
+                first, data = self._chunk(bulk.start(stub, calls.blob_chunk_request(oid, serial, 0), (), self.rpc_timeout_s),
                                           nid, oid, serial, 0)
                 out.write(data)
                 pending, index = deque(), 1
                 while index < first.blob_chunks or pending:
                     while index < first.blob_chunks and len(pending) < self.chunks_in_flight_max:
-                        pending.append((index, bulk.start(stub, self._request(oid, serial, index), (),
+                        pending.append((index, bulk.start(stub, calls.blob_chunk_request(oid, serial, index), (),
                                                           self.rpc_timeout_s)))
                         index += 1
                     i, started = pending.popleft()
@@ -234,13 +234,9 @@ class BlobDownloads:
             raise
 
     @staticmethod
-    def _request(oid: bytes, serial: bytes, index: int) -> spb.LoadBlobChunkRequest:
-        return spb.LoadBlobChunkRequest(oid=oid, serial=serial, index=index)
-
-    @staticmethod
     def _chunk(started, nid: int, oid: bytes, serial: bytes, index: int):
         reply, segments = bulk.finish(started, f"blob chunk {index} of oid 0x{oid.hex()} from S{nid}")
-        if reply.status != spb.FOUND:
+        if not calls.blob_chunk_found(reply):
             raise POSException.POSKeyError("No blob file", oid, serial)
         data = segments[0] if segments else b""
         if xxhash.xxh3_64_intdigest(data) != reply.checksum:

@@ -18,12 +18,9 @@ from ZODB import POSException
 from ZODB.BaseStorage import DataRecord, TransactionRecord
 from ZODB.TimeStamp import TimeStamp
 
-from .. import wire
 from ..errors import RequestRefused
 from ..ids import MAX_TID, Z64, p64, tid_from_time, u64
-from ..proto import common_pb2 as cpb
-from ..proto import storage_pb2 as spb
-from . import reads
+from . import calls, reads
 
 if TYPE_CHECKING:
     from .commit import Txn
@@ -58,12 +55,11 @@ class HistoryMethods:
             ``oid`` has no revision.
         """
         node = self._reader_of(self._link.partition(oid))
-        reply = wire.call(self._link.storage(node).History, spb.HistoryRequest(oid=oid, size=size),
-                          self.rpc_timeout_s, "history")
-        if not reply.revisions:
+        revisions = calls.history(self._link.storage(node), oid, size, self.rpc_timeout_s)
+        if not revisions:
             raise POSException.POSKeyError(oid)
         out = []
-        for rev in reply.revisions:
+        for rev in revisions:
             meta = self.transaction_info(rev.tid)
             entry = {"tid": rev.tid, "serial": rev.tid, "time": TimeStamp(rev.tid).timeTime(),
                      "size": rev.size, "version": ""}
@@ -80,14 +76,12 @@ class HistoryMethods:
             by_node.setdefault(self._reader_of(p), []).append(p)
         runs = []
         for nid, parts in by_node.items():
-            reply = wire.call(self._link.storage(nid).Transactions, spb.TransactionsRequest(
-                partitions=parts, min_tid=min_tid or b"", max_tid=max_tid or b"", limit=limit,
-                descending=descending), self.rpc_timeout_s, "transactions")
-            runs.append(list(reply.transactions))
+            runs.append(calls.transactions(self._link.storage(nid), parts, min_tid or b"", max_tid or b"", limit,
+                                           self.rpc_timeout_s, descending))
         merged = sorted((t for run in runs for t in run), key=lambda t: t.tid, reverse=descending)
         return merged[:limit]
 
-    def transaction_info(self, tid: bytes) -> cpb.TransactionMeta | None:
+    def transaction_info(self, tid: bytes) -> Any:
         """The metadata of transaction ``tid`` as a readable copy of its partition (the
         partition of ``tid``, where storage nodes keep it) holds it: one request.
 
@@ -103,9 +97,9 @@ class HistoryMethods:
             :meth:`revisions`, what ``neoarray import`` verifies.
         """
         partition = self._link.partition(tid)
-        reply = wire.call(self._link.storage(self._reader_of(partition)).Transactions, spb.TransactionsRequest(
-            partitions=[partition], min_tid=tid, max_tid=tid, limit=1), self.rpc_timeout_s, "transactions")
-        return reply.transactions[0] if reply.transactions else None
+        found = calls.transactions(self._link.storage(self._reader_of(partition)), [partition], tid, tid, 1,
+                                   self.rpc_timeout_s)
+        return found[0] if found else None
 
     def revisions(self, tid: bytes, oids: Iterable[bytes]) -> dict:
         """The digests of the revisions ``tid`` of ``oids`` on the storage nodes, past
@@ -243,7 +237,7 @@ class HistoryMethods:
 
     def _load_fresh(self, oid, before):
         """(serial, data or None, data tid) of the newest revision before ``before``, uncached."""
-        reply = self._read(spb.LoadRequest(oid=oid, before=before))
+        reply = self._read(oid, before=before)
         if reply.status in reads.LOAD_NOT_FOUND:
             return None
         return reply.serial, reply.data, reply.data_tid
@@ -334,9 +328,7 @@ class HistoryMethods:
             for nid, oids in by_node.items():
                 stub = self._link.storage(nid)
                 for i in range(0, max(len(oids), 1), 10_000):
-                    removed += wire.call(stub.Pack, spb.PackRequest(
-                        tid=packtid, gc_oids=oids[i:i + 10_000], prune_history=i == 0),
-                        self.rpc_timeout_s * 10, "pack").revisions_removed
+                    removed += calls.pack(stub, packtid, oids[i:i + 10_000], i == 0, self.rpc_timeout_s * 10)
         except RequestRefused as exc:
             raise POSException.StorageError(str(exc)) from None
         finally:
@@ -380,12 +372,11 @@ class HistoryMethods:
             node = self._reader_of(p)
             after = b""
             while True:
-                reply = wire.call(self._link.storage(node).ObjectsSince, spb.ObjectsSinceRequest(
-                    partitions=[p], after_oid=after, limit=10_000), self.rpc_timeout_s, "oids")
-                yield from reply.oids
-                if len(reply.oids) < 10_000:
+                oids = calls.objects_since(self._link.storage(node), p, after, self.rpc_timeout_s)
+                yield from oids
+                if len(oids) < calls.OIDS_SINCE_BATCH_MAX:
                     break
-                after = reply.oids[-1]
+                after = oids[-1]
 
 
 def _extension(raw: bytes) -> dict:
@@ -430,7 +421,7 @@ class _Iterator:
         """The data records of ``meta``'s transaction, loaded as they are iterated."""
         s = self.storage
         for oid in meta.oids:
-            reply = s._read(spb.LoadRequest(oid=oid, serial=meta.tid))
+            reply = s._read(oid, serial=meta.tid)
             if reply.status in reads.LOAD_NOT_FOUND:
                 continue   # removed by pack
             yield DataRecord(oid, meta.tid, reply.data, reply.data_tid)

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 
-import grpc
+from ZODB import POSException
 
 from .. import diagnose, security, wire
 from ..errors import ClusterNameMismatch, ClusterUnavailable, NeoError
@@ -82,7 +82,7 @@ class ClusterLink:
         self._suspects: dict[int, float] = {}      # node id -> monotonic time it is trusted again
         self._suspects_lock = threading.Lock()
         self.on_info = None            # called with the nodes whenever the view changes
-        self._stream = None
+        self._stream = self._events_of_stream = None
         self._connect(connect_timeout_s)
         self.thread = threading.Thread(target=self._events, daemon=True, name="neoarray-events")
         self.thread.start()
@@ -110,7 +110,7 @@ class ClusterLink:
                     type=cpb.CLIENT, host=socket.gethostname(), read_only=self.read_only),
                     min(self.rpc_timeout_s, max(timeout_s, 1.0)), f"identify at {self.master_address}")
                 self._open_data_plane(reply.data_address)
-                stream, first = self._subscribe(reply.node_id, max(deadline - time.monotonic(), 1.0))
+                stream, events, first = self._subscribe(reply.node_id, max(deadline - time.monotonic(), 1.0))
                 break
             except ClusterNameMismatch:
                 raise
@@ -126,7 +126,7 @@ class ClusterLink:
         self.node_id = reply.node_id
         self.partitions = reply.num_partitions
         self._set_info(first.cluster if first.HasField("cluster") else reply.info)
-        self._stream = stream
+        self._stream, self._events_of_stream = stream, events
         self.connected.set()
 
     def _connect_failed(self, exc: ClusterUnavailable, start: float, timeout_s: float, causes) -> None:
@@ -157,16 +157,19 @@ class ClusterLink:
             old.close()
 
     def _subscribe(self, node_id: int, timeout_s: float):
-        """Open the event stream and read its first event within ``timeout_s``."""
+        """Open the event stream and read its first event within ``timeout_s``: ``(the
+        stream, to cancel; its events, failures as domain exceptions; the first event)``."""
         stream = self.master.Subscribe(mpb.SubscribeRequest(node_id=node_id))
-        timer = threading.Timer(timeout_s, stream.cancel)
+        late = threading.Event()
+        timer = threading.Timer(timeout_s, lambda: (late.set(), stream.cancel()))
         timer.start()
+        events = wire.events(stream, "subscribe")
         try:
-            return stream, next(stream)
-        except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.CANCELLED:
+            return stream, events, next(events)
+        except ClusterUnavailable:
+            if late.is_set():
                 raise ClusterUnavailable(f"subscribe: no first event within {timeout_s:.1f} s") from None
-            raise wire.to_exception(err, "subscribe") from None
+            raise
         except StopIteration:
             raise ClusterUnavailable("subscribe: the master ended the event stream at once") from None
         finally:
@@ -186,16 +189,16 @@ class ClusterLink:
     def _events(self) -> None:
         while not self.closed.is_set():
             try:
-                for event in self._stream:
+                for event in self._events_of_stream:
                     if event.HasField("invalidation"):
                         inv = event.invalidation
                         self.on_invalidation(inv.tid, inv.ttid, list(inv.oids))
                     else:
                         self._set_info(event.cluster)
-            except grpc.RpcError as exc:
+            except (NeoError, POSException.POSError) as exc:    # wire.events: the stream broke
                 if self.closed.is_set():
                     return
-                log.warning("lost the master at %s: %s", self.master_address, exc.details())
+                log.warning("lost the master at %s: %s", self.master_address, exc)
             if self.closed.is_set():
                 return
             self.connected.clear()

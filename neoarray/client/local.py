@@ -23,7 +23,7 @@ import threading
 import msgpack
 
 from ..kv import LMDBStore
-from ..proto import common_pb2 as cpb
+from ..proto_states import is_storage
 from ..records import RecordReader
 
 log = logging.getLogger("neoarray.client")
@@ -74,7 +74,7 @@ class LocalReaders:
     def update(self, nodes) -> None:
         """Open the directories of storage nodes on this host (cluster info changed)."""
         for node in nodes:
-            if node.type != cpb.STORAGE or node.node_id in self.readers or not node.data_path:
+            if not is_storage(node) or node.node_id in self.readers or not node.data_path:
                 continue
             key = (node.node_id, node.data_path)
             if node.host != self.host or key in self.refused:

@@ -186,6 +186,11 @@ class Reads:
         for batch in self.by_node(wanted):
             self.pool.submit(self._prefetch_batch, *batch, tid, colour)
 
+    def read_revision(self, oid: bytes, before: bytes = b"", serial: bytes = b"") -> _Rec:
+        """The revision of ``oid`` current before ``before``, or the one of ``serial``,
+        uncached (:meth:`read`)."""
+        return self.read(spb.LoadRequest(oid=oid, before=before, serial=serial))
+
     def read(self, request: spb.LoadRequest) -> _Rec:
         """Ask one readable cell, trying the others (and waiting for the cluster) on failure.
 

@@ -11,11 +11,8 @@ from __future__ import annotations
 import collections.abc
 import logging
 
-import numpy
-
-from .. import wire
 from ..errors import ChecksumError, ClusterUnavailable
-from ..proto import storage_pb2 as spb
+from . import calls
 
 log = logging.getLogger("neoarray.client")
 
@@ -72,10 +69,8 @@ class Reductions:
             offset_of = {oid: int(offsets[oid]) for oid in oids}
         else:
             offset_of = dict(zip(extent_of, (int(o) for o in offsets)))
-        template = self._reduce_template(tid, kernel, dtype, acc, chunk_shape, order,
-                                         codec, bins, lo, hi)
-        if span is not None:
-            template.span_start, template.span_stop = (int(x) for x in span)
+        template = calls.reduce_template(tid, kernel, dtype, acc, chunk_shape, order,
+                                         codec, bins, lo, hi, span)
         out: dict = {}
         tried: dict[bytes, set] = {oid: set() for oid in oids}
         todo = oids
@@ -95,17 +90,6 @@ class Reductions:
                     todo.extend(batch)
         return out
 
-    @staticmethod
-    def _reduce_template(tid, kernel, dtype, acc, chunk_shape, order, codec, bins, lo, hi):
-        """The ``ReduceRequest`` of :meth:`reduce_chunks`, without oids and extents."""
-        codec_name, codec_arg = ("", 0) if codec is None else codec
-        level, config = (0, codec_arg) if codec_name == "numcodecs" else (int(codec_arg), "")
-        return spb.ReduceRequest(
-            before=tid or b"", kernel=kernel, dtype=numpy.dtype(dtype).str,
-            acc_dtype=numpy.dtype(acc).str, chunk_shape=[int(n) for n in chunk_shape],
-            order=order, codec=codec_name, codec_level=level, codec_config=config,
-            bins=int(bins or 0), lo=float(lo or 0.0), hi=float(hi or 0.0))
-
     def _reduce_batches(self, oids, tried) -> list:
         """``[(node, oids)]``: each oid to a readable cell not tried yet, in batches."""
         groups: dict[int, list] = {}
@@ -123,20 +107,14 @@ class Reductions:
         """``{oid: (state, serial)}`` of the chunks that node ``nid`` reduced."""
         from .. import kernels  # Numba: imported by the first reduction only
 
-        request = spb.ReduceRequest()
-        request.CopyFrom(template)
-        request.oids.extend(oids)
-        request.extents.extend(spb.ChunkExtent(sizes=[int(e) for e in extent_of[oid]],
-                                               offset=offset_of.get(oid, 0))
-                               for oid in oids)
-        reply = wire.call(self.link.storage(nid).Reduce, request, self.rpc_timeout_s,
-                          f"reduce on S{nid}")
+        chunks = calls.reduce(self.link.storage(nid), template, oids, extent_of, offset_of, self.rpc_timeout_s,
+                              f"reduce on S{nid}")
         wanted, out = set(oids), {}
-        for chunk in reply.chunks:
-            if chunk.status != spb.ReducedChunk.REDUCED or chunk.oid not in wanted:
+        for oid, state, serial in chunks:
+            if oid not in wanted:
                 continue
             try:
-                out[chunk.oid] = (kernels.decode_state(chunk.state), chunk.serial)
+                out[oid] = (kernels.decode_state(state), serial)
             except ValueError as exc:     # left to the caller, who computes it
-                log.warning("S%d sent a malformed state for oid 0x%s: %s", nid, chunk.oid.hex(), exc)
+                log.warning("S%d sent a malformed state for oid 0x%s: %s", nid, oid.hex(), exc)
         return out

@@ -16,6 +16,10 @@ import collections
 import threading
 import weakref
 
+import ZODB
+
+from .storage import NeoStorage
+
 SHARED_DBS_MAX = 8                  # clusters a process keeps a database open on
 HISTORICAL_POOL_SIZE = 64           # snapshot connections a shared database keeps without a warning
 
@@ -62,9 +66,6 @@ def shared_db(source: dict):
 
 
 def _open(source: dict):
-    import ZODB
-
-    from .storage import NeoStorage
     options = {k: v for k, v in source.items() if k not in ("master", "cluster")}
     storage = NeoStorage(source["master"], source["cluster"], **options)
     return ZODB.DB(storage, historical_pool_size=HISTORICAL_POOL_SIZE)

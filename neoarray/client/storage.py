@@ -36,10 +36,7 @@ from ..errors import (
     ClusterUnavailable,
 )
 from ..ids import MAX_TID, Z64, u64
-from ..proto import common_pb2 as cpb
-from ..proto import master_pb2 as mpb
-from ..proto import storage_pb2 as spb
-from . import colours, reads
+from . import calls, colours, reads
 from .blobs import (
     BLOB_CACHE_BYTES_MAX,
     BLOB_CHUNK_BYTES,
@@ -405,8 +402,7 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
         if self._closed or not self._link.connected.is_set():
             return
         try:
-            target = wire.call(self._link.master.LastIds, cpb.Empty(),
-                               self.rpc_timeout_s, "sync").last_tid
+            target = calls.last_tid(self._link.master, self.rpc_timeout_s)
         except ClusterUnavailable:
             return          # reconnecting: the cache is dropped when the master is back
         with self._tid_changed:
@@ -426,9 +422,7 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
         with self._oid_lock:
             if not self._oids:
                 self._link.wait_running(self.rpc_timeout_s)
-                reply = wire.call(self._link.master.NewOids, mpb.NewOidsRequest(count=self.oids_per_batch),
-                                  self.rpc_timeout_s, "new_oid")
-                self._oids = list(reversed(reply.oids))
+                self._oids = calls.new_oids(self._link.master, self.oids_per_batch, self.rpc_timeout_s)[::-1]
             return self._oids.pop()
 
     def _check_writable(self):
@@ -436,8 +430,8 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
             raise POSException.ReadOnlyError("this neoarray storage is read-only")
 
     # -- loads (neoarray/client/reads.py) ----------------------------------------------
-    def _read(self, request: spb.LoadRequest):
-        return self._reads.read(request)
+    def _read(self, oid: bytes, before: bytes = b"", serial: bytes = b""):
+        return self._reads.read_revision(oid, before, serial)
 
     def loadBefore(self, oid: bytes, tid: bytes) -> tuple[bytes, bytes, bytes | None] | None:
         """The revision of ``oid`` current before ``tid``.
@@ -652,8 +646,7 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
             if tid is None:
                 ttid = self._commits.new_ttid(session)
             else:    # restore: the master must reserve the tid
-                ttid = wire.call(self._link.master.Begin, mpb.BeginRequest(
-                    node_id=session, tid=tid), self.rpc_timeout_s, "tpc_begin").ttid
+                ttid = calls.begin_restore(self._link.master, session, tid, self.rpc_timeout_s)
         except BaseException:
             self._slots.release()
             raise

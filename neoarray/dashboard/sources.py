@@ -14,8 +14,15 @@ import time
 import urllib.error
 import urllib.request
 
+import transaction
+import ZODB
+from ZODB.POSException import ReadOnlyError
+
 from .. import security
 from ..admin import AdminClient
+from ..array.core import ndarray
+from ..array.envelope import envelope
+from ..client.storage import NeoStorage
 from ..errors import NeoError
 from . import model
 
@@ -151,10 +158,6 @@ class Gatherer:
     def db(self):
         with self._db_lock:
             if self._db is None:
-                import ZODB
-                from ZODB.POSException import ReadOnlyError
-
-                from ..client.storage import NeoStorage
                 options = self.tls.options() if self.tls else {}
                 storage = NeoStorage(self.master, self.cluster, read_only=True,
                                      rpc_timeout_s=max(self.rpc_timeout_s, 10.0),
@@ -167,7 +170,6 @@ class Gatherer:
             return self._db
 
     def _read(self, func):
-        import transaction
         db = self.db()
         if db is None:
             return func({})
@@ -181,8 +183,6 @@ class Gatherer:
 
     def list_arrays(self) -> list[dict]:
         """``[{name, length, dtype}]`` of the 1-d arrays shown."""
-        from ..array.core import ndarray
-
         def listing(root):
             names = self.arrays or [k for _, k in zip(range(ROOT_KEYS_SCANNED_MAX), root.keys())
                                     if isinstance(k, str)]
@@ -202,9 +202,6 @@ class Gatherer:
     def envelope(self, name: str, start: int | None, stop: int | None, buckets: int) -> dict:
         """The envelope JSON of the root array ``name`` over ``[start, stop)`` (clipped to
         its length; the whole array when None); KeyError when there is no such array."""
-        from ..array.core import ndarray
-        from ..array.envelope import envelope
-
         if self.arrays is not None and name not in self.arrays:
             raise KeyError(f"the dashboard shows only the arrays {self.arrays}, not {name!r}")
 

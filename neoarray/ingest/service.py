@@ -42,6 +42,8 @@ from .. import metrics, security
 from ..errors import NeoError
 from . import access, core, mapping
 from .committer import Committer
+from .forward import ForwardServer
+from .http import IngestHTTPServer
 from .stats import IngestCollector, Stats
 
 log = logging.getLogger(__name__)
@@ -201,8 +203,6 @@ class IngestService:
         self.addresses: dict = {}
 
     def start(self) -> dict:
-        from .forward import ForwardServer
-        from .http import IngestHTTPServer
         opts = self.opts
         self.committer.start()
         if opts.forward:

@@ -159,6 +159,7 @@ import os
 
 import numpy as np
 
+from ..array.config import config
 from ..array.errors import ArrayTooLargeError, ArrayValueError
 from . import geometry
 from .view import MappedView
@@ -230,7 +231,6 @@ def open_view(array, region=None, writable=False, *, mode=None, budget_bytes=Non
               dirty_bytes_max=None) -> MappedView:
     """A :class:`MappedView` of ``array[region]`` (see :meth:`ndarray.mapped`); the caller
     closes it."""
-    from ..array.config import config
     chosen = choose_mode(mode)
     start, stop, _ = geometry.parse_window(region, array.shape)
     window = geometry.Window(array.shape, array.chunks, array.order, array.itemsize,

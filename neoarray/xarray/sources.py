@@ -21,7 +21,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import ZODB
 
-from ..client import shared
+import neoarray
+
+from ..client import NeoStorage, shared
 from ..client.config import parse_uri
 
 URI_SCHEME = "neoarray://"
@@ -85,7 +87,6 @@ def open_for_writing(target) -> tuple[Opened, str]:
     """``(Opened, group path from a URI)`` for a writer: a URI gets its own client,
     closed on ``release()``."""
     if is_uri(target):
-        from ..client import NeoStorage
         storage_kw, path = split_uri(target)
         db = ZODB.DB(NeoStorage(**storage_kw))
         return Opened(db, db.close), path
@@ -100,7 +101,6 @@ def _open_embedded(path) -> Opened:
     with _lock:
         entry = _embedded.get(key)
         if entry is None or not shared.is_open(entry[0]):
-            import neoarray
             entry = _embedded[key] = [neoarray.open(key), 0]
         entry[1] += 1
     return Opened(entry[0], lambda: _release_embedded(key, entry))
