@@ -88,6 +88,7 @@ class Txn:
     locked_on: set = field(default_factory=set)   # nodes that locked it durably
     refused: set = field(default_factory=set)     # voters that had no vote of it
     reported: set = field(default_factory=set)    # voters known not to hold it locked
+    voted_on: set = field(default_factory=set)    # of them, those that told they hold its vote
     lock_answered: bool = False                   # the Lock orders of Finish all ended
     outcome: str = PENDING
     error: Exception | None = None
@@ -220,6 +221,22 @@ class CommitCore:
             self._not_committed(txn, RequestRefused(
                 f"finish of 0x{txn.ttid.hex()}: no storage node among {txn.storages} has a vote of it; "
                 f"it was not committed"))
+
+    def vote_reported(self, txn: Txn, nid: int) -> None:
+        """Voter ``nid`` holds the vote of ``txn``, not locked, and ``txn`` is not
+        decided (yet): ``node_reported``, and ``late_locks`` orders it to lock ``txn``
+        if another voter tells later that it locked it."""
+        txn.voted_on.add(nid)
+        self.node_reported(txn, nid, locked=False)
+
+    def late_locks(self, running: set[int]) -> list[tuple[int, bytes, bytes]]:
+        """``(node, ttid, tid)``: Lock orders for the running voters that hold the vote
+        of a transaction decided after they told so (simulation seed 16986: a voter
+        back in recovery with the vote, another voter back later with it locked).
+        Without them the first voter's cells, readable, would miss the transaction
+        once it is complete on the other's."""
+        return [(n, t.ttid, t.tid) for t in self.queue if t.lock_answered and t.decided
+                for n in sorted(t.voted_on - t.locked_on) if n in running]
 
     def node_reported(self, txn: Txn, nid: int, locked: bool) -> None:
         """Voter ``nid`` told what it holds of ``txn`` (RecoveryInfo): locked, or not

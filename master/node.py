@@ -267,12 +267,14 @@ class Master(Committing):
         node.set_state(NodeState.RUNNING if in_pt or not self.pt.rows else NodeState.PENDING)
         self._persist_nodes()
         log.info("storage node S%d at %s is %s", node.node_id, node.address, node.state)
+        # what it holds now is told again, also when it joins while the cluster is not
+        # RUNNING: a verification already under way does not ask it (simulation seed 16986)
+        self.commits.reported.discard(node.node_id)
         if self.cluster_state == ClusterState.RUNNING and in_pt:
             if self.catchup.node_returned(self.pt, node.node_id, self.last_committed):
                 self._persist_pt()
                 log.info("S%d is back with OUT_OF_DATE cells: they copy up to tid 0x%s (ptid %d)",
                          node.node_id, self.last_committed.hex(), self.pt.ptid)
-            self.commits.reported.discard(node.node_id)     # what it holds now is told again
             self._settle_unreported(node.node_id)
         else:
             self.pool.submit(self.try_start)
@@ -474,12 +476,13 @@ class Master(Committing):
                         if txn.decided:
                             locks.append((nid, ttid, txn.tid))
                         else:
-                            core.node_reported(txn, nid, locked=False)
+                            core.vote_reported(txn, nid)
                         continue
                     owner = owner_of(ttid)
                     verdict = core.verdict(ttid, owner, True, 0.0, self.live_session(owner), everyone)
                     if verdict is not None:
                         (locks if verdict[1] else aborts).append((nid, ttid, verdict[1]))
+            locks += [order for order in core.late_locks(self.running_storages()) if order not in locks]
         for nid, ttid, tid in locks:
             wire.call(self.storage_stub(nid).Lock, spb.LockRequest(ttid=ttid, tid=tid), self.limits.rpc_timeout_s)
             with self.lock:

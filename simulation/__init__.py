@@ -62,5 +62,9 @@ in ``tests/master/test_flow.py``): a cell that caught up while a commit it misse
 was unpublished, or up to the tid of such a commit taken for the last committed
 tid at a verification, became UP_TO_DATE without it (an acknowledged commit lost
 when its other copies went away); ``final_status`` answered "not committed" for
-an earlier master's transaction that was committed and unlocked.
+an earlier master's transaction that was committed and unlocked; a storage node
+that joined while a verification was under way was never asked what it held (the
+commit queue blocked behind a transaction it had locked); a voter that told its
+vote before another voter told it had locked the transaction was never ordered to
+lock it (its readable cells missed a published commit).
 """

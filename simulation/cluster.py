@@ -29,10 +29,10 @@ def storage_joined(m, nid: int, last_tid: bytes, last_oid: bytes) -> None:
     m.log(f"S{nid} joined (it was {m.nodes.get(nid)}), cluster {m.cluster_state}")
     m.nodes[nid] = NodeState.RUNNING
     m.last_seen[nid] = m.world.now
+    m.commits.reported.discard(nid)
     if m.cluster_state == ClusterState.RUNNING:
         if m.catchup.node_returned(m.pt, nid, m.last_committed):
             m.persist_pt()
-        m.commits.reported.discard(nid)
         settle_unreported(m, nid)
 
 
@@ -132,12 +132,13 @@ def _orders(m, infos: dict) -> tuple[list, list, bool]:
                 if txn.decided:
                     locks.append((nid, ttid, txn.tid))
                 else:
-                    core.node_reported(txn, nid, locked=False)
+                    core.vote_reported(txn, nid)
                 continue
             owner = owner_of(ttid)
             verdict = core.verdict(ttid, owner, True, 0.0, owner in m.clients, everyone)
             if verdict is not None:
                 (locks if verdict[1] else aborts).append((nid, ttid, verdict[1]))
+    locks += [order for order in core.late_locks(m.running_storages()) if order not in locks]
     return locks, aborts, everyone
 
 

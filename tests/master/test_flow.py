@@ -90,3 +90,22 @@ def test_a_verification_does_not_take_an_unpublished_commits_tid_for_the_last_co
     assert h.commits.published_bound(p64(5)) == p64(5)         # before the queue: committed
     flow.lock_answers(txn, refused=set(), failed=set())
     assert h.commits.published_bound(txn.tid) == txn.tid
+
+
+def test_a_voter_that_told_its_vote_locks_the_transaction_another_voter_locked_later():
+    """Simulation seed 16986: both Lock orders of T failed (S1 locked it, its answer
+    was lost; S2 was down); S2 came back in recovery with T's vote, T undecided; S1
+    came back later with T locked.  S2 must be ordered to lock T: its readable cells
+    would miss T once it is complete on S1."""
+    h = host()
+    flow = CommitFlow(h)
+    txn = flow.queue_finish(10, p64(10 << 32 | 1), [p64(1)], [1, 2], 0, live=True, now=1.7e9).txn
+    flow.lock_answers(txn, refused=set(), failed={1, 2})
+    core = h.commits
+    core.vote_reported(txn, 2)
+    assert core.late_locks({1, 2}) == [] and not txn.decided
+    core.node_reported(txn, 1, locked=True)
+    assert core.late_locks({1, 2}) == [(2, txn.ttid, txn.tid)]
+    assert core.late_locks({1}) == []                           # S2 down: ordered when it returns
+    core.node_reported(txn, 2, locked=True)
+    assert core.late_locks({1, 2}) == []

@@ -16,8 +16,10 @@ SCHEDULES = 500
 # seeds that found bugs in the cores (each fails without its fix): 20832 (a cell
 # caught up to the tid of an unpublished commit: CommitCore.unpublished_on and
 # published_bound), 205, 608 (final_status called an earlier master's committed
-# transaction 'not committed')
-REGRESSION_SEEDS = (20832, 205, 608)
+# transaction 'not committed'), 16986 (a storage node joining during a verification
+# was never asked what it held: the commit queue blocked; then a voter that told its
+# vote before another told it locked the transaction was never ordered to lock it)
+REGRESSION_SEEDS = (20832, 205, 608, 16986)
 
 
 def test_schedules_hold_the_invariants():
