@@ -309,12 +309,14 @@ class ClusterCore:
         node.set_state(NodeState.RUNNING if in_pt or not self.pt.rows else NodeState.PENDING, now_s)
         self.persist_nodes()
         log.info("storage node S%d at %s is %s", node.node_id, node.address, node.state)
+        # what it holds now is told again, also when it joins while the cluster is not
+        # RUNNING: a verification already under way does not ask it (simulation seed 16986)
+        self.commits.reported.discard(node.node_id)
         if self.cluster_state == ClusterState.RUNNING and in_pt:
             if self.catchup.node_returned(self.pt, node.node_id, self.last_committed):
                 self.persist_table()
                 log.info("S%d is back with OUT_OF_DATE cells: they copy up to tid 0x%s (ptid %d)",
                          node.node_id, self.last_committed.hex(), self.pt.ptid)
-            self.commits.reported.discard(node.node_id)     # what it holds now is told again
             actions.append(Settle(node.node_id))
         else:
             actions.append(TRY_START)
@@ -438,7 +440,9 @@ class ClusterCore:
         for nid in sorted(infos):
             info = infos[nid]
             self.ids.raise_to(u64(info.last_oid or Z64), info.last_tid or Z64)
-            self.last_committed = max(self.last_committed, info.last_tid or Z64)
+            # not beyond a commit still queued (locked on some node, not published): a
+            # returning cell would copy up to it before its sources hold it (seed 20832)
+            self.last_committed = max(self.last_committed, self.commits.published_bound(info.last_tid or Z64))
 
     def reconcile(self, infos: dict[int, Recovered], live_session) -> Reconciliation:
         """Settle what storage nodes hold (the rules: Verification): the Lock and
@@ -454,6 +458,9 @@ class ClusterCore:
         out = Reconciliation(everyone=core.everyone_reported(self.pt))
         for nid in sorted(infos):
             self._reconcile_node(nid, infos[nid], live_session, out)
+        # voters that told their vote of a transaction decided since: they lock it too,
+        # or their readable cells miss a published commit (seed 16986)
+        out.locks += [order for order in core.late_locks(self.running_storages()) if order not in out.locks]
         return out
 
     def _reconcile_node(self, nid: int, info: Recovered, live_session, out: Reconciliation) -> None:
@@ -471,7 +478,7 @@ class ClusterCore:
                 if txn.decided:
                     out.locks.append((nid, ttid, txn.tid))
                 else:
-                    core.node_reported(txn, nid, locked=False)
+                    core.vote_reported(txn, nid)
                 continue
             owner = owner_of(ttid)
             verdict = core.verdict(ttid, owner, True, 0.0, live_session(owner), out.everyone)

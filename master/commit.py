@@ -70,7 +70,7 @@ import threading
 from dataclasses import dataclass, field
 
 from neoarray.errors import ClusterUnavailable, RequestRefused
-from neoarray.ids import u64
+from neoarray.ids import Z64, u64
 from neoarray.states import READABLE
 
 CLIENT_TTID_LIMIT = 1 << 56   # client-made ttids (node id << 32 | counter) stay below real tids
@@ -91,6 +91,7 @@ class Txn:
     locked_on: set = field(default_factory=set)   # nodes that locked it durably
     refused: set = field(default_factory=set)     # voters that had no vote of it
     reported: set = field(default_factory=set)    # voters known not to hold it locked
+    voted_on: set = field(default_factory=set)    # of them, those that told they hold its vote
     lock_answered: bool = False                   # the Lock orders of Finish all ended
     outcome: str = PENDING
     error: Exception | None = None
@@ -224,6 +225,22 @@ class CommitCore:
                 f"finish of 0x{txn.ttid.hex()}: no storage node among {txn.storages} has a vote of it; "
                 f"it was not committed"))
 
+    def vote_reported(self, txn: Txn, nid: int) -> None:
+        """Voter ``nid`` holds the vote of ``txn``, not locked, and ``txn`` is not
+        decided (yet): ``node_reported``, and ``late_locks`` orders it to lock ``txn``
+        if another voter tells later that it locked it."""
+        txn.voted_on.add(nid)
+        self.node_reported(txn, nid, locked=False)
+
+    def late_locks(self, running: set[int]) -> list[tuple[int, bytes, bytes]]:
+        """``(node, ttid, tid)``: Lock orders for the running voters that hold the vote
+        of a transaction decided after they told so (simulation seed 16986: a voter
+        back in recovery with the vote, another voter back later with it locked).
+        Without them the first voter's cells, readable, would miss the transaction
+        once it is complete on the other's."""
+        return [(n, t.ttid, t.tid) for t in self.queue if t.lock_answered and t.decided
+                for n in sorted(t.voted_on - t.locked_on) if n in running]
+
     def node_reported(self, txn: Txn, nid: int, locked: bool) -> None:
         """Voter ``nid`` told what it holds of ``txn`` (RecoveryInfo): locked, or not
         locked (a vote, or nothing).  When every voter said 'not locked' and none
@@ -240,6 +257,25 @@ class CommitCore:
     def _not_committed(self, txn: Txn, error: Exception) -> None:
         txn.outcome, txn.error = NOT_COMMITTED, error
         self.mark_dead(txn.ttid)
+
+    def unpublished_on(self, node: int, p: int, partitions: int) -> bool:
+        """A transaction in the queue writes partition ``p`` and ``node`` did not lock
+        it.  A cell of ``node`` in ``p`` that copied up to the last committed tid must
+        not become UP_TO_DATE yet: its copy ended before that transaction, which is
+        published later; if the copies holding it were lost in between, the cell
+        would be the readable copy without it (an acknowledged commit lost).  Once the
+        transaction leaves the queue, the cell copies up to its tid
+        (``CatchUp.committed``)."""
+        return any(node not in t.locked_on and p in written(t, partitions) for t in self.queue)
+
+    def published_bound(self, last_tid: bytes) -> bytes:
+        """What a storage node's ``last_tid`` tells of the last committed tid at a
+        verification: nothing (``Z64``) when a transaction of the queue has a tid at
+        or before it (the node locked a commit that is not published, and perhaps not
+        on every readable copy yet).  Cells catching up copy up to the last committed
+        tid: a copy up to the tid of an unpublished commit could end before its
+        sources hold it and be taken for complete."""
+        return Z64 if any(t.tid is not None and t.tid <= last_tid for t in self.queue) else last_tid
 
     def incomplete(self, txn: Txn, pt, partitions: int) -> list[int]:
         """Partitions ``txn`` writes with no readable cell that locked it."""
@@ -316,6 +352,8 @@ class CommitCore:
             return None, True
         if ttid in self.begun or owner_live:
             return None, False                                 # not finished yet
-        # an earlier master's session: not known yet unless its vote was found dead here
-        # (an earlier master may have committed it and had its lock records forgotten)
+        # a session of this master that ended: what it did not finish is dead (rule 2).
+        # An earlier master's: not known, even when every node reported holding nothing
+        # of it locked (``everyone``): it may have been committed and its locked records
+        # forgotten (Unlock) before that master ended; the data it wrote tells.
         return None, owner_of(ttid) >= self.first_node_id

@@ -1,9 +1,10 @@
 """The master's commit path (``Begin``, ``Abort``, ``Finish`` and the Lock orders),
 as the rules of ``master/commit.py`` say.
 
-A mixin of ``Master`` (``master/node.py``): ``CommitCore`` (``self.commits``) decides,
-these methods hold ``self.lock`` while they read and change it and call the storage
-nodes outside the lock.
+A mixin of ``Master`` (``master/node.py``): ``CommitCore`` (``self.commits``) and
+``CommitFlow`` (``self.flow``, ``master/flow.py``) decide and return actions; these
+methods hold ``self.lock`` while they call them, carry the actions out
+(``_carry_out``), and call the storage nodes outside the lock.
 """
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import grpc
 
 from neoarray import wire
 from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
-from neoarray.ids import checked_id, u64
+from neoarray.ids import checked_id
 from neoarray.proto import storage_pb2 as spb
 from neoarray.states import NodeType
 
-from .commit import COMPLETE, Txn, owner_of, written
+from .commit import COMPLETE, Txn, owner_of
+from .flow import AbortOn, Done, Publish, TableChanged, Unlock
 
 log = logging.getLogger("neoarray.master")
 
@@ -128,7 +130,7 @@ class Committing:
         return txn.tid, txn.prev_tid
 
     def _queue_finish(self, node: int, ttid: bytes, oids, storages, view_ptid: int) -> Txn:
-        """Checks, the tid, and the place in the commit queue."""
+        """Checks, the tid, and the place in the commit queue (``CommitFlow.queue_finish``)."""
         with self.lock:
             self.require_running()
             self.require_writer(node, "Finish")
@@ -138,23 +140,16 @@ class Committing:
             bad = [s for s in storages if s not in self._storage_ids()]
             if bad:
                 raise RequestRefused(f"finish names unknown storage nodes {bad}")
-            live = self.live_session(node)
-            if not live and owner_of(ttid) == node:
-                # it can never be finished: its votes go now (and by verdicts if this fails)
-                self.pool.submit(self._abort_on, ttid, sorted(set(storages)))
-            txn = self.commits.accept_finish(node, ttid, live)
-            txn.oids, txn.storages = list(oids), sorted(set(storages))
-            txn.view_ptid = view_ptid
-            txn.tid = txn.tid or self.ids.new_tid(self.partitions, u64(ttid) % self.partitions)
-            refusal = self.admin.view_covers(txn)
-            if refusal is None:
-                self.commits.enqueue(txn)
-                self._missed(txn, txn.storages, self.last_committed)
-                return txn
-            self.commits.mark_dead(ttid)
-        log.warning("finish refused: %s", refusal)
-        self._abort_on(ttid, txn.storages)
-        raise ClusterUnavailable(refusal)
+            step = self.flow.queue_finish(node, ttid, oids, storages, view_ptid, self.live_session(node))
+            self._carry_out([a for a in step.actions if not (isinstance(a, AbortOn) and a.now)])
+        if step.error is not None:
+            if step.txn is not None:
+                log.warning("finish refused: %s", step.error)
+            for action in step.actions:
+                if isinstance(action, AbortOn) and action.now:
+                    self._abort_on(action.ttid, action.nodes)
+            raise step.error
+        return step.txn
 
     def _lock_on_storages(self, txn: Txn) -> None:
         """Order every voter to lock ``txn``: a voter that does not answer is lost, one
@@ -184,52 +179,32 @@ class Committing:
             if refused:
                 log.warning("lock of 0x%s refused by S%s (no vote of it there)", txn.ttid.hex(),
                             ", S".join(map(str, sorted(refused))))
-            # a node without a cell of what it writes holds nothing of it that counts
-            holders = {n for p in written(txn, self.partitions) for n in self.pt.rows[p]}
-            lost = set(failed) - refused
-            self.commits.lock_answers(txn, set(txn.storages) - set(failed), refused | (lost - holders),
-                                      lost & holders)
-            if refused and txn.decided:
-                self._missed(txn, self._voters(txn), txn.tid)
-            self._settle_queue()
-
-    @staticmethod
-    def _voters(txn: Txn) -> list[int]:
-        return [n for n in txn.storages if n not in txn.refused]
-
-    def _missed(self, txn: Txn, voters, until: bytes) -> None:
-        """Cells that may miss ``txn`` copy it (``master/replication.py``): those of
-        nodes that returned after the client's view, and the readable ones of running
-        nodes that did not vote it.  Before the Lock orders they become OUT_OF_DATE,
-        copying up to ``until``, the last committed tid (not yet the transaction's:
-        its sources do not hold it, a copy could end before it and be taken for
-        complete), so that the last readable copies of what it writes are its voters;
-        once it is complete they copy up to its tid.  The new table is sent before its
-        invalidation."""
-        if self.catchup.committed(self.pt, self.running_storages(), until, txn.view_ptid,
-                                  lambda: written(txn, self.partitions), voters):
-            self._persist_pt()
-            log.info("transaction 0x%s may be missed by some cells: they copy it (ptid %d)",
-                     txn.tid.hex(), self.pt.ptid)
-            self.broadcast_cluster()
+            self._carry_out(self.flow.lock_answers(txn, refused, set(failed)))
 
     def _settle_queue(self) -> None:
         """Acknowledge, in tid order, the transactions whose outcome is known (under
-        ``self.lock``): publish the complete ones; abort the votes of the others."""
-        for txn in self.commits.settle(self.pt, self.partitions, self.running_storages()):
-            if txn.outcome == COMPLETE or txn.decided:      # decided but not complete: torn
-                txn.prev_tid = self.last_committed
-                self.last_committed = max(self.last_committed, txn.tid)
-                self._missed(txn, self._voters(txn), txn.tid)
-                event = self._invalidation(txn)
+        ``self.lock``): ``CommitFlow.settle``."""
+        self._carry_out(self.flow.settle())
+
+    def _carry_out(self, actions) -> None:
+        """Carry out the actions of ``CommitFlow`` (under ``self.lock``)."""
+        for action in actions:
+            if isinstance(action, TableChanged):
+                self._persist_pt()
+                log.info("a transaction may be missed by some cells: they copy it (ptid %d)", self.pt.ptid)
+                self.broadcast_cluster()
+            elif isinstance(action, Publish):
+                event = self._invalidation(action.txn)
                 for q in list(self.subscribers.values()):
                     self._push(q, event)
-            if txn.outcome == COMPLETE:
-                self.commits_finished += 1
-                for nid in txn.locked_on:
-                    self.to_unlock.setdefault(nid, []).append(txn.ttid)
-            else:
-                log.error("transaction 0x%s: %s", txn.ttid.hex(), txn.error)
-                if not txn.decided:
-                    self.pool.submit(self._abort_on, txn.ttid, txn.storages)
-            txn.done.set()
+            elif isinstance(action, Unlock):
+                self.to_unlock.setdefault(action.node, []).append(action.ttid)
+            elif isinstance(action, AbortOn):
+                self.pool.submit(self._abort_on, action.ttid, action.nodes)
+            elif isinstance(action, Done):
+                txn = action.txn
+                if txn.outcome == COMPLETE:
+                    self.commits_finished += 1
+                else:
+                    log.error("transaction 0x%s: %s", txn.ttid.hex(), txn.error)
+                txn.done.set()

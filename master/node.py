@@ -13,6 +13,7 @@ heartbeats DOWN; an unlock thread sends batched ``Unlock`` orders.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -57,6 +58,7 @@ from .commit import CommitCore, Txn, owner_of
 from .committing import Committing
 from .core import IdAllocator, PartitionTable
 from .fencing import EpochStub
+from .flow import CommitFlow
 from .rates import ReplicationRates
 from .replication import CatchUp
 from .state import MasterState
@@ -113,6 +115,7 @@ class Master(Committing):
         self.wall_offset_s = time.time() - time.monotonic()   # node states' ``since``: monotonic -> wall
         self._load_state(partitions, replicas, storages_expected)
         self.commits_finished = 0                 # acknowledged since start (metrics)
+        self.flow = CommitFlow(self)              # the commit path's decisions (master/flow.py)
         self.subscribers: dict[int, queue.Queue] = {}
         self.channels: dict[int, tuple] = {}
         self.to_unlock: dict[int, list] = {}
@@ -432,7 +435,8 @@ class Master(Committing):
             for d in done:
                 if self.truncation.blocks(nid):
                     break       # not UP_TO_DATE before the truncation reached it
-                if len(d.tid) == 8 and self.catchup.replicated(self.pt, nid, d.partition, d.tid):
+                unpublished = functools.partial(self.commits.unpublished_on, nid, d.partition, self.partitions)
+                if len(d.tid) == 8 and self.catchup.replicated(self.pt, nid, d.partition, d.tid, unpublished):
                     changed = True
                     log.info("S%d caught up partition %d to tid 0x%s: UP_TO_DATE (ptid %d)",
                              nid, d.partition, d.tid.hex(), self.pt.ptid)

@@ -122,13 +122,16 @@ class CatchUp:
         """The cell left the table."""
         self.until.pop((node, p), None)
 
-    def replicated(self, pt, node: int, p: int, tid: bytes) -> bool:
+    def replicated(self, pt, node: int, p: int, tid: bytes, unpublished=None) -> bool:
         """``node`` copied partition ``p`` up to ``tid``; True when its cell became
-        UP_TO_DATE (the caller increases nothing: the ptid is increased here)."""
+        UP_TO_DATE (the caller increases nothing: the ptid is increased here).
+        ``unpublished()`` (when given): True while a transaction the cell may miss is
+        committed and not yet published (``CommitCore.unpublished_on``): the cell
+        stays OUT_OF_DATE until it is."""
         if not 0 <= p < len(pt.rows) or pt.rows[p].get(node) != CellState.OUT_OF_DATE:
             return False
         until = self.until.get((node, p))
-        if until is None or tid < until:
+        if until is None or tid < until or (unpublished is not None and unpublished()):
             return False
         pt.set_cell(p, node, CellState.UP_TO_DATE)
         del self.until[(node, p)]

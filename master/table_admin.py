@@ -23,6 +23,7 @@ from neoarray.states import READABLE, CellState, ClusterState, NodeState, NodeTy
 
 from . import tweak as planner
 from .commit import written
+from .flow import view_refusal
 
 log = logging.getLogger("neoarray.master")
 
@@ -138,25 +139,8 @@ class TableAdmin:
         return written(txn, self.m.partitions)
 
     def view_covers(self, txn) -> str | None:
-        """Why ``txn`` cannot be finished safely (None: it can).  Every partition it
-        wrote needs a readable copy among the nodes that voted it.  A client routes its
-        stores with its view; if cells created since then make up every readable copy
-        of a partition it wrote, nothing could copy the transaction to them."""
-        for p in self._written(txn):
-            row = self.m.pt.rows[p]
-            if any(self.m.pt.added.get((n, p), 0) > txn.view_ptid for n in row):
-                if not any(s in READABLE and n in txn.storages and self.m.pt.added.get((n, p), 0) <= txn.view_ptid
-                           for n, s in row.items()):
-                    return (f"the partition table changed under transaction 0x{txn.ttid.hex()} "
-                            f"(view ptid {txn.view_ptid}, now {self.m.pt.ptid}): partition {p} has no "
-                            f"readable copy it stored to; it was not committed, retry it")
-            elif not any(s in READABLE and n in txn.storages for n, s in row.items()):
-                # the client went on without a copy that did not answer: some readable
-                # copy must hold the transaction
-                return (f"no readable copy of partition {p} took transaction 0x{txn.ttid.hex()} "
-                        f"(it was voted on S{', S'.join(map(str, txn.storages)) or '-'}); "
-                        f"it was not committed, retry it")
-        return None
+        """Why ``txn`` cannot be finished safely (None: it can): ``flow.view_refusal``."""
+        return view_refusal(self.m.pt, self.m.partitions, txn)
 
     # -- drop, kill, replicas -------------------------------------------------------------
     def drop_node(self, nid: int) -> list[tuple[int, int, str, str]]:

@@ -66,8 +66,9 @@ class TransactionManager:
 
     def __init__(self, backend: Backend, transaction_bytes_max: int = 8 << 30,
                  objects_per_transaction_max: int = 1_000_000, transactions_per_client_max: int = 64,
-                 unvoted_bytes_per_client_max: int = 16 << 30):
+                 unvoted_bytes_per_client_max: int = 16 << 30, clock: Callable[[], float] = time.monotonic):
         self.backend = backend
+        self.clock = clock          # monotonic seconds (the simulation passes its clock)
         self.transaction_bytes_max = transaction_bytes_max
         self.objects_per_transaction_max = objects_per_transaction_max
         self.transactions_per_client_max = transactions_per_client_max
@@ -94,7 +95,7 @@ class TransactionManager:
         for ttid in self.backend.pending_ttids() - set(voted):
             self.backend.abort(ttid)
         self.backend.keep_reservations()
-        now = time.monotonic()
+        now = self.clock()
         for ttid, doc in voted.items():
             oids = set(doc["oids"])
             self.held[ttid] = oids
@@ -120,7 +121,7 @@ class TransactionManager:
             self.sizes[ttid] = self.sizes.get(ttid, 0) + size
             self.counts[ttid] = self.counts.get(ttid, 0) + len(records)
             self.owners[ttid] = node
-            self.since.setdefault(ttid, time.monotonic())
+            self.since.setdefault(ttid, self.clock())
         try:
             with self.write_mutex:
                 self.backend.store_voted(ttid, records)
@@ -151,7 +152,7 @@ class TransactionManager:
             self._check_limits(ttid, node, len(data), 0)
             self.sizes[ttid] = self.sizes.get(ttid, 0) + len(data)
             self.owners[ttid] = node
-            self.since.setdefault(ttid, time.monotonic())
+            self.since.setdefault(ttid, self.clock())
         try:
             with self.write_mutex:
                 self.backend.store_blob_chunk(ttid, oid, index, crc, data)
@@ -220,7 +221,7 @@ class TransactionManager:
                 self.locks[oid] = ttid
             self.held[ttid] = wanted
             self.owners[ttid] = node
-            self.since.setdefault(ttid, time.monotonic())
+            self.since.setdefault(ttid, self.clock())
         conflicts = [] if restore else self._conflicts(stored, checks)
         if conflicts:
             self._release(ttid)
@@ -284,7 +285,7 @@ class TransactionManager:
         first, at most ``count_max``: ``[(ttid, client node, voted, age_s)]``.  The
         node reports them to the master, which alone decides when one is dead
         (``master/commit.py``)."""
-        now = time.monotonic()
+        now = self.clock()
         with self.mutex:
             old = sorted(((t, s) for t, s in self.since.items() if now - s >= age_min_s), key=lambda i: i[1])
             return [(t, self.owners.get(t, 0), t in self.held, now - s) for t, s in old[:count_max]]

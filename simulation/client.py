@@ -1,0 +1,176 @@
+"""A client of the simulation: a workload of counters and appends, committed by the
+rules of ``neoarray/client/commit.py``.
+
+Each transaction reads what it changes from a readable copy, makes its ttid from
+its session (node id << 32 | counter), stores its records on every writable cell of
+the partitions it writes (the metadata's too), votes on each of those nodes (a
+single voter is told so: its vote is not synced), refuses to go on when a written
+partition has no readable voter, and asks the master to finish.  When the finish
+reply is lost or says the outcome is not known, it asks ``final_status`` until it
+knows.  A conflict or a busy object aborts the transaction (it is retried as a new
+one).  Counters: read-modify-write of one of a few oids.  Appends: a new object
+(from the master's oids) and an entry added to a log object.
+"""
+from __future__ import annotations
+
+from neoarray.errors import OutcomeUnknown, RequestRefused
+from neoarray.ids import Z64, p64, u64
+from neoarray.records import NoObject, TransactionInfo
+from neoarray.states import READABLE, CellState, ClusterState
+from storage_node.backend import Stored, checksum
+from storage_node.manager import VOTED
+
+from .world import Call, Sleep
+
+RPC_S = 1.0
+FINISH_S = 5.0
+OUTCOME_ASKS_MAX = 40
+
+
+class ClientActor:
+    def __init__(self, world, index: int, checker, partitions: int, counters: list[bytes], log_oid: bytes,
+                 ops_max: int):
+        self.world, self.index, self.checker = world, index, checker
+        self.name = f"C{index}"
+        self.partitions, self.counters, self.log_oid = partitions, counters, log_oid
+        self.ops_max = ops_max
+        self.up, self.epoch = False, 0
+        self.nid = None
+        self.seq = 0
+        self.ops_done = 0
+        self.finished = False
+
+    def start(self) -> None:
+        self.up = True
+        self.epoch += 1
+        self.world.spawn(self.name, self.main())
+
+    def crash(self) -> None:
+        """The client process dies: its session ends with its event stream."""
+        self.up = False
+        self.epoch += 1
+        self.nid = None
+
+    def handle(self, kind: str, payload: tuple, src: str):
+        raise RequestRefused(f"a client serves no {kind!r}")
+
+    def _session(self):
+        while self.nid is None:
+            reply = yield Call("M", "identify", ("client", 0), RPC_S)
+            if reply is not None and reply.ok:
+                self.nid = reply.value
+            else:
+                yield Sleep(0.2)
+
+    def main(self):
+        rng = self.world.rng
+        while self.ops_done < self.ops_max:
+            while True:
+                yield from self._session()
+                reply = yield Call("M", "view", (self.nid,), RPC_S)
+                if reply is not None and not reply.ok and isinstance(reply.error, RequestRefused):
+                    self.nid = None         # the master does not know this session
+                if reply is not None and reply.ok and reply.value[0] == ClusterState.RUNNING:
+                    break
+                yield Sleep(0.2)
+            self.ops_done += 1
+            yield from self.transaction(reply.value, "counter" if rng.random() < 0.6 else "append")
+            yield Sleep(rng.random() * 0.2)
+        self.finished = True
+
+    # -- one transaction ----------------------------------------------------------------
+    def _read(self, rows, running, oid: bytes):
+        """``(data, serial)`` of ``oid`` from a readable copy; None when none answers."""
+        p = u64(oid) % self.partitions
+        for n in sorted(n for n, s in rows[p].items() if s in READABLE and n in running):
+            reply = yield Call(f"S{n}", "load", (oid,), RPC_S)
+            if reply is None:
+                continue
+            if reply.ok:
+                return reply.value.data, reply.value.serial
+            if isinstance(reply.error, NoObject):
+                return b"", Z64
+        return None
+
+    def _changes(self, kind: str, rows, running):
+        """``{oid: (serial, data)}`` of the transaction; None when a read failed."""
+        rng = self.world.rng
+        tag = b"C%d.%d;" % (self.index, self.seq)
+        oid = rng.choice(self.counters) if kind == "counter" else self.log_oid
+        read = yield from self._read(rows, running, oid)
+        if read is None:
+            return None
+        data, serial = read
+        if kind == "counter":
+            return {oid: (serial, b"%d" % (int(data or b"0") + 1))}
+        reply = yield Call("M", "new_oids", (self.nid, 1), RPC_S)
+        if reply is None or not reply.ok:
+            return None
+        return {oid: (serial, data + tag), reply.value[0]: (Z64, b"A" + tag)}
+
+    def transaction(self, view, kind: str):
+        _, rows, ptid, running = view
+        self.seq += 1
+        nid = self.nid
+        ttid = p64(nid << 32 | self.seq)
+        changes = yield from self._changes(kind, rows, running)
+        if changes is None:
+            return
+        writable = {p: [n for n, s in sorted(rows[p].items()) if s != CellState.CORRUPTED and n in running]
+                    for p in range(self.partitions)}
+        meta_p = u64(ttid) % self.partitions
+        stores: dict[int, list] = {n: [] for n in writable[meta_p]}
+        for oid, (serial, data) in sorted(changes.items()):
+            for n in writable[u64(oid) % self.partitions]:
+                stores.setdefault(n, []).append(Stored(oid, serial, data, checksum(data)))
+        targets = sorted(stores)
+        replies = yield [Call(f"S{n}", "store", (ttid, nid, stores[n]), RPC_S) for n in targets if stores[n]]
+        failed = {n for n, r in zip([n for n in targets if stores[n]], replies) if r is None or not r.ok}
+        voters = yield from self._vote(ttid, nid, targets, failed, stores, meta_p, writable, sorted(changes))
+        written = {u64(o) % self.partitions for o in changes} | {meta_p}
+        if voters is None or not all(any(n in voters and rows[p][n] in READABLE for n in rows[p])
+                                     for p in written):
+            self._abort(ttid, targets)
+            return
+        yield from self._finish(ttid, sorted(changes), voters, ptid, changes)
+
+    def _vote(self, ttid, nid, targets, failed, stores, meta_p, writable, oids):
+        meta = TransactionInfo(Z64, b"sim", b"", b"", oids, ttid)
+        asked = [n for n in targets if n not in failed]
+        sync = len(asked) > 1
+        replies = yield [Call(f"S{n}", "vote", (ttid, nid, meta if n in writable[meta_p] else None,
+                                                [r.oid for r in stores[n]], sync), RPC_S) for n in asked]
+        if any(r is not None and r.ok and r.value.status != VOTED for r in replies):
+            return None             # a conflict, or busy: abort and retry as a new transaction
+        return sorted(n for n, r in zip(asked, replies) if r is not None and r.ok)
+
+    def _abort(self, ttid: bytes, targets) -> None:
+        for n in targets:
+            self.world.send(self.name, f"S{n}", "abort", (ttid,), 0)
+        self.world.send(self.name, "M", "abort", (self.nid, ttid, list(targets)), 0)
+
+    def _finish(self, ttid, oids, voters, ptid, changes):
+        writes = {oid: data for oid, (_, data) in changes.items()}
+        reply = yield Call("M", "finish", (self.nid, ttid, oids, voters, ptid), FINISH_S)
+        if reply is not None and reply.ok:
+            self.checker.acknowledged(ttid, reply.value, writes)
+            return
+        if reply is not None and not isinstance(reply.error, OutcomeUnknown):
+            self.checker.not_committed(ttid, reply.error)
+            return
+        for _ in range(OUTCOME_ASKS_MAX):
+            yield Sleep(0.25)
+            yield from self._session()
+            reply = yield Call("M", "final_status", (self.nid, ttid), RPC_S)
+            if reply is None or not reply.ok:
+                if reply is not None and isinstance(reply.error, RequestRefused):
+                    self.nid = None
+                continue
+            tid, dead = reply.value
+            if tid is not None:
+                self.checker.acknowledged(ttid, tid, writes)
+                return
+            if dead:
+                self.checker.not_committed(ttid, None)
+                return
+        self.checker.unknown(ttid, writes)

@@ -1,0 +1,218 @@
+"""One schedule: a whole cluster made from a seed, faults injected, the invariants
+checked; and the search for the shortest failing prefix of a failing schedule."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from neoarray.ids import p64
+from neoarray.states import CellState, ClusterState
+
+from . import cluster
+from .checker import Checker
+from .client import ClientActor
+from .master import MasterActor
+from .storage import StorageActor
+from .world import Faults, World
+
+FAULTS_END_S = 12.0           # no fault starts later
+END_S = 60.0                  # the schedule fails if the cluster has not settled by then
+WATCH_S = 0.25
+COUNTERS = 3
+
+
+@dataclass
+class Result:
+    seed: int
+    violations: list[str]
+    steps: int
+    digest: int
+    shape: str = ""
+    trace: list[str] = field(default_factory=list)
+    steps_max: int | None = None        # the step after which the faults stopped
+    planned: int = 0                    # faults drawn
+    skipped: frozenset = frozenset()    # of them, those left out
+
+
+@dataclass
+class Components:
+    """The classes a schedule is made of (a test gives faulty ones)."""
+    master: type = MasterActor
+    storage: type = StorageActor
+    client: type = ClientActor
+
+
+class Schedule:
+    def __init__(self, seed: int, store: str = "memory", steps_max: int | None = None,
+                 parts: Components | None = None, skipped=frozenset()):
+        self.seed, self.steps_max = seed, steps_max
+        self.skipped = frozenset(skipped)      # indexes of the planned faults left out
+        self.planned = 0
+        self.world = w = World(seed)
+        parts = parts or Components()
+        rng = w.rng
+        self.checker = Checker()
+        self.checker.now = lambda: w.now
+        n_storages = rng.randint(1, 3)
+        replicas = rng.randint(0, min(1, n_storages - 1))
+        partitions = rng.randint(1, 4)
+        full = rng.random() < 0.15
+        bytes_max = rng.randint(20_000, 60_000) if full else 1 << 62
+        self.counters = [p64(i) for i in range(1, COUNTERS + 1)]
+        self.log_oid = p64(COUNTERS + 1)
+        sids = list(range(1, n_storages + 1))
+        self.master = parts.master(w, self.checker, partitions, replicas, sids)
+        self.master.disk["oid_reserved"] = COUNTERS + 1
+        self.storages = {n: parts.storage(w, n, partitions, store, bytes_max) for n in sids}
+        self.clients = [parts.client(w, i, self.checker, partitions, self.counters, self.log_oid,
+                                     rng.randint(3, 12)) for i in range(1, rng.randint(1, 3) + 1)]
+        for actor in [self.master, *self.storages.values(), *self.clients]:
+            w.actors[actor.name] = actor
+        self.shape = (f"{n_storages} storage(s), replicas {replicas}, {partitions} partition(s), "
+                      f"{len(self.clients)} client(s), {store}{', full disk' if full else ''}")
+        self.faulting = True
+
+    def log(self, text: str) -> None:
+        self.world.log(text)
+
+    # -- faults -----------------------------------------------------------------------------
+    def plan_faults(self) -> None:
+        """Draw the faults from the seed; schedule those not ``skipped`` (every fault
+        is drawn, so that skipping one changes nothing else of the schedule)."""
+        w = self.world
+        for i in range(w.rng.randint(0, 10)):
+            when, fn, args = self._draw_fault()
+            self.planned += 1
+            if i not in self.skipped:
+                w.at(when, fn, *args)
+
+    def _draw_fault(self):
+        rng = self.world.rng
+        when = rng.random() * FAULTS_END_S
+        kind = rng.choice(["storage", "storage", "master", "network", "network", "client", "isolate"])
+        down_s = 0.2 + rng.random() * 3.0
+        if kind == "storage":
+            return when, self.crash, (self.storages[rng.choice(sorted(self.storages))], down_s)
+        if kind == "master":
+            return when, self.crash, (self.master, down_s)
+        if kind == "client":
+            return when, self.crash, (rng.choice(self.clients), down_s)
+        if kind == "isolate":
+            name = rng.choice(sorted(["M", *(f"S{n}" for n in self.storages)]))
+            return when, self.network, (Faults(isolated=frozenset({name})), down_s)
+        faults = Faults(drop=rng.random() * 0.3, duplicate=rng.random() * 0.3, delay_s_max=rng.random() * 0.5)
+        return when, self.network, (faults, down_s)
+
+    def crash(self, actor, down_s: float) -> None:
+        if not self.faulting or not actor.up:
+            return
+        self.log(f"crash {actor.name}")
+        session = getattr(actor, "nid", None) if actor in self.clients else None
+        actor.crash()
+        if session is not None and self.master.up:      # its event stream closes
+            self.world.at(0.01, self.session_closed, session)
+        self.world.at(down_s, self.restart, actor)
+
+    def session_closed(self, nid: int) -> None:
+        if self.master.up:
+            cluster.session_ended(self.master, nid)
+
+    def restart(self, actor) -> None:
+        if not actor.up:
+            self.log(f"restart {actor.name}")
+            actor.start()
+
+    def network(self, faults: Faults, lasting_s: float) -> None:
+        if not self.faulting:
+            return
+        self.log(f"network faults {faults}")
+        self.world.faults = faults
+        self.world.at(lasting_s, self.network_healed, faults)
+
+    def network_healed(self, faults: Faults) -> None:
+        if self.world.faults is faults:
+            self.log("network healed")
+            self.world.faults = Faults()
+
+    def stop_faults(self) -> None:
+        """From now on no fault: the network heals and every node restarts."""
+        if not self.faulting:
+            return
+        self.faulting = False
+        self.log("faults stop")
+        self.world.faults = Faults()
+        for actor in [self.master, *self.storages.values(), *self.clients]:
+            self.restart(actor)
+
+    # -- the run ------------------------------------------------------------------------------
+    def watch(self) -> None:
+        self.checker.readable_copies_hold(self.master, self.storages)
+        self.world.at(WATCH_S, self.watch)
+
+    def settled(self) -> bool:
+        m = self.master
+        return (not self.faulting and all(c.finished for c in self.clients) and m.up
+                and m.cluster_state == ClusterState.RUNNING and not m.commits.queue
+                and all(s.up for s in self.storages.values())
+                and all(st == CellState.UP_TO_DATE for row in m.pt.rows for st in row.values()))
+
+    def run(self) -> Result:
+        w = self.world
+        try:
+            for actor in [self.master, *self.storages.values(), *self.clients]:
+                actor.start()
+            self.plan_faults()
+            w.at(WATCH_S, self.watch)
+            w.at(FAULTS_END_S + 3.0, self.stop_faults)
+            while w.now < END_S and not (w.now > FAULTS_END_S and self.settled()):
+                if self.steps_max is not None and w.steps >= self.steps_max:
+                    self.stop_faults()
+                if not w.step():
+                    break
+            self.checker.final(self.master, self.storages, self.counters, self.log_oid)
+            for failure in w.failures[:5]:
+                self.checker.violation(f"unexpected exception: {failure}")
+        except Exception as exc:    # noqa: BLE001 - a failure of the code under test is a violation
+            self.checker.violation(f"exception: {type(exc).__name__}: {exc}")
+        finally:
+            for s in self.storages.values():
+                s.close()
+        return Result(self.seed, self.checker.violations, w.steps, w.digest, self.shape, w.trace, self.steps_max,
+                      self.planned, self.skipped)
+
+
+def run_schedule(seed: int, store: str = "memory", steps_max: int | None = None,
+                 parts: Components | None = None, skipped=frozenset()) -> Result:
+    return Schedule(seed, store, steps_max, parts, skipped).run()
+
+
+def shortest_prefix(seed: int, steps: int, store: str = "memory", parts: Components | None = None,
+                    tries_max: int = 16) -> Result | None:
+    """The failing run of ``seed`` whose faults stop after the fewest steps (bisection
+    on the step limit), then with the fewest of its faults (each left out in turn,
+    kept out when the run still fails); None when none fails."""
+    best = _fewest_steps(seed, steps, store, parts, tries_max)
+    if best is None:
+        return None
+    for i in range(best.planned):
+        result = run_schedule(seed, store, best.steps_max, parts, best.skipped | {i})
+        if result.violations:
+            best = result
+    return best
+
+
+def _fewest_steps(seed: int, steps: int, store: str, parts, tries_max: int) -> Result | None:
+    lo, hi, best = 0, steps, None
+    for _ in range(tries_max):
+        if lo >= hi:
+            break
+        mid = (lo + hi) // 2
+        result = run_schedule(seed, store, mid, parts)
+        if result.violations:
+            hi, best = mid, result
+        else:
+            lo = mid + 1
+    if best is None:
+        best = run_schedule(seed, store, hi, parts)
+        if not best.violations:
+            return None
+    return best
