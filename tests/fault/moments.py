@@ -77,3 +77,32 @@ def wait_for_state(admin: AdminClient, rng: random.Random, timeout_s: float = RE
 def master_moment(rng: random.Random) -> str:
     """Which moment a master kill aims at (``any``: none, a random moment)."""
     return rng.choice(MASTER_MOMENTS)
+
+
+def kill_master_at(cluster, tally: Tally, rng: random.Random, moment: str, phase_of, down_s: float,
+                   again_s_max: float) -> str:
+    """Kill the master at ``moment`` (``vote``, ``finish``: once ``phase_of()``, a
+    client's phase, is there, or ``AIM_S_MAX`` passed; None: no client to aim at) and
+    start it again after ``down_s``; at ``recovery``, kill the restarted master again
+    in the state ``wait_for_state`` draws and start it after up to ``again_s_max``.
+    What happened, for the test's log."""
+    if moment in ("vote", "finish") and phase_of is not None:
+        seen = aim_at_phase(phase_of, moment)
+        moment = moment if seen == moment else f"{moment} missed"
+    cluster.kill_master()
+    tally.killed("master", "any" if moment == "recovery" else moment)
+    time.sleep(down_s)
+    cluster.start_master()
+    if moment != "recovery":
+        return moment
+    admin = cluster.admin()
+    try:
+        state = wait_for_state(admin, rng)
+    finally:
+        admin.close()
+    cluster.kill_master()
+    tally.killed("master", f"restarted, {state}")
+    again_s = round(rng.uniform(0.0, again_s_max), 2)
+    time.sleep(again_s)
+    cluster.start_master()
+    return f"recovery: killed again when {state}, back after {again_s}s"

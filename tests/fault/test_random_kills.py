@@ -26,7 +26,7 @@ from neoarray.errors import NeoError, NotCommitted
 from neoarray.ids import Z64
 from tests.cluster_helpers import neoctl, wait_settled
 
-from .moments import Tally, aim_at_phase, master_moment, wait_for_state
+from .moments import Tally, kill_master_at, master_moment
 
 FAULTS = int(os.environ.get("NEOARRAY_FAULTS", "3"))
 OBJECTS = 8
@@ -137,24 +137,8 @@ class Faults:
         self.cluster.wait_state("RUNNING", 60)
 
     def _master(self, moment: str) -> None:
-        if moment in ("vote", "finish"):
-            seen = aim_at_phase(lambda: self.work.phase, moment)
-            moment = moment if seen == moment else f"{moment} missed"
-        self.cluster.kill_master()
-        self.tally.killed("master", "any" if moment == "recovery" else moment)
-        time.sleep(self.rng.uniform(0.0, 0.5))
-        self.cluster.start_master()
-        if moment == "recovery":
-            admin = self.cluster.admin()
-            try:
-                state = wait_for_state(admin, self.rng)
-            finally:
-                admin.close()
-            self.cluster.kill_master()
-            self.tally.killed("master", f"restarted, {state}")
-            time.sleep(self.rng.uniform(0.0, 0.5))
-            self.cluster.start_master()
-            moment = f"recovery ({state})"
+        down_s = self.rng.uniform(0.0, 0.5)
+        moment = kill_master_at(self.cluster, self.tally, self.rng, moment, lambda: self.work.phase, down_s, 0.5)
         self.log.append(f"master at {moment}")
 
 

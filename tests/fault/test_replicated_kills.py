@@ -38,7 +38,7 @@ from neoarray.errors import NotCommitted
 from neoarray.ids import Z64
 from tests.cluster_helpers import neoctl, storage_ids, wait_cells, wait_settled
 
-from .moments import Tally, aim_at_phase, master_moment, wait_for_state
+from .moments import Tally, kill_master_at, master_moment
 
 FAULTS = int(os.environ.get("NEOARRAY_FAULTS", "3"))
 CLIENTS = 2
@@ -214,26 +214,9 @@ class Faults:
         self.cluster.wait_state("RUNNING", 60)
 
     def _master(self, moment: str, down_s: float) -> None:
-        if moment in ("vote", "finish") and self.clients:
-            client = self.rng.choice(self.clients)
-            seen = aim_at_phase(lambda: client.phase, moment)
-            moment = moment if seen == moment else f"{moment} missed"
-        self.cluster.kill_master()
-        self.tally.killed("master", "any" if moment == "recovery" else moment)
-        time.sleep(down_s)
-        self.cluster.start_master()
-        if moment == "recovery":
-            admin = self.cluster.admin()
-            try:
-                state = wait_for_state(admin, self.rng)
-            finally:
-                admin.close()
-            self.cluster.kill_master()
-            self.tally.killed("master", f"restarted, {state}")
-            again_s = round(self.rng.uniform(0.0, 1.0), 2)
-            time.sleep(again_s)
-            self.cluster.start_master()
-            moment = f"recovery: killed again when {state}, back after {again_s}s"
+        client = self.rng.choice(self.clients) if moment in ("vote", "finish") and self.clients else None
+        moment = kill_master_at(self.cluster, self.tally, self.rng, moment,
+                                client and (lambda: client.phase), down_s, 1.0)
         self.log.append(f"master at {moment}, down {down_s}s")
 
 
