@@ -71,5 +71,9 @@ an earlier master's transaction that was committed and unlocked; a storage node
 that joined while a verification was under way was never asked what it held (the
 commit queue blocked behind a transaction it had locked); a voter that told its
 vote before another voter told it had locked the transaction was never ordered to
-lock it (its readable cells missed a published commit).
+lock it (its readable cells missed a published commit).  Once it drove
+``ClusterCore``: a vote left on a voter whose Lock failed, of a transaction an
+earlier master committed and unlocked, made the new master record it dead, and
+``final_status`` called the commit "not committed" (seed 3436; unit test in
+``tests/master/test_cluster_core.py``).
 """
