@@ -18,8 +18,10 @@ SCHEDULES = 500
 # published_bound), 205, 608 (final_status called an earlier master's committed
 # transaction 'not committed'), 16986 (a storage node joining during a verification
 # was never asked what it held: the commit queue blocked; then a voter that told its
-# vote before another told it locked the transaction was never ordered to lock it)
-REGRESSION_SEEDS = (20832, 205, 608, 16986)
+# vote before another told it locked the transaction was never ordered to lock it),
+# 3436 (a vote left on a voter whose Lock failed, of a commit an earlier master
+# unlocked, made the new master record it dead: final_status said 'not committed')
+REGRESSION_SEEDS = (20832, 205, 608, 16986, 3436)
 
 
 def test_schedules_hold_the_invariants():
