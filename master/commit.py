@@ -32,7 +32,10 @@ transaction that is not being finished is dead when
 3. its session belongs to an earlier master (a restart, a take-over) and every
    storage node of the partition table has reported to this master what it holds
    without any holding it locked: only an earlier master could have locked it, and
-   a node that did would say so;
+   a node that did would say so, unless that master published it and had its lock
+   records forgotten (Unlock) while a voter whose Lock failed kept its vote (that
+   voter's cells are OUT_OF_DATE and copy the commit).  So its votes are aborted,
+   but it is not recorded dead: ``final_status`` does not call it not committed;
 4. it has been voted for longer than ``pending_timeout_s`` (a client that hangs
    between vote and finish, as ZEO's ``transaction-timeout``): the master records it
    dead first, so its Finish is refused.  (Stores that are not voted hold no lock:
@@ -334,9 +337,13 @@ class CommitCore:
             self.begun.pop(ttid, None)
             self.mark_dead(ttid)
             return ABORT, None
-        if owner >= self.first_node_id or everyone:
+        if owner >= self.first_node_id:
             self.mark_dead(ttid)                               # final_status: not committed
-            return ABORT, None                                 # rules 2 and 3
+            return ABORT, None                                 # rule 2
+        if everyone:
+            # rule 3, not recorded dead: a voter whose Lock failed keeps its vote of a
+            # transaction the earlier master committed and unlocked (simulation seed 3436)
+            return ABORT, None
         return None
 
     def final_status(self, ttid: bytes, owner_live: bool, everyone: bool):

@@ -8,10 +8,15 @@ clients, driven by a seeded scheduler over a simulated clock
 
 What is real (the project's code, called as the servers call it):
 
-- master: ``CommitCore`` (``master/commit.py``) and ``CommitFlow``
-  (``master/flow.py``), whose actions the simulated master carries out as
-  simulated messages, as ``master/committing.py`` does with calls;
-  ``IdAllocator`` (given the simulated time), ``PartitionTable``, ``CatchUp``;
+- master: ``ClusterCore`` (``master/cluster.py``: registration, liveness and loss
+  of storage nodes, RECOVERING -> VERIFYING -> RUNNING, the verification and
+  reconciliation of what the storage nodes hold, heartbeat verdicts),
+  ``CommitCore`` (``master/commit.py``) and ``CommitFlow`` (``master/flow.py``),
+  called as ``master/node.py`` and ``master/committing.py`` call them, with the
+  simulated clock, their actions carried out as simulated messages;
+  ``IdAllocator`` (given the simulated time), ``PartitionTable``, ``CatchUp``; the
+  master's durable state is a dict written by the cores' ``persist`` and reloaded
+  on a restart as ``Master._load_state`` reloads it from LMDB;
 - storage: ``TransactionManager`` (``storage_node/manager.py``) over ``Backend``
   on ``MemoryStore``, or on ``LMDBStore`` in a temporary directory (``--store
   lmdb``); catch-up with the functions of ``storage_node/replication.py``
@@ -19,13 +24,13 @@ What is real (the project's code, called as the servers call it):
 
 What is simulated: the network (requests and replies as events), the processes
 around the cores (``simulation/storage.py``: identify, heartbeats, verdicts,
-catch-up passes; ``simulation/master.py``: the Finish and its Lock orders, the
-unlocker), the master's cluster events (``simulation/cluster.py``: a storage node
-joins or is lost, RECOVERING -> VERIFYING -> RUNNING, the settlement of what the
-nodes hold), written after ``master/node.py`` over the real cores and kept in one
-module to switch to the master's cluster core once it is extracted; the clients
-(``simulation/client.py``): counters (read-modify-write) and appends, committed by
-the rules of ``neoarray/client/commit.py``.
+catch-up passes; ``simulation/master.py``: the requests, the Finish and its Lock
+orders, the monitor and the unlocker; ``simulation/cluster.py``: the processes of
+``Master.try_start``, ``_verify``, ``_reconcile`` and ``_settle_storage``, with
+simulated calls; it holds no decision); the clients (``simulation/client.py``):
+counters (read-modify-write) and appends, committed by the rules of
+``neoarray/client/commit.py``.  Storage nodes without cells are PENDING, as in the
+cluster (no ``neoctl add`` here).
 
 Faults, drawn from the seed during the first ``FAULTS_END_S`` seconds: messages
 dropped, delayed (hence reordered) and duplicated (idempotent requests); a node
@@ -34,7 +39,7 @@ session ends, as when its event stream closes) and restarted with a new one; a s
 node crashed and restarted with its durable state (on the memory store: what was
 synced at its last ``sync``, so what was written but not fsynced is lost; on LMDB
 what it committed, as ``kill -9``); the master crashed and restarted from its
-persisted state (id reservations, partition table, next node id); full disks
+persisted state (storage nodes, id reservations, partition table, next node id); full disks
 (a small ``MemoryStore.bytes_max``) in some schedules.  Every queue is bounded
 (``MESSAGES_MAX`` messages in flight).  Then faults stop, every node restarts,
 and the schedule runs until the cluster settles (or ``END_S``).
@@ -66,5 +71,9 @@ an earlier master's transaction that was committed and unlocked; a storage node
 that joined while a verification was under way was never asked what it held (the
 commit queue blocked behind a transaction it had locked); a voter that told its
 vote before another voter told it had locked the transaction was never ordered to
-lock it (its readable cells missed a published commit).
+lock it (its readable cells missed a published commit).  Once it drove
+``ClusterCore``: a vote left on a voter whose Lock failed, of a transaction an
+earlier master committed and unlocked, made the new master record it dead, and
+``final_status`` called the commit "not committed" (seed 3436; unit test in
+``tests/master/test_cluster_core.py``).
 """

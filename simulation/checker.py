@@ -24,7 +24,7 @@ import msgpack
 from master.commit import COMPLETE
 from neoarray.ids import u64
 from neoarray.records import PARTITION
-from neoarray.states import READABLE, CellState, ClusterState, NodeState
+from neoarray.states import READABLE, CellState, ClusterState
 
 
 class Checker:
@@ -63,7 +63,7 @@ class Checker:
         tick of the schedule; the first failure only)."""
         if self.stale_read or not master.up or master.cluster_state != ClusterState.RUNNING:
             return
-        pt, parts = master.pt, master.partitions
+        pt, parts, running = master.pt, master.partitions, master.running_storages()
         for tid, oids in self.complete:
             wanted = {u64(tid) % parts: [("trans", PARTITION.pack(u64(tid) % parts) + tid)]}
             for oid in oids:
@@ -71,7 +71,7 @@ class Checker:
             for p, keys in sorted(wanted.items()):
                 for n, state in sorted(pt.rows[p].items()):
                     s = storages[n]
-                    if state not in READABLE or master.nodes.get(n) != NodeState.RUNNING or not s.up:
+                    if state not in READABLE or n not in running or not s.up:
                         continue
                     with s.backend.kv.read() as txn:
                         missing = [k for db, k in keys if txn.get(db, k) is None]

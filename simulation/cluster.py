@@ -1,19 +1,20 @@
-"""The cluster-level events of the simulated master: a storage node joins or is
-lost, the cluster starts (RECOVERING -> VERIFYING -> RUNNING) and verifies what the
-storage nodes hold, verdicts on held transactions, catch-up reports.
+"""The processes of the simulated master's cluster events, the shell around the real
+``ClusterCore`` (``master/cluster.py``) as ``master/node.py`` is: the cluster starts
+(``try_start``: RECOVERING -> VERIFYING -> RUNNING, asking the storages what they
+hold and carrying out the orders of the reconciliation), a storage node is settled
+(``settle_unreported``), a heartbeat's verdicts and catch-up report.
 
-These follow ``master/node.py`` step by step over the real ``PartitionTable``,
-``CatchUp`` and ``CommitCore``, with simulated calls instead of gRPC; they are kept
-in this one module so that the simulation switches to the master's cluster core
-(without I/O) once it exists.  Generators are processes of the master
+The core decides; here are only the simulated calls (``Call``, instead of gRPC) and
+the order of the core's calls, those of ``Master.try_start``, ``_verify``,
+``_reconcile``, ``_settle_storage``, ``pending_verdicts`` and
+``replication_report``.  Generators are processes of the master
 (``simulation/world.py``).
 """
 from __future__ import annotations
 
 import functools
 
-from master.commit import owner_of
-from neoarray.ids import u64
+from master.cluster import Pending, Recovered
 from neoarray.states import ClusterState, NodeState
 
 from .world import Call, Sleep
@@ -23,143 +24,52 @@ RPC_S = 1.0
 SETTLE_ATTEMPTS_MAX = 5
 
 
-def storage_joined(m, nid: int, last_tid: bytes, last_oid: bytes) -> None:
-    """``nid`` identified (``Master._storage_joined``)."""
-    m.ids.raise_to(u64(last_oid), last_tid)
-    m.log(f"S{nid} joined (it was {m.nodes.get(nid)}), cluster {m.cluster_state}")
-    m.nodes[nid] = NodeState.RUNNING
-    m.last_seen[nid] = m.world.now
-    m.commits.reported.discard(nid)
-    if m.cluster_state == ClusterState.RUNNING:
-        if m.catchup.node_returned(m.pt, nid, m.last_committed):
-            m.persist_pt()
-        settle_unreported(m, nid)
-
-
-def storage_lost(m, nid: int) -> None:
-    """``nid`` stopped answering (``Master.storage_lost``)."""
-    if m.nodes.get(nid) != NodeState.RUNNING:
-        return
-    running = m.running_storages()
-    m.nodes[nid] = NodeState.DOWN
-    m.log(f"S{nid} lost")
-    if m.cluster_state == ClusterState.RUNNING and m.pt.node_lost(nid, running):
-        m.persist_pt()
-    if m.cluster_state == ClusterState.RUNNING and not m.pt.operational(m.running_storages()):
-        m.cluster_state = ClusterState.RECOVERING
-
-
-def session_ended(m, nid: int) -> None:
-    """Client ``nid``'s event stream closed (``Master.unsubscribe``): what it does
-    not finish is dead, its stores and votes are dropped."""
-    if nid not in m.clients:
-        return
-    m.log(f"session of C{nid} ended")
-    m.clients.discard(nid)
-    keep = m.commits.session_ended(nid)
-    m.carry_out(m.flow.settle())
-    for sid in sorted(m.running_storages()):
-        m.world.send(m.name, f"S{sid}", "abort_node", (nid, keep), 0)
-
-
-def monitor(m) -> None:
-    """Storage nodes silent for ``NODE_TIMEOUT_S`` are lost."""
-    for nid in sorted(m.running_storages()):
-        if m.world.now - m.last_seen.get(nid, 0.0) > NODE_TIMEOUT_S:
-            storage_lost(m, nid)
-
-
 def try_start(m):
     """RECOVERING -> VERIFYING -> RUNNING when the table can serve (``Master.try_start``)."""
-    if m.cluster_state != ClusterState.RECOVERING:
+    running = m.core.try_start(m.world.now)
+    if running is None:
         return
-    running = m.running_storages()
-    if not m.pt.operational(running):
-        return
-    if not m.pt.nodes() <= running and m.world.now - m.started_at < NODE_TIMEOUT_S:
-        return
-    m.cluster_state = ClusterState.VERIFYING
     verified = yield from verify(m, running)
     if not verified:
-        if m.cluster_state == ClusterState.VERIFYING:
-            m.cluster_state = ClusterState.RECOVERING
+        m.core.verification_failed()
         return
-    if m.cluster_state == ClusterState.VERIFYING:
-        m.cluster_state = ClusterState.RUNNING
-        running = m.running_storages()
-        lost = [nid for nid in sorted(m.pt.nodes() - running) if m.pt.node_lost(nid, running)]
-        returned = [nid for nid in sorted(running) if m.catchup.node_returned(m.pt, nid, m.last_committed)]
-        if returned or lost:
-            m.persist_pt()
+    m.core.verified()
+    if m.cluster_state == ClusterState.RUNNING:
         m.log(f"RUNNING, table {m.table()}, last committed 0x{m.last_committed.hex()}")
 
 
-def verify(m, running: set[int]):
-    """Learn the last ids and settle what the storage nodes hold (``Master._verify``)."""
-    nids = sorted(running)
-    replies = yield [Call(f"S{n}", "recovery_info", (), RPC_S) for n in nids]
+def _recovered(value) -> Recovered:
+    """A storage's ``recovery_info`` reply as ``Master._recovery_info`` reads it."""
+    last_tid, last_oid, locked, voted = value
+    return Recovered(last_oid, last_tid, tuple(sorted(locked.items())), tuple(voted))
+
+
+def verify(m, running: list[int]):
+    """Learn the last ids and settle what the storage nodes hold (``Master._verify``);
+    False when a node did not answer."""
+    replies = yield [Call(f"S{n}", "recovery_info", (), RPC_S) for n in running]
     if any(r is None or not r.ok for r in replies):
         return False
-    infos = {n: r.value for n, r in zip(nids, replies)}
-    for last_tid, last_oid, _, _ in infos.values():
-        m.ids.raise_to(u64(last_oid), last_tid)
-        m.last_committed = max(m.last_committed, m.commits.published_bound(last_tid))
-    reconciled = yield from reconcile(m, infos)
-    m.ids.tid_reserved = max(m.ids.tid_reserved, m.ids.last_tid)
-    return reconciled
-
-
-def _orders(m, infos: dict) -> tuple[list, list, bool]:
-    """The Lock and abort orders that settle what ``infos`` report (``Master._reconcile``)."""
-    core = m.commits
-    for nid, (_, _, locked, _) in sorted(infos.items()):
-        core.reported.add(nid)
-        for ttid, tid in sorted(locked.items()):
-            if core.finishing(ttid) is None:
-                core.remember(ttid, tid)
-                m.last_committed = max(m.last_committed, tid)
-    everyone = core.everyone_reported(m.pt)
-    locks, aborts = [], []
-    for nid, (_, _, locked, voted) in sorted(infos.items()):
-        for txn in list(core.queue):
-            if txn.lock_answered and nid in txn.storages and txn.ttid not in voted:
-                core.node_reported(txn, nid, txn.ttid in locked)
-        for ttid in voted:
-            txn = core.finishing(ttid)
-            if txn is not None:
-                if not txn.lock_answered:
-                    continue
-                if txn.decided:
-                    locks.append((nid, ttid, txn.tid))
-                else:
-                    core.vote_reported(txn, nid)
-                continue
-            owner = owner_of(ttid)
-            verdict = core.verdict(ttid, owner, True, 0.0, owner in m.clients, everyone)
-            if verdict is not None:
-                (locks if verdict[1] else aborts).append((nid, ttid, verdict[1]))
-    locks += [order for order in core.late_locks(m.running_storages()) if order not in locks]
-    return locks, aborts, everyone
+    infos = {n: _recovered(r.value) for n, r in zip(running, replies)}
+    m.core.recovered(infos)
+    return (yield from reconcile(m, infos))
 
 
 def reconcile(m, infos: dict):
-    """Carry out ``_orders``; False when a node did not answer (it is settled again)."""
-    core = m.commits
-    locks, aborts, everyone = _orders(m, infos)
-    calls = [Call(f"S{n}", "lock", (ttid, tid), RPC_S) for n, ttid, tid in locks]
-    calls += [Call(f"S{n}", "abort", (ttid,), RPC_S) for n, ttid, _ in aborts]
+    """Carry out the orders of ``ClusterCore.reconcile`` (``Master._reconcile``, which
+    sends them one after the other and stops at the first failure; here they go
+    together); False when a node did not answer (it is settled again)."""
+    done = m.core.reconcile(infos, m.live_session)
+    calls = [Call(f"S{n}", "lock", (ttid, tid), RPC_S) for n, ttid, tid in done.locks]
+    calls += [Call(f"S{n}", "abort", (ttid,), RPC_S) for n, ttid, _ in done.aborts]
     replies = yield calls
-    for (nid, ttid, _), reply in zip(locks, replies):
-        txn = core.finishing(ttid)
-        if reply is not None and reply.ok and txn is not None:
-            core.node_reported(txn, nid, locked=True)
+    for (nid, ttid, _), reply in zip(done.locks, replies):
+        if reply is not None and reply.ok:
+            m.core.lock_done(nid, ttid)
     if any(r is None or not r.ok for r in replies):
         return False
-    if everyone:
-        done = {ttid for info in infos.values() for ttid in info[2]} | {ttid for _, ttid, _ in locks}
-        done = sorted(t for t in done if core.finishing(t) is None)
-        for nid in sorted(m.running_storages()):
-            m.to_unlock.setdefault(nid, []).extend(done)
+    for nid, ttids in m.core.reconciled(infos, done).items():
+        m.to_unlock.setdefault(nid, []).extend(ttids)
     m.carry_out(m.flow.settle())
     return True
 
@@ -172,15 +82,17 @@ def settle_unreported(m, nid: int) -> None:
 
 
 def _settle_storage(m, nid: int):
+    """``Master._settle_storage`` with the retries of ``Master._until_done``."""
     delay_s = 0.2
     try:
         for _ in range(SETTLE_ATTEMPTS_MAX):
             reply = yield Call(f"S{nid}", "recovery_info", (), RPC_S)
             if reply is not None and reply.ok:
-                settled = yield from reconcile(m, {nid: reply.value})
+                settled = yield from reconcile(m, {nid: _recovered(reply.value)})
                 if settled:
                     return
-            if m.nodes.get(nid) != NodeState.RUNNING:
+            node = m.nodes.get(nid)
+            if node is None or node.state != NodeState.RUNNING:
                 return
             yield Sleep(delay_s)
             delay_s *= 2
@@ -188,30 +100,23 @@ def _settle_storage(m, nid: int):
         m.settling.discard(nid)
 
 
-def pending_verdicts(m, nid: int, pending) -> list[tuple[bytes, bytes]]:
-    """Verdicts on what ``nid`` holds (``Master.pending_verdicts``)."""
-    core = m.commits
-    if m.cluster_state != ClusterState.RUNNING:
-        return []
-    if nid not in core.reported:
+def pending_verdicts(m, nid: int, pending) -> list[tuple[bytes, bytes | None]]:
+    """Verdicts on what ``nid`` holds (``Master.pending_verdicts``): ``(ttid, lock
+    tid or None to abort)``."""
+    pending = [Pending(ttid, owner, voted, age_s) for ttid, owner, voted, age_s in pending]
+    verdicts, settle = m.core.pending_verdicts(nid, pending, m.live_session)
+    if settle:
         settle_unreported(m, nid)
-        return []
-    everyone = core.everyone_reported(m.pt)
-    out = []
-    for ttid, owner, voted, age_s in pending:
-        owner = owner or owner_of(ttid)
-        verdict = core.verdict(ttid, owner, voted, age_s, owner in m.clients, everyone)
-        if verdict is not None:
-            out.append((ttid, verdict[1] or b""))
-    if out:
+    if verdicts:
         m.carry_out(m.flow.settle())
-    return out
+    return verdicts
 
 
 def replication_report(m, nid: int, done) -> list:
     """Cells copied far enough become UP_TO_DATE; the node's catch-up tasks
     (``Master.replication_report``)."""
-    if m.cluster_state != ClusterState.RUNNING or m.nodes.get(nid) != NodeState.RUNNING:
+    node = m.nodes.get(nid)
+    if m.cluster_state != ClusterState.RUNNING or node is None or node.state != NodeState.RUNNING:
         return []
     changed = False
     for p, tid in done:

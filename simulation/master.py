@@ -1,23 +1,30 @@
-"""The master of the simulation: the real ``CommitCore``, ``CommitFlow``,
-``IdAllocator`` (with the simulated time), ``PartitionTable`` and ``CatchUp``; the
-cluster events of ``simulation/cluster.py``.
+"""The master of the simulation: the real ``ClusterCore`` (``master/cluster.py``),
+``CommitCore``, ``CommitFlow``, ``IdAllocator`` (with the simulated time),
+``PartitionTable`` and ``CatchUp``, called as ``master/node.py`` and
+``master/committing.py`` call them, with the simulated clock; the processes of its
+cluster events are in ``simulation/cluster.py``.
 
-Its durable state (``disk``: the id reservations, the partition table, the next
-node id) is what ``master/state.py`` persists; a crash loses everything else, and
-the restarted master reloads it, as ``Master._load_state`` does.  A client's session
-is its node id of this master's run: a restarted master knows none (the client
-identifies again and gets a new id).
+Its durable state (``disk``: the storage nodes, the id reservations, the partition
+table, the next node id) is what ``master/state.py`` persists, written by the cores'
+``persist(**values)``; a crash loses everything else, and the restarted master
+reloads it, as ``Master._load_state`` does.  A client's session is its node id of
+this master's run, live while its event stream is (``clients``, the master's
+subscribers): a restarted master knows none (the client identifies again and gets a
+new id).
 """
 from __future__ import annotations
 
+import logging
+
 from master import flow as fl
+from master.cluster import BROADCAST, TRY_START, ClusterCore, DropChannel, Identity, Settle
 from master.commit import CommitCore, owner_of
 from master.core import IdAllocator, PartitionTable
 from master.flow import CommitFlow
 from master.replication import CatchUp
-from neoarray.errors import ClusterUnavailable, OutcomeUnknown, RequestRefused
+from neoarray.errors import OutcomeUnknown, RequestRefused
 from neoarray.ids import Z64
-from neoarray.states import ClusterState, NodeState
+from neoarray.states import ClusterState, NodeType
 
 from . import cluster
 from .world import Call, Sleep
@@ -27,6 +34,15 @@ LOCK_S = 1.0
 FINISH_WAIT_S = 3.0
 PENDING_TIMEOUT_S = 30.0
 UNLOCKS_PER_BATCH_MAX = 64
+NODES_MAX = 10_000
+
+# the cores' log lines are left to the trace (their warnings would flood the output)
+logging.getLogger("neoarray.master").addHandler(logging.NullHandler())
+
+
+def storage_address(nid: int) -> str:
+    """The address storage ``nid`` gives when it identifies (``host:port``)."""
+    return f"s{nid}:{1000 + nid}"
 
 
 class SimIds(IdAllocator):
@@ -56,31 +72,28 @@ class MasterActor:
         self.partitions = partitions
         self.storage_ids = sorted(storages)
         pt = PartitionTable.create(partitions, replicas, self.storage_ids)
+        nodes = {str(n): [NodeType.STORAGE, storage_address(n), f"s{n}"] for n in self.storage_ids}
         self.disk = {"next_node_id": max(storages) + 1, "oid_reserved": 0, "tid_reserved": Z64,
-                     "pt": pt.to_doc()}
+                     "pt": pt.to_doc(), "nodes": nodes}
         self.up, self.epoch = False, 0
 
     def persist(self, **values) -> None:
         self.disk.update(values)
 
-    def persist_pt(self) -> None:
-        self.persist(pt=self.pt.to_doc())
-
     def start(self) -> None:
+        """Start from the durable state (``Master._load_state``)."""
         d = self.disk
-        self.pt = PartitionTable.from_doc(d["pt"])
-        self.first_node_id = d["next_node_id"]
+        first_node_id = d["next_node_id"]
         self.ids = self.ids_class(self.checker, self.persist, d["oid_reserved"], d["oid_reserved"],
                                   d["tid_reserved"], d["tid_reserved"])
-        self.commits = CommitCore(self.first_node_id, PENDING_TIMEOUT_S, 10_000, 10_000)
+        self.commits = CommitCore(first_node_id, PENDING_TIMEOUT_S, 10_000, 10_000)
         self.catchup = CatchUp()
+        self.core = ClusterCore(
+            PartitionTable.from_doc(d["pt"]), d["nodes"], first_node_id, storages_expected=len(self.storage_ids),
+            node_timeout_s=cluster.NODE_TIMEOUT_S, nodes_max=NODES_MAX, now_s=self.world.now,
+            persist=self.persist, ids=self.ids, commits=self.commits, catchup=self.catchup)
         self.flow = CommitFlow(self)
-        self.nodes = {nid: NodeState.DOWN for nid in self.storage_ids}
-        self.last_seen: dict[int, float] = {}
-        self.clients: set[int] = set()
-        self.cluster_state = ClusterState.RECOVERING
-        self.last_committed = Z64
-        self.started_at = self.world.now
+        self.clients: set[int] = set()      # sessions: clients whose event stream is open
         self.to_unlock: dict[int, list] = {}
         self.settling: set[int] = set()
         self.up = True
@@ -97,8 +110,47 @@ class MasterActor:
     def table(self) -> str:
         return " ".join("".join(f"{n}{s}" for n, s in sorted(row.items())) for row in self.pt.rows)
 
+    # -- the cluster core's state (as ``Master``'s properties) ------------------------------
+    @property
+    def pt(self) -> PartitionTable:
+        return self.core.pt
+
+    @property
+    def nodes(self) -> dict:
+        return self.core.nodes
+
+    @property
+    def cluster_state(self) -> ClusterState:
+        return self.core.cluster_state
+
+    @property
+    def last_committed(self) -> bytes:
+        return self.core.last_committed
+
+    @last_committed.setter
+    def last_committed(self, tid: bytes) -> None:
+        self.core.last_committed = tid
+
+    def persist_pt(self) -> None:
+        self.core.persist_table()
+
     def running_storages(self) -> set[int]:
-        return {n for n, s in self.nodes.items() if s == NodeState.RUNNING}
+        return self.core.running_storages()
+
+    def live_session(self, nid: int) -> bool:
+        """``nid`` is a client whose event stream is open (``Master.live_session``)."""
+        return nid in self.clients
+
+    def cluster_actions(self, actions) -> None:
+        """Carry out the cluster core's actions (``Master._cluster_actions``): no
+        channels to drop nor views to push here."""
+        for action in actions:
+            if isinstance(action, Settle):
+                cluster.settle_unreported(self, action.node_id)
+            elif action == TRY_START:
+                self.world.spawn(self.name, cluster.try_start(self))
+            else:
+                assert isinstance(action, DropChannel) or action == BROADCAST, action
 
     # -- actions of CommitFlow ----------------------------------------------------------
     def carry_out(self, actions) -> None:
@@ -119,12 +171,12 @@ class MasterActor:
 
     # -- requests ------------------------------------------------------------------------
     def handle(self, kind: str, payload: tuple, src: str):
-        if kind == "heartbeat":
+        if kind == "heartbeat":         # (``MasterServicer.Heartbeat``)
             nid, pending, done = payload
-            if self.nodes.get(nid) != NodeState.RUNNING:
+            if not self.core.heartbeat(nid, self.world.now):
                 raise RequestRefused(f"S{nid} is not running for this master: identify again")
-            self.last_seen[nid] = self.world.now
-            return cluster.pending_verdicts(self, nid, pending), cluster.replication_report(self, nid, done)
+            tasks = cluster.replication_report(self, nid, done)
+            return cluster.pending_verdicts(self, nid, pending), tasks
         if kind == "identify":
             return self.identify(*payload)
         client = payload[0]
@@ -133,41 +185,41 @@ class MasterActor:
         if kind == "view":
             running = self.running_storages()
             return self.cluster_state, [dict(r) for r in self.pt.rows], self.pt.ptid, running
-        self.require_running()
+        self.core.require_running()
         if kind == "new_oids":
             return self.ids.new_oids(payload[1])
         if kind == "finish":
             return self.finish(*payload)
         if kind == "final_status":
             ttid = payload[1]
-            return self.commits.final_status(ttid, owner_of(ttid) in self.clients,
+            return self.commits.final_status(ttid, self.live_session(owner_of(ttid)),
                                              self.commits.everyone_reported(self.pt))
         if kind == "abort":
             client, ttid, storages = payload
-            self.commits.check_abort(client, ttid, lambda n: n in self.clients)
+            self.commits.check_abort(client, ttid, self.live_session)
             self.carry_out(self.flow.settle())
-            self.carry_out([fl.AbortOn(ttid, tuple(sorted(set(storages) & set(self.nodes))))])
+            self.carry_out([fl.AbortOn(ttid, tuple(sorted(set(storages) & self.core.storage_ids())))])
             return None
         raise RequestRefused(f"unknown request {kind!r}")
 
     def identify(self, typ: str, nid: int, last_tid: bytes = Z64, last_oid: bytes = Z64) -> int:
+        """``Master.identify`` (a client's event stream opens with it: ``Master.subscribe``)."""
         if typ == "storage":
-            if nid not in self.nodes:
-                raise RequestRefused(f"storage node {nid} is not known to this cluster")
-            cluster.storage_joined(self, nid, last_tid, last_oid)
-            return nid
-        nid = self.disk["next_node_id"]
-        self.persist(next_node_id=nid + 1)
-        self.clients.add(nid)
+            node = self.nodes.get(nid)
+            self.log(f"S{nid} joined (it was {node and node.state}), cluster {self.cluster_state}")
+            who = Identity(NodeType.STORAGE, nid, storage_address(nid), f"s{nid}", last_oid=last_oid,
+                           last_tid=last_tid)
+        else:
+            who = Identity(NodeType.CLIENT)
+        nid, actions = self.core.identify(who, self.world.now)
+        if typ != "storage":
+            self.clients.add(nid)
+        self.cluster_actions(actions)
         return nid
-
-    def require_running(self) -> None:
-        if self.cluster_state != ClusterState.RUNNING:
-            raise ClusterUnavailable(f"cluster is {self.cluster_state}, not RUNNING")
 
     def finish(self, client: int, ttid: bytes, oids, storages, view_ptid: int):
         """The Finish of ``Committing.finish``, with simulated Lock orders."""
-        bad = [s for s in storages if s not in self.nodes]
+        bad = [s for s in storages if s not in self.core.storage_ids()]
         if bad:
             raise RequestRefused(f"finish names unknown storage nodes {bad}")
         step = self.flow.queue_finish(client, ttid, oids, storages, view_ptid, client in self.clients,
@@ -182,7 +234,7 @@ class MasterActor:
         refused = {n for n, r in zip(txn.storages, replies) if r is not None and isinstance(r.error, RequestRefused)}
         self.log(f"lock of 0x{ttid.hex()}: failed on {sorted(failed)}, refused by {sorted(refused)}")
         for nid in sorted(failed - refused):
-            cluster.storage_lost(self, nid)
+            self.storage_lost(nid)
         self.carry_out(self.flow.lock_answers(txn, refused, failed))
         deadline = self.world.now + FINISH_WAIT_S
         while not txn.done.is_set() and self.world.now < deadline:
@@ -193,13 +245,34 @@ class MasterActor:
             raise txn.error
         return txn.tid
 
+    def storage_lost(self, nid: int) -> None:
+        """``Master.storage_lost``."""
+        actions = self.core.storage_lost(nid, "simulated", self.world.now)
+        if actions:
+            self.log(f"S{nid} lost")
+        self.cluster_actions(actions)
+
+    def session_ended(self, nid: int) -> None:
+        """Client ``nid``'s event stream closed (``Master.unsubscribe``): what it does
+        not finish is dead, its stores and votes are dropped."""
+        if nid not in self.clients:
+            return
+        self.log(f"session of C{nid} ended")
+        self.clients.discard(nid)
+        self.core.session_ended(nid)
+        keep = self.commits.session_ended(nid)
+        self.carry_out(self.flow.settle())
+        for sid in sorted(self.running_storages()):
+            self.world.send(self.name, f"S{sid}", "abort_node", (nid, keep), 0)
+
     # -- the master's own process ----------------------------------------------------------
     def main(self):
         while True:
             yield Sleep(0.25)
             if self.cluster_state == ClusterState.RECOVERING:
                 yield from cluster.try_start(self)
-            cluster.monitor(self)
+            for nid in self.core.silent(self.world.now):
+                self.storage_lost(nid)
             batches, self.to_unlock = self.to_unlock, {}
             for nid, ttids in sorted(batches.items()):
                 for i in range(0, len(ttids), UNLOCKS_PER_BATCH_MAX):

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from neoarray.ids import p64
 from neoarray.states import CellState, ClusterState
 
-from . import cluster
 from .checker import Checker
 from .client import ClientActor
 from .master import MasterActor
@@ -114,7 +113,7 @@ class Schedule:
 
     def session_closed(self, nid: int) -> None:
         if self.master.up:
-            cluster.session_ended(self.master, nid)
+            self.master.session_ended(nid)
 
     def restart(self, actor) -> None:
         if not actor.up:

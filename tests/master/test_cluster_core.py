@@ -309,6 +309,25 @@ def test_verification_locks_a_transaction_one_node_locked_and_aborts_dead_votes(
     assert core.ids.tid_reserved >= core.ids.last_tid
 
 
+def test_a_leftover_vote_of_an_earlier_masters_commit_is_aborted_but_not_called_not_committed():
+    """Simulation seed 3436: T voted on S1 and S2, S1 crashed before its Lock (lost,
+    its cells OUT_OF_DATE), T complete on S2 and unlocked there; the client's Finish
+    reply was lost, then the master restarted.  Verification finds T voted on S1 and
+    locked nowhere: the vote is aborted, but T was committed, so its client must not
+    hear 'not committed'."""
+    core = recovering_with_two()
+    ttid = p64(4 << 32 | 2)            # a session of the previous master
+    infos = {1: Recovered(p64(40), p64(1 << 50), voted=(ttid,)), 2: Recovered(p64(40), p64(1 << 50))}
+    core.recovered(infos)
+    done = core.reconcile(infos, live_none)
+    assert done.everyone and done.aborts == [(1, ttid, None)] and done.locks == []
+    core.reconciled(infos, done)
+    core.verified()
+    assert core.commits.final_status(ttid, owner_live=False, everyone=True) == (None, False)
+    assert core.pending_verdicts(1, [Pending(ttid, voted=True)], live_none) == ([(ttid, None)], False)
+    assert core.commits.final_status(ttid, owner_live=False, everyone=True) == (None, False)
+
+
 def test_before_every_node_reported_an_earlier_masters_vote_stays():
     core = recovering_with_two()
     dead = p64(4 << 32 | 1)

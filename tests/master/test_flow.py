@@ -67,9 +67,10 @@ def test_a_cell_does_not_catch_up_while_a_commit_it_missed_is_unpublished():
 
 
 def test_an_earlier_masters_transaction_unknown_here_is_not_called_not_committed():
-    """Simulation seeds 205, 608 (1705, 1798 when found): a commit acknowledged by an earlier master and
-    unlocked before it ended leaves no locked record; its client, whose finish reply
-    was lost, must not hear 'not committed' from the new master."""
+    """Simulation seed 829 (205, 608 before it drove ClusterCore; 1705, 1798 when
+    found): a commit acknowledged by an earlier master and unlocked before it ended
+    leaves no locked record; its client, whose finish reply was lost, must not hear
+    'not committed' from the new master."""
     core = CommitCore(10, 30.0, 100, 100)
     ttid = p64(3 << 32 | 8)                                    # session 3: an earlier master's
     assert core.final_status(ttid, owner_live=False, everyone=True) == (None, False)
