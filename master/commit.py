@@ -346,7 +346,7 @@ class CommitCore:
             return ABORT, None
         return None
 
-    def final_status(self, ttid: bytes, owner_live: bool, everyone: bool):
+    def final_status(self, ttid: bytes, owner_live: bool):
         """``(tid, None)`` committed; ``(None, True)`` not committed; ``(None, False)``
         not known yet."""
         tid = self.finished.get(ttid)
@@ -361,6 +361,6 @@ class CommitCore:
             return None, False                                 # not finished yet
         # a session of this master that ended: what it did not finish is dead (rule 2).
         # An earlier master's: not known, even when every node reported holding nothing
-        # of it locked (``everyone``): it may have been committed and its locked records
+        # of it locked: it may have been committed and its locked records
         # forgotten (Unlock) before that master ended; the data it wrote tells.
         return None, owner_of(ttid) >= self.first_node_id

@@ -467,8 +467,7 @@ class Master(Committing):
         with self.lock:
             self.require_running()      # before verification, a locked ttid may be unknown yet
             owner = owner_of(ttid)
-            return self.commits.final_status(ttid, self.live_session(owner),
-                                             self.commits.everyone_reported(self.pt))
+            return self.commits.final_status(ttid, self.live_session(owner))
 
     def pending_verdicts(self, nid: int, pending) -> list[mpb.PendingVerdict]:
         """A heartbeat's report of transactions ``nid`` holds (stored or voted): the

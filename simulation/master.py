@@ -17,7 +17,14 @@ from __future__ import annotations
 import logging
 
 from master import flow as fl
-from master.cluster import BROADCAST, TRY_START, ClusterCore, DropChannel, Identity, Settle
+from master.cluster import (
+    BROADCAST,
+    TRY_START,
+    ClusterCore,
+    DropChannel,
+    Identity,
+    Settle,
+)
 from master.commit import CommitCore, owner_of
 from master.core import IdAllocator, PartitionTable
 from master.flow import CommitFlow
@@ -192,8 +199,7 @@ class MasterActor:
             return self.finish(*payload)
         if kind == "final_status":
             ttid = payload[1]
-            return self.commits.final_status(ttid, self.live_session(owner_of(ttid)),
-                                             self.commits.everyone_reported(self.pt))
+            return self.commits.final_status(ttid, self.live_session(owner_of(ttid)))
         if kind == "abort":
             client, ttid, storages = payload
             self.commits.check_abort(client, ttid, self.live_session)

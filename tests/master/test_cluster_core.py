@@ -323,9 +323,9 @@ def test_a_leftover_vote_of_an_earlier_masters_commit_is_aborted_but_not_called_
     assert done.everyone and done.aborts == [(1, ttid, None)] and done.locks == []
     core.reconciled(infos, done)
     core.verified()
-    assert core.commits.final_status(ttid, owner_live=False, everyone=True) == (None, False)
+    assert core.commits.final_status(ttid, owner_live=False) == (None, False)
     assert core.pending_verdicts(1, [Pending(ttid, voted=True)], live_none) == ([(ttid, None)], False)
-    assert core.commits.final_status(ttid, owner_live=False, everyone=True) == (None, False)
+    assert core.commits.final_status(ttid, owner_live=False) == (None, False)
 
 
 def test_before_every_node_reported_an_earlier_masters_vote_stays():

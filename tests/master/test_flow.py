@@ -73,10 +73,10 @@ def test_an_earlier_masters_transaction_unknown_here_is_not_called_not_committed
     'not committed' from the new master."""
     core = CommitCore(10, 30.0, 100, 100)
     ttid = p64(3 << 32 | 8)                                    # session 3: an earlier master's
-    assert core.final_status(ttid, owner_live=False, everyone=True) == (None, False)
-    assert core.final_status(p64(12 << 32 | 1), owner_live=False, everyone=False) == (None, True)
+    assert core.final_status(ttid, owner_live=False) == (None, False)
+    assert core.final_status(p64(12 << 32 | 1), owner_live=False) == (None, True)
     core.mark_dead(ttid)
-    assert core.final_status(ttid, owner_live=False, everyone=True) == (None, True)
+    assert core.final_status(ttid, owner_live=False) == (None, True)
 
 
 def test_a_verification_does_not_take_an_unpublished_commits_tid_for_the_last_committed():
