@@ -523,3 +523,31 @@ class ClusterCore:
             if verdict is not None:
                 out.append((p.ttid, verdict[1]))
         return out, False
+
+
+class ClusterViews:
+    """The cluster core's state as attributes of the shell that holds the core in
+    ``cluster_core`` (``Master``, and the simulation's master)."""
+
+    cluster_core: ClusterCore
+
+    @property
+    def nodes(self) -> dict[int, NodeInfo]:
+        return self.cluster_core.nodes
+
+    @property
+    def pt(self) -> PartitionTable:
+        return self.cluster_core.pt
+
+    @property
+    def cluster_state(self) -> ClusterState:
+        return self.cluster_core.cluster_state
+
+    @property
+    def last_committed(self) -> bytes:
+        """The newest tid acknowledged (published)."""
+        return self.cluster_core.last_committed
+
+    @last_committed.setter
+    def last_committed(self, tid: bytes) -> None:
+        self.cluster_core.last_committed = tid

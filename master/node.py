@@ -47,6 +47,7 @@ from .cluster import (
     TRY_START,
     VIEW_NODE_TYPES,
     ClusterCore,
+    ClusterViews,
     DropChannel,
     Identity,
     NodeInfo,
@@ -103,7 +104,7 @@ class Limits:
     subscribers_max: int = 1_000
 
 
-class Master(Committing):
+class Master(Committing, ClusterViews):
     def __init__(self, path: str, cluster: str, partitions: int, replicas: int,
                  storages_expected: int, limits: Limits | None = None,
                  tls: security.TLSConfig | None = None):
@@ -166,28 +167,6 @@ class Master(Committing):
 
     def _new_node_id(self) -> int:
         return self.cluster_core.new_node_id()
-
-    # -- the cluster core's state ---------------------------------------------------
-    @property
-    def nodes(self) -> dict[int, NodeInfo]:
-        return self.cluster_core.nodes
-
-    @property
-    def pt(self) -> PartitionTable:
-        return self.cluster_core.pt
-
-    @property
-    def cluster_state(self) -> ClusterState:
-        return self.cluster_core.cluster_state
-
-    @property
-    def last_committed(self) -> bytes:
-        """The newest tid acknowledged (published)."""
-        return self.cluster_core.last_committed
-
-    @last_committed.setter
-    def last_committed(self, tid: bytes) -> None:
-        self.cluster_core.last_committed = tid
 
     def _cluster_actions(self, actions) -> bool:
         """Carry out the cluster core's actions (under ``self.lock``); whether to

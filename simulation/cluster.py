@@ -26,14 +26,14 @@ SETTLE_ATTEMPTS_MAX = 5
 
 def try_start(m):
     """RECOVERING -> VERIFYING -> RUNNING when the table can serve (``Master.try_start``)."""
-    running = m.core.try_start(m.world.now)
+    running = m.cluster_core.try_start(m.world.now)
     if running is None:
         return
     verified = yield from verify(m, running)
     if not verified:
-        m.core.verification_failed()
+        m.cluster_core.verification_failed()
         return
-    m.core.verified()
+    m.cluster_core.verified()
     if m.cluster_state == ClusterState.RUNNING:
         m.log(f"RUNNING, table {m.table()}, last committed 0x{m.last_committed.hex()}")
 
@@ -51,7 +51,7 @@ def verify(m, running: list[int]):
     if any(r is None or not r.ok for r in replies):
         return False
     infos = {n: _recovered(r.value) for n, r in zip(running, replies)}
-    m.core.recovered(infos)
+    m.cluster_core.recovered(infos)
     return (yield from reconcile(m, infos))
 
 
@@ -59,16 +59,16 @@ def reconcile(m, infos: dict):
     """Carry out the orders of ``ClusterCore.reconcile`` (``Master._reconcile``, which
     sends them one after the other and stops at the first failure; here they go
     together); False when a node did not answer (it is settled again)."""
-    done = m.core.reconcile(infos, m.live_session)
+    done = m.cluster_core.reconcile(infos, m.live_session)
     calls = [Call(f"S{n}", "lock", (ttid, tid), RPC_S) for n, ttid, tid in done.locks]
     calls += [Call(f"S{n}", "abort", (ttid,), RPC_S) for n, ttid, _ in done.aborts]
     replies = yield calls
     for (nid, ttid, _), reply in zip(done.locks, replies):
         if reply is not None and reply.ok:
-            m.core.lock_done(nid, ttid)
+            m.cluster_core.lock_done(nid, ttid)
     if any(r is None or not r.ok for r in replies):
         return False
-    for nid, ttids in m.core.reconciled(infos, done).items():
+    for nid, ttids in m.cluster_core.reconciled(infos, done).items():
         m.to_unlock.setdefault(nid, []).extend(ttids)
     m.carry_out(m.flow.settle())
     return True
@@ -104,7 +104,7 @@ def pending_verdicts(m, nid: int, pending) -> list[tuple[bytes, bytes | None]]:
     """Verdicts on what ``nid`` holds (``Master.pending_verdicts``): ``(ttid, lock
     tid or None to abort)``."""
     pending = [Pending(ttid, owner, voted, age_s) for ttid, owner, voted, age_s in pending]
-    verdicts, settle = m.core.pending_verdicts(nid, pending, m.live_session)
+    verdicts, settle = m.cluster_core.pending_verdicts(nid, pending, m.live_session)
     if settle:
         settle_unreported(m, nid)
     if verdicts:

@@ -21,6 +21,7 @@ from master.cluster import (
     BROADCAST,
     TRY_START,
     ClusterCore,
+    ClusterViews,
     DropChannel,
     Identity,
     Settle,
@@ -70,7 +71,7 @@ class SimIds(IdAllocator):
         return tid
 
 
-class MasterActor:
+class MasterActor(ClusterViews):
     name = "M"
     ids_class = SimIds          # a test may give a faulty one
 
@@ -95,7 +96,7 @@ class MasterActor:
                                   d["tid_reserved"], d["tid_reserved"])
         self.commits = CommitCore(first_node_id, PENDING_TIMEOUT_S, 10_000, 10_000)
         self.catchup = CatchUp()
-        self.core = ClusterCore(
+        self.cluster_core = ClusterCore(
             PartitionTable.from_doc(d["pt"]), d["nodes"], first_node_id, storages_expected=len(self.storage_ids),
             node_timeout_s=cluster.NODE_TIMEOUT_S, nodes_max=NODES_MAX, now_s=self.world.now,
             persist=self.persist, ids=self.ids, commits=self.commits, catchup=self.catchup)
@@ -117,32 +118,11 @@ class MasterActor:
     def table(self) -> str:
         return " ".join("".join(f"{n}{s}" for n, s in sorted(row.items())) for row in self.pt.rows)
 
-    # -- the cluster core's state (as ``Master``'s properties) ------------------------------
-    @property
-    def pt(self) -> PartitionTable:
-        return self.core.pt
-
-    @property
-    def nodes(self) -> dict:
-        return self.core.nodes
-
-    @property
-    def cluster_state(self) -> ClusterState:
-        return self.core.cluster_state
-
-    @property
-    def last_committed(self) -> bytes:
-        return self.core.last_committed
-
-    @last_committed.setter
-    def last_committed(self, tid: bytes) -> None:
-        self.core.last_committed = tid
-
     def persist_pt(self) -> None:
-        self.core.persist_table()
+        self.cluster_core.persist_table()
 
     def running_storages(self) -> set[int]:
-        return self.core.running_storages()
+        return self.cluster_core.running_storages()
 
     def live_session(self, nid: int) -> bool:
         """``nid`` is a client whose event stream is open (``Master.live_session``)."""
@@ -180,7 +160,7 @@ class MasterActor:
     def handle(self, kind: str, payload: tuple, src: str):
         if kind == "heartbeat":         # (``MasterServicer.Heartbeat``)
             nid, pending, done = payload
-            if not self.core.heartbeat(nid, self.world.now):
+            if not self.cluster_core.heartbeat(nid, self.world.now):
                 raise RequestRefused(f"S{nid} is not running for this master: identify again")
             tasks = cluster.replication_report(self, nid, done)
             return cluster.pending_verdicts(self, nid, pending), tasks
@@ -192,7 +172,7 @@ class MasterActor:
         if kind == "view":
             running = self.running_storages()
             return self.cluster_state, [dict(r) for r in self.pt.rows], self.pt.ptid, running
-        self.core.require_running()
+        self.cluster_core.require_running()
         if kind == "new_oids":
             return self.ids.new_oids(payload[1])
         if kind == "finish":
@@ -204,7 +184,7 @@ class MasterActor:
             client, ttid, storages = payload
             self.commits.check_abort(client, ttid, self.live_session)
             self.carry_out(self.flow.settle())
-            self.carry_out([fl.AbortOn(ttid, tuple(sorted(set(storages) & self.core.storage_ids())))])
+            self.carry_out([fl.AbortOn(ttid, tuple(sorted(set(storages) & self.cluster_core.storage_ids())))])
             return None
         raise RequestRefused(f"unknown request {kind!r}")
 
@@ -217,7 +197,7 @@ class MasterActor:
                            last_tid=last_tid)
         else:
             who = Identity(NodeType.CLIENT)
-        nid, actions = self.core.identify(who, self.world.now)
+        nid, actions = self.cluster_core.identify(who, self.world.now)
         if typ != "storage":
             self.clients.add(nid)
         self.cluster_actions(actions)
@@ -225,7 +205,7 @@ class MasterActor:
 
     def finish(self, client: int, ttid: bytes, oids, storages, view_ptid: int):
         """The Finish of ``Committing.finish``, with simulated Lock orders."""
-        bad = [s for s in storages if s not in self.core.storage_ids()]
+        bad = [s for s in storages if s not in self.cluster_core.storage_ids()]
         if bad:
             raise RequestRefused(f"finish names unknown storage nodes {bad}")
         step = self.flow.queue_finish(client, ttid, oids, storages, view_ptid, client in self.clients,
@@ -253,7 +233,7 @@ class MasterActor:
 
     def storage_lost(self, nid: int) -> None:
         """``Master.storage_lost``."""
-        actions = self.core.storage_lost(nid, "simulated", self.world.now)
+        actions = self.cluster_core.storage_lost(nid, "simulated", self.world.now)
         if actions:
             self.log(f"S{nid} lost")
         self.cluster_actions(actions)
@@ -265,7 +245,7 @@ class MasterActor:
             return
         self.log(f"session of C{nid} ended")
         self.clients.discard(nid)
-        self.core.session_ended(nid)
+        self.cluster_core.session_ended(nid)
         keep = self.commits.session_ended(nid)
         self.carry_out(self.flow.settle())
         for sid in sorted(self.running_storages()):
@@ -277,7 +257,7 @@ class MasterActor:
             yield Sleep(0.25)
             if self.cluster_state == ClusterState.RECOVERING:
                 yield from cluster.try_start(self)
-            for nid in self.core.silent(self.world.now):
+            for nid in self.cluster_core.silent(self.world.now):
                 self.storage_lost(nid)
             batches, self.to_unlock = self.to_unlock, {}
             for nid, ttids in sorted(batches.items()):
