@@ -461,3 +461,18 @@ def test_random_sequences_reach_running():
             states.add(model.core.cluster_state)
     assert ClusterState.RUNNING in states and ClusterState.RECOVERING in states
 
+
+
+def test_a_storage_that_rejoins_during_a_verification_tells_again_what_it_holds():
+    """A node that reported what it held, restarted and joined again while the cluster
+    was not RUNNING (a verification under way does not ask it) must report again:
+    else its votes never reach the commit queue, which waits for them for good
+    (found by the simulation, seed 16986)."""
+    core, _ = make(expected=2)
+    join(core, storage(port=7001))
+    join(core, storage(port=7002))
+    assert core.try_start(0.0) == [1, 2]
+    core.reconcile({1: Recovered(), 2: Recovered()}, live_none)
+    assert core.commits.reported == {1, 2}
+    assert join(core, storage(nid=2, port=7002), 1.0) == 2       # S2 restarted meanwhile
+    assert core.commits.reported == {1}
