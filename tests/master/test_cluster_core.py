@@ -476,3 +476,38 @@ def test_a_storage_that_rejoins_during_a_verification_tells_again_what_it_holds(
     assert core.commits.reported == {1, 2}
     assert join(core, storage(nid=2, port=7002), 1.0) == 2       # S2 restarted meanwhile
     assert core.commits.reported == {1}
+
+
+def queued(core, tid, voters=(1, 2), failed=(1, 2)):
+    """A transaction of a live session in the commit queue with ``tid``, its Lock
+    orders ended with ``failed`` not answering (undecided when both failed)."""
+    txn = core.commits.accept_finish(10, p64(10 << 32 | 1), live=True)
+    txn.tid, txn.oids, txn.storages = tid, [p64(1)], list(voters)
+    core.commits.enqueue(txn)
+    core.commits.lock_answers(txn, set(voters) - set(failed), set(), set(failed))
+    return txn
+
+
+def test_a_verification_does_not_take_a_queued_commits_tid_for_the_last_committed():
+    """A node's last tid that is a commit still queued (locked there, not published)
+    does not raise the last committed tid: returning cells would copy up to it before
+    their sources hold it (simulation seed 20832)."""
+    core, _ = running_cluster()
+    txn = queued(core, p64(1000))
+    core.recovered({1: Recovered(last_tid=p64(1000)), 2: Recovered(last_tid=p64(900))})
+    assert core.last_committed == p64(900)                      # before the queue: committed
+    core.commits.queue.remove(txn)
+    core.recovered({1: Recovered(last_tid=p64(1000))})
+    assert core.last_committed == p64(1000)
+
+
+def test_a_voter_that_reported_its_vote_is_ordered_to_lock_once_another_reports_it_locked():
+    """Both Lock orders failed; S2 reports T's vote, then S1 reports T locked: the
+    reconciliation orders S2 to lock T too, or S2's readable cells miss a published
+    commit (simulation seed 16986)."""
+    core, _ = running_cluster()
+    txn = queued(core, p64(1000))
+    done = core.reconcile({2: Recovered(voted=(txn.ttid,))}, live_none)
+    assert done.locks == [] and not txn.decided
+    done = core.reconcile({1: Recovered(locked=((txn.ttid, txn.tid),))}, live_none)
+    assert (2, txn.ttid, txn.tid) in done.locks
