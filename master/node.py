@@ -165,9 +165,6 @@ class Master(Committing, ClusterViews):
     def _persist_nodes(self) -> None:
         self.cluster_core.persist_nodes()
 
-    def _new_node_id(self) -> int:
-        return self.cluster_core.new_node_id()
-
     def _cluster_actions(self, actions) -> bool:
         """Carry out the cluster core's actions (under ``self.lock``); whether to
         broadcast the cluster view once the lock is released."""
