@@ -148,7 +148,7 @@ class Reads:
         if hit is not None:
             return as_bytes(hit[0]), hit[1], hit[2]
         token = self.cache.start_load()
-        reply = self.read(spb.LoadRequest(oid=oid, before=tid))
+        reply = self.read_revision(oid, before=tid)
         if reply.status == spb.NO_OBJECT:
             raise POSException.POSKeyError(oid)
         if reply.status in LOAD_NOT_FOUND:
@@ -162,7 +162,7 @@ class Reads:
         hit = self.cache.get_serial(oid, serial, colour)
         if hit is not None:
             return as_bytes(hit[0])
-        reply = self.read(spb.LoadRequest(oid=oid, serial=serial))
+        reply = self.read_revision(oid, serial=serial)
         if reply.status != spb.FOUND:
             raise POSException.POSKeyError(oid, serial)
         self.cache.put(oid, reply.data, reply.serial, reply.next_serial, None, colour)
