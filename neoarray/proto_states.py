@@ -1,13 +1,16 @@
 """The one mapping between the domain states (``neoarray.states``) and the protobuf
 enums of the wire (``common.proto``).
 
-Servicers and clients that read or build messages convert here, in both directions;
+Servicers and clients that read or build messages convert here, in both directions,
+and read cluster views here (``cluster_view``, ``node_of``, ``rows_of``: the
+``neoarray.cluster_view`` values of a ``ClusterInfo``, its nodes and cells);
 the protobuf-keyed tables (``CELL_LETTERS``, ``READABLE_PB``, ...) serve the code
-that reads protobuf cells and nodes as they arrive (``neoctl``, the dashboard, the
-client's routing).  Every table is derived from the four ``*_TO_PB`` maps below.
+that reads protobuf cells and nodes as they arrive (``neoctl``, the dashboard).
+Every table is derived from the four ``*_TO_PB`` maps below.
 """
 from __future__ import annotations
 
+from .cluster_view import Cell, ClusterView, Node
 from .proto import common_pb2 as cpb
 from .states import READABLE, CellState, ClusterState, NodeState, NodeType
 
@@ -66,3 +69,22 @@ def is_master(node) -> bool:
 def node_state(node) -> NodeState | None:
     """The state of a protobuf node (None: unset)."""
     return NODE_STATE_FROM_PB.get(node.state)
+
+
+# -- cluster views: protobuf ``Node``, ``PartitionTable``, ``ClusterInfo`` -> domain ------------
+def node_of(node) -> Node:
+    """The domain ``Node`` of a protobuf node."""
+    return Node(node.node_id, NODE_TYPE_FROM_PB.get(node.type), NODE_STATE_FROM_PB.get(node.state),
+                node.address, node.data_address, node.host, node.data_path)
+
+
+def rows_of(pt) -> tuple[tuple[Cell, ...], ...]:
+    """The cells of each partition of a protobuf partition table, in partition order."""
+    cell_of = CELL_FROM_PB.get
+    return tuple(tuple(Cell(c.node_id, cell_of(c.state)) for c in row.cells) for row in pt.rows)
+
+
+def cluster_view(info) -> ClusterView:
+    """The domain view of a protobuf ``ClusterInfo``."""
+    return ClusterView(CLUSTER_STATE_FROM_PB.get(info.state), info.pt.ptid, rows_of(info.pt),
+                       tuple(node_of(n) for n in info.nodes), info.last_tid, info.last_oid)

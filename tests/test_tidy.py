@@ -40,7 +40,6 @@ PROTO_IMPORTERS_LEFT = {
     "master/committing.py", "master/node.py",
     "storage_node/replication.py",
     "neoarray/admin.py", "neoarray/check.py",
-    "neoarray/client/commit.py", "neoarray/client/link.py", "neoarray/client/reads.py",
 }
 
 # packages (folders, their own modules only) whose modules are layers: no project

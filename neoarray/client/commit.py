@@ -13,8 +13,10 @@ votes (a single voter is told so, ``only_voter``: its Lock makes its vote durabl
 ZODB's conflict resolution and votes again, and refuses (``ClusterUnavailable``) a transaction that
 could not be finished: a written partition without a readable copy that voted, a
 session that ended (``master/commit.py``).  ``finish`` asks the master; when the master
-was lost it asks again for the outcome (``FinalTid``) instead of guessing.  Record
-data travels as bulk segments (``neoarray.transport.bulk``), never inside protobuf.
+was lost it asks again for the outcome (``FinalTid``) instead of guessing.  The calls
+take and answer plain values (``values.py``: ``StoreRecord``, ``Ballot``,
+``VoteOutcome``); ``calls.py`` makes them messages.  Record data travels as bulk
+segments (``neoarray.transport.bulk``), never inside protobuf.
 """
 from __future__ import annotations
 
@@ -28,7 +30,6 @@ from dataclasses import dataclass, field
 import xxhash
 from ZODB import POSException
 
-from .. import wire
 from ..errors import (
     AccessDenied,
     ClusterUnavailable,
@@ -38,12 +39,11 @@ from ..errors import (
     RequestRefused,
 )
 from ..ids import Z64, p64, u64
-from ..proto import common_pb2 as cpb
-from ..proto import master_pb2 as mpb
-from ..proto import storage_pb2 as spb
-from ..transport import bulk
+from ..records import TransactionInfo
+from ..states import READABLE
 from ..transport.frames import Parts
-from .link import READABLE
+from . import calls
+from .values import Ballot, Conflict, StoreRecord, VoteOutcome, VoteStatus
 
 log = logging.getLogger("neoarray.client")
 
@@ -58,10 +58,10 @@ class Txn:
     data: dict = field(default_factory=dict)        # oid -> (serial, data or None) kept for resolution
     serials: dict = field(default_factory=dict)     # oid -> base serial
     checks: dict = field(default_factory=dict)      # oid -> serial (readCurrent)
-    buffers: dict = field(default_factory=dict)     # node -> [(ObjectRecord without data, data)]
+    buffers: dict = field(default_factory=dict)     # node -> [(StoreRecord, data)]
     buffered_bytes: int = 0
     sent: dict = field(default_factory=dict)        # node -> set of oids sent
-    inflight: dict = field(default_factory=dict)    # node -> [(store on the way (bulk.start), its oids)]
+    inflight: dict = field(default_factory=dict)    # node -> [(store on the way (calls.start_store), its oids)]
     resolved: set = field(default_factory=set)
     voted: set = field(default_factory=set)         # nodes
     failed: set = field(default_factory=set)        # nodes that did not answer a Store or Vote
@@ -129,10 +129,7 @@ class CommitDriver:
         # transaction of many records holds only what is buffered for the nodes
         keep = data is None or (not txn.restore and len(data) <= self.limits.resolvable_bytes_max)
         txn.data[oid] = (serial, (bytes(data) if isinstance(data, Parts) else data) if keep else TOO_BIG)
-        record = spb.ObjectRecord(oid=oid, serial=serial, deleted=data is None,
-                                  checksum=0 if data is None else _checksum(data),
-                                  data_tid=data_tid or b"", has_blob=blob is not None,
-                                  blob_chunks=blob[0] if blob else 0, blob_bytes=blob[1] if blob else 0)
+        record = StoreRecord(oid, serial, data is None, 0 if data is None else _checksum(data), data_tid or b"", blob)
         nodes = self._route(txn, self.link.partition(oid))
         if not nodes:
             raise ClusterUnavailable(f"no writable copy of the partition of oid 0x{oid.hex()}")
@@ -161,12 +158,11 @@ class CommitDriver:
                     break
                 while len(pending) >= in_flight_max * len(nodes):
                     self._blob_chunk_done(txn, *pending.pop(0))
-                request = spb.StoreBlobChunkRequest(ttid=txn.ttid, node_id=txn.session, oid=oid, index=chunks,
-                                                    checksum=xxhash.xxh3_64_intdigest(data))
+                checksum = xxhash.xxh3_64_intdigest(data)
                 for nid in nodes:
                     if nid not in txn.failed:
-                        pending.append((nid, bulk.start(self.link.storage(nid).StoreBlobChunk, request, [data],
-                                                        self.limits.rpc_timeout_s)))
+                        pending.append((nid, calls.start_blob_chunk(self.link.storage(nid), txn.ttid, txn.session, oid,
+                                                                    chunks, checksum, data, self.limits.rpc_timeout_s)))
                 chunks, nbytes = chunks + 1, nbytes + len(data)
                 if not data:
                     break           # an empty blob: one empty chunk
@@ -176,7 +172,7 @@ class CommitDriver:
 
     def _blob_chunk_done(self, txn: Txn, nid: int, started) -> None:
         try:
-            bulk.finish(started, f"blob chunk to S{nid}")
+            calls.done(started, f"blob chunk to S{nid}")
         except ClusterUnavailable as exc:
             if nid not in txn.failed:
                 self.node_failed(txn, nid, exc)
@@ -214,9 +210,8 @@ class CommitDriver:
                 queue = txn.inflight.get(nid, ())
             if nid in txn.failed:
                 continue
-            request = spb.StoreRequest(ttid=txn.ttid, node_id=txn.session, objects=[r for r, _ in records])
-            started = bulk.start(self.link.storage(nid).Store, request, [d for _, d in records],
-                                 self.limits.rpc_timeout_s)
+            started = calls.start_store(self.link.storage(nid), txn.ttid, txn.session, records,
+                                        self.limits.rpc_timeout_s)
             txn.inflight.setdefault(nid, []).append((started, oids))
 
     def _wait_store(self, txn: Txn, nid: int) -> None:
@@ -226,7 +221,7 @@ class CommitDriver:
         if not queue:
             del txn.inflight[nid]
         try:
-            bulk.finish(started, f"store to S{nid}")
+            calls.done(started, f"store to S{nid}")
         except ClusterUnavailable as exc:
             if nid not in txn.failed:
                 self.node_failed(txn, nid, exc)
@@ -277,10 +272,10 @@ class CommitDriver:
         """Each written partition has a voter whose cell is readable in this client's
         view: the copies still catching up (OUT_OF_DATE) may miss earlier commits, so
         the master refuses a transaction only they took (``Master._view_covers``)."""
-        rows = self.link.info.pt.rows
+        rows = self.link.info.rows
         written = {self.link.partition(oid) for oid in txn.serials} | {u64(txn.ttid) % self.link.partitions}
         for p in sorted(written):
-            if not any(c.node_id in txn.voted and c.state in READABLE for c in rows[p].cells):
+            if not any(c.node_id in txn.voted and c.state in READABLE for c in rows[p]):
                 raise ClusterUnavailable(
                     f"no readable copy of partition {p} voted transaction 0x{txn.ttid.hex()} (voted on "
                     f"S{', S'.join(map(str, sorted(txn.voted))) or '-'}): it cannot be committed now; retry it")
@@ -310,31 +305,25 @@ class CommitDriver:
         raise POSException.ConflictError(f"transaction still conflicting after "
                                          f"{self.limits.conflict_rounds_max} rounds of resolution")
 
-    def _vote_targets(self, txn: Txn) -> dict[int, tuple]:
-        """``{node: (VoteRequest, data segments of the stores it carries)}``."""
+    def _ballots(self, txn: Txn) -> dict[int, Ballot]:
+        """``{node: its Ballot}``, the stores still buffered for it included."""
         meta_nodes = set(self.link.writable(u64(txn.ttid) % self.link.partitions))
         check_nodes: dict[int, list] = {}
         for oid, serial in txn.checks.items():
             for nid in self.link.readable(self.link.partition(oid))[:1] or self.link.writable(self.link.partition(oid)):
-                check_nodes.setdefault(nid, []).append(spb.ObjectCheck(oid=oid, serial=serial))
+                check_nodes.setdefault(nid, []).append((oid, serial))
         buffers = self._take_buffers(txn)
         nodes = (set(txn.sent) | meta_nodes | set(check_nodes)) - txn.failed
         txn.meta_nodes = meta_nodes - txn.failed
         if not txn.meta_nodes:
             raise ClusterUnavailable("no writable copy of the partition of the transaction's metadata")
         txn.asked |= nodes
-        meta = meta_pb(txn)
-        targets = {}
-        for nid in nodes:
-            records = buffers.get(nid, ())
-            targets[nid] = (spb.VoteRequest(
-                ttid=txn.ttid, node_id=txn.session, checks=check_nodes.get(nid, ()),
-                has_meta=nid in meta_nodes, meta=meta if nid in meta_nodes else None,
-                oids=sorted(txn.sent.get(nid, ())), restore=txn.restore, objects=[r for r, _ in records],
-                only_voter=len(nodes) == 1), [d for _, d in records])
-        return targets
+        meta = meta_of(txn)
+        return {nid: Ballot(txn.ttid, txn.session, check_nodes.get(nid, []), meta if nid in meta_nodes else None,
+                            sorted(txn.sent.get(nid, ())), txn.restore, buffers.get(nid, []), len(nodes) == 1)
+                for nid in nodes}
 
-    def _vote_all(self, txn: Txn) -> list:
+    def _vote_all(self, txn: Txn) -> list[Conflict]:
         """Vote on every involved node; returns the conflicts to resolve.
 
         First in parallel.  If a node answers BUSY, the votes taken elsewhere are taken
@@ -342,23 +331,22 @@ class CommitDriver:
         transaction then only waits while holding locks of lower-numbered nodes, so no
         two transactions can wait for each other.
         """
-        targets = self._vote_targets(txn)
-        replies = self._call_each("Vote", targets, txn)
+        ballots = self._ballots(txn)
+        replies = self._call_each("Vote", calls.start_vote, ballots, calls.finish_vote, txn)
         for nid in txn.failed:
-            targets.pop(nid, None)
-        for req, _ in targets.values():
-            req.ClearField("objects")           # stored already
-        targets = {nid: (req, ()) for nid, (req, _) in targets.items()}
-        conflicts = [c for r in replies.values() if r.status == spb.CONFLICTS for c in r.conflicts]
-        txn.voted.update(nid for nid, r in replies.items() if r.status == spb.VOTED)
-        if any(r.status == spb.BUSY for r in replies.values()) and not conflicts:
-            taken = sorted(nid for nid, r in replies.items() if r.status == spb.VOTED)
+            ballots.pop(nid, None)
+        for ballot in ballots.values():
+            ballot.stores = []              # stored already
+        conflicts = [c for r in replies.values() if r.status is VoteStatus.CONFLICTS for c in r.conflicts]
+        txn.voted.update(nid for nid, r in replies.items() if r.status is VoteStatus.VOTED)
+        if any(r.status is VoteStatus.BUSY for r in replies.values()) and not conflicts:
+            taken = sorted(nid for nid, r in replies.items() if r.status is VoteStatus.VOTED)
             if taken:
-                self._call_each("Unvote", {nid: (spb.AbortTransactionRequest(ttid=txn.ttid), ()) for nid in taken})
+                self._call_each("Unvote", calls.start_unvote, dict.fromkeys(taken, txn.ttid), calls.done)
                 txn.voted.difference_update(taken)
-            for nid in sorted(targets):
-                reply = self._vote_waiting(nid, targets[nid])
-                if reply.status == spb.CONFLICTS:
+            for nid in sorted(ballots):
+                reply = self._vote_waiting(nid, ballots[nid])
+                if reply.status is VoteStatus.CONFLICTS:
                     conflicts.extend(reply.conflicts)
                     break
                 txn.voted.add(nid)
@@ -367,13 +355,13 @@ class CommitDriver:
             unique.setdefault((c.oid, c.read_conflict), c)
         return list(unique.values())
 
-    def _vote_waiting(self, nid: int, target):
+    def _vote_waiting(self, nid: int, ballot: Ballot) -> VoteOutcome:
         """Vote on one node, waiting (bounded) while another transaction holds a lock."""
         deadline = time.monotonic() + self.limits.busy_wait_s_max
         delay = 0.001
         while True:
-            reply = self._call_each("Vote", {nid: target})[nid]
-            if reply.status != spb.BUSY:
+            reply = self._call_each("Vote", calls.start_vote, {nid: ballot}, calls.finish_vote)[nid]
+            if reply.status is not VoteStatus.BUSY:
                 return reply
             if time.monotonic() > deadline:
                 raise POSException.ConflictError(
@@ -382,16 +370,16 @@ class CommitDriver:
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.05)
 
-    def _call_each(self, method: str, requests: dict, txn: Txn | None = None) -> dict:
-        """Call ``method`` on each node with its ``(request, data segments)``; replies by
-        node.  The requests are all sent, then the replies read (over the framed data
-        plane: in parallel, from this thread).  With ``txn``, a node that does not answer
-        is left out (``_node_failed``)."""
+    def _call_each(self, what: str, start, requests: dict, finish, txn: Txn | None = None) -> dict:
+        """Call each node with its request: ``start(stub, request, timeout_s)`` sends it
+        (a ``calls.start_*``), ``finish(started, what)`` reads the answer; the answers by
+        node.  The requests are all sent, then the answers read (over the framed data
+        plane: in parallel, from this thread).  With ``txn``, a node that does not
+        answer is left out (``node_failed``)."""
         started = {}
-        for nid, (req, segments) in requests.items():
+        for nid, request in requests.items():
             try:
-                started[nid] = bulk.start(getattr(self.link.storage(nid), method), req, segments,
-                                          self.limits.rpc_timeout_s)
+                started[nid] = start(self.link.storage(nid), request, self.limits.rpc_timeout_s)
             except ClusterUnavailable as exc:
                 started[nid] = exc
         out, error = {}, None
@@ -399,7 +387,7 @@ class CommitDriver:
             try:                                # abort then never overtakes a vote still on its way
                 if isinstance(handle, Exception):
                     raise handle
-                out[nid] = bulk.finish(handle, f"{method} on S{nid}")[0]
+                out[nid] = finish(handle, f"{what} on S{nid}")
             except Exception as exc:  # noqa: BLE001 - raised below, once every call ended
                 if not self._left_out(txn, nid, exc):
                     error = error or exc
@@ -407,7 +395,7 @@ class CommitDriver:
             raise error
         return out
 
-    def _resolve(self, txn: Txn, c) -> None:
+    def _resolve(self, txn: Txn, c: Conflict) -> None:
         oid = c.oid
         if c.read_conflict:
             raise POSException.ReadConflictError(oid=oid, serials=(c.committed_serial, c.serial))
@@ -425,11 +413,9 @@ class CommitDriver:
         the transaction as committed and complete; ``NotCommitted`` when it says it
         never will be; ``OutcomeUnknown`` when no master could tell within
         ``rpc_timeout_s``."""
-        request = mpb.FinishRequest(node_id=txn.session, ttid=txn.ttid, oids=list(txn.serials),
-                                    storage_ids=sorted(txn.voted), view_ptid=txn.view_ptid)
         try:
-            reply = wire.call(self.link.master.Finish, request, self.limits.finish_timeout_s, "tpc_finish")
-            return reply.tid, reply.prev_tid
+            return calls.finish(self.link.master, txn.session, txn.ttid, list(txn.serials), sorted(txn.voted),
+                                txn.view_ptid, self.limits.finish_timeout_s)
         except RequestRefused as exc:
             raise NotCommitted(f"tpc_finish refused: {exc}") from exc
         except ClusterUnavailable as exc:
@@ -441,13 +427,12 @@ class CommitDriver:
         deadline = time.monotonic() + self.limits.rpc_timeout_s
         while True:
             try:
-                reply = wire.call(self.link.master.FinalTid, mpb.FinalTidRequest(ttid=txn.ttid),
-                                  self.limits.rpc_timeout_s, "final tid")
+                reply = calls.final_tid(self.link.master, txn.ttid, self.limits.rpc_timeout_s)
             except ClusterUnavailable:
                 reply = None
             if reply is not None and reply.tid:
                 return reply.tid
-            if reply is not None and reply.status == mpb.NOT_COMMITTED:
+            if reply is not None and reply.not_committed:
                 raise NotCommitted(f"tpc_finish failed and the transaction was not committed: {why}") from why
             if time.monotonic() > deadline:
                 txn.outcome_unknown = True
@@ -463,16 +448,14 @@ class CommitDriver:
         for nid in list(txn.inflight):    # stores end before their abort
             for started, _ in txn.inflight.pop(nid):
                 try:
-                    bulk.finish(started)
+                    calls.done(started)
                 except Exception as exc:  # noqa: BLE001 - aborted anyway
                     log.debug("store of 0x%s to S%d before its abort: %s", txn.ttid.hex(), nid, exc)
         nodes = set(txn.sent) | txn.voted | txn.asked   # a vote may succeed where another failed
         if not (nodes or txn.restore):
             return          # nothing reached any node
         try:
-            wire.call(self.link.master.Abort, mpb.AbortRequest(
-                node_id=txn.session, ttid=txn.ttid, storage_ids=sorted(nodes)),
-                self.limits.rpc_timeout_s, "tpc_abort")
+            calls.abort(self.link.master, txn.session, txn.ttid, sorted(nodes), self.limits.rpc_timeout_s)
         except (POSException.ReadOnlyError, AccessDenied) as exc:   # the commit said it already
             log.debug("tpc_abort of 0x%s: %s", txn.ttid.hex(), exc)
         except Exception as exc:  # noqa: BLE001 - the master aborts it anyway when we go away
@@ -489,12 +472,13 @@ def _checksum(data) -> int:
     return h.intdigest()
 
 
-def meta_pb(txn: Txn):
+def meta_of(txn: Txn) -> TransactionInfo:
+    """The metadata of ``txn`` a vote carries to the nodes that write it: ZODB's user,
+    description and extension as bytes, and the oids it stores."""
     m = txn.meta
     user = m.user if isinstance(m.user, bytes) else m.user.encode("utf-8")
     desc = m.description if isinstance(m.description, bytes) else m.description.encode("utf-8")
     ext = getattr(m, "extension_bytes", None)
     if ext is None:
         ext = pickle.dumps(getattr(m, "extension", {}) or {}, 3) if getattr(m, "extension", None) else b""
-    return cpb.TransactionMeta(user_raw=user, description=desc, extension=ext or b"",
-                               oids=sorted(txn.serials))
+    return TransactionInfo(b"", user, desc, ext or b"", sorted(txn.serials), b"")

@@ -25,16 +25,13 @@ import time
 from ZODB import POSException
 
 from .. import diagnose, security, wire
+from ..cluster_view import ClusterView, Invalidation
 from ..errors import ClusterNameMismatch, ClusterUnavailable, NeoError
 from ..masters import learn_masters, next_address, parse_masters
-from ..proto import common_pb2 as cpb
-from ..proto import master_pb2 as mpb
-from ..proto import master_pb2_grpc as mrpc
-from ..proto import storage_pb2_grpc as srpc
-from ..proto_states import READABLE_PB as READABLE  # also read by client/commit.py
-from ..proto_states import running_storages
+from ..states import READABLE, CellState, ClusterState, NodeType
 from ..transport.client import FramedChannel
 from ..transport.client import Stub as FramedStub
+from . import calls
 
 log = logging.getLogger("neoarray.client")
 
@@ -60,12 +57,12 @@ class ClusterLink:
         # calling on the one in use when the link moves on (closing it under a call
         # crashed grpcio with a segmentation fault in a fault test)
         self._master_channels = {self.master_address: self.channel}
-        self.control = mrpc.MasterStub(self.channel)      # gRPC: Identify
+        self.control = calls.master_stub(self.channel)    # gRPC: Identify
         self.master = self.control                        # every other call: the data plane once known
         self.data_channel: FramedChannel | None = None
         self.node_id = 0
         self.partitions = 0
-        self.info: cpb.ClusterInfo | None = None
+        self.info: ClusterView | None = None
         self.addresses: dict[int, str] = {}            # storage node -> its gRPC address
         self.data_addresses: dict[int, str] = {}       # storage node -> its data plane
         self.running: set[int] = set()
@@ -106,11 +103,11 @@ class ClusterLink:
         tried = 0
         while True:
             try:
-                reply = wire.call(self.control.Identify, mpb.IdentifyRequest(
-                    type=cpb.CLIENT, host=socket.gethostname(), read_only=self.read_only),
-                    min(self.rpc_timeout_s, max(timeout_s, 1.0)), f"identify at {self.master_address}")
-                self._open_data_plane(reply.data_address)
-                stream, events, first = self._subscribe(reply.node_id, max(deadline - time.monotonic(), 1.0))
+                identity = calls.identify(self.control, socket.gethostname(), self.read_only,
+                                          min(self.rpc_timeout_s, max(timeout_s, 1.0)),
+                                          f"identify at {self.master_address}")
+                self._open_data_plane(identity.data_address)
+                stream, events, first = self._subscribe(identity.node_id, max(deadline - time.monotonic(), 1.0))
                 break
             except ClusterNameMismatch:
                 raise
@@ -123,9 +120,9 @@ class ClusterLink:
                 if tried % len(self.master_addresses) == 0:
                     time.sleep(delay)
                     delay = min(delay * 2, 1.0)
-        self.node_id = reply.node_id
-        self.partitions = reply.num_partitions
-        self._set_info(first.cluster if first.HasField("cluster") else reply.info)
+        self.node_id = identity.node_id
+        self.partitions = identity.partitions
+        self._set_info(first if isinstance(first, ClusterView) else identity.view)
         self._stream, self._events_of_stream = stream, events
         self.connected.set()
 
@@ -159,11 +156,11 @@ class ClusterLink:
     def _subscribe(self, node_id: int, timeout_s: float):
         """Open the event stream and read its first event within ``timeout_s``: ``(the
         stream, to cancel; its events, failures as domain exceptions; the first event)``."""
-        stream = self.master.Subscribe(mpb.SubscribeRequest(node_id=node_id))
+        stream = calls.subscribe(self.master, node_id)
         late = threading.Event()
         timer = threading.Timer(timeout_s, lambda: (late.set(), stream.cancel()))
         timer.start()
-        events = wire.events(stream, "subscribe")
+        events = calls.events(stream)
         try:
             return stream, events, next(events)
         except ClusterUnavailable:
@@ -184,18 +181,17 @@ class ClusterLink:
         if self.channel is None:
             self.channel = self._master_channels[self.master_address] = wire.open_channel(
                 self.master_address, self.cluster, self.message_bytes_max, tls=self.tls)
-        self.control = mrpc.MasterStub(self.channel)
+        self.control = calls.master_stub(self.channel)
 
     def _events(self) -> None:
         while not self.closed.is_set():
             try:
                 for event in self._events_of_stream:
-                    if event.HasField("invalidation"):
-                        inv = event.invalidation
-                        self.on_invalidation(inv.tid, inv.ttid, list(inv.oids))
+                    if isinstance(event, Invalidation):
+                        self.on_invalidation(event.tid, event.ttid, event.oids)
                     else:
-                        self._set_info(event.cluster)
-            except (NeoError, POSException.POSError) as exc:    # wire.events: the stream broke
+                        self._set_info(event)
+            except (NeoError, POSException.POSError) as exc:    # calls.events: the stream broke
                 if self.closed.is_set():
                     return
                 log.warning("lost the master at %s: %s", self.master_address, exc)
@@ -217,19 +213,19 @@ class ClusterLink:
                 self.closed.wait(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _set_info(self, info: cpb.ClusterInfo) -> None:
+    def _set_info(self, info: ClusterView) -> None:
         with self.changed:
             # node states first: a transaction that reads the new ptid at tpc_begin
             # (its view_ptid) then routes its stores with the new states
-            self.addresses = {n.node_id: n.address for n in info.nodes if n.type == cpb.STORAGE}
-            self.data_addresses = {n.node_id: n.data_address or n.address for n in info.nodes
-                                   if n.type == cpb.STORAGE}
-            self.framed_nodes = {n.node_id for n in info.nodes if n.type == cpb.STORAGE and n.data_address}
-            self.running = running_storages(info.nodes)
+            storages = info.storage_nodes().values()
+            self.addresses = {n.node_id: n.address for n in storages}
+            self.data_addresses = {n.node_id: n.data_address or n.address for n in storages}
+            self.framed_nodes = {n.node_id for n in storages if n.data_address}
+            self.running = info.running_storages()
             self.info = info
             # after info and running: a row made from an older view lands in the old dict
             self._readable_rows = {}        # made again row by row, as loads ask
-            self.master_addresses = learn_masters(self.master_addresses, info.nodes, cpb.MASTER)
+            self.master_addresses = learn_masters(self.master_addresses, info.nodes, NodeType.MASTER)
             gone = [a for a in self.channels if a not in self.data_addresses.values()]
             for address in gone:        # a node restarted on another data port, or left
                 self.stubs.pop(address, None)
@@ -255,10 +251,10 @@ class ClusterLink:
         """Block until the cluster is RUNNING (or raise ``ClusterUnavailable``)."""
         deadline = time.monotonic() + timeout_s
         with self.changed:
-            while self.info is None or self.info.state != cpb.CLUSTER_RUNNING:
+            while self.info is None or self.info.state is not ClusterState.RUNNING:
                 left = deadline - time.monotonic()
                 if left <= 0 or self.closed.is_set():
-                    state = cpb.ClusterState.Name(self.info.state) if self.info else "unknown"
+                    state = self.info.state if self.info and self.info.state else "unknown"
                     raise ClusterUnavailable(f"cluster {self.cluster!r} is {state}, not RUNNING")
                 self.changed.wait(min(left, 0.5))
 
@@ -268,7 +264,7 @@ class ClusterLink:
         nodes = rows.get(partition)
         if nodes is None:           # once per partition and cluster view, not per load
             info, running = self.info, self.running
-            row = info.pt.rows[partition].cells if info and partition < len(info.pt.rows) else ()
+            row = info.rows[partition] if info and partition < len(info.rows) else ()
             nodes = rows[partition] = tuple(c.node_id for c in row
                                             if c.state in READABLE and c.node_id in running)
         if len(nodes) > 1:
@@ -280,8 +276,8 @@ class ClusterLink:
         """Cells of ``partition`` that take writes, on running nodes; nodes that
         failed a commit moments ago (``suspect``) are left out unless ``suspects`` or
         every node is suspected."""
-        row = self.info.pt.rows[partition].cells if self.info and self.info.pt.rows else ()
-        nodes = [c.node_id for c in row if c.state != cpb.CORRUPTED and c.node_id in self.running]
+        row = self.info.rows[partition] if self.info and self.info.rows else ()
+        nodes = [c.node_id for c in row if c.state is not CellState.CORRUPTED and c.node_id in self.running]
         skip = () if suspects else self._suspected()
         return [n for n in nodes if n not in skip] or nodes     # all suspected: try them anyway
 
@@ -317,7 +313,7 @@ class ClusterLink:
                         stub = FramedStub(channel, "neoarray.v1.Storage")
                     else:
                         channel = wire.open_channel(address, self.cluster, self.message_bytes_max, tls=self.tls)
-                        stub = srpc.StorageStub(channel)
+                        stub = calls.storage_stub(channel)
                     self.channels[address] = channel
                     self.stubs[address] = stub
         return stub

@@ -23,8 +23,8 @@ import threading
 import msgpack
 
 from ..kv import LMDBStore
-from ..proto_states import is_storage
 from ..records import RecordReader
+from ..states import NodeType
 
 log = logging.getLogger("neoarray.client")
 
@@ -72,9 +72,10 @@ class LocalReaders:
         self.lock = threading.Lock()
 
     def update(self, nodes) -> None:
-        """Open the directories of storage nodes on this host (cluster info changed)."""
+        """Open the directories of storage nodes on this host (the cluster view
+        changed): ``nodes``, the view's ``neoarray.cluster_view.Node``."""
         for node in nodes:
-            if not is_storage(node) or node.node_id in self.readers or not node.data_path:
+            if node.type is not NodeType.STORAGE or node.node_id in self.readers or not node.data_path:
                 continue
             key = (node.node_id, node.data_path)
             if node.host != self.host or key in self.refused:

@@ -3,8 +3,8 @@
 ``Reads`` asks one readable cell of an object's partition (rotating over them to
 spread the load, trying the others and waiting for the cluster on failure); a cell of
 a storage node on this host is read in its LMDB directly (``local.LocalReaders``,
-read-only, the same checksum checks); others over the data plane, record data as a
-bulk segment (``neoarray.transport.bulk``).  Batches go per node, in parallel; bulk
+read-only, the same checksum checks); others over the data plane (``calls.py``, the
+wire), record data as a bulk segment (``neoarray.transport.bulk``).  Batches go per node, in parallel; bulk
 readers (array chunks) get records in place (``read_views``).  Everything read goes
 through the coloured cache (``cache.ColouredCache``).
 """
@@ -13,60 +13,34 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import NamedTuple
 
 import numpy
-import xxhash
 from ZODB import POSException
 
 from ..errors import ChecksumError, ClusterUnavailable
 from ..payload import _payload_span
-from ..proto import storage_pb2 as spb
 from ..records import NoObject, NoRevision, RecordReader
-from ..transport import bulk, conn
+from ..transport import conn
+from . import calls
+from .values import LoadAnswer, LoadStatus, RevisionDigest
 
 log = logging.getLogger("neoarray.client")
 
-LOAD_NOT_FOUND = (spb.NO_OBJECT, spb.NO_REVISION)
+FOUND, DELETED = LoadStatus.FOUND, LoadStatus.DELETED
+LOAD_NOT_FOUND = (LoadStatus.NO_OBJECT, LoadStatus.NO_REVISION)
 
 
 BULK_LOADS_IN_FLIGHT = 4     # LoadMany requests per node at once for a bulk read (load_bulk)
 
 
-class _Rec(NamedTuple):
-    """One answer to a load, from the network or from a local LMDB."""
-    status: int
-    serial: bytes = b""
-    next_serial: bytes | None = None
-    data: bytes | None = None
-    data_tid: bytes | None = None
-
-
-def _rec_of(reply: spb.LoadReply, data, nid: int) -> _Rec:
-    """A load's answer; ``data``: its record's data, which travelled apart (bulk)."""
-    if reply.status == spb.FOUND and xxhash.xxh3_64_intdigest(data) != reply.checksum:
-        raise ChecksumError(f"oid 0x{reply.oid.hex()} from S{nid} fails its checksum")
-    return _Rec(reply.status, reply.serial, reply.next_serial or None,
-                data if reply.status == spb.FOUND else None, reply.data_tid or None)
-
-
-class RevisionDigest(NamedTuple):
-    """What a storage node holds of one revision, as its checksum: ``checksum`` is the
-    xxh3_64 of the data (0 for a deletion), ``blob_bytes`` None when it has no blob."""
-    deleted: bool
-    checksum: int
-    data_tid: bytes | None
-    blob_bytes: int | None
-
-
-def _local_load(reader: RecordReader, request: spb.LoadRequest) -> _Rec:
+def _local_load(reader: RecordReader, oid: bytes, before: bytes = b"", serial: bytes = b"") -> LoadAnswer:
     try:
-        r = reader.load(request.oid, before=request.before or None, serial=request.serial or None)
+        r = reader.load(oid, before=before or None, serial=serial or None)
     except NoObject:
-        return _Rec(spb.NO_OBJECT)
+        return LoadAnswer(LoadStatus.NO_OBJECT)
     except NoRevision:
-        return _Rec(spb.NO_REVISION)
-    return _Rec(spb.FOUND if r.data is not None else spb.DELETED, r.serial, r.next_serial, r.data, r.data_tid)
+        return LoadAnswer(LoadStatus.NO_REVISION)
+    return LoadAnswer(FOUND if r.data is not None else DELETED, r.serial, r.next_serial, r.data, r.data_tid)
 
 
 def as_bytes(data) -> bytes:
@@ -149,11 +123,11 @@ class Reads:
             return as_bytes(hit[0]), hit[1], hit[2]
         token = self.cache.start_load()
         reply = self.read_revision(oid, before=tid)
-        if reply.status == spb.NO_OBJECT:
+        if reply.status is LoadStatus.NO_OBJECT:
             raise POSException.POSKeyError(oid)
         if reply.status in LOAD_NOT_FOUND:
             return None
-        if reply.status == spb.DELETED:
+        if reply.status is DELETED:
             raise POSException.POSKeyError(oid)
         self.cache.put(oid, reply.data, reply.serial, reply.next_serial, token, colour)
         return reply.data, reply.serial, reply.next_serial
@@ -163,7 +137,7 @@ class Reads:
         if hit is not None:
             return as_bytes(hit[0])
         reply = self.read_revision(oid, serial=serial)
-        if reply.status != spb.FOUND:
+        if reply.status is not FOUND:
             raise POSException.POSKeyError(oid, serial)
         self.cache.put(oid, reply.data, reply.serial, reply.next_serial, None, colour)
         return reply.data
@@ -186,31 +160,26 @@ class Reads:
         for batch in self.by_node(wanted):
             self.pool.submit(self._prefetch_batch, *batch, tid, colour)
 
-    def read_revision(self, oid: bytes, before: bytes = b"", serial: bytes = b"") -> _Rec:
-        """The revision of ``oid`` current before ``before``, or the one of ``serial``,
-        uncached (:meth:`read`)."""
-        return self.read(spb.LoadRequest(oid=oid, before=before, serial=serial))
+    def read_revision(self, oid: bytes, before: bytes = b"", serial: bytes = b"") -> LoadAnswer:
+        """The revision of ``oid`` current before ``before``, or the one of ``serial``
+        (wins), uncached.
 
-    def read(self, request: spb.LoadRequest) -> _Rec:
-        """Ask one readable cell, trying the others (and waiting for the cluster) on failure.
-
-        A cell on this host is read directly from its LMDB directory.
+        Asks one readable cell, trying the others (and waiting for the cluster) on
+        failure; a cell on this host is read directly from its LMDB directory.
         """
         deadline = time.monotonic() + self.rpc_timeout_s
         errors = []
         while True:
-            for nid in self.link.readable(self.link.partition(request.oid)):
+            for nid in self.link.readable(self.link.partition(oid)):
                 local = self.local.get(nid) if self.local else None
                 try:
                     if local is not None:
-                        return _local_load(local, request)
-                    reply, (data,) = bulk.call(self.link.storage(nid).Load, request, (),
-                                               self.rpc_timeout_s, f"load from S{nid}")
-                    return _rec_of(reply, data, nid)
+                        return _local_load(local, oid, before, serial)
+                    return calls.load(self.link.storage(nid), nid, oid, before, serial, self.rpc_timeout_s)
                 except (ClusterUnavailable, ChecksumError) as exc:
                     errors.append(exc)
             if time.monotonic() > deadline:
-                raise ClusterUnavailable(f"no readable copy of oid 0x{request.oid.hex()} answered"
+                raise ClusterUnavailable(f"no readable copy of oid 0x{oid.hex()} answered"
                                          f"{': ' + str(errors[-1]) if errors else ''}")
             self.link.wait_running(max(0.1, deadline - time.monotonic()))
             time.sleep(0.05)
@@ -242,14 +211,7 @@ class Reads:
                     out[oid] = RevisionDigest(r.data is None, 0 if r.data is None else r.checksum,
                                               r.data_tid, r.blob.nbytes if r.blob else None)
                 continue
-            reply, datas = bulk.finish(bulk.start(self.link.storage(nid).LoadMany, spb.LoadManyRequest(
-                loads=[spb.LoadRequest(oid=o, serial=serial) for o in batch]), (), self.rpc_timeout_s),
-                f"load from S{nid}")
-            for r, data in zip(reply.loads, datas):
-                _rec_of(r, data, nid)           # the data matches the node's checksum
-                if r.status in (spb.FOUND, spb.DELETED):
-                    out[r.oid] = RevisionDigest(r.status == spb.DELETED, r.checksum if r.status == spb.FOUND else 0,
-                                                r.data_tid or None, r.blob_bytes if r.blob_tid else None)
+            out.update(calls.digests(self.link.storage(nid), nid, batch, serial, self.rpc_timeout_s))
         return out
 
     def reader_of(self, partition: int) -> int:
@@ -362,7 +324,7 @@ class Reads:
         finally:
             for _nid, _token, call in started:      # after a failure: their connections back
                 with contextlib.suppress(Exception):
-                    bulk.finish(call)
+                    calls.done(call)
         return out
 
     def load_batch(self, nid, oids, tid, colour=None, align=None):
@@ -371,26 +333,23 @@ class Reads:
         if local is None:
             return self._finish_load(*self._start_load(nid, oids, tid), colour, align)
         token = self.cache.start_load()
-        recs = [(oid, _local_load(local, spb.LoadRequest(oid=oid, before=tid))) for oid in oids]
+        recs = [(oid, _local_load(local, oid, before=tid)) for oid in oids]
         return self._cached(recs, token, colour, align)
 
     def _start_load(self, nid, oids, tid):
         """``(nid, cache token, call)``: a LoadMany of ``oids`` sent to ``nid``."""
         token = self.cache.start_load()
-        return nid, token, bulk.start(self.link.storage(nid).LoadMany, spb.LoadManyRequest(
-            loads=[spb.LoadRequest(oid=o, before=tid) for o in oids]), (), self.rpc_timeout_s)
+        return nid, token, calls.start_loads(self.link.storage(nid), oids, tid, self.rpc_timeout_s)
 
     def _finish_load(self, nid, token, call, colour, align=None) -> dict:
-        reply, datas = bulk.finish(call, f"load from S{nid}")
-        return self._cached([(r.oid, _rec_of(r, d, nid)) for r, d in zip(reply.loads, datas)], token, colour,
-                            align)
+        return self._cached(calls.finish_loads(call, nid), token, colour, align)
 
     def _cached(self, recs, token, colour, align=None) -> dict:
-        """The found records of ``recs`` (``[(oid, _Rec)]``), put into the cache
+        """The found records of ``recs`` (``[(oid, LoadAnswer)]``), put into the cache
         (placed as ``align`` asks: :meth:`read_views`)."""
         out = {}
         for oid, r in recs:
-            if r.status == spb.FOUND:
+            if r.status is FOUND:
                 data = _aligned(r.data, align)
                 self.cache.put(oid, data, r.serial, r.next_serial, token, colour)
                 out[oid] = (data, r.serial, r.next_serial)
