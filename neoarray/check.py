@@ -24,18 +24,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import wire
+from . import check_calls as calls
+from .check_calls import OBJECTS as OBJECT
+from .check_calls import TRANSACTIONS as TRANSACTION
 from .errors import NeoError, RequestRefused
 from .ids import p64, u64
-from .proto import common_pb2 as cpb
-from .proto import storage_pb2 as spb
-from .proto_states import NODE_STATES, READABLE_PB
+from .states import READABLE, NodeState
 
-OBJECT, TRANSACTION = "object", "transaction"
-_ACTIONS = {spb.RepairOutcome.WRITTEN: "written", spb.RepairOutcome.REPLACED: "replaced",
-            spb.RepairOutcome.UNCHANGED: "unchanged", spb.RepairOutcome.SKIPPED_BUSY: "skipped_busy",
-            spb.RepairOutcome.SKIPPED_BLOB: "skipped: its blob chunks are not sound on this node"}
-FIXED = ("written", "replaced", "unchanged")
+FIXED = ("written", "replaced", "unchanged")      # repair actions (check_calls.REPAIR_ACTIONS) that fix a copy
 
 
 @dataclass
@@ -91,13 +87,12 @@ class Checker:
         self.admin = admin
         self.repair = repair
         self.limits = limits or Limits()
-        self.pt = admin.partition_table()
-        self.nodes = {n.node_id: n for n in admin.nodes() if n.type == cpb.STORAGE}
+        self.rows, self.nodes = calls.cluster(admin)
         self.max_tid = admin.ids()["last_tid"]
         self._stubs: dict[int, object] = {}
 
     def partitions(self, wanted: list[int] | None) -> list[int]:
-        count = len(self.pt.rows)
+        count = len(self.rows)
         for p in wanted or ():
             if not 0 <= p < count:
                 raise RequestRefused(f"partition {p} out of range: the cluster has {count} (0..{count - 1})")
@@ -108,13 +103,14 @@ class Checker:
             self._stubs[nid] = self.admin.storage_stub(self.nodes[nid].address)
         return self._stubs[nid]
 
-    def _call(self, nid: int, method: str, request):
-        return wire.call(getattr(self._stub(nid), method), request, self.limits.rpc_timeout_s, f"{method} on S{nid}")
+    def _call(self, nid: int, method: str, call, *args):
+        """``call(the stub of nid, *args, timeout, what)``: a ``check_calls`` function."""
+        return call(self._stub(nid), *args, self.limits.rpc_timeout_s, f"{method} on S{nid}")
 
     # -- checking --------------------------------------------------------------------
     def check_partition(self, p: int) -> PartitionReport:
-        cells = {c.node_id for c in self.pt.rows[p].cells}
-        running = sorted(n for n in cells if n in self.nodes and self.nodes[n].state == cpb.RUNNING)
+        cells = {c.node_id for c in self.rows[p]}
+        running = sorted(n for n in cells if n in self.nodes and self.nodes[n].state is NodeState.RUNNING)
         unchecked = {n: _node_state(self.nodes.get(n)) for n in sorted(cells) if n not in running}
         report = PartitionReport(p, running, unchecked)
         repairer = _Repairer(self, p) if self.repair else None
@@ -141,8 +137,8 @@ class Checker:
 
     # -- completeness of transactions -------------------------------------------------
     def _readable_copies(self, p: int) -> list[int]:
-        return sorted(c.node_id for c in self.pt.rows[p].cells if c.state in READABLE_PB
-                      and c.node_id in self.nodes and self.nodes[c.node_id].state == cpb.RUNNING)
+        return sorted(c.node_id for c in self.rows[p] if c.state in READABLE
+                      and c.node_id in self.nodes and self.nodes[c.node_id].state is NodeState.RUNNING)
 
     def _check_complete(self, report: PartitionReport) -> None:
         """Each transaction row of the partition (from one readable copy) names objects
@@ -154,20 +150,20 @@ class Checker:
         pending: dict[int, list[bytes]] = {}      # partition -> [oid + tid] to look up
         min_tid = b""
         while True:
-            reply = self._call(copies[0], "Transactions", spb.TransactionsRequest(
-                partitions=[report.partition], min_tid=min_tid, max_tid=self.max_tid, limit=batch))
-            for t in reply.transactions:
+            rows = self._call(copies[0], "Transactions", calls.transactions, report.partition, min_tid,
+                              self.max_tid, batch)
+            for t in rows:
                 if t.packed:
                     continue
                 for oid in t.oids:
-                    q = u64(oid) % len(self.pt.rows)
+                    q = u64(oid) % len(self.rows)
                     keys = pending.setdefault(q, [])
                     keys.append(oid + t.tid)
                     if len(keys) >= keys_max:
                         self._look_up(q, pending.pop(q), report)
-            if len(reply.transactions) < batch:
+            if len(rows) < batch:
                 break
-            min_tid = p64(u64(reply.transactions[-1].tid) + 1)
+            min_tid = p64(u64(rows[-1].tid) + 1)
         for q, keys in pending.items():
             self._look_up(q, keys, report)
 
@@ -178,9 +174,7 @@ class Checker:
             return
         found = set()
         for nid in copies:
-            reply = self._call(nid, "CheckRecords", spb.CheckRecordsRequest(
-                partition=q, table=spb.CHECK_OBJECTS, keys=keys))
-            found.update(r.oid + r.tid for r in reply.records)
+            found.update(self._call(nid, "CheckRecords", calls.held_keys, q, keys))
         for key in keys:
             if key not in found:
                 report.problems_total += 1
@@ -199,21 +193,18 @@ class Checker:
     def _listing(self, nid: int, p: int, table: str):
         """The records of one copy, batch by batch (a generator: one batch in memory)."""
         after = b""
-        kind = spb.CHECK_OBJECTS if table == OBJECT else spb.CHECK_TRANSACTIONS
         while True:
-            reply = self._call(nid, "CheckRecords", spb.CheckRecordsRequest(
-                partition=p, table=kind, after=after, max_tid=self.max_tid,
-                limit=self.limits.keys_per_batch_max))
-            yield from reply.records
-            if not reply.next_after:
+            records, after = self._call(nid, "CheckRecords", calls.check_records, p, table, after, self.max_tid,
+                                        self.limits.keys_per_batch_max)
+            yield from records
+            if not after:
                 return
-            after = reply.next_after
 
 
 def _node_state(node) -> str:
-    if node is None:
+    if node is None or node.state is None:
         return "UNKNOWN"
-    return NODE_STATES.get(node.state, "UNKNOWN")          # never RUNNING: called for the others
+    return node.state.value          # never RUNNING: called for the others
 
 
 def _merged(streams: dict, key_of):
@@ -292,37 +283,32 @@ class _Repairer:
                 pr.repaired.update({n: f"error: S{source} no longer holds it as listed" for n in pr.targets})
 
     def _read(self, source: int, problems: list[Problem]) -> dict:
-        """``{id(problem): RepairObject or TransactionMeta}`` read from the sound copy."""
+        """``{id(problem): RecordCopy or TransactionInfo}`` read from the sound copy."""
         out = {}
         objects = [pr for pr in problems if pr.table == OBJECT]
         if objects:
-            reply = self.checker._call(source, "LoadMany", spb.LoadManyRequest(
-                loads=[spb.LoadRequest(oid=pr.oid, serial=pr.tid) for pr in objects]))
-            for pr, r in zip(objects, reply.loads):
-                if r.status in (spb.FOUND, spb.DELETED) and r.serial == pr.tid:
-                    out[id(pr)] = spb.RepairObject(oid=pr.oid, tid=pr.tid, data=r.data, checksum=r.checksum,
-                                                   deleted=r.status == spb.DELETED, data_tid=r.data_tid,
-                                                   blob_tid=r.blob_tid, blob_chunks=r.blob_chunks,
-                                                   blob_bytes=r.blob_bytes)
+            copies = self.checker._call(source, "LoadMany", calls.revisions, [(pr.oid, pr.tid) for pr in objects])
+            for pr, copy in zip(objects, copies):
+                if copy is not None and copy.tid == pr.tid:
+                    out[id(pr)] = copy
         for pr in problems:
             if pr.table == TRANSACTION:
-                reply = self.checker._call(source, "Transactions", spb.TransactionsRequest(
-                    partitions=[self.partition], min_tid=pr.tid, max_tid=pr.tid, limit=1))
-                if reply.transactions and reply.transactions[0].tid == pr.tid:
-                    out[id(pr)] = reply.transactions[0]
+                rows = self.checker._call(source, "Transactions", calls.transactions, self.partition, pr.tid,
+                                          pr.tid, 1)
+                if rows and rows[0].tid == pr.tid:
+                    out[id(pr)] = rows[0]
         return out
 
     def _copy_blob_chunks(self, source: int, target: int, rec) -> None:
-        """Copy the chunks of the blob of ``rec`` (a ``RepairObject``) from ``source`` to
+        """Copy the chunks of the blob of ``rec`` (a ``RecordCopy``) from ``source`` to
         ``target``, one chunk at a time, before the record is repaired there."""
         for index in range(rec.blob_chunks):
-            chunk = self.checker._call(source, "LoadBlobChunk", spb.LoadBlobChunkRequest(
-                oid=rec.oid, serial=rec.tid, index=index))
-            if chunk.status != spb.FOUND or chunk.blob_tid != rec.blob_tid:
+            chunk = self.checker._call(source, "LoadBlobChunk", calls.blob_chunk, rec.oid, rec.tid, index)
+            if not chunk.found or chunk.blob_tid != rec.blob_tid:
                 raise RequestRefused(f"S{source} no longer holds chunk {index} of the blob of "
                                      f"oid 0x{rec.oid.hex()} at 0x{rec.tid.hex()}")
-            self.checker._call(target, "RepairBlobChunk", spb.RepairBlobChunkRequest(
-                oid=rec.oid, blob_tid=rec.blob_tid, index=index, checksum=chunk.checksum, data=chunk.data))
+            self.checker._call(target, "RepairBlobChunk", calls.repair_blob_chunk, rec.oid, rec.blob_tid, index,
+                               chunk.checksum, chunk.data)
 
     def _write(self, target: int, items: list, source: int) -> None:
         for pr, rec in list(items):
@@ -334,18 +320,17 @@ class _Repairer:
                     items.remove((pr, rec))
         if not items:
             return
-        request = spb.RepairRecordsRequest(
-            objects=[rec for pr, rec in items if pr.table == OBJECT],
-            transactions=[rec for pr, rec in items if pr.table == TRANSACTION])
+        objects = [rec for pr, rec in items if pr.table == OBJECT]
+        transactions = [rec for pr, rec in items if pr.table == TRANSACTION]
         ordered = [pr for pr, _ in items if pr.table == OBJECT] + [pr for pr, _ in items if pr.table == TRANSACTION]
         try:
-            reply = self.checker._call(target, "RepairRecords", request)
+            actions = self.checker._call(target, "RepairRecords", calls.repair_records, objects, transactions)
         except NeoError as exc:
             for pr in ordered:
                 pr.repaired[target] = f"error: {exc}"
             return
-        for pr, outcome in zip(ordered, reply.outcomes):
-            pr.repaired[target] = _ACTIONS.get(outcome.action, "unknown")
+        for pr, action in zip(ordered, actions):
+            pr.repaired[target] = action
 
 
 # -- neoctl check ------------------------------------------------------------------------
