@@ -35,6 +35,7 @@ from neoarray.views import (
     Invalidation,
     NodeView,
     ReplicaTask,
+    Row,
     TableView,
 )
 
@@ -194,7 +195,7 @@ class Master(Committing, ClusterViews):
     def table_view(self) -> TableView:
         """The partition table now (under ``self.lock``)."""
         return TableView(self.pt.ptid, self.pt.replicas, tuple(
-            tuple(Cell(n, s) for n, s in sorted(row.items())) for row in self.pt.rows))
+            Row(tuple(Cell(n, s) for n, s in sorted(row.items()))) for row in self.pt.rows))
 
     def node_view(self, n: NodeInfo) -> NodeView:
         """Node ``n`` as the cluster shows it (under ``self.lock``): ``since`` as unix time."""

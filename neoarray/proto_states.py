@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .proto import common_pb2 as cpb
 from .states import READABLE, CellState, ClusterState, NodeState, NodeType
-from .views import Cell, CellChange, ClusterView, NodeView, TableView
+from .views import Cell, CellChange, ClusterView, NodeView, Row, TableView
 
 CELL_TO_PB = {CellState.UP_TO_DATE: cpb.UP_TO_DATE, CellState.OUT_OF_DATE: cpb.OUT_OF_DATE,
               CellState.FEEDING: cpb.FEEDING, CellState.CORRUPTED: cpb.CORRUPTED}
@@ -74,14 +74,14 @@ def node_state(node) -> NodeState | None:
 def table_to_pb(table: TableView) -> cpb.PartitionTable:
     """The message of a partition table."""
     return cpb.PartitionTable(ptid=table.ptid, replicas=table.replicas, rows=[
-        cpb.PartitionRow(cells=[cpb.Cell(node_id=c.node_id, state=CELL_TO_PB[c.state]) for c in row])
+        cpb.PartitionRow(cells=[cpb.Cell(node_id=c.node_id, state=CELL_TO_PB[c.state]) for c in row.cells])
         for row in table.rows])
 
 
 def table_from_pb(table: cpb.PartitionTable) -> TableView:
     """The partition table a message carries (cells of an unknown state left out)."""
     return TableView(table.ptid, table.replicas, tuple(
-        tuple(Cell(c.node_id, CELL_FROM_PB[c.state]) for c in row.cells if c.state in CELL_FROM_PB)
+        Row(tuple(Cell(c.node_id, CELL_FROM_PB[c.state]) for c in row.cells if c.state in CELL_FROM_PB))
         for row in table.rows))
 
 

@@ -9,6 +9,7 @@ snapshot taken under the master's lock).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -21,17 +22,22 @@ class Cell(NamedTuple):
     state: CellState
 
 
+class Row(NamedTuple):
+    """The cells of one partition, ordered by node id."""
+    cells: tuple[Cell, ...]
+
+    def readable(self) -> list[int]:
+        """Ids of the nodes whose cell can be read (UP_TO_DATE or FEEDING)."""
+        return [c.node_id for c in self.cells if c.state in READABLE]
+
+
 @dataclass(frozen=True, slots=True)
 class TableView:
-    """The partition table: ``rows[p]``, the cells of partition ``p`` (ordered by node
-    id); ``ptid`` increases with every change; ``replicas`` extra copies wanted."""
+    """The partition table: ``rows[p]``, the row of partition ``p``; ``ptid``
+    increases with every change; ``replicas``: extra copies wanted of each partition."""
     ptid: int
     replicas: int
-    rows: tuple[tuple[Cell, ...], ...]
-
-    def readable(self, partition: int) -> list[int]:
-        """Ids of the nodes whose cell of ``partition`` can be read (UP_TO_DATE or FEEDING)."""
-        return [c.node_id for c in self.rows[partition] if c.state in READABLE]
+    rows: tuple[Row, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +58,11 @@ class NodeView:
     def name(self) -> str:
         """``S3``, ``C7``, ...: the type's letter and the id, as logs and tables show it."""
         return f"{self.type.prefix}{self.node_id}"
+
+
+def running_storages(nodes: Iterable[NodeView]) -> set[int]:
+    """Ids of the RUNNING storage nodes among ``nodes``."""
+    return {n.node_id for n in nodes if n.type is NodeType.STORAGE and n.state is NodeState.RUNNING}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +104,19 @@ class TableChange(NamedTuple):
     """The partition table after an administrative change and the cells it changed."""
     table: TableView
     changes: tuple[CellChange, ...]
+
+
+class Truncated(NamedTuple):
+    """What ``neoctl truncate`` did: the cluster truncated to ``tid`` (the last tid was
+    ``last_tid_before``), and the records removed over all storage nodes."""
+    tid: bytes
+    last_tid_before: bytes
+    transactions_removed: int
+    revisions_removed: int
+
+
+class ReplicationRates(NamedTuple):
+    """Catch-up rates in bytes per second (0: unlimited): ``rates``, by storage node id;
+    ``default_bytes_per_s``, of nodes joining later (None: not set)."""
+    rates: dict[int, int]
+    default_bytes_per_s: int | None

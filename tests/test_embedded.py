@@ -18,7 +18,6 @@ import pytest
 import neoarray
 from neoarray.errors import DirectoryInUse
 from neoarray.localdir import node_processes
-from neoarray.proto import common_pb2 as cpb
 
 GONE_WAIT_S = 15.0      # a node notices its parent is gone within 0.2 s, then stops cleanly
 
@@ -40,6 +39,7 @@ time.sleep(600)                 # killed by the test
 OLD_VERSION_CHILD = r"""
 import json, os, sys
 from neoarray.cluster import LocalCluster
+from neoarray.states import NodeState, NodeType
 c = LocalCluster(sys.argv[1], exit_with_parent=False).start()   # nodes as older versions ran them
 print(json.dumps(c.pids()), flush=True)
 os._exit(0)
@@ -236,7 +236,7 @@ def test_storage_names_follow_the_master(tmp_path):
     with LocalCluster(path, storages=2, standby_masters=1, metrics=True) as c:
         admin = c.admin()
         try:
-            ids = sorted(n.node_id for n in admin.nodes() if n.type == cpb.STORAGE)
+            ids = sorted(n.node_id for n in admin.nodes() if n.type is NodeType.STORAGE)
         finally:
             admin.close()
         names = [c.storage_name(i) for i in range(2)]
