@@ -18,6 +18,7 @@ import pytest
 import neoarray
 from neoarray.errors import DirectoryInUse
 from neoarray.localdir import node_processes
+from neoarray.states import NodeType
 
 GONE_WAIT_S = 15.0      # a node notices its parent is gone within 0.2 s, then stops cleanly
 
@@ -39,7 +40,6 @@ time.sleep(600)                 # killed by the test
 OLD_VERSION_CHILD = r"""
 import json, os, sys
 from neoarray.cluster import LocalCluster
-from neoarray.states import NodeState, NodeType
 c = LocalCluster(sys.argv[1], exit_with_parent=False).start()   # nodes as older versions ran them
 print(json.dumps(c.pids()), flush=True)
 os._exit(0)
