@@ -29,7 +29,7 @@ from .check_calls import OBJECTS as OBJECT
 from .check_calls import TRANSACTIONS as TRANSACTION
 from .errors import NeoError, RequestRefused
 from .ids import p64, u64
-from .states import READABLE, NodeState
+from .states import READABLE, NodeState, NodeType
 
 FIXED = ("written", "replaced", "unchanged")      # repair actions (check_calls.REPAIR_ACTIONS) that fix a copy
 
@@ -87,12 +87,13 @@ class Checker:
         self.admin = admin
         self.repair = repair
         self.limits = limits or Limits()
-        self.rows, self.nodes = calls.cluster(admin)
+        self.pt = admin.partition_table()
+        self.nodes = {n.node_id: n for n in admin.nodes() if n.type is NodeType.STORAGE}
         self.max_tid = admin.ids()["last_tid"]
         self._stubs: dict[int, object] = {}
 
     def partitions(self, wanted: list[int] | None) -> list[int]:
-        count = len(self.rows)
+        count = len(self.pt.rows)
         for p in wanted or ():
             if not 0 <= p < count:
                 raise RequestRefused(f"partition {p} out of range: the cluster has {count} (0..{count - 1})")
@@ -109,7 +110,7 @@ class Checker:
 
     # -- checking --------------------------------------------------------------------
     def check_partition(self, p: int) -> PartitionReport:
-        cells = {c.node_id for c in self.rows[p]}
+        cells = {c.node_id for c in self.pt.rows[p].cells}
         running = sorted(n for n in cells if n in self.nodes and self.nodes[n].state is NodeState.RUNNING)
         unchecked = {n: _node_state(self.nodes.get(n)) for n in sorted(cells) if n not in running}
         report = PartitionReport(p, running, unchecked)
@@ -137,7 +138,7 @@ class Checker:
 
     # -- completeness of transactions -------------------------------------------------
     def _readable_copies(self, p: int) -> list[int]:
-        return sorted(c.node_id for c in self.rows[p] if c.state in READABLE
+        return sorted(c.node_id for c in self.pt.rows[p].cells if c.state in READABLE
                       and c.node_id in self.nodes and self.nodes[c.node_id].state is NodeState.RUNNING)
 
     def _check_complete(self, report: PartitionReport) -> None:
@@ -156,7 +157,7 @@ class Checker:
                 if t.packed:
                     continue
                 for oid in t.oids:
-                    q = u64(oid) % len(self.rows)
+                    q = u64(oid) % len(self.pt.rows)
                     keys = pending.setdefault(q, [])
                     keys.append(oid + t.tid)
                     if len(keys) >= keys_max:
@@ -202,9 +203,9 @@ class Checker:
 
 
 def _node_state(node) -> str:
-    if node is None or node.state is None:
+    if node is None:
         return "UNKNOWN"
-    return node.state.value          # never RUNNING: called for the others
+    return node.state.value                 # never RUNNING: called for the others
 
 
 def _merged(streams: dict, key_of):

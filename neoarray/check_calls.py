@@ -1,8 +1,7 @@
 """The calls of replica check and repair (``neoctl check``), at the wire.
 
 The one place where ``neoarray.check`` becomes messages of the contract (``proto/``)
-and their answers plain values: the cluster's table and storage nodes
-(``neoarray.cluster_view`` values), the records a copy lists (``CheckedRecord``),
+and their answers plain values: the records a copy lists (``CheckedRecord``),
 the revisions and blob chunks read from a sound copy (``RecordCopy``,
 ``BlobChunk``) and transaction rows (``neoarray.records.TransactionInfo``), and what
 a repair did to each record (words, ``REPAIR_ACTIONS``); ``check.py`` imports no
@@ -16,12 +15,9 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from . import wire
-from .cluster_view import Cell, Node
 from .proto import common_pb2 as cpb
 from .proto import storage_pb2 as spb
-from .proto_states import node_of, rows_of
 from .records import TransactionInfo
-from .states import NodeType
 
 OBJECTS, TRANSACTIONS = "object", "transaction"          # the two tables a copy lists
 _TABLES = {OBJECTS: spb.CHECK_OBJECTS, TRANSACTIONS: spb.CHECK_TRANSACTIONS}
@@ -65,13 +61,6 @@ class BlobChunk(NamedTuple):
     blob_tid: bytes
     checksum: int
     data: bytes
-
-
-def cluster(admin) -> tuple[tuple[tuple[Cell, ...], ...], dict[int, Node]]:
-    """``(the partition table's rows, the storage nodes by id)`` the master of
-    ``admin`` (an ``AdminClient``) shows."""
-    nodes = (node_of(n) for n in admin.nodes())
-    return rows_of(admin.partition_table()), {n.node_id: n for n in nodes if n.type is NodeType.STORAGE}
 
 
 def check_records(stub, partition: int, table: str, after: bytes, max_tid: bytes, limit: int,

@@ -1,7 +1,7 @@
 """The client's calls, at the wire.
 
 The one place where the client's calls become messages of the contract (``proto/``)
-and their answers become plain values (``values.py``, ``neoarray.cluster_view``):
+and their answers become plain values (``values.py``, ``neoarray.views``):
 the link's identification and event stream, loads, the commit's stores, votes,
 finish and abort, and the history, pack, blob, reduction and id calls.  The modules
 that use them (``link``, ``reads``, ``commit``, ``history``, ``blobs``,
@@ -19,17 +19,17 @@ import numpy
 import xxhash
 
 from .. import wire
-from ..cluster_view import ClusterView, Invalidation
 from ..errors import ChecksumError
 from ..proto import common_pb2 as cpb
 from ..proto import master_pb2 as mpb
 from ..proto import master_pb2_grpc as mrpc
 from ..proto import storage_pb2 as spb
 from ..proto import storage_pb2_grpc as srpc
-from ..proto_states import NODE_TYPE_TO_PB, cluster_view
+from ..proto_states import NODE_TYPE_TO_PB, cluster_info_from_pb
 from ..records import TransactionInfo
 from ..states import NodeType
 from ..transport import bulk
+from ..views import ClusterView, Invalidation
 from .values import (
     Ballot,
     Conflict,
@@ -65,7 +65,7 @@ def identify(control, host: str, read_only: bool, timeout_s: float, what: str) -
     """Identify as a client of host ``host`` to the master behind ``control``."""
     reply = wire.call(control.Identify, mpb.IdentifyRequest(type=CLIENT_PB, host=host, read_only=read_only),
                       timeout_s, what)
-    return Identity(reply.node_id, reply.num_partitions, reply.data_address, cluster_view(reply.info))
+    return Identity(reply.node_id, reply.num_partitions, reply.data_address, cluster_info_from_pb(reply.info))
 
 
 def subscribe(master, node_id: int):
@@ -82,7 +82,7 @@ def events(stream) -> Iterator[Invalidation | ClusterView]:
             inv = event.invalidation
             yield Invalidation(inv.tid, inv.ttid, list(inv.oids))
         elif event.HasField("cluster"):
-            yield cluster_view(event.cluster)
+            yield cluster_info_from_pb(event.cluster)
 
 
 # -- storage nodes: loads ----------------------------------------------------------------

@@ -272,10 +272,10 @@ class CommitDriver:
         """Each written partition has a voter whose cell is readable in this client's
         view: the copies still catching up (OUT_OF_DATE) may miss earlier commits, so
         the master refuses a transaction only they took (``Master._view_covers``)."""
-        rows = self.link.info.rows
+        rows = self.link.info.table.rows
         written = {self.link.partition(oid) for oid in txn.serials} | {u64(txn.ttid) % self.link.partitions}
         for p in sorted(written):
-            if not any(c.node_id in txn.voted and c.state in READABLE for c in rows[p]):
+            if not any(c.node_id in txn.voted and c.state in READABLE for c in rows[p].cells):
                 raise ClusterUnavailable(
                     f"no readable copy of partition {p} voted transaction 0x{txn.ttid.hex()} (voted on "
                     f"S{', S'.join(map(str, sorted(txn.voted))) or '-'}): it cannot be committed now; retry it")

@@ -25,12 +25,12 @@ import time
 from ZODB import POSException
 
 from .. import diagnose, security, wire
-from ..cluster_view import ClusterView, Invalidation
 from ..errors import ClusterNameMismatch, ClusterUnavailable, NeoError
 from ..masters import learn_masters, next_address, parse_masters
 from ..states import READABLE, CellState, ClusterState, NodeType
 from ..transport.client import FramedChannel
 from ..transport.client import Stub as FramedStub
+from ..views import ClusterView, Invalidation, running_storages
 from . import calls
 
 log = logging.getLogger("neoarray.client")
@@ -217,11 +217,11 @@ class ClusterLink:
         with self.changed:
             # node states first: a transaction that reads the new ptid at tpc_begin
             # (its view_ptid) then routes its stores with the new states
-            storages = info.storage_nodes().values()
+            storages = [n for n in info.nodes if n.type is NodeType.STORAGE]
             self.addresses = {n.node_id: n.address for n in storages}
             self.data_addresses = {n.node_id: n.data_address or n.address for n in storages}
             self.framed_nodes = {n.node_id for n in storages if n.data_address}
-            self.running = info.running_storages()
+            self.running = running_storages(info.nodes)
             self.info = info
             # after info and running: a row made from an older view lands in the old dict
             self._readable_rows = {}        # made again row by row, as loads ask
@@ -264,7 +264,7 @@ class ClusterLink:
         nodes = rows.get(partition)
         if nodes is None:           # once per partition and cluster view, not per load
             info, running = self.info, self.running
-            row = info.rows[partition] if info and partition < len(info.rows) else ()
+            row = info.table.rows[partition].cells if info and partition < len(info.table.rows) else ()
             nodes = rows[partition] = tuple(c.node_id for c in row
                                             if c.state in READABLE and c.node_id in running)
         if len(nodes) > 1:
@@ -276,7 +276,7 @@ class ClusterLink:
         """Cells of ``partition`` that take writes, on running nodes; nodes that
         failed a commit moments ago (``suspect``) are left out unless ``suspects`` or
         every node is suspected."""
-        row = self.info.rows[partition] if self.info and self.info.rows else ()
+        row = self.info.table.rows[partition].cells if self.info and self.info.table.rows else ()
         nodes = [c.node_id for c in row if c.state is not CellState.CORRUPTED and c.node_id in self.running]
         skip = () if suspects else self._suspected()
         return [n for n in nodes if n not in skip] or nodes     # all suspected: try them anyway

@@ -73,7 +73,7 @@ class LocalReaders:
 
     def update(self, nodes) -> None:
         """Open the directories of storage nodes on this host (the cluster view
-        changed): ``nodes``, the view's ``neoarray.cluster_view.Node``."""
+        changed): ``nodes``, the view's ``neoarray.views.NodeView``."""
         for node in nodes:
             if node.type is not NodeType.STORAGE or node.node_id in self.readers or not node.data_path:
                 continue

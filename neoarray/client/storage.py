@@ -651,7 +651,7 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
             self._slots.release()
             raise
         txn = Txn(transaction, ttid=ttid, tid=tid, status=status, restore=tid is not None,
-                   view_ptid=self._link.info.ptid, session=session)
+                   view_ptid=self._link.info.table.ptid, session=session)
         self._txns[id(transaction)] = txn
 
     def store(self, oid: bytes, serial: bytes | None, data: bytes, version: str, transaction: Any) -> None:

@@ -13,8 +13,8 @@ import enum
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..cluster_view import ClusterView
 from ..records import TransactionInfo
+from ..views import ClusterView
 
 
 class LoadStatus(enum.Enum):
