@@ -38,7 +38,6 @@ from .values import (
     LoadAnswer,
     LoadStatus,
     RevisionDigest,
-    StoreRecord,
     VoteOutcome,
     VoteStatus,
 )
@@ -138,17 +137,22 @@ def digests(storage, nid: int, oids: Sequence[bytes], serial: bytes, timeout_s: 
 
 
 # -- storage nodes: the commit's stores and votes -------------------------------------------
-def _object_record(record: StoreRecord) -> spb.ObjectRecord:
-    blob = record.blob
-    return spb.ObjectRecord(oid=record.oid, serial=record.serial, deleted=record.deleted,
-                            checksum=record.checksum, data_tid=record.data_tid, has_blob=blob is not None,
-                            blob_chunks=blob[0] if blob else 0, blob_bytes=blob[1] if blob else 0)
+def _add_records(objects, stores: Sequence) -> None:
+    """Add the ``ObjectRecord`` of each ``(StoreRecord, data)`` of ``stores`` to the
+    repeated field ``objects`` (made in place: no message copied)."""
+    add = objects.add
+    for record, _ in stores:
+        blob = record.blob
+        add(oid=record.oid, serial=record.serial, deleted=record.deleted, checksum=record.checksum,
+            data_tid=record.data_tid, has_blob=blob is not None, blob_chunks=blob[0] if blob else 0,
+            blob_bytes=blob[1] if blob else 0)
 
 
 def start_store(storage, ttid: bytes, session: int, stores: Sequence, timeout_s: float):
     """Send a Store of ``stores`` (``[(StoreRecord, data)]``) of transaction ``ttid``;
     :func:`done` waits for its end."""
-    request = spb.StoreRequest(ttid=ttid, node_id=session, objects=[_object_record(r) for r, _ in stores])
+    request = spb.StoreRequest(ttid=ttid, node_id=session)
+    _add_records(request.objects, stores)
     return bulk.start(storage.Store, request, [d for _, d in stores], timeout_s)
 
 
@@ -170,8 +174,8 @@ def start_vote(storage, ballot: Ballot, timeout_s: float):
     request = spb.VoteRequest(
         ttid=ballot.ttid, node_id=ballot.session, checks=[spb.ObjectCheck(oid=o, serial=s) for o, s in ballot.checks],
         has_meta=ballot.meta is not None, meta=None if ballot.meta is None else _meta(ballot.meta),
-        oids=ballot.oids, restore=ballot.restore, objects=[_object_record(r) for r, _ in ballot.stores],
-        only_voter=ballot.only_voter)
+        oids=ballot.oids, restore=ballot.restore, only_voter=ballot.only_voter)
+    _add_records(request.objects, ballot.stores)
     return bulk.start(storage.Vote, request, [d for _, d in ballot.stores], timeout_s)
 
 
