@@ -46,6 +46,7 @@ OIDS_SINCE_BATCH_MAX = 10_000      # oids of one ObjectsSince answer
 CLIENT_PB = NODE_TYPE_TO_PB[NodeType.CLIENT]
 _LOAD_STATUS = {spb.FOUND: LoadStatus.FOUND, spb.DELETED: LoadStatus.DELETED,
                 spb.NO_OBJECT: LoadStatus.NO_OBJECT, spb.NO_REVISION: LoadStatus.NO_REVISION}
+FOUND_PB, _FOUND = spb.FOUND, LoadStatus.FOUND
 _VOTE_STATUS = {spb.VOTED: VoteStatus.VOTED, spb.CONFLICTS: VoteStatus.CONFLICTS, spb.BUSY: VoteStatus.BUSY}
 
 
@@ -88,11 +89,13 @@ def events(stream) -> Iterator[Invalidation | ClusterView]:
 def _answer(reply, data, nid: int) -> LoadAnswer:
     """A load's answer; ``data``: its record's data, which travelled apart (bulk),
     checked against the node's checksum."""
-    status = _LOAD_STATUS.get(reply.status)
-    if status is LoadStatus.FOUND and xxhash.xxh3_64_intdigest(data) != reply.checksum:
-        raise ChecksumError(f"oid 0x{reply.oid.hex()} from S{nid} fails its checksum")
-    return LoadAnswer(status, reply.serial, reply.next_serial or None,
-                      data if status is LoadStatus.FOUND else None, reply.data_tid or None)
+    status = reply.status
+    if status == FOUND_PB:
+        if xxhash.xxh3_64_intdigest(data) != reply.checksum:
+            raise ChecksumError(f"oid 0x{reply.oid.hex()} from S{nid} fails its checksum")
+        return LoadAnswer(_FOUND, reply.serial, reply.next_serial or None, data, reply.data_tid or None)
+    return LoadAnswer(_LOAD_STATUS.get(status), reply.serial, reply.next_serial or None, None,
+                      reply.data_tid or None)
 
 
 def load(storage, nid: int, oid: bytes, before: bytes, serial: bytes, timeout_s: float) -> LoadAnswer:
