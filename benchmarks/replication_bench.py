@@ -92,9 +92,8 @@ def log_path(cluster, index: int) -> str:
 
 
 def cell_letters(admin, node: int) -> str:
-    from neoarray.proto_states import CELL_LETTERS
     pt = admin.partition_table()
-    return "".join(CELL_LETTERS[c.state] for row in pt.rows for c in row.cells if c.node_id == node)
+    return "".join(c.state.letter for row in pt.rows for c in row.cells if c.node_id == node)
 
 
 def wait_cells(admin, node: int, letter: str, partitions: int, timeout_s: float) -> float:

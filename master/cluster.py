@@ -85,7 +85,7 @@ from .core import OID_RESERVE, TID_RESERVE, PartitionTable
 log = logging.getLogger("neoarray.master")
 
 NAME_CHARS_MAX = 4096        # address, host and data path of a node
-# node types in the view pushed to clients and storage nodes (``Master.cluster_info``)
+# node types in the view pushed to clients and storage nodes (``Master.cluster_view``)
 VIEW_NODE_TYPES = frozenset({NodeType.STORAGE, NodeType.MASTER})
 IDENTIFYING_TYPES = (NodeType.STORAGE, NodeType.CLIENT, NodeType.ADMIN)
 

@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import logging
 
-import grpc
-
-from neoarray import wire
 from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
 from neoarray.ids import checked_id
-from neoarray.proto import storage_pb2 as spb
 from neoarray.states import NodeType
 
 from .commit import COMPLETE, Txn, owner_of
@@ -25,14 +21,9 @@ log = logging.getLogger("neoarray.master")
 
 
 def _refused(exc: Exception) -> bool:
-    """A storage answered with a refusal (INVALID_ARGUMENT), not a failure to answer."""
-    if isinstance(exc, grpc.RpcError):
-        return exc.code() == grpc.StatusCode.INVALID_ARGUMENT
-    return isinstance(exc, RequestRefused)
-
-
-def _details(exc: Exception) -> str:
-    return exc.details() if isinstance(exc, grpc.RpcError) else str(exc)
+    """A storage answered with a refusal (``RequestRefused``, INVALID_ARGUMENT at the
+    wire), not a failure to answer (a limit it applies is not a refusal of the lock)."""
+    return isinstance(exc, RequestRefused) and not isinstance(exc, LimitExceeded)
 
 
 class Committing:
@@ -104,8 +95,7 @@ class Committing:
         failed = {}
         for nid in storages:
             try:
-                wire.call(self.storage_stub(nid).AbortTransaction,
-                          spb.AbortTransactionRequest(ttid=ttid), self.limits.rpc_timeout_s)
+                self.storage(nid).abort_transaction(ttid, self.limits.rpc_timeout_s)
             except Exception as exc:
                 log.warning("abort of 0x%s on S%d failed: %s", ttid.hex(), nid, exc)
                 failed[nid] = exc
@@ -155,26 +145,26 @@ class Committing:
         """Order every voter to lock ``txn``: a voter that does not answer is lost, one
         that refuses had no vote of it (it answered, so it is not lost; its cells copy
         the transaction if it commits)."""
-        request = spb.LockRequest(ttid=txn.ttid, tid=txn.tid)
+        timeout_s = self.limits.lock_timeout_s
         calls, failed = {}, {}
         for nid in txn.storages:    # a node that cannot even be called fails here, as a lost one
             try:                    # (an exception escaping would leave txn queued: every later commit waits)
-                calls[nid] = (self.storage_stub(nid).Lock.future(request, timeout=self.limits.lock_timeout_s)
+                calls[nid] = (self.storage(nid).lock_sent(txn.ttid, txn.tid, timeout_s)
                               if len(txn.storages) > 1 else None)
             except Exception as exc:
                 failed[nid] = exc
-        for nid, fut in calls.items():
+        for nid, sent in calls.items():
             try:
-                if fut is None:
-                    wire.call(self.storage_stub(nid).Lock, request, self.limits.lock_timeout_s)
+                if sent is None:
+                    self.storage(nid).lock(txn.ttid, txn.tid, timeout_s)
                 else:
-                    fut.result()
+                    sent.result()
             except Exception as exc:
                 failed[nid] = exc
         refused = {nid for nid, exc in failed.items() if _refused(exc)}
         for nid, exc in failed.items():
             if nid not in refused:
-                self.storage_lost(nid, f"lock failed: {_details(exc)}")
+                self.storage_lost(nid, f"lock failed: {exc}")
         with self.lock:
             if refused:
                 log.warning("lock of 0x%s refused by S%s (no vote of it there)", txn.ttid.hex(),

@@ -26,21 +26,20 @@ from ZODB.POSException import ReadOnlyError
 from neoarray import security, wire
 from neoarray.errors import LimitExceeded, NeoError, RequestRefused
 from neoarray.ids import Z64, checked_id, p64
-from neoarray.proto import common_pb2 as cpb
-from neoarray.proto import master_pb2 as mpb
-from neoarray.proto import storage_pb2 as spb
-from neoarray.proto import storage_pb2_grpc as srpc
-from neoarray.proto_states import (
-    CELL_TO_PB,
-    CLUSTER_STATE_TO_PB,
-    NODE_STATE_TO_PB,
-    NODE_TYPE_FROM_PB,
-    NODE_TYPE_TO_PB,
-)
 from neoarray.states import ClusterState, NodeState, NodeType
 from neoarray.transport.client import FramedChannel
 from neoarray.transport.client import Stub as framed_stub
+from neoarray.views import (
+    Cell,
+    ClusterView,
+    Invalidation,
+    NodeView,
+    ReplicaTask,
+    Row,
+    TableView,
+)
 
+from .calls import StorageCalls, grpc_stub
 from .cluster import (
     BROADCAST,
     IDENTIFYING_TYPES,
@@ -58,7 +57,7 @@ from .cluster import (
 from .commit import CommitCore, Txn, owner_of
 from .committing import Committing
 from .core import IdAllocator, PartitionTable
-from .fencing import EpochStub
+from .fencing import EpochFence
 from .flow import CommitFlow
 from .rates import ReplicationRates
 from .replication import CatchUp
@@ -126,6 +125,7 @@ class Master(Committing, ClusterViews):
         self.on_stop = None
         self.on_step_down = None                  # called once a newer master took over
         self.data_address = ""                    # of its framed data plane, once it listens
+        self.fence = EpochFence(self)             # the epoch its orders to storages carry
 
     # -- durable state ----------------------------------------------------------
     def _load_state(self, partitions: int, replicas: int, storages_expected: int) -> None:
@@ -181,35 +181,32 @@ class Master(Committing, ClusterViews):
     def running_storages(self) -> set[int]:
         return self.cluster_core.running_storages()
 
-    def cluster_info(self) -> cpb.ClusterInfo:
+    def cluster_view(self) -> ClusterView:
         """The view clients and storage nodes work from: the state, the partition table,
         and the storage and master nodes.  Clients and admin connections are left out
         (``GetNodes`` lists them): nobody routes to them, and with them every client
         joining or leaving would send every other client a view growing with their
         number, O(clients²) bytes per join."""
         with self.lock:
-            return cpb.ClusterInfo(
-                state=CLUSTER_STATE_TO_PB[self.cluster_state], pt=self.pt_pb(),
-                nodes=[self.node_pb(n) for n in self.nodes.values() if n.type in VIEW_NODE_TYPES],
-                last_tid=self.last_committed, last_oid=p64(self.ids.last_oid))
+            return ClusterView(self.cluster_state, self.table_view(),
+                               tuple(self.node_view(n) for n in self.nodes.values() if n.type in VIEW_NODE_TYPES),
+                               self.last_committed, p64(self.ids.last_oid))
 
-    def pt_pb(self) -> cpb.PartitionTable:
-        return cpb.PartitionTable(ptid=self.pt.ptid, replicas=self.pt.replicas, rows=[
-            cpb.PartitionRow(cells=[cpb.Cell(node_id=n, state=CELL_TO_PB[s]) for n, s in sorted(row.items())])
-            for row in self.pt.rows])
+    def table_view(self) -> TableView:
+        """The partition table now (under ``self.lock``)."""
+        return TableView(self.pt.ptid, self.pt.replicas, tuple(
+            Row(tuple(Cell(n, s) for n, s in sorted(row.items()))) for row in self.pt.rows))
 
-    def node_pb(self, n: NodeInfo) -> cpb.Node:
-        return cpb.Node(node_id=n.node_id, type=NODE_TYPE_TO_PB[n.type], address=n.address,
-                        state=NODE_STATE_TO_PB[n.state], host=n.host, state_since=n.since + self.wall_offset_s,
-                        data_path=n.data_path, data_address=n.data_address)
+    def node_view(self, n: NodeInfo) -> NodeView:
+        """Node ``n`` as the cluster shows it (under ``self.lock``): ``since`` as unix time."""
+        return NodeView(n.node_id, n.type, n.address, n.state, n.host, n.since + self.wall_offset_s,
+                        n.data_path, n.data_address)
 
     # -- nodes ------------------------------------------------------------------
-    def identify(self, req) -> int:
-        typ = NODE_TYPE_FROM_PB.get(req.type)
-        if typ not in IDENTIFYING_TYPES:
-            raise RequestRefused(f"unknown node type {req.type}")
-        who = Identity(typ, req.node_id, req.address, req.host, req.read_only, req.data_path,
-                       req.data_address, req.last_oid, req.last_tid)
+    def identify(self, who: Identity) -> int:
+        """Register the node that identifies as ``who``: its node id."""
+        if who.type not in IDENTIFYING_TYPES:
+            raise RequestRefused(f"unknown node type {who.type}")
         with self.lock:
             nid, actions = self.cluster_core.identify(who, time.monotonic())
             broadcast = self._cluster_actions(actions)
@@ -217,9 +214,10 @@ class Master(Committing, ClusterViews):
             self.broadcast_cluster()
         return nid
 
-    def storage_stub(self, nid: int):
-        """The stub of storage ``nid``: over its framed data plane (lock and unlock
-        orders are on every commit's path), or gRPC for a node that has none."""
+    def storage(self, nid: int) -> StorageCalls:
+        """The orders to storage ``nid`` (``master/calls.py``): over its framed data
+        plane (lock and unlock orders are on every commit's path), or gRPC for a node
+        that has none."""
         with self.lock:
             entry = self.channels.get(nid)
             if entry is None:
@@ -230,8 +228,8 @@ class Master(Committing, ClusterViews):
                     stub = framed_stub(channel, "neoarray.v1.Storage")
                 else:
                     channel = wire.open_channel(node.address, self.cluster, tls=self.tls)
-                    stub = srpc.StorageStub(channel)
-                entry = self.channels[nid] = (channel, EpochStub(stub, self))
+                    stub = grpc_stub(channel)
+                entry = self.channels[nid] = (channel, StorageCalls(stub, self.fence))
             return entry[1]
 
     def _drop_channel(self, nid: int) -> None:
@@ -287,9 +285,7 @@ class Master(Committing, ClusterViews):
         self._reconcile(infos)
 
     def _recovery_info(self, nid: int, what: str = "") -> Recovered:
-        info = wire.call(self.storage_stub(nid).RecoveryInfo, cpb.Empty(), self.limits.rpc_timeout_s, what)
-        return Recovered(info.last_oid, info.last_tid, tuple((lt.ttid, lt.tid) for lt in info.locked),
-                         tuple(info.voted_ttids))
+        return self.storage(nid).recovery_info(self.limits.rpc_timeout_s, what)
 
     def _settle_storage(self, nid: int) -> None:
         """A storage came back while RUNNING: settle what it voted or locked meanwhile."""
@@ -342,12 +338,11 @@ class Master(Committing, ClusterViews):
         with self.lock:
             done = self.cluster_core.reconcile(infos, self.live_session)
         for nid, ttid, tid in done.locks:
-            wire.call(self.storage_stub(nid).Lock, spb.LockRequest(ttid=ttid, tid=tid), self.limits.rpc_timeout_s)
+            self.storage(nid).lock(ttid, tid, self.limits.rpc_timeout_s)
             with self.lock:
                 self.cluster_core.lock_done(nid, ttid)
         for nid, ttid, _ in done.aborts:
-            wire.call(self.storage_stub(nid).AbortTransaction,
-                      spb.AbortTransactionRequest(ttid=ttid), self.limits.rpc_timeout_s)
+            self.storage(nid).abort_transaction(ttid, self.limits.rpc_timeout_s)
         with self.lock:
             for nid, ttids in self.cluster_core.reconciled(infos, done).items():
                 self.to_unlock.setdefault(nid, []).extend(ttids)
@@ -368,7 +363,7 @@ class Master(Committing, ClusterViews):
         self.broadcast_cluster()
         for nid in storages:
             try:
-                wire.call(self.storage_stub(nid).Shutdown, cpb.Empty(), 5.0)
+                self.storage(nid).shutdown(5.0)
             except Exception as exc:
                 log.warning("S%d did not acknowledge shutdown: %s", nid, exc)
         if self.on_stop:
@@ -400,36 +395,36 @@ class Master(Committing, ClusterViews):
         info = self.nodes.get(node)
         return info is not None and info.type == NodeType.CLIENT and node in self.subscribers
 
-    def replication_report(self, nid: int, done) -> list[mpb.ReplicaTask]:
-        """A heartbeat's catch-up report: cells copied up to their tid become
-        UP_TO_DATE; returns the node's tasks (one per OUT_OF_DATE cell)."""
+    def replication_report(self, nid: int, done: list[tuple[int, bytes]]) -> list[ReplicaTask]:
+        """A heartbeat's catch-up report, ``(partition, tid)`` each cell was copied up
+        to: those copied up to their tid become UP_TO_DATE; returns the node's tasks
+        (one per OUT_OF_DATE cell)."""
         changed = False
         with self.lock:
             node = self.nodes.get(nid)
             if self.cluster_state != ClusterState.RUNNING or node is None or node.state != NodeState.RUNNING:
                 return []
-            for d in done:
+            for partition, tid in done:
                 if self.truncation.blocks(nid):
                     break       # not UP_TO_DATE before the truncation reached it
-                unpublished = functools.partial(self.commits.unpublished_on, nid, d.partition, self.partitions)
-                if len(d.tid) == 8 and self.catchup.replicated(self.pt, nid, d.partition, d.tid, unpublished):
+                unpublished = functools.partial(self.commits.unpublished_on, nid, partition, self.partitions)
+                if len(tid) == 8 and self.catchup.replicated(self.pt, nid, partition, tid, unpublished):
                     changed = True
                     log.info("S%d caught up partition %d to tid 0x%s: UP_TO_DATE (ptid %d)",
-                             nid, d.partition, d.tid.hex(), self.pt.ptid)
+                             nid, partition, tid.hex(), self.pt.ptid)
             changed |= self.admin.drop_fed()
             if changed:
                 self._persist_pt()
             running = self.running_storages()
-            tasks = [mpb.ReplicaTask(partition=p, until_tid=until, sources=[
-                mpb.ReplicaSource(node_id=n, address=self.nodes[n].address) for n in sources])
-                for p, until, sources in self.catchup.tasks(self.pt, nid, running, self.last_committed)]
+            tasks = [ReplicaTask(p, until, tuple((n, self.nodes[n].address) for n in sources))
+                     for p, until, sources in self.catchup.tasks(self.pt, nid, running, self.last_committed)]
         if changed:
             self.broadcast_cluster()
         return tasks
 
     @staticmethod
-    def _invalidation(txn: Txn):
-        return mpb.Event(invalidation=mpb.Invalidation(tid=txn.tid, ttid=txn.ttid, oids=txn.oids))
+    def _invalidation(txn: Txn) -> Invalidation:
+        return Invalidation(txn.tid, txn.ttid, txn.oids)
 
     def fenced(self, why: str) -> None:
         """A storage refused this master's epoch: a standby took over; step down."""
@@ -445,15 +440,15 @@ class Master(Committing, ClusterViews):
             owner = owner_of(ttid)
             return self.commits.final_status(ttid, self.live_session(owner))
 
-    def pending_verdicts(self, nid: int, pending) -> list[mpb.PendingVerdict]:
+    def pending_verdicts(self, nid: int, pending: list[Pending]) -> list[tuple[bytes, bytes | None]]:
         """A heartbeat's report of transactions ``nid`` holds (stored or voted): the
-        verdicts of ``CommitCore.verdict`` for those that must end (abort, or lock
-        as TID); none before the node reported what it holds (``_reconcile``)."""
+        verdicts of ``CommitCore.verdict`` for those that must end, ``(ttid, tid to
+        lock it as, or None: abort it)``; none before the node reported what it holds
+        (``_reconcile``)."""
         if len(pending) > PENDING_REPORTS_MAX:
             raise LimitExceeded(f"{len(pending)} pending transactions reported, at most {PENDING_REPORTS_MAX}")
         for p in pending:
             checked_id(p.ttid, "pending ttid")
-        pending = [Pending(p.ttid, p.node_id, p.voted, p.age_s) for p in pending]
         with self.lock:
             verdicts, settle = self.cluster_core.pending_verdicts(nid, pending, self.live_session)
             if settle:
@@ -462,30 +457,27 @@ class Master(Committing, ClusterViews):
                 self._settle_queue()        # a restore found dead no longer holds back later commits
         for ttid, lock_tid in verdicts:
             log.info("S%d: %s of 0x%s held by a dead transaction", nid, "lock" if lock_tid else "abort", ttid.hex())
-        return [mpb.PendingVerdict(ttid=ttid, lock_tid=lock_tid or b"") for ttid, lock_tid in verdicts]
+        return verdicts
 
     def push_table(self, node_ids) -> None:
         """Tell nodes given new cells before clients route stores to them
         (``master/table_admin.py``)."""
         with self.lock:
-            table = self.pt_pb()
+            table = self.table_view()
         for nid in sorted(node_ids):
             try:
-                wire.call(self.storage_stub(nid).SetPartitionTable, table, self.limits.rpc_timeout_s)
+                self.storage(nid).set_partition_table(table, self.limits.rpc_timeout_s)
             except NeoError as exc:      # it learns from its next heartbeat reply
                 log.warning("could not send the partition table to S%d: %s", nid, exc)
 
     def shutdown_storage(self, nid: int) -> None:
         """Ask storage ``nid`` to shut down (``neoctl kill``)."""
-        wire.call(self.storage_stub(nid).Shutdown, cpb.Empty(), self.limits.rpc_timeout_s, f"shutdown of S{nid}")
+        self.storage(nid).shutdown(self.limits.rpc_timeout_s, f"shutdown of S{nid}")
 
     def truncate_on(self, nid: int, tid: bytes, until: bytes, check_only: bool = False) -> tuple[int, int]:
         """Order storage ``nid`` to delete the transactions in ``(tid, until]``
         (``master/truncate.py``); ``(transactions, revisions)`` it removed."""
-        reply = wire.call(self.storage_stub(nid).Truncate,
-                          spb.StorageTruncateRequest(tid=tid, until_tid=until, check_only=check_only),
-                          self.limits.lock_timeout_s, f"truncate on S{nid}")
-        return reply.transactions_removed, reply.revisions_removed
+        return self.storage(nid).truncate(tid, until, check_only, self.limits.lock_timeout_s, f"truncate on S{nid}")
 
     def disconnect_clients(self) -> None:
         """End the event stream of every client: each reconnects and drops its caches."""
@@ -504,8 +496,7 @@ class Master(Committing, ClusterViews):
             for nid, ttids in batches.items():
                 try:
                     for i in range(0, len(ttids), size):
-                        wire.call(self.storage_stub(nid).Unlock, spb.UnlockRequest(ttids=ttids[i:i + size]),
-                                  self.limits.rpc_timeout_s)
+                        self.storage(nid).unlock(ttids[i:i + size], self.limits.rpc_timeout_s)
                 except Exception as exc:
                     log.debug("unlock on S%d deferred: %s", nid, exc)
 
@@ -534,11 +525,9 @@ class Master(Committing, ClusterViews):
             keep = self.commits.session_ended(nid)
             storages = self.running_storages()
             self._settle_queue()            # commits may have waited for a restore of the session
-        request = spb.AbortNodeRequest(node_id=nid, keep_ttids=keep)
         for sid in storages:
-            self.pool.submit(self._until_done, sid, lambda sid=sid: wire.call(
-                self.storage_stub(sid).AbortNode, request, self.limits.rpc_timeout_s),
-                f"dropping the transactions of C{nid} on S{sid}")
+            self.pool.submit(self._until_done, sid, lambda sid=sid: self.storage(sid).abort_node(
+                nid, keep, self.limits.rpc_timeout_s), f"dropping the transactions of C{nid} on S{sid}")
         if in_view:
             self.broadcast_cluster()
 
@@ -555,7 +544,7 @@ class Master(Committing, ClusterViews):
             q.put_nowait(None)
 
     def broadcast_cluster(self) -> None:
-        event = mpb.Event(cluster=self.cluster_info())
+        event = self.cluster_view()
         with self.lock:
             for q in self.subscribers.values():
                 self._push(q, event)

@@ -15,10 +15,16 @@ from neoarray.proto import standby_pb2_grpc as sbrpc
 from neoarray.proto_states import (
     CLUSTER_STATE_FROM_PB,
     CLUSTER_STATE_TO_PB,
+    NODE_TYPE_FROM_PB,
     cell_change_pb,
+    cluster_info_to_pb,
+    node_to_pb,
+    table_to_pb,
 )
+from neoarray.views import ClusterView, Invalidation
 
 from . import standby
+from .cluster import Identity, Pending
 from .node import Master
 from .table_admin import NODE_IDS_PER_REQUEST_MAX
 
@@ -26,6 +32,22 @@ from .table_admin import NODE_IDS_PER_REQUEST_MAX
 # stream, and a standby's long poll
 SUBSCRIBE = f"/{pb.DESCRIPTOR.services_by_name['Master'].full_name}/Subscribe"
 FOLLOW_STATE = f"/{sbpb.DESCRIPTOR.services_by_name['Standby'].full_name}/FollowState"
+
+
+def identity(request) -> Identity:
+    """Who an ``IdentifyRequest`` says it is."""
+    typ = NODE_TYPE_FROM_PB.get(request.type)
+    if typ is None:
+        raise RequestRefused(f"unknown node type {request.type}")
+    return Identity(typ, request.node_id, request.address, request.host, request.read_only, request.data_path,
+                    request.data_address, request.last_oid, request.last_tid)
+
+
+def event_pb(event: ClusterView | Invalidation) -> pb.Event:
+    """The message of an event of the stream a client follows (``Subscribe``)."""
+    if isinstance(event, Invalidation):
+        return pb.Event(invalidation=pb.Invalidation(tid=event.tid, ttid=event.ttid, oids=event.oids))
+    return pb.Event(cluster=cluster_info_to_pb(event))
 
 
 class MasterServicer(rpc.MasterServicer):
@@ -36,15 +58,16 @@ class MasterServicer(rpc.MasterServicer):
     def Identify(self, request, context):
         if request.type == cpb.STORAGE:
             security.require_role(context, "storage", "Identify as a storage node")
-        nid = self.m.identify(request)
-        return pb.IdentifyReply(node_id=nid, num_partitions=self.m.partitions, info=self.m.cluster_info(),
+        nid = self.m.identify(identity(request))
+        return pb.IdentifyReply(node_id=nid, num_partitions=self.m.partitions,
+                                info=cluster_info_to_pb(self.m.cluster_view()),
                                 data_address=self.m.data_address)
 
     def Subscribe(self, request, context):
         nid = request.node_id
         q = self.m.subscribe(nid)
         context.add_callback(lambda: self.m.unsubscribe(nid, q))
-        yield pb.Event(cluster=self.m.cluster_info())
+        yield event_pb(self.m.cluster_view())
         while context.is_active() and not self.m.stopped.is_set():
             try:
                 event = q.get(timeout=self.keepalive_s)
@@ -52,7 +75,7 @@ class MasterServicer(rpc.MasterServicer):
                 continue
             if event is None:
                 return
-            yield event
+            yield event_pb(event)
 
     def NewOids(self, request, context):
         return pb.NewOidsReply(oids=self.m.new_oids(request.count))
@@ -85,10 +108,14 @@ class MasterServicer(rpc.MasterServicer):
     def Heartbeat(self, request, context):
         if not self.m.heartbeat(request.node_id):
             context.abort(__import__("grpc").StatusCode.NOT_FOUND, f"node {request.node_id} must identify again")
-        tasks = self.m.replication_report(request.node_id, request.replicated)
-        verdicts = self.m.pending_verdicts(request.node_id, request.pending)
-        reply = pb.HeartbeatReply(state=CLUSTER_STATE_TO_PB[self.m.cluster_state], ptid=self.m.pt.ptid, replicate=tasks,
-                                  verdicts=verdicts)
+        tasks = self.m.replication_report(request.node_id, [(d.partition, d.tid) for d in request.replicated])
+        verdicts = self.m.pending_verdicts(request.node_id, [Pending(p.ttid, p.node_id, p.voted, p.age_s)
+                                                             for p in request.pending])
+        reply = pb.HeartbeatReply(
+            state=CLUSTER_STATE_TO_PB[self.m.cluster_state], ptid=self.m.pt.ptid,
+            replicate=[pb.ReplicaTask(partition=t.partition, until_tid=t.until_tid, sources=[
+                pb.ReplicaSource(node_id=n, address=a) for n, a in t.sources]) for t in tasks],
+            verdicts=[pb.PendingVerdict(ttid=ttid, lock_tid=lock_tid or b"") for ttid, lock_tid in verdicts])
         rate = self.m.rates.replication_rate(request.node_id)
         if rate is not None:
             reply.replication_bytes_per_s = rate
@@ -105,11 +132,13 @@ class AdminServicer(rpc.AdminServicer):
 
     def GetPartitionTable(self, request, context):
         with self.m.lock:
-            return self.m.pt_pb()
+            table = self.m.table_view()
+        return table_to_pb(table)
 
     def GetNodes(self, request, context):
         with self.m.lock:
-            return pb.NodesReply(nodes=[self.m.node_pb(n) for n in self.m.nodes.values()])
+            nodes = [self.m.node_view(n) for n in self.m.nodes.values()]
+        return pb.NodesReply(nodes=[node_to_pb(n) for n in nodes])
 
     def GetClusterState(self, request, context):
         return pb.ClusterStateReply(state=CLUSTER_STATE_TO_PB[self.m.cluster_state])
@@ -140,8 +169,8 @@ class AdminServicer(rpc.AdminServicer):
 
     def _changes(self, diff):
         with self.m.lock:
-            table = self.m.pt_pb()
-        return pb.TableChangeReply(pt=table, changes=[
+            table = self.m.table_view()
+        return pb.TableChangeReply(pt=table_to_pb(table), changes=[
             pb.CellChange(partition=p, node_id=n, old_state=old_pb, new_state=new_pb)
             for p, n, old, new in diff for old_pb, new_pb in [cell_change_pb(old, new)]])
 

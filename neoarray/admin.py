@@ -5,19 +5,20 @@ UNAVAILABLE (a standby, naming the primary, or a master that is gone) is tried o
 next address, once around the list; when every address failed, the error says what is
 wrong with each connection (``diagnose``: nothing listening, TLS on one side only, a
 certificate from another CA).
+
+What it hands its callers are plain values: the states of ``neoarray.states`` and
+the tables and nodes of ``neoarray.views``; the messages stay in
+``neoarray/admin_calls.py``.
 """
 from __future__ import annotations
 
+from . import admin_calls as calls
 from . import diagnose, security, wire
 from .errors import ClusterUnavailable
 from .ids import Z64, p64, u64
 from .masters import next_address, parse_masters
-from .proto import common_pb2 as cpb
-from .proto import master_pb2 as mpb
-from .proto import master_pb2_grpc as mrpc
-from .proto import storage_pb2 as spb
-from .proto import storage_pb2_grpc as srpc
-from .proto_states import CLUSTER_NAMES, NODE_PREFIX, READABLE_PB
+from .states import ClusterState, NodeState, NodeType
+from .views import NodeView, ReplicationRates, TableChange, TableView, Truncated
 
 TRANSACTIONS_PER_PAGE = 100            # metadata with oid lists: pages stay small
 
@@ -45,17 +46,17 @@ class AdminClient:
         self.masters = parse_masters(master, "master")
         self.master = self.masters[0]          # the address in use
         self.channel = wire.open_channel(self.master, cluster, tls=tls, admin_token=admin_token)
-        self.stub = mrpc.AdminStub(self.channel)
+        self.stub = calls.admin_stub(self.channel)
         self.timeout = rpc_timeout_s
         self.cluster = cluster
         self._storage_channels: list = []
 
-    def _call(self, name, request=None, timeout_s: float | None = None):
-        """Call ``name`` on the master in use, else on the next ones of the list."""
+    def _call(self, call, *args, timeout_s: float | None = None):
+        """``call(stub, *args, timeout_s, where)`` (a function of ``admin_calls``) on
+        the master in use, else on the next ones of the list."""
         for left in range(len(self.masters) - 1, -1, -1):
             try:
-                return wire.call(getattr(self.stub, name), request or cpb.Empty(), timeout_s or self.timeout,
-                                 f"{name} on {self.master}")
+                return call(self.stub, *args, timeout_s or self.timeout, self.master)
             except ClusterUnavailable as exc:
                 if not left:     # what is wrong with the connection, if that is it
                     raise ClusterUnavailable(diagnose.explain(exc, self.masters, self.tls)) from None
@@ -65,59 +66,68 @@ class AdminClient:
         self.master = next_address(self.masters, self.master)
         self.channel.close()
         self.channel = wire.open_channel(self.master, self.cluster, tls=self.tls, admin_token=self.admin_token)
-        self.stub = mrpc.AdminStub(self.channel)
+        self.stub = calls.admin_stub(self.channel)
 
     def ids(self) -> dict:
-        r = self._call("GetIds")
-        return {"last_oid": r.last_oid or Z64, "last_tid": r.last_tid or Z64, "last_ptid": r.ptid}
+        """``{"last_oid", "last_tid", "last_ptid"}`` of the cluster."""
+        last_oid, last_tid, ptid = self._call(calls.ids)
+        return {"last_oid": last_oid or Z64, "last_tid": last_tid or Z64, "last_ptid": ptid}
 
-    def partition_table(self) -> cpb.PartitionTable:
-        return self._call("GetPartitionTable")
+    def partition_table(self) -> TableView:
+        """The partition table."""
+        return self._call(calls.partition_table)
 
-    def nodes(self) -> list:
-        return list(self._call("GetNodes").nodes)
+    def nodes(self) -> list[NodeView]:
+        """Every node the master knows (clients and admin connections included)."""
+        return self._call(calls.nodes)
 
-    def cluster_state(self) -> str:
-        return CLUSTER_NAMES[self._call("GetClusterState").state]
+    def cluster_state(self) -> ClusterState:
+        """The cluster state (a ``str``: ``"RUNNING"``, ...)."""
+        return self._call(calls.cluster_state)
 
-    def set_cluster_state(self, state: str) -> str:
-        value = {v: k for k, v in CLUSTER_NAMES.items()}[state]
-        return CLUSTER_NAMES[self._call("SetClusterState", mpb.SetClusterStateRequest(state=value)).state]
+    def set_cluster_state(self, state: str) -> ClusterState:
+        """Ask for ``state``, ``"RUNNING"`` or ``"STOPPING"``: the state after the change."""
+        return self._call(calls.set_cluster_state, ClusterState(state))
 
     # -- partition-table administration ------------------------------------------------
     def add_nodes(self, node_ids: list[int], everyone: bool = False) -> list[int]:
-        reply = self._call("AddNodes", mpb.AddNodesRequest(node_ids=node_ids, all=everyone))
-        return list(reply.node_ids)
+        """Let PENDING storage nodes ``node_ids`` (``everyone``: all) join: the ids added."""
+        return self._call(calls.add_nodes, node_ids, everyone)
 
-    def tweak(self, exclude: list[int] = (), dry_run: bool = False) -> mpb.TableChangeReply:
-        return self._call("Tweak", mpb.TweakRequest(exclude_node_ids=list(exclude), dry_run=dry_run))
+    def tweak(self, exclude: list[int] = (), dry_run: bool = False) -> TableChange:
+        """Spread the cells evenly, emptying the nodes ``exclude`` (``dry_run``: plan only)."""
+        return self._call(calls.tweak, exclude, dry_run)
 
-    def drop_node(self, node_id: int) -> mpb.TableChangeReply:
-        return self._call("DropNode", mpb.NodeRequest(node_id=node_id))
+    def drop_node(self, node_id: int) -> TableChange:
+        """Remove storage node ``node_id`` and its cells."""
+        return self._call(calls.drop_node, node_id)
 
     def kill_node(self, node_id: int) -> None:
-        self._call("KillNode", mpb.NodeRequest(node_id=node_id))
+        """Ask storage node ``node_id`` to shut down."""
+        self._call(calls.kill_node, node_id)
 
-    def set_replicas(self, replicas: int) -> mpb.TableChangeReply:
-        return self._call("SetReplicas", mpb.SetReplicasRequest(replicas=replicas))
+    def set_replicas(self, replicas: int) -> TableChange:
+        """Set the extra copies wanted of each partition (``tweak`` applies it)."""
+        return self._call(calls.set_replicas, replicas)
 
     # -- operations ---------------------------------------------------------------------
-    def truncate(self, tid: bytes, timeout_s: float) -> mpb.TruncateReply:
-        return self._call("Truncate", mpb.TruncateRequest(tid=tid), timeout_s)
+    def truncate(self, tid: bytes, timeout_s: float) -> Truncated:
+        """Delete every transaction after ``tid`` on every storage node."""
+        return self._call(calls.truncate, tid, timeout_s=timeout_s)
 
-    def set_replication_rate(self, bytes_per_s: int, node_ids: list[int] = ()) -> mpb.SetReplicationRateReply:
-        return self._call("SetReplicationRate", mpb.SetReplicationRateRequest(
-            bytes_per_s=bytes_per_s, node_ids=list(node_ids)))
+    def set_replication_rate(self, bytes_per_s: int, node_ids: list[int] = ()) -> ReplicationRates:
+        """Set the catch-up rate of ``node_ids`` (none: every node and those joining later)."""
+        return self._call(calls.set_replication_rate, bytes_per_s, node_ids)
 
     def count_transactions(self, after: bytes, until: bytes, count_max: int) -> int | None:
         """How many transactions have ``after < tid <= until``, at most ``count_max``
         (more are not counted), read in pages from one readable copy of each partition
         on a running node; None when a partition has none."""
         running = {n.node_id: n.address for n in self.nodes()
-                   if n.type == cpb.STORAGE and n.state == cpb.RUNNING}
+                   if n.type is NodeType.STORAGE and n.state is NodeState.RUNNING}
         by_node: dict[int, list[int]] = {}
         for p, row in enumerate(self.partition_table().rows):
-            readers = sorted(c.node_id for c in row.cells if c.state in READABLE_PB and c.node_id in running)
+            readers = sorted(n for n in row.readable() if n in running)
             if not readers:
                 return None
             by_node.setdefault(readers[0], []).append(p)
@@ -125,13 +135,12 @@ class AdminClient:
         for nid, partitions in sorted(by_node.items()):
             stub, cursor = self.storage_stub(running[nid]), p64(u64(after) + 1)
             while count < count_max:
-                page = wire.call(stub.Transactions, spb.TransactionsRequest(
-                    partitions=partitions, min_tid=cursor, max_tid=until, limit=TRANSACTIONS_PER_PAGE),
-                    self.timeout, f"Transactions on S{nid}").transactions
+                page = calls.transaction_tids(stub, partitions, cursor, until, TRANSACTIONS_PER_PAGE,
+                                              self.timeout, f"Transactions on S{nid}")
                 if not page:
                     break
                 count += len(page)
-                cursor = p64(u64(page[-1].tid) + 1)
+                cursor = p64(u64(page[-1]) + 1)
         return min(count, count_max)
 
     def storage_stub(self, address: str):
@@ -139,13 +148,10 @@ class AdminClient:
         copies directly), on a channel closed with this client."""
         channel = wire.open_channel(address, self.cluster, tls=self.tls)
         self._storage_channels.append(channel)
-        return srpc.StorageStub(channel)
+        return calls.storage_stub(channel)
 
     def close(self) -> None:
+        """Close the channels to the master and to storage nodes."""
         for channel in self._storage_channels:
             channel.close()
         self.channel.close()
-
-
-def node_name(node) -> str:
-    return f"{NODE_PREFIX.get(node.type, '?')}{node.node_id}"

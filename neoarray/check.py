@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from . import wire
 from .errors import NeoError, RequestRefused
 from .ids import p64, u64
-from .proto import common_pb2 as cpb
 from .proto import storage_pb2 as spb
-from .proto_states import NODE_STATES, READABLE_PB
+from .states import READABLE, NodeState, NodeType
 
 OBJECT, TRANSACTION = "object", "transaction"
 _ACTIONS = {spb.RepairOutcome.WRITTEN: "written", spb.RepairOutcome.REPLACED: "replaced",
@@ -92,7 +91,7 @@ class Checker:
         self.repair = repair
         self.limits = limits or Limits()
         self.pt = admin.partition_table()
-        self.nodes = {n.node_id: n for n in admin.nodes() if n.type == cpb.STORAGE}
+        self.nodes = {n.node_id: n for n in admin.nodes() if n.type is NodeType.STORAGE}
         self.max_tid = admin.ids()["last_tid"]
         self._stubs: dict[int, object] = {}
 
@@ -114,7 +113,7 @@ class Checker:
     # -- checking --------------------------------------------------------------------
     def check_partition(self, p: int) -> PartitionReport:
         cells = {c.node_id for c in self.pt.rows[p].cells}
-        running = sorted(n for n in cells if n in self.nodes and self.nodes[n].state == cpb.RUNNING)
+        running = sorted(n for n in cells if n in self.nodes and self.nodes[n].state is NodeState.RUNNING)
         unchecked = {n: _node_state(self.nodes.get(n)) for n in sorted(cells) if n not in running}
         report = PartitionReport(p, running, unchecked)
         repairer = _Repairer(self, p) if self.repair else None
@@ -141,8 +140,8 @@ class Checker:
 
     # -- completeness of transactions -------------------------------------------------
     def _readable_copies(self, p: int) -> list[int]:
-        return sorted(c.node_id for c in self.pt.rows[p].cells if c.state in READABLE_PB
-                      and c.node_id in self.nodes and self.nodes[c.node_id].state == cpb.RUNNING)
+        return sorted(c.node_id for c in self.pt.rows[p].cells if c.state in READABLE
+                      and c.node_id in self.nodes and self.nodes[c.node_id].state is NodeState.RUNNING)
 
     def _check_complete(self, report: PartitionReport) -> None:
         """Each transaction row of the partition (from one readable copy) names objects
@@ -213,7 +212,7 @@ class Checker:
 def _node_state(node) -> str:
     if node is None:
         return "UNKNOWN"
-    return NODE_STATES.get(node.state, "UNKNOWN")          # never RUNNING: called for the others
+    return node.state.value                 # never RUNNING: called for the others
 
 
 def _merged(streams: dict, key_of):

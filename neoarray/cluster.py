@@ -49,8 +49,7 @@ from . import security
 from .admin import AdminClient
 from .errors import ClusterUnavailable, NeoError
 from .localdir import DirectoryLock, pid_alive, stop_stale_nodes
-from .proto_states import NODE_STATE_FROM_PB, is_storage
-from .states import NodeState
+from .states import NodeState, NodeType
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -508,8 +507,8 @@ class LocalCluster:
         while True:
             try:
                 for n in admin.nodes():
-                    if (is_storage(n) and n.data_path == slot.path and n.address == address
-                            and NODE_STATE_FROM_PB.get(n.state) is not NodeState.DOWN):
+                    if (n.type is NodeType.STORAGE and n.data_path == slot.path and n.address == address
+                            and n.state is not NodeState.DOWN):
                         return n.node_id
             except ClusterUnavailable:
                 pass

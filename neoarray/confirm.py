@@ -17,13 +17,8 @@ import sys
 from .admin import partition_ranges
 from .errors import NeoError
 from .ids import tid_repr
-from .proto_states import (
-    CELL_LETTERS,
-    NODE_STATES,
-    READABLE_PB,
-    is_storage,
-    running_storages,
-)
+from .states import READABLE, CellState, NodeType
+from .views import TableView, running_storages
 
 TRANSACTIONS_COUNTED_MAX = 10_000      # a truncate preview counts this many at most
 
@@ -57,7 +52,7 @@ def truncate_text(admin, tid: bytes, last: bytes) -> str:
             f"clients are disconnected and drop their caches. This cannot be undone.")
 
 
-def _cells(pt, nid: int) -> dict[int, int]:
+def _cells(pt: TableView, nid: int) -> dict[int, CellState]:
     """Partition -> cell state of node ``nid``."""
     return {p: c.state for p, row in enumerate(pt.rows) for c in row.cells if c.node_id == nid}
 
@@ -66,25 +61,25 @@ def _last_copies(pt, nodes, nid: int) -> list[int]:
     """Partitions where ``nid`` holds the only readable copy on a running node."""
     running = running_storages(nodes)
     return [p for p, row in enumerate(pt.rows)
-            if any(c.node_id == nid and c.state in READABLE_PB for c in row.cells)
-            and not any(c.node_id != nid and c.node_id in running and c.state in READABLE_PB for c in row.cells)]
+            if any(c.node_id == nid and c.state in READABLE for c in row.cells)
+            and not any(c.node_id != nid and c.node_id in running and c.state in READABLE for c in row.cells)]
 
 
 def node_text(admin, nid: int, verb: str) -> str:
     """``drop``/``kill`` S<nid>: the node, its cells, and whether it holds the last
     readable copy of a partition."""
     nodes, pt = admin.nodes(), admin.partition_table()
-    node = next((n for n in nodes if n.node_id == nid and is_storage(n)), None)
+    node = next((n for n in nodes if n.node_id == nid and n.type is NodeType.STORAGE), None)
     if node is None:
         raise NeoError(f"{verb}: S{nid} is not a storage node of this cluster (see neoctl print node)")
     cells = _cells(pt, nid)
-    letters = " ".join(f"{CELL_LETTERS.get(s, '?')}={sum(1 for v in cells.values() if v == s)}"
-                       for s in sorted(set(cells.values())))
+    letters = " ".join(f"{s.letter}={sum(1 for v in cells.values() if v == s)}"
+                       for s in CellState if s in cells.values())
     last = _last_copies(pt, nodes, nid)
     what = (f"drop removes S{nid} from the cluster: its {len(cells)} cell(s) leave the partition table "
             f"and their data is deleted" if verb == "drop"
             else f"kill shuts S{nid} down: its {len(cells)} cell(s) are unreadable until it restarts")
-    where = (f"  S{nid}: {NODE_STATES.get(node.state, '?')} at {node.address or '-'}, "
+    where = (f"  S{nid}: {node.state.value} at {node.address or '-'}, "
              f"cells: partitions {partition_ranges(cells)} ({letters or 'none'})")
     last_copies = f"{partition_ranges(last)} (the master refuses this)" if last else "none"
     return "\n".join([what, where, f"  last readable copy of partitions: {last_copies}"])
@@ -99,7 +94,7 @@ def replicas_text(admin, replicas: int) -> str | None:
         return None
     running = running_storages(nodes)
     hosts = {n.node_id: n.host for n in nodes if n.node_id in running}
-    rows = [{c.node_id: CELL_LETTERS.get(c.state, "?") for c in row.cells} for row in pt.rows]
+    rows = [{c.node_id: c.state.letter for c in row.cells} for row in pt.rows]
     head = (f"set replicas {pt.replicas} -> {replicas}: each partition keeps {replicas + 1} "
             f"cop{'y' if replicas == 0 else 'ies'}; the next tweak removes")
     try:

@@ -32,7 +32,7 @@ import sys
 import time
 
 from . import __version__, diagnose, security
-from .admin import AdminClient, node_name, partition_ranges
+from .admin import AdminClient, partition_ranges
 from .check import check_command
 from .confirm import (
     confirm,
@@ -44,20 +44,8 @@ from .confirm import (
 )
 from .errors import NeoError
 from .ids import tid_repr
-from .proto_states import (
-    CELL_LETTERS,
-    CHANGE_LETTERS,
-    NODE_PREFIX,
-    NODE_STATES,
-    NODE_TYPES,
-    READABLE_PB,
-    cell_state,
-    is_master,
-    is_storage,
-    node_state,
-    running_storages,
-)
-from .states import CellState, NodeState, NodeType
+from .states import READABLE, CellState, NodeState, NodeType
+from .views import running_storages
 
 
 def _ids(admin, opts):
@@ -78,12 +66,12 @@ def _pt_out(pt, admin, opts):
     ids = sorted({c.node_id for row in pt.rows for c in row.cells})
     if opts.json:
         return {"ptid": pt.ptid, "replicas": pt.replicas, "partitions": [
-            {f"S{c.node_id}": CELL_LETTERS.get(c.state, "?") for c in row.cells} for row in pt.rows]}
+            {f"S{c.node_id}": c.state.letter for c in row.cells} for row in pt.rows]}
     lines = [f"# ptid: {pt.ptid}, replicas: {pt.replicas}"]
     for nid in ids:
-        letters = "".join(next((CELL_LETTERS.get(c.state, "?") for c in row.cells if c.node_id == nid), ".")
+        letters = "".join(next((c.state.letter for c in row.cells if c.node_id == nid), ".")
                           for row in pt.rows)
-        state = NODE_STATES.get(nodes[nid].state, "?")[0] if nid in nodes else "?"
+        state = nodes[nid].state.value[0] if nid in nodes else "?"
         lines.append(f"S{nid} {state} {letters}")
     return "\n".join(lines)
 
@@ -92,10 +80,10 @@ def _node(admin, opts):
     """Every node the master knows, and every master: standbys as the master lists them
     (MASTER nodes), the primary (the master answering, which does not list itself) as
     ``M0`` unless it lists itself (a standby that took over)."""
-    rows = sorted(admin.nodes(), key=lambda n: (NODE_PREFIX.get(n.type, "?"), n.node_id))
-    docs = [{"id": node_name(n), "type": NODE_TYPES.get(n.type), "address": n.address,
-             "state": NODE_STATES.get(n.state), "host": n.host, "since": n.state_since or None,
-             "primary": is_master(n) and n.address == admin.master} for n in rows]
+    rows = sorted(admin.nodes(), key=lambda n: (n.type.prefix, n.node_id))
+    docs = [{"id": n.name, "type": n.type.value, "address": n.address,
+             "state": n.state.value, "host": n.host, "since": n.state_since or None,
+             "primary": n.type is NodeType.MASTER and n.address == admin.master} for n in rows]
     if not any(d["primary"] for d in docs):
         docs.insert(0, {"id": f"{NodeType.MASTER.prefix}0", "type": NodeType.MASTER.value, "address": admin.master,
                         "state": NodeState.RUNNING.value, "host": admin.master.rpartition(":")[0],
@@ -112,13 +100,13 @@ def _date(epoch_s: float | None) -> str:
 
 
 def _cluster(admin, opts):
-    state = admin.cluster_state()
+    state = admin.cluster_state().value
     return {"state": state} if opts.json else state
 
 
 def _set_state(state):
     def run(admin, opts):
-        new = admin.set_cluster_state(state)
+        new = admin.set_cluster_state(state).value
         return {"state": new} if opts.json else f"cluster {new}"
     return run
 
@@ -127,8 +115,8 @@ def _stop(admin, opts):
     """Stop every node, and wait (``--timeout-s``) for the master and the storage nodes
     to stop listening: the final state, STOPPED, or STOPPING with the nodes still up
     (exit status 1)."""
-    storages = {node_name(n): n.address for n in admin.nodes() if is_storage(n)
-                and node_state(n) is not NodeState.DOWN and n.address}
+    storages = {n.name: n.address for n in admin.nodes() if n.type is NodeType.STORAGE
+                and n.state is not NodeState.DOWN and n.address}
     admin.set_cluster_state("STOPPING")
     deadline = time.monotonic() + opts.timeout_s
     up = {"master": admin.master, **storages}
@@ -169,25 +157,25 @@ def _summary(admin, opts):
 
 def health(admin) -> dict:
     """Cluster state, storage nodes with their cells, partitions lacking copies, last ids."""
-    state, pt, ids = admin.cluster_state(), admin.partition_table(), admin.ids()
-    storages = sorted((n for n in admin.nodes() if is_storage(n)), key=lambda n: n.node_id)
+    state, pt, ids = admin.cluster_state().value, admin.partition_table(), admin.ids()
+    storages = sorted((n for n in admin.nodes() if n.type is NodeType.STORAGE), key=lambda n: n.node_id)
     running = running_storages(storages)
     cells: dict[int, dict[str, int]] = {n.node_id: {} for n in storages}
     unreadable, no_up_to_date, under = [], [], []
     for p, row in enumerate(pt.rows):
         for c in row.cells:
-            letter = CELL_LETTERS.get(c.state, "?")
+            letter = c.state.letter
             cells.setdefault(c.node_id, {})[letter] = cells.get(c.node_id, {}).get(letter, 0) + 1
         live = [c for c in row.cells if c.node_id in running]
-        readable = sum(1 for c in live if c.state in READABLE_PB)
+        readable = sum(1 for c in live if c.state in READABLE)
         if not readable:
             unreadable.append(p)
         elif readable < pt.replicas + 1:
             under.append(p)
-        if not any(cell_state(c) is CellState.UP_TO_DATE for c in live):
+        if not any(c.state is CellState.UP_TO_DATE for c in live):
             no_up_to_date.append(p)
     return {"state": state, "storages_up": len(running), "storages_down": len(storages) - len(running),
-            "storages": [{"id": node_name(n), "state": NODE_STATES.get(n.state, "?"), "address": n.address,
+            "storages": [{"id": n.name, "state": n.state.value, "address": n.address,
                           "cells": cells.get(n.node_id, {})} for n in storages],
             "partitions": len(pt.rows), "replicas": pt.replicas,
             "partitions_unreadable": unreadable, "partitions_without_up_to_date": no_up_to_date,
@@ -205,16 +193,21 @@ def node_id(text: str) -> int:
     return int(digits)
 
 
+def _letter(state: CellState | None) -> str:
+    """A cell's state in a change: ``-`` where there is no cell (before or after)."""
+    return "-" if state is None else state.letter
+
+
 def _changes_out(reply, admin, opts, applied: bool, none_text: str):
-    changes = [{"partition": c.partition, "node": f"S{c.node_id}", "from": CHANGE_LETTERS.get(c.old_state, "?"),
-                "to": CHANGE_LETTERS.get(c.new_state, "?")} for c in reply.changes]
+    changes = [{"partition": c.partition, "node": f"S{c.node_id}", "from": _letter(c.old),
+                "to": _letter(c.new)} for c in reply.changes]
     if opts.json:
-        return {"applied": applied and bool(changes), "changes": changes, "pt": _pt_out(reply.pt, admin, opts)}
+        return {"applied": applied and bool(changes), "changes": changes, "pt": _pt_out(reply.table, admin, opts)}
     if not changes:
         return none_text
     head = "Planned (not applied):" if not applied else f"{len(changes)} cell changes applied:"
     lines = [head] + [f"  partition {c['partition']} {c['node']}: {c['from']} -> {c['to']}" for c in changes]
-    return "\n".join(lines + [_pt_out(reply.pt, admin, opts)])
+    return "\n".join(lines + [_pt_out(reply.table, admin, opts)])
 
 
 def _add(admin, opts):
@@ -265,8 +258,8 @@ def _set(admin, opts):
         confirm(opts, fewer)
     reply = admin.set_replicas(replicas)
     if opts.json:
-        return {"replicas": reply.pt.replicas, "ptid": reply.pt.ptid}
-    return f"replicas = {reply.pt.replicas} (ptid {reply.pt.ptid}); run tweak to apply"
+        return {"replicas": reply.table.replicas, "ptid": reply.table.ptid}
+    return f"replicas = {reply.table.replicas} (ptid {reply.table.ptid}); run tweak to apply"
 
 
 def parse_bytes_per_s(text: str) -> int:
@@ -290,9 +283,9 @@ def _set_rate(admin, opts):
     reply = admin.set_replication_rate(rate, nodes)
     rates = {f"S{n}": r for n, r in sorted(reply.rates.items())}
     if opts.json:
-        return {"rates": rates, "default": reply.default_bytes_per_s if reply.default_set else None}
+        return {"rates": rates, "default": reply.default_bytes_per_s}
     lines = [f"{name}: {_rate_text(r)}" for name, r in rates.items()]
-    if reply.default_set:
+    if reply.default_bytes_per_s is not None:
         lines.append(f"nodes joining later: {_rate_text(reply.default_bytes_per_s)}")
     return "\n".join(lines)
 

@@ -19,6 +19,11 @@ class ClusterUnavailable(NeoError, POSException.StorageError):
     """The cluster cannot serve the request now (not RUNNING, no readable cell, no master)."""
 
 
+class StaleEpoch(ClusterUnavailable):
+    """A storage node refused a master's order: it follows a newer master (a standby
+    took over, ``master/standby.py``); the master that gets it steps down."""
+
+
 class ChecksumError(NeoError, POSException.StorageError):
     """Data did not match its checksum: it was corrupted on the wire or on disk."""
 

@@ -9,7 +9,8 @@ raw ``grpc.RpcError``:
 =====================  ==========================================
 status                 exception
 =====================  ==========================================
-FAILED_PRECONDITION    ``ClusterNameMismatch`` (cluster name)
+FAILED_PRECONDITION    ``ClusterNameMismatch`` (cluster name), ``StaleEpoch``
+                       (a master's epoch refused), else ``ClusterUnavailable``
 UNAVAILABLE            ``ClusterUnavailable``
 DEADLINE_EXCEEDED      ``ClusterUnavailable``
 INVALID_ARGUMENT       ``RequestRefused`` (a ``ValueError``)
@@ -51,8 +52,10 @@ from .errors import (
     LimitExceeded,
     NeoError,
     RequestRefused,
+    StaleEpoch,
     StorageFull,
 )
+from .masters import STALE_EPOCH_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -392,6 +395,8 @@ def to_exception(err: grpc.RpcError, what: str = "") -> Exception:
     where = f"{what}: " if what else ""
     if code == grpc.StatusCode.FAILED_PRECONDITION and "cluster name" in (msg or ""):
         return ClusterNameMismatch(f"{where}{msg}")
+    if code == grpc.StatusCode.FAILED_PRECONDITION and (msg or "").startswith(STALE_EPOCH_PREFIX):
+        return StaleEpoch(f"{where}{msg}")
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                 grpc.StatusCode.CANCELLED):
         return ClusterUnavailable(f"{where}{msg}")
@@ -416,16 +421,28 @@ def to_exception(err: grpc.RpcError, what: str = "") -> Exception:
     return NeoError(f"{where}{code}: {msg}")
 
 
-def call(method, request, timeout_s: float, what: str = ""):
-    """Call a unary ``method``; failures come back as domain exceptions."""
+def call(method, request, timeout_s: float, what: str = "", metadata=None):
+    """Call a unary ``method`` (with ``metadata``, ``(key, value)`` pairs, if given);
+    failures come back as domain exceptions."""
     try:
-        return method(request, timeout=timeout_s)
+        if metadata is None:
+            return method(request, timeout=timeout_s)
+        return method(request, timeout=timeout_s, metadata=metadata)
     except grpc.RpcError as err:
         raise to_exception(err, what) from None
     except ValueError as err:   # a channel closed by another thread (a switch of master)
         if "closed channel" not in str(err):
             raise
         raise ClusterUnavailable(f"{what}: the channel was closed meanwhile ({err}); retry") from None
+
+
+def result(future, what: str = ""):
+    """The reply of a call made with ``method.future(...)``; its failure comes back as
+    the domain exception."""
+    try:
+        return future.result()
+    except grpc.RpcError as err:
+        raise to_exception(err, what) from None
 
 
 def events(stream, what: str = ""):

@@ -5,8 +5,7 @@ import subprocess
 import sys
 import time
 
-from neoarray.proto import common_pb2 as cpb
-from neoarray.proto_states import CELL_LETTERS
+from neoarray.states import NodeType
 
 
 def neoctl(cluster, *args, status=0):
@@ -31,7 +30,7 @@ def letters(cluster) -> dict[int, str]:
     finally:
         admin.close()
     nodes = sorted({c.node_id for row in pt.rows for c in row.cells})
-    return {n: "".join(next((CELL_LETTERS[c.state] for c in row.cells if c.node_id == n), ".")
+    return {n: "".join(next((c.state.letter for c in row.cells if c.node_id == n), ".")
                        for row in pt.rows) for n in nodes}
 
 
@@ -71,7 +70,7 @@ def storage_of_index(cluster, index, timeout_s=30.0):
     try:
         while True:
             for n in admin.nodes():
-                if n.type == cpb.STORAGE and n.node_id == node_id:
+                if n.type is NodeType.STORAGE and n.node_id == node_id:
                     return n.node_id, n.address
             if time.monotonic() > deadline:
                 raise AssertionError(f"S{node_id} not known to the master after {timeout_s} s")

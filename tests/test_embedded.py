@@ -18,7 +18,7 @@ import pytest
 import neoarray
 from neoarray.errors import DirectoryInUse
 from neoarray.localdir import node_processes
-from neoarray.proto import common_pb2 as cpb
+from neoarray.states import NodeType
 
 GONE_WAIT_S = 15.0      # a node notices its parent is gone within 0.2 s, then stops cleanly
 
@@ -236,7 +236,7 @@ def test_storage_names_follow_the_master(tmp_path):
     with LocalCluster(path, storages=2, standby_masters=1, metrics=True) as c:
         admin = c.admin()
         try:
-            ids = sorted(n.node_id for n in admin.nodes() if n.type == cpb.STORAGE)
+            ids = sorted(n.node_id for n in admin.nodes() if n.type is NodeType.STORAGE)
         finally:
             admin.close()
         names = [c.storage_name(i) for i in range(2)]

@@ -28,6 +28,7 @@ from neoarray.proto import master_pb2_grpc as mrpc
 from neoarray.proto import standby_pb2
 from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
+from neoarray.states import NodeState, NodeType
 from tests.cluster_helpers import neoctl, storage_of_index, wait_settled
 from tests.conftest import running_cluster
 
@@ -70,7 +71,7 @@ def _ctl(*args):
 def _storage_address(cluster) -> str:
     admin = cluster.admin()
     try:
-        return next(n.address for n in admin.nodes() if n.type == cpb.STORAGE)
+        return next(n.address for n in admin.nodes() if n.type is NodeType.STORAGE)
     finally:
         admin.close()
 
@@ -80,7 +81,7 @@ def wait_down(cluster, node_id, timeout_s=60.0):
     admin = cluster.admin()
     deadline = time.monotonic() + timeout_s
     try:
-        while not any(n.node_id == node_id and n.state == cpb.DOWN for n in admin.nodes()):
+        while not any(n.node_id == node_id and n.state is NodeState.DOWN for n in admin.nodes()):
             assert time.monotonic() < deadline, f"S{node_id} not DOWN after {timeout_s} s"
             time.sleep(0.1)
     finally:

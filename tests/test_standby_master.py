@@ -26,6 +26,7 @@ from neoarray.proto import standby_pb2 as sbpb
 from neoarray.proto import standby_pb2_grpc as sbrpc
 from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
+from neoarray.states import NodeType
 
 from .cluster_helpers import neoctl
 
@@ -203,7 +204,7 @@ def test_old_primary_restarted_follows_and_storages_refuse_its_epoch(cluster):
     conn.close()
     db.close()
     # the storage learnt epoch 2 from the new primary: a master call with epoch 1 is refused
-    storage = next(n for n in cluster.admin().nodes() if n.type == cpb.STORAGE)
+    storage = next(n for n in cluster.admin().nodes() if n.type is NodeType.STORAGE)
     channel = grpc.insecure_channel(storage.address)
     metadata = (("neo-cluster", cluster.cluster), (EPOCH_KEY, "1"))
     try:

@@ -6,6 +6,9 @@
 - protobuf (``neoarray.proto``, ``*_pb2``) imported only at the wire: the transport,
   the servicers, the one conversion module, and the modules still named in
   ``PROTO_IMPORTERS_LEFT`` (a list that may only shrink);
+- ``grpc.RpcError`` named (caught, tested, raised) only at the wire: ``neoarray.wire``
+  and the transport, which turn it into the errors of ``neoarray.errors``, and the
+  modules still named in ``GRPC_ERRORS_LEFT`` (a list that may only shrink);
 - no import circle among the modules of the project (imports inside functions
   counted, ``if TYPE_CHECKING:`` blocks not), and in the packages kept as layers
   (``LAYERED``) no import of the project inside a function, where it would hide a
@@ -31,17 +34,26 @@ LONG_FUNCTIONS: set[str] = set()
 # where protobuf belongs: the transport, the servicers, the state conversion
 PROTO_AT_THE_WIRE = {
     "neoarray/transport/bulk.py", "neoarray/transport/client.py", "neoarray/transport/frames.py",
-    "neoarray/transport/server.py", "neoarray/client/calls.py",
-    "master/service.py", "master/standby.py", "storage_node/service.py", "storage_node/calls.py",
+    "neoarray/transport/server.py", "neoarray/client/calls.py", "neoarray/admin_calls.py",
+    "master/service.py", "master/standby.py", "master/calls.py", "storage_node/service.py", "storage_node/calls.py",
     "neoarray/proto_states.py",
 }
 # modules that still build or read messages themselves; the list may only shrink
 PROTO_IMPORTERS_LEFT = {
-    "master/committing.py", "master/node.py",
     "storage_node/replication.py",
-    "neoarray/admin.py", "neoarray/check.py",
+    "neoarray/check.py",
     "neoarray/client/commit.py", "neoarray/client/link.py", "neoarray/client/reads.py",
 }
+
+# where a raw grpc.RpcError may be named: the one module that maps status codes to the
+# project's errors (wire.to_exception, call, result, events) and the transport that
+# raises and catches its own (the framed data plane's FramedRpcError is one)
+GRPC_ERRORS_AT_THE_WIRE = {
+    "neoarray/wire.py", "neoarray/transport/client.py", "neoarray/transport/bulk.py",
+    "neoarray/transport/inproc.py",
+}
+# modules that still handle raw grpc.RpcError themselves; the list may only shrink
+GRPC_ERRORS_LEFT: set[str] = set()
 
 # packages (folders, their own modules only) whose modules are layers: no project
 # import inside a function
@@ -199,6 +211,39 @@ def test_protobuf_is_imported_only_at_the_wire():
                        f"the servicers, neoarray/transport/) and hand domain values inward")
     gone = PROTO_IMPORTERS_LEFT - importers
     assert not gone, f"{sorted(gone)} no longer import protobuf: remove them from PROTO_IMPORTERS_LEFT"
+
+
+def _names_rpc_error(tree) -> bool:
+    """``grpc.RpcError`` (or ``RpcError`` imported from grpc, or a subclass named
+    ``...RpcError``) appears in the module."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.endswith("RpcError"):
+            return True
+        if isinstance(node, ast.Name) and node.id.endswith("RpcError"):
+            return True
+        if isinstance(node, ast.ImportFrom) and any(a.name.endswith("RpcError") for a in node.names):
+            return True
+    return False
+
+
+def test_raw_grpc_errors_are_handled_only_at_the_wire():
+    """Callers see the errors of ``neoarray.errors``: the wire translates status codes
+    (``wire.call``, ``wire.result``, ``wire.events``), nothing else catches gRPC's."""
+    namers = {rel for rel, tree in TREES.items() if _names_rpc_error(tree)}
+    stray = namers - GRPC_ERRORS_AT_THE_WIRE - GRPC_ERRORS_LEFT
+    assert not stray, (f"{sorted(stray)} name grpc.RpcError: call through neoarray.wire (call, result, "
+                       f"events) and catch the errors of neoarray.errors it raises")
+    gone = GRPC_ERRORS_LEFT - namers
+    assert not gone, f"{sorted(gone)} no longer name grpc.RpcError: remove them from GRPC_ERRORS_LEFT"
+
+
+def test_the_rpc_error_check_sees_a_handler():
+    """The check above sees the usual spellings of a handler of raw gRPC errors."""
+    for source in ("try:\n    pass\nexcept grpc.RpcError:\n    pass\n",
+                   "from grpc import RpcError\n",
+                   "ok = isinstance(exc, grpc.RpcError)\n"):
+        assert _names_rpc_error(ast.parse(source))
+    assert not _names_rpc_error(ast.parse("try:\n    pass\nexcept ClusterUnavailable:\n    pass\n"))
 
 
 def test_the_domain_states_are_spelled_once():

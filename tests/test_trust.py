@@ -19,7 +19,7 @@ from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
 from neoarray.cluster import LocalCluster
 from neoarray.errors import ClusterUnavailable, NotCommitted
 from neoarray.ids import Z64
-from neoarray.proto import common_pb2 as cpb
+from neoarray.states import NodeState
 from tests.cluster_helpers import letters, storage_ids
 from tests.conftest import running_cluster
 
@@ -66,7 +66,7 @@ def _wait_node_running(cluster, node_id: int, timeout_s: float = 30.0) -> None:
         admin = cluster.admin()
         try:
             states = {n.node_id: n.state for n in admin.nodes()}
-            if states.get(node_id) == cpb.RUNNING and admin.cluster_state() == "RUNNING":
+            if states.get(node_id) is NodeState.RUNNING and admin.cluster_state() == "RUNNING":
                 return
         except ClusterUnavailable:
             pass

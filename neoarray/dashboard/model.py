@@ -15,17 +15,8 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..proto_states import (
-    CELL_LETTERS,
-    CLUSTER_NAMES,
-    NODE_PREFIX,
-    NODE_STATES,
-    NODE_TYPES,
-    READABLE_PB,
-    cell_state,
-    running_storages,
-)
-from ..states import CellState
+from ..states import READABLE, CellState, ClusterState
+from ..views import NodeView, TableView, running_storages
 
 SERIES_MAX = 2000            # samples kept from one scrape (the rest are ignored)
 INGEST_PATTERN = "ingest"    # scraped metric names shown as ingestion figures
@@ -82,12 +73,12 @@ class Rates:
         return (value - v0) / (now_s - t0)
 
 
-def _node_doc(n) -> dict:
-    return {"id": f"{NODE_PREFIX.get(n.type, '?')}{n.node_id}", "type": NODE_TYPES.get(n.type, str(n.type)),
-            "address": n.address, "state": NODE_STATES.get(n.state, "?"), "since_s": n.state_since}
+def _node_doc(n: NodeView) -> dict:
+    return {"id": n.name, "type": n.type.value, "address": n.address, "state": n.state.value,
+            "since_s": n.state_since}
 
 
-def cluster_view(state: int, nodes, pt, ids: dict, master: str) -> dict:
+def cluster_view(state: ClusterState, nodes: list[NodeView], pt: TableView, ids: dict, master: str) -> dict:
     """Nodes, cells per partition and node, replication progress, and health."""
     docs = sorted((_node_doc(n) for n in nodes), key=lambda d: (d["id"][0], int(d["id"][1:] or 0)))
     if not any(d["type"] == "MASTER" and d["address"] == master for d in docs):
@@ -95,14 +86,14 @@ def cluster_view(state: int, nodes, pt, ids: dict, master: str) -> dict:
                         "since_s": 0.0})
     storages = sorted({c.node_id for row in pt.rows for c in row.cells})
     running = running_storages(nodes)
-    cells = [{"partition": p, **{f"S{nid}": next((CELL_LETTERS.get(c.state, "?") for c in row.cells
+    cells = [{"partition": p, **{f"S{nid}": next((c.state.letter for c in row.cells
                                                    if c.node_id == nid), ".") for nid in storages}}
              for p, row in enumerate(pt.rows)]
     total = sum(len(row.cells) for row in pt.rows)
-    up_to_date = sum(1 for row in pt.rows for c in row.cells if cell_state(c) is CellState.UP_TO_DATE)
+    up_to_date = sum(1 for row in pt.rows for c in row.cells if c.state is CellState.UP_TO_DATE)
     unreadable = [p for p, row in enumerate(pt.rows)
-                  if not any(c.state in READABLE_PB and c.node_id in running for c in row.cells)]
-    state_name = CLUSTER_NAMES.get(state, "?")
+                  if not any(c.state in READABLE and c.node_id in running for c in row.cells)]
+    state_name = state.value
     return {"state": state_name, "nodes": docs, "storages": [f"S{n}" for n in storages],
             "cells": cells, "partitions": len(pt.rows), "replicas": pt.replicas, "ptid": pt.ptid,
             "cells_total": total, "cells_up_to_date": up_to_date,

@@ -128,7 +128,7 @@ class Gatherer:
         doc: dict = {"time_s": time.time(), "cluster_name": self.cluster}
         try:
             a = self.admin
-            doc["cluster"] = model.cluster_view(a._call("GetClusterState").state, a.nodes(),
+            doc["cluster"] = model.cluster_view(a.cluster_state(), a.nodes(),
                                                 a.partition_table(), a.ids(), a.master)
         except (NeoError, OSError) as exc:
             errors.append(f"master {self.master}: {exc}")

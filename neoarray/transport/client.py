@@ -4,7 +4,7 @@
 one node; a call takes an idle one (or opens one), sends its request and reads the
 reply on the calling thread: no thread and no handoff per call.  Stubs look like the
 generated gRPC stubs (``stub.Load(request, timeout=..., metadata=...)``,
-``.future(...)``), so ``wire.call``, ``EpochStub`` and the callers stay as they are,
+``.future(...)``), so ``wire.call``, ``master/calls.py`` and the callers stay as they are,
 and failures are ``FramedRpcError``, a ``grpc.RpcError`` with the same status codes
 (``wire.to_exception`` maps both transports alike).  Bulk segments go with
 ``.with_segments(request, segments)`` -> ``(reply, segments)``.

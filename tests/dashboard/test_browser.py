@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import neoarray.array as na
-from neoarray.proto import common_pb2 as cpb
+from neoarray.states import NodeType
 from tests.conftest import running_cluster
 
 from .dashboard_helpers import append, commit_array, dashboard
@@ -61,7 +61,7 @@ def test_page_shows_nodes_and_the_plot_follows_appends(neo):
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(f"{server.url}login?token={urllib.parse.quote(neo.admin_token)}")
             admin = neo.admin()
-            admin_nodes = {f"S{n.node_id}" for n in admin.nodes() if n.type == cpb.STORAGE}
+            admin_nodes = {f"S{n.node_id}" for n in admin.nodes() if n.type is NodeType.STORAGE}
             admin.close()
             assert admin_nodes == {"S1", "S2"}
             for node in sorted(admin_nodes) + ["M0"]:

@@ -41,7 +41,6 @@ from neoarray.admin import AdminClient
 from neoarray.client import NeoStorage
 from neoarray.ids import Z64, p64, u64
 from neoarray.proto import standby_pb2
-from neoarray.proto_states import CELL_LETTERS
 
 from .hand_cluster import HandCluster
 from .moments import Tally, aim_at_phase, master_moment, wait_for_state
@@ -167,7 +166,7 @@ def cell_letters(cluster: HandCluster) -> str:
         pt = admin.partition_table()
     finally:
         admin.close()
-    return "".join(CELL_LETTERS[c.state] for row in pt.rows for c in row.cells)
+    return "".join(c.state.letter for row in pt.rows for c in row.cells)
 
 
 def wait_all_up_to_date(cluster: HandCluster, timeout_s: float = 120.0) -> None:

@@ -30,6 +30,7 @@ from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import master_pb2_grpc as mrpc
 from neoarray.proto import storage_pb2_grpc as srpc
+from neoarray.states import NodeType
 from neoarray.transport import conn, frames
 from tests.cluster_helpers import letters
 
@@ -144,7 +145,7 @@ def _attack(rng: random.Random, address: str, cluster: str) -> str:
 def _data_addresses(cluster) -> tuple[str, list[str], list[str]]:
     admin = cluster.admin()
     try:
-        storages = [n for n in admin.nodes() if n.type == cpb.STORAGE]
+        storages = [n for n in admin.nodes() if n.type is NodeType.STORAGE]
     finally:
         admin.close()
     with wire.open_channel(cluster.address, cluster.cluster) as channel:

@@ -64,6 +64,7 @@ from neoarray.ids import p64
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
+from neoarray.states import NodeType
 from tests.cluster_helpers import letters, neoctl
 from tests.conftest import running_cluster
 
@@ -187,7 +188,7 @@ class Caller:
 def known_of(cluster, expected: dict) -> Known:
     admin = cluster.admin()
     try:
-        storages = [n for n in admin.nodes() if n.type == cpb.STORAGE]
+        storages = [n for n in admin.nodes() if n.type is NodeType.STORAGE]
         ptid = admin.partition_table().ptid
     finally:
         admin.close()

@@ -10,6 +10,7 @@ from neoarray.ids import Z64, p64
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import master_pb2_grpc as mrpc
+from neoarray.states import NodeState
 from tests.cluster_helpers import letters
 from tests.conftest import running_cluster
 
@@ -133,7 +134,7 @@ def test_a_storage_refusing_a_lock_is_not_lost_when_another_fails(cluster, maste
     try:
         assert admin.cluster_state() == "RUNNING"
         states = {n.node_id: n.state for n in admin.nodes()}
-        assert states[storage_id] == cpb.RUNNING
+        assert states[storage_id] is NodeState.RUNNING
     finally:
         admin.close()
     assert letters(cluster) == cells
