@@ -206,6 +206,20 @@ def must_take_over(followed: bool, silent_s: float, node_timeout_s: float, jitte
     return followed and silent_s >= node_timeout_s + jitter_s
 
 
+def newer_primary(is_primary: bool, epoch: int, higher_than: int) -> bool:
+    """Whether a master's answer to ``Role`` names a primary to follow or to step down
+    for: it is primary with an epoch above ``higher_than`` (a standby asks with the
+    epoch it holds minus one, never following an older primary; a primary asks with
+    its own, stepping down only for a newer one)."""
+    return is_primary and epoch > higher_than
+
+
+def follows_state(epoch: int, epoch_held: int) -> bool:
+    """Whether a standby takes the state a primary of ``epoch`` sends it: never from a
+    primary older than the copy it holds (an old primary restarted alone)."""
+    return epoch >= epoch_held
+
+
 def take_over(epoch: int, oid_reserved: int, tid_reserved: bytes, next_node_id: int) -> dict:
     """The state values a standby writes when it takes over, from its copy's: the next
     epoch, and reservations raised by a whole one each (the copy may lag)."""

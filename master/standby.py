@@ -57,7 +57,7 @@ from neoarray.proto import standby_pb2 as pb
 from neoarray.proto import standby_pb2_grpc as rpc
 from neoarray.states import NodeState
 
-from .cluster import must_take_over, take_over
+from .cluster import follows_state, must_take_over, newer_primary, take_over
 from .state import MasterState
 
 log = logging.getLogger("neoarray.master.standby")
@@ -279,7 +279,7 @@ def find_primary(peers, cluster: str, timeout_s: float, higher_than: int = -1,
     ``(address, epoch)``, or ``("", 0)``."""
     for address in peers:
         role = ask_role(address, cluster, timeout_s, tls)
-        if role is not None and role.role == pb.PRIMARY and role.epoch > higher_than:
+        if role is not None and newer_primary(role.role == pb.PRIMARY, role.epoch, higher_than):
             return address, role.epoch
     return "", 0
 
@@ -355,7 +355,7 @@ class StandbyFollower:
         except NeoError as exc:
             log.warning("lost the primary master at %s: %s", self.primary, exc)
             return False
-        if reply.epoch < self.epoch():
+        if not follows_state(reply.epoch, self.epoch()):
             log.error("the master at %s has epoch %d, older than this copy's %d: not following it",
                       self.primary, reply.epoch, self.epoch())
             return False

@@ -14,7 +14,9 @@ from master.cluster import (
     Pending,
     Recovered,
     Settle,
+    follows_state,
     must_take_over,
+    newer_primary,
     take_over,
 )
 from master.commit import NODE_ID_RESERVE, CommitCore
@@ -371,6 +373,15 @@ def test_take_over_raises_every_reservation_and_the_epoch():
     assert not must_take_over(False, 100.0, TIMEOUT_S, 0.2)
     assert not must_take_over(True, TIMEOUT_S + 0.1, TIMEOUT_S, 0.2)
     assert must_take_over(True, TIMEOUT_S + 0.2, TIMEOUT_S, 0.2)
+
+
+def test_a_standby_follows_no_older_primary_and_a_primary_steps_down_for_a_newer_one():
+    held = 3
+    assert newer_primary(True, 3, held - 1) and newer_primary(True, 4, held - 1)
+    assert not newer_primary(True, 2, held - 1)       # an old primary restarted alone
+    assert not newer_primary(False, 9, held - 1)      # a standby is followed by nobody
+    assert not newer_primary(True, 3, 3) and newer_primary(True, 4, 3)   # a primary's check
+    assert follows_state(3, held) and follows_state(4, held) and not follows_state(2, held)
 
 
 # -- random sequences ------------------------------------------------------------------------
