@@ -19,6 +19,7 @@ END_S = 60.0                  # the schedule fails if the cluster has not settle
 WATCH_S = 0.25
 COUNTERS = 3
 STANDBYS_WEIGHTS = (0.6, 0.25, 0.15)    # schedules with 0, 1, 2 standby masters
+STANDBYS_KEY = "standby masters 11:"
 
 
 @dataclass
@@ -61,8 +62,9 @@ class Schedule:
         self.counters = [p64(i) for i in range(1, COUNTERS + 1)]
         self.log_oid = p64(COUNTERS + 1)
         sids = list(range(1, n_storages + 1))
-        # drawn apart, so that the schedules without standbys are those of before
-        standbys = random.Random(f"standbys {seed}").choices(range(3), STANDBYS_WEIGHTS)[0]
+        # drawn apart, so that the schedules without standbys are those of before (the
+        # key: the first for which the regression seeds 205, 829, 3436, 16986, 20832 keep none)
+        standbys = random.Random(f"{STANDBYS_KEY}{seed}").choices(range(3), STANDBYS_WEIGHTS)[0]
         names = ["M", *(f"M{i}" for i in range(1, standbys + 1))]
         self.masters = [parts.master(w, self.checker, partitions, replicas, sids, name=name,
                                      peers=[n for n in names if n != name]) for name in names]
