@@ -230,13 +230,14 @@ class MasterActor(ClusterViews):
 
     def _wait_acked(self) -> None:
         """``StatePublisher._wait_acked``, its wait taken as instantaneous: a follower
-        that is up, following this master and not cut off from it holds the new state
+        that is up, following this master (or looking for a primary: it finds this one
+        within ``ack_timeout_s``) and not cut off from it holds the new state
         before the master goes on; any other is no longer waited for (as after
         ``ack_timeout_s``)."""
         for name, (acked, seen_s) in sorted(self.followers.items()):
             peer = self.world.actors[name]
             if self.world.now - seen_s > cluster.NODE_TIMEOUT_S or not (
-                    peer.up and peer.role == STANDBY and peer.following == self.name
+                    peer.up and peer.role == STANDBY and peer.following in (self.name, None)
                     and not {name, self.name} & self.world.faults.isolated):
                 del self.followers[name]
             elif acked < self.version and peer.hold(self.run, self.version, self.disk, self.stub_epoch):
