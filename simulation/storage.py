@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from types import SimpleNamespace
 
 from neoarray.errors import NeoError, RequestRefused
 from neoarray.ids import Z64
@@ -26,6 +25,7 @@ from storage_node import replication as rep
 from storage_node.backend import Backend
 from storage_node.fencing import EpochFence
 from storage_node.manager import TransactionManager
+from storage_node.replica import KeysQuery, RecordsQuery
 
 from .world import Call, Sleep, StaleEpoch
 
@@ -139,14 +139,12 @@ class StorageActor:
             return last_tid, last_oid, self.backend.locked(), sorted(self.backend.voted())
         if kind == "replica_keys":
             p, table, min_tid, max_tid, after = payload
-            req = SimpleNamespace(partition=p, table=table, min_tid=min_tid, max_tid=max_tid, after=after,
-                                  keys_max=KEYS_MAX)
-            reply = rep.replica_keys(self.backend, req, KEYS_MAX)
+            reply = rep.replica_keys(self.backend, KeysQuery(p, table, max_tid, min_tid, after, KEYS_MAX), KEYS_MAX)
             return list(reply.keys), reply.next_after
         if kind == "replica_records":
             p, table, keys = payload
-            req = SimpleNamespace(partition=p, table=table, keys=keys, bytes_max=REPLY_BYTES_MAX)
-            return rep.replica_records(self.backend, req, KEYS_MAX, REPLY_BYTES_MAX)
+            return rep.replica_records(self.backend, RecordsQuery(p, table, keys, REPLY_BYTES_MAX), KEYS_MAX,
+                                       REPLY_BYTES_MAX)
         raise RequestRefused(f"unknown request {kind!r}")
 
     def _obeyed(self, master: str, epoch: int, admitted: bool) -> None:
