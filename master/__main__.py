@@ -26,6 +26,7 @@ from neoarray.transport.server import Limits as FramedLimits
 
 from . import metrics as master_metrics
 from . import standby
+from .cluster import STANDBY_FIRST, TAKE_OVER, start_role
 from .node import Limits, Master
 
 # gRPC handlers hand work between threads: a short GIL switch interval cuts latency
@@ -122,8 +123,11 @@ def serve(opts) -> int:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    as_standby = bool(opts.standby_of) or bool(
-        peers and standby.find_primary(peers, opts.cluster, 2.0, tls=opts.tls)[0])
+    role = start_role(bool(opts.standby_of), bool(peers), bool(
+        peers and not opts.standby_of and standby.find_primary(peers, opts.cluster, 2.0, tls=opts.tls)[0]))
+    as_standby = role == STANDBY_FIRST
+    if role == TAKE_OVER:
+        standby.take_over_at_start(opts.data, opts.cluster, peers, address, opts.node_timeout_s)
     try:
         if as_standby and not _follow(opts, server, router, address, peers, done):
             server.stop(grace=0.2).wait()

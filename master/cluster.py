@@ -206,10 +206,47 @@ def must_take_over(followed: bool, silent_s: float, node_timeout_s: float, jitte
     return followed and silent_s >= node_timeout_s + jitter_s
 
 
-def take_over(epoch: int, oid_reserved: int, tid_reserved: bytes, next_node_id: int) -> dict:
-    """The state values a standby writes when it takes over, from its copy's: the next
-    epoch, and reservations raised by a whole one each (the copy may lag)."""
-    return {"epoch": max(epoch, 1) + 1, "oid_reserved": oid_reserved + OID_RESERVE,
+def newer_primary(is_primary: bool, epoch: int, higher_than: int) -> bool:
+    """Whether a master's answer to ``Role`` names a primary to follow or to step down
+    for: it is primary with an epoch above ``higher_than`` (a standby asks with the
+    epoch it holds minus one, never following an older primary; a primary asks with
+    its own, stepping down only for a newer one)."""
+    return is_primary and epoch > higher_than
+
+
+def follows_state(epoch: int, epoch_held: int) -> bool:
+    """Whether a standby takes the state a primary of ``epoch`` sends it: never from a
+    primary older than the copy it holds (an old primary restarted alone)."""
+    return epoch >= epoch_held
+
+
+STANDBY_FIRST, TAKE_OVER, PRIMARY_NOW = "standby first", "take over", "primary"
+
+
+def start_role(standby_of: bool, has_peers: bool, primary_found: bool) -> str:
+    """How a master process starts (``master/__main__.py``): ``STANDBY_FIRST`` when
+    told to (``--standby-of``) or when another master answers as primary; else, with
+    other masters (``--masters``), ``TAKE_OVER``: its state may be a copy of another
+    primary's (it followed one), whose epoch it must never use as its own (simulation
+    seed 187: two masters obeyed with one epoch); alone, ``PRIMARY_NOW``."""
+    if standby_of or primary_found:
+        return STANDBY_FIRST
+    return TAKE_OVER if has_peers else PRIMARY_NOW
+
+
+EPOCH_ROUND = 1 << 32         # epochs of one round of take-overs: round * EPOCH_ROUND + token
+
+
+def take_over(epoch: int, oid_reserved: int, tid_reserved: bytes, next_node_id: int, token: int) -> dict:
+    """The state values a standby writes when it takes over, from its copy's: an epoch of
+    the next round, told apart by ``token`` (1 .. ``EPOCH_ROUND`` - 1, drawn by each
+    standby: two standbys taking over from the same copy at once get different epochs,
+    storages obey the higher only, so never two masters with one epoch), and reservations
+    raised by a whole one each (the copy may lag)."""
+    if not 0 < token < EPOCH_ROUND:
+        raise RequestRefused(f"take_over: token {token} is not in 1..{EPOCH_ROUND - 1}")
+    return {"epoch": (max(epoch, 1) // EPOCH_ROUND + 1) * EPOCH_ROUND + token,
+            "oid_reserved": oid_reserved + OID_RESERVE,
             "tid_reserved": p64(u64(tid_reserved) + TID_RESERVE),
             "next_node_id": next_node_id + NODE_ID_RESERVE}
 

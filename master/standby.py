@@ -57,7 +57,7 @@ from neoarray.proto import standby_pb2 as pb
 from neoarray.proto import standby_pb2_grpc as rpc
 from neoarray.states import NodeState
 
-from .cluster import must_take_over, take_over
+from .cluster import EPOCH_ROUND, follows_state, must_take_over, newer_primary, take_over
 from .state import MasterState
 
 log = logging.getLogger("neoarray.master.standby")
@@ -279,7 +279,7 @@ def find_primary(peers, cluster: str, timeout_s: float, higher_than: int = -1,
     ``(address, epoch)``, or ``("", 0)``."""
     for address in peers:
         role = ask_role(address, cluster, timeout_s, tls)
-        if role is not None and role.role == pb.PRIMARY and role.epoch > higher_than:
+        if role is not None and newer_primary(role.role == pb.PRIMARY, role.epoch, higher_than):
             return address, role.epoch
     return "", 0
 
@@ -355,7 +355,7 @@ class StandbyFollower:
         except NeoError as exc:
             log.warning("lost the primary master at %s: %s", self.primary, exc)
             return False
-        if reply.epoch < self.epoch():
+        if not follows_state(reply.epoch, self.epoch()):
             log.error("the master at %s has epoch %d, older than this copy's %d: not following it",
                       self.primary, reply.epoch, self.epoch())
             return False
@@ -380,7 +380,8 @@ class StandbyFollower:
         (``master/commit.py``).  Returns the new epoch (``Master`` then opens the
         directory)."""
         values = take_over(self.epoch(), self.state.get("oid_reserved", 0),
-                           self.state.get("tid_reserved", bytes(8)), self.state.get("next_node_id", 1))
+                           self.state.get("tid_reserved", bytes(8)), self.state.get("next_node_id", 1),
+                           token=1 + secrets.randbelow(EPOCH_ROUND - 1))
         epoch = values["epoch"]
         self.state.put(**values)
         self.closed_epoch = epoch
@@ -392,6 +393,16 @@ class StandbyFollower:
     def close(self) -> None:
         self.closed_epoch = self.epoch()
         self.state.close()
+
+
+def take_over_at_start(path: str, cluster: str, peers, own_address: str, node_timeout_s: float) -> None:
+    """A master started with other masters, none answering as primary: a new epoch over
+    the state it holds (``cluster.start_role``); a fresh directory has none to take."""
+    follower = StandbyFollower(path, cluster, peers, own_address, node_timeout_s)
+    if follower.state.get("cluster") is None:
+        follower.close()
+        return
+    follower.take_over()
 
 
 def watch_peers(master, peers, cluster: str, interval_s: float, step_down, tls=None) -> None:

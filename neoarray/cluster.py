@@ -39,6 +39,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -61,6 +62,13 @@ NAMED = re.compile(r"S(\d+)")               # a storage directory named after it
 UNNAMED = re.compile(r"storage-(\d+)")      # one whose node has no id yet (or of an older version)
 ERR_LINES_MAX = 12                          # lines of a failed node's standard error in the exception
 PORT_TAKEN = ("cannot listen on", "Failed to bind")     # what a node says when its port is taken
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port of ``host`` free now (another program may take it before it is used)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 class _PortTaken(NeoError):
@@ -363,7 +371,10 @@ class LocalCluster:
         self._write_masters()
         return address
 
-    def _start_master_process(self, name: str, args: list[str], timeout_s: float):
+    def _start_master_process(self, name: str, args: list[str], timeout_s: float, bind: str = "",
+                              beside=None):
+        """Start master ``name`` on ``bind`` (default: its recorded address) and wait
+        until it listens; ``beside()`` is called once it is spawned."""
         def spawn(bind: str) -> subprocess.Popen:
             return self._spawn("master", [
                 "--data", os.path.join(self.path, name), "--bind", bind,
@@ -372,8 +383,11 @@ class LocalCluster:
                 "--storages", str(self.storages), "--node-timeout-s", str(self.node_timeout_s),
                 *self._metrics_args(name), *self._security_args("master"), *self.master_args, *args],
                 f"{name}.log")
-        bind = self._recorded(name)
-        return self._listen(name, spawn(bind), bind, spawn, timeout_s)
+        bind = bind or self._recorded(name)
+        proc = spawn(bind)
+        if beside is not None:
+            beside()
+        return self._listen(name, proc, bind, spawn, timeout_s)
 
     def _write_masters(self) -> None:
         with open(os.path.join(self.path, "masters.address.tmp"), "w") as f:
@@ -559,11 +573,14 @@ class LocalCluster:
         """
         self._lock.acquire(self._running_elsewhere)
         self._clear_stale()
-        self.start_master(timeout_s)
-        for _ in range(self.standby_masters - len(self.standby_addresses)):
-            self.start_standby_master(timeout_s=timeout_s)
-        for i in range(self.storages):
-            self._spawn_storage(i)
+        if self.standby_masters > len(self.standby_addresses):
+            self.start_master(timeout_s)
+            for _ in range(self.standby_masters - len(self.standby_addresses)):
+                self.start_standby_master(timeout_s=timeout_s)
+            for i in range(self.storages):
+                self._spawn_storage(i)
+        else:
+            self._start_master_beside_storages(timeout_s)
         for i in range(self.storages):
             self._wait_storage(i, timeout_s)
         self._name_storages(range(self.storages), timeout_s)
@@ -571,6 +588,29 @@ class LocalCluster:
         self._slots = dict(enumerate(slots))
         self.wait_state("RUNNING", timeout_s)
         return self
+
+    def _start_master_beside_storages(self, timeout_s: float) -> None:
+        """Start the master and the storage nodes at once (each process takes a few
+        tenths of a second to start): the master on its recorded address, or on a free
+        port chosen here, which the storages are given.  Should another program take
+        that port meanwhile, the master listens on another one and the storages are
+        started again with it."""
+        others = [a for _, a in sorted(self.standby_addresses.items())]
+        bind = self._recorded("master")
+        if bind.endswith(":0"):
+            bind = f"127.0.0.1:{free_port()}"
+        self.address = bind                 # what the storages are told
+        proc, address = self._start_master_process(
+            "master", ["--masters", ",".join(others)] if others else [], timeout_s, bind=bind,
+            beside=lambda: [self._spawn_storage(i) for i in range(self.storages)])
+        self.master_proc, self.address = proc, address
+        self._write_masters()
+        if address != bind:
+            log.info("the master of %s listens on %s, not %s: starting the storage nodes again",
+                     self.path, address, bind)
+            for i in range(self.storages):
+                self.kill_storage(i)
+                self._spawn_storage(i)
 
     def admin(self) -> AdminClient:
         """An Admin client with the cluster's admin credentials (certificate, token)."""

@@ -1,7 +1,9 @@
 """The invariants of the simulation.
 
 Checked when they happen (every step): no OID or TID handed out twice (across
-master restarts), and the master publishes (acknowledges) commits in strictly
+master restarts and take-overs); on each storage node the master epoch it remembers
+only grows, an order of an older epoch is never obeyed, and the orders of one master
+only are obeyed per epoch; the master publishes (acknowledges) commits in strictly
 increasing tid order.  Checked on every tick (``WATCH_S``): while the cluster is
 RUNNING, every readable cell of a running node holds every commit published so far
 that wrote its partition (a client may read any of them).  Checked at the end, once the faults stopped, every node is
@@ -38,6 +40,8 @@ class Checker:
         self.complete: list[tuple[bytes, list]] = []    # (tid, oids) published complete
         self.stale_read = False
         self.now = lambda: 0.0
+        self.obeyed: dict[int, str] = {}          # epoch -> the master whose orders were obeyed
+        self.highest: dict[str, int] = {}         # storage -> the highest epoch it saw
 
     def violation(self, text: str) -> None:
         self.violations.append(f"t={self.now():.3f}s {text}")
@@ -56,6 +60,22 @@ class Checker:
         self.last_published = max(self.last_published, txn.tid)
         if txn.outcome == COMPLETE:
             self.complete.append((txn.tid, sorted(txn.oids)))
+
+    def order(self, storage: str, master: str, epoch: int, highest: int, obeyed: bool) -> None:
+        """A storage got an order of ``master`` of ``epoch`` (obeyed or refused), having
+        seen ``highest``: epochs only grow on each storage, an order older than the
+        newest epoch seen is not obeyed, and one master's orders only are obeyed per
+        epoch."""
+        if highest < self.highest.get(storage, 0):
+            self.violation(f"{storage}'s master epoch went back from {self.highest[storage]} to {highest}")
+        self.highest[storage] = max(highest, self.highest.get(storage, 0))
+        if not obeyed:
+            return
+        if epoch < highest:
+            self.violation(f"{storage} obeyed an order of {master} of epoch {epoch} after seeing epoch {highest}")
+        if self.obeyed.setdefault(epoch, master) != master:
+            self.violation(f"{storage} obeyed orders of {master} with epoch {epoch}, "
+                           f"those of {self.obeyed[epoch]} were obeyed with it")
 
     def readable_copies_hold(self, master, storages: dict) -> None:
         """While the cluster is RUNNING, every readable cell of a running node holds

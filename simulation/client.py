@@ -13,7 +13,7 @@ one).  Counters: read-modify-write of one of a few oids.  Appends: a new object
 """
 from __future__ import annotations
 
-from neoarray.errors import OutcomeUnknown, RequestRefused
+from neoarray.errors import ClusterUnavailable, OutcomeUnknown, RequestRefused
 from neoarray.ids import Z64, p64, u64
 from neoarray.records import NoObject, TransactionInfo
 from neoarray.states import READABLE, CellState, ClusterState
@@ -23,6 +23,7 @@ from storage_node.manager import VOTED
 from .world import Call, Sleep
 
 RPC_S = 1.0
+SILENT_MAX = 2                # calls unanswered in a row: the event stream is taken for broken
 FINISH_S = 5.0
 OUTCOME_ASKS_MAX = 40
 
@@ -39,6 +40,9 @@ class ClientActor:
         self.seq = 0
         self.ops_done = 0
         self.finished = False
+        self.masters = ["M"]                  # the master address list (primary and standbys)
+        self.master = "M"                     # the one in use
+        self.silent = 0
 
     def start(self) -> None:
         self.up = True
@@ -56,18 +60,36 @@ class ClientActor:
 
     def _session(self):
         while self.nid is None:
-            reply = yield Call("M", "identify", ("client", 0), RPC_S)
+            reply = yield Call(self.master, "identify", ("client", 0), RPC_S)
             if reply is not None and reply.ok:
-                self.nid = reply.value
+                self.nid, self.silent = reply.value, 0
             else:
+                if len(self.masters) > 1 and (reply is None or isinstance(reply.error, ClusterUnavailable)):
+                    self._next_master()         # (``MasterLink._connect``)
                 yield Sleep(0.2)
+
+    def _next_master(self) -> None:
+        self.master = self.masters[(self.masters.index(self.master) + 1) % len(self.masters)]
+
+    def _master_reply(self, reply) -> None:
+        """After a master call: with several masters, a master that answers as a standby
+        or stays silent has lost this client's event stream; the client cancels it and
+        connects again from the next address (``MasterLink``)."""
+        if len(self.masters) < 2 or self.nid is None:
+            return
+        self.silent = self.silent + 1 if reply is None else 0
+        if self.silent >= SILENT_MAX or (reply is not None and isinstance(reply.error, ClusterUnavailable)):
+            self.world.send(self.name, self.master, "unsubscribe", (self.nid,), 0)
+            self.nid, self.silent = None, 0
+            self._next_master()
 
     def main(self):
         rng = self.world.rng
         while self.ops_done < self.ops_max:
             while True:
                 yield from self._session()
-                reply = yield Call("M", "view", (self.nid,), RPC_S)
+                reply = yield Call(self.master, "view", (self.nid,), RPC_S)
+                self._master_reply(reply)
                 if reply is not None and not reply.ok and isinstance(reply.error, RequestRefused):
                     self.nid = None         # the master does not know this session
                 if reply is not None and reply.ok and reply.value[0] == ClusterState.RUNNING:
@@ -103,7 +125,7 @@ class ClientActor:
         data, serial = read
         if kind == "counter":
             return {oid: (serial, b"%d" % (int(data or b"0") + 1))}
-        reply = yield Call("M", "new_oids", (self.nid, 1), RPC_S)
+        reply = yield Call(self.master, "new_oids", (self.nid, 1), RPC_S)
         if reply is None or not reply.ok:
             return None
         return {oid: (serial, data + tag), reply.value[0]: (Z64, b"A" + tag)}
@@ -147,11 +169,11 @@ class ClientActor:
     def _abort(self, ttid: bytes, targets) -> None:
         for n in targets:
             self.world.send(self.name, f"S{n}", "abort", (ttid,), 0)
-        self.world.send(self.name, "M", "abort", (self.nid, ttid, list(targets)), 0)
+        self.world.send(self.name, self.master, "abort", (self.nid, ttid, list(targets)), 0)
 
     def _finish(self, ttid, oids, voters, ptid, changes):
         writes = {oid: data for oid, (_, data) in changes.items()}
-        reply = yield Call("M", "finish", (self.nid, ttid, oids, voters, ptid), FINISH_S)
+        reply = yield Call(self.master, "finish", (self.nid, ttid, oids, voters, ptid), FINISH_S)
         if reply is not None and reply.ok:
             self.checker.acknowledged(ttid, reply.value, writes)
             return
@@ -161,7 +183,8 @@ class ClientActor:
         for _ in range(OUTCOME_ASKS_MAX):
             yield Sleep(0.25)
             yield from self._session()
-            reply = yield Call("M", "final_status", (self.nid, ttid), RPC_S)
+            reply = yield Call(self.master, "final_status", (self.nid, ttid), RPC_S)
+            self._master_reply(reply)
             if reply is None or not reply.ok:
                 if reply is not None and isinstance(reply.error, RequestRefused):
                     self.nid = None

@@ -78,7 +78,7 @@ def settle_unreported(m, nid: int) -> None:
     """Settle ``nid`` once at a time (``Master._settle_unreported``)."""
     if nid not in m.settling:
         m.settling.add(nid)
-        m.world.spawn("M", _settle_storage(m, nid))
+        m.world.spawn(m.name, _settle_storage(m, nid))
 
 
 def _settle_storage(m, nid: int):

@@ -14,23 +14,33 @@ new id).
 """
 from __future__ import annotations
 
+import copy
 import logging
 
 from master import flow as fl
 from master.cluster import (
     BROADCAST,
+    EPOCH_ROUND,
     TRY_START,
     ClusterCore,
     ClusterViews,
     DropChannel,
     Identity,
     Settle,
+    PRIMARY_NOW,
+    STANDBY_FIRST,
+    follows_state,
+    must_take_over,
+    newer_primary,
+    start_role,
+    take_over,
 )
 from master.commit import CommitCore, owner_of
 from master.core import IdAllocator, PartitionTable
 from master.flow import CommitFlow
 from master.replication import CatchUp
-from neoarray.errors import OutcomeUnknown, RequestRefused
+from master.standby import ACKED_KEYS
+from neoarray.errors import ClusterUnavailable, OutcomeUnknown, RequestRefused
 from neoarray.ids import Z64
 from neoarray.states import ClusterState, NodeType
 
@@ -43,6 +53,9 @@ FINISH_WAIT_S = 3.0
 PENDING_TIMEOUT_S = 30.0
 UNLOCKS_PER_BATCH_MAX = 64
 NODES_MAX = 10_000
+FOLLOW_WAIT_S = 1.0           # a FollowState long poll (``standby.FOLLOW_WAIT_MS``)
+FOLLOW_POLL_S = 0.1           # how often a held FollowState looks for a newer state
+PRIMARY, STANDBY = "primary", "standby"
 
 # the cores' log lines are left to the trace (their warnings would flood the output)
 logging.getLogger("neoarray.master").addHandler(logging.NullHandler())
@@ -72,25 +85,67 @@ class SimIds(IdAllocator):
 
 
 class MasterActor(ClusterViews):
-    name = "M"
     ids_class = SimIds          # a test may give a faulty one
 
-    def __init__(self, world, checker, partitions: int, replicas: int, storages: list[int]):
+    def __init__(self, world, checker, partitions: int, replicas: int, storages: list[int],
+                 name: str = "M", peers=()):
         self.world, self.checker = world, checker
+        self.name, self.peers = name, list(peers)      # peers: the other masters
         self.partitions = partitions
         self.storage_ids = sorted(storages)
-        pt = PartitionTable.create(partitions, replicas, self.storage_ids)
-        nodes = {str(n): [NodeType.STORAGE, storage_address(n), f"s{n}"] for n in self.storage_ids}
-        self.disk = {"next_node_id": max(storages) + 1, "oid_reserved": 0, "tid_reserved": Z64,
-                     "pt": pt.to_doc(), "nodes": nodes}
+        self.standby_of = name != "M"        # started with ``--standby-of`` (else ``--masters``)
+        self.asks_peers = False              # the first start of the first master is alone
+        self.disk = {}
+        if not self.standby_of:
+            pt = PartitionTable.create(partitions, replicas, self.storage_ids)
+            nodes = {str(n): [NodeType.STORAGE, storage_address(n), f"s{n}"] for n in self.storage_ids}
+            self.disk = {"cluster": "sim", "epoch": 1, "next_node_id": max(storages) + 1, "oid_reserved": 0,
+                         "tid_reserved": Z64, "pt": pt.to_doc(), "nodes": nodes}
         self.up, self.epoch = False, 0
+        self.role = self.stub_epoch = None
+        self.on_step_down = None
+        self.run, self.version, self.followers = "", 0, {}
+        self.following, self.held = None, ("", 0)
 
     def persist(self, **values) -> None:
         self.disk.update(values)
+        self.version += 1
+        if ACKED_KEYS & set(values):
+            self._wait_acked()
 
     def start(self) -> None:
+        """Start as ``master/__main__.py``'s ``serve``: a standby first when started
+        with ``--standby-of``, or when another master answers as primary; else (or once
+        it takes over) the primary."""
+        self.up = True
+        self.epoch += 1
+        self.role = self.stub_epoch = None
+        self.run, self.version = f"{self.name}.{self.epoch}", 0       # (``standby.RUN``)
+        self.followers: dict[str, list] = {}      # name -> [version acknowledged, last seen]
+        self.following, self.held = None, ("", 0)
+        if not self.peers:
+            self.become_primary()
+        else:
+            self.world.spawn(self.name, self.boot())
+
+    def boot(self):
+        found = self.asks_peers and not self.standby_of and (yield from self.find_primary(-1)) is not None
+        role = start_role(self.standby_of, self.asks_peers, found)
+        self.asks_peers = True          # (the first master's first start is alone)
+        if role == STANDBY_FIRST:
+            yield from self.follow()
+        if role != PRIMARY_NOW and self.disk.get("cluster") is not None:
+            values = take_over(self.disk.get("epoch", 0), self.disk.get("oid_reserved", 0),
+                               self.disk.get("tid_reserved", Z64), self.disk.get("next_node_id", 1),
+                               token=self.world.rng.randrange(1, EPOCH_ROUND))
+            self.disk.update(values)        # (``StandbyFollower.take_over``)
+            self.log(f"takes over with epoch {values['epoch']}")
+        self.become_primary()
+
+    def become_primary(self) -> None:
         """Start from the durable state (``Master._load_state``)."""
         d = self.disk
+        self.role, self.stub_epoch = PRIMARY, d.get("epoch", 1)
         first_node_id = d["next_node_id"]
         self.ids = self.ids_class(self.checker, self.persist, d["oid_reserved"], d["oid_reserved"],
                                   d["tid_reserved"], d["tid_reserved"])
@@ -104,16 +159,102 @@ class MasterActor(ClusterViews):
         self.clients: set[int] = set()      # sessions: clients whose event stream is open
         self.to_unlock: dict[int, list] = {}
         self.settling: set[int] = set()
-        self.up = True
-        self.epoch += 1
         self.world.spawn(self.name, self.main())
+        if self.peers:
+            self.world.spawn(self.name, self.watch_peers())
 
     def crash(self) -> None:
         self.up = False
         self.epoch += 1
 
+    def fenced(self, why: str) -> None:
+        """A storage refused this master's epoch (``Master.fenced``): it steps down."""
+        self.step_down(why)
+
+    def step_down(self, why: str) -> None:
+        """The process exits (status 3); its supervisor starts it again."""
+        self.log(f"steps down: {why}")
+        self.crash()
+        if self.on_step_down is not None:
+            self.on_step_down(self)
+
+    # -- standby masters (``master/standby.py``) ------------------------------------------
+    def find_primary(self, higher_than: int):
+        """The first peer answering as primary above ``higher_than`` (``find_primary``)."""
+        for peer in self.peers:
+            reply = yield Call(peer, "role", (), cluster.RPC_S)
+            if reply is not None and reply.ok and newer_primary(*reply.value, higher_than):
+                return peer
+        return None
+
+    def follow(self):
+        """``StandbyFollower.follow``: returns when it must take over."""
+        self.role = STANDBY
+        last_contact = self.world.now
+        while True:
+            if self.following is None:
+                self.following = yield from self.find_primary(self.disk.get("epoch", 0) - 1)
+            if self.following is not None:
+                reply = yield Call(self.following, "follow_state", (self.name, *self.held),
+                                   cluster.RPC_S + FOLLOW_WAIT_S)
+                if reply is not None and reply.ok and self.hold(*reply.value):
+                    last_contact = self.world.now
+                    continue
+                self.following = None
+            followed = self.disk.get("cluster") is not None
+            if must_take_over(followed, self.world.now - last_contact, cluster.NODE_TIMEOUT_S,
+                              self.world.rng.uniform(0, 0.5)):
+                if (yield from self.find_primary(self.disk.get("epoch", 0) - 1)) is None:
+                    return
+            yield Sleep(0.2)
+
+    def hold(self, run: str, version: int, doc: dict, epoch: int) -> bool:
+        """Keep a primary's state (``StandbyFollower._poll``); False from an older one."""
+        if not follows_state(epoch, self.disk.get("epoch", 0)):
+            return False
+        if (run, version) != self.held:
+            self.disk, self.held = copy.deepcopy(doc), (run, version)
+        return True
+
+    def follow_state(self, follower: str, run: str, version: int):
+        """``StatePublisher.FollowState``: the state once newer than ``version`` (a long
+        poll of at most ``FOLLOW_WAIT_S``)."""
+        seen = self.followers.setdefault(follower, [0, self.world.now])
+        seen[1] = self.world.now
+        if run == self.run:
+            seen[0] = max(seen[0], version)
+            deadline = self.world.now + FOLLOW_WAIT_S
+            while version >= self.version and self.world.now < deadline:
+                yield Sleep(FOLLOW_POLL_S)
+        return self.run, self.version, copy.deepcopy(self.disk), self.stub_epoch
+
+    def _wait_acked(self) -> None:
+        """``StatePublisher._wait_acked``, its wait taken as instantaneous: a follower
+        that is up, following this master (or looking for a primary: it finds this one
+        within ``ack_timeout_s``) and not cut off from it holds the new state
+        before the master goes on; any other is no longer waited for (as after
+        ``ack_timeout_s``)."""
+        for name, (acked, seen_s) in sorted(self.followers.items()):
+            peer = self.world.actors[name]
+            if self.world.now - seen_s > cluster.NODE_TIMEOUT_S or not (
+                    peer.up and peer.role == STANDBY and peer.following in (self.name, None)
+                    and not {name, self.name} & self.world.faults.isolated):
+                del self.followers[name]
+            elif acked < self.version and peer.hold(self.run, self.version, self.disk, self.stub_epoch):
+                self.followers[name][0] = self.version
+
+    def watch_peers(self):
+        """``standby.watch_peers``: a master answering as primary with a newer epoch took
+        over; this one steps down."""
+        while True:
+            yield Sleep(cluster.NODE_TIMEOUT_S)
+            newer = yield from self.find_primary(self.stub_epoch)
+            if newer is not None:
+                self.step_down(f"{newer} is primary with a newer epoch")
+                return
+
     def log(self, text: str) -> None:
-        self.world.log(f"M: {text}")
+        self.world.log(f"{self.name}: {text}")
 
     def table(self) -> str:
         return " ".join("".join(f"{n}{s}" for n, s in sorted(row.items())) for row in self.pt.rows)
@@ -157,15 +298,27 @@ class MasterActor(ClusterViews):
                 a.txn.done.set()
 
     # -- requests ------------------------------------------------------------------------
-    def handle(self, kind: str, payload: tuple, src: str):
+    def handle(self, kind: str, payload: tuple, src: str, epoch: int | None = None):
+        if self.role is None:
+            raise ClusterUnavailable(f"{self.name} is starting: nothing listens yet")
+        if kind == "role":
+            return self.role == PRIMARY, self.disk.get("epoch", 0)
+        if self.role != PRIMARY:
+            raise ClusterUnavailable(f"{self.name} is a standby: the primary is at {self.following}")
+        if kind == "follow_state":
+            return self.follow_state(*payload)
         if kind == "heartbeat":         # (``MasterServicer.Heartbeat``)
             nid, pending, done = payload
             if not self.cluster_core.heartbeat(nid, self.world.now):
                 raise RequestRefused(f"S{nid} is not running for this master: identify again")
             tasks = cluster.replication_report(self, nid, done)
-            return cluster.pending_verdicts(self, nid, pending), tasks
+            # the epoch: not in the real reply; the checker's, to see whose verdicts are obeyed
+            return cluster.pending_verdicts(self, nid, pending), tasks, self.stub_epoch
         if kind == "identify":
             return self.identify(*payload)
+        if kind == "unsubscribe":       # a client cancelled its event stream
+            self.session_ended(payload[0])
+            return None
         client = payload[0]
         if client not in self.clients:
             raise RequestRefused(f"C{client} has no session with this master: identify again")

@@ -2,6 +2,7 @@
 checked; and the search for the shortest failing prefix of a failing schedule."""
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 from neoarray.ids import p64
@@ -9,7 +10,7 @@ from neoarray.states import CellState, ClusterState
 
 from .checker import Checker
 from .client import ClientActor
-from .master import MasterActor
+from .master import PRIMARY, MasterActor
 from .storage import StorageActor
 from .world import Faults, World
 
@@ -17,6 +18,8 @@ FAULTS_END_S = 12.0           # no fault starts later
 END_S = 60.0                  # the schedule fails if the cluster has not settled by then
 WATCH_S = 0.25
 COUNTERS = 3
+STANDBYS_WEIGHTS = (0.6, 0.25, 0.15)    # schedules with 0, 1, 2 standby masters
+STANDBYS_KEY = "standby masters 11:"
 
 
 @dataclass
@@ -59,15 +62,28 @@ class Schedule:
         self.counters = [p64(i) for i in range(1, COUNTERS + 1)]
         self.log_oid = p64(COUNTERS + 1)
         sids = list(range(1, n_storages + 1))
-        self.master = parts.master(w, self.checker, partitions, replicas, sids)
+        # drawn apart, so that the schedules without standbys are those of before (the
+        # key: the first for which the regression seeds 205, 829, 3436, 16986, 20832 keep none)
+        standbys = random.Random(f"{STANDBYS_KEY}{seed}").choices(range(3), STANDBYS_WEIGHTS)[0]
+        names = ["M", *(f"M{i}" for i in range(1, standbys + 1))]
+        self.masters = [parts.master(w, self.checker, partitions, replicas, sids, name=name,
+                                     peers=[n for n in names if n != name]) for name in names]
+        self.master = self.masters[0]
         self.master.disk["oid_reserved"] = COUNTERS + 1
         self.storages = {n: parts.storage(w, n, partitions, store, bytes_max) for n in sids}
         self.clients = [parts.client(w, i, self.checker, partitions, self.counters, self.log_oid,
                                      rng.randint(3, 12)) for i in range(1, rng.randint(1, 3) + 1)]
-        for actor in [self.master, *self.storages.values(), *self.clients]:
+        for actor in [*self.masters, *self.storages.values(), *self.clients]:
             w.actors[actor.name] = actor
+        for actor in [*self.storages.values(), *self.clients]:
+            actor.masters = list(names)
+        for s in self.storages.values():
+            s.checker = self.checker
+        for m in self.masters:
+            m.on_step_down = lambda m: w.at(1.0, self.restart, m)     # (a supervisor)
         self.shape = (f"{n_storages} storage(s), replicas {replicas}, {partitions} partition(s), "
-                      f"{len(self.clients)} client(s), {store}{', full disk' if full else ''}")
+                      f"{len(self.clients)} client(s), {store}{', full disk' if full else ''}"
+                      f"{f', {standbys} standby master(s)' if standbys else ''}")
         self.faulting = True
 
     def log(self, text: str) -> None:
@@ -87,17 +103,26 @@ class Schedule:
     def _draw_fault(self):
         rng = self.world.rng
         when = rng.random() * FAULTS_END_S
-        kind = rng.choice(["storage", "storage", "master", "network", "network", "client", "isolate"])
+        kinds = ["storage", "storage", "master", "network", "network", "client", "isolate"]
+        if len(self.masters) > 1:
+            kinds += ["master", "standby", "isolate primary"]
+        kind = rng.choice(kinds)
         down_s = 0.2 + rng.random() * 3.0
         if kind == "storage":
             return when, self.crash, (self.storages[rng.choice(sorted(self.storages))], down_s)
-        if kind == "master":
+        if kind == "master" and len(self.masters) == 1:
             return when, self.crash, (self.master, down_s)
+        if kind == "master":
+            return when, self.crash_primary, (down_s + rng.random() * 3.0,)
+        if kind == "standby":
+            return when, self.crash, (rng.choice(self.masters[1:]), down_s)
         if kind == "client":
             return when, self.crash, (rng.choice(self.clients), down_s)
         if kind == "isolate":
-            name = rng.choice(sorted(["M", *(f"S{n}" for n in self.storages)]))
+            name = rng.choice(sorted([m.name for m in self.masters] + [f"S{n}" for n in self.storages]))
             return when, self.network, (Faults(isolated=frozenset({name})), down_s)
+        if kind == "isolate primary":
+            return when, self.isolate_primary, (1.0 + rng.random() * 5.0,)
         faults = Faults(drop=rng.random() * 0.3, duplicate=rng.random() * 0.3, delay_s_max=rng.random() * 0.5)
         return when, self.network, (faults, down_s)
 
@@ -106,14 +131,27 @@ class Schedule:
             return
         self.log(f"crash {actor.name}")
         session = getattr(actor, "nid", None) if actor in self.clients else None
+        master = self.world.actors[actor.master] if actor in self.clients else None
         actor.crash()
-        if session is not None and self.master.up:      # its event stream closes
-            self.world.at(0.01, self.session_closed, session)
+        if session is not None and master.up:      # its event stream closes
+            self.world.at(0.01, self.session_closed, session, master)
         self.world.at(down_s, self.restart, actor)
 
-    def session_closed(self, nid: int) -> None:
-        if self.master.up:
-            self.master.session_ended(nid)
+    def session_closed(self, nid: int, master) -> None:
+        if master.up and master.role == PRIMARY:
+            master.session_ended(nid)
+
+    def primary(self):
+        """The master the cluster obeys: the primary of the newest epoch that is up
+        (the first master when none is)."""
+        up = [m for m in self.masters if m.up and m.role == PRIMARY]
+        return max(up, key=lambda m: m.stub_epoch) if up else self.master
+
+    def crash_primary(self, down_s: float) -> None:
+        self.crash(self.primary(), down_s)
+
+    def isolate_primary(self, lasting_s: float) -> None:
+        self.network(Faults(isolated=frozenset({self.primary().name})), lasting_s)
 
     def restart(self, actor) -> None:
         if not actor.up:
@@ -139,17 +177,17 @@ class Schedule:
         self.faulting = False
         self.log("faults stop")
         self.world.faults = Faults()
-        for actor in [self.master, *self.storages.values(), *self.clients]:
+        for actor in [*self.masters, *self.storages.values(), *self.clients]:
             self.restart(actor)
 
     # -- the run ------------------------------------------------------------------------------
     def watch(self) -> None:
-        self.checker.readable_copies_hold(self.master, self.storages)
+        self.checker.readable_copies_hold(self.primary(), self.storages)
         self.world.at(WATCH_S, self.watch)
 
     def settled(self) -> bool:
-        m = self.master
-        return (not self.faulting and all(c.finished for c in self.clients) and m.up
+        m = self.primary()
+        return (not self.faulting and all(c.finished for c in self.clients) and m.up and m.role == PRIMARY
                 and m.cluster_state == ClusterState.RUNNING and not m.commits.queue
                 and all(s.up for s in self.storages.values())
                 and all(st == CellState.UP_TO_DATE for row in m.pt.rows for st in row.values()))
@@ -157,7 +195,7 @@ class Schedule:
     def run(self) -> Result:
         w = self.world
         try:
-            for actor in [self.master, *self.storages.values(), *self.clients]:
+            for actor in [*self.masters, *self.storages.values(), *self.clients]:
                 actor.start()
             self.plan_faults()
             w.at(WATCH_S, self.watch)
@@ -167,7 +205,7 @@ class Schedule:
                     self.stop_faults()
                 if not w.step():
                     break
-            self.checker.final(self.master, self.storages, self.counters, self.log_oid)
+            self.checker.final(self.primary(), self.storages, self.counters, self.log_oid)
             for failure in w.failures[:5]:
                 self.checker.violation(f"unexpected exception: {failure}")
         except Exception as exc:    # noqa: BLE001 - a failure of the code under test is a violation

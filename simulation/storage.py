@@ -17,21 +17,23 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from types import SimpleNamespace
 
 from neoarray.errors import NeoError, RequestRefused
 from neoarray.ids import Z64
 from neoarray.kv import LMDBStore, MemoryStore
 from storage_node import replication as rep
 from storage_node.backend import Backend
+from storage_node.fencing import EpochFence
 from storage_node.manager import TransactionManager
+from storage_node.replica import KeysQuery, RecordsQuery
 
-from .world import Call, Sleep
+from .world import Call, Sleep, StaleEpoch
 
 HEARTBEAT_S = 0.5
 KEYS_MAX = 16
 REPLY_BYTES_MAX = 1 << 16
 RPC_S = 1.0
+FENCED = frozenset({"lock", "unlock", "abort", "abort_node", "recovery_info"})   # (storage_node/service.py)
 
 
 class DurableMemoryStore(MemoryStore):
@@ -70,6 +72,9 @@ class StorageActor:
         self.kv = self.backend = self.tm = None
         self.done: dict[int, bytes] = {}      # partition -> tid copied up to (in memory)
         self.tasks: list = []
+        self.masters = ["M"]                  # the master address list (primary and standbys)
+        self.master = "M"                     # the one in use
+        self.checker = None                   # told the orders obeyed and the epochs seen
 
     def start(self) -> None:
         if self.store_kind == "lmdb":
@@ -80,6 +85,7 @@ class StorageActor:
         if self.backend.get_config("partitions") is None:
             self.backend.set_config(partitions=self.partitions)
         self.tm = TransactionManager(self.backend, clock=lambda: self.world.now)
+        self.fence = EpochFence(self.backend)
         self.done, self.tasks = {}, []
         self.up = True
         self.epoch += 1
@@ -95,7 +101,7 @@ class StorageActor:
             self.kv.close()
         else:
             self.durable = self.kv.durable
-        self.kv = self.backend = self.tm = None
+        self.kv = self.backend = self.tm = self.fence = None
 
     def close(self) -> None:
         if self.up and self.store_kind == "lmdb":
@@ -105,7 +111,12 @@ class StorageActor:
             shutil.rmtree(self.path, ignore_errors=True)
 
     # -- requests -----------------------------------------------------------------------
-    def handle(self, kind: str, payload: tuple, src: str):
+    def handle(self, kind: str, payload: tuple, src: str, epoch: int | None = None):
+        if epoch is not None and kind in FENCED:     # a master's order (``EpochFence.check``)
+            refusal = self.fence.admit(epoch)
+            self._obeyed(src, epoch, refusal is None)
+            if refusal is not None:
+                raise StaleEpoch(refusal)
         tm = self.tm
         if kind == "store":
             ttid, node, records = payload
@@ -128,35 +139,50 @@ class StorageActor:
             return last_tid, last_oid, self.backend.locked(), sorted(self.backend.voted())
         if kind == "replica_keys":
             p, table, min_tid, max_tid, after = payload
-            req = SimpleNamespace(partition=p, table=table, min_tid=min_tid, max_tid=max_tid, after=after,
-                                  keys_max=KEYS_MAX)
-            reply = rep.replica_keys(self.backend, req, KEYS_MAX)
+            reply = rep.replica_keys(self.backend, KeysQuery(p, table, max_tid, min_tid, after, KEYS_MAX), KEYS_MAX)
             return list(reply.keys), reply.next_after
         if kind == "replica_records":
             p, table, keys = payload
-            req = SimpleNamespace(partition=p, table=table, keys=keys, bytes_max=REPLY_BYTES_MAX)
-            return rep.replica_records(self.backend, req, KEYS_MAX, REPLY_BYTES_MAX)
+            return rep.replica_records(self.backend, RecordsQuery(p, table, keys, REPLY_BYTES_MAX), KEYS_MAX,
+                                       REPLY_BYTES_MAX)
         raise RequestRefused(f"unknown request {kind!r}")
+
+    def _obeyed(self, master: str, epoch: int, admitted: bool) -> None:
+        if self.checker is not None:
+            self.checker.order(self.name, master, epoch, self.fence.highest, admitted)
+
+    def _next_master(self) -> bool:
+        """Switch to the next address of the master list (``StorageNode._next_master``);
+        False with one address, or back at the first (wait a heartbeat interval)."""
+        if len(self.masters) < 2:
+            return False
+        self.master = self.masters[(self.masters.index(self.master) + 1) % len(self.masters)]
+        return self.master != self.masters[0]
 
     # -- the node's own process -----------------------------------------------------------
     def main(self):
-        master = "M"
         while True:
             last_tid, last_oid = self.backend.last_ids()
-            reply = yield Call(master, "identify", ("storage", self.nid, last_tid, last_oid), RPC_S)
+            reply = yield Call(self.master, "identify", ("storage", self.nid, last_tid, last_oid), RPC_S)
             if reply is None or not reply.ok:
+                if not (reply is not None and isinstance(reply.error, RequestRefused)) and self._next_master():
+                    continue                # try the whole list before waiting
                 yield Sleep(HEARTBEAT_S)
                 continue
             while True:
                 yield Sleep(HEARTBEAT_S)
                 pending = self.tm.pending(0.0, 64)
                 done = sorted(self.done.items())
-                reply = yield Call(master, "heartbeat", (self.nid, pending, done), RPC_S)
-                if reply is None:
+                reply = yield Call(self.master, "heartbeat", (self.nid, pending, done), RPC_S)
+                if reply is None and len(self.masters) < 2:
                     continue
-                if not reply.ok:
+                if reply is None or not reply.ok:
+                    if reply is None or not isinstance(reply.error, RequestRefused):
+                        self._next_master()     # not answering as primary: the next address
                     break                   # the master does not know us (restarted, or lost us)
-                verdicts, tasks = reply.value
+                verdicts, tasks, epoch = reply.value
+                if verdicts:
+                    self._obeyed(self.master, epoch, True)
                 for ttid, tid in verdicts:
                     try:
                         self.tm.lock(ttid, tid) if tid else self.tm.abort(ttid)

@@ -17,7 +17,9 @@ the reply's ``error``, as a refusal on the wire.  A crashed actor's processes en
 Faults of the network (``Faults``): each message may be dropped, delayed (which
 reorders it with the others) or, for the kinds that ``IDEMPOTENT`` names (a retry
 at the wire), delivered twice; an actor may be isolated (every message to or from
-it lost) for a while.  At most ``MESSAGES_MAX`` messages are in flight;
+it lost) for a while.  A master's requests carry its epoch (``stub_epoch``), given to
+the receiver's ``handle`` as a fourth argument; a ``StaleEpoch`` refusal calls the
+master's ``fenced`` (it steps down).  At most ``MESSAGES_MAX`` messages are in flight;
 beyond, a message is dropped.
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ import random
 import zlib
 from dataclasses import dataclass, field
 
-from neoarray.errors import NeoError
+from neoarray.errors import NeoError, RequestRefused
 from neoarray.records import NoObject, NoRevision
 
 MESSAGES_MAX = 2_000          # messages in flight at once (the network's bound)
@@ -35,6 +37,11 @@ DELAY_S = 0.001               # the delay of a message without faults
 EXPECTED = (NeoError, NoObject, NoRevision)
 IDEMPOTENT = frozenset({"lock", "abort", "unlock", "final_status", "load", "heartbeat", "view",
                         "recovery_info", "replica_keys", "replica_records", "abort_node"})
+
+
+class StaleEpoch(RequestRefused):
+    """A storage node refused a master's order of an older epoch (the FAILED_PRECONDITION
+    of ``storage_node/fencing.py``)."""
 
 
 @dataclass(frozen=True)
@@ -186,17 +193,23 @@ class World:
             copies = 0
         elif f.duplicate and kind in IDEMPOTENT and self.rng.random() < f.duplicate:
             copies = 2
+        # a master's request carries its epoch (``master/fencing.py``'s ``EpochStub``)
+        epoch = getattr(self.actors.get(src), "stub_epoch", None) if reply is None else None
         for _ in range(copies):
             if self.in_flight >= MESSAGES_MAX:
                 self.dropped += 1
                 continue
             self.in_flight += 1
             delay = DELAY_S + (self.rng.random() * f.delay_s_max if f.delay_s_max else 0.0)
-            self.at(delay, self._deliver, src, dst, kind, payload, cid, reply)
+            self.at(delay, self._deliver, src, dst, kind, payload, cid, reply, epoch)
 
-    def _deliver(self, src, dst, kind, payload, cid, reply) -> None:
+    def _deliver(self, src, dst, kind, payload, cid, reply, epoch=None) -> None:
         self.in_flight -= 1
         if reply is not None:
+            if isinstance(reply.error, StaleEpoch):     # ``EpochStub``: a refused master steps down
+                actor = self.actors.get(dst)
+                if actor is not None and actor.up:
+                    actor.fenced(str(reply.error))
             proc = self.calls.get(cid)
             if proc is None or proc.owner != dst or cid not in proc.waiting:
                 return
@@ -210,7 +223,7 @@ class World:
         if actor is None or not actor.up:
             return
         try:
-            answer = actor.handle(kind, payload, src)
+            answer = actor.handle(kind, payload, src, epoch) if epoch is not None else actor.handle(kind, payload, src)
         except Exception as exc:     # noqa: BLE001 - a refusal travels back as the reply
             self._check_expected(exc, f"{dst} handling {kind}")
             self.send(dst, src, kind, (), cid, Reply(error=exc))

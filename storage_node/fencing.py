@@ -28,12 +28,18 @@ class EpochFence:
             return
         if not raw.isdigit():
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{EPOCH_KEY} {raw!r} is not a number")
-        epoch = int(raw)
+        refusal = self.admit(int(raw))
+        if refusal is not None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, refusal)
+
+    def admit(self, epoch: int) -> str | None:
+        """None when a master of ``epoch`` may go on (a higher epoch is remembered
+        durably first), else the refusal's message (a newer master took over)."""
         with self.lock:
             if epoch < self.highest:
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"{STALE_EPOCH_PREFIX} {epoch}: this storage node follows a master of "
-                              f"epoch {self.highest}, a newer master took over")
+                return (f"{STALE_EPOCH_PREFIX} {epoch}: this storage node follows a master of "
+                        f"epoch {self.highest}, a newer master took over")
             if epoch > self.highest:
                 self.backend.set_config(master_epoch=epoch)
                 self.highest = epoch
+        return None

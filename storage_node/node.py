@@ -48,6 +48,7 @@ class Limits:
     # replication are refused with StorageFull before they would use it
     space_reserve_bytes: int = 64 << 20
     heartbeat_interval_s: float = 1.0
+    identify_retry_first_s: float = 0.05       # doubled up to heartbeat_interval_s while not identified
     # transactions held (stored or voted) this long are reported in heartbeats, at
     # most this many at once: the master answers which are dead (master/commit.py)
     pending_report_age_s: float = 5.0
@@ -216,11 +217,13 @@ class StorageNode:
         lim = self.limits
         identified = False
         unheard = None                  # the last reason the master could not be reached
+        wait_s = lim.identify_retry_first_s     # until identified: a master starting beside us is up soon
         while not self.stopped.is_set():
             try:
                 if not identified:
                     self._identify(stub)
                     identified = True
+                    wait_s = lim.heartbeat_interval_s
                 pending = self.manager.pending(lim.pending_report_age_s, lim.pending_reports_max)
                 reply = calls.heartbeat(stub, self.node_id, self.replicator.reports(), pending, lim.rpc_timeout_s)
                 self._carry_out(reply.verdicts)
@@ -239,6 +242,7 @@ class StorageNode:
             except NeoError as exc:
                 if identified:
                     log.warning("lost the master at %s (%s): identifying again", self.master_address, exc)
+                    wait_s = lim.identify_retry_first_s
                 elif str(exc) != unheard:       # e.g. a TLS handshake refused: say it once
                     log.warning("cannot identify to the master at %s: %s", self.master_address, exc)
                 unheard = str(exc)
@@ -248,8 +252,10 @@ class StorageNode:
                     continue        # try the whole list before waiting a heartbeat interval
             except Exception as exc:  # POSKeyError from NOT_FOUND: the master forgot us
                 log.warning("master link: %s", exc)
-                identified = False
-            self.stopped.wait(self.limits.heartbeat_interval_s)
+                identified, wait_s = False, lim.identify_retry_first_s
+            self.stopped.wait(wait_s)
+            if not identified:
+                wait_s = min(wait_s * 2, lim.heartbeat_interval_s)
 
     def _carry_out(self, verdicts) -> None:
         """The master's verdicts on transactions this node reported: abort a dead one,

@@ -33,6 +33,7 @@ and when none answers it backs off (``replication_retry_delay_s``, doubling up t
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -42,23 +43,28 @@ import msgpack
 from neoarray import wire
 from neoarray.errors import ChecksumError, NeoError, RequestRefused, StorageFull
 from neoarray.ids import Z64, p64, u64
-from neoarray.proto import storage_pb2 as pb
-from neoarray.proto import storage_pb2_grpc as srpc
 from neoarray.records import (
     PARTITION,
     RECORD_HEAD,
-    BlobRef,
-    TransactionInfo,
     checksum,
     pack_meta,
     unpack_meta,
 )
 
+from . import calls
+from .replica import (
+    OBJECTS,
+    TRANSACTIONS,
+    KeysBatch,
+    KeysQuery,
+    RecordsBatch,
+    RecordsQuery,
+    ReplicaObject,
+)
 from .space import store_need
 
 log = logging.getLogger("neoarray.storage.replication")
 
-TRANSACTIONS, OBJECTS = pb.REPLICA_TRANSACTIONS, pb.REPLICA_OBJECTS
 _KEY_BYTES = {TRANSACTIONS: 8, OBJECTS: 16}
 _SCANNED_PER_LISTED = 16      # keys scanned per key listed, at most (a reply never stalls)
 
@@ -83,7 +89,7 @@ def _tid_arg(value: bytes, name: str, default: bytes | None = None) -> bytes:
     return value
 
 
-def replica_keys(backend, req, keys_max_limit: int) -> pb.ReplicaKeysReply:
+def replica_keys(backend, req: KeysQuery, keys_max_limit: int) -> KeysBatch:
     """Keys of ``req.table`` in ``req.partition`` with min_tid < tid <= max_tid, after
     ``req.after``: at most ``keys_max`` listed and ``_SCANNED_PER_LISTED`` times as many
     scanned, then a cursor."""
@@ -101,7 +107,7 @@ def replica_keys(backend, req, keys_max_limit: int) -> pb.ReplicaKeysReply:
 def _transaction_keys(backend, pk, min_tid, max_tid, after, keys_max):
     lowest = max(min_tid, after or Z64)
     if lowest == b"\xff" * 8:
-        return pb.ReplicaKeysReply()        # nothing can come after the largest tid
+        return KeysBatch([])                # nothing can come after the largest tid
     start = pk + p64(u64(lowest) + 1)
     stop = pk + p64(u64(max_tid) + 1) if max_tid != b"\xff" * 8 else pk + b"\xff" * 9
     keys = []
@@ -109,8 +115,8 @@ def _transaction_keys(backend, pk, min_tid, max_tid, after, keys_max):
         for key in txn.keys("trans", start, stop):
             keys.append(key[4:])
             if len(keys) >= keys_max:
-                return pb.ReplicaKeysReply(keys=keys, next_after=keys[-1])
-    return pb.ReplicaKeysReply(keys=keys)
+                return KeysBatch(keys, keys[-1])
+    return KeysBatch(keys)
 
 
 def _object_keys(backend, pk, min_tid, max_tid, after, keys_max):
@@ -122,11 +128,11 @@ def _object_keys(backend, pk, min_tid, max_tid, after, keys_max):
             if min_tid < key[12:] <= max_tid:
                 keys.append(key[4:])
             if len(keys) >= keys_max or scanned >= keys_max * _SCANNED_PER_LISTED:
-                return pb.ReplicaKeysReply(keys=keys, next_after=key[4:])
-    return pb.ReplicaKeysReply(keys=keys)
+                return KeysBatch(keys, key[4:])
+    return KeysBatch(keys)
 
 
-def replica_records(backend, req, keys_max_limit: int, bytes_max_limit: int) -> pb.ReplicaRecordsReply:
+def replica_records(backend, req: RecordsQuery, keys_max_limit: int, bytes_max_limit: int) -> RecordsBatch:
     """The records of ``req.keys`` in order, until ``bytes_max`` of data is reached
     (at least one record); checksums verified (``ChecksumError`` otherwise)."""
     pk = _check_request(backend, req.partition, req.table)
@@ -138,7 +144,7 @@ def replica_records(backend, req, keys_max_limit: int, bytes_max_limit: int) -> 
     if bad:
         raise RequestRefused(f"replica key must be {size} bytes, not {len(bad[0])}")
     bytes_max = min(req.bytes_max or bytes_max_limit, bytes_max_limit)
-    reply, sent = pb.ReplicaRecordsReply(), 0
+    reply, sent = RecordsBatch(), 0
     with backend.kv.read() as txn:
         for key in req.keys:
             if reply.keys_done and sent >= bytes_max:
@@ -155,9 +161,7 @@ def _add_transaction(txn, pk, tid, reply) -> int:
     raw = txn.get("trans", pk + tid)
     if raw is None:
         return 0
-    t = unpack_meta(tid, raw)
-    reply.transactions.add(tid=tid, user_raw=t.user, description=t.description, extension=t.extension,
-                           oids=t.oids, packed=t.packed, ttid=t.ttid)
+    reply.transactions.append(unpack_meta(tid, raw))
     return len(raw)
 
 
@@ -169,11 +173,8 @@ def _add_object(backend, txn, pk, key, reply) -> int:
     if value is None:
         return 0
     rec = backend._decode(txn, oid, tid, None, value)      # verifies the checksum
-    blob = rec.blob
-    reply.objects.add(oid=oid, tid=tid, deleted=rec.data is None, data=rec.data or b"",
-                      checksum=rec.checksum, data_tid=rec.data_tid or b"",
-                      blob_tid=blob.key_tid if blob else b"", blob_chunks=blob.chunks if blob else 0,
-                      blob_bytes=blob.nbytes if blob else 0)
+    reply.objects.append(ReplicaObject(oid, tid, rec.data, rec.checksum, rec.data_tid or None,
+                                       rec.blob if rec.data is not None else None))
     return len(rec.data or b"")
 
 
@@ -186,8 +187,8 @@ def missing_keys(backend, partition: int, table: int, keys) -> list[bytes]:
         return [k for k in keys if txn.get(db, pk + k) is None]
 
 
-def apply_records(backend, partition: int, reply, progress: dict | None) -> int:
-    """Write the records of a ``ReplicaRecordsReply`` absent here, and ``progress``, in
+def apply_records(backend, partition: int, reply: RecordsBatch, progress: dict | None) -> int:
+    """Write the records of a :class:`RecordsBatch` absent here, and ``progress``, in
     one LMDB write transaction, then fsync.  Returns the records written.
 
     Every record is checked first (partition, checksum): ``ChecksumError`` or
@@ -200,15 +201,16 @@ def apply_records(backend, partition: int, reply, progress: dict | None) -> int:
     for o in reply.objects:
         if len(o.oid) != 8 or len(o.tid) != 8 or backend.partition(o.oid) != partition:
             raise RequestRefused(f"replicated record of oid 0x{o.oid.hex()} is not of partition {partition}")
-        if not o.deleted and checksum(o.data) != o.checksum:
+        if o.data is not None and checksum(o.data) != o.checksum:
             raise ChecksumError(f"replicated record of oid 0x{o.oid.hex()} at tid 0x{o.tid.hex()} "
                                 f"fails its checksum (corrupted in transit)")
-        if o.blob_tid and len(o.blob_tid) != 8:
-            raise RequestRefused(f"replicated record of oid 0x{o.oid.hex()}: blob tid of {len(o.blob_tid)} bytes")
+        if o.blob is not None and len(o.blob.key_tid) != 8:
+            raise RequestRefused(f"replicated record of oid 0x{o.oid.hex()}: blob tid of "
+                                 f"{len(o.blob.key_tid)} bytes")
     for t in reply.transactions:
         if len(t.tid) != 8 or backend.partition(t.tid) != partition:
             raise RequestRefused(f"replicated transaction 0x{t.tid.hex()} is not of partition {partition}")
-    nbytes = sum(len(o.data) for o in reply.objects) + sum(t.ByteSize() for t in reply.transactions)
+    nbytes = reply.data_bytes()
     records = len(reply.objects) + len(reply.transactions)
     backend.space.check_write(store_need(nbytes, records),
                               f"catch-up of partition {partition} ({records} records, {nbytes} bytes)")
@@ -216,13 +218,10 @@ def apply_records(backend, partition: int, reply, progress: dict | None) -> int:
     with backend.kv.write() as txn:
         for t in reply.transactions:
             if txn.get("trans", pk + t.tid) is None:
-                meta = TransactionInfo(t.tid, t.user_raw, t.description, t.extension, list(t.oids),
-                                       t.ttid, t.packed)
-                txn.put("trans", pk + t.tid, msgpack.packb(pack_meta(meta)))
+                txn.put("trans", pk + t.tid, msgpack.packb(pack_meta(t)))
                 written, last = written + 1, max(last, t.tid)
         for o in reply.objects:
-            blob = _blob_of(o)
-            if blob is not None and not backend.blob_complete(txn, o.oid, blob):
+            if o.blob is not None and not backend.blob_complete(txn, o.oid, o.blob):
                 raise RequestRefused(f"replicated record of oid 0x{o.oid.hex()} at tid 0x{o.tid.hex()}: "
                                      f"its blob chunks were not copied first")
             if txn.get("obj", pk + o.oid + o.tid) is None:
@@ -237,36 +236,32 @@ def apply_records(backend, partition: int, reply, progress: dict | None) -> int:
     return written
 
 
-def _blob_of(o) -> BlobRef | None:
-    return BlobRef(o.blob_tid, o.blob_chunks, o.blob_bytes) if o.blob_tid and not o.deleted else None
-
-
-def copy_blob_chunks(backend, call, o, write_mutex) -> int:
+def copy_blob_chunks(backend, load_chunk, o: ReplicaObject, write_mutex) -> int:
     """Copy the chunks of the blob of the replicated record ``o`` that this node lacks,
-    one chunk at a time (``call(method, request)`` asks the sources); returns the bytes
+    one chunk at a time (``load_chunk(oid, serial, index)`` asks the sources: a
+    ``calls.BlobChunk``, None when the source has no such chunk); returns the bytes
     received.  Chunks written before a crash are kept: a replay rewrites the same keys."""
-    blob, received = _blob_of(o), 0
+    blob, received = o.blob, 0
     if blob is None:
         return 0
     with backend.kv.read() as txn:
         if backend.blob_complete(txn, o.oid, blob):
             return 0
     for index in range(blob.chunks):
-        reply = call("LoadBlobChunk", pb.LoadBlobChunkRequest(oid=o.oid, serial=o.tid, index=index))
-        if reply.status != pb.FOUND or reply.blob_tid != blob.key_tid:
+        chunk = load_chunk(o.oid, o.tid, index)
+        if chunk is None or chunk.blob_tid != blob.key_tid:
             raise ChecksumError(f"blob chunk {index} of oid 0x{o.oid.hex()} at tid 0x{o.tid.hex()} is not "
-                                f"on the source (status {reply.status})")
-        if checksum(reply.data) != reply.checksum:
+                                f"on the source")
+        if checksum(chunk.data) != chunk.checksum:
             raise ChecksumError(f"blob chunk {index} of oid 0x{o.oid.hex()} fails its checksum (in transit)")
         with write_mutex:
-            backend.put_blob_chunk(o.oid, blob.key_tid, index, reply.checksum, reply.data)
-        received += len(reply.data)
+            backend.put_blob_chunk(o.oid, blob.key_tid, index, chunk.checksum, chunk.data)
+        received += len(chunk.data)
     return received
 
 
-def _put_object(backend, txn, pk, o, next_ids) -> None:
-    flags, body = backend.record_body(txn, o.oid, None if o.deleted else o.data,
-                                      o.data_tid or None, next_ids, _blob_of(o))
+def _put_object(backend, txn, pk, o: ReplicaObject, next_ids) -> None:
+    flags, body = backend.record_body(txn, o.oid, o.data, o.data_tid, next_ids, o.blob)
     txn.put("obj", pk + o.oid + o.tid, RECORD_HEAD.pack(flags, o.checksum) + body)
 
 
@@ -458,9 +453,9 @@ class Replicator:
         while st["table"] is not None:
             if self._current(p) is None or self.stopped.is_set():
                 return
-            keys = self._call(p, "ReplicaKeys", pb.ReplicaKeysRequest(
-                partition=p, table=st["table"], min_tid=st["done"], max_tid=st["pass_until"],
-                after=st["after"], keys_max=self.limits.replication_batch_records_max))
+            query = KeysQuery(p, st["table"], st["pass_until"], st["done"], st["after"],
+                              self.limits.replication_batch_records_max)
+            keys = self._ask(p, calls.replica_keys, query)
             records, size = self._fetch(p, st["table"], missing_keys(self.backend, p, st["table"], keys.keys))
             copied, nbytes = copied + records, nbytes + size
             if keys.next_after:
@@ -480,13 +475,13 @@ class Replicator:
         """Copy the records of ``keys``; returns (records written, bytes received)."""
         copied = received = 0
         while keys:
-            reply = self._call(p, "ReplicaRecords", pb.ReplicaRecordsRequest(
-                partition=p, table=table, keys=keys, bytes_max=self.limits.replication_batch_bytes_max))
+            query = RecordsQuery(p, table, keys, self.limits.replication_batch_bytes_max)
+            reply = self._ask(p, calls.replica_records, query, check=self._verify)
             if not reply.keys_done:
                 raise SourcesUnavailable(f"partition {p}: a source answered no key")
             for o in reply.objects:     # a blob's chunks before its record, one by one
-                blob_bytes = copy_blob_chunks(self.backend, lambda m, r: self._call(p, m, r), o,
-                                              self.node.manager.write_mutex)
+                blob_bytes = copy_blob_chunks(self.backend, functools.partial(self._ask, p, calls.load_blob_chunk),
+                                              o, self.node.manager.write_mutex)
                 self.bytes_copied += blob_bytes
                 self.pacer.spend(blob_bytes)
             with self.node.manager.write_mutex:
@@ -494,7 +489,7 @@ class Replicator:
                     raise PartitionLeft(f"partition {p} is no longer held here: catch-up stopped")
                 written = apply_records(self.backend, p, reply, None)
             copied += written
-            nbytes = reply.ByteSize()
+            nbytes = reply.data_bytes()
             self.records_copied += written
             self.bytes_copied += nbytes
             received += nbytes
@@ -502,21 +497,26 @@ class Replicator:
             keys = keys[reply.keys_done:]
         return copied, received
 
-    def _call(self, p: int, method: str, request):
-        """Ask the sources of ``p``'s task in turn; ``SourcesUnavailable`` if none answers."""
+    @staticmethod
+    def _verify(batch: RecordsBatch) -> None:
+        """``ChecksumError`` when a record's data does not match its checksum."""
+        for o in batch.objects:
+            if o.data is not None and checksum(o.data) != o.checksum:
+                raise ChecksumError(f"record of oid 0x{o.oid.hex()} at tid 0x{o.tid.hex()} fails its checksum")
+
+    def _ask(self, p: int, call, *args, check=None):
+        """``call(stub, *args, timeout_s)`` (a function of ``calls``) of the sources of
+        ``p``'s task in turn, until one answers and its answer passes ``check`` (a bad
+        copy: the next one is asked); ``SourcesUnavailable`` if none does."""
         task = self._current(p)
         errors = []
         for source in (task.sources if task is not None else ()):
             if source.node_id == self.node.node_id:
                 continue
             try:
-                reply = wire.call(getattr(self._stub(source.address), method), request,
-                                  self.limits.rpc_timeout_s, f"{method} from S{source.node_id}")
-                if method == "ReplicaRecords":
-                    for o in reply.objects:     # check here too: try the next copy if bad
-                        if not o.deleted and checksum(o.data) != o.checksum:
-                            raise ChecksumError(f"record of oid 0x{o.oid.hex()} at tid 0x{o.tid.hex()} "
-                                                f"from S{source.node_id} fails its checksum")
+                reply = call(self._stub(source.address), *args, self.limits.rpc_timeout_s)
+                if check is not None:
+                    check(reply)
                 return reply
             except NeoError as exc:
                 errors.append(f"S{source.node_id}: {exc}")
@@ -526,5 +526,5 @@ class Replicator:
         stub = self.stubs.get(address)
         if stub is None:
             channel = wire.open_channel(address, self.node.cluster, tls=self.node.tls)
-            stub = self.stubs[address] = srpc.StorageStub(channel)
+            stub = self.stubs[address] = calls.storage_stub(channel)
         return stub

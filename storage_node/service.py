@@ -26,7 +26,7 @@ from neoarray.records import (
     verify_loaded,
 )
 
-from . import check, replication
+from . import calls, check, replication
 from .backend import Stored
 from .manager import BUSY, CONFLICTS, VOTED
 from .reduce import check_reduce_request, chunk_state, encode_state
@@ -291,12 +291,14 @@ class StorageServicer(rpc.StorageServicer):
     # -- replication: a catching-up node copies from this one (storage_node/replication.py)
     def ReplicaKeys(self, request, context):
         self.node.check_readable()
-        return replication.replica_keys(self.backend, request, self.limits.replication_batch_records_max)
+        return calls.keys_batch_to_pb(replication.replica_keys(
+            self.backend, calls.keys_query_from_pb(request), self.limits.replication_batch_records_max))
 
     def ReplicaRecords(self, request, context):
         self.node.check_readable()
-        return replication.replica_records(self.backend, request, self.limits.replication_batch_records_max,
-                                           self.limits.replication_batch_bytes_max)
+        return calls.records_batch_to_pb(replication.replica_records(
+            self.backend, calls.records_query_from_pb(request), self.limits.replication_batch_records_max,
+            self.limits.replication_batch_bytes_max))
 
     # -- commit path ------------------------------------------------------------------
     def _store(self, ttid: bytes, node_id: int, objects, segments=None) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from master.cluster import (
     BROADCAST,
+    EPOCH_ROUND,
     NAME_CHARS_MAX,
     TRY_START,
     ClusterCore,
@@ -14,7 +15,13 @@ from master.cluster import (
     Pending,
     Recovered,
     Settle,
+    follows_state,
+    PRIMARY_NOW,
+    STANDBY_FIRST,
+    TAKE_OVER,
     must_take_over,
+    newer_primary,
+    start_role,
     take_over,
 )
 from master.commit import NODE_ID_RESERVE, CommitCore
@@ -364,13 +371,35 @@ def test_standby_masters_are_shown_with_new_ids():
 
 
 def test_take_over_raises_every_reservation_and_the_epoch():
-    values = take_over(epoch=3, oid_reserved=500, tid_reserved=p64(1000), next_node_id=7)
-    assert values == {"epoch": 4, "oid_reserved": 500 + OID_RESERVE,
+    values = take_over(epoch=3, oid_reserved=500, tid_reserved=p64(1000), next_node_id=7, token=5)
+    assert values == {"epoch": EPOCH_ROUND + 5, "oid_reserved": 500 + OID_RESERVE,
                       "tid_reserved": p64(1000 + TID_RESERVE), "next_node_id": 7 + NODE_ID_RESERVE}
-    assert take_over(0, 0, Z64, 1)["epoch"] == 2
+    assert take_over(0, 0, Z64, 1, token=1)["epoch"] == EPOCH_ROUND + 1
+    # the next round is above every epoch of this one, whatever its token
+    assert take_over(EPOCH_ROUND + EPOCH_ROUND - 1, 0, Z64, 1, token=1)["epoch"] == 2 * EPOCH_ROUND + 1
+    with pytest.raises(RequestRefused, match="token"):
+        take_over(3, 0, Z64, 1, token=EPOCH_ROUND)
+
+
+def test_two_standbys_taking_over_from_one_copy_get_different_epochs():
+    """Simulation seed 180: two standbys lost the primary at once and both took over
+    with epoch 2; storages obeyed both.  Their tokens tell their epochs apart: storages
+    obey the higher only."""
+    first = take_over(1, 10, p64(10), 3, token=7)["epoch"]
+    second = take_over(1, 10, p64(10), 3, token=9)["epoch"]
+    assert first != second and min(first, second) > 1
     assert not must_take_over(False, 100.0, TIMEOUT_S, 0.2)
     assert not must_take_over(True, TIMEOUT_S + 0.1, TIMEOUT_S, 0.2)
     assert must_take_over(True, TIMEOUT_S + 0.2, TIMEOUT_S, 0.2)
+
+
+def test_a_standby_follows_no_older_primary_and_a_primary_steps_down_for_a_newer_one():
+    held = 3
+    assert newer_primary(True, 3, held - 1) and newer_primary(True, 4, held - 1)
+    assert not newer_primary(True, 2, held - 1)       # an old primary restarted alone
+    assert not newer_primary(False, 9, held - 1)      # a standby is followed by nobody
+    assert not newer_primary(True, 3, 3) and newer_primary(True, 4, 3)   # a primary's check
+    assert follows_state(3, held) and follows_state(4, held) and not follows_state(2, held)
 
 
 # -- random sequences ------------------------------------------------------------------------
@@ -511,3 +540,13 @@ def test_a_voter_that_reported_its_vote_is_ordered_to_lock_once_another_reports_
     assert done.locks == [] and not txn.decided
     done = core.reconcile({1: Recovered(locked=((txn.ttid, txn.tid),))}, live_none)
     assert (2, txn.ttid, txn.tid) in done.locks
+
+
+def test_a_master_with_peers_and_no_primary_takes_a_new_epoch_never_a_copied_one():
+    """Simulation seed 187: the old primary, restarted, followed the new one; restarted
+    again while no primary answered, it started as primary with the copied epoch (two
+    masters obeyed with one epoch)."""
+    assert start_role(standby_of=True, has_peers=True, primary_found=False) == STANDBY_FIRST
+    assert start_role(standby_of=False, has_peers=True, primary_found=True) == STANDBY_FIRST
+    assert start_role(standby_of=False, has_peers=True, primary_found=False) == TAKE_OVER
+    assert start_role(standby_of=False, has_peers=False, primary_found=False) == PRIMARY_NOW

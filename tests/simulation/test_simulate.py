@@ -24,7 +24,10 @@ SCHEDULES = 500
 # during a verification was never asked what it held: the commit queue blocked; then
 # a voter that told its vote before another told it locked the transaction was never
 # ordered to lock it)
-REGRESSION_SEEDS = (20832, 829, 16986, 3436)
+# Standby masters: 33 (two masters took over from one copy with the same epoch, both
+# obeyed: take_over's token), 187 (a master that had followed the new primary, restarted
+# while none answered, started as primary with the copied epoch: start_role)
+REGRESSION_SEEDS = (20832, 829, 16986, 3436, 33, 187)
 
 
 def test_schedules_hold_the_invariants():

@@ -18,10 +18,16 @@ import pytest
 from neoarray.errors import StorageFull
 from neoarray.ids import Z64, p64
 from neoarray.kv import LMDBStore, MemoryStore
-from neoarray.proto import storage_pb2 as pb
 from storage_node.backend import Backend, Stored, TransactionInfo, checksum
 from storage_node.manager import VOTED, TransactionManager
-from storage_node.replication import OBJECTS, apply_records, missing_keys, replica_keys, replica_records
+from storage_node.replica import KeysQuery, RecordsQuery
+from storage_node.replication import (
+    OBJECTS,
+    apply_records,
+    missing_keys,
+    replica_keys,
+    replica_records,
+)
 
 MiB = 1 << 20
 
@@ -139,8 +145,8 @@ def test_full_node_does_not_count_a_catch_up_batch_as_copied():
     commit(src, 1, 10, [rec(2, b"a" * 5000), rec(4, b"b" * 5000)])
     dst_kv = MemoryStore(bytes_max=4000)
     dst = Backend(dst_kv, 2)
-    keys = replica_keys(src, pb.ReplicaKeysRequest(partition=0, table=OBJECTS, max_tid=p64(10)), 100).keys
-    reply = replica_records(src, pb.ReplicaRecordsRequest(partition=0, table=OBJECTS, keys=keys,
+    keys = replica_keys(src, KeysQuery(partition=0, table=OBJECTS, max_tid=p64(10)), 100).keys
+    reply = replica_records(src, RecordsQuery(partition=0, table=OBJECTS, keys=keys,
                                                           bytes_max=1 << 20), 100, 1 << 20)
     with pytest.raises(StorageFull, match="catch-up of partition 0"):
         apply_records(dst, 0, reply, {"done": Z64})
@@ -216,7 +222,6 @@ def test_full_replica_fails_the_commit_everywhere_and_recovers(tmp_path):
     import ZODB
 
     from neoarray.cluster import LocalCluster
-
     from tests.cluster_helpers import letters
 
     root = tmp_path / "cluster"

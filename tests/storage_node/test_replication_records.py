@@ -5,13 +5,21 @@ import pytest
 from neoarray.errors import ChecksumError, RequestRefused
 from neoarray.ids import Z64, p64
 from neoarray.kv import MemoryStore
-from neoarray.proto import storage_pb2 as pb
+from neoarray.records import BlobRef
+from storage_node import calls
 from storage_node.backend import (
     DATA_INLINE_BYTES_MAX,
     Backend,
     Stored,
     TransactionInfo,
     checksum,
+)
+from storage_node.replica import (
+    KeysBatch,
+    KeysQuery,
+    RecordsBatch,
+    RecordsQuery,
+    ReplicaObject,
 )
 from storage_node.replication import (
     OBJECTS,
@@ -40,11 +48,11 @@ def copy_partition(src, dst, p, min_tid, max_tid, keys_max=2, bytes_max=10):
     for table in (TRANSACTIONS, OBJECTS):
         after = b""
         while True:
-            keys = replica_keys(src, pb.ReplicaKeysRequest(partition=p, table=table, min_tid=min_tid,
+            keys = replica_keys(src, KeysQuery(partition=p, table=table, min_tid=min_tid,
                                                            max_tid=max_tid, after=after, keys_max=keys_max), 1000)
             todo = missing_keys(dst, p, table, keys.keys)
             while todo:
-                reply = replica_records(src, pb.ReplicaRecordsRequest(partition=p, table=table, keys=todo,
+                reply = replica_records(src, RecordsQuery(partition=p, table=table, keys=todo,
                                                                       bytes_max=bytes_max), 1000, 1 << 20)
                 written += apply_records(dst, p, reply, None)
                 todo = todo[reply.keys_done:]
@@ -96,7 +104,7 @@ def test_bad_checksum_on_the_source_is_not_copied(pair):
         txn.put("obj", key, value[:-1] + b"Z")
     with pytest.raises(ChecksumError):
         copy_partition(src, dst, 0, b"", p64(14))
-    reply = pb.ReplicaRecordsReply(objects=[pb.ReplicaObject(oid=p64(6), tid=p64(12), data=b"c", checksum=1)])
+    reply = RecordsBatch(objects=[ReplicaObject(oid=p64(6), tid=p64(12), data=b"c", checksum=1)])
     with pytest.raises(ChecksumError, match="corrupted in transit"):
         apply_records(dst, 0, reply, None)
     assert dst.last_serial(p64(6)) is None
@@ -105,16 +113,16 @@ def test_bad_checksum_on_the_source_is_not_copied(pair):
 def test_malformed_requests_are_refused(pair):
     src, _ = pair
     with pytest.raises(RequestRefused, match="partition 9 out of range"):
-        replica_keys(src, pb.ReplicaKeysRequest(partition=9, table=OBJECTS, max_tid=p64(1)), 10)
+        replica_keys(src, KeysQuery(partition=9, table=OBJECTS, max_tid=p64(1)), 10)
     with pytest.raises(RequestRefused, match="max_tid is required"):
-        replica_keys(src, pb.ReplicaKeysRequest(partition=0, table=OBJECTS), 10)
+        replica_keys(src, KeysQuery(partition=0, table=OBJECTS, max_tid=b""), 10)
     with pytest.raises(RequestRefused, match="unknown replica table"):
-        replica_keys(src, pb.ReplicaKeysRequest(partition=0, table=0, max_tid=p64(1)), 10)
+        replica_keys(src, KeysQuery(partition=0, table=0, max_tid=p64(1)), 10)
     with pytest.raises(RequestRefused, match="3 keys in one request"):
-        replica_records(src, pb.ReplicaRecordsRequest(partition=0, table=TRANSACTIONS,
+        replica_records(src, RecordsQuery(partition=0, table=TRANSACTIONS,
                                                       keys=[p64(1)] * 3), 2, 100)
     with pytest.raises(RequestRefused, match="not in partition 0"):
-        replica_records(src, pb.ReplicaRecordsRequest(partition=0, table=OBJECTS, keys=[p64(3) + p64(12)]), 10, 100)
+        replica_records(src, RecordsQuery(partition=0, table=OBJECTS, keys=[p64(3) + p64(12)]), 10, 100)
 
 
 def test_pacer_keeps_the_rate():
@@ -131,9 +139,28 @@ def test_keys_after_the_largest_tid_are_none(pair):
     """Regression (fuzz): a min_tid or cursor of 0xff..ff overflowed (struct.error)."""
     src, _ = pair
     top = b"\xff" * 8
-    reply = replica_keys(src, pb.ReplicaKeysRequest(partition=0, table=TRANSACTIONS, min_tid=top, max_tid=top), 10)
+    reply = replica_keys(src, KeysQuery(partition=0, table=TRANSACTIONS, min_tid=top, max_tid=top), 10)
     assert list(reply.keys) == [] and not reply.next_after
-    reply = replica_keys(src, pb.ReplicaKeysRequest(partition=0, table=TRANSACTIONS, after=top, max_tid=top), 10)
+    reply = replica_keys(src, KeysQuery(partition=0, table=TRANSACTIONS, after=top, max_tid=top), 10)
     assert list(reply.keys) == []
-    everything = replica_keys(src, pb.ReplicaKeysRequest(partition=0, table=TRANSACTIONS, max_tid=top), 10)
+    everything = replica_keys(src, KeysQuery(partition=0, table=TRANSACTIONS, max_tid=top), 10)
     assert list(everything.keys) == [p64(10), p64(12), p64(14)]
+
+
+def test_batches_cross_the_wire_unchanged():
+    """The catch-up's values and the messages of the contract: what the servicer sends
+    is what the receiver applies (a deletion, a record with data from another tid, a
+    blob, a transaction)."""
+    batch = RecordsBatch(
+        transactions=[TransactionInfo(p64(12), b"u\xe9", b"d", b"\x80x", [p64(6)], p64(11), False)],
+        objects=[ReplicaObject(p64(6), p64(12), None, 0),
+                 ReplicaObject(p64(7), p64(12), b"abc", checksum(b"abc"), p64(3)),
+                 ReplicaObject(p64(8), p64(12), b"", checksum(b""), None, BlobRef(p64(11), 3, 2_000_000))],
+        keys_done=4)
+    assert calls.records_batch_from_pb(calls.records_batch_to_pb(batch)) == batch
+    keys = KeysBatch([p64(1), p64(2)], p64(2))
+    assert calls.keys_batch_from_pb(calls.keys_batch_to_pb(keys)) == keys
+    query = KeysQuery(3, OBJECTS, p64(9), p64(1), p64(4) + p64(5), 7)
+    assert calls.keys_query_from_pb(calls.keys_query_to_pb(query)) == query
+    records = RecordsQuery(3, TRANSACTIONS, [p64(1)], 100)
+    assert calls.records_query_from_pb(calls.records_query_to_pb(records)) == records
