@@ -412,7 +412,17 @@ class CommitDriver:
         """``(tid, the tid published before it or None)``, once the master acknowledged
         the transaction as committed and complete; ``NotCommitted`` when it says it
         never will be; ``OutcomeUnknown`` when no master could tell within
-        ``rpc_timeout_s``."""
+        ``rpc_timeout_s``.
+
+        A session that ended since the vote (the master was lost: restarted, replaced
+        by a standby) makes ``NotCommitted`` at once: no master can finish a transaction
+        of an ended session, and none was asked to (no Finish was sent), so none has
+        committed it.  Asking the new master instead could not tell (its verdict on an
+        earlier master's transaction is "not known": ``master/commit.py``, rule 3)."""
+        if self.link.node_id != txn.session or not self.link.connected.is_set():
+            raise NotCommitted(f"tpc_finish of 0x{txn.ttid.hex()}: the connection to the master was lost after "
+                               f"its vote (a master restart or take-over), before its Finish was sent: it is not "
+                               f"committed; retry it")
         try:
             return calls.finish(self.link.master, txn.session, txn.ttid, list(txn.serials), sorted(txn.voted),
                                 txn.view_ptid, self.limits.finish_timeout_s)
