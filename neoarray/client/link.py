@@ -112,13 +112,15 @@ class ClusterLink:
             except ClusterNameMismatch:
                 raise
             except ClusterUnavailable as exc:
+                if self.closed.is_set():        # closed while reconnecting: give up at once
+                    raise
                 if causes is not None:
                     causes[self.master_address] = diagnose.connection(self.master_address, self.tls)
                 self._connect_failed(exc, start, timeout_s, causes)
                 tried += 1
                 self._next_master()
                 if tried % len(self.master_addresses) == 0:
-                    time.sleep(delay)
+                    self.closed.wait(delay)
                     delay = min(delay * 2, 1.0)
         self.node_id = identity.node_id
         self.partitions = identity.partitions
@@ -209,6 +211,8 @@ class ClusterLink:
                 self.on_reconnect(self.info)
                 return
             except NeoError as exc:
+                if self.closed.is_set():
+                    return
                 log.warning("reconnecting to the master: %s", exc)
                 self.closed.wait(delay)
                 delay = min(delay * 2, 2.0)
