@@ -168,7 +168,7 @@ def _primary(opts, server, router, address: str, peers: list[str], done: threadi
                           rpc_metrics=opts.metrics.rpc if opts.metrics else None)
     master.data_address = framed.bind(opts.data_bind or f"{address.rpartition(':')[0]}:0")
     framed.start()
-    publisher = standby.StatePublisher(master, ack_timeout_s=opts.node_timeout_s / 2)
+    publisher = standby.StatePublisher(master, ack_timeout_s=opts.node_timeout_s / 2, peers=peers)
     router.switch(primary_handlers(master, control, publisher))
     exit_status = [0]
 

@@ -57,7 +57,7 @@ from neoarray.proto import standby_pb2 as pb
 from neoarray.proto import standby_pb2_grpc as rpc
 from neoarray.states import NodeState
 
-from .cluster import EPOCH_ROUND, follows_state, must_take_over, newer_primary, take_over
+from .cluster import ACKED_KEYS, EPOCH_ROUND, follows_state, must_take_over, must_witness, newer_primary, take_over
 from .state import MasterState
 
 log = logging.getLogger("neoarray.master.standby")
@@ -65,10 +65,6 @@ log = logging.getLogger("neoarray.master.standby")
 RUN = secrets.token_hex(8)          # this process's run token (a restart changes it)
 WAIT_MS_MAX = 10_000                # longest a FollowState call is held
 FOLLOW_WAIT_MS = 1_000              # what followers ask for
-# written state a standby must hold before the primary acts on it: id reservations
-# (never hand out an id twice) and the partition table (a cell marked OUT_OF_DATE
-# because it missed a commit must not be readable again after a take-over)
-ACKED_KEYS = frozenset({"oid_reserved", "tid_reserved", "pt"})
 REFUSED_PREFIXES = ("/neoarray.v1.Master/", "/neoarray.v1.Admin/")
 
 
@@ -167,27 +163,34 @@ class StatePublisher(rpc.StandbyServicer):
     """The primary's side: serves its state to followers, waits for their acknowledgement
     of id reservations, shows them as MASTER nodes."""
 
-    def __init__(self, master, ack_timeout_s: float):
+    def __init__(self, master, ack_timeout_s: float, peers=()):
         self.m = master
         self.ack_timeout_s = ack_timeout_s
         self.version = 0
         self.cond = threading.Condition()
         self.followers: dict[str, _Follower] = {}
-        self.known: list[str] = []          # every standby seen, even gone (one may take over)
+        # every standby seen, even gone (one may take over), remembered across restarts
+        self.known: list[str] = list(master.state_db.get("standbys", []))[-MASTERS_MAX:]
+        self.peers = list(peers)            # the other masters given: any may hold a copy
         master.state_db.on_change = self._changed
 
     def _changed(self, names) -> None:
         """Called after every write of the state: wake followers; a new id reservation
         or partition table is not used before live followers hold it (bounded by
-        ``ack_timeout_s``)."""
+        ``ack_timeout_s``), nor, when a standby that may hold a copy did not
+        acknowledge it, before every running storage recorded its stamp (rule A)."""
         with self.cond:
             self.version += 1
             version = self.version
             self.cond.notify_all()
         if ACKED_KEYS & set(names):
-            self._wait_acked(version)
+            acked = self._wait_acked(version)
+            if must_witness(self.m.cluster_core.confirmed(), set(self.peers) | set(self.known), acked):
+                self.m.witness()
 
-    def _wait_acked(self, version: int) -> None:
+    def _wait_acked(self, version: int) -> set[str]:
+        """Wait (at most ``ack_timeout_s``) until live followers hold ``version``; the
+        addresses of those that do."""
         deadline = time.monotonic() + self.ack_timeout_s
         with self.cond:
             while True:
@@ -195,14 +198,21 @@ class StatePublisher(rpc.StandbyServicer):
                 late = [a for a, f in self.followers.items() if f.acked < version]
                 left = deadline - time.monotonic()
                 if not late:
-                    return
+                    return set(self.followers)
                 if left <= 0:
                     for address in late:
                         log.warning("standby master %s did not acknowledge the state "
                                     "within %.1f s: no longer waited for", address, self.ack_timeout_s)
                         self._drop(address)
-                    return
+                    return set(self.followers)
                 self.cond.wait(min(left, 0.1))
+
+    def _remember(self, known: list[str]) -> None:
+        """Persist the standbys seen (a restarted primary still witnesses for them)."""
+        try:
+            self.m.state_db.put(standbys=known)
+        except lmdb.Error:          # closed by a stop racing this call
+            pass
 
     def _forget_silent(self) -> None:
         now = time.monotonic()
@@ -228,6 +238,7 @@ class StatePublisher(rpc.StandbyServicer):
                 follower = self.followers[request.address] = _Follower()
                 if request.address not in self.known:
                     self.known = (self.known + [request.address])[-MASTERS_MAX:]
+                    self.m.pool.submit(self._remember, list(self.known))
                 self.m.pool.submit(self._show, request.address, 0, NodeState.RUNNING)
             follower.last_seen = time.monotonic()
             if request.known_run == RUN:
@@ -381,7 +392,8 @@ class StandbyFollower:
         directory)."""
         values = take_over(self.epoch(), self.state.get("oid_reserved", 0),
                            self.state.get("tid_reserved", bytes(8)), self.state.get("next_node_id", 1),
-                           token=1 + secrets.randbelow(EPOCH_ROUND - 1))
+                           token=1 + secrets.randbelow(EPOCH_ROUND - 1), version=self.state.get("version", 0),
+                           taken_over_from=self.state.get("taken_over_from"))
         epoch = values["epoch"]
         self.state.put(**values)
         self.closed_epoch = epoch

@@ -39,7 +39,7 @@ from master.commit import CommitCore, owner_of
 from master.core import IdAllocator, PartitionTable
 from master.flow import CommitFlow
 from master.replication import CatchUp
-from master.standby import ACKED_KEYS
+
 from neoarray.errors import ClusterUnavailable, OutcomeUnknown, RequestRefused
 from neoarray.ids import Z64
 from neoarray.states import ClusterState, NodeType
