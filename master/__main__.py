@@ -124,7 +124,8 @@ def serve(opts) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     role = start_role(bool(opts.standby_of), bool(peers), bool(
-        peers and not opts.standby_of and standby.find_primary(peers, opts.cluster, 2.0, tls=opts.tls)[0]))
+        peers and not opts.standby_of and standby.find_primary(peers, opts.cluster, 2.0, tls=opts.tls)[0]),
+        stale=bool(peers) and standby.stale_at_start(opts.data))
     as_standby = role == STANDBY_FIRST
     if role == TAKE_OVER:
         standby.take_over_at_start(opts.data, opts.cluster, peers, address, opts.node_timeout_s)

@@ -224,6 +224,13 @@ def _check_address(address: str, what: str) -> None:
                              f"(a port from 1 to 65535)")
 
 
+def may_take_over(state_held: bool, stale: bool) -> bool:
+    """Whether a standby's copy may be taken over from (``must_take_over``'s
+    ``followed``): it holds a state and no storage showed it stale (rule B; following
+    a primary replaces the state, and the mark with it)."""
+    return state_held and not stale
+
+
 def must_take_over(followed: bool, silent_s: float, node_timeout_s: float, jitter_s: float) -> bool:
     """Whether a standby asks the other masters if one is primary (before taking over):
     it followed a primary and heard nothing for ``node_timeout_s + jitter_s``."""
@@ -238,22 +245,34 @@ def newer_primary(is_primary: bool, epoch: int, higher_than: int) -> bool:
     return is_primary and epoch > higher_than
 
 
-def follows_state(epoch: int, epoch_held: int) -> bool:
+def follows_state(epoch: int, epoch_held: int, base=None, held_stamp=NO_STAMP) -> bool:
     """Whether a standby takes the state a primary of ``epoch`` sends it: never from a
-    primary older than the copy it holds (an old primary restarted alone)."""
-    return epoch >= epoch_held
+    primary older than the copy it holds (an old primary restarted alone), nor from a
+    primary that took over from a copy not confirmed yet (``base``, its
+    ``taken_over_from``) older than the state held (``held_stamp``, ``state_stamp``):
+    that primary may be stale, and the newer state held here must not be lost
+    (simulation seed 3076)."""
+    return epoch >= epoch_held and (base is None or not newer_stamp(held_stamp, base))
+
+
+def state_stamp(epoch: int, version: int, taken_over_from=None) -> tuple[int, int]:
+    """The stamp a master state stands for: the copy's it was taken over from while not
+    confirmed, else its own ``(epoch, version)``."""
+    return tuple(taken_over_from) if taken_over_from else (epoch, version)
 
 
 STANDBY_FIRST, TAKE_OVER, PRIMARY_NOW = "standby first", "take over", "primary"
 
 
-def start_role(standby_of: bool, has_peers: bool, primary_found: bool) -> str:
+def start_role(standby_of: bool, has_peers: bool, primary_found: bool, stale: bool = False) -> str:
     """How a master process starts (``master/__main__.py``): ``STANDBY_FIRST`` when
     told to (``--standby-of``) or when another master answers as primary; else, with
     other masters (``--masters``), ``TAKE_OVER``: its state may be a copy of another
     primary's (it followed one), whose epoch it must never use as its own (simulation
-    seed 187: two masters obeyed with one epoch); alone, ``PRIMARY_NOW``."""
-    if standby_of or primary_found:
+    seed 187: two masters obeyed with one epoch); alone, ``PRIMARY_NOW``.  A master
+    whose state a storage showed stale (``stale``, rule B) waits as a standby: it
+    takes over again only after following a primary (``may_take_over``)."""
+    if standby_of or primary_found or stale:
         return STANDBY_FIRST
     return TAKE_OVER if has_peers else PRIMARY_NOW
 

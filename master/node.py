@@ -465,6 +465,7 @@ class Master(Committing, ClusterViews):
         """Rule B: this master took over from a copy that a storage shows stale; it
         must not serve: it steps down (the master that wrote the newer state serves)."""
         log.error("not serving, the state this master took over is stale: %s", why)
+        self.state_db.put(stale=why)        # it restarts as a standby (``cluster.start_role``)
         if self.on_step_down is not None:
             self.on_step_down(why)
 

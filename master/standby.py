@@ -57,7 +57,17 @@ from neoarray.proto import standby_pb2 as pb
 from neoarray.proto import standby_pb2_grpc as rpc
 from neoarray.states import NodeState
 
-from .cluster import ACKED_KEYS, EPOCH_ROUND, follows_state, must_take_over, must_witness, newer_primary, take_over
+from .cluster import (
+    ACKED_KEYS,
+    EPOCH_ROUND,
+    follows_state,
+    may_take_over,
+    must_take_over,
+    must_witness,
+    newer_primary,
+    state_stamp,
+    take_over,
+)
 from .state import MasterState
 
 log = logging.getLogger("neoarray.master.standby")
@@ -371,13 +381,21 @@ class StandbyFollower:
                       self.primary, reply.epoch, self.epoch())
             return False
         if (reply.run, reply.version) != (self.run, self.version):
-            self.state.replace(msgpack.unpackb(reply.state, strict_map_key=False))
+            doc = msgpack.unpackb(reply.state, strict_map_key=False)
+            held = state_stamp(*self.state.stamp(), self.state.get("taken_over_from"))
+            if not follows_state(reply.epoch, self.epoch(), doc.get("taken_over_from"), held):
+                log.error("the master at %s took over from a copy %s not confirmed yet, older than the state "
+                          "%s held here: not following it (it may be stale)", self.primary,
+                          doc.get("taken_over_from"), held)
+                return False
+            self.state.replace(doc)
             self.run, self.version = reply.run, reply.version
         self.last_contact = time.monotonic()
         return True
 
     def _must_take_over(self) -> bool:
-        followed = self.state.get("cluster") is not None    # else nothing to take over with
+        # else nothing to take over with, or a copy a storage showed stale
+        followed = may_take_over(self.state.get("cluster") is not None, bool(self.state.get("stale")))
         if not must_take_over(followed, time.monotonic() - self.last_contact, self.node_timeout_s,
                               random.uniform(0, 0.5)):
             return False
@@ -405,6 +423,16 @@ class StandbyFollower:
     def close(self) -> None:
         self.closed_epoch = self.epoch()
         self.state.close()
+
+
+def stale_at_start(path: str) -> bool:
+    """Whether the state in ``path`` was shown stale by a storage (``Master.stale``):
+    the master then starts as a standby (``cluster.start_role``)."""
+    state = MasterState(path)
+    try:
+        return bool(state.get("stale"))
+    finally:
+        state.close()
 
 
 def take_over_at_start(path: str, cluster: str, peers, own_address: str, node_timeout_s: float) -> None:
