@@ -551,7 +551,8 @@ class ClusterCore:
                     if self.catchup.node_returned(self.pt, nid, self.last_committed)]
         if returned or lost:
             self.persist_table()
-        log.info("cluster RUNNING (ptid %d, last tid 0x%s)", self.pt.ptid, self.last_committed.hex())
+        if self.cluster_state == ClusterState.RUNNING:     # (a storage lost meanwhile: rule A)
+            log.info("cluster RUNNING (ptid %d, last tid 0x%s)", self.pt.ptid, self.last_committed.hex())
 
     def stop(self) -> list[int]:
         """The cluster is STOPPING; the storages to shut down."""

@@ -62,8 +62,12 @@ class EpochFence:
 
     def obeys(self, epoch: int) -> bool:
         """Whether the verdicts of a heartbeat reply of a master of ``epoch`` are obeyed
-        (0: a master that does not say its epoch, obeyed as before)."""
-        return epoch == 0 or self.admit(epoch) is None
+        (0: a master that does not say its epoch, obeyed as before).  The fence is not
+        raised here: a master that took over and is not confirmed yet (it may step down
+        as stale, ``master/cluster.py``) must not fence out the primary it copied
+        before it gave an order."""
+        with self.lock:
+            return epoch == 0 or epoch >= self.highest
 
     def record(self, epoch: int, version: int) -> str | None:
         """Remember the stamp ``(epoch, version)`` of a master's state durably (when

@@ -19,11 +19,13 @@ from master.cluster import (
     PRIMARY_NOW,
     STANDBY_FIRST,
     TAKE_OVER,
+    may_take_over,
     must_take_over,
     must_witness,
     newer_primary,
     stale_copy,
     start_role,
+    state_stamp,
     take_over,
 )
 from master.commit import NODE_ID_RESERVE, CommitCore
@@ -620,3 +622,21 @@ def test_rule_b_a_storage_with_a_newer_stamp_makes_the_copy_stale():
     # a master that never took over (or is confirmed) checks nothing
     plain, _ = make()
     join(plain, Identity(S, 0, "127.0.0.1:7009", "h", stamp=(99, 99)))
+
+
+def test_a_standby_keeps_a_newer_state_than_an_unconfirmed_primarys_copy():
+    """Simulation seed 3076: a master holding a newer state followed a primary that took
+    over from an older copy (not confirmed yet), and the newer state was lost for good."""
+    held = state_stamp(EPOCH_ROUND + 7, 19)                   # its own state, confirmed
+    assert held == (EPOCH_ROUND + 7, 19)
+    assert not follows_state(2 * EPOCH_ROUND + 1, EPOCH_ROUND + 7, base=[1, 8], held_stamp=held)
+    assert follows_state(2 * EPOCH_ROUND + 1, EPOCH_ROUND + 7, base=None, held_stamp=held)    # confirmed
+    # a copy of that same unconfirmed primary stands for what it copied: followed
+    assert follows_state(EPOCH_ROUND + 3, EPOCH_ROUND + 3, base=[1, 8],
+                         held_stamp=state_stamp(EPOCH_ROUND + 3, 30, [1, 8]))
+
+
+def test_a_master_shown_stale_starts_as_a_standby_and_takes_over_only_after_following():
+    assert start_role(standby_of=False, has_peers=True, primary_found=False, stale=True) == STANDBY_FIRST
+    assert not may_take_over(True, stale=True) and may_take_over(True, stale=False)
+    assert not may_take_over(False, stale=False)
