@@ -174,7 +174,7 @@ def _primary(opts, server, router, address: str, peers: list[str], done: threadi
     exit_status = [0]
 
     def step_down(why: str) -> None:
-        log.error("a newer master took over (%s): stepping down", why)
+        log.error("stepping down (exit status 3): %s", why)
         exit_status[0] = 3
         done.set()
     master.on_stop = done.set
