@@ -17,13 +17,22 @@ acknowledged it before handing out ids above the old one or acting on the table,
 a standby's copy covers every id the primary handed out and every cell it marked
 OUT_OF_DATE.  A follower that does not acknowledge in time is no longer waited for
 (and the standby raises the reservations by one more reserve block when it takes
-over, against that window).
+over, against that window).  Then the storages are the witnesses (rule A of
+``master/cluster.py``): while a standby it knows of (``--masters``, or one that followed
+it: ``standbys`` in the state) has not acknowledged a new reservation or table, the
+primary has every running storage record the state's stamp ``(epoch, version)``
+(``Master.witness``) before acting on it.  A follower does not take the state of a
+primary that took over from a copy not confirmed yet when it holds a newer state.
 
 Taking over.  ``StandbyFollower`` polls; when no primary answered for
 ``node_timeout_s`` (and no other master answers as primary), it bumps the *epoch*
 (master generation) in its copy, raises the id reservations and returns: the caller
 starts the normal ``Master`` over the copied state, like a restart from the data
-directory (RECOVERING, storages identify, verification, RUNNING).
+directory (RECOVERING, storages identify, verification, RUNNING), marked as taken over
+from that copy (``taken_over_from``, rule B): it verifies only once every storage of
+its table identified, and a storage that recorded a newer stamp makes it step down
+(exit status 3, ``stale`` written: it restarts as a standby and never takes over from
+that copy); once RUNNING, the copy is confirmed.
 
 Fencing.  Every call of a master to a storage carries its epoch in the metadata
 (``master/fencing.py``); a storage remembers durably the highest epoch it saw and
@@ -32,9 +41,15 @@ started with ``--masters`` asks the other masters first and becomes a standby of
 that answers as primary; a running primary also checks them every ``node_timeout_s``
 and steps down when one answers as primary with a higher epoch.
 
-Limits: there is no quorum.  Two standbys that lose the primary at the same moment
-may both take over with the same epoch (each checks the other masters just before,
-which makes it unlikely, not impossible): run one standby per cluster.
+Limits: there is no quorum among the masters; the storages are the witnesses.  Two
+standbys that lose the primary at the same moment both take over with different epochs
+(``take_over``'s token): storages obey the higher only.  A take-over waits for every
+storage of its table (an absent one may hold the newer stamp; ``neoctl start`` forces
+it, at that risk).  A stale copy whose newer state lives only on a master that is gone
+for good cannot serve: the cluster waits for that master (its data directory).  A
+stale master racing the old primary may fence it (its ``RecoveryInfo`` calls carry
+the new epoch) before it reads the stamps and steps down: both step down, and the old
+primary restarted takes over with its newer state.  Run one standby per cluster.
 """
 from __future__ import annotations
 
