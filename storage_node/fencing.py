@@ -43,7 +43,14 @@ class EpochFence:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, refusal)
 
     def check_record(self, context, epoch: int, version: int) -> None:
-        """``record``, aborting the call (FAILED_PRECONDITION) when ``epoch`` is stale."""
+        """``record`` the stamp of the calling master's state: its epoch must be the one
+        the call carries (INVALID_ARGUMENT otherwise: only a master records its own
+        state); aborted (FAILED_PRECONDITION) when that epoch is stale."""
+        raw = dict(context.invocation_metadata() or ()).get(EPOCH_KEY)
+        if raw != str(epoch):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"RecordStamp: the stamp's epoch {epoch} is not the master epoch of the call "
+                          f"({EPOCH_KEY} {raw!r}): a master records the stamp of its own state")
         refusal = self.record(epoch, version)
         if refusal is not None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, refusal)

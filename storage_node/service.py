@@ -431,7 +431,6 @@ class StorageServicer(rpc.StorageServicer):
             ptid=self.node.ptid, stamp=cpb.Stamp(epoch=self.node.fence.stamp[0], version=self.node.fence.stamp[1]))
 
     def RecordStamp(self, request, context):
-        self.node.fence.check(context)
         self.node.fence.check_record(context, request.epoch, request.version)
         return cpb.Empty()
 
