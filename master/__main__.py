@@ -124,7 +124,8 @@ def serve(opts) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     role = start_role(bool(opts.standby_of), bool(peers), bool(
-        peers and not opts.standby_of and standby.find_primary(peers, opts.cluster, 2.0, tls=opts.tls)[0]))
+        peers and not opts.standby_of and standby.find_primary(peers, opts.cluster, 2.0, tls=opts.tls)[0]),
+        stale=bool(peers) and standby.stale_at_start(opts.data))
     as_standby = role == STANDBY_FIRST
     if role == TAKE_OVER:
         standby.take_over_at_start(opts.data, opts.cluster, peers, address, opts.node_timeout_s)
@@ -168,12 +169,12 @@ def _primary(opts, server, router, address: str, peers: list[str], done: threadi
                           rpc_metrics=opts.metrics.rpc if opts.metrics else None)
     master.data_address = framed.bind(opts.data_bind or f"{address.rpartition(':')[0]}:0")
     framed.start()
-    publisher = standby.StatePublisher(master, ack_timeout_s=opts.node_timeout_s / 2)
+    publisher = standby.StatePublisher(master, ack_timeout_s=opts.node_timeout_s / 2, peers=peers)
     router.switch(primary_handlers(master, control, publisher))
     exit_status = [0]
 
     def step_down(why: str) -> None:
-        log.error("a newer master took over (%s): stepping down", why)
+        log.error("stepping down (exit status 3): %s", why)
         exit_status[0] = 3
         done.set()
     master.on_stop = done.set

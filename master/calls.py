@@ -1,7 +1,7 @@
 """The master's orders to storage nodes, at the wire.
 
 The one place where the master's orders (lock, unlock, abort, recovery, partition
-table, shutdown, truncate) become messages of the contract (``proto/``) and their
+table, shutdown, truncate, state stamps) become messages of the contract (``proto/``) and their
 answers plain values; ``node.py`` and ``committing.py`` import no protobuf and never
 see a raw ``grpc.RpcError``.  Every call carries the master's epoch
 (``fencing.EpochFence``) and raises the domain exceptions of
@@ -31,8 +31,9 @@ def grpc_stub(channel):
     return srpc.StorageStub(channel)
 
 
-class PendingLock:
-    """A Lock order sent to a node, its answer not read yet (``StorageCalls.lock_sent``)."""
+class PendingOrder:
+    """An order sent to a node, its answer not read yet (``StorageCalls.lock_sent``,
+    ``record_stamp_sent``)."""
 
     __slots__ = ("_fence", "_future")
 
@@ -70,12 +71,20 @@ class StorageCalls:
         """Lock ``ttid`` (voted here) as ``tid``: its records become readable once unlocked."""
         self._call("Lock", spb.LockRequest(ttid=ttid, tid=tid), timeout_s)
 
-    def lock_sent(self, ttid: bytes, tid: bytes, timeout_s: float) -> PendingLock:
+    def lock_sent(self, ttid: bytes, tid: bytes, timeout_s: float) -> PendingOrder:
         """Send the order of :meth:`lock` and return at once (orders to several nodes go
         out together); ``.result()`` waits for the answer."""
         future = self._stub.Lock.future(spb.LockRequest(ttid=ttid, tid=tid), timeout=timeout_s,
                                         metadata=self._fence.metadata())
-        return PendingLock(future, self._fence)
+        return PendingOrder(future, self._fence)
+
+    def record_stamp_sent(self, stamp: tuple[int, int], timeout_s: float) -> PendingOrder:
+        """Send the order to record durably the master state stamp ``(epoch, version)``
+        (``master/cluster.py``, rule A) and return at once; ``.result()`` waits."""
+        epoch, version = stamp
+        future = self._stub.RecordStamp.future(cpb.Stamp(epoch=epoch, version=version), timeout=timeout_s,
+                                               metadata=self._fence.metadata())
+        return PendingOrder(future, self._fence)
 
     def unlock(self, ttids: Sequence[bytes], timeout_s: float) -> None:
         """Forget the lock records of ``ttids`` (acknowledged everywhere)."""
@@ -94,7 +103,7 @@ class StorageCalls:
         """What the node holds: its last ids, the transactions it locked and voted."""
         info = self._call("RecoveryInfo", cpb.Empty(), timeout_s, what)
         return Recovered(info.last_oid, info.last_tid, tuple((lt.ttid, lt.tid) for lt in info.locked),
-                         tuple(info.voted_ttids))
+                         tuple(info.voted_ttids), (info.stamp.epoch, info.stamp.version))
 
     def set_partition_table(self, table: TableView, timeout_s: float) -> None:
         """Give the node the partition table ``table``."""

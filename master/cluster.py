@@ -68,15 +68,32 @@ and has not heard from it for ``node_timeout_s`` (plus a jitter) asks the other
 masters; if none answers as primary it takes over: epoch + 1, and the oid, tid and
 node-id reservations of its copy are raised by a whole reservation each (the copy may
 lag the primary's).
+
+Storage nodes as witnesses (with two masters there is no quorum among them).  Every
+write of the master's state raises its *version* (``master/state.py``); the state's
+*stamp* is ``(epoch, version)``, compared lexicographically (``newer_stamp``).
+Rule A (``must_witness``): a confirmed primary about to act on a new acknowledged
+state (``ACKED_KEYS``) that some standby it knows of has not acknowledged has every
+running storage durably record the stamp first (``RecordStamp``); a storage that
+does not answer is lost (``storage_lost``: bounded, each loss leaves one storage
+fewer to ask).  When every standby acknowledged, nothing more is done.  Rule B
+(``copy_stamp``): a master that took over from a copy keeps the copy's stamp
+(``taken_over_from``, persisted, kept through further take-overs until confirmed);
+it starts verifying only once every storage of its table is back (no grace period;
+``neoctl start`` forces it, at the risk named in the log), and a storage reporting a
+newer stamp (identify, ``RecoveryInfo``) makes it stale (``check_stamp`` raises
+``StaleCopy``: the shell steps down).  Once RUNNING the copy is confirmed
+(``taken_over_from`` cleared); an unconfirmed master records no stamps (it served
+nothing yet; its confirmation is an acknowledged write, witnessed if need be).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 
-from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
+from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused, StaleCopy
 from neoarray.ids import MAX_TID, Z64, checked_id, p64, u64
-from neoarray.masters import is_address
+from neoarray.masters import NO_STAMP, is_address, newer_stamp
 from neoarray.states import ClusterState, NodeState, NodeType
 
 from .commit import NODE_ID_RESERVE, owner_of
@@ -87,6 +104,11 @@ log = logging.getLogger("neoarray.master")
 NAME_CHARS_MAX = 4096        # address, host and data path of a node
 # node types in the view pushed to clients and storage nodes (``Master.cluster_view``)
 VIEW_NODE_TYPES = frozenset({NodeType.STORAGE, NodeType.MASTER})
+# written state a standby must hold before the primary acts on it: id reservations
+# (never hand out an id twice), the partition table (a cell marked OUT_OF_DATE
+# because it missed a commit must not be readable again after a take-over), and the
+# confirmation of a take-over (rule B)
+ACKED_KEYS = frozenset({"oid_reserved", "tid_reserved", "pt", "taken_over_from"})
 IDENTIFYING_TYPES = (NodeType.STORAGE, NodeType.CLIENT, NodeType.ADMIN)
 
 
@@ -120,6 +142,7 @@ class Identity:
     data_address: str = ""
     last_oid: bytes = b""           # storages: the last ids they hold
     last_tid: bytes = b""
+    stamp: tuple[int, int] = NO_STAMP   # storages: the newest master state stamp recorded
 
 
 @dataclass(frozen=True)
@@ -130,6 +153,7 @@ class Recovered:
     last_tid: bytes = b""
     locked: tuple[tuple[bytes, bytes], ...] = ()
     voted: tuple[bytes, ...] = ()
+    stamp: tuple[int, int] = NO_STAMP     # the newest master state stamp it recorded
 
 
 @dataclass(frozen=True)
@@ -200,6 +224,13 @@ def _check_address(address: str, what: str) -> None:
                              f"(a port from 1 to 65535)")
 
 
+def may_take_over(state_held: bool, stale: bool) -> bool:
+    """Whether a standby's copy may be taken over from (``must_take_over``'s
+    ``followed``): it holds a state and no storage showed it stale (rule B; following
+    a primary replaces the state, and the mark with it)."""
+    return state_held and not stale
+
+
 def must_take_over(followed: bool, silent_s: float, node_timeout_s: float, jitter_s: float) -> bool:
     """Whether a standby asks the other masters if one is primary (before taking over):
     it followed a primary and heard nothing for ``node_timeout_s + jitter_s``."""
@@ -214,22 +245,34 @@ def newer_primary(is_primary: bool, epoch: int, higher_than: int) -> bool:
     return is_primary and epoch > higher_than
 
 
-def follows_state(epoch: int, epoch_held: int) -> bool:
+def follows_state(epoch: int, epoch_held: int, base=None, held_stamp=NO_STAMP) -> bool:
     """Whether a standby takes the state a primary of ``epoch`` sends it: never from a
-    primary older than the copy it holds (an old primary restarted alone)."""
-    return epoch >= epoch_held
+    primary older than the copy it holds (an old primary restarted alone), nor from a
+    primary that took over from a copy not confirmed yet (``base``, its
+    ``taken_over_from``) older than the state held (``held_stamp``, ``state_stamp``):
+    that primary may be stale, and the newer state held here must not be lost
+    (simulation seed 3076)."""
+    return epoch >= epoch_held and (base is None or not newer_stamp(held_stamp, base))
+
+
+def state_stamp(epoch: int, version: int, taken_over_from=None) -> tuple[int, int]:
+    """The stamp a master state stands for: the copy's it was taken over from while not
+    confirmed, else its own ``(epoch, version)``."""
+    return tuple(taken_over_from) if taken_over_from else (epoch, version)
 
 
 STANDBY_FIRST, TAKE_OVER, PRIMARY_NOW = "standby first", "take over", "primary"
 
 
-def start_role(standby_of: bool, has_peers: bool, primary_found: bool) -> str:
+def start_role(standby_of: bool, has_peers: bool, primary_found: bool, stale: bool = False) -> str:
     """How a master process starts (``master/__main__.py``): ``STANDBY_FIRST`` when
     told to (``--standby-of``) or when another master answers as primary; else, with
     other masters (``--masters``), ``TAKE_OVER``: its state may be a copy of another
     primary's (it followed one), whose epoch it must never use as its own (simulation
-    seed 187: two masters obeyed with one epoch); alone, ``PRIMARY_NOW``."""
-    if standby_of or primary_found:
+    seed 187: two masters obeyed with one epoch); alone, ``PRIMARY_NOW``.  A master
+    whose state a storage showed stale (``stale``, rule B) waits as a standby: it
+    takes over again only after following a primary (``may_take_over``)."""
+    if standby_of or primary_found or stale:
         return STANDBY_FIRST
     return TAKE_OVER if has_peers else PRIMARY_NOW
 
@@ -237,18 +280,37 @@ def start_role(standby_of: bool, has_peers: bool, primary_found: bool) -> str:
 EPOCH_ROUND = 1 << 32         # epochs of one round of take-overs: round * EPOCH_ROUND + token
 
 
-def take_over(epoch: int, oid_reserved: int, tid_reserved: bytes, next_node_id: int, token: int) -> dict:
+def take_over(epoch: int, oid_reserved: int, tid_reserved: bytes, next_node_id: int, token: int,
+              version: int = 0, taken_over_from=None) -> dict:
     """The state values a standby writes when it takes over, from its copy's: an epoch of
     the next round, told apart by ``token`` (1 .. ``EPOCH_ROUND`` - 1, drawn by each
     standby: two standbys taking over from the same copy at once get different epochs,
     storages obey the higher only, so never two masters with one epoch), and reservations
-    raised by a whole one each (the copy may lag)."""
+    raised by a whole one each (the copy may lag).  ``taken_over_from``: the stamp the
+    copy is checked against (rule B), the copy's ``(epoch, version)``, or the one of an
+    earlier take-over not confirmed yet (``taken_over_from`` of the copy: what that
+    master copied was never checked)."""
     if not 0 < token < EPOCH_ROUND:
         raise RequestRefused(f"take_over: token {token} is not in 1..{EPOCH_ROUND - 1}")
     return {"epoch": (max(epoch, 1) // EPOCH_ROUND + 1) * EPOCH_ROUND + token,
             "oid_reserved": oid_reserved + OID_RESERVE,
             "tid_reserved": p64(u64(tid_reserved) + TID_RESERVE),
-            "next_node_id": next_node_id + NODE_ID_RESERVE}
+            "next_node_id": next_node_id + NODE_ID_RESERVE,
+            "taken_over_from": list(taken_over_from) if taken_over_from else [epoch, version]}
+
+
+def must_witness(confirmed: bool, followers_known, acknowledged) -> bool:
+    """Rule A: whether a primary has every running storage record its state's stamp
+    before acting on a new acknowledged state: it is confirmed (an unconfirmed
+    take-over serves nothing yet) and some standby it knows of (``followers_known``,
+    addresses) is not among those that acknowledged that state (``acknowledged``)."""
+    return confirmed and bool(set(followers_known) - set(acknowledged))
+
+
+def stale_copy(copy_stamp, stamp) -> bool:
+    """Rule B: whether a storage's recorded ``stamp`` shows that the copy a master took
+    over from (``copy_stamp``; None: confirmed) lacks what another master acted on."""
+    return copy_stamp is not None and newer_stamp(stamp, copy_stamp)
 
 
 class ClusterCore:
@@ -260,8 +322,10 @@ class ClusterCore:
 
     def __init__(self, pt: PartitionTable, stored_nodes: dict, next_node_id: int, *,
                  storages_expected: int, node_timeout_s: float, nodes_max: int, now_s: float,
-                 persist, ids, commits, catchup, members=None):
+                 persist, ids, commits, catchup, members=None, copy_stamp=None):
         self.pt = pt
+        # rule B: the stamp of the copy this master took over from, until confirmed
+        self.copy_stamp = tuple(copy_stamp) if copy_stamp else None
         self.partitions = pt.partitions
         self.persist = persist
         self.ids, self.commits, self.catchup = ids, commits, catchup
@@ -306,6 +370,18 @@ class ClusterCore:
         self.next_node_id = nid + 1
         return nid
 
+    def confirmed(self) -> bool:
+        """Whether this master's state is its own or a copy confirmed (rule B)."""
+        return self.copy_stamp is None
+
+    def check_stamp(self, nid: int, stamp) -> None:
+        """Rule B: ``StaleCopy`` when storage ``nid`` recorded a state stamp newer
+        than the copy this master took over from."""
+        if stale_copy(self.copy_stamp, stamp):
+            raise StaleCopy(f"storage node S{nid} recorded the master state stamp {tuple(stamp)}, newer than "
+                            f"{self.copy_stamp} of the copy this master took over from: the copy is stale, "
+                            f"this master must not serve (the master that wrote it, or a standby of it, must)")
+
     def require_running(self, truncating: bool = False) -> None:
         if self.cluster_state != ClusterState.RUNNING:
             raise ClusterUnavailable(f"cluster is {self.cluster_state}, not RUNNING")
@@ -318,6 +394,8 @@ class ClusterCore:
         if who.type not in IDENTIFYING_TYPES:
             raise RequestRefused(f"unknown node type {who.type}")
         check_identity(who)
+        if who.type == NodeType.STORAGE:
+            self.check_stamp(who.node_id, who.stamp)
         if self.cluster_state == ClusterState.STOPPING:
             raise ClusterUnavailable("cluster is stopping")
         nid, typ = who.node_id, who.type
@@ -432,8 +510,14 @@ class ClusterCore:
             running = self.running_storages()
         if not self.pt.operational(running):
             return None
-        if (not force and not self.pt.nodes() <= running
-                and now_s - self.started_at_s < self.node_timeout_s):
+        away = sorted(self.pt.nodes() - running)
+        if away and self.copy_stamp is not None:
+            if not force:
+                return None     # rule B: every member must tell its stamp, no grace period
+            log.warning("cluster start forced while storage nodes %s of the table are away and this "
+                        "master's copy is not confirmed: if one of them recorded a newer master state, "
+                        "acknowledged commits may be lost", away)
+        if not force and away and now_s - self.started_at_s < self.node_timeout_s:
             return None     # just started: give every member a heartbeat period to come back
                             # (one that does not is marked out of date when the cluster runs)
         self.cluster_state = ClusterState.VERIFYING
@@ -458,12 +542,17 @@ class ClusterCore:
             self.cluster_state = ClusterState.RECOVERING
             return
         self.cluster_state = ClusterState.RUNNING
+        if self.copy_stamp is not None:
+            log.info("the copy this master took over from (stamp %s) is confirmed", self.copy_stamp)
+            self.copy_stamp = None
+            self.persist(taken_over_from=None)
         lost = [nid for nid in sorted(self.pt.nodes() - running) if self.pt.node_lost(nid, running)]
         returned = [nid for nid in sorted(running)
                     if self.catchup.node_returned(self.pt, nid, self.last_committed)]
         if returned or lost:
             self.persist_table()
-        log.info("cluster RUNNING (ptid %d, last tid 0x%s)", self.pt.ptid, self.last_committed.hex())
+        if self.cluster_state == ClusterState.RUNNING:     # (a storage lost meanwhile: rule A)
+            log.info("cluster RUNNING (ptid %d, last tid 0x%s)", self.pt.ptid, self.last_committed.hex())
 
     def stop(self) -> list[int]:
         """The cluster is STOPPING; the storages to shut down."""
@@ -473,7 +562,10 @@ class ClusterCore:
 
     # -- verification -------------------------------------------------------------------
     def recovered(self, infos: dict[int, Recovered]) -> None:
-        """The id allocation and the last committed tid rise to what storages hold."""
+        """The id allocation and the last committed tid rise to what storages hold;
+        ``StaleCopy`` first when one recorded a newer master state (rule B)."""
+        for nid in sorted(infos):
+            self.check_stamp(nid, infos[nid].stamp)
         for nid in sorted(infos):
             info = infos[nid]
             self.ids.raise_to(u64(info.last_oid or Z64), info.last_tid or Z64)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from ZODB.POSException import ReadOnlyError
 
 from neoarray import security, wire
-from neoarray.errors import LimitExceeded, NeoError, RequestRefused
+from neoarray.errors import LimitExceeded, NeoError, RequestRefused, StaleCopy, StaleEpoch
 from neoarray.ids import Z64, checked_id, p64
 from neoarray.states import ClusterState, NodeState, NodeType
 from neoarray.transport.client import FramedChannel
@@ -152,7 +152,7 @@ class Master(Committing, ClusterViews):
             pt, st.get("nodes", {}), first_node_id, storages_expected=storages_expected,
             node_timeout_s=self.limits.node_timeout_s, nodes_max=self.limits.nodes_max,
             now_s=time.monotonic(), persist=self._persist, ids=self.ids, commits=self.commits,
-            catchup=self.catchup, members=self.admin.members)
+            catchup=self.catchup, members=self.admin.members, copy_stamp=st.get("taken_over_from"))
         self.truncation = Truncation(self)        # neoctl truncate
         self.rates = ReplicationRates(self.state_db, self.lock, self._storage_ids)   # (Committing)
 
@@ -208,7 +208,11 @@ class Master(Committing, ClusterViews):
         if who.type not in IDENTIFYING_TYPES:
             raise RequestRefused(f"unknown node type {who.type}")
         with self.lock:
-            nid, actions = self.cluster_core.identify(who, time.monotonic())
+            try:
+                nid, actions = self.cluster_core.identify(who, time.monotonic())
+            except StaleCopy as exc:
+                self.stale(str(exc))
+                raise
             broadcast = self._cluster_actions(actions)
         if broadcast:
             self.broadcast_cluster()
@@ -266,6 +270,9 @@ class Master(Committing, ClusterViews):
             return
         try:
             self._verify(running)
+        except StaleCopy as exc:
+            self.stale(str(exc))
+            return
         except Exception as exc:
             log.warning("verification failed (%s): staying in RECOVERING", exc)
             with self.lock:
@@ -425,6 +432,42 @@ class Master(Committing, ClusterViews):
     @staticmethod
     def _invalidation(txn: Txn) -> Invalidation:
         return Invalidation(txn.tid, txn.ttid, txn.oids)
+
+    def witness(self) -> None:
+        """Rule A (``master/cluster.py``): every running storage durably records the
+        stamp of the state just written, before this master acts on it (a standby did
+        not acknowledge it).  The orders go out together, each bounded by the node
+        timeout; a storage that does not answer is lost (its cells go OUT_OF_DATE: a
+        table written again, witnessed by one storage fewer, so at most as many rounds
+        as storages).  A storage that follows a newer master makes this one step down
+        (``StaleEpoch`` raised: the change is not acted on)."""
+        stamp = self.state_db.stamp()
+        with self.lock:
+            running = sorted(self.running_storages())
+        timeout_s = min(self.limits.rpc_timeout_s, self.limits.node_timeout_s)
+        sent, failed = {}, {}
+        for nid in running:
+            try:
+                sent[nid] = self.storage(nid).record_stamp_sent(stamp, timeout_s)
+            except NeoError as exc:
+                failed[nid] = exc
+        for nid, order in sent.items():
+            try:
+                order.result()
+            except StaleEpoch:
+                raise
+            except NeoError as exc:
+                failed[nid] = exc
+        for nid, exc in sorted(failed.items()):
+            self.storage_lost(nid, f"did not record the master state stamp {stamp}: {exc}")
+
+    def stale(self, why: str) -> None:
+        """Rule B: this master took over from a copy that a storage shows stale; it
+        must not serve: it steps down (the master that wrote the newer state serves)."""
+        log.error("not serving, the state this master took over is stale: %s", why)
+        self.state_db.put(stale=why)        # it restarts as a standby (``cluster.start_role``)
+        if self.on_step_down is not None:
+            self.on_step_down(why)
 
     def fenced(self, why: str) -> None:
         """A storage refused this master's epoch: a standby took over; step down."""

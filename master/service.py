@@ -40,7 +40,8 @@ def identity(request) -> Identity:
     if typ is None:
         raise RequestRefused(f"unknown node type {request.type}")
     return Identity(typ, request.node_id, request.address, request.host, request.read_only, request.data_path,
-                    request.data_address, request.last_oid, request.last_tid)
+                    request.data_address, request.last_oid, request.last_tid,
+                    (request.stamp.epoch, request.stamp.version))
 
 
 def event_pb(event: ClusterView | Invalidation) -> pb.Event:
@@ -115,7 +116,8 @@ class MasterServicer(rpc.MasterServicer):
             state=CLUSTER_STATE_TO_PB[self.m.cluster_state], ptid=self.m.pt.ptid,
             replicate=[pb.ReplicaTask(partition=t.partition, until_tid=t.until_tid, sources=[
                 pb.ReplicaSource(node_id=n, address=a) for n, a in t.sources]) for t in tasks],
-            verdicts=[pb.PendingVerdict(ttid=ttid, lock_tid=lock_tid or b"") for ttid, lock_tid in verdicts])
+            verdicts=[pb.PendingVerdict(ttid=ttid, lock_tid=lock_tid or b"") for ttid, lock_tid in verdicts],
+            epoch=self.m.epoch)
         rate = self.m.rates.replication_rate(request.node_id)
         if rate is not None:
             reply.replication_bytes_per_s = rate

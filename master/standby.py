@@ -17,13 +17,22 @@ acknowledged it before handing out ids above the old one or acting on the table,
 a standby's copy covers every id the primary handed out and every cell it marked
 OUT_OF_DATE.  A follower that does not acknowledge in time is no longer waited for
 (and the standby raises the reservations by one more reserve block when it takes
-over, against that window).
+over, against that window).  Then the storages are the witnesses (rule A of
+``master/cluster.py``): while a standby it knows of (``--masters``, or one that followed
+it: ``standbys`` in the state) has not acknowledged a new reservation or table, the
+primary has every running storage record the state's stamp ``(epoch, version)``
+(``Master.witness``) before acting on it.  A follower does not take the state of a
+primary that took over from a copy not confirmed yet when it holds a newer state.
 
 Taking over.  ``StandbyFollower`` polls; when no primary answered for
 ``node_timeout_s`` (and no other master answers as primary), it bumps the *epoch*
 (master generation) in its copy, raises the id reservations and returns: the caller
 starts the normal ``Master`` over the copied state, like a restart from the data
-directory (RECOVERING, storages identify, verification, RUNNING).
+directory (RECOVERING, storages identify, verification, RUNNING), marked as taken over
+from that copy (``taken_over_from``, rule B): it verifies only once every storage of
+its table identified, and a storage that recorded a newer stamp makes it step down
+(exit status 3, ``stale`` written: it restarts as a standby and never takes over from
+that copy); once RUNNING, the copy is confirmed.
 
 Fencing.  Every call of a master to a storage carries its epoch in the metadata
 (``master/fencing.py``); a storage remembers durably the highest epoch it saw and
@@ -32,9 +41,15 @@ started with ``--masters`` asks the other masters first and becomes a standby of
 that answers as primary; a running primary also checks them every ``node_timeout_s``
 and steps down when one answers as primary with a higher epoch.
 
-Limits: there is no quorum.  Two standbys that lose the primary at the same moment
-may both take over with the same epoch (each checks the other masters just before,
-which makes it unlikely, not impossible): run one standby per cluster.
+Limits: there is no quorum among the masters; the storages are the witnesses.  Two
+standbys that lose the primary at the same moment both take over with different epochs
+(``take_over``'s token): storages obey the higher only.  A take-over waits for every
+storage of its table (an absent one may hold the newer stamp; ``neoctl start`` forces
+it, at that risk).  A stale copy whose newer state lives only on a master that is gone
+for good cannot serve: the cluster waits for that master (its data directory).  A
+stale master racing the old primary may fence it (its ``RecoveryInfo`` calls carry
+the new epoch) before it reads the stamps and steps down: both step down, and the old
+primary restarted takes over with its newer state.  Run one standby per cluster.
 """
 from __future__ import annotations
 
@@ -57,7 +72,17 @@ from neoarray.proto import standby_pb2 as pb
 from neoarray.proto import standby_pb2_grpc as rpc
 from neoarray.states import NodeState
 
-from .cluster import EPOCH_ROUND, follows_state, must_take_over, newer_primary, take_over
+from .cluster import (
+    ACKED_KEYS,
+    EPOCH_ROUND,
+    follows_state,
+    may_take_over,
+    must_take_over,
+    must_witness,
+    newer_primary,
+    state_stamp,
+    take_over,
+)
 from .state import MasterState
 
 log = logging.getLogger("neoarray.master.standby")
@@ -65,10 +90,6 @@ log = logging.getLogger("neoarray.master.standby")
 RUN = secrets.token_hex(8)          # this process's run token (a restart changes it)
 WAIT_MS_MAX = 10_000                # longest a FollowState call is held
 FOLLOW_WAIT_MS = 1_000              # what followers ask for
-# written state a standby must hold before the primary acts on it: id reservations
-# (never hand out an id twice) and the partition table (a cell marked OUT_OF_DATE
-# because it missed a commit must not be readable again after a take-over)
-ACKED_KEYS = frozenset({"oid_reserved", "tid_reserved", "pt"})
 REFUSED_PREFIXES = ("/neoarray.v1.Master/", "/neoarray.v1.Admin/")
 
 
@@ -167,27 +188,34 @@ class StatePublisher(rpc.StandbyServicer):
     """The primary's side: serves its state to followers, waits for their acknowledgement
     of id reservations, shows them as MASTER nodes."""
 
-    def __init__(self, master, ack_timeout_s: float):
+    def __init__(self, master, ack_timeout_s: float, peers=()):
         self.m = master
         self.ack_timeout_s = ack_timeout_s
         self.version = 0
         self.cond = threading.Condition()
         self.followers: dict[str, _Follower] = {}
-        self.known: list[str] = []          # every standby seen, even gone (one may take over)
+        # every standby seen, even gone (one may take over), remembered across restarts
+        self.known: list[str] = list(master.state_db.get("standbys", []))[-MASTERS_MAX:]
+        self.peers = list(peers)            # the other masters given: any may hold a copy
         master.state_db.on_change = self._changed
 
     def _changed(self, names) -> None:
         """Called after every write of the state: wake followers; a new id reservation
         or partition table is not used before live followers hold it (bounded by
-        ``ack_timeout_s``)."""
+        ``ack_timeout_s``), nor, when a standby that may hold a copy did not
+        acknowledge it, before every running storage recorded its stamp (rule A)."""
         with self.cond:
             self.version += 1
             version = self.version
             self.cond.notify_all()
         if ACKED_KEYS & set(names):
-            self._wait_acked(version)
+            acked = self._wait_acked(version)
+            if must_witness(self.m.cluster_core.confirmed(), set(self.peers) | set(self.known), acked):
+                self.m.witness()
 
-    def _wait_acked(self, version: int) -> None:
+    def _wait_acked(self, version: int) -> set[str]:
+        """Wait (at most ``ack_timeout_s``) until live followers hold ``version``; the
+        addresses of those that do."""
         deadline = time.monotonic() + self.ack_timeout_s
         with self.cond:
             while True:
@@ -195,14 +223,21 @@ class StatePublisher(rpc.StandbyServicer):
                 late = [a for a, f in self.followers.items() if f.acked < version]
                 left = deadline - time.monotonic()
                 if not late:
-                    return
+                    return set(self.followers)
                 if left <= 0:
                     for address in late:
                         log.warning("standby master %s did not acknowledge the state "
                                     "within %.1f s: no longer waited for", address, self.ack_timeout_s)
                         self._drop(address)
-                    return
+                    return set(self.followers)
                 self.cond.wait(min(left, 0.1))
+
+    def _remember(self, known: list[str]) -> None:
+        """Persist the standbys seen (a restarted primary still witnesses for them)."""
+        try:
+            self.m.state_db.put(standbys=known)
+        except lmdb.Error:          # closed by a stop racing this call
+            pass
 
     def _forget_silent(self) -> None:
         now = time.monotonic()
@@ -228,6 +263,7 @@ class StatePublisher(rpc.StandbyServicer):
                 follower = self.followers[request.address] = _Follower()
                 if request.address not in self.known:
                     self.known = (self.known + [request.address])[-MASTERS_MAX:]
+                    self.m.pool.submit(self._remember, list(self.known))
                 self.m.pool.submit(self._show, request.address, 0, NodeState.RUNNING)
             follower.last_seen = time.monotonic()
             if request.known_run == RUN:
@@ -360,13 +396,21 @@ class StandbyFollower:
                       self.primary, reply.epoch, self.epoch())
             return False
         if (reply.run, reply.version) != (self.run, self.version):
-            self.state.replace(msgpack.unpackb(reply.state, strict_map_key=False))
+            doc = msgpack.unpackb(reply.state, strict_map_key=False)
+            held = state_stamp(*self.state.stamp(), self.state.get("taken_over_from"))
+            if not follows_state(reply.epoch, self.epoch(), doc.get("taken_over_from"), held):
+                log.error("the master at %s took over from a copy %s not confirmed yet, older than the state "
+                          "%s held here: not following it (it may be stale)", self.primary,
+                          doc.get("taken_over_from"), held)
+                return False
+            self.state.replace(doc)
             self.run, self.version = reply.run, reply.version
         self.last_contact = time.monotonic()
         return True
 
     def _must_take_over(self) -> bool:
-        followed = self.state.get("cluster") is not None    # else nothing to take over with
+        # else nothing to take over with, or a copy a storage showed stale
+        followed = may_take_over(self.state.get("cluster") is not None, bool(self.state.get("stale")))
         if not must_take_over(followed, time.monotonic() - self.last_contact, self.node_timeout_s,
                               random.uniform(0, 0.5)):
             return False
@@ -381,7 +425,8 @@ class StandbyFollower:
         directory)."""
         values = take_over(self.epoch(), self.state.get("oid_reserved", 0),
                            self.state.get("tid_reserved", bytes(8)), self.state.get("next_node_id", 1),
-                           token=1 + secrets.randbelow(EPOCH_ROUND - 1))
+                           token=1 + secrets.randbelow(EPOCH_ROUND - 1), version=self.state.get("version", 0),
+                           taken_over_from=self.state.get("taken_over_from"))
         epoch = values["epoch"]
         self.state.put(**values)
         self.closed_epoch = epoch
@@ -393,6 +438,16 @@ class StandbyFollower:
     def close(self) -> None:
         self.closed_epoch = self.epoch()
         self.state.close()
+
+
+def stale_at_start(path: str) -> bool:
+    """Whether the state in ``path`` was shown stale by a storage (``Master.stale``):
+    the master then starts as a standby (``cluster.start_role``)."""
+    state = MasterState(path)
+    try:
+        return bool(state.get("stale"))
+    finally:
+        state.close()
 
 
 def take_over_at_start(path: str, cluster: str, peers, own_address: str, node_timeout_s: float) -> None:

@@ -3,7 +3,10 @@
 Keys (ascii) -> msgpack values: ``cluster`` (name), ``partitions``, ``replicas``,
 ``pt`` (the partition table document), ``nodes`` ({node id: [type, address, host]}),
 ``next_node_id``, ``oid_reserved`` (int), ``tid_reserved`` (8 bytes), ``members``,
-``epoch`` (the master generation, bumped when a standby takes over: master/standby.py).
+``epoch`` (the master generation, bumped when a standby takes over: master/standby.py),
+``version`` (raised by every ``put``, in the same transaction: with the epoch, the
+state's *stamp*, which storages record as witnesses, master/cluster.py), and
+``taken_over_from`` (the stamp of the copy a take-over started from, until confirmed).
 Every write is fsynced before the master acts on it; ``writes`` counts them.
 
 ``on_change`` (when set) is called after every write with the names written: the
@@ -31,11 +34,20 @@ class MasterState:
 
     def put(self, **values) -> None:
         with self.env.begin(write=True) as txn:
+            raw = txn.get(b"version")
+            version = 0 if raw is None else msgpack.unpackb(raw)
             for name, value in values.items():
                 txn.put(name.encode(), msgpack.packb(value))
+            txn.put(b"version", msgpack.packb(version + 1))
             self.writes += 1
         if self.on_change is not None:
             self.on_change(tuple(values))
+
+    def stamp(self) -> tuple[int, int]:
+        """``(epoch, version)`` of the state now (read in one transaction)."""
+        with self.env.begin() as txn:
+            epoch, version = txn.get(b"epoch"), txn.get(b"version")
+        return (0 if epoch is None else msgpack.unpackb(epoch)), (0 if version is None else msgpack.unpackb(version))
 
     def snapshot(self) -> dict:
         """Every key and its value: the document a standby master copies."""

@@ -19,6 +19,11 @@ class ClusterUnavailable(NeoError, POSException.StorageError):
     """The cluster cannot serve the request now (not RUNNING, no readable cell, no master)."""
 
 
+class StaleCopy(ClusterUnavailable):
+    """A master that took over from a copy of the primary's state found a storage node
+    that recorded a newer state (``master/cluster.py``, rule B): it must not serve."""
+
+
 class StaleEpoch(ClusterUnavailable):
     """A storage node refused a master's order: it follows a newer master (a standby
     took over, ``master/standby.py``); the master that gets it steps down."""

@@ -13,8 +13,26 @@ from .errors import RequestRefused
 
 EPOCH_KEY = "neo-master-epoch"
 STALE_EPOCH_PREFIX = "stale master epoch"
+NO_STAMP = (0, 0)        # the stamp of a storage that recorded none
 MASTERS_MAX = 16          # addresses in one list (given and learnt from the cluster view)
 ADDRESS_CHARS_MAX = 4096  # one host:port
+
+
+def newer_stamp(stamp: tuple[int, int] | list[int], than: tuple[int, int] | list[int]) -> bool:
+    """Whether a master state stamp is newer than another.
+
+    Parameters
+    ----------
+    stamp, than
+        ``(epoch, version)`` of a master's durable state (``master/standby.py``,
+        rule A): compared lexicographically, the epoch first.
+
+    Returns
+    -------
+    bool
+        ``stamp`` is strictly newer than ``than``.
+    """
+    return tuple(stamp) > tuple(than)
 
 
 def is_address(address: str) -> bool:

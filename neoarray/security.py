@@ -84,7 +84,7 @@ def _table() -> dict[str, frozenset]:
         **each(_STORAGE, "AbortTransaction", _WRITERS | {"master"}),
         **each(_STORAGE, "CheckRecords RepairRecords RepairBlobChunk", {"admin"}),
         **each(_STORAGE, "ReplicaKeys ReplicaRecords", {"storage"}),
-        **each(_STORAGE, "Lock Unlock AbortNode RecoveryInfo SetPartitionTable Shutdown Truncate",
+        **each(_STORAGE, "Lock Unlock AbortNode RecoveryInfo RecordStamp SetPartitionTable Shutdown Truncate",
                {"master"}),
         # a standby master follows the primary's state; anyone may ask a master its role
         **each(_STANDBY, "FollowState", {"master"}),

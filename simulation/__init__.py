@@ -19,10 +19,18 @@ What is real (the project's code, called as the servers call it):
   on a restart as ``Master._load_state`` reloads it from LMDB;
 - standby masters (``master/standby.py``, ``master/__main__.py``): how a master starts
   (``start_role``), which master's ``Role`` answer to follow or step down for
-  (``newer_primary``), whose state to keep (``follows_state``), when to take over
-  (``must_take_over``) and with which values (``take_over``: a new epoch, raised
-  reservations); the storages' ``EpochFence`` (``storage_node/fencing.py``) on every
-  order of a master (lock, unlock, abort, abort_node, recovery_info);
+  (``newer_primary``), whose state to keep (``follows_state``, ``state_stamp``), when
+  to take over (``must_take_over``, ``may_take_over``) and with which values
+  (``take_over``: a new epoch, raised reservations, the copy's stamp); the storages as
+  witnesses (rules A and B of ``master/cluster.py``): when the primary has every
+  storage record its state's stamp (``must_witness``, with the durable ``version`` of
+  every write), a take-over's wait for every member and its check of the stamps the
+  storages report at identify and ``recovery_info`` (``ClusterCore.check_stamp``:
+  stale, it steps down, marked stale, and restarts as a standby); the storages'
+  ``EpochFence`` (``storage_node/fencing.py``) on every order of a master (lock,
+  unlock, abort, abort_node, recovery_info), ``record`` for the stamps, and
+  ``obeys`` on a heartbeat reply's epoch (verdicts of an older master are ignored and
+  the storage moves on to the next master);
 - storage: ``TransactionManager`` (``storage_node/manager.py``) over ``Backend``
   on ``MemoryStore``, or on ``LMDBStore`` in a temporary directory (``--store
   lmdb``); catch-up with the functions of ``storage_node/replication.py``
@@ -32,7 +40,8 @@ What is simulated about standbys (``simulation/master.py``): the FollowState lon
 (the whole state, as ``StatePublisher``), and the primary's wait for its followers'
 acknowledgement of a new reservation or table taken as instantaneous (a follower up,
 following or looking for a primary, and not isolated holds it at once; any other is no
-longer waited for, as after ``ack_timeout_s``); the primary's ``watch_peers``; a master
+longer waited for, as after ``ack_timeout_s``), and so are the ``RecordStamp`` orders
+that follow (a storage up and not isolated records the stamp, any other is lost); the primary's ``watch_peers``; a master
 that steps down (fenced, or a newer primary seen) is restarted a second later (a
 supervisor); storages and clients switch to the next master of the list as the real
 ones do (a client also after two unanswered calls: its event stream is taken for
@@ -102,9 +111,15 @@ With standby masters (``tests/master/test_cluster_core.py``): two standbys that 
 over from one copy got the same epoch and storages obeyed both (seed 33: ``take_over``
 now adds a token to an epoch of the next round); a master that had followed the new
 primary, restarted while no primary answered, started as primary with the copied epoch
-(seed 187: ``start_role`` makes it take a new epoch).  Open (found, not fixed): a
-standby that was no longer waited for (cut off longer than ``ack_timeout_s``) takes over
-with a copy that lacks what the primary then did: a table without the cell it had marked
-OUT_OF_DATE (an acknowledged commit lost, replicas differ: seeds 2775, 3076), or an OID
-reservation more than one block behind (an oid handed out twice: seed 2814).
+(seed 187: ``start_role`` makes it take a new epoch); a standby that was no longer
+waited for (cut off longer than ``ack_timeout_s``) took over with a copy that lacked
+what the primary then did: a table without the cell it had marked OUT_OF_DATE (an
+acknowledged commit lost, replicas differ: seeds 2775, 3076, 4472, 8164, 9385, 9609),
+or an OID reservation more than one block behind (an oid handed out twice: seeds 2814,
+3076, 7921, 8328); fixed by the storages as witnesses (rules A and B).  Building them,
+it found that a master holding the newer state followed a primary that had taken over
+from an older copy (not confirmed yet) and lost that state for good (seed 3076:
+``follows_state`` keeps it, a master shown stale waits as a standby), and that the
+check of readable cells looked at a standby's cores of an earlier run when no primary
+was up (seed 9385: a checker fix).
 """

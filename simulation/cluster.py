@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 
 from master.cluster import Pending, Recovered
+from neoarray.errors import StaleCopy
 from neoarray.states import ClusterState, NodeState
 
 from .world import Call, Sleep
@@ -40,8 +41,8 @@ def try_start(m):
 
 def _recovered(value) -> Recovered:
     """A storage's ``recovery_info`` reply as ``Master._recovery_info`` reads it."""
-    last_tid, last_oid, locked, voted = value
-    return Recovered(last_oid, last_tid, tuple(sorted(locked.items())), tuple(voted))
+    last_tid, last_oid, locked, voted, stamp = value
+    return Recovered(last_oid, last_tid, tuple(sorted(locked.items())), tuple(voted), stamp)
 
 
 def verify(m, running: list[int]):
@@ -51,7 +52,11 @@ def verify(m, running: list[int]):
     if any(r is None or not r.ok for r in replies):
         return False
     infos = {n: _recovered(r.value) for n, r in zip(running, replies)}
-    m.cluster_core.recovered(infos)
+    try:
+        m.cluster_core.recovered(infos)
+    except StaleCopy as exc:            # (``Master.try_start``)
+        m.stale(str(exc))
+        return False
     return (yield from reconcile(m, infos))
 
 

@@ -19,6 +19,7 @@ import logging
 
 from master import flow as fl
 from master.cluster import (
+    ACKED_KEYS,
     BROADCAST,
     EPOCH_ROUND,
     TRY_START,
@@ -30,22 +31,25 @@ from master.cluster import (
     PRIMARY_NOW,
     STANDBY_FIRST,
     follows_state,
+    may_take_over,
     must_take_over,
+    must_witness,
     newer_primary,
     start_role,
+    state_stamp,
     take_over,
 )
 from master.commit import CommitCore, owner_of
 from master.core import IdAllocator, PartitionTable
 from master.flow import CommitFlow
 from master.replication import CatchUp
-from master.standby import ACKED_KEYS
-from neoarray.errors import ClusterUnavailable, OutcomeUnknown, RequestRefused
+
+from neoarray.errors import ClusterUnavailable, OutcomeUnknown, RequestRefused, StaleCopy
 from neoarray.ids import Z64
 from neoarray.states import ClusterState, NodeType
 
 from . import cluster
-from .world import Call, Sleep
+from .world import Call, Sleep, StaleEpoch
 
 EPOCH_S = 1_700_000_000.0     # the simulated clock's 0, as a time of day (tids)
 LOCK_S = 1.0
@@ -108,10 +112,42 @@ class MasterActor(ClusterViews):
         self.following, self.held = None, ("", 0)
 
     def persist(self, **values) -> None:
+        """``MasterState.put`` (the durable ``version`` raised with every write) and
+        ``StatePublisher._changed``: the followers' acknowledgement, then rule A."""
         self.disk.update(values)
+        self.disk["version"] = self.disk.get("version", 0) + 1
         self.version += 1
         if ACKED_KEYS & set(values):
-            self._wait_acked()
+            acked = self._wait_acked()
+            if must_witness(self.cluster_core.confirmed(), self.peers, acked):
+                self.witness()
+
+    def witness(self) -> None:
+        """``Master.witness``, its round trips taken as instantaneous (as the followers'
+        acknowledgement): every running storage up and not cut off from this master
+        records the state's stamp with its real ``EpochFence.record``; any other is
+        lost; a refusal (a newer epoch) makes this master step down before it acts."""
+        stamp = (self.stub_epoch, self.disk["version"])
+        lost = []
+        for nid in sorted(self.running_storages()):
+            peer = self.world.actors[f"S{nid}"]
+            if not peer.up or {peer.name, self.name} & self.world.faults.isolated:
+                lost.append(nid)
+                continue
+            refusal = peer.record_stamp(self.name, stamp)
+            if refusal is not None:
+                self.fenced(refusal)
+                raise StaleEpoch(refusal)
+        if lost:
+            self.log(f"stamp {stamp}: S{lost} did not record it, lost")
+        for nid in lost:
+            self.storage_lost(nid)
+
+    def stale(self, why: str) -> None:
+        """``Master.stale``: a take-over from a stale copy steps down (rule B), marked
+        stale: it restarts as a standby."""
+        self.disk["stale"] = why
+        self.step_down(f"stale copy: {why}")
 
     def start(self) -> None:
         """Start as ``master/__main__.py``'s ``serve``: a standby first when started
@@ -130,15 +166,17 @@ class MasterActor(ClusterViews):
 
     def boot(self):
         found = self.asks_peers and not self.standby_of and (yield from self.find_primary(-1)) is not None
-        role = start_role(self.standby_of, self.asks_peers, found)
+        role = start_role(self.standby_of, self.asks_peers, found, stale=bool(self.disk.get("stale")))
         self.asks_peers = True          # (the first master's first start is alone)
         if role == STANDBY_FIRST:
             yield from self.follow()
         if role != PRIMARY_NOW and self.disk.get("cluster") is not None:
             values = take_over(self.disk.get("epoch", 0), self.disk.get("oid_reserved", 0),
                                self.disk.get("tid_reserved", Z64), self.disk.get("next_node_id", 1),
-                               token=self.world.rng.randrange(1, EPOCH_ROUND))
+                               token=self.world.rng.randrange(1, EPOCH_ROUND), version=self.disk.get("version", 0),
+                               taken_over_from=self.disk.get("taken_over_from"))
             self.disk.update(values)        # (``StandbyFollower.take_over``)
+            self.disk["version"] = self.disk.get("version", 0) + 1
             self.log(f"takes over with epoch {values['epoch']}")
         self.become_primary()
 
@@ -154,7 +192,8 @@ class MasterActor(ClusterViews):
         self.cluster_core = ClusterCore(
             PartitionTable.from_doc(d["pt"]), d["nodes"], first_node_id, storages_expected=len(self.storage_ids),
             node_timeout_s=cluster.NODE_TIMEOUT_S, nodes_max=NODES_MAX, now_s=self.world.now,
-            persist=self.persist, ids=self.ids, commits=self.commits, catchup=self.catchup)
+            persist=self.persist, ids=self.ids, commits=self.commits, catchup=self.catchup,
+            copy_stamp=d.get("taken_over_from"))
         self.flow = CommitFlow(self)
         self.clients: set[int] = set()      # sessions: clients whose event stream is open
         self.to_unlock: dict[int, list] = {}
@@ -201,7 +240,7 @@ class MasterActor(ClusterViews):
                     last_contact = self.world.now
                     continue
                 self.following = None
-            followed = self.disk.get("cluster") is not None
+            followed = may_take_over(self.disk.get("cluster") is not None, bool(self.disk.get("stale")))
             if must_take_over(followed, self.world.now - last_contact, cluster.NODE_TIMEOUT_S,
                               self.world.rng.uniform(0, 0.5)):
                 if (yield from self.find_primary(self.disk.get("epoch", 0) - 1)) is None:
@@ -210,7 +249,9 @@ class MasterActor(ClusterViews):
 
     def hold(self, run: str, version: int, doc: dict, epoch: int) -> bool:
         """Keep a primary's state (``StandbyFollower._poll``); False from an older one."""
-        if not follows_state(epoch, self.disk.get("epoch", 0)):
+        d = self.disk
+        held = state_stamp(d.get("epoch", 0), d.get("version", 0), d.get("taken_over_from"))
+        if not follows_state(epoch, d.get("epoch", 0), doc.get("taken_over_from"), held):
             return False
         if (run, version) != self.held:
             self.disk, self.held = copy.deepcopy(doc), (run, version)
@@ -228,7 +269,7 @@ class MasterActor(ClusterViews):
                 yield Sleep(FOLLOW_POLL_S)
         return self.run, self.version, copy.deepcopy(self.disk), self.stub_epoch
 
-    def _wait_acked(self) -> None:
+    def _wait_acked(self) -> set[str]:
         """``StatePublisher._wait_acked``, its wait taken as instantaneous: a follower
         that is up, following this master (or looking for a primary: it finds this one
         within ``ack_timeout_s``) and not cut off from it holds the new state
@@ -242,6 +283,7 @@ class MasterActor(ClusterViews):
                 del self.followers[name]
             elif acked < self.version and peer.hold(self.run, self.version, self.disk, self.stub_epoch):
                 self.followers[name][0] = self.version
+        return {name for name, (acked, _) in self.followers.items() if acked >= self.version}
 
     def watch_peers(self):
         """``standby.watch_peers``: a master answering as primary with a newer epoch took
@@ -312,7 +354,7 @@ class MasterActor(ClusterViews):
             if not self.cluster_core.heartbeat(nid, self.world.now):
                 raise RequestRefused(f"S{nid} is not running for this master: identify again")
             tasks = cluster.replication_report(self, nid, done)
-            # the epoch: not in the real reply; the checker's, to see whose verdicts are obeyed
+            # the epoch: the storage obeys the verdicts only when its fence admits it
             return cluster.pending_verdicts(self, nid, pending), tasks, self.stub_epoch
         if kind == "identify":
             return self.identify(*payload)
@@ -341,16 +383,20 @@ class MasterActor(ClusterViews):
             return None
         raise RequestRefused(f"unknown request {kind!r}")
 
-    def identify(self, typ: str, nid: int, last_tid: bytes = Z64, last_oid: bytes = Z64) -> int:
+    def identify(self, typ: str, nid: int, last_tid: bytes = Z64, last_oid: bytes = Z64, stamp=(0, 0)) -> int:
         """``Master.identify`` (a client's event stream opens with it: ``Master.subscribe``)."""
         if typ == "storage":
             node = self.nodes.get(nid)
             self.log(f"S{nid} joined (it was {node and node.state}), cluster {self.cluster_state}")
             who = Identity(NodeType.STORAGE, nid, storage_address(nid), f"s{nid}", last_oid=last_oid,
-                           last_tid=last_tid)
+                           last_tid=last_tid, stamp=stamp)
         else:
             who = Identity(NodeType.CLIENT)
-        nid, actions = self.cluster_core.identify(who, self.world.now)
+        try:
+            nid, actions = self.cluster_core.identify(who, self.world.now)
+        except StaleCopy as exc:
+            self.stale(str(exc))
+            raise
         if typ != "storage":
             self.clients.add(nid)
         self.cluster_actions(actions)

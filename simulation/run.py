@@ -182,7 +182,9 @@ class Schedule:
 
     # -- the run ------------------------------------------------------------------------------
     def watch(self) -> None:
-        self.checker.readable_copies_hold(self.primary(), self.storages)
+        primary = self.primary()
+        if primary.role == PRIMARY:     # (a standby's cores are those of an earlier run: not the cluster's)
+            self.checker.readable_copies_hold(primary, self.storages)
         self.world.at(WATCH_S, self.watch)
 
     def settled(self) -> bool:

@@ -136,7 +136,7 @@ class StorageActor:
             return self.backend.load(payload[0])
         if kind == "recovery_info":
             last_tid, last_oid = self.backend.last_ids()
-            return last_tid, last_oid, self.backend.locked(), sorted(self.backend.voted())
+            return last_tid, last_oid, self.backend.locked(), sorted(self.backend.voted()), self.fence.stamp
         if kind == "replica_keys":
             p, table, min_tid, max_tid, after = payload
             reply = rep.replica_keys(self.backend, KeysQuery(p, table, max_tid, min_tid, after, KEYS_MAX), KEYS_MAX)
@@ -146,6 +146,13 @@ class StorageActor:
             return rep.replica_records(self.backend, RecordsQuery(p, table, keys, REPLY_BYTES_MAX), KEYS_MAX,
                                        REPLY_BYTES_MAX)
         raise RequestRefused(f"unknown request {kind!r}")
+
+    def record_stamp(self, master: str, stamp: tuple[int, int]) -> str | None:
+        """A master's ``RecordStamp`` (``StorageServicer.RecordStamp``): the real
+        ``EpochFence.record``; the refusal of a stale epoch, or None."""
+        refusal = self.fence.record(*stamp)
+        self._obeyed(master, stamp[0], refusal is None)
+        return refusal
 
     def _obeyed(self, master: str, epoch: int, admitted: bool) -> None:
         if self.checker is not None:
@@ -163,7 +170,8 @@ class StorageActor:
     def main(self):
         while True:
             last_tid, last_oid = self.backend.last_ids()
-            reply = yield Call(self.master, "identify", ("storage", self.nid, last_tid, last_oid), RPC_S)
+            reply = yield Call(self.master, "identify", ("storage", self.nid, last_tid, last_oid, self.fence.stamp),
+                               RPC_S)
             if reply is None or not reply.ok:
                 if not (reply is not None and isinstance(reply.error, RequestRefused)) and self._next_master():
                     continue                # try the whole list before waiting
@@ -181,6 +189,10 @@ class StorageActor:
                         self._next_master()     # not answering as primary: the next address
                     break                   # the master does not know us (restarted, or lost us)
                 verdicts, tasks, epoch = reply.value
+                if not self.fence.obeys(epoch):     # (``StorageNode._master_loop``)
+                    self._obeyed(self.master, epoch, False)
+                    self._next_master()
+                    break
                 if verdicts:
                     self._obeyed(self.master, epoch, True)
                 for ttid, tid in verdicts:

@@ -150,6 +150,8 @@ class World:
                 proc.on_return(stop.value)
             return
         except Exception as exc:     # a process that fails answers with it
+            if not self._alive(proc) and proc.on_return is None:
+                return              # its actor stepped down meanwhile (``StaleEpoch``): it ends
             self._check_expected(exc, f"process of {proc.owner}")
             if proc.on_return is not None:
                 proc.on_return(exc)

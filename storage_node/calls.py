@@ -49,19 +49,21 @@ def partition_table(admin, timeout_s: float):
 
 
 def identify(stub, node_id: int, address: str, host: str, last_tid: bytes, last_oid: bytes, ptid: int,
-             data_path: str, data_address: str, timeout_s: float):
+             data_path: str, data_address: str, timeout_s: float, stamp: tuple[int, int] = (0, 0)):
     """Identify as a storage node: the master's ``IdentifyReply`` (the node id, the
-    partitions, the cluster view)."""
+    partitions, the cluster view).  ``stamp``: the newest master state stamp recorded."""
     request = mpb.IdentifyRequest(type=NODE_TYPE_TO_PB[NodeType.STORAGE], node_id=node_id,
                                   address=address, host=host, last_tid=last_tid, last_oid=last_oid, ptid=ptid,
-                                  data_path=data_path, data_address=data_address)
+                                  data_path=data_path, data_address=data_address,
+                                  stamp=cpb.Stamp(epoch=stamp[0], version=stamp[1]))
     return wire.call(stub.Identify, request, timeout_s, "identify")
 
 
 def heartbeat(stub, node_id: int, replicated, pending, timeout_s: float):
     """A heartbeat: ``replicated``, ``(partition, tid)`` the catch-up reached;
     ``pending``, ``(ttid, client node id, voted, age_s)`` of the transactions held.
-    The master's ``HeartbeatReply`` (verdicts, state, ptid, catch-up tasks and rate)."""
+    The master's ``HeartbeatReply`` (verdicts, state, ptid, catch-up tasks and rate,
+    the master's epoch)."""
     request = mpb.HeartbeatRequest(
         node_id=node_id, replicated=[mpb.ReplicaDone(partition=p, tid=tid) for p, tid in replicated],
         pending=[mpb.PendingTransaction(ttid=t, node_id=n, voted=v, age_s=a) for t, n, v, a in pending])

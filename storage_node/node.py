@@ -181,7 +181,7 @@ class StorageNode:
     def _identify(self, stub) -> None:
         last_tid, last_oid = self.backend.last_ids()
         reply = calls.identify(stub, self.node_id, self.address, self.host, last_tid, last_oid, self.ptid,
-                               self.data_path, self.data_address, self.limits.rpc_timeout_s)
+                               self.data_path, self.data_address, self.limits.rpc_timeout_s, self.fence.stamp)
         if self.backend.partitions and self.backend.partitions != reply.num_partitions:
             raise RequestRefused(f"the master has {reply.num_partitions} partitions, "
                                  f"this node's data {self.backend.partitions}")
@@ -226,6 +226,9 @@ class StorageNode:
                     wait_s = lim.heartbeat_interval_s
                 pending = self.manager.pending(lim.pending_report_age_s, lim.pending_reports_max)
                 reply = calls.heartbeat(stub, self.node_id, self.replicator.reports(), pending, lim.rpc_timeout_s)
+                if not self.fence.obeys(reply.epoch):
+                    raise ClusterUnavailable(f"the master at {self.master_address} has epoch {reply.epoch}, older "
+                                             f"than {self.fence.highest} seen: its verdicts are ignored")
                 self._carry_out(reply.verdicts)
                 self.cluster_state = calls.cluster_state(reply.state)
                 if reply.ptid != self.ptid and self.cluster_state is ClusterState.RUNNING:

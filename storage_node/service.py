@@ -430,7 +430,11 @@ class StorageServicer(rpc.StorageServicer):
         return pb.RecoveryInfoReply(
             last_tid=last_tid, last_oid=last_oid, voted_ttids=list(self.backend.voted()),
             locked=[pb.LockedTransaction(ttid=k, tid=v) for k, v in self.backend.locked().items()],
-            ptid=self.node.ptid)
+            ptid=self.node.ptid, stamp=cpb.Stamp(epoch=self.node.fence.stamp[0], version=self.node.fence.stamp[1]))
+
+    def RecordStamp(self, request, context):
+        self.node.fence.check_record(context, request.epoch, request.version)
+        return cpb.Empty()
 
     def SetPartitionTable(self, request, context):
         self.node.fence.check(context)

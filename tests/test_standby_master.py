@@ -29,7 +29,7 @@ from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
 from neoarray.states import NodeType
 
-from .cluster_helpers import neoctl
+from .cluster_helpers import letters, neoctl, wait_settled
 
 NODE_TIMEOUT_S = 2.0
 
@@ -238,3 +238,49 @@ def test_frozen_primary_steps_down_when_it_wakes_after_a_takeover(cluster):
         assert s.new_oid()
     finally:
         s.close()
+
+
+def test_a_standby_cut_off_refuses_to_serve_its_stale_table(tmp_path):
+    """A standby frozen past ``ack_timeout_s`` (the primary stops waiting for it) misses
+    a table change: S2 lost, its cells OUT_OF_DATE, a commit acknowledged on S1 only.
+    The primary has S1 record its state's stamp first (rule A).  The primary dies, the
+    standby wakes and takes over with its copy (S2 still UP_TO_DATE there): S1's stamp
+    shows the copy stale (rule B), it steps down (status 3) instead of serving S2's old
+    data; the old primary restarted takes over and the acknowledged commit is there."""
+    c = LocalCluster(str(tmp_path / "c"), storages=2, replicas=1, partitions=2, node_timeout_s=NODE_TIMEOUT_S,
+                     standby_masters=1)
+    c.start(timeout_s=60)
+    try:
+        db = ZODB.DB(c.open_storage())
+        conn = db.open()
+        conn.root()["a"] = 1
+        transaction.commit()
+        standby = c.standby_procs[1]
+        standby.send_signal(signal.SIGSTOP)
+        try:
+            c.kill_storage(1)
+            wait_lost = time.monotonic() + 60
+            while "O" not in "".join(letters(c).values()):
+                assert time.monotonic() < wait_lost, "the primary did not mark S2's cells OUT_OF_DATE"
+                time.sleep(0.1)
+            commit_retrying(conn, lambda root: root.__setitem__("a", 2))      # acknowledged on S1 only
+            conn.close()
+            db.close()
+            c.kill_master()
+        finally:
+            standby.send_signal(signal.SIGCONT)
+        c.start_storage(1)
+        assert standby.wait(90) == 3, "the stale standby served instead of stepping down"
+        with open(c.log_path("master-1")) as f:
+            text = f.read()
+        assert "stale" in text and "recorded the master state stamp" in text
+        c.start_master()                        # the primary that wrote the newer state
+        c.wait_state("RUNNING", 90)
+        db = ZODB.DB(c.open_storage())
+        conn = db.open()
+        assert conn.root()["a"] == 2            # the acknowledged commit is not lost
+        conn.close()
+        db.close()
+        assert set(wait_settled(c, 90).values()) == {"UU"}
+    finally:
+        c.stop()

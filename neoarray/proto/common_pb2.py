@@ -24,33 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bneoarray/proto/common.proto\x12\x0bneoarray.v1\"\x07\n\x05\x45mpty\"\xc0\x01\n\x04Node\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12#\n\x04type\x18\x02 \x01(\x0e\x32\x15.neoarray.v1.NodeType\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.neoarray.v1.NodeState\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x13\n\x0bstate_since\x18\x06 \x01(\x01\x12\x11\n\tdata_path\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x61ta_address\x18\x08 \x01(\t\">\n\x04\x43\x65ll\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.neoarray.v1.CellState\"0\n\x0cPartitionRow\x12 \n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x11.neoarray.v1.Cell\"Y\n\x0ePartitionTable\x12\x0c\n\x04ptid\x18\x01 \x01(\x04\x12\x10\n\x08replicas\x18\x02 \x01(\r\x12\'\n\x04rows\x18\x03 \x03(\x0b\x32\x19.neoarray.v1.PartitionRow\"\xa6\x01\n\x0b\x43lusterInfo\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.neoarray.v1.ClusterState\x12\'\n\x02pt\x18\x02 \x01(\x0b\x32\x1b.neoarray.v1.PartitionTable\x12 \n\x05nodes\x18\x03 \x03(\x0b\x32\x11.neoarray.v1.Node\x12\x10\n\x08last_tid\x18\x04 \x01(\x0c\x12\x10\n\x08last_oid\x18\x05 \x01(\x0c\"\x92\x01\n\x0fTransactionMeta\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x10\n\x08user_raw\x18\x03 \x01(\x0c\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\x0c\x12\x11\n\textension\x18\x05 \x01(\x0c\x12\x0c\n\x04oids\x18\x06 \x03(\x0c\x12\x0e\n\x06packed\x18\x07 \x01(\x08\x12\x0c\n\x04ttid\x18\x08 \x01(\x0c*U\n\x08NodeType\x12\x19\n\x15NODE_TYPE_UNSPECIFIED\x10\x00\x12\n\n\x06MASTER\x10\x01\x12\x0b\n\x07STORAGE\x10\x02\x12\n\n\x06\x43LIENT\x10\x03\x12\t\n\x05\x41\x44MIN\x10\x04*X\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\x0b\n\x07PENDING\x10\x02\x12\x08\n\x04\x44OWN\x10\x03\x12\x0b\n\x07UNKNOWN\x10\x04*s\n\tCellState\x12\x1a\n\x16\x43\x45LL_STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nUP_TO_DATE\x10\x01\x12\x0f\n\x0bOUT_OF_DATE\x10\x02\x12\x0b\n\x07\x46\x45\x45\x44ING\x10\x03\x12\r\n\tCORRUPTED\x10\x04\x12\r\n\tDISCARDED\x10\x05*o\n\x0c\x43lusterState\x12\x1d\n\x19\x43LUSTER_STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nRECOVERING\x10\x01\x12\r\n\tVERIFYING\x10\x02\x12\x13\n\x0f\x43LUSTER_RUNNING\x10\x03\x12\x0c\n\x08STOPPING\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bneoarray/proto/common.proto\x12\x0bneoarray.v1\"\x07\n\x05\x45mpty\"\'\n\x05Stamp\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x04\"\xc0\x01\n\x04Node\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12#\n\x04type\x18\x02 \x01(\x0e\x32\x15.neoarray.v1.NodeType\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12%\n\x05state\x18\x04 \x01(\x0e\x32\x16.neoarray.v1.NodeState\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x13\n\x0bstate_since\x18\x06 \x01(\x01\x12\x11\n\tdata_path\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x61ta_address\x18\x08 \x01(\t\">\n\x04\x43\x65ll\x12\x0f\n\x07node_id\x18\x01 \x01(\r\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.neoarray.v1.CellState\"0\n\x0cPartitionRow\x12 \n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x11.neoarray.v1.Cell\"Y\n\x0ePartitionTable\x12\x0c\n\x04ptid\x18\x01 \x01(\x04\x12\x10\n\x08replicas\x18\x02 \x01(\r\x12\'\n\x04rows\x18\x03 \x03(\x0b\x32\x19.neoarray.v1.PartitionRow\"\xa6\x01\n\x0b\x43lusterInfo\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.neoarray.v1.ClusterState\x12\'\n\x02pt\x18\x02 \x01(\x0b\x32\x1b.neoarray.v1.PartitionTable\x12 \n\x05nodes\x18\x03 \x03(\x0b\x32\x11.neoarray.v1.Node\x12\x10\n\x08last_tid\x18\x04 \x01(\x0c\x12\x10\n\x08last_oid\x18\x05 \x01(\x0c\"\x92\x01\n\x0fTransactionMeta\x12\x0b\n\x03tid\x18\x01 \x01(\x0c\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x10\n\x08user_raw\x18\x03 \x01(\x0c\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\x0c\x12\x11\n\textension\x18\x05 \x01(\x0c\x12\x0c\n\x04oids\x18\x06 \x03(\x0c\x12\x0e\n\x06packed\x18\x07 \x01(\x08\x12\x0c\n\x04ttid\x18\x08 \x01(\x0c*U\n\x08NodeType\x12\x19\n\x15NODE_TYPE_UNSPECIFIED\x10\x00\x12\n\n\x06MASTER\x10\x01\x12\x0b\n\x07STORAGE\x10\x02\x12\n\n\x06\x43LIENT\x10\x03\x12\t\n\x05\x41\x44MIN\x10\x04*X\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\x0b\n\x07PENDING\x10\x02\x12\x08\n\x04\x44OWN\x10\x03\x12\x0b\n\x07UNKNOWN\x10\x04*s\n\tCellState\x12\x1a\n\x16\x43\x45LL_STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nUP_TO_DATE\x10\x01\x12\x0f\n\x0bOUT_OF_DATE\x10\x02\x12\x0b\n\x07\x46\x45\x45\x44ING\x10\x03\x12\r\n\tCORRUPTED\x10\x04\x12\r\n\tDISCARDED\x10\x05*o\n\x0c\x43lusterState\x12\x1d\n\x19\x43LUSTER_STATE_UNSPECIFIED\x10\x00\x12\x0e\n\nRECOVERING\x10\x01\x12\r\n\tVERIFYING\x10\x02\x12\x13\n\x0f\x43LUSTER_RUNNING\x10\x03\x12\x0c\n\x08STOPPING\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'neoarray.proto.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NODETYPE']._serialized_start=771
-  _globals['_NODETYPE']._serialized_end=856
-  _globals['_NODESTATE']._serialized_start=858
-  _globals['_NODESTATE']._serialized_end=946
-  _globals['_CELLSTATE']._serialized_start=948
-  _globals['_CELLSTATE']._serialized_end=1063
-  _globals['_CLUSTERSTATE']._serialized_start=1065
-  _globals['_CLUSTERSTATE']._serialized_end=1176
+  _globals['_NODETYPE']._serialized_start=812
+  _globals['_NODETYPE']._serialized_end=897
+  _globals['_NODESTATE']._serialized_start=899
+  _globals['_NODESTATE']._serialized_end=987
+  _globals['_CELLSTATE']._serialized_start=989
+  _globals['_CELLSTATE']._serialized_end=1104
+  _globals['_CLUSTERSTATE']._serialized_start=1106
+  _globals['_CLUSTERSTATE']._serialized_end=1217
   _globals['_EMPTY']._serialized_start=44
   _globals['_EMPTY']._serialized_end=51
-  _globals['_NODE']._serialized_start=54
-  _globals['_NODE']._serialized_end=246
-  _globals['_CELL']._serialized_start=248
-  _globals['_CELL']._serialized_end=310
-  _globals['_PARTITIONROW']._serialized_start=312
-  _globals['_PARTITIONROW']._serialized_end=360
-  _globals['_PARTITIONTABLE']._serialized_start=362
-  _globals['_PARTITIONTABLE']._serialized_end=451
-  _globals['_CLUSTERINFO']._serialized_start=454
-  _globals['_CLUSTERINFO']._serialized_end=620
-  _globals['_TRANSACTIONMETA']._serialized_start=623
-  _globals['_TRANSACTIONMETA']._serialized_end=769
+  _globals['_STAMP']._serialized_start=53
+  _globals['_STAMP']._serialized_end=92
+  _globals['_NODE']._serialized_start=95
+  _globals['_NODE']._serialized_end=287
+  _globals['_CELL']._serialized_start=289
+  _globals['_CELL']._serialized_end=351
+  _globals['_PARTITIONROW']._serialized_start=353
+  _globals['_PARTITIONROW']._serialized_end=401
+  _globals['_PARTITIONTABLE']._serialized_start=403
+  _globals['_PARTITIONTABLE']._serialized_end=492
+  _globals['_CLUSTERINFO']._serialized_start=495
+  _globals['_CLUSTERINFO']._serialized_end=661
+  _globals['_TRANSACTIONMETA']._serialized_start=664
+  _globals['_TRANSACTIONMETA']._serialized_end=810
 # @@protoc_insertion_point(module_scope)

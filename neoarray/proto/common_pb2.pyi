@@ -65,6 +65,14 @@ class Empty(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class Stamp(_message.Message):
+    __slots__ = ("epoch", "version")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    version: int
+    def __init__(self, epoch: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+
 class Node(_message.Message):
     __slots__ = ("node_id", "type", "address", "state", "host", "state_since", "data_path", "data_address")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]

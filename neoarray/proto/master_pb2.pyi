@@ -18,7 +18,7 @@ COMMITTED: FinalStatus
 NOT_COMMITTED: FinalStatus
 
 class IdentifyRequest(_message.Message):
-    __slots__ = ("type", "node_id", "address", "host", "read_only", "last_tid", "last_oid", "ptid", "data_path", "data_address")
+    __slots__ = ("type", "node_id", "address", "host", "read_only", "last_tid", "last_oid", "ptid", "data_path", "data_address", "stamp")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class IdentifyRequest(_message.Message):
     PTID_FIELD_NUMBER: _ClassVar[int]
     DATA_PATH_FIELD_NUMBER: _ClassVar[int]
     DATA_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STAMP_FIELD_NUMBER: _ClassVar[int]
     type: _common_pb2.NodeType
     node_id: int
     address: str
@@ -39,7 +40,8 @@ class IdentifyRequest(_message.Message):
     ptid: int
     data_path: str
     data_address: str
-    def __init__(self, type: _Optional[_Union[_common_pb2.NodeType, str]] = ..., node_id: _Optional[int] = ..., address: _Optional[str] = ..., host: _Optional[str] = ..., read_only: _Optional[bool] = ..., last_tid: _Optional[bytes] = ..., last_oid: _Optional[bytes] = ..., ptid: _Optional[int] = ..., data_path: _Optional[str] = ..., data_address: _Optional[str] = ...) -> None: ...
+    stamp: _common_pb2.Stamp
+    def __init__(self, type: _Optional[_Union[_common_pb2.NodeType, str]] = ..., node_id: _Optional[int] = ..., address: _Optional[str] = ..., host: _Optional[str] = ..., read_only: _Optional[bool] = ..., last_tid: _Optional[bytes] = ..., last_oid: _Optional[bytes] = ..., ptid: _Optional[int] = ..., data_path: _Optional[str] = ..., data_address: _Optional[str] = ..., stamp: _Optional[_Union[_common_pb2.Stamp, _Mapping]] = ...) -> None: ...
 
 class IdentifyReply(_message.Message):
     __slots__ = ("node_id", "num_partitions", "info", "data_address")
@@ -190,18 +192,20 @@ class PendingVerdict(_message.Message):
     def __init__(self, ttid: _Optional[bytes] = ..., lock_tid: _Optional[bytes] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("state", "ptid", "replicate", "replication_bytes_per_s", "verdicts")
+    __slots__ = ("state", "ptid", "replicate", "replication_bytes_per_s", "verdicts", "epoch")
     STATE_FIELD_NUMBER: _ClassVar[int]
     PTID_FIELD_NUMBER: _ClassVar[int]
     REPLICATE_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
     VERDICTS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     state: _common_pb2.ClusterState
     ptid: int
     replicate: _containers.RepeatedCompositeFieldContainer[ReplicaTask]
     replication_bytes_per_s: int
     verdicts: _containers.RepeatedCompositeFieldContainer[PendingVerdict]
-    def __init__(self, state: _Optional[_Union[_common_pb2.ClusterState, str]] = ..., ptid: _Optional[int] = ..., replicate: _Optional[_Iterable[_Union[ReplicaTask, _Mapping]]] = ..., replication_bytes_per_s: _Optional[int] = ..., verdicts: _Optional[_Iterable[_Union[PendingVerdict, _Mapping]]] = ...) -> None: ...
+    epoch: int
+    def __init__(self, state: _Optional[_Union[_common_pb2.ClusterState, str]] = ..., ptid: _Optional[int] = ..., replicate: _Optional[_Iterable[_Union[ReplicaTask, _Mapping]]] = ..., replication_bytes_per_s: _Optional[int] = ..., verdicts: _Optional[_Iterable[_Union[PendingVerdict, _Mapping]]] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class ReplicaSource(_message.Message):
     __slots__ = ("node_id", "address")

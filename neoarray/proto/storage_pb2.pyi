@@ -339,18 +339,20 @@ class LockedTransaction(_message.Message):
     def __init__(self, ttid: _Optional[bytes] = ..., tid: _Optional[bytes] = ...) -> None: ...
 
 class RecoveryInfoReply(_message.Message):
-    __slots__ = ("last_tid", "last_oid", "voted_ttids", "locked", "ptid")
+    __slots__ = ("last_tid", "last_oid", "voted_ttids", "locked", "ptid", "stamp")
     LAST_TID_FIELD_NUMBER: _ClassVar[int]
     LAST_OID_FIELD_NUMBER: _ClassVar[int]
     VOTED_TTIDS_FIELD_NUMBER: _ClassVar[int]
     LOCKED_FIELD_NUMBER: _ClassVar[int]
     PTID_FIELD_NUMBER: _ClassVar[int]
+    STAMP_FIELD_NUMBER: _ClassVar[int]
     last_tid: bytes
     last_oid: bytes
     voted_ttids: _containers.RepeatedScalarFieldContainer[bytes]
     locked: _containers.RepeatedCompositeFieldContainer[LockedTransaction]
     ptid: int
-    def __init__(self, last_tid: _Optional[bytes] = ..., last_oid: _Optional[bytes] = ..., voted_ttids: _Optional[_Iterable[bytes]] = ..., locked: _Optional[_Iterable[_Union[LockedTransaction, _Mapping]]] = ..., ptid: _Optional[int] = ...) -> None: ...
+    stamp: _common_pb2.Stamp
+    def __init__(self, last_tid: _Optional[bytes] = ..., last_oid: _Optional[bytes] = ..., voted_ttids: _Optional[_Iterable[bytes]] = ..., locked: _Optional[_Iterable[_Union[LockedTransaction, _Mapping]]] = ..., ptid: _Optional[int] = ..., stamp: _Optional[_Union[_common_pb2.Stamp, _Mapping]] = ...) -> None: ...
 
 class ChunkExtent(_message.Message):
     __slots__ = ("sizes", "offset")

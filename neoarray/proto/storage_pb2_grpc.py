@@ -155,6 +155,11 @@ class StorageStub:
                 request_serializer=neoarray_dot_proto_dot_common__pb2.Empty.SerializeToString,
                 response_deserializer=neoarray_dot_proto_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
+        self.RecordStamp = channel.unary_unary(
+                '/neoarray.v1.Storage/RecordStamp',
+                request_serializer=neoarray_dot_proto_dot_common__pb2.Stamp.SerializeToString,
+                response_deserializer=neoarray_dot_proto_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
         self.Truncate = channel.unary_unary(
                 '/neoarray.v1.Storage/Truncate',
                 request_serializer=neoarray_dot_proto_dot_storage__pb2.StorageTruncateRequest.SerializeToString,
@@ -335,6 +340,14 @@ class StorageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordStamp(self, request, context):
+        """Durably remember the stamp of the master's state (kept if older than the one held),
+        before the master acts on that state while a standby did not acknowledge it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Truncate(self, request, context):
         """neoctl truncate (master only): delete the transactions with tid in
         (tid, until_tid] and their revisions, and drop every stored or voted transaction
@@ -466,6 +479,11 @@ def add_StorageServicer_to_server(servicer, server):
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
                     request_deserializer=neoarray_dot_proto_dot_common__pb2.Empty.FromString,
+                    response_serializer=neoarray_dot_proto_dot_common__pb2.Empty.SerializeToString,
+            ),
+            'RecordStamp': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordStamp,
+                    request_deserializer=neoarray_dot_proto_dot_common__pb2.Stamp.FromString,
                     response_serializer=neoarray_dot_proto_dot_common__pb2.Empty.SerializeToString,
             ),
             'Truncate': grpc.unary_unary_rpc_method_handler(
@@ -1121,6 +1139,33 @@ class Storage:
             target,
             '/neoarray.v1.Storage/Shutdown',
             neoarray_dot_proto_dot_common__pb2.Empty.SerializeToString,
+            neoarray_dot_proto_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordStamp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/neoarray.v1.Storage/RecordStamp',
+            neoarray_dot_proto_dot_common__pb2.Stamp.SerializeToString,
             neoarray_dot_proto_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,

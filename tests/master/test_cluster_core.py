@@ -19,15 +19,19 @@ from master.cluster import (
     PRIMARY_NOW,
     STANDBY_FIRST,
     TAKE_OVER,
+    may_take_over,
     must_take_over,
+    must_witness,
     newer_primary,
+    stale_copy,
     start_role,
+    state_stamp,
     take_over,
 )
 from master.commit import NODE_ID_RESERVE, CommitCore
 from master.core import OID_RESERVE, TID_RESERVE, IdAllocator, PartitionTable
 from master.replication import CatchUp
-from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused
+from neoarray.errors import ClusterUnavailable, LimitExceeded, RequestRefused, StaleCopy
 from neoarray.ids import Z64, p64
 from neoarray.states import CellState, ClusterState, NodeState, NodeType
 
@@ -41,7 +45,7 @@ class Durable(dict):
         self.update(values)
 
 
-def make(partitions=4, replicas=1, expected=2, nodes_max=100, db=None, now_s=0.0):
+def make(partitions=4, replicas=1, expected=2, nodes_max=100, db=None, now_s=0.0, copy_stamp=None):
     """A core as a (re)started master builds it from ``db`` (a fresh one without)."""
     db = db if db is not None else Durable()
     pt = PartitionTable.from_doc(db["pt"]) if "pt" in db else PartitionTable(partitions, replicas)
@@ -49,7 +53,8 @@ def make(partitions=4, replicas=1, expected=2, nodes_max=100, db=None, now_s=0.0
     ids = IdAllocator(db.persist, 0, db.get("oid_reserved", 0), Z64, db.get("tid_reserved", Z64))
     core = ClusterCore(pt, db.get("nodes", {}), first, storages_expected=expected,
                        node_timeout_s=TIMEOUT_S, nodes_max=nodes_max, now_s=now_s, persist=db.persist,
-                       ids=ids, commits=CommitCore(first, 300.0, 100, 100), catchup=CatchUp())
+                       ids=ids, commits=CommitCore(first, 300.0, 100, 100), catchup=CatchUp(),
+                       copy_stamp=copy_stamp)
     return core, db
 
 
@@ -373,7 +378,8 @@ def test_standby_masters_are_shown_with_new_ids():
 def test_take_over_raises_every_reservation_and_the_epoch():
     values = take_over(epoch=3, oid_reserved=500, tid_reserved=p64(1000), next_node_id=7, token=5)
     assert values == {"epoch": EPOCH_ROUND + 5, "oid_reserved": 500 + OID_RESERVE,
-                      "tid_reserved": p64(1000 + TID_RESERVE), "next_node_id": 7 + NODE_ID_RESERVE}
+                      "tid_reserved": p64(1000 + TID_RESERVE), "next_node_id": 7 + NODE_ID_RESERVE,
+                      "taken_over_from": [3, 0]}
     assert take_over(0, 0, Z64, 1, token=1)["epoch"] == EPOCH_ROUND + 1
     # the next round is above every epoch of this one, whatever its token
     assert take_over(EPOCH_ROUND + EPOCH_ROUND - 1, 0, Z64, 1, token=1)["epoch"] == 2 * EPOCH_ROUND + 1
@@ -550,3 +556,87 @@ def test_a_master_with_peers_and_no_primary_takes_a_new_epoch_never_a_copied_one
     assert start_role(standby_of=False, has_peers=True, primary_found=True) == STANDBY_FIRST
     assert start_role(standby_of=False, has_peers=True, primary_found=False) == TAKE_OVER
     assert start_role(standby_of=False, has_peers=False, primary_found=False) == PRIMARY_NOW
+
+
+# -- storages as witnesses of the masters' state (rules A and B) ---------------------------
+def test_rule_a_witnesses_only_when_a_known_standby_did_not_acknowledge():
+    assert not must_witness(True, set(), set())                         # no standby: no round trip
+    assert not must_witness(True, {"m2:1"}, {"m2:1"})                   # every standby acknowledged
+    assert must_witness(True, {"m2:1", "m3:1"}, {"m2:1"})               # one no longer waited for
+    assert not must_witness(False, {"m2:1"}, set())                     # a take-over not confirmed
+    # a copy is stale when a storage recorded a newer stamp, the epoch compared first
+    assert stale_copy((7, 10), (7, 11)) and stale_copy((7, 10), (8, 0))
+    assert not stale_copy((7, 10), (7, 10)) and not stale_copy((7, 10), (6, 99))
+    assert not stale_copy(None, (9, 9))                                 # confirmed: nothing to check
+
+
+def test_take_over_keeps_the_stamp_of_an_unconfirmed_copy():
+    assert take_over(3, 0, Z64, 1, token=5, version=42)["taken_over_from"] == [3, 42]
+    # the copy of a master that took over and was not confirmed: checked against what it copied
+    assert take_over(EPOCH_ROUND + 5, 0, Z64, 1, token=2, version=50, taken_over_from=[3, 42])[
+        "taken_over_from"] == [3, 42]
+
+
+def taken_over(copy_stamp=(1, 10)):
+    """A master that took over from a copy (of ``running_cluster``'s state) with stamp
+    ``copy_stamp``, its storages all down."""
+    _, db = running_cluster(storages=2, replicas=1, partitions=4)
+    core, _ = make(db=db, now_s=100.0, copy_stamp=copy_stamp)
+    return core, db
+
+
+def test_rule_b_a_take_over_waits_for_every_member_without_grace_period():
+    core, db = taken_over()
+    join(core, storage(1, last_tid=p64(5)), 100.5)
+    assert core.try_start(100.0 + 10 * TIMEOUT_S) is None       # S2 must tell its stamp first
+    assert core.cluster_state == ClusterState.RECOVERING
+    join(core, storage(2), 150.0)
+    assert core.try_start(150.0) == [1, 2]
+    core.recovered({1: Recovered(stamp=(1, 10)), 2: Recovered(stamp=(0, 0))})
+    core.verified()
+    assert core.cluster_state == ClusterState.RUNNING
+    assert core.confirmed() and db["taken_over_from"] is None   # the copy is confirmed, durably
+
+
+def test_rule_b_forcing_a_take_over_without_every_member_is_possible():
+    core, db = taken_over()
+    join(core, storage(1), 100.5)
+    assert core.try_start(101.0) is None
+    assert core.try_start(101.0, force=True) == [1]             # neoctl start: the risk is logged
+    core.recovered({1: Recovered(stamp=(1, 9))})
+    core.verified()
+    assert core.cluster_state == ClusterState.RUNNING and core.confirmed()
+
+
+def test_rule_b_a_storage_with_a_newer_stamp_makes_the_copy_stale():
+    core, db = taken_over(copy_stamp=(1, 10))
+    with pytest.raises(StaleCopy, match=r"S2 .*\(1, 11\).*\(1, 10\)"):
+        join(core, Identity(S, 2, "127.0.0.1:7002", "h", stamp=(1, 11)), 100.5)
+    assert core.nodes[2].state == NodeState.DOWN                # not registered
+    join(core, storage(1), 100.5)
+    join(core, storage(2), 100.5)                               # its stamp is read again at verification
+    assert core.try_start(100.6) == [1, 2]
+    with pytest.raises(StaleCopy, match="S1"):
+        core.recovered({1: Recovered(stamp=(EPOCH_ROUND + 3, 1)), 2: Recovered()})
+    assert not core.confirmed() and "taken_over_from" not in db
+    # a master that never took over (or is confirmed) checks nothing
+    plain, _ = make()
+    join(plain, Identity(S, 0, "127.0.0.1:7009", "h", stamp=(99, 99)))
+
+
+def test_a_standby_keeps_a_newer_state_than_an_unconfirmed_primarys_copy():
+    """Simulation seed 3076: a master holding a newer state followed a primary that took
+    over from an older copy (not confirmed yet), and the newer state was lost for good."""
+    held = state_stamp(EPOCH_ROUND + 7, 19)                   # its own state, confirmed
+    assert held == (EPOCH_ROUND + 7, 19)
+    assert not follows_state(2 * EPOCH_ROUND + 1, EPOCH_ROUND + 7, base=[1, 8], held_stamp=held)
+    assert follows_state(2 * EPOCH_ROUND + 1, EPOCH_ROUND + 7, base=None, held_stamp=held)    # confirmed
+    # a copy of that same unconfirmed primary stands for what it copied: followed
+    assert follows_state(EPOCH_ROUND + 3, EPOCH_ROUND + 3, base=[1, 8],
+                         held_stamp=state_stamp(EPOCH_ROUND + 3, 30, [1, 8]))
+
+
+def test_a_master_shown_stale_starts_as_a_standby_and_takes_over_only_after_following():
+    assert start_role(standby_of=False, has_peers=True, primary_found=False, stale=True) == STANDBY_FIRST
+    assert not may_take_over(True, stale=True) and may_take_over(True, stale=False)
+    assert not may_take_over(False, stale=False)
