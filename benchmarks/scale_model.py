@@ -52,6 +52,7 @@ from master.node import Master
 from master.replication import CatchUp
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
+from neoarray.proto_states import table_to_pb
 from neoarray.states import CellState
 from neoarray.transport import conn, frames
 
@@ -69,8 +70,9 @@ def _line(part: str, figure: str, value, unit: str, **where) -> dict:
 
 
 def _view(pt: PartitionTable) -> cpb.ClusterInfo:
-    """The cluster view the master sends (``Master.pt_pb``) for ``pt``."""
-    return cpb.ClusterInfo(state=cpb.CLUSTER_RUNNING, pt=Master.pt_pb(types.SimpleNamespace(pt=pt)))
+    """The cluster view's table the master sends for ``pt`` (``Master.table_view``, then
+    its message, as ``master/service.py`` makes it)."""
+    return cpb.ClusterInfo(state=cpb.CLUSTER_RUNNING, pt=table_to_pb(Master.table_view(types.SimpleNamespace(pt=pt))))
 
 
 def table_figures(partitions: int, nodes: int, repeat: int) -> list[dict]:
