@@ -5,6 +5,13 @@ A mixin of ``Master`` (``master/node.py``): ``CommitCore`` (``self.commits``) an
 ``CommitFlow`` (``self.flow``, ``master/flow.py``) decide and return actions; these
 methods hold ``self.lock`` while they call them, carry the actions out
 (``_carry_out``), and call the storage nodes outside the lock.
+
+A published commit's invalidation goes to every subscriber but the session that made
+it: that client learns its commit from the Finish answer (the tid, and the tid
+published just before it, which tells it when its event stream has delivered every
+earlier commit: ``NeoStorage.tpc_finish``), as ZEO answers its committer.  Per small
+commit of a lone client that is one frame and one wake-up fewer on the master and on
+the client.
 """
 from __future__ import annotations
 
@@ -185,8 +192,9 @@ class Committing:
                 self.broadcast_cluster()
             elif isinstance(action, Publish):
                 event = self._invalidation(action.txn)
-                for q in list(self.subscribers.values()):
-                    self._push(q, event)
+                for nid, q in list(self.subscribers.items()):
+                    if nid != action.txn.node:      # the committer has the Finish answer
+                        self._push(q, event)
             elif isinstance(action, Unlock):
                 self.to_unlock.setdefault(action.node, []).append(action.ttid)
             elif isinstance(action, AbortOn):

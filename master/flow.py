@@ -44,7 +44,8 @@ class AbortOn:
 
 @dataclass(frozen=True)
 class Publish:
-    """``txn`` is acknowledged: send its invalidation to every client."""
+    """``txn`` is acknowledged: send its invalidation to every client but its own
+    (``txn.node``: it learns it from the Finish answer)."""
     txn: Txn
 
 

@@ -74,8 +74,6 @@ class Txn:
     routes: dict = field(default_factory=dict)      # partition -> writable nodes, for ``routes_view``
     routes_view: object = None          # the cluster view (link.info) ``routes`` were made from
     blobs: dict = field(default_factory=dict)       # oid -> blob file owned until finish or abort
-    reached: threading.Event = field(default_factory=threading.Event)
-    done: threading.Event = field(default_factory=threading.Event)
 
 
 class _TooBig:

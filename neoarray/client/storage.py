@@ -225,8 +225,6 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
         self._oids: list[bytes] = []
         self._txns: dict[int, Txn] = {}
         self._commit_times = collections.deque(maxlen=COMMIT_TIMES_MAX)   # (client time, tid)
-        self._own: dict[bytes, Txn] = {}         # ttid -> finishing transaction
-        self._finished_own: dict[bytes, None] = {}  # own commits whose invalidation is still to come
         self._slots = threading.BoundedSemaphore(transactions_max)
         self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="neoarray-io")
         self._last_tid = Z64
@@ -338,18 +336,9 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
             return self._last_tid
 
     def _invalidated(self, tid: bytes, ttid: bytes, oids: list[bytes]) -> None:
-        """Event stream thread: invalidations arrive here in TID order."""
-        own = self._own.get(ttid)
-        if own is not None:
-            own.tid = tid
-            own.reached.set()
-            if not own.done.wait(EVENT_WAIT_S):
-                log.warning("finish of 0x%s did not complete within %s s", tid.hex(), EVENT_WAIT_S)
-            return
+        """Event stream thread: invalidations of the other clients' commits arrive here
+        in TID order (the master does not send a client its own: ``tpc_finish``)."""
         with self._lock:
-            if ttid in self._finished_own:
-                del self._finished_own[ttid]
-                return      # a commit of this client whose finish did not wait for it
             self._cache.invalidate(oids, tid)
             self._last_tid = max(self._last_tid, tid)
             if self._db is not None:
@@ -358,10 +347,15 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
 
     def _reconnected(self, info) -> None:
         """Events may have been missed while the master was away: forget everything."""
+        self._forget_all(info.last_tid)
+
+    def _forget_all(self, last_tid: bytes | None) -> None:
+        """Drop every cached object (the client's and the ZODB connections'): what was
+        committed up to ``last_tid`` may not have been seen."""
         with self._lock:
             self._cache.clear()
-            if info.last_tid and info.last_tid > self._last_tid:
-                self._last_tid = info.last_tid
+            if last_tid and last_tid > self._last_tid:
+                self._last_tid = last_tid
             self._tid_changed.notify_all()
             if self._db is not None:
                 self._db.invalidateCache()
@@ -748,17 +742,14 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
         """
         txn = self._txn(transaction)
         started = time.time()
-        self._own[txn.ttid] = txn
         try:
             tid, prev_tid = self._commits.finish(txn)
         except BaseException:
-            txn.done.set()
-            self._own.pop(txn.ttid, None)
             if txn.outcome_unknown:
                 self._end(transaction)      # nothing to abort: the master decides alone
             raise                           # not committed: tpc_abort drops the votes
         try:
-            self._wait_own_invalidation(txn, tid, prev_tid)
+            self._wait_earlier_commits(tid, prev_tid)
             colour = colours.current()
             with self._lock:
                 self._cache.committed([(oid, None if data is TOO_BIG else data)
@@ -770,23 +761,24 @@ class NeoStorage(HistoryMethods, BlobStorageMethods, ConflictResolvingStorage):
                 self._commit_times.append((started, tid))
             return tid
         finally:
-            txn.done.set()
-            self._own.pop(txn.ttid, None)
             self._end(transaction)
 
-    def _wait_own_invalidation(self, txn: Txn, tid: bytes, prev_tid: bytes | None) -> None:
-        """Before tpc_finish returns, every invalidation before ``tid`` must have been
-        delivered.  When the event stream already reached ``prev_tid`` (the commit
-        published just before this one), it has: the stream's copy of this commit's
-        own invalidation is then dropped when it comes.  Otherwise wait for it."""
-        with self._lock:
-            if prev_tid is not None and self._last_tid >= prev_tid and not txn.reached.is_set():
-                self._finished_own[txn.ttid] = None
-                while len(self._finished_own) > COMMIT_TIMES_MAX:
-                    self._finished_own.pop(next(iter(self._finished_own)))
-                return
-        if self._link.connected.is_set() and not txn.reached.wait(EVENT_WAIT_S):
-            log.warning("own invalidation of 0x%s not seen within %s s", tid.hex(), EVENT_WAIT_S)
+    def _wait_earlier_commits(self, tid: bytes, prev_tid: bytes | None) -> None:
+        """Before tpc_finish returns ``tid``, the invalidations of every commit published
+        before it must have been applied.  The event stream delivers them in tid order
+        (not this client's own commits: their finish sets the last tid), so once it has
+        reached ``prev_tid``, the commit published just before this one, they all
+        have.  When that is not known (the outcome came from ``FinalTid``, the Finish
+        answer was lost) or not seen within ``EVENT_WAIT_S``, the whole cache is dropped
+        instead, as on a reconnection: nothing stale can be read."""
+        if prev_tid is not None:
+            with self._tid_changed:
+                if self._tid_changed.wait_for(lambda: self._last_tid >= prev_tid or self._closed,
+                                              timeout=EVENT_WAIT_S):
+                    return
+            log.warning("invalidations up to 0x%s not seen within %s s: the cache is dropped",
+                        prev_tid.hex(), EVENT_WAIT_S)
+        self._forget_all(tid)
 
     def tpc_abort(self, transaction: Any) -> None:
         """Abort ``transaction`` on every node it reached (nothing if it never began)."""
