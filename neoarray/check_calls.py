@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from . import wire
-from .proto import common_pb2 as cpb
 from .proto import storage_pb2 as spb
+from .proto_states import transaction_from_pb, transaction_to_pb
 from .records import TransactionInfo
 
 OBJECTS, TRANSACTIONS = "object", "transaction"          # the two tables a copy lists
@@ -89,8 +89,7 @@ def transactions(stub, partition: int, min_tid: bytes, max_tid: bytes, limit: in
     max_tid``, in tid order."""
     reply = wire.call(stub.Transactions, spb.TransactionsRequest(
         partitions=[partition], min_tid=min_tid, max_tid=max_tid, limit=limit), timeout_s, what)
-    return [TransactionInfo(t.tid, t.user_raw, t.description, t.extension, list(t.oids), t.ttid, t.packed)
-            for t in reply.transactions]
+    return [transaction_from_pb(t) for t in reply.transactions]
 
 
 def revisions(stub, keys: Sequence[tuple[bytes, bytes]], timeout_s: float, what: str) -> list[RecordCopy | None]:
@@ -126,8 +125,6 @@ def repair_records(stub, objects: Sequence[RecordCopy], transactions: Sequence[T
         objects=[spb.RepairObject(oid=r.oid, tid=r.tid, data=r.data, checksum=r.checksum, deleted=r.deleted,
                                   data_tid=r.data_tid, blob_tid=r.blob_tid, blob_chunks=r.blob_chunks,
                                   blob_bytes=r.blob_bytes) for r in objects],
-        transactions=[cpb.TransactionMeta(tid=t.tid, user_raw=t.user, description=t.description,
-                                          extension=t.extension, oids=t.oids, ttid=t.ttid, packed=t.packed)
-                      for t in transactions])
+        transactions=[transaction_to_pb(t) for t in transactions])
     reply = wire.call(stub.RepairRecords, request, timeout_s, what)
     return [REPAIR_ACTIONS.get(outcome.action, "unknown") for outcome in reply.outcomes]

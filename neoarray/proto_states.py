@@ -2,15 +2,15 @@
 enums of the wire (``common.proto``).
 
 Servicers and clients that read or build messages convert here, in both directions,
-also the values of ``neoarray.views`` (the partition table, nodes, the cluster view);
-the protobuf-keyed tables (``CELL_LETTERS``, ``READABLE_PB``, ...) serve the code
-that reads protobuf cells and nodes as they arrive (``neoctl``, the dashboard).
-Every table is derived from the four ``*_TO_PB`` maps below.
+also the values of ``neoarray.views`` (the partition table, nodes, the cluster view)
+and transaction rows (``neoarray.records.TransactionInfo``).  Every table is derived
+from the four ``*_TO_PB`` maps below.
 """
 from __future__ import annotations
 
 from .proto import common_pb2 as cpb
-from .states import READABLE, CellState, ClusterState, NodeState, NodeType
+from .records import TransactionInfo
+from .states import CellState, ClusterState, NodeState, NodeType
 from .views import Cell, CellChange, ClusterView, NodeView, Row, TableView
 
 CELL_TO_PB = {CellState.UP_TO_DATE: cpb.UP_TO_DATE, CellState.OUT_OF_DATE: cpb.OUT_OF_DATE,
@@ -27,47 +27,11 @@ NODE_STATE_FROM_PB = {v: k for k, v in NODE_STATE_TO_PB.items()}
 CLUSTER_STATE_FROM_PB = {v: k for k, v in CLUSTER_STATE_TO_PB.items()}
 NODE_TYPE_FROM_PB = {v: k for k, v in NODE_TYPE_TO_PB.items()}
 
-# protobuf-keyed views, for code reading messages as they arrive
-READABLE_PB = frozenset(CELL_TO_PB[s] for s in READABLE)
-CELL_LETTERS = {pb: s.letter for pb, s in CELL_FROM_PB.items()}          # cpb.UP_TO_DATE -> "U"
-NODE_STATES = {pb: s.value for pb, s in NODE_STATE_FROM_PB.items()}      # cpb.DOWN -> "DOWN"
-CLUSTER_NAMES = {pb: s.value for pb, s in CLUSTER_STATE_FROM_PB.items()}  # cpb.CLUSTER_RUNNING -> "RUNNING"
-NODE_TYPES = {pb: t.value for pb, t in NODE_TYPE_FROM_PB.items()}       # cpb.STORAGE -> "STORAGE"
-NODE_PREFIX = {pb: t.prefix for pb, t in NODE_TYPE_FROM_PB.items()}     # cpb.STORAGE -> "S"
-# a cell change's states for people: a cell that is not there (DISCARDED, unset) is "-"
-CHANGE_LETTERS = {**CELL_LETTERS, cpb.DISCARDED: "-", cpb.CELL_STATE_UNSPECIFIED: "-"}
-
 
 def cell_change_pb(old: str, new: str) -> tuple[int, int]:
     """``(old, new)`` protobuf states of a cell change; ``""`` (no cell) is
     ``CELL_STATE_UNSPECIFIED`` before and ``DISCARDED`` after."""
     return (CELL_TO_PB.get(old, cpb.CELL_STATE_UNSPECIFIED), CELL_TO_PB.get(new, cpb.DISCARDED))
-
-
-def running_storages(nodes) -> set[int]:
-    """Ids of the RUNNING storage nodes among protobuf ``nodes`` (a cluster view)."""
-    return {n.node_id for n in nodes if NODE_TYPE_FROM_PB.get(n.type) is NodeType.STORAGE
-            and NODE_STATE_FROM_PB.get(n.state) is NodeState.RUNNING}
-
-
-def is_storage(node) -> bool:
-    """A protobuf node of type STORAGE."""
-    return NODE_TYPE_FROM_PB.get(node.type) is NodeType.STORAGE
-
-
-def cell_state(cell) -> CellState | None:
-    """The state of a protobuf cell (None: not a cell state, e.g. DISCARDED)."""
-    return CELL_FROM_PB.get(cell.state)
-
-
-def is_master(node) -> bool:
-    """A protobuf node of type MASTER."""
-    return NODE_TYPE_FROM_PB.get(node.type) is NodeType.MASTER
-
-
-def node_state(node) -> NodeState | None:
-    """The state of a protobuf node (None: unset)."""
-    return NODE_STATE_FROM_PB.get(node.state)
 
 
 # -- the values of neoarray.views ------------------------------------------------------------
@@ -117,3 +81,15 @@ def cell_change_from_pb(change) -> CellChange:
     """The cell change a ``CellChange`` message describes."""
     return CellChange(change.partition, change.node_id, CELL_FROM_PB.get(change.old_state),
                       CELL_FROM_PB.get(change.new_state))
+
+
+# -- transaction rows -----------------------------------------------------------------------
+def transaction_to_pb(t: TransactionInfo) -> cpb.TransactionMeta:
+    """The message of a transaction row (a node's answer, a copy to write elsewhere)."""
+    return cpb.TransactionMeta(tid=t.tid, user_raw=t.user, description=t.description, extension=t.extension,
+                               oids=t.oids, packed=t.packed, ttid=t.ttid)
+
+
+def transaction_from_pb(m: cpb.TransactionMeta) -> TransactionInfo:
+    """The transaction row a message carries."""
+    return TransactionInfo(m.tid, m.user_raw, m.description, m.extension, list(m.oids), m.ttid, m.packed)

@@ -10,16 +10,21 @@ raises the domain exceptions of :func:`neoarray.wire.call`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from neoarray import wire
+from neoarray.check_calls import BlobChunk, blob_chunk
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import master_pb2 as mpb
 from neoarray.proto import master_pb2_grpc as mrpc
 from neoarray.proto import storage_pb2 as spb
 from neoarray.proto import storage_pb2_grpc as srpc
-from neoarray.proto_states import CELL_TO_PB, CLUSTER_STATE_FROM_PB, NODE_TYPE_TO_PB
-from neoarray.records import BlobRef, TransactionInfo
+from neoarray.proto_states import (
+    CELL_TO_PB,
+    CLUSTER_STATE_FROM_PB,
+    NODE_TYPE_TO_PB,
+    transaction_from_pb,
+    transaction_to_pb,
+)
+from neoarray.records import BlobRef
 from neoarray.states import CellState, ClusterState, NodeType
 
 from .replica import KeysBatch, KeysQuery, RecordsBatch, RecordsQuery, ReplicaObject
@@ -77,14 +82,6 @@ def cluster_state(state_pb) -> ClusterState | None:
 
 # -- catch-up: calls to another storage node (storage_node/replication.py) ---------------
 
-@dataclass(frozen=True, slots=True)
-class BlobChunk:
-    """Chunk of a blob as a source holds it: the key tid of its chunks, its checksum, data."""
-    blob_tid: bytes
-    checksum: int
-    data: bytes
-
-
 def storage_stub(channel):
     """The Storage service on ``channel``."""
     return srpc.StorageStub(channel)
@@ -102,12 +99,10 @@ def replica_records(stub, query: RecordsQuery, timeout_s: float) -> RecordsBatch
 
 
 def load_blob_chunk(stub, oid: bytes, serial: bytes, index: int, timeout_s: float) -> BlobChunk | None:
-    """Chunk ``index`` of the blob of ``oid`` at ``serial``; None when the source has none."""
-    reply = wire.call(stub.LoadBlobChunk, spb.LoadBlobChunkRequest(oid=oid, serial=serial, index=index),
-                      timeout_s, "LoadBlobChunk")
-    if reply.status != spb.FOUND:
-        return None
-    return BlobChunk(reply.blob_tid, reply.checksum, reply.data)
+    """Chunk ``index`` of the blob of ``oid`` at ``serial`` (the call ``neoctl check``
+    makes too); None when the source has none."""
+    chunk = blob_chunk(stub, oid, serial, index, timeout_s, "LoadBlobChunk")
+    return chunk if chunk.found else None
 
 
 def keys_query_to_pb(q: KeysQuery) -> spb.ReplicaKeysRequest:
@@ -136,10 +131,8 @@ def records_query_from_pb(m) -> RecordsQuery:
 
 
 def records_batch_to_pb(b: RecordsBatch) -> spb.ReplicaRecordsReply:
-    reply = spb.ReplicaRecordsReply(keys_done=b.keys_done)
-    for t in b.transactions:
-        reply.transactions.add(tid=t.tid, user_raw=t.user, description=t.description, extension=t.extension,
-                               oids=t.oids, packed=t.packed, ttid=t.ttid)
+    reply = spb.ReplicaRecordsReply(keys_done=b.keys_done,
+                                    transactions=[transaction_to_pb(t) for t in b.transactions])
     for o in b.objects:
         blob = o.blob
         reply.objects.add(oid=o.oid, tid=o.tid, deleted=o.data is None, data=o.data or b"", checksum=o.checksum,
@@ -149,8 +142,7 @@ def records_batch_to_pb(b: RecordsBatch) -> spb.ReplicaRecordsReply:
 
 
 def records_batch_from_pb(m) -> RecordsBatch:
-    transactions = [TransactionInfo(t.tid, t.user_raw, t.description, t.extension, list(t.oids), t.ttid, t.packed)
-                    for t in m.transactions]
+    transactions = [transaction_from_pb(t) for t in m.transactions]
     objects = [ReplicaObject(o.oid, o.tid, None if o.deleted else o.data, o.checksum, o.data_tid or None,
                              BlobRef(o.blob_tid, o.blob_chunks, o.blob_bytes)
                              if o.blob_tid and not o.deleted else None)

@@ -239,7 +239,7 @@ def apply_records(backend, partition: int, reply: RecordsBatch, progress: dict |
 def copy_blob_chunks(backend, load_chunk, o: ReplicaObject, write_mutex) -> int:
     """Copy the chunks of the blob of the replicated record ``o`` that this node lacks,
     one chunk at a time (``load_chunk(oid, serial, index)`` asks the sources: a
-    ``calls.BlobChunk``, None when the source has no such chunk); returns the bytes
+    ``neoarray.check_calls.BlobChunk``, None when the source has no such chunk); returns the bytes
     received.  Chunks written before a crash are kept: a replay rewrites the same keys."""
     blob, received = o.blob, 0
     if blob is None:

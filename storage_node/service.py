@@ -16,7 +16,7 @@ from neoarray.ids import checked_tid as _tid
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto import storage_pb2 as pb
 from neoarray.proto import storage_pb2_grpc as rpc
-from neoarray.proto_states import CELL_FROM_PB
+from neoarray.proto_states import CELL_FROM_PB, transaction_to_pb
 from neoarray.records import (
     BlobRef,
     NoBlob,
@@ -152,10 +152,7 @@ class StorageServicer(rpc.StorageServicer):
         min_tid = _id(request.min_tid, "min_tid") if request.min_tid else None
         max_tid = _id(request.max_tid, "max_tid") if request.max_tid else None
         found = self.backend.transactions(request.partitions, min_tid, max_tid, limit, request.descending)
-        return pb.TransactionsReply(transactions=[
-            cpb.TransactionMeta(tid=t.tid, user_raw=t.user, description=t.description,
-                                extension=t.extension, oids=t.oids, packed=t.packed, ttid=t.ttid)
-            for t in found])
+        return pb.TransactionsReply(transactions=[transaction_to_pb(t) for t in found])
 
     def ObjectsSince(self, request, context):
         self._check_partitions(request.partitions)

@@ -6,14 +6,12 @@ import msgpack
 from neoarray.proto import common_pb2 as cpb
 from neoarray.proto_states import (
     CELL_FROM_PB,
-    CELL_LETTERS,
     CELL_TO_PB,
     CLUSTER_STATE_FROM_PB,
     CLUSTER_STATE_TO_PB,
-    NODE_PREFIX,
     NODE_STATE_TO_PB,
+    NODE_TYPE_FROM_PB,
     NODE_TYPE_TO_PB,
-    READABLE_PB,
     cell_change_pb,
 )
 from neoarray.states import READABLE, CellState, ClusterState, NodeState, NodeType
@@ -26,9 +24,10 @@ def test_every_state_has_one_protobuf_twin_and_back():
     assert all(CELL_FROM_PB[CELL_TO_PB[s]] is s for s in CellState)
     assert CLUSTER_STATE_FROM_PB[cpb.CLUSTER_RUNNING] is ClusterState.RUNNING
     assert READABLE == {CellState.UP_TO_DATE, CellState.FEEDING}
-    assert READABLE_PB == {cpb.UP_TO_DATE, cpb.FEEDING}
-    assert CELL_LETTERS == {cpb.UP_TO_DATE: "U", cpb.OUT_OF_DATE: "O", cpb.FEEDING: "F", cpb.CORRUPTED: "C"}
-    assert NODE_PREFIX[cpb.STORAGE] == "S" and NODE_PREFIX[cpb.MASTER] == "M"
+    assert {CELL_TO_PB[s] for s in READABLE} == {cpb.UP_TO_DATE, cpb.FEEDING}
+    assert {pb: s.letter for pb, s in CELL_FROM_PB.items()} == {
+        cpb.UP_TO_DATE: "U", cpb.OUT_OF_DATE: "O", cpb.FEEDING: "F", cpb.CORRUPTED: "C"}
+    assert NODE_TYPE_FROM_PB[cpb.STORAGE].prefix == "S" and NODE_TYPE_FROM_PB[cpb.MASTER].prefix == "M"
     assert cell_change_pb("", CellState.OUT_OF_DATE) == (cpb.CELL_STATE_UNSPECIFIED, cpb.OUT_OF_DATE)
     assert cell_change_pb(CellState.FEEDING, "") == (cpb.FEEDING, cpb.DISCARDED)
 
