@@ -71,20 +71,21 @@ class StorageCalls:
         """Lock ``ttid`` (voted here) as ``tid``: its records become readable once unlocked."""
         self._call("Lock", spb.LockRequest(ttid=ttid, tid=tid), timeout_s)
 
-    def lock_sent(self, ttid: bytes, tid: bytes, timeout_s: float) -> PendingOrder:
-        """Send the order of :meth:`lock` and return at once (orders to several nodes go
-        out together); ``.result()`` waits for the answer."""
-        future = self._stub.Lock.future(spb.LockRequest(ttid=ttid, tid=tid), timeout=timeout_s,
-                                        metadata=self._fence.metadata())
+    def _sent(self, name: str, request, timeout_s: float) -> PendingOrder:
+        """Send the order ``name`` and return at once (orders to several nodes go out
+        together); ``.result()`` waits for the answer."""
+        future = getattr(self._stub, name).future(request, timeout=timeout_s, metadata=self._fence.metadata())
         return PendingOrder(future, self._fence)
 
+    def lock_sent(self, ttid: bytes, tid: bytes, timeout_s: float) -> PendingOrder:
+        """The order of :meth:`lock`, sent (:meth:`_sent`)."""
+        return self._sent("Lock", spb.LockRequest(ttid=ttid, tid=tid), timeout_s)
+
     def record_stamp_sent(self, stamp: tuple[int, int], timeout_s: float) -> PendingOrder:
-        """Send the order to record durably the master state stamp ``(epoch, version)``
-        (``master/cluster.py``, rule A) and return at once; ``.result()`` waits."""
+        """The order to record durably the master state stamp ``(epoch, version)``
+        (``master/cluster.py``, rule A), sent (:meth:`_sent`)."""
         epoch, version = stamp
-        future = self._stub.RecordStamp.future(cpb.Stamp(epoch=epoch, version=version), timeout=timeout_s,
-                                               metadata=self._fence.metadata())
-        return PendingOrder(future, self._fence)
+        return self._sent("RecordStamp", cpb.Stamp(epoch=epoch, version=version), timeout_s)
 
     def unlock(self, ttids: Sequence[bytes], timeout_s: float) -> None:
         """Forget the lock records of ``ttids`` (acknowledged everywhere)."""
