@@ -199,6 +199,8 @@ def test_only_the_master_and_storages_use_their_rpcs(tls_cluster):
         wire.call(storage.Lock, spb.LockRequest(ttid=bytes(8), tid=bytes(8)), TIMEOUT_S)
     with pytest.raises(AccessDenied, match="ReplicaKeys needs the role storage"):
         wire.call(storage.ReplicaKeys, spb.ReplicaKeysRequest(), TIMEOUT_S)
+    with pytest.raises(AccessDenied, match="RecordStamp needs the role master"):   # rule A's witness order
+        wire.call(storage.RecordStamp, cpb.Stamp(epoch=1, version=1), TIMEOUT_S)
     master = _master(tls_cluster, "client")
     with pytest.raises(AccessDenied, match="Identify as a storage node needs the role storage"):
         wire.call(master.Identify, mpb.IdentifyRequest(type=cpb.STORAGE, address="127.0.0.1:1"), TIMEOUT_S)
