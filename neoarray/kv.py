@@ -21,8 +21,10 @@ Contract (both implementations pass ``tests/storage_node/test_backend.py``):
 - ``syncs`` and ``write_transactions`` count the calls of ``sync()`` and the write
   transactions begun since the store was opened (for metrics and
   ``benchmarks/commit_costs.py``).
-- ``write_behind()`` may start writing committed pages to disk without waiting, so
-  that a later ``sync()`` is shorter; it promises nothing.
+- ``write_behind(db, keys)`` may start writing committed pages to disk without
+  waiting, so that a later ``sync()`` is shorter, and drop the committed values of
+  ``keys`` in ``db`` (large, written once) from the OS page cache once they are on
+  disk; it promises nothing.
 - ``usage()`` is ``{"map_bytes", "used_bytes", "entries": {database: count}}`` (for
   metrics: sizes as the store sees them, counts of committed entries).
 - ``space()`` is ``(used_bytes, capacity_bytes)``: bytes the stored keys and values
@@ -40,15 +42,21 @@ Contract (both implementations pass ``tests/storage_node/test_backend.py``):
 from __future__ import annotations
 
 import bisect
+import collections
 import ctypes
+import mmap
 import os
 import threading
 
 import lmdb
+import numpy as np
 
 from .errors import StorageFull
 
 _SYNC_FILE_RANGE_WRITE = 2
+_SYNC_FILE_RANGE_WAIT_ALL = 1 | 2 | 4     # wait before, write, wait after
+_MADV_DONTNEED = 4
+DROP_BEHIND_WINDOW_BYTES = 64 << 20         # large values written and left in the page cache (``_WriteBehind``)
 SETTLE_KEY = b"kv.settle"
 FS_FULL_FREE_BYTES_MAX = 1 << 20    # a failed commit with less free space than this: ENOSPC
 
@@ -70,7 +78,8 @@ class LMDBStore:
 
     snapshot_reads_lock_free = True
 
-    def __init__(self, path: str, map_bytes_max: int = 1 << 40, readonly: bool = False):
+    def __init__(self, path: str, map_bytes_max: int = 1 << 40, readonly: bool = False,
+                 drop_behind_window_bytes: int = DROP_BEHIND_WINDOW_BYTES):
         if not readonly:
             os.makedirs(path, exist_ok=True)
         self.path = path
@@ -78,7 +87,8 @@ class LMDBStore:
                              sync=False, metasync=False, readahead=True, max_readers=512,
                              readonly=readonly, create=not readonly)
         self.dbs = {name: self.env.open_db(name.encode(), create=not readonly) for name in DATABASES}
-        self._write_behind = None if readonly else _WriteBehind(os.path.join(path, "data.mdb"))
+        self._write_behind = None if readonly else _WriteBehind(os.path.join(path, "data.mdb"),
+                                                                drop_behind_window_bytes)
         self.syncs = self.write_transactions = 0
         self.committed_writes = 0           # write transactions committed (their sequence)
         self._synced_writes = 0             # those that an fsync finished since covered
@@ -115,9 +125,26 @@ class LMDBStore:
                 self._synced_writes = max(self._synced_writes, covered)
                 self._sync_done.notify_all()
 
-    def write_behind(self) -> None:
-        if self._write_behind is not None:
-            self._write_behind.start()
+    def write_behind(self, db: str | None = None, keys=()) -> None:
+        """Start writing committed pages out; the values of ``keys`` in ``db``
+        (committed, large) leave the page cache once written (``_WriteBehind``)."""
+        if self._write_behind is None:
+            return
+        ranges = []
+        base = self._write_behind.map_base
+        if keys and base is not None:
+            with self.env.begin(buffers=True) as txn:      # addresses in the map: nothing read
+                for key in keys:
+                    value = txn.get(key, db=self.dbs[db])
+                    if value is not None and len(value):
+                        address = np.frombuffer(value, dtype=np.uint8).ctypes.data
+                        ranges.append((address - base, len(value)))
+        self._write_behind.start(ranges)
+
+    @property
+    def dropped_bytes(self) -> int:
+        """Bytes of large values dropped from the page cache once written."""
+        return 0 if self._write_behind is None else self._write_behind.dropped_bytes
 
     def usage(self) -> dict:
         """``{"map_bytes", "used_bytes", "entries": {database: count}}``: the map size,
@@ -176,26 +203,89 @@ class LMDBStore:
 class _WriteBehind:
     """Starts the kernel writing a file's dirty pages to disk, without waiting for it
     (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``; elsewhere nothing), so that the
-    next ``sync`` finds less to write.  A hint only: durability still comes from
-    ``sync``."""
+    next ``sync`` finds less to write; and drops large values from the page cache once
+    they are on disk (drop-behind): the byte ranges of the values given to ``start``
+    wait in a queue of at most ``window_bytes``; the oldest leave it
+    through ``sync_file_range`` waiting on their range, then
+    ``posix_fadvise(DONTNEED)``.  A hint only: durability still comes from ``sync``.
 
-    def __init__(self, path: str):
-        self.fd, self.call = None, None
+    Why drop: bulk data (array chunks, blob chunks) is written once and read later, if
+    at all, by a client that caches it; left in the page cache, every GiB written takes
+    a GiB of fresh memory, and on this machine (a VM) writing into fresh page-cache
+    memory costs 3-5 s of kernel CPU per GiB where writing into recycled pages costs
+    0.5 s (``benchmarks/array_bench.py``: the ``disk`` and ``disk-dropbehind`` rows,
+    neoarray's write 0.14 -> 0.83 GB/s).  Only the pages of the values themselves are
+    dropped (LMDB's overflow pages: they hold nothing else), never B-tree pages, and
+    the kernel keeps pages that a reader has mapped."""
+
+    def __init__(self, path: str, window_bytes: int = DROP_BEHIND_WINDOW_BYTES):
+        self.window_bytes = window_bytes
+        self.fd, self.call, self.map_base = None, None, None
+        self.queue: collections.deque = collections.deque()     # (offset, bytes), oldest first
+        self.queued_bytes = self.dropped_bytes = 0
+        self._queue_lock = threading.Lock()
+        self._dropping = threading.Lock()
         try:
             call = ctypes.CDLL(None, use_errno=True).sync_file_range
         except (OSError, AttributeError):
             return
         call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
         self.fd, self.call = os.open(path, os.O_RDONLY), call
+        self.map_base = _map_base(path)
+        self.madvise = ctypes.CDLL(None, use_errno=True).madvise
+        self.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 
-    def start(self) -> None:
-        if self.call is not None:
-            self.call(self.fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+    def start(self, ranges=()) -> None:
+        """Start writing what is dirty; queue ``ranges`` (file offset, bytes) to drop."""
+        if self.call is None:
+            return
+        self.call(self.fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+        if not hasattr(os, "posix_fadvise"):
+            return
+        with self._queue_lock:
+            for offset, nbytes in ranges:
+                self.queue.append((offset, nbytes))
+                self.queued_bytes += nbytes
+        if not self._dropping.acquire(blocking=False):
+            return          # another thread is dropping: this one goes on
+        try:
+            while True:
+                with self._queue_lock:
+                    if self.queued_bytes <= self.window_bytes:
+                        return
+                    offset, nbytes = self.queue.popleft()
+                    self.queued_bytes -= nbytes
+                self.call(self.fd, offset, nbytes, _SYNC_FILE_RANGE_WAIT_ALL)
+                # finding a value's place mapped its pages here (a lookup maps whole large
+                # folios): unmapped first, or the page cache keeps them
+                first = -(-offset // mmap.PAGESIZE) * mmap.PAGESIZE
+                last = (offset + nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+                if last > first:
+                    self.madvise(self.map_base + first, last - first, _MADV_DONTNEED)
+                os.posix_fadvise(self.fd, offset, nbytes, os.POSIX_FADV_DONTNEED)
+                self.dropped_bytes += nbytes
+        finally:
+            self._dropping.release()
 
     def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = self.call = None
+
+
+def _map_base(path: str) -> int | None:
+    """The address where this process mapped ``path`` from its start (``/proc/self/maps``),
+    or None (not Linux, not mapped)."""
+    real = os.path.realpath(path)
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[5].strip() == real and int(fields[2], 16) == 0:
+                    return int(fields[0].split("-")[0], 16)
+    except OSError:
+        pass
+    return None
 
 
 class _LMDBTxn:
@@ -317,7 +407,7 @@ class MemoryStore:
     def sync(self) -> None:
         self.syncs += 1
 
-    def write_behind(self) -> None:
+    def write_behind(self, db: str | None = None, keys=()) -> None:
         self.write_behinds += 1
 
     def usage(self) -> dict:

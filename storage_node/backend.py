@@ -82,6 +82,7 @@ from neoarray.records import (  # noqa: F401 (Loaded, NoBlob, NoObject: part of 
 from .space import SpaceGuard, lock_need, store_need
 
 DATA_INLINE_BYTES_MAX = 1024    # larger data goes to ``data``: written once, never copied
+DROP_BEHIND_BYTES_MIN = 256 << 10   # data rows and blob chunks this large leave the page cache once written
 
 @dataclass(frozen=True)
 class Stored:
@@ -146,18 +147,21 @@ class Backend(RecordReader):
         return out
 
     # -- transactions in progress -----------------------------------------------
-    def store_voted(self, ttid: bytes, records: list[Stored]) -> None:
+    def store_voted(self, ttid: bytes, records: list[Stored]) -> list[bytes]:
         """Keep the stores of ``ttid`` (not durable until ``vote``).
 
         Data larger than ``DATA_INLINE_BYTES_MAX`` is written to ``data``, once; a
         store of an oid already stored by ``ttid`` replaces it (and its data row).
         ``StorageFull`` (nothing written) when the space left would not cover it and
-        the locks of voted transactions.
+        the locks of voted transactions.  Returns the keys of the ``data`` rows of at
+        least ``DROP_BEHIND_BYTES_MIN`` written, for ``write_behind`` (which the caller
+        calls outside its write mutex: it may wait for the disk).
         """
         nbytes = sum(len(r.data or b"") for r in records)
         self.space.check_write(store_need(nbytes, len(records)),
                                f"a store of {len(records)} objects ({nbytes} bytes) of 0x{ttid.hex()}")
         next_ids: dict[bytes, int] = {}     # partition prefix -> next free data id
+        large: list[bytes] = []
         with self.kv.write() as txn:
             # one probe, not a lookup per record: a store without blobs, in a transaction
             # that uploaded none, has nothing to check
@@ -170,8 +174,19 @@ class Backend(RecordReader):
                 self._drop_data_of(txn, txn.get("voted_obj", key), VOTED_HEAD.size)
                 flags, body = self.record_body(txn, r.oid, r.data, r.data_tid, next_ids, r.blob)
                 txn.put("voted_obj", key, VOTED_HEAD.pack(flags, r.checksum, r.serial) + body)
-        if next_ids:
-            self.kv.write_behind()      # the vote's fsync then finds most of the data on disk
+                if flags & IN_DATA_TABLE and len(r.data) >= DROP_BEHIND_BYTES_MIN:
+                    start = 8 if flags & HAS_DATA_TID else 0      # the data key follows the data tid
+                    large.append(bytes(body[start:start + DATA_KEY_BYTES]))
+        return large
+
+    def write_behind(self, data_keys=(), blob_keys=()) -> None:
+        """After large stores: start writing them out (the vote's fsync then finds most
+        of the data on disk) and let the page cache drop them once written
+        (``LMDBStore.write_behind``).  ``blob_keys``: chunks of ``store_blob_chunk``."""
+        if data_keys:
+            self.kv.write_behind("data", data_keys)
+        if blob_keys:
+            self.kv.write_behind("blob", blob_keys)
 
     def record_body(self, txn, oid: bytes, data: bytes | None, data_tid: bytes | None,
                     next_ids: dict[bytes, int], blob: BlobRef | None = None) -> tuple[int, bytes]:
@@ -189,18 +204,20 @@ class Backend(RecordReader):
         return flags, tail + inline
 
     # -- blobs ----------------------------------------------------------------------
-    def store_blob_chunk(self, ttid: bytes, oid: bytes, index: int, crc: int, data) -> None:
+    def store_blob_chunk(self, ttid: bytes, oid: bytes, index: int, crc: int, data) -> list[bytes]:
         """Keep chunk ``index`` of the blob ``ttid`` uploads for ``oid`` (checksum
         checked by the caller); chunks may come in any order (a client sends several
         at once), and a chunk sent again replaces the earlier one.  ``StorageFull`` as
-        ``store_voted``."""
+        ``store_voted``.  Returns the chunk's key in ``blob`` if it is large, for
+        ``write_behind(blob_keys=...)``."""
         self.space.check_write(store_need(len(data), 1),
                                f"blob chunk {index} of oid 0x{oid.hex()} ({len(data)} bytes) of 0x{ttid.hex()}")
         p = self.partition(oid)
+        key = blob_chunk_key(p, oid, ttid, index)
         with self.kv.write() as txn:
             txn.put("voted_blob", ttid + oid, b"")
-            txn.put("blob", blob_chunk_key(p, oid, ttid, index), CHUNK_HEAD.pack(crc) + bytes(data))
-        self.kv.write_behind()
+            txn.put("blob", key, CHUNK_HEAD.pack(crc) + bytes(data))
+        return [key] if len(data) >= DROP_BEHIND_BYTES_MIN else []
 
     def _check_blob_uploaded(self, txn, ttid: bytes, r: Stored) -> None:
         """A record naming a blob finds all its chunks, stored by this transaction

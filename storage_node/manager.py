@@ -124,12 +124,13 @@ class TransactionManager:
             self.since.setdefault(ttid, self.clock())
         try:
             with self.write_mutex:
-                self.backend.store_voted(ttid, records)
+                large = self.backend.store_voted(ttid, records)
         except BaseException:
             with self.mutex:        # nothing of this store was written
                 self.sizes[ttid] = self.sizes.get(ttid, 0) - size
                 self.counts[ttid] = self.counts.get(ttid, 0) - len(records)
             raise
+        self.backend.write_behind(large)        # outside the write mutex: it may wait for the disk
 
     def store_blob_chunk(self, ttid: bytes, node: int, oid: bytes, index: int, crc: int, data,
                          chunk_bytes_max: int) -> None:
@@ -155,11 +156,12 @@ class TransactionManager:
             self.since.setdefault(ttid, self.clock())
         try:
             with self.write_mutex:
-                self.backend.store_blob_chunk(ttid, oid, index, crc, data)
+                large = self.backend.store_blob_chunk(ttid, oid, index, crc, data)
         except BaseException:
             with self.mutex:
                 self.sizes[ttid] = self.sizes.get(ttid, 0) - len(data)
             raise
+        self.backend.write_behind(blob_keys=large)     # outside the write mutex
 
     def _check_owner(self, ttid: bytes, node: int) -> None:
         """``RequestRefused`` if another client holds stores or a vote of ``ttid``: a

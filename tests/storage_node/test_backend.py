@@ -13,6 +13,7 @@ from neoarray.records import (
 )
 from storage_node.backend import (
     DATA_INLINE_BYTES_MAX,
+    DROP_BEHIND_BYTES_MIN,
     Backend,
     NoObject,
     NoRevision,
@@ -351,12 +352,13 @@ def test_an_unsynced_vote_survives_the_process(tmp_path):
         b.kv.close()
 
 
-def test_store_of_large_data_starts_write_behind():
+def test_store_of_bulk_data_names_it_for_write_behind():
     kv = MemoryStore()
     b = Backend(kv, partitions=PARTITIONS)
-    b.store_voted(p64(1), [rec(1, b"small")])
-    assert kv.write_behinds == 0
-    b.store_voted(p64(1), [rec(2, big(b"large"))])
+    assert b.store_voted(p64(1), [rec(1, b"small"), rec(2, big(b"mid"))]) == []
+    bulk = b.store_voted(p64(1), [rec(3, big(b"bulk", DROP_BEHIND_BYTES_MIN))])
+    assert bulk == [k for k, v in data_rows(b).items() if len(v) >= DROP_BEHIND_BYTES_MIN]
+    b.write_behind(bulk)
     assert kv.write_behinds == 1 and kv.syncs == 0            # a hint, not a sync
 
 
