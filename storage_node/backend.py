@@ -95,6 +95,16 @@ class Stored:
     blob: BlobRef | None = None
 
 
+
+def bulk_data_key(flags: int, body: bytes, data) -> bytes | None:
+    """The key of the ``data`` row that ``record_body`` wrote for ``data`` (``flags``,
+    ``body`` its answer) when the data is bulk (``DROP_BEHIND_BYTES_MIN`` or more:
+    ``write_behind`` drops it from the page cache once written), else None."""
+    if not flags & IN_DATA_TABLE or len(data) < DROP_BEHIND_BYTES_MIN:
+        return None
+    start = 8 if flags & HAS_DATA_TID else 0        # the data key follows the data tid
+    return bytes(body[start:start + DATA_KEY_BYTES])
+
 class Backend(RecordReader):
     """Record logic over a ``kv`` store (``LMDBStore`` or ``MemoryStore``).
 
@@ -174,9 +184,9 @@ class Backend(RecordReader):
                 self._drop_data_of(txn, txn.get("voted_obj", key), VOTED_HEAD.size)
                 flags, body = self.record_body(txn, r.oid, r.data, r.data_tid, next_ids, r.blob)
                 txn.put("voted_obj", key, VOTED_HEAD.pack(flags, r.checksum, r.serial) + body)
-                if flags & IN_DATA_TABLE and len(r.data) >= DROP_BEHIND_BYTES_MIN:
-                    start = 8 if flags & HAS_DATA_TID else 0      # the data key follows the data tid
-                    large.append(bytes(body[start:start + DATA_KEY_BYTES]))
+                key = bulk_data_key(flags, body, r.data)
+                if key is not None:
+                    large.append(key)
         return large
 
     def write_behind(self, data_keys=(), blob_keys=()) -> None:

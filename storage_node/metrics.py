@@ -15,6 +15,9 @@
 ``neoarray_storage_fsyncs_total``                          fsyncs of the store (vote, lock,
                                                            catch-up, pack...)
 ``neoarray_storage_write_transactions_total``              LMDB write transactions
+``neoarray_storage_dropped_behind_bytes_total``            bulk data dropped from the OS page
+                                                           cache once on disk (drop-behind,
+                                                           ``neoarray/kv.py``)
 ``neoarray_storage_replication_records_total``             records copied by catch-up
 ``neoarray_storage_replication_bytes_total``               bytes received by catch-up
 ``neoarray_storage_replication_cells_pending``             OUT_OF_DATE cells of this node
@@ -47,6 +50,9 @@ class StorageCollector(Collector):
         yield CounterMetricFamily("neoarray_storage_fsyncs", "fsyncs of the store", value=kv.syncs)
         yield CounterMetricFamily("neoarray_storage_write_transactions", "LMDB write transactions",
                                   value=kv.write_transactions)
+        yield CounterMetricFamily("neoarray_storage_dropped_behind_bytes",
+                                  "bulk data dropped from the page cache once on disk",
+                                  value=getattr(kv, "dropped_bytes", 0))
 
     @staticmethod
     def _store(usage: dict):

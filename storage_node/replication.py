@@ -52,6 +52,7 @@ from neoarray.records import (
 )
 
 from . import calls
+from .backend import bulk_data_key
 from .replica import (
     OBJECTS,
     TRANSACTIONS,
@@ -214,7 +215,7 @@ def apply_records(backend, partition: int, reply: RecordsBatch, progress: dict |
     records = len(reply.objects) + len(reply.transactions)
     backend.space.check_write(store_need(nbytes, records),
                               f"catch-up of partition {partition} ({records} records, {nbytes} bytes)")
-    written, next_ids, oids, last = 0, {}, [], Z64
+    written, next_ids, oids, last, bulk_keys = 0, {}, [], Z64, []
     with backend.kv.write() as txn:
         for t in reply.transactions:
             if txn.get("trans", pk + t.tid) is None:
@@ -225,7 +226,9 @@ def apply_records(backend, partition: int, reply: RecordsBatch, progress: dict |
                 raise RequestRefused(f"replicated record of oid 0x{o.oid.hex()} at tid 0x{o.tid.hex()}: "
                                      f"its blob chunks were not copied first")
             if txn.get("obj", pk + o.oid + o.tid) is None:
-                _put_object(backend, txn, pk, o, next_ids)
+                bulk = _put_object(backend, txn, pk, o, next_ids)
+                if bulk is not None:
+                    bulk_keys.append(bulk)
                 written, last = written + 1, max(last, o.tid)
                 oids.append(o.oid)
         if written:
@@ -233,6 +236,7 @@ def apply_records(backend, partition: int, reply: RecordsBatch, progress: dict |
         if progress is not None:
             txn.put("config", _progress_key(partition), msgpack.packb(progress))
     backend.kv.sync()
+    backend.write_behind(bulk_keys)     # bulk data copied leaves the page cache (kv.py)
     return written
 
 
@@ -260,9 +264,11 @@ def copy_blob_chunks(backend, load_chunk, o: ReplicaObject, write_mutex) -> int:
     return received
 
 
-def _put_object(backend, txn, pk, o: ReplicaObject, next_ids) -> None:
+def _put_object(backend, txn, pk, o: ReplicaObject, next_ids) -> bytes | None:
+    """Write the replicated record ``o``; the key of its data row if it is bulk."""
     flags, body = backend.record_body(txn, o.oid, o.data, o.data_tid, next_ids, o.blob)
     txn.put("obj", pk + o.oid + o.tid, RECORD_HEAD.pack(flags, o.checksum) + body)
+    return None if o.data is None else bulk_data_key(flags, body, o.data)
 
 
 def _progress_key(partition: int) -> bytes:

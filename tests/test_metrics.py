@@ -186,6 +186,7 @@ def check_storage(before: dict, after: dict) -> None:
     # fsyncs, and its store, vote and lock are LMDB write transactions
     assert grew(before, after, "neoarray_storage_fsyncs_total") >= 2 * COMMITS
     assert grew(before, after, "neoarray_storage_write_transactions_total") >= 3 * COMMITS
+    assert value(after, "neoarray_storage_dropped_behind_bytes_total") == 0     # small records stay cached
 
 
 def check_client(before: dict, after: dict, storage, loads: float) -> None:

@@ -9,6 +9,7 @@ from neoarray.records import BlobRef
 from storage_node import calls
 from storage_node.backend import (
     DATA_INLINE_BYTES_MAX,
+    DROP_BEHIND_BYTES_MIN,
     Backend,
     Stored,
     TransactionInfo,
@@ -164,3 +165,16 @@ def test_batches_cross_the_wire_unchanged():
     assert calls.keys_query_from_pb(calls.keys_query_to_pb(query)) == query
     records = RecordsQuery(3, TRANSACTIONS, [p64(1)], 100)
     assert calls.records_query_from_pb(calls.records_query_to_pb(records)) == records
+
+
+def test_bulk_data_copied_is_named_for_write_behind():
+    """A catch-up copying bulk data lets it leave the page cache once synced, as a
+    client's store does (``Backend.write_behind``); small records do not."""
+    src, dst = Backend(MemoryStore(), PARTITIONS), Backend(MemoryStore(), PARTITIONS)
+    commit(src, 1, 10, {2: b"small", 4: b"y" * (DATA_INLINE_BYTES_MAX + 1)})
+    assert copy_partition(src, dst, 0, b"", p64(10), bytes_max=1 << 20) == 3
+    assert dst.kv.write_behinds == 0
+    commit(src, 3, 12, {6: b"z" * DROP_BEHIND_BYTES_MIN})
+    assert copy_partition(src, dst, 0, b"", p64(12), bytes_max=1 << 20) == 2
+    assert dst.kv.write_behinds == 1
+    assert dst.load(p64(6)).data == b"z" * DROP_BEHIND_BYTES_MIN
