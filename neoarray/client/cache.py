@@ -411,8 +411,8 @@ class ColouredCache:
                 self._settle_loans()
             self._put(oid, data, serial, next_serial, token, colour)
 
-    def _put(self, oid, data, serial, next_serial, token, colour) -> None:
-        """``put`` with ``lock`` held."""
+    def _put(self, oid, data, serial, next_serial, token, colour, evict: bool = True) -> None:
+        """``put`` with ``lock`` held; ``evict=False``: the caller makes room."""
         size = len(data) + ENTRY_OVERHEAD_BYTES
         c = self.colour(colour)
         if next_serial is None and token is not None and self._invalidated_since(oid, token):
@@ -439,7 +439,8 @@ class ColouredCache:
         while len(entry.revs) > REVISIONS_PER_OID_MAX:
             delta -= len(entry.revs.pop(0)[2]) + ENTRY_OVERHEAD_BYTES
         self._grow(entry, c, delta)
-        self._evict()
+        if evict:
+            self._evict()
 
     def _grow(self, entry, c, delta):
         entry.size += delta
@@ -501,12 +502,28 @@ class ColouredCache:
     def committed(self, written, tid: bytes, colour: str | None = None) -> None:
         """This client committed ``tid``: for each ``(oid, data)`` of ``written``, older
         revisions of ``oid`` end at ``tid`` and ``data`` (None: not kept) becomes its
-        revision at ``tid``; under one hold of the lock."""
+        revision at ``tid``; under one hold of the lock, making room once at the end
+        (a commit of many new objects puts an entry each, without the checks a load's
+        ``put`` needs), so the cache may hold one transaction's records over its budget
+        for that while: the transaction holds them anyway."""
         with self.lock:
             self._invalidate([oid for oid, _ in written], tid)
+            c = self.colour(colour)
+            entries, limit, insert = self.entries, c.entry_bytes_max, c.policy.insert
             for oid, data in written:
-                if data is not None:
-                    self._put(oid, data, tid, None, None, colour)
+                if data is None:
+                    continue
+                size = len(data) + ENTRY_OVERHEAD_BYTES
+                if oid in entries or size > limit:
+                    self._put(oid, data, tid, None, None, colour, evict=False)
+                    continue
+                entry = _Entry(oid, c.name)     # a new object, or one this cache did not hold
+                entry.revs.append([tid, None, data])
+                entries[oid] = entry
+                c.objects += 1
+                insert(entry)
+                self._grow(entry, c, size)
+            self._evict()
 
     def forget(self, oid: bytes) -> None:
         with self.lock:

@@ -11,7 +11,7 @@ from hypothesis.stateful import (
 )
 
 from neoarray.client.cache import CacheConfigError, ColouredCache, parse_colours
-from neoarray.ids import p64
+from neoarray.ids import p64, u64
 
 ops = st.lists(st.tuples(st.sampled_from(["commit", "load", "load_before"]),
                          st.integers(0, 4), st.integers(1, 40)), max_size=60)
@@ -44,6 +44,34 @@ def test_cache_never_returns_a_wrong_revision(script, budget):
         assert (serial, data) == visible[-1]
         later = [s for s, _ in history[oid] if s > serial]
         assert nxt == (later[0] if later else None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 400)), min_size=1, max_size=12),
+                max_size=25),
+       st.integers(200, 3000), st.sampled_from(["lru", "fifo", "s3fifo"]))
+def test_a_committed_transaction_is_cached_as_its_revisions(commits, budget, policy):
+    """``committed`` (a client's own commit of many objects, room made once at the end)
+    keeps the cache within its budget and never answers a wrong revision, whatever is
+    evicted; a record larger than an entry may be is not kept."""
+    cache = ColouredCache(budget, [("only", 1, policy)], default_colour="only")
+    history: dict[bytes, list[tuple[bytes, bytes]]] = {}
+    for last, written in enumerate(commits, start=1):
+        tid = p64(last)
+        batch = {p64(o): b"%d@%d;" % (o, last) * (size // 8) for o, size in written}
+        for oid, data in batch.items():
+            history.setdefault(oid, []).append((tid, data))
+        cache.committed(list(batch.items()) + [(p64(99), None)], tid)
+        assert cache.stats()["bytes"] <= budget
+        for oid, revisions in history.items():
+            hit = cache.get(oid, p64(last + 1))
+            if hit is not None:
+                assert (hit[1], hit[0]) == revisions[-1] and hit[2] is None
+            for serial, data in revisions[:-1]:
+                old = cache.get(oid, p64(u64(serial) + 1))
+                if old is not None:
+                    assert old[0] == data and old[2] == next(s for s, _ in revisions if s > serial)
+        assert cache.get(p64(99), p64(last + 1)) is None
 
 
 class CacheAgainstStore(RuleBasedStateMachine):
