@@ -12,6 +12,8 @@ Contract (both implementations pass ``tests/storage_node/test_backend.py``):
   ``last_key(db, start, stop)`` is the last of them, or ``None``.
 - ``next_key(db, start, stop)`` is the first key with ``start <= key < stop``, or
   ``None``, without reading its value.
+- ``pop_range(db, start, stop)`` (writes only) deletes the entries with
+  ``start <= key < stop`` and returns their ``(key, value)`` in key order.
 - ``scan(db, start, stop=None, reverse=False)`` yields ``(key, value)`` for
   ``start <= key < stop`` in key order (reverse: descending, from the last key below
   ``stop``, down to ``start``).  Keys and values are ``bytes``.
@@ -294,8 +296,18 @@ class _LMDBTxn:
         self.dbs = store.dbs
         self.txn = store.env.begin(write=write, buffers=buffers)
         self.write = write
+        self._probes: dict[str, lmdb.Cursor] = {}     # db -> the cursor of last_key / next_key
         if write:       # counted while this thread holds LMDB's one writer lock
             store.write_transactions += 1
+
+    def _probe(self, db: str):
+        """One cursor per database for point probes (``last_key``, ``next_key``): a
+        commit of 1,000 objects probes 1,000 times, and a cursor made for each costs
+        as much as the probe."""
+        cur = self._probes.get(db)
+        if cur is None:
+            cur = self._probes[db] = self.txn.cursor(db=self.dbs[db])
+        return cur
 
     def __enter__(self):
         return self
@@ -329,6 +341,23 @@ class _LMDBTxn:
     def delete(self, db: str, key: bytes) -> None:
         self.txn.delete(key, db=self.dbs[db])
 
+    def pop_range(self, db: str, start: bytes, stop: bytes) -> list[tuple[bytes, bytes]]:
+        """Delete the entries with ``start <= key < stop``; their ``(key, value)`` in
+        key order (values copied).  One cursor walks and deletes: no lookup per key."""
+        cur = self.txn.cursor(db=self.dbs[db])
+        out = []
+        if not cur.set_range(start):
+            return out
+        while True:
+            key = bytes(cur.key())
+            if key >= stop:
+                return out
+            out.append((key, bytes(cur.value())))
+            if not cur.delete():        # the cursor moves to the next entry
+                return out
+            if not cur.key():           # deleted the last entry of the database
+                return out
+
     def keys(self, db: str, start: bytes, stop: bytes | None = None):
         cur = self.txn.cursor(db=self.dbs[db])
         if not cur.set_range(start):
@@ -340,7 +369,7 @@ class _LMDBTxn:
             yield key
 
     def last_key(self, db: str, start: bytes, stop: bytes):
-        cur = self.txn.cursor(db=self.dbs[db])
+        cur = self._probe(db)
         positioned = cur.prev() if cur.set_range(stop) else cur.last()
         if positioned:
             key = bytes(cur.key())
@@ -349,7 +378,7 @@ class _LMDBTxn:
         return None
 
     def next_key(self, db: str, start: bytes, stop: bytes):
-        cur = self.txn.cursor(db=self.dbs[db])
+        cur = self._probe(db)
         if cur.set_range(start):
             key = bytes(cur.key())
             if key < stop:
@@ -491,6 +520,12 @@ class _MemoryTxn:
 
     def last_key(self, db, start, stop):
         return next((k for k, _ in self.scan(db, start, stop, reverse=True)), None)
+
+    def pop_range(self, db, start, stop):
+        out = list(self.scan(db, start, stop))
+        for key, _ in out:
+            self.delete(db, key)
+        return out
 
     def next_key(self, db, start, stop):
         return next((k for k, _ in self.scan(db, start, stop)), None)

@@ -179,9 +179,14 @@ class Backend(RecordReader):
             for r in records:
                 if uploaded or (r.blob is not None and r.data is not None):
                     self._check_blob_uploaded(txn, ttid, r)
+            # likewise: the first store of a transaction replaces nothing but an oid
+            # it names twice
+            earlier, seen = txn.next_key("voted_obj", ttid, ttid + b"\xff" * 9) is not None, set()
             for r in records:
                 key = ttid + r.oid
-                self._drop_data_of(txn, txn.get("voted_obj", key), VOTED_HEAD.size)
+                if earlier or r.oid in seen:
+                    self._drop_data_of(txn, txn.get("voted_obj", key), VOTED_HEAD.size)
+                seen.add(r.oid)
                 flags, body = self.record_body(txn, r.oid, r.data, r.data_tid, next_ids, r.blob)
                 txn.put("voted_obj", key, VOTED_HEAD.pack(flags, r.checksum, r.serial) + body)
                 key = bulk_data_key(flags, body, r.data)
@@ -409,12 +414,11 @@ class Backend(RecordReader):
                 raise RequestRefused(f"lock of unknown transaction 0x{ttid.hex()}")
             doc = msgpack.unpackb(raw)
             written = []
-            for key, value in list(txn.scan("voted_obj", ttid, ttid + b"\xff" * 9)):
+            for key, value in txn.pop_range("voted_obj", ttid, ttid + b"\xff" * 9):
                 flags, crc, _ = VOTED_HEAD.unpack_from(value)
                 # the optional data tid, data key and inline data keep their place after
                 # the header: large data stays where the store wrote it
                 txn.put("obj", self._okey(key[8:]) + tid, RECORD_HEAD.pack(flags, crc) + value[VOTED_HEAD.size:])
-                txn.delete("voted_obj", key)
                 written.append(key[8:])
             for key in [bytes(k) for k in txn.keys("voted_blob", ttid, ttid + b"\xff" * 9)]:
                 txn.delete("voted_blob", key)       # the records own their chunks now

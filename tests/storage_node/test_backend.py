@@ -212,6 +212,23 @@ def test_key_helpers_agree_with_scan(kind, tmp_path):
     kv.close()
 
 
+@pytest.mark.parametrize("kind", ["memory", "lmdb"])
+def test_pop_range_deletes_and_returns_a_range(kind, tmp_path):
+    kv = MemoryStore() if kind == "memory" else LMDBStore(str(tmp_path / "k"), 1 << 24)
+    with kv.write() as txn:
+        for k in (b"a1", b"a3", b"b2", b"c"):
+            txn.put("obj", k, b"v" + k)
+    with kv.write() as txn:
+        assert txn.last_key("obj", b"a", b"b") == b"a3"        # a probe before, in the same txn
+        assert txn.pop_range("obj", b"a2", b"b3") == [(b"a3", b"va3"), (b"b2", b"vb2")]
+        assert txn.last_key("obj", b"a", b"b") == b"a1"        # and after: it sees the deletion
+        assert txn.pop_range("obj", b"b", b"c") == []
+        assert txn.pop_range("obj", b"c", b"d") == [(b"c", b"vc")]    # the last entry of the database
+    with kv.read() as txn:
+        assert list(txn.scan("obj", b"")) == [(b"a1", b"va1")]
+    kv.close()
+
+
 # -- large data: written once to ``data``, referred to by the records ------------------
 
 BIG = DATA_INLINE_BYTES_MAX + 1
@@ -274,6 +291,16 @@ def test_abort_and_restore_drop_their_data_rows(make_backend):
     b.vote(p64(5), None, [p64(1), p64(2)], node=1)
     b.abort(p64(5))
     assert data_rows(b) == {} and b.pending_ttids() == set()
+    assert_data_owned_once(b)
+
+
+def test_first_store_naming_an_oid_twice_keeps_one_data_row(make_backend):
+    """The first store of a transaction looks nothing up to replace, but an oid named
+    twice in it: the second replaces the first and its data row."""
+    b = make_backend()
+    b.store_voted(p64(6), [rec(1, big(b"first")), rec(2, big(b"other")), rec(1, big(b"second"))])
+    assert sorted(data_rows(b).values()) == [big(b"other"), big(b"second")]
+    assert {s.oid: s.data for s in b.stored(p64(6))} == {p64(1): big(b"second"), p64(2): big(b"other")}
     assert_data_owned_once(b)
 
 
