@@ -46,7 +46,7 @@ locked or aborted on a full disk.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgpack
 
@@ -84,9 +84,9 @@ from .space import SpaceGuard, lock_need, store_need
 DATA_INLINE_BYTES_MAX = 1024    # larger data goes to ``data``: written once, never copied
 DROP_BEHIND_BYTES_MIN = 256 << 10   # data rows and blob chunks this large leave the page cache once written
 
-@dataclass(frozen=True)
-class Stored:
-    """A store of a transaction in progress."""
+class Stored(NamedTuple):
+    """A store of a transaction in progress (a named tuple: a vote of 1,000 objects
+    makes 1,000, and a frozen dataclass took 0.8 us each)."""
     oid: bytes
     serial: bytes
     data: bytes | None
