@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import msgpack
 
@@ -98,9 +99,9 @@ class Frame:
         return METHODS[self.method] if self.method < len(METHODS) else f"#{self.method}"
 
 
-@dataclass(frozen=True)
-class Layout:
-    """What a header announces: checked sizes of the parts that follow it."""
+class Layout(NamedTuple):
+    """What a header announces: checked sizes of the parts that follow it (a named
+    tuple: one per frame read, made in a third of a frozen dataclass's time)."""
     kind: int
     rid: int
     method: int
