@@ -280,7 +280,7 @@ class DiskSystem(System):
 
     def write(self, src):
         self.close()
-        self.path = os.path.join(self.workdir, "disk.f8")
+        self.path = os.path.join(self.workdir, f"{self.name}.f8")
         raw = memoryview(src).cast("B")
         step = self.chunk_items * 8
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -289,10 +289,14 @@ class DiskSystem(System):
                 view = raw[start:start + step]
                 while view:
                     view = view[os.write(fd, view):]
+                self.written(fd, start + step)
             os.fdatasync(fd)
         finally:
             os.close(fd)
         self.fd = os.open(self.path, os.O_RDONLY)
+
+    def written(self, fd: int, nbytes: int) -> None:
+        """After each chunk written (``nbytes`` in the file so far): nothing here."""
 
     def make_cold(self):
         return True
@@ -333,26 +337,14 @@ class DiskDropBehindSystem(DiskSystem):
     DROP_BEHIND_BYTES = 64 << 20
 
     def write(self, src):
-        self.close()
-        self.path = os.path.join(self.workdir, "disk-dropbehind.f8")
-        raw = memoryview(src).cast("B")
-        step = self.chunk_items * 8
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            dropped = 0
-            for start in range(0, len(raw), step):
-                view = raw[start:start + step]
-                while view:
-                    view = view[os.write(fd, view):]
-                written = start + step
-                if written - dropped >= self.DROP_BEHIND_BYTES:
-                    os.fdatasync(fd)
-                    os.posix_fadvise(fd, dropped, written - dropped, os.POSIX_FADV_DONTNEED)
-                    dropped = written
+        self.dropped = 0
+        super().write(src)
+
+    def written(self, fd: int, nbytes: int) -> None:
+        if nbytes - self.dropped >= self.DROP_BEHIND_BYTES:
             os.fdatasync(fd)
-        finally:
-            os.close(fd)
-        self.fd = os.open(self.path, os.O_RDONLY)
+            os.posix_fadvise(fd, self.dropped, nbytes - self.dropped, os.POSIX_FADV_DONTNEED)
+            self.dropped = nbytes
 
 
 class NeoSystem(System):

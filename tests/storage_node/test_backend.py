@@ -196,12 +196,18 @@ def test_pack_to_an_earlier_time_is_refused(make_backend):
     assert b.load(p64(1)).data == b"a"
 
 
-@pytest.mark.parametrize("kind", ["memory", "lmdb"])
-def test_key_helpers_agree_with_scan(kind, tmp_path):
+def four_keys(kind, tmp_path):
+    """A store of either kind holding a1, a3, b2 and c (values: v + the key)."""
     kv = MemoryStore() if kind == "memory" else LMDBStore(str(tmp_path / "k"), 1 << 24)
     with kv.write() as txn:
         for k in (b"a1", b"a3", b"b2", b"c"):
             txn.put("obj", k, b"v" + k)
+    return kv
+
+
+@pytest.mark.parametrize("kind", ["memory", "lmdb"])
+def test_key_helpers_agree_with_scan(kind, tmp_path):
+    kv = four_keys(kind, tmp_path)
     with kv.read() as txn:
         assert list(txn.keys("obj", b"a", b"b3")) == [b"a1", b"a3", b"b2"]
         assert txn.last_key("obj", b"a", b"b") == b"a3"
@@ -214,10 +220,7 @@ def test_key_helpers_agree_with_scan(kind, tmp_path):
 
 @pytest.mark.parametrize("kind", ["memory", "lmdb"])
 def test_pop_range_deletes_and_returns_a_range(kind, tmp_path):
-    kv = MemoryStore() if kind == "memory" else LMDBStore(str(tmp_path / "k"), 1 << 24)
-    with kv.write() as txn:
-        for k in (b"a1", b"a3", b"b2", b"c"):
-            txn.put("obj", k, b"v" + k)
+    kv = four_keys(kind, tmp_path)
     with kv.write() as txn:
         assert txn.last_key("obj", b"a", b"b") == b"a3"        # a probe before, in the same txn
         assert txn.pop_range("obj", b"a2", b"b3") == [(b"a3", b"va3"), (b"b2", b"vb2")]
