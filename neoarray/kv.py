@@ -215,8 +215,10 @@ class _WriteBehind:
     at all, by a client that caches it; left in the page cache, every GiB written takes
     a GiB of fresh memory, and on this machine (a VM) writing into fresh page-cache
     memory costs 3-5 s of kernel CPU per GiB where writing into recycled pages costs
-    0.5 s (``benchmarks/array_bench.py``: the ``disk`` and ``disk-dropbehind`` rows,
-    neoarray's write 0.14 -> 0.83 GB/s).  Only the pages of the values themselves are
+    0.5 s (``benchmarks/array_bench.py``: the ``disk`` and ``disk-dropbehind`` rows;
+    a node's CPU per GiB of array written went from 2.7-3.7 s to 0.8-1.0 s, and
+    neoarray's write of 1 GiB from 0.27-0.30 to 0.71-0.98 GB/s, best of 2 writes
+    each).  Only the pages of the values themselves are
     dropped (LMDB's overflow pages: they hold nothing else), never B-tree pages, and
     the kernel keeps pages that a reader has mapped."""
 

@@ -95,7 +95,6 @@ class Stored(NamedTuple):
     blob: BlobRef | None = None
 
 
-
 def bulk_data_key(flags: int, body: bytes, data) -> bytes | None:
     """The key of the ``data`` row that ``record_body`` wrote for ``data`` (``flags``,
     ``body`` its answer) when the data is bulk (``DROP_BEHIND_BYTES_MIN`` or more:
@@ -104,6 +103,7 @@ def bulk_data_key(flags: int, body: bytes, data) -> bytes | None:
         return None
     start = 8 if flags & HAS_DATA_TID else 0        # the data key follows the data tid
     return bytes(body[start:start + DATA_KEY_BYTES])
+
 
 class Backend(RecordReader):
     """Record logic over a ``kv`` store (``LMDBStore`` or ``MemoryStore``).
@@ -189,9 +189,9 @@ class Backend(RecordReader):
                 seen.add(r.oid)
                 flags, body = self.record_body(txn, r.oid, r.data, r.data_tid, next_ids, r.blob)
                 txn.put("voted_obj", key, VOTED_HEAD.pack(flags, r.checksum, r.serial) + body)
-                key = bulk_data_key(flags, body, r.data)
-                if key is not None:
-                    large.append(key)
+                bulk = bulk_data_key(flags, body, r.data)
+                if bulk is not None:
+                    large.append(bulk)
         return large
 
     def write_behind(self, data_keys=(), blob_keys=()) -> None:
