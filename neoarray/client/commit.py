@@ -40,7 +40,7 @@ from ..errors import (
 )
 from ..ids import Z64, p64, u64
 from ..records import TransactionInfo
-from ..states import READABLE
+from ..states import READABLE, CellState
 from ..transport.frames import Parts
 from . import calls
 from .values import Ballot, Conflict, StoreRecord, VoteOutcome, VoteStatus
@@ -123,6 +123,8 @@ class CommitDriver:
                                 f"{self.limits.objects_per_transaction_max} objects")
         txn.serials[oid] = serial
         txn.checks.pop(oid, None)
+        for oids in txn.sent.values():      # a node holds this store once it is sent this one
+            oids.discard(oid)
         # kept for conflict resolution, which a restore never needs: an import of a
         # transaction of many records holds only what is buffered for the nodes
         keep = data is None or (not txn.restore and len(data) <= self.limits.resolvable_bytes_max)
@@ -312,6 +314,8 @@ class CommitDriver:
                 check_nodes.setdefault(nid, []).append((oid, serial))
         buffers = self._take_buffers(txn)
         nodes = (set(txn.sent) | meta_nodes | set(check_nodes)) - txn.failed
+        self._leave_out_incomplete(txn, nodes, meta_nodes)
+        nodes -= txn.failed
         txn.meta_nodes = meta_nodes - txn.failed
         if not txn.meta_nodes:
             raise ClusterUnavailable("no writable copy of the partition of the transaction's metadata")
@@ -320,6 +324,37 @@ class CommitDriver:
         return {nid: Ballot(txn.ttid, txn.session, check_nodes.get(nid, []), meta if nid in meta_nodes else None,
                             sorted(txn.sent.get(nid, ())), txn.restore, buffers.get(nid, []), len(nodes) == 1)
                 for nid in nodes}
+
+    def _leave_out_incomplete(self, txn: Txn, nodes: set[int], meta_nodes: set[int]) -> None:
+        """Leave out of the vote each node of ``nodes`` that did not take every record
+        the transaction wrote to a partition it holds a cell of (or its metadata, when
+        it holds the metadata's partition), as if it had failed.
+
+        The master takes a voter to hold the whole transaction for every partition it
+        has a cell of, and marks the cells of the others OUT_OF_DATE (or makes them copy
+        it: ``master/replication.py``).  A node can miss some of the records and still
+        be asked to vote: stores are routed when they are made, around the nodes
+        suspected then (``ClusterLink.suspect``), and the vote goes to the nodes
+        writable when it is cast; a node suspected for the first and trusted again for
+        the second voted a transaction without its records, and the master then saw
+        its cell as complete (an acknowledged commit missing from a copy that the
+        catch-up never repaired: ``tests/fault/test_trust_faults.py``, seed 586941783 in
+        CI, and ``tests/client/test_incomplete_voters.py``)."""
+        rows = self.link.info.table.rows
+        written: dict[int, set[bytes]] = {}
+        for oid in txn.serials:
+            written.setdefault(self.link.partition(oid), set()).add(oid)
+        meta_partition = u64(txn.ttid) % self.link.partitions
+        for nid in sorted(nodes):
+            got = txn.sent.get(nid, set())
+            missed = [p for p, oids in written.items() if _holds(rows, p, nid) and not oids <= got]
+            if _holds(rows, meta_partition, nid) and nid not in meta_nodes:
+                missed.append(meta_partition)
+            if missed:
+                log.info("S%d is left out of the vote of 0x%s: records of partition %d were routed around "
+                         "it (it copies the transaction from the other copies)", nid, txn.ttid.hex(), missed[0])
+                txn.failed.add(nid)
+                txn.voted.discard(nid)
 
     def _vote_all(self, txn: Txn) -> list[Conflict]:
         """Vote on every involved node; returns the conflicts to resolve.
@@ -468,6 +503,11 @@ class CommitDriver:
             log.debug("tpc_abort of 0x%s: %s", txn.ttid.hex(), exc)
         except Exception as exc:  # noqa: BLE001 - the master aborts it anyway when we go away
             log.warning("tpc_abort of 0x%s: %s", txn.ttid.hex(), exc)
+
+
+def _holds(rows, partition: int, nid: int) -> bool:
+    """Whether node ``nid`` has a cell of ``partition`` that takes writes in ``rows``."""
+    return any(c.node_id == nid and c.state is not CellState.CORRUPTED for c in rows[partition].cells)
 
 
 def _checksum(data) -> int:
