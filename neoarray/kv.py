@@ -22,7 +22,8 @@ Contract (both implementations pass ``tests/storage_node/test_backend.py``):
   snapshot), so a reader may keep one open while it sends what it read.
 - ``syncs`` and ``write_transactions`` count the calls of ``sync()`` and the write
   transactions begun since the store was opened (for metrics and
-  ``benchmarks/commit_costs.py``).
+  ``benchmarks/commit_costs.py``); ``dropped_bytes`` the bytes ``write_behind`` let
+  leave the OS page cache (0 where nothing is cached).
 - ``write_behind(db, keys)`` may start writing committed pages to disk without
   waiting, so that a later ``sync()`` is shorter, and drop the committed values of
   ``keys`` in ``db`` (large, written once) from the OS page cache once they are on
@@ -428,6 +429,7 @@ class MemoryStore:
         self.values = {name: {} for name in DATABASES}
         self.syncs = self.write_transactions = 0
         self.write_behinds = 0
+        self.dropped_bytes = 0          # nothing of it is in an OS page cache
 
     def read(self, buffers: bool = False):
         return _MemoryTxn(self, write=False)

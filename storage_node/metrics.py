@@ -52,7 +52,7 @@ class StorageCollector(Collector):
                                   value=kv.write_transactions)
         yield CounterMetricFamily("neoarray_storage_dropped_behind_bytes",
                                   "bulk data dropped from the page cache once on disk",
-                                  value=getattr(kv, "dropped_bytes", 0))
+                                  value=kv.dropped_bytes)
 
     @staticmethod
     def _store(usage: dict):

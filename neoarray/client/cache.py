@@ -429,10 +429,7 @@ class ColouredCache:
         if size > c.entry_bytes_max:
             return
         if entry is None:
-            entry = _Entry(oid, c.name)
-            self.entries[oid] = entry
-            c.objects += 1
-            c.policy.insert(entry)
+            entry = self._new_entry(oid, c)
         entry.revs.append([serial, next_serial, data])
         entry.revs.sort(key=lambda r: r[0])
         delta = size
@@ -441,6 +438,13 @@ class ColouredCache:
         self._grow(entry, c, delta)
         if evict:
             self._evict()
+
+    def _new_entry(self, oid, c) -> _Entry:
+        """An empty entry of ``oid`` in colour ``c``, held and known to its policy."""
+        entry = self.entries[oid] = _Entry(oid, c.name)
+        c.objects += 1
+        c.policy.insert(entry)
+        return entry
 
     def _grow(self, entry, c, delta):
         entry.size += delta
@@ -509,19 +513,15 @@ class ColouredCache:
         with self.lock:
             self._invalidate([oid for oid, _ in written], tid)
             c = self.colour(colour)
-            entries, limit, insert = self.entries, c.entry_bytes_max, c.policy.insert
             for oid, data in written:
                 if data is None:
                     continue
                 size = len(data) + ENTRY_OVERHEAD_BYTES
-                if oid in entries or size > limit:
+                if oid in self.entries or size > c.entry_bytes_max:
                     self._put(oid, data, tid, None, None, colour, evict=False)
                     continue
-                entry = _Entry(oid, c.name)     # a new object, or one this cache did not hold
+                entry = self._new_entry(oid, c)     # a new object, or one this cache did not hold
                 entry.revs.append([tid, None, data])
-                entries[oid] = entry
-                c.objects += 1
-                insert(entry)
                 self._grow(entry, c, size)
             self._evict()
 
