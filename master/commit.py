@@ -100,6 +100,9 @@ class Txn:
     error: Exception | None = None
     prev_tid: bytes = b""                         # the tid published just before it
     done: threading.Event = field(default_factory=threading.Event)
+    # ``written``'s answer for (partitions, tid): a Finish asks it several times, and a
+    # transaction of 1,000 objects took 0.3 ms each time (its oids are set once)
+    written_memo: tuple = field(default=(), repr=False, compare=False)
 
     @property
     def decided(self) -> bool:
@@ -113,9 +116,15 @@ def owner_of(ttid: bytes) -> int:
     return value >> 32 if value < CLIENT_TTID_LIMIT else 0
 
 
-def written(txn: Txn, partitions: int) -> set[int]:
+def written(txn: Txn, partitions: int) -> frozenset[int]:
     """Partitions ``txn`` writes: its objects' and its metadata's (the tid's)."""
-    return {u64(o) % partitions for o in txn.oids} | {u64(txn.tid) % partitions}
+    memo = txn.written_memo
+    if memo and memo[0] == partitions and memo[1] == txn.tid:
+        return memo[2]
+    parts = {int.from_bytes(o, "big") % partitions for o in txn.oids}
+    parts.add(u64(txn.tid) % partitions)
+    txn.written_memo = (partitions, txn.tid, frozenset(parts))
+    return txn.written_memo[2]
 
 
 class CommitCore:

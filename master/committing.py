@@ -114,8 +114,8 @@ class Committing:
         if len(oids) > self.limits.objects_per_transaction_max:
             raise LimitExceeded(f"finish of 0x{ttid.hex()} names {len(oids)} objects, "
                                 f"objects_per_transaction_max={self.limits.objects_per_transaction_max}")
-        for oid in oids:
-            checked_id(oid, "finish: oid")
+        if any(len(oid) != 8 for oid in oids):
+            checked_id(next(oid for oid in oids if len(oid) != 8), "finish: oid")
         txn = self._queue_finish(node, ttid, oids, storages, view_ptid)
         self._lock_on_storages(txn)
         wait_s = self.limits.lock_timeout_s + self.limits.rpc_timeout_s

@@ -117,7 +117,7 @@ class CommitFlow:
             txn = core.accept_finish(node, ttid, live)
         except RequestRefused as exc:        # refused, after the actions above
             return FinishStep(None, actions, exc)
-        txn.oids, txn.storages = list(oids), sorted(set(storages))
+        txn.oids, txn.storages, txn.written_memo = list(oids), sorted(set(storages)), ()
         txn.view_ptid = view_ptid
         txn.tid = txn.tid or h.ids.new_tid(h.partitions, u64(ttid) % h.partitions, now)
         refusal = view_refusal(h.pt, h.partitions, txn)

@@ -289,11 +289,11 @@ def _histogram(x, edges, counts):
         v = x[i]
         if not (v >= lo and v <= hi):       # outside, or NaN
             continue
-        f = (v - lo) * norm          # may be inf or huge for subnormal ranges: clamp first
-        k = bins - 1 if not (f < bins) else (int(f) if f > 0 else 0)
-        if k > 0 and v < edges[k]:
-            k -= 1
-        elif k < bins - 1 and v >= edges[k + 1]:
+        f = (v - lo) * norm          # may be inf, huge or NaN (0 * inf) for subnormal ranges:
+        k = bins - 1 if not (f < bins) else (int(f) if f > 0 else 0)   # clamp first,
+        while k > 0 and v < edges[k]:                # then the edges decide (one step but
+            k -= 1                                   # for such ranges)
+        while k < bins - 1 and v >= edges[k + 1]:
             k += 1
         counts[k] += 1
 

@@ -5,11 +5,13 @@ Contract (both implementations pass ``tests/storage_node/test_backend.py``):
 - ``read()`` and ``write()`` return transactions usable as context managers; a write
   transaction commits on a clean exit and aborts on an exception.  Reads see a
   consistent snapshot; one writer at a time.
-- ``get(db, key)`` returns ``bytes`` or ``None``; ``put``/``delete`` only on writes.
+- ``get(db, key)`` returns ``bytes`` or ``None``; ``put``/``delete`` only on writes;
+  ``put_many(db, items)`` is ``put`` of each ``(key, value)`` (one call into LMDB).
 - ``read(buffers=True)`` may hand out keys and values as memoryviews valid only until
   the transaction ends (LMDB: no copy); callers copy what they keep.
 - ``keys(db, start, stop)`` yields the keys of ``scan`` without reading values;
-  ``last_key(db, start, stop)`` is the last of them, or ``None``.
+  ``last_key(db, start, stop)`` is the last of them, or ``None``;
+  ``last_keys(db, ranges)`` the list of ``last_key`` of each ``(start, stop)``.
 - ``next_key(db, start, stop)`` is the first key with ``start <= key < stop``, or
   ``None``, without reading its value.
 - ``pop_range(db, start, stop)`` (writes only) deletes the entries with
@@ -341,6 +343,12 @@ class _LMDBTxn:
     def put(self, db: str, key: bytes, value: bytes) -> None:
         self.txn.put(key, value, db=self.dbs[db])
 
+    def put_many(self, db: str, items: list[tuple[bytes, bytes]]) -> None:
+        """``put`` of every ``(key, value)``, in one call into LMDB (a commit of 1,000
+        objects writes 1,000 revisions: a Python call per row costs as much as the row)."""
+        if items:
+            self.txn.cursor(db=self.dbs[db]).putmulti(items)
+
     def delete(self, db: str, key: bytes) -> None:
         self.txn.delete(key, db=self.dbs[db])
 
@@ -379,6 +387,21 @@ class _LMDBTxn:
             if start <= key < stop:
                 return key
         return None
+
+    def last_keys(self, db: str, ranges) -> list:
+        """``last_key`` of each ``(start, stop)`` of ``ranges``, with one cursor and no
+        call per range (a vote of 1,000 objects looks up 1,000 last revisions)."""
+        cur = self._probe(db)
+        set_range, prev, last, key_of = cur.set_range, cur.prev, cur.last, cur.key
+        out = []
+        append = out.append
+        for start, stop in ranges:
+            if (prev() if set_range(stop) else last()):
+                key = bytes(key_of())
+                append(key if start <= key < stop else None)
+            else:
+                append(None)
+        return out
 
     def next_key(self, db: str, start: bytes, stop: bytes):
         cur = self._probe(db)
@@ -515,6 +538,10 @@ class _MemoryTxn:
         assert self.write, "put in a read transaction"
         self.pending[(db, key)] = bytes(value)
 
+    def put_many(self, db, items):
+        for key, value in items:
+            self.put(db, key, value)
+
     def delete(self, db, key):
         assert self.write, "delete in a read transaction"
         self.pending[(db, key)] = None
@@ -524,6 +551,9 @@ class _MemoryTxn:
 
     def last_key(self, db, start, stop):
         return next((k for k, _ in self.scan(db, start, stop, reverse=True)), None)
+
+    def last_keys(self, db, ranges):
+        return [self.last_key(db, start, stop) for start, stop in ranges]
 
     def pop_range(self, db, start, stop):
         out = list(self.scan(db, start, stop))

@@ -204,7 +204,7 @@ class TransactionManager:
             if len(items) > self.objects_per_transaction_max:
                 raise LimitExceeded(f"vote of 0x{ttid.hex()} names {len(items)} {what}, "
                                     f"objects_per_transaction_max={self.objects_per_transaction_max}")
-        stored = self.backend.stored_serials(ttid)
+        stored, stored_bytes = self.backend.stored_serials(ttid)
         stored_oids = {oid for oid, _ in stored}
         missing = set(expected) - stored_oids
         if missing:
@@ -235,7 +235,8 @@ class TransactionManager:
                 if dropped:    # by a truncation between the lock taking and now
                     raise RequestRefused(f"vote of 0x{ttid.hex()}: the transaction was dropped "
                                          f"by neoctl truncate while voting; it is not committed")
-                self.backend.vote(ttid, meta, sorted(wanted), node, sync=False)
+                self.backend.vote(ttid, meta, sorted(wanted), node, sync=False,
+                                  stored=(stored_bytes, len(stored)))
             if sync:        # outside the write mutex: concurrent votes and locks share fsyncs
                 self.backend.sync_votes()
         except BaseException:
@@ -253,12 +254,14 @@ class TransactionManager:
     def _conflicts(self, stored: list[tuple[bytes, bytes]], checks) -> list[Conflict]:
         out = []
         with self.backend.kv.read() as txn:
-            for oid, serial in stored:
-                last = self.backend.last_serial(oid, txn) or Z64
+            lasts = self.backend.last_serials([oid for oid, _ in stored], txn)
+            for (oid, serial), last in zip(stored, lasts):
+                last = last or Z64
                 if last != serial and not (last < serial and self.backend.partition(oid) in self.catching_up):
                     out.append(Conflict(oid, last, serial))
-            for oid, serial in checks:
-                last = self.backend.last_serial(oid, txn) or Z64
+            lasts = self.backend.last_serials([oid for oid, _ in checks], txn)
+            for (oid, serial), last in zip(checks, lasts):
+                last = last or Z64
                 if last != serial:
                     out.append(Conflict(oid, last, serial, read_conflict=True))
         return out
@@ -305,8 +308,8 @@ class TransactionManager:
         with self.write_mutex:
             oids = self.backend.lock(ttid, tid, sync=False)
             if self.on_written is not None:
-                part = self.backend.partition
-                self.on_written({part(tid)} | {part(oid) for oid in oids})
+                n = self.backend.partitions
+                self.on_written({int.from_bytes(oid, "big") % n for oid in oids} | {self.backend.partition(tid)})
         self.backend.kv.sync()      # durable before it answers; outside the write mutex (group commit)
         self._release(ttid)
         self._forget(ttid)

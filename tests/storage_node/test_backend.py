@@ -22,6 +22,7 @@ from storage_node.backend import (
     checksum,
 )
 from storage_node.manager import VOTED, TransactionManager
+from storage_node.space import lock_need
 
 PARTITIONS = 3
 
@@ -215,6 +216,23 @@ def test_key_helpers_agree_with_scan(kind, tmp_path):
         assert txn.last_key("obj", b"d", b"e") is None
         assert txn.next_key("obj", b"a2", b"b") == b"a3"
         assert txn.next_key("obj", b"a4", b"b") is None
+        # in any order, one cursor: each range as last_key alone answers it
+        ranges = [(b"a", b"b"), (b"d", b"e"), (b"a", b"zz"), (b"b", b"b3"), (b"a4", b"b2"), (b"", b"a1")]
+        assert txn.last_keys("obj", ranges) == [txn.last_key("obj", *r) for r in ranges]
+        assert txn.last_keys("obj", ranges) == [b"a3", None, b"c", b"b2", None, None]
+    kv.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "lmdb"])
+def test_put_many_puts_and_replaces(kind, tmp_path):
+    kv = four_keys(kind, tmp_path)
+    with kv.write() as txn:
+        txn.put_many("obj", [(b"a3", b"new"), (b"b1", b"vb1"), (b"d", b"vd")])
+        txn.put_many("obj", [])
+        assert txn.get("obj", b"a3") == b"new" and txn.last_key("obj", b"b", b"c") == b"b2"
+    with kv.read() as txn:
+        assert list(txn.scan("obj", b"")) == [(b"a1", b"va1"), (b"a3", b"new"), (b"b1", b"vb1"),
+                                              (b"b2", b"vb2"), (b"c", b"vc"), (b"d", b"vd")]
     kv.close()
 
 
@@ -305,6 +323,36 @@ def test_first_store_naming_an_oid_twice_keeps_one_data_row(make_backend):
     assert sorted(data_rows(b).values()) == [big(b"other"), big(b"second")]
     assert {s.oid: s.data for s in b.stored(p64(6))} == {p64(1): big(b"second"), p64(2): big(b"other")}
     assert_data_owned_once(b)
+
+
+def test_a_later_store_replaces_earlier_rows_and_their_data(make_backend):
+    """A store after the first (conflict resolution) replaces what the earlier ones
+    stored of the same oids, and an oid it names twice once more: one data row each."""
+    b = make_backend()
+    b.store_voted(p64(6), [rec(1, big(b"first")), rec(2, big(b"other"))])
+    b.store_voted(p64(6), [rec(1, big(b"again")), rec(3, b"small"), rec(1, big(b"last"))])
+    assert sorted(data_rows(b).values()) == [big(b"last"), big(b"other")]
+    assert {s.oid: s.data for s in b.stored(p64(6))} == {p64(1): big(b"last"), p64(2): big(b"other"),
+                                                          p64(3): b"small"}
+    assert_data_owned_once(b)
+
+
+def test_last_serials_and_stored_serials(make_backend):
+    """``last_serials`` answers as ``last_serial`` for each oid (present, deleted,
+    absent, in any order); ``stored_serials`` gives the base serials of the stores and
+    the bytes that ``lock_need`` counts."""
+    b = make_backend()
+    commit(b, 1, 10, [rec(1, b"a"), rec(2, b"b")])
+    commit(b, 2, 20, [rec(2, None, serial=p64(10)), rec(5, b"e")])
+    oids = [p64(5), p64(1), p64(9), p64(2), p64(1)]
+    with b.kv.read() as txn:
+        assert b.last_serials(oids, txn) == [b.last_serial(o) for o in oids]
+        assert b.last_serials(oids, txn) == [p64(20), p64(10), None, p64(20), p64(10)]
+        assert b.last_serials([], txn) == []
+    b.store_voted(p64(30), [rec(1, b"x", serial=p64(10)), rec(7, big(b"new"))])
+    pairs, nbytes = b.stored_serials(p64(30))
+    assert pairs == [(p64(1), p64(10)), (p64(7), Z64)]
+    assert lock_need(nbytes + 100, len(pairs) + 1) == b.lock_need(p64(30), 100)
 
 
 def test_data_ids_never_clobber_live_data(make_backend):
