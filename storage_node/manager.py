@@ -16,7 +16,11 @@ Rules:
   got ``BUSY`` from one node takes back its votes elsewhere before waiting, and then
   votes node by node in node-id order, so waits always follow one global order.
 - A store after a vote (the client resolved a conflict reported by another node)
-  takes the vote back: the client votes again.
+  takes the vote back: the client votes again.  A store and a vote of one transaction
+  never run at once: the one that comes second is refused (``RequestRefused``).  A
+  client stores every record and reads every answer before it votes; one that did
+  not would have records voted that the vote neither locked nor checked for
+  conflicts (it found the stores before they were written).
 - ``lock`` (from the master, with the final tid) turns the voted records into
   revisions durably and releases the locks; ``abort`` drops everything of the ttid.
 
@@ -81,6 +85,8 @@ class TransactionManager:
         self.sizes: dict[bytes, int] = {}         # ttid -> bytes stored
         self.counts: dict[bytes, int] = {}        # ttid -> records stored
         self.since: dict[bytes, float] = {}       # ttid -> monotonic time it was first held
+        self.storing: dict[bytes, int] = {}       # ttid -> stores running now
+        self.voting: set[bytes] = set()           # ttids whose vote runs now
         # partitions of OUT_OF_DATE cells (set by the node): revisions may be missing
         # here, so an older last serial is no conflict (the readable copies check)
         self.catching_up: set[int] = set()
@@ -113,23 +119,34 @@ class TransactionManager:
                 raise ChecksumError(f"store of oid 0x{r.oid.hex()} refused: data does not "
                                     f"match its checksum (corrupted in transit)")
         size = sum(len(r.data or b"") for r in records)
-        self._check_owner(ttid, node)
-        self.unvote(ttid)           # a store after a vote (conflict resolution) unvotes
         with self.mutex:
             self._check_owner(ttid, node)
-            self._check_limits(ttid, node, size, len(records))
-            self.sizes[ttid] = self.sizes.get(ttid, 0) + size
-            self.counts[ttid] = self.counts.get(ttid, 0) + len(records)
-            self.owners[ttid] = node
-            self.since.setdefault(ttid, self.clock())
+            if ttid in self.voting:
+                raise RequestRefused(f"store of {len(records)} objects of 0x{ttid.hex()} while its vote runs on "
+                                     f"this node: store every record, and read the answers, before voting")
+            self.storing[ttid] = self.storing.get(ttid, 0) + 1
         try:
-            with self.write_mutex:
-                large = self.backend.store_voted(ttid, records)
-        except BaseException:
-            with self.mutex:        # nothing of this store was written
-                self.sizes[ttid] = self.sizes.get(ttid, 0) - size
-                self.counts[ttid] = self.counts.get(ttid, 0) - len(records)
-            raise
+            self.unvote(ttid)           # a store after a vote (conflict resolution) unvotes
+            with self.mutex:
+                self._check_owner(ttid, node)
+                self._check_limits(ttid, node, size, len(records))
+                self.sizes[ttid] = self.sizes.get(ttid, 0) + size
+                self.counts[ttid] = self.counts.get(ttid, 0) + len(records)
+                self.owners[ttid] = node
+                self.since.setdefault(ttid, self.clock())
+            try:
+                with self.write_mutex:
+                    large = self.backend.store_voted(ttid, records)
+            except BaseException:
+                with self.mutex:        # nothing of this store was written
+                    self.sizes[ttid] = self.sizes.get(ttid, 0) - size
+                    self.counts[ttid] = self.counts.get(ttid, 0) - len(records)
+                raise
+        finally:
+            with self.mutex:
+                left = self.storing.pop(ttid) - 1
+                if left:
+                    self.storing[ttid] = left
         self.backend.write_behind(large)        # outside the write mutex: it may wait for the disk
 
     def store_blob_chunk(self, ttid: bytes, node: int, oid: bytes, index: int, crc: int, data,
@@ -204,6 +221,20 @@ class TransactionManager:
             if len(items) > self.objects_per_transaction_max:
                 raise LimitExceeded(f"vote of 0x{ttid.hex()} names {len(items)} {what}, "
                                     f"objects_per_transaction_max={self.objects_per_transaction_max}")
+        with self.mutex:
+            self._check_owner(ttid, node)
+            if self.storing.get(ttid) or ttid in self.voting:
+                raise RequestRefused(f"vote of 0x{ttid.hex()} while a {'store' if self.storing.get(ttid) else 'vote'} "
+                                     f"of it runs on this node: read every answer before voting")
+            self.voting.add(ttid)
+        try:
+            return self._vote(ttid, node, checks, meta, expected, restore, sync)
+        finally:
+            with self.mutex:
+                self.voting.discard(ttid)
+
+    def _vote(self, ttid, node, checks, meta, expected, restore, sync) -> VoteResult:
+        """``vote`` once it is the only store or vote of ``ttid`` running."""
         stored, stored_bytes = self.backend.stored_serials(ttid)
         stored_oids = {oid for oid, _ in stored}
         missing = set(expected) - stored_oids

@@ -1,10 +1,12 @@
 """Locking and conflict rules of a storage node, with plain calls (no gRPC)."""
+import threading
+
 import pytest
 
 from neoarray.errors import ChecksumError, RequestRefused
 from neoarray.ids import Z64, p64
+from neoarray.kv import LMDBStore, MemoryStore
 from storage_node.backend import Backend, Stored, checksum
-from neoarray.kv import MemoryStore
 from storage_node.manager import BUSY, CONFLICTS, VOTED, TransactionManager
 
 
@@ -132,3 +134,65 @@ def test_a_transaction_is_held_by_one_client(tm):
     tm.store(p64(7), 2, [rec(2, b"new")])
     assert tm.vote(p64(7), 2, [], None, []).status == VOTED
     assert set(tm.locks) == {p64(2)}
+
+
+class _PausingBackend(Backend):
+    """A backend whose vote pauses right after it found the transaction's stores (and
+    whose stores pause before writing), so that a test can run the other call there."""
+
+    def __init__(self, kv, partitions, pause):
+        super().__init__(kv, partitions=partitions)
+        self.pause = pause      # {"scan" | "store": (reached Event, go on Event)}
+
+    def _wait(self, where):
+        if where in self.pause:
+            reached, go_on = self.pause.pop(where)
+            reached.set()
+            assert go_on.wait(10)
+
+    def stored_serials(self, ttid):
+        found = super().stored_serials(ttid)
+        self._wait("scan")
+        return found
+
+    def store_voted(self, ttid, records):
+        self._wait("store")
+        return super().store_voted(ttid, records)
+
+
+@pytest.mark.parametrize("first", ["vote", "store"])
+def test_a_store_and_a_vote_of_one_transaction_never_overlap(tmp_path, first):
+    """A client that sends a store while its vote runs (or votes while a store runs):
+    the second call is refused.  Before, a store landing after the vote had found the
+    stores was committed by the lock without the vote's object lock or conflict check:
+    here another transaction's commit of the same object in between would be lost."""
+    reached, go_on = threading.Event(), threading.Event()
+    pause = {"scan" if first == "vote" else "store": (reached, go_on)}
+    tm = TransactionManager(_PausingBackend(LMDBStore(str(tmp_path / "db")), 2, pause))
+    if first == "vote":
+        tm.store(p64(1), 1, [rec(1, b"a")])
+    results = {}
+
+    def run_first():
+        try:
+            results["first"] = (tm.vote(p64(1), 1, [], None, [p64(1)]).status if first == "vote"
+                                else tm.store(p64(1), 1, [rec(1, b"a")]))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            results["first"] = exc
+    thread = threading.Thread(target=run_first)
+    thread.start()
+    assert reached.wait(10)
+    with pytest.raises(RequestRefused, match="runs on this node"):
+        if first == "vote":
+            tm.store(p64(1), 1, [rec(2, b"unchecked")])
+        else:
+            tm.vote(p64(1), 1, [], None, [p64(1)])
+    go_on.set()
+    thread.join(10)
+    assert results["first"] in (VOTED, None), results
+    assert tm.storing == {} and tm.voting == set()
+    if first == "store":
+        assert tm.vote(p64(1), 1, [], None, [p64(1)]).status == VOTED
+    tm.lock(p64(1), p64(10))
+    assert tm.backend.last_serial(p64(1)) == p64(10)
+    assert tm.backend.last_serial(p64(2)) is None        # the refused store wrote nothing
