@@ -18,6 +18,11 @@ and for neoarray's nodes, from their Prometheus metrics:
                                   master ``neoarray_master_state_fsyncs_total``
 ``write_transactions``            LMDB write transactions per commit (storage nodes)
 
+and, as process ``disk``, from ``/proc/diskstats`` for the device holding the
+storages' files (all processes and the filesystem's journal: what the fsyncs wait for):
+
+``writes`` / ``write_kib``        write requests and KiB written per commit
+
 Storages: ``neoarray-1s-net`` (1 storage node, remote client: ``local_reads=False``),
 ``neoarray-2s-r1`` (2 storage nodes, replicas=1, remote client) and ``zeo`` (a
 ``runzeo`` process over FileStorage).  Each storage is measured ``--reps`` times, the
@@ -76,6 +81,28 @@ def proc_counters(pid: int) -> dict:
             "switches": switches, "threads": threads}
 
 
+def disk_of(path: str) -> str | None:
+    """The name of the block device (as ``/proc/diskstats`` names it) holding ``path``,
+    or None (not a block device: tmpfs, overlay)."""
+    dev = os.stat(path).st_dev
+    try:
+        with open(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/uevent") as f:
+            return next((line.split("=", 1)[1].strip() for line in f if line.startswith("DEVNAME=")), None)
+    except FileNotFoundError:
+        return None
+
+
+def disk_counters(name: str) -> dict:
+    """Write requests completed and KiB written by device ``name`` (``/proc/diskstats``:
+    every process's, the filesystem's journal included)."""
+    with open("/proc/diskstats") as f:
+        for line in f:
+            fields = line.split()
+            if fields[2] == name:
+                return {"writes": int(fields[7]), "write_kib": int(fields[9]) / 2}
+    return {"writes": 0, "write_kib": 0.0}
+
+
 def scrape(address: str, names: tuple[str, ...]) -> dict[str, float]:
     """The values of the metric samples ``names`` at ``http://address/metrics``."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -96,8 +123,9 @@ NODE_METRICS = {"master": ("neoarray_master_state_fsyncs_total",),
 class Processes:
     """The processes of one storage target, by name, and how to read their counters."""
 
-    def __init__(self, target):
+    def __init__(self, target, disk: str | None = None):
         self.pids = {"client": os.getpid()}
+        self.disk = disk
         self.metrics: dict[str, str] = {}
         if isinstance(target, NeoTarget):
             cluster = target.cluster
@@ -117,11 +145,14 @@ class Processes:
             else:
                 out[name]["fsyncs"] = values.get("neoarray_storage_fsyncs_total", 0.0)
                 out[name]["write_transactions"] = values.get("neoarray_storage_write_transactions_total", 0.0)
+        if self.disk:
+            out["disk"] = disk_counters(self.disk)
         return out
 
 
-def measure(target, commits: int) -> tuple[dict[str, dict], float]:
-    """Per process figures per commit, and commits/s, for ``commits`` small commits."""
+def measure(target, commits: int, disk: str | None = None) -> tuple[dict[str, dict], float]:
+    """Per process figures per commit, and commits/s, for ``commits`` small commits;
+    with ``disk`` (the device of the storages' files), what it wrote per commit."""
     db = ZODB.DB(target.writer())
     try:
         conn = db.open()
@@ -131,7 +162,7 @@ def measure(target, commits: int) -> tuple[dict[str, dict], float]:
         for i in range(WARMUP_COMMITS):
             root["costs"]["k"] = i
             transaction.commit()
-        procs = Processes(target)
+        procs = Processes(target, disk)
         before = procs.read()
         started = time.perf_counter()
         for i in range(commits):
@@ -145,6 +176,9 @@ def measure(target, commits: int) -> tuple[dict[str, dict], float]:
     figures = {}
     for name in after:
         a, b = after[name], before[name]
+        if name == "disk":
+            figures[name] = {key: (a[key] - b[key]) / commits for key in ("writes", "write_kib")}
+            continue
         f = {"cpu_user_ms": (a["user_s"] - b["user_s"]) * 1000 / commits,
              "cpu_sys_ms": (a["sys_s"] - b["sys_s"]) * 1000 / commits,
              "context_switches": (a["switches"] - b["switches"]) / commits,
@@ -157,7 +191,8 @@ def measure(target, commits: int) -> tuple[dict[str, dict], float]:
 
 
 UNITS = {"cpu_user_ms": "ms/commit", "cpu_sys_ms": "ms/commit", "context_switches": "per commit",
-         "threads": "threads", "fsyncs": "per commit", "write_transactions": "per commit"}
+         "threads": "threads", "fsyncs": "per commit", "write_transactions": "per commit",
+         "writes": "requests/commit", "write_kib": "KiB/commit"}
 
 
 def main(argv=None) -> int:
@@ -172,13 +207,14 @@ def main(argv=None) -> int:
                                                   metrics=True),
               "zeo": lambda: ZeoTarget(workdir)}
     runs: dict[str, list] = {name: [] for name in makers}
+    disk = disk_of(workdir)
     try:
         with makers["neoarray-1s-net"]() as neo1, makers["neoarray-2s-r1"]() as neo2, makers["zeo"]() as zeo:
             targets = {"neoarray-1s-net": neo1, "neoarray-2s-r1": neo2, "zeo": zeo}
             order = list(targets)
             for rep in range(opts.reps):
                 for name in (order if rep % 2 == 0 else order[::-1]):
-                    runs[name].append(measure(targets[name], opts.commits))
+                    runs[name].append(measure(targets[name], opts.commits, disk))
         totals = {}
         for name, results in runs.items():
             rate = statistics.median(r[1] for r in results)
@@ -190,7 +226,7 @@ def main(argv=None) -> int:
                     print(json.dumps({"bench": "commit_costs", "storage": name, "process": proc,
                                       "figure": figure, "value": round(value, 3), "unit": UNITS[figure]}))
             totals[name] = statistics.median(
-                sum(f["cpu_user_ms"] + f["cpu_sys_ms"] for f in r[0].values()) for r in results)
+                sum(f["cpu_user_ms"] + f["cpu_sys_ms"] for p, f in r[0].items() if p != "disk") for r in results)
         summary = {name: {"cpu_ms_per_commit_all_processes": round(total, 3),
                           "vs_zeo": round(total / totals["zeo"], 3) if totals["zeo"] else None}
                    for name, total in totals.items()}
