@@ -380,13 +380,7 @@ class _LMDBTxn:
             yield key
 
     def last_key(self, db: str, start: bytes, stop: bytes):
-        cur = self._probe(db)
-        positioned = cur.prev() if cur.set_range(stop) else cur.last()
-        if positioned:
-            key = bytes(cur.key())
-            if start <= key < stop:
-                return key
-        return None
+        return self.last_keys(db, ((start, stop),))[0]
 
     def last_keys(self, db: str, ranges) -> list:
         """``last_key`` of each ``(start, stop)`` of ``ranges``, with one cursor and no

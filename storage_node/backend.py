@@ -135,12 +135,10 @@ class Backend(RecordReader):
 
     def last_serial(self, oid: bytes, txn=None) -> bytes | None:
         """The tid of the newest revision of ``oid`` (deletions included), or None."""
-        prefix = self._okey(oid)
-        if txn is None:
-            with self.kv.read() as txn:
-                return self.last_serial(oid, txn)
-        key = txn.last_key("obj", prefix, prefix + b"\xff" * 8)
-        return None if key is None else key[12:]
+        if txn is not None:
+            return self.last_serials([oid], txn)[0]
+        with self.kv.read() as own:
+            return self.last_serials([oid], own)[0]
 
     def last_serials(self, oids: list[bytes], txn) -> list[bytes | None]:
         """``last_serial`` of each of ``oids`` (sorted or not), inside ``txn``, with one
