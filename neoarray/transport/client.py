@@ -19,7 +19,6 @@ restarted node costs its clients no failed call.
 from __future__ import annotations
 
 import itertools
-import math
 import socket
 import ssl
 import threading
@@ -80,21 +79,27 @@ class _Connection:
                 sock = tls_context.wrap_socket(sock, server_hostname=host.strip("[]"))
             self.sock = sock
             self.reader = conn.FrameReader(sock, page_blocks=True)
-            conn.write_frame(sock, frames.Frame(frames.HELLO, 0, body=hello))
+            self.reader.write(frames.Frame(frames.HELLO, 0, body=hello), timeout_s)
             reply = self.reader.read(frames.HELLO_BYTES_MAX, timeout_s, timeout_s)
         except ssl.SSLError as exc:
-            sock.close()
+            self._close_early(sock)
             raise FramedRpcError(grpc.StatusCode.UNAVAILABLE, f"TLS handshake with {address} failed: {exc}") from None
         except (conn.PeerGone, OSError) as exc:
-            sock.close()
+            self._close_early(sock)
             raise FramedRpcError(grpc.StatusCode.UNAVAILABLE, f"{address} closed the connection at HELLO: {exc}") \
                 from None
         if reply.kind == frames.ERROR:
-            sock.close()
+            self._close_early(sock)
             raise FramedRpcError(*_error(reply))
         if reply.kind != frames.HELLO:
-            sock.close()
+            self._close_early(sock)
             raise FramedRpcError(grpc.StatusCode.UNAVAILABLE, f"{address} answered HELLO with a {reply.kind} frame")
+
+    def _close_early(self, sock) -> None:
+        reader = getattr(self, "reader", None)
+        if reader is not None:
+            reader.close()
+        sock.close()
 
     def usable(self) -> bool:
         """Not broken, nothing pending, and the peer has not closed it meanwhile (asked
@@ -106,8 +111,7 @@ class _Connection:
     def send(self, method: int, body: bytes, segments, meta: dict, timeout_s: float | None) -> int:
         rid = next(self.rids) & 0xFFFFFFFF
         try:
-            self.reader.set_timeout(timeout_s)
-            conn.write_frame(self.sock, frames.Frame(frames.REQUEST, rid, method, body, list(segments), meta))
+            self.reader.write(frames.Frame(frames.REQUEST, rid, method, body, list(segments), meta), timeout_s)
         except conn.PeerGone as exc:
             self.broken = True
             refusal = self._refusal_before_close()
@@ -137,9 +141,9 @@ class _Connection:
         return frame
 
     def read(self, deadline: float | None) -> frames.Frame:
-        # whole seconds: the socket's time limit then rarely changes (a system call
-        # each time); a reply may come up to a second after the deadline
-        left = None if deadline is None else float(max(1, math.ceil(deadline - time.monotonic())))
+        # at least a second: a reply already on its way when the deadline passed (a
+        # future read late) still counts
+        left = None if deadline is None else max(1.0, deadline - time.monotonic())
         try:
             frame = self.reader.read(self.frame_bytes_max, left, left if left else 60.0)
         except conn.PeerGone as exc:
@@ -156,6 +160,7 @@ class _Connection:
     def close(self) -> None:
         """Close it; a thread blocked reading it (a stream) wakes up."""
         self.broken = True
+        self.reader.close()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:

@@ -32,7 +32,7 @@ class _ServerSide(server._Connection):
     """A server connection whose writes go to a queue instead of a socket."""
 
     def __init__(self, srv: server.FramedServer, roles, token: str):
-        self.server, self.sock, self.peer = srv, None, "inproc"
+        self.server, self.sock, self.reader, self.peer = srv, None, None, "inproc"
         self.callbacks, self.closed, self.write_lock = [], False, threading.Lock()
         self.roles, self.token_ok = roles, srv.token_ok(token)
         self.metadata = {wire.CLUSTER_KEY: srv.cluster}

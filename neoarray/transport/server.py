@@ -261,6 +261,8 @@ class _Connection:
         if self.closed:
             return
         self.closed = True
+        if self.reader is not None:
+            self.reader.close()
         if self.sock is not None:
             try:
                 self.sock.shutdown(socket.SHUT_RDWR)
@@ -395,10 +397,10 @@ class _Connection:
     def _write(self, frame: frames.Frame) -> None:
         with self.write_lock:
             if self.reader is not None:
-                self.reader.set_timeout(self.server.limits.frame_s)
-            else:
+                self.reader.write(frame, self.server.limits.frame_s)
+            else:           # refusing before the handshake ended: the socket's own limit
                 self.sock.settimeout(self.server.limits.frame_s)
-            conn.write_frame(self.sock, frame)
+                conn.write_frame(self.sock, frame)
 
 
 def _decode(request_class, body: bytes, method: str):

@@ -198,6 +198,16 @@ def test_half_open_slow_and_idle_connections_are_closed(server):
             sock.close()
 
 
+def test_a_servicer_slower_than_the_frame_limit_still_answers(server):
+    """``frame_s`` (0.5 s here) bounds the reading of a request and the writing of its
+    reply, not the servicer's work between them."""
+    channel, stub = _stub(server.address)
+    with channel:
+        future = stub.Unlock.future(spb.UnlockRequest(), timeout=30)     # blocks until released
+        threading.Timer(1.5, server.servicer.release.set).start()
+        assert future.result() == cpb.Empty()
+
+
 def test_connections_beyond_the_limit_are_refused_at_hello(server):
     held = [_stub(server.address) for _ in range(4)]
     futures = [stub.Unlock.future(spb.UnlockRequest(), timeout=10) for _, stub in held]   # 4 busy
@@ -232,6 +242,32 @@ def tls_server(tls_dir):
     srv.start()
     yield srv
     srv.stop()
+
+
+def test_a_stalled_tls_connection_is_cut(tls_dir):
+    """Under TLS too the frame limit cuts a peer that stops mid-frame: the watchdog
+    shuts the descriptor under the TLS object that a server thread is reading."""
+    path, _ = tls_dir
+    srv = FramedServer(CLUSTER, {STORAGE: Servicer()}, Limits(handshake_s=2.0, frame_s=0.5, idle_s=600.0),
+                       tls=security.TLSConfig.in_dir(path, "storage"))
+    srv.bind("127.0.0.1:0")
+    srv.start()
+    host, _, port = srv.address.rpartition(":")
+    context = conn.client_context(security.TLSConfig.in_dir(path, "client"))
+    sock = context.wrap_socket(socket.create_connection((host, int(port)), timeout=5), server_hostname=host)
+    try:
+        conn.write_frame(sock, frames.Frame(frames.HELLO, 0, body=frames.hello_body(CLUSTER)))
+        assert conn.read_frame(sock, 1 << 16, 5, 5).kind == frames.HELLO
+        sock.sendall(frames.HEADER.pack(100, 1, 0, frames.REQUEST, 0, 0, 83) + b"x")   # then nothing
+        sock.settimeout(30)
+        with pytest.raises(conn.PeerGone, match="closed|lost"):
+            conn.read_frame(sock, 1 << 20, 30, 30)
+        channel, stub = _stub(srv.address, tls=security.TLSConfig.in_dir(path, "client"))
+        with channel:           # the server goes on
+            assert bulk.call(stub.Load, spb.LoadRequest(oid=b"\1" * 8), (), 5.0)[0].status == spb.FOUND
+    finally:
+        sock.close()
+        srv.stop()
 
 
 @pytest.mark.parametrize("role, method, error", [

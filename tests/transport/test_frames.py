@@ -169,3 +169,108 @@ def test_a_client_reads_chunk_records_of_whole_pages_into_page_blocks():
     assert type(block) is conn.Block and block.address % conn.PAGE_BYTES == 0
     assert bytes(payload_view(got.segments[0])) == payload and block.payload_bytes == len(payload)
     assert all(type(getattr(s, "obj", None)) is not conn.Block for s in got.segments[1:])
+
+
+# -- time limits of a FrameReader: deadlines that the watchdog enforces -------------------
+
+def _guarded_pair(guard_s: float = 30.0):
+    """A socket pair whose writing end closes after ``guard_s`` whatever happens: a
+    reader the watchdog failed to cut then ends with "closed by the peer", not "time
+    limit", and the test fails instead of hanging."""
+    a, b = _pair()
+    guard = threading.Timer(guard_s, a.close)
+    guard.start()
+    return a, b, guard
+
+
+def test_a_frame_that_does_not_come_in_time_is_cut_by_the_watchdog():
+    a, b, guard = _guarded_pair()
+    reader = conn.FrameReader(b)
+    try:
+        with pytest.raises(conn.PeerGone, match="time limit passed while reading"):
+            reader.read(LIMIT, 0.2, 5.0)
+        assert reader.expired
+    finally:
+        guard.cancel()
+        reader.close()
+        a.close()
+        b.close()
+
+
+def test_a_frame_that_stops_midway_is_cut_by_the_watchdog():
+    a, b, guard = _guarded_pair()
+    reader = conn.FrameReader(b)
+    try:
+        a.sendall(_header(frames.HEADER_BYTES - 4 + 100, body=100) + b"x" * 10)
+        with pytest.raises(conn.PeerGone, match="time limit passed while reading"):
+            reader.read(LIMIT, None, 0.2)       # no limit on the wait, 0.2 s for the rest
+    finally:
+        guard.cancel()
+        reader.close()
+        a.close()
+        b.close()
+
+
+def test_a_write_the_peer_does_not_read_is_cut_by_the_watchdog():
+    a, b, guard = _guarded_pair()
+    reader = conn.FrameReader(b)
+    try:                            # 32 MiB: far more than the socket buffers hold
+        frame = frames.Frame(frames.REPLY, 1, 0, b"", [bytes(32 << 20)])
+        with pytest.raises(conn.PeerGone, match="time limit passed while writing"):
+            reader.write(frame, 0.2)
+    finally:
+        guard.cancel()
+        reader.close()
+        a.close()
+        b.close()
+
+
+def test_no_limit_runs_between_frames():
+    """The limits of a read end with it: a frame that comes long after the frame
+    limit of the one before, with no idle limit, is read whole."""
+    a, b = _pair()
+    reader = conn.FrameReader(b)
+    first = frames.Frame(frames.REQUEST, 1, 0, b"one")
+    later = frames.Frame(frames.REQUEST, 2, 0, b"two", [b"x" * 100])
+    try:
+        conn.write_frame(a, first)
+        assert reader.read(LIMIT, 0.2, 0.2).body == b"one"
+        assert reader.deadline is None
+        sender = threading.Timer(0.6, conn.write_frame, args=(a, later))     # 3 frame limits later
+        sender.start()
+        frame = reader.read(LIMIT, None, 0.2)
+        sender.join()
+        assert (frame.rid, frame.body, [bytes(s) for s in frame.segments]) == (2, b"two", [b"x" * 100])
+        assert not reader.expired
+    finally:
+        reader.close()
+        a.close()
+        b.close()
+
+
+def test_a_forked_child_has_a_watchdog_of_its_own():
+    """A child forked while the parent's watchdog runs (its lock possibly held) gets
+    a fresh one: a frame that does not come in time is cut there too."""
+    import os
+    a, b, guard = _guarded_pair()
+    parent_reader = conn.FrameReader(b)         # the parent's watchdog runs
+    pid = os.fork()
+    if pid == 0:                                # the child: exit status 0 when cut in time
+        code = 1
+        try:
+            c, d = _pair()
+            threading.Timer(20, c.close).start()
+            try:
+                conn.FrameReader(d).read(LIMIT, 0.2, 5.0)
+            except conn.PeerGone as exc:
+                code = 0 if "time limit" in str(exc) else 2
+        finally:
+            os._exit(code)
+    try:
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        guard.cancel()
+        parent_reader.close()
+        a.close()
+        b.close()
