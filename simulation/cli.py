@@ -8,15 +8,20 @@ import os
 import sys
 import time
 
-from .run import run_schedule, shortest_prefix
+from .client import StoresInVoteClient
+from .run import Components, run_schedule, shortest_prefix
 
 SHRUNK_MAX = 5                # failing seeds searched for their shortest prefix
 TRACE_TAIL = 40               # trace lines printed for a failing prefix
 
 
+def _parts(stores_in_vote: bool) -> Components | None:
+    return Components(client=StoresInVoteClient) if stores_in_vote else None
+
+
 def _one(job: tuple) -> tuple[int, list[str], int, int, str]:
-    seed, store, steps_max, skipped = job
-    r = run_schedule(seed, store, steps_max, skipped=skipped)
+    seed, store, steps_max, skipped, stores_in_vote = job
+    r = run_schedule(seed, store, steps_max, _parts(stores_in_vote), skipped)
     return r.seed, r.violations, r.steps, r.digest, r.shape
 
 
@@ -39,11 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", action="store_true", help="print the trace of each schedule (with --seed)")
     p.add_argument("--steps", type=int, default=None, help="stop the faults after this many steps (a prefix)")
     p.add_argument("--skip-faults", default="none", help="indexes of the drawn faults to leave out: 1,3 or none")
+    p.add_argument("--stores-in-vote", action="store_true",
+                   help="clients send half of each transaction's stores inside its vote (as the real client "
+                        "sends its last ones); by default every store apart, then the vote")
     return p
 
 
-def _results(seeds: list[int], store: str, jobs: int, steps_max=None, skipped=frozenset()):
-    jobs_list = [(s, store, steps_max, skipped) for s in seeds]
+def _results(seeds: list[int], store: str, jobs: int, steps_max=None, skipped=frozenset(), stores_in_vote=False):
+    jobs_list = [(s, store, steps_max, skipped, stores_in_vote) for s in seeds]
     if jobs <= 1 or len(seeds) < 2:
         yield from map(_one, jobs_list)
         return
@@ -65,7 +73,8 @@ def report(seed: int, violations: list[str], steps: int, store: str, shrink: boo
     skip = ",".join(map(str, sorted(best.skipped))) or "none"
     print(f"  shortest failing prefix: faults stop after step {best.steps_max}, faults left out: {skip} "
           f"of {best.planned} ({best.shape}); replay: python scripts/simulate.py --seed {seed} "
-          f"--steps {best.steps_max} --skip-faults {skip} --trace")
+          f"--steps {best.steps_max} --skip-faults {skip} --trace"
+          f"{' --stores-in-vote' if parts is not None and parts.client is StoresInVoteClient else ''}")
     for v in best.violations:
         print(f"    {v}")
     prefix = [line for line in best.trace if int(line.split()[0]) <= best.steps_max]
@@ -88,15 +97,17 @@ def main(argv=None) -> int:
         print(f"--skip-faults {args.skip_faults!r}: give fault indexes separated by commas (1,3) or none",
               file=sys.stderr)
         return 2
-    for seed, violations, steps, digest, shape in _results(seeds, args.store, args.jobs, args.steps, skipped):
+    parts = _parts(args.stores_in_vote)
+    for seed, violations, steps, digest, shape in _results(seeds, args.store, args.jobs, args.steps, skipped,
+                                                           args.stores_in_vote):
         if args.seed is not None and count == 1:
             print(f"seed {seed}: {shape}, {steps} steps, trace digest {digest:08x}")
             if args.trace:
-                for line in run_schedule(seed, args.store, args.steps, skipped=skipped).trace:
+                for line in run_schedule(seed, args.store, args.steps, parts, skipped).trace:
                     print(f"  | {line}")
         if violations:
             failing += 1
-            report(seed, violations, steps, args.store, failing <= SHRUNK_MAX)
+            report(seed, violations, steps, args.store, failing <= SHRUNK_MAX, parts)
     elapsed_s = time.monotonic() - started
     print(f"{elapsed_s:.1f} s, {count / elapsed_s:.1f} schedules/s", file=sys.stderr)
     print(f"{count} schedules, {failing} violations")

@@ -29,6 +29,11 @@ OUTCOME_ASKS_MAX = 40
 
 
 class ClientActor:
+    # the real client sends a transaction's last stores inside its vote; this one sends
+    # them apart, then votes (the schedules and the seeds kept for their bugs were made
+    # so): ``StoresInVoteClient`` does what the real one does
+    stores_in_vote = False
+
     def __init__(self, world, index: int, checker, partitions: int, counters: list[bytes], log_oid: bytes,
                  ops_max: int):
         self.world, self.index, self.checker = world, index, checker
@@ -146,8 +151,10 @@ class ClientActor:
             for n in writable[u64(oid) % self.partitions]:
                 stores.setdefault(n, []).append(Stored(oid, serial, data, checksum(data)))
         targets = sorted(stores)
-        replies = yield [Call(f"S{n}", "store", (ttid, nid, stores[n]), RPC_S) for n in targets if stores[n]]
-        failed = {n for n, r in zip([n for n in targets if stores[n]], replies) if r is None or not r.ok}
+        # apart: every store; in the vote: the first half apart, the rest in the vote
+        apart = {n: stores[n][:len(stores[n]) // 2] if self.stores_in_vote else stores[n] for n in targets}
+        replies = yield [Call(f"S{n}", "store", (ttid, nid, apart[n]), RPC_S) for n in targets if apart[n]]
+        failed = {n for n, r in zip([n for n in targets if apart[n]], replies) if r is None or not r.ok}
         voters = yield from self._vote(ttid, nid, targets, failed, stores, meta_p, writable, sorted(changes))
         written = {u64(o) % self.partitions for o in changes} | {meta_p}
         if voters is None or not all(any(n in voters and rows[p][n] in READABLE for n in rows[p])
@@ -160,8 +167,10 @@ class ClientActor:
         meta = TransactionInfo(Z64, b"sim", b"", b"", oids, ttid)
         asked = [n for n in targets if n not in failed]
         sync = len(asked) > 1
+        carried = {n: stores[n][len(stores[n]) // 2:] if self.stores_in_vote else [] for n in asked}
         replies = yield [Call(f"S{n}", "vote", (ttid, nid, meta if n in writable[meta_p] else None,
-                                                [r.oid for r in stores[n]], sync), RPC_S) for n in asked]
+                                                [r.oid for r in stores[n]], sync, carried[n]), RPC_S)
+                         for n in asked]
         if any(r is not None and r.ok and r.value.status != VOTED for r in replies):
             return None             # a conflict, or busy: abort and retry as a new transaction
         return sorted(n for n, r in zip(asked, replies) if r is not None and r.ok)
@@ -197,3 +206,9 @@ class ClientActor:
                 self.checker.not_committed(ttid, None)
                 return
         self.checker.unknown(ttid, writes)
+
+
+class StoresInVoteClient(ClientActor):
+    """Sends half of a transaction's stores apart, the rest inside its vote, as the
+    real client sends its last ones (``TransactionManager.vote(records=...)``)."""
+    stores_in_vote = True

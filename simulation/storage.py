@@ -122,8 +122,8 @@ class StorageActor:
             ttid, node, records = payload
             return tm.store(ttid, node, records)
         if kind == "vote":
-            ttid, node, meta, expected, sync = payload
-            return tm.vote(ttid, node, [], meta, expected, sync=sync)
+            ttid, node, meta, expected, sync, records = payload
+            return tm.vote(ttid, node, [], meta, expected, sync=sync, records=records)
         if kind == "lock":
             return tm.lock(*payload)
         if kind == "abort":

@@ -21,6 +21,11 @@ Rules:
   client stores every record and reads every answer before it votes; one that did
   not would have records voted that the vote neither locked nor checked for
   conflicts (it found the stores before they were written).
+- A vote may carry the transaction's last stores (``vote(records=...)``: the client
+  sends them inside its Vote).  They count as stores made just before the vote and
+  are locked and checked with the others; a vote that succeeds writes them and itself
+  in one write transaction (one LMDB commit instead of two, fewer pages for the
+  fsync), one that does not writes them alone, as a store would have.
 - ``lock`` (from the master, with the final tid) turns the voted records into
   revisions durably and releases the locks; ``abort`` drops everything of the ttid.
 
@@ -56,6 +61,14 @@ class Conflict:
     committed_serial: bytes
     serial: bytes
     read_conflict: bool = False
+
+
+class _StoresKept(Exception):
+    """A vote's refusal after its records were written alone (their count stands)."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass
@@ -112,13 +125,7 @@ class TransactionManager:
 
     # -- client side ---------------------------------------------------------------
     def store(self, ttid: bytes, node: int, records: list[Stored]) -> None:
-        for r in records:
-            if len(r.oid) != 8 or len(r.serial) != 8:
-                raise RequestRefused("oid and serial must be 8 bytes")
-            if r.data is not None and checksum(r.data) != r.checksum:
-                raise ChecksumError(f"store of oid 0x{r.oid.hex()} refused: data does not "
-                                    f"match its checksum (corrupted in transit)")
-        size = sum(len(r.data or b"") for r in records)
+        self._check_records(records)
         with self.mutex:
             self._check_owner(ttid, node)
             if ttid in self.voting:
@@ -126,21 +133,12 @@ class TransactionManager:
                                      f"this node: store every record, and read the answers, before voting")
             self.storing[ttid] = self.storing.get(ttid, 0) + 1
         try:
-            self.unvote(ttid)           # a store after a vote (conflict resolution) unvotes
-            with self.mutex:
-                self._check_owner(ttid, node)
-                self._check_limits(ttid, node, size, len(records))
-                self.sizes[ttid] = self.sizes.get(ttid, 0) + size
-                self.counts[ttid] = self.counts.get(ttid, 0) + len(records)
-                self.owners[ttid] = node
-                self.since.setdefault(ttid, self.clock())
+            size = self._count_stores(ttid, node, records)
             try:
                 with self.write_mutex:
                     large = self.backend.store_voted(ttid, records)
             except BaseException:
-                with self.mutex:        # nothing of this store was written
-                    self.sizes[ttid] = self.sizes.get(ttid, 0) - size
-                    self.counts[ttid] = self.counts.get(ttid, 0) - len(records)
+                self._uncount_stores(ttid, size, len(records))
                 raise
         finally:
             with self.mutex:
@@ -148,6 +146,37 @@ class TransactionManager:
                 if left:
                     self.storing[ttid] = left
         self.backend.write_behind(large)        # outside the write mutex: it may wait for the disk
+
+    @staticmethod
+    def _check_records(records: list[Stored]) -> None:
+        for r in records:
+            if len(r.oid) != 8 or len(r.serial) != 8:
+                raise RequestRefused("oid and serial must be 8 bytes")
+            if r.data is not None and checksum(r.data) != r.checksum:
+                raise ChecksumError(f"store of oid 0x{r.oid.hex()} refused: data does not "
+                                    f"match its checksum (corrupted in transit)")
+
+    def _count_stores(self, ttid: bytes, node: int, records: list[Stored]) -> int:
+        """Before ``records`` of ``ttid`` are written: take back its vote (a store after
+        a vote, the client resolved a conflict, unvotes), check the limits and count
+        them; returns their data bytes."""
+        size = sum(len(r.data or b"") for r in records)
+        self.unvote(ttid)
+        with self.mutex:
+            self._check_owner(ttid, node)
+            self._check_limits(ttid, node, size, len(records))
+            self.sizes[ttid] = self.sizes.get(ttid, 0) + size
+            self.counts[ttid] = self.counts.get(ttid, 0) + len(records)
+            self.owners[ttid] = node
+            self.since.setdefault(ttid, self.clock())
+        return size
+
+    def _uncount_stores(self, ttid: bytes, size: int, count: int) -> None:
+        """Nothing of a store counted by ``_count_stores`` was written."""
+        with self.mutex:
+            if ttid in self.sizes:      # not dropped meanwhile (truncate)
+                self.sizes[ttid] -= size
+                self.counts[ttid] = self.counts.get(ttid, 0) - count
 
     def store_blob_chunk(self, ttid: bytes, node: int, oid: bytes, index: int, crc: int, data,
                          chunk_bytes_max: int) -> None:
@@ -213,14 +242,21 @@ class TransactionManager:
 
     def vote(self, ttid: bytes, node: int, checks: list[tuple[bytes, bytes]],
              meta: TransactionInfo | None, expected: list[bytes], restore: bool = False,
-             sync: bool = True) -> VoteResult:
+             sync: bool = True, records: list[Stored] = ()) -> VoteResult:
         """Take the vote's object locks (``BUSY`` when another transaction holds one),
         check for conflicts, and record the vote (fsynced when ``sync``:
-        ``Backend.vote``)."""
+        ``Backend.vote``).
+
+        ``records``: stores the vote request carries (the transaction's last ones),
+        kept as ``store`` keeps them, before the vote in effect: they are locked and
+        checked with the earlier ones.  A vote that succeeds writes them with itself
+        in one write transaction (``Backend.store_and_vote``); one that does not
+        (busy, conflicts, refused) writes them alone first, as a store would have."""
         for what, items in (("checked objects", checks), ("expected objects", expected)):
             if len(items) > self.objects_per_transaction_max:
                 raise LimitExceeded(f"vote of 0x{ttid.hex()} names {len(items)} {what}, "
                                     f"objects_per_transaction_max={self.objects_per_transaction_max}")
+        self._check_records(records)
         with self.mutex:
             self._check_owner(ttid, node)
             if self.storing.get(ttid) or ttid in self.voting:
@@ -228,37 +264,71 @@ class TransactionManager:
                                      f"of it runs on this node: read every answer before voting")
             self.voting.add(ttid)
         try:
-            return self._vote(ttid, node, checks, meta, expected, restore, sync)
+            if not records:
+                return self._vote(ttid, node, checks, meta, expected, restore, sync, ())
+            size = self._count_stores(ttid, node, records)
+            try:
+                return self._vote(ttid, node, checks, meta, expected, restore, sync, records)
+            except _StoresKept as kept:
+                raise kept.error from None
+            except BaseException:
+                self._uncount_stores(ttid, size, len(records))
+                raise
         finally:
             with self.mutex:
                 self.voting.discard(ttid)
 
-    def _vote(self, ttid, node, checks, meta, expected, restore, sync) -> VoteResult:
+    def _keep_stores(self, ttid: bytes, records) -> None:
+        """Write the stores of a vote that will not write them with itself."""
+        if records:
+            with self.write_mutex:
+                large = self.backend.store_voted(ttid, records)
+            self.backend.write_behind(large)
+
+    def _vote(self, ttid, node, checks, meta, expected, restore, sync, records) -> VoteResult:
         """``vote`` once it is the only store or vote of ``ttid`` running."""
         stored, stored_bytes = self.backend.stored_serials(ttid)
-        stored_oids = {oid for oid, _ in stored}
+        if records:
+            earlier = dict(stored)
+            earlier.update((r.oid, r.serial) for r in records)
+            serials = list(earlier.items())
+        else:
+            serials = stored
+        stored_oids = {oid for oid, _ in serials}
         missing = set(expected) - stored_oids
         if missing:
-            raise RequestRefused(f"vote of 0x{ttid.hex()}: {len(missing)} stored objects "
-                                 f"missing on this node (e.g. 0x{min(missing).hex()})")
+            error = RequestRefused(f"vote of 0x{ttid.hex()}: {len(missing)} stored objects "
+                                   f"missing on this node (e.g. 0x{min(missing).hex()})")
+            if records:
+                self._keep_stores(ttid, records)
+                raise _StoresKept(error)
+            raise error
         wanted = stored_oids | {oid for oid, _ in checks}
         with self.mutex:
             self._check_owner(ttid, node)
-            if ttid in self.held:
+            busy = None
+            if ttid in self.held:       # voted already (and no records: they took it back)
                 return VoteResult(VOTED)
             for oid in wanted:
                 holder = self.locks.get(oid)
                 if holder is not None and holder != ttid:
-                    return VoteResult(BUSY, busy_with=holder)
-            for oid in wanted:
-                self.locks[oid] = ttid
-            self.held[ttid] = wanted
-            self.owners[ttid] = node
-            self.since.setdefault(ttid, self.clock())
-        conflicts = [] if restore else self._conflicts(stored, checks)
+                    busy = holder
+                    break
+            if busy is None:
+                for oid in wanted:
+                    self.locks[oid] = ttid
+                self.held[ttid] = wanted
+                self.owners[ttid] = node
+                self.since.setdefault(ttid, self.clock())
+        if busy is not None:
+            self._keep_stores(ttid, records)
+            return VoteResult(BUSY, busy_with=busy)
+        conflicts = [] if restore else self._conflicts(serials, checks)
         if conflicts:
             self._release(ttid)
+            self._keep_stores(ttid, records)
             return VoteResult(CONFLICTS, conflicts)
+        large, written = (), False
         try:
             with self.write_mutex:
                 with self.mutex:
@@ -266,10 +336,22 @@ class TransactionManager:
                 if dropped:    # by a truncation between the lock taking and now
                     raise RequestRefused(f"vote of 0x{ttid.hex()}: the transaction was dropped "
                                          f"by neoctl truncate while voting; it is not committed")
-                self.backend.vote(ttid, meta, sorted(wanted), node, sync=False,
-                                  stored=(stored_bytes, len(stored)))
+                if records:
+                    large = self.backend.store_and_vote(ttid, records, meta, sorted(wanted), node,
+                                                        (stored_bytes, len(stored)))
+                    written = True
+                else:
+                    self.backend.vote(ttid, meta, sorted(wanted), node, sync=False,
+                                      stored=(stored_bytes, len(stored)))
+            if large:
+                self.backend.write_behind(large)    # outside the write mutex, before the fsync
             if sync:        # outside the write mutex: concurrent votes and locks share fsyncs
                 self.backend.sync_votes()
+        except Exception as exc:
+            self._release(ttid)
+            if written:     # the records are kept: their count stands
+                raise _StoresKept(exc) from None
+            raise
         except BaseException:
             self._release(ttid)
             raise

@@ -300,17 +300,21 @@ class StorageServicer(rpc.StorageServicer):
     # -- commit path ------------------------------------------------------------------
     def _store(self, ttid: bytes, node_id: int, objects, segments=None) -> None:
         """Store ``objects``; their data in the objects, or one bulk segment each."""
+        self.manager.store(ttid, node_id, self._records(ttid, objects, segments))
+
+    def _records(self, ttid: bytes, objects, segments=None) -> list[Stored]:
+        """The records of a Store or Vote request: ``objects``, their data in the
+        objects or one bulk segment each."""
         if len(objects) > self.limits.objects_per_store_max:
             raise LimitExceeded(f"{len(objects)} objects in one store, "
                                  f"objects_per_store_max={self.limits.objects_per_store_max}")
         if segments and len(segments) != len(objects):
             raise RequestRefused(f"{len(segments)} data segments for {len(objects)} objects: one per object")
         datas = segments or [o.data for o in objects]     # framed: segments; gRPC: in the records
-        records = [Stored(_id(o.oid, "oid"), o.serial or Z64, None if o.deleted else data,
-                          o.checksum, _id(o.data_tid, "data_tid") if o.data_tid else None,
-                          BlobRef(ttid, o.blob_chunks, o.blob_bytes) if o.has_blob else None)
-                   for o, data in zip(objects, datas)]
-        self.manager.store(ttid, node_id, records)
+        return [Stored(_id(o.oid, "oid"), o.serial or Z64, None if o.deleted else data,
+                       o.checksum, _id(o.data_tid, "data_tid") if o.data_tid else None,
+                       BlobRef(ttid, o.blob_chunks, o.blob_bytes) if o.has_blob else None)
+                for o, data in zip(objects, datas)]
 
     # -- blobs: chunks of bounded size, stored before their record, loaded one by one ----
     def _store_blob_chunk(self, request, data) -> pb.StoreReply:
@@ -371,17 +375,16 @@ class StorageServicer(rpc.StorageServicer):
     def _vote(self, request, segments=None):
         self.node.check_writable()
         ttid = _tid(request.ttid, "ttid")
-        if request.objects:
-            self._store(ttid, request.node_id, request.objects, segments)
-        elif segments:
+        if not request.objects and segments:
             raise RequestRefused(f"{len(segments)} data segments for no object")
+        records = self._records(ttid, request.objects, segments) if request.objects else []
         meta = None
         if request.has_meta:
             m = request.meta
             meta = TransactionInfo(b"", m.user_raw, m.description, m.extension, list(m.oids), ttid)
         checks = [(_id(c.oid, "oid"), _id(c.serial, "serial")) for c in request.checks]
         res = self.manager.vote(ttid, request.node_id, checks, meta, list(request.oids), request.restore,
-                                sync=not request.only_voter)
+                                sync=not request.only_voter, records=records)
         return pb.VoteReply(status=_VOTE_STATUS[res.status], busy_with=res.busy_with, conflicts=[
             pb.Conflict(oid=c.oid, committed_serial=c.committed_serial, serial=c.serial,
                         read_conflict=c.read_conflict) for c in res.conflicts])

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from neoarray.ids import p64
+from simulation.client import StoresInVoteClient
 from simulation.master import MasterActor, SimIds
 from simulation.run import Components, run_schedule, shortest_prefix
 from simulation.storage import StorageActor
@@ -47,6 +48,16 @@ def test_schedules_hold_the_invariants():
 
 def test_schedules_on_lmdb_hold_the_invariants():
     failing = {s: r.violations for s in range(20) if (r := run_schedule(s, "lmdb")).violations}
+    assert failing == {}
+
+
+def test_schedules_with_stores_inside_votes_hold_the_invariants():
+    """Clients that send half of each transaction's stores inside its vote, as the
+    real client sends its last ones (``TransactionManager.vote(records=...)``)."""
+    parts = Components(client=StoresInVoteClient)
+    failing = {s: r.violations for s in range(300) if (r := run_schedule(s, parts=parts)).violations}
+    failing.update({("lmdb", s): r.violations for s in range(10)
+                    if (r := run_schedule(s, "lmdb", parts=parts)).violations})
     assert failing == {}
 
 

@@ -2,9 +2,11 @@
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from neoarray.errors import ChecksumError, RequestRefused
-from neoarray.ids import Z64, p64
+from neoarray.ids import Z64, p64, u64
 from neoarray.kv import LMDBStore, MemoryStore
 from storage_node.backend import Backend, Stored, checksum
 from storage_node.manager import BUSY, CONFLICTS, VOTED, TransactionManager
@@ -196,3 +198,108 @@ def test_a_store_and_a_vote_of_one_transaction_never_overlap(tmp_path, first):
     tm.lock(p64(1), p64(10))
     assert tm.backend.last_serial(p64(1)) == p64(10)
     assert tm.backend.last_serial(p64(2)) is None        # the refused store wrote nothing
+
+
+# -- a vote carrying its transaction's last stores -------------------------------------
+
+def test_a_vote_with_its_stores_writes_once(tmp_path):
+    """Stores carried by a vote are written with it in one write transaction (one
+    LMDB commit, where a store then a vote took two) and committed by the lock."""
+    tm = TransactionManager(Backend(LMDBStore(str(tmp_path / "db")), partitions=2))
+    tm.store(p64(1), 1, [rec(1, b"earlier")])          # an earlier store of the same transaction
+    before = tm.backend.kv.write_transactions
+    res = tm.vote(p64(1), 1, [], None, [p64(1)], sync=False, records=[rec(2, b"x" * 5000), rec(3, b"small")])
+    assert res.status == VOTED
+    assert tm.backend.kv.write_transactions - before == 1
+    assert tm.held[p64(1)] == {p64(1), p64(2), p64(3)}
+    tm.lock(p64(1), p64(10))
+    for oid, data in ((1, b"earlier"), (2, b"x" * 5000), (3, b"small")):
+        loaded = tm.backend.load(p64(oid))
+        assert (bytes(loaded.data), loaded.serial) == (data, p64(10))
+    assert tm.sizes == {} and tm.locks == {}
+
+
+def test_a_vote_that_fails_keeps_its_stores(tm):
+    """Busy or in conflict, a vote's stores are kept as a store before it would have
+    kept them: the client votes again without sending them."""
+    tm.store(p64(1), 1, [rec(1, b"a")])
+    assert tm.vote(p64(1), 1, [], None, []).status == VOTED
+    busy = tm.vote(p64(2), 2, [], None, [], records=[rec(1, b"b"), rec(2, b"c")])
+    assert busy.status == BUSY and busy.busy_with == p64(1)
+    assert dict(tm.backend.stored_serials(p64(2))[0]) == {p64(1): Z64, p64(2): Z64}
+    assert tm.counts[p64(2)] == 2
+    tm.lock(p64(1), p64(10))
+    res = tm.vote(p64(2), 2, [], None, [], records=[rec(3, b"d")])
+    assert res.status == CONFLICTS and [c.oid for c in res.conflicts] == [p64(1)]
+    assert len(tm.backend.stored_serials(p64(2))[0]) == 3 and tm.counts[p64(2)] == 3
+    # resolved: the record of oid 1 is stored again, on serial 10, inside the vote
+    assert tm.vote(p64(2), 2, [], None, [], records=[rec(1, b"b2", p64(10))]).status == VOTED
+    tm.lock(p64(2), p64(11))
+    assert {oid: bytes(tm.backend.load(p64(oid)).data) for oid in (1, 2, 3)} == {1: b"b2", 2: b"c", 3: b"d"}
+
+
+def test_a_vote_missing_stores_keeps_what_it_carried(tm):
+    with pytest.raises(RequestRefused, match="missing"):
+        tm.vote(p64(1), 1, [], None, [p64(1), p64(9)], records=[rec(1, b"a")])
+    assert [oid for oid, _ in tm.backend.stored_serials(p64(1))[0]] == [p64(1)]
+    assert tm.counts[p64(1)] == 1 and tm.locks == {}
+
+
+def test_a_vote_refused_for_space_writes_nothing_of_its_stores(tmp_path):
+    class FullBackend(Backend):
+        def store_and_vote(self, *args, **kw):
+            from neoarray.errors import StorageFull
+            raise StorageFull("no room (test)")
+    tm = TransactionManager(FullBackend(LMDBStore(str(tmp_path / "db")), partitions=2))
+    from neoarray.errors import StorageFull
+    with pytest.raises(StorageFull):
+        tm.vote(p64(1), 1, [], None, [], records=[rec(1, b"a")])
+    assert tm.backend.stored_serials(p64(1))[0] == []
+    assert tm.sizes.get(p64(1), 0) == 0 and tm.counts.get(p64(1), 0) == 0 and tm.locks == {}
+
+
+_step = st.tuples(st.lists(st.tuples(st.integers(1, 5), st.sampled_from(["current", "new", "stale"])),
+                           max_size=4, unique_by=lambda t: t[0]),
+                  st.lists(st.integers(1, 5), max_size=2),              # readCurrent checks
+                  st.sampled_from(["lock", "abort", "hold"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_step, min_size=1, max_size=8))
+def test_a_vote_with_its_stores_decides_as_a_store_then_a_vote(steps):
+    """Whatever the transactions (busy, conflicting, read checks), voting with the
+    records gives the outcomes and the committed data of storing them then voting."""
+    managers = [TransactionManager(Backend(MemoryStore(), partitions=2)) for _ in range(2)]
+    outcomes = []
+    for tm in managers:
+        committed: dict[int, bytes] = {}           # oid -> its last tid
+        held, out = [], []
+        for k, (records, checks, then) in enumerate(steps):
+            ttid = p64(100 + k)
+            recs = [rec(oid, b"%d-%d" % (k, oid), {"current": committed.get(oid, Z64), "new": Z64,
+                                                   "stale": p64(1)}[base]) for oid, base in records]
+            check_list = [(p64(oid), committed.get(oid, Z64)) for oid in checks]
+            if tm is managers[0]:
+                if recs:
+                    tm.store(ttid, 1 + k, recs)
+                res = tm.vote(ttid, 1 + k, check_list, None, [r.oid for r in recs])
+            else:
+                res = tm.vote(ttid, 1 + k, check_list, None, [r.oid for r in recs], records=recs)
+            out.append((res.status, res.busy_with, sorted((c.oid, c.read_conflict) for c in res.conflicts),
+                        sorted(tm.backend.stored_serials(ttid)[0]), tm.counts.get(ttid), tm.sizes.get(ttid)))
+            if res.status != VOTED or then == "abort":
+                tm.abort(ttid)
+            elif then == "lock":
+                tm.lock(ttid, p64(1000 + k))
+                committed.update((u64(r.oid), p64(1000 + k)) for r in recs)
+            else:
+                held.append(ttid)
+        loads = {}
+        for oid in range(1, 6):
+            try:
+                loaded = tm.backend.load(p64(oid))
+                loads[oid] = (bytes(loaded.data), loaded.serial)
+            except Exception as exc:  # noqa: BLE001 - compared below
+                loads[oid] = type(exc).__name__
+        outcomes.append((out, loads, sorted(tm.locks.items()), sorted(tm.counts.items())))
+    assert outcomes[0] == outcomes[1]
