@@ -173,56 +173,41 @@ def test_a_client_reads_chunk_records_of_whole_pages_into_page_blocks():
 
 # -- time limits of a FrameReader: deadlines that the watchdog enforces -------------------
 
-def _guarded_pair(guard_s: float = 30.0):
-    """A socket pair whose writing end closes after ``guard_s`` whatever happens: a
-    reader the watchdog failed to cut then ends with "closed by the peer", not "time
-    limit", and the test fails instead of hanging."""
+@pytest.fixture
+def watched():
+    """A reader on one end of a socket pair, and the other end, which closes after
+    30 s whatever happens: a reader the watchdog failed to cut then ends with "closed
+    by the peer", not "time limit", and the test fails instead of hanging."""
     a, b = _pair()
-    guard = threading.Timer(guard_s, a.close)
+    guard = threading.Timer(30.0, a.close)
     guard.start()
-    return a, b, guard
-
-
-def test_a_frame_that_does_not_come_in_time_is_cut_by_the_watchdog():
-    a, b, guard = _guarded_pair()
     reader = conn.FrameReader(b)
-    try:
-        with pytest.raises(conn.PeerGone, match="time limit passed while reading"):
-            reader.read(LIMIT, 0.2, 5.0)
-        assert reader.expired
-    finally:
-        guard.cancel()
-        reader.close()
-        a.close()
-        b.close()
+    yield a, reader
+    guard.cancel()
+    reader.close()
+    a.close()
+    b.close()
 
 
-def test_a_frame_that_stops_midway_is_cut_by_the_watchdog():
-    a, b, guard = _guarded_pair()
-    reader = conn.FrameReader(b)
-    try:
-        a.sendall(_header(frames.HEADER_BYTES - 4 + 100, body=100) + b"x" * 10)
-        with pytest.raises(conn.PeerGone, match="time limit passed while reading"):
-            reader.read(LIMIT, None, 0.2)       # no limit on the wait, 0.2 s for the rest
-    finally:
-        guard.cancel()
-        reader.close()
-        a.close()
-        b.close()
+def test_a_frame_that_does_not_come_in_time_is_cut_by_the_watchdog(watched):
+    _, reader = watched
+    with pytest.raises(conn.PeerGone, match="time limit passed while reading"):
+        reader.read(LIMIT, 0.2, 5.0)
+    assert reader.expired
 
 
-def test_a_write_the_peer_does_not_read_is_cut_by_the_watchdog():
-    a, b, guard = _guarded_pair()
-    reader = conn.FrameReader(b)
-    try:                            # 32 MiB: far more than the socket buffers hold
-        frame = frames.Frame(frames.REPLY, 1, 0, b"", [bytes(32 << 20)])
-        with pytest.raises(conn.PeerGone, match="time limit passed while writing"):
-            reader.write(frame, 0.2)
-    finally:
-        guard.cancel()
-        reader.close()
-        a.close()
-        b.close()
+def test_a_frame_that_stops_midway_is_cut_by_the_watchdog(watched):
+    peer, reader = watched
+    peer.sendall(_header(frames.HEADER_BYTES - 4 + 100, body=100) + b"x" * 10)
+    with pytest.raises(conn.PeerGone, match="time limit passed while reading"):
+        reader.read(LIMIT, None, 0.2)       # no limit on the wait, 0.2 s for the rest
+
+
+def test_a_write_the_peer_does_not_read_is_cut_by_the_watchdog(watched):
+    _, reader = watched
+    frame = frames.Frame(frames.REPLY, 1, 0, b"", [bytes(32 << 20)])     # far more than the socket buffers
+    with pytest.raises(conn.PeerGone, match="time limit passed while writing"):
+        reader.write(frame, 0.2)
 
 
 def test_no_limit_runs_between_frames():
@@ -248,12 +233,10 @@ def test_no_limit_runs_between_frames():
         b.close()
 
 
-def test_a_forked_child_has_a_watchdog_of_its_own():
+def test_a_forked_child_has_a_watchdog_of_its_own(watched):
     """A child forked while the parent's watchdog runs (its lock possibly held) gets
     a fresh one: a frame that does not come in time is cut there too."""
     import os
-    a, b, guard = _guarded_pair()
-    parent_reader = conn.FrameReader(b)         # the parent's watchdog runs
     pid = os.fork()
     if pid == 0:                                # the child: exit status 0 when cut in time
         code = 1
@@ -266,11 +249,5 @@ def test_a_forked_child_has_a_watchdog_of_its_own():
                 code = 0 if "time limit" in str(exc) else 2
         finally:
             os._exit(code)
-    try:
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-    finally:
-        guard.cancel()
-        parent_reader.close()
-        a.close()
-        b.close()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
