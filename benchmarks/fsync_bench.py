@@ -7,9 +7,16 @@ one of these per commit, so the ratios of ``zodb_bench.py``'s small commits move
 them: this script measures both side by side, alternating, on the directory given (the
 disk the nodes and ZEO write to).
 
+Then what an fsync waits for: ``scattered_N`` writes N 4 KiB pages at random places of
+a preallocated file (as LMDB rewrites the pages of a commit, in place, wherever they
+are) and fdatasyncs it, for N = 1, 2, 4, 8, 16: each page is a write request of its
+own, and the slope is what one more page that a commit dirties costs it (the lock of
+a small commit on a storage node dirties about 10; FileStorage appends 1-3 contiguous
+ones).
+
 Output: one JSON object per round and system (``{"bench": "fsync", "system", "round",
 "median_ms", "p90_ms", "syncs"}``), then ``{"summary": ...}`` with the medians over the
-rounds and their ratio.
+rounds, their ratio, and ``us_per_scattered_page`` (the least-squares slope over N).
 
 Run::
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import tempfile
@@ -50,6 +58,26 @@ def append_fsync(f, i: int) -> float:
     return time.perf_counter() - t
 
 
+PAGE_BYTES = 4096
+SCATTERED_PAGES = (1, 2, 4, 8, 16)
+SCATTERED_FILE_PAGES = 16384      # 64 MiB, preallocated: no write extends the file
+
+
+def scattered_fsync(fd: int, pages: int, rng: random.Random) -> float:
+    """Seconds of the fdatasync after ``pages`` pages written at random places."""
+    page = os.urandom(PAGE_BYTES)
+    for _ in range(pages):
+        os.pwrite(fd, page, rng.randrange(SCATTERED_FILE_PAGES) * PAGE_BYTES)
+    t = time.perf_counter()
+    os.fdatasync(fd)
+    return time.perf_counter() - t
+
+
+def _slope(xs, ys) -> float:
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
 def _row(system: str, rnd: int, times: list[float]) -> dict:
     ordered = sorted(times)
     return {"bench": "fsync", "system": system, "round": rnd, "syncs": len(times),
@@ -68,9 +96,15 @@ def main(argv=None) -> int:
     work = tempfile.mkdtemp(prefix="fsync-bench-", dir=opts.dir)
     store = LMDBStore(os.path.join(work, "lmdb"))
     medians: dict[str, list[float]] = {"lmdb_sync": [], "append_fsync": []}
+    medians.update({f"scattered_{n}": [] for n in SCATTERED_PAGES})
+    rng = random.Random(0)
+    fd = os.open(os.path.join(work, "scattered"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
+        os.write(fd, bytes(SCATTERED_FILE_PAGES * PAGE_BYTES))
+        os.fsync(fd)
         with open(os.path.join(work, "append.fs"), "ab") as f:
             runs = {"lmdb_sync": lambda i: lmdb_sync(store, i), "append_fsync": lambda i: append_fsync(f, i)}
+            runs.update({f"scattered_{n}": (lambda i, n=n: scattered_fsync(fd, n, rng)) for n in SCATTERED_PAGES})
             for rnd in range(opts.rounds):
                 order = list(runs) if rnd % 2 == 0 else list(reversed(runs))
                 for system in order:
@@ -78,11 +112,14 @@ def main(argv=None) -> int:
                     medians[system].append(row["median_ms"])
                     print(json.dumps(row), flush=True)
     finally:
+        os.close(fd)
         store.close()
         shutil.rmtree(work, ignore_errors=True)
     summary = {system: statistics.median(values) for system, values in medians.items()}
     summary["lmdb_vs_append"] = round(summary["lmdb_sync"] / summary["append_fsync"], 3)
-    print(json.dumps({"summary": {"median_ms": summary, "syncs": opts.syncs, "rounds": opts.rounds}}))
+    per_page_us = _slope(SCATTERED_PAGES, [summary[f"scattered_{n}"] * 1e3 for n in SCATTERED_PAGES])
+    print(json.dumps({"summary": {"median_ms": summary, "us_per_scattered_page": round(per_page_us, 1),
+                                  "syncs": opts.syncs, "rounds": opts.rounds}}))
     return 0
 
 

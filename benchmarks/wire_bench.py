@@ -12,7 +12,17 @@ order:
                   loop thread), the reply written from the data callback;
 ``selector``      the same frames, one thread running a ``selectors`` loop by hand;
 ``threaded``      the same frames, one thread per connection reading with blocking
-                  ``recv_into`` (no handoff: the reading thread answers).
+                  ``recv_into`` (no handoff: the reading thread answers);
+``threaded-timeout``  the same with socket time limits on both ends, set as the data
+                  plane set them before its watchdog (``neoarray/transport/conn.py``):
+                  an idle limit before a request, a frame limit after its header, a
+                  send limit and a reply limit on the client (Python polls before each
+                  ``recv``/``send`` of such a socket, and each ``settimeout`` is a
+                  system call);
+``threaded-1cpu``  ``threaded`` with the client and the server pinned to one CPU: the
+                  difference with ``threaded`` is what waking a process on another
+                  CPU costs (on a virtual machine an idle vCPU halts and is woken by
+                  the hypervisor).
 
 The client of the framed servers is a blocking socket: header + body in one
 ``sendall``, the reply read with ``recv_into`` into a preallocated buffer.
@@ -35,7 +45,8 @@ import time
 HEADER = struct.Struct("!II")          # body length, request id
 SMALL = b"x" * 64
 BULK_BYTES = 8 << 20
-MODELS = ("grpc", "asyncio", "selector", "threaded")
+MODELS = ("grpc", "asyncio", "selector", "threaded", "threaded-timeout", "threaded-1cpu")
+IDLE_S, FRAME_S, CALL_S = 600.0, 60.0, 10.0      # the time limits of ``threaded-timeout``
 
 
 # ---------------------------------------------------------------- servers (child process)
@@ -78,13 +89,19 @@ def _read_exact(conn, view) -> bool:
     return True
 
 
-def serve_threaded(sock: socket.socket) -> None:
+def serve_threaded(sock: socket.socket, limits: bool = False) -> None:
     import threading
 
     def handle(conn):
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         head = bytearray(HEADER.size)
-        while _read_exact(conn, memoryview(head)):
+        while True:
+            if limits:
+                conn.settimeout(IDLE_S)
+            if not _read_exact(conn, memoryview(head)):
+                return
+            if limits:
+                conn.settimeout(FRAME_S)
             size, rid = HEADER.unpack(head)
             body = bytearray(size)
             if not _read_exact(conn, memoryview(body)):
@@ -158,7 +175,17 @@ def child(model: str, port: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     sock.listen(16)
-    {"asyncio": serve_asyncio, "threaded": serve_threaded, "selector": serve_selector}[model](sock)
+    if model == "threaded-1cpu":
+        os.sched_setaffinity(0, {_one_cpu()})
+    if model == "threaded-timeout":
+        serve_threaded(sock, limits=True)
+        return
+    {"asyncio": serve_asyncio, "threaded": serve_threaded, "threaded-1cpu": serve_threaded,
+     "selector": serve_selector}[model](sock)
+
+
+def _one_cpu() -> int:
+    return min(os.sched_getaffinity(0))
 
 
 # ---------------------------------------------------------------- client
@@ -170,16 +197,21 @@ def _cpu_s(pid: int) -> float:
 
 
 class FramedClient:
-    def __init__(self, port: int):
+    def __init__(self, port: int, limits: bool = False):
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.head = bytearray(HEADER.size)
         self.buf = bytearray(BULK_BYTES + 4096)
         self.rid = 0
+        self.limits = limits
 
     def call(self, body: bytes) -> memoryview:
         self.rid += 1
+        if self.limits:
+            self.sock.settimeout(CALL_S)
         self.sock.sendall(HEADER.pack(len(body), self.rid) + body)
+        if self.limits:
+            self.sock.settimeout(CALL_S - 1)
         _read_exact(self.sock, memoryview(self.head))
         size, rid = HEADER.unpack(self.head)
         assert rid == self.rid
@@ -205,11 +237,14 @@ def measure(model: str, calls: int, bulk_calls: int) -> dict:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, __file__, "--child", model, str(port)])
+    cpus = os.sched_getaffinity(0)
+    if model == "threaded-1cpu":
+        os.sched_setaffinity(0, {_one_cpu()})
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                client = GrpcClient(port) if model == "grpc" else FramedClient(port)
+                client = GrpcClient(port) if model == "grpc" else FramedClient(port, model == "threaded-timeout")
                 break
             except Exception:  # noqa: BLE001 - refused (OSError, or gRPC's UNAVAILABLE) until it listens
                 assert time.monotonic() < deadline, f"{model} server did not start"
@@ -231,6 +266,7 @@ def measure(model: str, calls: int, bulk_calls: int) -> dict:
                 "server_cpu_us": (scpu1 - scpu0) / calls * 1e6,
                 "bulk_gb_s": bulk_calls * BULK_BYTES / bulk_s / 1e9}
     finally:
+        os.sched_setaffinity(0, cpus)
         proc.kill()
         proc.wait()
 

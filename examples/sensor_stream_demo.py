@@ -169,6 +169,11 @@ class AlertJob:
         tm = transaction.TransactionManager()
         conn = self.db.open(tm)
         try:
+            # begin: the storage syncs with the cluster, so every batch the ingest
+            # committed before this pass is seen (a connection only opened reads at the
+            # last commit its client has heard of, which may be one behind: ZODB syncs
+            # when a transaction begins, not when a connection opens)
+            tm.begin()
             root = conn.root()
             if "sensor.value" not in root:
                 return []
