@@ -176,6 +176,7 @@ class Gatherer:
         tm = transaction.TransactionManager()
         conn = db.open(tm)
         try:
+            tm.begin()      # synced: the appends committed before this read are shown
             return func(conn.root())
         finally:
             tm.abort()

@@ -119,6 +119,7 @@ def read_group(db: Any, path: str,
     conn = db.open(tm)
     lock = threading.Lock()
     try:
+        tm.begin()      # synced: what another client committed before is in the snapshot
         group = datasets.locate(conn.root(), path)
         drop = set([drop_variables] if isinstance(drop_variables, str) else drop_variables or ())
         variables = {name: _variable(v, lock) for name, v in group.variables.items()
