@@ -184,30 +184,6 @@ class Backend(RecordReader):
         self.space.check_write(store_need(nbytes, len(records)),
                                f"a store of {len(records)} objects ({nbytes} bytes) of 0x{ttid.hex()}")
 
-    def store_and_vote(self, ttid: bytes, records: list[Stored], meta: TransactionInfo | None,
-                       oids: list[bytes], node: int, stored: tuple[int, int]) -> list[bytes]:
-        """``store_voted(ttid, records)`` then ``vote(..., sync=False)`` in one write
-        transaction: a Vote carrying its transaction's last stores costs one LMDB
-        commit, and the fsync that follows finds fewer pages, than a store then a vote.
-        ``stored``: ``(bytes, rows)`` of the stores of ``ttid`` already kept
-        (``stored_serials``); the lock's space is reserved for them and for
-        ``records`` counted at their largest (a replaced row counted twice: more, never
-        less).  ``StorageFull`` as either, and then nothing is written.  Returns what
-        ``store_voted`` returns."""
-        self._check_store_space(ttid, records)
-        raw = msgpack.packb({"meta": None if meta is None else pack_meta(meta), "oids": oids, "node": node})
-        rows_bytes = sum(8 + len(r.oid) + VOTED_HEAD.size + RECORD_HEAD_BYTES_MAX
-                         + min(len(r.data or b""), DATA_INLINE_BYTES_MAX) for r in records)
-        self.space.reserve(ttid, lock_need(stored[0] + rows_bytes + len(raw), stored[1] + len(records) + 1))
-        try:
-            with self.kv.write() as txn:
-                large = self._store_rows(txn, ttid, records)
-                txn.put("voted_txn", ttid, raw)
-        except BaseException:
-            self.space.release(ttid)
-            raise
-        return large
-
     def _store_rows(self, txn, ttid: bytes, records: list[Stored]) -> list[bytes]:
         """The rows of ``store_voted``, written in ``txn``."""
         next_ids: dict[bytes, int] = {}     # partition prefix -> next free data id
@@ -384,7 +360,7 @@ class Backend(RecordReader):
         return out, nbytes
 
     def vote(self, ttid: bytes, meta: TransactionInfo | None, oids: list[bytes], node: int,
-             sync: bool = True, stored: tuple[int, int] | None = None) -> None:
+             sync: bool = True, stored: tuple[int, int] | None = None, records: list[Stored] = ()) -> list[bytes]:
         """Record the vote of ``ttid`` (its stores stay invisible), durable on return
         when ``sync``.
 
@@ -406,28 +382,39 @@ class Backend(RecordReader):
         it is not there: nothing is voted, the stores stay for the abort to drop).
         ``stored``: ``(bytes, rows)`` of the stores when the caller scanned them
         (``stored_serials``), else they are scanned here.
+
+        ``records``: stores that come with the vote (a Vote carrying its transaction's
+        last ones), written as ``store_voted`` writes them but in the vote's write
+        transaction: one LMDB commit, and fewer pages for the fsync, than a store then
+        a vote.  ``StorageFull`` as ``store_voted``, and then nothing is written.  The
+        lock's space is reserved for them too, each counted at its largest (a row that
+        replaces an earlier one is counted twice: more, never less).  Returns what
+        ``store_voted`` returns for them.
         """
+        if records:
+            self._check_store_space(ttid, records)
         raw = msgpack.packb({"meta": None if meta is None else pack_meta(meta), "oids": oids, "node": node})
-        need = (self.lock_need(ttid, len(raw)) if stored is None
-                else lock_need(stored[0] + len(raw), stored[1] + 1))
-        self.space.reserve(ttid, need)
+        if stored is None:
+            pairs, nbytes = self.stored_serials(ttid)
+            stored = (nbytes, len(pairs))
+        carried = sum(8 + len(r.oid) + VOTED_HEAD.size + RECORD_HEAD_BYTES_MAX
+                      + min(len(r.data or b""), DATA_INLINE_BYTES_MAX) for r in records)
+        self.space.reserve(ttid, lock_need(stored[0] + carried + len(raw), stored[1] + len(records) + 1))
         try:
             with self.kv.write() as txn:
+                large = self._store_rows(txn, ttid, records) if records else []
                 txn.put("voted_txn", ttid, raw)
             if sync:
                 self.sync_votes()
         except BaseException:
             self.space.release(ttid)
             raise
+        return large
 
     def lock_need(self, ttid: bytes, meta_bytes: int) -> int:
         """Bytes the lock of ``ttid`` may write (``space.lock_need`` of its stores)."""
-        voted, records = meta_bytes, 1
-        with self.kv.read(buffers=True) as txn:     # sizes only: values stay in place
-            for key, value in txn.scan("voted_obj", ttid, ttid + b"\xff" * 9):
-                voted += len(key) + len(value)
-                records += 1
-        return lock_need(voted, records)
+        pairs, nbytes = self.stored_serials(ttid)
+        return lock_need(nbytes + meta_bytes, len(pairs) + 1)
 
     def keep_reservations(self) -> None:
         """After a restart: reserve again (unchecked) for every vote found on disk."""

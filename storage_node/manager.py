@@ -250,7 +250,7 @@ class TransactionManager:
         ``records``: stores the vote request carries (the transaction's last ones),
         kept as ``store`` keeps them, before the vote in effect: they are locked and
         checked with the earlier ones.  A vote that succeeds writes them with itself
-        in one write transaction (``Backend.store_and_vote``); one that does not
+        in one write transaction (``Backend.vote(records=...)``); one that does not
         (busy, conflicts, refused) writes them alone first, as a store would have."""
         for what, items in (("checked objects", checks), ("expected objects", expected)):
             if len(items) > self.objects_per_transaction_max:
@@ -336,13 +336,9 @@ class TransactionManager:
                 if dropped:    # by a truncation between the lock taking and now
                     raise RequestRefused(f"vote of 0x{ttid.hex()}: the transaction was dropped "
                                          f"by neoctl truncate while voting; it is not committed")
-                if records:
-                    large = self.backend.store_and_vote(ttid, records, meta, sorted(wanted), node,
-                                                        (stored_bytes, len(stored)))
-                    written = True
-                else:
-                    self.backend.vote(ttid, meta, sorted(wanted), node, sync=False,
-                                      stored=(stored_bytes, len(stored)))
+                large = self.backend.vote(ttid, meta, sorted(wanted), node, sync=False,
+                                          stored=(stored_bytes, len(stored)), records=records)
+                written = bool(records)
             if large:
                 self.backend.write_behind(large)    # outside the write mutex, before the fsync
             if sync:        # outside the write mutex: concurrent votes and locks share fsyncs

@@ -67,6 +67,7 @@ class _Connection:
         self.pending: list[int] = []          # sent, reply not read yet (in order)
         self.broken = False
         self.last_used = time.monotonic()
+        self.reader: conn.FrameReader | None = None
         host, _, port = address.rpartition(":")
         try:
             sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s)
@@ -96,9 +97,8 @@ class _Connection:
             raise FramedRpcError(grpc.StatusCode.UNAVAILABLE, f"{address} answered HELLO with a {reply.kind} frame")
 
     def _close_early(self, sock) -> None:
-        reader = getattr(self, "reader", None)
-        if reader is not None:
-            reader.close()
+        if self.reader is not None:
+            self.reader.close()
         sock.close()
 
     def usable(self) -> bool:

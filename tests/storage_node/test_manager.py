@@ -246,16 +246,15 @@ def test_a_vote_missing_stores_keeps_what_it_carried(tm):
 
 
 def test_a_vote_refused_for_space_writes_nothing_of_its_stores(tmp_path):
-    class FullBackend(Backend):
-        def store_and_vote(self, *args, **kw):
-            from neoarray.errors import StorageFull
-            raise StorageFull("no room (test)")
-    tm = TransactionManager(FullBackend(LMDBStore(str(tmp_path / "db")), partitions=2))
+    """A real full store: a map of 1 MiB, and a vote carrying a record of 2 MiB."""
     from neoarray.errors import StorageFull
+    tm = TransactionManager(Backend(LMDBStore(str(tmp_path / "db"), map_bytes_max=1 << 20), partitions=2))
+    tm.store(p64(1), 1, [rec(1, b"a")])
     with pytest.raises(StorageFull):
-        tm.vote(p64(1), 1, [], None, [], records=[rec(1, b"a")])
-    assert tm.backend.stored_serials(p64(1))[0] == []
-    assert tm.sizes.get(p64(1), 0) == 0 and tm.counts.get(p64(1), 0) == 0 and tm.locks == {}
+        tm.vote(p64(1), 1, [], None, [], records=[rec(2, b"x" * (2 << 20))])
+    assert tm.backend.stored_serials(p64(1))[0] == [(p64(1), Z64)]       # the earlier store only
+    assert tm.backend.voted() == {} and tm.backend.space.reserved_bytes() == 0
+    assert (tm.sizes[p64(1)], tm.counts[p64(1)], tm.locks) == (1, 1, {})
 
 
 _step = st.tuples(st.lists(st.tuples(st.integers(1, 5), st.sampled_from(["current", "new", "stale"])),
