@@ -151,8 +151,8 @@ class CacheAgainstStore(RuleBasedStateMachine):
         assert stats["bytes"] == sum(c["bytes"] for c in stats["colours"].values())
         assert stats["objects"] == sum(c["objects"] for c in stats["colours"].values())
         assert sum(c["quota_bytes"] for c in stats["colours"].values()) <= stats["bytes_max"]
-        for oid, entry in self.cache.entries.items():      # every cached revision is true
-            for serial, nxt, data in entry.revs:
+        for oid, revs in self.cache.revs.items():      # every cached revision is true
+            for serial, nxt, data in revs:
                 revs = dict(self.history[oid])
                 assert revs[serial] == data
                 later = [s for s in revs if s > serial]
@@ -340,19 +340,31 @@ def test_a_lent_record_stays_counted_until_it_comes_back():
     assert cache.bytes <= cache.bytes_max
 
 
-def test_cached_revisions_leave_the_garbage_collector_alone():
-    """An entry's revisions are tuples of bytes that the collector stops tracking once
-    it has seen them: every full collection of a client holding a million records
-    then walks a million objects of the cache, not three million."""
+@pytest.mark.parametrize("policy", ["lru", "fifo", "s3fifo"])
+def test_cached_records_leave_the_garbage_collector_alone(policy):
+    """The cache's bookkeeping is dicts of bytes, ints, strings and tuples of them,
+    which the collector stops tracking once it has seen them: a client holding a
+    million cached records does not make each full collection walk a million more
+    objects.  Counted as the collector counts: the objects it tracks."""
     import gc
-    cache = ColouredCache(1 << 24, [("only", 1, "lru")], default_colour="only")
+    cache = ColouredCache(1 << 24, [("only", 1, policy)], default_colour="only")
     cache.committed([(p64(oid), b"r%d" % oid) for oid in range(1, 1001)], p64(10))
     cache.put(p64(1), b"older", p64(5), p64(10))            # a second revision
     cache.invalidate([p64(2)], p64(20))                     # a revision given its end
+    for oid in range(1, 301):                               # hits move entries along
+        cache.get(p64(oid), p64(30))
     gc.collect()        # a tuple is untracked once its items are: an outer one made
     gc.collect()        # before an inner one was seen waits for the next collection
-    for oid in (1, 2, 3):
-        entry = cache.entries[p64(oid)]
-        assert not gc.is_tracked(entry.revs) and not any(gc.is_tracked(r) for r in entry.revs), oid
-    assert [r[:2] for r in cache.entries[p64(1)].revs] == [(p64(5), p64(10)), (p64(10), None)]
-    assert cache.entries[p64(2)].revs[0][:2] == (p64(10), p64(20))
+    before = len(gc.get_objects())
+    cache.committed([(p64(oid), b"s%d" % oid) for oid in range(1001, 21001)], p64(40))
+    for oid in range(1001, 3001):
+        cache.get(p64(oid), p64(50))
+    gc.collect()
+    gc.collect()
+    assert len(gc.get_objects()) - before < 100         # 20,000 more entries, no tracked object each
+    for oid in (1, 2, 3, 1001):
+        revs = cache.revs[p64(oid)]
+        assert not gc.is_tracked(revs) and not any(gc.is_tracked(r) for r in revs), oid
+    assert [r[:2] for r in cache.revs[p64(1)]] == [(p64(5), p64(10)), (p64(10), None)]
+    assert cache.revs[p64(2)][0][:2] == (p64(10), p64(20))
+    assert cache.get(p64(5000), p64(50)) == (b"s5000", p64(40), None)
