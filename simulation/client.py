@@ -26,6 +26,7 @@ RPC_S = 1.0
 SILENT_MAX = 2                # calls unanswered in a row: the event stream is taken for broken
 FINISH_S = 5.0
 OUTCOME_ASKS_MAX = 40
+THINK_S_MAX = 0.3             # StoresInVoteClient: between a transaction's read and its stores
 
 
 class ClientActor:
@@ -33,6 +34,10 @@ class ClientActor:
     # them apart, then votes (the schedules and the seeds kept for their bugs were made
     # so): ``StoresInVoteClient`` does what the real one does
     stores_in_vote = False
+    # seconds a transaction may spend between its read and its stores (drawn each
+    # time): the work a real client does in between, which lets concurrent
+    # transactions overlap; none here, so that the kept seeds replay as they were
+    think_s_max = 0.0
 
     def __init__(self, world, index: int, checker, partitions: int, counters: list[bytes], log_oid: bytes,
                  ops_max: int):
@@ -143,6 +148,8 @@ class ClientActor:
         changes = yield from self._changes(kind, rows, running)
         if changes is None:
             return
+        if self.think_s_max:
+            yield Sleep(self.world.rng.random() * self.think_s_max)
         writable = {p: [n for n, s in sorted(rows[p].items()) if s != CellState.CORRUPTED and n in running]
                     for p in range(self.partitions)}
         meta_p = u64(ttid) % self.partitions
@@ -210,5 +217,8 @@ class ClientActor:
 
 class StoresInVoteClient(ClientActor):
     """Sends half of a transaction's stores apart, the rest inside its vote, as the
-    real client sends its last ones (``TransactionManager.vote(records=...)``)."""
+    real client sends its last ones (``TransactionManager.vote(records=...)``), and
+    works a while between its read and its stores, so that transactions of several
+    clients on one counter overlap and the votes' conflict checks are exercised."""
     stores_in_vote = True
+    think_s_max = THINK_S_MAX

@@ -61,6 +61,7 @@ class StorageActor:
     """One storage node: ``nid``, its store kind (``memory`` or ``lmdb``)."""
 
     backend_class = Backend     # a test may give a faulty one
+    manager_class = TransactionManager      # likewise
 
     def __init__(self, world, nid: int, partitions: int, store: str = "memory",
                  bytes_max: int = 1 << 62):
@@ -84,7 +85,7 @@ class StorageActor:
         self.backend = self.backend_class(self.kv, self.partitions)
         if self.backend.get_config("partitions") is None:
             self.backend.set_config(partitions=self.partitions)
-        self.tm = TransactionManager(self.backend, clock=lambda: self.world.now)
+        self.tm = self.manager_class(self.backend, clock=lambda: self.world.now)
         self.fence = EpochFence(self.backend)
         self.done, self.tasks = {}, []
         self.up = True

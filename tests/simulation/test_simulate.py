@@ -9,6 +9,7 @@ import sys
 from neoarray.ids import p64
 from simulation.client import StoresInVoteClient
 from simulation.master import MasterActor, SimIds
+from storage_node.manager import TransactionManager
 from simulation.run import Components, run_schedule, shortest_prefix
 from simulation.storage import StorageActor
 
@@ -89,6 +90,27 @@ def test_the_checker_catches_a_storage_that_drops_an_acknowledged_record():
     assert len(best.skipped) < best.planned        # the faults left are needed: a crash
     again = run_schedule(best.seed, steps_max=best.steps_max, parts=parts, skipped=best.skipped)
     assert again.violations == best.violations and again.trace == best.trace
+
+
+class ConflictBlindManager(TransactionManager):
+    """Never finds a write conflict: a vote on a stale serial is taken."""
+
+    def _conflicts(self, stored, checks):
+        return []
+
+
+class ConflictBlindStorage(StorageActor):
+    manager_class = ConflictBlindManager
+
+
+def test_the_checker_catches_a_storage_that_misses_write_conflicts():
+    """Lost updates: two clients increment one counter from the same value and both
+    commit.  The clients that work between their read and their stores
+    (``StoresInVoteClient``) make such transactions overlap; the checker reads each
+    counter's revisions (1, 2, 3... in tid order)."""
+    parts = Components(storage=ConflictBlindStorage, client=StoresInVoteClient)
+    violations = [v for s in range(30) for v in run_schedule(s, parts=parts).violations]
+    assert any("are not 1, 2, 3" in v for v in violations)
 
 
 class TidReusingIds(SimIds):
