@@ -9,9 +9,9 @@ import sys
 from neoarray.ids import p64
 from simulation.client import StoresInVoteClient
 from simulation.master import MasterActor, SimIds
-from storage_node.manager import TransactionManager
 from simulation.run import Components, run_schedule, shortest_prefix
 from simulation.storage import StorageActor
+from storage_node.manager import TransactionManager
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 SCHEDULES = 500
