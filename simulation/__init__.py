@@ -71,7 +71,10 @@ the new primary, or takes a new epoch), a standby killed, the primary isolated f
 epoch and steps down when it sees the new primary); full disks
 (a small ``MemoryStore.bytes_max``) in some schedules.  Every queue is bounded
 (``MESSAGES_MAX`` messages in flight).  Then faults stop, every node restarts,
-and the schedule runs until the cluster settles (or ``END_S``).
+and the schedule runs until the cluster settles (or ``END_S``).  Then each client
+commits once more (``ClientActor.probe``: an increment, tried up to
+``PROBE_TRIES_MAX`` times; not on a full disk), and the cluster settles again (a
+standby that lost sight of the primary during the faults may still take over).
 
 Invariants (``simulation/checker.py``): no OID or TID handed out twice (across
 restarts and take-overs); on each storage node the master epoch only grows, no order
@@ -82,7 +85,12 @@ published so far that wrote its partition; at the end the cluster is
 RUNNING with every cell UP_TO_DATE, replicas are identical by checksum, no
 acknowledged commit is lost (readable at its tid), no commit refused to its client
 was committed, and the history is serializable (each counter's revisions are 1, 2,
-3, ..., the log grows by one entry per revision).
+3, ..., the log grows by one entry per revision); and liveness: every client's probe
+was acknowledged (locks that outlive their transactions, or a commit queue that
+never moves, lose nothing and are caught only there).  The clients that send
+stores inside votes (``--stores-in-vote``) also work a while between a read and
+their stores, so that increments of one counter overlap and a vote's conflict
+check is exercised (a storage that never finds a conflict is caught).
 
 A failing seed is printed with its violations and the shortest failing prefix the
 script finds (``run.shortest_prefix``): the schedule replayed with its faults

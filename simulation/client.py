@@ -26,7 +26,8 @@ RPC_S = 1.0
 SILENT_MAX = 2                # calls unanswered in a row: the event stream is taken for broken
 FINISH_S = 5.0
 OUTCOME_ASKS_MAX = 40
-THINK_S_MAX = 0.3             # StoresInVoteClient: between a transaction's read and its stores
+THINK_S_MAX = 0.3
+PROBE_TRIES_MAX = 10          # tries of the increment made once the faults stopped (``probe``)             # StoresInVoteClient: between a transaction's read and its stores
 
 
 class ClientActor:
@@ -53,6 +54,8 @@ class ClientActor:
         self.masters = ["M"]                  # the master address list (primary and standbys)
         self.master = "M"                     # the one in use
         self.silent = 0
+        self.outcome = ""                     # how the last transaction ended
+        self.probed: bool | None = None       # the probe's verdict (``probe``)
 
     def start(self) -> None:
         self.up = True
@@ -110,6 +113,31 @@ class ClientActor:
             yield Sleep(rng.random() * 0.2)
         self.finished = True
 
+    def probe(self) -> None:
+        """Once the faults stopped and the cluster settled: one more increment, which
+        must be acknowledged within ``PROBE_TRIES_MAX`` tries (a conflict or a busy
+        object is tried again).  A cluster that refuses every commit after the faults
+        (locks outliving their transactions, a queue that never moves, a node that
+        refuses every vote) is caught here, though it loses nothing."""
+        self.world.spawn(self.name, self._probe())
+
+    def _probe(self):
+        for _ in range(PROBE_TRIES_MAX):
+            yield from self._session()
+            reply = yield Call(self.master, "view", (self.nid,), RPC_S)
+            self._master_reply(reply)
+            if reply is not None and reply.ok and reply.value[0] == ClusterState.RUNNING:
+                yield from self.transaction(reply.value, "counter")
+                if self.outcome == "acknowledged":
+                    self.probed = True
+                    return
+            else:
+                self.outcome = f"view: {reply.error if reply is not None and not reply.ok else 'no answer'}"
+                if reply is not None and not reply.ok and isinstance(reply.error, RequestRefused):
+                    self.nid = None         # the master does not know this session (``main``)
+            yield Sleep(0.5)
+        self.probed = False
+
     # -- one transaction ----------------------------------------------------------------
     def _read(self, rows, running, oid: bytes):
         """``(data, serial)`` of ``oid`` from a readable copy; None when none answers."""
@@ -145,6 +173,7 @@ class ClientActor:
         self.seq += 1
         nid = self.nid
         ttid = p64(nid << 32 | self.seq)
+        self.outcome = "read failed"
         changes = yield from self._changes(kind, rows, running)
         if changes is None:
             return
@@ -166,6 +195,7 @@ class ClientActor:
         written = {u64(o) % self.partitions for o in changes} | {meta_p}
         if voters is None or not all(any(n in voters and rows[p][n] in READABLE for n in rows[p])
                                      for p in written):
+            self.outcome = "vote: " + (self.outcome if voters is None else "no readable voter of a partition")
             self._abort(ttid, targets)
             return
         yield from self._finish(ttid, sorted(changes), voters, ptid, changes)
@@ -179,7 +209,9 @@ class ClientActor:
                                                 [r.oid for r in stores[n]], sync, carried[n]), RPC_S)
                          for n in asked]
         if any(r is not None and r.ok and r.value.status != VOTED for r in replies):
+            self.outcome = ", ".join(sorted({str(r.value.status) for r in replies if r is not None and r.ok}))
             return None             # a conflict, or busy: abort and retry as a new transaction
+        self.outcome = ", ".join(sorted({str(r.error) for r in replies if r is not None and not r.ok})) or "no answer"
         return sorted(n for n, r in zip(asked, replies) if r is not None and r.ok)
 
     def _abort(self, ttid: bytes, targets) -> None:
@@ -192,9 +224,11 @@ class ClientActor:
         reply = yield Call(self.master, "finish", (self.nid, ttid, oids, voters, ptid), FINISH_S)
         if reply is not None and reply.ok:
             self.checker.acknowledged(ttid, reply.value, writes)
+            self.outcome = "acknowledged"
             return
         if reply is not None and not isinstance(reply.error, OutcomeUnknown):
             self.checker.not_committed(ttid, reply.error)
+            self.outcome = f"finish: {reply.error}"
             return
         for _ in range(OUTCOME_ASKS_MAX):
             yield Sleep(0.25)
@@ -208,11 +242,14 @@ class ClientActor:
             tid, dead = reply.value
             if tid is not None:
                 self.checker.acknowledged(ttid, tid, writes)
+                self.outcome = "acknowledged"
                 return
             if dead:
                 self.checker.not_committed(ttid, None)
+                self.outcome = "finish: not committed"
                 return
         self.checker.unknown(ttid, writes)
+        self.outcome = "finish: outcome unknown"
 
 
 class StoresInVoteClient(ClientActor):

@@ -9,7 +9,7 @@ from neoarray.ids import p64
 from neoarray.states import CellState, ClusterState
 
 from .checker import Checker
-from .client import ClientActor
+from .client import PROBE_TRIES_MAX, ClientActor
 from .master import PRIMARY, MasterActor
 from .storage import StorageActor
 from .world import Faults, World
@@ -17,6 +17,7 @@ from .world import Faults, World
 FAULTS_END_S = 12.0           # no fault starts later
 END_S = 60.0                  # the schedule fails if the cluster has not settled by then
 WATCH_S = 0.25
+PROBE_S = 20.0                # simulated seconds the clients have to commit once settled (``probe``)
 COUNTERS = 3
 STANDBYS_WEIGHTS = (0.6, 0.25, 0.15)    # schedules with 0, 1, 2 standby masters
 STANDBYS_KEY = "standby masters 11:"
@@ -57,7 +58,7 @@ class Schedule:
         n_storages = rng.randint(1, 3)
         replicas = rng.randint(0, min(1, n_storages - 1))
         partitions = rng.randint(1, 4)
-        full = rng.random() < 0.15
+        self.full = full = rng.random() < 0.15
         bytes_max = rng.randint(20_000, 60_000) if full else 1 << 62
         self.counters = [p64(i) for i in range(1, COUNTERS + 1)]
         self.log_oid = p64(COUNTERS + 1)
@@ -194,6 +195,29 @@ class Schedule:
                 and all(s.up for s in self.storages.values())
                 and all(st == CellState.UP_TO_DATE for row in m.pt.rows for st in row.values()))
 
+    def probe(self) -> None:
+        """Once settled, every client must still commit (``ClientActor.probe``); not
+        on a full disk, where refusing is right.  Then the cluster settles again."""
+        w = self.world
+        if not self.settled() or self.full:
+            return
+        for client in self.clients:
+            client.probe()
+        deadline = w.now + PROBE_S
+        while w.now < deadline and any(c.probed is None for c in self.clients):
+            if not w.step():
+                break
+        for client in self.clients:
+            if not client.probed:
+                self.checker.violation(f"{client.name} could not commit once the faults stopped and the "
+                                       f"cluster settled ({PROBE_TRIES_MAX} tries; the last: {client.outcome})")
+        # what the restarts left scheduled may still move the cluster (a standby that
+        # lost sight of the primary takes over): it settles again before the final checks
+        deadline = w.now + PROBE_S
+        while w.now < deadline and not self.settled():
+            if not w.step():
+                break
+
     def run(self) -> Result:
         w = self.world
         try:
@@ -207,6 +231,7 @@ class Schedule:
                     self.stop_faults()
                 if not w.step():
                     break
+            self.probe()
             self.checker.final(self.primary(), self.storages, self.counters, self.log_oid)
             for failure in w.failures[:5]:
                 self.checker.violation(f"unexpected exception: {failure}")

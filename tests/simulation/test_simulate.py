@@ -113,6 +113,32 @@ def test_the_checker_catches_a_storage_that_misses_write_conflicts():
     assert any("are not 1, 2, 3" in v for v in violations)
 
 
+class LockKeepingManager(TransactionManager):
+    """Keeps the object locks of the transactions it commits: they outlive their
+    transactions, and every later vote on those objects is busy (nothing is lost)."""
+
+    def lock(self, ttid, tid):
+        held = self.held.get(ttid, ())
+        super().lock(ttid, tid)
+        with self.mutex:
+            for oid in held:
+                self.locks.setdefault(oid, ttid)
+
+
+class LockKeepingStorage(StorageActor):
+    manager_class = LockKeepingManager
+
+
+def test_the_probe_catches_a_cluster_that_refuses_every_commit_after_the_faults():
+    """Once the faults stopped and the cluster settled, each client commits once more
+    (``ClientActor.probe``): locks that outlive their transactions lose no data, only
+    the probe sees them."""
+    parts = Components(storage=LockKeepingStorage)
+    violations = [v for s in range(10) for v in run_schedule(s, parts=parts).violations]
+    assert violations and all("could not commit once the faults stopped" in v for v in violations)
+    assert any("busy" in v for v in violations)
+
+
 class TidReusingIds(SimIds):
     """Hands out its previous tid again every fifth time."""
 
