@@ -45,18 +45,8 @@ class BulkReadMethods:
 
     def read_views(self, oids: Sequence[bytes], tid: bytes, colour: str | None = None,
                    align: Callable[[Any], int] | None = None) -> AbstractContextManager[dict]:
-        """Records of ``oids`` as of ``tid`` for bulk readers, valid in a ``with`` block.
-
-        Parameters
-        ----------
-        oids : sequence of bytes
-            The objects.
-        tid : bytes
-            The snapshot: revisions current before ``tid``.
-        colour : str, optional
-            The cache colour of the loads.
-        align : callable, optional
-            ``align(record) -> offset`` of the bytes to align (array chunk payloads).
+        """Records of ``oids`` as of ``tid`` for bulk readers, valid in a ``with`` block;
+        the parameters are :meth:`load_many`'s.
 
         Returns
         -------
