@@ -138,8 +138,13 @@ class S3FIFOPolicy:
             self.small_bytes += size
 
     def hit(self, oid):
-        queue = self.small if oid in self.small else self.main
-        queue[oid] = min(queue[oid] + 1, FREQUENCY_MAX)     # an update keeps its place
+        queue = self.small
+        freq = queue.get(oid)
+        if freq is None:
+            queue = self.main
+            freq = queue[oid]
+        if freq < FREQUENCY_MAX:
+            queue[oid] = freq + 1       # an update keeps its place
 
     def remove(self, oid):
         if oid in self.small:
