@@ -195,7 +195,8 @@ class ClientActor:
         written = {u64(o) % self.partitions for o in changes} | {meta_p}
         if voters is None or not all(any(n in voters and rows[p][n] in READABLE for n in rows[p])
                                      for p in written):
-            self.outcome = "vote: " + (self.outcome if voters is None else "no readable voter of a partition")
+            self.outcome = "vote: " + (self.outcome if voters is None else
+                                       f"no readable voter of a partition ({self.outcome})")
             self._abort(ttid, targets)
             return
         yield from self._finish(ttid, sorted(changes), voters, ptid, changes)
@@ -211,7 +212,8 @@ class ClientActor:
         if any(r is not None and r.ok and r.value.status != VOTED for r in replies):
             self.outcome = ", ".join(sorted({str(r.value.status) for r in replies if r is not None and r.ok}))
             return None             # a conflict, or busy: abort and retry as a new transaction
-        self.outcome = ", ".join(sorted({str(r.error) for r in replies if r is not None and not r.ok})) or "no answer"
+        errors = {str(r.error) for r in replies if r is not None and not r.ok}
+        self.outcome = ", ".join(sorted(errors | ({"no answer"} if None in replies else set())))
         return sorted(n for n, r in zip(asked, replies) if r is not None and r.ok)
 
     def _abort(self, ttid: bytes, targets) -> None:
