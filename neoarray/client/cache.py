@@ -61,6 +61,10 @@ FREQUENCY_MAX = 3
 # holding cached records leaves the rest of the cache to other reads
 LOANED_SHARE_MAX = 0.5
 
+# an entry: (revisions, bytes counted, colour name); the revisions are a tuple of
+# ``(serial, next_serial, data)`` sorted by serial
+REVS, SIZE, COLOUR = 0, 1, 2
+
 DEFAULT_COLOURS = (("meta", 0.10, "lru"), ("hot", 0.60, "s3fifo"), ("scan", 0.30, "fifo"))
 
 
@@ -73,13 +77,13 @@ class CacheConfigError(ValueError):
 # read, ``remove`` one dropped by the cache, ``grew(oid, delta)`` when its size
 # changed, and ``evict()``: take the next victim out (its oid, or None when empty).
 # Policies hold oids and small ints, never an object per entry, and read the sizes
-# from the cache's ``sizes`` (oid -> bytes): nothing of the cache's bookkeeping is an
-# object the garbage collector tracks (see ``ColouredCache``).
+# from the cache's ``entries`` (oid -> ``(revs, size, colour)``): nothing of the cache's
+# bookkeeping is an object the garbage collector tracks (see ``ColouredCache``).
 
 class LRUPolicy:
     name = "lru"
 
-    def __init__(self, sizes: dict):
+    def __init__(self, entries: dict):
         self.order: OrderedDict[bytes, None] = OrderedDict()
 
     def insert(self, oid):
@@ -120,15 +124,15 @@ class S3FIFOPolicy:
     name = "s3fifo"
     SMALL_SHARE = 0.10
 
-    def __init__(self, sizes: dict):
-        self.sizes = sizes
+    def __init__(self, entries: dict):
+        self.entries = entries
         self.small: OrderedDict[bytes, int] = OrderedDict()
         self.main: OrderedDict[bytes, int] = OrderedDict()
         self.ghosts: OrderedDict[bytes, None] = OrderedDict()
         self.small_bytes = self.main_bytes = 0
 
     def insert(self, oid):
-        size = self.sizes[oid]
+        size = self.entries[oid][SIZE]
         if oid in self.ghosts:      # evicted recently, wanted again: not a one-hit wonder
             del self.ghosts[oid]
             self.main[oid] = 0
@@ -149,10 +153,10 @@ class S3FIFOPolicy:
     def remove(self, oid):
         if oid in self.small:
             del self.small[oid]
-            self.small_bytes -= self.sizes[oid]
+            self.small_bytes -= self.entries[oid][SIZE]
         else:
             del self.main[oid]
-            self.main_bytes -= self.sizes[oid]
+            self.main_bytes -= self.entries[oid][SIZE]
 
     def grew(self, oid, delta):
         if oid in self.small:
@@ -166,12 +170,12 @@ class S3FIFOPolicy:
             self.ghosts.popitem(last=False)
 
     def evict(self):
-        sizes = self.sizes
+        entries = self.entries
         while self.small or self.main:
             total = self.small_bytes + self.main_bytes
             if self.small and (self.small_bytes >= self.SMALL_SHARE * total or not self.main):
                 oid, freq = self.small.popitem(last=False)
-                size = sizes[oid]
+                size = entries[oid][SIZE]
                 self.small_bytes -= size
                 if freq > 0:
                     self.main[oid] = 0
@@ -183,7 +187,7 @@ class S3FIFOPolicy:
             if freq > 0:
                 self.main[oid] = freq - 1
                 continue
-            self.main_bytes -= sizes[oid]
+            self.main_bytes -= entries[oid][SIZE]
             return oid
         return None
 
@@ -194,7 +198,7 @@ POLICIES = {p.name: p for p in (LRUPolicy, FIFOPolicy, S3FIFOPolicy)}
 class Colour:
     """One colour: its share of the budget, its policy and its statistics."""
 
-    def __init__(self, name: str, share: float, policy: str, copy_local: bool, sizes: dict):
+    def __init__(self, name: str, share: float, policy: str, copy_local: bool, entries: dict):
         if not name or not isinstance(name, str):
             raise CacheConfigError(f"a colour needs a non-empty name, not {name!r}")
         if not (isinstance(share, (int, float)) and share > 0):
@@ -205,7 +209,7 @@ class Colour:
         self.name = name
         self.share = float(share)
         self.policy_name = policy
-        self.policy = POLICIES[policy](sizes)
+        self.policy = POLICIES[policy](entries)
         self.copy_local = copy_local
         self.quota_bytes = 0
         self.bytes = 0
@@ -246,14 +250,15 @@ def parse_colours(spec) -> list[tuple[str, float, str]]:
 class ColouredCache:
     """A multi-revision object cache of ``bytes_max`` bytes split into colours.
 
-    Its bookkeeping is three dicts keyed by oid, ``revs`` (the revisions: a tuple of
-    ``(serial, next_serial, data)`` sorted by serial, replaced when it changes),
-    ``sizes`` (bytes counted) and ``colour_of`` (the colour's name), and the colours'
-    policies, which hold oids: bytes, ints, strings and tuples of them, which the
-    garbage collector stops tracking once it has seen them.  An object per entry would
-    make every full collection of the process walk one more object per cached
-    record (a client that committed 80,000 new objects spent 36 ms in each full
-    collection, two thirds of it on the cache's entries).
+    Its bookkeeping is one dict, ``entries``, of oid -> ``(revs, size, colour)``: the
+    revisions (a tuple of ``(serial, next_serial, data)`` sorted by serial), the bytes
+    counted and the colour's name, a tuple replaced when any of them changes; and the
+    colours' policies, which hold oids and ints.  Bytes, ints, strings and tuples of
+    them: the garbage collector stops tracking them once it has seen them.  An object
+    per entry would make every full collection of the process walk one more object
+    per cached record (a client that committed 80,000 new objects spent 36 ms in each
+    full collection, two thirds of it on the cache's entries); three dicts instead of
+    one would make a hit look up three (a fifth slower with 200,000 records).
     """
 
     def __init__(self, bytes_max: int, colours=None, default_colour: str = "meta", aliases=None):
@@ -264,9 +269,7 @@ class ColouredCache:
         self.loaned_bytes = 0       # records lent by take(lend=True), still counted
         self._loans_ended: list[int] = []      # bytes of loans ended (see end_loan)
         self.lock = threading.Lock()
-        self.revs: dict[bytes, tuple] = {}
-        self.sizes: dict[bytes, int] = {}
-        self.colour_of: dict[bytes, str] = {}
+        self.entries: dict[bytes, tuple] = {}
         self.colours: dict[str, Colour] = {}
         self.aliases: dict[str, str] = {}
         for name, share, policy in parse_colours(colours):
@@ -293,7 +296,7 @@ class ColouredCache:
             raise CacheConfigError(f"colour {name!r} is defined twice")
         if copy_local is None:
             copy_local = policy != "fifo"
-        self.colours[name] = Colour(name, share, policy, copy_local, self.sizes)
+        self.colours[name] = Colour(name, share, policy, copy_local, self.entries)
 
     def _rebalance(self):
         total = sum(c.share for c in self.colours.values())
@@ -323,21 +326,21 @@ class ColouredCache:
     # -- reads ------------------------------------------------------------------------
     def get(self, oid: bytes, before: bytes, colour: str | None = None):
         with self.lock:
-            revs = self.revs.get(oid)
-            if revs is not None:
-                for serial, nxt, data in reversed(revs):
+            entry = self.entries.get(oid)
+            if entry is not None:
+                for serial, nxt, data in reversed(entry[REVS]):
                     if serial < before and (nxt is None or nxt >= before):
-                        return self._hit(oid, (data, serial, nxt))
+                        return self._hit(oid, entry, (data, serial, nxt))
             self.colour(colour).misses += 1
             return None
 
     def get_serial(self, oid: bytes, serial: bytes, colour: str | None = None):
         with self.lock:
-            revs = self.revs.get(oid)
-            if revs is not None:
-                for s, nxt, data in revs:
+            entry = self.entries.get(oid)
+            if entry is not None:
+                for s, nxt, data in entry[REVS]:
                     if s == serial:
-                        return self._hit(oid, (data, s, nxt))
+                        return self._hit(oid, entry, (data, s, nxt))
             self.colour(colour).misses += 1
             return None
 
@@ -351,10 +354,11 @@ class ColouredCache:
         ``lend``: lend it (``loaned`` True: its bytes stay counted, see the module's
         docstring) when the records on loan leave room for it, else take it."""
         with self.lock:
-            revs = self.revs.get(oid)
-            if revs is None:
+            entry = self.entries.get(oid)
+            if entry is None:
                 self.colour(colour).misses += 1
                 return None
+            revs = entry[REVS]
             for index, rev in enumerate(revs):
                 if rev[0] < before and (rev[1] is None or rev[1] >= before):
                     break
@@ -362,15 +366,15 @@ class ColouredCache:
                 self.colour(colour).misses += 1
                 return None
             serial, nxt, data = rev
-            del rev
+            del rev, entry
             # references: the revision's tuple, ``data``, and getrefcount's argument
             if (movable is not None and not movable(data)) or sys.getrefcount(data) > 3:
                 return None
-            c = self.colours[self.colour_of[oid]]
+            c = self.colours[self.entries[oid][COLOUR]]
             c.hits += 1
-            self.revs[oid] = revs = revs[:index] + revs[index + 1:]
+            revs = revs[:index] + revs[index + 1:]
             size = len(data) + ENTRY_OVERHEAD_BYTES
-            self._grow(oid, c, -size)
+            self._set(oid, c, revs, -size)
             if not revs:
                 c.policy.remove(oid)
                 self._drop(oid, c, evicted=False)
@@ -392,8 +396,8 @@ class ColouredCache:
         while self._loans_ended:
             self.loaned_bytes = max(0, self.loaned_bytes - self._loans_ended.pop())
 
-    def _hit(self, oid, found):
-        c = self.colours[self.colour_of[oid]]
+    def _hit(self, oid, entry, found):
+        c = self.colours[entry[COLOUR]]
         c.hits += 1
         c.policy.hit(oid)
         return found
@@ -419,59 +423,59 @@ class ColouredCache:
         c = self.colour(colour)
         if next_serial is None and token is not None and self._invalidated_since(oid, token):
             return
-        old = self.revs.get(oid)
-        if old is not None:
+        entry = self.entries.get(oid)
+        if entry is not None:
+            old = entry[REVS]
             for index, rev in enumerate(old):
                 if rev[0] == serial:
                     if next_serial is not None:
-                        self.revs[oid] = (*old[:index], (serial, next_serial, rev[2]), *old[index + 1:])
+                        self.entries[oid] = ((*old[:index], (serial, next_serial, rev[2]), *old[index + 1:]),
+                                             entry[SIZE], entry[COLOUR])
                     return
-            if self.colour_of[oid] != c.name:
+            if entry[COLOUR] != c.name:
                 self._move(oid, c)
         if size > c.entry_bytes_max:
             return
-        if old is None:
+        if entry is None:
             self._new_entry(oid, c)
             old = ()
         revs = sorted((*old, (serial, next_serial, data)), key=lambda r: r[0])
         delta = size
         while len(revs) > REVISIONS_PER_OID_MAX:
             delta -= len(revs.pop(0)[2]) + ENTRY_OVERHEAD_BYTES
-        self.revs[oid] = tuple(revs)
-        self._grow(oid, c, delta)
+        self._set(oid, c, tuple(revs), delta)
         if evict:
             self._evict()
 
     def _new_entry(self, oid, c) -> None:
         """An empty entry of ``oid`` in colour ``c``, held and known to its policy."""
-        self.revs[oid] = ()
-        self.sizes[oid] = 0
-        self.colour_of[oid] = c.name
+        self.entries[oid] = ((), 0, c.name)
         c.objects += 1
         c.policy.insert(oid)
 
-    def _grow(self, oid, c, delta):
-        self.sizes[oid] += delta
+    def _set(self, oid, c, revs, delta):
+        """``oid``'s revisions become ``revs``, its size grows by ``delta`` (in ``c``)."""
+        entry = self.entries[oid]
+        self.entries[oid] = (revs, entry[SIZE] + delta, entry[COLOUR])
         c.bytes += delta
         self.bytes += delta
         c.policy.grew(oid, delta)
 
     def _move(self, oid, to):
-        old = self.colours[self.colour_of[oid]]
-        size = self.sizes[oid]
+        entry = self.entries[oid]
+        old = self.colours[entry[COLOUR]]
+        size = entry[SIZE]
         old.policy.remove(oid)
         old.bytes -= size
         old.objects -= 1
-        self.colour_of[oid] = to.name
+        self.entries[oid] = (entry[REVS], size, to.name)
         to.bytes += size
         to.objects += 1
         to.policy.insert(oid)
 
     def _drop(self, oid, c, evicted: bool):
         """Forget ``oid`` (its policy already let it go)."""
-        del self.revs[oid]
-        del self.colour_of[oid]
-        size = self.sizes.pop(oid)
+        size = self.entries.pop(oid)[SIZE]
         c.bytes -= size
         c.objects -= 1
         self.bytes -= size
@@ -500,14 +504,14 @@ class ColouredCache:
     def _invalidate(self, oids, tid: bytes) -> None:
         """``invalidate`` with ``lock`` held."""
         self.seq += 1
-        recent, cached = self.recent, self.revs
+        recent, entries = self.recent, self.entries
         for oid in oids:
             recent[oid] = self.seq
             recent.move_to_end(oid)
-            revs = cached.get(oid)
-            if revs and any(nxt is None and serial < tid for serial, nxt, _ in revs):
-                cached[oid] = tuple((serial, tid if nxt is None and serial < tid else nxt, data)
-                                    for serial, nxt, data in revs)
+            entry = entries.get(oid)
+            if entry is not None and any(nxt is None and serial < tid for serial, nxt, _ in entry[REVS]):
+                entries[oid] = (tuple((serial, tid if nxt is None and serial < tid else nxt, data)
+                                      for serial, nxt, data in entry[REVS]), entry[SIZE], entry[COLOUR])
         while len(recent) > RECENT_INVALIDATIONS_MAX:
             self.floor = recent.popitem(last=False)[1]
 
@@ -521,20 +525,17 @@ class ColouredCache:
         with self.lock:
             self._invalidate([oid for oid, _ in written], tid)
             c = self.colour(colour)
-            name, policy, entry_max = c.name, c.policy, c.entry_bytes_max
-            revs, sizes, colour_of = self.revs, self.sizes, self.colour_of
+            name, policy, entry_max, entries = c.name, c.policy, c.entry_bytes_max, self.entries
             added = 0
             for oid, data in written:
                 if data is None:
                     continue
                 size = len(data) + ENTRY_OVERHEAD_BYTES
-                if oid in revs or size > entry_max:
+                if oid in entries or size > entry_max:
                     self._put(oid, data, tid, None, None, colour, evict=False)
                     continue
-                # a new object, or one this cache did not hold: _new_entry and _grow
-                revs[oid] = ((tid, None, data),)
-                sizes[oid] = size
-                colour_of[oid] = name
+                # a new object, or one this cache did not hold: _new_entry and _set at once
+                entries[oid] = (((tid, None, data),), size, name)
                 policy.insert(oid)
                 c.objects += 1
                 added += size
@@ -544,16 +545,17 @@ class ColouredCache:
 
     def forget(self, oid: bytes) -> None:
         with self.lock:
-            if oid in self.revs:
-                c = self.colours[self.colour_of[oid]]
+            entry = self.entries.get(oid)
+            if entry is not None:
+                c = self.colours[entry[COLOUR]]
                 c.policy.remove(oid)
                 self._drop(oid, c, evicted=False)
 
     def clear(self) -> None:
         with self.lock:
             self.seq += 1
-            for oid in list(self.revs):
-                c = self.colours[self.colour_of[oid]]
+            for oid, entry in list(self.entries.items()):
+                c = self.colours[entry[COLOUR]]
                 c.policy.remove(oid)
                 self._drop(oid, c, evicted=False)
             self.recent.clear()
@@ -568,6 +570,6 @@ class ColouredCache:
             misses = sum(c["misses"] for c in colours.values())
             return {"hits": hits, "misses": misses,
                     "evictions": sum(c["evictions"] for c in colours.values()),
-                    "bytes": self.bytes, "bytes_max": self.bytes_max, "objects": len(self.revs),
+                    "bytes": self.bytes, "bytes_max": self.bytes_max, "objects": len(self.entries),
                     "loaned_bytes": self.loaned_bytes,
                     "colours": colours}

@@ -94,7 +94,7 @@ def test_cached_records_are_aligned_for_numpy(neo_db):
     a.sum()
     from neoarray.array.fetch import payload_view
     storage = neo_db.storage
-    for revs in storage._cache.revs.values():
+    for revs, _size, _colour in storage._cache.entries.values():
         for _serial, _next, data in revs:
             view = payload_view(data)
             if view is not None and len(view) == 16 * 64 * 8:
@@ -115,7 +115,7 @@ def test_records_loaded_by_load_many_are_cached_aligned_for_numpy(neo_db):
     assert set(found) == set(oids)
     views = [payload_view(data) for data, _serial, _next in found.values()]
     assert all(v is not None and np.frombuffer(v, dtype=float).ctypes.data % 64 == 0 for v in views)
-    for revs in storage._cache.revs.values():          # the cached copies are those
+    for revs, _size, _colour in storage._cache.entries.values():          # the cached copies are those
         for _serial, _next, data in revs:
             view = payload_view(data)
             if view is not None and len(view) == 16 * 64 * 8:

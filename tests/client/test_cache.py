@@ -151,8 +151,8 @@ class CacheAgainstStore(RuleBasedStateMachine):
         assert stats["bytes"] == sum(c["bytes"] for c in stats["colours"].values())
         assert stats["objects"] == sum(c["objects"] for c in stats["colours"].values())
         assert sum(c["quota_bytes"] for c in stats["colours"].values()) <= stats["bytes_max"]
-        for oid, revs in self.cache.revs.items():      # every cached revision is true
-            for serial, nxt, data in revs:
+        for oid, entry in self.cache.entries.items():      # every cached revision is true
+            for serial, nxt, data in entry[0]:
                 revs = dict(self.history[oid])
                 assert revs[serial] == data
                 later = [s for s in revs if s > serial]
@@ -363,8 +363,9 @@ def test_cached_records_leave_the_garbage_collector_alone(policy):
     gc.collect()
     assert len(gc.get_objects()) - before < 100         # 20,000 more entries, no tracked object each
     for oid in (1, 2, 3, 1001):
-        revs = cache.revs[p64(oid)]
-        assert not gc.is_tracked(revs) and not any(gc.is_tracked(r) for r in revs), oid
-    assert [r[:2] for r in cache.revs[p64(1)]] == [(p64(5), p64(10)), (p64(10), None)]
-    assert cache.revs[p64(2)][0][:2] == (p64(10), p64(20))
+        revs = cache.entries[p64(oid)][0]
+        assert not gc.is_tracked(cache.entries[p64(oid)]) and not gc.is_tracked(revs), oid
+        assert not any(gc.is_tracked(r) for r in revs), oid
+    assert [r[:2] for r in cache.entries[p64(1)][0]] == [(p64(5), p64(10)), (p64(10), None)]
+    assert cache.entries[p64(2)][0][0][:2] == (p64(10), p64(20))
     assert cache.get(p64(5000), p64(50)) == (b"s5000", p64(40), None)
