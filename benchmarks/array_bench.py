@@ -17,7 +17,8 @@ Figures, per system::
                zarr's and h5py's files are not fsynced), best of ``--write-repeat``
                (2), the systems taking turns in an order reversed each time
     cold_read  read it all into a new numpy array, OS page cache dropped (if root),
-               client caches empty and freed memory given back to the OS; the
+               client caches empty and freed memory given back to the OS (neoarray:
+               its cluster restarted first, so that no process maps the pages); the
                systems take turns, best of ``--cold-repeat`` (3)
     warm_read  the same again: neoarray reads from its client cache (the array's
                colour, ``hot``; the cache is sized to hold the array, see
@@ -385,6 +386,12 @@ class NeoSystem(System):
         self.conn.cacheMinimize()
 
     def make_cold(self):
+        """A new client, and the cluster restarted: a storage node that mapped the
+        pages while it served them keeps them through a drop of the page cache (the
+        kernel drops no mapped page), so without the restart the read is warm."""
+        self._close_db()
+        self.cluster.stop()
+        self.cluster.start()
         self._open()
         return True
 
