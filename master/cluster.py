@@ -76,7 +76,13 @@ Rule A (``must_witness``): a confirmed primary about to act on a new acknowledge
 state (``ACKED_KEYS``) that some standby it knows of has not acknowledged has every
 running storage durably record the stamp first (``RecordStamp``); a storage that
 does not answer is lost (``storage_lost``: bounded, each loss leaves one storage
-fewer to ask).  When every standby acknowledged, nothing more is done.  Rule B
+fewer to ask).  When none of those asked recorded it (``unwitnessed``: the primary is
+cut off from every storage), the primary does not act on the state at all: it steps
+down (``Unwitnessed``), since a standby taking over from an older copy would find no
+witness of it (simulation seed 201117 with ``--stores-in-vote``: a commit
+acknowledged on a table that marked a voter OUT_OF_DATE, recorded nowhere; the
+standby that took over served that voter as UP_TO_DATE without the commit).  When
+every standby acknowledged, nothing more is done.  Rule B
 (``copy_stamp``): a master that took over from a copy keeps the copy's stamp
 (``taken_over_from``, persisted, kept through further take-overs until confirmed);
 it starts verifying only once every storage of its table is back (no grace period;
@@ -305,6 +311,12 @@ def must_witness(confirmed: bool, followers_known, acknowledged) -> bool:
     take-over serves nothing yet) and some standby it knows of (``followers_known``,
     addresses) is not among those that acknowledged that state (``acknowledged``)."""
     return confirmed and bool(set(followers_known) - set(acknowledged))
+
+
+def unwitnessed(asked, failed) -> bool:
+    """Rule A: whether a state no storage recorded must not be acted on: storages were
+    asked (``asked``) and every one of them failed (``failed``)."""
+    return bool(asked) and set(asked) <= set(failed)
 
 
 def stale_copy(copy_stamp, stamp) -> bool:

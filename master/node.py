@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from ZODB.POSException import ReadOnlyError
 
 from neoarray import security, wire
-from neoarray.errors import LimitExceeded, NeoError, RequestRefused, StaleCopy, StaleEpoch
+from neoarray.errors import LimitExceeded, NeoError, RequestRefused, StaleCopy, StaleEpoch, Unwitnessed
 from neoarray.ids import Z64, checked_id, p64
 from neoarray.states import ClusterState, NodeState, NodeType
 from neoarray.transport.client import FramedChannel
@@ -53,6 +53,7 @@ from .cluster import (
     Pending,
     Recovered,
     Settle,
+    unwitnessed,
 )
 from .commit import CommitCore, Txn, owner_of
 from .committing import Committing
@@ -440,7 +441,9 @@ class Master(Committing, ClusterViews):
         timeout; a storage that does not answer is lost (its cells go OUT_OF_DATE: a
         table written again, witnessed by one storage fewer, so at most as many rounds
         as storages).  A storage that follows a newer master makes this one step down
-        (``StaleEpoch`` raised: the change is not acted on)."""
+        (``StaleEpoch`` raised: the change is not acted on); so does a round in which
+        no storage recorded it (``Unwitnessed``: cut off from all of them, this master
+        could not tell a successor what it did)."""
         stamp = self.state_db.stamp()
         with self.lock:
             running = sorted(self.running_storages())
@@ -458,6 +461,13 @@ class Master(Committing, ClusterViews):
                 raise
             except NeoError as exc:
                 failed[nid] = exc
+        if unwitnessed(running, failed):
+            why = (f"no running storage recorded the master state stamp {stamp} "
+                   f"(S{', S'.join(map(str, running))}: {next(iter(failed.values()))}): not acting on it")
+            log.error("stepping down: %s", why)
+            if self.on_step_down is not None:
+                self.on_step_down(why)
+            raise Unwitnessed(why)
         for nid, exc in sorted(failed.items()):
             self.storage_lost(nid, f"did not record the master state stamp {stamp}: {exc}")
 

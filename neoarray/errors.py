@@ -24,6 +24,13 @@ class StaleCopy(ClusterUnavailable):
     that recorded a newer state (``master/cluster.py``, rule B): it must not serve."""
 
 
+class Unwitnessed(ClusterUnavailable):
+    """A primary master wrote a state that no running storage node recorded (rule A of
+    ``master/cluster.py``: cut off from all of them): it does not act on it and steps
+    down, so that a standby that takes over from an older copy contradicts nothing
+    that was acted on."""
+
+
 class StaleEpoch(ClusterUnavailable):
     """A storage node refused a master's order: it follows a newer master (a standby
     took over, ``master/standby.py``); the master that gets it steps down."""

@@ -38,13 +38,14 @@ from master.cluster import (
     start_role,
     state_stamp,
     take_over,
+    unwitnessed,
 )
 from master.commit import CommitCore, owner_of
 from master.core import IdAllocator, PartitionTable
 from master.flow import CommitFlow
 from master.replication import CatchUp
 
-from neoarray.errors import ClusterUnavailable, OutcomeUnknown, RequestRefused, StaleCopy
+from neoarray.errors import ClusterUnavailable, OutcomeUnknown, RequestRefused, StaleCopy, Unwitnessed
 from neoarray.ids import Z64
 from neoarray.states import ClusterState, NodeType
 
@@ -138,6 +139,11 @@ class MasterActor(ClusterViews):
             if refusal is not None:
                 self.fenced(refusal)
                 raise StaleEpoch(refusal)
+        running = sorted(self.running_storages())
+        if unwitnessed(running, lost):
+            why = f"stamp {stamp}: no running storage (S{running}) recorded it: not acting on it"
+            self.step_down(why)
+            raise Unwitnessed(why)
         if lost:
             self.log(f"stamp {stamp}: S{lost} did not record it, lost")
         for nid in lost:

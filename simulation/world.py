@@ -209,9 +209,10 @@ class World:
         self.in_flight -= 1
         if reply is not None:
             if isinstance(reply.error, StaleEpoch):     # ``EpochStub``: a refused master steps down
-                actor = self.actors.get(dst)
-                if actor is not None and actor.up:
-                    actor.fenced(str(reply.error))
+                actor = self.actors.get(dst)    # (a storage or client that got it from a master
+                fenced = getattr(actor, "fenced", None)     # stepping down has no stub: an error)
+                if fenced is not None and actor.up:
+                    fenced(str(reply.error))
             proc = self.calls.get(cid)
             if proc is None or proc.owner != dst or cid not in proc.waiting:
                 return

@@ -22,6 +22,7 @@ from master.cluster import (
     may_take_over,
     must_take_over,
     must_witness,
+    unwitnessed,
     newer_primary,
     stale_copy,
     start_role,
@@ -564,6 +565,15 @@ def test_rule_a_witnesses_only_when_a_known_standby_did_not_acknowledge():
     assert not must_witness(True, {"m2:1"}, {"m2:1"})                   # every standby acknowledged
     assert must_witness(True, {"m2:1", "m3:1"}, {"m2:1"})               # one no longer waited for
     assert not must_witness(False, {"m2:1"}, set())                     # a take-over not confirmed
+
+
+def test_rule_a_does_not_act_on_a_state_no_storage_recorded():
+    """Cut off from every storage it asked, a primary steps down instead of acting
+    (simulation seed 201117 with stores inside votes)."""
+    gone = ConnectionError("no answer")
+    assert unwitnessed([2, 3], {2: gone, 3: gone})          # nobody recorded it
+    assert not unwitnessed([2, 3], {3: gone})                # S2 is a witness: S3 is lost
+    assert not unwitnessed([], {})                           # no storage running: none to ask
     # a copy is stale when a storage recorded a newer stamp, the epoch compared first
     assert stale_copy((7, 10), (7, 11)) and stale_copy((7, 10), (8, 0))
     assert not stale_copy((7, 10), (7, 10)) and not stale_copy((7, 10), (6, 99))
