@@ -39,6 +39,9 @@ class ClientActor:
     # time): the work a real client does in between, which lets concurrent
     # transactions overlap; none here, so that the kept seeds replay as they were
     think_s_max = 0.0
+    # after an outcome it could not learn, abort through the master, as the real client
+    # does (``OutcomeUnknown``, then ZODB's ``tpc_abort``); not here either, for the seeds
+    aborts_unknown = False
 
     def __init__(self, world, index: int, checker, partitions: int, counters: list[bytes], log_oid: bytes,
                  ops_max: int):
@@ -252,12 +255,16 @@ class ClientActor:
                 return
         self.checker.unknown(ttid, writes)
         self.outcome = "finish: outcome unknown"
+        if self.aborts_unknown:     # its vote would keep its locks while the session lives
+            self.world.send(self.name, self.master, "abort", (u64(ttid) >> 32, ttid, list(voters)), 0)
 
 
 class StoresInVoteClient(ClientActor):
     """Sends half of a transaction's stores apart, the rest inside its vote, as the
     real client sends its last ones (``TransactionManager.vote(records=...)``), and
     works a while between its read and its stores, so that transactions of several
-    clients on one counter overlap and the votes' conflict checks are exercised."""
+    clients on one counter overlap and the votes' conflict checks are exercised; and,
+    as the real client, aborts a transaction whose outcome it could not learn."""
     stores_in_vote = True
     think_s_max = THINK_S_MAX
+    aborts_unknown = True
