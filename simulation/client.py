@@ -26,8 +26,8 @@ RPC_S = 1.0
 SILENT_MAX = 2                # calls unanswered in a row: the event stream is taken for broken
 FINISH_S = 5.0
 OUTCOME_ASKS_MAX = 40
-THINK_S_MAX = 0.3
-PROBE_TRIES_MAX = 10          # tries of the increment made once the faults stopped (``probe``)             # StoresInVoteClient: between a transaction's read and its stores
+THINK_S_MAX = 0.3             # StoresInVoteClient: between a transaction's read and its stores
+PROBE_TRIES_MAX = 10          # tries of the increment made once the faults stopped (``probe``)
 
 
 class ClientActor:
@@ -99,20 +99,27 @@ class ClientActor:
             self.nid, self.silent = None, 0
             self._next_master()
 
+    def _running_view(self):
+        """One try, in a session: the master's view of a RUNNING cluster, or None
+        (``outcome`` says why)."""
+        yield from self._session()
+        reply = yield Call(self.master, "view", (self.nid,), RPC_S)
+        self._master_reply(reply)
+        if reply is not None and not reply.ok and isinstance(reply.error, RequestRefused):
+            self.nid = None         # the master does not know this session
+        if reply is not None and reply.ok and reply.value[0] == ClusterState.RUNNING:
+            return reply.value
+        self.outcome = ("view: no answer" if reply is None else f"view: {reply.error}" if not reply.ok
+                        else f"view: cluster {reply.value[0]}")
+        return None
+
     def main(self):
         rng = self.world.rng
         while self.ops_done < self.ops_max:
-            while True:
-                yield from self._session()
-                reply = yield Call(self.master, "view", (self.nid,), RPC_S)
-                self._master_reply(reply)
-                if reply is not None and not reply.ok and isinstance(reply.error, RequestRefused):
-                    self.nid = None         # the master does not know this session
-                if reply is not None and reply.ok and reply.value[0] == ClusterState.RUNNING:
-                    break
+            while (view := (yield from self._running_view())) is None:
                 yield Sleep(0.2)
             self.ops_done += 1
-            yield from self.transaction(reply.value, "counter" if rng.random() < 0.6 else "append")
+            yield from self.transaction(view, "counter" if rng.random() < 0.6 else "append")
             yield Sleep(rng.random() * 0.2)
         self.finished = True
 
@@ -126,18 +133,12 @@ class ClientActor:
 
     def _probe(self):
         for _ in range(PROBE_TRIES_MAX):
-            yield from self._session()
-            reply = yield Call(self.master, "view", (self.nid,), RPC_S)
-            self._master_reply(reply)
-            if reply is not None and reply.ok and reply.value[0] == ClusterState.RUNNING:
-                yield from self.transaction(reply.value, "counter")
+            view = yield from self._running_view()
+            if view is not None:
+                yield from self.transaction(view, "counter")
                 if self.outcome == "acknowledged":
                     self.probed = True
                     return
-            else:
-                self.outcome = f"view: {reply.error if reply is not None and not reply.ok else 'no answer'}"
-                if reply is not None and not reply.ok and isinstance(reply.error, RequestRefused):
-                    self.nid = None         # the master does not know this session (``main``)
             yield Sleep(0.5)
         self.probed = False
 

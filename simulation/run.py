@@ -198,24 +198,25 @@ class Schedule:
     def probe(self) -> None:
         """Once settled, every client must still commit (``ClientActor.probe``); not
         on a full disk, where refusing is right.  Then the cluster settles again."""
-        w = self.world
         if not self.settled() or self.full:
             return
         for client in self.clients:
             client.probe()
-        deadline = w.now + PROBE_S
-        while w.now < deadline and any(c.probed is None for c in self.clients):
-            if not w.step():
-                break
+        self._step_until(lambda: all(c.probed is not None for c in self.clients), PROBE_S)
         for client in self.clients:
             if not client.probed:
                 self.checker.violation(f"{client.name} could not commit once the faults stopped and the "
                                        f"cluster settled ({PROBE_TRIES_MAX} tries; the last: {client.outcome})")
         # what the restarts left scheduled may still move the cluster (a standby that
         # lost sight of the primary takes over): it settles again before the final checks
-        deadline = w.now + PROBE_S
-        while w.now < deadline and not self.settled():
-            if not w.step():
+        self._step_until(self.settled, PROBE_S)
+
+    def _step_until(self, done, seconds: float) -> None:
+        """Run the world until ``done()`` or for ``seconds`` (simulated), or until
+        nothing is left to run."""
+        deadline = self.world.now + seconds
+        while self.world.now < deadline and not done():
+            if not self.world.step():
                 break
 
     def run(self) -> Result:
