@@ -5,6 +5,7 @@ request workers, the calls beyond ``rpcs_pending_max`` are refused with
 RESOURCE_EXHAUSTED (``LimitExceeded``), and calls that last run on
 threads of their own (``long_calls``), leaving the request workers free.
 """
+import socket
 import threading
 import time
 from concurrent import futures
@@ -99,4 +100,80 @@ def test_long_calls_run_on_their_own_threads(probe):
         assert [f.result() for f in waiting] == [b"long"] * 3
     finally:
         channel.close()
+        server.stop(0)
+
+
+class LateDoor:
+    """A TCP port on 127.0.0.1 that answers no connection at first (its accept queue
+    is full: the kernel drops the SYNs, and the client's connect waits for its
+    retransmission, about a second), then forwards every connection to ``target``:
+    a connection that a loaded machine completes late."""
+
+    def __init__(self, target: str):
+        self.target = target.rsplit(":", 1)
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.fillers = []
+        for _ in range(2):                  # backlog 0 takes one: the second waits too
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(self.listener.getsockname())
+            self.fillers.append(s)
+        self.open = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.open.wait(30)
+        for s in self.fillers:
+            s.close()
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            if conn.recv(1, socket.MSG_PEEK) == b"":
+                conn.close()                # a filler
+                continue
+            upstream = socket.create_connection((self.target[0], int(self.target[1])))
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        self.open.set()
+        self.listener.close()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def test_a_connection_completed_late_is_waited_for_within_the_call_deadline(probe):
+    """A connect that the kernel completes after a SYN retransmission (what a loaded
+    machine did to a CI run) waits within the call's deadline instead of failing the
+    call at once with "connect() timed out" (the gRPC option
+    ``min_reconnect_backoff_ms`` is the time limit of one connection attempt)."""
+    server, address = serve(probe)
+    door = LateDoor(address)
+    channel = wire.open_channel(door.address, CLUSTER)
+    try:
+        call = channel.unary_unary(SLOW).future(b"late", timeout=30)
+        time.sleep(0.5)                     # the first SYN is dropped meanwhile
+        door.open.set()
+        assert call.result() == b"late"
+    finally:
+        channel.close()
+        door.close()
         server.stop(0)
