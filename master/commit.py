@@ -355,6 +355,17 @@ class CommitCore:
             return ABORT, None
         return None
 
+    def decided(self, ttid: bytes):
+        """``final_status`` of a transaction this master committed or recorded dead,
+        which nothing changes afterwards (whatever the cluster's state); None if
+        neither."""
+        tid = self.finished.get(ttid)
+        if tid is not None:
+            return tid, None
+        if ttid in self.dead and self.finishing(ttid) is None:
+            return None, True
+        return None
+
     def final_status(self, ttid: bytes, owner_live: bool):
         """``(tid, None)`` committed; ``(None, True)`` not committed; ``(None, False)``
         not known yet."""

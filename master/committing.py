@@ -129,11 +129,16 @@ class Committing:
     def _queue_finish(self, node: int, ttid: bytes, oids, storages, view_ptid: int) -> Txn:
         """Checks, the tid, and the place in the commit queue (``CommitFlow.queue_finish``)."""
         with self.lock:
-            self.require_running()
             self.require_writer(node, "Finish")
-            if ttid not in self.commits.begun and self.truncation.fences(owner_of(ttid)):
-                raise ClusterUnavailable(f"transaction 0x{ttid.hex()} began before the cluster was "
-                                         f"truncated (neoctl truncate): it was not committed")
+            try:
+                self.require_running()
+                if ttid not in self.commits.begun and self.truncation.fences(owner_of(ttid)):
+                    raise ClusterUnavailable(f"transaction 0x{ttid.hex()} began before the cluster was "
+                                             f"truncated (neoctl truncate): it was not committed")
+            except ClusterUnavailable as exc:
+                step = self.flow.refuse_finish(node, ttid, set(storages) & self._storage_ids(), exc)
+                self._carry_out(step.actions)
+                raise
             bad = [s for s in storages if s not in self._storage_ids()]
             if bad:
                 raise RequestRefused(f"finish names unknown storage nodes {bad}")

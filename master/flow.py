@@ -129,6 +129,22 @@ class CommitFlow:
         actions.append(AbortOn(ttid, tuple(txn.storages), now=True))
         return FinishStep(txn, actions, ClusterUnavailable(refusal))
 
+    def refuse_finish(self, node: int, ttid: bytes, storages, why: Exception) -> FinishStep:
+        """The Finish of ``ttid`` cannot be taken now (``why``: the cluster is not
+        RUNNING, or is being truncated).  A transaction of ``node``'s own session of
+        this master, not begun (a restore) nor finished or finishing, is then never
+        committed: it is recorded dead, so that ``final_status`` answers "not
+        committed" and a Finish sent again is refused, and its votes are aborted, by
+        the order below and by verdicts (they held their objects' locks while the
+        session lived: the simulation's seed 401504).  Another's, or an earlier
+        master's, is left as it is (rule 3 of ``master/commit.py``)."""
+        core = self.h.commits
+        if (owner_of(ttid) != node or owner_of(ttid) < core.first_node_id or ttid in core.begun
+                or ttid in core.finished or core.finishing(ttid) is not None):
+            return FinishStep(None, [], why)
+        core.mark_dead(ttid)
+        return FinishStep(None, [AbortOn(ttid, tuple(sorted(set(storages))))], why)
+
     def lock_answers(self, txn: Txn, refused: set[int], failed: set[int]) -> list:
         """The Lock orders of ``txn`` ended: ``failed`` voters did not lock it, of them
         ``refused`` answered that they have no vote of it (the others are lost: the

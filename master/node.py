@@ -489,6 +489,9 @@ class Master(Committing, ClusterViews):
         """``(tid, None)`` committed; ``(None, True)`` not committed; ``(None, False)``
         not known yet (``CommitCore.final_status``)."""
         with self.lock:
+            decided = self.commits.decided(ttid)
+            if decided is not None:     # a Finish refused while not RUNNING is answered too
+                return decided
             self.require_running()      # before verification, a locked ttid may be unknown yet
             owner = owner_of(ttid)
             return self.commits.final_status(ttid, self.live_session(owner))

@@ -28,6 +28,7 @@ FINISH_S = 5.0
 OUTCOME_ASKS_MAX = 40
 THINK_S_MAX = 0.3             # StoresInVoteClient: between a transaction's read and its stores
 PROBE_TRIES_MAX = 10          # tries of the increment made once the faults stopped (``probe``)
+ABORT_RETRY_S_MIN, ABORT_RETRY_S_MAX = 0.2, 5.0   # an Abort sent again (``neoarray/client/owed.py``)
 
 
 class ClientActor:
@@ -42,6 +43,9 @@ class ClientActor:
     # after an outcome it could not learn, abort through the master, as the real client
     # does (``OutcomeUnknown``, then ZODB's ``tpc_abort``); not here either, for the seeds
     aborts_unknown = False
+    # Abort through the master as a call, and send it again while the session lives
+    # when no answer came (``neoarray/client/owed.py``); here a message sent once
+    sends_aborts_again = False
 
     def __init__(self, world, index: int, checker, partitions: int, counters: list[bytes], log_oid: bytes,
                  ops_max: int):
@@ -201,7 +205,7 @@ class ClientActor:
                                      for p in written):
             self.outcome = "vote: " + (self.outcome if voters is None else
                                        f"no readable voter of a partition ({self.outcome})")
-            self._abort(ttid, targets)
+            yield from self._abort(ttid, targets)
             return
         yield from self._finish(ttid, sorted(changes), voters, ptid, changes)
 
@@ -220,10 +224,30 @@ class ClientActor:
         self.outcome = ", ".join(sorted(errors | ({"no answer"} if None in replies else set())))
         return sorted(n for n, r in zip(asked, replies) if r is not None and r.ok)
 
-    def _abort(self, ttid: bytes, targets) -> None:
+    def _abort(self, ttid: bytes, targets, session: int | None = None):
+        session = self.nid if session is None else session
         for n in targets:
             self.world.send(self.name, f"S{n}", "abort", (ttid,), 0)
-        self.world.send(self.name, self.master, "abort", (self.nid, ttid, list(targets)), 0)
+        if not self.sends_aborts_again:
+            self.world.send(self.name, self.master, "abort", (session, ttid, list(targets)), 0)
+            return
+        if not (yield from self._abort_once(session, ttid, targets)):
+            self.world.spawn(self.name, self._abort_again(session, ttid, targets))
+
+    def _abort_once(self, session: int, ttid: bytes, targets):
+        """One Abort through the master: False when it may not have reached it."""
+        reply = yield Call(self.master, "abort", (session, ttid, list(targets)), RPC_S)
+        return reply is not None and (reply.ok or not isinstance(reply.error, ClusterUnavailable))
+
+    def _abort_again(self, session: int, ttid: bytes, targets):
+        """``OwedAborts``: until the master answers or the session ends (the master then
+        aborts it itself)."""
+        wait_s = ABORT_RETRY_S_MIN
+        while True:
+            yield Sleep(wait_s)
+            if self.nid != session or (yield from self._abort_once(session, ttid, targets)):
+                return
+            wait_s = min(wait_s * 2, ABORT_RETRY_S_MAX)
 
     def _finish(self, ttid, oids, voters, ptid, changes):
         writes = {oid: data for oid, (_, data) in changes.items()}
@@ -257,7 +281,10 @@ class ClientActor:
         self.checker.unknown(ttid, writes)
         self.outcome = "finish: outcome unknown"
         if self.aborts_unknown:     # its vote would keep its locks while the session lives
-            self.world.send(self.name, self.master, "abort", (u64(ttid) >> 32, ttid, list(voters)), 0)
+            if self.sends_aborts_again:
+                yield from self._abort(ttid, voters, session=u64(ttid) >> 32)
+            else:
+                self.world.send(self.name, self.master, "abort", (u64(ttid) >> 32, ttid, list(voters)), 0)
 
 
 class StoresInVoteClient(ClientActor):
@@ -265,7 +292,9 @@ class StoresInVoteClient(ClientActor):
     real client sends its last ones (``TransactionManager.vote(records=...)``), and
     works a while between its read and its stores, so that transactions of several
     clients on one counter overlap and the votes' conflict checks are exercised; and,
-    as the real client, aborts a transaction whose outcome it could not learn."""
+    as the real client, aborts a transaction whose outcome it could not learn, and
+    sends an Abort again when the master did not answer it."""
     stores_in_vote = True
     think_s_max = THINK_S_MAX
     aborts_unknown = True
+    sends_aborts_again = True

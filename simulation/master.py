@@ -373,11 +373,19 @@ class MasterActor(ClusterViews):
         if kind == "view":
             running = self.running_storages()
             return self.cluster_state, [dict(r) for r in self.pt.rows], self.pt.ptid, running
+        if kind == "final_status" and self.commits.decided(payload[1]) is not None:
+            return self.commits.decided(payload[1])         # (``Master.final_status``)
+        if kind == "finish":
+            try:
+                self.cluster_core.require_running()
+            except ClusterUnavailable as exc:      # (``Committing._queue_finish``)
+                storages = set(payload[3]) & self.cluster_core.storage_ids()
+                self.carry_out(self.flow.refuse_finish(client, payload[1], storages, exc).actions)
+                raise
+            return self.finish(*payload)
         self.cluster_core.require_running()
         if kind == "new_oids":
             return self.ids.new_oids(payload[1])
-        if kind == "finish":
-            return self.finish(*payload)
         if kind == "final_status":
             ttid = payload[1]
             return self.commits.final_status(ttid, self.live_session(owner_of(ttid)))

@@ -16,6 +16,7 @@ from ZODB.POSException import ConflictError
 from ZODB.tests.MinPO import MinPO
 from ZODB.tests.StorageTestBase import zodb_pickle, zodb_unpickle
 
+from neoarray.client import calls as client_calls
 from neoarray.cluster import LocalCluster
 from neoarray.errors import ClusterUnavailable, NotCommitted
 from neoarray.ids import Z64
@@ -186,6 +187,77 @@ def test_a_finish_after_a_master_restart_is_refused_and_leaves_no_lock(cluster2)
         reader.close()
     tid = _another_client_commits(c, oids)
     _assert_values(c, oids, 100, tid)
+
+
+def test_an_abort_lost_on_its_way_is_sent_again_while_the_session_lives(cluster2, monkeypatch):
+    """A client votes, then aborts, and its Abort does not reach the master (here the
+    first one is dropped before it is sent; a connection cut while the event stream
+    stays does the same), its session living on.  The master keeps the vote of a live
+    session, so before the fix its locks stayed until ``pending_timeout_s`` (300 s):
+    the client now sends the Abort again, and another client commits to the objects
+    (the simulation's seed 401504)."""
+    c = cluster2
+    storage = c.open_storage()
+    try:
+        oids = _objects(storage, 2)
+        t = _store(storage, {oid: 1 for oid in oids})
+        storage.tpc_vote(t)
+        lost = []
+        sent = client_calls.abort
+
+        def lossy(master, session, ttid, nodes, timeout_s):
+            if not lost:
+                lost.append(ttid)
+                raise ClusterUnavailable("tpc_abort: no answer from the master (dropped by the test)")
+            return sent(master, session, ttid, nodes, timeout_s)
+
+        monkeypatch.setattr(client_calls, "abort", lossy)
+        storage.tpc_abort(t)
+        assert lost
+        tid = _another_client_commits(c, oids)
+        assert len(storage._commits.owed) == 0
+    finally:
+        storage.close()
+    _assert_values(c, oids, 100, tid)
+
+
+def test_a_finish_the_master_cannot_take_is_not_committed_and_its_votes_end(cluster2):
+    """A client votes; both storage nodes die; its Finish reaches a master that is no
+    longer RUNNING and cannot take it.  The master records the transaction dead, so
+    the client learns at once that it was not committed (before: the outcome stayed
+    unknown, ``OutcomeUnknown`` after ``rpc_timeout_s``, and the votes kept their
+    objects' locks while the session lived: the simulation's seed 401504), and once
+    the nodes are back the verdicts abort the votes: no ``tpc_abort`` is called here,
+    and another client commits to the objects."""
+    c = cluster2
+    storage = c.open_storage()
+    try:
+        oids = _objects(storage, 2)
+        t = _store(storage, {oid: 1 for oid in oids})
+        storage.tpc_vote(t)
+        c.kill_storage(0)
+        c.kill_storage(1)
+        deadline = time.monotonic() + 60
+        while _cluster_state(c) == "RUNNING":
+            assert time.monotonic() < deadline, "the master did not leave RUNNING with every storage node dead"
+            time.sleep(0.1)
+        with pytest.raises(NotCommitted):
+            storage.tpc_finish(t)
+        c.start_storage(0)
+        c.start_storage(1)
+        c.wait_state("RUNNING", 60)
+        tid = _another_client_commits(c, oids)
+    finally:
+        storage.close()
+    _assert_values(c, oids, 100, tid)
+
+
+def _cluster_state(cluster) -> str:
+    admin = cluster.admin()
+    try:
+        return admin.cluster_state()
+    finally:
+        admin.close()
 
 
 def test_a_vote_of_a_client_that_vanished_while_the_master_was_down_ends(cluster2):

@@ -43,6 +43,7 @@ from ..records import TransactionInfo
 from ..states import READABLE, CellState
 from ..transport.frames import Parts
 from . import calls
+from .owed import OwedAborts
 from .values import Ballot, Conflict, StoreRecord, VoteOutcome, VoteStatus
 
 log = logging.getLogger("neoarray.client")
@@ -106,6 +107,7 @@ class CommitDriver:
         self.resolve_conflict = resolve_conflict
         self._ttid_lock = threading.Lock()
         self._ttid_counter = 0
+        self.owed = OwedAborts(link, self._send_abort)      # Aborts that did not reach the master
 
     def new_ttid(self, session: int) -> bytes:
         """A temporary tid unique in the cluster: this client's node id and a counter."""
@@ -486,8 +488,9 @@ class CommitDriver:
 
     def abort(self, txn: Txn) -> None:
         """Drop what ``txn`` left on the nodes (its stores end first), through the
-        master; failures are logged (the master aborts it anyway when the session
-        ends, ``master/commit.py``)."""
+        master.  An Abort that does not reach the master is sent again while the
+        session lives (``owed.py``: its vote's locks would otherwise stay until the
+        master's ``pending_timeout_s``); a refusal is logged."""
         for nid in list(txn.inflight):    # stores end before their abort
             for started, _ in txn.inflight.pop(nid):
                 try:
@@ -497,12 +500,20 @@ class CommitDriver:
         nodes = set(txn.sent) | txn.voted | txn.asked   # a vote may succeed where another failed
         if not (nodes or txn.restore):
             return          # nothing reached any node
+        if txn.outcome_unknown and self.link.node_id != txn.session:
+            return          # the master that may have committed it is gone: the next decides (rule 3)
         try:
-            calls.abort(self.link.master, txn.session, txn.ttid, sorted(nodes), self.limits.rpc_timeout_s)
+            self._send_abort(txn.session, txn.ttid, sorted(nodes))
         except (POSException.ReadOnlyError, AccessDenied) as exc:   # the commit said it already
             log.debug("tpc_abort of 0x%s: %s", txn.ttid.hex(), exc)
-        except Exception as exc:  # noqa: BLE001 - the master aborts it anyway when we go away
+        except ClusterUnavailable as exc:   # lost on its way: sent again while the session lives
+            log.warning("tpc_abort of 0x%s: %s; it is sent again", txn.ttid.hex(), exc)
+            self.owed.owe(txn.session, txn.ttid, sorted(nodes))
+        except Exception as exc:  # noqa: BLE001 - refused (being finished, ...): nothing to undo
             log.warning("tpc_abort of 0x%s: %s", txn.ttid.hex(), exc)
+
+    def _send_abort(self, session: int, ttid: bytes, nodes: list[int]) -> None:
+        calls.abort(self.link.master, session, ttid, nodes, self.limits.rpc_timeout_s)
 
 
 def _holds(rows, partition: int, nid: int) -> bool:

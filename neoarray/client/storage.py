@@ -613,6 +613,8 @@ class NeoStorage(BulkReadMethods, HistoryMethods, BlobStorageMethods, ConflictRe
 
     def tpc_finish(self, transaction: Any, func: Callable[[bytes], None] = lambda tid: None) -> bytes:
         """Commit a voted transaction; ``func(tid)`` runs before anyone sees it here.
+        After a failure, call :meth:`tpc_abort` (ZODB does): it releases the votes'
+        locks of a transaction that was not committed.
 
         Returns
         -------
@@ -621,18 +623,18 @@ class NeoStorage(BulkReadMethods, HistoryMethods, BlobStorageMethods, ConflictRe
 
         Raises
         ------
-        ClusterUnavailable
-            The master could not be reached: whether it committed is unknown until
-            the master answers (it decides alone).
+        NotCommitted
+            The master says it was not committed, and never will be.
+        OutcomeUnknown
+            No master could tell within ``rpc_timeout_s`` (it decides alone; a read of
+            what the transaction wrote tells).
         """
         txn = self._txn(transaction)
         started = time.time()
-        try:
-            tid, prev_tid = self._commits.finish(txn)
-        except BaseException:
-            if txn.outcome_unknown:
-                self._end(transaction)      # nothing to abort: the master decides alone
-            raise                           # not committed: tpc_abort drops the votes
+        # not committed, or not known (OutcomeUnknown): tpc_abort, which ZODB calls
+        # next, drops the votes (an Abort of a transaction the master is finishing or
+        # finished is refused, and does nothing)
+        tid, prev_tid = self._commits.finish(txn)
         try:
             self._wait_earlier_commits(tid, prev_tid)
             colour = colours.current()

@@ -2,10 +2,11 @@
 and the regressions the simulation found in them (``tests/simulation``)."""
 from types import SimpleNamespace
 
-from master.commit import COMPLETE, CommitCore
+from master.commit import COMPLETE, CommitCore, Txn
 from master.core import IdAllocator, PartitionTable
 from master.flow import AbortOn, CommitFlow, Done, Publish, TableChanged, Unlock
 from master.replication import CatchUp
+from neoarray.errors import ClusterUnavailable
 from neoarray.ids import Z64, p64
 from neoarray.states import CellState
 
@@ -43,6 +44,36 @@ def test_a_finish_of_an_ended_session_is_refused_and_its_votes_aborted():
     step = CommitFlow(h).queue_finish(10, p64(10 << 32 | 1), [p64(1)], [1, 2], 0, live=False)
     assert step.txn is None and "not connected" in str(step.error)
     assert step.actions == [AbortOn(p64(10 << 32 | 1), (1, 2))]
+
+
+def test_a_finish_refused_while_not_running_is_dead_at_once_and_its_votes_aborted():
+    """Simulation seed 401504: a Finish refused because the cluster was RECOVERING left
+    the transaction undecided, its votes holding their locks while the session lived."""
+    h = host()
+    flow = CommitFlow(h)
+    ttid = p64(10 << 32 | 1)
+    why = ClusterUnavailable("cluster is RECOVERING, not RUNNING")
+    step = flow.refuse_finish(10, ttid, {2, 1}, why)
+    assert step.error is why and step.actions == [AbortOn(ttid, (1, 2))]
+    assert h.commits.decided(ttid) == (None, True)
+    assert "aborted" in str(flow.queue_finish(10, ttid, [p64(1)], [1, 2], 0, live=True).error)
+
+
+def test_a_finish_refused_while_not_running_leaves_what_it_cannot_decide():
+    """Another client's transaction, an earlier master's (node id below this master's
+    first), a committed one and a restore are not made dead by the refusal."""
+    h = host()
+    flow = CommitFlow(h)
+    why = ClusterUnavailable("cluster is RECOVERING, not RUNNING")
+    committed = flow.queue_finish(10, p64(10 << 32 | 1), [p64(1)], [1, 2], 0, live=True, now=1.7e9).txn
+    flow.lock_answers(committed, refused=set(), failed=set())
+    restore = p64(10 << 32 | 3)
+    h.commits.begun[restore] = Txn(restore, 10)
+    for node, ttid in ((11, p64(10 << 32 | 2)), (9, p64(9 << 32 | 1)), (10, committed.ttid), (10, restore)):
+        step = flow.refuse_finish(node, ttid, {1, 2}, why)
+        assert step.error is why and step.actions == [], (node, ttid)
+        assert h.commits.decided(ttid) in (None, (committed.tid, None))
+    assert h.commits.decided(committed.ttid) == (committed.tid, None)
 
 
 def test_a_cell_does_not_catch_up_while_a_commit_it_missed_is_unpublished():

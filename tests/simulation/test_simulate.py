@@ -40,8 +40,10 @@ REGRESSION_SEEDS = (20832, 829, 16986, 3436, 33, 187, *TAKE_OVER_SEEDS)
 # commit on a table that marked a voter OUT_OF_DATE, recorded by no storage; the
 # standby that took over served that voter as UP_TO_DATE without the commit: rule A's
 # ``unwitnessed``), 201603 (a master stepping down answered a storage's heartbeat with
-# StaleEpoch, which the simulated network took for a refused order of that storage's)
-STORES_IN_VOTE_SEEDS = (201117, 201603)
+# StaleEpoch, which the simulated network took for a refused order of that storage's),
+# 401504 (a Finish refused while the cluster was RECOVERING left its transaction
+# undecided: its votes kept their locks while the session lived; ``refuse_finish``)
+STORES_IN_VOTE_SEEDS = (201117, 201603, 401504)
 
 
 def test_schedules_hold_the_invariants():
