@@ -261,6 +261,20 @@ def follows_state(epoch: int, epoch_held: int, base=None, held_stamp=NO_STAMP) -
     return epoch >= epoch_held and (base is None or not newer_stamp(held_stamp, base))
 
 
+def known_stamp(held, stale_stamp=None) -> tuple[int, int]:
+    """The newest master state a standby knows of: its copy's (``held``,
+    ``state_stamp``), or the newer one a storage showed that copy stale with
+    (``stale_stamp``, rule B, kept with the mark).  Given to ``follows_state`` as the
+    state held, it keeps a master shown stale from following a primary that took over
+    from a copy older than that: such a copy is stale too, and following it cleared the
+    mark that keeps this master from taking over (simulation seed 401555: two standbys
+    shown stale took turns following each other's stale take-overs, each deposing the
+    primary that held the newest state, and the cluster never came back)."""
+    if stale_stamp and newer_stamp(stale_stamp, held):
+        return tuple(stale_stamp)
+    return tuple(held)
+
+
 def state_stamp(epoch: int, version: int, taken_over_from=None) -> tuple[int, int]:
     """The stamp a master state stands for: the copy's it was taken over from while not
     confirmed, else its own ``(epoch, version)``."""
@@ -392,7 +406,8 @@ class ClusterCore:
         if stale_copy(self.copy_stamp, stamp):
             raise StaleCopy(f"storage node S{nid} recorded the master state stamp {tuple(stamp)}, newer than "
                             f"{self.copy_stamp} of the copy this master took over from: the copy is stale, "
-                            f"this master must not serve (the master that wrote it, or a standby of it, must)")
+                            f"this master must not serve (the master that wrote it, or a standby of it, must)",
+                            stamp)
 
     def require_running(self, truncating: bool = False) -> None:
         if self.cluster_state != ClusterState.RUNNING:

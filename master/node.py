@@ -212,7 +212,7 @@ class Master(Committing, ClusterViews):
             try:
                 nid, actions = self.cluster_core.identify(who, time.monotonic())
             except StaleCopy as exc:
-                self.stale(str(exc))
+                self.stale(exc)
                 raise
             broadcast = self._cluster_actions(actions)
         if broadcast:
@@ -272,7 +272,7 @@ class Master(Committing, ClusterViews):
         try:
             self._verify(running)
         except StaleCopy as exc:
-            self.stale(str(exc))
+            self.stale(exc)
             return
         except Exception as exc:
             log.warning("verification failed (%s): staying in RECOVERING", exc)
@@ -471,13 +471,15 @@ class Master(Committing, ClusterViews):
         for nid, exc in sorted(failed.items()):
             self.storage_lost(nid, f"did not record the master state stamp {stamp}: {exc}")
 
-    def stale(self, why: str) -> None:
+    def stale(self, why: StaleCopy) -> None:
         """Rule B: this master took over from a copy that a storage shows stale; it
-        must not serve: it steps down (the master that wrote the newer state serves)."""
+        must not serve: it steps down (the master that wrote the newer state serves).
+        It restarts as a standby (``cluster.start_role``) that follows no primary with
+        a copy older than the newer stamp (``cluster.known_stamp``)."""
         log.error("not serving, the state this master took over is stale: %s", why)
-        self.state_db.put(stale=why)        # it restarts as a standby (``cluster.start_role``)
+        self.state_db.put(stale=str(why), stale_stamp=list(why.stamp) if why.stamp else None)
         if self.on_step_down is not None:
-            self.on_step_down(why)
+            self.on_step_down(str(why))
 
     def fenced(self, why: str) -> None:
         """A storage refused this master's epoch: a standby took over; step down."""

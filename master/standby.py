@@ -76,6 +76,7 @@ from .cluster import (
     ACKED_KEYS,
     EPOCH_ROUND,
     follows_state,
+    known_stamp,
     may_take_over,
     must_take_over,
     must_witness,
@@ -397,7 +398,8 @@ class StandbyFollower:
             return False
         if (reply.run, reply.version) != (self.run, self.version):
             doc = msgpack.unpackb(reply.state, strict_map_key=False)
-            held = state_stamp(*self.state.stamp(), self.state.get("taken_over_from"))
+            held = known_stamp(state_stamp(*self.state.stamp(), self.state.get("taken_over_from")),
+                               self.state.get("stale_stamp"))
             if not follows_state(reply.epoch, self.epoch(), doc.get("taken_over_from"), held):
                 log.error("the master at %s took over from a copy %s not confirmed yet, older than the state "
                           "%s held here: not following it (it may be stale)", self.primary,

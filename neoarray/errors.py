@@ -21,7 +21,15 @@ class ClusterUnavailable(NeoError, POSException.StorageError):
 
 class StaleCopy(ClusterUnavailable):
     """A master that took over from a copy of the primary's state found a storage node
-    that recorded a newer state (``master/cluster.py``, rule B): it must not serve."""
+    that recorded a newer state (``master/cluster.py``, rule B): it must not serve.
+    ``stamp``: that newer state's ``(epoch, version)``."""
+
+    def __init__(self, message: str = "", stamp=None):
+        super().__init__(message)
+        self.stamp = tuple(stamp) if stamp else None
+
+    def __reduce__(self):
+        return type(self), (str(self), self.stamp)
 
 
 class Unwitnessed(ClusterUnavailable):

@@ -55,7 +55,7 @@ def verify(m, running: list[int]):
     try:
         m.cluster_core.recovered(infos)
     except StaleCopy as exc:            # (``Master.try_start``)
-        m.stale(str(exc))
+        m.stale(exc)
         return False
     return (yield from reconcile(m, infos))
 

@@ -31,6 +31,7 @@ from master.cluster import (
     PRIMARY_NOW,
     STANDBY_FIRST,
     follows_state,
+    known_stamp,
     may_take_over,
     must_take_over,
     must_witness,
@@ -149,10 +150,10 @@ class MasterActor(ClusterViews):
         for nid in lost:
             self.storage_lost(nid)
 
-    def stale(self, why: str) -> None:
+    def stale(self, why: StaleCopy) -> None:
         """``Master.stale``: a take-over from a stale copy steps down (rule B), marked
-        stale: it restarts as a standby."""
-        self.disk["stale"] = why
+        stale with the newer stamp: it restarts as a standby."""
+        self.disk["stale"], self.disk["stale_stamp"] = str(why), why.stamp
         self.step_down(f"stale copy: {why}")
 
     def start(self) -> None:
@@ -256,7 +257,8 @@ class MasterActor(ClusterViews):
     def hold(self, run: str, version: int, doc: dict, epoch: int) -> bool:
         """Keep a primary's state (``StandbyFollower._poll``); False from an older one."""
         d = self.disk
-        held = state_stamp(d.get("epoch", 0), d.get("version", 0), d.get("taken_over_from"))
+        held = known_stamp(state_stamp(d.get("epoch", 0), d.get("version", 0), d.get("taken_over_from")),
+                           d.get("stale_stamp"))
         if not follows_state(epoch, d.get("epoch", 0), doc.get("taken_over_from"), held):
             return False
         if (run, version) != self.held:
@@ -409,7 +411,7 @@ class MasterActor(ClusterViews):
         try:
             nid, actions = self.cluster_core.identify(who, self.world.now)
         except StaleCopy as exc:
-            self.stale(str(exc))
+            self.stale(exc)
             raise
         if typ != "storage":
             self.clients.add(nid)

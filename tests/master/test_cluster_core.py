@@ -16,6 +16,7 @@ from master.cluster import (
     Recovered,
     Settle,
     follows_state,
+    known_stamp,
     PRIMARY_NOW,
     STANDBY_FIRST,
     TAKE_OVER,
@@ -650,3 +651,29 @@ def test_a_master_shown_stale_starts_as_a_standby_and_takes_over_only_after_foll
     assert start_role(standby_of=False, has_peers=True, primary_found=False, stale=True) == STANDBY_FIRST
     assert not may_take_over(True, stale=True) and may_take_over(True, stale=False)
     assert not may_take_over(False, stale=False)
+
+
+def test_a_master_shown_stale_follows_no_primary_that_took_over_from_a_copy_as_old():
+    """Simulation seed 401555: masters shown stale (their copies from stamp (1, 7), a
+    storage holding (R + 5, 23)) followed each other's take-overs from that same old
+    copy, which cleared their marks, took over in turn with ever higher epochs and
+    deposed the primary that held the newest state: the cluster never came back."""
+    newer = (EPOCH_ROUND + 5, 23)
+    held = known_stamp(state_stamp(3 * EPOCH_ROUND + 9, 40, [1, 7]), newer)
+    assert held == newer
+    assert not follows_state(4 * EPOCH_ROUND + 2, 3 * EPOCH_ROUND + 9, base=[1, 7], held_stamp=held)
+    assert follows_state(4 * EPOCH_ROUND + 2, 3 * EPOCH_ROUND + 9, base=None, held_stamp=held)   # confirmed
+    assert follows_state(4 * EPOCH_ROUND + 2, 3 * EPOCH_ROUND + 9, base=list(newer), held_stamp=held)
+    # without a mark, or with one older than the copy, the copy's own stamp stands
+    assert known_stamp((2, 3)) == (2, 3) and known_stamp((2, 3), (1, 9)) == (2, 3)
+
+
+def test_stale_copy_carries_the_newer_stamp_through_pickling():
+    import pickle
+    exc = StaleCopy("S1 recorded a newer stamp", (7, 2))
+    back = pickle.loads(pickle.dumps(exc))
+    assert (str(back), back.stamp) == ("S1 recorded a newer stamp", (7, 2))
+    with pytest.raises(StaleCopy) as err:
+        taken = taken_over(copy_stamp=(1, 10))[0]
+        join(taken, Identity(S, 2, "127.0.0.1:7002", "h", stamp=(1, 11)), 100.5)
+    assert err.value.stamp == (1, 11)
