@@ -224,8 +224,8 @@ class ClientActor:
         self.outcome = ", ".join(sorted(errors | ({"no answer"} if None in replies else set())))
         return sorted(n for n, r in zip(asked, replies) if r is not None and r.ok)
 
-    def _abort(self, ttid: bytes, targets, session: int | None = None):
-        session = self.nid if session is None else session
+    def _abort(self, ttid: bytes, targets):
+        session = self.nid
         for n in targets:
             self.world.send(self.name, f"S{n}", "abort", (ttid,), 0)
         if not self.sends_aborts_again:
@@ -281,8 +281,9 @@ class ClientActor:
         self.checker.unknown(ttid, writes)
         self.outcome = "finish: outcome unknown"
         if self.aborts_unknown:     # its vote would keep its locks while the session lives
-            if self.sends_aborts_again:
-                yield from self._abort(ttid, voters, session=u64(ttid) >> 32)
+            if self.sends_aborts_again:     # in its own session only (``CommitDriver.abort``)
+                if self.nid == u64(ttid) >> 32:
+                    yield from self._abort(ttid, voters)
             else:
                 self.world.send(self.name, self.master, "abort", (u64(ttid) >> 32, ttid, list(voters)), 0)
 
