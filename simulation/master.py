@@ -130,8 +130,9 @@ class MasterActor(ClusterViews):
         records the state's stamp with its real ``EpochFence.record``; any other is
         lost; a refusal (a newer epoch) makes this master step down before it acts."""
         stamp = (self.stub_epoch, self.disk["version"])
+        running = sorted(self.running_storages())
         lost = []
-        for nid in sorted(self.running_storages()):
+        for nid in running:
             peer = self.world.actors[f"S{nid}"]
             if not peer.up or {peer.name, self.name} & self.world.faults.isolated:
                 lost.append(nid)
@@ -140,7 +141,6 @@ class MasterActor(ClusterViews):
             if refusal is not None:
                 self.fenced(refusal)
                 raise StaleEpoch(refusal)
-        running = sorted(self.running_storages())
         if unwitnessed(running, lost):
             why = f"stamp {stamp}: no running storage (S{running}) recorded it: not acting on it"
             self.step_down(why)
