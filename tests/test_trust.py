@@ -83,6 +83,14 @@ def _commit(storage, values: dict) -> bytes:
     return storage.tpc_finish(t)
 
 
+def _voted(storage) -> tuple[list[bytes], TransactionMetaData]:
+    """Two new objects, and a transaction that set both to 1, voted, not finished."""
+    oids = _objects(storage, 2)
+    t = _store(storage, {oid: 1 for oid in oids})
+    storage.tpc_vote(t)
+    return oids, t
+
+
 def test_a_vote_survives_a_restart_of_its_node_before_finish(split_cluster):
     """Issue "Trust under faults", scenario 1: x and y on different nodes, voted on
     both; the node of x is killed and restarted before tpc_finish.  Before the fix the
@@ -199,9 +207,7 @@ def test_an_abort_lost_on_its_way_is_sent_again_while_the_session_lives(cluster2
     c = cluster2
     storage = c.open_storage()
     try:
-        oids = _objects(storage, 2)
-        t = _store(storage, {oid: 1 for oid in oids})
-        storage.tpc_vote(t)
+        oids, t = _voted(storage)
         lost = []
         sent = client_calls.abort
 
@@ -232,9 +238,7 @@ def test_a_finish_the_master_cannot_take_is_not_committed_and_its_votes_end(clus
     c = cluster2
     storage = c.open_storage()
     try:
-        oids = _objects(storage, 2)
-        t = _store(storage, {oid: 1 for oid in oids})
-        storage.tpc_vote(t)
+        oids, t = _voted(storage)
         c.kill_storage(0)
         c.kill_storage(1)
         deadline = time.monotonic() + 60
@@ -266,9 +270,7 @@ def test_a_vote_of_a_client_that_vanished_while_the_master_was_down_ends(cluster
     the fix nothing did: "objects stayed locked by transaction ...")."""
     c = cluster2
     storage = c.open_storage()
-    oids = _objects(storage, 2)
-    t = _store(storage, {oid: 1 for oid in oids})
-    storage.tpc_vote(t)
+    oids, _ = _voted(storage)
     c.kill_master()
     storage.close()
     c.start_master()
@@ -287,9 +289,7 @@ def test_a_hung_client_s_vote_ends_after_the_pending_timeout(tmp_path):
     try:
         storage = c.open_storage()
         try:
-            oids = _objects(storage, 2)
-            t = _store(storage, {oid: 1 for oid in oids})
-            storage.tpc_vote(t)
+            oids, t = _voted(storage)
             tid = _another_client_commits(c, oids)
             with pytest.raises(NotCommitted, match="aborted"):
                 storage.tpc_finish(t)
