@@ -7,11 +7,9 @@ to the storage nodes given new cells (``Master.push_table``: so they know at onc
 which partitions they catch up, see ``storage_node/node.py``) and then broadcast to
 clients with the new ptid.  It owns the members added without cells.
 
-FEEDING lifecycle: a cell that ``tweak`` moves away stays readable and written as
-FEEDING; once its partition has an UP_TO_DATE cell on a running node and no
-OUT_OF_DATE cell left (the replacements caught up), ``drop_fed`` removes it.  A cell
-leaves the table only when no transaction in the commit queue with an older view
-(which may have stored to that cell and not to the new ones) touches its partition.
+What a tweak changes, and when the FEEDING cells it leaves go, is decided by
+``master/table_core.py`` (without I/O, shared with the simulation); this object
+holds the lock around it and does the I/O.
 """
 from __future__ import annotations
 
@@ -19,10 +17,9 @@ import logging
 import time
 
 from neoarray.errors import ClusterUnavailable, RequestRefused
-from neoarray.states import READABLE, CellState, ClusterState, NodeState, NodeType
+from neoarray.states import READABLE, ClusterState, NodeState, NodeType
 
-from . import tweak as planner
-from .commit import written
+from . import table_core
 from .flow import view_refusal
 
 log = logging.getLogger("neoarray.master")
@@ -94,49 +91,28 @@ class TableAdmin:
                     raise RequestRefused(f"tweak: S{nid} is not part of the cluster")
             running = self.m.running_storages() & self.members()
             hosts = {n: self.m.nodes[n].host for n in running - set(exclude)}
-            try:
-                rows = planner.plan(self.m.pt.rows, self.m.pt.replicas, hosts, running)
-            except planner.TweakError as exc:
-                raise RequestRefused(f"tweak: {exc}") from None
-            diff = planner.changes(self.m.pt.rows, rows)
+            rows, diff = table_core.plan(self.m.pt, hosts, running)
             if dry_run or not diff:
                 return diff
-            self._apply_rows(rows, diff)
-            new_cells = {n for _, n, old, new in diff if new == CellState.OUT_OF_DATE and not old}
+            new_cells, gone = table_core.apply(self.m.pt, self.m.catchup, rows, diff, self.m.running_storages(),
+                                               self.m.last_committed, self.m.commits.queue, self.m.partitions)
+            _log_fed(gone)
+            self.m._persist_pt()
             log.info("tweak: %d cell changes (ptid %d)", len(diff), self.m.pt.ptid)
         self.m.push_table(new_cells)
         self.m.broadcast_cluster()
         return diff
 
-    def _apply_rows(self, rows, diff) -> None:
-        self.m.pt.set_rows(rows)
-        for p, n, old, new in diff:
-            if not new:
-                self.m.catchup.forget(n, p)
-        self.m.catchup.cells_added(self.m.pt, [(n, p) for p, n, old, new in diff
-                                           if new == CellState.OUT_OF_DATE and not old],
-                                 self.m.last_committed)
-        self.drop_fed()
-        self.m._persist_pt()
-
     def drop_fed(self) -> bool:
         """Remove FEEDING cells whose replacements caught up (under the lock; the caller
-        persists and broadcasts when True)."""
-        gone = [(n, p) for n, p in self.m.pt.fed(self.m.running_storages()) if not self._older_views_touch(p)]
-        for n, p in gone:
-            self.m.pt.remove(n, p)
-            self.m.catchup.forget(n, p)
-            log.info("S%d no longer feeds partition %d: cell dropped", n, p)
-        if gone:
-            self.m.pt.ptid += 1
+        persists and broadcasts when True): ``table_core.drop_fed``."""
+        gone = table_core.drop_fed(self.m.pt, self.m.catchup, self.m.running_storages(), self.m.commits.queue,
+                                   self.m.partitions)
+        _log_fed(gone)
         return bool(gone)
 
     def _older_views_touch(self, p: int) -> bool:
-        """Some transaction being finished has a view older than the table and writes ``p``."""
-        return any(t.view_ptid < self.m.pt.ptid and p in self._written(t) for t in self.m.commits.queue)
-
-    def _written(self, txn) -> set[int]:
-        return written(txn, self.m.partitions)
+        return table_core.older_views_touch(self.m.pt, self.m.commits.queue, self.m.partitions, p)
 
     def view_covers(self, txn) -> str | None:
         """Why ``txn`` cannot be finished safely (None: it can): ``flow.view_refusal``."""
@@ -218,3 +194,8 @@ class TableAdmin:
             log.info("replicas set to %d (ptid %d): tweak to apply", replicas, ptid)
         self.m.broadcast_cluster()
         return ptid
+
+
+def _log_fed(gone) -> None:
+    for n, p in gone:
+        log.info("S%d no longer feeds partition %d: cell dropped", n, p)

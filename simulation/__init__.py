@@ -14,7 +14,9 @@ What is real (the project's code, called as the servers call it):
   ``CommitCore`` (``master/commit.py``) and ``CommitFlow`` (``master/flow.py``),
   called as ``master/node.py`` and ``master/committing.py`` call them, with the
   simulated clock, their actions carried out as simulated messages;
-  ``IdAllocator`` (given the simulated time), ``PartitionTable``, ``CatchUp``; the
+  ``IdAllocator`` (given the simulated time), ``PartitionTable``, ``CatchUp``,
+  ``neoctl tweak``'s table changes and the end of its FEEDING cells
+  (``master/table_core.py``, with ``--tweaks``); the
   master's durable state is a dict written by the cores' ``persist`` and reloaded
   on a restart as ``Master._load_state`` reloads it from LMDB;
 - standby masters (``master/standby.py``, ``master/__main__.py``): how a master starts
@@ -55,7 +57,10 @@ orders, the monitor and the unlocker; ``simulation/cluster.py``: the processes o
 simulated calls; it holds no decision); the clients (``simulation/client.py``):
 counters (read-modify-write) and appends, committed by the rules of
 ``neoarray/client/commit.py``.  Storage nodes without cells are PENDING, as in the
-cluster (no ``neoctl add`` here).
+cluster (no ``neoctl add`` here).  With ``--tweaks`` an operator runs ``neoctl
+tweak`` 1 to 4 times during the faults, on the primary, moving cells off a drawn node
+or spreading them back (drawn from a generator of their own: the other faults are
+those of the same seed without it), with 2 storage nodes or more.
 
 Faults, drawn from the seed during the first ``FAULTS_END_S`` seconds: messages
 dropped, delayed (hence reordered) and duplicated (idempotent requests); a node
@@ -90,7 +95,10 @@ was acknowledged (locks that outlive their transactions, or a commit queue that
 never moves, lose nothing and are caught only there).  The clients that send
 stores inside votes (``--stores-in-vote``) also work a while between a read and
 their stores, so that increments of one counter overlap and a vote's conflict
-check is exercised (a storage that never finds a conflict is caught).
+check is exercised (a storage that never finds a conflict is caught); they abort as
+the real client does (an Abort without an answer is sent again while the session
+lives).  With ``--tweaks``, a master that served a tweak's new cells before they
+caught up is caught by the check of readable cells.
 
 A failing seed is printed with its violations and the shortest failing prefix the
 script finds (``run.shortest_prefix``): the schedule replayed with its faults
@@ -129,5 +137,11 @@ it found that a master holding the newer state followed a primary that had taken
 from an older copy (not confirmed yet) and lost that state for good (seed 3076:
 ``follows_state`` keeps it, a master shown stale waits as a standby), and that the
 check of readable cells looked at a standby's cores of an earlier run when no primary
-was up (seed 9385: a checker fix).
+was up (seed 9385: a checker fix).  With stores inside votes: a primary cut off from
+every storage acknowledged a commit on a state no storage recorded (seed 201117: rule
+A's ``unwitnessed``); a Finish refused while the cluster was RECOVERING left its
+transaction undecided, its votes holding their locks while the session lived (seed
+401504: ``CommitFlow.refuse_finish``); masters shown stale followed each other's
+take-overs from the same old copy, which cleared their marks, and deposed in turn the
+primary that held the newest state (seed 401555: ``known_stamp``).
 """

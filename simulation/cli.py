@@ -8,20 +8,29 @@ import os
 import sys
 import time
 
-from .client import StoresInVoteClient
+from .client import ClientActor, StoresInVoteClient
 from .run import Components, run_schedule, shortest_prefix
 
 SHRUNK_MAX = 5                # failing seeds searched for their shortest prefix
 TRACE_TAIL = 40               # trace lines printed for a failing prefix
 
 
-def _parts(stores_in_vote: bool) -> Components | None:
-    return Components(client=StoresInVoteClient) if stores_in_vote else None
+def _parts(stores_in_vote: bool, tweaks: bool = False) -> Components | None:
+    if not (stores_in_vote or tweaks):
+        return None
+    return Components(client=StoresInVoteClient if stores_in_vote else ClientActor, tweaks=tweaks)
+
+
+def _flags(parts: Components | None) -> str:
+    """The command-line options that make ``parts``."""
+    if parts is None:
+        return ""
+    return f"{' --stores-in-vote' if parts.client is StoresInVoteClient else ''}{' --tweaks' if parts.tweaks else ''}"
 
 
 def _one(job: tuple) -> tuple[int, list[str], int, int, str]:
-    seed, store, steps_max, skipped, stores_in_vote = job
-    r = run_schedule(seed, store, steps_max, _parts(stores_in_vote), skipped)
+    seed, store, steps_max, skipped, modes = job
+    r = run_schedule(seed, store, steps_max, _parts(*modes), skipped)
     return r.seed, r.violations, r.steps, r.digest, r.shape
 
 
@@ -47,11 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stores-in-vote", action="store_true",
                    help="clients send half of each transaction's stores inside its vote (as the real client "
                         "sends its last ones); by default every store apart, then the vote")
+    p.add_argument("--tweaks", action="store_true",
+                   help="an operator runs neoctl tweak 1-4 times during the faults, moving cells off a node "
+                        "or back (with 2 storage nodes or more)")
     return p
 
 
-def _results(seeds: list[int], store: str, jobs: int, steps_max=None, skipped=frozenset(), stores_in_vote=False):
-    jobs_list = [(s, store, steps_max, skipped, stores_in_vote) for s in seeds]
+def _results(seeds: list[int], store: str, jobs: int, steps_max=None, skipped=frozenset(), modes=(False, False)):
+    jobs_list = [(s, store, steps_max, skipped, modes) for s in seeds]
     if jobs <= 1 or len(seeds) < 2:
         yield from map(_one, jobs_list)
         return
@@ -73,8 +85,7 @@ def report(seed: int, violations: list[str], steps: int, store: str, shrink: boo
     skip = ",".join(map(str, sorted(best.skipped))) or "none"
     print(f"  shortest failing prefix: faults stop after step {best.steps_max}, faults left out: {skip} "
           f"of {best.planned} ({best.shape}); replay: python scripts/simulate.py --seed {seed} "
-          f"--steps {best.steps_max} --skip-faults {skip} --trace"
-          f"{' --stores-in-vote' if parts is not None and parts.client is StoresInVoteClient else ''}")
+          f"--steps {best.steps_max} --skip-faults {skip} --trace{_flags(parts)}")
     for v in best.violations:
         print(f"    {v}")
     prefix = [line for line in best.trace if int(line.split()[0]) <= best.steps_max]
@@ -97,9 +108,10 @@ def main(argv=None) -> int:
         print(f"--skip-faults {args.skip_faults!r}: give fault indexes separated by commas (1,3) or none",
               file=sys.stderr)
         return 2
-    parts = _parts(args.stores_in_vote)
+    modes = (args.stores_in_vote, args.tweaks)
+    parts = _parts(*modes)
     for seed, violations, steps, digest, shape in _results(seeds, args.store, args.jobs, args.steps, skipped,
-                                                           args.stores_in_vote):
+                                                           modes):
         if args.seed is not None and count == 1:
             print(f"seed {seed}: {shape}, {steps} steps, trace digest {digest:08x}")
             if args.trace:

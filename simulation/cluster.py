@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 
+from master import table_core
 from master.cluster import Pending, Recovered
 from neoarray.errors import StaleCopy
 from neoarray.states import ClusterState, NodeState
@@ -127,6 +128,7 @@ def replication_report(m, nid: int, done) -> list:
     for p, tid in done:
         unpublished = functools.partial(m.commits.unpublished_on, nid, p, m.partitions)
         changed |= m.catchup.replicated(m.pt, nid, p, tid, unpublished)
+    changed |= bool(table_core.drop_fed(m.pt, m.catchup, m.running_storages(), m.commits.queue, m.partitions))
     if changed:
         m.persist_pt()
         m.log(f"S{nid} caught up: table {m.table()}")

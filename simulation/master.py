@@ -18,18 +18,19 @@ import copy
 import logging
 
 from master import flow as fl
+from master import table_core
 from master.cluster import (
     ACKED_KEYS,
     BROADCAST,
     EPOCH_ROUND,
+    PRIMARY_NOW,
+    STANDBY_FIRST,
     TRY_START,
     ClusterCore,
     ClusterViews,
     DropChannel,
     Identity,
     Settle,
-    PRIMARY_NOW,
-    STANDBY_FIRST,
     follows_state,
     known_stamp,
     may_take_over,
@@ -45,8 +46,13 @@ from master.commit import CommitCore, owner_of
 from master.core import IdAllocator, PartitionTable
 from master.flow import CommitFlow
 from master.replication import CatchUp
-
-from neoarray.errors import ClusterUnavailable, OutcomeUnknown, RequestRefused, StaleCopy, Unwitnessed
+from neoarray.errors import (
+    ClusterUnavailable,
+    OutcomeUnknown,
+    RequestRefused,
+    StaleCopy,
+    Unwitnessed,
+)
 from neoarray.ids import Z64
 from neoarray.states import ClusterState, NodeType
 
@@ -302,6 +308,25 @@ class MasterActor(ClusterViews):
             if newer is not None:
                 self.step_down(f"{newer} is primary with a newer epoch")
                 return
+
+    def tweak(self, exclude) -> None:
+        """``TableAdmin.tweak`` (``neoctl tweak``, excluding ``exclude``), by an
+        operator at a drawn time: every storage node is a member here."""
+        if self.role != PRIMARY or self.cluster_state != ClusterState.RUNNING:
+            return
+        running = self.running_storages()
+        hosts = {n: f"s{n}" for n in running - set(exclude)}
+        try:
+            rows, diff = table_core.plan(self.pt, hosts, running)
+        except RequestRefused as exc:
+            self.log(f"tweak excluding {sorted(exclude)} refused: {exc}")
+            return
+        if not diff:
+            return
+        table_core.apply(self.pt, self.catchup, rows, diff, running, self.last_committed, self.commits.queue,
+                         self.partitions)
+        self.persist_pt()
+        self.log(f"tweak excluding {sorted(exclude)}: table {self.table()} (ptid {self.pt.ptid})")
 
     def log(self, text: str) -> None:
         self.world.log(f"{self.name}: {text}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from neoarray.errors import ClusterUnavailable
 from neoarray.ids import p64
 from neoarray.states import CellState, ClusterState
 
@@ -12,7 +13,7 @@ from .checker import Checker
 from .client import PROBE_TRIES_MAX, ClientActor
 from .master import PRIMARY, MasterActor
 from .storage import StorageActor
-from .world import Faults, World
+from .world import Faults, StaleEpoch, World
 
 FAULTS_END_S = 12.0           # no fault starts later
 END_S = 60.0                  # the schedule fails if the cluster has not settled by then
@@ -21,6 +22,8 @@ PROBE_S = 20.0                # simulated seconds the clients have to commit onc
 COUNTERS = 3
 STANDBYS_WEIGHTS = (0.6, 0.25, 0.15)    # schedules with 0, 1, 2 standby masters
 STANDBYS_KEY = "standby masters 11:"
+TWEAKS_KEY = "tweaks 1:"      # drawn apart too: with tweaks off, the schedules are those of before
+TWEAKS_MAX = 4
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Components:
     master: type = MasterActor
     storage: type = StorageActor
     client: type = ClientActor
+    tweaks: bool = False    # an operator runs ``neoctl tweak`` during the faults (``--tweaks``)
 
 
 class Schedule:
@@ -82,9 +86,10 @@ class Schedule:
             s.checker = self.checker
         for m in self.masters:
             m.on_step_down = lambda m: w.at(1.0, self.restart, m)     # (a supervisor)
+        self.tweaks = parts.tweaks and n_storages > 1
         self.shape = (f"{n_storages} storage(s), replicas {replicas}, {partitions} partition(s), "
                       f"{len(self.clients)} client(s), {store}{', full disk' if full else ''}"
-                      f"{f', {standbys} standby master(s)' if standbys else ''}")
+                      f"{f', {standbys} standby master(s)' if standbys else ''}{', tweaks' if self.tweaks else ''}")
         self.faulting = True
 
     def log(self, text: str) -> None:
@@ -100,6 +105,20 @@ class Schedule:
             self.planned += 1
             if i not in self.skipped:
                 w.at(when, fn, *args)
+        if self.tweaks:     # from a generator of their own: the faults above are those without
+            rng = random.Random(f"{TWEAKS_KEY}{self.seed}")
+            for _ in range(rng.randint(1, TWEAKS_MAX)):
+                exclude = rng.choice([None, *sorted(self.storages)])
+                w.at(rng.random() * FAULTS_END_S, self.tweak, () if exclude is None else (exclude,))
+
+    def tweak(self, exclude) -> None:
+        """An operator's ``neoctl tweak`` on the primary (moving cells off ``exclude``)."""
+        if not self.faulting:
+            return
+        try:
+            self.primary().tweak(exclude)
+        except (ClusterUnavailable, StaleEpoch) as exc:     # neoctl gets it: the primary stepped down
+            self.log(f"tweak failed: {exc}")
 
     def _draw_fault(self):
         rng = self.world.rng

@@ -76,3 +76,34 @@ def test_table_bookkeeping_of_added_and_fed_cells():
     assert fed and all(pt.rows[p][n] == CellState.FEEDING for n, p in fed)
     assert PartitionTable.from_doc(pt.to_doc()) == pt
     assert "last readable copy" in pt.drop_refusal(3, {3}) and pt.drop_refusal(3, {1, 2, 3}) is None
+
+
+def test_a_tweak_applied_feeds_until_the_new_cells_caught_up_and_older_views_ended():
+    """``master/table_core.py``: the moved cells FEED, the new ones catch up to the last
+    committed tid; a FEEDING cell leaves only once its partition has an UP_TO_DATE
+    cell and none OUT_OF_DATE, and no queued commit of an older view writes it."""
+    from master import table_core
+    from master.commit import Txn
+    from master.replication import CatchUp
+    from neoarray.errors import RequestRefused
+    from neoarray.ids import p64
+
+    pt = PartitionTable.create(2, 0, [1])
+    catchup = CatchUp()
+    with pytest.raises(RequestRefused, match="tweak"):
+        table_core.plan(pt, {}, {1})                           # no node to spread over
+    rows, diff = table_core.plan(pt, {2: "h"}, {1, 2})         # off S1, onto S2
+    old_ptid = pt.ptid
+    added, gone = table_core.apply(pt, catchup, rows, diff, {1, 2}, p64(7), [], 2)
+    assert (added, gone) == ({2}, [])
+    assert pt.rows == [{1: CellState.FEEDING, 2: CellState.OUT_OF_DATE}] * 2 and pt.ptid > old_ptid
+    assert catchup.until == {(2, 0): p64(7), (2, 1): p64(7)}
+    assert table_core.drop_fed(pt, catchup, {1, 2}, [], 2) == []                  # still catching up
+    pt.set_cell(0, 2, CellState.UP_TO_DATE)
+    older = Txn(p64(1 << 32), 1)                                 # writes partition 0, an older view
+    older.oids, older.tid, older.view_ptid = [p64(0)], p64(2), old_ptid
+    assert table_core.drop_fed(pt, catchup, {1, 2}, [older], 2) == []
+    ptid = pt.ptid
+    assert table_core.drop_fed(pt, catchup, {1, 2}, [], 2) == [(1, 0)]
+    assert pt.rows[0] == {2: CellState.UP_TO_DATE} and pt.ptid == ptid + 1
+    assert pt.rows[1] == {1: CellState.FEEDING, 2: CellState.OUT_OF_DATE}

@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 from neoarray.ids import p64
+from neoarray.states import CellState
 from simulation.client import StoresInVoteClient
-from simulation.master import MasterActor, SimIds
+from simulation.master import PRIMARY, MasterActor, SimIds
 from simulation.run import Components, run_schedule, shortest_prefix
 from simulation.storage import StorageActor
 from storage_node.manager import TransactionManager
@@ -72,6 +73,37 @@ def test_schedules_with_stores_inside_votes_hold_the_invariants():
     failing.update({("lmdb", s): r.violations for s in range(10)
                     if (r := run_schedule(s, "lmdb", parts=parts)).violations})
     assert failing == {}
+
+
+def test_schedules_with_tweaks_hold_the_invariants():
+    """An operator runs ``neoctl tweak`` during the faults (``master/table_core.py``):
+    cells move off a node and back, FEEDING cells end once their replacements caught
+    up, and the cluster settles with every cell UP_TO_DATE."""
+    parts = Components(tweaks=True)
+    failing = {s: r.violations for s in range(150) if (r := run_schedule(s, parts=parts)).violations}
+    failing.update({("in votes", s): r.violations for s in range(50)
+                    if (r := run_schedule(s, parts=Components(client=StoresInVoteClient, tweaks=True))).violations})
+    assert failing == {}
+
+
+class HastyTweakMaster(MasterActor):
+    """Makes the cells a tweak adds UP_TO_DATE at once, before they copied anything."""
+
+    def tweak(self, exclude):
+        if self.role != PRIMARY:
+            return
+        before = {(n, p) for p, row in enumerate(self.pt.rows) for n in row}
+        super().tweak(exclude)
+        for p, row in enumerate(self.pt.rows):
+            for n, state in list(row.items()):
+                if (n, p) not in before and state == CellState.OUT_OF_DATE:
+                    self.pt.set_cell(p, n, CellState.UP_TO_DATE)
+
+
+def test_the_checker_catches_a_tweak_that_serves_cells_before_they_caught_up():
+    parts = Components(master=HastyTweakMaster, tweaks=True)
+    violations = [v for s in range(60) for v in run_schedule(s, parts=parts).violations]
+    assert any("misses published commit" in v for v in violations), violations[:3]
 
 
 def test_a_seed_replays_exactly():
