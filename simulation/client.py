@@ -20,7 +20,7 @@ from neoarray.states import READABLE, CellState, ClusterState
 from storage_node.backend import Stored, checksum
 from storage_node.manager import VOTED
 
-from .world import Call, Sleep
+from .world import Call, Sleep, StaleEpoch
 
 RPC_S = 1.0
 SILENT_MAX = 2                # calls unanswered in a row: the event stream is taken for broken
@@ -46,6 +46,8 @@ class ClientActor:
     # Abort through the master as a call, and send it again while the session lives
     # when no answer came (``neoarray/client/owed.py``); here a message sent once
     sends_aborts_again = False
+    # a Finish that failed without a refusal: ask its outcome (``_refused``)
+    finish_errors_as_real = False
 
     def __init__(self, world, index: int, checker, partitions: int, counters: list[bytes], log_oid: bytes,
                  ops_max: int):
@@ -224,6 +226,16 @@ class ClientActor:
         self.outcome = ", ".join(sorted(errors | ({"no answer"} if None in replies else set())))
         return sorted(n for n, r in zip(asked, replies) if r is not None and r.ok)
 
+    def _refused(self, error: Exception) -> bool:
+        """Whether a Finish's error says the transaction was not committed.  The real
+        client (``CommitDriver.finish``) takes only a refusal for that and asks the
+        outcome after any failure to answer (a master that stepped down while it
+        finished: not acting on an unwitnessed state, or fenced); this one, also
+        after ``OutcomeUnknown`` only, so that the kept seeds replay as they were."""
+        if not self.finish_errors_as_real:
+            return not isinstance(error, OutcomeUnknown)
+        return isinstance(error, RequestRefused) and not isinstance(error, StaleEpoch)
+
     def _abort(self, ttid: bytes, targets):
         session = self.nid
         for n in targets:
@@ -256,7 +268,7 @@ class ClientActor:
             self.checker.acknowledged(ttid, reply.value, writes)
             self.outcome = "acknowledged"
             return
-        if reply is not None and not isinstance(reply.error, OutcomeUnknown):
+        if reply is not None and self._refused(reply.error):
             self.checker.not_committed(ttid, reply.error)
             self.outcome = f"finish: {reply.error}"
             return
@@ -299,3 +311,4 @@ class StoresInVoteClient(ClientActor):
     think_s_max = THINK_S_MAX
     aborts_unknown = True
     sends_aborts_again = True
+    finish_errors_as_real = True

@@ -267,7 +267,13 @@ class MasterActor(ClusterViews):
                            d.get("stale_stamp"))
         if not follows_state(epoch, d.get("epoch", 0), doc.get("taken_over_from"), held):
             return False
-        if (run, version) != self.held:
+        if run != self.held[0] or version > self.held[1]:
+            # never an older version of the same run: the primary's acknowledgement
+            # (``_wait_acked``) hands a follower the new state at once, while the reply
+            # to its last FollowState, with an older version, may still be on its way;
+            # the real follower's polls are one after the other, so it never sees one
+            # older than it holds (seed 1105452 with stores in votes and tweaks: a copy
+            # went back to a table without a cell marked OUT_OF_DATE, then taken over)
             self.disk, self.held = copy.deepcopy(doc), (run, version)
         return True
 
@@ -311,8 +317,9 @@ class MasterActor(ClusterViews):
 
     def tweak(self, exclude) -> None:
         """``TableAdmin.tweak`` (``neoctl tweak``, excluding ``exclude``), by an
-        operator at a drawn time: every storage node is a member here."""
-        if self.role != PRIMARY or self.cluster_state != ClusterState.RUNNING:
+        operator at a drawn time: every storage node is a member here (a master that
+        is down answers nothing: neoctl gets an error)."""
+        if not self.up or self.role != PRIMARY or self.cluster_state != ClusterState.RUNNING:
             return
         running = self.running_storages()
         hosts = {n: f"s{n}" for n in running - set(exclude)}

@@ -67,6 +67,21 @@ class HandCluster:
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)
 
+    def freeze(self, name: str, frozen_s: float) -> bool:
+        """Stop node ``name`` (SIGSTOP) for ``frozen_s``, then let it go on (SIGCONT):
+        a pause of the whole process, as a long stall of its machine, or a network
+        cut both ways that its peers cannot tell from one.  False when it was not
+        running."""
+        proc = self.procs.get(name)
+        if proc is None or proc.poll() is not None:
+            return False
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(frozen_s)
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        return True
+
     def revive(self) -> list[str]:
         """Start again every node whose process ended by itself (a master that stepped
         down for a newer one exits with status 3), as a supervisor would; their names

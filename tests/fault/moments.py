@@ -36,8 +36,10 @@ class Tally:
     def line(self, acknowledged: int) -> str:
         """The summary the tests print (and that long runs add up)."""
         moments = ", ".join(f"{k}={v}" for k, v in sorted(self.moments.items()))
+        frozen = (f" frozen: master={self.kills['frozen master']} storage={self.kills['frozen storage']};"
+                  if self.kills["frozen master"] or self.kills["frozen storage"] else "")
         return (f"kills: master={self.kills['master']} storage={self.kills['storage']} "
-                f"(master kills at: {moments or 'none'}); commits acknowledged={acknowledged}; lost=0")
+                f"(master kills at: {moments or 'none'});{frozen} commits acknowledged={acknowledged}; lost=0")
 
 
 def aim_at_phase(phase_of, wanted: str, timeout_s: float = AIM_S_MAX) -> str:

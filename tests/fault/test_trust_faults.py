@@ -13,7 +13,15 @@ reader reads them over and over.  At moments drawn from a seeded RNG one fault:
   the second time while it recovers (``moments.py``);
 - ``storage+master``: a storage node killed, then the primary within a second;
 - ``takeover``: the primary killed and kept down until the standby took over, then
-  restarted (it becomes the new primary's standby).
+  restarted (it becomes the new primary's standby);
+- ``freeze storage``: a storage node stopped (SIGSTOP) for 0.5-4 s, then let go on
+  (SIGCONT): past the node timeout (2 s) its master has marked it lost meanwhile, and
+  it wakes with its votes and its view of an older table;
+- ``freeze master``: the primary stopped for 0.5-6 s at a random moment or while a
+  client waits for its vote or ``tpc_finish``: past about 2.5 s the standby takes
+  over, and the old primary wakes in the middle of what it was doing (a Finish, its
+  Lock orders), fenced by the storages, and steps down (exit status 3; it is
+  restarted before the next fault).
 
 A storage node is killed only once every cell is UP_TO_DATE again (never the last
 readable copy).  After each fault, once the cluster is RUNNING, every client must
@@ -24,7 +32,7 @@ never saw a value go back; ``neoctl check`` finds the copies identical and every
 transaction complete.
 
 Prints its seed, and each fault; ``NEOARRAY_SEED=<seed>`` replays the schedule and
-``NEOARRAY_FAULTS=<n>`` sets how many faults (4 by default: one of each kind).
+``NEOARRAY_FAULTS=<n>`` sets how many faults (6 by default: one of each kind).
 """
 import json
 import os
@@ -46,8 +54,9 @@ from .hand_cluster import HandCluster
 from .moments import Tally, aim_at_phase, master_moment, wait_for_state
 from .test_replicated_kills import Client, check_acked, check_current, stop_clients
 
-FAULTS = int(os.environ.get("NEOARRAY_FAULTS", "4"))
-KINDS = ("storage", "master", "storage+master", "takeover")
+KINDS = ("storage", "master", "storage+master", "takeover", "freeze storage", "freeze master")
+FAULTS = int(os.environ.get("NEOARRAY_FAULTS", str(len(KINDS))))
+FREEZE_MOMENTS = ("any", "vote", "finish")
 CLIENTS = 2
 STORAGES = 3
 PARTITIONS = 4
@@ -114,6 +123,23 @@ class Schedule:
             c.start(victim)
         elif kind == "master":
             self._bounce(primary, round(self.rng.uniform(0.1, 1.5), 2), master_moment(self.rng))
+        elif kind == "freeze storage":
+            wait_all_up_to_date(c)
+            victim = f"storage-{self.rng.randrange(c.storages)}"
+            frozen_s = round(self.rng.uniform(0.5, 4.0), 2)
+            c.freeze(victim, frozen_s)
+            self.tally.killed("frozen storage")
+            self.log.append(f"{victim} frozen for {frozen_s}s")
+        elif kind == "freeze master":
+            frozen_s = round(self.rng.uniform(0.5, 6.0), 2)
+            moment = self.rng.choice(FREEZE_MOMENTS)
+            if moment != "any" and self.clients:
+                client = self.rng.choice(self.clients)
+                seen = aim_at_phase(lambda: client.phase, moment)
+                moment = moment if seen == moment else f"{moment} missed"
+            c.freeze(primary, frozen_s)
+            self.tally.killed("frozen master")
+            self.log.append(f"{primary} (primary) frozen at {moment} for {frozen_s}s")
         else:
             standby = next(n for n in c.procs if n.startswith("master-") and n != primary)
             wait_following(c, standby)

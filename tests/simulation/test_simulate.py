@@ -90,7 +90,7 @@ class HastyTweakMaster(MasterActor):
     """Makes the cells a tweak adds UP_TO_DATE at once, before they copied anything."""
 
     def tweak(self, exclude):
-        if self.role != PRIMARY:
+        if not self.up or self.role != PRIMARY:
             return
         before = {(n, p) for p, row in enumerate(self.pt.rows) for n in row}
         super().tweak(exclude)
