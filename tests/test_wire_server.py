@@ -114,7 +114,7 @@ class LateDoor:
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(0)
-        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
         self.fillers = []
         for _ in range(2):                  # backlog 0 takes one: the second waits too
             s = socket.socket()
