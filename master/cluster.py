@@ -237,9 +237,18 @@ def may_take_over(state_held: bool, stale: bool) -> bool:
     return state_held and not stale
 
 
+TAKE_OVER_RECHECK_S = 1.0     # a standby that found no primary asks once more after this
+
+
 def must_take_over(followed: bool, silent_s: float, node_timeout_s: float, jitter_s: float) -> bool:
     """Whether a standby asks the other masters if one is primary (before taking over):
-    it followed a primary and heard nothing for ``node_timeout_s + jitter_s``."""
+    it followed a primary and heard nothing for ``node_timeout_s + jitter_s``.  When
+    none answers as primary it asks once more ``TAKE_OVER_RECHECK_S`` later, and takes
+    over only if none does then either: a round of ``Role`` calls that began while the
+    primary was cut off can end unanswered just after the network healed, and a
+    standby with an older copy then took over with a newer epoch, deposed the primary,
+    found its copy stale and stepped down (simulation seeds 207482, 808312: seconds
+    without a primary after the faults)."""
     return followed and silent_s >= node_timeout_s + jitter_s
 
 

@@ -75,6 +75,7 @@ from neoarray.states import NodeState
 from .cluster import (
     ACKED_KEYS,
     EPOCH_ROUND,
+    TAKE_OVER_RECHECK_S,
     follows_state,
     known_stamp,
     may_take_over,
@@ -378,7 +379,7 @@ class StandbyFollower:
                 channel.close()
                 channel = stub = None
                 self.primary = ""
-            if self._must_take_over():
+            if self._must_take_over(stopped):
                 return True
             stopped.wait(0.2)
         return False
@@ -410,14 +411,19 @@ class StandbyFollower:
         self.last_contact = time.monotonic()
         return True
 
-    def _must_take_over(self) -> bool:
+    def _must_take_over(self, stopped: threading.Event) -> bool:
         # else nothing to take over with, or a copy a storage showed stale
         followed = may_take_over(self.state.get("cluster") is not None, bool(self.state.get("stale")))
         if not must_take_over(followed, time.monotonic() - self.last_contact, self.node_timeout_s,
                               random.uniform(0, 0.5)):
             return False
-        return not find_primary(self.peers, self.cluster, self.rpc_timeout_s, higher_than=self.epoch() - 1,
-                                tls=self.tls)[0]
+        for again in (False, True):     # no primary twice, TAKE_OVER_RECHECK_S apart
+            if again and stopped.wait(TAKE_OVER_RECHECK_S):
+                return False
+            if find_primary(self.peers, self.cluster, self.rpc_timeout_s, higher_than=self.epoch() - 1,
+                            tls=self.tls)[0]:
+                return False
+        return True
 
     def take_over(self) -> int:
         """Bump the epoch and raise the id reservations in the copy; close it.

@@ -25,6 +25,7 @@ from master.cluster import (
     EPOCH_ROUND,
     PRIMARY_NOW,
     STANDBY_FIRST,
+    TAKE_OVER_RECHECK_S,
     TRY_START,
     ClusterCore,
     ClusterViews,
@@ -257,7 +258,9 @@ class MasterActor(ClusterViews):
             if must_take_over(followed, self.world.now - last_contact, cluster.NODE_TIMEOUT_S,
                               self.world.rng.uniform(0, 0.5)):
                 if (yield from self.find_primary(self.disk.get("epoch", 0) - 1)) is None:
-                    return
+                    yield Sleep(TAKE_OVER_RECHECK_S)            # (``must_take_over``)
+                    if (yield from self.find_primary(self.disk.get("epoch", 0) - 1)) is None:
+                        return
             yield Sleep(0.2)
 
     def hold(self, run: str, version: int, doc: dict, epoch: int) -> bool:
