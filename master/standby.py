@@ -417,11 +417,14 @@ class StandbyFollower:
         if not must_take_over(followed, time.monotonic() - self.last_contact, self.node_timeout_s,
                               random.uniform(0, 0.5)):
             return False
+        # a master that does not answer Role within the node timeout counts as gone, as
+        # for a primary's watch of its peers (``watch_peers``): asking twice then costs
+        # at most that per silent peer, not rpc_timeout_s
+        timeout_s = min(self.rpc_timeout_s, self.node_timeout_s)
         for again in (False, True):     # no primary twice, TAKE_OVER_RECHECK_S apart
             if again and stopped.wait(TAKE_OVER_RECHECK_S):
                 return False
-            if find_primary(self.peers, self.cluster, self.rpc_timeout_s, higher_than=self.epoch() - 1,
-                            tls=self.tls)[0]:
+            if find_primary(self.peers, self.cluster, timeout_s, higher_than=self.epoch() - 1, tls=self.tls)[0]:
                 return False
         return True
 

@@ -61,7 +61,7 @@ def test_a_standby_asks_twice_for_a_primary_before_it_takes_over(tmp_path):
                                       ([(pb.STANDBY, 0)], True, 2)):
         server, roles, address = _peer(answers)
         follower = standby.StandbyFollower(str(tmp_path / str(takes_over)), "c", [address, "127.0.0.1:9"],
-                                           "127.0.0.1:9", node_timeout_s=0.1, rpc_timeout_s=5.0)
+                                           "127.0.0.1:9", node_timeout_s=2.0, rpc_timeout_s=5.0)
         try:
             follower.state.put(cluster="c", epoch=EPOCH_ROUND + 1)      # a copy it may take over from
             follower.last_contact = time.monotonic() - 60               # the primary silent for long
