@@ -369,14 +369,11 @@ class CommitCore:
     def final_status(self, ttid: bytes, owner_live: bool):
         """``(tid, None)`` committed; ``(None, True)`` not committed; ``(None, False)``
         not known yet."""
-        tid = self.finished.get(ttid)
-        if tid is not None:
-            return tid, None
-        txn = self.finishing(ttid)
-        if txn is not None:
+        decided = self.decided(ttid)
+        if decided is not None:
+            return decided
+        if self.finishing(ttid) is not None:
             return None, False
-        if ttid in self.dead:
-            return None, True
         if ttid in self.begun or owner_live:
             return None, False                                 # not finished yet
         # a session of this master that ended: what it did not finish is dead (rule 2).

@@ -256,12 +256,19 @@ class MasterActor(ClusterViews):
                 self.following = None
             followed = may_take_over(self.disk.get("cluster") is not None, bool(self.disk.get("stale")))
             if must_take_over(followed, self.world.now - last_contact, cluster.NODE_TIMEOUT_S,
-                              self.world.rng.uniform(0, 0.5)):
-                if (yield from self.find_primary(self.disk.get("epoch", 0) - 1)) is None:
-                    yield Sleep(TAKE_OVER_RECHECK_S)            # (``must_take_over``)
-                    if (yield from self.find_primary(self.disk.get("epoch", 0) - 1)) is None:
-                        return
+                              self.world.rng.uniform(0, 0.5)) and (yield from self._no_primary_twice()):
+                return
             yield Sleep(0.2)
+
+    def _no_primary_twice(self):
+        """``StandbyFollower._must_take_over``'s two rounds of Role calls,
+        ``TAKE_OVER_RECHECK_S`` apart: True when no primary answered either."""
+        for again in (False, True):
+            if again:
+                yield Sleep(TAKE_OVER_RECHECK_S)
+            if (yield from self.find_primary(self.disk.get("epoch", 0) - 1)) is not None:
+                return False
+        return True
 
     def hold(self, run: str, version: int, doc: dict, epoch: int) -> bool:
         """Keep a primary's state (``StandbyFollower._poll``); False from an older one."""
@@ -410,8 +417,8 @@ class MasterActor(ClusterViews):
         if kind == "view":
             running = self.running_storages()
             return self.cluster_state, [dict(r) for r in self.pt.rows], self.pt.ptid, running
-        if kind == "final_status" and self.commits.decided(payload[1]) is not None:
-            return self.commits.decided(payload[1])         # (``Master.final_status``)
+        if kind == "final_status" and (decided := self.commits.decided(payload[1])) is not None:
+            return decided                                  # (``Master.final_status``)
         if kind == "finish":
             try:
                 self.cluster_core.require_running()

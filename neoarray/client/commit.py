@@ -497,18 +497,18 @@ class CommitDriver:
                     calls.done(started)
                 except Exception as exc:  # noqa: BLE001 - aborted anyway
                     log.debug("store of 0x%s to S%d before its abort: %s", txn.ttid.hex(), nid, exc)
-        nodes = set(txn.sent) | txn.voted | txn.asked   # a vote may succeed where another failed
+        nodes = sorted(set(txn.sent) | txn.voted | txn.asked)   # a vote may succeed where another failed
         if not (nodes or txn.restore):
             return          # nothing reached any node
         if txn.outcome_unknown and self.link.node_id != txn.session:
             return          # the master that may have committed it is gone: the next decides (rule 3)
         try:
-            self._send_abort(txn.session, txn.ttid, sorted(nodes))
+            self._send_abort(txn.session, txn.ttid, nodes)
         except (POSException.ReadOnlyError, AccessDenied) as exc:   # the commit said it already
             log.debug("tpc_abort of 0x%s: %s", txn.ttid.hex(), exc)
         except ClusterUnavailable as exc:   # lost on its way: sent again while the session lives
             log.warning("tpc_abort of 0x%s: %s; it is sent again", txn.ttid.hex(), exc)
-            self.owed.owe(txn.session, txn.ttid, sorted(nodes))
+            self.owed.owe(txn.session, txn.ttid, nodes)
         except Exception as exc:  # noqa: BLE001 - refused (being finished, ...): nothing to undo
             log.warning("tpc_abort of 0x%s: %s", txn.ttid.hex(), exc)
 
